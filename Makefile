@@ -1,0 +1,29 @@
+# The two commands of the README: `make run` and `make test`.
+SWIFT ?= swift
+DATA_DIR ?=
+BIN := .build/debug/kiana
+SHELL := /bin/bash
+.SHELLFLAGS := -eo pipefail -c
+QUIET := { grep -v "unhandled; explicitly declare them" || true; }
+
+.PHONY: run test build setup bench clean
+
+setup:
+	@./scripts/setup.sh
+
+build: setup
+	@$(SWIFT) build --build-tests 2>&1 | $(QUIET)
+	@test -x $(BIN)
+
+run: build
+	@$(BIN) serve $(if $(DATA_DIR),--data-dir $(DATA_DIR),)
+
+test: build
+	@KIANA_BIN=$(CURDIR)/$(BIN) $(SWIFT) test --skip-build
+
+bench: setup
+	@$(SWIFT) build -c release --product kiana 2>&1 | $(QUIET)
+	@.build/release/kiana bench ledger
+
+clean:
+	@rm -rf .build

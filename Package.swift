@@ -1,0 +1,65 @@
+// swift-tools-version: 6.1
+import PackageDescription
+
+let package = Package(
+    name: "KIana",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "kiana", targets: ["kiana"]),
+        .library(name: "KianaCore", targets: ["KianaCore"]),
+        .library(name: "KianaStore", targets: ["KianaStore"]),
+        .library(name: "KianaNode", targets: ["KianaNode"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-crypto.git", from: "4.5.2"),
+        .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
+        .package(url: "https://github.com/x-sheep/swift-property-based.git", from: "2.0.1"),
+    ],
+    targets: [
+        // Pure logic: identity, canonical CBOR, entries, blocks, Merkle trees, PoA rules, CRDT. No I/O.
+        .target(name: "KianaCore", dependencies: [
+            .product(name: "Crypto", package: "swift-crypto"),
+        ]),
+        // SQLite via GRDB: ledger tables, materialized knowledge state, pending entries, settings.
+        .target(name: "KianaStore", dependencies: [
+            "KianaCore",
+            .product(name: "GRDB", package: "GRDB.swift"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        // Local AI (embedder, LLM engine, retrieval). Starts as its error type; see docs/architecture.md.
+        .target(name: "KianaAI", dependencies: ["KianaCore", "KianaStore"]),
+        // Networking (discovery, Noise transport, sync). Starts as its error type.
+        .target(name: "KianaNet", dependencies: ["KianaCore", "KianaStore"]),
+        // Federated learning. Starts as its error type.
+        .target(name: "KianaLearn", dependencies: ["KianaCore"]),
+        // HTTP surface (Hummingbird).
+        .target(name: "KianaServer", dependencies: [
+            "KianaCore", "KianaStore", "KianaAI", "KianaNet", "KianaLearn",
+            .product(name: "Hummingbird", package: "hummingbird"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        // Wiring: configuration, data directory, one ServiceGroup, commands' logic.
+        .target(name: "KianaNode", dependencies: [
+            "KianaCore", "KianaStore", "KianaServer",
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        ]),
+        // `kiana bench …` measurements, each beside its reference primitive.
+        .target(name: "KianaBench", dependencies: ["KianaCore", "KianaStore"]),
+        .executableTarget(name: "kiana", dependencies: [
+            "KianaNode", "KianaBench",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+        .testTarget(name: "KianaCoreTests", dependencies: [
+            "KianaCore",
+            .product(name: "PropertyBased", package: "swift-property-based"),
+        ]),
+        .testTarget(name: "KianaStoreTests", dependencies: ["KianaStore", "KianaCore"]),
+        .testTarget(name: "KianaNodeTests", dependencies: ["KianaNode", "KianaCore", "KianaStore", "kiana"]),
+    ],
+    swiftLanguageModes: [.v6]
+)

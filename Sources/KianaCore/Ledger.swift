@@ -1,0 +1,206 @@
+import Dispatch
+
+/// The ledger's state after a validated prefix of a chain: what the next block is checked
+/// against. Built only by validating blocks, so holding one means the chain up to `tip` is valid.
+public struct LedgerState: Sendable {
+    /// Network ID = genesis block hash.
+    public let network: [UInt8]
+    public let genesis: BlockHeader
+    public private(set) var tip: BlockHeader
+    public private(set) var tipHash: [UInt8]
+    public private(set) var authorities: Set<[UInt8]>
+    public private(set) var lastSequence: [[UInt8]: UInt64] = [:]
+    public private(set) var entryIDs: Set<[UInt8]> = []
+    /// Block hashes in height order: the leaves of the history tree.
+    public private(set) var blockHashes: [[UInt8]]
+    public private(set) var entryCount = 0
+
+    public var height: UInt64 { tip.height }
+
+    static func fail(_ b: BlockHeader, _ rule: LedgerRule, _ msg: String) -> KianaCoreError {
+        KianaCoreError(.invalidBlock, msg, height: b.height, rule: rule)
+    }
+
+    /// Validates a genesis block and starts a ledger from it.
+    public init(genesis g: Block, now: UInt64, signatureChecked: Bool = false) throws(KianaCoreError) {
+        let h = g.header
+        guard h.height == 0 else { throw Self.fail(h, .genesis, "first block must have height 0") }
+        guard h.parent == BlockHeader.zeroHash else { throw Self.fail(h, .genesis, "genesis parent must be all zeros") }
+        guard let auth = h.authorities, !auth.isEmpty else { throw Self.fail(h, .genesis, "genesis must name at least one authority") }
+        guard Set(auth).count == auth.count else { throw Self.fail(h, .genesis, "genesis names an authority twice") }
+        guard auth.contains(h.signer) else { throw Self.fail(h, .authority, "genesis signer is not one of its authorities") }
+        guard g.entries.isEmpty, h.entryCount == 0, h.entryRoot == Merkle.emptyRoot else {
+            throw Self.fail(h, .genesis, "genesis carries no entries")
+        }
+        guard h.time <= now &+ LedgerLimits.maxClockDrift else { throw Self.fail(h, .timestamp, "genesis time is in the future") }
+        guard signatureChecked || g.verifySignature() else { throw Self.fail(h, .blockSignature, "genesis signature does not verify") }
+        network = g.hash
+        genesis = h
+        tip = h
+        tipHash = g.hash
+        authorities = Set(auth)
+        blockHashes = [g.hash]
+    }
+
+    /// Checks every rule for `block` as the next block and applies it.
+    /// `precheckedSignatures` is set by `ChainValidator`, which verified signatures and roots in parallel.
+    public mutating func append(_ block: Block, now: UInt64, precheckedSignatures: Bool = false) throws(KianaCoreError) {
+        let h = block.header
+        guard h.height == tip.height + 1 else { throw Self.fail(h, .height, "height \(h.height) does not follow \(tip.height)") }
+        guard h.parent == tipHash else { throw Self.fail(h, .parentHash, "parent hash does not match block \(tip.height)") }
+        guard h.authorities == nil, h.name == nil else { throw Self.fail(h, .genesis, "only genesis may name authorities") }
+        guard authorities.contains(h.signer) else {
+            throw Self.fail(h, .authority, "signer \(DeviceID(publicKey: h.signer)) is not an authority")
+        }
+        guard h.time >= tip.time else { throw Self.fail(h, .timestamp, "block time is before its parent's") }
+        guard h.time <= now &+ LedgerLimits.maxClockDrift else { throw Self.fail(h, .timestamp, "block time is too far in the future") }
+        guard !block.entries.isEmpty else { throw Self.fail(h, .emptyBlock, "block carries no entries") }
+        guard h.entryCount == UInt64(block.entries.count) else {
+            throw Self.fail(h, .entryCount, "header says \(h.entryCount) entries, block has \(block.entries.count)")
+        }
+        if !precheckedSignatures {
+            guard Block.entryRoot(block.entries) == h.entryRoot else { throw Self.fail(h, .merkleRoot, "entry Merkle root does not match") }
+            guard block.verifySignature() else { throw Self.fail(h, .blockSignature, "block signature does not verify") }
+        }
+        var seen = Set<[UInt8]>()
+        var seqs: [[UInt8]: UInt64] = [:]
+        for (i, e) in block.entries.enumerated() {
+            guard e.network == network else { throw Self.fail(h, .network, "entry \(i) belongs to another network") }
+            guard authorities.contains(e.author) else {
+                throw Self.fail(h, .entryAuthor, "entry \(i) is signed by \(e.authorID), which is not an authority")
+            }
+            guard !entryIDs.contains(e.id), seen.insert(e.id).inserted else {
+                throw Self.fail(h, .duplicateEntry, "entry \(i) (\(e.idHex.prefix(16))) is already in the chain")
+            }
+            let last = seqs[e.author] ?? lastSequence[e.author] ?? 0
+            guard e.sequence > last else {
+                throw Self.fail(h, .sequence, "entry \(i) has sequence \(e.sequence), not above \(last) for its author")
+            }
+            seqs[e.author] = e.sequence
+            guard e.hlc.wall <= now &+ LedgerLimits.maxClockDrift else {
+                throw Self.fail(h, .timestamp, "entry \(i) timestamp is too far in the future")
+            }
+            guard EntryKind.known.contains(e.kind) else { throw Self.fail(h, .payload, "entry \(i) has unknown kind \(e.kind)") }
+            do throws(KianaCoreError) { _ = try KnowledgeOp(kind: e.kind, payload: e.payload) } catch {
+                throw Self.fail(h, .payload, "entry \(i): \(error.message)")
+            }
+            if !precheckedSignatures {
+                guard e.verifySignature() else { throw Self.fail(h, .entrySignature, "entry \(i) signature does not verify") }
+            }
+        }
+        for (a, s) in seqs { lastSequence[a] = s }
+        entryIDs.formUnion(seen)
+        entryCount += block.entries.count
+        tip = h
+        tipHash = block.hash
+        blockHashes.append(block.hash)
+    }
+
+    /// RFC 6962 root of the history tree over all block hashes so far.
+    public var historyRoot: [UInt8] { Merkle.root(leafHashes: blockHashes.map(Merkle.leafHash)) }
+}
+
+/// Full-chain validation. Signatures and Merkle roots, the expensive part, are checked on all
+/// cores; the ordering rules then run in one pass. Errors name the lowest failing block.
+public enum ChainValidator {
+    /// Decodes (in parallel) and validates whole encoded blocks, genesis first.
+    public static func validate(encodedBlocks: [[UInt8]], now: UInt64) throws(KianaCoreError) -> LedgerState {
+        var decoded = [Result<Block, KianaCoreError>?](repeating: nil, count: encodedBlocks.count)
+        decoded.withUnsafeMutableBufferPointer { buffer in
+            // Each index is written by exactly one chunk.
+            nonisolated(unsafe) let out = buffer
+            parallelChunks(count: encodedBlocks.count) { range in
+                for i in range {
+                    do throws(KianaCoreError) { out[i] = .success(try Block(decoding: encodedBlocks[i])) } catch { out[i] = .failure(error) }
+                }
+            }
+        }
+        var blocks: [Block] = []
+        blocks.reserveCapacity(decoded.count)
+        for (i, r) in decoded.enumerated() {
+            switch r! {
+            case .success(let b): blocks.append(b)
+            case .failure(let e):
+                throw KianaCoreError(.invalidBlock, "block does not decode: \(e.message)", height: UInt64(i), rule: .encoding)
+            }
+        }
+        return try validate(blocks: blocks, now: now)
+    }
+
+    /// Validates decoded blocks, genesis first.
+    public static func validate(blocks: [Block], now: UInt64) throws(KianaCoreError) -> LedgerState {
+        guard let first = blocks.first else { throw KianaCoreError(.invalidBlock, "a chain needs a genesis block", rule: .genesis) }
+        let checks = checkSignatures(blocks)
+        func precheck(_ i: Int) throws(KianaCoreError) {
+            let h = blocks[i].header
+            if !checks.blockOK[i] {
+                throw LedgerState.fail(h, .blockSignature, "block signature does not verify")
+            }
+            if !checks.rootOK[i] { throw LedgerState.fail(h, .merkleRoot, "entry Merkle root does not match") }
+            if let bad = checks.badEntry[i] { throw LedgerState.fail(h, .entrySignature, "entry \(bad) signature does not verify") }
+        }
+        try precheck(0)
+        var state = try LedgerState(genesis: first, now: now, signatureChecked: true)
+        for i in 1..<blocks.count {
+            // Ordering rules first, so a misplaced block is reported as such.
+            try precheck(i)
+            try state.append(blocks[i], now: now, precheckedSignatures: true)
+        }
+        return state
+    }
+
+    struct Checks {
+        var blockOK: [Bool]
+        var rootOK: [Bool]
+        var badEntry: [Int?]
+    }
+
+    /// Verifies every block and entry signature and every entry root, spread over all cores.
+    static func checkSignatures(_ blocks: [Block]) -> Checks {
+        // One job per block (header signature + root) and one per entry.
+        var jobs: [(block: Int, entry: Int)] = []
+        jobs.reserveCapacity(blocks.count + blocks.reduce(0) { $0 + $1.entries.count })
+        for (b, block) in blocks.enumerated() {
+            jobs.append((b, -1))
+            for e in block.entries.indices { jobs.append((b, e)) }
+        }
+        let allJobs = jobs
+        var ok = [Bool](repeating: false, count: jobs.count)
+        ok.withUnsafeMutableBufferPointer { buffer in
+            nonisolated(unsafe) let out = buffer
+            parallelChunks(count: jobs.count) { range in
+                for j in range {
+                    let (b, e) = allJobs[j]
+                    let block = blocks[b]
+                    if e < 0 {
+                        out[j] = block.verifySignature() && Block.entryRoot(block.entries) == block.header.entryRoot
+                    } else {
+                        out[j] = block.entries[e].verifySignature()
+                    }
+                }
+            }
+        }
+        var c = Checks(blockOK: .init(repeating: true, count: blocks.count), rootOK: .init(repeating: true, count: blocks.count),
+                       badEntry: .init(repeating: nil, count: blocks.count))
+        for (j, (b, e)) in jobs.enumerated() where !ok[j] {
+            if e < 0 {
+                if blocks[b].verifySignature() { c.rootOK[b] = false } else { c.blockOK[b] = false }
+            } else if c.badEntry[b] == nil {
+                c.badEntry[b] = e
+            }
+        }
+        return c
+    }
+
+    /// Runs `body` over contiguous chunks of 0..<count on all cores.
+    public static func parallelChunks(count: Int, _ body: @Sendable (Range<Int>) -> Void) {
+        guard count > 0 else { return }
+        let chunks = min(count, 64)
+        let size = (count + chunks - 1) / chunks
+        DispatchQueue.concurrentPerform(iterations: chunks) { c in
+            let lo = c * size
+            let hi = min(count, lo + size)
+            if lo < hi { body(lo..<hi) }
+        }
+    }
+}

@@ -1,0 +1,89 @@
+import Foundation
+import GRDB
+import KianaCore
+
+/// The database: owns the one GRDB writer and the migrations. SQLite in WAL mode with
+/// `synchronous = FULL`, so a committed transaction survives a crash or power loss.
+public final class KianaDatabase: Sendable {
+    public let writer: any DatabaseWriter
+
+    /// Opens (creating if needed) the database file at `path` and migrates it.
+    public init(path: String) throws(KianaStoreError) {
+        var config = Configuration()
+        config.busyMode = .timeout(30)
+        config.prepareDatabase { db in
+            try db.execute(sql: "PRAGMA synchronous = FULL")
+        }
+        do {
+            writer = try DatabasePool(path: path, configuration: config)
+            try Self.migrator.migrate(writer)
+        } catch {
+            throw KianaStoreError(.database, "cannot open database at \(path)", cause: error)
+        }
+    }
+
+    /// A private in-memory database (tests).
+    public init() throws(KianaStoreError) {
+        do {
+            writer = try DatabaseQueue()
+            try Self.migrator.migrate(writer)
+        } catch {
+            throw KianaStoreError(.database, "cannot open in-memory database", cause: error)
+        }
+    }
+
+    /// Migrations are named and never edited once shipped; add new ones at the end.
+    static var migrator: DatabaseMigrator {
+        var m = DatabaseMigrator()
+        m.registerMigration("2026-11-28 ledger and knowledge") { db in
+            try db.create(table: "block") { t in
+                t.primaryKey("hash", .blob)
+                t.column("height", .integer).notNull().indexed()
+                t.column("parent", .blob).notNull()
+                t.column("signer", .blob).notNull()
+                t.column("time", .integer).notNull()
+                t.column("signedHeader", .blob).notNull()
+            }
+            try db.create(table: "chain") { t in
+                t.primaryKey("height", .integer)
+                t.column("hash", .blob).notNull().references("block")
+            }
+            try db.create(table: "entry") { t in
+                t.primaryKey("id", .blob)
+                t.column("author", .blob).notNull()
+                t.column("seq", .integer).notNull()
+                t.column("kind", .text).notNull()
+                t.column("hlcWall", .integer).notNull()
+                t.column("hlcLogical", .integer).notNull()
+                t.column("raw", .blob).notNull()
+            }
+            try db.create(index: "entry_author_seq", on: "entry", columns: ["author", "seq"])
+            try db.create(table: "blockEntry") { t in
+                t.column("blockHash", .blob).notNull().references("block")
+                t.column("position", .integer).notNull()
+                t.column("entryId", .blob).notNull().references("entry").indexed()
+                t.primaryKey(["blockHash", "position"])
+            }
+            try db.create(table: "pending") { t in
+                t.primaryKey("entryId", .blob).references("entry")
+                t.column("addedAt", .integer).notNull()
+            }
+            try db.create(table: "item") { t in
+                t.primaryKey("id", .blob)
+                t.column("title", .text)
+                t.column("text", .text)
+                t.column("tags", .text)
+                t.column("source", .text)
+                t.column("createdWall", .integer)
+                t.column("updatedWall", .integer).indexed()
+                t.column("deleted", .boolean).notNull()
+                t.column("state", .blob).notNull()
+            }
+            try db.create(table: "setting") { t in
+                t.primaryKey("key", .text)
+                t.column("value", .blob).notNull()
+            }
+        }
+        return m
+    }
+}

@@ -1,0 +1,427 @@
+import Foundation
+import GRDB
+import KianaCore
+
+/// A knowledge item as the user sees it.
+public struct StoredItem: Sendable, Hashable {
+    public var id: ItemID
+    public var title: String?
+    public var text: String?
+    public var tags: [String]
+    public var source: String?
+    public var created: HLC?
+    public var updated: HLC?
+    public var deleted: Bool
+}
+
+/// Where the chain ends.
+public struct LedgerHead: Sendable, Hashable {
+    public var height: UInt64
+    public var hash: [UInt8]
+}
+
+public struct StoreCounts: Sendable, Hashable {
+    public var blocks: Int
+    public var entries: Int
+    public var items: Int
+    public var deletedItems: Int
+    public var pending: Int
+}
+
+/// What a write produced: its entries and the block that sealed them.
+public struct WriteReceipt: Sendable {
+    public var entries: [Entry]
+    public var block: Block
+}
+
+/// The ledger and the knowledge state it materializes, on one `KianaDatabase`.
+/// Every public write is one SQLite transaction: it happens completely or not at all.
+public struct LedgerStore: Sendable {
+    public let database: KianaDatabase
+    var writer: any DatabaseWriter { database.writer }
+
+    public init(database: KianaDatabase) { self.database = database }
+
+    func run<T>(_ what: String, _ body: () throws -> T) throws(KianaStoreError) -> T {
+        do {
+            return try body()
+        } catch let e as KianaStoreError {
+            throw e
+        } catch let e as KianaCoreError {
+            throw KianaStoreError(.corrupt, "\(what): \(e.description)", height: e.height, cause: e)
+        } catch {
+            throw KianaStoreError(.database, what, cause: error)
+        }
+    }
+
+    // MARK: initialization and head
+
+    public func isInitialized() throws(KianaStoreError) -> Bool {
+        try network() != nil
+    }
+
+    /// The network ID (genesis hash), or nil before `initialize`.
+    public func network() throws(KianaStoreError) -> [UInt8]? {
+        try run("reading network") { try writer.read { db in try Self.setting(db, "network")?.bytes } }
+    }
+
+    /// Stores the genesis block of a new network.
+    public func initialize(genesis: Block, now: UInt64) throws(KianaStoreError) {
+        let state: LedgerState
+        do throws(KianaCoreError) { state = try LedgerState(genesis: genesis, now: now) } catch {
+            throw KianaStoreError(.invalidInput, "genesis block is invalid: \(error.description)", cause: error)
+        }
+        try run("storing genesis") {
+            try writer.write { db in
+                guard try Self.setting(db, "network") == nil else {
+                    throw KianaStoreError(.alreadyInitialized, "this data directory already holds network \(Hex.encode(try Self.setting(db, "network")!.bytes))")
+                }
+                try Self.insert(block: genesis, db)
+                try SettingRecord(key: "network", value: Data(state.network)).insert(db)
+            }
+        }
+    }
+
+    public func head() throws(KianaStoreError) -> LedgerHead? {
+        try run("reading head") { try writer.read { db in try Self.head(db) } }
+    }
+
+    static func head(_ db: Database) throws -> LedgerHead? {
+        guard let c = try ChainRecord.order(Column("height").desc).fetchOne(db) else { return nil }
+        return LedgerHead(height: UInt64(c.height), hash: c.hash.bytes)
+    }
+
+    static func setting(_ db: Database, _ key: String) throws -> Data? {
+        try SettingRecord.fetchOne(db, key: key)?.value
+    }
+
+    static func genesisHeader(_ db: Database) throws -> BlockHeader {
+        guard let c = try ChainRecord.fetchOne(db, key: 0), let b = try BlockRecord.fetchOne(db, key: c.hash) else {
+            throw KianaStoreError(.notInitialized, "no ledger here yet: run `kiana init` first")
+        }
+        return try Block(signedHeaderBytes: b.signedHeader.bytes, entryBytes: []).header
+    }
+
+    /// The devices allowed to sign blocks and entries.
+    public func authorities() throws(KianaStoreError) -> Set<[UInt8]> {
+        try run("reading authorities") { try writer.read { db in try Self.authorities(db) } }
+    }
+
+    static func authorities(_ db: Database) throws -> Set<[UInt8]> {
+        Set(try genesisHeader(db).authorities ?? [])
+    }
+
+    // MARK: writing
+
+    /// Signs one entry per operation, seals all pending entries into a new block on the
+    /// head, and applies them to the knowledge state, in one transaction.
+    public func write(_ ops: [KnowledgeOp], identity: DeviceIdentity, now: UInt64) throws(KianaStoreError) -> WriteReceipt {
+        guard !ops.isEmpty else { throw KianaStoreError(.invalidInput, "nothing to write") }
+        for op in ops {
+            if case .put(_, let f) = op {
+                do throws(KianaCoreError) { try f.validate() } catch {
+                    throw KianaStoreError(.invalidInput, error.message, cause: error)
+                }
+            }
+        }
+        return try run("writing to the ledger") {
+            try writer.write { db in
+                guard let net = try Self.setting(db, "network")?.bytes else {
+                    throw KianaStoreError(.notInitialized, "no ledger here yet: run `kiana init` first")
+                }
+                guard try Self.authorities(db).contains(identity.publicKey) else {
+                    throw KianaStoreError(.notAuthority, "this device (\(identity.deviceID)) is not an authority of network \(Hex.encode(net.prefix(8)))…")
+                }
+                var clock = HybridClock(last: try Self.lastHLC(db))
+                var seq = UInt64(try Int64.fetchOne(db, sql: "SELECT MAX(seq) FROM entry WHERE author = ?", arguments: [Data(identity.publicKey)]) ?? 0)
+                var entries: [Entry] = []
+                for op in ops {
+                    seq += 1
+                    let e = Entry(signedBy: identity, network: net, sequence: seq, hlc: clock.tick(now: now), kind: op.kind, payload: op.payload)
+                    try Self.insert(entry: e, db)
+                    try PendingRecord(entryId: Data(e.id), addedAt: Int64(now)).insert(db)
+                    entries.append(e)
+                }
+                try Self.saveHLC(clock.last, db)
+                let block = try Self.sealPending(db, identity: identity, now: now)
+                return WriteReceipt(entries: entries, block: block)
+            }
+        }
+    }
+
+    static func lastHLC(_ db: Database) throws -> HLC {
+        guard let d = try setting(db, "hlc") else { return .zero }
+        guard case .array(let a) = try CBOR.decode(d.bytes), a.count == 2,
+              case .unsigned(let w) = a[0], case .unsigned(let l) = a[1], l <= UInt64(UInt32.max) else {
+            throw KianaStoreError(.corrupt, "stored clock is unreadable")
+        }
+        return HLC(wall: w, logical: UInt32(l))
+    }
+
+    static func saveHLC(_ h: HLC, _ db: Database) throws {
+        try SettingRecord(key: "hlc", value: Data(CBOR.array([.unsigned(h.wall), .unsigned(UInt64(h.logical))]).encoded)).save(db)
+    }
+
+    /// Seals every pending entry into one block signed by `identity` and applies it.
+    static func sealPending(_ db: Database, identity: DeviceIdentity, now: UInt64) throws -> Block {
+        let raws = try Data.fetchAll(db, sql: """
+            SELECT entry.raw FROM pending JOIN entry ON entry.id = pending.entryId
+            ORDER BY pending.addedAt, pending.rowid
+            """)
+        let entries = try raws.map { try Entry(decoding: $0.bytes) }
+        guard let head = try head(db), let parentRecord = try BlockRecord.fetchOne(db, key: Data(head.hash)) else {
+            throw KianaStoreError(.notInitialized, "no ledger here yet: run `kiana init` first")
+        }
+        let parent = try Block(signedHeaderBytes: parentRecord.signedHeader.bytes, entryBytes: []).header
+        let block = Block.seal(entries: entries, parent: parent, parentHash: head.hash, time: now, identity: identity)
+        try insert(block: block, db)
+        try db.execute(sql: "DELETE FROM pending")
+        try apply(entries, db)
+        return block
+    }
+
+    static func insert(entry e: Entry, _ db: Database) throws {
+        try EntryRecord(id: Data(e.id), author: Data(e.author), seq: Int64(e.sequence), kind: e.kind.rawValue,
+                        hlcWall: Int64(e.hlc.wall), hlcLogical: Int64(e.hlc.logical), raw: Data(e.encoded)).insert(db, onConflict: .ignore)
+    }
+
+    /// Stores a block on top of the current head (entries too) and makes it canonical.
+    static func insert(block b: Block, _ db: Database) throws {
+        try BlockRecord(hash: Data(b.hash), height: Int64(b.height), parent: Data(b.header.parent), signer: Data(b.header.signer),
+                        time: Int64(b.header.time), signedHeader: Data(b.signedHeaderCBOR.encoded)).insert(db)
+        for (i, e) in b.entries.enumerated() {
+            try insert(entry: e, db)
+            try BlockEntryRecord(blockHash: Data(b.hash), position: Int64(i), entryId: Data(e.id)).insert(db)
+        }
+        try ChainRecord(height: Int64(b.height), hash: Data(b.hash)).insert(db)
+    }
+
+    /// Folds entries into the materialized knowledge state.
+    static func apply(_ entries: [Entry], _ db: Database) throws {
+        for e in entries {
+            guard let op = try? KnowledgeOp(kind: e.kind, payload: e.payload) else { continue }
+            let key = Data(op.itemID.bytes)
+            var state = try ItemRecord.fetchOne(db, key: key).map { try ItemState(cbor: CBOR.decode($0.state.bytes)) } ?? ItemState(id: op.itemID)
+            state.apply(op, stamp: Stamp(e))
+            try record(for: state).save(db)
+        }
+    }
+
+    static func record(for s: ItemState) throws -> ItemRecord {
+        let tags = try s.tags.map { String(decoding: try JSONEncoder().encode($0.value), as: UTF8.self) }
+        return ItemRecord(id: Data(s.id.bytes), title: s.title?.value, text: s.text?.value, tags: tags, source: s.source?.value,
+                          createdWall: s.created.map { Int64($0.wall) }, updatedWall: s.updated.map { Int64($0.wall) },
+                          deleted: s.isDeleted, state: Data(s.cbor.encoded))
+    }
+
+    /// Appends already-validated blocks that extend the local chain (import, restore).
+    /// Blocks at heights the local chain already has must be identical to it.
+    public func append(validatedChain blocks: [Block]) throws(KianaStoreError) -> Int {
+        try run("importing blocks") {
+            try writer.write { db in
+                var added = 0
+                let localHead = try Self.head(db)
+                if localHead == nil {
+                    guard let g = blocks.first, g.height == 0 else { throw KianaStoreError(.invalidInput, "chain has no genesis") }
+                    try SettingRecord(key: "network", value: Data(g.hash)).insert(db)
+                }
+                var maxHLC = try Self.lastHLC(db)
+                for b in blocks {
+                    if let h = localHead, b.height <= h.height {
+                        let mine = try ChainRecord.fetchOne(db, key: Int64(b.height))?.hash.bytes
+                        guard mine == b.hash else {
+                            throw KianaStoreError(.conflict, "imported chain differs from the local one at block \(b.height) (fork resolution is not supported by import)")
+                        }
+                        continue
+                    }
+                    try Self.insert(block: b, db)
+                    try Self.apply(b.entries, db)
+                    for e in b.entries { maxHLC = max(maxHLC, e.hlc) }
+                    added += 1
+                }
+                try Self.saveHLC(maxHLC, db)
+                return added
+            }
+        }
+    }
+
+    // MARK: reading
+
+    /// The canonical chain as stored: signed header bytes and entry bytes per height.
+    public struct RawBlock: Sendable {
+        public var height: UInt64
+        public var hash: [UInt8]
+        public var signedHeader: [UInt8]
+        public var entries: [(id: [UInt8], raw: [UInt8])]
+    }
+
+    public func rawChain(from: UInt64 = 0, through: UInt64 = .max) throws(KianaStoreError) -> [RawBlock] {
+        try run("reading the chain") {
+            try writer.read { db in
+                let hi = Int64(clamping: through)
+                var blocks: [RawBlock] = []
+                var index: [Data: Int] = [:]
+                let rows = try Row.fetchAll(db, sql: """
+                    SELECT chain.height, chain.hash, block.signedHeader FROM chain JOIN block ON block.hash = chain.hash
+                    WHERE chain.height BETWEEN ? AND ? ORDER BY chain.height
+                    """, arguments: [Int64(from), hi])
+                for r in rows {
+                    let h: Data = r["hash"]
+                    index[h] = blocks.count
+                    blocks.append(RawBlock(height: UInt64(r["height"] as Int64), hash: h.bytes, signedHeader: (r["signedHeader"] as Data).bytes, entries: []))
+                }
+                let erows = try Row.fetchCursor(db, sql: """
+                    SELECT blockEntry.blockHash, entry.id, entry.raw FROM chain
+                    JOIN blockEntry ON blockEntry.blockHash = chain.hash
+                    JOIN entry ON entry.id = blockEntry.entryId
+                    WHERE chain.height BETWEEN ? AND ? ORDER BY chain.height, blockEntry.position
+                    """, arguments: [Int64(from), hi])
+                while let r = try erows.next() {
+                    let bh: Data = r["blockHash"]
+                    if let i = index[bh] {
+                        blocks[i].entries.append((id: (r["id"] as Data).bytes, raw: (r["raw"] as Data).bytes))
+                    }
+                }
+                return blocks
+            }
+        }
+    }
+
+    /// Decoded blocks of the canonical chain (structure checked, not validated).
+    public func blocks(from: UInt64 = 0, through: UInt64 = .max) throws(KianaStoreError) -> [Block] {
+        try rawChain(from: from, through: through).map { (r: RawBlock) throws(KianaStoreError) -> Block in
+            do throws(KianaCoreError) {
+                return try Block(signedHeaderBytes: r.signedHeader, entryBytes: r.entries.map(\.raw))
+            } catch {
+                throw KianaStoreError(.corrupt, "block \(r.height) does not decode: \(error.message)", height: r.height, cause: error)
+            }
+        }
+    }
+
+    /// Re-validates the whole stored chain from its stored bytes, checks that stored index
+    /// columns agree with those bytes, and that the materialized knowledge equals the
+    /// state recomputed from the ledger. Errors name the block.
+    public func verify(now: UInt64) throws(KianaStoreError) -> LedgerState {
+        let raw = try rawChain()
+        guard !raw.isEmpty else { throw KianaStoreError(.notInitialized, "no ledger here yet: run `kiana init` first") }
+        var blocks: [Block] = []
+        blocks.reserveCapacity(raw.count)
+        for (i, r) in raw.enumerated() {
+            guard r.height == UInt64(i) else {
+                throw KianaStoreError(.corrupt, "block \(i): [height] chain has a gap (next stored height is \(r.height))", height: UInt64(i))
+            }
+            let b: Block
+            do throws(KianaCoreError) {
+                b = try Block(signedHeaderBytes: r.signedHeader, entryBytes: r.entries.map(\.raw))
+            } catch {
+                throw KianaStoreError(.corrupt, "block \(r.height): [encoding] \(error.message)", height: r.height, cause: error)
+            }
+            guard b.hash == r.hash, b.height == r.height else {
+                throw KianaStoreError(.corrupt, "block \(r.height): [block-hash] stored hash does not match the stored header", height: r.height)
+            }
+            for (j, e) in b.entries.enumerated() where e.id != r.entries[j].id {
+                throw KianaStoreError(.corrupt, "block \(r.height): [entry-id] entry \(j) does not match its stored ID", height: r.height)
+            }
+            blocks.append(b)
+        }
+        let state: LedgerState
+        do throws(KianaCoreError) { state = try ChainValidator.validate(blocks: blocks, now: now) } catch {
+            throw KianaStoreError(.corrupt, error.description, height: error.height, cause: error)
+        }
+        // The materialized knowledge must be exactly what the ledger implies.
+        let expected = KnowledgeState(entries: blocks.lazy.flatMap(\.entries))
+        try run("checking knowledge state") {
+            try writer.read { db in
+                let stored = try ItemRecord.fetchAll(db)
+                guard stored.count == expected.items.count else {
+                    throw KianaStoreError(.corrupt, "knowledge table has \(stored.count) items, ledger implies \(expected.items.count)")
+                }
+                for r in stored {
+                    let s = try ItemState(cbor: CBOR.decode(r.state.bytes))
+                    guard let want = expected.items[s.id], want == s, try Self.record(for: want).encodedColumnsEqual(r) else {
+                        throw KianaStoreError(.corrupt, "knowledge item \(Hex.encode(r.id.bytes)) differs from the ledger")
+                    }
+                }
+            }
+        }
+        return state
+    }
+
+    /// Finds an entry by ID or unique hex prefix, with its block height and position.
+    public func findEntry(idPrefix: String) throws(KianaStoreError) -> (entry: Entry, height: UInt64, position: Int) {
+        let prefix = idPrefix.lowercased()
+        guard prefix.count >= 4, Hex.decode(prefix.count % 2 == 0 ? prefix : prefix + "0") != nil else {
+            throw KianaStoreError(.invalidInput, "entry ID must be at least 4 hex characters")
+        }
+        return try run("finding entry") {
+            try writer.read { db in
+                let rows = try Row.fetchAll(db, sql: """
+                    SELECT entry.raw, chain.height, blockEntry.position FROM entry
+                    JOIN blockEntry ON blockEntry.entryId = entry.id JOIN chain ON chain.hash = blockEntry.blockHash
+                    WHERE hex(entry.id) LIKE ? LIMIT 2
+                    """, arguments: [prefix.uppercased() + "%"])
+                guard let r = rows.first else { throw KianaStoreError(.notFound, "no entry \(idPrefix) in the ledger") }
+                guard rows.count == 1 else { throw KianaStoreError(.ambiguous, "entry prefix \(idPrefix) is ambiguous: give more characters") }
+                return (try Entry(decoding: (r["raw"] as Data).bytes), UInt64(r["height"] as Int64), Int(r["position"] as Int64))
+            }
+        }
+    }
+
+    public func items(includeDeleted: Bool = false) throws(KianaStoreError) -> [StoredItem] {
+        try run("listing items") {
+            try writer.read { db in
+                let all = ItemRecord.all()
+                return try (includeDeleted ? all : all.filter(Column("deleted") == false))
+                    .order(Column("updatedWall").desc, Column("id")).fetchAll(db).map(Self.item)
+            }
+        }
+    }
+
+    /// One item by ID or unique hex prefix (at least 4 characters).
+    public func item(idPrefix: String) throws(KianaStoreError) -> StoredItem {
+        let prefix = idPrefix.lowercased()
+        guard prefix.count >= 4, prefix.allSatisfy(\.isHexDigit) else {
+            throw KianaStoreError(.invalidInput, "item ID must be at least 4 hex characters")
+        }
+        return try run("finding item") {
+            try writer.read { db in
+                let rows = try ItemRecord.fetchAll(db, sql: "SELECT * FROM item WHERE hex(id) LIKE ? LIMIT 2", arguments: [prefix.uppercased() + "%"])
+                guard let r = rows.first else { throw KianaStoreError(.notFound, "no knowledge item \(idPrefix)") }
+                guard rows.count == 1 else { throw KianaStoreError(.ambiguous, "item prefix \(idPrefix) is ambiguous: give more characters") }
+                return try Self.item(r)
+            }
+        }
+    }
+
+    static func item(_ r: ItemRecord) throws -> StoredItem {
+        let s = try ItemState(cbor: CBOR.decode(r.state.bytes))
+        return StoredItem(id: s.id, title: s.title?.value, text: s.text?.value, tags: s.tags?.value ?? [], source: s.source?.value,
+                          created: s.created, updated: s.updated, deleted: s.isDeleted)
+    }
+
+    public func counts() throws(KianaStoreError) -> StoreCounts {
+        try run("counting") {
+            try writer.read { db in
+                StoreCounts(blocks: try ChainRecord.fetchCount(db),
+                            entries: try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM blockEntry JOIN chain ON chain.hash = blockEntry.blockHash") ?? 0,
+                            items: try ItemRecord.filter(Column("deleted") == false).fetchCount(db),
+                            deletedItems: try ItemRecord.filter(Column("deleted") == true).fetchCount(db),
+                            pending: try PendingRecord.fetchCount(db))
+            }
+        }
+    }
+
+    /// Hashes of the canonical chain in height order: the history tree's leaves.
+    public func blockHashes() throws(KianaStoreError) -> [[UInt8]] {
+        try run("reading block hashes") {
+            try writer.read { db in try Data.fetchAll(db, sql: "SELECT hash FROM chain ORDER BY height").map(\.bytes) }
+        }
+    }
+}
+
+extension ItemRecord {
+    func encodedColumnsEqual(_ o: ItemRecord) -> Bool {
+        id == o.id && title == o.title && text == o.text && tags == o.tags && source == o.source
+            && createdWall == o.createdWall && updatedWall == o.updatedWall && deleted == o.deleted
+    }
+}
