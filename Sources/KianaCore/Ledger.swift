@@ -17,23 +17,24 @@ public struct LedgerState: Sendable {
 
     public var height: UInt64 { tip.height }
 
-    static func fail(_ b: BlockHeader, _ rule: LedgerRule, _ msg: String) -> KianaCoreError {
-        KianaCoreError(.invalidBlock, msg, height: b.height, rule: rule)
+    /// An error naming the block by its position in the chain (not its possibly forged height field).
+    static func fail(_ height: UInt64, _ rule: LedgerRule, _ msg: String) -> KianaCoreError {
+        KianaCoreError(.invalidBlock, msg, height: height, rule: rule)
     }
 
     /// Validates a genesis block and starts a ledger from it.
     public init(genesis g: Block, now: UInt64, signatureChecked: Bool = false) throws(KianaCoreError) {
         let h = g.header
-        guard h.height == 0 else { throw Self.fail(h, .genesis, "first block must have height 0") }
-        guard h.parent == BlockHeader.zeroHash else { throw Self.fail(h, .genesis, "genesis parent must be all zeros") }
-        guard let auth = h.authorities, !auth.isEmpty else { throw Self.fail(h, .genesis, "genesis must name at least one authority") }
-        guard Set(auth).count == auth.count else { throw Self.fail(h, .genesis, "genesis names an authority twice") }
-        guard auth.contains(h.signer) else { throw Self.fail(h, .authority, "genesis signer is not one of its authorities") }
+        guard h.height == 0 else { throw Self.fail(0, .genesis, "first block must have height 0") }
+        guard h.parent == BlockHeader.zeroHash else { throw Self.fail(0, .genesis, "genesis parent must be all zeros") }
+        guard let auth = h.authorities, !auth.isEmpty else { throw Self.fail(0, .genesis, "genesis must name at least one authority") }
+        guard Set(auth).count == auth.count else { throw Self.fail(0, .genesis, "genesis names an authority twice") }
+        guard auth.contains(h.signer) else { throw Self.fail(0, .authority, "genesis signer is not one of its authorities") }
         guard g.entries.isEmpty, h.entryCount == 0, h.entryRoot == Merkle.emptyRoot else {
-            throw Self.fail(h, .genesis, "genesis carries no entries")
+            throw Self.fail(0, .genesis, "genesis carries no entries")
         }
-        guard h.time <= now &+ LedgerLimits.maxClockDrift else { throw Self.fail(h, .timestamp, "genesis time is in the future") }
-        guard signatureChecked || g.verifySignature() else { throw Self.fail(h, .blockSignature, "genesis signature does not verify") }
+        guard h.time <= now &+ LedgerLimits.maxClockDrift else { throw Self.fail(0, .timestamp, "genesis time is in the future") }
+        guard signatureChecked || g.verifySignature() else { throw Self.fail(0, .blockSignature, "genesis signature does not verify") }
         network = g.hash
         genesis = h
         tip = h
@@ -46,46 +47,47 @@ public struct LedgerState: Sendable {
     /// `precheckedSignatures` is set by `ChainValidator`, which verified signatures and roots in parallel.
     public mutating func append(_ block: Block, now: UInt64, precheckedSignatures: Bool = false) throws(KianaCoreError) {
         let h = block.header
-        guard h.height == tip.height + 1 else { throw Self.fail(h, .height, "height \(h.height) does not follow \(tip.height)") }
-        guard h.parent == tipHash else { throw Self.fail(h, .parentHash, "parent hash does not match block \(tip.height)") }
-        guard h.authorities == nil, h.name == nil else { throw Self.fail(h, .genesis, "only genesis may name authorities") }
+        let at = tip.height + 1
+        guard h.height == tip.height + 1 else { throw Self.fail(at, .height, "height \(h.height) does not follow \(tip.height)") }
+        guard h.parent == tipHash else { throw Self.fail(at, .parentHash, "parent hash does not match block \(tip.height)") }
+        guard h.authorities == nil, h.name == nil else { throw Self.fail(at, .genesis, "only genesis may name authorities") }
         guard authorities.contains(h.signer) else {
-            throw Self.fail(h, .authority, "signer \(DeviceID(publicKey: h.signer)) is not an authority")
+            throw Self.fail(at, .authority, "signer \(DeviceID(publicKey: h.signer)) is not an authority")
         }
-        guard h.time >= tip.time else { throw Self.fail(h, .timestamp, "block time is before its parent's") }
-        guard h.time <= now &+ LedgerLimits.maxClockDrift else { throw Self.fail(h, .timestamp, "block time is too far in the future") }
-        guard !block.entries.isEmpty else { throw Self.fail(h, .emptyBlock, "block carries no entries") }
+        guard h.time >= tip.time else { throw Self.fail(at, .timestamp, "block time is before its parent's") }
+        guard h.time <= now &+ LedgerLimits.maxClockDrift else { throw Self.fail(at, .timestamp, "block time is too far in the future") }
+        guard !block.entries.isEmpty else { throw Self.fail(at, .emptyBlock, "block carries no entries") }
         guard h.entryCount == UInt64(block.entries.count) else {
-            throw Self.fail(h, .entryCount, "header says \(h.entryCount) entries, block has \(block.entries.count)")
+            throw Self.fail(at, .entryCount, "header says \(h.entryCount) entries, block has \(block.entries.count)")
         }
         if !precheckedSignatures {
-            guard Block.entryRoot(block.entries) == h.entryRoot else { throw Self.fail(h, .merkleRoot, "entry Merkle root does not match") }
-            guard block.verifySignature() else { throw Self.fail(h, .blockSignature, "block signature does not verify") }
+            guard Block.entryRoot(block.entries) == h.entryRoot else { throw Self.fail(at, .merkleRoot, "entry Merkle root does not match") }
+            guard block.verifySignature() else { throw Self.fail(at, .blockSignature, "block signature does not verify") }
         }
         var seen = Set<[UInt8]>()
         var seqs: [[UInt8]: UInt64] = [:]
         for (i, e) in block.entries.enumerated() {
-            guard e.network == network else { throw Self.fail(h, .network, "entry \(i) belongs to another network") }
+            guard e.network == network else { throw Self.fail(at, .network, "entry \(i) belongs to another network") }
             guard authorities.contains(e.author) else {
-                throw Self.fail(h, .entryAuthor, "entry \(i) is signed by \(e.authorID), which is not an authority")
+                throw Self.fail(at, .entryAuthor, "entry \(i) is signed by \(e.authorID), which is not an authority")
             }
             guard !entryIDs.contains(e.id), seen.insert(e.id).inserted else {
-                throw Self.fail(h, .duplicateEntry, "entry \(i) (\(e.idHex.prefix(16))) is already in the chain")
+                throw Self.fail(at, .duplicateEntry, "entry \(i) (\(e.idHex.prefix(16))) is already in the chain")
             }
             let last = seqs[e.author] ?? lastSequence[e.author] ?? 0
             guard e.sequence > last else {
-                throw Self.fail(h, .sequence, "entry \(i) has sequence \(e.sequence), not above \(last) for its author")
+                throw Self.fail(at, .sequence, "entry \(i) has sequence \(e.sequence), not above \(last) for its author")
             }
             seqs[e.author] = e.sequence
             guard e.hlc.wall <= now &+ LedgerLimits.maxClockDrift else {
-                throw Self.fail(h, .timestamp, "entry \(i) timestamp is too far in the future")
+                throw Self.fail(at, .timestamp, "entry \(i) timestamp is too far in the future")
             }
-            guard EntryKind.known.contains(e.kind) else { throw Self.fail(h, .payload, "entry \(i) has unknown kind \(e.kind)") }
+            guard EntryKind.known.contains(e.kind) else { throw Self.fail(at, .payload, "entry \(i) has unknown kind \(e.kind)") }
             do throws(KianaCoreError) { _ = try KnowledgeOp(kind: e.kind, payload: e.payload) } catch {
-                throw Self.fail(h, .payload, "entry \(i): \(error.message)")
+                throw Self.fail(at, .payload, "entry \(i): \(error.message)")
             }
             if !precheckedSignatures {
-                guard e.verifySignature() else { throw Self.fail(h, .entrySignature, "entry \(i) signature does not verify") }
+                guard e.verifySignature() else { throw Self.fail(at, .entrySignature, "entry \(i) signature does not verify") }
             }
         }
         for (a, s) in seqs { lastSequence[a] = s }
@@ -132,7 +134,7 @@ public enum ChainValidator {
         guard let first = blocks.first else { throw KianaCoreError(.invalidBlock, "a chain needs a genesis block", rule: .genesis) }
         let checks = checkSignatures(blocks)
         func precheck(_ i: Int) throws(KianaCoreError) {
-            let h = blocks[i].header
+            let h = UInt64(i)
             if !checks.blockOK[i] {
                 throw LedgerState.fail(h, .blockSignature, "block signature does not verify")
             }

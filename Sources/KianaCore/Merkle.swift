@@ -92,6 +92,7 @@ public enum Merkle {
     /// RFC 9162 §2.1.3.2: verifies that `leafHash` is leaf `index` of the tree of `treeSize` with `root`.
     public static func verifyInclusion(index: UInt64, treeSize: UInt64, leafHash: [UInt8], proof: [[UInt8]], root: [UInt8]) throws(KianaCoreError) {
         guard index < treeSize else { throw proofError("leaf index \(index) is not below tree size \(treeSize)") }
+        guard leafHash.count == 32 else { throw proofError("leaf hash must be 32 bytes, not \(leafHash.count)") }
         var fn = index
         var sn = treeSize - 1
         var r = leafHash

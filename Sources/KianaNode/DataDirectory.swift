@@ -1,0 +1,94 @@
+import Foundation
+import KianaCore
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The node's data directory: keys (0600), the SQLite database, later models and config.
+/// Resolved from `--data-dir`, else `KIANA_DATA_DIR`, else `~/.kiana`.
+public struct DataDirectory: Sendable {
+    public let path: String
+
+    public init(path: String) {
+        self.path = (path as NSString).expandingTildeInPath
+    }
+
+    public static func resolve(_ flag: String?, environment: [String: String] = ProcessInfo.processInfo.environment) -> DataDirectory {
+        if let flag, !flag.isEmpty { return DataDirectory(path: flag) }
+        if let env = environment["KIANA_DATA_DIR"], !env.isEmpty { return DataDirectory(path: env) }
+        let home = environment["HOME"] ?? NSHomeDirectory()
+        return DataDirectory(path: home + "/.kiana")
+    }
+
+    public var identityKeyPath: String { path + "/identity.key" }
+    public var transportKeyPath: String { path + "/transport.key" }
+    public var databasePath: String { path + "/kiana.sqlite" }
+
+    public var hasIdentity: Bool { FileManager.default.fileExists(atPath: identityKeyPath) }
+
+    /// Creates the directory (0700) if needed.
+    public func create() throws(KianaNodeError) {
+        var isDir: ObjCBool = false
+        if FileManager.default.fileExists(atPath: path, isDirectory: &isDir) {
+            guard isDir.boolValue else { throw KianaNodeError(.dataDirectory, "\(path) exists and is not a directory") }
+            return
+        }
+        do {
+            try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        } catch {
+            throw KianaNodeError(.dataDirectory, "cannot create data directory \(path): \(error.localizedDescription)")
+        }
+    }
+
+    /// Generates and stores a new identity; refuses to overwrite existing keys.
+    public func createIdentity() throws(KianaNodeError) -> DeviceIdentity {
+        guard !hasIdentity else { throw KianaNodeError(.alreadyInitialized, "\(identityKeyPath) already exists") }
+        try create()
+        let id = DeviceIdentity.generate()
+        try Self.writeSecret(Array(id.transportKey.rawRepresentation), to: transportKeyPath)
+        // The identity key is written last: its presence means the identity is complete.
+        try Self.writeSecret(Array(id.signingKey.rawRepresentation), to: identityKeyPath)
+        return id
+    }
+
+    public func loadIdentity() throws(KianaNodeError) -> DeviceIdentity {
+        guard hasIdentity else {
+            throw KianaNodeError(.notInitialized, "no identity in \(path): run `kiana init` first")
+        }
+        let s = try Self.readSecret(identityKeyPath)
+        let t = try Self.readSecret(transportKeyPath)
+        do throws(KianaCoreError) {
+            return try DeviceIdentity(signingKeyRaw: s, transportKeyRaw: t)
+        } catch {
+            throw KianaNodeError(.keyFile, "key files in \(path) are damaged: \(error.message)")
+        }
+    }
+
+    /// Writes a key file atomically with mode 0600 (created with that mode, never wider).
+    static func writeSecret(_ bytes: [UInt8], to path: String) throws(KianaNodeError) {
+        let tmp = path + ".tmp"
+        unlink(tmp)
+        let fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL, 0o600)
+        guard fd >= 0 else { throw KianaNodeError(.keyFile, "cannot create \(tmp): \(String(cString: strerror(errno)))") }
+        let ok = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) } == bytes.count && fsync(fd) == 0
+        close(fd)
+        guard ok, rename(tmp, path) == 0 else {
+            unlink(tmp)
+            throw KianaNodeError(.keyFile, "cannot write \(path): \(String(cString: strerror(errno)))")
+        }
+        let dir = open((path as NSString).deletingLastPathComponent, O_RDONLY)
+        if dir >= 0 { fsync(dir); close(dir) }
+    }
+
+    static func readSecret(_ path: String) throws(KianaNodeError) -> [UInt8] {
+        var st = stat()
+        guard stat(path, &st) == 0 else { throw KianaNodeError(.keyFile, "cannot read \(path): \(String(cString: strerror(errno)))") }
+        guard st.st_mode & 0o077 == 0 else {
+            throw KianaNodeError(.keyFile, "\(path) is readable by other users (mode \(String(st.st_mode & 0o777, radix: 8))): run chmod 600 \(path)")
+        }
+        guard let data = FileManager.default.contents(atPath: path), data.count == 32 else {
+            throw KianaNodeError(.keyFile, "\(path) does not hold a 32-byte key")
+        }
+        return [UInt8](data)
+    }
+}

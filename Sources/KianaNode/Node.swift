@@ -1,0 +1,119 @@
+import Foundation
+import KianaCore
+import KianaStore
+
+/// Milliseconds since 1970, the ledger's time unit.
+public func currentMillis() -> UInt64 {
+    UInt64(Date().timeIntervalSince1970 * 1000)
+}
+
+/// An opened node: its data directory, identity and ledger store. Each method is one user
+/// action; the CLI only parses arguments and prints what these return.
+public struct Node: Sendable {
+    public let directory: DataDirectory
+    public let identity: DeviceIdentity
+    public let store: LedgerStore
+
+    /// Creates a new network in `directory`: identity keys (unless present) and a genesis
+    /// block naming this device as the only authority.
+    @discardableResult
+    public static func initialize(directory: DataDirectory, name: String? = nil, now: UInt64 = currentMillis()) throws -> Node {
+        try directory.create()
+        let identity: DeviceIdentity
+        if directory.hasIdentity { identity = try directory.loadIdentity() } else { identity = try directory.createIdentity() }
+        let store = try LedgerStore(database: KianaDatabase(path: directory.databasePath))
+        if let net = try store.network() {
+            throw KianaNodeError(.alreadyInitialized, "\(directory.path) is already initialized (network \(Hex.encode(net)))")
+        }
+        try store.initialize(genesis: Block.genesis(identity: identity, time: now, name: name), now: now)
+        return Node(directory: directory, identity: identity, store: store)
+    }
+
+    /// Opens an initialized node.
+    public static func open(directory: DataDirectory) throws -> Node {
+        guard directory.hasIdentity else {
+            throw KianaNodeError(.notInitialized, "no KI_ana data in \(directory.path): run `kiana init` first")
+        }
+        let identity = try directory.loadIdentity()
+        let store = try LedgerStore(database: KianaDatabase(path: directory.databasePath))
+        guard try store.isInitialized() else {
+            throw KianaNodeError(.notInitialized, "no ledger in \(directory.path): run `kiana init` first")
+        }
+        return Node(directory: directory, identity: identity, store: store)
+    }
+
+    /// Opens the node, creating a new network first if the directory is empty (`kiana serve`).
+    public static func openOrInitialize(directory: DataDirectory) throws -> (Node, created: Bool) {
+        if directory.hasIdentity, let n = try? open(directory: directory) { return (n, false) }
+        if directory.hasIdentity {
+            // Keys but no ledger: let `open` report what is wrong unless the ledger is simply missing.
+            let store = try LedgerStore(database: KianaDatabase(path: directory.databasePath))
+            if try store.isInitialized() { return (try open(directory: directory), false) }
+        }
+        return (try initialize(directory: directory), true)
+    }
+
+    // MARK: knowledge
+
+    public func remember(text: String, title: String? = nil, tags: [String] = [], source: String? = nil, now: UInt64 = currentMillis()) throws -> (ItemID, WriteReceipt) {
+        let trimmed = text.trimmingCharacters(in: .whitespacesAndNewlines)
+        guard !trimmed.isEmpty else { throw KianaNodeError(.invalidInput, "nothing to remember: the text is empty") }
+        let id = ItemID.random()
+        let fields = KnowledgeFields(title: title, text: trimmed, tags: tags.isEmpty ? nil : tags, source: source)
+        let receipt = try store.write([.put(id, fields)], identity: identity, now: now)
+        return (id, receipt)
+    }
+
+    public func forget(idPrefix: String, now: UInt64 = currentMillis()) throws -> (StoredItem, WriteReceipt) {
+        let item = try store.item(idPrefix: idPrefix)
+        guard !item.deleted else { throw KianaNodeError(.invalidInput, "item \(item.id) is already forgotten") }
+        return (item, try store.write([.delete(item.id)], identity: identity, now: now))
+    }
+
+    // MARK: ledger
+
+    /// An inclusion proof of an entry in its block and of the block in the history tree.
+    public struct EntryProof: Sendable {
+        public var entry: Entry
+        public var height: UInt64
+        public var position: Int
+        public var blockEntryCount: Int
+        public var entryRoot: [UInt8]
+        public var entryPath: [[UInt8]]
+        public var treeSize: Int
+        public var historyRoot: [UInt8]
+        public var historyPath: [[UInt8]]
+        public var blockHash: [UInt8]
+
+        /// Verifies both proofs; throws `.invalidProof` if either fails.
+        public func verify() throws(KianaCoreError) {
+            try Merkle.verifyInclusion(index: UInt64(position), treeSize: UInt64(blockEntryCount), leafHash: Merkle.leafHash(entry.id),
+                                       proof: entryPath, root: entryRoot)
+            try Merkle.verifyInclusion(index: height, treeSize: UInt64(treeSize), leafHash: Merkle.leafHash(blockHash),
+                                       proof: historyPath, root: historyRoot)
+        }
+    }
+
+    public func proof(entryIDPrefix: String) throws -> EntryProof {
+        let (entry, height, position) = try store.findEntry(idPrefix: entryIDPrefix)
+        guard let block = try store.blocks(from: height, through: height).first else {
+            throw KianaNodeError(.io, "block \(height) vanished while building the proof")
+        }
+        let hashes = try store.blockHashes()
+        let leaves = block.entries.map { Merkle.leafHash($0.id) }
+        let historyLeaves = hashes.map(Merkle.leafHash)
+        return EntryProof(entry: entry, height: height, position: position, blockEntryCount: block.entries.count,
+                          entryRoot: block.header.entryRoot, entryPath: Merkle.inclusionProof(index: position, leafHashes: leaves),
+                          treeSize: hashes.count, historyRoot: Merkle.root(leafHashes: historyLeaves),
+                          historyPath: Merkle.inclusionProof(index: Int(height), leafHashes: historyLeaves), blockHash: block.hash)
+    }
+
+    public func verify(now: UInt64 = currentMillis()) throws -> LedgerState {
+        do throws(KianaStoreError) {
+            return try store.verify(now: now)
+        } catch {
+            guard error.code == .corrupt else { throw error }
+            throw KianaNodeError(.verificationFailed, "ledger verification failed: \(error.message)", cause: error)
+        }
+    }
+}

@@ -1,0 +1,97 @@
+import Hummingbird
+import KianaCore
+import KianaStore
+import Logging
+import NIOCore
+
+/// Where and how the HTTP surface listens.
+public struct HTTPConfig: Sendable {
+    public var host: String
+    public var port: Int
+    /// Bearer token; required when `host` is not a loopback address.
+    public var token: String?
+
+    public init(host: String = "127.0.0.1", port: Int = 8000, token: String? = nil) {
+        self.host = host
+        self.port = port
+        self.token = token
+    }
+
+    public var isLoopback: Bool {
+        host == "localhost" || host == "::1" || host.hasPrefix("127.")
+    }
+}
+
+/// The error type of KianaServer.
+public struct KianaServerError: Error, Sendable, CustomStringConvertible {
+    public var message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+}
+
+/// Builds the node's HTTP application. Until the HTTP issue lands it serves a status page and
+/// `/health`; the full API, web UI and compatible endpoints come later.
+public enum KianaHTTP {
+    public static func application(
+        config: HTTPConfig,
+        store: LedgerStore,
+        deviceID: DeviceID,
+        logger: Logger,
+        onRunning: @escaping @Sendable (Int) async -> Void = { _ in }
+    ) throws(KianaServerError) -> some ApplicationProtocol {
+        if !config.isLoopback && (config.token ?? "").isEmpty {
+            throw KianaServerError("listening on \(config.host) (not loopback) needs a token: set KIANA_TOKEN or --token")
+        }
+        let router = Router()
+        if let token = config.token, !token.isEmpty {
+            router.add(middleware: BearerTokenMiddleware(token: token))
+        }
+        router.get("/health") { _, _ -> Response in
+            let head = try? store.head()
+            let body = """
+                {"status":"ok","deviceId":"\(deviceID)","height":\(head.map { String($0.height) } ?? "null")}
+                """
+            return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: body)))
+        }
+        router.get("/") { _, _ -> Response in
+            let head = try? store.head()
+            let counts = try? store.counts()
+            let html = """
+                <!doctype html><html><head><meta charset="utf-8"><title>KI_ana</title></head>
+                <body style="font-family:sans-serif;max-width:40em;margin:2em auto">
+                <h1>KI_ana node</h1>
+                <p>Device <code>\(deviceID)</code></p>
+                <p>Ledger height \(head.map { String($0.height) } ?? "–"), \(counts?.items ?? 0) knowledge items.</p>
+                <p>The web interface arrives with the HTTP milestone; use the <code>kiana</code> command meanwhile.</p>
+                </body></html>
+                """
+            return Response(status: .ok, headers: [.contentType: "text/html; charset=utf-8"], body: .init(byteBuffer: ByteBuffer(string: html)))
+        }
+        return Application(
+            router: router,
+            configuration: .init(address: .hostname(config.host, port: config.port), serverName: "kiana"),
+            onServerRunning: { channel in await onRunning(channel.localAddress?.port ?? config.port) },
+            logger: logger
+        )
+    }
+}
+
+/// Rejects requests without `Authorization: Bearer <token>` (constant-time comparison).
+struct BearerTokenMiddleware<Context: RequestContext>: RouterMiddleware {
+    let token: String
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        let given = request.headers[.authorization] ?? ""
+        let expected = "Bearer " + token
+        guard Self.equal(Array(given.utf8), Array(expected.utf8)) else {
+            throw HTTPError(.unauthorized, message: "a bearer token is required")
+        }
+        return try await next(request, context)
+    }
+
+    static func equal(_ a: [UInt8], _ b: [UInt8]) -> Bool {
+        var diff = UInt8(a.count == b.count ? 0 : 1)
+        for i in 0..<min(a.count, b.count) { diff |= a[i] ^ b[i] }
+        return diff == 0
+    }
+}

@@ -1,0 +1,342 @@
+import ArgumentParser
+import Foundation
+import KianaBench
+import KianaCore
+import KianaNode
+import KianaServer
+import KianaStore
+import Logging
+
+@main
+struct Kiana: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "kiana",
+        abstract: "KI_ana: a private, local-first AI assistant with a signed, replicated memory.",
+        subcommands: [Init.self, Serve.self, Status.self, Remember.self, Forget.self, List.self, Show.self,
+                      Ledger.self, Export.self, Import.self, Bench.self])
+}
+
+struct DataOptions: ParsableArguments {
+    @Option(name: .long, help: "Data directory (default: $KIANA_DATA_DIR or ~/.kiana).")
+    var dataDir: String?
+
+    var directory: DataDirectory { DataDirectory.resolve(dataDir) }
+}
+
+/// Runs a command body; any error becomes one line on stderr and exit code 1.
+func perform(_ body: () throws -> Void) throws {
+    do {
+        try body()
+    } catch let e as ExitCode {
+        throw e
+    } catch {
+        FileHandle.standardError.write(Data(("kiana: " + errorLine(for: error) + "\n").utf8))
+        throw ExitCode(1)
+    }
+}
+
+func errorLine(for error: any Error) -> String {
+    switch error {
+    case let e as KianaNodeError: return e.message
+    case let e as KianaStoreError: return e.code == .database ? e.description : e.message
+    case let e as KianaCoreError: return e.description
+    case let e as KianaServerError: return e.message
+    default: return "\(error)"
+    }
+}
+
+func date(_ ms: UInt64) -> String {
+    let f = ISO8601DateFormatter()
+    return f.string(from: Date(timeIntervalSince1970: Double(ms) / 1000))
+}
+
+func short(_ bytes: [UInt8]) -> String { String(Hex.encode(bytes).prefix(16)) }
+
+struct Init: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Create this device's keys and a new network with it as the only authority.")
+    @OptionGroup var data: DataOptions
+    @Option(help: "A name for the network.") var name: String?
+
+    func run() throws {
+        try perform {
+            let node = try Node.initialize(directory: data.directory, name: name)
+            let net = try node.store.network() ?? []
+            print("Initialized a new KI_ana network in \(node.directory.path)")
+            print("Device ID:  \(node.identity.deviceID)")
+            print("Network ID: \(Hex.encode(net))")
+        }
+    }
+}
+
+struct Serve: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Run the node (web UI on http://127.0.0.1:8000) until Ctrl-C.")
+    @OptionGroup var data: DataOptions
+    @Option(help: "Address to listen on (default $KIANA_HOST or 127.0.0.1).") var host: String?
+    @Option(help: "Port to listen on, 0 for any free port (default $KIANA_PORT or 8000).") var port: Int?
+    @Option(help: "Bearer token required of clients (default $KIANA_TOKEN); needed off loopback.") var token: String?
+
+    func run() async throws {
+        let env = ProcessInfo.processInfo.environment
+        let http = HTTPConfig(host: host ?? env["KIANA_HOST"] ?? "127.0.0.1",
+                              port: port ?? env["KIANA_PORT"].flatMap(Int.init) ?? 8000,
+                              token: token ?? env["KIANA_TOKEN"])
+        guard (0...65535).contains(http.port) else {
+            FileHandle.standardError.write(Data("kiana: port must be between 0 and 65535\n".utf8))
+            throw ExitCode(1)
+        }
+        var logger = Logger(label: "kiana")
+        logger.logLevel = env["KIANA_LOG_LEVEL"].flatMap(Logger.Level.init(rawValue:)) ?? .notice
+        do {
+            try await NodeServer.run(directory: data.directory, http: http, logger: logger) { node, port in
+                FileHandle.standardOutput.write(Data("KI_ana node \(node.identity.deviceID) serving http://\(http.host):\(port) (Ctrl-C stops)\n".utf8))
+            }
+        } catch {
+            FileHandle.standardError.write(Data(("kiana: " + errorLine(for: error) + "\n").utf8))
+            throw ExitCode(1)
+        }
+    }
+}
+
+struct Status: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Show device ID, network ID, ledger head and counts.")
+    @OptionGroup var data: DataOptions
+
+    func run() throws {
+        try perform {
+            let node = try Node.open(directory: data.directory)
+            let head = try node.store.head()
+            let c = try node.store.counts()
+            print("Device ID:   \(node.identity.deviceID)")
+            print("Network ID:  \(Hex.encode(try node.store.network() ?? []))")
+            if let head { print("Head:        height \(head.height), hash \(Hex.encode(head.hash))") }
+            print("Blocks:      \(c.blocks)")
+            print("Entries:     \(c.entries)")
+            print("Knowledge:   \(c.items) items (\(c.deletedItems) forgotten)")
+            print("Pending:     \(c.pending)")
+            print("Data dir:    \(node.directory.path)")
+        }
+    }
+}
+
+struct Remember: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Add a knowledge item (signed and sealed into a block).")
+    @OptionGroup var data: DataOptions
+    @Argument(help: "The text to remember.") var text: String
+    @Option(help: "A title.") var title: String?
+    @Option(name: .customLong("tag"), help: "A tag (repeatable).") var tags: [String] = []
+    @Option(help: "Where it came from.") var source: String?
+
+    func run() throws {
+        try perform {
+            let node = try Node.open(directory: data.directory)
+            let (id, receipt) = try node.remember(text: text, title: title, tags: tags, source: source)
+            print("Remembered \(id) (entry \(short(receipt.entries[0].id)), block \(receipt.block.height))")
+        }
+    }
+}
+
+struct Forget: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Forget a knowledge item (a signed tombstone).")
+    @OptionGroup var data: DataOptions
+    @Argument(help: "Item ID or a unique prefix of it (4+ hex characters).") var id: String
+
+    func run() throws {
+        try perform {
+            let node = try Node.open(directory: data.directory)
+            let (item, receipt) = try node.forget(idPrefix: id)
+            print("Forgot \(item.id) (entry \(short(receipt.entries[0].id)), block \(receipt.block.height))")
+        }
+    }
+}
+
+struct List: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "List knowledge items, newest first.")
+    @OptionGroup var data: DataOptions
+    @Flag(help: "Include forgotten items.") var all = false
+
+    func run() throws {
+        try perform {
+            let node = try Node.open(directory: data.directory)
+            let items = try node.store.items(includeDeleted: all)
+            if items.isEmpty { print("No knowledge yet. Add some with: kiana remember \"…\"") }
+            for i in items {
+                let label = i.title ?? String((i.text ?? "").split(separator: "\n").first ?? "").prefix(60) + ((i.text ?? "").count > 60 ? "…" : "")
+                let tags = i.tags.isEmpty ? "" : "  [" + i.tags.joined(separator: ", ") + "]"
+                print("\(i.id)  \(i.updated.map { date($0.wall) } ?? "-")  \(i.deleted ? "(forgotten) " : "")\(label)\(tags)")
+            }
+        }
+    }
+}
+
+struct Show: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Show one knowledge item.")
+    @OptionGroup var data: DataOptions
+    @Argument(help: "Item ID or a unique prefix of it.") var id: String
+
+    func run() throws {
+        try perform {
+            let node = try Node.open(directory: data.directory)
+            let i = try node.store.item(idPrefix: id)
+            print("ID:       \(i.id)")
+            if let t = i.title { print("Title:    \(t)") }
+            if !i.tags.isEmpty { print("Tags:     \(i.tags.joined(separator: ", "))") }
+            if let s = i.source { print("Source:   \(s)") }
+            if let c = i.created { print("Created:  \(date(c.wall))") }
+            if let u = i.updated { print("Updated:  \(date(u.wall))") }
+            if i.deleted { print("Status:   forgotten") }
+            print("")
+            print(i.text ?? "")
+        }
+    }
+}
+
+struct Ledger: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Inspect and verify the ledger.",
+                                                    subcommands: [LedgerShow.self, LedgerVerify.self, LedgerProof.self])
+}
+
+struct LedgerShow: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "show", abstract: "List blocks, or show one block with its entries.")
+    @OptionGroup var data: DataOptions
+    @Option(help: "Show this block in full.") var height: UInt64?
+    @Option(help: "How many recent blocks to list.") var limit: Int = 50
+
+    func run() throws {
+        try perform {
+            let node = try Node.open(directory: data.directory)
+            if let height {
+                guard let b = try node.store.blocks(from: height, through: height).first else {
+                    throw KianaNodeError(.invalidInput, "no block at height \(height) (head is \(try node.store.head()?.height ?? 0))")
+                }
+                print("Block \(b.height)")
+                print("  hash:    \(b.hashHex)")
+                print("  parent:  \(Hex.encode(b.header.parent))")
+                print("  time:    \(date(b.header.time))")
+                print("  signer:  \(DeviceID(publicKey: b.header.signer))")
+                print("  root:    \(Hex.encode(b.header.entryRoot))")
+                if let a = b.header.authorities { print("  authorities: \(a.map { DeviceID(publicKey: $0).description }.joined(separator: ", "))") }
+                if let n = b.header.name { print("  name:    \(n)") }
+                print("  entries: \(b.entries.count)")
+                for e in b.entries {
+                    print("    \(e.idHex)  \(e.kind)  author \(e.authorID) seq \(e.sequence)  hlc \(e.hlc)")
+                }
+            } else {
+                guard let head = try node.store.head() else { return }
+                let from = head.height >= UInt64(max(limit, 1)) ? head.height - UInt64(max(limit, 1)) + 1 : 0
+                for b in try node.store.blocks(from: from, through: head.height) {
+                    print("\(b.height)  \(short(b.hash))  \(date(b.header.time))  \(DeviceID(publicKey: b.header.signer))  \(b.entries.count) entries")
+                }
+            }
+        }
+    }
+}
+
+struct LedgerVerify: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "verify", abstract: "Re-validate every block, entry, signature and the knowledge state.")
+    @OptionGroup var data: DataOptions
+
+    func run() throws {
+        try perform {
+            let node = try Node.open(directory: data.directory)
+            let s = try node.verify()
+            print("Ledger OK: \(s.blockHashes.count) blocks, \(s.entryCount) entries, head \(s.height) \(Hex.encode(s.tipHash))")
+            print("History root: \(Hex.encode(s.historyRoot))")
+        }
+    }
+}
+
+struct LedgerProof: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "proof", abstract: "Print and verify an inclusion proof for an entry.")
+    @OptionGroup var data: DataOptions
+    @Argument(help: "Entry ID or a unique prefix of it.") var entryID: String
+
+    func run() throws {
+        try perform {
+            let node = try Node.open(directory: data.directory)
+            let p = try node.proof(entryIDPrefix: entryID)
+            print("Entry \(p.entry.idHex)")
+            print("  in block \(p.height) at position \(p.position) of \(p.blockEntryCount)")
+            print("  entry root: \(Hex.encode(p.entryRoot))")
+            print("  audit path (\(p.entryPath.count)):")
+            for h in p.entryPath { print("    \(Hex.encode(h))") }
+            print("Block \(Hex.encode(p.blockHash))")
+            print("  leaf \(p.height) of history tree size \(p.treeSize), root \(Hex.encode(p.historyRoot))")
+            print("  audit path (\(p.historyPath.count)):")
+            for h in p.historyPath { print("    \(Hex.encode(h))") }
+            try p.verify()
+            print("Proof verified (RFC 6962).")
+        }
+    }
+}
+
+struct Export: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Export the ledger as JSON (verifiable on import).")
+    @OptionGroup var data: DataOptions
+    @Option(name: .shortAndLong, help: "Write to this file instead of standard output.") var output: String?
+
+    func run() throws {
+        try perform {
+            let node = try Node.open(directory: data.directory)
+            let json = try node.exportLedger()
+            if let output {
+                do { try json.write(to: URL(fileURLWithPath: output), options: .atomic) } catch {
+                    throw KianaNodeError(.io, "cannot write \(output): \(error.localizedDescription)")
+                }
+                FileHandle.standardError.write(Data("Exported \(try node.store.counts().blocks) blocks to \(output)\n".utf8))
+            } else {
+                FileHandle.standardOutput.write(json)
+                print("")
+            }
+        }
+    }
+}
+
+struct Import: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Verify a JSON export and add its blocks to this node.")
+    @OptionGroup var data: DataOptions
+    @Argument(help: "The export file (- for standard input).") var file: String
+
+    func run() throws {
+        try perform {
+            let json: Data
+            if file == "-" {
+                json = FileHandle.standardInput.readDataToEndOfFile()
+            } else {
+                guard let d = FileManager.default.contents(atPath: file) else {
+                    throw KianaNodeError(.io, "cannot read \(file)")
+                }
+                json = d
+            }
+            let (node, added) = try Node.importLedger(json, into: data.directory)
+            print("Imported \(added) blocks; head is now \(try node.store.head()?.height ?? 0)")
+            if !(try node.store.authorities().contains(node.identity.publicKey)) {
+                print("Note: this device (\(node.identity.deviceID)) is not an authority of the imported network; it can read but not write.")
+            }
+        }
+    }
+}
+
+struct Bench: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Benchmarks, each beside its reference primitive.", subcommands: [BenchLedger.self])
+}
+
+struct BenchLedger: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "ledger", abstract: "Merkle roots, block creation and full-chain validation.")
+    @Option(help: "Entries in the validated chain.") var entries: Int = 100_000
+    @Option(help: "Entries per block.") var perBlock: Int = 100
+    @Option(help: "Leaves for the Merkle root measurement.") var leaves: Int = 100_000
+    @Option(help: "Repeats (best time is reported).") var repeats: Int = 3
+    @Flag(help: "Skip the SQLite verification measurement.") var noStore = false
+
+    func run() throws {
+        try perform {
+            guard entries > 0, perBlock > 0, perBlock <= LedgerLimits.maxEntriesPerBlock, leaves > 1, repeats > 0 else {
+                throw KianaNodeError(.invalidInput, "entries, leaves and repeats must be positive; per-block 1…\(LedgerLimits.maxEntriesPerBlock)")
+            }
+            let bench = LedgerBench(entries: entries, entriesPerBlock: perBlock, leaves: leaves, repeats: repeats, withStore: !noStore)
+            print("kiana bench ledger: \(entries) entries in blocks of \(perBlock), \(ProcessInfo.processInfo.activeProcessorCount) cores, best of \(repeats)")
+            let rows = try bench.run { FileHandle.standardError.write(Data("  … \($0)\n".utf8)) }
+            print(LedgerBench.render(rows))
+        }
+    }
+}

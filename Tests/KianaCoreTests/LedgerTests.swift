@@ -1,0 +1,162 @@
+import KianaCore
+import Testing
+
+/// A small valid chain and helpers to break it one rule at a time.
+struct ChainFixture {
+    let owner = DeviceIdentity.generate()
+    let stranger = DeviceIdentity.generate()
+    let t0: UInt64 = 1_764_288_000_000
+    var now: UInt64 { t0 + 3_600_000 }
+    let genesis: Block
+    var blocks: [Block]
+
+    init(blocks count: Int = 3, perBlock: Int = 3) {
+        genesis = Block.genesis(identity: owner, time: t0, name: "test")
+        blocks = [genesis]
+        var seq: UInt64 = 0
+        for b in 0..<count {
+            var entries: [Entry] = []
+            for _ in 0..<perBlock {
+                seq += 1
+                entries.append(entry(seq: seq, wall: t0 + seq))
+            }
+            blocks.append(Block.seal(entries: entries, parent: blocks.last!.header, parentHash: blocks.last!.hash, time: t0 + UInt64(b) * 10 + 100, identity: owner))
+        }
+    }
+
+    func entry(by who: DeviceIdentity? = nil, seq: UInt64, wall: UInt64, network: [UInt8]? = nil, op: KnowledgeOp? = nil) -> Entry {
+        let op = op ?? .put(ItemID.random(), KnowledgeFields(text: "fact \(seq)"))
+        return Entry(signedBy: who ?? owner, network: network ?? genesis.hash, sequence: seq, hlc: HLC(wall: wall), kind: op.kind, payload: op.payload)
+    }
+
+    /// Replaces the last block with one sealed from `entries` by `signer`.
+    func withLast(entries: [Entry], signer: DeviceIdentity? = nil, time: UInt64? = nil) -> [Block] {
+        var bs = Array(blocks.dropLast())
+        let parent = bs.last!
+        bs.append(Block.seal(entries: entries, parent: parent.header, parentHash: parent.hash, time: time ?? blocks.last!.header.time, identity: signer ?? owner))
+        return bs
+    }
+}
+
+@Suite struct LedgerTests {
+    @Test func validChainValidates() throws {
+        let f = ChainFixture(blocks: 5, perBlock: 4)
+        let s = try ChainValidator.validate(blocks: f.blocks, now: f.now)
+        #expect(s.height == 5)
+        #expect(s.entryCount == 20)
+        #expect(s.network == f.genesis.hash)
+        let s2 = try ChainValidator.validate(encodedBlocks: f.blocks.map(\.encoded), now: f.now)
+        #expect(s2.tipHash == s.tipHash)
+        #expect(s2.historyRoot == Merkle.root(leafHashes: f.blocks.map { Merkle.leafHash($0.hash) }))
+    }
+
+    @Test func encodeDecodeIsIdentity() throws {
+        let f = ChainFixture()
+        for b in f.blocks {
+            let d = try Block(decoding: b.encoded)
+            #expect(d == b)
+            #expect(d.encoded == b.encoded)
+            for e in b.entries { #expect(try Entry(decoding: e.encoded) == e) }
+        }
+    }
+
+    func expectRule(_ rule: LedgerRule, height: UInt64, _ blocks: [Block], now: UInt64, sourceLocation: SourceLocation = #_sourceLocation) {
+        do {
+            _ = try ChainValidator.validate(blocks: blocks, now: now)
+            Issue.record("chain was accepted; expected [\(rule.rawValue)]", sourceLocation: sourceLocation)
+        } catch {
+            #expect(error.rule == rule, "got \(error)", sourceLocation: sourceLocation)
+            #expect(error.height == height, "got \(error)", sourceLocation: sourceLocation)
+        }
+        // The same verdict from the encoded form.
+        #expect(throws: KianaCoreError.self, sourceLocation: sourceLocation) {
+            try ChainValidator.validate(encodedBlocks: blocks.map(\.encoded), now: now)
+        }
+    }
+
+    @Test func entrySignedByNonAuthorityIsRejected() {
+        let f = ChainFixture()
+        let e = f.entry(by: f.stranger, seq: 1, wall: f.t0)
+        expectRule(.entryAuthor, height: 3, f.withLast(entries: [e]), now: f.now)
+    }
+
+    @Test func blockSignedByNonAuthorityIsRejected() {
+        let f = ChainFixture()
+        expectRule(.authority, height: 3, f.withLast(entries: [f.entry(seq: 10, wall: f.t0)], signer: f.stranger), now: f.now)
+    }
+
+    @Test func ruleViolationsAreNamed() {
+        let f = ChainFixture()
+        let now = f.now
+        // Sequence must increase per author.
+        expectRule(.sequence, height: 3, f.withLast(entries: [f.entry(seq: 6, wall: f.t0)]), now: now)
+        // An entry already in the chain.
+        expectRule(.duplicateEntry, height: 3, f.withLast(entries: [f.blocks[1].entries[0]]), now: now)
+        // Same entry twice in one block.
+        let e = f.entry(seq: 10, wall: f.t0)
+        expectRule(.duplicateEntry, height: 3, f.withLast(entries: [e, e]), now: now)
+        // Entry from another network.
+        expectRule(.network, height: 3, f.withLast(entries: [f.entry(seq: 10, wall: f.t0, network: SHA.hash([9]))]), now: now)
+        // Timestamps.
+        expectRule(.timestamp, height: 3, f.withLast(entries: [f.entry(seq: 10, wall: now + LedgerLimits.maxClockDrift + 60_000)]), now: now)
+        expectRule(.timestamp, height: 3, f.withLast(entries: [f.entry(seq: 10, wall: f.t0)], time: now + LedgerLimits.maxClockDrift + 60_000), now: now)
+        // Empty block.
+        expectRule(.emptyBlock, height: 3, f.withLast(entries: []), now: now)
+        // Invalid payload.
+        let bad = Entry(signedBy: f.owner, network: f.genesis.hash, sequence: 10, hlc: HLC(wall: f.t0), kind: .knowledgePut, payload: .map(["id": .bytes([1])]))
+        expectRule(.payload, height: 3, f.withLast(entries: [bad]), now: now)
+        let unknown = Entry(signedBy: f.owner, network: f.genesis.hash, sequence: 10, hlc: HLC(wall: f.t0), kind: "mystery", payload: .null)
+        expectRule(.payload, height: 3, f.withLast(entries: [unknown]), now: now)
+        // Missing block: heights and links.
+        var gap = f.blocks
+        gap.remove(at: 2)
+        expectRule(.height, height: 2, gap, now: now)
+        var swapped = f.blocks
+        swapped.swapAt(1, 2)
+        expectRule(.height, height: 1, swapped, now: now)
+    }
+
+    /// Flipping any single byte of any encoded block makes validation fail at that block.
+    @Test func everyByteFlipIsDetected() throws {
+        let f = ChainFixture(blocks: 3, perBlock: 2)
+        let encoded = f.blocks.map(\.encoded)
+        for b in encoded.indices {
+            for i in encoded[b].indices {
+                var copy = encoded
+                copy[b][i] ^= 0x01
+                do {
+                    _ = try ChainValidator.validate(encodedBlocks: copy, now: f.now)
+                    Issue.record("flip of byte \(i) in block \(b) went unnoticed")
+                } catch {
+                    #expect(error.height == UInt64(b), "byte \(i) of block \(b): \(error)")
+                }
+            }
+        }
+    }
+
+    @Test func genesisRules() {
+        let f = ChainFixture(blocks: 0)
+        #expect(throws: Never.self) { try LedgerState(genesis: f.genesis, now: f.now) }
+        let other = DeviceIdentity.generate()
+        // A genesis whose signature is by a key other than the signer's.
+        let forged = ChainFixture(blocks: 0)
+        let mixed = try! Block(decoding: CBOR.map(["header": f.genesis.header.cbor, "sig": .bytes(forged.genesis.signature), "entries": .array([])]).encoded)
+        #expect(throws: KianaCoreError.self) { try LedgerState(genesis: mixed, now: f.now) }
+        #expect(throws: KianaCoreError.self) { try ChainValidator.validate(blocks: [mixed], now: f.now) }
+        _ = other
+        #expect(throws: KianaCoreError.self) { try ChainValidator.validate(blocks: [], now: f.now) }
+    }
+
+    @Test func oversizedInputIsRejectedBeforeDecoding() {
+        let big = [UInt8](repeating: 0, count: LedgerLimits.maxEntryBytes + 1)
+        #expect(throws: KianaCoreError.self) { try Entry(decoding: big) }
+        #expect(throws: KianaCoreError.self) { try Block(signedHeaderBytes: [UInt8](repeating: 0, count: LedgerLimits.maxHeaderBytes + 1), entryBytes: []) }
+    }
+
+    @Test func unknownFieldsAreRejected() throws {
+        let f = ChainFixture(blocks: 1, perBlock: 1)
+        guard case .map(var m) = f.blocks[1].entries[0].cbor else { Issue.record("not a map"); return }
+        m["extra"] = 1
+        #expect(throws: KianaCoreError.self) { try Entry(cbor: .map(m)) }
+    }
+}
