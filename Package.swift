@@ -54,12 +54,14 @@ let package = Package(
             "KianaNode", "KianaBench",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
+        // Helpers shared by the test targets: locating ../shared, running processes.
+        .target(name: "KianaTestSupport", path: "Tests/KianaTestSupport"),
         .testTarget(name: "KianaCoreTests", dependencies: [
-            "KianaCore",
+            "KianaCore", "KianaTestSupport",
             .product(name: "PropertyBased", package: "swift-property-based"),
         ]),
-        .testTarget(name: "KianaStoreTests", dependencies: ["KianaStore", "KianaCore"]),
-        .testTarget(name: "KianaNodeTests", dependencies: ["KianaNode", "KianaCore", "KianaStore", "kiana"]),
+        .testTarget(name: "KianaStoreTests", dependencies: ["KianaStore", "KianaCore", .product(name: "GRDB", package: "GRDB.swift")]),
+        .testTarget(name: "KianaNodeTests", dependencies: ["KianaNode", "KianaCore", "KianaStore", "KianaTestSupport", "kiana"]),
     ],
     swiftLanguageModes: [.v6]
 )

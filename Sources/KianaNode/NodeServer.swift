@@ -20,7 +20,12 @@ public enum NodeServer {
             services: [.init(service: app)],
             gracefulShutdownSignals: [.sigterm, .sigint],
             logger: logger))
-        try await group.run()
+        do {
+            try await group.run()
+        } catch {
+            if let friendly = KianaServerError.listening(error, config: http) { throw friendly }
+            throw error
+        }
         logger.notice("node stopped")
     }
 }

@@ -3,6 +3,9 @@ import KianaCore
 import KianaStore
 import Logging
 import NIOCore
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// Where and how the HTTP surface listens.
 public struct HTTPConfig: Sendable {
@@ -93,5 +96,20 @@ struct BearerTokenMiddleware<Context: RequestContext>: RouterMiddleware {
         var diff = UInt8(a.count == b.count ? 0 : 1)
         for i in 0..<min(a.count, b.count) { diff |= a[i] ^ b[i] }
         return diff == 0
+    }
+}
+
+extension KianaServerError {
+    /// A user-facing error for failures to listen (port taken, address not available), or nil.
+    public static func listening(_ error: any Error, config: HTTPConfig) -> KianaServerError? {
+        guard let io = error as? IOError else { return nil }
+        switch io.errnoCode {
+        case EADDRINUSE:
+            return KianaServerError("cannot listen on \(config.host):\(config.port): the port is already in use (another node? choose one with --port)")
+        case EADDRNOTAVAIL, EACCES:
+            return KianaServerError("cannot listen on \(config.host):\(config.port): \(io.description)")
+        default:
+            return nil
+        }
     }
 }

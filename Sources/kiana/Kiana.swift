@@ -6,6 +6,9 @@ import KianaNode
 import KianaServer
 import KianaStore
 import Logging
+#if canImport(Glibc)
+import Glibc
+#endif
 
 @main
 struct Kiana: AsyncParsableCommand {
@@ -14,6 +17,12 @@ struct Kiana: AsyncParsableCommand {
         abstract: "KI_ana: a private, local-first AI assistant with a signed, replicated memory.",
         subcommands: [Init.self, Serve.self, Status.self, Remember.self, Forget.self, List.self, Show.self,
                       Ledger.self, Export.self, Import.self, Bench.self])
+
+    /// Files the node creates (database, exports, keys) are private to the user.
+    static func main() async {
+        umask(0o077)
+        await main(nil)
+    }
 }
 
 struct DataOptions: ParsableArguments {
@@ -224,7 +233,7 @@ struct LedgerShow: ParsableCommand {
                 guard let head = try node.store.head() else { return }
                 let from = head.height >= UInt64(max(limit, 1)) ? head.height - UInt64(max(limit, 1)) + 1 : 0
                 for b in try node.store.blocks(from: from, through: head.height) {
-                    print("\(b.height)  \(short(b.hash))  \(date(b.header.time))  \(DeviceID(publicKey: b.header.signer))  \(b.entries.count) entries")
+                    print("\(b.height)  \(short(b.hash))  \(date(b.header.time))  \(DeviceID(publicKey: b.header.signer))  \(b.entries.count) \(b.entries.count == 1 ? "entry" : "entries")")
                 }
             }
         }

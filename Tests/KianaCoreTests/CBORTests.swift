@@ -1,6 +1,7 @@
 import Foundation
 import KianaCore
 import PropertyBased
+import KianaTestSupport
 import Testing
 
 @Suite struct CBORTests {

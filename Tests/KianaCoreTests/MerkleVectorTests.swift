@@ -1,5 +1,6 @@
 import Foundation
 import KianaCore
+import KianaTestSupport
 import Testing
 
 /// RFC 6962 / 9162 behaviour checked against transparency-dev/merkle's published vectors.

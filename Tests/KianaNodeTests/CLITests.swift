@@ -1,0 +1,149 @@
+import Foundation
+import KianaCore
+import KianaNode
+import KianaTestSupport
+import Testing
+
+/// The `kiana` executable, run as a user would.
+@Suite struct CLITests {
+    @Test func initCreatesPrivateKeysAndStatusReportsThem() throws {
+        let dir = try TempDir()
+        defer { dir.cleanup() }
+        let data = dir.path + "/node"
+        let r = try kiana(["init", "--data-dir", data, "--name", "home"])
+        #expect(r.status == 0, "\(r.err)")
+        for key in ["identity.key", "transport.key"] {
+            let attrs = try FileManager.default.attributesOfItem(atPath: data + "/" + key)
+            #expect((attrs[.posixPermissions] as? Int) == 0o600, "\(key)")
+            #expect((attrs[.size] as? Int) == 32)
+        }
+        let dirAttrs = try FileManager.default.attributesOfItem(atPath: data)
+        #expect((dirAttrs[.posixPermissions] as? Int) == 0o700)
+        let status = try kiana(["status", "--data-dir", data])
+        #expect(status.status == 0)
+        let idLine = status.out.split(separator: "\n").first { $0.hasPrefix("Device ID:") }!
+        let printed = idLine.split(separator: " ").last.map(String.init)!
+        #expect(throws: Never.self) { try DeviceID(parsing: printed) }
+        #expect(status.out.contains("Head:        height 0"))
+        // A second init refuses and changes nothing.
+        let again = try kiana(["init", "--data-dir", data])
+        #expect(again.status == 1)
+        #expect(again.err.hasPrefix("kiana: "))
+        #expect(again.err.split(separator: "\n").count == 1)
+    }
+
+    @Test func dataDirectoryComesFromEnvironmentWhenNoFlag() throws {
+        let dir = try TempDir()
+        defer { dir.cleanup() }
+        var env = ProcessInfo.processInfo.environment
+        env["KIANA_DATA_DIR"] = dir.path + "/from-env"
+        let r = try runProcess(kianaBinary(), ["init"], environment: env)
+        #expect(r.status == 0)
+        #expect(FileManager.default.fileExists(atPath: dir.path + "/from-env/identity.key"))
+        #expect(DataDirectory.resolve("/x", environment: ["KIANA_DATA_DIR": "/y", "HOME": "/h"]).path == "/x")
+        #expect(DataDirectory.resolve(nil, environment: ["KIANA_DATA_DIR": "/y", "HOME": "/h"]).path == "/y")
+        #expect(DataDirectory.resolve(nil, environment: ["HOME": "/h"]).path == "/h/.kiana")
+    }
+
+    @Test func keyReadableByOthersIsRefused() throws {
+        let dir = try TempDir()
+        defer { dir.cleanup() }
+        #expect(try kiana(["init", "--data-dir", dir.path]).status == 0)
+        chmod(dir.path + "/identity.key", 0o644)
+        let r = try kiana(["status", "--data-dir", dir.path])
+        #expect(r.status == 1)
+        #expect(r.err.contains("chmod 600"))
+    }
+
+    @Test func rememberListShowForgetRoundTrip() throws {
+        let dir = try TempDir()
+        defer { dir.cleanup() }
+        let d = ["--data-dir", dir.path]
+        #expect(try kiana(["init"] + d).status == 0)
+        let r = try kiana(["remember", "Green tea steeps at 80 °C", "--title", "Tea", "--tag", "kitchen", "--tag", "tea"] + d)
+        #expect(r.status == 0, "\(r.err)")
+        let id = String(r.out.split(separator: " ")[1])
+        #expect(id.count == 32)
+        let list = try kiana(["list"] + d)
+        #expect(list.out.contains(id) && list.out.contains("Tea") && list.out.contains("[kitchen, tea]"))
+        let show = try kiana(["show", String(id.prefix(6))] + d)
+        #expect(show.out.contains("Green tea steeps at 80 °C"))
+        #expect(try kiana(["forget", id] + d).status == 0)
+        #expect(!(try kiana(["list"] + d).out.contains(id)))
+        #expect(try kiana(["list", "--all"] + d).out.contains("(forgotten)"))
+        let again = try kiana(["forget", id] + d)
+        #expect(again.status == 1 && again.err.contains("already forgotten"))
+        #expect(try kiana(["ledger", "verify"] + d).status == 0)
+    }
+
+    @Test(arguments: [
+        (["remember", "   "], "empty"),
+        (["show", "zz"], "4 hex"),
+        (["show", "abcdef"], "no knowledge item"),
+        (["forget", "abcdef"], "no knowledge item"),
+        (["ledger", "show", "--height", "99"], "no block at height 99"),
+        (["ledger", "proof", "0123456789"], "no entry"),
+        (["import", "/nonexistent/file.json"], "cannot read"),
+    ])
+    func badInputGivesOneClearLine(_ args: [String], _ fragment: String) throws {
+        let dir = try TempDir()
+        defer { dir.cleanup() }
+        #expect(try kiana(["init", "--data-dir", dir.path]).status == 0)
+        let r = try kiana(args + ["--data-dir", dir.path])
+        #expect(r.status == 1)
+        #expect(r.err.contains(fragment), "\(r.err)")
+        #expect(r.err.split(separator: "\n").count == 1)
+        #expect(try kiana(["ledger", "verify", "--data-dir", dir.path]).status == 0)
+    }
+
+    @Test func commandsBeforeInitSaySo() throws {
+        let dir = try TempDir()
+        defer { dir.cleanup() }
+        for cmd in [["status"], ["list"], ["remember", "x"], ["ledger", "verify"]] {
+            let r = try kiana(cmd + ["--data-dir", dir.path + "/none"])
+            #expect(r.status == 1)
+            #expect(r.err.contains("kiana init"), "\(cmd): \(r.err)")
+        }
+    }
+
+    @Test func proofIsPrintedAndVerified() throws {
+        let dir = try TempDir()
+        defer { dir.cleanup() }
+        let d = ["--data-dir", dir.path]
+        #expect(try kiana(["init"] + d).status == 0)
+        for i in 0..<5 { #expect(try kiana(["remember", "fact \(i)"] + d).status == 0) }
+        let block = try kiana(["ledger", "show", "--height", "3"] + d).out
+        let entryID = block.split(separator: "\n").last!.trimmingCharacters(in: .whitespaces).split(separator: " ")[0]
+        let p = try kiana(["ledger", "proof", String(entryID.prefix(12))] + d)
+        #expect(p.status == 0, "\(p.err)")
+        #expect(p.out.contains("leaf 3 of history tree size 6"))
+        #expect(p.out.contains("Proof verified"))
+    }
+
+    @Test func exportImportRoundTripAndTamperedExportIsRejected() throws {
+        let dir = try TempDir()
+        defer { dir.cleanup() }
+        let a = ["--data-dir", dir.path + "/a"], b = ["--data-dir", dir.path + "/b"]
+        #expect(try kiana(["init"] + a).status == 0)
+        for i in 0..<3 { #expect(try kiana(["remember", "fact \(i)", "--tag", "t"] + a).status == 0) }
+        let file = dir.path + "/export.json"
+        #expect(try kiana(["export", "-o", file] + a).status == 0)
+        let imp = try kiana(["import", file] + b)
+        #expect(imp.status == 0, "\(imp.err)")
+        #expect(imp.out.contains("Imported 4 blocks"))
+        #expect(try kiana(["list"] + b).out == (try kiana(["list"] + a).out))
+        #expect(try kiana(["ledger", "verify"] + b).status == 0)
+        // Change one character of one block's canonical bytes.
+        var json = try String(contentsOfFile: file, encoding: .utf8)
+        let marker = "\"cbor\" : \""
+        let cbor = json.range(of: marker, range: json.index(json.startIndex, offsetBy: json.count / 2)..<json.endIndex)!
+        let at = json.index(cbor.upperBound, offsetBy: 40)
+        json.replaceSubrange(at...at, with: json[at] == "A" ? "B" : "A")
+        let bad = dir.path + "/bad.json"
+        try json.write(toFile: bad, atomically: true, encoding: .utf8)
+        let r = try kiana(["import", bad, "--data-dir", dir.path + "/c"])
+        #expect(r.status == 1)
+        #expect(r.err.contains("does not verify") && r.err.contains("block"), "\(r.err)")
+        #expect(!FileManager.default.fileExists(atPath: dir.path + "/c/kiana.sqlite"))
+    }
+}

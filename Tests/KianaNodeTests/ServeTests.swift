@@ -1,0 +1,111 @@
+import Foundation
+import KianaTestSupport
+import Testing
+
+/// `kiana serve` as a real process: it answers on loopback and stops cleanly on SIGINT/SIGTERM.
+@Suite struct ServeTests {
+    final class Running: @unchecked Sendable {
+        let process = Process()
+        let lock = NSLock()
+        var output = ""
+
+        init(_ args: [String], environment: [String: String]? = nil) throws {
+            process.executableURL = URL(fileURLWithPath: kianaBinary())
+            process.arguments = args
+            if let environment { process.environment = environment }
+            let pipe = Pipe()
+            process.standardOutput = pipe
+            process.standardError = pipe
+            pipe.fileHandleForReading.readabilityHandler = { [weak self] h in
+                let d = h.availableData
+                guard let self, !d.isEmpty else { return }
+                self.lock.lock(); self.output += String(decoding: d, as: UTF8.self); self.lock.unlock()
+            }
+            try process.run()
+        }
+
+        var text: String { lock.lock(); defer { lock.unlock() }; return output }
+
+        /// Waits for the "serving http://host:port" line and returns the port.
+        func waitForPort(timeout: TimeInterval = 60) -> Int? {
+            let end = Date().addingTimeInterval(timeout)
+            while Date() < end {
+                if let r = text.range(of: #"serving http://[^:]+:(\d+)"#, options: .regularExpression) {
+                    return Int(text[r].split(separator: ":").last!)
+                }
+                if !process.isRunning { return nil }
+                usleep(50_000)
+            }
+            return nil
+        }
+
+        func waitForExit(timeout: TimeInterval = 20) -> Bool {
+            let end = Date().addingTimeInterval(timeout)
+            while process.isRunning && Date() < end { usleep(50_000) }
+            return !process.isRunning
+        }
+    }
+
+    func curl(_ args: [String]) throws -> (code: String, body: String) {
+        let r = try runProcess("/usr/bin/curl", ["-s", "-m", "10", "-w", "\n%{http_code}"] + args)
+        let text = String(decoding: r.out, as: UTF8.self)
+        let lines = text.split(separator: "\n", omittingEmptySubsequences: false)
+        return (String(lines.last ?? ""), lines.dropLast().joined(separator: "\n"))
+    }
+
+    @Test(arguments: [SIGINT, SIGTERM])
+    func servesHealthAndStopsGracefully(_ signal: Int32) throws {
+        let dir = try TempDir()
+        defer { dir.cleanup() }
+        let node = try Running(["serve", "--data-dir", dir.path, "--port", "0"])
+        defer { if node.process.isRunning { node.process.terminate() } }
+        let port = try #require(node.waitForPort(), "no serving line: \(node.text)")
+        let health = try curl(["http://127.0.0.1:\(port)/health"])
+        #expect(health.code == "200")
+        #expect(health.body.contains("\"status\":\"ok\"") && health.body.contains("\"height\":0"))
+        let page = try curl(["http://127.0.0.1:\(port)/"])
+        #expect(page.code == "200" && page.body.contains("KI_ana"))
+        // A write made by the CLI while the node runs is visible to it.
+        #expect(try kiana(["remember", "while serving", "--data-dir", dir.path]).status == 0)
+        #expect(try curl(["http://127.0.0.1:\(port)/health"]).body.contains("\"height\":1"))
+        kill(node.process.processIdentifier, signal)
+        #expect(node.waitForExit(), "node did not stop: \(node.text)")
+        #expect(node.process.terminationReason == .exit)
+        #expect(node.process.terminationStatus == 0, "\(node.text)")
+        #expect(try kiana(["ledger", "verify", "--data-dir", dir.path]).status == 0)
+    }
+
+    @Test func tokenIsEnforcedAndRequiredOffLoopback() throws {
+        let dir = try TempDir()
+        defer { dir.cleanup() }
+        // Off loopback without a token: refused before listening.
+        var env = ProcessInfo.processInfo.environment
+        env["KIANA_TOKEN"] = nil
+        let refused = try runProcess(kianaBinary(), ["serve", "--data-dir", dir.path, "--host", "0.0.0.0", "--port", "0"], environment: env)
+        #expect(refused.status == 1)
+        #expect(String(decoding: refused.err, as: UTF8.self).contains("token"))
+        // With a token, requests without it are rejected.
+        let node = try Running(["serve", "--data-dir", dir.path, "--port", "0", "--token", "s3cret"], environment: env)
+        defer { if node.process.isRunning { node.process.terminate() } }
+        let port = try #require(node.waitForPort(), "\(node.text)")
+        #expect(try curl(["http://127.0.0.1:\(port)/health"]).code == "401")
+        #expect(try curl(["-H", "Authorization: Bearer wrong", "http://127.0.0.1:\(port)/health"]).code == "401")
+        #expect(try curl(["-H", "Authorization: Bearer s3cret", "http://127.0.0.1:\(port)/health"]).code == "200")
+        #expect(!node.text.contains("s3cret"), "token leaked into logs")
+        node.process.interrupt()
+        #expect(node.waitForExit())
+    }
+
+    @Test func busyPortIsAClearError() throws {
+        let dir = try TempDir()
+        defer { dir.cleanup() }
+        let first = try Running(["serve", "--data-dir", dir.path + "/a", "--port", "0"])
+        defer { if first.process.isRunning { first.process.terminate() } }
+        let port = try #require(first.waitForPort())
+        let second = try kiana(["serve", "--data-dir", dir.path + "/b", "--port", String(port)])
+        #expect(second.status == 1)
+        #expect(second.err.contains("kiana: cannot listen on 127.0.0.1:\(port): the port is already in use"), "\(second.err)")
+        first.process.interrupt()
+        #expect(first.waitForExit())
+    }
+}

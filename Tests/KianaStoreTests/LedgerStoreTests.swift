@@ -1,0 +1,160 @@
+import Foundation
+import GRDB
+import KianaCore
+@testable import KianaStore
+import Testing
+
+@Suite struct LedgerStoreTests {
+    let identity = DeviceIdentity.generate()
+    let t0: UInt64 = 1_764_288_000_000
+
+    func makeStore(writes: Int = 3) throws -> LedgerStore {
+        let store = LedgerStore(database: try KianaDatabase())
+        try store.initialize(genesis: Block.genesis(identity: identity, time: t0), now: t0)
+        for i in 0..<writes {
+            _ = try store.write([.put(ItemID.random(), KnowledgeFields(title: "t\(i)", text: "fact \(i)", tags: ["n\(i)"]))], identity: identity, now: t0 + UInt64(i) * 1000)
+        }
+        return store
+    }
+
+    @Test func writesSealOneBlockEachAndMaterializeState() throws {
+        let store = try makeStore(writes: 3)
+        #expect(try store.head()?.height == 3)
+        let c = try store.counts()
+        #expect(c.blocks == 4 && c.entries == 3 && c.items == 3 && c.pending == 0)
+        let items = try store.items()
+        #expect(items.map(\.text) == ["fact 2", "fact 1", "fact 0"])
+        let victim = items[1]
+        let r = try store.write([.delete(victim.id)], identity: identity, now: t0 + 10_000)
+        #expect(r.block.height == 4)
+        #expect(try store.items().count == 2)
+        #expect(try store.items(includeDeleted: true).count == 3)
+        #expect(try store.item(idPrefix: String(victim.id.description.prefix(8))).deleted)
+        let s = try store.verify(now: t0 + 20_000)
+        #expect(s.height == 4 && s.entryCount == 4)
+    }
+
+    @Test func sequenceAndClockContinueAcrossWrites() throws {
+        let store = try makeStore(writes: 0)
+        // The wall clock going backwards must not make sequence or HLC go backwards.
+        let a = try store.write([.put(ItemID.random(), KnowledgeFields(text: "a"))], identity: identity, now: t0 + 5000)
+        let b = try store.write([.put(ItemID.random(), KnowledgeFields(text: "b")), .put(ItemID.random(), KnowledgeFields(text: "c"))], identity: identity, now: t0 + 1000)
+        #expect(a.entries[0].sequence == 1)
+        #expect(b.entries.map(\.sequence) == [2, 3])
+        #expect(b.entries[0].hlc > a.entries[0].hlc)
+        #expect(b.block.header.time >= a.block.header.time)
+        _ = try store.verify(now: t0 + 10_000)
+    }
+
+    @Test func nonAuthorityCannotWrite() throws {
+        let store = try makeStore(writes: 0)
+        #expect {
+            _ = try store.write([.put(ItemID.random(), KnowledgeFields(text: "x"))], identity: DeviceIdentity.generate(), now: t0)
+        } throws: { ($0 as? KianaStoreError)?.code == .notAuthority }
+        #expect(try store.counts().entries == 0)
+    }
+
+    @Test func invalidInputWritesNothing() throws {
+        let store = try makeStore(writes: 1)
+        let huge = String(repeating: "x", count: KnowledgeOp.maxTextBytes + 1)
+        #expect(throws: KianaStoreError.self) {
+            _ = try store.write([.put(ItemID.random(), KnowledgeFields(text: huge))], identity: identity, now: t0)
+        }
+        #expect(throws: KianaStoreError.self) { _ = try store.write([], identity: identity, now: t0) }
+        #expect(try store.counts().entries == 1)
+        #expect(try store.head()?.height == 1)
+    }
+
+    @Test func reinitializingIsRefused() throws {
+        let store = try makeStore(writes: 0)
+        #expect(throws: KianaStoreError.self) {
+            try store.initialize(genesis: Block.genesis(identity: identity, time: t0 + 1), now: t0 + 1)
+        }
+    }
+
+    /// Flip every byte of every stored block header and entry: verify must fail and name the block.
+    @Test func everyStoredByteFlipIsDetectedAndNamesTheBlock() throws {
+        let store = try makeStore(writes: 3)
+        let writer = store.database.writer
+        let now = t0 + 100_000
+        let blocks = try writer.read { db in try Row.fetchAll(db, sql: "SELECT hash, height, signedHeader FROM block ORDER BY height") }
+        var checked = 0
+        for row in blocks {
+            let hash: Data = row["hash"], height: Int64 = row["height"], original: Data = row["signedHeader"]
+            for i in 0..<original.count {
+                var bad = original
+                bad[i] ^= 0x20
+                try writer.write { db in try db.execute(sql: "UPDATE block SET signedHeader = ? WHERE hash = ?", arguments: [bad, hash]) }
+                #expect(throws: KianaStoreError.self) { try store.verify(now: now) }
+                do { _ = try store.verify(now: now) } catch {
+                    #expect(error.height == UInt64(height), "byte \(i) of block \(height): \(error)")
+                }
+                checked += 1
+            }
+            try writer.write { db in try db.execute(sql: "UPDATE block SET signedHeader = ? WHERE hash = ?", arguments: [original, hash]) }
+        }
+        let entries = try writer.read { db in
+            try Row.fetchAll(db, sql: "SELECT entry.id, entry.raw, chain.height FROM entry JOIN blockEntry ON blockEntry.entryId = entry.id JOIN chain ON chain.hash = blockEntry.blockHash")
+        }
+        for row in entries {
+            let id: Data = row["id"], height: Int64 = row["height"], original: Data = row["raw"]
+            for i in 0..<original.count {
+                var bad = original
+                bad[i] ^= 0x20
+                try writer.write { db in try db.execute(sql: "UPDATE entry SET raw = ? WHERE id = ?", arguments: [bad, id]) }
+                do {
+                    _ = try store.verify(now: now)
+                    Issue.record("flip of entry byte \(i) in block \(height) went unnoticed")
+                } catch {
+                    #expect(error.height == UInt64(height), "entry byte \(i) of block \(height): \(error)")
+                }
+                checked += 1
+            }
+            try writer.write { db in try db.execute(sql: "UPDATE entry SET raw = ? WHERE id = ?", arguments: [original, id]) }
+        }
+        #expect(checked > 1000)
+        _ = try store.verify(now: now)
+    }
+
+    @Test func tamperedKnowledgeTableIsDetected() throws {
+        let store = try makeStore(writes: 2)
+        try store.database.writer.write { db in try db.execute(sql: "UPDATE item SET text = 'forged' WHERE rowid = 1") }
+        #expect(throws: KianaStoreError.self) { try store.verify(now: t0 + 10_000) }
+    }
+
+    @Test func importAppendsAValidatedChainAndRejectsADivergentOne() throws {
+        let source = try makeStore(writes: 4)
+        let blocks = try source.blocks()
+        _ = try ChainValidator.validate(blocks: blocks, now: t0 + 100_000)
+        let target = LedgerStore(database: try KianaDatabase())
+        #expect(try target.append(validatedChain: Array(blocks.prefix(3))) == 3)
+        #expect(try target.append(validatedChain: blocks) == 2)
+        #expect(try target.append(validatedChain: blocks) == 0)
+        #expect(try target.items().count == 4)
+        #expect(try target.verify(now: t0 + 100_000).tipHash == blocks.last!.hash)
+        // A chain from the same genesis that went another way.
+        _ = try source.write([.put(ItemID.random(), KnowledgeFields(text: "more"))], identity: identity, now: t0 + 50_000)
+        _ = try target.write([.delete(try target.items()[0].id)], identity: identity, now: t0 + 60_000)
+        #expect(throws: KianaStoreError.self) { _ = try target.append(validatedChain: try source.blocks()) }
+    }
+
+    @Test func fileDatabaseSurvivesReopen() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("kiana-store-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let path = dir.appendingPathComponent("k.sqlite").path
+        do {
+            let s = LedgerStore(database: try KianaDatabase(path: path))
+            try s.initialize(genesis: Block.genesis(identity: identity, time: t0), now: t0)
+            _ = try s.write([.put(ItemID.random(), KnowledgeFields(text: "persisted"))], identity: identity, now: t0)
+        }
+        let s = LedgerStore(database: try KianaDatabase(path: path))
+        #expect(try s.items().first?.text == "persisted")
+        let mode = try writerJournalMode(s)
+        #expect(mode == "wal")
+    }
+
+    func writerJournalMode(_ s: LedgerStore) throws -> String {
+        try s.database.writer.read { db in try String.fetchOne(db, sql: "PRAGMA journal_mode") ?? "" }
+    }
+}
