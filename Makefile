@@ -22,8 +22,8 @@ test: build
 	@KIANA_BIN=$(CURDIR)/$(BIN) $(SWIFT) test --skip-build
 
 bench: setup
-	@$(SWIFT) build -c release --product kiana 2>&1 | $(QUIET)
-	@.build/release/kiana bench ledger
+	@$(SWIFT) build -c release --product kiana --scratch-path .build-release 2>&1 | $(QUIET)
+	@.build-release/release/kiana bench ledger
 
 clean:
 	@rm -rf .build
