@@ -19,7 +19,7 @@ run: build
 	@$(BIN) serve $(if $(DATA_DIR),--data-dir $(DATA_DIR),)
 
 test: build
-	@KIANA_BIN=$(CURDIR)/$(BIN) $(SWIFT) test --skip-build
+	@KIANA_BIN=$(CURDIR)/$(BIN) $(SWIFT) test --skip-build --disable-xctest
 
 bench: setup
 	@$(SWIFT) build -c release --product kiana --scratch-path .build-release 2>&1 | $(QUIET)
