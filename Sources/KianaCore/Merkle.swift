@@ -1,3 +1,5 @@
+import Crypto
+
 /// RFC 6962 / RFC 9162 Merkle tree hashing, inclusion proofs and consistency proofs.
 ///
 /// Leaf hash = SHA-256(0x00 ‖ leaf), node hash = SHA-256(0x01 ‖ left ‖ right), the empty tree
@@ -16,21 +18,40 @@ public enum Merkle {
 
     static func root(_ level: ArraySlice<[UInt8]>) -> [UInt8] {
         if level.isEmpty { return emptyRoot }
-        var cur = Array(level)
-        // Pairing adjacent nodes and promoting an odd last node yields exactly RFC 6962's
-        // split at the largest power of two below n.
-        while cur.count > 1 {
-            var next = [[UInt8]]()
-            next.reserveCapacity((cur.count + 1) / 2)
-            var i = 0
-            while i + 1 < cur.count {
-                next.append(nodeHash(cur[i], cur[i + 1]))
-                i += 2
-            }
-            if i < cur.count { next.append(cur[i]) }
-            cur = next
+        if level.count == 1 { return level.first! }
+        // Work in one flat buffer of 32-byte nodes (plus a 0x01 prefix slot) to avoid an
+        // allocation per node. Pairing adjacent nodes and promoting an odd last node yields
+        // exactly RFC 6962's split at the largest power of two below n.
+        var n = level.count
+        var buf = [UInt8](repeating: 0, count: n * 32)
+        for (i, h) in level.enumerated() {
+            precondition(h.count == 32, "Merkle nodes are 32-byte hashes")
+            buf.replaceSubrange(i * 32..<(i + 1) * 32, with: h)
         }
-        return cur[0]
+        var input = [UInt8](repeating: 0x01, count: 65)
+        buf.withUnsafeMutableBytes { b in
+            input.withUnsafeMutableBytes { inp in
+                while n > 1 {
+                    var out = 0
+                    var i = 0
+                    while i + 1 < n {
+                        inp.baseAddress!.advanced(by: 1).copyMemory(from: b.baseAddress!.advanced(by: i * 32), byteCount: 64)
+                        var hasher = SHA256()
+                        hasher.update(bufferPointer: UnsafeRawBufferPointer(inp))
+                        let d = hasher.finalize()
+                        d.withUnsafeBytes { b.baseAddress!.advanced(by: out * 32).copyMemory(from: $0.baseAddress!, byteCount: 32) }
+                        out += 1
+                        i += 2
+                    }
+                    if i < n {
+                        b.baseAddress!.advanced(by: out * 32).copyMemory(from: b.baseAddress!.advanced(by: i * 32), byteCount: 32)
+                        out += 1
+                    }
+                    n = out
+                }
+            }
+        }
+        return Array(buf[0..<32])
     }
 
     /// Largest power of two strictly below `n` (n ≥ 2).
