@@ -134,6 +134,15 @@ public struct LedgerBench: Sendable {
         var state: LedgerState?
         let tValidate = try time { state = try ChainValidator.validate(encodedBlocks: encoded, now: now) }
         guard state?.entryCount == entries else { throw KianaCoreError(.invalidBlock, "bench chain did not validate fully") }
+        let cores = ProcessInfo.processInfo.activeProcessorCount
+        let tDecode = try time { _ = try ChainValidator.decode(encodedBlocks: encoded) }
+        let tHashBytes = time {
+            ChainValidator.parallelChunks(count: encoded.count) { range in
+                for i in range { _ = SHA256.hash(data: encoded[i]) }
+            }
+        }
+        rows.append(Row(name: "decode + hash chain (\(encoded.reduce(0) { $0 + $1.count } / 1_000_000) MB, \(cores) cores)", seconds: tDecode,
+                        reference: "SHA-256 of the same bytes, \(cores) cores", referenceSeconds: tHashBytes))
 
         // The same signatures and messages, verified raw on all cores.
         var triples: [(key: Curve25519.Signing.PublicKey, msg: [UInt8], sig: [UInt8])] = []
@@ -143,7 +152,6 @@ public struct LedgerBench: Sendable {
             for e in b.entries { triples.append((key, Array("KIANA-ENTRY-V1".utf8) + e.id, e.signature)) }
         }
         let allTriples = triples
-        let cores = ProcessInfo.processInfo.activeProcessorCount
         progress("raw Ed25519 verify ×\(triples.count) on \(cores) cores")
         let tVerifyAll = time {
             ChainValidator.parallelChunks(count: allTriples.count) { range in

@@ -44,7 +44,8 @@ public struct LedgerState: Sendable {
     }
 
     /// Checks every rule for `block` as the next block and applies it.
-    /// `precheckedSignatures` is set by `ChainValidator`, which verified signatures and roots in parallel.
+    /// `precheckedSignatures` is set by `ChainValidator`, which verified signatures, roots and
+    /// payloads in parallel.
     public mutating func append(_ block: Block, now: UInt64, precheckedSignatures: Bool = false) throws(KianaCoreError) {
         let h = block.header
         let at = tip.height + 1
@@ -82,11 +83,8 @@ public struct LedgerState: Sendable {
             guard e.hlc.wall <= now &+ LedgerLimits.maxClockDrift else {
                 throw Self.fail(at, .timestamp, "entry \(i) timestamp is too far in the future")
             }
-            guard EntryKind.known.contains(e.kind) else { throw Self.fail(at, .payload, "entry \(i) has unknown kind \(e.kind)") }
-            do throws(KianaCoreError) { _ = try KnowledgeOp(kind: e.kind, payload: e.payload) } catch {
-                throw Self.fail(at, .payload, "entry \(i): \(error.message)")
-            }
             if !precheckedSignatures {
+                if let problem = Self.payloadProblem(e) { throw Self.fail(at, .payload, "entry \(i): \(problem)") }
                 guard e.verifySignature() else { throw Self.fail(at, .entrySignature, "entry \(i) signature does not verify") }
             }
         }
@@ -98,6 +96,14 @@ public struct LedgerState: Sendable {
         blockHashes.append(block.hash)
     }
 
+    /// Why an entry's kind or payload is unacceptable, or nil if it is fine. Stateless, so
+    /// `ChainValidator` runs it on all cores together with the signature check.
+    static func payloadProblem(_ e: Entry) -> String? {
+        guard EntryKind.known.contains(e.kind) else { return "unknown kind \(e.kind)" }
+        do throws(KianaCoreError) { _ = try KnowledgeOp(kind: e.kind, payload: e.payload) } catch { return error.message }
+        return nil
+    }
+
     /// RFC 6962 root of the history tree over all block hashes so far.
     public var historyRoot: [UInt8] { Merkle.root(leafHashes: blockHashes.map(Merkle.leafHash)) }
 }
@@ -107,6 +113,11 @@ public struct LedgerState: Sendable {
 public enum ChainValidator {
     /// Decodes (in parallel) and validates whole encoded blocks, genesis first.
     public static func validate(encodedBlocks: [[UInt8]], now: UInt64) throws(KianaCoreError) -> LedgerState {
+        try validate(blocks: decode(encodedBlocks: encodedBlocks), now: now)
+    }
+
+    /// Decodes whole encoded blocks on all cores; an error names the position of the first bad one.
+    public static func decode(encodedBlocks: [[UInt8]]) throws(KianaCoreError) -> [Block] {
         var decoded = [Result<Block, KianaCoreError>?](repeating: nil, count: encodedBlocks.count)
         decoded.withUnsafeMutableBufferPointer { buffer in
             // Each index is written by exactly one chunk.
@@ -126,7 +137,7 @@ public enum ChainValidator {
                 throw KianaCoreError(.invalidBlock, "block does not decode: \(e.message)", height: UInt64(i), rule: .encoding)
             }
         }
-        return try validate(blocks: blocks, now: now)
+        return blocks
     }
 
     /// Validates decoded blocks, genesis first.
@@ -139,7 +150,7 @@ public enum ChainValidator {
                 throw LedgerState.fail(h, .blockSignature, "block signature does not verify")
             }
             if !checks.rootOK[i] { throw LedgerState.fail(h, .merkleRoot, "entry Merkle root does not match") }
-            if let bad = checks.badEntry[i] { throw LedgerState.fail(h, .entrySignature, "entry \(bad) signature does not verify") }
+            if let (_, rule, message) = checks.badEntry[i] { throw LedgerState.fail(h, rule, message) }
         }
         try precheck(0)
         var state = try LedgerState(genesis: first, now: now, signatureChecked: true)
@@ -154,10 +165,12 @@ public enum ChainValidator {
     struct Checks {
         var blockOK: [Bool]
         var rootOK: [Bool]
-        var badEntry: [Int?]
+        /// First entry per block whose signature or payload is bad: (index, rule, message).
+        var badEntry: [(Int, LedgerRule, String)?]
     }
 
-    /// Verifies every block and entry signature and every entry root, spread over all cores.
+    /// Verifies every block and entry signature, every entry root and every payload, spread
+    /// over all cores.
     static func checkSignatures(_ blocks: [Block]) -> Checks {
         // One job per block (header signature + root) and one per entry.
         var jobs: [(block: Int, entry: Int)] = []
@@ -167,28 +180,31 @@ public enum ChainValidator {
             for e in block.entries.indices { jobs.append((b, e)) }
         }
         let allJobs = jobs
-        var ok = [Bool](repeating: false, count: jobs.count)
-        ok.withUnsafeMutableBufferPointer { buffer in
+        var results = [UInt8](repeating: 0, count: jobs.count)  // 0 ok, 1 bad signature/root, 2 bad payload
+        results.withUnsafeMutableBufferPointer { buffer in
             nonisolated(unsafe) let out = buffer
-            parallelChunks(count: jobs.count) { range in
+            parallelChunks(count: allJobs.count) { range in
                 for j in range {
                     let (b, e) = allJobs[j]
                     let block = blocks[b]
                     if e < 0 {
-                        out[j] = block.verifySignature() && Block.entryRoot(block.entries) == block.header.entryRoot
+                        out[j] = block.verifySignature() && Block.entryRoot(block.entries) == block.header.entryRoot ? 0 : 1
                     } else {
-                        out[j] = block.entries[e].verifySignature()
+                        let entry = block.entries[e]
+                        out[j] = !entry.verifySignature() ? 1 : LedgerState.payloadProblem(entry) != nil ? 2 : 0
                     }
                 }
             }
         }
         var c = Checks(blockOK: .init(repeating: true, count: blocks.count), rootOK: .init(repeating: true, count: blocks.count),
                        badEntry: .init(repeating: nil, count: blocks.count))
-        for (j, (b, e)) in jobs.enumerated() where !ok[j] {
+        for (j, (b, e)) in jobs.enumerated() where results[j] != 0 {
             if e < 0 {
                 if blocks[b].verifySignature() { c.rootOK[b] = false } else { c.blockOK[b] = false }
             } else if c.badEntry[b] == nil {
-                c.badEntry[b] = e
+                c.badEntry[b] = results[j] == 1
+                    ? (e, .entrySignature, "entry \(e) signature does not verify")
+                    : (e, .payload, "entry \(e): \(LedgerState.payloadProblem(blocks[b].entries[e]) ?? "")")
             }
         }
         return c
