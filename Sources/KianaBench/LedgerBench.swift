@@ -48,7 +48,7 @@ public struct LedgerBench: Sendable {
         progress("merkle: \(leaves) leaves")
         let leafData = (0..<leaves).map { i in SHA.hash(withUnsafeBytes(of: UInt64(i).bigEndian) { Array($0) }) }
         var root: [UInt8] = []
-        let tMerkle = time { root = Merkle.root(leafHashes: leafData.map(Merkle.leafHash)) }
+        let tMerkle = time { root = Merkle.root(leaves: leafData) }
         var leafBuf = [UInt8](repeating: 0, count: 33)
         var nodeBuf = [UInt8](repeating: 1, count: 65)
         var sink: UInt8 = 0

@@ -46,7 +46,7 @@ public struct BlockHeader: Hashable, Sendable {
 
     public init(cbor: CBOR) throws(KianaCoreError) {
         let m = try cbor.mapValue("block header")
-        try m.onlyKeys(["v", "height", "parent", "time", "signer", "root", "count", "auth", "name"], in: "block header")
+        try m.onlyKeys(KeySets.blockHeader, in: "block header")
         guard try m.required("v", in: "header").uintValue("header version") == BlockHeader.version else {
             throw KianaCoreError(.invalidStructure, "unsupported block version")
         }
@@ -103,7 +103,7 @@ public struct Block: Sendable, Hashable {
     }
 
     public static func entryRoot(_ entries: [Entry]) -> [UInt8] {
-        Merkle.root(leafHashes: entries.map { Merkle.leafHash($0.id) })
+        Merkle.root(leaves: entries.map(\.id))
     }
 
     public func verifySignature() -> Bool {
@@ -124,7 +124,7 @@ public struct Block: Sendable, Hashable {
     public init(decoding bytes: [UInt8]) throws(KianaCoreError) {
         let limits = CBOR.Limits(maxDepth: 32, maxItems: 64 * (LedgerLimits.maxEntriesPerBlock + 1))
         let m = try CBOR.decode(bytes, limits: limits).mapValue("block")
-        try m.onlyKeys(["header", "sig", "entries"], in: "block")
+        try m.onlyKeys(KeySets.block, in: "block")
         let list = try m.required("entries", in: "block").arrayValue("entries")
         guard list.count <= LedgerLimits.maxEntriesPerBlock else {
             throw KianaCoreError(.malformedEncoding, "block has \(list.count) entries, more than \(LedgerLimits.maxEntriesPerBlock)")
@@ -144,9 +144,16 @@ public struct Block: Sendable, Hashable {
 
     init(signedHeader: CBOR, entries: [Entry]) throws(KianaCoreError) {
         let m = try signedHeader.mapValue("signed header")
-        try m.onlyKeys(["header", "sig"], in: "signed header")
+        try m.onlyKeys(KeySets.signedHeader, in: "signed header")
         let header = try BlockHeader(cbor: m.required("header", in: "block"))
         let sig = try m.required("sig", in: "block").bytesValue("block sig", count: 64)
         self.init(header: header, signature: sig, entries: entries, hash: header.hash)
     }
+}
+
+/// Allowed map keys, built once.
+extension KeySets {
+    static let blockHeader: Set<String> = ["v", "height", "parent", "time", "signer", "root", "count", "auth", "name"]
+    static let block: Set<String> = ["header", "sig", "entries"]
+    static let signedHeader: Set<String> = ["header", "sig"]
 }

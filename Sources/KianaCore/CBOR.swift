@@ -59,13 +59,26 @@ public indirect enum CBOR: Hashable, Sendable {
             for i in items { i.encode(into: &out) }
         case .map(let m):
             CBOR.head(5, UInt64(m.count), &out)
-            var pairs: [([UInt8], CBOR)] = []
-            pairs.reserveCapacity(m.count)
-            for (k, v) in m { pairs.append((k.encoded, v)) }
-            pairs.sort { $0.0.lexicographicallyPrecedes($1.0) }
-            for (k, v) in pairs {
-                out.append(contentsOf: k)
-                v.encode(into: &out)
+            // Text keys (the common case) sort without being encoded first: their encodings
+            // order by UTF-8 length, then bytewise, which is the deterministic order.
+            if m.keys.allSatisfy({ if case .text = $0 { return true } else { return false } }) {
+                var pairs: [(String.UTF8View, CBOR, CBOR)] = []
+                pairs.reserveCapacity(m.count)
+                for (k, v) in m { if case .text(let t) = k { pairs.append((t.utf8, k, v)) } }
+                pairs.sort { $0.0.count != $1.0.count ? $0.0.count < $1.0.count : $0.0.lexicographicallyPrecedes($1.0) }
+                for (_, k, v) in pairs {
+                    k.encode(into: &out)
+                    v.encode(into: &out)
+                }
+            } else {
+                var pairs: [([UInt8], CBOR)] = []
+                pairs.reserveCapacity(m.count)
+                for (k, v) in m { pairs.append((k.encoded, v)) }
+                pairs.sort { $0.0.lexicographicallyPrecedes($1.0) }
+                for (k, v) in pairs {
+                    out.append(contentsOf: k)
+                    v.encode(into: &out)
+                }
             }
         case .bool(let b): out.append(b ? 0xF5 : 0xF4)
         case .null: out.append(0xF6)
@@ -277,3 +290,6 @@ extension CBOR: ExpressibleByStringLiteral, ExpressibleByIntegerLiteral {
     public init(stringLiteral value: String) { self = .text(value) }
     public init(integerLiteral value: Int) { self.init(value) }
 }
+
+/// Namespace for the allowed-key sets of each decoded structure.
+enum KeySets {}

@@ -85,7 +85,7 @@ public struct Entry: Hashable, Sendable {
 
     public init(cbor: CBOR) throws(KianaCoreError) {
         var m = try cbor.mapValue("entry")
-        try m.onlyKeys(["v", "net", "author", "seq", "hlc", "kind", "payload", "sig"], in: "entry")
+        try m.onlyKeys(KeySets.entry, in: "entry")
         guard try m.required("v", in: "entry").uintValue("entry version") == Entry.version else {
             throw KianaCoreError(.invalidStructure, "unsupported entry version")
         }
@@ -107,4 +107,9 @@ public struct Entry: Hashable, Sendable {
 
     public var authorID: DeviceID { DeviceID(publicKey: author) }
     public var idHex: String { Hex.encode(id) }
+}
+
+/// Allowed map keys, built once.
+extension KeySets {
+    static let entry: Set<String> = ["v", "net", "author", "seq", "hlc", "kind", "payload", "sig"]
 }

@@ -108,10 +108,10 @@ public enum KnowledgeOp: Hashable, Sendable {
         let id = try ItemID(bytes: m.required("id", in: "knowledge payload").bytesValue("item id", count: 16))
         switch kind {
         case .knowledgeDelete:
-            try m.onlyKeys(["id"], in: "delete payload")
+            try m.onlyKeys(KeySets.deletePayload, in: "delete payload")
             self = .delete(id)
         case .knowledgePut:
-            try m.onlyKeys(["id", "title", "text", "tags", "source"], in: "put payload")
+            try m.onlyKeys(KeySets.putPayload, in: "put payload")
             var f = KnowledgeFields()
             f.title = try m["title"].map { (c: CBOR) throws(KianaCoreError) in try c.textValue("title") }
             f.text = try m["text"].map { (c: CBOR) throws(KianaCoreError) in try c.textValue("text") }
@@ -281,4 +281,10 @@ public struct KnowledgeState: Hashable, Sendable {
     public var visible: [ItemState] {
         items.values.filter { !$0.isDeleted }.sorted { ($0.updated ?? .zero, $0.id) > ($1.updated ?? .zero, $1.id) }
     }
+}
+
+/// Allowed map keys, built once.
+extension KeySets {
+    static let deletePayload: Set<String> = ["id"]
+    static let putPayload: Set<String> = ["id", "title", "text", "tags", "source"]
 }

@@ -19,15 +19,34 @@ public enum Merkle {
     static func root(_ level: ArraySlice<[UInt8]>) -> [UInt8] {
         if level.isEmpty { return emptyRoot }
         if level.count == 1 { return level.first! }
-        // Work in one flat buffer of 32-byte nodes (plus a 0x01 prefix slot) to avoid an
-        // allocation per node. Pairing adjacent nodes and promoting an odd last node yields
-        // exactly RFC 6962's split at the largest power of two below n.
-        var n = level.count
-        var buf = [UInt8](repeating: 0, count: n * 32)
+        var buf = [UInt8](repeating: 0, count: level.count * 32)
         for (i, h) in level.enumerated() {
             precondition(h.count == 32, "Merkle nodes are 32-byte hashes")
             buf.replaceSubrange(i * 32..<(i + 1) * 32, with: h)
         }
+        return reduce(&buf, count: level.count)
+    }
+
+    /// The tree head over raw leaves (leaf hashes computed here, straight into the work buffer).
+    public static func root(leaves: [[UInt8]]) -> [UInt8] {
+        if leaves.isEmpty { return emptyRoot }
+        var buf = [UInt8](repeating: 0, count: leaves.count * 32)
+        buf.withUnsafeMutableBytes { b in
+            var prefix: UInt8 = 0
+            for (i, leaf) in leaves.enumerated() {
+                var h = SHA256()
+                withUnsafeBytes(of: &prefix) { h.update(bufferPointer: $0) }
+                h.update(data: leaf)
+                h.finalize().withUnsafeBytes { b.baseAddress!.advanced(by: i * 32).copyMemory(from: $0.baseAddress!, byteCount: 32) }
+            }
+        }
+        return reduce(&buf, count: leaves.count)
+    }
+
+    /// Reduces `count` 32-byte nodes in `buf` to the root, in place. Pairing adjacent nodes and
+    /// promoting an odd last node yields exactly RFC 6962's split at the largest power of two below n.
+    static func reduce(_ buf: inout [UInt8], count: Int) -> [UInt8] {
+        var n = count
         var input = [UInt8](repeating: 0x01, count: 65)
         buf.withUnsafeMutableBytes { b in
             input.withUnsafeMutableBytes { inp in
@@ -38,8 +57,7 @@ public enum Merkle {
                         inp.baseAddress!.advanced(by: 1).copyMemory(from: b.baseAddress!.advanced(by: i * 32), byteCount: 64)
                         var hasher = SHA256()
                         hasher.update(bufferPointer: UnsafeRawBufferPointer(inp))
-                        let d = hasher.finalize()
-                        d.withUnsafeBytes { b.baseAddress!.advanced(by: out * 32).copyMemory(from: $0.baseAddress!, byteCount: 32) }
+                        hasher.finalize().withUnsafeBytes { b.baseAddress!.advanced(by: out * 32).copyMemory(from: $0.baseAddress!, byteCount: 32) }
                         out += 1
                         i += 2
                     }

@@ -18,7 +18,8 @@ import Testing
             process.standardError = pipe
             pipe.fileHandleForReading.readabilityHandler = { [weak self] h in
                 let d = h.availableData
-                guard let self, !d.isEmpty else { return }
+                if d.isEmpty { h.readabilityHandler = nil; return }  // EOF: stop polling
+                guard let self else { return }
                 self.lock.lock(); self.output += String(decoding: d, as: UTF8.self); self.lock.unlock()
             }
             try process.run()
