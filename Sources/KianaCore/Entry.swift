@@ -7,9 +7,11 @@ public struct EntryKind: Hashable, Sendable, CustomStringConvertible, Expressibl
 
     public static let knowledgePut: EntryKind = "knowledge.put"
     public static let knowledgeDelete: EntryKind = "knowledge.delete"
+    /// A membership vote (payload: `Vote`).
+    public static let authorityVote: EntryKind = "authority.vote"
 
     /// Kinds this version validates and applies. Unknown kinds are rejected, not skipped.
-    public static let known: Set<EntryKind> = [.knowledgePut, .knowledgeDelete]
+    public static let known: Set<EntryKind> = [.knowledgePut, .knowledgeDelete, .authorityVote]
 }
 
 /// Size limits for untrusted ledger data.

@@ -8,7 +8,9 @@ public struct LedgerState: Sendable {
     public let genesis: BlockHeader
     public private(set) var tip: BlockHeader
     public private(set) var tipHash: [UInt8]
-    public private(set) var authorities: Set<[UInt8]>
+    /// Authorities and pending votes at `tip`.
+    public private(set) var membership: Membership
+    public var authorities: Set<[UInt8]> { membership.authorities }
     public private(set) var lastSequence: [[UInt8]: UInt64] = [:]
     public private(set) var entryIDs: Set<[UInt8]> = []
     /// Block hashes in height order: the leaves of the history tree.
@@ -39,7 +41,7 @@ public struct LedgerState: Sendable {
         genesis = h
         tip = h
         tipHash = g.hash
-        authorities = Set(auth)
+        membership = Membership(authorities: auth)
         blockHashes = [g.hash]
     }
 
@@ -52,7 +54,9 @@ public struct LedgerState: Sendable {
         guard h.height == tip.height + 1 else { throw Self.fail(at, .height, "height \(h.height) does not follow \(tip.height)") }
         guard h.parent == tipHash else { throw Self.fail(at, .parentHash, "parent hash does not match block \(tip.height)") }
         guard h.authorities == nil, h.name == nil else { throw Self.fail(at, .genesis, "only genesis may name authorities") }
-        guard authorities.contains(h.signer) else {
+        var membership = self.membership
+        if at % Membership.epoch == 0 { membership.checkpoint() }
+        guard membership.authorities.contains(h.signer) else {
             throw Self.fail(at, .authority, "signer \(DeviceID(publicKey: h.signer)) is not an authority")
         }
         guard h.time >= tip.time else { throw Self.fail(at, .timestamp, "block time is before its parent's") }
@@ -88,6 +92,11 @@ public struct LedgerState: Sendable {
                 guard e.verifySignature() else { throw Self.fail(at, .entrySignature, "entry \(i) signature does not verify") }
             }
         }
+        // Votes take effect after the block's entries were checked against the parent's authorities.
+        for e in block.entries where e.kind == .authorityVote {
+            membership.applyIfAuthority(signer: e.author, vote: try! Vote(payload: e.payload))
+        }
+        self.membership = membership
         for (a, s) in seqs { lastSequence[a] = s }
         entryIDs.formUnion(seen)
         entryCount += block.entries.count
@@ -100,7 +109,9 @@ public struct LedgerState: Sendable {
     /// `ChainValidator` runs it on all cores together with the signature check.
     static func payloadProblem(_ e: Entry) -> String? {
         guard EntryKind.known.contains(e.kind) else { return "unknown kind \(e.kind)" }
-        do throws(KianaCoreError) { _ = try KnowledgeOp(kind: e.kind, payload: e.payload) } catch { return error.message }
+        do throws(KianaCoreError) {
+            if e.kind == .authorityVote { _ = try Vote(payload: e.payload) } else { _ = try KnowledgeOp(kind: e.kind, payload: e.payload) }
+        } catch { return error.message }
         return nil
     }
 

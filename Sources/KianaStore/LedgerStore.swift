@@ -104,11 +104,31 @@ public struct LedgerStore: Sendable {
 
     /// The devices allowed to sign blocks and entries.
     public func authorities() throws(KianaStoreError) -> Set<[UInt8]> {
-        try run("reading authorities") { try writer.read { db in try Self.authorities(db) } }
+        try membership().authorities
+    }
+
+    /// Authorities and pending votes at the head of the canonical chain.
+    public func membership() throws(KianaStoreError) -> Membership {
+        try run("reading membership") { try writer.read { db in try Self.membership(db) } }
     }
 
     static func authorities(_ db: Database) throws -> Set<[UInt8]> {
-        Set(try genesisHeader(db).authorities ?? [])
+        try membership(db).authorities
+    }
+
+    /// Replays the vote entries of the canonical chain (votes are rare, so this stays cheap).
+    static func membership(_ db: Database) throws -> Membership {
+        let genesis = try genesisHeader(db)
+        let rows = try Row.fetchAll(db, sql: """
+            SELECT chain.height, entry.raw FROM chain
+            JOIN blockEntry ON blockEntry.blockHash = chain.hash JOIN entry ON entry.id = blockEntry.entryId
+            WHERE entry.kind = ? ORDER BY chain.height, blockEntry.position
+            """, arguments: [EntryKind.authorityVote.rawValue])
+        let votes = try rows.map { r -> (height: UInt64, signer: [UInt8], vote: Vote) in
+            let e = try Entry(decoding: (r["raw"] as Data).bytes)
+            return (UInt64(r["height"] as Int64), e.author, try Vote(payload: e.payload))
+        }
+        return Membership.replay(genesisAuthorities: genesis.authorities ?? [], votes: votes, tipHeight: try head(db)?.height ?? 0)
     }
 
     // MARK: writing

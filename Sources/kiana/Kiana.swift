@@ -122,6 +122,15 @@ struct Status: ParsableCommand {
             print("Entries:     \(c.entries)")
             print("Knowledge:   \(c.items) items (\(c.deletedItems) forgotten)")
             print("Pending:     \(c.pending)")
+            let m = try node.store.membership()
+            print("Authorities: \(m.authorities.map { DeviceID(publicKey: $0).description }.sorted().joined(separator: ", "))")
+            if m.votes.isEmpty {
+                print("Votes:       none pending")
+            } else {
+                for v in m.votes {
+                    print("Vote:        \(v.vote.authorize ? "add" : "drop") \(DeviceID(publicKey: v.vote.target)) (by \(DeviceID(publicKey: v.signer)))")
+                }
+            }
             print("Data dir:    \(node.directory.path)")
         }
     }

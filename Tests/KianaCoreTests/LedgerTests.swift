@@ -160,3 +160,58 @@ struct ChainFixture {
         #expect(throws: KianaCoreError.self) { try Entry(cbor: .map(m)) }
     }
 }
+
+/// Votes recorded as entries change who may sign, in chain order.
+@Suite struct LedgerMembershipTests {
+    @Test func votedInDeviceMaySignAndVotedOutMayNot() throws {
+        let f = ChainFixture(blocks: 1, perBlock: 1)
+        let newcomer = DeviceIdentity.generate()
+        let now = f.now
+        func voteEntry(by who: DeviceIdentity, seq: UInt64, target: DeviceIdentity, add: Bool) -> Entry {
+            let v = Vote(target: target.publicKey, authorize: add)
+            return Entry(signedBy: who, network: f.genesis.hash, sequence: seq, hlc: HLC(wall: f.t0 + seq), kind: .authorityVote, payload: v.payload)
+        }
+        var chain = f.blocks
+        func seal(_ entries: [Entry], by who: DeviceIdentity) -> Block {
+            Block.seal(entries: entries, parent: chain.last!.header, parentHash: chain.last!.hash, time: chain.last!.header.time + 1, identity: who)
+        }
+        // Before the vote the newcomer cannot sign.
+        #expect(throws: KianaCoreError.self) {
+            try ChainValidator.validate(blocks: chain + [seal([f.entry(by: newcomer, seq: 1, wall: f.t0)], by: newcomer)], now: now)
+        }
+        chain.append(seal([voteEntry(by: f.owner, seq: 2, target: newcomer, add: true)], by: f.owner))
+        var s = try ChainValidator.validate(blocks: chain, now: now)
+        #expect(s.authorities == [f.owner.publicKey, newcomer.publicKey])
+        // Now it can sign blocks and author entries.
+        chain.append(seal([f.entry(by: newcomer, seq: 1, wall: f.t0 + 10)], by: newcomer))
+        s = try ChainValidator.validate(blocks: chain, now: now)
+        #expect(s.height == 3)
+        // Dropping needs more than half of two: both must vote (the owner alone is not enough).
+        chain.append(seal([voteEntry(by: f.owner, seq: 3, target: newcomer, add: false)], by: f.owner))
+        s = try ChainValidator.validate(blocks: chain, now: now)
+        #expect(s.authorities.count == 2)
+        #expect(s.membership.votes.count == 1)
+        // A device may vote itself out; then the drop passes.
+        chain.append(seal([voteEntry(by: newcomer, seq: 2, target: newcomer, add: false)], by: newcomer))
+        s = try ChainValidator.validate(blocks: chain, now: now)
+        #expect(s.authorities == [f.owner.publicKey])
+        // A block signed by the dropped device is rejected and named.
+        do {
+            _ = try ChainValidator.validate(blocks: chain + [seal([f.entry(by: newcomer, seq: 3, wall: f.t0 + 20)], by: newcomer)], now: now)
+            Issue.record("dropped authority signed a block")
+        } catch {
+            #expect(error.rule == .authority && error.height == 6)
+        }
+    }
+
+    @Test func malformedVotePayloadIsRejected() {
+        let f = ChainFixture(blocks: 1, perBlock: 1)
+        let bad = Entry(signedBy: f.owner, network: f.genesis.hash, sequence: 5, hlc: HLC(wall: f.t0), kind: .authorityVote,
+                        payload: .map(["target": .bytes([1, 2]), "authorize": .bool(true)]))
+        let b = Block.seal(entries: [bad], parent: f.blocks.last!.header, parentHash: f.blocks.last!.hash, time: f.t0 + 500, identity: f.owner)
+        do {
+            _ = try ChainValidator.validate(blocks: f.blocks + [b], now: f.now)
+            Issue.record("accepted")
+        } catch { #expect(error.rule == .payload) }
+    }
+}

@@ -25,6 +25,8 @@ import Testing
         let printed = idLine.split(separator: " ").last.map(String.init)!
         #expect(throws: Never.self) { try DeviceID(parsing: printed) }
         #expect(status.out.contains("Head:        height 0"))
+        #expect(status.out.contains("Authorities: \(printed)"))
+        #expect(status.out.contains("Votes:       none pending"))
         // A second init refuses and changes nothing.
         let again = try kiana(["init", "--data-dir", data])
         #expect(again.status == 1)

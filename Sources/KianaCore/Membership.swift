@@ -1,0 +1,138 @@
+/// A membership vote, carried by an entry of kind `authority.vote`: add (`authorize`) or
+/// drop `target` as an authority.
+public struct Vote: Hashable, Sendable {
+    public var target: [UInt8]
+    public var authorize: Bool
+
+    public init(target: [UInt8], authorize: Bool) {
+        self.target = target
+        self.authorize = authorize
+    }
+
+    public var payload: CBOR { .map(["target": .bytes(target), "authorize": .bool(authorize)]) }
+
+    public init(payload: CBOR) throws(KianaCoreError) {
+        let m = try payload.mapValue("vote payload")
+        try m.onlyKeys(KeySets.vote, in: "vote payload")
+        target = try m.required("target", in: "vote payload").bytesValue("vote target", count: 32)
+        guard case .bool(let a) = try m.required("authorize", in: "vote payload") else {
+            throw KianaCoreError(.invalidStructure, "vote authorize must be a boolean")
+        }
+        authorize = a
+    }
+}
+
+extension KeySets {
+    static let vote: Set<String> = ["target", "authorize"]
+}
+
+/// The set of authorities and the pending votes, tallied with Clique (EIP-225) semantics:
+/// a proposal passes with more than half of the current authorities, only the voted device
+/// changes, a signer's newer vote on the same target replaces its older one, votes cast by a
+/// dropped device are discarded, and a checkpoint resets all pending votes.
+///
+/// Unlike Clique there is no "recently signed" limit: an offline device must be able to seal its
+/// own writes one block after another (docs/decisions.md).
+public struct Membership: Hashable, Sendable {
+    /// Blocks per epoch: a block whose height is a multiple of this is a checkpoint.
+    public static let epoch: UInt64 = 1024
+
+    public struct Cast: Hashable, Sendable {
+        public var signer: [UInt8]
+        public var vote: Vote
+    }
+
+    public struct Tally: Hashable, Sendable {
+        public var authorize: Bool
+        public var count: Int
+    }
+
+    public private(set) var authorities: Set<[UInt8]>
+    /// Votes cast and not yet decided, oldest first.
+    public private(set) var votes: [Cast] = []
+    public private(set) var tally: [[UInt8]: Tally] = [:]
+
+    public init<S: Sequence>(authorities: S) where S.Element == [UInt8] {
+        self.authorities = Set(authorities)
+    }
+
+    /// Forgets all pending votes (checkpoint).
+    public mutating func checkpoint() {
+        votes = []
+        tally = [:]
+    }
+
+    /// A vote only counts if it would change something.
+    func meaningful(_ v: Vote) -> Bool {
+        authorities.contains(v.target) != v.authorize
+    }
+
+    mutating func cast(_ v: Vote) -> Bool {
+        guard meaningful(v) else { return false }
+        if var t = tally[v.target] {
+            t.count += 1
+            tally[v.target] = t
+        } else {
+            tally[v.target] = Tally(authorize: v.authorize, count: 1)
+        }
+        return true
+    }
+
+    mutating func uncast(_ v: Vote) {
+        guard var t = tally[v.target], t.authorize == v.authorize else { return }
+        if t.count > 1 {
+            t.count -= 1
+            tally[v.target] = t
+        } else {
+            tally[v.target] = nil
+        }
+    }
+
+    /// Applies a vote found in the ledger: a vote by a device that is no longer an authority
+    /// (dropped earlier in the same block) is discarded, as Clique discards a dropped signer's votes.
+    public mutating func applyIfAuthority(signer: [UInt8], vote: Vote) {
+        guard authorities.contains(signer) else { return }
+        try! apply(signer: signer, vote: vote)
+    }
+
+    /// Membership after replaying votes in canonical-chain order, with a checkpoint at every
+    /// epoch boundary. `votes` holds (block height, signer, vote).
+    public static func replay(genesisAuthorities: [[UInt8]], votes: [(height: UInt64, signer: [UInt8], vote: Vote)], tipHeight: UInt64) -> Membership {
+        var m = Membership(authorities: genesisAuthorities)
+        var epochIndex: UInt64 = 0
+        for v in votes {
+            if v.height / epoch != epochIndex {
+                epochIndex = v.height / epoch
+                m.checkpoint()
+            }
+            m.applyIfAuthority(signer: v.signer, vote: v.vote)
+        }
+        if tipHeight / epoch != epochIndex { m.checkpoint() }
+        return m
+    }
+
+    /// Applies `vote` cast by `signer`. Throws if `signer` is not an authority.
+    public mutating func apply(signer: [UInt8], vote: Vote) throws(KianaCoreError) {
+        guard authorities.contains(signer) else {
+            throw KianaCoreError(.invalidEntry, "vote by \(DeviceID(publicKey: signer)), which is not an authority", rule: .authority)
+        }
+        // A signer's previous vote on the same target is replaced.
+        if let i = votes.firstIndex(where: { $0.signer == signer && $0.vote.target == vote.target }) {
+            uncast(votes[i].vote)
+            votes.remove(at: i)
+        }
+        if cast(vote) { votes.append(Cast(signer: signer, vote: vote)) }
+        guard let t = tally[vote.target], t.count > authorities.count / 2 else { return }
+        if t.authorize {
+            authorities.insert(vote.target)
+        } else {
+            authorities.remove(vote.target)
+            // Votes the dropped device cast no longer count.
+            for c in votes where c.signer == vote.target { uncast(c.vote) }
+            votes.removeAll { $0.signer == vote.target }
+        }
+        // Every pending vote about the changed device is settled.
+        votes.removeAll { $0.vote.target == vote.target }
+        tally[vote.target] = nil
+    }
+}
