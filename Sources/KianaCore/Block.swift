@@ -84,9 +84,11 @@ public struct Block: Sendable, Hashable {
     }
 
     /// The genesis block of a new network: `identity` is its only authority.
-    public static func genesis(identity: DeviceIdentity, time: UInt64, name: String? = nil) -> Block {
+    /// `others` are further initial authorities (for tests and provisioning); normally devices
+    /// join by vote.
+    public static func genesis(identity: DeviceIdentity, time: UInt64, name: String? = nil, others: [[UInt8]] = []) -> Block {
         let h = BlockHeader(height: 0, parent: BlockHeader.zeroHash, time: time, signer: identity.publicKey,
-                            entryRoot: Merkle.emptyRoot, entryCount: 0, authorities: [identity.publicKey], name: name)
+                            entryRoot: Merkle.emptyRoot, entryCount: 0, authorities: [identity.publicKey] + others, name: name)
         return sign(h, entries: [], identity: identity)
     }
 

@@ -119,6 +119,15 @@ public struct LedgerState: Sendable {
     public var historyRoot: [UInt8] { Merkle.root(leafHashes: blockHashes.map(Merkle.leafHash)) }
 }
 
+/// Fork choice: the longest chain wins; at equal height the lower block hash wins.
+/// Deterministic, so every device that holds the same blocks picks the same head.
+public enum ForkChoice {
+    /// True if the block (height, hash) should be the head rather than (otherHeight, otherHash).
+    public static func prefers(height: UInt64, hash: [UInt8], over otherHeight: UInt64, _ otherHash: [UInt8]) -> Bool {
+        height != otherHeight ? height > otherHeight : hash.lexicographicallyPrecedes(otherHash)
+    }
+}
+
 /// Full-chain validation. Signatures and Merkle roots, the expensive part, are checked on all
 /// cores; the ordering rules then run in one pass. Errors name the lowest failing block.
 public enum ChainValidator {

@@ -6,6 +6,8 @@ import KianaCore
 /// `synchronous = FULL`, so a committed transaction survives a crash or power loss.
 public final class KianaDatabase: Sendable {
     public let writer: any DatabaseWriter
+    /// Ledger states after recently seen blocks, so importing a block need not replay from genesis.
+    let states = StateCache()
 
     /// Opens (creating if needed) the database file at `path` and migrates it.
     public init(path: String) throws(KianaStoreError) {
@@ -84,6 +86,41 @@ public final class KianaDatabase: Sendable {
                 t.column("value", .blob).notNull()
             }
         }
+        m.registerMigration("2026-11-28 forks, orphans and conflicts") { db in
+            try db.create(table: "orphan") { t in
+                t.primaryKey("hash", .blob)
+                t.column("parent", .blob).notNull().indexed()
+                t.column("receivedAt", .integer).notNull()
+                t.column("block", .blob).notNull()
+            }
+            try db.create(table: "conflict") { t in
+                t.column("author", .blob).notNull()
+                t.column("seq", .integer).notNull()
+                t.column("entryId", .blob).notNull()
+                t.primaryKey(["author", "seq", "entryId"])
+            }
+            try db.create(index: "block_parent", on: "block", columns: ["parent"])
+        }
         return m
+    }
+}
+
+/// A small cache of validated ledger states by block hash. A block hash fixes the block and its
+/// whole ancestry, so an entry never goes stale, even if the transaction that computed it rolls back.
+final class StateCache: @unchecked Sendable {
+    private let lock = NSLock()
+    private var states: [[UInt8]: LedgerState] = [:]
+    private var order: [[UInt8]] = []
+    let capacity = 128
+
+    func get(_ hash: [UInt8]) -> LedgerState? {
+        lock.lock(); defer { lock.unlock() }
+        return states[hash]
+    }
+
+    func put(_ hash: [UInt8], _ state: LedgerState) {
+        lock.lock(); defer { lock.unlock() }
+        if states.updateValue(state, forKey: hash) == nil { order.append(hash) }
+        if order.count > capacity { states[order.removeFirst()] = nil }
     }
 }

@@ -144,7 +144,16 @@ public struct LedgerStore: Sendable {
                 }
             }
         }
-        return try run("writing to the ledger") {
+        return try write(entries: ops.map { ($0.kind, $0.payload) }, identity: identity, now: now)
+    }
+
+    /// Casts a membership vote (an `authority.vote` entry, sealed like any write).
+    public func write(vote: Vote, identity: DeviceIdentity, now: UInt64) throws(KianaStoreError) -> WriteReceipt {
+        try write(entries: [(EntryKind.authorityVote, vote.payload)], identity: identity, now: now)
+    }
+
+    func write(entries ops: [(kind: EntryKind, payload: CBOR)], identity: DeviceIdentity, now: UInt64) throws(KianaStoreError) -> WriteReceipt {
+        try run("writing to the ledger") {
             try writer.write { db in
                 guard let net = try Self.setting(db, "network")?.bytes else {
                     throw KianaStoreError(.notInitialized, "no ledger here yet: run `kiana init` first")
@@ -163,7 +172,9 @@ public struct LedgerStore: Sendable {
                     entries.append(e)
                 }
                 try Self.saveHLC(clock.last, db)
-                let block = try Self.sealPending(db, identity: identity, now: now)
+                guard let block = try Self.sealPending(db, identity: identity, now: now) else {
+                    throw KianaStoreError(.conflict, "the new entries could not be sealed")
+                }
                 return WriteReceipt(entries: entries, block: block)
             }
         }
@@ -182,20 +193,42 @@ public struct LedgerStore: Sendable {
         try SettingRecord(key: "hlc", value: Data(CBOR.array([.unsigned(h.wall), .unsigned(UInt64(h.logical))]).encoded)).save(db)
     }
 
-    /// Seals every pending entry into one block signed by `identity` and applies it.
-    static func sealPending(_ db: Database, identity: DeviceIdentity, now: UInt64) throws -> Block {
+    /// Seals the pending entries that can go on the head into one block signed by `identity`
+    /// and applies them; nil if none can. Entries already canonical leave the pool; entries whose
+    /// author is not an authority, or whose sequence number the chain already passed (an
+    /// equivocation), stay pending and are reported by `status`. Order is by HLC, which keeps
+    /// each author's sequence increasing.
+    static func sealPending(_ db: Database, identity: DeviceIdentity, now: UInt64) throws -> Block? {
+        try db.execute(sql: """
+            DELETE FROM pending WHERE entryId IN
+              (SELECT blockEntry.entryId FROM chain JOIN blockEntry ON blockEntry.blockHash = chain.hash)
+            """)
         let raws = try Data.fetchAll(db, sql: """
             SELECT entry.raw FROM pending JOIN entry ON entry.id = pending.entryId
-            ORDER BY pending.addedAt, pending.rowid
+            ORDER BY entry.hlcWall, entry.hlcLogical, entry.author, entry.seq
             """)
-        let entries = try raws.map { try Entry(decoding: $0.bytes) }
+        let authorities = try authorities(db)
+        var lastSeq: [[UInt8]: UInt64] = [:]
+        var entries: [Entry] = []
+        for raw in raws {
+            let e = try Entry(decoding: raw.bytes)
+            guard authorities.contains(e.author) else { continue }
+            let last = try lastSeq[e.author] ?? UInt64(Int64.fetchOne(db, sql: """
+                SELECT MAX(entry.seq) FROM entry JOIN blockEntry ON blockEntry.entryId = entry.id
+                JOIN chain ON chain.hash = blockEntry.blockHash WHERE entry.author = ?
+                """, arguments: [Data(e.author)]) ?? 0)
+            guard e.sequence > last else { continue }
+            lastSeq[e.author] = e.sequence
+            entries.append(e)
+        }
+        guard !entries.isEmpty else { return nil }
         guard let head = try head(db), let parentRecord = try BlockRecord.fetchOne(db, key: Data(head.hash)) else {
             throw KianaStoreError(.notInitialized, "no ledger here yet: run `kiana init` first")
         }
         let parent = try Block(signedHeaderBytes: parentRecord.signedHeader.bytes, entryBytes: []).header
         let block = Block.seal(entries: entries, parent: parent, parentHash: head.hash, time: now, identity: identity)
         try insert(block: block, db)
-        try db.execute(sql: "DELETE FROM pending")
+        for e in entries { try db.execute(sql: "DELETE FROM pending WHERE entryId = ?", arguments: [Data(e.id)]) }
         try apply(entries, db)
         return block
     }
@@ -348,8 +381,13 @@ public struct LedgerStore: Sendable {
         do throws(KianaCoreError) { state = try ChainValidator.validate(blocks: blocks, now: now) } catch {
             throw KianaStoreError(.corrupt, error.description, height: error.height, cause: error)
         }
-        // The materialized knowledge must be exactly what the ledger implies.
-        let expected = KnowledgeState(entries: blocks.lazy.flatMap(\.entries))
+        // The materialized knowledge must be exactly what the ledger (plus the pending pool) implies.
+        let pending = try run("reading pending entries") {
+            try writer.read { db in
+                try Data.fetchAll(db, sql: "SELECT entry.raw FROM pending JOIN entry ON entry.id = pending.entryId").map { try Entry(decoding: $0.bytes) }
+            }
+        }
+        let expected = KnowledgeState(entries: blocks.lazy.flatMap(\.entries) + pending)
         try run("checking knowledge state") {
             try writer.read { db in
                 let stored = try ItemRecord.fetchAll(db)

@@ -1,0 +1,265 @@
+import Foundation
+import GRDB
+import KianaCore
+
+/// What importing one block did.
+public enum ImportOutcome: Sendable, Equatable {
+    /// Already stored; nothing changed.
+    case duplicate
+    /// Parent unknown: held (bounded) until the parent arrives.
+    case orphan
+    /// Valid, stored on a side branch; the head did not change.
+    case sideBranch
+    /// Valid and now the head (directly on top of the old head, or after a reorg).
+    case newHead(reorganized: Bool)
+}
+
+/// An entry that reuses an author's sequence number with different content.
+public struct Equivocation: Sendable, Hashable {
+    public var author: [UInt8]
+    public var sequence: UInt64
+    public var entryIDs: [[UInt8]]
+}
+
+/// A side branch: a stored block that is not canonical and has no stored child.
+public struct SideBranch: Sendable, Hashable {
+    public var tipHeight: UInt64
+    public var tipHash: [UInt8]
+    /// Height of the last block shared with the canonical chain.
+    public var forkHeight: UInt64
+}
+
+struct OrphanRecord: Codable, FetchableRecord, PersistableRecord {
+    static let databaseTableName = "orphan"
+    var hash: Data
+    var parent: Data
+    var receivedAt: Int64
+    var block: Data
+}
+
+struct ConflictRecord: Codable, FetchableRecord, PersistableRecord {
+    static let databaseTableName = "conflict"
+    var author: Data
+    var seq: Int64
+    var entryId: Data
+}
+
+extension LedgerStore {
+    /// Orphans kept at most; the oldest is dropped beyond this.
+    public static let maxOrphans = 256
+
+    /// Imports a block received from elsewhere. It is fully validated against the state at its
+    /// parent before anything is stored; a valid block that beats the head (longer, or equal
+    /// and lower hash) becomes the head, switching the canonical chain atomically. Entries of
+    /// abandoned blocks that are not on the new chain return to the pending pool. Idempotent.
+    public func importBlock(_ block: Block, now: UInt64) throws(KianaStoreError) -> ImportOutcome {
+        try run("importing block") {
+            try writer.write { db in try Self.importBlock(block, now: now, cache: database.states, db) }
+        }
+    }
+
+    static func importBlock(_ block: Block, now: UInt64, cache: StateCache, _ db: Database) throws -> ImportOutcome {
+        if try BlockRecord.exists(db, key: Data(block.hash)) { return .duplicate }
+        guard try BlockRecord.exists(db, key: Data(block.header.parent)) else {
+            // Hold it, but only if it is at least self-consistent; never as a valid block.
+            guard block.verifySignature(), Block.entryRoot(block.entries) == block.header.entryRoot else {
+                throw KianaStoreError(.invalidInput, "block rejected: orphan with a bad signature or Merkle root")
+            }
+            if try !OrphanRecord.exists(db, key: Data(block.hash)) {
+                if try OrphanRecord.fetchCount(db) >= maxOrphans {
+                    try db.execute(sql: "DELETE FROM orphan WHERE hash IN (SELECT hash FROM orphan ORDER BY receivedAt LIMIT 1)")
+                }
+                try OrphanRecord(hash: Data(block.hash), parent: Data(block.header.parent), receivedAt: Int64(now), block: Data(block.encoded)).insert(db)
+            }
+            return .orphan
+        }
+        var state = try cache.get(block.header.parent) ?? stateAt(block.header.parent, now: now, db)
+        do throws(KianaCoreError) {
+            try state.append(block, now: now)
+        } catch {
+            throw KianaStoreError(.invalidInput, "block rejected: \(error.description)", height: block.height, cause: error)
+        }
+        cache.put(block.hash, state)
+        try insertBlockOnly(block, db)
+        try recordEquivocations(block.entries, db)
+        // Local clock stays ahead of everything seen.
+        if let newest = block.entries.map(\.hlc).max() {
+            var clock = HybridClock(last: try lastHLC(db))
+            _ = clock.receive(newest, now: now)
+            try saveHLC(clock.last, db)
+        }
+        var outcome = ImportOutcome.sideBranch
+        if let head = try head(db), ForkChoice.prefers(height: block.height, hash: block.hash, over: head.height, head.hash) {
+            let reorganized = head.hash != block.header.parent
+            try switchHead(to: block.hash, now: now, db)
+            outcome = .newHead(reorganized: reorganized)
+        }
+        // Orphans waiting for this block can now be tried.
+        for o in try OrphanRecord.filter(Column("parent") == Data(block.hash)).fetchAll(db) {
+            try o.delete(db)
+            if let child = try? Block(decoding: o.block.bytes) {
+                let r = try? importBlock(child, now: now, cache: cache, db)
+                if case .newHead? = r { outcome = .newHead(reorganized: true) }
+            }
+        }
+        return outcome
+    }
+
+    /// The validated ledger state after the stored block `hash` (replayed from genesis; the
+    /// blocks were validated when stored, so signatures are not checked again).
+    static func stateAt(_ hash: [UInt8], now: UInt64, _ db: Database) throws -> LedgerState {
+        var path: [[UInt8]] = []
+        var cur = hash
+        while true {
+            guard let r = try BlockRecord.fetchOne(db, key: Data(cur)) else {
+                throw KianaStoreError(.corrupt, "stored block \(Hex.encode(cur.prefix(8))) is missing its ancestry")
+            }
+            path.append(cur)
+            if r.height == 0 { break }
+            cur = r.parent.bytes
+        }
+        var blocks: [Block] = []
+        for h in path.reversed() { blocks.append(try loadBlock(h, db)) }
+        var state = try LedgerState(genesis: blocks[0], now: UInt64.max / 2, signatureChecked: true)
+        for b in blocks.dropFirst() { try state.append(b, now: UInt64.max / 2, precheckedSignatures: true) }
+        return state
+    }
+
+    static func loadBlock(_ hash: [UInt8], _ db: Database) throws -> Block {
+        guard let r = try BlockRecord.fetchOne(db, key: Data(hash)) else {
+            throw KianaStoreError(.notFound, "no block \(Hex.encode(hash.prefix(8)))")
+        }
+        let raws = try Data.fetchAll(db, sql: """
+            SELECT entry.raw FROM blockEntry JOIN entry ON entry.id = blockEntry.entryId
+            WHERE blockEntry.blockHash = ? ORDER BY blockEntry.position
+            """, arguments: [Data(hash)])
+        return try Block(signedHeaderBytes: r.signedHeader.bytes, entryBytes: raws.map(\.bytes))
+    }
+
+    /// Stores a block and its entries without touching the canonical chain.
+    static func insertBlockOnly(_ b: Block, _ db: Database) throws {
+        try BlockRecord(hash: Data(b.hash), height: Int64(b.height), parent: Data(b.header.parent), signer: Data(b.header.signer),
+                        time: Int64(b.header.time), signedHeader: Data(b.signedHeaderCBOR.encoded)).insert(db)
+        for (i, e) in b.entries.enumerated() {
+            try insert(entry: e, db)
+            try BlockEntryRecord(blockHash: Data(b.hash), position: Int64(i), entryId: Data(e.id)).insert(db)
+        }
+    }
+
+    static func recordEquivocations(_ entries: [Entry], _ db: Database) throws {
+        for e in entries {
+            let others = try Data.fetchAll(db, sql: "SELECT id FROM entry WHERE author = ? AND seq = ? AND id != ?",
+                                           arguments: [Data(e.author), Int64(e.sequence), Data(e.id)])
+            guard !others.isEmpty else { continue }
+            for id in others + [Data(e.id)] {
+                try ConflictRecord(author: Data(e.author), seq: Int64(e.sequence), entryId: id).insert(db, onConflict: .ignore)
+            }
+        }
+    }
+
+    /// Makes `tip` the head: rewrites the canonical chain from the common ancestor, applies the
+    /// newly canonical entries to the knowledge state, and returns abandoned entries to pending.
+    static func switchHead(to tip: [UInt8], now: UInt64, _ db: Database) throws {
+        var newPath: [(height: Int64, hash: Data)] = []
+        var cur = Data(tip)
+        while let r = try BlockRecord.fetchOne(db, key: cur) {
+            if let c = try ChainRecord.fetchOne(db, key: r.height), c.hash == cur { break }
+            newPath.append((r.height, cur))
+            if r.height == 0 { break }
+            cur = r.parent
+        }
+        newPath.reverse()
+        guard let forkAt = newPath.first?.height else { return }
+        let abandoned = try Data.fetchAll(db, sql: """
+            SELECT blockEntry.entryId FROM chain JOIN blockEntry ON blockEntry.blockHash = chain.hash
+            WHERE chain.height >= ? ORDER BY chain.height, blockEntry.position
+            """, arguments: [forkAt])
+        try db.execute(sql: "DELETE FROM chain WHERE height >= ?", arguments: [forkAt])
+        var newEntries: [Entry] = []
+        for p in newPath {
+            try ChainRecord(height: p.height, hash: p.hash).insert(db)
+            newEntries += try loadBlock(p.hash.bytes, db).entries
+        }
+        try apply(newEntries, db)
+        // Pending keeps only what is not canonical now; abandoned entries not on the new chain return.
+        try db.execute(sql: """
+            DELETE FROM pending WHERE entryId IN
+              (SELECT blockEntry.entryId FROM chain JOIN blockEntry ON blockEntry.blockHash = chain.hash)
+            """)
+        for id in abandoned where try !isCanonical(id, db) {
+            try PendingRecord(entryId: id, addedAt: Int64(now)).insert(db, onConflict: .ignore)
+        }
+    }
+
+    static func isCanonical(_ entryID: Data, _ db: Database) throws -> Bool {
+        try Bool.fetchOne(db, sql: """
+            SELECT EXISTS(SELECT 1 FROM blockEntry JOIN chain ON chain.hash = blockEntry.blockHash WHERE blockEntry.entryId = ?)
+            """, arguments: [entryID]) ?? false
+    }
+
+    /// Seals the pending pool into a block signed by `identity`, if anything can be sealed.
+    public func sealPending(identity: DeviceIdentity, now: UInt64) throws(KianaStoreError) -> Block? {
+        try run("sealing pending entries") {
+            try writer.write { db in
+                guard try Self.authorities(db).contains(identity.publicKey) else {
+                    throw KianaStoreError(.notAuthority, "this device (\(identity.deviceID)) is not an authority")
+                }
+                return try Self.sealPending(db, identity: identity, now: now)
+            }
+        }
+    }
+
+    /// Side branches: stored tips that are not on the canonical chain.
+    public func sideBranches() throws(KianaStoreError) -> [SideBranch] {
+        try run("listing forks") {
+            try writer.read { db in
+                let tips = try Row.fetchAll(db, sql: """
+                    SELECT b.hash, b.height FROM block b
+                    WHERE NOT EXISTS (SELECT 1 FROM block c WHERE c.parent = b.hash)
+                      AND NOT EXISTS (SELECT 1 FROM chain WHERE chain.hash = b.hash)
+                    ORDER BY b.height DESC, b.hash
+                    """)
+                return try tips.map { r in
+                    var cur: Data = r["hash"]
+                    var fork: Int64 = 0
+                    while let rec = try BlockRecord.fetchOne(db, key: cur) {
+                        if try ChainRecord.fetchOne(db, key: rec.height)?.hash == cur { fork = rec.height; break }
+                        cur = rec.parent
+                    }
+                    return SideBranch(tipHeight: UInt64(r["height"] as Int64), tipHash: (r["hash"] as Data).bytes, forkHeight: UInt64(fork))
+                }
+            }
+        }
+    }
+
+    /// Authors seen using one sequence number for different entries.
+    public func equivocations() throws(KianaStoreError) -> [Equivocation] {
+        try run("listing equivocations") {
+            try writer.read { db in
+                let rows = try ConflictRecord.order(Column("author"), Column("seq")).fetchAll(db)
+                var out: [Equivocation] = []
+                for r in rows {
+                    if let last = out.last, last.author == r.author.bytes, last.sequence == UInt64(r.seq) {
+                        out[out.count - 1].entryIDs.append(r.entryId.bytes)
+                    } else {
+                        out.append(Equivocation(author: r.author.bytes, sequence: UInt64(r.seq), entryIDs: [r.entryId.bytes]))
+                    }
+                }
+                return out
+            }
+        }
+    }
+
+    public func orphanCount() throws(KianaStoreError) -> Int {
+        try run("counting orphans") { try writer.read { db in try OrphanRecord.fetchCount(db) } }
+    }
+
+    /// Every stored block, canonical or not, parents before children (for tests and sync).
+    public func allBlocks() throws(KianaStoreError) -> [Block] {
+        try run("reading all blocks") {
+            try writer.read { db in
+                try Data.fetchAll(db, sql: "SELECT hash FROM block ORDER BY height, hash").map { try Self.loadBlock($0.bytes, db) }
+            }
+        }
+    }
+}
