@@ -92,8 +92,10 @@ extension Node {
     }
 
     /// Imports a verified export into `directory`, creating the node if the directory is empty.
-    /// Returns the node and how many blocks were added.
-    public static func importLedger(_ data: Data, into directory: DataDirectory, now: UInt64 = currentMillis()) throws -> (Node, added: Int) {
+    /// Blocks go through the same path as blocks from peers: a diverging chain is kept as a side
+    /// branch or, if it wins fork choice, becomes canonical (abandoned entries return to pending).
+    /// Returns the node and what happened to the blocks.
+    public static func importLedger(_ data: Data, into directory: DataDirectory, now: UInt64 = currentMillis()) throws -> (Node, outcomes: [ImportOutcome]) {
         let (blocks, state) = try validateExport(data, now: now)
         try directory.create()
         let identity: DeviceIdentity
@@ -102,7 +104,7 @@ extension Node {
         if let net = try store.network(), net != state.network {
             throw KianaNodeError(.invalidInput, "export belongs to network \(Hex.encode(state.network)), this node to \(Hex.encode(net))")
         }
-        let added = try store.append(validatedChain: blocks)
-        return (Node(directory: directory, identity: identity, store: store), added)
+        let outcomes = try store.importBlocks(blocks, now: now)
+        return (Node(directory: directory, identity: identity, store: store), outcomes)
     }
 }

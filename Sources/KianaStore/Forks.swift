@@ -58,6 +58,24 @@ extension LedgerStore {
         }
     }
 
+    /// Imports many blocks in one transaction (all or nothing), each as `importBlock` would;
+    /// a missing data directory's ledger is started from the chain's genesis.
+    public func importBlocks(_ blocks: [Block], now: UInt64) throws(KianaStoreError) -> [ImportOutcome] {
+        try run("importing blocks") {
+            try writer.write { db in
+                if try Self.head(db) == nil {
+                    guard let g = blocks.first(where: { $0.height == 0 }) else { throw KianaStoreError(.invalidInput, "chain has no genesis") }
+                    do throws(KianaCoreError) { _ = try LedgerState(genesis: g, now: now) } catch {
+                        throw KianaStoreError(.invalidInput, "genesis block is invalid: \(error.description)", cause: error)
+                    }
+                    try Self.insert(block: g, db)
+                    try SettingRecord(key: "network", value: Data(g.hash)).insert(db)
+                }
+                return try blocks.map { try Self.importBlock($0, now: now, cache: database.states, db) }
+            }
+        }
+    }
+
     static func importBlock(_ block: Block, now: UInt64, cache: StateCache, _ db: Database) throws -> ImportOutcome {
         if try BlockRecord.exists(db, key: Data(block.hash)) { return .duplicate }
         guard try BlockRecord.exists(db, key: Data(block.header.parent)) else {

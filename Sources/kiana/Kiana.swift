@@ -16,7 +16,7 @@ struct Kiana: AsyncParsableCommand {
         commandName: "kiana",
         abstract: "KI_ana: a private, local-first AI assistant with a signed, replicated memory.",
         subcommands: [Init.self, Serve.self, Status.self, Remember.self, Forget.self, List.self, Show.self,
-                      Ledger.self, Export.self, Import.self, Bench.self])
+                      Ledger.self, VoteCommand.self, Export.self, Import.self, Bench.self])
 
     /// Files the node creates (database, exports, keys) are private to the user.
     static func main() async {
@@ -116,6 +116,7 @@ struct Status: ParsableCommand {
             let head = try node.store.head()
             let c = try node.store.counts()
             print("Device ID:   \(node.identity.deviceID)")
+            print("Identity:    \(Hex.encode(node.identity.publicKey))")
             print("Network ID:  \(Hex.encode(try node.store.network() ?? []))")
             if let head { print("Head:        height \(head.height), hash \(Hex.encode(head.hash))") }
             print("Blocks:      \(c.blocks)")
@@ -210,7 +211,7 @@ struct Show: ParsableCommand {
 
 struct Ledger: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Inspect and verify the ledger.",
-                                                    subcommands: [LedgerShow.self, LedgerVerify.self, LedgerProof.self])
+                                                    subcommands: [LedgerShow.self, LedgerVerify.self, LedgerProof.self, LedgerForks.self])
 }
 
 struct LedgerShow: ParsableCommand {
@@ -244,6 +245,28 @@ struct LedgerShow: ParsableCommand {
                 for b in try node.store.blocks(from: from, through: head.height) {
                     print("\(b.height)  \(short(b.hash))  \(date(b.header.time))  \(DeviceID(publicKey: b.header.signer))  \(b.entries.count) \(b.entries.count == 1 ? "entry" : "entries")")
                 }
+            }
+        }
+    }
+}
+
+struct LedgerForks: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "forks", abstract: "Show side branches, held orphans and equivocations.")
+    @OptionGroup var data: DataOptions
+
+    func run() throws {
+        try perform {
+            let node = try Node.open(directory: data.directory)
+            let head = try node.store.head()
+            print("Head: height \(head?.height ?? 0) \(head.map { short($0.hash) } ?? "-")")
+            let branches = try node.store.sideBranches()
+            if branches.isEmpty { print("No side branches.") }
+            for b in branches {
+                print("Side branch: tip \(b.tipHeight) \(short(b.tipHash)), forked after block \(b.forkHeight) (\(b.tipHeight - b.forkHeight) blocks)")
+            }
+            print("Orphans held: \(try node.store.orphanCount()) (max \(LedgerStore.maxOrphans))")
+            for e in try node.store.equivocations() {
+                print("Equivocation: \(DeviceID(publicKey: e.author)) used sequence \(e.sequence) for \(e.entryIDs.count) different entries: \(e.entryIDs.map(short).joined(separator: ", "))")
             }
         }
     }
@@ -287,6 +310,30 @@ struct LedgerProof: ParsableCommand {
     }
 }
 
+struct VoteCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "vote",
+        abstract: "Vote to add or drop an authority (more than half of the authorities must agree).",
+        discussion: "KEY is the device's identity key in hex, as `kiana status` prints it on that device.")
+    enum Action: String, ExpressibleByArgument { case add, drop }
+    @OptionGroup var data: DataOptions
+    @Argument(help: "add or drop") var action: Action
+    @Argument(help: "The device's identity key (64 hex characters).") var key: String
+
+    func run() throws {
+        try perform {
+            guard let target = Hex.decode(key), target.count == 32 else {
+                throw KianaNodeError(.invalidInput, "the key must be 64 hex characters (see `kiana status` on that device)")
+            }
+            let node = try Node.open(directory: data.directory)
+            let r = try node.store.write(vote: Vote(target: target, authorize: action == .add), identity: node.identity, now: currentMillis())
+            let m = try node.store.membership()
+            let passed = m.authorities.contains(target) == (action == .add)
+            print("Voted to \(action.rawValue) \(DeviceID(publicKey: target)) (block \(r.block.height)); \(passed ? "the vote passed" : "waiting for more votes")")
+        }
+    }
+}
+
 struct Export: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Export the ledger as JSON (verifiable on import).")
     @OptionGroup var data: DataOptions
@@ -325,8 +372,13 @@ struct Import: ParsableCommand {
                 }
                 json = d
             }
-            let (node, added) = try Node.importLedger(json, into: data.directory)
-            print("Imported \(added) blocks; head is now \(try node.store.head()?.height ?? 0)")
+            let (node, outcomes) = try Node.importLedger(json, into: data.directory)
+            let added = outcomes.filter { $0 != .duplicate }.count
+            let side = outcomes.filter { $0 == .sideBranch }.count
+            let reorg = outcomes.contains(.newHead(reorganized: true))
+            print("Imported \(added) blocks\(side > 0 ? " (\(side) on side branches)" : "")\(reorg ? ", switched to the imported chain" : ""); head is now \(try node.store.head()?.height ?? 0)")
+            let pending = try node.store.counts().pending
+            if pending > 0 { print("\(pending) entries from abandoned blocks are pending and will be sealed with the next write.") }
             if !(try node.store.authorities().contains(node.identity.publicKey)) {
                 print("Note: this device (\(node.identity.deviceID)) is not an authority of the imported network; it can read but not write.")
             }

@@ -1,0 +1,129 @@
+import Foundation
+import KianaCore
+import KianaStore
+import Testing
+
+/// Blocks from elsewhere that must be refused, held, or flagged.
+@Suite struct ImportAdversarialTests {
+    let a = DeviceIdentity.generate()
+    let b = DeviceIdentity.generate()
+    let t0: UInt64 = 1_764_288_000_000
+
+    /// Two stores of one network with authorities a and b.
+    func pair() throws -> (LedgerStore, LedgerStore, Block) {
+        let g = Block.genesis(identity: a, time: t0, others: [b.publicKey])
+        let sa = LedgerStore(database: try KianaDatabase()), sb = LedgerStore(database: try KianaDatabase())
+        try sa.initialize(genesis: g, now: t0)
+        try sb.initialize(genesis: g, now: t0)
+        return (sa, sb, g)
+    }
+
+    func put(_ text: String) -> KnowledgeOp { .put(ItemID.random(), KnowledgeFields(text: text)) }
+
+    @Test func importIsIdempotentAndSideBranchesAreKept() throws {
+        let (sa, sb, _) = try pair()
+        let ra = try sa.write([put("from a")], identity: a, now: t0 + 10)
+        let rb = try sb.write([put("from b")], identity: b, now: t0 + 20)
+        // Equal heights: the lower hash wins on both sides.
+        let aWins = ForkChoice.prefers(height: 1, hash: ra.block.hash, over: 1, rb.block.hash)
+        #expect(try sa.importBlock(rb.block, now: t0 + 30) == (aWins ? .sideBranch : .newHead(reorganized: true)))
+        #expect(try sa.importBlock(rb.block, now: t0 + 30) == .duplicate)
+        #expect(try sb.importBlock(ra.block, now: t0 + 30) == (aWins ? .newHead(reorganized: true) : .sideBranch))
+        #expect(try sa.head() == sb.head())
+        #expect(try sa.sideBranches().count == 1)
+        // The loser's entry went back to pending on its author's device and is re-included.
+        let loser = aWins ? (sb, b) : (sa, a)
+        #expect(try loser.0.counts().pending == 1)
+        let resealed = try #require(try loser.0.sealPending(identity: loser.1, now: t0 + 40))
+        let winner = aWins ? sa : sb
+        #expect(try winner.importBlock(resealed, now: t0 + 50) == .newHead(reorganized: false))
+        #expect(try winner.items().count == 2 && loser.0.items().count == 2)
+        _ = try winner.verify(now: t0 + 100)
+        _ = try loser.0.verify(now: t0 + 100)
+    }
+
+    @Test func forgedMerkleRootIsRejectedWithTheRule() throws {
+        let (sa, sb, g) = try pair()
+        let r = try sb.write([put("x")], identity: b, now: t0 + 10)
+        // Same entries, header claiming another root, validly signed by b.
+        var h = r.block.header
+        h.entryRoot = SHA.hash([1])
+        let forged = try Block(decoding: CBOR.map(["header": h.cbor, "sig": .bytes(b.sign(Array("KIANA-BLOCK-V1".utf8) + h.hash)),
+                                                    "entries": .array(r.block.entries.map(\.cbor))]).encoded)
+        #expect(forged.header.parent == g.hash)
+        do {
+            _ = try sa.importBlock(forged, now: t0 + 20)
+            Issue.record("forged root accepted")
+        } catch {
+            #expect(error.message.contains("merkle-root"), "\(error.message)")
+        }
+        #expect(try sa.head()?.height == 0)
+    }
+
+    @Test func blockFromADroppedAuthorityIsRejected() throws {
+        let (sa, sb, _) = try pair()
+        // Both vote b out (b may vote itself out); the drop passes with 2 of 2.
+        let v1 = try sa.write(vote: Vote(target: b.publicKey, authorize: false), identity: a, now: t0 + 10)
+        _ = try sb.importBlock(v1.block, now: t0 + 11)
+        let v2 = try sb.write(vote: Vote(target: b.publicKey, authorize: false), identity: b, now: t0 + 12)
+        #expect(try sa.importBlock(v2.block, now: t0 + 13) == .newHead(reorganized: false))
+        #expect(try sa.authorities() == [a.publicKey])
+        // b's store still lets b seal nothing more: it is no longer an authority there either.
+        #expect(throws: KianaStoreError.self) { _ = try sb.write([self.put("late")], identity: self.b, now: t0 + 20) }
+        // A block b signs anyway (built by hand on the head) is refused by a.
+        let head = try sa.blocks().last!
+        let e = Entry(signedBy: b, network: try sa.network()!, sequence: 99, hlc: HLC(wall: t0 + 30), kind: .knowledgePut,
+                      payload: put("sneaky").payload)
+        let rogue = Block.seal(entries: [e], parent: head.header, parentHash: head.hash, time: t0 + 30, identity: b)
+        do {
+            _ = try sa.importBlock(rogue, now: t0 + 40)
+            Issue.record("block by a dropped authority accepted")
+        } catch {
+            #expect(error.message.contains("[authority]"), "\(error.message)")
+        }
+    }
+
+    @Test func equivocationIsFlaggedAndReported() throws {
+        let (sa, sb, g) = try pair()
+        _ = sb
+        // b signs two different entries with sequence 1, sealed on two branches.
+        let e1 = Entry(signedBy: b, network: g.hash, sequence: 1, hlc: HLC(wall: t0 + 1), kind: .knowledgePut, payload: put("one").payload)
+        let e2 = Entry(signedBy: b, network: g.hash, sequence: 1, hlc: HLC(wall: t0 + 2), kind: .knowledgePut, payload: put("two").payload)
+        let b1 = Block.seal(entries: [e1], parent: g.header, parentHash: g.hash, time: t0 + 10, identity: b)
+        let b2 = Block.seal(entries: [e2], parent: g.header, parentHash: g.hash, time: t0 + 11, identity: b)
+        _ = try sa.importBlock(b1, now: t0 + 20)
+        _ = try sa.importBlock(b2, now: t0 + 20)
+        let eq = try sa.equivocations()
+        #expect(eq.count == 1)
+        #expect(eq.first?.author == b.publicKey && eq.first?.sequence == 1)
+        #expect(Set(eq.first?.entryIDs ?? []) == [e1.id, e2.id])
+        // On one branch the reuse is simply invalid.
+        let b3 = Block.seal(entries: [e2], parent: b1.header, parentHash: b1.hash, time: t0 + 12, identity: b)
+        #expect(throws: KianaStoreError.self) { _ = try sa.importBlock(b3, now: t0 + 30) }
+    }
+
+    @Test func orphansAreHeldBoundedAndConnectedLater() throws {
+        let (sa, sb, _) = try pair()
+        var chain: [Block] = []
+        for i in 0..<5 { chain.append(try sb.write([put("o\(i)")], identity: b, now: t0 + UInt64(i)).block) }
+        // Children first: held as orphans, not as valid blocks.
+        for blk in chain.dropFirst().reversed() { #expect(try sa.importBlock(blk, now: t0 + 100) == .orphan) }
+        #expect(try sa.head()?.height == 0)
+        #expect(try sa.orphanCount() == 4)
+        // The missing parent connects them all.
+        #expect(try sa.importBlock(chain[0], now: t0 + 100) == .newHead(reorganized: true) || sa.head()?.height == 5)
+        #expect(try sa.head()?.height == 5)
+        #expect(try sa.orphanCount() == 0)
+        // The pool is bounded.
+        let far = try pair().1
+        var junk = try far.blocks().last!
+        var held: [Block] = []
+        for i in 0..<(LedgerStore.maxOrphans + 20) {
+            junk = Block.seal(entries: [Entry(signedBy: b, network: junk.entries.first?.network ?? junk.hash, sequence: UInt64(i + 1), hlc: HLC(wall: t0), kind: .knowledgePut, payload: put("j").payload)],
+                              parent: junk.header, parentHash: junk.hash, time: t0, identity: b)
+            held.append(junk)
+        }
+        for blk in held.dropFirst() { _ = try sa.importBlock(blk, now: t0 + 200) }
+        #expect(try sa.orphanCount() == LedgerStore.maxOrphans)
+    }
+}
