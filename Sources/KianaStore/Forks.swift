@@ -268,6 +268,32 @@ extension LedgerStore {
         }
     }
 
+    /// Sequence numbers missing from the canonical chain, per author: entries that exist (or
+    /// existed) on some device but have not reached this chain yet.
+    public func sequenceGaps() throws(KianaStoreError) -> [(author: [UInt8], missing: [UInt64])] {
+        try run("finding sequence gaps") {
+            try writer.read { db in
+                let rows = try Row.fetchAll(db, sql: """
+                    SELECT entry.author, entry.seq FROM chain JOIN blockEntry ON blockEntry.blockHash = chain.hash
+                    JOIN entry ON entry.id = blockEntry.entryId ORDER BY entry.author, entry.seq
+                    """)
+                var out: [(author: [UInt8], missing: [UInt64])] = []
+                var author: Data?
+                var expected: UInt64 = 1
+                var missing: [UInt64] = []
+                func flush() { if let a = author, !missing.isEmpty { out.append((a.bytes, missing)) } }
+                for r in rows {
+                    let a: Data = r["author"], seq = UInt64(r["seq"] as Int64)
+                    if a != author { flush(); author = a; expected = 1; missing = [] }
+                    if seq > expected { missing += Array(expected..<min(seq, expected + 1000)) }
+                    expected = seq + 1
+                }
+                flush()
+                return out
+            }
+        }
+    }
+
     public func orphanCount() throws(KianaStoreError) -> Int {
         try run("counting orphans") { try writer.read { db in try OrphanRecord.fetchCount(db) } }
     }

@@ -265,6 +265,9 @@ struct LedgerForks: ParsableCommand {
                 print("Side branch: tip \(b.tipHeight) \(short(b.tipHash)), forked after block \(b.forkHeight) (\(b.tipHeight - b.forkHeight) blocks)")
             }
             print("Orphans held: \(try node.store.orphanCount()) (max \(LedgerStore.maxOrphans))")
+            for g in try node.store.sequenceGaps() {
+                print("Gap: \(DeviceID(publicKey: g.author)) sequence numbers \(g.missing.map(String.init).joined(separator: ", ")) are not on this chain yet")
+            }
             for e in try node.store.equivocations() {
                 print("Equivocation: \(DeviceID(publicKey: e.author)) used sequence \(e.sequence) for \(e.entryIDs.count) different entries: \(e.entryIDs.map(short).joined(separator: ", "))")
             }

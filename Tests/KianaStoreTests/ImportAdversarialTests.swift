@@ -97,9 +97,21 @@ import Testing
         #expect(eq.count == 1)
         #expect(eq.first?.author == b.publicKey && eq.first?.sequence == 1)
         #expect(Set(eq.first?.entryIDs ?? []) == [e1.id, e2.id])
+        #expect(try sa.sequenceGaps().isEmpty)
         // On one branch the reuse is simply invalid.
         let b3 = Block.seal(entries: [e2], parent: b1.header, parentHash: b1.hash, time: t0 + 12, identity: b)
         #expect(throws: KianaStoreError.self) { _ = try sa.importBlock(b3, now: t0 + 30) }
+    }
+
+    @Test func sequenceGapsAreReported() throws {
+        let (sa, _, g) = try pair()
+        let e1 = Entry(signedBy: b, network: g.hash, sequence: 1, hlc: HLC(wall: t0 + 1), kind: .knowledgePut, payload: put("one").payload)
+        let e4 = Entry(signedBy: b, network: g.hash, sequence: 4, hlc: HLC(wall: t0 + 2), kind: .knowledgePut, payload: put("four").payload)
+        let blk = Block.seal(entries: [e1, e4], parent: g.header, parentHash: g.hash, time: t0 + 10, identity: b)
+        #expect(try sa.importBlock(blk, now: t0 + 20) == .newHead(reorganized: false))
+        let gaps = try sa.sequenceGaps()
+        #expect(gaps.count == 1)
+        #expect(gaps.first?.author == b.publicKey && gaps.first?.missing == [2, 3])
     }
 
     @Test func orphansAreHeldBoundedAndConnectedLater() throws {
