@@ -201,8 +201,8 @@ extension LedgerStore {
         try apply(newEntries, db)
         // Pending keeps only what is not canonical now; abandoned entries not on the new chain return.
         try db.execute(sql: """
-            DELETE FROM pending WHERE entryId IN
-              (SELECT blockEntry.entryId FROM chain JOIN blockEntry ON blockEntry.blockHash = chain.hash)
+            DELETE FROM pending WHERE EXISTS
+              (SELECT 1 FROM blockEntry JOIN chain ON chain.hash = blockEntry.blockHash WHERE blockEntry.entryId = pending.entryId)
             """)
         for id in abandoned where try !isCanonical(id, db) {
             try PendingRecord(entryId: id, addedAt: Int64(now)).insert(db, onConflict: .ignore)

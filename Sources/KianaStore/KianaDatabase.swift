@@ -101,6 +101,9 @@ public final class KianaDatabase: Sendable {
             }
             try db.create(index: "block_parent", on: "block", columns: ["parent"])
         }
+        m.registerMigration("2026-11-28 entry kind index") { db in
+            try db.create(index: "entry_kind", on: "entry", columns: ["kind"])
+        }
         return m
     }
 }

@@ -200,8 +200,8 @@ public struct LedgerStore: Sendable {
     /// each author's sequence increasing.
     static func sealPending(_ db: Database, identity: DeviceIdentity, now: UInt64) throws -> Block? {
         try db.execute(sql: """
-            DELETE FROM pending WHERE entryId IN
-              (SELECT blockEntry.entryId FROM chain JOIN blockEntry ON blockEntry.blockHash = chain.hash)
+            DELETE FROM pending WHERE EXISTS
+              (SELECT 1 FROM blockEntry JOIN chain ON chain.hash = blockEntry.blockHash WHERE blockEntry.entryId = pending.entryId)
             """)
         let raws = try Data.fetchAll(db, sql: """
             SELECT entry.raw FROM pending JOIN entry ON entry.id = pending.entryId

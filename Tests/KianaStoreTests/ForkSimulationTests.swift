@@ -185,6 +185,7 @@ struct Simulation {
             try sim.run(steps: 60)
             totals.merge(sim.outcomes, uniquingKeysWith: +)
         }
+        print("fork simulation, deliveries over 20 seeds: \(totals.sorted { $0.key < $1.key })")
         #expect((totals["orphan"] ?? 0) > 0, "\(totals)")
         #expect((totals["sideBranch"] ?? 0) > 0, "\(totals)")
         #expect((totals["newHead(reorganized: true)"] ?? 0) > 0, "\(totals)")
