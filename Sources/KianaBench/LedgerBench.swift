@@ -174,7 +174,7 @@ public struct LedgerBench: Sendable {
             try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
             defer { try? FileManager.default.removeItem(at: dir) }
             let store = LedgerStore(database: try KianaDatabase(path: dir.appendingPathComponent("bench.sqlite").path))
-            _ = try store.append(validatedChain: chain)
+            _ = try store.importBlocks(chain, now: now)
             progress("kiana ledger verify on SQLite")
             let tStore = try time { _ = try store.verify(now: now) }
             rows.append(Row(name: "ledger verify from SQLite, \(entries) entries", seconds: tStore,

@@ -267,37 +267,6 @@ public struct LedgerStore: Sendable {
                           deleted: s.isDeleted, state: Data(s.cbor.encoded))
     }
 
-    /// Appends already-validated blocks that extend the local chain (import, restore).
-    /// Blocks at heights the local chain already has must be identical to it.
-    public func append(validatedChain blocks: [Block]) throws(KianaStoreError) -> Int {
-        try run("importing blocks") {
-            try writer.write { db in
-                var added = 0
-                let localHead = try Self.head(db)
-                if localHead == nil {
-                    guard let g = blocks.first, g.height == 0 else { throw KianaStoreError(.invalidInput, "chain has no genesis") }
-                    try SettingRecord(key: "network", value: Data(g.hash)).insert(db)
-                }
-                var maxHLC = try Self.lastHLC(db)
-                for b in blocks {
-                    if let h = localHead, b.height <= h.height {
-                        let mine = try ChainRecord.fetchOne(db, key: Int64(b.height))?.hash.bytes
-                        guard mine == b.hash else {
-                            throw KianaStoreError(.conflict, "imported chain differs from the local one at block \(b.height) (fork resolution is not supported by import)")
-                        }
-                        continue
-                    }
-                    try Self.insert(block: b, db)
-                    try Self.apply(b.entries, db)
-                    for e in b.entries { maxHLC = max(maxHLC, e.hlc) }
-                    added += 1
-                }
-                try Self.saveHLC(maxHLC, db)
-                return added
-            }
-        }
-    }
-
     // MARK: reading
 
     /// The canonical chain as stored: signed header bytes and entry bytes per height.

@@ -116,20 +116,23 @@ import Testing
         #expect(throws: KianaStoreError.self) { try store.verify(now: t0 + 10_000) }
     }
 
-    @Test func importAppendsAValidatedChainAndRejectsADivergentOne() throws {
+    @Test func importBlocksIsIdempotentAndKeepsADivergentChain() throws {
         let source = try makeStore(writes: 4)
         let blocks = try source.blocks()
-        _ = try ChainValidator.validate(blocks: blocks, now: t0 + 100_000)
         let target = LedgerStore(database: try KianaDatabase())
-        #expect(try target.append(validatedChain: Array(blocks.prefix(3))) == 3)
-        #expect(try target.append(validatedChain: blocks) == 2)
-        #expect(try target.append(validatedChain: blocks) == 0)
+        let now = t0 + 100_000
+        #expect(try target.importBlocks(Array(blocks.prefix(3)), now: now).filter { $0 != .duplicate }.count == 2)
+        #expect(try target.importBlocks(blocks, now: now).filter { $0 != .duplicate }.count == 2)
+        #expect(try target.importBlocks(blocks, now: now).allSatisfy { $0 == .duplicate })
         #expect(try target.items().count == 4)
-        #expect(try target.verify(now: t0 + 100_000).tipHash == blocks.last!.hash)
-        // A chain from the same genesis that went another way.
+        #expect(try target.verify(now: now).tipHash == blocks.last!.hash)
+        // The same authority continues on both copies: the longer chain wins, the other is kept.
         _ = try source.write([.put(ItemID.random(), KnowledgeFields(text: "more"))], identity: identity, now: t0 + 50_000)
-        _ = try target.write([.delete(try target.items()[0].id)], identity: identity, now: t0 + 60_000)
-        #expect(throws: KianaStoreError.self) { _ = try target.append(validatedChain: try source.blocks()) }
+        _ = try source.write([.put(ItemID.random(), KnowledgeFields(text: "and more"))], identity: identity, now: t0 + 50_001)
+        let before = try target.head()
+        #expect(try target.importBlocks(try source.blocks(), now: now).contains(.newHead(reorganized: false)))
+        #expect(try target.head() != before)
+        #expect(try target.head() == source.head())
     }
 
     @Test func fileDatabaseSurvivesReopen() throws {
