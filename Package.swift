@@ -33,7 +33,10 @@ let package = Package(
         // Local AI (embedder, LLM engine, retrieval). Starts as its error type; see docs/architecture.md.
         .target(name: "KianaAI", dependencies: ["KianaCore", "KianaStore"]),
         // Networking (discovery, Noise transport, sync). Starts as its error type.
-        .target(name: "KianaNet", dependencies: ["KianaCore", "KianaStore"]),
+        .target(name: "KianaNet", dependencies: [
+            "KianaCore", "KianaStore",
+            .product(name: "Crypto", package: "swift-crypto"),
+        ]),
         // Federated learning. Starts as its error type.
         .target(name: "KianaLearn", dependencies: ["KianaCore"]),
         // HTTP surface (Hummingbird).
@@ -60,6 +63,7 @@ let package = Package(
             "KianaCore", "KianaTestSupport",
             .product(name: "PropertyBased", package: "swift-property-based"),
         ]),
+        .testTarget(name: "KianaNetTests", dependencies: ["KianaNet", "KianaCore", "KianaTestSupport"]),
         .testTarget(name: "KianaStoreTests", dependencies: ["KianaStore", "KianaCore", .product(name: "GRDB", package: "GRDB.swift")]),
         .testTarget(name: "KianaNodeTests", dependencies: ["KianaNode", "KianaCore", "KianaStore", "KianaTestSupport", "kiana"]),
     ],

@@ -17,7 +17,7 @@ fi
 PY=${PYTHON:-python3}
 # Python packages used by the test suite as independent implementations.
 need_pip=()
-for spec in "cbor2:cbor2" "cryptography:cryptography"; do
+for spec in "cbor2:cbor2" "cryptography:cryptography" "noise:noiseprotocol"; do
     mod=${spec%%:*}; pkg=${spec##*:}
     "$PY" -c "import $mod" 2>/dev/null || need_pip+=("$pkg")
 done
