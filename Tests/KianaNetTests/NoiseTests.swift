@@ -113,3 +113,27 @@ import Testing
         #expect(throws: KianaNetError.self) { _ = try atx.encrypt([UInt8](repeating: 0, count: 70_000)) }
     }
 }
+
+/// The identity payload binds the Noise static key to the device's Ed25519 identity.
+@Suite struct HandshakeIdentityTests {
+    @Test func identitiesAreProvenBothWays() throws {
+        let alice = DeviceIdentity.generate(), bob = DeviceIdentity.generate()
+        let prologue = SHA.hash([42])
+        var i = NoiseHandshake(role: .initiator, staticKey: alice.transportKey, prologue: prologue)
+        var r = NoiseHandshake(role: .responder, staticKey: bob.transportKey, prologue: prologue)
+        _ = try r.readMessage(try i.writeMessage())
+        let bobSays = try i.readMessage(try r.writeMessage(HandshakeIdentity.payload(for: bob)))
+        #expect(try HandshakeIdentity.verify(bobSays, remoteStatic: i.remoteStatic!) == bob.publicKey)
+        let aliceSays = try r.readMessage(try i.writeMessage(HandshakeIdentity.payload(for: alice)))
+        #expect(try HandshakeIdentity.verify(aliceSays, remoteStatic: r.remoteStatic!) == alice.publicKey)
+    }
+
+    @Test func aPayloadForAnotherStaticKeyIsRefused() {
+        let mallory = DeviceIdentity.generate(), victim = DeviceIdentity.generate()
+        // Mallory replays the victim's payload while using her own static key.
+        let stolen = HandshakeIdentity.payload(for: victim)
+        #expect(throws: KianaNetError.self) { try HandshakeIdentity.verify(stolen, remoteStatic: mallory.transportPublicKey) }
+        #expect(throws: KianaNetError.self) { try HandshakeIdentity.verify([0xA0], remoteStatic: victim.transportPublicKey) }
+        #expect(throws: KianaNetError.self) { try HandshakeIdentity.verify([UInt8](repeating: 0, count: 5000), remoteStatic: victim.transportPublicKey) }
+    }
+}
