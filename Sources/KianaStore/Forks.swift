@@ -200,13 +200,18 @@ extension LedgerStore {
         }
         try apply(newEntries, db)
         // Pending keeps only what is not canonical now; abandoned entries not on the new chain return.
+        try dropCanonicalFromPending(db)
+        for id in abandoned where try !isCanonical(id, db) {
+            try PendingRecord(entryId: id, addedAt: Int64(now)).insert(db, onConflict: .ignore)
+        }
+    }
+
+    /// Removes from the pending pool every entry the canonical chain now carries.
+    static func dropCanonicalFromPending(_ db: Database) throws {
         try db.execute(sql: """
             DELETE FROM pending WHERE EXISTS
               (SELECT 1 FROM blockEntry JOIN chain ON chain.hash = blockEntry.blockHash WHERE blockEntry.entryId = pending.entryId)
             """)
-        for id in abandoned where try !isCanonical(id, db) {
-            try PendingRecord(entryId: id, addedAt: Int64(now)).insert(db, onConflict: .ignore)
-        }
     }
 
     static func isCanonical(_ entryID: Data, _ db: Database) throws -> Bool {

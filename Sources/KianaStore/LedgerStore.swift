@@ -199,10 +199,7 @@ public struct LedgerStore: Sendable {
     /// equivocation), stay pending and are reported by `status`. Order is by HLC, which keeps
     /// each author's sequence increasing.
     static func sealPending(_ db: Database, identity: DeviceIdentity, now: UInt64) throws -> Block? {
-        try db.execute(sql: """
-            DELETE FROM pending WHERE EXISTS
-              (SELECT 1 FROM blockEntry JOIN chain ON chain.hash = blockEntry.blockHash WHERE blockEntry.entryId = pending.entryId)
-            """)
+        try dropCanonicalFromPending(db)
         let raws = try Data.fetchAll(db, sql: """
             SELECT entry.raw FROM pending JOIN entry ON entry.id = pending.entryId
             ORDER BY entry.hlcWall, entry.hlcLogical, entry.author, entry.seq
@@ -240,12 +237,7 @@ public struct LedgerStore: Sendable {
 
     /// Stores a block on top of the current head (entries too) and makes it canonical.
     static func insert(block b: Block, _ db: Database) throws {
-        try BlockRecord(hash: Data(b.hash), height: Int64(b.height), parent: Data(b.header.parent), signer: Data(b.header.signer),
-                        time: Int64(b.header.time), signedHeader: Data(b.signedHeaderCBOR.encoded)).insert(db)
-        for (i, e) in b.entries.enumerated() {
-            try insert(entry: e, db)
-            try BlockEntryRecord(blockHash: Data(b.hash), position: Int64(i), entryId: Data(e.id)).insert(db)
-        }
+        try insertBlockOnly(b, db)
         try ChainRecord(height: Int64(b.height), hash: Data(b.hash)).insert(db)
     }
 
