@@ -17,6 +17,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-http-types.git", from: "1.8.0"),
         .package(url: "https://github.com/x-sheep/swift-property-based.git", from: "2.0.1"),
     ],
     targets: [
@@ -32,10 +34,14 @@ let package = Package(
         ]),
         // Local AI (embedder, LLM engine, retrieval). Starts as its error type; see docs/architecture.md.
         .target(name: "KianaAI", dependencies: ["KianaCore", "KianaStore"]),
-        // Networking (discovery, Noise transport, sync). Starts as its error type.
+        // Networking: mDNS/DNS-SD discovery, Noise-encrypted TCP links, link protocol, pairing.
         .target(name: "KianaNet", dependencies: [
             "KianaCore", "KianaStore",
             .product(name: "Crypto", package: "swift-crypto"),
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),
         // Federated learning. Starts as its error type.
         .target(name: "KianaLearn", dependencies: ["KianaCore"]),
@@ -43,16 +49,18 @@ let package = Package(
         .target(name: "KianaServer", dependencies: [
             "KianaCore", "KianaStore", "KianaAI", "KianaNet", "KianaLearn",
             .product(name: "Hummingbird", package: "hummingbird"),
+            .product(name: "HTTPTypes", package: "swift-http-types"),
             .product(name: "Logging", package: "swift-log"),
         ]),
         // Wiring: configuration, data directory, one ServiceGroup, commands' logic.
         .target(name: "KianaNode", dependencies: [
-            "KianaCore", "KianaStore", "KianaServer",
+            "KianaCore", "KianaStore", "KianaServer", "KianaNet",
             .product(name: "Logging", package: "swift-log"),
+            .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),
         // `kiana bench …` measurements, each beside its reference primitive.
-        .target(name: "KianaBench", dependencies: ["KianaCore", "KianaStore"]),
+        .target(name: "KianaBench", dependencies: ["KianaCore", "KianaStore", "KianaNet"]),
         .executableTarget(name: "kiana", dependencies: [
             "KianaNode", "KianaBench",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),

@@ -185,14 +185,20 @@ public struct NoiseHandshake: Sendable {
 
 /// One direction of a Noise transport: ChaChaPoly with a 64-bit counter nonce.
 public struct NoiseCipher: Sendable {
-    let key: [UInt8]
+    var key: [UInt8]
     public private(set) var nonce: UInt64 = 0
 
     init(key: [UInt8]) { self.key = key }
 
+    /// Noise §11.3 `Rekey()`: the key becomes the first 32 bytes of ENCRYPT(k, 2^64-1, "", 32
+    /// zero bytes). The nonce counter continues. Both sides call it at the same message count.
+    public mutating func rekey() {
+        key = Array(NoiseHandshake.seal(key, UInt64.max, ad: [], [UInt8](repeating: 0, count: 32)).prefix(32))
+    }
+
     public mutating func encrypt(_ plain: [UInt8]) throws(KianaNetError) -> [UInt8] {
         guard plain.count <= NoiseHandshake.maxMessage - 16 else { throw NoiseHandshake.fail("transport message too large") }
-        guard nonce < UInt64.max else { throw NoiseHandshake.fail("nonce exhausted") }
+        guard nonce < UInt64.max - 1 else { throw NoiseHandshake.fail("nonce exhausted") }
         defer { nonce += 1 }
         return NoiseHandshake.seal(key, nonce, ad: [], plain)
     }

@@ -24,6 +24,11 @@ public struct DataDirectory: Sendable {
     public var transportKeyPath: String { path + "/transport.key" }
     public var databasePath: String { path + "/kiana.sqlite" }
 
+    /// The control token of the running node (0600), for the local CLI.
+    public var controlTokenPath: String { path + "/control.token" }
+    /// Where the running node says how to reach it.
+    public var runtimePath: String { path + "/node.json" }
+
     public var hasIdentity: Bool { FileManager.default.fileExists(atPath: identityKeyPath) }
 
     /// Creates the directory (0700) if needed.
@@ -49,6 +54,39 @@ public struct DataDirectory: Sendable {
         // The identity key is written last: its presence means the identity is complete.
         try Self.writeSecret(Array(id.signingKey.rawRepresentation), to: identityKeyPath)
         return id
+    }
+
+    /// Stores an identity generated elsewhere (a device that joined by pairing).
+    public func save(identity id: DeviceIdentity) throws(KianaNodeError) {
+        guard !hasIdentity else { throw KianaNodeError(.alreadyInitialized, "\(identityKeyPath) already exists") }
+        try create()
+        try Self.writeSecret(Array(id.transportKey.rawRepresentation), to: transportKeyPath)
+        try Self.writeSecret(Array(id.signingKey.rawRepresentation), to: identityKeyPath)
+    }
+
+    /// Writes a fresh random control token (0600) and returns it.
+    func writeControlToken() throws(KianaNodeError) -> String {
+        var bytes = [UInt8](repeating: 0, count: 32)
+        for i in bytes.indices { bytes[i] = UInt8.random(in: 0...255) }
+        try Self.writeSecret(bytes, to: controlTokenPath)
+        return Hex.encode(bytes)
+    }
+
+    func readControlToken() throws(KianaNodeError) -> String {
+        Hex.encode(try Self.readSecret(controlTokenPath))
+    }
+
+    func writeRuntime(_ r: NodeRuntime) {
+        guard let data = try? JSONEncoder().encode(r) else { return }
+        FileManager.default.createFile(atPath: runtimePath, contents: data, attributes: [.posixPermissions: 0o600])
+    }
+
+    func readRuntime() -> NodeRuntime? {
+        FileManager.default.contents(atPath: runtimePath).flatMap { try? JSONDecoder().decode(NodeRuntime.self, from: $0) }
+    }
+
+    func removeRuntime() {
+        unlink(runtimePath)
     }
 
     public func loadIdentity() throws(KianaNodeError) -> DeviceIdentity {
@@ -91,4 +129,12 @@ public struct DataDirectory: Sendable {
         }
         return [UInt8](data)
     }
+}
+
+/// What a running node writes to `node.json` in its data directory.
+struct NodeRuntime: Codable, Sendable {
+    var http: String
+    var p2pHost: String
+    var p2pPort: Int
+    var pid: Int
 }

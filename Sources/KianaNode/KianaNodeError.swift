@@ -12,6 +12,8 @@ public struct KianaNodeError: Error, Sendable, CustomStringConvertible {
         public static let alreadyInitialized = Code("already-initialized")
         public static let verificationFailed = Code("verification-failed")
         public static let io = Code("io")
+        public static let notRunning = Code("not-running")
+        public static let network = Code("network")
     }
 
     public var code: Code

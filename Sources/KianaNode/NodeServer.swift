@@ -1,31 +1,79 @@
 import Foundation
 import KianaCore
+import KianaNet
 import KianaServer
+import NIOCore
 import Logging
 import ServiceLifecycle
 
 /// Runs a node: opens (or creates) the data directory and runs every long-lived service in one
-/// ServiceGroup until SIGINT or SIGTERM, then shuts down gracefully.
+/// ServiceGroup (link listener, dialer, discovery, HTTP) until SIGINT or SIGTERM, then shuts
+/// down gracefully (mDNS goodbye, links closed, HTTP drained).
 public enum NodeServer {
-    public static func run(directory: DataDirectory, http: HTTPConfig, logger: Logger,
-                           onReady: @escaping @Sendable (Node, Int) -> Void = { _, _ in }) async throws {
+    /// Called once HTTP and the link listener listen: the node, the HTTP port, the P2P port.
+    public typealias Ready = @Sendable (Node, Int, Int) -> Void
+
+    public static func run(directory: DataDirectory, http: HTTPConfig, network netConfig: NetworkConfig = NetworkConfig(),
+                           logger: Logger, onReady: @escaping Ready = { _, _, _ in }) async throws {
         let (node, created) = try Node.openOrInitialize(directory: directory)
         if created {
             logger.notice("created a new network", metadata: ["dataDir": .string(directory.path)])
         }
-        let app = try KianaHTTP.application(config: http, store: node.store, deviceID: node.identity.deviceID, logger: logger) { port in
-            onReady(node, port)
+        let network = PeerNetwork(store: node.store, identity: node.identity, config: netConfig, logger: logger)
+        let token = try directory.writeControlToken()
+        let ports = ReadyPorts()
+        let announce: @Sendable () -> Void = {
+            guard let (h, p) = ports.both() else { return }
+            directory.writeRuntime(NodeRuntime(http: "http://\(http.isLoopback ? http.host : "127.0.0.1"):\(h)", p2pHost: netConfig.host, p2pPort: p, pid: Int(getpid())))
+            onReady(node, h, p)
         }
-        let group = ServiceGroup(configuration: .init(
-            services: [.init(service: app)],
-            gracefulShutdownSignals: [.sigterm, .sigint],
-            logger: logger))
+        let app = try KianaHTTP.application(config: http, store: node.store, deviceID: node.identity.deviceID,
+                                            control: ControlSurface(token: token, network: network), logger: logger) { port in
+            ports.setHTTP(port)
+            announce()
+        }
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
+            .init(service: LinkListenerService(network: network) { port in ports.setP2P(port); announce() }),
+            .init(service: DialerService(network: network)),
+        ]
+        if netConfig.discovery {
+            services.append(.init(service: DiscoveryService(network: network, interface: netConfig.discoveryInterface, name: netConfig.name, logger: logger),
+                                  successTerminationBehavior: .ignore, failureTerminationBehavior: .ignore))
+        }
+        services.append(.init(service: app))
+        let group = ServiceGroup(configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        defer { directory.removeRuntime() }
         do {
             try await group.run()
         } catch {
             if let friendly = KianaServerError.listening(error, config: http) { throw friendly }
+            if let friendly = NetworkErrors.listening(error, config: netConfig) { throw friendly }
             throw error
         }
         logger.notice("node stopped")
+    }
+}
+
+/// Ports reported by the two listeners, so readiness is announced once both are up.
+final class ReadyPorts: @unchecked Sendable {
+    private let lock = NSLock()
+    private var http: Int?
+    private var p2p: Int?
+    private var announced = false
+    func setHTTP(_ p: Int) { lock.lock(); http = p; lock.unlock() }
+    func setP2P(_ p: Int) { lock.lock(); p2p = p; lock.unlock() }
+    /// Both ports, the first time both are known.
+    func both() -> (Int, Int)? {
+        lock.lock(); defer { lock.unlock() }
+        guard !announced, let http, let p2p else { return nil }
+        announced = true
+        return (http, p2p)
+    }
+}
+
+enum NetworkErrors {
+    static func listening(_ error: any Error, config: NetworkConfig) -> KianaNodeError? {
+        guard let io = error as? IOError, io.errnoCode == EADDRINUSE else { return nil }
+        return KianaNodeError(.invalidInput, "cannot listen for peers on \(config.host):\(config.port): the port is already in use (choose one with --p2p-port)")
     }
 }

@@ -39,6 +39,7 @@ public enum KianaHTTP {
         config: HTTPConfig,
         store: LedgerStore,
         deviceID: DeviceID,
+        control: ControlSurface? = nil,
         logger: Logger,
         onRunning: @escaping @Sendable (Int) async -> Void = { _ in }
     ) throws(KianaServerError) -> some ApplicationProtocol {
@@ -49,6 +50,7 @@ public enum KianaHTTP {
         if let token = config.token, !token.isEmpty {
             router.add(middleware: BearerTokenMiddleware(token: token))
         }
+        control?.add(to: router)
         router.get("/health") { _, _ -> Response in
             let head = try? store.head()
             let body = """

@@ -104,6 +104,13 @@ public final class KianaDatabase: Sendable {
         m.registerMigration("2026-11-28 entry kind index") { db in
             try db.create(index: "entry_kind", on: "entry", columns: ["kind"])
         }
+        m.registerMigration("2026-11-28 peer addresses") { db in
+            try db.create(table: "peerAddress") { t in
+                t.primaryKey("address", .text)
+                t.column("addedAt", .integer).notNull()
+            }
+            try db.create(index: "chain_hash", on: "chain", columns: ["hash"])
+        }
         return m
     }
 }

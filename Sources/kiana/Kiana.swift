@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import KianaBench
 import KianaCore
+import KianaNet
 import KianaNode
 import KianaServer
 import KianaStore
@@ -16,7 +17,8 @@ struct Kiana: AsyncParsableCommand {
         commandName: "kiana",
         abstract: "KI_ana: a private, local-first AI assistant with a signed, replicated memory.",
         subcommands: [Init.self, Serve.self, Status.self, Remember.self, Forget.self, List.self, Show.self,
-                      Ledger.self, VoteCommand.self, Export.self, Import.self, Bench.self])
+                      Ledger.self, VoteCommand.self, Peers.self, Pair.self, Join.self, Discover.self,
+                      Export.self, Import.self, Bench.self])
 
     /// Files the node creates (database, exports, keys) are private to the user.
     static func main() async {
@@ -50,6 +52,7 @@ func errorLine(for error: any Error) -> String {
     case let e as KianaStoreError: return e.code == .database ? e.description : e.message
     case let e as KianaCoreError: return e.description
     case let e as KianaServerError: return e.message
+    case let e as KianaNetError: return e.message
     default: return "\(error)"
     }
 }
@@ -83,21 +86,37 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Address to listen on (default $KIANA_HOST or 127.0.0.1).") var host: String?
     @Option(help: "Port to listen on, 0 for any free port (default $KIANA_PORT or 8000).") var port: Int?
     @Option(help: "Bearer token required of clients (default $KIANA_TOKEN); needed off loopback.") var token: String?
+    @Option(name: .customLong("p2p-host"), help: "Address the device link listener binds (default $KIANA_P2P_HOST or 0.0.0.0).") var p2pHost: String?
+    @Option(name: .customLong("p2p-port"), help: "Port for device links, 0 for any free port (default $KIANA_P2P_PORT or 8470).") var p2pPort: Int?
+    @Option(help: "Multicast DNS discovery: on or off (default $KIANA_DISCOVERY or on).") var discovery: String?
+    @Option(name: .customLong("discovery-interface"), help: "Limit discovery to this network interface.") var discoveryInterface: String?
+    @Option(help: "A name for this device, shown to peers.") var name: String?
 
     func run() async throws {
         let env = ProcessInfo.processInfo.environment
         let http = HTTPConfig(host: host ?? env["KIANA_HOST"] ?? "127.0.0.1",
                               port: port ?? env["KIANA_PORT"].flatMap(Int.init) ?? 8000,
                               token: token ?? env["KIANA_TOKEN"])
-        guard (0...65535).contains(http.port) else {
-            FileHandle.standardError.write(Data("kiana: port must be between 0 and 65535\n".utf8))
+        var net = NetworkConfig()
+        net.host = p2pHost ?? env["KIANA_P2P_HOST"] ?? "0.0.0.0"
+        net.port = p2pPort ?? env["KIANA_P2P_PORT"].flatMap(Int.init) ?? 8470
+        net.discoveryInterface = discoveryInterface ?? env["KIANA_DISCOVERY_INTERFACE"]
+        net.name = name
+        let discoveryText = (discovery ?? env["KIANA_DISCOVERY"] ?? "on").lowercased()
+        guard (0...65535).contains(http.port), (0...65535).contains(net.port) else {
+            FileHandle.standardError.write(Data("kiana: ports must be between 0 and 65535\n".utf8))
             throw ExitCode(1)
         }
+        guard ["on", "off"].contains(discoveryText) else {
+            FileHandle.standardError.write(Data("kiana: --discovery must be on or off\n".utf8))
+            throw ExitCode(1)
+        }
+        net.discovery = discoveryText == "on"
         var logger = Logger(label: "kiana")
         logger.logLevel = env["KIANA_LOG_LEVEL"].flatMap(Logger.Level.init(rawValue:)) ?? .notice
         do {
-            try await NodeServer.run(directory: data.directory, http: http, logger: logger) { node, port in
-                FileHandle.standardOutput.write(Data("KI_ana node \(node.identity.deviceID) serving http://\(http.host):\(port) (Ctrl-C stops)\n".utf8))
+            try await NodeServer.run(directory: data.directory, http: http, network: net, logger: logger) { node, port, p2p in
+                FileHandle.standardOutput.write(Data("KI_ana node \(node.identity.deviceID) serving http://\(http.host):\(port), device links on port \(p2p) (Ctrl-C stops)\n".utf8))
             }
         } catch {
             FileHandle.standardError.write(Data(("kiana: " + errorLine(for: error) + "\n").utf8))

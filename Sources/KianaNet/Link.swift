@@ -1,0 +1,529 @@
+import Crypto
+import KianaCore
+import Logging
+import NIOCore
+import NIOPosix
+
+/// Settings of device links; the defaults suit a LAN.
+public struct LinkConfig: Sendable {
+    /// A peer must finish the preamble, handshake and hello within this time.
+    public var handshakeTimeout: Duration = .seconds(5)
+    /// Heartbeat period; a link whose heartbeat goes unanswered for `idleTimeout` is closed.
+    public var pingInterval: Duration = .seconds(2)
+    public var idleTimeout: Duration = .seconds(15)
+    /// Requests without an answer after this fail.
+    public var requestTimeout: Duration = .seconds(30)
+    /// Both directions rekey (Noise §11.3) after this many transport messages.
+    public var rekeyEvery: UInt64 = 1 << 16
+    public var maxMessage: Int = MessageDecoder.defaultMaxMessage
+    /// Requests a peer may have in flight on one link before it gets "busy" errors.
+    public var maxInFlight: Int = 32
+    /// Inbound connections (including handshakes) served at once.
+    public var maxConnections: Int = 64
+
+    public init() {}
+}
+
+/// What the handshake proved about the other side, for the admission decision.
+public struct LinkCandidate: Sendable {
+    public var identityKey: [UInt8]
+    public var mode: LinkPreamble.Mode
+    public var remoteAddress: String
+    public var deviceID: DeviceID { DeviceID(publicKey: identityKey) }
+}
+
+/// Admission: nil accepts, a reason refuses (it is logged, and the connection is dropped).
+public typealias LinkAdmission = @Sendable (LinkCandidate) async -> String?
+
+/// Answers a peer's request; nil means the type is unknown (the peer gets an `unknown-type` error).
+public typealias LinkRequestHandler = @Sendable (PeerLink, LinkMessage) async -> LinkReply?
+/// Handles a notification.
+public typealias LinkNotifyHandler = @Sendable (PeerLink, LinkMessage) async -> Void
+
+/// The answer to one request: a body, a stream of item bodies, or an error.
+public enum LinkReply: Sendable {
+    case body(CBOR)
+    case stream([CBOR])
+    case error(code: String, message: String)
+}
+
+/// Everything a link needs besides the socket.
+public struct LinkContext: Sendable {
+    public var identity: DeviceIdentity
+    /// This node's network ID; nil on a device that has not joined one (only pairing then).
+    public var network: [UInt8]?
+    public var config: LinkConfig
+    public var logger: Logger
+    /// Sent in `hello`: whatever the application wants the peer to know first (name, head).
+    public var helloInfo: @Sendable () async -> CBOR
+    public var admit: LinkAdmission
+    public var onRequest: LinkRequestHandler
+    public var onNotify: LinkNotifyHandler
+
+    public init(identity: DeviceIdentity, network: [UInt8]?, config: LinkConfig = LinkConfig(), logger: Logger,
+                helloInfo: @escaping @Sendable () async -> CBOR = { .map([:]) },
+                admit: @escaping LinkAdmission,
+                onRequest: @escaping LinkRequestHandler = { _, _ in nil },
+                onNotify: @escaping LinkNotifyHandler = { _, _ in }) {
+        self.identity = identity
+        self.network = network
+        self.config = config
+        self.logger = logger
+        self.helloInfo = helloInfo
+        self.admit = admit
+        self.onRequest = onRequest
+        self.onNotify = onNotify
+    }
+}
+
+/// An authenticated, encrypted link to one peer device. Send requests and notifications through
+/// it; answers arrive through the connection's reader.
+public actor PeerLink {
+    public nonisolated let remoteKey: [UInt8]
+    public nonisolated let mode: LinkPreamble.Mode
+    /// The Noise handshake hash: the channel binding (pairing codes derive from it).
+    public nonisolated let handshakeHash: [UInt8]
+    public nonisolated let remoteAddress: String
+    public nonisolated let initiatedLocally: Bool
+    /// The peer's `hello` body and the negotiated protocol version.
+    public nonisolated let peerHello: CBOR
+    public nonisolated let version: UInt64
+    nonisolated let channel: any Channel
+    let outbound: NIOAsyncChannelOutboundWriter<ByteBuffer>
+    let config: LinkConfig
+    var sendCipher: NoiseCipher
+    var sent: UInt64 = 0
+    var nextID: UInt64 = 1
+    var expected: Set<UInt64> = []
+    var waiting: [UInt64: CheckedContinuation<[CBOR], any Error>] = [:]
+    var results: [UInt64: Result<[CBOR], KianaNetError>] = [:]
+    var streams: [UInt64: [CBOR]] = [:]
+    var closedError: KianaNetError?
+    var inFlight = 0
+    /// The last heartbeat round-trip time.
+    public private(set) var rtt: Duration?
+    public private(set) var lastHeard: ContinuousClock.Instant = .now
+
+    init(remoteKey: [UInt8], mode: LinkPreamble.Mode, handshakeHash: [UInt8], remoteAddress: String, initiatedLocally: Bool,
+         peerHello: CBOR, version: UInt64, channel: any Channel, outbound: NIOAsyncChannelOutboundWriter<ByteBuffer>,
+         config: LinkConfig, sendCipher: NoiseCipher, sent: UInt64) {
+        self.remoteKey = remoteKey
+        self.mode = mode
+        self.handshakeHash = handshakeHash
+        self.remoteAddress = remoteAddress
+        self.initiatedLocally = initiatedLocally
+        self.peerHello = peerHello
+        self.version = version
+        self.channel = channel
+        self.outbound = outbound
+        self.config = config
+        self.sendCipher = sendCipher
+        self.sent = sent
+    }
+
+    public nonisolated var deviceID: DeviceID { DeviceID(publicKey: remoteKey) }
+
+    /// Sends one message (encrypted, framed, rekeying on schedule).
+    public func send(_ message: LinkMessage) async throws(KianaNetError) {
+        if let closedError { throw closedError }
+        let bytes = try Link.seal(message.encoded, cipher: &sendCipher, sent: &sent, config: config)
+        do {
+            try await outbound.write(ByteBuffer(bytes: bytes))
+        } catch {
+            throw KianaNetError(.init("closed"), "link to \(deviceID) is closed", cause: error)
+        }
+    }
+
+    /// Sends a request and waits for its response body.
+    public func request(_ type: String, _ body: CBOR = .map([:]), timeout: Duration? = nil) async throws(KianaNetError) -> CBOR {
+        let items = try await exchange(type, body, timeout: timeout)
+        return items.last ?? .null
+    }
+
+    /// Sends a request whose answer is a stream and returns all its items.
+    public func requestStream(_ type: String, _ body: CBOR = .map([:]), timeout: Duration? = nil) async throws(KianaNetError) -> [CBOR] {
+        try await exchange(type, body, timeout: timeout)
+    }
+
+    func exchange(_ type: String, _ body: CBOR, timeout: Duration?) async throws(KianaNetError) -> [CBOR] {
+        if let closedError { throw closedError }
+        let id = nextID
+        nextID += 1
+        expected.insert(id)
+        do {
+            try await send(LinkMessage(kind: .request, type: type, id: id, version: version, body: body))
+        } catch {
+            expected.remove(id)
+            throw error
+        }
+        let limit = timeout ?? config.requestTimeout
+        let timedOut = KianaNetError(.init("timeout"), "\(type) request to \(deviceID) timed out")
+        do {
+            return try await withThrowingTaskGroup(of: [CBOR]?.self) { group in
+                group.addTask { try await self.result(of: id) }
+                group.addTask {
+                    try? await Task.sleep(for: limit)
+                    await self.finish(id, .failure(timedOut))
+                    return nil
+                }
+                while let r = try await group.next() {
+                    if let r { group.cancelAll(); return r }
+                }
+                throw timedOut
+            }
+        } catch let e as KianaNetError {
+            throw e
+        } catch {
+            throw KianaNetError(.init("closed"), "\(type) request failed", cause: error)
+        }
+    }
+
+    func result(of id: UInt64) async throws -> [CBOR] {
+        try await withCheckedThrowingContinuation { c in
+            if let r = results.removeValue(forKey: id) {
+                c.resume(with: r.mapError { $0 as any Error })
+            } else if expected.contains(id) {
+                waiting[id] = c
+            } else {
+                c.resume(throwing: KianaNetError(.init("closed"), "request \(id) already finished"))
+            }
+        }
+    }
+
+    func finish(_ id: UInt64, _ result: Result<[CBOR], KianaNetError>) {
+        guard expected.remove(id) != nil else { return }
+        streams[id] = nil
+        if let c = waiting.removeValue(forKey: id) {
+            c.resume(with: result.mapError { $0 as any Error })
+        } else {
+            results[id] = result
+        }
+    }
+
+    /// Routes an answer from the peer to the request waiting for it.
+    func deliver(_ m: LinkMessage) {
+        lastHeard = .now
+        guard expected.contains(m.id) else { return }  // late or unsolicited: ignored
+        switch m.kind {
+        case .response: finish(m.id, .success((streams[m.id] ?? []) + [m.body]))
+        case .item:
+            streams[m.id, default: []].append(m.body)
+        case .end: finish(m.id, .success(streams[m.id] ?? []))
+        case .error:
+            let fields = (try? m.body.mapValue("error")) ?? [:]
+            let code = (try? fields[.text("code")]?.textValue("code")) ?? "error"
+            let text = (try? fields[.text("message")]?.textValue("message")) ?? "request failed"
+            finish(m.id, .failure(KianaNetError(.init("remote-\(code)"), "peer \(deviceID): \(text)")))
+        default: break
+        }
+    }
+
+    func heard() { lastHeard = .now }
+
+    func setRTT(_ d: Duration) { rtt = d }
+
+    func beginRequest() -> Bool {
+        guard inFlight < config.maxInFlight else { return false }
+        inFlight += 1
+        return true
+    }
+
+    func endRequest() { inFlight -= 1 }
+
+    /// Fails everything still waiting; called when the connection ends.
+    func shut(_ error: KianaNetError) {
+        closedError = error
+        for id in expected { finish(id, .failure(error)) }
+    }
+
+    /// Closes the connection.
+    public nonisolated func close() {
+        channel.close(promise: nil)
+    }
+}
+
+/// Establishing and running links over NIO TCP channels.
+public enum Link {
+    static func fail(_ code: String, _ why: String) -> KianaNetError { KianaNetError(.init(code), why) }
+
+    static func timeAmount(_ d: Duration) -> TimeAmount {
+        .nanoseconds(d.components.seconds * 1_000_000_000 + d.components.attoseconds / 1_000_000_000)
+    }
+
+    /// Encrypts and frames one link message (it may span several Noise messages).
+    static func seal(_ message: [UInt8], cipher: inout NoiseCipher, sent: inout UInt64, config: LinkConfig) throws(KianaNetError) -> [UInt8] {
+        var out: [UInt8] = []
+        for piece in try MessageDecoder.encode(message, maxMessage: config.maxMessage) {
+            out += try FrameDecoder.encode(try cipher.encrypt(piece))
+            sent += 1
+            if sent % config.rekeyEvery == 0 { cipher.rekey() }
+        }
+        return out
+    }
+
+    /// Wraps an accepted or connected TCP channel for the async link runner.
+    public static func wrap(_ channel: any Channel) -> EventLoopFuture<NIOAsyncChannel<ByteBuffer, ByteBuffer>> {
+        channel.eventLoop.makeCompletedFuture {
+            try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel)
+        }
+    }
+
+    /// Runs one connection: preamble, Noise XX handshake, identity binding, admission, hello
+    /// and version negotiation; then `body` runs with the link while this task reads and
+    /// dispatches messages. Returns `body`'s result; the connection is closed afterwards.
+    ///
+    /// - Parameter dial: the preamble to send when this side initiated, nil when it accepted.
+    public static func run<T: Sendable>(_ channel: NIOAsyncChannel<ByteBuffer, ByteBuffer>, dial: LinkPreamble?, context: LinkContext,
+                                        body: @escaping @Sendable (PeerLink) async throws -> T) async throws -> T {
+        let remote = channel.channel.remoteAddress.map { "\($0.ipAddress ?? "?"):\($0.port ?? 0)" } ?? "?"
+        let raw = channel.channel
+        let deadline = raw.eventLoop.scheduleTask(in: timeAmount(context.config.handshakeTimeout)) {
+            raw.close(promise: nil)
+        }
+        defer { deadline.cancel() }
+        return try await channel.executeThenClose { inbound, outbound in
+            var reader = Reader(iterator: inbound.makeAsyncIterator(), decoder: MessageDecoder(maxMessage: context.config.maxMessage))
+            let established: Established
+            do {
+                established = try await handshake(&reader, outbound: outbound, dial: dial, context: context, remote: remote, deadline: deadline)
+            } catch {
+                context.logger.info("peer refused", metadata: ["peer": .string(remote), "reason": .string("\(error)")])
+                throw error
+            }
+            let link = PeerLink(remoteKey: established.remoteKey, mode: established.mode, handshakeHash: established.hash,
+                                remoteAddress: remote, initiatedLocally: dial != nil, peerHello: established.hello,
+                                version: established.version, channel: raw, outbound: outbound, config: context.config,
+                                sendCipher: established.send, sent: established.sent)
+            context.logger.debug("link up", metadata: ["peer": .string(link.deviceID.description), "address": .string(remote)])
+            return try await withThrowingTaskGroup(of: T?.self) { group in
+                group.addTask {
+                    defer { link.close() }
+                    return try await body(link)
+                }
+                group.addTask {
+                    try await heartbeat(link, context: context)
+                    return nil
+                }
+                var readError: KianaNetError = fail("closed", "link to \(link.deviceID) closed")
+                do {
+                    try await readLoop(&reader, link: link, context: context, group: &group)
+                } catch let e as KianaNetError {
+                    readError = e
+                    context.logger.info("link dropped", metadata: ["peer": .string(link.deviceID.description), "reason": .string(e.message)])
+                } catch {}
+                await link.shut(readError)
+                group.cancelAll()
+                var result: T?
+                var bodyError: (any Error)?
+                while !group.isEmpty {
+                    do {
+                        if let r = try await group.next(), let r { result = r }
+                    } catch {
+                        if bodyError == nil, !(error is CancellationError) { bodyError = error }
+                    }
+                }
+                if let result { return result }
+                throw bodyError ?? readError
+            }
+        }
+    }
+
+    struct Established {
+        var remoteKey: [UInt8]
+        var mode: LinkPreamble.Mode
+        var hash: [UInt8]
+        var hello: CBOR
+        var version: UInt64
+        var send: NoiseCipher
+        var sent: UInt64
+    }
+
+    /// Buffered reading of frames and, after the handshake, of decrypted link messages.
+    struct Reader {
+        var iterator: NIOAsyncChannelInboundStream<ByteBuffer>.AsyncIterator
+        var frames = FrameDecoder()
+        var decoder: MessageDecoder
+        var raw: [UInt8] = []
+        var receive: NoiseCipher?
+        var received: UInt64 = 0
+
+        mutating func fill() async throws(KianaNetError) {
+            let next: ByteBuffer?
+            do { next = try await iterator.next() } catch { throw Link.fail("closed", "connection failed: \(error)") }
+            guard var buf = next else { throw Link.fail("closed", "connection closed by peer") }
+            let bytes = buf.readBytes(length: buf.readableBytes) ?? []
+            frames.append(bytes)
+        }
+
+        /// Exactly `n` unframed bytes (the preamble).
+        mutating func rawBytes(_ n: Int) async throws(KianaNetError) -> [UInt8] {
+            while frames.pendingCount < n { try await fill() }
+            let all = Array(frames.buffer[frames.start...])
+            frames = FrameDecoder()
+            frames.append(all.dropFirst(n))
+            return Array(all.prefix(n))
+        }
+
+        mutating func frame() async throws(KianaNetError) -> [UInt8] {
+            while true {
+                if let f = try frames.next() { return f }
+                try await fill()
+            }
+        }
+
+        /// The next link message (decrypting frames and rekeying on schedule).
+        mutating func message(config: LinkConfig) async throws(KianaNetError) -> [UInt8] {
+            while true {
+                if let m = try decoder.next() { return m }
+                let f = try await frame()
+                decoder.append(try receive!.decrypt(f))
+                received += 1
+                if received % config.rekeyEvery == 0 { receive!.rekey() }
+            }
+        }
+    }
+
+    static func handshake(_ reader: inout Reader, outbound: NIOAsyncChannelOutboundWriter<ByteBuffer>, dial: LinkPreamble?,
+                          context: LinkContext, remote: String, deadline: Scheduled<Void>) async throws -> Established {
+        let preamble: LinkPreamble
+        if let dial {
+            preamble = dial
+            try await outbound.write(ByteBuffer(bytes: dial.encoded))
+        } else {
+            preamble = try LinkPreamble(decoding: try await reader.rawBytes(LinkPreamble.size))
+            switch preamble.mode {
+            case .member:
+                guard let net = context.network else { throw fail("network", "this device has not joined a network yet") }
+                guard preamble.networkTag == LinkPreamble.tag(net) else { throw fail("network", "peer belongs to another network") }
+            case .pairing:
+                guard context.network != nil else { throw fail("network", "this device has no network to pair into") }
+                // Turn joiners away before any cryptography when no window is open.
+                let early = LinkCandidate(identityKey: [], mode: .pairing, remoteAddress: remote)
+                if let reason = await context.admit(early) { throw fail("refused", "pairing refused: \(reason)") }
+            }
+        }
+        let prologue = preamble.prologue(network: context.network)
+        let staticKey = context.identity.transportKey
+        let payload = HandshakeIdentity.payload(for: context.identity)
+        var hs = NoiseHandshake(role: dial != nil ? .initiator : .responder, staticKey: staticKey, prologue: prologue)
+        var remoteKey: [UInt8] = []
+        func admit(_ key: [UInt8]) async throws {
+            let candidate = LinkCandidate(identityKey: key, mode: preamble.mode, remoteAddress: remote)
+            if let reason = await context.admit(candidate) {
+                throw fail("refused", "\(candidate.deviceID) refused: \(reason)")
+            }
+        }
+        if dial != nil {
+            try await outbound.write(ByteBuffer(bytes: try FrameDecoder.encode(try hs.writeMessage())))
+            let p2 = try hs.readMessage(try await reader.frame())
+            remoteKey = try HandshakeIdentity.verify(p2, remoteStatic: hs.remoteStatic!)
+            try await admit(remoteKey)
+            try await outbound.write(ByteBuffer(bytes: try FrameDecoder.encode(try hs.writeMessage(payload))))
+        } else {
+            _ = try hs.readMessage(try await reader.frame())
+            try await outbound.write(ByteBuffer(bytes: try FrameDecoder.encode(try hs.writeMessage(payload))))
+            let p3 = try hs.readMessage(try await reader.frame())
+            remoteKey = try HandshakeIdentity.verify(p3, remoteStatic: hs.remoteStatic!)
+            try await admit(remoteKey)
+        }
+        guard remoteKey != context.identity.publicKey else { throw fail("refused", "connected to itself") }
+        var (send, receive) = try hs.split()
+        reader.receive = receive
+        // hello: each side states its versions; the highest common one is used.
+        var sent: UInt64 = 0
+        let hello = LinkMessage(kind: .notify, type: "hello", body: .map([
+            "versions": .array(LinkMessage.supportedVersions.map { .unsigned($0) }),
+            "info": await context.helloInfo(),
+        ]))
+        try await outbound.write(ByteBuffer(bytes: try seal(hello.encoded, cipher: &send, sent: &sent, config: context.config)))
+        let first = try LinkMessage.decode(try await reader.message(config: context.config))
+        guard case .message(let peerHello) = first, peerHello.kind == .notify, peerHello.type == "hello" else {
+            throw fail("protocol", "peer did not start with hello")
+        }
+        let theirs: [UInt64]
+        let info: CBOR
+        do throws(KianaCoreError) {
+            let m = try peerHello.body.mapValue("hello")
+            theirs = try m.required("versions", in: "hello").arrayValue("versions").prefix(16).map { v throws(KianaCoreError) in try v.uintValue("version") }
+            info = m[.text("info")] ?? .map([:])
+        } catch {
+            throw fail("protocol", "malformed hello: \(error.message)")
+        }
+        guard let version = Set(theirs).intersection(LinkMessage.supportedVersions).max() else {
+            let reject = LinkMessage(kind: .notify, type: "bye", body: .map(["reason": "no common protocol version"]))
+            try? await outbound.write(ByteBuffer(bytes: try seal(reject.encoded, cipher: &send, sent: &sent, config: context.config)))
+            throw fail("version", "no common protocol version (peer speaks \(theirs), we speak \(LinkMessage.supportedVersions))")
+        }
+        deadline.cancel()
+        return Established(remoteKey: remoteKey, mode: preamble.mode, hash: hs.handshakeHash, hello: info, version: version, send: send, sent: sent)
+    }
+
+    static func readLoop<T>(_ reader: inout Reader, link: PeerLink, context: LinkContext, group: inout ThrowingTaskGroup<T?, any Error>) async throws {
+        while true {
+            let bytes = try await reader.message(config: context.config)
+            await link.heard()
+            let decoded = try LinkMessage.decode(bytes)
+            switch decoded {
+            case .unknownKind(let id, let kind):
+                try await link.send(LinkMessage.error(to: id, type: "unknown", code: "unknown-kind", "unknown message kind \(kind)"))
+            case .message(let m):
+                switch m.kind {
+                case .request:
+                    if m.type == "ping" {
+                        try await link.send(LinkMessage(kind: .response, type: "ping", id: m.id, version: link.version))
+                        continue
+                    }
+                    guard await link.beginRequest() else {
+                        try await link.send(LinkMessage.error(to: m.id, type: m.type, code: "busy", "too many requests in flight"))
+                        continue
+                    }
+                    group.addTask {
+                        let reply = await context.onRequest(link, m)
+                        do throws(KianaNetError) {
+                            switch reply {
+                            case nil:
+                                try await link.send(LinkMessage.error(to: m.id, type: m.type, code: "unknown-type", "unknown request type \(m.type)"))
+                            case .body(let b):
+                                try await link.send(LinkMessage(kind: .response, type: m.type, id: m.id, version: link.version, body: b))
+                            case .stream(let items):
+                                for item in items {
+                                    try await link.send(LinkMessage(kind: .item, type: m.type, id: m.id, version: link.version, body: item))
+                                }
+                                try await link.send(LinkMessage(kind: .end, type: m.type, id: m.id, version: link.version))
+                            case .error(let code, let message):
+                                try await link.send(LinkMessage.error(to: m.id, type: m.type, code: code, message))
+                            }
+                        } catch {}
+                        await link.endRequest()
+                        return nil
+                    }
+                case .notify:
+                    if m.type == "bye" { return }
+                    group.addTask {
+                        await context.onNotify(link, m)
+                        return nil
+                    }
+                default:
+                    await link.deliver(m)
+                }
+            }
+        }
+    }
+
+    /// Sends a ping every `pingInterval`; records the RTT and closes a link that stays silent.
+    static func heartbeat(_ link: PeerLink, context: LinkContext) async throws {
+        let clock = ContinuousClock()
+        while !Task.isCancelled {
+            try await Task.sleep(for: context.config.pingInterval)
+            let start = clock.now
+            do {
+                _ = try await link.request("ping", timeout: context.config.idleTimeout)
+                await link.setRTT(clock.now - start)
+            } catch {
+                context.logger.info("link silent, closing", metadata: ["peer": .string(link.deviceID.description)])
+                link.close()
+                return
+            }
+        }
+    }
+}

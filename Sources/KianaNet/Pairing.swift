@@ -1,0 +1,86 @@
+import Foundation
+import KianaCore
+import Logging
+import NIOCore
+import NIOPosix
+
+/// The joining side of pairing: a device without a network connects to an authority whose
+/// pairing window is open, shows the code both sides derive from the handshake, waits for the
+/// owner to confirm it on the authority, and receives the ledger.
+public enum Pairing {
+    public struct Joined: Sendable {
+        public var network: [UInt8]
+        public var blocks: [Block]
+        /// Whether the vote already passed (false while more authorities must vote).
+        public var member: Bool
+        public var authorities: Int
+        public var authorityDevice: DeviceID
+    }
+
+    /// Runs the join. `onCode` is called with the code and the authority's device ID as soon as
+    /// the handshake completes. Throws if the owner refuses, the codes differ, or time runs out.
+    public static func join(address: String, identity: DeviceIdentity, name: String?, wait: Duration = .seconds(300),
+                            config: LinkConfig = LinkConfig(), logger: Logger,
+                            group: MultiThreadedEventLoopGroup = .singleton,
+                            onCode: @escaping @Sendable (String, DeviceID) -> Void) async throws -> Joined {
+        let (host, port) = try PeerNetwork.parse(address)
+        let channel: NIOAsyncChannel<ByteBuffer, ByteBuffer>
+        do {
+            channel = try await ClientBootstrap(group: group)
+                .connectTimeout(.seconds(5))
+                .connect(host: host, port: port) { Link.wrap($0) }
+        } catch {
+            throw KianaNetError(.init("connect"), "cannot reach \(address): \(error)")
+        }
+        var config = config
+        config.requestTimeout = wait
+        let context = LinkContext(identity: identity, network: nil, config: config, logger: logger,
+                                  helloInfo: { name.map { .map(["name": .text($0)]) } ?? .map([:]) },
+                                  admit: { _ in nil })  // the code comparison authenticates the authority
+        let shown = ShownFlag()
+        do {
+            return try await run(channel, context: context, name: name, wait: wait, shown: shown, onCode: onCode)
+        } catch let e as KianaNetError where e.code.name == "closed" && !shown.value {
+            throw KianaNetError(.init("pairing"), "\(address) closed the connection during the handshake: no pairing window is open there (run `kiana pair` on the authority)")
+        }
+    }
+
+    static func run(_ channel: NIOAsyncChannel<ByteBuffer, ByteBuffer>, context: LinkContext, name: String?, wait: Duration,
+                    shown: ShownFlag, onCode: @escaping @Sendable (String, DeviceID) -> Void) async throws -> Joined {
+        try await Link.run(channel, dial: LinkPreamble(mode: .pairing, network: nil), context: context) { link in
+            shown.set()
+            onCode(PairingCode.code(handshakeHash: link.handshakeHash), link.deviceID)
+            var body: [CBOR: CBOR] = [:]
+            if let name { body["name"] = .text(name) }
+            let answer: [CBOR: CBOR]
+            do {
+                answer = try await link.request("pair.request", .map(body), timeout: wait).mapValue("pairing answer")
+            } catch let e as KianaNetError where e.code.name == "remote-rejected" {
+                throw KianaNetError(.init("pairing"), "the pairing was refused: the owner did not confirm this code on the authority")
+            }
+            let network = try answer.required("network", in: "pairing answer").bytesValue("network", count: 32)
+            let member: Bool = { if case .bool(let b)? = answer[.text("member")] { return b }; return false }()
+            let authorities = Int((try? answer.required("authorities", in: "pairing answer").uintValue("authorities")) ?? 0)
+            var blocks: [Block] = []
+            while true {
+                let locator: [CBOR] = blocks.last.map { [.bytes($0.hash)] } ?? []
+                let items = try await link.requestStream("blocks", .map(["locator": .array(locator)]), timeout: .seconds(60))
+                let batch = try items.map { try Block(decoding: try $0.bytesValue("block")) }
+                blocks += batch
+                if batch.count < PeerNetwork.blocksPerRequest { break }
+            }
+            guard let genesis = blocks.first, genesis.height == 0, genesis.hash == network else {
+                throw KianaNetError(.init("pairing"), "the authority sent a ledger that does not start with its network's genesis")
+            }
+            return Joined(network: network, blocks: blocks, member: member, authorities: authorities, authorityDevice: link.deviceID)
+        }
+    }
+}
+
+/// Whether the code was shown (the handshake completed).
+final class ShownFlag: @unchecked Sendable {
+    private let lock = NSLock()
+    private var shown = false
+    var value: Bool { lock.lock(); defer { lock.unlock() }; return shown }
+    func set() { lock.lock(); shown = true; lock.unlock() }
+}

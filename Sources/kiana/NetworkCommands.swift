@@ -1,0 +1,227 @@
+import ArgumentParser
+import Foundation
+import KianaCore
+import KianaNet
+import KianaNode
+import Logging
+
+/// Runs an async command body; any error becomes one line on stderr and exit code 1.
+func performAsync(_ body: () async throws -> Void) async throws {
+    do {
+        try await body()
+    } catch let e as ExitCode {
+        throw e
+    } catch {
+        FileHandle.standardError.write(Data(("kiana: " + errorLine(for: error) + "\n").utf8))
+        throw ExitCode(1)
+    }
+}
+
+func say(_ line: String) {
+    FileHandle.standardOutput.write(Data((line + "\n").utf8))
+}
+
+func commandLogger() -> Logger {
+    var logger = Logger(label: "kiana")
+    logger.logLevel = ProcessInfo.processInfo.environment["KIANA_LOG_LEVEL"].flatMap(Logger.Level.init(rawValue:)) ?? .warning
+    return logger
+}
+
+struct Peers: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "List discovered, connected and member devices (asks the running node).",
+        subcommands: [PeersList.self, PeersAdd.self], defaultSubcommand: PeersList.self)
+}
+
+struct PeersList: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "list", abstract: "List peers with address, RTT and state.")
+    @OptionGroup var data: DataOptions
+    @Flag(help: "Print JSON.") var json = false
+
+    func run() throws {
+        try perform {
+            let peers = try NodeControl.connect(data.directory).peers()
+            if json {
+                let enc = JSONEncoder()
+                enc.outputFormatting = [.prettyPrinted, .sortedKeys]
+                say(String(decoding: try enc.encode(peers), as: UTF8.self))
+                return
+            }
+            if peers.isEmpty { say("No peers yet. Devices on this network appear by themselves; add one with `kiana peers add HOST:PORT`."); return }
+            func pad(_ s: String, _ n: Int) -> String { s.count >= n ? s + " " : s + String(repeating: " ", count: n - s.count) }
+            say(pad("DEVICE", 22) + pad("STATE", 11) + pad("MEMBER", 7) + pad("ADDRESS", 22) + pad("RTT", 9) + "SOURCE")
+            for p in peers {
+                let rtt = p.rttMillis.map { String(format: "%.1f ms", $0) } ?? "-"
+                say(pad(p.device ?? "?", 22) + pad(p.state, 11) + pad(p.member ? "yes" : "no", 7) + pad(p.address ?? "-", 22) + pad(rtt, 9) + p.source + (p.name.map { " (\($0))" } ?? ""))
+            }
+        }
+    }
+}
+
+struct PeersAdd: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "add", abstract: "Add a peer by address where multicast discovery does not reach.")
+    @OptionGroup var data: DataOptions
+    @Argument(help: "HOST:PORT of the other device's link listener.") var address: String
+
+    func run() throws {
+        try perform {
+            do throws(KianaNetError) { _ = try PeerNetwork.parse(address) } catch { throw KianaNodeError(.invalidInput, error.message) }
+            let node = try Node.open(directory: data.directory)
+            let added = try node.store.addPeerAddress(address, now: currentMillis())
+            say(added ? "Added \(address); the node dials it within seconds." : "\(address) was already known.")
+        }
+    }
+}
+
+struct Pair: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Let a new device join: opens a pairing window on the running node and confirms the code.",
+        discussion: """
+            Run `kiana join HOST:PORT` on the new device. It shows a six-digit code; type that code here.
+            Only if it matches the code this device derived from the same encrypted handshake is an
+            add-authority vote written. A wrong code, or none, leaves nothing behind.
+            """)
+    @OptionGroup var data: DataOptions
+    @Option(help: "How long the window stays open, in seconds.") var timeout: Int = 120
+    @Option(help: "The code the new device shows (skips the prompt, for scripts).") var code: String?
+
+    func run() throws {
+        try perform {
+            guard (1...3600).contains(timeout) else { throw KianaNodeError(.invalidInput, "--timeout must be 1...3600 seconds") }
+            let control = try NodeControl.connect(data.directory)
+            let port = try control.openPairing(seconds: timeout)
+            defer { control.closePairing() }
+            say("Pairing window open for \(timeout) s. On the new device run:")
+            let hosts = ["0.0.0.0", "::", ""].contains(control.p2pHost) ? Self.localAddresses() : [control.p2pHost]
+            for a in hosts { say("  kiana join \(a):\(port ?? control.p2pPort)") }
+            let deadline = Date().addingTimeInterval(Double(timeout))
+            while Date() < deadline {
+                let (open, requests) = try control.pendingPairings()
+                guard open else { break }
+                guard let r = requests.first else { usleep(200_000); continue }
+                say("Device \(r.device)\(r.name.map { " (\($0))" } ?? "") at \(r.address) asks to join.")
+                let typed: String
+                if let code {
+                    typed = code
+                } else {
+                    FileHandle.standardOutput.write(Data("Type the code the new device shows (Enter refuses): ".utf8))
+                    typed = readLine() ?? ""
+                }
+                let c = try control.confirmPairing(device: r.device, code: typed)
+                guard c.accepted else {
+                    say("The codes do not match: the request was refused and nothing was written.")
+                    throw ExitCode(1)
+                }
+                if c.member {
+                    say("Codes match. Voted to add \(c.device); the vote passed and it is now an authority (\(c.authorities) in all).")
+                } else {
+                    say("Codes match. Voted to add \(c.device) (\(c.votesFor) vote(s); more than half of the \(c.authorities) authorities must agree).")
+                    say("On another authority run: kiana vote add \(c.key)")
+                }
+                return
+            }
+            say("The pairing window closed without a request.")
+            throw ExitCode(1)
+        }
+    }
+
+    /// Non-loopback IPv4 addresses to show in the join hint (loopback if there are none).
+    static func localAddresses() -> [String] {
+        var out: [String] = []
+        var ifap: UnsafeMutablePointer<ifaddrs>?
+        if getifaddrs(&ifap) == 0, let first = ifap {
+            var p: UnsafeMutablePointer<ifaddrs>? = first
+            while let cur = p {
+                if let sa = cur.pointee.ifa_addr, sa.pointee.sa_family == sa_family_t(AF_INET) {
+                    var host = [CChar](repeating: 0, count: Int(NI_MAXHOST))
+                    if getnameinfo(sa, socklen_t(MemoryLayout<sockaddr_in>.size), &host, socklen_t(host.count), nil, 0, NI_NUMERICHOST) == 0 {
+                        let s = String(decoding: host.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+                        if !s.hasPrefix("127.") { out.append(s) }
+                    }
+                }
+                p = cur.pointee.ifa_next
+            }
+            freeifaddrs(first)
+        }
+        return out.isEmpty ? ["127.0.0.1"] : out
+    }
+}
+
+struct Join: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Join an owner's network from a new device (the authority runs `kiana pair`).")
+    @OptionGroup var data: DataOptions
+    @Argument(help: "HOST:PORT of the authority's device link listener (`kiana pair` prints it).") var address: String
+    @Option(help: "A name for this device.") var name: String?
+    @Option(help: "Seconds to wait for the owner to confirm.") var timeout: Int = 300
+
+    func run() async throws {
+        try await performAsync {
+            guard (1...3600).contains(timeout) else { throw KianaNodeError(.invalidInput, "--timeout must be 1...3600 seconds") }
+            do throws(KianaNetError) { _ = try PeerNetwork.parse(address) } catch { throw KianaNodeError(.invalidInput, error.message) }
+            let (node, joined) = try await Node.join(directory: data.directory, address: address, name: name,
+                                                     wait: .seconds(timeout), logger: commandLogger()) { code, authority in
+                say("Pairing code: \(code)")
+                say("Type this code on the authority \(authority) (in `kiana pair`) to confirm.")
+            }
+            say("Joined network \(Hex.encode(joined.network.prefix(8)))… as device \(node.identity.deviceID) (\(joined.blocks.count) blocks received).")
+            if joined.member {
+                say("This device is now an authority. Start it with `kiana serve`.")
+            } else {
+                say("The vote is not complete yet: more than half of the \(joined.authorities) authorities must vote to add this device.")
+                say("Identity key for `kiana vote add`: \(Hex.encode(node.identity.publicKey))")
+            }
+        }
+    }
+}
+
+struct Discover: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Browse the local network for KI_ana devices (multicast DNS, _kiana._tcp).")
+    @Option(help: "Network interface to browse on (default: all multicast interfaces).") var interface: String?
+    @Option(help: "Seconds to browse.") var timeout: Double = 3
+    @Flag(help: "Print one JSON object per event, with the time since start in ms.") var json = false
+
+    func run() async throws {
+        try await performAsync {
+            guard timeout > 0, timeout <= 3600 else { throw KianaNodeError(.invalidInput, "--timeout must be 0...3600 seconds") }
+            let mdns = MDNSDiscovery(interface: interface, logger: commandLogger())
+            let start = ContinuousClock.now
+            let jsonOut = json
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask {
+                    try await mdns.run(announce: nil) { event in
+                        let ms = (ContinuousClock.now - start) / .milliseconds(1)
+                        switch event {
+                        case .resolved(let s):
+                            if jsonOut {
+                                let txt = s.txt.sorted { $0.key < $1.key }.map { "\"\(Self.esc($0.key))\":\"\(Self.esc($0.value))\"" }.joined(separator: ",")
+                                let addrs = s.addresses.map { "\"\($0)\"" }.joined(separator: ",")
+                                say("{\"event\":\"resolved\",\"instance\":\"\(Self.esc(s.instance))\",\"host\":\"\(Self.esc(s.host))\",\"port\":\(s.port),\"addresses\":[\(addrs)],\"txt\":{\(txt)},\"ms\":\(String(format: "%.1f", ms))}")
+                            } else {
+                                say("\(s.instance)  \(s.addresses.joined(separator: ",")):\(s.port)  \(s.txt["id"] ?? "")  (\(String(format: "%.0f", ms)) ms)")
+                            }
+                        case .removed(let instance):
+                            say(jsonOut ? "{\"event\":\"removed\",\"instance\":\"\(Self.esc(instance))\",\"ms\":\(String(format: "%.1f", ms))}" : "\(instance) left")
+                        }
+                    }
+                }
+                try await Task.sleep(for: .milliseconds(Int(timeout * 1000)))
+                group.cancelAll()
+            }
+        }
+    }
+
+    static func esc(_ s: String) -> String {
+        var out = ""
+        for u in s.unicodeScalars {
+            switch u {
+            case "\"": out += "\\\""
+            case "\\": out += "\\\\"
+            case _ where u.value < 0x20: out += String(format: "\\u%04x", u.value)
+            default: out.unicodeScalars.append(u)
+            }
+        }
+        return out
+    }
+}
