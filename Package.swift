@@ -71,7 +71,12 @@ let package = Package(
             "KianaCore", "KianaTestSupport",
             .product(name: "PropertyBased", package: "swift-property-based"),
         ]),
-        .testTarget(name: "KianaNetTests", dependencies: ["KianaNet", "KianaCore", "KianaTestSupport"]),
+        .testTarget(name: "KianaNetTests", dependencies: [
+            "KianaNet", "KianaCore", "KianaTestSupport",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
         .testTarget(name: "KianaStoreTests", dependencies: ["KianaStore", "KianaCore", .product(name: "GRDB", package: "GRDB.swift")]),
         .testTarget(name: "KianaNodeTests", dependencies: ["KianaNode", "KianaCore", "KianaStore", "KianaTestSupport", "kiana"]),
     ],

@@ -192,7 +192,8 @@ public struct MDNSDiscovery: Sendable {
     static func query(state: MDNSState, send: @Sendable (DNSMessage) async -> Void,
                       onEvent: @Sendable (MDNSEvent) async -> Void) async {
         var interval = 1.0
-        var nextQuery = now()
+        // §5.2: the first query goes out after a random 20-120 ms.
+        var nextQuery = now() + Double.random(in: 0.02...0.12)
         while !Task.isCancelled {
             let t = now()
             if t >= nextQuery {

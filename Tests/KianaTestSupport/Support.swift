@@ -81,3 +81,124 @@ public func kiana(_ args: [String], input: Data? = nil) throws -> (status: Int32
     let r = try runProcess(kianaBinary(), args, input: input)
     return (r.status, String(decoding: r.out, as: UTF8.self), String(decoding: r.err, as: UTF8.self))
 }
+
+/// A child process whose stdout lines arrive as they are written (stderr is merged into a log
+/// kept for failure messages). Used for servers and interactive commands under test.
+public final class ChildProcess: @unchecked Sendable {
+    public let process = Process()
+    let stdinPipe = Pipe(), stdoutPipe = Pipe()
+    let lock = NSLock()
+    var lines: [String] = []
+    var finished = false
+    var waiters: [(Int, CheckedContinuation<String?, Never>)] = []
+    var consumed = 0
+
+    public init(_ executable: String, _ args: [String], environment: [String: String]? = nil) throws {
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = args
+        if let environment { process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 } }
+        process.standardInput = stdinPipe
+        process.standardOutput = stdoutPipe
+        process.standardError = stdoutPipe
+        try process.run()
+        let handle = stdoutPipe.fileHandleForReading
+        let reader = Thread { [self] in
+            var pending = Data()
+            while true {
+                let chunk = handle.availableData
+                if chunk.isEmpty { break }
+                pending += chunk
+                while let nl = pending.firstIndex(of: 10) {
+                    let line = String(decoding: pending[pending.startIndex..<nl], as: UTF8.self)
+                    pending = Data(pending[(nl + 1)...])
+                    deliver(line)
+                }
+            }
+            if !pending.isEmpty { deliver(String(decoding: pending, as: UTF8.self)) }
+            lock.lock()
+            finished = true
+            let ws = waiters
+            waiters = []
+            lock.unlock()
+            for (_, w) in ws { w.resume(returning: nil) }
+        }
+        reader.start()
+    }
+
+    func deliver(_ line: String) {
+        lock.lock()
+        lines.append(line)
+        var ready: [CheckedContinuation<String?, Never>] = []
+        waiters.removeAll { (i, c) in
+            if i < lines.count { ready.append(c); return true }
+            return false
+        }
+        lock.unlock()
+        for (c) in ready { c.resume(returning: line) }
+    }
+
+    /// The next line not yet returned, or nil at end of output or after `timeout` seconds.
+    public func nextLine(timeout: Double = 30) async -> String? {
+        let index: Int = { lock.lock(); defer { lock.unlock() }; consumed += 1; return consumed - 1 }()
+        return await withTaskGroup(of: String?.self) { group in
+            group.addTask {
+                await withCheckedContinuation { c in
+                    self.lock.lock()
+                    if index < self.lines.count { let l = self.lines[index]; self.lock.unlock(); c.resume(returning: l); return }
+                    if self.finished { self.lock.unlock(); c.resume(returning: nil); return }
+                    self.waiters.append((index, c))
+                    self.lock.unlock()
+                }
+            }
+            group.addTask {
+                try? await Task.sleep(for: .milliseconds(Int(timeout * 1000)))
+                return nil
+            }
+            let first = await group.next() ?? nil
+            group.cancelAll()
+            if first == nil { self.release(index) }
+            return first
+        }
+    }
+
+    func release(_ index: Int) {
+        lock.lock()
+        var gone: [CheckedContinuation<String?, Never>] = []
+        waiters.removeAll { if $0.0 == index { gone.append($0.1); return true }; return false }
+        if consumed == index + 1 { consumed = index }
+        lock.unlock()
+        for c in gone { c.resume(returning: nil) }
+    }
+
+    /// Reads lines until one contains `text`; returns it (nil on timeout or end).
+    public func waitFor(_ text: String, timeout: Double = 30) async -> String? {
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            guard let l = await nextLine(timeout: deadline.timeIntervalSinceNow) else { return nil }
+            if l.contains(text) { return l }
+        }
+        return nil
+    }
+
+    /// Everything printed so far.
+    public var output: String { lock.lock(); defer { lock.unlock() }; return lines.joined(separator: "\n") }
+
+    public func write(_ text: String) {
+        stdinPipe.fileHandleForWriting.write(Data(text.utf8))
+    }
+
+    public func signal(_ sig: Int32) { kill(process.processIdentifier, sig) }
+
+    /// Waits for exit (SIGKILL after `timeout` seconds) and returns the status.
+    @discardableResult
+    public func wait(timeout: Double = 30) async -> Int32 {
+        let deadline = Date().addingTimeInterval(timeout)
+        while process.isRunning {
+            if Date() > deadline { signal(SIGKILL) }
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+        return process.terminationStatus
+    }
+
+    deinit { if process.isRunning { kill(process.processIdentifier, SIGKILL) } }
+}
