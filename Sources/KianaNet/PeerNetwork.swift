@@ -155,10 +155,17 @@ public actor PeerNetwork {
     /// Accepts links until cancelled. Calls `ready` with the bound port.
     public nonisolated func listen(ready: @escaping @Sendable (Int) -> Void = { _ in }) async throws {
         let limit = config.link.maxConnections
-        let server = try await ServerBootstrap(group: group)
-            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
-            .bind(host: config.host, port: config.port) { channel in Link.wrap(channel) }
+        let server: NIOAsyncChannel<NIOAsyncChannel<ByteBuffer, ByteBuffer>, Never>
+        do {
+            server = try await ServerBootstrap(group: group)
+                .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+                .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+                .bind(host: config.host, port: config.port) { channel in Link.wrap(channel) }
+        } catch let e as IOError where e.errnoCode == EADDRINUSE {
+            throw KianaNetError(.init("listen"), "cannot listen for peers on \(config.host):\(config.port): the port is already in use (choose one with --p2p-port)", cause: e)
+        } catch {
+            throw KianaNetError(.init("listen"), "cannot listen for peers on \(config.host):\(config.port): \(error)")
+        }
         let port = server.channel.localAddress?.port ?? config.port
         await setListening(port)
         ready(port)

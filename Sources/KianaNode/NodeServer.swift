@@ -45,9 +45,10 @@ public enum NodeServer {
         defer { directory.removeRuntime() }
         do {
             try await group.run()
+        } catch let e as KianaNetError {
+            throw KianaNodeError(.network, e.message, cause: e)
         } catch {
             if let friendly = KianaServerError.listening(error, config: http) { throw friendly }
-            if let friendly = NetworkErrors.listening(error, config: netConfig) { throw friendly }
             throw error
         }
         logger.notice("node stopped")
@@ -68,12 +69,5 @@ final class ReadyPorts: @unchecked Sendable {
         guard !announced, let http, let p2p else { return nil }
         announced = true
         return (http, p2p)
-    }
-}
-
-enum NetworkErrors {
-    static func listening(_ error: any Error, config: NetworkConfig) -> KianaNodeError? {
-        guard let io = error as? IOError, io.errnoCode == EADDRINUSE else { return nil }
-        return KianaNodeError(.invalidInput, "cannot listen for peers on \(config.host):\(config.port): the port is already in use (choose one with --p2p-port)")
     }
 }

@@ -58,7 +58,7 @@ import Testing
     func servesHealthAndStopsGracefully(_ signal: Int32) throws {
         let dir = try TempDir()
         defer { dir.cleanup() }
-        let node = try Running(["serve", "--data-dir", dir.path, "--port", "0"])
+        let node = try Running(["serve", "--p2p-port", "0", "--p2p-host", "127.0.0.1", "--discovery", "off", "--data-dir", dir.path, "--port", "0"])
         defer { if node.process.isRunning { node.process.terminate() } }
         let port = try #require(node.waitForPort(), "no serving line: \(node.text)")
         let health = try curl(["http://127.0.0.1:\(port)/health"])
@@ -82,11 +82,11 @@ import Testing
         // Off loopback without a token: refused before listening.
         var env = ProcessInfo.processInfo.environment
         env["KIANA_TOKEN"] = nil
-        let refused = try runProcess(kianaBinary(), ["serve", "--data-dir", dir.path, "--host", "0.0.0.0", "--port", "0"], environment: env)
+        let refused = try runProcess(kianaBinary(), ["serve", "--p2p-port", "0", "--p2p-host", "127.0.0.1", "--discovery", "off", "--data-dir", dir.path, "--host", "0.0.0.0", "--port", "0"], environment: env)
         #expect(refused.status == 1)
         #expect(String(decoding: refused.err, as: UTF8.self).contains("token"))
         // With a token, requests without it are rejected.
-        let node = try Running(["serve", "--data-dir", dir.path, "--port", "0", "--token", "s3cret"], environment: env)
+        let node = try Running(["serve", "--p2p-port", "0", "--p2p-host", "127.0.0.1", "--discovery", "off", "--data-dir", dir.path, "--port", "0", "--token", "s3cret"], environment: env)
         defer { if node.process.isRunning { node.process.terminate() } }
         let port = try #require(node.waitForPort(), "\(node.text)")
         #expect(try curl(["http://127.0.0.1:\(port)/health"]).code == "401")
@@ -100,12 +100,27 @@ import Testing
     @Test func busyPortIsAClearError() throws {
         let dir = try TempDir()
         defer { dir.cleanup() }
-        let first = try Running(["serve", "--data-dir", dir.path + "/a", "--port", "0"])
+        let first = try Running(["serve", "--p2p-port", "0", "--p2p-host", "127.0.0.1", "--discovery", "off", "--data-dir", dir.path + "/a", "--port", "0"])
         defer { if first.process.isRunning { first.process.terminate() } }
         let port = try #require(first.waitForPort())
-        let second = try kiana(["serve", "--data-dir", dir.path + "/b", "--port", String(port)])
+        let second = try kiana(["serve", "--p2p-port", "0", "--p2p-host", "127.0.0.1", "--discovery", "off", "--data-dir", dir.path + "/b", "--port", String(port)])
         #expect(second.status == 1)
         #expect(second.err.contains("kiana: cannot listen on 127.0.0.1:\(port): the port is already in use"), "\(second.err)")
+        first.process.interrupt()
+        #expect(first.waitForExit())
+    }
+
+    @Test func busyPeerPortIsAClearError() throws {
+        let dir = try TempDir()
+        defer { dir.cleanup() }
+        let first = try Running(["serve", "--p2p-port", "0", "--p2p-host", "127.0.0.1", "--discovery", "off", "--data-dir", dir.path + "/a", "--port", "0"])
+        defer { if first.process.isRunning { first.process.terminate() } }
+        _ = try #require(first.waitForPort())
+        let r = try #require(first.text.range(of: #"device links on port (\d+)"#, options: .regularExpression))
+        let p2p = String(first.text[r].split(separator: " ").last!)
+        let second = try kiana(["serve", "--p2p-port", p2p, "--p2p-host", "127.0.0.1", "--discovery", "off", "--data-dir", dir.path + "/b", "--port", "0"])
+        #expect(second.status == 1)
+        #expect(second.err.contains("cannot listen for peers on 127.0.0.1:\(p2p): the port is already in use"), "\(second.err)")
         first.process.interrupt()
         #expect(first.waitForExit())
     }

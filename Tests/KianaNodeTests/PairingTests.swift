@@ -1,0 +1,154 @@
+import Foundation
+import KianaTestSupport
+import Testing
+
+/// Several real node processes on loopback: pairing with the confirmed code, membership by
+/// vote, links between all members, and refusal of every device that does not belong.
+@Suite(.serialized) struct PairingTests {
+    struct Node {
+        let dir: String
+        let process: ChildProcess
+        let p2p: Int
+    }
+
+    static func serve(_ dir: String) async throws -> Node {
+        let p = try ChildProcess(kianaBinary(), ["serve", "--data-dir", dir, "--port", "0", "--p2p-port", "0", "--p2p-host", "127.0.0.1", "--discovery", "off"],
+                                 environment: ["KIANA_LOG_LEVEL": "info"])
+        let line = try #require(await p.waitFor("device links on port", timeout: 60), "serve did not start: \(p.output)")
+        let port = try #require(line.range(of: #"port (\d+)"#, options: .regularExpression).flatMap { Int(line[$0].dropFirst(5)) }, "\(line)")
+        return Node(dir: dir, process: p, p2p: port)
+    }
+
+    static func peers(_ dir: String) throws -> [[String: Any]] {
+        let r = try kiana(["peers", "list", "--json", "--data-dir", dir])
+        guard r.status == 0 else { return [] }
+        return (try JSONSerialization.jsonObject(with: Data(r.out.utf8)) as? [[String: Any]]) ?? []
+    }
+
+    static func identity(_ dir: String) throws -> (device: String, key: String) {
+        let out = try kiana(["status", "--data-dir", dir]).out
+        func field(_ name: String) -> String {
+            out.split(separator: "\n").first { $0.hasPrefix(name) }.map { String($0.dropFirst(name.count).trimmingCharacters(in: .whitespaces)) } ?? ""
+        }
+        return (field("Device ID:"), field("Identity:"))
+    }
+
+    /// Runs `kiana pair` on `authority` and `kiana join` for `joiner`; types `code` (nil: the
+    /// code the joiner shows). Returns both processes' exit status and output.
+    static func pair(authority: Node, joiner: String, name: String, code: ((String) -> String)? = nil)
+        async throws -> (pair: Int32, pairOut: String, join: Int32, joinOut: String) {
+        let pair = try ChildProcess(kianaBinary(), ["pair", "--data-dir", authority.dir, "--timeout", "30"])
+        _ = try #require(await pair.waitFor("Pairing window open"), "\(pair.output)")
+        let join = try ChildProcess(kianaBinary(), ["join", "127.0.0.1:\(authority.p2p)", "--data-dir", joiner, "--name", name, "--timeout", "30"])
+        let codeLine = try #require(await join.waitFor("Pairing code:"), "\(join.output)")
+        let shown = String(codeLine.split(separator: ":").last!.trimmingCharacters(in: .whitespaces))
+        _ = try #require(await pair.waitFor("asks to join"), "\(pair.output)")
+        pair.write((code?(shown) ?? shown) + "\n")
+        let ps = await pair.wait(), js = await join.wait()
+        return (ps, pair.output, js, "\(join.output)")
+    }
+
+    /// Polls until `condition` holds (at most `seconds`).
+    static func eventually(_ seconds: Double = 15, _ condition: () throws -> Bool) rethrows -> Bool {
+        let end = Date().addingTimeInterval(seconds)
+        while Date() < end {
+            if try condition() { return true }
+            usleep(200_000)
+        }
+        return try condition()
+    }
+
+    /// Peer lists for failure messages.
+    static func describe(_ dirs: String...) -> String {
+        dirs.map { "\($0): \((try? peers($0)) ?? [])" }.joined(separator: "\n")
+    }
+
+    static func connectedMembers(_ dir: String) throws -> Set<String> {
+        Set(try peers(dir).filter { $0["state"] as? String == "connected" && $0["member"] as? Bool == true }.compactMap { $0["device"] as? String })
+    }
+
+    @Test("Two then three nodes pair with the confirmed code, vote, connect and list each other as members")
+    func pairTwoAndThree() async throws {
+        let tmp = try TempDir("kiana-pair")
+        defer { tmp.cleanup() }
+        let a = tmp.path + "/a", b = tmp.path + "/b", c = tmp.path + "/c"
+        #expect(try kiana(["init", "--data-dir", a, "--name", "home"]).status == 0)
+        let nodeA = try await Self.serve(a)
+
+        // Wrong code: refused on both sides, nothing written anywhere.
+        let wrong = try await Self.pair(authority: nodeA, joiner: b, name: "beta") { shown in shown == "000 000" ? "000 001" : "000 000" }
+        #expect(wrong.pair == 1 && wrong.pairOut.contains("do not match"), "\(wrong.pairOut)")
+        #expect(wrong.join == 1 && wrong.joinOut.contains("refused"), "\(wrong.joinOut)")
+        #expect(!FileManager.default.fileExists(atPath: b))
+        // No confirmation (the owner just presses Enter): the same.
+        let unconfirmed = try await Self.pair(authority: nodeA, joiner: b, name: "beta") { _ in "" }
+        #expect(unconfirmed.pair == 1 && unconfirmed.join == 1, "\(unconfirmed.pairOut) \(unconfirmed.joinOut)")
+        #expect(!FileManager.default.fileExists(atPath: b))
+        // No window open: the joiner is turned away with a clear message.
+        let early = try kiana(["join", "127.0.0.1:\(nodeA.p2p)", "--data-dir", b, "--timeout", "5"])
+        #expect(early.status == 1 && early.err.contains("no pairing window is open"), "\(early.err)")
+        #expect(try kiana(["status", "--data-dir", a]).out.contains("Votes:       none pending"))
+
+        // The right code: B becomes an authority at once (one authority voted).
+        let ok = try await Self.pair(authority: nodeA, joiner: b, name: "beta")
+        #expect(ok.pair == 0 && ok.pairOut.contains("the vote passed"), "\(ok.pairOut)")
+        #expect(ok.join == 0 && ok.joinOut.contains("now an authority"), "\(ok.joinOut)")
+        let nodeB = try await Self.serve(b)
+        let idA = try Self.identity(a), idB = try Self.identity(b)
+        #expect(try Self.eventually { try Self.connectedMembers(a) == [idB.device] && Self.connectedMembers(b) == [idA.device] },
+                "\(Self.describe(a, b))")
+        #expect(try Self.eventually { (try Self.peers(a).first?["rttMillis"] as? Double ?? 0) > 0 }, "no RTT: \(Self.describe(a))")
+
+        // C: A's vote is one of two needed; B's vote completes it.
+        let third = try await Self.pair(authority: nodeA, joiner: c, name: "gamma")
+        #expect(third.pair == 0 && third.pairOut.contains("kiana vote add"), "\(third.pairOut)")
+        #expect(third.join == 0 && third.joinOut.contains("vote is not complete"), "\(third.joinOut)")
+        let idC = try Self.identity(c)
+        #expect(try kiana(["vote", "add", idC.key, "--data-dir", b]).status == 0)
+        let nodeC = try await Self.serve(c)
+        #expect(try kiana(["peers", "add", "127.0.0.1:\(nodeB.p2p)", "--data-dir", c]).status == 0)
+        #expect(try Self.eventually(30) {
+            try Self.connectedMembers(a) == [idB.device, idC.device] && Self.connectedMembers(b) == [idA.device, idC.device]
+                && Self.connectedMembers(c) == [idA.device, idB.device]
+        }, "\(Self.describe(a, b, c))\n\(nodeA.process.output)")
+        for dir in [a, b, c] {
+            let status = try kiana(["status", "--data-dir", dir]).out
+            for id in [idA, idB, idC] { #expect(status.contains(id.device), "\(status)") }
+            #expect(status.contains("Votes:       none pending"), "\(status)")
+        }
+
+        for n in [nodeA, nodeB, nodeC] { n.process.signal(SIGTERM) }
+        for n in [nodeA, nodeB, nodeC] { #expect(await n.process.wait() == 0, "\(n.process.output)") }
+    }
+
+    @Test("An unpaired device, a device of another network and a forged identity are refused")
+    func refusals() async throws {
+        let tmp = try TempDir("kiana-refuse")
+        defer { tmp.cleanup() }
+        let a = tmp.path + "/a", d = tmp.path + "/d", e = tmp.path + "/e"
+        #expect(try kiana(["init", "--data-dir", a]).status == 0)
+        // D holds the same ledger (an export) but was never voted in; E has its own network.
+        let export = tmp.path + "/a.json"
+        #expect(try kiana(["export", "--data-dir", a, "-o", export]).status == 0)
+        #expect(try kiana(["import", export, "--data-dir", d]).status == 0)
+        #expect(try kiana(["init", "--data-dir", e]).status == 0)
+        let nodeA = try await Self.serve(a)
+        let nodeD = try await Self.serve(d), nodeE = try await Self.serve(e)
+        #expect(try kiana(["peers", "add", "127.0.0.1:\(nodeA.p2p)", "--data-dir", d]).status == 0)
+        #expect(try kiana(["peers", "add", "127.0.0.1:\(nodeA.p2p)", "--data-dir", e]).status == 0)
+        let network = try kiana(["status", "--data-dir", a]).out.split(separator: "\n").first { $0.hasPrefix("Network ID:") }!
+            .split(separator: " ").last.map(String.init)!
+        let forger = try ChildProcess(python3(), [Shared.packageRoot.appendingPathComponent("Tests/python/link_peer.py").path,
+                                                  "connect", "127.0.0.1:\(nodeA.p2p)", "--network", network, "--scenario", "forge"])
+        #expect(await forger.wait() == 0, "\(forger.output)")
+        #expect(try Self.eventually {
+            let log = nodeA.process.output
+            return log.contains("not an authority of this network") && log.contains("peer belongs to another network")
+                && log.contains("does not cover the peer's static key")
+        }, "\(nodeA.process.output)")
+        #expect(try Self.connectedMembers(a).isEmpty)
+        #expect(try Self.peers(a).allSatisfy { $0["state"] as? String != "connected" })
+        for n in [nodeA, nodeD, nodeE] { n.process.signal(SIGINT) }
+        for n in [nodeA, nodeD, nodeE] { #expect(await n.process.wait() == 0, "\(n.process.output)") }
+    }
+}
