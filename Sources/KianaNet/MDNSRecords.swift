@@ -78,8 +78,7 @@ public struct MDNSResponder: Sendable {
 
     /// Announcement (§8.3), or goodbye (§10.1: the same records with TTL 0).
     public func announcement(goodbye: Bool = false) -> DNSMessage {
-        var answers = [ptr, srv, txt] + addresses
-        if !goodbye { answers.append(enumeration) }
+        var answers = [ptr, srv, txt] + addresses + [enumeration]
         if goodbye { answers = answers.map { var r = $0; r.ttl = 0; return r } }
         return DNSMessage(flags: DNSMessage.responseFlags, answers: answers)
     }
