@@ -4,20 +4,28 @@
 set -euo pipefail
 
 need_apt=()
-for pkg in libsqlite3-dev sqlite3 curl; do
+# avahi, dbus-daemon and iproute2: the mDNS interop tests run avahi inside network namespaces.
+for pkg in libsqlite3-dev sqlite3 curl iproute2 dbus-daemon avahi-daemon avahi-utils; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need_apt+=("$pkg")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then
     echo "setup: installing Debian packages: ${need_apt[*]}"
     SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    # Never let the install start a host avahi-daemon on the machine's real interfaces: a
+    # policy-rc.d that refuses service starts is put in place for the install if none exists.
+    policy=/usr/sbin/policy-rc.d; own_policy=""
+    if [ ! -e "$policy" ]; then
+        printf '#!/bin/sh\nexit 101\n' | $SUDO tee "$policy" >/dev/null && $SUDO chmod 755 "$policy" && own_policy=1
+    fi
+    trap '[ -z "$own_policy" ] || $SUDO rm -f "$policy"' EXIT
     $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
 fi
 
 PY=${PYTHON:-python3}
 # Python packages used by the test suite as independent implementations.
 need_pip=()
-for spec in "cbor2:cbor2" "cryptography:cryptography" "noise:noiseprotocol"; do
+for spec in "cbor2:cbor2" "cryptography:cryptography" "noise:noiseprotocol" "zeroconf:zeroconf"; do
     mod=${spec%%:*}; pkg=${spec##*:}
     "$PY" -c "import $mod" 2>/dev/null || need_pip+=("$pkg")
 done

@@ -97,6 +97,8 @@ public struct MDNSDiscovery: Sendable {
         }
         let state = MDNSState(responder: announce.map { MDNSResponder(info: $0) })
         let logger = self.logger
+        logger.info("mDNS socket ready", metadata: ["interfaces": .string(devices.map(\.name).joined(separator: ",")),
+                                                    "epochMs": "\(Int64(Date().timeIntervalSince1970 * 1000))"])
         try await channel.executeThenClose { inbound, outbound in
             @Sendable func send(_ m: DNSMessage, to: SocketAddress = groupAddress) async {
                 guard let bytes = try? m.encoded() else { return }
@@ -116,6 +118,8 @@ public struct MDNSDiscovery: Sendable {
                             guard buf.readableBytes <= DNSMessage.maxSize, let bytes = buf.readBytes(length: buf.readableBytes),
                                   let message = try? DNSMessage(decoding: bytes) else { continue }
                             let from = datagram.remoteAddress
+                            logger.trace("mDNS datagram", metadata: ["from": "\(from)", "response": "\(message.isResponse)",
+                                                                     "questions": "\(message.questions.count)", "answers": "\(message.answers.count)"])
                             if message.isResponse {
                                 await state.received(message, now: Self.now())
                                 if browse { await Self.report(state: state, onEvent: onEvent) }
@@ -151,12 +155,14 @@ public struct MDNSDiscovery: Sendable {
         return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
     }
 
-    /// Probing (three probes 250 ms apart after a random 0-250 ms wait, renaming on conflict),
+    /// Probing (three probes 250 ms apart after a random 0-150 ms wait, renaming on conflict),
     /// then two announcements one second apart (§8).
     static func probeAndAnnounce(state: MDNSState, send: @Sendable (DNSMessage) async -> Void, logger: Logger) async {
         do {
             for _ in 0..<16 {
-                try await Task.sleep(for: .milliseconds(Int.random(in: 0...250)))
+                // §8.1 suggests 0-250 ms; 0-150 still de-synchronises devices that power up together
+                // and keeps a new device visible within a second (docs/decisions.md).
+                try await Task.sleep(for: .milliseconds(Int.random(in: 0...150)))
                 var clean = true
                 for _ in 0..<3 {
                     guard let p = await state.startProbe() else { return }
@@ -171,6 +177,7 @@ public struct MDNSDiscovery: Sendable {
             }
             guard let a = await state.announce() else { return }
             await send(a)
+            logger.info("mDNS service announced", metadata: ["instance": .string(a.answers.first?.name.description ?? "")])
             try await Task.sleep(for: .seconds(1))
             await send(a)
             // Defend the name: a later conflict restarts probing with a new name.

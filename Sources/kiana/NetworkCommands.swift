@@ -197,7 +197,7 @@ struct Discover: AsyncParsableCommand {
                             if jsonOut {
                                 let txt = s.txt.sorted { $0.key < $1.key }.map { "\"\(Self.esc($0.key))\":\"\(Self.esc($0.value))\"" }.joined(separator: ",")
                                 let addrs = s.addresses.map { "\"\($0)\"" }.joined(separator: ",")
-                                say("{\"event\":\"resolved\",\"instance\":\"\(Self.esc(s.instance))\",\"host\":\"\(Self.esc(s.host))\",\"port\":\(s.port),\"addresses\":[\(addrs)],\"txt\":{\(txt)},\"ms\":\(String(format: "%.1f", ms))}")
+                                say("{\"event\":\"resolved\",\"instance\":\"\(Self.esc(s.instance))\",\"host\":\"\(Self.esc(s.host))\",\"port\":\(s.port),\"addresses\":[\(addrs)],\"txt\":{\(txt)},\"ms\":\(String(format: "%.1f", ms)),\"at\":\(Int64(Date().timeIntervalSince1970 * 1000))}")
                             } else {
                                 say("\(s.instance)  \(s.addresses.joined(separator: ",")):\(s.port)  \(s.txt["id"] ?? "")  (\(String(format: "%.0f", ms)) ms)")
                             }

@@ -28,25 +28,24 @@ public enum Shared {
 /// Runs a process to completion, feeding `input` on stdin; returns (status, stdout, stderr).
 @discardableResult
 public func runProcess(_ executable: String, _ args: [String], input: Data? = nil, environment: [String: String]? = nil) throws -> (status: Int32, out: Data, err: Data) {
-    let p = Process()
-    p.executableURL = URL(fileURLWithPath: executable)
-    p.arguments = args
-    if let environment { p.environment = environment }
-    let outPipe = Pipe(), errPipe = Pipe(), inPipe = Pipe()
-    p.standardOutput = outPipe
-    p.standardError = errPipe
-    p.standardInput = inPipe
-    try p.run()
-    if let input { inPipe.fileHandleForWriting.write(input) }
-    try inPipe.fileHandleForWriting.close()
-    // Read both pipes fully before waiting so a chatty child cannot block.
+    let p = try Spawned(executable, args, environment: environment)
+    // Feed stdin and drain stderr on their own threads so a chatty child cannot block.
+    let feeder = Thread {
+        if let input { try? p.stdin.write(contentsOf: input) }
+        try? p.stdin.close()
+    }
+    feeder.start()
     nonisolated(unsafe) var errData = Data()
-    let errThread = Thread { errData = errPipe.fileHandleForReading.readDataToEndOfFile() }
+    let done = NSCondition()
+    nonisolated(unsafe) var errDone = false
+    let errThread = Thread {
+        errData = (try? p.stderr?.readToEnd()) ?? Data()
+        done.lock(); errDone = true; done.signal(); done.unlock()
+    }
     errThread.start()
-    let out = outPipe.fileHandleForReading.readDataToEndOfFile()
-    p.waitUntilExit()
-    while errThread.isExecuting || !errThread.isFinished { usleep(1000) }
-    return (p.terminationStatus, out, errData)
+    let out = (try? p.stdout.readToEnd()) ?? Data()
+    done.lock(); while !errDone { done.wait() }; done.unlock()
+    return (p.waitUntilExit(), out, errData)
 }
 
 /// python3 from PATH.
@@ -85,8 +84,7 @@ public func kiana(_ args: [String], input: Data? = nil) throws -> (status: Int32
 /// A child process whose stdout lines arrive as they are written (stderr is merged into a log
 /// kept for failure messages). Used for servers and interactive commands under test.
 public final class ChildProcess: @unchecked Sendable {
-    public let process = Process()
-    let stdinPipe = Pipe(), stdoutPipe = Pipe()
+    public let process: Spawned
     let lock = NSLock()
     var lines: [String] = []
     var finished = false
@@ -94,14 +92,9 @@ public final class ChildProcess: @unchecked Sendable {
     var consumed = 0
 
     public init(_ executable: String, _ args: [String], environment: [String: String]? = nil) throws {
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = args
-        if let environment { process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 } }
-        process.standardInput = stdinPipe
-        process.standardOutput = stdoutPipe
-        process.standardError = stdoutPipe
-        try process.run()
-        let handle = stdoutPipe.fileHandleForReading
+        process = try Spawned(executable, args, environment: environment.map { ProcessInfo.processInfo.environment.merging($0) { $1 } },
+                              mergeStderr: true)
+        let handle = process.stdout
         let reader = Thread { [self] in
             var pending = Data()
             while true {
@@ -128,13 +121,13 @@ public final class ChildProcess: @unchecked Sendable {
     func deliver(_ line: String) {
         lock.lock()
         lines.append(line)
-        var ready: [CheckedContinuation<String?, Never>] = []
+        var ready: [(CheckedContinuation<String?, Never>, String)] = []
         waiters.removeAll { (i, c) in
-            if i < lines.count { ready.append(c); return true }
+            if i < lines.count { ready.append((c, lines[i])); return true }
             return false
         }
         lock.unlock()
-        for (c) in ready { c.resume(returning: line) }
+        for (c, l) in ready { c.resume(returning: l) }
     }
 
     /// The next line not yet returned, or nil at end of output or after `timeout` seconds.
@@ -184,10 +177,10 @@ public final class ChildProcess: @unchecked Sendable {
     public var output: String { lock.lock(); defer { lock.unlock() }; return lines.joined(separator: "\n") }
 
     public func write(_ text: String) {
-        stdinPipe.fileHandleForWriting.write(Data(text.utf8))
+        try? process.stdin.write(contentsOf: Data(text.utf8))
     }
 
-    public func signal(_ sig: Int32) { kill(process.processIdentifier, sig) }
+    public func signal(_ sig: Int32) { process.signal(sig) }
 
     /// Waits for exit (SIGKILL after `timeout` seconds) and returns the status.
     @discardableResult
@@ -197,8 +190,8 @@ public final class ChildProcess: @unchecked Sendable {
             if Date() > deadline { signal(SIGKILL) }
             try? await Task.sleep(for: .milliseconds(20))
         }
-        return process.terminationStatus
+        return process.exitStatus ?? -1
     }
 
-    deinit { if process.isRunning { kill(process.processIdentifier, SIGKILL) } }
+    deinit { if process.isRunning { kill(process.pid, SIGKILL) } }
 }

@@ -36,6 +36,14 @@ set -euo pipefail
 LAB_ROOT=${KIANA_LAB_ROOT:-/tmp}
 TIMEOUT=${KIANA_LAB_TIMEOUT:-15}
 
+# Close every inherited descriptor above stderr: a caller that spawns us without close-on-exec
+# (Foundation's Process does) would otherwise leak its pipes into the long-lived daemons and wait
+# for an EOF that never comes.
+for fd in /proc/$$/fd/*; do
+    fd=${fd##*/}
+    [ "$fd" -gt 2 ] 2>/dev/null && eval "exec $fd>&-" 2>/dev/null || true
+done
+
 die() { echo "lab.sh: $*" >&2; exit 1; }
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2; exit 2; }
 
