@@ -6,7 +6,9 @@ SHELL := /bin/bash
 .SHELLFLAGS := -eo pipefail -c
 QUIET := { grep -v "unhandled; explicitly declare them" || true; }
 
-.PHONY: run test build setup bench clean
+FUZZ_SECONDS ?= 20
+
+.PHONY: run test build setup bench fuzz clean
 
 setup:
 	@./scripts/setup.sh
@@ -20,6 +22,11 @@ run: build
 
 test: build
 	@KIANA_BIN=$(CURDIR)/$(BIN) $(SWIFT) test --skip-build --disable-xctest
+	@./scripts/fuzz.sh $(FUZZ_SECONDS)
+
+# Fuzz the DNS parser and the link framing (FUZZ_SECONDS each; `make test` runs them bounded).
+fuzz:
+	@./scripts/fuzz.sh $(FUZZ_SECONDS)
 
 bench: setup
 	@$(SWIFT) build -c release --product kiana --scratch-path .build-release 2>&1 | $(QUIET)

@@ -175,7 +175,7 @@ struct DNSReader {
     /// Reads a possibly compressed name at the cursor.
     mutating func readName() throws(KianaNetError) -> DNSName {
         var labels: [String] = []
-        var total = 0
+        var total = 1  // the wire form counts the final zero: at most 255 bytes (RFC 1035 §3.1)
         var cursor = pos
         var jumped = false
         var lowestTarget = pos  // pointers must go strictly backwards from here
@@ -199,8 +199,12 @@ struct DNSReader {
                 guard cursor + 1 + len <= bytes.count else { throw DNSMessage.fail("truncated label") }
                 total += len + 1
                 guard total <= 255 else { throw DNSMessage.fail("name longer than 255 bytes") }
-                let raw = bytes[(cursor + 1)...(cursor + len)]
-                labels.append(String(decoding: raw, as: UTF8.self))
+                // Names are UTF-8 (RFC 6762 §16); repairing bad bytes would change the label's
+                // length, so a name that is not valid UTF-8 is refused (found by the fuzz target).
+                guard let label = String(validating: bytes[(cursor + 1)...(cursor + len)], as: UTF8.self) else {
+                    throw DNSMessage.fail("label is not UTF-8")
+                }
+                labels.append(label)
                 cursor += 1 + len
             default:
                 throw DNSMessage.fail("unsupported label type")
@@ -238,14 +242,20 @@ struct DNSReader {
                 guard pos + n <= end else { throw DNSMessage.fail("TXT string runs past its record") }
                 strings.append(try take(n))
             }
-            data = .txt(strings)
+            // Empty rdata is read as the one empty string it must be written as (RFC 6763 §6.1),
+            // so decoding and re-encoding agree (found by the fuzz target).
+            data = .txt(strings.isEmpty ? [[]] : strings)
         case DNSType.nsec:
             let next = try readName()
             var types: [UInt16] = []
+            var lastWindow = -1
             while pos < end {
                 let window = Int(try u8())
                 let len = Int(try u8())
                 guard len >= 1, len <= 32, pos + len <= end else { throw DNSMessage.fail("bad NSEC bitmap") }
+                // Each window at most once, in increasing order (RFC 4034 §4.1.2).
+                guard window > lastWindow else { throw DNSMessage.fail("NSEC bitmap windows out of order") }
+                lastWindow = window
                 let map = try take(len)
                 for (i, byte) in map.enumerated() {
                     for bit in 0..<8 where byte & (0x80 >> UInt8(bit)) != 0 {

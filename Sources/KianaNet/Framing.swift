@@ -109,7 +109,9 @@ struct FrameDecoderCore: Sendable {
         buffer.append(contentsOf: bytes)
     }
 
-    func peek(_ n: Int) -> ArraySlice<UInt8> { buffer[start..<(start + n)] }
+    /// The next `n` bytes, indexed from 0 (a slice would keep the buffer's indices: the fuzz
+    /// target found the decoder reading `h[0]` out of range for a second buffered message).
+    func peek(_ n: Int) -> [UInt8] { Array(buffer[start..<(start + n)]) }
     mutating func skip(_ n: Int) { start += n }
     mutating func take(_ n: Int) -> [UInt8] {
         let out = Array(buffer[start..<(start + n)])

@@ -111,6 +111,8 @@ import Testing
         ("TXT string past its record", header + [1, 0x61, 0, 0, 16, 0, 1, 0, 0, 0, 1, 0, 2, 9, 0x61]),
         ("counts beyond the message", [0, 0, 0x84, 0, 0xFF, 0xFF, 0xFF, 0xFF, 0, 0, 0, 0]),
         ("short header", [0, 0, 0x84]),
+        ("label that is not UTF-8", header + [2, 0xFF, 0xFE, 0, 0, 1, 0, 1, 0, 0, 0, 1, 0, 4, 1, 2, 3, 4]),
+        ("NSEC windows out of order", header + [1, 0x61, 0, 0, 47, 0, 1, 0, 0, 0, 1, 0, 8, 0xC0, 12, 1, 1, 0x40, 0, 1, 0x40]),
     ] as [(String, [UInt8])])
     func hostile(_ name: String, _ bytes: [UInt8]) {
         #expect(throws: KianaNetError.self, "\(name)") { try DNSMessage(decoding: bytes) }
@@ -125,6 +127,25 @@ import Testing
         #expect(throws: KianaNetError.self) { try DNSMessage(decoding: Self.header + [UInt8](repeating: 0, count: 9000)) }
         let long = DNSMessage(answers: [DNSRecord(name: DNSName(labels: [String(repeating: "x", count: 64)]), type: 1, ttl: 1, data: .a([1, 2, 3, 4]))])
         #expect(throws: KianaNetError.self) { try long.encoded() }
+        // 255 bytes on the wire, counting the final zero, is the most a name may take (RFC 1035):
+        // the decoder and the encoder agree on the boundary (the fuzz target found them apart).
+        func name(last: Int) -> [UInt8] {
+            var b = Self.header
+            for _ in 0..<3 { b += [63] + [UInt8](repeating: 0x61, count: 63) }
+            return b + [UInt8(last)] + [UInt8](repeating: 0x62, count: last) + [0, 0, 1, 0, 1, 0, 0, 0, 1, 0, 4, 1, 2, 3, 4]
+        }
+        let longest = try DNSMessage(decoding: name(last: 61))
+        #expect(try DNSMessage(decoding: try longest.encoded()) == longest)
+        #expect(throws: KianaNetError.self) { try DNSMessage(decoding: name(last: 62)) }
+    }
+
+    @Test("An empty TXT record reads as the one empty string it is written as")
+    func emptyTXT() throws {
+        let m = try DNSMessage(decoding: Self.header + [1, 0x61, 0, 0, 16, 0, 1, 0, 0, 0, 1, 0, 0])
+        #expect(m.answers.first?.data == .txt([[]]))
+        #expect(try DNSMessage(decoding: try m.encoded()) == m)
+        #expect(try DNSMessage(decoding: try DNSMessage(answers: [DNSRecord(name: DNSName("a"), type: DNSType.txt, ttl: 1, data: .txt([]))]).encoded())
+            .answers.first?.data == .txt([[]]))
     }
 }
 
@@ -260,6 +281,25 @@ import Testing
         var zero = MessageDecoder()
         zero.append([0, 0, 0, 0])
         #expect(throws: KianaNetError.self) { try zero.next() }
+    }
+
+    @Test("Many link messages buffered together come out whole under any chunking")
+    func manyMessages() throws {
+        var g = DNSTests.SplitMix(s: 11)
+        let messages = (0..<30).map { _ in (0..<(1 + Int(g.next() % 500))).map { _ in UInt8(truncatingIfNeeded: g.next()) } }
+        let stream = try messages.flatMap { try MessageDecoder.encode($0).flatMap { $0 } }
+        for _ in 0..<20 {
+            var d = MessageDecoder()
+            var out: [[UInt8]] = []
+            var i = 0
+            while i < stream.count {
+                let n = min(stream.count - i, 1 + Int(g.next() % 700))
+                d.append(stream[i..<(i + n)])
+                while let m = try d.next() { out.append(m) }
+                i += n
+            }
+            #expect(out == messages)
+        }
     }
 
     @Test("Link message decoding: strict fields, unknown kinds answerable")

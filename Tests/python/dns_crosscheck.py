@@ -4,6 +4,7 @@ implementation from PyPI).
   dns_crosscheck.py encode   -> prints the hex of a response zeroconf builds (PTR, SRV, TXT, A,
                                 AAAA, NSEC) and of a query with a known answer
   dns_crosscheck.py decode HEX -> parses HEX with zeroconf and prints its records as JSON
+  dns_crosscheck.py seeds DIR  -> writes the packets of `encode` as files into DIR (fuzz corpus)
 """
 import json
 import sys
@@ -16,7 +17,7 @@ INST = "kiana-test._kiana._tcp.local."
 HOST = "kiana-test.local."
 
 
-def encode():
+def packets():
     out = DNSOutgoing(_FLAGS_QR_RESPONSE | _FLAGS_AA, multicast=True)
     out.add_answer_at_time(DNSPointer(SVC, _TYPE_PTR, _CLASS_IN, 4500, INST), 0)
     out.add_answer_at_time(DNSService(INST, _TYPE_SRV, _CLASS_IN | 0x8000, 120, 0, 0, 8470, HOST), 0)
@@ -27,7 +28,19 @@ def encode():
     q = DNSOutgoing(_FLAGS_QR_QUERY, multicast=True)
     q.add_question(DNSQuestion(SVC, _TYPE_PTR, _CLASS_IN))
     q.add_answer_at_time(DNSPointer(SVC, _TYPE_PTR, _CLASS_IN, 4000, INST), 0)
-    print(json.dumps({"response": out.packets()[0].hex(), "query": q.packets()[0].hex()}))
+    return {"response": out.packets()[0], "query": q.packets()[0]}
+
+
+def encode():
+    print(json.dumps({k: v.hex() for k, v in packets().items()}))
+
+
+def seeds(directory):
+    import os
+    os.makedirs(directory, exist_ok=True)
+    for name, data in packets().items():
+        with open(os.path.join(directory, "zeroconf-" + name), "wb") as f:
+            f.write(data)
 
 
 def decode(hexdata):
@@ -54,4 +67,4 @@ def decode(hexdata):
 
 
 if __name__ == "__main__":
-    encode() if sys.argv[1] == "encode" else decode(sys.argv[2])
+    {"encode": lambda: encode(), "decode": lambda: decode(sys.argv[2]), "seeds": lambda: seeds(sys.argv[2])}[sys.argv[1]]()
