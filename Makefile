@@ -31,6 +31,7 @@ fuzz:
 bench: setup
 	@$(SWIFT) build -c release --product kiana --scratch-path .build-release 2>&1 | $(QUIET)
 	@.build-release/release/kiana bench ledger
+	@.build-release/release/kiana bench net
 
 clean:
 	@rm -rf .build

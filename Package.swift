@@ -60,7 +60,13 @@ let package = Package(
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),
         // `kiana bench …` measurements, each beside its reference primitive.
-        .target(name: "KianaBench", dependencies: ["KianaCore", "KianaStore", "KianaNet"]),
+        .target(name: "KianaBench", dependencies: [
+            "KianaCore", "KianaStore", "KianaNet",
+            .product(name: "Crypto", package: "swift-crypto"),
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
         .executableTarget(name: "kiana", dependencies: [
             "KianaNode", "KianaBench",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),

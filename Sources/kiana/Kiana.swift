@@ -409,7 +409,26 @@ struct Import: ParsableCommand {
 }
 
 struct Bench: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Benchmarks, each beside its reference primitive.", subcommands: [BenchLedger.self])
+    static let configuration = CommandConfiguration(abstract: "Benchmarks, each beside its reference primitive.", subcommands: [BenchLedger.self, BenchNet.self])
+}
+
+struct BenchNet: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "net", abstract: "Link handshakes per second and encrypted throughput over loopback.")
+    @Option(help: "Handshakes per measurement.") var handshakes: Int = 300
+    @Option(help: "Megabytes streamed through one link per measurement.") var megabytes: Int = 256
+    @Option(help: "Bytes per link message (at most 4 MiB).") var messageSize: Int = 65536
+    @Option(help: "Repeats (the best is reported).") var repeats: Int = 3
+
+    func run() async throws {
+        guard handshakes > 0, megabytes > 0, repeats > 0, (1...(4 << 20) - 64).contains(messageSize) else {
+            FileHandle.standardError.write(Data("error: handshakes, megabytes and repeats must be positive; message size 1…\((4 << 20) - 64)\n".utf8))
+            throw ExitCode(2)
+        }
+        print("kiana bench net: loopback TCP, \(ProcessInfo.processInfo.activeProcessorCount) cores, best of \(repeats)")
+        let bench = NetBench(handshakes: handshakes, megabytes: megabytes, messageSize: messageSize, repeats: repeats)
+        let rows = try await bench.run { FileHandle.standardError.write(Data("  … \($0)\n".utf8)) }
+        print(NetBench.render(rows))
+    }
 }
 
 struct BenchLedger: ParsableCommand {

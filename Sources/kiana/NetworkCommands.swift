@@ -94,6 +94,9 @@ struct Pair: ParsableCommand {
             say("Pairing window open for \(timeout) s. On the new device run:")
             let hosts = ["0.0.0.0", "::", ""].contains(control.p2pHost) ? Self.localAddresses() : [control.p2pHost]
             for a in hosts { say("  kiana join \(a):\(port ?? control.p2pPort)") }
+            if let me = try? data.directory.loadIdentity() {
+                say("  or, where multicast reaches: kiana join \(me.deviceID)")
+            }
             let deadline = Date().addingTimeInterval(Double(timeout))
             while Date() < deadline {
                 let (open, requests) = try control.pendingPairings()
@@ -151,14 +154,23 @@ struct Join: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Join an owner's network from a new device (the authority runs `kiana pair`).")
     @OptionGroup var data: DataOptions
-    @Argument(help: "HOST:PORT of the authority's device link listener (`kiana pair` prints it).") var address: String
+    @Argument(help: ArgumentHelp("The authority: HOST:PORT of its device link listener, or its device ID (or a prefix of it) found by multicast DNS; omitted: the only KI_ana device discovered.",
+                                 valueName: "authority")) var target: String?
     @Option(help: "A name for this device.") var name: String?
     @Option(help: "Seconds to wait for the owner to confirm.") var timeout: Int = 300
+    @Option(help: "Network interface for discovery (default: all multicast interfaces).") var interface: String?
+    @Option(help: "Seconds to search the local network when no HOST:PORT is given.") var discoverTimeout: Double = 5
 
     func run() async throws {
         try await performAsync {
             guard (1...3600).contains(timeout) else { throw KianaNodeError(.invalidInput, "--timeout must be 1...3600 seconds") }
-            do throws(KianaNetError) { _ = try PeerNetwork.parse(address) } catch { throw KianaNodeError(.invalidInput, error.message) }
+            guard discoverTimeout > 0, discoverTimeout <= 600 else { throw KianaNodeError(.invalidInput, "--discover-timeout must be 0...600 seconds") }
+            let address: String
+            if let target, (try? PeerNetwork.parse(target)) != nil {
+                address = target
+            } else {
+                address = try await Self.discover(target, interface: interface, seconds: discoverTimeout)
+            }
             let (node, joined) = try await Node.join(directory: data.directory, address: address, name: name,
                                                      wait: .seconds(timeout), logger: commandLogger()) { code, authority in
                 say("Pairing code: \(code)")
@@ -173,6 +185,62 @@ struct Join: AsyncParsableCommand {
             }
         }
     }
+
+    /// Canonical form for matching device IDs: upper case, no dashes.
+    static func squash(_ s: String) -> String { s.uppercased().filter { $0 != "-" } }
+
+    /// Browses mDNS until exactly one device matches `target` (a device ID, a prefix of at least
+    /// four characters of one, or an instance name; nil matches any device) and returns its
+    /// IPv4 HOST:PORT. Returns early on a full device ID match.
+    static func discover(_ target: String?, interface: String?, seconds: Double) async throws -> String {
+        if let target, squash(target).count < 4 {
+            throw KianaNodeError(.invalidInput, "\(target) is neither HOST:PORT nor a device ID (give at least 4 characters)")
+        }
+        let wanted = target.map(squash)
+        let found = FoundDevices()
+        let mdns = MDNSDiscovery(interface: interface, logger: commandLogger())
+        say(target.map { "Looking for device \($0) on the local network…" } ?? "Looking for KI_ana devices on the local network…")
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask {
+                try await mdns.run(announce: nil) { event in
+                    guard case .resolved(let s) = event, let id = s.txt["id"],
+                          let ip = s.addresses.first(where: { !$0.contains(":") }) else { return }
+                    if let wanted, !(squash(id).hasPrefix(wanted) || s.instance.lowercased() == target?.lowercased()) { return }
+                    await found.add(id: id, address: "\(ip):\(s.port)", name: s.txt["name"])
+                }
+            }
+            group.addTask {
+                let end = ContinuousClock.now + .milliseconds(Int(seconds * 1000))
+                while ContinuousClock.now < end {
+                    // A full device ID is unique: no need to wait for the rest.
+                    if let wanted, wanted.count == 16, await found.count == 1 { return }
+                    try await Task.sleep(for: .milliseconds(50))
+                }
+            }
+            _ = try await group.next()
+            group.cancelAll()
+        }
+        let devices = await found.all
+        switch devices.count {
+        case 1:
+            say("Found \(devices[0].id)\(devices[0].name.map { " (\($0))" } ?? "") at \(devices[0].address).")
+            return devices[0].address
+        case 0:
+            throw KianaNodeError(.network, (target.map { "no KI_ana device matching \($0)" } ?? "no KI_ana device")
+                + " was found on the local network in \(Int(seconds)) s; give the HOST:PORT that `kiana pair` prints")
+        default:
+            let list = devices.map { "\($0.id) at \($0.address)\($0.name.map { " (\($0))" } ?? "")" }.joined(separator: "; ")
+            throw KianaNodeError(.invalidInput, "several KI_ana devices match: \(list); name one by its device ID or HOST:PORT")
+        }
+    }
+}
+
+/// Devices seen while `kiana join` searches, one per device ID.
+actor FoundDevices {
+    private var byID: [String: (id: String, address: String, name: String?)] = [:]
+    func add(id: String, address: String, name: String?) { byID[id] = (id, address, name) }
+    var count: Int { byID.count }
+    var all: [(id: String, address: String, name: String?)] { byID.values.sorted { $0.id < $1.id } }
 }
 
 struct Discover: AsyncParsableCommand {

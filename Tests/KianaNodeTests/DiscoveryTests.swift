@@ -149,11 +149,18 @@ import Testing
             let nodeA = try await Self.serve(lab, "a", dir: a)
             let ipA = try lab.ip("a")
 
-            func pair(_ joiner: String, in m: String) async throws -> String {
+            let idA = try #require(try kiana(["status", "--data-dir", a]).out.split(separator: "\n").first { $0.hasPrefix("Device ID:") }?
+                .split(separator: " ").last.map(String.init))
+            func pair(_ joiner: String, in m: String, byDeviceID: Bool = false) async throws -> String {
                 let pair = try lab.spawn("a", [kianaBinary(), "pair", "--data-dir", a, "--timeout", "30"])
                 _ = try #require(await pair.waitFor("Pairing window open"), "\(pair.output)")
                 #expect(await pair.waitFor("kiana join \(ipA):\(nodeA.p2p)", timeout: 5) != nil, "\(pair.output)")
-                let join = try lab.spawn(m, [kianaBinary(), "join", "\(ipA):\(nodeA.p2p)", "--data-dir", joiner, "--timeout", "30"])
+                #expect(await pair.waitFor("kiana join \(idA)", timeout: 5) != nil, "\(pair.output)")
+                // The second joiner names the authority by device ID and finds it by multicast DNS.
+                let target = byDeviceID ? idA : "\(ipA):\(nodeA.p2p)"
+                let join = try lab.spawn(m, [kianaBinary(), "join", target, "--data-dir", joiner, "--timeout", "30",
+                                             "--interface", try lab.ifname(m)])
+                if byDeviceID { #expect(await join.waitFor("Found \(idA) at \(ipA):\(nodeA.p2p)", timeout: 10) != nil, "\(join.output)") }
                 let codeLine = try #require(await join.waitFor("Pairing code:"), "\(join.output)")
                 _ = try #require(await pair.waitFor("asks to join"), "\(pair.output)")
                 pair.write(String(codeLine.split(separator: ":").last!) + "\n")
@@ -163,7 +170,7 @@ import Testing
             }
             _ = try await pair(b, in: "b")
             let nodeB = try await Self.serve(lab, "b", dir: b)
-            _ = try await pair(c, in: "c")
+            _ = try await pair(c, in: "c", byDeviceID: true)
             let keyC = try #require(try kiana(["status", "--data-dir", c]).out.split(separator: "\n").first { $0.hasPrefix("Identity:") }?
                 .split(separator: " ").last.map(String.init))
             #expect(try kiana(["vote", "add", keyC, "--data-dir", b]).status == 0)
