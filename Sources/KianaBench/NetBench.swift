@@ -41,8 +41,8 @@ public struct NetBench: Sendable {
 
     static func now() -> Double { Double(DispatchTime.now().uptimeNanoseconds) / 1e9 }
 
-    /// Two link ends on 127.0.0.1: a listener that admits the other identity and counts the bytes
-    /// of "bench" notifications, and a dialler.
+    /// Bytes of "bench" notifications received by the listening end; wakes the sender once a
+    /// target is reached.
     final class Counter: @unchecked Sendable {
         let lock = NSLock()
         var bytes = 0
@@ -68,6 +68,8 @@ public struct NetBench: Sendable {
         func reset() { lock.lock(); bytes = 0; target = .max; lock.unlock() }
     }
 
+    /// Runs both measurements with two link ends on 127.0.0.1 (a listener that admits only the
+    /// bench client, and a dialler); `progress` gets one line per phase.
     public func run(progress: @escaping @Sendable (String) -> Void) async throws -> [Row] {
         let server = DeviceIdentity.generate(), client = DeviceIdentity.generate()
         let network = Array(SHA.hash(Array("kiana bench network".utf8)))
@@ -200,7 +202,7 @@ public struct NetBench: Sendable {
                 n += 1
             }
             best = max(best, Double(sealed) / (now() - t0) / 1e6)
-            if sink == 0 { print("") }
+            if sink == 0 { print("") }  // keeps the sealing from being optimised away
         }
         return best
     }

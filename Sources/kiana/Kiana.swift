@@ -420,14 +420,15 @@ struct BenchNet: AsyncParsableCommand {
     @Option(help: "Repeats (the best is reported).") var repeats: Int = 3
 
     func run() async throws {
-        guard handshakes > 0, megabytes > 0, repeats > 0, (1...(4 << 20) - 64).contains(messageSize) else {
-            FileHandle.standardError.write(Data("error: handshakes, megabytes and repeats must be positive; message size 1…\((4 << 20) - 64)\n".utf8))
-            throw ExitCode(2)
+        try await performAsync {
+            guard handshakes > 0, megabytes > 0, repeats > 0, (1...(4 << 20) - 64).contains(messageSize) else {
+                throw KianaNodeError(.invalidInput, "handshakes, megabytes and repeats must be positive; message size 1…\((4 << 20) - 64)")
+            }
+            say("kiana bench net: loopback TCP, \(ProcessInfo.processInfo.activeProcessorCount) cores, best of \(repeats)")
+            let bench = NetBench(handshakes: handshakes, megabytes: megabytes, messageSize: messageSize, repeats: repeats)
+            let rows = try await bench.run { FileHandle.standardError.write(Data("  … \($0)\n".utf8)) }
+            say(NetBench.render(rows))
         }
-        print("kiana bench net: loopback TCP, \(ProcessInfo.processInfo.activeProcessorCount) cores, best of \(repeats)")
-        let bench = NetBench(handshakes: handshakes, megabytes: megabytes, messageSize: messageSize, repeats: repeats)
-        let rows = try await bench.run { FileHandle.standardError.write(Data("  … \($0)\n".utf8)) }
-        print(NetBench.render(rows))
     }
 }
 
