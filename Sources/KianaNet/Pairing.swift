@@ -40,9 +40,18 @@ public enum Pairing {
         let shown = ShownFlag()
         do {
             return try await run(channel, context: context, name: name, wait: wait, shown: shown, onCode: onCode)
-        } catch let e as KianaNetError where e.code.name == "closed" && !shown.value {
+        } catch where !shown.value && Self.closedByPeer(error) {
             throw KianaNetError(.init("pairing"), "\(address) closed the connection during the handshake: no pairing window is open there (run `kiana pair` on the authority)")
         }
+    }
+
+    /// Whether `error` means the other side closed the connection (a listener with no pairing
+    /// window closes right after the preamble, so our next read or write can fail either way).
+    static func closedByPeer(_ error: any Error) -> Bool {
+        if let e = error as? KianaNetError { return e.code.name == "closed" }
+        if let e = error as? ChannelError { return e == .ioOnClosedChannel || e == .eof || e == .alreadyClosed || e == .outputClosed }
+        if let e = error as? IOError { return [ECONNRESET, EPIPE].contains(e.errnoCode) }
+        return false
     }
 
     static func run(_ channel: NIOAsyncChannel<ByteBuffer, ByteBuffer>, context: LinkContext, name: String?, wait: Duration,
