@@ -201,14 +201,13 @@ public struct MDNSDiscovery: Sendable {
         var interval = 1.0
         // §5.2: the first query goes out after a random 20-120 ms.
         var nextQuery = now() + Double.random(in: 0.02...0.12)
-        // §5.4: the first query asks for unicast answers (QU), so a responder that multicast its
-        // records less than a second ago (and may not again, §6) still answers at once.
-        var first = true
+        // No QU bit (§5.4) on the first query: with several mDNS sockets on port 5353 on one host
+        // (avahi, the node, `kiana discover`) the kernel hands a unicast answer to only one of
+        // them (§15), so multicast answers are the only ones every browser sees.
         while !Task.isCancelled {
             let t = now()
             if t >= nextQuery {
-                await send(await state.browseQuery(now: t, unicast: first))
-                first = false
+                await send(await state.browseQuery(now: t))
                 nextQuery = t + interval
                 interval = min(interval * 2, 3600)
             }
@@ -287,12 +286,12 @@ actor MDNSState {
         return responder.answer(q).map { ($0.message, $0.shared, false) }
     }
 
-    func browseQuery(now: Double, unicast: Bool = false) -> DNSMessage {
+    func browseQuery(now: Double) -> DNSMessage {
         // Known-answer suppression: list the PTRs we hold with more than half their TTL left.
         let known = cache.items.values.filter {
             $0.record.name == MDNS.serviceType && $0.record.type == DNSType.ptr && $0.expires - now > Double($0.record.ttl) / 2
         }.map { r -> DNSRecord in var rec = r.record; rec.ttl = UInt32(max(0, r.expires - now)); return rec }
-        return DNSMessage(questions: [DNSQuestion(name: MDNS.serviceType, type: DNSType.ptr, unicastResponse: unicast)], answers: known)
+        return DNSMessage(questions: [DNSQuestion(name: MDNS.serviceType, type: DNSType.ptr)], answers: known)
     }
 
     func refreshQuestions(now: Double) -> [DNSQuestion] {

@@ -107,7 +107,10 @@ import Testing
             let zcPub = try lab.spawn("b", [python3(), Self.zeroconf, "publish", "--ip", ipB, "--name", "zc peer", "--port", "5151", "--txt", "id=zc-one", "--seconds", "30"])
             _ = try #require(await zcPub.waitFor("published", timeout: 15), "\(zcPub.output)")
             _ = try #require(await avahiPub.waitFor("Established", timeout: 15), "\(avahiPub.output)")
-            try await Task.sleep(for: .milliseconds(500))
+            // Let their start-up announcements (at 0, 1 and 2 s) pass: a responder may not multicast
+            // a record again within a second of the last time (RFC 6762 §6), and the measurement
+            // is of browsing, not of that pause.
+            try await Task.sleep(for: .milliseconds(3200))
             var latencies: [Double] = []
             for _ in 0..<3 {
                 let d = try runProcess("/bin/bash", lab.exec("a", [kianaBinary(), "discover", "--interface", try lab.ifname("a"), "--timeout", "2", "--json"]))
@@ -120,7 +123,10 @@ import Testing
                 latencies.append(max(avahi["ms"] as? Double ?? 9e9, z["ms"] as? Double ?? 9e9))
             }
             print("discovery: browser start to both foreign services resolved: \(latencies.map { Int($0) }) ms")
-            #expect(latencies.allSatisfy { $0 < 1000 })
+            // Usually one query round (0.2-0.3 s). If another browser on the link (here the node in a)
+            // queried less than a second earlier, the responders may not multicast again yet (RFC 6762
+            // §6) and the answer comes with our second query, at 1 s: 2 s bounds both cases.
+            #expect(latencies.allSatisfy { $0 < 2000 })
             avahiPub.signal(SIGTERM)
             _ = await avahiPub.wait()
 
