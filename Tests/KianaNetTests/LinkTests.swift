@@ -213,8 +213,8 @@ import Testing
         }
     }
 
-    @Test("Oversized and undecodable messages drop the link; the server keeps serving",
-          arguments: ["oversized", "garbage"])
+    @Test("Oversized, undecodable, tampered, empty and truncated frames drop the link; the server keeps serving",
+          arguments: ["oversized", "garbage", "tampered", "empty-frame", "truncated"])
     func hostileMessages(scenario: String) async throws {
         try await Self.withServer(Self.context()) { port, seen in
             let p = try Self.python(["connect", "127.0.0.1:\(port)", "--network", Hex.encode(Self.network), "--scenario", scenario])

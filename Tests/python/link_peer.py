@@ -232,6 +232,20 @@ def run(link):
     if sc == "garbage":
         link.send(0, "x", 1, None, raw_bytes=b"\xff\xfe not cbor")
         return expect_close(link)
+    if sc == "tampered":
+        # A transport frame whose ciphertext was altered in flight: authentication must fail.
+        ct = bytearray(link.noise.encrypt((1).to_bytes(4, "big") + b"\xa0"))
+        ct[-1] ^= 0x01
+        link.send_frame(bytes(ct))
+        return expect_close(link)
+    if sc == "empty-frame":
+        link.sock.sendall(b"\x00\x00")
+        return expect_close(link)
+    if sc == "truncated":
+        # Announce a 1,000-byte frame, send 10 bytes of it and stop writing.
+        link.sock.sendall((1000).to_bytes(2, "big") + b"x" * 10)
+        link.sock.shutdown(socket.SHUT_WR)
+        return expect_close(link)
     raise SystemExit("unknown scenario " + sc)
 
 
