@@ -54,7 +54,9 @@ import Testing
         let p = try lab.spawn(m, [kianaBinary(), "serve", "--data-dir", dir, "--port", "0", "--p2p-port", "0",
                                   "--discovery-interface", ifname], environment: ["KIANA_LOG_LEVEL": "info"])
 
-        let line = try #require(await p.waitFor("device links on port", timeout: 60), "\(p.output)")
+        let ready = await p.waitFor("device links on port", timeout: 60)
+        if ready == nil { p.signal(SIGKILL) }  // the reader thread keeps `p` alive: stop the child here
+        let line = try #require(ready, "\(p.output)")
         let port = try #require(line.range(of: #"port (\d+)"#, options: .regularExpression).flatMap { Int(line[$0].dropFirst(5)) })
         return (p, port, started)
     }

@@ -14,7 +14,9 @@ import Testing
     static func serve(_ dir: String) async throws -> Node {
         let p = try ChildProcess(kianaBinary(), ["serve", "--data-dir", dir, "--port", "0", "--p2p-port", "0", "--p2p-host", "127.0.0.1", "--discovery", "off"],
                                  environment: ["KIANA_LOG_LEVEL": "info"])
-        let line = try #require(await p.waitFor("device links on port", timeout: 60), "serve did not start: \(p.output)")
+        let started = await p.waitFor("device links on port", timeout: 60)
+        if started == nil { p.signal(SIGKILL) }  // the reader thread keeps `p` alive: stop the child here
+        let line = try #require(started, "serve did not start: \(p.output)")
         let port = try #require(line.range(of: #"port (\d+)"#, options: .regularExpression).flatMap { Int(line[$0].dropFirst(5)) }, "\(line)")
         return Node(dir: dir, process: p, p2p: port)
     }
