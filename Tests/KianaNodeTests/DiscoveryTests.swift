@@ -53,10 +53,7 @@ import Testing
         let ifname = try lab.ifname(m)
         let p = try lab.spawn(m, [kianaBinary(), "serve", "--data-dir", dir, "--port", "0", "--p2p-port", "0",
                                   "--discovery-interface", ifname], environment: ["KIANA_LOG_LEVEL": "info"])
-
-        let ready = await p.waitFor("device links on port", timeout: 60)
-        if ready == nil { p.signal(SIGKILL) }  // the reader thread keeps `p` alive: stop the child here
-        let line = try #require(ready, "\(p.output)")
+        let line = try #require(await p.waitFor("device links on port", timeout: 60), "\(p.output)")
         let port = try #require(line.range(of: #"port (\d+)"#, options: .regularExpression).flatMap { Int(line[$0].dropFirst(5)) })
         return (p, port, started)
     }
@@ -70,8 +67,8 @@ import Testing
             defer { tmp.cleanup() }
             let dir = tmp.path + "/a"
             #expect(try kiana(["init", "--data-dir", dir, "--name", "home"]).status == 0)
-            let device = try #require(try kiana(["status", "--data-dir", dir]).out.split(separator: "\n").first { $0.hasPrefix("Device ID:") }?
-                .split(separator: " ").last.map(String.init))
+            let device = try nodeIdentity(dir).device
+            try #require(!device.isEmpty)
             let ipA = try lab.ip("a"), ipB = try lab.ip("b")
 
             // A browser already running in b sees the new device appear: measure the delay.
@@ -157,8 +154,8 @@ import Testing
             let nodeA = try await Self.serve(lab, "a", dir: a)
             let ipA = try lab.ip("a")
 
-            let idA = try #require(try kiana(["status", "--data-dir", a]).out.split(separator: "\n").first { $0.hasPrefix("Device ID:") }?
-                .split(separator: " ").last.map(String.init))
+            let idA = try nodeIdentity(a).device
+            try #require(!idA.isEmpty)
             func pair(_ joiner: String, in m: String, byDeviceID: Bool = false) async throws -> String {
                 let pair = try lab.spawn("a", [kianaBinary(), "pair", "--data-dir", a, "--timeout", "30"])
                 _ = try #require(await pair.waitFor("Pairing window open"), "\(pair.output)")
@@ -179,8 +176,8 @@ import Testing
             _ = try await pair(b, in: "b")
             let nodeB = try await Self.serve(lab, "b", dir: b)
             _ = try await pair(c, in: "c", byDeviceID: true)
-            let keyC = try #require(try kiana(["status", "--data-dir", c]).out.split(separator: "\n").first { $0.hasPrefix("Identity:") }?
-                .split(separator: " ").last.map(String.init))
+            let keyC = try nodeIdentity(c).key
+            try #require(!keyC.isEmpty)
             #expect(try kiana(["vote", "add", keyC, "--data-dir", b]).status == 0)
             let nodeC = try await Self.serve(lab, "c", dir: c)
 

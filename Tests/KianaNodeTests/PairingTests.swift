@@ -14,9 +14,7 @@ import Testing
     static func serve(_ dir: String) async throws -> Node {
         let p = try ChildProcess(kianaBinary(), ["serve", "--data-dir", dir, "--port", "0", "--p2p-port", "0", "--p2p-host", "127.0.0.1", "--discovery", "off"],
                                  environment: ["KIANA_LOG_LEVEL": "info"])
-        let started = await p.waitFor("device links on port", timeout: 60)
-        if started == nil { p.signal(SIGKILL) }  // the reader thread keeps `p` alive: stop the child here
-        let line = try #require(started, "serve did not start: \(p.output)")
+        let line = try #require(await p.waitFor("device links on port", timeout: 60), "serve did not start: \(p.output)")
         let port = try #require(line.range(of: #"port (\d+)"#, options: .regularExpression).flatMap { Int(line[$0].dropFirst(5)) }, "\(line)")
         return Node(dir: dir, process: p, p2p: port)
     }
@@ -25,14 +23,6 @@ import Testing
         let r = try kiana(["peers", "list", "--json", "--data-dir", dir])
         guard r.status == 0 else { return [] }
         return (try JSONSerialization.jsonObject(with: Data(r.out.utf8)) as? [[String: Any]]) ?? []
-    }
-
-    static func identity(_ dir: String) throws -> (device: String, key: String) {
-        let out = try kiana(["status", "--data-dir", dir]).out
-        func field(_ name: String) -> String {
-            out.split(separator: "\n").first { $0.hasPrefix(name) }.map { String($0.dropFirst(name.count).trimmingCharacters(in: .whitespaces)) } ?? ""
-        }
-        return (field("Device ID:"), field("Identity:"))
     }
 
     /// Runs `kiana pair` on `authority` and `kiana join` for `joiner`; types `code` (nil: the
@@ -96,7 +86,7 @@ import Testing
         #expect(ok.pair == 0 && ok.pairOut.contains("the vote passed"), "\(ok.pairOut)")
         #expect(ok.join == 0 && ok.joinOut.contains("now an authority"), "\(ok.joinOut)")
         let nodeB = try await Self.serve(b)
-        let idA = try Self.identity(a), idB = try Self.identity(b)
+        let idA = try nodeIdentity(a), idB = try nodeIdentity(b)
         #expect(try Self.eventually { try Self.connectedMembers(a) == [idB.device] && Self.connectedMembers(b) == [idA.device] },
                 "\(Self.describe(a, b))")
         #expect(try Self.eventually { (try Self.peers(a).first?["rttMillis"] as? Double ?? 0) > 0 }, "no RTT: \(Self.describe(a))")
@@ -105,7 +95,7 @@ import Testing
         let third = try await Self.pair(authority: nodeA, joiner: c, name: "gamma")
         #expect(third.pair == 0 && third.pairOut.contains("kiana vote add"), "\(third.pairOut)")
         #expect(third.join == 0 && third.joinOut.contains("vote is not complete"), "\(third.joinOut)")
-        let idC = try Self.identity(c)
+        let idC = try nodeIdentity(c)
         #expect(try kiana(["vote", "add", idC.key, "--data-dir", b]).status == 0)
         let nodeC = try await Self.serve(c)
         #expect(try kiana(["peers", "add", "127.0.0.1:\(nodeB.p2p)", "--data-dir", c]).status == 0)

@@ -81,6 +81,15 @@ public func kiana(_ args: [String], input: Data? = nil) throws -> (status: Int32
     return (r.status, String(decoding: r.out, as: UTF8.self), String(decoding: r.err, as: UTF8.self))
 }
 
+/// The device ID and identity key `kiana status` reports for a data directory (empty if absent).
+public func nodeIdentity(_ dir: String) throws -> (device: String, key: String) {
+    let out = try kiana(["status", "--data-dir", dir]).out
+    func field(_ name: String) -> String {
+        out.split(separator: "\n").first { $0.hasPrefix(name) }.map { String($0.dropFirst(name.count).trimmingCharacters(in: .whitespaces)) } ?? ""
+    }
+    return (field("Device ID:"), field("Identity:"))
+}
+
 /// A child process whose stdout lines arrive as they are written (stderr is merged into a log
 /// kept for failure messages). Used for servers and interactive commands under test.
 public final class ChildProcess: @unchecked Sendable {
@@ -95,27 +104,34 @@ public final class ChildProcess: @unchecked Sendable {
         process = try Spawned(executable, args, environment: environment.map { ProcessInfo.processInfo.environment.merging($0) { $1 } },
                               mergeStderr: true)
         let handle = process.stdout
-        let reader = Thread { [self] in
+        // The reader holds the object only while delivering, so a ChildProcess the test drops
+        // (say, on a failed #require) is deinitialised and its child killed.
+        let reader = Thread { [weak self] in
             var pending = Data()
             while true {
                 let chunk = handle.availableData
-                if chunk.isEmpty { break }
+                guard !chunk.isEmpty, let self else { break }
                 pending += chunk
                 while let nl = pending.firstIndex(of: 10) {
                     let line = String(decoding: pending[pending.startIndex..<nl], as: UTF8.self)
                     pending = Data(pending[(nl + 1)...])
-                    deliver(line)
+                    self.deliver(line)
                 }
             }
-            if !pending.isEmpty { deliver(String(decoding: pending, as: UTF8.self)) }
-            lock.lock()
-            finished = true
-            let ws = waiters
-            waiters = []
-            lock.unlock()
-            for (_, w) in ws { w.resume(returning: nil) }
+            if !pending.isEmpty { self?.deliver(String(decoding: pending, as: UTF8.self)) }
+            self?.finish()
         }
         reader.start()
+    }
+
+    /// End of output: wakes every waiter with nil.
+    func finish() {
+        lock.lock()
+        finished = true
+        let ws = waiters
+        waiters = []
+        lock.unlock()
+        for (_, w) in ws { w.resume(returning: nil) }
     }
 
     func deliver(_ line: String) {
