@@ -21,3 +21,18 @@ public struct KianaAIError: Error, Sendable, CustomStringConvertible {
 
     public var description: String { cause.map { "\(message) (\($0))" } ?? message }
 }
+
+extension KianaAIError.Code {
+    /// A model file is not where it should be.
+    public static let modelMissing = Self("modelMissing")
+    /// A model file exists but is damaged or of the wrong kind.
+    public static let modelCorrupt = Self("modelCorrupt")
+    /// The caller passed something unusable (empty query, bad option, unreadable path).
+    public static let invalidInput = Self("invalidInput")
+    /// A file could not be read or converted to text for ingestion.
+    public static let ingest = Self("ingest")
+    /// The vector index file is damaged or does not match the store.
+    public static let index = Self("index")
+    /// A needed external tool (such as pdftotext) is not installed.
+    public static let toolMissing = Self("toolMissing")
+}

@@ -211,3 +211,18 @@ public final class ChildProcess: @unchecked Sendable {
 
     deinit { if process.isRunning { kill(process.pid, SIGKILL) } }
 }
+
+/// The embedded models fetched by scripts/models.sh: `$KIANA_MODEL_DIR`, else `~/.kiana/models`.
+/// Under CI a missing model is a failure (setup must have fetched it), elsewhere a skip.
+public enum Models {
+    public static var directory: String {
+        if let d = ProcessInfo.processInfo.environment["KIANA_MODEL_DIR"], !d.isEmpty { return d }
+        let data = ProcessInfo.processInfo.environment["KIANA_DATA_DIR"].flatMap { $0.isEmpty ? nil : $0 }
+            ?? (ProcessInfo.processInfo.environment["HOME"] ?? NSHomeDirectory()) + "/.kiana"
+        return data + "/models"
+    }
+
+    public static var hasMiniLM: Bool {
+        FileManager.default.fileExists(atPath: directory + "/all-minilm-l6-v2/model.safetensors")
+    }
+}
