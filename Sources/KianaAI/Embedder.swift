@@ -1,14 +1,18 @@
 import Crypto
 import Foundation
 
-/// Where the embedded models live: `--model-dir`, else `KIANA_MODEL_DIR`, else `<data dir>/models`.
-/// `scripts/models.sh` (run by `make run` and `make test`) fills it.
+/// Where the embedded models live: `--model-dir`, else `KIANA_MODEL_DIR`, else `<data dir>/models`
+/// when it holds models, else `~/.kiana/models` (where `make setup` puts them), so a second data
+/// directory on the same machine shares the models. `scripts/models.sh` fills it.
 public enum ModelDirectory {
     public static func resolve(_ flag: String?, dataDirectory: String,
                                environment: [String: String] = ProcessInfo.processInfo.environment) -> String {
         if let flag, !flag.isEmpty { return (flag as NSString).expandingTildeInPath }
         if let env = environment["KIANA_MODEL_DIR"], !env.isEmpty { return (env as NSString).expandingTildeInPath }
-        return dataDirectory + "/models"
+        let own = dataDirectory + "/models"
+        let shared = (environment["HOME"] ?? NSHomeDirectory()) + "/.kiana/models"
+        if FileManager.default.fileExists(atPath: own) || !FileManager.default.fileExists(atPath: shared) { return own }
+        return shared
     }
 
     static let fixHint = "run `make setup` (or scripts/models.sh) to fetch it"

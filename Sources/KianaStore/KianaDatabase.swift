@@ -111,6 +111,41 @@ public final class KianaDatabase: Sendable {
             }
             try db.create(index: "chain_hash", on: "chain", columns: ["hash"])
         }
+        m.registerMigration("2026-11-28 retrieval: full-text and vectors") { db in
+            // BM25 over live items (external content: the text is stored once, in `item`).
+            try db.execute(sql: """
+                CREATE VIRTUAL TABLE itemSearch USING fts5(
+                    title, text, content='item', content_rowid='rowid',
+                    tokenize='porter unicode61 remove_diacritics 2');
+                INSERT INTO itemSearch(rowid, title, text) SELECT rowid, title, text FROM item WHERE deleted = 0;
+                CREATE TRIGGER itemSearchInsert AFTER INSERT ON item WHEN NEW.deleted = 0 BEGIN
+                    INSERT INTO itemSearch(rowid, title, text) VALUES (NEW.rowid, NEW.title, NEW.text);
+                END;
+                CREATE TRIGGER itemSearchDelete AFTER DELETE ON item WHEN OLD.deleted = 0 BEGIN
+                    INSERT INTO itemSearch(itemSearch, rowid, title, text) VALUES ('delete', OLD.rowid, OLD.title, OLD.text);
+                END;
+                CREATE TRIGGER itemSearchUpdate AFTER UPDATE ON item
+                WHEN OLD.title IS NOT NEW.title OR OLD.text IS NOT NEW.text OR OLD.deleted IS NOT NEW.deleted BEGIN
+                    INSERT INTO itemSearch(itemSearch, rowid, title, text)
+                        SELECT 'delete', OLD.rowid, OLD.title, OLD.text WHERE OLD.deleted = 0;
+                    INSERT INTO itemSearch(rowid, title, text) SELECT NEW.rowid, NEW.title, NEW.text WHERE NEW.deleted = 0;
+                END;
+                """)
+            // One embedding per live item and model; dropped whenever the embedded text changes,
+            // so "no row" means "needs embedding" (also for items that arrive from other devices).
+            try db.create(table: "itemVector") { t in
+                t.column("itemId", .blob).notNull().references("item", onDelete: .cascade)
+                t.column("model", .text).notNull()
+                t.column("vector", .blob).notNull()
+                t.primaryKey(["itemId", "model"])
+            }
+            try db.execute(sql: """
+                CREATE TRIGGER itemVectorStale AFTER UPDATE ON item
+                WHEN OLD.title IS NOT NEW.title OR OLD.text IS NOT NEW.text OR NEW.deleted = 1 BEGIN
+                    DELETE FROM itemVector WHERE itemId = NEW.id;
+                END;
+                """)
+        }
         return m
     }
 }

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import KianaAI
 import KianaBench
 import KianaCore
 import KianaNet
@@ -17,6 +18,7 @@ struct Kiana: AsyncParsableCommand {
         commandName: "kiana",
         abstract: "KI_ana: a private, local-first AI assistant with a signed, replicated memory.",
         subcommands: [Init.self, Serve.self, Status.self, Remember.self, Forget.self, List.self, Show.self,
+                      Ingest.self, Search.self, Embed.self, IndexCommand.self,
                       Ledger.self, VoteCommand.self, Peers.self, Pair.self, Join.self, Discover.self,
                       Export.self, Import.self, Bench.self])
 
@@ -53,6 +55,7 @@ func errorLine(for error: any Error) -> String {
     case let e as KianaCoreError: return e.description
     case let e as KianaServerError: return e.message
     case let e as KianaNetError: return e.message
+    case let e as KianaAIError: return e.message
     default: return "\(error)"
     }
 }

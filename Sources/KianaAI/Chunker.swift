@@ -1,0 +1,271 @@
+import Foundation
+
+/// One piece of a document to store as a knowledge item.
+public struct Chunk: Sendable, Equatable {
+    /// Heading path of the section the chunk is in ("Setup › Network"), empty before any heading.
+    public var heading: String
+    public var text: String
+}
+
+/// Splits a document into overlapping chunks that fit the embedder (≤ 256 tokens ≈ 1,000
+/// characters of English): sections at Markdown headings are never mixed, paragraphs are packed
+/// whole up to `target` characters, a paragraph longer than `maximum` is split at sentence ends
+/// (then at spaces), and a chunk that continues a section starts with the last sentences of the
+/// previous one (up to `overlap` characters) so a fact on a boundary is found from both sides.
+public struct Chunker: Sendable {
+    public var target = 900
+    public var maximum = 1200
+    public var overlap = 150
+
+    public init() {}
+
+    public func chunks(_ document: String) -> [Chunk] {
+        var out: [Chunk] = []
+        var headings: [(level: Int, title: String)] = []
+        var paragraph: [Substring] = []
+        var paragraphs: [String] = []
+        var inFence = false
+
+        func flushParagraph() {
+            let p = paragraph.joined(separator: "\n").trimmingCharacters(in: .whitespacesAndNewlines)
+            if !p.isEmpty { paragraphs.append(p) }
+            paragraph = []
+        }
+        func flushSection() {
+            flushParagraph()
+            out += pack(paragraphs, heading: headings.map(\.title).joined(separator: " › "))
+            paragraphs = []
+        }
+        for line in document.split(separator: "\n", omittingEmptySubsequences: false) {
+            let trimmed = line.trimmingCharacters(in: .whitespaces)
+            if trimmed.hasPrefix("```") || trimmed.hasPrefix("~~~") { inFence.toggle(); paragraph.append(line); continue }
+            if !inFence, let (level, title) = Self.heading(trimmed) {
+                flushSection()
+                while let last = headings.last, last.level >= level { headings.removeLast() }
+                headings.append((level, title))
+                continue
+            }
+            if trimmed.isEmpty && !inFence { flushParagraph() } else { paragraph.append(line) }
+        }
+        flushSection()
+        return out
+    }
+
+    /// "## Title" → (2, "Title"); nil for other lines.
+    static func heading(_ line: String) -> (Int, String)? {
+        guard line.hasPrefix("#") else { return nil }
+        let level = line.prefix { $0 == "#" }.count
+        guard level <= 6 else { return nil }
+        let rest = line.dropFirst(level)
+        guard rest.isEmpty || rest.first == " " || rest.first == "\t" else { return nil }
+        let title = rest.trimmingCharacters(in: .whitespaces).trimmingCharacters(in: CharacterSet(charactersIn: "#")).trimmingCharacters(in: .whitespaces)
+        return title.isEmpty ? nil : (level, title)
+    }
+
+    func pack(_ paragraphs: [String], heading: String) -> [Chunk] {
+        var pieces: [String] = []
+        for p in paragraphs {
+            if p.count <= maximum { pieces.append(p) } else { pieces += splitLong(p) }
+        }
+        var chunks: [Chunk] = []
+        var current = ""
+        var carried = false   // current holds only overlap from the previous chunk
+        for piece in pieces {
+            if !current.isEmpty && current.count + 2 + piece.count > target && !carried {
+                chunks.append(Chunk(heading: heading, text: current))
+                current = tail(of: current)
+                carried = !current.isEmpty
+                if current.count + 2 + piece.count > maximum { current = ""; carried = false }
+            }
+            current = current.isEmpty ? piece : current + "\n\n" + piece
+            carried = false
+        }
+        if !current.isEmpty && !carried { chunks.append(Chunk(heading: heading, text: current)) }
+        return chunks
+    }
+
+    /// The last whole sentences of a chunk, at most `overlap` characters.
+    func tail(of text: String) -> String {
+        guard overlap > 0 else { return "" }
+        let sentences = Self.sentences(text)
+        var tail: [String] = []
+        var length = 0
+        for s in sentences.reversed() {
+            if length + s.count > overlap { break }
+            tail.insert(s, at: 0); length += s.count + 1
+        }
+        return tail.joined(separator: " ")
+    }
+
+    /// Splits an over-long paragraph at sentence ends, and over-long sentences at spaces.
+    func splitLong(_ p: String) -> [String] {
+        var out: [String] = []
+        var current = ""
+        for s in Self.sentences(p) {
+            var sentence = s
+            while sentence.count > maximum {
+                let head = String(sentence.prefix(maximum))
+                let cut = head.lastIndex(of: " ").map { head.distance(from: head.startIndex, to: $0) } ?? maximum
+                let n = cut > maximum / 2 ? cut : maximum
+                if !current.isEmpty { out.append(current); current = "" }
+                out.append(String(sentence.prefix(n)).trimmingCharacters(in: .whitespaces))
+                sentence = String(sentence.dropFirst(n)).trimmingCharacters(in: .whitespaces)
+            }
+            if current.count + 1 + sentence.count > target, !current.isEmpty { out.append(current); current = "" }
+            current = current.isEmpty ? sentence : current + " " + sentence
+        }
+        if !current.isEmpty { out.append(current) }
+        return out
+    }
+
+    /// Sentences: text up to ". ", "! ", "? " (or line ends), trimmed.
+    static func sentences(_ text: String) -> [String] {
+        var out: [String] = []
+        var current = ""
+        var previous: Character = " "
+        for ch in text {
+            if (ch == " " || ch == "\n") && (previous == "." || previous == "!" || previous == "?" || ch == "\n") {
+                let s = current.trimmingCharacters(in: .whitespaces)
+                if !s.isEmpty { out.append(s) }
+                current = ""
+            } else {
+                current.append(ch)
+            }
+            previous = ch
+        }
+        let s = current.trimmingCharacters(in: .whitespaces)
+        if !s.isEmpty { out.append(s) }
+        return out
+    }
+}
+
+/// Turns a file into text: Markdown and plain text as they are, HTML with tags stripped
+/// (headings kept as Markdown headings so the chunker sees sections), PDF through poppler's
+/// `pdftotext` when it is installed.
+public enum TextExtraction {
+    public static let supportedExtensions: Set<String> = ["md", "markdown", "txt", "text", "html", "htm", "pdf"]
+    /// Files above this size are refused (a text file that big is almost certainly not notes).
+    public static let maxFileBytes = 64 * 1024 * 1024
+
+    public static func isSupported(_ path: String) -> Bool {
+        supportedExtensions.contains((path as NSString).pathExtension.lowercased())
+    }
+
+    public static func text(of path: String, data: Data) throws(KianaAIError) -> String {
+        let ext = (path as NSString).pathExtension.lowercased()
+        switch ext {
+        case "pdf": return try pdfText(path)
+        case "html", "htm": return htmlText(decode(data))
+        default: return decode(data)
+        }
+    }
+
+    /// UTF-8 (invalid bytes replaced), without a byte-order mark, with \r\n → \n.
+    static func decode(_ data: Data) -> String {
+        var s = String(decoding: data, as: UTF8.self)
+        if s.hasPrefix("\u{FEFF}") { s.removeFirst() }
+        return s.replacingOccurrences(of: "\r\n", with: "\n")
+    }
+
+    public static func pdftotextPath() -> String? {
+        for dir in (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin").split(separator: ":") {
+            let p = "\(dir)/pdftotext"
+            if FileManager.default.isExecutableFile(atPath: p) { return p }
+        }
+        return nil
+    }
+
+    static func pdfText(_ path: String) throws(KianaAIError) -> String {
+        guard let tool = pdftotextPath() else {
+            throw KianaAIError(.toolMissing, "cannot read PDF \(path): pdftotext is not installed (apt-get install poppler-utils)")
+        }
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: tool)
+        p.arguments = ["-enc", "UTF-8", "-q", path, "-"]
+        let out = Pipe()
+        p.standardOutput = out
+        p.standardError = FileHandle.nullDevice
+        do { try p.run() } catch { throw KianaAIError(.ingest, "cannot run pdftotext on \(path)", cause: error) }
+        let data = out.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        guard p.terminationStatus == 0 else { throw KianaAIError(.ingest, "pdftotext could not read \(path) (exit \(p.terminationStatus))") }
+        // pdftotext separates pages with form feeds
+        return decode(data).replacingOccurrences(of: "\u{0C}", with: "\n\n")
+    }
+
+    /// Strips tags, drops script/style/head, turns block elements into line breaks and h1–h6 into
+    /// Markdown headings, decodes entities.
+    public static func htmlText(_ html: String) -> String {
+        var out = ""
+        var i = html.startIndex
+        var skipUntil: String?
+        while i < html.endIndex {
+            let ch = html[i]
+            if ch == "<" {
+                guard let close = html[i...].firstIndex(of: ">") else { break }
+                let tag = html[html.index(after: i)..<close].lowercased()
+                i = html.index(after: close)
+                if tag.hasPrefix("!--") {
+                    if let end = html.range(of: "-->", range: html.index(i, offsetBy: -1, limitedBy: html.startIndex)!..<html.endIndex) { i = end.upperBound }
+                    continue
+                }
+                let name = String(tag.drop { $0 == "/" }.prefix { $0.isLetter || $0.isNumber })
+                let closing = tag.hasPrefix("/")
+                if let s = skipUntil { if closing && name == s { skipUntil = nil }; continue }
+                if !closing && ["script", "style", "head", "noscript", "template"].contains(name) { skipUntil = name; continue }
+                if name.count == 2, name.first == "h", let level = Int(String(name.last!)), (1...6).contains(level) {
+                    out += closing ? "\n\n" : "\n\n" + String(repeating: "#", count: level) + " "
+                } else if ["p", "div", "section", "article", "li", "tr", "table", "ul", "ol", "blockquote", "pre", "header", "footer", "main", "nav", "aside"].contains(name) {
+                    out += "\n\n"
+                } else if name == "br" {
+                    out += "\n"
+                } else if name == "td" || name == "th" {
+                    out += " "
+                }
+                continue
+            }
+            if skipUntil == nil { out.append(ch) }
+            i = html.index(after: i)
+        }
+        // heading lines must be single lines
+        let decoded = decodeEntities(out)
+        var lines: [String] = []
+        for line in decoded.split(separator: "\n", omittingEmptySubsequences: false) {
+            let collapsed = line.split(whereSeparator: { $0 == " " || $0 == "\t" }).joined(separator: " ")
+            lines.append(collapsed)
+        }
+        var text = lines.joined(separator: "\n")
+        while text.contains("\n\n\n") { text = text.replacingOccurrences(of: "\n\n\n", with: "\n\n") }
+        return text.trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    static let namedEntities: [String: String] = [
+        "amp": "&", "lt": "<", "gt": ">", "quot": "\"", "apos": "'", "nbsp": " ", "ndash": "–", "mdash": "—",
+        "hellip": "…", "copy": "©", "reg": "®", "auml": "ä", "ouml": "ö", "uuml": "ü", "Auml": "Ä", "Ouml": "Ö",
+        "Uuml": "Ü", "szlig": "ß", "eacute": "é", "egrave": "è", "euro": "€", "laquo": "«", "raquo": "»",
+        "lsquo": "‘", "rsquo": "’", "ldquo": "“", "rdquo": "”", "bull": "•", "middot": "·",
+    ]
+
+    static func decodeEntities(_ s: String) -> String {
+        guard s.contains("&") else { return s }
+        var out = ""
+        var i = s.startIndex
+        while i < s.endIndex {
+            if s[i] == "&", let semi = s[i...].prefix(12).firstIndex(of: ";") {
+                let name = String(s[s.index(after: i)..<semi])
+                var rep: String?
+                if name.hasPrefix("#x") || name.hasPrefix("#X") {
+                    rep = UInt32(name.dropFirst(2), radix: 16).flatMap(Unicode.Scalar.init).map { String(Character($0)) }
+                } else if name.hasPrefix("#") {
+                    rep = UInt32(name.dropFirst()).flatMap(Unicode.Scalar.init).map { String(Character($0)) }
+                } else {
+                    rep = namedEntities[name]
+                }
+                if let rep { out += rep; i = s.index(after: semi); continue }
+            }
+            out.append(s[i])
+            i = s.index(after: i)
+        }
+        return out
+    }
+}

@@ -1,0 +1,196 @@
+import Foundation
+import KianaAI
+import KianaCore
+import KianaStore
+
+/// What an ingestion run did.
+public struct IngestReport: Sendable, Equatable {
+    public var filesScanned = 0
+    public var filesUnchanged = 0
+    public var filesNew = 0
+    public var filesChanged = 0
+    public var filesRemoved = 0
+    public var filesFailed: [String] = []
+    public var chunksAdded = 0
+    public var chunksUpdated = 0
+    public var chunksRemoved = 0
+    public var bytesRead = 0
+    public var changed: Bool { chunksAdded + chunksUpdated + chunksRemoved > 0 }
+}
+
+/// Progress callbacks of long operations: (phase, done, total, detail).
+public typealias ProgressHandler = @Sendable (_ phase: String, _ done: Int, _ total: Int, _ detail: String) -> Void
+
+/// A file's chunks are stored as items whose source is "<absolute path>#<position>".
+public enum ChunkSource {
+    public static func make(_ path: String, _ position: Int) -> String { "\(path)#\(position)" }
+
+    /// (path, position) of an ingested chunk's source, nil for other sources.
+    public static func parse(_ source: String) -> (String, Int)? {
+        guard let hash = source.lastIndex(of: "#"), let pos = Int(source[source.index(after: hash)...]), pos >= 0 else { return nil }
+        return (String(source[..<hash]), pos)
+    }
+}
+
+extension Node {
+    public var searchStore: SearchStore { SearchStore(database: store.database) }
+    public var vectorIndexPath: String { directory.path + "/index/minilm.vidx" }
+
+    /// Ingests files and folders (recursively, supported types only): new files become chunks,
+    /// changed files have their chunks replaced, files gone from an ingested folder are forgotten,
+    /// unchanged files cost one read. Each batch of chunks is one ledger write, so an interrupted
+    /// run leaves whole batches and the next run finishes the job.
+    public func ingest(paths: [String], tags: [String] = [], chunker: Chunker = Chunker(),
+                       progress: ProgressHandler? = nil, now: @Sendable () -> UInt64 = currentMillis) throws -> IngestReport {
+        guard !paths.isEmpty else { throw KianaNodeError(.invalidInput, "nothing to ingest: give files or folders") }
+        var report = IngestReport()
+        let fm = FileManager.default
+        var plan: [(root: String, files: [String], isFolder: Bool)] = []
+        for raw in paths {
+            let path = URL(fileURLWithPath: (raw as NSString).expandingTildeInPath).standardizedFileURL.path
+            var isDir: ObjCBool = false
+            if fm.fileExists(atPath: path, isDirectory: &isDir) {
+                if isDir.boolValue {
+                    plan.append((path, try Self.supportedFiles(under: path), true))
+                } else {
+                    guard TextExtraction.isSupported(path) else {
+                        throw KianaNodeError(.invalidInput, "\(raw): unsupported file type (supported: \(TextExtraction.supportedExtensions.sorted().joined(separator: ", ")))")
+                    }
+                    plan.append((path, [path], false))
+                }
+            } else if try !searchStore.items(sourcePrefix: path + "#").isEmpty {
+                plan.append((path, [], false))   // a file ingested before and deleted since
+            } else {
+                throw KianaNodeError(.invalidInput, "\(raw): no such file or folder")
+            }
+        }
+        let totalBytes = plan.flatMap(\.files).reduce(0) { $0 + ((try? fm.attributesOfItem(atPath: $1)[.size] as? Int) ?? 0) }
+        progress?("reading", 0, totalBytes, "")
+        for entry in plan {
+            // everything ingested under this root, grouped by file
+            let prefix = entry.isFolder ? entry.root + "/" : entry.root + "#"
+            var existing: [String: [Int: StoredItem]] = [:]
+            for item in try searchStore.items(sourcePrefix: prefix) {
+                guard let s = item.source, let (path, pos) = ChunkSource.parse(s) else { continue }
+                existing[path, default: [:]][pos] = item
+            }
+            let present = Set(entry.files)
+            for file in entry.files {
+                report.filesScanned += 1
+                let old = existing[file] ?? [:]
+                let chunks: [Chunk]
+                do {
+                    let attrs = try fm.attributesOfItem(atPath: file)
+                    let size = attrs[.size] as? Int ?? 0
+                    guard size <= TextExtraction.maxFileBytes else {
+                        throw KianaAIError(.ingest, "\(file) is larger than \(TextExtraction.maxFileBytes / 1_048_576) MiB")
+                    }
+                    let data = try Data(contentsOf: URL(fileURLWithPath: file))
+                    report.bytesRead += data.count
+                    chunks = chunker.chunks(try TextExtraction.text(of: file, data: data))
+                } catch {
+                    report.filesFailed.append("\(file): \(Self.describe(error))")
+                    progress?("reading", report.bytesRead, totalBytes, file)
+                    continue
+                }
+                let name = (file as NSString).lastPathComponent
+                var ops: [KnowledgeOp] = []
+                var added = 0, updated = 0
+                for (pos, chunk) in chunks.enumerated() {
+                    let title = chunk.heading.isEmpty ? name : name + " › " + chunk.heading
+                    let text = String(chunk.text.utf8.prefix(KnowledgeOp.maxTextBytes)) ?? chunk.text
+                    if let item = old[pos] {
+                        if item.title == title && item.text == text { continue }
+                        ops.append(.put(item.id, KnowledgeFields(title: title, text: text)))
+                        updated += 1
+                    } else {
+                        ops.append(.put(ItemID.random(), KnowledgeFields(title: title, text: text, tags: tags.isEmpty ? nil : tags,
+                                                                         source: ChunkSource.make(file, pos))))
+                        added += 1
+                    }
+                }
+                let removed = old.keys.filter { $0 >= chunks.count }.sorted()
+                ops += removed.map { .delete(old[$0]!.id) }
+                try write(ops, now: now)
+                report.chunksAdded += added; report.chunksUpdated += updated; report.chunksRemoved += removed.count
+                if ops.isEmpty { report.filesUnchanged += 1 } else if old.isEmpty { report.filesNew += 1 } else { report.filesChanged += 1 }
+                progress?("reading", report.bytesRead, totalBytes, file)
+            }
+            // files that were ingested under this root and are gone now
+            for (path, items) in existing where !present.contains(path) && (entry.isFolder || path == entry.root) {
+                if fm.fileExists(atPath: path) && entry.isFolder && TextExtraction.isSupported(path) { continue }
+                try write(items.values.sorted { $0.id < $1.id }.map { .delete($0.id) }, now: now)
+                report.chunksRemoved += items.count
+                report.filesRemoved += 1
+            }
+        }
+        return report
+    }
+
+    /// Writes ops in ledger batches of at most 256 entries / ~1 MiB of text.
+    func write(_ ops: [KnowledgeOp], now: @Sendable () -> UInt64) throws {
+        var batch: [KnowledgeOp] = []
+        var bytes = 0
+        for op in ops {
+            var size = 64
+            if case .put(_, let f) = op { size += (f.text?.utf8.count ?? 0) + (f.title?.utf8.count ?? 0) }
+            if !batch.isEmpty && (batch.count >= 256 || bytes + size > 1 << 20) {
+                _ = try store.write(batch, identity: identity, now: now()); batch = []; bytes = 0
+            }
+            batch.append(op); bytes += size
+        }
+        if !batch.isEmpty { _ = try store.write(batch, identity: identity, now: now()) }
+    }
+
+    static func supportedFiles(under root: String) throws -> [String] {
+        guard let e = FileManager.default.enumerator(at: URL(fileURLWithPath: root), includingPropertiesForKeys: [.isRegularFileKey],
+                                                     options: [.skipsHiddenFiles]) else {
+            throw KianaNodeError(.invalidInput, "cannot read folder \(root)")
+        }
+        var files: [String] = []
+        for case let url as URL in e {
+            guard (try? url.resourceValues(forKeys: [.isRegularFileKey]))?.isRegularFile == true else { continue }
+            let p = url.standardizedFileURL.path
+            if TextExtraction.isSupported(p) { files.append(p) }
+        }
+        return files.sorted()
+    }
+
+    static func describe(_ error: any Error) -> String {
+        switch error {
+        case let e as KianaAIError: return e.message
+        case let e as KianaNodeError: return e.message
+        default: return error.localizedDescription
+        }
+    }
+
+    // MARK: embedding and search
+
+    /// Loads the embedder from the model directory (verified; one-line error when missing).
+    public static func loadEmbedder(modelDirectory: String, threads: Int? = nil) throws -> Embedder {
+        try Embedder.load(modelDirectory: modelDirectory, threads: threads)
+    }
+
+    /// Embeds every item that has no vector yet; returns how many.
+    @discardableResult
+    public func embedPending(_ embedder: Embedder, progress: ProgressHandler? = nil) throws -> Int {
+        try Indexing.embedPending(store: searchStore, embedder: embedder) { progress?("embedding", $0, $1, "") }
+    }
+
+    /// A retriever over the current state: pending items are embedded first, then the vector
+    /// index is opened (and its HNSW file refreshed when the store is large).
+    public func retriever(_ embedder: Embedder, config: VectorIndexConfig = VectorIndexConfig(), progress: ProgressHandler? = nil) throws -> Retriever {
+        try embedPending(embedder, progress: progress)
+        let index = try ItemVectorIndex.open(store: searchStore, model: Embedder.modelName, dimension: embedder.dimension,
+                                            path: vectorIndexPath, config: config) { progress?("indexing", $0, $1, "") }
+        return Retriever(embedder: embedder, store: searchStore, index: index)
+    }
+
+    /// Drops all vectors and the HNSW file, rebuilds full-text search, re-embeds everything and
+    /// rebuilds the vector index.
+    public func rebuildIndexes(_ embedder: Embedder, config: VectorIndexConfig = VectorIndexConfig(), progress: ProgressHandler? = nil) throws -> Retriever {
+        try searchStore.resetIndexes()
+        try? FileManager.default.removeItem(atPath: vectorIndexPath)
+        return try retriever(embedder, config: config, progress: progress)
+    }
+}

@@ -1,0 +1,278 @@
+import ArgumentParser
+import Foundation
+import KianaAI
+import KianaCore
+import KianaNode
+import KianaStore
+#if canImport(Glibc)
+import Glibc
+#endif
+
+struct ModelOptions: ParsableArguments {
+    @Option(help: "Model directory (default: $KIANA_MODEL_DIR or <data dir>/models).")
+    var modelDir: String?
+
+    func directory(_ data: DataOptions) -> String { ModelDirectory.resolve(modelDir, dataDirectory: data.directory.path) }
+}
+
+/// A progress bar on stderr: redrawn in place on a terminal, otherwise one line at most every
+/// two seconds (and the last one), so logs stay readable.
+final class ProgressBar: @unchecked Sendable {
+    private let lock = NSLock()
+    private let tty = isatty(2) == 1
+    private var lastLine = Date.distantPast
+    private var lastPhase = ""
+    private var open = false
+
+    func update(_ phase: String, _ done: Int, _ total: Int, _ unit: Unit) {
+        lock.lock(); defer { lock.unlock() }
+        let finished = done >= total
+        if phase != lastPhase { if open && tty { FileHandle.standardError.write(Data("\n".utf8)) }; open = false; lastPhase = phase }
+        guard tty || finished || Date().timeIntervalSince(lastLine) >= 2 else { return }
+        lastLine = Date()
+        let fraction = total > 0 ? min(1, Double(done) / Double(total)) : 1
+        let width = 30
+        let filled = Int(fraction * Double(width))
+        let bar = String(repeating: "#", count: filled) + String(repeating: ".", count: width - filled)
+        let line = String(format: "%@ [%@] %3d%% %@", phase.padding(toLength: 9, withPad: " ", startingAt: 0), bar, Int(fraction * 100), unit.render(done, total))
+        FileHandle.standardError.write(Data((tty ? "\r" + line + (finished ? "\n" : "") : line + "\n").utf8))
+        open = tty && !finished
+    }
+
+    enum Unit {
+        case bytes, items
+        func render(_ done: Int, _ total: Int) -> String {
+            switch self {
+            case .bytes: return String(format: "%.1f/%.1f MB", Double(done) / 1e6, Double(total) / 1e6)
+            case .items: return "\(done)/\(total)"
+            }
+        }
+    }
+
+    var handler: ProgressHandler {
+        { [self] phase, done, total, _ in update(phase, done, total, phase == "reading" ? .bytes : .items) }
+    }
+}
+
+struct Ingest: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Add files and folders (.md, .txt, .html, .pdf) to the knowledge base, kept in sync.",
+        discussion: """
+        Each file is split into chunks (sections and paragraphs, with overlap); each chunk is a
+        knowledge item whose source is "<path>#<position>". Running it again changes only what
+        changed: edited files have their chunks replaced, deleted files are forgotten. Chunks are
+        embedded right away unless --no-embed (then the running node or the next search does it).
+        """)
+    @OptionGroup var data: DataOptions
+    @OptionGroup var model: ModelOptions
+    @Argument(help: "Files or folders.") var paths: [String]
+    @Option(name: .customLong("tag"), help: "A tag for every new chunk (repeatable).") var tags: [String] = []
+    @Flag(help: "Keep watching the paths and sync every change until interrupted.") var watch = false
+    @Option(help: "Seconds between checks with --watch.") var interval: Double = 2
+    @Flag(help: "Store the chunks without embedding them now.") var noEmbed = false
+
+    func run() throws {
+        try perform {
+            guard interval >= 0.1, interval <= 3600 else { throw KianaNodeError(.invalidInput, "--interval must be 0.1…3600 seconds") }
+            let node = try Node.open(directory: data.directory)
+            let embedder = noEmbed ? nil : try Node.loadEmbedder(modelDirectory: model.directory(data))
+            let bar = ProgressBar()
+            func once() throws -> IngestReport {
+                let r = try node.ingest(paths: paths, tags: tags, progress: bar.handler)
+                let files = "\(r.filesScanned) files: \(r.filesNew) new, \(r.filesChanged) changed, \(r.filesUnchanged) unchanged, \(r.filesRemoved) removed"
+                if r.changed {
+                    say("Ingested \(files); chunks +\(r.chunksAdded) ~\(r.chunksUpdated) -\(r.chunksRemoved)")
+                } else {
+                    say("Nothing changed (\(files))")
+                }
+                for f in r.filesFailed { FileHandle.standardError.write(Data("kiana: skipped \(f)\n".utf8)) }
+                if let embedder {
+                    let n = try node.embedPending(embedder, progress: bar.handler)
+                    if n > 0 { say("Embedded \(n) chunks") }
+                }
+                return r
+            }
+            _ = try once()
+            guard watch else { return }
+            say("Watching \(paths.joined(separator: ", ")) every \(interval) s (Ctrl-C to stop)")
+            var last = snapshot()
+            while true {
+                Thread.sleep(forTimeInterval: interval)
+                let now = snapshot()
+                if now != last { _ = try once(); last = snapshot() }
+            }
+        }
+    }
+
+    /// Size and modification time of every supported file under the paths (cheap change check).
+    func snapshot() -> [String: [Double]] {
+        var out: [String: [Double]] = [:]
+        let fm = FileManager.default
+        for raw in paths {
+            let root = URL(fileURLWithPath: (raw as NSString).expandingTildeInPath).standardizedFileURL.path
+            var files: [String] = [root]
+            if let e = fm.enumerator(atPath: root) { files = e.compactMap { $0 as? String }.map { root + "/" + $0 } }
+            for f in files where TextExtraction.isSupported(f) {
+                if let a = try? fm.attributesOfItem(atPath: f) {
+                    out[f] = [Double(a[.size] as? Int ?? 0), (a[.modificationDate] as? Date)?.timeIntervalSince1970 ?? 0]
+                }
+            }
+        }
+        return out
+    }
+}
+
+struct Search: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Search the knowledge base (BM25 + vectors, fused with reciprocal rank fusion).")
+    @OptionGroup var data: DataOptions
+    @OptionGroup var model: ModelOptions
+    @Argument(help: "What to look for.") var query: String
+    @Option(help: "Number of results.") var k: Int = 10
+    @Option(help: "hybrid, vector or keyword.") var mode: String = "hybrid"
+    @Option(help: "Only items with this tag.") var tag: String?
+    @Option(help: "Only items whose source starts with this (a file or folder path).") var source: String?
+    @Flag(help: "Print results as JSON.") var json = false
+
+    func run() throws {
+        try perform {
+            guard let m = SearchMode(rawValue: mode) else { throw KianaNodeError(.invalidInput, "--mode must be hybrid, vector or keyword") }
+            guard (1...1000).contains(k) else { throw KianaNodeError(.invalidInput, "--k must be 1…1000") }
+            let node = try Node.open(directory: data.directory)
+            let bar = ProgressBar()
+            let retriever: Retriever
+            var hits: [SearchHit]
+            let filter = SearchFilter(tag: tag, sourcePrefix: source.map { s in
+                s.hasPrefix("/") || s.hasPrefix("~") || s.hasPrefix(".") ? URL(fileURLWithPath: (s as NSString).expandingTildeInPath).standardizedFileURL.path : s
+            })
+            guard !query.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty else { throw KianaNodeError(.invalidInput, "the search query is empty") }
+            if m == .keyword {
+                hits = try node.searchStore.keywordSearch(query, limit: k, filter: filter).enumerated().map {
+                    SearchHit(id: $1.0, score: $1.1, keywordRank: $0 + 1, keywordScore: $1.1)
+                }
+            } else {
+                retriever = try node.retriever(Node.loadEmbedder(modelDirectory: model.directory(data)), progress: bar.handler)
+                hits = try retriever.search(query, k: k, mode: m, filter: filter)
+            }
+            let items = try node.searchStore.items(hits.map(\.id))
+            if json {
+                let out: [[String: Any]] = hits.map { h in
+                    var o: [String: Any] = ["id": h.id.description, "score": h.score]
+                    if let r = h.keywordRank { o["keywordRank"] = r; o["bm25"] = h.keywordScore }
+                    if let r = h.vectorRank { o["vectorRank"] = r; o["cosine"] = h.vectorScore }
+                    if let i = items[h.id] { o["title"] = i.title ?? ""; o["source"] = i.source ?? ""; o["text"] = i.text ?? "" }
+                    return o
+                }
+                let d = try JSONSerialization.data(withJSONObject: ["query": query, "mode": m.rawValue, "results": out], options: [.sortedKeys])
+                say(String(decoding: d, as: UTF8.self))
+                return
+            }
+            if hits.isEmpty { say("No results."); return }
+            for (n, h) in hits.enumerated() {
+                let i = items[h.id]
+                var parts: [String] = []
+                if let s = h.keywordScore { parts.append(String(format: "bm25 %.2f (#%d)", s, h.keywordRank!)) }
+                if let s = h.vectorScore { parts.append(String(format: "cos %.3f (#%d)", s, h.vectorRank!)) }
+                let score = m == .hybrid ? String(format: "rrf %.4f", h.score) : String(format: "%.4f", h.score)
+                say("\(n + 1). \(score)  \(parts.joined(separator: ", "))  \(h.id)")
+                let title = i?.title ?? ""
+                if !title.isEmpty { say("   \(title)") }
+                let text = (i?.text ?? "").replacingOccurrences(of: "\n", with: " ")
+                say("   " + String(text.prefix(160)) + (text.count > 160 ? "…" : ""))
+                if let src = i?.source { say("   source: \(src)") }
+            }
+        }
+    }
+}
+
+struct Embed: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Print the embedding of a text (all-MiniLM-L6-v2, 384 floats).")
+    @OptionGroup var data: DataOptions
+    @OptionGroup var model: ModelOptions
+    @Argument(help: "The text.") var text: String
+    @Flag(help: "Print a JSON array.") var json = false
+    @Flag(help: "Print the WordPiece token IDs instead.") var tokens = false
+
+    func run() throws {
+        try perform {
+            let embedder = try Node.loadEmbedder(modelDirectory: model.directory(data))
+            if tokens {
+                say("[" + embedder.tokenize(text).map(String.init).joined(separator: ", ") + "]")
+                return
+            }
+            let v = embedder.embed(text)
+            if json {
+                say("[" + v.map { "\($0)" }.joined(separator: ", ") + "]")
+            } else {
+                say("\(v.count) dimensions, \(embedder.tokenize(text).count) tokens")
+                for row in stride(from: 0, to: v.count, by: 8) {
+                    say(v[row..<min(row + 8, v.count)].map { String(format: "% .6f", $0) }.joined(separator: " "))
+                }
+            }
+        }
+    }
+}
+
+struct IndexCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "index", abstract: "Full-text and vector index: status, update, rebuild.",
+                                                    subcommands: [IndexStatus.self, IndexUpdate.self, IndexRebuild.self], defaultSubcommand: IndexStatus.self)
+}
+
+struct IndexOptions: ParsableArguments {
+    @Option(help: "Use an HNSW graph from this many vectors on (below it: exact scan).") var hnswThreshold: Int = VectorIndexConfig().hnswThreshold
+    @Option(help: "HNSW links per node.") var m: Int = 16
+    @Option(help: "HNSW beam width while building.") var efConstruction: Int = 100
+
+    func config() throws -> VectorIndexConfig {
+        guard hnswThreshold >= 0, (2...256).contains(m), (2...4096).contains(efConstruction) else {
+            throw KianaNodeError(.invalidInput, "--hnsw-threshold ≥ 0, --m 2…256, --ef-construction 2…4096")
+        }
+        var c = VectorIndexConfig()
+        c.hnswThreshold = hnswThreshold; c.m = m; c.efConstruction = efConstruction
+        return c
+    }
+}
+
+struct IndexStatus: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "status", abstract: "How many items are embedded and how search runs.")
+    @OptionGroup var data: DataOptions
+    func run() throws {
+        try perform {
+            let node = try Node.open(directory: data.directory)
+            let items = try node.store.counts().items
+            let vectors = try node.searchStore.vectorCount(model: Embedder.modelName)
+            let pending = try node.searchStore.countNeedingVectors(model: Embedder.modelName)
+            let file = FileManager.default.fileExists(atPath: node.vectorIndexPath)
+            say("Items: \(items), embedded: \(vectors), waiting: \(pending)")
+            say("Vector search: \(file ? "HNSW graph (\(node.vectorIndexPath))" : "exact scan")")
+        }
+    }
+}
+
+struct IndexUpdate: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "update", abstract: "Embed items that have no vector yet and refresh the vector index.")
+    @OptionGroup var data: DataOptions
+    @OptionGroup var model: ModelOptions
+    @OptionGroup var options: IndexOptions
+    func run() throws {
+        try perform {
+            let node = try Node.open(directory: data.directory)
+            let r = try node.retriever(Node.loadEmbedder(modelDirectory: model.directory(data)), config: options.config(), progress: ProgressBar().handler)
+            say("Index up to date: \(r.index.count) vectors, \(r.index.usesHNSW ? "HNSW" : "exact scan")")
+        }
+    }
+}
+
+struct IndexRebuild: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "rebuild", abstract: "Rebuild full-text search, re-embed every item and rebuild the vector index.")
+    @OptionGroup var data: DataOptions
+    @OptionGroup var model: ModelOptions
+    @OptionGroup var options: IndexOptions
+    func run() throws {
+        try perform {
+            let node = try Node.open(directory: data.directory)
+            let start = Date()
+            let r = try node.rebuildIndexes(Node.loadEmbedder(modelDirectory: model.directory(data)), config: options.config(), progress: ProgressBar().handler)
+            say(String(format: "Rebuilt: %d vectors, %@, in %.1f s", r.index.count, r.index.usesHNSW ? "HNSW" : "exact scan", Date().timeIntervalSince(start)))
+        }
+    }
+}
