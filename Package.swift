@@ -80,7 +80,7 @@ let package = Package(
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
-        ]),
+        ], resources: [.copy("Resources/retrieval-set.json")]),
         .executableTarget(name: "kiana", dependencies: [
             "KianaNode", "KianaBench",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),

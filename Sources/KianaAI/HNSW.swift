@@ -1,3 +1,4 @@
+import Crypto
 import Foundation
 
 /// Vectors of one dimension in one contiguous row-major buffer; similarity is the dot product
@@ -283,12 +284,16 @@ public struct HNSW: Sendable {
             for layer in node { w.i64(Int64(layer.count)); for n in layer { w.i32(n) } }
         }
         for f in vectors.storage { w.u32(f.bitPattern) }
+        w.bytes(Array(SHA256.hash(data: w.data)))   // trailer: damage anywhere is detected
         return w.data
     }
 
-    public init(serialized d: Data) throws(KianaAIError) {
-        var r = ByteReader(d)
+    public init(serialized whole: Data) throws(KianaAIError) {
         func bad(_ why: String) -> KianaAIError { KianaAIError(.index, "HNSW index file is damaged (\(why)); run `kiana index rebuild`") }
+        guard whole.count >= 32 else { throw bad("too short") }
+        let d = whole.subdata(in: whole.startIndex..<(whole.endIndex - 32))
+        guard Array(SHA256.hash(data: d)) == [UInt8](whole.suffix(32)) else { throw bad("checksum mismatch") }
+        var r = ByteReader(d)
         guard r.bytes(Self.magic.count) == Self.magic else { throw bad("wrong header") }
         guard let dim = r.int(), let m = r.int(), let efc = r.int(), let n = r.int(), let entry = r.int(), let maxLayer = r.int(),
               dim > 0, dim <= 65536, m >= 2, m <= 1024, n >= 0, n <= 100_000_000, entry >= -1, entry < max(n, 1), maxLayer >= -1, maxLayer <= 64

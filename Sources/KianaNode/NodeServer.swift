@@ -1,4 +1,5 @@
 import Foundation
+import KianaAI
 import KianaCore
 import KianaNet
 import KianaServer
@@ -14,7 +15,7 @@ public enum NodeServer {
     public typealias Ready = @Sendable (Node, Int, Int) -> Void
 
     public static func run(directory: DataDirectory, http: HTTPConfig, network netConfig: NetworkConfig = NetworkConfig(),
-                           logger: Logger, onReady: @escaping Ready = { _, _, _ in }) async throws {
+                           modelDirectory: String? = nil, logger: Logger, onReady: @escaping Ready = { _, _, _ in }) async throws {
         let (node, created) = try Node.openOrInitialize(directory: directory)
         if created {
             logger.notice("created a new network", metadata: ["dataDir": .string(directory.path)])
@@ -40,6 +41,8 @@ public enum NodeServer {
             services.append(.init(service: DiscoveryService(network: network, interface: netConfig.discoveryInterface, name: netConfig.name, logger: logger),
                                   successTerminationBehavior: .ignore, failureTerminationBehavior: .ignore))
         }
+        services.append(.init(service: IndexingService(node: node, modelDirectory: modelDirectory ?? directory.path + "/models", logger: logger),
+                              successTerminationBehavior: .ignore, failureTerminationBehavior: .ignore))
         services.append(.init(service: app))
         let group = ServiceGroup(configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         defer { directory.removeRuntime() }

@@ -94,6 +94,7 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Multicast DNS discovery: on or off (default $KIANA_DISCOVERY or on).") var discovery: String?
     @Option(name: .customLong("discovery-interface"), help: "Limit discovery to this network interface.") var discoveryInterface: String?
     @Option(help: "A name for this device, shown to peers.") var name: String?
+    @OptionGroup var model: ModelOptions
 
     func run() async throws {
         let env = ProcessInfo.processInfo.environment
@@ -118,7 +119,7 @@ struct Serve: AsyncParsableCommand {
         var logger = Logger(label: "kiana")
         logger.logLevel = env["KIANA_LOG_LEVEL"].flatMap(Logger.Level.init(rawValue:)) ?? .notice
         do {
-            try await NodeServer.run(directory: data.directory, http: http, network: net, logger: logger) { node, port, p2p in
+            try await NodeServer.run(directory: data.directory, http: http, network: net, modelDirectory: model.directory(data), logger: logger) { node, port, p2p in
                 FileHandle.standardOutput.write(Data("KI_ana node \(node.identity.deviceID) serving http://\(http.host):\(port), device links on port \(p2p) (Ctrl-C stops)\n".utf8))
             }
         } catch {
@@ -412,7 +413,7 @@ struct Import: ParsableCommand {
 }
 
 struct Bench: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Benchmarks, each beside its reference primitive.", subcommands: [BenchLedger.self, BenchNet.self])
+    static let configuration = CommandConfiguration(abstract: "Benchmarks, each beside its reference primitive.", subcommands: [BenchLedger.self, BenchNet.self, BenchEmbed.self, BenchVector.self, BenchRetrieval.self])
 }
 
 struct BenchNet: AsyncParsableCommand {

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import KianaAI
+import KianaBench
 import KianaCore
 import KianaNode
 import KianaStore
@@ -273,6 +274,68 @@ struct IndexRebuild: ParsableCommand {
             let start = Date()
             let r = try node.rebuildIndexes(Node.loadEmbedder(modelDirectory: model.directory(data)), config: options.config(), progress: ProgressBar().handler)
             say(String(format: "Rebuilt: %d vectors, %@, in %.1f s", r.index.count, r.index.usesHNSW ? "HNSW" : "exact scan", Date().timeIntervalSince(start)))
+        }
+    }
+}
+
+struct BenchEmbed: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "embed", abstract: "Embedder sentences/s beside a numpy implementation on the same token IDs.")
+    @OptionGroup var data: DataOptions
+    @OptionGroup var model: ModelOptions
+    @Option(help: "Sentences (retrieval-set passages, repeated).") var sentences: Int = 512
+    @Option(help: "Sentences per batch.") var batch: Int = 32
+    @Option(help: "Repeats (best is reported).") var repeats: Int = 3
+    @Option(help: "Threads for the Swift embedder (default: all cores).") var threads: Int?
+
+    func run() throws {
+        try perform {
+            guard sentences > 0, (1...4096).contains(batch), repeats > 0, (threads ?? 1) > 0 else {
+                throw KianaNodeError(.invalidInput, "sentences, batch (1…4096), repeats and threads must be positive")
+            }
+            let b = EmbedBench(modelDirectory: model.directory(data), sentences: sentences, batch: batch, repeats: repeats, threads: threads)
+            say(try b.run { FileHandle.standardError.write(Data("  … \($0)\n".utf8)) })
+        }
+    }
+}
+
+struct BenchVector: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "vector", abstract: "Exact scan and HNSW recall@10 and queries/s on clustered vectors, beside faiss.")
+    @Option(help: "Vectors in the index.") var count: Int = 100_000
+    @Option(help: "Queries.") var queries: Int = 1000
+    @Option(help: "Clusters the vectors are drawn around.") var clusters: Int = 1000
+    @Option(help: "HNSW links per node.") var m: Int = 16
+    @Option(help: "HNSW build beam width.") var efConstruction: Int = 100
+    @Option(help: "Query beam widths, comma-separated.") var ef: String = "16,32,64,128,256"
+
+    func run() throws {
+        try perform {
+            let efs = ef.split(separator: ",").compactMap { Int($0) }
+            guard count > 0, queries > 0, clusters > 0, (2...256).contains(m), efConstruction >= m, !efs.isEmpty, efs.allSatisfy({ $0 > 0 }) else {
+                throw KianaNodeError(.invalidInput, "count, queries, clusters positive; --m 2…256; --ef-construction ≥ m; --ef a list of positive numbers")
+            }
+            let b = VectorBench(count: count, queries: queries, clusters: clusters, m: m, efConstruction: efConstruction, efs: efs)
+            say(try b.run { FileHandle.standardError.write(Data("  … \($0)\n".utf8)) })
+        }
+    }
+}
+
+struct BenchRetrieval: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "retrieval", abstract: "nDCG@10 and recall@10 of keyword, vector and hybrid search on the evaluation set.")
+    @OptionGroup var data: DataOptions
+    @OptionGroup var model: ModelOptions
+    @Option(help: "Evaluation set JSON (default: the bundled one).") var set: String?
+    @Flag(help: "Print JSON.") var json = false
+
+    func run() throws {
+        try perform {
+            let b = RetrievalBench(modelDirectory: model.directory(data), setPath: set)
+            let scores = try b.run { FileHandle.standardError.write(Data("  … \($0)\n".utf8)) }
+            if json {
+                let rows = scores.map { ["mode": $0.mode.rawValue, "kind": $0.kind, "queries": $0.queries, "ndcg10": $0.ndcg, "recall10": $0.recall] as [String: Any] }
+                say(String(decoding: try JSONSerialization.data(withJSONObject: rows, options: [.sortedKeys]), as: UTF8.self))
+            } else {
+                say(RetrievalBench.render(scores, passages: try RetrievalSet.load(path: set).passages.count))
+            }
         }
     }
 }

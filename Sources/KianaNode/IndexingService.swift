@@ -1,0 +1,56 @@
+import Foundation
+import KianaAI
+import KianaCore
+import KianaStore
+import Logging
+import ServiceLifecycle
+
+/// Embeds knowledge items that have no vector yet, whichever way they arrived (written here,
+/// synced from another device, imported), in batches, until graceful shutdown. Full-text
+/// indexing needs no service: triggers keep it in the same transaction as the item. Without a
+/// model the node keeps serving and says once that semantic search waits for the model.
+struct IndexingService: Service {
+    let node: Node
+    let modelDirectory: String
+    let logger: Logger
+    var idle: Duration = .seconds(1)
+    var batch = 32
+
+    func run() async throws {
+        let embedder: Embedder
+        do {
+            embedder = try await blocking { try Node.loadEmbedder(modelDirectory: modelDirectory) }
+        } catch {
+            logger.warning("semantic indexing off: embedding model unavailable", metadata: ["reason": .string(Node.describe(error))])
+            return
+        }
+        let store = node.searchStore
+        await cancelWhenGracefulShutdown {
+            while !Task.isCancelled {
+                do {
+                    let todo = try store.itemsNeedingVectors(model: Embedder.modelName, limit: batch)
+                    if todo.isEmpty {
+                        try await Task.sleep(for: idle)
+                        continue
+                    }
+                    let vectors = try await blocking { embedder.embed(todo.map(\.text)) }
+                    let saved = try store.saveVectors(Array(zip(todo, vectors)), model: Embedder.modelName)
+                    logger.debug("embedded knowledge items", metadata: ["count": .stringConvertible(saved)])
+                    if saved == 0 { try await Task.sleep(for: idle) }
+                } catch is CancellationError {
+                    return
+                } catch {
+                    logger.error("indexing failed; retrying", metadata: ["reason": .string(Node.describe(error))])
+                    try? await Task.sleep(for: .seconds(5))
+                }
+            }
+        }
+    }
+}
+
+/// Runs CPU-bound or blocking work on a Dispatch thread so the cooperative pool stays free.
+func blocking<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+    try await withCheckedThrowingContinuation { c in
+        DispatchQueue.global(qos: .utility).async { c.resume(with: Result { try body() }) }
+    }
+}

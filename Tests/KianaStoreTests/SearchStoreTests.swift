@@ -1,0 +1,55 @@
+import Foundation
+import KianaCore
+@testable import KianaStore
+import Testing
+
+@Suite struct SearchStoreTests {
+    func setUp() throws -> (LedgerStore, SearchStore, DeviceIdentity) {
+        let db = try KianaDatabase()
+        let ledger = LedgerStore(database: db)
+        let id = DeviceIdentity.generate()
+        try ledger.initialize(genesis: Block.genesis(identity: id, time: 1_800_000_000_000, name: "t"), now: 1_800_000_000_000)
+        return (ledger, SearchStore(database: db), id)
+    }
+
+    @Test func fullTextFollowsEveryChange() throws {
+        let (ledger, search, me) = try setUp()
+        let a = ItemID.random(), b = ItemID.random()
+        _ = try ledger.write([.put(a, KnowledgeFields(title: "Router", text: "The guest wifi password is Sunflower42.", tags: ["home"], source: "/notes/router.md#0")),
+                              .put(b, KnowledgeFields(text: "Boil pasta for nine minutes.", tags: ["food"]))], identity: me, now: 1_800_000_000_001)
+        #expect(try search.keywordSearch("sunflower42", limit: 5).map(\.0) == [a])
+        #expect(try search.keywordSearch("passwords", limit: 5).map(\.0) == [a])   // porter stemming
+        #expect(try search.keywordSearch("pasta", limit: 5, filter: SearchFilter(tag: "home")).isEmpty)
+        #expect(try search.keywordSearch("wifi", limit: 5, filter: SearchFilter(sourcePrefix: "/notes/")).map(\.0) == [a])
+        // an edit replaces the indexed text; a delete removes it
+        _ = try ledger.write([.put(a, KnowledgeFields(text: "The guest wifi password is Tulip7."))], identity: me, now: 1_800_000_000_002)
+        #expect(try search.keywordSearch("sunflower42", limit: 5).isEmpty)
+        #expect(try search.keywordSearch("tulip7", limit: 5).map(\.0) == [a])
+        _ = try ledger.write([.delete(a)], identity: me, now: 1_800_000_000_003)
+        #expect(try search.keywordSearch("tulip7", limit: 5).isEmpty)
+        // operators and quotes in user text are plain words, never FTS syntax errors
+        #expect(try search.keywordSearch("pasta\" OR NEAR(* -", limit: 5).map(\.0) == [b])
+        #expect(try search.keywordSearch("!!!", limit: 5).isEmpty)
+    }
+
+    @Test func vectorsAreDroppedWhenTheTextChanges() throws {
+        let (ledger, search, me) = try setUp()
+        let a = ItemID.random()
+        _ = try ledger.write([.put(a, KnowledgeFields(text: "first"))], identity: me, now: 1_800_000_000_001)
+        let todo = try search.itemsNeedingVectors(model: "m", limit: 10)
+        #expect(todo.map(\.id) == [a])
+        #expect(try search.saveVectors([(todo[0], [1, 2, 3])], model: "m") == 1)
+        #expect(try search.countNeedingVectors(model: "m") == 0)
+        #expect(try search.allVectors(model: "m").first?.2 == [1, 2, 3])
+        // tags only: the vector stays
+        _ = try ledger.write([.put(a, KnowledgeFields(tags: ["x"]))], identity: me, now: 1_800_000_000_002)
+        #expect(try search.countNeedingVectors(model: "m") == 0)
+        // new text: the vector goes, and a vector computed from the old text is refused
+        _ = try ledger.write([.put(a, KnowledgeFields(text: "second"))], identity: me, now: 1_800_000_000_003)
+        #expect(try search.countNeedingVectors(model: "m") == 1)
+        #expect(try search.saveVectors([(todo[0], [1, 2, 3])], model: "m") == 0)
+        _ = try ledger.write([.delete(a)], identity: me, now: 1_800_000_000_004)
+        #expect(try search.countNeedingVectors(model: "m") == 0)
+        #expect(try search.vectorCount(model: "m") == 0)
+    }
+}
