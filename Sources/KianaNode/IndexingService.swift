@@ -17,15 +17,11 @@ struct IndexingService: Service {
     var batch = 32
 
     func run() async throws {
-        let embedder: Embedder
-        do {
-            embedder = try await blocking { try Node.loadEmbedder(modelDirectory: modelDirectory) }
-        } catch {
-            logger.warning("semantic indexing off: embedding model unavailable", metadata: ["reason": .string(Node.describe(error))])
-            return
-        }
         let store = node.searchStore
+        // The model (≈ 90 MB, checksummed) is loaded only once there is something to embed, so
+        // a node with nothing waiting starts fast and stays small.
         await cancelWhenGracefulShutdown {
+            var embedder: Embedder?
             while !Task.isCancelled {
                 do {
                     let todo = try store.itemsNeedingVectors(model: Embedder.modelName, limit: batch)
@@ -33,7 +29,18 @@ struct IndexingService: Service {
                         try await Task.sleep(for: idle)
                         continue
                     }
-                    let vectors = try await blocking { embedder.embed(todo.map(\.text)) }
+                    if embedder == nil {
+                        do {
+                            embedder = try await blocking { try Node.loadEmbedder(modelDirectory: modelDirectory) }
+                        } catch is CancellationError {
+                            return
+                        } catch {
+                            logger.warning("semantic indexing off: embedding model unavailable", metadata: ["reason": .string(Node.describe(error))])
+                            return
+                        }
+                    }
+                    guard let e = embedder else { return }
+                    let vectors = try await blocking { e.embed(todo.map(\.text)) }
                     let saved = try store.saveVectors(Array(zip(todo, vectors)), model: Embedder.modelName)
                     logger.debug("embedded knowledge items", metadata: ["count": .stringConvertible(saved)])
                     if saved == 0 { try await Task.sleep(for: idle) }
