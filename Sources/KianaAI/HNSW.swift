@@ -342,10 +342,11 @@ public struct VisitedSet: Sendable {
     }
 }
 
-struct SplitMix64: Sendable {
+/// A small seeded generator (SplitMix64): HNSW layer draws and the benchmarks' synthetic data.
+public struct SplitMix64: Sendable {
     var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
+    public init(seed: UInt64) { state = seed }
+    public mutating func next() -> UInt64 {
         state &+= 0x9E3779B97F4A7C15
         var z = state
         z = (z ^ (z >> 30)) &* 0xBF58476D1CE4E5B9

@@ -135,10 +135,10 @@ public struct VectorBench: Sendable {
     /// Points around random unit centres with per-cluster spread, normalised: neighbourhoods
     /// like real embeddings have, unlike i.i.d. random vectors.
     func clustered(_ n: Int, seed: UInt64) -> [[Float]] {
-        var rng = SplitMixBench(seed: 7)
+        var rng = SplitMix64(seed: 7)
         let centres: [[Float]] = (0..<clusters).map { _ in normalise((0..<dimension).map { _ in rng.gaussian() }) }
         let spread: [Float] = (0..<clusters).map { _ in 0.025 + 0.035 * rng.uniform() }
-        var r2 = SplitMixBench(seed: seed)
+        var r2 = SplitMix64(seed: seed)
         return (0..<n).map { _ in
             let c = Int(r2.next() % UInt64(clusters))
             return normalise(centres[c].map { $0 + spread[c] * r2.gaussian() })
@@ -212,16 +212,7 @@ public struct VectorBench: Sendable {
     }
 }
 
-struct SplitMixBench {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E3779B97F4A7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58476D1CE4E5B9
-        z = (z ^ (z >> 27)) &* 0x94D049BB133111EB
-        return z ^ (z >> 31)
-    }
+extension SplitMix64 {
     mutating func uniform() -> Float { Float(next() >> 40) / Float(1 << 24) }
     mutating func gaussian() -> Float {
         let u1 = max(uniform(), 1e-7), u2 = uniform()
