@@ -5,6 +5,7 @@
 #
 # Model directory: $KIANA_MODEL_DIR, else ${KIANA_DATA_DIR:-~/.kiana}/models (what `kiana` uses).
 set -euo pipefail
+export PIP_ROOT_USER_ACTION=ignore
 
 PY=${PYTHON:-python3}
 MODEL_DIR=${KIANA_MODEL_DIR:-${KIANA_DATA_DIR:-$HOME/.kiana}/models}

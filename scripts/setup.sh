@@ -2,6 +2,7 @@
 # Installs what KI_ana needs that a fresh Debian 12 + Swift machine lacks. Idempotent and quiet
 # when everything is already there.
 set -euo pipefail
+export PIP_ROOT_USER_ACTION=ignore DEBIAN_FRONTEND=noninteractive
 
 need_apt=()
 # avahi, dbus-daemon and iproute2: the mDNS interop tests run avahi inside network namespaces.
@@ -19,8 +20,12 @@ if [ ${#need_apt[@]} -gt 0 ]; then
         printf '#!/bin/sh\nexit 101\n' | $SUDO tee "$policy" >/dev/null && $SUDO chmod 755 "$policy" && own_policy=1
     fi
     trap '[ -z "$own_policy" ] || $SUDO rm -f "$policy"' EXIT
-    $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+    # apt's chatter (debconf notes, unpack lines) is kept and shown only if the install fails.
+    aptlog=$(mktemp)
+    if ! { $SUDO apt-get update -qq && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_apt[@]}"; } >"$aptlog" 2>&1; then
+        cat "$aptlog" >&2; rm -f "$aptlog"; echo "setup: apt-get failed installing ${need_apt[*]}" >&2; exit 1
+    fi
+    rm -f "$aptlog"
 fi
 
 PY=${PYTHON:-python3}

@@ -8,8 +8,8 @@ import Testing
 @Suite struct DNSTests {
     static let script = Shared.packageRoot.appendingPathComponent("Tests/python/dns_crosscheck.py").path
 
-    static func python(_ args: [String]) throws -> [String: Any] {
-        let r = try runProcess(python3(), [script] + args)
+    static func python(_ args: [String]) async throws -> [String: Any] {
+        let r = try await runProcess(python3(), [script] + args)
         try #require(r.status == 0, "\(String(decoding: r.err, as: UTF8.self))")
         return try #require(try JSONSerialization.jsonObject(with: r.out) as? [String: Any])
     }
@@ -20,8 +20,8 @@ import Testing
         ipv4: [[10, 77, 1, 2]], ipv6: [Array(0..<16)]))
 
     @Test("Messages zeroconf encodes decode to the same records")
-    func decodesZeroconf() throws {
-        let out = try Self.python(["encode"])
+    func decodesZeroconf() async throws {
+        let out = try await Self.python(["encode"])
         let response = try DNSMessage(decoding: try #require(Hex.decode(out["response"] as! String)))
         #expect(response.isResponse)
         let all = response.answers + response.additionals
@@ -40,11 +40,11 @@ import Testing
     }
 
     @Test("Messages we encode decode in zeroconf to the same records")
-    func zeroconfDecodesOurs() throws {
+    func zeroconfDecodesOurs() async throws {
         var announcement = Self.responder.announcement()
         announcement.additionals = [DNSRecord(name: DNSName("kiana-test.local"), type: DNSType.nsec, cacheFlush: true, ttl: 120,
                                               data: .nsec(next: DNSName("kiana-test.local"), types: [1, 28]))]
-        let parsed = try Self.python(["decode", Hex.encode(try announcement.encoded())])
+        let parsed = try await Self.python(["decode", Hex.encode(try announcement.encoded())])
         #expect(parsed["valid"] as? Bool == true)
         let records = try #require(parsed["records"] as? [[String: Any]])
         func find(_ type: Int) -> [String: Any]? { records.first { $0["type"] as? Int == type } }
@@ -55,7 +55,7 @@ import Testing
         #expect(find(1)?["address"] as? String == "0a4d0102")
         #expect(find(28)?["address"] as? String == Hex.encode(Array(0..<16)))
         #expect((find(47)?["types"] as? [Int]) == [1, 28])
-        let probe = try Self.python(["decode", Hex.encode(try Self.responder.probe().encoded())])
+        let probe = try await Self.python(["decode", Hex.encode(try Self.responder.probe().encoded())])
         let qs = try #require(probe["questions"] as? [[String: Any]])
         #expect(qs.count == 2 && qs.allSatisfy { $0["qu"] as? Bool == true && $0["type"] as? Int == 255 })
     }

@@ -28,50 +28,56 @@ import Testing
             input.fileHandleForWriting.write(Data([UInt8(b.count >> 8), UInt8(b.count & 0xFF)] + b))
         }
 
-        func receive() throws -> [UInt8] {
-            let head = output.fileHandleForReading.readData(ofLength: 2)
-            try #require(head.count == 2, "python peer closed the stream")
-            let n = Int(head[head.startIndex]) << 8 | Int(head[head.startIndex + 1])
-            return [UInt8](output.fileHandleForReading.readData(ofLength: n))
+        /// Reads one frame off the cooperative pool (python may take a while to start).
+        func receive() async throws -> [UInt8] {
+            let reader = output.fileHandleForReading
+            let frame: [UInt8]? = await offPool {
+                let head = reader.readData(ofLength: 2)
+                guard head.count == 2 else { return nil }
+                let n = Int(head[head.startIndex]) << 8 | Int(head[head.startIndex + 1])
+                return [UInt8](reader.readData(ofLength: n))
+            }
+            return try #require(frame, "python peer closed the stream")
         }
 
-        func report() throws -> [String: Any] {
-            let r = try JSONSerialization.jsonObject(with: Data(try receive())) as! [String: Any]
-            process.waitUntilExit()
+        func report() async throws -> [String: Any] {
+            let r = try JSONSerialization.jsonObject(with: Data(try await receive())) as! [String: Any]
+            let process = self.process
+            await offPool { process.waitUntilExit() }
             return r
         }
     }
 
-    @Test func swiftInitiatorWithPythonResponder() throws {
+    @Test func swiftInitiatorWithPythonResponder() async throws {
         let peer = try Peer(role: "responder")
         let key = Curve25519.KeyAgreement.PrivateKey()
         var hs = NoiseHandshake(role: .initiator, staticKey: key, prologue: Self.prologue)
         peer.send(try hs.writeMessage(Array("swift says hello".utf8)))
-        let p2 = try hs.readMessage(try peer.receive())
+        let p2 = try hs.readMessage(try await peer.receive())
         #expect(String(decoding: p2, as: UTF8.self) == "python's identity payload")
         peer.send(try hs.writeMessage(Array("swift identity".utf8)))
         #expect(hs.isComplete)
         var (tx, rx) = try hs.split()
         peer.send(try tx.encrypt(Array("ping".utf8)))
-        #expect(String(decoding: try rx.decrypt(try peer.receive()), as: UTF8.self) == "echo:ping")
-        let r = try peer.report()
+        #expect(String(decoding: try rx.decrypt(try await peer.receive()), as: UTF8.self) == "echo:ping")
+        let r = try await peer.report()
         #expect(r["hh"] as? String == Hex.encode(hs.handshakeHash))
         #expect(r["static"] as? String == hs.remoteStatic.map(Hex.encode))
         #expect(r["payloads"] as? [String] == [Hex.encode(Array("swift says hello".utf8)), Hex.encode(Array("swift identity".utf8))])
         #expect(peer.process.terminationStatus == 0)
     }
 
-    @Test func pythonInitiatorWithSwiftResponder() throws {
+    @Test func pythonInitiatorWithSwiftResponder() async throws {
         let peer = try Peer(role: "initiator")
         let key = Curve25519.KeyAgreement.PrivateKey()
         var hs = NoiseHandshake(role: .responder, staticKey: key, prologue: Self.prologue)
-        #expect(String(decoding: try hs.readMessage(try peer.receive()), as: UTF8.self) == "python says hello")
+        #expect(String(decoding: try hs.readMessage(try await peer.receive()), as: UTF8.self) == "python says hello")
         peer.send(try hs.writeMessage(Array("swift identity".utf8)))
-        #expect(String(decoding: try hs.readMessage(try peer.receive()), as: UTF8.self) == "python's identity payload")
+        #expect(String(decoding: try hs.readMessage(try await peer.receive()), as: UTF8.self) == "python's identity payload")
         var (tx, rx) = try hs.split()
         peer.send(try tx.encrypt(Array("pong".utf8)))
-        #expect(String(decoding: try rx.decrypt(try peer.receive()), as: UTF8.self) == "echo:pong")
-        let r = try peer.report()
+        #expect(String(decoding: try rx.decrypt(try await peer.receive()), as: UTF8.self) == "echo:pong")
+        let r = try await peer.report()
         #expect(r["hh"] as? String == Hex.encode(hs.handshakeHash))
         #expect(r["static"] as? String == hs.remoteStatic.map(Hex.encode))
     }

@@ -6,11 +6,11 @@ import Testing
 
 /// The `kiana` executable, run as a user would.
 @Suite struct CLITests {
-    @Test func initCreatesPrivateKeysAndStatusReportsThem() throws {
+    @Test func initCreatesPrivateKeysAndStatusReportsThem() async throws {
         let dir = try TempDir()
         defer { dir.cleanup() }
         let data = dir.path + "/node"
-        let r = try kiana(["init", "--data-dir", data, "--name", "home"])
+        let r = try await kiana(["init", "--data-dir", data, "--name", "home"])
         #expect(r.status == 0, "\(r.err)")
         for key in ["identity.key", "transport.key"] {
             let attrs = try FileManager.default.attributesOfItem(atPath: data + "/" + key)
@@ -19,7 +19,7 @@ import Testing
         }
         let dirAttrs = try FileManager.default.attributesOfItem(atPath: data)
         #expect((dirAttrs[.posixPermissions] as? Int) == 0o700)
-        let status = try kiana(["status", "--data-dir", data])
+        let status = try await kiana(["status", "--data-dir", data])
         #expect(status.status == 0)
         let idLine = status.out.split(separator: "\n").first { $0.hasPrefix("Device ID:") }!
         let printed = idLine.split(separator: " ").last.map(String.init)!
@@ -28,18 +28,18 @@ import Testing
         #expect(status.out.contains("Authorities: \(printed)"))
         #expect(status.out.contains("Votes:       none pending"))
         // A second init refuses and changes nothing.
-        let again = try kiana(["init", "--data-dir", data])
+        let again = try await kiana(["init", "--data-dir", data])
         #expect(again.status == 1)
         #expect(again.err.hasPrefix("kiana: "))
         #expect(again.err.split(separator: "\n").count == 1)
     }
 
-    @Test func dataDirectoryComesFromEnvironmentWhenNoFlag() throws {
+    @Test func dataDirectoryComesFromEnvironmentWhenNoFlag() async throws {
         let dir = try TempDir()
         defer { dir.cleanup() }
         var env = ProcessInfo.processInfo.environment
         env["KIANA_DATA_DIR"] = dir.path + "/from-env"
-        let r = try runProcess(kianaBinary(), ["init"], environment: env)
+        let r = try await runProcess(kianaBinary(), ["init"], environment: env)
         #expect(r.status == 0)
         #expect(FileManager.default.fileExists(atPath: dir.path + "/from-env/identity.key"))
         #expect(DataDirectory.resolve("/x", environment: ["KIANA_DATA_DIR": "/y", "HOME": "/h"]).path == "/x")
@@ -47,35 +47,35 @@ import Testing
         #expect(DataDirectory.resolve(nil, environment: ["HOME": "/h"]).path == "/h/.kiana")
     }
 
-    @Test func keyReadableByOthersIsRefused() throws {
+    @Test func keyReadableByOthersIsRefused() async throws {
         let dir = try TempDir()
         defer { dir.cleanup() }
-        #expect(try kiana(["init", "--data-dir", dir.path]).status == 0)
+        #expect(try await kiana(["init", "--data-dir", dir.path]).status == 0)
         chmod(dir.path + "/identity.key", 0o644)
-        let r = try kiana(["status", "--data-dir", dir.path])
+        let r = try await kiana(["status", "--data-dir", dir.path])
         #expect(r.status == 1)
         #expect(r.err.contains("chmod 600"))
     }
 
-    @Test func rememberListShowForgetRoundTrip() throws {
+    @Test func rememberListShowForgetRoundTrip() async throws {
         let dir = try TempDir()
         defer { dir.cleanup() }
         let d = ["--data-dir", dir.path]
-        #expect(try kiana(["init"] + d).status == 0)
-        let r = try kiana(["remember", "Green tea steeps at 80 °C", "--title", "Tea", "--tag", "kitchen", "--tag", "tea"] + d)
+        #expect(try await kiana(["init"] + d).status == 0)
+        let r = try await kiana(["remember", "Green tea steeps at 80 °C", "--title", "Tea", "--tag", "kitchen", "--tag", "tea"] + d)
         #expect(r.status == 0, "\(r.err)")
         let id = String(r.out.split(separator: " ")[1])
         #expect(id.count == 32)
-        let list = try kiana(["list"] + d)
+        let list = try await kiana(["list"] + d)
         #expect(list.out.contains(id) && list.out.contains("Tea") && list.out.contains("[kitchen, tea]"))
-        let show = try kiana(["show", String(id.prefix(6))] + d)
+        let show = try await kiana(["show", String(id.prefix(6))] + d)
         #expect(show.out.contains("Green tea steeps at 80 °C"))
-        #expect(try kiana(["forget", id] + d).status == 0)
-        #expect(!(try kiana(["list"] + d).out.contains(id)))
-        #expect(try kiana(["list", "--all"] + d).out.contains("(forgotten)"))
-        let again = try kiana(["forget", id] + d)
+        #expect(try await kiana(["forget", id] + d).status == 0)
+        #expect(!(try await kiana(["list"] + d).out.contains(id)))
+        #expect(try await kiana(["list", "--all"] + d).out.contains("(forgotten)"))
+        let again = try await kiana(["forget", id] + d)
         #expect(again.status == 1 && again.err.contains("already forgotten"))
-        #expect(try kiana(["ledger", "verify"] + d).status == 0)
+        #expect(try await kiana(["ledger", "verify"] + d).status == 0)
     }
 
     @Test(arguments: [
@@ -87,94 +87,94 @@ import Testing
         (["ledger", "proof", "0123456789"], "no entry"),
         (["import", "/nonexistent/file.json"], "cannot read"),
     ])
-    func badInputGivesOneClearLine(_ args: [String], _ fragment: String) throws {
+    func badInputGivesOneClearLine(_ args: [String], _ fragment: String) async throws {
         let dir = try TempDir()
         defer { dir.cleanup() }
-        #expect(try kiana(["init", "--data-dir", dir.path]).status == 0)
-        let r = try kiana(args + ["--data-dir", dir.path])
+        #expect(try await kiana(["init", "--data-dir", dir.path]).status == 0)
+        let r = try await kiana(args + ["--data-dir", dir.path])
         #expect(r.status == 1)
         #expect(r.err.contains(fragment), "\(r.err)")
         #expect(r.err.split(separator: "\n").count == 1)
-        #expect(try kiana(["ledger", "verify", "--data-dir", dir.path]).status == 0)
+        #expect(try await kiana(["ledger", "verify", "--data-dir", dir.path]).status == 0)
     }
 
-    @Test func commandsBeforeInitSaySo() throws {
+    @Test func commandsBeforeInitSaySo() async throws {
         let dir = try TempDir()
         defer { dir.cleanup() }
         for cmd in [["status"], ["list"], ["remember", "x"], ["ledger", "verify"]] {
-            let r = try kiana(cmd + ["--data-dir", dir.path + "/none"])
+            let r = try await kiana(cmd + ["--data-dir", dir.path + "/none"])
             #expect(r.status == 1)
             #expect(r.err.contains("kiana init"), "\(cmd): \(r.err)")
         }
     }
 
-    @Test func proofIsPrintedAndVerified() throws {
+    @Test func proofIsPrintedAndVerified() async throws {
         let dir = try TempDir()
         defer { dir.cleanup() }
         let d = ["--data-dir", dir.path]
-        #expect(try kiana(["init"] + d).status == 0)
-        for i in 0..<5 { #expect(try kiana(["remember", "fact \(i)"] + d).status == 0) }
-        let block = try kiana(["ledger", "show", "--height", "3"] + d).out
+        #expect(try await kiana(["init"] + d).status == 0)
+        for i in 0..<5 { #expect(try await kiana(["remember", "fact \(i)"] + d).status == 0) }
+        let block = try await kiana(["ledger", "show", "--height", "3"] + d).out
         let entryID = block.split(separator: "\n").last!.trimmingCharacters(in: .whitespaces).split(separator: " ")[0]
-        let p = try kiana(["ledger", "proof", String(entryID.prefix(12))] + d)
+        let p = try await kiana(["ledger", "proof", String(entryID.prefix(12))] + d)
         #expect(p.status == 0, "\(p.err)")
         #expect(p.out.contains("leaf 3 of history tree size 6"))
         #expect(p.out.contains("Proof verified"))
-        let forks = try kiana(["ledger", "forks"] + d)
+        let forks = try await kiana(["ledger", "forks"] + d)
         #expect(forks.status == 0)
         #expect(forks.out.contains("Head: height 5") && forks.out.contains("No side branches.") && forks.out.contains("Orphans held: 0"))
     }
 
     /// Two devices of one network write apart; importing one's export into the other keeps a
     /// side branch or switches chains, and `ledger forks` shows it.
-    @Test func divergentImportShowsForks() throws {
+    @Test func divergentImportShowsForks() async throws {
         let dir = try TempDir()
         defer { dir.cleanup() }
         let a = ["--data-dir", dir.path + "/a"], b = ["--data-dir", dir.path + "/b"]
-        #expect(try kiana(["init"] + a).status == 0)
-        #expect(try kiana(["remember", "shared"] + a).status == 0)
+        #expect(try await kiana(["init"] + a).status == 0)
+        #expect(try await kiana(["remember", "shared"] + a).status == 0)
         // b joins: it takes a's chain, a votes b's identity key in, b takes the vote.
-        #expect(try kiana(["export", "-o", dir.path + "/a1.json"] + a).status == 0)
-        #expect(try kiana(["import", dir.path + "/a1.json"] + b).status == 0)
-        let key = try kiana(["status"] + b).out.split(separator: "\n").first { $0.hasPrefix("Identity:") }!.split(separator: " ").last!
-        let vote = try kiana(["vote", "add", String(key)] + a)
+        #expect(try await kiana(["export", "-o", dir.path + "/a1.json"] + a).status == 0)
+        #expect(try await kiana(["import", dir.path + "/a1.json"] + b).status == 0)
+        let key = try await kiana(["status"] + b).out.split(separator: "\n").first { $0.hasPrefix("Identity:") }!.split(separator: " ").last!
+        let vote = try await kiana(["vote", "add", String(key)] + a)
         #expect(vote.out.contains("the vote passed"), "\(vote.out) \(vote.err)")
-        #expect(try kiana(["export", "-o", dir.path + "/a2.json"] + a).status == 0)
-        #expect(try kiana(["import", dir.path + "/a2.json"] + b).status == 0)
-        #expect(try kiana(["vote", "add", "zz"] + a).status == 1)
-        #expect(try kiana(["remember", "only on a"] + a).status == 0)
-        #expect(try kiana(["remember", "only on b, first"] + b).status == 0)
-        #expect(try kiana(["remember", "only on b, second"] + b).status == 0)
-        #expect(try kiana(["export", "-o", dir.path + "/b.json"] + b).status == 0)
-        let imp = try kiana(["import", dir.path + "/b.json"] + a)
+        #expect(try await kiana(["export", "-o", dir.path + "/a2.json"] + a).status == 0)
+        #expect(try await kiana(["import", dir.path + "/a2.json"] + b).status == 0)
+        #expect(try await kiana(["vote", "add", "zz"] + a).status == 1)
+        #expect(try await kiana(["remember", "only on a"] + a).status == 0)
+        #expect(try await kiana(["remember", "only on b, first"] + b).status == 0)
+        #expect(try await kiana(["remember", "only on b, second"] + b).status == 0)
+        #expect(try await kiana(["export", "-o", dir.path + "/b.json"] + b).status == 0)
+        let imp = try await kiana(["import", dir.path + "/b.json"] + a)
         #expect(imp.status == 0, "\(imp.err)")
         #expect(imp.out.contains("switched to the imported chain"), "\(imp.out)")
         #expect(imp.out.contains("1 entries from abandoned blocks are pending"), "\(imp.out)")
-        let forks = try kiana(["ledger", "forks"] + a)
+        let forks = try await kiana(["ledger", "forks"] + a)
         #expect(forks.out.contains("Side branch: tip 3"), "\(forks.out)")
-        #expect(try kiana(["ledger", "verify"] + a).status == 0)
+        #expect(try await kiana(["ledger", "verify"] + a).status == 0)
         // The next write re-includes the abandoned entry: nothing was lost.
-        #expect(try kiana(["remember", "after the merge"] + a).status == 0)
-        let list = try kiana(["list"] + a).out
+        #expect(try await kiana(["remember", "after the merge"] + a).status == 0)
+        let list = try await kiana(["list"] + a).out
         for text in ["shared", "only on a", "only on b, first", "only on b, second", "after the merge"] {
             #expect(list.contains(text), "\(text) missing")
         }
-        #expect(try kiana(["ledger", "verify"] + a).status == 0)
+        #expect(try await kiana(["ledger", "verify"] + a).status == 0)
     }
 
-    @Test func exportImportRoundTripAndTamperedExportIsRejected() throws {
+    @Test func exportImportRoundTripAndTamperedExportIsRejected() async throws {
         let dir = try TempDir()
         defer { dir.cleanup() }
         let a = ["--data-dir", dir.path + "/a"], b = ["--data-dir", dir.path + "/b"]
-        #expect(try kiana(["init"] + a).status == 0)
-        for i in 0..<3 { #expect(try kiana(["remember", "fact \(i)", "--tag", "t"] + a).status == 0) }
+        #expect(try await kiana(["init"] + a).status == 0)
+        for i in 0..<3 { #expect(try await kiana(["remember", "fact \(i)", "--tag", "t"] + a).status == 0) }
         let file = dir.path + "/export.json"
-        #expect(try kiana(["export", "-o", file] + a).status == 0)
-        let imp = try kiana(["import", file] + b)
+        #expect(try await kiana(["export", "-o", file] + a).status == 0)
+        let imp = try await kiana(["import", file] + b)
         #expect(imp.status == 0, "\(imp.err)")
         #expect(imp.out.contains("Imported 3 blocks"), "\(imp.out)")
-        #expect(try kiana(["list"] + b).out == (try kiana(["list"] + a).out))
-        #expect(try kiana(["ledger", "verify"] + b).status == 0)
+        #expect(try await kiana(["list"] + b).out == (try await kiana(["list"] + a).out))
+        #expect(try await kiana(["ledger", "verify"] + b).status == 0)
         // Change one character of one block's canonical bytes.
         var json = try String(contentsOfFile: file, encoding: .utf8)
         let marker = "\"cbor\" : \""
@@ -183,7 +183,7 @@ import Testing
         json.replaceSubrange(at...at, with: json[at] == "A" ? "B" : "A")
         let bad = dir.path + "/bad.json"
         try json.write(toFile: bad, atomically: true, encoding: .utf8)
-        let r = try kiana(["import", bad, "--data-dir", dir.path + "/c"])
+        let r = try await kiana(["import", bad, "--data-dir", dir.path + "/c"])
         #expect(r.status == 1)
         #expect(r.err.contains("does not verify") && r.err.contains("block"), "\(r.err)")
         #expect(!FileManager.default.fileExists(atPath: dir.path + "/c/kiana.sqlite"))

@@ -66,7 +66,7 @@ import Testing
             let tmp = try TempDir("kiana-mdns")
             defer { tmp.cleanup() }
             let dir = tmp.path + "/a"
-            #expect(try kiana(["init", "--data-dir", dir, "--name", "home"]).status == 0)
+            #expect(try await kiana(["init", "--data-dir", dir, "--name", "home"]).status == 0)
             let device = try nodeIdentity(dir).device
             try #require(!device.isEmpty)
             let ipA = try lab.ip("a"), ipB = try lab.ip("b")
@@ -88,14 +88,14 @@ import Testing
             #expect(discoveryMs < 1000)
 
             // avahi resolves our service with address, port and TXT.
-            let browse = try runProcess("/bin/bash", lab.exec("b", ["avahi-browse", "-rtp", "_kiana._tcp"]))
+            let browse = try await runProcess("/bin/bash", lab.exec("b", ["avahi-browse", "-rtp", "_kiana._tcp"]))
             let out = String(decoding: browse.out, as: UTF8.self)
             let resolved = try #require(out.split(separator: "\n").first { $0.hasPrefix("=;") && $0.contains(";\(ipA);") }, "\(out)")
             #expect(resolved.contains(";\(node.p2p);"))
             #expect(resolved.contains("\"id=\(device)\""))
             #expect(resolved.contains("\"net="))
             // python-zeroconf resolves it too.
-            let zc = try runProcess("/bin/bash", lab.exec("b", [python3(), Self.zeroconf, "browse", "--ip", ipB, "--timeout", "5", "--count", "1"]))
+            let zc = try await runProcess("/bin/bash", lab.exec("b", [python3(), Self.zeroconf, "browse", "--ip", ipB, "--timeout", "5", "--count", "1"]))
             let zcEvent = try #require(Self.json(String(decoding: zc.out, as: UTF8.self).split(separator: "\n").first.map(String.init) ?? ""))
             #expect(zcEvent["port"] as? Int == node.p2p)
             #expect((zcEvent["addresses"] as? [String]) == [ipA])
@@ -112,7 +112,7 @@ import Testing
             try await Task.sleep(for: .milliseconds(3200))
             var latencies: [Double] = []
             for _ in 0..<3 {
-                let d = try runProcess("/bin/bash", lab.exec("a", [kianaBinary(), "discover", "--interface", try lab.ifname("a"), "--timeout", "2", "--json"]))
+                let d = try await runProcess("/bin/bash", lab.exec("a", [kianaBinary(), "discover", "--interface", try lab.ifname("a"), "--timeout", "2", "--json"]))
                 let events = String(decoding: d.out, as: UTF8.self).split(separator: "\n").compactMap { Self.json(String($0)) }
                 let avahi = try #require(events.first { $0["instance"] as? String == "avahi peer" }, "\(events)")
                 #expect(avahi["port"] as? Int == 4242 && (avahi["txt"] as? [String: String])?["id"] == "avahi-one")
@@ -150,7 +150,7 @@ import Testing
             let tmp = try TempDir("kiana-mdns3")
             defer { tmp.cleanup() }
             let a = tmp.path + "/a", b = tmp.path + "/b", c = tmp.path + "/c"
-            #expect(try kiana(["init", "--data-dir", a]).status == 0)
+            #expect(try await kiana(["init", "--data-dir", a]).status == 0)
             let nodeA = try await Self.serve(lab, "a", dir: a)
             let ipA = try lab.ip("a")
 
@@ -178,7 +178,7 @@ import Testing
             _ = try await pair(c, in: "c", byDeviceID: true)
             let keyC = try nodeIdentity(c).key
             try #require(!keyC.isEmpty)
-            #expect(try kiana(["vote", "add", keyC, "--data-dir", b]).status == 0)
+            #expect(try await kiana(["vote", "add", keyC, "--data-dir", b]).status == 0)
             let nodeC = try await Self.serve(lab, "c", dir: c)
 
             func members(_ dir: String, in m: String) throws -> [[String: Any]] {

@@ -41,11 +41,11 @@ import Testing
     }
 
     /// Polls until `condition` holds (at most `seconds`).
-    static func eventually(_ seconds: Double = 15, _ condition: () throws -> Bool) rethrows -> Bool {
+    static func eventually(_ seconds: Double = 15, _ condition: () throws -> Bool) async rethrows -> Bool {
         let end = Date().addingTimeInterval(seconds)
         while Date() < end {
             if try condition() { return true }
-            usleep(200_000)
+            try? await Task.sleep(for: .milliseconds(200))
         }
         return try condition()
     }
@@ -64,7 +64,7 @@ import Testing
         let tmp = try TempDir("kiana-pair")
         defer { tmp.cleanup() }
         let a = tmp.path + "/a", b = tmp.path + "/b", c = tmp.path + "/c"
-        #expect(try kiana(["init", "--data-dir", a, "--name", "home"]).status == 0)
+        #expect(try await kiana(["init", "--data-dir", a, "--name", "home"]).status == 0)
         let nodeA = try await Self.serve(a)
 
         // Wrong code: refused on both sides, nothing written anywhere.
@@ -77,9 +77,9 @@ import Testing
         #expect(unconfirmed.pair == 1 && unconfirmed.join == 1, "\(unconfirmed.pairOut) \(unconfirmed.joinOut)")
         #expect(!FileManager.default.fileExists(atPath: b))
         // No window open: the joiner is turned away with a clear message.
-        let early = try kiana(["join", "127.0.0.1:\(nodeA.p2p)", "--data-dir", b, "--timeout", "5"])
+        let early = try await kiana(["join", "127.0.0.1:\(nodeA.p2p)", "--data-dir", b, "--timeout", "5"])
         #expect(early.status == 1 && early.err.contains("no pairing window is open"), "\(early.err)")
-        #expect(try kiana(["status", "--data-dir", a]).out.contains("Votes:       none pending"))
+        #expect(try await kiana(["status", "--data-dir", a]).out.contains("Votes:       none pending"))
 
         // The right code: B becomes an authority at once (one authority voted).
         let ok = try await Self.pair(authority: nodeA, joiner: b, name: "beta")
@@ -87,24 +87,24 @@ import Testing
         #expect(ok.join == 0 && ok.joinOut.contains("now an authority"), "\(ok.joinOut)")
         let nodeB = try await Self.serve(b)
         let idA = try nodeIdentity(a), idB = try nodeIdentity(b)
-        #expect(try Self.eventually { try Self.connectedMembers(a) == [idB.device] && Self.connectedMembers(b) == [idA.device] },
+        #expect(try await Self.eventually { try Self.connectedMembers(a) == [idB.device] && Self.connectedMembers(b) == [idA.device] },
                 "\(Self.describe(a, b))")
-        #expect(try Self.eventually { (try Self.peers(a).first?["rttMillis"] as? Double ?? 0) > 0 }, "no RTT: \(Self.describe(a))")
+        #expect(try await Self.eventually { (try Self.peers(a).first?["rttMillis"] as? Double ?? 0) > 0 }, "no RTT: \(Self.describe(a))")
 
         // C: A's vote is one of two needed; B's vote completes it.
         let third = try await Self.pair(authority: nodeA, joiner: c, name: "gamma")
         #expect(third.pair == 0 && third.pairOut.contains("kiana vote add"), "\(third.pairOut)")
         #expect(third.join == 0 && third.joinOut.contains("vote is not complete"), "\(third.joinOut)")
         let idC = try nodeIdentity(c)
-        #expect(try kiana(["vote", "add", idC.key, "--data-dir", b]).status == 0)
+        #expect(try await kiana(["vote", "add", idC.key, "--data-dir", b]).status == 0)
         let nodeC = try await Self.serve(c)
-        #expect(try kiana(["peers", "add", "127.0.0.1:\(nodeB.p2p)", "--data-dir", c]).status == 0)
-        #expect(try Self.eventually(30) {
+        #expect(try await kiana(["peers", "add", "127.0.0.1:\(nodeB.p2p)", "--data-dir", c]).status == 0)
+        #expect(try await Self.eventually(30) {
             try Self.connectedMembers(a) == [idB.device, idC.device] && Self.connectedMembers(b) == [idA.device, idC.device]
                 && Self.connectedMembers(c) == [idA.device, idB.device]
         }, "\(Self.describe(a, b, c))\n\(nodeA.process.output)")
         for dir in [a, b, c] {
-            let status = try kiana(["status", "--data-dir", dir]).out
+            let status = try await kiana(["status", "--data-dir", dir]).out
             for id in [idA, idB, idC] { #expect(status.contains(id.device), "\(status)") }
             #expect(status.contains("Votes:       none pending"), "\(status)")
         }
@@ -118,22 +118,22 @@ import Testing
         let tmp = try TempDir("kiana-refuse")
         defer { tmp.cleanup() }
         let a = tmp.path + "/a", d = tmp.path + "/d", e = tmp.path + "/e"
-        #expect(try kiana(["init", "--data-dir", a]).status == 0)
+        #expect(try await kiana(["init", "--data-dir", a]).status == 0)
         // D holds the same ledger (an export) but was never voted in; E has its own network.
         let export = tmp.path + "/a.json"
-        #expect(try kiana(["export", "--data-dir", a, "-o", export]).status == 0)
-        #expect(try kiana(["import", export, "--data-dir", d]).status == 0)
-        #expect(try kiana(["init", "--data-dir", e]).status == 0)
+        #expect(try await kiana(["export", "--data-dir", a, "-o", export]).status == 0)
+        #expect(try await kiana(["import", export, "--data-dir", d]).status == 0)
+        #expect(try await kiana(["init", "--data-dir", e]).status == 0)
         let nodeA = try await Self.serve(a)
         let nodeD = try await Self.serve(d), nodeE = try await Self.serve(e)
-        #expect(try kiana(["peers", "add", "127.0.0.1:\(nodeA.p2p)", "--data-dir", d]).status == 0)
-        #expect(try kiana(["peers", "add", "127.0.0.1:\(nodeA.p2p)", "--data-dir", e]).status == 0)
-        let network = try kiana(["status", "--data-dir", a]).out.split(separator: "\n").first { $0.hasPrefix("Network ID:") }!
+        #expect(try await kiana(["peers", "add", "127.0.0.1:\(nodeA.p2p)", "--data-dir", d]).status == 0)
+        #expect(try await kiana(["peers", "add", "127.0.0.1:\(nodeA.p2p)", "--data-dir", e]).status == 0)
+        let network = try await kiana(["status", "--data-dir", a]).out.split(separator: "\n").first { $0.hasPrefix("Network ID:") }!
             .split(separator: " ").last.map(String.init)!
         let forger = try ChildProcess(python3(), [Shared.packageRoot.appendingPathComponent("Tests/python/link_peer.py").path,
                                                   "connect", "127.0.0.1:\(nodeA.p2p)", "--network", network, "--scenario", "forge"])
         #expect(await forger.wait() == 0, "\(forger.output)")
-        #expect(try Self.eventually {
+        #expect(try await Self.eventually {
             let log = nodeA.process.output
             return log.contains("not an authority of this network") && log.contains("peer belongs to another network")
                 && log.contains("does not cover the peer's static key")

@@ -10,13 +10,13 @@ import Testing
         return false
     }
 
-    func write(_ text: String, _ path: String) throws {
+    func write(_ text: String, _ path: String) async throws {
         try FileManager.default.createDirectory(atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
         try text.write(toFile: path, atomically: true, encoding: .utf8)
     }
 
-    func searchJSON(_ args: [String]) throws -> [[String: Any]] {
-        let r = try kiana(["search"] + args + ["--json"])
+    func searchJSON(_ args: [String]) async throws -> [[String: Any]] {
+        let r = try await kiana(["search"] + args + ["--json"])
         #expect(r.status == 0, "\(r.err)")
         let obj = try JSONSerialization.jsonObject(with: Data(r.out.utf8)) as? [String: Any]
         return obj?["results"] as? [[String: Any]] ?? []
@@ -36,82 +36,82 @@ import Testing
 
     """
 
-    @Test func ingestKeepsAFolderInSyncAndSearchFindsIt() throws {
+    @Test func ingestKeepsAFolderInSyncAndSearchFindsIt() async throws {
         guard haveModel() else { return }
         let tmp = try TempDir("kiana-ingest"); defer { tmp.cleanup() }
         let d = tmp.path + "/node", docs = tmp.path + "/docs"
-        #expect(try kiana(["init", "--data-dir", d]).status == 0)
-        try write("# Router\n\nThe guest wifi password is Sunflower42.\n\n## Reset\n\nHold the reset button for ten seconds.\n", docs + "/router.md")
-        try write("Our cat Minka only eats tuna from the blue tin.", docs + "/pets/cat.txt")
-        try write("<html><body><h1>Pasta</h1><p>Cook spaghetti for nine minutes in salted water.</p></body></html>", docs + "/pasta.html")
-        try write(Self.pdf, docs + "/boiler.pdf")
-        try write("ignored", docs + "/image.png")
+        #expect(try await kiana(["init", "--data-dir", d]).status == 0)
+        try await write("# Router\n\nThe guest wifi password is Sunflower42.\n\n## Reset\n\nHold the reset button for ten seconds.\n", docs + "/router.md")
+        try await write("Our cat Minka only eats tuna from the blue tin.", docs + "/pets/cat.txt")
+        try await write("<html><body><h1>Pasta</h1><p>Cook spaghetti for nine minutes in salted water.</p></body></html>", docs + "/pasta.html")
+        try await write(Self.pdf, docs + "/boiler.pdf")
+        try await write("ignored", docs + "/image.png")
 
-        var r = try kiana(["ingest", docs, "--data-dir", d, "--tag", "notes"])
+        var r = try await kiana(["ingest", docs, "--data-dir", d, "--tag", "notes"])
         #expect(r.status == 0, "\(r.err)")
         #expect(r.out.contains("4 files: 4 new"), "\(r.out)")
         #expect(r.err.contains("[##############################] 100%"), "progress bar: \(r.err)")
         #expect(r.out.contains("Embedded 5 chunks"), "\(r.out)")
 
         // semantic: no shared keyword with the passage
-        var hits = try searchJSON(["what is the password for visitors' internet", "--data-dir", d, "--k", "3"])
+        var hits = try await searchJSON(["what is the password for visitors' internet", "--data-dir", d, "--k", "3"])
         #expect((hits.first?["text"] as? String)?.contains("Sunflower42") == true, "\(hits)")
         #expect((hits.first?["source"] as? String) == docs + "/router.md#0")
-        hits = try searchJSON(["E42", "--data-dir", d, "--mode", "keyword"])
+        hits = try await searchJSON(["E42", "--data-dir", d, "--mode", "keyword"])
         #expect((hits.first?["source"] as? String) == docs + "/boiler.pdf#0", "\(hits)")
-        hits = try searchJSON(["pet food", "--data-dir", d, "--mode", "vector", "--k", "1"])
+        hits = try await searchJSON(["pet food", "--data-dir", d, "--mode", "vector", "--k", "1"])
         #expect((hits.first?["source"] as? String) == docs + "/pets/cat.txt#0")
         // filters: by source prefix and by tag
-        hits = try searchJSON(["password", "--data-dir", d, "--source", docs + "/pets"])
+        hits = try await searchJSON(["password", "--data-dir", d, "--source", docs + "/pets"])
         #expect(hits.allSatisfy { ($0["source"] as? String)?.hasPrefix(docs + "/pets/") == true } && !hits.isEmpty)
-        #expect(try searchJSON(["password", "--data-dir", d, "--tag", "other"]).isEmpty)
+        #expect(try await searchJSON(["password", "--data-dir", d, "--tag", "other"]).isEmpty)
 
         // unchanged: nothing written
-        let blocks = try kiana(["status", "--data-dir", d]).out
-        r = try kiana(["ingest", docs, "--data-dir", d])
+        let blocks = try await kiana(["status", "--data-dir", d]).out
+        r = try await kiana(["ingest", docs, "--data-dir", d])
         #expect(r.out.contains("Nothing changed"), "\(r.out)")
-        #expect(try kiana(["status", "--data-dir", d]).out == blocks)
+        #expect(try await kiana(["status", "--data-dir", d]).out == blocks)
 
         // changed file: its chunk is replaced; deleted file: its chunks are forgotten
-        try write("# Router\n\nThe guest wifi password is Tulip7 since May.\n\n## Reset\n\nHold the reset button for ten seconds.\n", docs + "/router.md")
+        try await write("# Router\n\nThe guest wifi password is Tulip7 since May.\n\n## Reset\n\nHold the reset button for ten seconds.\n", docs + "/router.md")
         try FileManager.default.removeItem(atPath: docs + "/pasta.html")
-        r = try kiana(["ingest", docs, "--data-dir", d])
+        r = try await kiana(["ingest", docs, "--data-dir", d])
         #expect(r.out.contains("1 changed") && r.out.contains("1 removed") && r.out.contains("~1") && r.out.contains("-1"), "\(r.out)")
-        #expect(try searchJSON(["Sunflower42", "--data-dir", d, "--mode", "keyword"]).isEmpty)
-        #expect(try searchJSON(["spaghetti", "--data-dir", d, "--mode", "keyword"]).isEmpty)
-        hits = try searchJSON(["visitor wifi password", "--data-dir", d, "--k", "1"])
+        #expect(try await searchJSON(["Sunflower42", "--data-dir", d, "--mode", "keyword"]).isEmpty)
+        #expect(try await searchJSON(["spaghetti", "--data-dir", d, "--mode", "keyword"]).isEmpty)
+        hits = try await searchJSON(["visitor wifi password", "--data-dir", d, "--k", "1"])
         #expect((hits.first?["text"] as? String)?.contains("Tulip7") == true)
 
         // bad input: clear one-line errors, exit 1
-        r = try kiana(["ingest", tmp.path + "/missing", "--data-dir", d])
+        r = try await kiana(["ingest", tmp.path + "/missing", "--data-dir", d])
         #expect(r.status == 1 && r.err.contains("no such file or folder"))
-        r = try kiana(["ingest", docs + "/image.png", "--data-dir", d])
+        r = try await kiana(["ingest", docs + "/image.png", "--data-dir", d])
         #expect(r.status == 1 && r.err.contains("unsupported file type"))
-        r = try kiana(["search", "  ", "--data-dir", d])
+        r = try await kiana(["search", "  ", "--data-dir", d])
         #expect(r.status == 1 && r.err.contains("empty"))
-        r = try kiana(["search", "x", "--mode", "fuzzy", "--data-dir", d])
+        r = try await kiana(["search", "x", "--mode", "fuzzy", "--data-dir", d])
         #expect(r.status == 1 && r.err.contains("--mode"))
     }
 
-    @Test func embedCommandMatchesTheReference() throws {
+    @Test func embedCommandMatchesTheReference() async throws {
         guard haveModel() else { return }
         let rel = "vectors/minilm/reference.json"
         guard Shared.exists(rel) else { if Shared.isCI { Issue.record("missing \(rel)") }; return }
         let ref = try JSONSerialization.jsonObject(with: Data(contentsOf: Shared.root.appendingPathComponent(rel))) as! [String: Any]
         let s = (ref["sentences"] as! [String: Any])["Why is the sky blue?"] as! [String: Any]
         let tmp = try TempDir(); defer { tmp.cleanup() }
-        var r = try kiana(["embed", "Why is the sky blue?", "--tokens", "--data-dir", tmp.path])
+        var r = try await kiana(["embed", "Why is the sky blue?", "--tokens", "--data-dir", tmp.path])
         #expect(r.out.trimmingCharacters(in: .whitespacesAndNewlines) == "[" + (s["ids"] as! [Int]).map(String.init).joined(separator: ", ") + "]")
-        r = try kiana(["embed", "Why is the sky blue?", "--json", "--data-dir", tmp.path])
+        r = try await kiana(["embed", "Why is the sky blue?", "--json", "--data-dir", tmp.path])
         let ours = try JSONSerialization.jsonObject(with: Data(r.out.utf8)) as! [Double]
         let theirs = s["embedding"] as! [Double]
         let dot = zip(ours, theirs).reduce(0) { $0 + $1.0 * $1.1 }
         #expect(ours.count == 384 && dot > 0.9999, "cosine \(dot)")
     }
 
-    @Test func missingModelIsAOneLineErrorSayingHowToFixIt() throws {
+    @Test func missingModelIsAOneLineErrorSayingHowToFixIt() async throws {
         let tmp = try TempDir(); defer { tmp.cleanup() }
-        let r = try kiana(["embed", "hello", "--model-dir", tmp.path + "/nowhere"])
+        let r = try await kiana(["embed", "hello", "--model-dir", tmp.path + "/nowhere"])
         #expect(r.status == 1)
         #expect(r.err.split(separator: "\n").count == 1 && r.err.contains("scripts/models.sh"), "\(r.err)")
         // a corrupt model file is caught by its checksum
@@ -119,13 +119,13 @@ import Testing
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         try Data(repeating: 7, count: 1000).write(to: URL(fileURLWithPath: dir + "/model.safetensors"))
         try Data("[PAD]\n".utf8).write(to: URL(fileURLWithPath: dir + "/vocab.txt"))
-        let c = try kiana(["embed", "hello", "--model-dir", tmp.path + "/models"])
+        let c = try await kiana(["embed", "hello", "--model-dir", tmp.path + "/models"])
         #expect(c.status == 1 && c.err.contains("corrupt"), "\(c.err)")
     }
 
-    @Test func hybridBeatsKeywordAndVectorOnTheEvaluationSet() throws {
+    @Test func hybridBeatsKeywordAndVectorOnTheEvaluationSet() async throws {
         guard haveModel() else { return }
-        let r = try kiana(["bench", "retrieval", "--json"])
+        let r = try await kiana(["bench", "retrieval", "--json"])
         #expect(r.status == 0, "\(r.err)")
         let rows = (try JSONSerialization.jsonObject(with: Data(r.out.utf8)) as? [[String: Any]]) ?? []
         func ndcg(_ mode: String) -> Double { rows.first { $0["mode"] as? String == mode && $0["kind"] as? String == "all" }?["ndcg10"] as? Double ?? 0 }
@@ -133,21 +133,21 @@ import Testing
         #expect((rows.first { $0["kind"] as? String == "all" }?["queries"] as? Int ?? 0) >= 100)
     }
 
-    @Test func runningNodeEmbedsKnowledgeThatArrivesWhileItRuns() throws {
+    @Test func runningNodeEmbedsKnowledgeThatArrivesWhileItRuns() async throws {
         guard haveModel() else { return }
         let tmp = try TempDir(); defer { tmp.cleanup() }
         let d = tmp.path
-        #expect(try kiana(["init", "--data-dir", d]).status == 0)
+        #expect(try await kiana(["init", "--data-dir", d]).status == 0)
         let node = try ServeTests.Running(["serve", "--data-dir", d, "--port", "0", "--p2p-port", "0", "--discovery", "off"])
         defer { node.process.interrupt(); _ = node.waitForExit() }
-        #expect(node.waitForPort() != nil, "\(node.text)")
-        #expect(try kiana(["remember", "The spare key is under the third flower pot.", "--data-dir", d]).status == 0)
+        #expect(await node.waitForPort() != nil, "\(node.text)")
+        #expect(try await kiana(["remember", "The spare key is under the third flower pot.", "--data-dir", d]).status == 0)
         var status = ""
         let end = Date().addingTimeInterval(30)
         while Date() < end {
-            status = try kiana(["index", "status", "--data-dir", d]).out
+            status = try await kiana(["index", "status", "--data-dir", d]).out
             if status.contains("Items: 1, embedded: 1, waiting: 0") { break }
-            usleep(200_000)
+            try await Task.sleep(for: .milliseconds(200))
         }
         #expect(status.contains("Items: 1, embedded: 1, waiting: 0"), "\(status)")
     }

@@ -28,14 +28,14 @@ import Testing
         var text: String { lock.lock(); defer { lock.unlock() }; return output }
 
         /// Waits for the "serving http://host:port" line and returns the port.
-        func waitForPort(timeout: TimeInterval = 60) -> Int? {
+        func waitForPort(timeout: TimeInterval = 60) async -> Int? {
             let end = Date().addingTimeInterval(timeout)
             while Date() < end {
                 if let r = text.range(of: #"serving http://[^:]+:(\d+)"#, options: .regularExpression) {
                     return Int(text[r].split(separator: ":").last!)
                 }
                 if !process.isRunning { return nil }
-                usleep(50_000)
+                try? await Task.sleep(for: .milliseconds(50))
             }
             return nil
         }
@@ -47,78 +47,78 @@ import Testing
         }
     }
 
-    func curl(_ args: [String]) throws -> (code: String, body: String) {
-        let r = try runProcess("/usr/bin/curl", ["-s", "-m", "10", "-w", "\n%{http_code}"] + args)
+    func curl(_ args: [String]) async throws -> (code: String, body: String) {
+        let r = try await runProcess("/usr/bin/curl", ["-s", "-m", "10", "-w", "\n%{http_code}"] + args)
         let text = String(decoding: r.out, as: UTF8.self)
         let lines = text.split(separator: "\n", omittingEmptySubsequences: false)
         return (String(lines.last ?? ""), lines.dropLast().joined(separator: "\n"))
     }
 
     @Test(arguments: [SIGINT, SIGTERM])
-    func servesHealthAndStopsGracefully(_ signal: Int32) throws {
+    func servesHealthAndStopsGracefully(_ signal: Int32) async throws {
         let dir = try TempDir()
         defer { dir.cleanup() }
         let node = try Running(["serve", "--p2p-port", "0", "--p2p-host", "127.0.0.1", "--discovery", "off", "--data-dir", dir.path, "--port", "0"])
         defer { if node.process.isRunning { node.process.terminate() } }
-        let port = try #require(node.waitForPort(), "no serving line: \(node.text)")
-        let health = try curl(["http://127.0.0.1:\(port)/health"])
+        let port = try #require(await node.waitForPort(), "no serving line: \(node.text)")
+        let health = try await curl(["http://127.0.0.1:\(port)/health"])
         #expect(health.code == "200")
         #expect(health.body.contains("\"status\":\"ok\"") && health.body.contains("\"height\":0"))
-        let page = try curl(["http://127.0.0.1:\(port)/"])
+        let page = try await curl(["http://127.0.0.1:\(port)/"])
         #expect(page.code == "200" && page.body.contains("KI_ana"))
         // A write made by the CLI while the node runs is visible to it.
-        #expect(try kiana(["remember", "while serving", "--data-dir", dir.path]).status == 0)
-        #expect(try curl(["http://127.0.0.1:\(port)/health"]).body.contains("\"height\":1"))
+        #expect(try await kiana(["remember", "while serving", "--data-dir", dir.path]).status == 0)
+        #expect(try await curl(["http://127.0.0.1:\(port)/health"]).body.contains("\"height\":1"))
         kill(node.process.processIdentifier, signal)
         #expect(node.waitForExit(), "node did not stop: \(node.text)")
         #expect(node.process.terminationReason == .exit)
         #expect(node.process.terminationStatus == 0, "\(node.text)")
-        #expect(try kiana(["ledger", "verify", "--data-dir", dir.path]).status == 0)
+        #expect(try await kiana(["ledger", "verify", "--data-dir", dir.path]).status == 0)
     }
 
-    @Test func tokenIsEnforcedAndRequiredOffLoopback() throws {
+    @Test func tokenIsEnforcedAndRequiredOffLoopback() async throws {
         let dir = try TempDir()
         defer { dir.cleanup() }
         // Off loopback without a token: refused before listening.
         var env = ProcessInfo.processInfo.environment
         env["KIANA_TOKEN"] = nil
-        let refused = try runProcess(kianaBinary(), ["serve", "--p2p-port", "0", "--p2p-host", "127.0.0.1", "--discovery", "off", "--data-dir", dir.path, "--host", "0.0.0.0", "--port", "0"], environment: env)
+        let refused = try await runProcess(kianaBinary(), ["serve", "--p2p-port", "0", "--p2p-host", "127.0.0.1", "--discovery", "off", "--data-dir", dir.path, "--host", "0.0.0.0", "--port", "0"], environment: env)
         #expect(refused.status == 1)
         #expect(String(decoding: refused.err, as: UTF8.self).contains("token"))
         // With a token, requests without it are rejected.
         let node = try Running(["serve", "--p2p-port", "0", "--p2p-host", "127.0.0.1", "--discovery", "off", "--data-dir", dir.path, "--port", "0", "--token", "s3cret"], environment: env)
         defer { if node.process.isRunning { node.process.terminate() } }
-        let port = try #require(node.waitForPort(), "\(node.text)")
-        #expect(try curl(["http://127.0.0.1:\(port)/health"]).code == "401")
-        #expect(try curl(["-H", "Authorization: Bearer wrong", "http://127.0.0.1:\(port)/health"]).code == "401")
-        #expect(try curl(["-H", "Authorization: Bearer s3cret", "http://127.0.0.1:\(port)/health"]).code == "200")
+        let port = try #require(await node.waitForPort(), "\(node.text)")
+        #expect(try await curl(["http://127.0.0.1:\(port)/health"]).code == "401")
+        #expect(try await curl(["-H", "Authorization: Bearer wrong", "http://127.0.0.1:\(port)/health"]).code == "401")
+        #expect(try await curl(["-H", "Authorization: Bearer s3cret", "http://127.0.0.1:\(port)/health"]).code == "200")
         #expect(!node.text.contains("s3cret"), "token leaked into logs")
         node.process.interrupt()
         #expect(node.waitForExit())
     }
 
-    @Test func busyPortIsAClearError() throws {
+    @Test func busyPortIsAClearError() async throws {
         let dir = try TempDir()
         defer { dir.cleanup() }
         let first = try Running(["serve", "--p2p-port", "0", "--p2p-host", "127.0.0.1", "--discovery", "off", "--data-dir", dir.path + "/a", "--port", "0"])
         defer { if first.process.isRunning { first.process.terminate() } }
-        let port = try #require(first.waitForPort())
-        let second = try kiana(["serve", "--p2p-port", "0", "--p2p-host", "127.0.0.1", "--discovery", "off", "--data-dir", dir.path + "/b", "--port", String(port)])
+        let port = try #require(await first.waitForPort())
+        let second = try await kiana(["serve", "--p2p-port", "0", "--p2p-host", "127.0.0.1", "--discovery", "off", "--data-dir", dir.path + "/b", "--port", String(port)])
         #expect(second.status == 1)
         #expect(second.err.contains("kiana: cannot listen on 127.0.0.1:\(port): the port is already in use"), "\(second.err)")
         first.process.interrupt()
         #expect(first.waitForExit())
     }
 
-    @Test func busyPeerPortIsAClearError() throws {
+    @Test func busyPeerPortIsAClearError() async throws {
         let dir = try TempDir()
         defer { dir.cleanup() }
         let first = try Running(["serve", "--p2p-port", "0", "--p2p-host", "127.0.0.1", "--discovery", "off", "--data-dir", dir.path + "/a", "--port", "0"])
         defer { if first.process.isRunning { first.process.terminate() } }
-        _ = try #require(first.waitForPort())
+        _ = try #require(await first.waitForPort())
         let r = try #require(first.text.range(of: #"device links on port (\d+)"#, options: .regularExpression))
         let p2p = String(first.text[r].split(separator: " ").last!)
-        let second = try kiana(["serve", "--p2p-port", p2p, "--p2p-host", "127.0.0.1", "--discovery", "off", "--data-dir", dir.path + "/b", "--port", "0"])
+        let second = try await kiana(["serve", "--p2p-port", p2p, "--p2p-host", "127.0.0.1", "--discovery", "off", "--data-dir", dir.path + "/b", "--port", "0"])
         #expect(second.status == 1)
         #expect(second.err.contains("cannot listen for peers on 127.0.0.1:\(p2p): the port is already in use"), "\(second.err)")
         first.process.interrupt()

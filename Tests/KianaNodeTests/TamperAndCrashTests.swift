@@ -4,34 +4,34 @@ import Testing
 
 /// The bad things: changed bytes on disk, and SIGKILL in the middle of writes.
 @Suite(.serialized) struct TamperAndCrashTests {
-    func sqlite(_ db: String, _ sql: String) throws -> String {
-        let r = try runProcess("/usr/bin/sqlite3", [db, sql])
+    func sqlite(_ db: String, _ sql: String) async throws -> String {
+        let r = try await runProcess("/usr/bin/sqlite3", [db, sql])
         #expect(r.status == 0, "sqlite3: \(String(decoding: r.err, as: UTF8.self))")
         return String(decoding: r.out, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
     }
 
     /// Flips bytes spread over every stored block header and entry with sqlite3; `kiana ledger
     /// verify` must fail each time and name the block, and pass again once the byte is restored.
-    @Test func flippedStoredBytesAreCaughtByLedgerVerify() throws {
+    @Test func flippedStoredBytesAreCaughtByLedgerVerify() async throws {
         let dir = try TempDir()
         defer { dir.cleanup() }
         let d = ["--data-dir", dir.path]
-        #expect(try kiana(["init"] + d).status == 0)
-        for i in 0..<3 { #expect(try kiana(["remember", "fact number \(i)", "--tag", "x"] + d).status == 0) }
+        #expect(try await kiana(["init"] + d).status == 0)
+        for i in 0..<3 { #expect(try await kiana(["remember", "fact number \(i)", "--tag", "x"] + d).status == 0) }
         let db = dir.path + "/kiana.sqlite"
         var targets: [(table: String, column: String, key: String, height: String)] = []
-        for h in try sqlite(db, "SELECT height || ':' || hex(hash) FROM block ORDER BY height").split(separator: "\n") {
+        for h in try await sqlite(db, "SELECT height || ':' || hex(hash) FROM block ORDER BY height").split(separator: "\n") {
             let parts = h.split(separator: ":")
             targets.append(("block", "signedHeader", "hash = X'\(parts[1])'", String(parts[0])))
         }
-        let entries = try sqlite(db, "SELECT chain.height || ':' || hex(entry.id) FROM entry JOIN blockEntry ON blockEntry.entryId = entry.id JOIN chain ON chain.hash = blockEntry.blockHash")
+        let entries = try await sqlite(db, "SELECT chain.height || ':' || hex(entry.id) FROM entry JOIN blockEntry ON blockEntry.entryId = entry.id JOIN chain ON chain.hash = blockEntry.blockHash")
         for e in entries.split(separator: "\n") {
             let parts = e.split(separator: ":")
             targets.append(("entry", "raw", "id = X'\(parts[1])'", String(parts[0])))
         }
         #expect(targets.count == 7)
         for t in targets {
-            let hex = try sqlite(db, "SELECT hex(\(t.column)) FROM \(t.table) WHERE \(t.key)")
+            let hex = try await sqlite(db, "SELECT hex(\(t.column)) FROM \(t.table) WHERE \(t.key)")
             let bytes = Array(hex.utf8)
             let n = bytes.count / 2
             for pos in Set([0, 1, n / 3, n / 2, (2 * n) / 3, n - 2, n - 1]) {
@@ -40,26 +40,26 @@ import Testing
                 let c = flipped[2 * pos + 1]
                 let v = Int(String(UnicodeScalar(c)), radix: 16)! ^ 1
                 flipped[2 * pos + 1] = Array(String(v, radix: 16).uppercased().utf8)[0]
-                _ = try sqlite(db, "UPDATE \(t.table) SET \(t.column) = X'\(String(decoding: flipped, as: UTF8.self))' WHERE \(t.key)")
-                let r = try kiana(["ledger", "verify"] + d)
+                _ = try await sqlite(db, "UPDATE \(t.table) SET \(t.column) = X'\(String(decoding: flipped, as: UTF8.self))' WHERE \(t.key)")
+                let r = try await kiana(["ledger", "verify"] + d)
                 #expect(r.status == 1, "\(t.table) byte \(pos) of block \(t.height) went unnoticed")
                 #expect(r.err.contains("block \(t.height)"), "\(t.table) byte \(pos): \(r.err)")
-                _ = try sqlite(db, "UPDATE \(t.table) SET \(t.column) = X'\(hex)' WHERE \(t.key)")
+                _ = try await sqlite(db, "UPDATE \(t.table) SET \(t.column) = X'\(hex)' WHERE \(t.key)")
             }
         }
-        #expect(try kiana(["ledger", "verify"] + d).status == 0)
+        #expect(try await kiana(["ledger", "verify"] + d).status == 0)
     }
 
     /// Starts `kiana remember` over and over and SIGKILLs it at random moments. After every
     /// kill the ledger verifies and every write that had reported success is there.
-    @Test func sigkillDuringWritesLosesNothingAcknowledged() throws {
+    @Test func sigkillDuringWritesLosesNothingAcknowledged() async throws {
         let dir = try TempDir()
         defer { dir.cleanup() }
         let d = ["--data-dir", dir.path]
-        #expect(try kiana(["init"] + d).status == 0)
+        #expect(try await kiana(["init"] + d).status == 0)
         // Calibrate: how long does one remember take here?
         let t0 = Date()
-        #expect(try kiana(["remember", "calibration"] + d).status == 0)
+        #expect(try await kiana(["remember", "calibration"] + d).status == 0)
         let typical = max(0.02, Date().timeIntervalSince(t0))
         var acknowledged: [String] = []
         var killed = 0
@@ -80,27 +80,27 @@ import Testing
             if p.terminationReason == .exit, p.terminationStatus == 0, text.hasPrefix("Remembered ") {
                 acknowledged.append(String(text.split(separator: " ")[1]))
             }
-            let v = try kiana(["ledger", "verify"] + d)
+            let v = try await kiana(["ledger", "verify"] + d)
             #expect(v.status == 0, "after kill \(i): \(v.err)")
-            let list = try kiana(["list"] + d).out
+            let list = try await kiana(["list"] + d).out
             for id in acknowledged { #expect(list.contains(id), "acknowledged \(id) lost after kill \(i)") }
         }
         #expect(killed >= 10, "only \(killed) of 40 runs were killed before finishing")
         // The node still takes writes.
-        #expect(try kiana(["remember", "after the storm"] + d).status == 0)
-        #expect(try kiana(["ledger", "verify"] + d).status == 0)
+        #expect(try await kiana(["remember", "after the storm"] + d).status == 0)
+        #expect(try await kiana(["ledger", "verify"] + d).status == 0)
     }
 
     /// SIGKILL during a large import: the import is one transaction, so afterwards the node
     /// has either none or all of it, and verifies.
-    @Test func sigkillDuringImportLeavesAllOrNothing() throws {
+    @Test func sigkillDuringImportLeavesAllOrNothing() async throws {
         let dir = try TempDir()
         defer { dir.cleanup() }
         let a = ["--data-dir", dir.path + "/a"]
-        #expect(try kiana(["init"] + a).status == 0)
-        for i in 0..<30 { #expect(try kiana(["remember", "import fact \(i)"] + a).status == 0) }
+        #expect(try await kiana(["init"] + a).status == 0)
+        for i in 0..<30 { #expect(try await kiana(["remember", "import fact \(i)"] + a).status == 0) }
         let file = dir.path + "/x.json"
-        #expect(try kiana(["export", "-o", file] + a).status == 0)
+        #expect(try await kiana(["export", "-o", file] + a).status == 0)
         for attempt in 0..<6 {
             let b = ["--data-dir", dir.path + "/b\(attempt)"]
             let p = Process()
@@ -112,15 +112,15 @@ import Testing
             usleep(UInt32(20_000 * (attempt + 1)))
             kill(p.processIdentifier, SIGKILL)
             p.waitUntilExit()
-            let s = try kiana(["status"] + b)
+            let s = try await kiana(["status"] + b)
             if s.status == 0 {
                 #expect(s.out.contains("height 30") || s.out.contains("height 0") || !s.out.contains("Head:"), "\(s.out)")
-                if s.out.contains("height 30") { #expect(try kiana(["ledger", "verify"] + b).status == 0) }
+                if s.out.contains("height 30") { #expect(try await kiana(["ledger", "verify"] + b).status == 0) }
             }
             // Importing again completes whatever state the kill left.
-            let again = try kiana(["import", file] + b)
+            let again = try await kiana(["import", file] + b)
             #expect(again.status == 0, "\(again.err)")
-            #expect(try kiana(["ledger", "verify"] + b).status == 0)
+            #expect(try await kiana(["ledger", "verify"] + b).status == 0)
         }
     }
 }

@@ -48,6 +48,22 @@ public func runProcess(_ executable: String, _ args: [String], input: Data? = ni
     return (p.waitUntilExit(), out, errData)
 }
 
+/// `runProcess` for async code: the blocking wait runs on its own thread, so a test waiting
+/// for a child never holds one of the (two, on this machine) cooperative threads that other
+/// tests' async work - NIO links, servers - needs to make progress.
+@discardableResult
+public func runProcess(_ executable: String, _ args: [String], input: Data? = nil, environment: [String: String]? = nil) async throws -> (status: Int32, out: Data, err: Data) {
+    try await offPool { Result { try runProcess(executable, args, input: input, environment: environment) } }.get()
+}
+
+/// Runs blocking work (a pipe read, a process wait) on its own thread and awaits its result,
+/// keeping the cooperative thread pool free for the async code under test.
+public func offPool<T: Sendable>(_ body: @escaping @Sendable () -> T) async -> T {
+    await withCheckedContinuation { (c: CheckedContinuation<T, Never>) in
+        Thread { c.resume(returning: body()) }.start()
+    }
+}
+
 /// python3 from PATH.
 public func python3() -> String {
     for dir in (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin").split(separator: ":") {
@@ -78,6 +94,13 @@ public struct TempDir: Sendable {
 @discardableResult
 public func kiana(_ args: [String], input: Data? = nil) throws -> (status: Int32, out: String, err: String) {
     let r = try runProcess(kianaBinary(), args, input: input)
+    return (r.status, String(decoding: r.out, as: UTF8.self), String(decoding: r.err, as: UTF8.self))
+}
+
+/// `kiana` for async code (see the async `runProcess`).
+@discardableResult
+public func kiana(_ args: [String], input: Data? = nil) async throws -> (status: Int32, out: String, err: String) {
+    let r = try await runProcess(kianaBinary(), args, input: input)
     return (r.status, String(decoding: r.out, as: UTF8.self), String(decoding: r.err, as: UTF8.self))
 }
 
