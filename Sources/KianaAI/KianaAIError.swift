@@ -35,4 +35,8 @@ extension KianaAIError.Code {
     public static let index = Self("index")
     /// A needed external tool (such as pdftotext) is not installed.
     public static let toolMissing = Self("toolMissing")
+    /// A prompt does not fit the model's context window.
+    public static let contextFull = Self("contextFull")
+    /// A language model backend (Ollama, an OpenAI-compatible server) failed or cannot be reached.
+    public static let backend = Self("backend")
 }
