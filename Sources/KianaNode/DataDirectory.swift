@@ -78,7 +78,7 @@ public struct DataDirectory: Sendable {
 
     func writeRuntime(_ r: NodeRuntime) {
         guard let data = try? JSONEncoder().encode(r) else { return }
-        FileManager.default.createFile(atPath: runtimePath, contents: data, attributes: [.posixPermissions: 0o600])
+        _ = FileManager.default.createFile(atPath: runtimePath, contents: data, attributes: [.posixPermissions: 0o600])
     }
 
     func readRuntime() -> NodeRuntime? {

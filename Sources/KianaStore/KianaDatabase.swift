@@ -146,6 +146,23 @@ public final class KianaDatabase: Sendable {
                 END;
                 """)
         }
+        m.registerMigration("2026-11-29 conversations") { db in
+            // Chat history stays on this device (it is not knowledge and not in the ledger).
+            try db.create(table: "conversation") { t in
+                t.column("id", .text).primaryKey()
+                t.column("title", .text).notNull()
+                t.column("created", .integer).notNull()
+                t.column("updated", .integer).notNull()
+            }
+            try db.create(table: "message") { t in
+                t.autoIncrementedPrimaryKey("id")
+                t.column("conversationId", .text).notNull().indexed().references("conversation", onDelete: .cascade)
+                t.column("role", .text).notNull()
+                t.column("content", .text).notNull()
+                t.column("citations", .text).notNull().defaults(to: "[]")
+                t.column("created", .integer).notNull()
+            }
+        }
         return m
     }
 }

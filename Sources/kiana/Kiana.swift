@@ -18,7 +18,7 @@ struct Kiana: AsyncParsableCommand {
         commandName: "kiana",
         abstract: "KI_ana: a private, local-first AI assistant with a signed, replicated memory.",
         subcommands: [Init.self, Serve.self, Status.self, Remember.self, Forget.self, List.self, Show.self,
-                      Ingest.self, Search.self, Embed.self, IndexCommand.self, Tokenize.self, Generate.self, Models.self,
+                      Ingest.self, Search.self, Embed.self, IndexCommand.self, Tokenize.self, Generate.self, Models.self, Ask.self, Chat.self, Conversations.self,
                       Ledger.self, VoteCommand.self, Peers.self, Pair.self, Join.self, Discover.self,
                       Export.self, Import.self, Bench.self])
 

@@ -183,3 +183,162 @@ struct ModelsRemove: ParsableCommand {
         }
     }
 }
+
+/// Backend choice on the command line (over config.json and the environment).
+struct BackendFlags: ParsableArguments {
+    @Option(help: "Language model backend: embedded, ollama or openai (default: config, else embedded).") var backend: String?
+    @Option(help: "Base URL of the Ollama or OpenAI-compatible server.") var backendUrl: String?
+    @Option(help: "Model name or GGUF path (embedded) or the server's model name.") var model: String?
+    @Option(help: "Context window in tokens.") var context: Int?
+    @Option(help: "Worker threads for the embedded engine.") var threads: Int?
+
+    func config(_ data: DataOptions) throws -> BackendConfig {
+        var c = try BackendConfig.load(directory: data.directory)
+        if let backend {
+            guard let k = BackendConfig.Kind(rawValue: backend) else { throw ValidationError("--backend must be embedded, ollama or openai") }
+            c.backend = k
+        }
+        if let backendUrl { c.url = backendUrl }
+        if let model { c.model = model }
+        if let context { c.context = context }
+        if let threads {
+            guard (1...256).contains(threads) else { throw ValidationError("--threads must be 1…256") }
+            c.threads = threads
+        }
+        return c
+    }
+}
+
+/// Loads what answering needs: node, backend, and a retriever (keyword-only when the
+/// embedding model is missing, with a warning).
+func assistantParts(_ data: DataOptions, _ models: ModelOptions, _ flags: BackendFlags) throws -> (Node, any ChatBackend, Retriever?) {
+    let node = try Node.open(directory: data.directory)
+    let backend = try flags.config(data).make(modelDirectory: models.directory(data))
+    var retriever: Retriever?
+    do {
+        let embedder = try Node.loadEmbedder(modelDirectory: models.directory(data))
+        retriever = try node.retriever(embedder)
+    } catch let e as KianaAIError where e.code == .modelMissing || e.code == .modelCorrupt {
+        writeErr("kiana: \(e.message); searching by keyword only\n")
+    }
+    return (node, backend, retriever)
+}
+
+func printSources(_ r: AskResult) {
+    guard !r.citations.isEmpty else {
+        if r.sources.isEmpty { say("\n(no knowledge matched this question)") } else { say("\n(no source cited)") }
+        return
+    }
+    say("\nSources:")
+    for c in r.citations {
+        let where_ = c.source.map { " — \($0)" } ?? ""
+        say("[\(c.number)] \(c.title ?? String(c.snippet.prefix(70)))\(where_) (\(c.id))")
+    }
+}
+
+struct Ask: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Answer a question from what KI_ana was taught, with sources (\"remember that …\" teaches).")
+    @OptionGroup var data: DataOptions
+    @OptionGroup var models: ModelOptions
+    @OptionGroup var backend: BackendFlags
+    @OptionGroup var sampling: SamplingFlags
+    @Option(help: "Continue this conversation.") var conversation: String?
+    @Option(help: "Knowledge items retrieved into the prompt.") var sources: Int = 4
+    @Option(name: [.customShort("n"), .long], help: "Answer length limit in tokens.") var maxTokens: Int = 384
+    @Flag(help: "Print one JSON object (answer, citations, conversation) instead of streaming.") var json = false
+    @Argument(help: "The question.") var question: String
+
+    func validate() throws {
+        guard (1...20).contains(sources) else { throw ValidationError("--sources must be 1…20") }
+        guard (1...32768).contains(maxTokens) else { throw ValidationError("-n must be 1…32768") }
+    }
+
+    func run() async throws {
+        try await performAsync {
+            let (node, llm, retriever) = try assistantParts(data, models, backend)
+            var o = AskOptions()
+            o.sources = sources
+            o.maxTokens = maxTokens
+            o.sampling = try sampling.options(o.sampling)
+            o.conversation = conversation
+            let streaming = !json
+            let r = try await node.ask(question, backend: llm, retriever: retriever, options: o) { piece in
+                if streaming { writeOut(piece) }
+                return true
+            }
+            if json {
+                let obj: [String: Any] = [
+                    "answer": r.answer, "conversation": r.conversationId,
+                    "citations": r.citations.map { ["number": $0.number, "id": $0.id, "title": $0.title as Any, "source": $0.source as Any] },
+                    "sources": r.sources.map(\.id), "remembered": r.remembered?.description as Any,
+                ]
+                say(String(decoding: try JSONSerialization.data(withJSONObject: obj, options: [.sortedKeys]), as: UTF8.self))
+            } else {
+                writeOut("\n")
+                printSources(r)
+            }
+        }
+    }
+}
+
+struct Chat: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Talk with KI_ana interactively (history kept; /new starts over, /quit ends).")
+    @OptionGroup var data: DataOptions
+    @OptionGroup var models: ModelOptions
+    @OptionGroup var backend: BackendFlags
+    @OptionGroup var sampling: SamplingFlags
+    @Option(help: "Continue this conversation.") var conversation: String?
+
+    func run() async throws {
+        try await performAsync {
+            let (node, llm, retriever) = try assistantParts(data, models, backend)
+            var o = AskOptions()
+            o.sampling = try sampling.options(o.sampling)
+            o.conversation = conversation
+            let tty = isatty(0) == 1
+            if tty { say("KI_ana (\(llm.label)). Ask anything; \"remember that …\" teaches; /new, /quit.") }
+            while true {
+                if tty { writeOut("\n> ") }
+                guard let line = readLine() else { break }
+                let q = line.trimmingCharacters(in: .whitespaces)
+                if q.isEmpty { continue }
+                if q == "/quit" || q == "/exit" { break }
+                if q == "/new" { o.conversation = nil; say("(new conversation)"); continue }
+                do {
+                    let r = try await node.ask(q, backend: llm, retriever: retriever, options: o) { writeOut($0); return true }
+                    writeOut("\n")
+                    printSources(r)
+                    o.conversation = r.conversationId
+                } catch {
+                    writeErr("kiana: \(errorLine(for: error))\n")
+                }
+            }
+            if let c = o.conversation { writeErr("conversation \(c)\n") }
+        }
+    }
+}
+
+struct Conversations: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "List conversations, or show one.")
+    @OptionGroup var data: DataOptions
+    @Argument(help: "A conversation to show in full.") var id: String?
+
+    func run() throws {
+        try perform {
+            let node = try Node.open(directory: data.directory)
+            if let id {
+                guard try node.conversations.conversation(id) != nil else { throw KianaNodeError(.invalidInput, "no conversation \(id)") }
+                for m in try node.conversations.messages(id) {
+                    say("\(m.role): \(m.content)" + (m.citations.isEmpty ? "" : "  [cites \(m.citations.joined(separator: ", "))]"))
+                }
+                return
+            }
+            let list = try node.conversations.list()
+            if list.isEmpty { say("No conversations yet."); return }
+            for c in list {
+                let when = Date(timeIntervalSince1970: Double(c.updated) / 1000)
+                say("\(c.id)  \(ISO8601DateFormatter().string(from: when))  \(c.title)")
+            }
+        }
+    }
+}

@@ -248,4 +248,16 @@ public enum Models {
     public static var hasMiniLM: Bool {
         FileManager.default.fileExists(atPath: directory + "/all-minilm-l6-v2/model.safetensors")
     }
+
+    /// The embedded language model (SmolLM2-135M-Instruct Q4_1) that setup fetches.
+    public static var smolLM: String { directory + "/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf" }
+    public static var hasSmolLM: Bool { FileManager.default.fileExists(atPath: smolLM) }
+
+    /// llama.cpp's binaries built by scripts/llama-cpp.sh (for the OpenAI-backend tests), if built.
+    public static var llamaServer: String? {
+        let dir = ProcessInfo.processInfo.environment["KIANA_LLAMA_CPP_DIR"].flatMap { $0.isEmpty ? nil : $0 }
+            ?? (ProcessInfo.processInfo.environment["HOME"] ?? NSHomeDirectory()) + "/.kiana/llama.cpp"
+        let p = dir + "/build/bin/llama-server"
+        return FileManager.default.isExecutableFile(atPath: p) ? p : nil
+    }
 }

@@ -1,0 +1,156 @@
+import Foundation
+
+/// A knowledge item offered to the model as a numbered source.
+public struct GroundingSource: Sendable, Equatable, Codable {
+    /// Hex ID of the knowledge item.
+    public var id: String
+    public var title: String?
+    public var text: String
+    public var source: String?
+    public init(id: String, title: String?, text: String, source: String?) {
+        self.id = id; self.title = title; self.text = text; self.source = source
+    }
+}
+
+/// A prompt with the sources that made it in (numbered 1… in this order).
+public struct GroundedPrompt: Sendable {
+    public var messages: [ChatMessage]
+    public var sources: [GroundingSource]
+    /// History turns left out to fit the context.
+    public var droppedHistory: Int
+    /// Sources left out (or cut) to fit the context.
+    public var droppedSources: Int
+}
+
+/// Building grounded prompts and reading citations back: pure functions, no model, no I/O.
+public enum Grounding {
+    public static let instructions = """
+        You are KI_ana, a private assistant running on the owner's own device. \
+        Answer the question using the numbered sources below, which are what the owner taught you. \
+        Cite the sources you use with their number in square brackets, like [1]. \
+        If the sources do not contain the answer, say that you do not know it yet.
+        """
+
+    /// Lays out system instructions with numbered sources, the history and the question, so
+    /// that prompt + `answerTokens` fit `contextSize`. What gives way, in order: the oldest
+    /// history turns, then the lowest-ranked sources, then the length of the last source.
+    /// The question is never cut: if it alone does not fit, that is an error.
+    public static func build(question: String, sources: [GroundingSource], history: [ChatMessage],
+                             contextSize: Int, answerTokens: Int, countTokens: (String) -> Int) throws(KianaAIError) -> GroundedPrompt {
+        let overhead = 16  // template markers per message
+        let budget = contextSize - answerTokens
+        let questionCost = countTokens(question) + overhead
+        let bare = countTokens(instructions) + overhead
+        guard questionCost + bare <= budget else {
+            throw KianaAIError(.contextFull, "the question alone (\(questionCost) tokens) does not fit the context of \(contextSize) tokens with \(answerTokens) left for the answer; shorten it or use a larger --context")
+        }
+        var remaining = budget - questionCost - bare
+        // Sources get priority over history, but history keeps at least its last turn pair if it fits.
+        var chosen: [GroundingSource] = []
+        var dropped = 0
+        let sourceBudget = max(remaining * 3 / 4, remaining - history.suffix(2).reduce(0) { $0 + countTokens($1.content) + overhead })
+        var used = 0
+        for s in sources {
+            let line = sourceLine(chosen.count + 1, s)
+            let cost = countTokens(line) + 1
+            if used + cost <= sourceBudget {
+                chosen.append(s); used += cost
+            } else if chosen.isEmpty || sourceBudget - used > 64 {
+                // Cut this source to what is left (by characters, checked by tokens).
+                var cut = s
+                var chars = s.text.count * max(0, sourceBudget - used - 16) / max(cost, 1)
+                while chars > 20 {
+                    cut.text = String(s.text.prefix(chars)) + " …"
+                    if used + countTokens(sourceLine(chosen.count + 1, cut)) + 1 <= sourceBudget { break }
+                    chars = chars * 3 / 4
+                }
+                if chars > 20 { chosen.append(cut); used += countTokens(sourceLine(chosen.count, cut)) + 1 }
+                dropped += 1
+            } else {
+                dropped += 1
+            }
+        }
+        remaining -= used
+        var kept: [ChatMessage] = []
+        for m in history.reversed() {
+            let cost = countTokens(m.content) + overhead
+            if cost > remaining { break }
+            kept.insert(m, at: 0)
+            remaining -= cost
+        }
+        // A history must not start with an assistant turn.
+        while kept.first?.role == .assistant { kept.removeFirst() }
+        var system = instructions
+        if chosen.isEmpty {
+            system += "\n\nThere are no sources for this question."
+        } else {
+            system += "\n\nSources:\n" + chosen.enumerated().map { sourceLine($0.offset + 1, $0.element) }.joined(separator: "\n")
+        }
+        return GroundedPrompt(messages: [ChatMessage(.system, system)] + kept + [ChatMessage(.user, question)],
+                              sources: chosen, droppedHistory: history.count - kept.count, droppedSources: dropped)
+    }
+
+    static func sourceLine(_ n: Int, _ s: GroundingSource) -> String {
+        let text = s.text.replacingOccurrences(of: "\n", with: " ")
+        if let t = s.title, !t.isEmpty, !text.hasPrefix(t) { return "[\(n)] \(t): \(text)" }
+        return "[\(n)] \(text)"
+    }
+
+    /// The source numbers (1-based) an answer cites: its `[n]` markers (also `[1, 2]`,
+    /// `[Source 1]`); when it has none, the source whose words the answer repeats most
+    /// (at least two content words and a fifth of the answer's), as the answer's evidence.
+    public static func citations(answer: String, sources: [GroundingSource]) -> [Int] {
+        var found: [Int] = []
+        if let re = try? NSRegularExpression(pattern: #"\[(?:sources?\s*)?(\d+(?:\s*,\s*\d+)*)\]"#, options: [.caseInsensitive]) {
+            let ns = answer as NSString
+            for m in re.matches(in: answer, range: NSRange(location: 0, length: ns.length)) {
+                for part in ns.substring(with: m.range(at: 1)).split(separator: ",") {
+                    if let n = Int(part.trimmingCharacters(in: .whitespaces)), n >= 1, n <= sources.count, !found.contains(n) { found.append(n) }
+                }
+            }
+        }
+        if !found.isEmpty { return found }
+        let words = contentWords(answer)
+        guard !words.isEmpty else { return [] }
+        var best = 0, bestOverlap = 0
+        for (i, s) in sources.enumerated() {
+            let overlap = words.intersection(contentWords((s.title ?? "") + " " + s.text)).count
+            if overlap > bestOverlap { bestOverlap = overlap; best = i + 1 }
+        }
+        return bestOverlap >= 2 && Double(bestOverlap) >= Double(words.count) * 0.2 ? [best] : []
+    }
+
+    static let stopWords: Set<String> = ["the", "and", "that", "this", "with", "for", "are", "was", "were", "you", "your",
+                                         "from", "have", "has", "not", "but", "can", "will", "they", "their", "there",
+                                         "what", "which", "who", "when", "where", "how", "about", "into", "than", "then",
+                                         "der", "die", "das", "und", "ist", "ein", "eine", "nicht", "mit", "von", "den"]
+
+    static func contentWords(_ s: String) -> Set<String> {
+        var out = Set<String>()
+        var cur = ""
+        for ch in s.lowercased() {
+            if ch.isLetter || ch.isNumber { cur.append(ch) } else {
+                if cur.count >= 3, !stopWords.contains(cur) { out.insert(cur) }
+                cur = ""
+            }
+        }
+        if cur.count >= 3, !stopWords.contains(cur) { out.insert(cur) }
+        return out
+    }
+
+    /// The fact in "remember that …" / "merk dir …" (and close variants), or nil.
+    public static func rememberCommand(_ text: String) -> String? {
+        let t = text.trimmingCharacters(in: .whitespacesAndNewlines)
+        let lower = t.lowercased()
+        let prefixes = ["please remember that ", "remember that ", "remember: ",
+                        "merk dir bitte, dass ", "merk dir, dass ", "merk dir dass ", "merk dir: ", "merk dir ",
+                        "merke dir, dass ", "merke dir dass ", "merke dir "]
+        for p in prefixes where lower.hasPrefix(p) {
+            var fact = String(t.dropFirst(p.count)).trimmingCharacters(in: .whitespacesAndNewlines)
+            guard !fact.isEmpty else { return nil }
+            fact = fact.prefix(1).uppercased() + fact.dropFirst()
+            return fact
+        }
+        return nil
+    }
+}

@@ -1,0 +1,185 @@
+import Foundation
+import KianaAI
+import KianaCore
+import KianaStore
+
+/// Which language model answers: the embedded engine (default), Ollama, or an
+/// OpenAI-compatible server. Read from `<data dir>/config.json` (`"llm": {…}`), then the
+/// environment (KIANA_LLM_BACKEND, KIANA_LLM_MODEL, KIANA_LLM_URL, KIANA_LLM_API_KEY,
+/// KIANA_LLM_CONTEXT), then command-line flags.
+public struct BackendConfig: Codable, Sendable, Equatable {
+    public enum Kind: String, Codable, Sendable, CaseIterable { case embedded, ollama, openai }
+    public var backend: Kind = .embedded
+    /// Embedded: a model name or GGUF path (default smollm2-135m-instruct). Remote: the model name.
+    public var model: String?
+    /// Remote base URL: Ollama's (default http://127.0.0.1:11434) or an OpenAI-compatible …/v1.
+    public var url: String?
+    /// Bearer token for OpenAI-compatible servers (prefer the environment over the file).
+    public var apiKey: String?
+    /// Context window in tokens (default 2048 embedded, 8192 remote).
+    public var context: Int?
+    public var threads: Int?
+
+    public init() {}
+
+    enum CodingKeys: String, CodingKey { case backend, model, url, apiKey, context, threads }
+
+    /// The configuration from the data directory's config.json and the environment.
+    public static func load(directory: DataDirectory, environment: [String: String] = ProcessInfo.processInfo.environment) throws -> BackendConfig {
+        var c = BackendConfig()
+        let path = directory.path + "/config.json"
+        if let data = FileManager.default.contents(atPath: path) {
+            struct File: Decodable { var llm: BackendConfig? }
+            do { c = try JSONDecoder().decode(File.self, from: data).llm ?? c } catch {
+                throw KianaNodeError(.invalidInput, "\(path) is not valid: \(error)")
+            }
+        }
+        if let b = environment["KIANA_LLM_BACKEND"], !b.isEmpty {
+            guard let k = Kind(rawValue: b) else { throw KianaNodeError(.invalidInput, "KIANA_LLM_BACKEND must be embedded, ollama or openai") }
+            c.backend = k
+        }
+        if let m = environment["KIANA_LLM_MODEL"], !m.isEmpty { c.model = m }
+        if let u = environment["KIANA_LLM_URL"], !u.isEmpty { c.url = u }
+        if let k = environment["KIANA_LLM_API_KEY"], !k.isEmpty { c.apiKey = k }
+        if let n = environment["KIANA_LLM_CONTEXT"].flatMap(Int.init) { c.context = n }
+        return c
+    }
+
+    /// Builds the backend. The embedded model is loaded here (a second or so).
+    public func make(modelDirectory: String) throws -> any ChatBackend {
+        if let context, !(16...1 << 20).contains(context) { throw KianaNodeError(.invalidInput, "the context must be 16…1048576 tokens") }
+        switch backend {
+        case .embedded:
+            let catalog = ModelCatalog(directory: modelDirectory)
+            let path = try catalog.resolve(model)
+            let m = try LlamaModel(path: path)
+            let name = model ?? ModelCatalog.defaultModel
+            return try EmbeddedBackend(model: m, name: name, contextSize: context ?? 2048,
+                                       threads: threads ?? ProcessInfo.processInfo.activeProcessorCount)
+        case .ollama:
+            guard let model, !model.isEmpty else { throw KianaNodeError(.invalidInput, "the ollama backend needs a model name (--model or KIANA_LLM_MODEL)") }
+            return OllamaBackend(baseURL: try Self.url(url ?? "http://127.0.0.1:11434"), model: model, contextSize: context ?? 8192)
+        case .openai:
+            guard let model, !model.isEmpty else { throw KianaNodeError(.invalidInput, "the openai backend needs a model name (--model or KIANA_LLM_MODEL)") }
+            guard let url else { throw KianaNodeError(.invalidInput, "the openai backend needs a base URL ending in /v1 (--backend-url or KIANA_LLM_URL)") }
+            return OpenAIBackend(baseURL: try Self.url(url), model: model, apiKey: apiKey, contextSize: context ?? 8192)
+        }
+    }
+
+    static func url(_ s: String) throws -> URL {
+        guard let u = URL(string: s), let scheme = u.scheme, ["http", "https"].contains(scheme), u.host != nil else {
+            throw KianaNodeError(.invalidInput, "\(s) is not an http(s) URL")
+        }
+        return u
+    }
+}
+
+/// A cited source of an answer.
+public struct Citation: Sendable, Codable, Equatable {
+    /// The number the prompt gave the source.
+    public var number: Int
+    public var id: String
+    public var title: String?
+    public var source: String?
+    public var snippet: String
+}
+
+/// The outcome of `ask`.
+public struct AskResult: Sendable {
+    public var answer: String
+    public var citations: [Citation]
+    /// Every source that was in the prompt, numbered from 1.
+    public var sources: [GroundingSource]
+    public var conversationId: String
+    /// Set when the question was "remember that …": the new knowledge item.
+    public var remembered: ItemID?
+    public var reply: ChatReply?
+}
+
+/// Options of one question.
+public struct AskOptions: Sendable {
+    /// Sources retrieved into the prompt.
+    public var sources = 4
+    public var maxTokens = 384
+    public var sampling: SamplingOptions = {
+        var s = SamplingOptions()
+        s.temperature = 0.2
+        return s
+    }()
+    /// Continue this conversation (nil: start one).
+    public var conversation: String?
+    /// Keep the conversation (false: a one-off question, nothing stored).
+    public var persist = true
+    public init() {}
+}
+
+extension Node {
+    public var conversations: ConversationStore { ConversationStore(database: store.database) }
+
+    /// Answers a question from the knowledge base: retrieves the best items (hybrid search when
+    /// the embedder is available, keyword search otherwise), puts them into the prompt as numbered
+    /// sources, streams the backend's answer to `onText`, maps its citations back to item IDs and
+    /// stores the turn in the conversation. "remember that …" / "merk dir …" adds knowledge instead.
+    public func ask(_ question: String, backend: any ChatBackend, retriever: Retriever?, options: AskOptions = AskOptions(),
+                    onText: @escaping @Sendable (String) -> Bool) async throws -> AskResult {
+        let q = question.trimmingCharacters(in: .whitespacesAndNewlines)
+        guard !q.isEmpty else { throw KianaNodeError(.invalidInput, "the question is empty") }
+        guard q.utf8.count <= 64 * 1024 else { throw KianaNodeError(.invalidInput, "the question is longer than 64 KiB") }
+        let now = Int64(currentMillis())
+        var conversation: Conversation?
+        if let id = options.conversation {
+            guard let c = try conversations.conversation(id) else { throw KianaNodeError(.invalidInput, "no conversation \(id)") }
+            conversation = c
+        }
+        let history = try conversation.map { try conversations.messages($0.id) } ?? []
+
+        func finish(_ answer: String, _ citations: [Citation], _ sources: [GroundingSource], _ remembered: ItemID?, _ reply: ChatReply?) throws -> AskResult {
+            var id = conversation?.id ?? ""
+            if options.persist {
+                if conversation == nil { id = try conversations.create(title: q, now: now).id }
+                try conversations.append([
+                    ConversationMessage(conversationId: id, role: "user", content: q, created: now),
+                    ConversationMessage(conversationId: id, role: "assistant", content: answer, citations: citations.map(\.id), created: Int64(currentMillis())),
+                ], to: id, now: Int64(currentMillis()))
+            }
+            return AskResult(answer: answer, citations: citations, sources: sources, conversationId: id, remembered: remembered, reply: reply)
+        }
+
+        if let fact = Grounding.rememberCommand(q) {
+            let (item, _) = try remember(text: fact, tags: ["chat"], source: "chat")
+            let answer = "I'll remember that: \(fact)"
+            _ = onText(answer)
+            let cite = Citation(number: 1, id: item.description, title: nil, source: "chat", snippet: fact)
+            return try finish(answer, [cite], [GroundingSource(id: item.description, title: nil, text: fact, source: "chat")], item, nil)
+        }
+
+        // Retrieve.
+        var hits: [ItemID] = []
+        if let retriever {
+            hits = try retriever.search(q, k: options.sources, mode: .hybrid).map(\.id)
+        } else {
+            hits = try searchStore.keywordSearch(q, limit: options.sources).map(\.0)
+        }
+        let items = try searchStore.items(hits)
+        let sources = hits.compactMap { id -> GroundingSource? in
+            guard let it = items[id], let text = it.text, !text.isEmpty else { return nil }
+            return GroundingSource(id: id.description, title: it.title, text: text, source: it.source)
+        }
+        let past = history.map { ChatMessage($0.role == "assistant" ? .assistant : .user, $0.content) }
+        let answerTokens = min(options.maxTokens, backend.contextSize / 2)
+        let prompt = try Grounding.build(question: q, sources: sources, history: past, contextSize: backend.contextSize,
+                                         answerTokens: answerTokens, countTokens: backend.countTokens)
+        var request = ChatRequest(messages: prompt.messages)
+        request.maxTokens = answerTokens
+        request.sampling = options.sampling
+        // Small models like to recite the source list after answering; that is not the answer.
+        request.stop = ["\n[1] ", "\nSources:", "\n\nSources"]
+        let reply = try await backend.chat(request, onText: onText)
+        let numbers = Grounding.citations(answer: reply.text, sources: prompt.sources)
+        let citations = numbers.map { n in
+            let s = prompt.sources[n - 1]
+            return Citation(number: n, id: s.id, title: s.title, source: s.source, snippet: String(s.text.prefix(160)))
+        }
+        return try finish(reply.text, citations, prompt.sources, nil, reply)
+    }
+}

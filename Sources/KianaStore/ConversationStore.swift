@@ -1,0 +1,92 @@
+import Foundation
+import GRDB
+
+/// A conversation with the assistant (local to this device).
+public struct Conversation: Codable, Sendable, Equatable, FetchableRecord, PersistableRecord {
+    public var id: String
+    public var title: String
+    public var created: Int64
+    public var updated: Int64
+    public init(id: String, title: String, created: Int64, updated: Int64) {
+        self.id = id; self.title = title; self.created = created; self.updated = updated
+    }
+}
+
+/// One turn of a conversation. `citations` are the hex IDs of the knowledge items the answer cites.
+public struct ConversationMessage: Codable, Sendable, Equatable, FetchableRecord, MutablePersistableRecord {
+    public static let databaseTableName = "message"
+    public var id: Int64?
+    public var conversationId: String
+    public var role: String
+    public var content: String
+    public var citations: [String]
+    public var created: Int64
+
+    public init(conversationId: String, role: String, content: String, citations: [String] = [], created: Int64) {
+        self.conversationId = conversationId; self.role = role; self.content = content
+        self.citations = citations; self.created = created
+    }
+
+    public mutating func didInsert(_ inserted: InsertionSuccess) { id = inserted.rowID }
+}
+
+/// Conversations and their messages, on the node's database.
+public struct ConversationStore: Sendable {
+    public let database: KianaDatabase
+    public init(database: KianaDatabase) { self.database = database }
+
+    func run<T>(_ what: String, _ body: () throws -> T) throws(KianaStoreError) -> T {
+        do { return try body() } catch let e as KianaStoreError { throw e } catch {
+            throw KianaStoreError(.database, what, cause: error)
+        }
+    }
+
+    /// Starts a conversation titled after its first question.
+    public func create(title: String, now: Int64) throws(KianaStoreError) -> Conversation {
+        let c = Conversation(id: UUID().uuidString.lowercased(), title: String(title.prefix(80)), created: now, updated: now)
+        try run("creating a conversation") { try database.writer.write { db in try c.insert(db) } }
+        return c
+    }
+
+    public func conversation(_ id: String) throws(KianaStoreError) -> Conversation? {
+        try run("reading a conversation") { try database.writer.read { db in try Conversation.fetchOne(db, key: id) } }
+    }
+
+    /// Conversations, most recently updated first.
+    public func list(limit: Int = 100) throws(KianaStoreError) -> [Conversation] {
+        try run("listing conversations") {
+            try database.writer.read { db in
+                try Conversation.order(Column("updated").desc).limit(limit).fetchAll(db)
+            }
+        }
+    }
+
+    /// Messages of a conversation in order.
+    public func messages(_ id: String) throws(KianaStoreError) -> [ConversationMessage] {
+        try run("reading messages") {
+            try database.writer.read { db in
+                try ConversationMessage.filter(Column("conversationId") == id).order(Column("id")).fetchAll(db)
+            }
+        }
+    }
+
+    /// Appends messages (one transaction) and touches the conversation.
+    public func append(_ messages: [ConversationMessage], to id: String, now: Int64) throws(KianaStoreError) {
+        try run("saving messages") {
+            try database.writer.write { db in
+                guard var c = try Conversation.fetchOne(db, key: id) else {
+                    throw KianaStoreError(.notFound, "no conversation \(id)")
+                }
+                for var m in messages { m.conversationId = id; try m.insert(db) }
+                c.updated = now
+                try c.update(db)
+            }
+        }
+    }
+
+    /// Deletes a conversation and its messages; false if there was none.
+    @discardableResult
+    public func delete(_ id: String) throws(KianaStoreError) -> Bool {
+        try run("deleting a conversation") { try database.writer.write { db in try Conversation.deleteOne(db, key: id) } }
+    }
+}
