@@ -28,7 +28,7 @@ run: build
 # processes too but keep both cores busy embedding for half a minute, so they run on their own
 # (a handshake peer waiting 10 s on a starved responder failed CI once).
 PROCESS_TESTS := ^(KianaNodeTests|KianaNetTests)\.
-HEAVY_PROCESS_TESTS := ^KianaNodeTests\.RetrievalCLITests
+HEAVY_PROCESS_TESTS := ^KianaNodeTests\.(RetrievalCLITests|LLMCLITests)
 
 test: build
 	@KIANA_BIN=$(CURDIR)/$(BIN) $(SWIFT) test --skip-build --disable-xctest --filter '$(PROCESS_TESTS)' --skip '$(HEAVY_PROCESS_TESTS)'

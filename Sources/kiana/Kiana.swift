@@ -413,7 +413,7 @@ struct Import: ParsableCommand {
 }
 
 struct Bench: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Benchmarks, each beside its reference primitive.", subcommands: [BenchLedger.self, BenchNet.self, BenchEmbed.self, BenchVector.self, BenchRetrieval.self])
+    static let configuration = CommandConfiguration(abstract: "Benchmarks, each beside its reference primitive.", subcommands: [BenchLedger.self, BenchNet.self, BenchEmbed.self, BenchVector.self, BenchRetrieval.self, BenchLLM.self])
 }
 
 struct BenchNet: AsyncParsableCommand {

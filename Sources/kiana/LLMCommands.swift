@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import KianaAI
+import KianaBench
 import KianaNode
 
 /// Which language model and how to run it.
@@ -339,6 +340,30 @@ struct Conversations: ParsableCommand {
                 let when = Date(timeIntervalSince1970: Double(c.updated) / 1000)
                 say("\(c.id)  \(ISO8601DateFormatter().string(from: when))  \(c.title)")
             }
+        }
+    }
+}
+
+struct BenchLLM: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "llm", abstract: "Engine prompt and generation tokens/s beside llama.cpp's llama-bench, and memory while generating.")
+    @OptionGroup var data: DataOptions
+    @OptionGroup var models: ModelOptions
+    @Option(help: "Model name or GGUF path.") var model: String?
+    @Option(help: "Thread counts, comma-separated.") var threads: String = "1,2"
+    @Option(help: "Prompt tokens (pp).") var prompt: Int = 128
+    @Option(help: "Generated tokens (tg).") var generate: Int = 64
+    @Option(help: "Repeats.") var repeats: Int = 3
+    @Option(help: "llama-bench binary (default: scripts/llama-cpp.sh's build).") var llamaBench: String?
+
+    func run() throws {
+        try perform {
+            let ts = threads.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
+            guard !ts.isEmpty, ts.allSatisfy({ (1...256).contains($0) }), (1...8192).contains(prompt), (1...8192).contains(generate), (1...100).contains(repeats) else {
+                throw KianaNodeError(.invalidInput, "threads 1…256, prompt and generate 1…8192, repeats 1…100")
+            }
+            let path = try ModelCatalog(directory: models.directory(data)).resolve(model)
+            let b = LLMBench(modelPath: path, threads: ts, promptTokens: prompt, generateTokens: generate, repeats: repeats, llamaBench: llamaBench)
+            say(try b.run { writeErr("  … \($0)\n") })
         }
     }
 }
