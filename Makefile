@@ -42,12 +42,14 @@ fuzz:
 
 bench: setup
 	@./scripts/setup.sh bench
+	@./scripts/llama-cpp.sh
 	@$(SWIFT) build -c release --product kiana --scratch-path .build-release 2>&1 | $(QUIET)
 	@.build-release/release/kiana bench ledger
 	@.build-release/release/kiana bench net
 	@.build-release/release/kiana bench embed
 	@.build-release/release/kiana bench vector
 	@.build-release/release/kiana bench retrieval
+	@.build-release/release/kiana bench llm
 
 clean:
 	@rm -rf .build
