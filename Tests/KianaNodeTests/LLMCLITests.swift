@@ -41,6 +41,19 @@ import Testing
         return (try? JSONSerialization.jsonObject(with: Data(r.out.utf8)) as? [String: Any]) ?? [:]
     }
 
+    /// A loopback port nothing listens on (the kernel's choice for a socket bound to port 0).
+    static func freePort() -> Int {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) } }
+        _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) } }
+        return Int(UInt16(bigEndian: addr.sin_port))
+    }
+
     static func cited(_ o: [String: Any]) -> [String] {
         (o["citations"] as? [[String: Any]] ?? []).compactMap { $0["id"] as? String }
     }
@@ -167,17 +180,11 @@ import Testing
     func openAIBackendAgainstLlamaServer() async throws {
         guard haveModels() else { return }
         guard let server = Models.llamaServer else {
+            if Shared.isCI { Issue.record("llama-server is not built; `make test` runs scripts/llama-cpp.sh") }
             print("skipped: llama-server is not built (scripts/llama-cpp.sh builds it)")
             return
         }
-        // A free loopback port for the server.
-        let probe = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        var addr = sockaddr_in(); addr.sin_family = sa_family_t(AF_INET); addr.sin_addr.s_addr = inet_addr("127.0.0.1"); addr.sin_port = 0
-        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(probe, $0, len) } }
-        _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(probe, $0, &len) } }
-        let port = Int(UInt16(bigEndian: addr.sin_port))
-        close(probe)
+        let port = Self.freePort()
         let p = try ChildProcess(server, ["-m", Models.smolLM, "--host", "127.0.0.1", "--port", "\(port)", "-c", "4096", "-t", "2", "--alias", "smol"])
         defer { p.signal(SIGKILL) }
         #expect(await p.waitFor("listening on", timeout: 60) != nil, "\(p.output)")
@@ -197,6 +204,16 @@ import Testing
         let o = try await askJSON(["Where is the spare key?", "--data-dir", tmp.path, "--backend", "openai",
                                    "--backend-url", "http://127.0.0.1:\(port)/v1", "--model", "smol", "--greedy"])
         #expect(Self.cited(o).first == ids[0], "\(o)")
+        // Embeddings through /v1/embeddings (llama-server started with --embeddings).
+        let eport = Self.freePort()
+        let e = try ChildProcess(server, ["-m", Models.smolLM, "--host", "127.0.0.1", "--port", "\(eport)", "-c", "512", "-t", "2",
+                                          "--alias", "smol", "--embeddings", "--pooling", "mean"])
+        defer { e.signal(SIGKILL) }
+        #expect(await e.waitFor("listening on", timeout: 60) != nil, "\(e.output)")
+        let eb = OpenAIBackend(baseURL: URL(string: "http://127.0.0.1:\(eport)/v1")!, model: "smol")
+        let vectors = try await eb.embed(["The spare key is under the pot.", "Sunflower42 is the wifi password."])
+        #expect(vectors.count == 2 && vectors.allSatisfy { $0.count == 576 })
+        #expect(vectors[0] != vectors[1])
     }
 }
 
