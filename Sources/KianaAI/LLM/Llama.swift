@@ -260,7 +260,14 @@ public final class LlamaSession {
                 if lo < hi {
                     for r in lo..<hi {
                         let row = w.row(r)
-                        for t in 0..<T { out[t * w.rows + r] = Quant.dot(w.type, row, act, t) }
+                        var t = 0
+                        while t + 4 <= T {
+                            let v = Quant.dot4(w.type, row, act, t)
+                            out[t * w.rows + r] = v[0]; out[(t + 1) * w.rows + r] = v[1]
+                            out[(t + 2) * w.rows + r] = v[2]; out[(t + 3) * w.rows + r] = v[3]
+                            t += 4
+                        }
+                        while t < T { out[t * w.rows + r] = Quant.dot(w.type, row, act, t); t += 1 }
                     }
                 }
                 base += w.rows

@@ -112,7 +112,44 @@ enum Quant {
         }
     }
 
+    /// Four activation rows (t0…t0+3) against one weight row: each weight block is unpacked once
+    /// and used four times (prompt processing). Other types fall back to single dots.
+    @inline(__always)
+    static func dot4(_ type: GGMLType, _ w: UnsafeRawPointer, _ a: QuantizedRows, _ t0: Int) -> SIMD4<Float> {
+        #if arch(x86_64)
+        if type == .q4_1 || type == .q4_0 { return dotQ4x4(w, blockBytes: type.blockBytes, hasMin: type == .q4_1, a, t0) }
+        #endif
+        return SIMD4(dot(type, w, a, t0), dot(type, w, a, t0 + 1), dot(type, w, a, t0 + 2), dot(type, w, a, t0 + 3))
+    }
+
     #if arch(x86_64)
+    @inline(__always)
+    static func dotQ4x4(_ w: UnsafeRawPointer, blockBytes: Int, hasMin: Bool, _ a: QuantizedRows, _ t0: Int) -> SIMD4<Float> {
+        let n = a.n, nb = n / 32
+        var acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps(), acc2 = _mm256_setzero_ps(), acc3 = _mm256_setzero_ps()
+        let mask = _mm_set1_epi8(0x0F), ones = _mm256_set1_epi16(1)
+        var mins = SIMD4<Float>()
+        let q0 = hasMin ? 4 : 2
+        let y0 = UnsafeRawPointer(a.qs + t0 * n), y1 = y0 + n, y2 = y1 + n, y3 = y2 + n
+        let d0 = a.d + t0 * nb, d1 = d0 + nb, d2 = d1 + nb, d3 = d2 + nb
+        let s0 = a.s + t0 * nb, s1 = s0 + nb, s2 = s1 + nb, s3 = s2 + nb
+        for b in 0..<nb {
+            let blk = w + b * blockBytes
+            let dw = half(blk, 0)
+            let m = hasMin ? half(blk, 2) : -8 * dw
+            let raw = _mm_loadu_si128(blk.advanced(by: q0).assumingMemoryBound(to: __m128i_u.self))
+            let q = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(raw, 4), mask), _mm_and_si128(raw, mask))
+            @inline(__always) func one(_ y: UnsafeRawPointer, _ d: UnsafePointer<Float>, _ acc: inout __m256) {
+                let v = _mm256_loadu_si256(y.advanced(by: b * 32).assumingMemoryBound(to: __m256i_u.self))
+                let p = _mm256_madd_epi16(_mm256_maddubs_epi16(q, v), ones)
+                acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(dw * d[b]), acc)
+            }
+            one(y0, d0, &acc0); one(y1, d1, &acc1); one(y2, d2, &acc2); one(y3, d3, &acc3)
+            mins += m * SIMD4(s0[b], s1[b], s2[b], s3[b])
+        }
+        return SIMD4(hsum(acc0), hsum(acc1), hsum(acc2), hsum(acc3)) + mins
+    }
+
     @inline(__always) static func hsum(_ v: __m256) -> Float { v.sum() }
 
     /// Q4_0 / Q4_1 weights · Q8 activations: unsigned nibbles × signed bytes with vpmaddubsw,
