@@ -182,8 +182,7 @@ public final class LlamaSession {
         let dim = c.dim, kvDim = c.kvDim
         for (t, id) in batch.enumerated() { model.embedding.dequantizeRow(Int(id), into: x + t * dim) }
         for (li, L) in model.layers.enumerated() {
-            rmsNorm(x, L.attnNorm, T)
-            actDim.set(xn, rows: T)
+            normAndQuantize(L.attnNorm, T)
             matmul([(L.q, q), (L.k, k), (L.v, v)], actDim, T)
             for t in 0..<T {
                 rope(q + t * dim, heads: c.heads, pos: p0 + t)
@@ -193,17 +192,18 @@ public final class LlamaSession {
             (keys + cacheBase + p0 * kvDim).update(from: k, count: T * kvDim)
             (values + cacheBase + p0 * kvDim).update(from: v, count: T * kvDim)
             attention(layer: li, T: T, p0: p0)
-            actDim.set(att, rows: T)
+            let att = self.att, actDim = self.actDim
+            overTokens(T) { t in actDim.setRow(att + t * dim, t) }
             matmul([(L.o, xn)], actDim, T)
             for j in 0..<(T * dim) { x[j] += xn[j] }
-            rmsNorm(x, L.ffnNorm, T)
-            actDim.set(xn, rows: T)
+            normAndQuantize(L.ffnNorm, T)
             matmul([(L.gate, gate), (L.up, up)], actDim, T)
-            for j in 0..<(T * c.ffn) {
-                let g = gate[j]
-                gate[j] = g / (1 + Foundation.exp(-g)) * up[j]
+            let ffn = c.ffn, gate = self.gate, up = self.up, actFfn = self.actFfn
+            overTokens(T) { t in
+                let g = gate + t * ffn, u = up + t * ffn
+                for j in 0..<ffn { g[j] = g[j] / (1 + Foundation.exp(-g[j])) * u[j] }
+                actFfn.setRow(g, t)
             }
-            actFfn.set(gate, rows: T)
             matmul([(L.down, xn)], actFfn, T)
             for j in 0..<(T * dim) { x[j] += xn[j] }
         }
@@ -225,13 +225,25 @@ public final class LlamaSession {
         }
     }
 
-    private func rmsNorm(_ src: UnsafeMutablePointer<Float>, _ w: [Float], _ T: Int) {
+    /// Runs `body(t)` for each token, over the workers when there are several tokens.
+    private func overTokens(_ T: Int, _ body: (Int) -> Void) {
+        if T == 1 { body(0); return }
+        pool.parallelFor(T) { range in for t in range { body(t) } }
+    }
+
+    /// xn = RMSNorm(x)·w per token, quantised into `actDim`.
+    private func normAndQuantize(_ w: [Float], _ T: Int) {
         let dim = model.config.dim, eps = model.config.eps
-        for t in 0..<T {
-            let row = src + t * dim, dst = xn + t * dim
-            let ss = Kernels.dot(row, row, dim)
-            let scale = 1 / (ss / Float(dim) + eps).squareRoot()
-            for j in 0..<dim { dst[j] = row[j] * scale * w[j] }
+        let x = self.x, xn = self.xn, act = actDim
+        w.withUnsafeBufferPointer { wp in
+            let w = wp.baseAddress!
+            overTokens(T) { t in
+                let row = x + t * dim, dst = xn + t * dim
+                let ss = Kernels.dot(row, row, dim)
+                let scale = 1 / (ss / Float(dim) + eps).squareRoot()
+                for j in 0..<dim { dst[j] = row[j] * scale * w[j] }
+                act.setRow(dst, t)
+            }
         }
     }
 

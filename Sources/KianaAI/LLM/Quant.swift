@@ -63,31 +63,35 @@ struct QuantizedRows {
     func deallocate() { qs.deallocate(); d.deallocate(); s.deallocate(); f.deallocate() }
 
     /// Quantises `rows` rows of `n` floats.
-    mutating func set(_ x: UnsafePointer<Float>, rows: Int) {
+    func set(_ x: UnsafePointer<Float>, rows: Int) {
         precondition(rows <= count)
-        f.update(from: x, count: rows * n)
+        for r in 0..<rows { setRow(x + r * n, r) }
+    }
+
+    /// Quantises one row (`x` points at its n floats) into slot `r`. Rows are independent, so
+    /// callers may fill different rows from different threads.
+    func setRow(_ x: UnsafePointer<Float>, _ r: Int) {
+        (f + r * n).update(from: x, count: n)
         let nb = n / 32
-        for r in 0..<rows {
-            for b in 0..<nb {
-                let src = x + r * n + b * 32
-                var amax = SIMD8<Float>()
-                for k in 0..<4 { let v = Kernels.load8(src + 8 * k); amax = pointwiseMax(amax, pointwiseMax(v, -v)) }
-                let m = amax.max()
-                let dq = Quant.roundHalf(m / 127)
-                let id: Float = m > 0 ? 127 / m : 0
-                let dst = qs + r * n + b * 32
-                var sum: Int32 = 0
-                for k in 0..<4 {
-                    let v = (Kernels.load8(src + 8 * k) * id).rounded(.toNearestOrEven)
-                    for j in 0..<8 {
-                        let q = Int8(v[j])
-                        dst[8 * k + j] = q
-                        sum += Int32(q)
-                    }
+        for b in 0..<nb {
+            let src = x + b * 32
+            var amax = SIMD8<Float>()
+            for k in 0..<4 { let v = Kernels.load8(src + 8 * k); amax = pointwiseMax(amax, pointwiseMax(v, -v)) }
+            let m = amax.max()
+            let id: Float = m > 0 ? 127 / m : 0
+            let dst = qs + r * n + b * 32
+            var sum: Int32 = 0
+            for k in 0..<4 {
+                // (Swift's generic SIMD int conversions are element loops; this scalar one is faster.)
+                let v = (Kernels.load8(src + 8 * k) * id).rounded(.toNearestOrEven)
+                for j in 0..<8 {
+                    let q = Int8(v[j])
+                    dst[8 * k + j] = q
+                    sum += Int32(q)
                 }
-                d[r * nb + b] = dq
-                s[r * nb + b] = Quant.roundHalf(m / 127 * Float(sum))
             }
+            d[r * nb + b] = Quant.roundHalf(m / 127)
+            s[r * nb + b] = Quant.roundHalf(m / 127 * Float(sum))
         }
     }
 }
