@@ -55,9 +55,3 @@ struct IndexingService: Service {
     }
 }
 
-/// Runs CPU-bound or blocking work on a Dispatch thread so the cooperative pool stays free.
-func blocking<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
-    try await withCheckedThrowingContinuation { c in
-        DispatchQueue.global(qos: .utility).async { c.resume(with: Result { try body() }) }
-    }
-}

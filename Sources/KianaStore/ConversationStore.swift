@@ -35,26 +35,20 @@ public struct ConversationStore: Sendable {
     public let database: KianaDatabase
     public init(database: KianaDatabase) { self.database = database }
 
-    func run<T>(_ what: String, _ body: () throws -> T) throws(KianaStoreError) -> T {
-        do { return try body() } catch let e as KianaStoreError { throw e } catch {
-            throw KianaStoreError(.database, what, cause: error)
-        }
-    }
-
     /// Starts a conversation titled after its first question.
     public func create(title: String, now: Int64) throws(KianaStoreError) -> Conversation {
         let c = Conversation(id: UUID().uuidString.lowercased(), title: String(title.prefix(80)), created: now, updated: now)
-        try run("creating a conversation") { try database.writer.write { db in try c.insert(db) } }
+        try database.run("creating a conversation") { try database.writer.write { db in try c.insert(db) } }
         return c
     }
 
     public func conversation(_ id: String) throws(KianaStoreError) -> Conversation? {
-        try run("reading a conversation") { try database.writer.read { db in try Conversation.fetchOne(db, key: id) } }
+        try database.run("reading a conversation") { try database.writer.read { db in try Conversation.fetchOne(db, key: id) } }
     }
 
     /// Conversations, most recently updated first.
     public func list(limit: Int = 100) throws(KianaStoreError) -> [Conversation] {
-        try run("listing conversations") {
+        try database.run("listing conversations") {
             try database.writer.read { db in
                 try Conversation.order(Column("updated").desc).limit(limit).fetchAll(db)
             }
@@ -63,7 +57,7 @@ public struct ConversationStore: Sendable {
 
     /// Messages of a conversation in order.
     public func messages(_ id: String) throws(KianaStoreError) -> [ConversationMessage] {
-        try run("reading messages") {
+        try database.run("reading messages") {
             try database.writer.read { db in
                 try ConversationMessage.filter(Column("conversationId") == id).order(Column("id")).fetchAll(db)
             }
@@ -72,7 +66,7 @@ public struct ConversationStore: Sendable {
 
     /// Appends messages (one transaction) and touches the conversation.
     public func append(_ messages: [ConversationMessage], to id: String, now: Int64) throws(KianaStoreError) {
-        try run("saving messages") {
+        try database.run("saving messages") {
             try database.writer.write { db in
                 guard var c = try Conversation.fetchOne(db, key: id) else {
                     throw KianaStoreError(.notFound, "no conversation \(id)")
@@ -87,6 +81,6 @@ public struct ConversationStore: Sendable {
     /// Deletes a conversation and its messages; false if there was none.
     @discardableResult
     public func delete(_ id: String) throws(KianaStoreError) -> Bool {
-        try run("deleting a conversation") { try database.writer.write { db in try Conversation.deleteOne(db, key: id) } }
+        try database.run("deleting a conversation") { try database.writer.write { db in try Conversation.deleteOne(db, key: id) } }
     }
 }

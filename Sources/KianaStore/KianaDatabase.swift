@@ -167,6 +167,22 @@ public final class KianaDatabase: Sendable {
     }
 }
 
+extension KianaDatabase {
+    /// Runs a store operation and maps what it throws to `KianaStoreError`: store errors pass
+    /// through, core decoding errors mean corrupt stored data, anything else is a database error.
+    func run<T>(_ what: String, _ body: () throws -> T) throws(KianaStoreError) -> T {
+        do {
+            return try body()
+        } catch let e as KianaStoreError {
+            throw e
+        } catch let e as KianaCoreError {
+            throw KianaStoreError(.corrupt, "\(what): \(e.description)", height: e.height, cause: e)
+        } catch {
+            throw KianaStoreError(.database, what, cause: error)
+        }
+    }
+}
+
 /// A small cache of validated ledger states by block hash. A block hash fixes the block and its
 /// whole ancestry, so an entry never goes stale, even if the transaction that computed it rolls back.
 final class StateCache: @unchecked Sendable {

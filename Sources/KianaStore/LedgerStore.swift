@@ -43,15 +43,7 @@ public struct LedgerStore: Sendable {
     public init(database: KianaDatabase) { self.database = database }
 
     func run<T>(_ what: String, _ body: () throws -> T) throws(KianaStoreError) -> T {
-        do {
-            return try body()
-        } catch let e as KianaStoreError {
-            throw e
-        } catch let e as KianaCoreError {
-            throw KianaStoreError(.corrupt, "\(what): \(e.description)", height: e.height, cause: e)
-        } catch {
-            throw KianaStoreError(.database, what, cause: error)
-        }
+        try database.run(what, body)
     }
 
     // MARK: initialization and head

@@ -43,12 +43,6 @@ public struct SearchStore: Sendable {
 
     public init(database: KianaDatabase) { self.database = database }
 
-    func run<T>(_ what: String, _ body: () throws -> T) throws(KianaStoreError) -> T {
-        do { return try body() } catch let e as KianaStoreError { throw e } catch {
-            throw KianaStoreError(.database, what, cause: error)
-        }
-    }
-
     /// FTS5 query for free text: every word becomes a quoted term, OR-ed (BM25 ranks by how
     /// many and how rare). Nil when the text has no searchable word.
     public static func matchExpression(_ text: String) -> String? {
@@ -71,7 +65,7 @@ public struct SearchStore: Sendable {
     public func keywordSearch(_ query: String, limit: Int, filter: SearchFilter = SearchFilter()) throws(KianaStoreError) -> [(ItemID, Double)] {
         guard let match = Self.matchExpression(query), limit > 0 else { return [] }
         let (cond, args) = filter.sql
-        return try run("keyword search") {
+        return try database.run("keyword search") {
             try writer.read { db in
                 let rows = try Row.fetchAll(db, sql: """
                     SELECT item.id AS id, -bm25(itemSearch, 2.0, 1.0) AS score
@@ -87,7 +81,7 @@ public struct SearchStore: Sendable {
     /// IDs of live items passing the filter (for filtering vector candidates).
     public func itemIDs(matching filter: SearchFilter) throws(KianaStoreError) -> Set<ItemID> {
         let (cond, args) = filter.sql
-        return try run("filtering items") {
+        return try database.run("filtering items") {
             try writer.read { db in
                 Set(try Data.fetchAll(db, sql: "SELECT id FROM item WHERE \(cond)", arguments: args).map { try ItemID(bytes: [UInt8]($0)) })
             }
@@ -101,7 +95,7 @@ public struct SearchStore: Sendable {
 
     /// Live items that have no embedding for `model` yet, oldest first.
     public func itemsNeedingVectors(model: String, limit: Int) throws(KianaStoreError) -> [TextToEmbed] {
-        try run("finding items to embed") {
+        try database.run("finding items to embed") {
             try writer.read { db in
                 try Row.fetchAll(db, sql: """
                     SELECT item.id, item.title, item.text FROM item
@@ -116,7 +110,7 @@ public struct SearchStore: Sendable {
     }
 
     public func countNeedingVectors(model: String) throws(KianaStoreError) -> Int {
-        try run("counting items to embed") {
+        try database.run("counting items to embed") {
             try writer.read { db in
                 try Int.fetchOne(db, sql: """
                     SELECT count(*) FROM item WHERE deleted = 0
@@ -130,7 +124,7 @@ public struct SearchStore: Sendable {
     /// was deleted) is skipped, so a stale vector is never stored.
     @discardableResult
     public func saveVectors(_ items: [(TextToEmbed, [Float])], model: String) throws(KianaStoreError) -> Int {
-        try run("saving vectors") {
+        try database.run("saving vectors") {
             try writer.write { db in
                 var saved = 0
                 for (t, v) in items {
@@ -148,7 +142,7 @@ public struct SearchStore: Sendable {
 
     /// Every stored vector of `model` with its version (the row's rowid, new on every re-embedding).
     public func allVectors(model: String) throws(KianaStoreError) -> [(ItemID, Int64, [Float])] {
-        try run("loading vectors") {
+        try database.run("loading vectors") {
             try writer.read { db in
                 try Row.fetchAll(db, sql: "SELECT itemId, rowid AS version, vector FROM itemVector WHERE model = ? ORDER BY rowid", arguments: [model]).map { r in
                     (try ItemID(bytes: [UInt8](r["itemId"] as Data)), r["version"] as Int64, Self.decode(r["vector"]))
@@ -159,7 +153,7 @@ public struct SearchStore: Sendable {
 
     /// The vectors of the given items (those that have one).
     public func vectors(model: String, ids: [ItemID]) throws(KianaStoreError) -> [(ItemID, Int64, [Float])] {
-        try run("loading vectors") {
+        try database.run("loading vectors") {
             try writer.read { db in
                 try ids.compactMap { id in
                     try Row.fetchOne(db, sql: "SELECT rowid AS version, vector FROM itemVector WHERE model = ? AND itemId = ?",
@@ -171,7 +165,7 @@ public struct SearchStore: Sendable {
 
     /// Item → vector version, without the vectors (to reconcile a persisted index cheaply).
     public func vectorVersions(model: String) throws(KianaStoreError) -> [ItemID: Int64] {
-        try run("listing vectors") {
+        try database.run("listing vectors") {
             try writer.read { db in
                 var out: [ItemID: Int64] = [:]
                 for r in try Row.fetchAll(db, sql: "SELECT itemId, rowid AS version FROM itemVector WHERE model = ?", arguments: [model]) {
@@ -183,14 +177,14 @@ public struct SearchStore: Sendable {
     }
 
     public func vectorCount(model: String) throws(KianaStoreError) -> Int {
-        try run("counting vectors") {
+        try database.run("counting vectors") {
             try writer.read { db in try Int.fetchOne(db, sql: "SELECT count(*) FROM itemVector WHERE model = ?", arguments: [model]) ?? 0 }
         }
     }
 
     /// Drops every vector (of all models) and rebuilds the full-text index.
     public func resetIndexes() throws(KianaStoreError) {
-        try run("resetting indexes") {
+        try database.run("resetting indexes") {
             try writer.write { db in
                 try db.execute(sql: "DELETE FROM itemVector")
                 try db.execute(sql: "INSERT INTO itemSearch(itemSearch) VALUES ('rebuild')")
@@ -200,7 +194,7 @@ public struct SearchStore: Sendable {
 
     /// Title, text, source and tags of the given items (for printing results).
     public func items(_ ids: [ItemID]) throws(KianaStoreError) -> [ItemID: StoredItem] {
-        try run("reading items") {
+        try database.run("reading items") {
             try writer.read { db in
                 var out: [ItemID: StoredItem] = [:]
                 for id in ids {
@@ -213,7 +207,7 @@ public struct SearchStore: Sendable {
 
     /// Live items whose source starts with `prefix` (ingested files: "path#chunk").
     public func items(sourcePrefix prefix: String) throws(KianaStoreError) -> [StoredItem] {
-        try run("reading items by source") {
+        try database.run("reading items by source") {
             try writer.read { db in
                 try ItemRecord.fetchAll(db, sql: "SELECT * FROM item WHERE deleted = 0 AND substr(source, 1, ?) = ?",
                                         arguments: [prefix.unicodeScalars.count, prefix]).map(LedgerStore.item)

@@ -127,14 +127,6 @@ func smolReference() throws -> SmolReference? {
     }
 }
 
-/// A small lock-protected box for values written from callbacks.
-final class Locked<T>: @unchecked Sendable {
-    private let lock = NSLock()
-    private var value: T
-    init(_ v: T) { value = v }
-    func update(_ f: (inout T) -> Void) { lock.lock(); f(&value); lock.unlock() }
-    var get: T { lock.lock(); defer { lock.unlock() }; return value }
-}
 
 @Suite struct GGUFErrorTests {
     func write(_ bytes: [UInt8]) throws -> String {

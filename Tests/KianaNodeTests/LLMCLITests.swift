@@ -193,7 +193,7 @@ import Testing
         var req = ChatRequest(messages: [ChatMessage(.user, "List three primary colors.")])
         req.sampling = .greedy
         req.maxTokens = 24
-        let pieces = Locked2<[String]>([])
+        let pieces = Locked<[String]>([])
         let reply = try await backend.chat(req) { piece in pieces.update { $0.append(piece) }; return true }
         #expect(pieces.get.count > 1 && pieces.get.joined() == reply.text, "not streamed: \(pieces.get)")
         #expect(reply.text.contains("Red") || reply.text.lowercased().contains("red"), "\(reply.text)")
@@ -217,10 +217,3 @@ import Testing
     }
 }
 
-final class Locked2<T>: @unchecked Sendable {
-    private let lock = NSLock()
-    private var value: T
-    init(_ v: T) { value = v }
-    func update(_ f: (inout T) -> Void) { lock.lock(); f(&value); lock.unlock() }
-    var get: T { lock.lock(); defer { lock.unlock() }; return value }
-}

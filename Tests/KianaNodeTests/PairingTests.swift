@@ -133,7 +133,7 @@ import Testing
         let forger = try ChildProcess(python3(), [Shared.packageRoot.appendingPathComponent("Tests/python/link_peer.py").path,
                                                   "connect", "127.0.0.1:\(nodeA.p2p)", "--network", network, "--scenario", "forge"])
         #expect(await forger.wait() == 0, "\(forger.output)")
-        #expect(try await Self.eventually {
+        #expect(await Self.eventually {
             let log = nodeA.process.output
             return log.contains("not an authority of this network") && log.contains("peer belongs to another network")
                 && log.contains("does not cover the peer's static key")

@@ -261,3 +261,12 @@ public enum Models {
         return FileManager.default.isExecutableFile(atPath: p) ? p : nil
     }
 }
+
+/// A lock-protected value for results written from callbacks on other threads.
+public final class Locked<T>: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value: T
+    public init(_ v: T) { value = v }
+    public func update(_ f: (inout T) -> Void) { lock.lock(); f(&value); lock.unlock() }
+    public var get: T { lock.lock(); defer { lock.unlock() }; return value }
+}

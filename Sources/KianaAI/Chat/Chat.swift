@@ -79,7 +79,7 @@ public enum ChatTemplate: String, Sendable {
 }
 
 /// The embedded engine as a backend: one model, one session (its KV cache is reused across
-/// turns that share a prefix); requests are served one at a time on a dedicated thread so the
+/// turns that share a prefix); requests are served one at a time on a Dispatch thread (`blocking`) so the
 /// cooperative pool never blocks on generation.
 public final class EmbeddedBackend: ChatBackend, @unchecked Sendable {
     public let model: LlamaModel
@@ -109,11 +109,10 @@ public final class EmbeddedBackend: ChatBackend, @unchecked Sendable {
         options.sampling = request.sampling
         options.stop = request.stop
         let opts = options
-        let result: Result<GenerationResult, KianaAIError> = await Self.onThread { [self] in
+        let r = try await blocking { [self] in
             lock.lock(); defer { lock.unlock() }
-            do throws(KianaAIError) { return .success(try session.generate(prompt: prompt, options: opts, onText: onText)) } catch { return .failure(error) }
+            return try session.generate(prompt: prompt, options: opts, onText: onText)
         }
-        let r = try result.get()
         return ChatReply(text: r.text, promptTokens: r.promptTokens, completionTokens: r.tokens.count,
                          stopReason: r.stopReason, seconds: r.promptSeconds + r.generationSeconds)
     }
@@ -123,13 +122,4 @@ public final class EmbeddedBackend: ChatBackend, @unchecked Sendable {
     }
 
     public func models() async throws -> [String] { [name] }
-
-    /// Runs blocking work on its own thread and awaits the result.
-    static func onThread<T: Sendable>(_ body: @escaping @Sendable () -> T) async -> T {
-        await withCheckedContinuation { (c: CheckedContinuation<T, Never>) in
-            let t = Thread { c.resume(returning: body()) }
-            t.stackSize = 4 << 20
-            t.start()
-        }
-    }
 }
