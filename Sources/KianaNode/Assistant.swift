@@ -110,6 +110,9 @@ public struct AskOptions: Sendable {
     public var conversation: String?
     /// Keep the conversation (false: a one-off question, nothing stored).
     public var persist = true
+    /// Earlier turns supplied by the caller (the OpenAI/Ollama-compatible APIs send the whole
+    /// conversation each time); used instead of a stored conversation, and nothing is stored.
+    public var history: [ChatMessage]?
     public init() {}
 }
 
@@ -131,11 +134,12 @@ extension Node {
             guard let c = try conversations.conversation(id) else { throw KianaNodeError(.invalidInput, "no conversation \(id)") }
             conversation = c
         }
-        let history = try conversation.map { try conversations.messages($0.id) } ?? []
+        let stored = try conversation.map { try conversations.messages($0.id) } ?? []
+        let persist = options.persist && options.history == nil
 
         func finish(_ answer: String, _ citations: [Citation], _ sources: [GroundingSource], _ remembered: ItemID?, _ reply: ChatReply?) throws -> AskResult {
             var id = conversation?.id ?? ""
-            if options.persist {
+            if persist {
                 if conversation == nil { id = try conversations.create(title: q, now: now).id }
                 try conversations.append([
                     ConversationMessage(conversationId: id, role: "user", content: q, created: now),
@@ -165,7 +169,7 @@ extension Node {
             guard let it = items[id], let text = it.text, !text.isEmpty else { return nil }
             return GroundingSource(id: id.description, title: it.title, text: text, source: it.source)
         }
-        let past = history.map { ChatMessage($0.role == "assistant" ? .assistant : .user, $0.content) }
+        let past = options.history ?? stored.map { ChatMessage($0.role == "assistant" ? .assistant : .user, $0.content) }
         let answerTokens = min(options.maxTokens, backend.contextSize / 2)
         let prompt = try Grounding.build(question: q, sources: sources, history: past, contextSize: backend.contextSize,
                                          answerTokens: answerTokens, countTokens: backend.countTokens)

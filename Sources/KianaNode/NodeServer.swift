@@ -28,8 +28,11 @@ public enum NodeServer {
             directory.writeRuntime(NodeRuntime(http: "http://\(http.isLoopback ? http.host : "127.0.0.1"):\(h)", p2pHost: netConfig.host, p2pPort: p, pid: Int(getpid())))
             onReady(node, h, p)
         }
+        let models = modelDirectory ?? directory.path + "/models"
+        let assistant = NodeAssistant(node: node, modelDirectory: models, config: try BackendConfig.load(directory: directory))
         let app = try KianaHTTP.application(config: http, store: node.store, deviceID: node.identity.deviceID,
-                                            control: ControlSurface(token: token, network: network), logger: logger) { port in
+                                            control: ControlSurface(token: token, network: network), assistant: assistant,
+                                            logger: logger) { port in
             ports.setHTTP(port)
             announce()
         }
@@ -41,7 +44,7 @@ public enum NodeServer {
             services.append(.init(service: DiscoveryService(network: network, interface: netConfig.discoveryInterface, name: netConfig.name, logger: logger),
                                   successTerminationBehavior: .ignore, failureTerminationBehavior: .ignore))
         }
-        services.append(.init(service: IndexingService(node: node, modelDirectory: modelDirectory ?? directory.path + "/models", logger: logger),
+        services.append(.init(service: IndexingService(node: node, modelDirectory: models, logger: logger),
                               successTerminationBehavior: .ignore, failureTerminationBehavior: .ignore))
         services.append(.init(service: app))
         let group = ServiceGroup(configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))

@@ -40,6 +40,7 @@ public enum KianaHTTP {
         store: LedgerStore,
         deviceID: DeviceID,
         control: ControlSurface? = nil,
+        assistant: (any AssistantAPI)? = nil,
         logger: Logger,
         onRunning: @escaping @Sendable (Int) async -> Void = { _ in }
     ) throws(KianaServerError) -> some ApplicationProtocol {
@@ -51,6 +52,7 @@ public enum KianaHTTP {
             router.add(middleware: BearerTokenMiddleware(token: token))
         }
         control?.add(to: router)
+        if let assistant { CompatRoutes(assistant: assistant).add(to: router) }
         router.get("/health") { _, _ -> Response in
             let head = try? store.head()
             let body = """

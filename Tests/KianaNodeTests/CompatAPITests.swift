@@ -1,0 +1,76 @@
+import Foundation
+import KianaTestSupport
+import Testing
+
+/// The OpenAI- and Ollama-compatible endpoints of a real `kiana serve`, driven by the official
+/// Python clients from PyPI (`openai`, `ollama`), unmodified: only the base URL points at us.
+@Suite struct CompatAPITests {
+    @Test("openai and ollama clients: models, chat (streamed and not), generate, embeddings; grounded answers cite")
+    func officialClients() async throws {
+        guard Models.hasSmolLM && Models.hasMiniLM else {
+            if Shared.isCI { Issue.record("the models are missing from \(Models.directory)") }
+            return
+        }
+        let tmp = try TempDir(); defer { tmp.cleanup() }
+        let d = tmp.path
+        #expect(try await kiana(["init", "--data-dir", d]).status == 0)
+        let taught = try await kiana(["remember", "The spare key is under the third flower pot by the back door.", "--data-dir", d])
+        let id = try #require(taught.out.split(whereSeparator: { !$0.isHexDigit }).first { $0.count == 32 }.map(String.init))
+        _ = try await kiana(["remember", "Our wifi password is Sunflower42.", "--data-dir", d])
+        let node = try ServeTests.Running(["serve", "--data-dir", d, "--port", "0", "--p2p-port", "0", "--discovery", "off"])
+        defer { node.process.interrupt(); _ = node.waitForExit() }
+        let port = try #require(await node.waitForPort(), "\(node.text)")
+        let script = Shared.packageRoot.appendingPathComponent("Tests/python/compat_clients.py").path
+        let r = try await runProcess(python3(), [script, "http://127.0.0.1:\(port)", "Where is the spare key?"])
+        let err = String(decoding: r.err, as: UTF8.self)
+        #expect(r.status == 0, "\(err)")
+        let o = try #require(try? JSONSerialization.jsonObject(with: r.out) as? [String: Any], "\(err)")
+        #expect((o["openai_models"] as? [String])?.first == "kiana")
+        #expect((o["ollama_models"] as? [String])?.first == "kiana")
+        for key in ["openai_chat", "openai_stream", "ollama_chat", "ollama_stream", "ollama_generate"] {
+            #expect(!((o[key] as? String) ?? "").isEmpty, "\(key) is empty: \(o)")
+        }
+        #expect(o["openai_citations"] as? [String] == [id], "\(o)")
+        #expect((o["openai_stream_pieces"] as? Int ?? 0) > 1 && (o["ollama_stream_pieces"] as? Int ?? 0) > 1, "not streamed: \(o)")
+        #expect(o["openai_stream"] as? String == o["openai_chat"] as? String, "greedy stream and non-stream differ")
+        #expect(o["openai_raw_model"] as? String == "smollm2-135m-instruct")
+        #expect(o["openai_embeddings"] as? [Int] == [384, 384] && o["ollama_embeddings"] as? [Int] == [384, 384])
+        #expect(abs((o["openai_embedding_norm"] as? Double ?? 0) - 1) < 1e-4)
+    }
+
+    @Test("Malformed, oversized and incomplete requests get JSON errors; the node keeps serving")
+    func badRequests() async throws {
+        let tmp = try TempDir(); defer { tmp.cleanup() }
+        #expect(try await kiana(["init", "--data-dir", tmp.path]).status == 0)
+        let node = try ServeTests.Running(["serve", "--data-dir", tmp.path, "--port", "0", "--p2p-port", "0", "--discovery", "off"])
+        defer { node.process.interrupt(); _ = node.waitForExit() }
+        let port = try #require(await node.waitForPort(), "\(node.text)")
+        let url = "http://127.0.0.1:\(port)"
+        func post(_ path: String, _ body: String) async throws -> (code: String, body: String) {
+            let r = try await runProcess("/usr/bin/curl", ["-s", "-m", "20", "-w", "\n%{http_code}", "-H", "Content-Type: application/json",
+                                                          "--data-binary", "@-", url + path], input: Data(body.utf8))
+            let text = String(decoding: r.out, as: UTF8.self)
+            let lines = text.split(separator: "\n", omittingEmptySubsequences: false)
+            return (String(lines.last ?? ""), lines.dropLast().joined(separator: "\n"))
+        }
+        let cases: [(String, String, String, String)] = [
+            ("/v1/chat/completions", "not json", "400", "not a JSON object"),
+            ("/v1/chat/completions", #"{"model":"kiana"}"#, "400", "messages must be"),
+            ("/v1/chat/completions", #"{"messages":[{"role":"user","content":"hi"}]}"#, "400", "model is required"),
+            ("/v1/chat/completions", #"{"model":"kiana","messages":[{"role":"robot","content":"hi"}]}"#, "400", "unsupported role"),
+            ("/v1/chat/completions", #"{"model":"kiana","messages":[{"role":"user","content":"hi"}],"temperature":-1}"#, "400", "temperature"),
+            ("/v1/chat/completions", #"{"model":"kiana","messages":[{"role":"user","content":"hi"}],"max_tokens":0}"#, "400", "max_tokens"),
+            ("/api/generate", #"{"model":"kiana"}"#, "400", "prompt is required"),
+            ("/v1/embeddings", #"{"model":"m","input":[]}"#, "400", "input must be"),
+            ("/v1/embeddings", #"{"model":"m","input":""# + String(repeating: "x", count: 1_100_000) + #""}"#, "413", "larger than"),
+        ]
+        for (path, body, code, words) in cases {
+            let r = try await post(path, body)
+            #expect(r.code == code, "\(path) \(body.prefix(60)): \(r.code) \(r.body)")
+            let message = ((try? JSONSerialization.jsonObject(with: Data(r.body.utf8)) as? [String: Any])?["error"] as? [String: Any])?["message"] as? String
+            #expect(message?.contains(words) == true, "\(path): \(r.body.prefix(200))")
+        }
+        let health = try await runProcess("/usr/bin/curl", ["-s", url + "/health"])
+        #expect(String(decoding: health.out, as: UTF8.self).contains("\"status\":\"ok\""))
+    }
+}

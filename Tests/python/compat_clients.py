@@ -1,0 +1,44 @@
+#!/usr/bin/env python3
+"""Runs the official `openai` and `ollama` Python clients, unmodified (base URL only), against a
+KI_ana node and prints what they got as one JSON object."""
+import json
+import sys
+
+import ollama
+import openai
+
+base = sys.argv[1]  # http://127.0.0.1:PORT
+question = sys.argv[2]
+out = {}
+
+oa = openai.OpenAI(base_url=base + "/v1", api_key="unused")
+out["openai_models"] = [m.id for m in oa.models.list()]
+r = oa.chat.completions.create(model="kiana", messages=[{"role": "user", "content": question}], temperature=0, max_tokens=48)
+out["openai_chat"] = r.choices[0].message.content
+out["openai_citations"] = [c["id"] for c in (r.model_extra or {}).get("kiana", {}).get("citations", [])]
+out["openai_usage"] = r.usage.completion_tokens
+pieces = []
+for chunk in oa.chat.completions.create(model="kiana", messages=[{"role": "user", "content": question}], temperature=0, max_tokens=48, stream=True):
+    if chunk.choices and chunk.choices[0].delta.content:
+        pieces.append(chunk.choices[0].delta.content)
+out["openai_stream_pieces"] = len(pieces)
+out["openai_stream"] = "".join(pieces)
+raw = oa.chat.completions.create(model=out["openai_models"][1], messages=[{"role": "user", "content": "Say hello."}], temperature=0, max_tokens=8)
+out["openai_raw_model"] = raw.model
+e = oa.embeddings.create(model="all-minilm-l6-v2", input=["The spare key", "is under the pot"])
+out["openai_embeddings"] = [len(d.embedding) for d in e.data]
+out["openai_embedding_norm"] = sum(x * x for x in e.data[0].embedding) ** 0.5
+
+ol = ollama.Client(host=base)
+out["ollama_models"] = [m.model for m in ol.list().models]
+c = ol.chat(model="kiana", messages=[{"role": "user", "content": question}], options={"temperature": 0, "num_predict": 48})
+out["ollama_chat"] = c.message.content
+pieces = [p.message.content for p in ol.chat(model="kiana", messages=[{"role": "user", "content": question}], stream=True,
+                                              options={"temperature": 0, "num_predict": 48}) if p.message.content]
+out["ollama_stream_pieces"] = len(pieces)
+out["ollama_stream"] = "".join(pieces)
+g = ol.generate(model="kiana", prompt=question, options={"temperature": 0, "num_predict": 48})
+out["ollama_generate"] = g.response
+em = ol.embed(model="all-minilm-l6-v2", input=["The spare key", "is under the pot"])
+out["ollama_embeddings"] = [len(v) for v in em.embeddings]
+print(json.dumps(out))
