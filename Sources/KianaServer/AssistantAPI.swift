@@ -39,3 +39,34 @@ public struct AssistantReply: Sendable {
 
 /// The model name that means "answer from the knowledge base" on the compatible APIs.
 public let groundedModelName = "kiana"
+
+/// Knowledge operations the REST API needs beyond reading the store (writes are signed ledger
+/// entries; search needs the embedder). Implemented in KianaNode.
+public protocol KnowledgeAPI: Sendable {
+    /// Adds an item; returns its ID.
+    func remember(text: String, title: String?, tags: [String], source: String?) async throws -> String
+    /// Forgets an item by ID (or unique prefix); returns the full ID.
+    func forget(id: String) async throws -> String
+    /// Hybrid (or keyword/vector) search; hits best first.
+    func search(_ query: String, k: Int, mode: String, tag: String?, source: String?) async throws -> [SearchResult]
+    /// Grounded answer stored in a conversation (nil: a new one).
+    func ask(_ question: String, conversation: String?, maxTokens: Int?, sampling: SamplingOptions?,
+             onText: @escaping @Sendable (String) -> Bool) async throws -> (reply: AssistantReply, conversation: String)
+    /// True once the language model and the embedder have been loaded.
+    var modelLoaded: Bool { get }
+    /// Tokens generated since start.
+    var tokensGenerated: Int { get }
+}
+
+/// One search hit with its item.
+public struct SearchResult: Sendable, Codable {
+    public var id: String
+    public var score: Double
+    public var title: String?
+    public var text: String
+    public var source: String?
+    public var tags: [String]
+    public init(id: String, score: Double, title: String?, text: String, source: String?, tags: [String]) {
+        self.id = id; self.score = score; self.title = title; self.text = text; self.source = source; self.tags = tags
+    }
+}

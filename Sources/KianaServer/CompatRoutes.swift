@@ -1,4 +1,5 @@
 import Foundation
+import HTTPTypes
 import Hummingbird
 import KianaAI
 import NIOCore
@@ -218,8 +219,8 @@ struct CompatRoutes: Sendable {
         String(decoding: (try? JSONSerialization.data(withJSONObject: o, options: [.withoutEscapingSlashes])) ?? Data("{}".utf8), as: UTF8.self)
     }
 
-    static func json(_ o: Any) -> Response {
-        Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: text(o))))
+    static func json(_ o: Any, status: HTTPResponse.Status = .ok) -> Response {
+        Response(status: status, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: text(o))))
     }
 
     /// A streamed response: `produce` calls `emit` with each piece of text (from any thread);

@@ -41,6 +41,7 @@ public enum KianaHTTP {
         deviceID: DeviceID,
         control: ControlSurface? = nil,
         assistant: (any AssistantAPI)? = nil,
+        knowledge: (any KnowledgeAPI)? = nil,
         logger: Logger,
         onRunning: @escaping @Sendable (Int) async -> Void = { _ in }
     ) throws(KianaServerError) -> some ApplicationProtocol {
@@ -48,11 +49,14 @@ public enum KianaHTTP {
             throw KianaServerError("listening on \(config.host) (not loopback) needs a token: set KIANA_TOKEN or --token")
         }
         let router = Router()
+        let metrics = Metrics()
+        router.add(middleware: MetricsMiddleware(metrics: metrics))
         if let token = config.token, !token.isEmpty {
             router.add(middleware: BearerTokenMiddleware(token: token))
         }
         control?.add(to: router)
         if let assistant { CompatRoutes(assistant: assistant).add(to: router) }
+        if let knowledge { RestRoutes(knowledge: knowledge, store: store, metrics: metrics).add(to: router) }
         router.get("/health") { _, _ -> Response in
             let head = try? store.head()
             let body = """

@@ -241,6 +241,9 @@ func smolReference() throws -> SmolReference? {
                  GroundingSource(id: "b", title: nil, text: "The spare key is under the third flower pot.", source: nil)]
         #expect(Grounding.citations(answer: "The spare key is under the third flower pot, near the door.", sources: s) == [2])
         #expect(Grounding.citations(answer: "I do not know.", sources: s) == [])
+        // A rambling answer that restates a short source still cites it.
+        let long = "Our wifi password is Sunflower42, which is a special secret code used for routers, tablets, phones, laptops, printers and television devices everywhere in the household."
+        #expect(Grounding.citations(answer: long, sources: s) == [1])
     }
 
     @Test("remember that … / merk dir …", arguments: [

@@ -97,8 +97,8 @@ public enum Grounding {
     }
 
     /// The source numbers (1-based) an answer cites: its `[n]` markers (also `[1, 2]`,
-    /// `[Source 1]`); when it has none, the source whose words the answer repeats most
-    /// (at least two content words and a fifth of the answer's), as the answer's evidence.
+    /// `[Source 1]`); when it has none, the source whose words the answer repeats most (at
+    /// least two content words, and half of the source's or a fifth of the answer's).
     public static func citations(answer: String, sources: [GroundingSource]) -> [Int] {
         var found: [Int] = []
         if let re = try? NSRegularExpression(pattern: #"\[(?:sources?\s*)?(\d+(?:\s*,\s*\d+)*)\]"#, options: [.caseInsensitive]) {
@@ -112,12 +112,16 @@ public enum Grounding {
         if !found.isEmpty { return found }
         let words = contentWords(answer)
         guard !words.isEmpty else { return [] }
-        var best = 0, bestOverlap = 0
+        var best = 0, bestOverlap = 0, bestSourceWords = 1
         for (i, s) in sources.enumerated() {
-            let overlap = words.intersection(contentWords((s.title ?? "") + " " + s.text)).count
-            if overlap > bestOverlap { bestOverlap = overlap; best = i + 1 }
+            let sourceWords = contentWords((s.title ?? "") + " " + s.text)
+            let overlap = words.intersection(sourceWords).count
+            if overlap > bestOverlap { bestOverlap = overlap; best = i + 1; bestSourceWords = max(1, sourceWords.count) }
         }
-        return bestOverlap >= 2 && Double(bestOverlap) >= Double(words.count) * 0.2 ? [best] : []
+        // Evidence: the answer repeats half of the source's content words, or the source makes
+        // up a fifth of the answer's (a long, rambling answer can still restate a short fact).
+        let covers = Double(bestOverlap) >= Double(bestSourceWords) * 0.5 || Double(bestOverlap) >= Double(words.count) * 0.2
+        return bestOverlap >= 2 && covers ? [best] : []
     }
 
     static let stopWords: Set<String> = ["the", "and", "that", "this", "with", "for", "are", "was", "were", "you", "your",
