@@ -65,7 +65,7 @@ let package = Package(
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "HTTPTypes", package: "swift-http-types"),
             .product(name: "Logging", package: "swift-log"),
-        ]),
+        ], resources: [.copy("Web")]),
         // Wiring: configuration, data directory, one ServiceGroup, commands' logic.
         .target(name: "KianaNode", dependencies: [
             "KianaCore", "KianaStore", "KianaServer", "KianaNet", "KianaAI",

@@ -64,20 +64,7 @@ public enum KianaHTTP {
                 """
             return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: body)))
         }
-        router.get("/") { _, _ -> Response in
-            let head = try? store.head()
-            let counts = try? store.counts()
-            let html = """
-                <!doctype html><html><head><meta charset="utf-8"><title>KI_ana</title></head>
-                <body style="font-family:sans-serif;max-width:40em;margin:2em auto">
-                <h1>KI_ana node</h1>
-                <p>Device <code>\(deviceID)</code></p>
-                <p>Ledger height \(head.map { String($0.height) } ?? "–"), \(counts?.items ?? 0) knowledge items.</p>
-                <p>The web interface arrives with the HTTP milestone; use the <code>kiana</code> command meanwhile.</p>
-                </body></html>
-                """
-            return Response(status: .ok, headers: [.contentType: "text/html; charset=utf-8"], body: .init(byteBuffer: ByteBuffer(string: html)))
-        }
+        WebUI.add(to: router)
         return Application(
             router: router,
             configuration: .init(address: .hostname(config.host, port: config.port), serverName: "kiana"),

@@ -147,8 +147,9 @@ struct RestRoutes: Sendable {
         api.get("ledger") { _, _ -> Response in
             let head = try store.head()
             let counts = try store.counts()
-            return CompatRoutes.json(["height": head.map { Int($0.height) } ?? NSNull(), "head": head.map { Hex.encode($0.hash) } ?? NSNull(),
-                                      "items": counts.items])
+            let height: Any = head.map { Int($0.height) as Any } ?? NSNull()
+            let hash: Any = head.map { Hex.encode($0.hash) as Any } ?? NSNull()
+            return CompatRoutes.json(["height": height, "head": hash, "items": counts.items])
         }
     }
 

@@ -80,4 +80,25 @@ import Testing
         #expect(tokens > 0)
         #expect(m.contains(#"kiana_http_request_duration_seconds_count{method="POST",route="/api/v1/ask"} 1"#))
     }
+
+    @Test("The web UI's files are served from a fixed table; no path reaches the file system")
+    func webUIAndNoPathTraversal() async throws {
+        let tmp = try TempDir(); defer { tmp.cleanup() }
+        #expect(try await kiana(["init", "--data-dir", tmp.path]).status == 0)
+        let node = try ServeTests.Running(["serve", "--data-dir", tmp.path, "--port", "0", "--p2p-port", "0", "--discovery", "off"])
+        defer { node.process.interrupt(); _ = node.waitForExit() }
+        let port = try #require(await node.waitForPort(), "\(node.text)")
+        let u = "http://127.0.0.1:\(port)"
+        let page = try await Self.call(u + "/")
+        #expect(page.code == 200 && page.body.contains("<script src=\"/ui/app.js\">") && !page.body.contains("https://"))
+        let js = try await Self.call(u + "/ui/app.js")
+        #expect(js.code == 200 && js.body.contains("/api/v1/ask"))
+        #expect(try await Self.call(u + "/ui/style.css").code == 200)
+        for path in ["/ui/../../../../etc/passwd", "/ui/%2e%2e/%2e%2e/etc/passwd", "/ui/..%2fPackage.swift", "/ui/index.html/../../Package.swift",
+                     "/Package.swift", "/ui/", "/ui/app.js%00.png"] {
+            let r = try await runProcess("/usr/bin/curl", ["-s", "--path-as-is", "-o", "/dev/null", "-w", "%{http_code}", u + path])
+            let code = String(decoding: r.out, as: UTF8.self)
+            #expect(code == "404" || code == "400", "\(path) → \(code)")
+        }
+    }
 }

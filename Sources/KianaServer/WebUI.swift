@@ -1,0 +1,35 @@
+import Foundation
+import Hummingbird
+import NIOCore
+
+/// The web UI: three static files shipped as the module's resources (Web/), served from a
+/// fixed table. No request path ever reaches the file system, so path traversal is impossible
+/// by construction; the files are read once.
+enum WebUI {
+    static let files: [String: (resource: String, type: String)] = [
+        "/": ("index.html", "text/html; charset=utf-8"),
+        "/ui/app.js": ("app.js", "text/javascript; charset=utf-8"),
+        "/ui/style.css": ("style.css", "text/css; charset=utf-8"),
+    ]
+
+    static let contents: [String: ByteBuffer] = {
+        var out: [String: ByteBuffer] = [:]
+        for (path, f) in files {
+            let name = (f.resource as NSString).deletingPathExtension, ext = (f.resource as NSString).pathExtension
+            if let url = Bundle.module.url(forResource: name, withExtension: ext, subdirectory: "Web"),
+               let data = try? Data(contentsOf: url) {
+                out[path] = ByteBuffer(bytes: data)
+            }
+        }
+        return out
+    }()
+
+    static func add<Context: RequestContext>(to router: Router<Context>) {
+        for (path, f) in files {
+            router.get(RouterPath(path)) { _, _ -> Response in
+                guard let body = contents[path] else { throw HTTPError(.internalServerError, message: "the web UI files are missing from this build") }
+                return Response(status: .ok, headers: [.contentType: f.type, .cacheControl: "no-cache"], body: .init(byteBuffer: body))
+            }
+        }
+    }
+}
