@@ -139,4 +139,13 @@ public final class NodeAssistant: AssistantAPI, KnowledgeAPI, @unchecked Sendabl
                                    stopReason: r.reply?.stopReason ?? .endOfGeneration, model: groundedModelName)
         return (reply, r.conversationId)
     }
+
+    public func conversations() async throws -> [[String: any Sendable]] {
+        try node.conversations.list().map { ["id": $0.id, "title": $0.title, "updated": Int($0.updated), "created": Int($0.created)] }
+    }
+
+    public func conversation(_ id: String) async throws -> [[String: any Sendable]]? {
+        guard try node.conversations.conversation(id) != nil else { return nil }
+        return try node.conversations.messages(id).map { ["role": $0.role, "content": $0.content, "citations": $0.citations, "created": Int($0.created)] }
+    }
 }

@@ -52,6 +52,10 @@ public protocol KnowledgeAPI: Sendable {
     /// Grounded answer stored in a conversation (nil: a new one).
     func ask(_ question: String, conversation: String?, maxTokens: Int?, sampling: SamplingOptions?,
              onText: @escaping @Sendable (String) -> Bool) async throws -> (reply: AssistantReply, conversation: String)
+    /// Conversations, most recent first: id, title, updated (ms since 1970).
+    func conversations() async throws -> [[String: any Sendable]]
+    /// One conversation's messages (role, content, citations), nil if there is none.
+    func conversation(_ id: String) async throws -> [[String: any Sendable]]?
     /// True once the language model and the embedder have been loaded.
     var modelLoaded: Bool { get }
     /// Tokens generated since start.

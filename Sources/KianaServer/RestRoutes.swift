@@ -144,6 +144,14 @@ struct RestRoutes: Sendable {
             let (r, conv) = try await k.ask(q, conversation: conversation, maxTokens: maxTokens, sampling: sampling) { _ in true }
             return CompatRoutes.json(Self.answer(r, conv))
         }
+        api.get("conversations") { _, _ -> Response in
+            CompatRoutes.json(["conversations": try await k.conversations()])
+        }
+        api.get("conversations/:id") { _, ctx -> Response in
+            let id = try ctx.parameters.require("id")
+            guard let messages = try await k.conversation(id) else { throw HTTPError(.notFound, message: "no conversation \(id)") }
+            return CompatRoutes.json(["id": id, "messages": messages])
+        }
         api.get("ledger") { _, _ -> Response in
             let head = try store.head()
             let counts = try store.counts()

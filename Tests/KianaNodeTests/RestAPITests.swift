@@ -62,6 +62,12 @@ import Testing
         #expect((final["citations"] as? [[String: Any]])?.first?["id"] as? String == id, "\(final)")
         let conversation = try #require(final["conversation"] as? String)
         #expect(try await kiana(["conversations", conversation, "--data-dir", tmp.path]).out.contains("What is the bike lock code?"))
+        r = try await Self.call(u + "/api/v1/conversations")
+        #expect((r.json["conversations"] as? [[String: Any]])?.first?["id"] as? String == conversation, "\(r.body)")
+        r = try await Self.call(u + "/api/v1/conversations/\(conversation)")
+        let turns = r.json["messages"] as? [[String: Any]] ?? []
+        #expect(turns.map { $0["role"] as? String } == ["user", "assistant"] && (turns.last?["citations"] as? [String]) == [id], "\(r.body)")
+        #expect(try await Self.call(u + "/api/v1/conversations/nope").code == 404)
 
         r = try await Self.call(u + "/ready")
         #expect(r.code == 200 && r.json["ready"] as? Bool == true, "\(r.body)")
