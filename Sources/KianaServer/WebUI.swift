@@ -2,7 +2,7 @@ import Foundation
 import Hummingbird
 import NIOCore
 
-/// The web UI: three static files shipped as the module's resources (Web/), served from a
+/// The web UI and the OpenAPI document: static files shipped as the module's resources (Web/), served from a
 /// fixed table. No request path ever reaches the file system, so path traversal is impossible
 /// by construction; the files are read once.
 enum WebUI {
@@ -10,6 +10,7 @@ enum WebUI {
         "/": ("index.html", "text/html; charset=utf-8"),
         "/ui/app.js": ("app.js", "text/javascript; charset=utf-8"),
         "/ui/style.css": ("style.css", "text/css; charset=utf-8"),
+        "/openapi.json": ("openapi.json", "application/json"),
     ]
 
     static let contents: [String: ByteBuffer] = {

@@ -100,6 +100,16 @@ import Testing
         let js = try await Self.call(u + "/ui/app.js")
         #expect(js.code == 200 && js.body.contains("/api/v1/ask"))
         #expect(try await Self.call(u + "/ui/style.css").code == 200)
+        // The OpenAPI document is served, and every route it lists exists (no 404/405).
+        let spec = try await Self.call(u + "/openapi.json")
+        let paths = try #require(spec.json["paths"] as? [String: [String: Any]], "\(spec.body.prefix(200))")
+        #expect(paths.count >= 18)
+        for (path, ops) in paths where !path.contains("{") {
+            for method in ops.keys {
+                let r = try await Self.call(u + path, method: method.uppercased(), body: method == "post" ? "{}" : nil)
+                #expect(r.code != 404 && r.code != 405 && r.code != 0, "\(method) \(path) → \(r.code)")
+            }
+        }
         for path in ["/ui/../../../../etc/passwd", "/ui/%2e%2e/%2e%2e/etc/passwd", "/ui/..%2fPackage.swift", "/ui/index.html/../../Package.swift",
                      "/Package.swift", "/ui/", "/ui/app.js%00.png"] {
             let r = try await runProcess("/usr/bin/curl", ["-s", "--path-as-is", "-o", "/dev/null", "-w", "%{http_code}", u + path])
