@@ -29,6 +29,20 @@ public struct DataDirectory: Sendable {
     /// Where the running node says how to reach it.
     public var runtimePath: String { path + "/node.json" }
 
+    /// The API token clients off loopback must send as `Authorization: Bearer <token>` (0600).
+    public var apiTokenPath: String { path + "/api.token" }
+
+    /// The API token (64 hex characters), created on first use.
+    public func apiToken() throws(KianaNodeError) -> String {
+        if FileManager.default.fileExists(atPath: apiTokenPath) { return Hex.encode(try Self.readSecret(apiTokenPath)) }
+        try create()
+        var bytes = [UInt8](repeating: 0, count: 32)
+        var g = SystemRandomNumberGenerator()
+        for i in bytes.indices { bytes[i] = UInt8.random(in: 0...255, using: &g) }
+        try Self.writeSecret(bytes, to: apiTokenPath)
+        return Hex.encode(bytes)
+    }
+
     public var hasIdentity: Bool { FileManager.default.fileExists(atPath: identityKeyPath) }
 
     /// Creates the directory (0700) if needed.

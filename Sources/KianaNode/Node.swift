@@ -26,6 +26,7 @@ public struct Node: Sendable {
             throw KianaNodeError(.alreadyInitialized, "\(directory.path) is already initialized (network \(Hex.encode(net)))")
         }
         try store.initialize(genesis: Block.genesis(identity: identity, time: now, name: name), now: now)
+        _ = try directory.apiToken()
         return Node(directory: directory, identity: identity, store: store)
     }
 

@@ -17,7 +17,7 @@ struct Kiana: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "kiana",
         abstract: "KI_ana: a private, local-first AI assistant with a signed, replicated memory.",
-        subcommands: [Init.self, Serve.self, Status.self, Remember.self, Forget.self, List.self, Show.self,
+        subcommands: [Init.self, Serve.self, Status.self, Token.self, Remember.self, Forget.self, List.self, Show.self,
                       Ingest.self, Search.self, Embed.self, IndexCommand.self, Tokenize.self, Generate.self, Models.self, Ask.self, Chat.self, Conversations.self,
                       Ledger.self, VoteCommand.self, Peers.self, Pair.self, Join.self, Discover.self,
                       Export.self, Import.self, Bench.self])
@@ -98,9 +98,17 @@ struct Serve: AsyncParsableCommand {
 
     func run() async throws {
         let env = ProcessInfo.processInfo.environment
-        let http = HTTPConfig(host: host ?? env["KIANA_HOST"] ?? "127.0.0.1",
+        var http = HTTPConfig(host: host ?? env["KIANA_HOST"] ?? "127.0.0.1",
                               port: port ?? env["KIANA_PORT"].flatMap(Int.init) ?? 8000,
-                              token: token ?? env["KIANA_TOKEN"])
+                              token: token ?? env["KIANA_TOKEN"].flatMap { $0.isEmpty ? nil : $0 })
+        if !http.isLoopback && http.token == nil {
+            // Off loopback the node's own API token (made by init, shown by `kiana token`) is required.
+            do { http.token = try data.directory.apiToken() } catch {
+                FileHandle.standardError.write(Data(("kiana: " + errorLine(for: error) + "\n").utf8))
+                throw ExitCode(1)
+            }
+            FileHandle.standardError.write(Data("kiana: listening on \(http.host): clients need `Authorization: Bearer <token>`; `kiana token` prints it\n".utf8))
+        }
         var net = NetworkConfig()
         net.host = p2pHost ?? env["KIANA_P2P_HOST"] ?? "0.0.0.0"
         net.port = p2pPort ?? env["KIANA_P2P_PORT"].flatMap(Int.init) ?? 8470
@@ -119,12 +127,25 @@ struct Serve: AsyncParsableCommand {
         var logger = Logger(label: "kiana")
         logger.logLevel = env["KIANA_LOG_LEVEL"].flatMap(Logger.Level.init(rawValue:)) ?? .notice
         do {
+            let host = http.host
             try await NodeServer.run(directory: data.directory, http: http, network: net, modelDirectory: model.directory(data), logger: logger) { node, port, p2p in
-                FileHandle.standardOutput.write(Data("KI_ana node \(node.identity.deviceID) serving http://\(http.host):\(port), device links on port \(p2p) (Ctrl-C stops)\n".utf8))
+                FileHandle.standardOutput.write(Data("KI_ana node \(node.identity.deviceID) serving http://\(host):\(port), device links on port \(p2p) (Ctrl-C stops)\n".utf8))
             }
         } catch {
             FileHandle.standardError.write(Data(("kiana: " + errorLine(for: error) + "\n").utf8))
             throw ExitCode(1)
+        }
+    }
+}
+
+struct Token: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Print the API token that clients off loopback send as `Authorization: Bearer <token>`.")
+    @OptionGroup var data: DataOptions
+
+    func run() throws {
+        try perform {
+            guard data.directory.hasIdentity else { throw KianaNodeError(.notInitialized, "\(data.directory.path) is not initialized; run `kiana init`") }
+            say(try data.directory.apiToken())
         }
     }
 }

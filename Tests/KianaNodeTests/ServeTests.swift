@@ -79,12 +79,23 @@ import Testing
     @Test func tokenIsEnforcedAndRequiredOffLoopback() async throws {
         let dir = try TempDir()
         defer { dir.cleanup() }
-        // Off loopback without a token: refused before listening.
         var env = ProcessInfo.processInfo.environment
         env["KIANA_TOKEN"] = nil
-        let refused = try await runProcess(kianaBinary(), ["serve", "--p2p-port", "0", "--p2p-host", "127.0.0.1", "--discovery", "off", "--data-dir", dir.path, "--host", "0.0.0.0", "--port", "0"], environment: env)
-        #expect(refused.status == 1)
-        #expect(String(decoding: refused.err, as: UTF8.self).contains("token"))
+        #expect(try await kiana(["init", "--data-dir", dir.path]).status == 0)
+        let token = try await kiana(["token", "--data-dir", dir.path]).out.trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(token.count == 64 && token.allSatisfy(\.isHexDigit))
+        #expect(try await kiana(["token", "--data-dir", dir.path]).out.trimmingCharacters(in: .whitespacesAndNewlines) == token)
+        let mode = (try FileManager.default.attributesOfItem(atPath: dir.path + "/api.token")[.posixPermissions] as? NSNumber)?.intValue
+        #expect(mode == 0o600)
+        // Off loopback with no --token: the node's own API token is required (requests go to loopback only).
+        let open = try Running(["serve", "--p2p-port", "0", "--p2p-host", "127.0.0.1", "--discovery", "off", "--data-dir", dir.path, "--host", "0.0.0.0", "--port", "0"], environment: env)
+        let openPort = try #require(await open.waitForPort(), "\(open.text)")
+        #expect(try await curl(["http://127.0.0.1:\(openPort)/health"]).code == "401")
+        #expect(try await curl(["-H", "Authorization: Bearer \(token)", "http://127.0.0.1:\(openPort)/health"]).code == "200")
+        #expect(!open.text.contains(token), "token leaked into the log")
+        #expect(open.text.contains("kiana token"))
+        open.process.interrupt()
+        #expect(open.waitForExit())
         // With a token, requests without it are rejected.
         let node = try Running(["serve", "--p2p-port", "0", "--p2p-host", "127.0.0.1", "--discovery", "off", "--data-dir", dir.path, "--port", "0", "--token", "s3cret"], environment: env)
         defer { if node.process.isRunning { node.process.terminate() } }
