@@ -17,7 +17,7 @@ import Testing
         let taught = try await kiana(["remember", "The spare key is under the third flower pot by the back door.", "--data-dir", d])
         let id = try #require(taught.out.split(whereSeparator: { !$0.isHexDigit }).first { $0.count == 32 }.map(String.init))
         _ = try await kiana(["remember", "Our wifi password is Sunflower42.", "--data-dir", d])
-        let node = try ServeTests.Running(["serve", "--data-dir", d, "--port", "0", "--p2p-port", "0", "--discovery", "off"])
+        let node = try ServeTests.Running.loopback(d)
         defer { node.process.interrupt(); _ = node.waitForExit() }
         let port = try #require(await node.waitForPort(), "\(node.text)")
         let script = Shared.packageRoot.appendingPathComponent("Tests/python/compat_clients.py").path
@@ -42,7 +42,7 @@ import Testing
     func badRequests() async throws {
         let tmp = try TempDir(); defer { tmp.cleanup() }
         #expect(try await kiana(["init", "--data-dir", tmp.path]).status == 0)
-        let node = try ServeTests.Running(["serve", "--data-dir", tmp.path, "--port", "0", "--p2p-port", "0", "--discovery", "off"])
+        let node = try ServeTests.Running.loopback(tmp.path)
         defer { node.process.interrupt(); _ = node.waitForExit() }
         let port = try #require(await node.waitForPort(), "\(node.text)")
         let url = "http://127.0.0.1:\(port)"

@@ -26,7 +26,7 @@ import Testing
         }
         let tmp = try TempDir(); defer { tmp.cleanup() }
         #expect(try await kiana(["init", "--data-dir", tmp.path]).status == 0)
-        let node = try ServeTests.Running(["serve", "--data-dir", tmp.path, "--port", "0", "--p2p-port", "0", "--discovery", "off"])
+        let node = try ServeTests.Running.loopback(tmp.path)
         defer { node.process.interrupt(); _ = node.waitForExit() }
         let port = try #require(await node.waitForPort(), "\(node.text)")
         let u = "http://127.0.0.1:\(port)"
@@ -91,7 +91,7 @@ import Testing
     func webUIAndNoPathTraversal() async throws {
         let tmp = try TempDir(); defer { tmp.cleanup() }
         #expect(try await kiana(["init", "--data-dir", tmp.path]).status == 0)
-        let node = try ServeTests.Running(["serve", "--data-dir", tmp.path, "--port", "0", "--p2p-port", "0", "--discovery", "off"])
+        let node = try ServeTests.Running.loopback(tmp.path)
         defer { node.process.interrupt(); _ = node.waitForExit() }
         let port = try #require(await node.waitForPort(), "\(node.text)")
         let u = "http://127.0.0.1:\(port)"

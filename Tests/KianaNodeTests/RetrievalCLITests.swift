@@ -138,7 +138,7 @@ import Testing
         let tmp = try TempDir(); defer { tmp.cleanup() }
         let d = tmp.path
         #expect(try await kiana(["init", "--data-dir", d]).status == 0)
-        let node = try ServeTests.Running(["serve", "--data-dir", d, "--port", "0", "--p2p-port", "0", "--discovery", "off"])
+        let node = try ServeTests.Running.loopback(d)
         defer { node.process.interrupt(); _ = node.waitForExit() }
         #expect(await node.waitForPort() != nil, "\(node.text)")
         #expect(try await kiana(["remember", "The spare key is under the third flower pot.", "--data-dir", d]).status == 0)

@@ -27,6 +27,11 @@ import Testing
 
         var text: String { lock.lock(); defer { lock.unlock() }; return output }
 
+        /// `kiana serve` for `dataDir` on free loopback ports, without discovery.
+        static func loopback(_ dataDir: String) throws -> Running {
+            try Running(["serve", "--data-dir", dataDir, "--port", "0", "--p2p-port", "0", "--discovery", "off"])
+        }
+
         /// Waits for the "serving http://host:port" line and returns the port.
         func waitForPort(timeout: TimeInterval = 60) async -> Int? {
             let end = Date().addingTimeInterval(timeout)
