@@ -54,13 +54,16 @@ public struct Sampler: Sendable {
             return Int32(best)
         }
         // Candidates sorted by logit (top-k first, so the sort is small).
-        var idx = Array(0..<l.count)
         let k = options.topK > 0 ? min(options.topK, l.count) : l.count
+        let idx: [Int]
         if k < l.count {
-            // Partial selection: keep the k largest.
-            idx = Array(idx.sorted { l[$0] > l[$1] }.prefix(k))
+            // The k largest in O(n log k) with the index's bounded heap (ties keep the lower
+            // index, as a stable sort would), not a sort of the whole vocabulary per token.
+            var heap = BoundedHeap(capacity: k)
+            for i in l.indices { heap.offer(i, l[i]) }
+            idx = heap.sortedDescending().map(\.label)
         } else {
-            idx.sort { l[$0] > l[$1] }
+            idx = Array(0..<l.count).sorted { l[$0] > l[$1] }
         }
         let mx = l[idx[0]]
         var p = idx.map { Foundation.exp((l[$0] - mx) / max(options.temperature, 1e-6)) }
