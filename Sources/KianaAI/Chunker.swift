@@ -143,6 +143,20 @@ public struct Chunker: Sendable {
 /// (headings kept as Markdown headings so the chunker sees sections), PDF through poppler's
 /// `pdftotext` when it is installed.
 public enum TextExtraction {
+    /// An uploaded file's name, checked: a plain file name (no folders, not hidden, no control
+    /// characters, at most 200 bytes) of a supported type.
+    public static func uploadName(_ raw: String) throws(KianaAIError) -> String {
+        let name = raw.trimmingCharacters(in: .whitespaces)
+        guard !name.isEmpty, name.utf8.count <= 200, !name.hasPrefix("."), !name.contains("/"), !name.contains("\\"),
+              !name.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) else {
+            throw KianaAIError(.invalidInput, "\(raw.prefix(80)): a file name must be a plain name (no folders, not hidden, at most 200 bytes)")
+        }
+        guard isSupported(name) else {
+            throw KianaAIError(.invalidInput, "\(name): unsupported file type (supported: \(supportedExtensions.sorted().joined(separator: ", ")))")
+        }
+        return name
+    }
+
     public static let supportedExtensions: Set<String> = ["md", "markdown", "txt", "text", "html", "htm", "pdf"]
     /// Files above this size are refused (a text file that big is almost certainly not notes).
     public static let maxFileBytes = 64 * 1024 * 1024

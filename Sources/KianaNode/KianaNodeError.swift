@@ -1,3 +1,5 @@
+import KianaServer
+
 /// The one error type of KianaNode (configuration, data directory, command input).
 public struct KianaNodeError: Error, Sendable, CustomStringConvertible {
     public struct Code: Hashable, Sendable, CustomStringConvertible {
@@ -14,6 +16,8 @@ public struct KianaNodeError: Error, Sendable, CustomStringConvertible {
         public static let io = Code("io")
         public static let notRunning = Code("not-running")
         public static let network = Code("network")
+        /// Too many requests wait for the language model.
+        public static let busy = Code("busy")
     }
 
     public var code: Code
@@ -28,3 +32,5 @@ public struct KianaNodeError: Error, Sendable, CustomStringConvertible {
 
     public var description: String { message }
 }
+
+extension KianaNodeError: CodedError { public var codeName: String { code.name } }

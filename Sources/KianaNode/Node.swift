@@ -65,6 +65,18 @@ public struct Node: Sendable {
         return (id, receipt)
     }
 
+    /// Changes the given fields of an item (nil leaves a field as it is).
+    public func update(idPrefix: String, text: String? = nil, title: String? = nil, tags: [String]? = nil,
+                       now: UInt64 = currentMillis()) throws -> (ItemID, WriteReceipt) {
+        let item = try store.item(idPrefix: idPrefix)
+        guard !item.deleted else { throw KianaNodeError(.invalidInput, "item \(item.id) is forgotten; add it again instead") }
+        let trimmed = text?.trimmingCharacters(in: .whitespacesAndNewlines)
+        guard trimmed.map({ !$0.isEmpty }) ?? true else { throw KianaNodeError(.invalidInput, "the text cannot be empty (forget the item instead)") }
+        guard trimmed != nil || title != nil || tags != nil else { throw KianaNodeError(.invalidInput, "nothing to change: give text, title or tags") }
+        let receipt = try store.write([.put(item.id, KnowledgeFields(title: title, text: trimmed, tags: tags))], identity: identity, now: now)
+        return (item.id, receipt)
+    }
+
     public func forget(idPrefix: String, now: UInt64 = currentMillis()) throws -> (StoredItem, WriteReceipt) {
         let item = try store.item(idPrefix: idPrefix)
         guard !item.deleted else { throw KianaNodeError(.invalidInput, "item \(item.id) is already forgotten") }

@@ -14,11 +14,19 @@ public final class NodeAssistant: AssistantAPI, KnowledgeAPI, @unchecked Sendabl
     private var backend: (any ChatBackend)?
     private var embedder: Embedder?
     private var generated = 0
+    /// The retriever over the state it was built from (see `SearchStore.fingerprint`).
+    private let retrieverLock = NSLock()
+    private var cachedRetriever: (fingerprint: String, retriever: Retriever)?
+    /// One ingestion at a time (two runs over the same file would both add its chunks).
+    private let ingestLock = NSLock()
+    /// The embedded model answers one request at a time; others wait their turn here.
+    let queue: GenerationQueue
 
-    public init(node: Node, modelDirectory: String, config: BackendConfig) {
+    public init(node: Node, modelDirectory: String, config: BackendConfig, waitingLimit: Int = 16) {
         self.node = node
         self.modelDirectory = modelDirectory
         self.config = config
+        self.queue = GenerationQueue(limit: config.backend == .embedded ? 1 : 64, waitingLimit: waitingLimit)
     }
 
     func loadedBackend() async throws -> any ChatBackend {
@@ -56,21 +64,19 @@ public final class NodeAssistant: AssistantAPI, KnowledgeAPI, @unchecked Sendabl
             var request = ChatRequest(messages: messages)
             if let maxTokens { request.maxTokens = maxTokens }
             request.sampling = sampling
-            let r = try await backend.chat(request, onText: onText)
+            let req = request
+            let r = try await queue.run { try await backend.chat(req, onText: onText) }
             count(r.completionTokens)
             return AssistantReply(text: r.text, citations: [], promptTokens: r.promptTokens, completionTokens: r.completionTokens,
                                   stopReason: r.stopReason, model: name)
         }
-        var retriever: Retriever?
-        if let embedder = try? await loadedEmbedder() {
-            let node = self.node
-            retriever = try await blocking { try node.retriever(embedder) }
-        }
+        let retriever = try await self.retriever()
         var options = AskOptions()
         if let maxTokens { options.maxTokens = maxTokens }
         options.sampling = sampling
         options.history = messages.dropLast().filter { $0.role != .system }
-        let r = try await node.ask(question.content, backend: backend, retriever: retriever, options: options, onText: onText)
+        let node = self.node, opts = options
+        let r = try await queue.run { try await node.ask(question.content, backend: backend, retriever: retriever, options: opts, onText: onText) }
         count(r.reply?.completionTokens ?? 0)
         return AssistantReply(text: r.answer, citations: r.citations.map { .init(number: $0.number, id: $0.id, title: $0.title, source: $0.source) },
                               promptTokens: r.reply?.promptTokens ?? 0, completionTokens: r.reply?.completionTokens ?? 0,
@@ -90,16 +96,104 @@ public final class NodeAssistant: AssistantAPI, KnowledgeAPI, @unchecked Sendabl
     public var modelLoaded: Bool { lock.withLock { backend != nil && embedder != nil } }
     public var tokensGenerated: Int { lock.withLock { generated } }
 
-    /// The retriever over the current state (keyword-only without the embedding model).
+    /// The retriever over the current state (nil, so keyword-only, without the embedding
+    /// model). Built once and reused until the knowledge or its vectors change.
     func retriever() async throws -> Retriever? {
         guard let embedder = try? await loadedEmbedder() else { return nil }
-        let node = self.node
-        return try await blocking { try node.retriever(embedder) }
+        return try await blocking { try self.currentRetriever(embedder) }
+    }
+
+    private func currentRetriever(_ embedder: Embedder) throws -> Retriever {
+        try retrieverLock.withLock {
+            let store = node.searchStore
+            if let cached = cachedRetriever, cached.fingerprint == (try store.fingerprint(model: Embedder.modelName)) { return cached.retriever }
+            let r = try node.retriever(embedder)
+            cachedRetriever = (try store.fingerprint(model: Embedder.modelName), r)
+            return r
+        }
     }
 
     public func remember(text: String, title: String?, tags: [String], source: String?) async throws -> String {
         let node = self.node
         return try await blocking { try node.remember(text: text, title: title, tags: tags, source: source).0.description }
+    }
+
+    public func update(id: String, text: String?, title: String?, tags: [String]?) async throws -> String {
+        let node = self.node
+        return try await blocking { try node.update(idPrefix: id, text: text, title: title, tags: tags).0.description }
+    }
+
+    public func ingest(uploads: [(name: String, data: [UInt8])], paths: [String], tags: [String],
+                       progress: @escaping @Sendable (String, Int, Int, String) -> Void) async throws -> [String: any Sendable] {
+        guard !uploads.isEmpty || !paths.isEmpty else { throw KianaNodeError(.invalidInput, "nothing to ingest: send files or paths") }
+        for p in paths where !p.hasPrefix("/") {
+            throw KianaNodeError(.invalidInput, "\(p): paths on the node must be absolute")
+        }
+        let folder = node.directory.path + "/uploads"
+        var targets = paths
+        var names = Set<String>()
+        for upload in uploads {
+            let name = try TextExtraction.uploadName(upload.name)
+            guard names.insert(name).inserted else { throw KianaNodeError(.invalidInput, "\(name) is sent twice") }
+            targets.append(folder + "/" + name)
+        }
+        let node = self.node, lock = ingestLock, all = targets
+        let report: IngestReport = try await blocking {
+            try lock.withLock {
+                if !uploads.isEmpty {
+                    do {
+                        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+                        for upload in uploads {
+                            try Data(upload.data).write(to: URL(fileURLWithPath: folder + "/" + (try TextExtraction.uploadName(upload.name))), options: .atomic)
+                        }
+                    } catch let e as KianaNodeError { throw e } catch {
+                        throw KianaNodeError(.io, "cannot keep the uploaded files in \(folder): \(error.localizedDescription)")
+                    }
+                }
+                return try node.ingest(paths: all, tags: tags, progress: progress)
+            }
+        }
+        var embedded = 0
+        if report.changed, let embedder = try? await loadedEmbedder() {
+            embedded = try await blocking { try node.embedPending(embedder, progress: progress) }
+        }
+        return ["filesScanned": report.filesScanned, "filesNew": report.filesNew, "filesChanged": report.filesChanged,
+                "filesUnchanged": report.filesUnchanged, "filesRemoved": report.filesRemoved, "filesFailed": report.filesFailed,
+                "chunksAdded": report.chunksAdded, "chunksUpdated": report.chunksUpdated, "chunksRemoved": report.chunksRemoved,
+                "bytesRead": report.bytesRead, "embedded": embedded, "changed": report.changed]
+    }
+
+    public func proof(_ id: String) async throws -> [String: any Sendable] {
+        let node = self.node
+        return try await blocking {
+            var entryID = id
+            var item: String?
+            if let found = try? node.store.item(idPrefix: id), let last = found.lastEntry {
+                entryID = Hex.encode(last)
+                item = found.id.description
+            }
+            let p: Node.EntryProof
+            do { p = try node.proof(entryIDPrefix: entryID) } catch let e as KianaStoreError where e.code == .notFound {
+                throw KianaStoreError(.notFound, "no knowledge item or ledger entry \(id)")
+            }
+            try p.verify()
+            return ["item": item, "entry": LedgerJSON.entry(p.entry), "height": Int(p.height), "position": p.position,
+                    "blockEntryCount": p.blockEntryCount, "entryRoot": Hex.encode(p.entryRoot), "entryPath": p.entryPath.map(Hex.encode),
+                    "blockHash": Hex.encode(p.blockHash), "treeSize": p.treeSize, "historyRoot": Hex.encode(p.historyRoot),
+                    "historyPath": p.historyPath.map(Hex.encode), "verified": true]
+        }
+    }
+
+    public func device() async throws -> [String: any Sendable] {
+        let store = node.store, identity = node.identity
+        let network = try store.network().map(Hex.encode)
+        let authorities = try store.authorities().map(Hex.encode).sorted()
+        let counts = try store.counts()
+        return ["deviceId": identity.deviceID.description, "publicKey": Hex.encode(identity.publicKey), "network": network,
+                "authorities": authorities, "authority": authorities.contains(Hex.encode(identity.publicKey)),
+                "dataDirectory": node.directory.path, "backend": config.backend.rawValue,
+                "model": config.model ?? (config.backend == .embedded ? ModelCatalog.defaultModel : nil),
+                "modelsLoaded": modelLoaded, "items": counts.items, "blocks": counts.blocks, "entries": counts.entries]
     }
 
     public func forget(id: String) async throws -> String {
@@ -132,7 +226,8 @@ public final class NodeAssistant: AssistantAPI, KnowledgeAPI, @unchecked Sendabl
         options.conversation = conversation
         if let maxTokens { options.maxTokens = maxTokens }
         if let sampling { options.sampling = sampling }
-        let r = try await node.ask(question, backend: backend, retriever: retriever, options: options, onText: onText)
+        let node = self.node, opts = options
+        let r = try await queue.run { try await node.ask(question, backend: backend, retriever: retriever, options: opts, onText: onText) }
         count(r.reply?.completionTokens ?? 0)
         let reply = AssistantReply(text: r.answer, citations: r.citations.map { .init(number: $0.number, id: $0.id, title: $0.title, source: $0.source) },
                                    promptTokens: r.reply?.promptTokens ?? 0, completionTokens: r.reply?.completionTokens ?? 0,
@@ -147,5 +242,36 @@ public final class NodeAssistant: AssistantAPI, KnowledgeAPI, @unchecked Sendabl
     public func conversation(_ id: String) async throws -> [[String: any Sendable]]? {
         guard try node.conversations.conversation(id) != nil else { return nil }
         return try node.conversations.messages(id).map { ["role": $0.role, "content": $0.content, "citations": $0.citations, "created": Int($0.created)] }
+    }
+}
+
+/// Runs at most `limit` generations at once; up to `waitingLimit` more wait in order, and
+/// beyond that a request is refused at once with `busy` (HTTP 503) instead of piling up.
+actor GenerationQueue {
+    let limit: Int
+    let waitingLimit: Int
+    private var running = 0
+    private var waiting: [CheckedContinuation<Void, Never>] = []
+
+    init(limit: Int, waitingLimit: Int) {
+        self.limit = limit
+        self.waitingLimit = waitingLimit
+    }
+
+    func run<T: Sendable>(_ body: @Sendable () async throws -> T) async throws -> T {
+        if running < limit {
+            running += 1
+        } else {
+            guard waiting.count < waitingLimit else {
+                throw KianaNodeError(.busy, "the language model is busy with \(waiting.count + running) requests; try again shortly")
+            }
+            await withCheckedContinuation { waiting.append($0) }   // `running` is handed over by `leave`
+        }
+        defer { leave() }
+        return try await body()
+    }
+
+    private func leave() {
+        if waiting.isEmpty { running -= 1 } else { waiting.removeFirst().resume() }
     }
 }

@@ -45,6 +45,17 @@ public let groundedModelName = "kiana"
 public protocol KnowledgeAPI: Sendable {
     /// Adds an item; returns its ID.
     func remember(text: String, title: String?, tags: [String], source: String?) async throws -> String
+    /// Changes an item's text, title or tags (nil leaves a field as it is); returns the full ID.
+    func update(id: String, text: String?, title: String?, tags: [String]?) async throws -> String
+    /// Ingests uploaded files (kept in the data directory, so uploading a file again replaces
+    /// its chunks) and files or folders on the node's machine, then embeds what is new.
+    /// `progress` receives (phase, done, total, detail); the result is the report as JSON.
+    func ingest(uploads: [(name: String, data: [UInt8])], paths: [String], tags: [String],
+                progress: @escaping @Sendable (String, Int, Int, String) -> Void) async throws -> [String: any Sendable]
+    /// The inclusion proof of an item (the entry that last changed it) or of an entry, checked.
+    func proof(_ id: String) async throws -> [String: any Sendable]
+    /// This device: identity, network, authorities, models.
+    func device() async throws -> [String: any Sendable]
     /// Forgets an item by ID (or unique prefix); returns the full ID.
     func forget(id: String) async throws -> String
     /// Hybrid (or keyword/vector) search; hits best first.

@@ -136,10 +136,10 @@ struct CompatRoutes: Sendable {
 
     // MARK: request parsing (every field validated before use)
 
-    static func body(_ req: Request, _ ctx: some RequestContext) async throws -> [String: Any] {
+    static func body(_ req: Request, _ ctx: some RequestContext, limit: Int = maxBody) async throws -> [String: Any] {
         let buffer: ByteBuffer
-        do { buffer = try await req.body.collect(upTo: maxBody) } catch {
-            throw HTTPError(.contentTooLarge, message: "the request body is larger than \(maxBody >> 20) MiB")
+        do { buffer = try await req.body.collect(upTo: limit) } catch {
+            throw HTTPError(.contentTooLarge, message: "the request body is larger than \(limit >> 20) MiB")
         }
         guard let o = try? JSONSerialization.jsonObject(with: Data(buffer.readableBytesView)) as? [String: Any] else {
             throw HTTPError(.badRequest, message: "the request body is not a JSON object")
@@ -216,7 +216,16 @@ struct CompatRoutes: Sendable {
     static func isoNow() -> String { ISO8601DateFormatter().string(from: Date()) }
 
     static func text(_ o: Any) -> String {
-        String(decoding: (try? JSONSerialization.data(withJSONObject: o, options: [.withoutEscapingSlashes])) ?? Data("{}".utf8), as: UTF8.self)
+        String(decoding: (try? JSONSerialization.data(withJSONObject: normalize(o), options: [.withoutEscapingSlashes])) ?? Data("{}".utf8), as: UTF8.self)
+    }
+
+    /// Optionals inside `Any` become their value or JSON null.
+    static func normalize(_ v: Any) -> Any {
+        if let d = v as? [String: Any] { return d.mapValues(normalize) }
+        if let a = v as? [Any] { return a.map(normalize) }
+        let m = Mirror(reflecting: v)
+        if m.displayStyle == .optional { return m.children.first.map { normalize($0.value) } ?? NSNull() }
+        return v
     }
 
     static func json(_ o: Any, status: HTTPResponse.Status = .ok) -> Response {

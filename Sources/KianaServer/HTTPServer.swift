@@ -42,6 +42,7 @@ public enum KianaHTTP {
         control: ControlSurface? = nil,
         assistant: (any AssistantAPI)? = nil,
         knowledge: (any KnowledgeAPI)? = nil,
+        events: EventStreams = EventStreams(),
         logger: Logger,
         onRunning: @escaping @Sendable (Int) async -> Void = { _ in }
     ) throws(KianaServerError) -> some ApplicationProtocol {
@@ -51,12 +52,16 @@ public enum KianaHTTP {
         let router = Router()
         let metrics = Metrics()
         router.add(middleware: MetricsMiddleware(metrics: metrics))
+        router.add(middleware: APIErrorMiddleware())
+        router.add(middleware: BrowserGuardMiddleware(checkHost: config.isLoopback))
         if let token = config.token, !token.isEmpty {
             router.add(middleware: BearerTokenMiddleware(token: token))
         }
         control?.add(to: router)
         if let assistant { CompatRoutes(assistant: assistant).add(to: router) }
-        if let knowledge { RestRoutes(knowledge: knowledge, store: store, metrics: metrics).add(to: router) }
+        if let knowledge {
+            RestRoutes(knowledge: knowledge, store: store, metrics: metrics, network: control?.network, events: events).add(to: router)
+        }
         router.get("/health") { _, _ -> Response in
             let head = try? store.head()
             let body = """

@@ -1,7 +1,9 @@
 import Foundation
+import HTTPTypes
 import Hummingbird
 import KianaAI
 import KianaCore
+import KianaNet
 import KianaStore
 import NIOCore
 
@@ -76,9 +78,13 @@ struct RestRoutes: Sendable {
     let knowledge: any KnowledgeAPI
     let store: LedgerStore
     let metrics: Metrics
+    let network: PeerNetwork?
+    let events: EventStreams
+    /// Uploads for ingestion may be larger than other bodies.
+    static let maxIngestBody = 32 << 20
 
     func add<Context: RequestContext>(to router: Router<Context>) {
-        let k = knowledge, store = self.store, metrics = self.metrics
+        let k = knowledge, store = self.store, metrics = self.metrics, network = self.network, events = self.events
         router.get("/ready") { _, _ -> Response in
             let storeOK = (try? store.head()) != nil
             let ready = storeOK && k.modelLoaded
@@ -111,6 +117,38 @@ struct RestRoutes: Sendable {
             let id = try await k.remember(text: text, title: o["title"] as? String, tags: tags, source: o["source"] as? String)
             return CompatRoutes.json(["id": id], status: .created)
         }
+        api.put("knowledge/:id") { req, ctx -> Response in
+            let id = try ctx.parameters.require("id")
+            let o = try await CompatRoutes.body(req, ctx)
+            let tags = o["tags"] as? [String]
+            if o["tags"] != nil && tags == nil { throw HTTPError(.badRequest, message: "tags must be an array of strings") }
+            if let tags, !(tags.count <= 32 && tags.allSatisfy({ !$0.isEmpty && $0.count <= 64 })) {
+                throw HTTPError(.badRequest, message: "at most 32 tags of 1-64 characters")
+            }
+            for key in ["text", "title"] where o[key] != nil && !(o[key] is String) { throw HTTPError(.badRequest, message: "\(key) must be a string") }
+            let full = try await k.update(id: id, text: o["text"] as? String, title: o["title"] as? String, tags: tags)
+            return CompatRoutes.json(Self.item(try store.item(idPrefix: full)))
+        }
+        api.post("ingest") { req, ctx -> Response in
+            let o = try await CompatRoutes.body(req, ctx, limit: Self.maxIngestBody)
+            let (uploads, paths, tags) = try Self.ingestRequest(o)
+            guard o["stream"] as? Bool ?? true else {
+                return CompatRoutes.json(try await k.ingest(uploads: uploads, paths: paths, tags: tags) { _, _, _, _ in })
+            }
+            return CompatRoutes.stream(contentType: "text/event-stream") { emit in
+                let throttle = Throttle(seconds: 0.1)
+                do {
+                    let report = try await k.ingest(uploads: uploads, paths: paths, tags: tags) { phase, done, total, detail in
+                        guard done == total || throttle.due() else { return }
+                        _ = emit("event: progress\ndata: " + CompatRoutes.text(["phase": phase, "done": done, "total": total,
+                                                                                  "file": (detail as NSString).lastPathComponent]) + "\n\n")
+                    }
+                    _ = emit("event: done\ndata: " + CompatRoutes.text(report) + "\n\n")
+                } catch {
+                    _ = emit(Self.errorEvent(error))
+                }
+            }
+        }
         api.delete("knowledge/:id") { _, ctx -> Response in
             let id = try ctx.parameters.require("id")
             return CompatRoutes.json(["forgotten": try await k.forget(id: id)])
@@ -135,10 +173,14 @@ struct RestRoutes: Sendable {
             let sampling = try CompatRoutes.sampling(o, temperature: "temperature", topP: "top_p", seed: "seed")
             if o["stream"] as? Bool ?? true {
                 return CompatRoutes.stream(contentType: "text/event-stream") { emit in
-                    let (r, conv) = try await k.ask(q, conversation: conversation, maxTokens: maxTokens, sampling: sampling) { piece in
-                        emit("event: token\ndata: " + CompatRoutes.text(["text": piece]) + "\n\n")
+                    do {
+                        let (r, conv) = try await k.ask(q, conversation: conversation, maxTokens: maxTokens, sampling: sampling) { piece in
+                            emit("event: token\ndata: " + CompatRoutes.text(["text": piece]) + "\n\n")
+                        }
+                        _ = emit("event: done\ndata: " + CompatRoutes.text(Self.answer(r, conv)) + "\n\n")
+                    } catch {
+                        _ = emit(Self.errorEvent(error))
                     }
-                    _ = emit("event: done\ndata: " + CompatRoutes.text(Self.answer(r, conv)) + "\n\n")
                 }
             }
             let (r, conv) = try await k.ask(q, conversation: conversation, maxTokens: maxTokens, sampling: sampling) { _ in true }
@@ -157,8 +199,90 @@ struct RestRoutes: Sendable {
             let counts = try store.counts()
             let height: Any = head.map { Int($0.height) as Any } ?? NSNull()
             let hash: Any = head.map { Hex.encode($0.hash) as Any } ?? NSNull()
-            return CompatRoutes.json(["height": height, "head": hash, "items": counts.items])
+            return CompatRoutes.json(["height": height, "head": hash, "items": counts.items, "blocks": counts.blocks,
+                                      "entries": counts.entries, "deletedItems": counts.deletedItems, "pending": counts.pending])
         }
+        api.get("ledger/blocks") { req, _ -> Response in
+            // Newest first: `before` is exclusive (default: after the head), `limit` at most 100.
+            let top = Int(try store.head()?.height ?? 0)
+            let before = try Self.int(req, "before", default: top + 1, range: 0...Int(Int32.max))
+            let limit = try Self.int(req, "limit", default: 20, range: 1...100)
+            let through = min(before, top + 1) - 1
+            guard through >= 0 else { return CompatRoutes.json(["blocks": [Any](), "height": top]) }
+            let from = max(0, through - limit + 1)
+            let blocks = try store.blocks(from: UInt64(from), through: UInt64(through)).reversed().map(LedgerJSON.header)
+            return CompatRoutes.json(["blocks": blocks, "height": top])
+        }
+        api.get("ledger/blocks/:height") { _, ctx -> Response in
+            guard let h = UInt64(try ctx.parameters.require("height")) else { throw HTTPError(.badRequest, message: "height must be a non-negative integer") }
+            guard let b = try store.blocks(from: h, through: h).first else { throw HTTPError(.notFound, message: "no block at height \(h)") }
+            var o = LedgerJSON.header(b)
+            o["entries"] = b.entries.map(LedgerJSON.entry)
+            return CompatRoutes.json(o)
+        }
+        api.get("ledger/entries/:id") { _, ctx -> Response in
+            let (e, height, position) = try store.findEntry(idPrefix: try ctx.parameters.require("id"))
+            var o = LedgerJSON.entry(e)
+            o["height"] = Int(height)
+            o["position"] = position
+            return CompatRoutes.json(o)
+        }
+        api.get("ledger/proof/:id") { _, ctx -> Response in
+            CompatRoutes.json(try await k.proof(try ctx.parameters.require("id")))
+        }
+        api.post("ledger/verify") { _, _ -> Response in
+            let start = DispatchTime.now().uptimeNanoseconds
+            let state = try store.verify(now: UInt64(Date().timeIntervalSince1970 * 1000))
+            return CompatRoutes.json(["valid": true, "height": Int(state.tip.height), "head": Hex.encode(state.tipHash),
+                                      "blocks": state.blockHashes.count, "entries": state.entryCount, "authorities": state.authorities.count,
+                                      "seconds": Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9])
+        }
+        api.get("device") { _, _ -> Response in
+            var o = try await k.device()
+            if let network {
+                o["peers"] = await network.statusWithRTT().map(Self.peer)
+                o["listening"] = await network.listeningPort
+            }
+            return CompatRoutes.json(o)
+        }
+        api.get("events") { req, _ -> Response in
+            try events.stream(store: store, network: network, lastEventID: req.headers[HTTPField.Name("Last-Event-ID")!] ?? req.uri.queryParameters.get("since").map { String($0) })
+        }
+    }
+
+    static func peer(_ p: PeerStatus) -> [String: any Sendable] {
+        ["device": p.device, "address": p.address, "state": p.state, "member": p.member, "source": p.source, "rttMillis": p.rttMillis, "name": p.name]
+    }
+
+    /// The failure of a stream whose headers are sent: an `error` event with code and message.
+    static func errorEvent(_ error: any Error) -> String {
+        let (status, code, message) = APIErrorMiddleware<BasicRequestContext>.describe(error)
+        return "event: error\ndata: " + CompatRoutes.text(["code": code, "message": message, "status": Int(status.code)]) + "\n\n"
+    }
+
+    /// The files (name and text or base64), node paths and tags of an ingest request, checked.
+    static func ingestRequest(_ o: [String: Any]) throws -> ([(name: String, data: [UInt8])], [String], [String]) {
+        var uploads: [(name: String, data: [UInt8])] = []
+        if let files = o["files"] {
+            guard let list = files as? [[String: Any]], list.count <= 256 else { throw HTTPError(.badRequest, message: "files must be an array of at most 256 {name, text|base64} objects") }
+            for f in list {
+                guard let raw = f["name"] as? String else { throw HTTPError(.badRequest, message: "every file needs a name") }
+                let name = try TextExtraction.uploadName(raw)
+                if let text = f["text"] as? String {
+                    uploads.append((name, Array(text.utf8)))
+                } else if let b64 = f["base64"] as? String, let data = Data(base64Encoded: b64) {
+                    uploads.append((name, [UInt8](data)))
+                } else {
+                    throw HTTPError(.badRequest, message: "\(name.prefix(80)): give its content as text or as base64")
+                }
+            }
+        }
+        let paths = o["paths"] as? [String] ?? []
+        if o["paths"] != nil && o["paths"] as? [String] == nil { throw HTTPError(.badRequest, message: "paths must be an array of strings") }
+        let tags = o["tags"] as? [String] ?? []
+        guard tags.count <= 32, tags.allSatisfy({ !$0.isEmpty && $0.count <= 64 }) else { throw HTTPError(.badRequest, message: "at most 32 tags of 1-64 characters") }
+        guard !uploads.isEmpty || !paths.isEmpty else { throw HTTPError(.badRequest, message: "nothing to ingest: send files or paths") }
+        return (uploads, paths, tags)
     }
 
     static func int(_ req: Request, _ name: String, default d: Int, range: ClosedRange<Int>) throws -> Int {
@@ -172,6 +296,23 @@ struct RestRoutes: Sendable {
     }
 
     static func item(_ i: StoredItem) -> [String: Any] {
-        ["id": i.id.description, "title": i.title ?? NSNull(), "text": i.text ?? "", "tags": i.tags, "source": i.source ?? NSNull(), "deleted": i.deleted]
+        ["id": i.id.description, "title": i.title ?? NSNull(), "text": i.text ?? "", "tags": i.tags, "source": i.source ?? NSNull(), "deleted": i.deleted,
+         "created": i.created.map { Int($0.wall) as Any } ?? NSNull(), "updated": i.updated.map { Int($0.wall) as Any } ?? NSNull(),
+         "entry": i.lastEntry.map { Hex.encode($0) as Any } ?? NSNull()]
+    }
+}
+
+/// True at most once per interval (progress events are throttled, the last one always sent).
+final class Throttle: @unchecked Sendable {
+    private let lock = NSLock()
+    private let interval: UInt64
+    private var last: UInt64 = 0
+    init(seconds: Double) { interval = UInt64(seconds * 1e9) }
+    func due() -> Bool {
+        let now = DispatchTime.now().uptimeNanoseconds
+        lock.lock(); defer { lock.unlock() }
+        guard now - last >= interval else { return false }
+        last = now
+        return true
     }
 }

@@ -12,6 +12,8 @@ public struct StoredItem: Sendable, Hashable {
     public var created: HLC?
     public var updated: HLC?
     public var deleted: Bool
+    /// The ledger entry that last put or deleted the item (its proof is the item's proof).
+    public var lastEntry: [UInt8]? = nil
 }
 
 /// Where the chain ends.
@@ -407,7 +409,8 @@ public struct LedgerStore: Sendable {
     static func item(_ r: ItemRecord) throws -> StoredItem {
         let s = try ItemState(cbor: CBOR.decode(r.state.bytes))
         return StoredItem(id: s.id, title: s.title?.value, text: s.text?.value, tags: s.tags?.value ?? [], source: s.source?.value,
-                          created: s.created, updated: s.updated, deleted: s.isDeleted)
+                          created: s.created, updated: s.updated, deleted: s.isDeleted,
+                          lastEntry: [s.lastPut, s.lastDelete].compactMap { $0 }.max()?.entryID)
     }
 
     public func counts() throws(KianaStoreError) -> StoreCounts {

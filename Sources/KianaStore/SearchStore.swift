@@ -182,6 +182,21 @@ public struct SearchStore: Sendable {
         }
     }
 
+    /// Changes whenever the knowledge state or its vectors change: the ledger head, the number of
+    /// vectors and the newest vector's row (vectors are only removed when their item changes,
+    /// which moves the head). Lets a long-lived process reuse a vector index until then.
+    public func fingerprint(model: String) throws(KianaStoreError) -> String {
+        try database.run("reading the index fingerprint") {
+            try writer.read { db in
+                try String.fetchOne(db, sql: """
+                    SELECT coalesce((SELECT hex(hash) FROM chain ORDER BY height DESC LIMIT 1), '') || ':' ||
+                           (SELECT count(*) FROM itemVector WHERE model = ?) || ':' ||
+                           (SELECT coalesce(max(rowid), 0) FROM itemVector) || ':' || (SELECT count(*) FROM item)
+                    """, arguments: [model]) ?? ""
+            }
+        }
+    }
+
     /// Drops every vector (of all models) and rebuilds the full-text index.
     public func resetIndexes() throws(KianaStoreError) {
         try database.run("resetting indexes") {

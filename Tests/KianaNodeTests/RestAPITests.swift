@@ -8,8 +8,8 @@ import Testing
 @Suite struct RestAPITests {
     struct Reply { var code: Int; var body: String; var json: [String: Any] }
 
-    static func call(_ url: String, method: String = "GET", body: String? = nil) async throws -> Reply {
-        var args = ["-s", "-N", "-m", "60", "-w", "\n%{http_code}", "-X", method]
+    static func call(_ url: String, method: String = "GET", body: String? = nil, seconds: Int = 60) async throws -> Reply {
+        var args = ["-s", "-N", "-m", "\(seconds)", "-w", "\n%{http_code}", "-X", method]
         if body != nil { args += ["-H", "Content-Type: application/json", "--data-binary", "@-"] }
         let r = try await runProcess("/usr/bin/curl", args + [url], input: body.map { Data($0.utf8) })
         let text = String(decoding: r.out, as: UTF8.self)
@@ -52,7 +52,7 @@ import Testing
         #expect(r.code == 400)
 
         // Ask, streamed: token events, then a done event whose citation is the item.
-        r = try await Self.call(u + "/api/v1/ask", method: "POST", body: #"{"question":"What is the bike lock code?","temperature":0}"#)
+        r = try await Self.call(u + "/api/v1/ask", method: "POST", body: #"{"question":"What is the bike lock code?","temperature":0,"max_tokens":40}"#, seconds: 240)
         #expect(r.code == 200)
         let events = r.body.components(separatedBy: "\n\n").filter { !$0.isEmpty }
         #expect(events.filter { $0.hasPrefix("event: token") }.count > 1, "\(r.body)")
