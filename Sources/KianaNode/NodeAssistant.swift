@@ -126,9 +126,6 @@ public final class NodeAssistant: AssistantAPI, KnowledgeAPI, @unchecked Sendabl
     public func ingest(uploads: [(name: String, data: [UInt8])], paths: [String], tags: [String],
                        progress: @escaping @Sendable (String, Int, Int, String) -> Void) async throws -> [String: any Sendable] {
         guard !uploads.isEmpty || !paths.isEmpty else { throw KianaNodeError(.invalidInput, "nothing to ingest: send files or paths") }
-        for p in paths where !p.hasPrefix("/") {
-            throw KianaNodeError(.invalidInput, "\(p): paths on the node must be absolute")
-        }
         let folder = node.directory.path + "/uploads"
         var targets = paths
         var names = Set<String>()

@@ -38,7 +38,7 @@ struct APIErrorMiddleware<Context: RequestContext>: RouterMiddleware {
             return (e.status, code(for: e.status), e.body ?? e.status.reasonPhrase)
         }
         if let e = error as? CodedError {
-            return (status(forCode: e.codeName), e.codeName, e.message)
+            return (status(forCode: e.codeName), kebab(e.codeName), e.message)
         }
         if let e = error as? any HTTPResponseError {
             return (e.status, code(for: e.status), e.status.reasonPhrase)
@@ -59,6 +59,15 @@ struct APIErrorMiddleware<Context: RequestContext>: RouterMiddleware {
         case "invalid-proof", "verification-failed", "corrupt": return .unprocessableContent
         default: return .internalServerError
         }
+    }
+
+    /// "invalidInput" → "invalid-input": one spelling of codes on the wire.
+    static func kebab(_ name: String) -> String {
+        var out = ""
+        for c in name {
+            if c.isUppercase { out += "-" + c.lowercased() } else { out.append(c) }
+        }
+        return out
     }
 
     static func code(for status: HTTPResponse.Status) -> String {

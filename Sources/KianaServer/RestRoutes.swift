@@ -278,7 +278,8 @@ struct RestRoutes: Sendable {
             }
         }
         let paths = o["paths"] as? [String] ?? []
-        if o["paths"] != nil && o["paths"] as? [String] == nil { throw HTTPError(.badRequest, message: "paths must be an array of strings") }
+        if o["paths"] != nil && o["paths"] as? [String] == nil || paths.count > 256 { throw HTTPError(.badRequest, message: "paths must be an array of at most 256 strings") }
+        for p in paths where !p.hasPrefix("/") || p.contains("\0") { throw HTTPError(.badRequest, message: "\(p.prefix(200)): paths on the node must be absolute") }
         let tags = o["tags"] as? [String] ?? []
         guard tags.count <= 32, tags.allSatisfy({ !$0.isEmpty && $0.count <= 64 }) else { throw HTTPError(.badRequest, message: "at most 32 tags of 1-64 characters") }
         guard !uploads.isEmpty || !paths.isEmpty else { throw HTTPError(.badRequest, message: "nothing to ingest: send files or paths") }

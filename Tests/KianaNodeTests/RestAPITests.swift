@@ -87,6 +87,150 @@ import Testing
         #expect(m.contains(#"kiana_http_request_duration_seconds_count{method="POST",route="/api/v1/ask"} 1"#))
     }
 
+    static func events(_ body: String) -> [(name: String, data: [String: Any])] {
+        body.components(separatedBy: "\n\n").compactMap { block in
+            let lines = block.split(separator: "\n")
+            guard let name = lines.first(where: { $0.hasPrefix("event: ") })?.dropFirst(7),
+                  let data = lines.first(where: { $0.hasPrefix("data: ") })?.dropFirst(6) else { return nil }
+            return (String(name), (try? JSONSerialization.jsonObject(with: Data(data.utf8)) as? [String: Any]) ?? [:])
+        }
+    }
+
+    @Test("Edit, ingest with progress, ledger explorer, device, live events; bad input is refused with a code")
+    func editIngestLedgerDeviceEvents() async throws {
+        let tmp = try TempDir(); defer { tmp.cleanup() }
+        #expect(try await kiana(["init", "--data-dir", tmp.path]).status == 0)
+        let node = try ServeTests.Running.loopback(tmp.path)
+        defer { node.process.interrupt(); _ = node.waitForExit() }
+        let port = try #require(await node.waitForPort(), "\(node.text)")
+        let u = "http://127.0.0.1:\(port)"
+
+        // Live events: a stream opened now sees the knowledge written next.
+        async let live = runProcess("/usr/bin/curl", ["-s", "-N", "-m", "6", u + "/api/v1/events"])
+        try await Task.sleep(for: .seconds(1.5))
+        var r = try await Self.call(u + "/api/v1/knowledge", method: "POST", body: #"{"text":"The spare key is under the blue pot.","tags":["home"]}"#)
+        let id = try #require(r.json["id"] as? String, "\(r.body)")
+        let stream = Self.events(String(decoding: try await live.out, as: UTF8.self))
+        #expect(stream.first?.name == "hello")
+        #expect(stream.contains { $0.name == "knowledge" && $0.data["item"] as? String == id && $0.data["op"] as? String == "put" }, "\(stream)")
+        #expect(stream.contains { $0.name == "block" && $0.data["height"] as? Int == 1 })
+        // Resuming from a height replays what was missed.
+        let replay = try await runProcess("/usr/bin/curl", ["-s", "-N", "-m", "2", "-H", "Last-Event-ID: 0", u + "/api/v1/events"])
+        #expect(Self.events(String(decoding: replay.out, as: UTF8.self)).contains { $0.name == "knowledge" && $0.data["item"] as? String == id })
+
+        // Edit.
+        r = try await Self.call(u + "/api/v1/knowledge/\(id)", method: "PUT", body: #"{"text":"The spare key is under the red pot.","title":"Key"}"#)
+        #expect(r.code == 200 && r.json["text"] as? String == "The spare key is under the red pot." && r.json["title"] as? String == "Key"
+                && r.json["tags"] as? [String] == ["home"], "\(r.body)")
+        r = try await Self.call(u + "/api/v1/knowledge/\(id)", method: "PUT", body: #"{"text":"   "}"#)
+        #expect(r.code == 400 && (r.json["error"] as? [String: Any])?["code"] as? String == "invalid-input", "\(r.body)")
+        r = try await Self.call(u + "/api/v1/knowledge/abcdef0123", method: "PUT", body: #"{"text":"x"}"#)
+        #expect(r.code == 404 && (r.json["error"] as? [String: Any])?["message"] as? String != nil, "\(r.body)")
+
+        // Ingest uploaded files with streamed progress; the second upload of the same file changes nothing.
+        let upload = ##"{"files":[{"name":"garden.md","text":"# Garden\n\nThe roses need water every Sunday morning.\n\n## Shed\n\nThe lawn mower lives in the shed."}],"tags":["garden"]}"##
+        r = try await Self.call(u + "/api/v1/ingest", method: "POST", body: upload, seconds: 120)
+        let ingest = Self.events(r.body)
+        #expect(ingest.contains { $0.name == "progress" && $0.data["phase"] as? String == "reading" }, "\(r.body)")
+        let report = try #require(ingest.last { $0.name == "done" }?.data, "\(r.body)")
+        #expect(report["filesNew"] as? Int == 1 && (report["chunksAdded"] as? Int ?? 0) >= 1, "\(report)")
+        r = try await Self.call(u + "/api/v1/search?q=roses%20water&mode=keyword&k=1")
+        #expect(((r.json["hits"] as? [[String: Any]])?.first?["source"] as? String ?? "").contains("/uploads/garden.md#"), "\(r.body)")
+        r = try await Self.call(u + "/api/v1/ingest", method: "POST", body: upload.replacingOccurrences(of: "{\"files\"", with: "{\"stream\":false,\"files\""))
+        #expect(r.json["changed"] as? Bool == false && r.json["filesUnchanged"] as? Int == 1, "\(r.body)")
+        for bad in [#"{"files":[{"name":"../evil.md","text":"x"}]}"#, #"{"files":[{"name":"tool.exe","text":"x"}]}"#,
+                    #"{"files":[{"name":"a.md"}]}"#, #"{"paths":["relative/path"]}"#, #"{}"#] {
+            r = try await Self.call(u + "/api/v1/ingest", method: "POST", body: bad)
+            #expect(r.code == 400 && (r.json["error"] as? [String: Any])?["code"] as? String == "invalid-input", "\(bad) → \(r.code) \(r.body)")
+        }
+
+        // Ledger explorer: status, blocks newest first, one block with its entries, an entry, proofs, verify.
+        r = try await Self.call(u + "/api/v1/ledger")
+        let height = try #require(r.json["height"] as? Int)
+        #expect(height >= 3 && r.json["blocks"] as? Int == height + 1, "\(r.body)")
+        r = try await Self.call(u + "/api/v1/ledger/blocks?limit=2")
+        let list = r.json["blocks"] as? [[String: Any]] ?? []
+        #expect(list.map { $0["height"] as? Int } == [height, height - 1], "\(r.body)")
+        r = try await Self.call(u + "/api/v1/ledger/blocks?before=1")
+        #expect((r.json["blocks"] as? [[String: Any]])?.map { $0["height"] as? Int } == [0])
+        r = try await Self.call(u + "/api/v1/ledger/blocks/1")
+        let entries = r.json["entries"] as? [[String: Any]] ?? []
+        #expect(entries.count == 1 && entries.first?["item"] as? String == id && entries.first?["kind"] as? String == "knowledge.put", "\(r.body)")
+        let entryID = try #require(entries.first?["id"] as? String)
+        r = try await Self.call(u + "/api/v1/ledger/entries/\(entryID.prefix(10))")
+        #expect(r.json["id"] as? String == entryID && r.json["height"] as? Int == 1)
+        #expect(try await Self.call(u + "/api/v1/ledger/blocks/9999").code == 404)
+        #expect(try await Self.call(u + "/api/v1/ledger/blocks/x").code == 400)
+        r = try await Self.call(u + "/api/v1/ledger/proof/\(id)")     // an item: the entry that last changed it (the edit, block 2)
+        #expect(r.json["verified"] as? Bool == true && r.json["item"] as? String == id && r.json["height"] as? Int == 2, "\(r.body)")
+        #expect(await Self.verifyInclusion(r.json), "the proof checks out independently: \(r.body)")
+        r = try await Self.call(u + "/api/v1/ledger/proof/\(entryID)")
+        #expect(r.json["height"] as? Int == 1)
+        #expect(await Self.verifyInclusion(r.json))
+        #expect(try await Self.call(u + "/api/v1/ledger/proof/0123456789abcdef").code == 404)
+        r = try await Self.call(u + "/api/v1/ledger/verify", method: "POST")
+        #expect(r.json["valid"] as? Bool == true && r.json["height"] as? Int == height, "\(r.body)")
+
+        // Device.
+        r = try await Self.call(u + "/api/v1/device")
+        let health = try await Self.call(u + "/health")
+        #expect(r.json["deviceId"] as? String == health.json["deviceId"] as? String && (r.json["publicKey"] as? String)?.count == 64
+                && r.json["authority"] as? Bool == true && r.json["peers"] as? [Any] != nil, "\(r.body)")
+
+        // Guards: a foreign Host (DNS rebinding) and a non-JSON body (cross-site form) are refused.
+        var raw = try await runProcess("/usr/bin/curl", ["-s", "-w", "\n%{http_code}", "-H", "Host: attacker.example", u + "/api/v1/knowledge"])
+        #expect(String(decoding: raw.out, as: UTF8.self).hasSuffix("421"))
+        raw = try await runProcess("/usr/bin/curl", ["-s", "-w", "\n%{http_code}", "-H", "Content-Type: text/plain", "--data", #"{"text":"csrf"}"#, u + "/api/v1/knowledge"])
+        #expect(String(decoding: raw.out, as: UTF8.self).hasSuffix("415"))
+        #expect(try await Self.call(u + "/api/v1/knowledge").json["total"] as? Int == 3)
+    }
+
+    /// Checks both inclusion proofs (entry in block, block in history) by RFC 9162 §2.1.3.2 with
+    /// Python's hashlib: an implementation independent of KianaCore's Merkle code.
+    static func verifyInclusion(_ p: [String: Any]) async -> Bool {
+        guard let entry = p["entry"] as? [String: Any], let data = try? JSONSerialization.data(withJSONObject: [
+            "levels": [[p["position"] ?? 0, p["blockEntryCount"] ?? 0, entry["id"] ?? "", p["entryPath"] ?? [], p["entryRoot"] ?? ""],
+                       [p["height"] ?? 0, p["treeSize"] ?? 0, p["blockHash"] ?? "", p["historyPath"] ?? [], p["historyRoot"] ?? ""]]]) else { return false }
+        let script = """
+            import hashlib, json, sys
+            def ok(index, size, leaf, path, root):
+                if index >= size: return False
+                fn, sn = index, size - 1
+                r = hashlib.sha256(b"\\x00" + bytes.fromhex(leaf)).digest()
+                for h in path:
+                    p = bytes.fromhex(h)
+                    if sn == 0: return False
+                    if fn & 1 or fn == sn:
+                        r = hashlib.sha256(b"\\x01" + p + r).digest()
+                        while not fn & 1 and fn != 0: fn >>= 1; sn >>= 1
+                    else:
+                        r = hashlib.sha256(b"\\x01" + r + p).digest()
+                    fn >>= 1; sn >>= 1
+                return sn == 0 and r.hex() == root
+            print(all(ok(*l) for l in json.load(sys.stdin)["levels"]))
+            """
+        guard let r = try? await runProcess("/usr/bin/env", ["python3", "-c", script], input: data) else { return false }
+        return String(decoding: r.out, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines) == "True"
+    }
+
+    @Test("An open event stream does not hold up graceful shutdown")
+    func eventStreamEndsOnShutdown() async throws {
+        let tmp = try TempDir(); defer { tmp.cleanup() }
+        #expect(try await kiana(["init", "--data-dir", tmp.path]).status == 0)
+        let node = try ServeTests.Running.loopback(tmp.path)
+        defer { if node.process.isRunning { node.process.terminate() } }
+        let port = try #require(await node.waitForPort(), "\(node.text)")
+        async let stream = runProcess("/usr/bin/curl", ["-s", "-N", "-m", "60", "http://127.0.0.1:\(port)/api/v1/events"])
+        try await Task.sleep(for: .seconds(1))
+        let start = Date()
+        node.process.interrupt()
+        let exited = await offPool { node.waitForExit(timeout: 30) }
+        let out = String(decoding: try await stream.out, as: UTF8.self)
+        #expect(exited && Date().timeIntervalSince(start) < 15, "node still running after \(Date().timeIntervalSince(start)) s: \(node.text)")
+        #expect(out.contains("event: hello"))
+        #expect(node.process.terminationStatus == 0, "\(node.text)")
+    }
+
     @Test("The web UI's files are served from a fixed table; no path reaches the file system")
     func webUIAndNoPathTraversal() async throws {
         let tmp = try TempDir(); defer { tmp.cleanup() }

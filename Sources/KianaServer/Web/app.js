@@ -1,120 +1,421 @@
 "use strict";
-// KI_ana web UI: plain JavaScript against the node's REST API, no build step, no CDN.
+// KI_ana web UI: plain JavaScript against the node's REST API (/openapi.json), no build step,
+// no CDN. Streams (ask, ingest, live events) are Server-Sent Events read through fetch, so the
+// API token works for them too.
 const $ = (s) => document.querySelector(s);
 const el = (tag, cls, text) => { const e = document.createElement(tag); if (cls) e.className = cls; if (text !== undefined) e.textContent = text; return e; };
-let conversation = null;
+const short = (hex) => (hex || "").slice(0, 12);
+const when = (ms) => (ms ? new Date(ms).toLocaleString() : "");
+const state = { conversation: null, offset: 0, searching: false, oldest: null, tab: "chat" };
 
-async function api(path, options = {}) {
-  const r = await fetch(path, { headers: { "Content-Type": "application/json" }, ...options });
-  const body = await r.json().catch(() => ({}));
-  if (!r.ok) throw new Error((body.error && body.error.message) || r.statusText);
-  return body;
+// ---- HTTP ------------------------------------------------------------------------------------
+function headers() {
+  const h = { "Content-Type": "application/json" };
+  const t = localStorage.getItem("kiana-token");
+  if (t) h.Authorization = "Bearer " + t;
+  return h;
 }
+async function failure(r) {
+  const b = await r.json().catch(() => ({}));
+  if (r.status === 401) $("#auth").hidden = false;
+  return new Error((b.error && b.error.message) || r.status + " " + r.statusText);
+}
+async function api(path, options = {}) {
+  const r = await fetch(path, { ...options, headers: headers() });
+  if (!r.ok) throw await failure(r);
+  return r.json();
+}
+// POST/GET a Server-Sent Events stream; onEvent(name, data) for each event. Resolves at its end.
+async function sse(path, options, onEvent) {
+  const r = await fetch(path, { ...options, headers: headers() });
+  if (!r.ok) throw await failure(r);
+  const reader = r.body.getReader();
+  const decoder = new TextDecoder();
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    buffer += decoder.decode(value, { stream: true });
+    let cut;
+    while ((cut = buffer.indexOf("\n\n")) >= 0) {
+      const block = buffer.slice(0, cut);
+      buffer = buffer.slice(cut + 2);
+      const data = block.split("\n").filter((l) => l.startsWith("data: ")).map((l) => l.slice(6)).join("\n");
+      if (!data) continue; // comments (keep-alives)
+      const name = (block.match(/^event: (.*)$/m) || [])[1] || "message";
+      onEvent(name, JSON.parse(data));
+    }
+  }
+}
+function notice(text, error) {
+  const n = $("#notice");
+  n.textContent = text;
+  n.classList.toggle("error", !!error);
+  n.hidden = false;
+  clearTimeout(notice.timer);
+  notice.timer = setTimeout(() => { n.hidden = true; }, error ? 8000 : 3000);
+}
+// Runs an async UI action and shows its error instead of failing silently.
+const guarded = (f) => async (...args) => { try { await f(...args); } catch (e) { notice(e.message, true); } };
+const tags = (s) => s.split(",").map((t) => t.trim()).filter(Boolean);
 
+$("#token-form").addEventListener("submit", (ev) => {
+  ev.preventDefault();
+  localStorage.setItem("kiana-token", $("#token").value.trim());
+  $("#auth").hidden = true;
+  location.reload();
+});
+
+// ---- tabs ------------------------------------------------------------------------------------
 function show(tab) {
+  state.tab = tab;
   document.querySelectorAll(".tab").forEach((t) => t.classList.toggle("active", t.id === tab));
   document.querySelectorAll("nav button").forEach((b) => b.classList.toggle("active", b.dataset.tab === tab));
-  if (tab === "knowledge") listItems();
-  if (tab === "ledger") ledger();
+  if (tab === "knowledge" && !state.searching) listItems();
+  if (tab === "ledger") { ledgerStatus(); blocks(); }
+  if (tab === "device") device();
+  if (tab === "chat") conversations();
 }
-document.querySelectorAll("nav button").forEach((b) => b.addEventListener("click", () => show(b.dataset.tab)));
+document.querySelectorAll("nav button").forEach((b) => b.addEventListener("click", guarded(() => show(b.dataset.tab))));
 
-// Chat: the answer streams in as Server-Sent Events; the final event carries the citations.
+// ---- chat ------------------------------------------------------------------------------------
+function message(role, text, cites) {
+  const m = el("div", "msg " + role);
+  m.append(el("span", "text", text));
+  if (cites) citations(m, cites);
+  $("#messages").append(m);
+  return m;
+}
+function citations(node, list) {
+  if (!list.length) return;
+  const s = el("div", "sources", "Sources: ");
+  for (const c of list) {
+    const id = c.id || c;
+    const a = el("a", "citation", c.number ? "[" + c.number + "] " + (c.title || short(id)) : short(id));
+    a.href = "#item-" + id;
+    a.dataset.id = id;
+    a.addEventListener("click", guarded(async (ev) => { ev.preventDefault(); show("knowledge"); await openItem(id); }));
+    s.append(a);
+  }
+  node.append(s);
+}
 $("#ask").addEventListener("submit", async (ev) => {
   ev.preventDefault();
   const q = $("#question").value.trim();
   if (!q) return;
   $("#question").value = "";
-  $("#messages").append(el("div", "msg user", q));
-  const answer = el("div", "msg assistant", "");
-  $("#messages").append(answer);
+  message("user", q);
+  const answer = message("assistant pending", "");
+  const text = answer.querySelector(".text");
   try {
-    const r = await fetch("/api/v1/ask", { method: "POST", headers: { "Content-Type": "application/json" },
-                                           body: JSON.stringify({ question: q, conversation }) });
-    if (!r.ok) { const b = await r.json().catch(() => ({})); throw new Error((b.error && b.error.message) || r.statusText); }
-    const reader = r.body.getReader();
-    const decoder = new TextDecoder();
-    let buffer = "";
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) break;
-      buffer += decoder.decode(value, { stream: true });
-      let cut;
-      while ((cut = buffer.indexOf("\n\n")) >= 0) {
-        const event = buffer.slice(0, cut);
-        buffer = buffer.slice(cut + 2);
-        const name = (event.match(/^event: (.*)$/m) || [])[1] || "message";
-        const data = JSON.parse((event.match(/^data: (.*)$/m) || [])[1] || "{}");
-        if (name === "token") answer.firstChild ? (answer.firstChild.textContent += data.text) : answer.append(document.createTextNode(data.text));
-        else if (name === "done") { conversation = data.conversation; citations(answer, data.citations || []); }
-        else if (data.error) throw new Error(data.error.message || data.error);
-      }
-    }
+    await sse("/api/v1/ask", { method: "POST", body: JSON.stringify({ question: q, conversation: state.conversation }) }, (name, data) => {
+      if (name === "token") text.textContent += data.text;
+      else if (name === "done") {
+        answer.classList.remove("pending");
+        state.conversation = data.conversation;
+        citations(answer, data.citations || []);
+      } else if (name === "error") throw new Error(data.message);
+    });
   } catch (e) {
     answer.classList.add("error");
-    answer.textContent = "Error: " + e.message;
+    text.textContent = "Error: " + e.message;
   }
+  answer.classList.remove("pending");
+  conversations();
 });
-
-function citations(node, list) {
-  if (!list.length) return;
-  const s = el("div", "sources", "Sources: ");
+async function conversations() {
+  const list = (await api("/api/v1/conversations")).conversations;
+  const sel = $("#conversations");
+  sel.replaceChildren(el("option", null, "New conversation"));
+  sel.firstChild.value = "";
   for (const c of list) {
-    const a = el("a", "citation", "[" + c.number + "] " + (c.title || c.id.slice(0, 8)));
-    a.href = "#item-" + c.id;
-    a.addEventListener("click", (ev) => { ev.preventDefault(); show("knowledge"); openItem(c.id); });
-    s.append(a);
+    const o = el("option", null, (c.title || "Conversation") + " · " + when(c.updated));
+    o.value = c.id;
+    sel.append(o);
   }
-  node.append(s);
+  sel.value = state.conversation || "";
 }
+$("#conversations").addEventListener("change", guarded(async () => {
+  state.conversation = $("#conversations").value || null;
+  $("#messages").replaceChildren();
+  if (!state.conversation) return;
+  for (const m of (await api("/api/v1/conversations/" + state.conversation)).messages) message(m.role, m.content, m.citations);
+}));
 
-// Knowledge: list, search, add, forget, open one.
-function renderItems(items) {
+// ---- knowledge -------------------------------------------------------------------------------
+function renderItems(items, append) {
   const ul = $("#items");
-  ul.replaceChildren();
+  if (!append) ul.replaceChildren();
   for (const it of items) {
     const li = el("li");
-    const span = el("span", null, (it.title ? it.title + ": " : "") + it.text.slice(0, 160));
-    span.addEventListener("click", () => openItem(it.id));
-    const forget = el("button", null, "forget");
+    li.dataset.id = it.id;
+    const span = el("span", "grow", (it.title ? it.title + ": " : "") + it.text.slice(0, 160));
+    span.addEventListener("click", guarded(() => openItem(it.id)));
+    const forget = el("button", "danger", "forget");
     forget.title = "Forget this item (a signed tombstone in the ledger)";
-    forget.addEventListener("click", async () => { await api("/api/v1/knowledge/" + it.id, { method: "DELETE" }); listItems(); });
+    forget.addEventListener("click", guarded(async () => {
+      if (!confirm("Forget this item? The ledger keeps a signed record that it was forgotten.")) return;
+      await api("/api/v1/knowledge/" + it.id, { method: "DELETE" });
+      notice("Forgotten.");
+      listItems();
+    }));
     li.append(span, forget);
     ul.append(li);
   }
-  if (!items.length) ul.append(el("li", null, "Nothing here yet."));
+  if (!ul.children.length) ul.append(el("li", "muted", "Nothing here yet."));
 }
-async function listItems() { renderItems((await api("/api/v1/knowledge?limit=200")).items); }
+async function listItems(more) {
+  state.searching = false;
+  state.offset = more ? state.offset + 100 : 0;
+  const r = await api("/api/v1/knowledge?limit=100&offset=" + state.offset);
+  renderItems(r.items, more);
+  $("#count").textContent = r.total + " item" + (r.total === 1 ? "" : "s");
+  $("#more").hidden = state.offset + r.items.length >= r.total;
+}
+$("#more").addEventListener("click", guarded(() => listItems(true)));
 async function openItem(id) {
   const it = await api("/api/v1/knowledge/" + id);
   const box = $("#item");
-  box.replaceChildren(el("h3", null, it.title || "Knowledge item"), el("p", null, it.text));
+  box.replaceChildren();
+  box.dataset.id = it.id;
+  box.append(el("h3", null, it.title || "Knowledge item"), el("p", "body", it.text));
   for (const t of it.tags) box.append(el("span", "tag", t));
-  box.append(el("p", "sources", "ID " + it.id + (it.source ? " · " + it.source : "")));
+  box.append(el("p", "muted", "ID " + it.id + (it.source ? " · " + it.source : "") + " · changed " + when(it.updated)));
+  const edit = el("button", null, "Edit");
+  const proof = el("button", "secondary", "Proof");
+  const close = el("button", "secondary", "Close");
+  edit.addEventListener("click", () => editItem(it));
+  proof.addEventListener("click", guarded(async () => { show("ledger"); $("#proof-id").value = it.id; await prove(it.id); }));
+  close.addEventListener("click", () => { box.hidden = true; });
+  const row = el("div", "row");
+  row.append(edit, proof, close);
+  box.append(row);
   box.hidden = false;
-  box.scrollIntoView({ behavior: "smooth" });
+  box.scrollIntoView({ behavior: "smooth", block: "nearest" });
 }
-$("#add").addEventListener("submit", async (ev) => {
+function editItem(it) {
+  const box = $("#item");
+  const form = el("form", "edit");
+  const title = el("input"); title.value = it.title || ""; title.placeholder = "title";
+  const text = el("textarea"); text.value = it.text; text.rows = 6; text.required = true;
+  const tagInput = el("input"); tagInput.value = it.tags.join(", "); tagInput.placeholder = "tags, comma separated";
+  const save = el("button", null, "Save");
+  const cancel = el("button", "secondary", "Cancel"); cancel.type = "button";
+  form.append(title, text, tagInput, save, cancel);
+  cancel.addEventListener("click", guarded(() => openItem(it.id)));
+  form.addEventListener("submit", guarded(async (ev) => {
+    ev.preventDefault();
+    await api("/api/v1/knowledge/" + it.id, { method: "PUT", body: JSON.stringify({ text: text.value, title: title.value, tags: tags(tagInput.value) }) });
+    notice("Saved.");
+    await openItem(it.id);
+    if (!state.searching) listItems();
+  }));
+  box.replaceChildren(form);
+}
+$("#add").addEventListener("submit", guarded(async (ev) => {
   ev.preventDefault();
-  const tags = $("#tags").value.split(",").map((t) => t.trim()).filter(Boolean);
-  await api("/api/v1/knowledge", { method: "POST", body: JSON.stringify({ text: $("#text").value, tags }) });
-  $("#text").value = ""; $("#tags").value = "";
+  const body = { text: $("#text").value, tags: tags($("#tags").value) };
+  if ($("#title").value.trim()) body.title = $("#title").value.trim();
+  await api("/api/v1/knowledge", { method: "POST", body: JSON.stringify(body) });
+  $("#text").value = ""; $("#title").value = ""; $("#tags").value = "";
+  notice("Learned.");
   listItems();
-});
-$("#find").addEventListener("submit", async (ev) => {
+}));
+$("#find").addEventListener("submit", guarded(async (ev) => {
   ev.preventDefault();
   const q = $("#query").value.trim();
   if (!q) return listItems();
-  renderItems((await api("/api/v1/search?k=20&q=" + encodeURIComponent(q))).hits);
-});
+  state.searching = true;
+  const hits = (await api("/api/v1/search?k=20&mode=" + $("#mode").value + "&q=" + encodeURIComponent(q))).hits;
+  renderItems(hits);
+  $("#count").textContent = hits.length + " hit" + (hits.length === 1 ? "" : "s") + " for “" + q + "”";
+  $("#more").hidden = true;
+}));
 
-// Ledger status.
-async function ledger() {
+// Ingest: files are read in the browser and sent as text (PDF as base64); progress streams back.
+function readFile(f) {
+  return new Promise((resolve, reject) => {
+    const r = new FileReader();
+    r.onerror = () => reject(new Error("cannot read " + f.name));
+    if (/\.pdf$/i.test(f.name)) {
+      r.onload = () => resolve({ name: f.name, base64: r.result.slice(r.result.indexOf(",") + 1) });
+      r.readAsDataURL(f);
+    } else {
+      r.onload = () => resolve({ name: f.name, text: r.result });
+      r.readAsText(f);
+    }
+  });
+}
+$("#ingest").addEventListener("submit", guarded(async (ev) => {
+  ev.preventDefault();
+  const files = [...$("#files").files];
+  if (!files.length) throw new Error("Choose one or more files first.");
+  const bar = $("#ingest-progress"), label = $("#ingest-text");
+  $("#ingest-status").hidden = false;
+  bar.removeAttribute("value");
+  label.textContent = "Reading " + files.length + " file(s)…";
+  const body = { files: await Promise.all(files.map(readFile)), tags: tags($("#ingest-tags").value) };
+  await sse("/api/v1/ingest", { method: "POST", body: JSON.stringify(body) }, (name, d) => {
+    if (name === "progress") {
+      bar.max = Math.max(d.total, 1); bar.value = d.done;
+      label.textContent = (d.phase === "embedding" ? "Embedding " : "Reading ") + d.done + " / " + d.total + (d.file ? " · " + d.file : "");
+    } else if (name === "done") {
+      bar.max = 1; bar.value = 1;
+      label.textContent = "Done: " + d.filesNew + " new, " + d.filesChanged + " changed, " + d.filesUnchanged + " unchanged file(s); " +
+        d.chunksAdded + " chunk(s) added, " + d.chunksUpdated + " updated, " + d.chunksRemoved + " removed" +
+        (d.filesFailed.length ? "; failed: " + d.filesFailed.join("; ") : "");
+      listItems();
+    } else if (name === "error") throw new Error(d.message);
+  });
+  $("#files").value = "";
+}));
+
+// ---- ledger ----------------------------------------------------------------------------------
+function dl(target, rows) {
+  const d = $(target);
+  d.replaceChildren();
+  for (const [k, v] of rows) d.append(el("dt", null, k), el("dd", null, v === null || v === undefined ? "—" : String(v)));
+}
+async function ledgerStatus() {
   const s = await api("/api/v1/ledger");
-  const h = await api("/health");
-  const dl = $("#status");
-  dl.replaceChildren();
-  for (const [k, v] of [["Device", h.deviceId], ["Height", s.height], ["Head", s.head], ["Knowledge items", s.items]]) {
-    dl.append(el("dt", null, k), el("dd", null, String(v)));
+  dl("#status", [["Height", s.height], ["Head", s.head], ["Blocks", s.blocks], ["Entries", s.entries], ["Knowledge items", s.items], ["Forgotten items", s.deletedItems]]);
+}
+function blockRow(b) {
+  const li = el("li");
+  li.dataset.height = b.height;
+  const span = el("span", "grow", "#" + b.height + " · " + b.entryCount + " entr" + (b.entryCount === 1 ? "y" : "ies") + " · " + when(b.time) + " · " + short(b.hash));
+  span.addEventListener("click", guarded(() => openBlock(b.height)));
+  li.append(span);
+  return li;
+}
+async function blocks(older) {
+  const q = older && state.oldest !== null ? "&before=" + state.oldest : "";
+  const r = await api("/api/v1/ledger/blocks?limit=20" + q);
+  if (!older) $("#blocks").replaceChildren();
+  for (const b of r.blocks) $("#blocks").append(blockRow(b));
+  state.oldest = r.blocks.length ? r.blocks[r.blocks.length - 1].height : 0;
+  $("#older").hidden = state.oldest === 0;
+}
+$("#older").addEventListener("click", guarded(() => blocks(true)));
+async function openBlock(height) {
+  const b = await api("/api/v1/ledger/blocks/" + height);
+  const box = $("#block");
+  box.replaceChildren(el("h3", null, "Block " + b.height + (b.name ? " · " + b.name : "")));
+  const d = el("dl");
+  for (const [k, v] of [["Hash", b.hash], ["Parent", b.parent], ["Time", when(b.time)], ["Signed by", b.signerDevice], ["Entry root", b.entryRoot]]) d.append(el("dt", null, k), el("dd", null, v));
+  box.append(d);
+  const ul = el("ul", "list");
+  for (const e of b.entries) {
+    const li = el("li");
+    const what = e.fields ? (e.fields.title || e.fields.text || "").slice(0, 80) : "";
+    const span = el("span", "grow", e.kind + (e.item ? " · item " + short(e.item) : "") + (what ? " · " + what : "") + " · by " + e.authorDevice);
+    const p = el("button", "secondary", "proof");
+    p.addEventListener("click", guarded(async () => { $("#proof-id").value = e.id; await prove(e.id); }));
+    li.append(span, p);
+    ul.append(li);
+  }
+  box.append(ul);
+  box.hidden = false;
+  box.scrollIntoView({ behavior: "smooth", block: "nearest" });
+}
+$("#verify").addEventListener("click", guarded(async () => {
+  $("#verify-result").textContent = "Verifying…";
+  try {
+    const r = await api("/api/v1/ledger/verify", { method: "POST" });
+    $("#verify-result").textContent = "✓ valid: " + r.blocks + " blocks, " + r.entries + " entries, every signature and hash checked in " + r.seconds.toFixed(3) + " s";
+  } catch (e) {
+    $("#verify-result").textContent = "✗ " + e.message;
+  }
+}));
+
+// Inclusion proofs are checked again here, in the browser (RFC 9162 §2.1.3.2 with SHA-256).
+const bytes = (hex) => new Uint8Array(hex.match(/../g).map((h) => parseInt(h, 16)));
+const hexOf = (buf) => [...new Uint8Array(buf)].map((b) => b.toString(16).padStart(2, "0")).join("");
+async function sha(prefix, ...parts) {
+  const all = new Uint8Array(1 + parts.reduce((n, p) => n + p.length, 0));
+  all[0] = prefix;
+  let at = 1;
+  for (const p of parts) { all.set(p, at); at += p.length; }
+  return new Uint8Array(await crypto.subtle.digest("SHA-256", all));
+}
+async function verifyInclusion(index, size, leaf, path, root) {
+  if (index >= size) return false;
+  let fn = index, sn = size - 1, r = await sha(0, bytes(leaf));
+  for (const hex of path) {
+    const p = bytes(hex);
+    if (sn === 0) return false;
+    if ((fn & 1) || fn === sn) {
+      r = await sha(1, p, r);
+      if (!(fn & 1)) while (!(fn & 1) && fn !== 0) { fn >>= 1; sn >>= 1; }
+    } else {
+      r = await sha(1, r, p);
+    }
+    fn >>= 1; sn >>= 1;
+  }
+  return sn === 0 && hexOf(r) === root;
+}
+async function prove(id) {
+  const p = await api("/api/v1/ledger/proof/" + encodeURIComponent(id));
+  let local = "not checked (this page is not a secure context)";
+  if (window.crypto && crypto.subtle) {
+    const inBlock = await verifyInclusion(p.position, p.blockEntryCount, p.entry.id, p.entryPath, p.entryRoot);
+    const inHistory = await verifyInclusion(p.height, p.treeSize, p.blockHash, p.historyPath, p.historyRoot);
+    local = inBlock && inHistory ? "✓ verified in this browser" : "✗ does NOT verify";
+  }
+  const box = $("#proof");
+  box.replaceChildren(el("h3", null, "Inclusion proof" + (p.item ? " of item " + short(p.item) : "")));
+  const d = el("dl");
+  for (const [k, v] of [["Entry", p.entry.id], ["Kind", p.entry.kind], ["Block", p.height + " (position " + p.position + " of " + p.blockEntryCount + ")"],
+    ["Entry root", p.entryRoot], ["Path in block", p.entryPath.length + " hash(es)"], ["Block hash", p.blockHash],
+    ["History root", p.historyRoot + " (" + p.treeSize + " blocks)"], ["Path in history", p.historyPath.length + " hash(es)"],
+    ["Node", p.verified ? "✓ verified" : "✗"], ["Browser", local]]) d.append(el("dt", null, k), el("dd", null, v));
+  box.append(d);
+  box.dataset.local = local;
+  box.hidden = false;
+}
+$("#prove").addEventListener("submit", guarded(async (ev) => { ev.preventDefault(); await prove($("#proof-id").value.trim()); }));
+
+// ---- device ----------------------------------------------------------------------------------
+function renderPeers(peers) {
+  const ul = $("#peers");
+  ul.replaceChildren();
+  for (const p of peers) {
+    ul.append(el("li", null, (p.name || p.device || p.address || "unknown") + " · " + p.state + (p.member ? " · member" : "") +
+      (p.address ? " · " + p.address : "") + (p.rttMillis != null ? " · " + p.rttMillis.toFixed(1) + " ms" : "")));
+  }
+  if (!peers.length) ul.append(el("li", "muted", "No other devices yet. Pair one with `kiana pair`."));
+}
+async function device() {
+  const d = await api("/api/v1/device");
+  dl("#identity", [["Device ID", d.deviceId], ["Public key", d.publicKey], ["Network", d.network], ["Authority", d.authority ? "yes" : "no"],
+    ["Authorities", d.authorities.length], ["Language model", d.backend + " · " + (d.model || "default") + (d.modelsLoaded ? " (loaded)" : " (loads on first use)")],
+    ["Data directory", d.dataDirectory], ["Device links", d.listening ? "port " + d.listening : "—"]]);
+  renderPeers(d.peers || []);
+}
+
+// ---- live updates ----------------------------------------------------------------------------
+let refresh = null;
+function later(f) { clearTimeout(refresh); refresh = setTimeout(guarded(f), 300); }
+async function live() {
+  for (let wait = 1000; ; wait = Math.min(wait * 2, 30000)) {
+    try {
+      await sse("/api/v1/events", {}, (name, d) => {
+        $("#live").textContent = "live";
+        $("#live").classList.add("on");
+        wait = 1000;
+        if (name === "block" && state.tab === "ledger") {
+          ledgerStatus();
+          if (!$("#blocks").querySelector('[data-height="' + d.height + '"]')) $("#blocks").prepend(blockRow(d));
+        }
+        if (name === "knowledge" && state.tab === "knowledge" && !state.searching) later(() => listItems());
+        if (name === "peers" && state.tab === "device") renderPeers(d);
+      });
+    } catch (e) { /* reconnect below */ }
+    $("#live").textContent = "offline";
+    $("#live").classList.remove("on");
+    await new Promise((r) => setTimeout(r, wait));
   }
 }
+
+guarded(conversations)();
+live();
