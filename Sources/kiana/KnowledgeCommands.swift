@@ -339,3 +339,121 @@ struct BenchRetrieval: ParsableCommand {
         }
     }
 }
+
+struct BenchHTTP: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "http",
+        abstract: "Requests per second and p50/p99 latency of /health and search under concurrent load (wrk), beside nginx serving the same bytes as a static file.")
+    @OptionGroup var data: DataOptions
+    @OptionGroup var model: ModelOptions
+    @Option(help: "Seconds per target.") var seconds: Int = 10
+    @Option(help: "Concurrent connections.") var connections: Int = 16
+    @Option(help: "wrk threads.") var threads: Int = 2
+    @Flag(help: "Skip the nginx reference.") var noReference = false
+
+    func run() async throws {
+        try await performAsync {
+            guard (1...600).contains(seconds), (1...1000).contains(connections), (1...64).contains(threads), threads <= connections else {
+                throw KianaNodeError(.invalidInput, "seconds 1…600, connections 1…1000, threads 1…64 and at most one per connection")
+            }
+            let bench = HTTPBench(seconds: seconds, connections: connections, threads: threads)
+            guard bench.hasWrk else { throw KianaNodeError(.invalidInput, "wrk is not installed: `make setup` (or apt-get install wrk)") }
+            let models = model.directory(data)
+            let tmp = FileManager.default.temporaryDirectory.appendingPathComponent("kiana-bench-http-\(UUID().uuidString)").path
+            defer { try? FileManager.default.removeItem(atPath: tmp) }
+            // A node with the evaluation set's passages as its knowledge.
+            let set = try RetrievalSet.load()
+            try {
+                let (node, _) = try Node.openOrInitialize(directory: DataDirectory(path: tmp))
+                let ops = set.passages.map { KnowledgeOp.put(ItemID.random(), KnowledgeFields(title: $0.title, text: $0.text, tags: $0.tags)) }
+                for start in stride(from: 0, to: ops.count, by: 200) {
+                    _ = try node.store.write(Array(ops[start..<min(start + 200, ops.count)]), identity: node.identity, now: currentMillis())
+                }
+            }()
+            let server = try ServeProcess(arguments: ["serve", "--data-dir", tmp, "--port", "0", "--p2p-host", "127.0.0.1", "--p2p-port", "0",
+                                                      "--discovery", "off", "--model-dir", models])
+            defer { server.stop() }
+            let base = try await server.waitForURL()
+            FileHandle.standardError.write(Data("  … warming up (loads the embedder, embeds \(set.passages.count) passages)\n".utf8))
+            let warm = try await offMain { try Data(contentsOf: URL(string: base + "/api/v1/search?q=warm%20up&k=1")!) }
+            guard (try? JSONSerialization.jsonObject(with: warm) as? [String: Any])?["hits"] != nil else {
+                throw KianaNodeError(.invalidInput, "the node's search does not answer: \(String(decoding: warm, as: UTF8.self).prefix(300))")
+            }
+            say("kiana bench http: wrk, \(threads) threads, \(connections) connections, \(seconds) s per target, "
+                + "\(ProcessInfo.processInfo.activeProcessorCount) cores shared by wrk and the node; \(set.passages.count) knowledge items, "
+                + "\(set.queries.count) different queries")
+            func search(_ mode: String) -> [String] {
+                set.queries.map { base + "/api/v1/search?k=10&mode=\(mode)&q=" + ($0.query.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? "x") }
+            }
+            var rows: [HTTPBench.Result] = []
+            for target in [HTTPBench.Target(name: "GET /health", urls: [base + "/health"]),
+                           HTTPBench.Target(name: "GET /api/v1/search keyword", urls: search("keyword")),
+                           HTTPBench.Target(name: "GET /api/v1/search hybrid", urls: search("hybrid"))] {
+                FileHandle.standardError.write(Data("  … \(target.name)\n".utf8))
+                rows.append(try await offMain { try bench.measure(target) })
+            }
+            var reference: HTTPBench.Result?
+            if noReference {
+            } else if bench.hasNginx {
+                let body = try await offMain { try Data(contentsOf: URL(string: base + "/health")!) }
+                let nginx = try bench.startNginx(body: String(decoding: body, as: UTF8.self))
+                defer { nginx.stop() }
+                FileHandle.standardError.write(Data("  … nginx static file (reference)\n".utf8))
+                reference = try await offMain { try bench.measure(.init(name: "nginx: the same bytes, static", urls: [nginx.url])) }
+            } else {
+                say("(nginx is not installed: no reference; `make bench` installs nginx-light)")
+            }
+            say(bench.render(rows, reference: reference))
+            let errors = rows.reduce(0) { $0 + $1.errors }
+            if errors > 0 { throw KianaNodeError(.invalidInput, "\(errors) requests failed") }
+        }
+    }
+}
+
+/// Runs blocking work on a Dispatch thread, off Swift's cooperative pool.
+func offMain<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+    try await withCheckedThrowingContinuation { c in
+        DispatchQueue.global().async { c.resume(with: Result { try body() }) }
+    }
+}
+
+/// `kiana serve` as a child process of this binary (for benchmarks).
+final class ServeProcess: @unchecked Sendable {
+    let process = Process()
+    private let lock = NSLock()
+    private var output = ""
+
+    init(arguments: [String]) throws {
+        process.executableURL = URL(fileURLWithPath: Bundle.main.executablePath ?? CommandLine.arguments[0])
+        process.arguments = arguments
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = pipe
+        pipe.fileHandleForReading.readabilityHandler = { [weak self] h in
+            let d = h.availableData
+            if d.isEmpty { h.readabilityHandler = nil; return }
+            self?.lock.withLock { self?.output += String(decoding: d, as: UTF8.self) }
+        }
+        try process.run()
+    }
+
+    /// The base URL once the node says it serves, or the node's output as the error.
+    func waitForURL(timeout: Duration = .seconds(60)) async throws -> String {
+        let end = ContinuousClock.now + timeout
+        while ContinuousClock.now < end {
+            let text = lock.withLock { output }
+            if let r = text.range(of: #"serving http://127\.0\.0\.1:\d+"#, options: .regularExpression) {
+                return String(text[r].dropFirst("serving ".count))
+            }
+            guard process.isRunning else { break }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        throw KianaNodeError(.invalidInput, "the node did not start: \(lock.withLock { output }.suffix(500))")
+    }
+
+    func stop() {
+        guard process.isRunning else { return }
+        process.interrupt()
+        process.waitUntilExit()
+    }
+}

@@ -1,0 +1,55 @@
+import Foundation
+import KianaTestSupport
+import Testing
+
+/// The web UI in a real browser: headless Chromium (Debian's `chromium`) driven over the
+/// DevTools protocol by Tests/python/webui_browser.py against a real `kiana serve`.
+/// Screenshots are kept in .build/test-artifacts/.
+@Suite struct BrowserUITests {
+    static let chromium = ["/usr/bin/chromium", "/usr/bin/chromium-browser"].first { FileManager.default.isExecutableFile(atPath: $0) }
+
+    @Test("Teach a fact, ask about it, see the answer stream in with a citation that opens the item and its proof")
+    func teachAskCiteProve() async throws {
+        guard Self.chromium != nil, Models.hasSmolLM && Models.hasMiniLM else {
+            if Shared.isCI { Issue.record("chromium (\(Self.chromium ?? "missing")) or the models are missing; `make setup` installs them") }
+            return
+        }
+        let tmp = try TempDir(); defer { tmp.cleanup() }
+        #expect(try await kiana(["init", "--data-dir", tmp.path]).status == 0)
+        _ = try await kiana(["remember", "The bakery opens at seven.", "--data-dir", tmp.path])
+        let node = try ServeTests.Running.loopback(tmp.path)
+        defer { node.process.interrupt(); _ = node.waitForExit() }
+        let port = try #require(await node.waitForPort(), "\(node.text)")
+        let shots = Shared.packageRoot.appendingPathComponent(".build/test-artifacts").path
+        let script = Shared.packageRoot.appendingPathComponent("Tests/python/webui_browser.py").path
+        let r = try await runProcess(python3(), [script, "http://127.0.0.1:\(port)", shots])
+        let err = String(decoding: r.err, as: UTF8.self)
+        #expect(r.status == 0, "\(err)\n\(node.text.suffix(2000))")
+        let seen = try #require(try? JSONSerialization.jsonObject(with: r.out) as? [String: Any], "\(err)")
+        let item = try #require(seen["item"] as? String, "\(seen)")
+        #expect((seen["updates"] as? Int ?? 0) >= 3, "the answer arrived in one piece, not streamed: \(seen)")
+        #expect((seen["citations"] as? [String])?.first == item, "\(seen)")
+        #expect(seen["opened"] as? String == "The garage door code is 7319.", "\(seen)")
+        #expect((seen["proof"] as? String ?? "").hasPrefix("✓ verified in this browser"), "\(seen)")
+        #expect((seen["console_errors"] as? [Any])?.isEmpty == true, "\(seen)")
+        for name in ["webui-chat.png", "webui-item.png", "webui-proof.png"] {
+            let png = try #require(FileManager.default.contents(atPath: shots + "/" + name), "no screenshot \(name)")
+            #expect(png.count > 5_000 && png.prefix(8) == Data([0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A]), "\(name) is not a PNG")
+        }
+    }
+
+    @Test("kiana bench http drives /health and search with concurrent connections; no errors")
+    func benchHTTPRuns() async throws {
+        guard FileManager.default.isExecutableFile(atPath: "/usr/bin/wrk"), Models.hasMiniLM else {
+            if Shared.isCI { Issue.record("wrk or the embedding model is missing; `make setup` installs them") }
+            return
+        }
+        let r = try await kiana(["bench", "http", "--seconds", "1", "--connections", "4", "--no-reference", "--model-dir", Models.directory])
+        #expect(r.status == 0, "\(r.err)")
+        for target in ["GET /health", "GET /api/v1/search keyword", "GET /api/v1/search hybrid"] {
+            let row = try #require(r.out.split(separator: "\n").first { $0.hasPrefix(target + " ") }, "\(r.out)")
+            let cols = row.dropFirst(34).split(separator: " ")
+            #expect((Double(cols[0]) ?? 0) > 0 && cols.last == "0", "\(row)")
+        }
+    }
+}

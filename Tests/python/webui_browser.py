@@ -1,0 +1,73 @@
+#!/usr/bin/env python3
+"""Drives KI_ana's web UI in headless Chromium (Debian's chromium, DevTools protocol).
+
+usage: webui_browser.py BASE_URL SCREENSHOT_DIR
+
+On a phone-sized screen: teaches a fact in the Knowledge tab, asks about it in the Chat tab,
+watches the answer stream in token by token, follows the citation to the knowledge item, opens
+its inclusion proof (checked again in the browser with WebCrypto) and saves screenshots.
+Prints one JSON object with what it saw; exits non-zero on any failure.
+"""
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from cdp import Browser  # noqa: E402
+
+FACT = "The garage door code is 7319."
+QUESTION = "What is the garage door code?"
+
+
+def main():
+    base, shots = sys.argv[1], sys.argv[2]
+    os.makedirs(shots, exist_ok=True)
+    seen = {}
+    with Browser(width=390, height=844, mobile=True) as b:
+        b.goto(base + "/")
+        b.wait_for("document.querySelector('#live').textContent === 'live'", timeout=20)
+
+        # Teach a fact.
+        b.eval("document.querySelector('nav [data-tab=knowledge]').click()")
+        b.eval(f"document.querySelector('#text').value = {json.dumps(FACT)}")
+        b.eval("document.querySelector('#add').requestSubmit()")
+        b.wait_for(f"[...document.querySelectorAll('#items li')].some(li => li.textContent.includes({json.dumps(FACT)}))", timeout=30)
+        item = b.eval(f"""fetch('/api/v1/knowledge').then(r => r.json())
+                          .then(j => j.items.find(i => i.text === {json.dumps(FACT)}).id)""")
+        seen["item"] = item
+
+        # Ask about it and count how often the answer's text changes while it streams.
+        b.eval("document.querySelector('nav [data-tab=chat]').click()")
+        b.eval("""window.__updates = [];
+                  new MutationObserver(() => {
+                    const a = document.querySelector('#messages .msg.assistant .text');
+                    if (a && a.textContent && window.__updates[window.__updates.length - 1] !== a.textContent) window.__updates.push(a.textContent);
+                  }).observe(document.querySelector('#messages'), {subtree: true, childList: true, characterData: true});""")
+        b.eval(f"document.querySelector('#question').value = {json.dumps(QUESTION)}")
+        b.eval("document.querySelector('#ask').requestSubmit()")
+        b.wait_for("document.querySelector('#messages .msg.assistant .citation') || document.querySelector('#messages .msg.error')", timeout=240)
+        error = b.eval("(document.querySelector('#messages .msg.error') || {}).textContent || ''")
+        if error:
+            raise SystemExit("the answer failed: " + error)
+        seen["answer"] = b.eval("document.querySelector('#messages .msg.assistant .text').textContent")
+        seen["updates"] = len(b.eval("window.__updates"))
+        seen["citations"] = b.eval("[...document.querySelectorAll('#messages .citation')].map(a => a.dataset.id)")
+        b.screenshot(os.path.join(shots, "webui-chat.png"))
+
+        # Follow the first citation to the knowledge item.
+        b.eval("document.querySelector('#messages .citation').click()")
+        b.wait_for("!document.querySelector('#item').hidden && document.querySelector('#item .body')", timeout=20)
+        seen["opened"] = b.eval("document.querySelector('#item .body').textContent")
+        b.screenshot(os.path.join(shots, "webui-item.png"))
+
+        # Its inclusion proof, verified by the node and again in the browser.
+        b.eval("[...document.querySelectorAll('#item button')].find(x => x.textContent === 'Proof').click()")
+        b.wait_for("document.querySelector('#proof').dataset.local", timeout=20)
+        seen["proof"] = b.eval("document.querySelector('#proof').dataset.local")
+        b.screenshot(os.path.join(shots, "webui-proof.png"))
+        seen["console_errors"] = b.console_errors()
+    print(json.dumps(seen))
+
+
+if __name__ == "__main__":
+    main()
