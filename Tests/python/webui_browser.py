@@ -43,20 +43,24 @@ def main():
                     const a = document.querySelector('#messages .msg.assistant .text');
                     if (a && a.textContent && window.__updates[window.__updates.length - 1] !== a.textContent) window.__updates.push(a.textContent);
                   }).observe(document.querySelector('#messages'), {subtree: true, childList: true, characterData: true});""")
+        b.eval("document.querySelector('#precise').checked = true")  # temperature 0: the same answer every run
         b.eval(f"document.querySelector('#question').value = {json.dumps(QUESTION)}")
         b.eval("document.querySelector('#ask').requestSubmit()")
-        b.wait_for("document.querySelector('#messages .msg.assistant .citation') || document.querySelector('#messages .msg.error')", timeout=240)
+        # (DOM nodes come back as {}, which Python reads as false: hence the !!)
+        b.wait_for("!!document.querySelector('#messages .msg.assistant:not(.pending)')", timeout=240)
         error = b.eval("(document.querySelector('#messages .msg.error') || {}).textContent || ''")
         if error:
             raise SystemExit("the answer failed: " + error)
         seen["answer"] = b.eval("document.querySelector('#messages .msg.assistant .text').textContent")
         seen["updates"] = len(b.eval("window.__updates"))
         seen["citations"] = b.eval("[...document.querySelectorAll('#messages .citation')].map(a => a.dataset.id)")
+        if not seen["citations"]:
+            raise SystemExit("the answer cites nothing: " + json.dumps(seen))
         b.screenshot(os.path.join(shots, "webui-chat.png"))
 
         # Follow the first citation to the knowledge item.
         b.eval("document.querySelector('#messages .citation').click()")
-        b.wait_for("!document.querySelector('#item').hidden && document.querySelector('#item .body')", timeout=20)
+        b.wait_for("!document.querySelector('#item').hidden && !!document.querySelector('#item .body')", timeout=20)
         seen["opened"] = b.eval("document.querySelector('#item .body').textContent")
         b.screenshot(os.path.join(shots, "webui-item.png"))
 

@@ -6,6 +6,8 @@ const $ = (s) => document.querySelector(s);
 const el = (tag, cls, text) => { const e = document.createElement(tag); if (cls) e.className = cls; if (text !== undefined) e.textContent = text; return e; };
 const short = (hex) => (hex || "").slice(0, 12);
 const when = (ms) => (ms ? new Date(ms).toLocaleString() : "");
+$("#precise").checked = localStorage.getItem("kiana-precise") === "1";
+$("#precise").addEventListener("change", () => localStorage.setItem("kiana-precise", $("#precise").checked ? "1" : "0"));
 const state = { conversation: null, offset: 0, searching: false, oldest: null, tab: "chat" };
 
 // ---- HTTP ------------------------------------------------------------------------------------
@@ -108,7 +110,7 @@ $("#ask").addEventListener("submit", async (ev) => {
   const answer = message("assistant pending", "");
   const text = answer.querySelector(".text");
   try {
-    await sse("/api/v1/ask", { method: "POST", body: JSON.stringify({ question: q, conversation: state.conversation }) }, (name, data) => {
+    await sse("/api/v1/ask", { method: "POST", body: JSON.stringify({ question: q, conversation: state.conversation, ...($("#precise").checked ? { temperature: 0 } : {}) }) }, (name, data) => {
       if (name === "token") text.textContent += data.text;
       else if (name === "done") {
         answer.classList.remove("pending");
@@ -372,6 +374,7 @@ async function prove(id) {
   box.append(d);
   box.dataset.local = local;
   box.hidden = false;
+  box.scrollIntoView({ block: "nearest" });
 }
 $("#prove").addEventListener("submit", guarded(async (ev) => { ev.preventDefault(); await prove($("#proof-id").value.trim()); }));
 
