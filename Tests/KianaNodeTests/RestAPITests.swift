@@ -213,6 +213,42 @@ import Testing
         return String(decoding: r.out, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines) == "True"
     }
 
+    @Test("A flood of questions: the model answers one at a time, 16 wait, the rest get 503 busy at once; the node keeps serving")
+    func floodOfQuestionsIsQueuedOrRefused() async throws {
+        guard Models.hasSmolLM && Models.hasMiniLM else {
+            if Shared.isCI { Issue.record("the models are missing from \(Models.directory)") }
+            return
+        }
+        let tmp = try TempDir(); defer { tmp.cleanup() }
+        #expect(try await kiana(["init", "--data-dir", tmp.path]).status == 0)
+        _ = try await kiana(["remember", "The bike lock code is 4711.", "--data-dir", tmp.path])
+        let node = try ServeTests.Running.loopback(tmp.path)
+        defer { node.process.interrupt(); _ = node.waitForExit() }
+        let port = try #require(await node.waitForPort(), "\(node.text)")
+        let u = "http://127.0.0.1:\(port)"
+        // Load the models first so every request below competes for the model, not for loading.
+        #expect(try await Self.call(u + "/api/v1/ask", method: "POST", body: #"{"question":"Hi","max_tokens":1,"stream":false}"#, seconds: 240).code == 200)
+        let script = """
+            import concurrent.futures, json, sys, urllib.request, urllib.error
+            def ask(i):
+                req = urllib.request.Request(sys.argv[1] + "/api/v1/ask", method="POST", headers={"Content-Type": "application/json"},
+                                             data=json.dumps({"question": "What is the bike lock code?", "max_tokens": 32, "stream": False}).encode())
+                try:
+                    with urllib.request.urlopen(req, timeout=300) as r: return [r.status, ""]
+                except urllib.error.HTTPError as e: return [e.code, json.load(e).get("error", {}).get("code", "")]
+            with concurrent.futures.ThreadPoolExecutor(40) as pool: print(json.dumps(list(pool.map(ask, range(40)))))
+            """
+        let r = try await runProcess(python3(), ["-c", script, u])
+        let err = String(decoding: r.err, as: UTF8.self)
+        let results = try #require(try? JSONSerialization.jsonObject(with: r.out) as? [[Any]], "\(err)")
+        let ok = results.filter { $0.first as? Int == 200 }.count
+        let busy = results.filter { $0.first as? Int == 503 && $0.last as? String == "busy" }.count
+        #expect(ok + busy == 40, "\(results)")
+        #expect(ok >= 17 && busy >= 1, "one running and 16 waiting are answered, the rest refused: \(ok) answered, \(busy) busy")
+        #expect(try await Self.call(u + "/health").code == 200)
+        #expect(try await Self.call(u + "/api/v1/ask", method: "POST", body: #"{"question":"Hi","max_tokens":1,"stream":false}"#, seconds: 240).code == 200)
+    }
+
     @Test("An open event stream does not hold up graceful shutdown")
     func eventStreamEndsOnShutdown() async throws {
         let tmp = try TempDir(); defer { tmp.cleanup() }
