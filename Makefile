@@ -53,6 +53,7 @@ bench: setup
 	@.build-release/release/kiana bench vector
 	@.build-release/release/kiana bench retrieval
 	@.build-release/release/kiana bench llm
+	@.build-release/release/kiana bench http
 
 clean:
 	@rm -rf .build

@@ -1,5 +1,8 @@
 import ArgumentParser
 import Foundation
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
 import KianaAI
 import KianaBench
 import KianaCore
@@ -349,12 +352,13 @@ struct BenchHTTP: AsyncParsableCommand {
     @Option(help: "Seconds per target.") var seconds: Int = 10
     @Option(help: "Concurrent connections.") var connections: Int = 16
     @Option(help: "wrk threads.") var threads: Int = 2
+    @Option(help: "Knowledge items (passages of the evaluation set, at most 331).") var items: Int = 331
     @Flag(help: "Skip the nginx reference.") var noReference = false
 
     func run() async throws {
         try await performAsync {
-            guard (1...600).contains(seconds), (1...1000).contains(connections), (1...64).contains(threads), threads <= connections else {
-                throw KianaNodeError(.invalidInput, "seconds 1…600, connections 1…1000, threads 1…64 and at most one per connection")
+            guard (1...600).contains(seconds), (1...1000).contains(connections), (1...64).contains(threads), threads <= connections, items > 0 else {
+                throw KianaNodeError(.invalidInput, "seconds 1…600, connections 1…1000, threads 1…64 and at most one per connection, items > 0")
             }
             let bench = HTTPBench(seconds: seconds, connections: connections, threads: threads)
             guard bench.hasWrk else { throw KianaNodeError(.invalidInput, "wrk is not installed: `make setup` (or apt-get install wrk)") }
@@ -365,7 +369,7 @@ struct BenchHTTP: AsyncParsableCommand {
             let set = try RetrievalSet.load()
             try {
                 let (node, _) = try Node.openOrInitialize(directory: DataDirectory(path: tmp))
-                let ops = set.passages.map { KnowledgeOp.put(ItemID.random(), KnowledgeFields(title: $0.title, text: $0.text, tags: $0.tags)) }
+                let ops = set.passages.prefix(items).map { KnowledgeOp.put(ItemID.random(), KnowledgeFields(title: $0.title, text: $0.text, tags: $0.tags)) }
                 for start in stride(from: 0, to: ops.count, by: 200) {
                     _ = try node.store.write(Array(ops[start..<min(start + 200, ops.count)]), identity: node.identity, now: currentMillis())
                 }
@@ -374,13 +378,14 @@ struct BenchHTTP: AsyncParsableCommand {
                                                       "--discovery", "off", "--model-dir", models])
             defer { server.stop() }
             let base = try await server.waitForURL()
-            FileHandle.standardError.write(Data("  … warming up (loads the embedder, embeds \(set.passages.count) passages)\n".utf8))
-            let warm = try await offMain { try Data(contentsOf: URL(string: base + "/api/v1/search?q=warm%20up&k=1")!) }
+            let count = min(items, set.passages.count)
+            FileHandle.standardError.write(Data("  … warming up (loads the embedder, embeds \(count) passages)\n".utf8))
+            let warm = try await Self.get(base + "/api/v1/search?q=warm%20up&k=1")
             guard (try? JSONSerialization.jsonObject(with: warm) as? [String: Any])?["hits"] != nil else {
                 throw KianaNodeError(.invalidInput, "the node's search does not answer: \(String(decoding: warm, as: UTF8.self).prefix(300))")
             }
             say("kiana bench http: wrk, \(threads) threads, \(connections) connections, \(seconds) s per target, "
-                + "\(ProcessInfo.processInfo.activeProcessorCount) cores shared by wrk and the node; \(set.passages.count) knowledge items, "
+                + "\(ProcessInfo.processInfo.activeProcessorCount) cores shared by wrk and the node; \(count) knowledge items, "
                 + "\(set.queries.count) different queries")
             func search(_ mode: String) -> [String] {
                 set.queries.map { base + "/api/v1/search?k=10&mode=\(mode)&q=" + ($0.query.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? "x") }
@@ -395,7 +400,7 @@ struct BenchHTTP: AsyncParsableCommand {
             var reference: HTTPBench.Result?
             if noReference {
             } else if bench.hasNginx {
-                let body = try await offMain { try Data(contentsOf: URL(string: base + "/health")!) }
+                let body = try await Self.get(base + "/health")
                 let nginx = try bench.startNginx(body: String(decoding: body, as: UTF8.self))
                 defer { nginx.stop() }
                 FileHandle.standardError.write(Data("  … nginx static file (reference)\n".utf8))
@@ -406,6 +411,19 @@ struct BenchHTTP: AsyncParsableCommand {
             say(bench.render(rows, reference: reference))
             let errors = rows.reduce(0) { $0 + $1.errors }
             if errors > 0 { throw KianaNodeError(.invalidInput, "\(errors) requests failed") }
+        }
+    }
+}
+
+extension BenchHTTP {
+    /// GET with a generous timeout (the first search loads the model and embeds everything).
+    static func get(_ url: String) async throws -> Data {
+        var request = URLRequest(url: URL(string: url)!)
+        request.timeoutInterval = 600
+        do {
+            return try await URLSession.shared.data(for: request).0
+        } catch {
+            throw KianaNodeError(.network, "GET \(url) failed: \(error.localizedDescription)")
         }
     }
 }

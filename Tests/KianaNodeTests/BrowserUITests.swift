@@ -44,7 +44,7 @@ import Testing
             if Shared.isCI { Issue.record("wrk or the embedding model is missing; `make setup` installs them") }
             return
         }
-        let r = try await kiana(["bench", "http", "--seconds", "1", "--connections", "4", "--no-reference", "--model-dir", Models.directory])
+        let r = try await kiana(["bench", "http", "--seconds", "1", "--connections", "4", "--items", "40", "--no-reference", "--model-dir", Models.directory])
         #expect(r.status == 0, "\(r.err)")
         for target in ["GET /health", "GET /api/v1/search keyword", "GET /api/v1/search hybrid"] {
             let row = try #require(r.out.split(separator: "\n").first { $0.hasPrefix(target + " ") }, "\(r.out)")
