@@ -31,8 +31,19 @@ import Testing
         #expect((seen["citations"] as? [String])?.first == item, "\(seen)")
         #expect(seen["opened"] as? String == "The garage door code is 7319.", "\(seen)")
         #expect((seen["proof"] as? String ?? "").hasPrefix("✓ verified in this browser"), "\(seen)")
+        #expect((seen["verify"] as? String ?? "").hasPrefix("✓ valid"), "\(seen)")
+        #expect((seen["block_entries"] as? [String])?.isEmpty == false, "\(seen)")
+        let progress = seen["ingest"] as? [String] ?? []
+        #expect(progress.contains { $0.hasPrefix("Reading") } && progress.last?.hasPrefix("Done: 1 new") == true, "\(progress)")
+        #expect((seen["ingest_bar"] as? [Double]).map { $0[0] == $0[1] } == true, "\(seen)")
+        #expect((seen["search"] as? [String] ?? []).contains { $0.contains("ferry to the island") }, "\(seen)")
+        #expect(seen["edited"] as? String == "The ferry to the island leaves at 10:15 from pier 3.")
+        let health = try await runProcess("/usr/bin/curl", ["-s", "http://127.0.0.1:\(port)/health"])
+        let deviceID = (try? JSONSerialization.jsonObject(with: health.out) as? [String: Any])?["deviceId"] as? String ?? "?"
+        #expect((seen["device"] as? String ?? "").contains(deviceID), "\(seen)")
+        #expect((seen["peers"] as? String ?? "").contains("No other devices"), "\(seen)")
         #expect((seen["console_errors"] as? [Any])?.isEmpty == true, "\(seen)")
-        for name in ["webui-chat.png", "webui-item.png", "webui-proof.png"] {
+        for name in ["webui-chat.png", "webui-item.png", "webui-proof.png", "webui-ingest.png", "webui-device.png"] {
             let png = try #require(FileManager.default.contents(atPath: shots + "/" + name), "no screenshot \(name)")
             #expect(png.count > 5_000 && png.prefix(8) == Data([0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A]), "\(name) is not a PNG")
         }

@@ -69,6 +69,53 @@ def main():
         b.wait_for("document.querySelector('#proof').dataset.local", timeout=20)
         seen["proof"] = b.eval("document.querySelector('#proof').dataset.local")
         b.screenshot(os.path.join(shots, "webui-proof.png"))
+
+        # Verify the whole ledger; open the newest block.
+        b.eval("document.querySelector('#verify').click()")
+        b.wait_for("document.querySelector('#verify-result').textContent.startsWith('✓') || document.querySelector('#verify-result').textContent.startsWith('✗')", timeout=30)
+        seen["verify"] = b.eval("document.querySelector('#verify-result').textContent")
+        b.wait_for("document.querySelectorAll('#blocks li').length >= 3", timeout=20)
+        b.eval("document.querySelector('#blocks li .grow').click()")
+        b.wait_for("!document.querySelector('#block').hidden && document.querySelectorAll('#block li').length > 0", timeout=20)
+        seen["block_entries"] = b.eval("[...document.querySelectorAll('#block li')].map(li => li.textContent)")
+
+        # Ingest a file through the file picker and watch the progress bar finish.
+        upload = os.path.join(shots, "trip-notes.md")
+        with open(upload, "w") as f:
+            f.write("# Trip\n\nThe ferry to the island leaves at 9:40 from pier 3.\n\n## Packing\n\nBring the blue rain jacket.\n")
+        b.eval("document.querySelector('nav [data-tab=knowledge]').click()")
+        b.eval("document.querySelectorAll('#knowledge details').forEach(d => d.open = true)")
+        root = b.send("DOM.getDocument")["root"]["nodeId"]
+        picker = b.send("DOM.querySelector", nodeId=root, selector="#files")["nodeId"]
+        b.send("DOM.setFileInputFiles", nodeId=picker, files=[upload])
+        b.eval("""window.__progress = [];
+                  new MutationObserver(() => window.__progress.push(document.querySelector('#ingest-text').textContent))
+                    .observe(document.querySelector('#ingest-text'), {childList: true, characterData: true, subtree: true});""")
+        b.eval("document.querySelector('#ingest').requestSubmit()")
+        b.wait_for("document.querySelector('#ingest-text').textContent.startsWith('Done')", timeout=120)
+        seen["ingest"] = b.eval("window.__progress")
+        seen["ingest_bar"] = b.eval("[document.querySelector('#ingest-progress').value, document.querySelector('#ingest-progress').max]")
+        b.screenshot(os.path.join(shots, "webui-ingest.png"))
+
+        # Search finds the ingested chunk; edit it.
+        b.eval("document.querySelector('#query').value = 'ferry island'")
+        b.eval("document.querySelector('#find').requestSubmit()")
+        b.wait_for("document.querySelector('#count').textContent.includes('ferry island')", timeout=30)
+        seen["search"] = b.eval("[...document.querySelectorAll('#items li .grow')].map(x => x.textContent)")
+        b.eval("[...document.querySelectorAll('#items li .grow')].find(x => x.textContent.includes('ferry')).click()")
+        b.wait_for("!document.querySelector('#item').hidden && (document.querySelector('#item .body') || {}).textContent.includes('ferry')", timeout=20)
+        b.eval("[...document.querySelectorAll('#item button')].find(x => x.textContent === 'Edit').click()")
+        b.eval("document.querySelector('#item form.edit textarea').value = 'The ferry to the island leaves at 10:15 from pier 3.'")
+        b.eval("document.querySelector('#item form.edit').requestSubmit()")
+        b.wait_for("(document.querySelector('#item .body') || {}).textContent === 'The ferry to the island leaves at 10:15 from pier 3.'", timeout=20)
+        seen["edited"] = b.eval("document.querySelector('#item .body').textContent")
+
+        # The device page.
+        b.eval("document.querySelector('nav [data-tab=device]').click()")
+        b.wait_for("document.querySelector('#identity').textContent.includes('Device ID')", timeout=20)
+        seen["device"] = b.eval("document.querySelector('#identity').innerText")
+        seen["peers"] = b.eval("document.querySelector('#peers').innerText")
+        b.screenshot(os.path.join(shots, "webui-device.png"))
         seen["console_errors"] = b.console_errors()
     print(json.dumps(seen))
 
