@@ -18,6 +18,8 @@ public struct KianaNodeError: Error, Sendable, CustomStringConvertible {
         public static let network = Code("network")
         /// Too many requests wait for the language model.
         public static let busy = Code("busy")
+        /// The request conflicts with work in progress (another ingestion).
+        public static let conflict = Code("conflict")
     }
 
     public var code: Code

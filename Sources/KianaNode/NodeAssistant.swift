@@ -17,8 +17,9 @@ public final class NodeAssistant: AssistantAPI, KnowledgeAPI, @unchecked Sendabl
     /// The retriever over the state it was built from (see `SearchStore.fingerprint`).
     private let retrieverLock = NSLock()
     private var cachedRetriever: (fingerprint: String, retriever: Retriever)?
-    /// One ingestion at a time (two runs over the same file would both add its chunks).
-    private let ingestLock = NSLock()
+    /// One ingestion at a time (two runs over the same file would both add its chunks); another
+    /// is refused rather than queued, since each may hold a 32 MiB upload.
+    private var ingestRunning = false
     /// The embedded model answers one request at a time; others wait their turn here.
     let queue: GenerationQueue
 
@@ -107,8 +108,9 @@ public final class NodeAssistant: AssistantAPI, KnowledgeAPI, @unchecked Sendabl
         try retrieverLock.withLock {
             let store = node.searchStore
             if let cached = cachedRetriever, cached.fingerprint == (try store.fingerprint(model: Embedder.modelName)) { return cached.retriever }
-            let r = try node.retriever(embedder)
-            cachedRetriever = (try store.fingerprint(model: Embedder.modelName), r)
+            var fingerprint = ""
+            let r = try node.retriever(embedder, afterEmbedding: { fingerprint = try store.fingerprint(model: Embedder.modelName) })
+            cachedRetriever = (fingerprint, r)
             return r
         }
     }
@@ -123,20 +125,30 @@ public final class NodeAssistant: AssistantAPI, KnowledgeAPI, @unchecked Sendabl
         return try await blocking { try node.update(idPrefix: id, text: text, title: title, tags: tags).0.description }
     }
 
-    public func ingest(uploads: [(name: String, data: [UInt8])], paths: [String], tags: [String],
+    public var ingesting: Bool { lock.withLock { ingestRunning } }
+
+    public func acceptsGeneration() -> Bool { queue.hasRoom }
+
+    public func ingest(uploads: [(name: String, data: [UInt8])], tags: [String],
                        progress: @escaping @Sendable (String, Int, Int, String) -> Void) async throws -> [String: any Sendable] {
-        guard !uploads.isEmpty || !paths.isEmpty else { throw KianaNodeError(.invalidInput, "nothing to ingest: send files or paths") }
+        guard !uploads.isEmpty else { throw KianaNodeError(.invalidInput, "nothing to ingest: send files") }
         let folder = node.directory.path + "/uploads"
-        var targets = paths
+        var targets: [String] = []
         var names = Set<String>()
         for upload in uploads {
             let name = try TextExtraction.uploadName(upload.name)
             guard names.insert(name).inserted else { throw KianaNodeError(.invalidInput, "\(name) is sent twice") }
             targets.append(folder + "/" + name)
         }
-        let node = self.node, lock = ingestLock, all = targets
+        let started = lock.withLock { () -> Bool in
+            if ingestRunning { return false }
+            ingestRunning = true
+            return true
+        }
+        guard started else { throw KianaNodeError(.conflict, "another ingestion is running; try again when it has finished") }
+        defer { lock.withLock { ingestRunning = false } }
+        let node = self.node, all = targets
         let report: IngestReport = try await blocking {
-            try lock.withLock {
                 if !uploads.isEmpty {
                     do {
                         try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
@@ -148,7 +160,6 @@ public final class NodeAssistant: AssistantAPI, KnowledgeAPI, @unchecked Sendabl
                     }
                 }
                 return try node.ingest(paths: all, tags: tags, progress: progress)
-            }
         }
         var embedded = 0
         if report.changed, let embedder = try? await loadedEmbedder() {
@@ -243,32 +254,61 @@ public final class NodeAssistant: AssistantAPI, KnowledgeAPI, @unchecked Sendabl
 }
 
 /// Runs at most `limit` generations at once; up to `waitingLimit` more wait in order, and
-/// beyond that a request is refused at once with `busy` (HTTP 503) instead of piling up.
-actor GenerationQueue {
+/// beyond that a request is refused at once with `busy` (HTTP 503) instead of piling up. A
+/// waiting request whose task is cancelled (its client went away) leaves the queue.
+final class GenerationQueue: @unchecked Sendable {
     let limit: Int
     let waitingLimit: Int
+    private let lock = NSLock()
     private var running = 0
-    private var waiting: [CheckedContinuation<Void, Never>] = []
+    private var waiting: [(id: UInt64, continuation: CheckedContinuation<Void, any Error>)] = []
+    private var nextID: UInt64 = 0
 
     init(limit: Int, waitingLimit: Int) {
         self.limit = limit
         self.waitingLimit = waitingLimit
     }
 
+    /// Whether a request arriving now would run or wait (not be refused).
+    var hasRoom: Bool { lock.withLock { running < limit || waiting.count < waitingLimit } }
+
     func run<T: Sendable>(_ body: @Sendable () async throws -> T) async throws -> T {
-        if running < limit {
-            running += 1
-        } else {
-            guard waiting.count < waitingLimit else {
-                throw KianaNodeError(.busy, "the language model is busy with \(waiting.count + running) requests; try again shortly")
-            }
-            await withCheckedContinuation { waiting.append($0) }   // `running` is handed over by `leave`
-        }
+        try await enter()
         defer { leave() }
         return try await body()
     }
 
+    private func enter() async throws {
+        let id: UInt64? = try lock.withLock {
+            if running < limit { running += 1; return nil }
+            guard waiting.count < waitingLimit else {
+                throw KianaNodeError(.busy, "the language model is busy with \(waiting.count + running) requests; try again shortly")
+            }
+            nextID += 1
+            return nextID
+        }
+        guard let id else { return }
+        // `running` is handed over by `leave` when this waiter is resumed normally.
+        try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { (c: CheckedContinuation<Void, any Error>) in
+                lock.withLock {
+                    if Task.isCancelled { c.resume(throwing: CancellationError()) } else { waiting.append((id, c)) }
+                }
+            }
+        } onCancel: {
+            let c = lock.withLock { () -> CheckedContinuation<Void, any Error>? in
+                guard let i = waiting.firstIndex(where: { $0.id == id }) else { return nil }
+                return waiting.remove(at: i).continuation
+            }
+            c?.resume(throwing: CancellationError())
+        }
+    }
+
     private func leave() {
-        if waiting.isEmpty { running -= 1 } else { waiting.removeFirst().resume() }
+        let next = lock.withLock { () -> CheckedContinuation<Void, any Error>? in
+            if waiting.isEmpty { running -= 1; return nil }
+            return waiting.removeFirst().continuation
+        }
+        next?.resume()
     }
 }

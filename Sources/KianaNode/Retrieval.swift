@@ -179,8 +179,12 @@ extension Node {
 
     /// A retriever over the current state: pending items are embedded first, then the vector
     /// index is opened (and its HNSW file refreshed when the store is large).
-    public func retriever(_ embedder: Embedder, config: VectorIndexConfig = VectorIndexConfig(), progress: ProgressHandler? = nil) throws -> Retriever {
+    /// `afterEmbedding` runs between the two (a cache reads the store's fingerprint there, so a
+    /// write that lands while the index opens makes the next fingerprint differ).
+    public func retriever(_ embedder: Embedder, config: VectorIndexConfig = VectorIndexConfig(), progress: ProgressHandler? = nil,
+                          afterEmbedding: () throws -> Void = {}) throws -> Retriever {
         try embedPending(embedder, progress: progress)
+        try afterEmbedding()
         let index = try ItemVectorIndex.open(store: searchStore, model: Embedder.modelName, dimension: embedder.dimension,
                                             path: vectorIndexPath, config: config) { progress?("indexing", $0, $1, "") }
         return Retriever(embedder: embedder, store: searchStore, index: index)

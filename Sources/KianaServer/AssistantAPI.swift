@@ -10,6 +10,9 @@ public protocol AssistantAPI: Sendable {
     /// backend as they are. `onText` receives the streamed text and returns false to stop.
     func chat(_ messages: [ChatMessage], grounded: Bool, maxTokens: Int?, sampling: SamplingOptions,
               onText: @escaping @Sendable (String) -> Bool) async throws -> AssistantReply
+    /// False when the language model's queue is full: the request is refused with 503 before a
+    /// stream starts (a race with other requests still ends in an `error` event).
+    func acceptsGeneration() -> Bool
     /// Embeddings (all-MiniLM-L6-v2, 384 dimensions) and the token count of each text.
     func embed(_ texts: [String]) async throws -> (vectors: [[Float]], tokens: Int)
 }
@@ -48,10 +51,15 @@ public protocol KnowledgeAPI: Sendable {
     /// Changes an item's text, title or tags (nil leaves a field as it is); returns the full ID.
     func update(id: String, text: String?, title: String?, tags: [String]?) async throws -> String
     /// Ingests uploaded files (kept in the data directory, so uploading a file again replaces
-    /// its chunks) and files or folders on the node's machine, then embeds what is new.
-    /// `progress` receives (phase, done, total, detail); the result is the report as JSON.
-    func ingest(uploads: [(name: String, data: [UInt8])], paths: [String], tags: [String],
+    /// its chunks), then embeds what is new. One ingestion at a time: another one is refused
+    /// with `conflict`. `progress` receives (phase, done, total, detail); the result is the
+    /// report as JSON.
+    func ingest(uploads: [(name: String, data: [UInt8])], tags: [String],
                 progress: @escaping @Sendable (String, Int, Int, String) -> Void) async throws -> [String: any Sendable]
+    /// True while an ingestion runs.
+    var ingesting: Bool { get }
+    /// See `AssistantAPI.acceptsGeneration`.
+    func acceptsGeneration() -> Bool
     /// The inclusion proof of an item (the entry that last changed it) or of an entry, checked.
     func proof(_ id: String) async throws -> [String: any Sendable]
     /// This device: identity, network, authorities, models.

@@ -20,6 +20,7 @@ struct CompatRoutes: Sendable {
             return Self.json(["object": "list", "data": names.map { ["id": $0, "object": "model", "created": 0, "owned_by": "kiana"] }])
         }
         router.post("/v1/chat/completions") { req, ctx -> Response in
+            try Self.admit(a.acceptsGeneration())
             let o = try await Self.body(req, ctx)
             let (messages, model) = try Self.messages(o)
             let sampling = try Self.sampling(o, temperature: "temperature", topP: "top_p", seed: "seed")
@@ -72,11 +73,13 @@ struct CompatRoutes: Sendable {
                                                      "details": ["format": "gguf", "family": "kiana"]] }])
         }
         router.post("/api/chat") { req, ctx -> Response in
+            try Self.admit(a.acceptsGeneration())
             let o = try await Self.body(req, ctx)
             let (messages, model) = try Self.messages(o)
             return try await Self.ollama(a, o, messages: messages, model: model, key: "message")
         }
         router.post("/api/generate") { req, ctx -> Response in
+            try Self.admit(a.acceptsGeneration())
             let o = try await Self.body(req, ctx)
             guard let model = o["model"] as? String, !model.isEmpty else { throw HTTPError(.badRequest, message: "model is required") }
             guard let prompt = o["prompt"] as? String else { throw HTTPError(.badRequest, message: "prompt is required") }
@@ -135,6 +138,11 @@ struct CompatRoutes: Sendable {
     }
 
     // MARK: request parsing (every field validated before use)
+
+    /// 503 before anything is read when the language model's queue is full.
+    static func admit(_ accepted: Bool) throws {
+        guard accepted else { throw HTTPError(.serviceUnavailable, message: "the language model is busy with other requests; try again shortly") }
+    }
 
     static func body(_ req: Request, _ ctx: some RequestContext, limit: Int = maxBody) async throws -> [String: Any] {
         let buffer: ByteBuffer
@@ -256,7 +264,11 @@ struct CompatRoutes: Sendable {
                     }
                 }
                 for await piece in pieces {
-                    do { try await writer.write(ByteBuffer(string: piece)) } catch { gone.set(); break }
+                    do { try await writer.write(ByteBuffer(string: piece)) } catch {
+                        gone.set()
+                        group.cancelAll()   // a request still waiting for the model leaves the queue
+                        break
+                    }
                 }
                 try await group.waitForAll()
             }

@@ -1,4 +1,7 @@
 import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 import HTTPTypes
 import Hummingbird
 import KianaAI
@@ -96,7 +99,7 @@ struct BrowserGuardMiddleware<Context: RequestContext>: RouterMiddleware {
     let checkHost: Bool
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
-        if checkHost, let authority = request.head.authority, !Self.isLoopbackAuthority(authority) {
+        if checkHost, !Self.isLoopbackAuthority(request.head.authority ?? "") {
             throw HTTPError(.misdirectedRequest, message: "this node only answers requests addressed to 127.0.0.1, localhost or [::1]")
         }
         let hasBody = request.headers[.transferEncoding] != nil || (request.headers[.contentLength].flatMap { Int($0) } ?? 0) > 0
@@ -117,6 +120,17 @@ struct BrowserGuardMiddleware<Context: RequestContext>: RouterMiddleware {
         } else if let colon = host.lastIndex(of: ":") {
             host = host[..<colon]
         }
-        return host == "localhost" || host == "::1" || host.hasPrefix("127.")
+        return Loopback.isLoopbackHost(String(host))
+    }
+}
+
+/// Loopback host names: "localhost", "::1" and IPv4 literals in 127.0.0.0/8 (parsed, so
+/// "127.0.0.1.evil.example" is not one).
+public enum Loopback {
+    public static func isLoopbackHost(_ host: String) -> Bool {
+        if host == "localhost" || host == "::1" { return true }
+        var addr = in_addr()
+        guard inet_pton(AF_INET, host, &addr) == 1 else { return false }
+        return UInt32(bigEndian: addr.s_addr) >> 24 == 127
     }
 }

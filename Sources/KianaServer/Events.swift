@@ -12,14 +12,16 @@ import ServiceLifecycle
 ///
 /// Each stream watches the store itself (a cheap head query a few times a second), so writes
 /// from any source are seen: the API, a peer's sync, the CLI on the same data directory.
-/// Event IDs are block heights; a client that reconnects with `Last-Event-ID` gets what it missed.
+/// Event IDs are block heights; a client that reconnects with `Last-Event-ID` gets what it missed
+/// (heights above it, 100 blocks per tick). When blocks it was sent are replaced by a fork, a
+/// `head` event names the fork point and the new branch's blocks follow.
 /// Streams end when the server shuts down gracefully. At most `limit` streams at once.
 public final class EventStreams: @unchecked Sendable {
     let limit: Int
     let interval: Duration
     let keepAlive: Duration
-    private let lock = NSLock()
-    private var open = 0
+    let lock = NSLock()
+    var open = 0
 
     public init(limit: Int = 32, interval: Duration = .milliseconds(250), keepAlive: Duration = .seconds(15)) {
         self.limit = limit
@@ -27,12 +29,23 @@ public final class EventStreams: @unchecked Sendable {
         self.keepAlive = keepAlive
     }
 
+    /// Holds one of the `limit` stream slots; gives it back when the response (and with it this
+    /// object) is gone, however the response ended, even if its body never started.
+    final class Slot: @unchecked Sendable {
+        let owner: EventStreams
+        init(_ owner: EventStreams) { self.owner = owner }
+        deinit { owner.lock.withLock { owner.open -= 1 } }
+    }
+
+    /// Blocks sent per tick at most (a client resuming far back catches up over several ticks).
+    static let batch: UInt64 = 100
+
     func stream(store: LedgerStore, network: PeerNetwork?, lastEventID: String?) throws -> Response {
         let start = try store.head()
-        var last = Int(start?.height ?? 0)
+        var from = Int(start?.height ?? 0)
         if let id = lastEventID {
             guard let h = Int(id), h >= 0 else { throw HTTPError(.badRequest, message: "Last-Event-ID must be a block height") }
-            last = min(h, last)
+            from = min(h, from)
         }
         let enter = lock.withLock { () -> Bool in
             guard open < limit else { return false }
@@ -40,27 +53,42 @@ public final class EventStreams: @unchecked Sendable {
             return true
         }
         guard enter else { throw HTTPError(.serviceUnavailable, message: "too many event streams are open (\(limit))") }
-        let interval = self.interval, keepAlive = self.keepAlive, from = last
-        return CompatRoutes.stream(contentType: "text/event-stream") { [self] emit in
-            defer { lock.withLock { open -= 1 } }
+        let slot = Slot(self)
+        let interval = self.interval, keepAlive = self.keepAlive, resumeFrom = from
+        return CompatRoutes.stream(contentType: "text/event-stream") { emit in
+            withExtendedLifetime(slot) {}
             let startHash = start.map { Hex.encode($0.hash) } ?? ""
-            guard emit("retry: 2000\nevent: hello\ndata: " + CompatRoutes.text(["height": from, "head": startHash]) + "\n\n") else { return }
+            guard emit("retry: 2000\nevent: hello\ndata: " + CompatRoutes.text(["height": resumeFrom, "head": startHash]) + "\n\n") else { return }
             try? await cancelWhenGracefulShutdown {
-                var last = from
-                var headHash = from < Int(start?.height ?? 0) ? "" : startHash   // resuming: send what was missed
+                // What this client has been sent: height → block hash, for the recent past, so a
+                // fork (a block it saw replaced) is noticed and the new branch sent from the fork.
+                var sent: [Int: String] = [:]
+                var last = resumeFrom
+                if resumeFrom == Int(start?.height ?? 0), let start { sent[Int(start.height)] = Hex.encode(start.hash) }
+                else if let b = try? store.blocks(from: UInt64(resumeFrom), through: UInt64(resumeFrom)).first { sent[resumeFrom] = b.hashHex }
                 var peers = ""
                 var quiet = ContinuousClock.now
                 while !Task.isCancelled {
                     var out = ""
-                    if let head = try? store.head(), Hex.encode(head.hash) != headHash {
-                        if Int(head.height) > last, let blocks = try? store.blocks(from: UInt64(last + 1), through: head.height) {
-                            for b in blocks { out += Self.events(b) }
-                            last = Int(head.height)
-                        } else {
-                            out += "event: head\ndata: " + CompatRoutes.text(["height": Int(head.height), "head": Hex.encode(head.hash)]) + "\n\n"
-                            last = Int(head.height)
+                    if let head = try? store.head(), sent[Int(head.height)] != Hex.encode(head.hash) || Int(head.height) > last {
+                        // Walk back to the newest height whose block this client has (fork point).
+                        var fork = min(last, Int(head.height))
+                        if let known = sent[fork], let b = try? store.blocks(from: UInt64(fork), through: UInt64(fork)).first, b.hashHex != known {
+                            while fork > 0, let known = sent[fork - 1],
+                                  let b = try? store.blocks(from: UInt64(fork - 1), through: UInt64(fork - 1)).first, b.hashHex != known { fork -= 1 }
+                            fork -= 1
+                            out += "event: head\ndata: " + CompatRoutes.text(["height": Int(head.height), "head": Hex.encode(head.hash), "forkedAt": fork]) + "\n\n"
                         }
-                        headHash = Hex.encode(head.hash)
+                        let through = min(head.height, UInt64(fork) + Self.batch)
+                        if fork < Int(head.height), let blocks = try? store.blocks(from: UInt64(fork + 1), through: through) {
+                            for b in blocks {
+                                out += Self.events(b)
+                                sent[Int(b.height)] = b.hashHex
+                            }
+                            last = Int(through)
+                            sent = sent.filter { $0.key > last - 256 }
+                        }
+                        // On a read error nothing moves: the next tick tries again.
                     }
                     if let network {
                         let now = CompatRoutes.text(await network.status().map(RestRoutes.peer))

@@ -130,15 +130,17 @@ struct RestRoutes: Sendable {
             return CompatRoutes.json(Self.item(try store.item(idPrefix: full)))
         }
         api.post("ingest") { req, ctx -> Response in
+            // Refused before the (up to 32 MiB) body is read when another ingestion runs.
+            if k.ingesting { throw HTTPError(.conflict, message: "another ingestion is running; try again when it has finished") }
             let o = try await CompatRoutes.body(req, ctx, limit: Self.maxIngestBody)
-            let (uploads, paths, tags) = try Self.ingestRequest(o)
+            let (uploads, tags) = try Self.ingestRequest(o)
             guard o["stream"] as? Bool ?? true else {
-                return CompatRoutes.json(try await k.ingest(uploads: uploads, paths: paths, tags: tags) { _, _, _, _ in })
+                return CompatRoutes.json(try await k.ingest(uploads: uploads, tags: tags) { _, _, _, _ in })
             }
             return CompatRoutes.stream(contentType: "text/event-stream") { emit in
                 let throttle = Throttle(seconds: 0.1)
                 do {
-                    let report = try await k.ingest(uploads: uploads, paths: paths, tags: tags) { phase, done, total, detail in
+                    let report = try await k.ingest(uploads: uploads, tags: tags) { phase, done, total, detail in
                         guard done == total || throttle.due() else { return }
                         _ = emit("event: progress\ndata: " + CompatRoutes.text(["phase": phase, "done": done, "total": total,
                                                                                   "file": (detail as NSString).lastPathComponent]) + "\n\n")
@@ -164,6 +166,7 @@ struct RestRoutes: Sendable {
                                                           "source": $0.source ?? NSNull(), "tags": $0.tags] }])
         }
         api.post("ask") { req, ctx -> Response in
+            try CompatRoutes.admit(k.acceptsGeneration())
             let o = try await CompatRoutes.body(req, ctx)
             guard let q = o["question"] as? String, !q.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty else {
                 throw HTTPError(.badRequest, message: "question is required")
@@ -260,30 +263,29 @@ struct RestRoutes: Sendable {
         return "event: error\ndata: " + CompatRoutes.text(["code": code, "message": message, "status": Int(status.code)]) + "\n\n"
     }
 
-    /// The files (name and text or base64), node paths and tags of an ingest request, checked.
-    static func ingestRequest(_ o: [String: Any]) throws -> ([(name: String, data: [UInt8])], [String], [String]) {
+    /// The files (name and text or base64) and tags of an ingest request, checked.
+    static func ingestRequest(_ o: [String: Any]) throws -> ([(name: String, data: [UInt8])], [String]) {
+        if o["paths"] != nil {
+            throw HTTPError(.badRequest, message: "paths are not taken over HTTP: upload the files, or run `kiana ingest PATH` on the node")
+        }
+        guard let list = o["files"] as? [[String: Any]], !list.isEmpty, list.count <= 256 else {
+            throw HTTPError(.badRequest, message: "files must be an array of 1-256 {name, text|base64} objects")
+        }
         var uploads: [(name: String, data: [UInt8])] = []
-        if let files = o["files"] {
-            guard let list = files as? [[String: Any]], list.count <= 256 else { throw HTTPError(.badRequest, message: "files must be an array of at most 256 {name, text|base64} objects") }
-            for f in list {
-                guard let raw = f["name"] as? String else { throw HTTPError(.badRequest, message: "every file needs a name") }
-                let name = try TextExtraction.uploadName(raw)
-                if let text = f["text"] as? String {
-                    uploads.append((name, Array(text.utf8)))
-                } else if let b64 = f["base64"] as? String, let data = Data(base64Encoded: b64) {
-                    uploads.append((name, [UInt8](data)))
-                } else {
-                    throw HTTPError(.badRequest, message: "\(name.prefix(80)): give its content as text or as base64")
-                }
+        for f in list {
+            guard let raw = f["name"] as? String else { throw HTTPError(.badRequest, message: "every file needs a name") }
+            let name = try TextExtraction.uploadName(raw)
+            if let text = f["text"] as? String {
+                uploads.append((name, Array(text.utf8)))
+            } else if let b64 = f["base64"] as? String, let data = Data(base64Encoded: b64) {
+                uploads.append((name, [UInt8](data)))
+            } else {
+                throw HTTPError(.badRequest, message: "\(name): give its content as text or as base64")
             }
         }
-        let paths = o["paths"] as? [String] ?? []
-        if o["paths"] != nil && o["paths"] as? [String] == nil || paths.count > 256 { throw HTTPError(.badRequest, message: "paths must be an array of at most 256 strings") }
-        for p in paths where !p.hasPrefix("/") || p.contains("\0") { throw HTTPError(.badRequest, message: "\(p.prefix(200)): paths on the node must be absolute") }
         let tags = o["tags"] as? [String] ?? []
         guard tags.count <= 32, tags.allSatisfy({ !$0.isEmpty && $0.count <= 64 }) else { throw HTTPError(.badRequest, message: "at most 32 tags of 1-64 characters") }
-        guard !uploads.isEmpty || !paths.isEmpty else { throw HTTPError(.badRequest, message: "nothing to ingest: send files or paths") }
-        return (uploads, paths, tags)
+        return (uploads, tags)
     }
 
     static func int(_ req: Request, _ name: String, default d: Int, range: ClosedRange<Int>) throws -> Int {

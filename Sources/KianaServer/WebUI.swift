@@ -1,4 +1,5 @@
 import Foundation
+import HTTPTypes
 import Hummingbird
 import NIOCore
 
@@ -6,6 +7,8 @@ import NIOCore
 /// fixed table. No request path ever reaches the file system, so path traversal is impossible
 /// by construction; the files are read once.
 enum WebUI {
+    static let xFrameOptions = HTTPField.Name("X-Frame-Options")!
+
     static let files: [String: (resource: String, type: String)] = [
         "/": ("index.html", "text/html; charset=utf-8"),
         "/ui/app.js": ("app.js", "text/javascript; charset=utf-8"),
@@ -29,7 +32,10 @@ enum WebUI {
         for (path, f) in files {
             router.get(RouterPath(path)) { _, _ -> Response in
                 guard let body = contents[path] else { throw HTTPError(.internalServerError, message: "the web UI files are missing from this build") }
-                return Response(status: .ok, headers: [.contentType: f.type, .cacheControl: "no-cache"], body: .init(byteBuffer: body))
+                // Never inside another site's frame (clickjacking the Forget button); no outside resources.
+                return Response(status: .ok, headers: [.contentType: f.type, .cacheControl: "no-cache", Self.xFrameOptions: "DENY",
+                                                       .contentSecurityPolicy: "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'"],
+                                body: .init(byteBuffer: body))
             }
         }
     }

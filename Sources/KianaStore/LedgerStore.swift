@@ -272,7 +272,7 @@ public struct LedgerStore: Sendable {
                 let rows = try Row.fetchAll(db, sql: """
                     SELECT chain.height, chain.hash, block.signedHeader FROM chain JOIN block ON block.hash = chain.hash
                     WHERE chain.height BETWEEN ? AND ? ORDER BY chain.height
-                    """, arguments: [Int64(from), hi])
+                    """, arguments: [Int64(clamping: from), hi])
                 for r in rows {
                     let h: Data = r["hash"]
                     index[h] = blocks.count
@@ -283,7 +283,7 @@ public struct LedgerStore: Sendable {
                     JOIN blockEntry ON blockEntry.blockHash = chain.hash
                     JOIN entry ON entry.id = blockEntry.entryId
                     WHERE chain.height BETWEEN ? AND ? ORDER BY chain.height, blockEntry.position
-                    """, arguments: [Int64(from), hi])
+                    """, arguments: [Int64(clamping: from), hi])
                 while let r = try erows.next() {
                     let bh: Data = r["blockHash"]
                     if let i = index[bh] {

@@ -388,7 +388,7 @@ struct BenchHTTP: AsyncParsableCommand {
                 + "\(ProcessInfo.processInfo.activeProcessorCount) cores shared by wrk and the node; \(count) knowledge items, "
                 + "\(set.queries.count) different queries")
             func search(_ mode: String) -> [String] {
-                set.queries.map { base + "/api/v1/search?k=10&mode=\(mode)&q=" + ($0.query.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? "x") }
+                set.queries.map { base + "/api/v1/search?k=10&mode=\(mode)&q=" + ($0.query.addingPercentEncoding(withAllowedCharacters: Self.unreserved) ?? "x") }
             }
             var rows: [HTTPBench.Result] = []
             for target in [HTTPBench.Target(name: "GET /health", urls: [base + "/health"]),
@@ -416,6 +416,9 @@ struct BenchHTTP: AsyncParsableCommand {
 }
 
 extension BenchHTTP {
+    /// RFC 3986 unreserved characters, ASCII only (`.alphanumerics` would let "ü" through raw).
+    static let unreserved = CharacterSet(charactersIn: "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+
     /// GET with a generous timeout (the first search loads the model and embeds everything).
     static func get(_ url: String) async throws -> Data {
         var request = URLRequest(url: URL(string: url)!)

@@ -180,6 +180,16 @@ import Testing
         // Guards: a foreign Host (DNS rebinding) and a non-JSON body (cross-site form) are refused.
         var raw = try await runProcess("/usr/bin/curl", ["-s", "-w", "\n%{http_code}", "-H", "Host: attacker.example", u + "/api/v1/knowledge"])
         #expect(String(decoding: raw.out, as: UTF8.self).hasSuffix("421"))
+        for host in ["127.0.0.1.attacker.example", "localhost.attacker.example", ""] {   // "": no Host header at all
+            raw = try await runProcess("/usr/bin/curl", ["-s", "-o", "/dev/null", "-w", "%{http_code}", "-H", "Host: \(host)", u + "/api/v1/knowledge"])
+            #expect(String(decoding: raw.out, as: UTF8.self) == "421", "Host \(host)")
+        }
+        raw = try await runProcess("/usr/bin/curl", ["-s", "-o", "/dev/null", "-w", "%{http_code}", "-H", "Host: localhost:\(port)", u + "/api/v1/knowledge"])
+        #expect(String(decoding: raw.out, as: UTF8.self) == "200")
+        // A height beyond Int64 is a 404, not a crash; the node keeps serving.
+        #expect(try await Self.call(u + "/api/v1/ledger/blocks/18446744073709551615").code == 404)
+        #expect(try await Self.call(u + "/api/v1/ledger/blocks?before=99999999999").code == 400)
+        #expect(try await Self.call(u + "/health").code == 200)
         raw = try await runProcess("/usr/bin/curl", ["-s", "-w", "\n%{http_code}", "-H", "Content-Type: text/plain", "--data", #"{"text":"csrf"}"#, u + "/api/v1/knowledge"])
         #expect(String(decoding: raw.out, as: UTF8.self).hasSuffix("415"))
         #expect(try await Self.call(u + "/api/v1/knowledge").json["total"] as? Int == 3)
@@ -277,6 +287,9 @@ import Testing
         let u = "http://127.0.0.1:\(port)"
         let page = try await Self.call(u + "/")
         #expect(page.code == 200 && page.body.contains("<script src=\"/ui/app.js\">") && !page.body.contains("https://"))
+        let headers = try await runProcess("/usr/bin/curl", ["-s", "-D", "-", "-o", "/dev/null", u + "/"])
+        let head = String(decoding: headers.out, as: UTF8.self).lowercased()
+        #expect(head.contains("x-frame-options: deny") && head.contains("frame-ancestors 'none'"), "\(head)")
         let js = try await Self.call(u + "/ui/app.js")
         #expect(js.code == 200 && js.body.contains("/api/v1/ask"))
         #expect(try await Self.call(u + "/ui/style.css").code == 200)

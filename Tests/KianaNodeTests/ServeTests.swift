@@ -108,6 +108,12 @@ import Testing
         #expect(try await curl(["http://127.0.0.1:\(port)/health"]).code == "401")
         #expect(try await curl(["-H", "Authorization: Bearer wrong", "http://127.0.0.1:\(port)/health"]).code == "401")
         #expect(try await curl(["-H", "Authorization: Bearer s3cret", "http://127.0.0.1:\(port)/health"]).code == "200")
+        // The UI's static files open without it (a browser cannot attach a header to a page
+        // load; the page then asks for the token); the API behind them does not.
+        #expect(try await curl(["http://127.0.0.1:\(port)/"]).code == "200")
+        #expect(try await curl(["http://127.0.0.1:\(port)/ui/app.js"]).code == "200")
+        #expect(try await curl(["http://127.0.0.1:\(port)/api/v1/knowledge"]).code == "401")
+        #expect(try await curl(["-X", "POST", "http://127.0.0.1:\(port)/"]).code == "401")
         #expect(!node.text.contains("s3cret"), "token leaked into logs")
         node.process.interrupt()
         #expect(node.waitForExit())

@@ -27,26 +27,33 @@ async function api(path, options = {}) {
   if (!r.ok) throw await failure(r);
   return r.json();
 }
-// POST/GET a Server-Sent Events stream; onEvent(name, data) for each event. Resolves at its end.
+// POST/GET a Server-Sent Events stream; onEvent(name, data, id) for each event. Resolves at
+// its end; if onEvent throws, the stream is cancelled and the error passed on.
 async function sse(path, options, onEvent) {
   const r = await fetch(path, { ...options, headers: headers() });
   if (!r.ok) throw await failure(r);
   const reader = r.body.getReader();
   const decoder = new TextDecoder();
   let buffer = "";
-  for (;;) {
-    const { value, done } = await reader.read();
-    if (done) break;
-    buffer += decoder.decode(value, { stream: true });
-    let cut;
-    while ((cut = buffer.indexOf("\n\n")) >= 0) {
-      const block = buffer.slice(0, cut);
-      buffer = buffer.slice(cut + 2);
-      const data = block.split("\n").filter((l) => l.startsWith("data: ")).map((l) => l.slice(6)).join("\n");
-      if (!data) continue; // comments (keep-alives)
-      const name = (block.match(/^event: (.*)$/m) || [])[1] || "message";
-      onEvent(name, JSON.parse(data));
+  try {
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      buffer += decoder.decode(value, { stream: true });
+      let cut;
+      while ((cut = buffer.indexOf("\n\n")) >= 0) {
+        const block = buffer.slice(0, cut);
+        buffer = buffer.slice(cut + 2);
+        const data = block.split("\n").filter((l) => l.startsWith("data: ")).map((l) => l.slice(6)).join("\n");
+        if (!data) continue; // comments (keep-alives)
+        const name = (block.match(/^event: (.*)$/m) || [])[1] || "message";
+        const id = (block.match(/^id: (.*)$/m) || [])[1];
+        onEvent(name, JSON.parse(data), id);
+      }
     }
+  } catch (e) {
+    reader.cancel().catch(() => {});
+    throw e;
   }
 }
 function notice(text, error) {
@@ -101,11 +108,13 @@ function citations(node, list) {
   }
   node.append(s);
 }
-$("#ask").addEventListener("submit", async (ev) => {
+$("#ask").addEventListener("submit", guarded(async (ev) => {
   ev.preventDefault();
   const q = $("#question").value.trim();
   if (!q) return;
   $("#question").value = "";
+  // One question at a time: the next one belongs to the conversation this one creates.
+  $("#ask button").disabled = true;
   message("user", q);
   const answer = message("assistant pending", "");
   const text = answer.querySelector(".text");
@@ -121,10 +130,12 @@ $("#ask").addEventListener("submit", async (ev) => {
   } catch (e) {
     answer.classList.add("error");
     text.textContent = "Error: " + e.message;
+  } finally {
+    answer.classList.remove("pending");
+    $("#ask button").disabled = false;
   }
-  answer.classList.remove("pending");
-  conversations();
-});
+  await conversations();
+}));
 async function conversations() {
   const list = (await api("/api/v1/conversations")).conversations;
   const sel = $("#conversations");
@@ -400,16 +411,20 @@ async function device() {
 let refresh = null;
 function later(f) { clearTimeout(refresh); refresh = setTimeout(guarded(f), 300); }
 async function live() {
+  let since = null; // the last block height seen: a reconnect replays what was missed
   for (let wait = 1000; ; wait = Math.min(wait * 2, 30000)) {
     try {
-      await sse("/api/v1/events", {}, (name, d) => {
+      await sse("/api/v1/events" + (since === null ? "" : "?since=" + since), {}, (name, d, id) => {
         $("#live").textContent = "live";
         $("#live").classList.add("on");
         wait = 1000;
+        if (name === "hello" && since === null) since = d.height;
+        if (id !== undefined) since = Number(id);
         if (name === "block" && state.tab === "ledger") {
-          ledgerStatus();
+          later(ledgerStatus);
           if (!$("#blocks").querySelector('[data-height="' + d.height + '"]')) $("#blocks").prepend(blockRow(d));
         }
+        if (name === "head" && state.tab === "ledger") later(() => blocks());
         if (name === "knowledge" && state.tab === "knowledge" && !state.searching) later(() => listItems());
         if (name === "peers" && state.tab === "device") renderPeers(d);
       });
