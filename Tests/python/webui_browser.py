@@ -100,7 +100,7 @@ def main():
         # Search finds the ingested chunk; edit it.
         b.eval("document.querySelector('#query').value = 'ferry island'")
         b.eval("document.querySelector('#find').requestSubmit()")
-        b.wait_for("document.querySelector('#count').textContent.includes('ferry island')", timeout=30)
+        b.wait_for("document.querySelector('#count').textContent.includes('ferry island')", timeout=90)
         seen["search"] = b.eval("[...document.querySelectorAll('#items li .grow')].map(x => x.textContent)")
         b.eval("[...document.querySelectorAll('#items li .grow')].find(x => x.textContent.includes('ferry')).click()")
         b.wait_for("!document.querySelector('#item').hidden && (document.querySelector('#item .body') || {}).textContent.includes('ferry')", timeout=20)

@@ -8,7 +8,8 @@ const short = (hex) => (hex || "").slice(0, 12);
 const when = (ms) => (ms ? new Date(ms).toLocaleString() : "");
 $("#precise").checked = localStorage.getItem("kiana-precise") === "1";
 $("#precise").addEventListener("change", () => localStorage.setItem("kiana-precise", $("#precise").checked ? "1" : "0"));
-const state = { conversation: null, offset: 0, searching: false, oldest: null, tab: "chat" };
+// seq: the newest list request; an older one that answers late must not replace its result.
+const state = { conversation: null, offset: 0, searching: false, oldest: null, tab: "chat", seq: 0 };
 
 // ---- HTTP ------------------------------------------------------------------------------------
 function headers() {
@@ -178,9 +179,12 @@ function renderItems(items, append) {
   if (!ul.children.length) ul.append(el("li", "muted", "Nothing here yet."));
 }
 async function listItems(more) {
+  const seq = ++state.seq;
   state.searching = false;
-  state.offset = more ? state.offset + 100 : 0;
-  const r = await api("/api/v1/knowledge?limit=100&offset=" + state.offset);
+  const offset = more ? state.offset + 100 : 0;
+  const r = await api("/api/v1/knowledge?limit=100&offset=" + offset);
+  if (seq !== state.seq) return;
+  state.offset = offset;
   renderItems(r.items, more);
   $("#count").textContent = r.total + " item" + (r.total === 1 ? "" : "s");
   $("#more").hidden = state.offset + r.items.length >= r.total;
@@ -238,8 +242,10 @@ $("#find").addEventListener("submit", guarded(async (ev) => {
   ev.preventDefault();
   const q = $("#query").value.trim();
   if (!q) return listItems();
+  const seq = ++state.seq;
   state.searching = true;
   const hits = (await api("/api/v1/search?k=20&mode=" + $("#mode").value + "&q=" + encodeURIComponent(q))).hits;
+  if (seq !== state.seq) return;
   renderItems(hits);
   $("#count").textContent = hits.length + " hit" + (hits.length === 1 ? "" : "s") + " for “" + q + "”";
   $("#more").hidden = true;
@@ -277,7 +283,7 @@ $("#ingest").addEventListener("submit", guarded(async (ev) => {
       label.textContent = "Done: " + d.filesNew + " new, " + d.filesChanged + " changed, " + d.filesUnchanged + " unchanged file(s); " +
         d.chunksAdded + " chunk(s) added, " + d.chunksUpdated + " updated, " + d.chunksRemoved + " removed" +
         (d.filesFailed.length ? "; failed: " + d.filesFailed.join("; ") : "");
-      listItems();
+      if (!state.searching) listItems();
     } else if (name === "error") throw new Error(d.message);
   });
   $("#files").value = "";
@@ -425,7 +431,7 @@ async function live() {
           if (!$("#blocks").querySelector('[data-height="' + d.height + '"]')) $("#blocks").prepend(blockRow(d));
         }
         if (name === "head" && state.tab === "ledger") later(() => blocks());
-        if (name === "knowledge" && state.tab === "knowledge" && !state.searching) later(() => listItems());
+        if (name === "knowledge" && state.tab === "knowledge") later(() => { if (!state.searching) return listItems(); });
         if (name === "peers" && state.tab === "device") renderPeers(d);
       });
     } catch (e) { /* reconnect below */ }
