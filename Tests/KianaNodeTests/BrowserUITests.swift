@@ -14,12 +14,8 @@ import Testing
             if Shared.isCI { Issue.record("chromium (\(Self.chromium ?? "missing")) or the models are missing; `make setup` installs them") }
             return
         }
-        let tmp = try TempDir(); defer { tmp.cleanup() }
-        #expect(try await kiana(["init", "--data-dir", tmp.path]).status == 0)
-        _ = try await kiana(["remember", "The bakery opens at seven.", "--data-dir", tmp.path])
-        let node = try ServeTests.Running.loopback(tmp.path)
-        defer { node.process.interrupt(); _ = node.waitForExit() }
-        let port = try #require(await node.waitForPort(), "\(node.text)")
+        let served = try await ServeTests.Served.start(teach: ["The bakery opens at seven."]); defer { served.close() }
+        let (node, port) = (served.node, served.port)
         let shots = Shared.packageRoot.appendingPathComponent(".build/test-artifacts").path
         let script = Shared.packageRoot.appendingPathComponent("Tests/python/webui_browser.py").path
         let r = try await runProcess(python3(), [script, "http://127.0.0.1:\(port)", shots])

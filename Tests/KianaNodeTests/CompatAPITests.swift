@@ -40,12 +40,8 @@ import Testing
 
     @Test("Malformed, oversized and incomplete requests get JSON errors; the node keeps serving")
     func badRequests() async throws {
-        let tmp = try TempDir(); defer { tmp.cleanup() }
-        #expect(try await kiana(["init", "--data-dir", tmp.path]).status == 0)
-        let node = try ServeTests.Running.loopback(tmp.path)
-        defer { node.process.interrupt(); _ = node.waitForExit() }
-        let port = try #require(await node.waitForPort(), "\(node.text)")
-        let url = "http://127.0.0.1:\(port)"
+        let served = try await ServeTests.Served.start(); defer { served.close() }
+        let url = served.url
         func post(_ path: String, _ body: String) async throws -> (code: String, body: String) {
             let r = try await runProcess("/usr/bin/curl", ["-s", "-m", "20", "-w", "\n%{http_code}", "-H", "Content-Type: application/json",
                                                           "--data-binary", "@-", url + path], input: Data(body.utf8))

@@ -24,12 +24,8 @@ import Testing
             if Shared.isCI { Issue.record("the models are missing from \(Models.directory)") }
             return
         }
-        let tmp = try TempDir(); defer { tmp.cleanup() }
-        #expect(try await kiana(["init", "--data-dir", tmp.path]).status == 0)
-        let node = try ServeTests.Running.loopback(tmp.path)
-        defer { node.process.interrupt(); _ = node.waitForExit() }
-        let port = try #require(await node.waitForPort(), "\(node.text)")
-        let u = "http://127.0.0.1:\(port)"
+        let served = try await ServeTests.Served.start(); defer { served.close() }
+        let (tmp, u) = (served.dir, served.url)
 
         var r = try await Self.call(u + "/ready")
         #expect(r.code == 503 && r.json["store"] as? Bool == true && r.json["model"] as? Bool == false, "\(r.body)")
@@ -98,12 +94,8 @@ import Testing
 
     @Test("Edit, ingest with progress, ledger explorer, device, live events; bad input is refused with a code")
     func editIngestLedgerDeviceEvents() async throws {
-        let tmp = try TempDir(); defer { tmp.cleanup() }
-        #expect(try await kiana(["init", "--data-dir", tmp.path]).status == 0)
-        let node = try ServeTests.Running.loopback(tmp.path)
-        defer { node.process.interrupt(); _ = node.waitForExit() }
-        let port = try #require(await node.waitForPort(), "\(node.text)")
-        let u = "http://127.0.0.1:\(port)"
+        let served = try await ServeTests.Served.start(); defer { served.close() }
+        let (port, u) = (served.port, served.url)
 
         // Live events: a stream opened now sees the knowledge written next.
         async let live = runProcess("/usr/bin/curl", ["-s", "-N", "-m", "6", u + "/api/v1/events"])
@@ -229,13 +221,8 @@ import Testing
             if Shared.isCI { Issue.record("the models are missing from \(Models.directory)") }
             return
         }
-        let tmp = try TempDir(); defer { tmp.cleanup() }
-        #expect(try await kiana(["init", "--data-dir", tmp.path]).status == 0)
-        _ = try await kiana(["remember", "The bike lock code is 4711.", "--data-dir", tmp.path])
-        let node = try ServeTests.Running.loopback(tmp.path)
-        defer { node.process.interrupt(); _ = node.waitForExit() }
-        let port = try #require(await node.waitForPort(), "\(node.text)")
-        let u = "http://127.0.0.1:\(port)"
+        let served = try await ServeTests.Served.start(teach: ["The bike lock code is 4711."]); defer { served.close() }
+        let u = served.url
         // Load the models first so every request below competes for the model, not for loading.
         #expect(try await Self.call(u + "/api/v1/ask", method: "POST", body: #"{"question":"Hi","max_tokens":1,"stream":false}"#, seconds: 240).code == 200)
         let script = """
@@ -261,11 +248,8 @@ import Testing
 
     @Test("An open event stream does not hold up graceful shutdown")
     func eventStreamEndsOnShutdown() async throws {
-        let tmp = try TempDir(); defer { tmp.cleanup() }
-        #expect(try await kiana(["init", "--data-dir", tmp.path]).status == 0)
-        let node = try ServeTests.Running.loopback(tmp.path)
-        defer { if node.process.isRunning { node.process.terminate() } }
-        let port = try #require(await node.waitForPort(), "\(node.text)")
+        let served = try await ServeTests.Served.start(); defer { served.close() }
+        let (node, port) = (served.node, served.port)
         async let stream = runProcess("/usr/bin/curl", ["-s", "-N", "-m", "60", "http://127.0.0.1:\(port)/api/v1/events"])
         try await Task.sleep(for: .seconds(1))
         let start = Date()
@@ -279,12 +263,8 @@ import Testing
 
     @Test("The web UI's files are served from a fixed table; no path reaches the file system")
     func webUIAndNoPathTraversal() async throws {
-        let tmp = try TempDir(); defer { tmp.cleanup() }
-        #expect(try await kiana(["init", "--data-dir", tmp.path]).status == 0)
-        let node = try ServeTests.Running.loopback(tmp.path)
-        defer { node.process.interrupt(); _ = node.waitForExit() }
-        let port = try #require(await node.waitForPort(), "\(node.text)")
-        let u = "http://127.0.0.1:\(port)"
+        let served = try await ServeTests.Served.start(); defer { served.close() }
+        let u = served.url
         let page = try await Self.call(u + "/")
         #expect(page.code == 200 && page.body.contains("<script src=\"/ui/app.js\">") && !page.body.contains("https://"))
         let headers = try await runProcess("/usr/bin/curl", ["-s", "-D", "-", "-o", "/dev/null", u + "/"])

@@ -52,6 +52,43 @@ import Testing
         }
     }
 
+    /// A new data directory (initialised, `teach` remembered) served by `kiana serve` on
+    /// loopback; `close()` stops the node and removes the directory.
+    struct Served: Sendable {
+        let dir: TempDir
+        let node: Running
+        let port: Int
+        var url: String { "http://127.0.0.1:\(port)" }
+
+        static func start(teach: [String] = []) async throws -> Served {
+            let dir = try TempDir()
+            do {
+                #expect(try await kiana(["init", "--data-dir", dir.path]).status == 0)
+                for fact in teach { #expect(try await kiana(["remember", fact, "--data-dir", dir.path]).status == 0) }
+                let node = try Running.loopback(dir.path)
+                guard let port = await node.waitForPort() else {
+                    node.process.terminate()
+                    throw NotStarted(output: node.text)
+                }
+                return Served(dir: dir, node: node, port: port)
+            } catch {
+                dir.cleanup()
+                throw error
+            }
+        }
+
+        struct NotStarted: Error, CustomStringConvertible {
+            var output: String
+            var description: String { "kiana serve did not start: \(output)" }
+        }
+
+        func close() {
+            if node.process.isRunning { node.process.interrupt() }
+            _ = node.waitForExit()
+            dir.cleanup()
+        }
+    }
+
     func curl(_ args: [String]) async throws -> (code: String, body: String) {
         let r = try await runProcess("/usr/bin/curl", ["-s", "-m", "10", "-w", "\n%{http_code}"] + args)
         let text = String(decoding: r.out, as: UTF8.self)
