@@ -78,10 +78,15 @@ public final class NodeAssistant: AssistantAPI, KnowledgeAPI, @unchecked Sendabl
         options.history = messages.dropLast().filter { $0.role != .system }
         let node = self.node, opts = options
         let r = try await queue.run { try await node.ask(question.content, backend: backend, retriever: retriever, options: opts, onText: onText) }
+        return reply(r, model: name)
+    }
+
+    /// The HTTP-facing reply of an answer (citations with their item IDs), counting its tokens.
+    private func reply(_ r: AskResult, model: String) -> AssistantReply {
         count(r.reply?.completionTokens ?? 0)
         return AssistantReply(text: r.answer, citations: r.citations.map { .init(number: $0.number, id: $0.id, title: $0.title, source: $0.source) },
                               promptTokens: r.reply?.promptTokens ?? 0, completionTokens: r.reply?.completionTokens ?? 0,
-                              stopReason: r.reply?.stopReason ?? .endOfGeneration, model: name)
+                              stopReason: r.reply?.stopReason ?? .endOfGeneration, model: model)
     }
 
     public func embed(_ texts: [String]) async throws -> (vectors: [[Float]], tokens: Int) {
@@ -133,12 +138,12 @@ public final class NodeAssistant: AssistantAPI, KnowledgeAPI, @unchecked Sendabl
                        progress: @escaping @Sendable (String, Int, Int, String) -> Void) async throws -> [String: any Sendable] {
         guard !uploads.isEmpty else { throw KianaNodeError(.invalidInput, "nothing to ingest: send files") }
         let folder = node.directory.path + "/uploads"
-        var targets: [String] = []
+        var files: [(path: String, data: [UInt8])] = []
         var names = Set<String>()
         for upload in uploads {
             let name = try TextExtraction.uploadName(upload.name)
             guard names.insert(name).inserted else { throw KianaNodeError(.invalidInput, "\(name) is sent twice") }
-            targets.append(folder + "/" + name)
+            files.append((folder + "/" + name, upload.data))
         }
         let started = lock.withLock { () -> Bool in
             if ingestRunning { return false }
@@ -147,19 +152,15 @@ public final class NodeAssistant: AssistantAPI, KnowledgeAPI, @unchecked Sendabl
         }
         guard started else { throw KianaNodeError(.conflict, "another ingestion is running; try again when it has finished") }
         defer { lock.withLock { ingestRunning = false } }
-        let node = self.node, all = targets
+        let node = self.node, kept = files
         let report: IngestReport = try await blocking {
-                if !uploads.isEmpty {
-                    do {
-                        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
-                        for upload in uploads {
-                            try Data(upload.data).write(to: URL(fileURLWithPath: folder + "/" + (try TextExtraction.uploadName(upload.name))), options: .atomic)
-                        }
-                    } catch let e as KianaNodeError { throw e } catch {
-                        throw KianaNodeError(.io, "cannot keep the uploaded files in \(folder): \(error.localizedDescription)")
-                    }
-                }
-                return try node.ingest(paths: all, tags: tags, progress: progress)
+            do {
+                try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+                for file in kept { try Data(file.data).write(to: URL(fileURLWithPath: file.path), options: .atomic) }
+            } catch {
+                throw KianaNodeError(.io, "cannot keep the uploaded files in \(folder): \(error.localizedDescription)")
+            }
+            return try node.ingest(paths: kept.map(\.path), tags: tags, progress: progress)
         }
         var embedded = 0
         if report.changed, let embedder = try? await loadedEmbedder() {
@@ -236,11 +237,7 @@ public final class NodeAssistant: AssistantAPI, KnowledgeAPI, @unchecked Sendabl
         if let sampling { options.sampling = sampling }
         let node = self.node, opts = options
         let r = try await queue.run { try await node.ask(question, backend: backend, retriever: retriever, options: opts, onText: onText) }
-        count(r.reply?.completionTokens ?? 0)
-        let reply = AssistantReply(text: r.answer, citations: r.citations.map { .init(number: $0.number, id: $0.id, title: $0.title, source: $0.source) },
-                                   promptTokens: r.reply?.promptTokens ?? 0, completionTokens: r.reply?.completionTokens ?? 0,
-                                   stopReason: r.reply?.stopReason ?? .endOfGeneration, model: groundedModelName)
-        return (reply, r.conversationId)
+        return (reply(r, model: groundedModelName), r.conversationId)
     }
 
     public func conversations() async throws -> [[String: any Sendable]] {

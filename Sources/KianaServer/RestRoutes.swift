@@ -112,19 +112,14 @@ struct RestRoutes: Sendable {
             guard let text = o["text"] as? String, !text.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty else {
                 throw HTTPError(.badRequest, message: "text is required")
             }
-            let tags = o["tags"] as? [String] ?? []
-            guard tags.count <= 32, tags.allSatisfy({ !$0.isEmpty && $0.count <= 64 }) else { throw HTTPError(.badRequest, message: "at most 32 tags of 1-64 characters") }
+            let tags = try Self.tags(o) ?? []
             let id = try await k.remember(text: text, title: o["title"] as? String, tags: tags, source: o["source"] as? String)
             return CompatRoutes.json(["id": id], status: .created)
         }
         api.put("knowledge/:id") { req, ctx -> Response in
             let id = try ctx.parameters.require("id")
             let o = try await CompatRoutes.body(req, ctx)
-            let tags = o["tags"] as? [String]
-            if o["tags"] != nil && tags == nil { throw HTTPError(.badRequest, message: "tags must be an array of strings") }
-            if let tags, !(tags.count <= 32 && tags.allSatisfy({ !$0.isEmpty && $0.count <= 64 })) {
-                throw HTTPError(.badRequest, message: "at most 32 tags of 1-64 characters")
-            }
+            let tags = try Self.tags(o)
             for key in ["text", "title"] where o[key] != nil && !(o[key] is String) { throw HTTPError(.badRequest, message: "\(key) must be a string") }
             let full = try await k.update(id: id, text: o["text"] as? String, title: o["title"] as? String, tags: tags)
             return CompatRoutes.json(Self.item(try store.item(idPrefix: full)))
@@ -283,9 +278,17 @@ struct RestRoutes: Sendable {
                 throw HTTPError(.badRequest, message: "\(name): give its content as text or as base64")
             }
         }
-        let tags = o["tags"] as? [String] ?? []
-        guard tags.count <= 32, tags.allSatisfy({ !$0.isEmpty && $0.count <= 64 }) else { throw HTTPError(.badRequest, message: "at most 32 tags of 1-64 characters") }
-        return (uploads, tags)
+        return (uploads, try tags(o) ?? [])
+    }
+
+    /// The request's `tags`, checked (at most 32 of 1-64 characters); nil when absent.
+    static func tags(_ o: [String: Any]) throws -> [String]? {
+        guard let value = o["tags"] else { return nil }
+        guard let tags = value as? [String] else { throw HTTPError(.badRequest, message: "tags must be an array of strings") }
+        guard tags.count <= 32, tags.allSatisfy({ !$0.isEmpty && $0.count <= 64 }) else {
+            throw HTTPError(.badRequest, message: "at most 32 tags of 1-64 characters")
+        }
+        return tags
     }
 
     static func int(_ req: Request, _ name: String, default d: Int, range: ClosedRange<Int>) throws -> Int {

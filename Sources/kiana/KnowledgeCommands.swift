@@ -395,7 +395,7 @@ struct BenchHTTP: AsyncParsableCommand {
                            HTTPBench.Target(name: "GET /api/v1/search keyword", urls: search("keyword")),
                            HTTPBench.Target(name: "GET /api/v1/search hybrid", urls: search("hybrid"))] {
                 FileHandle.standardError.write(Data("  … \(target.name)\n".utf8))
-                rows.append(try await offMain { try bench.measure(target) })
+                rows.append(try await blocking { try bench.measure(target) })
             }
             var reference: HTTPBench.Result?
             if noReference {
@@ -404,7 +404,7 @@ struct BenchHTTP: AsyncParsableCommand {
                 let nginx = try bench.startNginx(body: String(decoding: body, as: UTF8.self))
                 defer { nginx.stop() }
                 FileHandle.standardError.write(Data("  … nginx static file (reference)\n".utf8))
-                reference = try await offMain { try bench.measure(.init(name: "nginx: the same bytes, static", urls: [nginx.url])) }
+                reference = try await blocking { try bench.measure(.init(name: "nginx: the same bytes, static", urls: [nginx.url])) }
             } else {
                 say("(nginx is not installed: no reference; `make bench` installs nginx-light)")
             }
@@ -428,13 +428,6 @@ extension BenchHTTP {
         } catch {
             throw KianaNodeError(.network, "GET \(url) failed: \(error.localizedDescription)")
         }
-    }
-}
-
-/// Runs blocking work on a Dispatch thread, off Swift's cooperative pool.
-func offMain<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
-    try await withCheckedThrowingContinuation { c in
-        DispatchQueue.global().async { c.resume(with: Result { try body() }) }
     }
 }
 
