@@ -1,27 +1,8 @@
 /// The one error type of KianaCore: a stable, extensible `code`, a human message,
 /// optional location (block height) and an optional underlying cause.
-public struct KianaCoreError: Error, Sendable, CustomStringConvertible, Equatable {
-    /// Extensible error code; compare codes, never messages.
-    public struct Code: Hashable, Sendable, CustomStringConvertible {
-        public let name: String
-        public init(_ name: String) { self.name = name }
-        public var description: String { name }
-
-        /// Bytes that are not valid deterministic CBOR (or exceed a limit).
-        public static let malformedEncoding = Code("malformed-encoding")
-        /// A well-formed value with the wrong shape (missing field, wrong type).
-        public static let invalidStructure = Code("invalid-structure")
-        /// A ledger rule was broken; `rule` names it.
-        public static let invalidBlock = Code("invalid-block")
-        /// An entry that fails its own checks (signature, author…).
-        public static let invalidEntry = Code("invalid-entry")
-        /// A Merkle proof that does not verify.
-        public static let invalidProof = Code("invalid-proof")
-        /// A device ID whose text form is wrong or whose check character does not match.
-        public static let invalidDeviceID = Code("invalid-device-id")
-        /// Key material of the wrong size or form.
-        public static let invalidKey = Code("invalid-key")
-    }
+public struct KianaCoreError: KianaError, Equatable {
+    /// The code, from the closed set all modules share.
+    public typealias Code = ErrorCode
 
     public var code: Code
     public var message: String

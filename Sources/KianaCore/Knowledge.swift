@@ -12,6 +12,9 @@ public struct ItemID: Hashable, Comparable, Sendable, CustomStringConvertible {
         return try! ItemID(bytes: (0..<16).map { _ in UInt8.random(in: 0...255, using: &g) })
     }
 
+    /// All zeros (a placeholder for measuring a payload's size).
+    public static let zero = try! ItemID(bytes: [UInt8](repeating: 0, count: 16))
+
     public var description: String { Hex.encode(bytes) }
     public static func < (a: ItemID, b: ItemID) -> Bool { a.bytes.lexicographicallyPrecedes(b.bytes) }
 }
@@ -74,6 +77,12 @@ public enum KnowledgeOp: Hashable, Sendable {
     public static let maxTextBytes = 512 * 1024
     public static let maxTitleBytes = 1024
     public static let maxTags = 64
+    public static let maxTagBytes = 128
+    /// Largest put payload a local write creates, leaving room in the entry for its envelope.
+    public static let maxPutPayloadBytes = LedgerLimits.maxEntryBytes - 4096
+    /// Longest `source` a new local write may set (a path or URL). Not a ledger rule: entries
+    /// from peers are bounded by `LedgerLimits.maxEntryBytes` alone.
+    public static let maxSourceBytes = 4096
 
     public var itemID: ItemID {
         switch self {
@@ -144,18 +153,41 @@ public struct KnowledgeFields: Hashable, Sendable {
         self.source = source
     }
 
+    /// The ledger's rule for a put's fields (also applied to entries from other devices).
     public func validate() throws(KianaCoreError) {
         if let text, text.utf8.count > KnowledgeOp.maxTextBytes {
-            throw KianaCoreError(.invalidStructure, "text is longer than \(KnowledgeOp.maxTextBytes) bytes")
+            throw KianaCoreError(.tooLarge, "text is longer than \(KnowledgeOp.maxTextBytes) bytes")
         }
         if let title, title.utf8.count > KnowledgeOp.maxTitleBytes {
-            throw KianaCoreError(.invalidStructure, "title is longer than \(KnowledgeOp.maxTitleBytes) bytes")
+            throw KianaCoreError(.tooLarge, "title is longer than \(KnowledgeOp.maxTitleBytes) bytes")
         }
         if let tags {
-            guard tags.count <= KnowledgeOp.maxTags else { throw KianaCoreError(.invalidStructure, "more than \(KnowledgeOp.maxTags) tags") }
-            for t in tags where t.isEmpty || t.utf8.count > 128 {
-                throw KianaCoreError(.invalidStructure, "a tag must have 1 to 128 bytes")
+            guard tags.count <= KnowledgeOp.maxTags else { throw KianaCoreError(.tooLarge, "more than \(KnowledgeOp.maxTags) tags") }
+            for t in tags where t.isEmpty || t.utf8.count > KnowledgeOp.maxTagBytes {
+                throw KianaCoreError(.invalidInput, "a tag must have 1 to \(KnowledgeOp.maxTagBytes) bytes")
             }
+        }
+    }
+
+    /// The rule for fields entering through this device (CLI, HTTP, ingest): the ledger's rule,
+    /// plus a bounded `source`, no control characters in title, tags and source, and a put that
+    /// fits in one entry. The one place input fields are checked.
+    public func validateInput() throws(KianaCoreError) {
+        try validate()
+        if let source, source.utf8.count > KnowledgeOp.maxSourceBytes {
+            throw KianaCoreError(.tooLarge, "source is longer than \(KnowledgeOp.maxSourceBytes) bytes")
+        }
+        for (name, value) in [("title", title), ("source", source)] {
+            if let value, value.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7F }) {
+                throw KianaCoreError(.invalidInput, "\(name) must not contain control characters")
+            }
+        }
+        for t in tags ?? [] where t.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7F }) {
+            throw KianaCoreError(.invalidInput, "tags must not contain control characters")
+        }
+        let size = KnowledgeOp.put(ItemID.zero, self).payload.encoded.count
+        guard size <= KnowledgeOp.maxPutPayloadBytes else {
+            throw KianaCoreError(.tooLarge, "the item's fields take \(size) bytes, more than one ledger entry holds (\(KnowledgeOp.maxPutPayloadBytes))")
         }
     }
 }

@@ -1,19 +1,15 @@
-/// The one error type of KianaLearn: a stable, extensible code and an optional cause.
-///
-/// The module's features arrive with their issues (see docs/architecture.md); the error type
-/// is here from the start so the layering and the HTTP error mapping have their final shape.
-public struct KianaLearnError: Error, Sendable, CustomStringConvertible {
-    public struct Code: Hashable, Sendable, CustomStringConvertible {
-        public let name: String
-        public init(_ name: String) { self.name = name }
-        public var description: String { name }
-    }
+import KianaCore
 
-    public var code: Code
+/// The one error type of KianaLearn: a code from the closed set all modules share
+/// (`ErrorCode`), a message for people and an optional cause.
+public struct KianaLearnError: KianaError {
+    public typealias Code = ErrorCode
+
+    public var code: ErrorCode
     public var message: String
     public var cause: (any Error & Sendable)?
 
-    public init(_ code: Code, _ message: String, cause: (any Error & Sendable)? = nil) {
+    public init(_ code: ErrorCode, _ message: String, cause: (any Error & Sendable)? = nil) {
         self.code = code
         self.message = message
         self.cause = cause

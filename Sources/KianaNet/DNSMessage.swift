@@ -123,7 +123,7 @@ public struct DNSRecord: Sendable, Equatable {
 // MARK: - Decoding
 
 extension DNSMessage {
-    static func fail(_ why: String) -> KianaNetError { KianaNetError(.init("dns"), "malformed DNS message: \(why)") }
+    static func fail(_ why: String) -> KianaNetError { KianaNetError(.malformedEncoding, "malformed DNS message: \(why)") }
 
     /// Parses a message; throws on anything malformed or over `maxSize`.
     public init(decoding bytes: [UInt8]) throws(KianaNetError) {
@@ -290,7 +290,7 @@ extension DNSMessage {
             w.u16(1 | (q.unicastResponse ? 0x8000 : 0))
         }
         for rr in answers + authorities + additionals { try w.record(rr) }
-        guard w.bytes.count <= Self.maxSize else { throw KianaNetError(.init("dns"), "DNS message of \(w.bytes.count) bytes is too large") }
+        guard w.bytes.count <= Self.maxSize else { throw KianaNetError(.malformedEncoding, "DNS message of \(w.bytes.count) bytes is too large") }
         return w.bytes
     }
 }
@@ -312,9 +312,9 @@ struct DNSWriter {
                 return
             }
             let raw = Array(n.labels[i].utf8)
-            guard !raw.isEmpty, raw.count <= 63 else { throw KianaNetError(.init("dns"), "DNS label of \(raw.count) bytes") }
+            guard !raw.isEmpty, raw.count <= 63 else { throw KianaNetError(.malformedEncoding, "DNS label of \(raw.count) bytes") }
             total += raw.count + 1
-            guard total <= 255 else { throw KianaNetError(.init("dns"), "DNS name longer than 255 bytes") }
+            guard total <= 255 else { throw KianaNetError(.malformedEncoding, "DNS name longer than 255 bytes") }
             if bytes.count < 0x3FFF { offsets[Array(suffix)] = bytes.count }
             bytes.append(UInt8(raw.count))
             bytes += raw
@@ -340,7 +340,7 @@ struct DNSWriter {
         case .txt(let strings):
             if strings.isEmpty { bytes.append(0) }
             for s in strings {
-                guard s.count <= 255 else { throw KianaNetError(.init("dns"), "TXT string over 255 bytes") }
+                guard s.count <= 255 else { throw KianaNetError(.malformedEncoding, "TXT string over 255 bytes") }
                 bytes.append(UInt8(s.count))
                 bytes += s
             }
@@ -364,7 +364,7 @@ struct DNSWriter {
             }
         }
         let len = bytes.count - lengthAt - 2
-        guard len <= 0xFFFF else { throw KianaNetError(.init("dns"), "record data too long") }
+        guard len <= 0xFFFF else { throw KianaNetError(.malformedEncoding, "record data too long") }
         bytes[lengthAt] = UInt8(len >> 8)
         bytes[lengthAt + 1] = UInt8(len & 0xFF)
     }

@@ -27,7 +27,7 @@ public struct FrameDecoder: Sendable {
     public mutating func next() throws(KianaNetError) -> [UInt8]? {
         guard buffer.count - start >= 2 else { compact(); return nil }
         let length = Int(buffer[start]) << 8 | Int(buffer[start + 1])
-        guard length > 0 else { throw KianaNetError(.init("frame"), "empty frame") }
+        guard length > 0 else { throw KianaNetError(.protocolViolation, "empty frame") }
         guard buffer.count - start >= 2 + length else { compact(); return nil }
         let frame = Array(buffer[(start + 2)..<(start + 2 + length)])
         start += 2 + length
@@ -44,7 +44,7 @@ public struct FrameDecoder: Sendable {
     /// `body` with its length prefix.
     public static func encode(_ body: [UInt8]) throws(KianaNetError) -> [UInt8] {
         guard !body.isEmpty, body.count <= maxFrame else {
-            throw KianaNetError(.init("frame"), "frame body of \(body.count) bytes is outside 1...\(maxFrame)")
+            throw KianaNetError(.protocolViolation, "frame body of \(body.count) bytes is outside 1...\(maxFrame)")
         }
         return [UInt8(body.count >> 8), UInt8(body.count & 0xFF)] + body
     }
@@ -71,9 +71,9 @@ public struct MessageDecoder: Sendable {
         guard frames.available >= 4 else { return nil }
         let h = frames.peek(4)
         let length = Int(h[0]) << 24 | Int(h[1]) << 16 | Int(h[2]) << 8 | Int(h[3])
-        guard length > 0 else { throw KianaNetError(.init("frame"), "empty link message") }
+        guard length > 0 else { throw KianaNetError(.protocolViolation, "empty link message") }
         guard length <= maxMessage else {
-            throw KianaNetError(.init("frame"), "link message of \(length) bytes exceeds the limit of \(maxMessage)")
+            throw KianaNetError(.protocolViolation, "link message of \(length) bytes exceeds the limit of \(maxMessage)")
         }
         guard frames.available >= 4 + length else { return nil }
         frames.skip(4)
@@ -83,7 +83,7 @@ public struct MessageDecoder: Sendable {
     /// `message` with its length prefix, cut into pieces that each fit one Noise payload.
     public static func encode(_ message: [UInt8], maxMessage: Int = defaultMaxMessage, chunk: Int = 65535 - 16) throws(KianaNetError) -> [[UInt8]] {
         guard !message.isEmpty, message.count <= maxMessage else {
-            throw KianaNetError(.init("frame"), "link message of \(message.count) bytes is outside 1...\(maxMessage)")
+            throw KianaNetError(.protocolViolation, "link message of \(message.count) bytes is outside 1...\(maxMessage)")
         }
         let n = message.count
         let all = [UInt8(n >> 24 & 0xFF), UInt8(n >> 16 & 0xFF), UInt8(n >> 8 & 0xFF), UInt8(n & 0xFF)] + message

@@ -16,7 +16,7 @@ public enum HandshakeIdentity {
     /// Checks a received payload against the static key the peer proved in the handshake and
     /// returns the peer's identity key.
     public static func verify(_ payload: [UInt8], remoteStatic: [UInt8]) throws(KianaNetError) -> [UInt8] {
-        guard payload.count <= maxPayload else { throw KianaNetError(.init("identity"), "handshake identity payload too large") }
+        guard payload.count <= maxPayload else { throw KianaNetError(.handshake, "handshake identity payload too large") }
         let id: [UInt8], sig: [UInt8]
         do throws(KianaCoreError) {
             let m = try CBOR.decode(payload).mapValue("identity payload")
@@ -24,10 +24,10 @@ public enum HandshakeIdentity {
             id = try m.required("id", in: "identity payload").bytesValue("identity key", count: 32)
             sig = try m.required("sig", in: "identity payload").bytesValue("identity signature", count: 64)
         } catch {
-            throw KianaNetError(.init("identity"), "malformed handshake identity payload: \(error.message)")
+            throw KianaNetError(.handshake, "malformed handshake identity payload: \(error.message)")
         }
         guard Signature.verify(sig, message: domain + remoteStatic, publicKey: id) else {
-            throw KianaNetError(.init("identity"), "handshake identity signature does not cover the peer's static key")
+            throw KianaNetError(.handshake, "handshake identity signature does not cover the peer's static key")
         }
         return id
     }

@@ -1,21 +1,22 @@
-/// The one error type of KianaNet: a stable, extensible code and an optional cause.
-///
-/// The module's features arrive with their issues (see docs/architecture.md); the error type
-/// is here from the start so the layering and the HTTP error mapping have their final shape.
-public struct KianaNetError: Error, Sendable, CustomStringConvertible {
-    public struct Code: Hashable, Sendable, CustomStringConvertible {
-        public let name: String
-        public init(_ name: String) { self.name = name }
-        public var description: String { name }
-    }
+#if canImport(KianaCore)
+import KianaCore
+#endif
 
-    public var code: Code
+/// The one error type of KianaNet: a code from the closed set all modules share
+/// (`ErrorCode`), a message for people and an optional cause.
+public struct KianaNetError: KianaError {
+    public typealias Code = ErrorCode
+
+    public var code: ErrorCode
     public var message: String
     public var cause: (any Error & Sendable)?
+    /// True when the peer reported the error (its code came over the link).
+    public var remote: Bool
 
-    public init(_ code: Code, _ message: String, cause: (any Error & Sendable)? = nil) {
+    public init(_ code: ErrorCode, _ message: String, remote: Bool = false, cause: (any Error & Sendable)? = nil) {
         self.code = code
         self.message = message
+        self.remote = remote
         self.cause = cause
     }
 

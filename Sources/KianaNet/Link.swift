@@ -44,7 +44,7 @@ public typealias LinkNotifyHandler = @Sendable (PeerLink, LinkMessage) async -> 
 public enum LinkReply: Sendable {
     case body(CBOR)
     case stream([CBOR])
-    case error(code: String, message: String)
+    case error(code: ErrorCode, message: String)
 }
 
 /// Everything a link needs besides the socket.
@@ -59,12 +59,16 @@ public struct LinkContext: Sendable {
     public var admit: LinkAdmission
     public var onRequest: LinkRequestHandler
     public var onNotify: LinkNotifyHandler
+    /// Limits the log lines about refused inbound connections (one per source a minute).
+    public var refusals: RefusalLog
 
     public init(identity: DeviceIdentity, network: [UInt8]?, config: LinkConfig = LinkConfig(), logger: Logger,
                 helloInfo: @escaping @Sendable () async -> CBOR = { .map([:]) },
                 admit: @escaping LinkAdmission,
                 onRequest: @escaping LinkRequestHandler = { _, _ in nil },
-                onNotify: @escaping LinkNotifyHandler = { _, _ in }) {
+                onNotify: @escaping LinkNotifyHandler = { _, _ in },
+                refusals: RefusalLog = RefusalLog()) {
+        self.refusals = refusals
         self.identity = identity
         self.network = network
         self.config = config
@@ -130,7 +134,7 @@ public actor PeerLink {
         do {
             try await outbound.write(ByteBuffer(bytes: bytes))
         } catch {
-            throw KianaNetError(.init("closed"), "link to \(deviceID) is closed", cause: error)
+            throw KianaNetError(.closed, "link to \(deviceID) is closed", cause: error)
         }
     }
 
@@ -157,7 +161,7 @@ public actor PeerLink {
             throw error
         }
         let limit = timeout ?? config.requestTimeout
-        let timedOut = KianaNetError(.init("timeout"), "\(type) request to \(deviceID) timed out")
+        let timedOut = KianaNetError(.timeout, "\(type) request to \(deviceID) timed out")
         do {
             return try await withThrowingTaskGroup(of: [CBOR]?.self) { group in
                 group.addTask { try await self.result(of: id) }
@@ -174,7 +178,7 @@ public actor PeerLink {
         } catch let e as KianaNetError {
             throw e
         } catch {
-            throw KianaNetError(.init("closed"), "\(type) request failed", cause: error)
+            throw KianaNetError(.closed, "\(type) request failed", cause: error)
         }
     }
 
@@ -185,7 +189,7 @@ public actor PeerLink {
             } else if expected.contains(id) {
                 waiting[id] = c
             } else {
-                c.resume(throwing: KianaNetError(.init("closed"), "request \(id) already finished"))
+                c.resume(throwing: KianaNetError(.closed, "request \(id) already finished"))
             }
         }
     }
@@ -211,9 +215,10 @@ public actor PeerLink {
         case .end: finish(m.id, .success(streams[m.id] ?? []))
         case .error:
             let fields = (try? m.body.mapValue("error")) ?? [:]
-            let code = (try? fields[.text("code")]?.textValue("code")) ?? "error"
+            // A code this version does not know is the peer's protocol error, not a free string.
+            let code = (try? fields[.text("code")]?.textValue("code")).flatMap(ErrorCode.init(rawValue:)) ?? .protocolViolation
             let text = (try? fields[.text("message")]?.textValue("message")) ?? "request failed"
-            finish(m.id, .failure(KianaNetError(.init("remote-\(code)"), "peer \(deviceID): \(text)")))
+            finish(m.id, .failure(KianaNetError(code, "peer \(deviceID): \(text)", remote: true)))
         default: break
         }
     }
@@ -244,7 +249,7 @@ public actor PeerLink {
 
 /// Establishing and running links over NIO TCP channels.
 public enum Link {
-    static func fail(_ code: String, _ why: String) -> KianaNetError { KianaNetError(.init(code), why) }
+    static func fail(_ code: ErrorCode, _ why: String) -> KianaNetError { KianaNetError(code, why) }
 
     static func timeAmount(_ d: Duration) -> TimeAmount {
         .nanoseconds(d.components.seconds * 1_000_000_000 + d.components.attoseconds / 1_000_000_000)
@@ -287,7 +292,18 @@ public enum Link {
             do {
                 established = try await handshake(&reader, outbound: outbound, dial: dial, context: context, remote: remote, deadline: deadline)
             } catch {
-                context.logger.info("peer refused", metadata: ["peer": .string(remote), "reason": .string("\(error)")])
+                if dial == nil {
+                    // Someone dialed this device and did not get in: said at the default level,
+                    // at most once per source address a minute (a scan cannot flood the log).
+                    let host = channel.channel.remoteAddress?.ipAddress ?? remote
+                    if let suppressed = context.refusals.shouldLog(source: host, now: .now) {
+                        var metadata: Logger.Metadata = ["peer": .string(remote), "reason": .string((error as? KianaNetError)?.message ?? "\(error)")]
+                        if suppressed > 0 { metadata["suppressed"] = .stringConvertible(suppressed) }
+                        context.logger.notice("inbound connection refused", metadata: metadata)
+                    }
+                } else {
+                    context.logger.info("peer refused", metadata: ["peer": .string(remote), "reason": .string("\(error)")])
+                }
                 throw error
             }
             let link = PeerLink(remoteKey: established.remoteKey, mode: established.mode, handshakeHash: established.hash,
@@ -304,7 +320,7 @@ public enum Link {
                     try await heartbeat(link, context: context)
                     return nil
                 }
-                var readError: KianaNetError = fail("closed", "link to \(link.deviceID) closed")
+                var readError: KianaNetError = fail(.closed, "link to \(link.deviceID) closed")
                 do {
                     try await readLoop(&reader, link: link, context: context, group: &group)
                 } catch let e as KianaNetError {
@@ -349,8 +365,8 @@ public enum Link {
 
         mutating func fill() async throws(KianaNetError) {
             let next: ByteBuffer?
-            do { next = try await iterator.next() } catch { throw Link.fail("closed", "connection failed: \(error)") }
-            guard var buf = next else { throw Link.fail("closed", "connection closed by peer") }
+            do { next = try await iterator.next() } catch { throw Link.fail(.closed, "connection failed: \(error)") }
+            guard var buf = next else { throw Link.fail(.closed, "connection closed by peer") }
             let bytes = buf.readBytes(length: buf.readableBytes) ?? []
             frames.append(bytes)
         }
@@ -393,13 +409,13 @@ public enum Link {
             preamble = try LinkPreamble(decoding: try await reader.rawBytes(LinkPreamble.size))
             switch preamble.mode {
             case .member:
-                guard let net = context.network else { throw fail("network", "this device has not joined a network yet") }
-                guard preamble.networkTag == LinkPreamble.tag(net) else { throw fail("network", "peer belongs to another network") }
+                guard let net = context.network else { throw fail(.refused, "this device has not joined a network yet") }
+                guard preamble.networkTag == LinkPreamble.tag(net) else { throw fail(.refused, "peer belongs to another network") }
             case .pairing:
-                guard context.network != nil else { throw fail("network", "this device has no network to pair into") }
+                guard context.network != nil else { throw fail(.refused, "this device has no network to pair into") }
                 // Turn joiners away before any cryptography when no window is open.
                 let early = LinkCandidate(identityKey: [], mode: .pairing, remoteAddress: remote)
-                if let reason = await context.admit(early) { throw fail("refused", "pairing refused: \(reason)") }
+                if let reason = await context.admit(early) { throw fail(.refused, "pairing refused: \(reason)") }
             }
         }
         let prologue = preamble.prologue(network: context.network)
@@ -410,7 +426,7 @@ public enum Link {
         func admit(_ key: [UInt8]) async throws {
             let candidate = LinkCandidate(identityKey: key, mode: preamble.mode, remoteAddress: remote)
             if let reason = await context.admit(candidate) {
-                throw fail("refused", "\(candidate.deviceID) refused: \(reason)")
+                throw fail(.refused, "\(candidate.deviceID) refused: \(reason)")
             }
         }
         if dial != nil {
@@ -426,7 +442,7 @@ public enum Link {
             remoteKey = try HandshakeIdentity.verify(p3, remoteStatic: hs.remoteStatic!)
             try await admit(remoteKey)
         }
-        guard remoteKey != context.identity.publicKey else { throw fail("refused", "connected to itself") }
+        guard remoteKey != context.identity.publicKey else { throw fail(.refused, "connected to itself") }
         var (send, receive) = try hs.split()
         reader.receive = receive
         // hello: each side states its versions; the highest common one is used.
@@ -438,7 +454,7 @@ public enum Link {
         try await outbound.write(ByteBuffer(bytes: try seal(hello.encoded, cipher: &send, sent: &sent, config: context.config)))
         let first = try LinkMessage.decode(try await reader.message(config: context.config))
         guard case .message(let peerHello) = first, peerHello.kind == .notify, peerHello.type == "hello" else {
-            throw fail("protocol", "peer did not start with hello")
+            throw fail(.protocolViolation, "peer did not start with hello")
         }
         let theirs: [UInt64]
         let info: CBOR
@@ -447,12 +463,12 @@ public enum Link {
             theirs = try m.required("versions", in: "hello").arrayValue("versions").prefix(16).map { v throws(KianaCoreError) in try v.uintValue("version") }
             info = m[.text("info")] ?? .map([:])
         } catch {
-            throw fail("protocol", "malformed hello: \(error.message)")
+            throw fail(.protocolViolation, "malformed hello: \(error.message)")
         }
         guard let version = Set(theirs).intersection(LinkMessage.supportedVersions).max() else {
             let reject = LinkMessage(kind: .notify, type: "bye", body: .map(["reason": "no common protocol version"]))
             try? await outbound.write(ByteBuffer(bytes: try seal(reject.encoded, cipher: &send, sent: &sent, config: context.config)))
-            throw fail("version", "no common protocol version (peer speaks \(theirs), we speak \(LinkMessage.supportedVersions))")
+            throw fail(.version, "no common protocol version (peer speaks \(theirs), we speak \(LinkMessage.supportedVersions))")
         }
         deadline.cancel()
         return Established(remoteKey: remoteKey, mode: preamble.mode, hash: hs.handshakeHash, hello: info, version: version, send: send, sent: sent)
@@ -465,7 +481,7 @@ public enum Link {
             let decoded = try LinkMessage.decode(bytes)
             switch decoded {
             case .unknownKind(let id, let kind):
-                try await link.send(LinkMessage.error(to: id, type: "unknown", code: "unknown-kind", "unknown message kind \(kind)"))
+                try await link.send(LinkMessage.error(to: id, type: "unknown", code: .unknownKind, "unknown message kind \(kind)"))
             case .message(let m):
                 switch m.kind {
                 case .request:
@@ -474,7 +490,7 @@ public enum Link {
                         continue
                     }
                     guard await link.beginRequest() else {
-                        try await link.send(LinkMessage.error(to: m.id, type: m.type, code: "busy", "too many requests in flight"))
+                        try await link.send(LinkMessage.error(to: m.id, type: m.type, code: .busy, "too many requests in flight"))
                         continue
                     }
                     group.addTask {
@@ -482,7 +498,7 @@ public enum Link {
                         do throws(KianaNetError) {
                             switch reply {
                             case nil:
-                                try await link.send(LinkMessage.error(to: m.id, type: m.type, code: "unknown-type", "unknown request type \(m.type)"))
+                                try await link.send(LinkMessage.error(to: m.id, type: m.type, code: .unknownType, "unknown request type \(m.type)"))
                             case .body(let b):
                                 try await link.send(LinkMessage(kind: .response, type: m.type, id: m.id, version: link.version, body: b))
                             case .stream(let items):

@@ -57,13 +57,13 @@ public struct LinkMessage: Sendable, Equatable {
             guard let kind = Kind(rawValue: k) else { return .unknownKind(id: i, kind: k) }
             return .message(LinkMessage(kind: kind, type: t, id: i, version: v, body: b))
         } catch {
-            throw KianaNetError(.init("protocol"), "malformed link message: \(error.message)", cause: error)
+            throw KianaNetError(.protocolViolation, "malformed link message: \(error.message)", cause: error)
         }
     }
 
     /// An error answer to request `id`.
-    public static func error(to id: UInt64, type: String, code: String, _ message: String) -> LinkMessage {
-        LinkMessage(kind: .error, type: type, id: id, body: .map(["code": .text(code), "message": .text(message)]))
+    public static func error(to id: UInt64, type: String, code: ErrorCode, _ message: String) -> LinkMessage {
+        LinkMessage(kind: .error, type: type, id: id, body: .map(["code": .text(code.rawValue), "message": .text(message)]))
     }
 }
 
@@ -92,10 +92,10 @@ public struct LinkPreamble: Sendable, Equatable {
 
     public init(decoding b: [UInt8]) throws(KianaNetError) {
         guard b.count == Self.size, Array(b[0..<5]) == Self.magic else {
-            throw KianaNetError(.init("preamble"), "not a KI_ana link (bad preamble)")
+            throw KianaNetError(.handshake, "not a KI_ana link (bad preamble)")
         }
-        guard b[5] == 1 else { throw KianaNetError(.init("preamble"), "unsupported link version \(b[5])") }
-        guard let mode = Mode(rawValue: b[6]) else { throw KianaNetError(.init("preamble"), "unknown link mode \(b[6])") }
+        guard b[5] == 1 else { throw KianaNetError(.handshake, "unsupported link version \(b[5])") }
+        guard let mode = Mode(rawValue: b[6]) else { throw KianaNetError(.handshake, "unknown link mode \(b[6])") }
         self.mode = mode
         self.networkTag = Array(b[7..<15])
     }

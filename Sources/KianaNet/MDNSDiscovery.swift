@@ -30,7 +30,7 @@ public struct MDNSDiscovery: Sendable {
     public func addresses() throws(KianaNetError) -> (devices: [NIONetworkDevice], ipv4: [[UInt8]], ipv6: [[UInt8]]) {
         let all: [NIONetworkDevice]
         do { all = try System.enumerateDevices() } catch {
-            throw KianaNetError(.init("mdns"), "cannot list network interfaces", cause: error)
+            throw KianaNetError(.discovery, "cannot list network interfaces", cause: error)
         }
         let chosen = all.filter { d in
             if let interface { return d.name == interface }
@@ -49,7 +49,7 @@ public struct MDNSDiscovery: Sendable {
             }
         }
         guard !v4.isEmpty else {
-            throw KianaNetError(.init("mdns"), interface.map { "interface \($0) has no IPv4 address for multicast DNS" } ?? "no multicast-capable IPv4 interface found")
+            throw KianaNetError(.discovery, interface.map { "interface \($0) has no IPv4 address for multicast DNS" } ?? "no multicast-capable IPv4 interface found")
         }
         return (v4, ipv4, ipv6)
     }
@@ -93,7 +93,7 @@ public struct MDNSDiscovery: Sendable {
             }
         } catch {
             try? await raw.close()
-            throw KianaNetError(.init("mdns"), "cannot join the multicast DNS group", cause: error)
+            throw KianaNetError(.discovery, "cannot join the multicast DNS group", cause: error)
         }
         let state = MDNSState(responder: announce.map { MDNSResponder(info: $0) })
         let logger = self.logger

@@ -41,7 +41,7 @@ public struct NoiseHandshake: Sendable {
     /// The handshake hash (channel binding), final once `isComplete`.
     public var handshakeHash: [UInt8] { h }
 
-    static func fail(_ why: String) -> KianaNetError { KianaNetError(.init("noise"), "Noise handshake failed: \(why)") }
+    static func fail(_ why: String) -> KianaNetError { KianaNetError(.handshake, "Noise handshake failed: \(why)") }
 
     mutating func mixHash(_ data: [UInt8]) { h = SHA.hash(h + data) }
 

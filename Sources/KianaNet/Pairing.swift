@@ -30,7 +30,7 @@ public enum Pairing {
                 .connectTimeout(.seconds(5))
                 .connect(host: host, port: port) { Link.wrap($0) }
         } catch {
-            throw KianaNetError(.init("connect"), "cannot reach \(address): \(error)")
+            throw KianaNetError(.unreachable, "cannot reach \(address): \(error)")
         }
         var config = config
         config.requestTimeout = wait
@@ -41,14 +41,14 @@ public enum Pairing {
         do {
             return try await run(channel, context: context, name: name, wait: wait, shown: shown, onCode: onCode)
         } catch where !shown.value && Self.closedByPeer(error) {
-            throw KianaNetError(.init("pairing"), "\(address) closed the connection during the handshake: no pairing window is open there (run `kiana pair` on the authority)")
+            throw KianaNetError(.pairing, "\(address) closed the connection during the handshake: no pairing window is open there (run `kiana pair` on the authority)")
         }
     }
 
     /// Whether `error` means the other side closed the connection (a listener with no pairing
     /// window closes right after the preamble, so our next read or write can fail either way).
     static func closedByPeer(_ error: any Error) -> Bool {
-        if let e = error as? KianaNetError { return e.code.name == "closed" }
+        if let e = error as? KianaNetError { return e.code == .closed }
         if let e = error as? ChannelError { return e == .ioOnClosedChannel || e == .eof || e == .alreadyClosed || e == .outputClosed }
         if let e = error as? IOError { return [ECONNRESET, EPIPE].contains(e.errnoCode) }
         return false
@@ -64,8 +64,8 @@ public enum Pairing {
             let answer: [CBOR: CBOR]
             do {
                 answer = try await link.request("pair.request", .map(body), timeout: wait).mapValue("pairing answer")
-            } catch let e as KianaNetError where e.code.name == "remote-rejected" {
-                throw KianaNetError(.init("pairing"), "the pairing was refused: the owner did not confirm this code on the authority")
+            } catch let e as KianaNetError where e.code == .rejected && e.remote {
+                throw KianaNetError(.pairing, "the pairing was refused: the owner did not confirm this code on the authority")
             }
             let network = try answer.required("network", in: "pairing answer").bytesValue("network", count: 32)
             let member: Bool = { if case .bool(let b)? = answer[.text("member")] { return b }; return false }()
@@ -79,7 +79,7 @@ public enum Pairing {
                 if batch.count < PeerNetwork.blocksPerRequest { break }
             }
             guard let genesis = blocks.first, genesis.height == 0, genesis.hash == network else {
-                throw KianaNetError(.init("pairing"), "the authority sent a ledger that does not start with its network's genesis")
+                throw KianaNetError(.pairing, "the authority sent a ledger that does not start with its network's genesis")
             }
             return Joined(network: network, blocks: blocks, member: member, authorities: authorities, authorityDevice: link.deviceID)
         }

@@ -79,6 +79,9 @@ public actor PeerNetwork {
 
     // MARK: context
 
+    /// Rate limit for the log lines about refused inbound connections.
+    nonisolated let refusals = RefusalLog()
+
     nonisolated func context() -> LinkContext {
         let network = try? store.network()
         return LinkContext(
@@ -86,7 +89,8 @@ public actor PeerNetwork {
             helloInfo: { [self] in await self.helloInfo() },
             admit: { [self] c in await self.admit(c) },
             onRequest: { [self] link, m in await self.handle(link, m) },
-            onNotify: { [self] link, m in await self.notified(link, m) })
+            onNotify: { [self] link, m in await self.notified(link, m) },
+            refusals: refusals)
     }
 
     func helloInfo() -> CBOR {
@@ -162,9 +166,9 @@ public actor PeerNetwork {
                 .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
                 .bind(host: config.host, port: config.port) { channel in Link.wrap(channel) }
         } catch let e as IOError where e.errnoCode == EADDRINUSE {
-            throw KianaNetError(.init("listen"), "cannot listen for peers on \(config.host):\(config.port): the port is already in use (choose one with --p2p-port)", cause: e)
+            throw KianaNetError(.listen, "cannot listen for peers on \(config.host):\(config.port): the port is already in use (choose one with --p2p-port)", cause: e)
         } catch {
-            throw KianaNetError(.init("listen"), "cannot listen for peers on \(config.host):\(config.port): \(error)")
+            throw KianaNetError(.listen, "cannot listen for peers on \(config.host):\(config.port): \(error)")
         }
         let port = server.channel.localAddress?.port ?? config.port
         await setListening(port)
@@ -285,11 +289,11 @@ public actor PeerNetwork {
     public static func parse(_ address: String) throws(KianaNetError) -> (String, Int) {
         var host = Substring(address)
         guard let colon = host.lastIndex(of: ":"), let port = Int(host[host.index(after: colon)...]), (1...65535).contains(port) else {
-            throw KianaNetError(.init("address"), "\(address) is not HOST:PORT")
+            throw KianaNetError(.invalidInput, "\(address) is not HOST:PORT")
         }
         host = host[..<colon]
         if host.hasPrefix("["), host.hasSuffix("]") { host = host.dropFirst().dropLast() }
-        guard !host.isEmpty, host.count <= 253 else { throw KianaNetError(.init("address"), "\(address) has no host") }
+        guard !host.isEmpty, host.count <= 253 else { throw KianaNetError(.invalidInput, "\(address) has no host") }
         return (String(host), port)
     }
 
@@ -316,11 +320,11 @@ public actor PeerNetwork {
         switch m.type {
         case "blocks":
             if link.mode == .pairing, !(await isConfirmed(link.remoteKey)) {
-                return .error(code: "not-confirmed", message: "pairing is not confirmed")
+                return .error(code: .notConfirmed, message: "pairing is not confirmed")
             }
             return blocks(after: m.body)
         case "pair.request":
-            guard link.mode == .pairing else { return .error(code: "bad-mode", message: "pairing requests need a pairing link") }
+            guard link.mode == .pairing else { return .error(code: .protocolViolation, message: "pairing requests need a pairing link") }
             return await pairingRequest(link, m.body)
         default:
             return nil
@@ -345,7 +349,7 @@ public actor PeerNetwork {
             let raw = try store.blocks(from: from, through: from + UInt64(Self.blocksPerRequest) - 1)
             return .stream(raw.map { .bytes($0.encoded) })
         } catch {
-            return .error(code: "bad-request", message: "\(error)")
+            return .error(code: .invalidInput, message: "\(error)")
         }
     }
 
@@ -432,7 +436,7 @@ public actor PeerNetwork {
     public func confirmPairing(device: String?, code: String) throws(KianaNetError) -> (request: PairingRequest, accepted: Bool) {
         let candidates = pairingRequests.filter { device == nil || $0.value.request.device == device || $0.value.request.key.hasPrefix(device!) }
         guard candidates.count == 1, let (key, entry) = candidates.first else {
-            throw KianaNetError(.init("pairing"), candidates.isEmpty ? "no device is waiting to pair" : "several devices are waiting: name one")
+            throw KianaNetError(.pairing, candidates.isEmpty ? "no device is waiting to pair" : "several devices are waiting: name one")
         }
         pairingRequests[key] = nil
         guard PairingCode.matches(code, entry.request.code) else {
@@ -444,7 +448,7 @@ public actor PeerNetwork {
             _ = try store.write(vote: Vote(target: key, authorize: true), identity: identity, now: currentMillisNet())
         } catch {
             entry.answer?.resume(returning: false)
-            throw KianaNetError(.init("pairing"), "could not write the vote: \(error)")
+            throw KianaNetError(.pairing, "could not write the vote: \(error)")
         }
         confirmedJoiners.insert(key)
         entry.answer?.resume(returning: true)
@@ -464,16 +468,16 @@ public actor PeerNetwork {
             guard case .map(let m) = body, case .text(let n)? = m[.text("name")] else { return nil }
             return String(n.prefix(64))
         }()
-        guard pairingOpen else { return .error(code: "closed", message: "the pairing window is closed") }
-        guard pairingRequests[link.remoteKey] == nil else { return .error(code: "duplicate", message: "already waiting") }
-        guard pairingRequests.count < 8 else { return .error(code: "busy", message: "too many devices waiting") }
+        guard pairingOpen else { return .error(code: .closed, message: "the pairing window is closed") }
+        guard pairingRequests[link.remoteKey] == nil else { return .error(code: .conflict, message: "already waiting") }
+        guard pairingRequests.count < 8 else { return .error(code: .busy, message: "too many devices waiting") }
         let request = PairingRequest(device: link.deviceID.description, key: Hex.encode(link.remoteKey), name: name,
                                      address: link.remoteAddress, code: PairingCode.code(handshakeHash: link.handshakeHash))
         logger.notice("device asks to join", metadata: ["device": .string(request.device), "address": .string(request.address)])
         let accepted = await withCheckedContinuation { c in
             pairingRequests[link.remoteKey] = (request, c)
         }
-        guard accepted else { return .error(code: "rejected", message: "the owner did not confirm the pairing code") }
+        guard accepted else { return .error(code: .rejected, message: "the owner did not confirm the pairing code") }
         let m = (try? store.membership())
         return .body(.map([
             "network": .bytes((try? store.network()).flatMap { $0 } ?? []),

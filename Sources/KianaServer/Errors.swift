@@ -10,18 +10,6 @@ import KianaNet
 import KianaStore
 import NIOCore
 
-/// An error of one of KI_ana's modules: a stable code name and a message for people.
-/// The HTTP status comes from the code alone, in `APIErrorMiddleware.status(forCode:)`.
-public protocol CodedError: Error {
-    var codeName: String { get }
-    var message: String { get }
-}
-
-extension KianaCoreError: CodedError { public var codeName: String { code.name } }
-extension KianaStoreError: CodedError { public var codeName: String { code.name } }
-extension KianaAIError: CodedError { public var codeName: String { code.name } }
-extension KianaNetError: CodedError { public var codeName: String { code.name } }
-
 /// The one place errors become HTTP responses: `{"error":{"code":…,"message":…}}` with a
 /// status chosen by the error's code. Unknown errors are 500 with a generic message (their
 /// description may hold paths or other detail that does not belong in a response).
@@ -38,53 +26,56 @@ struct APIErrorMiddleware<Context: RequestContext>: RouterMiddleware {
 
     static func describe(_ error: any Error) -> (HTTPResponse.Status, String, String) {
         if let e = error as? HTTPError {
-            return (e.status, code(for: e.status), e.body ?? e.status.reasonPhrase)
+            let code = ErrorCode(status: e.status)
+            return (e.status, code.rawValue, e.body ?? e.status.reasonPhrase)
         }
-        if let e = error as? CodedError {
-            return (status(forCode: e.codeName), kebab(e.codeName), e.message)
+        if let e = error as? any KianaError {
+            return (e.code.httpStatus, e.code.rawValue, e.message)
         }
         if let e = error as? any HTTPResponseError {
-            return (e.status, code(for: e.status), e.status.reasonPhrase)
+            return (e.status, ErrorCode(status: e.status).rawValue, e.status.reasonPhrase)
         }
-        return (.internalServerError, "internal", "internal error")
+        return (.internalServerError, ErrorCode.internal.rawValue, "internal error")
     }
+}
 
-    /// HTTP status for a module error code (codes are shared names across modules).
-    static func status(forCode name: String) -> HTTPResponse.Status {
-        switch name {
-        case "invalid-input", "invalidInput", "ambiguous", "malformed-encoding", "invalid-structure", "invalid-entry", "invalid-key",
-             "invalid-device-id", "contextFull":
+extension ErrorCode {
+    /// The HTTP status of an error with this code: the one mapping, exhaustive over the set.
+    public var httpStatus: HTTPResponse.Status {
+        switch self {
+        case .unsupportedMediaType: return .unsupportedMediaType
+        case .misdirected: return .misdirectedRequest
+        case .methodNotAllowed: return .methodNotAllowed
+        case .invalidInput, .ambiguous, .malformedEncoding, .invalidStructure, .invalidEntry, .invalidBlock, .invalidKey,
+             .invalidDeviceID, .contextFull, .unknownType, .unknownKind, .protocolViolation, .version:
             return .badRequest
-        case "not-found", "not-initialized": return .notFound
-        case "conflict", "already-initialized", "not-authority": return .conflict
-        case "busy", "modelMissing", "modelCorrupt", "toolMissing": return .serviceUnavailable
-        case "backend", "network": return .badGateway
-        case "invalid-proof", "verification-failed", "corrupt": return .unprocessableContent
-        default: return .internalServerError
+        case .unauthorized, .refused, .handshake: return .unauthorized
+        case .notFound, .notInitialized: return .notFound
+        case .conflict, .alreadyInitialized, .notAuthority, .pairing, .notConfirmed, .rejected, .locked: return .conflict
+        case .tooLarge: return .contentTooLarge
+        case .busy, .modelMissing, .modelCorrupt, .toolMissing, .readOnly, .index, .notRunning, .discovery, .listen, .closed:
+            return .serviceUnavailable
+        case .backend, .network, .unreachable: return .badGateway
+        case .timeout: return .gatewayTimeout
+        case .invalidProof, .verificationFailed, .corrupt, .ingest: return .unprocessableContent
+        case .database, .io, .dataDirectory, .keyFile, .internal: return .internalServerError
         }
     }
 
-    /// "invalidInput" → "invalid-input": one spelling of codes on the wire.
-    static func kebab(_ name: String) -> String {
-        var out = ""
-        for c in name {
-            if c.isUppercase { out += "-" + c.lowercased() } else { out.append(c) }
-        }
-        return out
-    }
-
-    static func code(for status: HTTPResponse.Status) -> String {
+    /// The code of an HTTP error raised by the framework or a route (status only).
+    init(status: HTTPResponse.Status) {
         switch status.code {
-        case 400: "invalid-input"
-        case 401: "unauthorized"
-        case 404: "not-found"
-        case 405: "method-not-allowed"
-        case 409: "conflict"
-        case 413: "too-large"
-        case 415: "unsupported-media-type"
-        case 421: "misdirected"
-        case 503: "busy"
-        default: status.code >= 500 ? "internal" : "http-\(status.code)"
+        case 400: self = .invalidInput
+        case 401, 403: self = .unauthorized
+        case 404: self = .notFound
+        case 405: self = .methodNotAllowed
+        case 409: self = .conflict
+        case 413, 431: self = .tooLarge
+        case 415: self = .unsupportedMediaType
+        case 421: self = .misdirected
+        case 503: self = .busy
+        case 504: self = .timeout
+        default: self = status.code >= 500 ? .internal : .invalidInput
         }
     }
 }

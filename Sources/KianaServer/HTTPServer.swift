@@ -23,13 +23,6 @@ public struct HTTPConfig: Sendable {
     public var isLoopback: Bool { Loopback.isLoopbackHost(host) }
 }
 
-/// The error type of KianaServer.
-public struct KianaServerError: Error, Sendable, CustomStringConvertible {
-    public var message: String
-    public init(_ message: String) { self.message = message }
-    public var description: String { message }
-}
-
 /// Builds the node's HTTP application. Until the HTTP issue lands it serves a status page and
 /// `/health`; the full API, web UI and compatible endpoints come later.
 public enum KianaHTTP {
@@ -45,7 +38,7 @@ public enum KianaHTTP {
         onRunning: @escaping @Sendable (Int) async -> Void = { _ in }
     ) throws(KianaServerError) -> some ApplicationProtocol {
         if !config.isLoopback && (config.token ?? "").isEmpty {
-            throw KianaServerError("listening on \(config.host) (not loopback) needs a token: set KIANA_TOKEN or --token")
+            throw KianaServerError(.unauthorized, "listening on \(config.host) (not loopback) needs a token: set KIANA_TOKEN or --token")
         }
         let router = Router()
         let metrics = Metrics()
@@ -106,9 +99,9 @@ extension KianaServerError {
         guard let io = error as? IOError else { return nil }
         switch io.errnoCode {
         case EADDRINUSE:
-            return KianaServerError("cannot listen on \(config.host):\(config.port): the port is already in use (another node? choose one with --port)")
+            return KianaServerError(.listen, "cannot listen on \(config.host):\(config.port): the port is already in use (another node? choose one with --port)")
         case EADDRNOTAVAIL, EACCES:
-            return KianaServerError("cannot listen on \(config.host):\(config.port): \(io.description)")
+            return KianaServerError(.listen, "cannot listen on \(config.host):\(config.port): \(io.description)")
         default:
             return nil
         }

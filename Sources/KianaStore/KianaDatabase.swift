@@ -176,6 +176,8 @@ extension KianaDatabase {
         } catch let e as KianaStoreError {
             throw e
         } catch let e as KianaCoreError {
+            // A limit is not damage: what was being written is over a size limit.
+            if e.code == .tooLarge { throw KianaStoreError(.tooLarge, "\(what): \(e.message)", height: e.height, cause: e) }
             throw KianaStoreError(.corrupt, "\(what): \(e.description)", height: e.height, cause: e)
         } catch {
             throw KianaStoreError(.database, what, cause: error)

@@ -133,8 +133,8 @@ public struct LedgerStore: Sendable {
         guard !ops.isEmpty else { throw KianaStoreError(.invalidInput, "nothing to write") }
         for op in ops {
             if case .put(_, let f) = op {
-                do throws(KianaCoreError) { try f.validate() } catch {
-                    throw KianaStoreError(.invalidInput, error.message, cause: error)
+                do throws(KianaCoreError) { try f.validateInput() } catch {
+                    throw KianaStoreError(error.code, error.message, cause: error)
                 }
             }
         }
@@ -308,30 +308,13 @@ public struct LedgerStore: Sendable {
 
     /// Re-validates the whole stored chain from its stored bytes, checks that stored index
     /// columns agree with those bytes, and that the materialized knowledge equals the
-    /// state recomputed from the ledger. Errors name the block.
+    /// state recomputed from the ledger. SQLite's own `integrity_check` runs first, so a damaged
+    /// b-tree or index (which can hide rows from every query) is named instead of trusted.
+    /// Errors name the block. On success the head is recorded as verified.
     public func verify(now: UInt64) throws(KianaStoreError) -> LedgerState {
-        let raw = try rawChain()
-        guard !raw.isEmpty else { throw KianaStoreError(.notInitialized, "no ledger here yet: run `kiana init` first") }
-        var blocks: [Block] = []
-        blocks.reserveCapacity(raw.count)
-        for (i, r) in raw.enumerated() {
-            guard r.height == UInt64(i) else {
-                throw KianaStoreError(.corrupt, "block \(i): [height] chain has a gap (next stored height is \(r.height))", height: UInt64(i))
-            }
-            let b: Block
-            do throws(KianaCoreError) {
-                b = try Block(signedHeaderBytes: r.signedHeader, entryBytes: r.entries.map(\.raw))
-            } catch {
-                throw KianaStoreError(.corrupt, "block \(r.height): [encoding] \(error.message)", height: r.height, cause: error)
-            }
-            guard b.hash == r.hash, b.height == r.height else {
-                throw KianaStoreError(.corrupt, "block \(r.height): [block-hash] stored hash does not match the stored header", height: r.height)
-            }
-            for (j, e) in b.entries.enumerated() where e.id != r.entries[j].id {
-                throw KianaStoreError(.corrupt, "block \(r.height): [entry-id] entry \(j) does not match its stored ID", height: r.height)
-            }
-            blocks.append(b)
-        }
+        let problems = try integrityProblems(quick: false)
+        guard problems.isEmpty else { throw Self.damaged(problems) }
+        let blocks = try canonicalBlocks()
         let state: LedgerState
         do throws(KianaCoreError) { state = try ChainValidator.validate(blocks: blocks, now: now) } catch {
             throw KianaStoreError(.corrupt, error.description, height: error.height, cause: error)
@@ -357,6 +340,8 @@ public struct LedgerStore: Sendable {
                 }
             }
         }
+        // Best effort: a read-only data directory can still be verified, it just keeps no record.
+        try? recordVerified(height: state.height, hash: state.tipHash)
         return state
     }
 

@@ -48,17 +48,7 @@ func perform(_ body: () throws -> Void) throws {
     }
 }
 
-func errorLine(for error: any Error) -> String {
-    switch error {
-    case let e as KianaNodeError: return e.message
-    case let e as KianaStoreError: return e.code == .database ? e.description : e.message
-    case let e as KianaCoreError: return e.description
-    case let e as KianaServerError: return e.message
-    case let e as KianaNetError: return e.message
-    case let e as KianaAIError: return e.message
-    default: return "\(error)"
-    }
-}
+func errorLine(for error: any Error) -> String { ErrorLine.text(for: error) }
 
 func date(_ ms: UInt64) -> String {
     let f = ISO8601DateFormatter()

@@ -111,7 +111,7 @@ import Testing
                 try await Task.sleep(for: .seconds(30))
             }
         } catch let e as KianaNetError {
-            #expect(e.code.name == "closed", "\(e)")
+            #expect(e.code == .closed, "\(e)")
         }
         #expect(seen.snapshot.echoed == 1)
         #expect(await p.wait() == 0, "\(p.output)")

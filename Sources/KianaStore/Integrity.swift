@@ -1,0 +1,109 @@
+import Foundation
+import GRDB
+import KianaCore
+
+/// What the start-up check of a store found.
+public struct StartupCheck: Sendable {
+    /// Height of the head when checked.
+    public var height: UInt64
+    /// Blocks whose signatures and roots were verified now (those above the last verified height).
+    public var newlyVerified: Int
+    /// The height verified before this check (nil: never).
+    public var previouslyVerified: UInt64?
+}
+
+extension LedgerStore {
+    /// SQLite's own check of the file (b-trees, free lists, and with `quick: false` that every
+    /// index matches its table). Empty when the file is sound; otherwise SQLite's lines, at most 20.
+    public func integrityProblems(quick: Bool) throws(KianaStoreError) -> [String] {
+        try run("checking the database file") {
+            try writer.read { db in
+                let lines = try String.fetchAll(db, sql: quick ? "PRAGMA quick_check(20)" : "PRAGMA integrity_check(20)")
+                return lines == ["ok"] ? [] : lines
+            }
+        }
+    }
+
+    /// The error for a database file SQLite finds damaged, naming what is damaged.
+    static func damaged(_ problems: [String]) -> KianaStoreError {
+        let shown = problems.prefix(3).joined(separator: "; ")
+        return KianaStoreError(.corrupt, "the database file is damaged (SQLite integrity check: \(shown)\(problems.count > 3 ? "; …" : ""))")
+    }
+
+    /// The canonical chain decoded from its stored bytes, with the stored hash, height and
+    /// entry IDs checked against those bytes.
+    func canonicalBlocks() throws(KianaStoreError) -> [Block] {
+        let raw = try rawChain()
+        guard !raw.isEmpty else { throw KianaStoreError(.notInitialized, "no ledger here yet: run `kiana init` first") }
+        let stored = try run("counting the chain") { try writer.read { db in try ChainRecord.fetchCount(db) } }
+        guard stored == raw.count else {
+            throw KianaStoreError(.corrupt, "the chain table lists \(stored) blocks but \(raw.count) can be read with their headers")
+        }
+        var blocks: [Block] = []
+        blocks.reserveCapacity(raw.count)
+        for (i, r) in raw.enumerated() {
+            guard r.height == UInt64(i) else {
+                throw KianaStoreError(.corrupt, "block \(i): [height] chain has a gap (next stored height is \(r.height))", height: UInt64(i))
+            }
+            let b: Block
+            do throws(KianaCoreError) {
+                b = try Block(signedHeaderBytes: r.signedHeader, entryBytes: r.entries.map(\.raw))
+            } catch {
+                throw KianaStoreError(.corrupt, "block \(r.height): [encoding] \(error.message)", height: r.height, cause: error)
+            }
+            guard b.hash == r.hash, b.height == r.height else {
+                throw KianaStoreError(.corrupt, "block \(r.height): [block-hash] stored hash does not match the stored header", height: r.height)
+            }
+            guard b.entries.count == r.entries.count else {
+                throw KianaStoreError(.corrupt, "block \(r.height): [entry-count] stored entries do not match the header", height: r.height)
+            }
+            for (j, e) in b.entries.enumerated() where e.id != r.entries[j].id {
+                throw KianaStoreError(.corrupt, "block \(r.height): [entry-id] entry \(j) does not match its stored ID", height: r.height)
+            }
+            blocks.append(b)
+        }
+        return blocks
+    }
+
+    /// The last height (and its block hash) that passed verification, if any.
+    public func lastVerified() throws(KianaStoreError) -> (height: UInt64, hash: [UInt8])? {
+        try run("reading the verified height") {
+            try writer.read { db -> (height: UInt64, hash: [UInt8])? in
+                guard let d = try Self.setting(db, "verified") else { return nil }
+                guard case .array(let a) = try CBOR.decode(d.bytes), a.count == 2, case .unsigned(let h) = a[0], case .bytes(let hash) = a[1] else {
+                    throw KianaStoreError(.corrupt, "the stored verified height is unreadable")
+                }
+                return (h, hash)
+            }
+        }
+    }
+
+    func recordVerified(height: UInt64, hash: [UInt8]) throws(KianaStoreError) {
+        try run("recording the verified height") {
+            try writer.write { db in
+                try SettingRecord(key: "verified", value: Data(CBOR.array([.unsigned(height), .bytes(hash)]).encoded)).save(db)
+            }
+        }
+    }
+
+    /// The check a serving node runs at start: SQLite's `quick_check`, then the whole chain
+    /// decoded and its rules replayed, with signatures, roots and payloads verified for the
+    /// blocks above the last verified height (all of them when that block is no longer on the
+    /// chain). A failure is a `.corrupt` error naming what is damaged; success records the head.
+    public func startupCheck(now: UInt64) throws(KianaStoreError) -> StartupCheck {
+        let problems = try integrityProblems(quick: true)
+        guard problems.isEmpty else { throw Self.damaged(problems) }
+        let blocks = try canonicalBlocks()
+        let previous = try lastVerified()
+        var trusted = 0
+        if let previous, previous.height < UInt64(blocks.count), blocks[Int(previous.height)].hash == previous.hash {
+            trusted = Int(previous.height) + 1
+        }
+        let state: LedgerState
+        do throws(KianaCoreError) { state = try ChainValidator.validate(blocks: blocks, now: now, trustedPrefix: trusted) } catch {
+            throw KianaStoreError(.corrupt, error.description, height: error.height, cause: error)
+        }
+        try recordVerified(height: state.height, hash: state.tipHash)
+        return StartupCheck(height: state.height, newlyVerified: blocks.count - trusted, previouslyVerified: previous?.height)
+    }
+}
