@@ -13,8 +13,14 @@ public struct DataDirectory: Sendable {
         self.path = (path as NSString).expandingTildeInPath
     }
 
-    public static func resolve(_ flag: String?, environment: [String: String] = ProcessInfo.processInfo.environment) -> DataDirectory {
-        if let flag, !flag.isEmpty { return DataDirectory(path: flag) }
+    /// `--data-dir` (which must not be empty), else `KIANA_DATA_DIR` (empty means unset), else `~/.kiana`.
+    public static func resolve(_ flag: String?, environment: [String: String] = ProcessInfo.processInfo.environment) throws(KianaNodeError) -> DataDirectory {
+        if let flag {
+            guard !flag.trimmingCharacters(in: .whitespaces).isEmpty else {
+                throw KianaNodeError(.invalidInput, "--data-dir is empty: give a directory, or leave the option out for $KIANA_DATA_DIR or ~/.kiana")
+            }
+            return DataDirectory(path: flag)
+        }
         if let env = environment["KIANA_DATA_DIR"], !env.isEmpty { return DataDirectory(path: env) }
         let home = environment["HOME"] ?? NSHomeDirectory()
         return DataDirectory(path: home + "/.kiana")
@@ -28,6 +34,11 @@ public struct DataDirectory: Sendable {
     public var controlTokenPath: String { path + "/control.token" }
     /// Where the running node says how to reach it.
     public var runtimePath: String { path + "/node.json" }
+
+    /// Held (flock) by the serving node for its whole life; holds its PID.
+    public var lockPath: String { path + "/node.lock" }
+    /// Present while the ledger is known to be damaged: what failed (writes are refused).
+    public var damagePath: String { path + "/ledger.damaged" }
 
     /// The API token clients off loopback must send as `Authorization: Bearer <token>` (0600).
     public var apiTokenPath: String { path + "/api.token" }
@@ -143,6 +154,56 @@ public struct DataDirectory: Sendable {
         }
         return [UInt8](data)
     }
+}
+
+extension DataDirectory {
+    /// Takes the data directory for one serving node: an exclusive lock on `node.lock` that the
+    /// kernel releases when the process ends however it ends (even kill -9). A second node on
+    /// the same directory is refused with the PID of the one running.
+    public func lockForServing() throws(KianaNodeError) -> DirectoryLock {
+        try create()
+        let fd = open(lockPath, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw KianaNodeError(.dataDirectory, "cannot open \(lockPath): \(String(cString: strerror(errno)))") }
+        guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
+            let busy = errno == EWOULDBLOCK
+            var buf = [UInt8](repeating: 0, count: 32)
+            let n = pread(fd, &buf, buf.count, 0)
+            close(fd)
+            let pid = n > 0 ? String(decoding: buf[0..<n], as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines) : "?"
+            guard busy else { throw KianaNodeError(.dataDirectory, "cannot lock \(lockPath): \(String(cString: strerror(errno)))") }
+            throw KianaNodeError(.locked, "another node (PID \(pid)) is already serving \(path); stop it first, or give this one its own --data-dir")
+        }
+        let text = Array("\(getpid())\n".utf8)
+        _ = ftruncate(fd, 0)
+        _ = pwrite(fd, text, text.count, 0)
+        return DirectoryLock(fd: fd)
+    }
+
+    /// What made the ledger fail verification, if it is marked damaged.
+    public var damage: String? {
+        FileManager.default.contents(atPath: damagePath).map { String(decoding: $0, as: UTF8.self) }
+    }
+
+    /// Marks the ledger damaged (best effort: a damaged disk may refuse this too).
+    func markDamaged(_ reason: String) {
+        _ = FileManager.default.createFile(atPath: damagePath, contents: Data(reason.utf8), attributes: [.posixPermissions: 0o600])
+    }
+
+    func clearDamage() {
+        unlink(damagePath)
+    }
+
+    /// True when files can be created here (false on a read-only mount or without permission).
+    public var isWritable: Bool {
+        access(path, W_OK) == 0 && (access(databasePath, F_OK) != 0 || access(databasePath, W_OK) == 0)
+    }
+}
+
+/// The serving node's hold on its data directory; released when this is freed or the process ends.
+public final class DirectoryLock: Sendable {
+    let fd: Int32
+    init(fd: Int32) { self.fd = fd }
+    deinit { close(fd) }
 }
 
 /// What a running node writes to `node.json` in its data directory.

@@ -72,15 +72,31 @@ extension Node {
         for (i, bytes) in encoded.enumerated() {
             let b = try Block(decoding: bytes)
             let x = export.blocks[i]
-            if x.hash != b.hashHex || x.height != b.height {
-                throw KianaNodeError(.verificationFailed, "export does not verify: block \(x.height)'s readable hash or height disagrees with its bytes")
-            }
+            try checkReadableFields(x, against: b, position: i)
             blocks.append(b)
         }
         guard export.network == Hex.encode(state.network) else {
             throw KianaNodeError(.verificationFailed, "export does not verify: its network field disagrees with its genesis block")
         }
         return (blocks, state)
+    }
+
+    /// Every readable field of an exported block must say what its signed bytes say; an export
+    /// whose text was edited is refused rather than imported with a silent disagreement.
+    static func checkReadableFields(_ x: LedgerExport.ExportedBlock, against b: Block, position i: Int) throws(KianaNodeError) {
+        func fail(_ field: String) -> KianaNodeError {
+            KianaNodeError(.verificationFailed, "export does not verify: block \(i)'s readable \(field) disagrees with its signed bytes")
+        }
+        guard x.height == b.height else { throw fail("height") }
+        guard x.hash == b.hashHex else { throw fail("hash") }
+        guard x.signer == DeviceID(publicKey: b.header.signer).description else { throw fail("signer") }
+        guard x.time == b.header.time else { throw fail("time") }
+        guard x.entries.count == b.entries.count else { throw fail("entry list") }
+        for (j, (xe, e)) in zip(x.entries, b.entries).enumerated() {
+            let field: String? = xe.id != e.idHex ? "id" : xe.author != e.authorID.description ? "author"
+                : xe.seq != e.sequence ? "seq" : xe.hlc != e.hlc.description ? "hlc" : xe.kind != e.kind.rawValue ? "kind" : nil
+            if let field { throw fail("entry \(j) \(field)") }
+        }
     }
 
     static func validateChain(_ encoded: [[UInt8]], now: UInt64) throws(KianaNodeError) -> LedgerState {

@@ -13,6 +13,15 @@ public struct Node: Sendable {
     public let directory: DataDirectory
     public let identity: DeviceIdentity
     public let store: LedgerStore
+    /// True when the data directory could only be opened for reading (every write is refused).
+    public var readOnly = false
+
+    init(directory: DataDirectory, identity: DeviceIdentity, store: LedgerStore, readOnly: Bool = false) {
+        self.directory = directory
+        self.identity = identity
+        self.store = store
+        self.readOnly = readOnly
+    }
 
     /// Creates a new network in `directory`: identity keys (unless present) and a genesis
     /// block naming this device as the only authority.
@@ -30,18 +39,37 @@ public struct Node: Sendable {
         return Node(directory: directory, identity: identity, store: store)
     }
 
-    /// Opens an initialized node.
-    public static func open(directory: DataDirectory) throws -> Node {
+    /// Opens an initialized node. With `forReading`, a data directory this process cannot
+    /// write (a read-only mount) is opened read-only instead of failing, so `list`, `show`,
+    /// `status` and `ledger verify` still work there.
+    public static func open(directory: DataDirectory, forReading: Bool = false) throws -> Node {
         guard directory.hasIdentity else {
             throw KianaNodeError(.notInitialized, "no KI_ana data in \(directory.path): run `kiana init` first")
         }
         let identity = try directory.loadIdentity()
-        let store = try LedgerStore(database: KianaDatabase(path: directory.databasePath))
+        let readOnly = forReading && !directory.isWritable
+        let database = readOnly ? try KianaDatabase(readOnlyPath: directory.databasePath) : try KianaDatabase(path: directory.databasePath)
+        let store = LedgerStore(database: database)
         guard try store.isInitialized() else {
             throw KianaNodeError(.notInitialized, "no ledger in \(directory.path): run `kiana init` first")
         }
-        return Node(directory: directory, identity: identity, store: store)
+        return Node(directory: directory, identity: identity, store: store, readOnly: readOnly)
     }
+
+    /// Throws unless this node may sign and store: not opened read-only, ledger not marked damaged.
+    public func requireWritable() throws(KianaNodeError) {
+        if readOnly {
+            throw KianaNodeError(.readOnly, "\(directory.path) is read-only here: reading works, writing does not")
+        }
+        if let damage = directory.damage {
+            throw KianaNodeError(.readOnly, "the ledger in \(directory.path) failed verification (\(damage)); nothing is written on top of it. "
+                                 + Self.recoveryAdvice)
+        }
+    }
+
+    /// How to get out of a damaged ledger.
+    public static let recoveryAdvice = "To recover: restore the data directory from a backup, or move it aside and `kiana import` an export "
+        + "from another device; `kiana ledger verify` clears this once the ledger verifies again."
 
     /// Opens the node, creating a new network first if the directory is empty (`kiana serve`).
     public static func openOrInitialize(directory: DataDirectory) throws -> (Node, created: Bool) {
@@ -59,6 +87,7 @@ public struct Node: Sendable {
     public func remember(text: String, title: String? = nil, tags: [String] = [], source: String? = nil, now: UInt64 = currentMillis()) throws -> (ItemID, WriteReceipt) {
         let trimmed = text.trimmingCharacters(in: .whitespacesAndNewlines)
         guard !trimmed.isEmpty else { throw KianaNodeError(.invalidInput, "nothing to remember: the text is empty") }
+        try requireWritable()
         let id = ItemID.random()
         let fields = KnowledgeFields(title: title, text: trimmed, tags: tags.isEmpty ? nil : tags, source: source)
         let receipt = try store.write([.put(id, fields)], identity: identity, now: now)
@@ -68,6 +97,7 @@ public struct Node: Sendable {
     /// Changes the given fields of an item (nil leaves a field as it is).
     public func update(idPrefix: String, text: String? = nil, title: String? = nil, tags: [String]? = nil,
                        now: UInt64 = currentMillis()) throws -> (ItemID, WriteReceipt) {
+        try requireWritable()
         let item = try store.item(idPrefix: idPrefix)
         guard !item.deleted else { throw KianaNodeError(.invalidInput, "item \(item.id) is forgotten; add it again instead") }
         let trimmed = text?.trimmingCharacters(in: .whitespacesAndNewlines)
@@ -78,6 +108,7 @@ public struct Node: Sendable {
     }
 
     public func forget(idPrefix: String, now: UInt64 = currentMillis()) throws -> (StoredItem, WriteReceipt) {
+        try requireWritable()
         let item = try store.item(idPrefix: idPrefix)
         guard !item.deleted else { throw KianaNodeError(.invalidInput, "item \(item.id) is already forgotten") }
         return (item, try store.write([.delete(item.id)], identity: identity, now: now))
@@ -121,12 +152,35 @@ public struct Node: Sendable {
                           historyPath: Merkle.inclusionProof(index: Int(height), leafHashes: historyLeaves), blockHash: block.hash)
     }
 
+    /// Verifies the whole ledger (and the database file). A failure marks the ledger damaged,
+    /// so nothing is signed on top of it and `serve` refuses to start; success clears the mark.
     public func verify(now: UInt64 = currentMillis()) throws -> LedgerState {
         do throws(KianaStoreError) {
-            return try store.verify(now: now)
+            let state = try store.verify(now: now)
+            if !readOnly { directory.clearDamage() }
+            return state
         } catch {
             guard error.code == .corrupt else { throw error }
+            if !readOnly { directory.markDamaged(error.message) }
             throw KianaNodeError(.verificationFailed, "ledger verification failed: \(error.message)", cause: error)
+        }
+    }
+
+    /// The check `serve` runs before anything listens: the database file (`quick_check`), then
+    /// the chain with signatures verified above the last verified height. A failure marks the
+    /// ledger damaged and is a `.verificationFailed` error that says how to recover.
+    public func startupCheck(now: UInt64 = currentMillis()) throws -> StartupCheck {
+        if let damage = directory.damage {
+            throw KianaNodeError(.verificationFailed, "the ledger in \(directory.path) failed verification earlier (\(damage)); the node does not serve it. "
+                                 + Self.recoveryAdvice)
+        }
+        do throws(KianaStoreError) {
+            return try store.startupCheck(now: now)
+        } catch {
+            guard error.code == .corrupt else { throw error }
+            directory.markDamaged(error.message)
+            throw KianaNodeError(.verificationFailed, "the ledger in \(directory.path) is damaged (\(error.message)); the node does not serve it. "
+                                 + Self.recoveryAdvice, cause: error)
         }
     }
 }

@@ -14,12 +14,24 @@ public enum NodeServer {
     /// Called once HTTP and the link listener listen: the node, the HTTP port, the P2P port.
     public typealias Ready = @Sendable (Node, Int, Int) -> Void
 
+    /// Runs with settings resolved by `ServeSettings.resolve`.
+    public static func run(directory: DataDirectory, settings: ServeSettings, modelDirectory: String? = nil, logger: Logger,
+                           onReady: @escaping Ready = { _, _, _ in }) async throws {
+        try await run(directory: directory, http: settings.http, network: settings.network, modelDirectory: modelDirectory, logger: logger, onReady: onReady)
+    }
+
     public static func run(directory: DataDirectory, http: HTTPConfig, network netConfig: NetworkConfig = NetworkConfig(),
                            modelDirectory: String? = nil, logger: Logger, onReady: @escaping Ready = { _, _, _ in }) async throws {
+        // One node per data directory, held until this process ends; taken before anything is
+        // written, so a second node changes nothing (not node.json, not the control token).
+        let lock = try directory.lockForServing()
+        defer { withExtendedLifetime(lock) {} }
         let (node, created) = try Node.openOrInitialize(directory: directory)
         if created {
             logger.notice("created a new network", metadata: ["dataDir": .string(directory.path)])
         }
+        let check = try node.startupCheck()
+        logger.info("ledger checked", metadata: ["height": .stringConvertible(check.height), "newlyVerified": .stringConvertible(check.newlyVerified)])
         let network = PeerNetwork(store: node.store, identity: node.identity, config: netConfig, logger: logger)
         let token = try directory.writeControlToken()
         let ports = ReadyPorts()

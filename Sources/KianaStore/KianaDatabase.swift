@@ -24,6 +24,30 @@ public final class KianaDatabase: Sendable {
         }
     }
 
+    /// Opens an existing database file read-only, for a data directory this process cannot
+    /// write (a read-only mount, another user's files). SQLite opens it as immutable: no WAL
+    /// index is created beside it, so nothing in the directory changes. The file must have been
+    /// migrated by this version already.
+    public init(readOnlyPath path: String) throws(KianaStoreError) {
+        var config = Configuration()
+        config.readonly = true
+        config.busyMode = .timeout(30)
+        // SQLite's URI form (the system library is built with URI support); % and ? escaped.
+        var allowed = CharacterSet.urlPathAllowed
+        allowed.remove(charactersIn: "?#%")
+        let uri = "file:" + (path.addingPercentEncoding(withAllowedCharacters: allowed) ?? path) + "?immutable=1"
+        let done: Bool
+        do {
+            writer = try DatabaseQueue(path: uri, configuration: config)
+            done = try writer.read { db in try Self.migrator.hasCompletedMigrations(db) }
+        } catch {
+            throw KianaStoreError(.database, "cannot open database at \(path) read-only", cause: error)
+        }
+        guard done else {
+            throw KianaStoreError(.readOnly, "the database at \(path) needs an upgrade that a read-only directory does not allow: open it once where it can be written")
+        }
+    }
+
     /// A private in-memory database (tests).
     public init() throws(KianaStoreError) {
         do {

@@ -7,7 +7,6 @@ import KianaAI
 import KianaBench
 import KianaCore
 import KianaNode
-import KianaStore
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -16,7 +15,7 @@ struct ModelOptions: ParsableArguments {
     @Option(help: "Model directory (default: $KIANA_MODEL_DIR or <data dir>/models).")
     var modelDir: String?
 
-    func directory(_ data: DataOptions) -> String { ModelDirectory.resolve(modelDir, dataDirectory: data.directory.path) }
+    func directory(_ data: DataOptions) throws -> String { ModelDirectory.resolve(modelDir, dataDirectory: try data.directory.path) }
 }
 
 /// A progress bar on stderr: redrawn in place on a terminal, otherwise one line at most every
@@ -55,6 +54,84 @@ final class ProgressBar: @unchecked Sendable {
 
     var handler: ProgressHandler {
         { [self] phase, done, total, _ in update(phase, done, total, phase == "reading" ? .bytes : .items) }
+    }
+}
+
+struct Remember: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Add a knowledge item (signed and sealed into a block).")
+    @OptionGroup var data: DataOptions
+    @Argument(help: "The text to remember.") var text: String
+    @Option(help: "A title.") var title: String?
+    @Option(name: .customLong("tag"), help: "A tag (repeatable).") var tags: [String] = []
+    @Option(help: "Where it came from.") var source: String?
+
+    func run() throws {
+        try perform {
+            let node = try Node.open(directory: data.directory)
+            let (id, receipt) = try node.remember(text: text, title: title, tags: tags, source: source)
+            say("Remembered \(id) (entry \(short(receipt.entries[0].id)), block \(receipt.block.height))")
+        }
+    }
+}
+
+struct Forget: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Forget a knowledge item (a signed tombstone).")
+    @OptionGroup var data: DataOptions
+    @Argument(help: "Item ID or a unique prefix of it (4+ hex characters).") var id: String
+
+    func run() throws {
+        try perform {
+            let node = try Node.open(directory: data.directory)
+            let (item, receipt) = try node.forget(idPrefix: id)
+            say("Forgot \(item.id) (entry \(short(receipt.entries[0].id)), block \(receipt.block.height))")
+        }
+    }
+}
+
+struct List: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "List knowledge items, newest first.")
+    @OptionGroup var data: DataOptions
+    @OptionGroup var output: OutputOptions
+    @Flag(help: "Include forgotten items.") var all = false
+
+    func run() throws {
+        try perform {
+            let node = try Node.open(directory: data.directory, forReading: true)
+            try output.emit(try node.items(includeDeleted: all)) { items in
+                if items.isEmpty { say("No knowledge yet. Add some with: kiana remember \"…\"") }
+                for i in items {
+                    let first = String(i.text.split(separator: "\n").first ?? "")
+                    let label = i.title ?? (first.count > 60 ? first.prefix(60) + "…" : first)
+                    let tags = i.tags.isEmpty ? "" : "  [" + i.tags.joined(separator: ", ") + "]"
+                    // One line per item: newlines and tabs inside fields are shown as escapes.
+                    say(Terminal.escape("\(i.id)  \(i.updated.map(date) ?? "-")  \(i.deleted ? "(forgotten) " : "")\(label)\(tags)"))
+                }
+            }
+        }
+    }
+}
+
+struct Show: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Show one knowledge item.")
+    @OptionGroup var data: DataOptions
+    @OptionGroup var output: OutputOptions
+    @Argument(help: "Item ID or a unique prefix of it.") var id: String
+
+    func run() throws {
+        try perform {
+            let node = try Node.open(directory: data.directory, forReading: true)
+            try output.emit(try node.item(idPrefix: id)) { i in
+                say("ID:       \(i.id)")
+                if let t = i.title { say(Terminal.escape("Title:    \(t)")) }
+                if !i.tags.isEmpty { say(Terminal.escape("Tags:     \(i.tags.joined(separator: ", "))")) }
+                if let s = i.source { say(Terminal.escape("Source:   \(s)")) }
+                if let c = i.created { say("Created:  \(date(c))") }
+                if let u = i.updated { say("Updated:  \(date(u))") }
+                if i.deleted { say("Status:   forgotten") }
+                say("")
+                say(i.text)
+            }
+        }
     }
 }
 
@@ -130,59 +207,31 @@ struct Search: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Search the knowledge base (BM25 + vectors, fused with reciprocal rank fusion).")
     @OptionGroup var data: DataOptions
     @OptionGroup var model: ModelOptions
+    @OptionGroup var output: OutputOptions
     @Argument(help: "What to look for.") var query: String
     @Option(help: "Number of results.") var k: Int = 10
     @Option(help: "hybrid, vector or keyword.") var mode: String = "hybrid"
     @Option(help: "Only items with this tag.") var tag: String?
     @Option(help: "Only items whose source starts with this (a file or folder path).") var source: String?
-    @Flag(help: "Print results as JSON.") var json = false
 
     func run() throws {
         try perform {
-            guard let m = SearchMode(rawValue: mode) else { throw KianaNodeError(.invalidInput, "--mode must be hybrid, vector or keyword") }
-            guard (1...1000).contains(k) else { throw KianaNodeError(.invalidInput, "--k must be 1…1000") }
             let node = try Node.open(directory: data.directory)
-            let bar = ProgressBar()
-            let retriever: Retriever
-            var hits: [SearchHit]
-            let filter = SearchFilter(tag: tag, sourcePrefix: source.map { s in
-                s.hasPrefix("/") || s.hasPrefix("~") || s.hasPrefix(".") ? URL(fileURLWithPath: (s as NSString).expandingTildeInPath).standardizedFileURL.path : s
-            })
-            guard !query.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty else { throw KianaNodeError(.invalidInput, "the search query is empty") }
-            if m == .keyword {
-                hits = try node.searchStore.keywordSearch(query, limit: k, filter: filter).enumerated().map {
-                    SearchHit(id: $1.0, score: $1.1, keywordRank: $0 + 1, keywordScore: $1.1)
+            let view = try node.search(query, k: k, mode: mode, tag: tag, source: source, modelDirectory: model.directory(data),
+                                       progress: ProgressBar().handler)
+            try output.emit(view) { v in
+                if v.results.isEmpty { say("No results."); return }
+                for (n, h) in v.results.enumerated() {
+                    var parts: [String] = []
+                    if let s = h.bm25, let r = h.keywordRank { parts.append(String(format: "bm25 %.2f (#%d)", s, r)) }
+                    if let s = h.cosine, let r = h.vectorRank { parts.append(String(format: "cos %.3f (#%d)", s, r)) }
+                    let score = v.mode == "hybrid" ? String(format: "rrf %.4f", h.score) : String(format: "%.4f", h.score)
+                    say("\(n + 1). \(score)  \(parts.joined(separator: ", "))  \(h.id)")
+                    if let title = h.title, !title.isEmpty { say(Terminal.escape("   \(title)")) }
+                    let text = h.text ?? ""
+                    say(Terminal.escape("   " + String(text.prefix(160)) + (text.count > 160 ? "…" : "")))
+                    if let src = h.source { say(Terminal.escape("   source: \(src)")) }
                 }
-            } else {
-                retriever = try node.retriever(Node.loadEmbedder(modelDirectory: model.directory(data)), progress: bar.handler)
-                hits = try retriever.search(query, k: k, mode: m, filter: filter)
-            }
-            let items = try node.searchStore.items(hits.map(\.id))
-            if json {
-                let out: [[String: Any]] = hits.map { h in
-                    var o: [String: Any] = ["id": h.id.description, "score": h.score]
-                    if let r = h.keywordRank { o["keywordRank"] = r; o["bm25"] = h.keywordScore }
-                    if let r = h.vectorRank { o["vectorRank"] = r; o["cosine"] = h.vectorScore }
-                    if let i = items[h.id] { o["title"] = i.title ?? ""; o["source"] = i.source ?? ""; o["text"] = i.text ?? "" }
-                    return o
-                }
-                let d = try JSONSerialization.data(withJSONObject: ["query": query, "mode": m.rawValue, "results": out], options: [.sortedKeys])
-                say(String(decoding: d, as: UTF8.self))
-                return
-            }
-            if hits.isEmpty { say("No results."); return }
-            for (n, h) in hits.enumerated() {
-                let i = items[h.id]
-                var parts: [String] = []
-                if let s = h.keywordScore { parts.append(String(format: "bm25 %.2f (#%d)", s, h.keywordRank!)) }
-                if let s = h.vectorScore { parts.append(String(format: "cos %.3f (#%d)", s, h.vectorRank!)) }
-                let score = m == .hybrid ? String(format: "rrf %.4f", h.score) : String(format: "%.4f", h.score)
-                say("\(n + 1). \(score)  \(parts.joined(separator: ", "))  \(h.id)")
-                let title = i?.title ?? ""
-                if !title.isEmpty { say("   \(title)") }
-                let text = (i?.text ?? "").replacingOccurrences(of: "\n", with: " ")
-                say("   " + String(text.prefix(160)) + (text.count > 160 ? "…" : ""))
-                if let src = i?.source { say("   source: \(src)") }
             }
         }
     }
@@ -239,15 +288,14 @@ struct IndexOptions: ParsableArguments {
 struct IndexStatus: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "status", abstract: "How many items are embedded and how search runs.")
     @OptionGroup var data: DataOptions
+    @OptionGroup var output: OutputOptions
     func run() throws {
         try perform {
-            let node = try Node.open(directory: data.directory)
-            let items = try node.store.counts().items
-            let vectors = try node.searchStore.vectorCount(model: Embedder.modelName)
-            let pending = try node.searchStore.countNeedingVectors(model: Embedder.modelName)
-            let file = FileManager.default.fileExists(atPath: node.vectorIndexPath)
-            say("Items: \(items), embedded: \(vectors), waiting: \(pending)")
-            say("Vector search: \(file ? "HNSW graph (\(node.vectorIndexPath))" : "exact scan")")
+            let node = try Node.open(directory: data.directory, forReading: true)
+            try output.emit(try node.indexStatus()) { s in
+                say("Items: \(s.items), embedded: \(s.embedded), waiting: \(s.waiting)")
+                say("Vector search: \(s.indexFile.map { "HNSW graph (\($0))" } ?? "exact scan")")
+            }
         }
     }
 }
@@ -281,193 +329,3 @@ struct IndexRebuild: ParsableCommand {
     }
 }
 
-struct BenchEmbed: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "embed", abstract: "Embedder sentences/s beside a numpy implementation on the same token IDs.")
-    @OptionGroup var data: DataOptions
-    @OptionGroup var model: ModelOptions
-    @Option(help: "Sentences (retrieval-set passages, repeated).") var sentences: Int = 512
-    @Option(help: "Sentences per batch.") var batch: Int = 32
-    @Option(help: "Repeats (best is reported).") var repeats: Int = 3
-    @Option(help: "Threads for the Swift embedder (default: all cores).") var threads: Int?
-
-    func run() throws {
-        try perform {
-            guard sentences > 0, (1...4096).contains(batch), repeats > 0, (threads ?? 1) > 0 else {
-                throw KianaNodeError(.invalidInput, "sentences, batch (1…4096), repeats and threads must be positive")
-            }
-            let b = EmbedBench(modelDirectory: model.directory(data), sentences: sentences, batch: batch, repeats: repeats, threads: threads)
-            say(try b.run { FileHandle.standardError.write(Data("  … \($0)\n".utf8)) })
-        }
-    }
-}
-
-struct BenchVector: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "vector", abstract: "Exact scan and HNSW recall@10 and queries/s on clustered vectors, beside faiss.")
-    @Option(help: "Vectors in the index.") var count: Int = 100_000
-    @Option(help: "Queries.") var queries: Int = 1000
-    @Option(help: "Clusters the vectors are drawn around.") var clusters: Int = 1000
-    @Option(help: "HNSW links per node.") var m: Int = 16
-    @Option(help: "HNSW build beam width.") var efConstruction: Int = 100
-    @Option(help: "Query beam widths, comma-separated.") var ef: String = "16,32,64,128,256"
-
-    func run() throws {
-        try perform {
-            let efs = ef.split(separator: ",").compactMap { Int($0) }
-            guard count > 0, queries > 0, clusters > 0, (2...256).contains(m), efConstruction >= m, !efs.isEmpty, efs.allSatisfy({ $0 > 0 }) else {
-                throw KianaNodeError(.invalidInput, "count, queries, clusters positive; --m 2…256; --ef-construction ≥ m; --ef a list of positive numbers")
-            }
-            let b = VectorBench(count: count, queries: queries, clusters: clusters, m: m, efConstruction: efConstruction, efs: efs)
-            say(try b.run { FileHandle.standardError.write(Data("  … \($0)\n".utf8)) })
-        }
-    }
-}
-
-struct BenchRetrieval: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "retrieval", abstract: "nDCG@10 and recall@10 of keyword, vector and hybrid search on the evaluation set.")
-    @OptionGroup var data: DataOptions
-    @OptionGroup var model: ModelOptions
-    @Option(help: "Evaluation set JSON (default: the bundled one).") var set: String?
-    @Flag(help: "Print JSON.") var json = false
-
-    func run() throws {
-        try perform {
-            let b = RetrievalBench(modelDirectory: model.directory(data), setPath: set)
-            let scores = try b.run { FileHandle.standardError.write(Data("  … \($0)\n".utf8)) }
-            if json {
-                let rows = scores.map { ["mode": $0.mode.rawValue, "kind": $0.kind, "queries": $0.queries, "ndcg10": $0.ndcg, "recall10": $0.recall] as [String: Any] }
-                say(String(decoding: try JSONSerialization.data(withJSONObject: rows, options: [.sortedKeys]), as: UTF8.self))
-            } else {
-                say(RetrievalBench.render(scores, passages: try RetrievalSet.load(path: set).passages.count))
-            }
-        }
-    }
-}
-
-struct BenchHTTP: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(
-        commandName: "http",
-        abstract: "Requests per second and p50/p99 latency of /health and search under concurrent load (wrk), beside nginx serving the same bytes as a static file.")
-    @OptionGroup var data: DataOptions
-    @OptionGroup var model: ModelOptions
-    @Option(help: "Seconds per target.") var seconds: Int = 10
-    @Option(help: "Concurrent connections.") var connections: Int = 16
-    @Option(help: "wrk threads.") var threads: Int = 2
-    @Option(help: "Knowledge items (passages of the evaluation set, at most 331).") var items: Int = 331
-    @Flag(help: "Skip the nginx reference.") var noReference = false
-
-    func run() async throws {
-        try await performAsync {
-            guard (1...600).contains(seconds), (1...1000).contains(connections), (1...64).contains(threads), threads <= connections, items > 0 else {
-                throw KianaNodeError(.invalidInput, "seconds 1…600, connections 1…1000, threads 1…64 and at most one per connection, items > 0")
-            }
-            let bench = HTTPBench(seconds: seconds, connections: connections, threads: threads)
-            guard bench.hasWrk else { throw KianaNodeError(.invalidInput, "wrk is not installed: `make setup` (or apt-get install wrk)") }
-            let models = model.directory(data)
-            let tmp = FileManager.default.temporaryDirectory.appendingPathComponent("kiana-bench-http-\(UUID().uuidString)").path
-            defer { try? FileManager.default.removeItem(atPath: tmp) }
-            // A node with the evaluation set's passages as its knowledge.
-            let set = try RetrievalSet.load()
-            try {
-                let (node, _) = try Node.openOrInitialize(directory: DataDirectory(path: tmp))
-                let ops = set.passages.prefix(items).map { KnowledgeOp.put(ItemID.random(), KnowledgeFields(title: $0.title, text: $0.text, tags: $0.tags)) }
-                for start in stride(from: 0, to: ops.count, by: 200) {
-                    _ = try node.store.write(Array(ops[start..<min(start + 200, ops.count)]), identity: node.identity, now: currentMillis())
-                }
-            }()
-            let server = try ServeProcess(arguments: ["serve", "--data-dir", tmp, "--port", "0", "--p2p-host", "127.0.0.1", "--p2p-port", "0",
-                                                      "--discovery", "off", "--model-dir", models])
-            defer { server.stop() }
-            let base = try await server.waitForURL()
-            let count = min(items, set.passages.count)
-            FileHandle.standardError.write(Data("  … warming up (loads the embedder, embeds \(count) passages)\n".utf8))
-            let warm = try await Self.get(base + "/api/v1/search?q=warm%20up&k=1")
-            guard (try? JSONSerialization.jsonObject(with: warm) as? [String: Any])?["hits"] != nil else {
-                throw KianaNodeError(.invalidInput, "the node's search does not answer: \(String(decoding: warm, as: UTF8.self).prefix(300))")
-            }
-            say("kiana bench http: wrk, \(threads) threads, \(connections) connections, \(seconds) s per target, "
-                + "\(ProcessInfo.processInfo.activeProcessorCount) cores shared by wrk and the node; \(count) knowledge items, "
-                + "\(set.queries.count) different queries")
-            func search(_ mode: String) -> [String] {
-                set.queries.map { base + "/api/v1/search?k=10&mode=\(mode)&q=" + ($0.query.addingPercentEncoding(withAllowedCharacters: Self.unreserved) ?? "x") }
-            }
-            var rows: [HTTPBench.Result] = []
-            for target in [HTTPBench.Target(name: "GET /health", urls: [base + "/health"]),
-                           HTTPBench.Target(name: "GET /api/v1/search keyword", urls: search("keyword")),
-                           HTTPBench.Target(name: "GET /api/v1/search hybrid", urls: search("hybrid"))] {
-                FileHandle.standardError.write(Data("  … \(target.name)\n".utf8))
-                rows.append(try await blocking { try bench.measure(target) })
-            }
-            var reference: HTTPBench.Result?
-            if noReference {
-            } else if bench.hasNginx {
-                let body = try await Self.get(base + "/health")
-                let nginx = try bench.startNginx(body: String(decoding: body, as: UTF8.self))
-                defer { nginx.stop() }
-                FileHandle.standardError.write(Data("  … nginx static file (reference)\n".utf8))
-                reference = try await blocking { try bench.measure(.init(name: "nginx: the same bytes, static", urls: [nginx.url])) }
-            } else {
-                say("(nginx is not installed: no reference; `make bench` installs nginx-light)")
-            }
-            say(bench.render(rows, reference: reference))
-            let errors = rows.reduce(0) { $0 + $1.errors }
-            if errors > 0 { throw KianaNodeError(.invalidInput, "\(errors) requests failed") }
-        }
-    }
-}
-
-extension BenchHTTP {
-    /// RFC 3986 unreserved characters, ASCII only (`.alphanumerics` would let "ü" through raw).
-    static let unreserved = CharacterSet(charactersIn: "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
-
-    /// GET with a generous timeout (the first search loads the model and embeds everything).
-    static func get(_ url: String) async throws -> Data {
-        var request = URLRequest(url: URL(string: url)!)
-        request.timeoutInterval = 600
-        do {
-            return try await URLSession.shared.data(for: request).0
-        } catch {
-            throw KianaNodeError(.network, "GET \(url) failed: \(error.localizedDescription)")
-        }
-    }
-}
-
-/// `kiana serve` as a child process of this binary (for benchmarks).
-final class ServeProcess: @unchecked Sendable {
-    let process = Process()
-    private let lock = NSLock()
-    private var output = ""
-
-    init(arguments: [String]) throws {
-        process.executableURL = URL(fileURLWithPath: Bundle.main.executablePath ?? CommandLine.arguments[0])
-        process.arguments = arguments
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = pipe
-        pipe.fileHandleForReading.readabilityHandler = { [weak self] h in
-            let d = h.availableData
-            if d.isEmpty { h.readabilityHandler = nil; return }
-            self?.lock.withLock { self?.output += String(decoding: d, as: UTF8.self) }
-        }
-        try process.run()
-    }
-
-    /// The base URL once the node says it serves, or the node's output as the error.
-    func waitForURL(timeout: Duration = .seconds(60)) async throws -> String {
-        let end = ContinuousClock.now + timeout
-        while ContinuousClock.now < end {
-            let text = lock.withLock { output }
-            if let r = text.range(of: #"serving http://127\.0\.0\.1:\d+"#, options: .regularExpression) {
-                return String(text[r].dropFirst("serving ".count))
-            }
-            guard process.isRunning else { break }
-            try await Task.sleep(for: .milliseconds(50))
-        }
-        throw KianaNodeError(.invalidInput, "the node did not start: \(lock.withLock { output }.suffix(500))")
-    }
-
-    func stop() {
-        guard process.isRunning else { return }
-        process.interrupt()
-        process.waitUntilExit()
-    }
-}

@@ -120,7 +120,7 @@ struct ModelsList: ParsableCommand {
 
     func run() throws {
         try perform {
-            let catalog = ModelCatalog(directory: models.directory(data))
+            let catalog = try ModelCatalog(directory: models.directory(data))
             var rows: [[String: Any]] = []
             for e in catalog.entries() {
                 var row: [String: Any] = ["name": e.name, "path": e.path, "registered": e.registered]
@@ -322,48 +322,26 @@ struct Chat: AsyncParsableCommand {
 struct Conversations: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "List conversations, or show one.")
     @OptionGroup var data: DataOptions
+    @OptionGroup var output: OutputOptions
     @Argument(help: "A conversation to show in full.") var id: String?
 
     func run() throws {
         try perform {
-            let node = try Node.open(directory: data.directory)
+            let node = try Node.open(directory: data.directory, forReading: true)
             if let id {
-                guard try node.conversations.conversation(id) != nil else { throw KianaNodeError(.invalidInput, "no conversation \(id)") }
-                for m in try node.conversations.messages(id) {
-                    say("\(m.role): \(m.content)" + (m.citations.isEmpty ? "" : "  [cites \(m.citations.joined(separator: ", "))]"))
+                try output.emit(try node.conversationMessages(id)) { messages in
+                    for m in messages {
+                        say("\(m.role): \(m.content)" + (m.citations.isEmpty ? "" : "  [cites \(m.citations.joined(separator: ", "))]"))
+                    }
                 }
                 return
             }
-            let list = try node.conversations.list()
-            if list.isEmpty { say("No conversations yet."); return }
-            for c in list {
-                let when = Date(timeIntervalSince1970: Double(c.updated) / 1000)
-                say("\(c.id)  \(ISO8601DateFormatter().string(from: when))  \(c.title)")
+            try output.emit(try node.conversationList()) { list in
+                if list.isEmpty { say("No conversations yet."); return }
+                for c in list {
+                    say(Terminal.escape("\(c.id)  \(date(UInt64(max(0, c.updated))))  \(c.title)"))
+                }
             }
-        }
-    }
-}
-
-struct BenchLLM: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "llm", abstract: "Engine prompt and generation tokens/s beside llama.cpp's llama-bench, and memory while generating.")
-    @OptionGroup var data: DataOptions
-    @OptionGroup var models: ModelOptions
-    @Option(help: "Model name or GGUF path.") var model: String?
-    @Option(help: "Thread counts, comma-separated.") var threads: String = "1,2"
-    @Option(help: "Prompt tokens (pp).") var prompt: Int = 128
-    @Option(help: "Generated tokens (tg).") var generate: Int = 64
-    @Option(help: "Repeats.") var repeats: Int = 3
-    @Option(help: "llama-bench binary (default: scripts/llama-cpp.sh's build).") var llamaBench: String?
-
-    func run() throws {
-        try perform {
-            let ts = threads.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
-            guard !ts.isEmpty, ts.allSatisfy({ (1...256).contains($0) }), (1...8192).contains(prompt), (1...8192).contains(generate), (1...100).contains(repeats) else {
-                throw KianaNodeError(.invalidInput, "threads 1…256, prompt and generate 1…8192, repeats 1…100")
-            }
-            let path = try ModelCatalog(directory: models.directory(data)).resolve(model)
-            let b = LLMBench(modelPath: path, threads: ts, promptTokens: prompt, generateTokens: generate, repeats: repeats, llamaBench: llamaBench)
-            say(try b.run { writeErr("  … \($0)\n") })
         }
     }
 }

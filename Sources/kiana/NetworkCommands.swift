@@ -5,22 +5,6 @@ import KianaNet
 import KianaNode
 import Logging
 
-/// Runs an async command body; any error becomes one line on stderr and exit code 1.
-func performAsync(_ body: () async throws -> Void) async throws {
-    do {
-        try await body()
-    } catch let e as ExitCode {
-        throw e
-    } catch {
-        FileHandle.standardError.write(Data(("kiana: " + errorLine(for: error) + "\n").utf8))
-        throw ExitCode(1)
-    }
-}
-
-func say(_ line: String) {
-    FileHandle.standardOutput.write(Data((line + "\n").utf8))
-}
-
 func commandLogger() -> Logger {
     var logger = Logger(label: "kiana")
     logger.logLevel = ProcessInfo.processInfo.environment["KIANA_LOG_LEVEL"].flatMap(Logger.Level.init(rawValue:)) ?? .warning
@@ -67,7 +51,7 @@ struct PeersAdd: ParsableCommand {
         try perform {
             do throws(KianaNetError) { _ = try PeerNetwork.parse(address) } catch { throw KianaNodeError(.invalidInput, error.message) }
             let node = try Node.open(directory: data.directory)
-            let added = try node.store.addPeerAddress(address, now: currentMillis())
+            let added = try node.addPeer(address: address)
             say(added ? "Added \(address); the node dials it within seconds." : "\(address) was already known.")
         }
     }

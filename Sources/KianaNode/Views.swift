@@ -1,0 +1,284 @@
+import Foundation
+import KianaCore
+import KianaAI
+import KianaStore
+
+// What the read commands show, as Codable values: the CLI prints them as text or, with
+// `--json`, as they are. Field names are the JSON names; times are milliseconds since 1970.
+
+/// `kiana status`.
+public struct StatusView: Codable, Sendable {
+    public struct Head: Codable, Sendable { public var height: UInt64; public var hash: String }
+    public struct PendingVote: Codable, Sendable { public var action: String; public var device: String; public var by: String }
+    public var device: String
+    public var identityKey: String
+    public var network: String
+    public var head: Head?
+    public var blocks: Int
+    public var entries: Int
+    public var items: Int
+    public var forgottenItems: Int
+    public var pending: Int
+    public var authorities: [String]
+    public var votes: [PendingVote]
+    public var dataDirectory: String
+    /// True when the directory could only be opened for reading.
+    public var readOnly: Bool
+    /// The height that last passed verification (`ledger verify` or a node's start), if any.
+    public var verifiedHeight: UInt64?
+    /// Why the ledger is marked damaged, if it is (writes and `serve` are refused then).
+    public var damage: String?
+}
+
+/// A knowledge item (`kiana list`, `kiana show`).
+public struct ItemView: Codable, Sendable {
+    public var id: String
+    public var title: String?
+    public var text: String
+    public var tags: [String]
+    public var source: String?
+    public var created: UInt64?
+    public var updated: UInt64?
+    public var deleted: Bool
+    /// The ledger entry that last changed the item (its inclusion proof is the item's proof).
+    public var entry: String?
+
+    public init(_ i: StoredItem) {
+        id = i.id.description; title = i.title; text = i.text ?? ""; tags = i.tags; source = i.source
+        created = i.created?.wall; updated = i.updated?.wall; deleted = i.deleted; entry = i.lastEntry.map(Hex.encode)
+    }
+}
+
+/// A ledger entry as listed in a block.
+public struct EntryView: Codable, Sendable {
+    public var id: String
+    public var kind: String
+    public var author: String
+    public var seq: UInt64
+    public var hlc: String
+
+    public init(_ e: Entry) {
+        id = e.idHex; kind = e.kind.rawValue; author = e.authorID.description; seq = e.sequence; hlc = e.hlc.description
+    }
+}
+
+/// A block (`kiana ledger show`); `entries` only when one block is shown in full.
+public struct BlockView: Codable, Sendable {
+    public var height: UInt64
+    public var hash: String
+    public var parent: String
+    public var time: UInt64
+    public var signer: String
+    public var entryRoot: String
+    public var entryCount: Int
+    public var authorities: [String]?
+    public var name: String?
+    public var entries: [EntryView]?
+
+    public init(_ b: Block, withEntries: Bool) {
+        height = b.height; hash = b.hashHex; parent = Hex.encode(b.header.parent); time = b.header.time
+        signer = DeviceID(publicKey: b.header.signer).description; entryRoot = Hex.encode(b.header.entryRoot)
+        entryCount = b.entries.count; authorities = b.header.authorities?.map { DeviceID(publicKey: $0).description }
+        name = b.header.name; entries = withEntries ? b.entries.map(EntryView.init) : nil
+    }
+}
+
+/// `kiana ledger forks`.
+public struct ForksView: Codable, Sendable {
+    public struct Branch: Codable, Sendable { public var tipHeight: UInt64; public var tipHash: String; public var forkHeight: UInt64 }
+    public struct Gap: Codable, Sendable { public var device: String; public var missing: [UInt64] }
+    public struct Conflict: Codable, Sendable { public var device: String; public var sequence: UInt64; public var entries: [String] }
+    public var head: StatusView.Head?
+    public var sideBranches: [Branch]
+    public var orphans: Int
+    public var maxOrphans: Int
+    public var gaps: [Gap]
+    public var equivocations: [Conflict]
+}
+
+/// `kiana index status`.
+public struct IndexStatusView: Codable, Sendable {
+    public var items: Int
+    public var embedded: Int
+    public var waiting: Int
+    /// "hnsw" or "exact".
+    public var vectorSearch: String
+    public var indexFile: String?
+}
+
+/// A conversation in the list (`kiana conversations`).
+public struct ConversationView: Codable, Sendable {
+    public var id: String
+    public var title: String
+    public var created: Int64
+    public var updated: Int64
+}
+
+/// A message of a conversation (`kiana conversations ID`).
+public struct MessageView: Codable, Sendable {
+    public var role: String
+    public var content: String
+    public var citations: [String]
+    public var created: Int64
+}
+
+/// The outcome of a write command.
+public struct WriteView: Codable, Sendable {
+    public var item: String?
+    public var entry: String
+    public var block: UInt64
+}
+
+/// `kiana ledger verify`.
+public struct VerifyView: Codable, Sendable {
+    public var valid: Bool
+    public var blocks: Int
+    public var entries: Int
+    public var height: UInt64
+    public var head: String
+    public var historyRoot: String
+    public var authorities: Int
+
+    public init(_ s: LedgerState) {
+        valid = true; blocks = s.blockHashes.count; entries = s.entryCount; height = s.height; head = Hex.encode(s.tipHash)
+        historyRoot = Hex.encode(s.historyRoot); authorities = s.authorities.count
+    }
+}
+
+extension Node {
+    public func status() throws -> StatusView {
+        let head = try store.head()
+        let c = try store.counts()
+        let m = try store.membership()
+        return StatusView(
+            device: identity.deviceID.description, identityKey: Hex.encode(identity.publicKey),
+            network: Hex.encode(try store.network() ?? []),
+            head: head.map { .init(height: $0.height, hash: Hex.encode($0.hash)) },
+            blocks: c.blocks, entries: c.entries, items: c.items, forgottenItems: c.deletedItems, pending: c.pending,
+            authorities: m.authorities.map { DeviceID(publicKey: $0).description }.sorted(),
+            votes: m.votes.map { .init(action: $0.vote.authorize ? "add" : "drop", device: DeviceID(publicKey: $0.vote.target).description,
+                                      by: DeviceID(publicKey: $0.signer).description) },
+            dataDirectory: directory.path, readOnly: readOnly, verifiedHeight: try store.lastVerified()?.height, damage: directory.damage)
+    }
+
+    public func items(includeDeleted: Bool) throws -> [ItemView] {
+        try store.items(includeDeleted: includeDeleted).map(ItemView.init)
+    }
+
+    public func item(idPrefix: String) throws -> ItemView {
+        ItemView(try store.item(idPrefix: idPrefix))
+    }
+
+    /// One block in full; `.notFound` names the head when there is no such height.
+    public func block(height: UInt64) throws -> BlockView {
+        guard let b = try store.blocks(from: height, through: height).first else {
+            throw KianaNodeError(.notFound, "no block at height \(height) (head is \(try store.head()?.height ?? 0))")
+        }
+        return BlockView(b, withEntries: true)
+    }
+
+    /// The newest `limit` blocks, oldest first.
+    public func recentBlocks(limit: Int) throws -> [BlockView] {
+        guard let head = try store.head() else { return [] }
+        let n = UInt64(max(limit, 1))
+        let from = head.height >= n ? head.height - n + 1 : 0
+        return try store.blocks(from: from, through: head.height).map { BlockView($0, withEntries: false) }
+    }
+
+    public func forks() throws -> ForksView {
+        let head = try store.head()
+        return ForksView(
+            head: head.map { .init(height: $0.height, hash: Hex.encode($0.hash)) },
+            sideBranches: try store.sideBranches().map { .init(tipHeight: $0.tipHeight, tipHash: Hex.encode($0.tipHash), forkHeight: $0.forkHeight) },
+            orphans: try store.orphanCount(), maxOrphans: LedgerStore.maxOrphans,
+            gaps: try store.sequenceGaps().map { .init(device: DeviceID(publicKey: $0.author).description, missing: $0.missing) },
+            equivocations: try store.equivocations().map {
+                .init(device: DeviceID(publicKey: $0.author).description, sequence: $0.sequence, entries: $0.entryIDs.map(Hex.encode))
+            })
+    }
+
+    public func indexStatus() throws -> IndexStatusView {
+        let file = FileManager.default.fileExists(atPath: vectorIndexPath)
+        return IndexStatusView(items: try store.counts().items, embedded: try searchStore.vectorCount(model: Embedder.modelName),
+                               waiting: try searchStore.countNeedingVectors(model: Embedder.modelName),
+                               vectorSearch: file ? "hnsw" : "exact", indexFile: file ? vectorIndexPath : nil)
+    }
+
+    public func conversationList() throws -> [ConversationView] {
+        try conversations.list().map { ConversationView(id: $0.id, title: $0.title, created: $0.created, updated: $0.updated) }
+    }
+
+    /// The messages of a conversation; `.notFound` if there is none.
+    public func conversationMessages(_ id: String) throws -> [MessageView] {
+        guard try conversations.conversation(id) != nil else { throw KianaNodeError(.notFound, "no conversation \(id)") }
+        return try conversations.messages(id).map { MessageView(role: $0.role, content: $0.content, citations: $0.citations, created: $0.created) }
+    }
+
+    /// Casts a membership vote; returns the block and whether the vote has passed.
+    public func vote(add: Bool, key: String, now: UInt64 = currentMillis()) throws -> (block: UInt64, device: String, passed: Bool) {
+        guard let target = Hex.decode(key), target.count == 32 else {
+            throw KianaNodeError(.invalidInput, "the key must be 64 hex characters (see `kiana status` on that device)")
+        }
+        try requireWritable()
+        let r = try store.write(vote: Vote(target: target, authorize: add), identity: identity, now: now)
+        let passed = try store.membership().authorities.contains(target) == add
+        return (r.block.height, DeviceID(publicKey: target).description, passed)
+    }
+
+    /// Remembers a peer's address for the dialer; false if it was known.
+    public func addPeer(address: String, now: UInt64 = currentMillis()) throws -> Bool {
+        try requireWritable()
+        return try store.addPeerAddress(address, now: now)
+    }
+
+    public var isAuthority: Bool { get throws { try store.authorities().contains(identity.publicKey) } }
+    public func counts() throws -> StoreCounts { try store.counts() }
+    public func head() throws -> LedgerHead? { try store.head() }
+    public func network() throws -> [UInt8]? { try store.network() }
+}
+
+/// `kiana search`: the query, the mode, and the hits best first.
+public struct SearchView: Codable, Sendable {
+    public struct Hit: Codable, Sendable {
+        public var id: String
+        public var score: Double
+        public var keywordRank: Int?
+        public var bm25: Double?
+        public var vectorRank: Int?
+        public var cosine: Double?
+        public var title: String?
+        public var source: String?
+        public var text: String?
+    }
+    public var query: String
+    public var mode: String
+    public var results: [Hit]
+}
+
+extension Node {
+    /// Searches the knowledge base: `mode` is hybrid, vector or keyword; `tag` and `source`
+    /// (a path prefix: relative paths are made absolute) filter. Vector modes load the embedder.
+    public func search(_ query: String, k: Int, mode: String, tag: String?, source: String?, modelDirectory: String,
+                       progress: ProgressHandler? = nil) throws -> SearchView {
+        guard let m = SearchMode(rawValue: mode) else { throw KianaNodeError(.invalidInput, "--mode must be hybrid, vector or keyword") }
+        guard (1...1000).contains(k) else { throw KianaNodeError(.invalidInput, "--k must be 1…1000") }
+        guard !query.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty else { throw KianaNodeError(.invalidInput, "the search query is empty") }
+        let filter = SearchFilter(tag: tag, sourcePrefix: source.map { s in
+            s.hasPrefix("/") || s.hasPrefix("~") || s.hasPrefix(".") ? URL(fileURLWithPath: (s as NSString).expandingTildeInPath).standardizedFileURL.path : s
+        })
+        let hits: [SearchHit]
+        if m == .keyword {
+            hits = try searchStore.keywordSearch(query, limit: k, filter: filter).enumerated().map {
+                SearchHit(id: $1.0, score: $1.1, keywordRank: $0 + 1, keywordScore: $1.1)
+            }
+        } else {
+            hits = try retriever(Node.loadEmbedder(modelDirectory: modelDirectory), progress: progress).search(query, k: k, mode: m, filter: filter)
+        }
+        let items = try searchStore.items(hits.map(\.id))
+        return SearchView(query: query, mode: m.rawValue, results: hits.map { h in
+            let i = items[h.id]
+            return SearchView.Hit(id: h.id.description, score: h.score, keywordRank: h.keywordRank, bm25: h.keywordScore,
+                                  vectorRank: h.vectorRank, cosine: h.vectorScore, title: i?.title, source: i?.source, text: i?.text)
+        })
+    }
+}

@@ -1,0 +1,189 @@
+import ArgumentParser
+import Foundation
+import KianaCore
+import KianaNode
+
+func short(_ hex: String) -> String { String(hex.prefix(16)) }
+func short(_ bytes: [UInt8]) -> String { String(Hex.encode(bytes).prefix(16)) }
+
+struct Ledger: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Inspect and verify the ledger.",
+                                                    subcommands: [LedgerShow.self, LedgerVerify.self, LedgerProof.self, LedgerForks.self])
+}
+
+struct LedgerShow: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "show", abstract: "List blocks, or show one block with its entries.")
+    @OptionGroup var data: DataOptions
+    @OptionGroup var output: OutputOptions
+    @Option(help: "Show this block in full.") var height: UInt64?
+    @Option(help: "How many recent blocks to list.") var limit: Int = 50
+
+    func run() throws {
+        try perform {
+            guard (1...100_000).contains(limit) else { throw KianaNodeError(.invalidInput, "--limit must be 1…100000") }
+            let node = try Node.open(directory: data.directory, forReading: true)
+            if let height {
+                try output.emit(try node.block(height: height)) { b in
+                    say("Block \(b.height)")
+                    say("  hash:    \(b.hash)")
+                    say("  parent:  \(b.parent)")
+                    say("  time:    \(date(b.time))")
+                    say("  signer:  \(b.signer)")
+                    say("  root:    \(b.entryRoot)")
+                    if let a = b.authorities { say("  authorities: \(a.joined(separator: ", "))") }
+                    if let n = b.name { say("  name:    \(n)") }
+                    say("  entries: \(b.entryCount)")
+                    for e in b.entries ?? [] {
+                        say("    \(e.id)  \(e.kind)  author \(e.author) seq \(e.seq)  hlc \(e.hlc)")
+                    }
+                }
+            } else {
+                try output.emit(try node.recentBlocks(limit: limit)) { blocks in
+                    for b in blocks {
+                        say("\(b.height)  \(short(b.hash))  \(date(b.time))  \(b.signer)  \(b.entryCount) \(b.entryCount == 1 ? "entry" : "entries")")
+                    }
+                }
+            }
+        }
+    }
+}
+
+struct LedgerForks: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "forks", abstract: "Show side branches, held orphans and equivocations.")
+    @OptionGroup var data: DataOptions
+    @OptionGroup var output: OutputOptions
+
+    func run() throws {
+        try perform {
+            let node = try Node.open(directory: data.directory, forReading: true)
+            try output.emit(try node.forks()) { f in
+                say("Head: height \(f.head?.height ?? 0) \(f.head.map { short($0.hash) } ?? "-")")
+                if f.sideBranches.isEmpty { say("No side branches.") }
+                for b in f.sideBranches {
+                    say("Side branch: tip \(b.tipHeight) \(short(b.tipHash)), forked after block \(b.forkHeight) (\(b.tipHeight - b.forkHeight) blocks)")
+                }
+                say("Orphans held: \(f.orphans) (max \(f.maxOrphans))")
+                for g in f.gaps {
+                    say("Gap: \(g.device) sequence numbers \(g.missing.map(String.init).joined(separator: ", ")) are not on this chain yet")
+                }
+                for e in f.equivocations {
+                    say("Equivocation: \(e.device) used sequence \(e.sequence) for \(e.entries.count) different entries: \(e.entries.map { short($0) }.joined(separator: ", "))")
+                }
+            }
+        }
+    }
+}
+
+struct LedgerVerify: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "verify",
+        abstract: "Check the database file, then re-validate every block, entry, signature and the knowledge state.")
+    @OptionGroup var data: DataOptions
+    @OptionGroup var output: OutputOptions
+
+    func run() throws {
+        try perform {
+            let node = try Node.open(directory: data.directory, forReading: true)
+            let s = try node.verify()
+            try output.emit(VerifyView(s)) { v in
+                say("Ledger OK: \(v.blocks) blocks, \(v.entries) entries, head \(v.height) \(v.head)")
+                say("History root: \(v.historyRoot)")
+            }
+        }
+    }
+}
+
+struct LedgerProof: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "proof", abstract: "Print and verify an inclusion proof for an entry.")
+    @OptionGroup var data: DataOptions
+    @Argument(help: "Entry ID or a unique prefix of it.") var entryID: String
+
+    func run() throws {
+        try perform {
+            let node = try Node.open(directory: data.directory, forReading: true)
+            let p = try node.proof(entryIDPrefix: entryID)
+            say("Entry \(p.entry.idHex)")
+            say("  in block \(p.height) at position \(p.position) of \(p.blockEntryCount)")
+            say("  entry root: \(Hex.encode(p.entryRoot))")
+            say("  audit path (\(p.entryPath.count)):")
+            for h in p.entryPath { say("    \(Hex.encode(h))") }
+            say("Block \(Hex.encode(p.blockHash))")
+            say("  leaf \(p.height) of history tree size \(p.treeSize), root \(Hex.encode(p.historyRoot))")
+            say("  audit path (\(p.historyPath.count)):")
+            for h in p.historyPath { say("    \(Hex.encode(h))") }
+            try p.verify()
+            say("Proof verified (RFC 6962).")
+        }
+    }
+}
+
+struct VoteCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "vote",
+        abstract: "Vote to add or drop an authority (more than half of the authorities must agree).",
+        discussion: "KEY is the device's identity key in hex, as `kiana status` prints it on that device.")
+    enum Action: String, ExpressibleByArgument { case add, drop }
+    @OptionGroup var data: DataOptions
+    @Argument(help: "add or drop") var action: Action
+    @Argument(help: "The device's identity key (64 hex characters).") var key: String
+
+    func run() throws {
+        try perform {
+            let node = try Node.open(directory: data.directory)
+            let r = try node.vote(add: action == .add, key: key)
+            say("Voted to \(action.rawValue) \(r.device) (block \(r.block)); \(r.passed ? "the vote passed" : "waiting for more votes")")
+        }
+    }
+}
+
+struct Export: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Export the ledger as JSON (verifiable on import).")
+    @OptionGroup var data: DataOptions
+    @Option(name: .shortAndLong, help: "Write to this file instead of standard output.") var output: String?
+
+    func run() throws {
+        try perform {
+            let node = try Node.open(directory: data.directory, forReading: true)
+            let json = try node.exportLedger()
+            if let output {
+                do { try json.write(to: URL(fileURLWithPath: output), options: .atomic) } catch {
+                    throw KianaNodeError(.io, "cannot write \(output): \(error.localizedDescription)")
+                }
+                Output.note("Exported \(try node.counts().blocks) blocks to \(output)")
+            } else {
+                FileHandle.standardOutput.write(json)
+                say("")
+            }
+        }
+    }
+}
+
+struct Import: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Verify a JSON export and add its blocks to this node.")
+    @OptionGroup var data: DataOptions
+    @Argument(help: "The export file (- for standard input).") var file: String
+
+    func run() throws {
+        try perform {
+            let json: Data
+            if file == "-" {
+                json = FileHandle.standardInput.readDataToEndOfFile()
+            } else {
+                guard let d = FileManager.default.contents(atPath: file) else {
+                    throw KianaNodeError(.io, "cannot read \(file)")
+                }
+                json = d
+            }
+            let (node, outcomes) = try Node.importLedger(json, into: data.directory)
+            let added = outcomes.filter { $0 != .duplicate }.count
+            let side = outcomes.filter { $0 == .sideBranch }.count
+            let reorg = outcomes.contains(.newHead(reorganized: true))
+            say("Imported \(added) blocks\(side > 0 ? " (\(side) on side branches)" : "")\(reorg ? ", switched to the imported chain" : ""); head is now \(try node.head()?.height ?? 0)")
+            let pending = try node.counts().pending
+            if pending > 0 { say("\(pending) entries from abandoned blocks are pending and will be sealed with the next write.") }
+            if !(try node.isAuthority) {
+                say("Note: this device (\(node.identity.deviceID)) is not an authority of the imported network; it can read but not write.")
+            }
+        }
+    }
+}

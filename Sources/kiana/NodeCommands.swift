@@ -1,0 +1,98 @@
+import ArgumentParser
+import Foundation
+import KianaCore
+import KianaNode
+import Logging
+
+struct Init: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Create this device's keys and a new network with it as the only authority.")
+    @OptionGroup var data: DataOptions
+    @Option(help: "A name for the network.") var name: String?
+
+    func run() throws {
+        try perform {
+            let node = try Node.initialize(directory: data.directory, name: name)
+            say("Initialized a new KI_ana network in \(node.directory.path)")
+            say("Device ID:  \(node.identity.deviceID)")
+            say("Network ID: \(Hex.encode(try node.network() ?? []))")
+        }
+    }
+}
+
+struct Serve: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Run the node (web UI on http://127.0.0.1:8000) until Ctrl-C.")
+    @OptionGroup var data: DataOptions
+    @Option(help: "Address to listen on (default $KIANA_HOST or 127.0.0.1).") var host: String?
+    @Option(help: "Port to listen on, 0 for any free port (default $KIANA_PORT or 8000).") var port: Int?
+    @Option(help: "Bearer token required of clients (default $KIANA_TOKEN); needed off loopback.") var token: String?
+    @Option(name: .customLong("p2p-host"), help: "Address the device link listener binds (default $KIANA_P2P_HOST or 0.0.0.0).") var p2pHost: String?
+    @Option(name: .customLong("p2p-port"), help: "Port for device links, 0 for any free port (default $KIANA_P2P_PORT or 8470).") var p2pPort: Int?
+    @Option(help: "Multicast DNS discovery: on or off (default $KIANA_DISCOVERY or on).") var discovery: String?
+    @Option(name: .customLong("discovery-interface"), help: "Limit discovery to this network interface.") var discoveryInterface: String?
+    @Option(help: "A name for this device, shown to peers.") var name: String?
+    @OptionGroup var model: ModelOptions
+
+    func run() async throws {
+        try await performAsync {
+            let directory = try data.directory
+            let flags = ServeSettings.Flags(host: host, port: port, token: token, p2pHost: p2pHost, p2pPort: p2pPort,
+                                            discovery: discovery, discoveryInterface: discoveryInterface, name: name)
+            let settings = try ServeSettings.resolve(flags, directory: directory)
+            for note in settings.notes { Output.note("kiana: " + note) }
+            var logger = Logger(label: "kiana")
+            logger.logLevel = settings.logLevel
+            let shownHost = settings.http.host
+            try await NodeServer.run(directory: directory, settings: settings, modelDirectory: model.directory(data), logger: logger) { node, port, p2p in
+                say("KI_ana node \(node.identity.deviceID) serving http://\(shownHost):\(port), device links on port \(p2p) (Ctrl-C stops)")
+            }
+        }
+    }
+}
+
+struct Token: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Print the API token that clients off loopback send as `Authorization: Bearer <token>`.")
+    @OptionGroup var data: DataOptions
+
+    func run() throws {
+        try perform {
+            let directory = try data.directory
+            guard directory.hasIdentity else { throw KianaNodeError(.notInitialized, "\(directory.path) is not initialized; run `kiana init`") }
+            say(try directory.apiToken())
+        }
+    }
+}
+
+struct Status: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Show device ID, network ID, ledger head, counts and whether the ledger verified.")
+    @OptionGroup var data: DataOptions
+    @OptionGroup var output: OutputOptions
+
+    func run() throws {
+        try perform {
+            let node = try Node.open(directory: data.directory, forReading: true)
+            try output.emit(try node.status()) { s in
+                say("Device ID:   \(s.device)")
+                say("Identity:    \(s.identityKey)")
+                say("Network ID:  \(s.network)")
+                if let head = s.head { say("Head:        height \(head.height), hash \(head.hash)") }
+                say("Blocks:      \(s.blocks)")
+                say("Entries:     \(s.entries)")
+                say("Knowledge:   \(s.items) items (\(s.forgottenItems) forgotten)")
+                say("Pending:     \(s.pending)")
+                say("Authorities: \(s.authorities.joined(separator: ", "))")
+                if s.votes.isEmpty {
+                    say("Votes:       none pending")
+                } else {
+                    for v in s.votes { say("Vote:        \(v.action) \(v.device) (by \(v.by))") }
+                }
+                if let damage = s.damage {
+                    say("Ledger:      DAMAGED: \(damage)")
+                    say("             " + Node.recoveryAdvice)
+                } else {
+                    say("Ledger:      " + (s.verifiedHeight.map { "verified up to height \($0)" } ?? "not verified yet (`kiana ledger verify`)"))
+                }
+                say("Data dir:    \(s.dataDirectory)\(s.readOnly ? " (read-only)" : "")")
+            }
+        }
+    }
+}

@@ -1,0 +1,71 @@
+import ArgumentParser
+import Foundation
+import KianaNode
+
+/// `--json` on the read commands: the same values the text shows, as JSON, so scripts never
+/// parse text.
+struct OutputOptions: ParsableArguments {
+    @Flag(help: "Print JSON instead of text (for scripts).") var json = false
+
+    /// Prints `value` as JSON when `--json` was given, else runs `text`.
+    func emit<T: Encodable>(_ value: T, text: (T) throws -> Void) throws {
+        if json { try Output.json(value) } else { try text(value) }
+    }
+}
+
+/// The one way commands print. Text goes through `Terminal.escape`, so control characters from
+/// the ledger, files or peers (a stored "\u{1b}[2J") are shown as escapes instead of acting on
+/// the terminal. JSON is pretty-printed with sorted keys.
+enum Output {
+    static func json<T: Encodable>(_ value: T) throws {
+        let enc = JSONEncoder()
+        enc.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+        FileHandle.standardOutput.write(try enc.encode(value))
+        FileHandle.standardOutput.write(Data("\n".utf8))
+    }
+
+    /// An error on stderr: `kiana: <line>`.
+    static func error(_ error: any Error) {
+        FileHandle.standardError.write(Data(("kiana: " + ErrorLine.text(for: error) + "\n").utf8))
+    }
+
+    /// A line on stderr (notes and progress that are not the command's result).
+    static func note(_ line: String) {
+        FileHandle.standardError.write(Data((Terminal.escape(line, multiline: true) + "\n").utf8))
+    }
+}
+
+/// One line (or several) of text on stdout, control characters escaped.
+func say(_ line: String) {
+    FileHandle.standardOutput.write(Data((Terminal.escape(line, multiline: true) + "\n").utf8))
+}
+
+/// Runs a command body; any error becomes one line on stderr and exit code 1.
+func perform(_ body: () throws -> Void) throws {
+    do {
+        try body()
+    } catch let e as ExitCode {
+        throw e
+    } catch {
+        Output.error(error)
+        throw ExitCode(1)
+    }
+}
+
+/// Runs an async command body; any error becomes one line on stderr and exit code 1.
+func performAsync(_ body: () async throws -> Void) async throws {
+    do {
+        try await body()
+    } catch let e as ExitCode {
+        throw e
+    } catch {
+        Output.error(error)
+        throw ExitCode(1)
+    }
+}
+
+func errorLine(for error: any Error) -> String { ErrorLine.text(for: error) }
+
+func date(_ ms: UInt64) -> String {
+    ISO8601DateFormatter().string(from: Date(timeIntervalSince1970: Double(ms) / 1000))
+}
