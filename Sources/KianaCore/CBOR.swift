@@ -212,7 +212,13 @@ public indirect enum CBOR: Hashable, Sendable {
                         }
                     }
                     prevKey = key
-                    m[k] = try item(depth: depth + 1)
+                    // Distinct key bytes can still be equal keys: Swift's String compares by
+                    // canonical equivalence ("é" precomposed vs "e" + U+0301). Such a map would
+                    // lose a value and no longer re-encode to its input, so it is refused.
+                    guard m.updateValue(try item(depth: depth + 1), forKey: k) == nil else {
+                        pos = ks
+                        throw fail("map keys that differ only in Unicode normalisation")
+                    }
                 }
                 return .map(m)
             case 6:

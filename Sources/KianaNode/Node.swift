@@ -47,6 +47,9 @@ public struct Node: Sendable {
             throw KianaNodeError(.notInitialized, "no KI_ana data in \(directory.path): run `kiana init` first")
         }
         let identity = try directory.loadIdentity()
+        guard forReading || directory.isWritable else {
+            throw KianaNodeError(.readOnly, "\(directory.path) is read-only here: reading works, writing does not")
+        }
         let readOnly = forReading && !directory.isWritable
         let database = readOnly ? try KianaDatabase(readOnlyPath: directory.databasePath) : try KianaDatabase(path: directory.databasePath)
         let store = LedgerStore(database: database)

@@ -149,16 +149,18 @@ extension Node {
     public func status() throws -> StatusView {
         let head = try store.head()
         let c = try store.counts()
-        let m = try store.membership()
+        let damage = directory.damage
+        // A damaged ledger may not replay its votes; status still says what it can, and why.
+        let m: Membership? = damage == nil ? try store.membership() : try? store.membership()
         return StatusView(
             device: identity.deviceID.description, identityKey: Hex.encode(identity.publicKey),
             network: Hex.encode(try store.network() ?? []),
             head: head.map { .init(height: $0.height, hash: Hex.encode($0.hash)) },
             blocks: c.blocks, entries: c.entries, items: c.items, forgottenItems: c.deletedItems, pending: c.pending,
-            authorities: m.authorities.map { DeviceID(publicKey: $0).description }.sorted(),
-            votes: m.votes.map { .init(action: $0.vote.authorize ? "add" : "drop", device: DeviceID(publicKey: $0.vote.target).description,
+            authorities: (m?.authorities ?? []).map { DeviceID(publicKey: $0).description }.sorted(),
+            votes: (m?.votes ?? []).map { .init(action: $0.vote.authorize ? "add" : "drop", device: DeviceID(publicKey: $0.vote.target).description,
                                       by: DeviceID(publicKey: $0.signer).description) },
-            dataDirectory: directory.path, readOnly: readOnly, verifiedHeight: try store.lastVerified()?.height, damage: directory.damage)
+            dataDirectory: directory.path, readOnly: readOnly, verifiedHeight: try? store.lastVerified()?.height, damage: damage)
     }
 
     public func items(includeDeleted: Bool) throws -> [ItemView] {

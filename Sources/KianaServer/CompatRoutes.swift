@@ -145,9 +145,9 @@ struct CompatRoutes: Sendable {
     }
 
     static func body(_ req: Request, _ ctx: some RequestContext, limit: Int = maxBody) async throws -> [String: Any] {
-        let buffer: ByteBuffer
-        do { buffer = try await req.body.collect(upTo: limit) } catch {
-            throw HTTPError(.contentTooLarge, message: "the request body is larger than \(limit >> 20) MiB")
+        let buffer = try await RequestBodies.collect(req, limit: limit)
+        guard String(validating: buffer.readableBytesView, as: UTF8.self) != nil else {
+            throw HTTPError(.badRequest, message: "the request body is not valid UTF-8")
         }
         guard let o = try? JSONSerialization.jsonObject(with: Data(buffer.readableBytesView)) as? [String: Any] else {
             throw HTTPError(.badRequest, message: "the request body is not a JSON object")

@@ -90,8 +90,11 @@ public struct LedgerStore: Sendable {
     }
 
     static func genesisHeader(_ db: Database) throws -> BlockHeader {
-        guard let c = try ChainRecord.fetchOne(db, key: 0), let b = try BlockRecord.fetchOne(db, key: c.hash) else {
+        guard let c = try ChainRecord.fetchOne(db, key: 0) else {
             throw KianaStoreError(.notInitialized, "no ledger here yet: run `kiana init` first")
+        }
+        guard let b = try BlockRecord.fetchOne(db, key: c.hash) else {
+            throw KianaStoreError(.corrupt, "the genesis block is listed in the chain but cannot be read (a damaged database file?)")
         }
         return try Block(signedHeaderBytes: b.signedHeader.bytes, entryBytes: []).header
     }

@@ -41,6 +41,15 @@ import Testing
         #expect(throws: KianaCoreError.self, "\(why)") { try CBOR.decode(Hex.decode(hex)!) }
     }
 
+    /// Found by the CBOR fuzzer: keys with different bytes that Swift's String treats as equal
+    /// ("é" precomposed and "e" + combining acute; Å and the Ångström sign) were merged, so the
+    /// decoded value lost an entry and no longer re-encoded to its input.
+    @Test(arguments: ["a262c3a9016365cc8102", "a262c3850163e284ab02"])
+    func rejectsKeysEqualOnlyAfterNormalisation(_ hex: String) {
+        let bytes = Hex.decode(hex)!
+        #expect(throws: KianaCoreError.self) { try CBOR.decode(bytes) }
+    }
+
     @Test func rejectsDeepNesting() {
         let deep = [UInt8](repeating: 0x81, count: 100) + [0x00]
         #expect(throws: KianaCoreError.self) { try CBOR.decode(deep) }

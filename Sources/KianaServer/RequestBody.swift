@@ -1,0 +1,74 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import KianaCore
+import NIOCore
+
+/// Reading request bodies: one limit check, one answer for bodies over it, one decoding error.
+enum RequestBodies {
+    /// The body, at most `limit` bytes; over it a `.tooLarge` error (413). A body over the limit
+    /// is still read to its end and thrown away before the 413 is sent: clients that send the
+    /// whole body before reading the answer (Python's urllib, many HTTP libraries) would
+    /// otherwise never see it, and a body left half-read stalls the connection. Slow or endless
+    /// bodies are bounded by the connection deadlines, not here.
+    static func collect(_ request: Request, limit: Int) async throws -> ByteBuffer {
+        var buffer = ByteBuffer()
+        var total = 0
+        for try await chunk in request.body {
+            total += chunk.readableBytes
+            if total <= limit {
+                var chunk = chunk
+                buffer.writeBuffer(&chunk)
+            }
+        }
+        guard total <= limit else { throw tooLarge(limit) }
+        return buffer
+    }
+
+    static func tooLarge(_ limit: Int) -> HTTPError {
+        HTTPError(.contentTooLarge,
+                  message: "the request body is larger than \(limit >= 1 << 20 ? "\(limit >> 20) MiB" : "\(limit) bytes")")
+    }
+
+    /// Decodes a JSON body into `T`; malformed input is a 400 whose message names the problem
+    /// (not UTF-8, not JSON, which field is missing or of the wrong type).
+    static func decode<T: Decodable>(_ type: T.Type, from request: Request, limit: Int) async throws -> T {
+        let buffer = try await collect(request, limit: limit)
+        let bytes = Data(buffer.readableBytesView)
+        guard String(validating: bytes, as: UTF8.self) != nil else {
+            throw HTTPError(.badRequest, message: "the request body is not valid UTF-8")
+        }
+        do {
+            return try JSONDecoder().decode(T.self, from: bytes)
+        } catch let e as DecodingError {
+            throw HTTPError(.badRequest, message: describe(e))
+        }
+    }
+
+    static func describe(_ e: DecodingError) -> String {
+        func path(_ c: [any CodingKey]) -> String {
+            c.isEmpty ? "the body" : c.map { $0.intValue.map { "[\($0)]" } ?? $0.stringValue }.joined(separator: ".")
+                .replacingOccurrences(of: ".[", with: "[")
+        }
+        switch e {
+        case .dataCorrupted(let c) where c.codingPath.isEmpty: return "the request body is not a JSON object"
+        case .dataCorrupted(let c): return "\(path(c.codingPath)): \(c.debugDescription)"
+        case .keyNotFound(let k, let c): return "\(path(c.codingPath + [k])) is required"
+        case .typeMismatch(_, let c) where c.codingPath.isEmpty: return "the request body is not a JSON object"
+        case .typeMismatch(let t, let c): return "\(path(c.codingPath)) must be \(typeName(t))"
+        case .valueNotFound(let t, let c): return "\(path(c.codingPath)) must be \(typeName(t)), not null"
+        @unknown default: return "the request body does not match the expected form"
+        }
+    }
+
+    static func typeName(_ t: Any.Type) -> String {
+        switch t {
+        case is String.Type: return "a string"
+        case is Int.Type, is UInt64.Type, is Int64.Type: return "an integer"
+        case is Double.Type, is Float.Type: return "a number"
+        case is Bool.Type: return "true or false"
+        case is [String].Type: return "an array of strings"
+        default: return t is any Collection.Type ? "an array" : "an object"
+        }
+    }
+}
