@@ -103,6 +103,12 @@ let package = Package(
             .product(name: "PropertyBased", package: "swift-property-based"),
         ]),
         .testTarget(name: "KianaStoreTests", dependencies: ["KianaStore", "KianaCore", .product(name: "GRDB", package: "GRDB.swift")]),
+        // In-process router tests: HummingbirdTesting against a small fake of the node (no sockets, no models).
+        .testTarget(name: "KianaServerTests", dependencies: [
+            "KianaServer", "KianaStore", "KianaCore", "KianaAI", "KianaNet",
+            .product(name: "Hummingbird", package: "hummingbird"),
+            .product(name: "HummingbirdTesting", package: "hummingbird"),
+        ]),
         .testTarget(name: "KianaNodeTests", dependencies: ["KianaNode", "KianaCore", "KianaStore", "KianaTestSupport", "kiana"]),
     ],
     swiftLanguageModes: [.v6]

@@ -296,10 +296,13 @@ public enum Link {
                     // Someone dialed this device and did not get in: said at the default level,
                     // at most once per source address a minute (a scan cannot flood the log).
                     let host = channel.channel.remoteAddress?.ipAddress ?? remote
+                    var metadata: Logger.Metadata = ["peer": .string(remote), "reason": .string((error as? KianaNetError)?.message ?? "\(error)")]
                     if let suppressed = context.refusals.shouldLog(source: host, now: .now) {
-                        var metadata: Logger.Metadata = ["peer": .string(remote), "reason": .string((error as? KianaNetError)?.message ?? "\(error)")]
                         if suppressed > 0 { metadata["suppressed"] = .stringConvertible(suppressed) }
                         context.logger.notice("inbound connection refused", metadata: metadata)
+                    } else {
+                        // The rest are still there for whoever asks for info.
+                        context.logger.info("inbound connection refused", metadata: metadata)
                     }
                 } else {
                     context.logger.info("peer refused", metadata: ["peer": .string(remote), "reason": .string("\(error)")])

@@ -11,7 +11,7 @@ import ServiceLifecycle
 /// model the node keeps serving and says once that semantic search waits for the model.
 struct IndexingService: Service {
     let node: Node
-    let modelDirectory: String
+    let models: ModelHost
     let logger: Logger
     var idle: Duration = .seconds(1)
     var batch = 32
@@ -31,7 +31,7 @@ struct IndexingService: Service {
                     }
                     if embedder == nil {
                         do {
-                            embedder = try await blocking { try Node.loadEmbedder(modelDirectory: modelDirectory) }
+                            embedder = try await models.embedder()
                         } catch is CancellationError {
                             return
                         } catch {

@@ -40,11 +40,10 @@ public enum NodeServer {
             directory.writeRuntime(NodeRuntime(http: "http://\(http.isLoopback ? http.host : "127.0.0.1"):\(h)", p2pHost: netConfig.host, p2pPort: p, pid: Int(getpid())))
             onReady(node, h, p)
         }
-        let models = modelDirectory ?? directory.path + "/models"
-        let assistant = NodeAssistant(node: node, modelDirectory: models, config: try BackendConfig.load(directory: directory))
-        let app = try KianaHTTP.application(config: http, store: node.store, deviceID: node.identity.deviceID,
-                                            control: ControlSurface(token: token, network: network), assistant: assistant, knowledge: assistant,
-                                            logger: logger) { port in
+        // One model host: the embedder is loaded once for both the indexer and answers.
+        let models = ModelHost(modelDirectory: modelDirectory ?? directory.path + "/models", config: try BackendConfig.load(directory: directory))
+        let service = NodeService(node: node, models: models, network: network)
+        let app = try KianaHTTP.application(config: http, node: service, control: ControlSurface(token: token), logger: logger) { port in
             ports.setHTTP(port)
             announce()
         }
@@ -56,7 +55,7 @@ public enum NodeServer {
             services.append(.init(service: DiscoveryService(network: network, interface: netConfig.discoveryInterface, name: netConfig.name, logger: logger),
                                   successTerminationBehavior: .ignore, failureTerminationBehavior: .ignore))
         }
-        services.append(.init(service: IndexingService(node: node, modelDirectory: models, logger: logger),
+        services.append(.init(service: IndexingService(node: node, models: models, logger: logger),
                               successTerminationBehavior: .ignore, failureTerminationBehavior: .ignore))
         services.append(.init(service: app))
         let group = ServiceGroup(configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))

@@ -3,21 +3,24 @@ import HTTPTypes
 import Hummingbird
 import KianaCore
 import KianaNet
-import NIOCore
 
 /// The node's control surface for the local CLI (`kiana pair`, `kiana peers`): every route
 /// needs the control token the node writes to its data directory (0600) at start, even on
 /// loopback, because confirming a pairing writes a membership vote.
 public struct ControlSurface: Sendable {
     public var token: String
-    public var network: PeerNetwork
 
-    public init(token: String, network: PeerNetwork) {
+    public init(token: String) {
         self.token = token
-        self.network = network
     }
 
     public static let header = HTTPField.Name("X-Kiana-Control-Token")!
+}
+
+/// /control/…: peers, adding a peer by address, and the pairing window.
+struct ControlController<Context: RequestContext>: Sendable {
+    let node: any NodeAPI
+    let token: String
 
     struct OpenPairing: Decodable { var seconds: Int? }
     struct Opened: ResponseEncodable { var open: Bool; var seconds: Int; var port: Int? }
@@ -35,46 +38,34 @@ public struct ControlSurface: Sendable {
     struct Peers: ResponseEncodable { var peers: [PeerStatus] }
     struct Pending: ResponseEncodable { var open: Bool; var requests: [PairingRequest] }
 
-    func add<Context: RequestContext>(to router: Router<Context>) {
-        let network = self.network
-        let group = router.group("control").add(middleware: ControlTokenMiddleware(token: token))
-        group.get("peers") { _, _ in Peers(peers: await network.statusWithRTT()) }
-        group.post("peers") { request, context -> Added in
-            let body = try await request.decode(as: AddPeer.self, context: context)
-            do throws(KianaNetError) {
-                _ = try PeerNetwork.parse(body.address)
-            } catch {
-                throw HTTPError(.badRequest, message: error.message)
-            }
-            let added = try network.store.addPeerAddress(body.address, now: UInt64(Date().timeIntervalSince1970 * 1000))
-            return Added(address: body.address, added: added)
+    var routes: RouteCollection<Context> {
+        let r = RouteCollection(context: Context.self).add(middleware: ControlTokenMiddleware(token: token))
+        r.get("peers") { _, _ in Peers(peers: await node.peers(rtt: true)) }
+        r.post("peers") { request, _ -> Added in
+            let body = try await RequestBodies.decode(AddPeer.self, from: request, limit: RequestBodies.defaultLimit)
+            return Added(address: body.address, added: try await node.addPeer(address: body.address))
         }
-        group.post("pair/open") { request, context -> Opened in
-            let body = try await request.decode(as: OpenPairing.self, context: context)
+        r.post("pair/open") { request, _ -> Opened in
+            let body = try await RequestBodies.decode(OpenPairing.self, from: request, limit: RequestBodies.defaultLimit)
             let seconds = body.seconds ?? 120
             guard (1...3600).contains(seconds) else { throw HTTPError(.badRequest, message: "seconds must be 1...3600") }
-            await network.openPairing(seconds: seconds)
-            return Opened(open: true, seconds: seconds, port: await network.listeningPort)
+            return Opened(open: true, seconds: seconds, port: try await node.openPairing(seconds: seconds))
         }
-        group.get("pair/pending") { _, _ in Pending(open: await network.pairingOpen, requests: await network.pendingPairings()) }
-        group.post("pair/confirm") { request, context -> Confirmed in
-            let body = try await request.decode(as: Confirm.self, context: context)
-            let outcome: (request: PairingRequest, accepted: Bool)
-            do throws(KianaNetError) {
-                outcome = try await network.confirmPairing(device: body.device, code: body.code)
-            } catch {
-                throw HTTPError(.conflict, message: error.message)
-            }
-            let key = Hex.decode(outcome.request.key) ?? []
-            let m = try? network.store.membership()
-            return Confirmed(accepted: outcome.accepted, device: outcome.request.device, key: outcome.request.key,
-                             member: m?.authorities.contains(key) ?? false, authorities: m?.authorities.count ?? 0,
-                             votesFor: m?.tally[key]?.count ?? 0)
+        r.get("pair/pending") { _, _ in
+            let p = await node.pendingPairings()
+            return Pending(open: p.open, requests: p.requests)
         }
-        group.post("pair/close") { _, _ -> HTTPResponse.Status in
-            await network.closePairing()
+        r.post("pair/confirm") { request, _ -> Confirmed in
+            let body = try await RequestBodies.decode(Confirm.self, from: request, limit: RequestBodies.defaultLimit)
+            let o = try await node.confirmPairing(device: body.device, code: body.code)
+            return Confirmed(accepted: o.accepted, device: o.request.device, key: o.request.key, member: o.member,
+                             authorities: o.authorities, votesFor: o.votesFor)
+        }
+        r.post("pair/close") { _, _ -> HTTPResponse.Status in
+            await node.closePairing()
             return .noContent
         }
+        return r
     }
 }
 

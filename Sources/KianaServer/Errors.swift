@@ -19,8 +19,8 @@ struct APIErrorMiddleware<Context: RequestContext>: RouterMiddleware {
             return try await next(request, context)
         } catch {
             let (status, code, message) = Self.describe(error)
-            return CompatRoutes.json(["error": ["code": code, "message": message, "type": status.code >= 500 ? "server_error" : "invalid_request_error"]],
-                                     status: status)
+            let body = ErrorBodyDTO(error: .init(code: code, message: message, type: status.code >= 500 ? "server_error" : "invalid_request_error"))
+            return Response(status: status, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: JSONText.encode(body))))
         }
     }
 

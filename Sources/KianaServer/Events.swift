@@ -4,6 +4,8 @@ import KianaCore
 import KianaNet
 import KianaStore
 import NIOCore
+import Synchronization
+import HTTPTypes
 import ServiceLifecycle
 
 /// Server-Sent Events for live updates (`GET /api/v1/events`): `block` for every new block,
@@ -16,12 +18,11 @@ import ServiceLifecycle
 /// (heights above it, 100 blocks per tick). When blocks it was sent are replaced by a fork, a
 /// `head` event names the fork point and the new branch's blocks follow.
 /// Streams end when the server shuts down gracefully. At most `limit` streams at once.
-public final class EventStreams: @unchecked Sendable {
+public final class EventStreams: Sendable {
     let limit: Int
     let interval: Duration
     let keepAlive: Duration
-    let lock = NSLock()
-    var open = 0
+    let open = Mutex(0)
 
     public init(limit: Int = 32, interval: Duration = .milliseconds(250), keepAlive: Duration = .seconds(15)) {
         self.limit = limit
@@ -31,23 +32,24 @@ public final class EventStreams: @unchecked Sendable {
 
     /// Holds one of the `limit` stream slots; gives it back when the response (and with it this
     /// object) is gone, however the response ended, even if its body never started.
-    final class Slot: @unchecked Sendable {
+    final class Slot: Sendable {
         let owner: EventStreams
         init(_ owner: EventStreams) { self.owner = owner }
-        deinit { owner.lock.withLock { owner.open -= 1 } }
+        deinit { owner.open.withLock { $0 -= 1 } }
     }
 
     /// Blocks sent per tick at most (a client resuming far back catches up over several ticks).
     static let batch: UInt64 = 100
 
-    func stream(store: LedgerStore, network: PeerNetwork?, lastEventID: String?) throws -> Response {
-        let start = try store.head()
+    func stream(node: any NodeAPI, lastEventID: String?) async throws -> Response {
+        let start = try await node.head()
         var from = Int(start?.height ?? 0)
         if let id = lastEventID {
             guard let h = Int(id), h >= 0 else { throw HTTPError(.badRequest, message: "Last-Event-ID must be a block height") }
             from = min(h, from)
         }
-        let enter = lock.withLock { () -> Bool in
+        let limit = self.limit
+        let enter = open.withLock { open -> Bool in
             guard open < limit else { return false }
             open += 1
             return true
@@ -55,32 +57,32 @@ public final class EventStreams: @unchecked Sendable {
         guard enter else { throw HTTPError(.serviceUnavailable, message: "too many event streams are open (\(limit))") }
         let slot = Slot(self)
         let interval = self.interval, keepAlive = self.keepAlive, resumeFrom = from
-        return CompatRoutes.stream(contentType: "text/event-stream") { emit in
+        return Streaming.events { emit in
             withExtendedLifetime(slot) {}
             let startHash = start.map { Hex.encode($0.hash) } ?? ""
-            guard emit("retry: 2000\nevent: hello\ndata: " + CompatRoutes.text(["height": resumeFrom, "head": startHash]) + "\n\n") else { return }
+            guard emit("retry: 2000\n" + JSONText.event("hello", Hello(height: resumeFrom, head: startHash))) else { return }
             try? await cancelWhenGracefulShutdown {
                 // What this client has been sent: height → block hash, for the recent past, so a
                 // fork (a block it saw replaced) is noticed and the new branch sent from the fork.
                 var sent: [Int: String] = [:]
                 var last = resumeFrom
                 if resumeFrom == Int(start?.height ?? 0), let start { sent[Int(start.height)] = Hex.encode(start.hash) }
-                else if let b = try? store.blocks(from: UInt64(resumeFrom), through: UInt64(resumeFrom)).first { sent[resumeFrom] = b.hashHex }
+                else if let b = try? await node.blocks(from: UInt64(resumeFrom), through: UInt64(resumeFrom)).first { sent[resumeFrom] = b.hashHex }
                 var peers = ""
                 var quiet = ContinuousClock.now
                 while !Task.isCancelled {
                     var out = ""
-                    if let head = try? store.head(), sent[Int(head.height)] != Hex.encode(head.hash) || Int(head.height) > last {
+                    if let head = try? await node.head(), sent[Int(head.height)] != Hex.encode(head.hash) || Int(head.height) > last {
                         // Walk back to the newest height whose block this client has (fork point).
                         var fork = min(last, Int(head.height))
-                        if let known = sent[fork], let b = try? store.blocks(from: UInt64(fork), through: UInt64(fork)).first, b.hashHex != known {
+                        if let known = sent[fork], let b = try? await node.blocks(from: UInt64(fork), through: UInt64(fork)).first, b.hashHex != known {
                             while fork > 0, let known = sent[fork - 1],
-                                  let b = try? store.blocks(from: UInt64(fork - 1), through: UInt64(fork - 1)).first, b.hashHex != known { fork -= 1 }
+                                  let b = try? await node.blocks(from: UInt64(fork - 1), through: UInt64(fork - 1)).first, b.hashHex != known { fork -= 1 }
                             fork -= 1
-                            out += "event: head\ndata: " + CompatRoutes.text(["height": Int(head.height), "head": Hex.encode(head.hash), "forkedAt": fork]) + "\n\n"
+                            out += JSONText.event("head", HeadMoved(height: Int(head.height), head: Hex.encode(head.hash), forkedAt: fork))
                         }
                         let through = min(head.height, UInt64(fork) + Self.batch)
-                        if fork < Int(head.height), let blocks = try? store.blocks(from: UInt64(fork + 1), through: through) {
+                        if fork < Int(head.height), let blocks = try? await node.blocks(from: UInt64(fork + 1), through: through) {
                             for b in blocks {
                                 out += Self.events(b)
                                 sent[Int(b.height)] = b.hashHex
@@ -90,10 +92,8 @@ public final class EventStreams: @unchecked Sendable {
                         }
                         // On a read error nothing moves: the next tick tries again.
                     }
-                    if let network {
-                        let now = CompatRoutes.text(await network.status().map(RestRoutes.peer))
-                        if now != peers { out += "event: peers\ndata: " + now + "\n\n"; peers = now }
-                    }
+                    let now = JSONText.encode(await node.peers(rtt: false))
+                    if now != peers { out += "event: peers\ndata: " + now + "\n\n"; peers = now }
                     if out.isEmpty && ContinuousClock.now - quiet >= keepAlive { out = ": keep-alive\n\n" }
                     if !out.isEmpty {
                         guard emit(out) else { return }
@@ -105,19 +105,39 @@ public final class EventStreams: @unchecked Sendable {
         }
     }
 
+    struct Hello: Codable { var height: Int; var head: String }
+    struct HeadMoved: Codable { var height: Int; var head: String; var forkedAt: Int }
+    struct KnowledgeEvent: Codable { var entry: String; var height: Int; var op: String; var item: String; var title: String? }
+
     static func events(_ b: Block) -> String {
-        var out = "id: \(b.height)\nevent: block\ndata: " + CompatRoutes.text(LedgerJSON.header(b)) + "\n\n"
+        var out = JSONText.event("block", BlockDTO(b), id: String(b.height))
         for e in b.entries {
             guard let op = try? KnowledgeOp(kind: e.kind, payload: e.payload) else { continue }
-            var o: [String: any Sendable] = ["entry": Hex.encode(e.id), "height": Int(b.height)]
+            let event: KnowledgeEvent
             switch op {
             case .put(let id, let f):
-                o["op"] = "put"; o["item"] = id.description; o["title"] = f.title
+                event = KnowledgeEvent(entry: Hex.encode(e.id), height: Int(b.height), op: "put", item: id.description, title: f.title)
             case .delete(let id):
-                o["op"] = "delete"; o["item"] = id.description
+                event = KnowledgeEvent(entry: Hex.encode(e.id), height: Int(b.height), op: "delete", item: id.description, title: nil)
             }
-            out += "event: knowledge\ndata: " + CompatRoutes.text(o) + "\n\n"
+            out += JSONText.event("knowledge", event)
         }
         return out
+    }
+}
+
+/// /api/v1/events: the live event stream.
+struct EventsController<Context: RequestContext>: Sendable {
+    let node: any NodeAPI
+    let events: EventStreams
+
+    var routes: RouteCollection<Context> {
+        let r = RouteCollection(context: Context.self)
+        r.get("events", use: stream)
+        return r
+    }
+
+    @Sendable func stream(_ req: Request, _ ctx: Context) async throws -> Response {
+        try await events.stream(node: node, lastEventID: req.headers[HTTPField.Name("Last-Event-ID")!] ?? Query.string(req, "since"))
     }
 }

@@ -1,6 +1,6 @@
+import Foundation
 import Hummingbird
 import KianaCore
-import KianaStore
 import Logging
 import NIOCore
 #if canImport(Glibc)
@@ -23,24 +23,20 @@ public struct HTTPConfig: Sendable {
     public var isLoopback: Bool { Loopback.isLoopbackHost(host) }
 }
 
-/// Builds the node's HTTP application. Until the HTTP issue lands it serves a status page and
-/// `/health`; the full API, web UI and compatible endpoints come later.
+/// The request context of every route: the response encoder writes slashes unescaped.
+public struct KianaRequestContext: RequestContext {
+    public var coreContext: CoreRequestContextStorage
+    public init(source: ApplicationRequestContextSource) { coreContext = .init(source: source) }
+    public var responseEncoder: JSONEncoder { JSONText.encoder() }
+}
+
+/// Builds the node's HTTP application: middleware, then one controller per subject, each
+/// talking to the node only through `NodeAPI`.
 public enum KianaHTTP {
-    public static func application(
-        config: HTTPConfig,
-        store: LedgerStore,
-        deviceID: DeviceID,
-        control: ControlSurface? = nil,
-        assistant: (any AssistantAPI)? = nil,
-        knowledge: (any KnowledgeAPI)? = nil,
-        events: EventStreams = EventStreams(),
-        logger: Logger,
-        onRunning: @escaping @Sendable (Int) async -> Void = { _ in }
-    ) throws(KianaServerError) -> some ApplicationProtocol {
-        if !config.isLoopback && (config.token ?? "").isEmpty {
-            throw KianaServerError(.unauthorized, "listening on \(config.host) (not loopback) needs a token: set KIANA_TOKEN or --token")
-        }
-        let router = Router()
+    /// The router alone (the in-process tests drive it through HummingbirdTesting).
+    public static func router(config: HTTPConfig, node: any NodeAPI, control: ControlSurface? = nil,
+                              events: EventStreams = EventStreams()) -> Router<KianaRequestContext> {
+        let router = Router(context: KianaRequestContext.self)
         let metrics = Metrics()
         router.add(middleware: MetricsMiddleware(metrics: metrics))
         router.add(middleware: APIErrorMiddleware())
@@ -48,21 +44,33 @@ public enum KianaHTTP {
         if let token = config.token, !token.isEmpty {
             router.add(middleware: BearerTokenMiddleware(token: token))
         }
-        control?.add(to: router)
-        if let assistant { CompatRoutes(assistant: assistant).add(to: router) }
-        if let knowledge {
-            RestRoutes(knowledge: knowledge, store: store, metrics: metrics, network: control?.network, events: events).add(to: router)
-        }
-        router.get("/health") { _, _ -> Response in
-            let head = try? store.head()
-            let body = """
-                {"status":"ok","deviceId":"\(deviceID)","height":\(head.map { String($0.height) } ?? "null")}
-                """
-            return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: body)))
-        }
+        if let control { router.addRoutes(ControlController(node: node, token: control.token).routes, atPath: "/control") }
+        router.addRoutes(HealthController(node: node, metrics: metrics).routes)
+        router.addRoutes(CompatController(node: node).routes)
+        let api: RouterPath = "/api/v1"
+        router.addRoutes(KnowledgeController(node: node).routes, atPath: api)
+        router.addRoutes(IngestController(node: node).routes, atPath: api)
+        router.addRoutes(AskController(node: node).routes, atPath: api)
+        router.addRoutes(LedgerController(node: node).routes, atPath: api)
+        router.addRoutes(DeviceController(node: node).routes, atPath: api)
+        router.addRoutes(EventsController(node: node, events: events).routes, atPath: api)
         WebUI.add(to: router)
+        return router
+    }
+
+    public static func application(
+        config: HTTPConfig,
+        node: any NodeAPI,
+        control: ControlSurface? = nil,
+        events: EventStreams = EventStreams(),
+        logger: Logger,
+        onRunning: @escaping @Sendable (Int) async -> Void = { _ in }
+    ) throws(KianaServerError) -> some ApplicationProtocol {
+        if !config.isLoopback && (config.token ?? "").isEmpty {
+            throw KianaServerError(.unauthorized, "listening on \(config.host) (not loopback) needs a token: set KIANA_TOKEN or --token")
+        }
         return Application(
-            router: router,
+            router: router(config: config, node: node, control: control, events: events),
             configuration: .init(address: .hostname(config.host, port: config.port), serverName: "kiana"),
             onServerRunning: { channel in await onRunning(channel.localAddress?.port ?? config.port) },
             logger: logger

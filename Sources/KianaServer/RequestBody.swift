@@ -6,6 +6,9 @@ import NIOCore
 
 /// Reading request bodies: one limit check, one answer for bodies over it, one decoding error.
 enum RequestBodies {
+    /// Request bodies larger than this are refused with 413 (ingest uploads have their own limit).
+    static let defaultLimit = 1 << 20
+
     /// The body, at most `limit` bytes; over it a `.tooLarge` error (413). A body over the limit
     /// is still read to its end and thrown away before the 413 is sent: clients that send the
     /// whole body before reading the answer (Python's urllib, many HTTP libraries) would

@@ -1,0 +1,361 @@
+import Foundation
+import KianaAI
+import KianaCore
+import KianaNet
+import KianaServer
+import KianaStore
+import Synchronization
+
+/// The node behind the HTTP surface (`NodeAPI`): knowledge, answers, ledger, device and peers,
+/// over one data directory, one model host and (when networking runs) the peer network.
+/// Store calls run off the cooperative pool (`blocking`), since SQLite and verification block.
+public final class NodeService: NodeAPI {
+    let node: Node
+    let models: ModelHost
+    let network: PeerNetwork?
+    struct State {
+        var generated = 0
+        /// The retriever over the state it was built from (see `SearchStore.fingerprint`).
+        var retriever: (fingerprint: String, retriever: Retriever)?
+        /// One ingestion at a time (two runs over the same file would both add its chunks);
+        /// another is refused rather than queued, since each may hold a 32 MiB upload.
+        var ingesting = false
+    }
+    private let state = Mutex(State())
+    private let retrieverBuild = AsyncLock()
+    /// The embedded model answers one request at a time; others wait their turn here.
+    let queue: GenerationQueue
+
+    public init(node: Node, models: ModelHost, network: PeerNetwork? = nil, waitingLimit: Int = 16) {
+        self.node = node
+        self.models = models
+        self.network = network
+        self.queue = GenerationQueue(limit: models.config.backend == .embedded ? 1 : 64, waitingLimit: waitingLimit)
+    }
+
+    /// Runs a store operation off the cooperative pool.
+    func store<T: Sendable>(_ body: @escaping @Sendable (Node) throws -> T) async throws -> T {
+        let node = self.node
+        return try await blocking { try body(node) }
+    }
+
+    // MARK: health
+
+    public func health() async throws -> HealthDTO {
+        let (head, verified) = try await store { n in (try? n.store.head(), try? n.store.lastVerified()) }
+        return HealthDTO(deviceId: node.identity.deviceID.description, height: head?.height, verifiedHeight: verified?.height)
+    }
+
+    public func readiness() async -> ReadyDTO {
+        let storeOK = ((try? await store { n in try n.store.head() }) ?? nil) != nil
+        let model = models.allLoaded
+        return ReadyDTO(ready: storeOK && model, store: storeOK, model: model)
+    }
+
+    public func metricsSnapshot() async -> (height: UInt64?, items: Int, tokens: Int) {
+        let (h, items) = (try? await store { n in (try? n.store.head()?.height, (try? n.store.counts().items) ?? 0) }) ?? (nil, 0)
+        return (h, items, state.withLock { $0.generated })
+    }
+
+    // MARK: knowledge
+
+    public func items(limit: Int, offset: Int) async throws -> ItemPageDTO {
+        try await store { n in
+            let all = try n.store.items()
+            return ItemPageDTO(total: all.count, items: all.dropFirst(offset).prefix(limit).map(ItemDTO.init))
+        }
+    }
+
+    public func item(_ id: String) async throws -> ItemDTO {
+        try await store { n in ItemDTO(try n.store.item(idPrefix: id)) }
+    }
+
+    public func validate(title: String?, text: String?, tags: [String]?, source: String?) throws {
+        do throws(KianaCoreError) {
+            try KnowledgeFields(title: title, text: text, tags: tags, source: source).validateInput()
+        } catch {
+            throw KianaNodeError(error.code, error.message, cause: error)
+        }
+    }
+
+    public func remember(text: String, title: String?, tags: [String], source: String?) async throws -> String {
+        try await store { n in try n.remember(text: text, title: title, tags: tags, source: source).0.description }
+    }
+
+    public func update(id: String, text: String?, title: String?, tags: [String]?) async throws -> ItemDTO {
+        try await store { n in
+            let full = try n.update(idPrefix: id, text: text, title: title, tags: tags).0
+            return ItemDTO(try n.store.item(idPrefix: full.description))
+        }
+    }
+
+    public func forget(id: String) async throws -> String {
+        try await store { n in try n.forget(idPrefix: id).0.id.description }
+    }
+
+    public func search(_ query: String, k: Int, mode: String, tag: String?, source: String?) async throws -> [SearchHitDTO] {
+        guard let m = SearchMode(rawValue: mode) else { throw KianaNodeError(.invalidInput, "mode must be hybrid, vector or keyword") }
+        let filter = SearchFilter(tag: tag, sourcePrefix: source)
+        let ids: [(ItemID, Double)]
+        if let r = try await retriever() {
+            ids = try await blocking { try r.search(query, k: k, mode: m, filter: filter).map { ($0.id, $0.score) } }
+        } else {
+            guard m == .keyword || m == .hybrid else { throw KianaNodeError(.invalidInput, "vector search needs the embedding model; \(ModelDirectory.fixHint)") }
+            ids = try await store { n in try n.searchStore.keywordSearch(query, limit: k, filter: filter) }
+        }
+        let items = try await store { n in try n.searchStore.items(ids.map(\.0)) }
+        return ids.compactMap { id, score in
+            items[id].map { SearchHitDTO(id: id.description, score: score, title: $0.title, text: $0.text ?? "", source: $0.source, tags: $0.tags) }
+        }
+    }
+
+    /// The retriever over the current state (nil, so keyword-only, without the embedding
+    /// model). Built once and reused until the knowledge or its vectors change.
+    func retriever() async throws -> Retriever? {
+        guard let embedder = try? await models.embedder() else { return nil }
+        return try await retrieverBuild.run {
+            let node = self.node
+            let fingerprint = try await blocking { try node.searchStore.fingerprint(model: Embedder.modelName) }
+            if let cached = state.withLock({ $0.retriever }), cached.fingerprint == fingerprint { return cached.retriever }
+            let built: (String, Retriever) = try await blocking {
+                var after = ""
+                let r = try node.retriever(embedder, afterEmbedding: { after = try node.searchStore.fingerprint(model: Embedder.modelName) })
+                return (after, r)
+            }
+            state.withLock { $0.retriever = (built.0, built.1) }
+            return built.1
+        }
+    }
+
+    // MARK: ingest
+
+    public var ingesting: Bool { state.withLock { $0.ingesting } }
+
+    public func uploadName(_ raw: String) throws -> String { try TextExtraction.uploadName(raw) }
+
+    public func ingest(uploads: [(name: String, data: [UInt8])], tags: [String],
+                       progress: @escaping @Sendable (String, Int, Int, String) -> Void) async throws -> IngestReportDTO {
+        guard !uploads.isEmpty else { throw KianaNodeError(.invalidInput, "nothing to ingest: send files") }
+        try node.requireWritable()
+        let folder = node.directory.path + "/uploads"
+        var files: [(path: String, data: [UInt8])] = []
+        var names = Set<String>()
+        for upload in uploads {
+            let name = try TextExtraction.uploadName(upload.name)
+            guard names.insert(name).inserted else { throw KianaNodeError(.invalidInput, "\(name) is sent twice") }
+            files.append((folder + "/" + name, upload.data))
+        }
+        let started = state.withLock { s -> Bool in
+            if s.ingesting { return false }
+            s.ingesting = true
+            return true
+        }
+        guard started else { throw KianaNodeError(.conflict, "another ingestion is running; try again when it has finished") }
+        defer { state.withLock { $0.ingesting = false } }
+        let kept = files
+        let report: IngestReport = try await store { n in
+            do {
+                try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+                for file in kept { try Data(file.data).write(to: URL(fileURLWithPath: file.path), options: .atomic) }
+            } catch {
+                throw KianaNodeError(.io, "cannot keep the uploaded files in \(folder): \(error.localizedDescription)")
+            }
+            return try n.ingest(paths: kept.map(\.path), tags: tags, progress: progress)
+        }
+        var embedded = 0
+        if report.changed, let embedder = try? await models.embedder() {
+            embedded = try await store { n in try n.embedPending(embedder, progress: progress) }
+        }
+        return IngestReportDTO(filesScanned: report.filesScanned, filesNew: report.filesNew, filesChanged: report.filesChanged,
+                               filesUnchanged: report.filesUnchanged, filesRemoved: report.filesRemoved, filesFailed: report.filesFailed,
+                               chunksAdded: report.chunksAdded, chunksUpdated: report.chunksUpdated, chunksRemoved: report.chunksRemoved,
+                               bytesRead: report.bytesRead, embedded: embedded, changed: report.changed)
+    }
+
+    // MARK: answers
+
+    public func modelNames() async throws -> [String] {
+        let config = models.config
+        if config.backend == .embedded { return [groundedModelName, config.model ?? ModelCatalog.defaultModel] }
+        return [groundedModelName] + (try await models.backend().models())
+    }
+
+    public func acceptsGeneration() -> Bool { queue.hasRoom }
+
+    public func chat(_ messages: [ChatMessage], grounded: Bool, maxTokens: Int?, sampling: SamplingOptions,
+                     onText: @escaping @Sendable (String) -> Bool) async throws -> AssistantReply {
+        let backend = try await models.backend()
+        let name = grounded ? groundedModelName : (models.config.model ?? ModelCatalog.defaultModel)
+        guard grounded, let question = messages.last, question.role == .user else {
+            var request = ChatRequest(messages: messages)
+            if let maxTokens { request.maxTokens = maxTokens }
+            request.sampling = sampling
+            let req = request
+            let r = try await queue.run { try await backend.chat(req, onText: onText) }
+            count(r.completionTokens)
+            return AssistantReply(text: r.text, citations: [], promptTokens: r.promptTokens, completionTokens: r.completionTokens,
+                                  stopReason: r.stopReason, model: name)
+        }
+        let retriever = try await self.retriever()
+        var options = AskOptions()
+        if let maxTokens { options.maxTokens = maxTokens }
+        options.sampling = sampling
+        options.history = messages.dropLast().filter { $0.role != .system }
+        let node = self.node, opts = options
+        let r = try await queue.run { try await node.ask(question.content, backend: backend, retriever: retriever, options: opts, onText: onText) }
+        return reply(r, model: name)
+    }
+
+    public func ask(_ question: String, conversation: String?, maxTokens: Int?, sampling: SamplingOptions?,
+                    onText: @escaping @Sendable (String) -> Bool) async throws -> (reply: AssistantReply, conversation: String) {
+        let backend = try await models.backend()
+        let retriever = try await self.retriever()
+        var options = AskOptions()
+        options.conversation = conversation
+        if let maxTokens { options.maxTokens = maxTokens }
+        if let sampling { options.sampling = sampling }
+        let node = self.node, opts = options
+        let r = try await queue.run { try await node.ask(question, backend: backend, retriever: retriever, options: opts, onText: onText) }
+        return (reply(r, model: groundedModelName), r.conversationId)
+    }
+
+    /// The HTTP-facing reply of an answer (citations with their item IDs), counting its tokens.
+    private func reply(_ r: AskResult, model: String) -> AssistantReply {
+        count(r.reply?.completionTokens ?? 0)
+        return AssistantReply(text: r.answer, citations: r.citations.map { .init(number: $0.number, id: $0.id, title: $0.title, source: $0.source) },
+                              promptTokens: r.reply?.promptTokens ?? 0, completionTokens: r.reply?.completionTokens ?? 0,
+                              stopReason: r.reply?.stopReason ?? .endOfGeneration, model: model)
+    }
+
+    func count(_ tokens: Int) { state.withLock { $0.generated += tokens } }
+
+    public func embed(_ texts: [String]) async throws -> (vectors: [[Float]], tokens: Int) {
+        guard texts.reduce(0, { $0 + $1.utf8.count }) <= 1 << 20 else { throw KianaNodeError(.invalidInput, "at most 1 MiB of text per request") }
+        let embedder = try await models.embedder()
+        return try await blocking { (embedder.embed(texts), texts.reduce(0) { $0 + embedder.tokenize($1).count }) }
+    }
+
+    public func conversations() async throws -> [ConversationDTO] {
+        try await store { n in try n.conversationList().map { ConversationDTO(id: $0.id, title: $0.title, updated: $0.updated, created: $0.created) } }
+    }
+
+    public func conversation(_ id: String) async throws -> [MessageDTO]? {
+        try await store { n in
+            guard try n.conversations.conversation(id) != nil else { return nil }
+            return try n.conversations.messages(id).map { MessageDTO(role: $0.role, content: $0.content, citations: $0.citations, created: $0.created) }
+        }
+    }
+
+    // MARK: ledger
+
+    public func ledgerStatus() async throws -> LedgerStatusDTO {
+        try await store { n in
+            let head = try n.store.head()
+            let c = try n.store.counts()
+            return LedgerStatusDTO(height: head?.height, head: head.map { Hex.encode($0.hash) }, items: c.items, blocks: c.blocks,
+                                   entries: c.entries, deletedItems: c.deletedItems, pending: c.pending)
+        }
+    }
+
+    public func head() async throws -> LedgerHead? {
+        try await store { n in try n.store.head() }
+    }
+
+    public func blocks(from: UInt64, through: UInt64) async throws -> [Block] {
+        try await store { n in try n.store.blocks(from: from, through: through) }
+    }
+
+    public func entry(_ id: String) async throws -> EntryDTO {
+        try await store { n in
+            let (e, height, position) = try n.store.findEntry(idPrefix: id)
+            return EntryDTO(e, height: height, position: position)
+        }
+    }
+
+    public func proof(_ id: String) async throws -> ProofDTO {
+        try await store { n in
+            var entryID = id
+            var item: String?
+            if let found = try? n.store.item(idPrefix: id), let last = found.lastEntry {
+                entryID = Hex.encode(last)
+                item = found.id.description
+            }
+            let p: Node.EntryProof
+            do { p = try n.proof(entryIDPrefix: entryID) } catch let e as KianaStoreError where e.code == .notFound {
+                throw KianaStoreError(.notFound, "no knowledge item or ledger entry \(id)")
+            }
+            try p.verify()
+            return ProofDTO(item: item, entry: EntryDTO(p.entry), height: p.height, position: p.position, blockEntryCount: p.blockEntryCount,
+                            entryRoot: Hex.encode(p.entryRoot), entryPath: p.entryPath.map(Hex.encode), blockHash: Hex.encode(p.blockHash),
+                            treeSize: p.treeSize, historyRoot: Hex.encode(p.historyRoot), historyPath: p.historyPath.map(Hex.encode), verified: true)
+        }
+    }
+
+    public func verify() async throws -> VerifyDTO {
+        try await store { n in
+            let start = DispatchTime.now().uptimeNanoseconds
+            let s = try n.verify()
+            return VerifyDTO(valid: true, height: s.tip.height, head: Hex.encode(s.tipHash), blocks: s.blockHashes.count, entries: s.entryCount,
+                             authorities: s.authorities.count, seconds: Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
+        }
+    }
+
+    // MARK: device and peers
+
+    public func device() async throws -> DeviceDTO {
+        let config = models.config, loaded = models.allLoaded
+        var d = try await store { n in
+            let authorities = try n.store.authorities().map(Hex.encode).sorted()
+            let counts = try n.store.counts()
+            return DeviceDTO(deviceId: n.identity.deviceID.description, publicKey: Hex.encode(n.identity.publicKey),
+                             network: try n.store.network().map(Hex.encode), authorities: authorities,
+                             authority: authorities.contains(Hex.encode(n.identity.publicKey)), dataDirectory: n.directory.path,
+                             backend: config.backend.rawValue, model: config.model ?? (config.backend == .embedded ? ModelCatalog.defaultModel : nil),
+                             modelsLoaded: loaded, items: counts.items, blocks: counts.blocks, entries: counts.entries)
+        }
+        if let network {
+            d.peers = await network.statusWithRTT()
+            d.listening = await network.listeningPort
+        }
+        return d
+    }
+
+    public func peers(rtt: Bool) async -> [PeerStatus] {
+        guard let network else { return [] }
+        return rtt ? await network.statusWithRTT() : await network.status()
+    }
+
+    public func addPeer(address: String) async throws -> Bool {
+        do throws(KianaNetError) { _ = try PeerNetwork.parse(address) } catch { throw KianaNodeError(.invalidInput, error.message) }
+        return try await store { n in try n.addPeer(address: address) }
+    }
+
+    func requireNetwork() throws -> PeerNetwork {
+        guard let network else { throw KianaNodeError(.notRunning, "device networking is not running in this node") }
+        return network
+    }
+
+    public func openPairing(seconds: Int) async throws -> Int? {
+        let network = try requireNetwork()
+        await network.openPairing(seconds: seconds)
+        return await network.listeningPort
+    }
+
+    public func closePairing() async {
+        await network?.closePairing()
+    }
+
+    public func pendingPairings() async -> (open: Bool, requests: [PairingRequest]) {
+        guard let network else { return (false, []) }
+        return (await network.pairingOpen, await network.pendingPairings())
+    }
+
+    public func confirmPairing(device: String?, code: String) async throws -> PairingOutcome {
+        let network = try requireNetwork()
+        let outcome = try await network.confirmPairing(device: device, code: code)
+        let key = Hex.decode(outcome.request.key) ?? []
+        let m = try? await store { n in try n.store.membership() }
+        return PairingOutcome(request: outcome.request, accepted: outcome.accepted, member: m?.authorities.contains(key) ?? false,
+                              authorities: m?.authorities.count ?? 0, votesFor: m?.tally[key]?.count ?? 0)
+    }
+}

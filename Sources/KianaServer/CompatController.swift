@@ -1,0 +1,213 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import KianaAI
+import KianaCore
+import NIOCore
+
+/// OpenAI-compatible (/v1/…) and Ollama-compatible (/api/…) endpoints over the node, so
+/// existing tools and the official clients work with a base URL only. The model "kiana"
+/// answers from the knowledge base (grounded, with citations in a `kiana` field); any other
+/// listed model name is plain chat with the node's language model.
+struct CompatController<Context: RequestContext>: Sendable {
+    let node: any NodeAPI
+
+    var routes: RouteCollection<Context> {
+        let r = RouteCollection(context: Context.self)
+        r.get("v1/models", use: models)
+        r.post("v1/chat/completions", use: chatCompletions)
+        r.post("v1/embeddings", use: embeddings)
+        r.get("api/tags", use: tags)
+        r.post("api/chat", use: ollamaChat)
+        r.post("api/generate", use: ollamaGenerate)
+        r.post("api/embed", use: ollamaEmbed)
+        return r
+    }
+
+    // MARK: OpenAI
+
+    @Sendable func models(_ req: Request, _ ctx: Context) async throws -> ModelListDTO {
+        ModelListDTO(data: try await node.modelNames().map { .init(id: $0) })
+    }
+
+    @Sendable func chatCompletions(_ req: Request, _ ctx: Context) async throws -> Response {
+        try Compat.admit(node.acceptsGeneration())
+        let body = try await RequestBodies.decode(ChatCompletionRequest.self, from: req, limit: RequestBodies.defaultLimit)
+        let (messages, model) = try Compat.messages(body.messages, model: body.model)
+        let sampling = try Compat.sampling(temperature: body.temperature, topP: body.top_p, seed: body.seed)
+        let maxTokens = try Compat.positive(body.max_completion_tokens ?? body.max_tokens, "max_tokens")
+        let id = "chatcmpl-" + UUID().uuidString.lowercased().replacingOccurrences(of: "-", with: "")
+        let created = Int(Date().timeIntervalSince1970)
+        let grounded = model == groundedModelName
+        let node = self.node
+        if body.stream == true {
+            let usage = body.stream_options?.include_usage == true
+            @Sendable func chunk(_ delta: ChatChunkDTO.Delta, finish: String? = nil, kiana: KianaExtraDTO? = nil) -> String {
+                JSONText.event(nil, ChatChunkDTO(id: id, created: created, model: model, choices: [.init(delta: delta, finish_reason: finish)], kiana: kiana))
+            }
+            return Streaming.response(contentType: "text/event-stream", failure: { error in
+                JSONText.event(nil, StreamFailureDTO(error: .init(message: (error as? any KianaError)?.message ?? "\(error)")))
+            }) { emit in
+                guard emit(chunk(.init(role: "assistant", content: ""))) else { return }
+                let r = try await node.chat(messages, grounded: grounded, maxTokens: maxTokens, sampling: sampling) { piece in
+                    emit(chunk(.init(content: piece)))
+                }
+                _ = emit(chunk(.init(), finish: Compat.finishReason(r.stopReason), kiana: grounded ? KianaExtraDTO(citations: r.citations) : nil))
+                if usage {
+                    _ = emit(JSONText.event(nil, ChatChunkDTO(id: id, created: created, model: model, choices: [], usage: UsageDTO(r))))
+                }
+                _ = emit("data: [DONE]\n\n")
+            }
+        }
+        let r = try await node.chat(messages, grounded: grounded, maxTokens: maxTokens, sampling: sampling) { _ in true }
+        return try ChatCompletionDTO(id: id, created: created, model: model,
+                                     choices: [.init(message: .init(content: r.text), finish_reason: Compat.finishReason(r.stopReason))],
+                                     usage: UsageDTO(r), kiana: grounded ? KianaExtraDTO(citations: r.citations) : nil)
+            .response(from: req, context: ctx)
+    }
+
+    @Sendable func embeddings(_ req: Request, _ ctx: Context) async throws -> EmbeddingsDTO {
+        let body = try await RequestBodies.decode(EmbeddingsRequest.self, from: req, limit: RequestBodies.defaultLimit)
+        let texts = try Compat.inputs(body.input)
+        let base64 = body.encoding_format == "base64"
+        let (vectors, tokens) = try await node.embed(texts)
+        let data: [EmbeddingsDTO.Item] = vectors.enumerated().map { i, v in
+            let e: EmbeddingsDTO.Vector = base64
+                ? .base64(Data(v.flatMap { withUnsafeBytes(of: $0.bitPattern.littleEndian, Array.init) }).base64EncodedString())
+                : .floats(v.map(Double.init))
+            return .init(index: i, embedding: e)
+        }
+        return EmbeddingsDTO(data: data, model: body.model ?? "all-minilm-l6-v2", usage: .init(prompt_tokens: tokens, total_tokens: tokens))
+    }
+
+    // MARK: Ollama
+
+    @Sendable func tags(_ req: Request, _ ctx: Context) async throws -> OllamaTagsDTO {
+        let now = Compat.isoNow()
+        return OllamaTagsDTO(models: try await node.modelNames().map { .init(name: $0, model: $0, modified_at: now) })
+    }
+
+    @Sendable func ollamaChat(_ req: Request, _ ctx: Context) async throws -> Response {
+        try Compat.admit(node.acceptsGeneration())
+        let body = try await RequestBodies.decode(OllamaChatRequest.self, from: req, limit: RequestBodies.defaultLimit)
+        let (messages, model) = try Compat.messages(body.messages, model: body.model)
+        return try await ollama(req, ctx, options: body.options, stream: body.stream, messages: messages, model: model, chatShape: true)
+    }
+
+    @Sendable func ollamaGenerate(_ req: Request, _ ctx: Context) async throws -> Response {
+        try Compat.admit(node.acceptsGeneration())
+        let body = try await RequestBodies.decode(OllamaGenerateRequest.self, from: req, limit: RequestBodies.defaultLimit)
+        guard let model = body.model, !model.isEmpty else { throw HTTPError(.badRequest, message: "model is required") }
+        guard let prompt = body.prompt else { throw HTTPError(.badRequest, message: "prompt is required") }
+        var messages: [ChatMessage] = []
+        if let system = body.system, !system.isEmpty { messages.append(ChatMessage(.system, system)) }
+        messages.append(ChatMessage(.user, prompt))
+        return try await ollama(req, ctx, options: body.options, stream: body.stream, messages: messages, model: model, chatShape: false)
+    }
+
+    @Sendable func ollamaEmbed(_ req: Request, _ ctx: Context) async throws -> OllamaEmbedDTO {
+        let body = try await RequestBodies.decode(OllamaEmbedRequest.self, from: req, limit: RequestBodies.defaultLimit)
+        let texts = try Compat.inputs(body.input)
+        let (vectors, tokens) = try await node.embed(texts)
+        return OllamaEmbedDTO(model: body.model ?? "all-minilm-l6-v2", embeddings: vectors.map { $0.map(Double.init) }, prompt_eval_count: tokens)
+    }
+
+    /// /api/chat and /api/generate: NDJSON stream (Ollama's default) or one object.
+    func ollama(_ req: Request, _ ctx: Context, options: OllamaOptions?, stream: Bool?, messages: [ChatMessage], model: String,
+                chatShape: Bool) async throws -> Response {
+        let o = options ?? OllamaOptions()
+        let sampling = try Compat.sampling(temperature: o.temperature, topP: o.top_p, seed: o.seed, topK: o.top_k, minP: o.min_p,
+                                           repeatPenalty: o.repeat_penalty)
+        let maxTokens = try Compat.positive(o.num_predict, "num_predict")
+        let grounded = model == groundedModelName
+        let start = DispatchTime.now().uptimeNanoseconds
+        let node = self.node
+        @Sendable func part(_ text: String) -> OllamaPartDTO {
+            OllamaPartDTO(model: model, created_at: Compat.isoNow(), message: chatShape ? .init(content: text) : nil,
+                          response: chatShape ? nil : text, done: false)
+        }
+        @Sendable func final(_ r: AssistantReply, _ text: String) -> OllamaPartDTO {
+            var f = part(text)
+            f.done = true
+            f.done_reason = r.stopReason == .length ? "length" : "stop"
+            f.total_duration = Int(DispatchTime.now().uptimeNanoseconds - start)
+            f.prompt_eval_count = r.promptTokens
+            f.eval_count = r.completionTokens
+            f.kiana = grounded ? KianaExtraDTO(citations: r.citations) : nil
+            return f
+        }
+        if stream ?? true {
+            return Streaming.response(contentType: "application/x-ndjson", failure: { error in
+                JSONText.encode(OllamaFailureDTO(error: (error as? any KianaError)?.message ?? "\(error)")) + "\n"
+            }) { emit in
+                let r = try await node.chat(messages, grounded: grounded, maxTokens: maxTokens, sampling: sampling) { piece in
+                    emit(JSONText.encode(part(piece)) + "\n")
+                }
+                _ = emit(JSONText.encode(final(r, "")) + "\n")
+            }
+        }
+        let r = try await node.chat(messages, grounded: grounded, maxTokens: maxTokens, sampling: sampling) { _ in true }
+        return try final(r, r.text).response(from: req, context: ctx)
+    }
+}
+
+/// Request checks shared by the compatible endpoints and /api/v1/ask.
+enum Compat {
+    /// 503 before anything is read when the language model's queue is full.
+    static func admit(_ accepted: Bool) throws {
+        guard accepted else { throw HTTPError(.serviceUnavailable, message: "the language model is busy with other requests; try again shortly") }
+    }
+
+    static func messages(_ list: [CompatMessage]?, model: String?) throws -> ([ChatMessage], String) {
+        guard let model, !model.isEmpty else { throw HTTPError(.badRequest, message: "model is required") }
+        guard let list, !list.isEmpty, list.count <= 1000 else {
+            throw HTTPError(.badRequest, message: "messages must be a non-empty array of at most 1000 messages")
+        }
+        var out: [ChatMessage] = []
+        for m in list {
+            guard let roleName = m.role else { throw HTTPError(.badRequest, message: "every message needs a role") }
+            let role: ChatMessage.Role
+            switch roleName {
+            case "system", "developer": role = .system
+            case "user": role = .user
+            case "assistant": role = .assistant
+            default: throw HTTPError(.badRequest, message: "unsupported role \(roleName)")
+            }
+            out.append(ChatMessage(role, m.content?.text ?? ""))
+        }
+        guard out.last?.role == .user else { throw HTTPError(.badRequest, message: "the last message must be the user's") }
+        return (out, model)
+    }
+
+    static func inputs(_ v: CompatInput?) throws -> [String] {
+        switch v {
+        case .one(let s): return [s]
+        case .many(let a) where !a.isEmpty && a.count <= 2048: return a
+        default: throw HTTPError(.badRequest, message: "input must be a string or a non-empty array of at most 2048 strings")
+        }
+    }
+
+    static func positive(_ v: Int?, _ name: String) throws -> Int? {
+        guard let v else { return nil }
+        guard v > 0, v <= 32768 else { throw HTTPError(.badRequest, message: "\(name) must be 1…32768") }
+        return v
+    }
+
+    static func sampling(temperature: Double?, topP: Double?, seed: Int64?, topK: Double? = nil, minP: Double? = nil,
+                         repeatPenalty: Double? = nil) throws -> SamplingOptions {
+        var s = SamplingOptions()
+        s.temperature = 0.2
+        if let temperature { s.temperature = Float(temperature) }
+        if let topP { s.topP = Float(topP) }
+        if let topK { s.topK = Int(topK) }
+        if let minP { s.minP = Float(minP) }
+        if let repeatPenalty { s.repeatPenalty = Float(repeatPenalty) }
+        if let seed { s.seed = UInt64(truncatingIfNeeded: seed) }
+        do { try s.validate() } catch { throw HTTPError(.badRequest, message: error.message) }
+        return s
+    }
+
+    static func finishReason(_ r: StopReason) -> String { r == .length || r == .contextFull ? "length" : "stop" }
+
+    static func isoNow() -> String { ISO8601DateFormatter().string(from: Date()) }
+}

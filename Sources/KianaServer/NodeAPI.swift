@@ -1,0 +1,126 @@
+import KianaAI
+import KianaCore
+import KianaNet
+import KianaStore
+
+/// The one door from HTTP to the node: every route calls this and nothing else (no store, no
+/// peer network held by a route). KianaNode's `NodeService` implements it over the data
+/// directory, the ledger and the loaded models; the router tests use a small fake.
+public protocol NodeAPI: Sendable {
+    // MARK: health
+
+    /// This device's ID, the ledger head (nil before the genesis is read) and the verified height.
+    func health() async throws -> HealthDTO
+    /// The store answers and the language model and embedder are loaded.
+    func readiness() async -> ReadyDTO
+    /// Figures for /metrics: ledger height, live items, tokens generated since start.
+    func metricsSnapshot() async -> (height: UInt64?, items: Int, tokens: Int)
+
+    // MARK: knowledge
+
+    func items(limit: Int, offset: Int) async throws -> ItemPageDTO
+    /// One item by ID or unique prefix.
+    func item(_ id: String) async throws -> ItemDTO
+    /// Adds an item (a signed ledger entry); returns its ID.
+    func remember(text: String, title: String?, tags: [String], source: String?) async throws -> String
+    /// Changes an item's text, title or tags (nil leaves a field as it is); returns the item.
+    func update(id: String, text: String?, title: String?, tags: [String]?) async throws -> ItemDTO
+    /// Forgets an item by ID or unique prefix; returns the full ID.
+    func forget(id: String) async throws -> String
+    /// Hybrid, keyword or vector search; hits best first.
+    func search(_ query: String, k: Int, mode: String, tag: String?, source: String?) async throws -> [SearchHitDTO]
+    /// Checks fields entering through HTTP with the same rules as every other way in.
+    func validate(title: String?, text: String?, tags: [String]?, source: String?) throws
+
+    // MARK: ingest
+
+    /// Ingests uploaded files (kept in the data directory, so uploading a file again replaces its
+    /// chunks), then embeds what is new. One ingestion at a time: another is refused with
+    /// `conflict`. `progress` receives (phase, done, total, detail).
+    func ingest(uploads: [(name: String, data: [UInt8])], tags: [String],
+                progress: @escaping @Sendable (String, Int, Int, String) -> Void) async throws -> IngestReportDTO
+    /// True while an ingestion runs (checked before a large upload is read).
+    var ingesting: Bool { get }
+    /// The name an upload is stored under, checked (no paths, a supported type).
+    func uploadName(_ raw: String) throws -> String
+
+    // MARK: answers
+
+    /// The grounded model's name ("kiana") first, then the backend's own models.
+    func modelNames() async throws -> [String]
+    /// Answers `messages`. With `grounded`, the last user message is answered from the
+    /// knowledge base (retrieval, numbered sources, citations); otherwise the messages go to the
+    /// backend as they are. `onText` receives the streamed text and returns false to stop.
+    func chat(_ messages: [ChatMessage], grounded: Bool, maxTokens: Int?, sampling: SamplingOptions,
+              onText: @escaping @Sendable (String) -> Bool) async throws -> AssistantReply
+    /// A grounded answer stored in a conversation (nil: a new one).
+    func ask(_ question: String, conversation: String?, maxTokens: Int?, sampling: SamplingOptions?,
+             onText: @escaping @Sendable (String) -> Bool) async throws -> (reply: AssistantReply, conversation: String)
+    /// False when the language model's queue is full: the request is refused with 503 before a
+    /// stream starts.
+    func acceptsGeneration() -> Bool
+    /// Embeddings (all-MiniLM-L6-v2, 384 dimensions) and the token count of all texts.
+    func embed(_ texts: [String]) async throws -> (vectors: [[Float]], tokens: Int)
+    /// Conversations, most recent first.
+    func conversations() async throws -> [ConversationDTO]
+    /// One conversation's messages, nil if there is none.
+    func conversation(_ id: String) async throws -> [MessageDTO]?
+
+    // MARK: ledger
+
+    func ledgerStatus() async throws -> LedgerStatusDTO
+    /// The canonical head, nil before genesis.
+    func head() async throws -> LedgerHead?
+    /// Canonical blocks in the height range (inclusive), oldest first.
+    func blocks(from: UInt64, through: UInt64) async throws -> [Block]
+    /// An entry on the chain by ID or unique prefix, with its height and position.
+    func entry(_ id: String) async throws -> EntryDTO
+    /// The inclusion proof of an item (the entry that last changed it) or of an entry, checked.
+    func proof(_ id: String) async throws -> ProofDTO
+    /// Re-validates the whole ledger (and the database file).
+    func verify() async throws -> VerifyDTO
+
+    // MARK: device and peers
+
+    /// This device: identity, network, authorities, models, and its peers when networking runs.
+    func device() async throws -> DeviceDTO
+    /// Peers as `kiana peers` shows them (with round-trip times when `rtt`); empty without networking.
+    func peers(rtt: Bool) async -> [PeerStatus]
+    /// Remembers a peer address for the dialer; false if it was known.
+    func addPeer(address: String) async throws -> Bool
+    /// Opens the pairing window; returns the link port.
+    func openPairing(seconds: Int) async throws -> Int?
+    func closePairing() async
+    func pendingPairings() async -> (open: Bool, requests: [PairingRequest])
+    /// Confirms a waiting device's code: writes the add-authority vote when it matches.
+    func confirmPairing(device: String?, code: String) async throws -> PairingOutcome
+}
+
+/// The result of a pairing confirmation.
+public struct PairingOutcome: Sendable {
+    public var request: PairingRequest
+    public var accepted: Bool
+    public var member: Bool
+    public var authorities: Int
+    public var votesFor: Int
+    public init(request: PairingRequest, accepted: Bool, member: Bool, authorities: Int, votesFor: Int) {
+        self.request = request; self.accepted = accepted; self.member = member; self.authorities = authorities; self.votesFor = votesFor
+    }
+}
+
+/// A finished answer with the knowledge items it cites.
+public struct AssistantReply: Sendable {
+    public var text: String
+    public var citations: [CitationDTO]
+    public var promptTokens: Int
+    public var completionTokens: Int
+    public var stopReason: StopReason
+    public var model: String
+    public init(text: String, citations: [CitationDTO], promptTokens: Int, completionTokens: Int, stopReason: StopReason, model: String) {
+        self.text = text; self.citations = citations; self.promptTokens = promptTokens
+        self.completionTokens = completionTokens; self.stopReason = stopReason; self.model = model
+    }
+}
+
+/// The model name that means "answer from the knowledge base" on the compatible APIs.
+public let groundedModelName = "kiana"

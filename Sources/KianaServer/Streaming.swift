@@ -1,0 +1,109 @@
+import Foundation
+import Hummingbird
+import NIOCore
+import Synchronization
+
+/// JSON for bodies and stream events: one encoder configuration for the whole surface.
+enum JSONText {
+    static func encoder() -> JSONEncoder {
+        let e = JSONEncoder()
+        e.outputFormatting = [.withoutEscapingSlashes]
+        return e
+    }
+
+    /// `value` as one line of JSON.
+    static func encode<T: Encodable>(_ value: T) -> String {
+        (try? encoder().encode(value)).map { String(decoding: $0, as: UTF8.self) } ?? "{}"
+    }
+
+    /// A Server-Sent Event: `event: name` (unless nil), `data: <json>`, a blank line.
+    static func event<T: Encodable>(_ name: String?, _ value: T, id: String? = nil) -> String {
+        (id.map { "id: \($0)\n" } ?? "") + (name.map { "event: \($0)\n" } ?? "") + "data: " + encode(value) + "\n\n"
+    }
+}
+
+/// Streamed responses (SSE and NDJSON).
+enum Streaming {
+    /// A streamed response: `produce` calls `emit` with each piece of text (from any thread);
+    /// `emit` returns false once the client is gone, which stops generation. A failure after
+    /// the headers were sent is written in the stream's own format by `failure`.
+    static func response(contentType: String,
+                         failure: @escaping @Sendable (any Error) -> String,
+                         _ produce: @escaping @Sendable (@escaping @Sendable (String) -> Bool) async throws -> Void) -> Response {
+        Response(status: .ok, headers: [.contentType: contentType, .cacheControl: "no-cache"], body: ResponseBody { writer in
+            let (pieces, continuation) = AsyncStream<String>.makeStream(bufferingPolicy: .unbounded)
+            let gone = ClientGone()
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask {
+                    defer { continuation.finish() }
+                    do {
+                        try await produce { piece in
+                            if gone.value { return false }
+                            continuation.yield(piece)
+                            return true
+                        }
+                    } catch {
+                        continuation.yield(failure(error))
+                    }
+                }
+                for await piece in pieces {
+                    do { try await writer.write(ByteBuffer(string: piece)) } catch {
+                        gone.set()
+                        group.cancelAll()   // a request still waiting for the model leaves the queue
+                        break
+                    }
+                }
+                try await group.waitForAll()
+            }
+            try await writer.finish(nil)
+        })
+    }
+
+    /// An SSE stream whose failures become an `error` event with code, message and status.
+    static func events(_ produce: @escaping @Sendable (@escaping @Sendable (String) -> Bool) async throws -> Void) -> Response {
+        response(contentType: "text/event-stream", failure: errorEvent, produce)
+    }
+
+    /// The failure of a stream whose headers are sent: an `error` event with code and message.
+    static func errorEvent(_ error: any Error) -> String {
+        let (status, code, message) = APIErrorMiddleware<BasicRequestContext>.describe(error)
+        return JSONText.event("error", StreamError(code: code, message: message, status: Int(status.code)))
+    }
+
+    struct StreamError: Codable { var code: String; var message: String; var status: Int }
+}
+
+/// True at most once per interval (progress events are throttled, the last one always sent).
+final class Throttle: Sendable {
+    private let interval: UInt64
+    private let last = Mutex<UInt64>(0)
+    init(seconds: Double) { interval = UInt64(seconds * 1e9) }
+    func due() -> Bool {
+        let now = DispatchTime.now().uptimeNanoseconds
+        return last.withLock { last in
+            guard now - last >= interval else { return false }
+            last = now
+            return true
+        }
+    }
+}
+
+/// Query parameters, checked.
+enum Query {
+    static func int(_ req: Request, _ name: String, default d: Int, range: ClosedRange<Int>) throws -> Int {
+        guard let s = req.uri.queryParameters.get(name) else { return d }
+        guard let v = Int(s), range.contains(v) else { throw HTTPError(.badRequest, message: "\(name) must be an integer in \(range.lowerBound)…\(range.upperBound)") }
+        return v
+    }
+
+    static func string(_ req: Request, _ name: String) -> String? {
+        req.uri.queryParameters.get(name).map { String($0) }
+    }
+}
+
+/// Set once the client disconnects.
+final class ClientGone: Sendable {
+    private let gone = Mutex(false)
+    var value: Bool { gone.withLock { $0 } }
+    func set() { gone.withLock { $0 = true } }
+}
