@@ -1,5 +1,6 @@
 import Crypto
 import Foundation
+import Synchronization
 
 /// Where the embedded models live: `--model-dir`, else `KIANA_MODEL_DIR`, else `<data dir>/models`
 /// when it holds models, else `~/.kiana/models` (where `make setup` puts them), so a second data
@@ -120,7 +121,7 @@ public final class Embedder: Sendable {
         return results.values()
     }
 
-    func parallelMap<T: Sendable, R>(_ xs: [T], _ f: @escaping @Sendable (T) -> R) -> [R] {
+    func parallelMap<T: Sendable, R: Sendable>(_ xs: [T], _ f: @escaping @Sendable (T) -> R) -> [R] {
         guard xs.count > 1, threads > 1 else { return xs.map(f) }
         let slots = Slots<R>(count: xs.count)
         let chunks = threads
@@ -133,11 +134,10 @@ public final class Embedder: Sendable {
 }
 
 /// Per-index result slots written by concurrent workers (each index exactly once).
-final class Slots<T>: @unchecked Sendable {
-    private var items: [T?]
-    private let lock = NSLock()
-    init(count: Int) { items = Array(repeating: nil, count: count) }
-    func set(_ i: Int, _ v: T) { lock.lock(); items[i] = v; lock.unlock() }
-    func values() -> [T] { lock.lock(); defer { lock.unlock() }; return items.map { $0! } }
+final class Slots<T: Sendable>: Sendable {
+    private let items: Mutex<[T?]>
+    init(count: Int) { items = Mutex(Array(repeating: nil, count: count)) }
+    func set(_ i: Int, _ v: T) { items.withLock { $0[i] = v } }
+    func values() -> [T] { items.withLock { $0.map { $0! } } }
 }
 typealias ResultSlots = Slots<[Float]>

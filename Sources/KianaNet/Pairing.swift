@@ -3,6 +3,7 @@ import KianaCore
 import Logging
 import NIOCore
 import NIOPosix
+import Synchronization
 
 /// The joining side of pairing: a device without a network connects to an authority whose
 /// pairing window is open, shows the code both sides derive from the handshake, waits for the
@@ -87,9 +88,8 @@ public enum Pairing {
 }
 
 /// Whether the code was shown (the handshake completed).
-final class ShownFlag: @unchecked Sendable {
-    private let lock = NSLock()
-    private var shown = false
-    var value: Bool { lock.lock(); defer { lock.unlock() }; return shown }
-    func set() { lock.lock(); shown = true; lock.unlock() }
+final class ShownFlag: Sendable {
+    private let shown = Mutex(false)
+    var value: Bool { shown.withLock { $0 } }
+    func set() { shown.withLock { $0 = true } }
 }

@@ -4,6 +4,7 @@ import KianaStore
 import Logging
 import NIOCore
 import NIOPosix
+import Synchronization
 
 /// Settings of the peer-to-peer side of a node.
 public struct NetworkConfig: Sendable {
@@ -538,19 +539,19 @@ public actor PeerNetwork {
 func currentMillisNet() -> UInt64 { UInt64(Date().timeIntervalSince1970 * 1000) }
 
 /// A counter shared by connection tasks.
-final class Counter: @unchecked Sendable {
-    private let lock = NSLock()
-    private var count = 0
-    var value: Int { lock.lock(); defer { lock.unlock() }; return count }
+final class Counter: Sendable {
+    private let count = Mutex(0)
+    var value: Int { count.withLock { $0 } }
 
     func increment(limit: Int) -> Bool {
-        lock.lock(); defer { lock.unlock() }
-        guard count < limit else { return false }
-        count += 1
-        return true
+        count.withLock { c in
+            guard c < limit else { return false }
+            c += 1
+            return true
+        }
     }
 
     func decrement() {
-        lock.lock(); count -= 1; lock.unlock()
+        count.withLock { $0 -= 1 }
     }
 }

@@ -4,6 +4,7 @@ import KianaNet
 import Logging
 import NIOCore
 import ServiceLifecycle
+import Synchronization
 
 /// The link listener: accepts device links on the P2P port.
 struct LinkListenerService: Service {
@@ -87,9 +88,8 @@ struct DiscoveryService: Service {
 }
 
 /// Instance name → address, for removals.
-final class InstanceAddresses: @unchecked Sendable {
-    private let lock = NSLock()
-    private var map: [String: String] = [:]
-    func set(_ k: String, _ v: String) { lock.lock(); map[k] = v; lock.unlock() }
-    func remove(_ k: String) -> String? { lock.lock(); defer { lock.unlock() }; return map.removeValue(forKey: k) }
+final class InstanceAddresses: Sendable {
+    private let map = Mutex<[String: String]>([:])
+    func set(_ k: String, _ v: String) { map.withLock { $0[k] = v } }
+    func remove(_ k: String) -> String? { map.withLock { $0.removeValue(forKey: k) } }
 }

@@ -6,6 +6,7 @@ import KianaServer
 import NIOCore
 import Logging
 import ServiceLifecycle
+import Synchronization
 
 /// Runs a node: opens (or creates) the data directory and runs every long-lived service in one
 /// ServiceGroup (link listener, dialer, discovery, HTTP) until SIGINT or SIGTERM, then shuts
@@ -73,18 +74,17 @@ public enum NodeServer {
 }
 
 /// Ports reported by the two listeners, so readiness is announced once both are up.
-final class ReadyPorts: @unchecked Sendable {
-    private let lock = NSLock()
-    private var http: Int?
-    private var p2p: Int?
-    private var announced = false
-    func setHTTP(_ p: Int) { lock.lock(); http = p; lock.unlock() }
-    func setP2P(_ p: Int) { lock.lock(); p2p = p; lock.unlock() }
+final class ReadyPorts: Sendable {
+    struct State { var http: Int?; var p2p: Int?; var announced = false }
+    private let state = Mutex(State())
+    func setHTTP(_ p: Int) { state.withLock { $0.http = p } }
+    func setP2P(_ p: Int) { state.withLock { $0.p2p = p } }
     /// Both ports, the first time both are known.
     func both() -> (Int, Int)? {
-        lock.lock(); defer { lock.unlock() }
-        guard !announced, let http, let p2p else { return nil }
-        announced = true
-        return (http, p2p)
+        state.withLock { s in
+            guard !s.announced, let http = s.http, let p2p = s.p2p else { return nil }
+            s.announced = true
+            return (http, p2p)
+        }
     }
 }

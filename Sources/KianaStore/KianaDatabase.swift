@@ -1,6 +1,7 @@
 import Foundation
 import GRDB
 import KianaCore
+import Synchronization
 
 /// The database: owns the one GRDB writer and the migrations. SQLite in WAL mode with
 /// `synchronous = FULL`, so a committed transaction survives a crash or power loss.
@@ -211,20 +212,20 @@ extension KianaDatabase {
 
 /// A small cache of validated ledger states by block hash. A block hash fixes the block and its
 /// whole ancestry, so an entry never goes stale, even if the transaction that computed it rolls back.
-final class StateCache: @unchecked Sendable {
-    private let lock = NSLock()
-    private var states: [[UInt8]: LedgerState] = [:]
-    private var order: [[UInt8]] = []
+final class StateCache: Sendable {
+    struct Entries { var states: [[UInt8]: LedgerState] = [:]; var order: [[UInt8]] = [] }
+    private let entries = Mutex(Entries())
     let capacity = 128
 
     func get(_ hash: [UInt8]) -> LedgerState? {
-        lock.lock(); defer { lock.unlock() }
-        return states[hash]
+        entries.withLock { $0.states[hash] }
     }
 
     func put(_ hash: [UInt8], _ state: LedgerState) {
-        lock.lock(); defer { lock.unlock() }
-        if states.updateValue(state, forKey: hash) == nil { order.append(hash) }
-        if order.count > capacity { states[order.removeFirst()] = nil }
+        let capacity = self.capacity
+        entries.withLock { e in
+            if e.states.updateValue(state, forKey: hash) == nil { e.order.append(hash) }
+            if e.order.count > capacity { e.states[e.order.removeFirst()] = nil }
+        }
     }
 }
