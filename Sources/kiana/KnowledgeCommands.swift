@@ -15,7 +15,7 @@ struct ModelOptions: ParsableArguments {
     @Option(help: "Model directory (default: $KIANA_MODEL_DIR or <data dir>/models).")
     var modelDir: String?
 
-    func directory(_ data: DataOptions) throws -> String { ModelDirectory.resolve(modelDir, dataDirectory: try data.directory.path) }
+    func directory(_ data: DataOptions) throws -> String { LocalModels.directory(modelDir, dataDirectory: try data.directory) }
 }
 
 /// A progress bar on stderr: redrawn in place on a terminal, otherwise one line at most every
@@ -247,16 +247,17 @@ struct Embed: ParsableCommand {
 
     func run() throws {
         try perform {
-            let embedder = try Node.loadEmbedder(modelDirectory: model.directory(data))
+            let directory = try model.directory(data)
             if tokens {
-                say("[" + embedder.tokenize(text).map(String.init).joined(separator: ", ") + "]")
+                say("[" + (try LocalModels.embeddingTokens(text, modelDirectory: directory)).map(String.init).joined(separator: ", ") + "]")
                 return
             }
-            let v = embedder.embed(text)
+            let e = try LocalModels.embedding(text, modelDirectory: directory)
+            let v = e.vector
             if json {
                 say("[" + v.map { "\($0)" }.joined(separator: ", ") + "]")
             } else {
-                say("\(v.count) dimensions, \(embedder.tokenize(text).count) tokens")
+                say("\(v.count) dimensions, \(e.tokens) tokens")
                 for row in stride(from: 0, to: v.count, by: 8) {
                     say(v[row..<min(row + 8, v.count)].map { String(format: "% .6f", $0) }.joined(separator: " "))
                 }
