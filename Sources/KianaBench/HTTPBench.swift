@@ -1,5 +1,7 @@
 import Foundation
 import KianaAI
+import KianaCore
+import KianaStore
 
 /// `kiana bench http`: drives URLs of a running server with wrk (Debian's `wrk`) for a bounded
 /// time with concurrent connections and reads requests per second, p50/p99 latency and errors
@@ -40,6 +42,13 @@ public struct HTTPBench: Sendable {
 
     public var hasWrk: Bool { FileManager.default.isExecutableFile(atPath: wrk) }
     public var hasNginx: Bool { FileManager.default.isExecutableFile(atPath: nginx) }
+
+    /// Runs wrk against one target on a Dispatch thread, so the cooperative pool stays free
+    /// while wrk runs.
+    public func measure(_ target: Target) async throws -> Result {
+        let bench = self
+        return try await blocking { try bench.measure(target, headers: [:]) }
+    }
 
     /// Runs wrk against one target.
     public func measure(_ target: Target, headers: [String: String] = [:]) throws -> Result {
@@ -183,5 +192,17 @@ public struct HTTPBench: Sendable {
                 + "p99 \(f(health.p99 / max(reference.p99, 0.001), 2))x\n"
         }
         return out
+    }
+}
+
+extension RetrievalSet {
+    /// Writes the first `count` passages into `store` as knowledge items signed by `identity`,
+    /// 200 to a block (the knowledge of the node `kiana bench http` measures).
+    public func seed(_ store: LedgerStore, identity: DeviceIdentity, count: Int) throws {
+        let ops = passages.prefix(count).map { KnowledgeOp.put(ItemID.random(), KnowledgeFields(title: $0.title, text: $0.text, tags: $0.tags)) }
+        for start in stride(from: 0, to: ops.count, by: 200) {
+            _ = try store.write(Array(ops[start..<min(start + 200, ops.count)]), identity: identity,
+                                now: UInt64(Date().timeIntervalSince1970 * 1000))
+        }
     }
 }

@@ -227,8 +227,9 @@ extension Node {
         return (r.block.height, DeviceID(publicKey: target).description, passed)
     }
 
-    /// Remembers a peer's address for the dialer; false if it was known.
+    /// Remembers a peer's address (HOST:PORT, checked) for the dialer; false if it was known.
     public func addPeer(address: String, now: UInt64 = currentMillis()) throws -> Bool {
+        try Discovery.checkPeerAddress(address)
         try requireWritable()
         return try store.addPeerAddress(address, now: now)
     }

@@ -3,7 +3,6 @@ import Foundation
 #if canImport(FoundationNetworking)
 import FoundationNetworking
 #endif
-import KianaAI
 import KianaBench
 import KianaCore
 import KianaNode
@@ -141,10 +140,7 @@ struct BenchHTTP: AsyncParsableCommand {
             let set = try RetrievalSet.load()
             try {
                 let (node, _) = try Node.openOrInitialize(directory: DataDirectory(path: tmp))
-                let ops = set.passages.prefix(items).map { KnowledgeOp.put(ItemID.random(), KnowledgeFields(title: $0.title, text: $0.text, tags: $0.tags)) }
-                for start in stride(from: 0, to: ops.count, by: 200) {
-                    _ = try node.store.write(Array(ops[start..<min(start + 200, ops.count)]), identity: node.identity, now: currentMillis())
-                }
+                try set.seed(node.store, identity: node.identity, count: items)
             }()
             let server = try ServeProcess(arguments: ["serve", "--data-dir", tmp, "--port", "0", "--p2p-host", "127.0.0.1", "--p2p-port", "0",
                                                       "--discovery", "off", "--model-dir", models])
@@ -167,7 +163,7 @@ struct BenchHTTP: AsyncParsableCommand {
                            HTTPBench.Target(name: "GET /api/v1/search keyword", urls: search("keyword")),
                            HTTPBench.Target(name: "GET /api/v1/search hybrid", urls: search("hybrid"))] {
                 FileHandle.standardError.write(Data("  … \(target.name)\n".utf8))
-                rows.append(try await blocking { try bench.measure(target) })
+                rows.append(try await bench.measure(target))
             }
             var reference: HTTPBench.Result?
             if noReference {
@@ -176,7 +172,7 @@ struct BenchHTTP: AsyncParsableCommand {
                 let nginx = try bench.startNginx(body: String(decoding: body, as: UTF8.self))
                 defer { nginx.stop() }
                 FileHandle.standardError.write(Data("  … nginx static file (reference)\n".utf8))
-                reference = try await blocking { try bench.measure(.init(name: "nginx: the same bytes, static", urls: [nginx.url])) }
+                reference = try await bench.measure(.init(name: "nginx: the same bytes, static", urls: [nginx.url]))
             } else {
                 say("(nginx is not installed: no reference; `make bench` installs nginx-light)")
             }
@@ -261,7 +257,7 @@ struct BenchLLM: ParsableCommand {
             guard !ts.isEmpty, ts.allSatisfy({ (1...256).contains($0) }), (1...8192).contains(prompt), (1...8192).contains(generate), (1...100).contains(repeats) else {
                 throw KianaNodeError(.invalidInput, "threads 1…256, prompt and generate 1…8192, repeats 1…100")
             }
-            let path = try ModelCatalog(directory: models.directory(data)).resolve(model)
+            let path = try LocalModels.path(model, directory: models.directory(data))
             let b = LLMBench(modelPath: path, threads: ts, promptTokens: prompt, generateTokens: generate, repeats: repeats, llamaBench: llamaBench)
             say(try b.run { writeErr("  … \($0)\n") })
         }

@@ -3,8 +3,6 @@ import Foundation
 #if canImport(FoundationNetworking)
 import FoundationNetworking
 #endif
-import KianaAI
-import KianaBench
 import KianaCore
 import KianaNode
 #if canImport(Glibc)
@@ -15,7 +13,7 @@ struct ModelOptions: ParsableArguments {
     @Option(help: "Model directory (default: $KIANA_MODEL_DIR or <data dir>/models).")
     var modelDir: String?
 
-    func directory(_ data: DataOptions) throws -> String { ModelDirectory.resolve(modelDir, dataDirectory: try data.directory.path) }
+    func directory(_ data: DataOptions) throws -> String { LocalModels.directory(modelDir, dataDirectory: try data.directory) }
 }
 
 /// A progress bar on stderr: redrawn in place on a terminal, otherwise one line at most every
@@ -176,30 +174,13 @@ struct Ingest: ParsableCommand {
             _ = try once()
             guard watch else { return }
             say("Watching \(paths.joined(separator: ", ")) every \(interval) s (Ctrl-C to stop)")
-            var last = snapshot()
+            var last = IngestSnapshot.take(paths: paths)
             while true {
                 Thread.sleep(forTimeInterval: interval)
-                let now = snapshot()
-                if now != last { _ = try once(); last = snapshot() }
+                let now = IngestSnapshot.take(paths: paths)
+                if now != last { _ = try once(); last = IngestSnapshot.take(paths: paths) }
             }
         }
-    }
-
-    /// Size and modification time of every supported file under the paths (cheap change check).
-    func snapshot() -> [String: [Double]] {
-        var out: [String: [Double]] = [:]
-        let fm = FileManager.default
-        for raw in paths {
-            let root = URL(fileURLWithPath: (raw as NSString).expandingTildeInPath).standardizedFileURL.path
-            var files: [String] = [root]
-            if let e = fm.enumerator(atPath: root) { files = e.compactMap { $0 as? String }.map { root + "/" + $0 } }
-            for f in files where TextExtraction.isSupported(f) {
-                if let a = try? fm.attributesOfItem(atPath: f) {
-                    out[f] = [Double(a[.size] as? Int ?? 0), (a[.modificationDate] as? Date)?.timeIntervalSince1970 ?? 0]
-                }
-            }
-        }
-        return out
     }
 }
 
@@ -247,16 +228,17 @@ struct Embed: ParsableCommand {
 
     func run() throws {
         try perform {
-            let embedder = try Node.loadEmbedder(modelDirectory: model.directory(data))
+            let directory = try model.directory(data)
             if tokens {
-                say("[" + embedder.tokenize(text).map(String.init).joined(separator: ", ") + "]")
+                say("[" + (try LocalModels.embeddingTokens(text, modelDirectory: directory)).map(String.init).joined(separator: ", ") + "]")
                 return
             }
-            let v = embedder.embed(text)
+            let e = try LocalModels.embedding(text, modelDirectory: directory)
+            let v = e.vector
             if json {
                 say("[" + v.map { "\($0)" }.joined(separator: ", ") + "]")
             } else {
-                say("\(v.count) dimensions, \(embedder.tokenize(text).count) tokens")
+                say("\(v.count) dimensions, \(e.tokens) tokens")
                 for row in stride(from: 0, to: v.count, by: 8) {
                     say(v[row..<min(row + 8, v.count)].map { String(format: "% .6f", $0) }.joined(separator: " "))
                 }
@@ -271,18 +253,11 @@ struct IndexCommand: ParsableCommand {
 }
 
 struct IndexOptions: ParsableArguments {
-    @Option(help: "Use an HNSW graph from this many vectors on (below it: exact scan).") var hnswThreshold: Int = VectorIndexConfig().hnswThreshold
+    @Option(help: "Use an HNSW graph from this many vectors on (below it: exact scan).") var hnswThreshold: Int = IndexSettings.defaultHNSWThreshold
     @Option(help: "HNSW links per node.") var m: Int = 16
     @Option(help: "HNSW beam width while building.") var efConstruction: Int = 100
 
-    func config() throws -> VectorIndexConfig {
-        guard hnswThreshold >= 0, (2...256).contains(m), (2...4096).contains(efConstruction) else {
-            throw KianaNodeError(.invalidInput, "--hnsw-threshold ≥ 0, --m 2…256, --ef-construction 2…4096")
-        }
-        var c = VectorIndexConfig()
-        c.hnswThreshold = hnswThreshold; c.m = m; c.efConstruction = efConstruction
-        return c
-    }
+    var settings: IndexSettings { IndexSettings(hnswThreshold: hnswThreshold, m: m, efConstruction: efConstruction) }
 }
 
 struct IndexStatus: ParsableCommand {
@@ -308,8 +283,8 @@ struct IndexUpdate: ParsableCommand {
     func run() throws {
         try perform {
             let node = try Node.open(directory: data.directory)
-            let r = try node.retriever(Node.loadEmbedder(modelDirectory: model.directory(data)), config: options.config(), progress: ProgressBar().handler)
-            say("Index up to date: \(r.index.count) vectors, \(r.index.usesHNSW ? "HNSW" : "exact scan")")
+            let r = try node.updateIndex(modelDirectory: model.directory(data), settings: options.settings, progress: ProgressBar().handler)
+            say("Index up to date: \(r.vectors) vectors, \(r.hnsw ? "HNSW" : "exact scan")")
         }
     }
 }
@@ -323,8 +298,8 @@ struct IndexRebuild: ParsableCommand {
         try perform {
             let node = try Node.open(directory: data.directory)
             let start = Date()
-            let r = try node.rebuildIndexes(Node.loadEmbedder(modelDirectory: model.directory(data)), config: options.config(), progress: ProgressBar().handler)
-            say(String(format: "Rebuilt: %d vectors, %@, in %.1f s", r.index.count, r.index.usesHNSW ? "HNSW" : "exact scan", Date().timeIntervalSince(start)))
+            let r = try node.rebuildIndex(modelDirectory: model.directory(data), settings: options.settings, progress: ProgressBar().handler)
+            say(String(format: "Rebuilt: %d vectors, %@, in %.1f s", r.vectors, r.hnsw ? "HNSW" : "exact scan", Date().timeIntervalSince(start)))
         }
     }
 }

@@ -1,7 +1,5 @@
 import ArgumentParser
 import Foundation
-import KianaAI
-import KianaBench
 import KianaNode
 
 /// Which language model and how to run it.
@@ -17,10 +15,6 @@ struct LLMOptions: ParsableArguments {
     }
 
     var threadCount: Int { threads ?? ProcessInfo.processInfo.activeProcessorCount }
-
-    func path(_ data: DataOptions, _ models: ModelOptions) throws -> String {
-        try ModelCatalog(directory: models.directory(data)).resolve(model)
-    }
 }
 
 /// Sampling flags shared by generate, ask and chat.
@@ -33,17 +27,8 @@ struct SamplingFlags: ParsableArguments {
     @Option(help: "Penalty for repeating recent tokens (1 = off).") var repeatPenalty: Float?
     @Option(help: "Seed for reproducible sampling.") var seed: UInt64?
 
-    func options(_ base: SamplingOptions = SamplingOptions()) throws -> SamplingOptions {
-        var s = base
-        if let temperature { s.temperature = temperature }
-        if greedy { s = .greedy }
-        if let topK { s.topK = topK }
-        if let topP { s.topP = topP }
-        if let minP { s.minP = minP }
-        if let repeatPenalty { s.repeatPenalty = repeatPenalty }
-        if let seed { s.seed = seed }
-        try s.validate()
-        return s
+    var overrides: SamplingOverrides {
+        SamplingOverrides(greedy: greedy, temperature: temperature, topK: topK, topP: topP, minP: minP, repeatPenalty: repeatPenalty, seed: seed)
     }
 }
 
@@ -65,9 +50,8 @@ struct Tokenize: ParsableCommand {
 
     func run() throws {
         try perform {
-            let path = try ModelCatalog(directory: models.directory(data)).resolve(model)
-            let tok = try BPETokenizer(gguf: GGUFFile(path: path))
-            say("[" + tok.encode(text, special: !noSpecial).map(String.init).joined(separator: ", ") + "]")
+            let ids = try LocalModels.tokenize(text, model: model, directory: models.directory(data), special: !noSpecial)
+            say("[" + ids.map(String.init).joined(separator: ", ") + "]")
         }
     }
 }
@@ -90,18 +74,14 @@ struct Generate: ParsableCommand {
 
     func run() throws {
         try perform {
-            let model = try LlamaModel(path: try llm.path(data, models))
-            let session = LlamaSession(model: model, contextSize: llm.context, threads: llm.threadCount)
-            var options = GenerationOptions()
-            options.maxTokens = maxTokens
-            options.sampling = try sampling.options()
-            options.stop = stop
-            let ids = model.tokenizer.encode(prompt)
-            let r = try session.generate(prompt: ids, options: options) { writeOut($0); return true }
+            let r = try LocalModels.generate(prompt, model: llm.model, directory: models.directory(data), context: llm.context,
+                                             threads: llm.threadCount, maxTokens: maxTokens, sampling: sampling.overrides, stop: stop) {
+                writeOut($0); return true
+            }
             writeOut("\n")
             if verbose {
                 writeErr(String(format: "prompt: %d tokens, %.1f tok/s; generated: %d tokens, %.1f tok/s; stop: %@\n",
-                                r.promptTokens, r.promptTokensPerSecond, r.tokens.count, r.tokensPerSecond, r.stopReason.rawValue))
+                                r.promptTokens, r.promptTokensPerSecond, r.tokens, r.tokensPerSecond, r.stopReason))
             }
         }
     }
@@ -116,41 +96,23 @@ struct ModelsList: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "list", abstract: "Installed and registered models with size, quantisation and parameters.")
     @OptionGroup var data: DataOptions
     @OptionGroup var models: ModelOptions
-    @Flag(help: "Print JSON.") var json = false
+    @OptionGroup var output: OutputOptions
 
     func run() throws {
         try perform {
-            let catalog = try ModelCatalog(directory: models.directory(data))
-            var rows: [[String: Any]] = []
-            for e in catalog.entries() {
-                var row: [String: Any] = ["name": e.name, "path": e.path, "registered": e.registered]
-                do {
-                    let g = try GGUFFile(path: e.path)
-                    row["bytes"] = g.file.count
-                    row["quantisation"] = g.quantisation
-                    row["parameters"] = g.parameterCount
-                    row["architecture"] = g.metadata["general.architecture"]?.string ?? "?"
-                    row["context"] = g.metadata["\(g.metadata["general.architecture"]?.string ?? "llama").context_length"]?.int ?? 0
-                } catch {
-                    row["error"] = "\(error)"
+            let directory = try models.directory(data)
+            try output.emit(LocalModels.list(directory: directory)) { rows in
+                if rows.isEmpty { say("No models in \(directory); run `make setup` or `kiana models add PATH`."); return }
+                say("NAME                      SIZE      QUANT  PARAMS   CONTEXT  PATH")
+                for r in rows {
+                    let name = r.name.padding(toLength: 25, withPad: " ", startingAt: 0)
+                    if let err = r.error { say("\(name) unusable: \(err)"); continue }
+                    let size = String(format: "%.1f MB", Double(r.bytes ?? 0) / 1e6).padding(toLength: 9, withPad: " ", startingAt: 0)
+                    let q = (r.quantisation ?? "").padding(toLength: 6, withPad: " ", startingAt: 0)
+                    let p = String(format: "%.0fM", Double(r.parameters ?? 0) / 1e6).padding(toLength: 8, withPad: " ", startingAt: 0)
+                    let c = "\(r.context ?? 0)".padding(toLength: 8, withPad: " ", startingAt: 0)
+                    say("\(name) \(size) \(q) \(p) \(c) \(r.path)")
                 }
-                rows.append(row)
-            }
-            if json {
-                let d = try JSONSerialization.data(withJSONObject: rows, options: [.sortedKeys, .prettyPrinted])
-                say(String(decoding: d, as: UTF8.self))
-                return
-            }
-            if rows.isEmpty { say("No models in \(catalog.directory); run `make setup` or `kiana models add PATH`."); return }
-            say("NAME                      SIZE      QUANT  PARAMS   CONTEXT  PATH")
-            for r in rows {
-                let name = (r["name"] as! String).padding(toLength: 25, withPad: " ", startingAt: 0)
-                if let err = r["error"] { say("\(name) unusable: \(err)"); continue }
-                let size = String(format: "%.1f MB", Double(r["bytes"] as! Int) / 1e6).padding(toLength: 9, withPad: " ", startingAt: 0)
-                let q = (r["quantisation"] as! String).padding(toLength: 6, withPad: " ", startingAt: 0)
-                let p = String(format: "%.0fM", Double(r["parameters"] as! Int) / 1e6).padding(toLength: 8, withPad: " ", startingAt: 0)
-                let c = "\(r["context"] as! Int)".padding(toLength: 8, withPad: " ", startingAt: 0)
-                say("\(name) \(size) \(q) \(p) \(c) \(r["path"] as! String)")
             }
         }
     }
@@ -165,7 +127,7 @@ struct ModelsAdd: ParsableCommand {
 
     func run() throws {
         try perform {
-            let e = try ModelCatalog(directory: models.directory(data)).register(path: path, name: name)
+            let e = try LocalModels.add(path: path, name: name, directory: models.directory(data))
             say("Registered \(e.name) → \(e.path)")
         }
     }
@@ -179,7 +141,7 @@ struct ModelsRemove: ParsableCommand {
 
     func run() throws {
         try perform {
-            try ModelCatalog(directory: models.directory(data)).unregister(name)
+            try LocalModels.remove(name, directory: models.directory(data))
             say("Removed \(name)")
         }
     }
@@ -210,19 +172,13 @@ struct BackendFlags: ParsableArguments {
     }
 }
 
-/// Loads what answering needs: node, backend, and a retriever (keyword-only when the
-/// embedding model is missing, with a warning).
-func assistantParts(_ data: DataOptions, _ models: ModelOptions, _ flags: BackendFlags) throws -> (Node, any ChatBackend, Retriever?) {
+/// Loads what answering needs: the node, the backend and a retriever (keyword-only, with a
+/// warning, when the embedding model is missing).
+func assistant(_ data: DataOptions, _ models: ModelOptions, _ flags: BackendFlags) throws -> LocalAssistant {
     let node = try Node.open(directory: data.directory)
-    let backend = try flags.config(data).make(modelDirectory: models.directory(data))
-    var retriever: Retriever?
-    do {
-        let embedder = try Node.loadEmbedder(modelDirectory: models.directory(data))
-        retriever = try node.retriever(embedder)
-    } catch let e as KianaAIError where e.code == .modelMissing || e.code == .modelCorrupt {
-        writeErr("kiana: \(e.message); searching by keyword only\n")
-    }
-    return (node, backend, retriever)
+    let a = try LocalAssistant(node: node, config: flags.config(data), modelDirectory: models.directory(data))
+    if let reason = a.keywordOnly { Output.note("kiana: \(reason); searching by keyword only") }
+    return a
 }
 
 func printSources(_ r: AskResult) {
@@ -256,24 +212,19 @@ struct Ask: AsyncParsableCommand {
 
     func run() async throws {
         try await performAsync {
-            let (node, llm, retriever) = try assistantParts(data, models, backend)
+            let assistant = try assistant(data, models, backend)
             var o = AskOptions()
             o.sources = sources
             o.maxTokens = maxTokens
-            o.sampling = try sampling.options(o.sampling)
+            o.sampling = try sampling.overrides.applied(to: o.sampling)
             o.conversation = conversation
             let streaming = !json
-            let r = try await node.ask(question, backend: llm, retriever: retriever, options: o) { piece in
+            let r = try await assistant.ask(question, options: o) { piece in
                 if streaming { writeOut(piece) }
                 return true
             }
             if json {
-                let obj: [String: Any] = [
-                    "answer": r.answer, "conversation": r.conversationId,
-                    "citations": r.citations.map { ["number": $0.number, "id": $0.id, "title": $0.title as Any, "source": $0.source as Any] },
-                    "sources": r.sources.map(\.id), "remembered": r.remembered?.description as Any,
-                ]
-                say(String(decoding: try JSONSerialization.data(withJSONObject: obj, options: [.sortedKeys]), as: UTF8.self))
+                try Output.json(AskView(r), pretty: false)
             } else {
                 writeOut("\n")
                 printSources(r)
@@ -292,12 +243,12 @@ struct Chat: AsyncParsableCommand {
 
     func run() async throws {
         try await performAsync {
-            let (node, llm, retriever) = try assistantParts(data, models, backend)
+            let assistant = try assistant(data, models, backend)
             var o = AskOptions()
-            o.sampling = try sampling.options(o.sampling)
+            o.sampling = try sampling.overrides.applied(to: o.sampling)
             o.conversation = conversation
             let tty = isatty(0) == 1
-            if tty { say("KI_ana (\(llm.label)). Ask anything; \"remember that …\" teaches; /new, /quit.") }
+            if tty { say("KI_ana (\(assistant.label)). Ask anything; \"remember that …\" teaches; /new, /quit.") }
             while true {
                 if tty { writeOut("\n> ") }
                 guard let line = readLine() else { break }
@@ -306,7 +257,7 @@ struct Chat: AsyncParsableCommand {
                 if q == "/quit" || q == "/exit" { break }
                 if q == "/new" { o.conversation = nil; say("(new conversation)"); continue }
                 do {
-                    let r = try await node.ask(q, backend: llm, retriever: retriever, options: o) { writeOut($0); return true }
+                    let r = try await assistant.ask(q, options: o) { writeOut($0); return true }
                     writeOut("\n")
                     printSources(r)
                     o.conversation = r.conversationId

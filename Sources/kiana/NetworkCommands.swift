@@ -1,7 +1,6 @@
 import ArgumentParser
 import Foundation
 import KianaCore
-import KianaNet
 import KianaNode
 import Logging
 
@@ -20,23 +19,18 @@ struct Peers: ParsableCommand {
 struct PeersList: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "list", abstract: "List peers with address, RTT and state.")
     @OptionGroup var data: DataOptions
-    @Flag(help: "Print JSON.") var json = false
+    @OptionGroup var output: OutputOptions
 
     func run() throws {
         try perform {
-            let peers = try NodeControl.connect(data.directory).peers()
-            if json {
-                let enc = JSONEncoder()
-                enc.outputFormatting = [.prettyPrinted, .sortedKeys]
-                say(String(decoding: try enc.encode(peers), as: UTF8.self))
-                return
-            }
-            if peers.isEmpty { say("No peers yet. Devices on this network appear by themselves; add one with `kiana peers add HOST:PORT`."); return }
-            func pad(_ s: String, _ n: Int) -> String { s.count >= n ? s + " " : s + String(repeating: " ", count: n - s.count) }
-            say(pad("DEVICE", 22) + pad("STATE", 11) + pad("MEMBER", 7) + pad("ADDRESS", 22) + pad("RTT", 9) + "SOURCE")
-            for p in peers {
-                let rtt = p.rttMillis.map { String(format: "%.1f ms", $0) } ?? "-"
-                say(pad(p.device ?? "?", 22) + pad(p.state, 11) + pad(p.member ? "yes" : "no", 7) + pad(p.address ?? "-", 22) + pad(rtt, 9) + p.source + (p.name.map { " (\($0))" } ?? ""))
+            try output.emit(try NodeControl.connect(data.directory).peers()) { peers in
+                if peers.isEmpty { say("No peers yet. Devices on this network appear by themselves; add one with `kiana peers add HOST:PORT`."); return }
+                func pad(_ s: String, _ n: Int) -> String { s.count >= n ? s + " " : s + String(repeating: " ", count: n - s.count) }
+                say(pad("DEVICE", 22) + pad("STATE", 11) + pad("MEMBER", 7) + pad("ADDRESS", 22) + pad("RTT", 9) + "SOURCE")
+                for p in peers {
+                    let rtt = p.rttMillis.map { String(format: "%.1f ms", $0) } ?? "-"
+                    say(pad(p.device ?? "?", 22) + pad(p.state, 11) + pad(p.member ? "yes" : "no", 7) + pad(p.address ?? "-", 22) + pad(rtt, 9) + p.source + (p.name.map { " (\($0))" } ?? ""))
+                }
             }
         }
     }
@@ -49,7 +43,7 @@ struct PeersAdd: ParsableCommand {
 
     func run() throws {
         try perform {
-            do throws(KianaNetError) { _ = try PeerNetwork.parse(address) } catch { throw KianaNodeError(.invalidInput, error.message) }
+            try Discovery.checkPeerAddress(address)   // before opening: a bad address is the error even for a bad directory
             let node = try Node.open(directory: data.directory)
             let added = try node.addPeer(address: address)
             say(added ? "Added \(address); the node dials it within seconds." : "\(address) was already known.")
@@ -150,10 +144,14 @@ struct Join: AsyncParsableCommand {
             guard (1...3600).contains(timeout) else { throw KianaNodeError(.invalidInput, "--timeout must be 1...3600 seconds") }
             guard discoverTimeout > 0, discoverTimeout <= 600 else { throw KianaNodeError(.invalidInput, "--discover-timeout must be 0...600 seconds") }
             let address: String
-            if let target, (try? PeerNetwork.parse(target)) != nil {
+            if let target, Discovery.isPeerAddress(target) {
                 address = target
             } else {
-                address = try await Self.discover(target, interface: interface, seconds: discoverTimeout)
+                let d = try await Discovery.findDevice(target, interface: interface, seconds: discoverTimeout, logger: commandLogger()) {
+                    say(target.map { "Looking for device \($0) on the local network…" } ?? "Looking for KI_ana devices on the local network…")
+                }
+                say("Found \(d.id)\(d.name.map { " (\($0))" } ?? "") at \(d.address).")
+                address = d.address
             }
             let (node, joined) = try await Node.join(directory: data.directory, address: address, name: name,
                                                      wait: .seconds(timeout), logger: commandLogger()) { code, authority in
@@ -169,62 +167,6 @@ struct Join: AsyncParsableCommand {
             }
         }
     }
-
-    /// Canonical form for matching device IDs: upper case, no dashes.
-    static func squash(_ s: String) -> String { s.uppercased().filter { $0 != "-" } }
-
-    /// Browses mDNS until exactly one device matches `target` (a device ID, a prefix of at least
-    /// four characters of one, or an instance name; nil matches any device) and returns its
-    /// IPv4 HOST:PORT. Returns early on a full device ID match.
-    static func discover(_ target: String?, interface: String?, seconds: Double) async throws -> String {
-        if let target, squash(target).count < 4 {
-            throw KianaNodeError(.invalidInput, "\(target) is neither HOST:PORT nor a device ID (give at least 4 characters)")
-        }
-        let wanted = target.map(squash)
-        let found = FoundDevices()
-        let mdns = MDNSDiscovery(interface: interface, logger: commandLogger())
-        say(target.map { "Looking for device \($0) on the local network…" } ?? "Looking for KI_ana devices on the local network…")
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask {
-                try await mdns.run(announce: nil) { event in
-                    guard case .resolved(let s) = event, let id = s.txt["id"],
-                          let ip = s.addresses.first(where: { !$0.contains(":") }) else { return }
-                    if let wanted, !(squash(id).hasPrefix(wanted) || s.instance.lowercased() == target?.lowercased()) { return }
-                    await found.add(id: id, address: "\(ip):\(s.port)", name: s.txt["name"])
-                }
-            }
-            group.addTask {
-                let end = ContinuousClock.now + .milliseconds(Int(seconds * 1000))
-                while ContinuousClock.now < end {
-                    // A full device ID is unique: no need to wait for the rest.
-                    if let wanted, wanted.count == 16, await found.count == 1 { return }
-                    try await Task.sleep(for: .milliseconds(50))
-                }
-            }
-            _ = try await group.next()
-            group.cancelAll()
-        }
-        let devices = await found.all
-        switch devices.count {
-        case 1:
-            say("Found \(devices[0].id)\(devices[0].name.map { " (\($0))" } ?? "") at \(devices[0].address).")
-            return devices[0].address
-        case 0:
-            throw KianaNodeError(.network, (target.map { "no KI_ana device matching \($0)" } ?? "no KI_ana device")
-                + " was found on the local network in \(Int(seconds)) s; give the HOST:PORT that `kiana pair` prints")
-        default:
-            let list = devices.map { "\($0.id) at \($0.address)\($0.name.map { " (\($0))" } ?? "")" }.joined(separator: "; ")
-            throw KianaNodeError(.invalidInput, "several KI_ana devices match: \(list); name one by its device ID or HOST:PORT")
-        }
-    }
-}
-
-/// Devices seen while `kiana join` searches, one per device ID.
-actor FoundDevices {
-    private var byID: [String: (id: String, address: String, name: String?)] = [:]
-    func add(id: String, address: String, name: String?) { byID[id] = (id, address, name) }
-    var count: Int { byID.count }
-    var all: [(id: String, address: String, name: String?)] { byID.values.sorted { $0.id < $1.id } }
 }
 
 struct Discover: AsyncParsableCommand {
@@ -237,29 +179,20 @@ struct Discover: AsyncParsableCommand {
     func run() async throws {
         try await performAsync {
             guard timeout > 0, timeout <= 3600 else { throw KianaNodeError(.invalidInput, "--timeout must be 0...3600 seconds") }
-            let mdns = MDNSDiscovery(interface: interface, logger: commandLogger())
-            let start = ContinuousClock.now
             let jsonOut = json
-            try await withThrowingTaskGroup(of: Void.self) { group in
-                group.addTask {
-                    try await mdns.run(announce: nil) { event in
-                        let ms = (ContinuousClock.now - start) / .milliseconds(1)
-                        switch event {
-                        case .resolved(let s):
-                            if jsonOut {
-                                let txt = s.txt.sorted { $0.key < $1.key }.map { "\"\(Self.esc($0.key))\":\"\(Self.esc($0.value))\"" }.joined(separator: ",")
-                                let addrs = s.addresses.map { "\"\($0)\"" }.joined(separator: ",")
-                                say("{\"event\":\"resolved\",\"instance\":\"\(Self.esc(s.instance))\",\"host\":\"\(Self.esc(s.host))\",\"port\":\(s.port),\"addresses\":[\(addrs)],\"txt\":{\(txt)},\"ms\":\(String(format: "%.1f", ms)),\"at\":\(Int64(Date().timeIntervalSince1970 * 1000))}")
-                            } else {
-                                say("\(s.instance)  \(s.addresses.joined(separator: ",")):\(s.port)  \(s.txt["id"] ?? "")  (\(String(format: "%.0f", ms)) ms)")
-                            }
-                        case .removed(let instance):
-                            say(jsonOut ? "{\"event\":\"removed\",\"instance\":\"\(Self.esc(instance))\",\"ms\":\(String(format: "%.1f", ms))}" : "\(instance) left")
-                        }
+            try await Discovery.browse(interface: interface, seconds: timeout, logger: commandLogger()) { event in
+                switch event {
+                case .resolved(let s, let ms):
+                    if jsonOut {
+                        let txt = s.txt.sorted { $0.key < $1.key }.map { "\"\(Self.esc($0.key))\":\"\(Self.esc($0.value))\"" }.joined(separator: ",")
+                        let addrs = s.addresses.map { "\"\($0)\"" }.joined(separator: ",")
+                        say("{\"event\":\"resolved\",\"instance\":\"\(Self.esc(s.instance))\",\"host\":\"\(Self.esc(s.host))\",\"port\":\(s.port),\"addresses\":[\(addrs)],\"txt\":{\(txt)},\"ms\":\(String(format: "%.1f", ms)),\"at\":\(Int64(Date().timeIntervalSince1970 * 1000))}")
+                    } else {
+                        say("\(s.instance)  \(s.addresses.joined(separator: ",")):\(s.port)  \(s.txt["id"] ?? "")  (\(String(format: "%.0f", ms)) ms)")
                     }
+                case .removed(let instance, let ms):
+                    say(jsonOut ? "{\"event\":\"removed\",\"instance\":\"\(Self.esc(instance))\",\"ms\":\(String(format: "%.1f", ms))}" : "\(instance) left")
                 }
-                try await Task.sleep(for: .milliseconds(Int(timeout * 1000)))
-                group.cancelAll()
             }
         }
     }

@@ -17,9 +17,10 @@ struct OutputOptions: ParsableArguments {
 /// the ledger, files or peers (a stored "\u{1b}[2J") are shown as escapes instead of acting on
 /// the terminal. JSON is pretty-printed with sorted keys.
 enum Output {
-    static func json<T: Encodable>(_ value: T) throws {
+    /// `value` as JSON on stdout; `pretty: false` prints it on one line.
+    static func json<T: Encodable>(_ value: T, pretty: Bool = true) throws {
         let enc = JSONEncoder()
-        enc.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+        enc.outputFormatting = pretty ? [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes] : [.sortedKeys, .withoutEscapingSlashes]
         FileHandle.standardOutput.write(try enc.encode(value))
         FileHandle.standardOutput.write(Data("\n".utf8))
     }
