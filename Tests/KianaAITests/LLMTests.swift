@@ -32,7 +32,7 @@ func smolReference() throws -> SmolReference? {
     return try JSONDecoder().decode(SmolReference.self, from: Data(contentsOf: Shared.root.appendingPathComponent(rel)))
 }
 
-@Suite struct LlamaReferenceTests {
+@Suite(.needsModels) struct LlamaReferenceTests {
     @Test func tokenIDsMatchLlamaCpp() throws {
         guard let m = requireLlama(), let ref = try smolReference() else { return }
         #expect(!ref.tokenize.isEmpty)

@@ -5,7 +5,7 @@ import Testing
 /// The web UI in a real browser: headless Chromium (Debian's `chromium`) driven over the
 /// DevTools protocol by Tests/python/webui_browser.py against a real `kiana serve`.
 /// Screenshots are kept in .build/test-artifacts/.
-@Suite struct BrowserUITests {
+@Suite(.needsModels) struct BrowserUITests {
     static let chromium = ["/usr/bin/chromium", "/usr/bin/chromium-browser"].first { FileManager.default.isExecutableFile(atPath: $0) }
 
     @Test("Teach a fact, ask about it, see the answer stream in with a citation that opens the item and its proof")

@@ -4,7 +4,7 @@ import Testing
 
 /// The OpenAI- and Ollama-compatible endpoints of a real `kiana serve`, driven by the official
 /// Python clients from PyPI (`openai`, `ollama`), unmodified: only the base URL points at us.
-@Suite struct CompatAPITests {
+@Suite(.needsModels) struct CompatAPITests {
     @Test("openai and ollama clients: models, chat (streamed and not), generate, embeddings; grounded answers cite")
     func officialClients() async throws {
         guard Models.hasSmolLM && Models.hasMiniLM else {

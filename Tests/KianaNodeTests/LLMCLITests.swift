@@ -6,7 +6,7 @@ import Testing
 /// `kiana ask`, `chat`, `generate`, `tokenize` and `models` as a user runs them, with the
 /// embedded model, a real llama.cpp server (OpenAI-compatible) when built, and Ollama's one
 /// fault we cannot provoke for real (an error line mid-stream).
-@Suite struct LLMCLITests {
+@Suite(.needsModels) struct LLMCLITests {
     func haveModels() -> Bool {
         if Models.hasSmolLM && Models.hasMiniLM { return true }
         if Shared.isCI { Issue.record("the models are missing from \(Models.directory); setup must fetch them") }

@@ -19,7 +19,7 @@ import Testing
                      json: (try? JSONSerialization.jsonObject(with: Data(b.utf8)) as? [String: Any]) ?? [:])
     }
 
-    @Test func knowledgeSearchAskLedgerReadyMetrics() async throws {
+    @Test(.needsModels) func knowledgeSearchAskLedgerReadyMetrics() async throws {
         guard Models.hasSmolLM && Models.hasMiniLM else {
             if Shared.isCI { Issue.record("the models are missing from \(Models.directory)") }
             return
@@ -215,7 +215,7 @@ import Testing
         return String(decoding: r.out, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines) == "True"
     }
 
-    @Test("A flood of questions: the model answers one at a time, 16 wait, the rest get 503 busy at once; the node keeps serving")
+    @Test("A flood of questions: the model answers one at a time, 16 wait, the rest get 503 busy at once; the node keeps serving", .needsModels)
     func floodOfQuestionsIsQueuedOrRefused() async throws {
         guard Models.hasSmolLM && Models.hasMiniLM else {
             if Shared.isCI { Issue.record("the models are missing from \(Models.directory)") }

@@ -3,7 +3,7 @@ import KianaTestSupport
 import Testing
 
 /// `kiana ingest`, `search`, `embed`, `index` and `bench retrieval` as a user runs them.
-@Suite struct RetrievalCLITests {
+@Suite(.needsMiniLM) struct RetrievalCLITests {
     func haveModel() -> Bool {
         if Models.hasMiniLM { return true }
         if Shared.isCI { Issue.record("the MiniLM model is missing from \(Models.directory); setup must fetch it") }

@@ -270,3 +270,16 @@ public final class Locked<T>: @unchecked Sendable {
     public func update(_ f: (inout T) -> Void) { lock.lock(); f(&value); lock.unlock() }
     public var get: T { lock.lock(); defer { lock.unlock() }; return value }
 }
+
+extension Trait where Self == ConditionTrait {
+    /// For tests that need the MiniLM embedder: without it they are skipped, visibly, outside
+    /// CI; under CI=true they run, and their missing-model check fails them.
+    public static var needsMiniLM: Self {
+        .enabled(if: Models.hasMiniLM || Shared.isCI, "needs the MiniLM model: run `make setup`")
+    }
+
+    /// For tests that need both embedded models (MiniLM and SmolLM2); as `needsMiniLM`.
+    public static var needsModels: Self {
+        .enabled(if: (Models.hasMiniLM && Models.hasSmolLM) || Shared.isCI, "needs the embedded models: run `make setup`")
+    }
+}
