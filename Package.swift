@@ -93,7 +93,7 @@ let package = Package(
             .product(name: "PropertyBased", package: "swift-property-based"),
         ]),
         .testTarget(name: "KianaNetTests", dependencies: [
-            "KianaNet", "KianaCore", "KianaTestSupport",
+            "KianaNet", "KianaCore", "KianaStore", "KianaTestSupport",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),

@@ -202,7 +202,7 @@ extension RetrievalSet {
         let ops = passages.prefix(count).map { KnowledgeOp.put(ItemID.random(), KnowledgeFields(title: $0.title, text: $0.text, tags: $0.tags)) }
         for start in stride(from: 0, to: ops.count, by: 200) {
             _ = try store.write(Array(ops[start..<min(start + 200, ops.count)]), identity: identity,
-                                now: UInt64(Date().timeIntervalSince1970 * 1000))
+                                now: currentMillis())
         }
     }
 }

@@ -129,7 +129,7 @@ public struct LedgerBench: Sendable {
                                     time: 1_700_000_000_000 + UInt64(b), identity: identity))
         }
         let encoded = chain.map(\.encoded)
-        let now = UInt64(Date().timeIntervalSince1970 * 1000)
+        let now = currentMillis()
         progress("validating \(entries) entries")
         var state: LedgerState?
         let tValidate = try time { state = try ChainValidator.validate(encodedBlocks: encoded, now: now) }

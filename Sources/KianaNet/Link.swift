@@ -20,6 +20,15 @@ public struct LinkConfig: Sendable {
     public var maxInFlight: Int = 32
     /// Inbound connections (including handshakes) served at once.
     public var maxConnections: Int = 64
+    /// Items one streamed answer may have; a peer sending more is cut off (link closed).
+    public var maxStreamItems: Int = 10_000
+    /// Bytes of streamed answers held for one link at once, over all its requests.
+    public var maxBufferedBytes: Int = 64 << 20
+    /// Our own requests waiting for answers on one link, at most.
+    public var maxOutstanding: Int = 64
+    /// Notifications from one peer handled at once; more are dropped (they are hints, such
+    /// as "my head moved", and the next one says the same).
+    public var maxNotifications: Int = 4
 
     public init() {}
 }
@@ -102,8 +111,14 @@ public actor PeerLink {
     var waiting: [UInt64: CheckedContinuation<[CBOR], any Error>] = [:]
     var results: [UInt64: Result<[CBOR], KianaNetError>] = [:]
     var streams: [UInt64: [CBOR]] = [:]
+    /// Bytes held in `streams`, in all and per request.
+    var buffered = 0
+    var sizes: [UInt64: Int] = [:]
     var closedError: KianaNetError?
     var inFlight = 0
+    var notifying = 0
+    /// Notifications dropped because `maxNotifications` were being handled.
+    public private(set) var droppedNotifications = 0
     /// The last heartbeat round-trip time.
     public private(set) var rtt: Duration?
     public private(set) var lastHeard: ContinuousClock.Instant = .now
@@ -151,6 +166,9 @@ public actor PeerLink {
 
     func exchange(_ type: String, _ body: CBOR, timeout: Duration?) async throws(KianaNetError) -> [CBOR] {
         if let closedError { throw closedError }
+        guard expected.count < config.maxOutstanding else {
+            throw KianaNetError(.busy, "\(config.maxOutstanding) requests to \(deviceID) are already waiting")
+        }
         let id = nextID
         nextID += 1
         expected.insert(id)
@@ -197,6 +215,7 @@ public actor PeerLink {
     func finish(_ id: UInt64, _ result: Result<[CBOR], KianaNetError>) {
         guard expected.remove(id) != nil else { return }
         streams[id] = nil
+        buffered -= sizes.removeValue(forKey: id) ?? 0
         if let c = waiting.removeValue(forKey: id) {
             c.resume(with: result.mapError { $0 as any Error })
         } else {
@@ -204,14 +223,23 @@ public actor PeerLink {
         }
     }
 
-    /// Routes an answer from the peer to the request waiting for it.
-    func deliver(_ m: LinkMessage) {
+    /// Routes an answer from the peer (`size` bytes on the wire) to the request waiting for it.
+    func deliver(_ m: LinkMessage, size: Int) {
         lastHeard = .now
         guard expected.contains(m.id) else { return }  // late or unsolicited: ignored
         switch m.kind {
         case .response: finish(m.id, .success((streams[m.id] ?? []) + [m.body]))
         case .item:
+            // A peer may not make us hold more than the limits: the request fails and the link
+            // is closed (a paired but misbehaving device must not exhaust memory).
+            guard (streams[m.id]?.count ?? 0) < config.maxStreamItems, buffered + size <= config.maxBufferedBytes else {
+                finish(m.id, .failure(KianaNetError(.tooLarge, "peer \(deviceID) streamed more than this link holds (\(config.maxStreamItems) items, \(config.maxBufferedBytes >> 20) MiB)")))
+                close()
+                return
+            }
             streams[m.id, default: []].append(m.body)
+            sizes[m.id, default: 0] += size
+            buffered += size
         case .end: finish(m.id, .success(streams[m.id] ?? []))
         case .error:
             let fields = (try? m.body.mapValue("error")) ?? [:]
@@ -234,6 +262,17 @@ public actor PeerLink {
     }
 
     func endRequest() { inFlight -= 1 }
+
+    func beginNotify() -> Bool {
+        guard notifying < config.maxNotifications else { droppedNotifications += 1; return false }
+        notifying += 1
+        return true
+    }
+
+    func endNotify() { notifying -= 1 }
+
+    /// Bytes of streamed answers held for this link now.
+    public var bufferedBytes: Int { buffered }
 
     /// Fails everything still waiting; called when the connection ends.
     func shut(_ error: KianaNetError) {
@@ -518,12 +557,14 @@ public enum Link {
                     }
                 case .notify:
                     if m.type == "bye" { return }
+                    guard await link.beginNotify() else { continue }
                     group.addTask {
                         await context.onNotify(link, m)
+                        await link.endNotify()
                         return nil
                     }
                 default:
-                    await link.deliver(m)
+                    await link.deliver(m, size: bytes.count)
                 }
             }
         }

@@ -2,11 +2,6 @@ import Foundation
 import KianaCore
 import KianaStore
 
-/// Milliseconds since 1970, the ledger's time unit.
-public func currentMillis() -> UInt64 {
-    UInt64(Date().timeIntervalSince1970 * 1000)
-}
-
 /// An opened node: its data directory, identity and ledger store. Each method is one user
 /// action; the CLI only parses arguments and prints what these return.
 public struct Node: Sendable {
@@ -153,6 +148,15 @@ public struct Node: Sendable {
                           entryRoot: block.header.entryRoot, entryPath: Merkle.inclusionProof(index: position, leafHashes: leaves),
                           treeSize: hashes.count, historyRoot: Merkle.root(leafHashes: historyLeaves),
                           historyPath: Merkle.inclusionProof(index: Int(height), leafHashes: historyLeaves), blockHash: block.hash)
+    }
+
+    /// Seals entries waiting in the pending pool (returned by a reorg, or written while this
+    /// device was not yet an authority) into a block, if this device may sign. Nothing happens
+    /// when nothing waits or the ledger is marked damaged.
+    public func sealPendingIfAuthority(now: UInt64 = currentMillis()) throws {
+        guard directory.damage == nil, !readOnly, try store.counts().pending > 0,
+              try store.authorities().contains(identity.publicKey) else { return }
+        _ = try store.sealPending(identity: identity, now: now)
     }
 
     /// Verifies the whole ledger (and the database file). A failure marks the ledger damaged,

@@ -33,7 +33,10 @@ public enum NodeServer {
         }
         let check = try node.startupCheck()
         logger.info("ledger checked", metadata: ["height": .stringConvertible(check.height), "newlyVerified": .stringConvertible(check.newlyVerified)])
-        let network = PeerNetwork(store: node.store, identity: node.identity, config: netConfig, logger: logger)
+        // The peer layer signs nothing: sealing entries a reorg returned to the pending pool is the node's.
+        let seal: @Sendable () async -> Void = { try? await blocking { try node.sealPendingIfAuthority() } }
+        let network = PeerNetwork(store: node.store, identity: node.identity, config: netConfig, logger: logger,
+                                  hooks: .init(afterImport: seal, tick: seal))
         let token = try directory.writeControlToken()
         let ports = ReadyPorts()
         let announce: @Sendable () -> Void = {
@@ -49,11 +52,12 @@ public enum NodeServer {
             announce()
         }
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
-            .init(service: LinkListenerService(network: network) { port in ports.setP2P(port); announce() }),
-            .init(service: DialerService(network: network)),
+            .init(service: network.listener { port in ports.setP2P(port); announce() }),
+            .init(service: network.dialer),
+            .init(service: network.announcer),
         ]
         if netConfig.discovery {
-            services.append(.init(service: DiscoveryService(network: network, interface: netConfig.discoveryInterface, name: netConfig.name, logger: logger),
+            services.append(.init(service: network.discovery(interface: netConfig.discoveryInterface, name: netConfig.name),
                                   successTerminationBehavior: .ignore, failureTerminationBehavior: .ignore))
         }
         services.append(.init(service: IndexingService(node: node, models: models, logger: logger),

@@ -337,23 +337,37 @@ public final class NodeService: NodeAPI {
 
     public func openPairing(seconds: Int) async throws -> Int? {
         let network = try requireNetwork()
-        await network.openPairing(seconds: seconds)
+        await network.pairing.open(seconds: seconds)
         return await network.listeningPort
     }
 
     public func closePairing() async {
-        await network?.closePairing()
+        await network?.pairing.close()
     }
 
     public func pendingPairings() async -> (open: Bool, requests: [PairingRequest]) {
         guard let network else { return (false, []) }
-        return (await network.pairingOpen, await network.pendingPairings())
+        return (await network.pairing.isOpen, await network.pairing.pending())
     }
 
+    /// A matching code writes the add-authority vote here (the peer layer signs nothing), then
+    /// lets the joiner in; if the vote cannot be written the joiner is turned away.
     public func confirmPairing(device: String?, code: String) async throws -> PairingOutcome {
         let network = try requireNetwork()
-        let outcome = try await network.confirmPairing(device: device, code: code)
-        let key = Hex.decode(outcome.request.key) ?? []
+        let checked = try await network.pairing.check(device: device, code: code)
+        var outcome = (request: checked.request, accepted: checked.matched)
+        if checked.matched {
+            let key = Hex.encode(checked.key)
+            do {
+                _ = try await store { n in try n.vote(add: true, key: key) }
+            } catch {
+                await network.pairing.reject(checked.key)
+                throw KianaNetError(.pairing, "could not write the vote: \(ErrorLine.text(for: error))", cause: error as? any Error & Sendable)
+            }
+            await network.pairing.admit(checked.key)
+            outcome.accepted = true
+        }
+        let key = checked.key
         let m = try? await store { n in try n.store.membership() }
         return PairingOutcome(request: outcome.request, accepted: outcome.accepted, member: m?.authorities.contains(key) ?? false,
                               authorities: m?.authorities.count ?? 0, votesFor: m?.tally[key]?.count ?? 0)

@@ -20,6 +20,7 @@ public struct StoredItem: Sendable, Hashable {
 public struct LedgerHead: Sendable, Hashable {
     public var height: UInt64
     public var hash: [UInt8]
+    public init(height: UInt64, hash: [UInt8]) { self.height = height; self.hash = hash }
 }
 
 public struct StoreCounts: Sendable, Hashable {

@@ -5,6 +5,7 @@ import KianaTestSupport
 import Logging
 import NIOCore
 import NIOPosix
+import Synchronization
 import Testing
 
 /// Device links over real loopback TCP against an independent implementation in Python
@@ -224,5 +225,51 @@ import Testing
             for _ in 0..<50 where seen.snapshot.open > 0 { try await Task.sleep(for: .milliseconds(20)) }
             #expect(seen.snapshot.open == 0)
         }
+    }
+
+    @Test("A peer that streams without end is cut off at the link's limit; the node keeps serving")
+    func floodedStreamIsCutOff() async throws {
+        var config = LinkConfig()
+        config.maxStreamItems = 1000
+        try await Self.withServer(Self.context(config: config)) { port, seen in
+            let p = try Self.python(["connect", "127.0.0.1:\(port)", "--network", Hex.encode(Self.network), "--scenario", "flood-stream", "--flood", "20000"])
+            #expect(await p.wait(timeout: 60) == 0, "\(p.output)")
+            #expect(Self.events(p).contains { $0["event"] as? String == "closed-by-peer" }, "\(p.output)")
+            for _ in 0..<100 where seen.snapshot.errors.isEmpty { try await Task.sleep(for: .milliseconds(20)) }
+            #expect(seen.snapshot.errors.contains { $0.contains("streamed more than this link holds") }, "\(seen.snapshot.errors)")
+            #expect(seen.snapshot.echoed == 0)
+            let good = try Self.python(["connect", "127.0.0.1:\(port)", "--network", Hex.encode(Self.network), "--scenario", "echo"])
+            #expect(await good.wait() == 0, "\(good.output)")
+        }
+    }
+
+    @Test("A peer that floods notifications gets at most a few handled at once; the link still answers")
+    func floodedNotificationsAreBounded() async throws {
+        final class Concurrency: Sendable {
+            let state = Mutex((now: 0, max: 0, handled: 0))
+            func enter() { state.withLock { $0.now += 1; $0.max = Swift.max($0.max, $0.now); $0.handled += 1 } }
+            func leave() { state.withLock { $0.now -= 1 } }
+        }
+        let seenNotes = Concurrency()
+        var config = LinkConfig()
+        config.maxNotifications = 4
+        var logger = Logger(label: "link-test")
+        logger.logLevel = .warning
+        let context = LinkContext(identity: .generate(), network: Self.network, config: config, logger: logger,
+                                  helloInfo: { .map([:]) }, admit: { _ in nil },
+                                  onRequest: { _, m in m.type == "echo" ? .body(m.body) : nil },
+                                  onNotify: { _, _ in
+                                      seenNotes.enter()
+                                      try? await Task.sleep(for: .milliseconds(20))
+                                      seenNotes.leave()
+                                  })
+        try await Self.withServer(context) { port, _ in
+            let p = try Self.python(["connect", "127.0.0.1:\(port)", "--network", Hex.encode(Self.network), "--scenario", "flood-notify", "--flood", "5000"])
+            #expect(await p.wait(timeout: 60) == 0, "\(p.output)")
+            #expect(Self.events(p).contains { $0["event"] as? String == "flooded" && $0["alive"] as? Bool == true }, "\(p.output)")
+        }
+        let s = seenNotes.state.withLock { $0 }
+        #expect(s.max <= 4 && s.max >= 1, "\(s)")
+        #expect(s.handled < 5000, "some of the flood must have been dropped: \(s)")
     }
 }

@@ -246,6 +246,29 @@ def run(link):
         link.sock.sendall((1000).to_bytes(2, "big") + b"x" * 10)
         link.sock.shutdown(socket.SHUT_WR)
         return expect_close(link)
+    if sc == "flood-stream":
+        # Answers the Swift side's first request with a stream that does not end (bounded here
+        # at --flood items): the other side must cut it off and close the link.
+        m = link.message()
+        while not (m["k"] == 0 and m["t"] != "ping"):
+            link.answer(m)
+            m = link.message()
+        sent = 0
+        try:
+            for i in range(link.flood):
+                link.send(3, m["t"], m["i"], {"n": i, "pad": b"x" * 64})
+                sent += 1
+        except (EOFError, ConnectionError, BrokenPipeError):
+            pass
+        report(event="flooded", items=sent)
+        return expect_close(link)
+    if sc == "flood-notify":
+        # --flood notifications as fast as possible, then an echo that must still be answered.
+        for i in range(link.flood):
+            link.send(5, "head", 0, {"height": i, "hash": bytes(32)})
+        r = link.request("echo", {"after": "flood"}, 7)
+        report(event="flooded", items=link.flood, alive=r["k"] == 1 and r["b"] == {"after": "flood"})
+        return 0 if r["k"] == 1 else 1
     raise SystemExit("unknown scenario " + sc)
 
 
@@ -269,6 +292,7 @@ def main():
     ap.add_argument("--network", default="-")
     ap.add_argument("--mode", default="member")
     ap.add_argument("--scenario", default="echo")
+    ap.add_argument("--flood", type=int, default=20000, help="items or notifications the flood scenarios send")
     ap.add_argument("--rekey", type=int, default=0)
     a = ap.parse_args()
     network = b"" if a.network == "-" else bytes.fromhex(a.network)
@@ -276,7 +300,9 @@ def main():
         host, port = a.address.rsplit(":", 1)
         s = socket.create_connection((host, int(port)), timeout=10)
         s.settimeout(10)
-        sys.exit(run(Link(s, True, network, a.mode, a.scenario, a.rekey)))
+        link = Link(s, True, network, a.mode, a.scenario, a.rekey)
+        link.flood = a.flood
+        sys.exit(run(link))
     srv = socket.socket()
     srv.bind(("127.0.0.1", 0))
     srv.listen(1)
@@ -284,7 +310,9 @@ def main():
     srv.settimeout(20)
     s, _ = srv.accept()
     s.settimeout(10)
-    sys.exit(run(Link(s, False, network, a.mode, a.scenario, a.rekey)))
+    link = Link(s, False, network, a.mode, a.scenario, a.rekey)
+    link.flood = a.flood
+    sys.exit(run(link))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,89 @@
+import Foundation
+import KianaCore
+import KianaStore
+import Logging
+import ServiceLifecycle
+
+/// Which addresses to dial and when: known addresses (added by the owner) and same-network
+/// devices found by mDNS, each with exponential backoff and full jitter (1 s to 60 s) after a
+/// failure, never one already connected or being dialled.
+actor DialPlan {
+    /// Addresses found by mDNS: address → (device ID text, whether its network tag matches ours, name).
+    var discovered: [String: (device: String, sameNetwork: Bool, name: String?)] = [:]
+    var backoff: [String: (next: ContinuousClock.Instant, delay: Duration)] = [:]
+    var dialing: Set<String> = []
+
+    func targets(known: [String], connectedAddresses: Set<String>, connectedDevices: Set<String>) -> [String] {
+        var addresses = Set(known)
+        for (addr, d) in discovered where d.sameNetwork { addresses.insert(addr) }
+        let now = ContinuousClock.now
+        var out: [String] = []
+        for a in addresses.sorted() where !dialing.contains(a) && !connectedAddresses.contains(a) {
+            if let d = discovered[a], connectedDevices.contains(d.device) { continue }
+            if let b = backoff[a], b.next > now { continue }
+            dialing.insert(a)
+            out.append(a)
+        }
+        return out
+    }
+
+    func finished(_ address: String, ok: Bool) {
+        dialing.remove(address)
+        if ok { backoff[address] = nil; return }
+        let prev = backoff[address]?.delay ?? .milliseconds(500)
+        let cap = min(prev * 2, .seconds(60))
+        let wait = Duration.milliseconds(Int64.random(in: 0...Int64(cap / .milliseconds(1))))
+        backoff[address] = (ContinuousClock.now + wait, cap)
+    }
+
+    func connected(_ address: String) { backoff[address] = nil }
+
+    func discovered(_ address: String, device: String, sameNetwork: Bool, name: String?) -> Bool {
+        let isNew = discovered[address] == nil
+        discovered[address] = (device, sameNetwork, name)
+        return isNew
+    }
+
+    func lost(_ address: String) { discovered[address] = nil }
+}
+
+/// Keeps links to known and discovered members up: every `dialInterval` it dials the addresses
+/// the plan gives, until graceful shutdown.
+public struct Dialer: Service {
+    let network: PeerNetwork
+
+    public func run() async throws {
+        await cancelWhenGracefulShutdown {
+            await withDiscardingTaskGroup { group in
+                while !Task.isCancelled {
+                    for address in await network.dialTargets() {
+                        group.addTask { await network.dial(address) }
+                    }
+                    try? await Task.sleep(for: network.config.dialInterval)
+                }
+                group.cancelAll()
+            }
+        }
+    }
+}
+
+/// Watches the ledger head (writes from this node, the CLI in another process, imports) and
+/// tells every member link about a new one; runs the node's upkeep (`Hooks.tick`) each time.
+public struct HeadAnnouncer: Service {
+    let network: PeerNetwork
+
+    public func run() async throws {
+        await cancelWhenGracefulShutdown {
+            var last: LedgerHead?
+            while !Task.isCancelled {
+                await network.hooks.tick()
+                if let head = try? network.store.head(), head != last {
+                    last = head
+                    await network.registry.notifyMembers(LinkMessage(kind: .notify, type: "head",
+                                                                     body: .map(["height": .unsigned(head.height), "hash": .bytes(head.hash)])))
+                }
+                try? await Task.sleep(for: network.config.headInterval)
+            }
+        }
+    }
+}
