@@ -1,8 +1,12 @@
 import Foundation
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
 import KianaCore
 import KianaNet
 import KianaStore
 import Logging
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -31,61 +35,33 @@ public struct NodeControl: Sendable {
 
     struct Reply { var status: Int; var body: Data }
 
-    /// One HTTP/1.1 exchange over a fresh loopback connection.
+    /// One HTTP exchange with the node, through the same HTTP client the backends use
+    /// (URLSession), waiting at most 30 s.
     func exchange(_ method: String, _ path: String, body: Data? = nil) throws(KianaNodeError) -> Reply {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { throw KianaNodeError(.io, "cannot create a socket") }
-        defer { close(fd) }
-        var tv = timeval(tv_sec: 30, tv_usec: 0)
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
-        var addr = sockaddr_in()
-        addr.sin_family = sa_family_t(AF_INET)
-        addr.sin_port = in_port_t(UInt16(port).bigEndian)
-        guard inet_pton(AF_INET, host == "localhost" ? "127.0.0.1" : host, &addr.sin_addr) == 1 else {
-            throw KianaNodeError(.notRunning, "the node's address \(host) is not an IPv4 address")
+        guard let url = URL(string: "http://\(host):\(port)\(path)") else { throw KianaNodeError(.invalidInput, "bad control path \(path)") }
+        var request = URLRequest(url: url, timeoutInterval: 30)
+        request.httpMethod = method
+        request.setValue(token, forHTTPHeaderField: ControlSurfaceHeader.name)
+        if let body {
+            request.httpBody = body
+            request.setValue("application/json", forHTTPHeaderField: "Content-Type")
         }
-        let ok = withUnsafePointer(to: &addr) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-        }
-        guard ok == 0 else { throw KianaNodeError(.notRunning, "the node is not answering on \(host):\(port): start it with `kiana serve`") }
-        var head = "\(method) \(path) HTTP/1.1\r\nHost: \(host):\(port)\r\nConnection: close\r\n\(ControlSurfaceHeader.name): \(token)\r\n"
-        if let body { head += "Content-Type: application/json\r\nContent-Length: \(body.count)\r\n" }
-        head += "\r\n"
-        let request = Data(head.utf8) + (body ?? Data())
-        let sent = request.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, 0) }
-        guard sent == request.count else { throw KianaNodeError(.io, "cannot send to the node") }
-        var response = Data()
-        var buf = [UInt8](repeating: 0, count: 65536)
-        while true {
-            let n = recv(fd, &buf, buf.count, 0)
-            if n <= 0 { break }
-            response.append(contentsOf: buf[0..<n])
-            if response.count > 16 << 20 { break }
-        }
-        guard let split = response.range(of: Data("\r\n\r\n".utf8)),
-              let statusLine = String(data: response[..<split.lowerBound], encoding: .utf8)?.split(separator: "\r\n").first,
-              let status = statusLine.split(separator: " ").dropFirst().first.flatMap({ Int($0) }) else {
-            throw KianaNodeError(.io, "the node sent an unreadable answer")
-        }
-        let headers = String(decoding: response[..<split.lowerBound], as: UTF8.self).lowercased()
-        var payload = Data(response[split.upperBound...])
-        if headers.contains("transfer-encoding: chunked") { payload = Self.unchunk(payload) }
-        return Reply(status: status, body: payload)
-    }
-
-    static func unchunk(_ d: Data) -> Data {
-        var out = Data()
-        var rest = d[...]
-        while let lineEnd = rest.range(of: Data("\r\n".utf8)) {
-            let sizeText = String(decoding: rest[..<lineEnd.lowerBound], as: UTF8.self)
-            guard let size = Int(sizeText.split(separator: ";").first ?? "", radix: 16), size > 0 else { break }
-            let start = lineEnd.upperBound
-            guard rest.distance(from: start, to: rest.endIndex) >= size else { break }
-            let end = rest.index(start, offsetBy: size)
-            out += rest[start..<end]
-            rest = rest[min(rest.index(end, offsetBy: 2, limitedBy: rest.endIndex) ?? rest.endIndex, rest.endIndex)...]
-        }
-        return out
+        let done = DispatchSemaphore(value: 0)
+        let result = Mutex<Result<Reply, KianaNodeError>?>(nil)
+        let (host, port) = (self.host, self.port)
+        URLSession.shared.dataTask(with: request) { data, response, error in
+            let r: Result<Reply, KianaNodeError>
+            if let http = response as? HTTPURLResponse {
+                r = .success(Reply(status: http.statusCode, body: data ?? Data()))
+            } else {
+                r = .failure(KianaNodeError(.notRunning, "the node is not answering on \(host):\(port): start it with `kiana serve`"
+                                            + (error.map { " (\($0.localizedDescription))" } ?? "")))
+            }
+            result.withLock { $0 = r }
+            done.signal()
+        }.resume()
+        done.wait()
+        return try result.withLock { $0! }.get()
     }
 
     func call<T: Decodable>(_ method: String, _ path: String, body: [String: Any]? = nil, as: T.Type) throws(KianaNodeError) -> T {
