@@ -1,6 +1,7 @@
 import Crypto
 import Dispatch
 import Foundation
+import Synchronization
 import KianaCore
 import KianaNet
 import Logging
@@ -43,29 +44,31 @@ public struct NetBench: Sendable {
 
     /// Bytes of "bench" notifications received by the listening end; wakes the sender once a
     /// target is reached.
-    final class Counter: @unchecked Sendable {
-        let lock = NSLock()
-        var bytes = 0
-        var target = Int.max
-        var waiter: CheckedContinuation<Void, Never>?
+    final class Counter: Sendable {
+        struct State { var bytes = 0; var target = Int.max; var waiter: CheckedContinuation<Void, Never>? }
+        let state = Mutex(State())
+        var bytes: Int { state.withLock { $0.bytes } }
         func add(_ n: Int) {
-            lock.lock()
-            bytes += n
-            var w: CheckedContinuation<Void, Never>?
-            if bytes >= target { w = waiter; waiter = nil }
-            lock.unlock()
+            let w = state.withLock { s -> CheckedContinuation<Void, Never>? in
+                s.bytes += n
+                guard s.bytes >= s.target else { return nil }
+                defer { s.waiter = nil }
+                return s.waiter
+            }
             w?.resume()
         }
         func wait(for total: Int) async {
             await withCheckedContinuation { c in
-                lock.lock()
-                target = total
-                if bytes >= total { lock.unlock(); c.resume(); return }
-                waiter = c
-                lock.unlock()
+                let now = state.withLock { s -> Bool in
+                    s.target = total
+                    if s.bytes >= total { return true }
+                    s.waiter = c
+                    return false
+                }
+                if now { c.resume() }
             }
         }
-        func reset() { lock.lock(); bytes = 0; target = .max; lock.unlock() }
+        func reset() { state.withLock { $0.bytes = 0; $0.target = .max } }
     }
 
     /// Runs both measurements with two link ends on 127.0.0.1 (a listener that admits only the

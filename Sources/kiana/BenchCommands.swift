@@ -199,7 +199,8 @@ extension BenchHTTP {
     }
 }
 
-/// `kiana serve` as a child process of this binary (for benchmarks).
+/// `kiana serve` as a child process of this binary (for benchmarks). `@unchecked`: Foundation's
+/// `Process` is not Sendable; this class only starts it once and signals it, and guards its output with a lock.
 final class ServeProcess: @unchecked Sendable {
     let process = Process()
     private let lock = NSLock()

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Synchronization
 #if canImport(FoundationNetworking)
 import FoundationNetworking
 #endif
@@ -18,26 +19,26 @@ struct ModelOptions: ParsableArguments {
 
 /// A progress bar on stderr: redrawn in place on a terminal, otherwise one line at most every
 /// two seconds (and the last one), so logs stay readable.
-final class ProgressBar: @unchecked Sendable {
-    private let lock = NSLock()
+final class ProgressBar: Sendable {
+    struct State { var lastLine = Date.distantPast; var lastPhase = ""; var open = false }
     private let tty = isatty(2) == 1
-    private var lastLine = Date.distantPast
-    private var lastPhase = ""
-    private var open = false
+    private let state = Mutex(State())
 
     func update(_ phase: String, _ done: Int, _ total: Int, _ unit: Unit) {
-        lock.lock(); defer { lock.unlock() }
-        let finished = done >= total
-        if phase != lastPhase { if open && tty { FileHandle.standardError.write(Data("\n".utf8)) }; open = false; lastPhase = phase }
-        guard tty || finished || Date().timeIntervalSince(lastLine) >= 2 else { return }
-        lastLine = Date()
-        let fraction = total > 0 ? min(1, Double(done) / Double(total)) : 1
-        let width = 30
-        let filled = Int(fraction * Double(width))
-        let bar = String(repeating: "#", count: filled) + String(repeating: ".", count: width - filled)
-        let line = String(format: "%@ [%@] %3d%% %@", phase.padding(toLength: 9, withPad: " ", startingAt: 0), bar, Int(fraction * 100), unit.render(done, total))
-        FileHandle.standardError.write(Data((tty ? "\r" + line + (finished ? "\n" : "") : line + "\n").utf8))
-        open = tty && !finished
+        let tty = self.tty
+        state.withLock { s in
+            let finished = done >= total
+            if phase != s.lastPhase { if s.open && tty { FileHandle.standardError.write(Data("\n".utf8)) }; s.open = false; s.lastPhase = phase }
+            guard tty || finished || Date().timeIntervalSince(s.lastLine) >= 2 else { return }
+            s.lastLine = Date()
+            let fraction = total > 0 ? min(1, Double(done) / Double(total)) : 1
+            let width = 30
+            let filled = Int(fraction * Double(width))
+            let bar = String(repeating: "#", count: filled) + String(repeating: ".", count: width - filled)
+            let line = String(format: "%@ [%@] %3d%% %@", phase.padding(toLength: 9, withPad: " ", startingAt: 0), bar, Int(fraction * 100), unit.render(done, total))
+            FileHandle.standardError.write(Data((tty ? "\r" + line + (finished ? "\n" : "") : line + "\n").utf8))
+            s.open = tty && !finished
+        }
     }
 
     enum Unit {

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 
 /// One chat message.
 public struct ChatMessage: Sendable, Codable, Equatable {
@@ -81,12 +82,12 @@ public enum ChatTemplate: String, Sendable {
 /// The embedded engine as a backend: one model, one session (its KV cache is reused across
 /// turns that share a prefix); requests are served one at a time on a Dispatch thread (`blocking`) so the
 /// cooperative pool never blocks on generation.
-public final class EmbeddedBackend: ChatBackend, @unchecked Sendable {
+public final class EmbeddedBackend: ChatBackend, Sendable {
     public let model: LlamaModel
     public let template: ChatTemplate
     public let name: String
-    private let session: LlamaSession
-    private let lock = NSLock()
+    /// The one session (KV cache), used by one request at a time.
+    private let session: Mutex<LlamaSession>
 
     public init(model: LlamaModel, name: String, contextSize: Int = 2048, threads: Int = ProcessInfo.processInfo.activeProcessorCount) throws(KianaAIError) {
         guard let t = ChatTemplate.detect(model.chatTemplate) else {
@@ -95,11 +96,11 @@ public final class EmbeddedBackend: ChatBackend, @unchecked Sendable {
         self.model = model
         self.name = name
         template = t
-        session = LlamaSession(model: model, contextSize: contextSize, threads: threads)
+        session = Mutex(LlamaSession(model: model, contextSize: contextSize, threads: threads))
     }
 
     public var label: String { "embedded \(name)" }
-    public var contextSize: Int { session.contextSize }
+    public var contextSize: Int { session.withLock { $0.contextSize } }
     public func countTokens(_ text: String) -> Int { model.tokenizer.encode(text, special: false).count }
 
     public func chat(_ request: ChatRequest, onText: @escaping @Sendable (String) -> Bool) async throws -> ChatReply {
@@ -110,8 +111,7 @@ public final class EmbeddedBackend: ChatBackend, @unchecked Sendable {
         options.stop = request.stop
         let opts = options
         let r = try await blocking { [self] in
-            lock.lock(); defer { lock.unlock() }
-            return try session.generate(prompt: prompt, options: opts, onText: onText)
+            try session.withLock { try $0.generate(prompt: prompt, options: opts, onText: onText) }
         }
         return ChatReply(text: r.text, promptTokens: r.promptTokens, completionTokens: r.tokens.count,
                          stopReason: r.stopReason, seconds: r.promptSeconds + r.generationSeconds)

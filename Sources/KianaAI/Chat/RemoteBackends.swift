@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 #if canImport(FoundationNetworking)
 import FoundationNetworking
 #endif
@@ -70,6 +71,7 @@ struct HTTPLines: Sendable {
         return s.isEmpty ? "no message" : s
     }
 
+    /// `@unchecked`: URLSession calls a delegate on its own queue; its state is guarded by `lock`.
     final class LineDelegate: NSObject, URLSessionDataDelegate, @unchecked Sendable {
         let onLine: @Sendable (String) throws -> Bool
         let lock = NSLock()
@@ -128,21 +130,22 @@ struct HTTPLines: Sendable {
 }
 
 /// Accumulates streamed text and applies stop strings and the caller's cancel.
-final class StreamState: @unchecked Sendable {
-    let lock = NSLock()
-    var text = ""
-    var cancelled = false
-    var promptTokens = 0
-    var completionTokens = 0
-    var reason: StopReason = .endOfGeneration
+final class StreamState: Sendable {
+    struct Counts { var text = ""; var cancelled = false; var promptTokens = 0; var completionTokens = 0; var reason: StopReason = .endOfGeneration }
+    let counts = Mutex(Counts())
     let onText: @Sendable (String) -> Bool
     init(onText: @escaping @Sendable (String) -> Bool) { self.onText = onText }
 
     func push(_ piece: String) -> Bool {
-        lock.lock(); text += piece; lock.unlock()
-        if !onText(piece) { lock.lock(); cancelled = true; reason = .cancelled; lock.unlock(); return false }
+        counts.withLock { $0.text += piece }
+        if !onText(piece) { counts.withLock { $0.cancelled = true; $0.reason = .cancelled }; return false }
         return true
     }
+
+    var text: String { counts.withLock { $0.text } }
+    var promptTokens: Int { counts.withLock { $0.promptTokens } }
+    var completionTokens: Int { counts.withLock { $0.completionTokens } }
+    var reason: StopReason { counts.withLock { $0.reason } }
 }
 
 /// Ollama's native API: /api/chat (NDJSON stream), /api/embed, /api/tags. Every request sends
@@ -185,11 +188,11 @@ public struct OllamaBackend: ChatBackend {
                 if !state.push(c) { return false }
             }
             if o["done"] as? Bool == true {
-                state.lock.lock()
-                state.promptTokens = o["prompt_eval_count"] as? Int ?? 0
-                state.completionTokens = o["eval_count"] as? Int ?? 0
-                if o["done_reason"] as? String == "length" { state.reason = .length }
-                state.lock.unlock()
+                state.counts.withLock { c in
+                    c.promptTokens = o["prompt_eval_count"] as? Int ?? 0
+                    c.completionTokens = o["eval_count"] as? Int ?? 0
+                    if o["done_reason"] as? String == "length" { c.reason = .length }
+                }
                 return false
             }
             return true
@@ -249,16 +252,16 @@ public struct OpenAIBackend: ChatBackend {
             }
             if let e = o["error"] { throw KianaAIError(.backend, "the server reported an error mid-answer: \(HTTPLines.errorMessage((try? JSONSerialization.data(withJSONObject: ["error": e])) ?? Data()))") }
             if let u = o["usage"] as? [String: Any] {
-                state.lock.lock()
-                state.promptTokens = u["prompt_tokens"] as? Int ?? 0
-                state.completionTokens = u["completion_tokens"] as? Int ?? 0
-                state.lock.unlock()
+                state.counts.withLock { c in
+                    c.promptTokens = u["prompt_tokens"] as? Int ?? 0
+                    c.completionTokens = u["completion_tokens"] as? Int ?? 0
+                }
             }
             if let choice = (o["choices"] as? [[String: Any]])?.first {
                 if let d = choice["delta"] as? [String: Any], let c = d["content"] as? String, !c.isEmpty {
                     if !state.push(c) { return false }
                 }
-                if choice["finish_reason"] as? String == "length" { state.lock.lock(); state.reason = .length; state.lock.unlock() }
+                if choice["finish_reason"] as? String == "length" { state.counts.withLock { $0.reason = .length } }
             }
             return true
         }

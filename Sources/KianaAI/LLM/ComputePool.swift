@@ -5,6 +5,7 @@ import Synchronization
 /// few hundred parallel steps of tens of microseconds each, too short for a dispatch queue's
 /// hand-off: the workers spin briefly on a generation counter between steps and sleep on a
 /// condition when the engine is idle. The caller always takes part as worker 0.
+/// `@unchecked`: its threads synchronise through atomics and a condition, not through Swift's checker.
 public final class ComputePool: @unchecked Sendable {
     public let threads: Int
     private let generation = Atomic<Int>(0)

@@ -7,6 +7,7 @@ import Darwin
 
 /// A read-only memory mapping of a whole file. The pages are the kernel's page cache: a model
 /// is never copied into the heap, and several engines on one file share it.
+/// `@unchecked`: the mapping is read-only (PROT_READ) and unmapped only in `deinit`.
 public final class MappedFile: @unchecked Sendable {
     public let path: String
     public let base: UnsafeRawPointer

@@ -4,6 +4,7 @@ import _Builtin_intrinsics.intel
 
 /// A weight matrix inside a mapped GGUF file, kept in its stored (quantised) form.
 /// `rows` outputs, each a contiguous row of `cols` inputs.
+/// `@unchecked`: it points into a read-only memory mapping that `MappedFile` keeps alive.
 public struct WeightMatrix: @unchecked Sendable {
     public let base: UnsafeRawPointer
     public let type: GGMLType
