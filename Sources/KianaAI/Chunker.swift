@@ -38,7 +38,11 @@ public struct Chunker: Sendable {
         }
         for line in document.split(separator: "\n", omittingEmptySubsequences: false) {
             let trimmed = line.trimmingCharacters(in: .whitespaces)
-            if trimmed.hasPrefix("```") || trimmed.hasPrefix("~~~") { inFence.toggle(); paragraph.append(line); continue }
+            if trimmed.hasPrefix("```") || trimmed.hasPrefix("~~~") {
+                inFence.toggle()
+                paragraph.append(line)
+                continue
+            }
             if !inFence, let (level, title) = Self.heading(trimmed) {
                 flushSection()
                 while let last = headings.last, last.level >= level { headings.removeLast() }
@@ -69,13 +73,16 @@ public struct Chunker: Sendable {
         }
         var chunks: [Chunk] = []
         var current = ""
-        var carried = false   // current holds only overlap from the previous chunk
+        var carried = false  // current holds only overlap from the previous chunk
         for piece in pieces {
             if !current.isEmpty && current.count + 2 + piece.count > target && !carried {
                 chunks.append(Chunk(heading: heading, text: current))
                 current = tail(of: current)
                 carried = !current.isEmpty
-                if current.count + 2 + piece.count > maximum { current = ""; carried = false }
+                if current.count + 2 + piece.count > maximum {
+                    current = ""
+                    carried = false
+                }
             }
             current = current.isEmpty ? piece : current + "\n\n" + piece
             carried = false
@@ -92,7 +99,8 @@ public struct Chunker: Sendable {
         var length = 0
         for s in sentences.reversed() {
             if length + s.count > overlap { break }
-            tail.insert(s, at: 0); length += s.count + 1
+            tail.insert(s, at: 0)
+            length += s.count + 1
         }
         return tail.joined(separator: " ")
     }
@@ -107,11 +115,17 @@ public struct Chunker: Sendable {
                 let head = String(sentence.prefix(maximum))
                 let cut = head.lastIndex(of: " ").map { head.distance(from: head.startIndex, to: $0) } ?? maximum
                 let n = cut > maximum / 2 ? cut : maximum
-                if !current.isEmpty { out.append(current); current = "" }
+                if !current.isEmpty {
+                    out.append(current)
+                    current = ""
+                }
                 out.append(String(sentence.prefix(n)).trimmingCharacters(in: .whitespaces))
                 sentence = String(sentence.dropFirst(n)).trimmingCharacters(in: .whitespaces)
             }
-            if current.count + 1 + sentence.count > target, !current.isEmpty { out.append(current); current = "" }
+            if current.count + 1 + sentence.count > target, !current.isEmpty {
+                out.append(current)
+                current = ""
+            }
             current = current.isEmpty ? sentence : current + " " + sentence
         }
         if !current.isEmpty { out.append(current) }
@@ -148,7 +162,8 @@ public enum TextExtraction {
     public static func uploadName(_ raw: String) throws(KianaAIError) -> String {
         let name = raw.trimmingCharacters(in: .whitespaces)
         guard !name.isEmpty, name.utf8.count <= 200, !name.hasPrefix("."), !name.contains("/"), !name.contains("\\"),
-              !name.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) else {
+            !name.unicodeScalars.contains(where: { $0.properties.generalCategory == .control })
+        else {
             throw KianaAIError(.invalidInput, "\(raw.prefix(80)): a file name must be a plain name (no folders, not hidden, at most 200 bytes)")
         }
         guard isSupported(name) else {
@@ -225,11 +240,19 @@ public enum TextExtraction {
                 }
                 let name = String(tag.drop { $0 == "/" }.prefix { $0.isLetter || $0.isNumber })
                 let closing = tag.hasPrefix("/")
-                if let s = skipUntil { if closing && name == s { skipUntil = nil }; continue }
-                if !closing && ["script", "style", "head", "noscript", "template"].contains(name) { skipUntil = name; continue }
+                if let s = skipUntil {
+                    if closing && name == s { skipUntil = nil }
+                    continue
+                }
+                if !closing && ["script", "style", "head", "noscript", "template"].contains(name) {
+                    skipUntil = name
+                    continue
+                }
                 if name.count == 2, name.first == "h", let level = Int(String(name.last!)), (1...6).contains(level) {
                     out += closing ? "\n\n" : "\n\n" + String(repeating: "#", count: level) + " "
-                } else if ["p", "div", "section", "article", "li", "tr", "table", "ul", "ol", "blockquote", "pre", "header", "footer", "main", "nav", "aside"].contains(name) {
+                } else if ["p", "div", "section", "article", "li", "tr", "table", "ul", "ol", "blockquote", "pre", "header", "footer", "main", "nav", "aside"]
+                    .contains(name)
+                {
                     out += "\n\n"
                 } else if name == "br" {
                     out += "\n"
@@ -275,7 +298,11 @@ public enum TextExtraction {
                 } else {
                     rep = namedEntities[name]
                 }
-                if let rep { out += rep; i = s.index(after: semi); continue }
+                if let rep {
+                    out += rep
+                    i = s.index(after: semi)
+                    continue
+                }
             }
             out.append(s[i])
             i = s.index(after: i)

@@ -6,8 +6,10 @@ import Synchronization
 /// when it holds models, else `~/.kiana/models` (where `make setup` puts them), so a second data
 /// directory on the same machine shares the models. `scripts/models.sh` fills it.
 public enum ModelDirectory {
-    public static func resolve(_ flag: String?, dataDirectory: String,
-                               environment: [String: String] = ProcessInfo.processInfo.environment) -> String {
+    public static func resolve(
+        _ flag: String?, dataDirectory: String,
+        environment: [String: String] = ProcessInfo.processInfo.environment
+    ) -> String {
         if let flag, !flag.isEmpty { return (flag as NSString).expandingTildeInPath }
         if let env = environment["KIANA_MODEL_DIR"], !env.isEmpty { return (env as NSString).expandingTildeInPath }
         let own = dataDirectory + "/models"
@@ -104,16 +106,19 @@ public final class Embedder: Sendable {
         let results = ResultSlots(count: ids.count)
         let groupsOf = assignment
         let work: @Sendable (Int) -> Void = { g in
-            var batch: [Int] = [], tokens = 0
+            var batch: [Int] = []
+            var tokens = 0
             func flush() {
                 guard !batch.isEmpty else { return }
                 let out = self.model.forward(batch.map { ids[$0] })
                 for (k, i) in batch.enumerated() { results.set(i, out[k]) }
-                batch = []; tokens = 0
+                batch = []
+                tokens = 0
             }
             for i in groupsOf[g].sorted() {
                 if tokens + ids[i].count > tokensPerBatch { flush() }
-                batch.append(i); tokens += ids[i].count
+                batch.append(i)
+                tokens += ids[i].count
             }
             flush()
         }
@@ -127,7 +132,10 @@ public final class Embedder: Sendable {
         let chunks = threads
         DispatchQueue.concurrentPerform(iterations: chunks) { c in
             var i = c
-            while i < xs.count { slots.set(i, f(xs[i])); i += chunks }
+            while i < xs.count {
+                slots.set(i, f(xs[i]))
+                i += chunks
+            }
         }
         return slots.values()
     }

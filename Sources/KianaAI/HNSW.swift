@@ -43,36 +43,56 @@ public struct VectorMatrix: Sendable {
 struct BoundedHeap {
     let capacity: Int
     private(set) var items: [(label: Int, score: Float)] = []  // min-heap on score
-    init(capacity: Int) { self.capacity = capacity; items.reserveCapacity(capacity) }
+    init(capacity: Int) {
+        self.capacity = capacity
+        items.reserveCapacity(capacity)
+    }
 
     var worst: Float { items.first?.score ?? -.infinity }
     var isFull: Bool { items.count >= capacity }
 
     mutating func offer(_ label: Int, _ score: Float) {
-        if items.count < capacity { items.append((label, score)); siftUp(items.count - 1) } else if score > items[0].score {
-            items[0] = (label, score); siftDown(0)
+        if items.count < capacity {
+            items.append((label, score))
+            siftUp(items.count - 1)
+        } else if score > items[0].score {
+            items[0] = (label, score)
+            siftDown(0)
         }
     }
     mutating func popWorst() -> (label: Int, score: Float)? {
         guard !items.isEmpty else { return nil }
         let top = items[0]
         let last = items.removeLast()
-        if !items.isEmpty { items[0] = last; siftDown(0) }
+        if !items.isEmpty {
+            items[0] = last
+            siftDown(0)
+        }
         return top
     }
     private mutating func siftUp(_ i0: Int) {
         var i = i0
-        while i > 0 { let p = (i - 1) / 2; if items[i].score < items[p].score { items.swapAt(i, p); i = p } else { break } }
+        while i > 0 {
+            let p = (i - 1) / 2
+            if items[i].score < items[p].score {
+                items.swapAt(i, p)
+                i = p
+            } else {
+                break
+            }
+        }
     }
     private mutating func siftDown(_ i0: Int) {
         var i = i0
         while true {
-            let l = 2 * i + 1, r = l + 1
+            let l = 2 * i + 1
+            let r = l + 1
             var m = i
             if l < items.count && items[l].score < items[m].score { m = l }
             if r < items.count && items[r].score < items[m].score { m = r }
             if m == i { return }
-            items.swapAt(i, m); i = m
+            items.swapAt(i, m)
+            i = m
         }
     }
     func sortedDescending() -> [(label: Int, score: Float)] { items.sorted { $0.score > $1.score || ($0.score == $1.score && $0.label < $1.label) } }
@@ -85,7 +105,15 @@ struct CandidateHeap {
     mutating func push(_ label: Int, _ score: Float) {
         items.append((label, score))
         var i = items.count - 1
-        while i > 0 { let p = (i - 1) / 2; if items[i].score > items[p].score { items.swapAt(i, p); i = p } else { break } }
+        while i > 0 {
+            let p = (i - 1) / 2
+            if items[i].score > items[p].score {
+                items.swapAt(i, p)
+                i = p
+            } else {
+                break
+            }
+        }
     }
     mutating func pop() -> (label: Int, score: Float) {
         let top = items[0]
@@ -94,12 +122,14 @@ struct CandidateHeap {
             items[0] = last
             var i = 0
             while true {
-                let l = 2 * i + 1, r = l + 1
+                let l = 2 * i + 1
+                let r = l + 1
                 var m = i
                 if l < items.count && items[l].score > items[m].score { m = l }
                 if r < items.count && items[r].score > items[m].score { m = r }
                 if m == i { break }
-                items.swapAt(i, m); i = m
+                items.swapAt(i, m)
+                i = m
             }
         }
         return top
@@ -147,14 +177,19 @@ public struct HNSW: Sendable {
         vectors.append(v)
         let level = randomLayer()
         links.append(Array(repeating: [], count: level + 1))
-        guard entry >= 0 else { entry = label; maxLayer = level; return label }
+        guard entry >= 0 else {
+            entry = label
+            maxLayer = level
+            return label
+        }
         let vecs = vectors
         var visited = scratch
         scratch = VisitedSet()
         defer { scratch = visited }
         vecs.storage.withUnsafeBufferPointer { b in
             v.withUnsafeBufferPointer { q in
-                let base = b.baseAddress!, qp = q.baseAddress!
+                let base = b.baseAddress!
+                let qp = q.baseAddress!
                 var ep = entry
                 var epScore = vecs.similarity(ep, qp, base)
                 if maxLayer > level {
@@ -181,33 +216,44 @@ public struct HNSW: Sendable {
                 }
             }
         }
-        if level > maxLayer { maxLayer = level; entry = label }
+        if level > maxLayer {
+            maxLayer = level
+            entry = label
+        }
         return label
     }
 
     public mutating func markDeleted(_ label: Int) { if label < count { deleted.insert(label) } }
 
     func greedy(_ q: UnsafePointer<Float>, _ base: UnsafePointer<Float>, _ start: Int, _ startScore: Float, _ layer: Int) -> (Int, Float) {
-        var cur = start, best = startScore
+        var cur = start
+        var best = startScore
         var changed = true
         while changed {
             changed = false
             for n in links[cur][layer] {
                 let s = vectors.similarity(Int(n), q, base)
-                if s > best { best = s; cur = Int(n); changed = true }
+                if s > best {
+                    best = s
+                    cur = Int(n)
+                    changed = true
+                }
             }
         }
         return (cur, best)
     }
 
     /// Beam search on one layer; returns up to ef results, best first.
-    func searchLayer(_ q: UnsafePointer<Float>, _ base: UnsafePointer<Float>, _ entries: [(Int, Float)], ef: Int, layer: Int,
-                     visited: inout VisitedSet) -> [(label: Int, score: Float)] {
+    func searchLayer(
+        _ q: UnsafePointer<Float>, _ base: UnsafePointer<Float>, _ entries: [(Int, Float)], ef: Int, layer: Int,
+        visited: inout VisitedSet
+    ) -> [(label: Int, score: Float)] {
         visited.reset(count)
         var candidates = CandidateHeap()
         var results = BoundedHeap(capacity: ef)
         for (e, s) in entries where visited.insert(e) {
-            candidates.push(e, s); results.offer(e, s)
+            candidates.push(e, s)
+            results.offer(e, s)
         }
         while !candidates.isEmpty {
             let c = candidates.pop()
@@ -217,7 +263,8 @@ public struct HNSW: Sendable {
                 guard visited.insert(ni) else { continue }
                 let s = vectors.similarity(ni, q, base)
                 if !results.isFull || s > results.worst {
-                    candidates.push(ni, s); results.offer(ni, s)
+                    candidates.push(ni, s)
+                    results.offer(ni, s)
                 }
             }
         }
@@ -248,7 +295,8 @@ public struct HNSW: Sendable {
         guard entry >= 0, k > 0 else { return [] }
         return vectors.storage.withUnsafeBufferPointer { b in
             query.withUnsafeBufferPointer { q in
-                let base = b.baseAddress!, qp = q.baseAddress!
+                let base = b.baseAddress!
+                let qp = q.baseAddress!
                 var ep = entry
                 var s = vectors.similarity(ep, qp, base)
                 if maxLayer > 0 { for layer in stride(from: maxLayer, to: 0, by: -1) { (ep, s) = greedy(qp, base, ep, s, layer) } }
@@ -278,13 +326,17 @@ public struct HNSW: Sendable {
         var w = ByteWriter()
         w.bytes(Self.magic)
         for x in [vectors.dimension, m, efConstruction, count, entry, maxLayer] { w.i64(Int64(x)) }
-        w.i64(Int64(deleted.count)); for d in deleted.sorted() { w.i64(Int64(d)) }
+        w.i64(Int64(deleted.count))
+        for d in deleted.sorted() { w.i64(Int64(d)) }
         for node in links {
             w.i64(Int64(node.count))
-            for layer in node { w.i64(Int64(layer.count)); for n in layer { w.i32(n) } }
+            for layer in node {
+                w.i64(Int64(layer.count))
+                for n in layer { w.i32(n) }
+            }
         }
         for f in vectors.storage { w.u32(f.bitPattern) }
-        w.bytes(Array(SHA256.hash(data: w.data)))   // trailer: damage anywhere is detected
+        w.bytes(Array(SHA256.hash(data: w.data)))  // trailer: damage anywhere is detected
         return w.data
     }
 
@@ -296,11 +348,14 @@ public struct HNSW: Sendable {
         var r = ByteReader(d)
         guard r.bytes(Self.magic.count) == Self.magic else { throw bad("wrong header") }
         guard let dim = r.int(), let m = r.int(), let efc = r.int(), let n = r.int(), let entry = r.int(), let maxLayer = r.int(),
-              dim > 0, dim <= 65536, m >= 2, m <= 1024, n >= 0, n <= 100_000_000, entry >= -1, entry < max(n, 1), maxLayer >= -1, maxLayer <= 64
+            dim > 0, dim <= 65536, m >= 2, m <= 1024, n >= 0, n <= 100_000_000, entry >= -1, entry < max(n, 1), maxLayer >= -1, maxLayer <= 64
         else { throw bad("header fields") }
         guard let nd = r.int(), nd >= 0, nd <= n else { throw bad("deleted count") }
         var del = Set<Int>()
-        for _ in 0..<nd { guard let x = r.int(), x >= 0, x < n else { throw bad("deleted label") }; del.insert(x) }
+        for _ in 0..<nd {
+            guard let x = r.int(), x >= 0, x < n else { throw bad("deleted label") }
+            del.insert(x)
+        }
         var links: [[[Int32]]] = []
         links.reserveCapacity(n)
         for _ in 0..<n {
@@ -309,7 +364,10 @@ public struct HNSW: Sendable {
             for l in 0..<layers {
                 guard let c = r.int(), c >= 0, c <= (l == 0 ? 2 * m : m) else { throw bad("link count") }
                 var layer: [Int32] = []
-                for _ in 0..<c { guard let x = r.i32(), x >= 0, Int(x) < n else { throw bad("link target") }; layer.append(x) }
+                for _ in 0..<c {
+                    guard let x = r.i32(), x >= 0, Int(x) < n else { throw bad("link target") }
+                    layer.append(x)
+                }
                 node.append(layer)
             }
             links.append(node)
@@ -318,9 +376,18 @@ public struct HNSW: Sendable {
         var vm = VectorMatrix(dimension: dim)
         vm.reserve(n)
         var row = [Float](repeating: 0, count: dim)
-        for _ in 0..<n { for j in 0..<dim { row[j] = Float(bitPattern: r.u32()!) }; vm.append(row) }
-        self.m = m; self.efConstruction = efc; self.vectors = vm; self.links = links
-        self.entry = entry; self.maxLayer = maxLayer; self.deleted = del; self.rng = SplitMix64(seed: UInt64(n) &+ 42)
+        for _ in 0..<n {
+            for j in 0..<dim { row[j] = Float(bitPattern: r.u32()!) }
+            vm.append(row)
+        }
+        self.m = m
+        self.efConstruction = efc
+        self.vectors = vm
+        self.links = links
+        self.entry = entry
+        self.maxLayer = maxLayer
+        self.deleted = del
+        self.rng = SplitMix64(seed: UInt64(n) &+ 42)
     }
 }
 
@@ -332,7 +399,10 @@ public struct VisitedSet: Sendable {
     mutating func reset(_ n: Int) {
         if marks.count < n { marks.append(contentsOf: repeatElement(0, count: n - marks.count)) }
         generation &+= 1
-        if generation == 0 { for i in marks.indices { marks[i] = 0 }; generation = 1 }
+        if generation == 0 {
+            for i in marks.indices { marks[i] = 0 }
+            generation = 1
+        }
     }
     /// True when newly inserted.
     @inline(__always) mutating func insert(_ i: Int) -> Bool {
@@ -366,7 +436,10 @@ struct ByteWriter {
 struct ByteReader {
     let data: Data
     var offset: Int
-    init(_ d: Data) { data = d; offset = d.startIndex }
+    init(_ d: Data) {
+        data = d
+        offset = d.startIndex
+    }
     var remaining: Int { data.endIndex - offset }
     mutating func bytes(_ n: Int) -> [UInt8]? {
         guard n <= remaining else { return nil }

@@ -15,7 +15,10 @@ enum Kernels {
     /// Dot product of two float vectors.
     @inline(__always)
     static func dot(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ n: Int) -> Float {
-        var s0 = V8(), s1 = V8(), s2 = V8(), s3 = V8()
+        var s0 = V8()
+        var s1 = V8()
+        var s2 = V8()
+        var s3 = V8()
         var i = 0
         while i + 32 <= n {
             s0 = s0.addingProduct(load8(a + i), load8(b + i))
@@ -29,21 +32,26 @@ enum Kernels {
             i += 8
         }
         var s = ((s0 + s1) + (s2 + s3)).sum()
-        while i < n { s += a[i] * b[i]; i += 1 }
+        while i < n {
+            s += a[i] * b[i]
+            i += 1
+        }
         return s
     }
 
     /// A linear layer's weight (PyTorch layout [out, in]) packed into 16-column panels:
     /// panel p holds, for each k, the 16 values W[16p + j, k] (zero-padded past `out`).
     struct PackedWeight: Sendable {
-        let rows: Int   // in (K)
-        let cols: Int   // out (N)
+        let rows: Int  // in (K)
+        let cols: Int  // out (N)
         let panels: Int
         let data: [Float]
         let bias: [Float]
 
         init(weight w: UnsafeBufferPointer<Float>, out: Int, in k: Int, bias: [Float]) {
-            rows = k; cols = out; panels = (out + 15) / 16
+            rows = k
+            cols = out
+            panels = (out + 15) / 16
             var d = [Float](repeating: 0, count: panels * 16 * k)
             for p in 0..<panels {
                 for j in 0..<16 where p * 16 + j < out {
@@ -58,10 +66,12 @@ enum Kernels {
 
     /// C[m × N] = A[m × K] · Wᵀ + bias, A row-major with stride K, C with stride N.
     static func linear(_ a: UnsafePointer<Float>, m: Int, _ w: PackedWeight, _ c: UnsafeMutablePointer<Float>) {
-        let k = w.rows, n = w.cols
+        let k = w.rows
+        let n = w.cols
         w.data.withUnsafeBufferPointer { wb in
             w.bias.withUnsafeBufferPointer { bb in
-                let wp = wb.baseAddress!, bp = bb.baseAddress!
+                let wp = wb.baseAddress!
+                let bp = bb.baseAddress!
                 var r = 0
                 while r < m {
                     let rows = min(6, m - r)
@@ -76,44 +86,89 @@ enum Kernels {
 
     /// 6 × 16 micro-kernel (12 accumulators) over the full K, with bias and edge handling.
     @inline(__always)
-    static func micro(_ a: UnsafePointer<Float>, _ k: Int, _ rows: Int, _ panel: UnsafePointer<Float>,
-                      _ bias: UnsafePointer<Float>, _ col: Int, _ n: Int, _ c: UnsafeMutablePointer<Float>) {
-        var c00 = V8(), c01 = V8(), c10 = V8(), c11 = V8(), c20 = V8(), c21 = V8()
-        var c30 = V8(), c31 = V8(), c40 = V8(), c41 = V8(), c50 = V8(), c51 = V8()
-        let a0 = a, a1 = a + (rows > 1 ? k : 0), a2 = a + (rows > 2 ? 2 * k : 0)
-        let a3 = a + (rows > 3 ? 3 * k : 0), a4 = a + (rows > 4 ? 4 * k : 0), a5 = a + (rows > 5 ? 5 * k : 0)
+    static func micro(
+        _ a: UnsafePointer<Float>, _ k: Int, _ rows: Int, _ panel: UnsafePointer<Float>,
+        _ bias: UnsafePointer<Float>, _ col: Int, _ n: Int, _ c: UnsafeMutablePointer<Float>
+    ) {
+        var c00 = V8()
+        var c01 = V8()
+        var c10 = V8()
+        var c11 = V8()
+        var c20 = V8()
+        var c21 = V8()
+        var c30 = V8()
+        var c31 = V8()
+        var c40 = V8()
+        var c41 = V8()
+        var c50 = V8()
+        var c51 = V8()
+        let a0 = a
+        let a1 = a + (rows > 1 ? k : 0)
+        let a2 = a + (rows > 2 ? 2 * k : 0)
+        let a3 = a + (rows > 3 ? 3 * k : 0)
+        let a4 = a + (rows > 4 ? 4 * k : 0)
+        let a5 = a + (rows > 5 ? 5 * k : 0)
         var bp = panel
         for kk in 0..<k {
-            let b0 = load8(bp), b1 = load8(bp + 8)
-            var x = V8(repeating: a0[kk]); c00 = c00.addingProduct(x, b0); c01 = c01.addingProduct(x, b1)
-            x = V8(repeating: a1[kk]); c10 = c10.addingProduct(x, b0); c11 = c11.addingProduct(x, b1)
-            x = V8(repeating: a2[kk]); c20 = c20.addingProduct(x, b0); c21 = c21.addingProduct(x, b1)
-            x = V8(repeating: a3[kk]); c30 = c30.addingProduct(x, b0); c31 = c31.addingProduct(x, b1)
-            x = V8(repeating: a4[kk]); c40 = c40.addingProduct(x, b0); c41 = c41.addingProduct(x, b1)
-            x = V8(repeating: a5[kk]); c50 = c50.addingProduct(x, b0); c51 = c51.addingProduct(x, b1)
+            let b0 = load8(bp)
+            let b1 = load8(bp + 8)
+            var x = V8(repeating: a0[kk])
+            c00 = c00.addingProduct(x, b0)
+            c01 = c01.addingProduct(x, b1)
+            x = V8(repeating: a1[kk])
+            c10 = c10.addingProduct(x, b0)
+            c11 = c11.addingProduct(x, b1)
+            x = V8(repeating: a2[kk])
+            c20 = c20.addingProduct(x, b0)
+            c21 = c21.addingProduct(x, b1)
+            x = V8(repeating: a3[kk])
+            c30 = c30.addingProduct(x, b0)
+            c31 = c31.addingProduct(x, b1)
+            x = V8(repeating: a4[kk])
+            c40 = c40.addingProduct(x, b0)
+            c41 = c41.addingProduct(x, b1)
+            x = V8(repeating: a5[kk])
+            c50 = c50.addingProduct(x, b0)
+            c51 = c51.addingProduct(x, b1)
             bp += 16
         }
         let full = col + 16 <= n
-        let bb0: V8, bb1: V8
-        if full { bb0 = load8(bias + col); bb1 = load8(bias + col + 8) } else {
+        let bb0: V8
+        let bb1: V8
+        if full {
+            bb0 = load8(bias + col)
+            bb1 = load8(bias + col + 8)
+        } else {
             var t = [Float](repeating: 0, count: 16)
             for j in 0..<(n - col) { t[j] = bias[col + j] }
-            bb0 = V8(t[0..<8]); bb1 = V8(t[8..<16])
+            bb0 = V8(t[0..<8])
+            bb1 = V8(t[8..<16])
         }
         @inline(__always) func put(_ r: Int, _ v0: V8, _ v1: V8) {
             guard r < rows else { return }
             let dst = c + r * n + col
-            if full { store8(v0 + bb0, dst); store8(v1 + bb1, dst + 8) } else {
-                let s0 = v0 + bb0, s1 = v1 + bb1
+            if full {
+                store8(v0 + bb0, dst)
+                store8(v1 + bb1, dst + 8)
+            } else {
+                let s0 = v0 + bb0
+                let s1 = v1 + bb1
                 for j in 0..<(n - col) { dst[j] = j < 8 ? s0[j] : s1[j - 8] }
             }
         }
-        put(0, c00, c01); put(1, c10, c11); put(2, c20, c21); put(3, c30, c31); put(4, c40, c41); put(5, c50, c51)
+        put(0, c00, c01)
+        put(1, c10, c11)
+        put(2, c20, c21)
+        put(3, c30, c31)
+        put(4, c40, c41)
+        put(5, c50, c51)
     }
 
     /// In place: x[r] = LayerNorm(x[r] + residual[r]) · gamma + beta, for m rows of width d.
-    static func addLayerNorm(_ x: UnsafeMutablePointer<Float>, residual: UnsafePointer<Float>?, m: Int, d: Int,
-                             gamma: [Float], beta: [Float], eps: Float) {
+    static func addLayerNorm(
+        _ x: UnsafeMutablePointer<Float>, residual: UnsafePointer<Float>?, m: Int, d: Int,
+        gamma: [Float], beta: [Float], eps: Float
+    ) {
         gamma.withUnsafeBufferPointer { g in
             beta.withUnsafeBufferPointer { b in
                 for r in 0..<m {
@@ -121,19 +176,41 @@ enum Kernels {
                     if let residual {
                         let res = residual + r * d
                         var i = 0
-                        while i + 8 <= d { store8(load8(row + i) + load8(res + i), row + i); i += 8 }
-                        while i < d { row[i] += res[i]; i += 1 }
+                        while i + 8 <= d {
+                            store8(load8(row + i) + load8(res + i), row + i)
+                            i += 8
+                        }
+                        while i < d {
+                            row[i] += res[i]
+                            i += 1
+                        }
                     }
-                    var sum = V8(), i = 0
-                    while i + 8 <= d { sum += load8(row + i); i += 8 }
+                    var sum = V8()
+                    var i = 0
+                    while i + 8 <= d {
+                        sum += load8(row + i)
+                        i += 8
+                    }
                     var mean = sum.sum()
-                    while i < d { mean += row[i]; i += 1 }
+                    while i < d {
+                        mean += row[i]
+                        i += 1
+                    }
                     mean /= Float(d)
                     let mv = V8(repeating: mean)
-                    var sq = V8(); i = 0
-                    while i + 8 <= d { let t = load8(row + i) - mv; sq = sq.addingProduct(t, t); i += 8 }
+                    var sq = V8()
+                    i = 0
+                    while i + 8 <= d {
+                        let t = load8(row + i) - mv
+                        sq = sq.addingProduct(t, t)
+                        i += 8
+                    }
                     var variance = sq.sum()
-                    while i < d { let t = row[i] - mean; variance += t * t; i += 1 }
+                    while i < d {
+                        let t = row[i] - mean
+                        variance += t * t
+                        i += 1
+                    }
                     variance /= Float(d)
                     let inv = 1 / (variance + eps).squareRoot()
                     let iv = V8(repeating: inv)
@@ -142,7 +219,10 @@ enum Kernels {
                         store8((load8(row + i) - mv) * iv * load8(g.baseAddress! + i) + load8(b.baseAddress! + i), row + i)
                         i += 8
                     }
-                    while i < d { row[i] = (row[i] - mean) * inv * g[i] + b[i]; i += 1 }
+                    while i < d {
+                        row[i] = (row[i] - mean) * inv * g[i] + b[i]
+                        i += 1
+                    }
                 }
             }
         }
@@ -206,9 +286,19 @@ enum Kernels {
         var i = 0
         let mv = V8(repeating: mx)
         var sv = V8()
-        while i + 8 <= n { let e = exp(load8(x + i) - mv); store8(e, x + i); sv += e; i += 8 }
+        while i + 8 <= n {
+            let e = exp(load8(x + i) - mv)
+            store8(e, x + i)
+            sv += e
+            i += 8
+        }
         sum = sv.sum()
-        while i < n { let e = Foundation.exp(x[i] - mx); x[i] = e; sum += e; i += 1 }
+        while i < n {
+            let e = Foundation.exp(x[i] - mx)
+            x[i] = e
+            sum += e
+            i += 1
+        }
         let inv = 1 / sum
         for j in 0..<n { x[j] *= inv }
     }

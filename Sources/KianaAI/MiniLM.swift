@@ -38,21 +38,23 @@ public final class MiniLM: Sendable {
                 return w.withUnsafeBufferPointer { Kernels.PackedWeight(weight: $0, out: out, in: k, bias: b) }
             }
             // Q, K and V as one 1152-wide linear layer: one GEMM instead of three.
-            var qkvW: [Float] = [], qkvB: [Float] = []
+            var qkvW: [Float] = []
+            var qkvB: [Float] = []
             for part in ["query", "key", "value"] {
                 qkvW += try st.floats(p + "attention.self.\(part).weight", shape: [h, h])
                 qkvB += try st.floats(p + "attention.self.\(part).bias", shape: [h])
             }
             let qkv = qkvW.withUnsafeBufferPointer { Kernels.PackedWeight(weight: $0, out: 3 * h, in: h, bias: qkvB) }
-            ls.append(Layer(
-                qkv: qkv,
-                attnOut: try linear("attention.output.dense", out: h, in: h),
-                ln1g: try st.floats(p + "attention.output.LayerNorm.weight", shape: [h]),
-                ln1b: try st.floats(p + "attention.output.LayerNorm.bias", shape: [h]),
-                up: try linear("intermediate.dense", out: Self.intermediate, in: h),
-                down: try linear("output.dense", out: h, in: Self.intermediate),
-                ln2g: try st.floats(p + "output.LayerNorm.weight", shape: [h]),
-                ln2b: try st.floats(p + "output.LayerNorm.bias", shape: [h])))
+            ls.append(
+                Layer(
+                    qkv: qkv,
+                    attnOut: try linear("attention.output.dense", out: h, in: h),
+                    ln1g: try st.floats(p + "attention.output.LayerNorm.weight", shape: [h]),
+                    ln1b: try st.floats(p + "attention.output.LayerNorm.bias", shape: [h]),
+                    up: try linear("intermediate.dense", out: Self.intermediate, in: h),
+                    down: try linear("output.dense", out: h, in: Self.intermediate),
+                    ln2g: try st.floats(p + "output.LayerNorm.weight", shape: [h]),
+                    ln2b: try st.floats(p + "output.LayerNorm.bias", shape: [h])))
         }
         layers = ls
     }
@@ -67,7 +69,10 @@ public final class MiniLM: Sendable {
         guard t > 0 else { return seqs.map { _ in [Float](repeating: 0, count: h) } }
         var offsets: [Int] = []
         var o = 0
-        for l in lengths { offsets.append(o); o += l }
+        for l in lengths {
+            offsets.append(o)
+            o += l
+        }
 
         var x = [Float](repeating: 0, count: t * h)
         var tmp = [Float](repeating: 0, count: t * h)
@@ -81,8 +86,9 @@ public final class MiniLM: Sendable {
         x.withUnsafeMutableBufferPointer { xb in
             for (s, seq) in seqs.enumerated() {
                 for i in 0..<lengths[s] {
-                    let id = Int(seq[i]), row = (offsets[s] + i) * h
-                    let wid = (id >= 0 && id < Self.vocabSize) ? id : 100 // [UNK]
+                    let id = Int(seq[i])
+                    let row = (offsets[s] + i) * h
+                    let wid = (id >= 0 && id < Self.vocabSize) ? id : 100  // [UNK]
                     for d in 0..<h { xb[row + d] = wordEmb[wid * h + d] + posEmb[i * h + d] + typeEmb[d] }
                 }
             }
@@ -92,48 +98,71 @@ public final class MiniLM: Sendable {
         let scale = 1 / Float(Self.headDim).squareRoot()
         for layer in layers {
             x.withUnsafeMutableBufferPointer { xb in
-            qkv.withUnsafeMutableBufferPointer { qb in
-            ctx.withUnsafeMutableBufferPointer { cb in
-            tmp.withUnsafeMutableBufferPointer { tb in
-            inter.withUnsafeMutableBufferPointer { ib in
-            scores.withUnsafeMutableBufferPointer { sb in
-                let xp = xb.baseAddress!, qp = qb.baseAddress!, cp = cb.baseAddress!, tp = tb.baseAddress!
-                let ip = ib.baseAddress!, sp = sb.baseAddress!
-                Kernels.linear(xp, m: t, layer.qkv, qp)
-                let w = 3 * h
-                for s in 0..<seqs.count {
-                    let base = offsets[s], len = lengths[s]
-                    for head in 0..<Self.heads {
-                        let qo = head * Self.headDim, ko = h + head * Self.headDim, vo = 2 * h + head * Self.headDim
-                        for i in 0..<len {
-                            let q = qp + (base + i) * w + qo
-                            for j in 0..<len { sp[j] = Kernels.dot(q, qp + (base + j) * w + ko, Self.headDim) * scale }
-                            Kernels.softmax(sp, len)
-                            var a0 = Kernels.V8(), a1 = Kernels.V8(), a2 = Kernels.V8(), a3 = Kernels.V8()
-                            for j in 0..<len {
-                                let pj = Kernels.V8(repeating: sp[j])
-                                let v = qp + (base + j) * w + vo
-                                a0 = a0.addingProduct(pj, Kernels.load8(v)); a1 = a1.addingProduct(pj, Kernels.load8(v + 8))
-                                a2 = a2.addingProduct(pj, Kernels.load8(v + 16)); a3 = a3.addingProduct(pj, Kernels.load8(v + 24))
+                qkv.withUnsafeMutableBufferPointer { qb in
+                    ctx.withUnsafeMutableBufferPointer { cb in
+                        tmp.withUnsafeMutableBufferPointer { tb in
+                            inter.withUnsafeMutableBufferPointer { ib in
+                                scores.withUnsafeMutableBufferPointer { sb in
+                                    let xp = xb.baseAddress!
+                                    let qp = qb.baseAddress!
+                                    let cp = cb.baseAddress!
+                                    let tp = tb.baseAddress!
+                                    let ip = ib.baseAddress!
+                                    let sp = sb.baseAddress!
+                                    Kernels.linear(xp, m: t, layer.qkv, qp)
+                                    let w = 3 * h
+                                    for s in 0..<seqs.count {
+                                        let base = offsets[s]
+                                        let len = lengths[s]
+                                        for head in 0..<Self.heads {
+                                            let qo = head * Self.headDim
+                                            let ko = h + head * Self.headDim
+                                            let vo = 2 * h + head * Self.headDim
+                                            for i in 0..<len {
+                                                let q = qp + (base + i) * w + qo
+                                                for j in 0..<len { sp[j] = Kernels.dot(q, qp + (base + j) * w + ko, Self.headDim) * scale }
+                                                Kernels.softmax(sp, len)
+                                                var a0 = Kernels.V8()
+                                                var a1 = Kernels.V8()
+                                                var a2 = Kernels.V8()
+                                                var a3 = Kernels.V8()
+                                                for j in 0..<len {
+                                                    let pj = Kernels.V8(repeating: sp[j])
+                                                    let v = qp + (base + j) * w + vo
+                                                    a0 = a0.addingProduct(pj, Kernels.load8(v))
+                                                    a1 = a1.addingProduct(pj, Kernels.load8(v + 8))
+                                                    a2 = a2.addingProduct(pj, Kernels.load8(v + 16))
+                                                    a3 = a3.addingProduct(pj, Kernels.load8(v + 24))
+                                                }
+                                                let dst = cp + (base + i) * h + qo
+                                                Kernels.store8(a0, dst)
+                                                Kernels.store8(a1, dst + 8)
+                                                Kernels.store8(a2, dst + 16)
+                                                Kernels.store8(a3, dst + 24)
+                                            }
+                                        }
+                                    }
+                                    Kernels.linear(cp, m: t, layer.attnOut, tp)
+                                    Kernels.addLayerNorm(tp, residual: xp, m: t, d: h, gamma: layer.ln1g, beta: layer.ln1b, eps: Self.eps)
+                                    Kernels.linear(tp, m: t, layer.up, ip)
+                                    Kernels.gelu(ip, t * Self.intermediate)
+                                    Kernels.linear(ip, m: t, layer.down, xp)
+                                    Kernels.addLayerNorm(xp, residual: tp, m: t, d: h, gamma: layer.ln2g, beta: layer.ln2b, eps: Self.eps)
+                                }
                             }
-                            let dst = cp + (base + i) * h + qo
-                            Kernels.store8(a0, dst); Kernels.store8(a1, dst + 8); Kernels.store8(a2, dst + 16); Kernels.store8(a3, dst + 24)
                         }
                     }
                 }
-                Kernels.linear(cp, m: t, layer.attnOut, tp)
-                Kernels.addLayerNorm(tp, residual: xp, m: t, d: h, gamma: layer.ln1g, beta: layer.ln1b, eps: Self.eps)
-                Kernels.linear(tp, m: t, layer.up, ip)
-                Kernels.gelu(ip, t * Self.intermediate)
-                Kernels.linear(ip, m: t, layer.down, xp)
-                Kernels.addLayerNorm(xp, residual: tp, m: t, d: h, gamma: layer.ln2g, beta: layer.ln2b, eps: Self.eps)
-            }}}}}}
+            }
         }
 
         // mean pooling over all tokens, then L2 normalisation
         return (0..<seqs.count).map { s in
             var v = [Float](repeating: 0, count: h)
-            for i in 0..<lengths[s] { let row = (offsets[s] + i) * h; for d in 0..<h { v[d] += x[row + d] } }
+            for i in 0..<lengths[s] {
+                let row = (offsets[s] + i) * h
+                for d in 0..<h { v[d] += x[row + d] }
+            }
             let n = Float(max(lengths[s], 1))
             for d in 0..<h { v[d] /= n }
             let norm = v.reduce(0) { $0 + $1 * $1 }.squareRoot()

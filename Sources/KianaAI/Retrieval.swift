@@ -17,9 +17,12 @@ public struct SearchHit: Sendable, Equatable {
     public var vectorScore: Double?
 
     public init(id: ItemID, score: Double, keywordRank: Int? = nil, keywordScore: Double? = nil, vectorRank: Int? = nil, vectorScore: Double? = nil) {
-        self.id = id; self.score = score
-        self.keywordRank = keywordRank; self.keywordScore = keywordScore
-        self.vectorRank = vectorRank; self.vectorScore = vectorScore
+        self.id = id
+        self.score = score
+        self.keywordRank = keywordRank
+        self.keywordScore = keywordScore
+        self.vectorRank = vectorRank
+        self.vectorScore = vectorScore
     }
 }
 
@@ -32,11 +35,13 @@ public enum RankFusion {
         var hits: [ItemID: SearchHit] = [:]
         for (i, (id, s)) in keyword.enumerated() {
             hits[id, default: SearchHit(id: id, score: 0)].score += 1 / (k + Double(i + 1))
-            hits[id]!.keywordRank = i + 1; hits[id]!.keywordScore = s
+            hits[id]!.keywordRank = i + 1
+            hits[id]!.keywordScore = s
         }
         for (i, (id, s)) in vector.enumerated() {
             hits[id, default: SearchHit(id: id, score: 0)].score += 1 / (k + Double(i + 1))
-            hits[id]!.vectorRank = i + 1; hits[id]!.vectorScore = s
+            hits[id]!.vectorRank = i + 1
+            hits[id]!.vectorScore = s
         }
         return hits.values.sorted { $0.score > $1.score || ($0.score == $1.score && $0.id < $1.id) }
     }
@@ -84,8 +89,10 @@ public struct Retriever: Sendable {
 public enum Indexing {
     /// Returns how many items were embedded. `progress(done, total)` after every batch.
     @discardableResult
-    public static func embedPending(store: SearchStore, embedder: Embedder, batch: Int = 64,
-                                    progress: ((Int, Int) -> Void)? = nil) throws -> Int {
+    public static func embedPending(
+        store: SearchStore, embedder: Embedder, batch: Int = 64,
+        progress: ((Int, Int) -> Void)? = nil
+    ) throws -> Int {
         let total = try store.countNeedingVectors(model: Embedder.modelName)
         guard total > 0 else { return 0 }
         var done = 0

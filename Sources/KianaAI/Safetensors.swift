@@ -39,8 +39,8 @@ public struct Safetensors: Sendable {
         var infos: [String: TensorInfo] = [:]
         for (name, value) in json where name != "__metadata__" {
             guard let o = value as? [String: Any], let dtype = o["dtype"] as? String,
-                  let shape = (o["shape"] as? [Any])?.compactMap({ ($0 as? NSNumber)?.intValue }),
-                  let offs = (o["data_offsets"] as? [Any])?.compactMap({ ($0 as? NSNumber)?.intValue }), offs.count == 2
+                let shape = (o["shape"] as? [Any])?.compactMap({ ($0 as? NSNumber)?.intValue }),
+                let offs = (o["data_offsets"] as? [Any])?.compactMap({ ($0 as? NSNumber)?.intValue }), offs.count == 2
             else { throw corrupt("tensor \(name) has a malformed entry") }
             guard offs[0] >= 0, offs[0] <= offs[1], offs[1] <= size else { throw corrupt("tensor \(name) lies outside the file") }
             guard shape.allSatisfy({ $0 >= 0 && $0 < 1 << 31 }) else { throw corrupt("tensor \(name) has a bad shape") }
@@ -73,7 +73,7 @@ public struct Safetensors: Sendable {
             }
         }
         #if _endian(big)
-        out = out.map { Float(bitPattern: $0.bitPattern.byteSwapped) }
+            out = out.map { Float(bitPattern: $0.bitPattern.byteSwapped) }
         #endif
         return out
     }

@@ -40,14 +40,18 @@ public struct ItemVectorIndex: Sendable {
 
     /// Loads the index for `model`, using and refreshing the HNSW file at `path` when the store
     /// is large enough. `progress(done, total)` reports graph building.
-    public static func open(store: SearchStore, model: String, dimension: Int, path: String?, config: VectorIndexConfig = VectorIndexConfig(),
-                            progress: ((Int, Int) -> Void)? = nil) throws -> ItemVectorIndex {
+    public static func open(
+        store: SearchStore, model: String, dimension: Int, path: String?, config: VectorIndexConfig = VectorIndexConfig(),
+        progress: ((Int, Int) -> Void)? = nil
+    ) throws -> ItemVectorIndex {
         var idx = ItemVectorIndex(model: model, dimension: dimension, config: config)
         let current = try store.vectorVersions(model: model)
         if current.count < config.hnswThreshold {
             for (id, version, v) in try store.allVectors(model: model) where v.count == dimension {
                 idx.labelOf[id] = idx.ids.count
-                idx.ids.append(id); idx.versions.append(version); idx.flat.append(v)
+                idx.ids.append(id)
+                idx.versions.append(version)
+                idx.flat.append(v)
             }
             if let path { try? FileManager.default.removeItem(atPath: path) }
             return idx
@@ -58,8 +62,13 @@ public struct ItemVectorIndex: Sendable {
             // tombstone what the store no longer has (or has re-embedded), insert what is new
             var missing = current
             for (label, id) in idx.ids.enumerated() where !(idx.hnsw!.deleted.contains(label)) {
-                if let v = current[id], v == idx.versions[label] { missing[id] = nil; continue }
-                idx.hnsw!.markDeleted(label); idx.labelOf[id] = nil; changed = true
+                if let v = current[id], v == idx.versions[label] {
+                    missing[id] = nil
+                    continue
+                }
+                idx.hnsw!.markDeleted(label)
+                idx.labelOf[id] = nil
+                changed = true
             }
             if idx.hnsw!.deleted.count * 4 > idx.hnsw!.count {
                 idx = ItemVectorIndex(model: model, dimension: dimension, config: config)
@@ -94,9 +103,16 @@ public struct ItemVectorIndex: Sendable {
         guard v.count == dimension else { return }
         if let old = labelOf[id] { if hnsw != nil { hnsw!.markDeleted(old) } else { flatDeleted.insert(old) } }
         let label: Int
-        if hnsw != nil { label = hnsw!.insert(v) } else { label = flat.count; flat.append(v) }
+        if hnsw != nil {
+            label = hnsw!.insert(v)
+        } else {
+            label = flat.count
+            flat.append(v)
+        }
         precondition(label == ids.count)
-        ids.append(id); versions.append(version); labelOf[id] = label
+        ids.append(id)
+        versions.append(version)
+        labelOf[id] = label
     }
 
     /// Top-k items by cosine similarity; `allowed` restricts to a set of items. `exact` forces a
@@ -127,9 +143,13 @@ public struct ItemVectorIndex: Sendable {
         var w = ByteWriter()
         w.bytes(Self.magic)
         let name = Array(model.utf8)
-        w.i64(Int64(name.count)); w.bytes(name)
+        w.i64(Int64(name.count))
+        w.bytes(name)
         w.i64(Int64(ids.count))
-        for (i, id) in ids.enumerated() { w.bytes(id.bytes); w.i64(versions[i]) }
+        for (i, id) in ids.enumerated() {
+            w.bytes(id.bytes)
+            w.i64(versions[i])
+        }
         var data = w.data
         data.append(hnsw.serialized())
         let dir = (path as NSString).deletingLastPathComponent
@@ -145,11 +165,14 @@ public struct ItemVectorIndex: Sendable {
         var r = ByteReader(d)
         func bad(_ why: String) -> KianaAIError { KianaAIError(.index, "\(path) is damaged (\(why)); run `kiana index rebuild`") }
         guard r.bytes(magic.count) == magic, let nl = r.int(), nl >= 0, nl < 256, let name = r.bytes(nl),
-              String(decoding: name, as: UTF8.self) == model, let n = r.int(), n >= 0, n <= 100_000_000 else { throw bad("header") }
+            String(decoding: name, as: UTF8.self) == model, let n = r.int(), n >= 0, n <= 100_000_000
+        else { throw bad("header") }
         var idx = ItemVectorIndex(model: model, dimension: dimension, config: config)
         for label in 0..<n {
             guard let b = r.bytes(16), let id = try? ItemID(bytes: b), let v = r.fixed(Int64.self) else { throw bad("item IDs") }
-            idx.ids.append(id); idx.versions.append(v); idx.labelOf[id] = label
+            idx.ids.append(id)
+            idx.versions.append(v)
+            idx.labelOf[id] = label
         }
         let g = try HNSW(serialized: d.subdata(in: r.offset..<d.endIndex))
         guard g.count == n, g.vectors.dimension == dimension else { throw bad("graph size") }

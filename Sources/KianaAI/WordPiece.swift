@@ -31,7 +31,10 @@ public struct WordPieceTokenizer: Sendable {
             return i
         }
         vocab = v
-        unk = try special("[UNK]"); cls = try special("[CLS]"); sep = try special("[SEP]"); pad = try special("[PAD]")
+        unk = try special("[UNK]")
+        cls = try special("[CLS]")
+        sep = try special("[SEP]")
+        pad = try special("[PAD]")
     }
 
     /// Token IDs with [CLS] and [SEP], truncated so the whole sequence has at most `maxLength` IDs.
@@ -60,7 +63,10 @@ public struct WordPieceTokenizer: Sendable {
             for s in lowered.decomposedStringWithCanonicalMapping.unicodeScalars {
                 if s.properties.generalCategory == .nonspacingMark { continue }
                 if Self.isPunctuation(s) {
-                    if !piece.isEmpty { words.append(piece); piece = [] }
+                    if !piece.isEmpty {
+                        words.append(piece)
+                        piece = []
+                    }
                     words.append([s])
                 } else {
                     piece.append(s)
@@ -72,8 +78,16 @@ public struct WordPieceTokenizer: Sendable {
         for s in text.unicodeScalars {
             let v = s.value
             if v == 0 || v == 0xFFFD || Self.isControl(s) { continue }
-            if Self.isWhitespace(s) { flushWord(); continue }
-            if Self.isCJK(v) { flushWord(); current = [s]; flushWord(); continue }
+            if Self.isWhitespace(s) {
+                flushWord()
+                continue
+            }
+            if Self.isCJK(v) {
+                flushWord()
+                current = [s]
+                flushWord()
+                continue
+            }
             current.append(s)
         }
         flushWord()
@@ -91,7 +105,10 @@ public struct WordPieceTokenizer: Sendable {
             while start < end {
                 var s = start > 0 ? "##" : ""
                 s.unicodeScalars.append(contentsOf: word[start..<end])
-                if let id = vocab[s] { found = id; break }
+                if let id = vocab[s] {
+                    found = id
+                    break
+                }
                 end -= 1
             }
             guard let id = found else { return [unk] }
@@ -122,7 +139,8 @@ public struct WordPieceTokenizer: Sendable {
         if (33...47).contains(v) || (58...64).contains(v) || (91...96).contains(v) || (123...126).contains(v) { return true }
         switch s.properties.generalCategory {
         case .connectorPunctuation, .dashPunctuation, .openPunctuation, .closePunctuation,
-             .initialPunctuation, .finalPunctuation, .otherPunctuation: return true
+            .initialPunctuation, .finalPunctuation, .otherPunctuation:
+            return true
         default: return false
         }
     }

@@ -9,7 +9,10 @@ enum BenchSupport {
     static func script(_ name: String) -> String? {
         var dir = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent()
         var candidates = [FileManager.default.currentDirectoryPath + "/scripts/" + name]
-        for _ in 0..<5 { candidates.append(dir.appendingPathComponent("scripts/" + name).path); dir.deleteLastPathComponent() }
+        for _ in 0..<5 {
+            candidates.append(dir.appendingPathComponent("scripts/" + name).path)
+            dir.deleteLastPathComponent()
+        }
         return candidates.first { FileManager.default.fileExists(atPath: $0) }
     }
 
@@ -18,8 +21,10 @@ enum BenchSupport {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         p.arguments = ["python3"] + args
-        let out = Pipe(), err = Pipe()
-        p.standardOutput = out; p.standardError = err
+        let out = Pipe()
+        let err = Pipe()
+        p.standardOutput = out
+        p.standardError = err
         try p.run()
         let data = out.fileHandleForReading.readDataToEndOfFile()
         let errData = err.fileHandleForReading.readDataToEndOfFile()
@@ -60,7 +65,11 @@ public struct EmbedBench: Sendable {
     public var threads: Int?
 
     public init(modelDirectory: String, sentences: Int = 512, batch: Int = 32, repeats: Int = 3, threads: Int? = nil) {
-        self.modelDirectory = modelDirectory; self.sentences = sentences; self.batch = batch; self.repeats = repeats; self.threads = threads
+        self.modelDirectory = modelDirectory
+        self.sentences = sentences
+        self.batch = batch
+        self.repeats = repeats
+        self.threads = threads
     }
 
     /// Benchmark texts: the retrieval set's passages (real notes of 40–150 words), repeated.
@@ -85,9 +94,12 @@ public struct EmbedBench: Sendable {
             let t = BenchSupport.time {
                 for start in stride(from: 0, to: ids.count, by: batch) { out += embedder.embed(ids: Array(ids[start..<min(start + batch, ids.count)])) }
             }
-            best = min(best, t); ours = out
+            best = min(best, t)
+            ours = out
         }
-        var lines = ["kiana bench embed: all-MiniLM-L6-v2, \(sentences) sentences (\(tokens) tokens, mean \(tokens / max(sentences, 1))), batches of \(batch), best of \(repeats)"]
+        var lines = [
+            "kiana bench embed: all-MiniLM-L6-v2, \(sentences) sentences (\(tokens) tokens, mean \(tokens / max(sentences, 1))), batches of \(batch), best of \(repeats)"
+        ]
         lines.append(String(format: "  tokenizer (Swift WordPiece)   %8.0f sentences/s", Double(sentences) / tTok))
         let swiftRate = Double(sentences) / best
         lines.append(String(format: "  Swift embedder                %8.1f sentences/s  (%d threads)", swiftRate, embedder.threads))
@@ -98,11 +110,14 @@ public struct EmbedBench: Sendable {
         let tmp = FileManager.default.temporaryDirectory.appendingPathComponent("kiana-bench-embed-\(getpid())")
         try FileManager.default.createDirectory(at: tmp, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: tmp) }
-        let idsPath = tmp.appendingPathComponent("ids.json").path, outPath = tmp.appendingPathComponent("out.f32").path
+        let idsPath = tmp.appendingPathComponent("ids.json").path
+        let outPath = tmp.appendingPathComponent("out.f32").path
         try JSONSerialization.data(withJSONObject: ids.map { $0.map(Int.init) }).write(to: URL(fileURLWithPath: idsPath))
         progress("numpy: same token IDs and batches")
-        let r = try BenchSupport.python([script, "--model", modelDirectory + "/" + MiniLMFiles.folder, "--ids", idsPath,
-                                         "--batch", String(batch), "--repeat", String(repeats), "--out", outPath])
+        let r = try BenchSupport.python([
+            script, "--model", modelDirectory + "/" + MiniLMFiles.folder, "--ids", idsPath,
+            "--batch", String(batch), "--repeat", String(repeats), "--out", outPath,
+        ])
         guard let numpyRate = (r["sentences_per_second"] as? NSNumber)?.doubleValue else {
             lines.append("  numpy reference failed: \(r)")
             return lines.joined(separator: "\n")
@@ -129,7 +144,12 @@ public struct VectorBench: Sendable {
     public var k = 10
 
     public init(count: Int = 100_000, queries: Int = 1000, clusters: Int = 1000, m: Int = 16, efConstruction: Int = 100, efs: [Int] = [16, 32, 64, 128, 256]) {
-        self.count = count; self.queries = queries; self.clusters = clusters; self.m = m; self.efConstruction = efConstruction; self.efs = efs
+        self.count = count
+        self.queries = queries
+        self.clusters = clusters
+        self.m = m
+        self.efConstruction = efConstruction
+        self.efs = efs
     }
 
     /// Points around random unit centres with per-cluster spread, normalised: neighbourhoods
@@ -152,7 +172,8 @@ public struct VectorBench: Sendable {
 
     public func run(progress: (String) -> Void) throws -> String {
         progress("generating \(count) + \(queries) clustered \(dimension)-d vectors (\(clusters) clusters)")
-        let base = clustered(count, seed: 1), qs = clustered(queries, seed: 2)
+        let base = clustered(count, seed: 1)
+        let qs = clustered(queries, seed: 2)
         var flat = VectorMatrix(dimension: dimension)
         flat.reserve(count)
         for v in base { flat.append(v) }
@@ -165,7 +186,12 @@ public struct VectorBench: Sendable {
         lines.append("  " + ("kiana exact SIMD scan").padding(toLength: 28, withPad: " ", startingAt: 0) + String(format: " %8.4f %10.0f", 1.0, exactQPS))
         progress("HNSW: building (M=\(m), efConstruction=\(efConstruction), 1 thread)")
         var g = HNSW(dimension: dimension, m: m, efConstruction: efConstruction)
-        let tBuild = BenchSupport.time { for (i, v) in base.enumerated() { g.insert(v); if i % 20000 == 19999 { progress("  \(i + 1) inserted") } } }
+        let tBuild = BenchSupport.time {
+            for (i, v) in base.enumerated() {
+                g.insert(v)
+                if i % 20000 == 19999 { progress("  \(i + 1) inserted") }
+            }
+        }
         var ours: [(ef: Int, recall: Double, qps: Double)] = []
         for ef in efs {
             var found: [[Int]] = []
@@ -173,7 +199,9 @@ public struct VectorBench: Sendable {
             let t = BenchSupport.time { found = qs.map { g.search($0, k: k, ef: ef, visited: &visited).map(\.label) } }
             let recall = zip(found, truth).map { Double(Set($0).intersection($1).count) / Double(k) }.reduce(0, +) / Double(queries)
             ours.append((ef, recall, Double(queries) / t))
-            lines.append("  " + ("kiana HNSW ef=\(ef)").padding(toLength: 28, withPad: " ", startingAt: 0) + String(format: " %8.4f %10.0f", recall, Double(queries) / t))
+            lines.append(
+                "  " + ("kiana HNSW ef=\(ef)").padding(toLength: 28, withPad: " ", startingAt: 0) + String(format: " %8.4f %10.0f", recall, Double(queries) / t)
+            )
         }
         lines.append(String(format: "  kiana HNSW build: %.1f s (1 thread)", tBuild))
         // faiss on the same vectors
@@ -184,26 +212,37 @@ public struct VectorBench: Sendable {
         let tmp = FileManager.default.temporaryDirectory.appendingPathComponent("kiana-bench-vector-\(getpid())")
         try FileManager.default.createDirectory(at: tmp, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: tmp) }
-        let bp = tmp.appendingPathComponent("base.f32").path, qp = tmp.appendingPathComponent("q.f32").path, tp = tmp.appendingPathComponent("truth.i32").path
+        let bp = tmp.appendingPathComponent("base.f32").path
+        let qp = tmp.appendingPathComponent("q.f32").path
+        let tp = tmp.appendingPathComponent("truth.i32").path
         try BenchSupport.writeFloats(base, to: bp)
         try BenchSupport.writeFloats(qs, to: qp)
         var td = Data()
         for row in truth { for x in row { withUnsafeBytes(of: Int32(x).littleEndian) { td.append(contentsOf: $0) } } }
         try td.write(to: URL(fileURLWithPath: tp))
         progress("faiss: same vectors, same truth")
-        let r = try BenchSupport.python([script, "--base", bp, "--queries", qp, "--dim", String(dimension), "--k", String(k), "--truth", tp,
-                                         "--m", String(m), "--ef-construction", String(efConstruction), "--ef", efs.map(String.init).joined(separator: ",")])
-        if let e = r["error"] { lines.append("  faiss: \(e) (pip install faiss-cpu)"); return lines.joined(separator: "\n") }
+        let r = try BenchSupport.python([
+            script, "--base", bp, "--queries", qp, "--dim", String(dimension), "--k", String(k), "--truth", tp,
+            "--m", String(m), "--ef-construction", String(efConstruction), "--ef", efs.map(String.init).joined(separator: ","),
+        ])
+        if let e = r["error"] {
+            lines.append("  faiss: \(e) (pip install faiss-cpu)")
+            return lines.joined(separator: "\n")
+        }
         let version = r["faiss"] as? String ?? "?"
         if let flatR = r["flat"] as? [String: Any], let q = (flatR["qps"] as? NSNumber)?.doubleValue {
-            lines.append(String(format: "  %-28@ %8.4f %10.0f   kiana/faiss qps %.2f", "faiss \(version) IndexFlatIP" as NSString,
-                                (flatR["recall"] as? NSNumber)?.doubleValue ?? 0, q, exactQPS / q))
+            lines.append(
+                String(
+                    format: "  %-28@ %8.4f %10.0f   kiana/faiss qps %.2f", "faiss \(version) IndexFlatIP" as NSString,
+                    (flatR["recall"] as? NSNumber)?.doubleValue ?? 0, q, exactQPS / q))
         }
         for h in (r["hnsw"] as? [[String: Any]]) ?? [] {
             guard let ef = (h["ef"] as? NSNumber)?.intValue, let q = (h["qps"] as? NSNumber)?.doubleValue else { continue }
             let mine = ours.first { $0.ef == ef }
-            lines.append(String(format: "  %-28@ %8.4f %10.0f   kiana/faiss qps %.2f", "faiss HNSWFlat ef=\(ef)" as NSString,
-                                (h["recall"] as? NSNumber)?.doubleValue ?? 0, q, (mine?.qps ?? 0) / q))
+            lines.append(
+                String(
+                    format: "  %-28@ %8.4f %10.0f   kiana/faiss qps %.2f", "faiss HNSWFlat ef=\(ef)" as NSString,
+                    (h["recall"] as? NSNumber)?.doubleValue ?? 0, q, (mine?.qps ?? 0) / q))
         }
         if let b = (r["build_seconds"] as? NSNumber)?.doubleValue {
             lines.append(String(format: "  faiss HNSW build: %.1f s (%@ threads)", b, "\(r["build_threads"] ?? "?")"))
@@ -215,7 +254,8 @@ public struct VectorBench: Sendable {
 extension SplitMix64 {
     mutating func uniform() -> Float { Float(next() >> 40) / Float(1 << 24) }
     mutating func gaussian() -> Float {
-        let u1 = max(uniform(), 1e-7), u2 = uniform()
+        let u1 = max(uniform(), 1e-7)
+        let u2 = uniform()
         return (-2 * log(u1)).squareRoot() * cos(2 * .pi * u2)
     }
 }

@@ -37,7 +37,10 @@ public struct HTTPBench: Sendable {
     public struct Target: Sendable {
         public var name: String
         public var urls: [String]
-        public init(name: String, urls: [String]) { self.name = name; self.urls = urls }
+        public init(name: String, urls: [String]) {
+            self.name = name
+            self.urls = urls
+        }
     }
 
     public var hasWrk: Bool { FileManager.default.isExecutableFile(atPath: wrk) }
@@ -63,7 +66,8 @@ public struct HTTPBench: Sendable {
         // The Lua script cycles through the paths (one per request) and keeps the latency
         // distribution wrk prints with --latency.
         let paths = target.urls.map { String($0.dropFirst(base.count)) }
-        let lua = "local paths = {" + paths.map { "\"" + Self.luaEscape($0) + "\"" }.joined(separator: ",") + "}\n"
+        let lua =
+            "local paths = {" + paths.map { "\"" + Self.luaEscape($0) + "\"" }.joined(separator: ",") + "}\n"
             + "local i = 0\n"
             + headers.map { "wrk.headers[\"\(Self.luaEscape($0.key))\"] = \"\(Self.luaEscape($0.value))\"\n" }.joined()
             + "request = function()\n  i = i % #paths + 1\n  return wrk.format(\"GET\", paths[i])\nend\n"
@@ -88,10 +92,12 @@ public struct HTTPBench: Sendable {
             return nil
         }
         guard let rps = number(after: "Requests/sec:").flatMap(Double.init), let p50 = millis(number(after: "\n     50%")),
-              let p99 = millis(number(after: "\n     99%")) else {
+            let p99 = millis(number(after: "\n     99%"))
+        else {
             throw KianaAIError(.invalidInput, "cannot read wrk's report:\n\(out)")
         }
-        let requests = out.range(of: #"(\d+) requests in"#, options: .regularExpression)
+        let requests =
+            out.range(of: #"(\d+) requests in"#, options: .regularExpression)
             .flatMap { Int(out[$0].split(separator: " ")[0]) } ?? 0
         var errors = Int(number(after: "Non-2xx or 3xx responses:") ?? "0") ?? 0
         if let r = out.range(of: #"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)"#, options: .regularExpression) {
@@ -188,7 +194,8 @@ public struct HTTPBench: Sendable {
             out += pad(r.name, 34) + pad(f(r.perSecond, 0), 10) + pad(f(r.p50, 2), 9) + pad(f(r.p99, 2), 9) + pad("\(r.requests)", 10) + "\(r.errors)\n"
         }
         if let reference, let health = rows.first {
-            out += "ratio \(health.name) / \(reference.name): \(f(health.perSecond / reference.perSecond, 2))x requests per second, "
+            out +=
+                "ratio \(health.name) / \(reference.name): \(f(health.perSecond / reference.perSecond, 2))x requests per second, "
                 + "p99 \(f(health.p99 / max(reference.p99, 0.001), 2))x\n"
         }
         return out
@@ -201,8 +208,9 @@ extension RetrievalSet {
     public func seed(_ store: LedgerStore, identity: DeviceIdentity, count: Int) throws {
         let ops = passages.prefix(count).map { KnowledgeOp.put(ItemID.random(), KnowledgeFields(title: $0.title, text: $0.text, tags: $0.tags)) }
         for start in stride(from: 0, to: ops.count, by: 200) {
-            _ = try store.write(Array(ops[start..<min(start + 200, ops.count)]), identity: identity,
-                                now: currentMillis())
+            _ = try store.write(
+                Array(ops[start..<min(start + 200, ops.count)]), identity: identity,
+                now: currentMillis())
         }
     }
 }

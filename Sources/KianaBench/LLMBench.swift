@@ -14,8 +14,12 @@ public struct LLMBench: Sendable {
     public var llamaBench: String?
 
     public init(modelPath: String, threads: [Int] = [1, 2], promptTokens: Int = 128, generateTokens: Int = 64, repeats: Int = 3, llamaBench: String? = nil) {
-        self.modelPath = modelPath; self.threads = threads; self.promptTokens = promptTokens
-        self.generateTokens = generateTokens; self.repeats = repeats; self.llamaBench = llamaBench
+        self.modelPath = modelPath
+        self.threads = threads
+        self.promptTokens = promptTokens
+        self.generateTokens = generateTokens
+        self.repeats = repeats
+        self.llamaBench = llamaBench
     }
 
     public static func defaultLlamaBench() -> String? {
@@ -35,7 +39,10 @@ public struct LLMBench: Sendable {
         return (field("VmRSS:"), field("VmHWM:"))
     }
 
-    struct Rate { var pp: Double; var tg: Double }
+    struct Rate {
+        var pp: Double
+        var tg: Double
+    }
 
     /// Ours: pp = one batched evaluation of `promptTokens` tokens from an empty cache;
     /// tg = `generateTokens` single-token evaluations (argmax fed back), as llama-bench counts them;
@@ -44,7 +51,9 @@ public struct LLMBench: Sendable {
         let vocab = Int32(model.config.vocab)
         var gen = SplitMix64(seed: 1)
         let prompt = (0..<promptTokens).map { _ in Int32(gen.next() % UInt64(vocab)) }
-        var sumPP = 0.0, sumTG = 0.0, rss = 0
+        var sumPP = 0.0
+        var sumTG = 0.0
+        var rss = 0
         for _ in 0..<repeats {
             let s = LlamaSession(model: model, contextSize: promptTokens + generateTokens + 16, threads: threads, batchSize: 512)
             let t0 = DispatchTime.now().uptimeNanoseconds
@@ -108,14 +117,17 @@ public struct LLMBench: Sendable {
             }
             func col(_ v: Double?) -> String { v.map { String(format: "%12.1f", $0) } ?? "           -" }
             func ratio(_ a: Double, _ b: Double?) -> String { b.map { $0 > 0 ? String(format: "%5.2fx", a / $0) : "    -" } ?? "    -" }
-            lines.append(String(format: "%7d  %13.1f", t, r.pp) + "  " + col(ref?.pp) + "  " + ratio(r.pp, ref?.pp)
-                         + String(format: "   %13.1f", r.tg) + "  " + col(ref?.tg) + "  " + ratio(r.tg, ref?.tg))
+            lines.append(
+                String(format: "%7d  %13.1f", t, r.pp) + "  " + col(ref?.pp) + "  " + ratio(r.pp, ref?.pp)
+                    + String(format: "   %13.1f", r.tg) + "  " + col(ref?.tg) + "  " + ratio(r.tg, ref?.tg))
         }
         if bin == nil { lines.append("llama.cpp comparison skipped: llama-bench is not built (run scripts/llama-cpp.sh, or `make bench`)") }
         let kv = model.kvBytesPerToken * (promptTokens + generateTokens + 16)
         let limit = 2 * fileBytes + kv
-        lines.append(String(format: "memory: resident %.1f MB while generating; limit 2 × file + KV cache = %.1f MB (%@)",
-                            Double(peak) / 1e6, Double(limit) / 1e6, peak < limit ? "within" : "OVER"))
+        lines.append(
+            String(
+                format: "memory: resident %.1f MB while generating; limit 2 × file + KV cache = %.1f MB (%@)",
+                Double(peak) / 1e6, Double(limit) / 1e6, peak < limit ? "within" : "OVER"))
         return lines.joined(separator: "\n")
     }
 }

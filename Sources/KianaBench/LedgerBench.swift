@@ -62,8 +62,10 @@ public struct LedgerBench: Sendable {
                 sink ^= SHA256.hash(data: nodeBuf).withUnsafeBytes { $0[0] }
             }
         }
-        rows.append(Row(name: "Merkle root, \(leaves) leaves", seconds: tMerkle,
-                        reference: "SHA-256 of the same \(2 * leaves - 1) inputs", referenceSeconds: tSHA))
+        rows.append(
+            Row(
+                name: "Merkle root, \(leaves) leaves", seconds: tMerkle,
+                reference: "SHA-256 of the same \(2 * leaves - 1) inputs", referenceSeconds: tSHA))
         _ = (root, sink)
 
         // 2. Entry and block creation vs raw Ed25519 signing.
@@ -76,16 +78,20 @@ public struct LedgerBench: Sendable {
         let tEntries = time {
             signed.removeAll(keepingCapacity: true)
             for (i, op) in ops.enumerated() {
-                signed.append(Entry(signedBy: identity, network: network, sequence: UInt64(i + 1),
-                                    hlc: HLC(wall: 1_700_000_000_000 + UInt64(i)), kind: op.kind, payload: op.payload))
+                signed.append(
+                    Entry(
+                        signedBy: identity, network: network, sequence: UInt64(i + 1),
+                        hlc: HLC(wall: 1_700_000_000_000 + UInt64(i)), kind: op.kind, payload: op.payload))
             }
         }
         let msg = [UInt8](repeating: 7, count: 46)
         let tSign = time {
             for _ in 0..<entries { sink ^= identity.sign(msg)[0] }
         }
-        rows.append(Row(name: "create + sign \(entries) entries", seconds: tEntries,
-                        reference: "Ed25519 sign ×\(entries)", referenceSeconds: tSign))
+        rows.append(
+            Row(
+                name: "create + sign \(entries) entries", seconds: tEntries,
+                reference: "Ed25519 sign ×\(entries)", referenceSeconds: tSign))
 
         progress("sealing blocks")
         let genesis = Block.genesis(identity: identity, time: 1_700_000_000_000)
@@ -96,8 +102,9 @@ public struct LedgerBench: Sendable {
             var parent = genesis
             for b in 0..<blockCount {
                 let slice = Array(signed[(b * entriesPerBlock)..<min(entries, (b + 1) * entriesPerBlock)])
-                let blk = Block.seal(entries: slice, parent: parent.header, parentHash: parent.hash,
-                                     time: 1_700_000_000_000 + UInt64(b), identity: identity)
+                let blk = Block.seal(
+                    entries: slice, parent: parent.header, parentHash: parent.hash,
+                    time: 1_700_000_000_000 + UInt64(b), identity: identity)
                 chain.append(blk)
                 parent = blk
             }
@@ -112,8 +119,10 @@ public struct LedgerBench: Sendable {
                 }
             }
         }
-        rows.append(Row(name: "seal \(blockCount) blocks of \(entriesPerBlock)", seconds: tBlocks,
-                        reference: "Ed25519 sign + SHA-256 ×\(2 * entriesPerBlock - 1), ×\(blockCount)", referenceSeconds: tBlockSign))
+        rows.append(
+            Row(
+                name: "seal \(blockCount) blocks of \(entriesPerBlock)", seconds: tBlocks,
+                reference: "Ed25519 sign + SHA-256 ×\(2 * entriesPerBlock - 1), ×\(blockCount)", referenceSeconds: tBlockSign))
 
         // 3. Full-chain validation vs Ed25519 verification of the same signatures on all cores.
         progress("encoding chain")
@@ -125,8 +134,10 @@ public struct LedgerBench: Sendable {
         chain = [genesis]
         for b in 0..<blockCount {
             let slice = Array(netEntries[(b * entriesPerBlock)..<min(entries, (b + 1) * entriesPerBlock)])
-            chain.append(Block.seal(entries: slice, parent: chain.last!.header, parentHash: chain.last!.hash,
-                                    time: 1_700_000_000_000 + UInt64(b), identity: identity))
+            chain.append(
+                Block.seal(
+                    entries: slice, parent: chain.last!.header, parentHash: chain.last!.hash,
+                    time: 1_700_000_000_000 + UInt64(b), identity: identity))
         }
         let encoded = chain.map(\.encoded)
         let now = currentMillis()
@@ -141,8 +152,10 @@ public struct LedgerBench: Sendable {
                 for i in range { _ = SHA256.hash(data: encoded[i]) }
             }
         }
-        rows.append(Row(name: "decode + hash chain (\(encoded.reduce(0) { $0 + $1.count } / 1_000_000) MB, \(cores) cores)", seconds: tDecode,
-                        reference: "SHA-256 of the same bytes, \(cores) cores", referenceSeconds: tHashBytes))
+        rows.append(
+            Row(
+                name: "decode + hash chain (\(encoded.reduce(0) { $0 + $1.count } / 1_000_000) MB, \(cores) cores)", seconds: tDecode,
+                reference: "SHA-256 of the same bytes, \(cores) cores", referenceSeconds: tHashBytes))
 
         // The same signatures and messages, verified raw on all cores.
         var triples: [(key: Curve25519.Signing.PublicKey, msg: [UInt8], sig: [UInt8])] = []
@@ -163,10 +176,14 @@ public struct LedgerBench: Sendable {
         let tVerifyOne = time {
             for t in allTriples where !t.key.isValidSignature(t.sig, for: t.msg) { fatalError("reference signature failed") }
         }
-        rows.append(Row(name: "validate chain, \(entries) entries (\(cores) cores)", seconds: tValidate,
-                        reference: "Ed25519 verify ×\(triples.count), \(cores) cores", referenceSeconds: tVerifyAll))
-        rows.append(Row(name: "Ed25519 verify ×\(triples.count), 1 core", seconds: tVerifyOne,
-                        reference: "same, \(cores) cores (parallel speed-up⁻¹)", referenceSeconds: tVerifyAll))
+        rows.append(
+            Row(
+                name: "validate chain, \(entries) entries (\(cores) cores)", seconds: tValidate,
+                reference: "Ed25519 verify ×\(triples.count), \(cores) cores", referenceSeconds: tVerifyAll))
+        rows.append(
+            Row(
+                name: "Ed25519 verify ×\(triples.count), 1 core", seconds: tVerifyOne,
+                reference: "same, \(cores) cores (parallel speed-up⁻¹)", referenceSeconds: tVerifyAll))
 
         if withStore {
             progress("storing chain in a temporary SQLite database")
@@ -177,8 +194,10 @@ public struct LedgerBench: Sendable {
             _ = try store.importBlocks(chain, now: now)
             progress("kiana ledger verify on SQLite")
             let tStore = try time { _ = try store.verify(now: now) }
-            rows.append(Row(name: "ledger verify from SQLite, \(entries) entries", seconds: tStore,
-                            reference: "Ed25519 verify ×\(triples.count), \(cores) cores", referenceSeconds: tVerifyAll))
+            rows.append(
+                Row(
+                    name: "ledger verify from SQLite, \(entries) entries", seconds: tStore,
+                    reference: "Ed25519 verify ×\(triples.count), \(cores) cores", referenceSeconds: tVerifyAll))
         }
         return rows
     }

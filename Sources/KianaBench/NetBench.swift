@@ -45,7 +45,11 @@ public struct NetBench: Sendable {
     /// Bytes of "bench" notifications received by the listening end; wakes the sender once a
     /// target is reached.
     final class Counter: Sendable {
-        struct State { var bytes = 0; var target = Int.max; var waiter: CheckedContinuation<Void, Never>? }
+        struct State {
+            var bytes = 0
+            var target = Int.max
+            var waiter: CheckedContinuation<Void, Never>?
+        }
         let state = Mutex(State())
         var bytes: Int { state.withLock { $0.bytes } }
         func add(_ n: Int) {
@@ -68,26 +72,34 @@ public struct NetBench: Sendable {
                 if now { c.resume() }
             }
         }
-        func reset() { state.withLock { $0.bytes = 0; $0.target = .max } }
+        func reset() {
+            state.withLock {
+                $0.bytes = 0
+                $0.target = .max
+            }
+        }
     }
 
     /// Runs both measurements with two link ends on 127.0.0.1 (a listener that admits only the
     /// bench client, and a dialler); `progress` gets one line per phase.
     public func run(progress: @escaping @Sendable (String) -> Void) async throws -> [Row] {
-        let server = DeviceIdentity.generate(), client = DeviceIdentity.generate()
+        let server = DeviceIdentity.generate()
+        let client = DeviceIdentity.generate()
         let network = Array(SHA.hash(Array("kiana bench network".utf8)))
         var logger = Logger(label: "kiana.bench")
         logger.logLevel = .warning
         let counter = Counter()
         var config = LinkConfig()
         config.maxConnections = 4
-        let serverContext = LinkContext(identity: server, network: network, config: config, logger: logger,
-                                        admit: { $0.identityKey == client.publicKey ? nil : "not the bench client" },
-                                        onNotify: { _, m in
-                                            if m.type == "bench", case .bytes(let b) = m.body { counter.add(b.count) }
-                                        })
-        let clientContext = LinkContext(identity: client, network: network, config: config, logger: logger,
-                                        admit: { $0.identityKey == server.publicKey ? nil : "not the bench server" })
+        let serverContext = LinkContext(
+            identity: server, network: network, config: config, logger: logger,
+            admit: { $0.identityKey == client.publicKey ? nil : "not the bench client" },
+            onNotify: { _, m in
+                if m.type == "bench", case .bytes(let b) = m.body { counter.add(b.count) }
+            })
+        let clientContext = LinkContext(
+            identity: client, network: network, config: config, logger: logger,
+            admit: { $0.identityKey == server.publicKey ? nil : "not the bench server" })
         let group = MultiThreadedEventLoopGroup.singleton
         let listener = try await ServerBootstrap(group: group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -102,7 +114,9 @@ public struct NetBench: Sendable {
             return try await Link.run(channel, dial: LinkPreamble(mode: .member, network: network), context: clientContext, body: body)
         }
 
-        let handshakes = self.handshakes, repeats = self.repeats, messageSize = self.messageSize
+        let handshakes = self.handshakes
+        let repeats = self.repeats
+        let messageSize = self.messageSize
         let total = megabytes << 20
         return try await withThrowingTaskGroup(of: [Row]?.self) { tasks in
             tasks.addTask {
@@ -138,8 +152,10 @@ public struct NetBench: Sendable {
                     for _ in 0..<handshakes { try Self.memoryHandshake(server: server, client: client) }
                     bestMemory = max(bestMemory, Double(handshakes) / (Self.now() - t0))
                 }
-                rows.append(Row(name: "link handshakes, sequential", value: bestLinks, unit: "/s",
-                                reference: "Noise XX + Ed25519 identity sign/verify in memory, 1 core", referenceValue: bestMemory))
+                rows.append(
+                    Row(
+                        name: "link handshakes, sequential", value: bestLinks, unit: "/s",
+                        reference: "Noise XX + Ed25519 identity sign/verify in memory, 1 core", referenceValue: bestMemory))
 
                 // Throughput through one link.
                 progress("streaming \(total >> 20) MiB in \(messageSize)-byte link messages")
@@ -159,13 +175,18 @@ public struct NetBench: Sendable {
                 }
                 progress("sealing \(total >> 20) MiB with raw ChaCha20-Poly1305")
                 let sealRate = try Self.rawSeal(bytes: count * messageSize, repeats: repeats)
-                rows.append(Row(name: "encrypted link throughput (\(messageSize / 1024) KiB messages)", value: bestLink, unit: "MB/s",
-                                reference: "ChaCha20-Poly1305 seal, 65,519-byte pieces, 1 core", referenceValue: sealRate))
+                rows.append(
+                    Row(
+                        name: "encrypted link throughput (\(messageSize / 1024) KiB messages)", value: bestLink, unit: "MB/s",
+                        reference: "ChaCha20-Poly1305 seal, 65,519-byte pieces, 1 core", referenceValue: sealRate))
                 return rows
             }
             var rows: [Row] = []
             while let r = try await tasks.next() {
-                if let r { rows = r; break }
+                if let r {
+                    rows = r
+                    break
+                }
             }
             tasks.cancelAll()
             try? await listener.channel.close()
@@ -194,7 +215,9 @@ public struct NetBench: Sendable {
         let piece = [UInt8](repeating: 0xA5, count: 65535 - 16)
         var best = 0.0
         for _ in 0..<repeats {
-            var sealed = 0, n: UInt64 = 0, sink = 0
+            var sealed = 0
+            var n: UInt64 = 0
+            var sink = 0
             let t0 = now()
             while sealed < bytes {
                 var nonce = [UInt8](repeating: 0, count: 12)

@@ -6,14 +6,26 @@ import KianaStore
 /// The committed retrieval evaluation set (Resources/retrieval-set.json): passages, queries and
 /// graded relevance judgements (2 = answers it, 1 = partly relevant).
 public struct RetrievalSet: Decodable, Sendable {
-    public struct Passage: Decodable, Sendable { public var id: String; public var title: String; public var text: String; public var tags: [String]? }
-    public struct Query: Decodable, Sendable { public var id: String; public var query: String; public var kind: String; public var relevant: [String: Int] }
+    public struct Passage: Decodable, Sendable {
+        public var id: String
+        public var title: String
+        public var text: String
+        public var tags: [String]?
+    }
+    public struct Query: Decodable, Sendable {
+        public var id: String
+        public var query: String
+        public var kind: String
+        public var relevant: [String: Int]
+    }
     public var passages: [Passage]
     public var queries: [Query]
 
     public static func load(path: String? = nil) throws -> RetrievalSet {
         let url: URL
-        if let path { url = URL(fileURLWithPath: path) } else {
+        if let path {
+            url = URL(fileURLWithPath: path)
+        } else {
             guard let u = Bundle.module.url(forResource: "retrieval-set", withExtension: "json") else {
                 throw KianaAIError(.invalidInput, "the retrieval set is not bundled with this binary")
             }
@@ -48,9 +60,18 @@ public struct RetrievalBench: Sendable {
     public var setPath: String?
     public var k = 10
 
-    public init(modelDirectory: String, setPath: String? = nil) { self.modelDirectory = modelDirectory; self.setPath = setPath }
+    public init(modelDirectory: String, setPath: String? = nil) {
+        self.modelDirectory = modelDirectory
+        self.setPath = setPath
+    }
 
-    public struct Score: Sendable { public var mode: SearchMode; public var kind: String; public var queries: Int; public var ndcg: Double; public var recall: Double }
+    public struct Score: Sendable {
+        public var mode: SearchMode
+        public var kind: String
+        public var queries: Int
+        public var ndcg: Double
+        public var recall: Double
+    }
 
     public func run(progress: (String) -> Void) throws -> [Score] {
         let set = try RetrievalSet.load(path: setPath)
@@ -60,11 +81,13 @@ public struct RetrievalBench: Sendable {
         let identity = DeviceIdentity.generate()
         let now: UInt64 = 1_800_000_000_000
         try ledger.initialize(genesis: Block.genesis(identity: identity, time: now, name: "bench"), now: now)
-        var itemOf: [String: ItemID] = [:], passageOf: [ItemID: String] = [:]
+        var itemOf: [String: ItemID] = [:]
+        var passageOf: [ItemID: String] = [:]
         var ops: [KnowledgeOp] = []
         for p in set.passages {
             let id = ItemID.random()
-            itemOf[p.id] = id; passageOf[id] = p.id
+            itemOf[p.id] = id
+            passageOf[id] = p.id
             ops.append(.put(id, KnowledgeFields(title: p.title, text: p.text, tags: p.tags, source: "retrieval-set#\(p.id)")))
         }
         for start in stride(from: 0, to: ops.count, by: 200) {
@@ -87,8 +110,10 @@ public struct RetrievalBench: Sendable {
             for kind in kinds {
                 let sel = perQuery.filter { kind == "all" || $0.kind == kind }
                 guard !sel.isEmpty else { continue }
-                scores.append(Score(mode: mode, kind: kind, queries: sel.count,
-                                    ndcg: sel.map(\.ndcg).reduce(0, +) / Double(sel.count), recall: sel.map(\.recall).reduce(0, +) / Double(sel.count)))
+                scores.append(
+                    Score(
+                        mode: mode, kind: kind, queries: sel.count,
+                        ndcg: sel.map(\.ndcg).reduce(0, +) / Double(sel.count), recall: sel.map(\.recall).reduce(0, +) / Double(sel.count)))
             }
         }
         return scores

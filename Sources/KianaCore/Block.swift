@@ -16,7 +16,10 @@ public struct BlockHeader: Hashable, Sendable {
     public var authorities: [[UInt8]]?
     public var name: String?
 
-    public init(height: UInt64, parent: [UInt8], time: UInt64, signer: [UInt8], entryRoot: [UInt8], entryCount: UInt64, authorities: [[UInt8]]? = nil, name: String? = nil) {
+    public init(
+        height: UInt64, parent: [UInt8], time: UInt64, signer: [UInt8], entryRoot: [UInt8], entryCount: UInt64, authorities: [[UInt8]]? = nil,
+        name: String? = nil
+    ) {
         self.height = height
         self.parent = parent
         self.time = time
@@ -87,15 +90,17 @@ public struct Block: Sendable, Hashable {
     /// `others` are further initial authorities (for tests and provisioning); normally devices
     /// join by vote.
     public static func genesis(identity: DeviceIdentity, time: UInt64, name: String? = nil, others: [[UInt8]] = []) -> Block {
-        let h = BlockHeader(height: 0, parent: BlockHeader.zeroHash, time: time, signer: identity.publicKey,
-                            entryRoot: Merkle.emptyRoot, entryCount: 0, authorities: [identity.publicKey] + others, name: name)
+        let h = BlockHeader(
+            height: 0, parent: BlockHeader.zeroHash, time: time, signer: identity.publicKey,
+            entryRoot: Merkle.emptyRoot, entryCount: 0, authorities: [identity.publicKey] + others, name: name)
         return sign(h, entries: [], identity: identity)
     }
 
     /// Seals `entries` into a block on top of `parent`.
     public static func seal(entries: [Entry], parent: BlockHeader, parentHash: [UInt8], time: UInt64, identity: DeviceIdentity) -> Block {
-        let h = BlockHeader(height: parent.height + 1, parent: parentHash, time: max(time, parent.time),
-                            signer: identity.publicKey, entryRoot: Block.entryRoot(entries), entryCount: UInt64(entries.count))
+        let h = BlockHeader(
+            height: parent.height + 1, parent: parentHash, time: max(time, parent.time),
+            signer: identity.publicKey, entryRoot: Block.entryRoot(entries), entryCount: UInt64(entries.count))
         return sign(h, entries: entries, identity: identity)
     }
 

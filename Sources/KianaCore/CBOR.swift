@@ -91,9 +91,12 @@ public indirect enum CBOR: Hashable, Sendable {
         if v < 24 {
             out.append(m | UInt8(v))
         } else if v <= 0xFF {
-            out.append(m | 24); out.append(UInt8(v))
+            out.append(m | 24)
+            out.append(UInt8(v))
         } else if v <= 0xFFFF {
-            out.append(m | 25); out.append(UInt8(v >> 8)); out.append(UInt8(v & 0xFF))
+            out.append(m | 25)
+            out.append(UInt8(v >> 8))
+            out.append(UInt8(v & 0xFF))
         } else if v <= 0xFFFF_FFFF {
             out.append(m | 26)
             for s in stride(from: 24, through: 0, by: -8) { out.append(UInt8((v >> UInt64(s)) & 0xFF)) }
@@ -154,7 +157,10 @@ public indirect enum CBOR: Hashable, Sendable {
                 let n = 1 << (ai - 24)
                 guard buf.count - pos >= n else { throw fail("unexpected end of input") }
                 var v: UInt64 = 0
-                for _ in 0..<n { v = v << 8 | UInt64(buf[pos]); pos += 1 }
+                for _ in 0..<n {
+                    v = v << 8 | UInt64(buf[pos])
+                    pos += 1
+                }
                 let minimum: UInt64 = n == 2 ? 0x100 : n == 4 ? 0x1_0000 : 0x1_0000_0000
                 guard v >= minimum else { throw fail("non-shortest integer encoding") }
                 return (major, v)
@@ -224,7 +230,7 @@ public indirect enum CBOR: Hashable, Sendable {
             case 6:
                 pos = start
                 throw fail("tags are not accepted")
-            default: // 7
+            default:  // 7
                 switch v {
                 case 20: return .bool(false)
                 case 21: return .bool(true)

@@ -18,7 +18,9 @@ public struct DeviceID: Hashable, Sendable, Comparable, CustomStringConvertible 
         var i = 0
         while chars.count < DeviceID.dataLength {
             if bits < 5 {
-                acc = acc << 8 | UInt32(digest[i]); i += 1; bits += 8
+                acc = acc << 8 | UInt32(digest[i])
+                i += 1
+                bits += 8
             }
             bits -= 5
             chars.append(DeviceID.alphabet[Int((acc >> UInt32(bits)) & 31)])

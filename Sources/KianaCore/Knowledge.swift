@@ -297,7 +297,8 @@ public struct KnowledgeState: Hashable, Sendable {
     /// with the block, so an invalid one here is skipped rather than trusted.
     public mutating func apply(_ entry: Entry) {
         guard EntryKind.known.contains(entry.kind),
-              let op = try? KnowledgeOp(kind: entry.kind, payload: entry.payload) else { return }
+            let op = try? KnowledgeOp(kind: entry.kind, payload: entry.payload)
+        else { return }
         items[op.itemID, default: ItemState(id: op.itemID)].apply(op, stamp: Stamp(entry))
     }
 

@@ -221,13 +221,15 @@ public enum ChainValidator {
                 }
             }
         }
-        var c = Checks(blockOK: .init(repeating: true, count: blocks.count), rootOK: .init(repeating: true, count: blocks.count),
-                       badEntry: .init(repeating: nil, count: blocks.count))
+        var c = Checks(
+            blockOK: .init(repeating: true, count: blocks.count), rootOK: .init(repeating: true, count: blocks.count),
+            badEntry: .init(repeating: nil, count: blocks.count))
         for (j, (b, e)) in jobs.enumerated() where results[j] != 0 {
             if e < 0 {
                 if blocks[b].verifySignature() { c.rootOK[b] = false } else { c.blockOK[b] = false }
             } else if c.badEntry[b] == nil {
-                c.badEntry[b] = results[j] == 1
+                c.badEntry[b] =
+                    results[j] == 1
                     ? (e, .entrySignature, "entry \(e) signature does not verify")
                     : (e, .payload, "entry \(e): \(LedgerState.payloadProblem(blocks[b].entries[e]) ?? "")")
             }

@@ -140,7 +140,10 @@ public enum Merkle {
             if fn & 1 == 1 || fn == sn {
                 r = nodeHash(p, r)
                 if fn & 1 == 0 {
-                    while fn & 1 == 0 && fn != 0 { fn >>= 1; sn >>= 1 }
+                    while fn & 1 == 0 && fn != 0 {
+                        fn >>= 1
+                        sn >>= 1
+                    }
                 }
             } else {
                 r = nodeHash(r, p)
@@ -166,7 +169,10 @@ public enum Merkle {
         if size1 & (size1 - 1) == 0 { path.insert(root1, at: 0) }
         var fn = size1 - 1
         var sn = size2 - 1
-        while fn & 1 == 1 { fn >>= 1; sn >>= 1 }
+        while fn & 1 == 1 {
+            fn >>= 1
+            sn >>= 1
+        }
         var fr = path[0]
         var sr = path[0]
         for c in path.dropFirst() {
@@ -175,7 +181,10 @@ public enum Merkle {
                 fr = nodeHash(c, fr)
                 sr = nodeHash(c, sr)
                 if fn & 1 == 0 {
-                    while fn & 1 == 0 && fn != 0 { fn >>= 1; sn >>= 1 }
+                    while fn & 1 == 0 && fn != 0 {
+                        fn >>= 1
+                        sn >>= 1
+                    }
                 }
             } else {
                 sr = nodeHash(sr, c)

@@ -9,7 +9,10 @@ public struct DNSMessage: Sendable, Equatable {
     public var authorities: [DNSRecord] = []
     public var additionals: [DNSRecord] = []
 
-    public init(id: UInt16 = 0, flags: UInt16 = 0, questions: [DNSQuestion] = [], answers: [DNSRecord] = [], authorities: [DNSRecord] = [], additionals: [DNSRecord] = []) {
+    public init(
+        id: UInt16 = 0, flags: UInt16 = 0, questions: [DNSQuestion] = [], answers: [DNSRecord] = [], authorities: [DNSRecord] = [],
+        additionals: [DNSRecord] = []
+    ) {
         self.id = id
         self.flags = flags
         self.questions = questions
@@ -131,7 +134,10 @@ extension DNSMessage {
         var r = DNSReader(bytes: bytes)
         id = try r.u16()
         flags = try r.u16()
-        let qd = Int(try r.u16()), an = Int(try r.u16()), ns = Int(try r.u16()), ar = Int(try r.u16())
+        let qd = Int(try r.u16())
+        let an = Int(try r.u16())
+        let ns = Int(try r.u16())
+        let ar = Int(try r.u16())
         // Each question takes at least 5 bytes and each record 11: reject impossible counts early.
         guard qd * 5 + (an + ns + ar) * 11 <= bytes.count - 12 else { throw Self.fail("section counts exceed the message") }
         for _ in 0..<qd {
@@ -233,7 +239,9 @@ struct DNSReader {
             data = .ptr(try readName())
         case DNSType.srv:
             guard rdlength >= 7 else { throw DNSMessage.fail("short SRV record") }
-            let p = try u16(), w = try u16(), port = try u16()
+            let p = try u16()
+            let w = try u16()
+            let port = try u16()
             data = .srv(priority: p, weight: w, port: port, target: try readName())
         case DNSType.txt:
             var strings: [[UInt8]] = []
@@ -301,7 +309,10 @@ struct DNSWriter {
     var offsets: [[String]: Int] = [:]
 
     mutating func u16(_ v: UInt16) { bytes += [UInt8(v >> 8), UInt8(v & 0xFF)] }
-    mutating func u32(_ v: UInt32) { u16(UInt16(v >> 16)); u16(UInt16(v & 0xFFFF)) }
+    mutating func u32(_ v: UInt32) {
+        u16(UInt16(v >> 16))
+        u16(UInt16(v & 0xFFFF))
+    }
 
     mutating func name(_ n: DNSName) throws(KianaNetError) {
         var total = 1
@@ -335,7 +346,9 @@ struct DNSWriter {
         case .ptr(let n):
             try name(n)
         case .srv(let p, let w, let port, let target):
-            u16(p); u16(w); u16(port)
+            u16(p)
+            u16(w)
+            u16(port)
             try name(target)
         case .txt(let strings):
             if strings.isEmpty { bytes.append(0) }

@@ -29,7 +29,10 @@ actor DialPlan {
 
     func finished(_ address: String, ok: Bool) {
         dialing.remove(address)
-        if ok { backoff[address] = nil; return }
+        if ok {
+            backoff[address] = nil
+            return
+        }
         let prev = backoff[address]?.delay ?? .milliseconds(500)
         let cap = min(prev * 2, .seconds(60))
         let wait = Duration.milliseconds(Int64.random(in: 0...Int64(cap / .milliseconds(1))))
@@ -79,8 +82,10 @@ public struct HeadAnnouncer: Service {
                 await network.hooks.tick()
                 if let head = try? network.store.head(), head != last {
                     last = head
-                    await network.registry.notifyMembers(LinkMessage(kind: .notify, type: "head",
-                                                                     body: .map(["height": .unsigned(head.height), "hash": .bytes(head.hash)])))
+                    await network.registry.notifyMembers(
+                        LinkMessage(
+                            kind: .notify, type: "head",
+                            body: .map(["height": .unsigned(head.height), "hash": .bytes(head.hash)])))
                 }
                 try? await Task.sleep(for: network.config.headInterval)
             }

@@ -19,16 +19,25 @@ public struct FrameDecoder: Sendable {
 
     /// Appends received bytes.
     public mutating func append<C: Collection>(_ bytes: C) where C.Element == UInt8 {
-        if start > 0 && start == buffer.count { buffer.removeAll(keepingCapacity: true); start = 0 }
+        if start > 0 && start == buffer.count {
+            buffer.removeAll(keepingCapacity: true)
+            start = 0
+        }
         buffer.append(contentsOf: bytes)
     }
 
     /// The next complete frame, or nil when more bytes are needed.
     public mutating func next() throws(KianaNetError) -> [UInt8]? {
-        guard buffer.count - start >= 2 else { compact(); return nil }
+        guard buffer.count - start >= 2 else {
+            compact()
+            return nil
+        }
         let length = Int(buffer[start]) << 8 | Int(buffer[start + 1])
         guard length > 0 else { throw KianaNetError(.protocolViolation, "empty frame") }
-        guard buffer.count - start >= 2 + length else { compact(); return nil }
+        guard buffer.count - start >= 2 + length else {
+            compact()
+            return nil
+        }
         let frame = Array(buffer[(start + 2)..<(start + 2 + length)])
         start += 2 + length
         return frame
@@ -105,7 +114,10 @@ struct FrameDecoderCore: Sendable {
     var available: Int { buffer.count - start }
 
     mutating func append<C: Collection>(_ bytes: C) where C.Element == UInt8 {
-        if start == buffer.count { buffer.removeAll(keepingCapacity: true); start = 0 }
+        if start == buffer.count {
+            buffer.removeAll(keepingCapacity: true)
+            start = 0
+        }
         buffer.append(contentsOf: bytes)
     }
 
@@ -116,7 +128,10 @@ struct FrameDecoderCore: Sendable {
     mutating func take(_ n: Int) -> [UInt8] {
         let out = Array(buffer[start..<(start + n)])
         start += n
-        if start > 65536 && start * 2 > buffer.count { buffer.removeFirst(start); start = 0 }
+        if start > 65536 && start * 2 > buffer.count {
+            buffer.removeFirst(start)
+            start = 0
+        }
         return out
     }
 }

@@ -17,7 +17,8 @@ public enum HandshakeIdentity {
     /// returns the peer's identity key.
     public static func verify(_ payload: [UInt8], remoteStatic: [UInt8]) throws(KianaNetError) -> [UInt8] {
         guard payload.count <= maxPayload else { throw KianaNetError(.handshake, "handshake identity payload too large") }
-        let id: [UInt8], sig: [UInt8]
+        let id: [UInt8]
+        let sig: [UInt8]
         do throws(KianaCoreError) {
             let m = try CBOR.decode(payload).mapValue("identity payload")
             try m.onlyKeys(["id", "sig"], in: "identity payload")

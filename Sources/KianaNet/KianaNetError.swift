@@ -1,5 +1,5 @@
 #if canImport(KianaCore)
-import KianaCore
+    import KianaCore
 #endif
 
 /// The one error type of KianaNet: a code from the closed set all modules share

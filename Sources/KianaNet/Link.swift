@@ -71,12 +71,14 @@ public struct LinkContext: Sendable {
     /// Limits the log lines about refused inbound connections (one per source a minute).
     public var refusals: RefusalLog
 
-    public init(identity: DeviceIdentity, network: [UInt8]?, config: LinkConfig = LinkConfig(), logger: Logger,
-                helloInfo: @escaping @Sendable () async -> CBOR = { .map([:]) },
-                admit: @escaping LinkAdmission,
-                onRequest: @escaping LinkRequestHandler = { _, _ in nil },
-                onNotify: @escaping LinkNotifyHandler = { _, _ in },
-                refusals: RefusalLog = RefusalLog()) {
+    public init(
+        identity: DeviceIdentity, network: [UInt8]?, config: LinkConfig = LinkConfig(), logger: Logger,
+        helloInfo: @escaping @Sendable () async -> CBOR = { .map([:]) },
+        admit: @escaping LinkAdmission,
+        onRequest: @escaping LinkRequestHandler = { _, _ in nil },
+        onNotify: @escaping LinkNotifyHandler = { _, _ in },
+        refusals: RefusalLog = RefusalLog()
+    ) {
         self.refusals = refusals
         self.identity = identity
         self.network = network
@@ -123,9 +125,11 @@ public actor PeerLink {
     public private(set) var rtt: Duration?
     public private(set) var lastHeard: ContinuousClock.Instant = .now
 
-    init(remoteKey: [UInt8], mode: LinkPreamble.Mode, handshakeHash: [UInt8], remoteAddress: String, initiatedLocally: Bool,
-         peerHello: CBOR, version: UInt64, channel: any Channel, outbound: NIOAsyncChannelOutboundWriter<ByteBuffer>,
-         config: LinkConfig, sendCipher: NoiseCipher, sent: UInt64) {
+    init(
+        remoteKey: [UInt8], mode: LinkPreamble.Mode, handshakeHash: [UInt8], remoteAddress: String, initiatedLocally: Bool,
+        peerHello: CBOR, version: UInt64, channel: any Channel, outbound: NIOAsyncChannelOutboundWriter<ByteBuffer>,
+        config: LinkConfig, sendCipher: NoiseCipher, sent: UInt64
+    ) {
         self.remoteKey = remoteKey
         self.mode = mode
         self.handshakeHash = handshakeHash
@@ -189,7 +193,10 @@ public actor PeerLink {
                     return nil
                 }
                 while let r = try await group.next() {
-                    if let r { group.cancelAll(); return r }
+                    if let r {
+                        group.cancelAll()
+                        return r
+                    }
                 }
                 throw timedOut
             }
@@ -233,7 +240,12 @@ public actor PeerLink {
             // A peer may not make us hold more than the limits: the request fails and the link
             // is closed (a paired but misbehaving device must not exhaust memory).
             guard (streams[m.id]?.count ?? 0) < config.maxStreamItems, buffered + size <= config.maxBufferedBytes else {
-                finish(m.id, .failure(KianaNetError(.tooLarge, "peer \(deviceID) streamed more than this link holds (\(config.maxStreamItems) items, \(config.maxBufferedBytes >> 20) MiB)")))
+                finish(
+                    m.id,
+                    .failure(
+                        KianaNetError(
+                            .tooLarge,
+                            "peer \(deviceID) streamed more than this link holds (\(config.maxStreamItems) items, \(config.maxBufferedBytes >> 20) MiB)")))
                 close()
                 return
             }
@@ -264,7 +276,10 @@ public actor PeerLink {
     func endRequest() { inFlight -= 1 }
 
     func beginNotify() -> Bool {
-        guard notifying < config.maxNotifications else { droppedNotifications += 1; return false }
+        guard notifying < config.maxNotifications else {
+            droppedNotifications += 1
+            return false
+        }
         notifying += 1
         return true
     }
@@ -317,8 +332,10 @@ public enum Link {
     /// dispatches messages. Returns `body`'s result; the connection is closed afterwards.
     ///
     /// - Parameter dial: the preamble to send when this side initiated, nil when it accepted.
-    public static func run<T: Sendable>(_ channel: NIOAsyncChannel<ByteBuffer, ByteBuffer>, dial: LinkPreamble?, context: LinkContext,
-                                        body: @escaping @Sendable (PeerLink) async throws -> T) async throws -> T {
+    public static func run<T: Sendable>(
+        _ channel: NIOAsyncChannel<ByteBuffer, ByteBuffer>, dial: LinkPreamble?, context: LinkContext,
+        body: @escaping @Sendable (PeerLink) async throws -> T
+    ) async throws -> T {
         let remote = channel.channel.remoteAddress.map { "\($0.ipAddress ?? "?"):\($0.port ?? 0)" } ?? "?"
         let raw = channel.channel
         let deadline = raw.eventLoop.scheduleTask(in: timeAmount(context.config.handshakeTimeout)) {
@@ -348,10 +365,11 @@ public enum Link {
                 }
                 throw error
             }
-            let link = PeerLink(remoteKey: established.remoteKey, mode: established.mode, handshakeHash: established.hash,
-                                remoteAddress: remote, initiatedLocally: dial != nil, peerHello: established.hello,
-                                version: established.version, channel: raw, outbound: outbound, config: context.config,
-                                sendCipher: established.send, sent: established.sent)
+            let link = PeerLink(
+                remoteKey: established.remoteKey, mode: established.mode, handshakeHash: established.hash,
+                remoteAddress: remote, initiatedLocally: dial != nil, peerHello: established.hello,
+                version: established.version, channel: raw, outbound: outbound, config: context.config,
+                sendCipher: established.send, sent: established.sent)
             context.logger.debug("link up", metadata: ["peer": .string(link.deviceID.description), "address": .string(remote)])
             return try await withThrowingTaskGroup(of: T?.self) { group in
                 group.addTask {
@@ -441,8 +459,10 @@ public enum Link {
         }
     }
 
-    static func handshake(_ reader: inout Reader, outbound: NIOAsyncChannelOutboundWriter<ByteBuffer>, dial: LinkPreamble?,
-                          context: LinkContext, remote: String, deadline: Scheduled<Void>) async throws -> Established {
+    static func handshake(
+        _ reader: inout Reader, outbound: NIOAsyncChannelOutboundWriter<ByteBuffer>, dial: LinkPreamble?,
+        context: LinkContext, remote: String, deadline: Scheduled<Void>
+    ) async throws -> Established {
         let preamble: LinkPreamble
         if let dial {
             preamble = dial
@@ -489,10 +509,12 @@ public enum Link {
         reader.receive = receive
         // hello: each side states its versions; the highest common one is used.
         var sent: UInt64 = 0
-        let hello = LinkMessage(kind: .notify, type: "hello", body: .map([
-            "versions": .array(LinkMessage.supportedVersions.map { .unsigned($0) }),
-            "info": await context.helloInfo(),
-        ]))
+        let hello = LinkMessage(
+            kind: .notify, type: "hello",
+            body: .map([
+                "versions": .array(LinkMessage.supportedVersions.map { .unsigned($0) }),
+                "info": await context.helloInfo(),
+            ]))
         try await outbound.write(ByteBuffer(bytes: try seal(hello.encoded, cipher: &send, sent: &sent, config: context.config)))
         let first = try LinkMessage.decode(try await reader.message(config: context.config))
         guard case .message(let peerHello) = first, peerHello.kind == .notify, peerHello.type == "hello" else {

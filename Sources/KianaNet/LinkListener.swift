@@ -20,7 +20,8 @@ public struct LinkListener: Service {
     }
 
     func listen() async throws {
-        let config = network.config, logger = network.logger
+        let config = network.config
+        let logger = network.logger
         let limit = config.link.maxConnections
         let server: NIOAsyncChannel<NIOAsyncChannel<ByteBuffer, ByteBuffer>, Never>
         do {
@@ -29,7 +30,8 @@ public struct LinkListener: Service {
                 .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
                 .bind(host: config.host, port: config.port) { channel in Link.wrap(channel) }
         } catch let e as IOError where e.errnoCode == EADDRINUSE {
-            throw KianaNetError(.listen, "cannot listen for peers on \(config.host):\(config.port): the port is already in use (choose one with --p2p-port)", cause: e)
+            throw KianaNetError(
+                .listen, "cannot listen for peers on \(config.host):\(config.port): the port is already in use (choose one with --p2p-port)", cause: e)
         } catch {
             throw KianaNetError(.listen, "cannot listen for peers on \(config.host):\(config.port): \(error)")
         }
@@ -88,7 +90,8 @@ public struct PeerDiscovery: Service {
         }
         guard let port else { return }
         let mdns = MDNSDiscovery(interface: interface, logger: logger)
-        let ipv4: [[UInt8]], ipv6: [[UInt8]]
+        let ipv4: [[UInt8]]
+        let ipv6: [[UInt8]]
         do throws(KianaNetError) {
             let a = try mdns.addresses()
             ipv4 = a.ipv4

@@ -8,7 +8,12 @@ import KianaCore
 /// type is answered with an error and the link stays up.
 public struct LinkMessage: Sendable, Equatable {
     public enum Kind: UInt64, Sendable {
-        case request = 0, response = 1, error = 2, item = 3, end = 4, notify = 5
+        case request = 0
+        case response = 1
+        case error = 2
+        case item = 3
+        case end = 4
+        case notify = 5
     }
 
     public var kind: Kind
@@ -74,7 +79,10 @@ public struct LinkMessage: Sendable, Equatable {
 /// `"KIANA" ‖ version 1 ‖ mode ‖ 8-byte network tag` (15 bytes). The tag is the first 8 bytes of
 /// SHA-256(network ID) for a member link and zero for pairing, where the joiner has no network.
 public struct LinkPreamble: Sendable, Equatable {
-    public enum Mode: UInt8, Sendable { case member = 0, pairing = 1 }
+    public enum Mode: UInt8, Sendable {
+        case member = 0
+        case pairing = 1
+    }
     public static let size = 15
     static let magic = Array("KIANA".utf8)
 

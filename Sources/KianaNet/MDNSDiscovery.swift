@@ -3,7 +3,7 @@ import Logging
 import NIOCore
 import NIOPosix
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// What the browser reports.
@@ -37,19 +37,25 @@ public struct MDNSDiscovery: Sendable {
             guard d.multicastSupported, d.name != "lo" else { return false }
             return true
         }
-        var v4: [NIONetworkDevice] = [], ipv4: [[UInt8]] = [], ipv6: [[UInt8]] = []
+        var v4: [NIONetworkDevice] = []
+        var ipv4: [[UInt8]] = []
+        var ipv6: [[UInt8]] = []
         for d in chosen {
             guard let addr = d.address else { continue }
             switch addr {
             case .v4:
-                if let text = addr.ipAddress, let b = Self.parseIPv4(text), b[0] != 127 { v4.append(d); ipv4.append(b) }
+                if let text = addr.ipAddress, let b = Self.parseIPv4(text), b[0] != 127 {
+                    v4.append(d)
+                    ipv4.append(b)
+                }
             case .v6:
                 if let text = addr.ipAddress, let b = Self.parseIPv6(text), !(b[0] == 0xfe && b[1] & 0xc0 == 0x80) { ipv6.append(b) }
             default: break
             }
         }
         guard !v4.isEmpty else {
-            throw KianaNetError(.discovery, interface.map { "interface \($0) has no IPv4 address for multicast DNS" } ?? "no multicast-capable IPv4 interface found")
+            throw KianaNetError(
+                .discovery, interface.map { "interface \($0) has no IPv4 address for multicast DNS" } ?? "no multicast-capable IPv4 interface found")
         }
         return (v4, ipv4, ipv6)
     }
@@ -69,8 +75,10 @@ public struct MDNSDiscovery: Sendable {
 
     /// Runs until cancelled. `announce` is the service to publish (nil: browse only);
     /// `service` is updated with the final name after conflicts. Events go to `onEvent`.
-    public func run(announce: MDNSServiceInfo?, browse: Bool = true,
-                    onEvent: @escaping @Sendable (MDNSEvent) async -> Void) async throws {
+    public func run(
+        announce: MDNSServiceInfo?, browse: Bool = true,
+        onEvent: @escaping @Sendable (MDNSEvent) async -> Void
+    ) async throws {
         let (devices, _, _) = try addresses()
         let groupAddress = try SocketAddress(ipAddress: MDNS.groupV4, port: MDNS.port)
         let channel = try await DatagramBootstrap(group: group)
@@ -97,8 +105,12 @@ public struct MDNSDiscovery: Sendable {
         }
         let state = MDNSState(responder: announce.map { MDNSResponder(info: $0) })
         let logger = self.logger
-        logger.info("mDNS socket ready", metadata: ["interfaces": .string(devices.map(\.name).joined(separator: ",")),
-                                                    "epochMs": "\(Int64(Date().timeIntervalSince1970 * 1000))"])
+        logger.info(
+            "mDNS socket ready",
+            metadata: [
+                "interfaces": .string(devices.map(\.name).joined(separator: ",")),
+                "epochMs": "\(Int64(Date().timeIntervalSince1970 * 1000))",
+            ])
         try await channel.executeThenClose { inbound, outbound in
             @Sendable func send(_ m: DNSMessage, to: SocketAddress = groupAddress) async {
                 guard let bytes = try? m.encoded() else { return }
@@ -116,10 +128,15 @@ public struct MDNSDiscovery: Sendable {
                         for try await datagram in inbound {
                             var buf = datagram.data
                             guard buf.readableBytes <= DNSMessage.maxSize, let bytes = buf.readBytes(length: buf.readableBytes),
-                                  let message = try? DNSMessage(decoding: bytes) else { continue }
+                                let message = try? DNSMessage(decoding: bytes)
+                            else { continue }
                             let from = datagram.remoteAddress
-                            logger.trace("mDNS datagram", metadata: ["from": "\(from)", "response": "\(message.isResponse)",
-                                                                     "questions": "\(message.questions.count)", "answers": "\(message.answers.count)"])
+                            logger.trace(
+                                "mDNS datagram",
+                                metadata: [
+                                    "from": "\(from)", "response": "\(message.isResponse)",
+                                    "questions": "\(message.questions.count)", "answers": "\(message.answers.count)",
+                                ])
                             if message.isResponse {
                                 await state.received(message, now: Self.now())
                                 if browse { await Self.report(state: state, onEvent: onEvent) }
@@ -168,7 +185,10 @@ public struct MDNSDiscovery: Sendable {
                     guard let p = await state.startProbe() else { return }
                     await send(p)
                     try await Task.sleep(for: .milliseconds(250))
-                    if await state.takeConflict() { clean = false; break }
+                    if await state.takeConflict() {
+                        clean = false
+                        break
+                    }
                 }
                 if clean { break }
                 let name = await state.rename()
@@ -196,8 +216,10 @@ public struct MDNSDiscovery: Sendable {
     /// Browsing: queries at 0, 1, 2, 4 … s (capped at one hour, §5.2) with known answers,
     /// re-queries records at 80 % of their TTL, asks for missing SRV/TXT/addresses, and
     /// reports expiries.
-    static func query(state: MDNSState, send: @Sendable (DNSMessage) async -> Void,
-                      onEvent: @Sendable (MDNSEvent) async -> Void) async {
+    static func query(
+        state: MDNSState, send: @Sendable (DNSMessage) async -> Void,
+        onEvent: @Sendable (MDNSEvent) async -> Void
+    ) async {
         var interval = 1.0
         // §5.2: the first query goes out after a random 20-120 ms.
         var nextQuery = now() + Double.random(in: 0.02...0.12)
@@ -290,7 +312,11 @@ actor MDNSState {
         // Known-answer suppression: list the PTRs we hold with more than half their TTL left.
         let known = cache.items.values.filter {
             $0.record.name == MDNS.serviceType && $0.record.type == DNSType.ptr && $0.expires - now > Double($0.record.ttl) / 2
-        }.map { r -> DNSRecord in var rec = r.record; rec.ttl = UInt32(max(0, r.expires - now)); return rec }
+        }.map { r -> DNSRecord in
+            var rec = r.record
+            rec.ttl = UInt32(max(0, r.expires - now))
+            return rec
+        }
         return DNSMessage(questions: [DNSQuestion(name: MDNS.serviceType, type: DNSType.ptr)], answers: known)
     }
 

@@ -51,7 +51,8 @@ public struct MDNSResponder: Sendable {
     var ptr: DNSRecord { DNSRecord(name: MDNS.serviceType, type: DNSType.ptr, ttl: MDNS.otherTTL, data: .ptr(instanceName)) }
     var enumeration: DNSRecord { DNSRecord(name: MDNS.enumeration, type: DNSType.ptr, ttl: MDNS.otherTTL, data: .ptr(MDNS.serviceType)) }
     var srv: DNSRecord {
-        DNSRecord(name: instanceName, type: DNSType.srv, cacheFlush: true, ttl: MDNS.hostTTL, data: .srv(priority: 0, weight: 0, port: info.port, target: hostName))
+        DNSRecord(
+            name: instanceName, type: DNSType.srv, cacheFlush: true, ttl: MDNS.hostTTL, data: .srv(priority: 0, weight: 0, port: info.port, target: hostName))
     }
     var txt: DNSRecord {
         let strings = info.txt.map { Array("\($0.0)=\($0.1)".utf8).prefix(255) }.map(Array.init)
@@ -71,15 +72,28 @@ public struct MDNSResponder: Sendable {
     /// Probe (§8.1): ANY questions for the instance and host names, QU bit set, the proposed
     /// records in the authority section.
     public func probe() -> DNSMessage {
-        DNSMessage(questions: [DNSQuestion(name: instanceName, type: DNSType.any, unicastResponse: true),
-                               DNSQuestion(name: hostName, type: DNSType.any, unicastResponse: true)],
-                   authorities: unique.map { var r = $0; r.cacheFlush = false; return r })
+        DNSMessage(
+            questions: [
+                DNSQuestion(name: instanceName, type: DNSType.any, unicastResponse: true),
+                DNSQuestion(name: hostName, type: DNSType.any, unicastResponse: true),
+            ],
+            authorities: unique.map {
+                var r = $0
+                r.cacheFlush = false
+                return r
+            })
     }
 
     /// Announcement (§8.3), or goodbye (§10.1: the same records with TTL 0).
     public func announcement(goodbye: Bool = false) -> DNSMessage {
         var answers = [ptr, srv, txt] + addresses + [enumeration]
-        if goodbye { answers = answers.map { var r = $0; r.ttl = 0; return r } }
+        if goodbye {
+            answers = answers.map {
+                var r = $0
+                r.ttl = 0
+                return r
+            }
+        }
         return DNSMessage(flags: DNSMessage.responseFlags, answers: answers)
     }
 
@@ -99,7 +113,11 @@ public struct MDNSResponder: Sendable {
         guard !answers.isEmpty else { return nil }
         var additionals: [DNSRecord] = []
         func add(_ r: DNSRecord) { if !answers.contains(r) && !additionals.contains(r) { additionals.append(r) } }
-        if answers.contains(ptr) { add(srv); add(txt); addresses.forEach(add) }
+        if answers.contains(ptr) {
+            add(srv)
+            add(txt)
+            addresses.forEach(add)
+        }
         if answers.contains(srv) { addresses.forEach(add) }
         let shared = answers.allSatisfy { !$0.cacheFlush }
         return (DNSMessage(flags: DNSMessage.responseFlags, answers: answers, additionals: additionals), shared)
@@ -109,9 +127,15 @@ public struct MDNSResponder: Sendable {
     /// at most 10 s.
     public func legacyAnswer(_ query: DNSMessage) -> DNSMessage? {
         guard let (m, _) = answer(query) else { return nil }
-        func plain(_ r: DNSRecord) -> DNSRecord { var r = r; r.cacheFlush = false; r.ttl = min(r.ttl, 10); return r }
-        return DNSMessage(id: query.id, flags: DNSMessage.responseFlags, questions: query.questions,
-                          answers: m.answers.map(plain), additionals: m.additionals.map(plain))
+        func plain(_ r: DNSRecord) -> DNSRecord {
+            var r = r
+            r.cacheFlush = false
+            r.ttl = min(r.ttl, 10)
+            return r
+        }
+        return DNSMessage(
+            id: query.id, flags: DNSMessage.responseFlags, questions: query.questions,
+            answers: m.answers.map(plain), additionals: m.additionals.map(plain))
     }
 
     /// Whether a message from the network claims one of our unique names with different data
@@ -150,8 +174,17 @@ public struct MDNSResolved: Sendable, Equatable, Codable {
 
 /// The browser's record cache with TTLs (§5.2, §10). Times are seconds on a monotonic clock.
 public struct MDNSCache: Sendable {
-    struct Key: Hashable { var name: DNSName; var type: UInt16; var data: String }
-    struct Item { var record: DNSRecord; var received: Double; var expires: Double; var refreshed = false }
+    struct Key: Hashable {
+        var name: DNSName
+        var type: UInt16
+        var data: String
+    }
+    struct Item {
+        var record: DNSRecord
+        var received: Double
+        var expires: Double
+        var refreshed = false
+    }
     var items: [Key: Item] = [:]
     public static let maxItems = 4096
 
@@ -206,7 +239,8 @@ public struct MDNSCache: Sendable {
         for p in records(type, DNSType.ptr, now: now) {
             guard case .ptr(let instanceName) = p.data, instanceName.labels.count == type.labels.count + 1 else { continue }
             guard let srv = records(instanceName, DNSType.srv, now: now).first,
-                  case .srv(_, _, let port, let target) = srv.data else {
+                case .srv(_, _, let port, let target) = srv.data
+            else {
                 missing.append(DNSQuestion(name: instanceName, type: DNSType.any))
                 continue
             }
@@ -214,10 +248,15 @@ public struct MDNSCache: Sendable {
             var addrs: [String] = []
             for a in records(target, DNSType.a, now: now) { if case .a(let b) = a.data { addrs.append(b.map(String.init).joined(separator: ".")) } }
             for a in records(target, DNSType.aaaa, now: now) { if case .aaaa(let b) = a.data { addrs.append(Self.ipv6Text(b)) } }
-            if addrs.isEmpty { missing.append(DNSQuestion(name: target, type: DNSType.a)); continue }
+            if addrs.isEmpty {
+                missing.append(DNSQuestion(name: target, type: DNSType.a))
+                continue
+            }
             if txtRecord == nil { missing.append(DNSQuestion(name: instanceName, type: DNSType.txt)) }
-            resolved.append(MDNSResolved(instance: instanceName.labels[0], host: target.description, port: port,
-                                         txt: txtRecord?.txtPairs ?? [:], addresses: addrs.sorted()))
+            resolved.append(
+                MDNSResolved(
+                    instance: instanceName.labels[0], host: target.description, port: port,
+                    txt: txtRecord?.txtPairs ?? [:], addresses: addrs.sorted()))
         }
         return (resolved.sorted { $0.instance < $1.instance }, missing)
     }

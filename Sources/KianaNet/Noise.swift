@@ -85,7 +85,10 @@ public struct NoiseHandshake: Sendable {
     }
 
     mutating func encryptAndHash(_ p: [UInt8]) -> [UInt8] {
-        guard let key = k else { mixHash(p); return p }
+        guard let key = k else {
+            mixHash(p)
+            return p
+        }
         let c = Self.seal(key, n, ad: h, p)
         n += 1
         mixHash(c)
@@ -93,7 +96,10 @@ public struct NoiseHandshake: Sendable {
     }
 
     mutating func decryptAndHash(_ c: [UInt8]) throws(KianaNetError) -> [UInt8] {
-        guard let key = k else { mixHash(c); return c }
+        guard let key = k else {
+            mixHash(c)
+            return c
+        }
         let p = try Self.open(key, n, ad: h, c)
         n += 1
         mixHash(c)
@@ -178,7 +184,8 @@ public struct NoiseHandshake: Sendable {
     public func split() throws(KianaNetError) -> (send: NoiseCipher, receive: NoiseCipher) {
         guard isComplete else { throw Self.fail("handshake not complete") }
         let (k1, k2) = Self.hkdf(ck, [])
-        let c1 = NoiseCipher(key: k1), c2 = NoiseCipher(key: k2)
+        let c1 = NoiseCipher(key: k1)
+        let c2 = NoiseCipher(key: k2)
         return role == .initiator ? (c1, c2) : (c2, c1)
     }
 }

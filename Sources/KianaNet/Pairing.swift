@@ -20,10 +20,12 @@ public enum Pairing {
 
     /// Runs the join. `onCode` is called with the code and the authority's device ID as soon as
     /// the handshake completes. Throws if the owner refuses, the codes differ, or time runs out.
-    public static func join(address: String, identity: DeviceIdentity, name: String?, wait: Duration = .seconds(300),
-                            config: LinkConfig = LinkConfig(), logger: Logger,
-                            group: MultiThreadedEventLoopGroup = .singleton,
-                            onCode: @escaping @Sendable (String, DeviceID) -> Void) async throws -> Joined {
+    public static func join(
+        address: String, identity: DeviceIdentity, name: String?, wait: Duration = .seconds(300),
+        config: LinkConfig = LinkConfig(), logger: Logger,
+        group: MultiThreadedEventLoopGroup = .singleton,
+        onCode: @escaping @Sendable (String, DeviceID) -> Void
+    ) async throws -> Joined {
         let (host, port) = try PeerNetwork.parse(address)
         let channel: NIOAsyncChannel<ByteBuffer, ByteBuffer>
         do {
@@ -35,14 +37,16 @@ public enum Pairing {
         }
         var config = config
         config.requestTimeout = wait
-        let context = LinkContext(identity: identity, network: nil, config: config, logger: logger,
-                                  helloInfo: { name.map { .map(["name": .text($0)]) } ?? .map([:]) },
-                                  admit: { _ in nil })  // the code comparison authenticates the authority
+        let context = LinkContext(
+            identity: identity, network: nil, config: config, logger: logger,
+            helloInfo: { name.map { .map(["name": .text($0)]) } ?? .map([:]) },
+            admit: { _ in nil })  // the code comparison authenticates the authority
         let shown = ShownFlag()
         do {
             return try await run(channel, context: context, name: name, wait: wait, shown: shown, onCode: onCode)
-        } catch where !shown.value && Self.closedByPeer(error) {
-            throw KianaNetError(.pairing, "\(address) closed the connection during the handshake: no pairing window is open there (run `kiana pair` on the authority)")
+        } catch  where !shown.value && Self.closedByPeer(error) {
+            throw KianaNetError(
+                .pairing, "\(address) closed the connection during the handshake: no pairing window is open there (run `kiana pair` on the authority)")
         }
     }
 
@@ -55,8 +59,10 @@ public enum Pairing {
         return false
     }
 
-    static func run(_ channel: NIOAsyncChannel<ByteBuffer, ByteBuffer>, context: LinkContext, name: String?, wait: Duration,
-                    shown: ShownFlag, onCode: @escaping @Sendable (String, DeviceID) -> Void) async throws -> Joined {
+    static func run(
+        _ channel: NIOAsyncChannel<ByteBuffer, ByteBuffer>, context: LinkContext, name: String?, wait: Duration,
+        shown: ShownFlag, onCode: @escaping @Sendable (String, DeviceID) -> Void
+    ) async throws -> Joined {
         try await Link.run(channel, dial: LinkPreamble(mode: .pairing, network: nil), context: context) { link in
             shown.set()
             onCode(PairingCode.code(handshakeHash: link.handshakeHash), link.deviceID)
@@ -69,7 +75,10 @@ public enum Pairing {
                 throw KianaNetError(.pairing, "the pairing was refused: the owner did not confirm this code on the authority")
             }
             let network = try answer.required("network", in: "pairing answer").bytesValue("network", count: 32)
-            let member: Bool = { if case .bool(let b)? = answer[.text("member")] { return b }; return false }()
+            let member: Bool = {
+                if case .bool(let b)? = answer[.text("member")] { return b }
+                return false
+            }()
             let authorities = Int((try? answer.required("authorities", in: "pairing answer").uintValue("authorities")) ?? 0)
             var blocks: [Block] = []
             while true {

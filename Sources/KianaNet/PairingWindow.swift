@@ -25,7 +25,10 @@ public actor PairingWindow {
     /// Closes the window and turns away everyone still waiting.
     public func close() {
         until = nil
-        for (key, r) in requests { r.answer?.resume(returning: false); requests[key] = nil }
+        for (key, r) in requests {
+            r.answer?.resume(returning: false)
+            requests[key] = nil
+        }
     }
 
     public var isOpen: Bool { until.map { $0 > .now } ?? false }
@@ -81,8 +84,9 @@ public actor PairingWindow {
         guard isOpen else { return .error(code: .closed, message: "the pairing window is closed") }
         guard requests[link.remoteKey] == nil else { return .error(code: .conflict, message: "already waiting") }
         guard requests.count < maxWaiting else { return .error(code: .busy, message: "too many devices waiting") }
-        let request = PairingRequest(device: link.deviceID.description, key: Hex.encode(link.remoteKey), name: name,
-                                     address: link.remoteAddress, code: PairingCode.code(handshakeHash: link.handshakeHash))
+        let request = PairingRequest(
+            device: link.deviceID.description, key: Hex.encode(link.remoteKey), name: name,
+            address: link.remoteAddress, code: PairingCode.code(handshakeHash: link.handshakeHash))
         logger.notice("device asks to join", metadata: ["device": .string(request.device), "address": .string(request.address)])
         let ok = await withCheckedContinuation { c in
             requests[link.remoteKey] = (request, c)

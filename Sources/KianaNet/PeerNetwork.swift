@@ -84,8 +84,10 @@ public final class PeerNetwork: Sendable {
 
     public static let blocksPerRequest = BlockExchange.defaultBatch
 
-    public init(store: any SyncStore, identity: DeviceIdentity, config: NetworkConfig, logger: Logger, hooks: Hooks = Hooks(),
-                group: MultiThreadedEventLoopGroup = .singleton) {
+    public init(
+        store: any SyncStore, identity: DeviceIdentity, config: NetworkConfig, logger: Logger, hooks: Hooks = Hooks(),
+        group: MultiThreadedEventLoopGroup = .singleton
+    ) {
         self.store = store
         self.identity = identity
         self.config = config
@@ -125,7 +127,10 @@ public final class PeerNetwork: Sendable {
     func helloInfo() async -> CBOR {
         var m: [CBOR: CBOR] = ["port": .unsigned(UInt64(await listeningPort ?? config.port))]
         if let name = config.name { m["name"] = .text(name) }
-        if let h = try? store.head() { m["height"] = .unsigned(h.height); m["head"] = .bytes(h.hash) }
+        if let h = try? store.head() {
+            m["height"] = .unsigned(h.height)
+            m["head"] = .bytes(h.hash)
+        }
         return .map(m)
     }
 
@@ -148,7 +153,10 @@ public final class PeerNetwork: Sendable {
     func serve(_ link: PeerLink) async {
         switch link.mode {
         case .member:
-            guard await registry.attach(link) else { link.close(); return }
+            guard await registry.attach(link) else {
+                link.close()
+                return
+            }
             await plan.connected(link.remoteAddress)
             await pull(from: link, peerHead: Self.head(in: link.peerHello))
             do { try await Task.sleep(for: .seconds(86400 * 365)) } catch {}
@@ -168,8 +176,9 @@ public final class PeerNetwork: Sendable {
 
     func dialTargets() async -> [String] {
         let known = (try? store.knownPeerAddresses()) ?? []
-        return await plan.targets(known: known, connectedAddresses: await registry.connectedAddresses,
-                                  connectedDevices: await registry.connectedDevices)
+        return await plan.targets(
+            known: known, connectedAddresses: await registry.connectedAddresses,
+            connectedDevices: await registry.connectedDevices)
     }
 
     func dial(_ address: String) async {
@@ -185,8 +194,10 @@ public final class PeerNetwork: Sendable {
     }
 
     /// Connects to `address` ("host:port") and runs `body` on the link.
-    public func connect<T: Sendable>(_ address: String, mode: LinkPreamble.Mode,
-                                     body: @escaping @Sendable (PeerLink) async throws -> T) async throws -> T {
+    public func connect<T: Sendable>(
+        _ address: String, mode: LinkPreamble.Mode,
+        body: @escaping @Sendable (PeerLink) async throws -> T
+    ) async throws -> T {
         let (host, port) = try PeerNetwork.parse(address)
         let channel = try await ClientBootstrap(group: group)
             .connectTimeout(.seconds(3))
@@ -235,7 +246,8 @@ public final class PeerNetwork: Sendable {
             return exchange.answer(m.body)
         case "pair.request":
             guard link.mode == .pairing else { return .error(code: .protocolViolation, message: "pairing requests need a pairing link") }
-            let store = self.store, key = link.remoteKey
+            let store = self.store
+            let key = link.remoteKey
             return await pairing.request(from: link, body: m.body) {
                 let m = try? store.membership()
                 return .map([
@@ -274,10 +286,15 @@ public final class PeerNetwork: Sendable {
         var seenDevices: Set<String> = []
         var seenAddresses: Set<String> = []
         for link in links {
-            let name: String? = { if case .map(let m) = link.peerHello, case .text(let n)? = m[.text("name")] { return n }; return nil }()
-            out.append(PeerStatus(device: link.deviceID.description, address: link.remoteAddress,
-                                  state: link.mode == .pairing ? "pairing" : "connected", member: authorities.contains(link.remoteKey),
-                                  source: link.initiatedLocally ? "dialled" : "accepted", rttMillis: nil, name: name))
+            let name: String? = {
+                if case .map(let m) = link.peerHello, case .text(let n)? = m[.text("name")] { return n }
+                return nil
+            }()
+            out.append(
+                PeerStatus(
+                    device: link.deviceID.description, address: link.remoteAddress,
+                    state: link.mode == .pairing ? "pairing" : "connected", member: authorities.contains(link.remoteKey),
+                    source: link.initiatedLocally ? "dialled" : "accepted", rttMillis: nil, name: name))
             seenDevices.insert(link.deviceID.description)
             seenAddresses.insert(link.remoteAddress)
         }
@@ -288,7 +305,10 @@ public final class PeerNetwork: Sendable {
             seenDevices.insert(d)
         }
         for (addr, d) in discovered where !seenDevices.contains(d.device) {
-            out.append(PeerStatus(device: d.device, address: addr, state: "discovered", member: false, source: d.sameNetwork ? "mdns" : "mdns (other network)", rttMillis: nil, name: d.name))
+            out.append(
+                PeerStatus(
+                    device: d.device, address: addr, state: "discovered", member: false, source: d.sameNetwork ? "mdns" : "mdns (other network)",
+                    rttMillis: nil, name: d.name))
             seenAddresses.insert(addr)
         }
         for a in (try? store.knownPeerAddresses()) ?? [] where !seenAddresses.contains(a) {

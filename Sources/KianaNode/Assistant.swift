@@ -54,8 +54,9 @@ public struct BackendConfig: Codable, Sendable, Equatable {
             let path = try catalog.resolve(model)
             let m = try LlamaModel(path: path)
             let name = model ?? ModelCatalog.defaultModel
-            return try EmbeddedBackend(model: m, name: name, contextSize: context ?? 2048,
-                                       threads: threads ?? ProcessInfo.processInfo.activeProcessorCount)
+            return try EmbeddedBackend(
+                model: m, name: name, contextSize: context ?? 2048,
+                threads: threads ?? ProcessInfo.processInfo.activeProcessorCount)
         case .ollama:
             guard let model, !model.isEmpty else { throw KianaNodeError(.invalidInput, "the ollama backend needs a model name (--model or KIANA_LLM_MODEL)") }
             return OllamaBackend(baseURL: try Self.url(url ?? "http://127.0.0.1:11434"), model: model, contextSize: context ?? 8192)
@@ -123,8 +124,10 @@ extension Node {
     /// the embedder is available, keyword search otherwise), puts them into the prompt as numbered
     /// sources, streams the backend's answer to `onText`, maps its citations back to item IDs and
     /// stores the turn in the conversation. "remember that …" / "merk dir …" adds knowledge instead.
-    public func ask(_ question: String, backend: any ChatBackend, retriever: Retriever?, options: AskOptions = AskOptions(),
-                    onText: @escaping @Sendable (String) -> Bool) async throws -> AskResult {
+    public func ask(
+        _ question: String, backend: any ChatBackend, retriever: Retriever?, options: AskOptions = AskOptions(),
+        onText: @escaping @Sendable (String) -> Bool
+    ) async throws -> AskResult {
         let q = question.trimmingCharacters(in: .whitespacesAndNewlines)
         guard !q.isEmpty else { throw KianaNodeError(.invalidInput, "the question is empty") }
         guard q.utf8.count <= 64 * 1024 else { throw KianaNodeError(.invalidInput, "the question is longer than 64 KiB") }
@@ -141,10 +144,12 @@ extension Node {
             var id = conversation?.id ?? ""
             if persist {
                 if conversation == nil { id = try conversations.create(title: q, now: now).id }
-                try conversations.append([
-                    ConversationMessage(conversationId: id, role: "user", content: q, created: now),
-                    ConversationMessage(conversationId: id, role: "assistant", content: answer, citations: citations.map(\.id), created: Int64(currentMillis())),
-                ], to: id, now: Int64(currentMillis()))
+                try conversations.append(
+                    [
+                        ConversationMessage(conversationId: id, role: "user", content: q, created: now),
+                        ConversationMessage(
+                            conversationId: id, role: "assistant", content: answer, citations: citations.map(\.id), created: Int64(currentMillis())),
+                    ], to: id, now: Int64(currentMillis()))
             }
             return AskResult(answer: answer, citations: citations, sources: sources, conversationId: id, remembered: remembered, reply: reply)
         }
@@ -171,8 +176,9 @@ extension Node {
         }
         let past = options.history ?? stored.map { ChatMessage($0.role == "assistant" ? .assistant : .user, $0.content) }
         let answerTokens = min(options.maxTokens, backend.contextSize / 2)
-        let prompt = try Grounding.build(question: q, sources: sources, history: past, contextSize: backend.contextSize,
-                                         answerTokens: answerTokens, countTokens: backend.countTokens)
+        let prompt = try Grounding.build(
+            question: q, sources: sources, history: past, contextSize: backend.contextSize,
+            answerTokens: answerTokens, countTokens: backend.countTokens)
         var request = ChatRequest(messages: prompt.messages)
         request.maxTokens = answerTokens
         request.sampling = options.sampling

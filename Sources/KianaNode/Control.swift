@@ -1,6 +1,6 @@
 import Foundation
 #if canImport(FoundationNetworking)
-import FoundationNetworking
+    import FoundationNetworking
 #endif
 import KianaCore
 import KianaNet
@@ -8,7 +8,7 @@ import KianaStore
 import Logging
 import Synchronization
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// The CLI's handle on a running node (`kiana pair`, `kiana peers`): it finds the node through
@@ -20,7 +20,8 @@ public struct NodeControl: Sendable {
 
     public static func connect(_ directory: DataDirectory) throws(KianaNodeError) -> NodeControl {
         guard let runtime = directory.readRuntime(), let url = URLComponents(string: runtime.http),
-              let host = url.host, let port = url.port else {
+            let host = url.host, let port = url.port
+        else {
             throw KianaNodeError(.notRunning, "the node in \(directory.path) is not running: start it with `kiana serve`")
         }
         guard kill(pid_t(runtime.pid), 0) == 0 || errno == EPERM else {
@@ -33,7 +34,10 @@ public struct NodeControl: Sendable {
     public let p2pHost: String
     public let p2pPort: Int
 
-    struct Reply { var status: Int; var body: Data }
+    struct Reply {
+        var status: Int
+        var body: Data
+    }
 
     /// One HTTP exchange with the node, through the same HTTP client the backends use
     /// (URLSession), waiting at most 30 s.
@@ -54,8 +58,11 @@ public struct NodeControl: Sendable {
             if let http = response as? HTTPURLResponse {
                 r = .success(Reply(status: http.statusCode, body: data ?? Data()))
             } else {
-                r = .failure(KianaNodeError(.notRunning, "the node is not answering on \(host):\(port): start it with `kiana serve`"
-                                            + (error.map { " (\($0.localizedDescription))" } ?? "")))
+                r = .failure(
+                    KianaNodeError(
+                        .notRunning,
+                        "the node is not answering on \(host):\(port): start it with `kiana serve`"
+                            + (error.map { " (\($0.localizedDescription))" } ?? "")))
             }
             result.withLock { $0 = r }
             done.signal()
@@ -93,7 +100,10 @@ public struct NodeControl: Sendable {
     }
 
     public func pendingPairings() throws(KianaNodeError) -> (open: Bool, requests: [PairingRequest]) {
-        struct P: Decodable { var open: Bool; var requests: [PairingRequest] }
+        struct P: Decodable {
+            var open: Bool
+            var requests: [PairingRequest]
+        }
         let p = try call("GET", "/control/pair/pending", as: P.self)
         return (p.open, p.requests)
     }
@@ -126,15 +136,18 @@ extension Node {
     /// Joins the network of the authority at `address` (`kiana join`). Nothing is written to
     /// `directory` unless the owner confirms the code on the authority and a valid ledger
     /// arrives. An existing identity in the directory is reused.
-    public static func join(directory: DataDirectory, address: String, name: String?, wait: Duration, logger: Logger,
-                            onCode: @escaping @Sendable (String, DeviceID) -> Void) async throws -> (Node, Pairing.Joined) {
+    public static func join(
+        directory: DataDirectory, address: String, name: String?, wait: Duration, logger: Logger,
+        onCode: @escaping @Sendable (String, DeviceID) -> Void
+    ) async throws -> (Node, Pairing.Joined) {
         let identity: DeviceIdentity
         let fresh: Bool
         if directory.hasIdentity {
             identity = try directory.loadIdentity()
             let store = try LedgerStore(database: KianaDatabase(path: directory.databasePath))
             if let net = try store.network() {
-                throw KianaNodeError(.alreadyInitialized, "\(directory.path) already belongs to network \(Hex.encode(net.prefix(8)))…; join with a new data directory")
+                throw KianaNodeError(
+                    .alreadyInitialized, "\(directory.path) already belongs to network \(Hex.encode(net.prefix(8)))…; join with a new data directory")
             }
             fresh = false
         } else {

@@ -1,7 +1,7 @@
 import Foundation
 import KianaCore
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// The node's data directory: keys (0600), the SQLite database, later models and config.
@@ -140,7 +140,10 @@ public struct DataDirectory: Sendable {
             throw KianaNodeError(.keyFile, "cannot write \(path): \(String(cString: strerror(errno)))")
         }
         let dir = open((path as NSString).deletingLastPathComponent, O_RDONLY)
-        if dir >= 0 { fsync(dir); close(dir) }
+        if dir >= 0 {
+            fsync(dir)
+            close(dir)
+        }
     }
 
     static func readSecret(_ path: String) throws(KianaNodeError) -> [UInt8] {

@@ -43,8 +43,10 @@ public enum Discovery {
 
     /// Browses for `seconds` on `interface` (nil: every multicast interface), reporting each
     /// service resolved or removed.
-    public static func browse(interface: String?, seconds: Double, logger: Logger,
-                              onEvent: @escaping @Sendable (DiscoveryEvent) async -> Void) async throws {
+    public static func browse(
+        interface: String?, seconds: Double, logger: Logger,
+        onEvent: @escaping @Sendable (DiscoveryEvent) async -> Void
+    ) async throws {
         let mdns = MDNSDiscovery(interface: interface, logger: logger)
         let start = ContinuousClock.now
         try await withThrowingTaskGroup(of: Void.self) { group in
@@ -53,7 +55,8 @@ public enum Discovery {
                     let ms = (ContinuousClock.now - start) / .milliseconds(1)
                     switch event {
                     case .resolved(let s):
-                        await onEvent(.resolved(DiscoveredService(instance: s.instance, host: s.host, port: s.port, addresses: s.addresses, txt: s.txt), ms: ms))
+                        await onEvent(
+                            .resolved(DiscoveredService(instance: s.instance, host: s.host, port: s.port, addresses: s.addresses, txt: s.txt), ms: ms))
                     case .removed(let instance):
                         await onEvent(.removed(instance: instance, ms: ms))
                     }
@@ -72,8 +75,10 @@ public enum Discovery {
     /// its IPv4 HOST:PORT. Returns early on a full device ID match. `onSearch` runs once the
     /// target is accepted, before browsing starts. No device, or several, is an error that says
     /// what to give instead.
-    public static func findDevice(_ target: String?, interface: String?, seconds: Double, logger: Logger,
-                                  onSearch: () -> Void = {}) async throws -> FoundDevice {
+    public static func findDevice(
+        _ target: String?, interface: String?, seconds: Double, logger: Logger,
+        onSearch: () -> Void = {}
+    ) async throws -> FoundDevice {
         if let target, squash(target).count < 4 {
             throw KianaNodeError(.invalidInput, "\(target) is neither HOST:PORT nor a device ID (give at least 4 characters)")
         }
@@ -85,7 +90,8 @@ public enum Discovery {
             group.addTask {
                 try await mdns.run(announce: nil) { event in
                     guard case .resolved(let s) = event, let id = s.txt["id"],
-                          let ip = s.addresses.first(where: { !$0.contains(":") }) else { return }
+                        let ip = s.addresses.first(where: { !$0.contains(":") })
+                    else { return }
                     if let wanted, !(squash(id).hasPrefix(wanted) || s.instance.lowercased() == target?.lowercased()) { return }
                     await found.add(FoundDevice(id: id, address: "\(ip):\(s.port)", name: s.txt["name"]))
                 }
@@ -106,8 +112,10 @@ public enum Discovery {
         case 1:
             return devices[0]
         case 0:
-            throw KianaNodeError(.network, (target.map { "no KI_ana device matching \($0)" } ?? "no KI_ana device")
-                + " was found on the local network in \(Int(seconds)) s; give the HOST:PORT that `kiana pair` prints")
+            throw KianaNodeError(
+                .network,
+                (target.map { "no KI_ana device matching \($0)" } ?? "no KI_ana device")
+                    + " was found on the local network in \(Int(seconds)) s; give the HOST:PORT that `kiana pair` prints")
         default:
             let list = devices.map { "\($0.id) at \($0.address)\($0.name.map { " (\($0))" } ?? "")" }.joined(separator: "; ")
             throw KianaNodeError(.invalidInput, "several KI_ana devices match: \(list); name one by its device ID or HOST:PORT")

@@ -41,7 +41,9 @@ extension Node {
             blocks: blocks.map { b in
                 LedgerExport.ExportedBlock(
                     height: b.height, hash: b.hashHex, signer: DeviceID(publicKey: b.header.signer).description, time: b.header.time,
-                    entries: b.entries.map { .init(id: $0.idHex, author: $0.authorID.description, seq: $0.sequence, hlc: $0.hlc.description, kind: $0.kind.rawValue) },
+                    entries: b.entries.map {
+                        .init(id: $0.idHex, author: $0.authorID.description, seq: $0.sequence, hlc: $0.hlc.description, kind: $0.kind.rawValue)
+                    },
                     cbor: Data(b.encoded).base64EncodedString())
             })
         let enc = JSONEncoder()
@@ -93,8 +95,12 @@ extension Node {
         guard x.time == b.header.time else { throw fail("time") }
         guard x.entries.count == b.entries.count else { throw fail("entry list") }
         for (j, (xe, e)) in zip(x.entries, b.entries).enumerated() {
-            let field: String? = xe.id != e.idHex ? "id" : xe.author != e.authorID.description ? "author"
-                : xe.seq != e.sequence ? "seq" : xe.hlc != e.hlc.description ? "hlc" : xe.kind != e.kind.rawValue ? "kind" : nil
+            let field: String? =
+                xe.id != e.idHex
+                ? "id"
+                : xe.author != e.authorID.description
+                    ? "author"
+                    : xe.seq != e.sequence ? "seq" : xe.hlc != e.hlc.description ? "hlc" : xe.kind != e.kind.rawValue ? "kind" : nil
             if let field { throw fail("entry \(j) \(field)") }
         }
     }

@@ -34,7 +34,10 @@ final class GenerationQueue: Sendable {
     private func enter() async throws {
         let (limit, waitingLimit) = (self.limit, self.waitingLimit)
         let id: UInt64? = try state.withLock { s in
-            if s.running < limit { s.running += 1; return nil }
+            if s.running < limit {
+                s.running += 1
+                return nil
+            }
             guard s.waiting.count < waitingLimit else {
                 throw KianaNodeError(.busy, "the language model is busy with \(s.waiting.count + s.running) requests; try again shortly")
             }
@@ -60,7 +63,10 @@ final class GenerationQueue: Sendable {
 
     private func leave() {
         let next = state.withLock { s -> CheckedContinuation<Void, any Error>? in
-            if s.waiting.isEmpty { s.running -= 1; return nil }
+            if s.waiting.isEmpty {
+                s.running -= 1
+                return nil
+            }
             return s.waiting.removeFirst().continuation
         }
         next?.resume()

@@ -14,7 +14,9 @@ public struct IndexSettings: Sendable, Equatable {
     public var efConstruction: Int
 
     public init(hnswThreshold: Int = IndexSettings.defaultHNSWThreshold, m: Int = 16, efConstruction: Int = 100) {
-        self.hnswThreshold = hnswThreshold; self.m = m; self.efConstruction = efConstruction
+        self.hnswThreshold = hnswThreshold
+        self.m = m
+        self.efConstruction = efConstruction
     }
 
     /// The index configuration; `.invalidInput` names the ranges when a value is outside them.
@@ -23,7 +25,9 @@ public struct IndexSettings: Sendable, Equatable {
             throw KianaNodeError(.invalidInput, "--hnsw-threshold ≥ 0, --m 2…256, --ef-construction 2…4096")
         }
         var c = VectorIndexConfig()
-        c.hnswThreshold = hnswThreshold; c.m = m; c.efConstruction = efConstruction
+        c.hnswThreshold = hnswThreshold
+        c.m = m
+        c.efConstruction = efConstruction
         return c
     }
 }

@@ -49,10 +49,17 @@ public struct SamplingOverrides: Sendable {
     public var repeatPenalty: Float?
     public var seed: UInt64?
 
-    public init(greedy: Bool = false, temperature: Float? = nil, topK: Int? = nil, topP: Float? = nil, minP: Float? = nil,
-                repeatPenalty: Float? = nil, seed: UInt64? = nil) {
-        self.greedy = greedy; self.temperature = temperature; self.topK = topK; self.topP = topP; self.minP = minP
-        self.repeatPenalty = repeatPenalty; self.seed = seed
+    public init(
+        greedy: Bool = false, temperature: Float? = nil, topK: Int? = nil, topP: Float? = nil, minP: Float? = nil,
+        repeatPenalty: Float? = nil, seed: UInt64? = nil
+    ) {
+        self.greedy = greedy
+        self.temperature = temperature
+        self.topK = topK
+        self.topP = topP
+        self.minP = minP
+        self.repeatPenalty = repeatPenalty
+        self.seed = seed
     }
 
     /// `base` with these choices applied, range-checked (the error names the bad option).
@@ -123,8 +130,10 @@ public enum LocalModels {
 
     /// Completes a raw prompt with the embedded engine (no chat template, no retrieval),
     /// streaming text to `onText` (false stops).
-    public static func generate(_ prompt: String, model: String?, directory: String, context: Int, threads: Int, maxTokens: Int,
-                                sampling: SamplingOverrides, stop: [String], onText: (String) -> Bool) throws -> GenerationView {
+    public static func generate(
+        _ prompt: String, model: String?, directory: String, context: Int, threads: Int, maxTokens: Int,
+        sampling: SamplingOverrides, stop: [String], onText: (String) -> Bool
+    ) throws -> GenerationView {
         let m = try LlamaModel(path: try path(model, directory: directory))
         let session = LlamaSession(model: m, contextSize: context, threads: threads)
         var options = GenerationOptions()
@@ -133,8 +142,9 @@ public enum LocalModels {
         options.stop = stop
         let ids = m.tokenizer.encode(prompt)
         let r = try session.generate(prompt: ids, options: options, onText: onText)
-        return GenerationView(promptTokens: r.promptTokens, promptTokensPerSecond: r.promptTokensPerSecond, tokens: r.tokens.count,
-                              tokensPerSecond: r.tokensPerSecond, stopReason: r.stopReason.rawValue)
+        return GenerationView(
+            promptTokens: r.promptTokens, promptTokensPerSecond: r.promptTokensPerSecond, tokens: r.tokens.count,
+            tokensPerSecond: r.tokensPerSecond, stopReason: r.stopReason.rawValue)
     }
 
     /// The embedding model's WordPiece token IDs for `text`.

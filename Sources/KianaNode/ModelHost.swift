@@ -38,7 +38,8 @@ public final class ModelHost: Sendable {
         if let b = loaded.withLock({ $0.backend }) { return b }
         return try await loading.run {
             if let b = loaded.withLock({ $0.backend }) { return b }
-            let config = self.config, dir = modelDirectory
+            let config = self.config
+            let dir = modelDirectory
             let b = try await blocking { try config.make(modelDirectory: dir) }
             loaded.withLock { $0.backend = b }
             return b
@@ -66,7 +67,10 @@ final class AsyncLock: Sendable {
     private func acquire() async {
         await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
             let now = state.withLock { s -> Bool in
-                if s.held { s.waiting.append(c); return false }
+                if s.held {
+                    s.waiting.append(c)
+                    return false
+                }
                 s.held = true
                 return true
             }
@@ -76,7 +80,10 @@ final class AsyncLock: Sendable {
 
     private func release() {
         let next = state.withLock { s -> CheckedContinuation<Void, Never>? in
-            if s.waiting.isEmpty { s.held = false; return nil }
+            if s.waiting.isEmpty {
+                s.held = false
+                return nil
+            }
             return s.waiting.removeFirst()
         }
         next?.resume()

@@ -60,13 +60,16 @@ public struct Node: Sendable {
             throw KianaNodeError(.readOnly, "\(directory.path) is read-only here: reading works, writing does not")
         }
         if let damage = directory.damage {
-            throw KianaNodeError(.readOnly, "the ledger in \(directory.path) failed verification (\(damage)); nothing is written on top of it. "
-                                 + Self.recoveryAdvice)
+            throw KianaNodeError(
+                .readOnly,
+                "the ledger in \(directory.path) failed verification (\(damage)); nothing is written on top of it. "
+                    + Self.recoveryAdvice)
         }
     }
 
     /// How to get out of a damaged ledger.
-    public static let recoveryAdvice = "To recover: restore the data directory from a backup, or move it aside and `kiana import` an export "
+    public static let recoveryAdvice =
+        "To recover: restore the data directory from a backup, or move it aside and `kiana import` an export "
         + "from another device; `kiana ledger verify` clears this once the ledger verifies again."
 
     /// Opens the node, creating a new network first if the directory is empty (`kiana serve`).
@@ -82,7 +85,9 @@ public struct Node: Sendable {
 
     // MARK: knowledge
 
-    public func remember(text: String, title: String? = nil, tags: [String] = [], source: String? = nil, now: UInt64 = currentMillis()) throws -> (ItemID, WriteReceipt) {
+    public func remember(text: String, title: String? = nil, tags: [String] = [], source: String? = nil, now: UInt64 = currentMillis()) throws -> (
+        ItemID, WriteReceipt
+    ) {
         let trimmed = text.trimmingCharacters(in: .whitespacesAndNewlines)
         guard !trimmed.isEmpty else { throw KianaNodeError(.invalidInput, "nothing to remember: the text is empty") }
         try requireWritable()
@@ -93,8 +98,10 @@ public struct Node: Sendable {
     }
 
     /// Changes the given fields of an item (nil leaves a field as it is).
-    public func update(idPrefix: String, text: String? = nil, title: String? = nil, tags: [String]? = nil,
-                       now: UInt64 = currentMillis()) throws -> (ItemID, WriteReceipt) {
+    public func update(
+        idPrefix: String, text: String? = nil, title: String? = nil, tags: [String]? = nil,
+        now: UInt64 = currentMillis()
+    ) throws -> (ItemID, WriteReceipt) {
         try requireWritable()
         let item = try store.item(idPrefix: idPrefix)
         guard !item.deleted else { throw KianaNodeError(.invalidInput, "item \(item.id) is forgotten; add it again instead") }
@@ -129,10 +136,12 @@ public struct Node: Sendable {
 
         /// Verifies both proofs; throws `.invalidProof` if either fails.
         public func verify() throws(KianaCoreError) {
-            try Merkle.verifyInclusion(index: UInt64(position), treeSize: UInt64(blockEntryCount), leafHash: Merkle.leafHash(entry.id),
-                                       proof: entryPath, root: entryRoot)
-            try Merkle.verifyInclusion(index: height, treeSize: UInt64(treeSize), leafHash: Merkle.leafHash(blockHash),
-                                       proof: historyPath, root: historyRoot)
+            try Merkle.verifyInclusion(
+                index: UInt64(position), treeSize: UInt64(blockEntryCount), leafHash: Merkle.leafHash(entry.id),
+                proof: entryPath, root: entryRoot)
+            try Merkle.verifyInclusion(
+                index: height, treeSize: UInt64(treeSize), leafHash: Merkle.leafHash(blockHash),
+                proof: historyPath, root: historyRoot)
         }
     }
 
@@ -144,10 +153,11 @@ public struct Node: Sendable {
         let hashes = try store.blockHashes()
         let leaves = block.entries.map { Merkle.leafHash($0.id) }
         let historyLeaves = hashes.map(Merkle.leafHash)
-        return EntryProof(entry: entry, height: height, position: position, blockEntryCount: block.entries.count,
-                          entryRoot: block.header.entryRoot, entryPath: Merkle.inclusionProof(index: position, leafHashes: leaves),
-                          treeSize: hashes.count, historyRoot: Merkle.root(leafHashes: historyLeaves),
-                          historyPath: Merkle.inclusionProof(index: Int(height), leafHashes: historyLeaves), blockHash: block.hash)
+        return EntryProof(
+            entry: entry, height: height, position: position, blockEntryCount: block.entries.count,
+            entryRoot: block.header.entryRoot, entryPath: Merkle.inclusionProof(index: position, leafHashes: leaves),
+            treeSize: hashes.count, historyRoot: Merkle.root(leafHashes: historyLeaves),
+            historyPath: Merkle.inclusionProof(index: Int(height), leafHashes: historyLeaves), blockHash: block.hash)
     }
 
     /// Seals entries waiting in the pending pool (returned by a reorg, or written while this
@@ -155,7 +165,8 @@ public struct Node: Sendable {
     /// when nothing waits or the ledger is marked damaged.
     public func sealPendingIfAuthority(now: UInt64 = currentMillis()) throws {
         guard directory.damage == nil, !readOnly, try store.counts().pending > 0,
-              try store.authorities().contains(identity.publicKey) else { return }
+            try store.authorities().contains(identity.publicKey)
+        else { return }
         _ = try store.sealPending(identity: identity, now: now)
     }
 
@@ -178,16 +189,20 @@ public struct Node: Sendable {
     /// ledger damaged and is a `.verificationFailed` error that says how to recover.
     public func startupCheck(now: UInt64 = currentMillis()) throws -> StartupCheck {
         if let damage = directory.damage {
-            throw KianaNodeError(.verificationFailed, "the ledger in \(directory.path) failed verification earlier (\(damage)); the node does not serve it. "
-                                 + Self.recoveryAdvice)
+            throw KianaNodeError(
+                .verificationFailed,
+                "the ledger in \(directory.path) failed verification earlier (\(damage)); the node does not serve it. "
+                    + Self.recoveryAdvice)
         }
         do throws(KianaStoreError) {
             return try store.startupCheck(now: now)
         } catch {
             guard error.code == .corrupt else { throw error }
             directory.markDamaged(error.message)
-            throw KianaNodeError(.verificationFailed, "the ledger in \(directory.path) is damaged (\(error.message)); the node does not serve it. "
-                                 + Self.recoveryAdvice, cause: error)
+            throw KianaNodeError(
+                .verificationFailed,
+                "the ledger in \(directory.path) is damaged (\(error.message)); the node does not serve it. "
+                    + Self.recoveryAdvice, cause: error)
         }
     }
 }

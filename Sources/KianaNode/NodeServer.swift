@@ -16,13 +16,17 @@ public enum NodeServer {
     public typealias Ready = @Sendable (Node, Int, Int) -> Void
 
     /// Runs with settings resolved by `ServeSettings.resolve`.
-    public static func run(directory: DataDirectory, settings: ServeSettings, modelDirectory: String? = nil, logger: Logger,
-                           onReady: @escaping Ready = { _, _, _ in }) async throws {
+    public static func run(
+        directory: DataDirectory, settings: ServeSettings, modelDirectory: String? = nil, logger: Logger,
+        onReady: @escaping Ready = { _, _, _ in }
+    ) async throws {
         try await run(directory: directory, http: settings.http, network: settings.network, modelDirectory: modelDirectory, logger: logger, onReady: onReady)
     }
 
-    public static func run(directory: DataDirectory, http: HTTPConfig, network netConfig: NetworkConfig = NetworkConfig(),
-                           modelDirectory: String? = nil, logger: Logger, onReady: @escaping Ready = { _, _, _ in }) async throws {
+    public static func run(
+        directory: DataDirectory, http: HTTPConfig, network netConfig: NetworkConfig = NetworkConfig(),
+        modelDirectory: String? = nil, logger: Logger, onReady: @escaping Ready = { _, _, _ in }
+    ) async throws {
         // One node per data directory, held until this process ends; taken before anything is
         // written, so a second node changes nothing (not node.json, not the control token).
         let lock = try directory.lockForServing()
@@ -35,13 +39,15 @@ public enum NodeServer {
         logger.info("ledger checked", metadata: ["height": .stringConvertible(check.height), "newlyVerified": .stringConvertible(check.newlyVerified)])
         // The peer layer signs nothing: sealing entries a reorg returned to the pending pool is the node's.
         let seal: @Sendable () async -> Void = { try? await blocking { try node.sealPendingIfAuthority() } }
-        let network = PeerNetwork(store: node.store, identity: node.identity, config: netConfig, logger: logger,
-                                  hooks: .init(afterImport: seal, tick: seal))
+        let network = PeerNetwork(
+            store: node.store, identity: node.identity, config: netConfig, logger: logger,
+            hooks: .init(afterImport: seal, tick: seal))
         let token = try directory.writeControlToken()
         let ports = ReadyPorts()
         let announce: @Sendable () -> Void = {
             guard let (h, p) = ports.both() else { return }
-            directory.writeRuntime(NodeRuntime(http: "http://\(http.isLoopback ? http.host : "127.0.0.1"):\(h)", p2pHost: netConfig.host, p2pPort: p, pid: Int(getpid())))
+            directory.writeRuntime(
+                NodeRuntime(http: "http://\(http.isLoopback ? http.host : "127.0.0.1"):\(h)", p2pHost: netConfig.host, p2pPort: p, pid: Int(getpid())))
             onReady(node, h, p)
         }
         // One model host: the embedder is loaded once for both the indexer and answers.
@@ -52,16 +58,24 @@ public enum NodeServer {
             announce()
         }
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
-            .init(service: network.listener { port in ports.setP2P(port); announce() }),
+            .init(
+                service: network.listener { port in
+                    ports.setP2P(port)
+                    announce()
+                }),
             .init(service: network.dialer),
             .init(service: network.announcer),
         ]
         if netConfig.discovery {
-            services.append(.init(service: network.discovery(interface: netConfig.discoveryInterface, name: netConfig.name),
-                                  successTerminationBehavior: .ignore, failureTerminationBehavior: .ignore))
+            services.append(
+                .init(
+                    service: network.discovery(interface: netConfig.discoveryInterface, name: netConfig.name),
+                    successTerminationBehavior: .ignore, failureTerminationBehavior: .ignore))
         }
-        services.append(.init(service: IndexingService(node: node, models: models, logger: logger),
-                              successTerminationBehavior: .ignore, failureTerminationBehavior: .ignore))
+        services.append(
+            .init(
+                service: IndexingService(node: node, models: models, logger: logger),
+                successTerminationBehavior: .ignore, failureTerminationBehavior: .ignore))
         services.append(.init(service: app))
         let group = ServiceGroup(configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         defer { directory.removeRuntime() }
@@ -79,7 +93,11 @@ public enum NodeServer {
 
 /// Ports reported by the two listeners, so readiness is announced once both are up.
 final class ReadyPorts: Sendable {
-    struct State { var http: Int?; var p2p: Int?; var announced = false }
+    struct State {
+        var http: Int?
+        var p2p: Int?
+        var announced = false
+    }
     private let state = Mutex(State())
     func setHTTP(_ p: Int) { state.withLock { $0.http = p } }
     func setP2P(_ p: Int) { state.withLock { $0.p2p = p } }

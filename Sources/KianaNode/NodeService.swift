@@ -100,7 +100,9 @@ public final class NodeService: NodeAPI {
         if let r = try await retriever() {
             ids = try await blocking { try r.search(query, k: k, mode: m, filter: filter).map { ($0.id, $0.score) } }
         } else {
-            guard m == .keyword || m == .hybrid else { throw KianaNodeError(.invalidInput, "vector search needs the embedding model; \(ModelDirectory.fixHint)") }
+            guard m == .keyword || m == .hybrid else {
+                throw KianaNodeError(.invalidInput, "vector search needs the embedding model; \(ModelDirectory.fixHint)")
+            }
             ids = try await store { n in try n.searchStore.keywordSearch(query, limit: k, filter: filter) }
         }
         let items = try await store { n in try n.searchStore.items(ids.map(\.0)) }
@@ -133,8 +135,10 @@ public final class NodeService: NodeAPI {
 
     public func uploadName(_ raw: String) throws -> String { try TextExtraction.uploadName(raw) }
 
-    public func ingest(uploads: [(name: String, data: [UInt8])], tags: [String],
-                       progress: @escaping @Sendable (String, Int, Int, String) -> Void) async throws -> IngestReportDTO {
+    public func ingest(
+        uploads: [(name: String, data: [UInt8])], tags: [String],
+        progress: @escaping @Sendable (String, Int, Int, String) -> Void
+    ) async throws -> IngestReportDTO {
         guard !uploads.isEmpty else { throw KianaNodeError(.invalidInput, "nothing to ingest: send files") }
         try node.requireWritable()
         let folder = node.directory.path + "/uploads"
@@ -166,10 +170,11 @@ public final class NodeService: NodeAPI {
         if report.changed, let embedder = try? await models.embedder() {
             embedded = try await store { n in try n.embedPending(embedder, progress: progress) }
         }
-        return IngestReportDTO(filesScanned: report.filesScanned, filesNew: report.filesNew, filesChanged: report.filesChanged,
-                               filesUnchanged: report.filesUnchanged, filesRemoved: report.filesRemoved, filesFailed: report.filesFailed,
-                               chunksAdded: report.chunksAdded, chunksUpdated: report.chunksUpdated, chunksRemoved: report.chunksRemoved,
-                               bytesRead: report.bytesRead, embedded: embedded, changed: report.changed)
+        return IngestReportDTO(
+            filesScanned: report.filesScanned, filesNew: report.filesNew, filesChanged: report.filesChanged,
+            filesUnchanged: report.filesUnchanged, filesRemoved: report.filesRemoved, filesFailed: report.filesFailed,
+            chunksAdded: report.chunksAdded, chunksUpdated: report.chunksUpdated, chunksRemoved: report.chunksRemoved,
+            bytesRead: report.bytesRead, embedded: embedded, changed: report.changed)
     }
 
     // MARK: answers
@@ -182,8 +187,10 @@ public final class NodeService: NodeAPI {
 
     public func acceptsGeneration() -> Bool { queue.hasRoom }
 
-    public func chat(_ messages: [ChatMessage], grounded: Bool, maxTokens: Int?, sampling: SamplingOptions,
-                     onText: @escaping @Sendable (String) -> Bool) async throws -> AssistantReply {
+    public func chat(
+        _ messages: [ChatMessage], grounded: Bool, maxTokens: Int?, sampling: SamplingOptions,
+        onText: @escaping @Sendable (String) -> Bool
+    ) async throws -> AssistantReply {
         let backend = try await models.backend()
         let name = grounded ? groundedModelName : (models.config.model ?? ModelCatalog.defaultModel)
         guard grounded, let question = messages.last, question.role == .user else {
@@ -193,28 +200,33 @@ public final class NodeService: NodeAPI {
             let req = request
             let r = try await queue.run { try await backend.chat(req, onText: onText) }
             count(r.completionTokens)
-            return AssistantReply(text: r.text, citations: [], promptTokens: r.promptTokens, completionTokens: r.completionTokens,
-                                  stopReason: r.stopReason, model: name)
+            return AssistantReply(
+                text: r.text, citations: [], promptTokens: r.promptTokens, completionTokens: r.completionTokens,
+                stopReason: r.stopReason, model: name)
         }
         let retriever = try await self.retriever()
         var options = AskOptions()
         if let maxTokens { options.maxTokens = maxTokens }
         options.sampling = sampling
         options.history = messages.dropLast().filter { $0.role != .system }
-        let node = self.node, opts = options
+        let node = self.node
+        let opts = options
         let r = try await queue.run { try await node.ask(question.content, backend: backend, retriever: retriever, options: opts, onText: onText) }
         return reply(r, model: name)
     }
 
-    public func ask(_ question: String, conversation: String?, maxTokens: Int?, sampling: SamplingOptions?,
-                    onText: @escaping @Sendable (String) -> Bool) async throws -> (reply: AssistantReply, conversation: String) {
+    public func ask(
+        _ question: String, conversation: String?, maxTokens: Int?, sampling: SamplingOptions?,
+        onText: @escaping @Sendable (String) -> Bool
+    ) async throws -> (reply: AssistantReply, conversation: String) {
         let backend = try await models.backend()
         let retriever = try await self.retriever()
         var options = AskOptions()
         options.conversation = conversation
         if let maxTokens { options.maxTokens = maxTokens }
         if let sampling { options.sampling = sampling }
-        let node = self.node, opts = options
+        let node = self.node
+        let opts = options
         let r = try await queue.run { try await node.ask(question, backend: backend, retriever: retriever, options: opts, onText: onText) }
         return (reply(r, model: groundedModelName), r.conversationId)
     }
@@ -222,9 +234,10 @@ public final class NodeService: NodeAPI {
     /// The HTTP-facing reply of an answer (citations with their item IDs), counting its tokens.
     private func reply(_ r: AskResult, model: String) -> AssistantReply {
         count(r.reply?.completionTokens ?? 0)
-        return AssistantReply(text: r.answer, citations: r.citations.map { .init(number: $0.number, id: $0.id, title: $0.title, source: $0.source) },
-                              promptTokens: r.reply?.promptTokens ?? 0, completionTokens: r.reply?.completionTokens ?? 0,
-                              stopReason: r.reply?.stopReason ?? .endOfGeneration, model: model)
+        return AssistantReply(
+            text: r.answer, citations: r.citations.map { .init(number: $0.number, id: $0.id, title: $0.title, source: $0.source) },
+            promptTokens: r.reply?.promptTokens ?? 0, completionTokens: r.reply?.completionTokens ?? 0,
+            stopReason: r.reply?.stopReason ?? .endOfGeneration, model: model)
     }
 
     func count(_ tokens: Int) { state.withLock { $0.generated += tokens } }
@@ -252,8 +265,9 @@ public final class NodeService: NodeAPI {
         try await store { n in
             let head = try n.store.head()
             let c = try n.store.counts()
-            return LedgerStatusDTO(height: head?.height, head: head.map { Hex.encode($0.hash) }, items: c.items, blocks: c.blocks,
-                                   entries: c.entries, deletedItems: c.deletedItems, pending: c.pending)
+            return LedgerStatusDTO(
+                height: head?.height, head: head.map { Hex.encode($0.hash) }, items: c.items, blocks: c.blocks,
+                entries: c.entries, deletedItems: c.deletedItems, pending: c.pending)
         }
     }
 
@@ -285,9 +299,10 @@ public final class NodeService: NodeAPI {
                 throw KianaStoreError(.notFound, "no knowledge item or ledger entry \(id)")
             }
             try p.verify()
-            return ProofDTO(item: item, entry: EntryDTO(p.entry), height: p.height, position: p.position, blockEntryCount: p.blockEntryCount,
-                            entryRoot: Hex.encode(p.entryRoot), entryPath: p.entryPath.map(Hex.encode), blockHash: Hex.encode(p.blockHash),
-                            treeSize: p.treeSize, historyRoot: Hex.encode(p.historyRoot), historyPath: p.historyPath.map(Hex.encode), verified: true)
+            return ProofDTO(
+                item: item, entry: EntryDTO(p.entry), height: p.height, position: p.position, blockEntryCount: p.blockEntryCount,
+                entryRoot: Hex.encode(p.entryRoot), entryPath: p.entryPath.map(Hex.encode), blockHash: Hex.encode(p.blockHash),
+                treeSize: p.treeSize, historyRoot: Hex.encode(p.historyRoot), historyPath: p.historyPath.map(Hex.encode), verified: true)
         }
     }
 
@@ -295,23 +310,26 @@ public final class NodeService: NodeAPI {
         try await store { n in
             let start = DispatchTime.now().uptimeNanoseconds
             let s = try n.verify()
-            return VerifyDTO(valid: true, height: s.tip.height, head: Hex.encode(s.tipHash), blocks: s.blockHashes.count, entries: s.entryCount,
-                             authorities: s.authorities.count, seconds: Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
+            return VerifyDTO(
+                valid: true, height: s.tip.height, head: Hex.encode(s.tipHash), blocks: s.blockHashes.count, entries: s.entryCount,
+                authorities: s.authorities.count, seconds: Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
         }
     }
 
     // MARK: device and peers
 
     public func device() async throws -> DeviceDTO {
-        let config = models.config, loaded = models.allLoaded
+        let config = models.config
+        let loaded = models.allLoaded
         var d = try await store { n in
             let authorities = try n.store.authorities().map(Hex.encode).sorted()
             let counts = try n.store.counts()
-            return DeviceDTO(deviceId: n.identity.deviceID.description, publicKey: Hex.encode(n.identity.publicKey),
-                             network: try n.store.network().map(Hex.encode), authorities: authorities,
-                             authority: authorities.contains(Hex.encode(n.identity.publicKey)), dataDirectory: n.directory.path,
-                             backend: config.backend.rawValue, model: config.model ?? (config.backend == .embedded ? ModelCatalog.defaultModel : nil),
-                             modelsLoaded: loaded, items: counts.items, blocks: counts.blocks, entries: counts.entries)
+            return DeviceDTO(
+                deviceId: n.identity.deviceID.description, publicKey: Hex.encode(n.identity.publicKey),
+                network: try n.store.network().map(Hex.encode), authorities: authorities,
+                authority: authorities.contains(Hex.encode(n.identity.publicKey)), dataDirectory: n.directory.path,
+                backend: config.backend.rawValue, model: config.model ?? (config.backend == .embedded ? ModelCatalog.defaultModel : nil),
+                modelsLoaded: loaded, items: counts.items, blocks: counts.blocks, entries: counts.entries)
         }
         if let network {
             d.peers = await network.statusWithRTT()
@@ -369,7 +387,8 @@ public final class NodeService: NodeAPI {
         }
         let key = checked.key
         let m = try? await store { n in try n.store.membership() }
-        return PairingOutcome(request: outcome.request, accepted: outcome.accepted, member: m?.authorities.contains(key) ?? false,
-                              authorities: m?.authorities.count ?? 0, votesFor: m?.tally[key]?.count ?? 0)
+        return PairingOutcome(
+            request: outcome.request, accepted: outcome.accepted, member: m?.authorities.contains(key) ?? false,
+            authorities: m?.authorities.count ?? 0, votesFor: m?.tally[key]?.count ?? 0)
     }
 }

@@ -40,8 +40,10 @@ extension Node {
     /// changed files have their chunks replaced, files gone from an ingested folder are forgotten,
     /// unchanged files cost one read. Each batch of chunks is one ledger write, so an interrupted
     /// run leaves whole batches and the next run finishes the job.
-    public func ingest(paths: [String], tags: [String] = [], chunker: Chunker = Chunker(),
-                       progress: ProgressHandler? = nil, now: @Sendable () -> UInt64 = currentMillis) throws -> IngestReport {
+    public func ingest(
+        paths: [String], tags: [String] = [], chunker: Chunker = Chunker(),
+        progress: ProgressHandler? = nil, now: @Sendable () -> UInt64 = currentMillis
+    ) throws -> IngestReport {
         guard !paths.isEmpty else { throw KianaNodeError(.invalidInput, "nothing to ingest: give files or folders") }
         var report = IngestReport()
         let fm = FileManager.default
@@ -54,12 +56,13 @@ extension Node {
                     plan.append((path, try Self.supportedFiles(under: path), true))
                 } else {
                     guard TextExtraction.isSupported(path) else {
-                        throw KianaNodeError(.invalidInput, "\(raw): unsupported file type (supported: \(TextExtraction.supportedExtensions.sorted().joined(separator: ", ")))")
+                        throw KianaNodeError(
+                            .invalidInput, "\(raw): unsupported file type (supported: \(TextExtraction.supportedExtensions.sorted().joined(separator: ", ")))")
                     }
                     plan.append((path, [path], false))
                 }
             } else if try !searchStore.items(sourcePrefix: path + "#").isEmpty {
-                plan.append((path, [], false))   // a file ingested before and deleted since
+                plan.append((path, [], false))  // a file ingested before and deleted since
             } else {
                 throw KianaNodeError(.invalidInput, "\(raw): no such file or folder")
             }
@@ -95,7 +98,8 @@ extension Node {
                 }
                 let name = (file as NSString).lastPathComponent
                 var ops: [KnowledgeOp] = []
-                var added = 0, updated = 0
+                var added = 0
+                var updated = 0
                 for (pos, chunk) in chunks.enumerated() {
                     let title = chunk.heading.isEmpty ? name : name + " › " + chunk.heading
                     let text = String(chunk.text.utf8.prefix(KnowledgeOp.maxTextBytes)) ?? chunk.text
@@ -104,15 +108,21 @@ extension Node {
                         ops.append(.put(item.id, KnowledgeFields(title: title, text: text)))
                         updated += 1
                     } else {
-                        ops.append(.put(ItemID.random(), KnowledgeFields(title: title, text: text, tags: tags.isEmpty ? nil : tags,
-                                                                         source: ChunkSource.make(file, pos))))
+                        ops.append(
+                            .put(
+                                ItemID.random(),
+                                KnowledgeFields(
+                                    title: title, text: text, tags: tags.isEmpty ? nil : tags,
+                                    source: ChunkSource.make(file, pos))))
                         added += 1
                     }
                 }
                 let removed = old.keys.filter { $0 >= chunks.count }.sorted()
                 ops += removed.map { .delete(old[$0]!.id) }
                 try write(ops, now: now)
-                report.chunksAdded += added; report.chunksUpdated += updated; report.chunksRemoved += removed.count
+                report.chunksAdded += added
+                report.chunksUpdated += updated
+                report.chunksRemoved += removed.count
                 if ops.isEmpty { report.filesUnchanged += 1 } else if old.isEmpty { report.filesNew += 1 } else { report.filesChanged += 1 }
                 progress?("reading", report.bytesRead, totalBytes, file)
             }
@@ -135,16 +145,22 @@ extension Node {
             var size = 64
             if case .put(_, let f) = op { size += (f.text?.utf8.count ?? 0) + (f.title?.utf8.count ?? 0) }
             if !batch.isEmpty && (batch.count >= 256 || bytes + size > 1 << 20) {
-                _ = try store.write(batch, identity: identity, now: now()); batch = []; bytes = 0
+                _ = try store.write(batch, identity: identity, now: now())
+                batch = []
+                bytes = 0
             }
-            batch.append(op); bytes += size
+            batch.append(op)
+            bytes += size
         }
         if !batch.isEmpty { _ = try store.write(batch, identity: identity, now: now()) }
     }
 
     static func supportedFiles(under root: String) throws -> [String] {
-        guard let e = FileManager.default.enumerator(at: URL(fileURLWithPath: root), includingPropertiesForKeys: [.isRegularFileKey],
-                                                     options: [.skipsHiddenFiles]) else {
+        guard
+            let e = FileManager.default.enumerator(
+                at: URL(fileURLWithPath: root), includingPropertiesForKeys: [.isRegularFileKey],
+                options: [.skipsHiddenFiles])
+        else {
             throw KianaNodeError(.invalidInput, "cannot read folder \(root)")
         }
         var files: [String] = []
@@ -181,12 +197,16 @@ extension Node {
     /// index is opened (and its HNSW file refreshed when the store is large).
     /// `afterEmbedding` runs between the two (a cache reads the store's fingerprint there, so a
     /// write that lands while the index opens makes the next fingerprint differ).
-    public func retriever(_ embedder: Embedder, config: VectorIndexConfig = VectorIndexConfig(), progress: ProgressHandler? = nil,
-                          afterEmbedding: () throws -> Void = {}) throws -> Retriever {
+    public func retriever(
+        _ embedder: Embedder, config: VectorIndexConfig = VectorIndexConfig(), progress: ProgressHandler? = nil,
+        afterEmbedding: () throws -> Void = {}
+    ) throws -> Retriever {
         try embedPending(embedder, progress: progress)
         try afterEmbedding()
-        let index = try ItemVectorIndex.open(store: searchStore, model: Embedder.modelName, dimension: embedder.dimension,
-                                            path: vectorIndexPath, config: config) { progress?("indexing", $0, $1, "") }
+        let index = try ItemVectorIndex.open(
+            store: searchStore, model: Embedder.modelName, dimension: embedder.dimension,
+            path: vectorIndexPath, config: config
+        ) { progress?("indexing", $0, $1, "") }
         return Retriever(embedder: embedder, store: searchStore, index: index)
     }
 

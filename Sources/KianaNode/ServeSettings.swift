@@ -16,10 +16,18 @@ public struct ServeSettings: Sendable {
         public var discovery: String?
         public var discoveryInterface: String?
         public var name: String?
-        public init(host: String? = nil, port: Int? = nil, token: String? = nil, p2pHost: String? = nil, p2pPort: Int? = nil,
-                    discovery: String? = nil, discoveryInterface: String? = nil, name: String? = nil) {
-            self.host = host; self.port = port; self.token = token; self.p2pHost = p2pHost; self.p2pPort = p2pPort
-            self.discovery = discovery; self.discoveryInterface = discoveryInterface; self.name = name
+        public init(
+            host: String? = nil, port: Int? = nil, token: String? = nil, p2pHost: String? = nil, p2pPort: Int? = nil,
+            discovery: String? = nil, discoveryInterface: String? = nil, name: String? = nil
+        ) {
+            self.host = host
+            self.port = port
+            self.token = token
+            self.p2pHost = p2pHost
+            self.p2pPort = p2pPort
+            self.discovery = discovery
+            self.discoveryInterface = discoveryInterface
+            self.name = name
         }
     }
 
@@ -29,17 +37,20 @@ public struct ServeSettings: Sendable {
     /// Lines for the person starting the node (e.g. that clients need the token).
     public var notes: [String] = []
 
-    public static func resolve(_ flags: Flags, directory: DataDirectory,
-                               environment env: [String: String] = ProcessInfo.processInfo.environment) throws(KianaNodeError) -> ServeSettings {
+    public static func resolve(
+        _ flags: Flags, directory: DataDirectory,
+        environment env: [String: String] = ProcessInfo.processInfo.environment
+    ) throws(KianaNodeError) -> ServeSettings {
         func int(_ flag: Int?, _ key: String, _ fallback: Int) throws(KianaNodeError) -> Int {
             if let flag { return flag }
             guard let text = env[key], !text.isEmpty else { return fallback }
             guard let v = Int(text) else { throw KianaNodeError(.invalidInput, "\(key) must be a number, not \(text)") }
             return v
         }
-        var http = HTTPConfig(host: flags.host ?? env["KIANA_HOST"] ?? "127.0.0.1",
-                              port: try int(flags.port, "KIANA_PORT", 8000),
-                              token: flags.token ?? env["KIANA_TOKEN"].flatMap { $0.isEmpty ? nil : $0 })
+        var http = HTTPConfig(
+            host: flags.host ?? env["KIANA_HOST"] ?? "127.0.0.1",
+            port: try int(flags.port, "KIANA_PORT", 8000),
+            token: flags.token ?? env["KIANA_TOKEN"].flatMap { $0.isEmpty ? nil : $0 })
         var net = NetworkConfig()
         net.host = flags.p2pHost ?? env["KIANA_P2P_HOST"] ?? "0.0.0.0"
         net.port = try int(flags.p2pPort, "KIANA_P2P_PORT", 8470)

@@ -8,8 +8,15 @@ import KianaStore
 
 /// `kiana status`.
 public struct StatusView: Codable, Sendable {
-    public struct Head: Codable, Sendable { public var height: UInt64; public var hash: String }
-    public struct PendingVote: Codable, Sendable { public var action: String; public var device: String; public var by: String }
+    public struct Head: Codable, Sendable {
+        public var height: UInt64
+        public var hash: String
+    }
+    public struct PendingVote: Codable, Sendable {
+        public var action: String
+        public var device: String
+        public var by: String
+    }
     public var device: String
     public var identityKey: String
     public var network: String
@@ -44,8 +51,15 @@ public struct ItemView: Codable, Sendable {
     public var entry: String?
 
     public init(_ i: StoredItem) {
-        id = i.id.description; title = i.title; text = i.text ?? ""; tags = i.tags; source = i.source
-        created = i.created?.wall; updated = i.updated?.wall; deleted = i.deleted; entry = i.lastEntry.map(Hex.encode)
+        id = i.id.description
+        title = i.title
+        text = i.text ?? ""
+        tags = i.tags
+        source = i.source
+        created = i.created?.wall
+        updated = i.updated?.wall
+        deleted = i.deleted
+        entry = i.lastEntry.map(Hex.encode)
     }
 }
 
@@ -58,7 +72,11 @@ public struct EntryView: Codable, Sendable {
     public var hlc: String
 
     public init(_ e: Entry) {
-        id = e.idHex; kind = e.kind.rawValue; author = e.authorID.description; seq = e.sequence; hlc = e.hlc.description
+        id = e.idHex
+        kind = e.kind.rawValue
+        author = e.authorID.description
+        seq = e.sequence
+        hlc = e.hlc.description
     }
 }
 
@@ -76,18 +94,35 @@ public struct BlockView: Codable, Sendable {
     public var entries: [EntryView]?
 
     public init(_ b: Block, withEntries: Bool) {
-        height = b.height; hash = b.hashHex; parent = Hex.encode(b.header.parent); time = b.header.time
-        signer = DeviceID(publicKey: b.header.signer).description; entryRoot = Hex.encode(b.header.entryRoot)
-        entryCount = b.entries.count; authorities = b.header.authorities?.map { DeviceID(publicKey: $0).description }
-        name = b.header.name; entries = withEntries ? b.entries.map(EntryView.init) : nil
+        height = b.height
+        hash = b.hashHex
+        parent = Hex.encode(b.header.parent)
+        time = b.header.time
+        signer = DeviceID(publicKey: b.header.signer).description
+        entryRoot = Hex.encode(b.header.entryRoot)
+        entryCount = b.entries.count
+        authorities = b.header.authorities?.map { DeviceID(publicKey: $0).description }
+        name = b.header.name
+        entries = withEntries ? b.entries.map(EntryView.init) : nil
     }
 }
 
 /// `kiana ledger forks`.
 public struct ForksView: Codable, Sendable {
-    public struct Branch: Codable, Sendable { public var tipHeight: UInt64; public var tipHash: String; public var forkHeight: UInt64 }
-    public struct Gap: Codable, Sendable { public var device: String; public var missing: [UInt64] }
-    public struct Conflict: Codable, Sendable { public var device: String; public var sequence: UInt64; public var entries: [String] }
+    public struct Branch: Codable, Sendable {
+        public var tipHeight: UInt64
+        public var tipHash: String
+        public var forkHeight: UInt64
+    }
+    public struct Gap: Codable, Sendable {
+        public var device: String
+        public var missing: [UInt64]
+    }
+    public struct Conflict: Codable, Sendable {
+        public var device: String
+        public var sequence: UInt64
+        public var entries: [String]
+    }
     public var head: StatusView.Head?
     public var sideBranches: [Branch]
     public var orphans: Int
@@ -140,8 +175,13 @@ public struct VerifyView: Codable, Sendable {
     public var authorities: Int
 
     public init(_ s: LedgerState) {
-        valid = true; blocks = s.blockHashes.count; entries = s.entryCount; height = s.height; head = Hex.encode(s.tipHash)
-        historyRoot = Hex.encode(s.historyRoot); authorities = s.authorities.count
+        valid = true
+        blocks = s.blockHashes.count
+        entries = s.entryCount
+        height = s.height
+        head = Hex.encode(s.tipHash)
+        historyRoot = Hex.encode(s.historyRoot)
+        authorities = s.authorities.count
     }
 }
 
@@ -158,8 +198,11 @@ extension Node {
             head: head.map { .init(height: $0.height, hash: Hex.encode($0.hash)) },
             blocks: c.blocks, entries: c.entries, items: c.items, forgottenItems: c.deletedItems, pending: c.pending,
             authorities: (m?.authorities ?? []).map { DeviceID(publicKey: $0).description }.sorted(),
-            votes: (m?.votes ?? []).map { .init(action: $0.vote.authorize ? "add" : "drop", device: DeviceID(publicKey: $0.vote.target).description,
-                                      by: DeviceID(publicKey: $0.signer).description) },
+            votes: (m?.votes ?? []).map {
+                .init(
+                    action: $0.vote.authorize ? "add" : "drop", device: DeviceID(publicKey: $0.vote.target).description,
+                    by: DeviceID(publicKey: $0.signer).description)
+            },
             dataDirectory: directory.path, readOnly: readOnly, verifiedHeight: try? store.lastVerified()?.height, damage: damage)
     }
 
@@ -201,9 +244,10 @@ extension Node {
 
     public func indexStatus() throws -> IndexStatusView {
         let file = FileManager.default.fileExists(atPath: vectorIndexPath)
-        return IndexStatusView(items: try store.counts().items, embedded: try searchStore.vectorCount(model: Embedder.modelName),
-                               waiting: try searchStore.countNeedingVectors(model: Embedder.modelName),
-                               vectorSearch: file ? "hnsw" : "exact", indexFile: file ? vectorIndexPath : nil)
+        return IndexStatusView(
+            items: try store.counts().items, embedded: try searchStore.vectorCount(model: Embedder.modelName),
+            waiting: try searchStore.countNeedingVectors(model: Embedder.modelName),
+            vectorSearch: file ? "hnsw" : "exact", indexFile: file ? vectorIndexPath : nil)
     }
 
     public func conversationList() throws -> [ConversationView] {
@@ -261,14 +305,19 @@ public struct SearchView: Codable, Sendable {
 extension Node {
     /// Searches the knowledge base: `mode` is hybrid, vector or keyword; `tag` and `source`
     /// (a path prefix: relative paths are made absolute) filter. Vector modes load the embedder.
-    public func search(_ query: String, k: Int, mode: String, tag: String?, source: String?, modelDirectory: String,
-                       progress: ProgressHandler? = nil) throws -> SearchView {
+    public func search(
+        _ query: String, k: Int, mode: String, tag: String?, source: String?, modelDirectory: String,
+        progress: ProgressHandler? = nil
+    ) throws -> SearchView {
         guard let m = SearchMode(rawValue: mode) else { throw KianaNodeError(.invalidInput, "--mode must be hybrid, vector or keyword") }
         guard (1...1000).contains(k) else { throw KianaNodeError(.invalidInput, "--k must be 1…1000") }
         guard !query.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty else { throw KianaNodeError(.invalidInput, "the search query is empty") }
-        let filter = SearchFilter(tag: tag, sourcePrefix: source.map { s in
-            s.hasPrefix("/") || s.hasPrefix("~") || s.hasPrefix(".") ? URL(fileURLWithPath: (s as NSString).expandingTildeInPath).standardizedFileURL.path : s
-        })
+        let filter = SearchFilter(
+            tag: tag,
+            sourcePrefix: source.map { s in
+                s.hasPrefix("/") || s.hasPrefix("~") || s.hasPrefix(".")
+                    ? URL(fileURLWithPath: (s as NSString).expandingTildeInPath).standardizedFileURL.path : s
+            })
         let hits: [SearchHit]
         if m == .keyword {
             hits = try searchStore.keywordSearch(query, limit: k, filter: filter).enumerated().map {
@@ -278,10 +327,13 @@ extension Node {
             hits = try retriever(Node.loadEmbedder(modelDirectory: modelDirectory), progress: progress).search(query, k: k, mode: m, filter: filter)
         }
         let items = try searchStore.items(hits.map(\.id))
-        return SearchView(query: query, mode: m.rawValue, results: hits.map { h in
-            let i = items[h.id]
-            return SearchView.Hit(id: h.id.description, score: h.score, keywordRank: h.keywordRank, bm25: h.keywordScore,
-                                  vectorRank: h.vectorRank, cosine: h.vectorScore, title: i?.title, source: i?.source, text: i?.text)
-        })
+        return SearchView(
+            query: query, mode: m.rawValue,
+            results: hits.map { h in
+                let i = items[h.id]
+                return SearchView.Hit(
+                    id: h.id.description, score: h.score, keywordRank: h.keywordRank, bm25: h.keywordScore,
+                    vectorRank: h.vectorRank, cosine: h.vectorScore, title: i?.title, source: i?.source, text: i?.text)
+            })
     }
 }

@@ -23,7 +23,8 @@ struct AskController<Context: RequestContext>: Sendable {
         }
         let maxTokens = try Compat.positive(body.max_tokens, "max_tokens")
         let sampling = try Compat.sampling(temperature: body.temperature, topP: body.top_p, seed: body.seed)
-        let node = self.node, conversation = body.conversation
+        let node = self.node
+        let conversation = body.conversation
         if body.stream ?? true {
             return Streaming.events { emit in
                 let (r, conv) = try await node.ask(q, conversation: conversation, maxTokens: maxTokens, sampling: sampling) { piece in

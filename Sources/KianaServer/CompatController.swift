@@ -45,9 +45,12 @@ struct CompatController<Context: RequestContext>: Sendable {
             @Sendable func chunk(_ delta: ChatChunkDTO.Delta, finish: String? = nil, kiana: KianaExtraDTO? = nil) -> String {
                 JSONText.event(nil, ChatChunkDTO(id: id, created: created, model: model, choices: [.init(delta: delta, finish_reason: finish)], kiana: kiana))
             }
-            return Streaming.response(contentType: "text/event-stream", failure: { error in
-                JSONText.event(nil, StreamFailureDTO(error: .init(message: (error as? any KianaError)?.message ?? "\(error)")))
-            }) { emit in
+            return Streaming.response(
+                contentType: "text/event-stream",
+                failure: { error in
+                    JSONText.event(nil, StreamFailureDTO(error: .init(message: (error as? any KianaError)?.message ?? "\(error)")))
+                }
+            ) { emit in
                 guard emit(chunk(.init(role: "assistant", content: ""))) else { return }
                 let r = try await node.chat(messages, grounded: grounded, maxTokens: maxTokens, sampling: sampling) { piece in
                     emit(chunk(.init(content: piece)))
@@ -60,10 +63,12 @@ struct CompatController<Context: RequestContext>: Sendable {
             }
         }
         let r = try await node.chat(messages, grounded: grounded, maxTokens: maxTokens, sampling: sampling) { _ in true }
-        return try ChatCompletionDTO(id: id, created: created, model: model,
-                                     choices: [.init(message: .init(content: r.text), finish_reason: Compat.finishReason(r.stopReason))],
-                                     usage: UsageDTO(r), kiana: grounded ? KianaExtraDTO(citations: r.citations) : nil)
-            .response(from: req, context: ctx)
+        return try ChatCompletionDTO(
+            id: id, created: created, model: model,
+            choices: [.init(message: .init(content: r.text), finish_reason: Compat.finishReason(r.stopReason))],
+            usage: UsageDTO(r), kiana: grounded ? KianaExtraDTO(citations: r.citations) : nil
+        )
+        .response(from: req, context: ctx)
     }
 
     @Sendable func embeddings(_ req: Request, _ ctx: Context) async throws -> EmbeddingsDTO {
@@ -72,7 +77,8 @@ struct CompatController<Context: RequestContext>: Sendable {
         let base64 = body.encoding_format == "base64"
         let (vectors, tokens) = try await node.embed(texts)
         let data: [EmbeddingsDTO.Item] = vectors.enumerated().map { i, v in
-            let e: EmbeddingsDTO.Vector = base64
+            let e: EmbeddingsDTO.Vector =
+                base64
                 ? .base64(Data(v.flatMap { withUnsafeBytes(of: $0.bitPattern.littleEndian, Array.init) }).base64EncodedString())
                 : .floats(v.map(Double.init))
             return .init(index: i, embedding: e)
@@ -113,18 +119,22 @@ struct CompatController<Context: RequestContext>: Sendable {
     }
 
     /// /api/chat and /api/generate: NDJSON stream (Ollama's default) or one object.
-    func ollama(_ req: Request, _ ctx: Context, options: OllamaOptions?, stream: Bool?, messages: [ChatMessage], model: String,
-                chatShape: Bool) async throws -> Response {
+    func ollama(
+        _ req: Request, _ ctx: Context, options: OllamaOptions?, stream: Bool?, messages: [ChatMessage], model: String,
+        chatShape: Bool
+    ) async throws -> Response {
         let o = options ?? OllamaOptions()
-        let sampling = try Compat.sampling(temperature: o.temperature, topP: o.top_p, seed: o.seed, topK: o.top_k, minP: o.min_p,
-                                           repeatPenalty: o.repeat_penalty)
+        let sampling = try Compat.sampling(
+            temperature: o.temperature, topP: o.top_p, seed: o.seed, topK: o.top_k, minP: o.min_p,
+            repeatPenalty: o.repeat_penalty)
         let maxTokens = try Compat.positive(o.num_predict, "num_predict")
         let grounded = model == groundedModelName
         let start = DispatchTime.now().uptimeNanoseconds
         let node = self.node
         @Sendable func part(_ text: String) -> OllamaPartDTO {
-            OllamaPartDTO(model: model, created_at: Compat.isoNow(), message: chatShape ? .init(content: text) : nil,
-                          response: chatShape ? nil : text, done: false)
+            OllamaPartDTO(
+                model: model, created_at: Compat.isoNow(), message: chatShape ? .init(content: text) : nil,
+                response: chatShape ? nil : text, done: false)
         }
         @Sendable func final(_ r: AssistantReply, _ text: String) -> OllamaPartDTO {
             var f = part(text)
@@ -137,9 +147,12 @@ struct CompatController<Context: RequestContext>: Sendable {
             return f
         }
         if stream ?? true {
-            return Streaming.response(contentType: "application/x-ndjson", failure: { error in
-                JSONText.encode(OllamaFailureDTO(error: (error as? any KianaError)?.message ?? "\(error)")) + "\n"
-            }) { emit in
+            return Streaming.response(
+                contentType: "application/x-ndjson",
+                failure: { error in
+                    JSONText.encode(OllamaFailureDTO(error: (error as? any KianaError)?.message ?? "\(error)")) + "\n"
+                }
+            ) { emit in
                 let r = try await node.chat(messages, grounded: grounded, maxTokens: maxTokens, sampling: sampling) { piece in
                     emit(JSONText.encode(part(piece)) + "\n")
                 }
@@ -193,8 +206,10 @@ enum Compat {
         return v
     }
 
-    static func sampling(temperature: Double?, topP: Double?, seed: Int64?, topK: Double? = nil, minP: Double? = nil,
-                         repeatPenalty: Double? = nil) throws -> SamplingOptions {
+    static func sampling(
+        temperature: Double?, topP: Double?, seed: Int64?, topK: Double? = nil, minP: Double? = nil,
+        repeatPenalty: Double? = nil
+    ) throws -> SamplingOptions {
         var s = SamplingOptions()
         s.temperature = 0.2
         if let temperature { s.temperature = Float(temperature) }

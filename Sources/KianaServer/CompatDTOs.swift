@@ -14,9 +14,18 @@ struct CompatMessage: Decodable, Sendable {
 
         init(from decoder: any Decoder) throws {
             let c = try decoder.singleValueContainer()
-            if c.decodeNil() { self = .none; return }
-            if let s = try? c.decode(String.self) { self = .text(s); return }
-            struct Part: Decodable { var type: String?; var text: String? }
+            if c.decodeNil() {
+                self = .none
+                return
+            }
+            if let s = try? c.decode(String.self) {
+                self = .text(s)
+                return
+            }
+            struct Part: Decodable {
+                var type: String?
+                var text: String?
+            }
             if let parts = try? c.decode([Part].self) {
                 self = .text(parts.compactMap { $0.type == "text" ? $0.text : nil }.joined(separator: "\n"))
                 return
@@ -41,8 +50,14 @@ enum CompatInput: Decodable, Sendable {
 
     init(from decoder: any Decoder) throws {
         let c = try decoder.singleValueContainer()
-        if let s = try? c.decode(String.self) { self = .one(s); return }
-        if let a = try? c.decode([String].self) { self = .many(a); return }
+        if let s = try? c.decode(String.self) {
+            self = .one(s)
+            return
+        }
+        if let a = try? c.decode([String].self) {
+            self = .many(a)
+            return
+        }
         throw DecodingError.dataCorruptedError(in: c, debugDescription: "input must be a string or a non-empty array of at most 2048 strings")
     }
 }
@@ -69,7 +84,12 @@ struct EmbeddingsRequest: Decodable, Sendable {
 }
 
 struct ModelListDTO: ResponseEncodable, Sendable {
-    struct Model: Codable, Sendable { var id: String; var object = "model"; var created = 0; var owned_by = "kiana" }
+    struct Model: Codable, Sendable {
+        var id: String
+        var object = "model"
+        var created = 0
+        var owned_by = "kiana"
+    }
     var object = "list"
     var data: [Model]
 }
@@ -79,7 +99,9 @@ struct UsageDTO: Codable, Sendable {
     var completion_tokens: Int
     var total_tokens: Int
     init(_ r: AssistantReply) {
-        prompt_tokens = r.promptTokens; completion_tokens = r.completionTokens; total_tokens = r.promptTokens + r.completionTokens
+        prompt_tokens = r.promptTokens
+        completion_tokens = r.completionTokens
+        total_tokens = r.promptTokens + r.completionTokens
     }
 }
 
@@ -87,8 +109,15 @@ struct UsageDTO: Codable, Sendable {
 struct KianaExtraDTO: Codable, Sendable { var citations: [CitationDTO] }
 
 struct ChatCompletionDTO: ResponseEncodable, Sendable {
-    struct Message: Codable, Sendable { var role = "assistant"; var content: String }
-    struct Choice: Codable, Sendable { var index = 0; var message: Message; var finish_reason: String }
+    struct Message: Codable, Sendable {
+        var role = "assistant"
+        var content: String
+    }
+    struct Choice: Codable, Sendable {
+        var index = 0
+        var message: Message
+        var finish_reason: String
+    }
     var id: String
     var object = "chat.completion"
     var created: Int
@@ -100,7 +129,10 @@ struct ChatCompletionDTO: ResponseEncodable, Sendable {
 
 /// One chunk of a streamed chat completion; `finish_reason` is null until the last one.
 struct ChatChunkDTO: Encodable, Sendable {
-    struct Delta: Codable, Sendable { var role: String?; var content: String? }
+    struct Delta: Codable, Sendable {
+        var role: String?
+        var content: String?
+    }
     struct Choice: Encodable, Sendable {
         var index = 0
         var delta: Delta
@@ -108,7 +140,9 @@ struct ChatChunkDTO: Encodable, Sendable {
         enum CodingKeys: String, CodingKey { case index, delta, finish_reason }
         func encode(to encoder: any Encoder) throws {
             var c = encoder.container(keyedBy: CodingKeys.self)
-            try c.encode(index, forKey: .index); try c.encode(delta, forKey: .delta); try c.encode(finish_reason, forKey: .finish_reason)
+            try c.encode(index, forKey: .index)
+            try c.encode(delta, forKey: .delta)
+            try c.encode(finish_reason, forKey: .finish_reason)
         }
     }
     var id: String
@@ -132,8 +166,15 @@ struct EmbeddingsDTO: ResponseEncodable, Sendable {
             }
         }
     }
-    struct Item: Encodable, Sendable { var object = "embedding"; var index: Int; var embedding: Vector }
-    struct Usage: Codable, Sendable { var prompt_tokens: Int; var total_tokens: Int }
+    struct Item: Encodable, Sendable {
+        var object = "embedding"
+        var index: Int
+        var embedding: Vector
+    }
+    struct Usage: Codable, Sendable {
+        var prompt_tokens: Int
+        var total_tokens: Int
+    }
     var object = "list"
     var data: [Item]
     var model: String
@@ -142,7 +183,10 @@ struct EmbeddingsDTO: ResponseEncodable, Sendable {
 
 /// OpenAI's error shape for a failure after a stream began.
 struct StreamFailureDTO: Encodable, Sendable {
-    struct Body: Encodable, Sendable { var message: String; var type = "server_error" }
+    struct Body: Encodable, Sendable {
+        var message: String
+        var type = "server_error"
+    }
     var error: Body
 }
 
@@ -179,7 +223,10 @@ struct OllamaEmbedRequest: Decodable, Sendable {
 }
 
 struct OllamaTagsDTO: ResponseEncodable, Sendable {
-    struct Details: Codable, Sendable { var format = "gguf"; var family = "kiana" }
+    struct Details: Codable, Sendable {
+        var format = "gguf"
+        var family = "kiana"
+    }
     struct Model: Codable, Sendable {
         var name: String
         var model: String
@@ -194,7 +241,10 @@ struct OllamaTagsDTO: ResponseEncodable, Sendable {
 /// One line of /api/chat (`message`) or /api/generate (`response`); the last has `done` true
 /// and the counts.
 struct OllamaPartDTO: ResponseEncodable, Sendable {
-    struct Message: Codable, Sendable { var role = "assistant"; var content: String }
+    struct Message: Codable, Sendable {
+        var role = "assistant"
+        var content: String
+    }
     var model: String
     var created_at: String
     var message: Message?

@@ -23,8 +23,15 @@ struct ControlController<Context: RequestContext>: Sendable {
     let token: String
 
     struct OpenPairing: Decodable { var seconds: Int? }
-    struct Opened: ResponseEncodable { var open: Bool; var seconds: Int; var port: Int? }
-    struct Confirm: Decodable { var device: String?; var code: String }
+    struct Opened: ResponseEncodable {
+        var open: Bool
+        var seconds: Int
+        var port: Int?
+    }
+    struct Confirm: Decodable {
+        var device: String?
+        var code: String
+    }
     struct Confirmed: ResponseEncodable {
         var accepted: Bool
         var device: String
@@ -34,9 +41,15 @@ struct ControlController<Context: RequestContext>: Sendable {
         var votesFor: Int
     }
     struct AddPeer: Decodable { var address: String }
-    struct Added: ResponseEncodable { var address: String; var added: Bool }
+    struct Added: ResponseEncodable {
+        var address: String
+        var added: Bool
+    }
     struct Peers: ResponseEncodable { var peers: [PeerStatus] }
-    struct Pending: ResponseEncodable { var open: Bool; var requests: [PairingRequest] }
+    struct Pending: ResponseEncodable {
+        var open: Bool
+        var requests: [PairingRequest]
+    }
 
     var routes: RouteCollection<Context> {
         let r = RouteCollection(context: Context.self).add(middleware: ControlTokenMiddleware(token: token))
@@ -58,8 +71,9 @@ struct ControlController<Context: RequestContext>: Sendable {
         r.post("pair/confirm") { request, _ -> Confirmed in
             let body = try await RequestBodies.decode(Confirm.self, from: request, limit: RequestBodies.defaultLimit)
             let o = try await node.confirmPairing(device: body.device, code: body.code)
-            return Confirmed(accepted: o.accepted, device: o.request.device, key: o.request.key, member: o.member,
-                             authorities: o.authorities, votesFor: o.votesFor)
+            return Confirmed(
+                accepted: o.accepted, device: o.request.device, key: o.request.key, member: o.member,
+                authorities: o.authorities, votesFor: o.votesFor)
         }
         r.post("pair/close") { _, _ -> HTTPResponse.Status in
             await node.closePairing()

@@ -18,12 +18,17 @@ public struct HealthDTO: ResponseCodable, Sendable {
     /// The height that last passed verification (at start or by `ledger verify`).
     public var verifiedHeight: UInt64?
     public init(status: String = "ok", deviceId: String, height: UInt64?, verifiedHeight: UInt64?) {
-        self.status = status; self.deviceId = deviceId; self.height = height; self.verifiedHeight = verifiedHeight
+        self.status = status
+        self.deviceId = deviceId
+        self.height = height
+        self.verifiedHeight = verifiedHeight
     }
     public func encode(to encoder: any Encoder) throws {
         var c = encoder.container(keyedBy: CodingKeys.self)
-        try c.encode(status, forKey: .status); try c.encode(deviceId, forKey: .deviceId)
-        try c.encode(height, forKey: .height); try c.encode(verifiedHeight, forKey: .verifiedHeight)
+        try c.encode(status, forKey: .status)
+        try c.encode(deviceId, forKey: .deviceId)
+        try c.encode(height, forKey: .height)
+        try c.encode(verifiedHeight, forKey: .verifiedHeight)
     }
 }
 
@@ -31,7 +36,11 @@ public struct ReadyDTO: ResponseCodable, Sendable {
     public var ready: Bool
     public var store: Bool
     public var model: Bool
-    public init(ready: Bool, store: Bool, model: Bool) { self.ready = ready; self.store = store; self.model = model }
+    public init(ready: Bool, store: Bool, model: Bool) {
+        self.ready = ready
+        self.store = store
+        self.model = model
+    }
 }
 
 // MARK: knowledge
@@ -50,22 +59,38 @@ public struct ItemDTO: ResponseCodable, Sendable, Equatable {
     public var entry: String?
 
     public init(_ i: StoredItem) {
-        id = i.id.description; title = i.title; text = i.text ?? ""; tags = i.tags; source = i.source; deleted = i.deleted
-        created = i.created?.wall; updated = i.updated?.wall; entry = i.lastEntry.map(Hex.encode)
+        id = i.id.description
+        title = i.title
+        text = i.text ?? ""
+        tags = i.tags
+        source = i.source
+        deleted = i.deleted
+        created = i.created?.wall
+        updated = i.updated?.wall
+        entry = i.lastEntry.map(Hex.encode)
     }
 
     public func encode(to encoder: any Encoder) throws {
         var c = encoder.container(keyedBy: CodingKeys.self)
-        try c.encode(id, forKey: .id); try c.encode(title, forKey: .title); try c.encode(text, forKey: .text)
-        try c.encode(tags, forKey: .tags); try c.encode(source, forKey: .source); try c.encode(deleted, forKey: .deleted)
-        try c.encode(created, forKey: .created); try c.encode(updated, forKey: .updated); try c.encode(entry, forKey: .entry)
+        try c.encode(id, forKey: .id)
+        try c.encode(title, forKey: .title)
+        try c.encode(text, forKey: .text)
+        try c.encode(tags, forKey: .tags)
+        try c.encode(source, forKey: .source)
+        try c.encode(deleted, forKey: .deleted)
+        try c.encode(created, forKey: .created)
+        try c.encode(updated, forKey: .updated)
+        try c.encode(entry, forKey: .entry)
     }
 }
 
 public struct ItemPageDTO: ResponseCodable, Sendable {
     public var total: Int
     public var items: [ItemDTO]
-    public init(total: Int, items: [ItemDTO]) { self.total = total; self.items = items }
+    public init(total: Int, items: [ItemDTO]) {
+        self.total = total
+        self.items = items
+    }
 }
 
 /// `POST /api/v1/knowledge`.
@@ -95,12 +120,21 @@ public struct SearchHitDTO: ResponseCodable, Sendable {
     public var source: String?
     public var tags: [String]
     public init(id: String, score: Double, title: String?, text: String, source: String?, tags: [String]) {
-        self.id = id; self.score = score; self.title = title; self.text = text; self.source = source; self.tags = tags
+        self.id = id
+        self.score = score
+        self.title = title
+        self.text = text
+        self.source = source
+        self.tags = tags
     }
     public func encode(to encoder: any Encoder) throws {
         var c = encoder.container(keyedBy: CodingKeys.self)
-        try c.encode(id, forKey: .id); try c.encode(score, forKey: .score); try c.encode(title, forKey: .title)
-        try c.encode(text, forKey: .text); try c.encode(source, forKey: .source); try c.encode(tags, forKey: .tags)
+        try c.encode(id, forKey: .id)
+        try c.encode(score, forKey: .score)
+        try c.encode(title, forKey: .title)
+        try c.encode(text, forKey: .text)
+        try c.encode(source, forKey: .source)
+        try c.encode(tags, forKey: .tags)
     }
 }
 
@@ -135,11 +169,22 @@ public struct IngestReportDTO: ResponseCodable, Sendable {
     public var bytesRead: Int
     public var embedded: Int
     public var changed: Bool
-    public init(filesScanned: Int, filesNew: Int, filesChanged: Int, filesUnchanged: Int, filesRemoved: Int, filesFailed: [String],
-                chunksAdded: Int, chunksUpdated: Int, chunksRemoved: Int, bytesRead: Int, embedded: Int, changed: Bool) {
-        self.filesScanned = filesScanned; self.filesNew = filesNew; self.filesChanged = filesChanged; self.filesUnchanged = filesUnchanged
-        self.filesRemoved = filesRemoved; self.filesFailed = filesFailed; self.chunksAdded = chunksAdded; self.chunksUpdated = chunksUpdated
-        self.chunksRemoved = chunksRemoved; self.bytesRead = bytesRead; self.embedded = embedded; self.changed = changed
+    public init(
+        filesScanned: Int, filesNew: Int, filesChanged: Int, filesUnchanged: Int, filesRemoved: Int, filesFailed: [String],
+        chunksAdded: Int, chunksUpdated: Int, chunksRemoved: Int, bytesRead: Int, embedded: Int, changed: Bool
+    ) {
+        self.filesScanned = filesScanned
+        self.filesNew = filesNew
+        self.filesChanged = filesChanged
+        self.filesUnchanged = filesUnchanged
+        self.filesRemoved = filesRemoved
+        self.filesFailed = filesFailed
+        self.chunksAdded = chunksAdded
+        self.chunksUpdated = chunksUpdated
+        self.chunksRemoved = chunksRemoved
+        self.bytesRead = bytesRead
+        self.embedded = embedded
+        self.changed = changed
     }
 }
 
@@ -171,12 +216,17 @@ public struct CitationDTO: Codable, Sendable, Equatable {
     public var title: String?
     public var source: String?
     public init(number: Int, id: String, title: String?, source: String?) {
-        self.number = number; self.id = id; self.title = title; self.source = source
+        self.number = number
+        self.id = id
+        self.title = title
+        self.source = source
     }
     public func encode(to encoder: any Encoder) throws {
         var c = encoder.container(keyedBy: CodingKeys.self)
-        try c.encode(number, forKey: .number); try c.encode(id, forKey: .id)
-        try c.encode(title, forKey: .title); try c.encode(source, forKey: .source)
+        try c.encode(number, forKey: .number)
+        try c.encode(id, forKey: .id)
+        try c.encode(title, forKey: .title)
+        try c.encode(source, forKey: .source)
     }
 }
 
@@ -195,7 +245,10 @@ public struct ConversationDTO: Codable, Sendable {
     public var updated: Int64
     public var created: Int64
     public init(id: String, title: String, updated: Int64, created: Int64) {
-        self.id = id; self.title = title; self.updated = updated; self.created = created
+        self.id = id
+        self.title = title
+        self.updated = updated
+        self.created = created
     }
 }
 
@@ -207,7 +260,10 @@ public struct MessageDTO: Codable, Sendable {
     public var citations: [String]
     public var created: Int64
     public init(role: String, content: String, citations: [String], created: Int64) {
-        self.role = role; self.content = content; self.citations = citations; self.created = created
+        self.role = role
+        self.content = content
+        self.citations = citations
+        self.created = created
     }
 }
 
@@ -227,14 +283,23 @@ public struct LedgerStatusDTO: ResponseCodable, Sendable {
     public var deletedItems: Int
     public var pending: Int
     public init(height: UInt64?, head: String?, items: Int, blocks: Int, entries: Int, deletedItems: Int, pending: Int) {
-        self.height = height; self.head = head; self.items = items; self.blocks = blocks; self.entries = entries
-        self.deletedItems = deletedItems; self.pending = pending
+        self.height = height
+        self.head = head
+        self.items = items
+        self.blocks = blocks
+        self.entries = entries
+        self.deletedItems = deletedItems
+        self.pending = pending
     }
     public func encode(to encoder: any Encoder) throws {
         var c = encoder.container(keyedBy: CodingKeys.self)
-        try c.encode(height, forKey: .height); try c.encode(head, forKey: .head); try c.encode(items, forKey: .items)
-        try c.encode(blocks, forKey: .blocks); try c.encode(entries, forKey: .entries)
-        try c.encode(deletedItems, forKey: .deletedItems); try c.encode(pending, forKey: .pending)
+        try c.encode(height, forKey: .height)
+        try c.encode(head, forKey: .head)
+        try c.encode(items, forKey: .items)
+        try c.encode(blocks, forKey: .blocks)
+        try c.encode(entries, forKey: .entries)
+        try c.encode(deletedItems, forKey: .deletedItems)
+        try c.encode(pending, forKey: .pending)
     }
 }
 
@@ -260,9 +325,15 @@ public struct EntryDTO: ResponseCodable, Sendable {
     public var position: Int?
 
     public init(_ e: Entry, height: UInt64? = nil, position: Int? = nil) {
-        id = Hex.encode(e.id); kind = e.kind.rawValue; author = Hex.encode(e.author)
-        authorDevice = DeviceID(publicKey: e.author).description; sequence = e.sequence; hlc = e.hlc.description
-        signature = Hex.encode(e.signature); self.height = height; self.position = position
+        id = Hex.encode(e.id)
+        kind = e.kind.rawValue
+        author = Hex.encode(e.author)
+        authorDevice = DeviceID(publicKey: e.author).description
+        sequence = e.sequence
+        hlc = e.hlc.description
+        signature = Hex.encode(e.signature)
+        self.height = height
+        self.position = position
         if let op = try? KnowledgeOp(kind: e.kind, payload: e.payload) {
             switch op {
             case .put(let id, let f):
@@ -292,9 +363,17 @@ public struct BlockDTO: ResponseCodable, Sendable {
 
     public init(_ b: Block, withEntries: Bool = false) {
         let h = b.header
-        height = h.height; hash = b.hashHex; parent = Hex.encode(h.parent); time = h.time; signer = Hex.encode(h.signer)
-        signerDevice = DeviceID(publicKey: h.signer).description; entryRoot = Hex.encode(h.entryRoot); entryCount = Int(h.entryCount)
-        signature = Hex.encode(b.signature); name = h.name; authorities = h.authorities?.map(Hex.encode)
+        height = h.height
+        hash = b.hashHex
+        parent = Hex.encode(h.parent)
+        time = h.time
+        signer = Hex.encode(h.signer)
+        signerDevice = DeviceID(publicKey: h.signer).description
+        entryRoot = Hex.encode(h.entryRoot)
+        entryCount = Int(h.entryCount)
+        signature = Hex.encode(b.signature)
+        name = h.name
+        authorities = h.authorities?.map(Hex.encode)
         entries = withEntries ? b.entries.map { EntryDTO($0) } : nil
     }
 }
@@ -318,19 +397,37 @@ public struct ProofDTO: ResponseCodable, Sendable {
     public var historyRoot: String
     public var historyPath: [String]
     public var verified: Bool
-    public init(item: String?, entry: EntryDTO, height: UInt64, position: Int, blockEntryCount: Int, entryRoot: String, entryPath: [String],
-                blockHash: String, treeSize: Int, historyRoot: String, historyPath: [String], verified: Bool) {
-        self.item = item; self.entry = entry; self.height = height; self.position = position; self.blockEntryCount = blockEntryCount
-        self.entryRoot = entryRoot; self.entryPath = entryPath; self.blockHash = blockHash; self.treeSize = treeSize
-        self.historyRoot = historyRoot; self.historyPath = historyPath; self.verified = verified
+    public init(
+        item: String?, entry: EntryDTO, height: UInt64, position: Int, blockEntryCount: Int, entryRoot: String, entryPath: [String],
+        blockHash: String, treeSize: Int, historyRoot: String, historyPath: [String], verified: Bool
+    ) {
+        self.item = item
+        self.entry = entry
+        self.height = height
+        self.position = position
+        self.blockEntryCount = blockEntryCount
+        self.entryRoot = entryRoot
+        self.entryPath = entryPath
+        self.blockHash = blockHash
+        self.treeSize = treeSize
+        self.historyRoot = historyRoot
+        self.historyPath = historyPath
+        self.verified = verified
     }
     public func encode(to encoder: any Encoder) throws {
         var c = encoder.container(keyedBy: CodingKeys.self)
-        try c.encode(item, forKey: .item); try c.encode(entry, forKey: .entry); try c.encode(height, forKey: .height)
-        try c.encode(position, forKey: .position); try c.encode(blockEntryCount, forKey: .blockEntryCount)
-        try c.encode(entryRoot, forKey: .entryRoot); try c.encode(entryPath, forKey: .entryPath); try c.encode(blockHash, forKey: .blockHash)
-        try c.encode(treeSize, forKey: .treeSize); try c.encode(historyRoot, forKey: .historyRoot)
-        try c.encode(historyPath, forKey: .historyPath); try c.encode(verified, forKey: .verified)
+        try c.encode(item, forKey: .item)
+        try c.encode(entry, forKey: .entry)
+        try c.encode(height, forKey: .height)
+        try c.encode(position, forKey: .position)
+        try c.encode(blockEntryCount, forKey: .blockEntryCount)
+        try c.encode(entryRoot, forKey: .entryRoot)
+        try c.encode(entryPath, forKey: .entryPath)
+        try c.encode(blockHash, forKey: .blockHash)
+        try c.encode(treeSize, forKey: .treeSize)
+        try c.encode(historyRoot, forKey: .historyRoot)
+        try c.encode(historyPath, forKey: .historyPath)
+        try c.encode(verified, forKey: .verified)
     }
 }
 
@@ -343,8 +440,13 @@ public struct VerifyDTO: ResponseCodable, Sendable {
     public var authorities: Int
     public var seconds: Double
     public init(valid: Bool, height: UInt64, head: String, blocks: Int, entries: Int, authorities: Int, seconds: Double) {
-        self.valid = valid; self.height = height; self.head = head; self.blocks = blocks; self.entries = entries
-        self.authorities = authorities; self.seconds = seconds
+        self.valid = valid
+        self.height = height
+        self.head = head
+        self.blocks = blocks
+        self.entries = entries
+        self.authorities = authorities
+        self.seconds = seconds
     }
 }
 
@@ -365,11 +467,22 @@ public struct DeviceDTO: ResponseCodable, Sendable {
     public var entries: Int
     public var peers: [PeerStatus]?
     public var listening: Int?
-    public init(deviceId: String, publicKey: String, network: String?, authorities: [String], authority: Bool, dataDirectory: String,
-                backend: String, model: String?, modelsLoaded: Bool, items: Int, blocks: Int, entries: Int) {
-        self.deviceId = deviceId; self.publicKey = publicKey; self.network = network; self.authorities = authorities
-        self.authority = authority; self.dataDirectory = dataDirectory; self.backend = backend; self.model = model
-        self.modelsLoaded = modelsLoaded; self.items = items; self.blocks = blocks; self.entries = entries
+    public init(
+        deviceId: String, publicKey: String, network: String?, authorities: [String], authority: Bool, dataDirectory: String,
+        backend: String, model: String?, modelsLoaded: Bool, items: Int, blocks: Int, entries: Int
+    ) {
+        self.deviceId = deviceId
+        self.publicKey = publicKey
+        self.network = network
+        self.authorities = authorities
+        self.authority = authority
+        self.dataDirectory = dataDirectory
+        self.backend = backend
+        self.model = model
+        self.modelsLoaded = modelsLoaded
+        self.items = items
+        self.blocks = blocks
+        self.entries = entries
     }
 }
 

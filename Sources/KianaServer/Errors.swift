@@ -1,6 +1,6 @@
 import Foundation
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 import HTTPTypes
 import Hummingbird
@@ -47,7 +47,7 @@ extension ErrorCode {
         case .misdirected: return .misdirectedRequest
         case .methodNotAllowed: return .methodNotAllowed
         case .invalidInput, .ambiguous, .malformedEncoding, .invalidStructure, .invalidEntry, .invalidBlock, .invalidKey,
-             .invalidDeviceID, .contextFull, .unknownType, .unknownKind, .protocolViolation, .version:
+            .invalidDeviceID, .contextFull, .unknownType, .unknownKind, .protocolViolation, .version:
             return .badRequest
         case .unauthorized, .refused, .handshake: return .unauthorized
         case .notFound, .notInitialized: return .notFound

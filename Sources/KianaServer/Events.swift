@@ -56,7 +56,9 @@ public final class EventStreams: Sendable {
         }
         guard enter else { throw HTTPError(.serviceUnavailable, message: "too many event streams are open (\(limit))") }
         let slot = Slot(self)
-        let interval = self.interval, keepAlive = self.keepAlive, resumeFrom = from
+        let interval = self.interval
+        let keepAlive = self.keepAlive
+        let resumeFrom = from
         return Streaming.events { emit in
             withExtendedLifetime(slot) {}
             let startHash = start.map { Hex.encode($0.hash) } ?? ""
@@ -66,8 +68,11 @@ public final class EventStreams: Sendable {
                 // fork (a block it saw replaced) is noticed and the new branch sent from the fork.
                 var sent: [Int: String] = [:]
                 var last = resumeFrom
-                if resumeFrom == Int(start?.height ?? 0), let start { sent[Int(start.height)] = Hex.encode(start.hash) }
-                else if let b = try? await node.blocks(from: UInt64(resumeFrom), through: UInt64(resumeFrom)).first { sent[resumeFrom] = b.hashHex }
+                if resumeFrom == Int(start?.height ?? 0), let start {
+                    sent[Int(start.height)] = Hex.encode(start.hash)
+                } else if let b = try? await node.blocks(from: UInt64(resumeFrom), through: UInt64(resumeFrom)).first {
+                    sent[resumeFrom] = b.hashHex
+                }
                 var peers = ""
                 var quiet = ContinuousClock.now
                 while !Task.isCancelled {
@@ -77,7 +82,8 @@ public final class EventStreams: Sendable {
                         var fork = min(last, Int(head.height))
                         if let known = sent[fork], let b = try? await node.blocks(from: UInt64(fork), through: UInt64(fork)).first, b.hashHex != known {
                             while fork > 0, let known = sent[fork - 1],
-                                  let b = try? await node.blocks(from: UInt64(fork - 1), through: UInt64(fork - 1)).first, b.hashHex != known { fork -= 1 }
+                                let b = try? await node.blocks(from: UInt64(fork - 1), through: UInt64(fork - 1)).first, b.hashHex != known
+                            { fork -= 1 }
                             fork -= 1
                             out += JSONText.event("head", HeadMoved(height: Int(head.height), head: Hex.encode(head.hash), forkedAt: fork))
                         }
@@ -93,7 +99,10 @@ public final class EventStreams: Sendable {
                         // On a read error nothing moves: the next tick tries again.
                     }
                     let now = JSONText.encode(await node.peers(rtt: false))
-                    if now != peers { out += "event: peers\ndata: " + now + "\n\n"; peers = now }
+                    if now != peers {
+                        out += "event: peers\ndata: " + now + "\n\n"
+                        peers = now
+                    }
                     if out.isEmpty && ContinuousClock.now - quiet >= keepAlive { out = ": keep-alive\n\n" }
                     if !out.isEmpty {
                         guard emit(out) else { return }
@@ -105,9 +114,22 @@ public final class EventStreams: Sendable {
         }
     }
 
-    struct Hello: Codable { var height: Int; var head: String }
-    struct HeadMoved: Codable { var height: Int; var head: String; var forkedAt: Int }
-    struct KnowledgeEvent: Codable { var entry: String; var height: Int; var op: String; var item: String; var title: String? }
+    struct Hello: Codable {
+        var height: Int
+        var head: String
+    }
+    struct HeadMoved: Codable {
+        var height: Int
+        var head: String
+        var forkedAt: Int
+    }
+    struct KnowledgeEvent: Codable {
+        var entry: String
+        var height: Int
+        var op: String
+        var item: String
+        var title: String?
+    }
 
     static func events(_ b: Block) -> String {
         var out = JSONText.event("block", BlockDTO(b), id: String(b.height))

@@ -4,7 +4,7 @@ import KianaCore
 import Logging
 import NIOCore
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Where and how the HTTP surface listens.
@@ -34,8 +34,10 @@ public struct KianaRequestContext: RequestContext {
 /// talking to the node only through `NodeAPI`.
 public enum KianaHTTP {
     /// The router alone (the in-process tests drive it through HummingbirdTesting).
-    public static func router(config: HTTPConfig, node: any NodeAPI, control: ControlSurface? = nil,
-                              events: EventStreams = EventStreams()) -> Router<KianaRequestContext> {
+    public static func router(
+        config: HTTPConfig, node: any NodeAPI, control: ControlSurface? = nil,
+        events: EventStreams = EventStreams()
+    ) -> Router<KianaRequestContext> {
         let router = Router(context: KianaRequestContext.self)
         let metrics = Metrics()
         router.add(middleware: MetricsMiddleware(metrics: metrics))
@@ -107,7 +109,8 @@ extension KianaServerError {
         guard let io = error as? IOError else { return nil }
         switch io.errnoCode {
         case EADDRINUSE:
-            return KianaServerError(.listen, "cannot listen on \(config.host):\(config.port): the port is already in use (another node? choose one with --port)")
+            return KianaServerError(
+                .listen, "cannot listen on \(config.host):\(config.port): the port is already in use (another node? choose one with --port)")
         case EADDRNOTAVAIL, EACCES:
             return KianaServerError(.listen, "cannot listen on \(config.host):\(config.port): \(io.description)")
         default:

@@ -27,8 +27,12 @@ struct IngestController<Context: RequestContext>: Sendable {
             let throttle = Throttle(seconds: 0.1)
             let report = try await node.ingest(uploads: uploads, tags: tags) { phase, done, total, detail in
                 guard done == total || throttle.due() else { return }
-                _ = emit(JSONText.event("progress", IngestProgressDTO(phase: phase, done: done, total: total,
-                                                                       file: (detail as NSString).lastPathComponent)))
+                _ = emit(
+                    JSONText.event(
+                        "progress",
+                        IngestProgressDTO(
+                            phase: phase, done: done, total: total,
+                            file: (detail as NSString).lastPathComponent)))
             }
             _ = emit(JSONText.event("done", report))
         }

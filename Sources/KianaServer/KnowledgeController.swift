@@ -54,8 +54,9 @@ struct KnowledgeController<Context: RequestContext>: Sendable {
             throw HTTPError(.badRequest, message: "q is required")
         }
         let k = try Query.int(req, "k", default: 10, range: 1...100)
-        let hits = try await node.search(q, k: k, mode: Query.string(req, "mode") ?? "hybrid",
-                                         tag: Query.string(req, "tag"), source: Query.string(req, "source"))
+        let hits = try await node.search(
+            q, k: k, mode: Query.string(req, "mode") ?? "hybrid",
+            tag: Query.string(req, "tag"), source: Query.string(req, "source"))
         return SearchResultsDTO(hits: hits)
     }
 }

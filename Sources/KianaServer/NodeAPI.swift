@@ -37,8 +37,10 @@ public protocol NodeAPI: Sendable {
     /// Ingests uploaded files (kept in the data directory, so uploading a file again replaces its
     /// chunks), then embeds what is new. One ingestion at a time: another is refused with
     /// `conflict`. `progress` receives (phase, done, total, detail).
-    func ingest(uploads: [(name: String, data: [UInt8])], tags: [String],
-                progress: @escaping @Sendable (String, Int, Int, String) -> Void) async throws -> IngestReportDTO
+    func ingest(
+        uploads: [(name: String, data: [UInt8])], tags: [String],
+        progress: @escaping @Sendable (String, Int, Int, String) -> Void
+    ) async throws -> IngestReportDTO
     /// True while an ingestion runs (checked before a large upload is read).
     var ingesting: Bool { get }
     /// The name an upload is stored under, checked (no paths, a supported type).
@@ -51,11 +53,15 @@ public protocol NodeAPI: Sendable {
     /// Answers `messages`. With `grounded`, the last user message is answered from the
     /// knowledge base (retrieval, numbered sources, citations); otherwise the messages go to the
     /// backend as they are. `onText` receives the streamed text and returns false to stop.
-    func chat(_ messages: [ChatMessage], grounded: Bool, maxTokens: Int?, sampling: SamplingOptions,
-              onText: @escaping @Sendable (String) -> Bool) async throws -> AssistantReply
+    func chat(
+        _ messages: [ChatMessage], grounded: Bool, maxTokens: Int?, sampling: SamplingOptions,
+        onText: @escaping @Sendable (String) -> Bool
+    ) async throws -> AssistantReply
     /// A grounded answer stored in a conversation (nil: a new one).
-    func ask(_ question: String, conversation: String?, maxTokens: Int?, sampling: SamplingOptions?,
-             onText: @escaping @Sendable (String) -> Bool) async throws -> (reply: AssistantReply, conversation: String)
+    func ask(
+        _ question: String, conversation: String?, maxTokens: Int?, sampling: SamplingOptions?,
+        onText: @escaping @Sendable (String) -> Bool
+    ) async throws -> (reply: AssistantReply, conversation: String)
     /// False when the language model's queue is full: the request is refused with 503 before a
     /// stream starts.
     func acceptsGeneration() -> Bool
@@ -104,7 +110,11 @@ public struct PairingOutcome: Sendable {
     public var authorities: Int
     public var votesFor: Int
     public init(request: PairingRequest, accepted: Bool, member: Bool, authorities: Int, votesFor: Int) {
-        self.request = request; self.accepted = accepted; self.member = member; self.authorities = authorities; self.votesFor = votesFor
+        self.request = request
+        self.accepted = accepted
+        self.member = member
+        self.authorities = authorities
+        self.votesFor = votesFor
     }
 }
 
@@ -117,8 +127,12 @@ public struct AssistantReply: Sendable {
     public var stopReason: StopReason
     public var model: String
     public init(text: String, citations: [CitationDTO], promptTokens: Int, completionTokens: Int, stopReason: StopReason, model: String) {
-        self.text = text; self.citations = citations; self.promptTokens = promptTokens
-        self.completionTokens = completionTokens; self.stopReason = stopReason; self.model = model
+        self.text = text
+        self.citations = citations
+        self.promptTokens = promptTokens
+        self.completionTokens = completionTokens
+        self.stopReason = stopReason
+        self.model = model
     }
 }
 

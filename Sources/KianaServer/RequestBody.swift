@@ -29,8 +29,9 @@ enum RequestBodies {
     }
 
     static func tooLarge(_ limit: Int) -> HTTPError {
-        HTTPError(.contentTooLarge,
-                  message: "the request body is larger than \(limit >= 1 << 20 ? "\(limit >> 20) MiB" : "\(limit) bytes")")
+        HTTPError(
+            .contentTooLarge,
+            message: "the request body is larger than \(limit >= 1 << 20 ? "\(limit >> 20) MiB" : "\(limit) bytes")")
     }
 
     /// Decodes a JSON body into `T`; malformed input is a 400 whose message names the problem
@@ -50,8 +51,10 @@ enum RequestBodies {
 
     static func describe(_ e: DecodingError) -> String {
         func path(_ c: [any CodingKey]) -> String {
-            c.isEmpty ? "the body" : c.map { $0.intValue.map { "[\($0)]" } ?? $0.stringValue }.joined(separator: ".")
-                .replacingOccurrences(of: ".[", with: "[")
+            c.isEmpty
+                ? "the body"
+                : c.map { $0.intValue.map { "[\($0)]" } ?? $0.stringValue }.joined(separator: ".")
+                    .replacingOccurrences(of: ".[", with: "[")
         }
         switch e {
         case .dataCorrupted(let c) where c.codingPath.isEmpty: return "the request body is not a JSON object"

@@ -27,36 +27,40 @@ enum Streaming {
     /// A streamed response: `produce` calls `emit` with each piece of text (from any thread);
     /// `emit` returns false once the client is gone, which stops generation. A failure after
     /// the headers were sent is written in the stream's own format by `failure`.
-    static func response(contentType: String,
-                         failure: @escaping @Sendable (any Error) -> String,
-                         _ produce: @escaping @Sendable (@escaping @Sendable (String) -> Bool) async throws -> Void) -> Response {
-        Response(status: .ok, headers: [.contentType: contentType, .cacheControl: "no-cache"], body: ResponseBody { writer in
-            let (pieces, continuation) = AsyncStream<String>.makeStream(bufferingPolicy: .unbounded)
-            let gone = ClientGone()
-            try await withThrowingTaskGroup(of: Void.self) { group in
-                group.addTask {
-                    defer { continuation.finish() }
-                    do {
-                        try await produce { piece in
-                            if gone.value { return false }
-                            continuation.yield(piece)
-                            return true
+    static func response(
+        contentType: String,
+        failure: @escaping @Sendable (any Error) -> String,
+        _ produce: @escaping @Sendable (@escaping @Sendable (String) -> Bool) async throws -> Void
+    ) -> Response {
+        Response(
+            status: .ok, headers: [.contentType: contentType, .cacheControl: "no-cache"],
+            body: ResponseBody { writer in
+                let (pieces, continuation) = AsyncStream<String>.makeStream(bufferingPolicy: .unbounded)
+                let gone = ClientGone()
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    group.addTask {
+                        defer { continuation.finish() }
+                        do {
+                            try await produce { piece in
+                                if gone.value { return false }
+                                continuation.yield(piece)
+                                return true
+                            }
+                        } catch {
+                            continuation.yield(failure(error))
                         }
-                    } catch {
-                        continuation.yield(failure(error))
                     }
-                }
-                for await piece in pieces {
-                    do { try await writer.write(ByteBuffer(string: piece)) } catch {
-                        gone.set()
-                        group.cancelAll()   // a request still waiting for the model leaves the queue
-                        break
+                    for await piece in pieces {
+                        do { try await writer.write(ByteBuffer(string: piece)) } catch {
+                            gone.set()
+                            group.cancelAll()  // a request still waiting for the model leaves the queue
+                            break
+                        }
                     }
+                    try await group.waitForAll()
                 }
-                try await group.waitForAll()
-            }
-            try await writer.finish(nil)
-        })
+                try await writer.finish(nil)
+            })
     }
 
     /// An SSE stream whose failures become an `error` event with code, message and status.
@@ -70,7 +74,11 @@ enum Streaming {
         return JSONText.event("error", StreamError(code: code, message: message, status: Int(status.code)))
     }
 
-    struct StreamError: Codable { var code: String; var message: String; var status: Int }
+    struct StreamError: Codable {
+        var code: String
+        var message: String
+        var status: Int
+    }
 }
 
 /// True at most once per interval (progress events are throttled, the last one always sent).
@@ -92,7 +100,9 @@ final class Throttle: Sendable {
 enum Query {
     static func int(_ req: Request, _ name: String, default d: Int, range: ClosedRange<Int>) throws -> Int {
         guard let s = req.uri.queryParameters.get(name) else { return d }
-        guard let v = Int(s), range.contains(v) else { throw HTTPError(.badRequest, message: "\(name) must be an integer in \(range.lowerBound)…\(range.upperBound)") }
+        guard let v = Int(s), range.contains(v) else {
+            throw HTTPError(.badRequest, message: "\(name) must be an integer in \(range.lowerBound)…\(range.upperBound)")
+        }
         return v
     }
 

@@ -19,9 +19,11 @@ enum WebUI {
     static let contents: [String: ByteBuffer] = {
         var out: [String: ByteBuffer] = [:]
         for (path, f) in files {
-            let name = (f.resource as NSString).deletingPathExtension, ext = (f.resource as NSString).pathExtension
+            let name = (f.resource as NSString).deletingPathExtension
+            let ext = (f.resource as NSString).pathExtension
             if let url = Bundle.module.url(forResource: name, withExtension: ext, subdirectory: "Web"),
-               let data = try? Data(contentsOf: url) {
+                let data = try? Data(contentsOf: url)
+            {
                 out[path] = ByteBuffer(bytes: data)
             }
         }
@@ -33,9 +35,13 @@ enum WebUI {
             router.get(RouterPath(path)) { _, _ -> Response in
                 guard let body = contents[path] else { throw HTTPError(.internalServerError, message: "the web UI files are missing from this build") }
                 // Never inside another site's frame (clickjacking the Forget button); no outside resources.
-                return Response(status: .ok, headers: [.contentType: f.type, .cacheControl: "no-cache", Self.xFrameOptions: "DENY",
-                                                       .contentSecurityPolicy: "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'"],
-                                body: .init(byteBuffer: body))
+                return Response(
+                    status: .ok,
+                    headers: [
+                        .contentType: f.type, .cacheControl: "no-cache", Self.xFrameOptions: "DENY",
+                        .contentSecurityPolicy: "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'",
+                    ],
+                    body: .init(byteBuffer: body))
             }
         }
     }

@@ -8,7 +8,10 @@ public struct Conversation: Codable, Sendable, Equatable, FetchableRecord, Persi
     public var created: Int64
     public var updated: Int64
     public init(id: String, title: String, created: Int64, updated: Int64) {
-        self.id = id; self.title = title; self.created = created; self.updated = updated
+        self.id = id
+        self.title = title
+        self.created = created
+        self.updated = updated
     }
 }
 
@@ -23,8 +26,11 @@ public struct ConversationMessage: Codable, Sendable, Equatable, FetchableRecord
     public var created: Int64
 
     public init(conversationId: String, role: String, content: String, citations: [String] = [], created: Int64) {
-        self.conversationId = conversationId; self.role = role; self.content = content
-        self.citations = citations; self.created = created
+        self.conversationId = conversationId
+        self.role = role
+        self.content = content
+        self.citations = citations
+        self.created = created
     }
 
     public mutating func didInsert(_ inserted: InsertionSuccess) { id = inserted.rowID }
@@ -71,7 +77,10 @@ public struct ConversationStore: Sendable {
                 guard var c = try Conversation.fetchOne(db, key: id) else {
                     throw KianaStoreError(.notFound, "no conversation \(id)")
                 }
-                for var m in messages { m.conversationId = id; try m.insert(db) }
+                for var m in messages {
+                    m.conversationId = id
+                    try m.insert(db)
+                }
                 c.updated = now
                 try c.update(db)
             }

@@ -147,17 +147,21 @@ extension LedgerStore {
         guard let r = try BlockRecord.fetchOne(db, key: Data(hash)) else {
             throw KianaStoreError(.notFound, "no block \(Hex.encode(hash.prefix(8)))")
         }
-        let raws = try Data.fetchAll(db, sql: """
-            SELECT entry.raw FROM blockEntry JOIN entry ON entry.id = blockEntry.entryId
-            WHERE blockEntry.blockHash = ? ORDER BY blockEntry.position
-            """, arguments: [Data(hash)])
+        let raws = try Data.fetchAll(
+            db,
+            sql: """
+                SELECT entry.raw FROM blockEntry JOIN entry ON entry.id = blockEntry.entryId
+                WHERE blockEntry.blockHash = ? ORDER BY blockEntry.position
+                """, arguments: [Data(hash)])
         return try Block(signedHeaderBytes: r.signedHeader.bytes, entryBytes: raws.map(\.bytes))
     }
 
     /// Stores a block and its entries without touching the canonical chain.
     static func insertBlockOnly(_ b: Block, _ db: Database) throws {
-        try BlockRecord(hash: Data(b.hash), height: Int64(b.height), parent: Data(b.header.parent), signer: Data(b.header.signer),
-                        time: Int64(b.header.time), signedHeader: Data(b.signedHeaderCBOR.encoded)).insert(db)
+        try BlockRecord(
+            hash: Data(b.hash), height: Int64(b.height), parent: Data(b.header.parent), signer: Data(b.header.signer),
+            time: Int64(b.header.time), signedHeader: Data(b.signedHeaderCBOR.encoded)
+        ).insert(db)
         for (i, e) in b.entries.enumerated() {
             try insert(entry: e, db)
             try BlockEntryRecord(blockHash: Data(b.hash), position: Int64(i), entryId: Data(e.id)).insert(db)
@@ -166,8 +170,9 @@ extension LedgerStore {
 
     static func recordEquivocations(_ entries: [Entry], _ db: Database) throws {
         for e in entries {
-            let others = try Data.fetchAll(db, sql: "SELECT id FROM entry WHERE author = ? AND seq = ? AND id != ?",
-                                           arguments: [Data(e.author), Int64(e.sequence), Data(e.id)])
+            let others = try Data.fetchAll(
+                db, sql: "SELECT id FROM entry WHERE author = ? AND seq = ? AND id != ?",
+                arguments: [Data(e.author), Int64(e.sequence), Data(e.id)])
             guard !others.isEmpty else { continue }
             for id in others + [Data(e.id)] {
                 try ConflictRecord(author: Data(e.author), seq: Int64(e.sequence), entryId: id).insert(db, onConflict: .ignore)
@@ -188,10 +193,12 @@ extension LedgerStore {
         }
         newPath.reverse()
         guard let forkAt = newPath.first?.height else { return }
-        let abandoned = try Data.fetchAll(db, sql: """
-            SELECT blockEntry.entryId FROM chain JOIN blockEntry ON blockEntry.blockHash = chain.hash
-            WHERE chain.height >= ? ORDER BY chain.height, blockEntry.position
-            """, arguments: [forkAt])
+        let abandoned = try Data.fetchAll(
+            db,
+            sql: """
+                SELECT blockEntry.entryId FROM chain JOIN blockEntry ON blockEntry.blockHash = chain.hash
+                WHERE chain.height >= ? ORDER BY chain.height, blockEntry.position
+                """, arguments: [forkAt])
         try db.execute(sql: "DELETE FROM chain WHERE height >= ?", arguments: [forkAt])
         var newEntries: [Entry] = []
         for p in newPath {
@@ -208,16 +215,19 @@ extension LedgerStore {
 
     /// Removes from the pending pool every entry the canonical chain now carries.
     static func dropCanonicalFromPending(_ db: Database) throws {
-        try db.execute(sql: """
-            DELETE FROM pending WHERE EXISTS
-              (SELECT 1 FROM blockEntry JOIN chain ON chain.hash = blockEntry.blockHash WHERE blockEntry.entryId = pending.entryId)
-            """)
+        try db.execute(
+            sql: """
+                DELETE FROM pending WHERE EXISTS
+                  (SELECT 1 FROM blockEntry JOIN chain ON chain.hash = blockEntry.blockHash WHERE blockEntry.entryId = pending.entryId)
+                """)
     }
 
     static func isCanonical(_ entryID: Data, _ db: Database) throws -> Bool {
-        try Bool.fetchOne(db, sql: """
-            SELECT EXISTS(SELECT 1 FROM blockEntry JOIN chain ON chain.hash = blockEntry.blockHash WHERE blockEntry.entryId = ?)
-            """, arguments: [entryID]) ?? false
+        try Bool.fetchOne(
+            db,
+            sql: """
+                SELECT EXISTS(SELECT 1 FROM blockEntry JOIN chain ON chain.hash = blockEntry.blockHash WHERE blockEntry.entryId = ?)
+                """, arguments: [entryID]) ?? false
     }
 
     /// Seals the pending pool into a block signed by `identity`, if anything can be sealed.
@@ -236,17 +246,22 @@ extension LedgerStore {
     public func sideBranches() throws(KianaStoreError) -> [SideBranch] {
         try run("listing forks") {
             try writer.read { db in
-                let tips = try Row.fetchAll(db, sql: """
-                    SELECT b.hash, b.height FROM block b
-                    WHERE NOT EXISTS (SELECT 1 FROM block c WHERE c.parent = b.hash)
-                      AND NOT EXISTS (SELECT 1 FROM chain WHERE chain.hash = b.hash)
-                    ORDER BY b.height DESC, b.hash
-                    """)
+                let tips = try Row.fetchAll(
+                    db,
+                    sql: """
+                        SELECT b.hash, b.height FROM block b
+                        WHERE NOT EXISTS (SELECT 1 FROM block c WHERE c.parent = b.hash)
+                          AND NOT EXISTS (SELECT 1 FROM chain WHERE chain.hash = b.hash)
+                        ORDER BY b.height DESC, b.hash
+                        """)
                 return try tips.map { r in
                     var cur: Data = r["hash"]
                     var fork: Int64 = 0
                     while let rec = try BlockRecord.fetchOne(db, key: cur) {
-                        if try ChainRecord.fetchOne(db, key: rec.height)?.hash == cur { fork = rec.height; break }
+                        if try ChainRecord.fetchOne(db, key: rec.height)?.hash == cur {
+                            fork = rec.height
+                            break
+                        }
                         cur = rec.parent
                     }
                     return SideBranch(tipHeight: UInt64(r["height"] as Int64), tipHash: (r["hash"] as Data).bytes, forkHeight: UInt64(fork))
@@ -278,18 +293,26 @@ extension LedgerStore {
     public func sequenceGaps() throws(KianaStoreError) -> [(author: [UInt8], missing: [UInt64])] {
         try run("finding sequence gaps") {
             try writer.read { db in
-                let rows = try Row.fetchAll(db, sql: """
-                    SELECT entry.author, entry.seq FROM chain JOIN blockEntry ON blockEntry.blockHash = chain.hash
-                    JOIN entry ON entry.id = blockEntry.entryId ORDER BY entry.author, entry.seq
-                    """)
+                let rows = try Row.fetchAll(
+                    db,
+                    sql: """
+                        SELECT entry.author, entry.seq FROM chain JOIN blockEntry ON blockEntry.blockHash = chain.hash
+                        JOIN entry ON entry.id = blockEntry.entryId ORDER BY entry.author, entry.seq
+                        """)
                 var out: [(author: [UInt8], missing: [UInt64])] = []
                 var author: Data?
                 var expected: UInt64 = 1
                 var missing: [UInt64] = []
                 func flush() { if let a = author, !missing.isEmpty { out.append((a.bytes, missing)) } }
                 for r in rows {
-                    let a: Data = r["author"], seq = UInt64(r["seq"] as Int64)
-                    if a != author { flush(); author = a; expected = 1; missing = [] }
+                    let a: Data = r["author"]
+                    let seq = UInt64(r["seq"] as Int64)
+                    if a != author {
+                        flush()
+                        author = a
+                        expected = 1
+                        missing = []
+                    }
                     if seq > expected { missing += Array(expected..<min(seq, expected + 1000)) }
                     expected = seq + 1
                 }

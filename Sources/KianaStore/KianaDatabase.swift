@@ -45,7 +45,8 @@ public final class KianaDatabase: Sendable {
             throw KianaStoreError(.database, "cannot open database at \(path) read-only", cause: error)
         }
         guard done else {
-            throw KianaStoreError(.readOnly, "the database at \(path) needs an upgrade that a read-only directory does not allow: open it once where it can be written")
+            throw KianaStoreError(
+                .readOnly, "the database at \(path) needs an upgrade that a read-only directory does not allow: open it once where it can be written")
         }
     }
 
@@ -138,24 +139,25 @@ public final class KianaDatabase: Sendable {
         }
         m.registerMigration("2026-11-28 retrieval: full-text and vectors") { db in
             // BM25 over live items (external content: the text is stored once, in `item`).
-            try db.execute(sql: """
-                CREATE VIRTUAL TABLE itemSearch USING fts5(
-                    title, text, content='item', content_rowid='rowid',
-                    tokenize='porter unicode61 remove_diacritics 2');
-                INSERT INTO itemSearch(rowid, title, text) SELECT rowid, title, text FROM item WHERE deleted = 0;
-                CREATE TRIGGER itemSearchInsert AFTER INSERT ON item WHEN NEW.deleted = 0 BEGIN
-                    INSERT INTO itemSearch(rowid, title, text) VALUES (NEW.rowid, NEW.title, NEW.text);
-                END;
-                CREATE TRIGGER itemSearchDelete AFTER DELETE ON item WHEN OLD.deleted = 0 BEGIN
-                    INSERT INTO itemSearch(itemSearch, rowid, title, text) VALUES ('delete', OLD.rowid, OLD.title, OLD.text);
-                END;
-                CREATE TRIGGER itemSearchUpdate AFTER UPDATE ON item
-                WHEN OLD.title IS NOT NEW.title OR OLD.text IS NOT NEW.text OR OLD.deleted IS NOT NEW.deleted BEGIN
-                    INSERT INTO itemSearch(itemSearch, rowid, title, text)
-                        SELECT 'delete', OLD.rowid, OLD.title, OLD.text WHERE OLD.deleted = 0;
-                    INSERT INTO itemSearch(rowid, title, text) SELECT NEW.rowid, NEW.title, NEW.text WHERE NEW.deleted = 0;
-                END;
-                """)
+            try db.execute(
+                sql: """
+                    CREATE VIRTUAL TABLE itemSearch USING fts5(
+                        title, text, content='item', content_rowid='rowid',
+                        tokenize='porter unicode61 remove_diacritics 2');
+                    INSERT INTO itemSearch(rowid, title, text) SELECT rowid, title, text FROM item WHERE deleted = 0;
+                    CREATE TRIGGER itemSearchInsert AFTER INSERT ON item WHEN NEW.deleted = 0 BEGIN
+                        INSERT INTO itemSearch(rowid, title, text) VALUES (NEW.rowid, NEW.title, NEW.text);
+                    END;
+                    CREATE TRIGGER itemSearchDelete AFTER DELETE ON item WHEN OLD.deleted = 0 BEGIN
+                        INSERT INTO itemSearch(itemSearch, rowid, title, text) VALUES ('delete', OLD.rowid, OLD.title, OLD.text);
+                    END;
+                    CREATE TRIGGER itemSearchUpdate AFTER UPDATE ON item
+                    WHEN OLD.title IS NOT NEW.title OR OLD.text IS NOT NEW.text OR OLD.deleted IS NOT NEW.deleted BEGIN
+                        INSERT INTO itemSearch(itemSearch, rowid, title, text)
+                            SELECT 'delete', OLD.rowid, OLD.title, OLD.text WHERE OLD.deleted = 0;
+                        INSERT INTO itemSearch(rowid, title, text) SELECT NEW.rowid, NEW.title, NEW.text WHERE NEW.deleted = 0;
+                    END;
+                    """)
             // One embedding per live item and model; dropped whenever the embedded text changes,
             // so "no row" means "needs embedding" (also for items that arrive from other devices).
             try db.create(table: "itemVector") { t in
@@ -164,12 +166,13 @@ public final class KianaDatabase: Sendable {
                 t.column("vector", .blob).notNull()
                 t.primaryKey(["itemId", "model"])
             }
-            try db.execute(sql: """
-                CREATE TRIGGER itemVectorStale AFTER UPDATE ON item
-                WHEN OLD.title IS NOT NEW.title OR OLD.text IS NOT NEW.text OR NEW.deleted = 1 BEGIN
-                    DELETE FROM itemVector WHERE itemId = NEW.id;
-                END;
-                """)
+            try db.execute(
+                sql: """
+                    CREATE TRIGGER itemVectorStale AFTER UPDATE ON item
+                    WHEN OLD.title IS NOT NEW.title OR OLD.text IS NOT NEW.text OR NEW.deleted = 1 BEGIN
+                        DELETE FROM itemVector WHERE itemId = NEW.id;
+                    END;
+                    """)
         }
         m.registerMigration("2026-11-29 conversations") { db in
             // Chat history stays on this device (it is not knowledge and not in the ledger).
@@ -213,7 +216,10 @@ extension KianaDatabase {
 /// A small cache of validated ledger states by block hash. A block hash fixes the block and its
 /// whole ancestry, so an entry never goes stale, even if the transaction that computed it rolls back.
 final class StateCache: Sendable {
-    struct Entries { var states: [[UInt8]: LedgerState] = [:]; var order: [[UInt8]] = [] }
+    struct Entries {
+        var states: [[UInt8]: LedgerState] = [:]
+        var order: [[UInt8]] = []
+    }
     private let entries = Mutex(Entries())
     let capacity = 128
 

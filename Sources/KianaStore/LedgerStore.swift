@@ -20,7 +20,10 @@ public struct StoredItem: Sendable, Hashable {
 public struct LedgerHead: Sendable, Hashable {
     public var height: UInt64
     public var hash: [UInt8]
-    public init(height: UInt64, hash: [UInt8]) { self.height = height; self.hash = hash }
+    public init(height: UInt64, hash: [UInt8]) {
+        self.height = height
+        self.hash = hash
+    }
 }
 
 public struct StoreCounts: Sendable, Hashable {
@@ -69,7 +72,8 @@ public struct LedgerStore: Sendable {
         try run("storing genesis") {
             try writer.write { db in
                 guard try Self.setting(db, "network") == nil else {
-                    throw KianaStoreError(.alreadyInitialized, "this data directory already holds network \(Hex.encode(try Self.setting(db, "network")!.bytes))")
+                    throw KianaStoreError(
+                        .alreadyInitialized, "this data directory already holds network \(Hex.encode(try Self.setting(db, "network")!.bytes))")
                 }
                 try Self.insert(block: genesis, db)
                 try SettingRecord(key: "network", value: Data(state.network)).insert(db)
@@ -117,11 +121,13 @@ public struct LedgerStore: Sendable {
     /// Replays the vote entries of the canonical chain (votes are rare, so this stays cheap).
     static func membership(_ db: Database) throws -> Membership {
         let genesis = try genesisHeader(db)
-        let rows = try Row.fetchAll(db, sql: """
-            SELECT chain.height, entry.raw FROM chain
-            JOIN blockEntry ON blockEntry.blockHash = chain.hash JOIN entry ON entry.id = blockEntry.entryId
-            WHERE entry.kind = ? ORDER BY chain.height, blockEntry.position
-            """, arguments: [EntryKind.authorityVote.rawValue])
+        let rows = try Row.fetchAll(
+            db,
+            sql: """
+                SELECT chain.height, entry.raw FROM chain
+                JOIN blockEntry ON blockEntry.blockHash = chain.hash JOIN entry ON entry.id = blockEntry.entryId
+                WHERE entry.kind = ? ORDER BY chain.height, blockEntry.position
+                """, arguments: [EntryKind.authorityVote.rawValue])
         let votes = try rows.map { r -> (height: UInt64, signer: [UInt8], vote: Vote) in
             let e = try Entry(decoding: (r["raw"] as Data).bytes)
             return (UInt64(r["height"] as Int64), e.author, try Vote(payload: e.payload))
@@ -181,7 +187,8 @@ public struct LedgerStore: Sendable {
     static func lastHLC(_ db: Database) throws -> HLC {
         guard let d = try setting(db, "hlc") else { return .zero }
         guard case .array(let a) = try CBOR.decode(d.bytes), a.count == 2,
-              case .unsigned(let w) = a[0], case .unsigned(let l) = a[1], l <= UInt64(UInt32.max) else {
+            case .unsigned(let w) = a[0], case .unsigned(let l) = a[1], l <= UInt64(UInt32.max)
+        else {
             throw KianaStoreError(.corrupt, "stored clock is unreadable")
         }
         return HLC(wall: w, logical: UInt32(l))
@@ -198,20 +205,27 @@ public struct LedgerStore: Sendable {
     /// each author's sequence increasing.
     static func sealPending(_ db: Database, identity: DeviceIdentity, now: UInt64) throws -> Block? {
         try dropCanonicalFromPending(db)
-        let raws = try Data.fetchAll(db, sql: """
-            SELECT entry.raw FROM pending JOIN entry ON entry.id = pending.entryId
-            ORDER BY entry.hlcWall, entry.hlcLogical, entry.author, entry.seq
-            """)
+        let raws = try Data.fetchAll(
+            db,
+            sql: """
+                SELECT entry.raw FROM pending JOIN entry ON entry.id = pending.entryId
+                ORDER BY entry.hlcWall, entry.hlcLogical, entry.author, entry.seq
+                """)
         let authorities = try authorities(db)
         var lastSeq: [[UInt8]: UInt64] = [:]
         var entries: [Entry] = []
         for raw in raws {
             let e = try Entry(decoding: raw.bytes)
             guard authorities.contains(e.author) else { continue }
-            let last = try lastSeq[e.author] ?? UInt64(Int64.fetchOne(db, sql: """
-                SELECT MAX(entry.seq) FROM entry JOIN blockEntry ON blockEntry.entryId = entry.id
-                JOIN chain ON chain.hash = blockEntry.blockHash WHERE entry.author = ?
-                """, arguments: [Data(e.author)]) ?? 0)
+            let last =
+                try lastSeq[e.author]
+                ?? UInt64(
+                    Int64.fetchOne(
+                        db,
+                        sql: """
+                            SELECT MAX(entry.seq) FROM entry JOIN blockEntry ON blockEntry.entryId = entry.id
+                            JOIN chain ON chain.hash = blockEntry.blockHash WHERE entry.author = ?
+                            """, arguments: [Data(e.author)]) ?? 0)
             guard e.sequence > last else { continue }
             lastSeq[e.author] = e.sequence
             entries.append(e)
@@ -229,8 +243,10 @@ public struct LedgerStore: Sendable {
     }
 
     static func insert(entry e: Entry, _ db: Database) throws {
-        try EntryRecord(id: Data(e.id), author: Data(e.author), seq: Int64(e.sequence), kind: e.kind.rawValue,
-                        hlcWall: Int64(e.hlc.wall), hlcLogical: Int64(e.hlc.logical), raw: Data(e.encoded)).insert(db, onConflict: .ignore)
+        try EntryRecord(
+            id: Data(e.id), author: Data(e.author), seq: Int64(e.sequence), kind: e.kind.rawValue,
+            hlcWall: Int64(e.hlc.wall), hlcLogical: Int64(e.hlc.logical), raw: Data(e.encoded)
+        ).insert(db, onConflict: .ignore)
     }
 
     /// Stores a block on top of the current head (entries too) and makes it canonical.
@@ -252,9 +268,10 @@ public struct LedgerStore: Sendable {
 
     static func record(for s: ItemState) throws -> ItemRecord {
         let tags = try s.tags.map { String(decoding: try JSONEncoder().encode($0.value), as: UTF8.self) }
-        return ItemRecord(id: Data(s.id.bytes), title: s.title?.value, text: s.text?.value, tags: tags, source: s.source?.value,
-                          createdWall: s.created.map { Int64($0.wall) }, updatedWall: s.updated.map { Int64($0.wall) },
-                          deleted: s.isDeleted, state: Data(s.cbor.encoded))
+        return ItemRecord(
+            id: Data(s.id.bytes), title: s.title?.value, text: s.text?.value, tags: tags, source: s.source?.value,
+            createdWall: s.created.map { Int64($0.wall) }, updatedWall: s.updated.map { Int64($0.wall) },
+            deleted: s.isDeleted, state: Data(s.cbor.encoded))
     }
 
     // MARK: reading
@@ -273,21 +290,25 @@ public struct LedgerStore: Sendable {
                 let hi = Int64(clamping: through)
                 var blocks: [RawBlock] = []
                 var index: [Data: Int] = [:]
-                let rows = try Row.fetchAll(db, sql: """
-                    SELECT chain.height, chain.hash, block.signedHeader FROM chain JOIN block ON block.hash = chain.hash
-                    WHERE chain.height BETWEEN ? AND ? ORDER BY chain.height
-                    """, arguments: [Int64(clamping: from), hi])
+                let rows = try Row.fetchAll(
+                    db,
+                    sql: """
+                        SELECT chain.height, chain.hash, block.signedHeader FROM chain JOIN block ON block.hash = chain.hash
+                        WHERE chain.height BETWEEN ? AND ? ORDER BY chain.height
+                        """, arguments: [Int64(clamping: from), hi])
                 for r in rows {
                     let h: Data = r["hash"]
                     index[h] = blocks.count
                     blocks.append(RawBlock(height: UInt64(r["height"] as Int64), hash: h.bytes, signedHeader: (r["signedHeader"] as Data).bytes, entries: []))
                 }
-                let erows = try Row.fetchCursor(db, sql: """
-                    SELECT blockEntry.blockHash, entry.id, entry.raw FROM chain
-                    JOIN blockEntry ON blockEntry.blockHash = chain.hash
-                    JOIN entry ON entry.id = blockEntry.entryId
-                    WHERE chain.height BETWEEN ? AND ? ORDER BY chain.height, blockEntry.position
-                    """, arguments: [Int64(clamping: from), hi])
+                let erows = try Row.fetchCursor(
+                    db,
+                    sql: """
+                        SELECT blockEntry.blockHash, entry.id, entry.raw FROM chain
+                        JOIN blockEntry ON blockEntry.blockHash = chain.hash
+                        JOIN entry ON entry.id = blockEntry.entryId
+                        WHERE chain.height BETWEEN ? AND ? ORDER BY chain.height, blockEntry.position
+                        """, arguments: [Int64(clamping: from), hi])
                 while let r = try erows.next() {
                     let bh: Data = r["blockHash"]
                     if let i = index[bh] {
@@ -357,11 +378,13 @@ public struct LedgerStore: Sendable {
         }
         return try run("finding entry") {
             try writer.read { db in
-                let rows = try Row.fetchAll(db, sql: """
-                    SELECT entry.raw, chain.height, blockEntry.position FROM entry
-                    JOIN blockEntry ON blockEntry.entryId = entry.id JOIN chain ON chain.hash = blockEntry.blockHash
-                    WHERE hex(entry.id) LIKE ? LIMIT 2
-                    """, arguments: [prefix.uppercased() + "%"])
+                let rows = try Row.fetchAll(
+                    db,
+                    sql: """
+                        SELECT entry.raw, chain.height, blockEntry.position FROM entry
+                        JOIN blockEntry ON blockEntry.entryId = entry.id JOIN chain ON chain.hash = blockEntry.blockHash
+                        WHERE hex(entry.id) LIKE ? LIMIT 2
+                        """, arguments: [prefix.uppercased() + "%"])
                 guard let r = rows.first else { throw KianaStoreError(.notFound, "no entry \(idPrefix) in the ledger") }
                 guard rows.count == 1 else { throw KianaStoreError(.ambiguous, "entry prefix \(idPrefix) is ambiguous: give more characters") }
                 return (try Entry(decoding: (r["raw"] as Data).bytes), UInt64(r["height"] as Int64), Int(r["position"] as Int64))
@@ -397,19 +420,21 @@ public struct LedgerStore: Sendable {
 
     static func item(_ r: ItemRecord) throws -> StoredItem {
         let s = try ItemState(cbor: CBOR.decode(r.state.bytes))
-        return StoredItem(id: s.id, title: s.title?.value, text: s.text?.value, tags: s.tags?.value ?? [], source: s.source?.value,
-                          created: s.created, updated: s.updated, deleted: s.isDeleted,
-                          lastEntry: [s.lastPut, s.lastDelete].compactMap { $0 }.max()?.entryID)
+        return StoredItem(
+            id: s.id, title: s.title?.value, text: s.text?.value, tags: s.tags?.value ?? [], source: s.source?.value,
+            created: s.created, updated: s.updated, deleted: s.isDeleted,
+            lastEntry: [s.lastPut, s.lastDelete].compactMap { $0 }.max()?.entryID)
     }
 
     public func counts() throws(KianaStoreError) -> StoreCounts {
         try run("counting") {
             try writer.read { db in
-                StoreCounts(blocks: try ChainRecord.fetchCount(db),
-                            entries: try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM blockEntry JOIN chain ON chain.hash = blockEntry.blockHash") ?? 0,
-                            items: try ItemRecord.filter(Column("deleted") == false).fetchCount(db),
-                            deletedItems: try ItemRecord.filter(Column("deleted") == true).fetchCount(db),
-                            pending: try PendingRecord.fetchCount(db))
+                StoreCounts(
+                    blocks: try ChainRecord.fetchCount(db),
+                    entries: try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM blockEntry JOIN chain ON chain.hash = blockEntry.blockHash") ?? 0,
+                    items: try ItemRecord.filter(Column("deleted") == false).fetchCount(db),
+                    deletedItems: try ItemRecord.filter(Column("deleted") == true).fetchCount(db),
+                    pending: try PendingRecord.fetchCount(db))
             }
         }
     }

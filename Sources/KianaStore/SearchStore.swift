@@ -67,12 +67,14 @@ public struct SearchStore: Sendable {
         let (cond, args) = filter.sql
         return try database.run("keyword search") {
             try writer.read { db in
-                let rows = try Row.fetchAll(db, sql: """
-                    SELECT item.id AS id, -bm25(itemSearch, 2.0, 1.0) AS score
-                    FROM itemSearch JOIN item ON item.rowid = itemSearch.rowid
-                    WHERE itemSearch MATCH ? AND \(cond)
-                    ORDER BY bm25(itemSearch, 2.0, 1.0) LIMIT ?
-                    """, arguments: [match] + args + [limit])
+                let rows = try Row.fetchAll(
+                    db,
+                    sql: """
+                        SELECT item.id AS id, -bm25(itemSearch, 2.0, 1.0) AS score
+                        FROM itemSearch JOIN item ON item.rowid = itemSearch.rowid
+                        WHERE itemSearch MATCH ? AND \(cond)
+                        ORDER BY bm25(itemSearch, 2.0, 1.0) LIMIT ?
+                        """, arguments: [match] + args + [limit])
                 return try rows.map { r in (try ItemID(bytes: [UInt8](r["id"] as Data)), r["score"] as Double) }
             }
         }
@@ -97,13 +99,17 @@ public struct SearchStore: Sendable {
     public func itemsNeedingVectors(model: String, limit: Int) throws(KianaStoreError) -> [TextToEmbed] {
         try database.run("finding items to embed") {
             try writer.read { db in
-                try Row.fetchAll(db, sql: """
-                    SELECT item.id, item.title, item.text FROM item
-                    WHERE item.deleted = 0 AND NOT EXISTS (SELECT 1 FROM itemVector v WHERE v.itemId = item.id AND v.model = ?)
-                    ORDER BY item.rowid LIMIT ?
-                    """, arguments: [model, limit]).map { r in
-                    TextToEmbed(id: try ItemID(bytes: [UInt8](r["id"] as Data)),
-                                text: Self.embeddingText(title: r["title"], text: r["text"]))
+                try Row.fetchAll(
+                    db,
+                    sql: """
+                        SELECT item.id, item.title, item.text FROM item
+                        WHERE item.deleted = 0 AND NOT EXISTS (SELECT 1 FROM itemVector v WHERE v.itemId = item.id AND v.model = ?)
+                        ORDER BY item.rowid LIMIT ?
+                        """, arguments: [model, limit]
+                ).map { r in
+                    TextToEmbed(
+                        id: try ItemID(bytes: [UInt8](r["id"] as Data)),
+                        text: Self.embeddingText(title: r["title"], text: r["text"]))
                 }
             }
         }
@@ -112,10 +118,12 @@ public struct SearchStore: Sendable {
     public func countNeedingVectors(model: String) throws(KianaStoreError) -> Int {
         try database.run("counting items to embed") {
             try writer.read { db in
-                try Int.fetchOne(db, sql: """
-                    SELECT count(*) FROM item WHERE deleted = 0
-                    AND NOT EXISTS (SELECT 1 FROM itemVector v WHERE v.itemId = item.id AND v.model = ?)
-                    """, arguments: [model]) ?? 0
+                try Int.fetchOne(
+                    db,
+                    sql: """
+                        SELECT count(*) FROM item WHERE deleted = 0
+                        AND NOT EXISTS (SELECT 1 FROM itemVector v WHERE v.itemId = item.id AND v.model = ?)
+                        """, arguments: [model]) ?? 0
             }
         }
     }
@@ -129,10 +137,12 @@ public struct SearchStore: Sendable {
                 var saved = 0
                 for (t, v) in items {
                     guard let r = try Row.fetchOne(db, sql: "SELECT title, text, deleted FROM item WHERE id = ?", arguments: [Data(t.id.bytes)]),
-                          !(r["deleted"] as Bool),
-                          Self.embeddingText(title: r["title"], text: r["text"]) == t.text else { continue }
-                    try db.execute(sql: "INSERT OR REPLACE INTO itemVector(itemId, model, vector) VALUES (?, ?, ?)",
-                                   arguments: [Data(t.id.bytes), model, Self.encode(v)])
+                        !(r["deleted"] as Bool),
+                        Self.embeddingText(title: r["title"], text: r["text"]) == t.text
+                    else { continue }
+                    try db.execute(
+                        sql: "INSERT OR REPLACE INTO itemVector(itemId, model, vector) VALUES (?, ?, ?)",
+                        arguments: [Data(t.id.bytes), model, Self.encode(v)])
                     saved += 1
                 }
                 return saved
@@ -144,7 +154,8 @@ public struct SearchStore: Sendable {
     public func allVectors(model: String) throws(KianaStoreError) -> [(ItemID, Int64, [Float])] {
         try database.run("loading vectors") {
             try writer.read { db in
-                try Row.fetchAll(db, sql: "SELECT itemId, rowid AS version, vector FROM itemVector WHERE model = ? ORDER BY rowid", arguments: [model]).map { r in
+                try Row.fetchAll(db, sql: "SELECT itemId, rowid AS version, vector FROM itemVector WHERE model = ? ORDER BY rowid", arguments: [model]).map {
+                    r in
                     (try ItemID(bytes: [UInt8](r["itemId"] as Data)), r["version"] as Int64, Self.decode(r["vector"]))
                 }
             }
@@ -156,8 +167,10 @@ public struct SearchStore: Sendable {
         try database.run("loading vectors") {
             try writer.read { db in
                 try ids.compactMap { id in
-                    try Row.fetchOne(db, sql: "SELECT rowid AS version, vector FROM itemVector WHERE model = ? AND itemId = ?",
-                                     arguments: [model, Data(id.bytes)]).map { r in (id, r["version"] as Int64, Self.decode(r["vector"])) }
+                    try Row.fetchOne(
+                        db, sql: "SELECT rowid AS version, vector FROM itemVector WHERE model = ? AND itemId = ?",
+                        arguments: [model, Data(id.bytes)]
+                    ).map { r in (id, r["version"] as Int64, Self.decode(r["vector"])) }
                 }
             }
         }
@@ -188,11 +201,13 @@ public struct SearchStore: Sendable {
     public func fingerprint(model: String) throws(KianaStoreError) -> String {
         try database.run("reading the index fingerprint") {
             try writer.read { db in
-                try String.fetchOne(db, sql: """
-                    SELECT coalesce((SELECT hex(hash) FROM chain ORDER BY height DESC LIMIT 1), '') || ':' ||
-                           (SELECT count(*) FROM itemVector WHERE model = ?) || ':' ||
-                           (SELECT coalesce(max(rowid), 0) FROM itemVector) || ':' || (SELECT count(*) FROM item)
-                    """, arguments: [model]) ?? ""
+                try String.fetchOne(
+                    db,
+                    sql: """
+                        SELECT coalesce((SELECT hex(hash) FROM chain ORDER BY height DESC LIMIT 1), '') || ':' ||
+                               (SELECT count(*) FROM itemVector WHERE model = ?) || ':' ||
+                               (SELECT coalesce(max(rowid), 0) FROM itemVector) || ':' || (SELECT count(*) FROM item)
+                        """, arguments: [model]) ?? ""
             }
         }
     }
@@ -224,8 +239,10 @@ public struct SearchStore: Sendable {
     public func items(sourcePrefix prefix: String) throws(KianaStoreError) -> [StoredItem] {
         try database.run("reading items by source") {
             try writer.read { db in
-                try ItemRecord.fetchAll(db, sql: "SELECT * FROM item WHERE deleted = 0 AND substr(source, 1, ?) = ?",
-                                        arguments: [prefix.unicodeScalars.count, prefix]).map(LedgerStore.item)
+                try ItemRecord.fetchAll(
+                    db, sql: "SELECT * FROM item WHERE deleted = 0 AND substr(source, 1, ?) = ?",
+                    arguments: [prefix.unicodeScalars.count, prefix]
+                ).map(LedgerStore.item)
             }
         }
     }

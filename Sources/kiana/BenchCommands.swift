@@ -1,14 +1,16 @@
 import ArgumentParser
 import Foundation
 #if canImport(FoundationNetworking)
-import FoundationNetworking
+    import FoundationNetworking
 #endif
 import KianaBench
 import KianaCore
 import KianaNode
 
 struct Bench: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Benchmarks, each beside its reference primitive.", subcommands: [BenchLedger.self, BenchNet.self, BenchEmbed.self, BenchVector.self, BenchRetrieval.self, BenchLLM.self, BenchHTTP.self])
+    static let configuration = CommandConfiguration(
+        abstract: "Benchmarks, each beside its reference primitive.",
+        subcommands: [BenchLedger.self, BenchNet.self, BenchEmbed.self, BenchVector.self, BenchRetrieval.self, BenchLLM.self, BenchHTTP.self])
 }
 
 struct BenchNet: AsyncParsableCommand {
@@ -73,7 +75,8 @@ struct BenchEmbed: ParsableCommand {
 }
 
 struct BenchVector: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "vector", abstract: "Exact scan and HNSW recall@10 and queries/s on clustered vectors, beside faiss.")
+    static let configuration = CommandConfiguration(
+        commandName: "vector", abstract: "Exact scan and HNSW recall@10 and queries/s on clustered vectors, beside faiss.")
     @Option(help: "Vectors in the index.") var count: Int = 100_000
     @Option(help: "Queries.") var queries: Int = 1000
     @Option(help: "Clusters the vectors are drawn around.") var clusters: Int = 1000
@@ -94,7 +97,8 @@ struct BenchVector: ParsableCommand {
 }
 
 struct BenchRetrieval: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "retrieval", abstract: "nDCG@10 and recall@10 of keyword, vector and hybrid search on the evaluation set.")
+    static let configuration = CommandConfiguration(
+        commandName: "retrieval", abstract: "nDCG@10 and recall@10 of keyword, vector and hybrid search on the evaluation set.")
     @OptionGroup var data: DataOptions
     @OptionGroup var model: ModelOptions
     @Option(help: "Evaluation set JSON (default: the bundled one).") var set: String?
@@ -105,7 +109,9 @@ struct BenchRetrieval: ParsableCommand {
             let b = try RetrievalBench(modelDirectory: model.directory(data), setPath: set)
             let scores = try b.run { FileHandle.standardError.write(Data("  … \($0)\n".utf8)) }
             if json {
-                let rows = scores.map { ["mode": $0.mode.rawValue, "kind": $0.kind, "queries": $0.queries, "ndcg10": $0.ndcg, "recall10": $0.recall] as [String: Any] }
+                let rows = scores.map {
+                    ["mode": $0.mode.rawValue, "kind": $0.kind, "queries": $0.queries, "ndcg10": $0.ndcg, "recall10": $0.recall] as [String: Any]
+                }
                 say(String(decoding: try JSONSerialization.data(withJSONObject: rows, options: [.sortedKeys]), as: UTF8.self))
             } else {
                 say(RetrievalBench.render(scores, passages: try RetrievalSet.load(path: set).passages.count))
@@ -117,7 +123,8 @@ struct BenchRetrieval: ParsableCommand {
 struct BenchHTTP: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "http",
-        abstract: "Requests per second and p50/p99 latency of /health and search under concurrent load (wrk), beside nginx serving the same bytes as a static file.")
+        abstract:
+            "Requests per second and p50/p99 latency of /health and search under concurrent load (wrk), beside nginx serving the same bytes as a static file.")
     @OptionGroup var data: DataOptions
     @OptionGroup var model: ModelOptions
     @Option(help: "Seconds per target.") var seconds: Int = 10
@@ -142,8 +149,10 @@ struct BenchHTTP: AsyncParsableCommand {
                 let (node, _) = try Node.openOrInitialize(directory: DataDirectory(path: tmp))
                 try set.seed(node.store, identity: node.identity, count: items)
             }()
-            let server = try ServeProcess(arguments: ["serve", "--data-dir", tmp, "--port", "0", "--p2p-host", "127.0.0.1", "--p2p-port", "0",
-                                                      "--discovery", "off", "--model-dir", models])
+            let server = try ServeProcess(arguments: [
+                "serve", "--data-dir", tmp, "--port", "0", "--p2p-host", "127.0.0.1", "--p2p-port", "0",
+                "--discovery", "off", "--model-dir", models,
+            ])
             defer { server.stop() }
             let base = try await server.waitForURL()
             let count = min(items, set.passages.count)
@@ -152,16 +161,21 @@ struct BenchHTTP: AsyncParsableCommand {
             guard (try? JSONSerialization.jsonObject(with: warm) as? [String: Any])?["hits"] != nil else {
                 throw KianaNodeError(.invalidInput, "the node's search does not answer: \(String(decoding: warm, as: UTF8.self).prefix(300))")
             }
-            say("kiana bench http: wrk, \(threads) threads, \(connections) connections, \(seconds) s per target, "
-                + "\(ProcessInfo.processInfo.activeProcessorCount) cores shared by wrk and the node; \(count) knowledge items, "
-                + "\(set.queries.count) different queries")
+            say(
+                "kiana bench http: wrk, \(threads) threads, \(connections) connections, \(seconds) s per target, "
+                    + "\(ProcessInfo.processInfo.activeProcessorCount) cores shared by wrk and the node; \(count) knowledge items, "
+                    + "\(set.queries.count) different queries")
             func search(_ mode: String) -> [String] {
-                set.queries.map { base + "/api/v1/search?k=10&mode=\(mode)&q=" + ($0.query.addingPercentEncoding(withAllowedCharacters: Self.unreserved) ?? "x") }
+                set.queries.map {
+                    base + "/api/v1/search?k=10&mode=\(mode)&q=" + ($0.query.addingPercentEncoding(withAllowedCharacters: Self.unreserved) ?? "x")
+                }
             }
             var rows: [HTTPBench.Result] = []
-            for target in [HTTPBench.Target(name: "GET /health", urls: [base + "/health"]),
-                           HTTPBench.Target(name: "GET /api/v1/search keyword", urls: search("keyword")),
-                           HTTPBench.Target(name: "GET /api/v1/search hybrid", urls: search("hybrid"))] {
+            for target in [
+                HTTPBench.Target(name: "GET /health", urls: [base + "/health"]),
+                HTTPBench.Target(name: "GET /api/v1/search keyword", urls: search("keyword")),
+                HTTPBench.Target(name: "GET /api/v1/search hybrid", urls: search("hybrid")),
+            ] {
                 FileHandle.standardError.write(Data("  … \(target.name)\n".utf8))
                 rows.append(try await bench.measure(target))
             }
@@ -214,7 +228,10 @@ final class ServeProcess: @unchecked Sendable {
         process.standardError = pipe
         pipe.fileHandleForReading.readabilityHandler = { [weak self] h in
             let d = h.availableData
-            if d.isEmpty { h.readabilityHandler = nil; return }
+            if d.isEmpty {
+                h.readabilityHandler = nil
+                return
+            }
             self?.lock.withLock { self?.output += String(decoding: d, as: UTF8.self) }
         }
         try process.run()
@@ -242,7 +259,8 @@ final class ServeProcess: @unchecked Sendable {
 }
 
 struct BenchLLM: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "llm", abstract: "Engine prompt and generation tokens/s beside llama.cpp's llama-bench, and memory while generating.")
+    static let configuration = CommandConfiguration(
+        commandName: "llm", abstract: "Engine prompt and generation tokens/s beside llama.cpp's llama-bench, and memory while generating.")
     @OptionGroup var data: DataOptions
     @OptionGroup var models: ModelOptions
     @Option(help: "Model name or GGUF path.") var model: String?
@@ -255,7 +273,9 @@ struct BenchLLM: ParsableCommand {
     func run() throws {
         try perform {
             let ts = threads.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
-            guard !ts.isEmpty, ts.allSatisfy({ (1...256).contains($0) }), (1...8192).contains(prompt), (1...8192).contains(generate), (1...100).contains(repeats) else {
+            guard !ts.isEmpty, ts.allSatisfy({ (1...256).contains($0) }), (1...8192).contains(prompt), (1...8192).contains(generate),
+                (1...100).contains(repeats)
+            else {
                 throw KianaNodeError(.invalidInput, "threads 1…256, prompt and generate 1…8192, repeats 1…100")
             }
             let path = try LocalModels.path(model, directory: models.directory(data))

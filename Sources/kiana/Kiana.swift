@@ -2,7 +2,7 @@ import ArgumentParser
 import Foundation
 import KianaNode
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 @main
@@ -10,10 +10,12 @@ struct Kiana: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "kiana",
         abstract: "KI_ana: a private, local-first AI assistant with a signed, replicated memory.",
-        subcommands: [Init.self, Serve.self, Status.self, Token.self, Remember.self, Forget.self, List.self, Show.self,
-                      Ingest.self, Search.self, Embed.self, IndexCommand.self, Tokenize.self, Generate.self, Models.self, Ask.self, Chat.self, Conversations.self,
-                      Ledger.self, VoteCommand.self, Peers.self, Pair.self, Join.self, Discover.self,
-                      Export.self, Import.self, Bench.self])
+        subcommands: [
+            Init.self, Serve.self, Status.self, Token.self, Remember.self, Forget.self, List.self, Show.self,
+            Ingest.self, Search.self, Embed.self, IndexCommand.self, Tokenize.self, Generate.self, Models.self, Ask.self, Chat.self, Conversations.self,
+            Ledger.self, VoteCommand.self, Peers.self, Pair.self, Join.self, Discover.self,
+            Export.self, Import.self, Bench.self,
+        ])
 
     /// Files the node creates (database, exports, keys) are private to the user. Arguments that
     /// are not valid UTF-8 are refused here: Swift would otherwise replace the bad bytes silently.

@@ -2,12 +2,12 @@ import ArgumentParser
 import Foundation
 import Synchronization
 #if canImport(FoundationNetworking)
-import FoundationNetworking
+    import FoundationNetworking
 #endif
 import KianaCore
 import KianaNode
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 struct ModelOptions: ParsableArguments {
@@ -20,7 +20,11 @@ struct ModelOptions: ParsableArguments {
 /// A progress bar on stderr: redrawn in place on a terminal, otherwise one line at most every
 /// two seconds (and the last one), so logs stay readable.
 final class ProgressBar: Sendable {
-    struct State { var lastLine = Date.distantPast; var lastPhase = ""; var open = false }
+    struct State {
+        var lastLine = Date.distantPast
+        var lastPhase = ""
+        var open = false
+    }
     private let tty = isatty(2) == 1
     private let state = Mutex(State())
 
@@ -28,14 +32,19 @@ final class ProgressBar: Sendable {
         let tty = self.tty
         state.withLock { s in
             let finished = done >= total
-            if phase != s.lastPhase { if s.open && tty { FileHandle.standardError.write(Data("\n".utf8)) }; s.open = false; s.lastPhase = phase }
+            if phase != s.lastPhase {
+                if s.open && tty { FileHandle.standardError.write(Data("\n".utf8)) }
+                s.open = false
+                s.lastPhase = phase
+            }
             guard tty || finished || Date().timeIntervalSince(s.lastLine) >= 2 else { return }
             s.lastLine = Date()
             let fraction = total > 0 ? min(1, Double(done) / Double(total)) : 1
             let width = 30
             let filled = Int(fraction * Double(width))
             let bar = String(repeating: "#", count: filled) + String(repeating: ".", count: width - filled)
-            let line = String(format: "%@ [%@] %3d%% %@", phase.padding(toLength: 9, withPad: " ", startingAt: 0), bar, Int(fraction * 100), unit.render(done, total))
+            let line = String(
+                format: "%@ [%@] %3d%% %@", phase.padding(toLength: 9, withPad: " ", startingAt: 0), bar, Int(fraction * 100), unit.render(done, total))
             FileHandle.standardError.write(Data((tty ? "\r" + line + (finished ? "\n" : "") : line + "\n").utf8))
             s.open = tty && !finished
         }
@@ -138,11 +147,11 @@ struct Ingest: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Add files and folders (.md, .txt, .html, .pdf) to the knowledge base, kept in sync.",
         discussion: """
-        Each file is split into chunks (sections and paragraphs, with overlap); each chunk is a
-        knowledge item whose source is "<path>#<position>". Running it again changes only what
-        changed: edited files have their chunks replaced, deleted files are forgotten. Chunks are
-        embedded right away unless --no-embed (then the running node or the next search does it).
-        """)
+            Each file is split into chunks (sections and paragraphs, with overlap); each chunk is a
+            knowledge item whose source is "<path>#<position>". Running it again changes only what
+            changed: edited files have their chunks replaced, deleted files are forgotten. Chunks are
+            embedded right away unless --no-embed (then the running node or the next search does it).
+            """)
     @OptionGroup var data: DataOptions
     @OptionGroup var model: ModelOptions
     @Argument(help: "Files or folders.") var paths: [String]
@@ -179,7 +188,10 @@ struct Ingest: ParsableCommand {
             while true {
                 Thread.sleep(forTimeInterval: interval)
                 let now = IngestSnapshot.take(paths: paths)
-                if now != last { _ = try once(); last = IngestSnapshot.take(paths: paths) }
+                if now != last {
+                    _ = try once()
+                    last = IngestSnapshot.take(paths: paths)
+                }
             }
         }
     }
@@ -199,10 +211,14 @@ struct Search: ParsableCommand {
     func run() throws {
         try perform {
             let node = try Node.open(directory: data.directory)
-            let view = try node.search(query, k: k, mode: mode, tag: tag, source: source, modelDirectory: model.directory(data),
-                                       progress: ProgressBar().handler)
+            let view = try node.search(
+                query, k: k, mode: mode, tag: tag, source: source, modelDirectory: model.directory(data),
+                progress: ProgressBar().handler)
             try output.emit(view) { v in
-                if v.results.isEmpty { say("No results."); return }
+                if v.results.isEmpty {
+                    say("No results.")
+                    return
+                }
                 for (n, h) in v.results.enumerated() {
                     var parts: [String] = []
                     if let s = h.bm25, let r = h.keywordRank { parts.append(String(format: "bm25 %.2f (#%d)", s, r)) }
@@ -249,8 +265,9 @@ struct Embed: ParsableCommand {
 }
 
 struct IndexCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "index", abstract: "Full-text and vector index: status, update, rebuild.",
-                                                    subcommands: [IndexStatus.self, IndexUpdate.self, IndexRebuild.self], defaultSubcommand: IndexStatus.self)
+    static let configuration = CommandConfiguration(
+        commandName: "index", abstract: "Full-text and vector index: status, update, rebuild.",
+        subcommands: [IndexStatus.self, IndexUpdate.self, IndexRebuild.self], defaultSubcommand: IndexStatus.self)
 }
 
 struct IndexOptions: ParsableArguments {
@@ -291,7 +308,8 @@ struct IndexUpdate: ParsableCommand {
 }
 
 struct IndexRebuild: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "rebuild", abstract: "Rebuild full-text search, re-embed every item and rebuild the vector index.")
+    static let configuration = CommandConfiguration(
+        commandName: "rebuild", abstract: "Rebuild full-text search, re-embed every item and rebuild the vector index.")
     @OptionGroup var data: DataOptions
     @OptionGroup var model: ModelOptions
     @OptionGroup var options: IndexOptions
@@ -304,4 +322,3 @@ struct IndexRebuild: ParsableCommand {
         }
     }
 }
-

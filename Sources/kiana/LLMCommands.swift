@@ -74,22 +74,28 @@ struct Generate: ParsableCommand {
 
     func run() throws {
         try perform {
-            let r = try LocalModels.generate(prompt, model: llm.model, directory: models.directory(data), context: llm.context,
-                                             threads: llm.threadCount, maxTokens: maxTokens, sampling: sampling.overrides, stop: stop) {
-                writeOut($0); return true
+            let r = try LocalModels.generate(
+                prompt, model: llm.model, directory: models.directory(data), context: llm.context,
+                threads: llm.threadCount, maxTokens: maxTokens, sampling: sampling.overrides, stop: stop
+            ) {
+                writeOut($0)
+                return true
             }
             writeOut("\n")
             if verbose {
-                writeErr(String(format: "prompt: %d tokens, %.1f tok/s; generated: %d tokens, %.1f tok/s; stop: %@\n",
-                                r.promptTokens, r.promptTokensPerSecond, r.tokens, r.tokensPerSecond, r.stopReason))
+                writeErr(
+                    String(
+                        format: "prompt: %d tokens, %.1f tok/s; generated: %d tokens, %.1f tok/s; stop: %@\n",
+                        r.promptTokens, r.promptTokensPerSecond, r.tokens, r.tokensPerSecond, r.stopReason))
             }
         }
     }
 }
 
 struct Models: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Language models: list, add (register a GGUF file), remove.",
-                                                    subcommands: [ModelsList.self, ModelsAdd.self, ModelsRemove.self], defaultSubcommand: ModelsList.self)
+    static let configuration = CommandConfiguration(
+        abstract: "Language models: list, add (register a GGUF file), remove.",
+        subcommands: [ModelsList.self, ModelsAdd.self, ModelsRemove.self], defaultSubcommand: ModelsList.self)
 }
 
 struct ModelsList: ParsableCommand {
@@ -102,11 +108,17 @@ struct ModelsList: ParsableCommand {
         try perform {
             let directory = try models.directory(data)
             try output.emit(LocalModels.list(directory: directory)) { rows in
-                if rows.isEmpty { say("No models in \(directory); run `make setup` or `kiana models add PATH`."); return }
+                if rows.isEmpty {
+                    say("No models in \(directory); run `make setup` or `kiana models add PATH`.")
+                    return
+                }
                 say("NAME                      SIZE      QUANT  PARAMS   CONTEXT  PATH")
                 for r in rows {
                     let name = r.name.padding(toLength: 25, withPad: " ", startingAt: 0)
-                    if let err = r.error { say("\(name) unusable: \(err)"); continue }
+                    if let err = r.error {
+                        say("\(name) unusable: \(err)")
+                        continue
+                    }
                     let size = String(format: "%.1f MB", Double(r.bytes ?? 0) / 1e6).padding(toLength: 9, withPad: " ", startingAt: 0)
                     let q = (r.quantisation ?? "").padding(toLength: 6, withPad: " ", startingAt: 0)
                     let p = String(format: "%.0fM", Double(r.parameters ?? 0) / 1e6).padding(toLength: 8, withPad: " ", startingAt: 0)
@@ -255,9 +267,16 @@ struct Chat: AsyncParsableCommand {
                 let q = line.trimmingCharacters(in: .whitespaces)
                 if q.isEmpty { continue }
                 if q == "/quit" || q == "/exit" { break }
-                if q == "/new" { o.conversation = nil; say("(new conversation)"); continue }
+                if q == "/new" {
+                    o.conversation = nil
+                    say("(new conversation)")
+                    continue
+                }
                 do {
-                    let r = try await assistant.ask(q, options: o) { writeOut($0); return true }
+                    let r = try await assistant.ask(q, options: o) {
+                        writeOut($0)
+                        return true
+                    }
                     writeOut("\n")
                     printSources(r)
                     o.conversation = r.conversationId
@@ -288,7 +307,10 @@ struct Conversations: ParsableCommand {
                 return
             }
             try output.emit(try node.conversationList()) { list in
-                if list.isEmpty { say("No conversations yet."); return }
+                if list.isEmpty {
+                    say("No conversations yet.")
+                    return
+                }
                 for c in list {
                     say(Terminal.escape("\(c.id)  \(date(UInt64(max(0, c.updated))))  \(c.title)"))
                 }

@@ -7,8 +7,9 @@ func short(_ hex: String) -> String { String(hex.prefix(16)) }
 func short(_ bytes: [UInt8]) -> String { String(Hex.encode(bytes).prefix(16)) }
 
 struct Ledger: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Inspect and verify the ledger.",
-                                                    subcommands: [LedgerShow.self, LedgerVerify.self, LedgerProof.self, LedgerForks.self])
+    static let configuration = CommandConfiguration(
+        abstract: "Inspect and verify the ledger.",
+        subcommands: [LedgerShow.self, LedgerVerify.self, LedgerProof.self, LedgerForks.self])
 }
 
 struct LedgerShow: ParsableCommand {
@@ -67,7 +68,9 @@ struct LedgerForks: ParsableCommand {
                     say("Gap: \(g.device) sequence numbers \(g.missing.map(String.init).joined(separator: ", ")) are not on this chain yet")
                 }
                 for e in f.equivocations {
-                    say("Equivocation: \(e.device) used sequence \(e.sequence) for \(e.entries.count) different entries: \(e.entries.map { short($0) }.joined(separator: ", "))")
+                    say(
+                        "Equivocation: \(e.device) used sequence \(e.sequence) for \(e.entries.count) different entries: \(e.entries.map { short($0) }.joined(separator: ", "))"
+                    )
                 }
             }
         }
@@ -178,7 +181,9 @@ struct Import: ParsableCommand {
             let added = outcomes.filter { $0 != .duplicate }.count
             let side = outcomes.filter { $0 == .sideBranch }.count
             let reorg = outcomes.contains(.newHead(reorganized: true))
-            say("Imported \(added) blocks\(side > 0 ? " (\(side) on side branches)" : "")\(reorg ? ", switched to the imported chain" : ""); head is now \(try node.head()?.height ?? 0)")
+            say(
+                "Imported \(added) blocks\(side > 0 ? " (\(side) on side branches)" : "")\(reorg ? ", switched to the imported chain" : ""); head is now \(try node.head()?.height ?? 0)"
+            )
             let pending = try node.counts().pending
             if pending > 0 { say("\(pending) entries from abandoned blocks are pending and will be sealed with the next write.") }
             if !(try node.isAuthority) {

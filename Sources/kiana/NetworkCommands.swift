@@ -24,12 +24,17 @@ struct PeersList: ParsableCommand {
     func run() throws {
         try perform {
             try output.emit(try NodeControl.connect(data.directory).peers()) { peers in
-                if peers.isEmpty { say("No peers yet. Devices on this network appear by themselves; add one with `kiana peers add HOST:PORT`."); return }
+                if peers.isEmpty {
+                    say("No peers yet. Devices on this network appear by themselves; add one with `kiana peers add HOST:PORT`.")
+                    return
+                }
                 func pad(_ s: String, _ n: Int) -> String { s.count >= n ? s + " " : s + String(repeating: " ", count: n - s.count) }
                 say(pad("DEVICE", 22) + pad("STATE", 11) + pad("MEMBER", 7) + pad("ADDRESS", 22) + pad("RTT", 9) + "SOURCE")
                 for p in peers {
                     let rtt = p.rttMillis.map { String(format: "%.1f ms", $0) } ?? "-"
-                    say(pad(p.device ?? "?", 22) + pad(p.state, 11) + pad(p.member ? "yes" : "no", 7) + pad(p.address ?? "-", 22) + pad(rtt, 9) + p.source + (p.name.map { " (\($0))" } ?? ""))
+                    say(
+                        pad(p.device ?? "?", 22) + pad(p.state, 11) + pad(p.member ? "yes" : "no", 7) + pad(p.address ?? "-", 22) + pad(rtt, 9) + p.source
+                            + (p.name.map { " (\($0))" } ?? ""))
                 }
             }
         }
@@ -43,7 +48,7 @@ struct PeersAdd: ParsableCommand {
 
     func run() throws {
         try perform {
-            try Discovery.checkPeerAddress(address)   // before opening: a bad address is the error even for a bad directory
+            try Discovery.checkPeerAddress(address)  // before opening: a bad address is the error even for a bad directory
             let node = try Node.open(directory: data.directory)
             let added = try node.addPeer(address: address)
             say(added ? "Added \(address); the node dials it within seconds." : "\(address) was already known.")
@@ -79,7 +84,10 @@ struct Pair: ParsableCommand {
             while Date() < deadline {
                 let (open, requests) = try control.pendingPairings()
                 guard open else { break }
-                guard let r = requests.first else { usleep(200_000); continue }
+                guard let r = requests.first else {
+                    usleep(200_000)
+                    continue
+                }
                 say("Device \(r.device)\(r.name.map { " (\($0))" } ?? "") at \(r.address) asks to join.")
                 let typed: String
                 if let code {
@@ -132,8 +140,10 @@ struct Join: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Join an owner's network from a new device (the authority runs `kiana pair`).")
     @OptionGroup var data: DataOptions
-    @Argument(help: ArgumentHelp("The authority: HOST:PORT of its device link listener, or its device ID (or a prefix of it) found by multicast DNS; omitted: the only KI_ana device discovered.",
-                                 valueName: "authority")) var target: String?
+    @Argument(
+        help: ArgumentHelp(
+            "The authority: HOST:PORT of its device link listener, or its device ID (or a prefix of it) found by multicast DNS; omitted: the only KI_ana device discovered.",
+            valueName: "authority")) var target: String?
     @Option(help: "A name for this device.") var name: String?
     @Option(help: "Seconds to wait for the owner to confirm.") var timeout: Int = 300
     @Option(help: "Network interface for discovery (default: all multicast interfaces).") var interface: String?
@@ -153,8 +163,10 @@ struct Join: AsyncParsableCommand {
                 say("Found \(d.id)\(d.name.map { " (\($0))" } ?? "") at \(d.address).")
                 address = d.address
             }
-            let (node, joined) = try await Node.join(directory: data.directory, address: address, name: name,
-                                                     wait: .seconds(timeout), logger: commandLogger()) { code, authority in
+            let (node, joined) = try await Node.join(
+                directory: data.directory, address: address, name: name,
+                wait: .seconds(timeout), logger: commandLogger()
+            ) { code, authority in
                 say("Pairing code: \(code)")
                 say("Type this code on the authority \(authority) (in `kiana pair`) to confirm.")
             }
@@ -186,7 +198,9 @@ struct Discover: AsyncParsableCommand {
                     if jsonOut {
                         let txt = s.txt.sorted { $0.key < $1.key }.map { "\"\(Self.esc($0.key))\":\"\(Self.esc($0.value))\"" }.joined(separator: ",")
                         let addrs = s.addresses.map { "\"\($0)\"" }.joined(separator: ",")
-                        say("{\"event\":\"resolved\",\"instance\":\"\(Self.esc(s.instance))\",\"host\":\"\(Self.esc(s.host))\",\"port\":\(s.port),\"addresses\":[\(addrs)],\"txt\":{\(txt)},\"ms\":\(String(format: "%.1f", ms)),\"at\":\(Int64(Date().timeIntervalSince1970 * 1000))}")
+                        say(
+                            "{\"event\":\"resolved\",\"instance\":\"\(Self.esc(s.instance))\",\"host\":\"\(Self.esc(s.host))\",\"port\":\(s.port),\"addresses\":[\(addrs)],\"txt\":{\(txt)},\"ms\":\(String(format: "%.1f", ms)),\"at\":\(Int64(Date().timeIntervalSince1970 * 1000))}"
+                        )
                     } else {
                         say("\(s.instance)  \(s.addresses.joined(separator: ",")):\(s.port)  \(s.txt["id"] ?? "")  (\(String(format: "%.0f", ms)) ms)")
                     }

@@ -35,8 +35,9 @@ struct Serve: AsyncParsableCommand {
     func run() async throws {
         try await performAsync {
             let directory = try data.directory
-            let flags = ServeSettings.Flags(host: host, port: port, token: token, p2pHost: p2pHost, p2pPort: p2pPort,
-                                            discovery: discovery, discoveryInterface: discoveryInterface, name: name)
+            let flags = ServeSettings.Flags(
+                host: host, port: port, token: token, p2pHost: p2pHost, p2pPort: p2pPort,
+                discovery: discovery, discoveryInterface: discoveryInterface, name: name)
             let settings = try ServeSettings.resolve(flags, directory: directory)
             for note in settings.notes { Output.note("kiana: " + note) }
             var logger = Logger(label: "kiana")

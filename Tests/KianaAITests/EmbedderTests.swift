@@ -15,7 +15,10 @@ func requireEmbedder() throws -> Embedder? {
     return nil
 }
 
-struct ReferenceSentence: Decodable { var ids: [Int32]; var embedding: [Double] }
+struct ReferenceSentence: Decodable {
+    var ids: [Int32]
+    var embedding: [Double]
+}
 struct MiniLMReference: Decodable { var sentences: [String: ReferenceSentence] }
 
 func loadReference() throws -> MiniLMReference? {
@@ -28,8 +31,14 @@ func loadReference() throws -> MiniLMReference? {
 }
 
 func cosine(_ a: [Float], _ b: [Double]) -> Double {
-    var dot = 0.0, na = 0.0, nb = 0.0
-    for i in a.indices { dot += Double(a[i]) * b[i]; na += Double(a[i]) * Double(a[i]); nb += b[i] * b[i] }
+    var dot = 0.0
+    var na = 0.0
+    var nb = 0.0
+    for i in a.indices {
+        dot += Double(a[i]) * b[i]
+        na += Double(a[i]) * Double(a[i])
+        nb += b[i] * b[i]
+    }
     return dot / (na.squareRoot() * nb.squareRoot())
 }
 

@@ -4,13 +4,17 @@ import KianaCore
 import KianaStore
 import Testing
 
-func unit(_ v: [Float]) -> [Float] { let n = v.reduce(0) { $0 + $1 * $1 }.squareRoot(); return v.map { $0 / n } }
+func unit(_ v: [Float]) -> [Float] {
+    let n = v.reduce(0) { $0 + $1 * $1 }.squareRoot()
+    return v.map { $0 / n }
+}
 
 /// Clustered vectors: unit centres plus per-cluster noise, normalised.
 func clusteredVectors(_ n: Int, dim: Int, clusters: Int, seed: UInt64) -> [[Float]] {
     var r = SplitMix64(seed: 99)
     func g(_ r: inout SplitMix64) -> Float {
-        let u1 = max(Float(r.next() >> 40) / Float(1 << 24), 1e-7), u2 = Float(r.next() >> 40) / Float(1 << 24)
+        let u1 = max(Float(r.next() >> 40) / Float(1 << 24), 1e-7)
+        let u2 = Float(r.next() >> 40) / Float(1 << 24)
         return (-2 * log(u1)).squareRoot() * cos(2 * .pi * u2)
     }
     let centres = (0..<clusters).map { _ in unit((0..<dim).map { _ in g(&r) }) }
@@ -41,7 +45,10 @@ func clusteredVectors(_ n: Int, dim: Int, clusters: Int, seed: UInt64) -> [[Floa
         let queries = clusteredVectors(200, dim: dim, clusters: 80, seed: 2)
         var flat = VectorMatrix(dimension: dim)
         var g = HNSW(dimension: dim, m: 16, efConstruction: 100)
-        for v in base { flat.append(v); g.insert(v) }
+        for v in base {
+            flat.append(v)
+            g.insert(v)
+        }
         var found = 0
         for q in queries {
             let truth = Set(flat.exactSearch(q, k: 10).map(\.label))
@@ -65,7 +72,8 @@ func clusteredVectors(_ n: Int, dim: Int, clusters: Int, seed: UInt64) -> [[Floa
         }
         // truncated, bit-flipped header, garbage: an error, never a crash
         #expect(throws: KianaAIError.self) { _ = try HNSW(serialized: data.prefix(data.count - 3)) }
-        var flipped = data; flipped[20] ^= 0xFF
+        var flipped = data
+        flipped[20] ^= 0xFF
         #expect(throws: KianaAIError.self) { _ = try HNSW(serialized: flipped) }
         #expect(throws: KianaAIError.self) { _ = try HNSW(serialized: Data("not an index".utf8)) }
     }
@@ -134,7 +142,8 @@ enum RankingMetricsCheck {
     }
 
     @Test func htmlBecomesTextWithHeadings() {
-        let html = "<html><head><title>T</title><script>var x = '<p>';</script></head><body><h2>Pasta &amp; Sauce</h2><p>Boil&nbsp;water.<br>Add salt &#8364;1 &#x41;.</p><!-- hidden --><ul><li>one</li><li>two</li></ul></body></html>"
+        let html =
+            "<html><head><title>T</title><script>var x = '<p>';</script></head><body><h2>Pasta &amp; Sauce</h2><p>Boil&nbsp;water.<br>Add salt &#8364;1 &#x41;.</p><!-- hidden --><ul><li>one</li><li>two</li></ul></body></html>"
         let t = TextExtraction.htmlText(html)
         #expect(t.contains("## Pasta & Sauce"))
         #expect(t.contains("Boil water.\nAdd salt €1 A."))

@@ -17,8 +17,14 @@ func requireLlama() -> LlamaModel? {
 }
 
 struct SmolReference: Decodable {
-    struct Tok: Decodable { var text: String; var ids: [Int32] }
-    struct Greedy: Decodable { var prompt: String; var continuation_starts_with: String }
+    struct Tok: Decodable {
+        var text: String
+        var ids: [Int32]
+    }
+    struct Greedy: Decodable {
+        var prompt: String
+        var continuation_starts_with: String
+    }
     var tokenize: [Tok]
     var greedy: [Greedy]
 }
@@ -93,7 +99,8 @@ func smolReference() throws -> SmolReference? {
         o.maxTokens = 40
         o.stop = ["Red"]
         let streamed = Locked("")
-        let r = try s.generate(prompt: m.tokenizer.encode("<|im_start|>user\nList three primary colors.<|im_end|>\n<|im_start|>assistant\n"), options: o) { piece in
+        let r = try s.generate(prompt: m.tokenizer.encode("<|im_start|>user\nList three primary colors.<|im_end|>\n<|im_start|>assistant\n"), options: o) {
+            piece in
             streamed.update { $0 += piece }
             return true
         }
@@ -110,7 +117,8 @@ func smolReference() throws -> SmolReference? {
         o.maxTokens = 24
         o.sampling.temperature = 1.0
         o.sampling.seed = 42
-        let a = try s.generate(prompt: p, options: o), b = try s.generate(prompt: p, options: o)
+        let a = try s.generate(prompt: p, options: o)
+        let b = try s.generate(prompt: p, options: o)
         #expect(a.tokens == b.tokens)
         o.sampling.seed = 43
         let c = try s.generate(prompt: p, options: o)
@@ -127,7 +135,6 @@ func smolReference() throws -> SmolReference? {
     }
 }
 
-
 @Suite struct GGUFErrorTests {
     func write(_ bytes: [UInt8]) throws -> String {
         let p = FileManager.default.temporaryDirectory.appendingPathComponent("kiana-\(UUID().uuidString).gguf").path
@@ -142,21 +149,32 @@ func smolReference() throws -> SmolReference? {
         let huge = try write(Array("GGUF".utf8) + [3, 0, 0, 0] + [0xFF, 0xFF, 0xFF, 0xFF, 0, 0, 0, 0] + [0, 0, 0, 0, 0, 0, 0, 0])
         defer { for p in [magicBad, version, huge] { try? FileManager.default.removeItem(atPath: p) } }
         for (p, words) in [(magicBad, "bad magic"), (version, "version 9"), (huge, "count exceeds")] {
-            do { _ = try GGUFFile(path: p); Issue.record("\(p) loaded") } catch {
+            do {
+                _ = try GGUFFile(path: p)
+                Issue.record("\(p) loaded")
+            } catch {
                 #expect(error.code == .modelCorrupt)
                 #expect(error.message.contains(words), "\(error.message)")
             }
         }
-        do { _ = try GGUFFile(path: "/nonexistent/x.gguf"); Issue.record("loaded") } catch { #expect(error.code == .modelMissing) }
+        do {
+            _ = try GGUFFile(path: "/nonexistent/x.gguf")
+            Issue.record("loaded")
+        } catch { #expect(error.code == .modelMissing) }
         guard Models.hasSmolLM else { return }
         // The real file cut at several points: always an error, never a crash.
         let full = try Data(contentsOf: URL(fileURLWithPath: Models.smolLM), options: .alwaysMapped)
         for cut in [30, 1000, 500_000, 1_600_000, full.count - 100] {
             let p = try write([UInt8](full.prefix(cut)))
             defer { try? FileManager.default.removeItem(atPath: p) }
-            do { _ = try LlamaModel(path: p); Issue.record("a file cut at \(cut) bytes loaded") } catch {
+            do {
+                _ = try LlamaModel(path: p)
+                Issue.record("a file cut at \(cut) bytes loaded")
+            } catch {
                 #expect(error.code == .modelCorrupt, "\(error)")
-                #expect(error.message.contains("truncated") || error.message.contains("outside the file") || error.message.contains("exceeds"), "\(cut): \(error.message)")
+                #expect(
+                    error.message.contains("truncated") || error.message.contains("outside the file") || error.message.contains("exceeds"),
+                    "\(cut): \(error.message)")
             }
         }
     }
@@ -189,10 +207,12 @@ func smolReference() throws -> SmolReference? {
         }
     }
 
-    @Test("encode ∘ decode is the identity on text", arguments: [
-        "Grüße aus München! 😀 — naïve café", "日本語のテキストと中文", "   leading and trailing   ", "tabs\tand\nnewlines\r\n",
-        "it's they're we've I'm you'll he'd", "1234567890 3.14159 -42", "<|im_start|> literal", "", "\u{0}\u{1}control",
-    ])
+    @Test(
+        "encode ∘ decode is the identity on text",
+        arguments: [
+            "Grüße aus München! 😀 — naïve café", "日本語のテキストと中文", "   leading and trailing   ", "tabs\tand\nnewlines\r\n",
+            "it's they're we've I'm you'll he'd", "1234567890 3.14159 -42", "<|im_start|> literal", "", "\u{0}\u{1}control",
+        ])
     func roundTrip(_ text: String) throws {
         guard let m = requireLlama() else { return }
         #expect(m.tokenizer.decode(m.tokenizer.encode(text), special: true) == text)
@@ -214,7 +234,9 @@ func smolReference() throws -> SmolReference? {
     @Test("The question is never cut: sources and history give way, or it is an error")
     func budget() throws {
         let count: (String) -> Int = { $0.split(separator: " ").count + 1 }
-        let history = (0..<10).flatMap { [ChatMessage(.user, "question \($0) " + String(repeating: "x ", count: 50)), ChatMessage(.assistant, "answer \($0)")] }
+        let history = (0..<10).flatMap {
+            [ChatMessage(.user, "question \($0) " + String(repeating: "x ", count: 50)), ChatMessage(.assistant, "answer \($0)")]
+        }
         let q = "What is word3?"
         let p = try Grounding.build(question: q, sources: sources, history: history, contextSize: 1024, answerTokens: 256, countTokens: count)
         #expect(p.messages.last == ChatMessage(.user, q))
@@ -223,36 +245,45 @@ func smolReference() throws -> SmolReference? {
         #expect(p.droppedSources > 0 && p.droppedHistory > 0)
         #expect(p.messages.dropFirst().first?.role != .assistant)
         let long = String(repeating: "very long question ", count: 400)
-        #expect(throws: KianaAIError.self) { _ = try Grounding.build(question: long, sources: sources, history: [], contextSize: 512, answerTokens: 128, countTokens: count) }
+        #expect(throws: KianaAIError.self) {
+            _ = try Grounding.build(question: long, sources: sources, history: [], contextSize: 512, answerTokens: 128, countTokens: count)
+        }
     }
 
-    @Test("Citations: [n] markers (also lists and 'Source n'), else the source the answer repeats", arguments: [
-        ("It is under the pot [2].", [2]),
-        ("See [1, 3] and [Source 2].", [1, 3, 2]),
-        ("Nothing relevant [9].", []),
-        ("The answer mentions word4 and word4 again with word4.", []),
-    ])
+    @Test(
+        "Citations: [n] markers (also lists and 'Source n'), else the source the answer repeats",
+        arguments: [
+            ("It is under the pot [2].", [2]),
+            ("See [1, 3] and [Source 2].", [1, 3, 2]),
+            ("Nothing relevant [9].", []),
+            ("The answer mentions word4 and word4 again with word4.", []),
+        ])
     func citations(_ answer: String, _ expected: [Int]) {
         #expect(Grounding.citations(answer: answer, sources: sources) == expected)
     }
 
     @Test func citationByOverlap() {
-        let s = [GroundingSource(id: "a", title: nil, text: "Our wifi password is Sunflower42.", source: nil),
-                 GroundingSource(id: "b", title: nil, text: "The spare key is under the third flower pot.", source: nil)]
+        let s = [
+            GroundingSource(id: "a", title: nil, text: "Our wifi password is Sunflower42.", source: nil),
+            GroundingSource(id: "b", title: nil, text: "The spare key is under the third flower pot.", source: nil),
+        ]
         #expect(Grounding.citations(answer: "The spare key is under the third flower pot, near the door.", sources: s) == [2])
         #expect(Grounding.citations(answer: "I do not know.", sources: s) == [])
         // A rambling answer that restates a short source still cites it.
-        let long = "Our wifi password is Sunflower42, which is a special secret code used for routers, tablets, phones, laptops, printers and television devices everywhere in the household."
+        let long =
+            "Our wifi password is Sunflower42, which is a special secret code used for routers, tablets, phones, laptops, printers and television devices everywhere in the household."
         #expect(Grounding.citations(answer: long, sources: s) == [1])
     }
 
-    @Test("remember that … / merk dir …", arguments: [
-        ("Remember that the boiler is serviced in March", "The boiler is serviced in March"),
-        ("merk dir, dass der Schlüssel im Blumentopf liegt", "Der Schlüssel im Blumentopf liegt"),
-        ("Merk dir: Minka frisst nur Thunfisch", "Minka frisst nur Thunfisch"),
-        ("What do you remember?", nil),
-        ("remember that   ", nil),
-    ])
+    @Test(
+        "remember that … / merk dir …",
+        arguments: [
+            ("Remember that the boiler is serviced in March", "The boiler is serviced in March"),
+            ("merk dir, dass der Schlüssel im Blumentopf liegt", "Der Schlüssel im Blumentopf liegt"),
+            ("Merk dir: Minka frisst nur Thunfisch", "Minka frisst nur Thunfisch"),
+            ("What do you remember?", nil),
+            ("remember that   ", nil),
+        ])
     func remember(_ text: String, _ fact: String?) {
         #expect(Grounding.rememberCommand(text) == fact)
     }

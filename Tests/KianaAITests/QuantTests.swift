@@ -7,24 +7,41 @@ import Testing
 @Suite struct QuantKernelTests {
     /// A random weight row of `type` with `n` elements, as ggml lays it out.
     static func row(_ type: GGMLType, _ n: Int, _ g: inout SplitMix64) -> [UInt8] {
-        func f16(_ x: Float) -> [UInt8] { let b = Float16(x).bitPattern; return [UInt8(b & 0xFF), UInt8(b >> 8)] }
+        func f16(_ x: Float) -> [UInt8] {
+            let b = Float16(x).bitPattern
+            return [UInt8(b & 0xFF), UInt8(b >> 8)]
+        }
         func r() -> Float { Float(g.next() >> 40) / Float(1 << 24) * 2 - 1 }
         var out: [UInt8] = []
         switch type {
         case .f32: for _ in 0..<n { withUnsafeBytes(of: r()) { out += $0 } }
         case .f16: for _ in 0..<n { out += f16(r()) }
-        case .q8_0: for _ in 0..<(n / 32) { out += f16(r() * 0.02); for _ in 0..<32 { out.append(UInt8(truncatingIfNeeded: Int8(truncatingIfNeeded: g.next()))) } }
-        case .q4_0: for _ in 0..<(n / 32) { out += f16(r() * 0.1); for _ in 0..<16 { out.append(UInt8(truncatingIfNeeded: g.next())) } }
-        case .q4_1: for _ in 0..<(n / 32) { out += f16(r() * 0.1) + f16(r()); for _ in 0..<16 { out.append(UInt8(truncatingIfNeeded: g.next())) } }
+        case .q8_0:
+            for _ in 0..<(n / 32) {
+                out += f16(r() * 0.02)
+                for _ in 0..<32 { out.append(UInt8(truncatingIfNeeded: Int8(truncatingIfNeeded: g.next()))) }
+            }
+        case .q4_0:
+            for _ in 0..<(n / 32) {
+                out += f16(r() * 0.1)
+                for _ in 0..<16 { out.append(UInt8(truncatingIfNeeded: g.next())) }
+            }
+        case .q4_1:
+            for _ in 0..<(n / 32) {
+                out += f16(r() * 0.1) + f16(r())
+                for _ in 0..<16 { out.append(UInt8(truncatingIfNeeded: g.next())) }
+            }
         }
         return out
     }
 
-    @Test("dot(W row, quantised x) ≈ Σ dequantised(W)·x, and the 4-token kernel equals four single dots",
-          arguments: [GGMLType.f32, .f16, .q8_0, .q4_0, .q4_1])
+    @Test(
+        "dot(W row, quantised x) ≈ Σ dequantised(W)·x, and the 4-token kernel equals four single dots",
+        arguments: [GGMLType.f32, .f16, .q8_0, .q4_0, .q4_1])
     func kernel(_ type: GGMLType) {
         var g = SplitMix64(seed: UInt64(type.rawValue) + 11)
-        let n = 576, rows = 6
+        let n = 576
+        let rows = 6
         let bytes = (0..<rows).flatMap { _ in Self.row(type, n, &g) }
         let xs = (0..<(4 * n)).map { _ in Float(g.next() >> 40) / Float(1 << 24) * 4 - 2 }
         bytes.withUnsafeBytes { wb in

@@ -91,7 +91,8 @@ import Testing
     /// Any single-byte change to a valid encoding either fails to decode or decodes to a value
     /// whose encoding is exactly the changed bytes: there is one encoding per value.
     @Test func mutationsNeverDecodeToAnotherEncoding() async {
-        await propertyCheck(count: 200, input: Gen.uint64(in: 0...UInt64.max).array(of: 1...30), Gen.int(in: 0...10_000), Gen.uint8(in: 1...255)) { numbers, pos, flip in
+        await propertyCheck(count: 200, input: Gen.uint64(in: 0...UInt64.max).array(of: 1...30), Gen.int(in: 0...10_000), Gen.uint8(in: 1...255)) {
+            numbers, pos, flip in
             var seed = numbers[...]
             var bytes = Self.tree(&seed).encoded
             bytes[pos % bytes.count] ^= flip
@@ -114,11 +115,15 @@ import Testing
             .delete(ItemID.random()),
         ]
         let entries = ops.enumerated().map { i, op in
-            Entry(signedBy: id, network: net, sequence: UInt64(i + 1), hlc: HLC(wall: 1_764_288_000_000 + UInt64(i), logical: UInt32(i * 300)), kind: op.kind, payload: op.payload)
+            Entry(
+                signedBy: id, network: net, sequence: UInt64(i + 1), hlc: HLC(wall: 1_764_288_000_000 + UInt64(i), logical: UInt32(i * 300)), kind: op.kind,
+                payload: op.payload)
         }
         let block = Block.seal(entries: entries, parent: genesis.header, parentHash: genesis.hash, time: 1_764_288_001_000, identity: id)
-        return entries.map(\.encoded) + [genesis.encoded, block.encoded, block.signedHeaderCBOR.encoded, block.header.cbor.encoded,
-                                         CBOR.map([.unsigned(10): 1, .negative(0): 2, "z": 3, "aa": 4, .bytes([1]): 5]).encoded]
+        return entries.map(\.encoded) + [
+            genesis.encoded, block.encoded, block.signedHeaderCBOR.encoded, block.header.cbor.encoded,
+            CBOR.map([.unsigned(10): 1, .negative(0): 2, "z": 3, "aa": 4, .bytes([1]): 5]).encoded,
+        ]
     }
 
     @Test func swiftEncodingsAreCanonicalForCbor2() throws {
@@ -146,7 +151,10 @@ import Testing
         #expect(e.sequence == 300)
         #expect(e.hlc == HLC(wall: 1_764_288_000_123, logical: 7))
         #expect(e.encoded == bytes)
-        guard case .put(_, let f) = try KnowledgeOp(kind: e.kind, payload: e.payload) else { Issue.record("not a put"); return }
+        guard case .put(_, let f) = try KnowledgeOp(kind: e.kind, payload: e.payload) else {
+            Issue.record("not a put")
+            return
+        }
         #expect(f.title == "Grüße aus Python")
         #expect(f.tags == ["interop", "python"])
     }

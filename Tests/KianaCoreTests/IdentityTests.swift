@@ -52,7 +52,8 @@ import Testing
     }
 
     @Test func signaturesVerifyOnlyForTheSigner() {
-        let a = DeviceIdentity.generate(), b = DeviceIdentity.generate()
+        let a = DeviceIdentity.generate()
+        let b = DeviceIdentity.generate()
         let sig = a.sign([1, 2, 3])
         #expect(Signature.verify(sig, message: [1, 2, 3], publicKey: a.publicKey))
         #expect(!Signature.verify(sig, message: [1, 2, 4], publicKey: a.publicKey))

@@ -22,10 +22,14 @@ import Testing
             } else {
                 let v = "v\((n >> 12) % 7)"
                 let which = (n >> 16) % 8
-                op = .put(item, KnowledgeFields(title: which & 1 != 0 ? "title " + v : nil, text: which & 2 != 0 || which == 0 ? "text " + v : nil,
-                                                tags: which & 4 != 0 ? [v] : nil))
+                op = .put(
+                    item,
+                    KnowledgeFields(
+                        title: which & 1 != 0 ? "title " + v : nil, text: which & 2 != 0 || which == 0 ? "text " + v : nil,
+                        tags: which & 4 != 0 ? [v] : nil))
             }
-            return Entry(signedBy: devices[d], network: net, sequence: seqs[d], hlc: HLC(wall: wall, logical: UInt32((n >> 20) % 3)), kind: op.kind, payload: op.payload)
+            return Entry(
+                signedBy: devices[d], network: net, sequence: seqs[d], hlc: HLC(wall: wall, logical: UInt32((n >> 20) % 3)), kind: op.kind, payload: op.payload)
         }
     }
 

@@ -20,7 +20,8 @@ struct ChainFixture {
                 seq += 1
                 entries.append(entry(seq: seq, wall: t0 + seq))
             }
-            blocks.append(Block.seal(entries: entries, parent: blocks.last!.header, parentHash: blocks.last!.hash, time: t0 + UInt64(b) * 10 + 100, identity: owner))
+            blocks.append(
+                Block.seal(entries: entries, parent: blocks.last!.header, parentHash: blocks.last!.hash, time: t0 + UInt64(b) * 10 + 100, identity: owner))
         }
     }
 
@@ -33,7 +34,8 @@ struct ChainFixture {
     func withLast(entries: [Entry], signer: DeviceIdentity? = nil, time: UInt64? = nil) -> [Block] {
         var bs = Array(blocks.dropLast())
         let parent = bs.last!
-        bs.append(Block.seal(entries: entries, parent: parent.header, parentHash: parent.hash, time: time ?? blocks.last!.header.time, identity: signer ?? owner))
+        bs.append(
+            Block.seal(entries: entries, parent: parent.header, parentHash: parent.hash, time: time ?? blocks.last!.header.time, identity: signer ?? owner))
         return bs
     }
 }
@@ -155,7 +157,10 @@ struct ChainFixture {
 
     @Test func unknownFieldsAreRejected() throws {
         let f = ChainFixture(blocks: 1, perBlock: 1)
-        guard case .map(var m) = f.blocks[1].entries[0].cbor else { Issue.record("not a map"); return }
+        guard case .map(var m) = f.blocks[1].entries[0].cbor else {
+            Issue.record("not a map")
+            return
+        }
         m["extra"] = 1
         #expect(throws: KianaCoreError.self) { try Entry(cbor: .map(m)) }
     }
@@ -206,8 +211,9 @@ struct ChainFixture {
 
     @Test func malformedVotePayloadIsRejected() {
         let f = ChainFixture(blocks: 1, perBlock: 1)
-        let bad = Entry(signedBy: f.owner, network: f.genesis.hash, sequence: 5, hlc: HLC(wall: f.t0), kind: .authorityVote,
-                        payload: .map(["target": .bytes([1, 2]), "authorize": .bool(true)]))
+        let bad = Entry(
+            signedBy: f.owner, network: f.genesis.hash, sequence: 5, hlc: HLC(wall: f.t0), kind: .authorityVote,
+            payload: .map(["target": .bytes([1, 2]), "authorize": .bool(true)]))
         let b = Block.seal(entries: [bad], parent: f.blocks.last!.header, parentHash: f.blocks.last!.hash, time: f.t0 + 500, identity: f.owner)
         do {
             _ = try ChainValidator.validate(blocks: f.blocks + [b], now: f.now)

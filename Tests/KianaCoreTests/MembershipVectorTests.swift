@@ -27,7 +27,8 @@ import Testing
 
     static func scenarios() -> [Scenario] {
         guard let data = try? Data(contentsOf: Shared.root.appendingPathComponent(path)),
-              let f = try? JSONDecoder().decode(File.self, from: data) else { return [] }
+            let f = try? JSONDecoder().decode(File.self, from: data)
+        else { return [] }
         return f.scenarios
     }
 

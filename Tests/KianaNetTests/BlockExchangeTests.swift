@@ -9,7 +9,11 @@ import Testing
 /// A ledger in memory for the block exchange: one linear chain, every block validated with
 /// KianaCore's rules before it is kept (no SQLite).
 final class MemoryChain: SyncStore, Sendable {
-    struct State { var blocks: [Block]; var ledger: LedgerState; var imports = 0 }
+    struct State {
+        var blocks: [Block]
+        var ledger: LedgerState
+        var imports = 0
+    }
     let state: Mutex<State>
 
     init(genesis: Block) throws {
@@ -22,8 +26,9 @@ final class MemoryChain: SyncStore, Sendable {
             for _ in 0..<count {
                 let parent = s.blocks.last!
                 let seq = UInt64(s.blocks.count)
-                let e = Entry(signedBy: identity, network: s.ledger.network, sequence: seq, hlc: HLC(wall: parent.header.time + 1, logical: 0),
-                              kind: .knowledgePut, payload: KnowledgeOp.put(ItemID.random(), KnowledgeFields(text: "fact \(seq)")).payload)
+                let e = Entry(
+                    signedBy: identity, network: s.ledger.network, sequence: seq, hlc: HLC(wall: parent.header.time + 1, logical: 0),
+                    kind: .knowledgePut, payload: KnowledgeOp.put(ItemID.random(), KnowledgeFields(text: "fact \(seq)")).payload)
                 let b = Block.seal(entries: [e], parent: parent.header, parentHash: parent.hash, time: parent.header.time + 1, identity: identity)
                 try s.ledger.append(b, now: b.header.time)
                 s.blocks.append(b)
@@ -75,11 +80,16 @@ final class DirectSource: BlockSource {
 
 @Suite struct BlockExchangeTests {
     let owner = DeviceIdentity.generate()
-    var logger: Logger { var l = Logger(label: "exchange"); l.logLevel = .critical; return l }
+    var logger: Logger {
+        var l = Logger(label: "exchange")
+        l.logLevel = .critical
+        return l
+    }
 
     func pair(_ ahead: Int, behind: Int) throws -> (MemoryChain, MemoryChain) {
         let genesis = Block.genesis(identity: owner, time: 1_700_000_000_000, name: "x")
-        let a = try MemoryChain(genesis: genesis), b = try MemoryChain(genesis: genesis)
+        let a = try MemoryChain(genesis: genesis)
+        let b = try MemoryChain(genesis: genesis)
         try a.grow(ahead, identity: owner)
         // b has the first `behind` blocks of a.
         let first = try a.encodedBlocks(from: 1, through: UInt64(behind)).map { try Block(decoding: $0) }

@@ -14,10 +14,11 @@ import Testing
         return try #require(try JSONSerialization.jsonObject(with: r.out) as? [String: Any])
     }
 
-    static let responder = MDNSResponder(info: MDNSServiceInfo(
-        instance: "kiana-test", hostLabel: "kiana-test", port: 8470,
-        txt: [("v", "1"), ("id", "ABCD-EFGH"), ("net", "0011223344556677")],
-        ipv4: [[10, 77, 1, 2]], ipv6: [Array(0..<16)]))
+    static let responder = MDNSResponder(
+        info: MDNSServiceInfo(
+            instance: "kiana-test", hostLabel: "kiana-test", port: 8470,
+            txt: [("v", "1"), ("id", "ABCD-EFGH"), ("net", "0011223344556677")],
+            ipv4: [[10, 77, 1, 2]], ipv6: [Array(0..<16)]))
 
     @Test("Messages zeroconf encodes decode to the same records")
     func decodesZeroconf() async throws {
@@ -42,8 +43,11 @@ import Testing
     @Test("Messages we encode decode in zeroconf to the same records")
     func zeroconfDecodesOurs() async throws {
         var announcement = Self.responder.announcement()
-        announcement.additionals = [DNSRecord(name: DNSName("kiana-test.local"), type: DNSType.nsec, cacheFlush: true, ttl: 120,
-                                              data: .nsec(next: DNSName("kiana-test.local"), types: [1, 28]))]
+        announcement.additionals = [
+            DNSRecord(
+                name: DNSName("kiana-test.local"), type: DNSType.nsec, cacheFlush: true, ttl: 120,
+                data: .nsec(next: DNSName("kiana-test.local"), types: [1, 28]))
+        ]
         let parsed = try await Self.python(["decode", Hex.encode(try announcement.encoded())])
         #expect(parsed["valid"] as? Bool == true)
         let records = try #require(parsed["records"] as? [[String: Any]])
@@ -61,7 +65,16 @@ import Testing
     }
 
     /// A deterministic generator for the round-trip law.
-    struct SplitMix { var s: UInt64; mutating func next() -> UInt64 { s &+= 0x9E3779B97F4A7C15; var z = s; z = (z ^ (z >> 30)) &* 0xBF58476D1CE4E5B9; z = (z ^ (z >> 27)) &* 0x94D049BB133111EB; return z ^ (z >> 31) } }
+    struct SplitMix {
+        var s: UInt64
+        mutating func next() -> UInt64 {
+            s &+= 0x9E3779B97F4A7C15
+            var z = s
+            z = (z ^ (z >> 30)) &* 0xBF58476D1CE4E5B9
+            z = (z ^ (z >> 27)) &* 0x94D049BB133111EB
+            return z ^ (z >> 31)
+        }
+    }
 
     static func randomName(_ g: inout SplitMix) -> DNSName {
         let pool = ["local", "_tcp", "_kiana", "kiana-ab12", "Host", "x", "_services", "_dns-sd", "_udp", "a-b.c"]
@@ -74,15 +87,25 @@ import Testing
         let flush = g.next() % 2 == 0
         switch g.next() % 7 {
         case 0: return DNSRecord(name: name, type: DNSType.a, cacheFlush: flush, ttl: ttl, data: .a((0..<4).map { _ in UInt8(truncatingIfNeeded: g.next()) }))
-        case 1: return DNSRecord(name: name, type: DNSType.aaaa, cacheFlush: flush, ttl: ttl, data: .aaaa((0..<16).map { _ in UInt8(truncatingIfNeeded: g.next()) }))
+        case 1:
+            return DNSRecord(
+                name: name, type: DNSType.aaaa, cacheFlush: flush, ttl: ttl, data: .aaaa((0..<16).map { _ in UInt8(truncatingIfNeeded: g.next()) }))
         case 2: return DNSRecord(name: name, type: DNSType.ptr, cacheFlush: flush, ttl: ttl, data: .ptr(randomName(&g)))
-        case 3: return DNSRecord(name: name, type: DNSType.srv, cacheFlush: flush, ttl: ttl,
-                                 data: .srv(priority: UInt16(truncatingIfNeeded: g.next()), weight: 1, port: UInt16(truncatingIfNeeded: g.next()), target: randomName(&g)))
-        case 4: return DNSRecord(name: name, type: DNSType.txt, cacheFlush: flush, ttl: ttl,
-                                 data: .txt((0..<(1 + Int(g.next() % 3))).map { _ in (0..<Int(g.next() % 40)).map { _ in UInt8(truncatingIfNeeded: g.next()) } }))
-        case 5: return DNSRecord(name: name, type: DNSType.nsec, cacheFlush: flush, ttl: ttl,
-                                 data: .nsec(next: name, types: Array(Set((0..<3).map { _ in UInt16(g.next() % 300) })).sorted()))
-        default: return DNSRecord(name: name, type: 99, cacheFlush: flush, ttl: ttl, data: .other((0..<Int(g.next() % 20)).map { _ in UInt8(truncatingIfNeeded: g.next()) }))
+        case 3:
+            return DNSRecord(
+                name: name, type: DNSType.srv, cacheFlush: flush, ttl: ttl,
+                data: .srv(priority: UInt16(truncatingIfNeeded: g.next()), weight: 1, port: UInt16(truncatingIfNeeded: g.next()), target: randomName(&g)))
+        case 4:
+            return DNSRecord(
+                name: name, type: DNSType.txt, cacheFlush: flush, ttl: ttl,
+                data: .txt((0..<(1 + Int(g.next() % 3))).map { _ in (0..<Int(g.next() % 40)).map { _ in UInt8(truncatingIfNeeded: g.next()) } }))
+        case 5:
+            return DNSRecord(
+                name: name, type: DNSType.nsec, cacheFlush: flush, ttl: ttl,
+                data: .nsec(next: name, types: Array(Set((0..<3).map { _ in UInt16(g.next() % 300) })).sorted()))
+        default:
+            return DNSRecord(
+                name: name, type: 99, cacheFlush: flush, ttl: ttl, data: .other((0..<Int(g.next() % 20)).map { _ in UInt8(truncatingIfNeeded: g.next()) }))
         }
     }
 
@@ -90,30 +113,35 @@ import Testing
     func roundTrip() throws {
         var g = SplitMix(s: 42)
         for _ in 0..<500 {
-            let m = DNSMessage(id: UInt16(truncatingIfNeeded: g.next()), flags: g.next() % 2 == 0 ? 0 : DNSMessage.responseFlags,
-                               questions: (0..<Int(g.next() % 3)).map { _ in DNSQuestion(name: Self.randomName(&g), type: UInt16(g.next() % 256), unicastResponse: g.next() % 2 == 0) },
-                               answers: (0..<Int(g.next() % 4)).map { _ in Self.randomRecord(&g) },
-                               authorities: (0..<Int(g.next() % 2)).map { _ in Self.randomRecord(&g) },
-                               additionals: (0..<Int(g.next() % 3)).map { _ in Self.randomRecord(&g) })
+            let m = DNSMessage(
+                id: UInt16(truncatingIfNeeded: g.next()), flags: g.next() % 2 == 0 ? 0 : DNSMessage.responseFlags,
+                questions: (0..<Int(g.next() % 3)).map { _ in
+                    DNSQuestion(name: Self.randomName(&g), type: UInt16(g.next() % 256), unicastResponse: g.next() % 2 == 0)
+                },
+                answers: (0..<Int(g.next() % 4)).map { _ in Self.randomRecord(&g) },
+                authorities: (0..<Int(g.next() % 2)).map { _ in Self.randomRecord(&g) },
+                additionals: (0..<Int(g.next() % 3)).map { _ in Self.randomRecord(&g) })
             #expect(try DNSMessage(decoding: try m.encoded()) == m)
         }
     }
 
     static let header: [UInt8] = [0, 0, 0x84, 0, 0, 0, 0, 1, 0, 0, 0, 0]
 
-    @Test("Hostile input is rejected with a reason, never trusted", arguments: [
-        ("forward pointer", header + [0xC0, 0x20] + [0, 1, 0, 1, 0, 0, 0, 1, 0, 4, 1, 2, 3, 4]),
-        ("pointer to itself", header + [0xC0, 12] + [0, 1, 0, 1, 0, 0, 0, 1, 0, 4, 1, 2, 3, 4]),
-        ("truncated label", header + [5, 0x61, 0x62]),
-        ("reserved label type", header + [0x40, 0x61, 0] + [0, 1, 0, 1, 0, 0, 0, 1, 0, 4, 1, 2, 3, 4]),
-        ("A record of 5 bytes", header + [1, 0x61, 0, 0, 1, 0, 1, 0, 0, 0, 1, 0, 5, 1, 2, 3, 4, 5]),
-        ("rdata past the end", header + [1, 0x61, 0, 0, 16, 0, 1, 0, 0, 0, 1, 0, 50, 3, 0x61]),
-        ("TXT string past its record", header + [1, 0x61, 0, 0, 16, 0, 1, 0, 0, 0, 1, 0, 2, 9, 0x61]),
-        ("counts beyond the message", [0, 0, 0x84, 0, 0xFF, 0xFF, 0xFF, 0xFF, 0, 0, 0, 0]),
-        ("short header", [0, 0, 0x84]),
-        ("label that is not UTF-8", header + [2, 0xFF, 0xFE, 0, 0, 1, 0, 1, 0, 0, 0, 1, 0, 4, 1, 2, 3, 4]),
-        ("NSEC windows out of order", header + [1, 0x61, 0, 0, 47, 0, 1, 0, 0, 0, 1, 0, 8, 0xC0, 12, 1, 1, 0x40, 0, 1, 0x40]),
-    ] as [(String, [UInt8])])
+    @Test(
+        "Hostile input is rejected with a reason, never trusted",
+        arguments: [
+            ("forward pointer", header + [0xC0, 0x20] + [0, 1, 0, 1, 0, 0, 0, 1, 0, 4, 1, 2, 3, 4]),
+            ("pointer to itself", header + [0xC0, 12] + [0, 1, 0, 1, 0, 0, 0, 1, 0, 4, 1, 2, 3, 4]),
+            ("truncated label", header + [5, 0x61, 0x62]),
+            ("reserved label type", header + [0x40, 0x61, 0] + [0, 1, 0, 1, 0, 0, 0, 1, 0, 4, 1, 2, 3, 4]),
+            ("A record of 5 bytes", header + [1, 0x61, 0, 0, 1, 0, 1, 0, 0, 0, 1, 0, 5, 1, 2, 3, 4, 5]),
+            ("rdata past the end", header + [1, 0x61, 0, 0, 16, 0, 1, 0, 0, 0, 1, 0, 50, 3, 0x61]),
+            ("TXT string past its record", header + [1, 0x61, 0, 0, 16, 0, 1, 0, 0, 0, 1, 0, 2, 9, 0x61]),
+            ("counts beyond the message", [0, 0, 0x84, 0, 0xFF, 0xFF, 0xFF, 0xFF, 0, 0, 0, 0]),
+            ("short header", [0, 0, 0x84]),
+            ("label that is not UTF-8", header + [2, 0xFF, 0xFE, 0, 0, 1, 0, 1, 0, 0, 0, 1, 0, 4, 1, 2, 3, 4]),
+            ("NSEC windows out of order", header + [1, 0x61, 0, 0, 47, 0, 1, 0, 0, 0, 1, 0, 8, 0xC0, 12, 1, 1, 0x40, 0, 1, 0x40]),
+        ] as [(String, [UInt8])])
     func hostile(_ name: String, _ bytes: [UInt8]) {
         #expect(throws: KianaNetError.self, "\(name)") { try DNSMessage(decoding: bytes) }
     }
@@ -144,8 +172,9 @@ import Testing
         let m = try DNSMessage(decoding: Self.header + [1, 0x61, 0, 0, 16, 0, 1, 0, 0, 0, 1, 0, 0])
         #expect(m.answers.first?.data == .txt([[]]))
         #expect(try DNSMessage(decoding: try m.encoded()) == m)
-        #expect(try DNSMessage(decoding: try DNSMessage(answers: [DNSRecord(name: DNSName("a"), type: DNSType.txt, ttl: 1, data: .txt([]))]).encoded())
-            .answers.first?.data == .txt([[]]))
+        #expect(
+            try DNSMessage(decoding: try DNSMessage(answers: [DNSRecord(name: DNSName("a"), type: DNSType.txt, ttl: 1, data: .txt([]))]).encoded())
+                .answers.first?.data == .txt([[]]))
     }
 }
 
@@ -209,9 +238,13 @@ import Testing
         c.add(r.announcement(), now: 100)
         let s = c.services(MDNS.serviceType, now: 100)
         #expect(s.missing.isEmpty)
-        #expect(s.resolved == [MDNSResolved(instance: "kiana-test", host: "kiana-test.local.", port: 8470,
-                                            txt: ["v": "1", "id": "ABCD-EFGH", "net": "0011223344556677"],
-                                            addresses: ["10.77.1.2", MDNSCache.ipv6Text(Array(0..<16))].sorted())])
+        #expect(
+            s.resolved == [
+                MDNSResolved(
+                    instance: "kiana-test", host: "kiana-test.local.", port: 8470,
+                    txt: ["v": "1", "id": "ABCD-EFGH", "net": "0011223344556677"],
+                    addresses: ["10.77.1.2", MDNSCache.ipv6Text(Array(0..<16))].sorted())
+            ])
         // Goodbye: gone one second later.
         var g = c
         g.add(r.announcement(goodbye: true), now: 200)
@@ -317,7 +350,8 @@ import Testing
 
     @Test("Pairing codes: six digits from the handshake hash, compared ignoring spacing")
     func pairingCode() {
-        let h1 = SHA.hash([1]), h2 = SHA.hash([2])
+        let h1 = SHA.hash([1])
+        let h2 = SHA.hash([2])
         let c1 = PairingCode.code(handshakeHash: h1)
         #expect(c1 == PairingCode.code(handshakeHash: h1))
         #expect(c1 != PairingCode.code(handshakeHash: h2))

@@ -16,21 +16,32 @@ import Testing
     static let peer = Shared.packageRoot.appendingPathComponent("Tests/python/link_peer.py").path
     static let network = SHA.hash(Array("link test network".utf8))
 
-    static func context(identity: DeviceIdentity = .generate(), network: [UInt8]? = LinkTests.network, config: LinkConfig = LinkConfig(),
-                        admit: @escaping LinkAdmission = { _ in nil }) -> LinkContext {
+    static func context(
+        identity: DeviceIdentity = .generate(), network: [UInt8]? = LinkTests.network, config: LinkConfig = LinkConfig(),
+        admit: @escaping LinkAdmission = { _ in nil }
+    ) -> LinkContext {
         var logger = Logger(label: "link-test")
         logger.logLevel = .warning
-        return LinkContext(identity: identity, network: network, config: config, logger: logger,
-                           helloInfo: { .map(["name": "swift"]) }, admit: admit,
-                           onRequest: { _, m in m.type == "echo" ? .body(m.body) : nil })
+        return LinkContext(
+            identity: identity, network: network, config: config, logger: logger,
+            helloInfo: { .map(["name": "swift"]) }, admit: admit,
+            onRequest: { _, m in m.type == "echo" ? .body(m.body) : nil })
     }
 
     /// What the test server saw.
     final class Seen: @unchecked Sendable {
         let lock = NSLock()
         var links = 0, open = 0, errors: [String] = [], echoed = 0
-        func update(_ f: (Seen) -> Void) { lock.lock(); f(self); lock.unlock() }
-        var snapshot: (links: Int, open: Int, errors: [String], echoed: Int) { lock.lock(); defer { lock.unlock() }; return (links, open, errors, echoed) }
+        func update(_ f: (Seen) -> Void) {
+            lock.lock()
+            f(self)
+            lock.unlock()
+        }
+        var snapshot: (links: Int, open: Int, errors: [String], echoed: Int) {
+            lock.lock()
+            defer { lock.unlock() }
+            return (links, open, errors, echoed)
+        }
     }
 
     /// Runs a link listener on a free loopback port while `body` runs. Each accepted link asks
@@ -214,8 +225,9 @@ import Testing
         }
     }
 
-    @Test("Oversized, undecodable, tampered, empty and truncated frames drop the link; the server keeps serving",
-          arguments: ["oversized", "garbage", "tampered", "empty-frame", "truncated"])
+    @Test(
+        "Oversized, undecodable, tampered, empty and truncated frames drop the link; the server keeps serving",
+        arguments: ["oversized", "garbage", "tampered", "empty-frame", "truncated"])
     func hostileMessages(scenario: String) async throws {
         try await Self.withServer(Self.context()) { port, seen in
             let p = try Self.python(["connect", "127.0.0.1:\(port)", "--network", Hex.encode(Self.network), "--scenario", scenario])
@@ -247,7 +259,13 @@ import Testing
     func floodedNotificationsAreBounded() async throws {
         final class Concurrency: Sendable {
             let state = Mutex((now: 0, max: 0, handled: 0))
-            func enter() { state.withLock { $0.now += 1; $0.max = Swift.max($0.max, $0.now); $0.handled += 1 } }
+            func enter() {
+                state.withLock {
+                    $0.now += 1
+                    $0.max = Swift.max($0.max, $0.now)
+                    $0.handled += 1
+                }
+            }
             func leave() { state.withLock { $0.now -= 1 } }
         }
         let seenNotes = Concurrency()
@@ -255,14 +273,15 @@ import Testing
         config.maxNotifications = 4
         var logger = Logger(label: "link-test")
         logger.logLevel = .warning
-        let context = LinkContext(identity: .generate(), network: Self.network, config: config, logger: logger,
-                                  helloInfo: { .map([:]) }, admit: { _ in nil },
-                                  onRequest: { _, m in m.type == "echo" ? .body(m.body) : nil },
-                                  onNotify: { _, _ in
-                                      seenNotes.enter()
-                                      try? await Task.sleep(for: .milliseconds(20))
-                                      seenNotes.leave()
-                                  })
+        let context = LinkContext(
+            identity: .generate(), network: Self.network, config: config, logger: logger,
+            helloInfo: { .map([:]) }, admit: { _ in nil },
+            onRequest: { _, m in m.type == "echo" ? .body(m.body) : nil },
+            onNotify: { _, _ in
+                seenNotes.enter()
+                try? await Task.sleep(for: .milliseconds(20))
+                seenNotes.leave()
+            })
         try await Self.withServer(context) { port, _ in
             let p = try Self.python(["connect", "127.0.0.1:\(port)", "--network", Hex.encode(Self.network), "--scenario", "flood-notify", "--flood", "5000"])
             #expect(await p.wait(timeout: 60) == 0, "\(p.output)")

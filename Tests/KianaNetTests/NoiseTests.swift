@@ -123,7 +123,8 @@ import Testing
 /// The identity payload binds the Noise static key to the device's Ed25519 identity.
 @Suite struct HandshakeIdentityTests {
     @Test func identitiesAreProvenBothWays() throws {
-        let alice = DeviceIdentity.generate(), bob = DeviceIdentity.generate()
+        let alice = DeviceIdentity.generate()
+        let bob = DeviceIdentity.generate()
         let prologue = SHA.hash([42])
         var i = NoiseHandshake(role: .initiator, staticKey: alice.transportKey, prologue: prologue)
         var r = NoiseHandshake(role: .responder, staticKey: bob.transportKey, prologue: prologue)
@@ -135,7 +136,8 @@ import Testing
     }
 
     @Test func aPayloadForAnotherStaticKeyIsRefused() {
-        let mallory = DeviceIdentity.generate(), victim = DeviceIdentity.generate()
+        let mallory = DeviceIdentity.generate()
+        let victim = DeviceIdentity.generate()
         // Mallory replays the victim's payload while using her own static key.
         let stolen = HandshakeIdentity.payload(for: victim)
         #expect(throws: KianaNetError.self) { try HandshakeIdentity.verify(stolen, remoteStatic: mallory.transportPublicKey) }

@@ -14,7 +14,8 @@ import Testing
             if Shared.isCI { Issue.record("chromium (\(Self.chromium ?? "missing")) or the models are missing; `make setup` installs them") }
             return
         }
-        let served = try await ServeTests.Served.start(teach: ["The bakery opens at seven."]); defer { served.close() }
+        let served = try await ServeTests.Served.start(teach: ["The bakery opens at seven."])
+        defer { served.close() }
         let (node, port) = (served.node, served.port)
         let shots = Shared.packageRoot.appendingPathComponent(".build/test-artifacts").path
         let script = Shared.packageRoot.appendingPathComponent("Tests/python/webui_browser.py").path

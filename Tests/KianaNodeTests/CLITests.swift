@@ -130,7 +130,8 @@ import Testing
     @Test func divergentImportShowsForks() async throws {
         let dir = try TempDir()
         defer { dir.cleanup() }
-        let a = ["--data-dir", dir.path + "/a"], b = ["--data-dir", dir.path + "/b"]
+        let a = ["--data-dir", dir.path + "/a"]
+        let b = ["--data-dir", dir.path + "/b"]
         #expect(try await kiana(["init"] + a).status == 0)
         #expect(try await kiana(["remember", "shared"] + a).status == 0)
         // b joins: it takes a's chain, a votes b's identity key in, b takes the vote.
@@ -165,7 +166,8 @@ import Testing
     @Test func exportImportRoundTripAndTamperedExportIsRejected() async throws {
         let dir = try TempDir()
         defer { dir.cleanup() }
-        let a = ["--data-dir", dir.path + "/a"], b = ["--data-dir", dir.path + "/b"]
+        let a = ["--data-dir", dir.path + "/a"]
+        let b = ["--data-dir", dir.path + "/b"]
         #expect(try await kiana(["init"] + a).status == 0)
         for i in 0..<3 { #expect(try await kiana(["remember", "fact \(i)", "--tag", "t"] + a).status == 0) }
         let file = dir.path + "/export.json"

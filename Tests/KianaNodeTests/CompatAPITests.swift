@@ -11,14 +11,18 @@ import Testing
             if Shared.isCI { Issue.record("the models are missing from \(Models.directory)") }
             return
         }
-        let tmp = try TempDir(); defer { tmp.cleanup() }
+        let tmp = try TempDir()
+        defer { tmp.cleanup() }
         let d = tmp.path
         #expect(try await kiana(["init", "--data-dir", d]).status == 0)
         let taught = try await kiana(["remember", "The spare key is under the third flower pot by the back door.", "--data-dir", d])
         let id = try #require(taught.out.split(whereSeparator: { !$0.isHexDigit }).first { $0.count == 32 }.map(String.init))
         _ = try await kiana(["remember", "Our wifi password is Sunflower42.", "--data-dir", d])
         let node = try ServeTests.Running.loopback(d)
-        defer { node.process.interrupt(); _ = node.waitForExit() }
+        defer {
+            node.process.interrupt()
+            _ = node.waitForExit()
+        }
         let port = try #require(await node.waitForPort(), "\(node.text)")
         let script = Shared.packageRoot.appendingPathComponent("Tests/python/compat_clients.py").path
         let r = try await runProcess(python3(), [script, "http://127.0.0.1:\(port)", "Where is the spare key?"])
@@ -40,11 +44,16 @@ import Testing
 
     @Test("Malformed, oversized and incomplete requests get JSON errors; the node keeps serving")
     func badRequests() async throws {
-        let served = try await ServeTests.Served.start(); defer { served.close() }
+        let served = try await ServeTests.Served.start()
+        defer { served.close() }
         let url = served.url
         func post(_ path: String, _ body: String) async throws -> (code: String, body: String) {
-            let r = try await runProcess("/usr/bin/curl", ["-s", "-m", "20", "-w", "\n%{http_code}", "-H", "Content-Type: application/json",
-                                                          "--data-binary", "@-", url + path], input: Data(body.utf8))
+            let r = try await runProcess(
+                "/usr/bin/curl",
+                [
+                    "-s", "-m", "20", "-w", "\n%{http_code}", "-H", "Content-Type: application/json",
+                    "--data-binary", "@-", url + path,
+                ], input: Data(body.utf8))
             let text = String(decoding: r.out, as: UTF8.self)
             let lines = text.split(separator: "\n", omittingEmptySubsequences: false)
             return (String(lines.last ?? ""), lines.dropLast().joined(separator: "\n"))

@@ -12,7 +12,8 @@ import Testing
 
     /// Root, iproute2 and avahi are needed; under CI their absence is a failure.
     static var available: Bool {
-        let ok = getuid() == 0 && FileManager.default.isExecutableFile(atPath: "/usr/sbin/avahi-daemon")
+        let ok =
+            getuid() == 0 && FileManager.default.isExecutableFile(atPath: "/usr/sbin/avahi-daemon")
             && FileManager.default.isExecutableFile(atPath: "/usr/bin/avahi-browse")
             && ((try? runProcess("/usr/bin/env", ["ip", "netns", "list"]).status) == 0)
         if !ok && Shared.isCI { Issue.record("network namespace tests need root, iproute2 and avahi (scripts/setup.sh installs them)") }
@@ -51,8 +52,12 @@ import Testing
     static func serve(_ lab: Lab, _ m: String, dir: String) async throws -> (process: ChildProcess, p2p: Int, started: Date) {
         let started = Date()
         let ifname = try lab.ifname(m)
-        let p = try lab.spawn(m, [kianaBinary(), "serve", "--data-dir", dir, "--port", "0", "--p2p-port", "0",
-                                  "--discovery-interface", ifname], environment: ["KIANA_LOG_LEVEL": "info"])
+        let p = try lab.spawn(
+            m,
+            [
+                kianaBinary(), "serve", "--data-dir", dir, "--port", "0", "--p2p-port", "0",
+                "--discovery-interface", ifname,
+            ], environment: ["KIANA_LOG_LEVEL": "info"])
         let line = try #require(await p.waitFor("device links on port", timeout: 60), "\(p.output)")
         let port = try #require(line.range(of: #"port (\d+)"#, options: .regularExpression).flatMap { Int(line[$0].dropFirst(5)) })
         return (p, port, started)
@@ -69,13 +74,17 @@ import Testing
             #expect(try await kiana(["init", "--data-dir", dir, "--name", "home"]).status == 0)
             let device = try nodeIdentity(dir).device
             try #require(!device.isEmpty)
-            let ipA = try lab.ip("a"), ipB = try lab.ip("b")
+            let ipA = try lab.ip("a")
+            let ipB = try lab.ip("b")
 
             // A browser already running in b sees the new device appear: measure the delay.
-            let watcher = try lab.spawn("b", [kianaBinary(), "discover", "--interface", try lab.ifname("b"), "--timeout", "8", "--json"], environment: ["KIANA_LOG_LEVEL": "info"])
+            let watcher = try lab.spawn(
+                "b", [kianaBinary(), "discover", "--interface", try lab.ifname("b"), "--timeout", "8", "--json"], environment: ["KIANA_LOG_LEVEL": "info"])
             try await Task.sleep(for: .milliseconds(300))
             let node = try await Self.serve(lab, "a", dir: dir)
-            let seen = try #require(await watcher.waitFor(device, timeout: 8), "watcher: \(watcher.output) node: \(node.process.output) after \(Date().timeIntervalSince(node.started)) s")
+            let seen = try #require(
+                await watcher.waitFor(device, timeout: 8),
+                "watcher: \(watcher.output) node: \(node.process.output) after \(Date().timeIntervalSince(node.started)) s")
             let at = try #require(Self.json(seen)?["at"] as? Int)
             // The node logs when its mDNS socket is up (before the RFC 6762 §8.1 probing that must
             // precede any announcement): from there to "resolved" in the other namespace is the
@@ -84,7 +93,9 @@ import Testing
             let readyAt = try #require(ready.range(of: #"epochMs=(\d+)"#, options: .regularExpression).flatMap { Int(ready[$0].dropFirst(8)) })
             let discoveryMs = at - readyAt
             let fromStartMs = Double(at) - node.started.timeIntervalSince1970 * 1000
-            print("discovery: new device resolved by a running browser \(discoveryMs) ms after its mDNS socket opened (\(Int(fromStartMs)) ms after `kiana serve` was started; RFC 6762 probing takes 750-900 ms of it)")
+            print(
+                "discovery: new device resolved by a running browser \(discoveryMs) ms after its mDNS socket opened (\(Int(fromStartMs)) ms after `kiana serve` was started; RFC 6762 probing takes 750-900 ms of it)"
+            )
             #expect(discoveryMs < 1000)
 
             // avahi resolves our service with address, port and TXT.
@@ -103,7 +114,8 @@ import Testing
 
             // Services published by avahi and by python-zeroconf in b are resolved by our browser in a.
             let avahiPub = try lab.spawn("b", ["avahi-publish", "-s", "avahi peer", "_kiana._tcp", "4242", "id=avahi-one", "v=1"])
-            let zcPub = try lab.spawn("b", [python3(), Self.zeroconf, "publish", "--ip", ipB, "--name", "zc peer", "--port", "5151", "--txt", "id=zc-one", "--seconds", "30"])
+            let zcPub = try lab.spawn(
+                "b", [python3(), Self.zeroconf, "publish", "--ip", ipB, "--name", "zc peer", "--port", "5151", "--txt", "id=zc-one", "--seconds", "30"])
             _ = try #require(await zcPub.waitFor("published", timeout: 15), "\(zcPub.output)")
             _ = try #require(await avahiPub.waitFor("Established", timeout: 15), "\(avahiPub.output)")
             // Let their start-up announcements (at 0, 1 and 2 s) pass: a responder may not multicast
@@ -112,7 +124,8 @@ import Testing
             try await Task.sleep(for: .milliseconds(3200))
             var latencies: [Double] = []
             for _ in 0..<3 {
-                let d = try await runProcess("/bin/bash", lab.exec("a", [kianaBinary(), "discover", "--interface", try lab.ifname("a"), "--timeout", "2", "--json"]))
+                let d = try await runProcess(
+                    "/bin/bash", lab.exec("a", [kianaBinary(), "discover", "--interface", try lab.ifname("a"), "--timeout", "2", "--json"]))
                 let events = String(decoding: d.out, as: UTF8.self).split(separator: "\n").compactMap { Self.json(String($0)) }
                 let avahi = try #require(events.first { $0["instance"] as? String == "avahi peer" }, "\(events)")
                 #expect(avahi["port"] as? Int == 4242 && (avahi["txt"] as? [String: String])?["id"] == "avahi-one")
@@ -149,7 +162,9 @@ import Testing
         try await Self.withLab(three: true) { lab in
             let tmp = try TempDir("kiana-mdns3")
             defer { tmp.cleanup() }
-            let a = tmp.path + "/a", b = tmp.path + "/b", c = tmp.path + "/c"
+            let a = tmp.path + "/a"
+            let b = tmp.path + "/b"
+            let c = tmp.path + "/c"
             #expect(try await kiana(["init", "--data-dir", a]).status == 0)
             let nodeA = try await Self.serve(lab, "a", dir: a)
             let ipA = try lab.ip("a")
@@ -163,8 +178,12 @@ import Testing
                 #expect(await pair.waitFor("kiana join \(idA)", timeout: 5) != nil, "\(pair.output)")
                 // The second joiner names the authority by device ID and finds it by multicast DNS.
                 let target = byDeviceID ? idA : "\(ipA):\(nodeA.p2p)"
-                let join = try lab.spawn(m, [kianaBinary(), "join", target, "--data-dir", joiner, "--timeout", "30",
-                                             "--interface", try lab.ifname(m)])
+                let join = try lab.spawn(
+                    m,
+                    [
+                        kianaBinary(), "join", target, "--data-dir", joiner, "--timeout", "30",
+                        "--interface", try lab.ifname(m),
+                    ])
                 if byDeviceID { #expect(await join.waitFor("Found \(idA) at \(ipA):\(nodeA.p2p)", timeout: 10) != nil, "\(join.output)") }
                 let codeLine = try #require(await join.waitFor("Pairing code:"), "\(join.output)")
                 _ = try #require(await pair.waitFor("asks to join"), "\(pair.output)")

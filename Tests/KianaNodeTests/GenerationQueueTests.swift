@@ -11,7 +11,12 @@ import Testing
         let order = Locked<[String]>([])
         let release = AsyncStream<Void>.makeStream()
         // A holds the model until released.
-        let a = Task { try await q.run { order.update { $0.append("a") }; for await _ in release.stream { break } } }
+        let a = Task {
+            try await q.run {
+                order.update { $0.append("a") }
+                for await _ in release.stream { break }
+            }
+        }
         while order.get.isEmpty { try await Task.sleep(for: .milliseconds(5)) }
         let b = Task { try await q.run { order.update { $0.append("b") } } }
         let c = Task { try await q.run { order.update { $0.append("c") } } }

@@ -2,7 +2,7 @@ import Foundation
 import KianaTestSupport
 import Testing
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// What a hostile tester did to the node, done again: each test does the bad thing for real
@@ -90,7 +90,10 @@ import Glibc
         let dir = try await newNode([])
         defer { dir.cleanup() }
         let first = try ServeTests.Running.loopback(dir.path)
-        defer { first.process.interrupt(); _ = first.waitForExit() }
+        defer {
+            first.process.interrupt()
+            _ = first.waitForExit()
+        }
         #expect(await first.waitForPort() != nil, "\(first.text)")
         let runtime = try String(contentsOfFile: dir.path + "/node.json", encoding: .utf8)
 
@@ -106,7 +109,10 @@ import Glibc
         kill(first.process.processIdentifier, SIGKILL)
         _ = first.waitForExit()
         let third = try ServeTests.Running.loopback(dir.path)
-        defer { third.process.interrupt(); _ = third.waitForExit() }
+        defer {
+            third.process.interrupt()
+            _ = third.waitForExit()
+        }
         #expect(await third.waitForPort() != nil, "\(third.text)")
     }
 
@@ -155,7 +161,8 @@ import Glibc
     func hostileText() async throws {
         let dir = try await newNode([])
         defer { dir.cleanup() }
-        let spawn = "import subprocess, sys; r = subprocess.run([sys.argv[1], b'remember', b'caf\\xe9 au lait', b'--data-dir', sys.argv[2]], capture_output=True); sys.stderr.buffer.write(r.stderr); sys.exit(r.returncode)"
+        let spawn =
+            "import subprocess, sys; r = subprocess.run([sys.argv[1], b'remember', b'caf\\xe9 au lait', b'--data-dir', sys.argv[2]], capture_output=True); sys.stderr.buffer.write(r.stderr); sys.exit(r.returncode)"
         let bad = try await runProcess(python3(), ["-c", spawn, kianaBinary(), dir.path])
         #expect(bad.status == 1)
         #expect(String(decoding: bad.err, as: UTF8.self).contains("not valid UTF-8"))
@@ -250,11 +257,15 @@ import Glibc
         let dir = try await newNode([])
         defer { dir.cleanup() }
         let node = try ServeTests.Running.loopback(dir.path)
-        defer { node.process.interrupt(); _ = node.waitForExit() }
+        defer {
+            node.process.interrupt()
+            _ = node.waitForExit()
+        }
         #expect(await node.waitForPort() != nil)
-        let p2p = try #require(node.text.range(of: #"device links on port (\d+)"#, options: .regularExpression).map {
-            Int(node.text[$0].split(separator: " ").last!)!
-        })
+        let p2p = try #require(
+            node.text.range(of: #"device links on port (\d+)"#, options: .regularExpression).map {
+                Int(node.text[$0].split(separator: " ").last!)!
+            })
         // Three connections that are not KI_ana links (a port scanner, a browser, garbage).
         let dial = """
             import socket, sys, time

@@ -61,7 +61,8 @@ import Testing
     @Test("ask answers a taught fact with the right citation (embedded model, end to end)")
     func askCitesTheTaughtFact() async throws {
         guard haveModels() else { return }
-        let tmp = try TempDir(); defer { tmp.cleanup() }
+        let tmp = try TempDir()
+        defer { tmp.cleanup() }
         let d = tmp.path
         let ids = try await taught(d)
         for (question, fact) in [("Where is the spare key?", 0), ("What is the wifi password?", 1), ("What does Minka the cat eat?", 3)] {
@@ -79,7 +80,8 @@ import Testing
     @Test("remember that … / merk dir … teach; the conversation is kept and can be continued")
     func rememberAndConversations() async throws {
         guard haveModels() else { return }
-        let tmp = try TempDir(); defer { tmp.cleanup() }
+        let tmp = try TempDir()
+        defer { tmp.cleanup() }
         let d = tmp.path
         _ = try await taught(d)
         let o = try await askJSON(["Merk dir, dass der Ersatzschlüssel beim Nachbarn Klaus liegt.", "--data-dir", d])
@@ -100,7 +102,8 @@ import Testing
     @Test("chat: interactive turns over stdin keep one conversation")
     func interactiveChat() async throws {
         guard haveModels() else { return }
-        let tmp = try TempDir(); defer { tmp.cleanup() }
+        let tmp = try TempDir()
+        defer { tmp.cleanup() }
         let d = tmp.path
         let ids = try await taught(d)
         let r = try await kiana(["chat", "--data-dir", d, "--greedy"], input: Data("Where is the spare key?\nremember that the car is blue\n/quit\n".utf8))
@@ -123,7 +126,8 @@ import Testing
         #expect(smol?["quantisation"] as? String == "Q4_1")
         #expect(smol?["bytes"] as? Int == 98_362_432)
         // Any other GGUF file can be registered by path (a copy in a temp folder here), and refused if broken.
-        let tmp = try TempDir(); defer { tmp.cleanup() }
+        let tmp = try TempDir()
+        defer { tmp.cleanup() }
         let models = tmp.path + "/models"
         try FileManager.default.createDirectory(atPath: models, withIntermediateDirectories: true)
         let copy = tmp.path + "/mine.gguf"
@@ -142,7 +146,8 @@ import Testing
     @Test("A backend that is down is a clear error, never a canned answer")
     func backendDown() async throws {
         guard haveModels() else { return }
-        let tmp = try TempDir(); defer { tmp.cleanup() }
+        let tmp = try TempDir()
+        defer { tmp.cleanup() }
         _ = try await taught(tmp.path)
         for backend in ["ollama", "openai"] {
             let url = backend == "ollama" ? "http://127.0.0.1:9" : "http://127.0.0.1:9/v1"
@@ -156,15 +161,18 @@ import Testing
     @Test("Ollama: num_ctx always sent; an error line mid-stream fails the answer and stores nothing")
     func ollamaErrorMidStream() async throws {
         guard haveModels() else { return }
-        let tmp = try TempDir(); defer { tmp.cleanup() }
+        let tmp = try TempDir()
+        defer { tmp.cleanup() }
         _ = try await taught(tmp.path)
         let log = tmp.path + "/requests.jsonl"
         let stub = try ChildProcess(python3(), [Shared.packageRoot.appendingPathComponent("Tests/python/ollama_fault.py").path, log])
         defer { stub.signal(SIGKILL) }
         let first = try #require(await stub.nextLine())
         let port = try #require((try JSONSerialization.jsonObject(with: Data(first.utf8)) as? [String: Any])?["port"] as? Int)
-        let r = try await kiana(["ask", "Where is the spare key?", "--data-dir", tmp.path, "--backend", "ollama",
-                                 "--backend-url", "http://127.0.0.1:\(port)", "--model", "llama3.2", "--context", "4096"])
+        let r = try await kiana([
+            "ask", "Where is the spare key?", "--data-dir", tmp.path, "--backend", "ollama",
+            "--backend-url", "http://127.0.0.1:\(port)", "--model", "llama3.2", "--context", "4096",
+        ])
         #expect(r.status != 0)
         #expect(r.out.hasPrefix("The spare key is "), "\(r.out)")
         #expect(r.err.contains("llama runner process has terminated"), "\(r.err)")
@@ -194,20 +202,30 @@ import Testing
         req.sampling = .greedy
         req.maxTokens = 24
         let pieces = Locked<[String]>([])
-        let reply = try await backend.chat(req) { piece in pieces.update { $0.append(piece) }; return true }
+        let reply = try await backend.chat(req) { piece in
+            pieces.update { $0.append(piece) }
+            return true
+        }
         #expect(pieces.get.count > 1 && pieces.get.joined() == reply.text, "not streamed: \(pieces.get)")
         #expect(reply.text.contains("Red") || reply.text.lowercased().contains("red"), "\(reply.text)")
         #expect(reply.completionTokens > 0)
         // The whole pipeline through the server: the right citation.
-        let tmp = try TempDir(); defer { tmp.cleanup() }
+        let tmp = try TempDir()
+        defer { tmp.cleanup() }
         let ids = try await taught(tmp.path)
-        let o = try await askJSON(["Where is the spare key?", "--data-dir", tmp.path, "--backend", "openai",
-                                   "--backend-url", "http://127.0.0.1:\(port)/v1", "--model", "smol", "--greedy"])
+        let o = try await askJSON([
+            "Where is the spare key?", "--data-dir", tmp.path, "--backend", "openai",
+            "--backend-url", "http://127.0.0.1:\(port)/v1", "--model", "smol", "--greedy",
+        ])
         #expect(Self.cited(o).first == ids[0], "\(o)")
         // Embeddings through /v1/embeddings (llama-server started with --embeddings).
         let eport = Self.freePort()
-        let e = try ChildProcess(server, ["-m", Models.smolLM, "--host", "127.0.0.1", "--port", "\(eport)", "-c", "512", "-t", "2",
-                                          "--alias", "smol", "--embeddings", "--pooling", "mean"])
+        let e = try ChildProcess(
+            server,
+            [
+                "-m", Models.smolLM, "--host", "127.0.0.1", "--port", "\(eport)", "-c", "512", "-t", "2",
+                "--alias", "smol", "--embeddings", "--pooling", "mean",
+            ])
         defer { e.signal(SIGKILL) }
         #expect(await e.waitFor("listening on", timeout: 60) != nil, "\(e.output)")
         let eb = OpenAIBackend(baseURL: URL(string: "http://127.0.0.1:\(eport)/v1")!, model: "smol")
@@ -216,4 +234,3 @@ import Testing
         #expect(vectors[0] != vectors[1])
     }
 }
-

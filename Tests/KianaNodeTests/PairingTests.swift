@@ -12,8 +12,9 @@ import Testing
     }
 
     static func serve(_ dir: String) async throws -> Node {
-        let p = try ChildProcess(kianaBinary(), ["serve", "--data-dir", dir, "--port", "0", "--p2p-port", "0", "--p2p-host", "127.0.0.1", "--discovery", "off"],
-                                 environment: ["KIANA_LOG_LEVEL": "info"])
+        let p = try ChildProcess(
+            kianaBinary(), ["serve", "--data-dir", dir, "--port", "0", "--p2p-port", "0", "--p2p-host", "127.0.0.1", "--discovery", "off"],
+            environment: ["KIANA_LOG_LEVEL": "info"])
         let line = try #require(await p.waitFor("device links on port", timeout: 60), "serve did not start: \(p.output)")
         let port = try #require(line.range(of: #"port (\d+)"#, options: .regularExpression).flatMap { Int(line[$0].dropFirst(5)) }, "\(line)")
         return Node(dir: dir, process: p, p2p: port)
@@ -28,7 +29,8 @@ import Testing
     /// Runs `kiana pair` on `authority` and `kiana join` for `joiner`; types `code` (nil: the
     /// code the joiner shows). Returns both processes' exit status and output.
     static func pair(authority: Node, joiner: String, name: String, code: ((String) -> String)? = nil)
-        async throws -> (pair: Int32, pairOut: String, join: Int32, joinOut: String) {
+        async throws -> (pair: Int32, pairOut: String, join: Int32, joinOut: String)
+    {
         let pair = try ChildProcess(kianaBinary(), ["pair", "--data-dir", authority.dir, "--timeout", "30"])
         _ = try #require(await pair.waitFor("Pairing window open"), "\(pair.output)")
         let join = try ChildProcess(kianaBinary(), ["join", "127.0.0.1:\(authority.p2p)", "--data-dir", joiner, "--name", name, "--timeout", "30"])
@@ -36,7 +38,8 @@ import Testing
         let shown = String(codeLine.split(separator: ":").last!.trimmingCharacters(in: .whitespaces))
         _ = try #require(await pair.waitFor("asks to join"), "\(pair.output)")
         pair.write((code?(shown) ?? shown) + "\n")
-        let ps = await pair.wait(), js = await join.wait()
+        let ps = await pair.wait()
+        let js = await join.wait()
         return (ps, pair.output, js, "\(join.output)")
     }
 
@@ -63,7 +66,9 @@ import Testing
     func pairTwoAndThree() async throws {
         let tmp = try TempDir("kiana-pair")
         defer { tmp.cleanup() }
-        let a = tmp.path + "/a", b = tmp.path + "/b", c = tmp.path + "/c"
+        let a = tmp.path + "/a"
+        let b = tmp.path + "/b"
+        let c = tmp.path + "/c"
         #expect(try await kiana(["init", "--data-dir", a, "--name", "home"]).status == 0)
         let nodeA = try await Self.serve(a)
 
@@ -86,9 +91,11 @@ import Testing
         #expect(ok.pair == 0 && ok.pairOut.contains("the vote passed"), "\(ok.pairOut)")
         #expect(ok.join == 0 && ok.joinOut.contains("now an authority"), "\(ok.joinOut)")
         let nodeB = try await Self.serve(b)
-        let idA = try nodeIdentity(a), idB = try nodeIdentity(b)
-        #expect(try await Self.eventually { try Self.connectedMembers(a) == [idB.device] && Self.connectedMembers(b) == [idA.device] },
-                "\(Self.describe(a, b))")
+        let idA = try nodeIdentity(a)
+        let idB = try nodeIdentity(b)
+        #expect(
+            try await Self.eventually { try Self.connectedMembers(a) == [idB.device] && Self.connectedMembers(b) == [idA.device] },
+            "\(Self.describe(a, b))")
         #expect(try await Self.eventually { (try Self.peers(a).first?["rttMillis"] as? Double ?? 0) > 0 }, "no RTT: \(Self.describe(a))")
 
         // C: A's vote is one of two needed; B's vote completes it.
@@ -99,10 +106,11 @@ import Testing
         #expect(try await kiana(["vote", "add", idC.key, "--data-dir", b]).status == 0)
         let nodeC = try await Self.serve(c)
         #expect(try await kiana(["peers", "add", "127.0.0.1:\(nodeB.p2p)", "--data-dir", c]).status == 0)
-        #expect(try await Self.eventually(30) {
-            try Self.connectedMembers(a) == [idB.device, idC.device] && Self.connectedMembers(b) == [idA.device, idC.device]
-                && Self.connectedMembers(c) == [idA.device, idB.device]
-        }, "\(Self.describe(a, b, c))\n\(nodeA.process.output)")
+        #expect(
+            try await Self.eventually(30) {
+                try Self.connectedMembers(a) == [idB.device, idC.device] && Self.connectedMembers(b) == [idA.device, idC.device]
+                    && Self.connectedMembers(c) == [idA.device, idB.device]
+            }, "\(Self.describe(a, b, c))\n\(nodeA.process.output)")
         for dir in [a, b, c] {
             let status = try await kiana(["status", "--data-dir", dir]).out
             for id in [idA, idB, idC] { #expect(status.contains(id.device), "\(status)") }
@@ -117,7 +125,9 @@ import Testing
     func refusals() async throws {
         let tmp = try TempDir("kiana-refuse")
         defer { tmp.cleanup() }
-        let a = tmp.path + "/a", d = tmp.path + "/d", e = tmp.path + "/e"
+        let a = tmp.path + "/a"
+        let d = tmp.path + "/d"
+        let e = tmp.path + "/e"
         #expect(try await kiana(["init", "--data-dir", a]).status == 0)
         // D holds the same ledger (an export) but was never voted in; E has its own network.
         let export = tmp.path + "/a.json"
@@ -125,19 +135,25 @@ import Testing
         #expect(try await kiana(["import", export, "--data-dir", d]).status == 0)
         #expect(try await kiana(["init", "--data-dir", e]).status == 0)
         let nodeA = try await Self.serve(a)
-        let nodeD = try await Self.serve(d), nodeE = try await Self.serve(e)
+        let nodeD = try await Self.serve(d)
+        let nodeE = try await Self.serve(e)
         #expect(try await kiana(["peers", "add", "127.0.0.1:\(nodeA.p2p)", "--data-dir", d]).status == 0)
         #expect(try await kiana(["peers", "add", "127.0.0.1:\(nodeA.p2p)", "--data-dir", e]).status == 0)
         let network = try await kiana(["status", "--data-dir", a]).out.split(separator: "\n").first { $0.hasPrefix("Network ID:") }!
             .split(separator: " ").last.map(String.init)!
-        let forger = try ChildProcess(python3(), [Shared.packageRoot.appendingPathComponent("Tests/python/link_peer.py").path,
-                                                  "connect", "127.0.0.1:\(nodeA.p2p)", "--network", network, "--scenario", "forge"])
+        let forger = try ChildProcess(
+            python3(),
+            [
+                Shared.packageRoot.appendingPathComponent("Tests/python/link_peer.py").path,
+                "connect", "127.0.0.1:\(nodeA.p2p)", "--network", network, "--scenario", "forge",
+            ])
         #expect(await forger.wait() == 0, "\(forger.output)")
-        #expect(await Self.eventually {
-            let log = nodeA.process.output
-            return log.contains("not an authority of this network") && log.contains("peer belongs to another network")
-                && log.contains("does not cover the peer's static key")
-        }, "\(nodeA.process.output)")
+        #expect(
+            await Self.eventually {
+                let log = nodeA.process.output
+                return log.contains("not an authority of this network") && log.contains("peer belongs to another network")
+                    && log.contains("does not cover the peer's static key")
+            }, "\(nodeA.process.output)")
         #expect(try Self.connectedMembers(a).isEmpty)
         #expect(try Self.peers(a).allSatisfy { $0["state"] as? String != "connected" })
         for n in [nodeA, nodeD, nodeE] { n.process.signal(SIGINT) }

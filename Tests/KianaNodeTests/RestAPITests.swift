@@ -6,7 +6,11 @@ import Testing
 /// streamed as Server-Sent Events with citations in the final event, ledger status, readiness
 /// and Prometheus metrics.
 @Suite struct RestAPITests {
-    struct Reply { var code: Int; var body: String; var json: [String: Any] }
+    struct Reply {
+        var code: Int
+        var body: String
+        var json: [String: Any]
+    }
 
     static func call(_ url: String, method: String = "GET", body: String? = nil, seconds: Int = 60) async throws -> Reply {
         var args = ["-s", "-N", "-m", "\(seconds)", "-w", "\n%{http_code}", "-X", method]
@@ -15,8 +19,9 @@ import Testing
         let text = String(decoding: r.out, as: UTF8.self)
         let lines = text.split(separator: "\n", omittingEmptySubsequences: false)
         let b = lines.dropLast().joined(separator: "\n")
-        return Reply(code: Int(lines.last ?? "") ?? 0, body: b,
-                     json: (try? JSONSerialization.jsonObject(with: Data(b.utf8)) as? [String: Any]) ?? [:])
+        return Reply(
+            code: Int(lines.last ?? "") ?? 0, body: b,
+            json: (try? JSONSerialization.jsonObject(with: Data(b.utf8)) as? [String: Any]) ?? [:])
     }
 
     @Test(.needsModels) func knowledgeSearchAskLedgerReadyMetrics() async throws {
@@ -24,7 +29,8 @@ import Testing
             if Shared.isCI { Issue.record("the models are missing from \(Models.directory)") }
             return
         }
-        let served = try await ServeTests.Served.start(); defer { served.close() }
+        let served = try await ServeTests.Served.start()
+        defer { served.close() }
         let (tmp, u) = (served.dir, served.url)
 
         var r = try await Self.call(u + "/ready")
@@ -48,7 +54,8 @@ import Testing
         #expect(r.code == 400)
 
         // Ask, streamed: token events, then a done event whose citation is the item.
-        r = try await Self.call(u + "/api/v1/ask", method: "POST", body: #"{"question":"What is the bike lock code?","temperature":0,"max_tokens":40}"#, seconds: 240)
+        r = try await Self.call(
+            u + "/api/v1/ask", method: "POST", body: #"{"question":"What is the bike lock code?","temperature":0,"max_tokens":40}"#, seconds: 240)
         #expect(r.code == 200)
         let events = r.body.components(separatedBy: "\n\n").filter { !$0.isEmpty }
         #expect(events.filter { $0.hasPrefix("event: token") }.count > 1, "\(r.body)")
@@ -87,14 +94,16 @@ import Testing
         body.components(separatedBy: "\n\n").compactMap { block in
             let lines = block.split(separator: "\n")
             guard let name = lines.first(where: { $0.hasPrefix("event: ") })?.dropFirst(7),
-                  let data = lines.first(where: { $0.hasPrefix("data: ") })?.dropFirst(6) else { return nil }
+                let data = lines.first(where: { $0.hasPrefix("data: ") })?.dropFirst(6)
+            else { return nil }
             return (String(name), (try? JSONSerialization.jsonObject(with: Data(data.utf8)) as? [String: Any]) ?? [:])
         }
     }
 
     @Test("Edit, ingest with progress, ledger explorer, device, live events; bad input is refused with a code")
     func editIngestLedgerDeviceEvents() async throws {
-        let served = try await ServeTests.Served.start(); defer { served.close() }
+        let served = try await ServeTests.Served.start()
+        defer { served.close() }
         let (port, u) = (served.port, served.url)
 
         // Live events: a stream opened now sees the knowledge written next.
@@ -112,7 +121,8 @@ import Testing
 
         // Edit.
         r = try await Self.call(u + "/api/v1/knowledge/\(id)", method: "PUT", body: #"{"text":"The spare key is under the red pot.","title":"Key"}"#)
-        #expect(r.code == 200 && r.json["text"] as? String == "The spare key is under the red pot." && r.json["title"] as? String == "Key"
+        #expect(
+            r.code == 200 && r.json["text"] as? String == "The spare key is under the red pot." && r.json["title"] as? String == "Key"
                 && r.json["tags"] as? [String] == ["home"], "\(r.body)")
         r = try await Self.call(u + "/api/v1/knowledge/\(id)", method: "PUT", body: #"{"text":"   "}"#)
         #expect(r.code == 400 && (r.json["error"] as? [String: Any])?["code"] as? String == "invalid-input", "\(r.body)")
@@ -120,7 +130,8 @@ import Testing
         #expect(r.code == 404 && (r.json["error"] as? [String: Any])?["message"] as? String != nil, "\(r.body)")
 
         // Ingest uploaded files with streamed progress; the second upload of the same file changes nothing.
-        let upload = ##"{"files":[{"name":"garden.md","text":"# Garden\n\nThe roses need water every Sunday morning.\n\n## Shed\n\nThe lawn mower lives in the shed."}],"tags":["garden"]}"##
+        let upload =
+            ##"{"files":[{"name":"garden.md","text":"# Garden\n\nThe roses need water every Sunday morning.\n\n## Shed\n\nThe lawn mower lives in the shed."}],"tags":["garden"]}"##
         r = try await Self.call(u + "/api/v1/ingest", method: "POST", body: upload, seconds: 120)
         let ingest = Self.events(r.body)
         #expect(ingest.contains { $0.name == "progress" && $0.data["phase"] as? String == "reading" }, "\(r.body)")
@@ -130,8 +141,10 @@ import Testing
         #expect(((r.json["hits"] as? [[String: Any]])?.first?["source"] as? String ?? "").contains("/uploads/garden.md#"), "\(r.body)")
         r = try await Self.call(u + "/api/v1/ingest", method: "POST", body: upload.replacingOccurrences(of: "{\"files\"", with: "{\"stream\":false,\"files\""))
         #expect(r.json["changed"] as? Bool == false && r.json["filesUnchanged"] as? Int == 1, "\(r.body)")
-        for bad in [#"{"files":[{"name":"../evil.md","text":"x"}]}"#, #"{"files":[{"name":"tool.exe","text":"x"}]}"#,
-                    #"{"files":[{"name":"a.md"}]}"#, #"{"paths":["relative/path"]}"#, #"{}"#] {
+        for bad in [
+            #"{"files":[{"name":"../evil.md","text":"x"}]}"#, #"{"files":[{"name":"tool.exe","text":"x"}]}"#,
+            #"{"files":[{"name":"a.md"}]}"#, #"{"paths":["relative/path"]}"#, #"{}"#,
+        ] {
             r = try await Self.call(u + "/api/v1/ingest", method: "POST", body: bad)
             #expect(r.code == 400 && (r.json["error"] as? [String: Any])?["code"] as? String == "invalid-input", "\(bad) → \(r.code) \(r.body)")
         }
@@ -153,7 +166,7 @@ import Testing
         #expect(r.json["id"] as? String == entryID && r.json["height"] as? Int == 1)
         #expect(try await Self.call(u + "/api/v1/ledger/blocks/9999").code == 404)
         #expect(try await Self.call(u + "/api/v1/ledger/blocks/x").code == 400)
-        r = try await Self.call(u + "/api/v1/ledger/proof/\(id)")     // an item: the entry that last changed it (the edit, block 2)
+        r = try await Self.call(u + "/api/v1/ledger/proof/\(id)")  // an item: the entry that last changed it (the edit, block 2)
         #expect(r.json["verified"] as? Bool == true && r.json["item"] as? String == id && r.json["height"] as? Int == 2, "\(r.body)")
         #expect(await Self.verifyInclusion(r.json), "the proof checks out independently: \(r.body)")
         r = try await Self.call(u + "/api/v1/ledger/proof/\(entryID)")
@@ -166,13 +179,14 @@ import Testing
         // Device.
         r = try await Self.call(u + "/api/v1/device")
         let health = try await Self.call(u + "/health")
-        #expect(r.json["deviceId"] as? String == health.json["deviceId"] as? String && (r.json["publicKey"] as? String)?.count == 64
+        #expect(
+            r.json["deviceId"] as? String == health.json["deviceId"] as? String && (r.json["publicKey"] as? String)?.count == 64
                 && r.json["authority"] as? Bool == true && r.json["peers"] as? [Any] != nil, "\(r.body)")
 
         // Guards: a foreign Host (DNS rebinding) and a non-JSON body (cross-site form) are refused.
         var raw = try await runProcess("/usr/bin/curl", ["-s", "-w", "\n%{http_code}", "-H", "Host: attacker.example", u + "/api/v1/knowledge"])
         #expect(String(decoding: raw.out, as: UTF8.self).hasSuffix("421"))
-        for host in ["127.0.0.1.attacker.example", "localhost.attacker.example", ""] {   // "": no Host header at all
+        for host in ["127.0.0.1.attacker.example", "localhost.attacker.example", ""] {  // "": no Host header at all
             raw = try await runProcess("/usr/bin/curl", ["-s", "-o", "/dev/null", "-w", "%{http_code}", "-H", "Host: \(host)", u + "/api/v1/knowledge"])
             #expect(String(decoding: raw.out, as: UTF8.self) == "421", "Host \(host)")
         }
@@ -182,7 +196,8 @@ import Testing
         #expect(try await Self.call(u + "/api/v1/ledger/blocks/18446744073709551615").code == 404)
         #expect(try await Self.call(u + "/api/v1/ledger/blocks?before=99999999999").code == 400)
         #expect(try await Self.call(u + "/health").code == 200)
-        raw = try await runProcess("/usr/bin/curl", ["-s", "-w", "\n%{http_code}", "-H", "Content-Type: text/plain", "--data", #"{"text":"csrf"}"#, u + "/api/v1/knowledge"])
+        raw = try await runProcess(
+            "/usr/bin/curl", ["-s", "-w", "\n%{http_code}", "-H", "Content-Type: text/plain", "--data", #"{"text":"csrf"}"#, u + "/api/v1/knowledge"])
         #expect(String(decoding: raw.out, as: UTF8.self).hasSuffix("415"))
         #expect(try await Self.call(u + "/api/v1/knowledge").json["total"] as? Int == 3)
     }
@@ -190,9 +205,14 @@ import Testing
     /// Checks both inclusion proofs (entry in block, block in history) by RFC 9162 §2.1.3.2 with
     /// Python's hashlib: an implementation independent of KianaCore's Merkle code.
     static func verifyInclusion(_ p: [String: Any]) async -> Bool {
-        guard let entry = p["entry"] as? [String: Any], let data = try? JSONSerialization.data(withJSONObject: [
-            "levels": [[p["position"] ?? 0, p["blockEntryCount"] ?? 0, entry["id"] ?? "", p["entryPath"] ?? [], p["entryRoot"] ?? ""],
-                       [p["height"] ?? 0, p["treeSize"] ?? 0, p["blockHash"] ?? "", p["historyPath"] ?? [], p["historyRoot"] ?? ""]]]) else { return false }
+        guard let entry = p["entry"] as? [String: Any],
+            let data = try? JSONSerialization.data(withJSONObject: [
+                "levels": [
+                    [p["position"] ?? 0, p["blockEntryCount"] ?? 0, entry["id"] ?? "", p["entryPath"] ?? [], p["entryRoot"] ?? ""],
+                    [p["height"] ?? 0, p["treeSize"] ?? 0, p["blockHash"] ?? "", p["historyPath"] ?? [], p["historyRoot"] ?? ""],
+                ]
+            ])
+        else { return false }
         let script = """
             import hashlib, json, sys
             def ok(index, size, leaf, path, root):
@@ -221,7 +241,8 @@ import Testing
             if Shared.isCI { Issue.record("the models are missing from \(Models.directory)") }
             return
         }
-        let served = try await ServeTests.Served.start(teach: ["The bike lock code is 4711."]); defer { served.close() }
+        let served = try await ServeTests.Served.start(teach: ["The bike lock code is 4711."])
+        defer { served.close() }
         let u = served.url
         // Load the models first so every request below competes for the model, not for loading.
         #expect(try await Self.call(u + "/api/v1/ask", method: "POST", body: #"{"question":"Hi","max_tokens":1,"stream":false}"#, seconds: 240).code == 200)
@@ -248,7 +269,8 @@ import Testing
 
     @Test("An open event stream does not hold up graceful shutdown")
     func eventStreamEndsOnShutdown() async throws {
-        let served = try await ServeTests.Served.start(); defer { served.close() }
+        let served = try await ServeTests.Served.start()
+        defer { served.close() }
         let (node, port) = (served.node, served.port)
         async let stream = runProcess("/usr/bin/curl", ["-s", "-N", "-m", "60", "http://127.0.0.1:\(port)/api/v1/events"])
         try await Task.sleep(for: .seconds(1))
@@ -263,7 +285,8 @@ import Testing
 
     @Test("The web UI's files are served from a fixed table; no path reaches the file system")
     func webUIAndNoPathTraversal() async throws {
-        let served = try await ServeTests.Served.start(); defer { served.close() }
+        let served = try await ServeTests.Served.start()
+        defer { served.close() }
         let u = served.url
         let page = try await Self.call(u + "/")
         #expect(page.code == 200 && page.body.contains("<script src=\"/ui/app.js\">") && !page.body.contains("https://"))
@@ -279,13 +302,16 @@ import Testing
         #expect(paths.count >= 26)
         for (path, ops) in paths where !path.contains("{") {
             for method in ops.keys {
-                let r = try await Self.call(u + path, method: method.uppercased(), body: method == "post" ? "{}" : nil,
-                                            seconds: path.hasSuffix("/events") ? 2 : 60)   // a stream that never ends
+                let r = try await Self.call(
+                    u + path, method: method.uppercased(), body: method == "post" ? "{}" : nil,
+                    seconds: path.hasSuffix("/events") ? 2 : 60)  // a stream that never ends
                 #expect(r.code != 404 && r.code != 405 && r.code != 0, "\(method) \(path) → \(r.code)")
             }
         }
-        for path in ["/ui/../../../../etc/passwd", "/ui/%2e%2e/%2e%2e/etc/passwd", "/ui/..%2fPackage.swift", "/ui/index.html/../../Package.swift",
-                     "/Package.swift", "/ui/", "/ui/app.js%00.png"] {
+        for path in [
+            "/ui/../../../../etc/passwd", "/ui/%2e%2e/%2e%2e/etc/passwd", "/ui/..%2fPackage.swift", "/ui/index.html/../../Package.swift",
+            "/Package.swift", "/ui/", "/ui/app.js%00.png",
+        ] {
             let r = try await runProcess("/usr/bin/curl", ["-s", "--path-as-is", "-o", "/dev/null", "-w", "%{http_code}", u + path])
             let code = String(decoding: r.out, as: UTF8.self)
             #expect(code == "404" || code == "400", "\(path) → \(code)")

@@ -23,23 +23,25 @@ import Testing
     }
 
     static let pdf = """
-    %PDF-1.4
-    1 0 obj << /Type /Catalog /Pages 2 0 R >> endobj
-    2 0 obj << /Type /Pages /Kids [3 0 R] /Count 1 >> endobj
-    3 0 obj << /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R /Resources << /Font << /F1 5 0 R >> >> >> endobj
-    4 0 obj << /Length 63 >> stream
-    BT /F1 12 Tf 72 720 Td (The boiler error code E42 means low pressure.) Tj ET
-    endstream endobj
-    5 0 obj << /Type /Font /Subtype /Type1 /BaseFont /Helvetica >> endobj
-    trailer << /Root 1 0 R >>
-    %%EOF
+        %PDF-1.4
+        1 0 obj << /Type /Catalog /Pages 2 0 R >> endobj
+        2 0 obj << /Type /Pages /Kids [3 0 R] /Count 1 >> endobj
+        3 0 obj << /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R /Resources << /Font << /F1 5 0 R >> >> >> endobj
+        4 0 obj << /Length 63 >> stream
+        BT /F1 12 Tf 72 720 Td (The boiler error code E42 means low pressure.) Tj ET
+        endstream endobj
+        5 0 obj << /Type /Font /Subtype /Type1 /BaseFont /Helvetica >> endobj
+        trailer << /Root 1 0 R >>
+        %%EOF
 
-    """
+        """
 
     @Test func ingestKeepsAFolderInSyncAndSearchFindsIt() async throws {
         guard haveModel() else { return }
-        let tmp = try TempDir("kiana-ingest"); defer { tmp.cleanup() }
-        let d = tmp.path + "/node", docs = tmp.path + "/docs"
+        let tmp = try TempDir("kiana-ingest")
+        defer { tmp.cleanup() }
+        let d = tmp.path + "/node"
+        let docs = tmp.path + "/docs"
         #expect(try await kiana(["init", "--data-dir", d]).status == 0)
         try await write("# Router\n\nThe guest wifi password is Sunflower42.\n\n## Reset\n\nHold the reset button for ten seconds.\n", docs + "/router.md")
         try await write("Our cat Minka only eats tuna from the blue tin.", docs + "/pets/cat.txt")
@@ -96,10 +98,14 @@ import Testing
     @Test func embedCommandMatchesTheReference() async throws {
         guard haveModel() else { return }
         let rel = "vectors/minilm/reference.json"
-        guard Shared.exists(rel) else { if Shared.isCI { Issue.record("missing \(rel)") }; return }
+        guard Shared.exists(rel) else {
+            if Shared.isCI { Issue.record("missing \(rel)") }
+            return
+        }
         let ref = try JSONSerialization.jsonObject(with: Data(contentsOf: Shared.root.appendingPathComponent(rel))) as! [String: Any]
         let s = (ref["sentences"] as! [String: Any])["Why is the sky blue?"] as! [String: Any]
-        let tmp = try TempDir(); defer { tmp.cleanup() }
+        let tmp = try TempDir()
+        defer { tmp.cleanup() }
         var r = try await kiana(["embed", "Why is the sky blue?", "--tokens", "--data-dir", tmp.path])
         #expect(r.out.trimmingCharacters(in: .whitespacesAndNewlines) == "[" + (s["ids"] as! [Int]).map(String.init).joined(separator: ", ") + "]")
         r = try await kiana(["embed", "Why is the sky blue?", "--json", "--data-dir", tmp.path])
@@ -110,7 +116,8 @@ import Testing
     }
 
     @Test func missingModelIsAOneLineErrorSayingHowToFixIt() async throws {
-        let tmp = try TempDir(); defer { tmp.cleanup() }
+        let tmp = try TempDir()
+        defer { tmp.cleanup() }
         let r = try await kiana(["embed", "hello", "--model-dir", tmp.path + "/nowhere"])
         #expect(r.status == 1)
         #expect(r.err.split(separator: "\n").count == 1 && r.err.contains("scripts/models.sh"), "\(r.err)")
@@ -135,11 +142,15 @@ import Testing
 
     @Test func runningNodeEmbedsKnowledgeThatArrivesWhileItRuns() async throws {
         guard haveModel() else { return }
-        let tmp = try TempDir(); defer { tmp.cleanup() }
+        let tmp = try TempDir()
+        defer { tmp.cleanup() }
         let d = tmp.path
         #expect(try await kiana(["init", "--data-dir", d]).status == 0)
         let node = try ServeTests.Running.loopback(d)
-        defer { node.process.interrupt(); _ = node.waitForExit() }
+        defer {
+            node.process.interrupt()
+            _ = node.waitForExit()
+        }
         #expect(await node.waitForPort() != nil, "\(node.text)")
         #expect(try await kiana(["remember", "The spare key is under the third flower pot.", "--data-dir", d]).status == 0)
         var status = ""

@@ -18,14 +18,23 @@ import Testing
             process.standardError = pipe
             pipe.fileHandleForReading.readabilityHandler = { [weak self] h in
                 let d = h.availableData
-                if d.isEmpty { h.readabilityHandler = nil; return }  // EOF: stop polling
+                if d.isEmpty {
+                    h.readabilityHandler = nil
+                    return
+                }  // EOF: stop polling
                 guard let self else { return }
-                self.lock.lock(); self.output += String(decoding: d, as: UTF8.self); self.lock.unlock()
+                self.lock.lock()
+                self.output += String(decoding: d, as: UTF8.self)
+                self.lock.unlock()
             }
             try process.run()
         }
 
-        var text: String { lock.lock(); defer { lock.unlock() }; return output }
+        var text: String {
+            lock.lock()
+            defer { lock.unlock() }
+            return output
+        }
 
         /// `kiana serve` for `dataDir` on free loopback ports, without discovery.
         static func loopback(_ dataDir: String) throws -> Running {
@@ -130,7 +139,9 @@ import Testing
         let mode = (try FileManager.default.attributesOfItem(atPath: dir.path + "/api.token")[.posixPermissions] as? NSNumber)?.intValue
         #expect(mode == 0o600)
         // Off loopback with no --token: the node's own API token is required (requests go to loopback only).
-        let open = try Running(["serve", "--p2p-port", "0", "--p2p-host", "127.0.0.1", "--discovery", "off", "--data-dir", dir.path, "--host", "0.0.0.0", "--port", "0"], environment: env)
+        let open = try Running(
+            ["serve", "--p2p-port", "0", "--p2p-host", "127.0.0.1", "--discovery", "off", "--data-dir", dir.path, "--host", "0.0.0.0", "--port", "0"],
+            environment: env)
         let openPort = try #require(await open.waitForPort(), "\(open.text)")
         #expect(try await curl(["http://127.0.0.1:\(openPort)/health"]).code == "401")
         #expect(try await curl(["-H", "Authorization: Bearer \(token)", "http://127.0.0.1:\(openPort)/health"]).code == "200")
@@ -139,7 +150,9 @@ import Testing
         open.process.interrupt()
         #expect(open.waitForExit())
         // With a token, requests without it are rejected.
-        let node = try Running(["serve", "--p2p-port", "0", "--p2p-host", "127.0.0.1", "--discovery", "off", "--data-dir", dir.path, "--port", "0", "--token", "s3cret"], environment: env)
+        let node = try Running(
+            ["serve", "--p2p-port", "0", "--p2p-host", "127.0.0.1", "--discovery", "off", "--data-dir", dir.path, "--port", "0", "--token", "s3cret"],
+            environment: env)
         defer { if node.process.isRunning { node.process.terminate() } }
         let port = try #require(await node.waitForPort(), "\(node.text)")
         #expect(try await curl(["http://127.0.0.1:\(port)/health"]).code == "401")
@@ -162,7 +175,9 @@ import Testing
         let first = try Running(["serve", "--p2p-port", "0", "--p2p-host", "127.0.0.1", "--discovery", "off", "--data-dir", dir.path + "/a", "--port", "0"])
         defer { if first.process.isRunning { first.process.terminate() } }
         let port = try #require(await first.waitForPort())
-        let second = try await kiana(["serve", "--p2p-port", "0", "--p2p-host", "127.0.0.1", "--discovery", "off", "--data-dir", dir.path + "/b", "--port", String(port)])
+        let second = try await kiana([
+            "serve", "--p2p-port", "0", "--p2p-host", "127.0.0.1", "--discovery", "off", "--data-dir", dir.path + "/b", "--port", String(port),
+        ])
         #expect(second.status == 1)
         #expect(second.err.contains("kiana: cannot listen on 127.0.0.1:\(port): the port is already in use"), "\(second.err)")
         first.process.interrupt()
@@ -177,7 +192,9 @@ import Testing
         _ = try #require(await first.waitForPort())
         let r = try #require(first.text.range(of: #"device links on port (\d+)"#, options: .regularExpression))
         let p2p = String(first.text[r].split(separator: " ").last!)
-        let second = try await kiana(["serve", "--p2p-port", p2p, "--p2p-host", "127.0.0.1", "--discovery", "off", "--data-dir", dir.path + "/b", "--port", "0"])
+        let second = try await kiana([
+            "serve", "--p2p-port", p2p, "--p2p-host", "127.0.0.1", "--discovery", "off", "--data-dir", dir.path + "/b", "--port", "0",
+        ])
         #expect(second.status == 1)
         #expect(second.err.contains("cannot listen for peers on 127.0.0.1:\(p2p): the port is already in use"), "\(second.err)")
         first.process.interrupt()

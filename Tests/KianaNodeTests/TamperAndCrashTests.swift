@@ -24,7 +24,10 @@ import Testing
             let parts = h.split(separator: ":")
             targets.append(("block", "signedHeader", "hash = X'\(parts[1])'", String(parts[0])))
         }
-        let entries = try await sqlite(db, "SELECT chain.height || ':' || hex(entry.id) FROM entry JOIN blockEntry ON blockEntry.entryId = entry.id JOIN chain ON chain.hash = blockEntry.blockHash")
+        let entries = try await sqlite(
+            db,
+            "SELECT chain.height || ':' || hex(entry.id) FROM entry JOIN blockEntry ON blockEntry.entryId = entry.id JOIN chain ON chain.hash = blockEntry.blockHash"
+        )
         for e in entries.split(separator: "\n") {
             let parts = e.split(separator: ":")
             targets.append(("entry", "raw", "id = X'\(parts[1])'", String(parts[0])))

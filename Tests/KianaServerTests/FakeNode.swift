@@ -58,7 +58,8 @@ final class FakeNode: NodeAPI, Sendable {
     }
     func remember(text: String, title: String?, tags: [String], source: String?) async throws -> String {
         let id = ItemID.random()
-        _ = try store.write([.put(id, KnowledgeFields(title: title, text: text, tags: tags.isEmpty ? nil : tags, source: source))], identity: identity, now: now)
+        _ = try store.write(
+            [.put(id, KnowledgeFields(title: title, text: text, tags: tags.isEmpty ? nil : tags, source: source))], identity: identity, now: now)
         return id.description
     }
     func update(id: String, text: String?, title: String?, tags: [String]?) async throws -> ItemDTO {
@@ -90,30 +91,38 @@ final class FakeNode: NodeAPI, Sendable {
         }
         return raw
     }
-    func ingest(uploads: [(name: String, data: [UInt8])], tags: [String],
-                progress: @escaping @Sendable (String, Int, Int, String) -> Void) async throws -> IngestReportDTO {
+    func ingest(
+        uploads: [(name: String, data: [UInt8])], tags: [String],
+        progress: @escaping @Sendable (String, Int, Int, String) -> Void
+    ) async throws -> IngestReportDTO {
         record("ingest \(uploads.map(\.name).joined(separator: ",")) tags=\(tags.joined(separator: ","))")
         for (i, u) in uploads.enumerated() { progress("reading", i + 1, uploads.count, u.name) }
-        return IngestReportDTO(filesScanned: uploads.count, filesNew: uploads.count, filesChanged: 0, filesUnchanged: 0, filesRemoved: 0,
-                               filesFailed: [], chunksAdded: uploads.count, chunksUpdated: 0, chunksRemoved: 0,
-                               bytesRead: uploads.reduce(0) { $0 + $1.data.count }, embedded: 0, changed: true)
+        return IngestReportDTO(
+            filesScanned: uploads.count, filesNew: uploads.count, filesChanged: 0, filesUnchanged: 0, filesRemoved: 0,
+            filesFailed: [], chunksAdded: uploads.count, chunksUpdated: 0, chunksRemoved: 0,
+            bytesRead: uploads.reduce(0) { $0 + $1.data.count }, embedded: 0, changed: true)
     }
 
     // MARK: answers
 
     func modelNames() async throws -> [String] { [groundedModelName, "smollm2-135m-instruct"] }
     func acceptsGeneration() -> Bool { switches.withLock { $0.acceptsGeneration } }
-    func chat(_ messages: [ChatMessage], grounded: Bool, maxTokens: Int?, sampling: SamplingOptions,
-              onText: @escaping @Sendable (String) -> Bool) async throws -> AssistantReply {
+    func chat(
+        _ messages: [ChatMessage], grounded: Bool, maxTokens: Int?, sampling: SamplingOptions,
+        onText: @escaping @Sendable (String) -> Bool
+    ) async throws -> AssistantReply {
         record("chat grounded=\(grounded) max=\(maxTokens.map(String.init) ?? "-") t=\(sampling.temperature) last=\(messages.last?.content ?? "")")
         let pieces = switches.withLock { $0.answer }
         for p in pieces where !onText(p) { break }
-        return AssistantReply(text: pieces.joined(), citations: grounded ? [CitationDTO(number: 1, id: "00ff", title: nil, source: "notes.md")] : [],
-                              promptTokens: 12, completionTokens: pieces.count, stopReason: .endOfGeneration,
-                              model: grounded ? groundedModelName : "smollm2-135m-instruct")
+        return AssistantReply(
+            text: pieces.joined(), citations: grounded ? [CitationDTO(number: 1, id: "00ff", title: nil, source: "notes.md")] : [],
+            promptTokens: 12, completionTokens: pieces.count, stopReason: .endOfGeneration,
+            model: grounded ? groundedModelName : "smollm2-135m-instruct")
     }
-    func ask(_ question: String, conversation: String?, maxTokens: Int?, sampling: SamplingOptions?,
-             onText: @escaping @Sendable (String) -> Bool) async throws -> (reply: AssistantReply, conversation: String) {
+    func ask(
+        _ question: String, conversation: String?, maxTokens: Int?, sampling: SamplingOptions?,
+        onText: @escaping @Sendable (String) -> Bool
+    ) async throws -> (reply: AssistantReply, conversation: String) {
         let r = try await chat([ChatMessage(.user, question)], grounded: true, maxTokens: maxTokens, sampling: sampling ?? SamplingOptions(), onText: onText)
         return (r, conversation ?? "c-1")
     }
@@ -130,8 +139,9 @@ final class FakeNode: NodeAPI, Sendable {
     func ledgerStatus() async throws -> LedgerStatusDTO {
         let head = try store.head()
         let c = try store.counts()
-        return LedgerStatusDTO(height: head?.height, head: head.map { Hex.encode($0.hash) }, items: c.items, blocks: c.blocks, entries: c.entries,
-                               deletedItems: c.deletedItems, pending: c.pending)
+        return LedgerStatusDTO(
+            height: head?.height, head: head.map { Hex.encode($0.hash) }, items: c.items, blocks: c.blocks, entries: c.entries,
+            deletedItems: c.deletedItems, pending: c.pending)
     }
     func head() async throws -> LedgerHead? { try store.head() }
     func blocks(from: UInt64, through: UInt64) async throws -> [Block] { try store.blocks(from: from, through: through) }
@@ -141,21 +151,24 @@ final class FakeNode: NodeAPI, Sendable {
     }
     func proof(_ id: String) async throws -> ProofDTO {
         let (e, h, p) = try store.findEntry(idPrefix: id)
-        return ProofDTO(item: nil, entry: EntryDTO(e), height: h, position: p, blockEntryCount: 1, entryRoot: "", entryPath: [],
-                        blockHash: "", treeSize: Int(h) + 1, historyRoot: "", historyPath: [], verified: true)
+        return ProofDTO(
+            item: nil, entry: EntryDTO(e), height: h, position: p, blockEntryCount: 1, entryRoot: "", entryPath: [],
+            blockHash: "", treeSize: Int(h) + 1, historyRoot: "", historyPath: [], verified: true)
     }
     func verify() async throws -> VerifyDTO {
         let s = try store.verify(now: now)
-        return VerifyDTO(valid: true, height: s.height, head: Hex.encode(s.tipHash), blocks: s.blockHashes.count, entries: s.entryCount,
-                         authorities: s.authorities.count, seconds: 0)
+        return VerifyDTO(
+            valid: true, height: s.height, head: Hex.encode(s.tipHash), blocks: s.blockHashes.count, entries: s.entryCount,
+            authorities: s.authorities.count, seconds: 0)
     }
 
     // MARK: device and peers
 
     func device() async throws -> DeviceDTO {
-        DeviceDTO(deviceId: identity.deviceID.description, publicKey: Hex.encode(identity.publicKey), network: try store.network().map(Hex.encode),
-                  authorities: [Hex.encode(identity.publicKey)], authority: true, dataDirectory: "/fake", backend: "embedded", model: "m",
-                  modelsLoaded: false, items: try store.counts().items, blocks: try store.counts().blocks, entries: try store.counts().entries)
+        DeviceDTO(
+            deviceId: identity.deviceID.description, publicKey: Hex.encode(identity.publicKey), network: try store.network().map(Hex.encode),
+            authorities: [Hex.encode(identity.publicKey)], authority: true, dataDirectory: "/fake", backend: "embedded", model: "m",
+            modelsLoaded: false, items: try store.counts().items, blocks: try store.counts().blocks, entries: try store.counts().entries)
     }
     func peers(rtt: Bool) async -> [PeerStatus] { switches.withLock { $0.peers } }
     func addPeer(address: String) async throws -> Bool {

@@ -23,8 +23,9 @@ import Testing
 
     @Test func everyRouteIsDocumentedAndEveryDocumentedRouteExists() throws {
         let router = KianaHTTP.router(config: HTTPConfig(), node: try FakeNode(), control: ControlSurface(token: "t"))
-        let served = Set(router.routes.map { "\($0.method.rawValue) \(Self.normalise($0.path.description))" }
-            .filter { !$0.contains(" /control/") && !$0.hasSuffix(" /") && !$0.contains(" /ui/") })
+        let served = Set(
+            router.routes.map { "\($0.method.rawValue) \(Self.normalise($0.path.description))" }
+                .filter { !$0.contains(" /control/") && !$0.hasSuffix(" /") && !$0.contains(" /ui/") })
         let paths = try #require(try Self.document()["paths"] as? [String: [String: Any]])
         let documented = Set(paths.flatMap { path, ops in ops.keys.map { "\($0.uppercased()) \(path)" } })
         #expect(served.count > 25, "\(served)")
@@ -37,16 +38,20 @@ import Testing
         let id = DeviceIdentity.generate()
         let store = LedgerStore(database: try KianaDatabase())
         try store.initialize(genesis: Block.genesis(identity: id, time: 1_700_000_000_000, name: "n"), now: 1_700_000_000_000)
-        let receipt = try store.write([.put(ItemID.random(), KnowledgeFields(title: "t", text: "x", tags: ["a"], source: "s"))], identity: id,
-                                      now: 1_700_000_000_100)
+        let receipt = try store.write(
+            [.put(ItemID.random(), KnowledgeFields(title: "t", text: "x", tags: ["a"], source: "s"))], identity: id,
+            now: 1_700_000_000_100)
         var item = ItemDTO(try store.items()[0])
         item.title = "t"
         let entry = EntryDTO(receipt.entries[0], height: 1, position: 0)
         var block = BlockDTO(receipt.block, withEntries: true)
-        block.name = "n"; block.authorities = ["k"]
-        var device = DeviceDTO(deviceId: "d", publicKey: "k", network: "n", authorities: [], authority: true, dataDirectory: "/d", backend: "embedded",
-                               model: "m", modelsLoaded: true, items: 1, blocks: 2, entries: 1)
-        device.peers = []; device.listening = 8470
+        block.name = "n"
+        block.authorities = ["k"]
+        var device = DeviceDTO(
+            deviceId: "d", publicKey: "k", network: "n", authorities: [], authority: true, dataDirectory: "/d", backend: "embedded",
+            model: "m", modelsLoaded: true, items: 1, blocks: 2, entries: 1)
+        device.peers = []
+        device.listening = 8470
         let citation = CitationDTO(number: 1, id: "i", title: "t", source: "s")
         let conversation = ConversationDTO(id: "c", title: "t", updated: 1, created: 1)
         let message = MessageDTO(role: "user", content: "q", citations: [], created: 1)
@@ -57,16 +62,18 @@ import Testing
             "ItemDTO": item, "ItemPageDTO": ItemPageDTO(total: 1, items: [item]),
             "CreatedDTO": CreatedDTO(id: "i"), "ForgottenDTO": ForgottenDTO(forgotten: "i"),
             "SearchHitDTO": hit, "SearchResultsDTO": SearchResultsDTO(hits: [hit]),
-            "IngestReportDTO": IngestReportDTO(filesScanned: 1, filesNew: 1, filesChanged: 0, filesUnchanged: 0, filesRemoved: 0, filesFailed: [],
-                                               chunksAdded: 1, chunksUpdated: 0, chunksRemoved: 0, bytesRead: 1, embedded: 1, changed: true),
+            "IngestReportDTO": IngestReportDTO(
+                filesScanned: 1, filesNew: 1, filesChanged: 0, filesUnchanged: 0, filesRemoved: 0, filesFailed: [],
+                chunksAdded: 1, chunksUpdated: 0, chunksRemoved: 0, bytesRead: 1, embedded: 1, changed: true),
             "CitationDTO": citation,
             "AnswerDTO": AnswerDTO(answer: "a", conversation: "c", citations: [citation], finish_reason: "stop"),
             "ConversationDTO": conversation, "ConversationsDTO": ConversationsDTO(conversations: [conversation]),
             "MessageDTO": message, "ConversationMessagesDTO": ConversationMessagesDTO(id: "c", messages: [message]),
             "LedgerStatusDTO": LedgerStatusDTO(height: 1, head: "h", items: 1, blocks: 2, entries: 1, deletedItems: 0, pending: 0),
             "EntryDTO": entry, "BlockDTO": block, "BlockPageDTO": BlockPageDTO(blocks: [block], height: 1),
-            "ProofDTO": ProofDTO(item: "i", entry: entry, height: 1, position: 0, blockEntryCount: 1, entryRoot: "r", entryPath: [], blockHash: "b",
-                                 treeSize: 2, historyRoot: "h", historyPath: [], verified: true),
+            "ProofDTO": ProofDTO(
+                item: "i", entry: entry, height: 1, position: 0, blockEntryCount: 1, entryRoot: "r", entryPath: [], blockHash: "b",
+                treeSize: 2, historyRoot: "h", historyPath: [], verified: true),
             "VerifyDTO": VerifyDTO(valid: true, height: 1, head: "h", blocks: 2, entries: 1, authorities: 1, seconds: 0),
             "DeviceDTO": device,
         ]
@@ -107,7 +114,8 @@ import Testing
         for (path, ops) in paths {
             for (method, op) in ops {
                 guard let body = op["requestBody"] as? [String: Any],
-                      let schema = ((body["content"] as? [String: Any])?["application/json"] as? [String: Any])?["schema"] as? [String: Any] else { continue }
+                    let schema = ((body["content"] as? [String: Any])?["application/json"] as? [String: Any])?["schema"] as? [String: Any]
+                else { continue }
                 let swift = try #require(schema["x-swift-type"] as? String, "\(method) \(path) names no Swift type")
                 let read = try #require(types[swift], "unknown request type \(swift)")
                 let documented = Set((schema["properties"] as? [String: Any] ?? [:]).keys)

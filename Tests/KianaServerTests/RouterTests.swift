@@ -14,8 +14,10 @@ import Testing
     static let json: HTTPFields = [.contentType: "application/json"]
 
     /// Runs `body` against a fresh router over a fresh fake node.
-    func withApp(config: HTTPConfig = HTTPConfig(), control: ControlSurface? = nil, events: EventStreams = EventStreams(),
-                 _ body: @Sendable (FakeNode, any TestClientProtocol) async throws -> Void) async throws {
+    func withApp(
+        config: HTTPConfig = HTTPConfig(), control: ControlSurface? = nil, events: EventStreams = EventStreams(),
+        _ body: @Sendable (FakeNode, any TestClientProtocol) async throws -> Void
+    ) async throws {
         let node = try FakeNode()
         let app = Application(router: KianaHTTP.router(config: config, node: node, control: control, events: events))
         try await app.test(.router) { client in try await body(node, client) }
@@ -80,7 +82,8 @@ import Testing
             #expect(page["total"] as? Int == 1 && (page["items"] as? [[String: Any]])?.first?["id"] as? String == id)
             r = try await c.execute(uri: "/api/v1/knowledge/" + id.prefix(8), method: .get)
             let item = Self.object(r)
-            #expect(item["text"] as? String == "The bike lock code is 4711." && item["tags"] as? [String] == ["home"] && item["source"] as? String == "notes.md")
+            #expect(
+                item["text"] as? String == "The bike lock code is 4711." && item["tags"] as? [String] == ["home"] && item["source"] as? String == "notes.md")
             #expect(item.keys.contains("created") && item["entry"] is String)
             r = try await Self.post(c, "/api/v1/knowledge/" + id, #"{"title":"Bicycle"}"#, method: .put)
             #expect(r.status == .ok && Self.object(r)["title"] as? String == "Bicycle" && Self.object(r)["text"] as? String == "The bike lock code is 4711.")
@@ -91,16 +94,18 @@ import Testing
         }
     }
 
-    @Test("Bad knowledge requests: each a 4xx with its code and a message naming the problem", arguments: [
-        (#"{"title":"no text"}"#, 400, "invalid-input", "text is required"),
-        ("not json", 400, "invalid-input", "not a JSON object"),
-        (#"["text"]"#, 400, "invalid-input", "not a JSON object"),
-        (#"{"text":"x","tags":"home"}"#, 400, "invalid-input", "tags must be an array"),
-        (#"{"text":"x","tags":[""]}"#, 400, "invalid-input", "tag"),
-        (#"{"text":5}"#, 400, "invalid-input", "text must be a string"),
-        (#"{"text":"x","source":"\#(String(repeating: "s", count: 5000))"}"#, 413, "too-large", "source is longer"),
-        (#"{"text":"x","title":"a\u0007b"}"#, 400, "invalid-input", "control characters"),
-    ])
+    @Test(
+        "Bad knowledge requests: each a 4xx with its code and a message naming the problem",
+        arguments: [
+            (#"{"title":"no text"}"#, 400, "invalid-input", "text is required"),
+            ("not json", 400, "invalid-input", "not a JSON object"),
+            (#"["text"]"#, 400, "invalid-input", "not a JSON object"),
+            (#"{"text":"x","tags":"home"}"#, 400, "invalid-input", "tags must be an array"),
+            (#"{"text":"x","tags":[""]}"#, 400, "invalid-input", "tag"),
+            (#"{"text":5}"#, 400, "invalid-input", "text must be a string"),
+            (#"{"text":"x","source":"\#(String(repeating: "s", count: 5000))"}"#, 413, "too-large", "source is longer"),
+            (#"{"text":"x","title":"a\u0007b"}"#, 400, "invalid-input", "control characters"),
+        ])
     func badKnowledge(_ body: String, _ status: Int, _ code: String, _ words: String) async throws {
         try await withApp { _, c in
             let r = try await Self.post(c, "/api/v1/knowledge", body)
@@ -111,8 +116,9 @@ import Testing
 
     @Test func invalidUTF8AndOversizedBodies() async throws {
         try await withApp { _, c in
-            var r = try await c.execute(uri: "/api/v1/knowledge", method: .post, headers: Self.json,
-                                        body: ByteBuffer(bytes: Array(#"{"text":"caf"#.utf8) + [0xC3, 0x28] + Array(#""}"#.utf8)))
+            var r = try await c.execute(
+                uri: "/api/v1/knowledge", method: .post, headers: Self.json,
+                body: ByteBuffer(bytes: Array(#"{"text":"caf"#.utf8) + [0xC3, 0x28] + Array(#""}"#.utf8)))
             #expect(r.status == .badRequest && Self.error(r).message.contains("UTF-8"))
             r = try await Self.post(c, "/api/v1/knowledge", #"{"text":""# + String(repeating: "a", count: 1_100_000) + #""}"#)
             #expect(r.status == .contentTooLarge && Self.error(r).code == "too-large")
@@ -157,14 +163,16 @@ import Testing
         }
     }
 
-    @Test("Bad ingest requests", arguments: [
-        (#"{"paths":["/etc"]}"#, 400, "paths are not taken"),
-        (#"{"files":[]}"#, 400, "files must be"),
-        (#"{"files":[{"text":"x"}]}"#, 400, "every file needs a name"),
-        (#"{"files":[{"name":"../x.md","text":"x"}]}"#, 400, "give a file name"),
-        (#"{"files":[{"name":"a.md"}]}"#, 400, "as text or as base64"),
-        (#"{"files":[{"name":"a.md","base64":"@@@"}]}"#, 400, "as text or as base64"),
-    ])
+    @Test(
+        "Bad ingest requests",
+        arguments: [
+            (#"{"paths":["/etc"]}"#, 400, "paths are not taken"),
+            (#"{"files":[]}"#, 400, "files must be"),
+            (#"{"files":[{"text":"x"}]}"#, 400, "every file needs a name"),
+            (#"{"files":[{"name":"../x.md","text":"x"}]}"#, 400, "give a file name"),
+            (#"{"files":[{"name":"a.md"}]}"#, 400, "as text or as base64"),
+            (#"{"files":[{"name":"a.md","base64":"@@@"}]}"#, 400, "as text or as base64"),
+        ])
     func badIngest(_ body: String, _ status: Int, _ words: String) async throws {
         try await withApp { _, c in
             let r = try await Self.post(c, "/api/v1/ingest", body)
@@ -243,8 +251,10 @@ import Testing
             #expect(Self.object(r)["verified"] as? Bool == true)
             r = try await c.execute(uri: "/api/v1/ledger/verify", method: .post)
             #expect(Self.object(r)["valid"] as? Bool == true && Self.object(r)["blocks"] as? Int == 3)
-            for (uri, status) in [("/api/v1/ledger/blocks/x", 400), ("/api/v1/ledger/blocks/99", 404), ("/api/v1/ledger/blocks/18446744073709551615", 404),
-                                  ("/api/v1/ledger/blocks?before=99999999999", 400), ("/api/v1/ledger/entries/zz", 400), ("/api/v1/ledger/entries/0000", 404)] {
+            for (uri, status) in [
+                ("/api/v1/ledger/blocks/x", 400), ("/api/v1/ledger/blocks/99", 404), ("/api/v1/ledger/blocks/18446744073709551615", 404),
+                ("/api/v1/ledger/blocks?before=99999999999", 400), ("/api/v1/ledger/entries/zz", 400), ("/api/v1/ledger/entries/0000", 404),
+            ] {
                 r = try await c.execute(uri: uri, method: .get)
                 #expect(r.status.code == status, "\(uri): \(Self.text(r))")
             }
@@ -275,15 +285,22 @@ import Testing
         try await withApp { node, c in
             var r = try await c.execute(uri: "/v1/models", method: .get)
             #expect((Self.object(r)["data"] as? [[String: Any]])?.map { $0["id"] as? String } == ["kiana", "smollm2-135m-instruct"])
-            r = try await Self.post(c, "/v1/chat/completions", #"{"model":"kiana","messages":[{"role":"system","content":"be brief"},{"role":"user","content":[{"type":"text","text":"Where is the key?"}]}],"max_tokens":20}"#)
+            r = try await Self.post(
+                c, "/v1/chat/completions",
+                #"{"model":"kiana","messages":[{"role":"system","content":"be brief"},{"role":"user","content":[{"type":"text","text":"Where is the key?"}]}],"max_tokens":20}"#
+            )
             let o = Self.object(r)
             #expect(o["object"] as? String == "chat.completion" && (o["usage"] as? [String: Any])?["total_tokens"] as? Int == 14)
             #expect(((o["choices"] as? [[String: Any]])?.first?["message"] as? [String: Any])?["content"] as? String == "The spare key is under the blue pot.")
             #expect(((o["kiana"] as? [String: Any])?["citations"] as? [[String: Any]])?.count == 1)
             #expect(node.calls.withLock { $0 }.contains("chat grounded=true max=20 t=0.2 last=Where is the key?"))
-            r = try await Self.post(c, "/v1/chat/completions", #"{"model":"smollm2-135m-instruct","messages":[{"role":"user","content":"hi"}],"stream":true,"stream_options":{"include_usage":true}}"#)
+            r = try await Self.post(
+                c, "/v1/chat/completions",
+                #"{"model":"smollm2-135m-instruct","messages":[{"role":"user","content":"hi"}],"stream":true,"stream_options":{"include_usage":true}}"#)
             let text = Self.text(r)
-            #expect(text.hasPrefix("data: ") && text.hasSuffix("data: [DONE]\n\n") && text.contains(#""finish_reason":null"#) && text.contains(#""usage""#), "\(text)")
+            #expect(
+                text.hasPrefix("data: ") && text.hasSuffix("data: [DONE]\n\n") && text.contains(#""finish_reason":null"#) && text.contains(#""usage""#),
+                "\(text)")
             #expect(!text.contains("kiana"), "plain chat has no citations")
             r = try await Self.post(c, "/v1/embeddings", #"{"input":["ab","abc"]}"#)
             let data = Self.object(r)["data"] as? [[String: Any]]
@@ -293,21 +310,23 @@ import Testing
         }
     }
 
-    @Test("Bad compatible requests", arguments: [
-        ("/v1/chat/completions", "not json", "not a JSON object"),
-        ("/v1/chat/completions", #"{"model":"kiana"}"#, "messages must be"),
-        ("/v1/chat/completions", #"{"messages":[{"role":"user","content":"hi"}]}"#, "model is required"),
-        ("/v1/chat/completions", #"{"model":"kiana","messages":[{"role":"robot","content":"hi"}]}"#, "unsupported role"),
-        ("/v1/chat/completions", #"{"model":"kiana","messages":[{"content":"hi"}]}"#, "every message needs a role"),
-        ("/v1/chat/completions", #"{"model":"kiana","messages":[{"role":"user","content":5}]}"#, "message content must be text"),
-        ("/v1/chat/completions", #"{"model":"kiana","messages":[{"role":"assistant","content":"hi"}]}"#, "the last message must be the user's"),
-        ("/v1/chat/completions", #"{"model":"kiana","messages":[{"role":"user","content":"hi"}],"temperature":-1}"#, "temperature"),
-        ("/v1/chat/completions", #"{"model":"kiana","messages":[{"role":"user","content":"hi"}],"max_tokens":0}"#, "max_tokens"),
-        ("/api/generate", #"{"model":"kiana"}"#, "prompt is required"),
-        ("/api/chat", #"{"model":"kiana","messages":[{"role":"user","content":"hi"}],"options":{"num_predict":-2}}"#, "num_predict"),
-        ("/v1/embeddings", #"{"model":"m","input":[]}"#, "input must be"),
-        ("/api/embed", #"{"input":7}"#, "input must be"),
-    ])
+    @Test(
+        "Bad compatible requests",
+        arguments: [
+            ("/v1/chat/completions", "not json", "not a JSON object"),
+            ("/v1/chat/completions", #"{"model":"kiana"}"#, "messages must be"),
+            ("/v1/chat/completions", #"{"messages":[{"role":"user","content":"hi"}]}"#, "model is required"),
+            ("/v1/chat/completions", #"{"model":"kiana","messages":[{"role":"robot","content":"hi"}]}"#, "unsupported role"),
+            ("/v1/chat/completions", #"{"model":"kiana","messages":[{"content":"hi"}]}"#, "every message needs a role"),
+            ("/v1/chat/completions", #"{"model":"kiana","messages":[{"role":"user","content":5}]}"#, "message content must be text"),
+            ("/v1/chat/completions", #"{"model":"kiana","messages":[{"role":"assistant","content":"hi"}]}"#, "the last message must be the user's"),
+            ("/v1/chat/completions", #"{"model":"kiana","messages":[{"role":"user","content":"hi"}],"temperature":-1}"#, "temperature"),
+            ("/v1/chat/completions", #"{"model":"kiana","messages":[{"role":"user","content":"hi"}],"max_tokens":0}"#, "max_tokens"),
+            ("/api/generate", #"{"model":"kiana"}"#, "prompt is required"),
+            ("/api/chat", #"{"model":"kiana","messages":[{"role":"user","content":"hi"}],"options":{"num_predict":-2}}"#, "num_predict"),
+            ("/v1/embeddings", #"{"model":"m","input":[]}"#, "input must be"),
+            ("/api/embed", #"{"input":7}"#, "input must be"),
+        ])
     func badCompat(_ path: String, _ body: String, _ words: String) async throws {
         try await withApp { _, c in
             let r = try await Self.post(c, path, body)
@@ -325,7 +344,9 @@ import Testing
             #expect(r.headers[.contentType] == "application/x-ndjson" && lines.count == 3)
             let last = (try? JSONSerialization.jsonObject(with: Data(lines.last!.utf8)) as? [String: Any]) ?? [:]
             #expect(last["done"] as? Bool == true && last["eval_count"] as? Int == 2 && last["kiana"] != nil)
-            r = try await Self.post(c, "/api/generate", #"{"model":"smollm2-135m-instruct","prompt":"Say hi","system":"short","stream":false,"options":{"temperature":0,"seed":3}}"#)
+            r = try await Self.post(
+                c, "/api/generate", #"{"model":"smollm2-135m-instruct","prompt":"Say hi","system":"short","stream":false,"options":{"temperature":0,"seed":3}}"#
+            )
             #expect(Self.object(r)["response"] as? String == "The spare key is under the blue pot." && Self.object(r)["done"] as? Bool == true)
             r = try await Self.post(c, "/api/embed", #"{"input":"abcd"}"#)
             #expect((Self.object(r)["embeddings"] as? [[Double]])?.first?.first == 4 && Self.object(r)["prompt_eval_count"] as? Int == 2)
@@ -369,7 +390,9 @@ import Testing
     }
 
     @Test func hostNamesAreParsedStrictly() {
-        for ok in ["localhost:8000", "127.0.0.1", "127.3.4.5:1", "[::1]:8000"] { #expect(BrowserGuardMiddleware<BasicRequestContext>.isLoopbackAuthority(ok), "\(ok)") }
+        for ok in ["localhost:8000", "127.0.0.1", "127.3.4.5:1", "[::1]:8000"] {
+            #expect(BrowserGuardMiddleware<BasicRequestContext>.isLoopbackAuthority(ok), "\(ok)")
+        }
         for bad in ["127.0.0.1.evil.example", "evil.example", "", "[::2]:80", "localhost.evil:80"] {
             #expect(!BrowserGuardMiddleware<BasicRequestContext>.isLoopbackAuthority(bad), "\(bad)")
         }

@@ -68,10 +68,14 @@ struct Simulation {
         let receipt: WriteReceipt
         switch Int.random(in: 0..<10, using: &rng) {
         case 0..<4 where true:
-            receipt = try dev.store.write([.put(ItemID.random(), KnowledgeFields(title: "t\(Int.random(in: 0..<100, using: &rng))", text: "fact from \(d)"))], identity: dev.identity, now: now)
+            receipt = try dev.store.write(
+                [.put(ItemID.random(), KnowledgeFields(title: "t\(Int.random(in: 0..<100, using: &rng))", text: "fact from \(d)"))], identity: dev.identity,
+                now: now)
         case 4..<7 where !items.isEmpty:
             let it = items[Int.random(in: 0..<items.count, using: &rng)]
-            receipt = try dev.store.write([.put(it.id, KnowledgeFields(text: "edit by \(d) at \(now)", tags: ["v\(Int.random(in: 0..<5, using: &rng))"]))], identity: dev.identity, now: now)
+            receipt = try dev.store.write(
+                [.put(it.id, KnowledgeFields(text: "edit by \(d) at \(now)", tags: ["v\(Int.random(in: 0..<5, using: &rng))"]))], identity: dev.identity,
+                now: now)
         case 7 where !items.isEmpty:
             receipt = try dev.store.write([.delete(items[Int.random(in: 0..<items.count, using: &rng)].id)], identity: dev.identity, now: now)
         case 8...9:
@@ -142,8 +146,16 @@ struct Simulation {
     final class Totals: @unchecked Sendable {
         let lock = NSLock()
         var outcomes: [String: Int] = [:]
-        func add(_ o: [String: Int]) { lock.lock(); defer { lock.unlock() }; outcomes.merge(o, uniquingKeysWith: +) }
-        var snapshot: [String: Int] { lock.lock(); defer { lock.unlock() }; return outcomes }
+        func add(_ o: [String: Int]) {
+            lock.lock()
+            defer { lock.unlock() }
+            outcomes.merge(o, uniquingKeysWith: +)
+        }
+        var snapshot: [String: Int] {
+            lock.lock()
+            defer { lock.unlock() }
+            return outcomes
+        }
     }
 
     @Test(arguments: seeds)

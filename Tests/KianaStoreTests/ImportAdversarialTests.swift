@@ -12,7 +12,8 @@ import Testing
     /// Two stores of one network with authorities a and b.
     func pair() throws -> (LedgerStore, LedgerStore, Block) {
         let g = Block.genesis(identity: a, time: t0, others: [b.publicKey])
-        let sa = LedgerStore(database: try KianaDatabase()), sb = LedgerStore(database: try KianaDatabase())
+        let sa = LedgerStore(database: try KianaDatabase())
+        let sb = LedgerStore(database: try KianaDatabase())
         try sa.initialize(genesis: g, now: t0)
         try sb.initialize(genesis: g, now: t0)
         return (sa, sb, g)
@@ -48,8 +49,11 @@ import Testing
         // Same entries, header claiming another root, validly signed by b.
         var h = r.block.header
         h.entryRoot = SHA.hash([1])
-        let forged = try Block(decoding: CBOR.map(["header": h.cbor, "sig": .bytes(b.sign(Array("KIANA-BLOCK-V1".utf8) + h.hash)),
-                                                    "entries": .array(r.block.entries.map(\.cbor))]).encoded)
+        let forged = try Block(
+            decoding: CBOR.map([
+                "header": h.cbor, "sig": .bytes(b.sign(Array("KIANA-BLOCK-V1".utf8) + h.hash)),
+                "entries": .array(r.block.entries.map(\.cbor)),
+            ]).encoded)
         #expect(forged.header.parent == g.hash)
         do {
             _ = try sa.importBlock(forged, now: t0 + 20)
@@ -72,8 +76,9 @@ import Testing
         #expect(throws: KianaStoreError.self) { _ = try sb.write([self.put("late")], identity: self.b, now: t0 + 20) }
         // A block b signs anyway (built by hand on the head) is refused by a.
         let head = try sa.blocks().last!
-        let e = Entry(signedBy: b, network: try sa.network()!, sequence: 99, hlc: HLC(wall: t0 + 30), kind: .knowledgePut,
-                      payload: put("sneaky").payload)
+        let e = Entry(
+            signedBy: b, network: try sa.network()!, sequence: 99, hlc: HLC(wall: t0 + 30), kind: .knowledgePut,
+            payload: put("sneaky").payload)
         let rogue = Block.seal(entries: [e], parent: head.header, parentHash: head.hash, time: t0 + 30, identity: b)
         do {
             _ = try sa.importBlock(rogue, now: t0 + 40)
@@ -131,8 +136,13 @@ import Testing
         var junk = try far.blocks().last!
         var held: [Block] = []
         for i in 0..<(LedgerStore.maxOrphans + 20) {
-            junk = Block.seal(entries: [Entry(signedBy: b, network: junk.entries.first?.network ?? junk.hash, sequence: UInt64(i + 1), hlc: HLC(wall: t0), kind: .knowledgePut, payload: put("j").payload)],
-                              parent: junk.header, parentHash: junk.hash, time: t0, identity: b)
+            junk = Block.seal(
+                entries: [
+                    Entry(
+                        signedBy: b, network: junk.entries.first?.network ?? junk.hash, sequence: UInt64(i + 1), hlc: HLC(wall: t0), kind: .knowledgePut,
+                        payload: put("j").payload)
+                ],
+                parent: junk.header, parentHash: junk.hash, time: t0, identity: b)
             held.append(junk)
         }
         for blk in held.dropFirst() { _ = try sa.importBlock(blk, now: t0 + 200) }

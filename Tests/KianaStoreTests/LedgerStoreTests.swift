@@ -12,7 +12,8 @@ import Testing
         let store = LedgerStore(database: try KianaDatabase())
         try store.initialize(genesis: Block.genesis(identity: identity, time: t0), now: t0)
         for i in 0..<writes {
-            _ = try store.write([.put(ItemID.random(), KnowledgeFields(title: "t\(i)", text: "fact \(i)", tags: ["n\(i)"]))], identity: identity, now: t0 + UInt64(i) * 1000)
+            _ = try store.write(
+                [.put(ItemID.random(), KnowledgeFields(title: "t\(i)", text: "fact \(i)", tags: ["n\(i)"]))], identity: identity, now: t0 + UInt64(i) * 1000)
         }
         return store
     }
@@ -38,7 +39,8 @@ import Testing
         let store = try makeStore(writes: 0)
         // The wall clock going backwards must not make sequence or HLC go backwards.
         let a = try store.write([.put(ItemID.random(), KnowledgeFields(text: "a"))], identity: identity, now: t0 + 5000)
-        let b = try store.write([.put(ItemID.random(), KnowledgeFields(text: "b")), .put(ItemID.random(), KnowledgeFields(text: "c"))], identity: identity, now: t0 + 1000)
+        let b = try store.write(
+            [.put(ItemID.random(), KnowledgeFields(text: "b")), .put(ItemID.random(), KnowledgeFields(text: "c"))], identity: identity, now: t0 + 1000)
         #expect(a.entries[0].sequence == 1)
         #expect(b.entries.map(\.sequence) == [2, 3])
         #expect(b.entries[0].hlc > a.entries[0].hlc)
@@ -76,12 +78,15 @@ import Testing
     @Test func everyStoredByteFlipIsDetectedAndNamesTheBlock() throws {
         let store = try makeStore(writes: 3)
         let now = t0 + 100_000
-        let blocks = try flipEveryByte(store, now: now, table: "block", column: "signedHeader", key: "hash",
-                                       rows: "SELECT hash AS key, height, signedHeader AS bytes FROM block")
-        let entries = try flipEveryByte(store, now: now, table: "entry", column: "raw", key: "id", rows: """
-            SELECT entry.id AS key, chain.height, entry.raw AS bytes FROM entry
-            JOIN blockEntry ON blockEntry.entryId = entry.id JOIN chain ON chain.hash = blockEntry.blockHash
-            """)
+        let blocks = try flipEveryByte(
+            store, now: now, table: "block", column: "signedHeader", key: "hash",
+            rows: "SELECT hash AS key, height, signedHeader AS bytes FROM block")
+        let entries = try flipEveryByte(
+            store, now: now, table: "entry", column: "raw", key: "id",
+            rows: """
+                SELECT entry.id AS key, chain.height, entry.raw AS bytes FROM entry
+                JOIN blockEntry ON blockEntry.entryId = entry.id JOIN chain ON chain.hash = blockEntry.blockHash
+                """)
         #expect(blocks > 500 && entries > 500)
         _ = try store.verify(now: now)
     }
@@ -92,7 +97,9 @@ import Testing
         let writer = store.database.writer
         var checked = 0
         for row in try writer.read({ db in try Row.fetchAll(db, sql: rows) }) {
-            let k: Data = row["key"], height: Int64 = row["height"], original: Data = row["bytes"]
+            let k: Data = row["key"]
+            let height: Int64 = row["height"]
+            let original: Data = row["bytes"]
             for i in 0..<original.count {
                 var bad = original
                 bad[i] ^= 0x20

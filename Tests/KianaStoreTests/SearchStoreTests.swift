@@ -14,11 +14,15 @@ import Testing
 
     @Test func fullTextFollowsEveryChange() throws {
         let (ledger, search, me) = try setUp()
-        let a = ItemID.random(), b = ItemID.random()
-        _ = try ledger.write([.put(a, KnowledgeFields(title: "Router", text: "The guest wifi password is Sunflower42.", tags: ["home"], source: "/notes/router.md#0")),
-                              .put(b, KnowledgeFields(text: "Boil pasta for nine minutes.", tags: ["food"]))], identity: me, now: 1_800_000_000_001)
+        let a = ItemID.random()
+        let b = ItemID.random()
+        _ = try ledger.write(
+            [
+                .put(a, KnowledgeFields(title: "Router", text: "The guest wifi password is Sunflower42.", tags: ["home"], source: "/notes/router.md#0")),
+                .put(b, KnowledgeFields(text: "Boil pasta for nine minutes.", tags: ["food"])),
+            ], identity: me, now: 1_800_000_000_001)
         #expect(try search.keywordSearch("sunflower42", limit: 5).map(\.0) == [a])
-        #expect(try search.keywordSearch("passwords", limit: 5).map(\.0) == [a])   // porter stemming
+        #expect(try search.keywordSearch("passwords", limit: 5).map(\.0) == [a])  // porter stemming
         #expect(try search.keywordSearch("pasta", limit: 5, filter: SearchFilter(tag: "home")).isEmpty)
         #expect(try search.keywordSearch("wifi", limit: 5, filter: SearchFilter(sourcePrefix: "/notes/")).map(\.0) == [a])
         // an edit replaces the indexed text; a delete removes it

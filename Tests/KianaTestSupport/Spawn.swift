@@ -1,6 +1,6 @@
 import Foundation
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// A child started with posix_spawn. Every pipe is created close-on-exec and every descriptor above
@@ -28,7 +28,9 @@ public final class Spawned: @unchecked Sendable {
 
     /// Starts `executable` with `args`; `environment` replaces the inherited one when given.
     public init(_ executable: String, _ args: [String], environment: [String: String]? = nil, mergeStderr: Bool = false) throws {
-        let inP = try Self.pipe(), outP = try Self.pipe(), errP = mergeStderr ? outP : try Self.pipe()
+        let inP = try Self.pipe()
+        let outP = try Self.pipe()
+        let errP = mergeStderr ? outP : try Self.pipe()
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
@@ -39,7 +41,8 @@ public final class Spawned: @unchecked Sendable {
         var attr = posix_spawnattr_t()
         posix_spawnattr_init(&attr)
         defer { posix_spawnattr_destroy(&attr) }
-        var none = sigset_t(), all = sigset_t()
+        var none = sigset_t()
+        var all = sigset_t()
         sigemptyset(&none)
         sigfillset(&all)
         posix_spawnattr_setsigmask(&attr, &none)
@@ -48,14 +51,18 @@ public final class Spawned: @unchecked Sendable {
         let env = (environment ?? ProcessInfo.processInfo.environment).map { "\($0.key)=\($0.value)" }
         let argv = ([executable] + args).map { strdup($0) } + [nil]
         let envp = env.map { strdup($0) } + [nil]
-        defer { argv.forEach { free($0) }; envp.forEach { free($0) } }
+        defer {
+            argv.forEach { free($0) }
+            envp.forEach { free($0) }
+        }
         var pid: pid_t = 0
         let rc = posix_spawn(&pid, executable, &actions, &attr, argv, envp)
         close(inP.read)
         close(outP.write)
         if !mergeStderr { close(errP.write) }
         guard rc == 0 else {
-            close(inP.write); close(outP.read)
+            close(inP.write)
+            close(outP.read)
             if !mergeStderr { close(errP.read) }
             throw POSIXError(POSIXErrorCode(rawValue: rc) ?? .EIO)
         }
@@ -67,7 +74,8 @@ public final class Spawned: @unchecked Sendable {
 
     /// The exit status (128 + signal number when killed), or nil while running.
     public var exitStatus: Int32? {
-        lock.lock(); defer { lock.unlock() }
+        lock.lock()
+        defer { lock.unlock() }
         if let status { return status }
         var raw: Int32 = 0
         guard waitpid(pid, &raw, WNOHANG) == pid else { return nil }

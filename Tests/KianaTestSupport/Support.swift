@@ -27,7 +27,9 @@ public enum Shared {
 
 /// Runs a process to completion, feeding `input` on stdin; returns (status, stdout, stderr).
 @discardableResult
-public func runProcess(_ executable: String, _ args: [String], input: Data? = nil, environment: [String: String]? = nil) throws -> (status: Int32, out: Data, err: Data) {
+public func runProcess(_ executable: String, _ args: [String], input: Data? = nil, environment: [String: String]? = nil) throws -> (
+    status: Int32, out: Data, err: Data
+) {
     let p = try Spawned(executable, args, environment: environment)
     // Feed stdin and drain stderr on their own threads so a chatty child cannot block.
     let feeder = Thread {
@@ -40,11 +42,16 @@ public func runProcess(_ executable: String, _ args: [String], input: Data? = ni
     nonisolated(unsafe) var errDone = false
     let errThread = Thread {
         errData = (try? p.stderr?.readToEnd()) ?? Data()
-        done.lock(); errDone = true; done.signal(); done.unlock()
+        done.lock()
+        errDone = true
+        done.signal()
+        done.unlock()
     }
     errThread.start()
     let out = (try? p.stdout.readToEnd()) ?? Data()
-    done.lock(); while !errDone { done.wait() }; done.unlock()
+    done.lock()
+    while !errDone { done.wait() }
+    done.unlock()
     return (p.waitUntilExit(), out, errData)
 }
 
@@ -52,7 +59,9 @@ public func runProcess(_ executable: String, _ args: [String], input: Data? = ni
 /// for a child never holds one of the (two, on this machine) cooperative threads that other
 /// tests' async work - NIO links, servers - needs to make progress.
 @discardableResult
-public func runProcess(_ executable: String, _ args: [String], input: Data? = nil, environment: [String: String]? = nil) async throws -> (status: Int32, out: Data, err: Data) {
+public func runProcess(_ executable: String, _ args: [String], input: Data? = nil, environment: [String: String]? = nil) async throws -> (
+    status: Int32, out: Data, err: Data
+) {
     try await offPool { Result { try runProcess(executable, args, input: input, environment: environment) } }.get()
 }
 
@@ -124,8 +133,9 @@ public final class ChildProcess: @unchecked Sendable {
     var consumed = 0
 
     public init(_ executable: String, _ args: [String], environment: [String: String]? = nil) throws {
-        process = try Spawned(executable, args, environment: environment.map { ProcessInfo.processInfo.environment.merging($0) { $1 } },
-                              mergeStderr: true)
+        process = try Spawned(
+            executable, args, environment: environment.map { ProcessInfo.processInfo.environment.merging($0) { $1 } },
+            mergeStderr: true)
         let handle = process.stdout
         // The reader holds the object only while delivering, so a ChildProcess the test drops
         // (say, on a failed #require) is deinitialised and its child killed.
@@ -162,7 +172,10 @@ public final class ChildProcess: @unchecked Sendable {
         lines.append(line)
         var ready: [(CheckedContinuation<String?, Never>, String)] = []
         waiters.removeAll { (i, c) in
-            if i < lines.count { ready.append((c, lines[i])); return true }
+            if i < lines.count {
+                ready.append((c, lines[i]))
+                return true
+            }
             return false
         }
         lock.unlock()
@@ -171,13 +184,27 @@ public final class ChildProcess: @unchecked Sendable {
 
     /// The next line not yet returned, or nil at end of output or after `timeout` seconds.
     public func nextLine(timeout: Double = 30) async -> String? {
-        let index: Int = { lock.lock(); defer { lock.unlock() }; consumed += 1; return consumed - 1 }()
+        let index: Int = {
+            lock.lock()
+            defer { lock.unlock() }
+            consumed += 1
+            return consumed - 1
+        }()
         return await withTaskGroup(of: String?.self) { group in
             group.addTask {
                 await withCheckedContinuation { c in
                     self.lock.lock()
-                    if index < self.lines.count { let l = self.lines[index]; self.lock.unlock(); c.resume(returning: l); return }
-                    if self.finished { self.lock.unlock(); c.resume(returning: nil); return }
+                    if index < self.lines.count {
+                        let l = self.lines[index]
+                        self.lock.unlock()
+                        c.resume(returning: l)
+                        return
+                    }
+                    if self.finished {
+                        self.lock.unlock()
+                        c.resume(returning: nil)
+                        return
+                    }
                     self.waiters.append((index, c))
                     self.lock.unlock()
                 }
@@ -196,7 +223,13 @@ public final class ChildProcess: @unchecked Sendable {
     func release(_ index: Int) {
         lock.lock()
         var gone: [CheckedContinuation<String?, Never>] = []
-        waiters.removeAll { if $0.0 == index { gone.append($0.1); return true }; return false }
+        waiters.removeAll {
+            if $0.0 == index {
+                gone.append($0.1)
+                return true
+            }
+            return false
+        }
         if consumed == index + 1 { consumed = index }
         lock.unlock()
         for c in gone { c.resume(returning: nil) }
@@ -213,7 +246,11 @@ public final class ChildProcess: @unchecked Sendable {
     }
 
     /// Everything printed so far.
-    public var output: String { lock.lock(); defer { lock.unlock() }; return lines.joined(separator: "\n") }
+    public var output: String {
+        lock.lock()
+        defer { lock.unlock() }
+        return lines.joined(separator: "\n")
+    }
 
     public func write(_ text: String) {
         try? process.stdin.write(contentsOf: Data(text.utf8))
@@ -240,7 +277,8 @@ public final class ChildProcess: @unchecked Sendable {
 public enum Models {
     public static var directory: String {
         if let d = ProcessInfo.processInfo.environment["KIANA_MODEL_DIR"], !d.isEmpty { return d }
-        let data = ProcessInfo.processInfo.environment["KIANA_DATA_DIR"].flatMap { $0.isEmpty ? nil : $0 }
+        let data =
+            ProcessInfo.processInfo.environment["KIANA_DATA_DIR"].flatMap { $0.isEmpty ? nil : $0 }
             ?? (ProcessInfo.processInfo.environment["HOME"] ?? NSHomeDirectory()) + "/.kiana"
         return data + "/models"
     }
@@ -255,7 +293,8 @@ public enum Models {
 
     /// llama.cpp's binaries built by scripts/llama-cpp.sh (for the OpenAI-backend tests), if built.
     public static var llamaServer: String? {
-        let dir = ProcessInfo.processInfo.environment["KIANA_LLAMA_CPP_DIR"].flatMap { $0.isEmpty ? nil : $0 }
+        let dir =
+            ProcessInfo.processInfo.environment["KIANA_LLAMA_CPP_DIR"].flatMap { $0.isEmpty ? nil : $0 }
             ?? (ProcessInfo.processInfo.environment["HOME"] ?? NSHomeDirectory()) + "/.kiana/llama.cpp"
         let p = dir + "/build/bin/llama-server"
         return FileManager.default.isExecutableFile(atPath: p) ? p : nil
@@ -267,8 +306,16 @@ public final class Locked<T>: @unchecked Sendable {
     private let lock = NSLock()
     private var value: T
     public init(_ v: T) { value = v }
-    public func update(_ f: (inout T) -> Void) { lock.lock(); f(&value); lock.unlock() }
-    public var get: T { lock.lock(); defer { lock.unlock() }; return value }
+    public func update(_ f: (inout T) -> Void) {
+        lock.lock()
+        f(&value)
+        lock.unlock()
+    }
+    public var get: T {
+        lock.lock()
+        defer { lock.unlock() }
+        return value
+    }
 }
 
 extension Trait where Self == ConditionTrait {

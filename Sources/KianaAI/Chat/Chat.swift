@@ -6,7 +6,10 @@ public struct ChatMessage: Sendable, Codable, Equatable {
     public enum Role: String, Sendable, Codable { case system, user, assistant }
     public var role: Role
     public var content: String
-    public init(_ role: Role, _ content: String) { self.role = role; self.content = content }
+    public init(_ role: Role, _ content: String) {
+        self.role = role
+        self.content = content
+    }
 }
 
 /// What a backend is asked to do.
@@ -26,8 +29,11 @@ public struct ChatReply: Sendable {
     public var stopReason: StopReason
     public var seconds: Double
     public init(text: String, promptTokens: Int, completionTokens: Int, stopReason: StopReason, seconds: Double) {
-        self.text = text; self.promptTokens = promptTokens; self.completionTokens = completionTokens
-        self.stopReason = stopReason; self.seconds = seconds
+        self.text = text
+        self.promptTokens = promptTokens
+        self.completionTokens = completionTokens
+        self.stopReason = stopReason
+        self.seconds = seconds
     }
 }
 
@@ -113,8 +119,9 @@ public final class EmbeddedBackend: ChatBackend, Sendable {
         let r = try await blocking { [self] in
             try session.withLock { try $0.generate(prompt: prompt, options: opts, onText: onText) }
         }
-        return ChatReply(text: r.text, promptTokens: r.promptTokens, completionTokens: r.tokens.count,
-                         stopReason: r.stopReason, seconds: r.promptSeconds + r.generationSeconds)
+        return ChatReply(
+            text: r.text, promptTokens: r.promptTokens, completionTokens: r.tokens.count,
+            stopReason: r.stopReason, seconds: r.promptSeconds + r.generationSeconds)
     }
 
     public func embed(_ texts: [String]) async throws -> [[Float]] {

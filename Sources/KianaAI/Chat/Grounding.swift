@@ -8,7 +8,10 @@ public struct GroundingSource: Sendable, Equatable, Codable {
     public var text: String
     public var source: String?
     public init(id: String, title: String?, text: String, source: String?) {
-        self.id = id; self.title = title; self.text = text; self.source = source
+        self.id = id
+        self.title = title
+        self.text = text
+        self.source = source
     }
 }
 
@@ -35,14 +38,19 @@ public enum Grounding {
     /// that prompt + `answerTokens` fit `contextSize`. What gives way, in order: the oldest
     /// history turns, then the lowest-ranked sources, then the length of the last source.
     /// The question is never cut: if it alone does not fit, that is an error.
-    public static func build(question: String, sources: [GroundingSource], history: [ChatMessage],
-                             contextSize: Int, answerTokens: Int, countTokens: (String) -> Int) throws(KianaAIError) -> GroundedPrompt {
+    public static func build(
+        question: String, sources: [GroundingSource], history: [ChatMessage],
+        contextSize: Int, answerTokens: Int, countTokens: (String) -> Int
+    ) throws(KianaAIError) -> GroundedPrompt {
         let overhead = 16  // template markers per message
         let budget = contextSize - answerTokens
         let questionCost = countTokens(question) + overhead
         let bare = countTokens(instructions) + overhead
         guard questionCost + bare <= budget else {
-            throw KianaAIError(.contextFull, "the question alone (\(questionCost) tokens) does not fit the context of \(contextSize) tokens with \(answerTokens) left for the answer; shorten it or use a larger --context")
+            throw KianaAIError(
+                .contextFull,
+                "the question alone (\(questionCost) tokens) does not fit the context of \(contextSize) tokens with \(answerTokens) left for the answer; shorten it or use a larger --context"
+            )
         }
         var remaining = budget - questionCost - bare
         // Sources get priority over history, but history keeps at least its last turn pair if it fits.
@@ -54,7 +62,8 @@ public enum Grounding {
             let line = sourceLine(chosen.count + 1, s)
             let cost = countTokens(line) + 1
             if used + cost <= sourceBudget {
-                chosen.append(s); used += cost
+                chosen.append(s)
+                used += cost
             } else if chosen.isEmpty || sourceBudget - used > 64 {
                 // Cut this source to what is left (by characters, checked by tokens).
                 var cut = s
@@ -64,7 +73,10 @@ public enum Grounding {
                     if used + countTokens(sourceLine(chosen.count + 1, cut)) + 1 <= sourceBudget { break }
                     chars = chars * 3 / 4
                 }
-                if chars > 20 { chosen.append(cut); used += countTokens(sourceLine(chosen.count, cut)) + 1 }
+                if chars > 20 {
+                    chosen.append(cut)
+                    used += countTokens(sourceLine(chosen.count, cut)) + 1
+                }
                 dropped += 1
             } else {
                 dropped += 1
@@ -86,8 +98,9 @@ public enum Grounding {
         } else {
             system += "\n\nSources:\n" + chosen.enumerated().map { sourceLine($0.offset + 1, $0.element) }.joined(separator: "\n")
         }
-        return GroundedPrompt(messages: [ChatMessage(.system, system)] + kept + [ChatMessage(.user, question)],
-                              sources: chosen, droppedHistory: history.count - kept.count, droppedSources: dropped)
+        return GroundedPrompt(
+            messages: [ChatMessage(.system, system)] + kept + [ChatMessage(.user, question)],
+            sources: chosen, droppedHistory: history.count - kept.count, droppedSources: dropped)
     }
 
     static func sourceLine(_ n: Int, _ s: GroundingSource) -> String {
@@ -112,11 +125,17 @@ public enum Grounding {
         if !found.isEmpty { return found }
         let words = contentWords(answer)
         guard !words.isEmpty else { return [] }
-        var best = 0, bestOverlap = 0, bestSourceWords = 1
+        var best = 0
+        var bestOverlap = 0
+        var bestSourceWords = 1
         for (i, s) in sources.enumerated() {
             let sourceWords = contentWords((s.title ?? "") + " " + s.text)
             let overlap = words.intersection(sourceWords).count
-            if overlap > bestOverlap { bestOverlap = overlap; best = i + 1; bestSourceWords = max(1, sourceWords.count) }
+            if overlap > bestOverlap {
+                bestOverlap = overlap
+                best = i + 1
+                bestSourceWords = max(1, sourceWords.count)
+            }
         }
         // Evidence: the answer repeats half of the source's content words, or the source makes
         // up a fifth of the answer's (a long, rambling answer can still restate a short fact).
@@ -124,16 +143,20 @@ public enum Grounding {
         return bestOverlap >= 2 && covers ? [best] : []
     }
 
-    static let stopWords: Set<String> = ["the", "and", "that", "this", "with", "for", "are", "was", "were", "you", "your",
-                                         "from", "have", "has", "not", "but", "can", "will", "they", "their", "there",
-                                         "what", "which", "who", "when", "where", "how", "about", "into", "than", "then",
-                                         "der", "die", "das", "und", "ist", "ein", "eine", "nicht", "mit", "von", "den"]
+    static let stopWords: Set<String> = [
+        "the", "and", "that", "this", "with", "for", "are", "was", "were", "you", "your",
+        "from", "have", "has", "not", "but", "can", "will", "they", "their", "there",
+        "what", "which", "who", "when", "where", "how", "about", "into", "than", "then",
+        "der", "die", "das", "und", "ist", "ein", "eine", "nicht", "mit", "von", "den",
+    ]
 
     static func contentWords(_ s: String) -> Set<String> {
         var out = Set<String>()
         var cur = ""
         for ch in s.lowercased() {
-            if ch.isLetter || ch.isNumber { cur.append(ch) } else {
+            if ch.isLetter || ch.isNumber {
+                cur.append(ch)
+            } else {
                 if cur.count >= 3, !stopWords.contains(cur) { out.insert(cur) }
                 cur = ""
             }
@@ -146,9 +169,11 @@ public enum Grounding {
     public static func rememberCommand(_ text: String) -> String? {
         let t = text.trimmingCharacters(in: .whitespacesAndNewlines)
         let lower = t.lowercased()
-        let prefixes = ["please remember that ", "remember that ", "remember: ",
-                        "merk dir bitte, dass ", "merk dir, dass ", "merk dir dass ", "merk dir: ", "merk dir ",
-                        "merke dir, dass ", "merke dir dass ", "merke dir "]
+        let prefixes = [
+            "please remember that ", "remember that ", "remember: ",
+            "merk dir bitte, dass ", "merk dir, dass ", "merk dir dass ", "merk dir: ", "merk dir ",
+            "merke dir, dass ", "merke dir dass ", "merke dir ",
+        ]
         for p in prefixes where lower.hasPrefix(p) {
             var fact = String(t.dropFirst(p.count)).trimmingCharacters(in: .whitespacesAndNewlines)
             guard !fact.isEmpty else { return nil }

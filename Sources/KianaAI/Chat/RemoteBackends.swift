@@ -1,7 +1,7 @@
 import Foundation
 import Synchronization
 #if canImport(FoundationNetworking)
-import FoundationNetworking
+    import FoundationNetworking
 #endif
 
 /// A streaming HTTP client for the remote backends: POSTs JSON and yields the response body
@@ -29,7 +29,8 @@ struct HTTPLines: Sendable {
     }
 
     func unreachable(_ error: Error) -> KianaAIError {
-        KianaAIError(.backend, "\(baseURL.absoluteString) is not reachable (\((error as NSError).localizedDescription)); start the server or choose another backend")
+        KianaAIError(
+            .backend, "\(baseURL.absoluteString) is not reachable (\((error as NSError).localizedDescription)); start the server or choose another backend")
     }
 
     /// The whole response (for small replies): status and body.
@@ -55,7 +56,9 @@ struct HTTPLines: Sendable {
                 delegate.start(c)
                 task.resume()
             }
-        } onCancel: { task.cancel() }
+        } onCancel: {
+            task.cancel()
+        }
         if let status = delegate.status, !(200..<300).contains(status) {
             throw KianaAIError(.backend, "\(baseURL.absoluteString)\(path) answered HTTP \(status): \(Self.errorMessage(delegate.errorBody))")
         }
@@ -85,39 +88,71 @@ struct HTTPLines: Sendable {
 
         init(onLine: @escaping @Sendable (String) throws -> Bool) { self.onLine = onLine }
 
-        func start(_ c: CheckedContinuation<Void, Error>) { lock.lock(); continuation = c; lock.unlock() }
+        func start(_ c: CheckedContinuation<Void, Error>) {
+            lock.lock()
+            continuation = c
+            lock.unlock()
+        }
 
-        func urlSession(_ session: URLSession, dataTask: URLSessionDataTask, didReceive response: URLResponse,
-                        completionHandler: @escaping (URLSession.ResponseDisposition) -> Void) {
-            lock.lock(); status = (response as? HTTPURLResponse)?.statusCode; lock.unlock()
+        func urlSession(
+            _ session: URLSession, dataTask: URLSessionDataTask, didReceive response: URLResponse,
+            completionHandler: @escaping (URLSession.ResponseDisposition) -> Void
+        ) {
+            lock.lock()
+            status = (response as? HTTPURLResponse)?.statusCode
+            lock.unlock()
             completionHandler(.allow)
         }
 
         func urlSession(_ session: URLSession, dataTask: URLSessionDataTask, didReceive data: Data) {
-            lock.lock(); defer { lock.unlock() }
+            lock.lock()
+            defer { lock.unlock() }
             guard !stopped else { return }
             total += data.count
-            if total > HTTPLines.maxBody { fail(KianaAIError(.backend, "the reply is larger than \(HTTPLines.maxBody >> 20) MiB"), dataTask); return }
-            if let s = status, !(200..<300).contains(s) { errorBody.append(data.prefix(65536 - errorBody.count)); return }
+            if total > HTTPLines.maxBody {
+                fail(KianaAIError(.backend, "the reply is larger than \(HTTPLines.maxBody >> 20) MiB"), dataTask)
+                return
+            }
+            if let s = status, !(200..<300).contains(s) {
+                errorBody.append(data.prefix(65536 - errorBody.count))
+                return
+            }
             buffer.append(data)
             while let nl = buffer.firstIndex(of: 0x0A) {
                 let line = String(decoding: buffer[buffer.startIndex..<nl], as: UTF8.self)
                 buffer.removeSubrange(buffer.startIndex...nl)
                 do {
-                    if try !onLine(line.hasSuffix("\r") ? String(line.dropLast()) : line) { stopped = true; dataTask.cancel(); return }
-                } catch { fail(error, dataTask); return }
+                    if try !onLine(line.hasSuffix("\r") ? String(line.dropLast()) : line) {
+                        stopped = true
+                        dataTask.cancel()
+                        return
+                    }
+                } catch {
+                    fail(error, dataTask)
+                    return
+                }
             }
             if buffer.count > HTTPLines.maxLine { fail(KianaAIError(.backend, "a reply line is longer than \(HTTPLines.maxLine >> 20) MiB"), dataTask) }
         }
 
-        private func fail(_ e: Error, _ task: URLSessionTask) { failure = e; stopped = true; task.cancel() }
+        private func fail(_ e: Error, _ task: URLSessionTask) {
+            failure = e
+            stopped = true
+            task.cancel()
+        }
 
         func urlSession(_ session: URLSession, task: URLSessionTask, didCompleteWithError error: Error?) {
             lock.lock()
-            let c = continuation; continuation = nil
+            let c = continuation
+            continuation = nil
             var result: Result<Void, Error> = .success(())
-            if let failure { result = .failure(failure) } else if let error, !stopped {
-                result = .failure(KianaAIError(.backend, "\(task.originalRequest?.url?.absoluteString ?? "the server") failed: \((error as NSError).localizedDescription); is it running?"))
+            if let failure {
+                result = .failure(failure)
+            } else if let error, !stopped {
+                result = .failure(
+                    KianaAIError(
+                        .backend,
+                        "\(task.originalRequest?.url?.absoluteString ?? "the server") failed: \((error as NSError).localizedDescription); is it running?"))
             } else if !buffer.isEmpty, status.map({ (200..<300).contains($0) }) ?? false, !stopped {
                 let line = String(decoding: buffer, as: UTF8.self)
                 buffer = Data()
@@ -131,14 +166,26 @@ struct HTTPLines: Sendable {
 
 /// Accumulates streamed text and applies stop strings and the caller's cancel.
 final class StreamState: Sendable {
-    struct Counts { var text = ""; var cancelled = false; var promptTokens = 0; var completionTokens = 0; var reason: StopReason = .endOfGeneration }
+    struct Counts {
+        var text = ""
+        var cancelled = false
+        var promptTokens = 0
+        var completionTokens = 0
+        var reason: StopReason = .endOfGeneration
+    }
     let counts = Mutex(Counts())
     let onText: @Sendable (String) -> Bool
     init(onText: @escaping @Sendable (String) -> Bool) { self.onText = onText }
 
     func push(_ piece: String) -> Bool {
         counts.withLock { $0.text += piece }
-        if !onText(piece) { counts.withLock { $0.cancelled = true; $0.reason = .cancelled }; return false }
+        if !onText(piece) {
+            counts.withLock {
+                $0.cancelled = true
+                $0.reason = .cancelled
+            }
+            return false
+        }
         return true
     }
 
@@ -165,17 +212,21 @@ public struct OllamaBackend: ChatBackend {
     public func countTokens(_ text: String) -> Int { text.utf8.count / 3 + 1 }
 
     func options(_ r: ChatRequest) -> [String: Any] {
-        var o: [String: Any] = ["num_ctx": contextSize, "num_predict": r.maxTokens,
-                                "temperature": r.sampling.temperature, "top_k": r.sampling.topK, "top_p": r.sampling.topP,
-                                "min_p": r.sampling.minP, "repeat_penalty": r.sampling.repeatPenalty, "repeat_last_n": r.sampling.repeatLastN]
+        var o: [String: Any] = [
+            "num_ctx": contextSize, "num_predict": r.maxTokens,
+            "temperature": r.sampling.temperature, "top_k": r.sampling.topK, "top_p": r.sampling.topP,
+            "min_p": r.sampling.minP, "repeat_penalty": r.sampling.repeatPenalty, "repeat_last_n": r.sampling.repeatLastN,
+        ]
         if let s = r.sampling.seed { o["seed"] = s }
         if !r.stop.isEmpty { o["stop"] = r.stop }
         return o
     }
 
     public func chat(_ request: ChatRequest, onText: @escaping @Sendable (String) -> Bool) async throws -> ChatReply {
-        let body: [String: Any] = ["model": model, "stream": true, "options": options(request),
-                                   "messages": request.messages.map { ["role": $0.role.rawValue, "content": $0.content] }]
+        let body: [String: Any] = [
+            "model": model, "stream": true, "options": options(request),
+            "messages": request.messages.map { ["role": $0.role.rawValue, "content": $0.content] },
+        ]
         let state = StreamState(onText: onText)
         let start = Date()
         try await http.stream("api/chat", json: body) { line in
@@ -197,8 +248,9 @@ public struct OllamaBackend: ChatBackend {
             }
             return true
         }
-        return ChatReply(text: state.text, promptTokens: state.promptTokens, completionTokens: state.completionTokens,
-                         stopReason: state.reason, seconds: Date().timeIntervalSince(start))
+        return ChatReply(
+            text: state.text, promptTokens: state.promptTokens, completionTokens: state.completionTokens,
+            stopReason: state.reason, seconds: Date().timeIntervalSince(start))
     }
 
     public func embed(_ texts: [String]) async throws -> [[Float]] {
@@ -213,7 +265,8 @@ public struct OllamaBackend: ChatBackend {
     public func models() async throws -> [String] {
         let (status, data) = try await http.fetch("api/tags", json: nil)
         guard (200..<300).contains(status), let o = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
-              let list = o["models"] as? [[String: Any]] else { throw KianaAIError(.backend, "Ollama /api/tags answered HTTP \(status)") }
+            let list = o["models"] as? [[String: Any]]
+        else { throw KianaAIError(.backend, "Ollama /api/tags answered HTTP \(status)") }
         return list.compactMap { $0["name"] as? String }
     }
 }
@@ -235,10 +288,12 @@ public struct OpenAIBackend: ChatBackend {
     public func countTokens(_ text: String) -> Int { text.utf8.count / 3 + 1 }
 
     public func chat(_ request: ChatRequest, onText: @escaping @Sendable (String) -> Bool) async throws -> ChatReply {
-        var body: [String: Any] = ["model": model, "stream": true, "max_tokens": request.maxTokens,
-                                   "temperature": request.sampling.temperature, "top_p": request.sampling.topP,
-                                   "stream_options": ["include_usage": true],
-                                   "messages": request.messages.map { ["role": $0.role.rawValue, "content": $0.content] }]
+        var body: [String: Any] = [
+            "model": model, "stream": true, "max_tokens": request.maxTokens,
+            "temperature": request.sampling.temperature, "top_p": request.sampling.topP,
+            "stream_options": ["include_usage": true],
+            "messages": request.messages.map { ["role": $0.role.rawValue, "content": $0.content] },
+        ]
         if let s = request.sampling.seed { body["seed"] = s }
         if !request.stop.isEmpty { body["stop"] = Array(request.stop.prefix(4)) }
         let state = StreamState(onText: onText)
@@ -250,7 +305,11 @@ public struct OpenAIBackend: ChatBackend {
             guard let o = try? JSONSerialization.jsonObject(with: Data(payload.utf8)) as? [String: Any] else {
                 throw KianaAIError(.backend, "the server sent an event that is not JSON")
             }
-            if let e = o["error"] { throw KianaAIError(.backend, "the server reported an error mid-answer: \(HTTPLines.errorMessage((try? JSONSerialization.data(withJSONObject: ["error": e])) ?? Data()))") }
+            if let e = o["error"] {
+                throw KianaAIError(
+                    .backend,
+                    "the server reported an error mid-answer: \(HTTPLines.errorMessage((try? JSONSerialization.data(withJSONObject: ["error": e])) ?? Data()))")
+            }
             if let u = o["usage"] as? [String: Any] {
                 state.counts.withLock { c in
                     c.promptTokens = u["prompt_tokens"] as? Int ?? 0
@@ -265,8 +324,9 @@ public struct OpenAIBackend: ChatBackend {
             }
             return true
         }
-        return ChatReply(text: state.text, promptTokens: state.promptTokens, completionTokens: state.completionTokens,
-                         stopReason: state.reason, seconds: Date().timeIntervalSince(start))
+        return ChatReply(
+            text: state.text, promptTokens: state.promptTokens, completionTokens: state.completionTokens,
+            stopReason: state.reason, seconds: Date().timeIntervalSince(start))
     }
 
     public func embed(_ texts: [String]) async throws -> [[Float]] {
@@ -284,7 +344,8 @@ public struct OpenAIBackend: ChatBackend {
     public func models() async throws -> [String] {
         let (status, data) = try await http.fetch("models", json: nil)
         guard (200..<300).contains(status), let o = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
-              let list = o["data"] as? [[String: Any]] else { throw KianaAIError(.backend, "/v1/models answered HTTP \(status): \(HTTPLines.errorMessage(data))") }
+            let list = o["data"] as? [[String: Any]]
+        else { throw KianaAIError(.backend, "/v1/models answered HTTP \(status): \(HTTPLines.errorMessage(data))") }
         return list.compactMap { $0["id"] as? String }
     }
 }

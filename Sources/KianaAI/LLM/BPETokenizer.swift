@@ -35,7 +35,8 @@ public struct BPETokenizer: Sendable {
         let m = gguf.metadata
         func bad(_ why: String) -> KianaAIError { KianaAIError(.modelCorrupt, "\(gguf.path): tokenizer metadata \(why)") }
         guard m["tokenizer.ggml.model"]?.string == "gpt2" else {
-            throw KianaAIError(.modelCorrupt, "\(gguf.path): tokenizer model \(m["tokenizer.ggml.model"]?.string ?? "none") is not supported (byte-level BPE, \"gpt2\", is)")
+            throw KianaAIError(
+                .modelCorrupt, "\(gguf.path): tokenizer model \(m["tokenizer.ggml.model"]?.string ?? "none") is not supported (byte-level BPE, \"gpt2\", is)")
         }
         guard let toks = m["tokenizer.ggml.tokens"]?.stringArray, !toks.isEmpty, toks.count < 1 << 24 else { throw bad("has no token list") }
         guard let mergeList = m["tokenizer.ggml.merges"]?.stringArray else { throw bad("has no merges") }
@@ -54,7 +55,8 @@ public struct BPETokenizer: Sendable {
         merges.reserveCapacity(mergeList.count)
         for (rank, line) in mergeList.enumerated() {
             guard let sp = line.firstIndex(of: " ", after: line.startIndex) else { throw bad("merge \(rank) has no space") }
-            let l = String(line[..<sp]), r = String(line[line.index(after: sp)...])
+            let l = String(line[..<sp])
+            let r = String(line[line.index(after: sp)...])
             guard let a = ids[l], let b = ids[r], let c = ids[l + r] else { continue }
             let key = UInt64(UInt32(a)) << 32 | UInt64(UInt32(b))
             if merges[key] == nil { merges[key] = (Int32(rank), c) }
@@ -68,7 +70,12 @@ public struct BPETokenizer: Sendable {
         var byteToChar = [UInt32](repeating: 0, count: 256)
         var n: UInt32 = 0
         for b in 0..<256 {
-            if (33...126).contains(b) || (161...172).contains(b) || (174...255).contains(b) { byteToChar[b] = UInt32(b) } else { byteToChar[b] = 256 + n; n += 1 }
+            if (33...126).contains(b) || (161...172).contains(b) || (174...255).contains(b) {
+                byteToChar[b] = UInt32(b)
+            } else {
+                byteToChar[b] = 256 + n
+                n += 1
+            }
         }
         var charToByte: [UInt32: UInt8] = [:]
         var byteToken = [Int32](repeating: -1, count: 256)
@@ -107,7 +114,8 @@ public struct BPETokenizer: Sendable {
         let bytes = Array(text.utf8)
         var out: [Int32] = []
         out.reserveCapacity(bytes.count / 3 + 4)
-        var start = 0, i = 0
+        var start = 0
+        var i = 0
         if special && !specials.isEmpty {
             while i < bytes.count {
                 if let s = specials.first(where: { matches($0.text, bytes, at: i) }) {
@@ -171,33 +179,55 @@ public struct BPETokenizer: Sendable {
         var pos = s.startIndex
         var start = pos
         func cat(_ i: Int) -> Category? { i < end ? category(s[i]) : nil }
-        func add(_ p: Int) { if p > start { pieces.append(s[start..<p]) }; start = p }
+        func add(_ p: Int) {
+            if p > start { pieces.append(s[start..<p]) }
+            start = p
+        }
         while pos < end {
             let c = s[pos]
             if c == "'" && pos + 1 < end {
                 let c1 = s[pos + 1]
-                if c1 == "s" || c1 == "t" || c1 == "m" || c1 == "d" { pos += 2; add(pos); continue }
+                if c1 == "s" || c1 == "t" || c1 == "m" || c1 == "d" {
+                    pos += 2
+                    add(pos)
+                    continue
+                }
                 if pos + 2 < end {
                     let c2 = s[pos + 2]
-                    if (c1 == "r" && c2 == "e") || (c1 == "v" && c2 == "e") || (c1 == "l" && c2 == "l") { pos += 3; add(pos); continue }
+                    if (c1 == "r" && c2 == "e") || (c1 == "v" && c2 == "e") || (c1 == "l" && c2 == "l") {
+                        pos += 3
+                        add(pos)
+                        continue
+                    }
                 }
             }
             let lead = c == " " ? cat(pos + 1) : cat(pos)
             if lead == .letter || lead == .number {
                 if c == " " { pos += 1 }
                 while cat(pos) == lead { pos += 1 }
-                add(pos); continue
+                add(pos)
+                continue
             }
             if lead == .other {
                 if c == " " { pos += 1 }
                 while cat(pos) == .other { pos += 1 }
-                add(pos); continue
+                add(pos)
+                continue
             }
             var ws = 0
             while cat(pos + ws) == .whitespace { ws += 1 }
-            if ws > 1 && pos + ws < end { pos += ws - 1; add(pos); continue }
-            if ws > 0 { pos += ws; add(pos); continue }
-            pos += 1; add(pos)
+            if ws > 1 && pos + ws < end {
+                pos += ws - 1
+                add(pos)
+                continue
+            }
+            if ws > 0 {
+                pos += ws
+                add(pos)
+                continue
+            }
+            pos += 1
+            add(pos)
         }
         add(end)
     }
@@ -212,10 +242,15 @@ public struct BPETokenizer: Sendable {
         }
         while sym.count > 1 {
             var best = -1
-            var bestRank = Int32.max, bestId: Int32 = 0
+            var bestRank = Int32.max
+            var bestId: Int32 = 0
             for i in 0..<(sym.count - 1) {
                 let key = UInt64(UInt32(sym[i])) << 32 | UInt64(UInt32(sym[i + 1]))
-                if let m = merges[key], m.rank < bestRank { bestRank = m.rank; bestId = m.id; best = i }
+                if let m = merges[key], m.rank < bestRank {
+                    bestRank = m.rank
+                    bestId = m.id
+                    best = i
+                }
             }
             if best < 0 { break }
             sym[best] = bestId
@@ -227,7 +262,8 @@ public struct BPETokenizer: Sendable {
     /// The bytes a token stands for. Control tokens give their text only with `special`.
     public func bytes(of token: Int32, special: Bool = false) -> [UInt8] {
         guard token >= 0, Int(token) < tokens.count else { return [] }
-        let t = tokens[Int(token)], type = types[Int(token)]
+        let t = tokens[Int(token)]
+        let type = types[Int(token)]
         if type == 3 { return special ? Array(t.utf8) : [] }
         if type == 4 { return Array(t.utf8) }
         var out: [UInt8] = []
@@ -266,8 +302,12 @@ public struct BPETokenizer: Sendable {
 
         /// Length of the longest prefix that does not end inside a UTF-8 sequence.
         static func completePrefix(_ b: [UInt8]) -> Int {
-            var i = b.count - 1, back = 0
-            while i >= 0, back < 4, b[i] & 0xC0 == 0x80 { i -= 1; back += 1 }
+            var i = b.count - 1
+            var back = 0
+            while i >= 0, back < 4, b[i] & 0xC0 == 0x80 {
+                i -= 1
+                back += 1
+            }
             guard i >= 0 else { return b.count > 3 ? b.count : 0 }
             let lead = b[i]
             let need = lead < 0x80 ? 1 : lead >= 0xF0 ? 4 : lead >= 0xE0 ? 3 : lead >= 0xC0 ? 2 : 1

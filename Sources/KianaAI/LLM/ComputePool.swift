@@ -33,7 +33,10 @@ public final class ComputePool: @unchecked Sendable {
     /// Stops the workers (they exit after their current step). Called by the owner when done.
     public func shutdown() {
         stopping.store(true, ordering: .sequentiallyConsistent)
-        condition.lock(); generation.add(1, ordering: .sequentiallyConsistent); condition.broadcast(); condition.unlock()
+        condition.lock()
+        generation.add(1, ordering: .sequentiallyConsistent)
+        condition.broadcast()
+        condition.unlock()
     }
 
     private func work(_ index: Int) {
@@ -63,14 +66,20 @@ public final class ComputePool: @unchecked Sendable {
 
     /// Runs `body(worker)` on every worker (0..<threads) and returns when all are done.
     public func run(_ body: (Int) -> Void) {
-        if threads == 1 { body(0); return }
-        busy.lock(); defer { busy.unlock() }
+        if threads == 1 {
+            body(0)
+            return
+        }
+        busy.lock()
+        defer { busy.unlock() }
         withoutActuallyEscaping(body) { b in
             job = b
             pending.store(threads - 1, ordering: .sequentiallyConsistent)
             generation.add(1, ordering: .sequentiallyConsistent)
             if sleepers.load(ordering: .sequentiallyConsistent) > 0 {
-                condition.lock(); condition.broadcast(); condition.unlock()
+                condition.lock()
+                condition.broadcast()
+                condition.unlock()
             }
             b(0)
             while pending.load(ordering: .acquiring) > 0 {}
@@ -83,10 +92,14 @@ public final class ComputePool: @unchecked Sendable {
         guard count > 0 else { return }
         let units = (count + grain - 1) / grain
         let n = min(threads, units)
-        if n == 1 { body(0..<count); return }
+        if n == 1 {
+            body(0..<count)
+            return
+        }
         run { w in
             guard w < n else { return }
-            let lo = units * w / n * grain, hi = min(count, units * (w + 1) / n * grain)
+            let lo = units * w / n * grain
+            let hi = min(count, units * (w + 1) / n * grain)
             if lo < hi { body(lo..<hi) }
         }
     }

@@ -1,8 +1,8 @@
 import Foundation
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 /// A read-only memory mapping of a whole file. The pages are the kernel's page cache: a model
@@ -38,38 +38,74 @@ public final class MappedFile: @unchecked Sendable {
 
 /// The tensor element types this engine computes with (ggml's numbering).
 public enum GGMLType: UInt32, Sendable, CustomStringConvertible {
-    case f32 = 0, f16 = 1, q4_0 = 2, q4_1 = 3, q8_0 = 8
+    case f32 = 0
+    case f16 = 1
+    case q4_0 = 2
+    case q4_1 = 3
+    case q8_0 = 8
 
     /// Elements per block and bytes per block.
-    public var blockSize: Int { switch self { case .f32, .f16: 1; default: 32 } }
+    public var blockSize: Int {
+        switch self {
+        case .f32, .f16: 1
+        default: 32
+        }
+    }
     public var blockBytes: Int {
-        switch self { case .f32: 4; case .f16: 2; case .q4_0: 18; case .q4_1: 20; case .q8_0: 34 }
+        switch self {
+        case .f32: 4
+        case .f16: 2
+        case .q4_0: 18
+        case .q4_1: 20
+        case .q8_0: 34
+        }
     }
     public var description: String {
-        switch self { case .f32: "F32"; case .f16: "F16"; case .q4_0: "Q4_0"; case .q4_1: "Q4_1"; case .q8_0: "Q8_0" }
+        switch self {
+        case .f32: "F32"
+        case .f16: "F16"
+        case .q4_0: "Q4_0"
+        case .q4_1: "Q4_1"
+        case .q8_0: "Q8_0"
+        }
     }
     /// ggml's names for the types we do not compute with, for error messages.
     static func name(_ raw: UInt32) -> String {
-        let names: [UInt32: String] = [6: "Q5_0", 7: "Q5_1", 9: "Q8_1", 10: "Q2_K", 11: "Q3_K", 12: "Q4_K", 13: "Q5_K",
-                                       14: "Q6_K", 15: "Q8_K", 16: "IQ2_XXS", 17: "IQ2_XS", 18: "IQ3_XXS", 19: "IQ1_S",
-                                       20: "IQ4_NL", 21: "IQ3_S", 22: "IQ2_S", 23: "IQ4_XS", 24: "I8", 25: "I16",
-                                       26: "I32", 27: "I64", 28: "F64", 29: "IQ1_M", 30: "BF16"]
+        let names: [UInt32: String] = [
+            6: "Q5_0", 7: "Q5_1", 9: "Q8_1", 10: "Q2_K", 11: "Q3_K", 12: "Q4_K", 13: "Q5_K",
+            14: "Q6_K", 15: "Q8_K", 16: "IQ2_XXS", 17: "IQ2_XS", 18: "IQ3_XXS", 19: "IQ1_S",
+            20: "IQ4_NL", 21: "IQ3_S", 22: "IQ2_S", 23: "IQ4_XS", 24: "I8", 25: "I16",
+            26: "I32", 27: "I64", 28: "F64", 29: "IQ1_M", 30: "BF16",
+        ]
         return names[raw] ?? "type \(raw)"
     }
 }
 
 /// A GGUF metadata value (all thirteen value types of GGUF v3).
 public enum GGUFValue: Sendable, Equatable {
-    case uint(UInt64), int(Int64), float(Double), bool(Bool), string(String)
+    case uint(UInt64)
+    case int(Int64)
+    case float(Double)
+    case bool(Bool)
+    case string(String)
     case array([GGUFValue])
     /// Large arrays of strings (a tokenizer's vocabulary) are kept as one flat list.
     case strings([String])
 
     public var int: Int? {
-        switch self { case .uint(let v): v <= UInt64(Int.max) ? Int(v) : nil; case .int(let v): Int(v); default: nil }
+        switch self {
+        case .uint(let v): v <= UInt64(Int.max) ? Int(v) : nil
+        case .int(let v): Int(v)
+        default: nil
+        }
     }
     public var double: Double? {
-        switch self { case .float(let v): v; case .uint(let v): Double(v); case .int(let v): Double(v); default: nil }
+        switch self {
+        case .float(let v): v
+        case .uint(let v): Double(v)
+        case .int(let v): Double(v)
+        default: nil
+        }
     }
     public var string: String? { if case .string(let s) = self { s } else { nil } }
     public var stringArray: [String]? {
@@ -136,7 +172,8 @@ public struct GGUFFile: Sendable {
         guard version == 2 || version == 3 else {
             throw KianaAIError(.modelCorrupt, "\(file.path): GGUF version \(version) is not supported (2 and 3 are)")
         }
-        let nTensors = try r.u64(), nKV = try r.u64()
+        let nTensors = try r.u64()
+        let nKV = try r.u64()
         // Every tensor info and key-value pair takes at least 8+4 bytes: counts beyond that are lies.
         guard nTensors <= UInt64(file.count / 12), nKV <= UInt64(file.count / 12) else { throw r.corrupt("tensor or metadata count exceeds the file") }
         var meta: [String: GGUFValue] = [:]
@@ -167,7 +204,9 @@ public struct GGUFFile: Sendable {
         var order: [String] = []
         for (name, dims, rawType, off) in infos {
             guard let type = GGMLType(rawValue: rawType) else {
-                throw KianaAIError(.modelCorrupt, "\(file.path): tensor \(name) has type \(GGMLType.name(rawType)), which this engine does not support (F32, F16, Q4_0, Q4_1, Q8_0 are)")
+                throw KianaAIError(
+                    .modelCorrupt,
+                    "\(file.path): tensor \(name) has type \(GGMLType.name(rawType)), which this engine does not support (F32, F16, Q4_0, Q4_1, Q8_0 are)")
             }
             let elements = dims.reduce(1) { $0.multipliedReportingOverflow(by: $1).partialValue }
             guard elements < 1 << 40, dims[0] % type.blockSize == 0 else { throw r.corrupt("tensor \(name) has a shape that does not fit \(type)") }

@@ -14,7 +14,12 @@ public struct SamplingOptions: Sendable, Equatable, Codable {
     public var seed: UInt64?
 
     public init() {}
-    public static var greedy: SamplingOptions { var s = SamplingOptions(); s.temperature = 0; s.repeatPenalty = 1; return s }
+    public static var greedy: SamplingOptions {
+        var s = SamplingOptions()
+        s.temperature = 0
+        s.repeatPenalty = 1
+        return s
+    }
     public var isGreedy: Bool { temperature <= 0 }
 
     /// Checks ranges; the message names the bad option.
@@ -72,7 +77,13 @@ public struct Sampler: Sendable {
         var keep = p.count
         if options.topP < 1 {
             var acc: Float = 0
-            for i in 0..<p.count { acc += p[i] / sum; if acc >= options.topP { keep = i + 1; break } }
+            for i in 0..<p.count {
+                acc += p[i] / sum
+                if acc >= options.topP {
+                    keep = i + 1
+                    break
+                }
+            }
         }
         // min-p: drop tokens less likely than min-p × the most likely.
         if options.minP > 0 {
@@ -131,12 +142,15 @@ extension LlamaSession {
     /// Completes `prompt` (token ids) and streams text to `onText`, which returns false to stop.
     /// A cached prefix shared with the previous prompt is reused. A prompt longer than the
     /// context is an error: nothing of it is dropped silently.
-    public func generate(prompt: [Int32], options: GenerationOptions,
-                         onText: (String) -> Bool = { _ in true }) throws(KianaAIError) -> GenerationResult {
+    public func generate(
+        prompt: [Int32], options: GenerationOptions,
+        onText: (String) -> Bool = { _ in true }
+    ) throws(KianaAIError) -> GenerationResult {
         try options.sampling.validate()
         guard !prompt.isEmpty else { throw KianaAIError(.invalidInput, "the prompt is empty") }
         guard prompt.count < contextSize else {
-            throw KianaAIError(.contextFull, "the prompt has \(prompt.count) tokens; the context holds \(contextSize) (use a larger --context or a shorter prompt)")
+            throw KianaAIError(
+                .contextFull, "the prompt has \(prompt.count) tokens; the context holds \(contextSize) (use a larger --context or a shorter prompt)")
         }
         var common = 0
         while common < min(tokens.count, prompt.count - 1), tokens[common] == prompt[common] { common += 1 }
@@ -147,7 +161,8 @@ extension LlamaSession {
         var sampler = Sampler(options.sampling)
         var decoder = BPETokenizer.StreamDecoder(model.tokenizer)
         var generated: [Int32] = []
-        var text = "", emitted = 0
+        var text = ""
+        var emitted = 0
         var reason = StopReason.length
         let eog = model.tokenizer.endOfGeneration
         let maxStop = options.stop.map(\.count).max() ?? 0
@@ -155,14 +170,18 @@ extension LlamaSession {
         /// Emits text that can no longer turn into a stop string; returns false when told to stop.
         func flush(upTo end: Int) -> Bool {
             guard end > emitted else { return true }
-            let s = text.index(text.startIndex, offsetBy: emitted), e = text.index(text.startIndex, offsetBy: end)
+            let s = text.index(text.startIndex, offsetBy: emitted)
+            let e = text.index(text.startIndex, offsetBy: end)
             emitted = end
             return onText(String(text[s..<e]))
         }
 
         loop: while generated.count < options.maxTokens {
             let next = sampler.sample(logits, recent: (prompt + generated)[...])
-            if eog.contains(next) { reason = .endOfGeneration; break }
+            if eog.contains(next) {
+                reason = .endOfGeneration
+                break
+            }
             generated.append(next)
             text += decoder.push(next)
             if maxStop > 0 {
@@ -177,18 +196,29 @@ extension LlamaSession {
                 var hold = 0
                 for s in options.stop where !s.isEmpty {
                     for n in stride(from: min(s.count - 1, text.count), to: 0, by: -1) where text.hasSuffix(String(s.prefix(n))) {
-                        hold = max(hold, n); break
+                        hold = max(hold, n)
+                        break
                     }
                 }
-                if !flush(upTo: text.count - hold) { reason = .cancelled; break }
-            } else if !flush(upTo: text.count) { reason = .cancelled; break }
-            if tokens.count >= contextSize { reason = .contextFull; break }
+                if !flush(upTo: text.count - hold) {
+                    reason = .cancelled
+                    break
+                }
+            } else if !flush(upTo: text.count) {
+                reason = .cancelled
+                break
+            }
+            if tokens.count >= contextSize {
+                reason = .contextFull
+                break
+            }
             try eval([next])
         }
         if reason != .stopString && reason != .cancelled { text += decoder.flush() }
         if reason != .cancelled { _ = flush(upTo: text.count) }
         let t2 = DispatchTime.now().uptimeNanoseconds
-        return GenerationResult(text: text, tokens: generated, promptTokens: prompt.count, reusedTokens: common,
-                                stopReason: reason, promptSeconds: Double(t1 - t0) / 1e9, generationSeconds: Double(t2 - t1) / 1e9)
+        return GenerationResult(
+            text: text, tokens: generated, promptTokens: prompt.count, reusedTokens: common,
+            stopReason: reason, promptSeconds: Double(t1 - t0) / 1e9, generationSeconds: Double(t2 - t1) / 1e9)
     }
 }

@@ -50,28 +50,40 @@ public final class LlamaModel: Sendable {
             throw KianaAIError(.modelCorrupt, "\(g.path): architecture \"\(arch)\" is not supported (llama is)")
         }
         func int(_ key: String) throws(KianaAIError) -> Int {
-            guard let v = m["\(arch).\(key)"]?.int, v > 0, v < 1 << 24 else { throw KianaAIError(.modelCorrupt, "\(g.path): metadata \(arch).\(key) is missing or out of range") }
+            guard let v = m["\(arch).\(key)"]?.int, v > 0, v < 1 << 24 else {
+                throw KianaAIError(.modelCorrupt, "\(g.path): metadata \(arch).\(key) is missing or out of range")
+            }
             return v
         }
-        let dim = try int("embedding_length"), heads = try int("attention.head_count")
+        let dim = try int("embedding_length")
+        let heads = try int("attention.head_count")
         let kvHeads = m["\(arch).attention.head_count_kv"]?.int ?? heads
-        guard dim % heads == 0, kvHeads > 0, heads % kvHeads == 0 else { throw KianaAIError(.modelCorrupt, "\(g.path): \(heads) heads and \(kvHeads) key/value heads do not fit dimension \(dim)") }
+        guard dim % heads == 0, kvHeads > 0, heads % kvHeads == 0 else {
+            throw KianaAIError(.modelCorrupt, "\(g.path): \(heads) heads and \(kvHeads) key/value heads do not fit dimension \(dim)")
+        }
         let headDim = dim / heads
         let tok = try BPETokenizer(gguf: g)
         let emb = try g.tensor("token_embd.weight")
-        var cfg = LlamaConfig(layers: try int("block_count"), dim: dim, heads: heads, kvHeads: kvHeads, headDim: headDim,
-                              ffn: try int("feed_forward_length"), vocab: emb.dims.count == 2 ? emb.dims[1] : 0,
-                              contextLength: try int("context_length"),
-                              ropeBase: Float(m["\(arch).rope.freq_base"]?.double ?? 10000),
-                              ropeDim: m["\(arch).rope.dimension_count"]?.int ?? headDim,
-                              eps: Float(m["\(arch).attention.layer_norm_rms_epsilon"]?.double ?? 1e-5))
-        guard cfg.ropeDim > 0, cfg.ropeDim <= headDim, cfg.ropeDim % 2 == 0, headDim % 8 == 0 else { throw KianaAIError(.modelCorrupt, "\(g.path): rope dimension \(cfg.ropeDim) does not fit head size \(headDim)") }
-        guard cfg.vocab == tok.vocabularySize else { throw KianaAIError(.modelCorrupt, "\(g.path): embedding has \(cfg.vocab) rows but the vocabulary \(tok.vocabularySize) tokens") }
+        var cfg = LlamaConfig(
+            layers: try int("block_count"), dim: dim, heads: heads, kvHeads: kvHeads, headDim: headDim,
+            ffn: try int("feed_forward_length"), vocab: emb.dims.count == 2 ? emb.dims[1] : 0,
+            contextLength: try int("context_length"),
+            ropeBase: Float(m["\(arch).rope.freq_base"]?.double ?? 10000),
+            ropeDim: m["\(arch).rope.dimension_count"]?.int ?? headDim,
+            eps: Float(m["\(arch).attention.layer_norm_rms_epsilon"]?.double ?? 1e-5))
+        guard cfg.ropeDim > 0, cfg.ropeDim <= headDim, cfg.ropeDim % 2 == 0, headDim % 8 == 0 else {
+            throw KianaAIError(.modelCorrupt, "\(g.path): rope dimension \(cfg.ropeDim) does not fit head size \(headDim)")
+        }
+        guard cfg.vocab == tok.vocabularySize else {
+            throw KianaAIError(.modelCorrupt, "\(g.path): embedding has \(cfg.vocab) rows but the vocabulary \(tok.vocabularySize) tokens")
+        }
         if cfg.contextLength > 1 << 20 { cfg.contextLength = 1 << 20 }
 
         func matrix(_ name: String, rows: Int, cols: Int) throws(KianaAIError) -> WeightMatrix {
             let t = try g.tensor(name)
-            guard t.dims == [cols, rows] else { throw KianaAIError(.modelCorrupt, "\(g.path): tensor \(name) has shape \(t.dims), expected [\(cols), \(rows)]") }
+            guard t.dims == [cols, rows] else {
+                throw KianaAIError(.modelCorrupt, "\(g.path): tensor \(name) has shape \(t.dims), expected [\(cols), \(rows)]")
+            }
             guard cols % 32 == 0 else { throw KianaAIError(.modelCorrupt, "\(g.path): tensor \(name) rows of \(cols) are not a multiple of 32") }
             return WeightMatrix(base: g.pointer(t), type: t.type, rows: rows, cols: cols)
         }
@@ -89,14 +101,16 @@ public final class LlamaModel: Sendable {
         var ls: [Layer] = []
         for i in 0..<cfg.layers {
             let p = "blk.\(i)."
-            ls.append(Layer(attnNorm: try floats(p + "attn_norm.weight", dim), ffnNorm: try floats(p + "ffn_norm.weight", dim),
-                            q: try matrix(p + "attn_q.weight", rows: dim, cols: dim),
-                            k: try matrix(p + "attn_k.weight", rows: cfg.kvDim, cols: dim),
-                            v: try matrix(p + "attn_v.weight", rows: cfg.kvDim, cols: dim),
-                            o: try matrix(p + "attn_output.weight", rows: dim, cols: dim),
-                            gate: try matrix(p + "ffn_gate.weight", rows: cfg.ffn, cols: dim),
-                            up: try matrix(p + "ffn_up.weight", rows: cfg.ffn, cols: dim),
-                            down: try matrix(p + "ffn_down.weight", rows: dim, cols: cfg.ffn)))
+            ls.append(
+                Layer(
+                    attnNorm: try floats(p + "attn_norm.weight", dim), ffnNorm: try floats(p + "ffn_norm.weight", dim),
+                    q: try matrix(p + "attn_q.weight", rows: dim, cols: dim),
+                    k: try matrix(p + "attn_k.weight", rows: cfg.kvDim, cols: dim),
+                    v: try matrix(p + "attn_v.weight", rows: cfg.kvDim, cols: dim),
+                    o: try matrix(p + "attn_output.weight", rows: dim, cols: dim),
+                    gate: try matrix(p + "ffn_gate.weight", rows: cfg.ffn, cols: dim),
+                    up: try matrix(p + "ffn_up.weight", rows: cfg.ffn, cols: dim),
+                    down: try matrix(p + "ffn_down.weight", rows: dim, cols: cfg.ffn)))
         }
         layers = ls
         config = cfg
@@ -137,12 +151,17 @@ public final class LlamaSession {
         self.batchSize = max(1, batchSize)
         pool = ComputePool(threads: threads)
         let kvCount = c.layers * self.contextSize * c.kvDim
-        keys = .allocate(capacity: kvCount); values = .allocate(capacity: kvCount)
+        keys = .allocate(capacity: kvCount)
+        values = .allocate(capacity: kvCount)
         let b = self.batchSize
-        x = .allocate(capacity: b * c.dim); xn = .allocate(capacity: b * c.dim)
-        q = .allocate(capacity: b * c.dim); att = .allocate(capacity: b * c.dim)
-        k = .allocate(capacity: b * c.kvDim); v = .allocate(capacity: b * c.kvDim)
-        gate = .allocate(capacity: b * c.ffn); up = .allocate(capacity: b * c.ffn)
+        x = .allocate(capacity: b * c.dim)
+        xn = .allocate(capacity: b * c.dim)
+        q = .allocate(capacity: b * c.dim)
+        att = .allocate(capacity: b * c.dim)
+        k = .allocate(capacity: b * c.kvDim)
+        v = .allocate(capacity: b * c.kvDim)
+        gate = .allocate(capacity: b * c.ffn)
+        up = .allocate(capacity: b * c.ffn)
         scores = .allocate(capacity: pool.threads * self.contextSize)
         actDim = QuantizedRows(n: c.dim, capacity: b)
         actFfn = QuantizedRows(n: c.ffn, capacity: b)
@@ -153,7 +172,8 @@ public final class LlamaSession {
     deinit {
         pool.shutdown()
         for p in [keys, values, x, xn, q, k, v, att, gate, up, scores] { p.deallocate() }
-        actDim.deallocate(); actFfn.deallocate()
+        actDim.deallocate()
+        actFfn.deallocate()
     }
 
     /// Forgets everything after the first `count` tokens (keeps a shared prompt prefix).
@@ -178,8 +198,10 @@ public final class LlamaSession {
 
     private func forward(_ batch: [Int32], last: Bool) {
         let c = model.config
-        let T = batch.count, p0 = tokens.count
-        let dim = c.dim, kvDim = c.kvDim
+        let T = batch.count
+        let p0 = tokens.count
+        let dim = c.dim
+        let kvDim = c.kvDim
         for (t, id) in batch.enumerated() { model.embedding.dequantizeRow(Int(id), into: x + t * dim) }
         for (li, L) in model.layers.enumerated() {
             normAndQuantize(L.attnNorm, T)
@@ -192,15 +214,20 @@ public final class LlamaSession {
             (keys + cacheBase + p0 * kvDim).update(from: k, count: T * kvDim)
             (values + cacheBase + p0 * kvDim).update(from: v, count: T * kvDim)
             attention(layer: li, T: T, p0: p0)
-            let att = self.att, actDim = self.actDim
+            let att = self.att
+            let actDim = self.actDim
             overTokens(T) { t in actDim.setRow(att + t * dim, t) }
             matmul([(L.o, xn)], actDim, T)
             for j in 0..<(T * dim) { x[j] += xn[j] }
             normAndQuantize(L.ffnNorm, T)
             matmul([(L.gate, gate), (L.up, up)], actDim, T)
-            let ffn = c.ffn, gate = self.gate, up = self.up, actFfn = self.actFfn
+            let ffn = c.ffn
+            let gate = self.gate
+            let up = self.up
+            let actFfn = self.actFfn
             overTokens(T) { t in
-                let g = gate + t * ffn, u = up + t * ffn
+                let g = gate + t * ffn
+                let u = up + t * ffn
                 for j in 0..<ffn { g[j] = g[j] / (1 + Foundation.exp(-g[j])) * u[j] }
                 actFfn.setRow(g, t)
             }
@@ -216,7 +243,8 @@ public final class LlamaSession {
         let scale = 1 / (ss / Float(dim) + c.eps).squareRoot()
         for j in 0..<dim { xn[j] = lastRow[j] * scale * model.outputNorm[j] }
         actDim.set(xn, rows: 1)
-        let out = model.output, act = actDim
+        let out = model.output
+        let act = actDim
         logits.withUnsafeMutableBufferPointer { lp in
             let dst = lp.baseAddress!
             pool.parallelFor(out.rows, grain: 64) { range in
@@ -227,18 +255,25 @@ public final class LlamaSession {
 
     /// Runs `body(t)` for each token, over the workers when there are several tokens.
     private func overTokens(_ T: Int, _ body: (Int) -> Void) {
-        if T == 1 { body(0); return }
+        if T == 1 {
+            body(0)
+            return
+        }
         pool.parallelFor(T) { range in for t in range { body(t) } }
     }
 
     /// xn = RMSNorm(x)·w per token, quantised into `actDim`.
     private func normAndQuantize(_ w: [Float], _ T: Int) {
-        let dim = model.config.dim, eps = model.config.eps
-        let x = self.x, xn = self.xn, act = actDim
+        let dim = model.config.dim
+        let eps = model.config.eps
+        let x = self.x
+        let xn = self.xn
+        let act = actDim
         w.withUnsafeBufferPointer { wp in
             let w = wp.baseAddress!
             overTokens(T) { t in
-                let row = x + t * dim, dst = xn + t * dim
+                let row = x + t * dim
+                let dst = xn + t * dim
                 let ss = Kernels.dot(row, row, dim)
                 let scale = 1 / (ss / Float(dim) + eps).squareRoot()
                 for j in 0..<dim { dst[j] = row[j] * scale * w[j] }
@@ -254,8 +289,10 @@ public final class LlamaSession {
             let p = v + h * hd
             for i in 0..<ropeInv.count {
                 let theta = Float(pos) * ropeInv[i]
-                let cs = cos(theta), sn = sin(theta)
-                let a = p[2 * i], b = p[2 * i + 1]
+                let cs = cos(theta)
+                let sn = sin(theta)
+                let a = p[2 * i]
+                let b = p[2 * i + 1]
                 p[2 * i] = a * cs - b * sn
                 p[2 * i + 1] = a * sn + b * cs
             }
@@ -268,18 +305,24 @@ public final class LlamaSession {
         pool.parallelFor(total, grain: 16) { range in
             var base = 0
             for (w, out) in targets {
-                let lo = max(range.lowerBound, base) - base, hi = min(range.upperBound, base + w.rows) - base
+                let lo = max(range.lowerBound, base) - base
+                let hi = min(range.upperBound, base + w.rows) - base
                 if lo < hi {
                     for r in lo..<hi {
                         let row = w.row(r)
                         var t = 0
                         while t + 4 <= T {
                             let v = Quant.dot4(w.type, row, act, t)
-                            out[t * w.rows + r] = v[0]; out[(t + 1) * w.rows + r] = v[1]
-                            out[(t + 2) * w.rows + r] = v[2]; out[(t + 3) * w.rows + r] = v[3]
+                            out[t * w.rows + r] = v[0]
+                            out[(t + 1) * w.rows + r] = v[1]
+                            out[(t + 2) * w.rows + r] = v[2]
+                            out[(t + 3) * w.rows + r] = v[3]
                             t += 4
                         }
-                        while t < T { out[t * w.rows + r] = Quant.dot(w.type, row, act, t); t += 1 }
+                        while t < T {
+                            out[t * w.rows + r] = Quant.dot(w.type, row, act, t)
+                            t += 1
+                        }
                     }
                 }
                 base += w.rows
@@ -290,15 +333,22 @@ public final class LlamaSession {
     /// Causal grouped-query attention of the batch's queries over the cache.
     private func attention(layer: Int, T: Int, p0: Int) {
         let c = model.config
-        let hd = c.headDim, kvDim = c.kvDim, group = c.heads / c.kvHeads
+        let hd = c.headDim
+        let kvDim = c.kvDim
+        let group = c.heads / c.kvHeads
         let scale = 1 / Float(hd).squareRoot()
-        let kc = keys + layer * contextSize * kvDim, vc = values + layer * contextSize * kvDim
-        let q = self.q, att = self.att, scoresBase = scores, ctx = contextSize
+        let kc = keys + layer * contextSize * kvDim
+        let vc = values + layer * contextSize * kvDim
+        let q = self.q
+        let att = self.att
+        let scoresBase = scores
+        let ctx = contextSize
         pool.run { w in
             let sc = scoresBase + w * ctx
             var job = w
             while job < T * c.heads {
-                let t = job / c.heads, h = job % c.heads
+                let t = job / c.heads
+                let h = job % c.heads
                 let kvh = h / group
                 let qh = q + t * c.dim + h * hd
                 let n = p0 + t + 1
@@ -307,7 +357,8 @@ public final class LlamaSession {
                 let out = att + t * c.dim + h * hd
                 var acc = [SIMD8<Float>](repeating: .zero, count: hd / 8)
                 for p in 0..<n {
-                    let a = SIMD8<Float>(repeating: sc[p]), vp = vc + p * kvDim + kvh * hd
+                    let a = SIMD8<Float>(repeating: sc[p])
+                    let vp = vc + p * kvDim + kvh * hd
                     for j in 0..<(hd / 8) { acc[j] = acc[j].addingProduct(a, Kernels.load8(vp + 8 * j)) }
                 }
                 for j in 0..<(hd / 8) { Kernels.store8(acc[j], out + 8 * j) }

@@ -46,7 +46,9 @@ public struct ModelCatalog: Sendable {
         _ = try LlamaModel(path: full)  // refuses files the engine cannot run
         let n = name ?? ((full as NSString).lastPathComponent as NSString).deletingPathExtension.lowercased()
         guard !n.isEmpty, n.count <= 100, !n.contains("/") else { throw KianaAIError(.invalidInput, "model names are 1-100 characters without '/'") }
-        guard !entries().contains(where: { $0.name == n && !$0.registered }) else { throw KianaAIError(.invalidInput, "\(n) is an installed model's name; choose another with --name") }
+        guard !entries().contains(where: { $0.name == n && !$0.registered }) else {
+            throw KianaAIError(.invalidInput, "\(n) is an installed model's name; choose another with --name")
+        }
         var list = registered().filter { $0.name != n }
         let e = Entry(name: n, path: full, registered: true)
         list.append(e)
@@ -80,6 +82,9 @@ public struct ModelCatalog: Sendable {
             throw KianaAIError(.modelMissing, "the language model is missing from \(directory)/\(Self.defaultModel); \(ModelDirectory.fixHint)")
         }
         let names = entries().map(\.name)
-        throw KianaAIError(.modelMissing, "no model named \(want)" + (names.isEmpty ? "" : " (installed: \(names.joined(separator: ", ")))") + "; register a GGUF file with `kiana models add PATH`")
+        throw KianaAIError(
+            .modelMissing,
+            "no model named \(want)" + (names.isEmpty ? "" : " (installed: \(names.joined(separator: ", ")))")
+                + "; register a GGUF file with `kiana models add PATH`")
     }
 }
