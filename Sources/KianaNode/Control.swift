@@ -71,13 +71,28 @@ public struct NodeControl: Sendable {
         return try result.withLock { $0! }.get()
     }
 
-    func call<T: Decodable>(_ method: String, _ path: String, body: [String: Any]? = nil, as: T.Type) throws(KianaNodeError) -> T {
-        let data = body.flatMap { try? JSONSerialization.data(withJSONObject: $0) }
+    struct NoBody: Encodable {}
+    struct ErrorReply: Decodable {
+        struct Body: Decodable {
+            var code: String
+            var message: String
+        }
+        var error: Body
+    }
+
+    func call<T: Decodable>(_ method: String, _ path: String, as: T.Type) throws(KianaNodeError) -> T {
+        try call(method, path, body: Optional<NoBody>.none, as: T.self)
+    }
+
+    /// A JSON exchange; a non-2xx answer becomes the node's own error (its code and message).
+    func call<T: Decodable, B: Encodable>(_ method: String, _ path: String, body: B?, as: T.Type) throws(KianaNodeError) -> T {
+        let data = body.flatMap { try? JSONEncoder().encode($0) }
         let r = try exchange(method, path, body: data)
         guard (200..<300).contains(r.status) else {
-            let message = (try? JSONSerialization.jsonObject(with: r.body) as? [String: Any])
-                .flatMap { ($0["error"] as? [String: Any])?["message"] as? String }
-            throw KianaNodeError(.network, message ?? "the node answered \(r.status)")
+            if let e = try? JSONDecoder().decode(ErrorReply.self, from: r.body) {
+                throw KianaNodeError(ErrorCode(rawValue: e.error.code) ?? .network, e.error.message)
+            }
+            throw KianaNodeError(.network, "the node answered \(r.status)")
         }
         do { return try JSONDecoder().decode(T.self, from: r.body.isEmpty ? Data("{}".utf8) : r.body) } catch {
             throw KianaNodeError(.io, "the node sent an unexpected answer to \(path)")
@@ -91,12 +106,14 @@ public struct NodeControl: Sendable {
 
     public func addPeer(_ address: String) throws(KianaNodeError) -> Bool {
         struct A: Decodable { var added: Bool }
-        return try call("POST", "/control/peers", body: ["address": address], as: A.self).added
+        struct Body: Encodable { var address: String }
+        return try call("POST", "/control/peers", body: Body(address: address), as: A.self).added
     }
 
     public func openPairing(seconds: Int) throws(KianaNodeError) -> Int? {
         struct O: Decodable { var port: Int? }
-        return try call("POST", "/control/pair/open", body: ["seconds": seconds], as: O.self).port
+        struct Body: Encodable { var seconds: Int }
+        return try call("POST", "/control/pair/open", body: Body(seconds: seconds), as: O.self).port
     }
 
     public func pendingPairings() throws(KianaNodeError) -> (open: Bool, requests: [PairingRequest]) {
@@ -118,9 +135,11 @@ public struct NodeControl: Sendable {
     }
 
     public func confirmPairing(device: String?, code: String) throws(KianaNodeError) -> Confirmation {
-        var body: [String: Any] = ["code": code]
-        if let device { body["device"] = device }
-        return try call("POST", "/control/pair/confirm", body: body, as: Confirmation.self)
+        struct Body: Encodable {
+            var code: String
+            var device: String?
+        }
+        return try call("POST", "/control/pair/confirm", body: Body(code: code, device: device), as: Confirmation.self)
     }
 
     public func closePairing() {
