@@ -1,5 +1,6 @@
 import Foundation
 import KianaAI
+import KianaServer
 
 /// What `kiana ask` and `kiana chat` answer with: an opened node, the configured language-model
 /// backend and a retriever (none when the embedding model is missing or corrupt: then search is
@@ -38,21 +39,8 @@ public struct LocalAssistant: Sendable {
 /// `kiana ask --json`: the answer, its conversation, the cited sources and every source that
 /// was in the prompt. Absent values are JSON null.
 public struct AskView: Encodable, Sendable {
-    public struct Cited: Encodable, Sendable {
-        public var number: Int
-        public var id: String
-        public var title: String?
-        public var source: String?
-
-        enum CodingKeys: String, CodingKey { case number, id, title, source }
-        public func encode(to encoder: any Encoder) throws {
-            var c = encoder.container(keyedBy: CodingKeys.self)
-            try c.encode(number, forKey: .number)
-            try c.encode(id, forKey: .id)
-            try c.encode(title, forKey: .title)
-            try c.encode(source, forKey: .source)
-        }
-    }
+    /// A cited item: the same shape as in the API's answers.
+    public typealias Cited = CitationDTO
     public var answer: String
     public var conversation: String
     public var citations: [Cited]

@@ -1,10 +1,24 @@
 import Foundation
 import KianaCore
+import KianaServer
 import KianaAI
 import KianaStore
 
 // What the read commands show, as Codable values: the CLI prints them as text or, with
 // `--json`, as they are. Field names are the JSON names; times are milliseconds since 1970.
+// Where the REST API shows the same thing, the CLI uses the same type, so `--json` and the API
+// agree field for field.
+
+/// A knowledge item (`kiana list`, `kiana show`; `GET /api/v1/knowledge/{id}`).
+public typealias ItemView = ItemDTO
+/// A ledger entry as listed in a block.
+public typealias EntryView = EntryDTO
+/// A block (`kiana ledger show`; `GET /api/v1/ledger/blocks/{height}`); entries when shown in full.
+public typealias BlockView = BlockDTO
+/// A conversation (`kiana conversations`).
+public typealias ConversationView = ConversationDTO
+/// A message of a conversation (`kiana conversations ID`).
+public typealias MessageView = MessageDTO
 
 /// `kiana status`.
 public struct StatusView: Codable, Sendable {
@@ -35,76 +49,6 @@ public struct StatusView: Codable, Sendable {
     public var verifiedHeight: UInt64?
     /// Why the ledger is marked damaged, if it is (writes and `serve` are refused then).
     public var damage: String?
-}
-
-/// A knowledge item (`kiana list`, `kiana show`).
-public struct ItemView: Codable, Sendable {
-    public var id: String
-    public var title: String?
-    public var text: String
-    public var tags: [String]
-    public var source: String?
-    public var created: UInt64?
-    public var updated: UInt64?
-    public var deleted: Bool
-    /// The ledger entry that last changed the item (its inclusion proof is the item's proof).
-    public var entry: String?
-
-    public init(_ i: StoredItem) {
-        id = i.id.description
-        title = i.title
-        text = i.text ?? ""
-        tags = i.tags
-        source = i.source
-        created = i.created?.wall
-        updated = i.updated?.wall
-        deleted = i.deleted
-        entry = i.lastEntry.map(Hex.encode)
-    }
-}
-
-/// A ledger entry as listed in a block.
-public struct EntryView: Codable, Sendable {
-    public var id: String
-    public var kind: String
-    public var author: String
-    public var seq: UInt64
-    public var hlc: String
-
-    public init(_ e: Entry) {
-        id = e.idHex
-        kind = e.kind.rawValue
-        author = e.authorID.description
-        seq = e.sequence
-        hlc = e.hlc.description
-    }
-}
-
-/// A block (`kiana ledger show`); `entries` only when one block is shown in full.
-public struct BlockView: Codable, Sendable {
-    public var height: UInt64
-    public var hash: String
-    public var parent: String
-    public var time: UInt64
-    public var signer: String
-    public var entryRoot: String
-    public var entryCount: Int
-    public var authorities: [String]?
-    public var name: String?
-    public var entries: [EntryView]?
-
-    public init(_ b: Block, withEntries: Bool) {
-        height = b.height
-        hash = b.hashHex
-        parent = Hex.encode(b.header.parent)
-        time = b.header.time
-        signer = DeviceID(publicKey: b.header.signer).description
-        entryRoot = Hex.encode(b.header.entryRoot)
-        entryCount = b.entries.count
-        authorities = b.header.authorities?.map { DeviceID(publicKey: $0).description }
-        name = b.header.name
-        entries = withEntries ? b.entries.map(EntryView.init) : nil
-    }
 }
 
 /// `kiana ledger forks`.
@@ -139,22 +83,6 @@ public struct IndexStatusView: Codable, Sendable {
     /// "hnsw" or "exact".
     public var vectorSearch: String
     public var indexFile: String?
-}
-
-/// A conversation in the list (`kiana conversations`).
-public struct ConversationView: Codable, Sendable {
-    public var id: String
-    public var title: String
-    public var created: Int64
-    public var updated: Int64
-}
-
-/// A message of a conversation (`kiana conversations ID`).
-public struct MessageView: Codable, Sendable {
-    public var role: String
-    public var content: String
-    public var citations: [String]
-    public var created: Int64
 }
 
 /// The outcome of a write command.
@@ -251,7 +179,7 @@ extension Node {
     }
 
     public func conversationList() throws -> [ConversationView] {
-        try conversations.list().map { ConversationView(id: $0.id, title: $0.title, created: $0.created, updated: $0.updated) }
+        try conversations.list().map { ConversationView(id: $0.id, title: $0.title, updated: $0.updated, created: $0.created) }
     }
 
     /// The messages of a conversation; `.notFound` if there is none.

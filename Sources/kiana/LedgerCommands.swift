@@ -29,19 +29,21 @@ struct LedgerShow: ParsableCommand {
                     say("  hash:    \(b.hash)")
                     say("  parent:  \(b.parent)")
                     say("  time:    \(date(b.time))")
-                    say("  signer:  \(b.signer)")
+                    say("  signer:  \(b.signerDevice)")
                     say("  root:    \(b.entryRoot)")
-                    if let a = b.authorities { say("  authorities: \(a.joined(separator: ", "))") }
+                    if let a = b.authorities {
+                        say("  authorities: \(a.map { DeviceID(publicKey: Hex.decode($0) ?? []).description }.joined(separator: ", "))")
+                    }
                     if let n = b.name { say("  name:    \(n)") }
                     say("  entries: \(b.entryCount)")
                     for e in b.entries ?? [] {
-                        say("    \(e.id)  \(e.kind)  author \(e.author) seq \(e.seq)  hlc \(e.hlc)")
+                        say("    \(e.id)  \(e.kind)  author \(e.authorDevice) seq \(e.sequence)  hlc \(e.hlc)")
                     }
                 }
             } else {
                 try output.emit(try node.recentBlocks(limit: limit)) { blocks in
                     for b in blocks {
-                        say("\(b.height)  \(short(b.hash))  \(date(b.time))  \(b.signer)  \(b.entryCount) \(b.entryCount == 1 ? "entry" : "entries")")
+                        say("\(b.height)  \(short(b.hash))  \(date(b.time))  \(b.signerDevice)  \(b.entryCount) \(b.entryCount == 1 ? "entry" : "entries")")
                     }
                 }
             }
