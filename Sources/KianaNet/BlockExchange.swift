@@ -33,33 +33,33 @@ public struct BlockExchange: Sendable {
     }
 
     /// Dense then exponentially spaced hashes of our chain, newest first (Bitcoin's locator).
-    public func locator() throws -> [[UInt8]] {
-        let hashes = try store.blockHashes()
+    public func locator() async throws -> [[UInt8]] {
+        let hashes = try await store.chainHashes()
         return BlockLocator.heights(tip: UInt64(max(hashes.count - 1, 0))).compactMap { h in
             hashes.indices.contains(Int(h)) ? hashes[Int(h)] : nil
         }
     }
 
     /// Our canonical blocks after the newest locator hash on our chain, at most `batch`.
-    public func blocks(after locator: [[UInt8]]) throws -> [[UInt8]] {
+    public func blocks(after locator: [[UInt8]]) async throws -> [[UInt8]] {
         var from: UInt64 = 0
         for hash in locator.prefix(64) {
-            if let height = try store.canonicalHeight(of: hash) {
+            if let height = try await store.heightOnChain(of: hash) {
                 from = height + 1
                 break
             }
         }
-        return try store.encodedBlocks(from: from, through: from + UInt64(batch) - 1)
+        return try await store.encodedBlocks(from: from, through: from + UInt64(batch) - 1)
     }
 
     /// The answer to a peer's "blocks" request body `{locator: [hash…]}`.
-    public func answer(_ body: CBOR) -> LinkReply {
+    public func answer(_ body: CBOR) async -> LinkReply {
         do {
             let m = try body.mapValue("blocks request")
             let list = try (m[.text("locator")] ?? .array([])).arrayValue("locator")
             guard list.count <= 64 else { return .error(code: .invalidInput, message: "a locator has at most 64 hashes") }
             let locator = try list.map { try $0.bytesValue("locator hash", count: 32) }
-            return .stream(try blocks(after: locator).map { .bytes($0) })
+            return .stream(try await blocks(after: locator).map { .bytes($0) })
         } catch {
             return .error(code: .invalidInput, message: "\(error)")
         }
@@ -69,14 +69,14 @@ public struct BlockExchange: Sendable {
     /// batch; returns whether our head changed. Stops at the first failure (logged).
     @discardableResult
     public func pull(from source: some BlockSource, peerHead: [UInt8]? = nil, now: @Sendable () -> UInt64 = currentMillis) async -> Bool {
-        if let peerHead, (try? store.containsBlock(peerHead)) == true { return false }
+        if let peerHead, (try? await store.hasBlock(peerHead)) == true { return false }
         var changed = false
         for _ in 0..<maxBatches {
             do {
-                let encoded = try await source.blocks(after: try locator())
+                let encoded = try await source.blocks(after: try await locator())
                 if encoded.isEmpty { break }
                 let blocks = try encoded.map { try Block(decoding: $0) }
-                if try store.importPeerBlocks(blocks, now: now()) {
+                if try await store.importPeerBlocks(blocks, now: now()) {
                     changed = true
                     logger.info("imported blocks from peer", metadata: ["peer": .string(source.label), "count": .stringConvertible(blocks.count)])
                 }

@@ -80,7 +80,7 @@ public struct HeadAnnouncer: Service {
             var last: LedgerHead?
             while !Task.isCancelled {
                 await network.hooks.tick()
-                if let head = try? network.store.head(), head != last {
+                if let head = try? await network.store.chainHead(), head != last {
                     last = head
                     await network.registry.notifyMembers(
                         LinkMessage(

@@ -53,7 +53,7 @@ public struct LinkListener: Service {
                             }
                             group.addTask {
                                 defer { active.decrement() }
-                                _ = try? await Link.run(conn, dial: nil, context: network.context()) { link in
+                                _ = try? await Link.run(conn, dial: nil, context: await network.context()) { link in
                                     await network.serve(link)
                                 }
                             }
@@ -103,7 +103,7 @@ public struct PeerDiscovery: Service {
         let identity = network.identity
         let compact = identity.deviceID.compact.lowercased()
         var txt: [(String, String)] = [("v", "1"), ("id", identity.deviceID.description)]
-        if let net = try? network.store.network() { txt.append(("net", Hex.encode(LinkPreamble.tag(net)))) }
+        if let net = try? await network.store.networkID() { txt.append(("net", Hex.encode(LinkPreamble.tag(net)))) }
         if let name { txt.append(("name", String(name.prefix(63)))) }
         let label = "kiana-" + String(compact.prefix(12))
         let info = MDNSServiceInfo(instance: label, hostLabel: label, port: UInt16(port), txt: txt, ipv4: ipv4, ipv6: ipv6)

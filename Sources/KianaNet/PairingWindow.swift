@@ -76,7 +76,7 @@ public actor PairingWindow {
     }
 
     /// A joiner's "pair.request": waits for the owner's decision; `accepted` builds the answer.
-    func request(from link: PeerLink, body: CBOR, accepted: @Sendable () -> CBOR) async -> LinkReply {
+    func request(from link: PeerLink, body: CBOR, accepted: @Sendable () async -> CBOR) async -> LinkReply {
         let name: String? = {
             guard case .map(let m) = body, case .text(let n)? = m[.text("name")] else { return nil }
             return String(n.prefix(64))
@@ -92,6 +92,6 @@ public actor PairingWindow {
             requests[link.remoteKey] = (request, c)
         }
         guard ok else { return .error(code: .rejected, message: "the owner did not confirm the pairing code") }
-        return .body(accepted())
+        return .body(await accepted())
     }
 }

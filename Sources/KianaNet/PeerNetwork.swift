@@ -113,8 +113,8 @@ public final class PeerNetwork: Sendable {
 
     // MARK: links
 
-    func context() -> LinkContext {
-        let network = try? store.network()
+    func context() async -> LinkContext {
+        let network = try? await store.networkID()
         return LinkContext(
             identity: identity, network: network, config: config.link, logger: logger,
             helloInfo: { [self] in await self.helloInfo() },
@@ -127,7 +127,7 @@ public final class PeerNetwork: Sendable {
     func helloInfo() async -> CBOR {
         var m: [CBOR: CBOR] = ["port": .unsigned(UInt64(await listeningPort ?? config.port))]
         if let name = config.name { m["name"] = .text(name) }
-        if let h = try? store.head() {
+        if let h = try? await store.chainHead() {
             m["height"] = .unsigned(h.height)
             m["head"] = .bytes(h.hash)
         }
@@ -139,7 +139,7 @@ public final class PeerNetwork: Sendable {
     func admit(_ c: LinkCandidate) async -> String? {
         switch c.mode {
         case .member:
-            guard let m = try? store.membership() else { return "ledger unavailable" }
+            guard let m = try? await store.chainMembership() else { return "ledger unavailable" }
             if m.authorities.contains(c.identityKey) { return nil }
             if m.tally[c.identityKey]?.authorize == true { return nil }
             return "not an authority of this network"
@@ -175,7 +175,7 @@ public final class PeerNetwork: Sendable {
     // MARK: dialling
 
     func dialTargets() async -> [String] {
-        let known = (try? store.knownPeerAddresses()) ?? []
+        let known = (try? await store.knownPeerAddresses()) ?? []
         return await plan.targets(
             known: known, connectedAddresses: await registry.connectedAddresses,
             connectedDevices: await registry.connectedDevices)
@@ -203,8 +203,8 @@ public final class PeerNetwork: Sendable {
             .connectTimeout(.seconds(3))
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .connect(host: host, port: port) { channel in Link.wrap(channel) }
-        let network = mode == .member ? try store.network() : nil
-        return try await Link.run(channel, dial: LinkPreamble(mode: mode, network: network), context: context(), body: body)
+        let network = mode == .member ? try await store.networkID() : nil
+        return try await Link.run(channel, dial: LinkPreamble(mode: mode, network: network), context: await context(), body: body)
     }
 
     /// Splits "host:port" (IPv6 as "[addr]:port").
@@ -224,7 +224,7 @@ public final class PeerNetwork: Sendable {
     /// Records what mDNS found: a device with its address, and whether its TXT network tag
     /// matches ours (only then is it dialled).
     public func discoveredDevice(address: String, device: String, networkTag: String?, name: String?) async {
-        let mine = (try? store.network()).flatMap { $0 }.map { Hex.encode(LinkPreamble.tag($0)) }
+        let mine = (try? await store.networkID()).flatMap { $0 }.map { Hex.encode(LinkPreamble.tag($0)) }
         let same = mine != nil && networkTag == mine
         if await plan.discovered(address, device: device, sameNetwork: same, name: name) {
             logger.info("device discovered", metadata: ["device": .string(device), "address": .string(address), "sameNetwork": .stringConvertible(same)])
@@ -243,15 +243,15 @@ public final class PeerNetwork: Sendable {
             if link.mode == .pairing, !(await pairing.isAdmitted(link.remoteKey)) {
                 return .error(code: .notConfirmed, message: "pairing is not confirmed")
             }
-            return exchange.answer(m.body)
+            return await exchange.answer(m.body)
         case "pair.request":
             guard link.mode == .pairing else { return .error(code: .protocolViolation, message: "pairing requests need a pairing link") }
             let store = self.store
             let key = link.remoteKey
             return await pairing.request(from: link, body: m.body) {
-                let m = try? store.membership()
+                let m = try? await store.chainMembership()
                 return .map([
-                    "network": .bytes((try? store.network()).flatMap { $0 } ?? []),
+                    "network": .bytes((try? await store.networkID()).flatMap { $0 } ?? []),
                     "member": .bool(m?.authorities.contains(key) ?? false),
                     "authorities": .unsigned(UInt64(m?.authorities.count ?? 0)),
                 ])
@@ -279,7 +279,7 @@ public final class PeerNetwork: Sendable {
 
     /// Connected, member, discovered and manually added peers.
     public func status() async -> [PeerStatus] {
-        let authorities = (try? store.membership())?.authorities ?? []
+        let authorities = (try? await store.chainMembership())?.authorities ?? []
         let links = await registry.all
         let discovered = await plan.discovered
         var out: [PeerStatus] = []
@@ -311,7 +311,7 @@ public final class PeerNetwork: Sendable {
                     rttMillis: nil, name: d.name))
             seenAddresses.insert(addr)
         }
-        for a in (try? store.knownPeerAddresses()) ?? [] where !seenAddresses.contains(a) {
+        for a in (try? await store.knownPeerAddresses()) ?? [] where !seenAddresses.contains(a) {
             out.append(PeerStatus(device: nil, address: a, state: "manual", member: false, source: "manual", rttMillis: nil, name: nil))
         }
         return out

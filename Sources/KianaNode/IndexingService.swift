@@ -24,7 +24,8 @@ struct IndexingService: Service {
             var embedder: Embedder?
             while !Task.isCancelled {
                 do {
-                    let todo = try store.itemsNeedingVectors(model: Embedder.modelName, limit: batch)
+                    let batch = self.batch
+                    let todo = try await blocking { try store.itemsNeedingVectors(model: Embedder.modelName, limit: batch) }
                     if todo.isEmpty {
                         try await Task.sleep(for: idle)
                         continue
@@ -41,7 +42,7 @@ struct IndexingService: Service {
                     }
                     guard let e = embedder else { return }
                     let vectors = try await blocking { e.embed(todo.map(\.text)) }
-                    let saved = try store.saveVectors(Array(zip(todo, vectors)), model: Embedder.modelName)
+                    let saved = try await blocking { try store.saveVectors(Array(zip(todo, vectors)), model: Embedder.modelName) }
                     logger.debug("embedded knowledge items", metadata: ["count": .stringConvertible(saved)])
                     if saved == 0 { try await Task.sleep(for: idle) }
                 } catch is CancellationError {

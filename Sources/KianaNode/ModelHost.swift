@@ -1,4 +1,5 @@
 import Foundation
+import KianaStore
 import KianaAI
 import Synchronization
 

@@ -1,4 +1,5 @@
 import Foundation
+import KianaStore
 import KianaAI
 import KianaCore
 import KianaNet
@@ -35,7 +36,8 @@ public enum NodeServer {
         if created {
             logger.notice("created a new network", metadata: ["dataDir": .string(directory.path)])
         }
-        let check = try node.startupCheck()
+        // Verification reads the whole chain and checks signatures: off the cooperative pool.
+        let check = try await blocking { try node.startupCheck() }
         logger.info("ledger checked", metadata: ["height": .stringConvertible(check.height), "newlyVerified": .stringConvertible(check.newlyVerified)])
         // The peer layer signs nothing: sealing entries a reorg returned to the pending pool is the node's.
         let seal: @Sendable () async -> Void = { try? await blocking { try node.sealPendingIfAuthority() } }

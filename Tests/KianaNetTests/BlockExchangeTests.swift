@@ -39,12 +39,12 @@ final class MemoryChain: SyncStore, Sendable {
     var height: UInt64 { state.withLock { UInt64($0.blocks.count - 1) } }
     var imports: Int { state.withLock { $0.imports } }
 
-    func network() throws -> [UInt8]? { state.withLock { $0.blocks[0].hash } }
-    func head() throws -> LedgerHead? { state.withLock { LedgerHead(height: $0.blocks.last!.height, hash: $0.blocks.last!.hash) } }
-    func membership() throws -> Membership { state.withLock { $0.ledger.membership } }
-    func containsBlock(_ hash: [UInt8]) throws -> Bool { state.withLock { $0.blocks.contains { $0.hash == hash } } }
-    func canonicalHeight(of hash: [UInt8]) throws -> UInt64? { state.withLock { $0.blocks.first { $0.hash == hash }?.height } }
-    func blockHashes() throws -> [[UInt8]] { state.withLock { $0.blocks.map(\.hash) } }
+    func networkID() throws -> [UInt8]? { state.withLock { $0.blocks[0].hash } }
+    func chainHead() throws -> LedgerHead? { state.withLock { LedgerHead(height: $0.blocks.last!.height, hash: $0.blocks.last!.hash) } }
+    func chainMembership() throws -> Membership { state.withLock { $0.ledger.membership } }
+    func hasBlock(_ hash: [UInt8]) throws -> Bool { state.withLock { $0.blocks.contains { $0.hash == hash } } }
+    func heightOnChain(of hash: [UInt8]) throws -> UInt64? { state.withLock { $0.blocks.first { $0.hash == hash }?.height } }
+    func chainHashes() throws -> [[UInt8]] { state.withLock { $0.blocks.map(\.hash) } }
     func encodedBlocks(from: UInt64, through: UInt64) throws -> [[UInt8]] {
         state.withLock { s in
             guard from < UInt64(s.blocks.count), from <= through else { return [] }
@@ -74,7 +74,7 @@ final class DirectSource: BlockSource {
     var label: String { "direct" }
     func blocks(after locator: [[UInt8]]) async throws -> [[UInt8]] {
         requests.withLock { $0 += 1 }
-        return try exchange.blocks(after: locator)
+        return try await exchange.blocks(after: locator)
     }
 }
 
@@ -103,7 +103,7 @@ final class DirectSource: BlockSource {
         let source = DirectSource(exchange: BlockExchange(store: a, logger: logger))
         let changed = await BlockExchange(store: b, logger: logger).pull(from: source, now: { .max / 2 })
         #expect(changed)
-        let (ha, hb) = (try a.head(), try b.head())
+        let (ha, hb) = (try a.chainHead(), try b.chainHead())
         #expect(b.height == a.height && ha == hb)
         let missing = ahead - behind
         // One request per full batch, plus the short (or empty) one that ends the pull.
@@ -113,19 +113,20 @@ final class DirectSource: BlockSource {
     @Test func inStepMeansNoRequestAtAll() async throws {
         let (a, b) = try pair(30, behind: 30)
         let source = DirectSource(exchange: BlockExchange(store: a, logger: logger))
-        let changed = await BlockExchange(store: b, logger: logger).pull(from: source, peerHead: try a.head()?.hash, now: { .max / 2 })
+        let changed = await BlockExchange(store: b, logger: logger).pull(from: source, peerHead: try a.chainHead()?.hash, now: { .max / 2 })
         #expect(!changed && source.requests.withLock { $0 } == 0 && b.imports == 1)
     }
 
-    @Test func locatorsAnswerFromTheNewestSharedBlock() throws {
+    @Test func locatorsAnswerFromTheNewestSharedBlock() async throws {
         let (a, _) = try pair(100, behind: 0)
         let ex = BlockExchange(store: a, logger: logger, batch: 10)
-        let hashes = try a.blockHashes()
-        #expect(try ex.blocks(after: [hashes[42]]).map { try Block(decoding: $0).height } == Array(43...52))
-        #expect(try ex.blocks(after: [Array(repeating: 9, count: 32), hashes[99]]).map { try Block(decoding: $0).height } == [100])
-        #expect(try ex.blocks(after: [Array(repeating: 9, count: 32)]).first.map { try Block(decoding: $0).height } == 0)
-        #expect(try ex.blocks(after: [hashes[100]]).isEmpty)
-        if case .error(let code, _) = ex.answer(.map(["locator": .array(Array(repeating: .bytes(hashes[0]), count: 65))])) {
+        let hashes = try a.chainHashes()
+        func heights(_ locator: [[UInt8]]) async throws -> [UInt64] { try await ex.blocks(after: locator).map { try Block(decoding: $0).height } }
+        #expect(try await heights([hashes[42]]) == Array(43...52))
+        #expect(try await heights([Array(repeating: 9, count: 32), hashes[99]]) == [100])
+        #expect(try await heights([Array(repeating: 9, count: 32)]).first == 0)
+        #expect(try await heights([hashes[100]]).isEmpty)
+        if case .error(let code, _) = await ex.answer(.map(["locator": .array(Array(repeating: .bytes(hashes[0]), count: 65))])) {
             #expect(code == .invalidInput)
         } else {
             Issue.record("a 65-hash locator was answered")

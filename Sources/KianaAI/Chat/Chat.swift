@@ -1,4 +1,5 @@
 import Foundation
+import KianaStore
 import Synchronization
 
 /// One chat message.
