@@ -46,15 +46,13 @@ let package = Package(
             dependencies: [
                 "KianaCore",
                 .product(name: "GRDB", package: "GRDB.swift"),
-                .product(name: "Logging", package: "swift-log"),
             ]),
-        // Local AI (embedder, LLM engine, retrieval). Starts as its error type; see docs/architecture.md.
+        // Local AI: embedder, GGUF engine, vector index, retrieval, chat backends.
         .target(
             name: "KianaAI",
             dependencies: [
                 "KianaCore", "KianaStore",
                 .product(name: "Crypto", package: "swift-crypto"),
-                .product(name: "Logging", package: "swift-log"),
             ], swiftSettings: simdSettings),
         // Networking: mDNS/DNS-SD discovery, Noise-encrypted TCP links, link protocol, pairing.
         .target(
@@ -73,7 +71,7 @@ let package = Package(
         .target(
             name: "KianaServer",
             dependencies: [
-                "KianaCore", "KianaStore", "KianaAI", "KianaNet", "KianaLearn",
+                "KianaCore", "KianaStore", "KianaAI", "KianaNet",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "Logging", package: "swift-log"),
@@ -101,8 +99,9 @@ let package = Package(
         .executableTarget(
             name: "kiana",
             dependencies: [
-                "KianaNode", "KianaBench",
+                "KianaNode", "KianaBench", "KianaCore",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
             ]),
         // Helpers shared by the test targets: locating ../shared, running processes.
         .target(name: "KianaTestSupport", path: "Tests/KianaTestSupport"),
