@@ -167,6 +167,14 @@ public struct KnowledgeFields: Hashable, Sendable {
                 throw KianaCoreError(.invalidInput, "a tag must have 1 to \(KnowledgeOp.maxTagBytes) bytes")
             }
         }
+        // NUL cannot be stored as SQL text faithfully (it ends a C string): an item holding one
+        // would read back different from its entry and fail every verification after it.
+        for (name, value) in [("text", text), ("title", title), ("source", source)] where value?.utf8.contains(0) == true {
+            throw KianaCoreError(.invalidInput, "\(name) must not contain NUL characters")
+        }
+        if tags?.contains(where: { $0.utf8.contains(0) }) == true {
+            throw KianaCoreError(.invalidInput, "tags must not contain NUL characters")
+        }
     }
 
     /// The rule for fields entering through this device (CLI, HTTP, ingest): the ledger's rule,

@@ -166,7 +166,13 @@ extension DataDirectory {
     public func lockForServing() throws(KianaNodeError) -> DirectoryLock {
         try create()
         let fd = open(lockPath, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { throw KianaNodeError(.dataDirectory, "cannot open \(lockPath): \(String(cString: strerror(errno)))") }
+        guard fd >= 0 else {
+            let reason = String(cString: strerror(errno))
+            if errno == EROFS || errno == EACCES {
+                throw KianaNodeError(.readOnly, "\(path) cannot be written (\(reason)): a node needs a writable data directory; read commands still work here")
+            }
+            throw KianaNodeError(.dataDirectory, "cannot open \(lockPath): \(reason)")
+        }
         guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
             let busy = errno == EWOULDBLOCK
             var buf = [UInt8](repeating: 0, count: 32)

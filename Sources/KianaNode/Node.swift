@@ -45,8 +45,14 @@ public struct Node: Sendable {
         guard forReading || directory.isWritable else {
             throw KianaNodeError(.readOnly, "\(directory.path) is read-only here: reading works, writing does not")
         }
-        let readOnly = forReading && !directory.isWritable
-        let database = readOnly ? try KianaDatabase(readOnlyPath: directory.databasePath) : try KianaDatabase(path: directory.databasePath)
+        // Read commands open the file read-only, so reading never changes it (not even a damaged
+        // one); where the directory itself cannot be written, as immutable.
+        // A ledger marked damaged is only ever opened for reading (even opening a writer touches the file).
+        let readOnly = forReading || directory.damage != nil
+        let database =
+            readOnly
+            ? try KianaDatabase(readOnlyPath: directory.databasePath, immutable: !directory.isWritable)
+            : try KianaDatabase(path: directory.databasePath)
         let store = LedgerStore(database: database)
         guard try store.isInitialized() else {
             throw KianaNodeError(.notInitialized, "no ledger in \(directory.path): run `kiana init` first")
@@ -56,14 +62,14 @@ public struct Node: Sendable {
 
     /// Throws unless this node may sign and store: not opened read-only, ledger not marked damaged.
     public func requireWritable() throws(KianaNodeError) {
-        if readOnly {
-            throw KianaNodeError(.readOnly, "\(directory.path) is read-only here: reading works, writing does not")
-        }
         if let damage = directory.damage {
             throw KianaNodeError(
                 .readOnly,
                 "the ledger in \(directory.path) failed verification (\(damage)); nothing is written on top of it. "
                     + Self.recoveryAdvice)
+        }
+        if readOnly {
+            throw KianaNodeError(.readOnly, "\(directory.path) is read-only here: reading works, writing does not")
         }
     }
 
@@ -175,11 +181,17 @@ public struct Node: Sendable {
     public func verify(now: UInt64 = currentMillis()) throws -> LedgerState {
         do throws(KianaStoreError) {
             let state = try store.verify(now: now)
-            if !readOnly { directory.clearDamage() }
+            if directory.isWritable {
+                directory.clearDamage()
+                // Opened read-only for the check; the record of what passed needs a writer.
+                if readOnly {
+                    try? LedgerStore(database: KianaDatabase(path: directory.databasePath)).recordVerified(height: state.height, hash: state.tipHash)
+                }
+            }
             return state
         } catch {
             guard error.code == .corrupt else { throw error }
-            if !readOnly { directory.markDamaged(error.message) }
+            if directory.isWritable { directory.markDamaged(error.message) }
             throw KianaNodeError(.verificationFailed, "ledger verification failed: \(error.message)", cause: error)
         }
     }

@@ -32,12 +32,39 @@ public enum NodeServer {
         // written, so a second node changes nothing (not node.json, not the control token).
         let lock = try directory.lockForServing()
         defer { withExtendedLifetime(lock) {} }
+        // The start-up check runs on a read-only connection before anything opens the file for
+        // writing (a writer's open alone touches it): a damaged ledger is left exactly as it is.
+        // Verification reads the whole chain and checks signatures: off the cooperative pool.
+        var check: StartupCheck?
+        if directory.hasIdentity, FileManager.default.fileExists(atPath: directory.databasePath) {
+            if let damage = directory.damage {
+                throw KianaNodeError(
+                    .verificationFailed,
+                    "the ledger in \(directory.path) failed verification earlier (\(damage)); the node does not serve it. "
+                        + Node.recoveryAdvice)
+            }
+            let probe: Node?
+            do {
+                probe = try Node.open(directory: directory, forReading: true)
+            } catch {
+                // Keys without a ledger yet: `openOrInitialize` below creates it. Anything else stops here.
+                guard (error as? KianaNodeError)?.code == .notInitialized else {
+                    if (error as? any KianaError)?.code == .corrupt { directory.markDamaged(ErrorLine.text(for: error)) }
+                    throw error
+                }
+                probe = nil
+            }
+            if let probe { check = try await blocking { try probe.startupCheck() } }
+        }
         let (node, created) = try Node.openOrInitialize(directory: directory)
         if created {
             logger.notice("created a new network", metadata: ["dataDir": .string(directory.path)])
+            check = try await blocking { try node.startupCheck() }
+        } else if check == nil {
+            check = try await blocking { try node.startupCheck() }
         }
-        // Verification reads the whole chain and checks signatures: off the cooperative pool.
-        let check = try await blocking { try node.startupCheck() }
+        guard let check else { throw KianaNodeError(.internal, "the ledger was not checked") }
+        try? node.store.recordVerified(height: check.height, hash: check.hash)
         logger.info("ledger checked", metadata: ["height": .stringConvertible(check.height), "newlyVerified": .stringConvertible(check.newlyVerified)])
         // The peer layer signs nothing: sealing entries a reorg returned to the pending pool is the node's.
         let seal: @Sendable () async -> Void = { try? await blocking { try node.sealPendingIfAuthority() } }

@@ -101,7 +101,7 @@ extension Node {
                 var added = 0
                 var updated = 0
                 for (pos, chunk) in chunks.enumerated() {
-                    let title = chunk.heading.isEmpty ? name : name + " › " + chunk.heading
+                    let title = Self.title(chunk.heading.isEmpty ? name : name + " › " + chunk.heading)
                     let text = String(chunk.text.utf8.prefix(KnowledgeOp.maxTextBytes)) ?? chunk.text
                     if let item = old[pos] {
                         if item.title == title && item.text == text { continue }
@@ -116,6 +116,13 @@ extension Node {
                                     source: ChunkSource.make(file, pos))))
                         added += 1
                     }
+                }
+                // A file whose chunks the ledger would refuse (a NUL byte: not a text file) is
+                // skipped and reported, and the others go on.
+                if let problem = Self.firstProblem(ops) {
+                    report.filesFailed.append("\(file): \(problem)")
+                    progress?("reading", report.bytesRead, totalBytes, file)
+                    continue
                 }
                 let removed = old.keys.filter { $0 >= chunks.count }.sorted()
                 ops += removed.map { .delete(old[$0]!.id) }
@@ -135,6 +142,28 @@ extension Node {
             }
         }
         return report
+    }
+
+    /// A chunk title derived from a file name and a heading: control characters become spaces
+    /// and it is cut to the ledger's title limit (it is made here, not typed by anyone).
+    static func title(_ raw: String) -> String {
+        let clean = String(String.UnicodeScalarView(raw.unicodeScalars.map { $0.value < 0x20 || $0.value == 0x7F ? " " : $0 }))
+        guard clean.utf8.count > KnowledgeOp.maxTitleBytes else { return clean }
+        var cut = ""
+        for ch in clean {
+            if cut.utf8.count + String(ch).utf8.count > KnowledgeOp.maxTitleBytes - 3 { break }
+            cut.append(ch)
+        }
+        return cut + "…"
+    }
+
+    /// Why the ledger would refuse one of these writes, if it would.
+    static func firstProblem(_ ops: [KnowledgeOp]) -> String? {
+        for op in ops {
+            guard case .put(_, let f) = op else { continue }
+            do throws(KianaCoreError) { try f.validateInput() } catch { return error.message }
+        }
+        return nil
     }
 
     /// Writes ops in ledger batches of at most 256 entries / ~1 MiB of text.

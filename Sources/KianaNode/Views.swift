@@ -43,7 +43,7 @@ public struct StatusView: Codable, Sendable {
     public var authorities: [String]
     public var votes: [PendingVote]
     public var dataDirectory: String
-    /// True when the directory could only be opened for reading.
+    /// True when this process cannot write the data directory (a read-only mount).
     public var readOnly: Bool
     /// The height that last passed verification (`ledger verify` or a node's start), if any.
     public var verifiedHeight: UInt64?
@@ -131,7 +131,7 @@ extension Node {
                     action: $0.vote.authorize ? "add" : "drop", device: DeviceID(publicKey: $0.vote.target).description,
                     by: DeviceID(publicKey: $0.signer).description)
             },
-            dataDirectory: directory.path, readOnly: readOnly, verifiedHeight: try? store.lastVerified()?.height, damage: damage)
+            dataDirectory: directory.path, readOnly: !directory.isWritable, verifiedHeight: try? store.lastVerified()?.height, damage: damage)
     }
 
     public func items(includeDeleted: Bool) throws -> [ItemView] {

@@ -214,7 +214,13 @@ enum Compat {
         s.temperature = 0.2
         if let temperature { s.temperature = Float(temperature) }
         if let topP { s.topP = Float(topP) }
-        if let topK { s.topK = Int(topK) }
+        if let topK {
+            // top_k arrives as any JSON number: only whole numbers in a sane range are taken.
+            guard topK.isFinite, topK >= 0, topK <= 1_000_000, let k = Int(exactly: topK.rounded(.towardZero)) else {
+                throw HTTPError(.badRequest, message: "top_k must be a whole number from 0 (off) to 1000000")
+            }
+            s.topK = k
+        }
         if let minP { s.minP = Float(minP) }
         if let repeatPenalty { s.repeatPenalty = Float(repeatPenalty) }
         if let seed { s.seed = UInt64(truncatingIfNeeded: seed) }

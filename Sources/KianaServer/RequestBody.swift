@@ -45,6 +45,13 @@ enum RequestBodies {
         do {
             return try JSONDecoder().decode(T.self, from: bytes)
         } catch let e as DecodingError {
+            // A body that is a JSON object but holds a value the types cannot take (a number out
+            // of range, a lone surrogate) is named as such, not as "not a JSON object".
+            if case .dataCorrupted(let c) = e, c.codingPath.isEmpty,
+                (try? JSONSerialization.jsonObject(with: bytes, options: [.fragmentsAllowed])) is [String: Any]
+            {
+                throw HTTPError(.badRequest, message: "a value in the body is out of range or malformed (\(c.debugDescription))")
+            }
             throw HTTPError(.badRequest, message: describe(e))
         }
     }

@@ -4,8 +4,9 @@ import KianaCore
 
 /// What the start-up check of a store found.
 public struct StartupCheck: Sendable {
-    /// Height of the head when checked.
+    /// Height and hash of the head when checked.
     public var height: UInt64
+    public var hash: [UInt8]
     /// Blocks whose signatures and roots were verified now (those above the last verified height).
     public var newlyVerified: Int
     /// The height verified before this check (nil: never).
@@ -16,11 +17,17 @@ extension LedgerStore {
     /// SQLite's own check of the file (b-trees, free lists, and with `quick: false` that every
     /// index matches its table). Empty when the file is sound; otherwise SQLite's lines, at most 20.
     public func integrityProblems(quick: Bool) throws(KianaStoreError) -> [String] {
-        try run("checking the database file") {
-            try writer.read { db in
-                let lines = try String.fetchAll(db, sql: quick ? "PRAGMA quick_check(20)" : "PRAGMA integrity_check(20)")
-                return lines == ["ok"] ? [] : lines
+        do throws(KianaStoreError) {
+            return try run("checking the database file") {
+                try writer.read { db in
+                    let lines = try String.fetchAll(db, sql: quick ? "PRAGMA quick_check(20)" : "PRAGMA integrity_check(20)")
+                    return lines == ["ok"] ? [] : lines
+                }
             }
+        } catch {
+            // A file so damaged that the check itself fails is damaged.
+            guard error.code == .corrupt else { throw error }
+            return [error.message]
         }
     }
 
@@ -78,7 +85,8 @@ extension LedgerStore {
         }
     }
 
-    func recordVerified(height: UInt64, hash: [UInt8]) throws(KianaStoreError) {
+    /// Records `height` (with its block hash) as verified; start-up checks trust what lies below.
+    public func recordVerified(height: UInt64, hash: [UInt8]) throws(KianaStoreError) {
         try run("recording the verified height") {
             try writer.write { db in
                 try SettingRecord(key: "verified", value: Data(CBOR.array([.unsigned(height), .bytes(hash)]).encoded)).save(db)
@@ -86,12 +94,15 @@ extension LedgerStore {
         }
     }
 
-    /// The check a serving node runs at start: SQLite's `quick_check`, then the whole chain
+    /// The check a serving node runs at start: SQLite's `integrity_check`, then the whole chain
     /// decoded and its rules replayed, with signatures, roots and payloads verified for the
     /// blocks above the last verified height (all of them when that block is no longer on the
-    /// chain). A failure is a `.corrupt` error naming what is damaged; success records the head.
+    /// chain). A failure is a `.corrupt` error naming what is damaged. It writes nothing (it runs
+    /// on a read-only connection); the caller records the verified head.
     public func startupCheck(now: UInt64) throws(KianaStoreError) -> StartupCheck {
-        let problems = try integrityProblems(quick: true)
+        // The full check, not `quick_check`: only it compares every index with its table, and a
+        // damaged index (a flipped byte in `block_on_height`) passes the quick one.
+        let problems = try integrityProblems(quick: false)
         guard problems.isEmpty else { throw Self.damaged(problems) }
         let blocks = try canonicalBlocks()
         let previous = try lastVerified()
@@ -103,7 +114,6 @@ extension LedgerStore {
         do throws(KianaCoreError) { state = try ChainValidator.validate(blocks: blocks, now: now, trustedPrefix: trusted) } catch {
             throw KianaStoreError(.corrupt, error.description, height: error.height, cause: error)
         }
-        try recordVerified(height: state.height, hash: state.tipHash)
-        return StartupCheck(height: state.height, newlyVerified: blocks.count - trusted, previouslyVerified: previous?.height)
+        return StartupCheck(height: state.height, hash: state.tipHash, newlyVerified: blocks.count - trusted, previouslyVerified: previous?.height)
     }
 }

@@ -19,24 +19,31 @@ public final class KianaDatabase: Sendable {
         }
         do {
             writer = try DatabasePool(path: path, configuration: config)
-            try Self.migrator.migrate(writer)
+            // Migrate only when a migration is missing: the migrator writes to the file even when
+            // it has nothing to do, and a read command should leave a (possibly damaged) file alone.
+            if try !writer.read({ try Self.migrator.hasCompletedMigrations($0) }) {
+                try Self.migrator.migrate(writer)
+            }
+        } catch let e as DatabaseError where e.resultCode == .SQLITE_CORRUPT || e.resultCode == .SQLITE_NOTADB {
+            throw KianaStoreError(
+                .corrupt, "cannot open database at \(path): the file is damaged (\(e.message ?? "SQLite error \(e.resultCode.rawValue)"))", cause: e)
         } catch {
             throw KianaStoreError(.database, "cannot open database at \(path)", cause: error)
         }
     }
 
-    /// Opens an existing database file read-only, for a data directory this process cannot
-    /// write (a read-only mount, another user's files). SQLite opens it as immutable: no WAL
-    /// index is created beside it, so nothing in the directory changes. The file must have been
-    /// migrated by this version already.
-    public init(readOnlyPath path: String) throws(KianaStoreError) {
+    /// Opens an existing database file read-only: for read commands, which then leave the file
+    /// exactly as it was (a writable pool touches the file on every open), and for a data
+    /// directory this process cannot write (a read-only mount), where it is opened `immutable`
+    /// so that no WAL index is created beside it. The file must have been migrated already.
+    public init(readOnlyPath path: String, immutable: Bool = true) throws(KianaStoreError) {
         var config = Configuration()
         config.readonly = true
         config.busyMode = .timeout(30)
         // SQLite's URI form (the system library is built with URI support); % and ? escaped.
         var allowed = CharacterSet.urlPathAllowed
         allowed.remove(charactersIn: "?#%")
-        let uri = "file:" + (path.addingPercentEncoding(withAllowedCharacters: allowed) ?? path) + "?immutable=1"
+        let uri = "file:" + (path.addingPercentEncoding(withAllowedCharacters: allowed) ?? path) + (immutable ? "?immutable=1" : "")
         let done: Bool
         do {
             writer = try DatabaseQueue(path: uri, configuration: config)
@@ -207,6 +214,9 @@ extension KianaDatabase {
             // A limit is not damage: what was being written is over a size limit.
             if e.code == .tooLarge { throw KianaStoreError(.tooLarge, "\(what): \(e.message)", height: e.height, cause: e) }
             throw KianaStoreError(.corrupt, "\(what): \(e.description)", height: e.height, cause: e)
+        } catch let e as DatabaseError where e.resultCode == .SQLITE_CORRUPT || e.resultCode == .SQLITE_NOTADB {
+            // SQLite itself found the file damaged: that is `corrupt`, whatever was being done.
+            throw KianaStoreError(.corrupt, "\(what): the database file is damaged (\(e.message ?? "SQLite error \(e.resultCode.rawValue)"))", cause: e)
         } catch {
             throw KianaStoreError(.database, what, cause: error)
         }

@@ -210,7 +210,8 @@ struct Search: ParsableCommand {
 
     func run() throws {
         try perform {
-            let node = try Node.open(directory: data.directory)
+            // Keyword search only reads; the other modes may embed waiting items first.
+            let node = try Node.open(directory: data.directory, forReading: mode == "keyword")
             let view = try node.search(
                 query, k: k, mode: mode, tag: tag, source: source, modelDirectory: model.directory(data),
                 progress: ProgressBar().handler)

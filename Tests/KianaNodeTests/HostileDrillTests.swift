@@ -19,13 +19,13 @@ import Testing
     /// Flips bytes in the pages of the block table's primary-key index (found with SQLite's
     /// dbstat) of a copy of the database until `integrity_check` reports that index broken while
     /// the file still opens; returns SQLite's report, or nil if no flip did that.
-    func breakAnIndex(_ db: String) async throws -> String? {
+    func breakAnIndex(_ db: String, index: String = "sqlite_autoindex_block_1") async throws -> String? {
         let script = """
             import sqlite3, shutil, sys
             db = sys.argv[1]
             shutil.copy(db, db + ".orig")
             c = sqlite3.connect(db)
-            pages = [p for (p,) in c.execute("SELECT pageno FROM dbstat WHERE name = 'sqlite_autoindex_block_1'")]
+            pages = [p for (p,) in c.execute("SELECT pageno FROM dbstat WHERE name = ?", (sys.argv[2],))]
             size = c.execute("PRAGMA page_size").fetchone()[0]
             c.close()
             for page in pages:
@@ -40,11 +40,11 @@ import Testing
                         c.close()
                     except sqlite3.DatabaseError:
                         continue
-                    if report != ["ok"] and any("sqlite_autoindex_block_1" in r for r in report):
+                    if report != ["ok"] and any(sys.argv[2] in r for r in report):
                         print(report[0]); sys.exit(0)
             sys.exit(1)
             """
-        let r = try await runProcess(python3(), ["-c", script, db])
+        let r = try await runProcess(python3(), ["-c", script, db, index])
         return r.status == 0 ? String(decoding: r.out, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines) : nil
     }
 
@@ -282,5 +282,53 @@ import Testing
         let lines = node.text.split(separator: "\n").filter { $0.contains("inbound connection refused") }
         #expect(lines.count == 1, "\(node.text)")
         #expect(lines.first?.contains("127.0.0.1") == true && lines.first?.contains("reason=") == true, "\(lines)")
+    }
+
+    @Test("An index that only quick_check misses (block_on_height) still keeps serve from starting; nothing is written on it")
+    func indexQuickCheckMisses() async throws {
+        let dir = try await newNode(["one", "two", "three", "four"])
+        defer { dir.cleanup() }
+        let report = try #require(try await breakAnIndex(dir.path + "/kiana.sqlite", index: "block_on_height"), "no byte flip broke the index")
+        let before = try Data(contentsOf: URL(fileURLWithPath: dir.path + "/kiana.sqlite"))
+        // Read commands leave the file exactly as it is.
+        for args in [["list"], ["status"], ["ledger", "show"]] { _ = try await kiana(args + ["--data-dir", dir.path]) }
+        #expect(try Data(contentsOf: URL(fileURLWithPath: dir.path + "/kiana.sqlite")) == before, "a read command changed the file")
+        let r = try await kiana(["serve", "--data-dir", dir.path, "--port", "0", "--p2p-port", "0", "--discovery", "off"])
+        #expect(r.status == 1 && r.err.contains("block_on_height"), "\(report): \(r.err)")
+        #expect(try await kiana(["remember", "more", "--data-dir", dir.path]).status == 1)
+        #expect(try Data(contentsOf: URL(fileURLWithPath: dir.path + "/kiana.sqlite")) == before, "something wrote on the damaged file")
+    }
+
+    @Test("NUL in text is refused at every way in; a file holding one is skipped and named, the rest ingested")
+    func nulIsRefused() async throws {
+        let dir = try await newNode([])
+        defer { dir.cleanup() }
+        // (A command-line argument cannot hold NUL at all; the HTTP routes' refusal is in RouterTests.)
+        let folder = dir.path + "/notes"
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        try Data("hello\u{0}world\n".utf8).write(to: URL(fileURLWithPath: folder + "/binary.txt"))
+        try Data("# Garden\n\nThe roses need water.\n".utf8).write(to: URL(fileURLWithPath: folder + "/garden.md"))
+        try Data("# Title \u{1b}[31m red\n\nEscapes in a heading.\n".utf8).write(to: URL(fileURLWithPath: folder + "/escape.md"))
+        let r = try await kiana(["ingest", folder, "--no-embed", "--data-dir", dir.path])
+        #expect(r.status == 0, "\(r.err)")
+        #expect(r.err.contains("binary.txt") && r.err.contains("NUL"), "\(r.err)")
+        let list = try await kiana(["list", "--json", "--data-dir", dir.path])
+        let items = (try? JSONSerialization.jsonObject(with: Data(list.out.utf8)) as? [[String: Any]]) ?? []
+        #expect(items.count == 2, "\(list.out)")
+        #expect(try await kiana(["ledger", "verify", "--data-dir", dir.path]).status == 0)
+    }
+
+    @Test("With an API token set, the CLI's control commands still reach the node")
+    func controlWithToken() async throws {
+        let dir = try await newNode([])
+        defer { dir.cleanup() }
+        let node = try ServeTests.Running(["serve", "--data-dir", dir.path, "--port", "0", "--p2p-port", "0", "--discovery", "off", "--token", "s3cret"])
+        defer {
+            node.process.interrupt()
+            _ = node.waitForExit()
+        }
+        #expect(await node.waitForPort() != nil, "\(node.text)")
+        let r = try await kiana(["peers", "list", "--json", "--data-dir", dir.path])
+        #expect(r.status == 0, "\(r.err)")
     }
 }

@@ -105,6 +105,7 @@ import Testing
             (#"{"text":5}"#, 400, "invalid-input", "text must be a string"),
             (#"{"text":"x","source":"\#(String(repeating: "s", count: 5000))"}"#, 413, "too-large", "source is longer"),
             (#"{"text":"x","title":"a\u0007b"}"#, 400, "invalid-input", "control characters"),
+            (#"{"text":"a\u0000b"}"#, 400, "invalid-input", "NUL"),
         ])
     func badKnowledge(_ body: String, _ status: Int, _ code: String, _ words: String) async throws {
         try await withApp { _, c in
@@ -326,6 +327,9 @@ import Testing
             ("/api/chat", #"{"model":"kiana","messages":[{"role":"user","content":"hi"}],"options":{"num_predict":-2}}"#, "num_predict"),
             ("/v1/embeddings", #"{"model":"m","input":[]}"#, "input must be"),
             ("/api/embed", #"{"input":7}"#, "input must be"),
+            ("/api/chat", #"{"model":"kiana","messages":[{"role":"user","content":"hi"}],"options":{"top_k":1e30}}"#, "top_k"),
+            ("/api/generate", #"{"model":"kiana","prompt":"hi","options":{"top_k":-1e19}}"#, "top_k"),
+            ("/v1/chat/completions", #"{"model":"kiana","messages":[{"role":"user","content":"hi"}],"max_tokens":1e30}"#, "out of range"),
         ])
     func badCompat(_ path: String, _ body: String, _ words: String) async throws {
         try await withApp { _, c in
@@ -385,6 +389,9 @@ import Testing
             let right = try await c.execute(uri: "/api/v1/knowledge", method: .get, headers: [.authorization: "Bearer tok"])
             let wrong = try await c.execute(uri: "/api/v1/knowledge", method: .get, headers: [.authorization: "Bearer tok2"])
             let page = try await c.execute(uri: "/", method: .get)
+            // The control surface's own token check is the only one there, and no path climbs out of it.
+            let climb = try await c.execute(uri: "/control/../api/v1/knowledge", method: .get)
+            #expect(climb.status != .ok, "\(Self.text(climb))")
             #expect(none.status == .unauthorized && right.status == .ok && wrong.status == .unauthorized && page.status == .ok)
         }
     }
