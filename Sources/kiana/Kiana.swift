@@ -25,7 +25,22 @@ struct Kiana: AsyncParsableCommand {
             Output.error(KianaNodeError(.invalidInput, "argument \(bad) is not valid UTF-8 text"))
             Glibc.exit(1)
         }
-        await main(nil)
+        do {
+            var command = try parseAsRoot(nil)
+            if var asyncCommand = command as? AsyncParsableCommand {
+                try await asyncCommand.run()
+            } else {
+                try command.run()
+            }
+        } catch {
+            let code = exitCode(for: error)
+            // Help and --version print as usual; a mistake on the command line is one line and
+            // exit code 1, like every other error (the usage is a `--help` away).
+            if code == .success || error is ExitCode { exit(withError: error) }
+            let message = Self.message(for: error).split(separator: "\n").first.map(String.init) ?? "invalid arguments"
+            FileHandle.standardError.write(Data("kiana: \(message.replacingOccurrences(of: "Error: ", with: "")) (see `kiana help`)\n".utf8))
+            Glibc.exit(1)
+        }
     }
 }
 
