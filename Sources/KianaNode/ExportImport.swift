@@ -80,6 +80,11 @@ extension Node {
         guard export.network == Hex.encode(state.network) else {
             throw KianaNodeError(.verificationFailed, "export does not verify: its network field disagrees with its genesis block")
         }
+        guard export.height == state.height else {
+            throw KianaNodeError(
+                .verificationFailed,
+                "export does not verify: its readable height (\(export.height)) disagrees with its signed bytes (last block \(state.height))")
+        }
         return (blocks, state)
     }
 

@@ -225,7 +225,7 @@ import Testing
         #expect(!files.contains { $0.hasSuffix("-wal") || $0.hasSuffix("-shm") }, "\(files)")
     }
 
-    @Test("An export whose readable fields were edited is refused on import", arguments: ["signer", "time", "kind", "seq", "author"])
+    @Test("An export whose readable fields were edited is refused on import", arguments: ["signer", "time", "kind", "seq", "author", "height"])
     func editedExportIsRefused(_ field: String) async throws {
         let dir = try await newNode()
         defer { dir.cleanup() }
@@ -236,7 +236,9 @@ import Testing
             f, field = sys.argv[1], sys.argv[2]
             e = json.load(open(f))
             b = e["blocks"][1]
-            if field in ("signer", "time"):
+            if field == "height":
+                e["height"] = 99
+            elif field in ("signer", "time"):
                 b[field] = b[field] + 1 if isinstance(b[field], int) else "0000-0000-0000-000" + b[field][-1]
             elif field == "seq":
                 b["entries"][0]["seq"] += 5
