@@ -132,47 +132,56 @@ extension Node {
         guard !q.isEmpty else { throw KianaNodeError(.invalidInput, "the question is empty") }
         guard q.utf8.count <= 64 * 1024 else { throw KianaNodeError(.invalidInput, "the question is longer than 64 KiB") }
         let now = Int64(currentMillis())
-        var conversation: Conversation?
-        if let id = options.conversation {
-            guard let c = try conversations.conversation(id) else { throw KianaNodeError(.invalidInput, "no conversation \(id)") }
-            conversation = c
+        let node = self
+        // Store calls and retrieval (which embeds the question) run off the cooperative pool.
+        let (conversation, stored) = try await blocking { () throws -> (Conversation?, [ConversationMessage]) in
+            guard let id = options.conversation else { return (nil, []) }
+            guard let c = try node.conversations.conversation(id) else { throw KianaNodeError(.notFound, "no conversation \(id)") }
+            return (c, try node.conversations.messages(c.id))
         }
-        let stored = try conversation.map { try conversations.messages($0.id) } ?? []
         let persist = options.persist && options.history == nil
 
-        func finish(_ answer: String, _ citations: [Citation], _ sources: [GroundingSource], _ remembered: ItemID?, _ reply: ChatReply?) throws -> AskResult {
-            var id = conversation?.id ?? ""
-            if persist {
-                if conversation == nil { id = try conversations.create(title: q, now: now).id }
-                try conversations.append(
-                    [
-                        ConversationMessage(conversationId: id, role: "user", content: q, created: now),
-                        ConversationMessage(
-                            conversationId: id, role: "assistant", content: answer, citations: citations.map(\.id), created: Int64(currentMillis())),
-                    ], to: id, now: Int64(currentMillis()))
+        @Sendable func finish(_ answer: String, _ citations: [Citation], _ sources: [GroundingSource], _ remembered: ItemID?, _ reply: ChatReply?) async throws
+            -> AskResult
+        {
+            let id: String = try await blocking {
+                var id = conversation?.id ?? ""
+                if persist {
+                    if conversation == nil { id = try node.conversations.create(title: q, now: now).id }
+                    try node.conversations.append(
+                        [
+                            ConversationMessage(conversationId: id, role: "user", content: q, created: now),
+                            ConversationMessage(
+                                conversationId: id, role: "assistant", content: answer, citations: citations.map(\.id), created: Int64(currentMillis())),
+                        ], to: id, now: Int64(currentMillis()))
+                }
+                return id
             }
             return AskResult(answer: answer, citations: citations, sources: sources, conversationId: id, remembered: remembered, reply: reply)
         }
 
         if let fact = Grounding.rememberCommand(q) {
-            let (item, _) = try remember(text: fact, tags: ["chat"], source: "chat")
+            let item = try await blocking { try node.remember(text: fact, tags: ["chat"], source: "chat").0 }
             let answer = "I'll remember that: \(fact)"
             _ = onText(answer)
             let cite = Citation(number: 1, id: item.description, title: nil, source: "chat", snippet: fact)
-            return try finish(answer, [cite], [GroundingSource(id: item.description, title: nil, text: fact, source: "chat")], item, nil)
+            return try await finish(answer, [cite], [GroundingSource(id: item.description, title: nil, text: fact, source: "chat")], item, nil)
         }
 
         // Retrieve.
-        var hits: [ItemID] = []
-        if let retriever {
-            hits = try retriever.search(q, k: options.sources, mode: .hybrid).map(\.id)
-        } else {
-            hits = try searchStore.keywordSearch(q, limit: options.sources).map(\.0)
-        }
-        let items = try searchStore.items(hits)
-        let sources = hits.compactMap { id -> GroundingSource? in
-            guard let it = items[id], let text = it.text, !text.isEmpty else { return nil }
-            return GroundingSource(id: id.description, title: it.title, text: text, source: it.source)
+        let count = options.sources
+        let sources: [GroundingSource] = try await blocking {
+            let hits: [ItemID]
+            if let retriever {
+                hits = try retriever.search(q, k: count, mode: .hybrid).map(\.id)
+            } else {
+                hits = try node.searchStore.keywordSearch(q, limit: count).map(\.0)
+            }
+            let items = try node.searchStore.items(hits)
+            return hits.compactMap { id -> GroundingSource? in
+                guard let it = items[id], let text = it.text, !text.isEmpty else { return nil }
+                return GroundingSource(id: id.description, title: it.title, text: text, source: it.source)
+            }
         }
         let past = options.history ?? stored.map { ChatMessage($0.role == "assistant" ? .assistant : .user, $0.content) }
         let answerTokens = min(options.maxTokens, backend.contextSize / 2)
@@ -190,6 +199,6 @@ extension Node {
             let s = prompt.sources[n - 1]
             return Citation(number: n, id: s.id, title: s.title, source: s.source, snippet: String(s.text.prefix(160)))
         }
-        return try finish(reply.text, citations, prompt.sources, nil, reply)
+        return try await finish(reply.text, citations, prompt.sources, nil, reply)
     }
 }
