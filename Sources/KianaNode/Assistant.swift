@@ -131,6 +131,10 @@ extension Node {
         let q = question.trimmingCharacters(in: .whitespacesAndNewlines)
         guard !q.isEmpty else { throw KianaNodeError(.invalidInput, "the question is empty") }
         guard q.utf8.count <= 64 * 1024 else { throw KianaNodeError(.invalidInput, "the question is longer than 64 KiB") }
+        // Stored as SQL text, which ends at NUL: refused rather than cut.
+        guard !q.utf8.contains(0), options.conversation?.utf8.contains(0) != true else {
+            throw KianaNodeError(.invalidInput, "the question and the conversation ID must not contain NUL characters")
+        }
         let now = Int64(currentMillis())
         let node = self
         // Store calls and retrieval (which embeds the question) run off the cooperative pool.

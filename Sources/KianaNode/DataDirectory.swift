@@ -202,6 +202,12 @@ extension DataDirectory {
         unlink(damagePath)
     }
 
+    /// True when the database has a write-ahead log with frames in it (a node still running, or
+    /// one that was killed): a read-only open must then read the log too, not open `immutable`.
+    public var hasWAL: Bool {
+        ((try? FileManager.default.attributesOfItem(atPath: databasePath + "-wal"))?[.size] as? Int ?? 0) > 0
+    }
+
     /// True when files can be created here (false on a read-only mount or without permission).
     public var isWritable: Bool {
         access(path, W_OK) == 0 && (access(databasePath, F_OK) != 0 || access(databasePath, W_OK) == 0)

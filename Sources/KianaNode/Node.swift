@@ -49,9 +49,14 @@ public struct Node: Sendable {
         // one); where the directory itself cannot be written, as immutable.
         // A ledger marked damaged is only ever opened for reading (even opening a writer touches the file).
         let readOnly = forReading || directory.damage != nil
+        // A file from an older version is brought up to date first: the one write a read
+        // command may make, and only where the directory can be written and nothing is damaged.
+        if readOnly, directory.damage == nil, directory.isWritable, try KianaDatabase.migrationsPending(path: directory.databasePath) {
+            _ = try KianaDatabase(path: directory.databasePath)
+        }
         let database =
             readOnly
-            ? try KianaDatabase(readOnlyPath: directory.databasePath, immutable: !directory.isWritable)
+            ? try KianaDatabase(readOnlyPath: directory.databasePath, immutable: !directory.isWritable && !directory.hasWAL)
             : try KianaDatabase(path: directory.databasePath)
         let store = LedgerStore(database: database)
         guard try store.isInitialized() else {

@@ -115,14 +115,15 @@ public struct VerifyView: Codable, Sendable {
 
 extension Node {
     public func status() throws -> StatusView {
-        let head = try store.head()
-        let c = try store.counts()
         let damage = directory.damage
+        // A damaged ledger may not even count; status still says what it can, and why.
+        let head = damage == nil ? try store.head() : try? store.head()
+        let c = damage == nil ? try store.counts() : (try? store.counts()) ?? StoreCounts(blocks: 0, entries: 0, items: 0, deletedItems: 0, pending: 0)
         // A damaged ledger may not replay its votes; status still says what it can, and why.
         let m: Membership? = damage == nil ? try store.membership() : try? store.membership()
         return StatusView(
             device: identity.deviceID.description, identityKey: Hex.encode(identity.publicKey),
-            network: Hex.encode(try store.network() ?? []),
+            network: Hex.encode((damage == nil ? try store.network() : try? store.network()) ?? []),
             head: head.map { .init(height: $0.height, hash: Hex.encode($0.hash)) },
             blocks: c.blocks, entries: c.entries, items: c.items, forgottenItems: c.deletedItems, pending: c.pending,
             authorities: (m?.authorities ?? []).map { DeviceID(publicKey: $0).description }.sorted(),

@@ -97,7 +97,8 @@ extension LedgerStore {
     /// The check a serving node runs at start: SQLite's `integrity_check`, then the whole chain
     /// decoded and its rules replayed, with signatures, roots and payloads verified for the
     /// blocks above the last verified height (all of them when that block is no longer on the
-    /// chain). A failure is a `.corrupt` error naming what is damaged. It writes nothing (it runs
+    /// chain), and the knowledge table compared with the state the ledger implies. A failure is a
+    /// `.corrupt` error naming what is damaged. It writes nothing (it runs
     /// on a read-only connection); the caller records the verified head.
     public func startupCheck(now: UInt64) throws(KianaStoreError) -> StartupCheck {
         // The full check, not `quick_check`: only it compares every index with its table, and a
@@ -114,6 +115,9 @@ extension LedgerStore {
         do throws(KianaCoreError) { state = try ChainValidator.validate(blocks: blocks, now: now, trustedPrefix: trusted) } catch {
             throw KianaStoreError(.corrupt, error.description, height: error.height, cause: error)
         }
+        // What is served is the materialized knowledge: it must be what the ledger says, or a
+        // damaged row (SQLite's check does not read row contents) would be served as truth.
+        try checkKnowledge(against: blocks)
         return StartupCheck(height: state.height, hash: state.tipHash, newlyVerified: blocks.count - trusted, previouslyVerified: previous?.height)
     }
 }

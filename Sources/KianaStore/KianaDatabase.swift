@@ -52,8 +52,28 @@ public final class KianaDatabase: Sendable {
             throw KianaStoreError(.database, "cannot open database at \(path) read-only", cause: error)
         }
         guard done else {
+            throw immutable
+                ? KianaStoreError(
+                    .readOnly, "the database at \(path) needs an upgrade that a read-only directory does not allow: open it once where it can be written")
+                : KianaStoreError(
+                    .corrupt, "the database at \(path) does not list all of its migrations as done: the file is damaged, or was written by a newer version")
+        }
+
+    }
+
+    /// Whether the file at `path` lacks migrations this version has (it was written by an older
+    /// one). Opens it read-only to look.
+    public static func migrationsPending(path: String) throws(KianaStoreError) -> Bool {
+        var config = Configuration()
+        config.readonly = true
+        do {
+            let queue = try DatabaseQueue(path: path, configuration: config)
+            return try queue.read { db in try !migrator.hasCompletedMigrations(db) }
+        } catch let e as DatabaseError where e.resultCode == .SQLITE_CORRUPT || e.resultCode == .SQLITE_NOTADB {
             throw KianaStoreError(
-                .readOnly, "the database at \(path) needs an upgrade that a read-only directory does not allow: open it once where it can be written")
+                .corrupt, "cannot read database at \(path): the file is damaged (\(e.message ?? "SQLite error \(e.resultCode.rawValue)"))", cause: e)
+        } catch {
+            throw KianaStoreError(.database, "cannot read database at \(path)", cause: error)
         }
     }
 

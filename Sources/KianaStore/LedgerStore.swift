@@ -32,6 +32,13 @@ public struct StoreCounts: Sendable, Hashable {
     public var items: Int
     public var deletedItems: Int
     public var pending: Int
+    public init(blocks: Int, entries: Int, items: Int, deletedItems: Int, pending: Int) {
+        self.blocks = blocks
+        self.entries = entries
+        self.items = items
+        self.deletedItems = deletedItems
+        self.pending = pending
+    }
 }
 
 /// What a write produced: its entries and the block that sealed them.
@@ -344,7 +351,15 @@ public struct LedgerStore: Sendable {
         do throws(KianaCoreError) { state = try ChainValidator.validate(blocks: blocks, now: now) } catch {
             throw KianaStoreError(.corrupt, error.description, height: error.height, cause: error)
         }
-        // The materialized knowledge must be exactly what the ledger (plus the pending pool) implies.
+        try checkKnowledge(against: blocks)
+        // Best effort: a read-only data directory can still be verified, it just keeps no record.
+        try? recordVerified(height: state.height, hash: state.tipHash)
+        return state
+    }
+
+    /// The materialized knowledge (`item`) must be exactly what the ledger (plus the pending
+    /// pool) implies: item for item, field for field.
+    func checkKnowledge(against blocks: [Block]) throws(KianaStoreError) {
         let pending = try run("reading pending entries") {
             try writer.read { db in
                 try Data.fetchAll(db, sql: "SELECT entry.raw FROM pending JOIN entry ON entry.id = pending.entryId").map { try Entry(decoding: $0.bytes) }
@@ -365,9 +380,6 @@ public struct LedgerStore: Sendable {
                 }
             }
         }
-        // Best effort: a read-only data directory can still be verified, it just keeps no record.
-        try? recordVerified(height: state.height, hash: state.tipHash)
-        return state
     }
 
     /// Finds an entry by ID or unique hex prefix, with its block height and position.

@@ -333,4 +333,63 @@ import Testing
         let r = try await kiana(["peers", "list", "--json", "--data-dir", dir.path])
         #expect(r.status == 0, "\(r.err)")
     }
+
+    @Test("A knowledge row changed in the file (SQLite's check passes) is caught before anything is served")
+    func damagedItemRowIsNotServed() async throws {
+        let dir = try await newNode()
+        defer { dir.cleanup() }
+        let edit = """
+            import sqlite3, sys
+            db = sys.argv[1]
+            c = sqlite3.connect(db)
+            pages = [p for (p,) in c.execute("SELECT pageno FROM dbstat WHERE name = 'item'")]
+            size = c.execute("PRAGMA page_size").fetchone()[0]
+            c.close()
+            data = bytearray(open(db, "rb").read())
+            hit = False
+            for p in pages:
+                start, end = (p - 1) * size, p * size
+                i = data.find(b"4711", start, end)
+                if i >= 0:
+                    data[i:i + 4] = b"0000"; hit = True
+            open(db, "wb").write(data)
+            c = sqlite3.connect(db)
+            print(c.execute("PRAGMA integrity_check").fetchone()[0])
+            sys.exit(0 if hit else 1)
+            """
+        let r = try await runProcess(python3(), ["-c", edit, dir.path + "/kiana.sqlite"])
+        #expect(r.status == 0 && String(decoding: r.out, as: UTF8.self).hasPrefix("ok"), "\(String(decoding: r.err, as: UTF8.self))")
+        let serve = try await kiana(["serve", "--data-dir", dir.path, "--port", "0", "--p2p-port", "0", "--discovery", "off"])
+        #expect(serve.status == 1 && serve.err.contains("differs from the ledger"), "\(serve.err)")
+        let status = try await kiana(["status", "--json", "--data-dir", dir.path])
+        #expect(status.status == 0 && status.out.contains("differs from the ledger"), "\(status.out)\(status.err)")
+    }
+
+    @Test("A read-only mount of a directory whose node is running shows the latest writes (the WAL is read)")
+    func readOnlyMountReadsTheLog() async throws {
+        let dir = try await newNode()
+        defer { dir.cleanup() }
+        let node = try ServeTests.Running.loopback(dir.path)
+        defer {
+            node.process.interrupt()
+            _ = node.waitForExit()
+        }
+        #expect(await node.waitForPort() != nil, "\(node.text)")
+        for fact in ["The ferry leaves at 7.", "The zebra crossing is by the school."] {
+            #expect(try await kiana(["remember", fact, "--data-dir", dir.path]).status == 0)
+        }
+        let mount = try TempDir("kiana-ro-wal")
+        defer { mount.cleanup() }
+        guard try await runProcess("/usr/bin/mount", ["--bind", dir.path, mount.path]).status == 0 else {
+            Issue.record("cannot bind-mount (needs root)")
+            return
+        }
+        defer { _ = try? runProcess("/usr/bin/umount", [mount.path]) }
+        #expect(try await runProcess("/usr/bin/mount", ["-o", "remount,ro,bind", mount.path]).status == 0)
+        let status = try await kiana(["status", "--json", "--data-dir", mount.path])
+        let o = (try? JSONSerialization.jsonObject(with: Data(status.out.utf8)) as? [String: Any]) ?? [:]
+        #expect((o["head"] as? [String: Any])?["height"] as? Int == 4, "\(status.out)\(status.err)")
+        let search = try await kiana(["search", "zebra", "--mode", "keyword", "--data-dir", mount.path])
+        #expect(search.out.contains("zebra crossing"), "\(search.out)\(search.err)")
+    }
 }
