@@ -4,6 +4,7 @@ import Foundation
 #endif
 import KianaCore
 import KianaNet
+import KianaServer
 import KianaStore
 import Logging
 import Synchronization
@@ -72,13 +73,6 @@ public struct NodeControl: Sendable {
     }
 
     struct NoBody: Encodable {}
-    struct ErrorReply: Decodable {
-        struct Body: Decodable {
-            var code: String
-            var message: String
-        }
-        var error: Body
-    }
 
     func call<T: Decodable>(_ method: String, _ path: String, as: T.Type) throws(KianaNodeError) -> T {
         try call(method, path, body: Optional<NoBody>.none, as: T.self)
@@ -89,7 +83,7 @@ public struct NodeControl: Sendable {
         let data = body.flatMap { try? JSONEncoder().encode($0) }
         let r = try exchange(method, path, body: data)
         guard (200..<300).contains(r.status) else {
-            if let e = try? JSONDecoder().decode(ErrorReply.self, from: r.body) {
+            if let e = try? JSONDecoder().decode(ErrorBodyDTO.self, from: r.body) {
                 throw KianaNodeError(ErrorCode(rawValue: e.error.code) ?? .network, e.error.message)
             }
             throw KianaNodeError(.network, "the node answered \(r.status)")

@@ -34,9 +34,10 @@ public struct Node: Sendable {
         return Node(directory: directory, identity: identity, store: store)
     }
 
-    /// Opens an initialized node. With `forReading`, a data directory this process cannot
-    /// write (a read-only mount) is opened read-only instead of failing, so `list`, `show`,
-    /// `status` and `ledger verify` still work there.
+    /// Opens an initialized node. With `forReading` (the read commands) the database is opened
+    /// read-only, so reading never changes the file, and a directory this process cannot write
+    /// (a read-only mount) still serves `list`, `show`, `status` and `ledger verify`. A ledger
+    /// marked damaged is opened read-only whatever the caller asked for.
     public static func open(directory: DataDirectory, forReading: Bool = false) throws -> Node {
         guard directory.hasIdentity else {
             throw KianaNodeError(.notInitialized, "no KI_ana data in \(directory.path): run `kiana init` first")
@@ -45,9 +46,7 @@ public struct Node: Sendable {
         guard forReading || directory.isWritable else {
             throw KianaNodeError(.readOnly, "\(directory.path) is read-only here: reading works, writing does not")
         }
-        // Read commands open the file read-only, so reading never changes it (not even a damaged
-        // one); where the directory itself cannot be written, as immutable.
-        // A ledger marked damaged is only ever opened for reading (even opening a writer touches the file).
+        // Even opening a writer touches the file, so a damaged ledger is only opened for reading.
         let readOnly = forReading || directory.damage != nil
         // A file from an older version is brought up to date first: the one write a read
         // command may make, and only where the directory can be written and nothing is damaged.
@@ -201,16 +200,21 @@ public struct Node: Sendable {
         }
     }
 
-    /// The check `serve` runs before anything listens: the database file (`quick_check`), then
-    /// the chain with signatures verified above the last verified height. A failure marks the
-    /// ledger damaged and is a `.verificationFailed` error that says how to recover.
-    public func startupCheck(now: UInt64 = currentMillis()) throws -> StartupCheck {
-        if let damage = directory.damage {
-            throw KianaNodeError(
+    /// The refusal to serve a ledger already marked damaged, if it is.
+    public static func damageRefusal(_ directory: DataDirectory) -> KianaNodeError? {
+        directory.damage.map { damage in
+            KianaNodeError(
                 .verificationFailed,
-                "the ledger in \(directory.path) failed verification earlier (\(damage)); the node does not serve it. "
-                    + Self.recoveryAdvice)
+                "the ledger in \(directory.path) failed verification earlier (\(damage)); the node does not serve it. " + recoveryAdvice)
         }
+    }
+
+    /// The check `serve` runs before anything listens (`LedgerStore.startupCheck`: the database
+    /// file, the chain with signatures verified above the last verified height, the knowledge
+    /// table). A failure marks the ledger damaged and is a `.verificationFailed` error that says
+    /// how to recover.
+    public func startupCheck(now: UInt64 = currentMillis()) throws -> StartupCheck {
+        if let refusal = Self.damageRefusal(directory) { throw refusal }
         do throws(KianaStoreError) {
             return try store.startupCheck(now: now)
         } catch {

@@ -37,12 +37,7 @@ public enum NodeServer {
         // Verification reads the whole chain and checks signatures: off the cooperative pool.
         var check: StartupCheck?
         if directory.hasIdentity, FileManager.default.fileExists(atPath: directory.databasePath) {
-            if let damage = directory.damage {
-                throw KianaNodeError(
-                    .verificationFailed,
-                    "the ledger in \(directory.path) failed verification earlier (\(damage)); the node does not serve it. "
-                        + Node.recoveryAdvice)
-            }
+            if let refusal = Node.damageRefusal(directory) { throw refusal }
             let probe: Node?
             do {
                 probe = try Node.open(directory: directory, forReading: true)
@@ -57,12 +52,9 @@ public enum NodeServer {
             if let probe { check = try await blocking { try probe.startupCheck() } }
         }
         let (node, created) = try Node.openOrInitialize(directory: directory)
-        if created {
-            logger.notice("created a new network", metadata: ["dataDir": .string(directory.path)])
-            check = try await blocking { try node.startupCheck() }
-        } else if check == nil {
-            check = try await blocking { try node.startupCheck() }
-        }
+        if created { logger.notice("created a new network", metadata: ["dataDir": .string(directory.path)]) }
+        // A ledger created just now (or keys without one until now) is checked here.
+        if check == nil { check = try await blocking { try node.startupCheck() } }
         guard let check else { throw KianaNodeError(.internal, "the ledger was not checked") }
         try? node.store.recordVerified(height: check.height, hash: check.hash)
         logger.info("ledger checked", metadata: ["height": .stringConvertible(check.height), "newlyVerified": .stringConvertible(check.newlyVerified)])

@@ -24,11 +24,8 @@ public final class KianaDatabase: Sendable {
             if try !writer.read({ try Self.migrator.hasCompletedMigrations($0) }) {
                 try Self.migrator.migrate(writer)
             }
-        } catch let e as DatabaseError where e.resultCode == .SQLITE_CORRUPT || e.resultCode == .SQLITE_NOTADB {
-            throw KianaStoreError(
-                .corrupt, "cannot open database at \(path): the file is damaged (\(e.message ?? "SQLite error \(e.resultCode.rawValue)"))", cause: e)
         } catch {
-            throw KianaStoreError(.database, "cannot open database at \(path)", cause: error)
+            throw Self.storeError(error, "cannot open database at \(path)")
         }
     }
 
@@ -49,7 +46,7 @@ public final class KianaDatabase: Sendable {
             writer = try DatabaseQueue(path: uri, configuration: config)
             done = try writer.read { db in try Self.migrator.hasCompletedMigrations(db) }
         } catch {
-            throw KianaStoreError(.database, "cannot open database at \(path) read-only", cause: error)
+            throw Self.storeError(error, "cannot open database at \(path) read-only")
         }
         guard done else {
             throw immutable
@@ -69,11 +66,8 @@ public final class KianaDatabase: Sendable {
         do {
             let queue = try DatabaseQueue(path: path, configuration: config)
             return try queue.read { db in try !migrator.hasCompletedMigrations(db) }
-        } catch let e as DatabaseError where e.resultCode == .SQLITE_CORRUPT || e.resultCode == .SQLITE_NOTADB {
-            throw KianaStoreError(
-                .corrupt, "cannot read database at \(path): the file is damaged (\(e.message ?? "SQLite error \(e.resultCode.rawValue)"))", cause: e)
         } catch {
-            throw KianaStoreError(.database, "cannot read database at \(path)", cause: error)
+            throw Self.storeError(error, "cannot read database at \(path)")
         }
     }
 
@@ -234,12 +228,18 @@ extension KianaDatabase {
             // A limit is not damage: what was being written is over a size limit.
             if e.code == .tooLarge { throw KianaStoreError(.tooLarge, "\(what): \(e.message)", height: e.height, cause: e) }
             throw KianaStoreError(.corrupt, "\(what): \(e.description)", height: e.height, cause: e)
-        } catch let e as DatabaseError where e.resultCode == .SQLITE_CORRUPT || e.resultCode == .SQLITE_NOTADB {
-            // SQLite itself found the file damaged: that is `corrupt`, whatever was being done.
-            throw KianaStoreError(.corrupt, "\(what): the database file is damaged (\(e.message ?? "SQLite error \(e.resultCode.rawValue)"))", cause: e)
         } catch {
-            throw KianaStoreError(.database, what, cause: error)
+            throw KianaDatabase.storeError(error, what)
         }
+    }
+
+    /// What a GRDB/SQLite failure while doing `what` is: `corrupt` when SQLite itself found the
+    /// file damaged (`SQLITE_CORRUPT`, `SQLITE_NOTADB`), whatever was being done; else `database`.
+    static func storeError(_ error: any Error, _ what: String) -> KianaStoreError {
+        if let e = error as? DatabaseError, e.resultCode == .SQLITE_CORRUPT || e.resultCode == .SQLITE_NOTADB {
+            return KianaStoreError(.corrupt, "\(what): the database file is damaged (\(e.message ?? "SQLite error \(e.resultCode.rawValue)"))", cause: e)
+        }
+        return KianaStoreError(.database, what, cause: error)
     }
 }
 
