@@ -174,7 +174,8 @@ public struct Node: Sendable {
     /// device was not yet an authority) into a block, if this device may sign. Nothing happens
     /// when nothing waits or the ledger is marked damaged.
     public func sealPendingIfAuthority(now: UInt64 = currentMillis()) throws {
-        guard directory.damage == nil, !readOnly, try store.counts().pending > 0,
+        // Runs on every head tick (twice a second): only the cheap pending count first.
+        guard directory.damage == nil, !readOnly, try store.pendingCount() > 0,
             try store.authorities().contains(identity.publicKey)
         else { return }
         _ = try store.sealPending(identity: identity, now: now)

@@ -438,6 +438,11 @@ public struct LedgerStore: Sendable {
             lastEntry: [s.lastPut, s.lastDelete].compactMap { $0 }.max()?.entryID)
     }
 
+    /// Entries waiting in the pending pool (one cheap query; `counts` also counts the chain).
+    public func pendingCount() throws(KianaStoreError) -> Int {
+        try run("counting pending entries") { try writer.read { db in try PendingRecord.fetchCount(db) } }
+    }
+
     public func counts() throws(KianaStoreError) -> StoreCounts {
         try run("counting") {
             try writer.read { db in
