@@ -90,12 +90,12 @@ let package = Package(
         .target(
             name: "KianaBench",
             dependencies: [
-                "KianaCore", "KianaStore", "KianaNet", "KianaAI",
+                "KianaCore", "KianaStore", "KianaNet", "KianaAI", "KianaNode",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
-            ], resources: [.copy("Resources/retrieval-set.json")]),
+            ], resources: [.copy("Resources/retrieval-set.json"), .copy("Resources/qa-set.json")]),
         .executableTarget(
             name: "kiana",
             dependencies: [

@@ -95,6 +95,29 @@ public struct AskResult: Sendable {
     /// Set when the question was "remember that …": the new knowledge item.
     public var remembered: ItemID?
     public var reply: ChatReply?
+    /// The source sentences that support the answer (trusted answers only), so the owner can
+    /// check it at a glance.
+    public var support: [SupportingSentence] = []
+    /// True when nothing taught answers the question and the answer says so (no model call).
+    public var abstained = false
+    /// True when the draft did not hold up and the answer quotes the best source sentence.
+    public var quoted = false
+    /// The model's draft before checking (trusted answers; nil when no model was asked).
+    public var draft: String?
+}
+
+/// A sentence of a cited source that supports an answer.
+public struct SupportingSentence: Sendable, Codable, Equatable {
+    /// The source's number in the answer's citations.
+    public var number: Int
+    /// Hex ID of the knowledge item.
+    public var id: String
+    public var text: String
+    public init(number: Int, id: String, text: String) {
+        self.number = number
+        self.id = id
+        self.text = text
+    }
 }
 
 /// Options of one question.
@@ -114,6 +137,11 @@ public struct AskOptions: Sendable {
     /// Earlier turns supplied by the caller (the OpenAI/Ollama-compatible APIs send the whole
     /// conversation each time); used instead of a stored conversation, and nothing is stored.
     public var history: [ChatMessage]?
+    /// Answer through the trust pipeline (abstain before generating, check the draft after it,
+    /// answer in the question's language). False gives the plain grounded answer of earlier
+    /// versions, kept as the benchmark's baseline.
+    public var trusted = true
+    public var trust = TrustSettings()
     public init() {}
 }
 
@@ -172,21 +200,18 @@ extension Node {
             return try await finish(answer, [cite], [GroundingSource(id: item.description, title: nil, text: fact, source: "chat")], item, nil)
         }
 
-        // Retrieve.
-        let count = options.sources
-        let sources: [GroundingSource] = try await blocking {
-            let hits: [ItemID]
-            if let retriever {
-                hits = try retriever.search(q, k: count, mode: .hybrid).map(\.id)
-            } else {
-                hits = try node.searchStore.keywordSearch(q, limit: count).map(\.0)
-            }
-            let items = try node.searchStore.items(hits)
-            return hits.compactMap { id -> GroundingSource? in
-                guard let it = items[id], let text = it.text, !text.isEmpty else { return nil }
-                return GroundingSource(id: id.description, title: it.title, text: text, source: it.source)
-            }
+        if options.trusted {
+            let r = try await trustedAnswer(q, backend: backend, retriever: retriever, options: options, onText: onText)
+            var result = try await finish(r.answer, r.citations, r.sources, nil, r.reply)
+            result.support = r.support
+            result.abstained = r.abstained
+            result.quoted = r.quoted
+            result.draft = r.draft
+            return result
         }
+
+        // Retrieve.
+        let sources = try await retrieveSources(q, retriever: retriever, count: options.sources)
         let past = options.history ?? stored.map { ChatMessage($0.role == "assistant" ? .assistant : .user, $0.content) }
         let answerTokens = min(options.maxTokens, backend.contextSize / 2)
         let prompt = try Grounding.build(
@@ -204,5 +229,24 @@ extension Node {
             return Citation(number: n, id: s.id, title: s.title, source: s.source, snippet: String(s.text.prefix(160)))
         }
         return try await finish(reply.text, citations, prompt.sources, nil, reply)
+    }
+
+    /// The knowledge items that best match the question (hybrid search when the embedder is
+    /// available, keyword search otherwise), as numbered-source candidates, best first.
+    func retrieveSources(_ q: String, retriever: Retriever?, count: Int) async throws -> [GroundingSource] {
+        let node = self
+        return try await blocking {
+            let hits: [ItemID]
+            if let retriever {
+                hits = try retriever.search(q, k: count, mode: .hybrid).map(\.id)
+            } else {
+                hits = try node.searchStore.keywordSearch(q, limit: count).map(\.0)
+            }
+            let items = try node.searchStore.items(hits)
+            return hits.compactMap { id -> GroundingSource? in
+                guard let it = items[id], let text = it.text, !text.isEmpty else { return nil }
+                return GroundingSource(id: id.description, title: it.title, text: text, source: it.source)
+            }
+        }
     }
 }

@@ -34,6 +34,12 @@ public struct LocalAssistant: Sendable {
     public func ask(_ question: String, options: AskOptions, onText: @escaping @Sendable (String) -> Bool) async throws -> AskResult {
         try await node.ask(question, backend: backend, retriever: retriever, options: options, onText: onText)
     }
+
+    /// The sources retrieved for a question and their sentences scored as evidence (no model
+    /// call): what the answer pipeline decides from.
+    public func evidence(_ question: String, options: AskOptions = AskOptions()) async throws -> (sources: [GroundingSource], ranked: [EvidenceSentence]) {
+        try await node.evidence(question, retriever: retriever, count: options.sources, settings: options.trust)
+    }
 }
 
 /// `kiana ask --json`: the answer, its conversation, the cited sources and every source that

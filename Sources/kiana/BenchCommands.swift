@@ -10,7 +10,7 @@ import KianaNode
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Benchmarks, each beside its reference primitive.",
-        subcommands: [BenchLedger.self, BenchNet.self, BenchEmbed.self, BenchVector.self, BenchRetrieval.self, BenchLLM.self, BenchHTTP.self])
+        subcommands: [BenchLedger.self, BenchNet.self, BenchEmbed.self, BenchVector.self, BenchRetrieval.self, BenchAnswers.self, BenchLLM.self, BenchHTTP.self])
 }
 
 struct BenchNet: AsyncParsableCommand {
@@ -92,6 +92,65 @@ struct BenchVector: ParsableCommand {
             }
             let b = VectorBench(count: count, queries: queries, clusters: clusters, m: m, efConstruction: efConstruction, efs: efs)
             say(try b.run { FileHandle.standardError.write(Data("  … \($0)\n".utf8)) })
+        }
+    }
+}
+
+struct BenchAnswers: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "answers",
+        abstract: "Answer accuracy, exact copies, citations, abstention and unsupported sentences on the question-answering set.",
+        discussion: """
+            Runs the answer pipeline as shipped and, in the same run, the plain grounded pipeline it \
+            replaced (the baseline) over one split of the bundled question-answering set, on a fresh \
+            node holding the retrieval set's passages. --compare-url adds an OpenAI-compatible server \
+            (llama.cpp's llama-server) answering the same questions. --calibrate prints the evidence \
+            and abstention calibration instead (use it on the dev split only).
+            """)
+    @OptionGroup var data: DataOptions
+    @OptionGroup var model: ModelOptions
+    @OptionGroup var backend: BackendFlags
+    @Option(help: "Split: test (reported), dev (for tuning) or all.") var split = "test"
+    @Option(help: "Answer only the first N questions of the split.") var limit: Int?
+    @Option(help: "Pipelines to run: shipped, baseline or both.") var pipeline = "both"
+    @Option(help: "Also run against this OpenAI-compatible base URL (…/v1).") var compareUrl: String?
+    @Option(help: "The model name the --compare-url server is asked for.") var compareModel = "default"
+    @Option(help: "Question-answering set JSON (default: the bundled one).") var set: String?
+    @Option(help: "Passages JSON (default: the bundled retrieval set).") var passages: String?
+    @Flag(help: "Print the evidence and abstention calibration instead of answering.") var calibrate = false
+    @Flag(help: "Print JSON (every outcome and the summaries).") var json = false
+
+    func run() async throws {
+        try await performAsync {
+            guard ["test", "dev", "all"].contains(split) else { throw KianaNodeError(.invalidInput, "--split must be test, dev or all") }
+            guard ["shipped", "baseline", "both"].contains(pipeline) else { throw KianaNodeError(.invalidInput, "--pipeline must be shipped, baseline or both") }
+            if let limit, limit < 1 { throw KianaNodeError(.invalidInput, "--limit must be positive") }
+            var b = AnswerBench(modelDirectory: try model.directory(data))
+            b.setPath = set
+            b.passagesPath = passages
+            b.split = split
+            b.limit = limit
+            b.backend = try backend.config(data)
+            if let compareUrl {
+                var c = BackendConfig()
+                c.backend = .openai
+                c.url = compareUrl
+                c.model = compareModel
+                b.compare = c
+            }
+            let note: @Sendable (String) -> Void = { FileHandle.standardError.write(Data("  … \($0)\n".utf8)) }
+            if calibrate {
+                say(try await b.calibrate(progress: note))
+                return
+            }
+            let runs = try await b.run(pipelines: pipeline == "both" ? ["shipped", "baseline"] : [pipeline], progress: note)
+            if json {
+                let e = JSONEncoder()
+                e.outputFormatting = [.sortedKeys]
+                say(String(decoding: try e.encode(runs), as: UTF8.self))
+            } else {
+                say(AnswerBench.render(runs, split: split))
+            }
         }
     }
 }

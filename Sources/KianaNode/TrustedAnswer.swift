@@ -1,0 +1,67 @@
+import Foundation
+import KianaAI
+import KianaStore
+
+/// What the trust pipeline produced for one question.
+struct TrustedAnswer: Sendable {
+    var answer: String
+    var citations: [Citation]
+    var sources: [GroundingSource]
+    var support: [SupportingSentence]
+    var reply: ChatReply?
+    var abstained: Bool
+    var quoted: Bool
+    var draft: String?
+}
+
+extension Node {
+    /// The sources retrieved for a question and every sentence of them scored as evidence, best
+    /// first (`Trust.evidence`).
+    public func evidence(
+        _ q: String, retriever: Retriever?, count: Int, settings: TrustSettings
+    ) async throws -> (sources: [GroundingSource], ranked: [EvidenceSentence]) {
+        let sources = try await retrieveSources(q, retriever: retriever, count: count)
+        let embedder = retriever?.embedder
+        let ranked: [EvidenceSentence] = try await blocking {
+            Trust.evidence(question: q, sources: sources, settings: settings, embed: embedder.map { e in { e.embed($0) } })
+        }
+        return (sources, ranked)
+    }
+
+    /// A grounded answer the owner can trust (docs/decisions.md, "Answers you can trust"):
+    /// retrieve; score every source sentence as evidence; abstain without a model call when the
+    /// best evidence is too weak; otherwise show the model only the best evidence sentences with
+    /// a prompt in the question's language, draft greedily, keep the drafted sentences whose
+    /// numbers and words the sources really say, and quote the best source sentence when none
+    /// holds up. The checked answer goes to `onText` once, whole.
+    func trustedAnswer(
+        _ q: String, backend: any ChatBackend, retriever: Retriever?, options: AskOptions,
+        onText: @escaping @Sendable (String) -> Bool
+    ) async throws -> TrustedAnswer {
+        let settings = options.trust
+        let language = Language.detect(q)
+        let (sources, ranked) = try await evidence(q, retriever: retriever, count: options.sources, settings: settings)
+        if Trust.shouldAbstain(ranked, settings: settings) {
+            let text = Trust.abstention(language)
+            _ = onText(text)
+            return TrustedAnswer(answer: text, citations: [], sources: sources, support: [], reply: nil, abstained: true, quoted: false, draft: nil)
+        }
+        let evidence = Trust.chosen(ranked, settings: settings)
+        var request = ChatRequest(messages: Trust.prompt(question: q, evidence: evidence, language: language))
+        request.maxTokens = min(options.maxTokens, settings.answerTokens)
+        request.sampling = .greedy
+        request.stop = ["\n"]
+        let reply = try await backend.chat(request) { _ in true }
+        let final = Trust.finalAnswer(draft: reply.text, question: q, sources: sources, evidence: ranked)
+        _ = onText(final.answer)
+        let support = final.support.map { SupportingSentence(number: $0.source, id: sources[$0.source - 1].id, text: $0.text) }
+        let citations = final.cited.map { n in
+            let s = sources[n - 1]
+            let snippet = final.support.first { $0.source == n }?.text ?? String(s.text.prefix(160))
+            return Citation(number: n, id: s.id, title: s.title, source: s.source, snippet: snippet)
+        }
+        return TrustedAnswer(
+            answer: final.answer, citations: citations, sources: sources, support: support, reply: reply,
+            abstained: false, quoted: final.quoted, draft: reply.text)
+    }
+}
