@@ -93,6 +93,8 @@ public struct AnswerBench {
     public var passagesPath: String?
     public var split = "test"
     public var limit: Int?
+    /// Answer length limit in tokens, both pipelines (the shipped one drafts at most 80).
+    public var maxTokens = 128
     /// The backend that answers (the embedded model by default).
     public var backend = BackendConfig()
     /// A second backend run in the same way, e.g. llama.cpp's llama-server (OpenAI-compatible).
@@ -190,6 +192,7 @@ public struct AnswerBench {
             for (n, q) in questions.enumerated() {
                 var options = AskOptions()
                 options.persist = false
+                options.maxTokens = maxTokens
                 options.trusted = pipeline == "shipped"
                 let clock = ContinuousClock()
                 let start = clock.now
@@ -203,7 +206,7 @@ public struct AnswerBench {
                 let citedTexts = cited.compactMap { textOf[$0] }
                 let promptTexts = r.sources.map { ($0.title ?? "") + " " + $0.text }
                 let abstained = r.abstained || AnswerScoring.abstains(r.answer)
-                let sentences = abstained ? [] : Sentences.split(r.answer)
+                let sentences = abstained ? [] : Sentences.split(Trust.stripMarkers(r.answer))
                 let unsupported = sentences.filter {
                     !AnswerScoring.sentenceSupported($0, cited: citedTexts.isEmpty ? promptTexts : citedTexts, question: q.question)
                 }.count
@@ -228,38 +231,82 @@ public struct AnswerBench {
     /// question-word overlap, how often the best evidence sentence holds the expected answer,
     /// and the abstention threshold that best separates answerable from unanswerable questions
     /// (most correct abstentions minus false abstentions).
-    public func calibrate(progress: @escaping (String) -> Void) async throws -> String {
+    public func calibrate(verbose: Bool = false, progress: @escaping (String) -> Void) async throws -> String {
         let set = try QASet.load(path: setPath)
         let passages = try RetrievalSet.load(path: passagesPath).passages
         let questions = set.questions.filter { split == "all" || $0.split == split }
-        let (node, dir, _) = try makeNode(passages, progress: progress)
+        let (node, dir, passageOf) = try makeNode(passages, progress: progress)
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let assistant = try LocalAssistant(node: node, config: backend, modelDirectory: modelDirectory)
-        // per question: every sentence's (similarity, overlap, holds the answer)
-        var rows: [(q: QASet.Question, sentences: [(Double, Double, Bool)])] = []
+        // per question: every sentence's features and whether it holds the answer
+        var rows: [(q: QASet.Question, sentences: [(EvidenceSentence, Bool)], unknown: Bool)] = []
+        var retrieved: [String: (Int, Int)] = [:]  // kind: (questions, with every supporting passage retrieved)
+        var detail = ""
+        let current = TrustSettings()
         for q in questions {
-            var options = AskOptions()
-            options.trust.overlapWeight = 0
-            let (_, ranked) = try await assistant.evidence(q.question, options: options)
-            rows.append((q, ranked.map { ($0.similarity, $0.overlap, AnswerScoring.correct($0.text, q)) }))
-        }
-        var out = "calibration on split \(split): \(questions.count) questions (\(questions.filter(\.answerable).count) answerable)\n"
-        out += "  overlap-weight  best-sentence-holds-answer  threshold  abstain-ok  abstain-false  J\n"
-        for w in stride(from: 0.0, through: 1.5, by: 0.25) {
-            let best = rows.map { r -> (Bool, Double, Bool) in
-                let b = r.sentences.max { $0.0 + w * $0.1 < $1.0 + w * $1.1 }
-                return (r.q.answerable, b.map { $0.0 + w * $0.1 } ?? -1, b?.2 ?? false)
+            let found = try await assistant.evidence(q.question)
+            let (sources, ranked) = (found.sources, found.ranked)
+            rows.append((q, ranked.map { ($0, AnswerScoring.correct($0.text, q)) }, !found.unknownTerms.isEmpty))
+            let got = Set(sources.compactMap { passageOf[$0.id] })
+            let all = q.support.allSatisfy(got.contains)
+            retrieved[q.kind, default: (0, 0)].0 += 1
+            if all { retrieved[q.kind, default: (0, 0)].1 += 1 }
+            if let dump = ProcessInfo.processInfo.environment["KIANA_CALIBRATION_DUMP"] {
+                let row: [String: Any] = [
+                    "id": q.id, "kind": q.kind, "answerable": q.answerable, "unknown": found.unknownTerms, "retrieved": all,
+                    "type": AnswerType.of(q.question).map { "\($0)" } ?? "",
+                    "sentences": ranked.prefix(8).map {
+                        ["sim": $0.similarity, "overlap": $0.overlap, "sourceOverlap": $0.sourceOverlap, "typeMatch": $0.typeMatch, "source": $0.source,
+                         "holds": AnswerScoring.correct($0.text, q)] as [String: Any]
+                    },
+                ]
+                if let data = try? JSONSerialization.data(withJSONObject: row), let h = FileHandle(forWritingAtPath: dump) {
+                    h.seekToEndOfFile()
+                    h.write(data + Data("\n".utf8))
+                    try? h.close()
+                }
             }
-            let answerable = best.filter(\.0)
-            let holds = Double(answerable.filter(\.2).count) / Double(max(1, answerable.count))
-            var top = (t: 0.0, ok: 0.0, bad: 0.0, j: -2.0)
-            for t in stride(from: 0.2, through: 1.6, by: 0.01) {
-                let ok = Double(best.filter { !$0.0 && $0.1 < t }.count) / Double(max(1, best.filter { !$0.0 }.count))
-                let bad = Double(best.filter { $0.0 && $0.1 < t }.count) / Double(max(1, answerable.count))
-                if ok - bad > top.j { top = (t, ok, bad, ok - bad) }
+            if verbose {
+                let best = ranked.first
+                let holds = best.map { AnswerScoring.correct($0.text, q) } ?? false
+                detail += String(
+                    format: "%@ %@ score=%.2f retrieved=%@ holds=%@ unknown=%@ q=%@ best=%@\n", q.id, q.kind, best?.score ?? 0, "\(all)", "\(holds)",
+                    found.unknownTerms.joined(separator: ","), q.question, best?.text ?? "-")
             }
-            out += String(format: "  %5.2f           %.3f                       %.2f       %.3f       %.3f          %.3f\n", w, holds, top.t, top.ok, top.bad, top.j)
         }
+        var out = detail + "calibration on split \(split): \(questions.count) questions (\(questions.filter(\.answerable).count) answerable)\n"
+        out += "  supporting passages all retrieved: " + retrieved.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value.1)/\($0.value.0)" }.joined(separator: ", ") + "\n"
+        let unknownOK = Double(rows.filter { !$0.q.answerable && $0.unknown }.count) / Double(max(1, rows.filter { !$0.q.answerable }.count))
+        let unknownBad = Double(rows.filter { $0.q.answerable && $0.unknown }.count) / Double(max(1, rows.filter(\.q.answerable).count))
+        out += String(format: "  a word the knowledge base lacks: %.3f of unanswerable, %.3f of answerable questions\n", unknownOK, unknownBad)
+        out += "  (below: abstention = a word the knowledge base lacks, or the best evidence scores under the threshold)\n"
+        out += "  overlap  source-overlap  type  best-holds-answer  threshold  abstain-ok  abstain-false  J\n"
+        var lines: [(Double, String)] = []
+        for wo in stride(from: 0.0, through: 1.5, by: 0.25) {
+            for wp in stride(from: 0.0, through: 1.0, by: 0.25) {
+                for wt in stride(from: 0.0, through: 0.4, by: 0.1) {
+                    var t = current
+                    t.overlapWeight = wo
+                    t.sourceOverlapWeight = wp
+                    t.typeWeight = wt
+                    let best = rows.map { r -> (Bool, Double, Bool) in
+                        let b = r.sentences.max { t.score($0.0) < t.score($1.0) }
+                        return (r.q.answerable, r.unknown ? -1 : (b.map { t.score($0.0) } ?? -1), b?.1 ?? false)
+                    }
+                    let answerable = best.filter(\.0)
+                    let holds = Double(answerable.filter(\.2).count) / Double(max(1, answerable.count))
+                    var top = (t: 0.0, ok: 0.0, bad: 0.0, j: -2.0)
+                    for th in stride(from: 0.2, through: 3.0, by: 0.01) {
+                        let ok = Double(best.filter { !$0.0 && $0.1 < th }.count) / Double(max(1, best.filter { !$0.0 }.count))
+                        let bad = Double(best.filter { $0.0 && $0.1 < th }.count) / Double(max(1, answerable.count))
+                        if ok - bad > top.j { top = (th, ok, bad, ok - bad) }
+                    }
+                    lines.append(
+                        (holds + top.j, String(format: "  %5.2f    %5.2f           %4.1f  %.3f              %.2f       %.3f       %.3f          %.3f\n", wo, wp, wt, holds, top.t, top.ok, top.bad, top.j)))
+                }
+            }
+        }
+        out += lines.sorted { $0.0 > $1.0 }.prefix(15).map(\.1).joined()
         return out
     }
 

@@ -37,7 +37,7 @@ public struct LocalAssistant: Sendable {
 
     /// The sources retrieved for a question and their sentences scored as evidence (no model
     /// call): what the answer pipeline decides from.
-    public func evidence(_ question: String, options: AskOptions = AskOptions()) async throws -> (sources: [GroundingSource], ranked: [EvidenceSentence]) {
+    public func evidence(_ question: String, options: AskOptions = AskOptions()) async throws -> Evidence {
         try await node.evidence(question, retriever: retriever, count: options.sources, settings: options.trust)
     }
 }
@@ -54,6 +54,10 @@ public struct AskView: Encodable, Sendable {
     public var sources: [String]
     /// The new item when the question was "remember that …".
     public var remembered: String?
+    /// The source sentences that support the answer.
+    public var support: [SupportDTO]
+    /// True when nothing taught answers the question.
+    public var abstained: Bool
 
     public init(_ r: AskResult) {
         answer = r.answer
@@ -61,9 +65,11 @@ public struct AskView: Encodable, Sendable {
         citations = r.citations.map { Cited(number: $0.number, id: $0.id, title: $0.title, source: $0.source) }
         sources = r.sources.map(\.id)
         remembered = r.remembered?.description
+        support = r.support.map { SupportDTO(number: $0.number, id: $0.id, text: $0.text) }
+        abstained = r.abstained
     }
 
-    enum CodingKeys: String, CodingKey { case answer, conversation, citations, sources, remembered }
+    enum CodingKeys: String, CodingKey { case answer, conversation, citations, sources, remembered, support, abstained }
     public func encode(to encoder: any Encoder) throws {
         var c = encoder.container(keyedBy: CodingKeys.self)
         try c.encode(answer, forKey: .answer)
@@ -71,5 +77,7 @@ public struct AskView: Encodable, Sendable {
         try c.encode(citations, forKey: .citations)
         try c.encode(sources, forKey: .sources)
         try c.encode(remembered, forKey: .remembered)
+        try c.encode(support, forKey: .support)
+        try c.encode(abstained, forKey: .abstained)
     }
 }

@@ -48,6 +48,8 @@ public final class ModelHost: Sendable {
     }
 
     /// True once both models are loaded.
+    /// True once the language model backend is loaded.
+    public var backendLoaded: Bool { loaded.withLock { $0.backend != nil } }
     public var allLoaded: Bool { loaded.withLock { $0.backend != nil && $0.embedder != nil } }
 }
 

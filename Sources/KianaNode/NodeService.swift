@@ -185,6 +185,30 @@ public final class NodeService: NodeAPI {
         return [groundedModelName] + (try await models.backend().models())
     }
 
+    public func modelDetails(_ name: String) async throws -> ModelDetailsDTO? {
+        let names = try await modelNames()
+        guard names.contains(name) else { return nil }
+        let config = models.config
+        guard config.backend == .embedded else {
+            return ModelDetailsDTO(
+                format: name == groundedModelName ? "kiana" : config.backend.rawValue, family: name == groundedModelName ? "kiana" : "remote",
+                parameterSize: "", quantizationLevel: "", contextLength: config.context)
+        }
+        // the embedded model behind both names, as `kiana models list` reads it
+        let embedded = config.model ?? ModelCatalog.defaultModel
+        let dir = models.modelDirectory
+        let view = try await blocking { LocalModels.list(directory: dir).first { $0.name == embedded || $0.path == embedded } }
+        let size = view?.parameters.map { $0 >= 1_000_000_000 ? "\($0 / 1_000_000_000)B" : "\($0 / 1_000_000)M" } ?? ""
+        return ModelDetailsDTO(
+            format: name == groundedModelName ? "kiana" : "gguf", family: name == groundedModelName ? "kiana" : (view?.architecture ?? "llama"),
+            parameterSize: size, quantizationLevel: view?.quantisation ?? "", contextLength: config.context ?? 2048)
+    }
+
+    public func loadedModels() async throws -> [String] {
+        guard models.backendLoaded else { return [] }
+        return try await modelNames()
+    }
+
     public func acceptsGeneration() -> Bool { queue.hasRoom }
 
     public func chat(
@@ -237,7 +261,8 @@ public final class NodeService: NodeAPI {
         return AssistantReply(
             text: r.answer, citations: r.citations.map { .init(number: $0.number, id: $0.id, title: $0.title, source: $0.source) },
             promptTokens: r.reply?.promptTokens ?? 0, completionTokens: r.reply?.completionTokens ?? 0,
-            stopReason: r.reply?.stopReason ?? .endOfGeneration, model: model)
+            stopReason: r.reply?.stopReason ?? .endOfGeneration, model: model,
+            support: r.support.map { SupportDTO(number: $0.number, id: $0.id, text: $0.text) }, abstained: r.abstained)
     }
 
     func count(_ tokens: Int) { state.withLock { $0.generated += tokens } }

@@ -2,6 +2,14 @@ import Foundation
 import KianaAI
 import KianaStore
 
+/// What an answer is decided from: the retrieved sources, their sentences scored as evidence
+/// (best first) and the question's words the knowledge base does not know.
+public struct Evidence: Sendable {
+    public var sources: [GroundingSource]
+    public var ranked: [EvidenceSentence]
+    public var unknownTerms: [String]
+}
+
 /// What the trust pipeline produced for one question.
 struct TrustedAnswer: Sendable {
     var answer: String
@@ -19,13 +27,16 @@ extension Node {
     /// first (`Trust.evidence`).
     public func evidence(
         _ q: String, retriever: Retriever?, count: Int, settings: TrustSettings
-    ) async throws -> (sources: [GroundingSource], ranked: [EvidenceSentence]) {
+    ) async throws -> Evidence {
         let sources = try await retrieveSources(q, retriever: retriever, count: count)
         let embedder = retriever?.embedder
-        let ranked: [EvidenceSentence] = try await blocking {
-            Trust.evidence(question: q, sources: sources, settings: settings, embed: embedder.map { e in { e.embed($0) } })
+        let node = self
+        return try await blocking {
+            Evidence(
+                sources: sources,
+                ranked: Trust.evidence(question: q, sources: sources, settings: settings, embed: embedder.map { e in { e.embed($0) } }),
+                unknownTerms: try node.searchStore.unknownTerms(Trust.subjectWords(q)))
         }
-        return (sources, ranked)
     }
 
     /// A grounded answer the owner can trust (docs/decisions.md, "Answers you can trust"):
@@ -40,19 +51,20 @@ extension Node {
     ) async throws -> TrustedAnswer {
         let settings = options.trust
         let language = Language.detect(q)
-        let (sources, ranked) = try await evidence(q, retriever: retriever, count: options.sources, settings: settings)
-        if Trust.shouldAbstain(ranked, settings: settings) {
+        let found = try await evidence(q, retriever: retriever, count: options.sources, settings: settings)
+        let (sources, ranked) = (found.sources, found.ranked)
+        if Trust.shouldAbstain(ranked, unknownTerms: found.unknownTerms, settings: settings) {
             let text = Trust.abstention(language)
             _ = onText(text)
             return TrustedAnswer(answer: text, citations: [], sources: sources, support: [], reply: nil, abstained: true, quoted: false, draft: nil)
         }
-        let evidence = Trust.chosen(ranked, settings: settings)
+        let evidence = Trust.chosen(ranked, question: q, settings: settings)
         var request = ChatRequest(messages: Trust.prompt(question: q, evidence: evidence, language: language))
         request.maxTokens = min(options.maxTokens, settings.answerTokens)
         request.sampling = .greedy
         request.stop = ["\n"]
         let reply = try await backend.chat(request) { _ in true }
-        let final = Trust.finalAnswer(draft: reply.text, question: q, sources: sources, evidence: ranked)
+        let final = Trust.finalAnswer(draft: reply.text, question: q, sources: sources, evidence: ranked, settings: settings)
         _ = onText(final.answer)
         let support = final.support.map { SupportingSentence(number: $0.source, id: sources[$0.source - 1].id, text: $0.text) }
         let citations = final.cited.map { n in

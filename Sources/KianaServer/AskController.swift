@@ -38,7 +38,9 @@ struct AskController<Context: RequestContext>: Sendable {
     }
 
     static func answer(_ r: AssistantReply, _ conversation: String) -> AnswerDTO {
-        AnswerDTO(answer: r.text, conversation: conversation, citations: r.citations, finish_reason: Compat.finishReason(r.stopReason))
+        AnswerDTO(
+            answer: r.text, conversation: conversation, citations: r.citations, support: r.support, abstained: r.abstained,
+            finish_reason: Compat.finishReason(r.stopReason))
     }
 
     @Sendable func conversations(_ req: Request, _ ctx: Context) async throws -> ConversationsDTO {

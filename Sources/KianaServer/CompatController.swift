@@ -21,6 +21,9 @@ struct CompatController<Context: RequestContext>: Sendable {
         r.post("api/chat", use: ollamaChat)
         r.post("api/generate", use: ollamaGenerate)
         r.post("api/embed", use: ollamaEmbed)
+        r.post("api/embeddings", use: ollamaLegacyEmbed)
+        r.post("api/show", use: ollamaShow)
+        r.get("api/ps", use: ollamaPs)
         return r
     }
 
@@ -34,6 +37,7 @@ struct CompatController<Context: RequestContext>: Sendable {
         try Compat.admit(node.acceptsGeneration())
         let body = try await RequestBodies.decode(ChatCompletionRequest.self, from: req, limit: RequestBodies.defaultLimit)
         let (messages, model) = try Compat.messages(body.messages, model: body.model)
+        try await Compat.served(model, node)
         let sampling = try Compat.sampling(temperature: body.temperature, topP: body.top_p, seed: body.seed)
         let maxTokens = try Compat.positive(body.max_completion_tokens ?? body.max_tokens, "max_tokens")
         let id = "chatcmpl-" + UUID().uuidString.lowercased().replacingOccurrences(of: "-", with: "")
@@ -55,7 +59,7 @@ struct CompatController<Context: RequestContext>: Sendable {
                 let r = try await node.chat(messages, grounded: grounded, maxTokens: maxTokens, sampling: sampling) { piece in
                     emit(chunk(.init(content: piece)))
                 }
-                _ = emit(chunk(.init(), finish: Compat.finishReason(r.stopReason), kiana: grounded ? KianaExtraDTO(citations: r.citations) : nil))
+                _ = emit(chunk(.init(), finish: Compat.finishReason(r.stopReason), kiana: grounded ? KianaExtraDTO(r) : nil))
                 if usage {
                     _ = emit(JSONText.event(nil, ChatChunkDTO(id: id, created: created, model: model, choices: [], usage: UsageDTO(r))))
                 }
@@ -66,7 +70,7 @@ struct CompatController<Context: RequestContext>: Sendable {
         return try ChatCompletionDTO(
             id: id, created: created, model: model,
             choices: [.init(message: .init(content: r.text), finish_reason: Compat.finishReason(r.stopReason))],
-            usage: UsageDTO(r), kiana: grounded ? KianaExtraDTO(citations: r.citations) : nil
+            usage: UsageDTO(r), kiana: grounded ? KianaExtraDTO(r) : nil
         )
         .response(from: req, context: ctx)
     }
@@ -97,6 +101,7 @@ struct CompatController<Context: RequestContext>: Sendable {
         try Compat.admit(node.acceptsGeneration())
         let body = try await RequestBodies.decode(OllamaChatRequest.self, from: req, limit: RequestBodies.defaultLimit)
         let (messages, model) = try Compat.messages(body.messages, model: body.model)
+        try await Compat.served(model, node)
         return try await ollama(req, ctx, options: body.options, stream: body.stream, messages: messages, model: model, chatShape: true)
     }
 
@@ -105,6 +110,7 @@ struct CompatController<Context: RequestContext>: Sendable {
         let body = try await RequestBodies.decode(OllamaGenerateRequest.self, from: req, limit: RequestBodies.defaultLimit)
         guard let model = body.model, !model.isEmpty else { throw HTTPError(.badRequest, message: "model is required") }
         guard let prompt = body.prompt else { throw HTTPError(.badRequest, message: "prompt is required") }
+        try await Compat.served(model, node)
         var messages: [ChatMessage] = []
         if let system = body.system, !system.isEmpty { messages.append(ChatMessage(.system, system)) }
         messages.append(ChatMessage(.user, prompt))
@@ -116,6 +122,32 @@ struct CompatController<Context: RequestContext>: Sendable {
         let texts = try Compat.inputs(body.input)
         let (vectors, tokens) = try await node.embed(texts)
         return OllamaEmbedDTO(model: body.model ?? "all-minilm-l6-v2", embeddings: vectors.map { $0.map(Double.init) }, prompt_eval_count: tokens)
+    }
+
+    /// The legacy single-prompt embedding endpoint that older Ollama clients call.
+    @Sendable func ollamaLegacyEmbed(_ req: Request, _ ctx: Context) async throws -> OllamaLegacyEmbedDTO {
+        let body = try await RequestBodies.decode(OllamaLegacyEmbedRequest.self, from: req, limit: RequestBodies.defaultLimit)
+        guard let prompt = body.prompt else { throw HTTPError(.badRequest, message: "prompt is required") }
+        let (vectors, _) = try await node.embed([prompt])
+        return OllamaLegacyEmbedDTO(embedding: vectors.first?.map(Double.init) ?? [])
+    }
+
+    @Sendable func ollamaShow(_ req: Request, _ ctx: Context) async throws -> OllamaShowDTO {
+        let body = try await RequestBodies.decode(OllamaShowRequest.self, from: req, limit: RequestBodies.defaultLimit)
+        guard let name = body.model ?? body.name, !name.isEmpty else { throw HTTPError(.badRequest, message: "model is required") }
+        guard let d = try await node.modelDetails(name) else { throw Compat.notServed(name) }
+        return OllamaShowDTO(
+            details: OllamaDetailsDTO(d), model_info: d.contextLength.map { ["\(d.family).context_length": $0] } ?? [:],
+            capabilities: ["completion"], modified_at: Compat.isoNow())
+    }
+
+    @Sendable func ollamaPs(_ req: Request, _ ctx: Context) async throws -> OllamaPsDTO {
+        var models: [OllamaPsDTO.Model] = []
+        for name in try await node.loadedModels() {
+            let details = try await node.modelDetails(name).map(OllamaDetailsDTO.init)
+            models.append(.init(name: name, model: name, details: details, expires_at: "9999-12-31T23:59:59Z"))
+        }
+        return OllamaPsDTO(models: models)
     }
 
     /// /api/chat and /api/generate: NDJSON stream (Ollama's default) or one object.
@@ -143,7 +175,7 @@ struct CompatController<Context: RequestContext>: Sendable {
             f.total_duration = Int(DispatchTime.now().uptimeNanoseconds - start)
             f.prompt_eval_count = r.promptTokens
             f.eval_count = r.completionTokens
-            f.kiana = grounded ? KianaExtraDTO(citations: r.citations) : nil
+            f.kiana = grounded ? KianaExtraDTO(r) : nil
             return f
         }
         if stream ?? true {
@@ -169,6 +201,18 @@ enum Compat {
     /// 503 before anything is read when the language model's queue is full.
     static func admit(_ accepted: Bool) throws {
         guard accepted else { throw HTTPError(.serviceUnavailable, message: "the language model is busy with other requests; try again shortly") }
+    }
+
+    /// A model name the node does not serve is a 404 with code not-found, as the OpenAI API
+    /// answers an unknown model (no aliases: docs/decisions.md).
+    static func served(_ model: String, _ node: any NodeAPI) async throws {
+        guard try await node.modelNames().contains(model) else { throw notServed(model) }
+    }
+
+    static func notServed(_ model: String) -> KianaServerError {
+        KianaServerError(
+            .notFound,
+            "model \"\(String(model.prefix(100)))\" is not served here: use \"\(groundedModelName)\" (answers from your knowledge) or a model from GET /v1/models")
     }
 
     static func messages(_ list: [CompatMessage]?, model: String?) throws -> ([ChatMessage], String) {

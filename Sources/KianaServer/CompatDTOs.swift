@@ -106,7 +106,17 @@ struct UsageDTO: Codable, Sendable {
 }
 
 /// KI_ana's addition to compatible answers of the grounded model: what it cites.
-struct KianaExtraDTO: Codable, Sendable { var citations: [CitationDTO] }
+/// What the compatible endpoints add for model `kiana`: citations and supporting sentences.
+struct KianaExtraDTO: Codable, Sendable {
+    var citations: [CitationDTO]
+    var support: [SupportDTO]
+    var abstained: Bool
+    init(_ r: AssistantReply) {
+        citations = r.citations
+        support = r.support
+        abstained = r.abstained
+    }
+}
 
 struct ChatCompletionDTO: ResponseEncodable, Sendable {
     struct Message: Codable, Sendable {
@@ -264,3 +274,57 @@ struct OllamaEmbedDTO: ResponseEncodable, Sendable {
 }
 
 struct OllamaFailureDTO: Encodable, Sendable { var error: String }
+
+struct OllamaShowRequest: Decodable, Sendable {
+    var model: String?
+    /// The older spelling of `model`.
+    var name: String?
+}
+
+struct OllamaDetailsDTO: Codable, Sendable {
+    var parent_model = ""
+    var format: String
+    var family: String
+    var families: [String]
+    var parameter_size: String
+    var quantization_level: String
+    init(_ d: ModelDetailsDTO) {
+        format = d.format
+        family = d.family
+        families = [d.family]
+        parameter_size = d.parameterSize
+        quantization_level = d.quantizationLevel
+    }
+}
+
+struct OllamaShowDTO: ResponseEncodable, Sendable {
+    var modelfile = ""
+    var parameters = ""
+    var template = ""
+    var license = ""
+    var details: OllamaDetailsDTO
+    var model_info: [String: Int]
+    var capabilities: [String]
+    var modified_at: String
+}
+
+struct OllamaPsDTO: ResponseEncodable, Sendable {
+    struct Model: Codable, Sendable {
+        var name: String
+        var model: String
+        var size = 0
+        var digest = ""
+        var details: OllamaDetailsDTO?
+        var expires_at: String
+        var size_vram = 0
+    }
+    var models: [Model]
+}
+
+/// The legacy /api/embeddings: one prompt, one vector.
+struct OllamaLegacyEmbedRequest: Decodable, Sendable {
+    var model: String?
+    var prompt: String?
+}
+
+struct OllamaLegacyEmbedDTO: ResponseEncodable, Sendable { var embedding: [Double] }

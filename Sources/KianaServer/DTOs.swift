@@ -230,10 +230,28 @@ public struct CitationDTO: Codable, Sendable, Equatable {
     }
 }
 
+/// A sentence of a cited source that supports an answer, shown under it.
+public struct SupportDTO: Codable, Sendable, Equatable {
+    /// The citation number of its source.
+    public var number: Int
+    /// Hex ID of the knowledge item.
+    public var id: String
+    public var text: String
+    public init(number: Int, id: String, text: String) {
+        self.number = number
+        self.id = id
+        self.text = text
+    }
+}
+
 public struct AnswerDTO: ResponseCodable, Sendable {
     public var answer: String
     public var conversation: String
     public var citations: [CitationDTO]
+    /// The source sentences that support the answer.
+    public var support: [SupportDTO]
+    /// True when nothing taught answers the question and the answer says so.
+    public var abstained: Bool
     public var finish_reason: String
 }
 
@@ -497,4 +515,21 @@ public struct ErrorBodyDTO: ResponseCodable, Sendable {
         public var type: String
     }
     public var error: Body
+}
+
+/// A served model as the Ollama-compatible /api/show describes it.
+public struct ModelDetailsDTO: Codable, Sendable, Equatable {
+    /// "gguf" for a GGUF model, "kiana" for the grounded model.
+    public var format: String
+    public var family: String
+    public var parameterSize: String
+    public var quantizationLevel: String
+    public var contextLength: Int?
+    public init(format: String, family: String, parameterSize: String, quantizationLevel: String, contextLength: Int?) {
+        self.format = format
+        self.family = family
+        self.parameterSize = parameterSize
+        self.quantizationLevel = quantizationLevel
+        self.contextLength = contextLength
+    }
 }

@@ -50,6 +50,10 @@ public protocol NodeAPI: Sendable {
 
     /// The grounded model's name ("kiana") first, then the backend's own models.
     func modelNames() async throws -> [String]
+    /// What /api/show tells about a served model; nil when the name is not served.
+    func modelDetails(_ name: String) async throws -> ModelDetailsDTO?
+    /// The models loaded in memory now (for /api/ps).
+    func loadedModels() async throws -> [String]
     /// Answers `messages`. With `grounded`, the last user message is answered from the
     /// knowledge base (retrieval, numbered sources, citations); otherwise the messages go to the
     /// backend as they are. `onText` receives the streamed text and returns false to stop.
@@ -126,9 +130,18 @@ public struct AssistantReply: Sendable {
     public var completionTokens: Int
     public var stopReason: StopReason
     public var model: String
-    public init(text: String, citations: [CitationDTO], promptTokens: Int, completionTokens: Int, stopReason: StopReason, model: String) {
+    /// Grounded answers: the source sentences that support the answer.
+    public var support: [SupportDTO]
+    /// Grounded answers: nothing taught answers the question and the answer says so.
+    public var abstained: Bool
+    public init(
+        text: String, citations: [CitationDTO], promptTokens: Int, completionTokens: Int, stopReason: StopReason, model: String,
+        support: [SupportDTO] = [], abstained: Bool = false
+    ) {
         self.text = text
         self.citations = citations
+        self.support = support
+        self.abstained = abstained
         self.promptTokens = promptTokens
         self.completionTokens = completionTokens
         self.stopReason = stopReason

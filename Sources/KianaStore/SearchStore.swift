@@ -80,6 +80,34 @@ public struct SearchStore: Sendable {
         }
     }
 
+    /// The words (lower-case letters and digits) that occur in no live item, even inflected:
+    /// neither the word (stemmed as the index stems) nor a prefix of it (all but its last three
+    /// letters, at least five) is in the full-text index, and it is not a compound of two known
+    /// words ("Telefonnummer" when "Telefon" and "Nummer" occur). A question naming such a word
+    /// asks about something nobody taught.
+    public func unknownTerms(_ words: [String]) throws(KianaStoreError) -> [String] {
+        let clean = words.filter { !$0.isEmpty && $0.allSatisfy { $0.isLetter || $0.isNumber } }.prefix(64)
+        guard !clean.isEmpty else { return [] }
+        return try database.run("looking up terms") {
+            try writer.read { db in
+                func known(_ w: String) throws -> Bool {
+                    let prefix = String(w.prefix(max(5, w.count - 3)))
+                    let match = w.count >= 5 ? "\"\(w)\" OR \"\(prefix)\"*" : "\"\(w)\""
+                    return try Int.fetchOne(db, sql: "SELECT 1 FROM itemSearch WHERE itemSearch MATCH ? LIMIT 1", arguments: [match]) != nil
+                }
+                return try clean.filter { w in
+                    if try known(w) { return false }
+                    // a German participle: "geleert" from "leeren"
+                    if w.hasPrefix("ge"), w.count >= 7, try known(String(w.dropFirst(2).dropLast())) { return false }
+                    let chars = Array(w)
+                    guard chars.count >= 9 else { return true }
+                    for cut in 4...(chars.count - 4) where try known(String(chars[..<cut])) && known(String(chars[cut...])) { return false }
+                    return true
+                }
+            }
+        }
+    }
+
     /// IDs of live items passing the filter (for filtering vector candidates).
     public func itemIDs(matching filter: SearchFilter) throws(KianaStoreError) -> Set<ItemID> {
         let (cond, args) = filter.sql

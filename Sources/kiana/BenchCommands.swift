@@ -113,12 +113,14 @@ struct BenchAnswers: AsyncParsableCommand {
     @Option(help: "Split: test (reported), dev (for tuning) or all.") var split = "test"
     @Option(help: "Answer only the first N questions of the split.") var limit: Int?
     @Option(help: "Pipelines to run: shipped, baseline or both.") var pipeline = "both"
+    @Option(help: "Answer length limit in tokens.") var maxTokens = 128
     @Option(help: "Also run against this OpenAI-compatible base URL (…/v1).") var compareUrl: String?
     @Option(help: "The model name the --compare-url server is asked for.") var compareModel = "default"
     @Option(help: "Question-answering set JSON (default: the bundled one).") var set: String?
     @Option(help: "Passages JSON (default: the bundled retrieval set).") var passages: String?
     @Flag(help: "Print the evidence and abstention calibration instead of answering.") var calibrate = false
     @Flag(help: "Print JSON (every outcome and the summaries).") var json = false
+    @Flag(help: "With --calibrate: one line per answerable question.") var verbose = false
 
     func run() async throws {
         try await performAsync {
@@ -130,6 +132,8 @@ struct BenchAnswers: AsyncParsableCommand {
             b.passagesPath = passages
             b.split = split
             b.limit = limit
+            guard (1...4096).contains(maxTokens) else { throw KianaNodeError(.invalidInput, "--max-tokens must be 1…4096") }
+            b.maxTokens = maxTokens
             b.backend = try backend.config(data)
             if let compareUrl {
                 var c = BackendConfig()
@@ -140,7 +144,7 @@ struct BenchAnswers: AsyncParsableCommand {
             }
             let note: @Sendable (String) -> Void = { FileHandle.standardError.write(Data("  … \($0)\n".utf8)) }
             if calibrate {
-                say(try await b.calibrate(progress: note))
+                say(try await b.calibrate(verbose: verbose, progress: note))
                 return
             }
             let runs = try await b.run(pipelines: pipeline == "both" ? ["shipped", "baseline"] : [pipeline], progress: note)

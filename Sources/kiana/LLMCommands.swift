@@ -194,9 +194,14 @@ func assistant(_ data: DataOptions, _ models: ModelOptions, _ flags: BackendFlag
 }
 
 func printSources(_ r: AskResult) {
+    if r.abstained { return }  // the answer says that nothing taught answers it
     guard !r.citations.isEmpty else {
         if r.sources.isEmpty { say("\n(no knowledge matched this question)") } else { say("\n(no source cited)") }
         return
+    }
+    if !r.support.isEmpty {
+        say("\nSupported by:")
+        for s in r.support { say("[\(s.number)] “\(s.text)”") }
     }
     say("\nSources:")
     for c in r.citations {

@@ -35,8 +35,22 @@ import Testing
             #expect(!((o[key] as? String) ?? "").isEmpty, "\(key) is empty: \(o)")
         }
         #expect(o["openai_citations"] as? [String] == [id], "\(o)")
-        #expect((o["openai_stream_pieces"] as? Int ?? 0) > 1 && (o["ollama_stream_pieces"] as? Int ?? 0) > 1, "not streamed: \(o)")
+        // Grounded answers arrive checked and whole; raw models stream token by token.
+        #expect((o["openai_stream_pieces"] as? Int ?? 0) >= 1 && (o["ollama_stream_pieces"] as? Int ?? 0) >= 1, "\(o)")
+        #expect((o["openai_raw_stream_pieces"] as? Int ?? 0) > 1, "the raw model did not stream: \(o)")
         #expect(o["openai_stream"] as? String == o["openai_chat"] as? String, "greedy stream and non-stream differ")
+        // Every surface answers the same way: the compatible APIs give REST ask's answer.
+        let rest = try await RestAPITests.call(
+            "http://127.0.0.1:\(port)/api/v1/ask", method: "POST", body: #"{"question":"Where is the spare key?","stream":false}"#, seconds: 240)
+        let restAnswer = try #require(rest.json["answer"] as? String, "\(rest.body)")
+        for key in ["openai_chat", "ollama_chat", "ollama_generate"] { #expect(o[key] as? String == restAnswer, "\(key): \(o)") }
+        #expect((o["openai_support"] as? [String]) == ["The spare key is under the third flower pot by the back door."], "\(o)")
+        #expect(o["openai_unknown_model"] as? Int == 404 && o["ollama_unknown_model"] as? Int == 404, "\(o)")
+        #expect(o["ollama_show_unknown"] as? Int == 404, "\(o)")
+        #expect(o["ollama_show"] as? [String] == ["kiana", "kiana"], "\(o)")
+        #expect(o["ollama_show_raw"] as? [String] == ["gguf", "Q4_1", "134M"] || (o["ollama_show_raw"] as? [String])?.first == "gguf", "\(o)")
+        #expect((o["ollama_ps"] as? [String])?.contains("kiana") == true, "\(o)")
+        #expect(o["ollama_legacy_embedding"] as? Int == 384 && o["ollama_legacy_same"] as? Bool == true, "\(o)")
         #expect(o["openai_raw_model"] as? String == "smollm2-135m-instruct")
         #expect(o["openai_embeddings"] as? [Int] == [384, 384] && o["ollama_embeddings"] as? [Int] == [384, 384])
         #expect(abs((o["openai_embedding_norm"] as? Double ?? 0) - 1) < 1e-4)
@@ -66,6 +80,10 @@ import Testing
             ("/v1/chat/completions", #"{"model":"kiana","messages":[{"role":"user","content":"hi"}],"temperature":-1}"#, "400", "temperature"),
             ("/v1/chat/completions", #"{"model":"kiana","messages":[{"role":"user","content":"hi"}],"max_tokens":0}"#, "400", "max_tokens"),
             ("/api/generate", #"{"model":"kiana"}"#, "400", "prompt is required"),
+            ("/v1/chat/completions", #"{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}]}"#, "404", "is not served here"),
+            ("/api/chat", #"{"model":"llama3","messages":[{"role":"user","content":"hi"}]}"#, "404", "is not served here"),
+            ("/api/show", #"{"model":"gpt-4o"}"#, "404", "is not served here"),
+            ("/api/embeddings", #"{"model":"m"}"#, "400", "prompt is required"),
             ("/v1/embeddings", #"{"model":"m","input":[]}"#, "400", "input must be"),
             ("/v1/embeddings", #"{"model":"m","input":""# + String(repeating: "x", count: 1_100_000) + #""}"#, "413", "larger than"),
         ]

@@ -53,16 +53,19 @@ import Testing
         r = try await Self.call(u + "/api/v1/search?q=x&k=500")
         #expect(r.code == 400)
 
-        // Ask, streamed: token events, then a done event whose citation is the item.
+        // Ask, streamed: the checked answer as a token event, then a done event whose citation
+        // is the item and whose supporting sentence is the item's.
         r = try await Self.call(
             u + "/api/v1/ask", method: "POST", body: #"{"question":"What is the bike lock code?","temperature":0,"max_tokens":40}"#, seconds: 240)
         #expect(r.code == 200)
         let events = r.body.components(separatedBy: "\n\n").filter { !$0.isEmpty }
-        #expect(events.filter { $0.hasPrefix("event: token") }.count > 1, "\(r.body)")
+        #expect(events.contains { $0.hasPrefix("event: token") && $0.contains("4711") }, "\(r.body)")
         let done = try #require(events.last { $0.hasPrefix("event: done") })
         let data = try #require(done.split(separator: "\n").first { $0.hasPrefix("data: ") }.map { String($0.dropFirst(6)) })
         let final = try #require(try JSONSerialization.jsonObject(with: Data(data.utf8)) as? [String: Any])
         #expect((final["citations"] as? [[String: Any]])?.first?["id"] as? String == id, "\(final)")
+        #expect((final["support"] as? [[String: Any]])?.first?["text"] as? String == "The bike lock code is 4711.", "\(final)")
+        #expect(final["abstained"] as? Bool == false, "\(final)")
         let conversation = try #require(final["conversation"] as? String)
         #expect(try await kiana(["conversations", conversation, "--data-dir", tmp.path]).out.contains("What is the bike lock code?"))
         r = try await Self.call(u + "/api/v1/conversations")

@@ -106,6 +106,11 @@ final class FakeNode: NodeAPI, Sendable {
     // MARK: answers
 
     func modelNames() async throws -> [String] { [groundedModelName, "smollm2-135m-instruct"] }
+    func modelDetails(_ name: String) async throws -> ModelDetailsDTO? {
+        guard try await modelNames().contains(name) else { return nil }
+        return ModelDetailsDTO(format: "gguf", family: "llama", parameterSize: "134M", quantizationLevel: "Q4_1", contextLength: 2048)
+    }
+    func loadedModels() async throws -> [String] { try await modelNames() }
     func acceptsGeneration() -> Bool { switches.withLock { $0.acceptsGeneration } }
     func chat(
         _ messages: [ChatMessage], grounded: Bool, maxTokens: Int?, sampling: SamplingOptions,

@@ -66,7 +66,10 @@ import Testing
                 filesScanned: 1, filesNew: 1, filesChanged: 0, filesUnchanged: 0, filesRemoved: 0, filesFailed: [],
                 chunksAdded: 1, chunksUpdated: 0, chunksRemoved: 0, bytesRead: 1, embedded: 1, changed: true),
             "CitationDTO": citation,
-            "AnswerDTO": AnswerDTO(answer: "a", conversation: "c", citations: [citation], finish_reason: "stop"),
+            "AnswerDTO": AnswerDTO(
+                answer: "a", conversation: "c", citations: [citation], support: [SupportDTO(number: 1, id: "i", text: "t")], abstained: false,
+                finish_reason: "stop"),
+            "SupportDTO": SupportDTO(number: 1, id: "i", text: "t"),
             "ConversationDTO": conversation, "ConversationsDTO": ConversationsDTO(conversations: [conversation]),
             "MessageDTO": message, "ConversationMessagesDTO": ConversationMessagesDTO(id: "c", messages: [message]),
             "LedgerStatusDTO": LedgerStatusDTO(height: 1, head: "h", items: 1, blocks: 2, entries: 1, deletedItems: 0, pending: 0),
@@ -104,6 +107,7 @@ import Testing
             "IngestRequestDTO": try fields(IngestRequestDTO.self), "ChatCompletionRequest": try fields(ChatCompletionRequest.self),
             "EmbeddingsRequest": try fields(EmbeddingsRequest.self), "OllamaChatRequest": try fields(OllamaChatRequest.self),
             "OllamaGenerateRequest": try fields(OllamaGenerateRequest.self), "OllamaEmbedRequest": try fields(OllamaEmbedRequest.self),
+            "OllamaLegacyEmbedRequest": try fields(OllamaLegacyEmbedRequest.self), "OllamaShowRequest": try fields(OllamaShowRequest.self),
         ]
     }
 

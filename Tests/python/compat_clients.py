@@ -25,6 +25,18 @@ out["openai_stream_pieces"] = len(pieces)
 out["openai_stream"] = "".join(pieces)
 raw = oa.chat.completions.create(model=out["openai_models"][1], messages=[{"role": "user", "content": "Say hello."}], temperature=0, max_tokens=8)
 out["openai_raw_model"] = raw.model
+# A raw model stays raw: its answer streams token by token.
+pieces = []
+for chunk in oa.chat.completions.create(model=out["openai_models"][1], messages=[{"role": "user", "content": "Count to five."}], temperature=0, max_tokens=16, stream=True):
+    if chunk.choices and chunk.choices[0].delta.content:
+        pieces.append(chunk.choices[0].delta.content)
+out["openai_raw_stream_pieces"] = len(pieces)
+out["openai_support"] = [s["text"] for s in (r.model_extra or {}).get("kiana", {}).get("support", [])]
+try:
+    oa.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": question}], max_tokens=8)
+    out["openai_unknown_model"] = "answered"
+except openai.NotFoundError as e:
+    out["openai_unknown_model"] = e.status_code
 e = oa.embeddings.create(model="all-minilm-l6-v2", input=["The spare key", "is under the pot"])
 out["openai_embeddings"] = [len(d.embedding) for d in e.data]
 out["openai_embedding_norm"] = sum(x * x for x in e.data[0].embedding) ** 0.5
@@ -41,4 +53,22 @@ g = ol.generate(model="kiana", prompt=question, options={"temperature": 0, "num_
 out["ollama_generate"] = g.response
 em = ol.embed(model="all-minilm-l6-v2", input=["The spare key", "is under the pot"])
 out["ollama_embeddings"] = [len(v) for v in em.embeddings]
+legacy = ol.embeddings(model="all-minilm-l6-v2", prompt="The spare key")
+out["ollama_legacy_embedding"] = len(legacy.embedding)
+out["ollama_legacy_same"] = max(abs(a - b) for a, b in zip(legacy.embedding, em.embeddings[0])) < 1e-5
+shown = ol.show("kiana")
+out["ollama_show"] = [shown.details.format, shown.details.family]
+shown = ol.show(out["ollama_models"][1])
+out["ollama_show_raw"] = [shown.details.format, shown.details.quantization_level, shown.details.parameter_size]
+out["ollama_ps"] = [m.model for m in ol.ps().models]
+try:
+    ol.chat(model="gpt-4o", messages=[{"role": "user", "content": question}])
+    out["ollama_unknown_model"] = "answered"
+except ollama.ResponseError as e:
+    out["ollama_unknown_model"] = e.status_code
+try:
+    ol.show("gpt-4o")
+    out["ollama_show_unknown"] = "shown"
+except ollama.ResponseError as e:
+    out["ollama_show_unknown"] = e.status_code
 print(json.dumps(out))

@@ -4,7 +4,7 @@
 usage: webui_browser.py BASE_URL SCREENSHOT_DIR
 
 On a phone-sized screen: teaches a fact in the Knowledge tab, asks about it in the Chat tab,
-watches the answer stream in token by token, follows the citation to the knowledge item, opens
+sees the checked answer with the source sentence that supports it under it, follows the citation to the knowledge item, opens
 its inclusion proof (checked again in the browser with WebCrypto) and saves screenshots.
 Prints one JSON object with what it saw; exits non-zero on any failure.
 """
@@ -43,7 +43,6 @@ def main():
                     const a = document.querySelector('#messages .msg.assistant .text');
                     if (a && a.textContent && window.__updates[window.__updates.length - 1] !== a.textContent) window.__updates.push(a.textContent);
                   }).observe(document.querySelector('#messages'), {subtree: true, childList: true, characterData: true});""")
-        b.eval("document.querySelector('#precise').checked = true")  # temperature 0: the same answer every run
         b.eval(f"document.querySelector('#question').value = {json.dumps(QUESTION)}")
         b.eval("document.querySelector('#ask').requestSubmit()")
         # (DOM nodes come back as {}, which Python reads as false: hence the !!)
@@ -54,6 +53,7 @@ def main():
         seen["answer"] = b.eval("document.querySelector('#messages .msg.assistant .text').textContent")
         seen["updates"] = len(b.eval("window.__updates"))
         seen["citations"] = b.eval("[...document.querySelectorAll('#messages .citation')].map(a => a.dataset.id)")
+        seen["support"] = b.eval("[...document.querySelectorAll('#messages .support blockquote')].map(q => q.textContent)")
         if not seen["citations"]:
             raise SystemExit("the answer cites nothing: " + json.dumps(seen))
         b.screenshot(os.path.join(shots, "webui-chat.png"))

@@ -165,7 +165,7 @@ public enum Words {
     }
 
     /// Same word up to inflection: equal, or sharing a prefix of at least four characters that
-    /// covers all but the last three characters of the shorter word ("keypad"/"keypads",
+    /// covers all but the last two characters of the shorter word ("keypad"/"keypads",
     /// "opens"/"open", "Ersatzschlüssel"/"Ersatzschlüssels"); digits must match exactly.
     public static func sameWord(_ a: String, _ b: String) -> Bool {
         if a == b { return true }
@@ -176,7 +176,7 @@ public enum Words {
         while p < x.count, p < y.count, x[p] == y[p] { p += 1 }
         let shorter = min(x.count, y.count)
         if shorter == p && shorter >= 3 { return max(x.count, y.count) - p <= 3 }
-        return p >= 4 && p >= shorter - 3 && max(x.count, y.count) - p <= 4
+        return p >= 4 && p >= shorter - 2 && max(x.count, y.count) - p <= 3
     }
 
     static let englishStop: Set<String> = [

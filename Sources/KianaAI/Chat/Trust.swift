@@ -11,6 +11,10 @@ public struct EvidenceSentence: Sendable, Equatable {
     public var similarity: Double
     /// Share of the question's content words found in the sentence or its source's title.
     public var overlap: Double
+    /// Share of the question's content words found anywhere in the sentence's source.
+    public var sourceOverlap: Double = 0
+    /// The sentence holds the kind of thing asked for (a number or date when one is asked for).
+    public var typeMatch: Bool = false
     /// Whether the sentence holds a number (a date, a phone number, an amount, a code).
     public var hasNumber: Bool { !Words.digitRuns(text).isEmpty }
 }
@@ -21,15 +25,73 @@ public struct TrustSettings: Sendable, Equatable, Codable {
     /// Weight of the question–sentence cosine similarity in an evidence score.
     public var similarityWeight = 1.0
     /// Weight of the question-word overlap in an evidence score.
-    public var overlapWeight = 0.5
+    public var overlapWeight = 0.75
+    /// Weight of the question-word overlap of the whole source (context for the sentence).
+    public var sourceOverlapWeight = 0.25
+    /// Added when the sentence holds what kind of answer is asked for.
+    public var typeWeight = 0.1
     /// Abstain (no model call) when the best evidence scores below this.
-    public var abstainBelow = 0.62
+    public var abstainBelow = 0.8
+    /// Abstain when a word of the question occurs nowhere in the knowledge base.
+    public var abstainOnUnknownTerms = true
     /// Sentences offered to the model: the best, and others within this margin of it.
     public var evidenceMargin = 0.15
     public var maxEvidence = 3
+    /// How far below the best a second sentence may score and still complete the answer.
+    public var coverMargin = 0.3
     /// Tokens the draft may have.
     public var answerTokens = 80
     public init() {}
+
+    /// The evidence score of a sentence under these weights.
+    public func score(_ e: EvidenceSentence) -> Double {
+        similarityWeight * e.similarity + overlapWeight * e.overlap + sourceOverlapWeight * e.sourceOverlap + (e.typeMatch ? typeWeight : 0)
+    }
+}
+
+/// What kind of answer a question asks for, from its wording (English and German).
+public enum AnswerType: Sendable, Equatable {
+    /// An amount, a count, a phone number, a code, an address number: written with digits.
+    case number
+    /// A date, a time, a weekday or a month.
+    case time
+
+    public static func of(_ question: String) -> AnswerType? {
+        let q = " " + Words.tokens(question).joined(separator: " ") + " "
+        if timeCues.contains(where: { q.contains(" \($0) ") }) { return .time }
+        if Trust.asksForNumber(question) { return .number }
+        return nil
+    }
+
+    static let timeCues = [
+        "when", "what time", "what day", "which day", "what date", "which date", "how late", "wann", "uhrzeit", "welchem tag",
+        "welcher tag", "datum", "seit wann", "bis wann", "ab wann", "um wie viel uhr",
+    ]
+
+    /// The sentence holds something of this type.
+    public func matches(_ sentence: String) -> Bool {
+        if !Words.digitRuns(sentence).isEmpty { return true }
+        let words = Set(Words.tokens(sentence))
+        switch self {
+        case .number: return !words.isDisjoint(with: Self.numberWords)
+        case .time: return !words.isDisjoint(with: Self.timeWords) || !words.isDisjoint(with: Self.numberWords)
+        }
+    }
+
+    static let numberWords: Set<String> = [
+        "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve", "twenty",
+        "hundred", "once", "twice", "half", "dozen", "ein", "eine", "zwei", "drei", "vier", "fünf", "sechs", "sieben",
+        "acht", "neun", "zehn", "elf", "zwölf", "zwanzig", "hundert", "einmal", "zweimal", "halb", "halbe",
+    ]
+    static let timeWords: Set<String> = [
+        "monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday", "mondays", "tuesdays", "wednesdays",
+        "thursdays", "fridays", "saturdays", "sundays", "january", "february", "march", "april", "may", "june", "july",
+        "august", "september", "october", "november", "december", "morning", "evening", "noon", "midnight", "weekend",
+        "daily", "weekly", "monthly", "yearly", "montag", "dienstag", "mittwoch", "donnerstag", "freitag", "samstag",
+        "sonntag", "montags", "dienstags", "mittwochs", "donnerstags", "freitags", "samstags", "sonntags", "januar",
+        "februar", "märz", "mai", "juni", "juli", "oktober", "dezember", "morgens", "abends", "mittags", "täglich",
+        "wöchentlich", "monatlich", "jährlich", "wochenende",
+    ]
 }
 
 /// Where an answer's facts come from, and whether it holds up: evidence selection, the
@@ -44,13 +106,16 @@ public enum Trust {
         embed: (([String]) -> [[Float]])? = nil
     ) -> [EvidenceSentence] {
         let asked = questionWords(question)
-        var items: [(Int, String, Double)] = []
+        let wanted = AnswerType.of(question)
+        func covered(_ words: [String]) -> Double {
+            asked.isEmpty ? 0 : Double(asked.filter { q in words.contains { Words.sameWord(q, $0) } }.count) / Double(asked.count)
+        }
+        var items: [(source: Int, text: String, overlap: Double, sourceOverlap: Double, type: Bool)] = []
         for (i, s) in sources.enumerated() {
             let titleWords = Words.content(s.title ?? "")
+            let whole = covered(titleWords + Words.content(s.text))
             for sentence in Sentences.split(s.text) where sentence.count >= 3 {
-                let words = Words.content(sentence) + titleWords
-                let hit = asked.filter { q in words.contains { Words.sameWord(q, $0) } }.count
-                items.append((i + 1, sentence, asked.isEmpty ? 0 : Double(hit) / Double(asked.count)))
+                items.append((i + 1, sentence, covered(Words.content(sentence) + titleWords), whole, wanted?.matches(sentence) ?? false))
             }
         }
         var similarity = [Double](repeating: 0, count: items.count)
@@ -60,10 +125,11 @@ public enum Trust {
             for k in items.indices { similarity[k] = cosine(q, vectors[k + 1]) }
         }
         return items.enumerated().map { k, it in
-            EvidenceSentence(
-                source: it.0, text: it.1,
-                score: settings.similarityWeight * similarity[k] + settings.overlapWeight * it.2,
-                similarity: similarity[k], overlap: it.2)
+            var e = EvidenceSentence(source: it.source, text: it.text, score: 0, similarity: similarity[k], overlap: it.overlap)
+            e.sourceOverlap = it.sourceOverlap
+            e.typeMatch = it.type
+            e.score = settings.score(e)
+            return e
         }.sorted { $0.score > $1.score || ($0.score == $1.score && $0.source < $1.source) }
     }
 
@@ -76,7 +142,14 @@ public enum Trust {
     }
 
     static let askWords: Set<String> = [
-        "tell", "know", "please", "remind", "again", "name", "number", "sag", "sage", "weißt", "bitte", "nochmal",
+        "tell", "know", "please", "remind", "again", "name", "number", "exactly", "actually", "sag", "sage", "weißt",
+        "bitte", "nochmal", "nummer", "heißt", "lautet", "genau", "eigentlich",
+        // words that name the kind of answer rather than its subject
+        "model", "models", "address", "addresses", "type", "kind", "brand", "size", "dose", "amount", "provider",
+        "hostname", "modell", "adresse", "typ", "marke", "größe", "dosis", "menge", "anbieter",
+        // how-questions: "how much", "how long", "wie hoch", "wie lange"
+        "much", "many", "long", "far", "often", "old", "big", "high", "late", "early", "hoch", "viel", "viele", "lange",
+        "weit", "oft", "alt", "groß", "spät", "früh",
     ]
 
     static func cosine(_ a: [Float], _ b: [Float]) -> Double {
@@ -92,17 +165,48 @@ public enum Trust {
         return na > 0 && nb > 0 ? Double(dot / (na.squareRoot() * nb.squareRoot())) : 0
     }
 
-    /// The sentences the model is shown: the best, and the next best within the margin (at most
-    /// `maxEvidence`), in source order.
-    public static func chosen(_ ranked: [EvidenceSentence], settings: TrustSettings = TrustSettings()) -> [EvidenceSentence] {
+    /// The sentences the model is shown: the covering set (`cover`), then the next best within
+    /// the margin, at most `maxEvidence`.
+    public static func chosen(_ ranked: [EvidenceSentence], question: String, settings: TrustSettings = TrustSettings()) -> [EvidenceSentence] {
         guard let best = ranked.first else { return [] }
-        return Array(ranked.prefix { $0.score >= best.score - settings.evidenceMargin }.prefix(settings.maxEvidence))
+        var out = cover(ranked, question: question, settings: settings)
+        for e in ranked.prefix(while: { $0.score >= best.score - settings.evidenceMargin }) where out.count < settings.maxEvidence && !out.contains(e) {
+            out.append(e)
+        }
+        return out
     }
 
-    /// True when nothing retrieved supports the question well enough to answer it.
-    public static func shouldAbstain(_ ranked: [EvidenceSentence], settings: TrustSettings = TrustSettings()) -> Bool {
+    /// The sentences an answer needs: the best one, plus, when the question asks about more
+    /// than it mentions (two facts: "the vet's and the babysitter's numbers"), the best-ranked
+    /// sentence within `coverMargin` that mentions a question word the first one lacks.
+    public static func cover(_ ranked: [EvidenceSentence], question: String, settings: TrustSettings = TrustSettings()) -> [EvidenceSentence] {
+        guard let best = ranked.first else { return [] }
+        let asked = questionWords(question)
+        func mentions(_ e: EvidenceSentence) -> [String] {
+            let words = Words.content(e.text)
+            return asked.filter { q in words.contains { Words.sameWord(q, $0) } }
+        }
+        let missing = Set(asked).subtracting(mentions(best))
+        guard !missing.isEmpty else { return [best] }
+        let second = ranked.dropFirst().prefix(8).first { e in
+            e.score >= best.score - settings.coverMargin && !missing.isDisjoint(with: mentions(e)) && e.text != best.text
+        }
+        return second.map { [best, $0] } ?? [best]
+    }
+
+    /// True when nothing retrieved supports the question well enough to answer it: the best
+    /// evidence scores below the threshold, or the question names something (`unknownTerms`: its
+    /// content words that occur nowhere in the knowledge base) that nobody taught.
+    public static func shouldAbstain(_ ranked: [EvidenceSentence], unknownTerms: [String] = [], settings: TrustSettings = TrustSettings()) -> Bool {
         guard let best = ranked.first else { return true }
+        if settings.abstainOnUnknownTerms && !unknownTerms.isEmpty { return true }
         return best.score < settings.abstainBelow
+    }
+
+    /// The question's words that decide whether the knowledge base knows its subject: content
+    /// words without digits and without the words that only say what kind of answer is wanted.
+    public static func subjectWords(_ question: String) -> [String] {
+        questionWords(question).filter { !$0.contains(where: \.isNumber) && $0.count >= 3 }
     }
 
     /// The one fixed sentence of the pipeline: nothing taught answers this.
@@ -248,23 +352,37 @@ public enum Trust {
     /// when none is left (or a number was asked for and the answer lacks it), the best evidence
     /// sentence quoted with its citation.
     public static func finalAnswer(
-        draft: String, question: String, sources: [GroundingSource], evidence: [EvidenceSentence]
+        draft: String, question: String, sources: [GroundingSource], evidence: [EvidenceSentence], settings: TrustSettings = TrustSettings()
     ) -> (answer: String, cited: [Int], support: [EvidenceSentence], verdicts: [Verdict], quoted: Bool) {
         let verdicts = verify(draft: draft, question: question, sources: sources)
-        let kept = verdicts.filter(\.supported)
+        var kept = verdicts.filter(\.supported)
+        let needed = cover(evidence, question: question, settings: settings)
         let missesNumber = asksForNumber(question) && (evidence.first?.hasNumber ?? false) && !kept.contains { !Words.digitRuns($0.text).isEmpty }
-        if !kept.isEmpty && !missesNumber {
-            let answer = kept.map { v in v.text + " " + v.sources.map { "[\($0)]" }.joined() }.joined(separator: " ")
-            var cited: [Int] = []
-            for v in kept { for s in v.sources where !cited.contains(s) { cited.append(s) } }
-            // the evidence sentence of each cited source that shares most with the answer
-            let support = cited.compactMap { n in
-                evidence.filter { $0.source == n }.max { shared($0.text, answer) < shared($1.text, answer) }
-            }
-            return (answer, cited, support, verdicts, false)
+        var quoted = false
+        if kept.isEmpty || missesNumber {
+            kept = []
+            quoted = true
         }
-        guard let best = evidence.first else { return ("", [], [], verdicts, true) }
-        return ("\(best.text) [\(best.source)]", [best.source], [best], verdicts, true)
+        // every needed evidence sentence must show in the answer; what the draft left out is quoted
+        let q = Set(Words.content(question))
+        var parts: [(String, [Int])] = kept.map { ($0.text, $0.sources) }
+        for e in needed {
+            let new = Set(Words.content(e.text)).subtracting(q)
+            let shown = kept.contains { v in v.sources.contains(e.source) && !new.isDisjoint(with: Words.content(v.text)) }
+            if !shown {
+                parts.append((e.text, [e.source]))
+                quoted = true
+            }
+        }
+        guard !parts.isEmpty else { return ("", [], [], verdicts, true) }
+        let answer = parts.map { p in p.0 + " " + p.1.map { "[\($0)]" }.joined() }.joined(separator: " ")
+        var cited: [Int] = []
+        for p in parts { for s in p.1 where !cited.contains(s) { cited.append(s) } }
+        // the evidence sentence of each cited source that shares most with the answer
+        let support = cited.compactMap { n in
+            evidence.filter { $0.source == n }.max { shared($0.text, answer) < shared($1.text, answer) }
+        }
+        return (answer, cited, support, verdicts, quoted && kept.isEmpty)
     }
 
     static func shared(_ a: String, _ b: String) -> Int {

@@ -6,8 +6,6 @@ const $ = (s) => document.querySelector(s);
 const el = (tag, cls, text) => { const e = document.createElement(tag); if (cls) e.className = cls; if (text !== undefined) e.textContent = text; return e; };
 const short = (hex) => (hex || "").slice(0, 12);
 const when = (ms) => (ms ? new Date(ms).toLocaleString() : "");
-$("#precise").checked = localStorage.getItem("kiana-precise") === "1";
-$("#precise").addEventListener("change", () => localStorage.setItem("kiana-precise", $("#precise").checked ? "1" : "0"));
 // seq: the newest list request; an older one that answers late must not replace its result.
 const state = { conversation: null, offset: 0, searching: false, oldest: null, tab: "chat", seq: 0 };
 
@@ -96,6 +94,17 @@ function message(role, text, cites) {
   $("#messages").append(m);
   return m;
 }
+// The source sentences that back an answer, under it, so the owner can check it at a glance.
+function support(node, list) {
+  if (!list.length) return;
+  const s = el("div", "support");
+  for (const x of list) {
+    const q = el("blockquote", null, "“" + x.text + "” ");
+    q.append(el("span", "number", "[" + x.number + "]"));
+    s.append(q);
+  }
+  node.append(s);
+}
 function citations(node, list) {
   if (!list.length) return;
   const s = el("div", "sources", "Sources: ");
@@ -120,11 +129,13 @@ $("#ask").addEventListener("submit", guarded(async (ev) => {
   const answer = message("assistant pending", "");
   const text = answer.querySelector(".text");
   try {
-    await sse("/api/v1/ask", { method: "POST", body: JSON.stringify({ question: q, conversation: state.conversation, ...($("#precise").checked ? { temperature: 0 } : {}) }) }, (name, data) => {
+    await sse("/api/v1/ask", { method: "POST", body: JSON.stringify({ question: q, conversation: state.conversation }) }, (name, data) => {
       if (name === "token") text.textContent += data.text;
       else if (name === "done") {
         answer.classList.remove("pending");
         state.conversation = data.conversation;
+        if (data.abstained) answer.classList.add("abstained");
+        support(answer, data.support || []);
         citations(answer, data.citations || []);
       } else if (name === "error") throw new Error(data.message);
     });
