@@ -201,7 +201,11 @@ extension Node {
         }
 
         if options.trusted {
-            let r = try await trustedAnswer(q, backend: backend, retriever: retriever, options: options, onText: onText)
+            // A follow-up that names little of its own ("and his number?") is looked up together
+            // with the previous question of the conversation.
+            let past = options.history ?? stored.map { ChatMessage($0.role == "assistant" ? .assistant : .user, $0.content) }
+            let previous = Trust.subjectWords(q).count <= 1 ? past.last { $0.role == .user }?.content : nil
+            let r = try await trustedAnswer(q, context: previous, backend: backend, retriever: retriever, options: options, onText: onText)
             var result = try await finish(r.answer, r.citations, r.sources, nil, r.reply)
             result.support = r.support
             result.abstained = r.abstained

@@ -7,6 +7,8 @@ import KianaStore
 public struct Evidence: Sendable {
     public var sources: [GroundingSource]
     public var ranked: [EvidenceSentence]
+    /// The sentences a complete answer needs (one per part of a two-part question).
+    public var needed: [EvidenceSentence]
     public var unknownTerms: [String]
 }
 
@@ -28,13 +30,24 @@ extension Node {
     public func evidence(
         _ q: String, retriever: Retriever?, count: Int, settings: TrustSettings
     ) async throws -> Evidence {
-        let sources = try await retrieveSources(q, retriever: retriever, count: count)
+        let parts = Trust.parts(q)
+        var sources = try await retrieveSources(q, retriever: retriever, count: count)
+        // each part of a two-part question brings its own best sources
+        for part in parts {
+            for s in try await retrieveSources(part, retriever: retriever, count: 2) where !sources.contains(where: { $0.id == s.id }) {
+                sources.append(s)
+            }
+        }
         let embedder = retriever?.embedder
         let node = self
+        let all = sources
         return try await blocking {
-            Evidence(
-                sources: sources,
-                ranked: Trust.evidence(question: q, sources: sources, settings: settings, embed: embedder.map { e in { e.embed($0) } }),
+            let rankings = Trust.evidence(
+                questions: [q] + parts, sources: all, settings: settings, answerType: AnswerType.of(q),
+                embed: embedder.map { e in { e.embed($0) } })
+            return Evidence(
+                sources: all, ranked: rankings[0],
+                needed: Trust.needed(rankings[0], question: q, partRankings: Array(rankings.dropFirst()), settings: settings),
                 unknownTerms: try node.searchStore.unknownTerms(Trust.subjectWords(q)))
         }
     }
@@ -46,25 +59,25 @@ extension Node {
     /// numbers and words the sources really say, and quote the best source sentence when none
     /// holds up. The checked answer goes to `onText` once, whole.
     func trustedAnswer(
-        _ q: String, backend: any ChatBackend, retriever: Retriever?, options: AskOptions,
+        _ q: String, context: String? = nil, backend: any ChatBackend, retriever: Retriever?, options: AskOptions,
         onText: @escaping @Sendable (String) -> Bool
     ) async throws -> TrustedAnswer {
         let settings = options.trust
         let language = Language.detect(q)
-        let found = try await evidence(q, retriever: retriever, count: options.sources, settings: settings)
+        let found = try await evidence(context.map { String($0.prefix(2000)) + " " + q } ?? q, retriever: retriever, count: options.sources, settings: settings)
         let (sources, ranked) = (found.sources, found.ranked)
-        if Trust.shouldAbstain(ranked, unknownTerms: found.unknownTerms, settings: settings) {
+        if Trust.shouldAbstain(ranked, unknownTerms: found.unknownTerms, withVectors: retriever != nil, settings: settings) {
             let text = Trust.abstention(language)
             _ = onText(text)
             return TrustedAnswer(answer: text, citations: [], sources: sources, support: [], reply: nil, abstained: true, quoted: false, draft: nil)
         }
-        let evidence = Trust.chosen(ranked, question: q, settings: settings)
+        let evidence = Trust.chosen(ranked, needed: found.needed, settings: settings)
         var request = ChatRequest(messages: Trust.prompt(question: q, evidence: evidence, language: language))
         request.maxTokens = min(options.maxTokens, settings.answerTokens)
         request.sampling = .greedy
         request.stop = ["\n"]
         let reply = try await backend.chat(request) { _ in true }
-        let final = Trust.finalAnswer(draft: reply.text, question: q, sources: sources, evidence: ranked, settings: settings)
+        let final = Trust.finalAnswer(draft: reply.text, question: q, sources: sources, evidence: ranked, needed: found.needed)
         _ = onText(final.answer)
         let support = final.support.map { SupportingSentence(number: $0.source, id: sources[$0.source - 1].id, text: $0.text) }
         let citations = final.cited.map { n in

@@ -206,7 +206,10 @@ enum Compat {
     /// A model name the node does not serve is a 404 with code not-found, as the OpenAI API
     /// answers an unknown model (no aliases: docs/decisions.md).
     static func served(_ model: String, _ node: any NodeAPI) async throws {
-        guard try await node.modelNames().contains(model) else { throw notServed(model) }
+        if model == groundedModelName { return }
+        let names = try await node.modelNames()
+        // Ollama lists "llama3.2:latest" for "llama3.2"
+        guard names.contains(model) || names.contains(model + ":latest") else { throw notServed(model) }
     }
 
     static func notServed(_ model: String) -> KianaServerError {

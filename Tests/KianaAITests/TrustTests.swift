@@ -13,6 +13,7 @@ import Testing
         GroundingSource(id: "c", title: "Pizza dough", text: "I use 250 g of flour, 160 ml of water and 5 g of dry yeast.", source: nil),
         GroundingSource(id: "d", title: nil, text: "Die Biotonne wird jeden Dienstag geleert, die gelbe Tonne alle zwei Wochen am Freitag.", source: nil),
         GroundingSource(id: "e", title: nil, text: "The dentist Dr. Weber can be reached at 0761 387 2290.", source: nil),
+        GroundingSource(id: "f", title: "Coffee machine", text: "When the coffee machine shows C-12 it needs descaling.", source: nil),
     ]
 
     @Test(arguments: [
@@ -63,6 +64,13 @@ import Testing
         ("What is the name of my cat?", "The name of your cat is Luna.", false),
         ("Wann wird die Biotonne geleert?", "Die Biotonne wird jeden Dienstag geleert.", true),
         ("Wann wird die Biotonne geleert?", "Die Biotonne wird geleert.", false),  // only repeats the question
+        ("What is the code of the coffee machine?", "The coffee machine shows C-12.", true),
+        ("What is the code of the coffee machine?", "The coffee machine shows 12.", false),  // a code cut short
+        ("What is the password of the guest wifi?", "The password of the guest wifi is 160.", false),  // a number from elsewhere
+        ("What is the vet's phone number?", "The vet's phone number is 0761 387 2290.", false),  // the dentist's number
+        ("What is the dentist's phone number?", "The dentist's phone number is 0761.", false),  // part of a phone number
+        ("When does the passport expire?", "The passport expires in 2026.", true),  // the year of a date
+        ("When does Max's passport expire?", "Max's passport expires on 12 June 2026.", false),  // Lena's date
     ])
     func verify(_ question: String, _ sentence: String, _ supported: Bool) {
         let v = Trust.verify(sentence: sentence, question: question, sources: Self.sources)
@@ -122,9 +130,21 @@ import Testing
     @Test func twoFactsAreBothShown() {
         let q = "How much flour goes into the pizza dough and where is the spare key?"
         let ranked = Trust.evidence(question: q, sources: Self.sources)
-        let r = Trust.finalAnswer(draft: "The pizza dough uses 250 g of flour.", question: q, sources: Self.sources, evidence: ranked)
+        let rankings = Trust.evidence(questions: [q] + Trust.parts(q), sources: Self.sources)
+        let needed = Trust.needed(ranked, question: q, partRankings: Array(rankings.dropFirst()))
+        let r = Trust.finalAnswer(draft: "The pizza dough uses 250 g of flour.", question: q, sources: Self.sources, evidence: ranked, needed: needed)
         #expect(r.answer.contains("250 g") && r.answer.contains("flower pot"), "\(r.answer)")
         #expect(Set(r.cited) == [1, 3])
+    }
+
+    @Test(arguments: [
+        ("What are the IP addresses of nimbus-02 and of cirrus-db?", ["What are the IP addresses of nimbus-02", "What are the IP addresses of cirrus-db"]),
+        ("When is Finn's birthday and where is his party this year?", ["When is Finn's birthday", "where is his party this year"]),
+        ("What are the street addresses of my brother Jan and my sister Katrin?", ["What are the street addresses of my brother Jan", "What are the street addresses of my sister Katrin"]),
+        ("Where is the spare key?", []), ("Salt and pepper?", []),
+    ])
+    func questionParts(_ q: String, _ parts: [String]) {
+        #expect(Trust.parts(q) == parts)
     }
 
     @Test func abstentionSpeaksTheQuestionsLanguage() {

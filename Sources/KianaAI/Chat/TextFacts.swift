@@ -35,27 +35,32 @@ public enum Sentences {
     public static func split(_ text: String) -> [String] {
         var out: [String] = []
         var current = ""
-        let chars = Array(text)
+        var hasContent = false
+        var lineLength = 0
+        let chars = Array(text.replacingOccurrences(of: "\r\n", with: "\n").replacingOccurrences(of: "\r", with: "\n"))
         var i = 0
         func flush() {
-            let s = current.trimmingCharacters(in: .whitespacesAndNewlines)
-            if !s.isEmpty { out.append(s) }
+            if hasContent { out.append(current.trimmingCharacters(in: .whitespacesAndNewlines)) }
             current = ""
+            hasContent = false
         }
         while i < chars.count {
             let c = chars[i]
             if c == "\n" {
-                // a blank line or a list item ends a sentence; a wrapped line does not
-                let next = chars[(i + 1)...].first { !$0.isWhitespace || $0 == "\n" }
-                if next == "\n" || next == "-" || next == "*" || next == "#" || current.trimmingCharacters(in: .whitespaces).isEmpty {
-                    flush()
-                } else {
-                    current.append(" ")
-                }
+                // A blank line, a list item or a new short line (a note's "Key: value" lines) ends
+                // a sentence; a long line wrapped into a lower-case continuation does not.
+                var j = i + 1
+                while j < chars.count, chars[j] != "\n", chars[j].isWhitespace { j += 1 }
+                let next = j < chars.count ? chars[j] : "\n"
+                let startsLine = next == "\n" || "-*#•".contains(next) || ((next.isUppercase || next.isNumber) && lineLength < 80)
+                if startsLine || !hasContent { flush() } else { current.append(" ") }
+                lineLength = 0
                 i += 1
                 continue
             }
             current.append(c)
+            lineLength += 1
+            if !c.isWhitespace { hasContent = true }
             if c == "." || c == "!" || c == "?" {
                 // swallow closing quotes/brackets
                 while i + 1 < chars.count, "\"'”“»)]".contains(chars[i + 1]) {
@@ -64,7 +69,7 @@ public enum Sentences {
                 }
                 let atEnd = i + 1 >= chars.count
                 let spaceAfter = !atEnd && chars[i + 1].isWhitespace
-                if atEnd || (spaceAfter && startsSentence(chars, from: i + 1) && !(c == "." && isAbbreviation(current))) {
+                if atEnd || (spaceAfter && startsSentence(chars, from: i + 1) && !(c == "." && isAbbreviation(current, next: nextWord(chars, from: i + 1)))) {
                     flush()
                 }
             }
@@ -72,6 +77,17 @@ public enum Sentences {
         }
         flush()
         return out
+    }
+
+    static func nextWord(_ chars: [Character], from: Int) -> String {
+        var j = from
+        while j < chars.count, chars[j].isWhitespace { j += 1 }
+        var w = ""
+        while j < chars.count, chars[j].isLetter, w.count < 12 {
+            w.append(chars[j])
+            j += 1
+        }
+        return w.lowercased()
     }
 
     static func startsSentence(_ chars: [Character], from: Int) -> Bool {
@@ -83,20 +99,25 @@ public enum Sentences {
     }
 
     static let abbreviations: Set<String> = [
-        "dr", "mr", "mrs", "ms", "st", "nr", "no", "ca", "bzw", "usw", "vgl", "str", "tel", "z", "b", "d", "h", "e", "g", "i",
-        "inkl", "evtl", "ggf", "etc", "vs", "approx", "prof", "hr", "fr", "jan", "feb", "mar", "apr", "jun", "jul", "aug",
-        "sep", "sept", "oct", "okt", "nov", "dec", "dez", "mo", "di", "mi", "do", "sa", "so", "min", "max", "u", "a",
+        "dr", "mr", "mrs", "ms", "st", "nr", "ca", "bzw", "usw", "vgl", "str", "tel", "z", "b", "d", "h", "e", "g",
+        "inkl", "evtl", "ggf", "etc", "vs", "approx", "prof", "hr", "feb", "apr", "aug", "sept", "okt", "dez", "u",
+    ]
+    static let months: Set<String> = [
+        "januar", "februar", "märz", "april", "mai", "juni", "juli", "august", "september", "oktober", "november",
+        "dezember", "january", "february", "march", "may", "june", "july", "october", "december", "jan", "feb", "mär",
+        "apr", "jun", "jul", "aug", "sep", "okt", "nov", "dez", "dec", "oct",
     ]
 
-    /// True when the period ending `s` belongs to an abbreviation or a German ordinal number.
-    static func isAbbreviation(_ s: String) -> Bool {
+    /// True when the period ending `s` belongs to an abbreviation, or to a German ordinal
+    /// number before a month or a lower-case word ("am 3. März", "der 2. von").
+    static func isAbbreviation(_ s: String, next: String = "") -> Bool {
         let body = s.dropLast()
         var word = ""
         for ch in body.reversed() {
             if ch.isLetter || ch.isNumber { word.insert(ch, at: word.startIndex) } else { break }
         }
         if word.isEmpty { return false }
-        if word.allSatisfy(\.isNumber) { return word.count <= 2 }  // "3. März", "1. Stock"
+        if word.allSatisfy(\.isNumber) { return word.count <= 2 && months.contains(next) }  // "3. März"
         return abbreviations.contains(word.lowercased())
     }
 }
@@ -164,24 +185,32 @@ public enum Words {
         return out
     }
 
-    /// Same word up to inflection: equal, or sharing a prefix of at least four characters that
-    /// covers all but the last two characters of the shorter word ("keypad"/"keypads",
-    /// "opens"/"open", "Ersatzschlüssel"/"Ersatzschlüssels"); digits must match exactly.
+    /// Same word up to inflection: equal; or one is the other plus an inflection ending
+    /// ("keypad"/"keypads", "open"/"opens", "Woche"/"Wochen", "empty"/"emptied"); or they share
+    /// a prefix of at least six letters and differ in at most two letters after it. Words with
+    /// digits must be equal, and number words are never relaxed ("vier" is not "vierzig").
     public static func sameWord(_ a: String, _ b: String) -> Bool {
         if a == b { return true }
         if a.contains(where: \.isNumber) || b.contains(where: \.isNumber) { return false }
-        let x = Array(a)
-        let y = Array(b)
+        if AnswerType.numberWords.contains(a) || AnswerType.numberWords.contains(b) { return false }
+        let (short, long) = a.count <= b.count ? (a, b) : (b, a)
+        guard short.count >= 3 else { return false }
+        if long.hasPrefix(short), endings.contains(String(long.dropFirst(short.count))) { return true }
+        if short.hasSuffix("y"), long.hasSuffix("ied") || long.hasSuffix("ies"), long.dropLast(3) == short.dropLast() { return true }
+        let x = Array(short)
+        let y = Array(long)
         var p = 0
-        while p < x.count, p < y.count, x[p] == y[p] { p += 1 }
-        let shorter = min(x.count, y.count)
-        if shorter == p && shorter >= 3 { return max(x.count, y.count) - p <= 3 }
-        return p >= 4 && p >= shorter - 2 && max(x.count, y.count) - p <= 3
+        while p < x.count, x[p] == y[p] { p += 1 }
+        return p >= 6 && x.count - p <= 2 && y.count - p <= 2
     }
+
+    static let endings: Set<String> = [
+        "s", "es", "d", "ed", "ing", "er", "ers", "e", "en", "n", "ern", "st", "t", "te", "ten", "est", "ly", "'s",
+    ]
 
     static let englishStop: Set<String> = [
         "a", "an", "the", "and", "or", "but", "if", "of", "to", "in", "on", "at", "by", "for", "with", "from", "as", "into",
-        "about", "over", "after", "before", "than", "then", "so", "too", "very", "also", "just", "only", "not", "no", "yes",
+        "about", "over", "after", "before", "than", "then", "so", "too", "very", "also", "just", "only", "yes",
         "is", "are", "was", "were", "be", "been", "being", "am", "has", "have", "had", "do", "does", "did", "can", "could",
         "will", "would", "shall", "should", "may", "might", "must", "it", "its", "it's", "this", "that", "these", "those",
         "there", "here", "i", "me", "my", "mine", "we", "us", "our", "ours", "you", "your", "yours", "he", "him", "his",
@@ -190,7 +219,7 @@ public enum Words {
     ]
     static let germanStop: Set<String> = [
         "der", "die", "das", "den", "dem", "des", "ein", "eine", "einen", "einem", "einer", "eines", "und", "oder", "aber",
-        "wenn", "dann", "als", "wie", "so", "auch", "nur", "noch", "schon", "sehr", "nicht", "kein", "keine", "ja", "nein",
+        "wenn", "dann", "als", "wie", "so", "auch", "nur", "noch", "schon", "sehr", "ja",
         "ist", "sind", "war", "waren", "sein", "bin", "bist", "hat", "haben", "hatte", "hatten", "wird", "werden", "wurde",
         "kann", "können", "muss", "müssen", "soll", "sollen", "darf", "ich", "mich", "mir", "mein", "meine", "meinen",
         "meinem", "meiner", "meines", "wir", "uns", "unser", "unsere", "unseren", "unserem", "unserer", "du", "dich", "dir",

@@ -13,6 +13,8 @@ public struct EvidenceSentence: Sendable, Equatable {
     public var overlap: Double
     /// Share of the question's content words found anywhere in the sentence's source.
     public var sourceOverlap: Double = 0
+    /// Cosine similarity of question and the sentence's whole source (0 without an embedder).
+    public var sourceSimilarity: Double = 0
     /// The sentence holds the kind of thing asked for (a number or date when one is asked for).
     public var typeMatch: Bool = false
     /// Whether the sentence holds a number (a date, a phone number, an amount, a code).
@@ -27,25 +29,36 @@ public struct TrustSettings: Sendable, Equatable, Codable {
     /// Weight of the question-word overlap in an evidence score.
     public var overlapWeight = 0.75
     /// Weight of the question-word overlap of the whole source (context for the sentence).
-    public var sourceOverlapWeight = 0.25
+    public var sourceOverlapWeight = 0.75
     /// Added when the sentence holds what kind of answer is asked for.
-    public var typeWeight = 0.1
+    public var typeWeight = 0.0
+    /// Weight of the question–source cosine similarity.
+    public var sourceSimilarityWeight = 1.0
     /// Abstain (no model call) when the best evidence scores below this.
-    public var abstainBelow = 0.8
-    /// Abstain when a word of the question occurs nowhere in the knowledge base.
-    public var abstainOnUnknownTerms = true
+    public var abstainBelow = 1.79
+    /// Subtracted from the best evidence score, for the abstention decision, when a subject
+    /// word of the question occurs nowhere in the knowledge base (infinity: always abstain then).
+    public var unknownTermPenalty = 0.4
     /// Sentences offered to the model: the best, and others within this margin of it.
-    public var evidenceMargin = 0.15
+    public var evidenceMargin = 0.3
     public var maxEvidence = 3
     /// How far below the best a second sentence may score and still complete the answer.
-    public var coverMargin = 0.3
+    public var coverMargin = 0.6
     /// Tokens the draft may have.
     public var answerTokens = 80
     public init() {}
 
+    /// The abstention threshold, for scores with or without the embedding similarities.
+    public func threshold(withVectors: Bool) -> Double {
+        if withVectors { return abstainBelow }
+        let all = similarityWeight + overlapWeight + sourceOverlapWeight + sourceSimilarityWeight + typeWeight
+        return abstainBelow * (overlapWeight + sourceOverlapWeight + typeWeight) / max(all, 1e-9)
+    }
+
     /// The evidence score of a sentence under these weights.
     public func score(_ e: EvidenceSentence) -> Double {
-        similarityWeight * e.similarity + overlapWeight * e.overlap + sourceOverlapWeight * e.sourceOverlap + (e.typeMatch ? typeWeight : 0)
+        similarityWeight * e.similarity + overlapWeight * e.overlap + sourceOverlapWeight * e.sourceOverlap
+            + sourceSimilarityWeight * e.sourceSimilarity + (e.typeMatch ? typeWeight : 0)
     }
 }
 
@@ -105,33 +118,95 @@ public enum Trust {
         question: String, sources: [GroundingSource], settings: TrustSettings = TrustSettings(),
         embed: (([String]) -> [[Float]])? = nil
     ) -> [EvidenceSentence] {
-        let asked = questionWords(question)
-        let wanted = AnswerType.of(question)
-        func covered(_ words: [String]) -> Double {
-            asked.isEmpty ? 0 : Double(asked.filter { q in words.contains { Words.sameWord(q, $0) } }.count) / Double(asked.count)
-        }
-        var items: [(source: Int, text: String, overlap: Double, sourceOverlap: Double, type: Bool)] = []
+        evidence(questions: [question], sources: sources, settings: settings, embed: embed)[0]
+    }
+
+    /// `evidence` for several questions over the same sources (a question and its parts), with
+    /// one embedding pass over the sentences. A question without an answer type of its own takes
+    /// `answerType` (a part inherits the whole question's).
+    public static func evidence(
+        questions: [String], sources: [GroundingSource], settings: TrustSettings = TrustSettings(),
+        answerType: AnswerType? = nil, embed: (([String]) -> [[Float]])? = nil
+    ) -> [[EvidenceSentence]] {
+        var sentences: [(source: Int, text: String, words: [String], title: [String])] = []
+        let asked = Set(questions.flatMap(questionWords))
         for (i, s) in sources.enumerated() {
             let titleWords = Words.content(s.title ?? "")
-            let whole = covered(titleWords + Words.content(s.text))
-            for sentence in Sentences.split(s.text) where sentence.count >= 3 {
-                items.append((i + 1, sentence, covered(Words.content(sentence) + titleWords), whole, wanted?.matches(sentence) ?? false))
+            var candidates = Sentences.split(s.text).filter { $0.count >= 3 }.map { (text: $0, words: Words.content($0)) }
+            // a long source: only the sentences that share most words with the question are scored
+            if candidates.count > maxSentencesPerSource {
+                let shared = candidates.map { c in asked.filter { q in c.words.contains { Words.sameWord(q, $0) } }.count }
+                let order = candidates.indices.sorted { shared[$0] > shared[$1] || (shared[$0] == shared[$1] && $0 < $1) }
+                candidates = order.prefix(maxSentencesPerSource).sorted().map { candidates[$0] }
             }
+            for c in candidates { sentences.append((i + 1, clip(c.text), c.words, titleWords)) }
         }
-        var similarity = [Double](repeating: 0, count: items.count)
-        if let embed, !items.isEmpty {
-            let vectors = embed([question] + items.map(\.1))
-            let q = vectors[0]
-            for k in items.indices { similarity[k] = cosine(q, vectors[k + 1]) }
+        let sourceWords = sources.map { Words.content(($0.title ?? "") + " " + $0.text) }
+        var vectors: [[Float]] = []
+        let sourceTexts = sources.map { ($0.title.map { $0 + "\n" } ?? "") + $0.text }
+        if let embed, !sentences.isEmpty { vectors = embed(questions + sentences.map(\.text) + sourceTexts) }
+        let firstSource = questions.count + sentences.count
+        return questions.enumerated().map { qi, question in
+            let asked = questionWords(question)
+            let wanted = AnswerType.of(question) ?? answerType
+            func covered(_ words: [String]) -> Double {
+                asked.isEmpty ? 0 : Double(asked.filter { q in words.contains { Words.sameWord(q, $0) } }.count) / Double(asked.count)
+            }
+            let whole = sourceWords.map(covered)
+            return sentences.enumerated().map { k, it in
+                let similarity = vectors.isEmpty ? 0 : cosine(vectors[qi], vectors[questions.count + k])
+                var e = EvidenceSentence(source: it.source, text: it.text, score: 0, similarity: similarity, overlap: covered(it.words + it.title))
+                e.sourceOverlap = whole[it.source - 1]
+                if !vectors.isEmpty { e.sourceSimilarity = cosine(vectors[qi], vectors[firstSource + it.source - 1]) }
+                e.typeMatch = wanted?.matches(it.text) ?? false
+                e.score = settings.score(e)
+                return e
+            }.sorted { $0.score > $1.score || ($0.score == $1.score && $0.source < $1.source) }
         }
-        return items.enumerated().map { k, it in
-            var e = EvidenceSentence(source: it.source, text: it.text, score: 0, similarity: similarity[k], overlap: it.overlap)
-            e.sourceOverlap = it.sourceOverlap
-            e.typeMatch = it.type
-            e.score = settings.score(e)
-            return e
-        }.sorted { $0.score > $1.score || ($0.score == $1.score && $0.source < $1.source) }
     }
+
+    /// The two questions in one ("What is the vet's number and the babysitter's?"): the parts
+    /// around " and " / " und " when each names something; a part that is not a question of its
+    /// own borrows the first part's opening ("What are the IP addresses of nimbus-02 and of
+    /// cirrus-db?" gives "What are the IP addresses of cirrus-db"). Empty for a single question.
+    public static func parts(_ question: String) -> [String] {
+        let q = question.trimmingCharacters(in: .whitespacesAndNewlines).trimmingCharacters(in: CharacterSet(charactersIn: "?!."))
+        for joint in [", and ", " and ", ", und ", " und "] {
+            guard let r = q.range(of: joint, options: .caseInsensitive) else { continue }
+            let first = String(q[..<r.lowerBound]).trimmingCharacters(in: .whitespaces)
+            let second = String(q[r.upperBound...]).trimmingCharacters(in: .whitespaces)
+            guard !questionWords(first).isEmpty, !questionWords(second).isEmpty else { return [] }
+            let firstWords = first.split(separator: " ").map(String.init)
+            let secondWords = second.split(separator: " ").map(String.init)
+            guard firstWords.count >= 3, secondWords.count >= 2 else { return [] }
+            let opening = secondWords.prefix(2).map { $0.lowercased() }
+            if opening.contains(where: { whWords.contains($0) }) { return [first, second] }
+            if let lead = secondWords.first?.lowercased(), prepositions.contains(lead),
+                let cut = firstWords.lastIndex(where: { $0.lowercased() == lead })
+            {
+                return [first, (firstWords[..<cut] + secondWords).joined(separator: " ")]
+            }
+            // "… of my brother Jan and my sister Katrin": the second replaces as many final words
+            guard firstWords.count > secondWords.count else { return [first, second] }
+            return [first, (firstWords.dropLast(secondWords.count) + secondWords).joined(separator: " ")]
+        }
+        return []
+    }
+
+    /// Sentences of one source scored at most (the ones sharing most words with the question).
+    static let maxSentencesPerSource = 64
+    /// Longest evidence sentence shown or quoted, in characters (a run-on text is cut).
+    static let maxSentenceCharacters = 600
+
+    static func clip(_ s: String) -> String {
+        s.count <= maxSentenceCharacters ? s : String(s.prefix(maxSentenceCharacters)) + " …"
+    }
+
+    static let whWords: Set<String> = [
+        "what", "which", "who", "whom", "whose", "when", "where", "why", "how", "was", "welche", "welcher", "welches",
+        "wer", "wen", "wem", "wann", "wo", "wie", "warum", "wohin", "is", "are", "does", "do", "ist", "sind", "hat",
+    ]
+    static let prepositions: Set<String> = ["of", "for", "at", "in", "on", "from", "with", "to", "von", "für", "bei", "im", "in", "an", "mit", "zu"]
 
     /// The question's content words, without the words that only say what kind of answer is
     /// wanted ("number", "name", "tell").
@@ -165,22 +240,33 @@ public enum Trust {
         return na > 0 && nb > 0 ? Double(dot / (na.squareRoot() * nb.squareRoot())) : 0
     }
 
-    /// The sentences the model is shown: the covering set (`cover`), then the next best within
+    /// The sentences the model is shown: the needed ones (`needed`), then the next best within
     /// the margin, at most `maxEvidence`.
-    public static func chosen(_ ranked: [EvidenceSentence], question: String, settings: TrustSettings = TrustSettings()) -> [EvidenceSentence] {
+    public static func chosen(_ ranked: [EvidenceSentence], needed: [EvidenceSentence], settings: TrustSettings = TrustSettings()) -> [EvidenceSentence] {
         guard let best = ranked.first else { return [] }
-        var out = cover(ranked, question: question, settings: settings)
+        var out = needed
         for e in ranked.prefix(while: { $0.score >= best.score - settings.evidenceMargin }) where out.count < settings.maxEvidence && !out.contains(e) {
             out.append(e)
         }
         return out
     }
 
-    /// The sentences an answer needs: the best one, plus, when the question asks about more
-    /// than it mentions (two facts: "the vet's and the babysitter's numbers"), the best-ranked
-    /// sentence within `coverMargin` that mentions a question word the first one lacks.
-    public static func cover(_ ranked: [EvidenceSentence], question: String, settings: TrustSettings = TrustSettings()) -> [EvidenceSentence] {
+    /// The sentences an answer needs. For a question in two parts (`parts`), the best sentence
+    /// of each part (`partRankings`). Otherwise the best one, plus, when the question asks about
+    /// more than it mentions, the best-ranked sentence within `coverMargin` that mentions a
+    /// question word the first one lacks.
+    public static func needed(
+        _ ranked: [EvidenceSentence], question: String, partRankings: [[EvidenceSentence]] = [], settings: TrustSettings = TrustSettings()
+    ) -> [EvidenceSentence] {
         guard let best = ranked.first else { return [] }
+        if !partRankings.isEmpty {
+            var out: [EvidenceSentence] = []
+            for r in partRankings {
+                guard let top = r.first, top.score >= settings.abstainBelow - 2 * settings.coverMargin else { continue }
+                if !out.contains(where: { $0.text == top.text && $0.source == top.source }) { out.append(top) }
+            }
+            return out.isEmpty ? [best] : out
+        }
         let asked = questionWords(question)
         func mentions(_ e: EvidenceSentence) -> [String] {
             let words = Words.content(e.text)
@@ -196,11 +282,15 @@ public enum Trust {
 
     /// True when nothing retrieved supports the question well enough to answer it: the best
     /// evidence scores below the threshold, or the question names something (`unknownTerms`: its
-    /// content words that occur nowhere in the knowledge base) that nobody taught.
-    public static func shouldAbstain(_ ranked: [EvidenceSentence], unknownTerms: [String] = [], settings: TrustSettings = TrustSettings()) -> Bool {
+    /// content words that occur nowhere in the knowledge base) that nobody taught. Without an
+    /// embedder (`withVectors` false) the similarity terms are missing from every score, and
+    /// the threshold shrinks in proportion to the weights that remain.
+    public static func shouldAbstain(
+        _ ranked: [EvidenceSentence], unknownTerms: [String] = [], withVectors: Bool = true, settings: TrustSettings = TrustSettings()
+    ) -> Bool {
         guard let best = ranked.first else { return true }
-        if settings.abstainOnUnknownTerms && !unknownTerms.isEmpty { return true }
-        return best.score < settings.abstainBelow
+        let score = unknownTerms.isEmpty ? best.score : best.score - settings.unknownTermPenalty
+        return score < settings.threshold(withVectors: withVectors)
     }
 
     /// The question's words that decide whether the knowledge base knows its subject: content
@@ -264,21 +354,26 @@ public enum Trust {
         public var supported: Bool { problem == nil }
     }
 
-    /// Checks each sentence of a draft against the sources it may cite: every number group and
-    /// digit run must appear verbatim in a source (or the question); every other content word
-    /// must appear, up to inflection, in a source or the question; and the sentence must add
-    /// something from a source that the question did not already say. A sentence that is only
-    /// a citation marker ("The number is [1].") adds nothing and fails.
+    /// Checks each sentence of a draft against the sources it may cite: every number must be
+    /// copied whole from a source sentence that is about what the drafted sentence says, every
+    /// code whole, every other content word must appear, up to inflection, in a source or the
+    /// question, and the sentence must add something from a source that the question did not
+    /// already say. A sentence that is only a citation marker ("The number is [1].") adds
+    /// nothing and fails.
     public static func verify(draft: String, question: String, sources: [GroundingSource]) -> [Verdict] {
-        Sentences.split(draft).map { verify(sentence: $0, question: question, sources: sources) }
+        let q = Facts(title: nil, text: question)
+        let facts = sources.map { Facts(title: $0.title, text: $0.text) }
+        return Sentences.split(draft).map { verify(sentence: $0, question: q, sources: facts) }
     }
 
     public static func verify(sentence: String, question: String, sources: [GroundingSource]) -> Verdict {
+        verify(sentence: sentence, question: Facts(title: nil, text: question), sources: sources.map { Facts(title: $0.title, text: $0.text) })
+    }
+
+    static func verify(sentence: String, question q: Facts, sources facts: [Facts]) -> Verdict {
         let text = stripMarkers(sentence)
         let words = Words.content(text)
         guard !words.isEmpty else { return Verdict(text: text, sources: [], problem: "it says nothing but a citation marker") }
-        let q = Facts(question)
-        let facts = sources.map { Facts(($0.title ?? "") + " " + $0.text) }
         // one source alone, else several together
         var firstProblem = "no source says it"
         for (i, f) in facts.enumerated() {
@@ -298,8 +393,21 @@ public enum Trust {
     }
 
     static func check(words: [String], text: String, against sources: [Facts], question: Facts) -> String? {
-        for g in Words.numberGroups(text) where !question.groups.contains(where: { $0.contains(g) }) {
-            if !sources.contains(where: { $0.groups.contains { $0.contains(g) } }) { return "the number \(g) is in no source" }
+        // What the sentence is about: its own specific words, else the question's.
+        var subject = Set(words.filter { !$0.contains(where: \.isNumber) && !genericWords.contains($0) })
+        if subject.isEmpty { subject = Set(question.words.filter { !$0.contains(where: \.isNumber) && !genericWords.contains($0) }) }
+        for g in NumberGroup.all(in: text) {
+            // a number copied whole from a source, from a sentence about what this one says
+            guard sources.contains(where: { $0.numbers.contains { $0.holds(g) } }) else { return "the number \(g.runs.joined(separator: " ")) is in no source" }
+            if !sources.contains(where: { $0.vouches(g, for: subject, question: question) }) { return "no source says \(g.runs.joined(separator: " ")) about this" }
+        }
+        // a code is copied whole: "C-12", not "12"
+        let answerCodes = Codes.of(text)
+        for code in answerCodes where !sources.contains(where: { $0.codes.contains(code) }) {
+            return "the code \(code) is in no source"
+        }
+        for d in Words.digitRuns(text) where !answerCodes.contains(where: { $0.contains(d) }) {
+            if !sources.contains(where: { $0.plain.contains(d) }) { return "\(d) is part of a longer code in the source" }
         }
         var adds = false
         for w in words {
@@ -313,17 +421,54 @@ public enum Trust {
     /// Words an answer may use to frame a fact without a source saying them.
     static let scaffolding: Set<String> = ["number", "called", "named", "nummer", "heißt", "uhr", "yes", "ja"]
 
-    /// A text's words and number groups, for support checks.
+    /// Words that say what kind of fact is meant, not whose: a number found next to "phone"
+    /// does not make it the vet's phone number.
+    static let genericWords: Set<String> = askWords.union(scaffolding).union([
+        "phone", "telephone", "mobile", "code", "pin", "password", "birthday", "date", "time", "price", "cost", "costs",
+        "email", "tel", "telefon", "handy", "passwort", "geburtstag", "datum", "uhrzeit", "preis", "kosten", "kostet",
+        "reached", "call", "erreichbar", "is", "are", "was", "ist", "sind",
+    ])
+
+    /// A text's words, number groups and codes, for support checks.
     struct Facts {
         var words: [String]
-        var groups: [String]
-        init(_ text: String) {
-            words = Words.content(text)
-            groups = Words.numberGroups(text)
+        var numbers: [NumberGroup]
+        /// Letter-and-digit tokens ("c-12", "e24", "gast2024"), lower-cased.
+        var codes: [String]
+        /// Digit runs that stand as numbers of their own (not inside a code).
+        var plain: Set<String>
+        /// Per sentence: its number groups and the content words of it (with the title's, and
+        /// the previous sentence's when it is a bare fragment such as "Phone 0157 3390 2214.").
+        var sentences: [(numbers: [NumberGroup], context: Set<String>)]
+        init(title: String?, text: String) {
+            let titleWords = Words.content(title ?? "")
+            words = titleWords + Words.content(text)
+            numbers = NumberGroup.all(in: text)
+            codes = Codes.of(text)
+            plain = Codes.plainDigits(text)
+            let split = Sentences.split(text)
+            let contents = split.map { Set(Words.content($0)) }
+            sentences = split.indices.map { i in
+                var context = contents[i].union(titleWords)
+                let specific = contents[i].filter { !$0.contains(where: \.isNumber) && !Trust.genericWords.contains($0) }
+                if specific.isEmpty && i > 0 { context.formUnion(contents[i - 1]) }
+                return (NumberGroup.all(in: split[i]), context)
+            }
         }
         func has(_ w: String) -> Bool {
-            if w.contains(where: \.isNumber) { return words.contains(w) || groups.contains { $0.contains(w) && w.allSatisfy(\.isNumber) } }
+            if w.contains(where: \.isNumber) { return words.contains(w) }
             return words.contains { Words.sameWord(w, $0) }
+        }
+        /// A sentence of this text holds the number and is about `subject`: it names every
+        /// subject word the question asked about (whose number it is) and all but one of the
+        /// others when there are three or more.
+        func vouches(_ group: NumberGroup, for subject: Set<String>, question: Facts) -> Bool {
+            sentences.contains { s in
+                guard s.numbers.contains(where: { $0.holds(group) }) else { return false }
+                let missing = subject.filter { w in !s.context.contains { Words.sameWord(w, $0) } }
+                if missing.contains(where: { question.has($0) }) { return false }
+                return missing.isEmpty || (subject.count >= 3 && missing.count <= 1)
+            }
         }
     }
 
@@ -352,11 +497,11 @@ public enum Trust {
     /// when none is left (or a number was asked for and the answer lacks it), the best evidence
     /// sentence quoted with its citation.
     public static func finalAnswer(
-        draft: String, question: String, sources: [GroundingSource], evidence: [EvidenceSentence], settings: TrustSettings = TrustSettings()
+        draft: String, question: String, sources: [GroundingSource], evidence: [EvidenceSentence], needed: [EvidenceSentence]? = nil
     ) -> (answer: String, cited: [Int], support: [EvidenceSentence], verdicts: [Verdict], quoted: Bool) {
         let verdicts = verify(draft: draft, question: question, sources: sources)
         var kept = verdicts.filter(\.supported)
-        let needed = cover(evidence, question: question, settings: settings)
+        let needed = needed ?? Self.needed(evidence, question: question)
         let missesNumber = asksForNumber(question) && (evidence.first?.hasNumber ?? false) && !kept.contains { !Words.digitRuns($0.text).isEmpty }
         var quoted = false
         if kept.isEmpty || missesNumber {
@@ -388,5 +533,115 @@ public enum Trust {
     static func shared(_ a: String, _ b: String) -> Int {
         let x = Set(Words.content(a))
         return Set(Words.content(b)).intersection(x).count
+    }
+}
+
+/// Codes in text: runs of letters and digits joined by "-", "/" or "." that hold both a letter
+/// and a digit ("C-12", "E24", "HR-552-0193", "Gast2024").
+enum Codes {
+    static func spans(_ text: String) -> [String] {
+        var out: [String] = []
+        var cur = ""
+        let chars = Array(text)
+        for (i, ch) in chars.enumerated() {
+            if ch.isLetter || ch.isNumber {
+                cur.append(ch)
+            } else if (ch == "-" || ch == "/" || ch == "."), !cur.isEmpty, i + 1 < chars.count, chars[i + 1].isLetter || chars[i + 1].isNumber {
+                cur.append(ch)
+            } else if !cur.isEmpty {
+                out.append(cur)
+                cur = ""
+            }
+        }
+        if !cur.isEmpty { out.append(cur) }
+        return out
+    }
+
+    /// The text with its codes blanked out, so the digits of "C-12" are not read as the number 12.
+    static func blanked(_ text: String) -> String {
+        var out = ""
+        var cur = ""
+        func close() {
+            if cur.contains(where: \.isLetter) && cur.contains(where: { $0.isASCII && $0.isNumber }) {
+                out += String(repeating: " ", count: cur.count)
+            } else {
+                out += cur
+            }
+            cur = ""
+        }
+        let chars = Array(text)
+        for (i, ch) in chars.enumerated() {
+            if ch.isLetter || ch.isNumber {
+                cur.append(ch)
+            } else if (ch == "-" || ch == "/" || ch == "."), !cur.isEmpty, i + 1 < chars.count, chars[i + 1].isLetter || chars[i + 1].isNumber {
+                cur.append(ch)
+            } else {
+                close()
+                out.append(ch)
+            }
+        }
+        close()
+        return out
+    }
+
+    static func of(_ text: String) -> [String] {
+        spans(text).filter { $0.contains(where: \.isLetter) && $0.contains(where: { $0.isASCII && $0.isNumber }) }.map { $0.lowercased() }
+    }
+
+    /// Digit runs of the spans that are numbers only ("0761", "12.06.2026" gives 12, 06, 2026).
+    static func plainDigits(_ text: String) -> Set<String> {
+        Set(spans(text).filter { !$0.contains(where: \.isLetter) }.flatMap { Words.digitRuns($0) })
+    }
+}
+
+/// A number as written: digit runs joined by single spaces, dots, dashes, slashes or colons
+/// ("0761 387 2290", "12.06.2026", "7:30").
+struct NumberGroup: Equatable {
+    var runs: [String]
+    /// Joined by spaces (a phone number): only the whole group is the same number.
+    var spaced: Bool
+
+    static func all(in raw: String) -> [NumberGroup] {
+        let text = Codes.blanked(raw)
+        var out: [NumberGroup] = []
+        var runs: [String] = []
+        var cur = ""
+        var spaced = false
+        var separator: Character?
+        func close() {
+            if !cur.isEmpty { runs.append(cur) }
+            if !runs.isEmpty { out.append(NumberGroup(runs: runs, spaced: spaced)) }
+            runs = []
+            cur = ""
+            spaced = false
+            separator = nil
+        }
+        for ch in text {
+            if ch.isASCII && ch.isNumber {
+                if let sep = separator {
+                    runs.append(cur)
+                    cur = ""
+                    if sep == " " || sep == "\u{00A0}" { spaced = true }
+                    separator = nil
+                }
+                cur.append(ch)
+            } else if !cur.isEmpty && separator == nil && " .-/:\u{00A0}".contains(ch) {
+                separator = ch
+            } else {
+                close()
+            }
+        }
+        close()
+        return out
+    }
+
+    /// This number, as written in a source, contains `other` as a whole: the same runs, or
+    /// (for dates, times and decimals, not phone numbers) a whole part of them ("2026" of
+    /// "12.06.2026").
+    func holds(_ other: NumberGroup) -> Bool {
+        if runs == other.runs { return true }
+        guard !spaced, other.runs.count < runs.count else { return false }
+        for start in 0...(runs.count - other.runs.count) where Array(runs[start..<start + other.runs.count]) == other.runs { return true }
+        return false
     }
 }
