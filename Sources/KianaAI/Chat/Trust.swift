@@ -31,11 +31,11 @@ public struct TrustSettings: Sendable, Equatable, Codable {
     /// Weight of the question-word overlap of the whole source (context for the sentence).
     public var sourceOverlapWeight = 0.75
     /// Added when the sentence holds what kind of answer is asked for.
-    public var typeWeight = 0.0
+    public var typeWeight = 0.1
     /// Weight of the question–source cosine similarity.
     public var sourceSimilarityWeight = 1.0
     /// Abstain (no model call) when the best evidence scores below this.
-    public var abstainBelow = 1.79
+    public var abstainBelow = 1.89
     /// Subtracted from the best evidence score, for the abstention decision, when a subject
     /// word of the question occurs nowhere in the knowledge base (infinity: always abstain then).
     public var unknownTermPenalty = 0.4
@@ -296,7 +296,7 @@ public enum Trust {
     /// The question's words that decide whether the knowledge base knows its subject: content
     /// words without digits and without the words that only say what kind of answer is wanted.
     public static func subjectWords(_ question: String) -> [String] {
-        questionWords(question).filter { !$0.contains(where: \.isNumber) && $0.count >= 3 }
+        questionWords(question).filter { !$0.contains(where: \.isNumber) && $0.count >= 3 && !genericWords.contains($0) }
     }
 
     /// The one fixed sentence of the pipeline: nothing taught answers this.
@@ -426,7 +426,7 @@ public enum Trust {
     static let genericWords: Set<String> = askWords.union(scaffolding).union([
         "phone", "telephone", "mobile", "code", "pin", "password", "birthday", "date", "time", "price", "cost", "costs",
         "email", "tel", "telefon", "handy", "passwort", "geburtstag", "datum", "uhrzeit", "preis", "kosten", "kostet",
-        "reached", "call", "erreichbar", "is", "are", "was", "ist", "sind",
+        "reached", "call", "erreichbar", "is", "are", "was", "ist", "sind", "telefonnummer", "phone number",
     ])
 
     /// A text's words, number groups and codes, for support checks.
