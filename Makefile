@@ -28,7 +28,7 @@ run: build
 # processes too but keep both cores busy embedding for half a minute, so they run on their own
 # (a handshake peer waiting 10 s on a starved responder failed CI once).
 PROCESS_TESTS := ^(KianaNodeTests|KianaNetTests)\.
-HEAVY_PROCESS_TESTS := ^KianaNodeTests\.(RetrievalCLITests|LLMCLITests|CompatAPITests|RestAPITests|BrowserUITests)
+HEAVY_PROCESS_TESTS := ^KianaNodeTests\.(RetrievalCLITests|LLMCLITests|CompatAPITests|RestAPITests|BrowserUITests|TrustedAnswerTests)
 
 # The in-process suites: no setup, no models (tests that need them are skipped, visibly), no
 # child processes; a few minutes on 2 cores. The fork simulation runs 20 seeds here (200 in `make test`).
@@ -64,6 +64,7 @@ bench: setup
 	@.build-release/release/kiana bench embed
 	@.build-release/release/kiana bench vector
 	@.build-release/release/kiana bench retrieval
+	@.build-release/release/kiana bench answers
 	@.build-release/release/kiana bench llm
 	@.build-release/release/kiana bench http
 

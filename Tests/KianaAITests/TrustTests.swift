@@ -1,4 +1,5 @@
 import Foundation
+import PropertyBased
 import Testing
 
 @testable import KianaAI
@@ -150,5 +151,26 @@ import Testing
     @Test func abstentionSpeaksTheQuestionsLanguage() {
         #expect(Trust.abstention(.en).hasPrefix("I don't know"))
         #expect(Trust.abstention(.de).hasPrefix("Das weiß ich noch nicht"))
+    }
+
+    /// Laws: splitting into sentences loses and invents no character (whitespace aside), and a
+    /// source sentence copied word for word always passes the check against its source.
+    @Test func splittingKeepsEveryCharacter() async {
+        let pieces = ["The key", " is under", " the pot.", " Dr. Weber", " am 3. März", "!", "?", "\n", "\n\n", "\r\n", " C-12", " 0761 387 2290", ". ", "- item", " z. B.", "ä"]
+        await propertyCheck(count: 300, input: Gen.int(in: 0...(pieces.count - 1)).array(of: 0...30)) { picks in
+            let text = picks.map { pieces[$0] }.joined()
+            let split = Sentences.split(text)
+            #expect(split.joined().filter { !$0.isWhitespace } == text.filter { !$0.isWhitespace }, "\(text.debugDescription)")
+            #expect(split.allSatisfy { !$0.isEmpty && $0 == $0.trimmingCharacters(in: .whitespacesAndNewlines) })
+        }
+    }
+
+    @Test func aCopiedSourceSentenceIsSupported() {
+        for source in Self.sources {
+            for sentence in Sentences.split(source.text) {
+                let v = Trust.verify(sentence: sentence, question: "Tell me.", sources: Self.sources)
+                #expect(v.supported, "\(sentence): \(v)")
+            }
+        }
     }
 }
