@@ -28,9 +28,10 @@ extension Node {
     /// The sources retrieved for a question and every sentence of them scored as evidence, best
     /// first (`Trust.evidence`).
     public func evidence(
-        _ q: String, retriever: Retriever?, count: Int, settings: TrustSettings
+        _ q: String, retriever: Retriever?, count: Int, settings: TrustSettings, question: String? = nil
     ) async throws -> Evidence {
-        let parts = Trust.parts(q)
+        // parts of the question itself, not of a follow-up's context
+        let parts = Trust.parts(question ?? q)
         var sources = try await retrieveSources(q, retriever: retriever, count: count)
         // each part of a two-part question brings its own best sources
         for part in parts {
@@ -64,16 +65,31 @@ extension Node {
     ) async throws -> TrustedAnswer {
         let settings = options.trust
         let language = Language.detect(q)
-        let found = try await evidence(context.map { String($0.prefix(2000)) + " " + q } ?? q, retriever: retriever, count: options.sources, settings: settings)
+        let found = try await evidence(
+            context.map { String($0.prefix(2000)) + " " + q } ?? q, retriever: retriever, count: options.sources, settings: settings, question: q)
         let (sources, ranked) = (found.sources, found.ranked)
         if Trust.shouldAbstain(ranked, unknownTerms: found.unknownTerms, withVectors: retriever != nil, settings: settings) {
             let text = Trust.abstention(language)
             _ = onText(text)
             return TrustedAnswer(answer: text, citations: [], sources: sources, support: [], reply: nil, abstained: true, quoted: false, draft: nil)
         }
-        let evidence = Trust.chosen(ranked, needed: found.needed, settings: settings)
-        var request = ChatRequest(messages: Trust.prompt(question: q, evidence: evidence, language: language))
-        request.maxTokens = min(options.maxTokens, settings.answerTokens)
+        // The prompt must leave room for the draft: fewer evidence sentences, else a clear error.
+        let answerTokens = min(options.maxTokens, settings.answerTokens)
+        var evidence = Trust.chosen(ranked, needed: found.needed, settings: settings)
+        var messages = Trust.prompt(question: q, evidence: evidence, language: language)
+        func cost(_ m: [ChatMessage]) -> Int { m.reduce(0) { $0 + backend.countTokens($1.content) + 8 } }
+        while cost(messages) + answerTokens > backend.contextSize && evidence.count > 1 {
+            evidence.removeLast()
+            messages = Trust.prompt(question: q, evidence: evidence, language: language)
+        }
+        guard cost(messages) + answerTokens <= backend.contextSize else {
+            throw KianaNodeError(
+                .contextFull,
+                "the question with its evidence (\(cost(messages)) tokens) does not fit the model's context of \(backend.contextSize) tokens with \(answerTokens) left for the answer; shorten the question or use a larger --context"
+            )
+        }
+        var request = ChatRequest(messages: messages)
+        request.maxTokens = answerTokens
         request.sampling = .greedy
         request.stop = ["\n"]
         let reply = try await backend.chat(request) { _ in true }

@@ -108,7 +108,8 @@ struct CompatController<Context: RequestContext>: Sendable {
     @Sendable func ollamaGenerate(_ req: Request, _ ctx: Context) async throws -> Response {
         try Compat.admit(node.acceptsGeneration())
         let body = try await RequestBodies.decode(OllamaGenerateRequest.self, from: req, limit: RequestBodies.defaultLimit)
-        guard let model = body.model, !model.isEmpty else { throw HTTPError(.badRequest, message: "model is required") }
+        guard let requested = body.model, !requested.isEmpty else { throw HTTPError(.badRequest, message: "model is required") }
+        let model = Compat.canonical(requested)
         guard let prompt = body.prompt else { throw HTTPError(.badRequest, message: "prompt is required") }
         try await Compat.served(model, node)
         var messages: [ChatMessage] = []
@@ -134,7 +135,8 @@ struct CompatController<Context: RequestContext>: Sendable {
 
     @Sendable func ollamaShow(_ req: Request, _ ctx: Context) async throws -> OllamaShowDTO {
         let body = try await RequestBodies.decode(OllamaShowRequest.self, from: req, limit: RequestBodies.defaultLimit)
-        guard let name = body.model ?? body.name, !name.isEmpty else { throw HTTPError(.badRequest, message: "model is required") }
+        guard let raw = body.model ?? body.name, !raw.isEmpty else { throw HTTPError(.badRequest, message: "model is required") }
+        let name = Compat.canonical(raw)
         guard let d = try await node.modelDetails(name) else { throw Compat.notServed(name) }
         return OllamaShowDTO(
             details: OllamaDetailsDTO(d), model_info: d.contextLength.map { ["\(d.family).context_length": $0] } ?? [:],
@@ -208,8 +210,14 @@ enum Compat {
     static func served(_ model: String, _ node: any NodeAPI) async throws {
         if model == groundedModelName { return }
         let names = try await node.modelNames()
-        // Ollama lists "llama3.2:latest" for "llama3.2"
-        guard names.contains(model) || names.contains(model + ":latest") else { throw notServed(model) }
+        // Ollama lists "llama3.2:latest" for "llama3.2", and clients send "kiana:latest"
+        let base = model.hasSuffix(":latest") ? String(model.dropLast(7)) : model
+        guard names.contains(model) || names.contains(model + ":latest") || names.contains(base) else { throw notServed(model) }
+    }
+
+    /// Ollama's implicit tag: "kiana:latest" is "kiana".
+    static func canonical(_ model: String) -> String {
+        model == groundedModelName + ":latest" ? groundedModelName : model
     }
 
     static func notServed(_ model: String) -> KianaServerError {
@@ -236,7 +244,7 @@ enum Compat {
             out.append(ChatMessage(role, m.content?.text ?? ""))
         }
         guard out.last?.role == .user else { throw HTTPError(.badRequest, message: "the last message must be the user's") }
-        return (out, model)
+        return (out, canonical(model))
     }
 
     static func inputs(_ v: CompatInput?) throws -> [String] {

@@ -72,6 +72,8 @@ import Testing
         ("What is the dentist's phone number?", "The dentist's phone number is 0761.", false),  // part of a phone number
         ("When does the passport expire?", "The passport expires in 2026.", true),  // the year of a date
         ("When does Max's passport expire?", "Max's passport expires on 12 June 2026.", false),  // Lena's date
+        ("Which code does the dishwasher show?", "The dishwasher shows C-12.", false),  // the coffee machine's code
+        ("What is the dentist's email address?", "The dentist's email address is 0761 387 2290.", false),  // a phone number
     ])
     func verify(_ question: String, _ sentence: String, _ supported: Bool) {
         let v = Trust.verify(sentence: sentence, question: question, sources: Self.sources)
@@ -172,5 +174,16 @@ import Testing
                 #expect(v.supported, "\(sentence): \(v)")
             }
         }
+    }
+
+    /// A run-on text without punctuation is scored in windows, so the part that answers is found
+    /// and shown, not the first 600 characters.
+    @Test func longTextsAreSearchedInWindows() {
+        let filler = Array(repeating: "lorem ipsum dolor sit amet consectetur", count: 2000).joined(separator: " ")
+        let text = filler + " the water meter number is WZ 55 1234 and it hangs in the basement " + filler
+        let source = GroundingSource(id: "w", title: nil, text: text, source: nil)
+        let ranked = Trust.evidence(question: "What is the water meter number?", sources: [source])
+        #expect(ranked.first?.text.contains("WZ 55 1234") == true, "\(ranked.first?.text.prefix(80) ?? "")")
+        #expect(ranked.allSatisfy { $0.text.count <= Trust.maxSentenceCharacters + 2 })
     }
 }

@@ -132,7 +132,7 @@ public enum Trust {
         let asked = Set(questions.flatMap(questionWords))
         for (i, s) in sources.enumerated() {
             let titleWords = Words.content(s.title ?? "")
-            var candidates = Sentences.split(s.text).filter { $0.count >= 3 }.map { (text: $0, words: Words.content($0)) }
+            var candidates = Sentences.split(s.text).filter { $0.count >= 3 }.flatMap(windows).map { (text: $0, words: Words.content($0)) }
             // a long source: only the sentences that share most words with the question are scored
             if candidates.count > maxSentencesPerSource {
                 let shared = candidates.map { c in asked.filter { q in c.words.contains { Words.sameWord(q, $0) } }.count }
@@ -197,6 +197,23 @@ public enum Trust {
     static let maxSentencesPerSource = 64
     /// Longest evidence sentence shown or quoted, in characters (a run-on text is cut).
     static let maxSentenceCharacters = 600
+
+    /// A run-on sentence as pieces of about 400 characters cut at spaces, so the part that
+    /// answers can be found and shown.
+    static func windows(_ s: String) -> [String] {
+        guard s.count > maxSentenceCharacters else { return [s] }
+        var out: [String] = []
+        var cur = ""
+        for word in s.split(separator: " ", omittingEmptySubsequences: true) {
+            if cur.count + word.count + 1 > 400, !cur.isEmpty {
+                out.append(cur)
+                cur = ""
+            }
+            cur += cur.isEmpty ? String(word) : " " + word
+        }
+        if !cur.isEmpty { out.append(cur) }
+        return out.map(clip)
+    }
 
     static func clip(_ s: String) -> String {
         s.count <= maxSentenceCharacters ? s : String(s.prefix(maxSentenceCharacters)) + " …"
@@ -412,7 +429,8 @@ public enum Trust {
         var adds = false
         for w in words {
             let inSource = sources.contains { $0.has(w) }
-            if !inSource && !question.has(w) && !scaffolding.contains(w) { return "\"\(w)\" is in no source" }
+            // a word of the question is no licence: the dishwasher's code is not the washing machine's
+            if !inSource && !scaffolding.contains(w) && !(question.has(w) && genericWords.contains(w)) { return "\"\(w)\" is in no source" }
             if inSource && !question.has(w) { adds = true }
         }
         return adds ? nil : "it only repeats the question"
@@ -425,7 +443,7 @@ public enum Trust {
     /// does not make it the vet's phone number.
     static let genericWords: Set<String> = askWords.union(scaffolding).union([
         "phone", "telephone", "mobile", "code", "pin", "password", "birthday", "date", "time", "price", "cost", "costs",
-        "email", "tel", "telefon", "handy", "passwort", "geburtstag", "datum", "uhrzeit", "preis", "kosten", "kostet",
+        "tel", "telefon", "handy", "passwort", "geburtstag", "datum", "uhrzeit", "preis", "kosten", "kostet",
         "reached", "call", "erreichbar", "is", "are", "was", "ist", "sind", "telefonnummer", "phone number",
     ])
 
