@@ -1,6 +1,7 @@
 import Foundation
 import KianaAI
 import KianaCore
+import KianaServer
 import KianaStore
 
 /// Which language model answers: the embedded engine (default), Ollama, or an
@@ -106,19 +107,8 @@ public struct AskResult: Sendable {
     public var draft: String?
 }
 
-/// A sentence of a cited source that supports an answer.
-public struct SupportingSentence: Sendable, Codable, Equatable {
-    /// The source's number in the answer's citations.
-    public var number: Int
-    /// Hex ID of the knowledge item.
-    public var id: String
-    public var text: String
-    public init(number: Int, id: String, text: String) {
-        self.number = number
-        self.id = id
-        self.text = text
-    }
-}
+/// A sentence of a cited source that supports an answer (the API's shape).
+public typealias SupportingSentence = SupportDTO
 
 /// Options of one question.
 public struct AskOptions: Sendable {

@@ -65,7 +65,7 @@ public struct AskView: Encodable, Sendable {
         citations = r.citations.map { Cited(number: $0.number, id: $0.id, title: $0.title, source: $0.source) }
         sources = r.sources.map(\.id)
         remembered = r.remembered?.description
-        support = r.support.map { SupportDTO(number: $0.number, id: $0.id, text: $0.text) }
+        support = r.support
         abstained = r.abstained
     }
 

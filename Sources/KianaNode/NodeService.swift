@@ -262,7 +262,7 @@ public final class NodeService: NodeAPI {
             text: r.answer, citations: r.citations.map { .init(number: $0.number, id: $0.id, title: $0.title, source: $0.source) },
             promptTokens: r.reply?.promptTokens ?? 0, completionTokens: r.reply?.completionTokens ?? 0,
             stopReason: r.reply?.stopReason ?? .endOfGeneration, model: model,
-            support: r.support.map { SupportDTO(number: $0.number, id: $0.id, text: $0.text) }, abstained: r.abstained)
+            support: r.support, abstained: r.abstained)
     }
 
     func count(_ tokens: Int) { state.withLock { $0.generated += tokens } }

@@ -332,29 +332,35 @@ public enum Trust {
         for e in evidence.sorted(by: { $0.source < $1.source }) {
             if let k = bySource.firstIndex(where: { $0.0 == e.source }) { bySource[k].1.append(e.text) } else { bySource.append((e.source, [e.text])) }
         }
-        switch language {
-        case .en:
-            let sources = bySource.map { "Source [\($0.0)]: " + $0.1.joined(separator: " ") }.joined(separator: "\n")
-            return [
-                ChatMessage(
-                    .system,
-                    "Answer the question with one short sentence. Copy names, numbers, dates and codes exactly as the source writes them. Do not add anything the source does not say."
-                ),
-                ChatMessage(.user, "Source [1]: The bakery on the market square opens at 7:30.\n\nQuestion: When does the bakery open?"),
-                ChatMessage(.assistant, "The bakery opens at 7:30."),
-                ChatMessage(.user, "\(sources)\n\nQuestion: \(question)"),
-            ]
-        case .de:
-            let sources = bySource.map { "Quelle [\($0.0)]: " + $0.1.joined(separator: " ") }.joined(separator: "\n")
-            return [
-                ChatMessage(
-                    .system,
-                    "Beantworte die Frage mit einem kurzen deutschen Satz. Schreibe Namen, Zahlen, Daten und Codes genau so ab, wie die Quelle sie schreibt. Füge nichts hinzu."
-                ),
-                ChatMessage(.user, "Quelle [1]: Der Bäcker am Markt öffnet um 7:30 Uhr.\n\nFrage: Wann öffnet der Bäcker?"),
-                ChatMessage(.assistant, "Der Bäcker öffnet um 7:30 Uhr."),
-                ChatMessage(.user, "\(sources)\n\nFrage: \(question)"),
-            ]
+        let t = PromptText.of(language)
+        let sources = bySource.map { "\(t.source) [\($0.0)]: " + $0.1.joined(separator: " ") }.joined(separator: "\n")
+        return [
+            ChatMessage(.system, t.instructions),
+            ChatMessage(.user, "\(t.source) [1]: \(t.exampleSource)\n\n\(t.question): \(t.exampleQuestion)"),
+            ChatMessage(.assistant, t.exampleAnswer),
+            ChatMessage(.user, "\(sources)\n\n\(t.question): \(question)"),
+        ]
+    }
+
+    /// The prompt's words in one language: instructions and one worked example.
+    struct PromptText {
+        var instructions, source, question, exampleSource, exampleQuestion, exampleAnswer: String
+
+        static func of(_ language: Language) -> PromptText {
+            switch language {
+            case .en:
+                PromptText(
+                    instructions:
+                        "Answer the question with one short sentence. Copy names, numbers, dates and codes exactly as the source writes them. Do not add anything the source does not say.",
+                    source: "Source", question: "Question", exampleSource: "The bakery on the market square opens at 7:30.",
+                    exampleQuestion: "When does the bakery open?", exampleAnswer: "The bakery opens at 7:30.")
+            case .de:
+                PromptText(
+                    instructions:
+                        "Beantworte die Frage mit einem kurzen deutschen Satz. Schreibe Namen, Zahlen, Daten und Codes genau so ab, wie die Quelle sie schreibt. Füge nichts hinzu.",
+                    source: "Quelle", question: "Frage", exampleSource: "Der Bäcker am Markt öffnet um 7:30 Uhr.",
+                    exampleQuestion: "Wann öffnet der Bäcker?", exampleAnswer: "Der Bäcker öffnet um 7:30 Uhr.")
+            }
         }
     }
 
@@ -557,53 +563,38 @@ public enum Trust {
 /// Codes in text: runs of letters and digits joined by "-", "/" or "." that hold both a letter
 /// and a digit ("C-12", "E24", "HR-552-0193", "Gast2024").
 enum Codes {
-    static func spans(_ text: String) -> [String] {
-        var out: [String] = []
+    /// The text cut into spans (letters and digits joined by "-", "/", "."; `true`) and the
+    /// characters between them (`false`), in order.
+    static func pieces(_ text: String) -> [(String, isSpan: Bool)] {
+        var out: [(String, isSpan: Bool)] = []
         var cur = ""
         let chars = Array(text)
         for (i, ch) in chars.enumerated() {
             if ch.isLetter || ch.isNumber {
                 cur.append(ch)
-            } else if (ch == "-" || ch == "/" || ch == "."), !cur.isEmpty, i + 1 < chars.count, chars[i + 1].isLetter || chars[i + 1].isNumber {
+            } else if ch == "-" || ch == "/" || ch == ".", !cur.isEmpty, i + 1 < chars.count, chars[i + 1].isLetter || chars[i + 1].isNumber {
                 cur.append(ch)
-            } else if !cur.isEmpty {
-                out.append(cur)
+            } else {
+                if !cur.isEmpty { out.append((cur, true)) }
                 cur = ""
+                out.append((String(ch), false))
             }
         }
-        if !cur.isEmpty { out.append(cur) }
+        if !cur.isEmpty { out.append((cur, true)) }
         return out
     }
+
+    static func spans(_ text: String) -> [String] { pieces(text).filter(\.isSpan).map(\.0) }
+
+    static func isCode(_ span: String) -> Bool { span.contains(where: \.isLetter) && span.contains(where: { $0.isASCII && $0.isNumber }) }
 
     /// The text with its codes blanked out, so the digits of "C-12" are not read as the number 12.
     static func blanked(_ text: String) -> String {
-        var out = ""
-        var cur = ""
-        func close() {
-            if cur.contains(where: \.isLetter) && cur.contains(where: { $0.isASCII && $0.isNumber }) {
-                out += String(repeating: " ", count: cur.count)
-            } else {
-                out += cur
-            }
-            cur = ""
-        }
-        let chars = Array(text)
-        for (i, ch) in chars.enumerated() {
-            if ch.isLetter || ch.isNumber {
-                cur.append(ch)
-            } else if (ch == "-" || ch == "/" || ch == "."), !cur.isEmpty, i + 1 < chars.count, chars[i + 1].isLetter || chars[i + 1].isNumber {
-                cur.append(ch)
-            } else {
-                close()
-                out.append(ch)
-            }
-        }
-        close()
-        return out
+        pieces(text).map { $0.isSpan && isCode($0.0) ? String(repeating: " ", count: $0.0.count) : $0.0 }.joined()
     }
 
     static func of(_ text: String) -> [String] {
-        spans(text).filter { $0.contains(where: \.isLetter) && $0.contains(where: { $0.isASCII && $0.isNumber }) }.map { $0.lowercased() }
+        spans(text).filter(isCode).map { $0.lowercased() }
     }
 
     /// Digit runs of the spans that are numbers only ("0761", "12.06.2026" gives 12, 06, 2026).
