@@ -23,18 +23,7 @@ public struct QASet: Decodable, Sendable {
     public var questions: [Question]
 
     public static func load(path: String? = nil) throws -> QASet {
-        let url: URL
-        if let path {
-            url = URL(fileURLWithPath: path)
-        } else {
-            guard let u = Bundle.module.url(forResource: "qa-set", withExtension: "json") else {
-                throw KianaAIError(.invalidInput, "the question-answering set is not bundled with this binary")
-            }
-            url = u
-        }
-        do { return try JSONDecoder().decode(QASet.self, from: Data(contentsOf: url)) } catch {
-            throw KianaAIError(.invalidInput, "cannot read question-answering set \(url.path)", cause: error)
-        }
+        try BundledSet.load(path: path, resource: "qa-set", what: "question-answering set")
     }
 }
 
@@ -159,6 +148,28 @@ public struct AnswerBench {
         public var summaries: [Summary]
     }
 
+    /// What a run answers from: the split's questions, a fresh node in a temporary directory
+    /// holding every passage, and each item's passage ID. `close()` removes the directory.
+    struct Fixture {
+        var questions: [QASet.Question]
+        var textOf: [String: String]
+        var node: Node
+        var directory: String
+        var passageOf: [String: String]
+        func close() { try? FileManager.default.removeItem(atPath: directory) }
+    }
+
+    func fixture(progress: (String) -> Void) throws -> Fixture {
+        let set = try QASet.load(path: setPath)
+        let passages = try RetrievalSet.load(path: passagesPath).passages
+        let questions = set.questions.filter { split == "all" || $0.split == split }
+        guard !questions.isEmpty else { throw KianaAIError(.invalidInput, "no questions in split \(split)") }
+        let (node, dir, passageOf) = try makeNode(passages, progress: progress)
+        return Fixture(
+            questions: questions, textOf: Dictionary(uniqueKeysWithValues: passages.map { ($0.id, $0.title + " " + $0.text) }), node: node,
+            directory: dir, passageOf: passageOf)
+    }
+
     /// A fresh node in a temporary directory with every passage as a knowledge item, and the
     /// passage ID of each item.
     func makeNode(_ passages: [RetrievalSet.Passage], progress: (String) -> Void) throws -> (Node, String, [String: String]) {
@@ -179,18 +190,13 @@ public struct AnswerBench {
     }
 
     public func run(pipelines: [String] = ["shipped", "baseline"], progress: @escaping (String) -> Void) async throws -> [Run] {
-        let set = try QASet.load(path: setPath)
-        let passages = try RetrievalSet.load(path: passagesPath).passages
-        let textOf = Dictionary(uniqueKeysWithValues: passages.map { ($0.id, $0.title + " " + $0.text) })
-        var questions = set.questions.filter { split == "all" || $0.split == split }
-        if let limit { questions = Array(questions.prefix(limit)) }
-        guard !questions.isEmpty else { throw KianaAIError(.invalidInput, "no questions in split \(split)") }
-        let (node, dir, passageOf) = try makeNode(passages, progress: progress)
-        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let f = try fixture(progress: progress)
+        defer { f.close() }
+        let questions = limit.map { Array(f.questions.prefix($0)) } ?? f.questions
         var runs: [Run] = []
         for config in [backend] + (compare.map { [$0] } ?? []) {
-            let assistant = try LocalAssistant(node: node, config: config, modelDirectory: modelDirectory)
-            runs += try await run(assistant, questions: questions, pipelines: pipelines, textOf: textOf, passageOf: passageOf, progress: progress)
+            let assistant = try LocalAssistant(node: f.node, config: config, modelDirectory: modelDirectory)
+            runs += try await run(assistant, questions: questions, pipelines: pipelines, textOf: f.textOf, passageOf: f.passageOf, progress: progress)
         }
         return runs
     }
@@ -241,17 +247,16 @@ public struct AnswerBench {
         return runs
     }
 
-    /// Calibration on a split (the dev split; never the test split): for each weight of the
-    /// question-word overlap, how often the best evidence sentence holds the expected answer,
-    /// and the abstention threshold that best separates answerable from unanswerable questions
-    /// (most correct abstentions minus false abstentions).
+    /// Calibration on a split (the dev split; never the test split), no model calls: for every
+    /// combination of the evidence weights and the unknown-word penalty on a grid, how often the
+    /// best evidence sentence holds the expected answer, and the abstention threshold that best
+    /// separates answerable from unanswerable questions (most correct abstentions minus false
+    /// abstentions); the 15 best combinations by the sum of the two, best first.
     public func calibrate(verbose: Bool = false, progress: @escaping (String) -> Void) async throws -> String {
-        let set = try QASet.load(path: setPath)
-        let passages = try RetrievalSet.load(path: passagesPath).passages
-        let questions = set.questions.filter { split == "all" || $0.split == split }
-        let (node, dir, passageOf) = try makeNode(passages, progress: progress)
-        defer { try? FileManager.default.removeItem(atPath: dir) }
-        let assistant = try LocalAssistant(node: node, config: backend, modelDirectory: modelDirectory)
+        let f = try fixture(progress: progress)
+        defer { f.close() }
+        let (questions, passageOf) = (f.questions, f.passageOf)
+        let assistant = try LocalAssistant(node: f.node, config: backend, modelDirectory: modelDirectory)
         // per question: every sentence's features and whether it holds the answer
         var rows: [(q: QASet.Question, sentences: [(EvidenceSentence, Bool)], unknown: Bool)] = []
         var retrieved: [String: (Int, Int)] = [:]  // kind: (questions, with every supporting passage retrieved)
@@ -265,21 +270,6 @@ public struct AnswerBench {
             let all = q.support.allSatisfy(got.contains)
             retrieved[q.kind, default: (0, 0)].0 += 1
             if all { retrieved[q.kind, default: (0, 0)].1 += 1 }
-            if let dump = ProcessInfo.processInfo.environment["KIANA_CALIBRATION_DUMP"] {
-                let row: [String: Any] = [
-                    "id": q.id, "kind": q.kind, "answerable": q.answerable, "unknown": found.unknownTerms, "retrieved": all,
-                    "type": AnswerType.of(q.question).map { "\($0)" } ?? "",
-                    "sentences": ranked.prefix(8).map {
-                        ["sim": $0.similarity, "overlap": $0.overlap, "sourceOverlap": $0.sourceOverlap, "sourceSim": $0.sourceSimilarity, "typeMatch": $0.typeMatch, "source": $0.source,
-                         "holds": AnswerScoring.correct($0.text, q)] as [String: Any]
-                    },
-                ]
-                if let data = try? JSONSerialization.data(withJSONObject: row), let h = FileHandle(forWritingAtPath: dump) {
-                    h.seekToEndOfFile()
-                    h.write(data + Data("\n".utf8))
-                    try? h.close()
-                }
-            }
             if verbose {
                 let best = ranked.first
                 let holds = best.map { AnswerScoring.correct($0.text, q) } ?? false

@@ -22,17 +22,24 @@ public struct RetrievalSet: Decodable, Sendable {
     public var queries: [Query]
 
     public static func load(path: String? = nil) throws -> RetrievalSet {
+        try BundledSet.load(path: path, resource: "retrieval-set", what: "retrieval set")
+    }
+}
+
+/// Loading a committed evaluation set: from `path`, or the copy bundled with the binary.
+enum BundledSet {
+    static func load<T: Decodable>(path: String?, resource: String, what: String) throws -> T {
         let url: URL
         if let path {
             url = URL(fileURLWithPath: path)
         } else {
-            guard let u = Bundle.module.url(forResource: "retrieval-set", withExtension: "json") else {
-                throw KianaAIError(.invalidInput, "the retrieval set is not bundled with this binary")
+            guard let u = Bundle.module.url(forResource: resource, withExtension: "json") else {
+                throw KianaAIError(.invalidInput, "the \(what) is not bundled with this binary")
             }
             url = u
         }
-        do { return try JSONDecoder().decode(RetrievalSet.self, from: Data(contentsOf: url)) } catch {
-            throw KianaAIError(.invalidInput, "cannot read retrieval set \(url.path)", cause: error)
+        do { return try JSONDecoder().decode(T.self, from: Data(contentsOf: url)) } catch {
+            throw KianaAIError(.invalidInput, "cannot read \(what) \(url.path)", cause: error)
         }
     }
 }

@@ -163,10 +163,11 @@ extension Node {
         }
         let persist = options.persist && options.history == nil
 
-        @Sendable func finish(_ answer: String, _ citations: [Citation], _ sources: [GroundingSource], _ remembered: ItemID?, _ reply: ChatReply?) async throws
-            -> AskResult
-        {
-            let id: String = try await blocking {
+        // Stores the turn (unless it is a one-off) and names its conversation.
+        @Sendable func finish(_ result: AskResult) async throws -> AskResult {
+            let (answer, cited) = (result.answer, result.citations.map(\.id))
+            var result = result
+            result.conversationId = try await blocking {
                 var id = conversation?.id ?? ""
                 if persist {
                     if conversation == nil { id = try node.conversations.create(title: q, now: now).id }
@@ -174,12 +175,13 @@ extension Node {
                         [
                             ConversationMessage(conversationId: id, role: "user", content: q, created: now),
                             ConversationMessage(
-                                conversationId: id, role: "assistant", content: answer, citations: citations.map(\.id), created: Int64(currentMillis())),
+                                conversationId: id, role: "assistant", content: answer, citations: cited,
+                                created: Int64(currentMillis())),
                         ], to: id, now: Int64(currentMillis()))
                 }
                 return id
             }
-            return AskResult(answer: answer, citations: citations, sources: sources, conversationId: id, remembered: remembered, reply: reply)
+            return result
         }
 
         if let fact = Grounding.rememberCommand(q) {
@@ -187,26 +189,22 @@ extension Node {
             let answer = "I'll remember that: \(fact)"
             _ = onText(answer)
             let cite = Citation(number: 1, id: item.description, title: nil, source: "chat", snippet: fact)
-            return try await finish(answer, [cite], [GroundingSource(id: item.description, title: nil, text: fact, source: "chat")], item, nil)
+            return try await finish(
+                AskResult(
+                    answer: answer, citations: [cite], sources: [GroundingSource(id: item.description, title: nil, text: fact, source: "chat")],
+                    conversationId: "", remembered: item, reply: nil))
         }
 
+        let past = options.history ?? stored.map { ChatMessage($0.role == "assistant" ? .assistant : .user, $0.content) }
         if options.trusted {
             // A follow-up that names little of its own ("and his number?") is looked up together
             // with the previous question of the conversation.
-            let past = options.history ?? stored.map { ChatMessage($0.role == "assistant" ? .assistant : .user, $0.content) }
             let previous = Trust.subjectWords(q).count <= 1 ? past.last { $0.role == .user }?.content : nil
-            let r = try await trustedAnswer(q, context: previous, backend: backend, retriever: retriever, options: options, onText: onText)
-            var result = try await finish(r.answer, r.citations, r.sources, nil, r.reply)
-            result.support = r.support
-            result.abstained = r.abstained
-            result.quoted = r.quoted
-            result.draft = r.draft
-            return result
+            return try await finish(trustedAnswer(q, context: previous, backend: backend, retriever: retriever, options: options, onText: onText))
         }
 
         // Retrieve.
         let sources = try await retrieveSources(q, retriever: retriever, count: options.sources)
-        let past = options.history ?? stored.map { ChatMessage($0.role == "assistant" ? .assistant : .user, $0.content) }
         let answerTokens = min(options.maxTokens, backend.contextSize / 2)
         let prompt = try Grounding.build(
             question: q, sources: sources, history: past, contextSize: backend.contextSize,
@@ -222,7 +220,7 @@ extension Node {
             let s = prompt.sources[n - 1]
             return Citation(number: n, id: s.id, title: s.title, source: s.source, snippet: String(s.text.prefix(160)))
         }
-        return try await finish(reply.text, citations, prompt.sources, nil, reply)
+        return try await finish(AskResult(answer: reply.text, citations: citations, sources: prompt.sources, conversationId: "", reply: reply))
     }
 
     /// The knowledge items that best match the question (hybrid search when the embedder is

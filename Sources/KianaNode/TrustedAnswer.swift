@@ -12,18 +12,6 @@ public struct Evidence: Sendable {
     public var unknownTerms: [String]
 }
 
-/// What the trust pipeline produced for one question.
-struct TrustedAnswer: Sendable {
-    var answer: String
-    var citations: [Citation]
-    var sources: [GroundingSource]
-    var support: [SupportingSentence]
-    var reply: ChatReply?
-    var abstained: Bool
-    var quoted: Bool
-    var draft: String?
-}
-
 extension Node {
     /// The sources retrieved for a question and every sentence of them scored as evidence, best
     /// first (`Trust.evidence`).
@@ -58,11 +46,12 @@ extension Node {
     /// best evidence is too weak; otherwise show the model only the best evidence sentences with
     /// a prompt in the question's language, draft greedily, keep the drafted sentences whose
     /// numbers and words the sources really say, and quote the best source sentence when none
-    /// holds up. The checked answer goes to `onText` once, whole.
+    /// holds up. The checked answer goes to `onText` once, whole. The result has no
+    /// conversation yet (`Node.ask` stores the turn).
     func trustedAnswer(
         _ q: String, context: String? = nil, backend: any ChatBackend, retriever: Retriever?, options: AskOptions,
         onText: @escaping @Sendable (String) -> Bool
-    ) async throws -> TrustedAnswer {
+    ) async throws -> AskResult {
         let settings = options.trust
         let language = Language.detect(q)
         let found = try await evidence(
@@ -71,7 +60,9 @@ extension Node {
         if Trust.shouldAbstain(ranked, unknownTerms: found.unknownTerms, withVectors: retriever != nil, settings: settings) {
             let text = Trust.abstention(language)
             _ = onText(text)
-            return TrustedAnswer(answer: text, citations: [], sources: sources, support: [], reply: nil, abstained: true, quoted: false, draft: nil)
+            var r = AskResult(answer: text, citations: [], sources: sources, conversationId: "", reply: nil)
+            r.abstained = true
+            return r
         }
         // The prompt must leave room for the draft: fewer evidence sentences, else a clear error.
         let answerTokens = min(options.maxTokens, settings.answerTokens)
@@ -101,8 +92,10 @@ extension Node {
             let snippet = final.support.first { $0.source == n }?.text ?? String(s.text.prefix(160))
             return Citation(number: n, id: s.id, title: s.title, source: s.source, snippet: snippet)
         }
-        return TrustedAnswer(
-            answer: final.answer, citations: citations, sources: sources, support: support, reply: reply,
-            abstained: false, quoted: final.quoted, draft: reply.text)
+        var r = AskResult(answer: final.answer, citations: citations, sources: sources, conversationId: "", reply: reply)
+        r.support = support
+        r.quoted = final.quoted
+        r.draft = reply.text
+        return r
     }
 }

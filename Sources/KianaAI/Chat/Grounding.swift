@@ -151,18 +151,7 @@ public enum Grounding {
     ]
 
     static func contentWords(_ s: String) -> Set<String> {
-        var out = Set<String>()
-        var cur = ""
-        for ch in s.lowercased() {
-            if ch.isLetter || ch.isNumber {
-                cur.append(ch)
-            } else {
-                if cur.count >= 3, !stopWords.contains(cur) { out.insert(cur) }
-                cur = ""
-            }
-        }
-        if cur.count >= 3, !stopWords.contains(cur) { out.insert(cur) }
-        return out
+        Set(Words.tokens(s).filter { $0.count >= 3 && !stopWords.contains($0) })
     }
 
     /// The fact in "remember that …" / "merk dir …" (and close variants), or nil.

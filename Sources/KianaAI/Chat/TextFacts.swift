@@ -166,23 +166,7 @@ public enum Words {
     /// Number groups as written: digit runs joined by single spaces, dots, dashes, slashes or
     /// colons ("0731 602 118", "12.06.2026", "7:30"), reduced to their digits.
     public static func numberGroups(_ s: String) -> [String] {
-        var out: [String] = []
-        var cur = ""
-        var pendingSeparator = false
-        for ch in s {
-            if ch.isASCII && ch.isNumber {
-                cur.append(ch)
-                pendingSeparator = false
-            } else if !cur.isEmpty && !pendingSeparator && (ch == " " || ch == "." || ch == "-" || ch == "/" || ch == ":" || ch == "\u{00A0}") {
-                pendingSeparator = true
-            } else {
-                if !cur.isEmpty { out.append(cur) }
-                cur = ""
-                pendingSeparator = false
-            }
-        }
-        if !cur.isEmpty { out.append(cur) }
-        return out
+        NumberGroup.parse(s).map { $0.runs.joined() }
     }
 
     /// Same word up to inflection: equal; or one is the other plus an inflection ending
@@ -205,14 +189,14 @@ public enum Words {
     }
 
     static let endings: Set<String> = [
-        "s", "es", "d", "ed", "ing", "er", "ers", "e", "en", "n", "ern", "st", "t", "te", "ten", "est", "ly", "'s",
+        "s", "es", "d", "ed", "ing", "er", "ers", "e", "en", "n", "ern", "st", "t", "te", "ten", "est", "ly",
     ]
 
     static let englishStop: Set<String> = [
         "a", "an", "the", "and", "or", "but", "if", "of", "to", "in", "on", "at", "by", "for", "with", "from", "as", "into",
         "about", "over", "after", "before", "than", "then", "so", "too", "very", "also", "just", "only", "yes",
         "is", "are", "was", "were", "be", "been", "being", "am", "has", "have", "had", "do", "does", "did", "can", "could",
-        "will", "would", "shall", "should", "may", "might", "must", "it", "its", "it's", "this", "that", "these", "those",
+        "will", "would", "shall", "should", "may", "might", "must", "it", "its", "this", "that", "these", "those",
         "there", "here", "i", "me", "my", "mine", "we", "us", "our", "ours", "you", "your", "yours", "he", "him", "his",
         "she", "her", "hers", "they", "them", "their", "theirs", "what", "which", "who", "whom", "whose", "when", "where",
         "why", "how", "s", "t", "all", "any", "some", "each", "every", "one", "ones", "get", "gets", "got",

@@ -139,7 +139,7 @@ public enum Trust {
                 let order = candidates.indices.sorted { shared[$0] > shared[$1] || (shared[$0] == shared[$1] && $0 < $1) }
                 candidates = order.prefix(maxSentencesPerSource).sorted().map { candidates[$0] }
             }
-            for c in candidates { sentences.append((i + 1, clip(c.text), c.words, titleWords)) }
+            for c in candidates { sentences.append((i + 1, c.text, c.words, titleWords)) }
         }
         let sourceWords = sources.map { Words.content(($0.title ?? "") + " " + $0.text) }
         var vectors: [[Float]] = []
@@ -450,7 +450,7 @@ public enum Trust {
     static let genericWords: Set<String> = askWords.union(scaffolding).union([
         "phone", "telephone", "mobile", "code", "pin", "password", "birthday", "date", "time", "price", "cost", "costs",
         "tel", "telefon", "handy", "passwort", "geburtstag", "datum", "uhrzeit", "preis", "kosten", "kostet",
-        "reached", "call", "erreichbar", "is", "are", "was", "ist", "sind", "telefonnummer", "phone number",
+        "reached", "call", "erreichbar", "is", "are", "was", "ist", "sind", "telefonnummer",
     ])
 
     /// A text's words, number groups and codes, for support checks.
@@ -514,7 +514,7 @@ public enum Trust {
         "how many", "how much", "how old", "how long", "how far", "how often", "when", "what time", "what year",
         "which year", "what date", "which date", "phone", "number", "code", "pin", "price", "cost", "costs", "year",
         "wie viel", "wie viele", "wieviel", "wie alt", "wie lange", "wann", "uhrzeit", "welches jahr", "nummer",
-        "telefonnummer", "telefon", "festnetz", "code", "pin", "preis", "kostet", "kosten", "jahr", "datum",
+        "telefonnummer", "telefon", "festnetz", "preis", "kostet", "kosten", "jahr", "datum",
     ]
 
     /// The answer the owner sees: the draft's supported sentences, each followed by its citation;
@@ -610,8 +610,11 @@ struct NumberGroup: Equatable {
     /// Joined by spaces (a phone number): only the whole group is the same number.
     var spaced: Bool
 
-    static func all(in raw: String) -> [NumberGroup] {
-        let text = Codes.blanked(raw)
+    /// The numbers of a text, codes left out ("C-12" holds no number 12).
+    static func all(in text: String) -> [NumberGroup] { parse(Codes.blanked(text)) }
+
+    /// Every digit group of a text as written, codes included.
+    static func parse(_ text: String) -> [NumberGroup] {
         var out: [NumberGroup] = []
         var runs: [String] = []
         var cur = ""
