@@ -54,11 +54,13 @@ let package = Package(
                 "KianaCore", "KianaStore",
                 .product(name: "Crypto", package: "swift-crypto"),
             ], swiftSettings: simdSettings),
-        // Networking: mDNS/DNS-SD discovery, Noise-encrypted TCP links, link protocol, pairing.
+        // zlib (Debian zlib1g-dev): deflate for the sync batches.
+        .systemLibrary(name: "CZlib", path: "Sources/CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
+        // Networking: mDNS/DNS-SD discovery, Noise-encrypted TCP links, link protocol, pairing, sync.
         .target(
             name: "KianaNet",
             dependencies: [
-                "KianaCore", "KianaStore",
+                "KianaCore", "KianaStore", "CZlib",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

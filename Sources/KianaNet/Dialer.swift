@@ -70,25 +70,35 @@ public struct Dialer: Service {
     }
 }
 
-/// Watches the ledger head (writes from this node, the CLI in another process, imports) and
-/// tells every member link about a new one; runs the node's upkeep (`Hooks.tick`) each time.
+/// Tells members about new heads (`PeerNetwork.announce`): woken at once by this process's
+/// own chain changes (writes, seals, imports), and every `headInterval` to notice writes by
+/// other processes on the same data directory; runs the node's upkeep (`Hooks.tick`) each time.
+/// Ends at graceful shutdown.
 public struct HeadAnnouncer: Service {
     let network: PeerNetwork
 
     public func run() async throws {
+        let network = self.network
+        let watch = network.store.watchChain { network.wake() }
         await cancelWhenGracefulShutdown {
-            var last: LedgerHead?
-            while !Task.isCancelled {
-                await network.hooks.tick()
-                if let head = try? await network.store.chainHead(), head != last {
-                    last = head
-                    await network.registry.notifyMembers(
-                        LinkMessage(
-                            kind: .notify, type: "head",
-                            body: .map(["height": .unsigned(head.height), "hash": .bytes(head.hash)])))
+            await withDiscardingTaskGroup { group in
+                group.addTask {
+                    while !Task.isCancelled {
+                        try? await Task.sleep(for: network.config.headInterval)
+                        network.wake()
+                    }
                 }
-                try? await Task.sleep(for: network.config.headInterval)
+                var last: SyncHead?
+                for await _ in network.wakeups {
+                    if Task.isCancelled { break }
+                    await network.hooks.tick()
+                    guard let head = try? await network.sync.head(), head != last else { continue }
+                    await network.announce(head, previous: last)
+                    last = head
+                }
+                group.cancelAll()
             }
         }
+        withExtendedLifetime(watch) {}
     }
 }

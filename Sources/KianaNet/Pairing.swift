@@ -85,8 +85,8 @@ public enum Pairing {
                 let locator: [CBOR] = blocks.last.map { [.bytes($0.hash)] } ?? []
                 let items = try await link.requestStream("blocks", .map(["locator": .array(locator)]), timeout: .seconds(60))
                 let batch = try items.map { try Block(decoding: try $0.bytesValue("block")) }
+                if batch.isEmpty { break }
                 blocks += batch
-                if batch.count < PeerNetwork.blocksPerRequest { break }
             }
             guard let genesis = blocks.first, genesis.height == 0, genesis.hash == network else {
                 throw KianaNetError(.pairing, "the authority sent a ledger that does not start with its network's genesis")

@@ -16,8 +16,14 @@ public struct NetworkConfig: Sendable {
     public var link = LinkConfig()
     /// How often known but unconnected peers are dialled (with per-address backoff).
     public var dialInterval: Duration = .seconds(2)
-    /// How often the ledger head is checked for local writes to announce.
+    /// How often the ledger head is checked for writes by other processes (the CLI on the same
+    /// data directory); this process's own writes are announced at once.
     public var headInterval: Duration = .milliseconds(500)
+    public var sync = SyncConfig()
+    /// How long a member whose blocks our ledger refused is cut off.
+    public var cutOffBackoff: Duration = .seconds(60)
+    /// Blocks up to this size are pushed whole to members; larger ones are announced.
+    public var pushLimit = 256 << 10
     /// Multicast DNS discovery on or off, and the interface it is limited to (nil: all).
     public var discovery = true
     public var discoveryInterface: String?
@@ -75,14 +81,18 @@ public final class PeerNetwork: Sendable {
     public let registry: LinkRegistry
     public let pairing: PairingWindow
     public let exchange: BlockExchange
+    public let sync: ChainSync
+    /// Per-member sync state (heads, refusals, cut-offs).
+    public let book = PeerBook()
     let plan = DialPlan()
+    /// Wakes the announcer: after our own chain changed, and on its poll tick.
+    let wakeups: AsyncStream<Void>
+    let wakeup: AsyncStream<Void>.Continuation
     let hooks: Hooks
     /// Rate limit for the log lines about refused inbound connections.
     let refusals = RefusalLog()
     /// Inbound connections open right now (handshakes included).
     let connections = Counter()
-
-    public static let blocksPerRequest = BlockExchange.defaultBatch
 
     public init(
         store: any SyncStore, identity: DeviceIdentity, config: NetworkConfig, logger: Logger, hooks: Hooks = Hooks(),
@@ -96,8 +106,13 @@ public final class PeerNetwork: Sendable {
         self.hooks = hooks
         registry = LinkRegistry(identity: identity, logger: logger)
         pairing = PairingWindow(logger: logger)
-        exchange = BlockExchange(store: store, logger: logger)
+        exchange = BlockExchange(store: store)
+        sync = ChainSync(store: store, logger: logger, config: config.sync)
+        (wakeups, wakeup) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
     }
+
+    /// Tells the announcer to look at the head now.
+    func wake() { wakeup.yield() }
 
     // MARK: services
 
@@ -127,9 +142,12 @@ public final class PeerNetwork: Sendable {
     func helloInfo() async -> CBOR {
         var m: [CBOR: CBOR] = ["port": .unsigned(UInt64(await listeningPort ?? config.port))]
         if let name = config.name { m["name"] = .text(name) }
-        if let h = try? await store.chainHead() {
+        if let h = try? await sync.head() {
             m["height"] = .unsigned(h.height)
             m["head"] = .bytes(h.hash)
+            m["hash"] = .bytes(h.hash)
+            m["size"] = .unsigned(h.size)
+            m["root"] = .bytes(h.root)
         }
         return .map(m)
     }
@@ -139,6 +157,7 @@ public final class PeerNetwork: Sendable {
     func admit(_ c: LinkCandidate) async -> String? {
         switch c.mode {
         case .member:
+            if let reason = await book.cutOffReason(c.identityKey) { return "cut off for a while: \(reason)" }
             guard let m = try? await store.chainMembership() else { return "ledger unavailable" }
             if m.authorities.contains(c.identityKey) { return nil }
             if m.tally[c.identityKey]?.authorize == true { return nil }
@@ -158,18 +177,15 @@ public final class PeerNetwork: Sendable {
                 return
             }
             await plan.connected(link.remoteAddress)
-            await pull(from: link, peerHead: Self.head(in: link.peerHello))
+            let head = SyncHead(link.peerHello)
+            if let head { await book.heard(link.remoteKey, head: head) }
+            await pull(from: link, peerHead: head)
             do { try await Task.sleep(for: .seconds(86400 * 365)) } catch {}
             await registry.detach(link)
         case .pairing:
             do { try await Task.sleep(for: .seconds(600)) } catch {}
             await pairing.ended(link.remoteKey)
         }
-    }
-
-    static func head(in hello: CBOR) -> [UInt8]? {
-        guard case .map(let m) = hello, case .bytes(let h)? = m[.text("head")] else { return nil }
-        return h
     }
 
     // MARK: dialling
@@ -244,6 +260,9 @@ public final class PeerNetwork: Sendable {
                 return .error(code: .notConfirmed, message: "pairing is not confirmed")
             }
             return await exchange.answer(m.body)
+        case let type where ChainSync.requestTypes.contains(type):
+            guard link.mode == .member else { return .error(code: .protocolViolation, message: "sync needs a member link") }
+            return await sync.answer(type, m.body)
         case "pair.request":
             guard link.mode == .pairing else { return .error(code: .protocolViolation, message: "pairing requests need a pairing link") }
             let store = self.store
@@ -262,16 +281,148 @@ public final class PeerNetwork: Sendable {
     }
 
     func notified(_ link: PeerLink, _ m: LinkMessage) async {
-        guard m.type == "head", link.mode == .member else { return }
-        guard case .map(let b) = m.body, case .bytes(let h)? = b[.text("hash")], h.count == 32 else { return }
-        await pull(from: link, peerHead: h)
+        guard link.mode == .member else { return }
+        switch m.type {
+        case "head":
+            guard let head = SyncHead(m.body) else { return }
+            await book.heard(link.remoteKey, head: head)
+            await pull(from: link, peerHead: head)
+        case "block":
+            await pushed(link, m.body)
+        case "sync.refused":
+            await refusedByPeer(link, m.body)
+        default:
+            break
+        }
     }
 
-    /// Pulls a peer's chain; when the head moved, the node's hook runs (it seals what a reorg
-    /// returned to the pending pool).
-    func pull(from link: PeerLink, peerHead: [UInt8]?) async {
-        if await exchange.pull(from: link, peerHead: peerHead) {
-            await hooks.afterImport()
+    /// A block a member pushed (gossip): imported at once when we hold its parent, else pulled.
+    func pushed(_ link: PeerLink, _ body: CBOR) async {
+        guard case .map(let m) = body, case .bytes(let bytes)? = m[.text("block")], let block = try? Block(decoding: bytes) else { return }
+        let head = m[.text("head")].flatMap(SyncHead.init) ?? SyncHead(height: block.height, hash: block.hash, size: block.height + 1, root: [])
+        await book.heard(link.remoteKey, head: head)
+        // Duplicate suppression: a block we hold is not imported, relayed or pulled again.
+        if (try? await store.hasBlock(block.hash)) == true { return }
+        guard (try? await store.hasBlock(block.header.parent)) == true else {
+            await pull(from: link, peerHead: head)
+            return
+        }
+        do {
+            let result = try await store.importBatch([block], now: currentMillis())
+            if let refused = result.refused {
+                await refuse(link, refused)
+            } else if result.headChanged {
+                await imported(block.hash, from: link)
+            }
+        } catch {
+            logger.warning("pushed block could not be stored", metadata: ["peer": .string(link.label), "reason": .string("\(error)")])
+        }
+    }
+
+    /// After blocks from `link` moved our head: remember where it came from (relays skip it),
+    /// let the node seal what a reorg returned, and wake the announcer.
+    func imported(_ hash: [UInt8], from link: PeerLink) async {
+        await book.received(hash, from: link.remoteKey)
+        await hooks.afterImport()
+        wake()
+    }
+
+    /// Pulls a member's chain, one pull per member at a time (a request meanwhile makes the
+    /// running pull go once more). A member whose blocks our ledger refuses, or that breaks the
+    /// sync protocol, is told why and cut off for `cutOffBackoff`.
+    func pull(from link: PeerLink, peerHead: SyncHead?) async {
+        let key = link.remoteKey
+        guard await book.beginPull(key, head: peerHead) else { return }
+        var head = peerHead
+        while true {
+            var problem: String?
+            var synced = false
+            do {
+                let report = try await sync.pull(from: link, peerHead: head)
+                synced = true
+                if report.stored > 0 {
+                    logger.info(
+                        "imported blocks from peer",
+                        metadata: [
+                            "peer": .string(link.label), "count": .stringConvertible(report.stored),
+                            "reorganized": .stringConvertible(report.reorganized),
+                        ])
+                }
+                if report.headChanged, let h = try? await store.chainHead() { await imported(h.hash, from: link) }
+                if let refused = report.refused {
+                    problem = Self.describe(refused)
+                    await refuse(link, refused)
+                }
+            } catch let e as KianaNetError where !e.remote && (e.code == .protocolViolation || e.code == .tooLarge) {
+                problem = e.message
+                await cutOff(link, reason: e.message, notify: .map(["message": .text(e.message)]))
+            } catch {
+                let why = (error as? KianaNetError)?.message ?? "\(error)"
+                problem = why
+                logger.info("sync with peer failed", metadata: ["peer": .string(link.label), "reason": .string(why)])
+            }
+            guard let again = await book.endPull(key, synced: synced, error: problem) else { break }
+            head = again
+        }
+    }
+
+    static func describe(_ r: BatchImport.Refusal) -> String {
+        "block \(r.height) refused (\(r.rule ?? "invalid")): \(r.error.message)"
+    }
+
+    /// Our ledger refused a member's block: tell it, log it, cut it off for a while.
+    func refuse(_ link: PeerLink, _ r: BatchImport.Refusal) async {
+        await cutOff(
+            link, reason: Self.describe(r),
+            notify: .map([
+                "height": .unsigned(r.height), "hash": .bytes(r.hash), "rule": .text(r.rule ?? "invalid"), "message": .text(r.error.message),
+            ]))
+    }
+
+    func cutOff(_ link: PeerLink, reason: String, notify body: CBOR) async {
+        await book.refusedHere(link.remoteKey, reason: reason, backoff: config.cutOffBackoff)
+        logger.warning("peer cut off", metadata: ["peer": .string(link.label), "reason": .string(reason)])
+        try? await link.send(LinkMessage(kind: .notify, type: "sync.refused", body: body))
+        link.close()
+    }
+
+    /// A member told us it refused our blocks: say so (once a minute per member) and show it.
+    func refusedByPeer(_ link: PeerLink, _ body: CBOR) async {
+        guard case .map(let m) = body else { return }
+        let text: (String) -> String? = { k in if case .text(let t)? = m[.text(k)] { return String(t.prefix(300)) } else { return nil } }
+        var reason = text("message") ?? "no reason given"
+        if case .unsigned(let h)? = m[.text("height")] { reason = "block \(h) refused (\(text("rule") ?? "invalid")): " + reason }
+        await book.refusedThere(link.remoteKey, reason: reason)
+        if refusals.shouldLog(source: "sync.refused " + link.label, now: .now) != nil {
+            logger.error("peer refused our blocks; run `kiana ledger verify`", metadata: ["peer": .string(link.label), "reason": .string(reason)])
+        }
+    }
+
+    /// Tells members about a new head: a block this device made (or another process on its
+    /// data directory) is pushed whole to every member; a block that came from a peer is
+    /// announced (head only) to the members other than its source that do not have it yet,
+    /// who pull it if they want it. So five devices send each new block about once per
+    /// receiver, plus small announcements.
+    func announce(_ head: SyncHead, previous: SyncHead?) async {
+        let source = await book.source(of: head.hash)
+        var push: [UInt8]?
+        if source == nil, let previous, head.height == previous.height + 1,
+            (try? await store.canonicalHashes(at: [previous.height]).first) == previous.hash,
+            let block = try? await store.encodedBlocks(from: head.height, maxCount: 1, maxBytes: config.pushLimit).first,
+            block.count <= config.pushLimit
+        {
+            push = block
+        }
+        let message =
+            push.map { LinkMessage(kind: .notify, type: "block", body: .map(["block": .bytes($0), "head": head.cbor])) }
+            ?? LinkMessage(kind: .notify, type: "head", body: head.cbor)
+        var targets: [PeerLink] = []
+        for link in await registry.all where link.mode == .member && link.remoteKey != source {
+            if let known = await book.peer(link.remoteKey)?.head, known.hash == head.hash { continue }
+            targets.append(link)
+        }
+        await withDiscardingTaskGroup { group in
+            for link in targets { group.addTask { try? await link.send(message) } }
         }
     }
 

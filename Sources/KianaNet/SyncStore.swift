@@ -1,48 +1,83 @@
 import KianaCore
 import KianaStore
 
-/// What the peer layer needs from a ledger: read the chain, answer block requests, import
-/// verified blocks. The methods are async: the SQLite store runs each off the cooperative pool
-/// (`blocking`), since reading blocks and validating imports block. Nothing here signs or writes entries: votes and sealing pending entries are
-/// the node's (see `PeerNetwork.Hooks`). `LedgerStore` is the real one; tests use an in-memory
-/// chain, so block exchange is tested without SQLite or sockets.
+/// What the peer layer needs from a ledger: read the chain and its history tree, answer sync
+/// requests, import verified blocks. The methods are async: the SQLite store runs each off the
+/// cooperative pool (`blocking`), since reading blocks and validating imports block. Nothing
+/// here signs or writes entries: votes and sealing pending entries are the node's (see
+/// `PeerNetwork.Hooks`). `LedgerStore` is the one implementation; tests use it on an in-memory
+/// database.
 public protocol SyncStore: Sendable {
     /// The network ID (genesis hash), nil before genesis.
     func networkID() async throws -> [UInt8]?
     func chainHead() async throws -> LedgerHead?
+    /// The history tree's size and root over the canonical chain.
+    func historyHead() async throws -> HistoryHead
+    /// Our root over the first `size` blocks (nil when the chain is shorter).
+    func historyRoot(size: UInt64) async throws -> [UInt8]?
+    /// Our head, our root at `oldSize` and a consistency proof from there to the head, in one
+    /// snapshot (nil if `oldSize` is 0 or beyond the head).
+    func consistency(from oldSize: UInt64) async throws -> HistoryConsistency?
+    /// Canonical block hashes at these heights (nil where the chain is shorter).
+    func canonicalHashes(at heights: [UInt64]) async throws -> [[UInt8]?]
     /// Authorities and pending votes at the head (admission of member links).
     func chainMembership() async throws -> Membership
     func hasBlock(_ hash: [UInt8]) async throws -> Bool
     /// The height of `hash` on the canonical chain, if it is on it.
     func heightOnChain(of hash: [UInt8]) async throws -> UInt64?
-    /// Canonical block hashes in height order.
-    func chainHashes() async throws -> [[UInt8]]
-    /// Canonical blocks in the height range, each in its canonical encoding.
-    func encodedBlocks(from: UInt64, through: UInt64) async throws -> [[UInt8]]
-    /// Validates blocks from a peer and keeps the valid ones (fork choice included); true when
-    /// the head changed.
-    func importPeerBlocks(_ blocks: [Block], now: UInt64) async throws -> Bool
+    /// Canonical blocks from `from`, at most `maxCount` and about `maxBytes` (at least one
+    /// block when there is one), each in its canonical encoding.
+    func encodedBlocks(from: UInt64, maxCount: Int, maxBytes: Int) async throws -> [[UInt8]]
+    /// Validates blocks from a peer and keeps the valid prefix (fork choice included).
+    func importBatch(_ blocks: [Block], now: UInt64) async throws -> BatchImport
+    /// Stored side branches (an interrupted pull of another branch resumes from its tip).
+    func sideBranchTips() async throws -> [SideBranch]
     /// Addresses ("host:port") the owner added for devices multicast does not reach.
     func knownPeerAddresses() async throws -> [String]
+    /// Calls `onChange` after each change of the canonical chain made by this process, for as
+    /// long as the returned watch lives (nil: not supported; the announcer then only polls).
+    func watchChain(_ onChange: @escaping @Sendable () -> Void) -> ChainWatch?
 }
 
 extension LedgerStore: SyncStore {
     public func networkID() async throws -> [UInt8]? { try await blocking { try network() } }
     public func chainHead() async throws -> LedgerHead? { try await blocking { try head() } }
+    public func historyHead() async throws -> HistoryHead { try await blocking { try historyHead() } }
+    public func historyRoot(size: UInt64) async throws -> [UInt8]? { try await blocking { try historyRoot(size: size) } }
+    public func consistency(from oldSize: UInt64) async throws -> HistoryConsistency? {
+        try await blocking { try consistency(from: oldSize) }
+    }
+    public func canonicalHashes(at heights: [UInt64]) async throws -> [[UInt8]?] { try await blocking { try canonicalHashes(at: heights) } }
     public func chainMembership() async throws -> Membership { try await blocking { try membership() } }
     public func hasBlock(_ hash: [UInt8]) async throws -> Bool { try await blocking { try containsBlock(hash) } }
     public func heightOnChain(of hash: [UInt8]) async throws -> UInt64? { try await blocking { try canonicalHeight(of: hash) } }
-    public func chainHashes() async throws -> [[UInt8]] { try await blocking { try blockHashes() } }
 
-    public func encodedBlocks(from: UInt64, through: UInt64) async throws -> [[UInt8]] {
-        try await blocking { try blocks(from: from, through: through).map(\.encoded) }
+    public func encodedBlocks(from: UInt64, maxCount: Int, maxBytes: Int) async throws -> [[UInt8]] {
+        try await blocking {
+            var out: [[UInt8]] = []
+            var bytes = 0
+            for b in try blocks(from: from, through: from &+ UInt64(max(maxCount, 1)) - 1) {
+                let e = b.encoded
+                if !out.isEmpty, bytes + e.count > maxBytes { break }
+                bytes += e.count
+                out.append(e)
+            }
+            return out
+        }
     }
 
-    public func importPeerBlocks(_ blocks: [Block], now: UInt64) async throws -> Bool {
-        try await blocking { try importBlocks(blocks, now: now).contains { if case .newHead = $0 { return true } else { return false } } }
+    public func importBatch(_ blocks: [Block], now: UInt64) async throws -> BatchImport {
+        try await blocking { try importBatch(blocks, now: now) }
     }
+
+    public func sideBranchTips() async throws -> [SideBranch] { try await blocking { try sideBranches() } }
 
     public func knownPeerAddresses() async throws -> [String] {
         try await blocking { try peerAddresses().map(\.address) }
+    }
+
+    public func watchChain(_ onChange: @escaping @Sendable () -> Void) -> ChainWatch? {
+        let w: ChainWatch = watchChain(onChange)
+        return w
     }
 }

@@ -14,6 +14,26 @@ public enum ImportOutcome: Sendable, Equatable {
     case newHead(reorganized: Bool)
 }
 
+/// What importing a batch of blocks did.
+public struct BatchImport: Sendable {
+    /// The first block a ledger rule refused; the blocks before it were kept.
+    public struct Refusal: Sendable {
+        public var index: Int
+        public var height: UInt64
+        public var hash: [UInt8]
+        public var error: KianaStoreError
+        /// The ledger rule that failed (e.g. "blockSignature"), when one was named.
+        public var rule: String? { (error.cause as? KianaCoreError)?.rule?.rawValue }
+    }
+    public var outcomes: [ImportOutcome] = []
+    public var refused: Refusal?
+    public var headChanged = false
+    public var reorganized = false
+    /// Blocks stored by this batch (not duplicates).
+    public var stored: Int { outcomes.filter { $0 != .duplicate }.count }
+    public init() {}
+}
+
 /// An entry that reuses an author's sequence number with different content.
 public struct Equivocation: Sendable, Hashable {
     public var author: [UInt8]
@@ -72,6 +92,44 @@ extension LedgerStore {
                     try SettingRecord(key: "network", value: Data(g.hash)).insert(db)
                 }
                 return try blocks.map { try Self.importBlock($0, now: now, cache: database.states, db) }
+            }
+        }
+    }
+
+    /// Imports a batch from a peer block by block, each in its own savepoint within one
+    /// transaction: the valid prefix is kept, and the first block refused by a ledger rule stops
+    /// the batch (named in `refused`); nothing after it is tried. A database failure still
+    /// rolls the whole batch back.
+    public func importBatch(_ blocks: [Block], now: UInt64) throws(KianaStoreError) -> BatchImport {
+        try run("importing blocks") {
+            try writer.write { db in
+                var report = BatchImport()
+                if try Self.head(db) == nil {
+                    guard let g = blocks.first, g.height == 0 else { throw KianaStoreError(.invalidInput, "chain has no genesis") }
+                    do throws(KianaCoreError) { _ = try LedgerState(genesis: g, now: now) } catch {
+                        throw KianaStoreError(.invalidInput, "genesis block is invalid: \(error.description)", cause: error)
+                    }
+                    try Self.insert(block: g, db)
+                    try SettingRecord(key: "network", value: Data(g.hash)).insert(db)
+                }
+                for (i, block) in blocks.enumerated() {
+                    var outcome = ImportOutcome.duplicate
+                    do {
+                        try db.inSavepoint {
+                            outcome = try Self.importBlock(block, now: now, cache: database.states, db)
+                            return .commit
+                        }
+                    } catch let e as KianaStoreError where e.code == .invalidInput {
+                        report.refused = BatchImport.Refusal(index: i, height: block.height, hash: block.hash, error: e)
+                        break
+                    }
+                    report.outcomes.append(outcome)
+                    if case .newHead(let r) = outcome {
+                        report.headChanged = true
+                        if r { report.reorganized = true }
+                    }
+                }
+                return report
             }
         }
     }
@@ -200,9 +258,11 @@ extension LedgerStore {
                 WHERE chain.height >= ? ORDER BY chain.height, blockEntry.position
                 """, arguments: [forkAt])
         try db.execute(sql: "DELETE FROM chain WHERE height >= ?", arguments: [forkAt])
+        try HistoryIndex.truncate(to: forkAt, db)
         var newEntries: [Entry] = []
         for p in newPath {
             try ChainRecord(height: p.height, hash: p.hash).insert(db)
+            try HistoryIndex.append(height: p.height, hash: p.hash, db)
             newEntries += try loadBlock(p.hash.bytes, db).entries
         }
         try apply(newEntries, db)

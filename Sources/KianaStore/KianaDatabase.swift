@@ -212,6 +212,16 @@ public final class KianaDatabase: Sendable {
                 t.column("created", .integer).notNull()
             }
         }
+        m.registerMigration("2026-12-04 history tree") { db in
+            // The RFC 6962 tree over the canonical chain, as its complete subtrees (HistoryIndex).
+            try db.create(table: "historyNode", options: [.withoutRowID]) { t in
+                t.column("level", .integer).notNull()
+                t.column("idx", .integer).notNull()
+                t.column("hash", .blob).notNull()
+                t.primaryKey(["level", "idx"])
+            }
+            try HistoryIndex.backfill(db)
+        }
         return m
     }
 }

@@ -260,6 +260,7 @@ public struct LedgerStore: Sendable {
     static func insert(block b: Block, _ db: Database) throws {
         try insertBlockOnly(b, db)
         try ChainRecord(height: Int64(b.height), hash: Data(b.hash)).insert(db)
+        try HistoryIndex.append(height: Int64(b.height), hash: Data(b.hash), db)
     }
 
     /// Folds entries into the materialized knowledge state.

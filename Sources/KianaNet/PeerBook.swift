@@ -1,0 +1,84 @@
+import Foundation
+import KianaCore
+
+/// What this device knows about each member's sync: its last stated head, when we last synced
+/// with it, refusals either way, and the peers cut off for a back-off after sending what our
+/// ledger refused. One pull per peer runs at a time; a request for another while one runs is
+/// remembered and served by one more pass.
+public actor PeerBook {
+    public struct Peer: Sendable {
+        public var head: SyncHead?
+        public var lastSync: Date?
+        /// Why our ledger last refused this peer's blocks (rule and message), and when.
+        public var refusedHere: String?
+        /// Why the peer last refused ours, as it told us.
+        public var refusedThere: String?
+        public var lastError: String?
+        var pulling = false
+        var again: SyncHead??
+    }
+
+    var peers: [[UInt8]: Peer] = [:]
+    /// Peers cut off until the instant, with the reason.
+    var cutOff: [[UInt8]: (until: ContinuousClock.Instant, reason: String)] = [:]
+    /// Blocks that arrived from a peer (hash → peer key), newest few hundred: relays skip the source.
+    var sources: [[UInt8]: [UInt8]] = [:]
+    var sourceOrder: [[UInt8]] = []
+
+    public init() {}
+
+    public func peer(_ key: [UInt8]) -> Peer? { peers[key] }
+
+    func heard(_ key: [UInt8], head: SyncHead) {
+        peers[key, default: Peer()].head = head
+    }
+
+    /// Starts a pull from `key` unless one runs; then the running one makes one more pass.
+    func beginPull(_ key: [UInt8], head: SyncHead?) -> Bool {
+        if peers[key] == nil { peers[key] = Peer() }
+        if peers[key]!.pulling {
+            peers[key]!.again = .some(head)
+            return false
+        }
+        peers[key]!.pulling = true
+        return true
+    }
+
+    /// Ends a pass: the head to pull again for, if another request came in meanwhile.
+    func endPull(_ key: [UInt8], synced: Bool, error: String?) -> SyncHead?? {
+        var p = peers[key, default: Peer()]
+        if synced { p.lastSync = Date() }
+        p.lastError = error
+        let again = p.again
+        p.again = nil
+        if again == nil { p.pulling = false }
+        peers[key] = p
+        return again
+    }
+
+    func refusedHere(_ key: [UInt8], reason: String, backoff: Duration) {
+        peers[key, default: Peer()].refusedHere = reason
+        cutOff[key] = (ContinuousClock.now + backoff, reason)
+    }
+
+    func refusedThere(_ key: [UInt8], reason: String) {
+        peers[key, default: Peer()].refusedThere = reason
+    }
+
+    /// Why a member is cut off now, if it is.
+    func cutOffReason(_ key: [UInt8]) -> String? {
+        guard let c = cutOff[key] else { return nil }
+        if c.until <= .now {
+            cutOff[key] = nil
+            return nil
+        }
+        return c.reason
+    }
+
+    func received(_ hash: [UInt8], from key: [UInt8]) {
+        if sources.updateValue(key, forKey: hash) == nil { sourceOrder.append(hash) }
+        if sourceOrder.count > 512 { sources[sourceOrder.removeFirst()] = nil }
+    }
+
+    func source(of hash: [UInt8]) -> [UInt8]? { sources[hash] }
+}

@@ -1,0 +1,261 @@
+import Foundation
+import KianaCore
+import KianaNet
+import KianaStore
+import Logging
+import Synchronization
+import Testing
+
+/// A peer answered by another device's `ChainSync` directly (no socket), counting requests and
+/// the encoded bytes both ways; `tamper` may rewrite an answer as a hostile peer would.
+final class DirectPeer: SyncPeer, Sendable {
+    struct Stats {
+        var calls: [String: Int] = [:]
+        var bytes = 0
+    }
+    let sync: ChainSync
+    let stats = Mutex(Stats())
+    let tamper: @Sendable (String, CBOR, Int) throws -> CBOR
+    /// Fails every call once this many calls were made (a link that drops).
+    let failAfter: Int?
+
+    init(_ sync: ChainSync, failAfter: Int? = nil, tamper: @escaping @Sendable (String, CBOR, Int) throws -> CBOR = { _, b, _ in b }) {
+        self.sync = sync
+        self.failAfter = failAfter
+        self.tamper = tamper
+    }
+
+    var label: String { "direct" }
+    func calls(_ type: String) -> Int { stats.withLock { $0.calls[type] ?? 0 } }
+    var total: Int { stats.withLock { $0.calls.values.reduce(0, +) } }
+
+    func call(_ type: String, _ body: CBOR) async throws -> CBOR {
+        let n = stats.withLock { s in
+            s.calls[type, default: 0] += 1
+            s.bytes += body.encoded.count
+            return s.calls[type]!
+        }
+        if let failAfter, total > failAfter { throw KianaNetError(.closed, "link dropped") }
+        switch await sync.answer(type, body) {
+        case .body(let b)?:
+            let out = try tamper(type, b, n)
+            stats.withLock { $0.bytes += out.encoded.count }
+            return out
+        case .error(let code, let message)?: throw KianaNetError(code, message, remote: true)
+        default: throw KianaNetError(.unknownType, "unknown request \(type)")
+        }
+    }
+}
+
+@Suite struct ChainSyncTests {
+    let a = DeviceIdentity.generate()
+    let b = DeviceIdentity.generate()
+    let t0: UInt64 = 1_764_288_000_000
+    var logger: Logger {
+        var l = Logger(label: "sync")
+        l.logLevel = .critical
+        return l
+    }
+
+    /// Two stores of one network (authorities a and b).
+    func pair() throws -> (LedgerStore, LedgerStore) {
+        let g = Block.genesis(identity: a, time: t0, others: [b.publicKey])
+        let sa = LedgerStore(database: try KianaDatabase())
+        let sb = LedgerStore(database: try KianaDatabase())
+        try sa.initialize(genesis: g, now: t0)
+        try sb.initialize(genesis: g, now: t0)
+        return (sa, sb)
+    }
+
+    /// `count` writes of one small item each, one block each.
+    func grow(_ s: LedgerStore, _ count: Int, by id: DeviceIdentity, from t: UInt64) throws {
+        for i in 0..<count {
+            _ = try s.write([.put(ItemID.random(), KnowledgeFields(text: "fact \(i) from \(id.deviceID.description.prefix(6))"))], identity: id, now: t + UInt64(i))
+        }
+    }
+
+    /// Copies a's canonical blocks 1...n into b.
+    func copy(_ a: LedgerStore, _ b: LedgerStore, through n: UInt64) throws {
+        guard n >= 1 else { return }
+        let r = try b.importBatch(try a.blocks(from: 1, through: n), now: .max / 2)
+        #expect(r.refused == nil)
+    }
+
+    func config(batch: Int) -> SyncConfig {
+        var c = SyncConfig()
+        c.batchBlocks = batch
+        return c
+    }
+
+    func same(_ x: LedgerStore, _ y: LedgerStore) throws -> Bool {
+        try x.head() == y.head() && x.historyHead() == y.historyHead()
+    }
+
+    @Test("A device behind gets a consistency proof, then exactly the blocks it lacks, in batches", arguments: [(250, 0), (250, 120), (10, 9), (100, 0)])
+    func behindCatchesUp(_ ahead: Int, _ behind: Int) async throws {
+        let (sa, sb) = try pair()
+        try grow(sa, ahead, by: a, from: t0 + 1)
+        try copy(sa, sb, through: UInt64(behind))
+        let peer = DirectPeer(ChainSync(store: sa, logger: logger, config: config(batch: 50)))
+        let report = try await ChainSync(store: sb, logger: logger, config: config(batch: 50)).pull(from: peer, now: { .max / 2 })
+        #expect(try same(sa, sb))
+        #expect(report.stored == ahead - behind && report.forkHeight == nil && report.headChanged)
+        #expect(peer.calls("sync.prove") == 1 && peer.calls("sync.hashes") == 0)
+        #expect(peer.calls("sync.blocks") == (ahead - behind + 49) / 50)
+        #expect(report.compressedBytes < report.rawBytes)
+    }
+
+    @Test func inStepOrAheadMeansNoRequest() async throws {
+        let (sa, sb) = try pair()
+        try grow(sa, 30, by: a, from: t0 + 1)
+        try copy(sa, sb, through: 30)
+        let peer = DirectPeer(ChainSync(store: sa, logger: logger))
+        let head = try #require(try await ChainSync(store: sa, logger: logger).head())
+        _ = try await ChainSync(store: sb, logger: logger).pull(from: peer, peerHead: head, now: { .max / 2 })
+        #expect(peer.total == 0)
+        // b ahead of a: a's head is already on b's chain, so b asks a for nothing.
+        try grow(sb, 3, by: b, from: t0 + 100)
+        _ = try await ChainSync(store: sb, logger: logger).pull(from: peer, peerHead: head, now: { .max / 2 })
+        #expect(peer.total == 0)
+        // Without a stated head, one prove request shows a is behind: nothing streams.
+        _ = try await ChainSync(store: sb, logger: logger).pull(from: peer, now: { .max / 2 })
+        #expect(peer.calls("sync.prove") == 1 && peer.calls("sync.blocks") == 0)
+    }
+
+    @Test("Forked chains: the fork point is found with few hashes, the better branch streams from there", arguments: [(600, 200, 201), (300, 1, 3), (50, 40, 41), (0, 5, 6)])
+    func forkIsFound(_ common: Int, _ aOwn: Int, _ bOwn: Int) async throws {
+        let (sa, sb) = try pair()
+        try grow(sa, common, by: a, from: t0 + 1)
+        try copy(sa, sb, through: UInt64(common))
+        try grow(sa, aOwn, by: a, from: t0 + 10_000)
+        try grow(sb, bOwn, by: b, from: t0 + 20_000)
+        let peer = DirectPeer(ChainSync(store: sb, logger: logger))
+        let report = try await ChainSync(store: sa, logger: logger).pull(from: peer, now: { .max / 2 })
+        #expect(report.forkHeight == UInt64(common))
+        #expect(report.stored == bOwn && report.reorganized)
+        #expect(try same(sa, sb), "b's longer branch is a's head now")
+        // O(log n) hashes: exponential probe from the tip, then a 4-ary search.
+        let n = Double(common + bOwn + 1)
+        #expect(Double(report.hashesExchanged) <= 3 + 2 * log2(n) + 3 * log2(Double(aOwn + 2)) / 2 + 3)
+        // a's own entries went back to pending, to be sealed on top by the node.
+        #expect(try sa.pendingCount() == aOwn)
+    }
+
+    @Test func aForgedBlockKeepsTheValidPrefixAndNamesTheRule() async throws {
+        let (sa, sb) = try pair()
+        try grow(sa, 20, by: a, from: t0 + 1)
+        let stranger = DeviceIdentity.generate()
+        let peer = DirectPeer(ChainSync(store: sa, logger: logger)) { type, body, _ in
+            guard type == "sync.blocks" else { return body }
+            var m = try body.mapValue("answer")
+            let raw = try Deflate.decompress(try m[.text("data")]!.bytesValue("d"), size: Int(try m[.text("size")]!.uintValue("s")), limit: 1 << 24)
+            var blocks = try CBOR.decode(raw).arrayValue("blocks").map { try Block(decoding: try $0.bytesValue("b")) }
+            // Re-sign block 5 with a stranger's key: a valid signature, but no authority.
+            blocks[4] = Block.seal(entries: blocks[4].entries, parent: blocks[3].header, parentHash: blocks[3].hash, time: blocks[4].header.time, identity: stranger)
+            blocks.removeLast(blocks.count - 5)
+            m[.text("count")] = 5
+            let encoded = CBOR.array(blocks.map { .bytes($0.encoded) }).encoded
+            m[.text("data")] = .bytes(Deflate.compress(encoded))
+            m[.text("size")] = .unsigned(UInt64(encoded.count))
+            return .map(m)
+        }
+        let report = try await ChainSync(store: sb, logger: logger).pull(from: peer, now: { .max / 2 })
+        let refused = try #require(report.refused)
+        #expect(refused.height == 5 && refused.rule == "authority")
+        #expect(try sb.head()?.height == 4, "the four valid blocks before it are kept")
+    }
+
+    @Test func anInterruptedStreamResumesFromWhatWasStored() async throws {
+        let (sa, sb) = try pair()
+        try grow(sa, 300, by: a, from: t0 + 1)
+        let sync = ChainSync(store: sa, logger: logger, config: config(batch: 50))
+        // The link drops after the prove and two batches.
+        await #expect(throws: KianaNetError.self) {
+            _ = try await ChainSync(store: sb, logger: logger, config: config(batch: 50)).pull(from: DirectPeer(sync, failAfter: 3), now: { .max / 2 })
+        }
+        let kept = try #require(try sb.head()?.height)
+        #expect(kept >= 50 && kept < 300)
+        let peer = DirectPeer(sync)
+        let report = try await ChainSync(store: sb, logger: logger, config: config(batch: 50)).pull(from: peer, now: { .max / 2 })
+        #expect(report.stored == 300 - Int(kept) && report.forkHeight == nil)
+        #expect(try same(sa, sb))
+    }
+
+    @Test func anInterruptedPullOfAForkResumesFromTheSideBranch() async throws {
+        let (sa, sb) = try pair()
+        try grow(sa, 20, by: a, from: t0 + 1)
+        try copy(sa, sb, through: 20)
+        try grow(sa, 100, by: a, from: t0 + 10_000)
+        try grow(sb, 200, by: b, from: t0 + 20_000)
+        let sync = ChainSync(store: sb, logger: logger, config: config(batch: 50))
+        // prove + probes (2 rounds at most here) + 1 batch, then the link drops.
+        await #expect(throws: KianaNetError.self) {
+            _ = try await ChainSync(store: sa, logger: logger, config: config(batch: 50)).pull(from: DirectPeer(sync, failAfter: 7), now: { .max / 2 })
+        }
+        #expect(try sa.head()?.height == 120, "a's own branch is still canonical")
+        let side = try #require(try sa.sideBranches().first)
+        #expect(side.forkHeight == 20 && side.tipHeight > 20)
+        let report = try await ChainSync(store: sa, logger: logger, config: config(batch: 50)).pull(from: DirectPeer(sync), now: { .max / 2 })
+        #expect(report.stored == 220 - Int(side.tipHeight), "only what the side branch lacked")
+        #expect(try same(sa, sb))
+    }
+
+    @Test func aLyingProofOrAnOversizedBatchIsAProtocolViolation() async throws {
+        let (sa, sb) = try pair()
+        try grow(sa, 20, by: a, from: t0 + 1)
+        try copy(sa, sb, through: 5)
+        let liar = DirectPeer(ChainSync(store: sa, logger: logger)) { type, body, _ in
+            guard type == "sync.prove" else { return body }
+            var m = try body.mapValue("answer")
+            m[.text("proof")] = .array([.bytes([UInt8](repeating: 7, count: 32))])
+            return .map(m)
+        }
+        await #expect { _ = try await ChainSync(store: sb, logger: logger).pull(from: liar, now: { .max / 2 }) } throws: { e in
+            (e as? KianaNetError)?.code == .protocolViolation
+        }
+        let bomb = DirectPeer(ChainSync(store: sa, logger: logger)) { type, body, _ in
+            guard type == "sync.blocks" else { return body }
+            let zeros = [UInt8](repeating: 0, count: 64 << 20)
+            return .map(["count": 1, "size": .unsigned(UInt64(zeros.count)), "codec": "deflate", "data": .bytes(Deflate.compress(zeros)), "more": .bool(false)])
+        }
+        await #expect { _ = try await ChainSync(store: sb, logger: logger).pull(from: bomb, now: { .max / 2 }) } throws: { e in
+            (e as? KianaNetError)?.code == .tooLarge
+        }
+        #expect(try sb.head()?.height == 5)
+    }
+
+    @Test func requestsAreValidatedAndBounded() async throws {
+        let (sa, _) = try pair()
+        try grow(sa, 10, by: a, from: t0 + 1)
+        let sync = ChainSync(store: sa, logger: logger)
+        func code(_ type: String, _ body: CBOR) async -> ErrorCode? {
+            if case .error(let c, _)? = await sync.answer(type, body) { return c }
+            return nil
+        }
+        #expect(await code("sync.hashes", .map(["heights": .array(Array(repeating: 1, count: 65))])) == .tooLarge)
+        #expect(await code("sync.prove", .map(["size": 1, "root": .bytes([1, 2])])) == .invalidInput)
+        #expect(await code("sync.blocks", .map(["from": 3, "parent": .bytes([UInt8](repeating: 1, count: 32))])) == .conflict)
+        #expect(await code("sync.blocks", .map(["from": 0, "parent": .bytes([UInt8](repeating: 0, count: 32))])) == .invalidInput)
+        #expect(await code("sync.prove", .map(["size": 1, "root": .bytes([UInt8](repeating: 0, count: 32)), "x": 1])) == .invalidInput)
+        #expect(await sync.answer("sync.nope", .map([:])) == nil)
+        // Heights past the tip answer null.
+        if case .body(let b)? = await sync.answer("sync.hashes", .map(["heights": .array([0, 10, 11])])) {
+            let list = try b.mapValue("a")[.text("hashes")]!.arrayValue("h")
+            #expect(list.count == 3 && list[2] == .null && list[1] != .null)
+        } else {
+            Issue.record("hashes were not answered")
+        }
+    }
+
+    @Test func pairingDownloadAnswersFromTheNewestSharedBlock() async throws {
+        let (sa, _) = try pair()
+        try grow(sa, 100, by: a, from: t0 + 1)
+        let ex = BlockExchange(store: sa, batch: 10)
+        let hashes = try sa.blockHashes()
+        func heights(_ locator: [[UInt8]]) async throws -> [UInt64] { try await ex.blocks(after: locator).map { try Block(decoding: $0).height } }
+        #expect(try await heights([hashes[42]]) == Array(43...52))
+        #expect(try await heights([Array(repeating: 9, count: 32), hashes[99]]) == [100])
+        #expect(try await heights([Array(repeating: 9, count: 32)]).first == 0)
+        #expect(try await heights([hashes[100]]).isEmpty)
+    }
+}
