@@ -1,7 +1,12 @@
 import Dispatch
 
 /// The ledger's state after a validated prefix of a chain: what the next block is checked
-/// against. Built only by validating blocks, so holding one means the chain up to `tip` is valid.
+/// against. Built by validating blocks (or, in a store, resumed from blocks it validated when it
+/// stored them), so holding one means the chain up to `tip` is valid.
+///
+/// A full state (`tracksHistory`) also keeps every entry ID and block hash, for whole-chain
+/// validation and its history root; a store's state does not (its tables hold them), so it
+/// stays a few hundred bytes whatever the chain's length and copying it is cheap.
 public struct LedgerState: Sendable {
     /// Network ID = genesis block hash.
     public let network: [UInt8]
@@ -12,10 +17,13 @@ public struct LedgerState: Sendable {
     public private(set) var membership: Membership
     public var authorities: Set<[UInt8]> { membership.authorities }
     public private(set) var lastSequence: [[UInt8]: UInt64] = [:]
+    /// Every entry ID on the chain (full states only).
     public private(set) var entryIDs: Set<[UInt8]> = []
-    /// Block hashes in height order: the leaves of the history tree.
+    /// Block hashes in height order: the leaves of the history tree (full states only).
     public private(set) var blockHashes: [[UInt8]]
+    /// Entries applied by this state (from genesis for a full state).
     public private(set) var entryCount = 0
+    public let tracksHistory: Bool
 
     public var height: UInt64 { tip.height }
 
@@ -25,7 +33,7 @@ public struct LedgerState: Sendable {
     }
 
     /// Validates a genesis block and starts a ledger from it.
-    public init(genesis g: Block, now: UInt64, signatureChecked: Bool = false) throws(KianaCoreError) {
+    public init(genesis g: Block, now: UInt64, signatureChecked: Bool = false, tracksHistory: Bool = true) throws(KianaCoreError) {
         let h = g.header
         guard h.height == 0 else { throw Self.fail(0, .genesis, "first block must have height 0") }
         guard h.parent == BlockHeader.zeroHash else { throw Self.fail(0, .genesis, "genesis parent must be all zeros") }
@@ -42,7 +50,25 @@ public struct LedgerState: Sendable {
         tip = h
         tipHash = g.hash
         membership = Membership(authorities: auth)
-        blockHashes = [g.hash]
+        blockHashes = tracksHistory ? [g.hash] : []
+        self.tracksHistory = tracksHistory
+    }
+
+    /// Resumes the state after a block a store validated when it stored it (without entry IDs
+    /// and block hashes: a duplicate entry then fails the sequence rule, since an entry's ID
+    /// covers its author and sequence number).
+    public init(
+        resumingAt tip: BlockHeader, tipHash: [UInt8], genesis: BlockHeader, network: [UInt8], membership: Membership,
+        lastSequence: [[UInt8]: UInt64]
+    ) {
+        self.network = network
+        self.genesis = genesis
+        self.tip = tip
+        self.tipHash = tipHash
+        self.membership = membership
+        self.lastSequence = lastSequence
+        blockHashes = []
+        tracksHistory = false
     }
 
     /// Checks every rule for `block` as the next block and applies it.
@@ -81,7 +107,8 @@ public struct LedgerState: Sendable {
             }
             let last = seqs[e.author] ?? lastSequence[e.author] ?? 0
             guard e.sequence > last else {
-                throw Self.fail(at, .sequence, "entry \(i) has sequence \(e.sequence), not above \(last) for its author")
+                let why = tracksHistory ? "" : " (already on the chain, or a sequence number reused)"
+                throw Self.fail(at, .sequence, "entry \(i) has sequence \(e.sequence), not above \(last) for its author\(why)")
             }
             seqs[e.author] = e.sequence
             guard e.hlc.wall <= now &+ LedgerLimits.maxClockDrift else {
@@ -98,11 +125,13 @@ public struct LedgerState: Sendable {
         }
         self.membership = membership
         for (a, s) in seqs { lastSequence[a] = s }
-        entryIDs.formUnion(seen)
+        if tracksHistory {
+            entryIDs.formUnion(seen)
+            blockHashes.append(block.hash)
+        }
         entryCount += block.entries.count
         tip = h
         tipHash = block.hash
-        blockHashes.append(block.hash)
     }
 
     /// Why an entry's kind or payload is unacceptable, or nil if it is fine. Stateless, so
@@ -185,6 +214,13 @@ public enum ChainValidator {
             try state.append(blocks[i], now: now, precheckedSignatures: true)
         }
         return state
+    }
+
+    /// Whether each block's signature, entry root, entry signatures and payloads check, verified
+    /// on all cores (stateless: the ordering rules are `LedgerState.append`'s).
+    public static func precheck(_ blocks: [Block]) -> [Bool] {
+        let c = checkSignatures(blocks)
+        return blocks.indices.map { c.blockOK[$0] && c.rootOK[$0] && c.badEntry[$0] == nil }
     }
 
     struct Checks {

@@ -112,11 +112,13 @@ extension LedgerStore {
                     try Self.insert(block: g, db)
                     try SettingRecord(key: "network", value: Data(g.hash)).insert(db)
                 }
+                // Signatures, roots and payloads of the whole batch on all cores first.
+                let checked = ChainValidator.precheck(blocks)
                 for (i, block) in blocks.enumerated() {
                     var outcome = ImportOutcome.duplicate
                     do {
                         try db.inSavepoint {
-                            outcome = try Self.importBlock(block, now: now, cache: database.states, db)
+                            outcome = try Self.importBlock(block, now: now, cache: database.states, db, prechecked: checked[i])
                             return .commit
                         }
                     } catch let e as KianaStoreError where e.code == .invalidInput {
@@ -134,7 +136,7 @@ extension LedgerStore {
         }
     }
 
-    static func importBlock(_ block: Block, now: UInt64, cache: StateCache, _ db: Database) throws -> ImportOutcome {
+    static func importBlock(_ block: Block, now: UInt64, cache: StateCache, _ db: Database, prechecked: Bool = false) throws -> ImportOutcome {
         if try BlockRecord.exists(db, key: Data(block.hash)) { return .duplicate }
         guard try BlockRecord.exists(db, key: Data(block.header.parent)) else {
             // Hold it, but only if it is at least self-consistent; never as a valid block.
@@ -151,7 +153,7 @@ extension LedgerStore {
         }
         var state = try cache.get(block.header.parent) ?? stateAt(block.header.parent, now: now, db)
         do throws(KianaCoreError) {
-            try state.append(block, now: now)
+            try state.append(block, now: now, precheckedSignatures: prechecked)
         } catch {
             throw KianaStoreError(.invalidInput, "block rejected: \(error.description)", height: block.height, cause: error)
         }
@@ -181,24 +183,54 @@ extension LedgerStore {
         return outcome
     }
 
-    /// The validated ledger state after the stored block `hash` (replayed from genesis; the
-    /// blocks were validated when stored, so signatures are not checked again).
+    /// The validated ledger state after the stored block `hash`: resumed at the canonical block
+    /// its branch forks from, then the branch's own blocks applied (they were validated when
+    /// stored, so signatures are not checked again). Costs O(branch), not O(chain) (decision 88).
     static func stateAt(_ hash: [UInt8], now: UInt64, _ db: Database) throws -> LedgerState {
-        var path: [[UInt8]] = []
+        var branch: [[UInt8]] = []
         var cur = hash
+        var forkHeight: Int64 = 0
         while true {
             guard let r = try BlockRecord.fetchOne(db, key: Data(cur)) else {
                 throw KianaStoreError(.corrupt, "stored block \(Hex.encode(cur.prefix(8))) is missing its ancestry")
             }
-            path.append(cur)
-            if r.height == 0 { break }
+            if try ChainRecord.fetchOne(db, key: r.height)?.hash == Data(cur) {
+                forkHeight = r.height
+                break
+            }
+            guard r.height > 0 else { throw KianaStoreError(.corrupt, "a stored branch does not start from this chain's genesis") }
+            branch.append(cur)
             cur = r.parent.bytes
         }
-        var blocks: [Block] = []
-        for h in path.reversed() { blocks.append(try loadBlock(h, db)) }
-        var state = try LedgerState(genesis: blocks[0], now: UInt64.max / 2, signatureChecked: true)
-        for b in blocks.dropFirst() { try state.append(b, now: UInt64.max / 2, precheckedSignatures: true) }
+        var state = try canonicalState(at: forkHeight, db)
+        for h in branch.reversed() { try state.append(try loadBlock(h, db), now: UInt64.max / 2, precheckedSignatures: true) }
         return state
+    }
+
+    /// The state after canonical block `height`, from the tables: its header, the membership
+    /// the votes up to it give, and each author's last sequence number up to it (one indexed
+    /// lookup per author).
+    static func canonicalState(at height: Int64, _ db: Database) throws -> LedgerState {
+        let genesis = try genesisHeader(db)
+        guard let c = try ChainRecord.fetchOne(db, key: height), let b = try BlockRecord.fetchOne(db, key: c.hash),
+            let g = try ChainRecord.fetchOne(db, key: 0)
+        else {
+            throw KianaStoreError(.corrupt, "canonical block \(height) cannot be read")
+        }
+        let tip = try Block(signedHeaderBytes: b.signedHeader.bytes, entryBytes: []).header
+        var last: [[UInt8]: UInt64] = [:]
+        for author in try Data.fetchAll(db, sql: "SELECT DISTINCT author FROM entry") {
+            let seq = try Int64.fetchOne(
+                db,
+                sql: """
+                    SELECT e.seq FROM entry e JOIN blockEntry be ON be.entryId = e.id JOIN chain c ON c.hash = be.blockHash
+                    WHERE e.author = ? AND c.height <= ? ORDER BY e.seq DESC LIMIT 1
+                    """, arguments: [author, height])
+            if let seq { last[author.bytes] = UInt64(seq) }
+        }
+        return LedgerState(
+            resumingAt: tip, tipHash: c.hash.bytes, genesis: genesis, network: g.hash.bytes, membership: try membership(db, through: height),
+            lastSequence: last)
     }
 
     static func loadBlock(_ hash: [UInt8], _ db: Database) throws -> Block {

@@ -127,19 +127,24 @@ public struct LedgerStore: Sendable {
 
     /// Replays the vote entries of the canonical chain (votes are rare, so this stays cheap).
     static func membership(_ db: Database) throws -> Membership {
+        try membership(db, through: try head(db).map { Int64($0.height) } ?? 0)
+    }
+
+    /// Membership after canonical block `height`.
+    static func membership(_ db: Database, through height: Int64) throws -> Membership {
         let genesis = try genesisHeader(db)
         let rows = try Row.fetchAll(
             db,
             sql: """
                 SELECT chain.height, entry.raw FROM chain
                 JOIN blockEntry ON blockEntry.blockHash = chain.hash JOIN entry ON entry.id = blockEntry.entryId
-                WHERE entry.kind = ? ORDER BY chain.height, blockEntry.position
-                """, arguments: [EntryKind.authorityVote.rawValue])
+                WHERE entry.kind = ? AND chain.height <= ? ORDER BY chain.height, blockEntry.position
+                """, arguments: [EntryKind.authorityVote.rawValue, height])
         let votes = try rows.map { r -> (height: UInt64, signer: [UInt8], vote: Vote) in
             let e = try Entry(decoding: (r["raw"] as Data).bytes)
             return (UInt64(r["height"] as Int64), e.author, try Vote(payload: e.payload))
         }
-        return Membership.replay(genesisAuthorities: genesis.authorities ?? [], votes: votes, tipHeight: try head(db)?.height ?? 0)
+        return Membership.replay(genesisAuthorities: genesis.authorities ?? [], votes: votes, tipHeight: UInt64(height))
     }
 
     // MARK: writing
@@ -353,6 +358,10 @@ public struct LedgerStore: Sendable {
             throw KianaStoreError(.corrupt, error.description, height: error.height, cause: error)
         }
         try checkKnowledge(against: blocks)
+        let tree = try historyHead()
+        guard tree.size == UInt64(state.blockHashes.count), tree.root == state.historyRoot else {
+            throw KianaStoreError(.corrupt, "the stored history tree (\(tree.size) blocks) does not match the chain (\(state.blockHashes.count) blocks)")
+        }
         // Best effort: a read-only data directory can still be verified, it just keeps no record.
         try? recordVerified(height: state.height, hash: state.tipHash)
         return state
