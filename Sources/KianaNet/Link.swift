@@ -6,8 +6,11 @@ import NIOPosix
 
 /// Settings of device links; the defaults suit a LAN.
 public struct LinkConfig: Sendable {
-    /// A peer must finish the preamble, handshake and hello within this time.
-    public var handshakeTimeout: Duration = .seconds(5)
+    /// A peer that connected to this device must finish the preamble, Noise handshake and hello
+    /// within this time (on a LAN they take milliseconds); until then it holds a pending slot.
+    public var handshakeTimeout: Duration = .seconds(2)
+    /// The same deadline for links this device dials.
+    public var dialHandshakeTimeout: Duration = .seconds(5)
     /// Heartbeat period; a link whose heartbeat goes unanswered for `idleTimeout` is closed.
     public var pingInterval: Duration = .seconds(2)
     public var idleTimeout: Duration = .seconds(15)
@@ -18,8 +21,18 @@ public struct LinkConfig: Sendable {
     public var maxMessage: Int = MessageDecoder.defaultMaxMessage
     /// Requests a peer may have in flight on one link before it gets "busy" errors.
     public var maxInFlight: Int = 32
-    /// Inbound connections (including handshakes) served at once.
+    /// Inbound member links (handshake done, an authority admitted) served at once. Handshakes
+    /// do not count here: they have their own pool (`maxPendingHandshakes`), so strangers never
+    /// take a member's room. See `Admission`.
     public var maxConnections: Int = 64
+    /// Inbound connections in their handshake at once; more are closed on arrival.
+    public var maxPendingHandshakes: Int = 32
+    /// Of those, at most this many from one source address.
+    public var maxPendingPerSource: Int = 4
+    /// Inbound pairing links at once (joiners while a pairing window is open).
+    public var maxPairingLinks: Int = 4
+    /// Pending slots beyond `maxPendingHandshakes` kept for addresses member links came from.
+    public var memberReserve: Int = 8
     /// Items one streamed answer may have; a peer sending more is cut off (link closed).
     public var maxStreamItems: Int = 10_000
     /// Bytes of streamed answers held for one link at once, over all its requests.
@@ -338,7 +351,12 @@ public enum Link {
     ) async throws -> T {
         let remote = channel.channel.remoteAddress.map { "\($0.ipAddress ?? "?"):\($0.port ?? 0)" } ?? "?"
         let raw = channel.channel
-        let deadline = raw.eventLoop.scheduleTask(in: timeAmount(context.config.handshakeTimeout)) {
+        // Refusals are counted and rate-limited per address (the port changes every attempt).
+        let source = Admission.source(of: raw.remoteAddress)
+        let limit = dial == nil ? context.config.handshakeTimeout : context.config.dialHandshakeTimeout
+        let expired = OnceFlag()
+        let deadline = raw.eventLoop.scheduleTask(in: timeAmount(limit)) {
+            expired.set()
             raw.close(promise: nil)
         }
         defer { deadline.cancel() }
@@ -348,22 +366,19 @@ public enum Link {
             do {
                 established = try await handshake(&reader, outbound: outbound, dial: dial, context: context, remote: remote, deadline: deadline)
             } catch {
+                // The deadline closes the socket, so the read fails as "closed": say what it was.
+                let failure = expired.isSet ? fail(.timeout, "handshake not finished within \(limit)") : error
                 if dial == nil {
-                    // Someone dialed this device and did not get in: said at the default level,
-                    // at most once per source address a minute (a scan cannot flood the log).
-                    let host = channel.channel.remoteAddress?.ipAddress ?? remote
-                    var metadata: Logger.Metadata = ["peer": .string(remote), "reason": .string((error as? KianaNetError)?.message ?? "\(error)")]
-                    if let suppressed = context.refusals.shouldLog(source: host, now: .now) {
-                        if suppressed > 0 { metadata["suppressed"] = .stringConvertible(suppressed) }
-                        context.logger.notice("inbound connection refused", metadata: metadata)
-                    } else {
-                        // The rest are still there for whoever asks for info.
-                        context.logger.info("inbound connection refused", metadata: metadata)
-                    }
+                    // Someone dialed this device and did not get in: a notice at most once per
+                    // source address a minute and a few a minute in all, details at info within
+                    // a budget (a scan or a reconnect loop cannot flood the log).
+                    context.refusals.log(
+                        context.logger, source: source,
+                        metadata: ["peer": .string(remote), "reason": .string((failure as? KianaNetError)?.message ?? "\(failure)")])
                 } else {
-                    context.logger.info("peer refused", metadata: ["peer": .string(remote), "reason": .string("\(error)")])
+                    context.logger.info("peer refused", metadata: ["peer": .string(remote), "reason": .string("\(failure)")])
                 }
-                throw error
+                throw failure
             }
             let link = PeerLink(
                 remoteKey: established.remoteKey, mode: established.mode, handshakeHash: established.hash,

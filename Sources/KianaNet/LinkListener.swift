@@ -6,12 +6,23 @@ import NIOPosix
 import ServiceLifecycle
 import Synchronization
 
-/// Accepts device links on the P2P port until graceful shutdown: at most
-/// `LinkConfig.maxConnections` connections at once (handshakes included); each accepted link
-/// runs until it closes.
+/// Accepts device links on the P2P port until graceful shutdown; each accepted link runs until
+/// it closes. Admission (`PeerNetwork.admission`, sized by `LinkConfig`) keeps handshakes in a
+/// bounded pool with a share per source address, closing connections beyond it on arrival
+/// before any handshake work, and moves a connection to the member pool once its handshake has
+/// proved an admitted key; refusals are logged through the node's `RefusalLog`.
 public struct LinkListener: Service {
     let network: PeerNetwork
     let ready: @Sendable (Int) -> Void
+
+    /// An accepted connection: refused on arrival, or holding a pending slot. An admitted one is
+    /// handed over as a plain channel that does not read yet; its task wraps it for the link
+    /// runner. (An async channel made here and still buffered when the listener stops would trap
+    /// in NIO, swift-nio#2813; a plain channel is only a socket left open at exit.)
+    enum Accepted: Sendable {
+        case refused
+        case admitted(any Channel, Admission.Ticket)
+    }
 
     public func run() async throws {
         try await cancelWhenGracefulShutdown {
@@ -22,13 +33,18 @@ public struct LinkListener: Service {
     func listen() async throws {
         let config = network.config
         let logger = network.logger
-        let limit = config.link.maxConnections
-        let server: NIOAsyncChannel<NIOAsyncChannel<ByteBuffer, ByteBuffer>, Never>
+        let admission = network.admission
+        let refusals = network.refusals
+        admission.setLimits(AdmissionLimits(config.link))
+        let server: NIOAsyncChannel<Accepted, Never>
         do {
             server = try await ServerBootstrap(group: network.group)
                 .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
                 .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
-                .bind(host: config.host, port: config.port) { channel in Link.wrap(channel) }
+                .childChannelOption(.autoRead, value: false)
+                .bind(host: config.host, port: config.port) { channel in
+                    channel.eventLoop.makeSucceededFuture(Self.accept(channel, admission: admission, refusals: refusals, logger: logger))
+                }
         } catch let e as IOError where e.errnoCode == EADDRINUSE {
             throw KianaNetError(
                 .listen, "cannot listen for peers on \(config.host):\(config.port): the port is already in use (choose one with --p2p-port)", cause: e)
@@ -39,23 +55,15 @@ public struct LinkListener: Service {
         await network.registry.setListening(port)
         ready(port)
         logger.info("link listener ready", metadata: ["host": .string(config.host), "port": .stringConvertible(port)])
-        let active = network.connections
         let network = self.network
         do {
             try await withTaskCancellationHandler {
                 try await server.executeThenClose { inbound in
                     try await withThrowingDiscardingTaskGroup { group in
-                        for try await conn in inbound {
-                            guard active.increment(limit: limit) else {
-                                logger.warning("connection limit reached, dropping", metadata: ["limit": .stringConvertible(limit)])
-                                try? await conn.channel.close()
-                                continue
-                            }
+                        for try await accepted in inbound {
+                            guard case .admitted(let channel, let ticket) = accepted else { continue }
                             group.addTask {
-                                defer { active.decrement() }
-                                _ = try? await Link.run(conn, dial: nil, context: await network.context()) { link in
-                                    await network.serve(link)
-                                }
+                                await Self.serve(channel, ticket: ticket, network: network)
                             }
                         }
                     }
@@ -68,6 +76,67 @@ public struct LinkListener: Service {
             if Task.isCancelled { return }
             throw error
         }
+    }
+
+    /// Runs on the new connection's event loop, before anything is read from it: a pending slot,
+    /// or the connection is reset at once (no handshake work, no lingering socket) and the
+    /// refusal counted and logged within the rate limit.
+    static func accept(_ channel: any Channel, admission: Admission, refusals: RefusalLog, logger: Logger) -> Accepted {
+        let source = Admission.source(of: channel.remoteAddress)
+        switch admission.open(source: source) {
+        case .admitted(let ticket):
+            return .admitted(channel, ticket)
+        case .refused(let refusal):
+            refusals.log(
+                logger, source: source,
+                metadata: ["peer": .string(source), "reason": .string(refusal.description)])
+            if let options = channel as? any SocketOptionProvider {
+                options.setSoLinger(linger(l_onoff: 1, l_linger: 0)).whenComplete { _ in channel.close(promise: nil) }
+            } else {
+                channel.close(promise: nil)
+            }
+            return .refused
+        }
+    }
+
+    /// Runs one admitted connection: its handshake (admission moves it to the member or pairing
+    /// pool once the key is admitted), then the link; gives the slot back when it ends.
+    static func serve(_ channel: any Channel, ticket: Admission.Ticket, network: PeerNetwork) async {
+        let admission = network.admission
+        // On the channel's event loop: a connection already closed (reset by a scanner) has no
+        // pipeline to wrap (reading an option throws on a closed channel); an open one gets the
+        // async handlers, then starts reading.
+        let wrapped = try? await channel.eventLoop.submit { () throws -> NIOAsyncChannel<ByteBuffer, ByteBuffer>? in
+            guard (try? channel.syncOptions?.getOption(.autoRead)) != nil else { return nil }
+            let conn = try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel)
+            channel.setOption(.autoRead, value: true).whenFailure { _ in channel.close(promise: nil) }
+            return conn
+        }.get()
+        guard let conn = wrapped ?? nil else {
+            channel.close(promise: nil)
+            admission.close(ticket, outcome: .failed)
+            return
+        }
+        var context = await network.context()
+        let admit = context.admit
+        context.admit = { candidate in
+            if let reason = await admit(candidate) { return reason }
+            // The pairing check before any cryptography has no key yet: nothing to move.
+            if candidate.identityKey.isEmpty { return nil }
+            return admission.promote(ticket, to: candidate.mode)?.description
+        }
+        let up = OnceFlag()
+        var outcome = Admission.Outcome.failed
+        do {
+            _ = try await Link.run(conn, dial: nil, context: context) { link in
+                up.set()
+                await network.serve(link)
+            }
+        } catch let e as KianaNetError where e.code == .timeout && !up.isSet {
+            outcome = .timedOut
+        } catch {}
+        if up.isSet { outcome = .completed }
+        admission.close(ticket, outcome: outcome)
     }
 }
 

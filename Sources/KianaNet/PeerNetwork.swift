@@ -91,8 +91,9 @@ public final class PeerNetwork: Sendable {
     let hooks: Hooks
     /// Rate limit for the log lines about refused inbound connections.
     let refusals = RefusalLog()
-    /// Inbound connections open right now (handshakes included).
-    let connections = Counter()
+    /// Inbound connections: the pending-handshake, member and pairing pools (sized from
+    /// `config.link` when the listener starts) and their counters.
+    let admission = Admission()
 
     public init(
         store: any SyncStore, identity: DeviceIdentity, config: NetworkConfig, logger: Logger, hooks: Hooks = Hooks(),
@@ -123,7 +124,10 @@ public final class PeerNetwork: Sendable {
     public func discovery(interface: String?, name: String?) -> PeerDiscovery { PeerDiscovery(network: self, interface: interface, name: name) }
 
     public var listeningPort: Int? { get async { await registry.listeningPort } }
-    public var openConnections: Int { connections.value }
+    /// Inbound connections open right now (handshakes included).
+    public var openConnections: Int { admission.stats.open }
+    /// Inbound connections held and refused, handshakes timed out and failed, since start.
+    public var admissionStats: AdmissionStats { admission.stats }
     public func isConnected(_ key: [UInt8]) async -> Bool { await registry.isConnected(key) }
 
     // MARK: links
@@ -478,23 +482,5 @@ public final class PeerNetwork: Sendable {
             }
         }
         return list
-    }
-}
-
-/// A counter shared by connection tasks.
-final class Counter: Sendable {
-    private let count = Mutex(0)
-    var value: Int { count.withLock { $0 } }
-
-    func increment(limit: Int) -> Bool {
-        count.withLock { c in
-            guard c < limit else { return false }
-            c += 1
-            return true
-        }
-    }
-
-    func decrement() {
-        count.withLock { $0 -= 1 }
     }
 }
