@@ -1,6 +1,7 @@
 import Foundation
 import KianaCore
 import KianaNet
+import KianaStore
 import Logging
 import NIOCore
 import NIOPosix
@@ -197,9 +198,16 @@ import Testing
         var quiet = Logger(label: "admission-test-b")
         quiet.logLevel = .critical
         return (
-            PeerNetwork(store: try MemoryChain(genesis: genesis), identity: ida, config: config, logger: logger),
-            PeerNetwork(store: try MemoryChain(genesis: genesis), identity: idb, config: config, logger: quiet)
+            PeerNetwork(store: try Self.store(genesis), identity: ida, config: config, logger: logger),
+            PeerNetwork(store: try Self.store(genesis), identity: idb, config: config, logger: quiet)
         )
+    }
+
+    /// A ledger in an in-memory database, started from `genesis`.
+    static func store(_ genesis: Block) throws -> LedgerStore {
+        let s = LedgerStore(database: try KianaDatabase())
+        try s.initialize(genesis: genesis, now: genesis.header.time)
+        return s
     }
 
     /// Runs `network`'s link listener while `body` runs with its port.
