@@ -68,7 +68,8 @@ public struct BlockHeader: Hashable, Sendable {
 
 /// A signed block with its entries.
 public struct Block: Sendable, Hashable {
-    static let domain = Array("KIANA-BLOCK-V1".utf8)
+    /// Prefix of the signed message (domain separation).
+    public static let domain = Array("KIANA-BLOCK-V1".utf8)
 
     public let header: BlockHeader
     public let signature: [UInt8]

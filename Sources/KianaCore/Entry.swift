@@ -29,7 +29,8 @@ public enum LedgerLimits {
 /// signs `"KIANA-ENTRY-V1" ‖ ID`. Applying the same entry twice is therefore a no-op.
 public struct Entry: Hashable, Sendable {
     public static let version: UInt64 = 1
-    static let domain = Array("KIANA-ENTRY-V1".utf8)
+    /// Prefix of the signed message (domain separation).
+    public static let domain = Array("KIANA-ENTRY-V1".utf8)
 
     public let network: [UInt8]
     public let author: [UInt8]

@@ -2,6 +2,7 @@ import Foundation
 import KianaCore
 import KianaStore
 import Logging
+import Synchronization
 
 /// Where a device's chain ends, as heads carry it: height and hash of the head block, and the
 /// history tree's size and root over the whole canonical chain.
@@ -82,6 +83,31 @@ public protocol SyncPeer: Sendable {
     func call(_ type: String, _ body: CBOR) async throws -> CBOR
 }
 
+/// Sync counters since the node started (for `kiana sync status` and /metrics).
+public struct SyncStats: Sendable, Codable, Equatable {
+    /// Blocks stored from peers, and blocks sent to them (batches and pushes).
+    public var blocksIn = 0
+    public var blocksOut = 0
+    /// Batch bytes before and after compression, received and sent.
+    public var rawBytesIn = 0
+    public var compressedBytesIn = 0
+    public var rawBytesOut = 0
+    public var compressedBytesOut = 0
+    public var pulls = 0
+    public var reorgs = 0
+    /// Failed syncs by reason ("refused", "protocol", "timeout", "closed", "other").
+    public var errors: [String: Int] = [:]
+    public init() {}
+}
+
+/// Shared, thread-safe `SyncStats`.
+public final class SyncCounters: Sendable {
+    let stats = Mutex(SyncStats())
+    public init() {}
+    public var snapshot: SyncStats { stats.withLock { $0 } }
+    public func update(_ f: (inout SyncStats) -> Void) { stats.withLock { f(&$0) } }
+}
+
 /// What one pull did.
 public struct PullReport: Sendable {
     public var stored = 0
@@ -110,11 +136,13 @@ public struct ChainSync: Sendable {
     public let store: any SyncStore
     public let logger: Logger
     public var config: SyncConfig
+    public let counters: SyncCounters
 
-    public init(store: any SyncStore, logger: Logger, config: SyncConfig = SyncConfig()) {
+    public init(store: any SyncStore, logger: Logger, config: SyncConfig = SyncConfig(), counters: SyncCounters = SyncCounters()) {
         self.store = store
         self.logger = logger
         self.config = config
+        self.counters = counters
     }
 
     /// Our head as heads carry it.
@@ -188,10 +216,16 @@ public struct ChainSync: Sendable {
         let encoded = try await store.encodedBlocks(from: from, maxCount: max(1, min(asked, config.batchBlocks)), maxBytes: config.batchBytes)
         let raw = CBOR.array(encoded.map { .bytes($0) }).encoded
         let tip = try await store.chainHead()?.height ?? 0
+        let data = Deflate.compress(raw, level: config.compressionLevel)
+        counters.update {
+            $0.blocksOut += encoded.count
+            $0.rawBytesOut += raw.count
+            $0.compressedBytesOut += data.count
+        }
         return .body(
             .map([
                 "count": .unsigned(UInt64(encoded.count)), "size": .unsigned(UInt64(raw.count)), "codec": "deflate",
-                "data": .bytes(Deflate.compress(raw, level: config.compressionLevel)),
+                "data": .bytes(data),
                 "more": .bool(from + UInt64(encoded.count) <= tip),
             ]))
     }
@@ -264,6 +298,7 @@ public struct ChainSync: Sendable {
         for attempt in 0...config.maxRestarts {
             do {
                 try await pullOnce(peer, peerHead: peerHead, now: now, &report)
+                counters.update { $0.pulls += 1 }
                 return report
             } catch let e as KianaNetError where e.code == .conflict && attempt < config.maxRestarts {
                 // The peer's chain moved under us (a reorg there): start over from the heads.
@@ -364,6 +399,13 @@ public struct ChainSync: Sendable {
             let more = current.more
             async let next: SyncBatch? = more ? batch(peer, from: nextFrom, parent: nextParent) : nil
             let result = try await store.importBatch(current.blocks, now: now())
+            let batch = current
+            counters.update {
+                $0.blocksIn += result.stored
+                $0.rawBytesIn += batch.rawBytes
+                $0.compressedBytesIn += batch.compressedBytes
+                if result.reorganized { $0.reorgs += 1 }
+            }
             report.batches += 1
             report.stored += result.stored
             report.rawBytes += current.rawBytes

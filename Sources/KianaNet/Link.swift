@@ -164,6 +164,7 @@ public actor PeerLink {
         if let closedError { throw closedError }
         let bytes = try Link.seal(message.encoded, cipher: &sendCipher, sent: &sent, config: config)
         do {
+            bytesOut += bytes.count
             try await outbound.write(ByteBuffer(bytes: bytes))
         } catch {
             throw KianaNetError(.closed, "link to \(deviceID) is closed", cause: error)
@@ -276,7 +277,14 @@ public actor PeerLink {
         }
     }
 
-    func heard() { lastHeard = .now }
+    func heard(bytes total: Int) {
+        lastHeard = .now
+        bytesIn = total
+    }
+
+    /// Bytes this link received and sent on the wire (framed ciphertext, handshake included).
+    public private(set) var bytesIn = 0
+    public private(set) var bytesOut = 0
 
     func setRTT(_ d: Duration) { rtt = d }
 
@@ -437,12 +445,15 @@ public enum Link {
         var raw: [UInt8] = []
         var receive: NoiseCipher?
         var received: UInt64 = 0
+        /// Bytes read from the socket so far.
+        var bytesRead = 0
 
         mutating func fill() async throws(KianaNetError) {
             let next: ByteBuffer?
             do { next = try await iterator.next() } catch { throw Link.fail(.closed, "connection failed: \(error)") }
             guard var buf = next else { throw Link.fail(.closed, "connection closed by peer") }
             let bytes = buf.readBytes(length: buf.readableBytes) ?? []
+            bytesRead += bytes.count
             frames.append(bytes)
         }
 
@@ -556,7 +567,7 @@ public enum Link {
     static func readLoop<T>(_ reader: inout Reader, link: PeerLink, context: LinkContext, group: inout ThrowingTaskGroup<T?, any Error>) async throws {
         while true {
             let bytes = try await reader.message(config: context.config)
-            await link.heard()
+            await link.heard(bytes: reader.bytesRead)
             let decoded = try LinkMessage.decode(bytes)
             switch decoded {
             case .unknownKind(let id, let kind):

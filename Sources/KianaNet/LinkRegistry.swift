@@ -45,7 +45,8 @@ public actor LinkRegistry {
     /// Whether a link to this device is up.
     public func isConnected(_ key: [UInt8]) -> Bool { links[key] != nil }
 
-    var all: [PeerLink] { Array(links.values) }
+    /// The live links.
+    public var all: [PeerLink] { Array(links.values) }
     var connectedAddresses: Set<String> { Set(links.values.map(\.remoteAddress)) }
     var connectedDevices: Set<String> { Set(links.keys.map { DeviceID(publicKey: $0).description }) }
 

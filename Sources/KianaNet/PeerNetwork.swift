@@ -82,6 +82,8 @@ public final class PeerNetwork: Sendable {
     public let pairing: PairingWindow
     public let exchange: BlockExchange
     public let sync: ChainSync
+    /// Sync counters since start.
+    public let counters = SyncCounters()
     /// Per-member sync state (heads, refusals, cut-offs).
     public let book = PeerBook()
     let plan = DialPlan()
@@ -108,7 +110,7 @@ public final class PeerNetwork: Sendable {
         registry = LinkRegistry(identity: identity, logger: logger)
         pairing = PairingWindow(logger: logger)
         exchange = BlockExchange(store: store)
-        sync = ChainSync(store: store, logger: logger, config: config.sync)
+        sync = ChainSync(store: store, logger: logger, config: config.sync, counters: counters)
         (wakeups, wakeup) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
     }
 
@@ -313,6 +315,10 @@ public final class PeerNetwork: Sendable {
         }
         do {
             let result = try await store.importBatch([block], now: currentMillis())
+            counters.update {
+                $0.blocksIn += result.stored
+                if result.reorganized { $0.reorgs += 1 }
+            }
             if let refused = result.refused {
                 await refuse(link, refused)
             } else if result.headChanged {
@@ -354,14 +360,24 @@ public final class PeerNetwork: Sendable {
                 }
                 if report.headChanged, let h = try? await store.chainHead() { await imported(h.hash, from: link) }
                 if let refused = report.refused {
+                    counters.update { $0.errors["refused", default: 0] += 1 }
                     problem = Self.describe(refused)
                     await refuse(link, refused)
                 }
             } catch let e as KianaNetError where !e.remote && (e.code == .protocolViolation || e.code == .tooLarge) {
                 problem = e.message
+                counters.update { $0.errors["protocol", default: 0] += 1 }
                 await cutOff(link, reason: e.message, notify: .map(["message": .text(e.message)]))
             } catch {
                 let why = (error as? KianaNetError)?.message ?? "\(error)"
+                let reason: String =
+                    switch (error as? KianaNetError)?.code {
+                    case .timeout?: "timeout"
+                    case .closed?: "closed"
+                    case .busy?: "busy"
+                    default: "other"
+                    }
+                counters.update { $0.errors[reason, default: 0] += 1 }
                 problem = why
                 logger.info("sync with peer failed", metadata: ["peer": .string(link.label), "reason": .string(why)])
             }
@@ -425,6 +441,7 @@ public final class PeerNetwork: Sendable {
             if let known = await book.peer(link.remoteKey)?.head, known.hash == head.hash { continue }
             targets.append(link)
         }
+        if push != nil { counters.update { $0.blocksOut += targets.count } }
         await withDiscardingTaskGroup { group in
             for link in targets { group.addTask { try? await link.send(message) } }
         }

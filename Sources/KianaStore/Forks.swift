@@ -137,8 +137,8 @@ extension LedgerStore {
     }
 
     static func importBlock(_ block: Block, now: UInt64, cache: StateCache, _ db: Database, prechecked: Bool = false) throws -> ImportOutcome {
-        if try BlockRecord.exists(db, key: Data(block.hash)) { return .duplicate }
-        guard try BlockRecord.exists(db, key: Data(block.header.parent)) else {
+        if try blockExists(block.hash, db) { return .duplicate }
+        guard try blockExists(block.header.parent, db) else {
             // Hold it, but only if it is at least self-consistent; never as a valid block.
             guard block.verifySignature(), Block.entryRoot(block.entries) == block.header.entryRoot else {
                 throw KianaStoreError(.invalidInput, "block rejected: orphan with a bad signature or Merkle root")
@@ -168,12 +168,17 @@ extension LedgerStore {
         }
         var outcome = ImportOutcome.sideBranch
         if let head = try head(db), ForkChoice.prefers(height: block.height, hash: block.hash, over: head.height, head.hash) {
-            let reorganized = head.hash != block.header.parent
-            try switchHead(to: block.hash, now: now, db)
-            outcome = .newHead(reorganized: reorganized)
+            if head.hash == block.header.parent {
+                try extendHead(with: block, db)
+                outcome = .newHead(reorganized: false)
+            } else {
+                try switchHead(to: block.hash, now: now, db)
+                outcome = .newHead(reorganized: true)
+            }
         }
         // Orphans waiting for this block can now be tried.
-        for o in try OrphanRecord.filter(Column("parent") == Data(block.hash)).fetchAll(db) {
+        let waiting = try Bool.fetchOne(try db.cachedStatement(sql: "SELECT EXISTS(SELECT 1 FROM orphan WHERE parent = ?)"), arguments: [Data(block.hash)])
+        for o in waiting == true ? try OrphanRecord.filter(Column("parent") == Data(block.hash)).fetchAll(db) : [] {
             try o.delete(db)
             if let child = try? Block(decoding: o.block.bytes) {
                 let r = try? importBlock(child, now: now, cache: cache, db)
@@ -246,23 +251,42 @@ extension LedgerStore {
         return try Block(signedHeaderBytes: r.signedHeader.bytes, entryBytes: raws.map(\.bytes))
     }
 
+    static func blockExists(_ hash: [UInt8], _ db: Database) throws -> Bool {
+        try Bool.fetchOne(try db.cachedStatement(sql: "SELECT EXISTS(SELECT 1 FROM block WHERE hash = ?)"), arguments: [Data(hash)]) ?? false
+    }
+
     /// Stores a block and its entries without touching the canonical chain.
     static func insertBlockOnly(_ b: Block, _ db: Database) throws {
-        try BlockRecord(
-            hash: Data(b.hash), height: Int64(b.height), parent: Data(b.header.parent), signer: Data(b.header.signer),
-            time: Int64(b.header.time), signedHeader: Data(b.signedHeaderCBOR.encoded)
-        ).insert(db)
+        try db.cachedStatement(sql: "INSERT INTO block (hash, height, parent, signer, time, signedHeader) VALUES (?, ?, ?, ?, ?, ?)")
+            .execute(arguments: [
+                Data(b.hash), Int64(b.height), Data(b.header.parent), Data(b.header.signer), Int64(b.header.time), Data(b.signedHeaderCBOR.encoded),
+            ])
+        let link = try db.cachedStatement(sql: "INSERT INTO blockEntry (blockHash, position, entryId) VALUES (?, ?, ?)")
         for (i, e) in b.entries.enumerated() {
             try insert(entry: e, db)
-            try BlockEntryRecord(blockHash: Data(b.hash), position: Int64(i), entryId: Data(e.id)).insert(db)
+            try link.execute(arguments: [Data(b.hash), Int64(i), Data(e.id)])
         }
     }
 
+    /// Makes canonical a stored block whose parent is the head: the common case of sync and
+    /// gossip, without the general reorg walk.
+    static func extendHead(with block: Block, _ db: Database) throws {
+        try insertChain(height: Int64(block.height), hash: Data(block.hash), db)
+        try apply(block.entries, db)
+        let drop = try db.cachedStatement(sql: "DELETE FROM pending WHERE entryId = ?")
+        for e in block.entries { try drop.execute(arguments: [Data(e.id)]) }
+    }
+
+    /// Adds one height to the canonical chain and its history tree.
+    static func insertChain(height: Int64, hash: Data, _ db: Database) throws {
+        try db.cachedStatement(sql: "INSERT INTO chain (height, hash) VALUES (?, ?)").execute(arguments: [height, hash])
+        try HistoryIndex.append(height: height, hash: hash, db)
+    }
+
     static func recordEquivocations(_ entries: [Entry], _ db: Database) throws {
+        let query = try db.cachedStatement(sql: "SELECT id FROM entry WHERE author = ? AND seq = ? AND id != ?")
         for e in entries {
-            let others = try Data.fetchAll(
-                db, sql: "SELECT id FROM entry WHERE author = ? AND seq = ? AND id != ?",
-                arguments: [Data(e.author), Int64(e.sequence), Data(e.id)])
+            let others = try Data.fetchAll(query, arguments: [Data(e.author), Int64(e.sequence), Data(e.id)])
             guard !others.isEmpty else { continue }
             for id in others + [Data(e.id)] {
                 try ConflictRecord(author: Data(e.author), seq: Int64(e.sequence), entryId: id).insert(db, onConflict: .ignore)
@@ -293,8 +317,7 @@ extension LedgerStore {
         try HistoryIndex.truncate(to: forkAt, db)
         var newEntries: [Entry] = []
         for p in newPath {
-            try ChainRecord(height: p.height, hash: p.hash).insert(db)
-            try HistoryIndex.append(height: p.height, hash: p.hash, db)
+            try insertChain(height: p.height, hash: p.hash, db)
             newEntries += try loadBlock(p.hash.bytes, db).entries
         }
         try apply(newEntries, db)

@@ -37,7 +37,8 @@ public struct HistoryConsistency: Sendable {
 enum HistoryIndex {
     static func lookup(_ db: Database) -> HistoryTree.Lookup {
         { level, index in
-            guard let h = try Data.fetchOne(db, sql: "SELECT hash FROM historyNode WHERE level = ? AND idx = ?", arguments: [level, Int64(index)]) else {
+            let query = try db.cachedStatement(sql: "SELECT hash FROM historyNode WHERE level = ? AND idx = ?")
+            guard let h = try Data.fetchOne(query, arguments: [level, Int64(index)]) else {
                 throw KianaStoreError(.corrupt, "the history tree misses node \(level)/\(index): run `kiana ledger verify`")
             }
             return h.bytes
@@ -47,15 +48,17 @@ enum HistoryIndex {
     /// Adds leaf `height` (a block now canonical at that height) and the nodes it completes.
     static func append(height: Int64, hash: Data, _ db: Database) throws {
         for n in try HistoryTree.completed(leafIndex: UInt64(height), leafHash: Merkle.leafHash(hash.bytes), lookup: lookup(db)) {
-            try HistoryNodeRecord(level: Int64(n.level), idx: Int64(n.index), hash: Data(n.hash)).save(db)
+            try db.cachedStatement(sql: "INSERT OR REPLACE INTO historyNode (level, idx, hash) VALUES (?, ?, ?)")
+                .execute(arguments: [Int64(n.level), Int64(n.index), Data(n.hash)])
         }
     }
 
     /// Cuts the tree back to `size` leaves (heights below `size` stay canonical).
     static func truncate(to size: Int64, _ db: Database) throws {
         // Node (l, i) survives iff i < size >> l.
+        let delete = try db.cachedStatement(sql: "DELETE FROM historyNode WHERE level = ? AND idx >= ?")
         for level in 0..<64 {
-            try db.execute(sql: "DELETE FROM historyNode WHERE level = ? AND idx >= ?", arguments: [level, size >> Int64(level)])
+            try delete.execute(arguments: [level, size >> Int64(level)])
             if size >> Int64(level) == 0 { break }
         }
     }

@@ -93,8 +93,8 @@ public struct LedgerStore: Sendable {
     }
 
     static func head(_ db: Database) throws -> LedgerHead? {
-        guard let c = try ChainRecord.order(Column("height").desc).fetchOne(db) else { return nil }
-        return LedgerHead(height: UInt64(c.height), hash: c.hash.bytes)
+        guard let row = try Row.fetchOne(try db.cachedStatement(sql: "SELECT height, hash FROM chain ORDER BY height DESC LIMIT 1")) else { return nil }
+        return LedgerHead(height: UInt64(row[0] as Int64), hash: (row[1] as Data).bytes)
     }
 
     static func setting(_ db: Database, _ key: String) throws -> Data? {
@@ -197,7 +197,7 @@ public struct LedgerStore: Sendable {
     }
 
     static func lastHLC(_ db: Database) throws -> HLC {
-        guard let d = try setting(db, "hlc") else { return .zero }
+        guard let d = try Data.fetchOne(try db.cachedStatement(sql: "SELECT value FROM setting WHERE key = 'hlc'")) else { return .zero }
         guard case .array(let a) = try CBOR.decode(d.bytes), a.count == 2,
             case .unsigned(let w) = a[0], case .unsigned(let l) = a[1], l <= UInt64(UInt32.max)
         else {
@@ -207,7 +207,8 @@ public struct LedgerStore: Sendable {
     }
 
     static func saveHLC(_ h: HLC, _ db: Database) throws {
-        try SettingRecord(key: "hlc", value: Data(CBOR.array([.unsigned(h.wall), .unsigned(UInt64(h.logical))]).encoded)).save(db)
+        try db.cachedStatement(sql: "INSERT OR REPLACE INTO setting (key, value) VALUES ('hlc', ?)")
+            .execute(arguments: [Data(CBOR.array([.unsigned(h.wall), .unsigned(UInt64(h.logical))]).encoded)])
     }
 
     /// Seals the pending entries that can go on the head into one block signed by `identity`
@@ -255,17 +256,16 @@ public struct LedgerStore: Sendable {
     }
 
     static func insert(entry e: Entry, _ db: Database) throws {
-        try EntryRecord(
-            id: Data(e.id), author: Data(e.author), seq: Int64(e.sequence), kind: e.kind.rawValue,
-            hlcWall: Int64(e.hlc.wall), hlcLogical: Int64(e.hlc.logical), raw: Data(e.encoded)
-        ).insert(db, onConflict: .ignore)
+        try db.cachedStatement(sql: "INSERT OR IGNORE INTO entry (id, author, seq, kind, hlcWall, hlcLogical, raw) VALUES (?, ?, ?, ?, ?, ?, ?)")
+            .execute(arguments: [
+                Data(e.id), Data(e.author), Int64(e.sequence), e.kind.rawValue, Int64(e.hlc.wall), Int64(e.hlc.logical), Data(e.encoded),
+            ])
     }
 
     /// Stores a block on top of the current head (entries too) and makes it canonical.
     static func insert(block b: Block, _ db: Database) throws {
         try insertBlockOnly(b, db)
-        try ChainRecord(height: Int64(b.height), hash: Data(b.hash)).insert(db)
-        try HistoryIndex.append(height: Int64(b.height), hash: Data(b.hash), db)
+        try insertChain(height: Int64(b.height), hash: Data(b.hash), db)
     }
 
     /// Folds entries into the materialized knowledge state.
@@ -273,9 +273,20 @@ public struct LedgerStore: Sendable {
         for e in entries {
             guard let op = try? KnowledgeOp(kind: e.kind, payload: e.payload) else { continue }
             let key = Data(op.itemID.bytes)
-            var state = try ItemRecord.fetchOne(db, key: key).map { try ItemState(cbor: CBOR.decode($0.state.bytes)) } ?? ItemState(id: op.itemID)
+            let stored = try Data.fetchOne(try db.cachedStatement(sql: "SELECT state FROM item WHERE id = ?"), arguments: [key])
+            var state = try stored.map { try ItemState(cbor: CBOR.decode($0.bytes)) } ?? ItemState(id: op.itemID)
             state.apply(op, stamp: Stamp(e))
-            try record(for: state).save(db)
+            let r = try record(for: state)
+            let values: StatementArguments = [r.title, r.text, r.tags, r.source, r.createdWall, r.updatedWall, r.deleted, r.state, r.id]
+            if stored != nil {
+                try db.cachedStatement(
+                    sql: "UPDATE item SET title = ?, text = ?, tags = ?, source = ?, createdWall = ?, updatedWall = ?, deleted = ?, state = ? WHERE id = ?"
+                ).execute(arguments: values)
+            } else {
+                try db.cachedStatement(
+                    sql: "INSERT INTO item (title, text, tags, source, createdWall, updatedWall, deleted, state, id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                ).execute(arguments: values)
+            }
         }
     }
 

@@ -10,7 +10,7 @@ import KianaNode
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Benchmarks, each beside its reference primitive.",
-        subcommands: [BenchLedger.self, BenchNet.self, BenchEmbed.self, BenchVector.self, BenchRetrieval.self, BenchAnswers.self, BenchLLM.self, BenchHTTP.self])
+        subcommands: [BenchLedger.self, BenchNet.self, BenchSync.self, BenchEmbed.self, BenchVector.self, BenchRetrieval.self, BenchAnswers.self, BenchLLM.self, BenchHTTP.self])
 }
 
 struct BenchNet: AsyncParsableCommand {
@@ -29,6 +29,24 @@ struct BenchNet: AsyncParsableCommand {
             let bench = NetBench(handshakes: handshakes, megabytes: megabytes, messageSize: messageSize, repeats: repeats)
             let rows = try await bench.run { FileHandle.standardError.write(Data("  … \($0)\n".utf8)) }
             say(NetBench.render(rows))
+        }
+    }
+}
+
+struct BenchSync: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "sync", abstract: "Ledger sync on loopback: propagation latency, initial sync beside Ed25519 verification, bytes per change.")
+    @Option(help: "Single writes timed from A to B.") var writes: Int = 200
+    @Option(help: "Entries in the ledger a fresh device syncs (one per block).") var entries: Int = 100_000
+    @Option(help: "Milliseconds between timed writes.") var pause: Int = 20
+
+    func run() async throws {
+        try await performAsync {
+            guard writes > 0, entries > 0, pause >= 0 else { throw KianaNodeError(.invalidInput, "writes and entries must be positive, pause ≥ 0") }
+            say("kiana bench sync: 3 devices in this process, real SQLite files, Noise links on loopback, \(ProcessInfo.processInfo.activeProcessorCount) cores")
+            let bench = SyncBench(writes: writes, entries: entries, pause: .milliseconds(pause))
+            let r = try await bench.run { FileHandle.standardError.write(Data("  … \($0)\n".utf8)) }
+            say(SyncBench.render(r, writes: writes))
         }
     }
 }
