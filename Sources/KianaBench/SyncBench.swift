@@ -146,16 +146,16 @@ public struct SyncBench: Sendable {
             progress("storing \(entries) entries on A")
             let storeStart = Self.now()
             for start in stride(from: 0, to: blocks.count, by: 2000) {
-                let result = try await a.store.importBatch(Array(blocks[start..<min(blocks.count, start + 2000)]), now: currentMillis())
+                let result = try a.store.importBatch(Array(blocks[start..<min(blocks.count, start + 2000)]), now: currentMillis())
                 if let refused = result.refused { throw refused.error }
             }
             progress(String(format: "stored in %.1f s", Self.now() - storeStart))
             let target = try a.store.head()
             r.entries = try a.store.counts().entries
             progress("initial sync of C: \(r.entries) entries")
+            _ = try c.store.addPeerAddress("127.0.0.1:\(portA)", now: currentMillis())
             let syncStart = Self.now()
             group.addTask { await c.run { _ in } }
-            _ = try c.store.addPeerAddress("127.0.0.1:\(portA)", now: currentMillis())
             try await Self.until(seconds: 3600) { (try? c.store.head()) == target }
             r.syncSeconds = Self.now() - syncStart
             let stats = c.network.counters.snapshot

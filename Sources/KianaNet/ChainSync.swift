@@ -74,6 +74,8 @@ public struct SyncBatch: Sendable {
     public var more: Bool
     public var rawBytes: Int
     public var compressedBytes: Int
+    /// `ChainValidator.precheck(blocks)`, done while the previous batch was being stored.
+    public var checked: [Bool]
 }
 
 /// A peer that answers sync requests: a link, or in tests another device's `ChainSync` directly.
@@ -287,7 +289,9 @@ public struct ChainSync: Sendable {
             if case .bool(let v)? = m[.text("more")] { return v }
             return false
         }()
-        return SyncBatch(blocks: blocks, more: more && !blocks.isEmpty, rawBytes: raw.count, compressedBytes: data.count)
+        let decoded = blocks
+        let checked = try await blocking { ChainValidator.precheck(decoded) }
+        return SyncBatch(blocks: blocks, more: more && !blocks.isEmpty, rawBytes: raw.count, compressedBytes: data.count, checked: checked)
     }
 
     /// Pulls what `peer` has and we lack, if its chain is preferred to ours by fork choice (a
@@ -398,7 +402,7 @@ public struct ChainSync: Sendable {
             let nextParent = current.blocks.last!.hash
             let more = current.more
             async let next: SyncBatch? = more ? batch(peer, from: nextFrom, parent: nextParent) : nil
-            let result = try await store.importBatch(current.blocks, now: now())
+            let result = try await store.importBatch(current.blocks, now: now(), prechecked: current.checked)
             let batch = current
             counters.update {
                 $0.blocksIn += result.stored

@@ -314,7 +314,7 @@ public final class PeerNetwork: Sendable {
             return
         }
         do {
-            let result = try await store.importBatch([block], now: currentMillis())
+            let result = try await store.importBatch([block], now: currentMillis(), prechecked: nil)
             counters.update {
                 $0.blocksIn += result.stored
                 if result.reorganized { $0.reorgs += 1 }

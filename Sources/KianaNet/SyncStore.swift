@@ -28,8 +28,9 @@ public protocol SyncStore: Sendable {
     /// Canonical blocks from `from`, at most `maxCount` and about `maxBytes` (at least one
     /// block when there is one), each in its canonical encoding.
     func encodedBlocks(from: UInt64, maxCount: Int, maxBytes: Int) async throws -> [[UInt8]]
-    /// Validates blocks from a peer and keeps the valid prefix (fork choice included).
-    func importBatch(_ blocks: [Block], now: UInt64) async throws -> BatchImport
+    /// Validates blocks from a peer and keeps the valid prefix (fork choice included);
+    /// `prechecked` is `ChainValidator.precheck(blocks)` when the caller has it.
+    func importBatch(_ blocks: [Block], now: UInt64, prechecked: [Bool]?) async throws -> BatchImport
     /// Stored side branches (an interrupted pull of another branch resumes from its tip).
     func sideBranchTips() async throws -> [SideBranch]
     /// Addresses ("host:port") the owner added for devices multicast does not reach.
@@ -66,8 +67,8 @@ extension LedgerStore: SyncStore {
         }
     }
 
-    public func importBatch(_ blocks: [Block], now: UInt64) async throws -> BatchImport {
-        try await blocking { try importBatch(blocks, now: now) }
+    public func importBatch(_ blocks: [Block], now: UInt64, prechecked: [Bool]?) async throws -> BatchImport {
+        try await blocking { try importBatch(blocks, now: now, prechecked: prechecked) }
     }
 
     public func sideBranchTips() async throws -> [SideBranch] { try await blocking { try sideBranches() } }

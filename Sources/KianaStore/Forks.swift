@@ -100,7 +100,9 @@ extension LedgerStore {
     /// transaction: the valid prefix is kept, and the first block refused by a ledger rule stops
     /// the batch (named in `refused`); nothing after it is tried. A database failure still
     /// rolls the whole batch back.
-    public func importBatch(_ blocks: [Block], now: UInt64) throws(KianaStoreError) -> BatchImport {
+    /// `prechecked`: the caller's `ChainValidator.precheck` of `blocks` (sync checks the next
+    /// batch's signatures while this one is stored); computed here when nil.
+    public func importBatch(_ blocks: [Block], now: UInt64, prechecked: [Bool]? = nil) throws(KianaStoreError) -> BatchImport {
         try run("importing blocks") {
             try writer.write { db in
                 var report = BatchImport()
@@ -113,7 +115,7 @@ extension LedgerStore {
                     try SettingRecord(key: "network", value: Data(g.hash)).insert(db)
                 }
                 // Signatures, roots and payloads of the whole batch on all cores first.
-                let checked = ChainValidator.precheck(blocks)
+                let checked = prechecked?.count == blocks.count ? prechecked! : ChainValidator.precheck(blocks)
                 for (i, block) in blocks.enumerated() {
                     var outcome = ImportOutcome.duplicate
                     do {
