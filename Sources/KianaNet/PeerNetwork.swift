@@ -43,6 +43,38 @@ public struct PeerStatus: Sendable, Codable, Equatable {
     public var source: String
     public var rttMillis: Double?
     public var name: String?
+    /// Its last stated head (members), and how it stands to ours: "in step", "behind" (its head
+    /// is on our chain), "ahead" (longer, not known here yet) or "forked".
+    public var height: UInt64?
+    public var head: String?
+    public var sync: String?
+    /// When a pull from it last completed (ISO 8601), and why the last one failed.
+    public var lastSync: String?
+    public var syncError: String?
+    /// Link bytes received and sent while connected.
+    public var bytesIn: Int?
+    public var bytesOut: Int?
+    /// Why our ledger refused its blocks (it is cut off for a while), and why it refused ours.
+    public var refusedHere: String?
+    public var refusedThere: String?
+}
+
+/// This device's sync state: its head and history tree, counters since start, and its peers.
+public struct SyncStatus: Sendable, Codable, Equatable {
+    public var height: UInt64
+    public var head: String
+    public var treeSize: UInt64
+    public var treeRoot: String
+    public var stats: SyncStats
+    public var peers: [PeerStatus]
+    public init(height: UInt64, head: String, treeSize: UInt64, treeRoot: String, stats: SyncStats, peers: [PeerStatus]) {
+        self.height = height
+        self.head = head
+        self.treeSize = treeSize
+        self.treeRoot = treeRoot
+        self.stats = stats
+        self.peers = peers
+    }
 }
 
 /// A join request waiting for the owner's confirmation.
@@ -476,6 +508,13 @@ public final class PeerNetwork: Sendable {
             out.append(PeerStatus(device: d, address: nil, state: "member", member: true, source: "ledger", rttMillis: nil, name: nil))
             seenDevices.insert(d)
         }
+        for i in out.indices where out[i].member {
+            if let key = links.first(where: { $0.deviceID.description == out[i].device })?.remoteKey ?? authorities.first(where: {
+                DeviceID(publicKey: $0).description == out[i].device
+            }) {
+                await describeSync(&out[i], key: key, link: links.first { $0.remoteKey == key })
+            }
+        }
         for (addr, d) in discovered where !seenDevices.contains(d.device) {
             out.append(
                 PeerStatus(
@@ -487,6 +526,40 @@ public final class PeerNetwork: Sendable {
             out.append(PeerStatus(device: nil, address: a, state: "manual", member: false, source: "manual", rttMillis: nil, name: nil))
         }
         return out
+    }
+
+    /// Fills in a member's head, how it stands to ours, last sync, refusals and link bytes.
+    func describeSync(_ p: inout PeerStatus, key: [UInt8], link: PeerLink?) async {
+        if let link {
+            p.bytesIn = await link.bytesIn
+            p.bytesOut = await link.bytesOut
+        }
+        guard let info = await book.peer(key) else { return }
+        p.lastSync = info.lastSync.map { $0.formatted(.iso8601) }
+        p.syncError = info.lastError
+        p.refusedHere = info.refusedHere
+        p.refusedThere = info.refusedThere
+        guard let h = info.head else { return }
+        p.height = h.height
+        p.head = Hex.encode(h.hash)
+        p.sync = await relation(of: h)
+    }
+
+    /// How a peer's head stands to ours.
+    func relation(of h: SyncHead) async -> String? {
+        guard let mine = try? await store.chainHead() else { return nil }
+        if h.hash == mine.hash { return "in step" }
+        if (try? await store.heightOnChain(of: h.hash)) != nil { return "behind" }
+        if h.root.count == 32, h.size >= 1, let r = try? await store.historyRoot(size: h.size), r == h.root { return "behind" }
+        return h.height > mine.height ? "ahead" : "forked"
+    }
+
+    /// Head, history tree, counters and peers.
+    public func syncStatus() async throws -> SyncStatus {
+        guard let head = try await sync.head() else { throw KianaNetError(.invalidInput, "no ledger here yet") }
+        return SyncStatus(
+            height: head.height, head: Hex.encode(head.hash), treeSize: head.size, treeRoot: Hex.encode(head.root), stats: counters.snapshot,
+            peers: await statusWithRTT().filter(\.member))
     }
 
     /// `status()` with each link's last heartbeat RTT filled in.

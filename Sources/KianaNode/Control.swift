@@ -98,6 +98,14 @@ public struct NodeControl: Sendable {
         return try call("GET", "/control/peers", as: P.self).peers
     }
 
+    /// A peer as `kiana peers` shows it.
+    public typealias Peer = PeerStatus
+
+    public func syncStatus() throws(KianaNodeError) -> SyncStatus {
+        struct S: Decodable { var sync: SyncStatus }
+        return try call("GET", "/control/sync", as: S.self).sync
+    }
+
     public func addPeer(_ address: String) throws(KianaNodeError) -> Bool {
         struct A: Decodable { var added: Bool }
         struct Body: Encodable { var address: String }

@@ -359,6 +359,11 @@ public final class NodeService: NodeAPI {
         if let network {
             d.peers = await network.statusWithRTT()
             d.listening = await network.listeningPort
+            if let head = try? await network.sync.head() {
+                d.treeSize = head.size
+                d.treeRoot = Hex.encode(head.root)
+            }
+            d.sync = network.counters.snapshot
         }
         return d
     }
@@ -367,6 +372,12 @@ public final class NodeService: NodeAPI {
         guard let network else { return [] }
         return rtt ? await network.statusWithRTT() : await network.status()
     }
+
+    public func syncStatus() async throws -> SyncStatus {
+        try await requireNetwork().syncStatus()
+    }
+
+    public func syncStats() async -> SyncStats? { network?.counters.snapshot }
 
     public func addPeer(address: String) async throws -> Bool {
         do throws(KianaNetError) { _ = try PeerNetwork.parse(address) } catch { throw KianaNodeError(.invalidInput, error.message) }

@@ -46,6 +46,7 @@ struct ControlController<Context: RequestContext>: Sendable {
         var added: Bool
     }
     struct Peers: ResponseEncodable { var peers: [PeerStatus] }
+    struct Sync: ResponseEncodable { var sync: SyncStatus }
     struct Pending: ResponseEncodable {
         var open: Bool
         var requests: [PairingRequest]
@@ -54,6 +55,7 @@ struct ControlController<Context: RequestContext>: Sendable {
     var routes: RouteCollection<Context> {
         let r = RouteCollection(context: Context.self).add(middleware: ControlTokenMiddleware(token: token))
         r.get("peers") { _, _ in Peers(peers: await node.peers(rtt: true)) }
+        r.get("sync") { _, _ in Sync(sync: try await node.syncStatus()) }
         r.post("peers") { request, _ -> Added in
             let body = try await RequestBodies.decode(AddPeer.self, from: request, limit: RequestBodies.defaultLimit)
             return Added(address: body.address, added: try await node.addPeer(address: body.address))

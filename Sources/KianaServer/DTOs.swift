@@ -485,6 +485,10 @@ public struct DeviceDTO: ResponseCodable, Sendable {
     public var entries: Int
     public var peers: [PeerStatus]?
     public var listening: Int?
+    /// The history tree over this device's chain, and sync counters since start (with networking).
+    public var treeSize: UInt64?
+    public var treeRoot: String?
+    public var sync: SyncStats?
     public init(
         deviceId: String, publicKey: String, network: String?, authorities: [String], authority: Bool, dataDirectory: String,
         backend: String, model: String?, modelsLoaded: Bool, items: Int, blocks: Int, entries: Int

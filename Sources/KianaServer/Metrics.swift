@@ -1,5 +1,6 @@
 import Foundation
 import Hummingbird
+import KianaNet
 import Synchronization
 
 /// Request counts and latencies per route, tokens generated, ledger height and knowledge
@@ -28,7 +29,7 @@ final class Metrics: Sendable {
         }
     }
 
-    func render(height: UInt64?, items: Int, tokens: Int) -> String {
+    func render(height: UInt64?, items: Int, tokens: Int, sync: SyncStats? = nil) -> String {
         let s = state.withLock { $0 }
         func esc(_ s: String) -> String { s.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"") }
         var out = "# HELP kiana_http_requests_total HTTP requests by method, route and status.\n# TYPE kiana_http_requests_total counter\n"
@@ -49,6 +50,21 @@ final class Metrics: Sendable {
         out +=
             "# HELP kiana_ledger_height Height of the ledger head.\n# TYPE kiana_ledger_height gauge\nkiana_ledger_height \(height.map { String($0) } ?? "0")\n"
         out += "# HELP kiana_knowledge_items Live knowledge items.\n# TYPE kiana_knowledge_items gauge\nkiana_knowledge_items \(items)\n"
+        if let sync {
+            func counter(_ name: String, _ help: String, _ value: Int) {
+                out += "# HELP \(name) \(help)\n# TYPE \(name) counter\n\(name) \(value)\n"
+            }
+            counter("kiana_sync_blocks_in_total", "Blocks stored from peers.", sync.blocksIn)
+            counter("kiana_sync_blocks_out_total", "Blocks sent to peers (batches and pushes).", sync.blocksOut)
+            counter("kiana_sync_bytes_in_total", "Compressed sync batch bytes received.", sync.compressedBytesIn)
+            counter("kiana_sync_bytes_out_total", "Compressed sync batch bytes sent.", sync.compressedBytesOut)
+            counter("kiana_sync_pulls_total", "Completed pulls from peers.", sync.pulls)
+            counter("kiana_sync_reorgs_total", "Head switches to another branch caused by sync.", sync.reorgs)
+            out += "# HELP kiana_sync_errors_total Failed syncs by reason.\n# TYPE kiana_sync_errors_total counter\n"
+            for reason in ["refused", "protocol", "timeout", "closed", "busy", "other"] {
+                out += "kiana_sync_errors_total{reason=\"\(reason)\"} \(sync.errors[reason] ?? 0)\n"
+            }
+        }
         return out
     }
 }

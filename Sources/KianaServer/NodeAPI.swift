@@ -96,6 +96,11 @@ public protocol NodeAPI: Sendable {
     func device() async throws -> DeviceDTO
     /// Peers as `kiana peers` shows them (with round-trip times when `rtt`); empty without networking.
     func peers(rtt: Bool) async -> [PeerStatus]
+    /// Head, history tree, sync counters and members' sync state (`kiana sync status`); throws
+    /// `notRunning` without networking.
+    func syncStatus() async throws -> SyncStatus
+    /// Sync counters for /metrics (nil without networking).
+    func syncStats() async -> SyncStats?
     /// Remembers a peer address for the dialer; false if it was known.
     func addPeer(address: String) async throws -> Bool
     /// Opens the pairing window; returns the link port.

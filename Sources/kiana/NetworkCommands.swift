@@ -28,13 +28,80 @@ struct PeersList: ParsableCommand {
                     say("No peers yet. Devices on this network appear by themselves; add one with `kiana peers add HOST:PORT`.")
                     return
                 }
-                func pad(_ s: String, _ n: Int) -> String { s.count >= n ? s + " " : s + String(repeating: " ", count: n - s.count) }
-                say(pad("DEVICE", 22) + pad("STATE", 11) + pad("MEMBER", 7) + pad("ADDRESS", 22) + pad("RTT", 9) + "SOURCE")
-                for p in peers {
-                    let rtt = p.rttMillis.map { String(format: "%.1f ms", $0) } ?? "-"
-                    say(
-                        pad(p.device ?? "?", 22) + pad(p.state, 11) + pad(p.member ? "yes" : "no", 7) + pad(p.address ?? "-", 22) + pad(rtt, 9) + p.source
-                            + (p.name.map { " (\($0))" } ?? ""))
+                say(peerTable(peers))
+            }
+        }
+    }
+}
+
+func pad(_ s: String, _ n: Int) -> String { s.count >= n ? s + " " : s + String(repeating: " ", count: n - s.count) }
+
+/// Bytes as people read them.
+func bytesText(_ n: Int?) -> String {
+    guard let n else { return "-" }
+    if n < 10_000 { return "\(n) B" }
+    if n < 10_000_000 { return "\(n / 1000) kB" }
+    return "\(n / 1_000_000) MB"
+}
+
+/// When, as "12 s ago".
+func agoText(_ iso: String?) -> String {
+    guard let iso, let d = try? Date(iso, strategy: .iso8601) else { return "-" }
+    let s = max(0, Int(Date().timeIntervalSince(d)))
+    return s < 120 ? "\(s) s ago" : s < 7200 ? "\(s / 60) min ago" : "\(s / 3600) h ago"
+}
+
+/// `kiana peers` and `kiana sync status`: one line per peer, then refusals and errors.
+func peerTable(_ peers: [NodeControl.Peer]) -> String {
+    var lines = [
+        pad("DEVICE", 22) + pad("STATE", 11) + pad("MEMBER", 7) + pad("ADDRESS", 22) + pad("RTT", 9) + pad("HEIGHT", 8) + pad("SYNC", 9)
+            + pad("LAST SYNC", 11) + pad("IN/OUT", 15) + "SOURCE"
+    ]
+    var notes: [String] = []
+    for p in peers {
+        let rtt = p.rttMillis.map { String(format: "%.1f ms", $0) } ?? "-"
+        let io = p.bytesIn == nil ? "-" : bytesText(p.bytesIn) + "/" + bytesText(p.bytesOut)
+        var line = pad(p.device ?? "?", 22) + pad(p.state, 11) + pad(p.member ? "yes" : "no", 7)
+        line += pad(p.address ?? "-", 22) + pad(rtt, 9)
+        line += pad(p.height.map(String.init) ?? "-", 8) + pad(p.sync ?? "-", 9)
+        line += pad(agoText(p.lastSync), 11) + pad(io, 15) + p.source
+        if let name = p.name { line += " (\(name))" }
+        lines.append(line)
+        let who = p.device.map { String($0.prefix(13)) } ?? "?"
+        if let r = p.refusedHere { notes.append("  \(who): its blocks were refused here (cut off for a while): \(r)") }
+        if let r = p.refusedThere { notes.append("  \(who): it refused our blocks: \(r)") }
+        if let e = p.syncError { notes.append("  \(who): last sync failed: \(e)") }
+    }
+    return (lines + notes).joined(separator: "\n")
+}
+
+struct SyncCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "sync", abstract: "Ledger sync with the other devices (asks the running node).", subcommands: [SyncStatusCommand.self],
+        defaultSubcommand: SyncStatusCommand.self)
+}
+
+struct SyncStatusCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "status", abstract: "This device's head and history tree, sync counters, and where each member stands.")
+    @OptionGroup var data: DataOptions
+    @OptionGroup var output: OutputOptions
+
+    func run() throws {
+        try perform {
+            try output.emit(try NodeControl.connect(data.directory).syncStatus()) { s in
+                say("Head:        \(s.height) \(s.head.prefix(16))…")
+                say("Tree:        \(s.treeSize) blocks, root \(s.treeRoot.prefix(16))…")
+                let st = s.stats
+                let ratio = st.compressedBytesIn > 0 ? String(format: " (%.2f× compressed)", Double(st.rawBytesIn) / Double(st.compressedBytesIn)) : ""
+                say("Blocks:      \(st.blocksIn) in, \(st.blocksOut) out since start\(ratio); \(st.pulls) pulls, \(st.reorgs) reorgs")
+                let errors = st.errors.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }
+                say("Errors:      " + (errors.isEmpty ? "none" : errors.joined(separator: ", ")))
+                if s.peers.isEmpty {
+                    say("No other members yet. Pair a device with `kiana pair`.")
+                } else {
+                    say("")
+                    say(peerTable(s.peers))
                 }
             }
         }

@@ -176,6 +176,10 @@ final class FakeNode: NodeAPI, Sendable {
             modelsLoaded: false, items: try store.counts().items, blocks: try store.counts().blocks, entries: try store.counts().entries)
     }
     func peers(rtt: Bool) async -> [PeerStatus] { switches.withLock { $0.peers } }
+    func syncStatus() async throws -> SyncStatus {
+        SyncStatus(height: 0, head: "", treeSize: 1, treeRoot: "", stats: SyncStats(), peers: switches.withLock { $0.peers })
+    }
+    func syncStats() async -> SyncStats? { nil }
     func addPeer(address: String) async throws -> Bool {
         guard address.contains(":") else { throw KianaNetError(.invalidInput, "\(address) is not HOST:PORT") }
         record("addPeer \(address)")

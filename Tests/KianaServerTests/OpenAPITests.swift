@@ -4,6 +4,7 @@ import HummingbirdTesting
 @testable import KianaServer
 import KianaStore
 import KianaCore
+import KianaNet
 import Testing
 
 /// The OpenAPI document (/openapi.json) against the code: every route is documented and every
@@ -52,6 +53,9 @@ import Testing
             model: "m", modelsLoaded: true, items: 1, blocks: 2, entries: 1)
         device.peers = []
         device.listening = 8470
+        device.treeSize = 3
+        device.treeRoot = "r"
+        device.sync = SyncStats()
         let citation = CitationDTO(number: 1, id: "i", title: "t", source: "s")
         let conversation = ConversationDTO(id: "c", title: "t", updated: 1, created: 1)
         let message = MessageDTO(role: "user", content: "q", citations: [], created: 1)

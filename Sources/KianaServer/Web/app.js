@@ -410,9 +410,19 @@ $("#prove").addEventListener("submit", guarded(async (ev) => { ev.preventDefault
 function renderPeers(peers) {
   const ul = $("#peers");
   ul.replaceChildren();
+  const bytes = (n) => n == null ? "—" : n < 10000 ? n + " B" : n < 1e7 ? Math.round(n / 1000) + " kB" : Math.round(n / 1e6) + " MB";
+  const ago = (t) => { if (!t) return "never"; const s = Math.max(0, Math.round((Date.now() - Date.parse(t)) / 1000)); return s < 120 ? s + " s ago" : Math.round(s / 60) + " min ago"; };
   for (const p of peers) {
-    ul.append(el("li", null, (p.name || p.device || p.address || "unknown") + " · " + p.state + (p.member ? " · member" : "") +
-      (p.address ? " · " + p.address : "") + (p.rttMillis != null ? " · " + p.rttMillis.toFixed(1) + " ms" : "")));
+    const li = el("li", null, (p.name || p.device || p.address || "unknown") + " · " + p.state + (p.member ? " · member" : "") +
+      (p.address ? " · " + p.address : "") + (p.rttMillis != null ? " · " + p.rttMillis.toFixed(1) + " ms" : ""));
+    if (p.member && (p.height != null || p.lastSync || p.bytesIn != null)) {
+      li.append(el("div", "muted sync", "head " + (p.height != null ? p.height : "?") + (p.sync ? " · " + p.sync : "") +
+        " · last sync " + ago(p.lastSync) + " · in " + bytes(p.bytesIn) + " / out " + bytes(p.bytesOut)));
+    }
+    for (const [label, why] of [["refused here", p.refusedHere], ["refused our blocks", p.refusedThere], ["sync failed", p.syncError]]) {
+      if (why) li.append(el("div", "error", label + ": " + why));
+    }
+    ul.append(li);
   }
   if (!peers.length) ul.append(el("li", "muted", "No other devices yet. Pair one with `kiana pair`."));
 }
@@ -420,7 +430,9 @@ async function device() {
   const d = await api("/api/v1/device");
   dl("#identity", [["Device ID", d.deviceId], ["Public key", d.publicKey], ["Network", d.network], ["Authority", d.authority ? "yes" : "no"],
     ["Authorities", d.authorities.length], ["Language model", d.backend + " · " + (d.model || "default") + (d.modelsLoaded ? " (loaded)" : " (loads on first use)")],
-    ["Data directory", d.dataDirectory], ["Device links", d.listening ? "port " + d.listening : "—"]]);
+    ["Data directory", d.dataDirectory], ["Device links", d.listening ? "port " + d.listening : "—"],
+    ["History tree", d.treeSize != null ? d.treeSize + " blocks · root " + (d.treeRoot || "").slice(0, 16) + "…" : "—"],
+    ["Sync", d.sync ? d.sync.blocksIn + " blocks in, " + d.sync.blocksOut + " out, " + d.sync.reorgs + " reorgs since start" : "—"]]);
   renderPeers(d.peers || []);
 }
 
