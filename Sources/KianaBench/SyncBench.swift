@@ -42,6 +42,40 @@ public struct SyncBench: Sendable {
         public var tenBytes = 0
         public var tenEncoded = 0
         public var entries = 0
+        public var forkDepth = 0
+        public var forkHashes = 0
+        public var forkRoundTrips = 0
+        public var forkFound: UInt64?
+    }
+
+    /// A peer answered by another store's `ChainSync` in this process.
+    struct Direct: SyncPeer {
+        let sync: ChainSync
+        var label: String { "direct" }
+        func call(_ type: String, _ body: CBOR) async throws -> CBOR {
+            switch await sync.answer(type, body) {
+            case .body(let b)?: return b
+            case .error(let code, let message)?: throw KianaNetError(code, message, remote: true)
+            default: throw KianaNetError(.unknownType, type)
+            }
+        }
+    }
+
+    /// Two devices sharing the long chain, then `depth` blocks of their own each (the second one
+    /// more): the hashes and round trips the first needs to find where they part.
+    func fork(_ blocks: [Block], genesis: Block, a: DeviceIdentity, c: DeviceIdentity, depth: Int, logger: Logger) async throws -> PullReport {
+        let x = LedgerStore(database: try KianaDatabase())
+        let y = LedgerStore(database: try KianaDatabase())
+        for s in [x, y] {
+            try s.initialize(genesis: genesis, now: genesis.header.time)
+            for start in stride(from: 0, to: blocks.count, by: 5000) {
+                _ = try s.importBatch(Array(blocks[start..<min(blocks.count, start + 5000)]), now: currentMillis())
+            }
+        }
+        for (s, id, n) in [(x, a, depth), (y, c, depth + 1)] {
+            for i in 0..<n { _ = try s.write([.put(ItemID.random(), KnowledgeFields(text: "branch \(i)"))], identity: id, now: currentMillis()) }
+        }
+        return try await ChainSync(store: x, logger: logger).pull(from: Direct(sync: ChainSync(store: y, logger: logger)))
     }
 
     static func now() -> Double { Double(DispatchTime.now().uptimeNanoseconds) / 1e9 }
@@ -195,6 +229,14 @@ public struct SyncBench: Sendable {
             try await Task.sleep(for: .milliseconds(300))
             r.tenBytes = await a.linkBytes(to: ic) - tenBefore
             group.cancelAll()
+
+            // 4. A fork 1,000 deep on the long chain: hashes to find it.
+            progress("a fork \(min(1000, entries / 2)) blocks deep on the \(r.entries)-entry chain")
+            r.forkDepth = min(1000, entries / 2)
+            let report = try await fork(blocks, genesis: genesis, a: ia, c: ic, depth: r.forkDepth, logger: logger)
+            r.forkHashes = report.hashesExchanged
+            r.forkRoundTrips = report.roundTrips
+            r.forkFound = report.forkHeight
             return r
         }
     }
@@ -226,6 +268,8 @@ public struct SyncBench: Sendable {
             Double(r.rawBytes) / Double(max(r.compressedBytes, 1)))
         out += "10 new entries on the \(r.entries)-entry ledger, A → C\n"
         out += "  link bytes both directions: \(r.tenBytes); the entries' own encoding: \(r.tenEncoded); beyond it: \(r.tenBytes - r.tenEncoded) (target < 10240)\n"
+        out += "a fork \(r.forkDepth) blocks deep on the \(r.entries)-entry chain\n"
+        out += "  found at height \(r.forkFound.map(String.init) ?? "?") with \(r.forkHashes) hashes exchanged in \(r.forkRoundTrips) round trips (target ≤ 40 hashes; batches excluded)\n"
         return out
     }
 }

@@ -97,6 +97,9 @@ public struct SyncStats: Sendable, Codable, Equatable {
     public var compressedBytesOut = 0
     public var pulls = 0
     public var reorgs = 0
+    /// Hashes exchanged finding where chains part (roots, proofs, probes), and fork searches.
+    public var hashesExchanged = 0
+    public var forkSearches = 0
     /// Failed syncs by reason ("refused", "protocol", "timeout", "closed", "other").
     public var errors: [String: Int] = [:]
     public init() {}
@@ -302,7 +305,12 @@ public struct ChainSync: Sendable {
         for attempt in 0...config.maxRestarts {
             do {
                 try await pullOnce(peer, peerHead: peerHead, now: now, &report)
-                counters.update { $0.pulls += 1 }
+                let r = report
+                counters.update {
+                    $0.pulls += 1
+                    $0.hashesExchanged += r.hashesExchanged
+                    if r.forkHeight != nil { $0.forkSearches += 1 }
+                }
                 return report
             } catch let e as KianaNetError where e.code == .conflict && attempt < config.maxRestarts {
                 // The peer's chain moved under us (a reorg there): start over from the heads.
