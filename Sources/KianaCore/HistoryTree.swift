@@ -139,3 +139,37 @@ public struct MemoryHistoryTree: Sendable {
         HistoryTree.consistencyProof(oldSize: oldSize, size: size, lookup: node)
     }
 }
+
+/// The right edge of a history tree: its complete subtrees, largest first, at most log2(n)+1
+/// hashes. Enough to append leaves and compute the root of everything so far, so a verifier
+/// can stream a chain of any length in O(log n) memory.
+public struct HistoryFrontier: Sendable, Hashable {
+    var nodes: [(level: Int, hash: [UInt8])] = []
+    public private(set) var size: UInt64 = 0
+
+    public init() {}
+
+    public mutating func append(blockHash: [UInt8]) {
+        var node = (level: 0, hash: Merkle.leafHash(blockHash))
+        while let last = nodes.last, last.level == node.level {
+            nodes.removeLast()
+            node = (node.level + 1, Merkle.nodeHash(last.hash, node.hash))
+        }
+        nodes.append(node)
+        size += 1
+    }
+
+    /// MTH over every leaf appended (RFC 6962 splits at the largest power of two, so the root
+    /// folds the subtrees from the smallest, rightmost one).
+    public var root: [UInt8] {
+        guard var acc = nodes.last?.hash else { return Merkle.emptyRoot }
+        for n in nodes.dropLast().reversed() { acc = Merkle.nodeHash(n.hash, acc) }
+        return acc
+    }
+
+    public static func == (a: Self, b: Self) -> Bool { a.size == b.size && a.nodes.map(\.hash) == b.nodes.map(\.hash) }
+    public func hash(into h: inout Hasher) {
+        h.combine(size)
+        for n in nodes { h.combine(n.hash) }
+    }
+}

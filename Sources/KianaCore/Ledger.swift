@@ -24,6 +24,8 @@ public struct LedgerState: Sendable {
     /// Entries applied by this state (from genesis for a full state).
     public private(set) var entryCount = 0
     public let tracksHistory: Bool
+    /// The history tree's right edge, for states built from genesis (nil when resumed).
+    public private(set) var history: HistoryFrontier?
 
     public var height: UInt64 { tip.height }
 
@@ -52,6 +54,9 @@ public struct LedgerState: Sendable {
         membership = Membership(authorities: auth)
         blockHashes = tracksHistory ? [g.hash] : []
         self.tracksHistory = tracksHistory
+        var f = HistoryFrontier()
+        f.append(blockHash: g.hash)
+        history = f
     }
 
     /// Resumes the state after a block a store validated when it stored it (without entry IDs
@@ -130,6 +135,7 @@ public struct LedgerState: Sendable {
             blockHashes.append(block.hash)
         }
         entryCount += block.entries.count
+        history?.append(blockHash: block.hash)
         tip = h
         tipHash = block.hash
     }
@@ -144,8 +150,11 @@ public struct LedgerState: Sendable {
         return nil
     }
 
-    /// RFC 6962 root of the history tree over all block hashes so far.
-    public var historyRoot: [UInt8] { Merkle.root(leafHashes: blockHashes.map(Merkle.leafHash)) }
+    /// RFC 6962 root of the history tree over all block hashes so far (states built from
+    /// genesis; a resumed state has no history and answers the empty root).
+    public var historyRoot: [UInt8] { history?.root ?? Merkle.emptyRoot }
+    /// Blocks from genesis to the tip.
+    public var blockCount: Int { Int(height) + 1 }
 }
 
 /// Fork choice: the longest chain wins; at equal height the lower block hash wins.
@@ -193,12 +202,25 @@ public enum ChainValidator {
     /// before (their hashes are known good): their signatures, roots and payloads are not checked
     /// again, but every ordering and authority rule still runs over them to rebuild the state.
     public static func validate(blocks: [Block], now: UInt64, trustedPrefix: Int = 0) throws(KianaCoreError) -> LedgerState {
-        guard let first = blocks.first else { throw KianaCoreError(.invalidBlock, "a chain needs a genesis block", rule: .genesis) }
+        guard !blocks.isEmpty else { throw KianaCoreError(.invalidBlock, "a chain needs a genesis block", rule: .genesis) }
+        var state: LedgerState?
+        try extend(&state, with: blocks, now: now, trustedPrefix: trustedPrefix)
+        return state!
+    }
+
+    /// Validates the next window of a chain into `state` (nil: the window starts with genesis),
+    /// so a chain of any length can be checked window by window. The first `trustedPrefix`
+    /// blocks of the window skip signature, root and payload checks. `tracksHistory: false`
+    /// keeps the state O(authors) in memory (a duplicate entry is then named by the sequence rule).
+    public static func extend(
+        _ state: inout LedgerState?, with blocks: [Block], now: UInt64, trustedPrefix: Int = 0, tracksHistory: Bool = true
+    ) throws(KianaCoreError) {
+        let base = state.map { $0.height + 1 } ?? 0
         let skip = max(0, min(trustedPrefix, blocks.count))
         let checks = checkSignatures(Array(blocks[skip...]))
         func precheck(_ i: Int) throws(KianaCoreError) {
             guard i >= skip else { return }
-            let h = UInt64(i)
+            let h = base + UInt64(i)
             let j = i - skip
             if !checks.blockOK[j] {
                 throw LedgerState.fail(h, .blockSignature, "block signature does not verify")
@@ -206,14 +228,18 @@ public enum ChainValidator {
             if !checks.rootOK[j] { throw LedgerState.fail(h, .merkleRoot, "entry Merkle root does not match") }
             if let (_, rule, message) = checks.badEntry[j] { throw LedgerState.fail(h, rule, message) }
         }
-        try precheck(0)
-        var state = try LedgerState(genesis: first, now: now, signatureChecked: true)
-        for i in 1..<blocks.count {
+        for i in blocks.indices {
             // Ordering rules first, so a misplaced block is reported as such.
-            try precheck(i)
-            try state.append(blocks[i], now: now, precheckedSignatures: true)
+            if var s = state {
+                state = nil  // unique, so the append does not copy
+                try precheck(i)
+                try s.append(blocks[i], now: now, precheckedSignatures: true)
+                state = s
+            } else {
+                try precheck(i)
+                state = try LedgerState(genesis: blocks[i], now: now, signatureChecked: true, tracksHistory: tracksHistory)
+            }
         }
-        return state
     }
 
     /// Whether each block's signature, entry root, entry signatures and payloads check, verified

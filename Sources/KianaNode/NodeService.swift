@@ -336,7 +336,7 @@ public final class NodeService: NodeAPI {
             let start = DispatchTime.now().uptimeNanoseconds
             let s = try n.verify()
             return VerifyDTO(
-                valid: true, height: s.tip.height, head: Hex.encode(s.tipHash), blocks: s.blockHashes.count, entries: s.entryCount,
+                valid: true, height: s.tip.height, head: Hex.encode(s.tipHash), blocks: s.blockCount, entries: s.entryCount,
                 authorities: s.authorities.count, seconds: Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
         }
     }

@@ -104,7 +104,7 @@ public struct VerifyView: Codable, Sendable {
 
     public init(_ s: LedgerState) {
         valid = true
-        blocks = s.blockHashes.count
+        blocks = s.blockCount
         entries = s.entryCount
         height = s.height
         head = Hex.encode(s.tipHash)

@@ -37,39 +37,73 @@ extension LedgerStore {
         return KianaStoreError(.corrupt, "the database file is damaged (SQLite integrity check: \(shown)\(problems.count > 3 ? "; …" : ""))")
     }
 
-    /// The canonical chain decoded from its stored bytes, with the stored hash, height and
-    /// entry IDs checked against those bytes.
-    func canonicalBlocks() throws(KianaStoreError) -> [Block] {
-        let raw = try rawChain()
-        guard !raw.isEmpty else { throw KianaStoreError(.notInitialized, "no ledger here yet: run `kiana init` first") }
+    /// Blocks per window when the chain is read for verification.
+    static let verifyWindow: UInt64 = 2000
+
+    /// Reads the canonical chain window by window (never all of it at once), decoded from its
+    /// stored bytes, with the stored hash, height and entry IDs checked against those bytes.
+    func walkCanonicalChain(_ body: ([Block]) throws(KianaStoreError) -> Void) throws(KianaStoreError) {
         let stored = try run("counting the chain") { try writer.read { db in try ChainRecord.fetchCount(db) } }
-        guard stored == raw.count else {
-            throw KianaStoreError(.corrupt, "the chain table lists \(stored) blocks but \(raw.count) can be read with their headers")
-        }
-        var blocks: [Block] = []
-        blocks.reserveCapacity(raw.count)
-        for (i, r) in raw.enumerated() {
-            guard r.height == UInt64(i) else {
-                throw KianaStoreError(.corrupt, "block \(i): [height] chain has a gap (next stored height is \(r.height))", height: UInt64(i))
+        guard stored > 0 else { throw KianaStoreError(.notInitialized, "no ledger here yet: run `kiana init` first") }
+        var next: UInt64 = 0
+        while next < UInt64(stored) {
+            let raw = try rawChain(from: next, through: next + Self.verifyWindow - 1)
+            guard !raw.isEmpty else { break }
+            var blocks: [Block] = []
+            blocks.reserveCapacity(raw.count)
+            for r in raw {
+                guard r.height == next else {
+                    throw KianaStoreError(.corrupt, "block \(next): [height] chain has a gap (next stored height is \(r.height))", height: next)
+                }
+                let b: Block
+                do throws(KianaCoreError) {
+                    b = try Block(signedHeaderBytes: r.signedHeader, entryBytes: r.entries.map(\.raw))
+                } catch {
+                    throw KianaStoreError(.corrupt, "block \(r.height): [encoding] \(error.message)", height: r.height, cause: error)
+                }
+                guard b.hash == r.hash, b.height == r.height else {
+                    throw KianaStoreError(.corrupt, "block \(r.height): [block-hash] stored hash does not match the stored header", height: r.height)
+                }
+                guard b.entries.count == r.entries.count else {
+                    throw KianaStoreError(.corrupt, "block \(r.height): [entry-count] stored entries do not match the header", height: r.height)
+                }
+                for (j, e) in b.entries.enumerated() where e.id != r.entries[j].id {
+                    throw KianaStoreError(.corrupt, "block \(r.height): [entry-id] entry \(j) does not match its stored ID", height: r.height)
+                }
+                blocks.append(b)
+                next += 1
             }
-            let b: Block
+            try body(blocks)
+        }
+        guard next == UInt64(stored) else {
+            throw KianaStoreError(.corrupt, "the chain table lists \(stored) blocks but \(next) can be read with their headers")
+        }
+    }
+
+    /// Validates the stored chain window by window (signatures, roots and payloads of blocks at
+    /// `trustedBelow` and above), checks the knowledge table against the state the chain implies
+    /// and the stored history tree against the chain's. Memory: one window, the item states and
+    /// O(log n) hashes.
+    func validateStoredChain(now: UInt64, trustedBelow: UInt64 = 0) throws(KianaStoreError) -> LedgerState {
+        var state: LedgerState?
+        var expected = KnowledgeState()
+        try walkCanonicalChain { (window: [Block]) throws(KianaStoreError) in
+            let first = state.map { $0.height + 1 } ?? 0
+            let trusted = trustedBelow > first ? Int(min(UInt64(window.count), trustedBelow - first)) : 0
             do throws(KianaCoreError) {
-                b = try Block(signedHeaderBytes: r.signedHeader, entryBytes: r.entries.map(\.raw))
+                try ChainValidator.extend(&state, with: window, now: now, trustedPrefix: trusted, tracksHistory: false)
             } catch {
-                throw KianaStoreError(.corrupt, "block \(r.height): [encoding] \(error.message)", height: r.height, cause: error)
+                throw KianaStoreError(.corrupt, error.description, height: error.height, cause: error)
             }
-            guard b.hash == r.hash, b.height == r.height else {
-                throw KianaStoreError(.corrupt, "block \(r.height): [block-hash] stored hash does not match the stored header", height: r.height)
-            }
-            guard b.entries.count == r.entries.count else {
-                throw KianaStoreError(.corrupt, "block \(r.height): [entry-count] stored entries do not match the header", height: r.height)
-            }
-            for (j, e) in b.entries.enumerated() where e.id != r.entries[j].id {
-                throw KianaStoreError(.corrupt, "block \(r.height): [entry-id] entry \(j) does not match its stored ID", height: r.height)
-            }
-            blocks.append(b)
+            for b in window { for e in b.entries { expected.apply(e) } }
         }
-        return blocks
+        guard let state else { throw KianaStoreError(.notInitialized, "no ledger here yet: run `kiana init` first") }
+        try checkKnowledge(expected: expected)
+        let tree = try historyHead()
+        guard tree.size == UInt64(state.blockCount), tree.root == state.historyRoot else {
+            throw KianaStoreError(.corrupt, "the stored history tree (\(tree.size) blocks) does not match the chain (\(state.blockCount) blocks)")
+        }
+        return state
     }
 
     /// The last height (and its block hash) that passed verification, if any.
@@ -105,19 +139,14 @@ extension LedgerStore {
         // damaged index (a flipped byte in `block_on_height`) passes the quick one.
         let problems = try integrityProblems(quick: false)
         guard problems.isEmpty else { throw Self.damaged(problems) }
-        let blocks = try canonicalBlocks()
         let previous = try lastVerified()
-        var trusted = 0
-        if let previous, previous.height < UInt64(blocks.count), blocks[Int(previous.height)].hash == previous.hash {
-            trusted = Int(previous.height) + 1
-        }
-        let state: LedgerState
-        do throws(KianaCoreError) { state = try ChainValidator.validate(blocks: blocks, now: now, trustedPrefix: trusted) } catch {
-            throw KianaStoreError(.corrupt, error.description, height: error.height, cause: error)
+        var trusted: UInt64 = 0
+        if let previous, (try canonicalHashes(at: [previous.height]).first ?? nil) == previous.hash {
+            trusted = previous.height + 1
         }
         // What is served is the materialized knowledge: it must be what the ledger says, or a
         // damaged row (SQLite's check does not read row contents) would be served as truth.
-        try checkKnowledge(against: blocks)
-        return StartupCheck(height: state.height, hash: state.tipHash, newlyVerified: blocks.count - trusted, previouslyVerified: previous?.height)
+        let state = try validateStoredChain(now: now, trustedBelow: trusted)
+        return StartupCheck(height: state.height, hash: state.tipHash, newlyVerified: state.blockCount - Int(trusted), previouslyVerified: previous?.height)
     }
 }

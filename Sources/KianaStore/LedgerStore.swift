@@ -363,30 +363,23 @@ public struct LedgerStore: Sendable {
     public func verify(now: UInt64) throws(KianaStoreError) -> LedgerState {
         let problems = try integrityProblems(quick: false)
         guard problems.isEmpty else { throw Self.damaged(problems) }
-        let blocks = try canonicalBlocks()
-        let state: LedgerState
-        do throws(KianaCoreError) { state = try ChainValidator.validate(blocks: blocks, now: now) } catch {
-            throw KianaStoreError(.corrupt, error.description, height: error.height, cause: error)
-        }
-        try checkKnowledge(against: blocks)
-        let tree = try historyHead()
-        guard tree.size == UInt64(state.blockHashes.count), tree.root == state.historyRoot else {
-            throw KianaStoreError(.corrupt, "the stored history tree (\(tree.size) blocks) does not match the chain (\(state.blockHashes.count) blocks)")
-        }
+        let state = try validateStoredChain(now: now)
         // Best effort: a read-only data directory can still be verified, it just keeps no record.
         try? recordVerified(height: state.height, hash: state.tipHash)
         return state
     }
 
-    /// The materialized knowledge (`item`) must be exactly what the ledger (plus the pending
-    /// pool) implies: item for item, field for field.
-    func checkKnowledge(against blocks: [Block]) throws(KianaStoreError) {
+    /// The materialized knowledge (`item`) must be exactly what the ledger (`chain`, the state
+    /// of the canonical chain's entries) plus the pending pool implies: item for item, field for field.
+    func checkKnowledge(expected chain: KnowledgeState) throws(KianaStoreError) {
         let pending = try run("reading pending entries") {
             try writer.read { db in
                 try Data.fetchAll(db, sql: "SELECT entry.raw FROM pending JOIN entry ON entry.id = pending.entryId").map { try Entry(decoding: $0.bytes) }
             }
         }
-        let expected = KnowledgeState(entries: blocks.lazy.flatMap(\.entries) + pending)
+        var expected = chain
+        for e in pending { expected.apply(e) }
+
         try run("checking knowledge state") {
             try writer.read { db in
                 let stored = try ItemRecord.fetchAll(db)

@@ -50,3 +50,19 @@ import Testing
         #expect(nodes == 2047)
     }
 }
+
+@Suite struct HistoryFrontierTests {
+    @Test("The frontier's root equals RFC 6962 over all leaves at every size, in O(log n) hashes")
+    func frontierRoot() {
+        var f = HistoryFrontier()
+        var leaves: [[UInt8]] = []
+        #expect(f.root == Merkle.emptyRoot)
+        for i in 0..<300 {
+            let h = SHA.hash(Array("b\(i)".utf8))
+            f.append(blockHash: h)
+            leaves.append(Merkle.leafHash(h))
+            #expect(f.root == Merkle.root(leafHashes: leaves), "size \(i + 1)")
+            #expect(f.size == UInt64(i + 1))
+        }
+    }
+}
