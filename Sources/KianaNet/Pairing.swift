@@ -11,7 +11,8 @@ import Synchronization
 public enum Pairing {
     public struct Joined: Sendable {
         public var network: [UInt8]
-        public var blocks: [Block]
+        /// Blocks received (handed to `receive` batch by batch, never held all at once).
+        public var blockCount: Int
         /// Whether the vote already passed (false while more authorities must vote).
         public var member: Bool
         public var authorities: Int
@@ -24,7 +25,8 @@ public enum Pairing {
         address: String, identity: DeviceIdentity, name: String?, wait: Duration = .seconds(300),
         config: LinkConfig = LinkConfig(), logger: Logger,
         group: MultiThreadedEventLoopGroup = .singleton,
-        onCode: @escaping @Sendable (String, DeviceID) -> Void
+        onCode: @escaping @Sendable (String, DeviceID) -> Void,
+        receive: @escaping @Sendable ([Block]) async throws -> Void
     ) async throws -> Joined {
         let (host, port) = try PeerNetwork.parse(address)
         let channel: NIOAsyncChannel<ByteBuffer, ByteBuffer>
@@ -43,7 +45,7 @@ public enum Pairing {
             admit: { _ in nil })  // the code comparison authenticates the authority
         let shown = ShownFlag()
         do {
-            return try await run(channel, context: context, name: name, wait: wait, shown: shown, onCode: onCode)
+            return try await run(channel, context: context, name: name, wait: wait, shown: shown, onCode: onCode, receive: receive)
         } catch  where !shown.value && Self.closedByPeer(error) {
             throw KianaNetError(
                 .pairing, "\(address) closed the connection during the handshake: no pairing window is open there (run `kiana pair` on the authority)")
@@ -61,7 +63,7 @@ public enum Pairing {
 
     static func run(
         _ channel: NIOAsyncChannel<ByteBuffer, ByteBuffer>, context: LinkContext, name: String?, wait: Duration,
-        shown: ShownFlag, onCode: @escaping @Sendable (String, DeviceID) -> Void
+        shown: ShownFlag, onCode: @escaping @Sendable (String, DeviceID) -> Void, receive: @escaping @Sendable ([Block]) async throws -> Void
     ) async throws -> Joined {
         try await Link.run(channel, dial: LinkPreamble(mode: .pairing, network: nil), context: context) { link in
             shown.set()
@@ -80,18 +82,27 @@ public enum Pairing {
                 return false
             }()
             let authorities = Int((try? answer.required("authorities", in: "pairing answer").uintValue("authorities")) ?? 0)
-            var blocks: [Block] = []
+            // The ledger, batch by batch, each handed over before the next is asked for.
+            var last: [UInt8]?
+            var count = 0
             while true {
-                let locator: [CBOR] = blocks.last.map { [.bytes($0.hash)] } ?? []
+                let locator: [CBOR] = last.map { [.bytes($0)] } ?? []
                 let items = try await link.requestStream("blocks", .map(["locator": .array(locator)]), timeout: .seconds(60))
                 let batch = try items.map { try Block(decoding: try $0.bytesValue("block")) }
-                if batch.isEmpty { break }
-                blocks += batch
+                guard let first = batch.first else { break }
+                if count == 0 {
+                    guard first.height == 0, first.hash == network else {
+                        throw KianaNetError(.pairing, "the authority sent a ledger that does not start with its network's genesis")
+                    }
+                } else if first.header.parent != last {
+                    throw KianaNetError(.pairing, "the authority sent blocks that do not follow the ones before")
+                }
+                try await receive(batch)
+                count += batch.count
+                last = batch.last?.hash
             }
-            guard let genesis = blocks.first, genesis.height == 0, genesis.hash == network else {
-                throw KianaNetError(.pairing, "the authority sent a ledger that does not start with its network's genesis")
-            }
-            return Joined(network: network, blocks: blocks, member: member, authorities: authorities, authorityDevice: link.deviceID)
+            guard count > 0 else { throw KianaNetError(.pairing, "the authority sent no ledger") }
+            return Joined(network: network, blockCount: count, member: member, authorities: authorities, authorityDevice: link.deviceID)
         }
     }
 }

@@ -149,6 +149,36 @@ public struct NodeControl: Sendable {
     }
 }
 
+/// The ledger a joining device receives, in a database file of its own until it is complete.
+final class IncomingLedger: Sendable {
+    let path: String
+    let store = Mutex<LedgerStore?>(nil)
+    init(path: String) { self.path = path }
+
+    /// Validates and stores one batch (the first creates the file, starting from genesis).
+    func add(_ batch: [Block]) async throws {
+        let path = self.path
+        let store = try self.store.withLock { s in
+            if s == nil { s = LedgerStore(database: try KianaDatabase(path: path)) }
+            return s!
+        }
+        let result = try await blocking { try store.importBatch(batch, now: currentMillis()) }
+        if let refused = result.refused {
+            throw KianaNodeError(.network, "the authority sent a ledger this device refuses: block \(refused.height): \(refused.error.message)")
+        }
+    }
+
+    func close() throws {
+        try store.withLock { s in try s?.database.close() }
+    }
+
+    /// Removes the file and its companions unless it was moved into place.
+    func discard() {
+        store.withLock { $0 = nil }
+        for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + suffix) }
+    }
+}
+
 enum ControlSurfaceHeader {
     static let name = "X-Kiana-Control-Token"
 }
@@ -178,17 +208,28 @@ extension Node {
             identity = DeviceIdentity.generate()
             fresh = true
         }
+        // The ledger arrives batch by batch into a database beside the data directory, each block
+        // validated as it is stored; only a complete, valid ledger is moved into place.
+        let parent = URL(fileURLWithPath: directory.path).deletingLastPathComponent().path
+        let temp = parent + "/.kiana-join-\(UUID().uuidString).sqlite"
+        let incoming = IncomingLedger(path: temp)
+        defer { incoming.discard() }
         let joined: Pairing.Joined
         do {
-            joined = try await Pairing.join(address: address, identity: identity, name: name, wait: wait, logger: logger, onCode: onCode)
+            joined = try await Pairing.join(address: address, identity: identity, name: name, wait: wait, logger: logger, onCode: onCode) { batch in
+                try await incoming.add(batch)
+            }
         } catch let e as KianaNetError {
             throw KianaNodeError(.network, e.message, cause: e)
         }
-        // Validate the whole chain before keeping anything.
-        _ = try Node.validateChain(joined.blocks.map(\.encoded), now: currentMillis())
+        try incoming.close()
         if fresh { try directory.save(identity: identity) }
+        do {
+            try FileManager.default.moveItem(atPath: temp, toPath: directory.databasePath)
+        } catch {
+            throw KianaNodeError(.io, "cannot move the received ledger into \(directory.path): \(error.localizedDescription)")
+        }
         let store = try LedgerStore(database: KianaDatabase(path: directory.databasePath))
-        _ = try store.importBlocks(joined.blocks, now: currentMillis())
         // The authority is the first peer this device knows; the node dials it when it starts.
         _ = try? store.addPeerAddress(address, now: currentMillis())
         return (Node(directory: directory, identity: identity, store: store), joined)

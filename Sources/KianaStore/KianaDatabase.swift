@@ -227,6 +227,17 @@ public final class KianaDatabase: Sendable {
 }
 
 extension KianaDatabase {
+    /// Moves everything into the main file (WAL checkpoint) and closes the file, so it can be
+    /// renamed or copied whole; the database is unusable afterwards.
+    public func close() throws(KianaStoreError) {
+        do {
+            try writer.writeWithoutTransaction { try $0.checkpoint(.truncate) }
+            try (writer as? DatabasePool)?.close()
+        } catch {
+            throw Self.storeError(error, "closing the database")
+        }
+    }
+
     /// Runs a store operation and maps what it throws to `KianaStoreError`: store errors pass
     /// through, core decoding errors mean corrupt stored data, anything else is a database error.
     func run<T>(_ what: String, _ body: () throws -> T) throws(KianaStoreError) -> T {

@@ -237,7 +237,7 @@ struct Join: AsyncParsableCommand {
                 say("Pairing code: \(code)")
                 say("Type this code on the authority \(authority) (in `kiana pair`) to confirm.")
             }
-            say("Joined network \(Hex.encode(joined.network.prefix(8)))… as device \(node.identity.deviceID) (\(joined.blocks.count) blocks received).")
+            say("Joined network \(Hex.encode(joined.network.prefix(8)))… as device \(node.identity.deviceID) (\(joined.blockCount) blocks received).")
             if joined.member {
                 say("This device is now an authority. Start it with `kiana serve`.")
             } else {
