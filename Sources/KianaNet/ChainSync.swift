@@ -54,6 +54,9 @@ public struct SyncConfig: Sendable {
     public var compressionLevel: Int32 = 6
     /// Restarts of one pull when the peer's chain moved under it.
     public var maxRestarts = 3
+    /// Blocks a pull takes beyond the head the peer stated when it began (its chain may grow
+    /// meanwhile); a peer that keeps streaming past that is cut off.
+    public var maxGrowth: UInt64 = 10_000
     public init() {}
 }
 
@@ -361,7 +364,7 @@ public struct ChainSync: Sendable {
                 }
             }
         }
-        try await stream(peer, from: from, parent: parent, now: now, &report)
+        try await stream(peer, from: from, parent: parent, until: peerHeight &+ config.maxGrowth, now: now, &report)
     }
 
     /// The highest height at which both canonical chains hold the same block (genesis at
@@ -402,10 +405,16 @@ public struct ChainSync: Sendable {
 
     /// Streams the peer's canonical blocks from `from` (whose parent is `parent`), asking for
     /// the next batch while importing the current one.
-    func stream(_ peer: some SyncPeer, from: UInt64, parent: [UInt8], now: @Sendable () -> UInt64, _ report: inout PullReport) async throws {
+    func stream(
+        _ peer: some SyncPeer, from: UInt64, parent: [UInt8], until: UInt64, now: @Sendable () -> UInt64, _ report: inout PullReport
+    ) async throws {
         var current = try await batch(peer, from: from, parent: parent)
         report.roundTrips += 1
         while !current.blocks.isEmpty {
+            guard current.blocks.last!.height <= until else {
+                throw KianaNetError(
+                    .protocolViolation, "peer kept streaming past the head it stated (\(until - config.maxGrowth)) by more than \(config.maxGrowth) blocks")
+            }
             let nextFrom = current.blocks.last!.height + 1
             let nextParent = current.blocks.last!.hash
             let more = current.more

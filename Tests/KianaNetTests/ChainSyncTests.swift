@@ -259,3 +259,25 @@ final class DirectPeer: SyncPeer, Sendable {
         #expect(try await heights([hashes[100]]).isEmpty)
     }
 }
+
+extension ChainSyncTests {
+    @Test func aPeerThatStreamsPastItsStatedHeadIsCutOff() async throws {
+        let (sa, sb) = try pair()
+        try grow(sa, 120, by: a, from: t0 + 1)
+        // The prove answer understates a's chain: a "stated" 10 blocks, then streams 120.
+        let liar = DirectPeer(ChainSync(store: sa, logger: logger, config: config(batch: 20))) { type, body, _ in
+            guard type == "sync.prove" else { return body }
+            var m = try body.mapValue("answer")
+            m[.text("size")] = 11
+            m[.text("proof")] = nil
+            m[.text("hash")] = .bytes(try sa.blocks(from: 10, through: 10)[0].hash)
+            return .map(m)
+        }
+        var c = config(batch: 20)
+        c.maxGrowth = 30
+        await #expect { _ = try await ChainSync(store: sb, logger: logger, config: c).pull(from: liar, now: { .max / 2 }) } throws: { e in
+            (e as? KianaNetError)?.code == .protocolViolation
+        }
+        #expect(try sb.head()!.height <= 40, "nothing past the stated head plus the allowance is taken")
+    }
+}
