@@ -136,7 +136,7 @@ let package = Package(
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
             ]),
-        .testTarget(name: "KianaNodeTests", dependencies: ["KianaNode", "KianaCore", "KianaStore", "KianaTestSupport", "kiana"]),
+        .testTarget(name: "KianaNodeTests", dependencies: ["KianaNode", "KianaCore", "KianaStore", "KianaNet", "KianaTestSupport", "kiana"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -75,6 +75,12 @@ public actor PeerBook {
         return c.reason
     }
 
+    /// Members cut off now, with why.
+    func activeCutOffs() -> [(key: [UInt8], reason: String)] {
+        let now = ContinuousClock.now
+        return cutOff.filter { $0.value.until > now }.map { ($0.key, $0.value.reason) }
+    }
+
     func received(_ hash: [UInt8], from key: [UInt8]) {
         if sources.updateValue(key, forKey: hash) == nil { sourceOrder.append(hash) }
         if sourceOrder.count > 512 { sources[sourceOrder.removeFirst()] = nil }

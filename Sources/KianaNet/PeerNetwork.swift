@@ -508,7 +508,12 @@ public final class PeerNetwork: Sendable {
             out.append(PeerStatus(device: d, address: nil, state: "member", member: true, source: "ledger", rttMillis: nil, name: nil))
             seenDevices.insert(d)
         }
-        for i in out.indices where out[i].member {
+        for (key, reason) in await book.activeCutOffs() where !seenDevices.contains(DeviceID(publicKey: key).description) {
+            let d = DeviceID(publicKey: key).description
+            out.append(PeerStatus(device: d, address: nil, state: "cut off", member: false, source: "sync", rttMillis: nil, name: nil, refusedHere: reason))
+            seenDevices.insert(d)
+        }
+        for i in out.indices where out[i].device != nil {
             if let key = links.first(where: { $0.deviceID.description == out[i].device })?.remoteKey ?? authorities.first(where: {
                 DeviceID(publicKey: $0).description == out[i].device
             }) {

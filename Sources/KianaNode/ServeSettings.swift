@@ -55,6 +55,14 @@ public struct ServeSettings: Sendable {
         net.host = flags.p2pHost ?? env["KIANA_P2P_HOST"] ?? "0.0.0.0"
         net.port = try int(flags.p2pPort, "KIANA_P2P_PORT", 8470)
         net.discoveryInterface = flags.discoveryInterface ?? env["KIANA_DISCOVERY_INTERFACE"]
+        // Sync limits (docs/decisions.md 89): how long a member whose blocks were refused stays cut
+        // off, and how far past its stated head a peer may stream.
+        let cutOff = try int(nil, "KIANA_PEER_CUTOFF_SECONDS", 60)
+        guard (1...86_400).contains(cutOff) else { throw KianaNodeError(.invalidInput, "KIANA_PEER_CUTOFF_SECONDS must be 1...86400") }
+        net.cutOffBackoff = .seconds(cutOff)
+        let growth = try int(nil, "KIANA_SYNC_MAX_GROWTH", 10_000)
+        guard (1...10_000_000).contains(growth) else { throw KianaNodeError(.invalidInput, "KIANA_SYNC_MAX_GROWTH must be 1...10000000") }
+        net.sync.maxGrowth = UInt64(growth)
         net.name = flags.name
         guard (0...65535).contains(http.port), (0...65535).contains(net.port) else {
             throw KianaNodeError(.invalidInput, "ports must be between 0 and 65535")
