@@ -42,6 +42,9 @@ public struct SyncBench: Sendable {
         public var tenBytes = 0
         public var tenEncoded = 0
         public var entries = 0
+        public var concurrentWrites = 0
+        public var concurrentReorgs = 0
+        public var convergeSeconds: Double = 0
         public var forkDepth = 0
         public var forkHashes = 0
         public var forkRoundTrips = 0
@@ -92,7 +95,10 @@ public struct SyncBench: Sendable {
             config.host = "127.0.0.1"
             config.port = 0
             config.discovery = false
-            network = PeerNetwork(store: store, identity: identity, config: config, logger: logger)
+            // As the node does: entries a reorg returned to the pending pool are sealed again.
+            let store = self.store
+            let seal: @Sendable () async -> Void = { _ = try? await blocking { try store.sealPending(identity: identity, now: currentMillis()) } }
+            network = PeerNetwork(store: store, identity: identity, config: config, logger: logger, hooks: .init(afterImport: seal, tick: seal))
         }
 
         /// Runs the device's link services until cancelled; `ready` gets the port.
@@ -132,15 +138,18 @@ public struct SyncBench: Sendable {
 
     public func run(progress: @escaping @Sendable (String) -> Void) async throws -> Results {
         var logger = Logger(label: "bench-sync")
-        logger.logLevel = .error
+        logger.logLevel = ProcessInfo.processInfo.environment["KIANA_LOG_LEVEL"].flatMap(Logger.Level.init(rawValue:)) ?? .error
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("kiana-bench-sync-\(UUID().uuidString)").path
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let ia = DeviceIdentity.generate()
         let ib = DeviceIdentity.generate()
         let ic = DeviceIdentity.generate()
+        // The long ledger's author: a fourth authority that never runs (its sequence numbers
+        // cannot meet those A, B and C use for their own writes).
+        let id = DeviceIdentity.generate()
         let t0 = currentMillis() - UInt64(entries) - 10_000
-        let genesis = Block.genesis(identity: ia, time: t0, name: "bench", others: [ib.publicKey, ic.publicKey])
+        let genesis = Block.genesis(identity: ia, time: t0, name: "bench", others: [ib.publicKey, ic.publicKey, id.publicKey])
         let a = try Device(identity: ia, path: dir + "/a.sqlite", genesis: genesis, logger: logger)
         let b = try Device(identity: ib, path: dir + "/b.sqlite", genesis: genesis, logger: logger)
         let c = try Device(identity: ic, path: dir + "/c.sqlite", genesis: genesis, logger: logger)
@@ -150,7 +159,10 @@ public struct SyncBench: Sendable {
             group.addTask { await a.run { port.continuation.yield($0) } }
             var it = port.stream.makeAsyncIterator()
             guard let portA = await it.next() else { throw KianaStoreError(.internal, "A did not listen") }
-            group.addTask { await b.run { _ in } }
+            let portB = AsyncStream<Int>.makeStream()
+            group.addTask { await b.run { portB.continuation.yield($0) } }
+            var itB = portB.stream.makeAsyncIterator()
+            guard let portBValue = await itB.next() else { throw KianaStoreError(.internal, "B did not listen") }
             _ = try b.store.addPeerAddress("127.0.0.1:\(portA)", now: currentMillis())
             try await Self.until(seconds: 30) { await a.network.registry.all.count == 1 }
 
@@ -176,7 +188,7 @@ public struct SyncBench: Sendable {
             r.encodedPerWrite = Double(encoded) / Double(writes)
 
             // 2. Initial sync of a fresh device from a long ledger.
-            let blocks = Self.chain(entries, genesis: genesis, identity: ia, progress: progress)
+            let blocks = Self.chain(entries, genesis: genesis, identity: id, progress: progress)
             progress("storing \(entries) entries on A")
             let storeStart = Self.now()
             for start in stride(from: 0, to: blocks.count, by: 2000) {
@@ -228,6 +240,47 @@ public struct SyncBench: Sendable {
             if let last { try await Self.until(seconds: 30) { (try? c.store.containsBlock(last.block.hash)) == true } }
             try await Task.sleep(for: .milliseconds(300))
             r.tenBytes = await a.linkBytes(to: ic) - tenBefore
+            // 5. Concurrent writes on three devices (a full mesh): reorgs per write, convergence.
+            progress("concurrent writes on A, B and C")
+            _ = try c.store.addPeerAddress("127.0.0.1:\(portBValue)", now: currentMillis())
+            try await Self.until(seconds: 30) { await c.network.registry.all.count == 2 }
+            let reorgsBefore = [a, b, c].map { $0.network.counters.snapshot.reorgs }.reduce(0, +)
+            let perDevice = 50
+            var written: [[UInt8]] = []
+            try await withThrowingTaskGroup(of: [[UInt8]].self) { writers in
+                for (d, id) in [(a, ia), (b, ib), (c, ic)] {
+                    writers.addTask {
+                        var ids: [[UInt8]] = []
+                        for i in 0..<perDevice {
+                            let receipt = try d.store.write(
+                                [.put(ItemID.random(), KnowledgeFields(text: "concurrent \(i)"))], identity: id, now: currentMillis())
+                            ids.append(receipt.entries[0].id)
+                            try await Task.sleep(for: .milliseconds(Int.random(in: 2...12)))
+                        }
+                        return ids
+                    }
+                }
+                for try await ids in writers { written += ids }
+            }
+            let lastWrite = Self.now()
+            try await Self.until(seconds: 120) {
+                let heads = try [a, b, c].map { try $0.store.head() }
+                let pendings = try [a, b, c].map { try $0.store.pendingCount() }
+                let pending = pendings.reduce(0, +)
+                if ProcessInfo.processInfo.environment["KIANA_BENCH_DEBUG"] != nil {
+                    progress("heads \(heads.map { "\($0?.height ?? 0):\(Hex.encode(($0?.hash ?? []).prefix(3)))" }) pending \(pendings)")
+                    for d in [a, b] {
+                        progress("  eq \(try d.store.equivocations().map { "\(Hex.encode($0.author.prefix(2))):\($0.sequence)" }) gaps \(try d.store.sequenceGaps().map { "\(Hex.encode($0.author.prefix(2))):\($0.missing)" })")
+                    }
+                }
+                return heads[0] == heads[1] && heads[1] == heads[2] && pending == 0
+            }
+            r.convergeSeconds = Self.now() - lastWrite
+            for d in [a, b, c] {
+                for id in written { _ = try d.store.findEntry(idPrefix: Hex.encode(id)) }
+            }
+            r.concurrentWrites = written.count
+            r.concurrentReorgs = [a, b, c].map { $0.network.counters.snapshot.reorgs }.reduce(0, +) - reorgsBefore
             group.cancelAll()
 
             // 4. A fork 1,000 deep on the long chain: hashes to find it.
@@ -268,6 +321,10 @@ public struct SyncBench: Sendable {
             Double(r.rawBytes) / Double(max(r.compressedBytes, 1)))
         out += "10 new entries on the \(r.entries)-entry ledger, A → C\n"
         out += "  link bytes both directions: \(r.tenBytes); the entries' own encoding: \(r.tenEncoded); beyond it: \(r.tenBytes - r.tenEncoded) (target < 10240)\n"
+        out += "concurrent writes: \(r.concurrentWrites) on three devices at once (full mesh)\n"
+        out += String(
+            format: "  reorgs %d (%.2f per write, all devices), converged %.2f s after the last write, every write present once everywhere\n",
+            r.concurrentReorgs, Double(r.concurrentReorgs) / Double(max(r.concurrentWrites, 1)), r.convergeSeconds)
         out += "a fork \(r.forkDepth) blocks deep on the \(r.entries)-entry chain\n"
         out += "  found at height \(r.forkFound.map(String.init) ?? "?") with \(r.forkHashes) hashes exchanged in \(r.forkRoundTrips) round trips (target ≤ 40 hashes; batches excluded)\n"
         return out
