@@ -364,7 +364,26 @@ public struct ChainSync: Sendable {
                 }
             }
         }
-        try await stream(peer, from: from, parent: parent, until: peerHeight &+ config.maxGrowth, now: now, &report)
+        // The peer's chain may grow while we pull (a bulk import there): every `maxGrowth` blocks
+        // past the head it stated, it must state a head that holds what it sent.
+        var stated = peerHeight
+        for _ in 0..<1000 {
+            guard let last = try await stream(peer, from: from, parent: parent, until: stated &+ config.maxGrowth, now: now, &report) else { return }
+            let check = try await prove(peer, try await store.historyHead())
+            report.roundTrips += 2
+            report.hashesExchanged += 4
+            guard check.size > last.height + 1 || check.hash == last.hash else {
+                throw KianaNetError(
+                    .protocolViolation,
+                    "peer streamed blocks past the chain it states (it states \(check.size) blocks, sent block \(last.height))")
+            }
+            guard try await hashes(peer, at: [last.height]).first == last.hash else {
+                throw KianaNetError(.conflict, "peer's chain moved while we pulled it")
+            }
+            stated = check.size - 1
+            from = last.height + 1
+            parent = last.hash
+        }
     }
 
     /// The highest height at which both canonical chains hold the same block (genesis at
@@ -405,16 +424,14 @@ public struct ChainSync: Sendable {
 
     /// Streams the peer's canonical blocks from `from` (whose parent is `parent`), asking for
     /// the next batch while importing the current one.
+    /// Returns the last block taken when it stopped at `until` with more to come (the caller
+    /// then checks the peer still states a chain holding it), nil when the stream ended.
     func stream(
         _ peer: some SyncPeer, from: UInt64, parent: [UInt8], until: UInt64, now: @Sendable () -> UInt64, _ report: inout PullReport
-    ) async throws {
+    ) async throws -> (height: UInt64, hash: [UInt8])? {
         var current = try await batch(peer, from: from, parent: parent)
         report.roundTrips += 1
         while !current.blocks.isEmpty {
-            guard current.blocks.last!.height <= until else {
-                throw KianaNetError(
-                    .protocolViolation, "peer kept streaming past the head it stated (\(until - config.maxGrowth)) by more than \(config.maxGrowth) blocks")
-            }
             let nextFrom = current.blocks.last!.height + 1
             let nextParent = current.blocks.last!.hash
             let more = current.more
@@ -436,11 +453,16 @@ public struct ChainSync: Sendable {
             if let refused = result.refused {
                 report.refused = refused
                 _ = try? await next
-                return
+                return nil
             }
-            guard let n = try await next else { return }
+            if nextFrom > until, more {
+                _ = try? await next
+                return (nextFrom - 1, nextParent)
+            }
+            guard let n = try await next else { return nil }
             report.roundTrips += 1
             current = n
         }
+        return nil
     }
 }

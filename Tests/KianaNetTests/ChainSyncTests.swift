@@ -281,3 +281,29 @@ extension ChainSyncTests {
         #expect(try sb.head()!.height <= 40, "nothing past the stated head plus the allowance is taken")
     }
 }
+
+extension ChainSyncTests {
+    @Test func aPeerWhoseChainGrowsWhileWePullIsFollowedNotCutOff() async throws {
+        let (sa, sb) = try pair()
+        try grow(sa, 50, by: a, from: t0 + 1)
+        let writer = a
+        let start = t0 + 1000
+        // Every batch a answers, it writes 15 more blocks (a bulk import there).
+        let growing = DirectPeer(ChainSync(store: sa, logger: logger, config: config(batch: 20))) { type, body, n in
+            if type == "sync.blocks", n <= 8 {
+                for i in 0..<15 {
+                    _ = try sa.write([.put(ItemID.random(), KnowledgeFields(text: "more \(n) \(i)"))], identity: writer, now: start + UInt64(n * 100 + i))
+                }
+            }
+            return body
+        }
+        var c = config(batch: 20)
+        c.maxGrowth = 30
+        let report = try await ChainSync(store: sb, logger: logger, config: c).pull(from: growing, now: { .max / 2 })
+        #expect(report.refused == nil)
+        #expect(try sb.head()!.height >= 50 + 30, "it went on past the first allowance")
+        // Anything a wrote after the last check arrives with the next pull.
+        _ = try await ChainSync(store: sb, logger: logger, config: c).pull(from: DirectPeer(ChainSync(store: sa, logger: logger)), now: { .max / 2 })
+        #expect(try same(sa, sb))
+    }
+}

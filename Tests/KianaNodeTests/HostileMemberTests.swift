@@ -229,7 +229,7 @@ extension LedgerStore {
             }
             // 3. An endless stream (last: the made-up blocks it leaves on A's chain are valid, so H's own chain is behind afterwards) of made-up blocks past the head H stated.
             try await PairingTests.eventually(20) { try PairingTests.connectedMembers(a).contains(hDevice) }
-            try await act("endless stream", mode: .endless, rule: "past the head") {
+            try await act("endless stream", mode: .endless, rule: "past the chain") {
                 _ = try hStore.write([.put(ItemID.random(), KnowledgeFields(text: "h endless"))], identity: hId, now: currentMillis())
                 try await announce()
             }
