@@ -75,6 +75,25 @@ public actor PeerBook {
         return c.reason
     }
 
+    /// Sync requests a member may make: a bucket of `burst` tokens refilled at `rate` a second.
+    var buckets: [[UInt8]: (tokens: Double, at: ContinuousClock.Instant)] = [:]
+
+    /// Takes one token for a sync request from `key`; false when the member is over its rate.
+    public func allowRequest(_ key: [UInt8], rate: Double, burst: Double) -> Bool {
+        let now = ContinuousClock.now
+        var b = buckets[key] ?? (burst, now)
+        let elapsed = now - b.at
+        b.tokens = min(burst, b.tokens + (Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18) * rate)
+        b.at = now
+        guard b.tokens >= 1 else {
+            buckets[key] = b
+            return false
+        }
+        b.tokens -= 1
+        buckets[key] = b
+        return true
+    }
+
     /// Members cut off now, with why.
     func activeCutOffs() -> [(key: [UInt8], reason: String)] {
         let now = ContinuousClock.now

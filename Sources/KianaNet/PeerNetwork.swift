@@ -24,6 +24,9 @@ public struct NetworkConfig: Sendable {
     public var cutOffBackoff: Duration = .seconds(60)
     /// Blocks up to this size are pushed whole to members; larger ones are announced.
     public var pushLimit = 256 << 10
+    /// Sync requests one member may make per second (and in a burst); more are answered `busy`.
+    public var syncRequestRate: Double = 50
+    public var syncRequestBurst: Double = 200
     /// Multicast DNS discovery on or off, and the interface it is limited to (nil: all).
     public var discovery = true
     public var discoveryInterface: String?
@@ -300,6 +303,10 @@ public final class PeerNetwork: Sendable {
             return await exchange.answer(m.body)
         case let type where ChainSync.requestTypes.contains(type):
             guard link.mode == .member else { return .error(code: .protocolViolation, message: "sync needs a member link") }
+            guard await book.allowRequest(link.remoteKey, rate: config.syncRequestRate, burst: config.syncRequestBurst) else {
+                counters.update { $0.errors["rate-limited", default: 0] += 1 }
+                return .error(code: .busy, message: "too many sync requests; slow down")
+            }
             return await sync.answer(type, m.body)
         case "pair.request":
             guard link.mode == .pairing else { return .error(code: .protocolViolation, message: "pairing requests need a pairing link") }

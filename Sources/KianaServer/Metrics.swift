@@ -61,7 +61,7 @@ final class Metrics: Sendable {
             counter("kiana_sync_pulls_total", "Completed pulls from peers.", sync.pulls)
             counter("kiana_sync_reorgs_total", "Head switches to another branch caused by sync.", sync.reorgs)
             out += "# HELP kiana_sync_errors_total Failed syncs by reason.\n# TYPE kiana_sync_errors_total counter\n"
-            for reason in ["refused", "protocol", "timeout", "closed", "busy", "other"] {
+            for reason in ["refused", "protocol", "timeout", "closed", "busy", "rate-limited", "other"] {
                 out += "kiana_sync_errors_total{reason=\"\(reason)\"} \(sync.errors[reason] ?? 0)\n"
             }
         }

@@ -409,3 +409,17 @@ import Testing
         #expect(a.admissionStats.refused + a.admissionStats.handshakesFailed > 0, "\(a.admissionStats)")
     }
 }
+
+@Suite struct SyncRequestRateTests {
+    @Test func aMemberOverItsSyncRequestRateIsAnsweredBusyUntilTokensReturn() async throws {
+        let book = PeerBook()
+        let key = [UInt8](repeating: 1, count: 32)
+        var allowed = 0
+        for _ in 0..<300 where await book.allowRequest(key, rate: 50, burst: 200) { allowed += 1 }
+        #expect(allowed >= 200 && allowed < 210, "a burst of 200, then (almost) nothing")
+        // Another member is not affected.
+        #expect(await book.allowRequest([UInt8](repeating: 2, count: 32), rate: 50, burst: 200))
+        try await Task.sleep(for: .milliseconds(200))
+        #expect(await book.allowRequest(key, rate: 50, burst: 200), "tokens come back at the rate")
+    }
+}
