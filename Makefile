@@ -32,7 +32,7 @@ HEAVY_PROCESS_TESTS := ^KianaNodeTests\.(RetrievalCLITests|LLMCLITests|CompatAPI
 
 # The in-process suites: no setup, no models (tests that need them are skipped, visibly), no
 # child processes; a few minutes on 2 cores. The fork simulation runs 20 seeds here (200 in `make test`).
-UNIT_TESTS := ^(KianaCoreTests\.(CBORTests|IdentityTests|MembershipVectorTests|KnowledgeCRDTTests|MerkleVectorTests|LedgerTests|LedgerMembershipTests)/|KianaStoreTests\.|KianaServerTests\.|KianaNetTests\.(MDNSLogicTests|FramingTests|BlockExchangeTests)/|KianaAITests\.|KianaNodeTests\.GenerationQueueTests/)
+UNIT_TESTS := ^(KianaCoreTests\.(CBORTests|IdentityTests|MembershipVectorTests|KnowledgeCRDTTests|MerkleVectorTests|HistoryTreeTests|HistoryFrontierTests|LedgerTests|LedgerMembershipTests)/|KianaStoreTests\.|KianaServerTests\.|KianaNetTests\.(MDNSLogicTests|FramingTests|ChainSyncTests|SyncRequestRateTests)/|KianaAITests\.|KianaNodeTests\.GenerationQueueTests/)
 
 test-unit: check-imports
 	@$(SWIFT) build --build-tests 2>&1 | $(QUIET)
