@@ -6,6 +6,7 @@ import KianaNet
 import KianaStore
 import Logging
 import NIOPosix
+import Synchronization
 
 /// `kiana bench sync`: ledger sync between devices on loopback, each node a real `PeerNetwork`
 /// (link listener, dialer, announcer) over its own SQLite file, linked by Noise over TCP.
@@ -42,6 +43,8 @@ public struct SyncBench: Sendable {
         public var tenBytes = 0
         public var tenEncoded = 0
         public var entries = 0
+        public var ledgerVerifySeconds: Double = 0
+        public var ledgerVerifyGrowth = 0
         public var concurrentWrites = 0
         public var concurrentReorgs = 0
         public var convergeSeconds: Double = 0
@@ -227,6 +230,25 @@ public struct SyncBench: Sendable {
             }
             r.verifySeconds = Self.now() - vStart
 
+            // `ledger verify` on the synced device: time, and how much the resident set grows.
+            progress("ledger verify on C")
+            let rssBefore = Self.residentBytes()
+            let peak = Peak(rssBefore)
+            let lStart = Self.now()
+            try await withThrowingTaskGroup(of: Void.self) { sampler in
+                sampler.addTask {
+                    while !Task.isCancelled {
+                        let now = Self.residentBytes()
+                        peak.note(now)
+                        try await Task.sleep(for: .milliseconds(20))
+                    }
+                }
+                _ = try await blocking { try c.store.verify(now: currentMillis()) }
+                sampler.cancelAll()
+            }
+            r.ledgerVerifySeconds = Self.now() - lStart
+            r.ledgerVerifyGrowth = peak.value - rssBefore
+
             // 3. Ten new entries on a long ledger, A → C.
             progress("ten new entries on the long ledger")
             try await Self.until(seconds: 30) { await c.network.registry.all.count == 1 }
@@ -294,6 +316,21 @@ public struct SyncBench: Sendable {
         }
     }
 
+    /// The largest value noted.
+    final class Peak: Sendable {
+        let state: Mutex<Int>
+        init(_ v: Int) { state = Mutex(v) }
+        func note(_ v: Int) { state.withLock { $0 = max($0, v) } }
+        var value: Int { state.withLock { $0 } }
+    }
+
+    /// This process's resident set (Linux /proc/self/statm), in bytes.
+    static func residentBytes() -> Int {
+        guard let text = try? String(contentsOfFile: "/proc/self/statm", encoding: .utf8) else { return 0 }
+        let fields = text.split(separator: " ")
+        return fields.count > 1 ? (Int(fields[1]) ?? 0) * 4096 : 0
+    }
+
     static func until(seconds: Double, _ condition: () async throws -> Bool) async throws {
         let end = now() + seconds
         while try await !condition() {
@@ -319,6 +356,9 @@ public struct SyncBench: Sendable {
         out += String(
             format: "  batches: %d bytes raw, %d compressed (deflate): ratio %.2f\n", r.rawBytes, r.compressedBytes,
             Double(r.rawBytes) / Double(max(r.compressedBytes, 1)))
+        out += String(
+            format: "  ledger verify of the synced device: %.1f s; resident memory grew by %.1f MB while it ran\n", r.ledgerVerifySeconds,
+            Double(r.ledgerVerifyGrowth) / 1e6)
         out += "10 new entries on the \(r.entries)-entry ledger, A → C\n"
         out += "  link bytes both directions: \(r.tenBytes); the entries' own encoding: \(r.tenEncoded); beyond it: \(r.tenBytes - r.tenEncoded) (target < 10240)\n"
         out += "concurrent writes: \(r.concurrentWrites) on three devices at once (full mesh)\n"
