@@ -131,6 +131,8 @@ public struct PullReport: Sendable {
     public var compressedBytes = 0
     /// The first block our ledger refused (the blocks before it were kept).
     public var refused: BatchImport.Refusal?
+    /// The last block taken from the peer (what its announcements must not be echoed back for).
+    public var lastBlock: [UInt8]?
 }
 
 /// Keeps a ledger in step with peers (../shared/DESIGN.md, "Network → Sync"; decision 86):
@@ -446,6 +448,7 @@ public struct ChainSync: Sendable {
             }
             report.batches += 1
             report.stored += result.stored
+            if result.refused == nil { report.lastBlock = nextParent }
             report.rawBytes += current.rawBytes
             report.compressedBytes += current.compressedBytes
             if result.headChanged { report.headChanged = true }

@@ -397,7 +397,9 @@ public final class PeerNetwork: Sendable {
                             "reorganized": .stringConvertible(report.reorganized),
                         ])
                 }
-                if report.headChanged, let h = try? await store.chainHead() { await imported(h.hash, from: link) }
+                // The source is recorded by the block it sent: our own block sealed meanwhile (a
+                // reorg returned entries) must still be announced to it.
+                if report.headChanged, let last = report.lastBlock { await imported(last, from: link) }
                 if let refused = report.refused {
                     counters.update { $0.errors["refused", default: 0] += 1 }
                     problem = Self.describe(refused)
