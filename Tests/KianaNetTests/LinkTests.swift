@@ -16,8 +16,17 @@ import Testing
     static let peer = Shared.packageRoot.appendingPathComponent("Tests/python/link_peer.py").path
     static let network = SHA.hash(Array("link test network".utf8))
 
+    /// The default settings, but a Python peer (noiseprotocol) on a loaded two-core machine gets
+    /// 10 s for its handshake: these tests are about the protocol; the deadline has its own test.
+    static var patient: LinkConfig {
+        var c = LinkConfig()
+        c.handshakeTimeout = .seconds(10)
+        c.dialHandshakeTimeout = .seconds(10)
+        return c
+    }
+
     static func context(
-        identity: DeviceIdentity = .generate(), network: [UInt8]? = LinkTests.network, config: LinkConfig = LinkConfig(),
+        identity: DeviceIdentity = .generate(), network: [UInt8]? = LinkTests.network, config: LinkConfig = LinkTests.patient,
         admit: @escaping LinkAdmission = { _ in nil }
     ) -> LinkContext {
         var logger = Logger(label: "link-test")
@@ -133,7 +142,7 @@ import Testing
 
     @Test("Rekeying every 7 messages interoperates in both directions", arguments: [true, false])
     func rekey(swiftListens: Bool) async throws {
-        var config = LinkConfig()
+        var config = Self.patient
         config.rekeyEvery = 7
         if swiftListens {
             try await Self.withServer(Self.context(config: config)) { port, _ in
@@ -241,7 +250,7 @@ import Testing
 
     @Test("A peer that streams without end is cut off at the link's limit; the node keeps serving")
     func floodedStreamIsCutOff() async throws {
-        var config = LinkConfig()
+        var config = Self.patient
         config.maxStreamItems = 1000
         try await Self.withServer(Self.context(config: config)) { port, seen in
             let p = try Self.python(["connect", "127.0.0.1:\(port)", "--network", Hex.encode(Self.network), "--scenario", "flood-stream", "--flood", "20000"])
@@ -269,7 +278,7 @@ import Testing
             func leave() { state.withLock { $0.now -= 1 } }
         }
         let seenNotes = Concurrency()
-        var config = LinkConfig()
+        var config = Self.patient
         config.maxNotifications = 4
         var logger = Logger(label: "link-test")
         logger.logLevel = .warning
