@@ -61,6 +61,17 @@ func percentile(_ values: [Double], _ p: Double) -> Double {
     return s[min(s.count - 1, Int((Double(s.count - 1) * p).rounded()))]
 }
 
+/// A TcpExt counter of this network namespace (/proc/net/netstat), e.g. ListenOverflows.
+func tcpExtCounter(_ name: String) -> Int? {
+    guard let text = try? String(contentsOfFile: "/proc/net/netstat", encoding: .utf8) else { return nil }
+    let lines = text.split(separator: "\n").filter { $0.hasPrefix("TcpExt:") }
+    guard lines.count >= 2 else { return nil }
+    let names = lines[0].split(separator: " ")
+    let values = lines[1].split(separator: " ")
+    guard let i = names.firstIndex(where: { $0 == name }), i < values.count else { return nil }
+    return Int(values[i])
+}
+
 func ms(_ seconds: Double) -> String { String(format: "%.1f ms", seconds * 1000) }
 func secs(_ seconds: Double) -> String { String(format: "%.1f s", seconds) }
 

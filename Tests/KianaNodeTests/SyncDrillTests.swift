@@ -504,25 +504,33 @@ import Testing
 
         let quiet = await Self.measure(a, b, seconds: 5, tag: "quiet")
         print("drill: flood: without flood: \(quiet.summary)")
+        let quietReconnect = try await Self.reconnect(b, to: a)
+        print("drill: flood: without flood, B restarted is linked to A again \(secs(quietReconnect ?? -1)) after its listener is up")
 
         let seconds = Drill.floodSeconds
-        let sources = (0..<Drill.floodSources).map { "127.0.\(2 + $0 / 250).\(2 + $0 % 250)" }
+        let sources = (0..<Drill.floodSources).map { "127.0.\($0 / 250).\(2 + $0 % 250)" }
         let logBefore = a.logBytes
         let flood = ConnectionFlood(port: a.p2pPort, sources: sources, threads: 100)
+        let overflowsBefore = tcpExtCounter("ListenOverflows") ?? 0
         let floodStart = Date()
         flood.start()
         let loaded = await Self.measure(a, b, seconds: seconds, tag: "flood")
+        // B only knows A's address, so it comes back through A's flooded listener.
+        let floodReconnect = try await Self.reconnect(b, to: a)
         flood.stop()
         let floodSeconds = Date().timeIntervalSince(floodStart)
         try? await Task.sleep(for: .milliseconds(500))
         let logGrowth = a.logBytes - logBefore
+        let overflows = (tcpExtCounter("ListenOverflows") ?? 0) - overflowsBefore
         let opened = flood.opened.load(ordering: .relaxed)
         let failed = flood.failed.load(ordering: .relaxed)
         print(
             "drill: flood: \(opened) connections opened and dropped (\(Int(Double(opened) / floodSeconds))/s, \(failed) failed) by 100 threads from \(sources.count == 1 ? sources[0] : "\(sources.count) addresses") in \(secs(floodSeconds))"
         )
         print("drill: flood: during flood: \(loaded.summary)")
+        print("drill: flood: listen queue overflows meanwhile (SYNs dropped, this network namespace): \(overflows)")
         print("drill: flood: flooded node's log grew by \(logGrowth) bytes")
+        print("drill: flood: during flood, B restarted is linked to A again \(secs(floodReconnect ?? -1)) after its listener is up")
         let refusedLines = a.log.split(separator: "\n").filter { $0.contains("refused") }
         print("drill: flood: flooded node's refusal log lines: \(refusedLines.count)\(refusedLines.first.map { " (first: \($0.prefix(200)))" } ?? "")")
 
@@ -535,6 +543,15 @@ import Testing
             let s = await n.stop()
             #expect(s == 0, "\(n.name) exit \(s ?? -1):\n\(n.log.suffix(3000))")
         }
+    }
+
+    /// Restarts `b` (SIGTERM, start); seconds from its listener being up until both list each
+    /// other as connected (nil: not within 60 s).
+    static func reconnect(_ b: DrillNode, to a: DrillNode) async throws -> Double? {
+        let s = await b.stop()
+        #expect(s == 0, "\(b.name) exit \(s ?? -1):\n\(b.log.suffix(3000))")
+        try await b.start(logLevel: nil)
+        return try await Nodes.until(60, every: 0.05) { try await Nodes.meshed([a, b]) }
     }
 
     struct Propagation: Sendable {
