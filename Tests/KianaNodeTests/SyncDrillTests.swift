@@ -146,8 +146,122 @@ import Testing
         let shuffled = nodes.shuffled(using: &rng)
         let sides = [Array(shuffled[0..<2]).sorted { $0.name < $1.name }, Array(shuffled[2...]).sorted { $0.name < $1.name }]
         let groups = sides.map { $0.map(\.name).joined() }
+        func side(_ n: DrillNode) -> Int { sides[0].contains { $0 === n } ? 0 : 1 }
+
+        // The writes. Three phases: right after the split, while the links across it still look
+        // up (what is pushed then stalls in dead connections); once those links are down (the
+        // bulk); right after the heal, while the sides sync. In each phase the seed shuffles the
+        // order; an op the writer's side cannot do (an edit of an item that side forgot) is
+        // skipped. Writes run one after another, so their order is their HLC order.
+        enum Op {
+            case putCLI(DrillNode), putREST(DrillNode), edit(DrillNode, String), forget(DrillNode, String), vote(DrillNode)
+        }
+        func put(_ n: DrillNode) -> Op { Bool.random(using: &rng) ? .putCLI(n) : .putREST(n) }
+        let conflict = baseItems[Int.random(in: 0..<baseItems.count, using: &rng)]
+        let doomed = baseItems.filter { $0 != conflict }.randomElement(using: &rng)!
+        let others = baseItems.filter { $0 != conflict && $0 != doomed }
+
+        var early: [Op] = (0..<Int.random(in: 1...3, using: &rng)).map { _ in
+            let n = nodes.randomElement(using: &rng)!
+            return Bool.random(using: &rng) ? put(n) : .edit(n, others.randomElement(using: &rng)!)
+        }
+        early.shuffle(using: &rng)
+
+        var bulk: [Op] = []
+        // The same item edited on both sides; another forgotten on one side, perhaps edited on the other.
+        bulk.append(.edit(sides[0].randomElement(using: &rng)!, conflict))
+        bulk.append(.edit(sides[1].randomElement(using: &rng)!, conflict))
+        let forgetter = nodes.randomElement(using: &rng)!
+        bulk.append(.forget(forgetter, doomed))
+        if Bool.random(using: &rng) { bulk.append(.edit(sides[1 - side(forgetter)].randomElement(using: &rng)!, doomed)) }
+        for n in nodes {
+            for _ in 0..<Int.random(in: 1...3, using: &rng) { bulk.append(put(n)) }
+        }
+        // A burst on one device per side, so the branches differ in length and the fork search
+        // has ground to cover.
+        for sideNodes in sides {
+            let n = sideNodes.randomElement(using: &rng)!
+            for _ in 0..<Int.random(in: 0...12, using: &rng) { bulk.append(.putCLI(n)) }
+        }
+        for _ in 0..<Int.random(in: 0...3, using: &rng) {
+            let n = nodes.randomElement(using: &rng)!
+            let item = others.randomElement(using: &rng)!
+            bulk.append(Bool.random(using: &rng) ? .edit(n, item) : .forget(n, item))
+        }
+        let voters = nodes.shuffled(using: &rng).prefix(Int.random(in: 1...4, using: &rng))
+        for v in voters { bulk.append(.vote(v)) }
+        bulk.shuffle(using: &rng)
+
+        var healing: [Op] = (0..<Int.random(in: 1...3, using: &rng)).map { _ in put(nodes.randomElement(using: &rng)!) }
+        if Bool.random(using: &rng) { healing.append(.edit(nodes.randomElement(using: &rng)!, conflict)) }
+        healing.shuffle(using: &rng)
+        let pauses = (0..<(early.count + bulk.count + healing.count)).map { _ in Int.random(in: 2...40, using: &rng) }
+
+        var forgotten: [Set<String>] = [[], []]
+        var ackedVoters: [DrillNode] = []
+        var failures: [String] = []
+        var order = 0
+        var phaseOf: [Int: String] = [:]
+        func execute(_ ops: [Op], phase: String) async throws {
+            for op in ops {
+                order += 1
+                phaseOf[order] = phase
+                switch op {
+                case .putCLI(let n):
+                    let text = "\(tag) #\(order) remembered on \(n.name) (\(phase))"
+                    let r = try await n.cli(["remember", text])
+                    guard r.status == 0, let id = r.out.split(separator: " ").dropFirst().first.map(String.init) else {
+                        failures.append("\(phase): \(n.name) remember: \(r.status) \(r.err)")
+                        continue
+                    }
+                    model[id] = ItemModel(text: text, lastPut: order)
+                    writes.append(Write(kind: .put, node: n, item: id, text: text, order: order))
+                case .putREST(let n):
+                    let text = "\(tag) #\(order) posted to \(n.name) (\(phase))"
+                    let r = try await n.rest("POST", "knowledge", json: ["text": text])
+                    guard r.code == 201, let id = r.json["id"] as? String else {
+                        failures.append("\(phase): \(n.name) POST: \(r.code) \(r.body)")
+                        continue
+                    }
+                    model[id] = ItemModel(text: text, lastPut: order)
+                    writes.append(Write(kind: .put, node: n, item: id, text: text, order: order))
+                case .edit(let n, let item):
+                    if forgotten[side(n)].contains(item) { continue }
+                    let text = "\(tag) #\(order) edited on \(n.name) (\(phase))"
+                    let r = try await n.rest("PUT", "knowledge/\(item)", json: ["text": text])
+                    guard r.code == 200 else {
+                        failures.append("\(phase): \(n.name) PUT \(item): \(r.code) \(r.body)")
+                        continue
+                    }
+                    model[item]!.text = text
+                    model[item]!.lastPut = order
+                    writes.append(Write(kind: .edit, node: n, item: item, text: text, entry: r.json["entry"] as? String, order: order))
+                case .forget(let n, let item):
+                    if forgotten[side(n)].contains(item) { continue }
+                    let r = try await n.cli(["forget", item])
+                    guard r.status == 0 else {
+                        failures.append("\(phase): \(n.name) forget \(item): \(r.status) \(r.err)")
+                        continue
+                    }
+                    forgotten[side(n)].insert(item)
+                    model[item]!.lastDelete = order
+                    writes.append(Write(kind: .delete, node: n, item: item, order: order))
+                case .vote(let n):
+                    let r = try await n.cli(["vote", "add", throwaway.key])
+                    guard r.status == 0 else {
+                        failures.append("\(phase): \(n.name) vote add: \(r.status) \(r.err)")
+                        continue
+                    }
+                    ackedVoters.append(n)
+                    writes.append(Write(kind: .vote, node: n, item: throwaway.key, order: order))
+                }
+                try? await Task.sleep(for: .milliseconds(pauses[order - 1]))
+            }
+        }
+
         let splitAt = Date()
         try lab.split(groups[0], groups[1])
+        try await execute(early, phase: "split, links not down yet")
         let cutT = try await Nodes.until(90) {
             for (s, side) in sides.enumerated() {
                 let others = Set(sides[1 - s].map(\.device))
@@ -156,111 +270,34 @@ import Testing
             return true
         }
         try await Nodes.confirm(cutT != nil, "\(tag): links across the split \(groups[0])|\(groups[1]) stayed up") { await Nodes.describePeers(nodes) }
+        let bulkAt = Date()
+        try await execute(bulk, phase: "split")
+        let bulkSeconds = Date().timeIntervalSince(bulkAt)
 
-        // The writes, in an order the seed shuffles; an op that the side's state makes
-        // impossible (an edit of an item that side forgot) is dropped before it runs.
-        enum Op {
-            case putCLI(DrillNode), putREST(DrillNode), edit(DrillNode, String), forget(DrillNode, String), vote(DrillNode)
-        }
-        func side(_ n: DrillNode) -> Int { sides[0].contains { $0 === n } ? 0 : 1 }
-        var ops: [Op] = []
-        let conflict = baseItems[Int.random(in: 0..<baseItems.count, using: &rng)]
-        ops.append(.edit(sides[0].randomElement(using: &rng)!, conflict))
-        ops.append(.edit(sides[1].randomElement(using: &rng)!, conflict))
-        let doomed = baseItems.filter { $0 != conflict }.randomElement(using: &rng)!
-        let forgetter = nodes.randomElement(using: &rng)!
-        ops.append(.forget(forgetter, doomed))
-        if Bool.random(using: &rng) { ops.append(.edit(sides[1 - side(forgetter)].randomElement(using: &rng)!, doomed)) }
-        for n in nodes {
-            for _ in 0..<Int.random(in: 1...3, using: &rng) { ops.append(Bool.random(using: &rng) ? .putCLI(n) : .putREST(n)) }
-        }
-        let others = baseItems.filter { $0 != conflict && $0 != doomed }
-        for _ in 0..<Int.random(in: 0...3, using: &rng) {
-            let n = nodes.randomElement(using: &rng)!
-            let item = others.randomElement(using: &rng)!
-            ops.append(Bool.random(using: &rng) ? .edit(n, item) : .forget(n, item))
-        }
-        let voters = nodes.shuffled(using: &rng).prefix(Int.random(in: 1...4, using: &rng))
-        for v in voters { ops.append(.vote(v)) }
-        ops.shuffle(using: &rng)
-
-        var forgotten: [Set<String>] = [[], []]
-        var ackedVoters: [DrillNode] = []
-        var failures: [String] = []
-        var order = 0
-        for op in ops {
-            order += 1
-            switch op {
-            case .putCLI(let n):
-                let text = "\(tag) #\(order) remembered on \(n.name) during the split"
-                let r = try await n.cli(["remember", text])
-                guard r.status == 0, let id = r.out.split(separator: " ").dropFirst().first.map(String.init) else {
-                    failures.append("\(n.name) remember: \(r.status) \(r.err)")
-                    continue
-                }
-                model[id] = ItemModel(text: text, lastPut: order)
-                writes.append(Write(kind: .put, node: n, item: id, text: text, order: order))
-            case .putREST(let n):
-                let text = "\(tag) #\(order) posted to \(n.name) during the split"
-                let r = try await n.rest("POST", "knowledge", json: ["text": text])
-                guard r.code == 201, let id = r.json["id"] as? String else {
-                    failures.append("\(n.name) POST: \(r.code) \(r.body)")
-                    continue
-                }
-                model[id] = ItemModel(text: text, lastPut: order)
-                writes.append(Write(kind: .put, node: n, item: id, text: text, order: order))
-            case .edit(let n, let item):
-                if forgotten[side(n)].contains(item) { continue }
-                let text = "\(tag) #\(order) edited on \(n.name) during the split"
-                let r = try await n.rest("PUT", "knowledge/\(item)", json: ["text": text])
-                guard r.code == 200 else {
-                    failures.append("\(n.name) PUT \(item): \(r.code) \(r.body)")
-                    continue
-                }
-                model[item]!.text = text
-                model[item]!.lastPut = order
-                writes.append(Write(kind: .edit, node: n, item: item, text: text, entry: r.json["entry"] as? String, order: order))
-            case .forget(let n, let item):
-                if forgotten[side(n)].contains(item) { continue }
-                let r = try await n.cli(["forget", item])
-                guard r.status == 0 else {
-                    failures.append("\(n.name) forget \(item): \(r.status) \(r.err)")
-                    continue
-                }
-                forgotten[side(n)].insert(item)
-                model[item]!.lastDelete = order
-                writes.append(Write(kind: .delete, node: n, item: item, order: order))
-            case .vote(let n):
-                let r = try await n.cli(["vote", "add", throwaway.key])
-                guard r.status == 0 else {
-                    failures.append("\(n.name) vote add: \(r.status) \(r.err)")
-                    continue
-                }
-                ackedVoters.append(n)
-                writes.append(Write(kind: .vote, node: n, item: throwaway.key, order: order))
-            }
-            // Two writes never share a millisecond, so the order above is the HLC order.
-            try? await Task.sleep(for: .milliseconds(Int.random(in: 5...60, using: &rng)))
-        }
-        #expect(failures.isEmpty, "\(tag): writes refused during the split: \(failures)")
-        let splitWrites = writes.filter { $0.order > 0 }
-        let counts = Dictionary(grouping: splitWrites, by: \.kind).mapValues(\.count)
-        let perSide = sides.map { side in splitWrites.filter { w in side.contains { $0 === w.node } }.count }
-
-        // Heal and wait for one chain everywhere, then for every link.
+        // Heal, write a little more at once, and wait for one chain everywhere, then for every link.
         let healAt = Date()
         try lab.heal()
+        try await execute(healing, phase: "healing")
+        #expect(failures.isEmpty, "\(tag): writes refused: \(failures)")
         let convergeT = try await Nodes.until(180) { try await Nodes.converged(nodes) }
-        try await Nodes.confirm(convergeT != nil, "\(tag): no convergence after heal", fatal: false) { await Nodes.describeHeads(nodes) + "\n" + (await Nodes.describePeers(nodes)) }
+        try await Nodes.confirm(convergeT != nil, "\(tag): no convergence after heal", fatal: false) {
+            await Nodes.describeHeads(nodes) + "\n" + (await Nodes.describePeers(nodes))
+        }
+        let convergedAfter = Date().timeIntervalSince(healAt)
         let meshAgain = try await Nodes.until(180) { try await Nodes.meshed(nodes) }
         try await Nodes.confirm(meshAgain != nil, "\(tag): links not all back after heal", fatal: false) { await Nodes.describePeers(nodes) }
+        let meshedAfter = Date().timeIntervalSince(healAt)
         let head = try await nodes[0].head()
+        let splitWrites = writes.filter { $0.order > 0 }
+        let counts = Dictionary(grouping: splitWrites, by: \.kind).mapValues(\.count)
+        let perPhase = ["split, links not down yet", "split", "healing"].map { p in splitWrites.filter { phaseOf[$0.order] == p }.count }
+        let perSide = sides.map { side in splitWrites.filter { w in phaseOf[w.order] != "healing" && side.contains { $0 === w.node } }.count }
         print(
-            "drill: partition \(tag): split \(groups[0])|\(groups[1]); links across it down after \(secs(cutT ?? -1)); "
-                + "\(splitWrites.count) writes during the split (\(perSide[0]) on \(groups[0]), \(perSide[1]) on \(groups[1]); "
-                + "put \(counts[.put] ?? 0), edit \(counts[.edit] ?? 0), forget \(counts[.delete] ?? 0), vote \(counts[.vote] ?? 0)) "
-                + "over \(secs(healAt.timeIntervalSince(splitAt) - (cutT ?? 0))); "
-                + "after heal: one head (height \(head.height)) on all five in \(secs(convergeT ?? -1)), all 20 links back in \(secs(meshAgain ?? -1))")
+            "drill: partition \(tag): split \(groups[0])|\(groups[1]); \(perPhase[0]) writes before the links across it were down (after \(secs(cutT ?? -1))), "
+                + "\(perPhase[1]) after (\(secs(bulkSeconds))), \(perPhase[2]) right after the heal; \(perSide[0]) on \(groups[0]), \(perSide[1]) on \(groups[1]) "
+                + "(put \(counts[.put] ?? 0), edit \(counts[.edit] ?? 0), forget \(counts[.delete] ?? 0), vote \(counts[.vote] ?? 0)); "
+                + "one head (height \(head.height)) on all five \(convergeT == nil ? "never" : secs(convergedAfter)) after the heal (split lasted \(secs(healAt.timeIntervalSince(splitAt)))), "
+                + "all 20 links back after \(meshAgain == nil ? "never" : secs(meshedAfter))")
         guard convergeT != nil else { return }
 
         // Identical knowledge everywhere, and what last-writer-wins says it must be.
