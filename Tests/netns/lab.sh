@@ -4,16 +4,26 @@
 # so nothing reaches the machine's real interfaces. Needs root, iproute2, util-linux, dbus-daemon,
 # avahi-daemon. Quiet on success; errors go to stderr.
 #
-#   lab.sh up PREFIX [--three] [--subnet X]
-#       Member namespaces PREFIXa, PREFIXb (and PREFIXc with --three). Member m has interface
-#       PREFIXv<m> with 10.77.X.<1,2,3>/24, lo up and a 224.0.0.0/4 route on the veth.
-#       Two members: one veth pair a<->b. Three: a bridge namespace PREFIXbr holding bridge PREFIXbr
-#       (multicast snooping off) with ports PREFIXp<m> paired to each member's PREFIXv<m>.
+#   lab.sh up PREFIX [--members N | --three] [--subnet X]
+#       N member namespaces PREFIXa, PREFIXb, ... (N = 2..5, default 2; --three is --members 3),
+#       members a..e. Member m has interface PREFIXv<m> with 10.77.X.<1..5>/24 (a=1, b=2, ... e=5),
+#       lo up and a 224.0.0.0/4 route on the veth.
+#       Two members: one veth pair a<->b. Three or more: a bridge namespace PREFIXbr holding bridge
+#       PREFIXbr (multicast snooping off) with ports PREFIXp<m> paired to each member's PREFIXv<m>.
 #       X defaults to a hash of PREFIX (1..254), bumped past subnets of other live labs.
 #       PREFIX: lowercase letter then up to 12 of [a-z0-9] (interface names stay <= 15 chars).
+#   lab.sh split PREFIX GROUP1 GROUP2
+#       A network partition: GROUP1 and GROUP2 are disjoint sets of member letters (e.g. `ab cde`);
+#       a member of one group can no longer reach a member of the other, in either direction.
+#       Done with blackhole host routes inside the member namespaces (plain iproute2): packets to
+#       the other group are dropped silently (established TCP connections stall as on a cut cable;
+#       new connections fail at once with EINVAL). Members in no group, and members of the same
+#       group, still reach everyone they reached before. Replaces an earlier split (heals first).
+#   lab.sh heal PREFIX
+#       Removes every partition route (`split`); idempotent.
 #   lab.sh avahi PREFIX NS
 #       A private dbus-daemon (socket LABDIR/NS/bus.sock) and an avahi-daemon in namespace NS
-#       (NS = a|b|c or the full namespace name), allow-interfaces=PREFIXv<NS>, IPv4 only, no
+#       (NS = a..e or the full namespace name), allow-interfaces=PREFIXv<NS>, IPv4 only, no
 #       reflector, host name PREFIX-NS. avahi-daemon runs in its own mount namespace with LABDIR/NS/run
 #       bound over /run (pid file, socket: never meet a host avahi or another lab) and
 #       LABDIR/NS/services over /etc/avahi/services (empty: host static services are not published;
@@ -21,7 +31,7 @@
 #       Waits (KIANA_LAB_TIMEOUT seconds, default 15) until the server state is RUNNING, then prints
 #       DBUS_SYSTEM_BUS_ADDRESS=unix:path=... for clients (also in LABDIR/NS/env). Idempotent.
 #   lab.sh exec PREFIX NS cmd...
-#       Runs cmd in namespace NS (a|b|c|br or the full name) with DBUS_SYSTEM_BUS_ADDRESS pointing
+#       Runs cmd in namespace NS (a..e, br or the full name) with DBUS_SYSTEM_BUS_ADDRESS pointing
 #       at that member's private bus (set even if no avahi runs there, so avahi clients can never
 #       reach a host bus).
 #   lab.sh ip PREFIX NS        prints the member's IPv4 address
@@ -59,7 +69,7 @@ ns_exists() { [ -e "/run/netns/$1" ]; }
 member() {
     local m=${1:-}
     [ "${m#"$P"}" != "$m" ] && [ ${#m} -eq $((${#P} + 1)) ] && m=${m#"$P"}
-    [[ $m =~ ^[abc]$ ]] || die "bad NS '${1:-}': want a, b, c or ${P}a/${P}b/${P}c"
+    [[ $m =~ ^[a-e]$ ]] || die "bad NS '${1:-}': want a..e or ${P}a..${P}e"
     M=$m
     NS=$P$m
     IFN=${P}v$m
@@ -73,8 +83,13 @@ member_ip() {
     # shellcheck disable=SC1091
     . "$LABDIR/lab.env"
     case " $MEMBERS " in *" $M "*) ;; *) die "lab '$P' has no member '$M'";; esac
-    case $M in a) echo "10.77.$SUBNET.1";; b) echo "10.77.$SUBNET.2";; c) echo "10.77.$SUBNET.3";; esac
+    echo "10.77.$SUBNET.$(letter_index "$M")"
 }
+
+ALL_MEMBERS="a b c d e"
+
+# a -> 1, b -> 2, ... e -> 5
+letter_index() { case $1 in a) echo 1;; b) echo 2;; c) echo 3;; d) echo 4;; e) echo 5;; esac; }
 
 # pid exists and is not a zombie (the init of some containers reaps orphans only every second or so)
 alive() {
@@ -92,16 +107,20 @@ pid_is() {
 }
 
 cmd_up() {
-    local three=0 subnet=""
+    local count=2 subnet=""
     while [ $# -gt 0 ]; do
         case $1 in
-            --three) three=1;;
+            --three) count=3;;
+            --members)
+                [ $# -ge 2 ] || die "--members needs a value"
+                [[ $2 =~ ^[2-5]$ ]] || die "--members wants 2..5, not '$2'"
+                count=$2; shift;;
             --subnet) [ $# -ge 2 ] || die "--subnet needs a value"; subnet=$2; shift;;
             *) die "up: unknown argument '$1'";;
         esac
         shift
     done
-    local members="a b"; [ $three -eq 1 ] && members="a b c"
+    local members; members=$(echo $ALL_MEMBERS | cut -d' ' -f1-"$count")
     local m
     for m in $members br; do ns_exists "$P$m" && die "namespace $P$m already exists (lab.sh down $P first)"; done
     [ -e "$LABDIR" ] && die "$LABDIR already exists (lab.sh down $P first)"
@@ -127,7 +146,7 @@ cmd_up() {
     for m in $members; do
         ip netns add "$P$m"
     done
-    if [ $three -eq 0 ]; then
+    if [ "$count" -eq 2 ]; then
         # Created inside a, peer moved straight into b: the pair never exists in the host namespace.
         ip -n "${P}a" link add "${P}va" type veth peer name "${P}vb" netns "${P}b"
     else
@@ -303,10 +322,10 @@ kill_ns_pids() {
 cmd_down() {
     local m ns
     # Recorded daemons first (covers a namespace already deleted while they still run).
-    for m in a b c; do
+    for m in $ALL_MEMBERS; do
         if [ -d "$LABDIR/$m" ]; then MDIR=$LABDIR/$m; stop_member; fi
     done
-    for m in a b c br; do
+    for m in $ALL_MEMBERS br; do
         ns=$P$m
         ns_exists "$ns" || continue
         kill_ns_pids "$ns"
@@ -315,6 +334,60 @@ cmd_down() {
     # The /run and services binds lived only in the daemons' private mount namespaces, gone with them.
     rm -rf "$LABDIR" 2>/dev/null || true
     return 0
+}
+
+# Members of the lab, from lab.env.
+lab_members() {
+    [ -f "$LABDIR/lab.env" ] || die "lab '$P' is not up"
+    local SUBNET MEMBERS
+    # shellcheck disable=SC1091
+    . "$LABDIR/lab.env"
+    echo "$MEMBERS"
+}
+
+# GROUP ("ab", "cde") -> its letters, checked against the lab's members, one per line.
+group_members() {
+    local g=$1 all=$2 i m
+    [[ $g =~ ^[a-e]+$ ]] || die "bad group '$g': want member letters such as ab or cde"
+    for ((i = 0; i < ${#g}; i++)); do
+        m=${g:i:1}
+        case " $all " in *" $m "*) ;; *) die "lab '$P' has no member '$m'";; esac
+        echo "$m"
+    done
+}
+
+cmd_heal() {
+    local all m route
+    all=$(lab_members)
+    for m in $all; do
+        ns_exists "$P$m" || continue
+        # Only the routes `split` adds: blackhole /32s to other members.
+        ip -n "$P$m" -4 route show type blackhole 2>/dev/null | while read -r _ route _; do
+            [ -n "$route" ] && ip -n "$P$m" route del blackhole "$route" 2>/dev/null || true
+        done
+    done
+    rm -f "$LABDIR/split"
+}
+
+cmd_split() {
+    [ $# -eq 2 ] || usage
+    local all g1 g2 m n ipm ipn
+    all=$(lab_members)
+    g1=$(group_members "$1" "$all") || exit 1
+    g2=$(group_members "$2" "$all") || exit 1
+    for m in $g1; do
+        for n in $g2; do [ "$m" != "$n" ] || die "member '$m' is in both groups"; done
+    done
+    cmd_heal
+    for m in $g1; do
+        M=$m; ipm=$(member_ip)
+        for n in $g2; do
+            M=$n; ipn=$(member_ip)
+            ip -n "$P$m" route add blackhole "$ipn/32"
+            ip -n "$P$n" route add blackhole "$ipm/32"
+        done
+    done
+    echo "$1 $2" > "$LABDIR/split"
 }
 
 cmd_exec() {
@@ -339,6 +412,8 @@ case $sub in
     exec) cmd_exec "$@";;
     ip) [ $# -eq 1 ] || usage; member "$1"; member_ip;;
     ifname) [ $# -eq 1 ] || usage; member "$1"; member_ip >/dev/null; echo "$IFN";;
+    split) cmd_split "$@";;
+    heal) [ $# -eq 0 ] || usage; cmd_heal;;
     down) set +e; cmd_down; exit 0;;
     *) usage;;
 esac

@@ -1,0 +1,744 @@
+import Foundation
+import KianaCore
+import KianaTestSupport
+import Testing
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// Sync drills with real node processes (the harness is in SyncDrillSupport.swift):
+/// - a partition of five paired devices, each in its own network namespace, split 2|3 while
+///   every device writes (puts, the same item edited on both sides, deletes, votes), healed;
+/// - a device killed with SIGKILL in the middle of receiving a 20,000-entry ledger, restarted;
+/// - a stranger flooding one member's link port with connections while two members sync.
+/// Randomised by seeds (`KIANA_DRILL_SEED=N` replays one, `KIANA_DRILL_SEEDS` sets how many);
+/// `make drill` runs them in full. Measured figures are printed with the prefix "drill:".
+@Suite(.serialized) struct SyncDrillTests {
+    // MARK: partition
+
+    @Test("Partition drill: five devices in namespaces split 2|3, write on both sides, heal; all converge and keep every write once")
+    func partition() async throws {
+        guard DrillLab.available else { return }
+        let lab = DrillLab(prefix: "kd\(getpid() % 10000)")
+        lab.down()
+        defer { lab.down() }
+        try lab.up(members: 5)
+        let tmp = try TempDir("kiana-drill-part")
+        defer { tmp.cleanup() }
+
+        var live: [DrillNode] = []
+        defer { live.forEach { $0.forceKill() } }
+        let started = Date()
+        let template = try await Self.pairFive(lab, base: tmp.path + "/template") { live = $0 }
+        print("drill: partition: five devices paired and linked in \(secs(Date().timeIntervalSince(started)))")
+        for seed in Drill.seeds() {
+            print("drill: partition seed \(seed) (replay: KIANA_DRILL_SEED=\(seed))")
+            try await Self.partitionSeed(seed, lab: lab, template: template, base: tmp.path + "/seed-\(seed)") { live = $0 }
+        }
+    }
+
+    /// Five paired devices a…e (each an authority, every one knowing every address), stopped;
+    /// their data directories are the template each seed starts from.
+    static func pairFive(_ lab: DrillLab, base: String, running: ([DrillNode]) -> Void) async throws -> [DrillNode] {
+        let nodes = try ["a", "b", "c", "d", "e"].map { DrillNode(name: $0, dir: base + "/" + $0, lab: lab, ip: try lab.ip($0)) }
+        try FileManager.default.createDirectory(atPath: base, withIntermediateDirectories: true)
+        let a = nodes[0]
+        let r = try await a.cli(["init", "--name", "drill"])
+        try #require(r.status == 0, "\(r.err)")
+        try await a.loadIdentity()
+        try await a.start()
+        running([a])
+        for i in 1..<nodes.count {
+            let joiner = nodes[i]
+            let members = Array(nodes[0..<i])
+            try await Nodes.pair(authority: a, joiner: joiner)
+            try await joiner.loadIdentity()
+            // More than half of the i authorities must vote: a voted while pairing.
+            for voter in members[1..<(i / 2 + 1)] {
+                let v = try await voter.cli(["vote", "add", joiner.key])
+                try #require(v.status == 0, "\(voter.name) vote add \(joiner.name): \(v.err)")
+            }
+            try await joiner.start()
+            running(Array(nodes[0...i]))
+            for n in members {
+                _ = try await n.cli(["peers", "add", joiner.address])
+                _ = try await joiner.cli(["peers", "add", n.address])
+            }
+            let all = Array(nodes[0...i])
+            let t = try await Nodes.until(120) {
+                guard try await Nodes.converged(all) else { return false }
+                return (try await joiner.status()["authorities"] as? [String] ?? []).contains(joiner.device)
+            }
+            try await Nodes.confirm(t != nil, "\(joiner.name) did not become an authority everywhere") { await Nodes.describeHeads(all) }
+        }
+        let meshed = try await Nodes.until(120) { try await Nodes.meshed(nodes) }
+        try await Nodes.confirm(meshed != nil, "no full mesh") { await Nodes.describePeers(nodes) }
+        for n in nodes {
+            let s = await n.stop()
+            #expect(s == 0, "\(n.name) exit \(s ?? -1):\n\(n.log)")
+        }
+        running([])
+        return nodes
+    }
+
+    /// What the drill wrote and got acknowledged.
+    struct Write {
+        enum Kind: String { case put, edit, delete, vote }
+        var kind: Kind
+        var node: DrillNode
+        var item: String = ""
+        var text: String = ""
+        /// The entry the REST edit reported (full hex), when known.
+        var entry: String?
+        var order: Int
+    }
+
+    /// Expected state of an item: last put text and the order of the last put and delete.
+    struct ItemModel {
+        var text: String
+        var lastPut: Int
+        var lastDelete: Int?
+        var deleted: Bool { lastDelete.map { $0 > lastPut } ?? false }
+    }
+
+    static func partitionSeed(_ seed: UInt64, lab: DrillLab, template: [DrillNode], base: String, running: ([DrillNode]) -> Void) async throws {
+        var rng = SplitMix64(seed: seed)
+        let tag = "seed \(seed)"
+        let fm = FileManager.default
+        try fm.createDirectory(atPath: base, withIntermediateDirectories: true)
+        defer { try? fm.removeItem(atPath: base) }
+        let nodes = try template.map { t in
+            let n = t.copy(to: base + "/" + t.name)
+            try fm.copyItem(atPath: t.dir, toPath: n.dir)
+            return n
+        }
+        defer { nodes.forEach { $0.forceKill() } }
+        for n in nodes { try await n.start() }
+        running(nodes)
+        let meshT = try await Nodes.until(120) { try await Nodes.meshed(nodes) }
+        try await Nodes.confirm(meshT != nil, "\(tag): no full mesh after start") { await Nodes.describePeers(nodes) }
+
+        // A throwaway identity to vote on: a key no device runs.
+        let throwaway = DrillNode(name: "t", dir: base + "/throwaway", lab: nil, ip: "127.0.0.1")
+        let ti = try await throwaway.cli(["init"])
+        try #require(ti.status == 0, "\(ti.err)")
+        try await throwaway.loadIdentity()
+        let authoritiesBefore = Set(try await nodes[0].status()["authorities"] as? [String] ?? [])
+
+        // Items every device has before the split.
+        var model: [String: ItemModel] = [:]
+        var baseItems: [String] = []
+        var writes: [Write] = []
+        for i in 0..<6 {
+            let n = nodes[Int.random(in: 0..<nodes.count, using: &rng)]
+            let text = "\(tag) base item \(i) written on \(n.name)"
+            let r = try await n.rest("POST", "knowledge", json: ["text": text])
+            try #require(r.code == 201, "\(tag): \(n.name) POST: \(r.code) \(r.body)")
+            let id = try #require(r.json["id"] as? String)
+            baseItems.append(id)
+            model[id] = ItemModel(text: text, lastPut: -1)
+            writes.append(Write(kind: .put, node: n, item: id, text: text, order: -1))
+        }
+        let baseT = try await Nodes.until(60) { try await Nodes.converged(nodes) }
+        try await Nodes.confirm(baseT != nil, "\(tag): base items did not spread") { await Nodes.describeHeads(nodes) }
+
+        // The split: two devices against three, chosen by the seed.
+        let shuffled = nodes.shuffled(using: &rng)
+        let sides = [Array(shuffled[0..<2]).sorted { $0.name < $1.name }, Array(shuffled[2...]).sorted { $0.name < $1.name }]
+        let groups = sides.map { $0.map(\.name).joined() }
+        func side(_ n: DrillNode) -> Int { sides[0].contains { $0 === n } ? 0 : 1 }
+
+        // The writes. Three phases: right after the split, while the links across it still look
+        // up (what is pushed then stalls in dead connections); once those links are down (the
+        // bulk); right after the heal, while the sides sync. In each phase the seed shuffles the
+        // order; an op the writer's side cannot do (an edit of an item that side forgot) is
+        // skipped. Writes run one after another, so their order is their HLC order.
+        enum Op {
+            case putCLI(DrillNode), putREST(DrillNode), edit(DrillNode, String), forget(DrillNode, String), vote(DrillNode)
+        }
+        func put(_ n: DrillNode) -> Op { Bool.random(using: &rng) ? .putCLI(n) : .putREST(n) }
+        let conflict = baseItems[Int.random(in: 0..<baseItems.count, using: &rng)]
+        let doomed = baseItems.filter { $0 != conflict }.randomElement(using: &rng)!
+        let others = baseItems.filter { $0 != conflict && $0 != doomed }
+
+        var early: [Op] = (0..<Int.random(in: 1...3, using: &rng)).map { _ in
+            let n = nodes.randomElement(using: &rng)!
+            return Bool.random(using: &rng) ? put(n) : .edit(n, others.randomElement(using: &rng)!)
+        }
+        early.shuffle(using: &rng)
+
+        var bulk: [Op] = []
+        // The same item edited on both sides; another forgotten on one side, perhaps edited on the other.
+        bulk.append(.edit(sides[0].randomElement(using: &rng)!, conflict))
+        bulk.append(.edit(sides[1].randomElement(using: &rng)!, conflict))
+        let forgetter = nodes.randomElement(using: &rng)!
+        bulk.append(.forget(forgetter, doomed))
+        if Bool.random(using: &rng) { bulk.append(.edit(sides[1 - side(forgetter)].randomElement(using: &rng)!, doomed)) }
+        for n in nodes {
+            for _ in 0..<Int.random(in: 1...3, using: &rng) { bulk.append(put(n)) }
+        }
+        // A burst on one device per side, so the branches differ in length and the fork search
+        // has ground to cover.
+        for sideNodes in sides {
+            let n = sideNodes.randomElement(using: &rng)!
+            for _ in 0..<Int.random(in: 0...12, using: &rng) { bulk.append(.putCLI(n)) }
+        }
+        for _ in 0..<Int.random(in: 0...3, using: &rng) {
+            let n = nodes.randomElement(using: &rng)!
+            let item = others.randomElement(using: &rng)!
+            bulk.append(Bool.random(using: &rng) ? .edit(n, item) : .forget(n, item))
+        }
+        let voters = nodes.shuffled(using: &rng).prefix(Int.random(in: 1...4, using: &rng))
+        for v in voters { bulk.append(.vote(v)) }
+        bulk.shuffle(using: &rng)
+
+        var healing: [Op] = (0..<Int.random(in: 1...3, using: &rng)).map { _ in put(nodes.randomElement(using: &rng)!) }
+        if Bool.random(using: &rng) { healing.append(.edit(nodes.randomElement(using: &rng)!, conflict)) }
+        healing.shuffle(using: &rng)
+        let pauses = (0..<(early.count + bulk.count + healing.count)).map { _ in Int.random(in: 2...40, using: &rng) }
+
+        var forgotten: [Set<String>] = [[], []]
+        var ackedVoters: [DrillNode] = []
+        var failures: [String] = []
+        var order = 0
+        var phaseOf: [Int: String] = [:]
+        func execute(_ ops: [Op], phase: String) async throws {
+            for op in ops {
+                order += 1
+                phaseOf[order] = phase
+                switch op {
+                case .putCLI(let n):
+                    let text = "\(tag) #\(order) remembered on \(n.name) (\(phase))"
+                    let r = try await n.cli(["remember", text])
+                    guard r.status == 0, let id = r.out.split(separator: " ").dropFirst().first.map(String.init) else {
+                        failures.append("\(phase): \(n.name) remember: \(r.status) \(r.err)")
+                        continue
+                    }
+                    model[id] = ItemModel(text: text, lastPut: order)
+                    writes.append(Write(kind: .put, node: n, item: id, text: text, order: order))
+                case .putREST(let n):
+                    let text = "\(tag) #\(order) posted to \(n.name) (\(phase))"
+                    let r = try await n.rest("POST", "knowledge", json: ["text": text])
+                    guard r.code == 201, let id = r.json["id"] as? String else {
+                        failures.append("\(phase): \(n.name) POST: \(r.code) \(r.body)")
+                        continue
+                    }
+                    model[id] = ItemModel(text: text, lastPut: order)
+                    writes.append(Write(kind: .put, node: n, item: id, text: text, order: order))
+                case .edit(let n, let item):
+                    if forgotten[side(n)].contains(item) { continue }
+                    let text = "\(tag) #\(order) edited on \(n.name) (\(phase))"
+                    let r = try await n.rest("PUT", "knowledge/\(item)", json: ["text": text])
+                    guard r.code == 200 else {
+                        failures.append("\(phase): \(n.name) PUT \(item): \(r.code) \(r.body)")
+                        continue
+                    }
+                    model[item]!.text = text
+                    model[item]!.lastPut = order
+                    writes.append(Write(kind: .edit, node: n, item: item, text: text, entry: r.json["entry"] as? String, order: order))
+                case .forget(let n, let item):
+                    if forgotten[side(n)].contains(item) { continue }
+                    let r = try await n.cli(["forget", item])
+                    guard r.status == 0 else {
+                        failures.append("\(phase): \(n.name) forget \(item): \(r.status) \(r.err)")
+                        continue
+                    }
+                    forgotten[side(n)].insert(item)
+                    model[item]!.lastDelete = order
+                    writes.append(Write(kind: .delete, node: n, item: item, order: order))
+                case .vote(let n):
+                    let r = try await n.cli(["vote", "add", throwaway.key])
+                    guard r.status == 0 else {
+                        failures.append("\(phase): \(n.name) vote add: \(r.status) \(r.err)")
+                        continue
+                    }
+                    ackedVoters.append(n)
+                    writes.append(Write(kind: .vote, node: n, item: throwaway.key, order: order))
+                }
+                try? await Task.sleep(for: .milliseconds(pauses[order - 1]))
+            }
+        }
+
+        let splitAt = Date()
+        try lab.split(groups[0], groups[1])
+        try await execute(early, phase: "split, links not down yet")
+        let cutT = try await Nodes.until(90) {
+            for (s, side) in sides.enumerated() {
+                let others = Set(sides[1 - s].map(\.device))
+                for n in side where !(try await n.connectedMembers()).isDisjoint(with: others) { return false }
+            }
+            return true
+        }
+        try await Nodes.confirm(cutT != nil, "\(tag): links across the split \(groups[0])|\(groups[1]) stayed up") { await Nodes.describePeers(nodes) }
+        let bulkAt = Date()
+        try await execute(bulk, phase: "split")
+        let bulkSeconds = Date().timeIntervalSince(bulkAt)
+
+        // Heal, write a little more at once, and wait for one chain everywhere, then for every link.
+        let healAt = Date()
+        try lab.heal()
+        try await execute(healing, phase: "healing")
+        #expect(failures.isEmpty, "\(tag): writes refused: \(failures)")
+        let convergeT = try await Nodes.until(180) { try await Nodes.converged(nodes) }
+        try await Nodes.confirm(convergeT != nil, "\(tag): no convergence after heal", fatal: false) {
+            await Nodes.describeHeads(nodes) + "\n" + (await Nodes.describePeers(nodes))
+        }
+        let convergedAfter = Date().timeIntervalSince(healAt)
+        let meshAgain = try await Nodes.until(180) { try await Nodes.meshed(nodes) }
+        try await Nodes.confirm(meshAgain != nil, "\(tag): links not all back after heal", fatal: false) { await Nodes.describePeers(nodes) }
+        let meshedAfter = Date().timeIntervalSince(healAt)
+        let head = try await nodes[0].head()
+        let splitWrites = writes.filter { $0.order > 0 }
+        let counts = Dictionary(grouping: splitWrites, by: \.kind).mapValues(\.count)
+        let perPhase = ["split, links not down yet", "split", "healing"].map { p in splitWrites.filter { phaseOf[$0.order] == p }.count }
+        let perSide = sides.map { side in splitWrites.filter { w in phaseOf[w.order] != "healing" && side.contains { $0 === w.node } }.count }
+        print(
+            "drill: partition \(tag): split \(groups[0])|\(groups[1]); \(perPhase[0]) writes before the links across it were down (after \(secs(cutT ?? -1))), "
+                + "\(perPhase[1]) after (\(secs(bulkSeconds))), \(perPhase[2]) right after the heal; \(perSide[0]) on \(groups[0]), \(perSide[1]) on \(groups[1]) "
+                + "(put \(counts[.put] ?? 0), edit \(counts[.edit] ?? 0), forget \(counts[.delete] ?? 0), vote \(counts[.vote] ?? 0)); "
+                + "one head (height \(head.height)) on all five \(convergeT == nil ? "never" : secs(convergedAfter)) after the heal (split lasted \(secs(healAt.timeIntervalSince(splitAt)))), "
+                + "all 20 links back after \(meshAgain == nil ? "never" : secs(meshedAfter))")
+        guard convergeT != nil else { return }
+
+        // Identical knowledge everywhere, and what last-writer-wins says it must be.
+        let reference = try await nodes[0].items()
+        let canonical: ([[String: Any]]) -> String = { items in
+            String(decoding: (try? JSONSerialization.data(withJSONObject: items, options: [.sortedKeys])) ?? Data(), as: UTF8.self)
+        }
+        for n in nodes.dropFirst() {
+            let items = try await n.items()
+            #expect(canonical(items) == canonical(reference), "\(tag): \(n.name)'s knowledge differs from \(nodes[0].name)'s")
+        }
+        let byID = Dictionary(reference.map { ($0["id"] as? String ?? "", $0) }, uniquingKeysWith: { a, _ in a })
+        for (id, m) in model {
+            guard let item = byID[id] else {
+                Issue.record("\(tag): item \(id) is missing")
+                continue
+            }
+            #expect(item["deleted"] as? Bool == m.deleted, "\(tag): item \(id) deleted=\(item["deleted"] ?? "nil"), expected \(m.deleted) (\(m))")
+            if !m.deleted { #expect(item["text"] as? String == m.text, "\(tag): item \(id) text \(item["text"] ?? "nil"), expected \(m.text)") }
+        }
+        #expect(reference.count == model.count, "\(tag): \(reference.count) items, \(model.count) written")
+
+        // Every acknowledged write is in every chain exactly once; no entry is there twice.
+        for n in nodes {
+            let entries = try await n.chain()
+            #expect(Set(entries.map(\.idHex)).count == entries.count, "\(tag): \(n.name)'s chain holds an entry twice")
+            let index = Self.index(entries)
+            for w in writes {
+                let found = index[Self.key(w)] ?? []
+                #expect(found.count == 1, "\(tag): \(w.kind.rawValue) \(w.item) by \(w.node.name) is in \(n.name)'s chain \(found.count) times")
+                if let e = w.entry { #expect(found.first == e, "\(tag): edit by \(w.node.name) reported entry \(e), chain has \(found)") }
+            }
+        }
+
+        // One membership everywhere; the throwaway key is in iff more than half voted for it.
+        let statuses = try await nodes.asyncMap { try await $0.status() }
+        let auths = statuses.map { Set($0["authorities"] as? [String] ?? []) }
+        #expect(Set(auths).count == 1, "\(tag): authorities differ: \(auths)")
+        let votes = statuses.map { s in ((s["votes"] as? [[String: Any]]) ?? []).map { "\($0["action"] ?? "") \($0["device"] ?? "") by \($0["by"] ?? "")" }.sorted() }
+        #expect(Set(votes).count == 1, "\(tag): pending votes differ: \(votes)")
+        let voterSet = Set(ackedVoters.map(\.device))
+        let added = voterSet.count > authoritiesBefore.count / 2
+        var expected = authoritiesBefore
+        if added { expected.insert(throwaway.device) }
+        #expect(auths[0] == expected, "\(tag): \(voterSet.count) of \(authoritiesBefore.count) voted; authorities \(auths[0])")
+        if !added {
+            let by = Set(((statuses[0]["votes"] as? [[String: Any]]) ?? []).filter { $0["device"] as? String == throwaway.device }.compactMap { $0["by"] as? String })
+            #expect(by == voterSet, "\(tag): pending votes by \(by), cast by \(voterSet)")
+        }
+        print("drill: partition \(tag): \(voterSet.count) of 5 voted for the throwaway key, \(added ? "added" : "pending") on all five")
+
+        // The ledger verifies on every node (read-only, beside the running node), which then stops cleanly.
+        for n in nodes {
+            let v = try await n.cli(["ledger", "verify"])
+            #expect(v.status == 0 && v.out.contains("Ledger OK"), "\(tag): \(n.name) ledger verify: \(v.out)\(v.err)")
+        }
+        for n in nodes {
+            let s = await n.stop()
+            #expect(s == 0, "\(tag): \(n.name) exit \(s ?? -1):\n\(n.log.suffix(4000))")
+        }
+        running([])
+    }
+
+    /// What identifies a write in a chain: author, kind, item (or vote target) and text.
+    static func key(author: String, kind: String, subject: String, text: String = "") -> String {
+        [author, kind, subject, text].joined(separator: "\u{1}")
+    }
+
+    static func key(_ w: Write) -> String {
+        switch w.kind {
+        case .put, .edit: key(author: w.node.device, kind: "put", subject: w.item, text: w.text)
+        case .delete: key(author: w.node.device, kind: "delete", subject: w.item)
+        case .vote: key(author: w.node.device, kind: "vote add", subject: w.item)
+        }
+    }
+
+    /// The chain's entries by `key`: their entry IDs, in chain order.
+    static func index(_ entries: [Entry]) -> [String: [String]] {
+        var out: [String: [String]] = [:]
+        for e in entries {
+            let author = e.authorID.description
+            var k: String?
+            if e.kind == .authorityVote, let v = try? Vote(payload: e.payload) {
+                k = key(author: author, kind: v.authorize ? "vote add" : "vote drop", subject: Hex.encode(v.target))
+            } else if let op = try? KnowledgeOp(kind: e.kind, payload: e.payload) {
+                switch op {
+                case .put(let id, let f): k = key(author: author, kind: "put", subject: id.description, text: f.text ?? "")
+                case .delete(let id): k = key(author: author, kind: "delete", subject: id.description)
+                }
+            }
+            if let k { out[k, default: []].append(e.idHex) }
+        }
+        return out
+    }
+
+    // MARK: crash while receiving
+
+    @Test("Crash drill: a device killed (SIGKILL) while receiving 20,000 entries resumes, converges, verifies and loses nothing")
+    func crashWhileReceiving() async throws {
+        let seed = Drill.seeds()[0]
+        var rng = SplitMix64(seed: seed)
+        let tag = "seed \(seed)"
+        print("drill: crash \(tag) (replay: KIANA_DRILL_SEED=\(seed))")
+        let tmp = try TempDir("kiana-drill-crash")
+        defer { tmp.cleanup() }
+        let a = DrillNode(name: "a", dir: tmp.path + "/a", lab: nil, ip: "127.0.0.1")
+        let b = DrillNode(name: "b", dir: tmp.path + "/b", lab: nil, ip: "127.0.0.1")
+        defer {
+            a.forceKill()
+            b.forceKill()
+        }
+        try #require(try await a.cli(["init", "--name", "crash"]).status == 0)
+        try await a.loadIdentity()
+        try await a.start()
+        try await Nodes.pair(authority: a, joiner: b)
+        try await b.loadIdentity()
+
+        // 20,000 entries while B is away: 2,000 Markdown files of ten sections, one block each.
+        let folder = tmp.path + "/notes"
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        let filler = String(repeating: "The quick brown fox jumps over the lazy dog. ", count: 4)
+        for f in 0..<2000 {
+            var doc = ""
+            for s in 0..<10 { doc += "## Note \(f)-\(s)\n\n\(tag): file \(f), section \(s). \(filler)\n\n" }
+            try Data(doc.utf8).write(to: URL(fileURLWithPath: folder + String(format: "/n%04d.md", f)))
+        }
+        // Written with A stopped: a running node follows every one of the 2,000 writes, which
+        // makes the ingest about three times slower.
+        #expect(await a.stop() == 0)
+        var t = Date()
+        let ingest = try await a.cli(["ingest", folder, "--no-embed"])
+        try #require(ingest.status == 0, "\(ingest.err)")
+        let ingestSeconds = Date().timeIntervalSince(t)
+        t = Date()
+        try await a.start()
+        let aStart = Date().timeIntervalSince(t)
+        // A listens on a new port now; B finds it there.
+        #expect(try await b.cli(["peers", "add", a.address]).status == 0)
+        let start = try await b.head()
+        let target = try await a.head()
+        let stream = target.height - start.height
+        let entries = try await a.status()["entries"] as? Int ?? 0
+        print(
+            "drill: crash: \(entries) entries in \(target.height) blocks built by `kiana ingest --no-embed` in \(secs(ingestSeconds)); A restarted on them in \(secs(aStart))"
+        )
+        try #require(entries >= 20_000)
+
+        // B comes back and pulls; both sides write meanwhile; B is killed between 10 % and 90 %.
+        var writes: [Write] = []
+        var order = 0
+        func write(_ n: DrillNode) async throws {
+            order += 1
+            let text = "\(tag) #\(order) written on \(n.name) while B receives"
+            if n === a {
+                let r = try await n.rest("POST", "knowledge", json: ["text": text])
+                #expect(r.code == 201, "\(r.code) \(r.body)")
+                if let id = r.json["id"] as? String { writes.append(Write(kind: .put, node: n, item: id, text: text, order: order)) }
+            } else {
+                let r = try await n.cli(["remember", text])
+                #expect(r.status == 0, "\(r.err)")
+                if r.status == 0, let id = r.out.split(separator: " ").dropFirst().first.map(String.init) {
+                    writes.append(Write(kind: .put, node: n, item: id, text: text, order: order))
+                }
+            }
+        }
+        let killAt = Double.random(in: 0.25...0.7, using: &rng)
+        t = Date()
+        try await b.start()
+        var heights: [(Double, UInt64)] = []
+        var killedAt: UInt64?
+        var bWrites = 0
+        while killedAt == nil {
+            let h = try await b.head().height
+            heights.append((Date().timeIntervalSince(t), h))
+            let done = Double(h - start.height) / Double(stream)
+            if done >= 0.9 { break }
+            if Date().timeIntervalSince(t) > 300 { break }
+            if done > 0.05 && writes.filter({ $0.node === a }).count < 5 { try await write(a) }
+            if done > 0.05 && bWrites < 2 {
+                try await write(b)
+                bWrites += 1
+            }
+            if done >= killAt && bWrites >= 2 {
+                await b.crash()
+                killedAt = h
+            }
+            try? await Task.sleep(for: .milliseconds(50))
+        }
+        let firstRun = Date().timeIntervalSince(t)
+        let bLog1 = b.log
+        try #require(
+            killedAt != nil,
+            "\(tag): B got to \(heights.last?.1 ?? 0) of \(target.height) before it could be killed (\(Self.trace(heights)))\n\(bLog1.suffix(3000))")
+        let afterKill = try await b.head()
+        #expect(afterKill.height >= killedAt!, "\(tag): B's height went back from \(killedAt!) to \(afterKill.height) after SIGKILL")
+        let fraction = Double(afterKill.height - start.height) / Double(stream)
+        print(
+            "drill: crash \(tag): B killed at height \(afterKill.height) of \(target.height) (\(Int(fraction * 100)) % of the stream) after \(secs(firstRun)); "
+                + "height by time \(Self.trace(heights))")
+        #expect((0.1...0.9).contains(fraction), "\(tag): killed at \(Int(fraction * 100)) %")
+
+        // Restarted, it resumes: its height never goes back, and it reaches A's head.
+        t = Date()
+        try await b.start()
+        let restartSeconds = Date().timeIntervalSince(t)
+        var last = afterKill.height
+        var wentBack: [String] = []
+        var resumed: [(Double, UInt64)] = []
+        let caughtUp = try await Nodes.until(600, every: 0.3) {
+            let h = try await b.head()
+            resumed.append((Date().timeIntervalSince(t), h.height))
+            if h.height < last { wentBack.append("\(last) → \(h.height)") }
+            last = max(last, h.height)
+            return h.height >= target.height
+        }
+        #expect(wentBack.isEmpty, "\(tag): B's height went back: \(wentBack)")
+        let converge = try await Nodes.until(300) { try await Nodes.converged([a, b]) }
+        try await Nodes.confirm(converge != nil, "\(tag): A and B did not converge", fatal: false) { await Nodes.describeHeads([a, b]) + "\n" + b.log.suffix(3000) }
+        let total = Date().timeIntervalSince(t)
+        print(
+            "drill: crash \(tag): restarted in \(secs(restartSeconds)) (its start-up check included), at A's height \(secs(caughtUp ?? -1)) later, one head on both \(secs(total - restartSeconds)) later "
+                + "(height by time \(Self.trace(resumed)))")
+
+        // Nothing acknowledged is lost, nothing is there twice; both ledgers verify.
+        t = Date()
+        async let chainA = a.chain()
+        async let chainB = b.chain()
+        for (n, chain) in [(a, try await chainA), (b, try await chainB)] {
+            #expect(Set(chain.map(\.idHex)).count == chain.count, "\(tag): \(n.name)'s chain holds an entry twice")
+            #expect(chain.count >= entries + writes.count, "\(tag): \(n.name) has \(chain.count) entries")
+            let index = Self.index(chain)
+            for w in writes {
+                let found = index[Self.key(w)]?.count ?? 0
+                #expect(found == 1, "\(tag): write #\(w.order) on \(w.node.name) is in \(n.name)'s chain \(found) times")
+            }
+        }
+        let checked = Date().timeIntervalSince(t)
+        t = Date()
+        async let verifyA = a.cli(["ledger", "verify"])
+        async let verifyB = b.cli(["ledger", "verify"])
+        for (n, v) in [(a, try await verifyA), (b, try await verifyB)] {
+            #expect(v.status == 0 && v.out.contains("Ledger OK"), "\(tag): \(n.name): \(v.out)\(v.err)")
+        }
+        print("drill: crash: both chains exported and checked in \(secs(checked)), `kiana ledger verify` on both in \(secs(Date().timeIntervalSince(t)))")
+        let itemsA = try await a.items().count
+        let itemsB = try await b.items().count
+        #expect(itemsA == itemsB && itemsA == 20_000 + writes.count, "\(tag): items A \(itemsA), B \(itemsB), written \(20_000 + writes.count)")
+        for n in [a, b] {
+            let s = await n.stop()
+            #expect(s == 0, "\(n.name) exit \(s ?? -1):\n\(n.log.suffix(3000))")
+        }
+    }
+
+    /// "0.2s:1 5.7s:181 …": the first sample and every change.
+    static func trace(_ samples: [(Double, UInt64)]) -> String {
+        var out: [String] = []
+        var last: UInt64?
+        for (t, h) in samples where h != last {
+            out.append(String(format: "%.1fs:%d", t, h))
+            last = h
+        }
+        return out.joined(separator: " ")
+    }
+
+    // MARK: stranger flood
+
+    @Test("Stranger flood: 100 threads open and drop connections to a member's link port; sync stays fast, the link stays up, the log stays small")
+    func strangerFlood() async throws {
+        let tmp = try TempDir("kiana-drill-flood")
+        defer { tmp.cleanup() }
+        let a = DrillNode(name: "a", dir: tmp.path + "/a", lab: nil, ip: "127.0.0.1")
+        let b = DrillNode(name: "b", dir: tmp.path + "/b", lab: nil, ip: "127.0.0.1")
+        defer {
+            a.forceKill()
+            b.forceKill()
+        }
+        try #require(try await a.cli(["init", "--name", "flood"]).status == 0)
+        try await a.loadIdentity()
+        // The default log level (what a user runs): its growth under the flood is measured.
+        try await a.start(logLevel: nil)
+        try await Nodes.pair(authority: a, joiner: b)
+        try await b.loadIdentity()
+        #expect(try await b.cli(["peers", "add", a.address]).status == 0)
+        try await b.start(logLevel: nil)
+        let linked = try await Nodes.until(60) { try await Nodes.meshed([a, b]) }
+        try await Nodes.confirm(linked != nil, "A and B did not link") { await Nodes.describePeers([a, b]) }
+
+        let quiet = await Self.measure(a, b, seconds: 5, tag: "quiet")
+        print("drill: flood: without flood: \(quiet.summary)")
+        let quietReconnect = try await Self.reconnect(b, to: a)
+        print("drill: flood: without flood, B restarted is linked to A again \(secs(quietReconnect ?? -1)) after its listener is up")
+
+        let seconds = Drill.floodSeconds
+        let sources = (0..<Drill.floodSources).map { "127.0.\($0 / 250).\(2 + $0 % 250)" }
+        let logBefore = a.logBytes
+        let flood = ConnectionFlood(port: a.p2pPort, sources: sources, threads: 100)
+        let overflowsBefore = tcpExtCounter("ListenOverflows") ?? 0
+        let floodStart = Date()
+        flood.start()
+        let loaded = await Self.measure(a, b, seconds: seconds, tag: "flood")
+        // B only knows A's address, so it comes back through A's flooded listener.
+        let floodReconnect = try await Self.reconnect(b, to: a)
+        flood.stop()
+        let floodSeconds = Date().timeIntervalSince(floodStart)
+        try? await Task.sleep(for: .milliseconds(500))
+        let logGrowth = a.logBytes - logBefore
+        let overflows = (tcpExtCounter("ListenOverflows") ?? 0) - overflowsBefore
+        let opened = flood.opened.load(ordering: .relaxed)
+        let failed = flood.failed.load(ordering: .relaxed)
+        print(
+            "drill: flood: \(opened) connections opened and dropped (\(Int(Double(opened) / floodSeconds))/s, \(failed) failed) by 100 threads from \(sources.count == 1 ? sources[0] : "\(sources.count) addresses") in \(secs(floodSeconds))"
+        )
+        print("drill: flood: during flood: \(loaded.summary)")
+        print("drill: flood: listen queue overflows meanwhile (SYNs dropped, this network namespace): \(overflows)")
+        print("drill: flood: flooded node's log grew by \(logGrowth) bytes")
+        print("drill: flood: during flood, B restarted is linked to A again \(secs(floodReconnect ?? -1)) after its listener is up")
+        let refusedLines = a.log.split(separator: "\n").filter { $0.contains("refused") }
+        print("drill: flood: flooded node's refusal log lines: \(refusedLines.count)\(refusedLines.first.map { " (first: \($0.prefix(200)))" } ?? "")")
+
+        #expect(loaded.lost == 0, "writes not readable on the other member within 10 s: \(loaded.lost)")
+        #expect(loaded.p50 < 0.050, "propagation p50 \(ms(loaded.p50)) under the flood")
+        #expect(loaded.longestDown < 1.0, "the members' link was down for \(secs(loaded.longestDown))")
+        #expect(logGrowth < 1_000_000, "the flooded node's log grew by \(logGrowth) bytes")
+        #expect(opened > 1000, "the flood opened only \(opened) connections")
+        for n in [a, b] {
+            let s = await n.stop()
+            #expect(s == 0, "\(n.name) exit \(s ?? -1):\n\(n.log.suffix(3000))")
+        }
+    }
+
+    /// Restarts `b` (SIGTERM, start); seconds from its listener being up until both list each
+    /// other as connected (nil: not within 60 s).
+    static func reconnect(_ b: DrillNode, to a: DrillNode) async throws -> Double? {
+        let s = await b.stop()
+        #expect(s == 0, "\(b.name) exit \(s ?? -1):\n\(b.log.suffix(3000))")
+        try await b.start(logLevel: nil)
+        return try await Nodes.until(60, every: 0.05) { try await Nodes.meshed([a, b]) }
+    }
+
+    struct Propagation: Sendable {
+        var latencies: [Double] = []
+        var acks: [Double] = []
+        var lost = 0
+        var longestDown = 0.0
+        var downSamples = 0
+        var samples = 0
+        var p50: Double { percentile(latencies, 0.5) }
+        var p99: Double { percentile(latencies, 0.99) }
+        var summary: String {
+            "\(latencies.count) writes, every 200 ms, alternately on each member; write to readable on the other: p50 \(ms(p50)), p99 \(ms(p99)), max \(ms(latencies.max() ?? .nan)) "
+                + "(the write itself: p50 \(ms(percentile(acks, 0.5))), p99 \(ms(percentile(acks, 0.99)))); \(lost) lost; "
+                + "link down in \(downSamples) of \(samples) samples, longest \(secs(longestDown))"
+        }
+    }
+
+    /// For `seconds`: a small item written every 200 ms (alternately on A and B, through the
+    /// REST API), timed from the request until the other member serves it (polled every 2 ms on
+    /// a kept-alive connection); meanwhile both members' view of their link is sampled every
+    /// 100 ms through /api/v1/device.
+    static func measure(_ a: DrillNode, _ b: DrillNode, seconds: Double, tag: String) async -> Propagation {
+        let ports = (a: a.httpPort, b: b.httpPort)
+        let devices = (a: a.device, b: b.device)
+        let end = Date().addingTimeInterval(seconds)
+        async let links: (Double, Int, Int) = offPool {
+            let conns = [HTTPConnection(port: ports.a), HTTPConnection(port: ports.b)]
+            let other = [devices.b, devices.a]
+            var downSince: [Date?] = [nil, nil]
+            var longest = 0.0
+            var down = 0
+            var samples = 0
+            while Date() < end {
+                for i in 0..<2 {
+                    var up = false
+                    if let r = try? conns[i].request("GET", "/api/v1/device"), r.code == 200,
+                        let o = try? JSONSerialization.jsonObject(with: r.body) as? [String: Any], let peers = o["peers"] as? [[String: Any]]
+                    {
+                        up = peers.contains { $0["device"] as? String == other[i] && $0["state"] as? String == "connected" }
+                    }
+                    samples += 1
+                    if up {
+                        if let s = downSince[i] { longest = max(longest, Date().timeIntervalSince(s)) }
+                        downSince[i] = nil
+                    } else {
+                        down += 1
+                        if downSince[i] == nil { downSince[i] = Date() }
+                    }
+                }
+                usleep(100_000)
+            }
+            for s in downSince.compactMap({ $0 }) { longest = max(longest, Date().timeIntervalSince(s)) }
+            return (longest, down, samples)
+        }
+        var result = await offPool { () -> Propagation in
+            var p = Propagation()
+            let conns = [HTTPConnection(port: ports.a), HTTPConnection(port: ports.b)]
+            var i = 0
+            while Date() < end {
+                let w = i % 2
+                let r = 1 - w
+                let t0 = Date()
+                let body = try! JSONSerialization.data(withJSONObject: ["text": "\(tag) write \(i) on \(w == 0 ? "a" : "b")"])
+                guard let res = try? conns[w].request("POST", "/api/v1/knowledge", json: body), res.code == 201,
+                    let o = try? JSONSerialization.jsonObject(with: res.body) as? [String: Any], let id = o["id"] as? String
+                else {
+                    p.lost += 1
+                    i += 1
+                    continue
+                }
+                let t1 = Date()
+                var seen: Date?
+                while Date().timeIntervalSince(t1) < 10 {
+                    if let g = try? conns[r].request("GET", "/api/v1/knowledge/\(id)"), g.code == 200 {
+                        seen = Date()
+                        break
+                    }
+                    usleep(2000)
+                }
+                if let seen {
+                    p.latencies.append(seen.timeIntervalSince(t0))
+                    p.acks.append(t1.timeIntervalSince(t0))
+                } else {
+                    p.lost += 1
+                }
+                i += 1
+                let pause = 0.2 - Date().timeIntervalSince(t0)
+                if pause > 0 { usleep(UInt32(pause * 1_000_000)) }
+            }
+            return p
+        }
+        let l = await links
+        result.longestDown = l.0
+        result.downSamples = l.1
+        result.samples = l.2
+        return result
+    }
+}
+
+extension Array {
+    func asyncMap<T>(_ f: (Element) async throws -> T) async rethrows -> [T] {
+        var out: [T] = []
+        for e in self { out.append(try await f(e)) }
+        return out
+    }
+}
