@@ -73,6 +73,7 @@ bench: setup
 	@$(SWIFT) build -c release --product kiana --scratch-path .build-release 2>&1 | $(QUIET)
 	@.build-release/release/kiana bench ledger
 	@.build-release/release/kiana bench net
+	@.build-release/release/kiana bench sync
 	@.build-release/release/kiana bench embed
 	@.build-release/release/kiana bench vector
 	@.build-release/release/kiana bench retrieval
