@@ -231,7 +231,8 @@ final class DrillNode: @unchecked Sendable {
         args += lab != nil ? ["--port", "8000", "--p2p-port", "8470"] : ["--port", "0", "--p2p-port", "0"]
         let (exe, argv) = command([kianaBinary()] + args)
         var env = ProcessInfo.processInfo.environment
-        env["KIANA_LOG_LEVEL"] = logLevel
+        // KIANA_DRILL_LOG_LEVEL overrides the level of every drill node (for a replay).
+        env["KIANA_LOG_LEVEL"] = env["KIANA_DRILL_LOG_LEVEL"] ?? logLevel
         let p = try ChildProcess(exe, argv, environment: env)
         guard let line = await p.waitFor("device links on port", timeout: 180) else {
             p.signal(SIGKILL)

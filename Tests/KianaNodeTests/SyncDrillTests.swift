@@ -551,6 +551,13 @@ import Testing
         }
     }
 
+    /// A node's log lines about links and sync (not the refused strangers).
+    static func linkLines(_ log: String) -> String {
+        log.split(separator: "\n").filter { l in
+            !l.contains("inbound connection refused") && ["link", "peer", "sync", "handshake", "closing"].contains { l.contains($0) }
+        }.suffix(60).joined(separator: "\n")
+    }
+
     /// "0.2s:1 5.7s:181 …": the first sample and every change.
     static func trace(_ samples: [(Double, UInt64)]) -> String {
         var out: [String] = []
@@ -619,7 +626,9 @@ import Testing
 
         #expect(loaded.lost == 0, "writes not readable on the other member within 10 s: \(loaded.lost)")
         #expect(loaded.p50 < 0.050, "propagation p50 \(ms(loaded.p50)) under the flood")
-        #expect(loaded.longestDown < 1.0, "the members' link was down for \(secs(loaded.longestDown))")
+        #expect(
+            loaded.longestDown < 1.0,
+            "the members' link was down for \(secs(loaded.longestDown)): \(loaded.downs)\nA:\n\(Self.linkLines(a.log))\nB:\n\(Self.linkLines(b.log))")
         #expect(logGrowth < 1_000_000, "the flooded node's log grew by \(logGrowth) bytes")
         #expect(opened > 1000, "the flood opened only \(opened) connections")
         for n in [a, b] {
@@ -644,12 +653,14 @@ import Testing
         var longestDown = 0.0
         var downSamples = 0
         var samples = 0
+        var downs: [String] = []
         var p50: Double { percentile(latencies, 0.5) }
         var p99: Double { percentile(latencies, 0.99) }
         var summary: String {
             "\(latencies.count) writes, every 200 ms, alternately on each member; write to readable on the other: p50 \(ms(p50)), p99 \(ms(p99)), max \(ms(latencies.max() ?? .nan)) "
                 + "(the write itself: p50 \(ms(percentile(acks, 0.5))), p99 \(ms(percentile(acks, 0.99)))); \(lost) lost; "
                 + "link down in \(downSamples) of \(samples) samples, longest \(secs(longestDown))"
+                + (downs.isEmpty ? "" : " (\(downs.joined(separator: "; ")))")
         }
     }
 
@@ -661,34 +672,51 @@ import Testing
         let ports = (a: a.httpPort, b: b.httpPort)
         let devices = (a: a.device, b: b.device)
         let end = Date().addingTimeInterval(seconds)
-        async let links: (Double, Int, Int) = offPool {
+        let began = Date()
+        async let links: (Double, Int, Int, [String]) = offPool {
             let conns = [HTTPConnection(port: ports.a), HTTPConnection(port: ports.b)]
             let other = [devices.b, devices.a]
-            var downSince: [Date?] = [nil, nil]
+            let names = ["a", "b"]
+            // Per member: since when its view of the link is not "connected", and why.
+            var downSince: [(Date, String)?] = [nil, nil]
             var longest = 0.0
             var down = 0
             var samples = 0
+            var intervals: [String] = []
+            func close(_ i: Int) {
+                guard let (since, why) = downSince[i] else { return }
+                let d = Date().timeIntervalSince(since)
+                longest = max(longest, d)
+                intervals.append("\(names[i]) saw \(why) from \(String(format: "%.1f", since.timeIntervalSince(began))) s for \(secs(d))")
+                downSince[i] = nil
+            }
             while Date() < end {
                 for i in 0..<2 {
-                    var up = false
-                    if let r = try? conns[i].request("GET", "/api/v1/device"), r.code == 200,
-                        let o = try? JSONSerialization.jsonObject(with: r.body) as? [String: Any], let peers = o["peers"] as? [[String: Any]]
-                    {
-                        up = peers.contains { $0["device"] as? String == other[i] && $0["state"] as? String == "connected" }
+                    var why: String?
+                    do {
+                        let r = try conns[i].request("GET", "/api/v1/device")
+                        if r.code == 200, let o = try? JSONSerialization.jsonObject(with: r.body) as? [String: Any], let peers = o["peers"] as? [[String: Any]] {
+                            let state = peers.first { $0["device"] as? String == other[i] }?["state"] as? String
+                            if state != "connected" { why = "the other member \(state ?? "absent")" }
+                        } else {
+                            why = "HTTP \(r.code)"
+                        }
+                    } catch {
+                        why = "no answer from its API (\(error))"
                     }
                     samples += 1
-                    if up {
-                        if let s = downSince[i] { longest = max(longest, Date().timeIntervalSince(s)) }
-                        downSince[i] = nil
-                    } else {
+                    if let why {
                         down += 1
-                        if downSince[i] == nil { downSince[i] = Date() }
+                        if downSince[i] == nil { downSince[i] = (Date(), why) }
+                    } else {
+                        close(i)
                     }
                 }
                 usleep(100_000)
             }
-            for s in downSince.compactMap({ $0 }) { longest = max(longest, Date().timeIntervalSince(s)) }
-            return (longest, down, samples)
+            close(0)
+            close(1)
+            return (longest, down, samples, intervals)
         }
         var result = await offPool { () -> Propagation in
             var p = Propagation()
@@ -731,6 +759,7 @@ import Testing
         result.longestDown = l.0
         result.downSamples = l.1
         result.samples = l.2
+        result.downs = l.3
         return result
     }
 }
