@@ -159,8 +159,17 @@ public actor PeerLink {
 
     public nonisolated var deviceID: DeviceID { DeviceID(publicKey: remoteKey) }
 
-    /// Sends one message (encrypted, framed, rekeying on schedule).
+    /// Sends one message (encrypted, framed, rekeying on schedule). Sends on one link are
+    /// serialized: each is sealed only when it may write, so frames leave in nonce order even
+    /// though the write suspends (the actor is reentrant across it) and waits for the socket.
     public func send(_ message: LinkMessage) async throws(KianaNetError) {
+        if let closedError { throw closedError }
+        while writing { await withCheckedContinuation { writers.append($0) } }
+        writing = true
+        defer {
+            writing = false
+            if !writers.isEmpty { writers.removeFirst().resume() }
+        }
         if let closedError { throw closedError }
         let bytes = try Link.seal(message.encoded, cipher: &sendCipher, sent: &sent, config: config)
         do {
@@ -170,6 +179,10 @@ public actor PeerLink {
             throw KianaNetError(.closed, "link to \(deviceID) is closed", cause: error)
         }
     }
+
+    /// A send is writing; the others wait here, first come first served.
+    var writing = false
+    var writers: [CheckedContinuation<Void, Never>] = []
 
     /// Sends a request and waits for its response body.
     public func request(_ type: String, _ body: CBOR = .map([:]), timeout: Duration? = nil) async throws(KianaNetError) -> CBOR {
