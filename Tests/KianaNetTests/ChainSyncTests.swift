@@ -67,17 +67,21 @@ final class DirectPeer: SyncPeer, Sendable {
         return (sa, sb)
     }
 
-    /// `count` writes of one small item each, one block each.
-    func grow(_ s: LedgerStore, _ count: Int, by id: DeviceIdentity, from t: UInt64) throws {
-        for i in 0..<count {
-            _ = try s.write([.put(ItemID.random(), KnowledgeFields(text: "fact \(i) from \(id.deviceID.description.prefix(6))"))], identity: id, now: t + UInt64(i))
+    /// `count` writes of one small item each, one block each. Off the cooperative pool: these
+    /// suites run beside process tests, whose handshakes and timers must not starve.
+    func grow(_ s: LedgerStore, _ count: Int, by id: DeviceIdentity, from t: UInt64) async throws {
+        try await blocking {
+            for i in 0..<count {
+                _ = try s.write(
+                    [.put(ItemID.random(), KnowledgeFields(text: "fact \(i) from \(id.deviceID.description.prefix(6))"))], identity: id, now: t + UInt64(i))
+            }
         }
     }
 
     /// Copies a's canonical blocks 1...n into b.
-    func copy(_ a: LedgerStore, _ b: LedgerStore, through n: UInt64) throws {
+    func copy(_ a: LedgerStore, _ b: LedgerStore, through n: UInt64) async throws {
         guard n >= 1 else { return }
-        let r = try b.importBatch(try a.blocks(from: 1, through: n), now: .max / 2)
+        let r = try await blocking { try b.importBatch(try a.blocks(from: 1, through: n), now: .max / 2) }
         #expect(r.refused == nil)
     }
 
@@ -94,8 +98,8 @@ final class DirectPeer: SyncPeer, Sendable {
     @Test("A device behind gets a consistency proof, then exactly the blocks it lacks, in batches", arguments: [(250, 0), (250, 120), (10, 9), (100, 0)])
     func behindCatchesUp(_ ahead: Int, _ behind: Int) async throws {
         let (sa, sb) = try pair()
-        try grow(sa, ahead, by: a, from: t0 + 1)
-        try copy(sa, sb, through: UInt64(behind))
+        try await grow(sa, ahead, by: a, from: t0 + 1)
+        try await copy(sa, sb, through: UInt64(behind))
         let peer = DirectPeer(ChainSync(store: sa, logger: logger, config: config(batch: 50)))
         let report = try await ChainSync(store: sb, logger: logger, config: config(batch: 50)).pull(from: peer, now: { .max / 2 })
         #expect(try same(sa, sb))
@@ -107,14 +111,14 @@ final class DirectPeer: SyncPeer, Sendable {
 
     @Test func inStepOrAheadMeansNoRequest() async throws {
         let (sa, sb) = try pair()
-        try grow(sa, 30, by: a, from: t0 + 1)
-        try copy(sa, sb, through: 30)
+        try await grow(sa, 30, by: a, from: t0 + 1)
+        try await copy(sa, sb, through: 30)
         let peer = DirectPeer(ChainSync(store: sa, logger: logger))
         let head = try #require(try await ChainSync(store: sa, logger: logger).head())
         _ = try await ChainSync(store: sb, logger: logger).pull(from: peer, peerHead: head, now: { .max / 2 })
         #expect(peer.total == 0)
         // b ahead of a: a's head is already on b's chain, so b asks a for nothing.
-        try grow(sb, 3, by: b, from: t0 + 100)
+        try await grow(sb, 3, by: b, from: t0 + 100)
         _ = try await ChainSync(store: sb, logger: logger).pull(from: peer, peerHead: head, now: { .max / 2 })
         #expect(peer.total == 0)
         // Without a stated head, one prove request shows a is behind: nothing streams.
@@ -125,10 +129,10 @@ final class DirectPeer: SyncPeer, Sendable {
     @Test("Forked chains: the fork point is found with few hashes, the better branch streams from there", arguments: [(600, 200, 201), (300, 1, 3), (50, 40, 41), (0, 5, 6)])
     func forkIsFound(_ common: Int, _ aOwn: Int, _ bOwn: Int) async throws {
         let (sa, sb) = try pair()
-        try grow(sa, common, by: a, from: t0 + 1)
-        try copy(sa, sb, through: UInt64(common))
-        try grow(sa, aOwn, by: a, from: t0 + 10_000)
-        try grow(sb, bOwn, by: b, from: t0 + 20_000)
+        try await grow(sa, common, by: a, from: t0 + 1)
+        try await copy(sa, sb, through: UInt64(common))
+        try await grow(sa, aOwn, by: a, from: t0 + 10_000)
+        try await grow(sb, bOwn, by: b, from: t0 + 20_000)
         let peer = DirectPeer(ChainSync(store: sb, logger: logger))
         let report = try await ChainSync(store: sa, logger: logger).pull(from: peer, now: { .max / 2 })
         #expect(report.forkHeight == UInt64(common))
@@ -143,7 +147,7 @@ final class DirectPeer: SyncPeer, Sendable {
 
     @Test func aForgedBlockKeepsTheValidPrefixAndNamesTheRule() async throws {
         let (sa, sb) = try pair()
-        try grow(sa, 20, by: a, from: t0 + 1)
+        try await grow(sa, 20, by: a, from: t0 + 1)
         let stranger = DeviceIdentity.generate()
         let peer = DirectPeer(ChainSync(store: sa, logger: logger)) { type, body, _ in
             guard type == "sync.blocks" else { return body }
@@ -167,7 +171,7 @@ final class DirectPeer: SyncPeer, Sendable {
 
     @Test func anInterruptedStreamResumesFromWhatWasStored() async throws {
         let (sa, sb) = try pair()
-        try grow(sa, 300, by: a, from: t0 + 1)
+        try await grow(sa, 300, by: a, from: t0 + 1)
         let sync = ChainSync(store: sa, logger: logger, config: config(batch: 50))
         // The link drops after the prove and two batches.
         await #expect(throws: KianaNetError.self) {
@@ -183,10 +187,10 @@ final class DirectPeer: SyncPeer, Sendable {
 
     @Test func anInterruptedPullOfAForkResumesFromTheSideBranch() async throws {
         let (sa, sb) = try pair()
-        try grow(sa, 20, by: a, from: t0 + 1)
-        try copy(sa, sb, through: 20)
-        try grow(sa, 100, by: a, from: t0 + 10_000)
-        try grow(sb, 200, by: b, from: t0 + 20_000)
+        try await grow(sa, 20, by: a, from: t0 + 1)
+        try await copy(sa, sb, through: 20)
+        try await grow(sa, 100, by: a, from: t0 + 10_000)
+        try await grow(sb, 200, by: b, from: t0 + 20_000)
         let sync = ChainSync(store: sb, logger: logger, config: config(batch: 50))
         // prove + probes (2 rounds at most here) + 1 batch, then the link drops.
         await #expect(throws: KianaNetError.self) {
@@ -202,8 +206,8 @@ final class DirectPeer: SyncPeer, Sendable {
 
     @Test func aLyingProofOrAnOversizedBatchIsAProtocolViolation() async throws {
         let (sa, sb) = try pair()
-        try grow(sa, 20, by: a, from: t0 + 1)
-        try copy(sa, sb, through: 5)
+        try await grow(sa, 20, by: a, from: t0 + 1)
+        try await copy(sa, sb, through: 5)
         let liar = DirectPeer(ChainSync(store: sa, logger: logger)) { type, body, _ in
             guard type == "sync.prove" else { return body }
             var m = try body.mapValue("answer")
@@ -226,7 +230,7 @@ final class DirectPeer: SyncPeer, Sendable {
 
     @Test func requestsAreValidatedAndBounded() async throws {
         let (sa, _) = try pair()
-        try grow(sa, 10, by: a, from: t0 + 1)
+        try await grow(sa, 10, by: a, from: t0 + 1)
         let sync = ChainSync(store: sa, logger: logger)
         func code(_ type: String, _ body: CBOR) async -> ErrorCode? {
             if case .error(let c, _)? = await sync.answer(type, body) { return c }
@@ -249,7 +253,7 @@ final class DirectPeer: SyncPeer, Sendable {
 
     @Test func pairingDownloadAnswersFromTheNewestSharedBlock() async throws {
         let (sa, _) = try pair()
-        try grow(sa, 100, by: a, from: t0 + 1)
+        try await grow(sa, 100, by: a, from: t0 + 1)
         let ex = BlockExchange(store: sa, batch: 10)
         let hashes = try sa.blockHashes()
         func heights(_ locator: [[UInt8]]) async throws -> [UInt64] { try await ex.blocks(after: locator).map { try Block(decoding: $0).height } }
@@ -263,7 +267,7 @@ final class DirectPeer: SyncPeer, Sendable {
 extension ChainSyncTests {
     @Test func aPeerThatStreamsPastItsStatedHeadIsCutOff() async throws {
         let (sa, sb) = try pair()
-        try grow(sa, 120, by: a, from: t0 + 1)
+        try await grow(sa, 120, by: a, from: t0 + 1)
         // The prove answer understates a's chain: a "stated" 10 blocks, then streams 120.
         let liar = DirectPeer(ChainSync(store: sa, logger: logger, config: config(batch: 20))) { type, body, _ in
             guard type == "sync.prove" else { return body }
@@ -285,7 +289,7 @@ extension ChainSyncTests {
 extension ChainSyncTests {
     @Test func aPeerWhoseChainGrowsWhileWePullIsFollowedNotCutOff() async throws {
         let (sa, sb) = try pair()
-        try grow(sa, 50, by: a, from: t0 + 1)
+        try await grow(sa, 50, by: a, from: t0 + 1)
         let writer = a
         let start = t0 + 1000
         // Every batch a answers, it writes 15 more blocks (a bulk import there).

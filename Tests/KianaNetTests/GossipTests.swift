@@ -70,7 +70,9 @@ import Testing
                     writers.addTask {
                         var out: [[UInt8]] = []
                         for i in 0..<15 {
-                            let r = try d.store.write([.put(ItemID.random(), KnowledgeFields(text: "w\(i)"))], identity: d.identity, now: currentMillis())
+                            let r = try await blocking {
+                                try d.store.write([.put(ItemID.random(), KnowledgeFields(text: "w\(i)"))], identity: d.identity, now: currentMillis())
+                            }
                             out.append(r.entries[0].id)
                             try await Task.sleep(for: .milliseconds(Int.random(in: 1...8)))
                         }
