@@ -132,20 +132,3 @@ public enum PairingCode {
         return clean.count == 6 && clean == code.filter { $0.isNumber }
     }
 }
-
-/// Block locator: hashes of the canonical chain at the tip, tip-1, tip-2, tip-4, … and genesis,
-/// so a peer can find the last common block in one round trip.
-public enum BlockLocator {
-    public static func heights(tip: UInt64) -> [UInt64] {
-        var out: [UInt64] = []
-        var step: UInt64 = 1
-        var h = tip
-        while true {
-            out.append(h)
-            if h == 0 { break }
-            h = h >= step ? h - step : 0
-            if out.count >= 2 { step *= 2 }
-        }
-        return out
-    }
-}

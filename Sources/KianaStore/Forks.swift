@@ -83,14 +83,7 @@ extension LedgerStore {
     public func importBlocks(_ blocks: [Block], now: UInt64) throws(KianaStoreError) -> [ImportOutcome] {
         try run("importing blocks") {
             try writer.write { db in
-                if try Self.head(db) == nil {
-                    guard let g = blocks.first(where: { $0.height == 0 }) else { throw KianaStoreError(.invalidInput, "chain has no genesis") }
-                    do throws(KianaCoreError) { _ = try LedgerState(genesis: g, now: now) } catch {
-                        throw KianaStoreError(.invalidInput, "genesis block is invalid: \(error.description)", cause: error)
-                    }
-                    try Self.insert(block: g, db)
-                    try SettingRecord(key: "network", value: Data(g.hash)).insert(db)
-                }
+                try Self.startIfEmpty(genesis: blocks.first(where: { $0.height == 0 }), now: now, db)
                 return try blocks.map { try Self.importBlock($0, now: now, cache: database.states, db) }
             }
         }
@@ -106,14 +99,7 @@ extension LedgerStore {
         try run("importing blocks") {
             try writer.write { db in
                 var report = BatchImport()
-                if try Self.head(db) == nil {
-                    guard let g = blocks.first, g.height == 0 else { throw KianaStoreError(.invalidInput, "chain has no genesis") }
-                    do throws(KianaCoreError) { _ = try LedgerState(genesis: g, now: now) } catch {
-                        throw KianaStoreError(.invalidInput, "genesis block is invalid: \(error.description)", cause: error)
-                    }
-                    try Self.insert(block: g, db)
-                    try SettingRecord(key: "network", value: Data(g.hash)).insert(db)
-                }
+                try Self.startIfEmpty(genesis: blocks.first, now: now, db)
                 // Signatures, roots and payloads of the whole batch on all cores first.
                 let checked = prechecked?.count == blocks.count ? prechecked! : ChainValidator.precheck(blocks)
                 for (i, block) in blocks.enumerated() {
@@ -136,6 +122,18 @@ extension LedgerStore {
                 return report
             }
         }
+    }
+
+    /// Starts an empty store's ledger from `genesis` (validated first); does nothing when the
+    /// store already has a ledger.
+    static func startIfEmpty(genesis: Block?, now: UInt64, _ db: Database) throws {
+        guard try head(db) == nil else { return }
+        guard let g = genesis, g.height == 0 else { throw KianaStoreError(.invalidInput, "chain has no genesis") }
+        do throws(KianaCoreError) { _ = try LedgerState(genesis: g, now: now) } catch {
+            throw KianaStoreError(.invalidInput, "genesis block is invalid: \(error.description)", cause: error)
+        }
+        try insert(block: g, db)
+        try SettingRecord(key: "network", value: Data(g.hash)).insert(db)
     }
 
     static func importBlock(_ block: Block, now: UInt64, cache: StateCache, _ db: Database, prechecked: Bool = false) throws -> ImportOutcome {

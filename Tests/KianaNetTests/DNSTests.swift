@@ -361,14 +361,6 @@ import Testing
         #expect(!PairingCode.matches(String(c1.dropLast()), c1))
     }
 
-    @Test("Block locators: dense near the tip, exponential below, always ending at genesis")
-    func locator() {
-        #expect(BlockLocator.heights(tip: 0) == [0])
-        #expect(BlockLocator.heights(tip: 5) == [5, 4, 3, 1, 0])
-        let l = BlockLocator.heights(tip: 1_000_000)
-        #expect(l.first == 1_000_000 && l.last == 0 && l.count < 25)
-    }
-
     @Test("The preamble round-trips and rejects foreign bytes")
     func preamble() throws {
         let net = SHA.hash([9])
