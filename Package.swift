@@ -127,7 +127,7 @@ let package = Package(
                 "KianaAI", "KianaCore", "KianaStore", "KianaTestSupport",
                 .product(name: "PropertyBased", package: "swift-property-based"),
             ]),
-        .testTarget(name: "KianaStoreTests", dependencies: ["KianaStore", "KianaCore", .product(name: "GRDB", package: "GRDB.swift")]),
+        .testTarget(name: "KianaStoreTests", dependencies: ["KianaStore", "KianaCore", "KianaTestSupport", .product(name: "GRDB", package: "GRDB.swift")]),
         // In-process router tests: HummingbirdTesting against a small fake of the node (no sockets, no models).
         .testTarget(
             name: "KianaServerTests",

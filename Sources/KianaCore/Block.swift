@@ -128,6 +128,20 @@ public struct Block: Sendable, Hashable {
 
     public var encoded: [UInt8] { cbor.encoded }
 
+    /// The encoding of the block made of a stored signed header and its entries' stored
+    /// encodings, spliced without decoding them (serving sync batches): equal to `encoded`,
+    /// since "entries" sorts after "sig" and "header". Nil if the header is not a two-key map.
+    public static func splicedEncoding(signedHeaderBytes: [UInt8], entryBytes: [[UInt8]]) -> [UInt8]? {
+        guard signedHeaderBytes.first == 0xA2 else { return nil }
+        var out: [UInt8] = [0xA3]
+        out.reserveCapacity(signedHeaderBytes.count + 16 + entryBytes.reduce(0) { $0 + $1.count })
+        out.append(contentsOf: signedHeaderBytes.dropFirst())
+        CBOR.text("entries").encode(into: &out)
+        CBOR.head(4, UInt64(entryBytes.count), &out)
+        for e in entryBytes { out.append(contentsOf: e) }
+        return out
+    }
+
     /// Decodes a whole block from untrusted bytes (structure only; see `ChainValidator`).
     public init(decoding bytes: [UInt8]) throws(KianaCoreError) {
         let limits = CBOR.Limits(maxDepth: 32, maxItems: 64 * (LedgerLimits.maxEntriesPerBlock + 1))

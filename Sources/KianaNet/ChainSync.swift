@@ -26,8 +26,7 @@ public struct ChainSync: Sendable {
 
     /// Our head as heads carry it.
     public func head() async throws -> SyncHead? {
-        guard let h = try await store.chainHead() else { return nil }
-        let t = try await store.historyHead()
+        guard let (h, t) = try await store.headSnapshot() else { return nil }
         return SyncHead(height: h.height, hash: h.hash, size: t.size, root: t.root)
     }
 
@@ -65,9 +64,8 @@ public struct ChainSync: Sendable {
                 "proof": .array(c.proof.map { .bytes($0) }),
             ])
         }
-        let head = try await store.historyHead()
-        let hash = try await store.chainHead()?.hash ?? []
-        return .map(["size": .unsigned(head.size), "root": .bytes(head.root), "hash": .bytes(hash)])
+        guard let (h, t) = try await store.headSnapshot() else { throw KianaNetError(.notInitialized, "no ledger here yet") }
+        return .map(["size": .unsigned(t.size), "root": .bytes(t.root), "hash": .bytes(h.hash)])
     }
 
     func answerHashes(_ body: CBOR) async throws -> CBOR {

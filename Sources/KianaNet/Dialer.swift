@@ -91,7 +91,9 @@ public struct HeadAnnouncer: Service {
                 var last: SyncHead?
                 for await _ in network.wakeups {
                     if Task.isCancelled { break }
-                    await network.hooks.tick()
+                    // Not while pulling: entries a reorg returned would be sealed on every
+                    // intermediate head, forking against the next batch (the pull's end seals).
+                    if await !network.book.pulling { await network.hooks.tick() }
                     guard let head = try? await network.sync.head(), head != last else { continue }
                     await network.announce(head, previous: last)
                     last = head

@@ -83,6 +83,9 @@ public struct LinkContext: Sendable {
     public var onNotify: LinkNotifyHandler
     /// Limits the log lines about refused inbound connections (one per source a minute).
     public var refusals: RefusalLog
+    /// Carried by each heartbeat ping (the application's current state, such as its head); a
+    /// non-empty ping body is handed to `onNotify` as a `head` notification.
+    public var pingInfo: @Sendable () async -> CBOR = { .map([:]) }
 
     public init(
         identity: DeviceIdentity, network: [UInt8]?, config: LinkConfig = LinkConfig(), logger: Logger,
@@ -90,9 +93,11 @@ public struct LinkContext: Sendable {
         admit: @escaping LinkAdmission,
         onRequest: @escaping LinkRequestHandler = { _, _ in nil },
         onNotify: @escaping LinkNotifyHandler = { _, _ in },
-        refusals: RefusalLog = RefusalLog()
+        refusals: RefusalLog = RefusalLog(),
+        pingInfo: @escaping @Sendable () async -> CBOR = { .map([:]) }
     ) {
         self.refusals = refusals
+        self.pingInfo = pingInfo
         self.identity = identity
         self.network = network
         self.config = config
@@ -590,6 +595,13 @@ public enum Link {
                 case .request:
                     if m.type == "ping" {
                         try await link.send(LinkMessage(kind: .response, type: "ping", id: m.id, version: link.version))
+                        if link.mode == .member, case .map(let body) = m.body, !body.isEmpty, await link.beginNotify() {
+                            group.addTask {
+                                await context.onNotify(link, LinkMessage(kind: .notify, type: "head", body: m.body))
+                                await link.endNotify()
+                                return nil
+                            }
+                        }
                         continue
                     }
                     guard await link.beginRequest() else {
@@ -638,7 +650,7 @@ public enum Link {
             try await Task.sleep(for: context.config.pingInterval)
             let start = clock.now
             do {
-                _ = try await link.request("ping", timeout: context.config.idleTimeout)
+                _ = try await link.request("ping", await context.pingInfo(), timeout: context.config.idleTimeout)
                 await link.setRTT(clock.now - start)
             } catch {
                 context.logger.info("link silent, closing", metadata: ["peer": .string(link.deviceID.description)])

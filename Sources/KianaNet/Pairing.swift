@@ -26,6 +26,9 @@ public enum Pairing {
         config: LinkConfig = LinkConfig(), logger: Logger,
         group: MultiThreadedEventLoopGroup = .singleton,
         onCode: @escaping @Sendable (String, DeviceID) -> Void,
+        /// Blocks received so far and about how many will come; first called with 0 when the
+        /// owner confirmed the code (the authority has voted for this device by then).
+        progress: @escaping @Sendable (_ received: Int, _ expected: Int?) -> Void = { _, _ in },
         receive: @escaping @Sendable ([Block]) async throws -> Void
     ) async throws -> Joined {
         let (host, port) = try PeerNetwork.parse(address)
@@ -45,7 +48,7 @@ public enum Pairing {
             admit: { _ in nil })  // the code comparison authenticates the authority
         let shown = ShownFlag()
         do {
-            return try await run(channel, context: context, name: name, wait: wait, shown: shown, onCode: onCode, receive: receive)
+            return try await run(channel, context: context, name: name, wait: wait, shown: shown, onCode: onCode, progress: progress, receive: receive)
         } catch  where !shown.value && Self.closedByPeer(error) {
             throw KianaNetError(
                 .pairing, "\(address) closed the connection during the handshake: no pairing window is open there (run `kiana pair` on the authority)")
@@ -63,7 +66,8 @@ public enum Pairing {
 
     static func run(
         _ channel: NIOAsyncChannel<ByteBuffer, ByteBuffer>, context: LinkContext, name: String?, wait: Duration,
-        shown: ShownFlag, onCode: @escaping @Sendable (String, DeviceID) -> Void, receive: @escaping @Sendable ([Block]) async throws -> Void
+        shown: ShownFlag, onCode: @escaping @Sendable (String, DeviceID) -> Void,
+        progress: @escaping @Sendable (Int, Int?) -> Void, receive: @escaping @Sendable ([Block]) async throws -> Void
     ) async throws -> Joined {
         try await Link.run(channel, dial: LinkPreamble(mode: .pairing, network: nil), context: context) { link in
             shown.set()
@@ -82,6 +86,10 @@ public enum Pairing {
                 return false
             }()
             let authorities = Int((try? answer.required("authorities", in: "pairing answer").uintValue("authorities")) ?? 0)
+            // Blocks to expect (genesis included), if the authority says (it may grow meanwhile).
+            let expected = (try? answer.required("height", in: "pairing answer").uintValue("height")).map { Int(clamping: $0) &+ 1 }
+            // The owner confirmed (the authority voted): nothing received yet.
+            progress(0, expected)
             // The ledger, batch by batch, each handed over before the next is asked for.
             var last: [UInt8]?
             var count = 0
@@ -100,6 +108,7 @@ public enum Pairing {
                 try await receive(batch)
                 count += batch.count
                 last = batch.last?.hash
+                progress(count, expected.map { max($0, count) })
             }
             guard count > 0 else { throw KianaNetError(.pairing, "the authority sent no ledger") }
             return Joined(network: network, blockCount: count, member: member, authorities: authorities, authorityDevice: link.deviceID)

@@ -44,6 +44,9 @@ public actor PeerBook {
         return true
     }
 
+    /// Whether a pull from any member runs now.
+    var pulling: Bool { peers.values.contains { $0.pulling } }
+
     /// Ends a pass: the head to pull again for, if another request came in meanwhile.
     func endPull(_ key: [UInt8], synced: Bool, error: String?) -> SyncHead?? {
         var p = peers[key, default: Peer()]
@@ -54,6 +57,11 @@ public actor PeerBook {
         if again == nil { p.pulling = false }
         peers[key] = p
         return again
+    }
+
+    /// A block from this member was taken (or we already had it): we are in step with it now.
+    func synced(_ key: [UInt8]) {
+        peers[key, default: Peer()].lastSync = Date()
     }
 
     func refusedHere(_ key: [UInt8], reason: String, backoff: Duration) {

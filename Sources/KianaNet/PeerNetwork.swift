@@ -134,7 +134,7 @@ public final class PeerNetwork: Sendable {
             admit: { [self] c in await self.admit(c) },
             onRequest: { [self] link, m in await self.handle(link, m) },
             onNotify: { [self] link, m in await self.notified(link, m) },
-            refusals: refusals)
+            refusals: refusals, pingInfo: { [self] in (try? await self.sync.head())?.cbor ?? .map([:]) })
     }
 
     func helloInfo() async -> CBOR {
@@ -275,6 +275,8 @@ public final class PeerNetwork: Sendable {
                     "network": .bytes((try? await store.networkID()).flatMap { $0 } ?? []),
                     "member": .bool(m?.authorities.contains(key) ?? false),
                     "authorities": .unsigned(UInt64(m?.authorities.count ?? 0)),
+                    // The joiner's progress: about how many blocks will come.
+                    "height": .unsigned((try? await store.chainHead())??.height ?? 0),
                 ])
             }
         default:

@@ -28,7 +28,10 @@ extension PeerNetwork {
         let head = m[.text("head")].flatMap(SyncHead.init) ?? SyncHead(height: block.height, hash: block.hash, size: block.height + 1, root: [])
         await book.heard(link.remoteKey, head: head)
         // Duplicate suppression: a block we hold is not imported, relayed or pulled again.
-        if (try? await store.hasBlock(block.hash)) == true { return }
+        if (try? await store.hasBlock(block.hash)) == true {
+            await book.synced(link.remoteKey)
+            return
+        }
         guard (try? await store.hasBlock(block.header.parent)) == true else {
             await pull(from: link, peerHead: head)
             return
@@ -41,8 +44,9 @@ extension PeerNetwork {
             }
             if let refused = result.refused {
                 await refuse(link, refused)
-            } else if result.headChanged {
-                await imported(block.hash, from: link)
+            } else {
+                await book.synced(link.remoteKey)
+                if result.headChanged { await imported(block.hash, from: link) }
             }
         } catch {
             logger.warning("pushed block could not be stored", metadata: ["peer": .string(link.label), "reason": .string("\(error)")])

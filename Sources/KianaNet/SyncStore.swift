@@ -13,6 +13,9 @@ public protocol SyncStore: Sendable {
     func chainHead() async throws -> LedgerHead?
     /// The history tree's size and root over the canonical chain.
     func historyHead() async throws -> HistoryHead
+    /// The head block and the history tree read in one snapshot (nil before genesis): heads
+    /// we state must not pair a height with another moment's tree.
+    func headSnapshot() async throws -> (head: LedgerHead, tree: HistoryHead)?
     /// Our root over the first `size` blocks (nil when the chain is shorter).
     func historyRoot(size: UInt64) async throws -> [UInt8]?
     /// Our head, our root at `oldSize` and a consistency proof from there to the head, in one
@@ -44,6 +47,9 @@ extension LedgerStore: SyncStore {
     public func networkID() async throws -> [UInt8]? { try await blocking { try network() } }
     public func chainHead() async throws -> LedgerHead? { try await blocking { try head() } }
     public func historyHead() async throws -> HistoryHead { try await blocking { try historyHead() } }
+    public func headSnapshot() async throws -> (head: LedgerHead, tree: HistoryHead)? {
+        try await blocking { try headAndHistory().map { (head: $0.0, tree: $0.1) } }
+    }
     public func historyRoot(size: UInt64) async throws -> [UInt8]? { try await blocking { try historyRoot(size: size) } }
     public func consistency(from oldSize: UInt64) async throws -> HistoryConsistency? {
         try await blocking { try consistency(from: oldSize) }
@@ -57,8 +63,11 @@ extension LedgerStore: SyncStore {
         try await blocking {
             var out: [[UInt8]] = []
             var bytes = 0
-            for b in try blocks(from: from, through: from &+ UInt64(max(maxCount, 1)) - 1) {
-                let e = b.encoded
+            // Spliced from the stored bytes (decoding and re-encoding cost as much as storing).
+            for r in try rawChain(from: from, through: from &+ UInt64(max(maxCount, 1)) - 1) {
+                let raws = r.entries.map(\.raw)
+                guard let e = Block.splicedEncoding(signedHeaderBytes: r.signedHeader, entryBytes: raws) ?? (try? Block(signedHeaderBytes: r.signedHeader, entryBytes: raws).encoded)
+                else { throw KianaStoreError(.corrupt, "stored block \(r.height) does not decode", height: r.height) }
                 if !out.isEmpty, bytes + e.count > maxBytes { break }
                 bytes += e.count
                 out.append(e)

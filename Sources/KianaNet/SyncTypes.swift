@@ -49,7 +49,7 @@ public struct SyncConfig: Sendable {
     /// Heights one `sync.hashes` request may name.
     public var maxHashes = 64
     /// zlib level for batches (1 fastest … 9 smallest).
-    public var compressionLevel: Int32 = 6
+    public var compressionLevel: Int32 = 1
     /// Restarts of one pull when the peer's chain moved under it.
     public var maxRestarts = 3
     /// Blocks a pull takes beyond the head the peer stated when it began (its chain may grow

@@ -150,6 +150,13 @@ public struct NodeControl: Sendable {
 }
 
 /// The ledger a joining device receives, in a database file of its own until it is complete.
+/// Set once, read from anywhere (a join's "the owner confirmed").
+final class JoinFlag: Sendable {
+    private let flag = Mutex(false)
+    var value: Bool { flag.withLock { $0 } }
+    func set() { flag.withLock { $0 = true } }
+}
+
 final class IncomingLedger: Sendable {
     let path: String
     let store = Mutex<LedgerStore?>(nil)
@@ -189,41 +196,82 @@ extension Node {
     /// arrives. An existing identity in the directory is reused.
     public static func join(
         directory: DataDirectory, address: String, name: String?, wait: Duration, logger: Logger,
-        onCode: @escaping @Sendable (String, DeviceID) -> Void
+        onCode: @escaping @Sendable (String, DeviceID) -> Void,
+        progress: @escaping @Sendable (_ received: Int, _ expected: Int?) -> Void = { _, _ in }
     ) async throws -> (Node, Pairing.Joined) {
         let identity: DeviceIdentity
         let fresh: Bool
+        let fm = FileManager.default
         if directory.hasIdentity {
+            // Ours from before: a join that was cut off after the code (the authority may have
+            // voted for this key already), or `kiana init --identity-only`-like setups.
             identity = try directory.loadIdentity()
-            let store = try LedgerStore(database: KianaDatabase(path: directory.databasePath))
-            if let net = try store.network() {
-                throw KianaNodeError(
-                    .alreadyInitialized, "\(directory.path) already belongs to network \(Hex.encode(net.prefix(8)))…; join with a new data directory")
+            if fm.fileExists(atPath: directory.databasePath) {
+                let db = try KianaDatabase(path: directory.databasePath)
+                if let net = try LedgerStore(database: db).network() {
+                    throw KianaNodeError(
+                        .alreadyInitialized, "\(directory.path) already belongs to network \(Hex.encode(net.prefix(8)))…; join with a new data directory")
+                }
+                // An empty ledger file (no genesis): the received one takes its place.
+                try db.close()
+                for suffix in ["", "-wal", "-shm"] { try? fm.removeItem(atPath: directory.databasePath + suffix) }
             }
             fresh = false
         } else {
-            if FileManager.default.fileExists(atPath: directory.databasePath) {
+            if fm.fileExists(atPath: directory.databasePath) {
                 throw KianaNodeError(.dataDirectory, "\(directory.path) holds a database but no identity: use a new data directory")
             }
             identity = DeviceIdentity.generate()
             fresh = true
         }
+        // A new identity is stored as soon as the code is shown: once the owner confirms it, the
+        // authority has voted for this key, and a join cut off after that (killed, power lost)
+        // must be able to finish with the same key (run the same `kiana join` again) instead of
+        // leaving an authority no device holds. A join that fails cleanly removes it again.
+        let createdDirectory = !fm.fileExists(atPath: directory.path)
+        let showCode: @Sendable (String, DeviceID) -> Void = { code, authority in
+            if fresh, !directory.hasIdentity { try? directory.save(identity: identity) }
+            onCode(code, authority)
+        }
+        let confirmed = JoinFlag()
+        let onProgress: @Sendable (Int, Int?) -> Void = { received, expected in
+            confirmed.set()
+            progress(received, expected)
+        }
+        func forgetIdentity() {
+            guard fresh, !confirmed.value else { return }
+            if createdDirectory {
+                try? fm.removeItem(atPath: directory.path)
+            } else {
+                for key in [directory.identityKeyPath, directory.transportKeyPath] { try? fm.removeItem(atPath: key) }
+            }
+        }
         // The ledger arrives batch by batch into a database beside the data directory, each block
         // validated as it is stored; only a complete, valid ledger is moved into place.
-        let parent = URL(fileURLWithPath: directory.path).deletingLastPathComponent().path
-        let temp = parent + "/.kiana-join-\(UUID().uuidString).sqlite"
+        // One name per data directory, so what a killed join left behind is removed by the next.
+        let url = URL(fileURLWithPath: directory.path)
+        let temp = url.deletingLastPathComponent().path + "/.kiana-join-" + url.lastPathComponent + ".sqlite"
         let incoming = IncomingLedger(path: temp)
+        incoming.discard()
         defer { incoming.discard() }
         let joined: Pairing.Joined
         do {
-            joined = try await Pairing.join(address: address, identity: identity, name: name, wait: wait, logger: logger, onCode: onCode) { batch in
+            joined = try await Pairing.join(
+                address: address, identity: identity, name: name, wait: wait, logger: logger, onCode: showCode, progress: onProgress
+            ) { batch in
                 try await incoming.add(batch)
             }
-        } catch let e as KianaNetError {
-            throw KianaNodeError(.network, e.message, cause: e)
+        } catch {
+            forgetIdentity()
+            let message = (error as? KianaNetError)?.message ?? (error as? KianaNodeError)?.message ?? "\(error)"
+            let again =
+                confirmed.value
+                ? "; the authority has already voted for this device: run the same `kiana join` with --data-dir \(directory.path) again to receive the ledger"
+                : ""
+            throw KianaNodeError(.network, message + again, cause: error as? any Error & Sendable)
         }
         try incoming.close()
-        if fresh { try directory.save(identity: identity) }
+        if fresh, !directory.hasIdentity { try directory.save(identity: identity) }
         do {
             try FileManager.default.moveItem(atPath: temp, toPath: directory.databasePath)
         } catch {

@@ -36,6 +36,11 @@ public enum Discovery {
         do throws(KianaNetError) { _ = try PeerNetwork.parse(address) } catch { throw KianaNodeError(.invalidInput, error.message) }
     }
 
+    /// HOST and PORT of a peer address, nil if it is not one.
+    public static func hostAndPort(_ address: String) -> (host: String, port: Int)? {
+        (try? PeerNetwork.parse(address)).map { (host: $0.0, port: $0.1) }
+    }
+
     /// True when `address` is HOST:PORT.
     public static func isPeerAddress(_ address: String) -> Bool {
         (try? PeerNetwork.parse(address)) != nil

@@ -178,7 +178,8 @@ public struct Node: Sendable {
         guard directory.damage == nil, !readOnly, try store.pendingCount() > 0,
             try store.authorities().contains(identity.publicKey)
         else { return }
-        _ = try store.sealPending(identity: identity, now: now)
+        // Blocks are bounded (`LedgerStore.sealLimits`): seal until nothing is left.
+        for _ in 0..<10_000 where try store.sealPending(identity: identity, now: now) != nil {}
     }
 
     /// Verifies the whole ledger (and the database file). A failure marks the ledger damaged,

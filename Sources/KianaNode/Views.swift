@@ -201,10 +201,22 @@ extension Node {
     }
 
     /// Remembers a peer's address (HOST:PORT, checked) for the dialer; false if it was known.
+    /// Refuses the running node's own link listener (it would dial itself forever).
     public func addPeer(address: String, now: UInt64 = currentMillis()) throws -> Bool {
         try Discovery.checkPeerAddress(address)
+        if let rt = directory.readRuntime(), let (host, port) = Discovery.hostAndPort(address), port == rt.p2pPort,
+            ["127.0.0.1", "localhost", "::1", "0.0.0.0", "::", rt.p2pHost].contains(host.lowercased())
+        {
+            throw KianaNodeError(.invalidInput, "\(address) is this device's own link listener; add the other device's address")
+        }
         try requireWritable()
         return try store.addPeerAddress(address, now: now)
+    }
+
+    /// Forgets a peer address added with `addPeer`; false if it was not known.
+    public func removePeer(address: String) throws -> Bool {
+        try requireWritable()
+        return try store.removePeerAddress(address)
     }
 
     public var isAuthority: Bool { get throws { try store.authorities().contains(identity.publicKey) } }

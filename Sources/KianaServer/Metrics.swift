@@ -29,7 +29,7 @@ final class Metrics: Sendable {
         }
     }
 
-    func render(height: UInt64?, items: Int, tokens: Int, sync: SyncStats? = nil) -> String {
+    func render(height: UInt64?, items: Int, tokens: Int, sync: SyncStats? = nil, admission: AdmissionStats? = nil) -> String {
         let s = state.withLock { $0 }
         func esc(_ s: String) -> String { s.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"") }
         var out = "# HELP kiana_http_requests_total HTTP requests by method, route and status.\n# TYPE kiana_http_requests_total counter\n"
@@ -63,6 +63,20 @@ final class Metrics: Sendable {
             out += "# HELP kiana_sync_errors_total Failed syncs by reason.\n# TYPE kiana_sync_errors_total counter\n"
             for reason in ["refused", "protocol", "timeout", "closed", "busy", "rate-limited", "other"] {
                 out += "kiana_sync_errors_total{reason=\"\(reason)\"} \(sync.errors[reason] ?? 0)\n"
+            }
+        }
+        if let a = admission {
+            out += "# HELP kiana_p2p_connections Inbound P2P connections open now, by pool.\n# TYPE kiana_p2p_connections gauge\n"
+            for (pool, n) in [("pending", a.pending), ("members", a.members), ("pairing", a.pairing)] {
+                out += "kiana_p2p_connections{pool=\"\(pool)\"} \(n)\n"
+            }
+            out += "# HELP kiana_p2p_refused_total Inbound P2P connections refused, by reason.\n# TYPE kiana_p2p_refused_total counter\n"
+            for (reason, n) in [("pool-full", a.refusedPoolFull), ("per-source", a.refusedPerSource), ("members-full", a.refusedMembersFull)] {
+                out += "kiana_p2p_refused_total{reason=\"\(reason)\"} \(n)\n"
+            }
+            out += "# HELP kiana_p2p_handshakes_total Inbound P2P handshakes by outcome.\n# TYPE kiana_p2p_handshakes_total counter\n"
+            for (outcome, n) in [("completed", a.handshakesCompleted), ("timed-out", a.handshakesTimedOut), ("failed", a.handshakesFailed)] {
+                out += "kiana_p2p_handshakes_total{outcome=\"\(outcome)\"} \(n)\n"
             }
         }
         return out

@@ -101,6 +101,8 @@ public protocol NodeAPI: Sendable {
     func syncStatus() async throws -> SyncStatus
     /// Sync counters for /metrics (nil without networking).
     func syncStats() async -> SyncStats?
+    /// The P2P port's admission counters for /metrics (nil without networking).
+    func admissionStats() async -> AdmissionStats?
     /// Remembers a peer address for the dialer; false if it was known.
     func addPeer(address: String) async throws -> Bool
     /// Opens the pairing window; returns the link port.

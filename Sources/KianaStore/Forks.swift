@@ -102,7 +102,9 @@ extension LedgerStore {
                 try Self.startIfEmpty(genesis: blocks.first, now: now, db)
                 // Signatures, roots and payloads of the whole batch on all cores first.
                 let checked = prechecked?.count == blocks.count ? prechecked! : ChainValidator.precheck(blocks)
-                for (i, block) in blocks.enumerated() {
+                let start = try Self.extendHead(with: blocks, prechecked: checked, now: now, cache: database.states, into: &report, db)
+                if report.refused != nil { return report }
+                for (i, block) in blocks.enumerated() where i >= start {
                     var outcome = ImportOutcome.duplicate
                     do {
                         try db.inSavepoint {
@@ -122,6 +124,62 @@ extension LedgerStore {
                 return report
             }
         }
+    }
+
+    /// The fast path of a batch: the leading blocks that extend the head in one line (initial
+    /// sync, catching up, gossip) are validated in memory against one ledger state and then
+    /// stored together, without a savepoint per block. Stops at the first block that does not
+    /// continue the line (the caller's per-block path takes the rest) or that a rule refuses
+    /// (named in `report.refused`; the blocks before it are stored). Returns how many blocks
+    /// it took.
+    static func extendHead(
+        with blocks: [Block], prechecked: [Bool], now: UInt64, cache: StateCache, into report: inout BatchImport, _ db: Database
+    ) throws -> Int {
+        // Blocks already stored (a batch from genesis starts with it) are duplicates.
+        var skip = 0
+        while skip < blocks.count, try blockExists(blocks[skip].hash, db) {
+            report.outcomes.append(.duplicate)
+            skip += 1
+        }
+        guard let head = try head(db), skip < blocks.count, blocks[skip].header.parent == head.hash,
+            blocks[skip].height == head.height + 1
+        else { return skip }
+        var state = try cache.get(head.hash) ?? stateAt(head.hash, now: now, db)
+        var line: [Block] = []
+        var parent = head.hash
+        for (i, block) in blocks.enumerated() where i >= skip {
+            guard block.header.parent == parent else { break }
+            do throws(KianaCoreError) {
+                try state.append(block, now: now, precheckedSignatures: prechecked[i])
+            } catch {
+                let e = KianaStoreError(.invalidInput, "block rejected: \(error.description)", height: block.height, cause: error)
+                report.refused = BatchImport.Refusal(index: i, height: block.height, hash: block.hash, error: e)
+                break
+            }
+            line.append(block)
+            parent = block.hash
+        }
+        guard let last = line.last else { return skip }
+        let pending = try Bool.fetchOne(db, sql: "SELECT EXISTS(SELECT 1 FROM pending)") ?? false
+        var newest = HLC.zero
+        for block in line {
+            try insertBlockOnly(block, db)
+            try recordEquivocations(block.entries, db)
+            try extendHead(with: block, pendingMayHold: pending, db)
+            for e in block.entries where newest < e.hlc { newest = e.hlc }
+            report.outcomes.append(.newHead(reorganized: false))
+        }
+        report.headChanged = true
+        // Local clock stays ahead of everything seen.
+        var clock = HybridClock(last: try lastHLC(db))
+        _ = clock.receive(newest, now: now)
+        try saveHLC(clock.last, db)
+        cache.put(last.hash, state)
+        // Orphans that were waiting for one of these blocks can now be tried.
+        if try Bool.fetchOne(db, sql: "SELECT EXISTS(SELECT 1 FROM orphan)") == true {
+            for block in line { try adoptOrphans(of: block.hash, now: now, cache: cache, db) }
+        }
+        return skip + line.count
     }
 
     /// Starts an empty store's ledger from `genesis` (validated first); does nothing when the
@@ -176,16 +234,24 @@ extension LedgerStore {
                 outcome = .newHead(reorganized: true)
             }
         }
-        // Orphans waiting for this block can now be tried.
-        let waiting = try Bool.fetchOne(try db.cachedStatement(sql: "SELECT EXISTS(SELECT 1 FROM orphan WHERE parent = ?)"), arguments: [Data(block.hash)])
-        for o in waiting == true ? try OrphanRecord.filter(Column("parent") == Data(block.hash)).fetchAll(db) : [] {
+        if try adoptOrphans(of: block.hash, now: now, cache: cache, db) { outcome = .newHead(reorganized: true) }
+        return outcome
+    }
+
+    /// Tries the orphans that were waiting for the stored block `hash`; true if one of them
+    /// moved the head.
+    @discardableResult
+    static func adoptOrphans(of hash: [UInt8], now: UInt64, cache: StateCache, _ db: Database) throws -> Bool {
+        let waiting = try Bool.fetchOne(try db.cachedStatement(sql: "SELECT EXISTS(SELECT 1 FROM orphan WHERE parent = ?)"), arguments: [Data(hash)])
+        var moved = false
+        for o in waiting == true ? try OrphanRecord.filter(Column("parent") == Data(hash)).fetchAll(db) : [] {
             try o.delete(db)
             if let child = try? Block(decoding: o.block.bytes) {
                 let r = try? importBlock(child, now: now, cache: cache, db)
-                if case .newHead? = r { outcome = .newHead(reorganized: true) }
+                if case .newHead? = r { moved = true }
             }
         }
-        return outcome
+        return moved
     }
 
     /// The validated ledger state after the stored block `hash`: resumed at the canonical block
@@ -270,9 +336,11 @@ extension LedgerStore {
 
     /// Makes canonical a stored block whose parent is the head: the common case of sync and
     /// gossip, without the general reorg walk.
-    static func extendHead(with block: Block, _ db: Database) throws {
+    /// `pendingMayHold: false` when the pending pool is known to be empty (nothing to drop).
+    static func extendHead(with block: Block, pendingMayHold: Bool = true, _ db: Database) throws {
         try insertChain(height: Int64(block.height), hash: Data(block.hash), db)
         try apply(block.entries, db)
+        guard pendingMayHold else { return }
         let drop = try db.cachedStatement(sql: "DELETE FROM pending WHERE entryId = ?")
         for e in block.entries { try drop.execute(arguments: [Data(e.id)]) }
     }

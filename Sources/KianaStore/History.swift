@@ -91,6 +91,16 @@ extension LedgerStore {
         try run("reading the history tree") { try writer.read { db in try HistoryIndex.head(db) } }
     }
 
+    /// The head block and the history tree in one read (nil before genesis).
+    public func headAndHistory() throws(KianaStoreError) -> (LedgerHead, HistoryHead)? {
+        try run("reading the history tree") {
+            try writer.read { db in
+                guard let h = try Self.head(db) else { return nil }
+                return (h, try HistoryIndex.head(db))
+            }
+        }
+    }
+
     /// The root of the first `size` leaves of our history tree (nil if the chain is shorter).
     public func historyRoot(size: UInt64) throws(KianaStoreError) -> [UInt8]? {
         try run("reading the history tree") {

@@ -15,10 +15,17 @@ public final class KianaDatabase: Sendable {
         var config = Configuration()
         config.busyMode = .timeout(30)
         config.prepareDatabase { db in
+            Self.prepareWriter(db)
             try db.execute(sql: "PRAGMA synchronous = FULL")
+            // Page cache up to 32 MiB per connection (SQLite's default is 2 MiB): importing a
+            // long chain touches random pages of several indexes keyed by hashes (decision 94).
+            try db.execute(sql: "PRAGMA cache_size = -32768")
         }
         do {
             writer = try DatabasePool(path: path, configuration: config)
+            if try writer.read({ try Self.migrator.hasBeenSuperseded($0) }) {
+                throw KianaStoreError(.database, "the database at \(path) was written by a newer version of KI_ana: use that version (or newer)")
+            }
             // Migrate only when a migration is missing: the migrator writes to the file even when
             // it has nothing to do, and a read command should leave a (possibly damaged) file alone.
             if try !writer.read({ try Self.migrator.hasCompletedMigrations($0) }) {
@@ -74,11 +81,21 @@ public final class KianaDatabase: Sendable {
     /// A private in-memory database (tests).
     public init() throws(KianaStoreError) {
         do {
-            writer = try DatabaseQueue()
+            var config = Configuration()
+            config.prepareDatabase { db in Self.prepareWriter(db) }
+            writer = try DatabaseQueue(configuration: config)
             try Self.migrator.migrate(writer)
         } catch {
             throw KianaStoreError(.database, "cannot open in-memory database", cause: error)
         }
+    }
+
+    /// What every connection that may write needs: `kiana_store_version()`, which the guard of
+    /// migration "2026-12-05 older versions may not write" asks for. Versions from before it
+    /// lack the function, so their writes fail loudly instead of leaving the search index behind
+    /// (they would change `item` without `itemSearch`, decision 94).
+    static func prepareWriter(_ db: Database) {
+        db.add(function: DatabaseFunction("kiana_store_version", argumentCount: 0, pure: true) { _ in 20_261_205 })
     }
 
     /// Migrations are named and never edited once shipped; add new ones at the end.
@@ -222,6 +239,27 @@ public final class KianaDatabase: Sendable {
             }
             try HistoryIndex.backfill(db)
         }
+        m.registerMigration("2026-12-05 search index kept by the store") { db in
+            // LedgerStore.apply keeps itemSearch and itemVector in step from now on (decision 94).
+            try db.execute(
+                sql: """
+                    DROP TRIGGER itemSearchInsert;
+                    DROP TRIGGER itemSearchDelete;
+                    DROP TRIGGER itemSearchUpdate;
+                    DROP TRIGGER itemVectorStale;
+                    """)
+        }
+        m.registerMigration("2026-12-05 older versions may not write") { db in
+            // Every ledger write saves the clock; a version without kiana_store_version() (one
+            // that still expects the search triggers) cannot prepare that statement any more.
+            try db.execute(
+                sql: """
+                    CREATE TRIGGER olderVersionsMayNotWrite BEFORE INSERT ON setting
+                    WHEN NEW.key = 'hlc' AND kiana_store_version() IS NULL BEGIN
+                        SELECT RAISE(ABORT, 'this database needs KI_ana 2026-12-05 or newer');
+                    END;
+                    """)
+        }
         return m
     }
 }
@@ -257,6 +295,7 @@ extension KianaDatabase {
     /// What a GRDB/SQLite failure while doing `what` is: `corrupt` when SQLite itself found the
     /// file damaged (`SQLITE_CORRUPT`, `SQLITE_NOTADB`), whatever was being done; else `database`.
     static func storeError(_ error: any Error, _ what: String) -> KianaStoreError {
+        if let e = error as? KianaStoreError { return e }
         if let e = error as? DatabaseError, e.resultCode == .SQLITE_CORRUPT || e.resultCode == .SQLITE_NOTADB {
             return KianaStoreError(.corrupt, "\(what): the database file is damaged (\(e.message ?? "SQLite error \(e.resultCode.rawValue)"))", cause: e)
         }

@@ -188,9 +188,12 @@ public struct LedgerStore: Sendable {
                     entries.append(e)
                 }
                 try Self.saveHLC(clock.last, db)
-                guard let block = try Self.sealPending(db, identity: identity, now: now) else {
+                // Sealed in blocks of bounded size (older pending entries first, by HLC): the
+                // last block holds the newest of these entries.
+                guard var block = try Self.sealPending(db, identity: identity, now: now) else {
                     throw KianaStoreError(.conflict, "the new entries could not be sealed")
                 }
+                while let next = try Self.sealPending(db, identity: identity, now: now) { block = next }
                 return WriteReceipt(entries: entries, block: block)
             }
         }
@@ -211,8 +214,12 @@ public struct LedgerStore: Sendable {
             .execute(arguments: [Data(CBOR.array([.unsigned(h.wall), .unsigned(UInt64(h.logical))]).encoded)])
     }
 
+    /// Entries and encoded bytes one sealed block holds at most (at least one entry): every peer
+    /// accepts it whole in one sync batch (decision 89), and it stays under the entry limit.
+    public static let sealLimits = (entries: 1000, bytes: 1 << 20)
+
     /// Seals the pending entries that can go on the head into one block signed by `identity`
-    /// and applies them; nil if none can. Entries already canonical leave the pool; entries whose
+    /// and applies them (at most `sealLimits`; call again for the rest); nil if none can. Entries already canonical leave the pool; entries whose
     /// author is not an authority, or whose sequence number the chain already passed (an
     /// equivocation), stay pending and are reported by `status`. Order is by HLC, which keeps
     /// each author's sequence increasing.
@@ -227,6 +234,7 @@ public struct LedgerStore: Sendable {
         let authorities = try authorities(db)
         var lastSeq: [[UInt8]: UInt64] = [:]
         var entries: [Entry] = []
+        var bytes = 0
         for raw in raws {
             let e = try Entry(decoding: raw.bytes)
             guard authorities.contains(e.author) else { continue }
@@ -240,8 +248,10 @@ public struct LedgerStore: Sendable {
                             JOIN chain ON chain.hash = blockEntry.blockHash WHERE entry.author = ?
                             """, arguments: [Data(e.author)]) ?? 0)
             guard e.sequence > last else { continue }
+            if !entries.isEmpty, entries.count >= sealLimits.entries || bytes + e.encoded.count > sealLimits.bytes { break }
             lastSeq[e.author] = e.sequence
             entries.append(e)
+            bytes += e.encoded.count
         }
         guard !entries.isEmpty else { return nil }
         guard let head = try head(db), let parentRecord = try BlockRecord.fetchOne(db, key: Data(head.hash)) else {
@@ -268,26 +278,58 @@ public struct LedgerStore: Sendable {
         try insertChain(height: Int64(b.height), hash: Data(b.hash), db)
     }
 
-    /// Folds entries into the materialized knowledge state.
+    /// Folds entries into the materialized knowledge state, and keeps the full-text index and
+    /// the embeddings in step: a changed title or text replaces the item's search row and drops
+    /// its vectors. Done here rather than by triggers (decision 94): a trigger makes every item
+    /// write a multi-row statement, whose statement savepoint flushes FTS5's pending terms to
+    /// disk once per item; written one row at a time, the terms of a whole transaction are
+    /// flushed once, at commit.
     static func apply(_ entries: [Entry], _ db: Database) throws {
         for e in entries {
             guard let op = try? KnowledgeOp(kind: e.kind, payload: e.payload) else { continue }
             let key = Data(op.itemID.bytes)
-            let stored = try Data.fetchOne(try db.cachedStatement(sql: "SELECT state FROM item WHERE id = ?"), arguments: [key])
-            var state = try stored.map { try ItemState(cbor: CBOR.decode($0.bytes)) } ?? ItemState(id: op.itemID)
+            let old = try Row.fetchOne(try db.cachedStatement(sql: "SELECT rowid, title, text, deleted, state FROM item WHERE id = ?"), arguments: [key])
+            var state = try old.map { try ItemState(cbor: CBOR.decode(($0[4] as Data).bytes)) } ?? ItemState(id: op.itemID)
             state.apply(op, stamp: Stamp(e))
             let r = try record(for: state)
             let values: StatementArguments = [r.title, r.text, r.tags, r.source, r.createdWall, r.updatedWall, r.deleted, r.state, r.id]
-            if stored != nil {
-                try db.cachedStatement(
-                    sql: "UPDATE item SET title = ?, text = ?, tags = ?, source = ?, createdWall = ?, updatedWall = ?, deleted = ?, state = ? WHERE id = ?"
-                ).execute(arguments: values)
-            } else {
+            guard let old else {
                 try db.cachedStatement(
                     sql: "INSERT INTO item (title, text, tags, source, createdWall, updatedWall, deleted, state, id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
                 ).execute(arguments: values)
+                if !r.deleted { try indexForSearch(rowid: db.lastInsertedRowID, title: r.title, text: r.text, db) }
+                continue
+            }
+            try db.cachedStatement(
+                sql: "UPDATE item SET title = ?, text = ?, tags = ?, source = ?, createdWall = ?, updatedWall = ?, deleted = ?, state = ? WHERE id = ?"
+            ).execute(arguments: values)
+            let rowid: Int64 = old[0]
+            let (oldTitle, oldText, oldDeleted): (String?, String?, Bool) = (old[1], old[2], old[3])
+            // Bytes, not Swift's `==`, which calls canonically equivalent texts (NFC and NFD)
+            // equal: the index must follow every stored change (as SQLite's `IS NOT` did).
+            guard !Self.sameBytes(oldTitle, r.title) || !Self.sameBytes(oldText, r.text) || oldDeleted != r.deleted else { continue }
+            if !oldDeleted {
+                try db.cachedStatement(sql: "INSERT INTO itemSearch (itemSearch, rowid, title, text) VALUES ('delete', ?, ?, ?)")
+                    .execute(arguments: [rowid, oldTitle, oldText])
+            }
+            if !r.deleted { try indexForSearch(rowid: rowid, title: r.title, text: r.text, db) }
+            // The embedded text changed (or the item is gone): "no row" means "needs embedding".
+            if try Bool.fetchOne(try db.cachedStatement(sql: "SELECT EXISTS(SELECT 1 FROM itemVector WHERE itemId = ?)"), arguments: [key]) == true {
+                try db.cachedStatement(sql: "DELETE FROM itemVector WHERE itemId = ?").execute(arguments: [key])
             }
         }
+    }
+
+    static func sameBytes(_ a: String?, _ b: String?) -> Bool {
+        switch (a, b) {
+        case (nil, nil): true
+        case (let x?, let y?): x.utf8.elementsEqual(y.utf8)
+        default: false
+        }
+    }
+
+    static func indexForSearch(rowid: Int64, title: String?, text: String?, _ db: Database) throws {
+        try db.cachedStatement(sql: "INSERT INTO itemSearch (rowid, title, text) VALUES (?, ?, ?)").execute(arguments: [rowid, title, text])
     }
 
     static func record(for s: ItemState) throws -> ItemRecord {

@@ -13,7 +13,7 @@ func commandLogger() -> Logger {
 struct Peers: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "List discovered, connected and member devices (asks the running node).",
-        subcommands: [PeersList.self, PeersAdd.self], defaultSubcommand: PeersList.self)
+        subcommands: [PeersList.self, PeersAdd.self, PeersRemove.self], defaultSubcommand: PeersList.self)
 }
 
 struct PeersList: ParsableCommand {
@@ -119,6 +119,23 @@ struct PeersAdd: ParsableCommand {
             let node = try Node.open(directory: data.directory)
             let added = try node.addPeer(address: address)
             say(added ? "Added \(address); the node dials it within seconds." : "\(address) was already known.")
+        }
+    }
+}
+
+struct PeersRemove: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "remove", abstract: "Forget a peer address added with `peers add` (the node stops dialling it).")
+    @OptionGroup var data: DataOptions
+    @Argument(help: "HOST:PORT as it was added.") var address: String
+
+    func run() throws {
+        try perform {
+            try Discovery.checkPeerAddress(address)
+            let node = try Node.open(directory: data.directory)
+            let removed = try node.removePeer(address: address)
+            guard removed else { throw KianaNodeError(.notFound, "\(address) is not a known peer address (see `kiana peers`)") }
+            say("Removed \(address); a link open now stays until it drops.")
         }
     }
 }
@@ -230,13 +247,15 @@ struct Join: AsyncParsableCommand {
                 say("Found \(d.id)\(d.name.map { " (\($0))" } ?? "") at \(d.address).")
                 address = d.address
             }
+            let bar = ProgressBar()
             let (node, joined) = try await Node.join(
                 directory: data.directory, address: address, name: name,
-                wait: .seconds(timeout), logger: commandLogger()
-            ) { code, authority in
-                say("Pairing code: \(code)")
-                say("Type this code on the authority \(authority) (in `kiana pair`) to confirm.")
-            }
+                wait: .seconds(timeout), logger: commandLogger(),
+                onCode: { code, authority in
+                    say("Pairing code: \(code)")
+                    say("Type this code on the authority \(authority) (in `kiana pair`) to confirm.")
+                },
+                progress: { received, expected in bar.update("ledger", received, expected ?? received, .items) })
             say("Joined network \(Hex.encode(joined.network.prefix(8)))… as device \(node.identity.deviceID) (\(joined.blockCount) blocks received).")
             if joined.member {
                 say("This device is now an authority. Start it with `kiana serve`.")

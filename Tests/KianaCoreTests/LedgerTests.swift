@@ -52,6 +52,16 @@ struct ChainFixture {
         #expect(s2.historyRoot == Merkle.root(leafHashes: f.blocks.map { Merkle.leafHash($0.hash) }))
     }
 
+    @Test(arguments: [0, 1, 3, 30])
+    func splicedEncodingEqualsTheBlocks(perBlock: Int) throws {
+        let f = ChainFixture(blocks: 2, perBlock: perBlock)
+        for b in f.blocks {
+            let spliced = Block.splicedEncoding(signedHeaderBytes: b.signedHeaderCBOR.encoded, entryBytes: b.entries.map(\.encoded))
+            #expect(spliced == b.encoded)
+        }
+        #expect(Block.splicedEncoding(signedHeaderBytes: [0xA1, 0x60, 0x60], entryBytes: []) == nil)
+    }
+
     @Test func encodeDecodeIsIdentity() throws {
         let f = ChainFixture()
         for b in f.blocks {

@@ -82,9 +82,11 @@ import Testing
                 for try await ids in writers { written += ids }
             }
             let converged = try await Self.until(20) {
+                // Heads read before and after the pending pools: a seal in between moves a head.
                 let heads = try devices.map { try $0.store.head() }
                 let pending = try devices.map { try $0.store.pendingCount() }.reduce(0, +)
-                return heads.allSatisfy { $0 == heads[0] } && pending == 0
+                let after = try devices.map { try $0.store.head() }
+                return heads.allSatisfy { $0 == heads[0] } && pending == 0 && after == heads
             }
             let seen = "heads \(try devices.map { try $0.store.head()?.height ?? 0 }) pending \(try devices.map { try $0.store.pendingCount() })"
             #expect(converged, "\(seen)")

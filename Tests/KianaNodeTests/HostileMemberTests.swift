@@ -29,6 +29,10 @@ final class TamperingStore: SyncStore, Sendable {
         return h
     }
     func historyHead() async throws -> HistoryHead { try await base.historyHead() }
+    func headSnapshot() async throws -> (head: LedgerHead, tree: HistoryHead)? {
+        guard let h = try await chainHead() else { return nil }
+        return (h, try await base.historyHead())
+    }
     func historyRoot(size: UInt64) async throws -> [UInt8]? { try await base.historyRoot(size: size) }
     func consistency(from oldSize: UInt64) async throws -> HistoryConsistency? { try await base.consistency(from: oldSize) }
     func canonicalHashes(at heights: [UInt64]) async throws -> [[UInt8]?] {

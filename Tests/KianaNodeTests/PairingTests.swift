@@ -121,6 +121,45 @@ import Testing
         for n in [nodeA, nodeB, nodeC] { #expect(await n.process.wait() == 0, "\(n.process.output)") }
     }
 
+    /// The joiner is killed after the owner typed the code (the authority voted for its key):
+    /// the key was kept in the data directory, so the same `kiana join` again finishes the join
+    /// with it instead of leaving an authority no device holds.
+    @Test func aJoinKilledAfterTheCodeFinishesWithTheSameKey() async throws {
+        let tmp = try TempDir("kiana-rejoin")
+        defer { tmp.cleanup() }
+        let a = tmp.path + "/a"
+        let w = tmp.path + "/w"
+        #expect(try await kiana(["init", "--data-dir", a]).status == 0)
+        let nodeA = try await Self.serve(a)
+        let pair = try ChildProcess(kianaBinary(), ["pair", "--data-dir", a, "--timeout", "30"])
+        _ = try #require(await pair.waitFor("Pairing window open"), "\(pair.output)")
+        let join = try ChildProcess(kianaBinary(), ["join", "127.0.0.1:\(nodeA.p2p)", "--data-dir", w, "--timeout", "30"])
+        let codeLine = try #require(await join.waitFor("Pairing code:"), "\(join.output)")
+        let shown = String(codeLine.split(separator: ":").last!.trimmingCharacters(in: .whitespaces))
+        _ = try #require(await pair.waitFor("asks to join"), "\(pair.output)")
+        join.signal(SIGSTOP)  // it cannot receive the answer, nor the ledger
+        pair.write(shown + "\n")
+        #expect(await pair.wait() == 0, "\(pair.output)")
+        join.signal(SIGKILL)
+        join.signal(SIGCONT)
+        _ = await join.wait()
+        #expect(FileManager.default.fileExists(atPath: w + "/identity.key"), "the key was not kept")
+        func authorities() async throws -> [String] {
+            let line = try await kiana(["status", "--data-dir", a]).out.split(separator: "\n").first { $0.hasPrefix("Authorities:") } ?? ""
+            return line.dropFirst("Authorities:".count).split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+        }
+        #expect(try await authorities().count == 2, "the vote for the joiner was not written")
+        // The same join again: the authority knows the key already; the ledger arrives.
+        let again = try await Self.pair(authority: nodeA, joiner: w, name: "w")
+        #expect(again.join == 0 && again.joinOut.contains("now an authority"), "\(again.joinOut)")
+        let all = try await authorities()
+        let wDevice = try nodeIdentity(w).device
+        #expect(all.count == 2 && all.contains(wDevice), "\(all)")
+        #expect(try await kiana(["ledger", "verify", "--data-dir", w]).status == 0)
+        nodeA.process.signal(SIGTERM)
+        _ = await nodeA.process.wait()
+    }
+
     @Test("An unpaired device, a device of another network and a forged identity are refused")
     func refusals() async throws {
         let tmp = try TempDir("kiana-refuse")
@@ -139,6 +178,13 @@ import Testing
         let nodeE = try await Self.serve(e)
         #expect(try await kiana(["peers", "add", "127.0.0.1:\(nodeA.p2p)", "--data-dir", d]).status == 0)
         #expect(try await kiana(["peers", "add", "127.0.0.1:\(nodeA.p2p)", "--data-dir", e]).status == 0)
+        // A device's own listener is refused; an added address can be removed (once).
+        let own = try await kiana(["peers", "add", "localhost:\(nodeA.p2p)", "--data-dir", a])
+        #expect(own.status != 0 && own.err.contains("own link listener"), "\(own.out)\(own.err)")
+        #expect(try await kiana(["peers", "add", "127.0.0.1:1", "--data-dir", a]).status == 0)
+        #expect(try await kiana(["peers", "remove", "127.0.0.1:1", "--data-dir", a]).status == 0)
+        let again = try await kiana(["peers", "remove", "127.0.0.1:1", "--data-dir", a])
+        #expect(again.status != 0 && again.err.contains("not a known peer address"), "\(again.out)\(again.err)")
         let network = try await kiana(["status", "--data-dir", a]).out.split(separator: "\n").first { $0.hasPrefix("Network ID:") }!
             .split(separator: " ").last.map(String.init)!
         let forger = try ChildProcess(

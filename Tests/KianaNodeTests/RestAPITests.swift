@@ -88,6 +88,8 @@ import Testing
         #expect(m.contains(#"kiana_http_requests_total{method="POST",route="/api/v1/knowledge",status="201"} 2"#), "\(m)")
         #expect(m.contains(#"kiana_http_requests_total{method="GET",route="/api/v1/knowledge/{id}",status="404"} 1"#), "\(m)")
         #expect(m.contains("kiana_ledger_height 3") && m.contains("kiana_knowledge_items 1"))
+        // The P2P port's admission counters (the node serves the link port here).
+        #expect(m.contains(#"kiana_p2p_connections{pool="members"} 0"#) && m.contains(#"kiana_p2p_refused_total{reason="pool-full"} 0"#), "\(m)")
         let tokens = m.split(separator: "\n").first { $0.hasPrefix("kiana_tokens_generated_total ") }.flatMap { Int($0.split(separator: " ").last!) } ?? 0
         #expect(tokens > 0)
         #expect(m.contains(#"kiana_http_request_duration_seconds_count{method="POST",route="/api/v1/ask"} 1"#))

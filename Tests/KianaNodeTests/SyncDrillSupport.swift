@@ -10,20 +10,6 @@ import Testing
 // The harness of SyncDrillTests: real `kiana serve` processes on loopback or each in a network
 // namespace of Tests/netns/lab.sh, driven through the CLI and the REST API as a user would.
 
-/// SplitMix64 (Steele, Lea, Flood 2014): the drills' only source of randomness, so a seed
-/// replays the same splits, writes and kill points.
-struct SplitMix64: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
-
 /// The drills' knobs, from the environment.
 enum Drill {
     static var env: [String: String] { ProcessInfo.processInfo.environment }
@@ -101,6 +87,22 @@ struct DrillLab: Sendable {
     func down() { _ = try? runProcess("/bin/bash", [Self.script, "down", prefix]) }
     /// argv that runs `command` inside member `m`.
     func exec(_ m: String, _ command: [String]) -> [String] { [Self.script, "exec", prefix, m] + command }
+
+    static var root: String { ProcessInfo.processInfo.environment["KIANA_LAB_ROOT"].flatMap { $0.isEmpty ? nil : $0 } ?? "/tmp" }
+
+    /// Records this test process as the lab's owner, so a later run can take down what a crashed
+    /// run left behind.
+    func markOwner() {
+        try? Data("\(getpid())".utf8).write(to: URL(fileURLWithPath: "\(Self.root)/kiana-lab-\(prefix)/drill-owner"))
+    }
+
+    /// Takes down drill labs whose owning test process is gone (a crash skips the `defer`).
+    static func downOrphans() {
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: root)) ?? [] where name.hasPrefix("kiana-lab-kd") {
+            guard let text = try? String(contentsOfFile: "\(root)/\(name)/drill-owner", encoding: .utf8), let pid = pid_t(text) else { continue }
+            if kill(pid, 0) != 0 && errno == ESRCH { DrillLab(prefix: String(name.dropFirst("kiana-lab-".count))).down() }
+        }
+    }
 }
 
 /// One device: its data directory and, while it runs, its `kiana serve` (output captured).
@@ -348,13 +350,26 @@ enum Nodes {
     static func describeHeads(_ nodes: [DrillNode]) async -> String {
         var out: [String] = []
         for n in nodes {
-            if let h = try? await n.head() { out.append("\(n.name): \(h.height) \(h.hash.prefix(12)) pending \(h.pending)") } else { out.append("\(n.name): ?") }
+            if let h = try? await n.head() {
+                out.append("\(n.name): \(h.height) \(h.hash.prefix(12)) pending \(h.pending)")
+            } else {
+                out.append("\(n.name): ?")
+            }
         }
         return out.joined(separator: ", ")
     }
 
     /// `kiana pair` on `authority`, `kiana join` for `joiner` (its data directory must not exist),
     /// the shown code typed in. Throws unless both succeed.
+    /// A initialised as network `network` and started, B paired with it (not started).
+    static func startPaired(_ a: DrillNode, _ b: DrillNode, network: String, logLevel: String? = "info") async throws {
+        try #require(try await a.cli(["init", "--name", network]).status == 0)
+        try await a.loadIdentity()
+        try await a.start(logLevel: logLevel)
+        try await pair(authority: a, joiner: b)
+        try await b.loadIdentity()
+    }
+
     static func pair(authority: DrillNode, joiner: DrillNode) async throws {
         let pair = try authority.spawn(["pair", "--data-dir", authority.dir, "--timeout", "90"])
         defer { pair.signal(SIGKILL) }
@@ -393,7 +408,9 @@ final class HTTPConnection {
         addr.sin_family = sa_family_t(AF_INET)
         addr.sin_port = in_port_t(UInt16(port).bigEndian)
         addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-        let rc = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        let rc = withUnsafePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
         guard rc == 0 else {
             close(fd)
             fd = -1
@@ -535,10 +552,14 @@ final class ConnectionFlood: @unchecked Sendable {
                 continue
             }
             setsockopt(fd, SOL_SOCKET, SO_LINGER, &linger, socklen_t(MemoryLayout<Glibc.linger>.size))
-            let bound = withUnsafePointer(to: &local) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+            let bound = withUnsafePointer(to: &local) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            }
             let rc =
                 bound == 0
-                ? withUnsafePointer(to: &target) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+                ? withUnsafePointer(to: &target) {
+                    $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+                }
                 : -1
             if rc == 0 { opened.add(1, ordering: .relaxed) } else { failed.add(1, ordering: .relaxed) }
             close(fd)

@@ -19,10 +19,12 @@ import Testing
     @Test("Partition drill: five devices in namespaces split 2|3, write on both sides, heal; all converge and keep every write once")
     func partition() async throws {
         guard DrillLab.available else { return }
+        DrillLab.downOrphans()
         let lab = DrillLab(prefix: "kd\(getpid() % 10000)")
         lab.down()
         defer { lab.down() }
         try lab.up(members: 5)
+        lab.markOwner()
         let tmp = try TempDir("kiana-drill-part")
         defer { tmp.cleanup() }
 
@@ -102,7 +104,7 @@ import Testing
     }
 
     static func partitionSeed(_ seed: UInt64, lab: DrillLab, template: [DrillNode], base: String, running: ([DrillNode]) -> Void) async throws {
-        var rng = SplitMix64(seed: seed)
+        var rng = SeededRandom(seed: seed)
         let tag = "seed \(seed)"
         let fm = FileManager.default
         try fm.createDirectory(atPath: base, withIntermediateDirectories: true)
@@ -154,7 +156,11 @@ import Testing
         // order; an op the writer's side cannot do (an edit of an item that side forgot) is
         // skipped. Writes run one after another, so their order is their HLC order.
         enum Op {
-            case putCLI(DrillNode), putREST(DrillNode), edit(DrillNode, String), forget(DrillNode, String), vote(DrillNode)
+            case putCLI(DrillNode)
+            case putREST(DrillNode)
+            case edit(DrillNode, String)
+            case forget(DrillNode, String)
+            case vote(DrillNode)
         }
         func put(_ n: DrillNode) -> Op { Bool.random(using: &rng) ? .putCLI(n) : .putREST(n) }
         let conflict = baseItems[Int.random(in: 0..<baseItems.count, using: &rng)]
@@ -195,7 +201,17 @@ import Testing
         var healing: [Op] = (0..<Int.random(in: 1...3, using: &rng)).map { _ in put(nodes.randomElement(using: &rng)!) }
         if Bool.random(using: &rng) { healing.append(.edit(nodes.randomElement(using: &rng)!, conflict)) }
         healing.shuffle(using: &rng)
-        let pauses = (0..<(early.count + bulk.count + healing.count)).map { _ in Int.random(in: 2...40, using: &rng) }
+        // Every other seed the network flaps: right after the heal another split (2|3 again, other
+        // groups) for a few seconds, too short for the links to notice, with writes meanwhile.
+        var flap: (groups: [String], ops: [Op], seconds: Double)?
+        if Bool.random(using: &rng) {
+            let again = nodes.shuffled(using: &rng)
+            let g = [again[0..<2], again[2...]].map { $0.map(\.name).sorted().joined() }
+            var ops = (0..<Int.random(in: 1...3, using: &rng)).map { _ in put(nodes.randomElement(using: &rng)!) }
+            if Bool.random(using: &rng) { ops.append(.edit(nodes.randomElement(using: &rng)!, conflict)) }
+            flap = (g, ops.shuffled(using: &rng), Double.random(in: 1...4, using: &rng))
+        }
+        let pauses = (0..<(early.count + bulk.count + healing.count + (flap?.ops.count ?? 0))).map { _ in Int.random(in: 2...40, using: &rng) }
 
         var forgotten: [Set<String>] = [[], []]
         var ackedVoters: [DrillNode] = []
@@ -278,26 +294,36 @@ import Testing
         let healAt = Date()
         try lab.heal()
         try await execute(healing, phase: "healing")
+        if let flap {
+            try lab.split(flap.groups[0], flap.groups[1])
+            let end = Date().addingTimeInterval(flap.seconds)
+            try await execute(flap.ops, phase: "flap")
+            if end > Date() { try? await Task.sleep(for: .milliseconds(Int(end.timeIntervalSinceNow * 1000))) }
+            try lab.heal()
+        }
+        let finalHealAt = Date()
         #expect(failures.isEmpty, "\(tag): writes refused: \(failures)")
         let convergeT = try await Nodes.until(180) { try await Nodes.converged(nodes) }
         try await Nodes.confirm(convergeT != nil, "\(tag): no convergence after heal", fatal: false) {
             await Nodes.describeHeads(nodes) + "\n" + (await Nodes.describePeers(nodes))
         }
-        let convergedAfter = Date().timeIntervalSince(healAt)
+        let convergedAfter = Date().timeIntervalSince(finalHealAt)
         let meshAgain = try await Nodes.until(180) { try await Nodes.meshed(nodes) }
         try await Nodes.confirm(meshAgain != nil, "\(tag): links not all back after heal", fatal: false) { await Nodes.describePeers(nodes) }
-        let meshedAfter = Date().timeIntervalSince(healAt)
+        let meshedAfter = Date().timeIntervalSince(finalHealAt)
         let head = try await nodes[0].head()
         let splitWrites = writes.filter { $0.order > 0 }
         let counts = Dictionary(grouping: splitWrites, by: \.kind).mapValues(\.count)
-        let perPhase = ["split, links not down yet", "split", "healing"].map { p in splitWrites.filter { phaseOf[$0.order] == p }.count }
-        let perSide = sides.map { side in splitWrites.filter { w in phaseOf[w.order] != "healing" && side.contains { $0 === w.node } }.count }
+        let perPhase = ["split, links not down yet", "split", "healing", "flap"].map { p in splitWrites.filter { phaseOf[$0.order] == p }.count }
+        let perSide = sides.map { side in splitWrites.filter { w in phaseOf[w.order]?.hasPrefix("split") == true && side.contains { $0 === w.node } }.count }
+        let flapText = flap.map { f in "then a \(secs(f.seconds)) split \(f.groups[0])|\(f.groups[1]) with \(perPhase[3]) writes and a heal; " } ?? ""
         print(
             "drill: partition \(tag): split \(groups[0])|\(groups[1]); \(perPhase[0]) writes before the links across it were down (after \(secs(cutT ?? -1))), "
                 + "\(perPhase[1]) after (\(secs(bulkSeconds))), \(perPhase[2]) right after the heal; \(perSide[0]) on \(groups[0]), \(perSide[1]) on \(groups[1]) "
                 + "(put \(counts[.put] ?? 0), edit \(counts[.edit] ?? 0), forget \(counts[.delete] ?? 0), vote \(counts[.vote] ?? 0)); "
-                + "one head (height \(head.height)) on all five \(convergeT == nil ? "never" : secs(convergedAfter)) after the heal (split lasted \(secs(healAt.timeIntervalSince(splitAt)))), "
-                + "all 20 links back after \(meshAgain == nil ? "never" : secs(meshedAfter))")
+                + "the split lasted \(secs(healAt.timeIntervalSince(splitAt))); \(flapText)"
+                + "one head (height \(head.height)) on all five \(convergeT == nil ? "never" : secs(convergedAfter)) after the last heal, "
+                + "each device linked to the other four \(meshAgain == nil ? "never" : secs(meshedAfter)) after it")
         guard convergeT != nil else { return }
 
         // Identical knowledge everywhere, and what last-writer-wins says it must be.
@@ -336,7 +362,9 @@ import Testing
         let statuses = try await nodes.asyncMap { try await $0.status() }
         let auths = statuses.map { Set($0["authorities"] as? [String] ?? []) }
         #expect(Set(auths).count == 1, "\(tag): authorities differ: \(auths)")
-        let votes = statuses.map { s in ((s["votes"] as? [[String: Any]]) ?? []).map { "\($0["action"] ?? "") \($0["device"] ?? "") by \($0["by"] ?? "")" }.sorted() }
+        let votes = statuses.map { s in
+            ((s["votes"] as? [[String: Any]]) ?? []).map { "\($0["action"] ?? "") \($0["device"] ?? "") by \($0["by"] ?? "")" }.sorted()
+        }
         #expect(Set(votes).count == 1, "\(tag): pending votes differ: \(votes)")
         let voterSet = Set(ackedVoters.map(\.device))
         let added = voterSet.count > authoritiesBefore.count / 2
@@ -344,7 +372,8 @@ import Testing
         if added { expected.insert(throwaway.device) }
         #expect(auths[0] == expected, "\(tag): \(voterSet.count) of \(authoritiesBefore.count) voted; authorities \(auths[0])")
         if !added {
-            let by = Set(((statuses[0]["votes"] as? [[String: Any]]) ?? []).filter { $0["device"] as? String == throwaway.device }.compactMap { $0["by"] as? String })
+            let by = Set(
+                ((statuses[0]["votes"] as? [[String: Any]]) ?? []).filter { $0["device"] as? String == throwaway.device }.compactMap { $0["by"] as? String })
             #expect(by == voterSet, "\(tag): pending votes by \(by), cast by \(voterSet)")
         }
         print("drill: partition \(tag): \(voterSet.count) of 5 voted for the throwaway key, \(added ? "added" : "pending") on all five")
@@ -398,7 +427,7 @@ import Testing
     @Test("Crash drill: a device killed (SIGKILL) while receiving 20,000 entries resumes, converges, verifies and loses nothing")
     func crashWhileReceiving() async throws {
         let seed = Drill.seeds()[0]
-        var rng = SplitMix64(seed: seed)
+        var rng = SeededRandom(seed: seed)
         let tag = "seed \(seed)"
         print("drill: crash \(tag) (replay: KIANA_DRILL_SEED=\(seed))")
         let tmp = try TempDir("kiana-drill-crash")
@@ -409,11 +438,7 @@ import Testing
             a.forceKill()
             b.forceKill()
         }
-        try #require(try await a.cli(["init", "--name", "crash"]).status == 0)
-        try await a.loadIdentity()
-        try await a.start()
-        try await Nodes.pair(authority: a, joiner: b)
-        try await b.loadIdentity()
+        try await Nodes.startPaired(a, b, network: "crash")
 
         // 20,000 entries while B is away: 2,000 Markdown files of ten sections, one block each.
         let folder = tmp.path + "/notes"
@@ -515,7 +540,9 @@ import Testing
         }
         #expect(wentBack.isEmpty, "\(tag): B's height went back: \(wentBack)")
         let converge = try await Nodes.until(300) { try await Nodes.converged([a, b]) }
-        try await Nodes.confirm(converge != nil, "\(tag): A and B did not converge", fatal: false) { await Nodes.describeHeads([a, b]) + "\n" + b.log.suffix(3000) }
+        try await Nodes.confirm(converge != nil, "\(tag): A and B did not converge", fatal: false) {
+            await Nodes.describeHeads([a, b]) + "\n" + b.log.suffix(3000)
+        }
         let total = Date().timeIntervalSince(t)
         print(
             "drill: crash \(tag): restarted in \(secs(restartSeconds)) (its start-up check included), at A's height \(secs(caughtUp ?? -1)) later, one head on both \(secs(total - restartSeconds)) later "
@@ -581,12 +608,8 @@ import Testing
             a.forceKill()
             b.forceKill()
         }
-        try #require(try await a.cli(["init", "--name", "flood"]).status == 0)
-        try await a.loadIdentity()
         // The default log level (what a user runs): its growth under the flood is measured.
-        try await a.start(logLevel: nil)
-        try await Nodes.pair(authority: a, joiner: b)
-        try await b.loadIdentity()
+        try await Nodes.startPaired(a, b, network: "flood", logLevel: nil)
         #expect(try await b.cli(["peers", "add", a.address]).status == 0)
         try await b.start(logLevel: nil)
         let linked = try await Nodes.until(60) { try await Nodes.meshed([a, b]) }
@@ -605,8 +628,9 @@ import Testing
         let floodStart = Date()
         flood.start()
         let loaded = await Self.measure(a, b, seconds: seconds, tag: "flood")
-        // B only knows A's address, so it comes back through A's flooded listener.
-        let floodReconnect = try await Self.reconnect(b, to: a)
+        // B only knows A's address, so it comes back through A's flooded listener (three times).
+        var floodReconnects: [Double?] = []
+        for _ in 0..<3 { floodReconnects.append(try await Self.reconnect(b, to: a)) }
         flood.stop()
         let floodSeconds = Date().timeIntervalSince(floodStart)
         try? await Task.sleep(for: .milliseconds(500))
@@ -620,17 +644,21 @@ import Testing
         print("drill: flood: during flood: \(loaded.summary)")
         print("drill: flood: listen queue overflows meanwhile (SYNs dropped, this network namespace): \(overflows)")
         print("drill: flood: flooded node's log grew by \(logGrowth) bytes")
-        print("drill: flood: during flood, B restarted is linked to A again \(secs(floodReconnect ?? -1)) after its listener is up")
+        print(
+            "drill: flood: during flood, B restarted three times is linked to A again \(floodReconnects.map { $0.map(secs) ?? "never" }.joined(separator: ", ")) after its listener is up"
+        )
         let refusedLines = a.log.split(separator: "\n").filter { $0.contains("refused") }
         print("drill: flood: flooded node's refusal log lines: \(refusedLines.count)\(refusedLines.first.map { " (first: \($0.prefix(200)))" } ?? "")")
 
         #expect(loaded.lost == 0, "writes not readable on the other member within 10 s: \(loaded.lost)")
         #expect(loaded.p50 < 0.050, "propagation p50 \(ms(loaded.p50)) under the flood")
+        #expect(loaded.windows.allSatisfy { $0 < 0.050 }, "propagation p50 per 5 s under the flood: \(loaded.windows.map(ms))")
         #expect(
             loaded.longestDown < 1.0,
             "the members' link was down for \(secs(loaded.longestDown)): \(loaded.downs)\nA:\n\(Self.linkLines(a.log))\nB:\n\(Self.linkLines(b.log))")
         #expect(logGrowth < 1_000_000, "the flooded node's log grew by \(logGrowth) bytes")
         #expect(opened > 1000, "the flood opened only \(opened) connections")
+        #expect(floodReconnects.allSatisfy { $0 != nil }, "B did not get back to A during the flood: \(floodReconnects)")
         for n in [a, b] {
             let s = await n.stop()
             #expect(s == 0, "\(n.name) exit \(s ?? -1):\n\(n.log.suffix(3000))")
@@ -648,6 +676,16 @@ import Testing
 
     struct Propagation: Sendable {
         var latencies: [Double] = []
+        /// When each measured write started, in seconds since the measurement began.
+        var startedAt: [Double] = []
+        /// p50 of each 5 s window.
+        var windows: [Double] {
+            guard let last = startedAt.last else { return [] }
+            return stride(from: 0.0, through: last, by: 5).compactMap { w in
+                let l = zip(startedAt, latencies).filter { $0.0 >= w && $0.0 < w + 5 }.map(\.1)
+                return l.isEmpty ? nil : percentile(l, 0.5)
+            }
+        }
         var acks: [Double] = []
         var lost = 0
         var longestDown = 0.0
@@ -658,6 +696,7 @@ import Testing
         var p99: Double { percentile(latencies, 0.99) }
         var summary: String {
             "\(latencies.count) writes, every 200 ms, alternately on each member; write to readable on the other: p50 \(ms(p50)), p99 \(ms(p99)), max \(ms(latencies.max() ?? .nan)) "
+                + "(p50 per 5 s: \(windows.map { String(format: "%.0f", $0 * 1000) }.joined(separator: "/")) ms) "
                 + "(the write itself: p50 \(ms(percentile(acks, 0.5))), p99 \(ms(percentile(acks, 0.99)))); \(lost) lost; "
                 + "link down in \(downSamples) of \(samples) samples, longest \(secs(longestDown))"
                 + (downs.isEmpty ? "" : " (\(downs.joined(separator: "; ")))")
@@ -695,9 +734,10 @@ import Testing
                     var why: String?
                     do {
                         let r = try conns[i].request("GET", "/api/v1/device")
-                        if r.code == 200, let o = try? JSONSerialization.jsonObject(with: r.body) as? [String: Any], let peers = o["peers"] as? [[String: Any]] {
+                        if r.code == 200, let o = try? JSONSerialization.jsonObject(with: r.body) as? [String: Any], let peers = o["peers"] as? [[String: Any]]
+                        {
                             let state = peers.first { $0["device"] as? String == other[i] }?["state"] as? String
-                            if state != "connected" { why = "the other member \(state ?? "absent")" }
+                            if state != "connected" { why = "the other member as \"\(state ?? "absent")\"" }
                         } else {
                             why = "HTTP \(r.code)"
                         }
@@ -745,6 +785,7 @@ import Testing
                 }
                 if let seen {
                     p.latencies.append(seen.timeIntervalSince(t0))
+                    p.startedAt.append(t0.timeIntervalSince(began))
                     p.acks.append(t1.timeIntervalSince(t0))
                 } else {
                     p.lost += 1

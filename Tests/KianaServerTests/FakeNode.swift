@@ -180,6 +180,7 @@ final class FakeNode: NodeAPI, Sendable {
         SyncStatus(height: 0, head: "", treeSize: 1, treeRoot: "", stats: SyncStats(), peers: switches.withLock { $0.peers })
     }
     func syncStats() async -> SyncStats? { nil }
+    func admissionStats() async -> AdmissionStats? { nil }
     func addPeer(address: String) async throws -> Bool {
         guard address.contains(":") else { throw KianaNetError(.invalidInput, "\(address) is not HOST:PORT") }
         record("addPeer \(address)")

@@ -1,20 +1,8 @@
 import Foundation
 import KianaCore
 import KianaStore
+import KianaTestSupport
 import Testing
-
-/// Deterministic RNG for reproducible simulations (SplitMix64).
-struct SeededRNG: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed &+ 0x9E37_79B9_7F4A_7C15 }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
 
 /// Several in-process devices, each with its own database, writing while partitioned and
 /// exchanging blocks in random order with duplicates and delays, then healing.
@@ -24,7 +12,7 @@ struct Simulation {
         let store: LedgerStore
     }
 
-    var rng: SeededRNG
+    var rng: SeededRandom
     let seed: UInt64
     var devices: [Device] = []
     var groups: [Int] = []
@@ -38,7 +26,7 @@ struct Simulation {
 
     init(seed: UInt64) throws {
         self.seed = seed
-        rng = SeededRNG(seed: seed)
+        rng = SeededRandom(seed: seed)
         let n = Int.random(in: 3...5, using: &rng)
         let ids = (0..<n).map { _ in DeviceIdentity.generate() }
         let genesis = Block.genesis(identity: ids[0], time: now, name: "sim", others: ids.dropFirst().map(\.publicKey))

@@ -43,6 +43,59 @@ import Testing
         _ = try loser.0.verify(now: t0 + 100)
     }
 
+    /// A batch is taken in one line while it extends the head, block by block after that: a
+    /// leading duplicate, a line, then a sibling (a side branch); the search index follows.
+    @Test func batchTakesTheLineThenTheRest() throws {
+        let (sa, sb, g) = try pair()
+        let word = ItemID.random()
+        var blocks: [Block] = []
+        for i in 0..<5 {
+            let op: KnowledgeOp = i == 3 ? .put(word, KnowledgeFields(text: "edited marigold")) : i == 0 ? .put(word, KnowledgeFields(text: "first tulip")) : put("fact \(i)")
+            blocks.append(try sb.write([op], identity: b, now: t0 + 10 + UInt64(i)).block)
+        }
+        // A sibling of block 3 (parent block 2), sealed by a on its own copy of blocks 1-2.
+        let sc = LedgerStore(database: try KianaDatabase())
+        try sc.initialize(genesis: g, now: t0)
+        _ = try sc.importBatch(Array(blocks.prefix(2)), now: t0 + 100)
+        let sibling = try sc.write([put("sibling")], identity: a, now: t0 + 20).block
+        #expect(sibling.header.parent == blocks[1].hash)
+        let batch = [g] + blocks + [sibling]
+        let r = try sa.importBatch(batch, now: t0 + 100)
+        #expect(r.refused == nil)
+        #expect(r.outcomes.first == .duplicate)
+        #expect(r.outcomes[1...5].allSatisfy { $0 == .newHead(reorganized: false) })
+        #expect(r.outcomes.last == .sideBranch)
+        #expect(try sa.head()?.hash == blocks.last!.hash)
+        #expect(try sa.sideBranches().count == 1)
+        let search = SearchStore(database: sa.database)
+        #expect(try search.keywordSearch("marigold", limit: 5).map(\.0) == [word])
+        #expect(try search.keywordSearch("tulip", limit: 5).isEmpty)
+        try sa.database.writer.write { db in try db.execute(sql: "INSERT INTO itemSearch(itemSearch, rank) VALUES ('integrity-check', 1)") }
+        _ = try sa.verify(now: t0 + 1000)
+        // Again: all duplicates, nothing changes.
+        #expect(try sa.importBatch(batch, now: t0 + 200).outcomes.allSatisfy { $0 == .duplicate })
+    }
+
+    /// The line stops at a refused block: the blocks before it are kept, the refusal names it.
+    @Test func refusalInTheLineKeepsThePrefix() throws {
+        let (sa, sb, _) = try pair()
+        var blocks: [Block] = []
+        for i in 0..<4 { blocks.append(try sb.write([put("fact \(i)")], identity: b, now: t0 + 10 + UInt64(i)).block) }
+        // Block 3 re-signed by a stranger: the authority rule refuses it.
+        let stranger = DeviceIdentity.generate()
+        let forged = Block.seal(entries: blocks[2].entries, parent: blocks[1].header, parentHash: blocks[1].hash, time: blocks[2].header.time, identity: stranger)
+        let r = try sa.importBatch([blocks[0], blocks[1], forged, blocks[3]], now: t0 + 100)
+        #expect(r.refused?.index == 2)
+        #expect(r.refused?.rule == "authority")
+        #expect(r.outcomes.count == 2)
+        #expect(try sa.head()?.hash == blocks[1].hash)
+        #expect(try sa.items().count == 2)
+        // The rest arrives honestly later and continues the line.
+        #expect(try sa.importBatch(Array(blocks[2...]), now: t0 + 100).stored == 2)
+        #expect(try sa.head()?.hash == blocks[3].hash)
+        _ = try sa.verify(now: t0 + 1000)
+    }
+
     @Test func forgedMerkleRootIsRejectedWithTheRule() throws {
         let (sa, sb, g) = try pair()
         let r = try sb.write([put("x")], identity: b, now: t0 + 10)

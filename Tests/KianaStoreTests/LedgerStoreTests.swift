@@ -117,6 +117,31 @@ import Testing
         return checked
     }
 
+    /// A version from before the store kept the search index cannot write to a database this
+    /// version migrated, and this version refuses a database a newer one migrated.
+    @Test func olderVersionsCannotWriteAndNewerDatabasesAreRefused() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("kiana-versions-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let path = dir.appendingPathComponent("k.sqlite").path
+        let db = try KianaDatabase(path: path)
+        let store = LedgerStore(database: db)
+        try store.initialize(genesis: Block.genesis(identity: identity, time: t0, name: "t"), now: t0)
+        _ = try store.write([.put(ItemID.random(), KnowledgeFields(text: "fine"))], identity: identity, now: t0 + 1)
+        try db.close()
+        // What an older binary does on every write, without kiana_store_version().
+        let old = try DatabaseQueue(path: path)
+        #expect {
+            try old.write { try $0.execute(sql: "INSERT OR REPLACE INTO setting (key, value) VALUES ('hlc', x'00')") }
+        } throws: { "\($0)".contains("kiana_store_version") || "\($0)".contains("2026-12-05 or newer") }
+        // A newer version's migration in the file: this one does not open it.
+        try old.write { try $0.execute(sql: "INSERT INTO grdb_migrations (identifier) VALUES ('2099-01-01 from the future')") }
+        try old.close()
+        #expect {
+            _ = try KianaDatabase(path: path)
+        } throws: { ($0 as? KianaStoreError)?.message.contains("newer version") == true }
+    }
+
     @Test func tamperedKnowledgeTableIsDetected() throws {
         let store = try makeStore(writes: 2)
         try store.database.writer.write { db in try db.execute(sql: "UPDATE item SET text = 'forged' WHERE rowid = 1") }
@@ -160,5 +185,27 @@ import Testing
 
     func writerJournalMode(_ s: LedgerStore) throws -> String {
         try s.database.writer.read { db in try String.fetchOne(db, sql: "PRAGMA journal_mode") ?? "" }
+    }
+}
+
+@Suite struct SealLimitTests {
+    @Test("Sealed blocks stay within 1,000 entries and about 1 MiB, however much is pending")
+    func sealedBlocksAreBounded() throws {
+        let id = DeviceIdentity.generate()
+        let t0: UInt64 = 1_764_288_000_000
+        let store = LedgerStore(database: try KianaDatabase())
+        try store.initialize(genesis: Block.genesis(identity: id, time: t0), now: t0)
+        let small = (0..<2500).map { KnowledgeOp.put(ItemID.random(), KnowledgeFields(text: "small \($0)")) }
+        let r1 = try store.write(small, identity: id, now: t0 + 1)
+        var blocks = try store.blocks(from: 1, through: .max)
+        #expect(blocks.map(\.entries.count) == [1000, 1000, 500])
+        #expect(r1.block.hash == blocks.last?.hash, "the receipt names the block with the newest entries")
+        let big = String(repeating: "x", count: 500_000)
+        _ = try store.write((0..<5).map { _ in KnowledgeOp.put(ItemID.random(), KnowledgeFields(text: big)) }, identity: id, now: t0 + 2)
+        blocks = try store.blocks(from: 4, through: .max)
+        #expect(blocks.count == 3, "\(blocks.map(\.entries.count))")
+        for b in blocks { #expect(b.entries.count == 1 || b.entries.reduce(0) { $0 + $1.encoded.count } <= 1 << 20) }
+        #expect(try store.pendingCount() == 0)
+        _ = try store.verify(now: t0 + 3)
     }
 }
