@@ -37,14 +37,18 @@ struct BenchSync: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "sync", abstract: "Ledger sync on loopback: propagation latency, initial sync beside Ed25519 verification, bytes per change.")
     @Option(help: "Single writes timed from A to B.") var writes: Int = 200
-    @Option(help: "Entries in the ledger a fresh device syncs (one per block).") var entries: Int = 100_000
+    @Option(help: "Entries in the ledger a fresh device syncs.") var entries: Int = 100_000
+    @Option(help: "Entries per block of that ledger (1: single writes; up to 1000, the most a node seals in one block: an ingestion).") var perBlock: Int = 1
     @Option(help: "Milliseconds between timed writes.") var pause: Int = 20
 
     func run() async throws {
         try await performAsync {
             guard writes > 0, entries > 0, pause >= 0 else { throw KianaNodeError(.invalidInput, "writes and entries must be positive, pause ≥ 0") }
+            guard (1...1000).contains(perBlock) else {
+                throw KianaNodeError(.invalidInput, "--per-block must be between 1 and 1000 (the most a node seals in one block)")
+            }
             say("kiana bench sync: 3 devices in this process, real SQLite files, Noise links on loopback, \(ProcessInfo.processInfo.activeProcessorCount) cores")
-            let bench = SyncBench(writes: writes, entries: entries, pause: .milliseconds(pause))
+            let bench = SyncBench(writes: writes, entries: entries, perBlock: perBlock, pause: .milliseconds(pause))
             let r = try await bench.run { FileHandle.standardError.write(Data("  … \($0)\n".utf8)) }
             say(SyncBench.render(r, writes: writes))
         }
