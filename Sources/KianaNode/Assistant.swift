@@ -5,9 +5,8 @@ import KianaServer
 import KianaStore
 
 /// Which language model answers: the embedded engine (default), Ollama, or an
-/// OpenAI-compatible server. Read from `<data dir>/config.json` (`"llm": {…}`), then the
-/// environment (KIANA_LLM_BACKEND, KIANA_LLM_MODEL, KIANA_LLM_URL, KIANA_LLM_API_KEY,
-/// KIANA_LLM_CONTEXT), then command-line flags.
+/// OpenAI-compatible server: the `llm.*` settings (flag > KIANA_LLM_* > `<data dir>/config.json`'s
+/// `"llm": {…}` > default; docs/configuration.md).
 public struct BackendConfig: Codable, Sendable, Equatable {
     public enum Kind: String, Codable, Sendable, CaseIterable { case embedded, ollama, openai }
     public var backend: Kind = .embedded
@@ -25,30 +24,46 @@ public struct BackendConfig: Codable, Sendable, Equatable {
 
     enum CodingKeys: String, CodingKey { case backend, model, url, apiKey, context, threads }
 
-    /// The configuration from the data directory's config.json and the environment.
-    public static func load(directory: DataDirectory, environment: [String: String] = ProcessInfo.processInfo.environment) throws -> BackendConfig {
-        var c = BackendConfig()
-        let path = directory.path + "/config.json"
-        if let data = FileManager.default.contents(atPath: path) {
-            struct File: Decodable { var llm: BackendConfig? }
-            do { c = try JSONDecoder().decode(File.self, from: data).llm ?? c } catch {
-                throw KianaNodeError(.invalidInput, "\(path) is not valid: \(error)")
-            }
+    /// The configuration from flags (keyed by setting, e.g. "llm.model"), the environment and the
+    /// data directory's config.json, in that order (`KianaConfig`).
+    public static func load(
+        directory: DataDirectory, flags: [String: String] = [:], environment: [String: String] = ProcessInfo.processInfo.environment
+    ) throws -> BackendConfig {
+        try BackendConfig(try KianaConfig.resolve(flags: flags, environment: environment, directory: directory))
+    }
+
+    /// The `llm.*` settings of a resolved configuration.
+    public init(_ config: KianaConfig) throws {
+        if let b = config.text("llm.backend") {
+            guard let k = Kind(rawValue: b) else { throw KianaNodeError(.invalidInput, "llm.backend must be embedded, ollama or openai") }
+            backend = k
         }
-        if let b = environment["KIANA_LLM_BACKEND"], !b.isEmpty {
-            guard let k = Kind(rawValue: b) else { throw KianaNodeError(.invalidInput, "KIANA_LLM_BACKEND must be embedded, ollama or openai") }
-            c.backend = k
+        model = config.text("llm.model")
+        url = config.text("llm.url")
+        apiKey = config.text("llm.apiKey")
+        context = config.number("llm.context")
+        threads = config.number("llm.threads")
+    }
+
+    /// Checks what `make` needs without loading anything: a remote backend's model name and URL.
+    public func validated() throws -> BackendConfig {
+        if let context, !(16...1 << 20).contains(context) { throw KianaNodeError(.invalidInput, "the context must be 16…1048576 tokens") }
+        switch backend {
+        case .embedded: break
+        case .ollama:
+            guard let model, !model.isEmpty else { throw KianaNodeError(.invalidInput, "the ollama backend needs a model name (--model or KIANA_LLM_MODEL)") }
+            _ = try Self.url(url ?? "http://127.0.0.1:11434")
+        case .openai:
+            guard let model, !model.isEmpty else { throw KianaNodeError(.invalidInput, "the openai backend needs a model name (--model or KIANA_LLM_MODEL)") }
+            guard let url else { throw KianaNodeError(.invalidInput, "the openai backend needs a base URL ending in /v1 (--backend-url or KIANA_LLM_URL)") }
+            _ = try Self.url(url)
         }
-        if let m = environment["KIANA_LLM_MODEL"], !m.isEmpty { c.model = m }
-        if let u = environment["KIANA_LLM_URL"], !u.isEmpty { c.url = u }
-        if let k = environment["KIANA_LLM_API_KEY"], !k.isEmpty { c.apiKey = k }
-        if let n = environment["KIANA_LLM_CONTEXT"].flatMap(Int.init) { c.context = n }
-        return c
+        return self
     }
 
     /// Builds the backend. The embedded model is loaded here (a second or so).
     public func make(modelDirectory: String) throws -> any ChatBackend {
-        if let context, !(16...1 << 20).contains(context) { throw KianaNodeError(.invalidInput, "the context must be 16…1048576 tokens") }
+        _ = try validated()
         switch backend {
         case .embedded:
             let catalog = ModelCatalog(directory: modelDirectory)

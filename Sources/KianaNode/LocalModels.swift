@@ -79,10 +79,13 @@ public struct SamplingOverrides: Sendable {
 
 /// The model directory and what is in it.
 public enum LocalModels {
-    /// The model directory: `flag`, else $KIANA_MODEL_DIR, else `<data dir>/models` (or
-    /// ~/.kiana/models when the data directory has none and that one exists).
-    public static func directory(_ flag: String?, dataDirectory: DataDirectory) -> String {
-        ModelDirectory.resolve(flag, dataDirectory: dataDirectory.path)
+    /// The model directory: `flag`, else $KIANA_MODEL_DIR, else config.json's `models.dir`, else
+    /// `<data dir>/models` (or ~/.kiana/models when the data directory has none and that one exists).
+    public static func directory(
+        _ flag: String?, dataDirectory: DataDirectory, environment: [String: String] = ProcessInfo.processInfo.environment
+    ) throws -> String {
+        let config = try KianaConfig.resolve(flags: flag.map { ["models.dir": $0] } ?? [:], environment: environment, directory: dataDirectory)
+        return ModelDirectory.resolve(config.text("models.dir"), dataDirectory: dataDirectory.path, environment: environment)
     }
 
     /// Installed and registered language models, sorted by name, with what their GGUF headers say.

@@ -21,11 +21,13 @@ public enum NodeServer {
         directory: DataDirectory, settings: ServeSettings, modelDirectory: String? = nil, logger: Logger,
         onReady: @escaping Ready = { _, _, _ in }
     ) async throws {
-        try await run(directory: directory, http: settings.http, network: settings.network, modelDirectory: modelDirectory, logger: logger, onReady: onReady)
+        try await run(
+            directory: directory, http: settings.http, network: settings.network, backend: try BackendConfig(settings.config),
+            modelDirectory: modelDirectory, logger: logger, onReady: onReady)
     }
 
     public static func run(
-        directory: DataDirectory, http: HTTPConfig, network netConfig: NetworkConfig = NetworkConfig(),
+        directory: DataDirectory, http: HTTPConfig, network netConfig: NetworkConfig = NetworkConfig(), backend: BackendConfig? = nil,
         modelDirectory: String? = nil, logger: Logger, onReady: @escaping Ready = { _, _, _ in }
     ) async throws {
         // One node per data directory, held until this process ends; taken before anything is
@@ -72,7 +74,7 @@ public enum NodeServer {
             onReady(node, h, p)
         }
         // One model host: the embedder is loaded once for both the indexer and answers.
-        let models = ModelHost(modelDirectory: modelDirectory ?? directory.path + "/models", config: try BackendConfig.load(directory: directory))
+        let models = ModelHost(modelDirectory: modelDirectory ?? directory.path + "/models", config: try backend ?? BackendConfig.load(directory: directory))
         let service = NodeService(node: node, models: models, network: network)
         let app = try KianaHTTP.application(config: http, node: service, control: ControlSurface(token: token), logger: logger) { port in
             ports.setHTTP(port)

@@ -34,52 +34,43 @@ public struct ServeSettings: Sendable {
     public var http: HTTPConfig
     public var network: NetworkConfig
     public var logLevel: Logger.Level
+    /// Every setting as resolved (flag > environment > config.json > default).
+    public var config: KianaConfig
     /// Lines for the person starting the node (e.g. that clients need the token).
     public var notes: [String] = []
 
     public static func resolve(
-        _ flags: Flags, directory: DataDirectory,
+        _ flags: Flags, extra: [String: String] = [:], directory: DataDirectory,
         environment env: [String: String] = ProcessInfo.processInfo.environment
     ) throws(KianaNodeError) -> ServeSettings {
-        func int(_ flag: Int?, _ key: String, _ fallback: Int) throws(KianaNodeError) -> Int {
-            if let flag { return flag }
-            guard let text = env[key], !text.isEmpty else { return fallback }
-            guard let v = Int(text) else { throw KianaNodeError(.invalidInput, "\(key) must be a number, not \(text)") }
-            return v
-        }
-        var http = HTTPConfig(
-            host: flags.host ?? env["KIANA_HOST"] ?? "127.0.0.1",
-            port: try int(flags.port, "KIANA_PORT", 8000),
-            token: flags.token ?? env["KIANA_TOKEN"].flatMap { $0.isEmpty ? nil : $0 })
+        var given = extra
+        given["http.host"] = flags.host
+        given["http.port"] = flags.port.map(String.init)
+        given["http.token"] = flags.token
+        given["p2p.host"] = flags.p2pHost
+        given["p2p.port"] = flags.p2pPort.map(String.init)
+        given["discovery.enabled"] = flags.discovery?.lowercased()
+        given["discovery.interface"] = flags.discoveryInterface
+        given["device.name"] = flags.name
+        let config = try KianaConfig.resolve(flags: given, environment: env, directory: directory)
+        var http = HTTPConfig(host: config.text("http.host") ?? "127.0.0.1", port: config.number("http.port") ?? 8000, token: config.text("http.token"))
         var net = NetworkConfig()
-        net.host = flags.p2pHost ?? env["KIANA_P2P_HOST"] ?? "0.0.0.0"
-        net.port = try int(flags.p2pPort, "KIANA_P2P_PORT", 8470)
-        net.discoveryInterface = flags.discoveryInterface ?? env["KIANA_DISCOVERY_INTERFACE"]
+        net.host = config.text("p2p.host") ?? "0.0.0.0"
+        net.port = config.number("p2p.port") ?? 8470
+        net.discoveryInterface = config.text("discovery.interface")
         // Sync limits (docs/decisions.md 89): how long a member whose blocks were refused stays cut
         // off, and how far past its stated head a peer may stream.
-        let cutOff = try int(nil, "KIANA_PEER_CUTOFF_SECONDS", 60)
-        guard (1...86_400).contains(cutOff) else { throw KianaNodeError(.invalidInput, "KIANA_PEER_CUTOFF_SECONDS must be 1...86400") }
-        net.cutOffBackoff = .seconds(cutOff)
-        let growth = try int(nil, "KIANA_SYNC_MAX_GROWTH", 10_000)
-        guard (1...10_000_000).contains(growth) else { throw KianaNodeError(.invalidInput, "KIANA_SYNC_MAX_GROWTH must be 1...10000000") }
-        net.sync.maxGrowth = UInt64(growth)
-        net.name = flags.name
-        guard (0...65535).contains(http.port), (0...65535).contains(net.port) else {
-            throw KianaNodeError(.invalidInput, "ports must be between 0 and 65535")
-        }
-        let discovery = (flags.discovery ?? env["KIANA_DISCOVERY"] ?? "on").lowercased()
-        guard ["on", "off"].contains(discovery) else { throw KianaNodeError(.invalidInput, "--discovery must be on or off") }
-        net.discovery = discovery == "on"
-        let levelText = env["KIANA_LOG_LEVEL"] ?? "notice"
-        guard let level = Logger.Level(rawValue: levelText) else {
-            throw KianaNodeError(.invalidInput, "KIANA_LOG_LEVEL must be one of trace, debug, info, notice, warning, error, critical")
-        }
+        net.cutOffBackoff = .seconds(config.number("sync.cutoffSeconds") ?? 60)
+        net.sync.maxGrowth = UInt64(config.number("sync.maxGrowth") ?? 10_000)
+        net.name = config.text("device.name")
+        net.discovery = config.text("discovery.enabled") != "off"
+        let level = config.text("log.level").flatMap(Logger.Level.init(rawValue:)) ?? .notice
         var notes: [String] = []
         if !http.isLoopback && http.token == nil {
             // Off loopback the node's own API token (made by init, shown by `kiana token`) is required.
             http.token = try directory.apiToken()
             notes.append("listening on \(http.host): clients need `Authorization: Bearer <token>`; `kiana token` prints it")
         }
-        return ServeSettings(http: http, network: net, logLevel: level, notes: notes)
+        return ServeSettings(http: http, network: net, logLevel: level, config: config, notes: notes)
     }
 }

@@ -11,10 +11,10 @@ import KianaNode
 #endif
 
 struct ModelOptions: ParsableArguments {
-    @Option(help: "Model directory (default: $KIANA_MODEL_DIR or <data dir>/models).")
+    @Option(help: "Model directory (default: $KIANA_MODEL_DIR, config.json's models.dir, or <data dir>/models).")
     var modelDir: String?
 
-    func directory(_ data: DataOptions) throws -> String { LocalModels.directory(modelDir, dataDirectory: try data.directory) }
+    func directory(_ data: DataOptions) throws -> String { try LocalModels.directory(modelDir, dataDirectory: try data.directory) }
 }
 
 /// A progress bar on stderr: redrawn in place on a terminal, otherwise one line at most every

@@ -166,21 +166,22 @@ struct BackendFlags: ParsableArguments {
     @Option(help: "Model name or GGUF path (embedded) or the server's model name.") var model: String?
     @Option(help: "Context window in tokens.") var context: Int?
     @Option(help: "Worker threads for the embedded engine.") var threads: Int?
+    @Option(help: "Bearer token for an OpenAI-compatible server (prefer KIANA_LLM_API_KEY: flags show in `ps`).") var apiKey: String?
+
+    /// The flags given, keyed by setting.
+    var given: [String: String] {
+        var g: [String: String] = [:]
+        g["llm.backend"] = backend
+        g["llm.url"] = backendUrl
+        g["llm.model"] = model
+        g["llm.context"] = context.map(String.init)
+        g["llm.threads"] = threads.map(String.init)
+        g["llm.apiKey"] = apiKey
+        return g
+    }
 
     func config(_ data: DataOptions) throws -> BackendConfig {
-        var c = try BackendConfig.load(directory: data.directory)
-        if let backend {
-            guard let k = BackendConfig.Kind(rawValue: backend) else { throw ValidationError("--backend must be embedded, ollama or openai") }
-            c.backend = k
-        }
-        if let backendUrl { c.url = backendUrl }
-        if let model { c.model = model }
-        if let context { c.context = context }
-        if let threads {
-            guard (1...256).contains(threads) else { throw ValidationError("--threads must be 1…256") }
-            c.threads = threads
-        }
-        return c
+        try BackendConfig.load(directory: data.directory, flags: given)
     }
 }
 

@@ -29,8 +29,12 @@ struct Serve: AsyncParsableCommand {
     @Option(name: .customLong("p2p-port"), help: "Port for device links, 0 for any free port (default $KIANA_P2P_PORT or 8470).") var p2pPort: Int?
     @Option(help: "Multicast DNS discovery: on or off (default $KIANA_DISCOVERY or on).") var discovery: String?
     @Option(name: .customLong("discovery-interface"), help: "Limit discovery to this network interface.") var discoveryInterface: String?
-    @Option(help: "A name for this device, shown to peers.") var name: String?
+    @Option(help: "A name for this device, shown to peers (default $KIANA_DEVICE_NAME).") var name: String?
+    @Option(help: "Lowest level logged: trace, debug, info, notice, warning, error, critical (default $KIANA_LOG_LEVEL or notice).") var logLevel: String?
+    @Option(help: "Seconds a member whose blocks were refused stays cut off (default $KIANA_PEER_CUTOFF_SECONDS or 60).") var peerCutoffSeconds: Int?
+    @Option(help: "Blocks past its stated head a peer may stream (default $KIANA_SYNC_MAX_GROWTH or 10000).") var syncMaxGrowth: Int?
     @OptionGroup var model: ModelOptions
+    @OptionGroup var backend: BackendFlags
 
     func run() async throws {
         try await performAsync {
@@ -38,7 +42,11 @@ struct Serve: AsyncParsableCommand {
             let flags = ServeSettings.Flags(
                 host: host, port: port, token: token, p2pHost: p2pHost, p2pPort: p2pPort,
                 discovery: discovery, discoveryInterface: discoveryInterface, name: name)
-            let settings = try ServeSettings.resolve(flags, directory: directory)
+            var extra = backend.given
+            extra["log.level"] = logLevel
+            extra["sync.cutoffSeconds"] = peerCutoffSeconds.map(String.init)
+            extra["sync.maxGrowth"] = syncMaxGrowth.map(String.init)
+            let settings = try ServeSettings.resolve(flags, extra: extra, directory: directory)
             for note in settings.notes { Output.note("kiana: " + note) }
             var logger = Logger(label: "kiana")
             logger.logLevel = settings.logLevel

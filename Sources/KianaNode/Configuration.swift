@@ -1,0 +1,269 @@
+import Foundation
+
+/// One setting: its key in `config.json` (dotted: `http.port` is `{"http": {"port": …}}`), its
+/// environment variable and its flag, what values it takes and its default.
+public struct Setting: Sendable {
+    /// What values a setting takes.
+    public enum Kind: Sendable {
+        case text
+        /// A whole number in the range.
+        case number(ClosedRange<Int>)
+        /// One of the words.
+        case choice([String])
+        /// An http(s) URL.
+        case url
+    }
+
+    public var key: String
+    public var environment: String
+    public var flag: String
+    public var kind: Kind
+    /// nil: unset unless given (the code that reads it decides what unset means).
+    public var defaultValue: String?
+    /// Shown as "(set, hidden)" by `kiana config show`.
+    public var secret: Bool
+    public var help: String
+
+    /// Checks `text` for this setting; the error names the setting as `origin` gave it.
+    func validate(_ text: String, origin: String) throws(KianaNodeError) {
+        switch kind {
+        case .text:
+            return
+        case .number(let range):
+            guard let n = Int(text), range.contains(n) else {
+                throw KianaNodeError(.invalidInput, "\(origin) must be a whole number \(range.lowerBound)…\(range.upperBound), not \"\(text)\"")
+            }
+        case .choice(let words):
+            guard words.contains(text) else {
+                throw KianaNodeError(.invalidInput, "\(origin) must be one of \(words.joined(separator: ", ")), not \"\(text)\"")
+            }
+        case .url:
+            guard let u = URL(string: text), let scheme = u.scheme, ["http", "https"].contains(scheme), u.host != nil else {
+                throw KianaNodeError(.invalidInput, "\(origin) must be an http(s) URL, not \"\(text)\"")
+            }
+        }
+    }
+}
+
+/// The node's settings, each resolved from flag > environment (`KIANA_*`) > the data
+/// directory's `config.json` > default, with where each value came from (docs/configuration.md).
+public struct KianaConfig: Sendable {
+    /// Where a value came from.
+    public enum Source: String, Sendable, Codable {
+        case flag, environment, file, `default`
+    }
+
+    public struct Value: Sendable {
+        public var text: String
+        public var source: Source
+    }
+
+    /// Every setting the node reads, in the order `kiana config show` lists them.
+    public static let settings: [Setting] = [
+        Setting(key: "http.host", environment: "KIANA_HOST", flag: "--host", kind: .text, defaultValue: "127.0.0.1", secret: false,
+                help: "Address the web UI and API listen on; off loopback a token is required."),
+        Setting(key: "http.port", environment: "KIANA_PORT", flag: "--port", kind: .number(0...65535), defaultValue: "8000", secret: false,
+                help: "Port of the web UI and API; 0 picks a free port."),
+        Setting(key: "http.token", environment: "KIANA_TOKEN", flag: "--token", kind: .text, defaultValue: nil, secret: true,
+                help: "Bearer token clients must send; off loopback the data directory's api.token when unset."),
+        Setting(key: "p2p.host", environment: "KIANA_P2P_HOST", flag: "--p2p-host", kind: .text, defaultValue: "0.0.0.0", secret: false,
+                help: "Address the device-link listener binds."),
+        Setting(key: "p2p.port", environment: "KIANA_P2P_PORT", flag: "--p2p-port", kind: .number(0...65535), defaultValue: "8470", secret: false,
+                help: "Port of device links; 0 picks a free port."),
+        Setting(key: "discovery.enabled", environment: "KIANA_DISCOVERY", flag: "--discovery", kind: .choice(["on", "off"]), defaultValue: "on",
+                secret: false, help: "Multicast DNS discovery of the owner's other devices."),
+        Setting(key: "discovery.interface", environment: "KIANA_DISCOVERY_INTERFACE", flag: "--discovery-interface", kind: .text,
+                defaultValue: nil, secret: false, help: "Limit discovery to this network interface."),
+        Setting(key: "device.name", environment: "KIANA_DEVICE_NAME", flag: "--name", kind: .text, defaultValue: nil, secret: false,
+                help: "A name for this device, shown to peers."),
+        Setting(key: "log.level", environment: "KIANA_LOG_LEVEL", flag: "--log-level",
+                kind: .choice(["trace", "debug", "info", "notice", "warning", "error", "critical"]), defaultValue: "notice", secret: false,
+                help: "Lowest level logged."),
+        Setting(key: "sync.cutoffSeconds", environment: "KIANA_PEER_CUTOFF_SECONDS", flag: "--peer-cutoff-seconds", kind: .number(1...86_400),
+                defaultValue: "60", secret: false, help: "How long a member whose blocks were refused stays cut off."),
+        Setting(key: "sync.maxGrowth", environment: "KIANA_SYNC_MAX_GROWTH", flag: "--sync-max-growth", kind: .number(1...10_000_000),
+                defaultValue: "10000", secret: false, help: "How many blocks past its stated head a peer may stream."),
+        Setting(key: "llm.backend", environment: "KIANA_LLM_BACKEND", flag: "--backend", kind: .choice(["embedded", "ollama", "openai"]),
+                defaultValue: "embedded", secret: false, help: "Which language model answers."),
+        Setting(key: "llm.model", environment: "KIANA_LLM_MODEL", flag: "--model", kind: .text, defaultValue: nil, secret: false,
+                help: "Embedded: a registered name or GGUF path (smollm2-135m-instruct when unset); remote: the server's model."),
+        Setting(key: "llm.url", environment: "KIANA_LLM_URL", flag: "--backend-url", kind: .url, defaultValue: nil, secret: false,
+                help: "Base URL of the Ollama (http://127.0.0.1:11434 when unset) or OpenAI-compatible (…/v1) server."),
+        Setting(key: "llm.apiKey", environment: "KIANA_LLM_API_KEY", flag: "--api-key", kind: .text, defaultValue: nil, secret: true,
+                help: "Bearer token for an OpenAI-compatible server (prefer the environment or the file: flags show in `ps`)."),
+        Setting(key: "llm.context", environment: "KIANA_LLM_CONTEXT", flag: "--context", kind: .number(16...1 << 20), defaultValue: nil,
+                secret: false, help: "Context window in tokens (2048 embedded, 8192 remote when unset)."),
+        Setting(key: "llm.threads", environment: "KIANA_LLM_THREADS", flag: "--threads", kind: .number(1...256), defaultValue: nil,
+                secret: false, help: "Worker threads of the embedded engine (all cores when unset)."),
+        Setting(key: "models.dir", environment: "KIANA_MODEL_DIR", flag: "--model-dir", kind: .text, defaultValue: nil, secret: false,
+                help: "Where the embedded models live (<data dir>/models, or ~/.kiana/models, when unset)."),
+    ]
+
+    /// The most a config file may hold (bytes).
+    public static let maxFileBytes = 64 * 1024
+
+    /// The resolved value of each setting that has one.
+    public var values: [String: Value]
+    /// The config file read (nil when there is none).
+    public var filePath: String?
+
+    /// The value of `key` (nil when unset).
+    public func text(_ key: String) -> String? { values[key]?.text }
+    /// The value of a numeric setting (validated when resolved).
+    public func number(_ key: String) -> Int? { values[key].flatMap { Int($0.text) } }
+
+    /// Resolves every setting. `flags` are keyed by setting key (only those given); an empty
+    /// environment value counts as unset. Unknown keys and bad values are one error naming the key.
+    public static func resolve(
+        flags: [String: String] = [:], environment: [String: String] = ProcessInfo.processInfo.environment, directory: DataDirectory
+    ) throws(KianaNodeError) -> KianaConfig {
+        let path = directory.path + "/config.json"
+        let file = try readFile(path)
+        var values: [String: Value] = [:]
+        for s in settings {
+            if let v = flags[s.key] {
+                try s.validate(v, origin: s.flag)
+                values[s.key] = Value(text: v, source: .flag)
+            } else if let v = environment[s.environment], !v.isEmpty {
+                try s.validate(v, origin: s.environment)
+                values[s.key] = Value(text: v, source: .environment)
+            } else if let v = file?[s.key] {
+                try s.validate(v, origin: "\(path): \(s.key)")
+                values[s.key] = Value(text: v, source: .file)
+            } else if let v = s.defaultValue {
+                values[s.key] = Value(text: v, source: .default)
+            }
+        }
+        return KianaConfig(values: values, filePath: file == nil ? nil : path)
+    }
+
+    /// The file's settings by key (nested objects flattened with "."), nil when there is no file.
+    static func readFile(_ path: String) throws(KianaNodeError) -> [String: String]? {
+        guard FileManager.default.fileExists(atPath: path) else { return nil }
+        let attributes = try? FileManager.default.attributesOfItem(atPath: path)
+        if let size = attributes?[.size] as? Int, size > maxFileBytes {
+            throw KianaNodeError(.invalidInput, "\(path) is \(size) bytes; a config file may hold at most \(maxFileBytes)")
+        }
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw KianaNodeError(.io, "\(path) cannot be read")
+        }
+        return try parse(data, name: path)
+    }
+
+    /// Parses a config file's JSON: an object whose keys are sections (`"http": {"port": 8000}`)
+    /// or dotted keys (`"http.port": 8000`); values are strings, numbers or booleans (true/false
+    /// stand for on/off). Unknown keys are refused by name.
+    public static func parse(_ data: Data, name: String) throws(KianaNodeError) -> [String: String] {
+        let top: [String: JSONValue]
+        do { top = try JSONDecoder().decode([String: JSONValue].self, from: data) } catch let e as KianaNodeError {
+            throw KianaNodeError(.invalidInput, "\(name): \(e.message)")
+        } catch DecodingError.typeMismatch {
+            throw KianaNodeError(.invalidInput, "\(name) must hold one JSON object of settings")
+        } catch DecodingError.dataCorrupted(let context) {
+            let detail = (context.underlyingError as? NSError)?.userInfo[NSDebugDescriptionErrorKey] as? String ?? context.debugDescription
+            throw KianaNodeError(.invalidInput, "\(name) is not valid JSON: \(detail)")
+        } catch {
+            throw KianaNodeError(.invalidInput, "\(name) is not valid JSON: \(error)")
+        }
+        let known = Dictionary(uniqueKeysWithValues: settings.map { ($0.key, $0) })
+        var out: [String: String] = [:]
+        func walk(_ dict: [String: JSONValue], prefix: String) throws(KianaNodeError) {
+            for (k, v) in dict.sorted(by: { $0.key < $1.key }) {
+                let key = prefix.isEmpty ? k : prefix + "." + k
+                if case .object(let nested) = v {
+                    try walk(nested, prefix: key)
+                    continue
+                }
+                guard let setting = known[key] else {
+                    let hint = closest(to: key, among: Array(known.keys)).map { " (did you mean \($0)?)" } ?? ""
+                    throw KianaNodeError(.invalidInput, "\(name): unknown key \"\(key)\"\(hint); `kiana config show` lists the settings")
+                }
+                guard out[key] == nil else { throw KianaNodeError(.invalidInput, "\(name): \(key) is given twice") }
+                switch v {
+                case .string(let text): out[key] = text
+                case .number(let n): out[key] = String(n)
+                case .bool(let b):
+                    guard case .choice(let words) = setting.kind, words == ["on", "off"] else {
+                        throw KianaNodeError(.invalidInput, "\(name): \(key) is not a switch (true/false)")
+                    }
+                    out[key] = b ? "on" : "off"
+                case .null: continue  // as if absent
+                case .object: continue  // walked above
+                }
+            }
+        }
+        try walk(top, prefix: "")
+        return out
+    }
+
+    /// A config file's JSON values: strings, whole numbers, booleans, null and objects.
+    enum JSONValue: Decodable {
+        case string(String), number(Int), bool(Bool), null
+        case object([String: JSONValue])
+
+        init(from decoder: any Decoder) throws {
+            let c = try decoder.singleValueContainer()
+            if c.decodeNil() {
+                self = .null
+            } else if let b = try? c.decode(Bool.self) {
+                self = .bool(b)
+            } else if let n = try? c.decode(Int.self) {
+                self = .number(n)
+            } else if let t = try? c.decode(String.self) {
+                self = .string(t)
+            } else {
+                let path = decoder.codingPath.map(\.stringValue).joined(separator: ".")
+                do { self = .object(try c.decode([String: JSONValue].self)) } catch DecodingError.typeMismatch {
+                    throw KianaNodeError(.invalidInput, "\(path) must be a string, a whole number, true/false or a section")
+                }
+            }
+        }
+    }
+
+    /// The known key nearest `key` by edit distance, when it is near enough to be a typo.
+    static func closest(to key: String, among keys: [String]) -> String? {
+        func distance(_ a: [Character], _ b: [Character]) -> Int {
+            var row = Array(0...b.count)
+            for i in 1...max(a.count, 1) where !a.isEmpty {
+                var prev = row[0]
+                row[0] = i
+                for j in 1...max(b.count, 1) where !b.isEmpty {
+                    let cur = row[j]
+                    row[j] = min(row[j] + 1, row[j - 1] + 1, prev + (a[i - 1] == b[j - 1] ? 0 : 1))
+                    prev = cur
+                }
+            }
+            return row[b.count]
+        }
+        let a = Array(key.lowercased())
+        var best: (key: String, distance: Int)?
+        for k in keys.sorted() {
+            let d: Int = distance(a, Array(k.lowercased()))
+            if best == nil || d < best!.distance { best = (k, d) }
+        }
+        guard let best, best.distance <= max(2, key.count / 4) else { return nil }
+        return best.key
+    }
+
+    /// One row of `kiana config show`.
+    public struct Row: Codable, Sendable, Equatable {
+        public var key: String
+        /// nil: unset. Secrets read "(set, hidden)".
+        public var value: String?
+        /// flag, environment, file, default; nil when unset.
+        public var source: Source?
+        public var environment: String
+        public var flag: String
+        public var help: String
+    }
+
+    /// Every setting with its effective value (secrets hidden) and where it came from.
+    public var rows: [Row] {
+        Self.settings.map { s in
+            let v = values[s.key]
+            return Row(
+                key: s.key, value: v.map { s.secret ? "(set, hidden)" : $0.text }, source: v?.source, environment: s.environment, flag: s.flag,
+                help: s.help)
+        }
+    }
+}
