@@ -53,6 +53,8 @@ struct Serve: AsyncParsableCommand {
             let shownHost = settings.http.host
             try await NodeServer.run(directory: directory, settings: settings, modelDirectory: model.directory(data), logger: logger) { node, port, p2p in
                 say("KI_ana node \(node.identity.deviceID) serving http://\(shownHost):\(port), device links on port \(p2p) (Ctrl-C stops)")
+                // Under systemd (Type=notify): ready once both listeners listen.
+                SystemdUnit.notify("READY=1\nSTATUS=serving http://\(shownHost):\(port)")
             }
         }
     }

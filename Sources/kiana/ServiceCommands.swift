@@ -1,0 +1,193 @@
+import ArgumentParser
+import Foundation
+import KianaNode
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// The systemd unit (deploy/kiana.service is this text for the default paths) and sd_notify.
+enum SystemdUnit {
+    static let defaultBinary = "/usr/local/bin/kiana"
+    static let defaultDataDirectory = "/var/lib/kiana"
+    static let defaultModelDirectory = "/usr/local/share/kiana/models"
+
+    /// The unit for `binary`, the state directory `/var/lib/<state>` and models read from `models`.
+    static func text(binary: String = defaultBinary, state: String = "kiana", models: String = defaultModelDirectory) -> String {
+        """
+        # KI_ana node as a systemd service (written by `kiana service install`; docs/operations.md).
+        # Change settings with `systemctl edit kiana` (e.g. Environment=KIANA_HOST=0.0.0.0 to serve
+        # the LAN: clients then need the token `kiana token --data-dir /var/lib/\(state)` prints),
+        # or in /var/lib/\(state)/config.json (docs/configuration.md).
+        [Unit]
+        Description=KI_ana node (private, local-first assistant)
+        Wants=network-online.target
+        After=network-online.target
+
+        [Service]
+        # READY=1 is sent once HTTP and the device-link listener listen.
+        Type=notify
+        NotifyAccess=main
+        ExecStart=\(binary) serve --data-dir /var/lib/\(state)
+        Environment=KIANA_MODEL_DIR=\(models)
+        Restart=on-failure
+        RestartSec=2s
+        # The start-up check verifies the whole ledger: allow for a long one.
+        TimeoutStartSec=600
+        TimeoutStopSec=30
+        # A user of its own, made by systemd; the data directory is /var/lib/\(state), private to it.
+        DynamicUser=yes
+        StateDirectory=\(state)
+        StateDirectoryMode=0700
+        UMask=0077
+        # Hardening: nothing to gain, nothing to reach beyond the state directory.
+        NoNewPrivileges=yes
+        CapabilityBoundingSet=
+        AmbientCapabilities=
+        ProtectSystem=strict
+        ProtectHome=yes
+        PrivateTmp=yes
+        PrivateDevices=yes
+        PrivateUsers=yes
+        PrivateMounts=yes
+        DevicePolicy=closed
+        ProtectKernelTunables=yes
+        ProtectKernelModules=yes
+        ProtectKernelLogs=yes
+        ProtectControlGroups=yes
+        ProtectClock=yes
+        ProtectHostname=yes
+        ProtectProc=invisible
+        RestrictNamespaces=yes
+        RestrictRealtime=yes
+        RestrictSUIDSGID=yes
+        LockPersonality=yes
+        RemoveIPC=yes
+        SystemCallArchitectures=native
+        SystemCallFilter=@system-service
+        SystemCallFilter=~@privileged @resources
+        SystemCallErrorNumber=EPERM
+        # AF_NETLINK: multicast DNS discovery lists the network interfaces.
+        RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK
+
+        [Install]
+        WantedBy=multi-user.target
+
+        """
+    }
+
+    /// Tells systemd (the NOTIFY_SOCKET datagram socket) `state`, e.g. "READY=1"; false when not
+    /// run by systemd or the message could not be sent.
+    @discardableResult
+    static func notify(_ state: String, environment: [String: String] = ProcessInfo.processInfo.environment) -> Bool {
+        guard let path = environment["NOTIFY_SOCKET"], !path.isEmpty else { return false }
+        var bytes = Array(path.utf8)
+        var addr = sockaddr_un()
+        guard bytes.count < MemoryLayout.size(ofValue: addr.sun_path), bytes.first == UInt8(ascii: "/") || bytes.first == UInt8(ascii: "@") else {
+            return false
+        }
+        if bytes[0] == UInt8(ascii: "@") { bytes[0] = 0 }  // abstract namespace
+        addr.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &addr.sun_path) { raw in
+            for (i, b) in bytes.enumerated() { raw[i] = b }
+        }
+        let fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue), 0)
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        let length = socklen_t(MemoryLayout<sa_family_t>.size + bytes.count)
+        let message = Array(state.utf8)
+        let sent = withUnsafePointer(to: &addr) { a in
+            a.withMemoryRebound(to: sockaddr.self, capacity: 1) { sa in
+                message.withUnsafeBytes { sendto(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL), sa, length) }
+            }
+        }
+        return sent == message.count
+    }
+}
+
+struct ServiceCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "service", abstract: "Run KI_ana as a systemd service.", subcommands: [ServiceInstall.self, ServiceUnit.self])
+}
+
+struct ServiceUnit: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "unit", abstract: "Print the systemd unit `service install` writes.")
+    @Option(help: "The kiana binary the unit runs.") var binary: String = SystemdUnit.defaultBinary
+    @Option(help: "Directory the service reads the models from.") var modelDir: String = SystemdUnit.defaultModelDirectory
+
+    func run() throws {
+        try perform { FileHandle.standardOutput.write(Data(SystemdUnit.text(binary: binary, models: modelDir).utf8)) }
+    }
+}
+
+struct ServiceInstall: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "install",
+        abstract: "Copy this binary and the models into place and write /etc/systemd/system/kiana.service (then: systemctl enable --now kiana).")
+    @Option(help: "Where the unit is written.") var unit: String = "/etc/systemd/system/kiana.service"
+    @Option(help: "Where this binary is copied for the service.") var binary: String = SystemdUnit.defaultBinary
+    @Option(help: "Where the models are copied for the service (readable by it; /usr stays read-only to it).")
+    var modelsTarget: String = SystemdUnit.defaultModelDirectory
+    @OptionGroup var models: ModelOptions
+    @OptionGroup var data: DataOptions
+    @Flag(help: "Replace an existing unit file.") var force = false
+
+    func run() throws {
+        try perform {
+            let fm = FileManager.default
+            if fm.fileExists(atPath: unit), !force {
+                throw KianaNodeError(.conflict, "\(unit) exists; --force replaces it")
+            }
+            // The binary: this executable, unless it already is the target.
+            let me = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().path
+            let selfPath = (try? fm.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? me
+            if URL(fileURLWithPath: binary).resolvingSymlinksInPath().path != selfPath {
+                try Self.copy(selfPath, to: binary, mode: 0o755)
+                say("copied \(selfPath) to \(binary)")
+            }
+            // The models: every file of the resolved model directory, when there are any.
+            let source = try models.directory(data)
+            if let names = try? fm.contentsOfDirectory(atPath: source), !names.isEmpty,
+                URL(fileURLWithPath: source).resolvingSymlinksInPath() != URL(fileURLWithPath: modelsTarget).resolvingSymlinksInPath()
+            {
+                try Self.copyTree(source, to: modelsTarget)
+                say("copied the models from \(source) to \(modelsTarget)")
+            } else if !fm.fileExists(atPath: modelsTarget) {
+                Output.note("kiana: no models found in \(source): the service answers by keyword only until models are in \(modelsTarget) (make setup fetches them)")
+            }
+            try Self.write(Data(SystemdUnit.text(binary: binary, models: modelsTarget).utf8), to: unit, mode: 0o644)
+            say("wrote \(unit); start it with: systemctl daemon-reload && systemctl enable --now kiana")
+        }
+    }
+
+    static func write(_ data: Data, to path: String, mode: Int) throws {
+        let dir = (path as NSString).deletingLastPathComponent
+        do {
+            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
+            let tmp = path + ".tmp-\(getpid())"
+            try data.write(to: URL(fileURLWithPath: tmp))
+            try FileManager.default.setAttributes([.posixPermissions: mode], ofItemAtPath: tmp)
+            guard rename(tmp, path) == 0 else { throw KianaNodeError(.io, "cannot move \(tmp) to \(path): \(String(cString: strerror(errno)))") }
+        } catch let e as KianaNodeError {
+            throw e
+        } catch {
+            throw KianaNodeError(.io, "cannot write \(path): \(error.localizedDescription) (run as root, or choose paths with --unit/--binary/--models-target)")
+        }
+    }
+
+    static func copy(_ source: String, to path: String, mode: Int) throws {
+        guard let data = FileManager.default.contents(atPath: source) else { throw KianaNodeError(.io, "cannot read \(source)") }
+        try write(data, to: path, mode: mode)
+    }
+
+    static func copyTree(_ source: String, to target: String) throws {
+        let fm = FileManager.default
+        guard let walker = fm.enumerator(atPath: source) else { return }
+        while let rel = walker.nextObject() as? String {
+            var isDir: ObjCBool = false
+            let from = source + "/" + rel
+            guard fm.fileExists(atPath: from, isDirectory: &isDir), !isDir.boolValue else { continue }
+            try copy(from, to: target + "/" + rel, mode: 0o644)
+        }
+    }
+}
