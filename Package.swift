@@ -38,7 +38,9 @@ let package = Package(
         .target(
             name: "KianaCore",
             dependencies: [
-                .product(name: "Crypto", package: "swift-crypto")
+                .product(name: "Crypto", package: "swift-crypto"),
+                // scrypt for sealed backups.
+                .product(name: "CryptoExtras", package: "swift-crypto"),
             ]),
         // SQLite via GRDB: ledger tables, materialized knowledge state, pending entries, settings.
         .target(

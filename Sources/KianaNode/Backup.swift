@@ -1,0 +1,255 @@
+import Foundation
+import KianaCore
+import KianaStore
+
+/// `kiana backup` and `kiana restore`: the data directory (keys, API token, config, a consistent
+/// copy of the database) in one file sealed with a passphrase (`BackupSeal`, decision 96).
+public enum DataBackup {
+    /// What a backup holds, as reported after making or restoring it.
+    public struct Summary: Codable, Sendable {
+        public var file: String
+        public var bytes: Int
+        public var height: UInt64
+        public var entries: Int
+        public var created: UInt64
+    }
+
+    /// Shortest passphrase accepted for a new backup.
+    public static let minPassphrase = 8
+
+    /// Writes a sealed backup of `directory` to `file` (refused if it exists), while a node may
+    /// be serving the directory. `progress` gets (phase, done, total) in bytes.
+    public static func make(
+        directory: DataDirectory, to file: String, passphrase: [UInt8], parameters: BackupSeal.Parameters = .standard,
+        progress: (String, Int, Int) -> Void = { _, _, _ in }
+    ) throws -> Summary {
+        guard directory.hasIdentity, FileManager.default.fileExists(atPath: directory.databasePath) else {
+            throw KianaNodeError(.notInitialized, "\(directory.path) holds no node to back up (run `kiana init`, or give --data-dir)")
+        }
+        guard passphrase.count >= minPassphrase else {
+            throw KianaNodeError(.invalidInput, "the passphrase must have at least \(minPassphrase) characters")
+        }
+        guard !FileManager.default.fileExists(atPath: file) else { throw KianaNodeError(.conflict, "\(file) exists; choose another name") }
+        let work = file + ".kiana-work-\(getpid())"
+        let partial = file + ".partial-\(getpid())"
+        defer {
+            try? FileManager.default.removeItem(atPath: work)
+            try? FileManager.default.removeItem(atPath: partial)
+        }
+        do {
+            try FileManager.default.createDirectory(atPath: work, withIntermediateDirectories: false, attributes: [.posixPermissions: 0o700])
+        } catch {
+            throw KianaNodeError(.io, "cannot write beside \(file): \(error.localizedDescription)")
+        }
+        // A consistent copy of the database first (one read transaction; writers go on).
+        progress("copying", 0, 1)
+        let copy = work + "/kiana.sqlite"
+        try KianaDatabase(path: directory.databasePath).backup(to: copy)
+        let (height, entries) = try Self.ledgerFacts(copy)
+        progress("copying", 1, 1)
+
+        var files: [(name: String, path: String)] = [
+            ("identity.key", directory.identityKeyPath), ("transport.key", directory.transportKeyPath),
+        ]
+        if FileManager.default.fileExists(atPath: directory.apiTokenPath) { files.append(("api.token", directory.apiTokenPath)) }
+        let config = directory.path + "/config.json"
+        if FileManager.default.fileExists(atPath: config) { files.append(("config.json", config)) }
+        files.append(("kiana.sqlite", copy))
+
+        let created = currentMillis()
+        var sealer = try BackupSeal.Sealer(passphrase: passphrase, parameters: parameters, created: created)
+        guard FileManager.default.createFile(atPath: partial, contents: nil, attributes: [.posixPermissions: 0o600]),
+            let out = FileHandle(forWritingAtPath: partial)
+        else { throw KianaNodeError(.io, "cannot create \(partial)") }
+        defer { try? out.close() }
+        let total = try files.reduce(0) { $0 + (try Self.size($1.path)) }
+        var done = 0
+        var plain: [UInt8] = []
+        plain.reserveCapacity(BackupSeal.chunk)
+        func flush(last: Bool) throws {
+            while plain.count >= BackupSeal.chunk || (last && !plain.isEmpty) {
+                let n = min(plain.count, BackupSeal.chunk)
+                let isLast = last && n == plain.count
+                try out.write(contentsOf: try sealer.seal(Array(plain.prefix(n)), last: isLast))
+                plain.removeFirst(n)
+                if isLast { return }
+            }
+            if last { try out.write(contentsOf: try sealer.seal([], last: true)) }
+        }
+        do {
+            try out.write(contentsOf: sealer.header.prefix)
+            for f in files {
+                guard let input = FileHandle(forReadingAtPath: f.path) else { throw KianaNodeError(.io, "cannot read \(f.path)") }
+                defer { try? input.close() }
+                let size = try Self.size(f.path)
+                plain += BackupFiles.entryHeader(name: f.name, size: UInt64(size))
+                var left = size
+                while left > 0 {
+                    let piece = try input.read(upToCount: min(left, BackupSeal.chunk)) ?? Data()
+                    guard !piece.isEmpty else { throw KianaNodeError(.io, "\(f.path) shrank while it was read") }
+                    plain += piece
+                    left -= piece.count
+                    done += piece.count
+                    try flush(last: false)
+                    progress("sealing", done, total)
+                }
+            }
+            plain += BackupFiles.end
+            try flush(last: true)
+            try out.synchronize()
+            try out.close()
+        } catch let e as KianaNodeError {
+            throw e
+        } catch let e as KianaCoreError {
+            throw KianaNodeError(e.code, e.message, cause: e)
+        } catch {
+            throw KianaNodeError(.io, "cannot write \(partial): \(error.localizedDescription)")
+        }
+        guard rename(partial, file) == 0 else { throw KianaNodeError(.io, "cannot move the backup into place at \(file): \(String(cString: strerror(errno)))") }
+        Self.syncDirectory(of: file)
+        return Summary(file: file, bytes: try Self.size(file), height: height, entries: entries, created: created)
+    }
+
+    /// Restores `file` into `directory`: decrypts into a directory beside it, verifies the whole
+    /// ledger there, and only then makes it the data directory. Refuses a directory a node is
+    /// serving; an existing node there is moved aside (to `<dir>.before-restore-<time>`) only
+    /// with `force`.
+    public static func restore(
+        from file: String, to directory: DataDirectory, passphrase: [UInt8], force: Bool = false,
+        progress: (String, Int, Int) -> Void = { _, _, _ in }
+    ) throws -> Summary {
+        guard let input = FileHandle(forReadingAtPath: file) else { throw KianaNodeError(.notFound, "cannot read \(file)") }
+        defer { try? input.close() }
+        let fileSize = try Self.size(file)
+        // The target: never a live node, never an existing one unless asked.
+        let fm = FileManager.default
+        var existing = false
+        if fm.fileExists(atPath: directory.path) {
+            if fm.fileExists(atPath: directory.lockPath) {
+                let lock = try directory.lockForServing()  // throws .locked while a node serves it
+                withExtendedLifetime(lock) {}
+            }
+            existing = directory.hasIdentity || fm.fileExists(atPath: directory.databasePath)
+            if existing && !force {
+                throw KianaNodeError(
+                    .conflict, "\(directory.path) already holds a node; --force moves it aside (to \(directory.path).before-restore-…) first")
+            }
+            let contents = (try? fm.contentsOfDirectory(atPath: directory.path)) ?? []
+            if !existing && !contents.filter({ $0 != "node.lock" }).isEmpty {
+                throw KianaNodeError(.conflict, "\(directory.path) exists and holds other files; restore into a new or empty directory")
+            }
+        }
+        // Header and passphrase.
+        func read(_ n: Int, _ what: String) throws -> [UInt8] {
+            let d = try input.read(upToCount: n) ?? Data()
+            guard d.count == n else { throw KianaNodeError(.corrupt, "\(file) ends inside the \(what): it is not a whole KI_ana backup") }
+            return [UInt8](d)
+        }
+        guard try read(8, "header") == BackupSeal.magic else { throw KianaNodeError(.invalidInput, "\(file) is not a KI_ana backup") }
+        let headerLength = try read(4, "header").reduce(0) { $0 << 8 | Int($1) }
+        guard headerLength <= 4096 else { throw KianaNodeError(.corrupt, "\(file) has a damaged header") }
+        let header: BackupSeal.Header
+        do { header = try BackupSeal.Header(decoding: try read(headerLength, "header")) } catch let e as KianaCoreError {
+            throw KianaNodeError(.corrupt, "\(file) has a damaged header: \(e.message)", cause: e)
+        }
+        progress("unlocking", 0, 1)
+        var opener: BackupSeal.Opener
+        do { opener = try BackupSeal.Opener(header: header, passphrase: passphrase) } catch {
+            throw KianaNodeError(.unauthorized, "wrong passphrase for \(file)")
+        }
+
+        let parent = (directory.path as NSString).deletingLastPathComponent
+        let staging = (parent.isEmpty ? "." : parent) + "/." + (directory.path as NSString).lastPathComponent + ".restoring-\(getpid())"
+        try? fm.removeItem(atPath: staging)
+        do {
+            try fm.createDirectory(atPath: staging, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        } catch {
+            throw KianaNodeError(.io, "cannot create \(staging): \(error.localizedDescription)")
+        }
+        var keep = false
+        defer { if !keep { try? fm.removeItem(atPath: staging) } }
+        var reader = BackupFiles.Reader()
+        var current: FileHandle?
+        var written: Set<String> = []
+        var done = 12 + headerLength
+        do {
+            while !opener.finished {
+                let length = try read(4, "backup").reduce(0) { $0 << 8 | Int($1) }
+                guard length <= BackupSeal.Opener.maxFrame else { throw KianaNodeError(.corrupt, "\(file) is damaged (a frame of \(length) bytes)") }
+                let plain = try opener.open(try read(length, "backup"))
+                done += 4 + length
+                progress("restoring", done, fileSize)
+                for event in try reader.feed(plain) {
+                    switch event {
+                    case .begin(let name, _):
+                        try current?.close()
+                        let path = staging + "/" + name
+                        guard fm.createFile(atPath: path, contents: nil, attributes: [.posixPermissions: 0o600]),
+                            let h = FileHandle(forWritingAtPath: path)
+                        else { throw KianaNodeError(.io, "cannot create \(path)") }
+                        current = h
+                        written.insert(name)
+                    case .bytes(let b):
+                        try current?.write(contentsOf: b)
+                    case .end:
+                        try current?.synchronize()
+                        try current?.close()
+                        current = nil
+                    }
+                }
+            }
+            guard reader.ended else { throw KianaNodeError(.corrupt, "\(file) ends before its last file") }
+            guard try input.read(upToCount: 1)?.isEmpty ?? true else { throw KianaNodeError(.corrupt, "\(file) has data after its end") }
+        } catch let e as KianaCoreError {
+            throw KianaNodeError(.corrupt, "\(file) is damaged: \(e.message)", cause: e)
+        }
+        for needed in ["identity.key", "transport.key", "kiana.sqlite"] where !written.contains(needed) {
+            throw KianaNodeError(.corrupt, "\(file) lacks \(needed)")
+        }
+        // The whole ledger verified where it stands, before it becomes the data directory.
+        progress("verifying", 0, 1)
+        let (height, entries) = try {
+            // Closed before the directory moves.
+            let node = try Node.open(directory: DataDirectory(path: staging))
+            _ = try node.verify()
+            return (try node.store.head()?.height ?? 0, try node.store.counts().entries)
+        }()
+        progress("verifying", 1, 1)
+        if existing {
+            let aside = directory.path + ".before-restore-\(currentMillis())"
+            guard rename(directory.path, aside) == 0 else {
+                throw KianaNodeError(.io, "cannot move \(directory.path) aside: \(String(cString: strerror(errno)))")
+            }
+        } else if fm.fileExists(atPath: directory.path) {
+            // Empty but for a lock file (checked above).
+            try? fm.removeItem(atPath: directory.lockPath)
+            guard rmdir(directory.path) == 0 else { throw KianaNodeError(.io, "cannot replace \(directory.path): \(String(cString: strerror(errno)))") }
+        }
+        guard rename(staging, directory.path) == 0 else {
+            throw KianaNodeError(.io, "cannot move the restored data into \(directory.path): \(String(cString: strerror(errno)))")
+        }
+        keep = true
+        Self.syncDirectory(of: directory.path)
+        return Summary(file: file, bytes: fileSize, height: height, entries: entries, created: header.created)
+    }
+
+    static func ledgerFacts(_ path: String) throws -> (UInt64, Int) {
+        let store = LedgerStore(database: try KianaDatabase(readOnlyPath: path, immutable: false))
+        return (try store.head()?.height ?? 0, try store.counts().entries)
+    }
+
+    static func size(_ path: String) throws -> Int {
+        guard let s = try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int else {
+            throw KianaNodeError(.io, "cannot read the size of \(path)")
+        }
+        return s
+    }
+
+    static func syncDirectory(of path: String) {
+        let fd = open((path as NSString).deletingLastPathComponent.isEmpty ? "." : (path as NSString).deletingLastPathComponent, O_RDONLY)
+        if fd >= 0 {
+            fsync(fd)
+            close(fd)
+        }
+    }
+}

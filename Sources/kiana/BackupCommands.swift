@@ -1,0 +1,98 @@
+import ArgumentParser
+import Foundation
+import KianaNode
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// Where a passphrase comes from: a file (scripts) or the terminal (asked without echo).
+struct PassphraseOptions: ParsableArguments {
+    @Option(help: "Read the passphrase from the first line of this file (for scripts) instead of asking at the terminal.")
+    var passphraseFile: String?
+
+    func passphrase(confirm: Bool) throws -> [UInt8] {
+        if let passphraseFile {
+            guard let data = FileManager.default.contents(atPath: passphraseFile) else {
+                throw KianaNodeError(.notFound, "cannot read the passphrase file \(passphraseFile)")
+            }
+            let line = String(decoding: data, as: UTF8.self).split(separator: "\n", maxSplits: 1, omittingEmptySubsequences: false).first ?? ""
+            let text = line.hasSuffix("\r") ? line.dropLast() : line
+            guard !text.isEmpty else { throw KianaNodeError(.invalidInput, "\(passphraseFile) holds no passphrase on its first line") }
+            return Array(text.utf8)
+        }
+        guard isatty(0) == 1 else {
+            throw KianaNodeError(.invalidInput, "no terminal to ask for the passphrase: give --passphrase-file FILE")
+        }
+        let first = try Self.ask("Passphrase: ")
+        if confirm {
+            guard try Self.ask("Again: ") == first else { throw KianaNodeError(.invalidInput, "the passphrases differ") }
+        }
+        return first
+    }
+
+    /// Reads a line from the terminal with echo off (restored however the read ends).
+    static func ask(_ prompt: String) throws -> [UInt8] {
+        FileHandle.standardError.write(Data(prompt.utf8))
+        var saved = termios()
+        let haveTerm = tcgetattr(0, &saved) == 0
+        if haveTerm {
+            var quiet = saved
+            quiet.c_lflag &= ~tcflag_t(ECHO)
+            tcsetattr(0, TCSAFLUSH, &quiet)
+        }
+        defer {
+            if haveTerm { tcsetattr(0, TCSAFLUSH, &saved) }
+            FileHandle.standardError.write(Data("\n".utf8))
+        }
+        guard let line = readLine(strippingNewline: true) else { throw KianaNodeError(.invalidInput, "no passphrase given") }
+        return Array(line.utf8)
+    }
+}
+
+struct Backup: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Write the data directory (keys, API token, config, the ledger) to one file sealed with a passphrase; the node may keep serving.")
+    @OptionGroup var data: DataOptions
+    @OptionGroup var secret: PassphraseOptions
+    @OptionGroup var output: OutputOptions
+    @Argument(help: "The backup file to write (must not exist).") var file: String
+
+    func run() throws {
+        try perform {
+            let directory = try data.directory
+            let passphrase = try secret.passphrase(confirm: true)
+            let bar = ProgressBar()
+            let s = try DataBackup.make(directory: directory, to: file, passphrase: passphrase) { phase, done, total in
+                bar.update(phase, done, total, phase == "sealing" ? .bytes : .items)
+            }
+            try output.emit(s) { s in
+                say("Backed up \(directory.path) to \(s.file): \(s.bytes) bytes, ledger height \(s.height), \(s.entries) entries")
+            }
+        }
+    }
+}
+
+struct Restore: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Restore a backup into a data directory: decrypted beside it, the ledger verified, then made live.")
+    @OptionGroup var data: DataOptions
+    @OptionGroup var secret: PassphraseOptions
+    @OptionGroup var output: OutputOptions
+    @Flag(help: "Move a node already in the data directory aside (to <dir>.before-restore-<time>) instead of refusing.") var force = false
+    @Argument(help: "The backup file.") var file: String
+
+    func run() throws {
+        try perform {
+            let directory = try data.directory
+            let passphrase = try secret.passphrase(confirm: false)
+            let bar = ProgressBar()
+            let s = try DataBackup.restore(from: file, to: directory, passphrase: passphrase, force: force) { phase, done, total in
+                bar.update(phase, done, total, phase == "restoring" ? .bytes : .items)
+            }
+            try output.emit(s) { s in
+                say("Restored \(s.file) into \(directory.path): ledger height \(s.height), \(s.entries) entries, verified")
+            }
+        }
+    }
+}

@@ -1,0 +1,134 @@
+import Foundation
+import KianaTestSupport
+import Testing
+
+/// `kiana backup` / `kiana restore` as a user runs them: beside a serving node taking writes,
+/// checked by an independent opener in Python, and refused for a wrong passphrase, a damaged
+/// file and a live target.
+@Suite struct BackupTests {
+    static func curl(_ args: [String]) async throws -> String {
+        String(decoding: try await runProcess("/usr/bin/curl", ["-s", "-m", "10"] + args).out, as: UTF8.self)
+    }
+
+    @Test func backupWhileServingRestoresEveryAcknowledgedWrite() async throws {
+        let dir = try TempDir()
+        defer { dir.cleanup() }
+        let a = dir.path + "/a"
+        #expect(try await kiana(["init", "--data-dir", a]).status == 0)
+        try Data(#"{"device": {"name": "kitchen"}}"#.utf8).write(to: URL(fileURLWithPath: a + "/config.json"))
+        let pass = dir.path + "/pass"
+        try Data("correct horse battery\n".utf8).write(to: URL(fileURLWithPath: pass))
+        let node = try ServeTests.Running(["serve", "--data-dir", a, "--port", "0", "--p2p-port", "0", "--discovery", "off"])
+        defer { if node.process.isRunning { node.process.interrupt() } }
+        let port = try #require(await node.waitForPort(), "\(node.text)")
+        let url = "http://127.0.0.1:\(port)/api/v1/knowledge"
+
+        // Writes stream in through the API while the backup runs.
+        let acknowledged = Locked<[(text: String, at: Date)]>([])
+        let stop = Locked(false)
+        let writer = Task.detached {
+            var i = 0
+            while !stop.get {
+                let text = "note number \(i)"
+                let body = try await Self.curl(["-X", "POST", "-H", "Content-Type: application/json", "-d", #"{"text":"\#(text)"}"#, url])
+                if body.contains("\"id\"") { acknowledged.update { $0.append((text, Date())) } }
+                i += 1
+            }
+        }
+        try await Task.sleep(for: .seconds(2))
+        let started = Date()
+        let backup = dir.path + "/a.kbk"
+        let r = try await kiana(["backup", backup, "--data-dir", a, "--passphrase-file", pass])
+        #expect(r.status == 0, "\(r.err)")
+        try await Task.sleep(for: .seconds(1))
+        stop.update { $0 = true }
+        _ = try? await writer.value
+        let before = acknowledged.get.filter { $0.at < started }.map(\.text)
+        #expect(before.count >= 3, "too few writes before the backup to prove anything")
+        #expect(acknowledged.get.count > before.count, "no write during the backup")
+        let mode = (try FileManager.default.attributesOfItem(atPath: backup)[.posixPermissions] as? Int) ?? 0
+        #expect(mode == 0o600)
+
+        // An independent opener (Python: hashlib.scrypt, cryptography's ChaCha20-Poly1305, cbor2).
+        let py = try await runProcess(python3(), [Shared.packageRoot.path + "/Tests/python/backup_open.py", backup, pass, dir.path + "/py"])
+        #expect(py.status == 0, "\(String(decoding: py.err, as: UTF8.self))")
+        let opened = try JSONSerialization.jsonObject(with: py.out) as? [String: Any]
+        let files = opened?["files"] as? [String: [String: Any]] ?? [:]
+        #expect(Set(files.keys) == ["identity.key", "transport.key", "api.token", "config.json", "kiana.sqlite"])
+        #expect(FileManager.default.contents(atPath: dir.path + "/py/identity.key") == FileManager.default.contents(atPath: a + "/identity.key"))
+
+        // Restore into a new directory: verified, and every write acknowledged before the backup began is there.
+        let b = dir.path + "/b"
+        let restored = try await kiana(["restore", backup, "--data-dir", b, "--passphrase-file", pass])
+        #expect(restored.status == 0, "\(restored.err)")
+        #expect(try await kiana(["ledger", "verify", "--data-dir", b]).status == 0)
+        let listed = try await kiana(["list", "--data-dir", b, "--json"])
+        for text in before { #expect(listed.out.contains(text), "lost: \(text)") }
+        #expect(try nodeIdentity(b).device == (try nodeIdentity(a).device))
+        #expect(FileManager.default.contents(atPath: b + "/config.json") == Data(#"{"device": {"name": "kitchen"}}"#.utf8))
+
+        // The live node's directory is never overwritten, even with --force.
+        let live = try await kiana(["restore", backup, "--data-dir", a, "--passphrase-file", pass, "--force"])
+        #expect(live.status != 0 && live.err.contains("already serving"), "\(live.err)")
+        node.process.interrupt()
+        #expect(node.waitForExit())
+    }
+
+    @Test func wrongPassphraseDamageAndExistingNodesAreRefused() async throws {
+        let dir = try TempDir()
+        defer { dir.cleanup() }
+        let a = dir.path + "/a"
+        #expect(try await kiana(["init", "--data-dir", a]).status == 0)
+        #expect(try await kiana(["remember", "the spare key is under the blue pot", "--data-dir", a]).status == 0)
+        let pass = dir.path + "/pass"
+        try Data("correct horse battery".utf8).write(to: URL(fileURLWithPath: pass))
+        let wrong = dir.path + "/wrong"
+        try Data("incorrect horse".utf8).write(to: URL(fileURLWithPath: wrong))
+        let short = dir.path + "/short"
+        try Data("abc".utf8).write(to: URL(fileURLWithPath: short))
+        let backup = dir.path + "/a.kbk"
+        #expect(try await kiana(["backup", backup, "--data-dir", a, "--passphrase-file", short]).err.contains("at least 8"))
+        #expect(try await kiana(["backup", backup, "--data-dir", a, "--passphrase-file", pass]).status == 0)
+        // No overwriting a backup; no terminal and no file: a clear error.
+        #expect(try await kiana(["backup", backup, "--data-dir", a, "--passphrase-file", pass]).err.contains("exists"))
+        #expect(try await kiana(["backup", dir.path + "/x.kbk", "--data-dir", a]).err.contains("--passphrase-file"))
+
+        let target = dir.path + "/b"
+        let w = try await kiana(["restore", backup, "--data-dir", target, "--passphrase-file", wrong])
+        #expect(w.status != 0 && w.err.contains("wrong passphrase"), "\(w.err)")
+        #expect(!FileManager.default.fileExists(atPath: target))
+
+        // A flipped byte anywhere past the header: refused, nothing left behind.
+        let original = try Data(contentsOf: URL(fileURLWithPath: backup))
+        for offset in [original.count / 3, original.count / 2, original.count - 5] {
+            var damaged = original
+            damaged[offset] ^= 0x40
+            let path = dir.path + "/damaged.kbk"
+            try damaged.write(to: URL(fileURLWithPath: path))
+            let d = try await kiana(["restore", path, "--data-dir", target, "--passphrase-file", pass])
+            #expect(d.status != 0 && d.err.contains("damaged"), "offset \(offset): \(d.err)")
+            #expect(!FileManager.default.fileExists(atPath: target))
+            #expect(try FileManager.default.contentsOfDirectory(atPath: dir.path).allSatisfy { !$0.contains("restoring") })
+        }
+        // Cut short.
+        let cut = dir.path + "/cut.kbk"
+        try original.prefix(original.count - 100).write(to: URL(fileURLWithPath: cut))
+        #expect(try await kiana(["restore", cut, "--data-dir", target, "--passphrase-file", pass]).err.contains("not a whole KI_ana backup"))
+        // Not a backup at all.
+        #expect(try await kiana(["restore", pass, "--data-dir", target, "--passphrase-file", pass]).err.contains("not a KI_ana backup"))
+
+        // An existing node is moved aside only with --force; a directory of other files never.
+        #expect(try await kiana(["init", "--data-dir", target]).status == 0)
+        let e = try await kiana(["restore", backup, "--data-dir", target, "--passphrase-file", pass])
+        #expect(e.status != 0 && e.err.contains("--force"), "\(e.err)")
+        let f = try await kiana(["restore", backup, "--data-dir", target, "--passphrase-file", pass, "--force"])
+        #expect(f.status == 0, "\(f.err)")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir.path).contains { $0.hasPrefix("b.before-restore-") })
+        #expect(try await kiana(["list", "--data-dir", target]).out.contains("blue pot"))
+        let other = dir.path + "/other"
+        try FileManager.default.createDirectory(atPath: other, withIntermediateDirectories: true)
+        try Data("mine".utf8).write(to: URL(fileURLWithPath: other + "/notes.txt"))
+        #expect(try await kiana(["restore", backup, "--data-dir", other, "--passphrase-file", pass, "--force"]).err.contains("holds other files"))
+        #expect(FileManager.default.contents(atPath: other + "/notes.txt") == Data("mine".utf8))
+    }
+}
