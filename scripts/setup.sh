@@ -8,9 +8,9 @@ need_apt=()
 # avahi, dbus-daemon and iproute2: the mDNS interop tests run avahi inside network namespaces.
 # zlib1g-dev: deflate for sync batches. poppler-utils: pdftotext, which `kiana ingest` uses for PDF files.
 # chromium: the web UI's browser test. wrk: `kiana bench http` (and its smoke test).
-# systemd: `systemd-analyze verify` and `security` check deploy/kiana.service.
-# `setup.sh bench` adds nginx-light, the static-file reference of `kiana bench http`.
-pkgs=(libsqlite3-dev zlib1g-dev sqlite3 curl iproute2 dbus-daemon avahi-daemon avahi-utils poppler-utils chromium wrk systemd)
+# systemd: `systemd-analyze verify` and `security` check deploy/kiana.service. nginx-light and
+# openssl: the TLS proxy test runs deploy/nginx.conf with a certificate it makes.
+pkgs=(libsqlite3-dev zlib1g-dev sqlite3 curl iproute2 dbus-daemon avahi-daemon avahi-utils poppler-utils chromium wrk systemd nginx-light openssl)
 [ "${1:-}" = "bench" ] && pkgs=(nginx-light)
 for pkg in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need_apt+=("$pkg")
