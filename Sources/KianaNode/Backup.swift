@@ -1,6 +1,7 @@
 import Foundation
 import KianaCore
 import KianaStore
+import Synchronization
 
 /// `kiana backup` and `kiana restore`: the data directory (keys, API token, config, a consistent
 /// copy of the database) in one file sealed with a passphrase (`BackupSeal`, decision 96).
@@ -30,12 +31,12 @@ public enum DataBackup {
             throw KianaNodeError(.invalidInput, "the passphrase must have at least \(minPassphrase) characters")
         }
         guard !FileManager.default.fileExists(atPath: file) else { throw KianaNodeError(.conflict, "\(file) exists; choose another name") }
+        // What an interrupted earlier run left (a process that no longer exists): removed first.
+        sweep(beside: file, prefixes: [(file as NSString).lastPathComponent + ".kiana-work-", (file as NSString).lastPathComponent + ".partial-"])
         let work = file + ".kiana-work-\(getpid())"
         let partial = file + ".partial-\(getpid())"
-        defer {
-            try? FileManager.default.removeItem(atPath: work)
-            try? FileManager.default.removeItem(atPath: partial)
-        }
+        let cleanup = TemporaryPaths.register([work, partial])
+        defer { cleanup.remove() }
         do {
             try FileManager.default.createDirectory(atPath: work, withIntermediateDirectories: false, attributes: [.posixPermissions: 0o700])
         } catch {
@@ -105,7 +106,11 @@ public enum DataBackup {
         } catch {
             throw KianaNodeError(.io, "cannot write \(partial): \(error.localizedDescription)")
         }
-        guard rename(partial, file) == 0 else { throw KianaNodeError(.io, "cannot move the backup into place at \(file): \(String(cString: strerror(errno)))") }
+        // link(2) fails if `file` appeared meanwhile (another backup, another program): never overwritten.
+        guard link(partial, file) == 0 else {
+            if errno == EEXIST { throw KianaNodeError(.conflict, "\(file) appeared while the backup was made; it was left alone") }
+            throw KianaNodeError(.io, "cannot move the backup into place at \(file): \(String(cString: strerror(errno)))")
+        }
         Self.syncDirectory(of: file)
         return Summary(file: file, bytes: try Self.size(file), height: height, entries: entries, created: created)
     }
@@ -121,23 +126,32 @@ public enum DataBackup {
         guard let input = FileHandle(forReadingAtPath: file) else { throw KianaNodeError(.notFound, "cannot read \(file)") }
         defer { try? input.close() }
         let fileSize = try Self.size(file)
-        // The target: never a live node, never an existing one unless asked.
+        // The target as an absolute path with symlinks resolved ("." and "dir/" and a link to a
+        // node all name the directory itself), checked before any work.
+        let target = URL(fileURLWithPath: directory.path).standardizedFileURL.resolvingSymlinksInPath().path
+        guard target != "/" else { throw KianaNodeError(.invalidInput, "restore into / is refused") }
+        let dir = DataDirectory(path: target)
         let fm = FileManager.default
-        var existing = false
-        if fm.fileExists(atPath: directory.path) {
-            if fm.fileExists(atPath: directory.lockPath) {
-                let lock = try directory.lockForServing()  // throws .locked while a node serves it
-                withExtendedLifetime(lock) {}
-            }
-            existing = directory.hasIdentity || fm.fileExists(atPath: directory.databasePath)
-            if existing && !force {
-                throw KianaNodeError(
-                    .conflict, "\(directory.path) already holds a node; --force moves it aside (to \(directory.path).before-restore-…) first")
-            }
-            let contents = (try? fm.contentsOfDirectory(atPath: directory.path)) ?? []
-            if !existing && !contents.filter({ $0 != "node.lock" }).isEmpty {
-                throw KianaNodeError(.conflict, "\(directory.path) exists and holds other files; restore into a new or empty directory")
-            }
+        var isDirectory: ObjCBool = false
+        if fm.fileExists(atPath: target, isDirectory: &isDirectory), !isDirectory.boolValue {
+            throw KianaNodeError(.invalidInput, "\(target) is not a directory")
+        }
+        // Never a live node, never an existing one unless asked. The directory's serving lock is
+        // taken now and held until the restored data is in place, so no node starts meanwhile.
+        let existedBefore = fm.fileExists(atPath: target)
+        let lock = try dir.lockForServing()  // throws .locked while a node serves it (creates the directory)
+        defer { withExtendedLifetime(lock) {} }
+        // A directory this restore created goes again if the restore does not finish.
+        let made = TemporaryPaths.register(existedBefore ? [] : [target])
+        var finished = false
+        defer { if finished { made.forget() } else { made.remove() } }
+        let existing = dir.hasIdentity || fm.fileExists(atPath: dir.databasePath)
+        if existing && !force {
+            throw KianaNodeError(.conflict, "\(target) already holds a node; --force moves it aside (to \(target).before-restore-…) first")
+        }
+        let contents = (try? fm.contentsOfDirectory(atPath: target)) ?? []
+        if !existing && !contents.filter({ $0 != "node.lock" }).isEmpty {
+            throw KianaNodeError(.conflict, "\(target) exists and holds other files; restore into a new or empty directory")
         }
         // Header and passphrase.
         func read(_ n: Int, _ what: String) throws -> [UInt8] {
@@ -158,16 +172,18 @@ public enum DataBackup {
             throw KianaNodeError(.unauthorized, "wrong passphrase for \(file)")
         }
 
-        let parent = (directory.path as NSString).deletingLastPathComponent
-        let staging = (parent.isEmpty ? "." : parent) + "/." + (directory.path as NSString).lastPathComponent + ".restoring-\(getpid())"
-        try? fm.removeItem(atPath: staging)
+        let parent = (target as NSString).deletingLastPathComponent
+        let name = (target as NSString).lastPathComponent
+        sweep(beside: target, prefixes: ["." + name + ".restoring-"])
+        let staging = parent + "/." + name + ".restoring-\(getpid())"
+        let cleanup = TemporaryPaths.register([staging])
         do {
             try fm.createDirectory(atPath: staging, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         } catch {
             throw KianaNodeError(.io, "cannot create \(staging): \(error.localizedDescription)")
         }
         var keep = false
-        defer { if !keep { try? fm.removeItem(atPath: staging) } }
+        defer { if !keep { cleanup.remove() } else { cleanup.forget() } }
         var reader = BackupFiles.Reader()
         var current: FileHandle?
         var written: Set<String> = []
@@ -216,21 +232,35 @@ public enum DataBackup {
         }()
         progress("verifying", 1, 1)
         if existing {
-            let aside = directory.path + ".before-restore-\(currentMillis())"
-            guard rename(directory.path, aside) == 0 else {
-                throw KianaNodeError(.io, "cannot move \(directory.path) aside: \(String(cString: strerror(errno)))")
+            let aside = target + ".before-restore-\(currentMillis())"
+            guard rename(target, aside) == 0 else {
+                throw KianaNodeError(.io, "cannot move \(target) aside: \(String(cString: strerror(errno)))")
             }
-        } else if fm.fileExists(atPath: directory.path) {
-            // Empty but for a lock file (checked above).
-            try? fm.removeItem(atPath: directory.lockPath)
-            guard rmdir(directory.path) == 0 else { throw KianaNodeError(.io, "cannot replace \(directory.path): \(String(cString: strerror(errno)))") }
+        } else {
+            // Empty but for the lock file this restore holds (checked above).
+            unlink(dir.lockPath)
+            guard rmdir(target) == 0 else { throw KianaNodeError(.io, "cannot replace \(target): \(String(cString: strerror(errno)))") }
         }
-        guard rename(staging, directory.path) == 0 else {
-            throw KianaNodeError(.io, "cannot move the restored data into \(directory.path): \(String(cString: strerror(errno)))")
+        guard rename(staging, target) == 0 else {
+            throw KianaNodeError(.io, "cannot move the restored data into \(target): \(String(cString: strerror(errno)))")
         }
         keep = true
-        Self.syncDirectory(of: directory.path)
+        finished = true
+        Self.syncDirectory(of: target)
         return Summary(file: file, bytes: fileSize, height: height, entries: entries, created: header.created)
+    }
+
+    /// Removes what interrupted runs left beside `path`: entries starting with a prefix and
+    /// ending in the process ID of a process that no longer exists.
+    static func sweep(beside path: String, prefixes: [String]) {
+        let parent = (path as NSString).deletingLastPathComponent
+        let dir = parent.isEmpty ? "." : parent
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? [] {
+            for prefix in prefixes where name.hasPrefix(prefix) {
+                guard let pid = Int32(name.dropFirst(prefix.count)), pid != getpid() else { continue }
+                if kill(pid, 0) != 0 && errno == ESRCH { try? FileManager.default.removeItem(atPath: dir + "/" + name) }
+            }
+        }
     }
 
     static func ledgerFacts(_ path: String) throws -> (UInt64, Int) {
@@ -251,5 +281,37 @@ public enum DataBackup {
             fsync(fd)
             close(fd)
         }
+    }
+}
+
+/// Temporary files and directories removed on every way out the process controls: normal
+/// return, a thrown error, and SIGINT/SIGTERM (the CLI calls `removeAllAndExit` from its signal
+/// handler). What kill -9 leaves is swept by the next run (`DataBackup.sweep`).
+public final class TemporaryPaths: Sendable {
+    static let all = Mutex<[ObjectIdentifier: [String]]>([:])
+    let paths: [String]
+
+    init(_ paths: [String]) { self.paths = paths }
+
+    static func register(_ paths: [String]) -> TemporaryPaths {
+        let t = TemporaryPaths(paths)
+        all.withLock { $0[ObjectIdentifier(t)] = paths }
+        return t
+    }
+
+    /// Removes the paths now.
+    func remove() {
+        for p in paths { try? FileManager.default.removeItem(atPath: p) }
+        forget()
+    }
+
+    /// Keeps the paths (they became the result).
+    func forget() { _ = Self.all.withLock { $0.removeValue(forKey: ObjectIdentifier(self)) } }
+
+    /// Removes every registered path (from a signal handler, then exits with `status`).
+    public static func removeAllAndExit(_ status: Int32) -> Never {
+        let paths = all.withLock { $0.values.flatMap { $0 } }
+        for p in paths { try? FileManager.default.removeItem(atPath: p) }
+        exit(status)
     }
 }

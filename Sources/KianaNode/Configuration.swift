@@ -12,6 +12,8 @@ public struct Setting: Sendable {
         case choice([String])
         /// An http(s) URL.
         case url
+        /// A host name or address: not empty, no spaces.
+        case host
     }
 
     public var key: String
@@ -29,6 +31,10 @@ public struct Setting: Sendable {
         switch kind {
         case .text:
             return
+        case .host:
+            guard !text.isEmpty, !text.contains(where: { $0.isWhitespace || $0.asciiValue.map { $0 < 0x20 } == true }) else {
+                throw KianaNodeError(.invalidInput, "\(origin) must be a host name or address, not \"\(text)\"")
+            }
         case .number(let range):
             guard let n = Int(text), range.contains(n) else {
                 throw KianaNodeError(.invalidInput, "\(origin) must be a whole number \(range.lowerBound)…\(range.upperBound), not \"\(text)\"")
@@ -60,13 +66,13 @@ public struct KianaConfig: Sendable {
 
     /// Every setting the node reads, in the order `kiana config show` lists them.
     public static let settings: [Setting] = [
-        Setting(key: "http.host", environment: "KIANA_HOST", flag: "--host", kind: .text, defaultValue: "127.0.0.1", secret: false,
+        Setting(key: "http.host", environment: "KIANA_HOST", flag: "--host", kind: .host, defaultValue: "127.0.0.1", secret: false,
                 help: "Address the web UI and API listen on; off loopback a token is required."),
         Setting(key: "http.port", environment: "KIANA_PORT", flag: "--port", kind: .number(0...65535), defaultValue: "8000", secret: false,
                 help: "Port of the web UI and API; 0 picks a free port."),
         Setting(key: "http.token", environment: "KIANA_TOKEN", flag: "--token", kind: .text, defaultValue: nil, secret: true,
                 help: "Bearer token clients must send; off loopback the data directory's api.token when unset."),
-        Setting(key: "p2p.host", environment: "KIANA_P2P_HOST", flag: "--p2p-host", kind: .text, defaultValue: "0.0.0.0", secret: false,
+        Setting(key: "p2p.host", environment: "KIANA_P2P_HOST", flag: "--p2p-host", kind: .host, defaultValue: "0.0.0.0", secret: false,
                 help: "Address the device-link listener binds."),
         Setting(key: "p2p.port", environment: "KIANA_P2P_PORT", flag: "--p2p-port", kind: .number(0...65535), defaultValue: "8470", secret: false,
                 help: "Port of device links; 0 picks a free port."),

@@ -16,10 +16,12 @@ struct PassphraseOptions: ParsableArguments {
             guard let data = FileManager.default.contents(atPath: passphraseFile) else {
                 throw KianaNodeError(.notFound, "cannot read the passphrase file \(passphraseFile)")
             }
-            let line = String(decoding: data, as: UTF8.self).split(separator: "\n", maxSplits: 1, omittingEmptySubsequences: false).first ?? ""
-            let text = line.hasSuffix("\r") ? line.dropLast() : line
-            guard !text.isEmpty else { throw KianaNodeError(.invalidInput, "\(passphraseFile) holds no passphrase on its first line") }
-            return Array(text.utf8)
+            // The first line, by bytes (a Swift String would keep "\r\n" as one character).
+            var line = Array(data.prefix { $0 != 0x0A })
+            if line.last == 0x0D { line.removeLast() }
+            guard !line.isEmpty else { throw KianaNodeError(.invalidInput, "\(passphraseFile) holds no passphrase on its first line") }
+            guard !line.allSatisfy({ $0 == 0x20 || $0 == 0x09 }) else { throw KianaNodeError(.invalidInput, "\(passphraseFile): the passphrase is only blanks") }
+            return line
         }
         guard isatty(0) == 1 else {
             throw KianaNodeError(.invalidInput, "no terminal to ask for the passphrase: give --passphrase-file FILE")
@@ -50,6 +52,22 @@ struct PassphraseOptions: ParsableArguments {
     }
 }
 
+/// SIGINT, SIGTERM and SIGHUP during a backup or restore remove its temporary files (which hold
+/// the unsealed ledger or keys) before the process ends.
+enum CleanupOnSignals {
+    nonisolated(unsafe) static var sources: [any DispatchSourceSignal] = []
+
+    static func install() {
+        for sig in [SIGINT, SIGTERM, SIGHUP] {
+            signal(sig, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+            source.setEventHandler { TemporaryPaths.removeAllAndExit(128 + sig) }
+            source.resume()
+            sources.append(source)
+        }
+    }
+}
+
 struct Backup: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Write the data directory (keys, API token, config, the ledger) to one file sealed with a passphrase; the node may keep serving.")
@@ -62,6 +80,7 @@ struct Backup: ParsableCommand {
         try perform {
             let directory = try data.directory
             let passphrase = try secret.passphrase(confirm: true)
+            CleanupOnSignals.install()
             let bar = ProgressBar()
             let s = try DataBackup.make(directory: directory, to: file, passphrase: passphrase) { phase, done, total in
                 bar.update(phase, done, total, phase == "sealing" ? .bytes : .items)
@@ -86,6 +105,7 @@ struct Restore: ParsableCommand {
         try perform {
             let directory = try data.directory
             let passphrase = try secret.passphrase(confirm: false)
+            CleanupOnSignals.install()
             let bar = ProgressBar()
             let s = try DataBackup.restore(from: file, to: directory, passphrase: passphrase, force: force) { phase, done, total in
                 bar.update(phase, done, total, phase == "restoring" ? .bytes : .items)

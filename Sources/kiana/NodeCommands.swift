@@ -68,7 +68,15 @@ struct Token: ParsableCommand {
         try perform {
             let directory = try data.directory
             guard directory.hasIdentity else { throw KianaNodeError(.notInitialized, "\(directory.path) is not initialized; run `kiana init`") }
-            say(try directory.apiToken())
+            // The token in effect: a configured one (flag-less here: KIANA_TOKEN or config.json's
+            // http.token) replaces the data directory's api.token.
+            let config = try KianaConfig.resolve(directory: directory)
+            if let configured = config.values["http.token"] {
+                Output.note("kiana: the token comes from \(configured.source == .environment ? "KIANA_TOKEN" : "config.json (http.token)"), not api.token")
+                say(configured.text)
+            } else {
+                say(try directory.apiToken())
+            }
         }
     }
 }

@@ -76,6 +76,16 @@ enum SystemdUnit {
         """
     }
 
+    /// Refuses a path systemd would read otherwise than meant: relative, or with blanks, `%`
+    /// (specifiers), quotes, backslashes or control characters.
+    static func checkPath(_ path: String, flag: String) throws {
+        guard path.hasPrefix("/") else { throw KianaNodeError(.invalidInput, "\(flag) must be an absolute path, not \(path)") }
+        let bad = path.unicodeScalars.first { $0.properties.isWhitespace || $0.value < 0x20 || $0.value == 0x7F || "%\"'\\$;".unicodeScalars.contains($0) }
+        if let bad {
+            throw KianaNodeError(.invalidInput, "\(flag) may not contain \"\(bad.escaped(asASCII: true))\" (systemd would read it otherwise): choose another path")
+        }
+    }
+
     /// Tells systemd (the NOTIFY_SOCKET datagram socket) `state`, e.g. "READY=1"; false when not
     /// run by systemd or the message could not be sent.
     @discardableResult
@@ -116,7 +126,11 @@ struct ServiceUnit: ParsableCommand {
     @Option(help: "Directory the service reads the models from.") var modelDir: String = SystemdUnit.defaultModelDirectory
 
     func run() throws {
-        try perform { FileHandle.standardOutput.write(Data(SystemdUnit.text(binary: binary, models: modelDir).utf8)) }
+        try perform {
+            try SystemdUnit.checkPath(binary, flag: "--binary")
+            try SystemdUnit.checkPath(modelDir, flag: "--model-dir")
+            FileHandle.standardOutput.write(Data(SystemdUnit.text(binary: binary, models: modelDir).utf8))
+        }
     }
 }
 
@@ -135,6 +149,7 @@ struct ServiceInstall: ParsableCommand {
     func run() throws {
         try perform {
             let fm = FileManager.default
+            for (flag, path) in [("--unit", unit), ("--binary", binary), ("--models-target", modelsTarget)] { try SystemdUnit.checkPath(path, flag: flag) }
             if fm.fileExists(atPath: unit), !force {
                 throw KianaNodeError(.conflict, "\(unit) exists; --force replaces it")
             }
@@ -147,11 +162,13 @@ struct ServiceInstall: ParsableCommand {
             }
             // The models: every file of the resolved model directory, when there are any.
             let source = try models.directory(data)
-            if let names = try? fm.contentsOfDirectory(atPath: source), !names.isEmpty,
-                URL(fileURLWithPath: source).resolvingSymlinksInPath() != URL(fileURLWithPath: modelsTarget).resolvingSymlinksInPath()
+            let resolved = URL(fileURLWithPath: source).resolvingSymlinksInPath().path
+            if let names = try? fm.contentsOfDirectory(atPath: resolved), !names.isEmpty,
+                resolved != URL(fileURLWithPath: modelsTarget).resolvingSymlinksInPath().path
             {
-                try Self.copyTree(source, to: modelsTarget)
-                say("copied the models from \(source) to \(modelsTarget)")
+                let copied = try Self.copyTree(resolved, to: modelsTarget)
+                guard copied > 0 else { throw KianaNodeError(.notFound, "no model files found in \(source)") }
+                say("copied \(copied) model files from \(source) to \(modelsTarget)")
             } else if !fm.fileExists(atPath: modelsTarget) {
                 Output.note("kiana: no models found in \(source): the service answers by keyword only until models are in \(modelsTarget) (make setup fetches them)")
             }
@@ -175,19 +192,46 @@ struct ServiceInstall: ParsableCommand {
         }
     }
 
+    /// Copies `source` to `path` in pieces (model files are gigabytes), then renames it into place.
     static func copy(_ source: String, to path: String, mode: Int) throws {
-        guard let data = FileManager.default.contents(atPath: source) else { throw KianaNodeError(.io, "cannot read \(source)") }
-        try write(data, to: path, mode: mode)
+        guard let input = FileHandle(forReadingAtPath: source) else { throw KianaNodeError(.io, "cannot read \(source)") }
+        defer { try? input.close() }
+        let dir = (path as NSString).deletingLastPathComponent
+        let tmp = path + ".tmp-\(getpid())"
+        do {
+            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
+            guard FileManager.default.createFile(atPath: tmp, contents: nil, attributes: [.posixPermissions: mode]),
+                let out = FileHandle(forWritingAtPath: tmp)
+            else { throw KianaNodeError(.io, "cannot create \(tmp)") }
+            defer { try? out.close() }
+            while let piece = try input.read(upToCount: 1 << 20), !piece.isEmpty { try out.write(contentsOf: piece) }
+            try out.synchronize()
+            guard rename(tmp, path) == 0 else { throw KianaNodeError(.io, "cannot move \(tmp) to \(path): \(String(cString: strerror(errno)))") }
+        } catch let e as KianaNodeError {
+            unlink(tmp)
+            throw e
+        } catch {
+            unlink(tmp)
+            throw KianaNodeError(.io, "cannot copy \(source) to \(path): \(error.localizedDescription)")
+        }
     }
 
-    static func copyTree(_ source: String, to target: String) throws {
+    /// Copies every file below `source` (following symbolic links) to `target`; returns how many.
+    static func copyTree(_ source: String, to target: String, depth: Int = 0) throws -> Int {
         let fm = FileManager.default
-        guard let walker = fm.enumerator(atPath: source) else { return }
-        while let rel = walker.nextObject() as? String {
+        guard depth < 8 else { return 0 }
+        var count = 0
+        for name in try fm.contentsOfDirectory(atPath: source).sorted() where !name.hasPrefix(".") {
             var isDir: ObjCBool = false
-            let from = source + "/" + rel
-            guard fm.fileExists(atPath: from, isDirectory: &isDir), !isDir.boolValue else { continue }
-            try copy(from, to: target + "/" + rel, mode: 0o644)
+            let from = source + "/" + name
+            guard fm.fileExists(atPath: from, isDirectory: &isDir) else { continue }
+            if isDir.boolValue {
+                count += try copyTree(from, to: target + "/" + name, depth: depth + 1)
+            } else {
+                try copy(from, to: target + "/" + name, mode: 0o644)
+                count += 1
+            }
         }
+        return count
     }
 }

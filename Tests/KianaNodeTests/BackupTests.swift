@@ -117,6 +117,30 @@ import Testing
         // Not a backup at all.
         #expect(try await kiana(["restore", pass, "--data-dir", target, "--passphrase-file", pass]).err.contains("not a KI_ana backup"))
 
+        // A CRLF passphrase file holds the same passphrase; blanks only are refused.
+        let crlf = dir.path + "/crlf"
+        try Data("correct horse battery\r\n".utf8).write(to: URL(fileURLWithPath: crlf))
+        let viaCRLF = try await kiana(["restore", backup, "--data-dir", dir.path + "/crlf-node", "--passphrase-file", crlf])
+        #expect(viaCRLF.status == 0, "\(viaCRLF.err)")
+        try Data("        \n".utf8).write(to: URL(fileURLWithPath: crlf))
+        #expect(try await kiana(["backup", dir.path + "/blank.kbk", "--data-dir", a, "--passphrase-file", crlf]).err.contains("only blanks"))
+
+        // Interrupted by SIGINT: nothing unsealed is left; what kill -9 leaves, the next run sweeps.
+        for (signal, name) in [(SIGINT, "int.kbk"), (SIGKILL, "kill.kbk")] {
+            let p = try ChildProcess(kianaBinary(), ["backup", dir.path + "/" + name, "--data-dir", a, "--passphrase-file", pass])
+            try await Task.sleep(for: .milliseconds(150))
+            p.signal(signal)
+            _ = await p.wait(timeout: 20)
+        }
+        let left = try FileManager.default.contentsOfDirectory(atPath: dir.path)
+        #expect(!left.contains { $0.hasPrefix("int.kbk.") }, "\(left)")
+        #expect(try await kiana(["backup", dir.path + "/kill.kbk", "--data-dir", a, "--passphrase-file", pass, "--json"]).status == 0)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir.path).allSatisfy { !$0.hasPrefix("kill.kbk.") })
+
+        // The target named as "./b/" or through a symbolic link is the directory itself.
+        let link = dir.path + "/link-to-target"
+        try FileManager.default.createSymbolicLink(atPath: link, withDestinationPath: target)
+
         // An existing node is moved aside only with --force; a directory of other files never.
         #expect(try await kiana(["init", "--data-dir", target]).status == 0)
         let e = try await kiana(["restore", backup, "--data-dir", target, "--passphrase-file", pass])
@@ -125,6 +149,12 @@ import Testing
         #expect(f.status == 0, "\(f.err)")
         #expect(try FileManager.default.contentsOfDirectory(atPath: dir.path).contains { $0.hasPrefix("b.before-restore-") })
         #expect(try await kiana(["list", "--data-dir", target]).out.contains("blue pot"))
+        let viaLink = try await kiana(["restore", backup, "--data-dir", link + "/", "--passphrase-file", pass, "--force"])
+        #expect(viaLink.status == 0, "\(viaLink.err)")
+        var isLink = false
+        if let kind = try? FileManager.default.attributesOfItem(atPath: link)[.type] as? FileAttributeType { isLink = kind == .typeSymbolicLink }
+        #expect(isLink, "the link itself was replaced")
+        #expect(try await kiana(["restore", backup, "--data-dir", pass, "--passphrase-file", pass]).err.contains("not a directory"))
         let other = dir.path + "/other"
         try FileManager.default.createDirectory(atPath: other, withIntermediateDirectories: true)
         try Data("mine".utf8).write(to: URL(fileURLWithPath: other + "/notes.txt"))

@@ -63,6 +63,8 @@ import Testing
         Bad(json: #"{"http": ["port"]}"#, mentions: ["http must be"]),
         Bad(json: #"{"log": {"level": "loud"}}"#, mentions: ["log.level", "notice", "\"loud\""]),
         Bad(json: #"{"llm": {"url": "ftp://x"}}"#, mentions: ["llm.url", "http(s) URL"]),
+        Bad(json: #"{"http": {"host": ""}}"#, mentions: ["http.host", "host name or address"]),
+        Bad(json: #"{"p2p": {"host": "0.0.0.0 evil"}}"#, mentions: ["p2p.host"]),
         Bad(json: #"{"http.port": 1, "http": {"port": 2}}"#, mentions: ["http.port is given twice"]),
         Bad(json: #"[1, 2]"#, mentions: ["one JSON object"]),
         Bad(json: #"{"http": {"port": 80"#, mentions: ["not valid JSON"]),
@@ -180,5 +182,11 @@ import Testing
         try Data(#"{"p2p": {"port": 0}}"#.utf8).write(to: URL(fileURLWithPath: dir.path + "/config.json"))
         let ok = try await kiana(["config", "check", "--data-dir", dir.path])
         #expect(ok.status == 0 && ok.out.contains("OK"), "\(ok.err)")
+        // `kiana token` prints the token in effect: a configured one replaces api.token.
+        let own = try await kiana(["token", "--data-dir", dir.path])
+        #expect(own.status == 0 && own.out.trimmingCharacters(in: .whitespacesAndNewlines).count == 64)
+        try Data(#"{"http": {"token": "configured-token-1234"}}"#.utf8).write(to: URL(fileURLWithPath: dir.path + "/config.json"))
+        let configured = try await kiana(["token", "--data-dir", dir.path])
+        #expect(configured.out == "configured-token-1234\n" && configured.err.contains("config.json"), "\(configured)")
     }
 }

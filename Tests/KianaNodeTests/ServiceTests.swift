@@ -76,6 +76,12 @@ import Testing
         let again = try await kiana(args)
         #expect(again.status != 0 && again.err.contains("--force"), "\(again.err)")
         #expect(try await kiana(args + ["--force"]).status == 0)
+        // Paths systemd would read otherwise are refused before anything is copied.
+        for bad in ["relative/kiana", dir.path + "/bin dir/kiana", dir.path + "/100%done/kiana"] {
+            let r = try await kiana(["service", "install", "--unit", dir.path + "/u2.service", "--binary", bad, "--models-target", target, "--data-dir", data])
+            #expect(r.status != 0 && r.err.contains("--binary"), "\(bad): \(r.err)")
+            #expect(!FileManager.default.fileExists(atPath: dir.path + "/u2.service"))
+        }
     }
 
     @Test func serveTellsSystemdWhenItIsReady() async throws {
