@@ -22,5 +22,7 @@ echo "kiana:x:10001:" > "$dest/etc/group"
 chown 10001:10001 "$dest/data" 2>/dev/null || true
 chmod 0700 "$dest/data"
 if [ -n "$models" ] && [ -d "$models" ]; then
-    cp -r "$models/." "$dest/usr/local/share/kiana/models/"
+    cp -rL "$models/." "$dest/usr/local/share/kiana/models/"
+    # Readable by the node's user (make setup leaves them private to root).
+    chmod -R a+rX "$dest/usr/local/share/kiana/models"
 fi

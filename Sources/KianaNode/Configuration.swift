@@ -101,6 +101,8 @@ public struct KianaConfig: Sendable {
                 secret: false, help: "Context window in tokens (2048 embedded, 8192 remote when unset)."),
         Setting(key: "llm.threads", environment: "KIANA_LLM_THREADS", flag: "--threads", kind: .number(1...256), defaultValue: nil,
                 secret: false, help: "Worker threads of the embedded engine (all cores when unset)."),
+        Setting(key: "models.preload", environment: "KIANA_MODELS_PRELOAD", flag: "--preload-models", kind: .choice(["on", "off"]),
+                defaultValue: "off", secret: false, help: "Load the models at start, so /ready is true without a first question (services, containers)."),
         Setting(key: "models.dir", environment: "KIANA_MODEL_DIR", flag: "--model-dir", kind: .text, defaultValue: nil, secret: false,
                 help: "Where the embedded models live (<data dir>/models, or ~/.kiana/models, when unset)."),
     ]

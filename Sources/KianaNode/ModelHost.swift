@@ -1,4 +1,6 @@
 import Foundation
+import Logging
+import ServiceLifecycle
 import KianaStore
 import KianaAI
 import Synchronization
@@ -90,5 +92,25 @@ final class AsyncLock: Sendable {
             return s.waiting.removeFirst()
         }
         next?.resume()
+    }
+}
+
+/// Loads both models right after start (`models.preload`), so /ready turns true without a first
+/// question: for services and containers whose health check waits on /ready. Failures (a model
+/// missing) are logged; the node keeps serving and loads on first use as without it.
+struct ModelWarmup: Service {
+    let models: ModelHost
+    let logger: Logger
+
+    func run() async throws {
+        await cancelWhenGracefulShutdown {
+            do {
+                _ = try await models.embedder()
+                _ = try await models.backend()
+                logger.notice("models loaded")
+            } catch {
+                logger.warning("models could not be preloaded", metadata: ["error": .string(ErrorLine.text(for: error))])
+            }
+        }
     }
 }

@@ -23,12 +23,12 @@ public enum NodeServer {
     ) async throws {
         try await run(
             directory: directory, http: settings.http, network: settings.network, backend: try BackendConfig(settings.config),
-            modelDirectory: modelDirectory, logger: logger, onReady: onReady)
+            preloadModels: settings.config.text("models.preload") == "on", modelDirectory: modelDirectory, logger: logger, onReady: onReady)
     }
 
     public static func run(
         directory: DataDirectory, http: HTTPConfig, network netConfig: NetworkConfig = NetworkConfig(), backend: BackendConfig? = nil,
-        modelDirectory: String? = nil, logger: Logger, onReady: @escaping Ready = { _, _, _ in }
+        preloadModels: Bool = false, modelDirectory: String? = nil, logger: Logger, onReady: @escaping Ready = { _, _, _ in }
     ) async throws {
         // One node per data directory, held until this process ends; taken before anything is
         // written, so a second node changes nothing (not node.json, not the control token).
@@ -99,6 +99,9 @@ public enum NodeServer {
             .init(
                 service: IndexingService(node: node, models: models, logger: logger),
                 successTerminationBehavior: .ignore, failureTerminationBehavior: .ignore))
+        if preloadModels {
+            services.append(.init(service: ModelWarmup(models: models, logger: logger), successTerminationBehavior: .ignore, failureTerminationBehavior: .ignore))
+        }
         services.append(.init(service: app))
         let group = ServiceGroup(configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         defer { directory.removeRuntime() }

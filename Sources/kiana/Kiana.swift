@@ -14,7 +14,7 @@ struct Kiana: AsyncParsableCommand {
             Init.self, Serve.self, Status.self, Token.self, Remember.self, Forget.self, List.self, Show.self,
             Ingest.self, Search.self, Embed.self, IndexCommand.self, Tokenize.self, Generate.self, Models.self, Ask.self, Chat.self, Conversations.self,
             Ledger.self, VoteCommand.self, Peers.self, SyncCommand.self, Pair.self, Join.self, Discover.self,
-            Export.self, Import.self, ConfigCommand.self, ServiceCommand.self, Backup.self, Restore.self, Bench.self,
+            Export.self, Import.self, ConfigCommand.self, ServiceCommand.self, Ready.self, Backup.self, Restore.self, Bench.self,
         ])
 
     /// Files the node creates (database, exports, keys) are private to the user. Arguments that

@@ -33,6 +33,7 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Lowest level logged: trace, debug, info, notice, warning, error, critical (default $KIANA_LOG_LEVEL or notice).") var logLevel: String?
     @Option(help: "Seconds a member whose blocks were refused stays cut off (default $KIANA_PEER_CUTOFF_SECONDS or 60).") var peerCutoffSeconds: Int?
     @Option(help: "Blocks past its stated head a peer may stream (default $KIANA_SYNC_MAX_GROWTH or 10000).") var syncMaxGrowth: Int?
+    @Option(help: "Load the models at start so /ready is true at once: on or off (default $KIANA_MODELS_PRELOAD or off).") var preloadModels: String?
     @OptionGroup var model: ModelOptions
     @OptionGroup var backend: BackendFlags
 
@@ -46,6 +47,7 @@ struct Serve: AsyncParsableCommand {
             extra["log.level"] = logLevel
             extra["sync.cutoffSeconds"] = peerCutoffSeconds.map(String.init)
             extra["sync.maxGrowth"] = syncMaxGrowth.map(String.init)
+            extra["models.preload"] = preloadModels
             let settings = try ServeSettings.resolve(flags, extra: extra, directory: directory)
             for note in settings.notes { Output.note("kiana: " + note) }
             var logger = Logger(label: "kiana")

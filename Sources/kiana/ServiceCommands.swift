@@ -1,6 +1,9 @@
 import ArgumentParser
 import Foundation
 import KianaNode
+#if canImport(FoundationNetworking)
+    import FoundationNetworking
+#endif
 
 #if canImport(Glibc)
     import Glibc
@@ -30,6 +33,8 @@ enum SystemdUnit {
         NotifyAccess=main
         ExecStart=\(binary) serve --data-dir /var/lib/\(state)
         Environment=KIANA_MODEL_DIR=\(models)
+        # Ready (for systemd and health checks) once the models are loaded.
+        Environment=KIANA_MODELS_PRELOAD=on
         Restart=on-failure
         RestartSec=2s
         # The start-up check verifies the whole ledger: allow for a long one.
@@ -233,5 +238,41 @@ struct ServiceInstall: ParsableCommand {
             }
         }
         return count
+    }
+}
+
+/// A health probe for containers and supervisors without curl: GET /ready of the node this
+/// data directory's settings describe; exit 0 when it is ready.
+struct Ready: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Exit 0 if the node of this data directory answers /ready (for HEALTHCHECK and scripts), 1 otherwise.")
+    @OptionGroup var data: DataOptions
+    @Option(help: "Seconds to wait for the answer.") var timeout: Double = 5
+
+    func run() async throws {
+        try await performAsync {
+            guard timeout > 0, timeout <= 600 else { throw KianaNodeError(.invalidInput, "--timeout must be between 0 and 600 seconds") }
+            let directory = try data.directory
+            let config = try KianaConfig.resolve(directory: directory)
+            let host = config.text("http.host") ?? "127.0.0.1"
+            let port = config.number("http.port") ?? 8000
+            // A wildcard listener is reached on loopback.
+            let target = ["0.0.0.0", "::", "[::]"].contains(host) ? "127.0.0.1" : (host.contains(":") ? "[\(host)]" : host)
+            guard let url = URL(string: "http://\(target):\(port)/ready") else { throw KianaNodeError(.invalidInput, "bad address \(host):\(port)") }
+            var request = URLRequest(url: url, timeoutInterval: timeout)
+            let loopback = ["127.0.0.1", "localhost", "::1"].contains(host)
+            if let token = config.text("http.token") ?? (loopback ? nil : try? directory.apiToken()) {
+                request.setValue("Bearer \(token)", forHTTPHeaderField: "Authorization")
+            }
+            let status: Int
+            do {
+                let (_, response) = try await URLSession.shared.data(for: request)
+                status = (response as? HTTPURLResponse)?.statusCode ?? 0
+            } catch {
+                throw KianaNodeError(.unreachable, "no node answers at \(url.absoluteString): \(error.localizedDescription)")
+            }
+            guard status == 200 else { throw KianaNodeError(.notRunning, "the node at \(url.absoluteString) is not ready (HTTP \(status))") }
+            say("ready")
+        }
     }
 }
