@@ -253,6 +253,14 @@ public struct KianaConfig: Sendable {
         return best.key
     }
 
+    /// A URL's user and password replaced, so `config show` does not print them.
+    static func withoutCredentials(_ text: String, _ kind: Setting.Kind) -> String {
+        guard case .url = kind, var c = URLComponents(string: text), c.user != nil || c.password != nil else { return text }
+        c.user = "(hidden)"
+        c.password = nil
+        return c.string ?? "(set, hidden)"
+    }
+
     /// One row of `kiana config show`.
     public struct Row: Codable, Sendable, Equatable {
         public var key: String
@@ -270,8 +278,8 @@ public struct KianaConfig: Sendable {
         Self.settings.map { s in
             let v = values[s.key]
             return Row(
-                key: s.key, value: v.map { s.secret ? "(set, hidden)" : $0.text }, source: v?.source, environment: s.environment, flag: s.flag,
-                help: s.help)
+                key: s.key, value: v.map { s.secret ? "(set, hidden)" : Self.withoutCredentials($0.text, s.kind) }, source: v?.source,
+                environment: s.environment, flag: s.flag, help: s.help)
         }
     }
 }

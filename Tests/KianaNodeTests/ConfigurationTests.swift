@@ -111,6 +111,11 @@ import Testing
         #expect(rows.first { $0.key == "http.token" }?.value == "(set, hidden)")
         #expect(rows.first { $0.key == "llm.apiKey" }?.value == "(set, hidden)")
         #expect(!String(describing: rows).contains("t0ps3cret") && !String(describing: rows).contains("sk-abc"))
+        // Credentials inside a URL are not shown either.
+        let (d3, data3) = try Self.directory(#"{"llm": {"url": "http://me:pw0rd@127.0.0.1:1/v1"}}"#)
+        defer { d3.cleanup() }
+        let shown = try KianaConfig.resolve(environment: [:], directory: data3).rows.first { $0.key == "llm.url" }?.value ?? ""
+        #expect(!shown.contains("pw0rd") && !shown.contains("me:") && shown.hasSuffix("127.0.0.1:1/v1"), "\(shown)")
         let b = try BackendConfig(c)
         #expect(b.backend == .openai && b.model == "m" && b.apiKey == "sk-abc" && b.url == "http://127.0.0.1:1/v1")
         // The backend's own rule: a remote backend needs a model.
