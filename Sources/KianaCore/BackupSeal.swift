@@ -212,12 +212,8 @@ public enum BackupFiles {
         public mutating func feed(_ bytes: [UInt8]) throws(KianaCoreError) -> [Event] {
             pending += bytes
             var out: [Event] = []
-            while !pending.isEmpty || (inFile && remaining == 0) {
+            while !pending.isEmpty {
                 if inFile {
-                    if remaining == 0 {
-                        inFile = false
-                        continue
-                    }
                     let n = Int(min(UInt64(pending.count), remaining))
                     out.append(.bytes(Array(pending.prefix(n))))
                     pending.removeFirst(n)
@@ -244,7 +240,7 @@ public enum BackupFiles {
                 pending.removeFirst(2 + length + 8)
                 out.append(.begin(name: name, size: size))
                 remaining = size
-                inFile = true
+                inFile = size > 0
             }
             return out
         }

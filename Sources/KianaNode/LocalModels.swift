@@ -85,7 +85,14 @@ public enum LocalModels {
         _ flag: String?, dataDirectory: DataDirectory, environment: [String: String] = ProcessInfo.processInfo.environment
     ) throws -> String {
         let config = try KianaConfig.resolve(flags: flag.map { ["models.dir": $0] } ?? [:], environment: environment, directory: dataDirectory)
-        return ModelDirectory.resolve(config.text("models.dir"), dataDirectory: dataDirectory.path, environment: environment)
+        return directory(config, dataDirectory: dataDirectory, environment: environment)
+    }
+
+    /// The model directory of settings already resolved (`models.dir`, else the defaults above).
+    public static func directory(
+        _ config: KianaConfig, dataDirectory: DataDirectory, environment: [String: String] = ProcessInfo.processInfo.environment
+    ) -> String {
+        ModelDirectory.resolve(config.text("models.dir"), dataDirectory: dataDirectory.path, environment: environment)
     }
 
     /// Installed and registered language models, sorted by name, with what their GGUF headers say.

@@ -48,12 +48,15 @@ struct Serve: AsyncParsableCommand {
             extra["sync.cutoffSeconds"] = peerCutoffSeconds.map(String.init)
             extra["sync.maxGrowth"] = syncMaxGrowth.map(String.init)
             extra["models.preload"] = preloadModels
+            extra["models.dir"] = model.modelDir
             let settings = try ServeSettings.resolve(flags, extra: extra, directory: directory)
             for note in settings.notes { Output.note("kiana: " + note) }
             var logger = Logger(label: "kiana")
             logger.logLevel = settings.logLevel
             let shownHost = settings.http.host
-            try await NodeServer.run(directory: directory, settings: settings, modelDirectory: model.directory(data), logger: logger) { node, port, p2p in
+            try await NodeServer.run(
+                directory: directory, settings: settings, modelDirectory: LocalModels.directory(settings.config, dataDirectory: directory), logger: logger
+            ) { node, port, p2p in
                 say("KI_ana node \(node.identity.deviceID) serving http://\(shownHost):\(port), device links on port \(p2p) (Ctrl-C stops)")
                 // Under systemd (Type=notify): ready once both listeners listen.
                 SystemdUnit.notify("READY=1\nSTATUS=serving http://\(shownHost):\(port)")

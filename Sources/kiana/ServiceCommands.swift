@@ -252,18 +252,13 @@ struct Ready: AsyncParsableCommand {
     func run() async throws {
         try await performAsync {
             guard timeout > 0, timeout <= 600 else { throw KianaNodeError(.invalidInput, "--timeout must be between 0 and 600 seconds") }
-            let directory = try data.directory
-            let config = try KianaConfig.resolve(directory: directory)
-            let host = config.text("http.host") ?? "127.0.0.1"
-            let port = config.number("http.port") ?? 8000
+            // The address and token `kiana serve` would use with these settings.
+            let http = try ServeSettings.resolve(.init(), directory: try data.directory).http
             // A wildcard listener is reached on loopback.
-            let target = ["0.0.0.0", "::", "[::]"].contains(host) ? "127.0.0.1" : (host.contains(":") ? "[\(host)]" : host)
-            guard let url = URL(string: "http://\(target):\(port)/ready") else { throw KianaNodeError(.invalidInput, "bad address \(host):\(port)") }
+            let host = ["0.0.0.0", "::", "[::]"].contains(http.host) ? "127.0.0.1" : (http.host.contains(":") ? "[\(http.host)]" : http.host)
+            guard let url = URL(string: "http://\(host):\(http.port)/ready") else { throw KianaNodeError(.invalidInput, "bad address \(http.host):\(http.port)") }
             var request = URLRequest(url: url, timeoutInterval: timeout)
-            let loopback = ["127.0.0.1", "localhost", "::1"].contains(host)
-            if let token = config.text("http.token") ?? (loopback ? nil : try? directory.apiToken()) {
-                request.setValue("Bearer \(token)", forHTTPHeaderField: "Authorization")
-            }
+            if let token = http.token { request.setValue("Bearer \(token)", forHTTPHeaderField: "Authorization") }
             let status: Int
             do {
                 let (_, response) = try await URLSession.shared.data(for: request)
