@@ -35,12 +35,14 @@ import Testing
                 i += 1
             }
         }
-        try await Task.sleep(for: .seconds(2))
+        // At least three writes acknowledged before the backup starts (however loaded the machine).
+        for _ in 0..<300 where acknowledged.get.count < 3 { try await Task.sleep(for: .milliseconds(100)) }
         let started = Date()
         let backup = dir.path + "/a.kbk"
         let r = try await kiana(["backup", backup, "--data-dir", a, "--passphrase-file", pass])
         #expect(r.status == 0, "\(r.err)")
-        try await Task.sleep(for: .seconds(1))
+        // And at least one after it started.
+        for _ in 0..<300 where !acknowledged.get.contains(where: { $0.at >= started }) { try await Task.sleep(for: .milliseconds(100)) }
         stop.update { $0 = true }
         _ = try? await writer.value
         let before = acknowledged.get.filter { $0.at < started }.map(\.text)
