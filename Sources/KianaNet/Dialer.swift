@@ -52,7 +52,10 @@ actor DialPlan {
 
 /// Keeps links to known and discovered members up: every `dialInterval` it dials the addresses
 /// the plan gives, until graceful shutdown.
-public struct Dialer: Service {
+public struct Dialer: Service, CustomStringConvertible {
+    /// The name ServiceLifecycle logs (not the default dump of every stored property).
+    public var description: String { "Dialer" }
+
     let network: PeerNetwork
 
     public func run() async throws {
@@ -74,7 +77,9 @@ public struct Dialer: Service {
 /// own chain changes (writes, seals, imports), and every `headInterval` to notice writes by
 /// other processes on the same data directory; runs the node's upkeep (`Hooks.tick`) each time.
 /// Ends at graceful shutdown.
-public struct HeadAnnouncer: Service {
+public struct HeadAnnouncer: Service, CustomStringConvertible {
+    public var description: String { "HeadAnnouncer" }
+
     let network: PeerNetwork
 
     public func run() async throws {

@@ -11,7 +11,10 @@ import Synchronization
 /// bounded pool with a share per source address, closing connections beyond it on arrival
 /// before any handshake work, and moves a connection to the member pool once its handshake has
 /// proved an admitted key; refusals are logged through the node's `RefusalLog`.
-public struct LinkListener: Service {
+public struct LinkListener: Service, CustomStringConvertible {
+    /// The name ServiceLifecycle logs (not the default dump of every stored property).
+    public var description: String { "LinkListener" }
+
     let network: PeerNetwork
     let ready: @Sendable (Int) -> Void
 
@@ -143,7 +146,9 @@ public struct LinkListener: Service {
 /// Multicast DNS: announces this device and feeds same-network devices to the dialer, until
 /// graceful shutdown (then a goodbye). Without a usable interface it says so once and ends;
 /// the node goes on with peers added by address.
-public struct PeerDiscovery: Service {
+public struct PeerDiscovery: Service, CustomStringConvertible {
+    public var description: String { "PeerDiscovery" }
+
     let network: PeerNetwork
     let interface: String?
     let name: String?

@@ -9,7 +9,10 @@ import ServiceLifecycle
 /// synced from another device, imported), in batches, until graceful shutdown. Full-text
 /// indexing needs no service: triggers keep it in the same transaction as the item. Without a
 /// model the node keeps serving and says once that semantic search waits for the model.
-struct IndexingService: Service {
+struct IndexingService: Service, CustomStringConvertible {
+    /// The name ServiceLifecycle logs: the default would dump the node (data directory, keys' public halves).
+    var description: String { "IndexingService" }
+
     let node: Node
     let models: ModelHost
     let logger: Logger

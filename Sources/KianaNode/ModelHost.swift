@@ -98,7 +98,9 @@ final class AsyncLock: Sendable {
 /// Loads both models right after start (`models.preload`), so /ready turns true without a first
 /// question: for services and containers whose health check waits on /ready. Failures (a model
 /// missing) are logged; the node keeps serving and loads on first use as without it.
-struct ModelWarmup: Service {
+struct ModelWarmup: Service, CustomStringConvertible {
+    var description: String { "ModelWarmup" }
+
     let models: ModelHost
     let logger: Logger
 

@@ -173,13 +173,14 @@ public struct Node: Sendable {
     /// Seals entries waiting in the pending pool (returned by a reorg, or written while this
     /// device was not yet an authority) into a block, if this device may sign. Nothing happens
     /// when nothing waits or the ledger is marked damaged.
-    public func sealPendingIfAuthority(now: UInt64 = currentMillis()) throws {
+    @discardableResult
+    public func sealPendingIfAuthority(now: UInt64 = currentMillis()) throws -> LedgerStore.SealRun {
         // Runs on every head tick (twice a second): only the cheap pending count first.
         guard directory.damage == nil, !readOnly, try store.pendingCount() > 0,
             try store.authorities().contains(identity.publicKey)
-        else { return }
-        // Blocks are bounded (`LedgerStore.sealLimits`): seal until nothing is left.
-        for _ in 0..<10_000 where try store.sealPending(identity: identity, now: now) != nil {}
+        else { return LedgerStore.SealRun() }
+        // Blocks are bounded (`LedgerStore.sealLimits`): seal until nothing more can be.
+        return try store.sealAllPending(identity: identity, now: now)
     }
 
     /// Verifies the whole ledger (and the database file). A failure marks the ledger damaged,

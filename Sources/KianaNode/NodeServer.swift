@@ -61,7 +61,11 @@ public enum NodeServer {
         try? node.store.recordVerified(height: check.height, hash: check.hash)
         logger.info("ledger checked", metadata: ["height": .stringConvertible(check.height), "newlyVerified": .stringConvertible(check.newlyVerified)])
         // The peer layer signs nothing: sealing entries a reorg returned to the pending pool is the node's.
-        let seal: @Sendable () async -> Void = { try? await blocking { try node.sealPendingIfAuthority() } }
+        let seal: @Sendable () async -> Void = {
+            if let run = try? await blocking({ try node.sealPendingIfAuthority() }), run.blocks > 0 {
+                logger.debug("sealed pending entries", metadata: ["blocks": .stringConvertible(run.blocks), "entries": .stringConvertible(run.entries)])
+            }
+        }
         let network = PeerNetwork(
             store: node.store, identity: node.identity, config: netConfig, logger: logger,
             hooks: .init(afterImport: seal, tick: seal))
@@ -103,7 +107,10 @@ public enum NodeServer {
             services.append(.init(service: ModelWarmup(models: models, logger: logger), successTerminationBehavior: .ignore, failureTerminationBehavior: .ignore))
         }
         services.append(.init(service: app))
-        let group = ServiceGroup(configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        var groupConfig = ServiceGroupConfiguration(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+        // A service still shutting down after 15 s is cancelled (systemd's TimeoutStopSec is 30 s).
+        groupConfig.maximumGracefulShutdownDuration = .seconds(15)
+        let group = ServiceGroup(configuration: groupConfig)
         defer { directory.removeRuntime() }
         do {
             try await group.run()

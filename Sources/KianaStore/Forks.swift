@@ -425,6 +425,33 @@ extension LedgerStore {
         }
     }
 
+    /// What `sealAllPending` did: blocks sealed, the entries in them, and seal attempts made.
+    public struct SealRun: Sendable, Equatable {
+        public var blocks = 0
+        public var entries = 0
+        public var attempts = 0
+        public init(blocks: Int = 0, entries: Int = 0, attempts: Int = 0) {
+            self.blocks = blocks
+            self.entries = entries
+            self.attempts = attempts
+        }
+    }
+
+    /// Seals the pending pool block by block (each bounded by `sealLimits`) until a seal finds
+    /// nothing it may include, or `maxBlocks` are sealed. Entries that can never be sealed on
+    /// this chain (a dropped author's, a sequence number already used) stay pending and cost one
+    /// attempt, not one per block allowed.
+    public func sealAllPending(identity: DeviceIdentity, now: UInt64, maxBlocks: Int = 10_000) throws(KianaStoreError) -> SealRun {
+        var run = SealRun()
+        while run.blocks < maxBlocks {
+            run.attempts += 1
+            guard let block = try sealPending(identity: identity, now: now) else { break }
+            run.blocks += 1
+            run.entries += block.entries.count
+        }
+        return run
+    }
+
     /// Side branches: stored tips that are not on the canonical chain.
     public func sideBranches() throws(KianaStoreError) -> [SideBranch] {
         try run("listing forks") {

@@ -260,6 +260,9 @@ extension LedgerStore {
             #expect(nodeA.process.output.contains("peer cut off"), "A did not log the cut-off")
         }
         for n in [nodeA, nodeB] { n.process.signal(SIGTERM) }
-        for n in [nodeA, nodeB] { #expect(await n.process.wait() == 0, "\(n.process.output.suffix(3000))") }
+        for n in [nodeA, nodeB] {
+            let status = await n.process.wait()
+            #expect(status == 0, "exit status \(status) (137: still running 30 s after SIGTERM): \(n.process.output.suffix(3000))")
+        }
     }
 }

@@ -144,7 +144,10 @@ final class DrillNode: @unchecked Sendable {
 
     var address: String { "\(ip):\(p2pPort)" }
     var isRunning: Bool { process?.process.isRunning ?? false }
-    var log: String { process?.output ?? "" }
+    /// The running (or last stopped) process's output.
+    var log: String { process?.output ?? lastLog }
+    /// The output of the process `stop()` ended, so a failure message can still show it.
+    var lastLog = ""
     var logBytes: Int { process?.output.utf8.count ?? 0 }
 
     func command(_ cmd: [String]) -> (String, [String]) {
@@ -255,7 +258,16 @@ final class DrillNode: @unchecked Sendable {
     func stop() async -> Int32? {
         guard let p = process else { return nil }
         p.signal(SIGTERM)
-        let s = await p.wait(timeout: 60)
+        // Not stopped after 50 s: what its threads and signal masks were, before wait's SIGKILL.
+        var s: Int32?
+        for _ in 0..<2500 where p.process.isRunning { try? await Task.sleep(for: .milliseconds(20)) }
+        if p.process.isRunning {
+            let status = (try? String(contentsOfFile: "/proc/\(p.process.pid)/status", encoding: .utf8)) ?? ""
+            let signals = status.split(separator: "\n").filter { $0.hasPrefix("Sig") || $0.hasPrefix("ShdPnd") }.joined(separator: " ")
+            lastLog = "[still running 50 s after SIGTERM; \(signals)]\n"
+        }
+        s = await p.wait(timeout: 10)
+        lastLog = p.output + lastLog
         process = nil
         return s
     }

@@ -201,4 +201,30 @@ import Testing
         for blk in held.dropFirst() { _ = try sa.importBlock(blk, now: t0 + 200) }
         #expect(try sa.orphanCount() == LedgerStore.maxOrphans)
     }
+
+    /// An entry that can never be sealed on this chain (its author's sequence number was used by
+    /// another entry meanwhile) stays pending and costs one seal attempt per call, not one per
+    /// block allowed: the node seals on every head tick, and a loop that kept trying made a
+    /// tick take half a minute (the announcer stalled and shutdown waited on it).
+    @Test func anUnsealableEntryCostsOneAttempt() throws {
+        let (sa, sb, _) = try pair()
+        _ = try sa.write([put("from a")], identity: a, now: t0 + 10)
+        // b's chain is longer: a's entry leaves the chain on a's device and waits in its pool.
+        let b1 = try sb.write([put("b one")], identity: b, now: t0 + 20).block
+        let b2 = try sb.write([put("b two")], identity: b, now: t0 + 21).block
+        _ = try sa.importBlocks([b1, b2], now: t0 + 30)
+        #expect(try sa.head()?.hash == b2.hash)
+        #expect(try sa.pendingCount() == 1)
+        // Another entry of a's with the same sequence number reaches the chain first.
+        let net = try #require(try sa.network())
+        let twin = Entry(
+            signedBy: a, network: net, sequence: 1, hlc: HLC(wall: t0 + 40, logical: 0), kind: .knowledgePut,
+            payload: put("a's other first entry").payload)
+        let b3 = Block.seal(entries: [twin], parent: b2.header, parentHash: b2.hash, time: t0 + 41, identity: b)
+        #expect(try sa.importBlock(b3, now: t0 + 42) == .newHead(reorganized: false))
+        let run = try sa.sealAllPending(identity: a, now: t0 + 50)
+        #expect(run == LedgerStore.SealRun(blocks: 0, entries: 0, attempts: 1))
+        #expect(try sa.pendingCount() == 1)
+        #expect(try sa.head()?.hash == b3.hash)
+    }
 }
