@@ -123,6 +123,8 @@ public final class PeerNetwork: Sendable {
     /// Inbound connections held and refused, handshakes timed out and failed, since start.
     public var admissionStats: AdmissionStats { admission.stats }
     public func isConnected(_ key: [UInt8]) async -> Bool { await registry.isConnected(key) }
+    /// Member links up now (inbound and dialled).
+    public var connectedLinks: Int { get async { await registry.all.count } }
 
     // MARK: links
 

@@ -85,6 +85,8 @@ public struct KianaConfig: Sendable {
         Setting(key: "log.level", environment: "KIANA_LOG_LEVEL", flag: "--log-level",
                 kind: .choice(["trace", "debug", "info", "notice", "warning", "error", "critical"]), defaultValue: "notice", secret: false,
                 help: "Lowest level logged."),
+        Setting(key: "log.format", environment: "KIANA_LOG_FORMAT", flag: "--log-format", kind: .choice(["logfmt", "json"]), defaultValue: "logfmt",
+                secret: false, help: "Log lines as logfmt (key=value) or JSON, one per line on standard error."),
         Setting(key: "sync.cutoffSeconds", environment: "KIANA_PEER_CUTOFF_SECONDS", flag: "--peer-cutoff-seconds", kind: .number(1...86_400),
                 defaultValue: "60", secret: false, help: "How long a member whose blocks were refused stays cut off."),
         Setting(key: "sync.maxGrowth", environment: "KIANA_SYNC_MAX_GROWTH", flag: "--sync-max-growth", kind: .number(1...10_000_000),

@@ -52,9 +52,21 @@ public final class NodeService: NodeAPI {
         return ReadyDTO(ready: storeOK && model, store: storeOK, model: model)
     }
 
-    public func metricsSnapshot() async -> (height: UInt64?, items: Int, tokens: Int) {
-        let (h, items) = (try? await store { n in (try? n.store.head()?.height, (try? n.store.counts().items) ?? 0) }) ?? (nil, 0)
-        return (h, items, state.withLock { $0.generated })
+    public func metricsSnapshot() async -> MetricsSnapshot {
+        var s = (try? await store { n in
+            let counts = try? n.store.counts()
+            let path = n.directory.databasePath
+            let bytes = [path, path + "-wal"].reduce(0) { sum, p in
+                sum + ((try? FileManager.default.attributesOfItem(atPath: p)[.size] as? Int) ?? 0)
+            }
+            return MetricsSnapshot(
+                height: try? n.store.head()?.height, items: counts?.items ?? 0, entries: counts?.entries ?? 0, pending: counts?.pending ?? 0,
+                databaseBytes: bytes)
+        }) ?? MetricsSnapshot()
+        s.tokens = state.withLock { $0.generated }
+        s.modelsLoaded = models.allLoaded
+        if let network { s.links = await network.connectedLinks }
+        return s
     }
 
     // MARK: knowledge

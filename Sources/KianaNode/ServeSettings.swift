@@ -34,6 +34,7 @@ public struct ServeSettings: Sendable {
     public var http: HTTPConfig
     public var network: NetworkConfig
     public var logLevel: Logger.Level
+    public var logFormat: LogFormat
     /// Every setting as resolved (flag > environment > config.json > default).
     public var config: KianaConfig
     /// Lines for the person starting the node (e.g. that clients need the token).
@@ -71,6 +72,7 @@ public struct ServeSettings: Sendable {
             http.token = try directory.apiToken()
             notes.append("listening on \(http.host): clients need `Authorization: Bearer <token>`; `kiana token` prints it")
         }
-        return ServeSettings(http: http, network: net, logLevel: level, config: config, notes: notes)
+        let format = config.text("log.format").flatMap(LogFormat.init(rawValue:)) ?? .logfmt
+        return ServeSettings(http: http, network: net, logLevel: level, logFormat: format, config: config, notes: notes)
     }
 }

@@ -40,6 +40,7 @@ public enum KianaHTTP {
     ) -> Router<KianaRequestContext> {
         let router = Router(context: KianaRequestContext.self)
         let metrics = Metrics()
+        router.add(middleware: RequestLogMiddleware())
         router.add(middleware: MetricsMiddleware(metrics: metrics))
         router.add(middleware: APIErrorMiddleware())
         router.add(middleware: BrowserGuardMiddleware(checkHost: config.isLoopback))

@@ -94,7 +94,7 @@ struct HealthController<Context: RequestContext>: Sendable {
 
     @Sendable func render(_ req: Request, _ ctx: Context) async throws -> Response {
         let s = await node.metricsSnapshot()
-        let text = metrics.render(height: s.height, items: s.items, tokens: s.tokens, sync: await node.syncStats(), admission: await node.admissionStats())
+        let text = metrics.render(s, sync: await node.syncStats(), admission: await node.admissionStats())
         return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"], body: .init(byteBuffer: ByteBuffer(string: text)))
     }
 }

@@ -1,85 +1,173 @@
+import CoreMetrics
 import Foundation
 import Hummingbird
 import KianaNet
+import Prometheus
 import Synchronization
 
-/// Request counts and latencies per route, tokens generated, ledger height and knowledge
-/// count, in Prometheus' text format. Created once per application.
+/// Figures `/metrics` reads from the node at each scrape.
+public struct MetricsSnapshot: Sendable {
+    /// Height of the ledger head (nil before a ledger exists).
+    public var height: UInt64?
+    /// Live knowledge items, entries on the canonical chain, entries waiting to be sealed.
+    public var items: Int
+    public var entries: Int
+    public var pending: Int
+    /// Tokens the language model generated since start.
+    public var tokens: Int
+    /// Bytes of the database file and its write-ahead log.
+    public var databaseBytes: Int
+    /// Whether the models are loaded (what /ready reports).
+    public var modelsLoaded: Bool
+    /// Member links up now (inbound and dialled), nil when device networking is off.
+    public var links: Int?
+
+    public init(
+        height: UInt64? = nil, items: Int = 0, entries: Int = 0, pending: Int = 0, tokens: Int = 0, databaseBytes: Int = 0,
+        modelsLoaded: Bool = false, links: Int? = nil
+    ) {
+        self.height = height
+        self.items = items
+        self.entries = entries
+        self.pending = pending
+        self.tokens = tokens
+        self.databaseBytes = databaseBytes
+        self.modelsLoaded = modelsLoaded
+        self.links = links
+    }
+}
+
+/// The node's metrics: swift-metrics counters, meters and timers, each created once (per label
+/// set) on a swift-prometheus registry of this application's own, and written out in
+/// Prometheus' text format by that registry (decision 98; it replaced decision 62's renderer,
+/// keeping every series name). Requests are counted as they are answered; figures the node and
+/// the peer layer keep (ledger, sync and admission totals) are brought up to date at each
+/// scrape: totals by adding what was added since the last scrape, levels by setting them.
 final class Metrics: Sendable {
+    /// Request latency buckets (seconds), as before.
     static let buckets: [Double] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30]
-    struct Histogram {
-        var counts: [Int]
-        var sum: Double
-        var n: Int
+    static let syncErrorReasons = ["refused", "protocol", "timeout", "closed", "busy", "rate-limited", "other"]
+
+    let registry = PrometheusCollectorRegistry()
+    let factory: PrometheusMetricsFactory
+
+    private struct Series {
+        var counters: [String: CoreMetrics.Counter] = [:]
+        var meters: [String: Meter] = [:]
+        var timers: [String: CoreMetrics.Timer] = [:]
+        /// The total each mirrored counter was last brought to.
+        var mirrored: [String: Int] = [:]
     }
-    struct State {
-        var requests: [String: Int] = [:]  // "method|route|status"
-        var latency: [String: Histogram] = [:]  // "method|route"
+    private let series = Mutex(Series())
+    /// One scrape at a time brings the mirrored totals up to date.
+    private let scrape = Mutex(())
+
+    init() {
+        var f = PrometheusMetricsFactory(registry: registry)
+        f.durationHistogramBuckets["kiana_http_request_duration_seconds"] = Self.buckets.map { .nanoseconds(Int64($0 * 1e9)) }
+        factory = f
     }
-    private let state = Mutex(State())
+
+    private static func key(_ name: String, _ labels: [(String, String)]) -> String {
+        ([name] + labels.map { "\($0.0)=\($0.1)" }).joined(separator: "\u{1f}")
+    }
+
+    static func descriptor(_ name: String, _ help: String) -> MetricNameDescriptor {
+        MetricNameDescriptor(metricName: name, unitName: "", helpText: help)
+    }
+
+    /// The counter `name{labels}`, made on first use.
+    func counter(_ name: String, _ help: String, _ labels: [(String, String)] = []) -> CoreMetrics.Counter {
+        let k = Self.key(name, labels)
+        return series.withLock { s in
+            if let c = s.counters[k] { return c }
+            let c = CoreMetrics.Counter(label: name, dimensions: labels, handler: registry.makeCounter(descriptor: Self.descriptor(name, help), labels: labels), factory: factory)
+            s.counters[k] = c
+            return c
+        }
+    }
+
+    /// The gauge `name{labels}` (a swift-metrics meter), made on first use.
+    func meter(_ name: String, _ help: String, _ labels: [(String, String)] = []) -> Meter {
+        let k = Self.key(name, labels)
+        return series.withLock { s in
+            if let m = s.meters[k] { return m }
+            let m = Meter(label: name, dimensions: labels, handler: registry.makeGauge(descriptor: Self.descriptor(name, help), labels: labels), factory: factory)
+            s.meters[k] = m
+            return m
+        }
+    }
+
+    func timer(_ name: String, _ help: String, _ labels: [(String, String)]) -> CoreMetrics.Timer {
+        let k = Self.key(name, labels)
+        return series.withLock { s in
+            if let t = s.timers[k] { return t }
+            let buckets = factory.durationHistogramBuckets[name] ?? factory.defaultDurationHistogramBuckets
+            let t = CoreMetrics.Timer(
+                label: name, dimensions: labels, handler: registry.makeDurationHistogram(descriptor: Self.descriptor(name, help), labels: labels, buckets: buckets),
+                factory: factory)
+            s.timers[k] = t
+            return t
+        }
+    }
+
+    /// Brings a counter that mirrors a total kept elsewhere up to `total` (a total that went
+    /// down, after a restart of its owner, is taken as new counting from zero).
+    func mirror(_ name: String, _ help: String, _ labels: [(String, String)] = [], total: Int) {
+        let c = counter(name, help, labels)
+        let k = Self.key(name, labels)
+        let delta = series.withLock { s -> Int in
+            let last = s.mirrored[k] ?? 0
+            s.mirrored[k] = total
+            return total >= last ? total - last : total
+        }
+        if delta > 0 { c.increment(by: Int64(delta)) }
+    }
 
     func record(method: String, route: String, status: Int, seconds: Double) {
-        state.withLock { s in
-            s.requests["\(method)|\(route)|\(status)", default: 0] += 1
-            var h = s.latency["\(method)|\(route)"] ?? Histogram(counts: [Int](repeating: 0, count: Self.buckets.count), sum: 0, n: 0)
-            for (i, b) in Self.buckets.enumerated() where seconds <= b { h.counts[i] += 1 }
-            h.sum += seconds
-            h.n += 1
-            s.latency["\(method)|\(route)"] = h
-        }
+        counter("kiana_http_requests_total", "HTTP requests by method, route and status.", [("method", method), ("route", route), ("status", String(status))])
+            .increment()
+        timer("kiana_http_request_duration_seconds", "HTTP request latency.", [("method", method), ("route", route)])
+            .recordNanoseconds(Int64(seconds * 1e9))
     }
 
-    func render(height: UInt64?, items: Int, tokens: Int, sync: SyncStats? = nil, admission: AdmissionStats? = nil) -> String {
-        let s = state.withLock { $0 }
-        func esc(_ s: String) -> String { s.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"") }
-        var out = "# HELP kiana_http_requests_total HTTP requests by method, route and status.\n# TYPE kiana_http_requests_total counter\n"
-        for (k, v) in s.requests.sorted(by: { $0.key < $1.key }) {
-            let p = k.split(separator: "|", omittingEmptySubsequences: false).map(String.init)
-            out += "kiana_http_requests_total{method=\"\(esc(p[0]))\",route=\"\(esc(p[1]))\",status=\"\(p[2])\"} \(v)\n"
-        }
-        out += "# HELP kiana_http_request_duration_seconds HTTP request latency.\n# TYPE kiana_http_request_duration_seconds histogram\n"
-        for (k, h) in s.latency.sorted(by: { $0.key < $1.key }) {
-            let p = k.split(separator: "|", omittingEmptySubsequences: false).map(String.init)
-            let labels = "method=\"\(esc(p[0]))\",route=\"\(esc(p[1]))\""
-            for (i, b) in Self.buckets.enumerated() { out += "kiana_http_request_duration_seconds_bucket{\(labels),le=\"\(b)\"} \(h.counts[i])\n" }
-            out += "kiana_http_request_duration_seconds_bucket{\(labels),le=\"+Inf\"} \(h.n)\n"
-            out += "kiana_http_request_duration_seconds_sum{\(labels)} \(h.sum)\nkiana_http_request_duration_seconds_count{\(labels)} \(h.n)\n"
-        }
-        out +=
-            "# HELP kiana_tokens_generated_total Tokens generated by the language model.\n# TYPE kiana_tokens_generated_total counter\nkiana_tokens_generated_total \(tokens)\n"
-        out +=
-            "# HELP kiana_ledger_height Height of the ledger head.\n# TYPE kiana_ledger_height gauge\nkiana_ledger_height \(height.map { String($0) } ?? "0")\n"
-        out += "# HELP kiana_knowledge_items Live knowledge items.\n# TYPE kiana_knowledge_items gauge\nkiana_knowledge_items \(items)\n"
-        if let sync {
-            func counter(_ name: String, _ help: String, _ value: Int) {
-                out += "# HELP \(name) \(help)\n# TYPE \(name) counter\n\(name) \(value)\n"
+    /// Brings the node's figures up to date and returns the registry in Prometheus' text format.
+    func render(_ s: MetricsSnapshot, sync: SyncStats? = nil, admission: AdmissionStats? = nil) -> String {
+        scrape.withLock { _ in
+            mirror("kiana_tokens_generated_total", "Tokens generated by the language model.", total: s.tokens)
+            meter("kiana_ledger_height", "Height of the ledger head.").set(Int64(s.height ?? 0))
+            meter("kiana_knowledge_items", "Live knowledge items.").set(Int64(s.items))
+            meter("kiana_ledger_entries", "Entries on the canonical chain.").set(Int64(s.entries))
+            meter("kiana_ledger_pending_entries", "Entries waiting to be sealed into a block.").set(Int64(s.pending))
+            meter("kiana_store_bytes", "Bytes of the database file and its write-ahead log.").set(Int64(s.databaseBytes))
+            meter("kiana_models_loaded", "1 when the models are loaded (what /ready reports).").set(Int64(s.modelsLoaded ? 1 : 0))
+            if let links = s.links { meter("kiana_p2p_links", "Member links up now, inbound and dialled.").set(Int64(links)) }
+            if let sync {
+                mirror("kiana_sync_blocks_in_total", "Blocks stored from peers.", total: sync.blocksIn)
+                mirror("kiana_sync_blocks_out_total", "Blocks sent to peers (batches and pushes).", total: sync.blocksOut)
+                mirror("kiana_sync_bytes_in_total", "Compressed sync batch bytes received.", total: sync.compressedBytesIn)
+                mirror("kiana_sync_bytes_out_total", "Compressed sync batch bytes sent.", total: sync.compressedBytesOut)
+                mirror("kiana_sync_pulls_total", "Completed pulls from peers.", total: sync.pulls)
+                mirror("kiana_sync_reorgs_total", "Head switches to another branch caused by sync.", total: sync.reorgs)
+                for reason in Self.syncErrorReasons {
+                    mirror("kiana_sync_errors_total", "Failed syncs by reason.", [("reason", reason)], total: sync.errors[reason] ?? 0)
+                }
             }
-            counter("kiana_sync_blocks_in_total", "Blocks stored from peers.", sync.blocksIn)
-            counter("kiana_sync_blocks_out_total", "Blocks sent to peers (batches and pushes).", sync.blocksOut)
-            counter("kiana_sync_bytes_in_total", "Compressed sync batch bytes received.", sync.compressedBytesIn)
-            counter("kiana_sync_bytes_out_total", "Compressed sync batch bytes sent.", sync.compressedBytesOut)
-            counter("kiana_sync_pulls_total", "Completed pulls from peers.", sync.pulls)
-            counter("kiana_sync_reorgs_total", "Head switches to another branch caused by sync.", sync.reorgs)
-            out += "# HELP kiana_sync_errors_total Failed syncs by reason.\n# TYPE kiana_sync_errors_total counter\n"
-            for reason in ["refused", "protocol", "timeout", "closed", "busy", "rate-limited", "other"] {
-                out += "kiana_sync_errors_total{reason=\"\(reason)\"} \(sync.errors[reason] ?? 0)\n"
+            if let a = admission {
+                for (pool, n) in [("pending", a.pending), ("members", a.members), ("pairing", a.pairing)] {
+                    meter("kiana_p2p_connections", "Inbound P2P connections open now, by pool.", [("pool", pool)]).set(Int64(n))
+                }
+                for (reason, n) in [("pool-full", a.refusedPoolFull), ("per-source", a.refusedPerSource), ("members-full", a.refusedMembersFull)] {
+                    mirror("kiana_p2p_refused_total", "Inbound P2P connections refused, by reason.", [("reason", reason)], total: n)
+                }
+                for (outcome, n) in [("completed", a.handshakesCompleted), ("timed-out", a.handshakesTimedOut), ("failed", a.handshakesFailed)] {
+                    mirror("kiana_p2p_handshakes_total", "Inbound P2P handshakes by outcome.", [("outcome", outcome)], total: n)
+                }
             }
         }
-        if let a = admission {
-            out += "# HELP kiana_p2p_connections Inbound P2P connections open now, by pool.\n# TYPE kiana_p2p_connections gauge\n"
-            for (pool, n) in [("pending", a.pending), ("members", a.members), ("pairing", a.pairing)] {
-                out += "kiana_p2p_connections{pool=\"\(pool)\"} \(n)\n"
-            }
-            out += "# HELP kiana_p2p_refused_total Inbound P2P connections refused, by reason.\n# TYPE kiana_p2p_refused_total counter\n"
-            for (reason, n) in [("pool-full", a.refusedPoolFull), ("per-source", a.refusedPerSource), ("members-full", a.refusedMembersFull)] {
-                out += "kiana_p2p_refused_total{reason=\"\(reason)\"} \(n)\n"
-            }
-            out += "# HELP kiana_p2p_handshakes_total Inbound P2P handshakes by outcome.\n# TYPE kiana_p2p_handshakes_total counter\n"
-            for (outcome, n) in [("completed", a.handshakesCompleted), ("timed-out", a.handshakesTimedOut), ("failed", a.handshakesFailed)] {
-                out += "kiana_p2p_handshakes_total{outcome=\"\(outcome)\"} \(n)\n"
-            }
-        }
-        return out
+        var out: [UInt8] = []
+        registry.emit(into: &out)
+        return String(decoding: out, as: UTF8.self)
     }
 }
 

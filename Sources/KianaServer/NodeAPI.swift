@@ -13,8 +13,8 @@ public protocol NodeAPI: Sendable {
     func health() async throws -> HealthDTO
     /// The store answers and the language model and embedder are loaded.
     func readiness() async -> ReadyDTO
-    /// Figures for /metrics: ledger height, live items, tokens generated since start.
-    func metricsSnapshot() async -> (height: UInt64?, items: Int, tokens: Int)
+    /// Figures for /metrics, read at each scrape.
+    func metricsSnapshot() async -> MetricsSnapshot
 
     // MARK: knowledge
 

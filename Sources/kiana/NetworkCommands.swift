@@ -5,8 +5,11 @@ import KianaNode
 import Logging
 
 func commandLogger() -> Logger {
+    let env = ProcessInfo.processInfo.environment
+    let level = env["KIANA_LOG_LEVEL"].flatMap(Logger.Level.init(rawValue:)) ?? .warning
+    StructuredLogHandler.install(format: env["KIANA_LOG_FORMAT"].flatMap(LogFormat.init(rawValue:)) ?? .logfmt, level: level)
     var logger = Logger(label: "kiana")
-    logger.logLevel = ProcessInfo.processInfo.environment["KIANA_LOG_LEVEL"].flatMap(Logger.Level.init(rawValue:)) ?? .warning
+    logger.logLevel = level
     return logger
 }
 

@@ -31,6 +31,7 @@ struct Serve: AsyncParsableCommand {
     @Option(name: .customLong("discovery-interface"), help: "Limit discovery to this network interface.") var discoveryInterface: String?
     @Option(help: "A name for this device, shown to peers (default $KIANA_DEVICE_NAME).") var name: String?
     @Option(help: "Lowest level logged: trace, debug, info, notice, warning, error, critical (default $KIANA_LOG_LEVEL or notice).") var logLevel: String?
+    @Option(help: "Log lines as logfmt or json (default $KIANA_LOG_FORMAT or logfmt).") var logFormat: String?
     @Option(help: "Seconds a member whose blocks were refused stays cut off (default $KIANA_PEER_CUTOFF_SECONDS or 60).") var peerCutoffSeconds: Int?
     @Option(help: "Blocks past its stated head a peer may stream (default $KIANA_SYNC_MAX_GROWTH or 10000).") var syncMaxGrowth: Int?
     @Option(help: "Load the models at start so /ready is true at once: on or off (default $KIANA_MODELS_PRELOAD or off).") var preloadModels: String?
@@ -45,12 +46,14 @@ struct Serve: AsyncParsableCommand {
                 discovery: discovery, discoveryInterface: discoveryInterface, name: name)
             var extra = backend.given
             extra["log.level"] = logLevel
+            extra["log.format"] = logFormat
             extra["sync.cutoffSeconds"] = peerCutoffSeconds.map(String.init)
             extra["sync.maxGrowth"] = syncMaxGrowth.map(String.init)
             extra["models.preload"] = preloadModels
             extra["models.dir"] = model.modelDir
             let settings = try ServeSettings.resolve(flags, extra: extra, directory: directory)
             for note in settings.notes { Output.note("kiana: " + note) }
+            StructuredLogHandler.install(format: settings.logFormat, level: settings.logLevel)
             var logger = Logger(label: "kiana")
             logger.logLevel = settings.logLevel
             let shownHost = settings.http.host

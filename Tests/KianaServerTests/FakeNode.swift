@@ -44,7 +44,9 @@ final class FakeNode: NodeAPI, Sendable {
         let loaded = switches.withLock { $0.modelsLoaded }
         return ReadyDTO(ready: loaded, store: true, model: loaded)
     }
-    func metricsSnapshot() async -> (height: UInt64?, items: Int, tokens: Int) { ((try? store.head()?.height) ?? nil, (try? store.counts().items) ?? 0, 7) }
+    func metricsSnapshot() async -> MetricsSnapshot {
+        MetricsSnapshot(height: (try? store.head()?.height) ?? nil, items: (try? store.counts().items) ?? 0, tokens: 7)
+    }
 
     // MARK: knowledge
 

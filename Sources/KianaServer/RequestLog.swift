@@ -1,0 +1,61 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import Logging
+
+/// Gives every request an ID and logs it once it is answered. The ID is the client's
+/// `X-Request-ID` when that is 1-64 characters of `A-Z a-z 0-9 . _ -` (so a proxy's ID carries
+/// through), otherwise 16 random hex digits; it is in the logger metadata of everything logged
+/// for the request (`request=…`) and sent back in the `X-Request-ID` response header.
+///
+/// The line names the route pattern (`/api/v1/knowledge/{id}`), never the raw path or query
+/// (a search query is knowledge text), and no header or body. Probes (`/health`, `/ready`,
+/// `/metrics`) and the UI's static files are logged at debug, everything else at info;
+/// answers of 500 and above at warning.
+struct RequestLogMiddleware<Context: RequestContext>: RouterMiddleware {
+    static var header: HTTPField.Name { HTTPField.Name("X-Request-ID")! }
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        let id = Self.id(from: request.headers[Self.header])
+        var context = context
+        context.logger[metadataKey: "request"] = .string(id)
+        let start = ContinuousClock.now
+        do {
+            var response = try await next(request, context)
+            response.headers[Self.header] = id
+            log(request, context: context, status: response.status.code, start: start)
+            return response
+        } catch {
+            let status = (error as? any HTTPResponseError)?.status.code ?? 500
+            log(request, context: context, status: status, start: start)
+            throw error
+        }
+    }
+
+    func log(_ request: Request, context: Context, status: Int, start: ContinuousClock.Instant) {
+        let path = request.uri.path
+        let quiet = ["/health", "/ready", "/metrics"].contains(path) || (request.method == .get && WebUI.files[path] != nil)
+        let level: Logger.Level = status >= 500 ? .warning : quiet ? .debug : .info
+        guard context.logger.logLevel <= level else { return }
+        let elapsed = ContinuousClock.now - start
+        context.logger.log(
+            level: level, "request answered",
+            metadata: [
+                "method": .string(request.method.rawValue),
+                "route": .string(context.endpointPath ?? "unmatched"),
+                "status": .stringConvertible(status),
+                "ms": .string(String(format: "%.1f", Double(elapsed.components.attoseconds) / 1e15 + Double(elapsed.components.seconds) * 1000)),
+            ])
+    }
+
+    /// The client's ID when it is well-formed, else a new one.
+    static func id(from given: String?) -> String {
+        if let given, (1...64).contains(given.utf8.count),
+            given.utf8.allSatisfy({ ($0 >= 0x30 && $0 <= 0x39) || ($0 >= 0x41 && $0 <= 0x5a) || ($0 >= 0x61 && $0 <= 0x7a) || $0 == 0x2e || $0 == 0x5f || $0 == 0x2d })
+        {
+            return given
+        }
+        var rng = SystemRandomNumberGenerator()
+        return String(format: "%016llx", rng.next() as UInt64)
+    }
+}
