@@ -145,7 +145,11 @@ public struct LedgerState: Sendable {
     static func payloadProblem(_ e: Entry) -> String? {
         guard EntryKind.known.contains(e.kind) else { return "unknown kind \(e.kind)" }
         do throws(KianaCoreError) {
-            if e.kind == .authorityVote { _ = try Vote(payload: e.payload) } else { _ = try KnowledgeOp(kind: e.kind, payload: e.payload) }
+            if e.kind == .authorityVote {
+                if let problem = try Vote(payload: e.payload).problem(author: e.author, network: e.network) { return problem }
+            } else {
+                _ = try KnowledgeOp(kind: e.kind, payload: e.payload)
+            }
         } catch { return error.message }
         return nil
     }

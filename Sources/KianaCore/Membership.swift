@@ -3,13 +3,39 @@
 public struct Vote: Hashable, Sendable {
     public var target: [UInt8]
     public var authorize: Bool
+    /// A key rotation: the device whose seat `target` takes (always the entry's author), and
+    /// `target`'s signature over `Vote.rotationMessage`, the signed link between old and new key.
+    public var replaces: [UInt8]?
+    public var proof: [UInt8]?
 
     public init(target: [UInt8], authorize: Bool) {
         self.target = target
         self.authorize = authorize
     }
 
-    public var payload: CBOR { .map(["target": .bytes(target), "authorize": .bool(authorize)]) }
+    /// A rotation from `old` (the author of the entry carrying it) to `new`, which signs the link.
+    public static func rotation(network: [UInt8], old: [UInt8], new: DeviceIdentity) -> Vote {
+        var v = Vote(target: new.publicKey, authorize: true)
+        v.replaces = old
+        v.proof = new.sign(rotationMessage(network: network, old: old, new: new.publicKey))
+        return v
+    }
+
+    /// What the new key signs: a domain tag, the network, the old key and itself.
+    public static func rotationMessage(network: [UInt8], old: [UInt8], new: [UInt8]) -> [UInt8] {
+        Array("KIANA-ROTATE-1".utf8) + network + old + new
+    }
+
+    public var isRotation: Bool { replaces != nil }
+
+    public var payload: CBOR {
+        var m: [CBOR: CBOR] = ["target": .bytes(target), "authorize": .bool(authorize)]
+        if let replaces, let proof {
+            m["replaces"] = .bytes(replaces)
+            m["proof"] = .bytes(proof)
+        }
+        return .map(m)
+    }
 
     public init(payload: CBOR) throws(KianaCoreError) {
         let m = try payload.mapValue("vote payload")
@@ -19,11 +45,30 @@ public struct Vote: Hashable, Sendable {
             throw KianaCoreError(.invalidStructure, "vote authorize must be a boolean")
         }
         authorize = a
+        if let r = m[.text("replaces")] {
+            replaces = try r.bytesValue("vote replaces", count: 32)
+            proof = try m.required("proof", in: "vote payload").bytesValue("vote proof", count: 64)
+            guard authorize else { throw KianaCoreError(.invalidStructure, "a rotation must authorize its new key") }
+            guard replaces != target else { throw KianaCoreError(.invalidStructure, "a rotation must name a new key") }
+        } else if m[.text("proof")] != nil {
+            throw KianaCoreError(.invalidStructure, "a vote proof needs replaces")
+        }
+    }
+
+    /// Why this vote cannot stand in an entry by `author` of `network`, or nil. A rotation must
+    /// be authored by the key it replaces and carry the new key's signature of the link.
+    public func problem(author: [UInt8], network: [UInt8]) -> String? {
+        guard let replaces, let proof else { return nil }
+        guard replaces == author else { return "a rotation must be written by the key it replaces" }
+        guard Signature.verify(proof, message: Self.rotationMessage(network: network, old: replaces, new: target), publicKey: target) else {
+            return "the rotation's proof is not the new key's signature"
+        }
+        return nil
     }
 }
 
 extension KeySets {
-    static let vote: Set<String> = ["target", "authorize"]
+    static let vote: Set<String> = ["target", "authorize", "replaces", "proof"]
 }
 
 /// The set of authorities and the pending votes, tallied with Clique (EIP-225) semantics:
@@ -88,6 +133,20 @@ public struct Membership: Hashable, Sendable {
         }
     }
 
+    /// A device moves its own seat to a new key (decision 99): no vote by others, because the
+    /// number of authorities and who holds power do not change. The old key's pending votes no
+    /// longer count, and pending votes about either key are settled. A rotation to a key that
+    /// already is an authority, or by a key that is not the one it names, changes nothing.
+    mutating func rotate(from signer: [UInt8], to vote: Vote) {
+        guard vote.replaces == signer, !authorities.contains(vote.target) else { return }
+        authorities.remove(signer)
+        authorities.insert(vote.target)
+        for c in votes where c.signer == signer { uncast(c.vote) }
+        votes.removeAll { $0.signer == signer || $0.vote.target == signer || $0.vote.target == vote.target }
+        tally[signer] = nil
+        tally[vote.target] = nil
+    }
+
     /// Applies a vote found in the ledger: a vote by a device that is no longer an authority
     /// (dropped earlier in the same block) is discarded, as Clique discards a dropped signer's votes.
     public mutating func applyIfAuthority(signer: [UInt8], vote: Vote) {
@@ -115,6 +174,10 @@ public struct Membership: Hashable, Sendable {
     public mutating func apply(signer: [UInt8], vote: Vote) throws(KianaCoreError) {
         guard authorities.contains(signer) else {
             throw KianaCoreError(.invalidEntry, "vote by \(DeviceID(publicKey: signer)), which is not an authority", rule: .authority)
+        }
+        if vote.isRotation {
+            rotate(from: signer, to: vote)
+            return
         }
         // A signer's previous vote on the same target is replaced.
         if let i = votes.firstIndex(where: { $0.signer == signer && $0.vote.target == vote.target }) {

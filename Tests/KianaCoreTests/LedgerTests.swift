@@ -219,6 +219,85 @@ struct ChainFixture {
         }
     }
 
+    /// A device moves its seat to a new key with one entry it writes and the new key co-signs:
+    /// afterwards the new key signs and the old one cannot; others' votes are not needed, the old
+    /// key's pending votes stop counting, and a forged or misdirected link is refused.
+    @Test func rotationMovesTheSeatToTheNewKey() throws {
+        let f = ChainFixture(blocks: 1, perBlock: 1)
+        let net = f.genesis.hash
+        let other = DeviceIdentity.generate()
+        let next = DeviceIdentity.generate()
+        var chain = f.blocks
+        func seal(_ entries: [Entry], by who: DeviceIdentity) -> Block {
+            Block.seal(entries: entries, parent: chain.last!.header, parentHash: chain.last!.hash, time: chain.last!.header.time + 1, identity: who)
+        }
+        func voteEntry(_ v: Vote, by who: DeviceIdentity, seq: UInt64) -> Entry {
+            Entry(signedBy: who, network: net, sequence: seq, hlc: HLC(wall: f.t0 + 100 + seq), kind: .authorityVote, payload: v.payload)
+        }
+        // Two authorities; the owner also proposes a third device (pending: 1 of 2).
+        chain.append(seal([voteEntry(Vote(target: other.publicKey, authorize: true), by: f.owner, seq: 2)], by: f.owner))
+        let third = DeviceIdentity.generate()
+        chain.append(seal([voteEntry(Vote(target: third.publicKey, authorize: true), by: f.owner, seq: 3)], by: f.owner))
+        var s = try ChainValidator.validate(blocks: chain, now: f.now)
+        #expect(s.authorities == [f.owner.publicKey, other.publicKey] && s.membership.tally[third.publicKey]?.count == 1)
+
+        // Forged links are refused by rule: written by another device, signed by the wrong key, for another network.
+        var stolen = Vote.rotation(network: net, old: f.owner.publicKey, new: next)
+        #expect(stolen.problem(author: other.publicKey, network: net) != nil)
+        stolen.proof = other.sign(Vote.rotationMessage(network: net, old: f.owner.publicKey, new: next.publicKey))
+        #expect(stolen.problem(author: f.owner.publicKey, network: net) != nil)
+        let elsewhere = Vote.rotation(network: [UInt8](repeating: 7, count: 32), old: f.owner.publicKey, new: next)
+        for bad in [stolen, elsewhere] {
+            do {
+                _ = try ChainValidator.validate(blocks: chain + [seal([voteEntry(bad, by: f.owner, seq: 4)], by: f.owner)], now: f.now)
+                Issue.record("a forged rotation was accepted")
+            } catch { #expect(error.rule == .payload, "\(error)") }
+        }
+
+        // The real rotation: one entry by the old key, no vote by the other authority.
+        let rotation = Vote.rotation(network: net, old: f.owner.publicKey, new: next)
+        #expect(try Vote(payload: rotation.payload) == rotation)
+        chain.append(seal([voteEntry(rotation, by: f.owner, seq: 4)], by: f.owner))
+        s = try ChainValidator.validate(blocks: chain, now: f.now)
+        #expect(s.authorities == [next.publicKey, other.publicKey])
+        // The old key's pending proposal no longer counts.
+        #expect(s.membership.tally[third.publicKey] == nil && s.membership.votes.isEmpty)
+        // The new key signs blocks and entries (its own sequence from 1); the old key cannot.
+        chain.append(seal([f.entry(by: next, seq: 1, wall: f.t0 + 200)], by: next))
+        s = try ChainValidator.validate(blocks: chain, now: f.now)
+        #expect(s.height == UInt64(chain.count - 1))
+        do {
+            _ = try ChainValidator.validate(blocks: chain + [seal([f.entry(seq: 5, wall: f.t0 + 300)], by: f.owner)], now: f.now)
+            Issue.record("the retired key signed an accepted block")
+        } catch { #expect(error.rule == .authority) }
+        // A rotation onto a key that already holds a seat changes nothing.
+        let onto = Vote.rotation(network: net, old: next.publicKey, new: other)
+        chain.append(seal([voteEntry(onto, by: next, seq: 2)], by: next))
+        s = try ChainValidator.validate(blocks: chain, now: f.now)
+        #expect(s.authorities == [next.publicKey, other.publicKey])
+    }
+
+    @Test func votePayloadsRoundTripAndOldOnesStillDecode() throws {
+        let a = DeviceIdentity.generate()
+        let b = DeviceIdentity.generate()
+        let plain = Vote(target: b.publicKey, authorize: false)
+        #expect(try Vote(payload: plain.payload) == plain)
+        #expect(try Vote(payload: .map(["target": .bytes(b.publicKey), "authorize": .bool(true)])).isRotation == false)
+        let net = [UInt8](repeating: 1, count: 32)
+        let r = Vote.rotation(network: net, old: a.publicKey, new: b)
+        #expect(try Vote(payload: r.payload) == r)
+        #expect(r.problem(author: a.publicKey, network: net) == nil)
+        // A proof without replaces, a rotation that drops, a rotation to itself: malformed.
+        guard case .map(var m) = r.payload else { return }
+        var noReplaces = m
+        noReplaces["replaces"] = nil
+        #expect(throws: KianaCoreError.self) { try Vote(payload: .map(noReplaces)) }
+        m["authorize"] = .bool(false)
+        #expect(throws: KianaCoreError.self) { try Vote(payload: .map(m)) }
+        let selfRotation = Vote.rotation(network: net, old: b.publicKey, new: b)
+        #expect(throws: KianaCoreError.self) { try Vote(payload: selfRotation.payload) }
+    }
+
     @Test func malformedVotePayloadIsRejected() {
         let f = ChainFixture(blocks: 1, perBlock: 1)
         let bad = Entry(
