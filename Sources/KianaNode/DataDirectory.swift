@@ -28,6 +28,9 @@ public struct DataDirectory: Sendable {
 
     public var identityKeyPath: String { path + "/identity.key" }
     public var transportKeyPath: String { path + "/transport.key" }
+    /// Keys waiting to replace the current ones during a key rotation (`KeyRotation`).
+    public var nextIdentityKeyPath: String { path + "/identity.next.key" }
+    public var nextTransportKeyPath: String { path + "/transport.next.key" }
     public var databasePath: String { path + "/kiana.sqlite" }
 
     /// The control token of the running node (0600), for the local CLI.

@@ -34,6 +34,10 @@ public enum NodeServer {
         // written, so a second node changes nothing (not node.json, not the control token).
         let lock = try directory.lockForServing()
         defer { withExtendedLifetime(lock) {} }
+        // A key rotation whose vote is on the chain: the new keys take over now.
+        if directory.hasIdentity, try KeyRotation.promoteIfRotated(directory: directory) {
+            logger.notice("key rotation finished: this device now uses its new key")
+        }
         // The start-up check runs on a read-only connection before anything opens the file for
         // writing (a writer's open alone touches it): a damaged ledger is left exactly as it is.
         // Verification reads the whole chain and checks signatures: off the cooperative pool.

@@ -13,7 +13,7 @@ struct Kiana: AsyncParsableCommand {
         subcommands: [
             Init.self, Serve.self, Status.self, Token.self, Remember.self, Forget.self, List.self, Show.self,
             Ingest.self, Search.self, Embed.self, IndexCommand.self, Tokenize.self, Generate.self, Models.self, Ask.self, Chat.self, Conversations.self,
-            Ledger.self, VoteCommand.self, Peers.self, SyncCommand.self, Pair.self, Join.self, Discover.self,
+            Ledger.self, VoteCommand.self, DeviceCommand.self, Peers.self, SyncCommand.self, Pair.self, Join.self, Discover.self,
             Export.self, Import.self, ConfigCommand.self, ServiceCommand.self, Ready.self, Backup.self, Restore.self, Bench.self,
         ])
 

@@ -1,0 +1,91 @@
+import Foundation
+import KianaTestSupport
+import Testing
+
+/// `kiana device rotate` on real nodes: the seat moves to a new key (decision 99), alone and
+/// while linked to another authority, which learns it without voting and links to the new key.
+@Suite(.serialized) struct KeyRotationTests {
+    static func status(_ dir: String) async throws -> [String: Any] {
+        let r = try await kiana(["status", "--json", "--data-dir", dir])
+        return (try? JSONSerialization.jsonObject(with: Data(r.out.utf8)) as? [String: Any]) ?? [:]
+    }
+
+    @Test func aLoneDeviceRotatesAndKeepsWriting() async throws {
+        let tmp = try TempDir("kiana-rotate")
+        defer { tmp.cleanup() }
+        let a = tmp.path + "/a"
+        #expect(try await kiana(["init", "--data-dir", a]).status == 0)
+        #expect(try await kiana(["remember", "Before the rotation", "--data-dir", a]).status == 0)
+        let old = try #require(try await Self.status(a)["device"] as? String)
+        let oldKey = try Data(contentsOf: URL(fileURLWithPath: a + "/identity.key"))
+        let r = try await kiana(["device", "rotate", "--data-dir", a])
+        #expect(r.status == 0, "\(r.err)")
+        let s = try await Self.status(a)
+        let new = try #require(s["device"] as? String)
+        #expect(new != old && r.out.contains("now \(new)"), "\(r.out)")
+        #expect(s["authorities"] as? [String] == [new])
+        #expect(try Data(contentsOf: URL(fileURLWithPath: a + "/identity.key")) != oldKey)
+        #expect(!FileManager.default.fileExists(atPath: a + "/identity.next.key"))
+        let mode = try FileManager.default.attributesOfItem(atPath: a + "/identity.key")[.posixPermissions] as? Int
+        #expect(mode == 0o600)
+        // The new key writes; the whole ledger verifies with the rotation in it.
+        #expect(try await kiana(["remember", "After the rotation", "--data-dir", a]).status == 0)
+        let v = try await kiana(["ledger", "verify", "--data-dir", a])
+        #expect(v.status == 0 && v.out.contains("Ledger OK"), "\(v.out)\(v.err)")
+    }
+
+    @Test func rotationWhileLinkedIsLearnedByTheOtherAuthority() async throws {
+        let tmp = try TempDir("kiana-rotate2")
+        defer { tmp.cleanup() }
+        let a = tmp.path + "/a"
+        let b = tmp.path + "/b"
+        #expect(try await kiana(["init", "--data-dir", a, "--name", "home"]).status == 0)
+        var nodeA = try await PairingTests.serve(a)
+        let ok = try await PairingTests.pair(authority: nodeA, joiner: b, name: "beta")
+        #expect(ok.pair == 0 && ok.join == 0, "\(ok.pairOut) \(ok.joinOut)")
+        let nodeB = try await PairingTests.serve(b)
+        let old = try #require(try await Self.status(a)["device"] as? String)
+        let bDevice = try #require(try await Self.status(b)["device"] as? String)
+        #expect(try await PairingTests.eventually(30) { try PairingTests.connectedMembers(a).contains(bDevice) }, "\(PairingTests.describe(a, b))")
+
+        // Online: A writes the rotation, B holds it, the new key takes over on disk.
+        let r = try await kiana(["device", "rotate", "--data-dir", a, "--wait", "60"])
+        #expect(r.status == 0, "\(r.out)\(r.err)")
+        let new = try #require(try await Self.status(a)["device"] as? String)
+        #expect(new != old && r.out.contains("Restart the node"), "\(r.out)")
+        #expect(
+            try await PairingTests.eventually(30) {
+                let s = try JSONSerialization.jsonObject(with: Data(try kiana(["status", "--json", "--data-dir", b]).out.utf8)) as? [String: Any]
+                return Set(s?["authorities"] as? [String] ?? []) == [new, bDevice]
+            }, "B never learned the rotation")
+
+        // Restarted with the new key: B links to it, and it writes what B then holds.
+        nodeA.process.signal(SIGTERM)
+        #expect(await nodeA.process.wait() == 0, "\(nodeA.process.output.suffix(2000))")
+        nodeA = try await PairingTests.serve(a)
+        // The test's nodes take any free port: tell B where A listens now.
+        #expect(try await kiana(["peers", "add", "127.0.0.1:\(nodeA.p2p)", "--data-dir", b]).status == 0)
+        #expect(
+            try await PairingTests.eventually(30) { try PairingTests.connectedMembers(b).contains(new) }, "\(PairingTests.describe(a, b))")
+        #expect(try !PairingTests.connectedMembers(b).contains(old))
+        let marker = "written by the rotated key \(UInt32.random(in: 1000...9999))"
+        let wrote = try await kiana(["remember", marker, "--data-dir", a])
+        #expect(wrote.status == 0, "\(wrote.err)")
+        #expect(try await PairingTests.eventually(30) { try kiana(["list", "--data-dir", b]).out.contains(marker) }, "B never got the new key's write")
+
+        for n in [nodeA, nodeB] { n.process.signal(SIGTERM) }
+        for n in [nodeA, nodeB] {
+            let status = await n.process.wait()
+            #expect(status == 0, "exit \(status): \(n.process.output.suffix(2000))")
+        }
+        for d in [a, b] {
+            let v = try await kiana(["ledger", "verify", "--data-dir", d])
+            #expect(v.status == 0 && v.out.contains("Ledger OK"), "\(d): \(v.out)\(v.err)")
+        }
+        // Stopped, with another authority: refused, nothing written (the other could not learn it).
+        let offline = try await kiana(["device", "rotate", "--data-dir", b])
+        #expect(offline.status == 1 && offline.err.contains("must learn the new key"), "\(offline.err)")
+        #expect(!FileManager.default.fileExists(atPath: b + "/identity.next.key"))
+        #expect(try await Self.status(b)["device"] as? String == bDevice)
+    }
+}
