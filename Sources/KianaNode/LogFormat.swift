@@ -117,27 +117,89 @@ public struct StructuredLogHandler: LogHandler {
     }
 }
 
-/// Where log lines go: standard error, written whole under a lock.
-public final class LogSink: Sendable {
+/// Where log lines go: a file descriptor (standard error), written by one thread of its own.
+/// Logging never waits for the reader: lines queue (at most `capacity` bytes) and, when the
+/// reader stops reading (a full pipe, a stalled journal), further lines are dropped and counted,
+/// and a line saying how many follows once it reads again. A node whose log is not read keeps
+/// answering and stops on SIGTERM. Each line is written whole, in order.
+public final class LogSink: @unchecked Sendable {
     let fd: Int32
-    let lock = Mutex(())
+    let capacity: Int
+    /// The line reporting `n` dropped lines, in the handler's format.
+    let droppedLine: @Sendable (Int) -> String
+    private let cond = NSCondition()
+    private var queue: [UInt8] = []
+    private var dropped = 0
+    private var writing = false
+    private var started = false
 
-    public init(fd: Int32) { self.fd = fd }
+    public init(fd: Int32, capacity: Int = 1 << 20, droppedLine: @escaping @Sendable (Int) -> String = { "\($0) log lines dropped\n" }) {
+        self.fd = fd
+        self.capacity = capacity
+        self.droppedLine = droppedLine
+    }
 
     public static let standardError = LogSink(fd: 2)
 
     func write(_ line: String) {
-        var bytes = Array(line.utf8)
-        lock.withLock { _ in
-            var offset = 0
-            while offset < bytes.count {
-                let n = bytes.withUnsafeMutableBytes { buf in Foundation.write(fd, buf.baseAddress! + offset, buf.count - offset) }
-                if n < 0 && errno == EINTR { continue }
-                if n <= 0 { return }
-                offset += n
-            }
+        cond.lock()
+        defer { cond.unlock() }
+        if !started {
+            started = true
+            let t = Thread { [self] in run() }
+            t.name = "kiana-log"
+            t.start()
         }
-        bytes.removeAll()
+        guard queue.count + line.utf8.count <= capacity else {
+            dropped += 1
+            return
+        }
+        queue.append(contentsOf: line.utf8)
+        cond.signal()
+    }
+
+    private func run() {
+        while true {
+            cond.lock()
+            while queue.isEmpty && dropped == 0 { cond.wait() }
+            var batch = queue
+            queue.removeAll(keepingCapacity: true)
+            let lost = dropped
+            dropped = 0
+            writing = true
+            cond.unlock()
+            if lost > 0 { batch.append(contentsOf: droppedLine(lost).utf8) }
+            writeAll(batch)
+            cond.lock()
+            writing = false
+            cond.broadcast()
+            cond.unlock()
+        }
+    }
+
+    private func writeAll(_ bytes: [UInt8]) {
+        var offset = 0
+        while offset < bytes.count {
+            let n = bytes.withUnsafeBytes { buf in Foundation.write(fd, buf.baseAddress! + offset, buf.count - offset) }
+            if n < 0 && errno == EINTR { continue }
+            if n < 0 && errno == EAGAIN {
+                usleep(10_000)
+                continue
+            }
+            if n <= 0 { return }
+            offset += n
+        }
+    }
+
+    /// Waits until every queued line is written, at most `timeout` seconds (a reader that
+    /// stopped reading does not hold up the exit).
+    public func flush(timeout: Double = 2) {
+        let deadline = Date().addingTimeInterval(timeout)
+        cond.lock()
+        defer { cond.unlock() }
+        while started && (!queue.isEmpty || dropped > 0 || writing) {
+            if !cond.wait(until: deadline) { return }
+        }
     }
 }
 
@@ -152,6 +214,19 @@ extension StructuredLogHandler {
             return !done
         }
         guard first else { return }
-        LoggingSystem.bootstrap { label in StructuredLogHandler(label: label, format: format, level: level) }
+        let sink = LogSink(fd: 2) { n in
+            StructuredLogHandler.line(
+                format: format, time: Date(), level: .warning, source: "KianaNode", message: "log lines dropped: the log reader fell behind",
+                metadata: ["dropped": .stringConvertible(n)])
+        }
+        installedSink.withLock { $0 = sink }
+        LoggingSystem.bootstrap { label in StructuredLogHandler(label: label, format: format, level: level, sink: sink) }
+    }
+
+    private static let installedSink = Mutex<LogSink?>(nil)
+
+    /// Writes out what is queued (at most `timeout` seconds); call before the process exits.
+    public static func flush(timeout: Double = 2) {
+        installedSink.withLock { $0 }?.flush(timeout: timeout)
     }
 }

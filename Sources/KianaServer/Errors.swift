@@ -9,6 +9,7 @@ import KianaCore
 import KianaNet
 import KianaStore
 import NIOCore
+import NIOHTTP1
 
 /// The one place errors become HTTP responses: `{"error":{"code":…,"message":…}}` with a
 /// status chosen by the error's code. Unknown errors are 500 with a generic message (their
@@ -19,6 +20,12 @@ struct APIErrorMiddleware<Context: RequestContext>: RouterMiddleware {
             return try await next(request, context)
         } catch {
             let (status, code, message) = Self.describe(error)
+            if status.code >= 500 {
+                // What failed, for the operator: the error's type and code, never its text (which
+                // may quote the request).
+                context.logger.warning(
+                    "request failed", metadata: ["error": .string(String(reflecting: type(of: error))), "code": .string(code)])
+            }
             let body = ErrorBodyDTO(error: .init(code: code, message: message, type: status.code >= 500 ? "server_error" : "invalid_request_error"))
             return Response(status: status, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: JSONText.encode(body))))
         }
@@ -31,6 +38,10 @@ struct APIErrorMiddleware<Context: RequestContext>: RouterMiddleware {
         }
         if let e = error as? any KianaError {
             return (e.code.httpStatus, e.code.rawValue, e.message)
+        }
+        if error is HTTPParserError {
+            // The body ended early (the client hung up) or did not parse: the client's doing.
+            return (.badRequest, ErrorCode.invalidInput.rawValue, "the request was cut off or is not valid HTTP")
         }
         if let e = error as? any HTTPResponseError {
             return (e.status, ErrorCode(status: e.status).rawValue, e.status.reasonPhrase)

@@ -111,15 +111,17 @@ final class Metrics: Sendable {
         }
     }
 
-    /// Brings a counter that mirrors a total kept elsewhere up to `total` (a total that went
-    /// down, after a restart of its owner, is taken as new counting from zero).
+    /// Brings a counter that mirrors a total kept elsewhere up to `total`. The owners' totals
+    /// only grow while the process lives, so a smaller `total` is an older reading (two scrapes
+    /// that read their figures in one order and render in the other) and adds nothing.
     func mirror(_ name: String, _ help: String, _ labels: [(String, String)] = [], total: Int) {
         let c = counter(name, help, labels)
         let k = Self.key(name, labels)
         let delta = series.withLock { s -> Int in
             let last = s.mirrored[k] ?? 0
+            guard total > last else { return 0 }
             s.mirrored[k] = total
-            return total >= last ? total - last : total
+            return total - last
         }
         if delta > 0 { c.increment(by: Int64(delta)) }
     }
@@ -178,7 +180,7 @@ struct MetricsMiddleware<Context: RequestContext>: RouterMiddleware {
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         let start = DispatchTime.now().uptimeNanoseconds
         func done(_ status: Int) {
-            let route = context.endpointPath ?? "unmatched"
+            let route = context.endpointPath ?? "NotFound"
             metrics.record(
                 method: request.method.rawValue, route: route, status: status,
                 seconds: Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)

@@ -42,7 +42,7 @@ struct RequestLogMiddleware<Context: RequestContext>: RouterMiddleware {
             level: level, "request answered",
             metadata: [
                 "method": .string(request.method.rawValue),
-                "route": .string(context.endpointPath ?? "unmatched"),
+                "route": .string(context.endpointPath ?? "NotFound"),
                 "status": .stringConvertible(status),
                 "ms": .string(String(format: "%.1f", Double(elapsed.components.attoseconds) / 1e15 + Double(elapsed.components.seconds) * 1000)),
             ])

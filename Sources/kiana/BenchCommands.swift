@@ -27,7 +27,7 @@ struct BenchNet: AsyncParsableCommand {
             }
             say("kiana bench net: loopback TCP, \(ProcessInfo.processInfo.activeProcessorCount) cores, best of \(repeats)")
             let bench = NetBench(handshakes: handshakes, megabytes: megabytes, messageSize: messageSize, repeats: repeats)
-            let rows = try await bench.run { FileHandle.standardError.write(Data("  … \($0)\n".utf8)) }
+            let rows = try await bench.run { Output.emit(2, Data("  … \($0)\n".utf8)) }
             say(NetBench.render(rows))
         }
     }
@@ -49,7 +49,7 @@ struct BenchSync: AsyncParsableCommand {
             }
             say("kiana bench sync: 3 devices in this process, real SQLite files, Noise links on loopback, \(ProcessInfo.processInfo.activeProcessorCount) cores")
             let bench = SyncBench(writes: writes, entries: entries, perBlock: perBlock, pause: .milliseconds(pause))
-            let r = try await bench.run { FileHandle.standardError.write(Data("  … \($0)\n".utf8)) }
+            let r = try await bench.run { Output.emit(2, Data("  … \($0)\n".utf8)) }
             say(SyncBench.render(r, writes: writes))
         }
     }
@@ -70,7 +70,7 @@ struct BenchLedger: ParsableCommand {
             }
             let bench = LedgerBench(entries: entries, entriesPerBlock: perBlock, leaves: leaves, repeats: repeats, withStore: !noStore)
             say("kiana bench ledger: \(entries) entries in blocks of \(perBlock), \(ProcessInfo.processInfo.activeProcessorCount) cores, best of \(repeats)")
-            let rows = try bench.run { FileHandle.standardError.write(Data("  … \($0)\n".utf8)) }
+            let rows = try bench.run { Output.emit(2, Data("  … \($0)\n".utf8)) }
             say(LedgerBench.render(rows))
         }
     }
@@ -91,7 +91,7 @@ struct BenchEmbed: ParsableCommand {
                 throw KianaNodeError(.invalidInput, "sentences, batch (1…4096), repeats and threads must be positive")
             }
             let b = try EmbedBench(modelDirectory: model.directory(data), sentences: sentences, batch: batch, repeats: repeats, threads: threads)
-            say(try b.run { FileHandle.standardError.write(Data("  … \($0)\n".utf8)) })
+            say(try b.run { Output.emit(2, Data("  … \($0)\n".utf8)) })
         }
     }
 }
@@ -113,7 +113,7 @@ struct BenchVector: ParsableCommand {
                 throw KianaNodeError(.invalidInput, "count, queries, clusters positive; --m 2…256; --ef-construction ≥ m; --ef a list of positive numbers")
             }
             let b = VectorBench(count: count, queries: queries, clusters: clusters, m: m, efConstruction: efConstruction, efs: efs)
-            say(try b.run { FileHandle.standardError.write(Data("  … \($0)\n".utf8)) })
+            say(try b.run { Output.emit(2, Data("  … \($0)\n".utf8)) })
         }
     }
 }
@@ -164,7 +164,7 @@ struct BenchAnswers: AsyncParsableCommand {
                 c.model = compareModel
                 b.compare = c
             }
-            let note: @Sendable (String) -> Void = { FileHandle.standardError.write(Data("  … \($0)\n".utf8)) }
+            let note: @Sendable (String) -> Void = { Output.emit(2, Data("  … \($0)\n".utf8)) }
             if calibrate {
                 say(try await b.calibrate(verbose: verbose, progress: note))
                 return
@@ -192,7 +192,7 @@ struct BenchRetrieval: ParsableCommand {
     func run() throws {
         try perform {
             let b = try RetrievalBench(modelDirectory: model.directory(data), setPath: set)
-            let scores = try b.run { FileHandle.standardError.write(Data("  … \($0)\n".utf8)) }
+            let scores = try b.run { Output.emit(2, Data("  … \($0)\n".utf8)) }
             if json {
                 let rows = scores.map {
                     ["mode": $0.mode.rawValue, "kind": $0.kind, "queries": $0.queries, "ndcg10": $0.ndcg, "recall10": $0.recall] as [String: Any]
@@ -241,7 +241,7 @@ struct BenchHTTP: AsyncParsableCommand {
             defer { server.stop() }
             let base = try await server.waitForURL()
             let count = min(items, set.passages.count)
-            FileHandle.standardError.write(Data("  … warming up (loads the embedder, embeds \(count) passages)\n".utf8))
+            Output.emit(2, Data("  … warming up (loads the embedder, embeds \(count) passages)\n".utf8))
             let warm = try await Self.get(base + "/api/v1/search?q=warm%20up&k=1")
             guard (try? JSONSerialization.jsonObject(with: warm) as? [String: Any])?["hits"] != nil else {
                 throw KianaNodeError(.invalidInput, "the node's search does not answer: \(String(decoding: warm, as: UTF8.self).prefix(300))")
@@ -261,7 +261,7 @@ struct BenchHTTP: AsyncParsableCommand {
                 HTTPBench.Target(name: "GET /api/v1/search keyword", urls: search("keyword")),
                 HTTPBench.Target(name: "GET /api/v1/search hybrid", urls: search("hybrid")),
             ] {
-                FileHandle.standardError.write(Data("  … \(target.name)\n".utf8))
+                Output.emit(2, Data("  … \(target.name)\n".utf8))
                 rows.append(try await bench.measure(target))
             }
             var reference: HTTPBench.Result?
@@ -270,7 +270,7 @@ struct BenchHTTP: AsyncParsableCommand {
                 let body = try await Self.get(base + "/health")
                 let nginx = try bench.startNginx(body: String(decoding: body, as: UTF8.self))
                 defer { nginx.stop() }
-                FileHandle.standardError.write(Data("  … nginx static file (reference)\n".utf8))
+                Output.emit(2, Data("  … nginx static file (reference)\n".utf8))
                 reference = try await bench.measure(.init(name: "nginx: the same bytes, static", urls: [nginx.url]))
             } else {
                 say("(nginx is not installed: no reference; `make bench` installs nginx-light)")

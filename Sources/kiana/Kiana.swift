@@ -21,6 +21,9 @@ struct Kiana: AsyncParsableCommand {
     /// are not valid UTF-8 are refused here: Swift would otherwise replace the bad bytes silently.
     static func main() async {
         umask(0o077)
+        // A closed stdout or stderr pipe (`kiana serve | head`) is an error to report, not a
+        // signal that kills the process.
+        signal(SIGPIPE, SIG_IGN)
         if let bad = CommandLine.invalidUTF8Argument {
             Output.error(KianaNodeError(.invalidInput, "argument \(bad) is not valid UTF-8 text"))
             Glibc.exit(1)
@@ -32,13 +35,15 @@ struct Kiana: AsyncParsableCommand {
             } else {
                 try command.run()
             }
+            StructuredLogHandler.flush()
         } catch {
+            StructuredLogHandler.flush()
             let code = exitCode(for: error)
             // Help and --version print as usual; a mistake on the command line is one line and
             // exit code 1, like every other error (the usage is a `--help` away).
             if code == .success || error is ExitCode { exit(withError: error) }
             let message = Self.message(for: error).split(separator: "\n").first.map(String.init) ?? "invalid arguments"
-            FileHandle.standardError.write(Data("kiana: \(message.replacingOccurrences(of: "Error: ", with: "")) (see `kiana help`)\n".utf8))
+            Output.emit(2, Data("kiana: \(message.replacingOccurrences(of: "Error: ", with: "")) (see `kiana help`)\n".utf8))
             Glibc.exit(1)
         }
     }

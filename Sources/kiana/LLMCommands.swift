@@ -33,11 +33,11 @@ struct SamplingFlags: ParsableArguments {
 }
 
 func writeOut(_ s: String) {
-    FileHandle.standardOutput.write(Data(s.utf8))
+    Output.emit(1, Data(s.utf8))
 }
 
 func writeErr(_ s: String) {
-    FileHandle.standardError.write(Data(s.utf8))
+    Output.emit(2, Data(s.utf8))
 }
 
 struct Tokenize: ParsableCommand {

@@ -156,7 +156,7 @@ struct Export: ParsableCommand {
                 }
                 Output.note("Exported \(try node.counts().blocks) blocks to \(output)")
             } else {
-                FileHandle.standardOutput.write(json)
+                Output.emit(1, json)
                 say("")
             }
         }

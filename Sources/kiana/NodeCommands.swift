@@ -52,10 +52,14 @@ struct Serve: AsyncParsableCommand {
             extra["models.preload"] = preloadModels
             extra["models.dir"] = model.modelDir
             let settings = try ServeSettings.resolve(flags, extra: extra, directory: directory)
-            for note in settings.notes { Output.note("kiana: " + note) }
             StructuredLogHandler.install(format: settings.logFormat, level: settings.logLevel)
             var logger = Logger(label: "kiana")
             logger.logLevel = settings.logLevel
+            if settings.logFormat == .json { Output.errorLogger.withLock { $0 = logger } }
+            // Shown whatever the level: how the settings were taken (a token required off loopback).
+            var noticeLogger = logger
+            noticeLogger.logLevel = min(logger.logLevel, .notice)
+            for note in settings.notes { noticeLogger.notice("settings note", metadata: ["note": .string(note)]) }
             let shownHost = settings.http.host
             try await NodeServer.run(
                 directory: directory, settings: settings, modelDirectory: LocalModels.directory(settings.config, dataDirectory: directory), logger: logger

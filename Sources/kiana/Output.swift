@@ -1,6 +1,8 @@
 import ArgumentParser
 import Foundation
 import KianaNode
+import Logging
+import Synchronization
 
 /// `--json` on the read commands: the same values the text shows, as JSON, so scripts never
 /// parse text.
@@ -21,24 +23,42 @@ enum Output {
     static func json<T: Encodable>(_ value: T, pretty: Bool = true) throws {
         let enc = JSONEncoder()
         enc.outputFormatting = pretty ? [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes] : [.sortedKeys, .withoutEscapingSlashes]
-        FileHandle.standardOutput.write(try enc.encode(value))
-        FileHandle.standardOutput.write(Data("\n".utf8))
+        Output.emit(1, try enc.encode(value))
+        Output.emit(1, Data("\n".utf8))
     }
 
     /// An error on stderr: `kiana: <line>`.
     static func error(_ error: any Error) {
-        FileHandle.standardError.write(Data(("kiana: " + ErrorLine.text(for: error) + "\n").utf8))
+        if let logger = errorLogger.withLock({ $0 }) {
+            logger.error("command failed", metadata: ["error": .string(ErrorLine.text(for: error))])
+            return
+        }
+        write(2, "kiana: " + ErrorLine.text(for: error) + "\n")
+    }
+
+    /// Set by `serve --log-format json`: errors become log lines too, so its stderr is all JSON.
+    static let errorLogger = Mutex<Logger?>(nil)
+
+    /// Bytes to stdout (1) or stderr (2); a closed pipe is ignored rather than fatal (SIGPIPE is
+    /// ignored, and Foundation's old `write(_:)` traps on EPIPE).
+    static func emit(_ fd: Int32, _ data: Data) {
+        try? (fd == 1 ? FileHandle.standardOutput : FileHandle.standardError).write(contentsOf: data)
+    }
+
+    /// Writes to stdout (1) or stderr (2); a closed pipe is ignored rather than fatal.
+    static func write(_ fd: Int32, _ text: String) {
+        try? (fd == 1 ? FileHandle.standardOutput : FileHandle.standardError).write(contentsOf: Data(text.utf8))
     }
 
     /// A line on stderr (notes and progress that are not the command's result).
     static func note(_ line: String) {
-        FileHandle.standardError.write(Data((Terminal.escape(line, multiline: true) + "\n").utf8))
+        write(2, Terminal.escape(line, multiline: true) + "\n")
     }
 }
 
 /// One line (or several) of text on stdout, control characters escaped.
 func say(_ line: String) {
-    FileHandle.standardOutput.write(Data((Terminal.escape(line, multiline: true) + "\n").utf8))
+    Output.write(1, Terminal.escape(line, multiline: true) + "\n")
 }
 
 /// Runs a command body; any error becomes one line on stderr and exit code 1.

@@ -146,6 +146,67 @@ import Testing
         #expect(id.count == 16 && id != "a=b")
     }
 
+    /// Nobody reads the log (its pipe is full): requests are still answered promptly, SIGTERM
+    /// still stops the node, and once the log is read again it says how many lines it dropped.
+    /// In JSON mode even the error that stops a second node on the same directory is JSON.
+    @Test func anUnreadLogNeverStallsTheNode() async throws {
+        let dir = try TempDir()
+        defer { dir.cleanup() }
+        #expect(try await kiana(["init", "--data-dir", dir.path]).status == 0)
+        let env = ProcessInfo.processInfo.environment
+        let node = try Spawned(
+            kianaBinary(),
+            ["serve", "--data-dir", dir.path, "--port", "0", "--p2p-port", "0", "--p2p-host", "127.0.0.1", "--discovery", "off", "--log-level", "info",
+             "--log-format", "json"],
+            environment: env)
+        defer { if node.isRunning { node.signal(SIGKILL) } }
+        // The banner (stdout) gives the port; standard error is not read until the end.
+        var banner = ""
+        let start = Date()
+        while !banner.contains("serving http://"), Date().timeIntervalSince(start) < 60 {
+            let d = node.stdout.availableData
+            if d.isEmpty { break }
+            banner += String(decoding: d, as: UTF8.self)
+        }
+        let port = try #require(banner.range(of: #"127\.0\.0\.1:(\d+)"#, options: .regularExpression).flatMap { Int(banner[$0].split(separator: ":").last!) }, "\(banner)")
+        // 6,000 answered requests log ~1.4 MB: more than the pipe (64 KiB) and the queue (1 MiB) hold.
+        let script = """
+            import http.client, sys, time
+            c = http.client.HTTPConnection("127.0.0.1", \(port), timeout=5)
+            worst = 0.0
+            for i in range(6000):
+                t = time.monotonic()
+                c.request("GET", "/api/v1/knowledge?limit=1")
+                r = c.getresponse(); r.read()
+                if r.status != 200: sys.exit("status %d at request %d" % (r.status, i))
+                worst = max(worst, time.monotonic() - t)
+            print("worst %.3f s" % worst)
+            """
+        let py = try await runProcess(python3(), ["-c", script])
+        #expect(py.status == 0, "requests stalled with the log unread: \(String(decoding: py.err, as: UTF8.self))")
+        // A second node on the same directory: refused, and its error is a JSON log line.
+        let second = try await kiana(["serve", "--data-dir", dir.path, "--port", "0", "--p2p-port", "0", "--discovery", "off", "--log-format", "json"])
+        #expect(second.status == 1)
+        let errLines = second.err.split(separator: "\n")
+        #expect(!errLines.isEmpty && errLines.allSatisfy { (try? JSONSerialization.jsonObject(with: Data($0.utf8))) != nil }, "\(second.err)")
+        #expect(second.err.contains("\"level\":\"error\"") && second.err.contains("already serving"), "\(second.err)")
+
+        // The log is read again: the queued lines, then the count of those dropped.
+        let stderr = try #require(node.stderr)
+        let reading = Task.detached { stderr.readDataToEndOfFile() }
+        try await Task.sleep(for: .seconds(1))
+        node.signal(SIGTERM)
+        let stopBy = Date().addingTimeInterval(20)
+        while node.isRunning && Date() < stopBy { try? await Task.sleep(for: .milliseconds(50)) }
+        #expect(!node.isRunning, "SIGTERM did not stop a node whose log is unread")
+        #expect(node.exitStatus == 0)
+        let log = String(decoding: await reading.value, as: UTF8.self)
+        #expect(log.contains("log lines dropped"), "\(log.suffix(500))")
+        for l in log.split(separator: "\n") {
+            #expect((try? JSONSerialization.jsonObject(with: Data(l.utf8))) != nil, "not JSON: \(l.prefix(300))")
+        }
+    }
+
     /// A strict logfmt reader: `key=value` pairs separated by one space; a value is bare
     /// (no space, quote, `=` or backslash) or double-quoted with `\"`, `\\`, `\n`, `\r`, `\t` escapes.
     static func logfmt(_ line: String) -> [(String, String)]? {
