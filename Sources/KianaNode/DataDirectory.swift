@@ -142,6 +142,12 @@ public struct DataDirectory: Sendable {
             unlink(tmp)
             throw KianaNodeError(.keyFile, "cannot write \(path): \(String(cString: strerror(errno)))")
         }
+        // Run as root on a directory another user owns (the systemd service's, `sudo kiana …`):
+        // the key belongs to that user, or the node could not read it.
+        var owner = stat()
+        if geteuid() == 0, stat((path as NSString).deletingLastPathComponent, &owner) == 0, owner.st_uid != 0 {
+            _ = chown(path, owner.st_uid, owner.st_gid)
+        }
         let dir = open((path as NSString).deletingLastPathComponent, O_RDONLY)
         if dir >= 0 {
             fsync(dir)
@@ -154,6 +160,10 @@ public struct DataDirectory: Sendable {
         guard stat(path, &st) == 0 else { throw KianaNodeError(.keyFile, "cannot read \(path): \(String(cString: strerror(errno)))") }
         guard st.st_mode & 0o077 == 0 else {
             throw KianaNodeError(.keyFile, "\(path) is readable by other users (mode \(String(st.st_mode & 0o777, radix: 8))): run chmod 600 \(path)")
+        }
+        guard access(path, R_OK) == 0 else {
+            throw KianaNodeError(
+                .keyFile, "cannot read \(path): \(String(cString: strerror(errno))) (owned by uid \(st.st_uid); this process runs as uid \(geteuid()))")
         }
         guard let data = FileManager.default.contents(atPath: path), data.count == 32 else {
             throw KianaNodeError(.keyFile, "\(path) does not hold a 32-byte key")

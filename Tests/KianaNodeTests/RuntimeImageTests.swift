@@ -38,6 +38,14 @@ import Testing
         #expect(env["KIANA_DATA_DIR"] == "/data" && env["KIANA_MODEL_DIR"] == "/usr/local/share/kiana/models")
         #expect(env["KIANA_HOST"] == nil, "the image must not open the API beyond loopback by default")
 
+        // The build stage copies every directory the manifest's targets live in (SwiftPM checks
+        // all target paths, test targets' too, when it loads the package).
+        let manifest = try String(contentsOfFile: Shared.packageRoot.path + "/Package.swift", encoding: .utf8)
+        var roots: Set<String> = ["Sources"]
+        if manifest.contains(".testTarget(") { roots.insert("Tests") }
+        for m in manifest.matches(of: /path: "([^"\/]+)\//) { roots.insert(String(m.1)) }
+        for root in roots { #expect(d.contains("COPY \(root) \(root)"), "the build stage does not copy \(root)/") }
+
         // compose.yaml read by PyYAML.
         let script = """
             import json, sys, yaml
