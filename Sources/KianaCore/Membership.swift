@@ -134,17 +134,25 @@ public struct Membership: Hashable, Sendable {
     }
 
     /// A device moves its own seat to a new key (decision 99): no vote by others, because the
-    /// number of authorities and who holds power do not change. The old key's pending votes no
-    /// longer count, and pending votes about either key are settled. A rotation to a key that
+    /// number of authorities and who holds power do not change. The seat keeps its votes:
+    /// votes the old key cast count as the new key's, and pending votes about the old key
+    /// (a drop under way) now concern the new one, so rotating cannot shake off a drop. Pending
+    /// votes to add the new key are settled (it holds a seat now). A rotation to a key that
     /// already is an authority, or by a key that is not the one it names, changes nothing.
     mutating func rotate(from signer: [UInt8], to vote: Vote) {
-        guard vote.replaces == signer, !authorities.contains(vote.target) else { return }
+        let new = vote.target
+        guard vote.replaces == signer, !authorities.contains(new) else { return }
         authorities.remove(signer)
-        authorities.insert(vote.target)
-        for c in votes where c.signer == signer { uncast(c.vote) }
-        votes.removeAll { $0.signer == signer || $0.vote.target == signer || $0.vote.target == vote.target }
-        tally[signer] = nil
-        tally[vote.target] = nil
+        authorities.insert(new)
+        votes.removeAll { $0.vote.target == new }
+        tally[new] = nil
+        votes = votes.map { c in
+            var c = c
+            if c.signer == signer { c.signer = new }
+            if c.vote.target == signer { c.vote.target = new }
+            return c
+        }
+        if let t = tally.removeValue(forKey: signer) { tally[new] = t }
     }
 
     /// Applies a vote found in the ledger: a vote by a device that is no longer an authority

@@ -28,9 +28,12 @@ public struct DataDirectory: Sendable {
 
     public var identityKeyPath: String { path + "/identity.key" }
     public var transportKeyPath: String { path + "/transport.key" }
-    /// Keys waiting to replace the current ones during a key rotation (`KeyRotation`).
-    public var nextIdentityKeyPath: String { path + "/identity.next.key" }
-    public var nextTransportKeyPath: String { path + "/transport.next.key" }
+    /// During a key rotation (`KeyRotation`): the keys waiting to replace the current ones
+    /// (identity ‖ transport, 64 bytes, 0600), the mark that another device holds the rotation,
+    /// and the lock one `kiana device rotate` at a time holds.
+    public var nextKeysPath: String { path + "/rotation.next.key" }
+    public var rotationConfirmedPath: String { path + "/rotation.confirmed" }
+    public var rotationLockPath: String { path + "/rotation.lock" }
     public var databasePath: String { path + "/kiana.sqlite" }
 
     /// The control token of the running node (0600), for the local CLI.
@@ -155,7 +158,7 @@ public struct DataDirectory: Sendable {
         }
     }
 
-    static func readSecret(_ path: String) throws(KianaNodeError) -> [UInt8] {
+    static func readSecret(_ path: String, count: Int = 32) throws(KianaNodeError) -> [UInt8] {
         var st = stat()
         guard stat(path, &st) == 0 else { throw KianaNodeError(.keyFile, "cannot read \(path): \(String(cString: strerror(errno)))") }
         guard st.st_mode & 0o077 == 0 else {
@@ -165,8 +168,8 @@ public struct DataDirectory: Sendable {
             throw KianaNodeError(
                 .keyFile, "cannot read \(path): \(String(cString: strerror(errno))) (owned by uid \(st.st_uid); this process runs as uid \(geteuid()))")
         }
-        guard let data = FileManager.default.contents(atPath: path), data.count == 32 else {
-            throw KianaNodeError(.keyFile, "\(path) does not hold a 32-byte key")
+        guard let data = FileManager.default.contents(atPath: path), data.count == count else {
+            throw KianaNodeError(.keyFile, "\(path) does not hold a \(count)-byte key")
         }
         return [UInt8](data)
     }

@@ -2,10 +2,15 @@ import Foundation
 import KianaCore
 import KianaStore
 
-/// Moving this device's seat to a new identity key (decision 99). The new keys are written
-/// beside the current ones first (`identity.next.key`, `transport.next.key`, 0600), then the old
-/// key writes a rotation vote the new key co-signs, then the next keys replace the current ones.
-/// Every step can be repeated: a crash or a timeout leaves a state `rotate` (or `serve`) finishes.
+/// Moving this device's seat to a new identity key (decision 99), in steps that can each be
+/// repeated after a crash or a timeout:
+/// 1. the new keys are written to `rotation.next.key` (one file, atomically);
+/// 2. the old key writes the rotation vote the new key co-signs;
+/// 3. another authority is seen holding it (`rotation.confirmed`), or none exists;
+/// 4. the new keys are written over the current ones and the next file is removed.
+/// The switch (4) happens only after 3: other devices refuse links from a key their chain does
+/// not know, so a device that switched before one of them held the rotation could never hand it
+/// on, and its seat would be lost. Until then the node keeps its old key and passes the rotation on.
 public enum KeyRotation {
     /// Where the rotation stands.
     public struct Progress: Sendable {
@@ -13,36 +18,19 @@ public enum KeyRotation {
         public var new: DeviceID
         /// Height of the block holding the rotation vote.
         public var block: UInt64
-        /// Whether other authorities exist (then they must learn the rotation from this device).
+        /// Whether other authorities exist (then one must hold the rotation before the switch).
         public var othersExist: Bool
     }
 
-    /// Writes the next keys (unless a rotation is already under way) and the rotation vote
-    /// (unless the chain already holds it). The node must be an authority. With other
-    /// authorities and no serving node, nothing is done: they could not learn the new key.
+    /// Writes the next keys (unless a rotation is under way) and the rotation vote (unless the
+    /// chain holds it). With other authorities and no serving node nothing new is written: they
+    /// could not learn the new key.
     public static func begin(directory: DataDirectory, serving: Bool, now: UInt64 = currentMillis()) throws -> Progress {
         let node = try Node.open(directory: directory)
         let old = node.identity
         let membership = try node.store.membership()
-        let next: DeviceIdentity
-        if let pending = try loadNext(directory) {
-            next = pending
-        } else {
-            guard membership.authorities.contains(old.publicKey) else {
-                throw KianaNodeError(.notAuthority, "this device (\(old.deviceID)) is not an authority; only an authority's key can be rotated")
-            }
-            let others = membership.authorities.subtracting([old.publicKey])
-            guard others.isEmpty || serving else {
-                throw KianaNodeError(
-                    .notRunning,
-                    "\(others.count) other authorit\(others.count == 1 ? "y" : "ies") must learn the new key from this device: start it (`kiana serve`) so it is linked to them, then run `kiana device rotate` again")
-            }
-            next = DeviceIdentity.generate()
-            try DataDirectory.writeSecret(Array(next.transportKey.rawRepresentation), to: directory.nextTransportKeyPath)
-            // The identity key last: its presence means the next identity is complete.
-            try DataDirectory.writeSecret(Array(next.signingKey.rawRepresentation), to: directory.nextIdentityKeyPath)
-        }
-        if membership.authorities.contains(next.publicKey) {
+        let pending = try loadNext(directory)
+        if let next = pending, membership.authorities.contains(next.publicKey) {
             // The vote is on the chain already (a repeated run).
             guard let block = try rotationBlock(node, to: next.publicKey) else {
                 throw KianaNodeError(.internal, "the new key is an authority but no rotation to it is on the chain")
@@ -50,61 +38,77 @@ public enum KeyRotation {
             return Progress(old: old.deviceID, new: next.deviceID, block: block, othersExist: membership.authorities.count > 1)
         }
         guard membership.authorities.contains(old.publicKey) else {
-            throw KianaNodeError(.notAuthority, "this device (\(old.deviceID)) is no longer an authority, so it cannot hand its seat on")
+            throw KianaNodeError(.notAuthority, "this device (\(old.deviceID)) is not an authority; only an authority's key can be rotated")
         }
+        let others = membership.authorities.subtracting([old.publicKey])
+        guard others.isEmpty || serving else { throw mustServe(others.count) }
         try node.requireWritable()
+        let next: DeviceIdentity
+        if let pending {
+            next = pending
+        } else {
+            next = DeviceIdentity.generate()
+            try DataDirectory.writeSecret(Array(next.signingKey.rawRepresentation) + Array(next.transportKey.rawRepresentation), to: directory.nextKeysPath)
+        }
         guard let network = try node.network() else { throw KianaNodeError(.notInitialized, "no ledger here yet") }
         let r = try node.store.write(vote: Vote.rotation(network: network, old: old.publicKey, new: next), identity: old, now: now)
-        return Progress(old: old.deviceID, new: next.deviceID, block: r.block.height, othersExist: membership.authorities.count > 1)
+        return Progress(old: old.deviceID, new: next.deviceID, block: r.block.height, othersExist: !others.isEmpty)
     }
 
-    /// Height of the canonical block holding a rotation to `key`, if any.
+    static func mustServe(_ others: Int) -> KianaNodeError {
+        KianaNodeError(
+            .notRunning,
+            "\(others) other authorit\(others == 1 ? "y" : "ies") must learn the new key from this device: start it (`kiana serve`) so it is linked to them, then run `kiana device rotate` again")
+    }
+
+    /// Height of the canonical block holding a rotation to `key`, if any (newest blocks first).
     static func rotationBlock(_ node: Node, to key: [UInt8]) throws -> UInt64? {
-        for b in try node.store.blocks(from: 1, through: .max).reversed() {
-            for e in b.entries where e.kind == .authorityVote {
-                if let v = try? Vote(payload: e.payload), v.isRotation, v.target == key { return b.height }
+        guard var top = try node.store.head()?.height else { return nil }
+        while top > 0 {
+            let from = top > 256 ? top - 255 : 1
+            for b in try node.store.blocks(from: from, through: top).reversed() {
+                for e in b.entries where e.kind == .authorityVote {
+                    if let v = try? Vote(payload: e.payload), v.isRotation, v.target == key { return b.height }
+                }
             }
+            top = from - 1
         }
         return nil
     }
 
     /// The next identity, if a rotation is under way.
     public static func loadNext(_ directory: DataDirectory) throws(KianaNodeError) -> DeviceIdentity? {
-        guard FileManager.default.fileExists(atPath: directory.nextIdentityKeyPath) else { return nil }
-        let s = try DataDirectory.readSecret(directory.nextIdentityKeyPath)
-        let t = try DataDirectory.readSecret(directory.nextTransportKeyPath)
+        guard FileManager.default.fileExists(atPath: directory.nextKeysPath) else { return nil }
+        let both = try DataDirectory.readSecret(directory.nextKeysPath, count: 64)
         do throws(KianaCoreError) {
-            return try DeviceIdentity(signingKeyRaw: s, transportKeyRaw: t)
+            return try DeviceIdentity(signingKeyRaw: Array(both[0..<32]), transportKeyRaw: Array(both[32..<64]))
         } catch {
-            throw KianaNodeError(.keyFile, "the next key files in \(directory.path) are damaged: \(error.message)")
+            throw KianaNodeError(.keyFile, "\(directory.nextKeysPath) is damaged: \(error.message)")
         }
     }
 
-    /// Replaces the current keys with the next ones once the chain has made the next key an
-    /// authority; true if it did. The old private key is gone afterwards (it can no longer sign
-    /// anything accepted). Each rename is atomic; a crash between the two leaves the new
-    /// identity with the old transport key, which is valid (the identity signs whichever
-    /// transport key it presents) and is finished by the next call.
+    /// Records that another authority holds the rotation to `next` (or that none exists).
+    public static func markConfirmed(directory: DataDirectory, next: DeviceIdentity) throws(KianaNodeError) {
+        try DataDirectory.writeSecret(next.publicKey, to: directory.rotationConfirmedPath)
+    }
+
+    /// Writes the next keys over the current ones once the chain has made the next key an
+    /// authority and another authority holds that (or the next key is the only authority);
+    /// true if it did. Repeating it after a crash finishes it. The old private key is gone
+    /// afterwards (it can no longer sign anything accepted).
     @discardableResult
     public static func promoteIfRotated(directory: DataDirectory) throws -> Bool {
-        let fm = FileManager.default
-        let identityPending = fm.fileExists(atPath: directory.nextIdentityKeyPath)
-        let transportPending = fm.fileExists(atPath: directory.nextTransportKeyPath)
-        guard identityPending || transportPending else { return false }
-        if identityPending {
-            guard let next = try loadNext(directory) else { return false }
-            let node = try Node.open(directory: directory, forReading: true)
-            guard try node.store.membership().authorities.contains(next.publicKey) else { return false }
-        }
-        if transportPending { try rename(directory.nextTransportKeyPath, to: directory.transportKeyPath) }
-        if identityPending { try rename(directory.nextIdentityKeyPath, to: directory.identityKeyPath) }
+        guard let next = try loadNext(directory) else { return false }
+        let node = try Node.open(directory: directory, forReading: true)
+        let authorities = try node.store.membership().authorities
+        guard authorities.contains(next.publicKey) else { return false }
+        let confirmed = (try? DataDirectory.readSecret(directory.rotationConfirmedPath)) == next.publicKey
+        guard confirmed || authorities == [next.publicKey] else { return false }
+        try DataDirectory.writeSecret(Array(next.transportKey.rawRepresentation), to: directory.transportKeyPath)
+        try DataDirectory.writeSecret(Array(next.signingKey.rawRepresentation), to: directory.identityKeyPath)
+        unlink(directory.rotationConfirmedPath)
+        unlink(directory.nextKeysPath)
         return true
-    }
-
-    static func rename(_ from: String, to: String) throws(KianaNodeError) {
-        guard Foundation.rename(from, to) == 0 else {
-            throw KianaNodeError(.io, "cannot move \(from) to \(to): \(String(cString: strerror(errno)))")
-        }
     }
 
     /// Whether a member linked to the serving node reports a head at or past `height` on this
@@ -117,5 +121,16 @@ public enum KeyRotation {
             if try node.store.canonicalHashes(at: [h]).first == head { return true }
         }
         return false
+    }
+
+    /// Holds `rotation.lock` for one `kiana device rotate` at a time.
+    public static func lock(_ directory: DataDirectory) throws(KianaNodeError) -> DirectoryLock {
+        let fd = open(directory.rotationLockPath, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw KianaNodeError(.dataDirectory, "cannot open \(directory.rotationLockPath): \(String(cString: strerror(errno)))") }
+        guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
+            close(fd)
+            throw KianaNodeError(.locked, "another `kiana device rotate` is running on \(directory.path)")
+        }
+        return DirectoryLock(fd: fd)
     }
 }

@@ -34,9 +34,18 @@ public enum NodeServer {
         // written, so a second node changes nothing (not node.json, not the control token).
         let lock = try directory.lockForServing()
         defer { withExtendedLifetime(lock) {} }
-        // A key rotation whose vote is on the chain: the new keys take over now.
-        if directory.hasIdentity, try KeyRotation.promoteIfRotated(directory: directory) {
-            logger.notice("key rotation finished: this device now uses its new key")
+        // A key rotation another device holds: the new keys take over now. One still waiting
+        // for that keeps the old key, so this node can pass the rotation on.
+        if directory.hasIdentity, FileManager.default.fileExists(atPath: directory.nextKeysPath) {
+            do {
+                if try KeyRotation.promoteIfRotated(directory: directory) {
+                    logger.notice("key rotation finished: this device now uses its new key")
+                } else {
+                    logger.warning("a key rotation waits for another device to hold it: keep this node linked, then run `kiana device rotate` again")
+                }
+            } catch {
+                logger.error("a key rotation could not be finished; the node keeps its current key", metadata: ["error": .string(ErrorLine.text(for: error))])
+            }
         }
         // The start-up check runs on a read-only connection before anything opens the file for
         // writing (a writer's open alone touches it): a damaged ledger is left exactly as it is.

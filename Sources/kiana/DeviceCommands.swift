@@ -16,7 +16,8 @@ struct DeviceRotate: ParsableCommand {
             The old key writes a vote that the new key co-signs; the other devices need not vote. \
             With other authorities in the network, run it while the node serves and is linked to them: \
             it waits until one of them holds the rotation, then the new key takes over and the node \
-            must be restarted. Run it again to finish a rotation that timed out.
+            must be restarted. Until then the node keeps its old key (also across restarts), so it can \
+            pass the rotation on; run the command again to finish.
             """)
     @OptionGroup var data: DataOptions
     @Option(help: "Seconds to wait for another authority to hold the rotation.") var wait: Int = 60
@@ -24,28 +25,51 @@ struct DeviceRotate: ParsableCommand {
     func run() throws {
         try perform {
             let dir = try data.directory
-            // Not serving: hold the lock, so no node starts with half-rotated keys.
-            var lock: DirectoryLock?
-            do { lock = try dir.lockForServing() } catch let e as KianaNodeError where e.code == .locked { lock = nil }
-            let serving = lock == nil
+            guard dir.hasIdentity else { throw KianaNodeError(.notInitialized, "no KI_ana data in \(dir.path): run `kiana init` first") }
+            let rotating = try KeyRotation.lock(dir)
+            // Not serving: hold the node's lock, so no node starts meanwhile. Held by something
+            // else (a restore, a backup): refuse rather than guess.
+            var serveLock: DirectoryLock?
+            var serving = false
+            do {
+                serveLock = try dir.lockForServing()
+            } catch let e as KianaNodeError where e.code == .locked {
+                guard (try? NodeControl.connect(dir).peers()) != nil else {
+                    throw KianaNodeError(.locked, "\(dir.path) is locked by another process that is not an answering node (a backup or restore?); try again when it is done")
+                }
+                serving = true
+            }
             let p = try KeyRotation.begin(directory: dir, serving: serving)
             say("Rotation from \(p.old) to \(p.new) is in block \(p.block).")
-            if serving && p.othersExist {
+            guard let next = try KeyRotation.loadNext(dir) else {
+                throw KianaNodeError(.internal, "the new keys are missing from \(dir.path)")
+            }
+            if p.othersExist {
+                guard serving else {
+                    throw KianaNodeError(
+                        .notRunning,
+                        "the other devices must receive the rotation from this one before it switches keys: start the node (`kiana serve`), then run `kiana device rotate` again")
+                }
                 say("Waiting for another authority to hold it…")
                 let deadline = Date().addingTimeInterval(TimeInterval(max(0, wait)))
                 while !(try KeyRotation.acknowledged(directory: dir, height: p.block)) {
                     guard Date() < deadline else {
                         throw KianaNodeError(
                             .timeout,
-                            "no other authority holds the rotation yet (is the node linked to one? `kiana peers`); run `kiana device rotate` again to finish")
+                            "no other authority holds the rotation yet (is the node linked to one? `kiana peers`). The node keeps its old key until one does, even if restarted; run `kiana device rotate` again to finish")
                     }
                     Thread.sleep(forTimeInterval: 0.5)
                 }
             }
-            try KeyRotation.promoteIfRotated(directory: dir)
-            withExtendedLifetime(lock) {}
+            try KeyRotation.markConfirmed(directory: dir, next: next)
+            guard try KeyRotation.promoteIfRotated(directory: dir) else {
+                throw KianaNodeError(.internal, "the rotation is confirmed but the new keys did not take over; run `kiana device rotate` again")
+            }
+            withExtendedLifetime((rotating, serveLock)) {}
             say("This device is now \(p.new).")
-            if serving { say("Restart the node to use the new key (`systemctl restart kiana`, or stop `kiana serve` and start it again).") }
+            if serving {
+                say("Restart the node to use the new key (`systemctl restart kiana`, or stop `kiana serve` and start it again); until then it refuses writes.")
+            }
         }
     }
 }

@@ -260,8 +260,9 @@ struct ChainFixture {
         chain.append(seal([voteEntry(rotation, by: f.owner, seq: 4)], by: f.owner))
         s = try ChainValidator.validate(blocks: chain, now: f.now)
         #expect(s.authorities == [next.publicKey, other.publicKey])
-        // The old key's pending proposal no longer counts.
-        #expect(s.membership.tally[third.publicKey] == nil && s.membership.votes.isEmpty)
+        // The seat keeps its pending proposal, now cast by the new key.
+        #expect(s.membership.tally[third.publicKey]?.count == 1)
+        #expect(s.membership.votes.map(\.signer) == [next.publicKey])
         // The new key signs blocks and entries (its own sequence from 1); the old key cannot.
         chain.append(seal([f.entry(by: next, seq: 1, wall: f.t0 + 200)], by: next))
         s = try ChainValidator.validate(blocks: chain, now: f.now)
@@ -275,6 +276,23 @@ struct ChainFixture {
         chain.append(seal([voteEntry(onto, by: next, seq: 2)], by: next))
         s = try ChainValidator.validate(blocks: chain, now: f.now)
         #expect(s.authorities == [next.publicKey, other.publicKey])
+    }
+
+    /// A drop under way against a device survives its rotation: the votes now concern the new
+    /// key, and one more vote completes the drop (rotating cannot shake off a drop).
+    @Test func aPendingDropFollowsTheRotatedSeat() throws {
+        let a = DeviceIdentity.generate()
+        let b = DeviceIdentity.generate()
+        let c = DeviceIdentity.generate()
+        let next = DeviceIdentity.generate()
+        var m = Membership(authorities: [a.publicKey, b.publicKey, c.publicKey])
+        try m.apply(signer: b.publicKey, vote: Vote(target: a.publicKey, authorize: false))
+        #expect(m.tally[a.publicKey]?.count == 1)
+        try m.apply(signer: a.publicKey, vote: Vote.rotation(network: [UInt8](repeating: 3, count: 32), old: a.publicKey, new: next))
+        #expect(m.authorities == [next.publicKey, b.publicKey, c.publicKey])
+        #expect(m.tally[a.publicKey] == nil && m.tally[next.publicKey]?.authorize == false && m.tally[next.publicKey]?.count == 1)
+        try m.apply(signer: c.publicKey, vote: Vote(target: next.publicKey, authorize: false))
+        #expect(m.authorities == [b.publicKey, c.publicKey])
     }
 
     @Test func votePayloadsRoundTripAndOldOnesStillDecode() throws {

@@ -25,9 +25,18 @@ import Testing
         #expect(new != old && r.out.contains("now \(new)"), "\(r.out)")
         #expect(s["authorities"] as? [String] == [new])
         #expect(try Data(contentsOf: URL(fileURLWithPath: a + "/identity.key")) != oldKey)
-        #expect(!FileManager.default.fileExists(atPath: a + "/identity.next.key"))
+        #expect(!FileManager.default.fileExists(atPath: a + "/rotation.next.key"))
         let mode = try FileManager.default.attributesOfItem(atPath: a + "/identity.key")[.posixPermissions] as? Int
         #expect(mode == 0o600)
+        // Two at once: one waits its turn or is refused, the device ends with a key that signs.
+        let r1 = try ChildProcess(kianaBinary(), ["device", "rotate", "--data-dir", a])
+        let r2 = try ChildProcess(kianaBinary(), ["device", "rotate", "--data-dir", a])
+        let (s1, s2) = (await r1.wait(), await r2.wait())
+        #expect(s1 == 0 || s2 == 0, "\(r1.output)\n\(r2.output)")
+        #expect([r1, r2].allSatisfy { $0.output.contains("now ") || $0.output.contains("another `kiana device rotate` is running") }, "\(r1.output)\n\(r2.output)")
+        let after = try await Self.status(a)
+        #expect(after["authorities"] as? [String] == [after["device"] as? String ?? "-"], "\(after)")
+        #expect(!FileManager.default.fileExists(atPath: a + "/rotation.next.key"))
         // The new key writes; the whole ledger verifies with the rotation in it.
         #expect(try await kiana(["remember", "After the rotation", "--data-dir", a]).status == 0)
         let v = try await kiana(["ledger", "verify", "--data-dir", a])
@@ -43,12 +52,28 @@ import Testing
         var nodeA = try await PairingTests.serve(a)
         let ok = try await PairingTests.pair(authority: nodeA, joiner: b, name: "beta")
         #expect(ok.pair == 0 && ok.join == 0, "\(ok.pairOut) \(ok.joinOut)")
-        let nodeB = try await PairingTests.serve(b)
+        var nodeB = try await PairingTests.serve(b)
         let old = try #require(try await Self.status(a)["device"] as? String)
         let bDevice = try #require(try await Self.status(b)["device"] as? String)
         #expect(try await PairingTests.eventually(30) { try PairingTests.connectedMembers(a).contains(bDevice) }, "\(PairingTests.describe(a, b))")
 
-        // Online: A writes the rotation, B holds it, the new key takes over on disk.
+        // B away: the rotation is written but not confirmed; A keeps its key, also across a restart.
+        nodeB.process.signal(SIGTERM)
+        #expect(await nodeB.process.wait() == 0)
+        let early = try await kiana(["device", "rotate", "--data-dir", a, "--wait", "3"])
+        #expect(early.status == 1 && early.err.contains("no other authority holds the rotation yet"), "\(early.out)\(early.err)")
+        nodeA.process.signal(SIGTERM)
+        #expect(await nodeA.process.wait() == 0)
+        nodeA = try await PairingTests.serve(a)
+        #expect(nodeA.process.output.contains("waits for another device"), "\(nodeA.process.output)")
+        #expect(try await Self.status(a)["device"] as? String == old)
+        #expect(FileManager.default.fileExists(atPath: a + "/rotation.next.key"))
+        nodeB = try await PairingTests.serve(b)
+        #expect(try await kiana(["peers", "add", "127.0.0.1:\(nodeA.p2p)", "--data-dir", b]).status == 0)
+        // Linked again, A (still on its old key) hands B the rotation.
+        #expect(try await PairingTests.eventually(30) { try PairingTests.connectedMembers(a).contains(bDevice) }, "\(PairingTests.describe(a, b))")
+
+        // Online again: B holds the rotation, the new key takes over on disk.
         let r = try await kiana(["device", "rotate", "--data-dir", a, "--wait", "60"])
         #expect(r.status == 0, "\(r.out)\(r.err)")
         let new = try #require(try await Self.status(a)["device"] as? String)
@@ -85,7 +110,7 @@ import Testing
         // Stopped, with another authority: refused, nothing written (the other could not learn it).
         let offline = try await kiana(["device", "rotate", "--data-dir", b])
         #expect(offline.status == 1 && offline.err.contains("must learn the new key"), "\(offline.err)")
-        #expect(!FileManager.default.fileExists(atPath: b + "/identity.next.key"))
+        #expect(!FileManager.default.fileExists(atPath: b + "/rotation.next.key"))
         #expect(try await Self.status(b)["device"] as? String == bDevice)
     }
 }
