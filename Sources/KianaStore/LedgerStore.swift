@@ -232,6 +232,8 @@ public struct LedgerStore: Sendable {
                 ORDER BY entry.hlcWall, entry.hlcLogical, entry.author, entry.seq
                 """)
         let authorities = try authorities(db)
+        // A block just sealed may have moved this key's seat (a rotation): it signs no more.
+        guard authorities.contains(identity.publicKey) else { return nil }
         var lastSeq: [[UInt8]: UInt64] = [:]
         var entries: [Entry] = []
         var bytes = 0
