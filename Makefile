@@ -28,7 +28,7 @@ run: build
 # processes too but keep both cores busy embedding for half a minute, so they run on their own
 # (a handshake peer waiting 10 s on a starved responder failed CI once).
 PROCESS_TESTS := ^(KianaNodeTests|KianaNetTests)\.
-HEAVY_PROCESS_TESTS := ^KianaNodeTests\.(RetrievalCLITests|LLMCLITests|CompatAPITests|RestAPITests|BrowserUITests|TrustedAnswerTests|ObservabilityTests)
+HEAVY_PROCESS_TESTS := ^KianaNodeTests\.(RetrievalCLITests|LLMCLITests|CompatAPITests|RestAPITests|BrowserUITests|TrustedAnswerTests|ObservabilityTests|VectorBackendTests)
 # The sync drills (partition, crash while receiving, stranger flood) time propagation and keep
 # both cores busy syncing 20,000 entries, so they run alone, after the other process tests.
 # `make test` runs them bounded (one seed, a 15 s flood); `make drill` in full.

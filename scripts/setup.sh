@@ -36,7 +36,7 @@ fi
 PY=${PYTHON:-python3}
 # Python packages used by the test suite as independent implementations.
 need_pip=()
-specs=("cbor2:cbor2" "cryptography:cryptography" "noise:noiseprotocol" "zeroconf:zeroconf" "openai:openai" "ollama:ollama" "websocket:websocket-client" "yaml:pyyaml" "prometheus_client:prometheus-client")
+specs=("cbor2:cbor2" "cryptography:cryptography" "noise:noiseprotocol" "zeroconf:zeroconf" "openai:openai" "ollama:ollama" "websocket:websocket-client" "yaml:pyyaml" "prometheus_client:prometheus-client" "chromadb:chromadb")
 # `setup.sh bench`: the references `kiana bench embed` and `bench vector` run beside ours.
 [ "${1:-}" = "bench" ] && specs=("numpy:numpy" "faiss:faiss-cpu")
 for spec in "${specs[@]}"; do

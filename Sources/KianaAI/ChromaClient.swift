@@ -1,5 +1,7 @@
 import Foundation
 import KianaCore
+import KianaStore
+import Synchronization
 #if canImport(FoundationNetworking)
     import FoundationNetworking
 #endif
@@ -7,7 +9,7 @@ import KianaCore
 /// A Chroma server's REST API (v2) for one collection of item vectors: the external vector
 /// database of issue 19 part 8. Vectors are unit-length, the collection's space is inner
 /// product, so Chroma's distance is `1 - cosine` and the score returned is the cosine, as the
-/// in-process index returns. Work in progress on branch chroma-client: not wired into retrieval.
+/// in-process index returns. Work in progress on branch chroma-client.
 public struct ChromaClient: Sendable {
     let http: HTTPLines
     public let collection: String
@@ -21,53 +23,132 @@ public struct ChromaClient: Sendable {
 
     var collectionsPath: String { "api/v2/tenants/\(tenant)/databases/\(database)/collections" }
 
-    func call(_ path: String, _ json: Any?) async throws(KianaAIError) -> Any {
-        let (status, data) = try await http.fetch(path, json: json)
+    /// One JSON exchange, waited for on this thread (retrieval runs off the cooperative pool).
+    func call(_ path: String, _ json: Any?) throws(KianaAIError) -> Any {
+        let req = try http.request(path, json: json)
+        let result = Mutex<Result<(Int, Data), KianaAIError>?>(nil)
+        let done = DispatchSemaphore(value: 0)
+        let base = http.baseURL.absoluteString
+        URLSession.shared.dataTask(with: req) { data, response, error in
+            if let error {
+                result.withLock { $0 = .failure(KianaAIError(.backend, "Chroma at \(base) is not reachable (\(error.localizedDescription)); start it or set vector.backend=builtin")) }
+            } else {
+                result.withLock { $0 = .success(((response as? HTTPURLResponse)?.statusCode ?? 0, data ?? Data())) }
+            }
+            done.signal()
+        }.resume()
+        done.wait()
+        let (status, data) = try result.withLock { $0! }.get()
+        guard data.count <= HTTPLines.maxBody else { throw KianaAIError(.backend, "Chroma's reply is too large") }
         let body = (try? JSONSerialization.jsonObject(with: data, options: .fragmentsAllowed)) ?? [:]
         guard (200..<300).contains(status) else {
             let message = (body as? [String: Any])?["message"] as? String ?? String(decoding: data.prefix(300), as: UTF8.self)
-            throw KianaAIError(.backend, "Chroma at \(http.baseURL.absoluteString) answered \(status): \(message)")
+            throw KianaAIError(.backend, "Chroma at \(base) answered \(status): \(message)")
         }
         return body
     }
 
     /// Whether the server answers.
-    public func heartbeat() async throws(KianaAIError) {
-        _ = try await call("api/v2/heartbeat", nil)
+    public func heartbeat() throws(KianaAIError) {
+        _ = try call("api/v2/heartbeat", nil)
     }
 
     /// The collection's ID, creating it (inner-product space) if needed.
-    public func collectionID() async throws(KianaAIError) -> String {
-        let r = try await call(collectionsPath, ["name": collection, "configuration": ["hnsw": ["space": "ip"]], "get_or_create": true])
+    public func collectionID() throws(KianaAIError) -> String {
+        let r = try call(collectionsPath, ["name": collection, "configuration": ["hnsw": ["space": "ip"]], "get_or_create": true])
         guard let id = (r as? [String: Any])?["id"] as? String else { throw KianaAIError(.backend, "Chroma did not return a collection ID") }
         return id
     }
 
-    /// Adds or replaces vectors by item ID.
-    public func upsert(_ items: [(ItemID, [Float])], in id: String) async throws(KianaAIError) {
+    /// Adds or replaces vectors by item ID, each with the version of the store's vector it is.
+    public func upsert(_ items: [(ItemID, [Float])], versions: [Int64]? = nil, in id: String) throws(KianaAIError) {
         guard !items.isEmpty else { return }
-        _ = try await call(
-            "\(collectionsPath)/\(id)/upsert", ["ids": items.map { $0.0.description }, "embeddings": items.map { $0.1.map(Double.init) }])
+        var body: [String: Any] = ["ids": items.map { $0.0.description }, "embeddings": items.map { $0.1.map(Double.init) }]
+        if let versions { body["metadatas"] = versions.map { ["v": $0] } }
+        _ = try call("\(collectionsPath)/\(id)/upsert", body)
     }
 
-    public func delete(_ ids: [ItemID], in id: String) async throws(KianaAIError) {
+    public func delete(_ ids: [ItemID], in id: String) throws(KianaAIError) {
         guard !ids.isEmpty else { return }
-        _ = try await call("\(collectionsPath)/\(id)/delete", ["ids": ids.map(\.description)])
+        _ = try call("\(collectionsPath)/\(id)/delete", ["ids": ids.map(\.description)])
     }
 
-    public func count(in id: String) async throws(KianaAIError) -> Int {
-        let r = try await call("\(collectionsPath)/\(id)/count", nil)
+    public func count(in id: String) throws(KianaAIError) -> Int {
+        let r = try call("\(collectionsPath)/\(id)/count", nil)
         guard let n = (r as? NSNumber)?.intValue else { throw KianaAIError(.backend, "Chroma did not return a count") }
         return n
     }
 
+    /// Every item in the collection with the vector version it holds (nil without one).
+    public func allVersions(in id: String) throws(KianaAIError) -> [ItemID: Int64?] {
+        let r = try call("\(collectionsPath)/\(id)/get", ["include": ["metadatas"]])
+        guard let m = r as? [String: Any], let ids = m["ids"] as? [String] else { throw KianaAIError(.backend, "Chroma's get answer has no ids") }
+        let metas = m["metadatas"] as? [Any] ?? []
+        var out: [ItemID: Int64?] = [:]
+        for (i, text) in ids.enumerated() {
+            guard let item = Hex.decode(text).flatMap({ try? ItemID(bytes: $0) }) else { continue }
+            let v = (i < metas.count ? metas[i] as? [String: Any] : nil)?["v"] as? NSNumber
+            out[item] = v?.int64Value
+        }
+        return out
+    }
+
     /// The `k` nearest items to `query`, best first, with their cosine scores.
-    public func query(_ query: [Float], k: Int, in id: String) async throws(KianaAIError) -> [(ItemID, Float)] {
-        let r = try await call(
+    public func query(_ query: [Float], k: Int, in id: String) throws(KianaAIError) -> [(ItemID, Float)] {
+        let r = try call(
             "\(collectionsPath)/\(id)/query", ["query_embeddings": [query.map(Double.init)], "n_results": k, "include": ["distances"]])
         guard let m = r as? [String: Any], let ids = (m["ids"] as? [[String]])?.first, let distances = (m["distances"] as? [[Double]])?.first,
             ids.count == distances.count
         else { throw KianaAIError(.backend, "Chroma's query answer has no ids and distances") }
         return zip(ids, distances).compactMap { id, d in Hex.decode(id).flatMap { try? ItemID(bytes: $0) }.map { ($0, Float(1 - d)) } }
+    }
+}
+
+/// Item vectors kept in a Chroma collection named after the model (derived state: `open`
+/// makes the collection hold exactly the store's vectors).
+public struct ChromaVectorIndex: VectorSearching {
+    let client: ChromaClient
+    let collectionID: String
+    public let count: Int
+    public var usesHNSW: Bool { true }
+
+    /// Brings the collection in step with the store's vectors for `model`: vectors it lacks or
+    /// holds in an older version are sent (in batches), items the store no longer has removed.
+    public static func open(store: SearchStore, model: String, dimension: Int, url: URL) throws -> ChromaVectorIndex {
+        let client = ChromaClient(url: url, collection: "kiana-" + model.lowercased().filter { $0.isLetter || $0.isNumber || $0 == "-" })
+        let id = try client.collectionID()
+        var held = try client.allVersions(in: id)
+        var batch: [(ItemID, [Float])] = []
+        var versions: [Int64] = []
+        var n = 0
+        func flush() throws {
+            try client.upsert(batch, versions: versions, in: id)
+            batch.removeAll(keepingCapacity: true)
+            versions.removeAll(keepingCapacity: true)
+        }
+        for (item, version, v) in try store.allVectors(model: model) where v.count == dimension {
+            n += 1
+            let had = held.removeValue(forKey: item)
+            if let had, had == Int64(version) { continue }
+            batch.append((item, v))
+            versions.append(Int64(version))
+            if batch.count == 256 { try flush() }
+        }
+        try flush()
+        let stale = Array(held.keys)
+        for start in stride(from: 0, to: stale.count, by: 256) { try client.delete(Array(stale[start..<min(start + 256, stale.count)]), in: id) }
+        return ChromaVectorIndex(client: client, collectionID: id, count: n)
+    }
+
+    public func search(_ query: [Float], k: Int, allowed: Set<ItemID>?) throws -> [(ItemID, Float)] {
+        guard count > 0, k > 0 else { return [] }
+        guard let allowed else { return try client.query(query, k: min(k, count), in: collectionID) }
+        // Chroma filters by metadata, not by ID: ask for more and keep the allowed ones.
+        var depth = min(count, max(k * 8, 100))
+        while true {
+            let hits = try client.query(query, k: depth, in: collectionID).filter { allowed.contains($0.0) }
+            if hits.count >= k || depth >= count { return Array(hits.prefix(k)) }
+            depth = min(count, depth * 4)
+        }
     }
 }

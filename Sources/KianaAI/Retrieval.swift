@@ -52,11 +52,12 @@ public enum RankFusion {
 public struct Retriever: Sendable {
     public let embedder: Embedder
     public let store: SearchStore
-    public var index: ItemVectorIndex
+    /// Where vectors are searched: the in-process index, or an external vector database.
+    public var index: any VectorSearching
     /// How many candidates each list contributes before fusion.
     public var candidateDepth = 50
 
-    public init(embedder: Embedder, store: SearchStore, index: ItemVectorIndex) {
+    public init(embedder: Embedder, store: SearchStore, index: any VectorSearching) {
         self.embedder = embedder
         self.store = store
         self.index = index
@@ -72,7 +73,7 @@ public struct Retriever: Sendable {
         if mode != .vector { keyword = try store.keywordSearch(q, limit: mode == .keyword ? k : depth, filter: filter) }
         if mode != .keyword {
             let allowed = filter.isEmpty ? nil : try store.itemIDs(matching: filter)
-            vector = index.search(embedder.embed(q), k: mode == .vector ? k : depth, allowed: allowed).map { ($0.0, Double($0.1)) }
+            vector = try index.search(embedder.embed(q), k: mode == .vector ? k : depth, allowed: allowed).map { ($0.0, Double($0.1)) }
         }
         switch mode {
         case .keyword:

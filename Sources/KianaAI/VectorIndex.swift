@@ -181,3 +181,20 @@ public struct ItemVectorIndex: Sendable {
         return idx
     }
 }
+
+/// The seam between retrieval and where item vectors live (issue 19 part 8): the in-process
+/// index, or an external vector database. Vectors are unit-length; scores are cosines.
+public protocol VectorSearching: Sendable {
+    /// Vectors held.
+    var count: Int { get }
+    /// Whether search is approximate (a graph index) rather than an exact scan.
+    var usesHNSW: Bool { get }
+    /// The `k` nearest items to `query`, best first; only items in `allowed` when given.
+    func search(_ query: [Float], k: Int, allowed: Set<ItemID>?) throws -> [(ItemID, Float)]
+}
+
+extension ItemVectorIndex: VectorSearching {
+    public func search(_ query: [Float], k: Int, allowed: Set<ItemID>?) throws -> [(ItemID, Float)] {
+        search(query, k: k, allowed: allowed, exact: false, ef: nil)
+    }
+}

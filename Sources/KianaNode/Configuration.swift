@@ -105,6 +105,10 @@ public struct KianaConfig: Sendable {
                 secret: false, help: "Worker threads of the embedded engine (all cores when unset)."),
         Setting(key: "models.preload", environment: "KIANA_MODELS_PRELOAD", flag: "--preload-models", kind: .choice(["on", "off"]),
                 defaultValue: "off", secret: false, help: "Load the models at start, so /ready is true without a first question (services, containers)."),
+        Setting(key: "vector.backend", environment: "KIANA_VECTOR_BACKEND", flag: "--vector-backend", kind: .choice(["builtin", "chroma"]),
+                defaultValue: "builtin", secret: false, help: "Where item vectors are searched: the in-process index, or a Chroma server."),
+        Setting(key: "vector.url", environment: "KIANA_VECTOR_URL", flag: "--vector-url", kind: .url, defaultValue: "http://127.0.0.1:8200",
+                secret: false, help: "The Chroma server (`chroma run --port 8200`), when vector.backend is chroma."),
         Setting(key: "models.dir", environment: "KIANA_MODEL_DIR", flag: "--model-dir", kind: .text, defaultValue: nil, secret: false,
                 help: "Where the embedded models live (<data dir>/models, or ~/.kiana/models, when unset)."),
     ]

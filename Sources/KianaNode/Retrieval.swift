@@ -232,6 +232,16 @@ extension Node {
     ) throws -> Retriever {
         try embedPending(embedder, progress: progress)
         try afterEmbedding()
+        // vector.backend (decision 100): the in-process index, or a Chroma server brought in step
+        // with the store's vectors (derived state, rebuilt from them when switched).
+        let settings = try KianaConfig.resolve(directory: directory)
+        if settings.text("vector.backend") == "chroma" {
+            guard let url = settings.text("vector.url").flatMap(URL.init(string:)) else {
+                throw KianaNodeError(.invalidInput, "vector.url is not a URL")
+            }
+            let index = try ChromaVectorIndex.open(store: searchStore, model: Embedder.modelName, dimension: embedder.dimension, url: url)
+            return Retriever(embedder: embedder, store: searchStore, index: index)
+        }
         let index = try ItemVectorIndex.open(
             store: searchStore, model: Embedder.modelName, dimension: embedder.dimension,
             path: vectorIndexPath, config: config

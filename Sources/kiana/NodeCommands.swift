@@ -32,6 +32,8 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "A name for this device, shown to peers (default $KIANA_DEVICE_NAME).") var name: String?
     @Option(help: "Lowest level logged: trace, debug, info, notice, warning, error, critical (default $KIANA_LOG_LEVEL or notice).") var logLevel: String?
     @Option(help: "Log lines as logfmt or json (default $KIANA_LOG_FORMAT or logfmt).") var logFormat: String?
+    @Option(help: "Where item vectors are searched: builtin or chroma (default $KIANA_VECTOR_BACKEND or builtin).") var vectorBackend: String?
+    @Option(help: "The Chroma server when --vector-backend is chroma (default $KIANA_VECTOR_URL or http://127.0.0.1:8200).") var vectorUrl: String?
     @Option(help: "Seconds a member whose blocks were refused stays cut off (default $KIANA_PEER_CUTOFF_SECONDS or 60).") var peerCutoffSeconds: Int?
     @Option(help: "Blocks past its stated head a peer may stream (default $KIANA_SYNC_MAX_GROWTH or 10000).") var syncMaxGrowth: Int?
     @Option(help: "Load the models at start so /ready is true at once: on or off (default $KIANA_MODELS_PRELOAD or off).") var preloadModels: String?
@@ -51,7 +53,14 @@ struct Serve: AsyncParsableCommand {
             extra["sync.maxGrowth"] = syncMaxGrowth.map(String.init)
             extra["models.preload"] = preloadModels
             extra["models.dir"] = model.modelDir
+            extra["vector.backend"] = vectorBackend
+            extra["vector.url"] = vectorUrl
             let settings = try ServeSettings.resolve(flags, extra: extra, directory: directory)
+            // Retrieval reads vector.* where it opens the index (KianaConfig: environment, then
+            // config.json); a flag given here is passed on as the variable it outranks.
+            for (key, variable) in [("vector.backend", "KIANA_VECTOR_BACKEND"), ("vector.url", "KIANA_VECTOR_URL")] {
+                if extra[key] != nil, let v = settings.config.text(key) { setenv(variable, v, 1) }
+            }
             StructuredLogHandler.install(format: settings.logFormat, level: settings.logLevel)
             var logger = Logger(label: "kiana")
             logger.logLevel = settings.logLevel

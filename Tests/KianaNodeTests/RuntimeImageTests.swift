@@ -55,7 +55,7 @@ import Testing
         #expect(r.status == 0, "\(String(decoding: r.err, as: UTF8.self))")
         let compose = try #require(try JSONSerialization.jsonObject(with: r.out) as? [String: Any])
         let services = try #require(compose["services"] as? [String: [String: Any]])
-        #expect(Set(services.keys) == ["kiana", "nginx", "ollama"])
+        #expect(Set(services.keys) == ["kiana", "nginx", "ollama", "chroma"])
         let kiana = try #require(services["kiana"])
         #expect((kiana["build"] as? [String: Any])?["dockerfile"] as? String == "deploy/Dockerfile")
         #expect(kiana["network_mode"] as? String == "host", "mDNS and the loopback upstream of nginx.conf need host networking")
@@ -65,7 +65,10 @@ import Testing
         #expect((nginx["volumes"] as? [String])?.contains("./nginx.conf:/etc/nginx/conf.d/kiana.conf:ro") == true)
         #expect(FileManager.default.fileExists(atPath: Shared.packageRoot.path + "/deploy/nginx.conf"))
         #expect((services["ollama"]?["profiles"] as? [String]) == ["ollama"], "Ollama only when asked for")
-        #expect((compose["volumes"] as? [String: Any]).map { Set($0.keys) } == ["kiana-data", "ollama"])
+        #expect((compose["volumes"] as? [String: Any]).map { Set($0.keys) } == ["kiana-data", "ollama", "chroma"])
+        #expect((services["chroma"]?["profiles"] as? [String]) == ["chroma"], "Chroma only when asked for")
+        // The port the node's default vector.url names.
+        #expect((services["chroma"]?["command"] as? [String])?.contains("8200") == true)
     }
 
     @Test(.enabled(if: getuid() == 0 || Shared.isCI, "needs root (chroot, mount namespaces)"), .needsMiniLM)

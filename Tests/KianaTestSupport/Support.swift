@@ -106,10 +106,11 @@ public func kiana(_ args: [String], input: Data? = nil) throws -> (status: Int32
     return (r.status, String(decoding: r.out, as: UTF8.self), String(decoding: r.err, as: UTF8.self))
 }
 
-/// `kiana` for async code (see the async `runProcess`).
+/// `kiana` for async code (see the async `runProcess`); `environment` adds to the inherited one.
 @discardableResult
-public func kiana(_ args: [String], input: Data? = nil) async throws -> (status: Int32, out: String, err: String) {
-    let r = try await runProcess(kianaBinary(), args, input: input)
+public func kiana(_ args: [String], input: Data? = nil, environment: [String: String]? = nil) async throws -> (status: Int32, out: String, err: String) {
+    let env = environment.map { ProcessInfo.processInfo.environment.merging($0) { $1 } }
+    let r = try await runProcess(kianaBinary(), args, input: input, environment: env)
     return (r.status, String(decoding: r.out, as: UTF8.self), String(decoding: r.err, as: UTF8.self))
 }
 
