@@ -114,8 +114,11 @@ public struct ChromaVectorIndex: VectorSearching {
 
     /// Brings the collection in step with the store's vectors for `model`: vectors it lacks or
     /// holds in an older version are sent (in batches), items the store no longer has removed.
-    public static func open(store: SearchStore, model: String, dimension: Int, url: URL) throws -> ChromaVectorIndex {
-        let client = ChromaClient(url: url, collection: "kiana-" + model.lowercased().filter { $0.isLetter || $0.isNumber || $0 == "-" })
+    /// `owner` names whose vectors these are (network and device, so two nodes sharing one
+    /// server never touch each other's collection).
+    public static func open(store: SearchStore, model: String, dimension: Int, url: URL, owner: String) throws -> ChromaVectorIndex {
+        let clean = { (t: String) in t.lowercased().filter { ($0.isASCII && ($0.isLetter || $0.isNumber)) || $0 == "-" } }
+        let client = ChromaClient(url: url, collection: "kiana-\(clean(owner))-\(clean(model))")
         let id = try client.collectionID()
         var held = try client.allVersions(in: id)
         var batch: [(ItemID, [Float])] = []

@@ -239,7 +239,10 @@ extension Node {
             guard let url = settings.text("vector.url").flatMap(URL.init(string:)) else {
                 throw KianaNodeError(.invalidInput, "vector.url is not a URL")
             }
-            let index = try ChromaVectorIndex.open(store: searchStore, model: Embedder.modelName, dimension: embedder.dimension, url: url)
+            let network = Hex.encode(try store.network() ?? []).prefix(16)
+            let index = try ChromaVectorIndex.open(
+                store: searchStore, model: Embedder.modelName, dimension: embedder.dimension, url: url,
+                owner: "\(network)-\(identity.deviceID.compact.prefix(12))")
             return Retriever(embedder: embedder, store: searchStore, index: index)
         }
         let index = try ItemVectorIndex.open(

@@ -80,6 +80,15 @@ import Testing
         let refilled = try await kiana(["search", queries[1], "--mode", "vector", "--k", "10", "--json", "--data-dir", data], environment: env)
         let exact = try await kiana(["search", queries[1], "--mode", "vector", "--k", "10", "--json", "--data-dir", data])
         #expect(refilled.status == 0 && Self.ids(refilled.out) == Self.ids(exact.out), "\(refilled.err)")
+
+        // Another node on the same server keeps to its own collection: neither removes the other's.
+        let other = tmp.path + "/other"
+        #expect(try await kiana(["init", "--data-dir", other]).status == 0)
+        #expect(try await kiana(["remember", "The lighthouse keeper feeds the gulls at dawn.", "--data-dir", other]).status == 0)
+        let mine = try await kiana(["search", "gulls", "--mode", "vector", "--k", "10", "--json", "--data-dir", other], environment: env)
+        #expect(mine.status == 0 && Self.ids(mine.out).count == 1, "\(mine.out)\(mine.err)")
+        let again = try await kiana(["search", queries[1], "--mode", "vector", "--k", "10", "--json", "--data-dir", data], environment: env)
+        #expect(Self.ids(again.out) == Self.ids(exact.out), "the first node's vectors were disturbed: \(again.out)")
         server.signal(SIGTERM)
         _ = await server.wait()
     }
