@@ -81,6 +81,14 @@ import Testing
         let exact = try await kiana(["search", queries[1], "--mode", "vector", "--k", "10", "--json", "--data-dir", data])
         #expect(refilled.status == 0 && Self.ids(refilled.out) == Self.ids(exact.out), "\(refilled.err)")
 
+        // An edit (re-ingested file, whose new vector may reuse the old row): Chroma follows it.
+        let last = passages.map { $0["id"] as! String }.sorted().last!
+        try "Hummingbirds can hover in place and even fly backwards.\n".write(toFile: "\(docs)/\(last).txt", atomically: true, encoding: .utf8)
+        #expect(try await kiana(["ingest", docs, "--data-dir", data]).status == 0)
+        let editedExact = try await kiana(["search", "hummingbird flight", "--mode", "vector", "--k", "10", "--json", "--data-dir", data])
+        let editedRemote = try await kiana(["search", "hummingbird flight", "--mode", "vector", "--k", "10", "--json", "--data-dir", data], environment: env)
+        #expect(Self.ids(editedRemote.out) == Self.ids(editedExact.out), "Chroma kept the old vector of an edited item")
+
         // Another node on the same server keeps to its own collection: neither removes the other's.
         let other = tmp.path + "/other"
         #expect(try await kiana(["init", "--data-dir", other]).status == 0)
