@@ -122,6 +122,41 @@ import Testing
         #expect(line != nil, "no block event through the proxy")
         #expect(Date().timeIntervalSince(written) < 3)
 
+        // Streamed generation arrives token by token through the proxy, not in one piece at the
+        // end (answers to questions stream the same way; a trusted answer quoted from the
+        // knowledge is one chunk, so raw generation is what shows the proxy does not buffer).
+        if Models.hasSmolLM {
+            let gen = try ChildProcess(
+                "/usr/bin/curl",
+                [
+                    "-s", "-N", "-m", "120", "--cacert", cert, "-H", "Authorization: Bearer \(token)", "-H", "Content-Type: application/json",
+                    "-d", #"{"model":"smollm2-135m-instruct","prompt":"Count from one to ten:","stream":true,"options":{"num_predict":24}}"#,
+                    c.base + "/api/generate",
+                ])
+            var tokenTimes: [Date] = []
+            var sawDone = false
+            while let l = await gen.nextLine(timeout: 120) {
+                if l.contains(#""done":false"#) { tokenTimes.append(Date()) }
+                if l.contains(#""done":true"#) {
+                    sawDone = true
+                    break
+                }
+            }
+            #expect(sawDone && tokenTimes.count >= 5, "\(tokenTimes.count) tokens: \(gen.output.prefix(500))")
+            let spread = (tokenTimes.last ?? Date()).timeIntervalSince(tokenTimes.first ?? Date())
+            // Buffered by the proxy, every line would arrive within a few milliseconds at the end.
+            #expect(spread > 0.05, "all \(tokenTimes.count) tokens arrived within \(spread) s: the proxy buffers the stream")
+            print("nginx: \(tokenTimes.count) streamed tokens arrived over \(String(format: "%.2f", spread)) s")
+            gen.signal(SIGTERM)
+            // An answer to a question streams through too (event: token … event: done).
+            let ask = try await c.call(
+                "/api/v1/ask", ["-N", "-m", "120", "-X", "POST", "-H", "Content-Type: application/json", "-d", #"{"question":"What does the proxy pass?"}"#],
+                ca: cert)
+            #expect(ask.code == 200 && ask.body.contains("event: token") && ask.body.contains("event: done"), "\(ask.body.prefix(300))")
+        } else if Shared.isCI {
+            Issue.record("the language model is missing from \(Models.directory)")
+        }
+
         // An upload streams through and its progress events arrive; too large a body is refused by nginx.
         let text = String(repeating: "Proxies pass uploads through to the node. ", count: 2000)
         let upload = try await c.call(
