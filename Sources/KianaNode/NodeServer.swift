@@ -23,12 +23,14 @@ public enum NodeServer {
     ) async throws {
         try await run(
             directory: directory, http: settings.http, network: settings.network, backend: try BackendConfig(settings.config),
-            preloadModels: settings.config.text("models.preload") == "on", modelDirectory: modelDirectory, logger: logger, onReady: onReady)
+            preloadModels: settings.config.text("models.preload") == "on", modelDirectory: modelDirectory, voice: VoiceSettings(settings.config),
+            logger: logger, onReady: onReady)
     }
 
     public static func run(
         directory: DataDirectory, http: HTTPConfig, network netConfig: NetworkConfig = NetworkConfig(), backend: BackendConfig? = nil,
-        preloadModels: Bool = false, modelDirectory: String? = nil, logger: Logger, onReady: @escaping Ready = { _, _, _ in }
+        preloadModels: Bool = false, modelDirectory: String? = nil, voice: VoiceSettings? = nil, logger: Logger,
+        onReady: @escaping Ready = { _, _, _ in }
     ) async throws {
         // One node per data directory, held until this process ends; taken before anything is
         // written, so a second node changes nothing (not node.json, not the control token).
@@ -92,7 +94,8 @@ public enum NodeServer {
         }
         // One model host: the embedder is loaded once for both the indexer and answers.
         let models = ModelHost(modelDirectory: modelDirectory ?? directory.path + "/models", config: try backend ?? BackendConfig.load(directory: directory))
-        let service = NodeService(node: node, models: models, network: network)
+        let voiceSettings = try voice ?? VoiceSettings(KianaConfig.resolve(directory: directory))
+        let service = NodeService(node: node, models: models, network: network, voice: Voice(settings: voiceSettings))
         let app = try KianaHTTP.application(config: http, node: service, control: ControlSurface(token: token), logger: logger) { port in
             ports.setHTTP(port)
             announce()

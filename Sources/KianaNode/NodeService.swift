@@ -25,11 +25,14 @@ public final class NodeService: NodeAPI {
     private let retrieverBuild = AsyncLock()
     /// The embedded model answers one request at a time; others wait their turn here.
     let queue: GenerationQueue
+    /// Speech in and out (engines found on first use).
+    let voice: Voice
 
-    public init(node: Node, models: ModelHost, network: PeerNetwork? = nil, waitingLimit: Int = 16) {
+    public init(node: Node, models: ModelHost, network: PeerNetwork? = nil, voice: Voice = Voice(), waitingLimit: Int = 16) {
         self.node = node
         self.models = models
         self.network = network
+        self.voice = voice
         self.queue = GenerationQueue(limit: models.config.backend == .embedded ? 1 : 64, waitingLimit: waitingLimit)
     }
 
@@ -295,6 +298,33 @@ public final class NodeService: NodeAPI {
             return try n.conversations.messages(id).map { MessageDTO(role: $0.role, content: $0.content, citations: $0.citations, created: $0.created) }
         }
     }
+
+    // MARK: voice
+
+    public func voiceStatus() async -> VoiceStatus {
+        let voice = self.voice
+        return (try? await blocking { voice.status() }) ?? voice.status()
+    }
+
+    public func speak(
+        _ text: String, language: String?, voice name: String?, speed: Double?, engine: String?,
+        onStart: @escaping @Sendable (SpeechInfo) -> Void, onAudio: @escaping @Sendable (PCMAudio) -> Bool
+    ) async throws -> SpeechInfo {
+        let voice = self.voice
+        return try await blocking { try voice.speak(text, language: language, voice: name, speed: speed, engine: engine, onStart: onStart, onAudio: onAudio) }
+    }
+
+    public func speechFormat(_ text: String, language: String?, voice name: String?, speed: Double?, engine: String?) async throws -> SpeechInfo {
+        let voice = self.voice
+        return try await blocking { try voice.speechFormat(text, language: language, voice: name, speed: speed, engine: engine) }
+    }
+
+    public func transcribe(_ audio: PCMAudio, language: String?) async throws -> Transcript {
+        let voice = self.voice
+        return try await blocking { try voice.transcribe(audio, language: language) }
+    }
+
+    public var audioLimits: AudioLimits { voice.settings.limits }
 
     // MARK: ledger
 

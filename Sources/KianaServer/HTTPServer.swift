@@ -50,6 +50,7 @@ public enum KianaHTTP {
         if let control { router.addRoutes(ControlController(node: node, token: control.token).routes, atPath: "/control") }
         router.addRoutes(HealthController(node: node, metrics: metrics).routes)
         router.addRoutes(CompatController(node: node).routes)
+        router.addRoutes(VoiceController(node: node).routes)
         let api: RouterPath = "/api/v1"
         router.addRoutes(KnowledgeController(node: node).routes, atPath: api)
         router.addRoutes(IngestController(node: node).routes, atPath: api)

@@ -76,6 +76,24 @@ public protocol NodeAPI: Sendable {
     /// One conversation's messages, nil if there is none.
     func conversation(_ id: String) async throws -> [MessageDTO]?
 
+    // MARK: voice
+
+    /// The speech engines this machine has and the voice limits.
+    func voiceStatus() async -> VoiceStatus
+    /// Speaks `text` (engine, language, voice and speed checked; nil: the settings), sentence by
+    /// sentence: `onStart` gets the format before any audio, `onAudio` each piece and returns
+    /// false to stop.
+    func speak(
+        _ text: String, language: String?, voice: String?, speed: Double?, engine: String?,
+        onStart: @escaping @Sendable (SpeechInfo) -> Void, onAudio: @escaping @Sendable (PCMAudio) -> Bool
+    ) async throws -> SpeechInfo
+    /// What `speak` would use for these arguments, checked (nothing is spoken).
+    func speechFormat(_ text: String, language: String?, voice: String?, speed: Double?, engine: String?) async throws -> SpeechInfo
+    /// Recognises speech in `audio` (English).
+    func transcribe(_ audio: PCMAudio, language: String?) async throws -> Transcript
+    /// What an uploaded recording may be.
+    var audioLimits: AudioLimits { get }
+
     // MARK: ledger
 
     func ledgerStatus() async throws -> LedgerStatusDTO

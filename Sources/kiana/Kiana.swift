@@ -12,7 +12,7 @@ struct Kiana: AsyncParsableCommand {
         abstract: "KI_ana: a private, local-first AI assistant with a signed, replicated memory.",
         subcommands: [
             Init.self, Serve.self, Status.self, Token.self, Remember.self, Forget.self, List.self, Show.self,
-            Ingest.self, Search.self, Embed.self, IndexCommand.self, Tokenize.self, Generate.self, Models.self, Ask.self, Chat.self, Conversations.self,
+            Ingest.self, Search.self, Embed.self, IndexCommand.self, Tokenize.self, Generate.self, Models.self, Ask.self, Say.self, Listen.self, Chat.self, Conversations.self,
             Ledger.self, VoteCommand.self, DeviceCommand.self, Peers.self, SyncCommand.self, Pair.self, Join.self, Discover.self,
             Export.self, Import.self, ConfigCommand.self, ServiceCommand.self, Ready.self, Backup.self, Restore.self, Bench.self,
         ])

@@ -221,15 +221,39 @@ struct Ask: AsyncParsableCommand {
     @Option(help: "Knowledge items retrieved into the prompt.") var sources: Int = 4
     @Option(name: [.customShort("n"), .long], help: "Answer length limit in tokens.") var maxTokens: Int = 384
     @Flag(help: "Print one JSON object (answer, citations, conversation) instead of streaming.") var json = false
-    @Argument(help: "The question.") var question: String
+    @Option(help: "Take the question from a WAV recording (English, recognised offline).") var voice: String?
+    @Flag(help: "Speak the answer, sentence by sentence as it is generated (to the speakers, or --audio-out).") var speak = false
+    @Option(help: "With --speak: write the spoken answer to this WAV file.") var audioOut: String?
+    @OptionGroup var voiceFlags: VoiceFlags
+    @Argument(help: "The question (or --voice FILE.wav).") var question: String?
 
     func validate() throws {
         guard (1...20).contains(sources) else { throw ValidationError("--sources must be 1…20") }
         guard (1...32768).contains(maxTokens) else { throw ValidationError("-n must be 1…32768") }
+        guard (question == nil) != (voice == nil) else { throw ValidationError("give a question or --voice FILE.wav (one of them)") }
+        guard audioOut == nil || speak else { throw ValidationError("--audio-out needs --speak") }
     }
 
     func run() async throws {
         try await performAsync {
+            // Voice first: a recording that cannot be heard, or a missing engine, stops here
+            // before any model is loaded.
+            var question = self.question ?? ""
+            var speaking: AnswerSpeaker?
+            if voice != nil || speak {
+                let v = try LocalVoice.open(directory: try? data.directory, flags: voiceFlags.given)
+                if let voice {
+                    let heard = try v.transcribe(try LocalVoice.read(voice, limits: v.settings.limits))
+                    guard !heard.text.isEmpty else { throw KianaNodeError(.invalidInput, "no words were recognised in \(voice)") }
+                    question = heard.text
+                    Output.note("kiana: heard “\(heard.text)”")
+                }
+                if speak {
+                    _ = try v.speechFormat("Hello.", language: "en")
+                    speaking = AnswerSpeaker(v: v, sink: try SpeechSink(path: audioOut, stdoutAllowed: false))
+                }
+            }
+            let speaker = speaking
             let assistant = try assistant(data, models, backend)
             var o = AskOptions()
             o.sources = sources
@@ -239,7 +263,13 @@ struct Ask: AsyncParsableCommand {
             let streaming = !json
             let r = try await assistant.ask(question, options: o) { piece in
                 if streaming { writeOut(piece) }
+                speaker?.add(piece)
                 return true
+            }
+            if let speaker {
+                // An answer that arrives whole (checked before it is shown) is spoken here.
+                if !speaker.received { speaker.add(r.answer) }
+                try speaker.finish()
             }
             if json {
                 try Output.json(AskView(r), pretty: false)

