@@ -105,7 +105,7 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
-            ], resources: [.copy("Resources/retrieval-set.json"), .copy("Resources/qa-set.json")]),
+            ], resources: [.copy("Resources/retrieval-set.json"), .copy("Resources/qa-set.json"), .copy("Resources/voice-sentences.txt")]),
         .executableTarget(
             name: "kiana",
             dependencies: [

@@ -39,7 +39,7 @@ enum WebUI {
                     status: .ok,
                     headers: [
                         .contentType: f.type, .cacheControl: "no-cache", Self.xFrameOptions: "DENY",
-                        .contentSecurityPolicy: "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'",
+                        .contentSecurityPolicy: "default-src 'self'; img-src 'self' data:; media-src 'self' blob:; frame-ancestors 'none'",
                     ],
                     body: .init(byteBuffer: body))
             }

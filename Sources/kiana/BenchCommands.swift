@@ -10,7 +10,31 @@ import KianaNode
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Benchmarks, each beside its reference primitive.",
-        subcommands: [BenchLedger.self, BenchNet.self, BenchSync.self, BenchEmbed.self, BenchVector.self, BenchRetrieval.self, BenchAnswers.self, BenchLLM.self, BenchHTTP.self])
+        subcommands: [BenchLedger.self, BenchNet.self, BenchSync.self, BenchEmbed.self, BenchVector.self, BenchRetrieval.self, BenchAnswers.self, BenchLLM.self, BenchHTTP.self, BenchVoice.self])
+}
+
+struct BenchVoice: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "voice", abstract: "Text to speech to text: word error rate per engine pair and real-time factors, beside the engines called directly.")
+    @Option(help: "Syntheses per sentence (the fastest is timed).") var repeats: Int = 1
+
+    func run() throws {
+        try perform {
+            guard (1...20).contains(repeats) else { throw KianaNodeError(.invalidInput, "--repeats must be 1…20") }
+            say("kiana bench voice: \(BenchMachine.cpu), \(ProcessInfo.processInfo.activeProcessorCount) cores, \(BenchMachine.date)")
+            say(try VoiceBench(repeats: repeats).run { Output.emit(2, Data("  … \($0)\n".utf8)) })
+        }
+    }
+}
+
+/// What the figures were measured on.
+enum BenchMachine {
+    static var cpu: String {
+        let info = (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) ?? ""
+        let line = info.split(separator: "\n").first { $0.hasPrefix("model name") }
+        return line.flatMap { $0.split(separator: ":", maxSplits: 1).last }.map { $0.trimmingCharacters(in: .whitespaces) } ?? "unknown CPU"
+    }
+    static var date: String { ISO8601DateFormatter().string(from: Date()) }
 }
 
 struct BenchNet: AsyncParsableCommand {

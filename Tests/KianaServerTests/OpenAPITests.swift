@@ -4,6 +4,7 @@ import HummingbirdTesting
 @testable import KianaServer
 import KianaStore
 import KianaCore
+import KianaAI
 import KianaNet
 import Testing
 
@@ -83,6 +84,10 @@ import Testing
                 treeSize: 2, historyRoot: "h", historyPath: [], verified: true),
             "VerifyDTO": VerifyDTO(valid: true, height: 1, head: "h", blocks: 2, entries: 1, authorities: 1, seconds: 0),
             "DeviceDTO": device,
+            "VoiceStatus": VoiceStatus(
+                engines: [.init(name: "espeak", kind: "speech", installed: true, languages: ["en"])], defaultEngine: "auto", speed: 1,
+                maxSeconds: 120, maxBytes: 1, install: "x"),
+            "Transcript": Transcript(text: "t", language: "en", engine: "pocketsphinx", duration: 1, seconds: 0.1),
         ]
     }
 
@@ -112,6 +117,7 @@ import Testing
             "EmbeddingsRequest": try fields(EmbeddingsRequest.self), "OllamaChatRequest": try fields(OllamaChatRequest.self),
             "OllamaGenerateRequest": try fields(OllamaGenerateRequest.self), "OllamaEmbedRequest": try fields(OllamaEmbedRequest.self),
             "OllamaLegacyEmbedRequest": try fields(OllamaLegacyEmbedRequest.self), "OllamaShowRequest": try fields(OllamaShowRequest.self),
+            "SpeakRequestDTO": try fields(SpeakRequestDTO.self), "OpenAISpeechDTO": try fields(OpenAISpeechDTO.self),
         ]
     }
 

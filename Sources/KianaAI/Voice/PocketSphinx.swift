@@ -100,7 +100,11 @@ public final class PocketSphinxRecognizer: SpeechRecognizer, @unchecked Sendable
     }
 
     public func transcribe(_ audio: PCMAudio) throws(KianaAIError) -> String {
-        let pcm = audio.resampled(to: sampleRate)
+        // Half a second of quiet on each side: the decoder's noise and cepstral-mean estimates
+        // need some before the first word (a recording cut right at the voice loses its first
+        // word otherwise), and its end-of-speech search some after the last.
+        let quiet = [Int16](repeating: 0, count: sampleRate / 2)
+        let pcm = PCMAudio(sampleRate: sampleRate, samples: quiet + audio.resampled(to: sampleRate).samples + quiet)
         lock.lock()
         defer { lock.unlock() }
         let (d, api) = try ready()

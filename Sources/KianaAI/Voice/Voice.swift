@@ -37,6 +37,13 @@ public struct SpeechInfo: Sendable, Codable, Equatable {
     public var voice: String
     public var language: String
     public var sampleRate: Int
+
+    public init(engine: String, voice: String, language: String, sampleRate: Int) {
+        self.engine = engine
+        self.voice = voice
+        self.language = language
+        self.sampleRate = sampleRate
+    }
 }
 
 /// A transcription and what it cost.
@@ -48,6 +55,14 @@ public struct Transcript: Sendable, Codable, Equatable {
     public var duration: Double
     /// Seconds spent recognising.
     public var seconds: Double
+
+    public init(text: String, language: String, engine: String, duration: Double, seconds: Double) {
+        self.text = text
+        self.language = language
+        self.engine = engine
+        self.duration = duration
+        self.seconds = seconds
+    }
 }
 
 /// Which engines this machine has.
@@ -57,6 +72,13 @@ public struct VoiceStatus: Sendable, Codable, Equatable {
         public var kind: String
         public var installed: Bool
         public var languages: [String]
+
+        public init(name: String, kind: String, installed: Bool, languages: [String]) {
+            self.name = name
+            self.kind = kind
+            self.installed = installed
+            self.languages = languages
+        }
     }
     public var engines: [Engine]
     public var defaultEngine: String
@@ -65,6 +87,15 @@ public struct VoiceStatus: Sendable, Codable, Equatable {
     public var maxBytes: Int
     /// What to run to install what is missing (nil when everything is there).
     public var install: String?
+
+    public init(engines: [Engine], defaultEngine: String, speed: Double, maxSeconds: Double, maxBytes: Int, install: String?) {
+        self.engines = engines
+        self.defaultEngine = defaultEngine
+        self.speed = speed
+        self.maxSeconds = maxSeconds
+        self.maxBytes = maxBytes
+        self.install = install
+    }
 }
 
 /// The node's voice: text to speech (espeak-ng, Piper) and speech to text (PocketSphinx),

@@ -91,6 +91,7 @@ function message(role, text, cites) {
   const m = el("div", "msg " + role);
   m.append(el("span", "text", text));
   if (cites) citations(m, cites);
+  if (role === "assistant") readAloudButton(m); // a finished answer (from the history)
   $("#messages").append(m);
   return m;
 }
@@ -118,33 +119,44 @@ function citations(node, list) {
   }
   node.append(s);
 }
+// The Send button is disabled while an answer streams: one question at a time.
+const asking = () => $("#ask [type=submit]").disabled;
 $("#ask").addEventListener("submit", guarded(async (ev) => {
   ev.preventDefault();
   const q = $("#question").value.trim();
   if (!q) return;
   $("#question").value = "";
+  voiceMessage(); // the last voice message was about an earlier question
   // One question at a time: the next one belongs to the conversation this one creates.
-  $("#ask button").disabled = true;
+  $("#ask [type=submit]").disabled = true;
   message("user", q);
   const answer = message("assistant pending", "");
   const text = answer.querySelector(".text");
+  // Auto read-aloud speaks each sentence as soon as it is complete, while the rest streams.
+  const reader = $("#autoread").checked && voice.speech ? follower() : null;
   try {
     await sse("/api/v1/ask", { method: "POST", body: JSON.stringify({ question: q, conversation: state.conversation }) }, (name, data) => {
-      if (name === "token") text.textContent += data.text;
-      else if (name === "done") {
+      if (name === "token") {
+        text.textContent += data.text;
+        if (reader) reader.grow(text.textContent);
+      } else if (name === "done") {
         answer.classList.remove("pending");
         state.conversation = data.conversation;
         if (data.abstained) answer.classList.add("abstained");
         support(answer, data.support || []);
         citations(answer, data.citations || []);
+        const button = readAloudButton(answer);
+        if (reader) reader.end(text.textContent, button);
       } else if (name === "error") throw new Error(data.message);
     });
   } catch (e) {
+    if (reader) reader.speaker.stop();
     answer.classList.add("error");
     text.textContent = "Error: " + e.message;
   } finally {
+    if (reader && !reader.ended) reader.speaker.stop(); // the stream ended without its answer
     answer.classList.remove("pending");
-    $("#ask button").disabled = false;
+    $("#ask [type=submit]").disabled = false;
   }
   await conversations();
 }));
@@ -162,10 +174,330 @@ async function conversations() {
 }
 $("#conversations").addEventListener("change", guarded(async () => {
   state.conversation = $("#conversations").value || null;
+  stopSpeaking();
   $("#messages").replaceChildren();
   if (!state.conversation) return;
   for (const m of (await api("/api/v1/conversations/" + state.conversation)).messages) message(m.role, m.content, m.citations);
 }));
+
+// ---- voice -----------------------------------------------------------------------------------
+// Speech in: push-to-talk records the microphone, the node transcribes it (POST
+// /api/v1/voice/transcribe, a WAV) and the text is asked like a typed question. Speech out: answers
+// are read aloud sentence by sentence (POST /api/v1/voice/speak → WAV → <audio> from a blob: URL).
+// The page's CSP allows no worker or blob: script, so the microphone is read with a
+// ScriptProcessorNode (deprecated but everywhere) rather than an AudioWorklet.
+// note: what stays under the question box when no voice message is due (what is not installed).
+const voice = { loaded: false, speech: false, recognition: false, hint: "", note: "", maxSeconds: 60, rec: null, press: null, speaker: null };
+const HOLD_MS = 400; // a press held longer is push-to-talk (release sends); a shorter one toggles
+const MAX_RATE = 96000; // the node takes 8–96 kHz; faster sound cards are thinned out here
+
+async function voiceStatus() {
+  let s;
+  try {
+    s = await api("/api/v1/voice");
+  } catch (e) {
+    return; // a node without voice (or not reachable yet): the controls stay hidden
+  }
+  const has = (kind) => s.engines.some((e) => e.kind === kind && e.installed);
+  Object.assign(voice, { loaded: true, speech: has("speech"), recognition: has("recognition"), hint: s.install || "" });
+  voice.maxSeconds = Math.min(60, s.maxSeconds || 60);
+  voiceControls();
+}
+// Shows the controls; those whose engine is missing (or, for the microphone, a page that is not a
+// secure context, where browsers hide getUserMedia) are disabled, and say why and what to install.
+function voiceControls() {
+  const install = voice.hint ? " Install it on the node: " + voice.hint : "";
+  const mic = !!(navigator.mediaDevices && navigator.mediaDevices.getUserMedia);
+  const why = !voice.recognition ? "Speech recognition is not installed on this node." + install
+    : !mic ? "The browser allows the microphone only on a secure page: open this UI as http://127.0.0.1 or over https." : "";
+  offer($("#talk"), !why, why || "Hold to talk, or click to start and click again to send");
+  offer($("#autoread-label"), voice.speech, voice.speech ? "Speak every new answer, sentence by sentence, as it arrives" : "Speech output is not installed on this node." + install);
+  $("#autoread").disabled = !voice.speech;
+  document.querySelectorAll(".read-aloud").forEach((b) => offerSpeech(b));
+  voice.note = why || (voice.speech ? "" : "Speech output is not installed on this node." + install);
+  voiceMessage();
+}
+function offer(node, ok, title) {
+  node.hidden = !voice.loaded;
+  if ("disabled" in node) node.disabled = !ok; // (a <label> has none: its checkbox is disabled apart)
+  node.classList.toggle("unavailable", !ok);
+  node.title = title;
+}
+const offerSpeech = (b) => offer(b, voice.speech, voice.speech ? "Read this answer aloud" : "Speech output is not installed on this node." +
+  (voice.hint ? " Install it on the node: " + voice.hint : ""));
+// Voice states and errors, next to the question box (the top banner may be scrolled away);
+// without text, the standing note (if any) again.
+function voiceMessage(text, error) {
+  const p = $("#voice-status");
+  p.textContent = text || voice.note;
+  p.hidden = !p.textContent;
+  p.classList.toggle("error", !!error);
+}
+
+// ---- push-to-talk
+function showTalk() {
+  const r = voice.rec, b = $("#talk");
+  b.setAttribute("aria-pressed", String(!!r && r.state !== "transcribing"));
+  b.classList.toggle("busy", !!r && r.state === "transcribing");
+  const seconds = r && r.rate ? Math.floor(r.samples / r.rate) : 0;
+  b.querySelector(".label").textContent = !r ? "Talk" : r.state === "transcribing" ? "Transcribing…" : "Listening " + seconds + " s";
+}
+$("#talk").addEventListener("pointerdown", (ev) => {
+  if (ev.button !== 0) return;
+  try { $("#talk").setPointerCapture(ev.pointerId); } catch (e) { /* a synthetic event: no pointer to capture */ } // the release counts even off the button
+  const r = voice.rec;
+  if (!r) {
+    voice.press = performance.now();
+    startRecording();
+  } else if (r.state !== "transcribing") {
+    voice.press = null; // the second click of click-to-toggle
+    stopRecording();
+  }
+});
+function talkReleased() {
+  if (voice.press !== null && performance.now() - voice.press >= HOLD_MS) stopRecording();
+  voice.press = null;
+}
+$("#talk").addEventListener("pointerup", talkReleased);
+$("#talk").addEventListener("pointercancel", talkReleased);
+$("#talk").addEventListener("contextmenu", (ev) => ev.preventDefault()); // a long touch is a hold, not a menu
+// Enter/Space (and assistive technology) click without a pointer (detail 0): toggle.
+$("#talk").addEventListener("click", (ev) => {
+  if (ev.detail !== 0) return; // a pointer click: handled by pointerdown/up above
+  if (!voice.rec) startRecording();
+  else stopRecording();
+});
+function microphoneError(e) {
+  if (e.name === "NotAllowedError" || e.name === "SecurityError") return "Microphone access was denied. Allow it for this page in the browser's site settings, then try again.";
+  if (e.name === "NotFoundError" || e.name === "OverconstrainedError") return "No microphone was found.";
+  if (e.name === "NotReadableError") return "The microphone cannot be opened (is another program using it?).";
+  return "The microphone failed: " + e.message;
+}
+async function startRecording() {
+  const r = { state: "starting", chunks: [], samples: 0, rate: 0, stopWanted: false };
+  voice.rec = r;
+  stopSpeaking(); // not into the microphone
+  voiceMessage("Starting the microphone…");
+  showTalk();
+  try {
+    r.context = new AudioContext(); // created during the press, so it may start without a prompt
+    r.stream = await navigator.mediaDevices.getUserMedia({ audio: true });
+    await r.context.resume();
+    r.rate = r.context.sampleRate;
+    r.source = r.context.createMediaStreamSource(r.stream);
+    r.node = r.context.createScriptProcessor(4096, 1, 1); // several input channels are mixed to one
+    r.node.onaudioprocess = (e) => captured(r, e.inputBuffer.getChannelData(0));
+    r.source.connect(r.node);
+    r.node.connect(r.context.destination); // Chrome runs a ScriptProcessor only when it is connected; it outputs silence
+  } catch (e) {
+    release(r);
+    voice.rec = null;
+    showTalk();
+    voiceMessage(microphoneError(e), true);
+    return;
+  }
+  r.state = "recording";
+  voiceMessage("Listening… release (or click again) to send; at most " + voice.maxSeconds + " s.");
+  if (r.stopWanted) stopRecording(); // released while the microphone was still opening
+}
+function captured(r, samples) {
+  if (r.state !== "recording") return;
+  r.chunks.push(new Float32Array(samples)); // the buffer is reused by the next callback
+  const before = Math.floor(r.samples / r.rate);
+  r.samples += samples.length;
+  if (Math.floor(r.samples / r.rate) !== before) showTalk();
+  if (r.samples >= voice.maxSeconds * r.rate) stopRecording(); // recordings are bounded
+}
+// Lets go of the microphone (the browser's recording indicator goes off).
+function release(r) {
+  if (r.node) { r.node.onaudioprocess = null; r.node.disconnect(); }
+  if (r.source) r.source.disconnect();
+  if (r.stream) r.stream.getTracks().forEach((t) => t.stop());
+  if (r.context) r.context.close().catch(() => {});
+}
+async function stopRecording() {
+  const r = voice.rec;
+  if (!r) return;
+  if (r.state === "starting") { r.stopWanted = true; return; }
+  if (r.state !== "recording") return;
+  r.state = "transcribing";
+  release(r);
+  showTalk();
+  try {
+    if (r.samples < r.rate / 4) {
+      voiceMessage("That was too short. Hold the button while you speak, or click once to start and again to send.", true);
+      return;
+    }
+    voiceMessage("Transcribing…");
+    const heard = await transcribe(wavFile(joined(r.chunks, r.samples), r.rate));
+    const text = (heard.text || "").trim();
+    if (!text) {
+      voiceMessage("Nothing was recognised. Try again, speaking clearly and close to the microphone.", true);
+      return;
+    }
+    $("#question").value = text;
+    if (asking()) {
+      voiceMessage("Heard “" + text + "”. Press Send when the answer above is complete.");
+      return;
+    }
+    $("#ask").requestSubmit(); // exactly as if it had been typed
+    voiceMessage("Heard “" + text + "”.");
+  } catch (e) {
+    voiceMessage("Transcription failed: " + e.message, true);
+  } finally {
+    voice.rec = null;
+    showTalk();
+  }
+}
+function joined(chunks, length) {
+  const all = new Float32Array(length);
+  let at = 0;
+  for (const c of chunks) { all.set(c, at); at += c.length; }
+  return all;
+}
+async function transcribe(wav) {
+  const r = await fetch("/api/v1/voice/transcribe", { method: "POST", headers: { ...headers(), "Content-Type": "audio/wav" }, body: wav });
+  if (!r.ok) throw await failure(r);
+  return r.json();
+}
+// A 16-bit mono PCM WAV file: the 44-byte RIFF header, then the samples, little-endian. Rates
+// above what the node takes are reduced by averaging neighbours; the node resamples the rest.
+function wavFile(samples, rate) {
+  const step = Math.ceil(rate / MAX_RATE);
+  const n = Math.floor(samples.length / step);
+  const buffer = new ArrayBuffer(44 + n * 2), v = new DataView(buffer);
+  const ascii = (at, s) => { for (let i = 0; i < s.length; i++) v.setUint8(at + i, s.charCodeAt(i)); };
+  ascii(0, "RIFF"); v.setUint32(4, 36 + n * 2, true); ascii(8, "WAVE");
+  ascii(12, "fmt "); v.setUint32(16, 16, true); v.setUint16(20, 1, true); v.setUint16(22, 1, true); // PCM, mono
+  v.setUint32(24, Math.round(rate / step), true); v.setUint32(28, Math.round(rate / step) * 2, true); v.setUint16(32, 2, true); v.setUint16(34, 16, true);
+  ascii(36, "data"); v.setUint32(40, n * 2, true);
+  for (let i = 0; i < n; i++) {
+    let x = 0;
+    for (let j = 0; j < step; j++) x += samples[i * step + j];
+    x = Math.max(-1, Math.min(1, x / step));
+    v.setInt16(44 + i * 2, x < 0 ? x * 0x8000 : x * 0x7fff, true);
+  }
+  return new Blob([buffer], { type: "audio/wav" });
+}
+
+// ---- read aloud
+// The finished sentences at the start of text: each ends at . ! or ? (also "?!", "...", a closing
+// quote or bracket) followed by white space. Returns them and the unfinished rest.
+function sentences(text) {
+  const done = [];
+  let at = 0;
+  for (const m of text.matchAll(/[.!?]+["'”’)]*\s+/g)) {
+    done.push(text.slice(at, m.index + m[0].length));
+    at = m.index + m[0].length;
+  }
+  return { done, rest: text.slice(at) };
+}
+// What is said of a sentence: the answer's citation marks ([1], [2, 3]) are for reading, not hearing.
+const speakable = (s) => s.replace(/\[\d+(?:\s*[,–-]\s*\d+)*\]/g, "").replace(/\s+/g, " ").trim();
+
+async function synthesize(text, signal) {
+  const r = await fetch("/api/v1/voice/speak", { method: "POST", headers: headers(), body: JSON.stringify({ text, stream: false }), signal });
+  if (!r.ok) throw await failure(r);
+  return r.blob();
+}
+// Plays one WAV; resolves when it ends or is stopped (speaker.halt).
+function play(blob, speaker) {
+  return new Promise((resolve, reject) => {
+    const url = URL.createObjectURL(blob);
+    const audio = new Audio(url);
+    const finish = (error) => {
+      speaker.halt = null;
+      audio.onended = audio.onerror = null;
+      audio.pause();
+      URL.revokeObjectURL(url);
+      if (error) reject(error); else resolve();
+    };
+    audio.onended = () => finish();
+    audio.onerror = () => finish(new Error("this browser cannot play the audio"));
+    speaker.halt = () => finish();
+    audio.play().catch((e) => finish(e.name === "NotAllowedError" ? new Error("the browser blocked playback; press Read aloud") : e));
+  });
+}
+// A queue of sentences spoken in order. Each is synthesized as soon as the one before it is (the
+// node has one voice worker, so asking for all at once would not be faster) and played as soon as
+// the one before it has finished playing: the first sentence plays while the rest are made.
+// One speaker at a time: a new one silences the last.
+function speaker() {
+  stopSpeaking();
+  const control = new AbortController();
+  let made = Promise.resolve(), played = Promise.resolve();
+  const s = { stopped: false, halt: null, button: null };
+  const fail = (e) => { if (!s.stopped) { s.stop(); voiceMessage("Reading aloud failed: " + e.message, true); } };
+  s.say = (sentence) => {
+    const text = speakable(sentence);
+    if (s.stopped || !/[\p{L}\p{N}]/u.test(text)) return;
+    const wav = made.then(() => (s.stopped ? null : synthesize(text, control.signal)));
+    made = wav.catch(fail);
+    played = played.then(() => wav).then((blob) => (blob && !s.stopped ? play(blob, s) : null)).catch(fail);
+  };
+  s.end = () => { played.then(() => s.stop()); };
+  s.stop = () => {
+    if (s.stopped) return;
+    s.stopped = true;
+    control.abort();
+    if (s.halt) s.halt();
+    if (voice.speaker === s) voice.speaker = null;
+    s.attach(null);
+  };
+  // The answer's Read aloud button shows (and stops) what is being read.
+  s.attach = (b) => {
+    if (s.button) readAloudPressed(s.button, false);
+    s.button = b;
+    if (b) readAloudPressed(b, true);
+  };
+  voice.speaker = s;
+  return s;
+}
+function stopSpeaking() {
+  if (voice.speaker) voice.speaker.stop();
+}
+function readAloudPressed(b, on) {
+  b.setAttribute("aria-pressed", String(on));
+  b.textContent = on ? "Stop reading" : "Read aloud";
+}
+function readAloudButton(answer) {
+  const b = el("button", "read-aloud secondary", "Read aloud");
+  b.type = "button";
+  b.setAttribute("aria-pressed", "false");
+  offerSpeech(b);
+  b.addEventListener("click", () => {
+    if (voice.speaker && voice.speaker.button === b) return stopSpeaking();
+    const s = speaker();
+    s.attach(b);
+    const { done, rest } = sentences(answer.querySelector(".text").textContent);
+    for (const x of [...done, rest]) s.say(x);
+    s.end();
+  });
+  answer.append(b);
+  return b;
+}
+// Auto read-aloud of an answer while it streams: each sentence is queued once it is complete, the
+// unfinished rest when the answer is.
+function follower() {
+  const f = { speaker: speaker(), at: 0, ended: false };
+  f.speaker.auto = true;
+  f.grow = (text) => {
+    for (const x of sentences(text.slice(f.at)).done) { f.speaker.say(x); f.at += x.length; }
+  };
+  f.end = (text, button) => {
+    f.grow(text);
+    f.speaker.say(text.slice(f.at));
+    f.ended = true;
+    if (!f.speaker.stopped) f.speaker.attach(button);
+    f.speaker.end();
+  };
+  return f;
+}
+$("#autoread").checked = localStorage.getItem("kiana-autoread") === "1";
+$("#autoread").addEventListener("change", () => {
+  localStorage.setItem("kiana-autoread", $("#autoread").checked ? "1" : "0");
+  if (!$("#autoread").checked && voice.speaker && voice.speaker.auto) stopSpeaking();
+});
 
 // ---- knowledge -------------------------------------------------------------------------------
 function renderItems(items, append) {
@@ -465,4 +797,5 @@ async function live() {
 }
 
 guarded(conversations)();
+voiceStatus();
 live();
