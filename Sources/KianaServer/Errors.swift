@@ -107,11 +107,39 @@ struct BrowserGuardMiddleware<Context: RequestContext>: RouterMiddleware {
         let hasBody = request.headers[.transferEncoding] != nil || (request.headers[.contentLength].flatMap { Int($0) } ?? 0) > 0
         if hasBody && (request.method == .post || request.method == .put || request.method == .patch) {
             let type = request.headers[.contentType]?.lowercased() ?? ""
-            if !type.hasPrefix("application/json") && !type.hasPrefix("application/x-ndjson") {
+            if Self.audioUploadPaths.contains(request.uri.path) {
+                try Self.checkAudioUpload(request, type: type)
+            } else if !type.hasPrefix("application/json") && !type.hasPrefix("application/x-ndjson") {
                 throw HTTPError(.unsupportedMediaType, message: "request bodies must be sent as Content-Type: application/json")
             }
         }
         return try await next(request, context)
+    }
+
+    /// Routes that take a recording instead of JSON.
+    static var audioUploadPaths: Set<String> { ["/api/v1/voice/transcribe", "/v1/audio/transcriptions"] }
+
+    /// A recording comes as audio/wav (or octet-stream), which a cross-site page cannot send
+    /// without a preflight, or as multipart/form-data, which it can: a form is taken only when
+    /// the browser says the request is not cross-site (Sec-Fetch-Site, Origin); clients that
+    /// are not browsers send neither header.
+    static func checkAudioUpload(_ request: Request, type: String) throws {
+        let base = type.split(separator: ";").first.map { $0.trimmingCharacters(in: .whitespaces) } ?? ""
+        if ["audio/wav", "audio/x-wav", "audio/wave", "audio/vnd.wave", "application/octet-stream"].contains(base) { return }
+        guard base == "multipart/form-data" else {
+            throw HTTPError(.unsupportedMediaType, message: "send the recording as a WAV file (Content-Type: audio/wav) or a multipart form with a file field")
+        }
+        if let site = request.headers[HTTPField.Name("Sec-Fetch-Site")!], site != "same-origin", site != "none" {
+            throw HTTPError(.forbidden, message: "a form from another site cannot upload recordings here")
+        }
+        if let origin = request.headers[HTTPField.Name("Origin")!], origin != "null" {
+            let authority = origin.split(separator: "/", omittingEmptySubsequences: true).dropFirst().first.map(String.init) ?? ""
+            guard isLoopbackAuthority(authority) || authority == request.head.authority else {
+                throw HTTPError(.forbidden, message: "a form from another site cannot upload recordings here")
+            }
+        } else if request.headers[HTTPField.Name("Origin")!] == "null" {
+            throw HTTPError(.forbidden, message: "a form from an opaque origin cannot upload recordings here")
+        }
     }
 
     static func isLoopbackAuthority(_ authority: String) -> Bool {

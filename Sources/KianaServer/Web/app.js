@@ -206,7 +206,7 @@ async function voiceStatus() {
 // Shows the controls; those whose engine is missing (or, for the microphone, a page that is not a
 // secure context, where browsers hide getUserMedia) are disabled, and say why and what to install.
 function voiceControls() {
-  const install = voice.hint ? " Install it on the node: " + voice.hint : "";
+  const install = voice.hint ? " Install on the node with: " + voice.hint : "";
   const mic = !!(navigator.mediaDevices && navigator.mediaDevices.getUserMedia);
   const why = !voice.recognition ? "Speech recognition is not installed on this node." + install
     : !mic ? "The browser allows the microphone only on a secure page: open this UI as http://127.0.0.1 or over https." : "";
@@ -214,7 +214,8 @@ function voiceControls() {
   offer($("#autoread-label"), voice.speech, voice.speech ? "Speak every new answer, sentence by sentence, as it arrives" : "Speech output is not installed on this node." + install);
   $("#autoread").disabled = !voice.speech;
   document.querySelectorAll(".read-aloud").forEach((b) => offerSpeech(b));
-  voice.note = why || (voice.speech ? "" : "Speech output is not installed on this node." + install);
+  voice.note = !voice.speech && !voice.recognition ? "Voice input and output are not installed on this node." + install
+    : why || (voice.speech ? "" : "Speech output is not installed on this node." + install);
   voiceMessage();
 }
 function offer(node, ok, title) {
@@ -224,7 +225,7 @@ function offer(node, ok, title) {
   node.title = title;
 }
 const offerSpeech = (b) => offer(b, voice.speech, voice.speech ? "Read this answer aloud" : "Speech output is not installed on this node." +
-  (voice.hint ? " Install it on the node: " + voice.hint : ""));
+  (voice.hint ? " Install on the node with: " + voice.hint : ""));
 // Voice states and errors, next to the question box (the top banner may be scrolled away);
 // without text, the standing note (if any) again.
 function voiceMessage(text, error) {
@@ -297,7 +298,7 @@ async function startRecording() {
     return;
   }
   r.state = "recording";
-  voiceMessage("Listening… release (or click again) to send; at most " + voice.maxSeconds + " s.");
+  voiceMessage("Listening… release Talk (or press it again) to send; at most " + voice.maxSeconds + " s.");
   if (r.stopWanted) stopRecording(); // released while the microphone was still opening
 }
 function captured(r, samples) {
