@@ -68,6 +68,9 @@ public struct ESpeakSynthesizer: SpeechSynthesizer {
         p.standardOutput = stdout
         p.standardError = stderr
         do { try p.run() } catch { throw KianaAIError(.toolMissing, "cannot run espeak-ng (\(executable))", cause: error) }
+        // A sentence takes milliseconds; one that takes 20 s is stuck and is stopped.
+        let watchdog = Watchdog(seconds: 20, process: p)
+        defer { watchdog.cancel() }
         // The text goes in whole (a sentence is far below a pipe's buffer) before the sound is read.
         try? stdin.fileHandleForWriting.write(contentsOf: Data(input.utf8))
         try? stdin.fileHandleForWriting.close()
@@ -75,6 +78,7 @@ public struct ESpeakSynthesizer: SpeechSynthesizer {
         let err = stderr.fileHandleForReading.readDataToEndOfFile()
         p.waitUntilExit()
         let message = String(decoding: err.prefix(300), as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        if watchdog.fired { throw KianaAIError(.timeout, "espeak-ng did not finish a sentence within 20 s") }
         guard p.terminationStatus == 0, out.count > 44 else {
             throw KianaAIError(.invalidInput, "espeak-ng could not speak this (\(message.isEmpty ? "exit \(p.terminationStatus)" : message))")
         }
@@ -147,10 +151,16 @@ public final class PiperSynthesizer: SpeechSynthesizer, @unchecked Sendable {
             stop()
             throw KianaAIError(.backend, "the piper worker stopped", cause: error)
         }
+        // Piper makes speech several times faster than real time; a request that has not finished
+        // after 30 s plus 1 s per 10 characters is stuck, and its worker is stopped (the next
+        // request starts a new one).
+        let watchdog = Watchdog(seconds: 30 + Double(text.count) / 10, process: w.process)
+        defer { watchdog.cancel() }
         var wanted = true
         while true {
             guard let header = w.output.line() else {
                 stop()
+                if watchdog.fired { throw KianaAIError(.timeout, "piper did not finish speaking in time; its worker was restarted") }
                 throw KianaAIError(.backend, "the piper worker stopped while speaking")
             }
             if header == "end" { return }
@@ -236,6 +246,27 @@ public final class PiperSynthesizer: SpeechSynthesizer, @unchecked Sendable {
                 out.write(("error " + str(e).replace("\n", " ")[:300] + "\n").encode())
             out.flush()
         """#
+}
+
+/// Terminates a process that runs past its deadline (a stuck engine), unless cancelled first.
+final class Watchdog: @unchecked Sendable {
+    private let lock = NSLock()
+    private var done = false
+    private var didFire = false
+
+    init(seconds: Double, process: Process) {
+        DispatchQueue.global().asyncAfter(deadline: .now() + seconds) { [self] in
+            lock.lock()
+            defer { lock.unlock() }
+            guard !done else { return }
+            didFire = true
+            process.terminate()
+        }
+    }
+
+    var fired: Bool { lock.withLock { didFire } }
+
+    func cancel() { lock.withLock { done = true } }
 }
 
 /// Buffered reads of lines and exact byte counts from a pipe.
