@@ -114,7 +114,7 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]),
         // Helpers shared by the test targets: locating ../shared, running processes.
-        .target(name: "KianaTestSupport", path: "Tests/KianaTestSupport"),
+        .target(name: "KianaTestSupport", dependencies: ["KianaStore"], path: "Tests/KianaTestSupport"),
         .testTarget(
             name: "KianaCoreTests",
             dependencies: [

@@ -303,7 +303,7 @@ public final class NodeService: NodeAPI {
 
     public func voiceStatus() async -> VoiceStatus {
         let voice = self.voice
-        return (try? await blocking { voice.status() }) ?? voice.status()
+        return (try? await onOwnThread { voice.status() }) ?? voice.status()
     }
 
     public func speak(
@@ -311,20 +311,26 @@ public final class NodeService: NodeAPI {
         onStart: @escaping @Sendable (SpeechInfo) -> Void, onAudio: @escaping @Sendable (PCMAudio) -> Bool
     ) async throws -> SpeechInfo {
         let voice = self.voice
-        return try await blocking { try voice.speak(text, language: language, voice: name, speed: speed, engine: engine, onStart: onStart, onAudio: onAudio) }
+        // Voice waits on its engines: on threads of its own, admitted first (at most 4 run).
+        try voice.checkRoom()
+        return try await onOwnThread { try voice.speak(text, language: language, voice: name, speed: speed, engine: engine, onStart: onStart, onAudio: onAudio) }
     }
 
     public func speechFormat(_ text: String, language: String?, voice name: String?, speed: Double?, engine: String?) async throws -> SpeechInfo {
         let voice = self.voice
-        return try await blocking { try voice.speechFormat(text, language: language, voice: name, speed: speed, engine: engine) }
+        try voice.checkRoom()
+        return try await onOwnThread { try voice.speechFormat(text, language: language, voice: name, speed: speed, engine: engine) }
     }
 
     public func transcribe(_ audio: PCMAudio, language: String?) async throws -> Transcript {
         let voice = self.voice
-        return try await blocking { try voice.transcribe(audio, language: language) }
+        try voice.checkRoom()
+        return try await onOwnThread { try voice.transcribe(audio, language: language) }
     }
 
     public var audioLimits: AudioLimits { voice.settings.limits }
+
+    public func checkVoiceRoom() throws { try voice.checkRoom() }
 
     // MARK: ledger
 

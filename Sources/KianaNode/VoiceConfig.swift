@@ -1,5 +1,6 @@
 import Foundation
 import KianaAI
+import KianaStore
 
 extension VoiceSettings {
     /// The voice settings (`voice.*`) of a resolved configuration.
@@ -15,6 +16,7 @@ extension VoiceSettings {
 /// the data directory's settings (when it exists) under the flags given.
 public enum LocalVoice {
     public typealias Engine = Voice
+    public typealias Child = Spawned
     public typealias Audio = PCMAudio
     public typealias Info = SpeechInfo
     public typealias Heard = Transcript
@@ -31,29 +33,85 @@ public enum LocalVoice {
         return Voice(settings: VoiceSettings(config))
     }
 
-    /// A WAV file's audio, checked against `limits`.
+    /// A WAV file's audio ("-": standard input), checked against `limits`. Pipes and devices
+    /// are read up to the limit; a regular file over it is refused without being read.
     public static func read(_ path: String, limits: AudioLimits) throws -> PCMAudio {
-        guard let attributes = try? FileManager.default.attributesOfItem(atPath: path) else {
-            throw KianaNodeError(.notFound, "\(path): no such file")
+        let handle: FileHandle
+        if path == "-" {
+            handle = FileHandle.standardInput
+        } else {
+            var st = stat()
+            guard stat(path, &st) == 0 else { throw KianaNodeError(.notFound, "\(path): \(errno == ENOENT ? "no such file" : String(cString: strerror(errno)))") }
+            if st.st_mode & S_IFMT == S_IFDIR { throw KianaNodeError(.invalidInput, "\(path) is a folder, not a WAV file") }
+            if st.st_mode & S_IFMT == S_IFREG, Int(st.st_size) > limits.maxBytes {
+                throw KianaNodeError(.tooLarge, "\(path) is \(st.st_size) bytes; at most \(limits.maxBytes) are taken")
+            }
+            guard let h = FileHandle(forReadingAtPath: path) else { throw KianaNodeError(.io, "cannot read \(path): \(String(cString: strerror(errno)))") }
+            handle = h
         }
-        if let size = attributes[.size] as? Int, size > limits.maxBytes {
-            throw KianaNodeError(.tooLarge, "\(path) is \(size) bytes; at most \(limits.maxBytes) are taken")
-        }
-        guard let data = FileManager.default.contents(atPath: path) else { throw KianaNodeError(.io, "cannot read \(path)") }
+        let data: Data
+        do { data = try handle.read(upToCount: limits.maxBytes + 1) ?? Data() } catch { throw KianaNodeError(.io, "cannot read \(path)", cause: error) }
+        guard data.count <= limits.maxBytes else { throw KianaNodeError(.tooLarge, "\(path) holds more than \(limits.maxBytes) bytes") }
         do { return try WAV.decode([UInt8](data), limits: limits) } catch { throw KianaNodeError(error.code, "\(path): \(error.message)") }
     }
 
-    /// A 16-bit WAV file of `audio`, written to a temporary name and renamed (a failed write
-    /// leaves no half file).
-    public static func write(_ audio: PCMAudio, to path: String) throws {
-        let tmp = path + ".part-\(getpid())"
-        guard FileManager.default.createFile(atPath: tmp, contents: Data(WAV.encode(audio))) else {
-            throw KianaNodeError(.io, "cannot write \(path)")
+    /// Where a WAV file goes: a new or regular file is written under a temporary name and
+    /// renamed when complete (a failed write leaves no half file); a device, pipe or symlinked
+    /// path is written through as it is (never replaced). Opened at once, so a path that cannot
+    /// be written fails before any work.
+    public final class Output {
+        let path: String
+        let handle: FileHandle
+        let temporary: String?
+
+        public init(_ path: String) throws {
+            self.path = path
+            var st = stat()
+            if lstat(path, &st) == 0, st.st_mode & S_IFMT != S_IFREG {
+                if st.st_mode & S_IFMT == S_IFDIR { throw KianaNodeError(.invalidInput, "\(path) is a folder; give a file name") }
+                guard let h = FileHandle(forWritingAtPath: path) else { throw KianaNodeError(.io, "cannot write \(path): \(String(cString: strerror(errno)))") }
+                handle = h
+                temporary = nil
+            } else {
+                let tmp = path + ".part-\(getpid())"
+                guard FileManager.default.createFile(atPath: tmp, contents: nil), let h = FileHandle(forWritingAtPath: tmp) else {
+                    throw KianaNodeError(.io, "cannot write \(path): \(String(cString: strerror(errno)))")
+                }
+                handle = h
+                temporary = tmp
+            }
         }
-        if rename(tmp, path) != 0 {
-            unlink(tmp)
-            throw KianaNodeError(.io, "cannot write \(path): \(String(cString: strerror(errno)))")
+
+        /// Writes `audio` as a 16-bit WAV file and puts it in place.
+        public func finish(_ audio: PCMAudio) throws {
+            do {
+                try handle.write(contentsOf: Data(WAV.encode(audio)))
+                if temporary != nil { try handle.truncate(atOffset: handle.offsetInFile) }
+                try handle.close()
+            } catch {
+                if let temporary { unlink(temporary) }
+                throw KianaNodeError(.io, "cannot write \(path)", cause: error)
+            }
+            if let temporary, rename(temporary, path) != 0 {
+                let why = String(cString: strerror(errno))
+                unlink(temporary)
+                throw KianaNodeError(.io, "cannot write \(path): \(why)")
+            }
         }
+
+        /// Removes the temporary file (the work failed).
+        public func abandon() {
+            try? handle.close()
+            if let temporary { unlink(temporary) }
+        }
+    }
+
+    /// The language of a text (for speaking an answer in its question's language).
+    public static func language(of text: String) -> String { Language.detect(text).rawValue }
+
+    /// A text as it should be spoken: citation marks ("[1]", "[2][3]") removed.
+    public static func speakable(_ text: String) -> String {
+        text.replacingOccurrences(of: #"\s*\[\d+\]"#, with: "", options: .regularExpression)
     }
 
     /// The header of a WAV stream of unknown length, and samples as bytes.

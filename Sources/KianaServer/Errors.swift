@@ -133,8 +133,10 @@ struct BrowserGuardMiddleware<Context: RequestContext>: RouterMiddleware {
             throw HTTPError(.forbidden, message: "a form from another site cannot upload recordings here")
         }
         if let origin = request.headers[HTTPField.Name("Origin")!], origin != "null" {
+            // Same origin only: host and port as the request addressed them (another web app on
+            // localhost:9999 is another site).
             let authority = origin.split(separator: "/", omittingEmptySubsequences: true).dropFirst().first.map(String.init) ?? ""
-            guard isLoopbackAuthority(authority) || authority == request.head.authority else {
+            guard authority.lowercased() == (request.head.authority ?? "").lowercased() else {
                 throw HTTPError(.forbidden, message: "a form from another site cannot upload recordings here")
             }
         } else if request.headers[HTTPField.Name("Origin")!] == "null" {

@@ -91,6 +91,8 @@ public protocol NodeAPI: Sendable {
     func speechFormat(_ text: String, language: String?, voice: String?, speed: Double?, engine: String?) async throws -> SpeechInfo
     /// Recognises speech in `audio` (English).
     func transcribe(_ audio: PCMAudio, language: String?) async throws -> Transcript
+    /// Throws `busy` when voice has no room for another request (checked before a body is read).
+    func checkVoiceRoom() throws
     /// What an uploaded recording may be.
     var audioLimits: AudioLimits { get }
 

@@ -65,16 +65,22 @@ struct VoiceController<Context: RequestContext>: Sendable {
                 let (pieces, continuation) = AsyncStream<[UInt8]>.makeStream(bufferingPolicy: .unbounded)
                 let gone = ClientGone()
                 if format == .wav { continuation.yield(WAV.header(sampleRate: outRate, dataBytes: nil)) }
+                let failed = ClientGone()
                 try await withThrowingTaskGroup(of: Void.self) { group in
                     group.addTask {
                         defer { continuation.finish() }
-                        // A failure after the header ends the stream early; the status was sent.
-                        _ = try? await node.speak(text, language: language, voice: voice, speed: speed, engine: engine, onStart: { _ in }) { piece in
+                        do {
+                            _ = try await node.speak(text, language: language, voice: voice, speed: speed, engine: engine, onStart: { _ in }) { piece in
                             if gone.value { return false }
                             var bytes: [UInt8] = []
                             WAV.appendSamples(convert(piece), to: &bytes)
                             continuation.yield(bytes)
                             return true
+                            }
+                        } catch {
+                            // The status was sent: the stream is cut off without its last chunk, so
+                            // the client sees a broken transfer, not a short but complete answer.
+                            failed.set()
                         }
                     }
                     for await piece in pieces {
@@ -85,6 +91,7 @@ struct VoiceController<Context: RequestContext>: Sendable {
                     }
                     try await group.waitForAll()
                 }
+                if failed.value { throw HTTPError(.internalServerError, message: "speech failed after the stream began") }
                 try await writer.finish(nil)
             })
     }
@@ -141,8 +148,13 @@ struct VoiceController<Context: RequestContext>: Sendable {
     /// fields come back as text.
     func upload(_ req: Request, multipartOnly: Bool = false) async throws -> (PCMAudio, [String: String]) {
         let limits = node.audioLimits
+        // Busy is said before up to 25 MiB are read.
+        try node.checkVoiceRoom()
         let type = req.headers[.contentType] ?? ""
         let boundary = Multipart.boundary(contentType: type)
+        if boundary == nil, type.lowercased().hasPrefix("multipart/form-data") {
+            throw HTTPError(.badRequest, message: "the multipart form's boundary is missing or invalid (1-70 characters)")
+        }
         if multipartOnly && boundary == nil {
             throw HTTPError(.unsupportedMediaType, message: "send the recording as multipart/form-data with a file field")
         }

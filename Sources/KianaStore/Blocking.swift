@@ -9,3 +9,15 @@ public func blocking<T: Sendable>(_ body: @escaping @Sendable () throws -> T) as
         DispatchQueue.global(qos: .utility).async { c.resume(with: Result { try body() }) }
     }
 }
+
+/// Runs long blocking work that may wait on an engine (speech synthesis and recognition) on a
+/// thread of its own and awaits it. Dispatch's shared pool has about as many threads as cores
+/// on Linux, so work that waits there would hold up every `blocking` call (store reads behind
+/// /health) until it is done; callers bound how many of these run at once.
+public func onOwnThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+    try await withCheckedThrowingContinuation { c in
+        let t = Thread { c.resume(with: Result { try body() }) }
+        t.stackSize = 1 << 20
+        t.start()
+    }
+}

@@ -249,8 +249,11 @@ struct Ask: AsyncParsableCommand {
                     Output.note("kiana: heard “\(heard.text)”")
                 }
                 if speak {
-                    _ = try v.speechFormat("Hello.", language: "en")
-                    speaking = AnswerSpeaker(v: v, sink: try SpeechSink(path: audioOut, stdoutAllowed: false))
+                    let language = LocalVoice.language(of: question)
+                    _ = try v.speechFormat(language == "de" ? "Hallo." : "Hello.", language: language)
+                    let s = AnswerSpeaker(v: v, sink: try SpeechSink(path: audioOut, stdoutAllowed: false, fileOption: "--audio-out FILE.wav"))
+                    s.language = language
+                    speaking = s
                 }
             }
             let speaker = speaking

@@ -19,68 +19,85 @@ struct VoiceFlags: ParsableArguments {
     }
 }
 
-/// Where spoken audio goes: a WAV file (exact header, written when done), a player on PATH, or
-/// standard output (a WAV stream of open length) when that is a pipe.
+/// Where spoken audio goes: a WAV file (exact header, written when done; "-" is standard
+/// output), a player on PATH, or standard output (a WAV stream of open length) when that is a
+/// pipe. A reader that goes away (`| head`) stops the speech.
 final class SpeechSink {
     enum Target {
-        case file(String)
-        case player(Process, FileHandle)
+        case file(LocalVoice.Output)
+        case player(LocalVoice.Child)
         case stdout
     }
     let target: Target
     var rate: Int?
     var samples: [Int16] = []
     var total = 0
+    /// False once a write failed (the reader is gone).
+    var open = true
 
-    /// `path` nil: a player when stdout is a terminal (or taken by text), else stdout.
-    init(path: String?, stdoutAllowed: Bool = true) throws {
-        if let path {
-            target = .file(path)
-        } else if isatty(1) == 1 || !stdoutAllowed {
+    /// `path` nil: a player when stdout is a terminal (or holds text), else stdout.
+    /// `fileOption` names the flag that writes a file, for the error without a player.
+    init(path: String?, stdoutAllowed: Bool = true, fileOption: String = "-o FILE.wav") throws {
+        if let path, path != "-" {
+            target = .file(try LocalVoice.Output(path))
+        } else if path == nil && (isatty(1) == 1 || !stdoutAllowed) {
             guard let player = LocalVoice.player() else {
-                throw KianaNodeError(.toolMissing, "no audio player found (aplay, paplay, pw-play, ffplay): write a file with -o FILE.wav, or pipe into a player")
+                throw KianaNodeError(
+                    .toolMissing,
+                    "no audio player found (aplay, paplay, pw-play, ffplay): write a file with \(fileOption)" + (stdoutAllowed ? ", or pipe into a player" : ""))
             }
-            let p = Process()
-            p.executableURL = URL(fileURLWithPath: player[0])
-            p.arguments = Array(player.dropFirst())
-            let pipe = Pipe()
-            p.standardInput = pipe
-            try p.run()
-            target = .player(p, pipe.fileHandleForWriting)
+            let p = try LocalVoice.Child(player[0], Array(player.dropFirst()))
+            try? p.stdout.close()
+            target = .player(p)
         } else {
             target = .stdout
         }
     }
 
-    func add(_ audio: LocalVoice.Audio) {
+    /// Adds speech; false when nobody is listening any more.
+    func add(_ audio: LocalVoice.Audio) -> Bool {
         if rate == nil {
             rate = audio.sampleRate
             send(LocalVoice.streamHeader(sampleRate: audio.sampleRate))
         }
         total += audio.samples.count
         if case .file = target { samples += audio.samples } else { send(LocalVoice.bytes(audio.samples)) }
+        return open
     }
 
     func send(_ bytes: [UInt8]) {
-        switch target {
-        case .file: break
-        case .player(_, let h): try? h.write(contentsOf: Data(bytes))
-        case .stdout: Output.emit(1, Data(bytes))
-        }
+        guard open else { return }
+        do {
+            switch target {
+            case .file: break
+            case .player(let p): try p.stdin.write(contentsOf: Data(bytes))
+            case .stdout: try FileHandle.standardOutput.write(contentsOf: Data(bytes))
+            }
+        } catch { open = false }
     }
 
     /// Writes the file or lets the player finish; returns seconds of audio.
     func finish() throws -> Double {
         let seconds = rate.map { Double(total) / Double($0) } ?? 0
         switch target {
-        case .file(let path):
-            try LocalVoice.write(LocalVoice.Audio(sampleRate: rate ?? 22_050, samples: samples), to: path)
-        case .player(let p, let h):
-            try? h.close()
-            p.waitUntilExit()
+        case .file(let out):
+            try out.finish(LocalVoice.Audio(sampleRate: rate ?? 22_050, samples: samples))
+        case .player(let p):
+            try? p.stdin.close()
+            let status = p.waitUntilExit()
+            guard status == 0 else { throw KianaNodeError(.toolMissing, "the audio player failed (exit \(status)); write a file instead") }
         case .stdout: break
         }
         return seconds
+    }
+
+    /// The work failed: no half file is left.
+    func abandon() {
+        switch target {
+        case .file(let out): out.abandon()
+        case .player(let p): p.signal(SIGTERM)
+        case .stdout: break
+        }
     }
 }
 
@@ -90,7 +107,7 @@ struct Say: ParsableCommand {
     @OptionGroup var data: DataOptions
     @OptionGroup var voice: VoiceFlags
     @Option(help: "en, de or auto (detected from the text).") var language: String = "auto"
-    @Option(name: .shortAndLong, help: "Write a WAV file (16-bit PCM) instead of playing it.") var output: String?
+    @Option(name: .shortAndLong, help: "Write a WAV file (16-bit PCM) instead of playing it; - writes it to standard output.") var output: String?
     @Argument(help: "The text to speak (- reads standard input).") var text: String
 
     func run() throws {
@@ -105,12 +122,14 @@ struct Say: ParsableCommand {
             // Checked (engine found, voice started) before a file or player is opened.
             let format = try v.speechFormat(words, language: language)
             let sink = try SpeechSink(path: output)
-            _ = try v.speak(words, language: language) { piece in
-                sink.add(piece)
-                return true
+            do {
+                _ = try v.speak(words, language: language) { piece in sink.add(piece) }
+            } catch {
+                sink.abandon()
+                throw error
             }
             let seconds = try sink.finish()
-            if let output {
+            if let output, output != "-" {
                 Output.note(String(format: "kiana: wrote %@ (%.1f s, %@ %@, %d Hz)", output, seconds, format.engine, format.voice, format.sampleRate))
             }
         }
@@ -122,7 +141,7 @@ struct Listen: ParsableCommand {
     @OptionGroup var data: DataOptions
     @OptionGroup var output: OutputOptions
     @Option(help: "The language spoken (en).") var language: String = "en"
-    @Argument(help: "A WAV file (PCM or float, any common rate; resampled to 16 kHz).") var file: String
+    @Argument(help: "A WAV file (PCM or float, 8-96 kHz; resampled to 16 kHz); - reads standard input.") var file: String
 
     func run() throws {
         try perform {
@@ -145,6 +164,8 @@ final class AnswerSpeaker: @unchecked Sendable {
     let sink: SpeechSink
     var sentences = LocalVoice.Sentences()
     var failure: (any Error)?
+    /// The answer's language: its question's (a short sentence alone could pass for either).
+    var language: String?
 
     init(v: LocalVoice.Engine, sink: SpeechSink) {
         self.v = v
@@ -164,16 +185,18 @@ final class AnswerSpeaker: @unchecked Sendable {
     func speak(_ sentence: String) {
         guard failure == nil else { return }
         do {
-            _ = try v.speak(sentence) { piece in
-                sink.add(piece)
-                return true
-            }
+            let text = LocalVoice.speakable(sentence)
+            guard !text.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty, sink.open else { return }
+            _ = try v.speak(text, language: language) { piece in sink.add(piece) }
         } catch { failure = error }
     }
 
     func finish() throws {
         for s in sentences.finish() { speak(s) }
+        if let failure {
+            sink.abandon()
+            throw failure
+        }
         _ = try sink.finish()
-        if let failure { throw failure }
     }
 }

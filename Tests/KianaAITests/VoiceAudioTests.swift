@@ -95,6 +95,12 @@ struct VoiceAudioTests {
         }
     }
 
+    @Test func anOddChunkWithoutItsPadByteIsStillRead() throws {
+        // LIST of 3 bytes and no pad byte, then fmt: read as written, not misaligned by one.
+        let list = Array("LIST".utf8) + [3, 0, 0, 0] + [1, 2, 3]
+        #expect(try WAV.decode(Self.wav(data: [9, 0], before: list)).samples == [9])
+    }
+
     @Test func truncatedAndRandomBytesNeverCrash() {
         var rng = SystemRandomNumberGenerator()
         let good = Self.wav(channels: 2, rate: 44_100, bits: 24, data: (0..<600).map { _ in UInt8.random(in: 0...255, using: &rng) })
@@ -198,6 +204,8 @@ struct VoiceAudioTests {
         ("   \n", nil, nil, nil),
         (String(repeating: "a", count: 5000), nil, nil, nil),
         ("hi", "fr", nil, nil),
+        ("hi\u{0}there", nil, nil, nil),
+        ("bell\u{7}", nil, nil, nil),
         ("hi", nil, "-w/etc/passwd", nil),
         ("hi", nil, "../../etc", nil),
         ("hi", nil, "en us", nil),

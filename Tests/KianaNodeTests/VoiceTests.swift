@@ -191,6 +191,81 @@ struct VoiceTests {
         #expect((s["engines"] as? [[String: Any]] ?? []).allSatisfy { $0["installed"] as? Bool == true }, "\(s)")
     }
 
+    /// What a hostile review found, each done again: files behind symlinks and "-", a reader that
+    /// goes away, stdin as the recording, a Piper request on a node set to espeak (no worker may
+    /// leak), speech requests past the limit refused at once while /health stays fast, and a
+    /// streamed speech that fails after its header cut off rather than ended as if complete.
+    @Test func outputPathsPipesWorkersAndLimits() async throws {
+        let dir = try TempDir()
+        defer { dir.cleanup() }
+        let d = dir.path + "/d"
+        // -o through a symlink writes its target and keeps the link; -o - is standard output.
+        let target = dir.path + "/target.wav"
+        try Data().write(to: URL(fileURLWithPath: target))
+        try FileManager.default.createSymbolicLink(atPath: dir.path + "/link.wav", withDestinationPath: target)
+        #expect(try await kiana(["say", "--data-dir", d, "--voice-engine", "espeak", "-o", dir.path + "/link.wav", "Hello there."]).status == 0)
+        #expect((try? FileManager.default.destinationOfSymbolicLink(atPath: dir.path + "/link.wav")) == target)
+        #expect(try await Self.described(target).seconds > 0.3)
+        let toStdout = try await runProcess(kianaBinary(), ["say", "--data-dir", d, "--voice-engine", "piper", "-o", "-", "Hello there."])
+        #expect(toStdout.out.prefix(4) == Data("RIFF".utf8) && toStdout.out.count > 10_000, "\(toStdout.out.count) bytes")
+        // A folder or a path that cannot be written fails before anything is spoken.
+        let folder = try await kiana(["say", "--data-dir", d, "-o", dir.path, "Hello."])
+        #expect(folder.status == 1 && folder.err.contains("is a folder"), "\(folder.err)")
+        let nowhere = try await kiana(["say", "--data-dir", d, "-o", "/nonexistent/x.wav", "Hello."])
+        #expect(nowhere.status == 1 && nowhere.err.contains("cannot write"), "\(nowhere.err)")
+        // The recording on standard input.
+        let heard = try await runProcess(kianaBinary(), ["listen", "--data-dir", d, "-"], input: toStdout.out)
+        #expect(heard.status == 0 && String(decoding: heard.out, as: UTF8.self).contains("hello"), "\(String(decoding: heard.err, as: UTF8.self))")
+        // A reader that goes away stops a long speech at once (SIGPIPE is ignored; the write fails).
+        let long = String(repeating: "This sentence is here to make the speech long. ", count: 60)
+        let start = Date()
+        let cut = try await runProcess("/bin/sh", ["-c", "'\(kianaBinary())' say --data-dir '\(d)' --voice-engine espeak \"$0\" | head -c 100 > /dev/null", long])
+        #expect(cut.status == 0 && Date().timeIntervalSince(start) < 5, "\(Date().timeIntervalSince(start)) s")
+
+        // A node set to espeak asked for Piper: one worker, kept, not one per request.
+        let node = try ServeTests.Running(["serve", "--data-dir", d, "--port", "0", "--p2p-port", "0", "--discovery", "off", "--voice-engine", "espeak"])
+        defer { node.process.terminate() }
+        let port = try #require(await node.waitForPort(), "\(node.text)")
+        let url = "http://127.0.0.1:\(port)"
+        func post(_ body: String, _ path: String = "/api/v1/voice/speak", extra: [String] = []) async throws -> (Int32, String) {
+            let r = try await runProcess(
+                "/usr/bin/curl", ["-s", "-m", "60", "-o", "/dev/null", "-w", "%{http_code}", "-H", "Content-Type: application/json", "-d", body] + extra + [url + path])
+            return (r.status, String(decoding: r.out, as: UTF8.self))
+        }
+        for _ in 0..<3 { #expect(try await post(#"{"text":"Hello there.","engine":"piper"}"#).1 == "200") }
+        let workers = try await runProcess("/usr/bin/pgrep", ["-f", "-P", String(node.process.processIdentifier), "python3"])
+        #expect(String(decoding: workers.out, as: UTF8.self).split(separator: "\n").count == 1, "\(String(decoding: workers.out, as: UTF8.self))")
+        // A named espeak voice that does not exist is a 400 before any audio, streamed or not.
+        #expect(try await post(#"{"text":"Hello.","voice":"zz","engine":"espeak","stream":true}"#).1 == "400")
+        // One long speech holds the worker; of 12 more at once, those past the limit are refused
+        // at once, and /health answers meanwhile.
+        let text = String(repeating: "This is a fairly long sentence that takes the voice a while to say. ", count: 20)
+        let results = try await withThrowingTaskGroup(of: (String, Double).self) { group in
+            group.addTask { (try await post("{\"text\":\"\(text)\",\"engine\":\"piper\"}").1, 0) }
+            try await Task.sleep(for: .milliseconds(300))
+            for _ in 0..<12 {
+                group.addTask {
+                    let t = Date()
+                    let code = try await post(#"{"text":"Hi there.","engine":"piper"}"#).1
+                    return (code, Date().timeIntervalSince(t))
+                }
+            }
+            group.addTask {
+                let t = Date()
+                let r = try await runProcess("/usr/bin/curl", ["-s", "-m", "10", "-o", "/dev/null", "-w", "%{http_code}", url + "/health"])
+                return ("health:" + String(decoding: r.out, as: UTF8.self), Date().timeIntervalSince(t))
+            }
+            var all: [(String, Double)] = []
+            for try await x in group { all.append(x) }
+            return all
+        }
+        let health = try #require(results.first { $0.0.hasPrefix("health") })
+        #expect(health.0 == "health:200" && health.1 < 2, "\(health)")
+        let refused = results.filter { $0.0 == "503" }
+        #expect(!refused.isEmpty && refused.allSatisfy { $0.1 < 2 }, "\(results)")
+        #expect(results.allSatisfy { ["200", "503"].contains($0.0) || $0.0.hasPrefix("health") }, "\(results)")
+    }
+
     static func le32(_ v: UInt32) -> Data { Data([UInt8(v & 0xFF), UInt8(v >> 8 & 0xFF), UInt8(v >> 16 & 0xFF), UInt8(v >> 24)]) }
 
     @Test("kiana ask --voice hears the question and --speak writes the spoken answer", .needsModels)

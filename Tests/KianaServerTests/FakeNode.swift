@@ -156,6 +156,7 @@ final class FakeNode: NodeAPI, Sendable {
     }
     func transcribe(_ audio: PCMAudio, language: String?) async throws -> Transcript { try voice.transcribe(audio, language: language) }
     var audioLimits: AudioLimits { voice.settings.limits }
+    func checkVoiceRoom() throws { try voice.checkRoom() }
 
     // MARK: ledger
 

@@ -41,6 +41,15 @@ import Testing
             "another site"
         ),
         (
+            "a form from another port on localhost", "/api/v1/voice/transcribe",
+            [.contentType: "multipart/form-data; boundary=x", HTTPField.Name("Origin")!: "http://localhost:9999"], Array("--x--".utf8), .forbidden,
+            "another site"
+        ),
+        (
+            "a form without a boundary", "/api/v1/voice/transcribe", [.contentType: "multipart/form-data"], Array("--x--".utf8), .badRequest,
+            "boundary is missing"
+        ),
+        (
             "a cross-site form (fetch metadata)", "/v1/audio/transcriptions",
             [.contentType: "multipart/form-data; boundary=x", HTTPField.Name("Sec-Fetch-Site")!: "cross-site"], Array("--x--".utf8), .forbidden,
             "another site"

@@ -1,4 +1,9 @@
 import Foundation
+import KianaStore
+
+/// The posix_spawn child (KianaStore), for the tests that start processes.
+public typealias Spawned = KianaStore.Spawned
+
 import Testing
 
 /// Locates ../shared (DESIGN.md, vectors, data) beside the checkout, or `$KIANA_SHARED`.

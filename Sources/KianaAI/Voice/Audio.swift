@@ -60,7 +60,10 @@ public enum WAV {
                 data = body..<end
                 break
             }
-            guard size <= bytes.count - body else { throw KianaAIError(.malformedEncoding, "the WAV file's \(id) chunk runs past its end") }
+            guard size <= bytes.count - body else {
+                let shown = id.unicodeScalars.allSatisfy { $0.value >= 0x20 && $0.value < 0x7F } ? "“\(id.trimmingCharacters(in: .whitespaces))”" : "a"
+                throw KianaAIError(.malformedEncoding, "the WAV file's \(shown) chunk runs past the end of the file")
+            }
             if id == "fmt " {
                 guard size >= 16 else { throw KianaAIError(.malformedEncoding, "the WAV file's fmt chunk is too short") }
                 var tag = Int(le16(bytes, body))
@@ -70,7 +73,14 @@ public enum WAV {
                 }
                 format = (tag, Int(le16(bytes, body + 2)), Int(le32(bytes, body + 4)), Int(le16(bytes, body + 14)), Int(le16(bytes, body + 12)))
             }
-            at = body + size + (size & 1)  // chunks are padded to an even length
+            // Chunks are padded to an even length; some writers leave the pad byte out, so an odd
+            // chunk followed directly by a known chunk ID is read that way.
+            at = body + size
+            if size & 1 == 1 {
+                let known = ["fmt ", "data", "LIST", "fact", "cue ", "bext", "JUNK", "id3 ", "PEAK", "smpl", "inst"]
+                let unpadded = at + 4 <= bytes.count ? String(decoding: bytes[at..<at + 4], as: UTF8.self) : ""
+                if !known.contains(unpadded) { at += 1 }
+            }
         }
         guard let f = format else { throw KianaAIError(.malformedEncoding, "the WAV file has no fmt chunk") }
         guard let data else { throw KianaAIError(.malformedEncoding, "the WAV file has no data chunk") }

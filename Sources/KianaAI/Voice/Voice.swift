@@ -124,7 +124,7 @@ public final class Voice: Sendable {
     var engines: Engines {
         if let e = found.withLock({ $0 }) { return e }
         let e = Engines(
-            espeak: ESpeakSynthesizer.installed(), piper: settings.engine == "espeak" ? nil : PiperSynthesizer.installed(model: settings.piperModel),
+            espeak: ESpeakSynthesizer.installed(), piper: PiperSynthesizer.installed(model: settings.piperModel),
             sphinx: PocketSphinxRecognizer.installed())
         found.withLock { $0 = e }
         return e
@@ -154,26 +154,38 @@ public final class Voice: Sendable {
         return try body()
     }
 
-    /// The synthesizer for a request: `engine` (nil: the setting) and the text's language.
-    public func synthesizer(engine requested: String?, language: Language) throws(KianaAIError) -> any SpeechSynthesizer {
+    /// The synthesizer for a request: `engine` (nil: the setting), the text's language and
+    /// whether an espeak-ng voice was named. Auto speaks English with Piper unless a voice is
+    /// named or Piper cannot start (then espeak-ng).
+    public func synthesizer(engine requested: String?, language: Language, voice: String? = nil) throws(KianaAIError) -> any SpeechSynthesizer {
         let engine = requested ?? settings.engine
         guard Self.validEngine(engine) else {
-            throw KianaAIError(.invalidInput, "voice engine \(engine) is unknown (auto, espeak or piper)")
+            throw KianaAIError(.invalidInput, "voice engine \(engine.prefix(20)) is unknown (auto, espeak or piper)")
         }
         let e = engines
         switch engine {
         case "piper":
             guard language == .en else { throw KianaAIError(.invalidInput, "the piper voice speaks English; German is spoken by espeak (engine auto or espeak)") }
-            if let p = e.piper ?? (requested != nil && settings.engine == "espeak" ? PiperSynthesizer.installed(model: settings.piperModel) : nil) { return p }
-            throw KianaAIError(.toolMissing, "the piper voice is not installed (\(Self.installHint))")
+            guard voice == nil else {
+                throw KianaAIError(.invalidInput, "piper has one voice (voice.piperModel); voice names an espeak-ng voice (engine espeak or auto)")
+            }
+            guard let p = e.piper else { throw KianaAIError(.toolMissing, "the piper voice is not installed (\(Self.installHint))") }
+            _ = try p.sampleRate()  // starts it: a broken voice is an error here, not a short answer
+            return p
         case "espeak":
             guard let s = e.espeak else { throw KianaAIError(.toolMissing, "espeak-ng is not installed (\(Self.installHint))") }
             return s
         default:
-            if language == .en, let p = e.piper { return p }
+            if language == .en, voice == nil, let p = e.piper, (try? p.sampleRate()) != nil { return p }
             guard let s = e.espeak else { throw KianaAIError(.toolMissing, "no speech engine is installed (\(Self.installHint))") }
             return s
         }
+    }
+
+    /// Refuses at once when `maxJobs` voice requests are already in flight (before a body is
+    /// read or a response started; `admitted` is the binding check).
+    public func checkRoom() throws(KianaAIError) {
+        guard jobs.withLock({ $0 }) < maxJobs else { throw KianaAIError(.busy, "voice is busy with \(maxJobs) requests; try again shortly") }
     }
 
     static func validEngine(_ e: String) -> Bool { VoiceSettings.engines.contains(e) }
@@ -182,6 +194,9 @@ public final class Voice: Sendable {
     public func check(text: String, language: String?, voice: String?, speed: Double?) throws(KianaAIError) -> (Language, Double) {
         let trimmed = text.trimmingCharacters(in: .whitespacesAndNewlines)
         guard !trimmed.isEmpty else { throw KianaAIError(.invalidInput, "there is no text to speak") }
+        guard !text.unicodeScalars.contains(where: { $0.properties.generalCategory == .control && !"\n\r\t".unicodeScalars.contains($0) }) else {
+            throw KianaAIError(.invalidInput, "the text holds control characters")
+        }
         guard text.count <= settings.maxTextCharacters else {
             throw KianaAIError(.tooLarge, "the text is \(text.count) characters; at most \(settings.maxTextCharacters) are spoken at once")
         }
@@ -207,7 +222,8 @@ public final class Voice: Sendable {
     public func speechFormat(
         _ text: String, language: String? = nil, voice: String? = nil, speed: Double? = nil, engine: String? = nil
     ) throws(KianaAIError) -> SpeechInfo {
-        try plan(text, language: language, voice: voice, speed: speed, engine: engine).info
+        try checkRoom()
+        return try plan(text, language: language, voice: voice, speed: speed, engine: engine).info
     }
 
     struct Plan {
@@ -220,18 +236,33 @@ public final class Voice: Sendable {
 
     func plan(_ text: String, language: String?, voice: String?, speed: Double?, engine: String?) throws(KianaAIError) -> Plan {
         let (lang, rate) = try check(text: text, language: language, voice: voice, speed: speed)
-        let s = try synthesizer(engine: engine, language: lang)
+        let s = try synthesizer(engine: engine, language: lang, voice: voice)
         let name: String
         var espeakVoice: String?
         if let p = s as? PiperSynthesizer {
             name = try p.voiceName()
-        } else {
-            espeakVoice = voice ?? settings.espeakVoice
+        } else if let e = s as? ESpeakSynthesizer {
+            if let voice {
+                // A named voice must be one espeak-ng has: an unknown one would fail mid-answer.
+                guard e.language(ofVoice: voice) != nil else {
+                    throw KianaAIError(.invalidInput, "espeak-ng has no voice \(voice) (`espeak-ng --voices` lists them)")
+                }
+                espeakVoice = voice
+            } else if let configured = settings.espeakVoice, let l = e.language(ofVoice: configured), l.hasPrefix(lang.rawValue) {
+                // voice.espeakVoice speaks its own language only; the other keeps its default.
+                espeakVoice = configured
+            }
             name = espeakVoice ?? ESpeakSynthesizer.defaultVoice(lang)
+        } else {
+            name = s.name
         }
         let info = SpeechInfo(engine: s.name, voice: name, language: lang.rawValue, sampleRate: try s.sampleRate())
         return Plan(info: info, synthesizer: s, language: lang, speed: rate, espeakVoice: espeakVoice)
     }
+
+    /// The longest speech made for one request (a 4096-character text of emoji descriptions
+    /// could otherwise run for a quarter of an hour, held in memory when not streamed).
+    public static let maxSpeechSeconds = 600.0
 
     /// Speaks `text`, sentence by sentence: `onStart` gets what it is made with (before any
     /// audio), `onAudio` each piece and returns false to stop.
@@ -242,9 +273,17 @@ public final class Voice: Sendable {
         try admitted { () throws(KianaAIError) -> SpeechInfo in
             let p = try plan(text, language: language, voice: voice, speed: speed, engine: engine)
             onStart(p.info)
+            var samples = 0
+            var tooLong = false
             try p.synthesizer.synthesize(text, language: p.language, voice: p.espeakVoice, speed: p.speed) { piece in
-                onAudio(piece.sampleRate == p.info.sampleRate ? piece : piece.resampled(to: p.info.sampleRate))
+                samples += piece.samples.count
+                if Double(samples) / Double(max(1, piece.sampleRate)) > Self.maxSpeechSeconds {
+                    tooLong = true
+                    return false
+                }
+                return onAudio(piece.sampleRate == p.info.sampleRate ? piece : piece.resampled(to: p.info.sampleRate))
             }
+            if tooLong { throw KianaAIError(.tooLarge, "the speech would be longer than \(Int(Self.maxSpeechSeconds / 60)) minutes; send less text") }
             return p.info
         }
     }
@@ -262,7 +301,8 @@ public final class Voice: Sendable {
     /// Recognises English speech in `audio`.
     public func transcribe(_ audio: PCMAudio, language: String? = nil) throws(KianaAIError) -> Transcript {
         switch language?.lowercased() {
-        case nil, "", "auto", "en", "en-us", "en_us", "english": break
+        case nil, "", "auto", "english": break
+        case let l? where l == "en" || l.hasPrefix("en-") || l.hasPrefix("en_"): break
         case let l? where l.hasPrefix("de"):
             throw KianaAIError(.invalidInput, "German speech cannot be recognised here: no offline German model is installable (docs/voice.md); English (en) is")
         case let l?: throw KianaAIError(.invalidInput, "language \(l.prefix(20)) cannot be recognised here; English (en) can")

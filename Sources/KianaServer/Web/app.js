@@ -133,7 +133,7 @@ $("#ask").addEventListener("submit", guarded(async (ev) => {
   const answer = message("assistant pending", "");
   const text = answer.querySelector(".text");
   // Auto read-aloud speaks each sentence as soon as it is complete, while the rest streams.
-  const reader = $("#autoread").checked && voice.speech ? follower() : null;
+  const reader = $("#autoread").checked && voice.speech ? follower(q) : null;
   try {
     await sse("/api/v1/ask", { method: "POST", body: JSON.stringify({ question: q, conversation: state.conversation }) }, (name, data) => {
       if (name === "token") {
@@ -396,8 +396,23 @@ function sentences(text) {
 // What is said of a sentence: the answer's citation marks ([1], [2, 3]) are for reading, not hearing.
 const speakable = (s) => s.replace(/\[\d+(?:\s*[,–-]\s*\d+)*\]/g, "").replace(/\s+/g, " ").trim();
 
-async function synthesize(text, signal) {
-  const r = await fetch("/api/v1/voice/speak", { method: "POST", headers: headers(), body: JSON.stringify({ text, stream: false }), signal });
+// The language an answer is read in, decided once for the whole answer (or its question): a short
+// sentence alone ("Hallo!") could pass for either, and the voice must not switch mid-answer. The
+// same markers as the node's detector (KianaAI Language.detect), in brief.
+const germanMarkers = new Set("wann wie wo wer was welche welcher welches warum ist sind und der die das ich mein meine nicht wird werden haben hat den dem ein eine einen für mit bei auf".split(" "));
+const englishMarkers = new Set("when how where who what which why is are and the my our does do did of to for with at on was were has have it that".split(" "));
+function languageOf(text) {
+  let de = 0, en = 0;
+  for (const w of text.toLowerCase().match(/[\p{L}]+/gu) || []) {
+    if (germanMarkers.has(w)) de += 2;
+    if (englishMarkers.has(w)) en += 2;
+    if (/[äöüß]/.test(w)) de += 1;
+  }
+  return de > en ? "de" : "en";
+}
+
+async function synthesize(text, language, signal) {
+  const r = await fetch("/api/v1/voice/speak", { method: "POST", headers: headers(), body: JSON.stringify({ text, language, stream: false }), signal });
   if (!r.ok) throw await failure(r);
   return r.blob();
 }
@@ -423,7 +438,7 @@ function play(blob, speaker) {
 // node has one voice worker, so asking for all at once would not be faster) and played as soon as
 // the one before it has finished playing: the first sentence plays while the rest are made.
 // One speaker at a time: a new one silences the last.
-function speaker() {
+function speaker(language) {
   stopSpeaking();
   const control = new AbortController();
   let made = Promise.resolve(), played = Promise.resolve();
@@ -432,7 +447,7 @@ function speaker() {
   s.say = (sentence) => {
     const text = speakable(sentence);
     if (s.stopped || !/[\p{L}\p{N}]/u.test(text)) return;
-    const wav = made.then(() => (s.stopped ? null : synthesize(text, control.signal)));
+    const wav = made.then(() => (s.stopped ? null : synthesize(text, language, control.signal)));
     made = wav.catch(fail);
     played = played.then(() => wav).then((blob) => (blob && !s.stopped ? play(blob, s) : null)).catch(fail);
   };
@@ -468,9 +483,10 @@ function readAloudButton(answer) {
   offerSpeech(b);
   b.addEventListener("click", () => {
     if (voice.speaker && voice.speaker.button === b) return stopSpeaking();
-    const s = speaker();
+    const whole = answer.querySelector(".text").textContent;
+    const s = speaker(languageOf(whole));
     s.attach(b);
-    const { done, rest } = sentences(answer.querySelector(".text").textContent);
+    const { done, rest } = sentences(whole);
     for (const x of [...done, rest]) s.say(x);
     s.end();
   });
@@ -479,8 +495,9 @@ function readAloudButton(answer) {
 }
 // Auto read-aloud of an answer while it streams: each sentence is queued once it is complete, the
 // unfinished rest when the answer is.
-function follower() {
-  const f = { speaker: speaker(), at: 0, ended: false };
+function follower(question) {
+  // An answer is in its question's language.
+  const f = { speaker: speaker(languageOf(question)), at: 0, ended: false };
   f.speaker.auto = true;
   f.grow = (text) => {
     for (const x of sentences(text.slice(f.at)).done) { f.speaker.say(x); f.at += x.length; }
