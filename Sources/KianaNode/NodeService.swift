@@ -306,31 +306,28 @@ public final class NodeService: NodeAPI {
         return (try? await onOwnThread { voice.status() }) ?? voice.status()
     }
 
-    public func speak(
-        _ text: String, language: String?, voice name: String?, speed: Double?, engine: String?,
-        onStart: @escaping @Sendable (SpeechInfo) -> Void, onAudio: @escaping @Sendable (PCMAudio) -> Bool
-    ) async throws -> SpeechInfo {
-        let voice = self.voice
-        // Voice waits on its engines: on threads of its own, admitted first (at most 4 run).
-        try voice.checkRoom()
-        return try await onOwnThread { try voice.speak(text, language: language, voice: name, speed: speed, engine: engine, onStart: onStart, onAudio: onAudio) }
-    }
+    public func reserveVoice() throws -> VoiceSlot { try voice.reserve() }
 
+    // Voice waits on its engines: on threads of its own, in a reserved slot (at most 4 run).
     public func speechFormat(_ text: String, language: String?, voice name: String?, speed: Double?, engine: String?) async throws -> SpeechInfo {
         let voice = self.voice
-        try voice.checkRoom()
         return try await onOwnThread { try voice.speechFormat(text, language: language, voice: name, speed: speed, engine: engine) }
     }
 
-    public func transcribe(_ audio: PCMAudio, language: String?) async throws -> Transcript {
+    public func speak(
+        _ text: String, language: String?, voice name: String?, speed: Double?, engine: String?, slot: VoiceSlot,
+        onAudio: @escaping @Sendable (PCMAudio) -> Bool
+    ) async throws -> SpeechInfo {
         let voice = self.voice
-        try voice.checkRoom()
-        return try await onOwnThread { try voice.transcribe(audio, language: language) }
+        return try await onOwnThread { try voice.speak(text, language: language, voice: name, speed: speed, engine: engine, slot: slot, onAudio: onAudio) }
+    }
+
+    public func transcribe(_ audio: PCMAudio, language: String?, slot: VoiceSlot) async throws -> Transcript {
+        let voice = self.voice
+        return try await onOwnThread { try voice.transcribe(audio, language: language, slot: slot) }
     }
 
     public var audioLimits: AudioLimits { voice.settings.limits }
-
-    public func checkVoiceRoom() throws { try voice.checkRoom() }
 
     // MARK: ledger
 

@@ -64,29 +64,51 @@ public enum LocalVoice {
         let handle: FileHandle
         let temporary: String?
 
-        public init(_ path: String) throws {
+        public init(_ given: String) throws {
+            // A symlink is followed (also a dangling one): the file it names is written and the
+            // link kept.
+            var path = given
+            for _ in 0..<8 {
+                var st = stat()
+                guard lstat(path, &st) == 0, st.st_mode & S_IFMT == S_IFLNK,
+                    let dest = try? FileManager.default.destinationOfSymbolicLink(atPath: path)
+                else { break }
+                path = dest.hasPrefix("/") ? dest : (path as NSString).deletingLastPathComponent + "/" + dest
+            }
             self.path = path
             var st = stat()
-            if lstat(path, &st) == 0, st.st_mode & S_IFMT != S_IFREG {
-                if st.st_mode & S_IFMT == S_IFDIR { throw KianaNodeError(.invalidInput, "\(path) is a folder; give a file name") }
-                guard let h = FileHandle(forWritingAtPath: path) else { throw KianaNodeError(.io, "cannot write \(path): \(String(cString: strerror(errno)))") }
+            let exists = stat(path, &st) == 0
+            if exists && st.st_mode & S_IFMT == S_IFDIR { throw KianaNodeError(.invalidInput, "\(given) is a folder; give a file name") }
+            if exists && access(path, W_OK) != 0 { throw KianaNodeError(.readOnly, "\(given) cannot be written (\(String(cString: strerror(errno))))") }
+            if exists && st.st_mode & S_IFMT != S_IFREG {
+                // A device or a pipe: written through.
+                guard let h = FileHandle(forWritingAtPath: path) else { throw KianaNodeError(.io, "cannot write \(given): \(String(cString: strerror(errno)))") }
                 handle = h
                 temporary = nil
-            } else {
-                let tmp = path + ".part-\(getpid())"
-                guard FileManager.default.createFile(atPath: tmp, contents: nil), let h = FileHandle(forWritingAtPath: tmp) else {
-                    throw KianaNodeError(.io, "cannot write \(path): \(String(cString: strerror(errno)))")
-                }
+                return
+            }
+            let tmp = path + ".part-\(getpid())"
+            if FileManager.default.createFile(atPath: tmp, contents: nil, attributes: exists ? [.posixPermissions: Int(st.st_mode & 0o777)] : nil),
+                let h = FileHandle(forWritingAtPath: tmp)
+            {
                 handle = h
                 temporary = tmp
+            } else if exists, let h = FileHandle(forWritingAtPath: path) {
+                // A writable file in a folder where no new file can be made: rewritten in place.
+                handle = h
+                temporary = nil
+                inPlace = true
+            } else {
+                throw KianaNodeError(.io, "cannot write \(given): \(String(cString: strerror(errno)))")
             }
         }
+        var inPlace = false
 
         /// Writes `audio` as a 16-bit WAV file and puts it in place.
         public func finish(_ audio: PCMAudio) throws {
             do {
                 try handle.write(contentsOf: Data(WAV.encode(audio)))
-                if temporary != nil { try handle.truncate(atOffset: handle.offsetInFile) }
+                if temporary != nil || inPlace { try handle.truncate(atOffset: handle.offsetInFile) }
                 try handle.close()
             } catch {
                 if let temporary { unlink(temporary) }
@@ -111,11 +133,12 @@ public enum LocalVoice {
 
     /// A text as it should be spoken: citation marks ("[1]", "[2][3]") removed.
     public static func speakable(_ text: String) -> String {
-        text.replacingOccurrences(of: #"\s*\[\d+\]"#, with: "", options: .regularExpression)
+        text.replacingOccurrences(of: #"\s*\[\d+(?:\s*[,–-]\s*\d+)*\]"#, with: "", options: .regularExpression)
     }
 
     /// The header of a WAV stream of unknown length, and samples as bytes.
     public static func streamHeader(sampleRate: Int) -> [UInt8] { WAV.header(sampleRate: sampleRate, dataBytes: nil) }
+    public static func header(sampleRate: Int, samples: Int) -> [UInt8] { WAV.header(sampleRate: sampleRate, dataBytes: samples * 2) }
     public static func bytes(_ samples: [Int16]) -> [UInt8] {
         var out: [UInt8] = []
         WAV.appendSamples(samples, to: &out)

@@ -80,19 +80,19 @@ public protocol NodeAPI: Sendable {
 
     /// The speech engines this machine has and the voice limits.
     func voiceStatus() async -> VoiceStatus
-    /// Speaks `text` (engine, language, voice and speed checked; nil: the settings), sentence by
-    /// sentence: `onStart` gets the format before any audio, `onAudio` each piece and returns
-    /// false to stop.
-    func speak(
-        _ text: String, language: String?, voice: String?, speed: Double?, engine: String?,
-        onStart: @escaping @Sendable (SpeechInfo) -> Void, onAudio: @escaping @Sendable (PCMAudio) -> Bool
-    ) async throws -> SpeechInfo
+    /// A place among the voice requests in flight (at most four), or `busy`: taken before an
+    /// upload is read or a response begins, held until the work is done.
+    func reserveVoice() throws -> VoiceSlot
     /// What `speak` would use for these arguments, checked (nothing is spoken).
     func speechFormat(_ text: String, language: String?, voice: String?, speed: Double?, engine: String?) async throws -> SpeechInfo
-    /// Recognises speech in `audio` (English).
-    func transcribe(_ audio: PCMAudio, language: String?) async throws -> Transcript
-    /// Throws `busy` when voice has no room for another request (checked before a body is read).
-    func checkVoiceRoom() throws
+    /// Speaks `text` in `slot` (engine, language, voice and speed checked; nil: the settings),
+    /// sentence by sentence: `onAudio` gets each piece and returns false to stop.
+    func speak(
+        _ text: String, language: String?, voice: String?, speed: Double?, engine: String?, slot: VoiceSlot,
+        onAudio: @escaping @Sendable (PCMAudio) -> Bool
+    ) async throws -> SpeechInfo
+    /// Recognises speech in `audio` (English) in `slot`.
+    func transcribe(_ audio: PCMAudio, language: String?, slot: VoiceSlot) async throws -> Transcript
     /// What an uploaded recording may be.
     var audioLimits: AudioLimits { get }
 

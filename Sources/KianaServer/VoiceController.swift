@@ -36,8 +36,10 @@ struct VoiceController<Context: RequestContext>: Sendable {
     /// header leaves the length open followed by each sentence as it is made.
     func speech(_ text: String, language: String?, voice: String?, speed: Double?, engine: String?, stream: Bool, format: Format, rate: Int? = nil) async throws -> Response {
         let node = self.node
-        // Checked (and the engine started) before any header is sent: a bad request is a 4xx,
-        // not a short 200.
+        // A slot first (busy is a 503 at once), then checked (and the engine started) before any
+        // header is sent: a bad request is a 4xx, not a short 200. The slot is held until the
+        // speech is done, so a request that got its header will run.
+        let slot = try node.reserveVoice()
         let info = try await node.speechFormat(text, language: language, voice: voice, speed: speed, engine: engine)
         let outRate = rate ?? info.sampleRate
         var headers: HTTPFields = [
@@ -50,7 +52,8 @@ struct VoiceController<Context: RequestContext>: Sendable {
         let convert: @Sendable (PCMAudio) -> [Int16] = { $0.sampleRate == outRate ? $0.samples : $0.resampled(to: outRate).samples }
         if !stream {
             let all = SampleBox()
-            _ = try await node.speak(text, language: language, voice: voice, speed: speed, engine: engine, onStart: { _ in }) { piece in
+            defer { slot.release() }
+            _ = try await node.speak(text, language: language, voice: voice, speed: speed, engine: engine, slot: slot) { piece in
                 all.append(convert(piece))
                 return true
             }
@@ -68,9 +71,12 @@ struct VoiceController<Context: RequestContext>: Sendable {
                 let failed = ClientGone()
                 try await withThrowingTaskGroup(of: Void.self) { group in
                     group.addTask {
-                        defer { continuation.finish() }
+                        defer {
+                            slot.release()
+                            continuation.finish()
+                        }
                         do {
-                            _ = try await node.speak(text, language: language, voice: voice, speed: speed, engine: engine, onStart: { _ in }) { piece in
+                            _ = try await node.speak(text, language: language, voice: voice, speed: speed, engine: engine, slot: slot) { piece in
                             if gone.value { return false }
                             var bytes: [UInt8] = []
                             WAV.appendSamples(convert(piece), to: &bytes)
@@ -123,17 +129,21 @@ struct VoiceController<Context: RequestContext>: Sendable {
 
     /// A recording as the raw body (audio/wav) or the `file` field of a multipart form.
     @Sendable func transcribe(_ req: Request, _ ctx: Context) async throws -> Transcript {
+        let slot = try node.reserveVoice()
+        defer { slot.release() }
         let (audio, fields) = try await upload(req)
-        return try await node.transcribe(audio, language: fields["language"] ?? Query.string(req, "language"))
+        return try await node.transcribe(audio, language: fields["language"] ?? Query.string(req, "language"), slot: slot)
     }
 
     @Sendable func openAITranscription(_ req: Request, _ ctx: Context) async throws -> Response {
+        let slot = try node.reserveVoice()
+        defer { slot.release() }
         let (audio, fields) = try await upload(req, multipartOnly: true)
         let format = fields["response_format"] ?? "json"
         guard ["json", "text", "verbose_json"].contains(format) else {
             throw HTTPError(.badRequest, message: "response_format \(format.prefix(20)) is not produced here (json, text or verbose_json)")
         }
-        let t = try await node.transcribe(audio, language: fields["language"])
+        let t = try await node.transcribe(audio, language: fields["language"], slot: slot)
         switch format {
         case "text":
             return Response(status: .ok, headers: [.contentType: "text/plain; charset=utf-8"], body: .init(byteBuffer: ByteBuffer(string: t.text + "\n")))
@@ -148,8 +158,6 @@ struct VoiceController<Context: RequestContext>: Sendable {
     /// fields come back as text.
     func upload(_ req: Request, multipartOnly: Bool = false) async throws -> (PCMAudio, [String: String]) {
         let limits = node.audioLimits
-        // Busy is said before up to 25 MiB are read.
-        try node.checkVoiceRoom()
         let type = req.headers[.contentType] ?? ""
         let boundary = Multipart.boundary(contentType: type)
         if boundary == nil, type.lowercased().hasPrefix("multipart/form-data") {

@@ -27,6 +27,9 @@ final class SpeechSink {
         case file(LocalVoice.Output)
         case player(LocalVoice.Child)
         case stdout
+        /// Standard output redirected to a regular file (`> out.wav`): written whole at the end,
+        /// with exact sizes.
+        case stdoutFile
     }
     let target: Target
     var rate: Int?
@@ -50,7 +53,8 @@ final class SpeechSink {
             try? p.stdout.close()
             target = .player(p)
         } else {
-            target = .stdout
+            var st = stat()
+            target = fstat(1, &st) == 0 && st.st_mode & S_IFMT == S_IFREG ? .stdoutFile : .stdout
         }
     }
 
@@ -61,7 +65,10 @@ final class SpeechSink {
             send(LocalVoice.streamHeader(sampleRate: audio.sampleRate))
         }
         total += audio.samples.count
-        if case .file = target { samples += audio.samples } else { send(LocalVoice.bytes(audio.samples)) }
+        switch target {
+        case .file, .stdoutFile: samples += audio.samples
+        default: send(LocalVoice.bytes(audio.samples))
+        }
         return open
     }
 
@@ -69,7 +76,7 @@ final class SpeechSink {
         guard open else { return }
         do {
             switch target {
-            case .file: break
+            case .file, .stdoutFile: break
             case .player(let p): try p.stdin.write(contentsOf: Data(bytes))
             case .stdout: try FileHandle.standardOutput.write(contentsOf: Data(bytes))
             }
@@ -86,6 +93,12 @@ final class SpeechSink {
             try? p.stdin.close()
             let status = p.waitUntilExit()
             guard status == 0 else { throw KianaNodeError(.toolMissing, "the audio player failed (exit \(status)); write a file instead") }
+        case .stdoutFile:
+            var wav = LocalVoice.header(sampleRate: rate ?? 22_050, samples: samples.count)
+            wav += LocalVoice.bytes(samples)
+            do { try FileHandle.standardOutput.write(contentsOf: Data(wav)) } catch {
+                throw KianaNodeError(.io, "cannot write the WAV to standard output", cause: error)
+            }
         case .stdout: break
         }
         return seconds
@@ -96,7 +109,7 @@ final class SpeechSink {
         switch target {
         case .file(let out): out.abandon()
         case .player(let p): p.signal(SIGTERM)
-        case .stdout: break
+        case .stdout, .stdoutFile: break
         }
     }
 }
@@ -119,10 +132,12 @@ struct Say: ParsableCommand {
                 guard input.count <= 64 << 10 else { throw KianaNodeError(.tooLarge, "standard input holds more than 64 KiB of text") }
                 words = String(decoding: input, as: UTF8.self)
             }
-            // Checked (engine found, voice started) before a file or player is opened.
-            let format = try v.speechFormat(words, language: language)
+            // The output first (a path that cannot be written fails before an engine starts), then
+            // the request checked (engine found, voice started) before anything is spoken.
             let sink = try SpeechSink(path: output)
+            let format: LocalVoice.Info
             do {
+                format = try v.speechFormat(words, language: language)
                 _ = try v.speak(words, language: language) { piece in sink.add(piece) }
             } catch {
                 sink.abandon()

@@ -201,11 +201,20 @@ struct VoiceTests {
         let d = dir.path + "/d"
         // -o through a symlink writes its target and keeps the link; -o - is standard output.
         let target = dir.path + "/target.wav"
-        try Data().write(to: URL(fileURLWithPath: target))
+        try Data(count: 500_000).write(to: URL(fileURLWithPath: target))
         try FileManager.default.createSymbolicLink(atPath: dir.path + "/link.wav", withDestinationPath: target)
         #expect(try await kiana(["say", "--data-dir", d, "--voice-engine", "espeak", "-o", dir.path + "/link.wav", "Hello there."]).status == 0)
         #expect((try? FileManager.default.destinationOfSymbolicLink(atPath: dir.path + "/link.wav")) == target)
         #expect(try await Self.described(target).seconds > 0.3)
+        // The old, longer content is gone (the WAV is the whole file).
+        let size = (try FileManager.default.attributesOfItem(atPath: target)[.size] as? Int) ?? 0
+        let seconds = try await Self.described(target).seconds
+        #expect(size < 200_000 && size == 44 + Int(seconds * 22_050 * 2 + 0.5), "\(size) bytes")
+        // Standard output redirected to a file gets exact sizes, not a stream's open ones.
+        let redirected = try await runProcess("/bin/sh", ["-c", "'\(kianaBinary())' say --data-dir '\(d)' --voice-engine espeak Hello > '\(dir.path)/r.wav'"])
+        #expect(redirected.status == 0)
+        let r = try Data(contentsOf: URL(fileURLWithPath: dir.path + "/r.wav"))
+        #expect(r.count > 44 && r[40..<44].elementsEqual(Self.le32(UInt32(r.count - 44))), "\(r.count) bytes")
         let toStdout = try await runProcess(kianaBinary(), ["say", "--data-dir", d, "--voice-engine", "piper", "-o", "-", "Hello there."])
         #expect(toStdout.out.prefix(4) == Data("RIFF".utf8) && toStdout.out.count > 10_000, "\(toStdout.out.count) bytes")
         // A folder or a path that cannot be written fails before anything is spoken.
@@ -221,6 +230,10 @@ struct VoiceTests {
         let start = Date()
         let cut = try await runProcess("/bin/sh", ["-c", "'\(kianaBinary())' say --data-dir '\(d)' --voice-engine espeak \"$0\" | head -c 100 > /dev/null", long])
         #expect(cut.status == 0 && Date().timeIntervalSince(start) < 5, "\(Date().timeIntervalSince(start)) s")
+        // Also with Piper, whose worker would otherwise speak the rest of the text.
+        let start2 = Date()
+        let cut2 = try await runProcess("/bin/sh", ["-c", "'\(kianaBinary())' say --data-dir '\(d)' --voice-engine piper \"$0\" | head -c 100 > /dev/null", long])
+        #expect(cut2.status == 0 && Date().timeIntervalSince(start2) < 8, "\(Date().timeIntervalSince(start2)) s")
 
         // A node set to espeak asked for Piper: one worker, kept, not one per request.
         let node = try ServeTests.Running(["serve", "--data-dir", d, "--port", "0", "--p2p-port", "0", "--discovery", "off", "--voice-engine", "espeak"])
@@ -232,9 +245,27 @@ struct VoiceTests {
                 "/usr/bin/curl", ["-s", "-m", "60", "-o", "/dev/null", "-w", "%{http_code}", "-H", "Content-Type: application/json", "-d", body] + extra + [url + path])
             return (r.status, String(decoding: r.out, as: UTF8.self))
         }
+        // First requests to a fresh node, at once, streamed: each gets a whole answer or a 503
+        // before its header (never a cut-off 200), and they share one worker.
+        let burst = try await withThrowingTaskGroup(of: String.self) { group in
+            for _ in 0..<10 {
+                group.addTask {
+                    let r = try await runProcess(
+                        "/usr/bin/curl", ["-s", "-m", "60", "-o", "/dev/null", "-w", "%{http_code} %{size_download}", "-H", "Content-Type: application/json",
+                            "-d", #"{"text":"Hello there. How are you?","engine":"piper","stream":true}"#, url + "/api/v1/voice/speak"])
+                    return "\(r.status) " + String(decoding: r.out, as: UTF8.self)
+                }
+            }
+            var all: [String] = []
+            for try await x in group { all.append(x) }
+            return all
+        }
+        #expect(burst.allSatisfy { $0.hasPrefix("0 503") || ($0.hasPrefix("0 200") && (Int($0.split(separator: " ").last ?? "") ?? 0) > 10_000) }, "\(burst)")
         for _ in 0..<3 { #expect(try await post(#"{"text":"Hello there.","engine":"piper"}"#).1 == "200") }
         let workers = try await runProcess("/usr/bin/pgrep", ["-f", "-P", String(node.process.processIdentifier), "python3"])
         #expect(String(decoding: workers.out, as: UTF8.self).split(separator: "\n").count == 1, "\(String(decoding: workers.out, as: UTF8.self))")
+        let zombies = try await runProcess("/bin/ps", ["-o", "stat=", "--ppid", String(node.process.processIdentifier)])
+        #expect(!String(decoding: zombies.out, as: UTF8.self).contains("Z"), "\(String(decoding: zombies.out, as: UTF8.self))")
         // A named espeak voice that does not exist is a 400 before any audio, streamed or not.
         #expect(try await post(#"{"text":"Hello.","voice":"zz","engine":"espeak","stream":true}"#).1 == "400")
         // One long speech holds the worker; of 12 more at once, those past the limit are refused

@@ -145,18 +145,20 @@ final class FakeNode: NodeAPI, Sendable {
 
     let voice = Voice(settings: VoiceSettings(limits: AudioLimits(maxBytes: 4 << 20, maxSeconds: 30)))
     func voiceStatus() async -> VoiceStatus { voice.status() }
-    func speak(
-        _ text: String, language: String?, voice name: String?, speed: Double?, engine: String?,
-        onStart: @escaping @Sendable (SpeechInfo) -> Void, onAudio: @escaping @Sendable (PCMAudio) -> Bool
-    ) async throws -> SpeechInfo {
-        try voice.speak(text, language: language, voice: name, speed: speed, engine: engine, onStart: onStart, onAudio: onAudio)
-    }
+    func reserveVoice() throws -> VoiceSlot { try voice.reserve() }
     func speechFormat(_ text: String, language: String?, voice name: String?, speed: Double?, engine: String?) async throws -> SpeechInfo {
         try voice.speechFormat(text, language: language, voice: name, speed: speed, engine: engine)
     }
-    func transcribe(_ audio: PCMAudio, language: String?) async throws -> Transcript { try voice.transcribe(audio, language: language) }
+    func speak(
+        _ text: String, language: String?, voice name: String?, speed: Double?, engine: String?, slot: VoiceSlot,
+        onAudio: @escaping @Sendable (PCMAudio) -> Bool
+    ) async throws -> SpeechInfo {
+        try voice.speak(text, language: language, voice: name, speed: speed, engine: engine, slot: slot, onAudio: onAudio)
+    }
+    func transcribe(_ audio: PCMAudio, language: String?, slot: VoiceSlot) async throws -> Transcript {
+        try voice.transcribe(audio, language: language, slot: slot)
+    }
     var audioLimits: AudioLimits { voice.settings.limits }
-    func checkVoiceRoom() throws { try voice.checkRoom() }
 
     // MARK: ledger
 

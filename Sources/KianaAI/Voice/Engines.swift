@@ -135,7 +135,10 @@ public final class PiperSynthesizer: SpeechSynthesizer, @unchecked Sendable {
         self.model = model
     }
 
-    deinit { worker?.process.signal(SIGKILL) }
+    deinit {
+        worker?.process.signal(SIGKILL)
+        _ = worker?.process.waitUntilExit()
+    }
 
     /// Piper when python3 can import it and the voice file is there (checked by a short probe);
     /// nil otherwise.
@@ -187,19 +190,20 @@ public final class PiperSynthesizer: SpeechSynthesizer, @unchecked Sendable {
         let rate = known.withLock { $0?.rate } ?? 22_050
         let request: [String: Any] = ["text": text, "length_scale": 1 / max(0.25, min(4, speed))]
         guard let line = try? JSONSerialization.data(withJSONObject: request) else { throw KianaAIError(.invalidInput, "the text cannot be encoded") }
+        // Piper makes speech several times faster than real time; a request that has not finished
+        // after 30 s plus 1 s per 10 characters is stuck, and its worker is killed (the next
+        // request starts a new one). The clock starts before the request is written: a stuck
+        // worker stops reading, and a long request would block in the write.
+        let process = w.process
+        let watchdog = Watchdog(seconds: 30 + Double(text.count) / 10) { process.signal(SIGKILL) }
+        defer { watchdog.cancel() }
         do {
             try w.process.stdin.write(contentsOf: line + Data("\n".utf8))
         } catch {
             stop()
+            if watchdog.fired { throw KianaAIError(.timeout, "piper did not take the request in time; its worker was restarted") }
             throw KianaAIError(.backend, "the piper worker stopped (before any audio)", cause: error)
         }
-        // Piper makes speech several times faster than real time; a request that has not finished
-        // after 30 s plus 1 s per 10 characters is stuck, and its worker is killed (the next
-        // request starts a new one).
-        let process = w.process
-        let watchdog = Watchdog(seconds: 30 + Double(text.count) / 10) { process.signal(SIGKILL) }
-        defer { watchdog.cancel() }
-        var wanted = true
         var chunks = 0
         while true {
             guard let header = w.output.line() else {
@@ -216,12 +220,13 @@ public final class PiperSynthesizer: SpeechSynthesizer, @unchecked Sendable {
                 throw KianaAIError(.backend, "the piper worker answered out of turn")
             }
             chunks += 1
-            // After the caller stops, the rest of this answer is read and dropped, so the worker
-            // stays in step for the next request.
-            if wanted {
-                var samples = [Int16](repeating: 0, count: n / 2)
-                for i in 0..<n / 2 { samples[i] = Int16(bitPattern: UInt16(bytes[2 * i]) | UInt16(bytes[2 * i + 1]) << 8) }
-                wanted = onAudio(PCMAudio(sampleRate: rate, samples: samples))
+            var samples = [Int16](repeating: 0, count: n / 2)
+            for i in 0..<n / 2 { samples[i] = Int16(bitPattern: UInt16(bytes[2 * i]) | UInt16(bytes[2 * i + 1]) << 8) }
+            if !onAudio(PCMAudio(sampleRate: rate, samples: samples)) {
+                // Nobody listens any more: the worker would go on speaking the rest of the text,
+                // so it is stopped (the next request starts a new one, about a second).
+                stop()
+                return
             }
         }
     }

@@ -106,7 +106,11 @@ public final class Voice: Sendable {
     public let settings: VoiceSettings
     public let maxJobs: Int
     let jobs = Mutex(0)
+    /// Engines, looked up once under `lookup` (concurrent first requests must share one Piper).
     let found = Mutex<Engines?>(nil)
+    let lookup = NSLock()
+    /// Why Piper could not start, once it failed (a broken voice file does not mend itself).
+    let piperFailure = Mutex<String?>(nil)
 
     struct Engines: @unchecked Sendable {
         var espeak: ESpeakSynthesizer?
@@ -123,6 +127,9 @@ public final class Voice: Sendable {
 
     var engines: Engines {
         if let e = found.withLock({ $0 }) { return e }
+        lookup.lock()
+        defer { lookup.unlock() }
+        if let e = found.withLock({ $0 }) { return e }
         let e = Engines(
             espeak: ESpeakSynthesizer.installed(), piper: PiperSynthesizer.installed(model: settings.piperModel),
             sphinx: PocketSphinxRecognizer.installed())
@@ -134,7 +141,7 @@ public final class Voice: Sendable {
         let e = engines
         let list = [
             VoiceStatus.Engine(name: "espeak", kind: "speech", installed: e.espeak != nil, languages: ["en", "de"]),
-            VoiceStatus.Engine(name: "piper", kind: "speech", installed: e.piper != nil, languages: ["en"]),
+            VoiceStatus.Engine(name: "piper", kind: "speech", installed: e.piper != nil && piperFailure.withLock({ $0 }) == nil, languages: ["en"]),
             VoiceStatus.Engine(name: "pocketsphinx", kind: "recognition", installed: e.sphinx != nil, languages: ["en"]),
         ]
         return VoiceStatus(
@@ -142,15 +149,22 @@ public final class Voice: Sendable {
             maxBytes: settings.limits.maxBytes, install: e.espeak == nil || e.sphinx == nil ? Self.installHint : nil)
     }
 
-    /// Runs `body` if fewer than `maxJobs` voice requests are in flight; otherwise `busy`.
-    public func admitted<T>(_ body: () throws(KianaAIError) -> T) throws(KianaAIError) -> T {
+    /// A place among the `maxJobs` voice requests in flight, or `busy`. Taken before an upload
+    /// is read or a response is started, given back when the work is done (or the slot dropped).
+    public func reserve() throws(KianaAIError) -> VoiceSlot {
         let ok = jobs.withLock { n in
             guard n < maxJobs else { return false }
             n += 1
             return true
         }
         guard ok else { throw KianaAIError(.busy, "voice is busy with \(maxJobs) requests; try again shortly") }
-        defer { jobs.withLock { $0 -= 1 } }
+        return VoiceSlot { [self] in jobs.withLock { $0 -= 1 } }
+    }
+
+    /// Runs `body` in `slot`, or in a slot of its own when none is given.
+    func admitted<T>(_ slot: VoiceSlot?, _ body: () throws(KianaAIError) -> T) throws(KianaAIError) -> T {
+        let own = slot == nil ? try reserve() : nil
+        defer { own?.release() }
         return try body()
     }
 
@@ -170,22 +184,34 @@ public final class Voice: Sendable {
                 throw KianaAIError(.invalidInput, "piper has one voice (voice.piperModel); voice names an espeak-ng voice (engine espeak or auto)")
             }
             guard let p = e.piper else { throw KianaAIError(.toolMissing, "the piper voice is not installed (\(Self.installHint))") }
-            _ = try p.sampleRate()  // starts it: a broken voice is an error here, not a short answer
+            if let why = piperFailure.withLock({ $0 }) { throw KianaAIError(.modelMissing, why) }
+            do {
+                _ = try p.sampleRate()  // starts it: a broken voice is an error here, not a short answer
+            } catch {
+                remember(error)
+                throw error
+            }
             return p
         case "espeak":
             guard let s = e.espeak else { throw KianaAIError(.toolMissing, "espeak-ng is not installed (\(Self.installHint))") }
             return s
         default:
-            if language == .en, voice == nil, let p = e.piper, (try? p.sampleRate()) != nil { return p }
+            if language == .en, voice == nil, let p = e.piper, piperFailure.withLock({ $0 }) == nil {
+                do {
+                    _ = try p.sampleRate()
+                    return p
+                } catch { remember(error) }
+            }
             guard let s = e.espeak else { throw KianaAIError(.toolMissing, "no speech engine is installed (\(Self.installHint))") }
             return s
         }
     }
 
-    /// Refuses at once when `maxJobs` voice requests are already in flight (before a body is
-    /// read or a response started; `admitted` is the binding check).
-    public func checkRoom() throws(KianaAIError) {
-        guard jobs.withLock({ $0 }) < maxJobs else { throw KianaAIError(.busy, "voice is busy with \(maxJobs) requests; try again shortly") }
+    /// Remembers that Piper cannot start (a missing or broken voice), so English falls back to
+    /// espeak-ng without trying again on every request; a timeout or a crash is not remembered.
+    func remember(_ error: KianaAIError) {
+        guard error.code == .modelMissing || error.code == .toolMissing else { return }
+        piperFailure.withLock { $0 = error.message }
     }
 
     static func validEngine(_ e: String) -> Bool { VoiceSettings.engines.contains(e) }
@@ -194,6 +220,9 @@ public final class Voice: Sendable {
     public func check(text: String, language: String?, voice: String?, speed: Double?) throws(KianaAIError) -> (Language, Double) {
         let trimmed = text.trimmingCharacters(in: .whitespacesAndNewlines)
         guard !trimmed.isEmpty else { throw KianaAIError(.invalidInput, "there is no text to speak") }
+        guard trimmed.unicodeScalars.contains(where: { $0.properties.isAlphabetic || $0.properties.numericType != nil }) else {
+            throw KianaAIError(.invalidInput, "the text holds nothing that can be spoken (no letters or digits)")
+        }
         guard !text.unicodeScalars.contains(where: { $0.properties.generalCategory == .control && !"\n\r\t".unicodeScalars.contains($0) }) else {
             throw KianaAIError(.invalidInput, "the text holds control characters")
         }
@@ -222,8 +251,7 @@ public final class Voice: Sendable {
     public func speechFormat(
         _ text: String, language: String? = nil, voice: String? = nil, speed: Double? = nil, engine: String? = nil
     ) throws(KianaAIError) -> SpeechInfo {
-        try checkRoom()
-        return try plan(text, language: language, voice: voice, speed: speed, engine: engine).info
+        try plan(text, language: language, voice: voice, speed: speed, engine: engine).info
     }
 
     struct Plan {
@@ -248,9 +276,12 @@ public final class Voice: Sendable {
                     throw KianaAIError(.invalidInput, "espeak-ng has no voice \(voice) (`espeak-ng --voices` lists them)")
                 }
                 espeakVoice = voice
-            } else if let configured = settings.espeakVoice, let l = e.language(ofVoice: configured), l.hasPrefix(lang.rawValue) {
+            } else if let configured = settings.espeakVoice {
                 // voice.espeakVoice speaks its own language only; the other keeps its default.
-                espeakVoice = configured
+                guard let l = e.language(ofVoice: configured) else {
+                    throw KianaAIError(.invalidInput, "voice.espeakVoice \(configured) is not an espeak-ng voice (`espeak-ng --voices` lists them)")
+                }
+                if l.hasPrefix(lang.rawValue) { espeakVoice = configured }
             }
             name = espeakVoice ?? ESpeakSynthesizer.defaultVoice(lang)
         } else {
@@ -267,10 +298,10 @@ public final class Voice: Sendable {
     /// Speaks `text`, sentence by sentence: `onStart` gets what it is made with (before any
     /// audio), `onAudio` each piece and returns false to stop.
     public func speak(
-        _ text: String, language: String? = nil, voice: String? = nil, speed: Double? = nil, engine: String? = nil,
+        _ text: String, language: String? = nil, voice: String? = nil, speed: Double? = nil, engine: String? = nil, slot: VoiceSlot? = nil,
         onStart: (SpeechInfo) -> Void = { _ in }, onAudio: (PCMAudio) -> Bool
     ) throws(KianaAIError) -> SpeechInfo {
-        try admitted { () throws(KianaAIError) -> SpeechInfo in
+        try admitted(slot) { () throws(KianaAIError) -> SpeechInfo in
             let p = try plan(text, language: language, voice: voice, speed: speed, engine: engine)
             onStart(p.info)
             var samples = 0
@@ -299,7 +330,7 @@ public final class Voice: Sendable {
     }
 
     /// Recognises English speech in `audio`.
-    public func transcribe(_ audio: PCMAudio, language: String? = nil) throws(KianaAIError) -> Transcript {
+    public func transcribe(_ audio: PCMAudio, language: String? = nil, slot: VoiceSlot? = nil) throws(KianaAIError) -> Transcript {
         switch language?.lowercased() {
         case nil, "", "auto", "english": break
         case let l? where l == "en" || l.hasPrefix("en-") || l.hasPrefix("en_"): break
@@ -311,7 +342,7 @@ public final class Voice: Sendable {
         guard audio.seconds <= settings.limits.maxSeconds else {
             throw KianaAIError(.tooLarge, "the audio is \(Int(audio.seconds.rounded())) s long; at most \(Int(settings.limits.maxSeconds)) s are taken")
         }
-        return try admitted { () throws(KianaAIError) -> Transcript in
+        return try admitted(slot) { () throws(KianaAIError) -> Transcript in
             guard let r = engines.sphinx else { throw KianaAIError(.toolMissing, "speech recognition is not installed (\(Self.installHint))") }
             let t0 = DispatchTime.now().uptimeNanoseconds
             let text = try r.transcribe(audio)
@@ -319,4 +350,22 @@ public final class Voice: Sendable {
             return Transcript(text: text, language: "en", engine: r.name, duration: audio.seconds, seconds: secs)
         }
     }
+}
+
+/// A reserved place among the voice requests in flight (`Voice.reserve`): given back once, by
+/// `release` or when dropped.
+public final class VoiceSlot: Sendable {
+    private let giveBack: Mutex<(@Sendable () -> Void)?>
+
+    init(_ giveBack: @escaping @Sendable () -> Void) { self.giveBack = Mutex(giveBack) }
+
+    public func release() {
+        let f = giveBack.withLock { f in
+            defer { f = nil }
+            return f
+        }
+        f?()
+    }
+
+    deinit { release() }
 }

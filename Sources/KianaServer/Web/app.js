@@ -398,14 +398,17 @@ const speakable = (s) => s.replace(/\[\d+(?:\s*[,–-]\s*\d+)*\]/g, "").replace(
 
 // The language an answer is read in, decided once for the whole answer (or its question): a short
 // sentence alone ("Hallo!") could pass for either, and the voice must not switch mid-answer. The
-// same markers as the node's detector (KianaAI Language.detect), in brief.
-const germanMarkers = new Set("wann wie wo wer was welche welcher welches warum ist sind und der die das ich mein meine nicht wird werden haben hat den dem ein eine einen für mit bei auf".split(" "));
+// same scoring as the node's detector (KianaAI Language.detect: markers count 2, other function
+// words 1, an umlaut 1), with its word lists.
+const germanMarkers = new Set("wann wie wo wer was welche welcher welches wieviel wohin woher warum ist sind und der die das ich mein meine meiner meinem unser unsere nicht wird werden haben hat den dem ein eine einen für mit bei auf".split(" "));
 const englishMarkers = new Set("when how where who what which why is are and the my our does do did of to for with at on was were has have it that".split(" "));
+const germanStop = new Set("der die das den dem des ein eine einen einem einer eines und oder aber wenn dann als wie so auch nur noch schon sehr ja ist sind war waren sein bin bist hat haben hatte hatten wird werden wurde kann können muss müssen soll sollen darf ich mich mir mein meine meinen meinem meiner meines wir uns unser unsere unseren unserem unserer du dich dir dein deine er sie es ihm ihn ihr ihre ihren ihrem man sich was wer wen wem wo wann warum welche welcher welches welchen im in an am auf aus bei mit nach von vom zu zum zur für über unter vor um bis durch gegen ohne da dort hier dass daß es gibt".split(" "));
+const englishStop = new Set("a an the and or but if of to in on at by for with from as into about over after before than then so too very also just only yes is are was were be been being am has have had do does did can could will would shall should may might must it its this that these those there here i me my mine we us our ours you your yours he him his she her hers they them their theirs what which who whom whose when where why how s t all any some each every one ones get gets got".split(" "));
 function languageOf(text) {
   let de = 0, en = 0;
-  for (const w of text.toLowerCase().match(/[\p{L}]+/gu) || []) {
-    if (germanMarkers.has(w)) de += 2;
-    if (englishMarkers.has(w)) en += 2;
+  for (const w of text.toLowerCase().match(/[\p{L}\p{N}]+/gu) || []) {
+    if (germanMarkers.has(w)) de += 2; else if (germanStop.has(w)) de += 1;
+    if (englishMarkers.has(w)) en += 2; else if (englishStop.has(w)) en += 1;
     if (/[äöüß]/.test(w)) de += 1;
   }
   return de > en ? "de" : "en";
