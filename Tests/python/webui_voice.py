@@ -83,11 +83,17 @@ def fail(msg, b=None, shots=None):
 
 
 def click(b, selector):
-    """A real mouse click (pointerdown/up, click) at the middle of the element."""
-    box = b.eval(f"(() => {{ const r = document.querySelector({json.dumps(selector)}).getBoundingClientRect();"
-                 " return [r.x + r.width / 2, r.y + r.height / 2]; })()")
-    for kind in ("mousePressed", "mouseReleased"):
-        b.send("Input.dispatchMouseEvent", type=kind, x=box[0], y=box[1], button="left", clickCount=1)
+    """A mouse click on the element: pointerdown and pointerup (then click) dispatched in one task
+    of the page, as a quick click arrives. (Sending them as two DevTools input events let a busy
+    machine put half a second between them, which the UI rightly takes for a press-and-hold.)"""
+    b.eval(f"""(() => {{
+      const t = document.querySelector({json.dumps(selector)}), r = t.getBoundingClientRect();
+      const at = {{ bubbles: true, cancelable: true, pointerId: 1, pointerType: "mouse", isPrimary: true, button: 0,
+                    clientX: r.x + r.width / 2, clientY: r.y + r.height / 2 }};
+      t.dispatchEvent(new PointerEvent("pointerdown", at));
+      t.dispatchEvent(new PointerEvent("pointerup", at));
+      t.dispatchEvent(new MouseEvent("click", {{ ...at, detail: 1 }}));
+    }})()""")
 
 
 def speakable(s):  # as the UI's: citation marks are not read out
@@ -143,7 +149,8 @@ def main():
         click(b, "#talk")
         try:
             b.wait_for("document.querySelector('#talk').getAttribute('aria-pressed') === 'true'"
-                       " && document.querySelector('#talk .label').textContent.startsWith('Listening')", timeout=10)
+                       " && document.querySelector('#talk .label').textContent.startsWith('Listening')"
+                       " && voice.rec && voice.rec.state === 'recording'", timeout=30)
         except TimeoutError:
             fail("clicking Talk did not start a recording", b, shots)
         time.sleep(4)

@@ -256,7 +256,10 @@ $("#talk").addEventListener("pointerdown", (ev) => {
   }
 });
 function talkReleased() {
-  if (voice.press !== null && performance.now() - voice.press >= HOLD_MS) stopRecording();
+  // A hold ends the recording on release; a release while the microphone is still opening (a slow
+  // device, a busy machine) could not have been spoken into, so it counts as a click: recording goes on.
+  const held = voice.press !== null && performance.now() - voice.press >= HOLD_MS;
+  if (held && voice.rec && voice.rec.state !== "starting") stopRecording();
   voice.press = null;
 }
 $("#talk").addEventListener("pointerup", talkReleased);
