@@ -60,10 +60,16 @@ import Testing
         defer { dir.cleanup() }
         let d = ["--data-dir", dir.path]
         #expect(try await kiana(["init"] + d).status == 0)
-        // Calibrate: how long does one remember take here?
-        let t0 = Date()
-        #expect(try await kiana(["remember", "calibration"] + d).status == 0)
-        let typical = max(0.02, Date().timeIntervalSince(t0))
+        // Calibrate: how long does one remember take here? The fastest of three, so one slow
+        // run on a busy machine does not push every kill past the end of the write (CI once
+        // killed only 5 of 40).
+        var typical = Double.infinity
+        for n in 0..<3 {
+            let t0 = Date()
+            #expect(try await kiana(["remember", "calibration \(n)"] + d).status == 0)
+            typical = min(typical, Date().timeIntervalSince(t0))
+        }
+        typical = max(0.02, typical)
         var acknowledged: [String] = []
         var killed = 0
         var rng = SystemRandomNumberGenerator()
