@@ -32,11 +32,27 @@ enum Streaming {
         failure: @escaping @Sendable (any Error) -> String,
         _ produce: @escaping @Sendable (@escaping @Sendable (String) -> Bool) async throws -> Void
     ) -> Response {
+        bytes(headers: [.contentType: contentType, .cacheControl: "no-cache"], failure: { ByteBuffer(string: failure($0)) }) { emit in
+            try await produce { emit(ByteBuffer(string: $0)) }
+        }
+    }
+
+    /// The streamed response underneath: `produce` emits buffers from any thread, which are
+    /// written in order; `emit` returns false once the client is gone (and the producer is
+    /// cancelled). A failure after the headers were sent becomes the bytes `failure` gives, or,
+    /// when it gives nil, cuts the transfer off without its last chunk, so the client sees a
+    /// broken transfer rather than a short but complete one.
+    static func bytes(
+        headers: HTTPFields,
+        failure: @escaping @Sendable (any Error) -> ByteBuffer?,
+        _ produce: @escaping @Sendable (@escaping @Sendable (ByteBuffer) -> Bool) async throws -> Void
+    ) -> Response {
         Response(
-            status: .ok, headers: [.contentType: contentType, .cacheControl: "no-cache"],
+            status: .ok, headers: headers,
             body: ResponseBody { writer in
-                let (pieces, continuation) = AsyncStream<String>.makeStream(bufferingPolicy: .unbounded)
+                let (pieces, continuation) = AsyncStream<ByteBuffer>.makeStream(bufferingPolicy: .unbounded)
                 let gone = ClientGone()
+                let cutOff = ClientGone()
                 try await withThrowingTaskGroup(of: Void.self) { group in
                     group.addTask {
                         defer { continuation.finish() }
@@ -47,11 +63,11 @@ enum Streaming {
                                 return true
                             }
                         } catch {
-                            continuation.yield(failure(error))
+                            if let written = failure(error) { continuation.yield(written) } else { cutOff.set() }
                         }
                     }
                     for await piece in pieces {
-                        do { try await writer.write(ByteBuffer(string: piece)) } catch {
+                        do { try await writer.write(piece) } catch {
                             gone.set()
                             group.cancelAll()  // a request still waiting for the model leaves the queue
                             break
@@ -59,6 +75,7 @@ enum Streaming {
                     }
                     try await group.waitForAll()
                 }
+                if cutOff.value { throw HTTPError(.internalServerError, message: "the stream failed after it began") }
                 try await writer.finish(nil)
             })
     }

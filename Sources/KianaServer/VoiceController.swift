@@ -62,44 +62,16 @@ struct VoiceController<Context: RequestContext>: Sendable {
             WAV.appendSamples(samples, to: &bytes)
             return Response(status: .ok, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(bytes: bytes)))
         }
-        return Response(
-            status: .ok, headers: headers,
-            body: ResponseBody { writer in
-                let (pieces, continuation) = AsyncStream<[UInt8]>.makeStream(bufferingPolicy: .unbounded)
-                let gone = ClientGone()
-                if format == .wav { continuation.yield(WAV.header(sampleRate: outRate, dataBytes: nil)) }
-                let failed = ClientGone()
-                try await withThrowingTaskGroup(of: Void.self) { group in
-                    group.addTask {
-                        defer {
-                            slot.release()
-                            continuation.finish()
-                        }
-                        do {
-                            _ = try await node.speak(text, language: language, voice: voice, speed: speed, engine: engine, slot: slot) { piece in
-                            if gone.value { return false }
-                            var bytes: [UInt8] = []
-                            WAV.appendSamples(convert(piece), to: &bytes)
-                            continuation.yield(bytes)
-                            return true
-                            }
-                        } catch {
-                            // The status was sent: the stream is cut off without its last chunk, so
-                            // the client sees a broken transfer, not a short but complete answer.
-                            failed.set()
-                        }
-                    }
-                    for await piece in pieces {
-                        do { try await writer.write(ByteBuffer(bytes: piece)) } catch {
-                            gone.set()
-                            break
-                        }
-                    }
-                    try await group.waitForAll()
-                }
-                if failed.value { throw HTTPError(.internalServerError, message: "speech failed after the stream began") }
-                try await writer.finish(nil)
-            })
+        // A failure after the header cuts the transfer off (failure: nil).
+        return Streaming.bytes(headers: headers, failure: { _ in nil }) { emit in
+            defer { slot.release() }
+            if format == .wav, !emit(ByteBuffer(bytes: WAV.header(sampleRate: outRate, dataBytes: nil))) { return }
+            _ = try await node.speak(text, language: language, voice: voice, speed: speed, engine: engine, slot: slot) { piece in
+                var bytes: [UInt8] = []
+                WAV.appendSamples(convert(piece), to: &bytes)
+                return emit(ByteBuffer(bytes: bytes))
+            }
+        }
     }
 
     /// OpenAI's speech endpoint: `model` picks the engine when it names one (espeak, piper),
