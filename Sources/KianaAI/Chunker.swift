@@ -196,13 +196,7 @@ public enum TextExtraction {
         return s.replacingOccurrences(of: "\r\n", with: "\n")
     }
 
-    public static func pdftotextPath() -> String? {
-        for dir in (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin").split(separator: ":") {
-            let p = "\(dir)/pdftotext"
-            if FileManager.default.isExecutableFile(atPath: p) { return p }
-        }
-        return nil
-    }
+    public static func pdftotextPath() -> String? { Executables.find("pdftotext") }
 
     static func pdfText(_ path: String) throws(KianaAIError) -> String {
         guard let tool = pdftotextPath() else {

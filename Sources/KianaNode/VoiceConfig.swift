@@ -149,10 +149,7 @@ public enum LocalVoice {
     public static func player() -> [String]? {
         let candidates: [[String]] = [["aplay", "-q", "-"], ["paplay"], ["pw-play", "-"], ["ffplay", "-nodisp", "-autoexit", "-loglevel", "quiet", "-"]]
         for c in candidates {
-            for dir in (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin").split(separator: ":") {
-                let p = "\(dir)/\(c[0])"
-                if FileManager.default.isExecutableFile(atPath: p) { return [p] + c.dropFirst() }
-            }
+            if let p = Executables.find(c[0]) { return [p] + c.dropFirst() }
         }
         return nil
     }

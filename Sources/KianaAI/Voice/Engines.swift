@@ -22,18 +22,6 @@ public protocol SpeechRecognizer: Sendable {
     func transcribe(_ audio: PCMAudio) throws(KianaAIError) -> String
 }
 
-enum Executables {
-    /// `name` on PATH (or the usual system folders), or nil.
-    static func find(_ name: String) -> String? {
-        let path = ProcessInfo.processInfo.environment["PATH"] ?? ""
-        for dir in path.split(separator: ":").map(String.init) + ["/usr/local/bin", "/usr/bin", "/bin"] {
-            let p = "\(dir)/\(name)"
-            if FileManager.default.isExecutableFile(atPath: p) { return p }
-        }
-        return nil
-    }
-}
-
 /// espeak-ng run as a subprocess per sentence (decision 101: it starts in ~15 ms, a crash cannot
 /// take the node down, and the node builds and runs on machines without it).
 public struct ESpeakSynthesizer: SpeechSynthesizer {
