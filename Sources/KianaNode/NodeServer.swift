@@ -35,6 +35,7 @@ public enum NodeServer {
         // One node per data directory, held until this process ends; taken before anything is
         // written, so a second node changes nothing (not node.json, not the control token).
         let lock = try directory.lockForServing()
+        let http = try budgeted(http, network: netConfig, logger: logger)
         defer { withExtendedLifetime(lock) {} }
         // A key rotation another device holds: the new keys take over now. One still waiting
         // for that keeps the old key, so this node can pass the rotation on.
@@ -137,6 +138,40 @@ public enum NodeServer {
             throw error
         }
         logger.notice("node stopped")
+    }
+}
+
+extension NodeServer {
+    /// Raises the open-file limit to the hard limit and divides it (`DescriptorBudget`); HTTP's
+    /// cap becomes its share when that is smaller than configured. Refuses to start when the
+    /// limit leaves HTTP too little.
+    static func budgeted(_ http: HTTPConfig, network: NetworkConfig, logger: Logger) throws(KianaNodeError) -> HTTPConfig {
+        let raised = DescriptorBudget.raiseLimit()
+        guard
+            let budget = DescriptorBudget.divide(
+                limit: raised.now, softLimitAtStart: raised.before, hardLimit: raised.hard, link: network.link,
+                httpConfigured: http.limits.maxConnections)
+        else {
+            throw KianaNodeError(
+                .invalidInput,
+                "the open-file limit (\(raised.now), hard \(raised.hard)) is too small for a node: raise it to 1024 or more (`ulimit -n 4096`, or LimitNOFILE= in the service unit)")
+        }
+        var http = http
+        if budget.httpCap < http.limits.maxConnections {
+            logger.warning(
+                "HTTP connections capped by the open-file limit",
+                metadata: ["configured": .stringConvertible(http.limits.maxConnections), "cap": .stringConvertible(budget.httpCap)])
+            http.limits.maxConnections = budget.httpCap
+            http.limits.trustedReserve = min(http.limits.trustedReserve, budget.httpCap / 4)
+        }
+        http.budget = budget
+        logger.info(
+            "descriptor budget",
+            metadata: [
+                "limit": .stringConvertible(budget.limit), "softLimitAtStart": .stringConvertible(budget.softLimitAtStart),
+                "http": .stringConvertible(budget.httpCap), "p2p": .stringConvertible(budget.p2p),
+            ])
+        return http
     }
 }
 

@@ -55,6 +55,7 @@ public struct ServeSettings: Sendable {
         given["device.name"] = flags.name
         let config = try KianaConfig.resolve(flags: given, environment: env, directory: directory)
         var http = HTTPConfig(host: config.text("http.host") ?? "127.0.0.1", port: config.number("http.port") ?? 8000, token: config.text("http.token"))
+        http.limits = HTTPLimits(config)
         var net = NetworkConfig()
         net.host = config.text("p2p.host") ?? "0.0.0.0"
         net.port = config.number("p2p.port") ?? 8470
@@ -74,5 +75,19 @@ public struct ServeSettings: Sendable {
         }
         let format = config.text("log.format").flatMap(LogFormat.init(rawValue:)) ?? .logfmt
         return ServeSettings(http: http, network: net, logLevel: level, logFormat: format, config: config, notes: notes)
+    }
+}
+
+extension HTTPLimits {
+    /// The limits the `http.*` settings give (docs/decisions.md 102).
+    public init(_ config: KianaConfig) {
+        self.init()
+        headTimeout = .seconds(config.number("http.headTimeoutSeconds") ?? 10)
+        idleTimeout = .seconds(config.number("http.idleTimeoutSeconds") ?? 60)
+        minBodyRate = config.number("http.minBodyRate") ?? 500
+        writeStallTimeout = .seconds(config.number("http.writeStallSeconds") ?? 30)
+        maxConnections = config.number("http.maxConnections") ?? 1024
+        maxPerSource = config.number("http.maxPerSource") ?? 64
+        trustedReserve = min(64, maxConnections / 4)
     }
 }

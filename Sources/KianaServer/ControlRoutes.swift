@@ -21,6 +21,7 @@ public struct ControlSurface: Sendable {
 struct ControlController<Context: RequestContext>: Sendable {
     let node: any NodeAPI
     let token: String
+    let listeners: ListenerStatus
 
     struct OpenPairing: Decodable { var seconds: Int? }
     struct Opened: ResponseEncodable {
@@ -56,6 +57,7 @@ struct ControlController<Context: RequestContext>: Sendable {
         let r = RouteCollection(context: Context.self).add(middleware: ControlTokenMiddleware(token: token))
         r.get("peers") { _, _ in Peers(peers: await node.peers(rtt: true)) }
         r.get("sync") { _, _ in Sync(sync: try await node.syncStatus()) }
+        r.get("connections") { _, _ in listeners.snapshot(p2p: await node.admissionStats()) }
         r.post("peers") { request, _ -> Added in
             let body = try await RequestBodies.decode(AddPeer.self, from: request, limit: RequestBodies.defaultLimit)
             return Added(address: body.address, added: try await node.addPeer(address: body.address))

@@ -489,6 +489,8 @@ public struct DeviceDTO: ResponseCodable, Sendable {
     public var treeSize: UInt64?
     public var treeRoot: String?
     public var sync: SyncStats?
+    /// Connections by listener and descriptors in use against the budget (the HTTP layer fills it).
+    public var connections: ConnectionsDTO?
     public init(
         deviceId: String, publicKey: String, network: String?, authorities: [String], authority: Bool, dataDirectory: String,
         backend: String, model: String?, modelsLoaded: Bool, items: Int, blocks: Int, entries: Int

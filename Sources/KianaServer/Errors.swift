@@ -27,9 +27,17 @@ struct APIErrorMiddleware<Context: RequestContext>: RouterMiddleware {
                     "request failed", metadata: ["error": .string(String(reflecting: type(of: error))), "code": .string(code)])
             }
             let body = ErrorBodyDTO(error: .init(code: code, message: message, type: status.code >= 500 ? "server_error" : "invalid_request_error"))
-            return Response(status: status, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: JSONText.encode(body))))
+            var headers: HTTPFields = [.contentType: "application/json"]
+            // Busy or briefly unable (a full queue, too many streams, a model loading): the client
+            // may try again, and says when. 408: the request was not read, so the connection ends.
+            if status == .serviceUnavailable || status == .tooManyRequests { headers[.retryAfter] = String(Self.retryAfterSeconds) }
+            if status == .requestTimeout { headers[.connection] = "close" }
+            return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(string: JSONText.encode(body))))
         }
     }
+
+    /// What `Retry-After` says on a 503 or 429 (seconds).
+    static var retryAfterSeconds: Int { 2 }
 
     static func describe(_ error: any Error) -> (HTTPResponse.Status, String, String) {
         if let e = error as? HTTPError {

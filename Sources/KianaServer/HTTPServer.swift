@@ -1,5 +1,7 @@
 import Foundation
 import Hummingbird
+import HummingbirdCore
+import KianaNet
 import KianaCore
 import Logging
 import NIOCore
@@ -13,11 +15,17 @@ public struct HTTPConfig: Sendable {
     public var port: Int
     /// Bearer token; required when `host` is not a loopback address.
     public var token: String?
+    /// Deadlines and connection caps.
+    public var limits: HTTPLimits
+    /// The node's descriptor budget, when the node set one (shown by /metrics and the device endpoint).
+    public var budget: DescriptorBudget?
 
-    public init(host: String = "127.0.0.1", port: Int = 8000, token: String? = nil) {
+    public init(host: String = "127.0.0.1", port: Int = 8000, token: String? = nil, limits: HTTPLimits = HTTPLimits(), budget: DescriptorBudget? = nil) {
         self.host = host
         self.port = port
         self.token = token
+        self.limits = limits
+        self.budget = budget
     }
 
     public var isLoopback: Bool { Loopback.isLoopbackHost(host) }
@@ -36,10 +44,11 @@ public enum KianaHTTP {
     /// The router alone (the in-process tests drive it through HummingbirdTesting).
     public static func router(
         config: HTTPConfig, node: any NodeAPI, control: ControlSurface? = nil,
-        events: EventStreams = EventStreams()
+        events: EventStreams = EventStreams(), connections: HTTPConnectionBook = HTTPConnectionBook()
     ) -> Router<KianaRequestContext> {
         let router = Router(context: KianaRequestContext.self)
         let metrics = Metrics()
+        let listeners = ListenerStatus(http: connections, budget: config.budget)
         router.add(middleware: RequestLogMiddleware())
         router.add(middleware: MetricsMiddleware(metrics: metrics))
         router.add(middleware: APIErrorMiddleware())
@@ -47,8 +56,8 @@ public enum KianaHTTP {
         if let token = config.token, !token.isEmpty {
             router.add(middleware: BearerTokenMiddleware(token: token))
         }
-        if let control { router.addRoutes(ControlController(node: node, token: control.token).routes, atPath: "/control") }
-        router.addRoutes(HealthController(node: node, metrics: metrics).routes)
+        if let control { router.addRoutes(ControlController(node: node, token: control.token, listeners: listeners).routes, atPath: "/control") }
+        router.addRoutes(HealthController(node: node, metrics: metrics, listeners: listeners).routes)
         router.addRoutes(CompatController(node: node).routes)
         router.addRoutes(VoiceController(node: node).routes)
         let api: RouterPath = "/api/v1"
@@ -56,7 +65,7 @@ public enum KianaHTTP {
         router.addRoutes(IngestController(node: node).routes, atPath: api)
         router.addRoutes(AskController(node: node).routes, atPath: api)
         router.addRoutes(LedgerController(node: node).routes, atPath: api)
-        router.addRoutes(DeviceController(node: node).routes, atPath: api)
+        router.addRoutes(DeviceController(node: node, listeners: listeners).routes, atPath: api)
         router.addRoutes(EventsController(node: node, events: events).routes, atPath: api)
         WebUI.add(to: router)
         return router
@@ -73,10 +82,32 @@ public enum KianaHTTP {
         if !config.isLoopback && (config.token ?? "").isEmpty {
             throw KianaServerError(.unauthorized, "listening on \(config.host) (not loopback) needs a token: set KIANA_TOKEN or --token")
         }
+        let book = HTTPConnectionBook(limits: config.limits)
+        let refusals = RefusalLog()
+        var http1 = HTTP1Channel.Configuration()
+        // One source of deadlines: the connection guard (Hummingbird's idle timer closes without a
+        // word and cannot tell a head that trickles from a body or a stalled reader).
+        http1.idleTimeout = nil
+        // A head of 32 KiB is plenty (cookies aside, ours are small) and bounds what a connection
+        // waiting for its head deadline can pin.
+        http1.httpDecoder.maxHeaderListSize = 32 * 1024
+        let token = config.token
+        let channelConfiguration = http1
+        let controlToken = control?.token
+        let server = HTTPServerBuilder { responder in
+            GuardedHTTP1(
+                responder: responder, configuration: channelConfiguration, book: book, refusals: refusals, token: token, controlToken: controlToken, logger: logger)
+        }
         return Application(
-            router: router(config: config, node: node, control: control, events: events),
-            configuration: .init(address: .hostname(config.host, port: config.port), serverName: "kiana"),
-            onServerRunning: { channel in await onRunning(channel.localAddress?.port ?? config.port) },
+            router: router(config: config, node: node, control: control, events: events, connections: book),
+            server: server,
+            configuration: .init(address: .hostname(config.host, port: config.port), serverName: "kiana", backlog: config.limits.backlog),
+            onServerRunning: { channel in
+                // Drain a burst of connections faster than NIO's default 4 per wake-up, so a
+                // flood's refusals do not hold up a real client's accept.
+                try? await channel.setOption(.maxMessagesPerRead, value: 16).get()
+                await onRunning(channel.localAddress?.port ?? config.port)
+            },
             logger: logger
         )
     }

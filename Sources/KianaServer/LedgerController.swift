@@ -58,6 +58,7 @@ struct LedgerController<Context: RequestContext>: Sendable {
 /// /api/v1/device: this device, its models and its peers.
 struct DeviceController<Context: RequestContext>: Sendable {
     let node: any NodeAPI
+    let listeners: ListenerStatus
 
     var routes: RouteCollection<Context> {
         let r = RouteCollection(context: Context.self)
@@ -66,7 +67,9 @@ struct DeviceController<Context: RequestContext>: Sendable {
     }
 
     @Sendable func device(_ req: Request, _ ctx: Context) async throws -> DeviceDTO {
-        try await node.device()
+        var d = try await node.device()
+        d.connections = listeners.snapshot(p2p: await node.admissionStats())
+        return d
     }
 }
 
@@ -74,6 +77,7 @@ struct DeviceController<Context: RequestContext>: Sendable {
 struct HealthController<Context: RequestContext>: Sendable {
     let node: any NodeAPI
     let metrics: Metrics
+    let listeners: ListenerStatus
 
     var routes: RouteCollection<Context> {
         let r = RouteCollection(context: Context.self)
@@ -94,7 +98,9 @@ struct HealthController<Context: RequestContext>: Sendable {
 
     @Sendable func render(_ req: Request, _ ctx: Context) async throws -> Response {
         let s = await node.metricsSnapshot()
-        let text = metrics.render(s, sync: await node.syncStats(), admission: await node.admissionStats())
+        let admission = await node.admissionStats()
+        let text = metrics.render(
+            s, sync: await node.syncStats(), admission: admission, connections: listeners.snapshot(p2p: admission))
         return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"], body: .init(byteBuffer: ByteBuffer(string: text)))
     }
 }

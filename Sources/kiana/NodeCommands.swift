@@ -37,6 +37,7 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Seconds a member whose blocks were refused stays cut off (default $KIANA_PEER_CUTOFF_SECONDS or 60).") var peerCutoffSeconds: Int?
     @Option(help: "Blocks past its stated head a peer may stream (default $KIANA_SYNC_MAX_GROWTH or 10000).") var syncMaxGrowth: Int?
     @Option(help: "Load the models at start so /ready is true at once: on or off (default $KIANA_MODELS_PRELOAD or off).") var preloadModels: String?
+    @OptionGroup var httpLimits: HTTPLimitFlags
     @OptionGroup var voice: VoiceFlags
     @Option(help: "The longest recording transcribed, in seconds (default $KIANA_VOICE_MAX_SECONDS or 120).") var voiceMaxSeconds: Int?
     @OptionGroup var model: ModelOptions
@@ -58,6 +59,7 @@ struct Serve: AsyncParsableCommand {
             extra["vector.backend"] = vectorBackend
             extra["vector.url"] = vectorUrl
             extra.merge(voice.given) { a, _ in a }
+            extra.merge(httpLimits.given) { a, _ in a }
             extra["voice.maxSeconds"] = voiceMaxSeconds.map(String.init)
             let settings = try ServeSettings.resolve(flags, extra: extra, directory: directory)
             // Retrieval reads vector.* where it opens the index (KianaConfig: environment, then
@@ -138,5 +140,34 @@ struct Status: ParsableCommand {
                 say("Data dir:    \(s.dataDirectory)\(s.readOnly ? " (read-only)" : "")")
             }
         }
+    }
+}
+
+/// Deadlines and caps of the HTTP listener (`http.*` settings; docs/decisions.md 102).
+struct HTTPLimitFlags: ParsableArguments {
+    @Option(name: .customLong("http-head-timeout"), help: "Seconds a connection has to send its request head (default $KIANA_HTTP_HEAD_TIMEOUT or 10).")
+    var headTimeout: Int?
+    @Option(name: .customLong("http-idle-timeout"), help: "Seconds a kept-alive connection may wait for its next request (default $KIANA_HTTP_IDLE_TIMEOUT or 60).")
+    var idleTimeout: Int?
+    @Option(name: .customLong("http-min-body-rate"), help: "Bytes/s a request body must arrive at; slower gets 408 (default $KIANA_HTTP_MIN_BODY_RATE or 500).")
+    var minBodyRate: Int?
+    @Option(
+        name: .customLong("http-write-stall-timeout"),
+        help: "Seconds a response may wait for a client that reads nothing (default $KIANA_HTTP_WRITE_STALL_TIMEOUT or 30).")
+    var writeStall: Int?
+    @Option(name: .customLong("http-max-connections"), help: "HTTP connections open at once at most (default $KIANA_HTTP_MAX_CONNECTIONS or 1024).")
+    var maxConnections: Int?
+    @Option(name: .customLong("http-max-per-source"), help: "HTTP connections from one address at most (default $KIANA_HTTP_MAX_PER_SOURCE or 64).")
+    var maxPerSource: Int?
+
+    var given: [String: String] {
+        var g: [String: String] = [:]
+        g["http.headTimeoutSeconds"] = headTimeout.map(String.init)
+        g["http.idleTimeoutSeconds"] = idleTimeout.map(String.init)
+        g["http.minBodyRate"] = minBodyRate.map(String.init)
+        g["http.writeStallSeconds"] = writeStall.map(String.init)
+        g["http.maxConnections"] = maxConnections.map(String.init)
+        g["http.maxPerSource"] = maxPerSource.map(String.init)
+        return g
     }
 }

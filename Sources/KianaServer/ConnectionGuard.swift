@@ -1,0 +1,359 @@
+import Foundation
+import Hummingbird
+import HummingbirdCore
+import KianaNet
+import Logging
+import NIOCore
+import NIOHTTPTypes
+
+/// The HTTP/1 child channel with admission and deadlines around Hummingbird's `HTTP1Channel`.
+///
+/// Each accepted connection first asks the `HTTPConnectionBook` for room; a refused one is reset
+/// at once (no HTTP pipeline, nothing read, the refusal logged within the `RefusalLog`'s rate
+/// limit). An admitted one gets a `ConnectionGuard` in front of the HTTP decoder, which owns the
+/// connection's deadlines, and a `RequestObserver` behind it, which tells the guard where each
+/// request is and whether it carried the token.
+struct GuardedHTTP1: ServerChildChannel {
+    enum Value: ServerChildChannelValue {
+        case refused(any Channel)
+        case http(HTTP1Channel.Value)
+        var channel: any Channel {
+            switch self {
+            case .refused(let c): c
+            case .http(let a): a.channel
+            }
+        }
+    }
+
+    let responder: HTTPChannelHandler.Responder
+    let configuration: HTTP1Channel.Configuration
+    let book: HTTPConnectionBook
+    let refusals: RefusalLog
+    let token: String?
+    let controlToken: String?
+    let logger: Logger
+
+    func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
+        let source = Admission.source(of: channel.remoteAddress)
+        let closer: @Sendable () -> Void = { Self.reset(channel) }
+        switch book.open(source: source, close: closer) {
+        case .refused(let refusal):
+            refusals.log(self.logger, source: source, metadata: ["listener": "http", "peer": .string(source), "reason": .string(refusal.description)])
+            Self.reset(channel)
+            return channel.eventLoop.makeSucceededFuture(.refused(channel))
+        case .admitted(let ticket, let displaced):
+            for close in displaced { close() }
+            let guardHandler = ConnectionGuard(ticket: ticket, book: book, limits: book.limits)
+            let observer = RequestObserver(guard: guardHandler, token: token, controlToken: controlToken)
+            var configuration = self.configuration
+            let bound = NIOLoopBound(observer, eventLoop: channel.eventLoop)
+            configuration.additionalChannelHandlers = { [bound.value] as [any RemovableChannelHandler] }
+            do {
+                try channel.pipeline.syncOperations.addHandler(guardHandler, position: .first)
+            } catch {
+                book.close(ticket)
+                Self.reset(channel)
+                return channel.eventLoop.makeSucceededFuture(.refused(channel))
+            }
+            return HTTP1Channel(responder: responder, configuration: configuration).setup(channel: channel, logger: logger)
+                .map { .http($0) }
+                .flatMapErrorThrowing { _ in
+                    book.close(ticket)
+                    Self.reset(channel)
+                    return .refused(channel)
+                }
+        }
+    }
+
+    func handle(value: Value, logger: Logger) async {
+        guard case .http(let channel) = value else { return }
+        await HTTP1Channel(responder: responder, configuration: configuration).handle(value: channel, logger: logger)
+    }
+
+    /// Closes with a reset: the descriptor is free at once and no TIME_WAIT is left on this side.
+    static func reset(_ channel: any Channel) {
+        if let options = channel as? any SocketOptionProvider {
+            options.setSoLinger(linger(l_onoff: 1, l_linger: 0)).whenComplete { _ in channel.close(promise: nil) }
+        } else {
+            channel.close(promise: nil)
+        }
+    }
+}
+
+/// The first handler of an HTTP connection (before the decoder, so it sees bytes): keeps the
+/// connection's place in the book and its deadlines.
+///
+/// - waiting for a request head: closed `headTimeout` after the connection opened (or after the
+///   first byte of a later request); bytes that trickle in do not extend it. Closed silently when
+///   nothing came, after a `408` when part of a head did.
+/// - reading a body: every `bodyWindow`, the bytes that arrived while the server was waiting
+///   for them must reach `minBodyRate`; otherwise the request fails with 408 (the handler reading
+///   the body sees the error) and the connection closes. Time the server is not reading (its
+///   own back-pressure) does not count against the client.
+/// - answering: no deadline (an answer may take minutes), but a response the client stops
+///   reading is closed when the write buffer stays full for `writeStallTimeout`.
+/// - kept alive between requests: closed after `idleTimeout`.
+final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = ByteBuffer
+    typealias OutboundIn = IOData
+    typealias OutboundOut = IOData
+
+    enum Phase { case awaitingHead, readingBody, answering, idle }
+
+    let ticket: HTTPConnectionBook.Ticket
+    let book: HTTPConnectionBook
+    let limits: HTTPLimits
+    private var context: ChannelHandlerContext?
+    private var phase = Phase.awaitingHead
+    private var timer: Scheduled<Void>?
+    private var stallTimer: Scheduled<Void>?
+    /// Bytes received since the current head began (0: nothing came yet).
+    private var headBytes = 0
+    /// Requests whose head came, whose end came, and whose response ended.
+    private var heads = 0
+    private var ends = 0
+    private var responses = 0
+    /// Body rate accounting: bytes, and nanoseconds a read was outstanding, in the current window.
+    private var windowBytes = 0
+    private var waited: Int64 = 0
+    private var readSince: NIODeadline?
+    private var closed = false
+
+    init(ticket: HTTPConnectionBook.Ticket, book: HTTPConnectionBook, limits: HTTPLimits) {
+        self.ticket = ticket
+        self.book = book
+        self.limits = limits
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        if context.channel.isActive { startHead(context) }
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        cancelTimers()
+        book.close(ticket)
+        self.context = nil
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        startHead(context)
+        context.fireChannelActive()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        closed = true
+        cancelTimers()
+        book.close(ticket)
+        context.fireChannelInactive()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let n = unwrapInboundIn(data).readableBytes
+        if let since = readSince {
+            waited += NIODeadline.now().uptimeNanoseconds > since.uptimeNanoseconds
+                ? Int64(NIODeadline.now().uptimeNanoseconds - since.uptimeNanoseconds) : 0
+            readSince = nil
+        }
+        switch phase {
+        case .idle:
+            // The first byte of the next request: its head has the head deadline.
+            phase = .awaitingHead
+            book.set(ticket, .awaitingHead)
+            headBytes = n
+            armHeadTimer(context)
+        case .awaitingHead:
+            headBytes += n
+        case .readingBody:
+            windowBytes += n
+        case .answering:
+            break
+        }
+        context.fireChannelRead(data)
+    }
+
+    func read(context: ChannelHandlerContext) {
+        if readSince == nil { readSince = .now() }
+        context.read()
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable {
+            stallTimer?.cancel()
+            stallTimer = nil
+        } else if stallTimer == nil {
+            stallTimer = context.eventLoop.assumeIsolated().scheduleTask(in: .nanoseconds(Int64(limits.writeStallTimeout.nanoseconds))) { [weak self] in
+                guard let self, let context = self.context, !context.channel.isWritable else { return }
+                self.book.count(.writeStall)
+                self.close(context)
+            }
+        }
+        context.fireChannelWritabilityChanged()
+    }
+
+    // MARK: from the observer
+
+    /// A request head was decoded; `body`: whether a body follows.
+    func requestHead(body: Bool, authenticated: Bool) {
+        guard let context else { return }
+        heads += 1
+        if authenticated { book.authenticated(ticket) }
+        timer?.cancel()
+        timer = nil
+        headBytes = 0
+        book.set(ticket, .active)
+        if body {
+            phase = .readingBody
+            startBodyWindow(context)
+        } else {
+            phase = .answering
+        }
+    }
+
+    /// A request's end was decoded.
+    func requestEnd() {
+        ends += 1
+        if phase == .readingBody {
+            timer?.cancel()
+            timer = nil
+            phase = .answering
+        }
+        settle()
+    }
+
+    /// A response's end was written.
+    func responseEnd() {
+        responses += 1
+        settle()
+    }
+
+    /// Idle when every request read was answered and nothing of the next one came.
+    private func settle() {
+        guard let context, phase == .answering, responses >= heads, ends >= heads else { return }
+        phase = .idle
+        book.set(ticket, .idle)
+        timer?.cancel()
+        timer = context.eventLoop.assumeIsolated().scheduleTask(in: Self.amount(limits.idleTimeout)) { [weak self] in
+            guard let self, let context = self.context, self.phase == .idle else { return }
+            self.book.count(.idle)
+            self.close(context)
+        }
+    }
+
+    // MARK: deadlines
+
+    private func startHead(_ context: ChannelHandlerContext) {
+        guard timer == nil, phase == .awaitingHead else { return }
+        armHeadTimer(context)
+    }
+
+    private func armHeadTimer(_ context: ChannelHandlerContext) {
+        timer?.cancel()
+        timer = context.eventLoop.assumeIsolated().scheduleTask(in: Self.amount(limits.headTimeout)) { [weak self] in
+            guard let self, let context = self.context, self.phase == .awaitingHead else { return }
+            self.book.count(.headTimeout)
+            if self.headBytes > 0 {
+                // Part of a head came: say why before closing (nginx answers 408 here too).
+                let reply = "HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+                context.writeAndFlush(NIOAny(IOData.byteBuffer(ByteBuffer(string: reply)))).whenComplete { _ in context.close(promise: nil) }
+            } else {
+                self.close(context)
+            }
+        }
+    }
+
+    private func startBodyWindow(_ context: ChannelHandlerContext) {
+        windowBytes = 0
+        waited = 0
+        if readSince != nil { readSince = .now() }
+        timer?.cancel()
+        timer = context.eventLoop.assumeIsolated().scheduleTask(in: Self.amount(limits.bodyWindow)) { [weak self] in
+            guard let self, let context = self.context, self.phase == .readingBody else { return }
+            var waited = self.waited
+            if let since = self.readSince {
+                waited += Int64(NIODeadline.now().uptimeNanoseconds &- since.uptimeNanoseconds)
+                self.readSince = .now()
+            }
+            let window = self.limits.bodyWindow.nanoseconds
+            let expected = Double(self.limits.minBodyRate) * Double(waited) / 1e9
+            if waited * 2 >= window, Double(self.windowBytes) < expected {
+                self.book.count(.bodyTimeout)
+                self.phase = .answering
+                // The handler reading the body sees this error and answers 408; the
+                // connection is closed once that is written (or after a last grace period).
+                context.fireErrorCaught(
+                    HTTPError(.requestTimeout, message: "the request body arrived slower than \(self.limits.minBodyRate) bytes/s"))
+                self.timer = context.eventLoop.assumeIsolated().scheduleTask(in: .seconds(5)) { [weak self] in
+                    guard let self, let context = self.context else { return }
+                    self.close(context)
+                }
+                return
+            }
+            self.startBodyWindow(context)
+        }
+    }
+
+    private func close(_ context: ChannelHandlerContext) {
+        guard !closed else { return }
+        closed = true
+        cancelTimers()
+        context.close(promise: nil)
+    }
+
+    private func cancelTimers() {
+        timer?.cancel()
+        timer = nil
+        stallTimer?.cancel()
+        stallTimer = nil
+    }
+
+    static func amount(_ d: Duration) -> TimeAmount { .nanoseconds(Int64(d.nanoseconds)) }
+}
+
+/// Behind the HTTP codec: tells the connection's guard where each request is (head, end, the
+/// response's end) and whether its head carried the API or control token.
+final class RequestObserver: ChannelDuplexHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPRequestPart
+    typealias InboundOut = HTTPRequestPart
+    typealias OutboundIn = HTTPResponsePart
+    typealias OutboundOut = HTTPResponsePart
+
+    let guardHandler: ConnectionGuard
+    let expected: [[UInt8]]
+
+    init(guard: ConnectionGuard, token: String?, controlToken: String?) {
+        guardHandler = `guard`
+        expected = [token, controlToken].compactMap { $0 }.filter { !$0.isEmpty }.map { Array(("Bearer " + $0).utf8) }
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .head(let head):
+            let length = head.headerFields[.contentLength].flatMap { Int($0) } ?? 0
+            let chunked = head.headerFields[.transferEncoding]?.lowercased().contains("chunked") ?? false
+            let given = head.headerFields[.authorization].map { Array($0.utf8) }
+            let authenticated = given.map { g in expected.contains { BearerTokenMiddleware<KianaRequestContext>.equal(g, $0) } } ?? false
+            guardHandler.requestHead(body: length > 0 || chunked, authenticated: authenticated)
+        case .body:
+            break
+        case .end:
+            guardHandler.requestEnd()
+        }
+        context.fireChannelRead(data)
+    }
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        if case .end = unwrapOutboundIn(data) { guardHandler.responseEnd() }
+        context.write(data, promise: promise)
+    }
+}
+
+extension Duration {
+    /// The whole duration in nanoseconds (saturating).
+    var nanoseconds: Int64 {
+        let (s, a) = components
+        let (m, o) = s.multipliedReportingOverflow(by: 1_000_000_000)
+        return o ? .max : m &+ a / 1_000_000_000
+    }
+}
