@@ -143,7 +143,7 @@ let package = Package(
         .testTarget(
             name: "KianaServerTests",
             dependencies: [
-                "KianaServer", "KianaStore", "KianaCore", "KianaAI", "KianaNet",
+                "KianaServer", "KianaStore", "KianaCore", "KianaAI", "KianaNet", "KianaTestSupport",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
             ]),

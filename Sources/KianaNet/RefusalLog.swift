@@ -88,16 +88,19 @@ public final class RefusalLog: Sendable {
         return nil
     }
 
-    /// Logs one refused inbound connection as `decide` says, as "inbound connection refused"
-    /// with `metadata` (and `suppressed` on a notice that follows unlogged ones).
-    public func log(_ logger: Logger, source: String, metadata: Logger.Metadata, now: ContinuousClock.Instant = .now) {
+    /// Logs one refused inbound connection as `decide` says, as `message` ("inbound connection
+    /// refused" unless given) with `metadata` (and `suppressed` on a notice that follows unlogged ones).
+    public func log(
+        _ logger: Logger, source: String, message: Logger.Message = "inbound connection refused", metadata: Logger.Metadata,
+        now: ContinuousClock.Instant = .now
+    ) {
         switch decide(source: source, now: now) {
         case .notice(let suppressed):
             var metadata = metadata
             if suppressed > 0 { metadata["suppressed"] = .stringConvertible(suppressed) }
-            logger.notice("inbound connection refused", metadata: metadata)
+            logger.notice(message, metadata: metadata)
         case .detail:
-            logger.info("inbound connection refused", metadata: metadata)
+            logger.info(message, metadata: metadata)
         case .silent:
             break
         }

@@ -42,7 +42,15 @@ struct GuardedHTTP1: ServerChildChannel {
             Self.reset(channel)
             return channel.eventLoop.makeSucceededFuture(.refused(channel))
         case .admitted(let ticket, let displaced):
-            for close in displaced { close() }
+            for victim in displaced {
+                victim.close()
+                refusals.log(
+                    self.logger, source: victim.source, message: "connection closed for room",
+                    metadata: [
+                        "listener": "http", "peer": .string(victim.source),
+                        "reason": .string(victim.phase == .idle ? "idle, the oldest" : "no request head yet, the oldest"),
+                    ])
+            }
             let guardHandler = ConnectionGuard(ticket: ticket, book: book, limits: book.limits)
             let observer = RequestObserver(guard: guardHandler, token: token, controlToken: controlToken)
             var configuration = self.configuration

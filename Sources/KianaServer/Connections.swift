@@ -102,10 +102,17 @@ public final class HTTPConnectionBook: Sendable {
         public let source: String
     }
 
+    /// A connection closed to make room: its source, the phase it was in, and how to close it.
+    public struct Displaced: Sendable {
+        public var source: String
+        public var phase: Phase
+        public var close: @Sendable () -> Void
+    }
+
     /// What `open` gives a new connection: a ticket and the connections to close for its room,
     /// or a refusal.
     public enum Opening: Sendable {
-        case admitted(Ticket, displaced: [@Sendable () -> Void])
+        case admitted(Ticket, displaced: [Displaced])
         case refused(Refusal)
     }
 
@@ -289,7 +296,7 @@ public final class HTTPConnectionBook: Sendable {
     public func close(_ ticket: Ticket) {
         state.withLock { s in
             guard s.connections[ticket.id] != nil else { return }
-            _ = Self.remove(&s, ticket.id, displaced: false)
+            Self.remove(&s, ticket.id, displaced: false)
         }
     }
 
@@ -346,9 +353,10 @@ public final class HTTPConnectionBook: Sendable {
         return found
     }
 
-    /// Forgets a connection; returns its `close` closure.
-    private static func remove(_ s: inout State, _ id: UInt64, displaced: Bool) -> @Sendable () -> Void {
-        guard let c = s.connections.removeValue(forKey: id) else { return {} }
+    /// Forgets a connection; returns what closes it.
+    @discardableResult
+    private static func remove(_ s: inout State, _ id: UInt64, displaced: Bool) -> Displaced {
+        guard let c = s.connections.removeValue(forKey: id) else { return Displaced(source: "?", phase: .active, close: {}) }
         if displaced {
             if c.phase == .idle { s.stats.evictedIdle += 1 } else { s.stats.evictedAwaitingHead += 1 }
         }
@@ -360,6 +368,6 @@ public final class HTTPConnectionBook: Sendable {
             s.perSource[c.source] = n
         }
         if !c.trusted { s.strangers -= 1 }
-        return c.close
+        return Displaced(source: c.source, phase: c.phase, close: c.close)
     }
 }

@@ -53,12 +53,20 @@ enum Streaming {
                 let (pieces, continuation) = AsyncStream<ByteBuffer>.makeStream(bufferingPolicy: .unbounded)
                 let gone = ClientGone()
                 let cutOff = ClientGone()
+                // Bytes made but not yet written. A client that reads nothing is closed by the
+                // connection's write-stall deadline; one that reads, but far slower than the
+                // producer, is let go once this much waits for it (a whole 10-minute speech fits).
+                let queued = QueuedBytes()
                 try await withThrowingTaskGroup(of: Void.self) { group in
                     group.addTask {
                         defer { continuation.finish() }
                         do {
                             try await produce { piece in
                                 if gone.value { return false }
+                                if queued.add(piece.readableBytes) > Self.maxQueuedBytes {
+                                    gone.set()
+                                    return false
+                                }
                                 continuation.yield(piece)
                                 return true
                             }
@@ -67,6 +75,11 @@ enum Streaming {
                         }
                     }
                     for await piece in pieces {
+                        _ = queued.add(-piece.readableBytes)
+                        if gone.value {
+                            group.cancelAll()
+                            break
+                        }
                         do { try await writer.write(piece) } catch {
                             gone.set()
                             group.cancelAll()  // a request still waiting for the model leaves the queue
@@ -79,6 +92,9 @@ enum Streaming {
                 try await writer.finish(nil)
             })
     }
+
+    /// The most bytes a stream holds for a slow client (docs/decisions.md 102).
+    static let maxQueuedBytes = 32 << 20
 
     /// An SSE stream whose failures become an `error` event with code, message and status.
     static func events(_ produce: @escaping @Sendable (@escaping @Sendable (String) -> Bool) async throws -> Void) -> Response {
@@ -133,4 +149,16 @@ final class ClientGone: Sendable {
     private let gone = Mutex(false)
     var value: Bool { gone.withLock { $0 } }
     func set() { gone.withLock { $0 = true } }
+}
+
+/// Bytes a stream has made but not written yet.
+final class QueuedBytes: Sendable {
+    private let bytes = Mutex(0)
+    /// Adds `n` (negative when written) and returns the new total.
+    func add(_ n: Int) -> Int {
+        bytes.withLock {
+            $0 += n
+            return $0
+        }
+    }
 }
