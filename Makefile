@@ -42,7 +42,7 @@ DRILL_TESTS := ^KianaNodeTests\.SyncDrillTests
 # Links between in-process devices with short handshake deadlines, timed: they run on their own,
 # as does the hostile-member drill (whose polling of CLI processes would starve them).
 NET_TIMING_TESTS := ^KianaNetTests\.(LinkTests|LinkConcurrencyTests|AdmissionTests|GossipTests)
-HOSTILE_TESTS := ^KianaNodeTests\.HostileMemberTests
+HOSTILE_TESTS := ^KianaNodeTests\.(HostileMemberTests|HTTPHostileTests)
 DRILL_SEEDS ?= 10
 FLOOD_SECONDS ?= 60
 

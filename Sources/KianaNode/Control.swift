@@ -101,6 +101,11 @@ public struct NodeControl: Sendable {
     /// A peer as `kiana peers` shows it.
     public typealias Peer = PeerStatus
 
+    /// The running node's connections by listener and its descriptors against the budget.
+    public func connections() throws(KianaNodeError) -> ConnectionsDTO {
+        try call("GET", "/control/connections", as: ConnectionsDTO.self)
+    }
+
     public func syncStatus() throws(KianaNodeError) -> SyncStatus {
         struct S: Decodable { var sync: SyncStatus }
         return try call("GET", "/control/sync", as: S.self).sync

@@ -47,6 +47,8 @@ public struct StatusView: Codable, Sendable {
     public var readOnly: Bool
     /// The height that last passed verification (`ledger verify` or a node's start), if any.
     public var verifiedHeight: UInt64?
+    /// When a node serves this directory: its connections by listener and its descriptors.
+    public var connections: ConnectionsDTO?
     /// Why the ledger is marked damaged, if it is (writes and `serve` are refused then).
     public var damage: String?
 }

@@ -99,7 +99,7 @@ struct GuardedHTTP1: ServerChildChannel {
 ///   the body sees the error) and the connection closes. Time the server is not reading (its
 ///   own back-pressure) does not count against the client.
 /// - answering: no deadline (an answer may take minutes), but a response the client stops
-///   reading is closed when the write buffer stays full for `writeStallTimeout`.
+///   reading is closed when it has taken none of what was sent for `writeStallTimeout`.
 /// - kept alive between requests: closed after `idleTimeout`.
 final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = ByteBuffer
@@ -127,6 +127,9 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
     private var waited: Int64 = 0
     private var readSince: NIODeadline?
     private var closed = false
+    /// Write-stall accounting: bytes the client acknowledged at the last check, and when it last took any.
+    private var lastAcked: UInt64?
+    private var lastProgress = NIODeadline.now()
 
     init(ticket: HTTPConnectionBook.Ticket, book: HTTPConnectionBook, limits: HTTPLimits) {
         self.ticket = ticket
@@ -186,20 +189,6 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
         context.read()
     }
 
-    func channelWritabilityChanged(context: ChannelHandlerContext) {
-        if context.channel.isWritable {
-            stallTimer?.cancel()
-            stallTimer = nil
-        } else if stallTimer == nil {
-            stallTimer = context.eventLoop.assumeIsolated().scheduleTask(in: .nanoseconds(Int64(limits.writeStallTimeout.nanoseconds))) { [weak self] in
-                guard let self, let context = self.context, !context.channel.isWritable else { return }
-                self.book.count(.writeStall)
-                self.close(context)
-            }
-        }
-        context.fireChannelWritabilityChanged()
-    }
-
     // MARK: from the observer
 
     /// A request head was decoded; `body`: whether a body follows.
@@ -211,6 +200,7 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
         timer = nil
         headBytes = 0
         book.set(ticket, .active)
+        startStallChecks(context)
         if body {
             phase = .readingBody
             startBodyWindow(context)
@@ -302,6 +292,43 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
         }
     }
 
+    // MARK: stalled readers
+
+    /// While a response is owed, checks every quarter of `writeStallTimeout` (at least 1 s)
+    /// whether the client took any of what was sent: on Linux from the socket's TCP_INFO (bytes
+    /// acknowledged, bytes queued), since the kernel's autotuned send buffer holds megabytes
+    /// before the channel reports unwritable; elsewhere from the channel's writability.
+    private func startStallChecks(_ context: ChannelHandlerContext) {
+        guard stallTimer == nil else { return }
+        lastProgress = .now()
+        lastAcked = nil
+        scheduleStallCheck(context)
+    }
+
+    private func scheduleStallCheck(_ context: ChannelHandlerContext) {
+        let every = max(Int64(1_000_000_000), limits.writeStallTimeout.nanoseconds / 4)
+        stallTimer = context.eventLoop.assumeIsolated().scheduleTask(in: .nanoseconds(every)) { [weak self] in
+            guard let self, let context = self.context, !self.closed else { return }
+            self.stallTimer = nil
+            guard self.heads > self.responses else { return }  // nothing owed: no check until the next head
+            let now = NIODeadline.now()
+            let progress: Bool
+            if let info = TCPProgress.read(context.channel) {
+                progress = info.acked != self.lastAcked || (info.queued == 0 && context.channel.isWritable)
+                self.lastAcked = info.acked
+            } else {
+                progress = context.channel.isWritable
+            }
+            if progress { self.lastProgress = now }
+            if now - self.lastProgress >= Self.amount(self.limits.writeStallTimeout) {
+                self.book.count(.writeStall)
+                self.close(context)
+                return
+            }
+            self.scheduleStallCheck(context)
+        }
+    }
+
     private func close(_ context: ChannelHandlerContext) {
         guard !closed else { return }
         closed = true
@@ -317,6 +344,40 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     static func amount(_ d: Duration) -> TimeAmount { .nanoseconds(Int64(d.nanoseconds)) }
+}
+
+/// What a TCP socket's send side has done, from Linux's TCP_INFO.
+enum TCPProgress {
+    struct Info {
+        /// Bytes the peer acknowledged in all; bytes sent but not acknowledged or not sent yet.
+        var acked: UInt64
+        var queued: UInt64
+    }
+
+    /// Room for `struct tcp_info` (232 bytes on Linux 6; the kernel fills what it has).
+    struct Raw: Sendable { var bytes = SIMD32<UInt64>() }
+
+    static func read(_ channel: any Channel) -> Info? {
+        #if os(Linux)
+            guard let provider = channel as? any SocketOptionProvider else { return nil }
+            let future: EventLoopFuture<Raw> = provider.unsafeGetSocketOption(
+                level: SocketOptionLevel(IPPROTO_TCP), name: SocketOptionName(TCP_INFO))
+            // On the channel's own loop the option is read at once.
+            var result: Raw?
+            future.whenSuccess { result = $0 }
+            guard let raw = result else { return nil }
+            return withUnsafeBytes(of: raw.bytes) { b -> Info in
+                // Offsets of tcpi_unacked (u32, 24), tcpi_bytes_acked (u64, 120) and
+                // tcpi_notsent_bytes (u32, 144) in the kernel's struct tcp_info (stable ABI).
+                let unacked = UInt64(b.loadUnaligned(fromByteOffset: 24, as: UInt32.self))
+                let acked = b.loadUnaligned(fromByteOffset: 120, as: UInt64.self)
+                let notSent = UInt64(b.loadUnaligned(fromByteOffset: 144, as: UInt32.self))
+                return Info(acked: acked, queued: unacked + notSent)
+            }
+        #else
+            return nil
+        #endif
+    }
 }
 
 /// Behind the HTTP codec: tells the connection's guard where each request is (head, end, the

@@ -34,8 +34,22 @@ public struct HTTPConfig: Sendable {
 /// The request context of every route: the response encoder writes slashes unescaped.
 public struct KianaRequestContext: RequestContext {
     public var coreContext: CoreRequestContextStorage
-    public init(source: ApplicationRequestContextSource) { coreContext = .init(source: source) }
+    /// Completes when the request's connection closes (streamed responses stop then).
+    let closed: EventLoopFuture<Void>
+    public init(source: ApplicationRequestContextSource) {
+        coreContext = .init(source: source)
+        closed = source.channel.closeFuture
+    }
     public var responseEncoder: JSONEncoder { JSONText.encoder() }
+}
+
+/// Makes the connection's close visible to streamed responses made by the route
+/// (`Streaming.connectionClosed`), whatever the route's context type.
+struct ConnectionScopeMiddleware: RouterMiddleware {
+    typealias Context = KianaRequestContext
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        try await Streaming.$connectionClosed.withValue(context.closed) { try await next(request, context) }
+    }
 }
 
 /// Builds the node's HTTP application: middleware, then one controller per subject, each
@@ -49,6 +63,7 @@ public enum KianaHTTP {
         let router = Router(context: KianaRequestContext.self)
         let metrics = Metrics()
         let listeners = ListenerStatus(http: connections, budget: config.budget)
+        router.add(middleware: ConnectionScopeMiddleware())
         router.add(middleware: RequestLogMiddleware())
         router.add(middleware: MetricsMiddleware(metrics: metrics))
         router.add(middleware: APIErrorMiddleware())

@@ -47,7 +47,8 @@ enum Streaming {
         failure: @escaping @Sendable (any Error) -> ByteBuffer?,
         _ produce: @escaping @Sendable (@escaping @Sendable (ByteBuffer) -> Bool) async throws -> Void
     ) -> Response {
-        Response(
+        let closed = connectionClosed
+        return Response(
             status: .ok, headers: headers,
             body: ResponseBody { writer in
                 let (pieces, continuation) = AsyncStream<ByteBuffer>.makeStream(bufferingPolicy: .unbounded)
@@ -57,6 +58,12 @@ enum Streaming {
                 // connection's write-stall deadline; one that reads, but far slower than the
                 // producer, is let go once this much waits for it (a whole 10-minute speech fits).
                 let queued = QueuedBytes()
+                // A client that hung up is noticed at once, not at the next write: a quiet event
+                // stream would otherwise hold its slot until its next keep-alive.
+                closed?.whenComplete { _ in
+                    gone.set()
+                    continuation.finish()
+                }
                 try await withThrowingTaskGroup(of: Void.self) { group in
                     group.addTask {
                         defer { continuation.finish() }
@@ -86,12 +93,16 @@ enum Streaming {
                             break
                         }
                     }
+                    if gone.value { group.cancelAll() }
                     try await group.waitForAll()
                 }
                 if cutOff.value { throw HTTPError(.internalServerError, message: "the stream failed after it began") }
                 try await writer.finish(nil)
             })
     }
+
+    /// The close of the connection the current request came on (set by `ConnectionScopeMiddleware`).
+    @TaskLocal static var connectionClosed: EventLoopFuture<Void>?
 
     /// The most bytes a stream holds for a slow client (docs/decisions.md 102).
     static let maxQueuedBytes = 32 << 20

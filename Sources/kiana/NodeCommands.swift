@@ -116,7 +116,10 @@ struct Status: ParsableCommand {
     func run() throws {
         try perform {
             let node = try Node.open(directory: data.directory, forReading: true)
-            try output.emit(try node.status()) { s in
+            var status = try node.status()
+            // A node serving this directory adds what only it knows: its connections and descriptors.
+            status.connections = try? NodeControl.connect(data.directory).connections()
+            try output.emit(status) { s in
                 say("Device ID:   \(s.device)")
                 say("Identity:    \(s.identityKey)")
                 say("Network ID:  \(s.network)")
@@ -138,6 +141,20 @@ struct Status: ParsableCommand {
                     say("Ledger:      " + (s.verifiedHeight.map { "verified up to height \($0)" } ?? "not verified yet (`kiana ledger verify`)"))
                 }
                 say("Data dir:    \(s.dataDirectory)\(s.readOnly ? " (read-only)" : "")")
+                if let c = s.connections {
+                    let h = c.http
+                    say(
+                        "HTTP:        \(h.open) connections (\(h.active) active, \(h.idle) idle, \(h.awaitingHead) awaiting a head; cap \(h.cap), \(h.perSourceCap) per address); "
+                            + "since start \(h.refused) refused, \(h.evictedIdle + h.evictedAwaitingHead) closed for room, "
+                            + "\(h.headTimeouts + h.bodyTimeouts + h.writeStalls + h.idleClosed) closed at a deadline")
+                    if let p = c.p2p { say("P2P:         \(p.open) inbound connections\(p.share.map { " (share \($0) descriptors)" } ?? ""); \(p.refused) refused since start") }
+                    let d = c.descriptors
+                    var line = "Descriptors: \(d.inUse.map(String.init) ?? "?") in use of \(d.limit.map(String.init) ?? "?")"
+                    if let b = d.budget {
+                        line += " (HTTP \(b.httpCap), P2P \(b.p2p), SQLite \(b.sqlite), models \(b.models), ingestion \(b.ingestion), process \(b.process), headroom \(b.headroom))"
+                    }
+                    say(line)
+                }
             }
         }
     }

@@ -9,6 +9,14 @@ flood  holds up to N half-open connections (a request line and half a header, th
 probe  sends GET PATH on a fresh connection every INTERVAL seconds from one source address and
        prints JSON with the latencies (p50/p99/max ms) and failures.
 write  POSTs one knowledge item and prints the server's answer (status, body).
+trickle-head  sends a request head one byte per second; prints when and how the server ended it.
+idle   sends one request on a kept-alive connection, reads the answer, then waits; prints when
+       the server closed the connection.
+slow-body  POSTs a knowledge item whose body arrives at --rate bytes/s; prints the status and
+       when the answer came.
+stall  opens --connections event streams (GET /api/v1/events, Last-Event-ID 0) with a small
+       receive buffer, reads their heads, then reads nothing for --seconds; prints how many the
+       server had closed by then (their bytes end in EOF or a reset when drained).
 """
 import argparse
 import asyncio
@@ -159,14 +167,168 @@ def probe(args):
 
 
 def write(args):
-    body = json.dumps({"text": args.text, "tags": ["drill"]}).encode()
-    status, data, ms = request(args, args.source, "POST", "/api/v1/knowledge", body)
-    print(json.dumps({"status": status, "body": data.decode("utf-8", "replace")[:2000], "ms": round(ms, 2)}))
+    created = 0
+    for i in range(args.count):
+        text = args.text if args.count == 1 else f"{args.text} {i} " + "filler words " * 20
+        body = json.dumps({"text": text, "title": f"drill item {i} " + "t" * 200, "tags": ["drill"]}).encode()
+        status, data, ms = request(args, args.source, "POST", "/api/v1/knowledge", body)
+        if status != 201:
+            break
+        created += 1
+    print(json.dumps({"status": status, "created": created, "body": data.decode("utf-8", "replace")[:2000], "ms": round(ms, 2)}))
+
+
+def until_closed(sock, limit):
+    """Reads until EOF/reset or `limit` seconds; returns (seconds, bytes, how)."""
+    start = time.monotonic()
+    got = b""
+    sock.settimeout(0.2)
+    while time.monotonic() - start < limit:
+        try:
+            chunk = sock.recv(65536)
+        except socket.timeout:
+            continue
+        except (ConnectionResetError, OSError):
+            return time.monotonic() - start, got, "reset"
+        if not chunk:
+            return time.monotonic() - start, got, "eof"
+        got += chunk
+    return time.monotonic() - start, got, "open"
+
+
+def trickle_head(args):
+    s = connect_from(args.host, args.port, args.source, args.timeout)
+    head = f"GET /health HTTP/1.1\r\nHost: 127.0.0.1:{args.port}\r\nX-Slow: " + "a" * 200
+    start = time.monotonic()
+    sent = 0
+    s.settimeout(1.0)
+    how, got = "open", b""
+    while time.monotonic() - start < args.seconds:
+        try:
+            s.sendall(head[sent % len(head)].encode())
+            sent += 1
+        except (BrokenPipeError, ConnectionResetError, OSError):
+            how = "reset"
+            break
+        try:
+            chunk = s.recv(4096)
+            if not chunk:
+                how = "eof"
+                break
+            got += chunk
+        except socket.timeout:
+            pass
+        except (ConnectionResetError, OSError):
+            how = "reset"
+            break
+    print(json.dumps({"seconds": round(time.monotonic() - start, 2), "sent": sent, "how": how,
+                      "reply": got.decode("latin-1")[:200]}))
+
+
+def idle(args):
+    s = connect_from(args.host, args.port, args.source, args.timeout)
+    head = f"GET /health HTTP/1.1\r\nHost: 127.0.0.1:{args.port}\r\n"
+    if args.token:
+        head += f"Authorization: Bearer {args.token}\r\n"
+    s.sendall((head + "\r\n").encode())
+    s.settimeout(5)
+    first = s.recv(65536)
+    seconds, got, how = until_closed(s, args.seconds)
+    print(json.dumps({"status": int(first.split(b" ", 2)[1]) if first.startswith(b"HTTP/1.1 ") else 0,
+                      "seconds": round(seconds, 2), "how": how, "extra": len(got)}))
+
+
+def slow_body(args):
+    s = connect_from(args.host, args.port, args.source, args.timeout)
+    body = json.dumps({"text": "x" * args.size}).encode()
+    head = f"POST /api/v1/knowledge HTTP/1.1\r\nHost: 127.0.0.1:{args.port}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+    if args.token:
+        head += f"Authorization: Bearer {args.token}\r\n"
+    s.sendall((head + "\r\n").encode())
+    start = time.monotonic()
+    s.settimeout(0.01)
+    step = max(1, int(args.rate // 10))
+    sent, got, how = 0, b"", "open"
+    while time.monotonic() - start < args.seconds:
+        if sent < len(body):
+            try:
+                s.sendall(body[sent:sent + step])
+                sent += step
+            except (BrokenPipeError, ConnectionResetError, OSError):
+                how = "reset"
+                break
+        try:
+            chunk = s.recv(65536)
+            if not chunk:
+                how = "eof"
+                break
+            got += chunk
+            if b"\r\n\r\n" in got:
+                how = "answered"
+                break
+        except socket.timeout:
+            pass
+        except (ConnectionResetError, OSError):
+            how = "reset"
+            break
+        time.sleep(0.09)
+    status = int(got.split(b" ", 2)[1]) if got.startswith(b"HTTP/1.1 ") else 0
+    print(json.dumps({"status": status, "seconds": round(time.monotonic() - start, 2), "sent": sent, "how": how,
+                      "reply": got.decode("latin-1")[:400]}))
+
+
+def stall(args):
+    socks = []
+    statuses = {}
+    for _ in range(args.connections):
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.bind((args.source, 0))
+        s.settimeout(10)
+        s.connect((args.host, args.port))
+        head = f"GET /api/v1/events HTTP/1.1\r\nHost: 127.0.0.1:{args.port}\r\nLast-Event-ID: 0\r\n"
+        if args.token:
+            head += f"Authorization: Bearer {args.token}\r\n"
+        s.sendall((head + "\r\n").encode())
+        first = s.recv(512)
+        status = int(first.split(b" ", 2)[1]) if first.startswith(b"HTTP/1.1 ") else 0
+        statuses[status] = statuses.get(status, 0) + 1
+        socks.append(s)
+    before, retry_after = extra_stream(args)
+    time.sleep(args.seconds)
+    closed = 0
+    for s in socks:
+        _, _, how = until_closed(s, 20)
+        if how != "open":
+            closed += 1
+        s.close()
+    after, _ = extra_stream(args)
+    print(json.dumps({"statuses": {str(k): v for k, v in statuses.items()}, "closed": closed, "opened": len(socks),
+                      "extraBefore": before, "retryAfter": retry_after, "extraAfter": after}))
+
+
+def extra_stream(args):
+    """Opens one more event stream; returns its status and Retry-After header."""
+    s = connect_from(args.host, args.port, args.source, args.timeout)
+    try:
+        head = f"GET /api/v1/events HTTP/1.1\r\nHost: 127.0.0.1:{args.port}\r\n"
+        if args.token:
+            head += f"Authorization: Bearer {args.token}\r\n"
+        s.sendall((head + "\r\n").encode())
+        first = s.recv(4096)
+    finally:
+        s.close()
+    status = int(first.split(b" ", 2)[1]) if first.startswith(b"HTTP/1.1 ") else 0
+    retry = None
+    for line in first.split(b"\r\n"):
+        if line.lower().startswith(b"retry-after:"):
+            retry = line.split(b":", 1)[1].strip().decode()
+    return status, retry
 
 
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("mode", choices=["flood", "probe", "write"])
+    p.add_argument("mode", choices=["flood", "probe", "write", "trickle-head", "idle", "slow-body", "stall"])
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--token")
@@ -180,13 +342,23 @@ def main():
     p.add_argument("--interval", type=float, default=0.05)
     p.add_argument("--timeout", type=float, default=10)
     p.add_argument("--text", default="written during the drill")
+    p.add_argument("--count", type=int, default=1, help="write: items to write, one request each")
+    p.add_argument("--size", type=int, default=2000, help="slow-body: characters of text")
     args = p.parse_args()
     if args.mode == "flood":
         asyncio.run(flood(args))
     elif args.mode == "probe":
         probe(args)
-    else:
+    elif args.mode == "write":
         write(args)
+    elif args.mode == "trickle-head":
+        trickle_head(args)
+    elif args.mode == "idle":
+        idle(args)
+    elif args.mode == "slow-body":
+        slow_body(args)
+    else:
+        stall(args)
 
 
 if __name__ == "__main__":
