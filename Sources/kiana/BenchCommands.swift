@@ -241,12 +241,15 @@ struct BenchHTTP: AsyncParsableCommand {
     @Option(help: "wrk threads.") var threads: Int = 2
     @Option(help: "Knowledge items (passages of the evaluation set, at most 331).") var items: Int = 331
     @Flag(help: "Skip the nginx reference.") var noReference = false
+    @Option(help: "After the figures, hold a slow-loris flood (half-open connections from 127.0.0.2) this many seconds, then measure again.")
+    var slowloris: Int?
 
     func run() async throws {
         try await performAsync {
             guard (1...600).contains(seconds), (1...1000).contains(connections), (1...64).contains(threads), threads <= connections, items > 0 else {
                 throw KianaNodeError(.invalidInput, "seconds 1…600, connections 1…1000, threads 1…64 and at most one per connection, items > 0")
             }
+            if let s = slowloris, !(1...3600).contains(s) { throw KianaNodeError(.invalidInput, "--slowloris takes 1…3600 seconds") }
             let bench = HTTPBench(seconds: seconds, connections: connections, threads: threads)
             guard bench.hasWrk else { throw KianaNodeError(.invalidInput, "wrk is not installed: `make setup` (or apt-get install wrk)") }
             let models = try model.directory(data)
@@ -279,12 +282,13 @@ struct BenchHTTP: AsyncParsableCommand {
                     base + "/api/v1/search?k=10&mode=\(mode)&q=" + ($0.query.addingPercentEncoding(withAllowedCharacters: Self.unreserved) ?? "x")
                 }
             }
-            var rows: [HTTPBench.Result] = []
-            for target in [
+            let targets = [
                 HTTPBench.Target(name: "GET /health", urls: [base + "/health"]),
                 HTTPBench.Target(name: "GET /api/v1/search keyword", urls: search("keyword")),
                 HTTPBench.Target(name: "GET /api/v1/search hybrid", urls: search("hybrid")),
-            ] {
+            ]
+            var rows: [HTTPBench.Result] = []
+            for target in targets {
                 Output.emit(2, Data("  … \(target.name)\n".utf8))
                 rows.append(try await bench.measure(target))
             }
@@ -300,13 +304,53 @@ struct BenchHTTP: AsyncParsableCommand {
                 say("(nginx is not installed: no reference; `make bench` installs nginx-light)")
             }
             say(bench.render(rows, reference: reference))
-            let errors = rows.reduce(0) { $0 + $1.errors }
+            var errors = rows.reduce(0) { $0 + $1.errors }
+            if let hold = slowloris, let port = URLComponents(string: base)?.port {
+                errors += try await Self.afterSlowLoris(seconds: hold, port: port, pid: server.process.processIdentifier, bench: bench, targets: targets, before: rows)
+            }
             if errors > 0 { throw KianaNodeError(.invalidInput, "\(errors) requests failed") }
         }
     }
 }
 
 extension BenchHTTP {
+    /// Holds a slow-loris flood on the node, then measures the targets again and prints both
+    /// runs side by side with the node's descriptors and resident memory before and after.
+    static func afterSlowLoris(
+        seconds: Int, port: Int, pid: Int32, bench: HTTPBench, targets: [HTTPBench.Target], before: [HTTPBench.Result]
+    ) async throws -> Int {
+        func descriptors() -> Int { (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd").count) ?? -1 }
+        func rss() -> Int {
+            let s = (try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)) ?? ""
+            return s.split(separator: "\n").first { $0.hasPrefix("VmRSS:") }.flatMap { Int($0.split(separator: " ")[1]) } ?? -1
+        }
+        let fds0 = descriptors()
+        let rss0 = rss()
+        Output.emit(2, Data("  … slow-loris: \(seconds) s of half-open connections from 127.0.0.2\n".utf8))
+        let flood = SlowLoris(port: port, connections: 20_000, rate: 2000, seconds: Double(seconds))
+        let report = try await flood.run()
+        try await Task.sleep(for: .seconds(2))
+        var after: [HTTPBench.Result] = []
+        for target in targets {
+            Output.emit(2, Data("  … \(target.name) (after)\n".utf8))
+            after.append(try await bench.measure(target))
+        }
+        let fds1 = descriptors()
+        let rss1 = rss()
+        say(
+            "slow-loris: \(report.attempts) connections in \(seconds) s (\(report.endedByServer) closed or reset by the node, "
+                + "at most \(report.maxOpen) open at once on the client)")
+        say(String(format: "%-28@ %12@ %12@ %8@", "after ÷ before" as NSString, "req/s" as NSString, "p99" as NSString, "errors" as NSString))
+        for (b, a) in zip(before, after) {
+            say(
+                String(
+                    format: "%-28@ %12@ %12@ %8d", b.name as NSString, String(format: "%.2f×", a.perSecond / max(b.perSecond, 1e-9)) as NSString,
+                    String(format: "%.2f×", a.p99 / max(b.p99, 1e-9)) as NSString, a.errors))
+        }
+        say("descriptors \(fds0) → \(fds1); resident memory \(rss0 / 1024) MiB → \(rss1 / 1024) MiB (\(String(format: "%+.1f", Double(rss1 - rss0) / Double(max(rss0, 1)) * 100)) %)")
+        return after.reduce(0) { $0 + $1.errors }
+    }
+
     /// RFC 3986 unreserved characters, ASCII only (`.alphanumerics` would let "ü" through raw).
     static let unreserved = CharacterSet(charactersIn: "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
 

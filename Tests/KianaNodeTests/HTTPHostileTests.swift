@@ -140,10 +140,18 @@ import Testing
         #expect(try await PairingTests.eventually(30) { try PairingTests.connectedMembers(a) == [idB.device] }, "\(PairingTests.describe(a, b))")
         let p = ["--port", String(port), "--token", token]
         let cap = try #require(try await Self.metric(port, "kiana_http_connections_cap", token: token))
-        // Warm up (first requests, sync), then the baseline.
+        // Warm up (first requests, a write that loads the embedder to index it, sync), then the
+        // baseline once resident memory has settled.
+        _ = try await Self.attack(["write", "--text", "warm-up write"] + p)
         _ = try await Self.attack(["probe", "--seconds", "2"] + p)
+        var rssBefore = 0
+        for _ in 0..<30 {
+            try await Task.sleep(for: .seconds(2))
+            let now = try #require(Self.rssKiB(serveA.process.pid))
+            if rssBefore > 0, abs(now - rssBefore) * 100 < rssBefore { break }
+            rssBefore = now
+        }
         let fdsBefore = try #require(try await Self.metric(port, "kiana_fds_in_use", token: token))
-        let rssBefore = try #require(Self.rssKiB(serveA.process.pid))
         let logBefore = serveA.output.utf8.count
 
         // 20,000 half-open connections (at most 2,000 new ones a second) from 127.0.0.2, for `seconds`.

@@ -170,7 +170,10 @@ def write(args):
     created = 0
     for i in range(args.count):
         text = args.text if args.count == 1 else f"{args.text} {i} " + "filler words " * 20
-        body = json.dumps({"text": text, "title": f"drill item {i} " + "t" * 200, "tags": ["drill"]}).encode()
+        fields = {"text": text, "tags": ["drill"]}
+        if args.count > 1:
+            fields["title"] = f"drill item {i} " + "t" * 200  # bulk for the event stream
+        body = json.dumps(fields).encode()
         status, data, ms = request(args, args.source, "POST", "/api/v1/knowledge", body)
         if status != 201:
             break
