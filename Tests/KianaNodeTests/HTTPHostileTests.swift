@@ -9,6 +9,8 @@ import Testing
 /// /health, writes, an authenticated client elsewhere and ledger sync with a paired node carry
 /// on; and the descriptor budget raised, divided and refused when too small.
 @Suite(.serialized) struct HTTPHostileTests {
+    /// The P2P port of the node `serve` started last (the suite runs serialized).
+    nonisolated(unsafe) static var lastP2PPort = 0
     static let script = Shared.packageRoot.appendingPathComponent("Tests/python/slowloris.py").path
 
     /// Runs slowloris.py and returns its JSON report.
@@ -37,6 +39,7 @@ import Testing
             p.signal(SIGKILL)
             throw DrillError("serve did not start: \(p.output)")
         }
+        lastP2PPort = intAfter("device links on port ", in: line) ?? 0
         return (p, port)
     }
 
@@ -127,13 +130,10 @@ import Testing
         let token = "drill-token-0123456789"
         #expect(try await kiana(["init", "--data-dir", a, "--name", "home"]).status == 0)
         // A serves its API with a token (the LAN case); B is paired with it and syncs.
-        let nodeA = try await PairingTests.serve(a)
-        let ok = try await PairingTests.pair(authority: nodeA, joiner: b, name: "beta")
-        #expect(ok.pair == 0 && ok.join == 0, "\(ok.pairOut) \(ok.joinOut)")
-        nodeA.process.signal(SIGTERM)
-        _ = await nodeA.process.wait()
         let (serveA, port) = try await Self.serve(a, ["--token", token])
         defer { serveA.signal(SIGKILL) }
+        let ok = try await PairingTests.pair(authority: PairingTests.Node(dir: a, process: serveA, p2p: Self.lastP2PPort), joiner: b, name: "beta")
+        #expect(ok.pair == 0 && ok.join == 0, "\(ok.pairOut) \(ok.joinOut)")
         let nodeB = try await PairingTests.serve(b)
         defer { nodeB.process.signal(SIGKILL) }
         let idB = try nodeIdentity(b)
@@ -206,6 +206,40 @@ import Testing
         let rssAfter = try #require(Self.rssKiB(serveA.process.pid))
         print("slow-loris: fds \(fdsBefore) → \(fdsAfter); RSS \(rssBefore) KiB → \(rssAfter) KiB")
         #expect(Double(rssAfter) <= Double(rssBefore) * 1.10 + 4096, "RSS \(rssBefore) KiB before, \(rssAfter) KiB after")
+    }
+
+    @Test("Slow-loris from 40 addresses fills the whole pool: loopback and a token holder elsewhere still get in, the pool never exceeds its cap")
+    func slowLorisFromManyAddresses() async throws {
+        let seconds = (Int(ProcessInfo.processInfo.environment["KIANA_SLOWLORIS_SECONDS"] ?? "") ?? 60) / 2
+        let dir = try TempDir("kiana-slowloris-many")
+        defer { dir.cleanup() }
+        let token = "drill-token-many-0123456789"
+        #expect(try await kiana(["init", "--data-dir", dir.path]).status == 0)
+        let (node, port) = try await Self.serve(dir.path, ["--token", token])
+        defer { node.signal(SIGKILL) }
+        let p = ["--port", String(port), "--token", token]
+        let cap = try #require(try await Self.metric(port, "kiana_http_connections_cap", token: token))
+        // 40 addresses × 64 per address is 2,560: more than the 960 strangers may hold.
+        let sources = (1...40).map { "127.0.1.\($0)" }.joined(separator: ",")
+        async let flood = Self.attack(["flood", "--connections", "3000", "--seconds", String(seconds), "--sources", sources, "--rate", "1500"] + p)
+        try await Task.sleep(for: .seconds(8))
+        async let health = Self.attack(["probe", "--seconds", String(seconds - 12), "--interval", "0.05"] + p)
+        // A LAN device that has used its token before (it is remembered) and one new to the node.
+        async let known = Self.attack(["probe", "--seconds", String(seconds - 12), "--interval", "0.5", "--source", "127.0.0.10"] + p)
+        var peak = 0.0
+        for _ in 0..<3 {
+            try await Task.sleep(for: .seconds(Double(seconds - 14) / 3))
+            let open = try await Self.metric(port, "kiana_http_connections", label: "state=", token: token) ?? 0
+            peak = max(peak, open)
+        }
+        let (f, h, k) = try await (flood, health, known)
+        print("slow-loris, 40 addresses: flood \(f); /health \(h); 127.0.0.10 \(k); peak open \(peak) of \(cap)")
+        #expect(peak <= cap && peak >= cap - 128, "the flood should fill the pool: peak \(peak) of \(cap)")
+        #expect((f["attempts"] as? Int ?? 0) >= 3 * Int(cap), "\(f)")
+        #expect(h["failures"] as? Int == 0 && (h["p99"] as? Double ?? 1e9) < 100, "/health: \(h)")
+        #expect(k["failures"] as? Int == 0 && (k["count"] as? Int ?? 0) > 5, "the token holder on 127.0.0.10: \(k)")
+        let displaced = try await Self.metric(port, "kiana_http_connections_closed_total", label: "displaced-awaiting-head", token: token) ?? 0
+        #expect(displaced > 0)
     }
 
     @Test("The open-file limit is raised to the hard limit and divided; one too small to run a node is refused with a clear message")
