@@ -179,7 +179,9 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
         case .readingBody:
             windowBytes += n
         case .answering:
-            break
+            // Once the request was read, bytes are the next request's head: its deadline starts
+            // when this response ends (see `settle`).
+            if ends >= heads { headBytes += n }
         }
         context.fireChannelRead(data)
     }
@@ -229,6 +231,14 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
     /// Idle when every request read was answered and nothing of the next one came.
     private func settle() {
         guard let context, phase == .answering, responses >= heads, ends >= heads else { return }
+        if headBytes > 0 {
+            // Part of the next head came while this one was answered: it has the head deadline,
+            // not the idle one.
+            phase = .awaitingHead
+            book.set(ticket, .awaitingHead)
+            armHeadTimer(context)
+            return
+        }
         phase = .idle
         book.set(ticket, .idle)
         timer?.cancel()
@@ -389,11 +399,26 @@ final class RequestObserver: ChannelDuplexHandler, RemovableChannelHandler {
     typealias OutboundOut = HTTPResponsePart
 
     let guardHandler: ConnectionGuard
-    let expected: [[UInt8]]
+    let bearer: [UInt8]?
+    let control: [UInt8]?
 
     init(guard: ConnectionGuard, token: String?, controlToken: String?) {
         guardHandler = `guard`
-        expected = [token, controlToken].compactMap { $0 }.filter { !$0.isEmpty }.map { Array(("Bearer " + $0).utf8) }
+        bearer = token.flatMap { $0.isEmpty ? nil : Array(("Bearer " + $0).utf8) }
+        control = controlToken.flatMap { $0.isEmpty ? nil : Array($0.utf8) }
+    }
+
+    /// Whether the head carries the API token (`Authorization: Bearer …`) or the control token
+    /// (`X-Kiana-Control-Token`), compared in constant time.
+    func authenticated(_ fields: HTTPFields) -> Bool {
+        var ok = false
+        if let bearer, let given = fields[.authorization] {
+            ok = ok || BearerTokenMiddleware<KianaRequestContext>.equal(Array(given.utf8), bearer)
+        }
+        if let control, let given = fields[ControlSurface.header] {
+            ok = ok || BearerTokenMiddleware<KianaRequestContext>.equal(Array(given.utf8), control)
+        }
+        return ok
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -401,9 +426,7 @@ final class RequestObserver: ChannelDuplexHandler, RemovableChannelHandler {
         case .head(let head):
             let length = head.headerFields[.contentLength].flatMap { Int($0) } ?? 0
             let chunked = head.headerFields[.transferEncoding]?.lowercased().contains("chunked") ?? false
-            let given = head.headerFields[.authorization].map { Array($0.utf8) }
-            let authenticated = given.map { g in expected.contains { BearerTokenMiddleware<KianaRequestContext>.equal(g, $0) } } ?? false
-            guardHandler.requestHead(body: length > 0 || chunked, authenticated: authenticated)
+            guardHandler.requestHead(body: length > 0 || chunked, authenticated: authenticated(head.headerFields))
         case .body:
             break
         case .end:
