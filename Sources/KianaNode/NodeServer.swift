@@ -154,7 +154,7 @@ extension NodeServer {
         else {
             throw KianaNodeError(
                 .invalidInput,
-                "the open-file limit (\(raised.now), hard \(raised.hard)) is too small for a node: raise it to 1024 or more (`ulimit -n 4096`, or LimitNOFILE= in the service unit)")
+                "the open-file limit (\(raised.now), hard \(raised.hard)) is too small for a node, which needs \(DescriptorBudget.minimumLimit(link: network.link)) or more: raise it (`ulimit -n 4096`, or LimitNOFILE= in the service unit)")
         }
         var http = http
         if budget.httpCap < http.limits.maxConnections {

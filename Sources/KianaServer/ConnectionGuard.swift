@@ -107,7 +107,13 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
     typealias OutboundIn = IOData
     typealias OutboundOut = IOData
 
-    enum Phase { case awaitingHead, readingBody, answering, idle }
+    /// `draining`: the response was handed to the kernel, which still holds bytes the client has
+    /// not taken; the connection is not idle (nor displaceable) until they are delivered.
+    /// `lingering`: answered before the request's body was read (401, an early error); the rest
+    /// of the body is read and thrown away for at most `headTimeout` (nginx's lingering close),
+    /// so a client that sends its whole body first still sees the answer, and meanwhile the
+    /// connection is as displaceable as an idle one.
+    enum Phase { case awaitingHead, readingBody, answering, draining, lingering, idle }
 
     let ticket: HTTPConnectionBook.Ticket
     let book: HTTPConnectionBook
@@ -178,7 +184,7 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
             headBytes += n
         case .readingBody:
             windowBytes += n
-        case .answering:
+        case .answering, .draining, .lingering:
             // Once the request was read, bytes are the next request's head: its deadline starts
             // when this response ends (see `settle`).
             if ends >= heads { headBytes += n }
@@ -194,8 +200,13 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
     // MARK: from the observer
 
     /// A request head was decoded; `body`: whether a body follows.
-    func requestHead(body: Bool, authenticated: Bool) {
+    func requestHead(body: Bool, authenticated: Bool, expectsContinue: Bool = false) {
         guard let context else { return }
+        if body, expectsContinue {
+            // The client waits for leave to send its body (RFC 9110 10.1.1); it gets it at once,
+            // so its body rate is measured from here (nginx does the same when it reads a body).
+            context.writeAndFlush(NIOAny(IOData.byteBuffer(ByteBuffer(string: "HTTP/1.1 100 Continue\r\n\r\n"))), promise: nil)
+        }
         heads += 1
         if authenticated { book.authenticated(ticket) }
         timer?.cancel()
@@ -214,7 +225,7 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
     /// A request's end was decoded.
     func requestEnd() {
         ends += 1
-        if phase == .readingBody {
+        if phase == .readingBody || phase == .lingering {
             timer?.cancel()
             timer = nil
             phase = .answering
@@ -222,15 +233,35 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
         settle()
     }
 
-    /// A response's end was written.
+    /// A response's end was written to the socket.
     func responseEnd() {
         responses += 1
+        guard let context else { return }
+        if ends < heads {
+            // Answered before its body was read: the rest is not wanted, and draining it at the
+            // sender's pace must not keep the connection busy (or undisplaceable) for long.
+            phase = .lingering
+            book.set(ticket, .idle)
+            timer?.cancel()
+            timer = context.eventLoop.assumeIsolated().scheduleTask(in: Self.amount(limits.headTimeout)) { [weak self] in
+                guard let self, let context = self.context, self.phase == .lingering else { return }
+                self.close(context)
+            }
+            return
+        }
         settle()
     }
 
-    /// Idle when every request read was answered and nothing of the next one came.
+    /// Idle when every request read was answered, the kernel delivered the answer, and nothing
+    /// of the next request came.
     private func settle() {
-        guard let context, phase == .answering, responses >= heads, ends >= heads else { return }
+        guard let context, phase == .answering || phase == .draining, responses >= heads, ends >= heads else { return }
+        if let info = TCPProgress.read(context.channel), info.queued > 0 {
+            phase = .draining
+            startStallChecks(context)
+            return
+        }
+        phase = .answering
         if headBytes > 0 {
             // Part of the next head came while this one was answered: it has the head deadline,
             // not the idle one.
@@ -320,10 +351,15 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
         stallTimer = context.eventLoop.assumeIsolated().scheduleTask(in: .nanoseconds(every)) { [weak self] in
             guard let self, let context = self.context, !self.closed else { return }
             self.stallTimer = nil
-            guard self.heads > self.responses else { return }  // nothing owed: no check until the next head
+            // Nothing owed and nothing in flight: no checks until the next head.
+            guard self.heads > self.responses || self.phase == .draining else { return }
             let now = NIODeadline.now()
             let progress: Bool
             if let info = TCPProgress.read(context.channel) {
+                if self.phase == .draining, info.queued == 0 {
+                    self.settle()  // delivered: idle now (or the next head's deadline)
+                    return
+                }
                 progress = info.acked != self.lastAcked || (info.queued == 0 && context.channel.isWritable)
                 self.lastAcked = info.acked
             } else {
@@ -359,7 +395,8 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
 /// What a TCP socket's send side has done, from Linux's TCP_INFO.
 enum TCPProgress {
     struct Info {
-        /// Bytes the peer acknowledged in all; bytes sent but not acknowledged or not sent yet.
+        /// Bytes the peer acknowledged in all; segments sent but not acknowledged plus bytes not
+        /// sent yet (only compared with 0: nonzero means the kernel still holds data for the peer).
         var acked: UInt64
         var queued: UInt64
     }
@@ -426,7 +463,8 @@ final class RequestObserver: ChannelDuplexHandler, RemovableChannelHandler {
         case .head(let head):
             let length = head.headerFields[.contentLength].flatMap { Int($0) } ?? 0
             let chunked = head.headerFields[.transferEncoding]?.lowercased().contains("chunked") ?? false
-            guardHandler.requestHead(body: length > 0 || chunked, authenticated: authenticated(head.headerFields))
+            let expects = head.headerFields[.expect]?.lowercased() == "100-continue"
+            guardHandler.requestHead(body: length > 0 || chunked, authenticated: authenticated(head.headerFields), expectsContinue: expects)
         case .body:
             break
         case .end:
@@ -436,8 +474,16 @@ final class RequestObserver: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
-        if case .end = unwrapOutboundIn(data) { guardHandler.responseEnd() }
-        context.write(data, promise: promise)
+        guard case .end = unwrapOutboundIn(data) else {
+            context.write(data, promise: promise)
+            return
+        }
+        // The response counts as ended once it is written to the socket, not when it is queued:
+        // a large answer may wait in NIO's buffer for a slow reader.
+        let written = promise ?? context.eventLoop.makePromise(of: Void.self)
+        let guardHandler = NIOLoopBound(self.guardHandler, eventLoop: context.eventLoop)
+        written.futureResult.whenSuccess { guardHandler.value.responseEnd() }
+        context.write(data, promise: written)
     }
 }
 

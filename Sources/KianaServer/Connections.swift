@@ -149,6 +149,13 @@ public final class HTTPConnectionBook: Sendable {
             return nil
         }
         var isEmpty: Bool { head >= items.count }
+        /// Entries still queued (stale ones included).
+        var count: Int { items.count - head }
+        /// Drops every stale entry, keeping order.
+        mutating func compact(_ current: (UInt64, UInt64) -> Bool) {
+            items = items[head...].filter { current($0.id, $0.mark) }
+            head = 0
+        }
     }
 
     struct Queues {
@@ -325,6 +332,19 @@ public final class HTTPConnectionBook: Sendable {
         guard c.phase != .active else { return }
         if c.trusted { push(&s.trustedQueues) } else { push(&s.strangerQueues) }
         push(&s.sourceQueues[c.source, default: Queues()])
+        // Entries go stale as connections change phase or close, and only displacement pops
+        // them; without pressure, compact once a queue holds far more than its live entries
+        // (amortised O(1) per change, memory proportional to the connections open).
+        let connections = s.connections
+        let live: (UInt64, UInt64) -> Bool = { id, mark in connections[id]?.mark == mark }
+        let bound = 2 * connections.count + 64
+        func tidy(_ q: inout Queues, bound: Int) {
+            if q.idle.count > bound { q.idle.compact(live) }
+            if q.awaitingHead.count > bound { q.awaitingHead.compact(live) }
+        }
+        tidy(&s.strangerQueues, bound: bound)
+        tidy(&s.trustedQueues, bound: bound)
+        tidy(&s.sourceQueues[c.source, default: Queues()], bound: 2 * (s.perSource[c.source] ?? 0) + 64)
     }
 
     /// The connection to displace from a pool: the oldest idle one, else the oldest without a head.

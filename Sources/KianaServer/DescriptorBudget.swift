@@ -52,6 +52,13 @@ public struct DescriptorBudget: Sendable, Equatable, Codable {
             ingestion: ingestion, p2p: p2p, headroom: headroom, httpShare: share, httpCap: min(httpConfigured, share))
     }
 
+    /// The smallest open-file limit a node with `link`'s pools starts with.
+    public static func minimumLimit(link: LinkConfig) -> Int {
+        var limit = 64
+        while divide(limit: limit, softLimitAtStart: limit, hardLimit: limit, link: link, httpConfigured: minimumHTTP) == nil { limit += 1 }
+        return limit
+    }
+
     /// Raises the soft open-file limit to the hard one (capped at the kernel's `nr_open`) and
     /// returns (soft before, soft now, hard).
     public static func raiseLimit() -> (before: Int, now: Int, hard: Int) {

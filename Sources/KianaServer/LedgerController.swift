@@ -93,7 +93,9 @@ struct HealthController<Context: RequestContext>: Sendable {
 
     @Sendable func ready(_ req: Request, _ ctx: Context) async throws -> EditedResponse<ReadyDTO> {
         let r = await node.readiness()
-        return EditedResponse(status: r.ready ? .ok : .serviceUnavailable, response: r)
+        if r.ready { return EditedResponse(status: .ok, response: r) }
+        return EditedResponse(
+            status: .serviceUnavailable, headers: [.retryAfter: String(APIErrorMiddleware<Context>.retryAfterSeconds)], response: r)
     }
 
     @Sendable func render(_ req: Request, _ ctx: Context) async throws -> Response {

@@ -58,6 +58,8 @@ enum Streaming {
                 // connection's write-stall deadline; one that reads, but far slower than the
                 // producer, is let go once this much waits for it (a whole 10-minute speech fits).
                 let queued = QueuedBytes()
+                let tooSlow = ClientGone()
+                defer { _ = Self.allQueued.add(-queued.add(0)) }
                 // A client that hung up is noticed at once, not at the next write: a quiet event
                 // stream would otherwise hold its slot until its next keep-alive.
                 closed?.whenComplete { _ in
@@ -70,7 +72,13 @@ enum Streaming {
                         do {
                             try await produce { piece in
                                 if gone.value { return false }
-                                if queued.add(piece.readableBytes) > Self.maxQueuedBytes {
+                                let n = piece.readableBytes
+                                let mine = queued.add(n)
+                                let all = Self.allQueued.add(n)
+                                if mine > Self.maxQueuedBytes || all > Self.maxAllQueuedBytes {
+                                    _ = queued.add(-n)
+                                    _ = Self.allQueued.add(-n)
+                                    tooSlow.set()
                                     gone.set()
                                     return false
                                 }
@@ -83,6 +91,7 @@ enum Streaming {
                     }
                     for await piece in pieces {
                         _ = queued.add(-piece.readableBytes)
+                        _ = Self.allQueued.add(-piece.readableBytes)
                         if gone.value {
                             group.cancelAll()
                             break
@@ -97,6 +106,8 @@ enum Streaming {
                     try await group.waitForAll()
                 }
                 if cutOff.value { throw HTTPError(.internalServerError, message: "the stream failed after it began") }
+                // Let go for reading too slowly: a broken transfer, not a short complete one.
+                if tooSlow.value { throw HTTPError(.serviceUnavailable, message: "the client read too slowly") }
                 try await writer.finish(nil)
             })
     }
@@ -104,8 +115,10 @@ enum Streaming {
     /// The close of the connection the current request came on (set by `ConnectionScopeMiddleware`).
     @TaskLocal static var connectionClosed: EventLoopFuture<Void>?
 
-    /// The most bytes a stream holds for a slow client (docs/decisions.md 102).
+    /// The most bytes a stream holds for a slow client, and all streams together (docs/decisions.md 102).
     static let maxQueuedBytes = 32 << 20
+    static let maxAllQueuedBytes = 256 << 20
+    static let allQueued = QueuedBytes()
 
     /// An SSE stream whose failures become an `error` event with code, message and status.
     static func events(_ produce: @escaping @Sendable (@escaping @Sendable (String) -> Bool) async throws -> Void) -> Response {

@@ -324,6 +324,8 @@ extension BenchHTTP {
             let s = (try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)) ?? ""
             return s.split(separator: "\n").first { $0.hasPrefix("VmRSS:") }.flatMap { Int($0.split(separator: " ")[1]) } ?? -1
         }
+        // Descriptors and memory once the last wrk run's connections are gone.
+        try await Task.sleep(for: .seconds(3))
         let fds0 = descriptors()
         let rss0 = rss()
         Output.emit(2, Data("  … slow-loris: \(seconds) s of half-open connections from 127.0.0.2\n".utf8))
@@ -335,17 +337,18 @@ extension BenchHTTP {
             Output.emit(2, Data("  … \(target.name) (after)\n".utf8))
             after.append(try await bench.measure(target))
         }
+        try await Task.sleep(for: .seconds(3))
         let fds1 = descriptors()
         let rss1 = rss()
         say(
             "slow-loris: \(report.attempts) connections in \(seconds) s (\(report.endedByServer) closed or reset by the node, "
                 + "at most \(report.maxOpen) open at once on the client)")
-        say(String(format: "%-28@ %12@ %12@ %8@", "after ÷ before" as NSString, "req/s" as NSString, "p99" as NSString, "errors" as NSString))
+        func pad(_ s: String, _ n: Int) -> String { s.count >= n ? s : s + String(repeating: " ", count: n - s.count) }
+        say(pad("after the flood", 32) + pad("req/s", 22) + pad("p99 ms", 22) + "errors")
         for (b, a) in zip(before, after) {
             say(
-                String(
-                    format: "%-28@ %12@ %12@ %8d", b.name as NSString, String(format: "%.2f×", a.perSecond / max(b.perSecond, 1e-9)) as NSString,
-                    String(format: "%.2f×", a.p99 / max(b.p99, 1e-9)) as NSString, a.errors))
+                pad(b.name, 32) + pad(String(format: "%.0f → %.0f (%.2f×)", b.perSecond, a.perSecond, a.perSecond / max(b.perSecond, 1e-9)), 22)
+                    + pad(String(format: "%.1f → %.1f (%.2f×)", b.p99, a.p99, a.p99 / max(b.p99, 1e-9)), 22) + "\(a.errors)")
         }
         say("descriptors \(fds0) → \(fds1); resident memory \(rss0 / 1024) MiB → \(rss1 / 1024) MiB (\(String(format: "%+.1f", Double(rss1 - rss0) / Double(max(rss0, 1)) * 100)) %)")
         return after.reduce(0) { $0 + $1.errors }

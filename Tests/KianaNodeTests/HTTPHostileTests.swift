@@ -70,9 +70,10 @@ import Testing
         let dir = try TempDir("kiana-http-deadlines")
         defer { dir.cleanup() }
         #expect(try await kiana(["init", "--data-dir", dir.path]).status == 0)
-        let (node, port) = try await Self.serve(dir.path, ["--http-head-timeout", "3", "--http-idle-timeout", "4"])
+        let token = "deadline-token-0123456789"
+        let (node, port) = try await Self.serve(dir.path, ["--http-head-timeout", "3", "--http-idle-timeout", "4", "--token", token])
         defer { node.signal(SIGKILL) }
-        let p = ["--port", String(port)]
+        let p = ["--port", String(port), "--token", token]
 
         async let trickle = Self.attack(["trickle-head", "--seconds", "15"] + p)
         async let idle = Self.attack(["idle", "--seconds", "15"] + p)
@@ -93,9 +94,23 @@ import Testing
         #expect((b["reply"] as? String ?? "").contains("slower than 500 bytes/s"), "\(b)")
         // The same body at full speed is stored.
         #expect(f["status"] as? Int == 201, "\(f)")
-        #expect(try await Self.metric(port, "kiana_http_connections_closed_total", label: "head-timeout") ?? 0 >= 1)
-        #expect(try await Self.metric(port, "kiana_http_connections_closed_total", label: "idle-timeout") ?? 0 >= 1)
-        #expect(try await Self.metric(port, "kiana_http_connections_closed_total", label: "body-timeout") ?? 0 >= 1)
+        // A client that waits for 100 Continue is told to go on at once.
+        let started = ContinuousClock.now
+        let expect = try await runProcess(
+            "/usr/bin/curl",
+            ["-s", "-m", "30", "--expect100-timeout", "20", "-H", "Expect: 100-continue", "-H", "Authorization: Bearer \(token)",
+             "-H", "Content-Type: application/json", "-d",
+             #"{"text":"sent after 100 Continue"}"#, "-o", "/dev/null", "-w", "%{http_code}", "http://127.0.0.1:\(port)/api/v1/knowledge"])
+        #expect(String(decoding: expect.out, as: UTF8.self) == "201" && ContinuousClock.now - started < .seconds(5))
+        // A request answered before its body is read (no token: 401) is answered at once, and
+        // its connection does not stay busy draining the body at the sender's 600 B/s: it is
+        // closed at the head deadline (3 s).
+        let early = try await Self.attack(["slow-body", "--rate", "600", "--seconds", "20", "--size", "3000000", "--port", String(port), "--linger"])
+        #expect(early["status"] as? Int == 401 && (early["seconds"] as? Double ?? 0) < 1, "\(early)")
+        #expect(early["closedAfter"].flatMap { $0 as? Double }.map { (2...7).contains($0) } == true, "\(early)")
+        #expect(try await Self.metric(port, "kiana_http_connections_closed_total", label: "head-timeout", token: token) ?? 0 >= 1)
+        #expect(try await Self.metric(port, "kiana_http_connections_closed_total", label: "idle-timeout", token: token) ?? 0 >= 1)
+        #expect(try await Self.metric(port, "kiana_http_connections_closed_total", label: "body-timeout", token: token) ?? 0 >= 1)
     }
 
     @Test("Event streams whose clients stop reading are closed at the write-stall deadline and their slots given back")
@@ -103,11 +118,18 @@ import Testing
         let dir = try TempDir("kiana-http-stall")
         defer { dir.cleanup() }
         #expect(try await kiana(["init", "--data-dir", dir.path]).status == 0)
-        let (node, port) = try await Self.serve(dir.path, ["--http-write-stall-timeout", "3"])
+        let (node, port) = try await Self.serve(dir.path, ["--http-write-stall-timeout", "3", "--http-idle-timeout", "3"])
         defer { node.signal(SIGKILL) }
         // Enough blocks that replaying them from height 0 fills a reader's buffers many times over.
         let w = try await Self.attack(["write", "--port", String(port), "--count", "500"])
         #expect(w["status"] as? Int == 201, "\(w)")
+        // A large ordinary (not streamed) answer read slowly but steadily is delivered whole,
+        // though it takes longer than the idle and write-stall deadlines: it is not idle until
+        // the client has it all.
+        let slow = try await Self.attack(["slow-read", "--port", String(port), "--path", "/api/v1/knowledge?limit=500", "--rate", "40000", "--seconds", "60"])
+        let length = slow["contentLength"] as? Int ?? -1
+        #expect(slow["how"] as? String == "complete" && slow["body"] as? Int == length && length > 100_000, "\(slow)")
+        #expect((slow["seconds"] as? Double ?? 0) > 3, "the read should outlast the deadlines: \(slow)")
         // 32 streams (the node's limit) that read their head, then nothing.
         let s = try await Self.attack(["stall", "--port", String(port), "--connections", "32", "--seconds", "8"])
         let statuses = s["statuses"] as? [String: Int] ?? [:]

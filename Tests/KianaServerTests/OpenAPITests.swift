@@ -57,6 +57,7 @@ import Testing
         device.treeSize = 3
         device.treeRoot = "r"
         device.sync = SyncStats()
+        device.connections = ConnectionsDTO(http: HTTPConnectionStats(), p2p: .init(open: 0, share: 172, refused: 0), descriptors: .init(inUse: 1, limit: 2, budget: nil))
         let citation = CitationDTO(number: 1, id: "i", title: "t", source: "s")
         let conversation = ConversationDTO(id: "c", title: "t", updated: 1, created: 1)
         let message = MessageDTO(role: "user", content: "q", citations: [], created: 1)

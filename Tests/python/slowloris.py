@@ -276,7 +276,25 @@ def slow_body(args):
             break
         time.sleep(0.09)
     status = int(got.split(b" ", 2)[1]) if got.startswith(b"HTTP/1.1 ") else 0
-    print(json.dumps({"status": status, "seconds": round(time.monotonic() - start, 2), "sent": sent, "how": how,
+    answered_at = round(time.monotonic() - start, 2)
+    closed_after = None
+    if args.linger and how == "answered":
+        # Keep sending at the same pace: when does the server stop taking the body?
+        while time.monotonic() - start < args.seconds:
+            try:
+                s.sendall(body[sent:sent + step])
+                sent += step
+                chunk = s.recv(65536)
+                if not chunk:
+                    closed_after = round(time.monotonic() - start, 2)
+                    break
+            except socket.timeout:
+                pass
+            except (BrokenPipeError, ConnectionResetError, OSError):
+                closed_after = round(time.monotonic() - start, 2)
+                break
+            time.sleep(0.09)
+    print(json.dumps({"status": status, "seconds": answered_at, "sent": sent, "how": how, "closedAfter": closed_after,
                       "reply": got.decode("latin-1")[:400]}))
 
 
@@ -329,9 +347,56 @@ def extra_stream(args):
     return status, retry
 
 
+def slow_read(args):
+    """GET PATH with a small receive buffer, reading --rate bytes/s; reports what arrived."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.bind((args.source, 0))
+    s.settimeout(args.timeout)
+    s.connect((args.host, args.port))
+    head = f"GET {args.path} HTTP/1.1\r\nHost: 127.0.0.1:{args.port}\r\n"
+    if args.token:
+        head += f"Authorization: Bearer {args.token}\r\n"
+    s.sendall((head + "\r\n").encode())
+    start = time.monotonic()
+    got = b""
+    how = "open"
+    step = max(1, int(args.rate // 10))
+    while time.monotonic() - start < args.seconds:
+        try:
+            chunk = s.recv(step)
+        except socket.timeout:
+            how = "timeout"
+            break
+        except (ConnectionResetError, OSError):
+            how = "reset"
+            break
+        if not chunk:
+            how = "eof"
+            break
+        got += chunk
+        head_end = got.find(b"\r\n\r\n")
+        if head_end > 0:
+            length = None
+            for line in got[:head_end].split(b"\r\n"):
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":", 1)[1])
+            if length is not None and len(got) - head_end - 4 >= length:
+                how = "complete"
+                break
+        time.sleep(0.1)
+    head_end = got.find(b"\r\n\r\n")
+    length = None
+    for line in got[:max(head_end, 0)].split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":", 1)[1])
+    print(json.dumps({"how": how, "seconds": round(time.monotonic() - start, 2), "contentLength": length,
+                      "body": len(got) - head_end - 4 if head_end > 0 else 0}))
+
+
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("mode", choices=["flood", "probe", "write", "trickle-head", "idle", "slow-body", "stall"])
+    p.add_argument("mode", choices=["flood", "probe", "write", "trickle-head", "idle", "slow-body", "stall", "slow-read"])
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--token")
@@ -345,6 +410,7 @@ def main():
     p.add_argument("--interval", type=float, default=0.05)
     p.add_argument("--timeout", type=float, default=10)
     p.add_argument("--text", default="written during the drill")
+    p.add_argument("--linger", action="store_true", help="slow-body: after the answer, keep sending; report when the server closed")
     p.add_argument("--count", type=int, default=1, help="write: items to write, one request each")
     p.add_argument("--size", type=int, default=2000, help="slow-body: characters of text")
     args = p.parse_args()
@@ -360,6 +426,8 @@ def main():
         idle(args)
     elif args.mode == "slow-body":
         slow_body(args)
+    elif args.mode == "slow-read":
+        slow_read(args)
     else:
         stall(args)
 
