@@ -133,6 +133,10 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
     private var waited: Int64 = 0
     private var readSince: NIODeadline?
     private var closed = false
+    /// Set by an Upgrade or CONNECT request: the decoder parses nothing after it, so whatever
+    /// follows is only buffered; the connection ends with that request's answer.
+    private var lastRequest = false
+    private var afterLast = 0
     /// Write-stall accounting: bytes the client acknowledged at the last check, and when it last took any.
     private var lastAcked: UInt64?
     private var lastProgress = NIODeadline.now()
@@ -168,6 +172,13 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let n = unwrapInboundIn(data).readableBytes
+        if lastRequest {
+            afterLast += n
+            if afterLast > Self.maxPendingBytes {
+                close(context)
+                return
+            }
+        }
         if let since = readSince {
             waited += NIODeadline.now().uptimeNanoseconds > since.uptimeNanoseconds
                 ? Int64(NIODeadline.now().uptimeNanoseconds - since.uptimeNanoseconds) : 0
@@ -187,7 +198,15 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
         case .answering, .draining, .lingering:
             // Once the request was read, bytes are the next request's head: its deadline starts
             // when this response ends (see `settle`).
-            if ends >= heads { headBytes += n }
+            if ends >= heads {
+                headBytes += n
+                // Bytes the decoder will not parse yet pile up in its buffer: after an Upgrade
+                // or CONNECT request it stops parsing for good. No head is this large.
+                if headBytes > Self.maxPendingBytes {
+                    close(context)
+                    return
+                }
+            }
         }
         context.fireChannelRead(data)
     }
@@ -200,9 +219,11 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
     // MARK: from the observer
 
     /// A request head was decoded; `body`: whether a body follows.
-    func requestHead(body: Bool, authenticated: Bool, expectsContinue: Bool = false) {
+    func requestHead(body: Bool, authenticated: Bool, expectsContinue: Bool = false, last: Bool = false) {
         guard let context else { return }
-        if body, expectsContinue {
+        if last { lastRequest = true }
+        // Only when no earlier response is under way (the interim reply would land inside it).
+        if body, expectsContinue, responses >= heads, phase != .answering, phase != .draining, phase != .lingering {
             // The client waits for leave to send its body (RFC 9110 10.1.1); it gets it at once,
             // so its body rate is measured from here (nginx does the same when it reads a body).
             context.writeAndFlush(NIOAny(IOData.byteBuffer(ByteBuffer(string: "HTTP/1.1 100 Continue\r\n\r\n"))), promise: nil)
@@ -237,7 +258,11 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
     func responseEnd() {
         responses += 1
         guard let context else { return }
-        if ends < heads {
+        if lastRequest, responses >= heads {
+            close(context)  // no upgrade is offered: the connection ends with the answer
+            return
+        }
+        if ends < responses {
             // Answered before its body was read: the rest is not wanted, and draining it at the
             // sender's pace must not keep the connection busy (or undisplaceable) for long.
             phase = .lingering
@@ -245,6 +270,7 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
             timer?.cancel()
             timer = context.eventLoop.assumeIsolated().scheduleTask(in: Self.amount(limits.headTimeout)) { [weak self] in
                 guard let self, let context = self.context, self.phase == .lingering else { return }
+                self.book.count(.linger)
                 self.close(context)
             }
             return
@@ -256,7 +282,7 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
     /// of the next request came.
     private func settle() {
         guard let context, phase == .answering || phase == .draining, responses >= heads, ends >= heads else { return }
-        if let info = TCPProgress.read(context.channel), info.queued > 0 {
+        if let info = TCPProgress.read(context.channel), info.queued > Self.drainThreshold {
             phase = .draining
             startStallChecks(context)
             return
@@ -347,7 +373,8 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     private func scheduleStallCheck(_ context: ChannelHandlerContext) {
-        let every = max(Int64(1_000_000_000), limits.writeStallTimeout.nanoseconds / 4)
+        // Draining is checked every second, so a delivered answer turns idle promptly.
+        let every = phase == .draining ? Int64(1_000_000_000) : max(Int64(1_000_000_000), limits.writeStallTimeout.nanoseconds / 4)
         stallTimer = context.eventLoop.assumeIsolated().scheduleTask(in: .nanoseconds(every)) { [weak self] in
             guard let self, let context = self.context, !self.closed else { return }
             self.stallTimer = nil
@@ -356,7 +383,7 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
             let now = NIODeadline.now()
             let progress: Bool
             if let info = TCPProgress.read(context.channel) {
-                if self.phase == .draining, info.queued == 0 {
+                if self.phase == .draining, info.queued <= Self.drainThreshold {
                     self.settle()  // delivered: idle now (or the next head's deadline)
                     return
                 }
@@ -390,13 +417,20 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     static func amount(_ d: Duration) -> TimeAmount { .nanoseconds(Int64(d.nanoseconds)) }
+
+    /// Unparsed bytes after a complete request held at most (twice the 32 KiB head limit).
+    static let maxPendingBytes = 64 << 10
+    /// A response is delivered (the connection may turn idle) once the kernel holds at most this
+    /// much of it for the client: waiting for the last ACK of a small answer would keep every
+    /// connection busy, and undisplaceable, for a round of delayed ACKs.
+    static let drainThreshold: UInt64 = 64 << 10
 }
 
 /// What a TCP socket's send side has done, from Linux's TCP_INFO.
 enum TCPProgress {
     struct Info {
-        /// Bytes the peer acknowledged in all; segments sent but not acknowledged plus bytes not
-        /// sent yet (only compared with 0: nonzero means the kernel still holds data for the peer).
+        /// Bytes the peer acknowledged in all; bytes the kernel still holds for it (unacknowledged
+        /// segments times the segment size, an upper estimate, plus bytes not sent yet).
         var acked: UInt64
         var queued: UInt64
     }
@@ -414,12 +448,14 @@ enum TCPProgress {
             future.whenSuccess { result = $0 }
             guard let raw = result else { return nil }
             return withUnsafeBytes(of: raw.bytes) { b -> Info in
-                // Offsets of tcpi_unacked (u32, 24), tcpi_bytes_acked (u64, 120) and
-                // tcpi_notsent_bytes (u32, 144) in the kernel's struct tcp_info (stable ABI).
+                // Offsets of tcpi_snd_mss (u32, 16), tcpi_unacked (segments, u32, 24),
+                // tcpi_bytes_acked (u64, 120) and tcpi_notsent_bytes (u32, 144) in the kernel's
+                // struct tcp_info (stable ABI).
+                let mss = UInt64(b.loadUnaligned(fromByteOffset: 16, as: UInt32.self))
                 let unacked = UInt64(b.loadUnaligned(fromByteOffset: 24, as: UInt32.self))
                 let acked = b.loadUnaligned(fromByteOffset: 120, as: UInt64.self)
                 let notSent = UInt64(b.loadUnaligned(fromByteOffset: 144, as: UInt32.self))
-                return Info(acked: acked, queued: unacked + notSent)
+                return Info(acked: acked, queued: unacked * max(mss, 1) + notSent)
             }
         #else
             return nil
@@ -463,8 +499,11 @@ final class RequestObserver: ChannelDuplexHandler, RemovableChannelHandler {
         case .head(let head):
             let length = head.headerFields[.contentLength].flatMap { Int($0) } ?? 0
             let chunked = head.headerFields[.transferEncoding]?.lowercased().contains("chunked") ?? false
-            let expects = head.headerFields[.expect]?.lowercased() == "100-continue"
-            guardHandler.requestHead(body: length > 0 || chunked, authenticated: authenticated(head.headerFields), expectsContinue: expects)
+            // Leave to send the body is given only to requests the token check will let through.
+            let expects = head.headerFields[.expect]?.lowercased() == "100-continue" && (bearer == nil || authenticated(head.headerFields))
+            let upgrade = head.method == .connect || (head.headerFields[.connection]?.lowercased().contains("upgrade") ?? false)
+            guardHandler.requestHead(
+                body: length > 0 || chunked, authenticated: authenticated(head.headerFields), expectsContinue: expects, last: upgrade)
         case .body:
             break
         case .end:

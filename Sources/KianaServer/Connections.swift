@@ -58,6 +58,8 @@ public struct HTTPConnectionStats: Sendable, Equatable, Codable {
     public var bodyTimeouts = 0
     public var writeStalls = 0
     public var idleClosed = 0
+    /// Connections closed while the body of a request already answered was still coming.
+    public var lingerClosed = 0
 
     public init() {}
 
@@ -93,7 +95,7 @@ public final class HTTPConnectionBook: Sendable {
 
     /// A deadline that closed a connection, for the counters.
     public enum Closing: Sendable {
-        case headTimeout, bodyTimeout, writeStall, idle
+        case headTimeout, bodyTimeout, writeStall, idle, linger
     }
 
     /// One admitted connection; give it back with `close` when the connection ends.
@@ -295,6 +297,7 @@ public final class HTTPConnectionBook: Sendable {
             case .bodyTimeout: s.stats.bodyTimeouts += 1
             case .writeStall: s.stats.writeStalls += 1
             case .idle: s.stats.idleClosed += 1
+            case .linger: s.stats.lingerClosed += 1
             }
         }
     }

@@ -178,7 +178,7 @@ final class Metrics: Sendable {
                 }
                 for (reason, n) in [
                     ("displaced-idle", h.evictedIdle), ("displaced-awaiting-head", h.evictedAwaitingHead), ("head-timeout", h.headTimeouts),
-                    ("body-timeout", h.bodyTimeouts), ("write-stall", h.writeStalls), ("idle-timeout", h.idleClosed),
+                    ("body-timeout", h.bodyTimeouts), ("write-stall", h.writeStalls), ("idle-timeout", h.idleClosed), ("linger", h.lingerClosed),
                 ] {
                     mirror("kiana_http_connections_closed_total", "HTTP connections closed by the server, by reason.", [("reason", reason)], total: n)
                 }

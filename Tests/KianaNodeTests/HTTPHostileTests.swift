@@ -108,6 +108,13 @@ import Testing
         let early = try await Self.attack(["slow-body", "--rate", "600", "--seconds", "20", "--size", "3000000", "--port", String(port), "--linger"])
         #expect(early["status"] as? Int == 401 && (early["seconds"] as? Double ?? 0) < 1, "\(early)")
         #expect(early["closedAfter"].flatMap { $0 as? Double }.map { (2...7).contains($0) } == true, "\(early)")
+        // A pipelined request whose body comes slowly (above the floor) after a quick one: both answered.
+        let piped = try await Self.attack(["pipelined-body", "--rate", "2000", "--size", "8000", "--seconds", "30"] + p)
+        #expect(piped["statuses"] as? [Int] == [200, 201], "\(piped)")
+        // An Upgrade request followed by junk: the decoder stops parsing, so the junk would pile
+        // up unread; the connection is closed instead.
+        let upgrade = try await Self.attack(["upgrade", "--seconds", "10"] + p)
+        #expect(upgrade["how"] as? String == "closed" && (upgrade["seconds"] as? Double ?? 99) < 2, "\(upgrade)")
         #expect(try await Self.metric(port, "kiana_http_connections_closed_total", label: "head-timeout", token: token) ?? 0 >= 1)
         #expect(try await Self.metric(port, "kiana_http_connections_closed_total", label: "idle-timeout", token: token) ?? 0 >= 1)
         #expect(try await Self.metric(port, "kiana_http_connections_closed_total", label: "body-timeout", token: token) ?? 0 >= 1)

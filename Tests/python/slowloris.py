@@ -394,9 +394,62 @@ def slow_read(args):
                       "body": len(got) - head_end - 4 if head_end > 0 else 0}))
 
 
+def upgrade(args):
+    """A request asking to upgrade the connection, then a steady stream of junk."""
+    s = connect_from(args.host, args.port, args.source, args.timeout)
+    head = (f"GET /health HTTP/1.1\r\nHost: 127.0.0.1:{args.port}\r\nConnection: Upgrade\r\nUpgrade: foo\r\n"
+            + (f"Authorization: Bearer {args.token}\r\n" if args.token else "") + "\r\n")
+    s.sendall(head.encode())
+    start = time.monotonic()
+    sent, how = 0, "open"
+    junk = b"j" * 65536
+    s.settimeout(0.5)
+    while time.monotonic() - start < args.seconds:
+        try:
+            sent += s.send(junk)
+        except socket.timeout:
+            pass
+        except (BrokenPipeError, ConnectionResetError, OSError):
+            how = "closed"
+            break
+        time.sleep(0.05)
+    print(json.dumps({"how": how, "seconds": round(time.monotonic() - start, 2), "sent": sent}))
+
+
+def pipelined_body(args):
+    """GET /health and a POST whose body follows at --rate bytes/s, pipelined; both answers."""
+    s = connect_from(args.host, args.port, args.source, args.timeout)
+    auth = f"Authorization: Bearer {args.token}\r\n" if args.token else ""
+    body = json.dumps({"text": "pipelined " + "y" * args.size}).encode()
+    first = f"GET /health HTTP/1.1\r\nHost: 127.0.0.1:{args.port}\r\n{auth}\r\n"
+    second = (f"POST /api/v1/knowledge HTTP/1.1\r\nHost: 127.0.0.1:{args.port}\r\n{auth}"
+              f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n")
+    s.sendall((first + second).encode())
+    step = max(1, int(args.rate // 10))
+    sent, got = 0, b""
+    s.settimeout(0.01)
+    start = time.monotonic()
+    while time.monotonic() - start < args.seconds and got.count(b"HTTP/1.1 ") < 2:
+        if sent < len(body):
+            s.sendall(body[sent:sent + step])
+            sent += step
+        try:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            got += chunk
+        except socket.timeout:
+            pass
+        except (ConnectionResetError, OSError):
+            break
+        time.sleep(0.09)
+    statuses = [int(part.split(b" ", 1)[0]) for part in got.split(b"HTTP/1.1 ")[1:] if part[:3].isdigit()]
+    print(json.dumps({"statuses": statuses, "seconds": round(time.monotonic() - start, 2), "sent": sent}))
+
+
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("mode", choices=["flood", "probe", "write", "trickle-head", "idle", "slow-body", "stall", "slow-read"])
+    p.add_argument("mode", choices=["flood", "probe", "write", "trickle-head", "idle", "slow-body", "stall", "slow-read", "upgrade", "pipelined-body"])
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--token")
@@ -428,6 +481,10 @@ def main():
         slow_body(args)
     elif args.mode == "slow-read":
         slow_read(args)
+    elif args.mode == "upgrade":
+        upgrade(args)
+    elif args.mode == "pipelined-body":
+        pipelined_body(args)
     else:
         stall(args)
 
