@@ -93,11 +93,7 @@ public struct LinkListener: Service, CustomStringConvertible {
             refusals.log(
                 logger, source: source,
                 metadata: ["peer": .string(source), "reason": .string(refusal.description)])
-            if let options = channel as? any SocketOptionProvider {
-                options.setSoLinger(linger(l_onoff: 1, l_linger: 0)).whenComplete { _ in channel.close(promise: nil) }
-            } else {
-                channel.close(promise: nil)
-            }
+            resetConnection(channel)
             return .refused
         }
     }
@@ -209,4 +205,14 @@ final class InstanceAddresses: Sendable {
     private let map = Mutex<[String: String]>([:])
     func set(_ k: String, _ v: String) { map.withLock { $0[k] = v } }
     func remove(_ k: String) -> String? { map.withLock { $0.removeValue(forKey: k) } }
+}
+
+/// Closes an accepted connection with a reset (SO_LINGER 0): its descriptor is free at once and
+/// no TIME_WAIT is left on this side. Both listeners refuse connections this way.
+public func resetConnection(_ channel: any Channel) {
+    if let options = channel as? any SocketOptionProvider {
+        options.setSoLinger(linger(l_onoff: 1, l_linger: 0)).whenComplete { _ in channel.close(promise: nil) }
+    } else {
+        channel.close(promise: nil)
+    }
 }

@@ -35,11 +35,11 @@ struct GuardedHTTP1: ServerChildChannel {
 
     func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
         let source = Admission.source(of: channel.remoteAddress)
-        let closer: @Sendable () -> Void = { Self.reset(channel) }
+        let closer: @Sendable () -> Void = { resetConnection(channel) }
         switch book.open(source: source, close: closer) {
         case .refused(let refusal):
             refusals.log(self.logger, source: source, metadata: ["listener": "http", "peer": .string(source), "reason": .string(refusal.description)])
-            Self.reset(channel)
+            resetConnection(channel)
             return channel.eventLoop.makeSucceededFuture(.refused(channel))
         case .admitted(let ticket, let displaced):
             for victim in displaced {
@@ -60,14 +60,14 @@ struct GuardedHTTP1: ServerChildChannel {
                 try channel.pipeline.syncOperations.addHandler(guardHandler, position: .first)
             } catch {
                 book.close(ticket)
-                Self.reset(channel)
+                resetConnection(channel)
                 return channel.eventLoop.makeSucceededFuture(.refused(channel))
             }
             return HTTP1Channel(responder: responder, configuration: configuration).setup(channel: channel, logger: logger)
                 .map { .http($0) }
                 .flatMapErrorThrowing { _ in
                     book.close(ticket)
-                    Self.reset(channel)
+                    resetConnection(channel)
                     return .refused(channel)
                 }
         }
@@ -76,15 +76,6 @@ struct GuardedHTTP1: ServerChildChannel {
     func handle(value: Value, logger: Logger) async {
         guard case .http(let channel) = value else { return }
         await HTTP1Channel(responder: responder, configuration: configuration).handle(value: channel, logger: logger)
-    }
-
-    /// Closes with a reset: the descriptor is free at once and no TIME_WAIT is left on this side.
-    static func reset(_ channel: any Channel) {
-        if let options = channel as? any SocketOptionProvider {
-            options.setSoLinger(linger(l_onoff: 1, l_linger: 0)).whenComplete { _ in channel.close(promise: nil) }
-        } else {
-            channel.close(promise: nil)
-        }
     }
 }
 
@@ -137,6 +128,8 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
     /// follows is only buffered; the connection ends with that request's answer.
     private var lastRequest = false
     private var afterLast = 0
+    /// Bytes written to the socket since the connection last settled (idle or the next head).
+    private var written: UInt64 = 0
     /// Write-stall accounting: bytes the client acknowledged at the last check, and when it last took any.
     private var lastAcked: UInt64?
     private var lastProgress = NIODeadline.now()
@@ -211,6 +204,11 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
         context.fireChannelRead(data)
     }
 
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        written &+= UInt64(unwrapOutboundIn(data).readableBytes)
+        context.write(data, promise: promise)
+    }
+
     func read(context: ChannelHandlerContext) {
         if readSince == nil { readSince = .now() }
         context.read()
@@ -267,12 +265,7 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
             // sender's pace must not keep the connection busy (or undisplaceable) for long.
             phase = .lingering
             book.set(ticket, .idle)
-            timer?.cancel()
-            timer = context.eventLoop.assumeIsolated().scheduleTask(in: Self.amount(limits.headTimeout)) { [weak self] in
-                guard let self, let context = self.context, self.phase == .lingering else { return }
-                self.book.count(.linger)
-                self.close(context)
-            }
+            closeUnlessLeft(.lingering, after: limits.headTimeout, counting: .linger, context)
             return
         }
         settle()
@@ -282,11 +275,14 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
     /// of the next request came.
     private func settle() {
         guard let context, phase == .answering || phase == .draining, responses >= heads, ends >= heads else { return }
-        if let info = TCPProgress.read(context.channel), info.queued > Self.drainThreshold {
+        // The kernel cannot hold more than was written since the connection last settled: only
+        // a larger answer needs the socket asked (a getsockopt per response otherwise).
+        if written > Self.drainThreshold, let info = TCPProgress.read(context.channel), info.queued > Self.drainThreshold {
             phase = .draining
             startStallChecks(context)
             return
         }
+        written = 0
         phase = .answering
         if headBytes > 0 {
             // Part of the next head came while this one was answered: it has the head deadline,
@@ -298,10 +294,15 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
         }
         phase = .idle
         book.set(ticket, .idle)
+        closeUnlessLeft(.idle, after: limits.idleTimeout, counting: .idle, context)
+    }
+
+    /// Closes the connection `after` from now unless it has left `phase` by then, counting `reason`.
+    private func closeUnlessLeft(_ phase: Phase, after: Duration, counting reason: HTTPConnectionBook.Closing, _ context: ChannelHandlerContext) {
         timer?.cancel()
-        timer = context.eventLoop.assumeIsolated().scheduleTask(in: Self.amount(limits.idleTimeout)) { [weak self] in
-            guard let self, let context = self.context, self.phase == .idle else { return }
-            self.book.count(.idle)
+        timer = context.eventLoop.assumeIsolated().scheduleTask(in: Self.amount(after)) { [weak self] in
+            guard let self, let context = self.context, self.phase == phase else { return }
+            self.book.count(reason)
             self.close(context)
         }
     }

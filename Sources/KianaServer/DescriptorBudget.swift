@@ -62,13 +62,8 @@ public struct DescriptorBudget: Sendable, Equatable, Codable {
     /// Raises the soft open-file limit to the hard one (capped at the kernel's `nr_open`) and
     /// returns (soft before, soft now, hard).
     public static func raiseLimit() -> (before: Int, now: Int, hard: Int) {
-        #if canImport(Glibc)
-            let resource = __rlimit_resource_t(RLIMIT_NOFILE.rawValue)
-        #else
-            let resource = RLIMIT_NOFILE
-        #endif
         var lim = rlimit()
-        guard getrlimit(resource, &lim) == 0 else { return (1024, 1024, 1024) }
+        guard getrlimit(Self.resource, &lim) == 0 else { return (1024, 1024, 1024) }
         let before = Self.clamp(lim.rlim_cur)
         var target = lim.rlim_max
         #if os(Linux)
@@ -83,23 +78,25 @@ public struct DescriptorBudget: Sendable, Equatable, Codable {
         if lim.rlim_cur < target {
             var raised = lim
             raised.rlim_cur = target
-            _ = setrlimit(resource, &raised)
+            _ = setrlimit(Self.resource, &raised)
         }
         var now = rlimit()
-        _ = getrlimit(resource, &now)
+        _ = getrlimit(Self.resource, &now)
         return (before, Self.clamp(now.rlim_cur), Self.clamp(now.rlim_max))
     }
 
     /// The soft open-file limit now.
     public static func currentLimit() -> Int? {
-        #if canImport(Glibc)
-            let resource = __rlimit_resource_t(RLIMIT_NOFILE.rawValue)
-        #else
-            let resource = RLIMIT_NOFILE
-        #endif
         var lim = rlimit()
-        return getrlimit(resource, &lim) == 0 ? clamp(lim.rlim_cur) : nil
+        return getrlimit(Self.resource, &lim) == 0 ? clamp(lim.rlim_cur) : nil
     }
+
+    /// RLIMIT_NOFILE as getrlimit takes it.
+    #if canImport(Glibc)
+        static let resource = __rlimit_resource_t(RLIMIT_NOFILE.rawValue)
+    #else
+        static let resource = RLIMIT_NOFILE
+    #endif
 
     #if os(Linux)
         static let unlimited = rlim_t.max

@@ -36,6 +36,20 @@ def raise_nofile():
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
+def status_of(reply):
+    """The status code of an HTTP/1.1 reply's first line (0 when there is none)."""
+    return int(reply.split(b" ", 2)[1]) if reply.startswith(b"HTTP/1.1 ") else 0
+
+
+def header(reply, name):
+    """The value of header `name` (lower case, bytes) in the head of `reply`, or None."""
+    end = reply.find(b"\r\n\r\n")
+    for line in reply[:end if end >= 0 else len(reply)].split(b"\r\n"):
+        if line.lower().startswith(name + b":"):
+            return line.split(b":", 1)[1].strip()
+    return None
+
+
 def connect_from(host, port, source, timeout):
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     s.setsockopt(socket.IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1)
@@ -134,7 +148,7 @@ def request(args, source, method, path, body=None):
             data += chunk
     finally:
         s.close()
-    status = int(data.split(b" ", 2)[1]) if data.startswith(b"HTTP/1.1 ") else 0
+    status = status_of(data)
     return status, data.split(b"\r\n\r\n", 1)[-1], (time.monotonic() - start) * 1000
 
 
@@ -237,7 +251,7 @@ def idle(args):
     s.settimeout(5)
     first = s.recv(65536)
     seconds, got, how = until_closed(s, args.seconds)
-    print(json.dumps({"status": int(first.split(b" ", 2)[1]) if first.startswith(b"HTTP/1.1 ") else 0,
+    print(json.dumps({"status": status_of(first),
                       "seconds": round(seconds, 2), "how": how, "extra": len(got)}))
 
 
@@ -275,7 +289,7 @@ def slow_body(args):
             how = "reset"
             break
         time.sleep(0.09)
-    status = int(got.split(b" ", 2)[1]) if got.startswith(b"HTTP/1.1 ") else 0
+    status = status_of(got)
     answered_at = round(time.monotonic() - start, 2)
     closed_after = None
     if args.linger and how == "answered":
@@ -312,7 +326,7 @@ def stall(args):
             head += f"Authorization: Bearer {args.token}\r\n"
         s.sendall((head + "\r\n").encode())
         first = s.recv(512)
-        status = int(first.split(b" ", 2)[1]) if first.startswith(b"HTTP/1.1 ") else 0
+        status = status_of(first)
         statuses[status] = statuses.get(status, 0) + 1
         socks.append(s)
     before, retry_after = extra_stream(args)
@@ -339,12 +353,8 @@ def extra_stream(args):
         first = s.recv(4096)
     finally:
         s.close()
-    status = int(first.split(b" ", 2)[1]) if first.startswith(b"HTTP/1.1 ") else 0
-    retry = None
-    for line in first.split(b"\r\n"):
-        if line.lower().startswith(b"retry-after:"):
-            retry = line.split(b":", 1)[1].strip().decode()
-    return status, retry
+    retry = header(first, b"retry-after")
+    return status_of(first), retry.decode() if retry is not None else None
 
 
 def slow_read(args):
@@ -376,20 +386,14 @@ def slow_read(args):
             break
         got += chunk
         head_end = got.find(b"\r\n\r\n")
-        if head_end > 0:
-            length = None
-            for line in got[:head_end].split(b"\r\n"):
-                if line.lower().startswith(b"content-length:"):
-                    length = int(line.split(b":", 1)[1])
-            if length is not None and len(got) - head_end - 4 >= length:
-                how = "complete"
-                break
+        length = header(got, b"content-length") if head_end > 0 else None
+        if length is not None and len(got) - head_end - 4 >= int(length):
+            how = "complete"
+            break
         time.sleep(0.1)
     head_end = got.find(b"\r\n\r\n")
-    length = None
-    for line in got[:max(head_end, 0)].split(b"\r\n"):
-        if line.lower().startswith(b"content-length:"):
-            length = int(line.split(b":", 1)[1])
+    length = header(got, b"content-length") if head_end > 0 else None
+    length = int(length) if length is not None else None
     print(json.dumps({"how": how, "seconds": round(time.monotonic() - start, 2), "contentLength": length,
                       "body": len(got) - head_end - 4 if head_end > 0 else 0}))
 
