@@ -116,7 +116,7 @@ struct VoiceTests {
         #expect((o["pcm_seconds"] as? Double ?? 0) > 1 && (o["pcm_seconds"] as? Double ?? 0) < 5, "\(o)")
         for key in ["transcription", "transcription_text"] {
             let text = (o[key] as? String ?? "").lowercased()
-            #expect(text.contains("turn") && text.contains("kitchen"), "\(key): \(text)")
+            #expect(text.contains("bakery") && text.contains("sunday"), "\(key): \(text)")
         }
         let verbose = o["verbose"] as? [String: Any] ?? [:]
         #expect((verbose["duration"] as? Double ?? 0) > 1 && verbose["language"] as? String == "english", "\(verbose)")
