@@ -40,9 +40,12 @@ HEAVY_PROCESS_TESTS := ^KianaNodeTests\.(RetrievalCLITests|LLMCLITests|CompatAPI
 # `make test` runs them bounded (one seed, a 15 s flood); `make drill` in full.
 DRILL_TESTS := ^KianaNodeTests\.SyncDrillTests
 # Links between in-process devices with short handshake deadlines, timed: they run on their own,
-# as does the hostile-member drill (whose polling of CLI processes would starve them).
+# as does the hostile-member drill (whose polling of CLI processes would starve them), and the
+# HTTP slow-loris drills (which time /health's p99 under a flood) after it, alone too.
 NET_TIMING_TESTS := ^KianaNetTests\.(LinkTests|LinkConcurrencyTests|AdmissionTests|GossipTests)
-HOSTILE_TESTS := ^KianaNodeTests\.(HostileMemberTests|HTTPHostileTests)
+HOSTILE_MEMBER_TESTS := ^KianaNodeTests\.HostileMemberTests
+HTTP_HOSTILE_TESTS := ^KianaNodeTests\.HTTPHostileTests
+HOSTILE_TESTS := $(HOSTILE_MEMBER_TESTS)|$(HTTP_HOSTILE_TESTS)
 DRILL_SEEDS ?= 10
 FLOOD_SECONDS ?= 60
 
@@ -65,7 +68,8 @@ test: check-imports build
 	@./scripts/llama-cpp.sh
 	@KIANA_BIN=$(CURDIR)/$(BIN) $(SWIFT) test --skip-build --disable-xctest --filter '$(PROCESS_TESTS)' --skip '$(HEAVY_PROCESS_TESTS)|$(DRILL_TESTS)|$(NET_TIMING_TESTS)|$(HOSTILE_TESTS)'
 	@KIANA_BIN=$(CURDIR)/$(BIN) $(SWIFT) test --skip-build --disable-xctest --filter '$(NET_TIMING_TESTS)'
-	@KIANA_BIN=$(CURDIR)/$(BIN) $(SWIFT) test --skip-build --disable-xctest --filter '$(HOSTILE_TESTS)'
+	@KIANA_BIN=$(CURDIR)/$(BIN) $(SWIFT) test --skip-build --disable-xctest --filter '$(HOSTILE_MEMBER_TESTS)'
+	@KIANA_BIN=$(CURDIR)/$(BIN) $(SWIFT) test --skip-build --disable-xctest --filter '$(HTTP_HOSTILE_TESTS)'
 	@KIANA_BIN=$(CURDIR)/$(BIN) $(SWIFT) test --skip-build --disable-xctest --filter '$(HEAVY_PROCESS_TESTS)'
 	@KIANA_BIN=$(CURDIR)/$(BIN) KIANA_DRILL_SEEDS=1 KIANA_FLOOD_SECONDS=15 $(SWIFT) test --skip-build --disable-xctest --filter '$(DRILL_TESTS)'
 	@KIANA_BIN=$(CURDIR)/$(BIN) $(SWIFT) test --skip-build --disable-xctest --skip '$(PROCESS_TESTS)'

@@ -197,7 +197,9 @@ public struct MDNSDiscovery: Sendable {
             }
             guard let a = await state.announce() else { return }
             await send(a)
-            logger.info("mDNS service announced", metadata: ["instance": .string(a.answers.first?.name.description ?? "")])
+            logger.info(
+                "mDNS service announced",
+                metadata: ["instance": .string(a.answers.first?.name.description ?? ""), "epochMs": "\(Int64(Date().timeIntervalSince1970 * 1000))"])
             try await Task.sleep(for: .seconds(1))
             await send(a)
             // Defend the name: a later conflict restarts probing with a new name.

@@ -113,11 +113,11 @@ import Testing
         let events = try ChildProcess(
             "/usr/bin/curl", ["-s", "-N", "-m", "30", "--cacert", cert, "-H", "Authorization: Bearer \(token)", c.base + "/api/v1/events"])
         defer { events.signal(SIGTERM) }
-        try await Task.sleep(for: .milliseconds(500))
-        let written = Date()
+        #expect(await events.waitFor("event: hello", timeout: 30) != nil, "\(events.output)")
         let post = try await c.call(
             "/api/v1/knowledge", ["-X", "POST", "-H", "Content-Type: application/json", "-d", #"{"text":"the proxy passes events at once"}"#], ca: cert)
         #expect(post.code == 201 || post.code == 200, "\(post.body)")
+        let written = Date()
         let line = await events.waitFor("event: block", timeout: 5)
         #expect(line != nil, "no block event through the proxy")
         #expect(Date().timeIntervalSince(written) < 3)

@@ -111,18 +111,23 @@ import Testing
         defer { served.close() }
         let (port, u) = (served.port, served.url)
 
-        // Live events: a stream opened now sees the knowledge written next.
-        async let live = runProcess("/usr/bin/curl", ["-s", "-N", "-m", "6", u + "/api/v1/events"])
-        try await Task.sleep(for: .seconds(1.5))
+        // Live events: a stream opened now (its hello received) sees the knowledge written next.
+        let live = try ChildProcess("/usr/bin/curl", ["-s", "-N", "-m", "60", u + "/api/v1/events"])
+        defer { live.signal(SIGTERM) }
+        #expect(await live.waitFor("event: hello", timeout: 30) != nil, "\(live.output)")
         var r = try await Self.call(u + "/api/v1/knowledge", method: "POST", body: #"{"text":"The spare key is under the blue pot.","tags":["home"]}"#)
         let id = try #require(r.json["id"] as? String, "\(r.body)")
-        let stream = Self.events(String(decoding: try await live.out, as: UTF8.self))
+        // The block event comes first, then its knowledge event naming the item.
+        #expect(await live.waitFor("\"item\":\"\(id)\"", timeout: 30) != nil, "\(live.output)")
+        let stream = Self.events(live.output + "\n\n")
         #expect(stream.first?.name == "hello")
         #expect(stream.contains { $0.name == "knowledge" && $0.data["item"] as? String == id && $0.data["op"] as? String == "put" }, "\(stream)")
         #expect(stream.contains { $0.name == "block" && $0.data["height"] as? Int == 1 })
         // Resuming from a height replays what was missed.
-        let replay = try await runProcess("/usr/bin/curl", ["-s", "-N", "-m", "2", "-H", "Last-Event-ID: 0", u + "/api/v1/events"])
-        #expect(Self.events(String(decoding: replay.out, as: UTF8.self)).contains { $0.name == "knowledge" && $0.data["item"] as? String == id })
+        let replay = try ChildProcess("/usr/bin/curl", ["-s", "-N", "-m", "60", "-H", "Last-Event-ID: 0", u + "/api/v1/events"])
+        defer { replay.signal(SIGTERM) }
+        #expect(await replay.waitFor("\"item\":\"\(id)\"", timeout: 30) != nil, "\(replay.output)")
+        #expect(Self.events(replay.output + "\n\n").contains { $0.name == "knowledge" && $0.data["item"] as? String == id })
 
         // Edit.
         r = try await Self.call(u + "/api/v1/knowledge/\(id)", method: "PUT", body: #"{"text":"The spare key is under the red pot.","title":"Key"}"#)
@@ -277,14 +282,17 @@ import Testing
         let served = try await ServeTests.Served.start()
         defer { served.close() }
         let (node, port) = (served.node, served.port)
-        async let stream = runProcess("/usr/bin/curl", ["-s", "-N", "-m", "60", "http://127.0.0.1:\(port)/api/v1/events"])
-        try await Task.sleep(for: .seconds(1))
+        let stream = try ChildProcess("/usr/bin/curl", ["-s", "-N", "-m", "60", "http://127.0.0.1:\(port)/api/v1/events"])
+        defer { stream.signal(SIGTERM) }
+        #expect(await stream.waitFor("event: hello", timeout: 30) != nil, "\(stream.output)")
         let start = Date()
         node.process.interrupt()
         let exited = await offPool { node.waitForExit(timeout: 30) }
-        let out = String(decoding: try await stream.out, as: UTF8.self)
         #expect(exited && Date().timeIntervalSince(start) < 15, "node still running after \(Date().timeIntervalSince(start)) s: \(node.text)")
-        #expect(out.contains("event: hello"))
+        // The stream ended with the node (curl's own limit is 60 s; 18 is curl's "transfer closed
+        // with data outstanding", a chunked stream cut at exit).
+        let curlStatus = await stream.wait(timeout: 10)
+        #expect([0, 18].contains(curlStatus), "curl \(curlStatus): \(stream.output)")
         #expect(node.process.terminationStatus == 0, "\(node.text)")
     }
 
