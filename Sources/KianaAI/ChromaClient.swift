@@ -144,7 +144,7 @@ public final class ChromaVectorIndex: VectorSearching {
     public static func open(store: SearchStore, model: String, dimension: Int, url: URL, owner: String) throws -> ChromaVectorIndex {
         let clean = { (t: String) in t.lowercased().filter { ($0.isASCII && ($0.isLetter || $0.isNumber)) || $0 == "-" } }
         let client = ChromaClient(url: url, collection: "kiana-\(clean(owner))-\(clean(model))")
-        return ChromaVectorIndex(client: client, store: store, model: model, dimension: dimension, count: try store.vectorVersions(model: model).count)
+        return ChromaVectorIndex(client: client, store: store, model: model, dimension: dimension, count: try store.vectorCount(model: model))
     }
 
     /// The version a vector is kept under: a hash of its bytes (the store's row numbers can be

@@ -273,7 +273,7 @@ extension Node {
                 confirmed.value
                 ? "; the authority has already voted for this device: run the same `kiana join` with --data-dir \(directory.path) again to receive the ledger"
                 : ""
-            throw KianaNodeError(.network, message + again, cause: error as? any Error & Sendable)
+            throw KianaNodeError(.network, message + again, cause: error)
         }
         try incoming.close()
         if fresh, !directory.hasIdentity { try directory.save(identity: identity) }

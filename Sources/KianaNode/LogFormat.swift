@@ -21,7 +21,7 @@ public struct StructuredLogHandler: LogHandler {
     let format: LogFormat
     let sink: LogSink
 
-    public init(label: String, format: LogFormat, level: Logger.Level, sink: LogSink = .standardError) {
+    public init(label: String, format: LogFormat, level: Logger.Level, sink: LogSink) {
         self.label = label
         self.format = format
         self.logLevel = level
@@ -138,8 +138,6 @@ public final class LogSink: @unchecked Sendable {
         self.capacity = capacity
         self.droppedLine = droppedLine
     }
-
-    public static let standardError = LogSink(fd: 2)
 
     func write(_ line: String) {
         cond.lock()

@@ -64,8 +64,7 @@ public enum KianaHTTP {
         let metrics = Metrics()
         let listeners = ListenerStatus(http: connections, budget: config.budget)
         router.add(middleware: ConnectionScopeMiddleware())
-        router.add(middleware: RequestLogMiddleware())
-        router.add(middleware: MetricsMiddleware(metrics: metrics))
+        router.add(middleware: RequestLogMiddleware(metrics: metrics))
         router.add(middleware: APIErrorMiddleware())
         router.add(middleware: BrowserGuardMiddleware(checkHost: config.isLoopback))
         if let token = config.token, !token.isEmpty {

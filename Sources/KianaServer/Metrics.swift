@@ -199,29 +199,3 @@ final class Metrics: Sendable {
         return String(decoding: out, as: UTF8.self)
     }
 }
-
-/// Counts every request by its route pattern (not the raw path, which would let clients
-/// create unbounded label values).
-struct MetricsMiddleware<Context: RequestContext>: RouterMiddleware {
-    let metrics: Metrics
-    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
-        let start = DispatchTime.now().uptimeNanoseconds
-        func done(_ status: Int) {
-            let route = context.endpointPath ?? "NotFound"
-            metrics.record(
-                method: request.method.rawValue, route: route, status: status,
-                seconds: Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
-        }
-        do {
-            let r = try await next(request, context)
-            done(r.status.code)
-            return r
-        } catch let e as HTTPResponseError {
-            done(e.status.code)
-            throw e
-        } catch {
-            done(500)
-            throw error
-        }
-    }
-}

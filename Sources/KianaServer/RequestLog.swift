@@ -3,17 +3,20 @@ import HTTPTypes
 import Hummingbird
 import Logging
 
-/// Gives every request an ID and logs it once it is answered. The ID is the client's
+/// Gives every request an ID, and once it is answered logs it and counts it in the metrics
+/// (one clock and one status for both). The ID is the client's
 /// `X-Request-ID` when that is 1-64 characters of `A-Z a-z 0-9 . _ -` (so a proxy's ID carries
 /// through), otherwise 16 random hex digits; it is in the logger metadata of everything logged
 /// for the request (`request=…`) and sent back in the `X-Request-ID` response header.
 ///
-/// The line names the route pattern (`/api/v1/knowledge/{id}`), never the raw path or query
-/// (a search query is knowledge text), and no header or body. Probes (`/health`, `/ready`,
-/// `/metrics`) and the UI's static files are logged at debug, everything else at info;
-/// answers of 500 and above at warning.
+/// The line and the metric labels name the route pattern (`/api/v1/knowledge/{id}`), never the
+/// raw path or query (a search query is knowledge text, and raw paths would let clients create
+/// unbounded label values), and no header or body. Probes (`/health`, `/ready`, `/metrics`) and
+/// the UI's static files are logged at debug, everything else at info; answers of 500 and above
+/// at warning.
 struct RequestLogMiddleware<Context: RequestContext>: RouterMiddleware {
     static var header: HTTPField.Name { HTTPField.Name("X-Request-ID")! }
+    let metrics: Metrics
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         let id = Self.id(from: request.headers[Self.header])
@@ -23,28 +26,30 @@ struct RequestLogMiddleware<Context: RequestContext>: RouterMiddleware {
         do {
             var response = try await next(request, context)
             response.headers[Self.header] = id
-            log(request, context: context, status: response.status.code, start: start)
+            answered(request, context: context, status: response.status.code, after: ContinuousClock.now - start)
             return response
         } catch {
             let status = (error as? any HTTPResponseError)?.status.code ?? 500
-            log(request, context: context, status: status, start: start)
+            answered(request, context: context, status: status, after: ContinuousClock.now - start)
             throw error
         }
     }
 
-    func log(_ request: Request, context: Context, status: Int, start: ContinuousClock.Instant) {
+    func answered(_ request: Request, context: Context, status: Int, after elapsed: Duration) {
+        let route = context.endpointPath ?? "NotFound"
+        let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+        metrics.record(method: request.method.rawValue, route: route, status: status, seconds: seconds)
         let path = request.uri.path
         let quiet = ["/health", "/ready", "/metrics"].contains(path) || (request.method == .get && WebUI.files[path] != nil)
         let level: Logger.Level = status >= 500 ? .warning : quiet ? .debug : .info
         guard context.logger.logLevel <= level else { return }
-        let elapsed = ContinuousClock.now - start
         context.logger.log(
             level: level, "request answered",
             metadata: [
                 "method": .string(request.method.rawValue),
-                "route": .string(context.endpointPath ?? "NotFound"),
+                "route": .string(route),
                 "status": .stringConvertible(status),
-                "ms": .string(String(format: "%.1f", Double(elapsed.components.attoseconds) / 1e15 + Double(elapsed.components.seconds) * 1000)),
+                "ms": .string(String(format: "%.1f", seconds * 1000)),
             ])
     }
 

@@ -217,6 +217,7 @@ public struct SearchStore: Sendable {
         }
     }
 
+    /// How many items have a vector of `model`.
     public func vectorCount(model: String) throws(KianaStoreError) -> Int {
         try database.run("counting vectors") {
             try writer.read { db in try Int.fetchOne(db, sql: "SELECT count(*) FROM itemVector WHERE model = ?", arguments: [model]) ?? 0 }

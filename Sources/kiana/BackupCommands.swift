@@ -35,7 +35,7 @@ struct PassphraseOptions: ParsableArguments {
 
     /// Reads a line from the terminal with echo off (restored however the read ends).
     static func ask(_ prompt: String) throws -> [UInt8] {
-        Output.emit(2, Data(prompt.utf8))
+        Output.write(2, prompt)
         var saved = termios()
         let haveTerm = tcgetattr(0, &saved) == 0
         if haveTerm {
@@ -45,7 +45,7 @@ struct PassphraseOptions: ParsableArguments {
         }
         defer {
             if haveTerm { tcsetattr(0, TCSAFLUSH, &saved) }
-            Output.emit(2, Data("\n".utf8))
+            Output.write(2, "\n")
         }
         guard let line = readLine(strippingNewline: true) else { throw KianaNodeError(.invalidInput, "no passphrase given") }
         return Array(line.utf8)

@@ -43,7 +43,7 @@ struct Kiana: AsyncParsableCommand {
             // exit code 1, like every other error (the usage is a `--help` away).
             if code == .success || error is ExitCode { exit(withError: error) }
             let message = Self.message(for: error).split(separator: "\n").first.map(String.init) ?? "invalid arguments"
-            Output.emit(2, Data("kiana: \(message.replacingOccurrences(of: "Error: ", with: "")) (see `kiana help`)\n".utf8))
+            Output.write(2, "kiana: \(message.replacingOccurrences(of: "Error: ", with: "")) (see `kiana help`)\n")
             Glibc.exit(1)
         }
     }

@@ -33,7 +33,7 @@ final class ProgressBar: Sendable {
         state.withLock { s in
             let finished = done >= total
             if phase != s.lastPhase {
-                if s.open && tty { Output.emit(2, Data("\n".utf8)) }
+                if s.open && tty { Output.write(2, "\n") }
                 s.open = false
                 s.lastPhase = phase
             }
@@ -45,7 +45,7 @@ final class ProgressBar: Sendable {
             let bar = String(repeating: "#", count: filled) + String(repeating: ".", count: width - filled)
             let line = String(
                 format: "%@ [%@] %3d%% %@", phase.padding(toLength: 9, withPad: " ", startingAt: 0), bar, Int(fraction * 100), unit.render(done, total))
-            Output.emit(2, Data((tty ? "\r" + line + (finished ? "\n" : "") : line + "\n").utf8))
+            Output.write(2, tty ? "\r" + line + (finished ? "\n" : "") : line + "\n")
             s.open = tty && !finished
         }
     }
@@ -174,7 +174,7 @@ struct Ingest: ParsableCommand {
                 } else {
                     say("Nothing changed (\(files))")
                 }
-                for f in r.filesFailed { Output.emit(2, Data("kiana: skipped \(f)\n".utf8)) }
+                for f in r.filesFailed { Output.note("kiana: skipped \(f)") }
                 if let embedder {
                     let n = try node.embedPending(embedder, progress: bar.handler)
                     if n > 0 { say("Embedded \(n) chunks") }

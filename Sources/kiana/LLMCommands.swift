@@ -33,11 +33,11 @@ struct SamplingFlags: ParsableArguments {
 }
 
 func writeOut(_ s: String) {
-    Output.emit(1, Data(s.utf8))
+    Output.write(1, s)
 }
 
 func writeErr(_ s: String) {
-    Output.emit(2, Data(s.utf8))
+    Output.write(2, s)
 }
 
 struct Tokenize: ParsableCommand {

@@ -180,7 +180,7 @@ struct Pair: ParsableCommand {
                 if let code {
                     typed = code
                 } else {
-                    Output.emit(1, Data("Type the code the new device shows (Enter refuses): ".utf8))
+                    Output.write(1, "Type the code the new device shows (Enter refuses): ")
                     typed = readLine() ?? ""
                 }
                 let c = try control.confirmPairing(device: r.device, code: typed)

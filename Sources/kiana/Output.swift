@@ -24,7 +24,7 @@ enum Output {
         let enc = JSONEncoder()
         enc.outputFormatting = pretty ? [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes] : [.sortedKeys, .withoutEscapingSlashes]
         Output.emit(1, try enc.encode(value))
-        Output.emit(1, Data("\n".utf8))
+        Output.write(1, "\n")
     }
 
     /// An error on stderr: `kiana: <line>`.
@@ -45,10 +45,11 @@ enum Output {
         try? (fd == 1 ? FileHandle.standardOutput : FileHandle.standardError).write(contentsOf: data)
     }
 
-    /// Writes to stdout (1) or stderr (2); a closed pipe is ignored rather than fatal.
-    static func write(_ fd: Int32, _ text: String) {
-        try? (fd == 1 ? FileHandle.standardOutput : FileHandle.standardError).write(contentsOf: Data(text.utf8))
-    }
+    /// Text to stdout (1) or stderr (2), as it is (`say` and `note` escape control characters).
+    static func write(_ fd: Int32, _ text: String) { emit(fd, Data(text.utf8)) }
+
+    /// A step of long work on stderr: `  … step`.
+    static func progress(_ step: String) { write(2, "  … " + step + "\n") }
 
     /// A line on stderr (notes and progress that are not the command's result).
     static func note(_ line: String) {

@@ -134,7 +134,7 @@ struct ServiceUnit: ParsableCommand {
         try perform {
             try SystemdUnit.checkPath(binary, flag: "--binary")
             try SystemdUnit.checkPath(modelDir, flag: "--model-dir")
-            Output.emit(1, Data(SystemdUnit.text(binary: binary, models: modelDir).utf8))
+            Output.write(1, SystemdUnit.text(binary: binary, models: modelDir))
         }
     }
 }
