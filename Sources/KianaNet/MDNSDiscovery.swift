@@ -176,14 +176,18 @@ public struct MDNSDiscovery: Sendable {
     /// then two announcements one second apart (§8).
     static func probeAndAnnounce(state: MDNSState, send: @Sendable (DNSMessage) async -> Void, logger: Logger) async {
         do {
+            var probes = 0
+            var jitter = 0
             for _ in 0..<16 {
                 // §8.1 suggests 0-250 ms; 0-150 still de-synchronises devices that power up together
                 // and keeps a new device visible within a second (docs/decisions.md).
-                try await Task.sleep(for: .milliseconds(Int.random(in: 0...150)))
+                jitter = Int.random(in: 0...150)
+                try await Task.sleep(for: .milliseconds(jitter))
                 var clean = true
                 for _ in 0..<3 {
                     guard let p = await state.startProbe() else { return }
                     await send(p)
+                    probes += 1
                     try await Task.sleep(for: .milliseconds(250))
                     if await state.takeConflict() {
                         clean = false
@@ -199,7 +203,10 @@ public struct MDNSDiscovery: Sendable {
             await send(a)
             logger.info(
                 "mDNS service announced",
-                metadata: ["instance": .string(a.answers.first?.name.description ?? ""), "epochMs": "\(Int64(Date().timeIntervalSince1970 * 1000))"])
+                metadata: [
+                    "instance": .string(a.answers.first?.name.description ?? ""), "probes": "\(probes)", "jitterMs": "\(jitter)",
+                    "epochMs": "\(Int64(Date().timeIntervalSince1970 * 1000))",
+                ])
             try await Task.sleep(for: .seconds(1))
             await send(a)
             // Defend the name: a later conflict restarts probing with a new name.

@@ -84,7 +84,7 @@ struct GuardedHTTP1: ServerChildChannel {
 ///
 /// - waiting for a request head: closed `headTimeout` after the connection opened (or after the
 ///   first byte of a later request); bytes that trickle in do not extend it. Closed silently when
-///   nothing came, after a `408` when part of a head did.
+///   nothing came, after a `408` (and a second of lingering close) when part of a head did.
 /// - reading a body: every `bodyWindow`, the bytes that arrived while the server was waiting
 ///   for them must reach `minBodyRate`; otherwise the request fails with 408 (the handler reading
 ///   the body sees the error) and the connection closes. Time the server is not reading (its
@@ -104,7 +104,10 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
     /// of the body is read and thrown away for at most `headTimeout` (nginx's lingering close),
     /// so a client that sends its whole body first still sees the answer, and meanwhile the
     /// connection is as displaceable as an idle one.
-    enum Phase { case awaitingHead, readingBody, answering, draining, lingering, idle }
+    /// `closing`: a 408 was sent for a head that did not arrive in time and the sending side shut
+    /// (FIN); what the client still sends is read and dropped for a moment before the close, so
+    /// the kernel does not answer it with a reset that can destroy the 408 unread.
+    enum Phase { case awaitingHead, readingBody, answering, draining, lingering, closing, idle }
 
     let ticket: HTTPConnectionBook.Ticket
     let book: HTTPConnectionBook
@@ -178,6 +181,11 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
             readSince = nil
         }
         switch phase {
+        case .closing:
+            // After a 408: dropped, not decoded; a client that keeps sending is cut off.
+            headBytes += n
+            if headBytes > Self.maxPendingBytes { close(context) }
+            return
         case .idle:
             // The first byte of the next request: its head has the head deadline.
             phase = .awaitingHead
@@ -298,11 +306,11 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     /// Closes the connection `after` from now unless it has left `phase` by then, counting `reason`.
-    private func closeUnlessLeft(_ phase: Phase, after: Duration, counting reason: HTTPConnectionBook.Closing, _ context: ChannelHandlerContext) {
+    private func closeUnlessLeft(_ phase: Phase, after: Duration, counting reason: HTTPConnectionBook.Closing?, _ context: ChannelHandlerContext) {
         timer?.cancel()
         timer = context.eventLoop.assumeIsolated().scheduleTask(in: Self.amount(after)) { [weak self] in
             guard let self, let context = self.context, self.phase == phase else { return }
-            self.book.count(reason)
+            if let reason { self.book.count(reason) }
             self.close(context)
         }
     }
@@ -322,7 +330,15 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
             if self.headBytes > 0 {
                 // Part of a head came: say why before closing (nginx answers 408 here too).
                 let reply = "HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
-                context.writeAndFlush(NIOAny(IOData.byteBuffer(ByteBuffer(string: reply)))).whenComplete { _ in context.close(promise: nil) }
+                self.phase = .closing
+                self.book.set(self.ticket, .idle)
+                context.writeAndFlush(NIOAny(IOData.byteBuffer(ByteBuffer(string: reply)))).assumeIsolated().whenComplete { [weak self] _ in
+                    guard let self, !self.closed else { return }
+                    // The 408, then FIN; the rest of what the client sends is dropped for at most
+                    // a second (nginx's lingering close), then the connection closes.
+                    context.close(mode: .output, promise: nil)
+                    self.closeUnlessLeft(.closing, after: .seconds(1), counting: nil, context)
+                }
             } else {
                 self.close(context)
             }

@@ -436,7 +436,7 @@ struct BenchLLM: ParsableCommand {
             }
             let path = try LocalModels.path(model, directory: models.directory(data))
             let b = LLMBench(modelPath: path, threads: ts, promptTokens: prompt, generateTokens: generate, repeats: repeats, llamaBench: llamaBench)
-            say(try b.run { writeErr("  … \($0)\n") })
+            say(try b.run { Output.progress($0) })
         }
     }
 }

@@ -174,7 +174,7 @@ struct Ingest: ParsableCommand {
                 } else {
                     say("Nothing changed (\(files))")
                 }
-                for f in r.filesFailed { Output.note("kiana: skipped \(f)") }
+                for f in r.filesFailed { Output.note("kiana: skipped " + Terminal.escape(f)) }
                 if let embedder {
                     let n = try node.embedPending(embedder, progress: bar.handler)
                     if n > 0 { say("Embedded \(n) chunks") }

@@ -32,13 +32,6 @@ struct SamplingFlags: ParsableArguments {
     }
 }
 
-func writeOut(_ s: String) {
-    Output.write(1, s)
-}
-
-func writeErr(_ s: String) {
-    Output.write(2, s)
-}
 
 struct Tokenize: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Print a text's token IDs for the language model as a JSON array (control tokens matched whole).")
@@ -78,12 +71,13 @@ struct Generate: ParsableCommand {
                 prompt, model: llm.model, directory: models.directory(data), context: llm.context,
                 threads: llm.threadCount, maxTokens: maxTokens, sampling: sampling.overrides, stop: stop
             ) {
-                writeOut($0)
+                Output.stream($0)
                 return true
             }
-            writeOut("\n")
+            Output.write(1, "\n")
             if verbose {
-                writeErr(
+                Output.write(
+                    2,
                     String(
                         format: "prompt: %d tokens, %.1f tok/s; generated: %d tokens, %.1f tok/s; stop: %@\n",
                         r.promptTokens, r.promptTokensPerSecond, r.tokens, r.tokensPerSecond, r.stopReason))
@@ -265,7 +259,7 @@ struct Ask: AsyncParsableCommand {
             o.conversation = conversation
             let streaming = !json
             let r = try await assistant.ask(question, options: o) { piece in
-                if streaming { writeOut(piece) }
+                if streaming { Output.stream(piece) }
                 speaker?.add(piece)
                 return true
             }
@@ -277,7 +271,7 @@ struct Ask: AsyncParsableCommand {
             if json {
                 try Output.json(AskView(r), pretty: false)
             } else {
-                writeOut("\n")
+                Output.write(1, "\n")
                 printSources(r)
             }
         }
@@ -301,7 +295,7 @@ struct Chat: AsyncParsableCommand {
             let tty = isatty(0) == 1
             if tty { say("KI_ana (\(assistant.label)). Ask anything; \"remember that …\" teaches; /new, /quit.") }
             while true {
-                if tty { writeOut("\n> ") }
+                if tty { Output.write(1, "\n> ") }
                 guard let line = readLine() else { break }
                 let q = line.trimmingCharacters(in: .whitespaces)
                 if q.isEmpty { continue }
@@ -313,17 +307,17 @@ struct Chat: AsyncParsableCommand {
                 }
                 do {
                     let r = try await assistant.ask(q, options: o) {
-                        writeOut($0)
+                        Output.stream($0)
                         return true
                     }
-                    writeOut("\n")
+                    Output.write(1, "\n")
                     printSources(r)
                     o.conversation = r.conversationId
                 } catch {
-                    writeErr("kiana: \(errorLine(for: error))\n")
+                    Output.note("kiana: \(errorLine(for: error))")
                 }
             }
-            if let c = o.conversation { writeErr("conversation \(c)\n") }
+            if let c = o.conversation { Output.note("conversation \(c)") }
         }
     }
 }

@@ -48,6 +48,10 @@ enum Output {
     /// Text to stdout (1) or stderr (2), as it is (`say` and `note` escape control characters).
     static func write(_ fd: Int32, _ text: String) { emit(fd, Data(text.utf8)) }
 
+    /// Text as it streams in (a model's answer, token by token) on stdout, control characters
+    /// escaped like any other text (a model can be led to emit ESC sequences); newlines and tabs kept.
+    static func stream(_ piece: String) { write(1, Terminal.escape(piece, multiline: true)) }
+
     /// A step of long work on stderr: `  … step`.
     static func progress(_ step: String) { write(2, "  … " + step + "\n") }
 

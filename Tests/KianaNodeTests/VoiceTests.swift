@@ -232,6 +232,11 @@ struct VoiceTests {
         let fromFile = try await kiana(["listen", "--data-dir", d, dir.path + "/hello.wav"])
         let stdinText = String(decoding: heard.out, as: UTF8.self)
         #expect(heard.status == 0 && fromFile.status == 0 && !fromFile.out.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty && stdinText == fromFile.out, "\(stdinText) vs \(fromFile.out) \(String(decoding: heard.err, as: UTF8.self))")
+        // And those bytes are Piper's voice: 22.05 kHz mono 16-bit PCM, about a second of it.
+        let w = toStdout.out
+        func le(_ at: Int, _ n: Int) -> Int { (0..<n).reduce(0) { $0 | Int(w[w.startIndex + at + $1]) << (8 * $1) } }
+        let spokenSeconds = Double(w.count - 44) / 2 / 22_050
+        #expect(w.count > 44 && le(20, 2) == 1 && le(22, 2) == 1 && le(24, 4) == 22_050 && le(34, 2) == 16 && spokenSeconds > 0.4 && spokenSeconds < 4, "\(w.prefix(44).map { $0 })")
         // A reader that goes away stops a long speech: the speech cut off after 100 bytes takes
         // well under the time of the whole (Piper's worker would otherwise speak the rest; both
         // include its start, so the comparison holds on a busy machine too).

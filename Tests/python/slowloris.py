@@ -218,11 +218,12 @@ def trickle_head(args):
     head = f"GET /health HTTP/1.1\r\nHost: 127.0.0.1:{args.port}\r\nX-Slow: " + "a" * 200
     start = time.monotonic()
     sent = 0
-    s.settimeout(1.0)
+    s.settimeout(args.byte_every)
     how, got = "open", b""
     while time.monotonic() - start < args.seconds:
         try:
-            s.sendall(head[sent % len(head)].encode())
+            # The head, then more of the last header's value: never a complete head.
+            s.sendall((head[sent] if sent < len(head) else "a").encode())
             sent += 1
         except (BrokenPipeError, ConnectionResetError, OSError):
             how = "reset"
@@ -470,6 +471,7 @@ def main():
     p.add_argument("--linger", action="store_true", help="slow-body: after the answer, keep sending; report when the server closed")
     p.add_argument("--count", type=int, default=1, help="write: items to write, one request each")
     p.add_argument("--size", type=int, default=2000, help="slow-body: characters of text")
+    p.add_argument("--byte-every", type=float, default=1.0, help="trickle-head: seconds between bytes")
     args = p.parse_args()
     if args.mode == "flood":
         asyncio.run(flood(args))
