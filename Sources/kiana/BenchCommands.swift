@@ -22,7 +22,7 @@ struct BenchVoice: ParsableCommand {
         try perform {
             guard (1...20).contains(repeats) else { throw KianaNodeError(.invalidInput, "--repeats must be 1…20") }
             say("kiana bench voice: \(BenchMachine.cpu), \(ProcessInfo.processInfo.activeProcessorCount) cores, \(BenchMachine.date)")
-            say(try VoiceBench(repeats: repeats).run { Output.progress("\($0)") })
+            say(try VoiceBench(repeats: repeats).run { Output.progress($0) })
         }
     }
 }
@@ -51,7 +51,7 @@ struct BenchNet: AsyncParsableCommand {
             }
             say("kiana bench net: loopback TCP, \(ProcessInfo.processInfo.activeProcessorCount) cores, best of \(repeats)")
             let bench = NetBench(handshakes: handshakes, megabytes: megabytes, messageSize: messageSize, repeats: repeats)
-            let rows = try await bench.run { Output.progress("\($0)") }
+            let rows = try await bench.run { Output.progress($0) }
             say(NetBench.render(rows))
         }
     }
@@ -73,7 +73,7 @@ struct BenchSync: AsyncParsableCommand {
             }
             say("kiana bench sync: 3 devices in this process, real SQLite files, Noise links on loopback, \(ProcessInfo.processInfo.activeProcessorCount) cores")
             let bench = SyncBench(writes: writes, entries: entries, perBlock: perBlock, pause: .milliseconds(pause))
-            let r = try await bench.run { Output.progress("\($0)") }
+            let r = try await bench.run { Output.progress($0) }
             say(SyncBench.render(r, writes: writes))
         }
     }
@@ -94,7 +94,7 @@ struct BenchLedger: ParsableCommand {
             }
             let bench = LedgerBench(entries: entries, entriesPerBlock: perBlock, leaves: leaves, repeats: repeats, withStore: !noStore)
             say("kiana bench ledger: \(entries) entries in blocks of \(perBlock), \(ProcessInfo.processInfo.activeProcessorCount) cores, best of \(repeats)")
-            let rows = try bench.run { Output.progress("\($0)") }
+            let rows = try bench.run { Output.progress($0) }
             say(LedgerBench.render(rows))
         }
     }
@@ -115,7 +115,7 @@ struct BenchEmbed: ParsableCommand {
                 throw KianaNodeError(.invalidInput, "sentences, batch (1…4096), repeats and threads must be positive")
             }
             let b = try EmbedBench(modelDirectory: model.directory(data), sentences: sentences, batch: batch, repeats: repeats, threads: threads)
-            say(try b.run { Output.progress("\($0)") })
+            say(try b.run { Output.progress($0) })
         }
     }
 }
@@ -137,7 +137,7 @@ struct BenchVector: ParsableCommand {
                 throw KianaNodeError(.invalidInput, "count, queries, clusters positive; --m 2…256; --ef-construction ≥ m; --ef a list of positive numbers")
             }
             let b = VectorBench(count: count, queries: queries, clusters: clusters, m: m, efConstruction: efConstruction, efs: efs)
-            say(try b.run { Output.progress("\($0)") })
+            say(try b.run { Output.progress($0) })
         }
     }
 }
@@ -188,7 +188,7 @@ struct BenchAnswers: AsyncParsableCommand {
                 c.model = compareModel
                 b.compare = c
             }
-            let note: @Sendable (String) -> Void = { Output.progress("\($0)") }
+            let note: @Sendable (String) -> Void = { Output.progress($0) }
             if calibrate {
                 say(try await b.calibrate(verbose: verbose, progress: note))
                 return
@@ -216,7 +216,7 @@ struct BenchRetrieval: ParsableCommand {
     func run() throws {
         try perform {
             let b = try RetrievalBench(modelDirectory: model.directory(data), setPath: set)
-            let scores = try b.run { Output.progress("\($0)") }
+            let scores = try b.run { Output.progress($0) }
             if json {
                 let rows = scores.map {
                     ["mode": $0.mode.rawValue, "kind": $0.kind, "queries": $0.queries, "ndcg10": $0.ndcg, "recall10": $0.recall] as [String: Any]
@@ -289,7 +289,7 @@ struct BenchHTTP: AsyncParsableCommand {
             ]
             var rows: [HTTPBench.Result] = []
             for target in targets {
-                Output.progress("\(target.name)")
+                Output.progress(target.name)
                 rows.append(try await bench.measure(target))
             }
             var reference: HTTPBench.Result?

@@ -257,10 +257,15 @@ struct VoiceTests {
         defer { node.process.terminate() }
         let port = try #require(await node.waitForPort(), "\(node.text)")
         let url = "http://127.0.0.1:\(port)"
-        func post(_ body: String, _ path: String = "/api/v1/voice/speak", extra: [String] = []) async throws -> (Int32, String) {
-            let r = try await runProcess(
-                "/usr/bin/curl", ["-s", "-m", "60", "-o", "/dev/null", "-w", "%{http_code}", "-H", "Content-Type: application/json", "-d", body] + extra + [url + path])
-            return (r.status, String(decoding: r.out, as: UTF8.self))
+        // The status and curl's own time (connect to last byte, not the time to start curl on a
+        // busy machine).
+        func curl(_ args: [String]) async throws -> (code: String, seconds: Double) {
+            let r = try await runProcess("/usr/bin/curl", ["-s", "-m", "60", "-o", "/dev/null", "-w", "%{http_code} %{time_total}"] + args)
+            let f = String(decoding: r.out, as: UTF8.self).split(separator: " ")
+            return (f.first.map(String.init) ?? "", f.count > 1 ? Double(f[1]) ?? 99 : 99)
+        }
+        func post(_ body: String) async throws -> (code: String, seconds: Double) {
+            try await curl(["-H", "Content-Type: application/json", "-d", body, url + "/api/v1/voice/speak"])
         }
         // First requests to a fresh node, at once, streamed: each gets a whole answer or a 503
         // before its header (never a cut-off 200), and they share one worker.
@@ -278,30 +283,24 @@ struct VoiceTests {
             return all
         }
         #expect(burst.allSatisfy { $0.hasPrefix("0 503") || ($0.hasPrefix("0 200") && (Int($0.split(separator: " ").last ?? "") ?? 0) > 10_000) }, "\(burst)")
-        for _ in 0..<3 { #expect(try await post(#"{"text":"Hello there.","engine":"piper"}"#).1 == "200") }
+        for _ in 0..<3 { #expect(try await post(#"{"text":"Hello there.","engine":"piper"}"#).code == "200") }
         let workers = try await runProcess("/usr/bin/pgrep", ["-f", "-P", String(node.process.processIdentifier), "python3"])
         #expect(String(decoding: workers.out, as: UTF8.self).split(separator: "\n").count == 1, "\(String(decoding: workers.out, as: UTF8.self))")
         let zombies = try await runProcess("/bin/ps", ["-o", "stat=", "--ppid", String(node.process.processIdentifier)])
         #expect(!String(decoding: zombies.out, as: UTF8.self).contains("Z"), "\(String(decoding: zombies.out, as: UTF8.self))")
         // A named espeak voice that does not exist is a 400 before any audio, streamed or not.
-        #expect(try await post(#"{"text":"Hello.","voice":"zz","engine":"espeak","stream":true}"#).1 == "400")
+        #expect(try await post(#"{"text":"Hello.","voice":"zz","engine":"espeak","stream":true}"#).code == "400")
         // One long speech holds the worker; of 12 more at once, those past the limit are refused
         // at once, and /health answers meanwhile.
         let text = String(repeating: "This is a fairly long sentence that takes the voice a while to say. ", count: 20)
         let results = try await withThrowingTaskGroup(of: (String, Double).self) { group in
-            group.addTask { (try await post("{\"text\":\"\(text)\",\"engine\":\"piper\"}").1, 0) }
+            group.addTask { (try await post("{\"text\":\"\(text)\",\"engine\":\"piper\"}").code, 0) }
             try await Task.sleep(for: .milliseconds(300))
-            // Times are curl's own (connect to last byte), not the time to start curl on a busy machine.
-            func timed(_ args: [String]) async throws -> (String, Double) {
-                let r = try await runProcess("/usr/bin/curl", ["-s", "-m", "60", "-o", "/dev/null", "-w", "%{http_code} %{time_total}"] + args)
-                let f = String(decoding: r.out, as: UTF8.self).split(separator: " ")
-                return (f.first.map(String.init) ?? "", f.count > 1 ? Double(f[1]) ?? 99 : 99)
-            }
             for _ in 0..<12 {
-                group.addTask { try await timed(["-H", "Content-Type: application/json", "-d", #"{"text":"Hi there.","engine":"piper"}"#, url + "/api/v1/voice/speak"]) }
+                group.addTask { try await post(#"{"text":"Hi there.","engine":"piper"}"#) }
             }
             group.addTask {
-                let (code, seconds) = try await timed([url + "/health"])
+                let (code, seconds) = try await curl([url + "/health"])
                 return ("health:" + code, seconds)
             }
             var all: [(String, Double)] = []

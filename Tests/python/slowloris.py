@@ -454,7 +454,9 @@ def pipelined_body(args):
 
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("mode", choices=["flood", "probe", "write", "trickle-head", "idle", "slow-body", "stall", "slow-read", "upgrade", "pipelined-body"])
+    modes = {"flood": lambda a: asyncio.run(flood(a)), "probe": probe, "write": write, "trickle-head": trickle_head, "idle": idle,
+             "slow-body": slow_body, "stall": stall, "slow-read": slow_read, "upgrade": upgrade, "pipelined-body": pipelined_body}
+    p.add_argument("mode", choices=list(modes))
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--token")
@@ -473,26 +475,7 @@ def main():
     p.add_argument("--size", type=int, default=2000, help="slow-body: characters of text")
     p.add_argument("--byte-every", type=float, default=1.0, help="trickle-head: seconds between bytes")
     args = p.parse_args()
-    if args.mode == "flood":
-        asyncio.run(flood(args))
-    elif args.mode == "probe":
-        probe(args)
-    elif args.mode == "write":
-        write(args)
-    elif args.mode == "trickle-head":
-        trickle_head(args)
-    elif args.mode == "idle":
-        idle(args)
-    elif args.mode == "slow-body":
-        slow_body(args)
-    elif args.mode == "slow-read":
-        slow_read(args)
-    elif args.mode == "upgrade":
-        upgrade(args)
-    elif args.mode == "pipelined-body":
-        pipelined_body(args)
-    else:
-        stall(args)
+    modes[args.mode](args)
 
 
 if __name__ == "__main__":
