@@ -188,10 +188,9 @@ public struct HTTPBench: Sendable {
     /// The results as a table; `reference` is nginx's static file (nil: not measured).
     public func render(_ rows: [Result], reference: Result?) -> String {
         func f(_ v: Double, _ d: Int = 1) -> String { String(format: "%.\(d)f", v) }
-        func pad(_ s: String, _ n: Int) -> String { s.count >= n ? s : s + String(repeating: " ", count: n - s.count) }
-        var out = pad("target", 34) + pad("req/s", 10) + pad("p50 ms", 9) + pad("p99 ms", 9) + pad("requests", 10) + "errors\n"
+        var out = "target".padded(to: 34) + "req/s".padded(to: 10) + "p50 ms".padded(to: 9) + "p99 ms".padded(to: 9) + "requests".padded(to: 10) + "errors\n"
         for r in rows + (reference.map { [$0] } ?? []) {
-            out += pad(r.name, 34) + pad(f(r.perSecond, 0), 10) + pad(f(r.p50, 2), 9) + pad(f(r.p99, 2), 9) + pad("\(r.requests)", 10) + "\(r.errors)\n"
+            out += r.name.padded(to: 34) + f(r.perSecond, 0).padded(to: 10) + f(r.p50, 2).padded(to: 9) + f(r.p99, 2).padded(to: 9) + "\(r.requests)".padded(to: 10) + "\(r.errors)\n"
         }
         if let reference, let health = rows.first {
             out +=

@@ -29,16 +29,6 @@ public struct LLMBench: Sendable {
         return FileManager.default.isExecutableFile(atPath: p) ? p : nil
     }
 
-    /// Resident and peak resident memory of this process in bytes (Linux /proc).
-    static func memory() -> (rss: Int, peak: Int) {
-        guard let s = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else { return (0, 0) }
-        func field(_ name: String) -> Int {
-            guard let line = s.split(separator: "\n").first(where: { $0.hasPrefix(name) }) else { return 0 }
-            return (Int(line.split(separator: " ").dropFirst().first { Int($0) != nil } ?? "0") ?? 0) * 1024
-        }
-        return (field("VmRSS:"), field("VmHWM:"))
-    }
-
     struct Rate {
         var pp: Double
         var tg: Double
@@ -71,7 +61,7 @@ public struct LLMBench: Sendable {
             }
             let t3 = DispatchTime.now().uptimeNanoseconds
             sumTG += Double(generateTokens) / (Double(t3 - t2) / 1e9)
-            rss = max(rss, Self.memory().rss)
+            rss = max(rss, ProcessMemory.of().rss)
         }
         return (Rate(pp: sumPP / Double(repeats), tg: sumTG / Double(repeats)), rss)
     }

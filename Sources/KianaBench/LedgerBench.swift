@@ -204,11 +204,10 @@ public struct LedgerBench: Sendable {
 
     public static func render(_ rows: [Row]) -> String {
         func fmt(_ s: Double) -> String { s >= 1 ? String(format: "%.2f s", s) : String(format: "%.1f ms", s * 1000) }
-        func pad(_ s: String, _ n: Int) -> String { s.count >= n ? s : s + String(repeating: " ", count: n - s.count) }
         let w = max(44, rows.map(\.name.count).max() ?? 0)
-        var out = pad("measure", w) + "  " + pad("kiana", 10) + "  " + pad("reference", 10) + "  ratio  reference is\n"
+        var out = "measure".padded(to: w) + "  " + "kiana".padded(to: 10) + "  " + "reference".padded(to: 10) + "  ratio  reference is\n"
         for r in rows {
-            out += pad(r.name, w) + "  " + pad(fmt(r.seconds), 10) + "  " + pad(fmt(r.referenceSeconds), 10)
+            out += r.name.padded(to: w) + "  " + fmt(r.seconds).padded(to: 10) + "  " + fmt(r.referenceSeconds).padded(to: 10)
             out += "  " + String(format: "%5.2f", r.ratio) + "  " + r.reference + "\n"
         }
         out += "ratio = reference time / kiana time (1.00 = as fast as the raw primitive)\n"

@@ -235,11 +235,10 @@ public struct NetBench: Sendable {
 
     public static func render(_ rows: [Row]) -> String {
         func fmt(_ v: Double, _ unit: String) -> String { String(format: v >= 100 ? "%.0f %@" : "%.1f %@", v, unit) }
-        func pad(_ s: String, _ n: Int) -> String { s.count >= n ? s : s + String(repeating: " ", count: n - s.count) }
         let w = max(40, rows.map(\.name.count).max() ?? 0)
-        var out = pad("measure", w) + "  " + pad("kiana", 12) + "  " + pad("reference", 12) + "  ratio  reference is\n"
+        var out = "measure".padded(to: w) + "  " + "kiana".padded(to: 12) + "  " + "reference".padded(to: 12) + "  ratio  reference is\n"
         for r in rows {
-            out += pad(r.name, w) + "  " + pad(fmt(r.value, r.unit), 12) + "  " + pad(fmt(r.referenceValue, r.unit), 12)
+            out += r.name.padded(to: w) + "  " + fmt(r.value, r.unit).padded(to: 12) + "  " + fmt(r.referenceValue, r.unit).padded(to: 12)
             out += "  " + String(format: "%5.2f", r.ratio) + "  " + r.reference + "\n"
         }
         out += "ratio = kiana rate / reference rate (1.00 = as fast as the raw primitive alone)\n"

@@ -516,11 +516,11 @@ final class RequestObserver: ChannelDuplexHandler, RemovableChannelHandler {
         case .head(let head):
             let length = head.headerFields[.contentLength].flatMap { Int($0) } ?? 0
             let chunked = head.headerFields[.transferEncoding]?.lowercased().contains("chunked") ?? false
+            let hasToken = authenticated(head.headerFields)
             // Leave to send the body is given only to requests the token check will let through.
-            let expects = head.headerFields[.expect]?.lowercased() == "100-continue" && (bearer == nil || authenticated(head.headerFields))
+            let expects = head.headerFields[.expect]?.lowercased() == "100-continue" && (bearer == nil || hasToken)
             let upgrade = head.method == .connect || (head.headerFields[.connection]?.lowercased().contains("upgrade") ?? false)
-            guardHandler.requestHead(
-                body: length > 0 || chunked, authenticated: authenticated(head.headerFields), expectsContinue: expects, last: upgrade)
+            guardHandler.requestHead(body: length > 0 || chunked, authenticated: hasToken, expectsContinue: expects, last: upgrade)
         case .body:
             break
         case .end:

@@ -320,14 +320,10 @@ extension BenchHTTP {
         seconds: Int, port: Int, pid: Int32, bench: HTTPBench, targets: [HTTPBench.Target], before: [HTTPBench.Result]
     ) async throws -> Int {
         func descriptors() -> Int { (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd").count) ?? -1 }
-        func rss() -> Int {
-            let s = (try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)) ?? ""
-            return s.split(separator: "\n").first { $0.hasPrefix("VmRSS:") }.flatMap { Int($0.split(separator: " ")[1]) } ?? -1
-        }
         // Descriptors and memory once the last wrk run's connections are gone.
         try await Task.sleep(for: .seconds(3))
         let fds0 = descriptors()
-        let rss0 = rss()
+        let rss0 = ProcessMemory.of(String(pid)).rss
         Output.progress("slow-loris: \(seconds) s of half-open connections from 127.0.0.2")
         let flood = SlowLoris(port: port, connections: 20_000, rate: 2000, seconds: Double(seconds))
         let report = try await flood.run()
@@ -339,18 +335,17 @@ extension BenchHTTP {
         }
         try await Task.sleep(for: .seconds(3))
         let fds1 = descriptors()
-        let rss1 = rss()
+        let rss1 = ProcessMemory.of(String(pid)).rss
         say(
             "slow-loris: \(report.attempts) connections in \(seconds) s (\(report.endedByServer) closed or reset by the node, "
                 + "at most \(report.maxOpen) open at once on the client)")
-        func pad(_ s: String, _ n: Int) -> String { s.count >= n ? s : s + String(repeating: " ", count: n - s.count) }
-        say(pad("after the flood", 32) + pad("req/s", 22) + pad("p99 ms", 22) + "errors")
+        say("after the flood".padded(to: 32) + "req/s".padded(to: 22) + "p99 ms".padded(to: 22) + "errors")
         for (b, a) in zip(before, after) {
             say(
-                pad(b.name, 32) + pad(String(format: "%.0f → %.0f (%.2f×)", b.perSecond, a.perSecond, a.perSecond / max(b.perSecond, 1e-9)), 22)
-                    + pad(String(format: "%.1f → %.1f (%.2f×)", b.p99, a.p99, a.p99 / max(b.p99, 1e-9)), 22) + "\(a.errors)")
+                b.name.padded(to: 32) + String(format: "%.0f → %.0f (%.2f×)", b.perSecond, a.perSecond, a.perSecond / max(b.perSecond, 1e-9)).padded(to: 22)
+                    + String(format: "%.1f → %.1f (%.2f×)", b.p99, a.p99, a.p99 / max(b.p99, 1e-9)).padded(to: 22) + "\(a.errors)")
         }
-        say("descriptors \(fds0) → \(fds1); resident memory \(rss0 / 1024) MiB → \(rss1 / 1024) MiB (\(String(format: "%+.1f", Double(rss1 - rss0) / Double(max(rss0, 1)) * 100)) %)")
+        say("descriptors \(fds0) → \(fds1); resident memory \(rss0 >> 20) MiB → \(rss1 >> 20) MiB (\(String(format: "%+.1f", Double(rss1 - rss0) / Double(max(rss0, 1)) * 100)) %)")
         return after.reduce(0) { $0 + $1.errors }
     }
 

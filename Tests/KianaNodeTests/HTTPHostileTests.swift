@@ -233,7 +233,7 @@ import Testing
         // Afterwards: no leaked descriptors or connections, memory back near its baseline.
         var fdsAfter = 0.0
         _ = await PairingTests.eventually(15) {
-            fdsAfter = (try? runProcess("/bin/sh", ["-c", "ls /proc/\(serveA.process.pid)/fd | wc -l"])).map { Double(String(decoding: $0.out, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0 } ?? 0
+            fdsAfter = Double((try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(serveA.process.pid)/fd").count) ?? 0)
             return fdsAfter <= fdsBefore + 4
         }
         #expect(fdsAfter <= fdsBefore + 4, "descriptors \(fdsBefore) before, \(fdsAfter) after")
@@ -271,7 +271,7 @@ import Testing
         #expect(peak <= cap && peak >= cap - 128, "the flood should fill the pool: peak \(peak) of \(cap)")
         #expect((f["attempts"] as? Int ?? 0) >= 3 * Int(cap), "\(f)")
         // The pool is full here, so every newcomer displaces someone, and the flood, the probes and
-        // the node share two cores: p99 was 41-104 ms over four runs. The 100 ms bound is the
+        // the node share two cores: p99 was 41-147 ms over repeated runs. The 100 ms bound is the
         // one-address drill's (above); this one must stay well inside a user's patience.
         #expect(h["failures"] as? Int == 0 && (h["p99"] as? Double ?? 1e9) < 250, "/health: \(h)")
         #expect(k["failures"] as? Int == 0 && (k["count"] as? Int ?? 0) > 5, "the token holder on 127.0.0.10: \(k)")

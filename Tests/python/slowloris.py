@@ -198,47 +198,52 @@ def write(args):
 def until_closed(sock, limit):
     """Reads until EOF/reset or `limit` seconds; returns (seconds, bytes, how)."""
     start = time.monotonic()
+    how, got = send_slowly(sock, lambda: b"", 0.2, start, limit)
+    return time.monotonic() - start, got, how
+
+
+def send_slowly(s, piece, pause, start, seconds, answered=None):
+    """Sends piece() (nothing when it is empty) and then reads for up to `pause` seconds, over and
+    over until `seconds` after `start`, the server ends the connection, or answered(bytes read)
+    holds. Returns (how, bytes read): how is "open", "eof", "reset" or "answered"."""
     got = b""
-    sock.settimeout(0.2)
-    while time.monotonic() - start < limit:
+    s.settimeout(pause)
+    while time.monotonic() - start < seconds:
+        data = piece()
+        if data:
+            try:
+                s.sendall(data)
+            except socket.timeout:
+                pass  # the server is not reading: still open
+            except (BrokenPipeError, ConnectionResetError, OSError):
+                return "reset", got
         try:
-            chunk = sock.recv(65536)
+            chunk = s.recv(65536)
         except socket.timeout:
             continue
         except (ConnectionResetError, OSError):
-            return time.monotonic() - start, got, "reset"
+            return "reset", got
         if not chunk:
-            return time.monotonic() - start, got, "eof"
+            return "eof", got
         got += chunk
-    return time.monotonic() - start, got, "open"
+        if answered and answered(got):
+            return "answered", got
+    return "open", got
 
 
 def trickle_head(args):
     s = connect_from(args.host, args.port, args.source, args.timeout)
     head = f"GET /health HTTP/1.1\r\nHost: 127.0.0.1:{args.port}\r\nX-Slow: " + "a" * 200
-    start = time.monotonic()
     sent = 0
-    s.settimeout(args.byte_every)
-    how, got = "open", b""
-    while time.monotonic() - start < args.seconds:
-        try:
-            # The head, then more of the last header's value: never a complete head.
-            s.sendall((head[sent] if sent < len(head) else "a").encode())
-            sent += 1
-        except (BrokenPipeError, ConnectionResetError, OSError):
-            how = "reset"
-            break
-        try:
-            chunk = s.recv(4096)
-            if not chunk:
-                how = "eof"
-                break
-            got += chunk
-        except socket.timeout:
-            pass
-        except (ConnectionResetError, OSError):
-            how = "reset"
-            break
+
+    def next_byte():
+        # The head, then more of the last header's value: never a complete head.
+        nonlocal sent
+        sent += 1
+        return (head[sent - 1] if sent <= len(head) else "a").encode()
+
+    start = time.monotonic()
+    how, got = send_slowly(s, next_byte, args.byte_every, start, args.seconds)
     print(json.dumps({"seconds": round(time.monotonic() - start, 2), "sent": sent, "how": how,
                       "reply": got.decode("latin-1")[:200]}))
 
@@ -264,51 +269,26 @@ def slow_body(args):
         head += f"Authorization: Bearer {args.token}\r\n"
     s.sendall((head + "\r\n").encode())
     start = time.monotonic()
-    s.settimeout(0.01)
     step = max(1, int(args.rate // 10))
-    sent, got, how = 0, b"", "open"
-    while time.monotonic() - start < args.seconds:
-        if sent < len(body):
-            try:
-                s.sendall(body[sent:sent + step])
-                sent += step
-            except (BrokenPipeError, ConnectionResetError, OSError):
-                how = "reset"
-                break
-        try:
-            chunk = s.recv(65536)
-            if not chunk:
-                how = "eof"
-                break
-            got += chunk
-            if b"\r\n\r\n" in got:
-                how = "answered"
-                break
-        except socket.timeout:
-            pass
-        except (ConnectionResetError, OSError):
-            how = "reset"
-            break
-        time.sleep(0.09)
+    sent = 0
+
+    def next_step():
+        # A tenth of a second's worth of the body (the pause between sends).
+        nonlocal sent
+        if sent >= len(body):
+            return b""
+        sent += step
+        return body[sent - step:sent]
+
+    how, got = send_slowly(s, next_step, 0.1, start, args.seconds, answered=lambda got: b"\r\n\r\n" in got)
     status = status_of(got)
     answered_at = round(time.monotonic() - start, 2)
     closed_after = None
     if args.linger and how == "answered":
         # Keep sending at the same pace: when does the server stop taking the body?
-        while time.monotonic() - start < args.seconds:
-            try:
-                s.sendall(body[sent:sent + step])
-                sent += step
-                chunk = s.recv(65536)
-                if not chunk:
-                    closed_after = round(time.monotonic() - start, 2)
-                    break
-            except socket.timeout:
-                pass
-            except (BrokenPipeError, ConnectionResetError, OSError):
-                closed_after = round(time.monotonic() - start, 2)
-                break
-            time.sleep(0.09)
+        ended, _ = send_slowly(s, next_step, 0.1, start, args.seconds)
+        if ended != "open":
+            closed_after = round(time.monotonic() - start, 2)
     print(json.dumps({"status": status, "seconds": answered_at, "sent": sent, "how": how, "closedAfter": closed_after,
                       "reply": got.decode("latin-1")[:400]}))
 
