@@ -1,7 +1,6 @@
 import Crypto
 import Dispatch
 import Foundation
-import Synchronization
 import KianaCore
 import KianaNet
 import Logging
@@ -42,44 +41,6 @@ public struct NetBench: Sendable {
 
     static func now() -> Double { Double(DispatchTime.now().uptimeNanoseconds) / 1e9 }
 
-    /// Bytes of "bench" notifications received by the listening end; wakes the sender once a
-    /// target is reached.
-    final class Counter: Sendable {
-        struct State {
-            var bytes = 0
-            var target = Int.max
-            var waiter: CheckedContinuation<Void, Never>?
-        }
-        let state = Mutex(State())
-        var bytes: Int { state.withLock { $0.bytes } }
-        func add(_ n: Int) {
-            let w = state.withLock { s -> CheckedContinuation<Void, Never>? in
-                s.bytes += n
-                guard s.bytes >= s.target else { return nil }
-                defer { s.waiter = nil }
-                return s.waiter
-            }
-            w?.resume()
-        }
-        func wait(for total: Int) async {
-            await withCheckedContinuation { c in
-                let now = state.withLock { s -> Bool in
-                    s.target = total
-                    if s.bytes >= total { return true }
-                    s.waiter = c
-                    return false
-                }
-                if now { c.resume() }
-            }
-        }
-        func reset() {
-            state.withLock {
-                $0.bytes = 0
-                $0.target = .max
-            }
-        }
-    }
-
     /// Runs both measurements with two link ends on 127.0.0.1 (a listener that admits only the
     /// bench client, and a dialler); `progress` gets one line per phase.
     public func run(progress: @escaping @Sendable (String) -> Void) async throws -> [Row] {
@@ -88,15 +49,15 @@ public struct NetBench: Sendable {
         let network = Array(SHA.hash(Array("kiana bench network".utf8)))
         var logger = Logger(label: "kiana.bench")
         logger.logLevel = .warning
-        let counter = Counter()
         var config = LinkConfig()
         config.maxConnections = 4
         let serverContext = LinkContext(
             identity: server, network: network, config: config, logger: logger,
             admit: { $0.identityKey == client.publicKey ? nil : "not the bench client" },
-            onNotify: { _, m in
-                if m.type == "bench", case .bytes(let b) = m.body { counter.add(b.count) }
-            })
+            // Read in order after the streamed notifications: its answer means they were all
+            // read and opened (handlers may drop notifications beyond `maxNotifications`, the
+            // link's own bound, so counting handled ones would wait forever under load).
+            onRequest: { link, m in m.type == "bench-sync" ? .body(.unsigned(UInt64(await link.bytesIn))) : nil })
         let clientContext = LinkContext(
             identity: client, network: network, config: config, logger: logger,
             admit: { $0.identityKey == server.publicKey ? nil : "not the bench server" })
@@ -165,11 +126,14 @@ public struct NetBench: Sendable {
                 let bestLink = try await dial { link in
                     var best = 0.0
                     for _ in 0..<repeats {
-                        counter.reset()
+                        let before = try await link.request("bench-sync").uintValue("bench-sync")
                         let t0 = Self.now()
                         for _ in 0..<count { try await link.send(message) }
-                        await counter.wait(for: count * messageSize)
+                        let after = try await link.request("bench-sync").uintValue("bench-sync")
                         best = max(best, Double(count * messageSize) / (Self.now() - t0) / 1e6)
+                        guard after - before >= UInt64(count * messageSize) else {
+                            throw KianaNetError(.protocolViolation, "the listener read \(after - before) bytes of the \(count * messageSize) streamed")
+                        }
                     }
                     return best
                 }
