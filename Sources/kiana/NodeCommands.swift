@@ -146,7 +146,8 @@ struct Status: ParsableCommand {
                     say(
                         "HTTP:        \(h.open) connections (\(h.active) active, \(h.idle) idle, \(h.awaitingHead) awaiting a head; cap \(h.cap), \(h.perSourceCap) per address); "
                             + "since start \(h.refused) refused, \(h.evictedIdle + h.evictedAwaitingHead) closed for room, "
-                            + "\(h.headTimeouts + h.bodyTimeouts + h.writeStalls + h.idleClosed) closed at a deadline")
+                            + "\(h.headTimeouts + h.bodyTimeouts + h.writeStalls + h.idleClosed) closed at a deadline, "
+                            + "\(h.lingerClosed) closed after an early answer (their body still coming)")
                     if let p = c.p2p { say("P2P:         \(p.open) inbound connections\(p.share.map { " (share \($0) descriptors)" } ?? ""); \(p.refused) refused since start") }
                     let d = c.descriptors
                     var line = "Descriptors: \(d.inUse.map(String.init) ?? "?") in use of \(d.limit.map(String.init) ?? "?")"
