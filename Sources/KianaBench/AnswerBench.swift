@@ -316,7 +316,7 @@ public struct AnswerBench {
         return out
     }
 
-    func seconds(_ d: Duration) -> Double { Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18 }
+    func seconds(_ d: Duration) -> Double { d / .seconds(1) }
 
     /// Summaries for all questions, per language of answerable questions, and per kind.
     public static func summarise(_ outcomes: [Outcome]) -> [Summary] {

@@ -91,7 +91,7 @@ public actor PeerBook {
         let now = ContinuousClock.now
         var b = buckets[key] ?? (burst, now)
         let elapsed = now - b.at
-        b.tokens = min(burst, b.tokens + (Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18) * rate)
+        b.tokens = min(burst, b.tokens + elapsed / .seconds(1) * rate)
         b.at = now
         guard b.tokens >= 1 else {
             buckets[key] = b

@@ -142,7 +142,7 @@ extension PeerNetwork {
         let links = await registry.all
         for i in list.indices where list[i].state == "connected" {
             if let link = links.first(where: { $0.deviceID.description == list[i].device }), let rtt = await link.rtt {
-                list[i].rttMillis = Double(rtt.components.attoseconds) / 1e15 + Double(rtt.components.seconds) * 1000
+                list[i].rttMillis = rtt / .milliseconds(1)
             }
         }
         return list

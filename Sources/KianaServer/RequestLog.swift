@@ -37,7 +37,7 @@ struct RequestLogMiddleware<Context: RequestContext>: RouterMiddleware {
 
     func answered(_ request: Request, context: Context, status: Int, after elapsed: Duration) {
         let route = context.endpointPath ?? "NotFound"
-        let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+        let seconds = elapsed / .seconds(1)
         metrics.record(method: request.method.rawValue, route: route, status: status, seconds: seconds)
         let path = request.uri.path
         let quiet = ["/health", "/ready", "/metrics"].contains(path) || (request.method == .get && WebUI.files[path] != nil)

@@ -32,7 +32,6 @@ struct SamplingFlags: ParsableArguments {
     }
 }
 
-
 struct Tokenize: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Print a text's token IDs for the language model as a JSON array (control tokens matched whole).")
     @OptionGroup var data: DataOptions

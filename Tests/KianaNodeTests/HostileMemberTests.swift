@@ -220,13 +220,9 @@ extension LedgerStore {
                 let seen = String(describing: try Self.peer(a, hDevice))
                 #expect(refused, "\(name): A shows no refusal naming \(rule): \(seen)")
                 // H keeps the last refusal it heard of: it must come to name this act's rule.
-                var told: String?
-                for _ in 0..<100 {
-                    told = await h.book.peer(idAKey)?.refusedThere
-                    if told?.contains(rule) == true { break }
-                    try await Task.sleep(for: .milliseconds(100))
-                }
-                #expect(told?.contains(rule) == true, "\(name): H was not told (it last heard: \(told ?? "nothing"))")
+                let heard = await PairingTests.eventually(10) { await h.book.peer(idAKey)?.refusedThere?.contains(rule) == true }
+                let told = await h.book.peer(idAKey)?.refusedThere
+                #expect(heard, "\(name): H was not told (it last heard: \(told ?? "nothing"))")
                 let here = try Self.peer(a, hDevice)?["refusedHere"] as? String ?? "-"
                 print("hostile \(name): A refused: \(here); H was told: \(told ?? "-")")
                 #expect(try await Self.honestStillSync(a, b, name), "\(name): A and B stopped syncing")

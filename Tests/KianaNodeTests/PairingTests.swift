@@ -44,13 +44,13 @@ import Testing
     }
 
     /// Polls until `condition` holds (at most `seconds`).
-    static func eventually(_ seconds: Double = 15, _ condition: () throws -> Bool) async rethrows -> Bool {
+    static func eventually(_ seconds: Double = 15, _ condition: () async throws -> Bool) async rethrows -> Bool {
         let end = Date().addingTimeInterval(seconds)
         while Date() < end {
-            if try condition() { return true }
+            if try await condition() { return true }
             try? await Task.sleep(for: .milliseconds(200))
         }
-        return try condition()
+        return try await condition()
     }
 
     /// Peer lists for failure messages.
