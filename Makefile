@@ -35,6 +35,10 @@ run: build
 # (a handshake peer waiting 10 s on a starved responder failed CI once).
 PROCESS_TESTS := ^(KianaNodeTests|KianaNetTests)\.
 HEAVY_PROCESS_TESTS := ^KianaNodeTests\.(RetrievalCLITests|LLMCLITests|CompatAPITests|RestAPITests|BrowserUITests|TrustedAnswerTests|ObservabilityTests|VectorBackendTests|VoiceTests)
+# Push to talk records Chromium's fake microphone in real time (a ScriptProcessor on the page's
+# main thread): beside the other heavy suites its capture was garbled once ("when does the bakery
+# i'm i'm", the recogniser taking 12.8 s for 4.3 s of audio), so it runs alone after them.
+REALTIME_AUDIO_TESTS := ^KianaNodeTests\.BrowserUITests/pushToTalkAndReadAloud
 # The sync drills (partition, crash while receiving, stranger flood) time propagation and keep
 # both cores busy syncing 20,000 entries, so they run alone, after the other process tests.
 # `make test` runs them bounded (one seed, a 15 s flood); `make drill` in full.
@@ -70,7 +74,8 @@ test: check-imports build
 	@KIANA_BIN=$(CURDIR)/$(BIN) $(SWIFT) test --skip-build --disable-xctest --filter '$(NET_TIMING_TESTS)'
 	@KIANA_BIN=$(CURDIR)/$(BIN) $(SWIFT) test --skip-build --disable-xctest --filter '$(HOSTILE_MEMBER_TESTS)'
 	@KIANA_BIN=$(CURDIR)/$(BIN) $(SWIFT) test --skip-build --disable-xctest --filter '$(HTTP_HOSTILE_TESTS)'
-	@KIANA_BIN=$(CURDIR)/$(BIN) $(SWIFT) test --skip-build --disable-xctest --filter '$(HEAVY_PROCESS_TESTS)'
+	@KIANA_BIN=$(CURDIR)/$(BIN) $(SWIFT) test --skip-build --disable-xctest --filter '$(HEAVY_PROCESS_TESTS)' --skip '$(REALTIME_AUDIO_TESTS)'
+	@KIANA_BIN=$(CURDIR)/$(BIN) $(SWIFT) test --skip-build --disable-xctest --filter '$(REALTIME_AUDIO_TESTS)'
 	@KIANA_BIN=$(CURDIR)/$(BIN) KIANA_DRILL_SEEDS=1 KIANA_FLOOD_SECONDS=15 $(SWIFT) test --skip-build --disable-xctest --filter '$(DRILL_TESTS)'
 	@KIANA_BIN=$(CURDIR)/$(BIN) $(SWIFT) test --skip-build --disable-xctest --skip '$(PROCESS_TESTS)'
 	@./scripts/fuzz.sh $(FUZZ_SECONDS)
