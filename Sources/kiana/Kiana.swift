@@ -24,6 +24,13 @@ struct Kiana: AsyncParsableCommand {
         // A closed stdout or stderr pipe (`kiana serve | head`) is an error to report, not a
         // signal that kills the process.
         signal(SIGPIPE, SIG_IGN)
+        // On Linux the Swift runtime reads the arguments from /proc/self/cmdline; without /proc
+        // (a bare chroot) it sees none, not even the program's name, and would run as if asked
+        // for nothing.
+        if CommandLine.argc < 1 {
+            Output.error(KianaNodeError(.io, "cannot read the command line: /proc is not mounted (mount it with `mount -t proc proc /proc`)"))
+            Glibc.exit(1)
+        }
         if let bad = CommandLine.invalidUTF8Argument {
             Output.error(KianaNodeError(.invalidInput, "argument \(bad) is not valid UTF-8 text"))
             Glibc.exit(1)
@@ -52,7 +59,7 @@ struct Kiana: AsyncParsableCommand {
 extension CommandLine {
     /// The position (1-based) of the first argument whose bytes are not valid UTF-8, if any.
     static var invalidUTF8Argument: Int? {
-        for i in 1..<Int(argc) {
+        for i in 1..<max(1, Int(argc)) {
             guard let p = unsafeArgv[i] else { continue }
             let bytes = UnsafeBufferPointer(start: UnsafeRawPointer(p).assumingMemoryBound(to: UInt8.self), count: strlen(p))
             if String(validating: bytes, as: UTF8.self) == nil { return i }

@@ -46,7 +46,7 @@ import Testing
         let xs = (0..<(4 * n)).map { _ in Float(g.next() >> 40) / Float(1 << 24) * 4 - 2 }
         bytes.withUnsafeBytes { wb in
             let w = WeightMatrix(base: wb.baseAddress!, type: type, rows: rows, cols: n)
-            var act = QuantizedRows(n: n, capacity: 4)
+            let act = QuantizedRows(n: n, capacity: 4)
             defer { act.deallocate() }
             xs.withUnsafeBufferPointer { act.set($0.baseAddress!, rows: 4) }
             var deq = [Float](repeating: 0, count: n)
@@ -67,7 +67,7 @@ import Testing
     }
 
     @Test func activationQuantisationMatchesGgml() {
-        var act = QuantizedRows(n: 32, capacity: 1)
+        let act = QuantizedRows(n: 32, capacity: 1)
         defer { act.deallocate() }
         let x: [Float] = (0..<32).map { Float($0) - 12.7 }
         x.withUnsafeBufferPointer { act.set($0.baseAddress!, rows: 1) }

@@ -97,7 +97,7 @@ import Testing
             let readyAt = try #require(field(ready, "epochMs"))
             // The node's log line can reach its pipe after the browser printed (it is written by
             // a thread of its own): look for it for a while.
-            _ = await PairingTests.eventually(5) { logLine("mDNS service announced") != nil }
+            _ = await eventually(5) { logLine("mDNS service announced") != nil }
             let announced = try #require(logLine("mDNS service announced"), "\(node.process.output)")
             let announcedAt = try #require(field(announced, "epochMs"))
             let discoveryMs = at - readyAt

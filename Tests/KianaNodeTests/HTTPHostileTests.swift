@@ -171,7 +171,7 @@ import Testing
         let nodeB = try await PairingTests.serve(b)
         defer { nodeB.process.signal(SIGKILL) }
         let idB = try nodeIdentity(b)
-        #expect(try await PairingTests.eventually(30) { try PairingTests.connectedMembers(a) == [idB.device] }, "\(PairingTests.describe(a, b))")
+        #expect(try await eventually(30) { try PairingTests.connectedMembers(a) == [idB.device] }, "\(PairingTests.describe(a, b))")
         let p = ["--port", String(port), "--token", token]
         let cap = try #require(try await Self.metric(port, "kiana_http_connections_cap", token: token))
         // Warm up (first requests, a write that loads the embedder to index it, sync), then the
@@ -226,13 +226,13 @@ import Testing
         for text in written { #expect(items.contains(text), "\(text) is not on A") }
         #expect(written.count == 3)
         #expect(
-            try await PairingTests.eventually(20) {
+            try await eventually(20) {
                 let list = try kiana(["list", "--data-dir", b]).out
                 return written.allSatisfy { list.contains($0) }
             }, "B did not get the writes made during the flood")
         // Afterwards: no leaked descriptors or connections, memory back near its baseline.
         var fdsAfter = 0.0
-        _ = await PairingTests.eventually(15) {
+        _ = await eventually(15) {
             fdsAfter = Double((try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(serveA.process.pid)/fd").count) ?? 0)
             return fdsAfter <= fdsBefore + 4
         }

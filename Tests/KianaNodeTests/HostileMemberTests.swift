@@ -149,7 +149,7 @@ extension LedgerStore {
         let text = "honest \(label) \(UUID().uuidString.prefix(8))"
         let r = try await kiana(["remember", text, "--data-dir", a])
         guard r.status == 0 else { return false }
-        return try await PairingTests.eventually(10) { try kiana(["list", "--data-dir", b]).out.contains(text) }
+        return try await eventually(10) { try kiana(["list", "--data-dir", b]).out.contains(text) }
     }
 
     @Test func hostileMemberIsRefusedAndCutOffWhileHonestDevicesSync() async throws {
@@ -164,7 +164,7 @@ extension LedgerStore {
         let nodeB = try await Self.serve(b)
         let idA = try nodeIdentity(a)
         let idB = try nodeIdentity(b)
-        #expect(try await PairingTests.eventually { try PairingTests.connectedMembers(a) == [idB.device] }, "\(PairingTests.describe(a, b))")
+        #expect(try await eventually { try PairingTests.connectedMembers(a) == [idB.device] }, "\(PairingTests.describe(a, b))")
 
         // H pairs with A (the code typed into A's `kiana pair`), B votes it in.
         let hId = DeviceIdentity.generate()
@@ -205,7 +205,7 @@ extension LedgerStore {
             defer { group.cancelAll() }
             // H is linked to A and is an authority on its own chain once B's vote arrived.
             #expect(
-                try await PairingTests.eventually(30) {
+                try await eventually(30) {
                     try PairingTests.connectedMembers(a).contains(hDevice) && hStore.authorities().contains(hId.publicKey)
                 }, "\(PairingTests.describe(a))")
             #expect(try await Self.honestStillSync(a, b, "before"))
@@ -214,13 +214,13 @@ extension LedgerStore {
             func act(_ name: String, mode: TamperingStore.Mode, rule: String, _ body: () async throws -> Void) async throws {
                 store.mode.withLock { $0 = mode }
                 try await body()
-                let refused = try await PairingTests.eventually(20) {
+                let refused = try await eventually(20) {
                     (try Self.peer(a, hDevice)?["refusedHere"] as? String)?.contains(rule) == true
                 }
                 let seen = String(describing: try Self.peer(a, hDevice))
                 #expect(refused, "\(name): A shows no refusal naming \(rule): \(seen)")
                 // H keeps the last refusal it heard of: it must come to name this act's rule.
-                let heard = await PairingTests.eventually(10) { await h.book.peer(idAKey)?.refusedThere?.contains(rule) == true }
+                let heard = await eventually(10) { await h.book.peer(idAKey)?.refusedThere?.contains(rule) == true }
                 let told = await h.book.peer(idAKey)?.refusedThere
                 #expect(heard, "\(name): H was not told (it last heard: \(told ?? "nothing"))")
                 let here = try Self.peer(a, hDevice)?["refusedHere"] as? String ?? "-"
@@ -245,7 +245,7 @@ extension LedgerStore {
             /// a fork, fork choice can prefer A's block by its hash, and A never pulls H's chain:
             /// the endless stream failed that way in CI once.
             func linkedHoldingAsHead() async throws {
-                let ok = try await PairingTests.eventually(20) {
+                let ok = try await eventually(20) {
                     guard try PairingTests.connectedMembers(a).contains(hDevice), let mine = try hStore.head(),
                         let theirs = try Self.head(a)
                     else { return false }
@@ -267,10 +267,10 @@ extension LedgerStore {
                 try await announce()
             }
             // 4. A and B drop H; over the link it still has, H pushes a block it signed after that.
-            _ = try await PairingTests.eventually(20) { try PairingTests.connectedMembers(a).contains(hDevice) }
+            _ = try await eventually(20) { try PairingTests.connectedMembers(a).contains(hDevice) }
             #expect(try await kiana(["vote", "drop", Hex.encode(hId.publicKey), "--data-dir", a]).status == 0)
             #expect(try await kiana(["vote", "drop", Hex.encode(hId.publicKey), "--data-dir", b]).status == 0)
-            let dropped = try await PairingTests.eventually(20) { try !hStore.authorities().contains(hId.publicKey) }
+            let dropped = try await eventually(20) { try !hStore.authorities().contains(hId.publicKey) }
             #expect(dropped, "H never learned it was dropped")
             try await act("block from a dropped authority", mode: .honest, rule: "authority") {
                 let head = try #require(try hStore.head())

@@ -55,7 +55,7 @@ import Testing
         var nodeB = try await PairingTests.serve(b)
         let old = try #require(try await Self.status(a)["device"] as? String)
         let bDevice = try #require(try await Self.status(b)["device"] as? String)
-        #expect(try await PairingTests.eventually(30) { try PairingTests.connectedMembers(a).contains(bDevice) }, "\(PairingTests.describe(a, b))")
+        #expect(try await eventually(30) { try PairingTests.connectedMembers(a).contains(bDevice) }, "\(PairingTests.describe(a, b))")
 
         // B away: the rotation is written but not confirmed; A keeps its key, also across a restart.
         nodeB.process.signal(SIGTERM)
@@ -71,7 +71,7 @@ import Testing
         nodeB = try await PairingTests.serve(b)
         #expect(try await kiana(["peers", "add", "127.0.0.1:\(nodeA.p2p)", "--data-dir", b]).status == 0)
         // Linked again, A (still on its old key) hands B the rotation.
-        #expect(try await PairingTests.eventually(30) { try PairingTests.connectedMembers(a).contains(bDevice) }, "\(PairingTests.describe(a, b))")
+        #expect(try await eventually(30) { try PairingTests.connectedMembers(a).contains(bDevice) }, "\(PairingTests.describe(a, b))")
 
         // Online again: B holds the rotation, the new key takes over on disk.
         let r = try await kiana(["device", "rotate", "--data-dir", a, "--wait", "60"])
@@ -79,7 +79,7 @@ import Testing
         let new = try #require(try await Self.status(a)["device"] as? String)
         #expect(new != old && r.out.contains("Restart the node"), "\(r.out)")
         #expect(
-            try await PairingTests.eventually(30) {
+            try await eventually(30) {
                 let s = try JSONSerialization.jsonObject(with: Data(try kiana(["status", "--json", "--data-dir", b]).out.utf8)) as? [String: Any]
                 return Set(s?["authorities"] as? [String] ?? []) == [new, bDevice]
             }, "B never learned the rotation")
@@ -91,12 +91,12 @@ import Testing
         // The test's nodes take any free port: tell B where A listens now.
         #expect(try await kiana(["peers", "add", "127.0.0.1:\(nodeA.p2p)", "--data-dir", b]).status == 0)
         #expect(
-            try await PairingTests.eventually(30) { try PairingTests.connectedMembers(b).contains(new) }, "\(PairingTests.describe(a, b))")
+            try await eventually(30) { try PairingTests.connectedMembers(b).contains(new) }, "\(PairingTests.describe(a, b))")
         #expect(try !PairingTests.connectedMembers(b).contains(old))
         let marker = "written by the rotated key \(UInt32.random(in: 1000...9999))"
         let wrote = try await kiana(["remember", marker, "--data-dir", a])
         #expect(wrote.status == 0, "\(wrote.err)")
-        #expect(try await PairingTests.eventually(30) { try kiana(["list", "--data-dir", b]).out.contains(marker) }, "B never got the new key's write")
+        #expect(try await eventually(30) { try kiana(["list", "--data-dir", b]).out.contains(marker) }, "B never got the new key's write")
 
         for n in [nodeA, nodeB] { n.process.signal(SIGTERM) }
         for n in [nodeA, nodeB] {

@@ -43,16 +43,6 @@ import Testing
         return (ps, pair.output, js, "\(join.output)")
     }
 
-    /// Polls until `condition` holds (at most `seconds`).
-    static func eventually(_ seconds: Double = 15, _ condition: () async throws -> Bool) async rethrows -> Bool {
-        let end = Date().addingTimeInterval(seconds)
-        while Date() < end {
-            if try await condition() { return true }
-            try? await Task.sleep(for: .milliseconds(200))
-        }
-        return try await condition()
-    }
-
     /// Peer lists for failure messages.
     static func describe(_ dirs: String...) -> String {
         dirs.map { "\($0): \((try? peers($0)) ?? [])" }.joined(separator: "\n")
@@ -94,9 +84,9 @@ import Testing
         let idA = try nodeIdentity(a)
         let idB = try nodeIdentity(b)
         #expect(
-            try await Self.eventually { try Self.connectedMembers(a) == [idB.device] && Self.connectedMembers(b) == [idA.device] },
+            try await eventually { try Self.connectedMembers(a) == [idB.device] && Self.connectedMembers(b) == [idA.device] },
             "\(Self.describe(a, b))")
-        #expect(try await Self.eventually { (try Self.peers(a).first?["rttMillis"] as? Double ?? 0) > 0 }, "no RTT: \(Self.describe(a))")
+        #expect(try await eventually { (try Self.peers(a).first?["rttMillis"] as? Double ?? 0) > 0 }, "no RTT: \(Self.describe(a))")
 
         // C: A's vote is one of two needed; B's vote completes it.
         let third = try await Self.pair(authority: nodeA, joiner: c, name: "gamma")
@@ -107,14 +97,14 @@ import Testing
         let nodeC = try await Self.serve(c)
         #expect(try await kiana(["peers", "add", "127.0.0.1:\(nodeB.p2p)", "--data-dir", c]).status == 0)
         #expect(
-            try await Self.eventually(30) {
+            try await eventually(30) {
                 try Self.connectedMembers(a) == [idB.device, idC.device] && Self.connectedMembers(b) == [idA.device, idC.device]
                     && Self.connectedMembers(c) == [idA.device, idB.device]
             }, "\(Self.describe(a, b, c))\n\(nodeA.process.output)")
         // Linked is not yet synced: C may still be pulling B's vote for it.
         for dir in [a, b, c] {
             var status = ""
-            let agreed = try await Self.eventually(15) {
+            let agreed = try await eventually(15) {
                 status = try kiana(["status", "--data-dir", dir]).out
                 return [idA, idB, idC].allSatisfy { status.contains($0.device) } && status.contains("Votes:       none pending")
             }
@@ -199,7 +189,7 @@ import Testing
             ])
         #expect(await forger.wait() == 0, "\(forger.output)")
         #expect(
-            await Self.eventually {
+            await eventually {
                 let log = nodeA.process.output
                 return log.contains("not an authority of this network") && log.contains("peer belongs to another network")
                     && log.contains("does not cover the peer's static key")

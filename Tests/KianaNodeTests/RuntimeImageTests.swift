@@ -120,4 +120,18 @@ import Testing
         node.signal(SIGTERM)
         _ = await node.wait(timeout: 30)
     }
+    /// The Swift runtime reads a process's arguments from /proc/self/cmdline, so a tree run
+    /// without /proc (a bare chroot) gets none; kiana must say so, not trap or act on no arguments.
+    @Test(.enabled(if: getuid() == 0 || Shared.isCI, "needs root (mount namespaces)"))
+    func withoutProcTheCommandLineIsRefusedWithTheReason() async throws {
+        for args in ["--help", "serve --port 0", "status"] {
+            let r = try await runProcess(
+                "/usr/bin/unshare",
+                ["--mount", "--propagation", "private", "/bin/sh", "-c", "mount -t tmpfs -o size=1k none /proc && exec \(kianaBinary()) \(args)"])
+            let err = String(decoding: r.err, as: UTF8.self)
+            #expect(r.status == 1, "\(args): \(r.status) \(err)")
+            #expect(err.contains("/proc is not mounted") && !err.contains("Fatal error"), "\(args): \(err)")
+            #expect(r.out.isEmpty, "\(args): \(String(decoding: r.out, as: UTF8.self))")
+        }
+    }
 }

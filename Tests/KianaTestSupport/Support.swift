@@ -30,6 +30,19 @@ public enum Shared {
     }
 }
 
+/// Polls `condition` every `interval` until it holds, for at most `seconds`; the last look is
+/// taken at the deadline, so a condition that comes true just then still counts.
+public func eventually(
+    _ seconds: Double = 15, every interval: Duration = .milliseconds(50), _ condition: () async throws -> Bool
+) async rethrows -> Bool {
+    let end = ContinuousClock.now + .milliseconds(Int(seconds * 1000))
+    while ContinuousClock.now < end {
+        if try await condition() { return true }
+        try? await Task.sleep(for: interval)
+    }
+    return try await condition()
+}
+
 /// Runs a process to completion, feeding `input` on stdin; returns (status, stdout, stderr).
 @discardableResult
 public func runProcess(_ executable: String, _ args: [String], input: Data? = nil, environment: [String: String]? = nil) throws -> (
