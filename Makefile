@@ -35,9 +35,10 @@ run: build
 # (a handshake peer waiting 10 s on a starved responder failed CI once).
 PROCESS_TESTS := ^(KianaNodeTests|KianaNetTests)\.
 HEAVY_PROCESS_TESTS := ^KianaNodeTests\.(RetrievalCLITests|LLMCLITests|CompatAPITests|RestAPITests|BrowserUITests|TrustedAnswerTests|ObservabilityTests|VectorBackendTests|VoiceTests)
-# Push to talk records Chromium's fake microphone in real time (a ScriptProcessor on the page's
-# main thread): beside the other heavy suites its capture was garbled once ("when does the bakery
-# i'm i'm", the recogniser taking 12.8 s for 4.3 s of audio), so it runs alone after them.
+# Push to talk records Chromium's fake microphone in real time: beside the other heavy suites its
+# capture was garbled once ("when does the bakery i'm i'm", the recogniser taking 12.8 s for 4.3 s
+# of audio; the page then read the microphone on its main thread, an AudioWorklet does now), so
+# it still runs alone after them.
 REALTIME_AUDIO_TESTS := ^KianaNodeTests\.BrowserUITests/pushToTalkAndReadAloud
 # The sync drills (partition, crash while receiving, stranger flood) time propagation and keep
 # both cores busy syncing 20,000 entries, so they run alone, after the other process tests.

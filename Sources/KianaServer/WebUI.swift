@@ -12,6 +12,7 @@ enum WebUI {
     static let files: [String: (resource: String, type: String)] = [
         "/": ("index.html", "text/html; charset=utf-8"),
         "/ui/app.js": ("app.js", "text/javascript; charset=utf-8"),
+        "/ui/recorder.js": ("recorder.js", "text/javascript; charset=utf-8"),
         "/ui/style.css": ("style.css", "text/css; charset=utf-8"),
         "/openapi.json": ("openapi.json", "application/json"),
     ]

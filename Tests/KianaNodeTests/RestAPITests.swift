@@ -309,6 +309,8 @@ import Testing
         let js = try await Self.call(u + "/ui/app.js")
         #expect(js.code == 200 && js.body.contains("/api/v1/ask"))
         #expect(try await Self.call(u + "/ui/style.css").code == 200)
+        let recorder = try await Self.call(u + "/ui/recorder.js")
+        #expect(recorder.code == 200 && recorder.body.contains("registerProcessor(\"kiana-recorder\""))
         // The OpenAPI document is served, and every route it lists exists (no 404/405).
         let spec = try await Self.call(u + "/openapi.json")
         let paths = try #require(spec.json["paths"] as? [String: [String: Any]], "\(spec.body.prefix(200))")

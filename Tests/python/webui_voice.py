@@ -153,6 +153,11 @@ def main():
                        " && voice.rec && voice.rec.state === 'recording'", timeout=30)
         except TimeoutError:
             fail("clicking Talk did not start a recording", b, shots)
+        # The microphone is read on the audio thread (an AudioWorklet), not by a main-thread
+        # ScriptProcessorNode a busy page can starve.
+        seen["capture_node"] = b.eval("voice.rec && voice.rec.node ? voice.rec.node.constructor.name : null")
+        if seen["capture_node"] != "AudioWorkletNode":
+            fail("the recording is not captured by an AudioWorkletNode: " + repr(seen["capture_node"]), b, shots)
         time.sleep(4)
         seen["recording_label"] = b.eval("document.querySelector('#talk .label').textContent")
         b.screenshot(os.path.join(shots, "webui-voice-recording.png"))

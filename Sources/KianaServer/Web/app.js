@@ -184,8 +184,8 @@ $("#conversations").addEventListener("change", guarded(async () => {
 // Speech in: push-to-talk records the microphone, the node transcribes it (POST
 // /api/v1/voice/transcribe, a WAV) and the text is asked like a typed question. Speech out: answers
 // are read aloud sentence by sentence (POST /api/v1/voice/speak → WAV → <audio> from a blob: URL).
-// The page's CSP allows no worker or blob: script, so the microphone is read with a
-// ScriptProcessorNode (deprecated but everywhere) rather than an AudioWorklet.
+// The microphone is read by an AudioWorklet (/ui/recorder.js, same origin as the page's CSP
+// requires) on the audio thread, so a busy page cannot garble the recording.
 // note: what stays under the question box when no voice message is due (what is not installed).
 const voice = { loaded: false, speech: false, recognition: false, hint: "", note: "", maxSeconds: 60, rec: null, press: null, speaker: null };
 const HOLD_MS = 400; // a press held longer is push-to-talk (release sends); a shorter one toggles
@@ -289,10 +289,12 @@ async function startRecording() {
     await r.context.resume();
     r.rate = r.context.sampleRate;
     r.source = r.context.createMediaStreamSource(r.stream);
-    r.node = r.context.createScriptProcessor(4096, 1, 1); // several input channels are mixed to one
-    r.node.onaudioprocess = (e) => captured(r, e.inputBuffer.getChannelData(0));
+    await r.context.audioWorklet.addModule("/ui/recorder.js");
+    // One input channel, explicitly: several microphone channels are mixed to one by the graph.
+    r.node = new AudioWorkletNode(r.context, "kiana-recorder", { numberOfInputs: 1, numberOfOutputs: 1, outputChannelCount: [1], channelCount: 1, channelCountMode: "explicit" });
+    r.node.port.onmessage = (e) => captured(r, e.data);
     r.source.connect(r.node);
-    r.node.connect(r.context.destination); // Chrome runs a ScriptProcessor only when it is connected; it outputs silence
+    r.node.connect(r.context.destination); // pulled by the destination; its output is silence
   } catch (e) {
     release(r);
     voice.rec = null;
@@ -306,7 +308,7 @@ async function startRecording() {
 }
 function captured(r, samples) {
   if (r.state !== "recording") return;
-  r.chunks.push(new Float32Array(samples)); // the buffer is reused by the next callback
+  r.chunks.push(samples); // each chunk is the worklet's own, transferred to the page
   const before = Math.floor(r.samples / r.rate);
   r.samples += samples.length;
   if (Math.floor(r.samples / r.rate) !== before) showTalk();
@@ -314,7 +316,7 @@ function captured(r, samples) {
 }
 // Lets go of the microphone (the browser's recording indicator goes off).
 function release(r) {
-  if (r.node) { r.node.onaudioprocess = null; r.node.disconnect(); }
+  if (r.node) { r.node.port.onmessage = null; r.node.disconnect(); }
   if (r.source) r.source.disconnect();
   if (r.stream) r.stream.getTracks().forEach((t) => t.stop());
   if (r.context) r.context.close().catch(() => {});
