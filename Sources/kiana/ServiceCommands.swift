@@ -158,6 +158,9 @@ struct ServiceInstall: ParsableCommand {
             if fm.fileExists(atPath: unit), !force {
                 throw KianaNodeError(.conflict, "\(unit) exists; --force replaces it")
             }
+            // Every place is checked before anything is copied, so a unit that cannot be written
+            // does not leave a replaced binary or half the models behind.
+            for (flag, path) in [("--unit", unit), ("--binary", binary), ("--models-target", modelsTarget)] { try Self.checkWritable(path, flag: flag) }
             // The binary: this executable, unless it already is the target.
             let me = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().path
             let selfPath = (try? fm.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? me
@@ -179,6 +182,23 @@ struct ServiceInstall: ParsableCommand {
             }
             try Self.write(Data(SystemdUnit.text(binary: binary, models: modelsTarget).utf8), to: unit, mode: 0o644)
             say("wrote \(unit); start it with: systemctl daemon-reload && systemctl enable --now kiana")
+        }
+    }
+
+    /// Throws unless `path` could be created: its nearest existing ancestor is a directory this
+    /// process may write to (as root, one on a writable file system).
+    static func checkWritable(_ path: String, flag: String) throws {
+        var dir = (path as NSString).deletingLastPathComponent
+        var isDir: ObjCBool = false
+        while !FileManager.default.fileExists(atPath: dir, isDirectory: &isDir) {
+            let up = (dir as NSString).deletingLastPathComponent
+            if up == dir || up.isEmpty { break }
+            dir = up
+        }
+        guard isDir.boolValue else { throw KianaNodeError(.invalidInput, "\(flag) \(path): \(dir) is not a directory") }
+        guard access(dir, W_OK) == 0 else {
+            throw KianaNodeError(
+                .io, "\(flag) \(path): cannot write in \(dir): \(String(cString: strerror(errno))) (run as root, or choose paths with --unit/--binary/--models-target)")
         }
     }
 

@@ -82,6 +82,17 @@ import Testing
             #expect(r.status != 0 && r.err.contains("--binary"), "\(bad): \(r.err)")
             #expect(!FileManager.default.fileExists(atPath: dir.path + "/u2.service"))
         }
+        // A unit that cannot be written (its directory is a file) is found before the binary is
+        // copied: nothing is replaced or left behind.
+        let file = dir.path + "/not-a-dir"
+        try Data("x".utf8).write(to: URL(fileURLWithPath: file))
+        let fresh = dir.path + "/bin2/kiana"
+        let blocked = try await kiana([
+            "service", "install", "--unit", file + "/kiana.service", "--binary", fresh, "--models-target", dir.path + "/share2", "--model-dir", models,
+            "--data-dir", data,
+        ])
+        #expect(blocked.status == 1 && blocked.err.contains("--unit") && blocked.err.contains("is not a directory"), "\(blocked.err)")
+        #expect(!FileManager.default.fileExists(atPath: fresh) && !FileManager.default.fileExists(atPath: dir.path + "/share2"))
     }
 
     @Test func serveTellsSystemdWhenItIsReady() async throws {
