@@ -55,7 +55,7 @@ import Testing
         #expect(ingest.status == 0, "\(ingest.err)")
         let queries = (set["queries"] as! [[String: Any]]).prefix(25).map { $0["query"] as! String }
 
-        let port = Int.random(in: 20_000...60_000)
+        let port = LLMCLITests.freePort()  // one the kernel just handed out, not a random guess
         var server = try await Self.startChroma(chroma, path: tmp.path + "/chroma", port: port)
         let env = ["KIANA_VECTOR_BACKEND": "chroma", "KIANA_VECTOR_URL": "http://127.0.0.1:\(port)"]
         var same = 0
