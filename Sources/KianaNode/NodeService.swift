@@ -459,7 +459,7 @@ public final class NodeService: NodeAPI {
         if checked.matched {
             let key = Hex.encode(checked.key)
             do {
-                _ = try await store { n in try n.vote(add: true, key: key) }
+                _ = try await store { n in try n.vote(add: true, target: key, force: true) }  // the matched code is the confirmation
             } catch {
                 await network.pairing.reject(checked.key)
                 throw KianaNetError(.pairing, "could not write the vote: \(ErrorLine.text(for: error))", cause: error as? any Error & Sendable)

@@ -191,15 +191,65 @@ extension Node {
         return try conversations.messages(id).map { MessageView(role: $0.role, content: $0.content, citations: $0.citations, created: $0.created) }
     }
 
-    /// Casts a membership vote; returns the block and whether the vote has passed.
-    public func vote(add: Bool, key: String, now: UInt64 = currentMillis()) throws -> (block: UInt64, device: String, passed: Bool) {
-        guard let target = Hex.decode(key), target.count == 32 else {
-            throw KianaNodeError(.invalidInput, "the key must be 64 hex characters (see `kiana status` on that device)")
+    /// What a membership vote did: its block, the device voted on, and the tally.
+    public struct VoteOutcome: Sendable {
+        public var block: UInt64
+        public var device: String
+        public var passed: Bool
+        /// Votes for the proposal so far and how many it needs (more than half of the authorities).
+        public var votes: Int
+        public var needed: Int
+    }
+
+    /// Casts a membership vote on `target`: an identity key (64 hex characters) or a device ID
+    /// (for a drop, of an authority; for an add, of a device another authority proposed).
+    /// Dropping a device that is not an authority is refused. A first vote that would add a key
+    /// at once (this device the only authority) and that no pairing proposed needs `force`: a
+    /// mistyped key would become an authority that never votes, and could not be dropped again.
+    public func vote(add: Bool, target: String, force: Bool = false, now: UInt64 = currentMillis()) throws -> VoteOutcome {
+        let before = try store.membership()
+        let key = try Self.voteTarget(target, add: add, membership: before)
+        if !add, !before.authorities.contains(key) {
+            throw KianaNodeError(.invalidInput, "\(DeviceID(publicKey: key)) is not an authority of this network (`kiana status` lists them)")
+        }
+        let proposed = before.tally[key].map { $0.authorize == add && $0.count > 0 } ?? false
+        if add, !force, !proposed, !before.authorities.contains(key), 1 > before.authorities.count / 2 {
+            throw KianaNodeError(
+                .conflict,
+                "this vote alone would make \(DeviceID(publicKey: key)) an authority, and no pairing proposed it. Devices join by pairing (`kiana pair` here, `kiana join` there). If this key is right (`kiana status` on that device prints it), vote again with --force")
         }
         try requireWritable()
-        let r = try store.write(vote: Vote(target: target, authorize: add), identity: identity, now: now)
-        let passed = try store.membership().authorities.contains(target) == add
-        return (r.block.height, DeviceID(publicKey: target).description, passed)
+        let r = try store.write(vote: Vote(target: key, authorize: add), identity: identity, now: now)
+        let after = try store.membership()
+        let passed = after.authorities.contains(key) == add
+        let tally = after.tally[key].map { $0.authorize == add ? $0.count : 0 } ?? 0
+        return VoteOutcome(
+            block: r.block.height, device: DeviceID(publicKey: key).description, passed: passed, votes: passed ? 0 : tally,
+            needed: after.authorities.count / 2 + 1)
+    }
+
+    /// The identity key a vote names: 64 hex characters, or a device ID among the authorities
+    /// (drop) or the devices proposed for adding (add).
+    static func voteTarget(_ text: String, add: Bool, membership: Membership) throws -> [UInt8] {
+        let trimmed = text.trimmingCharacters(in: .whitespaces)
+        if trimmed.count == 64 {
+            guard let key = Hex.decode(trimmed) else { throw KianaNodeError(.invalidInput, "the key must be 64 hex characters") }
+            return key
+        }
+        let device: DeviceID
+        do { device = try DeviceID(parsing: trimmed) } catch {
+            throw KianaNodeError(
+                .invalidInput, "give the device's identity key (64 hex characters, `kiana status` on that device) or its device ID: \(error.message)")
+        }
+        let candidates = add ? membership.tally.filter { $0.value.authorize }.map(\.key) : Array(membership.authorities)
+        guard let key = candidates.first(where: { DeviceID(publicKey: $0) == device }) else {
+            throw KianaNodeError(
+                .notFound,
+                add
+                    ? "no authority has proposed adding \(device); give its identity key (64 hex characters, `kiana status` on that device)"
+                    : "\(device) is not an authority of this network (`kiana status` lists them)")
+        }
+        return key
     }
 
     /// Remembers a peer's address (HOST:PORT, checked) for the dialer; false if it was known.

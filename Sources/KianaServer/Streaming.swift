@@ -7,7 +7,9 @@ import Synchronization
 enum JSONText {
     static func encoder() -> JSONEncoder {
         let e = JSONEncoder()
-        e.outputFormatting = [.withoutEscapingSlashes]
+        // Sorted keys: the same value is the same text (the event stream compares texts to tell a
+        // change; unsorted, the order of keys differed from one encoding to the next).
+        e.outputFormatting = [.withoutEscapingSlashes, .sortedKeys]
         return e
     }
 

@@ -126,17 +126,25 @@ struct VoteCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "vote",
         abstract: "Vote to add or drop an authority (more than half of the authorities must agree).",
-        discussion: "KEY is the device's identity key in hex, as `kiana status` prints it on that device.")
+        discussion: """
+            DEVICE is the device's identity key in hex, as `kiana status` prints it on that device, or its
+            device ID: for a drop, of an authority (`kiana status` lists them); for an add, of a device
+            another authority proposed by pairing. Devices normally join by pairing (`kiana pair`), which
+            casts the pairing authority's vote; with several authorities the others add theirs here.
+            With two authorities a drop needs both: a lost device of two cannot be dropped (docs/operations.md).
+            """)
     enum Action: String, ExpressibleByArgument { case add, drop }
     @OptionGroup var data: DataOptions
     @Argument(help: "add or drop") var action: Action
-    @Argument(help: "The device's identity key (64 hex characters).") var key: String
+    @Argument(help: "The device's identity key (64 hex characters) or device ID.") var device: String
+    @Flag(help: "Add a key no pairing proposed, although this vote alone makes it an authority.") var force = false
 
     func run() throws {
         try perform {
             let node = try Node.open(directory: data.directory)
-            let r = try node.vote(add: action == .add, key: key)
-            say("Voted to \(action.rawValue) \(r.device) (block \(r.block)); \(r.passed ? "the vote passed" : "waiting for more votes")")
+            let r = try node.vote(add: action == .add, target: device, force: force)
+            let state = r.passed ? "the vote passed" : "waiting for more votes (\(r.votes) of the \(r.needed) needed)"
+            say("Voted to \(action.rawValue) \(r.device) (block \(r.block)); \(state)")
         }
     }
 }

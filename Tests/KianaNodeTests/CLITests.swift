@@ -138,7 +138,13 @@ import Testing
         #expect(try await kiana(["export", "-o", dir.path + "/a1.json"] + a).status == 0)
         #expect(try await kiana(["import", dir.path + "/a1.json"] + b).status == 0)
         let key = try await kiana(["status"] + b).out.split(separator: "\n").first { $0.hasPrefix("Identity:") }!.split(separator: " ").last!
-        let vote = try await kiana(["vote", "add", String(key)] + a)
+        // This vote alone would make the key an authority and no pairing proposed it: it needs
+        // --force (a mistyped key would be an authority that never votes and cannot be dropped).
+        let blocks = try await kiana(["ledger", "show"] + a).out
+        let unconfirmed = try await kiana(["vote", "add", String(key)] + a)
+        #expect(unconfirmed.status == 1 && unconfirmed.err.contains("--force") && unconfirmed.err.contains("kiana pair"), "\(unconfirmed.err)")
+        #expect(try await kiana(["ledger", "show"] + a).out == blocks, "a refused vote wrote a block")
+        let vote = try await kiana(["vote", "add", String(key), "--force"] + a)
         #expect(vote.out.contains("the vote passed"), "\(vote.out) \(vote.err)")
         #expect(try await kiana(["export", "-o", dir.path + "/a2.json"] + a).status == 0)
         #expect(try await kiana(["import", dir.path + "/a2.json"] + b).status == 0)

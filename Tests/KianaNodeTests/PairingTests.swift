@@ -1,4 +1,5 @@
 import Foundation
+import KianaCore
 import KianaTestSupport
 import Testing
 
@@ -93,7 +94,10 @@ import Testing
         #expect(third.pair == 0 && third.pairOut.contains("kiana vote add"), "\(third.pairOut)")
         #expect(third.join == 0 && third.joinOut.contains("vote is not complete"), "\(third.joinOut)")
         let idC = try nodeIdentity(c)
-        #expect(try await kiana(["vote", "add", idC.key, "--data-dir", b]).status == 0)
+        // B votes by C's device ID, which names the device A proposed once B holds A's vote.
+        #expect(try await eventually { try kiana(["status", "--data-dir", b]).out.contains("Vote:        add \(idC.device)") })
+        let byID = try await kiana(["vote", "add", idC.device, "--data-dir", b])
+        #expect(byID.status == 0 && byID.out.contains("the vote passed"), "\(byID.out) \(byID.err)")
         let nodeC = try await Self.serve(c)
         #expect(try await kiana(["peers", "add", "127.0.0.1:\(nodeB.p2p)", "--data-dir", c]).status == 0)
         #expect(
@@ -110,6 +114,12 @@ import Testing
             }
             #expect(agreed, "\(status)")
         }
+        // Drops name an authority, by device ID too; one vote of three is not enough.
+        let stranger = DeviceID(publicKey: Array(repeating: 7, count: 32)).description
+        let notMember = try await kiana(["vote", "drop", stranger, "--data-dir", a])
+        #expect(notMember.status == 1 && notMember.err.contains("not an authority"), "\(notMember.err)")
+        let drop = try await kiana(["vote", "drop", idC.device, "--data-dir", a])
+        #expect(drop.status == 0 && drop.out.contains("waiting for more votes (1 of the 2 needed)"), "\(drop.out) \(drop.err)")
 
         for n in [nodeA, nodeB, nodeC] { n.process.signal(SIGTERM) }
         for n in [nodeA, nodeB, nodeC] { #expect(await n.process.wait() == 0, "\(n.process.output)") }

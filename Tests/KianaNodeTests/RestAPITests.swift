@@ -105,6 +105,21 @@ import Testing
         }
     }
 
+    @Test("The live peers event comes when the peers change, not on every tick of the stream")
+    func peersEventOnlyOnChange() async throws {
+        let served = try await ServeTests.Served.start()
+        defer { served.close() }
+        // A peer address nothing answers at: the peer list is not empty and does not change.
+        #expect(try await kiana(["peers", "add", "127.0.0.1:9", "--data-dir", served.dir.path]).status == 0)
+        let live = try ChildProcess("/usr/bin/curl", ["-s", "-N", "-m", "60", served.url + "/api/v1/events"])
+        defer { live.signal(SIGTERM) }
+        #expect(await live.waitFor("127.0.0.1:9", timeout: 30) != nil, "\(live.output)")
+        // The stream looks about four times a second; the same list must not be sent again.
+        try await Task.sleep(for: .seconds(4))
+        let peers = Self.events(live.output + "\n\n").filter { $0.name == "peers" }
+        #expect((1...2).contains(peers.count), "\(peers.count) peers events in 4 s: \(live.output.suffix(600))")
+    }
+
     @Test("Edit, ingest with progress, ledger explorer, device, live events; bad input is refused with a code")
     func editIngestLedgerDeviceEvents() async throws {
         let served = try await ServeTests.Served.start()
