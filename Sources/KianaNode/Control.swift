@@ -42,9 +42,9 @@ public struct NodeControl: Sendable {
 
     /// One HTTP exchange with the node, through the same HTTP client the backends use
     /// (URLSession), waiting at most 30 s.
-    func exchange(_ method: String, _ path: String, body: Data? = nil) throws(KianaNodeError) -> Reply {
+    func exchange(_ method: String, _ path: String, body: Data? = nil, timeout: Double = 30) throws(KianaNodeError) -> Reply {
         guard let url = URL(string: "http://\(host):\(port)\(path)") else { throw KianaNodeError(.invalidInput, "bad control path \(path)") }
-        var request = URLRequest(url: url, timeoutInterval: 30)
+        var request = URLRequest(url: url, timeoutInterval: timeout)
         request.httpMethod = method
         request.setValue(token, forHTTPHeaderField: ControlSurfaceHeader.name)
         if let body {
@@ -91,6 +91,21 @@ public struct NodeControl: Sendable {
         do { return try JSONDecoder().decode(T.self, from: r.body.isEmpty ? Data("{}".utf8) : r.body) } catch {
             throw KianaNodeError(.io, "the node sent an unexpected answer to \(path)")
         }
+    }
+
+    /// Whether the node is ready (its store open, its models loaded), waiting at most `timeout`
+    /// seconds; the node's HTTP address is returned for messages.
+    public func readiness(timeout: Double) throws(KianaNodeError) -> (ready: Bool, store: Bool, model: Bool, address: String) {
+        struct R: Decodable {
+            var ready: Bool
+            var store: Bool
+            var model: Bool
+        }
+        let r = try exchange("GET", "/control/ready", timeout: timeout)
+        guard [200, 503].contains(r.status), let body = try? JSONDecoder().decode(R.self, from: r.body) else {
+            throw KianaNodeError(.network, "the node at \(host):\(port) answered \(r.status) to a readiness check")
+        }
+        return (body.ready, body.store, body.model, "http://\(host):\(port)")
     }
 
     public func peers() throws(KianaNodeError) -> [PeerStatus] {

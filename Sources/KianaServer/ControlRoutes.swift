@@ -58,6 +58,12 @@ struct ControlController<Context: RequestContext>: Sendable {
         r.get("peers") { _, _ in Peers(peers: await node.peers(rtt: true)) }
         r.get("sync") { _, _ in Sync(sync: try await node.syncStatus()) }
         r.get("connections") { _, _ in listeners.snapshot(p2p: await node.admissionStats()) }
+        // /ready for the local CLI (`kiana ready`), found through node.json whatever port and
+        // API token the node was started with.
+        r.get("ready") { _, _ -> EditedResponse<ReadyDTO> in
+            let ready = await node.readiness()
+            return EditedResponse(status: ready.ready ? .ok : .serviceUnavailable, response: ready)
+        }
         r.post("peers") { request, _ -> Added in
             let body = try await RequestBodies.decode(AddPeer.self, from: request, limit: RequestBodies.defaultLimit)
             return Added(address: body.address, added: try await node.addPeer(address: body.address))

@@ -13,7 +13,7 @@ import Logging
 /// raw path or query (a search query is knowledge text, and raw paths would let clients create
 /// unbounded label values), and no header or body. Probes (`/health`, `/ready`, `/metrics`) and
 /// the UI's static files are logged at debug, everything else at info; answers of 500 and above
-/// at warning.
+/// at warning, except a probe's 503 (not ready yet), which is debug like its other answers.
 struct RequestLogMiddleware<Context: RequestContext>: RouterMiddleware {
     static var header: HTTPField.Name { HTTPField.Name("X-Request-ID")! }
     let metrics: Metrics
@@ -40,8 +40,9 @@ struct RequestLogMiddleware<Context: RequestContext>: RouterMiddleware {
         let seconds = elapsed / .seconds(1)
         metrics.record(method: request.method.rawValue, route: route, status: status, seconds: seconds)
         let path = request.uri.path
-        let quiet = ["/health", "/ready", "/metrics"].contains(path) || (request.method == .get && WebUI.files[path] != nil)
-        let level: Logger.Level = status >= 500 ? .warning : quiet ? .debug : .info
+        let quiet = ["/health", "/ready", "/metrics", "/control/ready"].contains(path) || (request.method == .get && WebUI.files[path] != nil)
+        // A probe's 503 (/ready before the models load) is an answer, not a failure.
+        let level: Logger.Level = status >= 500 && !(quiet && status == 503) ? .warning : quiet ? .debug : .info
         guard context.logger.logLevel <= level else { return }
         context.logger.log(
             level: level, "request answered",

@@ -261,19 +261,35 @@ struct ServiceInstall: ParsableCommand {
     }
 }
 
-/// A health probe for containers and supervisors without curl: GET /ready of the node this
-/// data directory's settings describe; exit 0 when it is ready.
+/// A health probe for containers and supervisors without curl: asks the node of this data
+/// directory whether it is ready; exit 0 when it is.
 struct Ready: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Exit 0 if the node of this data directory answers /ready (for HEALTHCHECK and scripts), 1 otherwise.")
+        abstract: "Exit 0 if the node of this data directory answers /ready (for HEALTHCHECK and scripts), 1 otherwise.",
+        discussion: """
+            A running node is found through node.json in the data directory (whatever --port and --token it was
+            started with) and asked with the data directory's control token. Without node.json, GET /ready is
+            sent to the address and API token the settings give (config.json, KIANA_*).
+            """)
     @OptionGroup var data: DataOptions
     @Option(help: "Seconds to wait for the answer.") var timeout: Double = 5
 
     func run() async throws {
         try await performAsync {
             guard timeout > 0, timeout <= 600 else { throw KianaNodeError(.invalidInput, "--timeout must be between 0 and 600 seconds") }
-            // The address and token `kiana serve` would use with these settings.
-            let http = try ServeSettings.resolve(.init(), directory: try data.directory).http
+            let directory = try data.directory
+            if let control = try? NodeControl.connect(directory) {
+                let r = try control.readiness(timeout: timeout)
+                guard r.ready else {
+                    throw KianaNodeError(
+                        .notRunning, "the node at \(r.address) is not ready yet (\(r.store ? "store open" : "store not open"), \(r.model ? "models loaded" : "models still loading"))")
+                }
+                say("ready")
+                return
+            }
+            // No running node recorded here (or its files are not readable to this user): the
+            // address and token `kiana serve` would use with these settings.
+            let http = try ServeSettings.resolve(.init(), directory: directory).http
             // A wildcard listener is reached on loopback.
             let host = ["0.0.0.0", "::", "[::]"].contains(http.host) ? "127.0.0.1" : (http.host.contains(":") ? "[\(http.host)]" : http.host)
             guard let url = URL(string: "http://\(host):\(http.port)/ready") else { throw KianaNodeError(.invalidInput, "bad address \(http.host):\(http.port)") }
@@ -285,6 +301,11 @@ struct Ready: AsyncParsableCommand {
                 status = (response as? HTTPURLResponse)?.statusCode ?? 0
             } catch {
                 throw KianaNodeError(.unreachable, "no node answers at \(url.absoluteString): \(error.localizedDescription)")
+            }
+            if status == 401 {
+                throw KianaNodeError(
+                    .unauthorized,
+                    "the node at \(url.absoluteString) wants an API token: set the one it was started with as api.token in config.json or KIANA_TOKEN")
             }
             guard status == 200 else { throw KianaNodeError(.notRunning, "the node at \(url.absoluteString) is not ready (HTTP \(status))") }
             say("ready")

@@ -169,6 +169,42 @@ import Testing
         #expect(node.waitForExit())
     }
 
+    /// `kiana ready` finds a running node through node.json, whatever port and token it was
+    /// started with, and says what it waits for; a not-ready answer is no warning in the log.
+    @Test(.needsModels) func readyFindsTheRunningNodeWhateverItsFlags() async throws {
+        let dir = try TempDir()
+        defer { dir.cleanup() }
+        var env = ProcessInfo.processInfo.environment
+        env["KIANA_TOKEN"] = nil
+        #expect(try await kiana(["init", "--data-dir", dir.path]).status == 0)
+        let flags = ["serve", "--p2p-port", "0", "--discovery", "off", "--data-dir", dir.path, "--port", "0", "--token", "s3cret"]
+        // Models load on first use by default: up, but not ready.
+        let lazy = try Running(flags, environment: env)
+        let port = try #require(await lazy.waitForPort(), "\(lazy.text)")
+        let waiting = try await kiana(["ready", "--data-dir", dir.path])
+        #expect(waiting.status == 1 && waiting.err.contains("127.0.0.1:\(port)") && waiting.err.contains("models still loading"), "\(waiting.err)")
+        #expect(try await curl(["-H", "Authorization: Bearer s3cret", "http://127.0.0.1:\(port)/ready"]).code == "503")
+        #expect(!lazy.text.contains("level=warning"), "\(lazy.text)")
+        lazy.process.interrupt()
+        #expect(lazy.waitForExit())
+        // Preloaded: ready once both models are in memory.
+        let eager = try Running(flags + ["--preload-models", "on"], environment: env)
+        defer { if eager.process.isRunning { eager.process.terminate() } }
+        _ = try #require(await eager.waitForPort(), "\(eager.text)")
+        var last = ""
+        #expect(
+            try await eventually(120, every: .milliseconds(500)) {
+                let r = try await kiana(["ready", "--data-dir", dir.path])
+                last = r.out + r.err
+                return r.status == 0 && r.out == "ready\n"
+            }, "\(last)")
+        eager.process.interrupt()
+        #expect(eager.waitForExit())
+        // Nothing running: the settings' address, which answers nothing.
+        let gone = try await kiana(["ready", "--data-dir", dir.path, "--timeout", "2"])
+        #expect(gone.status == 1, "\(gone.out)")
+    }
+
     @Test func busyPortIsAClearError() async throws {
         let dir = try TempDir()
         defer { dir.cleanup() }
