@@ -308,8 +308,10 @@ extension Node {
         let filter = SearchFilter(
             tag: tag,
             sourcePrefix: source.map { s in
-                s.hasPrefix("/") || s.hasPrefix("~") || s.hasPrefix(".")
-                    ? URL(fileURLWithPath: (s as NSString).expandingTildeInPath).standardizedFileURL.path : s
+                // A path as typed in a shell: absolute, ~, ./, or a name that exists here (`notes`
+                // after `kiana ingest notes`); anything else is matched as it is (a free-text source).
+                let path = s.hasPrefix("/") || s.hasPrefix("~") || s.hasPrefix(".") || (!s.contains("://") && FileManager.default.fileExists(atPath: s))
+                return path ? URL(fileURLWithPath: (s as NSString).expandingTildeInPath).standardizedFileURL.path : s
             })
         let hits: [SearchHit]
         if m == .keyword {

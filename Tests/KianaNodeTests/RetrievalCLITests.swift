@@ -66,6 +66,11 @@ import Testing
         // filters: by source prefix and by tag
         hits = try await searchJSON(["password", "--data-dir", d, "--source", docs + "/pets"])
         #expect(hits.allSatisfy { ($0["source"] as? String)?.hasPrefix(docs + "/pets/") == true } && !hits.isEmpty)
+        // A relative folder name, as typed beside it in a shell, is that folder.
+        let relative = try await runProcess(
+            "/bin/sh", ["-c", #"cd "$1" && exec "$2" search password --data-dir "$3" --source docs/pets --json"#, "sh", tmp.path, kianaBinary(), d])
+        let relativeHits = (try? JSONSerialization.jsonObject(with: relative.out) as? [String: Any])?["results"] as? [[String: Any]] ?? []
+        #expect(!relativeHits.isEmpty && relativeHits.allSatisfy { ($0["source"] as? String)?.hasPrefix(docs + "/pets/") == true }, "\(relativeHits)")
         #expect(try await searchJSON(["password", "--data-dir", d, "--tag", "other"]).isEmpty)
 
         // unchanged: nothing written
