@@ -155,6 +155,17 @@ public struct Node: Sendable {
         }
     }
 
+    /// The inclusion proof of a knowledge item's latest entry or of a ledger entry: `id` (or a
+    /// unique prefix) is looked up as an item first, then as an entry. `item` names the item.
+    public func proof(itemOrEntry id: String) throws -> (proof: EntryProof, item: String?) {
+        if let found = try? store.item(idPrefix: id), let last = found.lastEntry {
+            return (try proof(entryIDPrefix: Hex.encode(last)), found.id.description)
+        }
+        do { return (try proof(entryIDPrefix: id), nil) } catch let e as KianaStoreError where e.code == .notFound {
+            throw KianaStoreError(.notFound, "no knowledge item or ledger entry \(id)")
+        }
+    }
+
     public func proof(entryIDPrefix: String) throws -> EntryProof {
         let (entry, height, position) = try store.findEntry(idPrefix: entryIDPrefix)
         guard let block = try store.blocks(from: height, through: height).first else {

@@ -358,16 +358,7 @@ public final class NodeService: NodeAPI {
 
     public func proof(_ id: String) async throws -> ProofDTO {
         try await store { n in
-            var entryID = id
-            var item: String?
-            if let found = try? n.store.item(idPrefix: id), let last = found.lastEntry {
-                entryID = Hex.encode(last)
-                item = found.id.description
-            }
-            let p: Node.EntryProof
-            do { p = try n.proof(entryIDPrefix: entryID) } catch let e as KianaStoreError where e.code == .notFound {
-                throw KianaStoreError(.notFound, "no knowledge item or ledger entry \(id)")
-            }
+            let (p, item) = try n.proof(itemOrEntry: id)
             try p.verify()
             return ProofDTO(
                 item: item, entry: EntryDTO(p.entry), height: p.height, position: p.position, blockEntryCount: p.blockEntryCount,

@@ -11,7 +11,7 @@ import KianaNode
 #endif
 
 struct ModelOptions: ParsableArguments {
-    @Option(help: "Model directory (default: $KIANA_MODEL_DIR, config.json's models.dir, or <data dir>/models).")
+    @Option(help: "Model directory (default: $KIANA_MODEL_DIR, config.json's models.dir, <data dir>/models, or else ~/.kiana/models, where `make setup` puts them).")
     var modelDir: String?
 
     func directory(_ data: DataOptions) throws -> String { try LocalModels.directory(modelDir, dataDirectory: try data.directory) }

@@ -132,8 +132,10 @@ struct ModelsAdd: ParsableCommand {
 
     func run() throws {
         try perform {
-            let e = try LocalModels.add(path: path, name: name, directory: models.directory(data))
-            say("Registered \(e.name) → \(e.path)")
+            let directory = try models.directory(data)
+            let e = try LocalModels.add(path: path, name: name, directory: directory)
+            // The model directory may be shared (~/.kiana/models): say where the name is kept.
+            say("Registered \(e.name) → \(e.path) (in \(directory)/registered.json)")
         }
     }
 }

@@ -99,14 +99,16 @@ struct LedgerVerify: ParsableCommand {
 }
 
 struct LedgerProof: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "proof", abstract: "Print and verify an inclusion proof for an entry.")
+    static let configuration = CommandConfiguration(
+        commandName: "proof", abstract: "Print and verify an inclusion proof for a knowledge item's latest entry or a ledger entry.")
     @OptionGroup var data: DataOptions
-    @Argument(help: "Entry ID or a unique prefix of it.") var entryID: String
+    @Argument(help: "Item ID (as `kiana list` shows it) or entry ID, or a unique prefix of either.") var id: String
 
     func run() throws {
         try perform {
             let node = try Node.open(directory: data.directory, forReading: true)
-            let p = try node.proof(entryIDPrefix: entryID)
+            let (p, item) = try node.proof(itemOrEntry: id)
+            if let item { say("Item \(item): its latest entry") }
             say("Entry \(p.entry.idHex)")
             say("  in block \(p.height) at position \(p.position) of \(p.blockEntryCount)")
             say("  entry root: \(Hex.encode(p.entryRoot))")

@@ -84,7 +84,7 @@ import Testing
         (["show", "abcdef"], "no knowledge item"),
         (["forget", "abcdef"], "no knowledge item"),
         (["ledger", "show", "--height", "99"], "no block at height 99"),
-        (["ledger", "proof", "0123456789"], "no entry"),
+        (["ledger", "proof", "0123456789"], "no knowledge item or ledger entry"),
         (["import", "/nonexistent/file.json"], "cannot read"),
     ])
     func badInputGivesOneClearLine(_ args: [String], _ fragment: String) async throws {
@@ -120,6 +120,12 @@ import Testing
         #expect(p.status == 0, "\(p.err)")
         #expect(p.out.contains("leaf 3 of history tree size 6"))
         #expect(p.out.contains("Proof verified"))
+        // An item ID, as `kiana list` shows it, proves the item's latest entry (as REST does).
+        let items = try #require(try JSONSerialization.jsonObject(with: Data(try await kiana(["list", "--json"] + d).out.utf8)) as? [[String: Any]])
+        let fact2 = try #require(items.first { $0["text"] as? String == "fact 2" }?["id"] as? String, "\(items)")
+        let byItem = try await kiana(["ledger", "proof", String(fact2.prefix(8))] + d)
+        #expect(byItem.status == 0 && byItem.out.contains("Item \(fact2)") && byItem.out.contains("Entry \(entryID)"), "\(byItem.out) \(byItem.err)")
+        #expect(byItem.out.contains("Proof verified"))
         let forks = try await kiana(["ledger", "forks"] + d)
         #expect(forks.status == 0)
         #expect(forks.out.contains("Head: height 5") && forks.out.contains("No side branches.") && forks.out.contains("Orphans held: 0"))
