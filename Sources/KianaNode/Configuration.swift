@@ -191,6 +191,9 @@ public struct KianaConfig: Sendable {
     /// or dotted keys (`"http.port": 8000`); values are strings, numbers or booleans (true/false
     /// stand for on/off). Unknown keys are refused by name.
     public static func parse(_ data: Data, name: String) throws(KianaNodeError) -> [String: String] {
+        if let bad = JSONSyntax.firstError(in: data) {
+            throw KianaNodeError(.invalidInput, "\(name):\(bad.line):\(bad.column): not valid JSON: \(bad.message)")
+        }
         let top: [String: JSONValue]
         do { top = try JSONDecoder().decode([String: JSONValue].self, from: data) } catch let e as KianaNodeError {
             throw KianaNodeError(.invalidInput, "\(name): \(e.message)")
@@ -254,6 +257,16 @@ public struct KianaConfig: Sendable {
                     throw KianaNodeError(.invalidInput, "\(path) must be a string, a whole number, true/false or a section")
                 }
             }
+        }
+    }
+
+    /// KIANA_* variables in `environment` that kiana does not read but that are one typo away
+    /// from a setting's variable, with that variable (`KIANA_PROT` → `KIANA_PORT`).
+    public static func misspelledEnvironment(_ environment: [String: String]) -> [(name: String, meant: String)] {
+        let known = settings.map(\.environment)
+        let read = Set(known + ["KIANA_DATA_DIR", "KIANA_LLAMA_CPP_DIR", "KIANA_BENCH_DEBUG"])
+        return environment.keys.sorted().filter { $0.hasPrefix("KIANA_") && !read.contains($0) }.compactMap { name in
+            closest(to: name, among: known).map { (name, $0) }
         }
     }
 

@@ -48,7 +48,12 @@ struct ConfigCheck: ParsableCommand {
             let config = try KianaConfig.resolve(directory: directory)
             // The backend's own rules (a remote backend needs a model, a base URL).
             _ = try BackendConfig(config).validated()
-            say("\(config.filePath ?? directory.path + "/config.json (none)"): OK, \(config.values.count) settings resolved")
+            for (name, meant) in KianaConfig.misspelledEnvironment(ProcessInfo.processInfo.environment) {
+                Output.note("kiana: \(name) is not a variable kiana reads; did you mean \(meant)?")
+            }
+            say(
+                "\(config.filePath ?? directory.path + "/config.json (none)"): OK, \(config.values.count) of \(KianaConfig.settings.count) settings have a value (`kiana config show` lists them)"
+            )
         }
     }
 }

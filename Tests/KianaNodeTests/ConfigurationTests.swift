@@ -67,9 +67,29 @@ import Testing
         Bad(json: #"{"p2p": {"host": "0.0.0.0 evil"}}"#, mentions: ["p2p.host"]),
         Bad(json: #"{"http.port": 1, "http": {"port": 2}}"#, mentions: ["http.port is given twice"]),
         Bad(json: #"[1, 2]"#, mentions: ["one JSON object"]),
-        Bad(json: #"{"http": {"port": 80"#, mentions: ["not valid JSON"]),
+        Bad(json: #"{"http": {"port": 80"#, mentions: ["not valid JSON", "config.json:1:21:"]),
+        Bad(json: "{\n  \"http.port\": 8001,\n}", mentions: ["config.json:3:1:", "trailing comma"]),
+        Bad(json: "{\n  \"http\": {\n    \"host\": localhost\n  }\n}", mentions: ["config.json:3:13:", "double quotes"]),
+        Bad(json: "{\"log.level\": \"debug\" \"http.port\": 1}", mentions: ["config.json:1:23:", "',' or '}'"]),
+        Bad(json: #"{"http.port": 01}"#, mentions: ["config.json:1:16:"]),
+        Bad(json: #"{"http.port": True}"#, mentions: ["config.json:1:15:", "lower case"]),
     ])
     func badFilesAreOneErrorNamingTheKey(_ bad: Bad) throws {
+        try checkBad(bad)
+    }
+
+    /// The strict syntax check lets every shape of valid JSON through.
+    @Test(arguments: [
+        " \r\n\t{ \"http\" : { \"port\" : 8001 , \"host\":\"127.0.0.1\"} } \n",
+        #"{"log.level": "\u0064ebug", "device.name": "K\u00fcche \"oben\" \/ \ud83c\udfe0 ✓"}"#,
+        #"{"http": {}, "llm": {"model": null}, "discovery.enabled": false}"#,
+        "{}",
+    ])
+    func validJSONOfEveryShapeIsRead(_ json: String) throws {
+        #expect(throws: Never.self) { _ = try KianaConfig.parse(Data(json.utf8), name: "config.json") }
+    }
+
+    func checkBad(_ bad: Bad) throws {
         let (dir, data) = try Self.directory(bad.json)
         defer { dir.cleanup() }
         do {
@@ -187,6 +207,11 @@ import Testing
         try Data(#"{"p2p": {"port": 0}}"#.utf8).write(to: URL(fileURLWithPath: dir.path + "/config.json"))
         let ok = try await kiana(["config", "check", "--data-dir", dir.path])
         #expect(ok.status == 0 && ok.out.contains("OK"), "\(ok.err)")
+        // A misspelled variable is named, with the one it was probably meant to be.
+        var env = ProcessInfo.processInfo.environment
+        env["KIANA_PROT"] = "9000"
+        let typo = try await kiana(["config", "check", "--data-dir", dir.path], environment: env)
+        #expect(typo.status == 0 && typo.err.contains("KIANA_PROT is not a variable kiana reads; did you mean KIANA_PORT?"), "\(typo.err)")
         // `kiana token` prints the token in effect: a configured one replaces api.token.
         let own = try await kiana(["token", "--data-dir", dir.path])
         #expect(own.status == 0 && own.out.trimmingCharacters(in: .whitespacesAndNewlines).count == 64)
