@@ -227,7 +227,7 @@ public final class PeerNetwork: Sendable {
     public static func parse(_ address: String) throws(KianaNetError) -> (String, Int) {
         var host = Substring(address)
         guard let colon = host.lastIndex(of: ":"), let port = Int(host[host.index(after: colon)...]), (1...65535).contains(port) else {
-            throw KianaNetError(.invalidInput, "\(address) is not HOST:PORT")
+            throw KianaNetError(.invalidInput, "\(address) is not HOST:PORT with a port 1-65535 (for example 192.168.1.20:8470, or [fe80::1]:8470)")
         }
         host = host[..<colon]
         if host.hasPrefix("["), host.hasSuffix("]") { host = host.dropFirst().dropLast() }

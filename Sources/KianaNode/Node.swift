@@ -5,6 +5,9 @@ import KianaStore
 /// An opened node: its data directory, identity and ledger store. Each method is one user
 /// action; the CLI only parses arguments and prints what these return.
 public struct Node: Sendable {
+    /// This build's version (`kiana --version`; the OpenAPI document states the same).
+    public static let version = "0.7.1"
+
     public let directory: DataDirectory
     public let identity: DeviceIdentity
     public let store: LedgerStore

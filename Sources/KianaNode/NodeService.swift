@@ -453,7 +453,7 @@ public final class NodeService: NodeAPI {
                 _ = try await store { n in try n.vote(add: true, target: key, force: true) }  // the matched code is the confirmation
             } catch {
                 await network.pairing.reject(checked.key)
-                throw KianaNetError(.pairing, "could not write the vote: \(ErrorLine.text(for: error))", cause: error as? any Error & Sendable)
+                throw KianaNetError(.pairing, "could not write the vote: \(ErrorLine.text(for: error))", cause: error)
             }
             await network.pairing.admit(checked.key)
             outcome.accepted = true

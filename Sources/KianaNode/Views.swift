@@ -185,10 +185,10 @@ extension Node {
         try conversations.list().map { ConversationView(id: $0.id, title: $0.title, updated: $0.updated, created: $0.created) }
     }
 
-    /// The messages of a conversation; `.notFound` if there is none.
+    /// The messages of a conversation (its ID or a unique prefix of 4 or more characters); `.notFound` if there is none.
     public func conversationMessages(_ id: String) throws -> [MessageView] {
-        guard try conversations.conversation(id) != nil else { throw KianaNodeError(.notFound, "no conversation \(id)") }
-        return try conversations.messages(id).map { MessageView(role: $0.role, content: $0.content, citations: $0.citations, created: $0.created) }
+        guard let found = try conversations.conversation(idPrefix: id) else { throw KianaNodeError(.notFound, "no conversation \(id)") }
+        return try conversations.messages(found.id).map { MessageView(role: $0.role, content: $0.content, citations: $0.citations, created: $0.created) }
     }
 
     /// What a membership vote did: its block, the device voted on, and the tally.

@@ -52,6 +52,20 @@ public struct ConversationStore: Sendable {
         try database.run("reading a conversation") { try database.writer.read { db in try Conversation.fetchOne(db, key: id) } }
     }
 
+    /// The conversation whose ID is `id` or starts with it (at least 4 characters, one match).
+    public func conversation(idPrefix id: String) throws(KianaStoreError) -> Conversation? {
+        if let exact = try conversation(id) { return exact }
+        let prefix = id.lowercased()
+        guard prefix.count >= 4, prefix.allSatisfy({ $0.isHexDigit || $0 == "-" }) else { return nil }
+        return try database.run("finding a conversation") {
+            try database.writer.read { db in
+                let rows = try Conversation.filter(Column("id").like(prefix + "%")).limit(2).fetchAll(db)
+                guard rows.count < 2 else { throw KianaStoreError(.ambiguous, "conversation prefix \(id) is ambiguous: give more characters") }
+                return rows.first
+            }
+        }
+    }
+
     /// Conversations, most recently updated first.
     public func list(limit: Int = 100) throws(KianaStoreError) -> [Conversation] {
         try database.run("listing conversations") {

@@ -10,6 +10,7 @@ struct Kiana: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "kiana",
         abstract: "KI_ana: a private, local-first AI assistant with a signed, replicated memory.",
+        version: Node.version,
         subcommands: [
             Init.self, Serve.self, Status.self, Token.self, Remember.self, Forget.self, List.self, Show.self,
             Ingest.self, Search.self, Embed.self, IndexCommand.self, Tokenize.self, Generate.self, Models.self, Ask.self, Say.self, Listen.self, Chat.self, Conversations.self,

@@ -7,7 +7,7 @@ struct LLMOptions: ParsableArguments {
     @Option(help: "Model name (see `kiana models list`) or path to a GGUF file (default: smollm2-135m-instruct).")
     var model: String?
     @Option(help: "Worker threads (default: all cores).") var threads: Int?
-    @Option(help: "Context window in tokens (default: 2048, at most the model's).") var context: Int = 2048
+    @Option(help: "Context window in tokens (at most the model's).") var context: Int = 2048
 
     func validate() throws {
         if let threads, !(1...256).contains(threads) { throw ValidationError("--threads must be 1…256") }

@@ -95,6 +95,8 @@ import Testing
         let shown = try await kiana(["conversations", conv, "--data-dir", d])
         #expect(shown.out.split(separator: "\n").filter { $0.hasPrefix("user: ") }.count == 2, "\(shown.out)")
         #expect(shown.out.contains("Where is the spare key?") && shown.out.contains("Ersatzschlüssel"))
+        // A unique prefix, as for items.
+        #expect(try await kiana(["conversations", String(conv.prefix(8)), "--data-dir", d]).out == shown.out)
         let bad = try await kiana(["ask", "hi", "--conversation", "nope", "--data-dir", d])
         #expect(bad.status != 0 && bad.err.contains("no conversation nope"))
     }

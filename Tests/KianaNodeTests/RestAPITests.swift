@@ -328,6 +328,9 @@ import Testing
         #expect(recorder.code == 200 && recorder.body.contains("registerProcessor(\"kiana-recorder\""))
         // The OpenAPI document is served, and every route it lists exists (no 404/405).
         let spec = try await Self.call(u + "/openapi.json")
+        // The document's version is the binary's.
+        let version = try await kiana(["--version"])
+        #expect(version.status == 0 && version.out == "\((spec.json["info"] as? [String: Any])?["version"] as? String ?? "?")\n", "\(version)")
         let paths = try #require(spec.json["paths"] as? [String: [String: Any]], "\(spec.body.prefix(200))")
         #expect(paths.count >= 26)
         for (path, ops) in paths where !path.contains("{") {
