@@ -67,20 +67,35 @@ extension Node {
                 throw KianaNodeError(.invalidInput, "\(raw): no such file or folder")
             }
         }
+        // One ingest at a time per data directory (CLI runs, `--watch`, the node's uploads): two
+        // that read the same state would both add a file's new chunks.
+        let lock = try IngestLock(directory: directory, waiting: { progress?("waiting", 0, 0, "waiting for another ingest on this data directory to finish") })
+        defer { lock.release() }
         let totalBytes = plan.flatMap(\.files).reduce(0) { $0 + ((try? fm.attributesOfItem(atPath: $1)[.size] as? Int) ?? 0) }
         progress?("reading", 0, totalBytes, "")
         for entry in plan {
-            // everything ingested under this root, grouped by file
+            // everything ingested under this root, grouped by file; a second item for the same
+            // chunk (left by concurrent ingests before they took turns) is removed below
             let prefix = entry.isFolder ? entry.root + "/" : entry.root + "#"
             var existing: [String: [Int: StoredItem]] = [:]
+            var duplicates: [String: [StoredItem]] = [:]
             for item in try searchStore.items(sourcePrefix: prefix) {
                 guard let s = item.source, let (path, pos) = ChunkSource.parse(s) else { continue }
-                existing[path, default: [:]][pos] = item
+                if let other = existing[path]?[pos] {
+                    // keep the one written last (its text is the newest), by ID on a tie
+                    let itemFirst = item.updated.map { u in other.updated.map { u > $0 } ?? true } ?? false
+                    let keep = itemFirst || (item.updated == other.updated && item.id < other.id) ? item : other
+                    duplicates[path, default: []].append(keep.id == item.id ? other : item)
+                    existing[path]![pos] = keep
+                } else {
+                    existing[path, default: [:]][pos] = item
+                }
             }
             let present = Set(entry.files)
             for file in entry.files {
                 report.filesScanned += 1
                 let old = existing[file] ?? [:]
+                let extra = duplicates[file] ?? []
                 let chunks: [Chunk]
                 do {
                     let attrs = try fm.attributesOfItem(atPath: file)
@@ -126,18 +141,20 @@ extension Node {
                 }
                 let removed = old.keys.filter { $0 >= chunks.count }.sorted()
                 ops += removed.map { .delete(old[$0]!.id) }
+                ops += extra.map { .delete($0.id) }
                 try write(ops, now: now)
                 report.chunksAdded += added
                 report.chunksUpdated += updated
-                report.chunksRemoved += removed.count
+                report.chunksRemoved += removed.count + extra.count
                 if ops.isEmpty { report.filesUnchanged += 1 } else if old.isEmpty { report.filesNew += 1 } else { report.filesChanged += 1 }
                 progress?("reading", report.bytesRead, totalBytes, file)
             }
             // files that were ingested under this root and are gone now
             for (path, items) in existing where !present.contains(path) && (entry.isFolder || path == entry.root) {
                 if fm.fileExists(atPath: path) && entry.isFolder && TextExtraction.isSupported(path) { continue }
-                try write(items.values.sorted { $0.id < $1.id }.map { .delete($0.id) }, now: now)
-                report.chunksRemoved += items.count
+                let gone = items.values.sorted { $0.id < $1.id } + (duplicates[path] ?? [])
+                try write(gone.map { .delete($0.id) }, now: now)
+                report.chunksRemoved += gone.count
                 report.filesRemoved += 1
             }
         }
@@ -258,5 +275,26 @@ extension Node {
         try searchStore.resetIndexes()
         try? FileManager.default.removeItem(atPath: vectorIndexPath)
         return try retriever(embedder, config: config, progress: progress)
+    }
+}
+
+/// An exclusive lock on `<data dir>/ingest.lock` (flock: released when the process dies, so a
+/// killed ingest never leaves it held). A data directory this process cannot write needs none:
+/// its ingest fails at the first write.
+struct IngestLock {
+    private let fd: Int32
+
+    init(directory: DataDirectory, waiting: () -> Void) throws {
+        fd = open(directory.path + "/ingest.lock", O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { return }
+        if flock(fd, LOCK_EX | LOCK_NB) == 0 { return }
+        waiting()
+        while flock(fd, LOCK_EX) != 0 {
+            guard errno == EINTR else { throw KianaNodeError(.io, "cannot lock \(directory.path)/ingest.lock: \(String(cString: strerror(errno)))") }
+        }
+    }
+
+    func release() {
+        if fd >= 0 { close(fd) }
     }
 }

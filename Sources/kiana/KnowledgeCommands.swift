@@ -61,7 +61,11 @@ final class ProgressBar: Sendable {
     }
 
     var handler: ProgressHandler {
-        { [self] phase, done, total, _ in update(phase, done, total, phase == "reading" ? .bytes : .items) }
+        { [self] phase, done, total, detail in
+            // A wait is a line of its own, not a bar.
+            if phase == "waiting" { return Output.note("kiana: \(detail)") }
+            update(phase, done, total, phase == "reading" ? .bytes : .items)
+        }
     }
 }
 

@@ -100,6 +100,39 @@ import Testing
         #expect(r.status == 1 && r.err.contains("--mode"))
     }
 
+    /// Ingests of one data directory take turns (concurrent ones each added a file's new chunks,
+    /// and the second copy then kept serving old text); a chunk already stored twice is made one.
+    @Test func ingestsTakeTurnsAndAChunkStoredTwiceIsMadeOne() async throws {
+        guard haveModel() else { return }
+        let tmp = try TempDir("kiana-ingest-turns")
+        defer { tmp.cleanup() }
+        let d = tmp.path + "/node"
+        let docs = tmp.path + "/docs"
+        #expect(try await kiana(["init", "--data-dir", d]).status == 0)
+        for i in 1...30 { try await write("# Note \(i)\nFact \(i) is \(i * 7).\n", docs + "/n\(i).md") }
+        func items() async throws -> [[String: Any]] {
+            (try JSONSerialization.jsonObject(with: Data(try await kiana(["list", "--json", "--data-dir", d]).out.utf8)) as? [[String: Any]]) ?? []
+        }
+        // Another ingest holds the lock (here: a Python process with flock, as a running ingest does).
+        let holder = try ChildProcess(
+            python3(), ["-c", "import fcntl, sys; f = open(sys.argv[1], 'a'); fcntl.flock(f, fcntl.LOCK_EX); print('locked', flush=True); sys.stdin.readline()", d + "/ingest.lock"])
+        #expect(await holder.nextLine() == "locked")
+        let ingest = try ChildProcess(kianaBinary(), ["ingest", docs, "--data-dir", d])
+        #expect(await ingest.waitFor("waiting for another ingest") != nil, "\(ingest.output)")
+        try await Task.sleep(for: .milliseconds(500))
+        #expect(try await items().isEmpty, "the ingest wrote while another held the lock")
+        holder.write("\n")
+        #expect(await ingest.wait(timeout: 120) == 0, "\(ingest.output)")
+        #expect(try await items().count == 30)
+        // A second item for one chunk, as two ingests without the lock left it.
+        #expect(try await kiana(["remember", "Fact 3 is 21.", "--source", docs + "/n3.md#0", "--data-dir", d]).status == 0)
+        #expect(try await items().count == 31)
+        let healed = try await kiana(["ingest", docs, "--data-dir", d])
+        #expect(healed.status == 0 && healed.out.contains("-1"), "\(healed.out) \(healed.err)")
+        let left = try await items()
+        #expect(left.count == 30 && left.filter { ($0["source"] as? String) == docs + "/n3.md#0" }.count == 1, "\(left)")
+    }
+
     @Test func embedCommandMatchesTheReference() async throws {
         guard haveModel() else { return }
         let rel = "vectors/minilm/reference.json"
