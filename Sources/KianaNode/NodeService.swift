@@ -179,7 +179,7 @@ public final class NodeService: NodeAPI {
             } catch {
                 throw KianaNodeError(.io, "cannot keep the uploaded files in \(folder): \(error.localizedDescription)")
             }
-            return try n.ingest(paths: kept.map(\.path), tags: tags, progress: progress)
+            return try n.ingest(paths: kept.map(\.path), tags: tags, progress: progress, waitForOtherIngest: false)
         }
         var embedded = 0
         if report.changed, let embedder = try? await models.embedder() {

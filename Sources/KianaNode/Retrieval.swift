@@ -42,7 +42,7 @@ extension Node {
     /// run leaves whole batches and the next run finishes the job.
     public func ingest(
         paths: [String], tags: [String] = [], chunker: Chunker = Chunker(),
-        progress: ProgressHandler? = nil, now: @Sendable () -> UInt64 = currentMillis
+        progress: ProgressHandler? = nil, waitForOtherIngest: Bool = true, now: @Sendable () -> UInt64 = currentMillis
     ) throws -> IngestReport {
         guard !paths.isEmpty else { throw KianaNodeError(.invalidInput, "nothing to ingest: give files or folders") }
         var report = IngestReport()
@@ -68,8 +68,11 @@ extension Node {
             }
         }
         // One ingest at a time per data directory (CLI runs, `--watch`, the node's uploads): two
-        // that read the same state would both add a file's new chunks.
-        let lock = try IngestLock(directory: directory, waiting: { progress?("waiting", 0, 0, "waiting for another ingest on this data directory to finish") })
+        // that read the same state would both add a file's new chunks. The node does not wait
+        // (it would hold one of the few threads its store calls run on).
+        let lock = try IngestLock(directory: directory, wait: waitForOtherIngest) {
+            progress?("waiting", 0, 0, "waiting for another ingest on this data directory to finish")
+        }
         defer { lock.release() }
         let totalBytes = plan.flatMap(\.files).reduce(0) { $0 + ((try? fm.attributesOfItem(atPath: $1)[.size] as? Int) ?? 0) }
         progress?("reading", 0, totalBytes, "")
@@ -284,10 +287,14 @@ extension Node {
 struct IngestLock {
     private let fd: Int32
 
-    init(directory: DataDirectory, waiting: () -> Void) throws {
+    init(directory: DataDirectory, wait: Bool, waiting: () -> Void) throws {
         fd = open(directory.path + "/ingest.lock", O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
         guard fd >= 0 else { return }
         if flock(fd, LOCK_EX | LOCK_NB) == 0 { return }
+        guard wait else {
+            close(fd)
+            throw KianaNodeError(.conflict, "another ingestion is running on this data directory (kiana ingest); try again when it has finished")
+        }
         waiting()
         while flock(fd, LOCK_EX) != 0 {
             guard errno == EINTR else { throw KianaNodeError(.io, "cannot lock \(directory.path)/ingest.lock: \(String(cString: strerror(errno)))") }

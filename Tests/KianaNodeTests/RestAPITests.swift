@@ -166,6 +166,18 @@ import Testing
         #expect(((r.json["hits"] as? [[String: Any]])?.first?["source"] as? String ?? "").contains("/uploads/garden.md#"), "\(r.body)")
         r = try await Self.call(u + "/api/v1/ingest", method: "POST", body: upload.replacingOccurrences(of: "{\"files\"", with: "{\"stream\":false,\"files\""))
         #expect(r.json["changed"] as? Bool == false && r.json["filesUnchanged"] as? Int == 1, "\(r.body)")
+        // While a `kiana ingest` holds this data directory's ingest lock, an upload is refused at
+        // once (409), not left waiting on one of the node's few store threads; the node serves on.
+        let holder = try ChildProcess(
+            python3(),
+            ["-c", "import fcntl, sys; f = open(sys.argv[1], 'a'); fcntl.flock(f, fcntl.LOCK_EX); print('locked', flush=True); sys.stdin.readline()",
+             served.dir.path + "/ingest.lock"])
+        #expect(await holder.nextLine() == "locked")
+        r = try await Self.call(u + "/api/v1/ingest", method: "POST", body: upload.replacingOccurrences(of: "{\"files\"", with: "{\"stream\":false,\"files\""), seconds: 20)
+        #expect(r.code == 409 && (r.json["error"] as? [String: Any])?["code"] as? String == "conflict", "\(r.code) \(r.body)")
+        #expect(try await Self.call(u + "/health").code == 200)
+        holder.write("\n")
+        _ = await holder.wait()
         for bad in [
             #"{"files":[{"name":"../evil.md","text":"x"}]}"#, #"{"files":[{"name":"tool.exe","text":"x"}]}"#,
             #"{"files":[{"name":"a.md"}]}"#, #"{"paths":["relative/path"]}"#, #"{}"#,
