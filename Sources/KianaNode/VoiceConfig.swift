@@ -55,78 +55,8 @@ public enum LocalVoice {
         do { return try WAV.decode([UInt8](data), limits: limits) } catch { throw KianaNodeError(error.code, "\(path): \(error.message)") }
     }
 
-    /// Where a WAV file goes: a new or regular file is written under a temporary name and
-    /// renamed when complete (a failed write leaves no half file); a device, pipe or symlinked
-    /// path is written through as it is (never replaced). Opened at once, so a path that cannot
-    /// be written fails before any work.
-    public final class Output {
-        let path: String
-        let handle: FileHandle
-        let temporary: String?
-
-        public init(_ given: String) throws {
-            // A symlink is followed (also a dangling one): the file it names is written and the
-            // link kept.
-            var path = given
-            for _ in 0..<8 {
-                var st = stat()
-                guard lstat(path, &st) == 0, st.st_mode & S_IFMT == S_IFLNK,
-                    let dest = try? FileManager.default.destinationOfSymbolicLink(atPath: path)
-                else { break }
-                path = dest.hasPrefix("/") ? dest : (path as NSString).deletingLastPathComponent + "/" + dest
-            }
-            self.path = path
-            var st = stat()
-            let exists = stat(path, &st) == 0
-            if exists && st.st_mode & S_IFMT == S_IFDIR { throw KianaNodeError(.invalidInput, "\(given) is a folder; give a file name") }
-            if exists && access(path, W_OK) != 0 { throw KianaNodeError(.readOnly, "\(given) cannot be written (\(String(cString: strerror(errno))))") }
-            if exists && st.st_mode & S_IFMT != S_IFREG {
-                // A device or a pipe: written through.
-                guard let h = FileHandle(forWritingAtPath: path) else { throw KianaNodeError(.io, "cannot write \(given): \(String(cString: strerror(errno)))") }
-                handle = h
-                temporary = nil
-                return
-            }
-            let tmp = path + ".part-\(getpid())"
-            if FileManager.default.createFile(atPath: tmp, contents: nil, attributes: exists ? [.posixPermissions: Int(st.st_mode & 0o777)] : nil),
-                let h = FileHandle(forWritingAtPath: tmp)
-            {
-                handle = h
-                temporary = tmp
-            } else if exists, let h = FileHandle(forWritingAtPath: path) {
-                // A writable file in a folder where no new file can be made: rewritten in place.
-                handle = h
-                temporary = nil
-                inPlace = true
-            } else {
-                throw KianaNodeError(.io, "cannot write \(given): \(String(cString: strerror(errno)))")
-            }
-        }
-        var inPlace = false
-
-        /// Writes `audio` as a 16-bit WAV file and puts it in place.
-        public func finish(_ audio: PCMAudio) throws {
-            do {
-                try handle.write(contentsOf: Data(WAV.encode(audio)))
-                if temporary != nil || inPlace { try handle.truncate(atOffset: handle.offsetInFile) }
-                try handle.close()
-            } catch {
-                if let temporary { unlink(temporary) }
-                throw KianaNodeError(.io, "cannot write \(path)", cause: error)
-            }
-            if let temporary, rename(temporary, path) != 0 {
-                let why = String(cString: strerror(errno))
-                unlink(temporary)
-                throw KianaNodeError(.io, "cannot write \(path): \(why)")
-            }
-        }
-
-        /// Removes the temporary file (the work failed).
-        public func abandon() {
-            try? handle.close()
-            if let temporary { unlink(temporary) }
-        }
-    }
+    /// Where a WAV file goes (`OutputFile`); `finish` writes the audio as 16-bit WAV.
+    public typealias Output = OutputFile
 
     /// The language of a text (for speaking an answer in its question's language).
     public static func language(of text: String) -> String { Language.detect(text).rawValue }

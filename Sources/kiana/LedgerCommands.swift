@@ -161,9 +161,8 @@ struct Export: ParsableCommand {
             let node = try Node.open(directory: data.directory, forReading: true)
             let json = try node.exportLedger()
             if let output {
-                do { try json.write(to: URL(fileURLWithPath: output), options: .atomic) } catch {
-                    throw KianaNodeError(.io, "cannot write \(output): \(error.localizedDescription)")
-                }
+                // Written through a symlink, a pipe or a device; a regular file is replaced whole.
+                try OutputFile(output).finish(bytes: json)
                 Output.note("Exported \(try node.counts().blocks) blocks to \(output)")
             } else {
                 Output.emit(1, json)

@@ -98,6 +98,36 @@ import Testing
         #expect(try await kiana(["ledger", "verify", "--data-dir", dir.path]).status == 0)
     }
 
+    /// `export -o` writes through a symlink, a pipe or a device instead of replacing it with a
+    /// regular file, and a device that cannot take the bytes is an error, not "Exported".
+    @Test func exportWritesThroughLinksPipesAndDevices() async throws {
+        let dir = try TempDir()
+        defer { dir.cleanup() }
+        let d = ["--data-dir", dir.path + "/d"]
+        #expect(try await kiana(["init"] + d).status == 0)
+        #expect(try await kiana(["remember", "exported fact"] + d).status == 0)
+        let real = dir.path + "/real.json"
+        let link = dir.path + "/link.json"
+        try Data("old".utf8).write(to: URL(fileURLWithPath: real))
+        try FileManager.default.createSymbolicLink(atPath: link, withDestinationPath: "real.json")
+        #expect(try await kiana(["export", "-o", link] + d).status == 0)
+        #expect((try? FileManager.default.destinationOfSymbolicLink(atPath: link)) == "real.json", "the link was replaced")
+        #expect(String(decoding: try Data(contentsOf: URL(fileURLWithPath: real)), as: UTF8.self).contains("\"kiana-ledger\""))
+        // A FIFO: a reader gets the export; the FIFO stays one.
+        let fifo = dir.path + "/fifo"
+        #expect(mkfifo(fifo, 0o600) == 0)
+        let reader = try ChildProcess("/bin/cat", [fifo])
+        #expect(try await kiana(["export", "-o", fifo] + d).status == 0)
+        _ = await reader.wait()
+        #expect(reader.output.contains("\"kiana-ledger\""), "\(reader.output.prefix(200))")
+        var st = stat()
+        #expect(lstat(fifo, &st) == 0 && st.st_mode & S_IFMT == S_IFIFO)
+        // A full device: the error is reported and the device is left alone.
+        let full = try await kiana(["export", "-o", "/dev/full"] + d)
+        #expect(full.status == 1 && full.err.contains("/dev/full"), "\(full.err)")
+        #expect(stat("/dev/full", &st) == 0 && st.st_mode & S_IFMT == S_IFCHR)
+    }
+
     @Test func commandsBeforeInitSaySo() async throws {
         let dir = try TempDir()
         defer { dir.cleanup() }
