@@ -157,17 +157,32 @@ extension Node {
     /// the embedder is available, keyword search otherwise), puts them into the prompt as numbered
     /// sources, streams the backend's answer to `onText`, maps its citations back to item IDs and
     /// stores the turn in the conversation. "remember that …" / "merk dir …" adds knowledge instead.
-    public func ask(
-        _ question: String, backend: any ChatBackend, retriever: Retriever?, options: AskOptions = AskOptions(),
-        onText: @escaping @Sendable (String) -> Bool
-    ) async throws -> AskResult {
+    /// The question trimmed, or the reason it cannot be asked (empty, over 64 KiB, a NUL).
+    public static func checkedQuestion(_ question: String, conversation: String?) throws -> String {
         let q = question.trimmingCharacters(in: .whitespacesAndNewlines)
         guard !q.isEmpty else { throw KianaNodeError(.invalidInput, "the question is empty") }
         guard q.utf8.count <= 64 * 1024 else { throw KianaNodeError(.invalidInput, "the question is longer than 64 KiB") }
         // Stored as SQL text, which ends at NUL: refused rather than cut.
-        guard !q.utf8.contains(0), options.conversation?.utf8.contains(0) != true else {
+        guard !q.utf8.contains(0), conversation?.utf8.contains(0) != true else {
             throw KianaNodeError(.invalidInput, "the question and the conversation ID must not contain NUL characters")
         }
+        return q
+    }
+
+    /// Refuses a question before any model loads or any pending chunk is embedded: a bad
+    /// question, or a conversation that does not exist.
+    public func checkAsk(_ question: String, conversation: String?) throws {
+        _ = try Self.checkedQuestion(question, conversation: conversation)
+        if let conversation, try conversations.conversation(conversation) == nil {
+            throw KianaNodeError(.notFound, "no conversation \(conversation)")
+        }
+    }
+
+    public func ask(
+        _ question: String, backend: any ChatBackend, retriever: Retriever?, options: AskOptions = AskOptions(),
+        onText: @escaping @Sendable (String) -> Bool
+    ) async throws -> AskResult {
+        let q = try Self.checkedQuestion(question, conversation: options.conversation)
         let now = Int64(currentMillis())
         let node = self
         // Store calls and retrieval (which embeds the question) run off the cooperative pool.

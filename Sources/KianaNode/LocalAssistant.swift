@@ -14,12 +14,12 @@ public struct LocalAssistant: Sendable {
 
     /// Loads the backend (the embedded model takes a second or so), then the embedder, and
     /// brings the vector index up to date.
-    public init(node: Node, config: BackendConfig, modelDirectory: String) throws {
+    public init(node: Node, config: BackendConfig, modelDirectory: String, progress: ProgressHandler? = nil) throws {
         self.node = node
         backend = try config.make(modelDirectory: modelDirectory)
         do {
             let embedder = try Node.loadEmbedder(modelDirectory: modelDirectory)
-            retriever = try node.retriever(embedder)
+            retriever = try node.retriever(embedder, progress: progress)
             keywordOnly = nil
         } catch let e as KianaAIError where e.code == .modelMissing || e.code == .modelCorrupt {
             retriever = nil

@@ -182,9 +182,14 @@ struct BackendFlags: ParsableArguments {
 
 /// Loads what answering needs: the node, the backend and a retriever (keyword-only, with a
 /// warning, when the embedding model is missing).
-func assistant(_ data: DataOptions, _ models: ModelOptions, _ flags: BackendFlags) throws -> LocalAssistant {
+func assistant(
+    _ data: DataOptions, _ models: ModelOptions, _ flags: BackendFlags, check: ((Node) throws -> Void)? = nil
+) throws -> LocalAssistant {
     let node = try Node.open(directory: data.directory)
-    let a = try LocalAssistant(node: node, config: flags.config(data), modelDirectory: models.directory(data))
+    try check?(node)
+    // Chunks waiting for their vectors are embedded first (after an interrupted ingest this
+    // takes a while): shown as progress, not a silent wait.
+    let a = try LocalAssistant(node: node, config: flags.config(data), modelDirectory: models.directory(data), progress: ProgressBar().handler)
     if let reason = a.keywordOnly { Output.note("kiana: \(reason); searching by keyword only") }
     return a
 }
@@ -252,7 +257,8 @@ struct Ask: AsyncParsableCommand {
                 }
             }
             let speaker = speaking
-            let assistant = try assistant(data, models, backend)
+            let asked = question
+            let assistant = try assistant(data, models, backend) { node in try node.checkAsk(asked, conversation: conversation) }
             var o = AskOptions()
             o.sources = sources
             o.maxTokens = maxTokens

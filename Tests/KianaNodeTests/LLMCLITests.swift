@@ -99,6 +99,20 @@ import Testing
         #expect(try await kiana(["conversations", String(conv.prefix(8)), "--data-dir", d]).out == shown.out)
         let bad = try await kiana(["ask", "hi", "--conversation", "nope", "--data-dir", d])
         #expect(bad.status != 0 && bad.err.contains("no conversation nope"))
+        // A question refused for its input is refused before chunks waiting for vectors are
+        // embedded (which after an interrupted ingest takes minutes).
+        #expect(try await kiana(["remember", "Waiting for its vector.", "--data-dir", d]).status == 0)
+        func waiting() async throws -> Int? {
+            (try JSONSerialization.jsonObject(with: Data(try await kiana(["index", "status", "--json", "--data-dir", d]).out.utf8)) as? [String: Any])?["waiting"]
+                as? Int
+        }
+        let before = try await waiting()
+        #expect((before ?? 0) >= 1)
+        for args in [["ask", "  "], ["ask", "hi", "--conversation", "nope"]] {
+            let r = try await kiana(args + ["--data-dir", d])
+            #expect(r.status == 1 && (r.err.contains("the question is empty") || r.err.contains("no conversation nope")), "\(args): \(r.err)")
+        }
+        #expect(try await waiting() == before, "a refused question embedded the waiting chunks first")
     }
 
     @Test("chat: interactive turns over stdin keep one conversation")
