@@ -114,6 +114,12 @@ extension Node {
                     progress?("reading", report.bytesRead, totalBytes, file)
                     continue
                 }
+                // Nothing to keep from a new file (empty, or headings only): said, not counted as unchanged.
+                if chunks.isEmpty && old.isEmpty && extra.isEmpty {
+                    report.filesFailed.append("\(file): no text to keep (the file is empty or has headings only)")
+                    progress?("reading", report.bytesRead, totalBytes, file)
+                    continue
+                }
                 let name = (file as NSString).lastPathComponent
                 var ops: [KnowledgeOp] = []
                 var added = 0

@@ -89,6 +89,14 @@ import Testing
         hits = try await searchJSON(["visitor wifi password", "--data-dir", d, "--k", "1"])
         #expect((hits.first?["text"] as? String)?.contains("Tulip7") == true)
 
+        // a new file with nothing to keep (headings only, or empty) is named as skipped, not
+        // counted as unchanged
+        try await write("# Shopping list\n", docs + "/heading.md")
+        try await write("", docs + "/empty.txt")
+        r = try await kiana(["ingest", docs, "--data-dir", d])
+        #expect(r.status == 0 && r.out.contains("Nothing changed") && r.out.contains("3 unchanged"), "\(r.out)")
+        #expect(r.err.contains("skipped \(docs)/heading.md: no text to keep") && r.err.contains("skipped \(docs)/empty.txt: no text to keep"), "\(r.err)")
+
         // bad input: clear one-line errors, exit 1
         r = try await kiana(["ingest", tmp.path + "/missing", "--data-dir", d])
         #expect(r.status == 1 && r.err.contains("no such file or folder"))
