@@ -1,4 +1,5 @@
 import Foundation
+import KianaCore
 
 /// One setting: its key in `config.json` (dotted: `http.port` is `{"http": {"port": …}}`), its
 /// environment variable and its flag, what values it takes and its default.

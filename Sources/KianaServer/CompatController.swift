@@ -161,7 +161,9 @@ struct CompatController<Context: RequestContext>: Sendable {
         let sampling = try Compat.sampling(
             temperature: o.temperature, topP: o.top_p, seed: o.seed, topK: o.top_k, minP: o.min_p,
             repeatPenalty: o.repeat_penalty)
-        let maxTokens = try Compat.positive(o.num_predict, "num_predict")
+        // Ollama's -1 (no limit) and -2 (fill the context) leave the length to the node, whose
+        // default is bounded by the model's context.
+        let maxTokens = try Compat.positive([-1, -2].contains(o.num_predict) ? nil : o.num_predict, "num_predict")
         let grounded = model == groundedModelName
         let start = DispatchTime.now().uptimeNanoseconds
         let node = self.node

@@ -52,6 +52,10 @@ enum RequestBodies {
             {
                 throw HTTPError(.badRequest, message: "a value in the body is out of range or malformed (\(c.debugDescription))")
             }
+            // Foundation says only "not valid JSON": the strict check says where and why.
+            if case .dataCorrupted(let c) = e, c.codingPath.isEmpty, let bad = JSONSyntax.firstError(in: bytes) {
+                throw HTTPError(.badRequest, message: "the request body is not a JSON object: at line \(bad.line), column \(bad.column), \(bad.message)")
+            }
             throw HTTPError(.badRequest, message: describe(e))
         }
     }
@@ -69,6 +73,7 @@ enum RequestBodies {
         case .keyNotFound(let k, let c): return "\(path(c.codingPath + [k])) is required"
         case .typeMismatch(_, let c) where c.codingPath.isEmpty: return "the request body is not a JSON object"
         case .typeMismatch(let t, let c): return "\(path(c.codingPath)) must be \(typeName(t))"
+        case .valueNotFound(_, let c) where c.codingPath.isEmpty: return "the request body is not a JSON object (it is null)"
         case .valueNotFound(let t, let c): return "\(path(c.codingPath)) must be \(typeName(t)), not null"
         @unknown default: return "the request body does not match the expected form"
         }
@@ -81,7 +86,11 @@ enum RequestBodies {
         case is Double.Type, is Float.Type: return "a number"
         case is Bool.Type: return "true or false"
         case is [String].Type: return "an array of strings"
-        default: return t is any Collection.Type ? "an array" : "an object"
+        default:
+            // A dictionary is a Collection too, but in JSON it is an object.
+            let name = String(describing: t)
+            if name.hasPrefix("Dictionary<") || (name.hasPrefix("[") && name.contains(":")) { return "an object" }
+            return t is any Collection.Type ? "an array" : "an object"
         }
     }
 }

@@ -106,6 +106,10 @@ import Testing
             (#"{"text":"x","source":"\#(String(repeating: "s", count: 5000))"}"#, 413, "too-large", "source is longer"),
             (#"{"text":"x","title":"a\u0007b"}"#, 400, "invalid-input", "control characters"),
             (#"{"text":"a\u0000b"}"#, 400, "invalid-input", "NUL"),
+            // Where Foundation says only "not valid JSON", the strict check says where and why.
+            (#"{"text":"a\ud800b"}"#, 400, "invalid-input", "line 1, column 11, a lone UTF-16 high surrogate"),
+            ("null", 400, "invalid-input", "not a JSON object (it is null)"),
+            (#"{"text":"x","tags":{"a":1}}"#, 400, "invalid-input", "tags must be an array"),
         ])
     func badKnowledge(_ body: String, _ status: Int, _ code: String, _ words: String) async throws {
         try await withApp { _, c in
@@ -324,7 +328,7 @@ import Testing
             ("/v1/chat/completions", #"{"model":"kiana","messages":[{"role":"user","content":"hi"}],"temperature":-1}"#, "temperature"),
             ("/v1/chat/completions", #"{"model":"kiana","messages":[{"role":"user","content":"hi"}],"max_tokens":0}"#, "max_tokens"),
             ("/api/generate", #"{"model":"kiana"}"#, "prompt is required"),
-            ("/api/chat", #"{"model":"kiana","messages":[{"role":"user","content":"hi"}],"options":{"num_predict":-2}}"#, "num_predict"),
+            ("/api/chat", #"{"model":"kiana","messages":[{"role":"user","content":"hi"}],"options":{"num_predict":-3}}"#, "num_predict"),
             ("/v1/embeddings", #"{"model":"m","input":[]}"#, "input must be"),
             ("/api/embed", #"{"input":7}"#, "input must be"),
             ("/api/chat", #"{"model":"kiana","messages":[{"role":"user","content":"hi"}],"options":{"top_k":1e30}}"#, "top_k"),
@@ -332,6 +336,19 @@ import Testing
             ("/v1/chat/completions", #"{"model":"kiana","messages":[{"role":"user","content":"hi"}],"max_tokens":1e30}"#, "out of range"),
         ])
     func badCompat(_ path: String, _ body: String, _ words: String) async throws {
+        try await checkBadCompat(path, body, words)
+    }
+
+    /// Ollama clients send num_predict -1 (no limit) or -2 (fill the context): both are taken.
+    @Test(arguments: [-1, -2])
+    func ollamaUnlimitedNumPredictIsTaken(_ n: Int) async throws {
+        try await withApp { _, c in
+            let r = try await Self.post(c, "/api/generate", #"{"model":"kiana","prompt":"hi","stream":false,"options":{"num_predict":\#(n)}}"#)
+            #expect(r.status == .ok, "\(Self.text(r))")
+        }
+    }
+
+    func checkBadCompat(_ path: String, _ body: String, _ words: String) async throws {
         try await withApp { _, c in
             let r = try await Self.post(c, path, body)
             #expect(r.status == .badRequest, "\(path) \(body): \(Self.text(r))")

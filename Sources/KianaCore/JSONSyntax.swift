@@ -1,12 +1,13 @@
 import Foundation
 
-/// A strict RFC 8259 syntax check that says where a config file goes wrong (line and column),
-/// which Foundation's decoder does not, and refuses what it lets through (trailing commas).
-struct JSONSyntax {
-    struct Failure: Error {
-        var line: Int
-        var column: Int
-        var message: String
+/// A strict RFC 8259 syntax check that says where JSON goes wrong (line and column), which
+/// Foundation's decoder does not, and refuses what it lets through (trailing commas); escapes
+/// must make valid Unicode (no lone UTF-16 surrogate).
+public struct JSONSyntax: Sendable {
+    public struct Failure: Error, Sendable {
+        public var line: Int
+        public var column: Int
+        public var message: String
     }
 
     private let bytes: [UInt8]
@@ -15,8 +16,12 @@ struct JSONSyntax {
     private init(_ bytes: [UInt8]) { self.bytes = bytes }
 
     /// The first syntax error in `data`, or nil when it is one JSON value.
-    static func firstError(in data: Data) -> Failure? {
+    public static func firstError(in data: Data) -> Failure? {
         var p = JSONSyntax(Array(data))
+        if let bad = p.firstInvalidUTF8() {
+            p.at = bad
+            return p.fail("not valid UTF-8")
+        }
         do throws(Failure) {
             p.skipSpace()
             try p.value(depth: 0)
@@ -25,6 +30,20 @@ struct JSONSyntax {
             return nil
         } catch {
             return error
+        }
+    }
+
+    /// The offset of the first byte that is not part of valid UTF-8, if any.
+    private func firstInvalidUTF8() -> Int? {
+        var iterator = bytes.makeIterator()
+        var parser = Unicode.UTF8.ForwardParser()
+        var offset = 0
+        while true {
+            switch parser.parseScalar(from: &iterator) {
+            case .valid(let scalar): offset += scalar.count
+            case .emptyInput: return nil
+            case .error: return offset
+            }
         }
     }
 
@@ -43,8 +62,8 @@ struct JSONSyntax {
         return (line, column)
     }
 
-    private func fail(_ message: String) -> Failure {
-        let p = position(at)
+    private func fail(_ message: String, at offset: Int? = nil) -> Failure {
+        let p = position(offset ?? at)
         return Failure(line: p.line, column: p.column, message: message)
     }
 
@@ -136,12 +155,17 @@ struct JSONSyntax {
                 at += 1
                 guard let e = next else { break }
                 if e == UInt8(ascii: "u") {
-                    at += 1
-                    for _ in 0..<4 {
-                        guard let h = next, (h >= 0x30 && h <= 0x39) || (h | 0x20 >= 0x61 && h | 0x20 <= 0x66) else {
-                            throw fail("\\u should be followed by four hex digits")
+                    at -= 1
+                    let start = at
+                    let unit = try hexEscape()
+                    if (0xDC00...0xDFFF).contains(unit) {
+                        throw fail("a lone UTF-16 low surrogate escape (\\u\(String(unit, radix: 16)))", at: start)
+                    }
+                    if (0xD800...0xDBFF).contains(unit) {
+                        guard next == UInt8(ascii: "\\"), (try? peekHexEscape()).map({ (0xDC00...0xDFFF).contains($0) }) == true else {
+                            throw fail("a lone UTF-16 high surrogate escape (\\u\(String(unit, radix: 16)) without its low half)", at: start)
                         }
-                        at += 1
+                        _ = try hexEscape()
                     }
                 } else {
                     guard "\"\\/bfnrt".utf8.contains(e) else { throw fail("an escape JSON does not have (\\\"  \\\\ \\/ \\b \\f \\n \\r \\t \\uXXXX)") }
@@ -154,6 +178,27 @@ struct JSONSyntax {
             }
         }
         throw fail("the string is not closed")
+    }
+
+    /// Reads `\uXXXX` at the current position and returns its code unit.
+    private mutating func hexEscape() throws(Failure) -> Int {
+        guard next == UInt8(ascii: "\\") else { throw fail("an escape should come here") }
+        at += 1
+        guard next == UInt8(ascii: "u") else { throw fail("an escape should come here") }
+        at += 1
+        var unit = 0
+        for _ in 0..<4 {
+            guard let h = next, let v = Int(String(UnicodeScalar(h)), radix: 16) else { throw fail("\\u should be followed by four hex digits") }
+            unit = unit << 4 | v
+            at += 1
+        }
+        return unit
+    }
+
+    /// The code unit of a `\uXXXX` escape at the current position, without moving.
+    private func peekHexEscape() throws(Failure) -> Int {
+        var copy = self
+        return try copy.hexEscape()
     }
 
     private mutating func digits() -> Int {
@@ -181,8 +226,9 @@ struct JSONSyntax {
     }
 
     private mutating func literal(_ word: String) throws(Failure) {
+        let start = at
         for c in word.utf8 {
-            guard next == c else { throw fail("not a JSON value (true, false and null are lower case; strings need double quotes)") }
+            guard next == c else { throw fail("not a JSON value (true, false and null are lower case; strings need double quotes)", at: start) }
             at += 1
         }
     }
