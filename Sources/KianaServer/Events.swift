@@ -41,12 +41,17 @@ public final class EventStreams: Sendable {
     /// Blocks sent per tick at most (a client resuming far back catches up over several ticks).
     static let batch: UInt64 = 100
 
-    func stream(node: any NodeAPI, lastEventID: String?) async throws -> Response {
+    func stream(node: any NodeAPI, lastEventID: String?, named: String = "Last-Event-ID") async throws -> Response {
         let start = try await node.head()
         var from = Int(start?.height ?? 0)
+        // The hash `hello` names is the block at the height it names (the client's resume point).
+        var fromHash = start.map { Hex.encode($0.hash) } ?? ""
         if let id = lastEventID {
-            guard let h = Int(id), h >= 0 else { throw HTTPError(.badRequest, message: "Last-Event-ID must be a block height") }
-            from = min(h, from)
+            guard let h = Int(id), h >= 0 else { throw HTTPError(.badRequest, message: "\(named) must be a block height (a whole number, 0 or more)") }
+            if h < from {
+                from = h
+                fromHash = (try? await node.blocks(from: UInt64(h), through: UInt64(h)).first?.hashHex) ?? ""
+            }
         }
         let limit = self.limit
         let enter = open.withLock { open -> Bool in
@@ -59,10 +64,10 @@ public final class EventStreams: Sendable {
         let interval = self.interval
         let keepAlive = self.keepAlive
         let resumeFrom = from
+        let resumeHash = fromHash
         return Streaming.events { emit in
             withExtendedLifetime(slot) {}
-            let startHash = start.map { Hex.encode($0.hash) } ?? ""
-            guard emit("retry: 2000\n" + JSONText.event("hello", Hello(height: resumeFrom, head: startHash))) else { return }
+            guard emit("retry: 2000\n" + JSONText.event("hello", Hello(height: resumeFrom, head: resumeHash))) else { return }
             try? await cancelWhenGracefulShutdown {
                 // What this client has been sent: height → block hash, for the recent past, so a
                 // fork (a block it saw replaced) is noticed and the new branch sent from the fork.
@@ -160,6 +165,7 @@ struct EventsController<Context: RequestContext>: Sendable {
     }
 
     @Sendable func stream(_ req: Request, _ ctx: Context) async throws -> Response {
-        try await events.stream(node: node, lastEventID: req.headers[HTTPField.Name("Last-Event-ID")!] ?? Query.string(req, "since"))
+        let header = req.headers[HTTPField.Name("Last-Event-ID")!]
+        return try await events.stream(node: node, lastEventID: header ?? Query.string(req, "since"), named: header != nil ? "Last-Event-ID" : "since")
     }
 }

@@ -60,7 +60,8 @@ public enum KianaHTTP {
         config: HTTPConfig, node: any NodeAPI, control: ControlSurface? = nil,
         events: EventStreams = EventStreams(), connections: HTTPConnectionBook = HTTPConnectionBook()
     ) -> Router<KianaRequestContext> {
-        let router = Router(context: KianaRequestContext.self)
+        // HEAD is answered on every GET route (monitors probe with it): the GET's headers, no body.
+        let router = Router(context: KianaRequestContext.self, options: .autoGenerateHeadEndpoints)
         let metrics = Metrics()
         let listeners = ListenerStatus(http: connections, budget: config.budget)
         router.add(middleware: ConnectionScopeMiddleware())
@@ -134,7 +135,7 @@ struct BearerTokenMiddleware<Context: RequestContext>: RouterMiddleware {
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         // The UI's static files hold no data and a browser cannot attach a header when it opens
         // a page; the UI then asks for the token and sends it with every API call.
-        if request.method == .get, WebUI.files[request.uri.path] != nil { return try await next(request, context) }
+        if request.method == .get || request.method == .head, WebUI.files[request.uri.path] != nil { return try await next(request, context) }
         // The control surface has its own, stronger token (from the data directory, new at each
         // start); the local CLI sends that one, not the API token.
         if request.uri.path.hasPrefix("/control/") { return try await next(request, context) }

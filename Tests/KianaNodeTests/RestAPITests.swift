@@ -143,6 +143,10 @@ import Testing
         defer { replay.signal(SIGTERM) }
         #expect(await replay.waitFor("\"item\":\"\(id)\"", timeout: 30) != nil, "\(replay.output)")
         #expect(Self.events(replay.output + "\n\n").contains { $0.name == "knowledge" && $0.data["item"] as? String == id })
+        // Its hello names the height it resumes from with that block's hash, not the head's.
+        let genesis = try await Self.call(u + "/api/v1/ledger/blocks/0")
+        let hello = try #require(Self.events(replay.output + "\n\n").first { $0.name == "hello" }?.data)
+        #expect(hello["height"] as? Int == 0 && hello["head"] as? String == genesis.json["hash"] as? String, "\(hello) \(genesis.body.prefix(200))")
 
         // Edit.
         r = try await Self.call(u + "/api/v1/knowledge/\(id)", method: "PUT", body: #"{"text":"The spare key is under the red pot.","title":"Key"}"#)

@@ -50,6 +50,17 @@ import Testing
         }
     }
 
+    /// Monitors probe with HEAD: every GET route answers it with the GET's status and no body.
+    @Test(arguments: ["/health", "/ready", "/api/v1/knowledge", "/", "/ui/app.js", "/openapi.json"])
+    func headIsAnsweredOnGetRoutes(_ path: String) async throws {
+        try await withApp { _, c in
+            let get = try await c.execute(uri: path, method: .get)
+            let head = try await c.execute(uri: path, method: .head)
+            #expect(head.status == get.status && head.status != .notFound, "\(path): \(head.status)")
+            #expect(head.body.readableBytes == 0)
+        }
+    }
+
     @Test func readyIs503UntilModelsLoad() async throws {
         try await withApp { node, c in
             var r = try await c.execute(uri: "/ready", method: .get)
@@ -280,7 +291,9 @@ import Testing
         }
         try await withApp { _, c in
             let r = try await c.execute(uri: "/api/v1/events?since=-4", method: .get)
-            #expect(r.status == .badRequest && Self.error(r).message.contains("Last-Event-ID"))
+            #expect(r.status == .badRequest && Self.error(r).message.contains("since must be a block height"), "\(Self.text(r))")
+            let h = try await c.execute(uri: "/api/v1/events", method: .get, headers: [HTTPField.Name("Last-Event-ID")!: "x"])
+            #expect(h.status == .badRequest && Self.error(h).message.contains("Last-Event-ID must be a block height"), "\(Self.text(h))")
         }
     }
 
