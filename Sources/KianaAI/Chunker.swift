@@ -161,10 +161,14 @@ public enum TextExtraction {
     /// characters, at most 200 bytes) of a supported type.
     public static func uploadName(_ raw: String) throws(KianaAIError) -> String {
         let name = raw.trimmingCharacters(in: .whitespaces)
+        // No control or invisible format characters: a right-to-left override would show
+        // "\u{202E}gnp.md" as "dm.png".
         guard !name.isEmpty, name.utf8.count <= 200, !name.hasPrefix("."), !name.contains("/"), !name.contains("\\"),
-            !name.unicodeScalars.contains(where: { $0.properties.generalCategory == .control })
+            !name.unicodeScalars.contains(where: { [.control, .format].contains($0.properties.generalCategory) })
         else {
-            throw KianaAIError(.invalidInput, "\(raw.prefix(80)): a file name must be a plain name (no folders, not hidden, at most 200 bytes)")
+            throw KianaAIError(
+                .invalidInput,
+                "\(raw.prefix(80).debugDescription): a file name must be a plain name (no folders, not hidden, no control or invisible characters, at most 200 bytes)")
         }
         guard isSupported(name) else {
             throw KianaAIError(.invalidInput, "\(name): unsupported file type (supported: \(supportedExtensions.sorted().joined(separator: ", ")))")

@@ -187,7 +187,9 @@ public final class NodeService: NodeAPI {
         }
         return IngestReportDTO(
             filesScanned: report.filesScanned, filesNew: report.filesNew, filesChanged: report.filesChanged,
-            filesUnchanged: report.filesUnchanged, filesRemoved: report.filesRemoved, filesFailed: report.filesFailed,
+            filesUnchanged: report.filesUnchanged, filesRemoved: report.filesRemoved,
+            // Named as uploaded: the node's own paths are not the client's business.
+            filesFailed: report.filesFailed.map { $0.replacingOccurrences(of: folder + "/", with: "") },
             chunksAdded: report.chunksAdded, chunksUpdated: report.chunksUpdated, chunksRemoved: report.chunksRemoved,
             bytesRead: report.bytesRead, embedded: embedded, changed: report.changed)
     }

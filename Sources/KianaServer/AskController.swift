@@ -25,6 +25,10 @@ struct AskController<Context: RequestContext>: Sendable {
         let sampling = try Compat.sampling(temperature: body.temperature, topP: body.top_p, seed: body.seed)
         let node = self.node
         let conversation = body.conversation
+        // Checked before the stream starts, so a wrong ID is a 404, not an error event in a 200.
+        if let conversation, try await node.conversation(conversation) == nil {
+            throw HTTPError(.notFound, message: "no conversation \(conversation)")
+        }
         if body.stream ?? true {
             return Streaming.events { emit in
                 let (r, conv) = try await node.ask(q, conversation: conversation, maxTokens: maxTokens, sampling: sampling) { piece in

@@ -184,11 +184,16 @@ import Testing
         _ = await holder.wait()
         for bad in [
             #"{"files":[{"name":"../evil.md","text":"x"}]}"#, #"{"files":[{"name":"tool.exe","text":"x"}]}"#,
-            #"{"files":[{"name":"a.md"}]}"#, #"{"paths":["relative/path"]}"#, #"{}"#,
+            #"{"files":[{"name":"a.md"}]}"#, #"{"paths":["relative/path"]}"#, #"{}"#, #"{"files":[{"name":"\u202egnp.md","text":"x"}]}"#,
         ] {
             r = try await Self.call(u + "/api/v1/ingest", method: "POST", body: bad)
             #expect(r.code == 400 && (r.json["error"] as? [String: Any])?["code"] as? String == "invalid-input", "\(bad) → \(r.code) \(r.body)")
         }
+
+        // A file that cannot be read is named as uploaded, without the node's own paths.
+        r = try await Self.call(u + "/api/v1/ingest", method: "POST", body: #"{"stream":false,"files":[{"name":"broken.pdf","text":"not a pdf"}]}"#)
+        let failed = r.json["filesFailed"] as? [String] ?? []
+        #expect(failed.count == 1 && failed[0].hasPrefix("broken.pdf: ") && !failed[0].contains(served.dir.path), "\(r.body)")
 
         // Ledger explorer: status, blocks newest first, one block with its entries, an entry, proofs, verify.
         r = try await Self.call(u + "/api/v1/ledger")

@@ -212,9 +212,9 @@ import Testing
             let text = Self.text(r)
             #expect(text.components(separatedBy: "event: token").count == 3, "\(text)")
             #expect(text.contains("event: done") && text.contains(#""conversation":"c-1""#) && text.contains(#""finish_reason":"stop""#))
-            r = try await Self.post(c, "/api/v1/ask", #"{"question":"Where?","stream":false,"conversation":"c-9"}"#)
+            r = try await Self.post(c, "/api/v1/ask", #"{"question":"Where?","stream":false,"conversation":"c-1"}"#)
             let o = Self.object(r)
-            #expect(o["answer"] as? String == "The spare key is under the blue pot." && o["conversation"] as? String == "c-9")
+            #expect(o["answer"] as? String == "The spare key is under the blue pot." && o["conversation"] as? String == "c-1")
             #expect((o["citations"] as? [[String: Any]])?.first?["source"] as? String == "notes.md")
         }
     }
@@ -227,6 +227,9 @@ import Testing
             #expect(r.status == .badRequest && Self.error(r).message.contains("max_tokens"))
             r = try await Self.post(c, "/api/v1/ask", #"{"question":"x","temperature":-1}"#)
             #expect(r.status == .badRequest && Self.error(r).message.contains("temperature"))
+            // An unknown conversation is a 404 before any stream starts (not an error event in a 200).
+            r = try await Self.post(c, "/api/v1/ask", #"{"question":"x","conversation":"c-9"}"#)
+            #expect(r.status == .notFound && Self.error(r).message == "no conversation c-9", "\(Self.text(r))")
             node.set { $0.acceptsGeneration = false }
             r = try await Self.post(c, "/api/v1/ask", #"{"question":"x"}"#)
             #expect(r.status == .serviceUnavailable && Self.error(r).code == "busy")
