@@ -41,7 +41,7 @@ public struct ItemVectorIndex: Sendable {
     /// Loads the index for `model`, using and refreshing the HNSW file at `path` when the store
     /// is large enough. `progress(done, total)` reports graph building.
     public static func open(
-        store: SearchStore, model: String, dimension: Int, path: String?, config: VectorIndexConfig = VectorIndexConfig(),
+        store: SearchStore, model: String, dimension: Int, path: String?, config: VectorIndexConfig = VectorIndexConfig(), persist: Bool = true,
         progress: ((Int, Int) -> Void)? = nil
     ) throws -> ItemVectorIndex {
         var idx = ItemVectorIndex(model: model, dimension: dimension, config: config)
@@ -86,7 +86,8 @@ public struct ItemVectorIndex: Sendable {
             try idx.build(store: store, progress: progress)
             changed = true
         }
-        if changed, let path { try idx.save(path: path) }
+        // A data directory opened for reading only uses the file; it does not refresh it.
+        if changed, persist, let path { try idx.save(path: path) }
         return idx
     }
 

@@ -256,7 +256,8 @@ extension Node {
         _ embedder: Embedder, config: VectorIndexConfig = VectorIndexConfig(), progress: ProgressHandler? = nil,
         afterEmbedding: () throws -> Void = {}
     ) throws -> Retriever {
-        try embedPending(embedder, progress: progress)
+        // Opened for reading only (a read-only mount): what has vectors is searched as it is.
+        if !readOnly { try embedPending(embedder, progress: progress) }
         try afterEmbedding()
         // vector.backend (decision 100): the in-process index, or a Chroma server brought in step
         // with the store's vectors (derived state, rebuilt from them when switched).
@@ -273,7 +274,7 @@ extension Node {
         }
         let index = try ItemVectorIndex.open(
             store: searchStore, model: Embedder.modelName, dimension: embedder.dimension,
-            path: vectorIndexPath, config: config
+            path: vectorIndexPath, config: config, persist: !readOnly
         ) { progress?("indexing", $0, $1, "") }
         return Retriever(embedder: embedder, store: searchStore, index: index)
     }

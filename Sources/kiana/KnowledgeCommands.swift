@@ -214,8 +214,10 @@ struct Search: ParsableCommand {
 
     func run() throws {
         try perform {
-            // Keyword search only reads; the other modes may embed waiting items first.
-            let node = try Node.open(directory: data.directory, forReading: mode == "keyword")
+            // Keyword search only reads; the other modes embed waiting items first where the data
+            // directory can be written, and search the vectors there are where it cannot.
+            let directory = try data.directory
+            let node = try Node.open(directory: directory, forReading: mode == "keyword" || !directory.isWritable)
             let view = try node.search(
                 query, k: k, mode: mode, tag: tag, source: source, modelDirectory: model.directory(data),
                 progress: ProgressBar().handler)
