@@ -230,8 +230,27 @@ public final class PeerNetwork: Sendable {
             throw KianaNetError(.invalidInput, "\(address) is not HOST:PORT with a port 1-65535 (for example 192.168.1.20:8470, or [fe80::1]:8470)")
         }
         host = host[..<colon]
-        if host.hasPrefix("["), host.hasSuffix("]") { host = host.dropFirst().dropLast() }
-        guard !host.isEmpty, host.count <= 253 else { throw KianaNetError(.invalidInput, "\(address) has no host") }
+        var bracketed = false
+        if host.hasPrefix("["), host.hasSuffix("]") {
+            host = host.dropFirst().dropLast()
+            bracketed = true
+        }
+        guard !host.isEmpty else { throw KianaNetError(.invalidInput, "\(address) has no host") }
+        guard host.utf8.count <= 253 else { throw KianaNetError(.invalidInput, "the host in \(address.prefix(40))… is longer than 253 characters") }
+        // An IPv6 address in brackets (with a zone: fe80::1%eth0), or an IPv4 address or host
+        // name: labels of letters, digits, '-' and '_' (mDNS names), 1-63 each.
+        let valid: Bool
+        if bracketed {
+            valid = host.contains(":") && host.allSatisfy { $0.isHexDigit || $0 == ":" || $0 == "." || $0 == "%" || $0.isLetter || $0.isNumber }
+        } else {
+            valid = host.split(separator: ".", omittingEmptySubsequences: false).allSatisfy { label in
+                (1...63).contains(label.count) && label.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-" || $0 == "_") }
+                    && !label.hasPrefix("-") && !label.hasSuffix("-")
+            }
+        }
+        guard valid else {
+            throw KianaNetError(.invalidInput, "\(address) does not name a host (a name like kitchen.local, an address like 192.168.1.20, or [fe80::1])")
+        }
         return (String(host), port)
     }
 

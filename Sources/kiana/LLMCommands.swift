@@ -312,6 +312,11 @@ struct Chat: AsyncParsableCommand {
                     say("(new conversation)")
                     continue
                 }
+                // A mistyped command is not sent as a question ("/qiut" would be asked).
+                if q.hasPrefix("/"), !q.dropFirst().contains(" "), q.count > 1 {
+                    Output.note("kiana: unknown command \(Terminal.escape(q)); the commands are /new and /quit")
+                    continue
+                }
                 do {
                     let r = try await assistant.ask(q, options: o) {
                         Output.stream($0)

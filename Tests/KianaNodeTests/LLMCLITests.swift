@@ -122,8 +122,10 @@ import Testing
         defer { tmp.cleanup() }
         let d = tmp.path
         let ids = try await taught(d)
-        let r = try await kiana(["chat", "--data-dir", d, "--greedy"], input: Data("Where is the spare key?\nremember that the car is blue\n/quit\n".utf8))
+        let r = try await kiana(
+            ["chat", "--data-dir", d, "--greedy"], input: Data("Where is the spare key?\nremember that the car is blue\n/qiut\n/quit\n".utf8))
         #expect(r.status == 0, "\(r.err)")
+        #expect(r.err.contains("unknown command /qiut"), "\(r.err)")
         #expect(r.out.contains(ids[0]), "\(r.out)")
         #expect(r.out.contains("I'll remember that: The car is blue"))
         let list = try await kiana(["conversations", "--data-dir", d])
@@ -148,6 +150,9 @@ import Testing
         try FileManager.default.createDirectory(atPath: models, withIntermediateDirectories: true)
         let copy = tmp.path + "/mine.gguf"
         try FileManager.default.createSymbolicLink(atPath: copy, withDestinationPath: Models.smolLM)
+        // `kiana` is the knowledge-base model's name on the compatible endpoints.
+        r = try await kiana(["models", "add", copy, "--name", "kiana", "--model-dir", models])
+        #expect(r.status == 1 && r.err.contains("knowledge-base model"), "\(r.err)")
         r = try await kiana(["models", "add", copy, "--name", "mine", "--model-dir", models])
         #expect(r.status == 0, "\(r.err)")
         r = try await kiana(["generate", "The quick brown fox", "--greedy", "-n", "4", "--model", "mine", "--model-dir", models])

@@ -46,6 +46,8 @@ public struct ModelCatalog: Sendable {
         _ = try LlamaModel(path: full)  // refuses files the engine cannot run
         let n = name ?? ((full as NSString).lastPathComponent as NSString).deletingPathExtension.lowercased()
         guard !n.isEmpty, n.count <= 100, !n.contains("/") else { throw KianaAIError(.invalidInput, "model names are 1-100 characters without '/'") }
+        // The node's compatible endpoints answer model `kiana` from the knowledge base itself.
+        guard n.lowercased() != "kiana" else { throw KianaAIError(.invalidInput, "kiana is the name of the knowledge-base model; choose another with --name") }
         guard !entries().contains(where: { $0.name == n && !$0.registered }) else {
             throw KianaAIError(.invalidInput, "\(n) is an installed model's name; choose another with --name")
         }

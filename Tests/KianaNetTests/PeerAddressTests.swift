@@ -1,0 +1,38 @@
+import KianaNet
+import Testing
+
+/// HOST:PORT as `kiana peers add`, `kiana join` and the dialer read it.
+@Suite struct PeerAddressTests {
+    @Test(arguments: [
+        ("192.168.1.20:8470", "192.168.1.20", 8470),
+        ("kitchen.local:8470", "kitchen.local", 8470),
+        ("my_pi-2.home.arpa:1", "my_pi-2.home.arpa", 1),
+        ("[fe80::1%eth0]:8470", "fe80::1%eth0", 8470),
+        ("[::1]:65535", "::1", 65535),
+    ])
+    func validAddressesSplit(_ address: String, _ host: String, _ port: Int) throws {
+        let (h, p) = try PeerNetwork.parse(address)
+        #expect(h == host && p == port)
+    }
+
+    @Test(arguments: [
+        ("a b:5", "does not name a host"),
+        ("::1:8470", "does not name a host"),
+        ("-bad.local:1", "does not name a host"),
+        ("a..b:1", "does not name a host"),
+        (String(repeating: "a", count: 64) + ".local:1", "does not name a host"),
+        (String(repeating: "ab.", count: 100) + "x:1", "longer than 253"),
+        (":8470", "has no host"),
+        ("host:0", "with a port 1-65535"),
+        ("host", "with a port 1-65535"),
+        ("host:99999", "with a port 1-65535"),
+    ])
+    func badAddressesSayWhy(_ address: String, _ why: String) {
+        #expect(throws: KianaNetError.self) { try PeerNetwork.parse(address) }
+        do {
+            _ = try PeerNetwork.parse(address)
+        } catch {
+            #expect(error.message.contains(why), "\(address): \(error.message)")
+        }
+    }
+}
