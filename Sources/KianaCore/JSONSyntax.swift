@@ -17,7 +17,7 @@ public struct JSONSyntax: Sendable {
 
     /// The first syntax error in `data`, or nil when it is one JSON value.
     public static func firstError(in data: Data) -> Failure? {
-        var p = JSONSyntax(Array(data))
+        var p = JSONSyntax([UInt8](data))
         if let bad = p.firstInvalidUTF8() {
             p.at = bad
             return p.fail("not valid UTF-8")
@@ -79,7 +79,7 @@ public struct JSONSyntax: Sendable {
     }
 
     private mutating func value(depth: Int) throws(Failure) {
-        guard depth < 64 else { throw fail("nested more than 64 deep") }
+        guard depth < 512 else { throw fail("nested more than 512 deep") }
         guard let b = next else { throw fail("the file ends where a value should be") }
         switch b {
         case UInt8(ascii: "{"): try object(depth: depth)

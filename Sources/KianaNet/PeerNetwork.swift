@@ -239,11 +239,13 @@ public final class PeerNetwork: Sendable {
         guard host.utf8.count <= 253 else { throw KianaNetError(.invalidInput, "the host in \(address.prefix(40))… is longer than 253 characters") }
         // An IPv6 address in brackets (with a zone: fe80::1%eth0), or an IPv4 address or host
         // name: labels of letters, digits, '-' and '_' (mDNS names), 1-63 each.
+        // (An IPv6 address without brackets is split at its last colon, as it always was.)
         let valid: Bool
-        if bracketed {
-            valid = host.contains(":") && host.allSatisfy { $0.isHexDigit || $0 == ":" || $0 == "." || $0 == "%" || $0.isLetter || $0.isNumber }
+        if bracketed || host.contains(":") {
+            valid = host.contains(":") && host.allSatisfy { $0.isASCII && ($0.isHexDigit || $0 == ":" || $0 == "." || $0 == "%" || $0.isLetter || $0.isNumber) }
         } else {
-            valid = host.split(separator: ".", omittingEmptySubsequences: false).allSatisfy { label in
+            let name = host.hasSuffix(".") ? host.dropLast() : host  // a fully qualified name's root dot
+            valid = name.split(separator: ".", omittingEmptySubsequences: false).allSatisfy { label in
                 (1...63).contains(label.count) && label.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-" || $0 == "_") }
                     && !label.hasPrefix("-") && !label.hasSuffix("-")
             }

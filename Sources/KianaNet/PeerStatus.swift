@@ -99,7 +99,18 @@ extension PeerNetwork {
         for a in (try? await store.knownPeerAddresses()) ?? [] where !seenAddresses.contains(a) {
             out.append(PeerStatus(device: nil, address: a, state: "manual", member: false, source: "manual", rttMillis: nil, name: nil))
         }
-        return out
+        // One order for the same peers (sets and dictionaries iterate differently each time, and
+        // the event stream resends a list whose text changed): links first, then offline
+        // members, cut-offs, discovered and manual addresses, each by device and address.
+        func rank(_ p: PeerStatus) -> Int {
+            switch p.source {
+            case "ledger": return 1
+            case "sync": return 2
+            case "manual": return 4
+            default: return p.source.hasPrefix("mdns") ? 3 : 0
+            }
+        }
+        return out.sorted { (rank($0), $0.device ?? "", $0.address ?? "") < (rank($1), $1.device ?? "", $1.address ?? "") }
     }
 
     /// Fills in a member's head, how it stands to ours, last sync, refusals and link bytes.

@@ -192,6 +192,8 @@ public struct KianaConfig: Sendable {
     /// or dotted keys (`"http.port": 8000`); values are strings, numbers or booleans (true/false
     /// stand for on/off). Unknown keys are refused by name.
     public static func parse(_ data: Data, name: String) throws(KianaNodeError) -> [String: String] {
+        // A UTF-8 byte-order mark (some Windows editors write one) is not part of the JSON.
+        let data = data.starts(with: [0xEF, 0xBB, 0xBF]) ? data.dropFirst(3) : data
         if let bad = JSONSyntax.firstError(in: data) {
             throw KianaNodeError(.invalidInput, "\(name):\(bad.line):\(bad.column): not valid JSON: \(bad.message)")
         }

@@ -90,7 +90,7 @@ public enum NodeServer {
         let announce: @Sendable () -> Void = {
             guard let (h, p) = ports.both() else { return }
             directory.writeRuntime(
-                NodeRuntime(http: "http://\(http.isLoopback ? http.host : "127.0.0.1"):\(h)", p2pHost: netConfig.host, p2pPort: p, pid: Int(getpid())))
+                NodeRuntime(http: "http://\(Self.localHost(http.host)):\(h)", p2pHost: netConfig.host, p2pPort: p, pid: Int(getpid())))
             onReady(node, h, p)
         }
         // One model host: the embedder is loaded once for both the indexer and answers.
@@ -142,6 +142,14 @@ public enum NodeServer {
 }
 
 extension NodeServer {
+    /// Where a process on this machine reaches a listener bound to `host`: a wildcard listener
+    /// on loopback, any other address as it is (IPv6 in brackets).
+    static func localHost(_ host: String) -> String {
+        if ["0.0.0.0", "", "*"].contains(host) { return "127.0.0.1" }
+        if ["::", "[::]"].contains(host) { return "[::1]" }
+        return host.contains(":") && !host.hasPrefix("[") ? "[\(host)]" : host
+    }
+
     /// Raises the open-file limit to the hard limit and divides it (`DescriptorBudget`); HTTP's
     /// cap becomes its share when that is smaller than configured. Refuses to start when the
     /// limit leaves HTTP too little.

@@ -173,13 +173,17 @@ public final class NodeService: NodeAPI {
         defer { state.withLock { $0.ingesting = false } }
         let kept = files
         let report: IngestReport = try await store { n in
+            // Taken before the files are written: a CLI ingest holding it means 409 and nothing
+            // changed in uploads/ (the node does not wait: it would hold a store thread).
+            let lock = try IngestLock(directory: n.directory, wait: false)
+            defer { lock.release() }
             do {
                 try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
                 for file in kept { try Data(file.data).write(to: URL(fileURLWithPath: file.path), options: .atomic) }
             } catch {
                 throw KianaNodeError(.io, "cannot keep the uploaded files in \(folder): \(error.localizedDescription)")
             }
-            return try n.ingest(paths: kept.map(\.path), tags: tags, progress: progress, waitForOtherIngest: false)
+            return try n.ingest(paths: kept.map(\.path), tags: tags, progress: progress, holding: lock)
         }
         var embedded = 0
         if report.changed, let embedder = try? await models.embedder() {

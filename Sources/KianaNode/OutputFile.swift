@@ -14,15 +14,26 @@ public final class OutputFile {
     let temporary: String?
 
     public init(_ given: String) throws {
-        // A symlink is followed (also a dangling one): the file it names is written and the
-        // link kept.
+        // A device, pipe or socket, also behind links (/dev/stdout → /proc/self/fd/1 → pipe:[…],
+        // which only the kernel can follow), is opened as given and written through.
+        var through = stat()
+        if stat(given, &through) == 0, ![S_IFREG, S_IFDIR].contains(through.st_mode & S_IFMT) {
+            guard let h = FileHandle(forWritingAtPath: given) else { throw KianaNodeError(.io, "cannot write \(given): \(String(cString: strerror(errno)))") }
+            self.path = given
+            handle = h
+            temporary = nil
+            return
+        }
+        // A symlink to a file is followed (also a dangling one): the file it names is written
+        // and the link kept.
         var path = given
         for _ in 0..<8 {
             var st = stat()
             guard lstat(path, &st) == 0, st.st_mode & S_IFMT == S_IFLNK,
                 let dest = try? FileManager.default.destinationOfSymbolicLink(atPath: path)
             else { break }
-            path = dest.hasPrefix("/") ? dest : (path as NSString).deletingLastPathComponent + "/" + dest
+            let folder = (path as NSString).deletingLastPathComponent  // "" for a link in the current folder
+            path = dest.hasPrefix("/") || folder.isEmpty ? dest : folder + "/" + dest
         }
         self.path = path
         var st = stat()

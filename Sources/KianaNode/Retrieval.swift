@@ -42,7 +42,16 @@ extension Node {
     /// run leaves whole batches and the next run finishes the job.
     public func ingest(
         paths: [String], tags: [String] = [], chunker: Chunker = Chunker(),
-        progress: ProgressHandler? = nil, waitForOtherIngest: Bool = true, now: @Sendable () -> UInt64 = currentMillis
+        progress: ProgressHandler? = nil, now: @Sendable () -> UInt64 = currentMillis
+    ) throws -> IngestReport {
+        try ingest(paths: paths, tags: tags, chunker: chunker, progress: progress, holding: nil, now: now)
+    }
+
+    /// `ingest(paths:…)` under a lock the caller already holds (`holding`), or one it takes,
+    /// waiting for another ingest to finish.
+    func ingest(
+        paths: [String], tags: [String] = [], chunker: Chunker = Chunker(),
+        progress: ProgressHandler? = nil, holding: IngestLock?, now: @Sendable () -> UInt64 = currentMillis
     ) throws -> IngestReport {
         guard !paths.isEmpty else { throw KianaNodeError(.invalidInput, "nothing to ingest: give files or folders") }
         var report = IngestReport()
@@ -68,12 +77,13 @@ extension Node {
             }
         }
         // One ingest at a time per data directory (CLI runs, `--watch`, the node's uploads): two
-        // that read the same state would both add a file's new chunks. The node does not wait
-        // (it would hold one of the few threads its store calls run on).
-        let lock = try IngestLock(directory: directory, wait: waitForOtherIngest) {
-            progress?("waiting", 0, 0, "waiting for another ingest on this data directory to finish")
-        }
-        defer { lock.release() }
+        // that read the same state would both add a file's new chunks.
+        let taken =
+            holding == nil
+            ? try IngestLock(directory: directory, wait: true) {
+                progress?("waiting", 0, 0, "waiting for another ingest on this data directory to finish")
+            } : nil
+        defer { taken?.release() }
         let totalBytes = plan.flatMap(\.files).reduce(0) { $0 + ((try? fm.attributesOfItem(atPath: $1)[.size] as? Int) ?? 0) }
         progress?("reading", 0, totalBytes, "")
         for entry in plan {
@@ -289,15 +299,20 @@ extension Node {
 }
 
 /// An exclusive lock on `<data dir>/ingest.lock` (flock: released when the process dies, so a
-/// killed ingest never leaves it held). A data directory this process cannot write needs none:
-/// its ingest fails at the first write.
+/// killed ingest never leaves it held). Where there is no lock to take (a data directory this
+/// process cannot write, whose ingest fails at its first write; a file system without flock,
+/// such as NFS without its lock daemon) the ingest runs as it did before there was one.
 struct IngestLock {
     private let fd: Int32
 
-    init(directory: DataDirectory, wait: Bool, waiting: () -> Void) throws {
-        fd = open(directory.path + "/ingest.lock", O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+    /// Takes the lock; with `wait` false, another ingest holding it is a 409 conflict at once.
+    init(directory: DataDirectory, wait: Bool, waiting: () -> Void = {}) throws {
+        // Read-only and readable by all: a lock file made by `sudo kiana ingest` still opens
+        // for the service's user (flock needs no write access).
+        fd = open(directory.path + "/ingest.lock", O_RDONLY | O_CREAT | O_CLOEXEC, 0o644)
         guard fd >= 0 else { return }
         if flock(fd, LOCK_EX | LOCK_NB) == 0 { return }
+        guard errno == EWOULDBLOCK else { return }  // no locking here: as before
         guard wait else {
             close(fd)
             throw KianaNodeError(.conflict, "another ingestion is running on this data directory (kiana ingest); try again when it has finished")

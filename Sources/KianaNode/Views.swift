@@ -307,11 +307,15 @@ extension Node {
         guard !query.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty else { throw KianaNodeError(.invalidInput, "the search query is empty") }
         let filter = SearchFilter(
             tag: tag,
-            sourcePrefix: source.map { s in
-                // A path as typed in a shell: absolute, ~, ./, or a name that exists here (`notes`
-                // after `kiana ingest notes`); anything else is matched as it is (a free-text source).
-                let path = s.hasPrefix("/") || s.hasPrefix("~") || s.hasPrefix(".") || (!s.contains("://") && FileManager.default.fileExists(atPath: s))
-                return path ? URL(fileURLWithPath: (s as NSString).expandingTildeInPath).standardizedFileURL.path : s
+            sourcePrefix: try source.map { s in
+                // A path as typed in a shell: absolute, ~ or ./ always; a bare name (`notes` after
+                // `kiana ingest notes`) when it exists here and items were ingested from it, else
+                // it is matched as typed (a free-text source such as `chat`).
+                let absolute = URL(fileURLWithPath: (s as NSString).expandingTildeInPath).standardizedFileURL.path
+                if s.hasPrefix("/") || s.hasPrefix("~") || s.hasPrefix(".") { return absolute }
+                guard !s.contains("://"), FileManager.default.fileExists(atPath: s) else { return s }
+                let ingested = try searchStore.hasItems(sourcePrefix: absolute)
+                return ingested ? absolute : s
             })
         let hits: [SearchHit]
         if m == .keyword {

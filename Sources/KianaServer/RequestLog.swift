@@ -40,7 +40,7 @@ struct RequestLogMiddleware<Context: RequestContext>: RouterMiddleware {
         let seconds = elapsed / .seconds(1)
         metrics.record(method: request.method.rawValue, route: route, status: status, seconds: seconds)
         let path = request.uri.path
-        let quiet = ["/health", "/ready", "/metrics", "/control/ready"].contains(path) || (request.method == .get && WebUI.files[path] != nil)
+        let quiet = ["/health", "/ready", "/metrics", "/control/ready"].contains(path) || ([.get, .head].contains(request.method) && WebUI.files[path] != nil)
         // A probe's 503 (/ready before the models load) is an answer, not a failure.
         let level: Logger.Level = status >= 500 && !(quiet && status == 503) ? .warning : quiet ? .debug : .info
         guard context.logger.logLevel <= level else { return }

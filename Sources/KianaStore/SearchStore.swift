@@ -264,6 +264,17 @@ public struct SearchStore: Sendable {
         }
     }
 
+    /// Whether some live item's source starts with `prefix`.
+    public func hasItems(sourcePrefix prefix: String) throws(KianaStoreError) -> Bool {
+        try database.run("reading items by source") {
+            try writer.read { db in
+                try Bool.fetchOne(
+                    db, sql: "SELECT EXISTS (SELECT 1 FROM item WHERE deleted = 0 AND substr(source, 1, ?) = ?)",
+                    arguments: [prefix.unicodeScalars.count, prefix]) ?? false
+            }
+        }
+    }
+
     /// Live items whose source starts with `prefix` (ingested files: "path#chunk").
     public func items(sourcePrefix prefix: String) throws(KianaStoreError) -> [StoredItem] {
         try database.run("reading items by source") {

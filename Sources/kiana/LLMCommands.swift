@@ -313,8 +313,8 @@ struct Chat: AsyncParsableCommand {
                     continue
                 }
                 // A mistyped command is not sent as a question ("/qiut" would be asked).
-                if q.hasPrefix("/"), !q.dropFirst().contains(" "), q.count > 1 {
-                    Output.note("kiana: unknown command \(Terminal.escape(q)); the commands are /new and /quit")
+                if q.hasPrefix("/"), q.count > 1, q.dropFirst().allSatisfy(\.isLetter) {
+                    Output.note("kiana: unknown command \(Terminal.escape(q)); the commands are /new, /quit and /exit")
                     continue
                 }
                 do {

@@ -134,7 +134,8 @@ struct PeersRemove: ParsableCommand {
 
     func run() throws {
         try perform {
-            try Discovery.checkPeerAddress(address)
+            // Any stored address can be removed, also one an older version let in.
+            guard !address.isEmpty else { throw KianaNodeError(.invalidInput, "give the address as `kiana peers` lists it") }
             let node = try Node.open(directory: data.directory)
             let removed = try node.removePeer(address: address)
             guard removed else { throw KianaNodeError(.notFound, "\(address) is not a known peer address (see `kiana peers`)") }
@@ -163,7 +164,7 @@ struct Pair: ParsableCommand {
             defer { control.closePairing() }
             say("Pairing window open for \(timeout) s. On the new device run:")
             let hosts = ["0.0.0.0", "::", ""].contains(control.p2pHost) ? Self.localAddresses() : [control.p2pHost]
-            for a in hosts { say("  kiana join \(a):\(port ?? control.p2pPort)") }
+            for a in hosts { say("  kiana join \(a.contains(":") ? "[\(a)]" : a):\(port ?? control.p2pPort)") }
             if let me = try? data.directory.loadIdentity() {
                 say("  or, where multicast reaches: kiana join \(me.deviceID)")
             }

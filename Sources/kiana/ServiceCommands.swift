@@ -158,22 +158,26 @@ struct ServiceInstall: ParsableCommand {
             if fm.fileExists(atPath: unit), !force {
                 throw KianaNodeError(.conflict, "\(unit) exists; --force replaces it")
             }
-            // Every place is checked before anything is copied, so a unit that cannot be written
-            // does not leave a replaced binary or half the models behind.
-            for (flag, path) in [("--unit", unit), ("--binary", binary), ("--models-target", modelsTarget)] { try Self.checkWritable(path, flag: flag) }
             // The binary: this executable, unless it already is the target.
             let me = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().path
             let selfPath = (try? fm.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? me
-            if URL(fileURLWithPath: binary).resolvingSymlinksInPath().path != selfPath {
-                try Self.copy(selfPath, to: binary, mode: 0o755)
-                say("copied \(selfPath) to \(binary)")
-            }
+            let copyBinary = URL(fileURLWithPath: binary).resolvingSymlinksInPath().path != selfPath
             // The models: every file of the resolved model directory, when there are any.
             let source = try models.directory(data)
             let resolved = URL(fileURLWithPath: source).resolvingSymlinksInPath().path
-            if let names = try? fm.contentsOfDirectory(atPath: resolved), !names.isEmpty,
-                resolved != URL(fileURLWithPath: modelsTarget).resolvingSymlinksInPath().path
-            {
+            let modelNames = (try? fm.contentsOfDirectory(atPath: resolved)) ?? []
+            let copyModels = !modelNames.isEmpty && resolved != URL(fileURLWithPath: modelsTarget).resolvingSymlinksInPath().path
+            // Every place that will be written is checked before anything is copied, so a unit
+            // that cannot be written does not leave a replaced binary or half the models behind.
+            var places = [("--unit", unit)]
+            if copyBinary { places.append(("--binary", binary)) }
+            if copyModels { places.append(("--models-target", modelsTarget)) }
+            for (flag, path) in places { try Self.checkWritable(path, flag: flag) }
+            if copyBinary {
+                try Self.copy(selfPath, to: binary, mode: 0o755)
+                say("copied \(selfPath) to \(binary)")
+            }
+            if copyModels {
                 let copied = try Self.copyTree(resolved, to: modelsTarget)
                 guard copied > 0 else { throw KianaNodeError(.notFound, "no model files found in \(source)") }
                 say("copied \(copied) model files from \(source) to \(modelsTarget)")
@@ -305,7 +309,7 @@ struct Ready: AsyncParsableCommand {
             if status == 401 {
                 throw KianaNodeError(
                     .unauthorized,
-                    "the node at \(url.absoluteString) wants an API token: set the one it was started with as api.token in config.json or KIANA_TOKEN")
+                    "the node at \(url.absoluteString) wants an API token: set the one it was started with as http.token in config.json or KIANA_TOKEN")
             }
             guard status == 200 else { throw KianaNodeError(.notRunning, "the node at \(url.absoluteString) is not ready (HTTP \(status))") }
             say("ready")

@@ -260,15 +260,15 @@ import Testing
                 if i % 2 == 1 { try? await c.writeAndFlush(ByteBuffer(bytes: half)) }
                 flood.append(c)
             }
-            #expect(await eventually { a.admissionStats.refusedPerSource >= 48 }, "\(a.admissionStats)")
+            #expect(await eventually(every: .milliseconds(20)) { a.admissionStats.refusedPerSource >= 48 }, "\(a.admissionStats)")
             #expect(a.admissionStats.pending == 2)
             let took = try await Self.memberLink(b, port: port) {
-                _ = await eventually(2) { a.admissionStats.members == 1 }
+                _ = await eventually(2, every: .milliseconds(20)) { a.admissionStats.members == 1 }
             }
             #expect(took < .seconds(2), "member link took \(took)")
             // The two held handshakes are cut off at the 2 s deadline; the member link ended.
             #expect(
-                await eventually(6) {
+                await eventually(6, every: .milliseconds(20)) {
                     let s = a.admissionStats
                     return s.pending == 0 && s.members == 0 && s.handshakesTimedOut == 2 && s.handshakesCompleted == 1
                 }, "\(a.admissionStats)")
@@ -288,27 +288,27 @@ import Testing
         let (a, b) = try Self.members(link: link, logger: lines.logger())
         try await Self.withListener(a) { port in
             _ = try await Self.memberLink(b, port: port)
-            #expect(await eventually { a.admissionStats.members == 0 && a.admissionStats.handshakesCompleted == 1 })
+            #expect(await eventually(every: .milliseconds(20)) { a.admissionStats.members == 0 && a.admissionStats.handshakesCompleted == 1 })
             var flood: [any Channel] = []
             for i in 0..<50 {
                 if let c = try? await Self.connect(from: "127.0.0.\(2 + i % 10)", to: port) { flood.append(c) }
             }
-            #expect(await eventually { a.admissionStats.refused >= 42 }, "\(a.admissionStats)")
+            #expect(await eventually(every: .milliseconds(20)) { a.admissionStats.refused >= 42 }, "\(a.admissionStats)")
             #expect(a.admissionStats.pending == 8)
             // A stranger on a fresh address: reset on arrival.
             let before = a.admissionStats.refusedPoolFull
             if let stranger = try? await Self.connect(from: "127.0.0.50", to: port) {
-                #expect(await eventually(2) { !stranger.isActive }, "the stranger's connection stayed open")
+                #expect(await eventually(2, every: .milliseconds(20)) { !stranger.isActive }, "the stranger's connection stayed open")
             }
-            #expect(await eventually(2) { a.admissionStats.refusedPoolFull == before + 1 }, "\(a.admissionStats)")
+            #expect(await eventually(2, every: .milliseconds(20)) { a.admissionStats.refusedPoolFull == before + 1 }, "\(a.admissionStats)")
             let took = try await Self.memberLink(b, port: port) {
-                _ = await eventually(2) { a.admissionStats.members == 1 }
+                _ = await eventually(2, every: .milliseconds(20)) { a.admissionStats.members == 1 }
             }
             #expect(took < .seconds(2), "member link took \(took)")
             #expect(a.admissionStats.pending == 8, "the flood still held the pool: \(a.admissionStats)")
-            #expect(await eventually { a.admissionStats.handshakesCompleted == 2 }, "\(a.admissionStats)")
+            #expect(await eventually(every: .milliseconds(20)) { a.admissionStats.handshakesCompleted == 2 }, "\(a.admissionStats)")
             for c in flood { c.close(promise: nil) }
-            #expect(await eventually { a.admissionStats.open == 0 }, "\(a.admissionStats)")
+            #expect(await eventually(every: .milliseconds(20)) { a.admissionStats.open == 0 }, "\(a.admissionStats)")
         }
     }
 
@@ -336,7 +336,7 @@ import Testing
             func accounted(_ s: AdmissionStats) -> Int {
                 s.refused + s.handshakesFailed + s.handshakesTimedOut + s.handshakesCompleted
             }
-            _ = await eventually(10) { accounted(a.admissionStats) >= cycles && a.admissionStats.open == 0 }
+            _ = await eventually(10, every: .milliseconds(20)) { accounted(a.admissionStats) >= cycles && a.admissionStats.open == 0 }
             let s = a.admissionStats
             // A connection reset before it is accepted may never reach the listener.
             #expect(accounted(s) >= cycles * 95 / 100 && accounted(s) <= cycles, "\(s)")

@@ -9,6 +9,9 @@ import Testing
         ("my_pi-2.home.arpa:1", "my_pi-2.home.arpa", 1),
         ("[fe80::1%eth0]:8470", "fe80::1%eth0", 8470),
         ("[::1]:65535", "::1", 65535),
+        // Without brackets an IPv6 address is split at its last colon, as it always was.
+        ("2001:db8::5:8470", "2001:db8::5", 8470),
+        ("nas.lan.:8470", "nas.lan.", 8470),
     ])
     func validAddressesSplit(_ address: String, _ host: String, _ port: Int) throws {
         let (h, p) = try PeerNetwork.parse(address)
@@ -17,7 +20,7 @@ import Testing
 
     @Test(arguments: [
         ("a b:5", "does not name a host"),
-        ("::1:8470", "does not name a host"),
+        ("[a b]:8470", "does not name a host"),
         ("-bad.local:1", "does not name a host"),
         ("a..b:1", "does not name a host"),
         (String(repeating: "a", count: 64) + ".local:1", "does not name a host"),

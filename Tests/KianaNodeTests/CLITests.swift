@@ -113,6 +113,14 @@ import Testing
         #expect(try await kiana(["export", "-o", link] + d).status == 0)
         #expect((try? FileManager.default.destinationOfSymbolicLink(atPath: link)) == "real.json", "the link was replaced")
         #expect(String(decoding: try Data(contentsOf: URL(fileURLWithPath: real)), as: UTF8.self).contains("\"kiana-ledger\""))
+        // A relative link in the folder the command runs in, and /dev/stdout when it is a pipe.
+        try FileManager.default.createSymbolicLink(atPath: dir.path + "/here.json", withDestinationPath: "real.json")
+        try Data("old".utf8).write(to: URL(fileURLWithPath: real))
+        let here = try await runProcess("/bin/sh", ["-c", #"cd "$1" && exec "$2" export -o here.json --data-dir d"#, "sh", dir.path, kianaBinary()])
+        #expect(here.status == 0, "\(String(decoding: here.err, as: UTF8.self))")
+        #expect(String(decoding: try Data(contentsOf: URL(fileURLWithPath: real)), as: UTF8.self).contains("\"kiana-ledger\""))
+        let piped = try await kiana(["export", "-o", "/dev/stdout"] + d)
+        #expect(piped.status == 0 && piped.out.contains("\"kiana-ledger\""), "\(piped.err)")
         // A FIFO: a reader gets the export; the FIFO stays one.
         let fifo = dir.path + "/fifo"
         #expect(mkfifo(fifo, 0o600) == 0)

@@ -84,6 +84,7 @@ import Testing
         #"{"log.level": "\u0064ebug", "device.name": "K\u00fcche \"oben\" \/ \ud83c\udfe0 ✓"}"#,
         #"{"http": {}, "llm": {"model": null}, "discovery.enabled": false}"#,
         "{}",
+        "\u{FEFF}{\"http.port\": 8001}",  // a UTF-8 byte-order mark, as some editors write
     ])
     func validJSONOfEveryShapeIsRead(_ json: String) throws {
         #expect(throws: Never.self) { _ = try KianaConfig.parse(Data(json.utf8), name: "config.json") }

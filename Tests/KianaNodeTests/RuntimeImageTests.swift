@@ -101,7 +101,15 @@ import Testing
         let early = try await runProcess("/usr/bin/unshare", inImage("ready --timeout 2"))
         #expect(early.status != 0)
         let node = try ChildProcess("/usr/bin/unshare", inImage("serve"))
-        defer { node.signal(SIGTERM) }
+        // The node is unshare's child (PID 1 of the new namespace). unshare's --kill-child does
+        // not reach it: `chroot --userspec` changes its user, which clears the parent-death
+        // signal, so the node outlived the test. It is stopped directly, as a container's init.
+        func stop() {
+            let children = (try? String(contentsOfFile: "/proc/\(node.process.pid)/task/\(node.process.pid)/children", encoding: .utf8)) ?? ""
+            for child in children.split(separator: " ").compactMap({ pid_t($0) }) { kill(child, SIGTERM) }
+            node.signal(SIGTERM)
+        }
+        defer { stop() }
         let line = await node.waitFor("serving http://127.0.0.1:\(port)", timeout: 60)
         #expect(line != nil, "the node in the runtime tree did not start")
         let health = try await runProcess("/usr/bin/curl", ["-s", "-m", "10", "http://127.0.0.1:\(port)/health"])
@@ -117,8 +125,13 @@ import Testing
         // The data directory belongs to the node's user, keys private.
         var st = stat()
         #expect(stat(root + "/data/identity.key", &st) == 0 && st.st_uid == 10001 && st.st_mode & 0o077 == 0)
-        node.signal(SIGTERM)
+        stop()
         _ = await node.wait(timeout: 30)
+        // Nothing of the tree runs on (a process whose root is the tree would outlive it).
+        let left = try FileManager.default.contentsOfDirectory(atPath: "/proc").compactMap { Int32($0) }.filter {
+            (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\($0)/root"))?.hasPrefix(root) == true
+        }
+        #expect(left.isEmpty, "processes still running in the runtime tree: \(left)")
     }
     /// The Swift runtime reads a process's arguments from /proc/self/cmdline, so a tree run
     /// without /proc (a bare chroot) gets none; kiana must say so, not trap or act on no arguments.

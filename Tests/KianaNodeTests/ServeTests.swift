@@ -200,8 +200,10 @@ import Testing
             }, "\(last)")
         eager.process.interrupt()
         #expect(eager.waitForExit())
-        // Nothing running: the settings' address, which answers nothing.
-        let gone = try await kiana(["ready", "--data-dir", dir.path, "--timeout", "2"])
+        // Nothing running: the settings' address (a port nothing listens on), which answers nothing.
+        var quiet = env
+        quiet["KIANA_PORT"] = String(LLMCLITests.freePort())
+        let gone = try await kiana(["ready", "--data-dir", dir.path, "--timeout", "2"], environment: quiet)
         #expect(gone.status == 1, "\(gone.out)")
     }
 

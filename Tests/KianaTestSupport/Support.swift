@@ -33,7 +33,7 @@ public enum Shared {
 /// Polls `condition` every `interval` until it holds, for at most `seconds`; the last look is
 /// taken at the deadline, so a condition that comes true just then still counts.
 public func eventually(
-    _ seconds: Double = 15, every interval: Duration = .milliseconds(50), _ condition: () async throws -> Bool
+    _ seconds: Double = 15, every interval: Duration = .milliseconds(200), _ condition: () async throws -> Bool
 ) async rethrows -> Bool {
     let end = ContinuousClock.now + .milliseconds(Int(seconds * 1000))
     while ContinuousClock.now < end {
