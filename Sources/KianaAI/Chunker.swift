@@ -161,24 +161,23 @@ public enum TextExtraction {
     /// characters, at most 200 bytes) of a supported type.
     public static func uploadName(_ raw: String) throws(KianaAIError) -> String {
         let name = raw.trimmingCharacters(in: .whitespaces)
-        // No control characters and no direction overrides or isolates: a right-to-left override
-        // would show "\u{202E}gnp.md" as "dm.png". (Joiners, which Persian names and emoji
-        // sequences need, are other format characters and stay allowed.)
+        // No control characters and no invisible format characters (a right-to-left override
+        // shows "\u{202E}gnp.md" as "dm.png"; a zero-width space makes a look-alike), except
+        // the two joiners Persian names and emoji sequences need.
         guard !name.isEmpty, name.utf8.count <= 200, !name.hasPrefix("."), !name.contains("/"), !name.contains("\\"),
-            !name.unicodeScalars.contains(where: { $0.properties.generalCategory == .control || Self.directionControls.contains($0.value) })
+            !name.unicodeScalars.contains(where: {
+                $0.properties.generalCategory == .control || ($0.properties.generalCategory == .format && ![0x200C, 0x200D].contains($0.value))
+            })
         else {
             throw KianaAIError(
                 .invalidInput,
-                "\(raw.prefix(80).debugDescription): a file name must be a plain name (no folders, not hidden, no control or direction characters, at most 200 bytes)")
+                "\(raw.prefix(80).debugDescription): a file name must be a plain name (no folders, not hidden, no control or invisible characters, at most 200 bytes)")
         }
         guard isSupported(name) else {
             throw KianaAIError(.invalidInput, "\(name): unsupported file type (supported: \(supportedExtensions.sorted().joined(separator: ", ")))")
         }
         return name
     }
-
-    /// Unicode's bidirectional marks, embeddings, overrides and isolates.
-    static let directionControls: Set<UInt32> = [0x061C, 0x200E, 0x200F, 0x202A, 0x202B, 0x202C, 0x202D, 0x202E, 0x2066, 0x2067, 0x2068, 0x2069]
 
     public static let supportedExtensions: Set<String> = ["md", "markdown", "txt", "text", "html", "htm", "pdf"]
     /// Files above this size are refused (a text file that big is almost certainly not notes).

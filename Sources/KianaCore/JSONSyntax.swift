@@ -96,50 +96,40 @@ public struct JSONSyntax: Sendable {
     }
 
     private mutating func object(depth: Int) throws(Failure) {
-        at += 1
-        skipSpace()
-        if next == UInt8(ascii: "}") {
-            at += 1
-            return
-        }
-        while true {
-            skipSpace()
-            guard next == UInt8(ascii: "\"") else { throw fail("a key in double quotes should come here") }
-            try string()
-            skipSpace()
-            try expect(":", "':' should follow the key")
-            skipSpace()
-            try value(depth: depth + 1)
-            skipSpace()
-            if next == UInt8(ascii: ",") {
-                at += 1
-                skipSpace()
-                if next == UInt8(ascii: "}") { throw fail("a comma before '}' (JSON has no trailing commas)") }
-                continue
-            }
-            try expect("}", "',' or '}' should come here")
-            return
+        try members(closedBy: "}", depth: depth) { p throws(Failure) in
+            guard p.next == UInt8(ascii: "\"") else { throw p.fail("a key in double quotes should come here") }
+            try p.string()
+            p.skipSpace()
+            try p.expect(":", "':' should follow the key")
+            p.skipSpace()
+            try p.value(depth: depth + 1)
         }
     }
 
     private mutating func array(depth: Int) throws(Failure) {
+        try members(closedBy: "]", depth: depth) { p throws(Failure) in try p.value(depth: depth + 1) }
+    }
+
+    /// The members of an object or array after its opening bracket: none, or `member`s
+    /// separated by commas, up to `close` (a comma right before it is refused).
+    private mutating func members(closedBy close: Character, depth: Int, _ member: (inout JSONSyntax) throws(Failure) -> Void) throws(Failure) {
         at += 1
         skipSpace()
-        if next == UInt8(ascii: "]") {
+        if next == close.asciiValue {
             at += 1
             return
         }
         while true {
             skipSpace()
-            try value(depth: depth + 1)
+            try member(&self)
             skipSpace()
             if next == UInt8(ascii: ",") {
                 at += 1
                 skipSpace()
-                if next == UInt8(ascii: "]") { throw fail("a comma before ']' (JSON has no trailing commas)") }
+                if next == close.asciiValue { throw fail("a comma before '\(close)' (JSON has no trailing commas)") }
                 continue
             }
-            try expect("]", "',' or ']' should come here")
+            try expect(close, "',' or '\(close)' should come here")
             return
         }
     }

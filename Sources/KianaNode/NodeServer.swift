@@ -145,8 +145,8 @@ extension NodeServer {
     /// Where a process on this machine reaches a listener bound to `host`: a wildcard listener
     /// on loopback, any other address as it is (IPv6 in brackets).
     static func localHost(_ host: String) -> String {
-        if ["0.0.0.0", "", "*"].contains(host) { return "127.0.0.1" }
-        if ["::", "[::]"].contains(host) { return "[::1]" }
+        // (A listener on :: takes IPv4 too, and 127.0.0.1 exists where ::1 may not.)
+        if ["0.0.0.0", "", "*", "::", "[::]"].contains(host) { return "127.0.0.1" }
         return host.contains(":") && !host.hasPrefix("[") ? "[\(host)]" : host
     }
 

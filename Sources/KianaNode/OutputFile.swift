@@ -14,8 +14,17 @@ public final class OutputFile {
     let temporary: String?
 
     public init(_ given: String) throws {
-        // A device, pipe or socket, also behind links (/dev/stdout → /proc/self/fd/1 → pipe:[…],
-        // which only the kernel can follow), is opened as given and written through.
+        // A descriptor this process already has (/dev/stdout, /dev/fd/N, /proc/self/fd/N) is
+        // written through that descriptor: appending to `>> file` appends, a pipe is a pipe.
+        if let fdNumber = Self.descriptor(given) {
+            let copy = dup(fdNumber)
+            guard copy >= 0 else { throw KianaNodeError(.io, "cannot write \(given): \(String(cString: strerror(errno)))") }
+            self.path = given
+            handle = FileHandle(fileDescriptor: copy, closeOnDealloc: true)
+            temporary = nil
+            return
+        }
+        // A device, pipe or socket, also behind links, is opened as given and written through.
         var through = stat()
         if stat(given, &through) == 0, ![S_IFREG, S_IFDIR].contains(through.st_mode & S_IFMT) {
             guard let h = FileHandle(forWritingAtPath: given) else { throw KianaNodeError(.io, "cannot write \(given): \(String(cString: strerror(errno)))") }
@@ -63,6 +72,17 @@ public final class OutputFile {
         }
     }
     var inPlace = false
+
+    /// The descriptor a /dev/stdout-like path names, if it is one.
+    static func descriptor(_ path: String) -> Int32? {
+        switch path {
+        case "/dev/stdout": return 1
+        case "/dev/stderr": return 2
+        default:
+            for prefix in ["/dev/fd/", "/proc/self/fd/"] where path.hasPrefix(prefix) { return Int32(path.dropFirst(prefix.count)) }
+            return nil
+        }
+    }
 
     /// Writes `audio` as a 16-bit WAV file and puts it in place.
     public func finish(_ audio: PCMAudio) throws { try finish(bytes: Data(WAV.encode(audio))) }

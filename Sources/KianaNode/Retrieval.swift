@@ -307,10 +307,16 @@ struct IngestLock {
 
     /// Takes the lock; with `wait` false, another ingest holding it is a 409 conflict at once.
     init(directory: DataDirectory, wait: Bool, waiting: () -> Void = {}) throws {
-        // Read-only and readable by all: a lock file made by `sudo kiana ingest` still opens
-        // for the service's user (flock needs no write access).
-        fd = open(directory.path + "/ingest.lock", O_RDONLY | O_CREAT | O_CLOEXEC, 0o644)
+        // Opened for writing where it can be (NFS emulates flock with a write lock), else for
+        // reading (a lock file `sudo kiana ingest` made still opens for the service's user);
+        // made readable by all whatever the umask (kiana's is 077).
+        let path = directory.path + "/ingest.lock"
+        var opened = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+        if opened < 0 { opened = open(path, O_RDONLY | O_CLOEXEC) }
+        fd = opened
         guard fd >= 0 else { return }
+        var st = stat()
+        if fstat(fd, &st) == 0, st.st_uid == geteuid(), st.st_mode & 0o777 != 0o644 { fchmod(fd, 0o644) }
         if flock(fd, LOCK_EX | LOCK_NB) == 0 { return }
         guard errno == EWOULDBLOCK else { return }  // no locking here: as before
         guard wait else {
@@ -319,7 +325,11 @@ struct IngestLock {
         }
         waiting()
         while flock(fd, LOCK_EX) != 0 {
-            guard errno == EINTR else { throw KianaNodeError(.io, "cannot lock \(directory.path)/ingest.lock: \(String(cString: strerror(errno)))") }
+            guard errno == EINTR else {
+                let why = String(cString: strerror(errno))
+                close(fd)
+                throw KianaNodeError(.io, "cannot lock \(path): \(why)")
+            }
         }
     }
 

@@ -257,7 +257,7 @@ extension Node {
     public func addPeer(address: String, now: UInt64 = currentMillis()) throws -> Bool {
         try Discovery.checkPeerAddress(address)
         if let rt = directory.readRuntime(), let (host, port) = Discovery.hostAndPort(address), port == rt.p2pPort,
-            ["127.0.0.1", "localhost", "::1", "0.0.0.0", "::", rt.p2pHost].contains(host.lowercased())
+            ["127.0.0.1", "localhost", "::1", "0.0.0.0", "::", rt.p2pHost].contains(host.lowercased().hasSuffix(".") ? String(host.lowercased().dropLast()) : host.lowercased())
         {
             throw KianaNodeError(.invalidInput, "\(address) is this device's own link listener; add the other device's address")
         }

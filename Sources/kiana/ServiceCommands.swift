@@ -192,8 +192,9 @@ struct ServiceInstall: ParsableCommand {
     /// Throws unless `path` could be created: its nearest existing ancestor is a directory this
     /// process may write to (as root, one on a writable file system).
     static func checkWritable(_ path: String, flag: String) throws {
-        var dir = (path as NSString).deletingLastPathComponent
         var isDir: ObjCBool = false
+        // A folder that exists (the models' target) is written into; a file is written beside.
+        var dir = FileManager.default.fileExists(atPath: path, isDirectory: &isDir) && isDir.boolValue ? path : (path as NSString).deletingLastPathComponent
         while !FileManager.default.fileExists(atPath: dir, isDirectory: &isDir) {
             let up = (dir as NSString).deletingLastPathComponent
             if up == dir || up.isEmpty { break }

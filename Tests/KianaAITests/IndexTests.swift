@@ -141,6 +141,16 @@ enum RankingMetricsCheck {
         #expect(c.allSatisfy { $0.text.count <= 1200 + 150 + 2 })
     }
 
+    /// Upload names are plain names a user can read: no control or invisible characters (a
+    /// right-to-left override, a zero-width space), but the joiners real names need.
+    @Test(arguments: [
+        ("notes.md", true), ("نامه\u{200C}ها.md", true), ("👨\u{200D}👩.md", true), ("\u{202E}gnp.md", false),
+        ("report\u{200B}.pdf", false), ("a\u{2066}b.md", false), ("tab\there.md", false), (".hidden.md", false), ("a/b.md", false),
+    ])
+    func uploadNamesArePlain(_ name: String, _ accepted: Bool) {
+        #expect(((try? TextExtraction.uploadName(name)) != nil) == accepted, "\(name.debugDescription)")
+    }
+
     @Test func htmlBecomesTextWithHeadings() {
         let html =
             "<html><head><title>T</title><script>var x = '<p>';</script></head><body><h2>Pasta &amp; Sauce</h2><p>Boil&nbsp;water.<br>Add salt &#8364;1 &#x41;.</p><!-- hidden --><ul><li>one</li><li>two</li></ul></body></html>"

@@ -121,6 +121,12 @@ import Testing
         #expect(String(decoding: try Data(contentsOf: URL(fileURLWithPath: real)), as: UTF8.self).contains("\"kiana-ledger\""))
         let piped = try await kiana(["export", "-o", "/dev/stdout"] + d)
         #expect(piped.status == 0 && piped.out.contains("\"kiana-ledger\""), "\(piped.err)")
+        // /dev/stdout appended to a file (`>> log`) appends: the file is not replaced.
+        let log = dir.path + "/log.txt"
+        try Data("kept line\n".utf8).write(to: URL(fileURLWithPath: log))
+        let appended = try await runProcess("/bin/sh", ["-c", #""$1" export -o /dev/stdout --data-dir "$2" >> "$3""#, "sh", kianaBinary(), dir.path + "/d", log])
+        let text = String(decoding: try Data(contentsOf: URL(fileURLWithPath: log)), as: UTF8.self)
+        #expect(appended.status == 0 && text.hasPrefix("kept line\n") && text.contains("\"kiana-ledger\""), "\(text.prefix(100))")
         // A FIFO: a reader gets the export; the FIFO stays one.
         let fifo = dir.path + "/fifo"
         #expect(mkfifo(fifo, 0o600) == 0)

@@ -105,11 +105,21 @@ import Testing
         // not reach it: `chroot --userspec` changes its user, which clears the parent-death
         // signal, so the node outlived the test. It is stopped directly, as a container's init.
         func stop() {
+            guard node.process.isRunning else { return }  // its PID may be another process's now
             let children = (try? String(contentsOfFile: "/proc/\(node.process.pid)/task/\(node.process.pid)/children", encoding: .utf8)) ?? ""
             for child in children.split(separator: " ").compactMap({ pid_t($0) }) { kill(child, SIGTERM) }
-            node.signal(SIGTERM)
         }
-        defer { stop() }
+        // Processes whose root is the tree (a namespace's init ignores SIGTERM until it has a
+        // handler, so one that never got that far is killed outright at the end).
+        func rooted() -> [pid_t] {
+            ((try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []).compactMap { pid_t($0) }.filter {
+                (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\($0)/root"))?.hasPrefix(root) == true
+            }
+        }
+        defer {
+            stop()
+            for p in rooted() { kill(p, SIGKILL) }
+        }
         let line = await node.waitFor("serving http://127.0.0.1:\(port)", timeout: 60)
         #expect(line != nil, "the node in the runtime tree did not start")
         let health = try await runProcess("/usr/bin/curl", ["-s", "-m", "10", "http://127.0.0.1:\(port)/health"])
@@ -128,9 +138,7 @@ import Testing
         stop()
         _ = await node.wait(timeout: 30)
         // Nothing of the tree runs on (a process whose root is the tree would outlive it).
-        let left = try FileManager.default.contentsOfDirectory(atPath: "/proc").compactMap { Int32($0) }.filter {
-            (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\($0)/root"))?.hasPrefix(root) == true
-        }
+        let left = rooted()
         #expect(left.isEmpty, "processes still running in the runtime tree: \(left)")
     }
     /// The Swift runtime reads a process's arguments from /proc/self/cmdline, so a tree run
