@@ -242,7 +242,11 @@ public final class PeerNetwork: Sendable {
         // (An IPv6 address without brackets is split at its last colon, as it always was.)
         let valid: Bool
         if bracketed || host.contains(":") {
-            valid = host.contains(":") && host.allSatisfy { $0.isASCII && ($0.isHexDigit || $0 == ":" || $0 == "." || $0 == "%" || $0.isLetter || $0.isNumber) }
+            // An IPv6 address (inet_pton's reading), with an optional zone of letters, digits, '-', '_' or '.'.
+            let parts = host.split(separator: "%", maxSplits: 1, omittingEmptySubsequences: false)
+            var address = in6_addr()
+            let zoneOK = parts.count == 1 || (!parts[1].isEmpty && parts[1].allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || "-_.".contains($0)) })
+            valid = zoneOK && inet_pton(AF_INET6, String(parts[0]), &address) == 1
         } else {
             let name = host.hasSuffix(".") ? host.dropLast() : host  // a fully qualified name's root dot
             valid = name.split(separator: ".", omittingEmptySubsequences: false).allSatisfy { label in

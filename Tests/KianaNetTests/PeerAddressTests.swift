@@ -12,6 +12,7 @@ import Testing
         // Without brackets an IPv6 address is split at its last colon, as it always was.
         ("2001:db8::5:8470", "2001:db8::5", 8470),
         ("nas.lan.:8470", "nas.lan.", 8470),
+        ("[fe80::1%br-lan]:8470", "fe80::1%br-lan", 8470),
     ])
     func validAddressesSplit(_ address: String, _ host: String, _ port: Int) throws {
         let (h, p) = try PeerNetwork.parse(address)
@@ -21,6 +22,11 @@ import Testing
     @Test(arguments: [
         ("a b:5", "does not name a host"),
         ("[a b]:8470", "does not name a host"),
+        // An IPv6 address typed without a port is not split into a host and a port.
+        ("2001:db8::5", "does not name a host"),
+        ("::1", "does not name a host"),
+        ("host:8470:8470", "does not name a host"),
+        ("[fe80::1%]:8470", "does not name a host"),
         ("-bad.local:1", "does not name a host"),
         ("a..b:1", "does not name a host"),
         (String(repeating: "a", count: 64) + ".local:1", "does not name a host"),
