@@ -144,7 +144,7 @@ public enum NodeServer {
 extension NodeServer {
     /// Where a process on this machine reaches a listener bound to `host`: a wildcard listener
     /// on loopback, any other address as it is (IPv6 in brackets).
-    static func localHost(_ host: String) -> String {
+    public static func localHost(_ host: String) -> String {
         // (A listener on :: takes IPv4 too, and 127.0.0.1 exists where ::1 may not.)
         if ["0.0.0.0", "", "*", "::", "[::]"].contains(host) { return "127.0.0.1" }
         return host.contains(":") && !host.hasPrefix("[") ? "[\(host)]" : host

@@ -73,11 +73,9 @@ public final class EventStreams: Sendable {
                 // fork (a block it saw replaced) is noticed and the new branch sent from the fork.
                 var sent: [Int: String] = [:]
                 var last = resumeFrom
-                if resumeFrom == Int(start?.height ?? 0), let start {
-                    sent[Int(start.height)] = Hex.encode(start.hash)
-                } else if let b = try? await node.blocks(from: UInt64(resumeFrom), through: UInt64(resumeFrom)).first {
-                    sent[resumeFrom] = b.hashHex
-                }
+                // The resume block's hash was read for `hello` (the head's, or the block's at the
+                // height the client gave).
+                if !resumeHash.isEmpty { sent[resumeFrom] = resumeHash }
                 var peers = ""
                 var quiet = ContinuousClock.now
                 while !Task.isCancelled {

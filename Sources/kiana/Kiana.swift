@@ -60,7 +60,7 @@ struct Kiana: AsyncParsableCommand {
 extension CommandLine {
     /// The position (1-based) of the first argument whose bytes are not valid UTF-8, if any.
     static var invalidUTF8Argument: Int? {
-        for i in 1..<max(1, Int(argc)) {
+        for i in 1..<Int(argc) {
             guard let p = unsafeArgv[i] else { continue }
             let bytes = UnsafeBufferPointer(start: UnsafeRawPointer(p).assumingMemoryBound(to: UInt8.self), count: strlen(p))
             if String(validating: bytes, as: UTF8.self) == nil { return i }

@@ -295,8 +295,8 @@ struct Ready: AsyncParsableCommand {
             // No running node recorded here (or its files are not readable to this user): the
             // address and token `kiana serve` would use with these settings.
             let http = try ServeSettings.resolve(.init(), directory: directory).http
-            // A wildcard listener is reached on loopback.
-            let host = ["0.0.0.0", "::", "[::]"].contains(http.host) ? "127.0.0.1" : (http.host.contains(":") ? "[\(http.host)]" : http.host)
+            // A wildcard listener is reached on loopback (as node.json names it).
+            let host = NodeServer.localHost(http.host)
             guard let url = URL(string: "http://\(host):\(http.port)/ready") else { throw KianaNodeError(.invalidInput, "bad address \(http.host):\(http.port)") }
             var request = URLRequest(url: url, timeoutInterval: timeout)
             if let token = http.token { request.setValue("Bearer \(token)", forHTTPHeaderField: "Authorization") }
