@@ -100,7 +100,19 @@ public struct HeadAnnouncer: Service, CustomStringConvertible {
                     // intermediate head, forking against the next batch (the pull's end seals).
                     if await !network.book.pulling { await network.hooks.tick() }
                     guard let head = try? await network.sync.head(), head != last else { continue }
-                    await network.announce(head, previous: last)
+                    // Each member's send runs beside the loop: the next head waits for them (so a
+                    // member gets pushed blocks in order) at most `announceWait`, and a member that
+                    // stopped reading is skipped until its send went out, not waited for.
+                    let (message, targets) = await network.announcement(head, previous: last)
+                    let round = AnnouncementRound(sends: targets.count)
+                    for link in targets {
+                        group.addTask {
+                            try? await link.send(message)
+                            await link.endAnnounce()
+                            round.sent()
+                        }
+                    }
+                    await round.wait(upTo: network.config.announceWait)
                     last = head
                 }
                 group.cancelAll()

@@ -325,6 +325,45 @@ public actor PeerLink {
 
     func endNotify() { notifying -= 1 }
 
+    /// Replies the read loop owes (pongs, `busy` and unknown-kind errors) still waiting for the
+    /// socket; they are sent beside the read loop, which never waits for the peer to read.
+    var replying = 0
+
+    func beginReply() -> Bool {
+        guard replying < config.maxOutstanding else { return false }
+        replying += 1
+        return true
+    }
+
+    func endReply() { replying -= 1 }
+
+    /// A heartbeat ping is out (only one at a time: the next waits for its answer or timeout).
+    var pinging = false
+
+    func beginPing() -> Bool {
+        if pinging { return false }
+        pinging = true
+        return true
+    }
+
+    func endPing() { pinging = false }
+
+    /// How long nothing at all arrived from the peer.
+    func silence(now: ContinuousClock.Instant = .now) -> Duration { now - lastHeard }
+
+    /// An announcement (head or pushed block) to this peer is still waiting for the socket.
+    /// The announcer sends the next one only after it went out: a peer that stopped reading
+    /// holds at most one, and is not waited for (`HeadAnnouncer`).
+    var announcing = false
+
+    func beginAnnounce() -> Bool {
+        if announcing { return false }
+        announcing = true
+        return true
+    }
+
+    func endAnnounce() { announcing = false }
+
     /// Bytes of streamed answers held for this link now.
     public var bufferedBytes: Int { buffered }
 
@@ -589,12 +628,12 @@ public enum Link {
             let decoded = try LinkMessage.decode(bytes)
             switch decoded {
             case .unknownKind(let id, let kind):
-                try await link.send(LinkMessage.error(to: id, type: "unknown", code: .unknownKind, "unknown message kind \(kind)"))
+                try await reply(LinkMessage.error(to: id, type: "unknown", code: .unknownKind, "unknown message kind \(kind)"), link: link, group: &group)
             case .message(let m):
                 switch m.kind {
                 case .request:
                     if m.type == "ping" {
-                        try await link.send(LinkMessage(kind: .response, type: "ping", id: m.id, version: link.version))
+                        try await reply(LinkMessage(kind: .response, type: "ping", id: m.id, version: link.version), link: link, group: &group)
                         if link.mode == .member, case .map(let body) = m.body, !body.isEmpty, await link.beginNotify() {
                             group.addTask {
                                 await context.onNotify(link, LinkMessage(kind: .notify, type: "head", body: m.body))
@@ -605,7 +644,7 @@ public enum Link {
                         continue
                     }
                     guard await link.beginRequest() else {
-                        try await link.send(LinkMessage.error(to: m.id, type: m.type, code: .busy, "too many requests in flight"))
+                        try await reply(LinkMessage.error(to: m.id, type: m.type, code: .busy, "too many requests in flight"), link: link, group: &group)
                         continue
                     }
                     group.addTask {
@@ -643,20 +682,53 @@ public enum Link {
         }
     }
 
-    /// Sends a ping every `pingInterval`; records the RTT and closes a link that stays silent.
+    /// Sends a reply the read loop owes beside it: the read loop never waits for the socket, so
+    /// a peer that does not read cannot stop this side from reading (two links each waiting to
+    /// write would otherwise wait on each other for good). More than `maxOutstanding` replies
+    /// unsent means the peer reads nothing: the link is closed.
+    static func reply<T>(_ message: LinkMessage, link: PeerLink, group: inout ThrowingTaskGroup<T?, any Error>) async throws(KianaNetError) {
+        guard await link.beginReply() else {
+            throw fail(.protocolViolation, "peer does not read its answers (\(link.config.maxOutstanding) unsent)")
+        }
+        group.addTask {
+            try? await link.send(message)
+            await link.endReply()
+            return nil
+        }
+    }
+
+    /// Sends a ping every `pingInterval` (one at a time) and records its RTT. A link is closed
+    /// when nothing at all arrived for `idleTimeout`, or a ping went unanswered that long: the
+    /// first catches a peer that stopped reading while this side's writes (the ping among
+    /// them) wait for its socket, the second a peer that reads but no longer answers.
     static func heartbeat(_ link: PeerLink, context: LinkContext) async throws {
         let clock = ContinuousClock()
-        while !Task.isCancelled {
-            try await Task.sleep(for: context.config.pingInterval)
-            let start = clock.now
-            do {
-                _ = try await link.request("ping", await context.pingInfo(), timeout: context.config.idleTimeout)
-                await link.setRTT(clock.now - start)
-            } catch {
-                context.logger.info("link silent, closing", metadata: ["peer": .string(link.deviceID.description)])
-                link.close()
-                return
+        let config = context.config
+        let logger = context.logger
+        await withDiscardingTaskGroup { group in
+            while !Task.isCancelled {
+                do { try await Task.sleep(for: config.pingInterval) } catch { break }
+                if await link.silence() > config.idleTimeout {
+                    logger.info("link silent, closing", metadata: ["peer": .string(link.deviceID.description), "heard": "nothing"])
+                    link.close()
+                    break
+                }
+                guard await link.beginPing() else { continue }
+                group.addTask {
+                    let start = clock.now
+                    do {
+                        _ = try await link.request("ping", await context.pingInfo(), timeout: config.idleTimeout)
+                        await link.setRTT(clock.now - start)
+                    } catch {
+                        if !Task.isCancelled {
+                            logger.info("link silent, closing", metadata: ["peer": .string(link.deviceID.description), "heard": "no pong"])
+                            link.close()
+                        }
+                    }
+                    await link.endPing()
+                }
             }
+            group.cancelAll()
         }
     }
 }

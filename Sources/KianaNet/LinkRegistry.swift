@@ -49,11 +49,4 @@ public actor LinkRegistry {
     public var all: [PeerLink] { Array(links.values) }
     var connectedAddresses: Set<String> { Set(links.values.map(\.remoteAddress)) }
     var connectedDevices: Set<String> { Set(links.keys.map { DeviceID(publicKey: $0).description }) }
-
-    /// Sends `message` to every member link (best effort: a failed send closes that link).
-    func notifyMembers(_ message: LinkMessage) async {
-        for link in links.values where link.mode == .member {
-            try? await link.send(message)
-        }
-    }
 }

@@ -24,6 +24,9 @@ public struct NetworkConfig: Sendable {
     public var cutOffBackoff: Duration = .seconds(60)
     /// Blocks up to this size are pushed whole to members; larger ones are announced.
     public var pushLimit = 256 << 10
+    /// How long the announcer waits for one head's sends before it goes on to the next head; a
+    /// member still not sent to is skipped until its send went out (it pulls the rest).
+    public var announceWait: Duration = .milliseconds(500)
     /// Sync requests one member may make per second (and in a burst); more are answered `busy`.
     public var syncRequestRate: Double = 50
     public var syncRequestBurst: Double = 200

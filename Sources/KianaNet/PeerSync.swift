@@ -2,6 +2,7 @@ import Foundation
 import KianaCore
 import KianaStore
 import Logging
+import Synchronization
 
 /// The sync side of `PeerNetwork`: what members announce and push, pulls (one per member at a
 /// time), refusals and cut-offs, and the announcements this device sends (decision 91).
@@ -144,12 +145,14 @@ extension PeerNetwork {
         }
     }
 
-    /// Tells members about a new head: a block this device made (or another process on its
-    /// data directory) is pushed whole to every member; a block that came from a peer is
-    /// announced (head only) to the members other than its source that do not have it yet,
-    /// who pull it if they want it. So five devices send each new block about once per
-    /// receiver, plus small announcements.
-    func announce(_ head: SyncHead, previous: SyncHead?) async {
+    /// What to tell members about a new head: a block this device made (or another process on
+    /// its data directory) is pushed whole to every member; a block that came from a peer is
+    /// announced (head only) to the members other than its source that do not have it yet, who
+    /// pull it if they want it. So five devices send each new block about once per receiver,
+    /// plus small announcements. A member whose previous announcement is still waiting for its
+    /// socket is left out (it learns the head from the next heartbeat and pulls); each target
+    /// returned is marked as announcing until `PeerLink.endAnnounce`.
+    func announcement(_ head: SyncHead, previous: SyncHead?) async -> (message: LinkMessage, targets: [PeerLink]) {
         let source = await book.source(of: head.hash)
         var push: [UInt8]?
         if source == nil, let previous, head.height == previous.height + 1,
@@ -165,11 +168,37 @@ extension PeerNetwork {
         var targets: [PeerLink] = []
         for link in await registry.all where link.mode == .member && link.remoteKey != source {
             if let known = await book.peer(link.remoteKey)?.head, known.hash == head.hash { continue }
-            targets.append(link)
+            if await link.beginAnnounce() { targets.append(link) }
         }
         if push != nil { counters.update { $0.blocksOut += targets.count } }
-        await withDiscardingTaskGroup { group in
-            for link in targets { group.addTask { try? await link.send(message) } }
+        return (message, targets)
+    }
+}
+
+/// Counts down the sends of one announcement, so the announcer can wait for them with a deadline.
+final class AnnouncementRound: Sendable {
+    private let remaining: Mutex<Int>
+    private let finished: AsyncStream<Never>
+    private let finish: AsyncStream<Never>.Continuation
+
+    init(sends: Int) {
+        remaining = Mutex(sends)
+        (finished, finish) = AsyncStream.makeStream(of: Never.self)
+        if sends == 0 { finish.finish() }
+    }
+
+    func sent() {
+        if remaining.withLock({ $0 -= 1; return $0 == 0 }) { finish.finish() }
+    }
+
+    /// Returns when every send went out, or after `limit`, whichever comes first.
+    func wait(upTo limit: Duration) async {
+        let finished = self.finished
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { for await _ in finished {} }
+            group.addTask { try? await Task.sleep(for: limit) }
+            await group.next()
+            group.cancelAll()
         }
     }
 }

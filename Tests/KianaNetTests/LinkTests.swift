@@ -264,6 +264,19 @@ import Testing
         }
     }
 
+    @Test("A peer that sends pings and never reads its pongs is cut off; the node keeps reading and serving")
+    func deafPeerIsCutOff() async throws {
+        try await Self.withServer(Self.context()) { port, seen in
+            let p = try Self.python(["connect", "127.0.0.1:\(port)", "--network", Hex.encode(Self.network), "--scenario", "deaf", "--flood", "2000000"])
+            #expect(await p.wait(timeout: 60) == 0, "\(p.output.suffix(2000))")
+            #expect(Self.events(p).contains { $0["event"] as? String == "closed-by-peer" }, "\(p.output.suffix(2000))")
+            for _ in 0..<100 where seen.snapshot.errors.isEmpty { try await Task.sleep(for: .milliseconds(20)) }
+            #expect(seen.snapshot.errors.contains { $0.contains("does not read its answers") }, "\(seen.snapshot.errors)")
+            let good = try Self.python(["connect", "127.0.0.1:\(port)", "--network", Hex.encode(Self.network), "--scenario", "echo"])
+            #expect(await good.wait() == 0, "\(good.output)")
+        }
+    }
+
     @Test("A peer that floods notifications gets at most a few handled at once; the link still answers")
     func floodedNotificationsAreBounded() async throws {
         final class Concurrency: Sendable {

@@ -596,6 +596,77 @@ import Testing
         return out.joined(separator: " ")
     }
 
+    // MARK: stalled member
+
+    @Test("Stalled device: a member stopped (SIGSTOP) while blocks are pushed to it is cut off within the heartbeat bound, the others get every write at once, and it catches up when it runs again")
+    func stalledMember() async throws {
+        let tmp = try TempDir("kiana-drill-stall")
+        defer { tmp.cleanup() }
+        let a = DrillNode(name: "a", dir: tmp.path + "/a", lab: nil, ip: "127.0.0.1")
+        let b = DrillNode(name: "b", dir: tmp.path + "/b", lab: nil, ip: "127.0.0.1")
+        let c = DrillNode(name: "c", dir: tmp.path + "/c", lab: nil, ip: "127.0.0.1")
+        defer {
+            b.process?.signal(SIGCONT)
+            [a, b, c].forEach { $0.forceKill() }
+        }
+        try await Nodes.startPaired(a, b, network: "stall")
+        try await b.start()
+        try await Nodes.pair(authority: a, joiner: c)
+        try await c.loadIdentity()
+        // Two authorities: B's vote makes C the third.
+        let vote = try await b.cli(["vote", "add", c.key])
+        try #require(vote.status == 0, "\(vote.err)")
+        try await c.start()
+        for (x, y) in [(a, b), (a, c), (b, c)] {
+            _ = try await x.cli(["peers", "add", y.address])
+            _ = try await y.cli(["peers", "add", x.address])
+        }
+        let meshed = try await Nodes.until(120) { try await Nodes.meshed([a, b, c]) }
+        try await Nodes.confirm(meshed != nil, "no full mesh") { await Nodes.describePeers([a, b, c]) }
+
+        // B stops reading: its socket buffers fill with the blocks A pushes (200 KB each, about
+        // 4 MB fill them here) and A's sends to B wait. A must not wait for B with everyone else's
+        // announcements, and must drop the link once B has been silent for the idle timeout (15 s,
+        // checked every 2 s ping interval).
+        b.process?.signal(SIGSTOP)
+        let stopped = Date()
+        let filler = String(repeating: "Stalled peers must not hold up the others. ", count: 4_600)
+        var latencies: [Double] = []
+        var ids: [String] = []
+        var cutOff: Double?
+        while Date().timeIntervalSince(stopped) < 24 {
+            let w = try await a.rest("POST", "knowledge", json: ["text": "write \(ids.count) while b is stopped. " + filler])
+            let id = try #require(w.json["id"] as? String, "write \(ids.count) on a: \(w.code) \(w.body.prefix(300))")
+            ids.append(id)
+            let t = try await Nodes.until(30, every: 0.02) { try await c.rest("GET", "knowledge/" + id).code == 200 }
+            latencies.append(t ?? 30)
+            if cutOff == nil, try await !a.peers().contains(where: { $0["device"] as? String == b.device && $0["state"] as? String == "connected" }) {
+                cutOff = Date().timeIntervalSince(stopped)
+            }
+        }
+        let sorted = latencies.sorted()
+        print(
+            "drill: stall: \(ids.count) writes of 200 KB while b was stopped: a to c p50 \(ms(percentile(sorted, 0.5))), max \(ms(sorted.last ?? 0)); "
+                + "a dropped its link to b \(cutOff.map(secs) ?? "never") after SIGSTOP")
+        // A push waits for no stalled member: every write reached C at once (waiting for B
+        // showed up as C hearing of writes only through the 2 s heartbeat).
+        #expect((sorted.last ?? 99) < 1.5, "a to c: \(latencies.map { ms($0) })")
+        #expect(cutOff != nil && cutOff! < 22, "a's link to a stopped b: dropped after \(cutOff.map(secs) ?? "never")")
+        #expect(ids.count >= 20, "only \(ids.count) writes in 24 s")
+
+        // B runs again: it relinks and pulls what it missed.
+        b.process?.signal(SIGCONT)
+        let caughtUp = try await Nodes.until(120) { try await Nodes.converged([a, b, c]) }
+        try await Nodes.confirm(caughtUp != nil, "b did not catch up") { await Nodes.describeHeads([a, b, c]) }
+        let onB = Set(try await b.items().compactMap { $0["id"] as? String })
+        #expect(Set(ids).isSubset(of: onB), "missing on b: \(Set(ids).subtracting(onB).count)")
+        #expect(try await b.cli(["ledger", "verify"]).status == 0)
+        for n in [a, b, c] {
+            let s = await n.stop()
+            #expect(s == 0, "\(n.name) exit \(s ?? -1):\n\(n.log.suffix(3000))")
+        }
+    }
+
     // MARK: stranger flood
 
     @Test("Stranger flood: 100 threads open and drop connections to a member's link port; sync stays fast, the link stays up, the log stays small")

@@ -269,6 +269,28 @@ def run(link):
         r = link.request("echo", {"after": "flood"}, 7)
         report(event="flooded", items=link.flood, alive=r["k"] == 1 and r["b"] == {"after": "flood"})
         return 0 if r["k"] == 1 else 1
+    if sc == "deaf":
+        # Answers the first request, then sends pings without end and never reads again (its
+        # receive buffer kept small): the other side must not stop reading to wait for this
+        # peer to take its pongs, and must cut the link off.
+        m = link.message()
+        while not link.answer(m) or m["t"] == "ping":
+            m = link.message()
+        link.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        link.sock.settimeout(10)
+        sent = 0
+        try:
+            for i in range(link.flood):
+                link.send(0, "ping", 1000 + i, {})
+                sent += 1
+        except socket.timeout:
+            report(event="still-open", pings=sent)
+            return 1
+        except (EOFError, ConnectionError, BrokenPipeError):
+            report(event="closed-by-peer", pings=sent)
+            return 0
+        report(event="still-open", pings=sent)
+        return 1
     raise SystemExit("unknown scenario " + sc)
 
 
