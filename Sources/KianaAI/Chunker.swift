@@ -196,11 +196,31 @@ public enum TextExtraction {
         }
     }
 
-    /// UTF-8 (invalid bytes replaced), without a byte-order mark, with \r\n → \n.
+    /// UTF-8 without a byte-order mark, with \r\n → \n. Bytes that are not UTF-8 are taken as
+    /// Windows-1252 (what older editors on Windows and Latin-1 files hold; its printable range is
+    /// a superset of ISO 8859-1), so "Schl\u{FC}ssel" keeps its umlaut instead of becoming U+FFFD.
     static func decode(_ data: Data) -> String {
-        var s = String(decoding: data, as: UTF8.self)
+        var s = String(validating: data, as: UTF8.self) ?? windows1252(data)
         if s.hasPrefix("\u{FEFF}") { s.removeFirst() }
         return s.replacingOccurrences(of: "\r\n", with: "\n")
+    }
+
+    /// Windows-1252 to a string (the five bytes it leaves undefined become U+FFFD).
+    static func windows1252(_ data: Data) -> String {
+        // 0x80–0x9F; 0 marks the undefined ones.
+        let high: [UInt32] = [
+            0x20AC, 0, 0x201A, 0x0192, 0x201E, 0x2026, 0x2020, 0x2021, 0x02C6, 0x2030, 0x0160, 0x2039, 0x0152, 0, 0x017D, 0,
+            0, 0x2018, 0x2019, 0x201C, 0x201D, 0x2022, 0x2013, 0x2014, 0x02DC, 0x2122, 0x0161, 0x203A, 0x0153, 0, 0x017E, 0x0178,
+        ]
+        var out = String.UnicodeScalarView()
+        for byte in data {
+            guard (0x80...0x9F).contains(byte) else {
+                out.append(Unicode.Scalar(byte))
+                continue
+            }
+            out.append(Unicode.Scalar(high[Int(byte) - 0x80]).flatMap { $0.value == 0 ? nil : $0 } ?? "\u{FFFD}")
+        }
+        return String(out)
     }
 
     public static func pdftotextPath() -> String? { Executables.find("pdftotext") }

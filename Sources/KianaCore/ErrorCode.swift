@@ -16,6 +16,10 @@ public enum ErrorCode: String, Sendable, Hashable, CaseIterable, Codable, Custom
     case notFound = "not-found"
     /// The request conflicts with the current state or with work in progress.
     case conflict
+    /// The thing changed since the version the request was based on (HTTP If-Match, 412).
+    case changed
+    /// Something of that name exists already with other content (an upload; resend to replace it).
+    case exists
     /// The data directory already holds a network.
     case alreadyInitialized = "already-initialized"
     /// The data directory holds no network yet.

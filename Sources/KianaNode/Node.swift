@@ -110,13 +110,19 @@ public struct Node: Sendable {
         return (id, receipt)
     }
 
-    /// Changes the given fields of an item (nil leaves a field as it is).
+    /// Changes the given fields of an item (nil leaves a field as it is). With `basedOn` (the
+    /// hex ID of the entry the caller last saw change the item), a change made meanwhile
+    /// (another tab, device or process) is refused instead of overwritten.
     public func update(
-        idPrefix: String, text: String? = nil, title: String? = nil, tags: [String]? = nil,
+        idPrefix: String, text: String? = nil, title: String? = nil, tags: [String]? = nil, basedOn: [String]? = nil,
         now: UInt64 = currentMillis()
     ) throws -> (ItemID, WriteReceipt) {
         try requireWritable()
         let item = try store.item(idPrefix: idPrefix)
+        if let basedOn, !basedOn.contains(item.lastEntry.map(Hex.encode) ?? "") {
+            throw KianaNodeError(
+                .changed, item.deleted ? "item \(item.id) was forgotten meanwhile" : "item \(item.id) was changed meanwhile (elsewhere): load it again, then make your change")
+        }
         guard !item.deleted else { throw KianaNodeError(.invalidInput, "item \(item.id) is forgotten; add it again instead") }
         let trimmed = text?.trimmingCharacters(in: .whitespacesAndNewlines)
         guard trimmed.map({ !$0.isEmpty }) ?? true else { throw KianaNodeError(.invalidInput, "the text cannot be empty (forget the item instead)") }

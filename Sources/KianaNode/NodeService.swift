@@ -97,9 +97,9 @@ public final class NodeService: NodeAPI {
         try await store { n in try n.remember(text: text, title: title, tags: tags, source: source).0.description }
     }
 
-    public func update(id: String, text: String?, title: String?, tags: [String]?) async throws -> ItemDTO {
+    public func update(id: String, text: String?, title: String?, tags: [String]?, basedOn: [String]?) async throws -> ItemDTO {
         try await store { n in
-            let full = try n.update(idPrefix: id, text: text, title: title, tags: tags).0
+            let full = try n.update(idPrefix: id, text: text, title: title, tags: tags, basedOn: basedOn).0
             return ItemDTO(try n.store.item(idPrefix: full.description))
         }
     }
@@ -149,6 +149,17 @@ public final class NodeService: NodeAPI {
     public var ingesting: Bool { state.withLock { $0.ingesting } }
 
     public func uploadName(_ raw: String) throws -> String { try TextExtraction.uploadName(raw) }
+
+    public func replacedUploads(_ uploads: [(name: String, data: [UInt8])]) async throws -> [String] {
+        let folder = node.directory.path + "/uploads"
+        return try await blocking {
+            try uploads.compactMap { u in
+                let name = try TextExtraction.uploadName(u.name)
+                guard let old = FileManager.default.contents(atPath: folder + "/" + name) else { return nil }
+                return old.elementsEqual(u.data) ? nil : name
+            }
+        }
+    }
 
     public func ingest(
         uploads: [(name: String, data: [UInt8])], tags: [String],

@@ -152,6 +152,9 @@ public struct IngestRequestDTO: Codable, Sendable {
     public var files: [File]?
     public var tags: [String]?
     public var stream: Bool?
+    /// Replace files uploaded before under the same names with other content (without it,
+    /// such an upload is refused with `exists`, naming them).
+    public var replace: Bool?
     /// Refused over HTTP (files on the node are ingested with `kiana ingest`).
     public var paths: [String]?
 }

@@ -70,7 +70,8 @@ extension ErrorCode {
             return .badRequest
         case .unauthorized, .refused, .handshake: return .unauthorized
         case .notFound, .notInitialized: return .notFound
-        case .conflict, .alreadyInitialized, .notAuthority, .pairing, .notConfirmed, .rejected, .locked: return .conflict
+        case .changed: return .preconditionFailed
+        case .conflict, .exists, .alreadyInitialized, .notAuthority, .pairing, .notConfirmed, .rejected, .locked: return .conflict
         case .tooLarge: return .contentTooLarge
         case .busy, .modelMissing, .modelCorrupt, .toolMissing, .readOnly, .index, .notRunning, .discovery, .listen, .closed:
             return .serviceUnavailable
@@ -89,6 +90,7 @@ extension ErrorCode {
         case 404: self = .notFound
         case 405: self = .methodNotAllowed
         case 409: self = .conflict
+        case 412: self = .changed
         case 413, 431: self = .tooLarge
         case 415: self = .unsupportedMediaType
         case 421: self = .misdirected

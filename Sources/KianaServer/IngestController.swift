@@ -20,6 +20,14 @@ struct IngestController<Context: RequestContext>: Sendable {
         let body = try await RequestBodies.decode(IngestRequestDTO.self, from: req, limit: Self.maxBody)
         let (uploads, tags) = try uploads(body)
         let node = self.node
+        if body.replace != true {
+            let taken = try await node.replacedUploads(uploads)
+            if !taken.isEmpty {
+                throw KianaServerError(
+                    .exists,
+                    "a different \(taken.joined(separator: ", ")) was uploaded before: send it again with replace to update its knowledge, or rename it")
+            }
+        }
         guard body.stream ?? true else {
             return try await node.ingest(uploads: uploads, tags: tags) { _, _, _, _ in }.response(from: req, context: ctx)
         }

@@ -24,8 +24,25 @@ struct KnowledgeController<Context: RequestContext>: Sendable {
         return try await node.items(limit: limit, offset: offset)
     }
 
-    @Sendable func get(_ req: Request, _ ctx: Context) async throws -> ItemDTO {
-        try await node.item(try ctx.parameters.require("id"))
+    /// The item, with its version as `ETag` (the entry that last changed it), which a PUT may
+    /// send back as `If-Match` so that a change made meanwhile is not overwritten.
+    @Sendable func get(_ req: Request, _ ctx: Context) async throws -> Response {
+        let item = try await node.item(try ctx.parameters.require("id"))
+        var response = try item.response(from: req, context: ctx)
+        if let entry = item.entry { response.headers[.eTag] = "\"\(entry)\"" }
+        return response
+    }
+
+    /// The versions an `If-Match` header allows: nil for none or `*` (any version).
+    static func ifMatch(_ req: Request) throws -> [String]? {
+        guard let value = req.headers[.ifMatch]?.trimmingCharacters(in: .whitespaces), !value.isEmpty, value != "*" else { return nil }
+        return try value.split(separator: ",").map { part in
+            let tag = part.trimmingCharacters(in: .whitespaces)
+            guard tag.count >= 2, tag.hasPrefix("\""), tag.hasSuffix("\"") else {
+                throw HTTPError(.badRequest, message: "If-Match must be a quoted ETag, as GET returned it (or *)")
+            }
+            return String(tag.dropFirst().dropLast())
+        }
     }
 
     @Sendable func create(_ req: Request, _ ctx: Context) async throws -> EditedResponse<CreatedDTO> {
@@ -42,7 +59,7 @@ struct KnowledgeController<Context: RequestContext>: Sendable {
         let id = try ctx.parameters.require("id")
         let body = try await RequestBodies.decode(ItemChangeDTO.self, from: req, limit: RequestBodies.defaultLimit)
         try node.validate(title: body.title, text: body.text, tags: body.tags, source: nil)
-        return try await node.update(id: id, text: body.text, title: body.title, tags: body.tags)
+        return try await node.update(id: id, text: body.text, title: body.title, tags: body.tags, basedOn: try Self.ifMatch(req))
     }
 
     @Sendable func forget(_ req: Request, _ ctx: Context) async throws -> ForgottenDTO {

@@ -24,7 +24,8 @@ public protocol NodeAPI: Sendable {
     /// Adds an item (a signed ledger entry); returns its ID.
     func remember(text: String, title: String?, tags: [String], source: String?) async throws -> String
     /// Changes an item's text, title or tags (nil leaves a field as it is); returns the item.
-    func update(id: String, text: String?, title: String?, tags: [String]?) async throws -> ItemDTO
+    /// `basedOn`: entry IDs (hex) the change may apply to (If-Match); nil applies it to any version.
+    func update(id: String, text: String?, title: String?, tags: [String]?, basedOn: [String]?) async throws -> ItemDTO
     /// Forgets an item by ID or unique prefix; returns the full ID.
     func forget(id: String) async throws -> String
     /// Hybrid, keyword or vector search; hits best first.
@@ -43,6 +44,9 @@ public protocol NodeAPI: Sendable {
     ) async throws -> IngestReportDTO
     /// True while an ingestion runs (checked before a large upload is read).
     var ingesting: Bool { get }
+    /// The names among `uploads` that an earlier upload with other content holds: ingesting
+    /// them replaces that file's knowledge, which the client must ask for (`replace`).
+    func replacedUploads(_ uploads: [(name: String, data: [UInt8])]) async throws -> [String]
     /// The name an upload is stored under, checked (no paths, a supported type).
     func uploadName(_ raw: String) throws -> String
 

@@ -151,6 +151,27 @@ enum RankingMetricsCheck {
         #expect(((try? TextExtraction.uploadName(name)) != nil) == accepted, "\(name.debugDescription)")
     }
 
+    @Test("Text that is not UTF-8 is read as Windows-1252, as Foundation's codec reads it; UTF-8 stays as it is")
+    func windows1252Fallback() throws {
+        let latin1 = Data("Der Schl\u{FC}ssel liegt bei Frau M\u{FC}ller, 5 \u{20AC}.".data(using: .windowsCP1252)!)
+        #expect(String(validating: latin1, as: UTF8.self) == nil)
+        #expect(TextExtraction.decode(latin1) == "Der Schl\u{FC}ssel liegt bei Frau M\u{FC}ller, 5 \u{20AC}.")
+        // Every byte against Foundation's (CoreFoundation's) Windows-1252, one at a time; the five
+        // it leaves undefined become U+FFFD.
+        let undefined: Set<UInt8> = [0x81, 0x8D, 0x8F, 0x90, 0x9D]
+        for byte in UInt8(0)...255 {
+            let ours = TextExtraction.windows1252(Data([byte]))
+            if undefined.contains(byte) {
+                #expect(ours == "\u{FFFD}", "byte \(byte)")
+            } else {
+                #expect(ours == String(data: Data([byte]), encoding: .windowsCP1252), "byte \(byte)")
+            }
+        }
+        let utf8 = Data("Schlüssel \u{FEFF}ok\r\nnext".utf8)
+        #expect(TextExtraction.decode(utf8) == "Schlüssel \u{FEFF}ok\nnext")
+        #expect(TextExtraction.decode(Data([0xEF, 0xBB, 0xBF]) + Data("bom".utf8)) == "bom")
+    }
+
     @Test func htmlBecomesTextWithHeadings() {
         let html =
             "<html><head><title>T</title><script>var x = '<p>';</script></head><body><h2>Pasta &amp; Sauce</h2><p>Boil&nbsp;water.<br>Add salt &#8364;1 &#x41;.</p><!-- hidden --><ul><li>one</li><li>two</li></ul></body></html>"

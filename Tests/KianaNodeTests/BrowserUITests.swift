@@ -37,6 +37,19 @@ import Testing
         #expect((seen["ingest_bar"] as? [Double]).map { $0[0] == $0[1] } == true, "\(seen)")
         #expect((seen["search"] as? [String] ?? []).contains { $0.contains("ferry to the island") }, "\(seen)")
         #expect(seen["edited"] as? String == "The ferry to the island leaves at 10:15 from pier 3.")
+        #expect(seen["switch_locked"] as? Bool == true, "the conversation could be switched under a pending answer: \(seen)")
+        // A stale form is not saved over another tab's change, and keeps what was typed.
+        #expect((seen["conflict_notice"] as? String ?? "").contains("changed elsewhere"), "\(seen)")
+        #expect(seen["conflict_kept"] as? String == "Typed in the stale tab.", "\(seen)")
+        #expect(seen["conflict_title"] as? String == "Saved by the other tab | The ferry to the island leaves at 10:15 from pier 3.", "\(seen)")
+        // Another trip-notes.md asks first; declined, nothing changed; accepted, it replaced the first.
+        let asked = seen["replace_asked"] as? [String] ?? []
+        #expect(asked.count == 1 && asked[0].contains("trip-notes.md") && asked[0].contains("Replace"), "\(seen)")
+        #expect((seen["replaced"] as? String ?? "").hasPrefix("Done: 0 new, 1 changed"), "\(seen)")
+        #expect((seen["latin1"] as? [String] ?? []).contains { $0.contains("Der Schlüssel für den Keller hängt bei Frau Müller.") }, "\(seen)")
+        #expect((seen["wrong_type"] as? String ?? "").hasPrefix("Not a Markdown, text, HTML or PDF file: picture.png"), "\(seen)")
+        #expect(seen["forgotten_buttons"] as? [String] == ["Proof", "Close"], "\(seen)")
+        #expect(seen["failed_proof_hidden"] as? Bool == true, "\(seen)")
         let health = try await runProcess("/usr/bin/curl", ["-s", "http://127.0.0.1:\(port)/health"])
         let deviceID = (try? JSONSerialization.jsonObject(with: health.out) as? [String: Any])?["deviceId"] as? String ?? "?"
         #expect((seen["device"] as? String ?? "").contains(deviceID), "\(seen)")

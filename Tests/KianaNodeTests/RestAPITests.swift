@@ -12,8 +12,8 @@ import Testing
         var json: [String: Any]
     }
 
-    static func call(_ url: String, method: String = "GET", body: String? = nil, seconds: Int = 60) async throws -> Reply {
-        var args = ["-s", "-N", "-m", "\(seconds)", "-w", "\n%{http_code}", "-X", method]
+    static func call(_ url: String, method: String = "GET", body: String? = nil, headers: [String] = [], seconds: Int = 60) async throws -> Reply {
+        var args = ["-s", "-N", "-m", "\(seconds)", "-w", "\n%{http_code}", "-X", method] + headers.flatMap { ["-H", $0] }
         if body != nil { args += ["-H", "Content-Type: application/json", "--data-binary", "@-"] }
         let r = try await runProcess("/usr/bin/curl", args + [url], input: body.map { Data($0.utf8) })
         let text = String(decoding: r.out, as: UTF8.self)
@@ -157,6 +157,22 @@ import Testing
         #expect(r.code == 400 && (r.json["error"] as? [String: Any])?["code"] as? String == "invalid-input", "\(r.body)")
         r = try await Self.call(u + "/api/v1/knowledge/abcdef0123", method: "PUT", body: #"{"text":"x"}"#)
         #expect(r.code == 404 && (r.json["error"] as? [String: Any])?["message"] as? String != nil, "\(r.body)")
+        // Versions: GET names the entry that last changed the item as its ETag; a PUT sent with
+        // an older one as If-Match (a second tab's stale form) is refused, and nothing changes.
+        let head = try await runProcess("/usr/bin/curl", ["-s", "-D", "-", "-o", "/dev/null", u + "/api/v1/knowledge/\(id)"])
+        let etag = String(decoding: head.out, as: UTF8.self).split(separator: "\r\n").first { $0.lowercased().hasPrefix("etag:") }
+            .map { $0.dropFirst(5).trimmingCharacters(in: .whitespaces) }
+        let current = try await Self.call(u + "/api/v1/knowledge/\(id)")
+        #expect(etag == "\"\(current.json["entry"] as? String ?? "?")\"", "\(String(decoding: head.out, as: UTF8.self))")
+        r = try await Self.call(u + "/api/v1/knowledge/\(id)", method: "PUT", body: #"{"title":"Tab B"}"#, headers: ["If-Match: \(etag ?? "")"])
+        #expect(r.code == 200 && r.json["title"] as? String == "Tab B", "\(r.body)")
+        r = try await Self.call(u + "/api/v1/knowledge/\(id)", method: "PUT", body: #"{"title":"Tab A"}"#, headers: ["If-Match: \(etag ?? "")"])
+        #expect(r.code == 412 && (r.json["error"] as? [String: Any])?["code"] as? String == "changed", "\(r.code) \(r.body)")
+        #expect(try await Self.call(u + "/api/v1/knowledge/\(id)").json["title"] as? String == "Tab B")
+        r = try await Self.call(u + "/api/v1/knowledge/\(id)", method: "PUT", body: #"{"title":"Key"}"#, headers: ["If-Match: \"0\", *"])
+        #expect(r.code == 400, "a list with * in it is not a version: \(r.code) \(r.body)")
+        r = try await Self.call(u + "/api/v1/knowledge/\(id)", method: "PUT", body: #"{"title":"Key"}"#, headers: ["If-Match: *"])
+        #expect(r.code == 200 && r.json["title"] as? String == "Key", "\(r.body)")
 
         // Ingest uploaded files with streamed progress; the second upload of the same file changes nothing.
         let upload =
@@ -170,6 +186,18 @@ import Testing
         #expect(((r.json["hits"] as? [[String: Any]])?.first?["source"] as? String ?? "").contains("/uploads/garden.md#"), "\(r.body)")
         r = try await Self.call(u + "/api/v1/ingest", method: "POST", body: upload.replacingOccurrences(of: "{\"files\"", with: "{\"stream\":false,\"files\""))
         #expect(r.json["changed"] as? Bool == false && r.json["filesUnchanged"] as? Int == 1, "\(r.body)")
+        // Another file of the same name is not taken as a new version unless the client says so:
+        // 409 exists before anything is read or streamed, and the first file's knowledge stays.
+        let other = ##"{"files":[{"name":"garden.md","text":"# Office\n\nThe office plants need water on Fridays."}]}"##
+        r = try await Self.call(u + "/api/v1/ingest", method: "POST", body: other)
+        #expect(r.code == 409 && (r.json["error"] as? [String: Any])?["code"] as? String == "exists"
+            && ((r.json["error"] as? [String: Any])?["message"] as? String ?? "").contains("garden.md"), "\(r.code) \(r.body)")
+        #expect((try await Self.call(u + "/api/v1/search?q=roses&mode=keyword").json["hits"] as? [Any])?.count == 1)
+        r = try await Self.call(u + "/api/v1/ingest", method: "POST", body: other.replacingOccurrences(of: "{\"files\"", with: "{\"stream\":false,\"replace\":true,\"files\""))
+        #expect(r.code == 200 && r.json["filesChanged"] as? Int == 1, "\(r.body)")
+        #expect((try await Self.call(u + "/api/v1/search?q=roses&mode=keyword").json["hits"] as? [Any])?.count == 0)
+        r = try await Self.call(u + "/api/v1/ingest", method: "POST", body: upload.replacingOccurrences(of: "{\"files\"", with: "{\"stream\":false,\"replace\":true,\"files\""))
+        #expect(r.code == 200 && r.json["filesChanged"] as? Int == 1, "the garden again: \(r.body)")
         // While a `kiana ingest` holds this data directory's ingest lock, an upload is refused at
         // once (409), not left waiting on one of the node's few store threads; the node serves on.
         let holder = try ChildProcess(
@@ -212,8 +240,8 @@ import Testing
         #expect(r.json["id"] as? String == entryID && r.json["height"] as? Int == 1)
         #expect(try await Self.call(u + "/api/v1/ledger/blocks/9999").code == 404)
         #expect(try await Self.call(u + "/api/v1/ledger/blocks/x").code == 400)
-        r = try await Self.call(u + "/api/v1/ledger/proof/\(id)")  // an item: the entry that last changed it (the edit, block 2)
-        #expect(r.json["verified"] as? Bool == true && r.json["item"] as? String == id && r.json["height"] as? Int == 2, "\(r.body)")
+        r = try await Self.call(u + "/api/v1/ledger/proof/\(id)")  // an item: the entry that last changed it (the last edit, block 4)
+        #expect(r.json["verified"] as? Bool == true && r.json["item"] as? String == id && r.json["height"] as? Int == 4, "\(r.body)")
         #expect(await Self.verifyInclusion(r.json), "the proof checks out independently: \(r.body)")
         r = try await Self.call(u + "/api/v1/ledger/proof/\(entryID)")
         #expect(r.json["height"] as? Int == 1)

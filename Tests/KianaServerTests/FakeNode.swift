@@ -64,8 +64,9 @@ final class FakeNode: NodeAPI, Sendable {
             [.put(id, KnowledgeFields(title: title, text: text, tags: tags.isEmpty ? nil : tags, source: source))], identity: identity, now: now)
         return id.description
     }
-    func update(id: String, text: String?, title: String?, tags: [String]?) async throws -> ItemDTO {
+    func update(id: String, text: String?, title: String?, tags: [String]?, basedOn: [String]?) async throws -> ItemDTO {
         let item = try store.item(idPrefix: id)
+        if let basedOn, !basedOn.contains(item.lastEntry.map(Hex.encode) ?? "") { throw KianaStoreError(.changed, "item \(item.id) was changed meanwhile") }
         _ = try store.write([.put(item.id, KnowledgeFields(title: title, text: text, tags: tags))], identity: identity, now: now)
         return ItemDTO(try store.item(idPrefix: id))
     }
@@ -87,6 +88,7 @@ final class FakeNode: NodeAPI, Sendable {
     // MARK: ingest
 
     var ingesting: Bool { switches.withLock { $0.ingesting } }
+    func replacedUploads(_ uploads: [(name: String, data: [UInt8])]) async throws -> [String] { uploads.map(\.name).filter { $0.hasPrefix("taken") } }
     func uploadName(_ raw: String) throws -> String {
         guard !raw.contains("/"), raw.hasSuffix(".md") || raw.hasSuffix(".txt") else {
             throw KianaAIError(.invalidInput, "\(raw): give a file name ending in .md or .txt")

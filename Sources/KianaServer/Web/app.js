@@ -19,10 +19,12 @@ function headers() {
 async function failure(r) {
   const b = await r.json().catch(() => ({}));
   if (r.status === 401) $("#auth").hidden = false;
-  return new Error((b.error && b.error.message) || r.status + " " + r.statusText);
+  const e = new Error((b.error && b.error.message) || r.status + " " + r.statusText);
+  e.code = b.error && b.error.code; // the node's error code: "exists", "changed", …
+  return e;
 }
 async function api(path, options = {}) {
-  const r = await fetch(path, { ...options, headers: headers() });
+  const r = await fetch(path, { ...options, headers: { ...headers(), ...(options.headers || {}) } });
   if (!r.ok) throw await failure(r);
   return r.json();
 }
@@ -128,9 +130,12 @@ $("#ask").addEventListener("submit", guarded(async (ev) => {
   $("#question").value = "";
   voiceMessage(); // the last voice message was about an earlier question
   // One question at a time: the next one belongs to the conversation this one creates.
+  // The conversation cannot change under a pending answer (it would land in the other one).
   $("#ask [type=submit]").disabled = true;
+  $("#conversations").disabled = true;
   message("user", q);
   const answer = message("assistant pending", "");
+  answer.scrollIntoView({ block: "nearest" });
   const text = answer.querySelector(".text");
   // Auto read-aloud speaks each sentence as soon as it is complete, while the rest streams.
   const reader = $("#autoread").checked && voice.speech ? follower(q) : null;
@@ -139,6 +144,7 @@ $("#ask").addEventListener("submit", guarded(async (ev) => {
       if (name === "token") {
         text.textContent += data.text;
         if (reader) reader.grow(text.textContent);
+        $("#ask").scrollIntoView({ block: "nearest" }); // the answer grows above the question box
       } else if (name === "done") {
         answer.classList.remove("pending");
         state.conversation = data.conversation;
@@ -157,6 +163,8 @@ $("#ask").addEventListener("submit", guarded(async (ev) => {
     if (reader && !reader.ended) reader.speaker.stop(); // the stream ended without its answer
     answer.classList.remove("pending");
     $("#ask [type=submit]").disabled = false;
+    $("#conversations").disabled = false;
+    $("#ask").scrollIntoView({ block: "nearest" });
   }
   await conversations();
 }));
@@ -200,7 +208,7 @@ async function voiceStatus() {
   }
   const has = (kind) => s.engines.some((e) => e.kind === kind && e.installed);
   Object.assign(voice, { loaded: true, speech: has("speech"), recognition: has("recognition"), hint: s.install || "" });
-  voice.maxSeconds = Math.min(60, s.maxSeconds || 60);
+  voice.maxSeconds = s.maxSeconds || 60; // the node's limit (voice.maxSeconds in its settings)
   voiceControls();
 }
 // Shows the controls; those whose engine is missing (or, for the microphone, a page that is not a
@@ -564,7 +572,8 @@ async function openItem(id) {
   const box = $("#item");
   box.replaceChildren();
   box.dataset.id = it.id;
-  box.append(el("h3", null, it.title || "Knowledge item"), el("p", "body", it.text));
+  box.append(el("h3", null, (it.title || "Knowledge item") + (it.deleted ? " (forgotten)" : "")), el("p", "body", it.text));
+  if (it.deleted) box.append(el("p", "muted", "This item was forgotten: the ledger keeps the record, answers no longer use it. Teach it again to bring it back."));
   for (const t of it.tags) box.append(el("span", "tag", t));
   box.append(el("p", "muted", "ID " + it.id + (it.source ? " · " + it.source : "") + " · changed " + when(it.updated)));
   const edit = el("button", null, "Edit");
@@ -574,7 +583,8 @@ async function openItem(id) {
   proof.addEventListener("click", guarded(async () => { show("ledger"); $("#proof-id").value = it.id; await prove(it.id); }));
   close.addEventListener("click", () => { box.hidden = true; });
   const row = el("div", "row");
-  row.append(edit, proof, close);
+  if (!it.deleted) row.append(edit);
+  row.append(proof, close);
   box.append(row);
   box.hidden = false;
   box.scrollIntoView({ behavior: "smooth", block: "nearest" });
@@ -591,7 +601,17 @@ function editItem(it) {
   cancel.addEventListener("click", guarded(() => openItem(it.id)));
   form.addEventListener("submit", guarded(async (ev) => {
     ev.preventDefault();
-    await api("/api/v1/knowledge/" + it.id, { method: "PUT", body: JSON.stringify({ text: text.value, title: title.value, tags: tags(tagInput.value) }) });
+    // Sent with the version this form was opened on: a change made meanwhile (another tab or
+    // device) is refused (412), and this form stays as it is so nothing typed is lost.
+    try {
+      await api("/api/v1/knowledge/" + it.id, {
+        method: "PUT", headers: it.entry ? { "If-Match": '"' + it.entry + '"' } : {},
+        body: JSON.stringify({ text: text.value, title: title.value, tags: tags(tagInput.value) }),
+      });
+    } catch (e) {
+      if (e.code !== "changed") throw e;
+      throw new Error("Not saved: this item was changed elsewhere since you opened it. Your text is still here; copy it, press Cancel to see the new version, and edit that.");
+    }
     notice("Saved.");
     await openItem(it.id);
     if (!state.searching) listItems();
@@ -621,6 +641,10 @@ $("#find").addEventListener("submit", guarded(async (ev) => {
 }));
 
 // Ingest: files are read in the browser and sent as text (PDF as base64); progress streams back.
+// Text that is not UTF-8 (an older editor's Windows-1252/Latin-1) is decoded as Windows-1252
+// instead of turning its umlauts into U+FFFD.
+const INGEST_TYPES = /\.(md|markdown|txt|text|html?|pdf)$/i;
+const INGEST_MAX = 24 << 20; // the node takes 32 MiB per request; text and base64 grow on the way
 function readFile(f) {
   return new Promise((resolve, reject) => {
     const r = new FileReader();
@@ -629,8 +653,12 @@ function readFile(f) {
       r.onload = () => resolve({ name: f.name, base64: r.result.slice(r.result.indexOf(",") + 1) });
       r.readAsDataURL(f);
     } else {
-      r.onload = () => resolve({ name: f.name, text: r.result });
-      r.readAsText(f);
+      r.onload = () => {
+        let text;
+        try { text = new TextDecoder("utf-8", { fatal: true }).decode(r.result); } catch (e) { text = new TextDecoder("windows-1252").decode(r.result); }
+        resolve({ name: f.name, text });
+      };
+      r.readAsArrayBuffer(f);
     }
   });
 }
@@ -638,24 +666,52 @@ $("#ingest").addEventListener("submit", guarded(async (ev) => {
   ev.preventDefault();
   const files = [...$("#files").files];
   if (!files.length) throw new Error("Choose one or more files first.");
-  const bar = $("#ingest-progress"), label = $("#ingest-text");
+  // Checked here, so one wrong file does not cost the upload of all the others.
+  const wrong = files.filter((f) => !INGEST_TYPES.test(f.name)).map((f) => f.name);
+  if (wrong.length) throw new Error("Not a Markdown, text, HTML or PDF file: " + wrong.join(", ") + ". Leave it out and try again.");
+  const size = files.reduce((n, f) => n + f.size, 0);
+  if (size > INGEST_MAX) throw new Error("These files hold " + Math.round(size / 1048576) + " MB; send at most 24 MB at a time (or run `kiana ingest FOLDER` on the node).");
+  const button = $("#ingest [type=submit]"), bar = $("#ingest-progress"), label = $("#ingest-text");
+  button.disabled = true;
   $("#ingest-status").hidden = false;
   bar.removeAttribute("value");
   label.textContent = "Reading " + files.length + " file(s)…";
-  const body = { files: await Promise.all(files.map(readFile)), tags: tags($("#ingest-tags").value) };
-  await sse("/api/v1/ingest", { method: "POST", body: JSON.stringify(body) }, (name, d) => {
-    if (name === "progress") {
-      bar.max = Math.max(d.total, 1); bar.value = d.done;
-      label.textContent = (d.phase === "embedding" ? "Embedding " : "Reading ") + d.done + " / " + d.total + (d.file ? " · " + d.file : "");
-    } else if (name === "done") {
-      bar.max = 1; bar.value = 1;
-      label.textContent = "Done: " + d.filesNew + " new, " + d.filesChanged + " changed, " + d.filesUnchanged + " unchanged file(s); " +
-        d.chunksAdded + " chunk(s) added, " + d.chunksUpdated + " updated, " + d.chunksRemoved + " removed" +
-        (d.filesFailed.length ? "; failed: " + d.filesFailed.join("; ") : "");
-      if (!state.searching) listItems();
-    } else if (name === "error") throw new Error(d.message);
-  });
-  $("#files").value = "";
+  try {
+    const body = { files: await Promise.all(files.map(readFile)), tags: tags($("#ingest-tags").value) };
+    const send = () => sse("/api/v1/ingest", { method: "POST", body: JSON.stringify(body) }, (name, d) => {
+      if (name === "progress") {
+        bar.max = Math.max(d.total, 1); bar.value = d.done;
+        label.textContent = (d.phase === "embedding" ? "Embedding " : "Reading ") + d.done + " / " + d.total + (d.file ? " · " + d.file : "");
+      } else if (name === "done") {
+        bar.max = 1; bar.value = 1;
+        label.textContent = "Done: " + d.filesNew + " new, " + d.filesChanged + " changed, " + d.filesUnchanged + " unchanged file(s); " +
+          d.chunksAdded + " chunk(s) added, " + d.chunksUpdated + " updated, " + d.chunksRemoved + " removed" +
+          (d.filesFailed.length ? "; failed: " + d.filesFailed.join("; ") : "");
+        if (!state.searching) listItems();
+      } else if (name === "error") throw new Error(d.message);
+    });
+    try {
+      await send();
+    } catch (e) {
+      // A different file of the same name was uploaded before: replacing it changes what
+      // KI_ana knows from it, so the owner decides.
+      if (e.code !== "exists") throw e;
+      if (!confirm(e.message.replace(/: send it again.*$/, "") + ".\n\nReplace it with the new file? (Cancel leaves it as it is; rename the new file to keep both.)")) {
+        label.textContent = "Nothing ingested: a file of that name is already there.";
+        bar.max = 1; bar.value = 0;
+        return;
+      }
+      body.replace = true;
+      await send();
+    }
+    $("#files").value = "";
+  } catch (e) {
+    label.textContent = "Failed: " + e.message;
+    bar.max = 1; bar.value = 0;
+    throw e;
+  } finally {
+    button.disabled = false;
+  }
 }));
 
 // ---- ledger ----------------------------------------------------------------------------------
@@ -743,6 +799,9 @@ async function verifyInclusion(index, size, leaf, path, root) {
   return sn === 0 && hexOf(r) === root;
 }
 async function prove(id) {
+  $("#proof").hidden = true; // an old proof must not stand next to a new ID that failed
+  $("#proof").replaceChildren();
+  if (!id) throw new Error("Give an item or entry ID.");
   const p = await api("/api/v1/ledger/proof/" + encodeURIComponent(id));
   let local = "not checked (this page is not a secure context)";
   if (window.crypto && crypto.subtle) {
@@ -799,9 +858,13 @@ let refresh = null;
 function later(f) { clearTimeout(refresh); refresh = setTimeout(guarded(f), 300); }
 async function live() {
   let since = null; // the last block height seen: a reconnect replays what was missed
-  for (let wait = 1000; ; wait = Math.min(wait * 2, 30000)) {
+  for (let wait = 1000; ; wait = Math.min(wait * 2, 5000)) {
     try {
       await sse("/api/v1/events" + (since === null ? "" : "?since=" + since), {}, (name, d, id) => {
+        if (!$("#live").classList.contains("on") && wait > 1000) {
+          notice("Connected to the node again.");
+          guarded(() => show(state.tab))(); // what was shown while it was away is stale or empty
+        }
         $("#live").textContent = "live";
         $("#live").classList.add("on");
         wait = 1000;
@@ -816,6 +879,7 @@ async function live() {
         if (name === "peers" && state.tab === "device") renderPeers(d);
       });
     } catch (e) { /* reconnect below */ }
+    if ($("#live").classList.contains("on")) notice("The node is not reachable; the page reconnects on its own.", true);
     $("#live").textContent = "offline";
     $("#live").classList.remove("on");
     await new Promise((r) => setTimeout(r, wait));
