@@ -116,6 +116,8 @@ public struct AskResult: Sendable {
     public var support: [SupportingSentence] = []
     /// True when nothing taught answers the question and the answer says so (no model call).
     public var abstained = false
+    /// True when the answer is about the request itself ("remember what?"), not from knowledge.
+    public var aboutRequest = false
     /// True when the draft did not hold up and the answer quotes the best source sentence.
     public var quoted = false
     /// The model's draft before checking (trusted answers; nil when no model was asked).
@@ -214,6 +216,16 @@ extension Node {
             return result
         }
 
+        if Grounding.isBareRememberCommand(q) {
+            let answer =
+                q.lowercased().hasPrefix("merk")
+                ? "Was soll ich mir merken? Sag „merk dir, dass …“ und dann, was ich wissen soll."
+                : "Remember what? Say “remember that” and then the fact, for example: remember that the bakery opens at seven."
+            _ = onText(answer)
+            var result = AskResult(answer: answer, citations: [], sources: [], conversationId: "", remembered: nil, reply: nil)
+            result.aboutRequest = true
+            return try await finish(result)
+        }
         if let fact = Grounding.rememberCommand(q) {
             let item = try await blocking { try node.remember(text: fact, tags: ["chat"], source: "chat").0 }
             let answer = "I'll remember that: \(fact)"

@@ -195,7 +195,7 @@ func assistant(
 }
 
 func printSources(_ r: AskResult) {
-    if r.abstained { return }  // the answer says that nothing taught answers it
+    if r.abstained || r.aboutRequest { return }  // the answer says that nothing taught answers it, or is about the request
     guard !r.citations.isEmpty else {
         if r.sources.isEmpty { say("\n(no knowledge matched this question)") } else { say("\n(no source cited)") }
         return

@@ -288,6 +288,15 @@ func smolReference() throws -> SmolReference? {
         #expect(Grounding.rememberCommand(text) == fact)
     }
 
+    @Test("A remember command without its fact is recognised, not asked", arguments: [
+        ("remember that", true), ("Remember that…", true), ("  merk dir, dass  ", true), ("Merk dir:", true), ("please remember", true),
+        ("remember that the sky is blue", false), ("What should I remember?", false), ("remembering", false),
+    ])
+    func bareRemember(_ text: String, _ bare: Bool) {
+        #expect(Grounding.isBareRememberCommand(text) == bare)
+        if bare { #expect(Grounding.rememberCommand(text) == nil) }
+    }
+
     @Test func chatMLRendering() {
         let s = ChatTemplate.chatML.render([ChatMessage(.system, "S"), ChatMessage(.user, "Q")])
         #expect(s == "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nQ<|im_end|>\n<|im_start|>assistant\n")

@@ -154,6 +154,16 @@ public enum Grounding {
         Set(Words.tokens(s).filter { $0.count >= 3 && !stopWords.contains($0) })
     }
 
+    /// "remember that" / "merk dir" with nothing after it: a command missing its fact, which
+    /// must not be asked as a question (it would be answered "I don't know").
+    public static func isBareRememberCommand(_ text: String) -> Bool {
+        let t = text.lowercased().trimmingCharacters(in: CharacterSet.whitespacesAndNewlines.union(CharacterSet(charactersIn: ":,.!?…")))
+        return [
+            "remember", "remember that", "please remember", "please remember that", "merk dir", "merk dir, dass", "merk dir dass",
+            "merk dir bitte", "merk dir bitte, dass", "merke dir", "merke dir, dass", "merke dir dass",
+        ].contains(t)
+    }
+
     /// The fact in "remember that …" / "merk dir …" (and close variants), or nil.
     public static func rememberCommand(_ text: String) -> String? {
         let t = text.trimmingCharacters(in: .whitespacesAndNewlines)
