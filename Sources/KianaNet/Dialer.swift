@@ -12,6 +12,10 @@ actor DialPlan {
     var discovered: [String: (device: String, sameNetwork: Bool, name: String?)] = [:]
     var backoff: [String: (next: ContinuousClock.Instant, delay: Duration)] = [:]
     var dialing: Set<String> = []
+    /// The device a dial of an address last reached: an address added by hand is not dialled
+    /// again while that device is linked another way (it dialled us), or every dial would make
+    /// a duplicate link that the tie-break drops, every `dialInterval`, for good.
+    var reached: [String: String] = [:]
 
     func targets(known: [String], connectedAddresses: Set<String>, connectedDevices: Set<String>) -> [String] {
         var addresses = Set(known)
@@ -20,6 +24,7 @@ actor DialPlan {
         var out: [String] = []
         for a in addresses.sorted() where !dialing.contains(a) && !connectedAddresses.contains(a) {
             if let d = discovered[a], connectedDevices.contains(d.device) { continue }
+            if let d = reached[a], connectedDevices.contains(d) { continue }
             if let b = backoff[a], b.next > now { continue }
             dialing.insert(a)
             out.append(a)
@@ -40,6 +45,8 @@ actor DialPlan {
     }
 
     func connected(_ address: String) { backoff[address] = nil }
+
+    func reached(_ address: String, device: String) { reached[address] = device }
 
     func discovered(_ address: String, device: String, sameNetwork: Bool, name: String?) -> Bool {
         let isNew = discovered[address] == nil

@@ -203,7 +203,10 @@ public final class PeerNetwork: Sendable {
     func dial(_ address: String) async {
         let ok: Bool
         do {
-            try await connect(address, mode: .member) { link in await self.serve(link) }
+            try await connect(address, mode: .member) { link in
+                await self.plan.reached(address, device: link.deviceID.description)
+                await self.serve(link)
+            }
             ok = true
         } catch {
             logger.debug("dial failed", metadata: ["address": .string(address), "reason": .string("\(error)")])

@@ -212,6 +212,17 @@ extension Node {
         if !add, !before.authorities.contains(key) {
             throw KianaNodeError(.invalidInput, "\(DeviceID(publicKey: key)) is not an authority of this network (`kiana status` lists them)")
         }
+        // With no authority left nobody could ever write, vote or pair again: never, not even forced.
+        if !add, before.authorities.count == 1 {
+            throw KianaNodeError(
+                .conflict,
+                "\(DeviceID(publicKey: key)) is the network's only authority: dropping it would leave no device that can write, vote or pair, for good. Pair another device first (`kiana pair`), then drop this one")
+        }
+        if !add, key == identity.publicKey, !force {
+            throw KianaNodeError(
+                .conflict,
+                "this vote is to drop this device itself: once it passes, this device can no longer write, vote or pair (only the others can add it again). If that is what you want, vote again with --force")
+        }
         let proposed = before.tally[key].map { $0.authorize == add && $0.count > 0 } ?? false
         if add, !force, !proposed, !before.authorities.contains(key), 1 > before.authorities.count / 2 {
             throw KianaNodeError(

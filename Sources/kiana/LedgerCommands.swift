@@ -139,7 +139,7 @@ struct VoteCommand: ParsableCommand {
     @OptionGroup var data: DataOptions
     @Argument(help: "add or drop") var action: Action
     @Argument(help: "The device's identity key (64 hex characters) or device ID.") var device: String
-    @Flag(help: "Add a key no pairing proposed, although this vote alone makes it an authority.") var force = false
+    @Flag(help: "Add a key no pairing proposed, although this vote alone makes it an authority; or drop this device itself.") var force = false
 
     func run() throws {
         try perform {

@@ -15,7 +15,7 @@ import Testing
         let network: PeerNetwork
     }
 
-    static func device(_ identity: DeviceIdentity, genesis: Block) throws -> Device {
+    static func device(_ identity: DeviceIdentity, genesis: Block, logger given: Logger? = nil) throws -> Device {
         let store = LedgerStore(database: try KianaDatabase())
         try store.initialize(genesis: genesis, now: genesis.header.time)
         var config = NetworkConfig()
@@ -23,8 +23,8 @@ import Testing
         config.port = 0
         config.discovery = false
         config.dialInterval = .milliseconds(200)
-        var logger = Logger(label: "gossip")
-        logger.logLevel = .critical
+        var logger = given ?? Logger(label: "gossip")
+        if given == nil { logger.logLevel = .critical }
         let seal: @Sendable () async -> Void = { _ = try? await blocking { try store.sealPending(identity: identity, now: currentMillis()) } }
         let network = PeerNetwork(store: store, identity: identity, config: config, logger: logger, hooks: .init(afterImport: seal, tick: seal))
         return Device(identity: identity, store: store, network: network)
@@ -37,6 +37,40 @@ import Testing
             try await Task.sleep(for: .milliseconds(20))
         }
         return try await condition()
+    }
+
+    @Test("Two devices that each know the other's address keep one link; neither redials it every interval")
+    func addressesBothWaysMakeOneStableLink() async throws {
+        let ids = [DeviceIdentity.generate(), DeviceIdentity.generate()]
+        let genesis = Block.genesis(identity: ids[0], time: currentMillis() - 1000, others: [ids[1].publicKey])
+        let lines = [AdmissionTests.LogLines(), AdmissionTests.LogLines()]
+        let devices = try ids.indices.map { try Self.device(ids[$0], genesis: genesis, logger: lines[$0].logger()) }
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            var ports: [Int] = []
+            for d in devices {
+                let (stream, cont) = AsyncStream<Int>.makeStream()
+                group.addTask { try await d.network.listener { cont.yield($0) }.run() }
+                group.addTask { try await d.network.dialer.run() }
+                var it = stream.makeAsyncIterator()
+                ports.append(try #require(await it.next()))
+            }
+            // As the README has it for a VPN: `kiana peers add` on both sides.
+            _ = try devices[0].store.addPeerAddress("127.0.0.1:\(ports[1])", now: currentMillis())
+            _ = try devices[1].store.addPeerAddress("127.0.0.1:\(ports[0])", now: currentMillis())
+            let linked = try await Self.until(20) {
+                for d in devices where await d.network.registry.all.count != 1 { return false }
+                return true
+            }
+            #expect(linked)
+            // Settle (the first dials may cross), then count the links made in 3 s (10 dial intervals).
+            try await Task.sleep(for: .seconds(1))
+            let before = lines.map { $0.all.filter { $0.message == "link up" }.count }
+            try await Task.sleep(for: .seconds(3))
+            let after = lines.map { $0.all.filter { $0.message == "link up" }.count }
+            #expect(after == before, "links made in 3 s: \(zip(after, before).map { $0 - $1 })")
+            for d in devices { #expect(await d.network.registry.all.count == 1) }
+            group.cancelAll()
+        }
     }
 
     @Test("Concurrent writes on two or three devices converge, each write once on every chain", arguments: [2, 2, 2, 3, 3])

@@ -184,6 +184,15 @@ import Testing
         let b = ["--data-dir", dir.path + "/b"]
         #expect(try await kiana(["init"] + a).status == 0)
         #expect(try await kiana(["remember", "shared"] + a).status == 0)
+        // The only authority cannot be dropped, not even with --force: nobody could write, vote
+        // or pair again.
+        let own = try await kiana(["status"] + a).out.split(separator: "\n").first { $0.hasPrefix("Identity:") }!.split(separator: " ").last!
+        let before = try await kiana(["ledger", "show"] + a).out
+        for extra in [[], ["--force"]] {
+            let last = try await kiana(["vote", "drop", String(own)] + extra + a)
+            #expect(last.status == 1 && last.err.contains("only authority"), "\(last.out) \(last.err)")
+        }
+        #expect(try await kiana(["ledger", "show"] + a).out == before, "a refused drop wrote a block")
         // b joins: it takes a's chain, a votes b's identity key in, b takes the vote.
         #expect(try await kiana(["export", "-o", dir.path + "/a1.json"] + a).status == 0)
         #expect(try await kiana(["import", dir.path + "/a1.json"] + b).status == 0)

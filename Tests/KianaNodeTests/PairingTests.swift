@@ -120,6 +120,9 @@ import Testing
         #expect(notMember.status == 1 && notMember.err.contains("not an authority"), "\(notMember.err)")
         let drop = try await kiana(["vote", "drop", idC.device, "--data-dir", a])
         #expect(drop.status == 0 && drop.out.contains("waiting for more votes (1 of the 2 needed)"), "\(drop.out) \(drop.err)")
+        // Dropping this device itself takes --force: it would lose its own write access.
+        let own = try await kiana(["vote", "drop", idA.device, "--data-dir", a])
+        #expect(own.status == 1 && own.err.contains("this device itself") && own.err.contains("--force"), "\(own.out) \(own.err)")
 
         for n in [nodeA, nodeB, nodeC] { n.process.signal(SIGTERM) }
         for n in [nodeA, nodeB, nodeC] { #expect(await n.process.wait() == 0, "\(n.process.output)") }
