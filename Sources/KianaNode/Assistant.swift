@@ -227,8 +227,12 @@ extension Node {
             return try await finish(result)
         }
         if let fact = Grounding.rememberCommand(q) {
-            let item = try await blocking { try node.remember(text: fact, tags: ["chat"], source: "chat").0 }
-            let answer = "I'll remember that: \(fact)"
+            // The same fact taught again (a client's retry, a UI's "regenerate") is not a second item.
+            let (item, known) = try await blocking { () throws -> (ItemID, Bool) in
+                if let old = try node.store.liveItem(text: fact, source: "chat") { return (old.id, true) }
+                return (try node.remember(text: fact, tags: ["chat"], source: "chat").0, false)
+            }
+            let answer = known ? "I know that already: \(fact)" : "I'll remember that: \(fact)"
             _ = onText(answer)
             let cite = Citation(number: 1, id: item.description, title: nil, source: "chat", snippet: fact)
             return try await finish(

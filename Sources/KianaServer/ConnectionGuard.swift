@@ -494,7 +494,7 @@ final class RequestObserver: ChannelDuplexHandler, RemovableChannelHandler {
 
     init(guard: ConnectionGuard, token: String?, controlToken: String?) {
         guardHandler = `guard`
-        bearer = token.flatMap { $0.isEmpty ? nil : Array(("Bearer " + $0).utf8) }
+        bearer = token.flatMap { $0.isEmpty ? nil : Array($0.utf8) }
         control = controlToken.flatMap { $0.isEmpty ? nil : Array($0.utf8) }
     }
 
@@ -503,7 +503,7 @@ final class RequestObserver: ChannelDuplexHandler, RemovableChannelHandler {
     func authenticated(_ fields: HTTPFields) -> Bool {
         var ok = false
         if let bearer, let given = fields[.authorization] {
-            ok = ok || BearerTokenMiddleware<KianaRequestContext>.equal(Array(given.utf8), bearer)
+            ok = ok || BearerTokenMiddleware<KianaRequestContext>.matches(given, token: bearer)
         }
         if let control, let given = fields[ControlSurface.header] {
             ok = ok || BearerTokenMiddleware<KianaRequestContext>.equal(Array(given.utf8), control)

@@ -139,12 +139,22 @@ struct BearerTokenMiddleware<Context: RequestContext>: RouterMiddleware {
         // The control surface has its own, stronger token (from the data directory, new at each
         // start); the local CLI sends that one, not the API token.
         if request.uri.path.hasPrefix("/control/") { return try await next(request, context) }
-        let given = request.headers[.authorization] ?? ""
-        let expected = "Bearer " + token
-        guard Self.equal(Array(given.utf8), Array(expected.utf8)) else {
-            throw HTTPError(.unauthorized, message: "a bearer token is required")
+        guard let given = request.headers[.authorization] else {
+            throw HTTPError(.unauthorized, message: "a bearer token is required (Authorization: Bearer <token>; `kiana token` prints it)")
+        }
+        guard Self.matches(given, token: Array(token.utf8)) else {
+            throw HTTPError(.unauthorized, message: "the bearer token is wrong (`kiana token` on the node prints the right one)")
         }
         return try await next(request, context)
+    }
+
+    /// Whether an Authorization header value is `Bearer <token>`: the scheme in any case
+    /// (RFC 9110 §11.1), spaces after it; the token compared in constant time.
+    static func matches(_ header: String, token: [UInt8]) -> Bool {
+        let bytes = Array(header.utf8)
+        guard bytes.count > 7, Array(bytes[0..<6]).map({ $0 | 0x20 }) == Array("bearer".utf8), bytes[6] == 0x20 else { return false }
+        let rest = bytes[6...].drop { $0 == 0x20 }
+        return equal(Array(rest), token)
     }
 
     static func equal(_ a: [UInt8], _ b: [UInt8]) -> Bool {

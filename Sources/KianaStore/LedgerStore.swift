@@ -472,6 +472,17 @@ public struct LedgerStore: Sendable {
         }
     }
 
+    /// A live item with exactly this text from this source, if there is one (a full scan: for
+    /// rare writes such as "remember that …", not for hot paths).
+    public func liveItem(text: String, source: String) throws(KianaStoreError) -> StoredItem? {
+        try run("finding item") {
+            try writer.read { db in
+                try ItemRecord.fetchOne(db, sql: "SELECT * FROM item WHERE deleted = 0 AND source = ? AND text = ? LIMIT 1", arguments: [source, text])
+                    .map(Self.item)
+            }
+        }
+    }
+
     /// One item by ID or unique hex prefix (at least 4 characters).
     public func item(idPrefix: String) throws(KianaStoreError) -> StoredItem {
         let prefix = idPrefix.lowercased()

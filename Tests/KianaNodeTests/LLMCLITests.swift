@@ -89,6 +89,10 @@ import Testing
         #expect(newID.count == 32)
         let list = try await kiana(["list", "--data-dir", d])
         #expect(list.out.contains("Der Ersatzschlüssel beim Nachbarn Klaus liegt."), "\(list.out)")
+        // The same again (a client retrying, "regenerate" in a chat UI) is the same item.
+        let again = try await askJSON(["Merk dir, dass der Ersatzschlüssel beim Nachbarn Klaus liegt.", "--data-dir", d])
+        #expect(again["remembered"] as? String == newID && (again["answer"] as? String ?? "").hasPrefix("I know that already"), "\(again)")
+        #expect(try await kiana(["list", "--data-dir", d]).out.components(separatedBy: "Ersatzschlüssel").count == 2)
         let conv = o["conversation"] as? String ?? ""
         let next = try await askJSON(["Where is the spare key?", "--conversation", conv, "--data-dir", d, "--greedy", "-n", "40"])
         #expect(next["conversation"] as? String == conv)

@@ -426,7 +426,23 @@ import Testing
             let climb = try await c.execute(uri: "/control/../api/v1/knowledge", method: .get)
             #expect(climb.status != .ok, "\(Self.text(climb))")
             #expect(none.status == .unauthorized && right.status == .ok && wrong.status == .unauthorized && page.status == .ok)
+            // Missing and wrong are told apart; the scheme is case-insensitive (RFC 9110).
+            #expect(Self.error(none).message.contains("required") && Self.error(wrong).message.contains("wrong"), "\(Self.text(none)) \(Self.text(wrong))")
+            for ok in ["bearer tok", "BEARER tok", "Bearer  tok"] {
+                #expect(try await c.execute(uri: "/api/v1/knowledge", method: .get, headers: [.authorization: ok]).status == .ok, "\(ok)")
+            }
+            for bad in ["Bearertok", "Basic tok", "Bearer", "Bearer ", "bearer to", "Bearer tok2"] {
+                #expect(try await c.execute(uri: "/api/v1/knowledge", method: .get, headers: [.authorization: bad]).status == .unauthorized, "\(bad.debugDescription)")
+            }
         }
+    }
+
+    @Test("Bearer matching: scheme in any case, the token exactly", arguments: [
+        ("Bearer abc", true), ("bearer abc", true), ("bEaReR   abc", true), ("Bearer abcd", false), ("Bearer ab", false),
+        ("Bearer\tabc", false), ("Token abc", false), ("", false), ("Bearer", false), ("Bearer abc ", false),
+    ])
+    func bearerMatching(_ header: String, _ ok: Bool) {
+        #expect(BearerTokenMiddleware<BasicRequestContext>.matches(header, token: Array("abc".utf8)) == ok)
     }
 
     @Test func hostNamesAreParsedStrictly() {
