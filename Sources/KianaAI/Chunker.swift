@@ -196,13 +196,60 @@ public enum TextExtraction {
         }
     }
 
-    /// UTF-8 without a byte-order mark, with \r\n → \n. Bytes that are not UTF-8 are taken as
-    /// Windows-1252 (what older editors on Windows and Latin-1 files hold; its printable range is
-    /// a superset of ISO 8859-1), so "Schl\u{FC}ssel" keeps its umlaut instead of becoming U+FFFD.
+    /// Text without a byte-order mark, with \r\n → \n: UTF-16 when it starts with a UTF-16
+    /// byte-order mark, else UTF-8 in which each byte that is not part of a valid UTF-8 sequence
+    /// is read as Windows-1252 (what Latin-1 files and older editors on Windows hold), so
+    /// "Schl\u{FC}ssel" keeps its umlaut, and one stray byte in a UTF-8 file stays one character.
     static func decode(_ data: Data) -> String {
-        var s = String(validating: data, as: UTF8.self) ?? windows1252(data)
+        let bytes = [UInt8](data)
+        var s: String
+        if bytes.count >= 2, (bytes[0], bytes[1]) == (0xFF, 0xFE) || (bytes[0], bytes[1]) == (0xFE, 0xFF) {
+            s = utf16(bytes.dropFirst(2), bigEndian: bytes[0] == 0xFE)
+        } else {
+            s = String(validating: bytes, as: UTF8.self) ?? utf8OrWindows1252(bytes)
+        }
         if s.hasPrefix("\u{FEFF}") { s.removeFirst() }
         return s.replacingOccurrences(of: "\r\n", with: "\n")
+    }
+
+    /// UTF-16 code units (lone surrogates and a trailing odd byte become U+FFFD).
+    static func utf16(_ bytes: ArraySlice<UInt8>, bigEndian: Bool) -> String {
+        var units: [UInt16] = []
+        units.reserveCapacity(bytes.count / 2)
+        var i = bytes.startIndex
+        while i + 1 < bytes.endIndex {
+            let (a, b) = (UInt16(bytes[i]), UInt16(bytes[i + 1]))
+            units.append(bigEndian ? a << 8 | b : b << 8 | a)
+            i += 2
+        }
+        var s = String(decoding: units, as: UTF16.self)
+        if bytes.count % 2 == 1 { s.append("\u{FFFD}") }
+        return s
+    }
+
+    /// UTF-8, with every byte outside a valid UTF-8 sequence read as Windows-1252.
+    static func utf8OrWindows1252(_ bytes: [UInt8]) -> String {
+        var out = String.UnicodeScalarView()
+        var i = 0
+        while i < bytes.count {
+            let b = bytes[i]
+            let length = b < 0x80 ? 1 : b >= 0xC2 && b <= 0xDF ? 2 : b >= 0xE0 && b <= 0xEF ? 3 : b >= 0xF0 && b <= 0xF4 ? 4 : 0
+            if length == 1 {
+                out.append(Unicode.Scalar(b))
+                i += 1
+                continue
+            }
+            if length > 1, i + length <= bytes.count,
+                let scalar = String(validating: bytes[i..<(i + length)], as: UTF8.self)?.unicodeScalars.first
+            {
+                out.append(scalar)
+                i += length
+                continue
+            }
+            out.append(contentsOf: windows1252(Data([b])).unicodeScalars)
+            i += 1
+        }
+        return String(out)
     }
 
     /// Windows-1252 to a string (the five bytes it leaves undefined become U+FFFD).

@@ -340,13 +340,23 @@ public actor PeerLink {
     /// A heartbeat ping is out (only one at a time: the next waits for its answer or timeout).
     var pinging = false
 
+    /// When the ping out now was started.
+    var pingStarted: ContinuousClock.Instant?
+
     func beginPing() -> Bool {
         if pinging { return false }
         pinging = true
+        pingStarted = .now
         return true
     }
 
-    func endPing() { pinging = false }
+    func endPing() {
+        pinging = false
+        pingStarted = nil
+    }
+
+    /// How long the ping out now has been waiting, written or not (zero when none is out).
+    func pingAge(now: ContinuousClock.Instant = .now) -> Duration { pingStarted.map { now - $0 } ?? .zero }
 
     /// How long nothing at all arrived from the peer.
     func silence(now: ContinuousClock.Instant = .now) -> Duration { now - lastHeard }
@@ -462,7 +472,7 @@ public enum Link {
                 }
                 var readError: KianaNetError = fail(.closed, "link to \(link.deviceID) closed")
                 do {
-                    try await readLoop(&reader, link: link, context: context, group: &group)
+                    try await readLoop(&reader, link: link, context: context)
                 } catch let e as KianaNetError {
                     readError = e
                     context.logger.info("link dropped", metadata: ["peer": .string(link.deviceID.description), "reason": .string(e.message)])
@@ -621,7 +631,26 @@ public enum Link {
         return Established(remoteKey: remoteKey, mode: preamble.mode, hash: hs.handshakeHash, hello: info, version: version, send: send, sent: sent)
     }
 
-    static func readLoop<T>(_ reader: inout Reader, link: PeerLink, context: LinkContext, group: inout ThrowingTaskGroup<T?, any Error>) async throws {
+    /// Reads and dispatches until the connection ends. Requests, notifications and owed replies
+    /// run as children of a discarding group (a finished child is freed at once: a link lives for
+    /// days and answers a ping every 2 s); when reading ends the link is shut and closed first, so
+    /// children waiting on it are released before the group waits for them.
+    static func readLoop(_ reader: inout Reader, link: PeerLink, context: LinkContext) async throws {
+        try await withThrowingDiscardingTaskGroup { group in
+            do {
+                try await dispatch(&reader, link: link, context: context, group: &group)
+            } catch {
+                let e = (error as? KianaNetError) ?? fail(.closed, "link to \(link.deviceID) closed")
+                await link.shut(e)
+                link.close()
+                throw error
+            }
+            await link.shut(fail(.closed, "link to \(link.deviceID) closed by the peer (bye)"))
+            link.close()
+        }
+    }
+
+    static func dispatch(_ reader: inout Reader, link: PeerLink, context: LinkContext, group: inout ThrowingDiscardingTaskGroup<any Error>) async throws {
         while true {
             let bytes = try await reader.message(config: context.config)
             await link.heard(bytes: reader.bytesRead)
@@ -638,7 +667,6 @@ public enum Link {
                             group.addTask {
                                 await context.onNotify(link, LinkMessage(kind: .notify, type: "head", body: m.body))
                                 await link.endNotify()
-                                return nil
                             }
                         }
                         continue
@@ -665,7 +693,6 @@ public enum Link {
                             }
                         } catch {}
                         await link.endRequest()
-                        return nil
                     }
                 case .notify:
                     if m.type == "bye" { return }
@@ -673,7 +700,6 @@ public enum Link {
                     group.addTask {
                         await context.onNotify(link, m)
                         await link.endNotify()
-                        return nil
                     }
                 default:
                     await link.deliver(m, size: bytes.count)
@@ -686,14 +712,13 @@ public enum Link {
     /// a peer that does not read cannot stop this side from reading (two links each waiting to
     /// write would otherwise wait on each other for good). More than `maxOutstanding` replies
     /// unsent means the peer reads nothing: the link is closed.
-    static func reply<T>(_ message: LinkMessage, link: PeerLink, group: inout ThrowingTaskGroup<T?, any Error>) async throws(KianaNetError) {
+    static func reply(_ message: LinkMessage, link: PeerLink, group: inout ThrowingDiscardingTaskGroup<any Error>) async throws(KianaNetError) {
         guard await link.beginReply() else {
             throw fail(.protocolViolation, "peer does not read its answers (\(link.config.maxOutstanding) unsent)")
         }
         group.addTask {
             try? await link.send(message)
             await link.endReply()
-            return nil
         }
     }
 
@@ -710,6 +735,13 @@ public enum Link {
                 do { try await Task.sleep(for: config.pingInterval) } catch { break }
                 if await link.silence() > config.idleTimeout {
                     logger.info("link silent, closing", metadata: ["peer": .string(link.deviceID.description), "heard": "nothing"])
+                    link.close()
+                    break
+                }
+                // A ping that could not even be written for that long (the peer sends but does
+                // not read) is as unanswered as one that was.
+                if await link.pingAge() > config.idleTimeout {
+                    logger.info("link silent, closing", metadata: ["peer": .string(link.deviceID.description), "heard": "no pong"])
                     link.close()
                     break
                 }

@@ -119,6 +119,7 @@ public struct Node: Sendable {
     ) throws -> (ItemID, WriteReceipt) {
         try requireWritable()
         let item = try store.item(idPrefix: idPrefix)
+        // Checked here for the message, and again in the write's transaction (a change can land in between).
         if let basedOn, !basedOn.contains(item.lastEntry.map(Hex.encode) ?? "") {
             throw KianaNodeError(
                 .changed, item.deleted ? "item \(item.id) was forgotten meanwhile" : "item \(item.id) was changed meanwhile (elsewhere): load it again, then make your change")
@@ -127,7 +128,9 @@ public struct Node: Sendable {
         let trimmed = text?.trimmingCharacters(in: .whitespacesAndNewlines)
         guard trimmed.map({ !$0.isEmpty }) ?? true else { throw KianaNodeError(.invalidInput, "the text cannot be empty (forget the item instead)") }
         guard trimmed != nil || title != nil || tags != nil else { throw KianaNodeError(.invalidInput, "nothing to change: give text, title or tags") }
-        let receipt = try store.write([.put(item.id, KnowledgeFields(title: title, text: trimmed, tags: tags))], identity: identity, now: now)
+        let receipt = try store.write(
+            [.put(item.id, KnowledgeFields(title: title, text: trimmed, tags: tags))], identity: identity, now: now,
+            onlyIf: basedOn.map { (item.id, $0) })
         return (item.id, receipt)
     }
 

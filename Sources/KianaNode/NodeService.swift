@@ -152,17 +152,29 @@ public final class NodeService: NodeAPI {
 
     public func replacedUploads(_ uploads: [(name: String, data: [UInt8])]) async throws -> [String] {
         let folder = node.directory.path + "/uploads"
-        return try await blocking {
-            try uploads.compactMap { u in
-                let name = try TextExtraction.uploadName(u.name)
-                guard let old = FileManager.default.contents(atPath: folder + "/" + name) else { return nil }
-                return old.elementsEqual(u.data) ? nil : name
-            }
+        return try await blocking { try Self.replaced(uploads, in: folder) }
+    }
+
+    /// The names among `uploads` whose file in `folder` holds other bytes. Only a regular file of
+    /// the same size is read (a link or a FIFO planted there is not followed, and counts as other).
+    static func replaced(_ uploads: [(name: String, data: [UInt8])], in folder: String) throws -> [String] {
+        try uploads.compactMap { u in
+            let name = try TextExtraction.uploadName(u.name)
+            let path = folder + "/" + name
+            var st = stat()
+            guard lstat(path, &st) == 0 else { return nil }  // not there: a new file
+            guard (st.st_mode & S_IFMT) == S_IFREG, Int(st.st_size) == u.data.count else { return name }
+            guard let old = FileManager.default.contents(atPath: path) else { return name }
+            return old.elementsEqual(u.data) ? nil : name
         }
     }
 
+    static func replacedMessage(_ names: [String]) -> String {
+        "a different \(names.joined(separator: ", ")) was uploaded before: send it again with replace to make it the new version, or rename it"
+    }
+
     public func ingest(
-        uploads: [(name: String, data: [UInt8])], tags: [String],
+        uploads: [(name: String, data: [UInt8])], tags: [String], replace: Bool,
         progress: @escaping @Sendable (String, Int, Int, String) -> Void
     ) async throws -> IngestReportDTO {
         guard !uploads.isEmpty else { throw KianaNodeError(.invalidInput, "nothing to ingest: send files") }
@@ -188,6 +200,11 @@ public final class NodeService: NodeAPI {
             // changed in uploads/ (the node does not wait: it would hold a store thread).
             let lock = try IngestLock(directory: n.directory, wait: false)
             defer { lock.release() }
+            // Again under the lock: an upload that landed since the route's check is not replaced unasked.
+            if !replace {
+                let taken = try Self.replaced(kept.map { ((($0.path as NSString).lastPathComponent), $0.data) }, in: folder)
+                if !taken.isEmpty { throw KianaNodeError(.exists, Self.replacedMessage(taken)) }
+            }
             do {
                 try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
                 for file in kept { try Data(file.data).write(to: URL(fileURLWithPath: file.path), options: .atomic) }
@@ -445,6 +462,13 @@ public final class NodeService: NodeAPI {
 
     public func openPairing(seconds: Int) async throws -> Int? {
         let network = try requireNetwork()
+        // Only an authority can write the vote that lets a device in: refused before anyone
+        // types a code for nothing.
+        guard try await store({ n in try n.isAuthority }) else {
+            throw KianaNodeError(
+                .notAuthority,
+                "this device is not an authority of its network (it was dropped, or its own vote is not complete): pair from a device `kiana status` lists under Authorities")
+        }
         await network.pairing.open(seconds: seconds)
         return await network.listeningPort
     }

@@ -25,15 +25,15 @@ struct IngestController<Context: RequestContext>: Sendable {
             if !taken.isEmpty {
                 throw KianaServerError(
                     .exists,
-                    "a different \(taken.joined(separator: ", ")) was uploaded before: send it again with replace to update its knowledge, or rename it")
+                    "a different \(taken.joined(separator: ", ")) was uploaded before: send it again with replace to make it the new version, or rename it")
             }
         }
         guard body.stream ?? true else {
-            return try await node.ingest(uploads: uploads, tags: tags) { _, _, _, _ in }.response(from: req, context: ctx)
+            return try await node.ingest(uploads: uploads, tags: tags, replace: body.replace == true) { _, _, _, _ in }.response(from: req, context: ctx)
         }
         return Streaming.events { emit in
             let throttle = Throttle(seconds: 0.1)
-            let report = try await node.ingest(uploads: uploads, tags: tags) { phase, done, total, detail in
+            let report = try await node.ingest(uploads: uploads, tags: tags, replace: body.replace == true) { phase, done, total, detail in
                 guard done == total || throttle.due() else { return }
                 _ = emit(
                     JSONText.event(

@@ -36,12 +36,15 @@ struct KnowledgeController<Context: RequestContext>: Sendable {
     /// The versions an `If-Match` header allows: nil for none or `*` (any version).
     static func ifMatch(_ req: Request) throws -> [String]? {
         guard let value = req.headers[.ifMatch]?.trimmingCharacters(in: .whitespaces), !value.isEmpty, value != "*" else { return nil }
-        return try value.split(separator: ",").map { part in
+        return try value.split(separator: ",").compactMap { part in
             let tag = part.trimmingCharacters(in: .whitespaces)
-            guard tag.count >= 2, tag.hasPrefix("\""), tag.hasSuffix("\"") else {
+            // A weak tag (a proxy that compressed the answer weakens it) never matches strongly (RFC 9110 §13.1.1).
+            let weak = tag.hasPrefix("W/")
+            let quoted = weak ? String(tag.dropFirst(2)) : tag
+            guard quoted.count >= 2, quoted.hasPrefix("\""), quoted.hasSuffix("\"") else {
                 throw HTTPError(.badRequest, message: "If-Match must be a quoted ETag, as GET returned it (or *)")
             }
-            return String(tag.dropFirst().dropLast())
+            return weak ? "" : String(quoted.dropFirst().dropLast())
         }
     }
 
@@ -55,11 +58,15 @@ struct KnowledgeController<Context: RequestContext>: Sendable {
         return EditedResponse(status: .created, response: CreatedDTO(id: id))
     }
 
-    @Sendable func update(_ req: Request, _ ctx: Context) async throws -> ItemDTO {
+    /// The item after the edit, with its new version as `ETag` (for the next If-Match).
+    @Sendable func update(_ req: Request, _ ctx: Context) async throws -> Response {
         let id = try ctx.parameters.require("id")
         let body = try await RequestBodies.decode(ItemChangeDTO.self, from: req, limit: RequestBodies.defaultLimit)
         try node.validate(title: body.title, text: body.text, tags: body.tags, source: nil)
-        return try await node.update(id: id, text: body.text, title: body.title, tags: body.tags, basedOn: try Self.ifMatch(req))
+        let item = try await node.update(id: id, text: body.text, title: body.title, tags: body.tags, basedOn: try Self.ifMatch(req))
+        var response = try item.response(from: req, context: ctx)
+        if let entry = item.entry { response.headers[.eTag] = "\"\(entry)\"" }
+        return response
     }
 
     @Sendable func forget(_ req: Request, _ ctx: Context) async throws -> ForgottenDTO {

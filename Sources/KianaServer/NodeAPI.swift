@@ -35,11 +35,12 @@ public protocol NodeAPI: Sendable {
 
     // MARK: ingest
 
-    /// Ingests uploaded files (kept in the data directory, so uploading a file again replaces its
-    /// chunks), then embeds what is new. One ingestion at a time: another is refused with
+    /// Ingests uploaded files (kept in the data directory, so uploading a file again updates its
+    /// chunks; a different file under a name uploaded before is refused with `exists` unless
+    /// `replace`), then embeds what is new. One ingestion at a time: another is refused with
     /// `conflict`. `progress` receives (phase, done, total, detail).
     func ingest(
-        uploads: [(name: String, data: [UInt8])], tags: [String],
+        uploads: [(name: String, data: [UInt8])], tags: [String], replace: Bool,
         progress: @escaping @Sendable (String, Int, Int, String) -> Void
     ) async throws -> IngestReportDTO
     /// True while an ingestion runs (checked before a large upload is read).

@@ -151,7 +151,12 @@ public struct LedgerStore: Sendable {
 
     /// Signs one entry per operation, seals all pending entries into a new block on the
     /// head, and applies them to the knowledge state, in one transaction.
-    public func write(_ ops: [KnowledgeOp], identity: DeviceIdentity, now: UInt64) throws(KianaStoreError) -> WriteReceipt {
+    /// With `onlyIf`, the write happens only while the item's last entry is one of the given
+    /// versions (checked in the same transaction; `changed` otherwise): an edit based on an
+    /// older version (If-Match) never overwrites a change made meanwhile.
+    public func write(
+        _ ops: [KnowledgeOp], identity: DeviceIdentity, now: UInt64, onlyIf: (item: ItemID, versions: [String])? = nil
+    ) throws(KianaStoreError) -> WriteReceipt {
         guard !ops.isEmpty else { throw KianaStoreError(.invalidInput, "nothing to write") }
         for op in ops {
             if case .put(_, let f) = op {
@@ -160,7 +165,17 @@ public struct LedgerStore: Sendable {
                 }
             }
         }
-        return try write(entries: ops.map { ($0.kind, $0.payload) }, identity: identity, now: now)
+        return try write(entries: ops.map { ($0.kind, $0.payload) }, identity: identity, now: now) { db in
+            guard let onlyIf else { return }
+            let current = try ItemRecord.fetchOne(db, key: Data(onlyIf.item.bytes)).map(Self.item)
+            guard let current, onlyIf.versions.contains(current.lastEntry.map(Hex.encode) ?? "") else {
+                throw KianaStoreError(
+                    .changed,
+                    current?.deleted == true
+                        ? "item \(onlyIf.item) was forgotten meanwhile"
+                        : "item \(onlyIf.item) was changed meanwhile (elsewhere): load it again, then make your change")
+            }
+        }
     }
 
     /// Casts a membership vote (an `authority.vote` entry, sealed like any write).
@@ -168,9 +183,13 @@ public struct LedgerStore: Sendable {
         try write(entries: [(EntryKind.authorityVote, vote.payload)], identity: identity, now: now)
     }
 
-    func write(entries ops: [(kind: EntryKind, payload: CBOR)], identity: DeviceIdentity, now: UInt64) throws(KianaStoreError) -> WriteReceipt {
+    func write(
+        entries ops: [(kind: EntryKind, payload: CBOR)], identity: DeviceIdentity, now: UInt64,
+        precondition: (Database) throws -> Void = { _ in }
+    ) throws(KianaStoreError) -> WriteReceipt {
         try run("writing to the ledger") {
             try writer.write { db in
+                try precondition(db)
                 guard let net = try Self.setting(db, "network")?.bytes else {
                     throw KianaStoreError(.notInitialized, "no ledger here yet: run `kiana init` first")
                 }

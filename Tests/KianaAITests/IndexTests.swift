@@ -167,6 +167,16 @@ enum RankingMetricsCheck {
                 #expect(ours == String(data: Data([byte]), encoding: .windowsCP1252), "byte \(byte)")
             }
         }
+        // One stray byte in a UTF-8 file is one character; the rest stays UTF-8.
+        let mixed = Data("Grüße – Müller ".utf8) + Data([0x96]) + Data(" Straße".utf8)
+        #expect(TextExtraction.decode(mixed) == "Grüße – Müller \u{2013} Straße")
+        #expect(TextExtraction.decode(Data([0xE2, 0x82])) == "\u{E2}\u{201A}", "a cut sequence is two 1252 bytes")
+        // UTF-16 with its byte-order mark, either order; an odd trailing byte is U+FFFD.
+        let le = Data([0xFF, 0xFE]) + "Grüße".data(using: .utf16LittleEndian)!
+        let be = Data([0xFE, 0xFF]) + "Grüße\r\n🙂".data(using: .utf16BigEndian)!
+        #expect(TextExtraction.decode(le) == "Grüße")
+        #expect(TextExtraction.decode(be) == "Grüße\n🙂")
+        #expect(TextExtraction.decode(le + Data([0x41])) == "Grüße\u{FFFD}")
         let utf8 = Data("Schlüssel \u{FEFF}ok\r\nnext".utf8)
         #expect(TextExtraction.decode(utf8) == "Schlüssel \u{FEFF}ok\nnext")
         #expect(TextExtraction.decode(Data([0xEF, 0xBB, 0xBF]) + Data("bom".utf8)) == "bom")

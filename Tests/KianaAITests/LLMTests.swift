@@ -290,6 +290,7 @@ func smolReference() throws -> SmolReference? {
 
     @Test("A remember command without its fact is recognised, not asked", arguments: [
         ("remember that", true), ("Remember that…", true), ("  merk dir, dass  ", true), ("Merk dir:", true), ("please remember", true),
+        ("merk dir das", true), ("Bitte merk dir das!", true), ("remember this", true),
         ("remember that the sky is blue", false), ("What should I remember?", false), ("remembering", false),
     ])
     func bareRemember(_ text: String, _ bare: Bool) {

@@ -89,6 +89,13 @@ import Testing
         #expect(newID.count == 32)
         let list = try await kiana(["list", "--data-dir", d])
         #expect(list.out.contains("Der Ersatzschlüssel beim Nachbarn Klaus liegt."), "\(list.out)")
+        // The command without its fact asks what to remember, in its language, and writes nothing.
+        let items = try await kiana(["list", "--json", "--data-dir", d]).out
+        for (bare, reply) in [("remember that", "Remember what?"), ("Merk dir das!", "Was soll ich mir merken?")] {
+            let r = try await askJSON([bare, "--data-dir", d])
+            #expect((r["answer"] as? String ?? "").hasPrefix(reply) && (r["remembered"] as? String) == nil, "\(r)")
+        }
+        #expect(try await kiana(["list", "--json", "--data-dir", d]).out == items)
         // The same again (a client retrying, "regenerate" in a chat UI) is the same item.
         let again = try await askJSON(["Merk dir, dass der Ersatzschlüssel beim Nachbarn Klaus liegt.", "--data-dir", d])
         #expect(again["remembered"] as? String == newID && (again["answer"] as? String ?? "").hasPrefix("I know that already"), "\(again)")

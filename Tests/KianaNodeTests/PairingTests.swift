@@ -94,11 +94,15 @@ import Testing
         #expect(third.pair == 0 && third.pairOut.contains("kiana vote add"), "\(third.pairOut)")
         #expect(third.join == 0 && third.joinOut.contains("vote is not complete"), "\(third.joinOut)")
         let idC = try nodeIdentity(c)
+        // Until its vote is complete C is no authority: it cannot let devices in, and says so
+        // before anyone types a code.
+        let nodeC = try await Self.serve(c)
+        let notYet = try await kiana(["pair", "--data-dir", c, "--timeout", "5"])
+        #expect(notYet.status == 1 && notYet.err.contains("not an authority"), "\(notYet.out) \(notYet.err)")
         // B votes by C's device ID, which names the device A proposed once B holds A's vote.
         #expect(try await eventually { try kiana(["status", "--data-dir", b]).out.contains("Vote:        add \(idC.device)") })
         let byID = try await kiana(["vote", "add", idC.device, "--data-dir", b])
         #expect(byID.status == 0 && byID.out.contains("the vote passed"), "\(byID.out) \(byID.err)")
-        let nodeC = try await Self.serve(c)
         #expect(try await kiana(["peers", "add", "127.0.0.1:\(nodeB.p2p)", "--data-dir", c]).status == 0)
         #expect(
             try await eventually(30) {

@@ -171,6 +171,19 @@ import Testing
         #expect(try await Self.call(u + "/api/v1/knowledge/\(id)").json["title"] as? String == "Tab B")
         r = try await Self.call(u + "/api/v1/knowledge/\(id)", method: "PUT", body: #"{"title":"Key"}"#, headers: ["If-Match: \"0\", *"])
         #expect(r.code == 400, "a list with * in it is not a version: \(r.code) \(r.body)")
+        // Four tabs save at the same moment from the same version: exactly one gets through.
+        let base = try await Self.call(u + "/api/v1/knowledge/\(id)").json["entry"] as? String ?? "?"
+        let codes = try await withThrowingTaskGroup(of: Int.self) { group in
+            for tab in 0..<4 {
+                group.addTask {
+                    try await Self.call(u + "/api/v1/knowledge/\(id)", method: "PUT", body: "{\"title\":\"Tab \(tab)\"}", headers: ["If-Match: \"\(base)\""]).code
+                }
+            }
+            return try await group.reduce(into: []) { $0.append($1) }.sorted()
+        }
+        #expect(codes == [200, 412, 412, 412], "\(codes)")
+        r = try await Self.call(u + "/api/v1/knowledge/\(id)", method: "PUT", body: #"{"title":"Key"}"#, headers: ["If-Match: W/\"\(base)\""])
+        #expect(r.code == 412, "a weak tag never matches: \(r.code) \(r.body)")
         r = try await Self.call(u + "/api/v1/knowledge/\(id)", method: "PUT", body: #"{"title":"Key"}"#, headers: ["If-Match: *"])
         #expect(r.code == 200 && r.json["title"] as? String == "Key", "\(r.body)")
 
@@ -240,8 +253,8 @@ import Testing
         #expect(r.json["id"] as? String == entryID && r.json["height"] as? Int == 1)
         #expect(try await Self.call(u + "/api/v1/ledger/blocks/9999").code == 404)
         #expect(try await Self.call(u + "/api/v1/ledger/blocks/x").code == 400)
-        r = try await Self.call(u + "/api/v1/ledger/proof/\(id)")  // an item: the entry that last changed it (the last edit, block 4)
-        #expect(r.json["verified"] as? Bool == true && r.json["item"] as? String == id && r.json["height"] as? Int == 4, "\(r.body)")
+        r = try await Self.call(u + "/api/v1/ledger/proof/\(id)")  // an item: the entry that last changed it (the last edit, block 5)
+        #expect(r.json["verified"] as? Bool == true && r.json["item"] as? String == id && r.json["height"] as? Int == 5, "\(r.body)")
         #expect(await Self.verifyInclusion(r.json), "the proof checks out independently: \(r.body)")
         r = try await Self.call(u + "/api/v1/ledger/proof/\(entryID)")
         #expect(r.json["height"] as? Int == 1)

@@ -648,9 +648,10 @@ import Testing
         print(
             "drill: stall: \(ids.count) writes of 200 KB while b was stopped: a to c p50 \(ms(percentile(sorted, 0.5))), max \(ms(sorted.last ?? 0)); "
                 + "a dropped its link to b \(cutOff.map(secs) ?? "never") after SIGSTOP")
-        // A push waits for no stalled member: every write reached C at once (waiting for B
-        // showed up as C hearing of writes only through the 2 s heartbeat).
-        #expect((sorted.last ?? 99) < 1.5, "a to c: \(latencies.map { ms($0) })")
+        // A push waits for no stalled member: the writes reach C at once. Waiting for B showed
+        // up as every write for several seconds reaching C only through the 2 s heartbeat
+        // (1.9-2.0 s each); one slow write under load is not that.
+        #expect(latencies.filter { $0 >= 1.5 }.count <= 1 && percentile(sorted, 0.9) < 1.0, "a to c: \(latencies.map { ms($0) })")
         #expect(cutOff != nil && cutOff! < 22, "a's link to a stopped b: dropped after \(cutOff.map(secs) ?? "never")")
         #expect(ids.count >= 20, "only \(ids.count) writes in 24 s")
 

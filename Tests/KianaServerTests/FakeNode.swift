@@ -96,7 +96,7 @@ final class FakeNode: NodeAPI, Sendable {
         return raw
     }
     func ingest(
-        uploads: [(name: String, data: [UInt8])], tags: [String],
+        uploads: [(name: String, data: [UInt8])], tags: [String], replace: Bool,
         progress: @escaping @Sendable (String, Int, Int, String) -> Void
     ) async throws -> IngestReportDTO {
         record("ingest \(uploads.map(\.name).joined(separator: ",")) tags=\(tags.joined(separator: ","))")

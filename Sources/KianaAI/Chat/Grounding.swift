@@ -159,13 +159,15 @@ public enum Grounding {
     public static func isBareRememberCommand(_ text: String) -> Bool {
         let t = text.lowercased().trimmingCharacters(in: CharacterSet.whitespacesAndNewlines.union(CharacterSet(charactersIn: ":,.!?…")))
         return [
-            "remember", "remember that", "please remember", "please remember that", "merk dir", "merk dir, dass", "merk dir dass",
-            "merk dir bitte", "merk dir bitte, dass", "merke dir", "merke dir, dass", "merke dir dass",
+            "remember", "remember that", "remember this", "please remember", "please remember that", "please remember this",
+            "merk dir", "merk dir das", "merk dir, dass", "merk dir dass", "merk dir bitte", "merk dir bitte, dass",
+            "bitte merk dir", "bitte merk dir das", "merke dir", "merke dir das", "merke dir, dass", "merke dir dass",
         ].contains(t)
     }
 
     /// The fact in "remember that …" / "merk dir …" (and close variants), or nil.
     public static func rememberCommand(_ text: String) -> String? {
+        if isBareRememberCommand(text) { return nil }  // "merk dir das": "das" is no fact
         let t = text.trimmingCharacters(in: .whitespacesAndNewlines)
         let lower = t.lowercased()
         let prefixes = [

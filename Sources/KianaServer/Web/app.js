@@ -640,26 +640,17 @@ $("#find").addEventListener("submit", guarded(async (ev) => {
   $("#more").hidden = true;
 }));
 
-// Ingest: files are read in the browser and sent as text (PDF as base64); progress streams back.
-// Text that is not UTF-8 (an older editor's Windows-1252/Latin-1) is decoded as Windows-1252
-// instead of turning its umlauts into U+FFFD.
+// Ingest: files are read in the browser and sent as base64; progress streams back.
+// Files go to the node as their bytes (base64), which decodes them as `kiana ingest` does:
+// UTF-8, UTF-16 with a byte-order mark, and bytes that are not UTF-8 as Windows-1252.
 const INGEST_TYPES = /\.(md|markdown|txt|text|html?|pdf)$/i;
-const INGEST_MAX = 24 << 20; // the node takes 32 MiB per request; text and base64 grow on the way
+const INGEST_MAX = 23 << 20; // base64 makes 4 bytes of 3: just under the node's 32 MiB per request
 function readFile(f) {
   return new Promise((resolve, reject) => {
     const r = new FileReader();
     r.onerror = () => reject(new Error("cannot read " + f.name));
-    if (/\.pdf$/i.test(f.name)) {
-      r.onload = () => resolve({ name: f.name, base64: r.result.slice(r.result.indexOf(",") + 1) });
-      r.readAsDataURL(f);
-    } else {
-      r.onload = () => {
-        let text;
-        try { text = new TextDecoder("utf-8", { fatal: true }).decode(r.result); } catch (e) { text = new TextDecoder("windows-1252").decode(r.result); }
-        resolve({ name: f.name, text });
-      };
-      r.readAsArrayBuffer(f);
-    }
+    r.onload = () => resolve({ name: f.name, base64: r.result.slice(r.result.indexOf(",") + 1) });
+    r.readAsDataURL(f);
   });
 }
 $("#ingest").addEventListener("submit", guarded(async (ev) => {
@@ -670,7 +661,7 @@ $("#ingest").addEventListener("submit", guarded(async (ev) => {
   const wrong = files.filter((f) => !INGEST_TYPES.test(f.name)).map((f) => f.name);
   if (wrong.length) throw new Error("Not a Markdown, text, HTML or PDF file: " + wrong.join(", ") + ". Leave it out and try again.");
   const size = files.reduce((n, f) => n + f.size, 0);
-  if (size > INGEST_MAX) throw new Error("These files hold " + Math.round(size / 1048576) + " MB; send at most 24 MB at a time (or run `kiana ingest FOLDER` on the node).");
+  if (size > INGEST_MAX) throw new Error("These files hold " + Math.round(size / 1048576) + " MB; send at most 23 MB at a time (or run `kiana ingest FOLDER` on the node).");
   const button = $("#ingest [type=submit]"), bar = $("#ingest-progress"), label = $("#ingest-text");
   button.disabled = true;
   $("#ingest-status").hidden = false;
