@@ -146,6 +146,7 @@ let package = Package(
                 "KianaServer", "KianaStore", "KianaCore", "KianaAI", "KianaNet", "KianaTestSupport",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
+                .product(name: "PropertyBased", package: "swift-property-based"),
             ]),
         .testTarget(name: "KianaNodeTests", dependencies: ["KianaNode", "KianaCore", "KianaStore", "KianaNet", "KianaTestSupport", "kiana"]),
     ],

@@ -286,7 +286,7 @@ extension Node {
             let message = (error as? KianaNetError)?.message ?? (error as? KianaNodeError)?.message ?? "\(error)"
             let again =
                 confirmed.value
-                ? "; the authority has already voted for this device: run the same `kiana join` with --data-dir \(directory.path) again to receive the ledger"
+                ? "; the authority has already voted for this device, which keeps its key: when the authority has a pairing window open again (`kiana pair` there), run the same `kiana join` with --data-dir \(directory.path) to receive the ledger"
                 : ""
             throw KianaNodeError(.network, message + again, cause: error)
         }

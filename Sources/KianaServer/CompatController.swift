@@ -15,6 +15,7 @@ struct CompatController<Context: RequestContext>: Sendable {
     var routes: RouteCollection<Context> {
         let r = RouteCollection(context: Context.self)
         r.get("v1/models", use: models)
+        r.get("v1/models/:id", use: model)
         r.post("v1/chat/completions", use: chatCompletions)
         r.post("v1/embeddings", use: embeddings)
         r.get("api/tags", use: tags)
@@ -33,9 +34,18 @@ struct CompatController<Context: RequestContext>: Sendable {
         ModelListDTO(data: try await node.modelNames().map { .init(id: $0) })
     }
 
+    /// One model (what the official client's `models.retrieve` asks for).
+    @Sendable func model(_ req: Request, _ ctx: Context) async throws -> ModelListDTO.Model {
+        let id = try ctx.parameters.require("id")
+        guard try await node.modelNames().contains(id) else { throw Compat.notServed(id) }
+        return .init(id: id)
+    }
+
     @Sendable func chatCompletions(_ req: Request, _ ctx: Context) async throws -> Response {
         try Compat.admit(node.acceptsGeneration())
         let body = try await RequestBodies.decode(ChatCompletionRequest.self, from: req, limit: RequestBodies.defaultLimit)
+        try Compat.refuseUnsupported(body)
+        let stops = try Compat.stops(body.stop?.list)
         let (messages, model) = try Compat.messages(body.messages, model: body.model)
         try await Compat.served(model, node)
         let sampling = try Compat.sampling(temperature: body.temperature, topP: body.top_p, seed: body.seed)
@@ -56,20 +66,31 @@ struct CompatController<Context: RequestContext>: Sendable {
                 }
             ) { emit in
                 guard emit(chunk(.init(role: "assistant", content: ""))) else { return }
+                let filter = StopStream(stops)
                 let r = try await node.chat(messages, grounded: grounded, maxTokens: maxTokens, sampling: sampling) { piece in
-                    emit(chunk(.init(content: piece)))
+                    let text = filter.feed(piece)
+                    if !text.isEmpty, !emit(chunk(.init(content: text))) { return false }
+                    return !filter.stopped
                 }
-                _ = emit(chunk(.init(), finish: Compat.finishReason(r.stopReason), kiana: grounded ? KianaExtraDTO(r) : nil))
+                let tail = filter.finish()
+                if !tail.isEmpty { _ = emit(chunk(.init(content: tail))) }
+                let finish = filter.stopped ? "stop" : Compat.finishReason(r.stopReason)
+                _ = emit(chunk(.init(), finish: finish, kiana: grounded ? KianaExtraDTO(r) : nil))
                 if usage {
                     _ = emit(JSONText.event(nil, ChatChunkDTO(id: id, created: created, model: model, choices: [], usage: UsageDTO(r))))
                 }
                 _ = emit("data: [DONE]\n\n")
             }
         }
-        let r = try await node.chat(messages, grounded: grounded, maxTokens: maxTokens, sampling: sampling) { _ in true }
+        let filter = StopStream(stops)
+        let r = try await node.chat(messages, grounded: grounded, maxTokens: maxTokens, sampling: sampling) { piece in
+            _ = filter.feed(piece)
+            return !filter.stopped
+        }
+        let (text, cut) = StopFilter.cut(r.text, at: stops)
         return try ChatCompletionDTO(
             id: id, created: created, model: model,
-            choices: [.init(message: .init(content: r.text), finish_reason: Compat.finishReason(r.stopReason))],
+            choices: [.init(message: .init(content: text), finish_reason: cut || filter.stopped ? "stop" : Compat.finishReason(r.stopReason))],
             usage: UsageDTO(r), kiana: grounded ? KianaExtraDTO(r) : nil
         )
         .response(from: req, context: ctx)
@@ -77,6 +98,12 @@ struct CompatController<Context: RequestContext>: Sendable {
 
     @Sendable func embeddings(_ req: Request, _ ctx: Context) async throws -> EmbeddingsDTO {
         let body = try await RequestBodies.decode(EmbeddingsRequest.self, from: req, limit: RequestBodies.defaultLimit)
+        if let d = body.dimensions, d != 384 {
+            throw HTTPError(.badRequest, message: "dimensions must be 384: all-MiniLM-L6-v2's vectors cannot be shortened")
+        }
+        if let f = body.encoding_format, f != "float", f != "base64" {
+            throw HTTPError(.badRequest, message: "encoding_format must be float or base64")
+        }
         let texts = try Compat.inputs(body.input)
         let base64 = body.encoding_format == "base64"
         let (vectors, tokens) = try await node.embed(texts)
@@ -100,6 +127,7 @@ struct CompatController<Context: RequestContext>: Sendable {
     @Sendable func ollamaChat(_ req: Request, _ ctx: Context) async throws -> Response {
         try Compat.admit(node.acceptsGeneration())
         let body = try await RequestBodies.decode(OllamaChatRequest.self, from: req, limit: RequestBodies.defaultLimit)
+        try Compat.refuseUnsupported(format: body.format, tools: body.tools, images: nil, raw: nil)
         let (messages, model) = try Compat.messages(body.messages, model: body.model)
         try await Compat.served(model, node)
         return try await ollama(req, ctx, options: body.options, stream: body.stream, messages: messages, model: model, chatShape: true)
@@ -111,7 +139,14 @@ struct CompatController<Context: RequestContext>: Sendable {
         guard let requested = body.model, !requested.isEmpty else { throw HTTPError(.badRequest, message: "model is required") }
         let model = Compat.canonical(requested)
         guard let prompt = body.prompt else { throw HTTPError(.badRequest, message: "prompt is required") }
+        try Compat.refuseUnsupported(format: body.format, tools: nil, images: body.images, raw: body.raw)
         try await Compat.served(model, node)
+        // An empty prompt only loads the model, as in Ollama: nothing is generated.
+        if prompt.isEmpty && (body.system ?? "").isEmpty {
+            var loaded = OllamaPartDTO(model: model, created_at: Compat.isoNow(), message: nil, response: "", done: true)
+            loaded.done_reason = "load"
+            return try loaded.response(from: req, context: ctx)
+        }
         var messages: [ChatMessage] = []
         if let system = body.system, !system.isEmpty { messages.append(ChatMessage(.system, system)) }
         messages.append(ChatMessage(.user, prompt))
@@ -164,6 +199,7 @@ struct CompatController<Context: RequestContext>: Sendable {
         // Ollama's -1 (no limit) and -2 (fill the context) leave the length to the node, whose
         // default is bounded by the model's context.
         let maxTokens = try Compat.positive([-1, -2].contains(o.num_predict) ? nil : o.num_predict, "num_predict")
+        let stops = try Compat.stops(o.stop)
         let grounded = model == groundedModelName
         let start = DispatchTime.now().uptimeNanoseconds
         let node = self.node
@@ -172,10 +208,10 @@ struct CompatController<Context: RequestContext>: Sendable {
                 model: model, created_at: Compat.isoNow(), message: chatShape ? .init(content: text) : nil,
                 response: chatShape ? nil : text, done: false)
         }
-        @Sendable func final(_ r: AssistantReply, _ text: String) -> OllamaPartDTO {
+        @Sendable func final(_ r: AssistantReply, _ text: String, stopped: Bool) -> OllamaPartDTO {
             var f = part(text)
             f.done = true
-            f.done_reason = r.stopReason == .length ? "length" : "stop"
+            f.done_reason = r.stopReason == .length && !stopped ? "length" : "stop"
             f.total_duration = Int(DispatchTime.now().uptimeNanoseconds - start)
             f.prompt_eval_count = r.promptTokens
             f.eval_count = r.completionTokens
@@ -189,14 +225,24 @@ struct CompatController<Context: RequestContext>: Sendable {
                     JSONText.encode(OllamaFailureDTO(error: (error as? any KianaError)?.message ?? "\(error)")) + "\n"
                 }
             ) { emit in
+                let filter = StopStream(stops)
                 let r = try await node.chat(messages, grounded: grounded, maxTokens: maxTokens, sampling: sampling) { piece in
-                    emit(JSONText.encode(part(piece)) + "\n")
+                    let text = filter.feed(piece)
+                    if !text.isEmpty, !emit(JSONText.encode(part(text)) + "\n") { return false }
+                    return !filter.stopped
                 }
-                _ = emit(JSONText.encode(final(r, "")) + "\n")
+                let tail = filter.finish()
+                if !tail.isEmpty { _ = emit(JSONText.encode(part(tail)) + "\n") }
+                _ = emit(JSONText.encode(final(r, "", stopped: filter.stopped)) + "\n")
             }
         }
-        let r = try await node.chat(messages, grounded: grounded, maxTokens: maxTokens, sampling: sampling) { _ in true }
-        return try final(r, r.text).response(from: req, context: ctx)
+        let filter = StopStream(stops)
+        let r = try await node.chat(messages, grounded: grounded, maxTokens: maxTokens, sampling: sampling) { piece in
+            _ = filter.feed(piece)
+            return !filter.stopped
+        }
+        let (text, cut) = StopFilter.cut(r.text, at: stops)
+        return try final(r, text, stopped: cut || filter.stopped).response(from: req, context: ctx)
     }
 }
 
@@ -228,6 +274,44 @@ enum Compat {
             "model \"\(String(model.prefix(100)))\" is not served here: use \"\(groundedModelName)\" (answers from your knowledge) or a model from GET /v1/models")
     }
 
+    /// Stop sequences: at most 4 (OpenAI's limit), each 1…256 characters.
+    static func stops(_ list: [String]?) throws -> [String] {
+        guard let list else { return [] }
+        guard list.count <= 4 else { throw HTTPError(.badRequest, message: "stop takes at most 4 sequences") }
+        guard list.allSatisfy({ !$0.isEmpty && $0.count <= 256 }) else {
+            throw HTTPError(.badRequest, message: "each stop sequence must be 1…256 characters")
+        }
+        return list
+    }
+
+    /// OpenAI fields the node cannot honour: refused, so a client does not take plain text for
+    /// what it asked (a tool call, JSON, several choices).
+    static func refuseUnsupported(_ b: ChatCompletionRequest) throws {
+        if let n = b.n, n != 1 { throw HTTPError(.badRequest, message: "n must be 1: the node generates one choice") }
+        if let tools = b.tools, !tools.isEmpty, b.tool_choice != .string("none") {
+            throw HTTPError(.badRequest, message: "tools are not supported: the node's model does not call functions (send no tools, or tool_choice \"none\")")
+        }
+        if let functions = b.functions, !functions.isEmpty {
+            throw HTTPError(.badRequest, message: "functions are not supported: the node's model does not call functions")
+        }
+        if let type = b.response_format?.type, type != "text" {
+            throw HTTPError(.badRequest, message: "response_format \(type.prefix(40)) is not supported: answers are plain text")
+        }
+        if b.logprobs == true { throw HTTPError(.badRequest, message: "logprobs are not supported") }
+    }
+
+    /// The same for Ollama's fields.
+    static func refuseUnsupported(format: AnyJSON?, tools: [AnyJSON]?, images: [AnyJSON]?, raw: Bool?) throws {
+        if let format, format != .null, format != .string("") {
+            throw HTTPError(.badRequest, message: "format is not supported: answers are plain text")
+        }
+        if let tools, !tools.isEmpty { throw HTTPError(.badRequest, message: "tools are not supported: the node's model does not call functions") }
+        if let images, !images.isEmpty { throw HTTPError(.badRequest, message: "images are not supported: the node's model reads text only") }
+        if raw == true {
+            throw HTTPError(.badRequest, message: "raw prompts are not taken here (the chat template is always applied); `kiana generate` on the node completes a raw prompt")
+        }
+    }
+
     static func messages(_ list: [CompatMessage]?, model: String?) throws -> ([ChatMessage], String) {
         guard let model, !model.isEmpty else { throw HTTPError(.badRequest, message: "model is required") }
         guard let list, !list.isEmpty, list.count <= 1000 else {
@@ -243,6 +327,10 @@ enum Compat {
             case "assistant": role = .assistant
             default: throw HTTPError(.badRequest, message: "unsupported role \(roleName)")
             }
+            if case .unsupported(let type) = m.content {
+                throw HTTPError(.badRequest, message: "message content of type \(type.prefix(40)) is not supported: the node's model reads text only")
+            }
+            if let images = m.images, !images.isEmpty { throw HTTPError(.badRequest, message: "images are not supported: the node's model reads text only") }
             out.append(ChatMessage(role, m.content?.text ?? ""))
         }
         guard out.last?.role == .user else { throw HTTPError(.badRequest, message: "the last message must be the user's") }

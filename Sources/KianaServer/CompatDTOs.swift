@@ -4,13 +4,61 @@ import KianaAI
 
 // Request and response bodies of the OpenAI-compatible (/v1) and Ollama-compatible (/api)
 // endpoints, as far as KI_ana implements them. Unknown request fields are ignored, as the
-// originals do.
+// originals do; known ones the node cannot honour (tools, several choices, JSON mode, images,
+// log probabilities, other embedding sizes) are refused with 400 rather than silently dropped.
+
+/// Any JSON value, kept only as far as the checks need it.
+enum AnyJSON: Decodable, Sendable, Equatable {
+    case string(String)
+    case bool(Bool)
+    case null
+    case other
+
+    init(from decoder: any Decoder) throws {
+        let c = try decoder.singleValueContainer()
+        if c.decodeNil() {
+            self = .null
+        } else if let s = try? c.decode(String.self) {
+            self = .string(s)
+        } else if let b = try? c.decode(Bool.self) {
+            self = .bool(b)
+        } else {
+            self = .other
+        }
+    }
+}
+
+/// OpenAI's `stop`: one string or a list of them.
+enum StopField: Decodable, Sendable {
+    case one(String)
+    case many([String])
+
+    init(from decoder: any Decoder) throws {
+        let c = try decoder.singleValueContainer()
+        if let s = try? c.decode(String.self) {
+            self = .one(s)
+        } else if let a = try? c.decode([String].self) {
+            self = .many(a)
+        } else {
+            throw DecodingError.dataCorruptedError(in: c, debugDescription: "stop must be a string or an array of strings")
+        }
+    }
+
+    var list: [String] {
+        switch self {
+        case .one(let s): return [s]
+        case .many(let a): return a
+        }
+    }
+}
 
 /// A chat message as both APIs send it: `content` is text, OpenAI's list of parts, or null.
 struct CompatMessage: Decodable, Sendable {
     enum Content: Decodable, Sendable {
         case text(String)
         case none
+        /// Parts of a kind the node's text-only model cannot read (images, audio, files).
+        case unsupported(String)
 
         init(from decoder: any Decoder) throws {
             let c = try decoder.singleValueContainer()
@@ -27,7 +75,11 @@ struct CompatMessage: Decodable, Sendable {
                 var text: String?
             }
             if let parts = try? c.decode([Part].self) {
-                self = .text(parts.compactMap { $0.type == "text" ? $0.text : nil }.joined(separator: "\n"))
+                if let other = parts.first(where: { $0.type != "text" }) {
+                    self = .unsupported(other.type ?? "untyped")
+                    return
+                }
+                self = .text(parts.compactMap(\.text).joined(separator: "\n"))
                 return
             }
             throw DecodingError.dataCorruptedError(in: c, debugDescription: "message content must be text")
@@ -41,6 +93,8 @@ struct CompatMessage: Decodable, Sendable {
 
     var role: String?
     var content: Content?
+    /// Ollama's images beside a message.
+    var images: [AnyJSON]?
 }
 
 /// Text or a list of texts (`input` of the embedding endpoints).
@@ -75,12 +129,21 @@ struct ChatCompletionRequest: Decodable, Sendable {
     var max_completion_tokens: Int?
     var stream: Bool?
     var stream_options: StreamOptions?
+    var stop: StopField?
+    var n: Int?
+    var tools: [AnyJSON]?
+    var functions: [AnyJSON]?
+    var tool_choice: AnyJSON?
+    var response_format: ResponseFormat?
+    var logprobs: Bool?
+    struct ResponseFormat: Decodable, Sendable { var type: String? }
 }
 
 struct EmbeddingsRequest: Decodable, Sendable {
     var model: String?
     var input: CompatInput?
     var encoding_format: String?
+    var dimensions: Int?
 }
 
 struct ModelListDTO: ResponseEncodable, Sendable {
@@ -210,6 +273,7 @@ struct OllamaOptions: Decodable, Sendable {
     var min_p: Double?
     var repeat_penalty: Double?
     var num_predict: Int?
+    var stop: [String]?
 }
 
 struct OllamaChatRequest: Decodable, Sendable {
@@ -217,6 +281,8 @@ struct OllamaChatRequest: Decodable, Sendable {
     var messages: [CompatMessage]?
     var stream: Bool?
     var options: OllamaOptions?
+    var format: AnyJSON?
+    var tools: [AnyJSON]?
 }
 
 struct OllamaGenerateRequest: Decodable, Sendable {
@@ -225,6 +291,9 @@ struct OllamaGenerateRequest: Decodable, Sendable {
     var system: String?
     var stream: Bool?
     var options: OllamaOptions?
+    var format: AnyJSON?
+    var images: [AnyJSON]?
+    var raw: Bool?
 }
 
 struct OllamaEmbedRequest: Decodable, Sendable {
@@ -328,3 +397,4 @@ struct OllamaLegacyEmbedRequest: Decodable, Sendable {
 }
 
 struct OllamaLegacyEmbedDTO: ResponseEncodable, Sendable { var embedding: [Double] }
+extension ModelListDTO.Model: ResponseEncodable {}

@@ -181,12 +181,25 @@ struct Pair: ParsableCommand {
                 if let code {
                     typed = code
                 } else {
+                    // Bounded like the window (at least two minutes to type): an unattended
+                    // prompt must not hold the joiner, or the window, for good.
                     Output.write(1, "Type the code the new device shows (Enter refuses): ")
-                    typed = readLine() ?? ""
+                    switch Output.readLine(until: max(deadline, Date().addingTimeInterval(120))) {
+                    case .line(let line): typed = line
+                    case .endOfInput:
+                        say("\nNo code was typed (end of input): the request was refused and nothing was written.")
+                        throw ExitCode(1)
+                    case .timedOut:
+                        say("\nNo code was typed in time: the request was refused and nothing was written.")
+                        throw ExitCode(1)
+                    }
                 }
                 let c = try control.confirmPairing(device: r.device, code: typed)
                 guard c.accepted else {
-                    say("The codes do not match: the request was refused and nothing was written.")
+                    say(
+                        typed.trimmingCharacters(in: .whitespaces).isEmpty
+                            ? "Refused: no code was typed, and nothing was written."
+                            : "The codes do not match: the request was refused and nothing was written.")
                     throw ExitCode(1)
                 }
                 if c.member {
@@ -243,6 +256,11 @@ struct Join: AsyncParsableCommand {
             guard discoverTimeout > 0, discoverTimeout <= 600 else { throw KianaNodeError(.invalidInput, "--discover-timeout must be 0...600 seconds") }
             let address: String
             if let target, Discovery.isPeerAddress(target) {
+                address = target
+            } else if let target, target.contains(":") || target.contains(".") || target.contains("[") {
+                // Device IDs have neither: this was meant as an address, so say what is wrong
+                // with it rather than search the network for a device of that name.
+                try Discovery.checkPeerAddress(target)
                 address = target
             } else {
                 let d = try await Discovery.findDevice(target, interface: interface, seconds: discoverTimeout, logger: commandLogger()) {

@@ -95,3 +95,35 @@ func errorLine(for error: any Error) -> String { ErrorLine.text(for: error) }
 func date(_ ms: UInt64) -> String {
     ISO8601DateFormatter().string(from: Date(timeIntervalSince1970: Double(ms) / 1000))
 }
+
+/// What a prompt read from standard input.
+enum PromptAnswer: Equatable {
+    case line(String)
+    case endOfInput
+    case timedOut
+}
+
+extension Output {
+    /// One line from standard input, waiting at most until `deadline` (poll(2); the line is read
+    /// byte by byte, so nothing after it is taken from the next reader).
+    static func readLine(until deadline: Date) -> PromptAnswer {
+        var bytes: [UInt8] = []
+        while true {
+            let left = deadline.timeIntervalSinceNow
+            guard left > 0 else { return .timedOut }
+            var p = pollfd(fd: 0, events: Int16(POLLIN), revents: 0)
+            let ready = poll(&p, 1, Int32(min(left, 3600) * 1000))
+            if ready < 0 {
+                if errno == EINTR { continue }
+                return .endOfInput
+            }
+            if ready == 0 { continue }
+            var byte: UInt8 = 0
+            let n = read(0, &byte, 1)
+            if n < 0, errno == EINTR { continue }
+            if n <= 0 { return bytes.isEmpty ? .endOfInput : .line(String(decoding: bytes, as: UTF8.self)) }
+            if byte == UInt8(ascii: "\n") { return .line(String(decoding: bytes, as: UTF8.self)) }
+            if bytes.count < 4096 { bytes.append(byte) }
+        }
+    }
+}

@@ -54,6 +54,19 @@ import Testing
         #expect(o["openai_raw_model"] as? String == "smollm2-135m-instruct")
         #expect(o["openai_embeddings"] as? [Int] == [384, 384] && o["ollama_embeddings"] as? [Int] == [384, 384])
         #expect(abs((o["openai_embedding_norm"] as? Double ?? 0) - 1) < 1e-4)
+        // stop: the same greedy answer, cut before its first space, the space not returned.
+        let full = o["openai_full"] as? String ?? ""
+        let firstWord = String(full.prefix { $0 != " " })
+        #expect(full.contains(" ") && !firstWord.isEmpty, "the uncut answer has no space to stop at: \(full)")
+        #expect(o["openai_stop"] as? [String] == [firstWord, "stop"], "\(o)")
+        #expect(o["openai_stop_stream"] as? [String] == [firstWord, "stop"], "\(o)")
+        #expect((o["ollama_stop"] as? [String])?.last == "stop" && !((o["ollama_stop"] as? [String])?.first ?? " ").contains(" "), "\(o)")
+        #expect(o["openai_model_retrieve"] as? String == "kiana")
+        let refused = o["refused"] as? [String: Any] ?? [:]
+        for name in ["n", "tools", "json", "logprobs", "image", "dimensions", "ollama_format", "ollama_images"] {
+            #expect(refused[name] as? Int == 400, "\(name) was not refused: \(refused)")
+        }
+        #expect(o["ollama_load"] as? [String] == ["", "load"], "\(o)")
     }
 
     @Test("Malformed, oversized and incomplete requests get JSON errors; the node keeps serving")

@@ -71,6 +71,7 @@ import Testing
         // No confirmation (the owner just presses Enter): the same.
         let unconfirmed = try await Self.pair(authority: nodeA, joiner: b, name: "beta") { _ in "" }
         #expect(unconfirmed.pair == 1 && unconfirmed.join == 1, "\(unconfirmed.pairOut) \(unconfirmed.joinOut)")
+        #expect(unconfirmed.pairOut.contains("no code was typed"), "\(unconfirmed.pairOut)")
         #expect(!FileManager.default.fileExists(atPath: b))
         // No window open: the joiner is turned away with a clear message.
         let early = try await kiana(["join", "127.0.0.1:\(nodeA.p2p)", "--data-dir", b, "--timeout", "5"])

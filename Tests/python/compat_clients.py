@@ -71,4 +71,52 @@ try:
     out["ollama_show_unknown"] = "shown"
 except ollama.ResponseError as e:
     out["ollama_show_unknown"] = e.status_code
+
+# stop: the raw model's greedy answer, then the same cut before its first space, streamed and not.
+raw_model = out["openai_models"][1]
+full = oa.chat.completions.create(model=raw_model, messages=[{"role": "user", "content": "Say hello to the world."}], temperature=0, max_tokens=24)
+out["openai_full"] = full.choices[0].message.content
+cut = oa.chat.completions.create(model=raw_model, messages=[{"role": "user", "content": "Say hello to the world."}], temperature=0, max_tokens=24, stop=[" "])
+out["openai_stop"] = [cut.choices[0].message.content, cut.choices[0].finish_reason]
+pieces = []
+reason = None
+for chunk in oa.chat.completions.create(model=raw_model, messages=[{"role": "user", "content": "Say hello to the world."}], temperature=0, max_tokens=24, stop=" ", stream=True):
+    if chunk.choices and chunk.choices[0].delta.content:
+        pieces.append(chunk.choices[0].delta.content)
+    if chunk.choices and chunk.choices[0].finish_reason:
+        reason = chunk.choices[0].finish_reason
+out["openai_stop_stream"] = ["".join(pieces), reason]
+g = ol.generate(model=raw_model, prompt="Say hello to the world.", options={"temperature": 0, "num_predict": 24, "stop": [" "]})
+out["ollama_stop"] = [g.response, g.done_reason]
+out["openai_model_retrieve"] = oa.models.retrieve("kiana").id
+# What the node cannot do is refused, not quietly answered as plain text.
+refused = {}
+for name, extra in [("n", {"n": 2}), ("tools", {"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]}),
+                    ("json", {"response_format": {"type": "json_object"}}), ("logprobs", {"logprobs": True})]:
+    try:
+        oa.chat.completions.create(model=raw_model, messages=[{"role": "user", "content": "hi"}], max_tokens=4, **extra)
+        refused[name] = "answered"
+    except openai.BadRequestError as e:
+        refused[name] = e.status_code
+try:
+    oa.chat.completions.create(model=raw_model, max_tokens=4, messages=[{"role": "user", "content": [
+        {"type": "text", "text": "What is this?"}, {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]}])
+    refused["image"] = "answered"
+except openai.BadRequestError as e:
+    refused["image"] = e.status_code
+try:
+    oa.embeddings.create(model="all-minilm-l6-v2", input="x", dimensions=10)
+    refused["dimensions"] = "answered"
+except openai.BadRequestError as e:
+    refused["dimensions"] = e.status_code
+for name, call in [("ollama_format", lambda: ol.generate(model=raw_model, prompt="hi", format="json")),
+                   ("ollama_images", lambda: ol.generate(model=raw_model, prompt="hi", images=[b"\x89PNG"]))]:
+    try:
+        call()
+        refused[name] = "answered"
+    except ollama.ResponseError as e:
+        refused[name] = e.status_code
+out["refused"] = refused
+loaded = ol.generate(model=raw_model, prompt="")
+out["ollama_load"] = [loaded.response, loaded.done_reason]
 print(json.dumps(out))
