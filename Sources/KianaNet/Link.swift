@@ -86,6 +86,10 @@ public struct LinkContext: Sendable {
     /// Carried by each heartbeat ping (the application's current state, such as its head); a
     /// non-empty ping body is handed to `onNotify` as a `head` notification.
     public var pingInfo: @Sendable () async -> CBOR = { .map([:]) }
+    /// Called once reading has ended and the link is shut, before the link waits for the
+    /// requests it is still answering: releases what such a request waits for (a joiner's
+    /// pairing request waits for the owner, who must learn the joiner is gone).
+    public var onClose: @Sendable (PeerLink) async -> Void = { _ in }
 
     public init(
         identity: DeviceIdentity, network: [UInt8]?, config: LinkConfig = LinkConfig(), logger: Logger,
@@ -94,10 +98,12 @@ public struct LinkContext: Sendable {
         onRequest: @escaping LinkRequestHandler = { _, _ in nil },
         onNotify: @escaping LinkNotifyHandler = { _, _ in },
         refusals: RefusalLog = RefusalLog(),
-        pingInfo: @escaping @Sendable () async -> CBOR = { .map([:]) }
+        pingInfo: @escaping @Sendable () async -> CBOR = { .map([:]) },
+        onClose: @escaping @Sendable (PeerLink) async -> Void = { _ in }
     ) {
         self.refusals = refusals
         self.pingInfo = pingInfo
+        self.onClose = onClose
         self.identity = identity
         self.network = network
         self.config = config
@@ -637,16 +643,17 @@ public enum Link {
     /// children waiting on it are released before the group waits for them.
     static func readLoop(_ reader: inout Reader, link: PeerLink, context: LinkContext) async throws {
         try await withThrowingDiscardingTaskGroup { group in
+            var failure: (any Error)?
             do {
                 try await dispatch(&reader, link: link, context: context, group: &group)
             } catch {
-                let e = (error as? KianaNetError) ?? fail(.closed, "link to \(link.deviceID) closed")
-                await link.shut(e)
-                link.close()
-                throw error
+                failure = error
             }
-            await link.shut(fail(.closed, "link to \(link.deviceID) closed by the peer (bye)"))
+            await link.shut((failure as? KianaNetError) ?? fail(.closed, "link to \(link.deviceID) closed"))
             link.close()
+            await context.onClose(link)
+            group.cancelAll()
+            if let failure { throw failure }
         }
     }
 

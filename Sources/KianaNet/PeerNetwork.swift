@@ -139,7 +139,8 @@ public final class PeerNetwork: Sendable {
             admit: { [self] c in await self.admit(c) },
             onRequest: { [self] link, m in await self.handle(link, m) },
             onNotify: { [self] link, m in await self.notified(link, m) },
-            refusals: refusals, pingInfo: { [self] in (try? await self.sync.head())?.cbor ?? .map([:]) })
+            refusals: refusals, pingInfo: { [self] in (try? await self.sync.head())?.cbor ?? .map([:]) },
+            onClose: { [self] link in if link.mode == .pairing { await self.pairing.ended(link.remoteKey) } })
     }
 
     func helloInfo() async -> CBOR {
@@ -187,7 +188,7 @@ public final class PeerNetwork: Sendable {
             await registry.detach(link)
         case .pairing:
             do { try await Task.sleep(for: .seconds(600)) } catch {}
-            await pairing.ended(link.remoteKey)
+            await pairing.ended(link.remoteKey)  // also when the link ended (onClose did it first)
         }
     }
 

@@ -36,8 +36,8 @@ struct CompatController<Context: RequestContext>: Sendable {
 
     /// One model (what the official client's `models.retrieve` asks for).
     @Sendable func model(_ req: Request, _ ctx: Context) async throws -> ModelListDTO.Model {
-        let id = try ctx.parameters.require("id")
-        guard try await node.modelNames().contains(id) else { throw Compat.notServed(id) }
+        let id = Compat.canonical(try ctx.parameters.require("id"))
+        try await Compat.served(id, node)
         return .init(id: id)
     }
 
@@ -45,7 +45,7 @@ struct CompatController<Context: RequestContext>: Sendable {
         try Compat.admit(node.acceptsGeneration())
         let body = try await RequestBodies.decode(ChatCompletionRequest.self, from: req, limit: RequestBodies.defaultLimit)
         try Compat.refuseUnsupported(body)
-        let stops = try Compat.stops(body.stop?.list)
+        let stops = try Compat.stops(body.stop?.list, limit: 4)
         let (messages, model) = try Compat.messages(body.messages, model: body.model)
         try await Compat.served(model, node)
         let sampling = try Compat.sampling(temperature: body.temperature, topP: body.top_p, seed: body.seed)
@@ -138,7 +138,8 @@ struct CompatController<Context: RequestContext>: Sendable {
         let body = try await RequestBodies.decode(OllamaGenerateRequest.self, from: req, limit: RequestBodies.defaultLimit)
         guard let requested = body.model, !requested.isEmpty else { throw HTTPError(.badRequest, message: "model is required") }
         let model = Compat.canonical(requested)
-        guard let prompt = body.prompt else { throw HTTPError(.badRequest, message: "prompt is required") }
+        // No prompt (or an empty one) only loads the model, as in Ollama.
+        let prompt = body.prompt ?? ""
         try Compat.refuseUnsupported(format: body.format, tools: nil, images: body.images, raw: body.raw)
         try await Compat.served(model, node)
         // An empty prompt only loads the model, as in Ollama: nothing is generated.
@@ -199,7 +200,7 @@ struct CompatController<Context: RequestContext>: Sendable {
         // Ollama's -1 (no limit) and -2 (fill the context) leave the length to the node, whose
         // default is bounded by the model's context.
         let maxTokens = try Compat.positive([-1, -2].contains(o.num_predict) ? nil : o.num_predict, "num_predict")
-        let stops = try Compat.stops(o.stop)
+        let stops = try Compat.stops(o.stop, limit: 64)
         let grounded = model == groundedModelName
         let start = DispatchTime.now().uptimeNanoseconds
         let node = self.node
@@ -274,13 +275,12 @@ enum Compat {
             "model \"\(String(model.prefix(100)))\" is not served here: use \"\(groundedModelName)\" (answers from your knowledge) or a model from GET /v1/models")
     }
 
-    /// Stop sequences: at most 4 (OpenAI's limit), each 1…256 characters.
-    static func stops(_ list: [String]?) throws -> [String] {
-        guard let list else { return [] }
-        guard list.count <= 4 else { throw HTTPError(.badRequest, message: "stop takes at most 4 sequences") }
-        guard list.allSatisfy({ !$0.isEmpty && $0.count <= 256 }) else {
-            throw HTTPError(.badRequest, message: "each stop sequence must be 1…256 characters")
-        }
+    /// Stop sequences: at most `limit` (OpenAI's is 4; Ollama sets none, its clients send a
+    /// template's several), each at most 256 characters; empty ones stop nothing and are dropped.
+    static func stops(_ list: [String]?, limit: Int) throws -> [String] {
+        let list = (list ?? []).filter { !$0.isEmpty }
+        guard list.count <= limit else { throw HTTPError(.badRequest, message: "stop takes at most \(limit) sequences") }
+        guard list.allSatisfy({ $0.count <= 256 }) else { throw HTTPError(.badRequest, message: "a stop sequence may be at most 256 characters") }
         return list
     }
 
@@ -337,7 +337,7 @@ enum Compat {
         return (out, canonical(model))
     }
 
-    static func inputs(_ v: CompatInput?) throws -> [String] {
+    static func inputs(_ v: StringOrList?) throws -> [String] {
         switch v {
         case .one(let s): return [s]
         case .many(let a) where !a.isEmpty && a.count <= 2048: return a

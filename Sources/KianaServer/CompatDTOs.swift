@@ -28,30 +28,6 @@ enum AnyJSON: Decodable, Sendable, Equatable {
     }
 }
 
-/// OpenAI's `stop`: one string or a list of them.
-enum StopField: Decodable, Sendable {
-    case one(String)
-    case many([String])
-
-    init(from decoder: any Decoder) throws {
-        let c = try decoder.singleValueContainer()
-        if let s = try? c.decode(String.self) {
-            self = .one(s)
-        } else if let a = try? c.decode([String].self) {
-            self = .many(a)
-        } else {
-            throw DecodingError.dataCorruptedError(in: c, debugDescription: "stop must be a string or an array of strings")
-        }
-    }
-
-    var list: [String] {
-        switch self {
-        case .one(let s): return [s]
-        case .many(let a): return a
-        }
-    }
-}
-
 /// A chat message as both APIs send it: `content` is text, OpenAI's list of parts, or null.
 struct CompatMessage: Decodable, Sendable {
     enum Content: Decodable, Sendable {
@@ -97,8 +73,8 @@ struct CompatMessage: Decodable, Sendable {
     var images: [AnyJSON]?
 }
 
-/// Text or a list of texts (`input` of the embedding endpoints).
-enum CompatInput: Decodable, Sendable {
+/// One string or a list of them (`input` of the embedding endpoints, OpenAI's `stop`).
+enum StringOrList: Decodable, Sendable {
     case one(String)
     case many([String])
 
@@ -106,13 +82,18 @@ enum CompatInput: Decodable, Sendable {
         let c = try decoder.singleValueContainer()
         if let s = try? c.decode(String.self) {
             self = .one(s)
-            return
-        }
-        if let a = try? c.decode([String].self) {
+        } else if let a = try? c.decode([String].self) {
             self = .many(a)
-            return
+        } else {
+            throw DecodingError.dataCorruptedError(in: c, debugDescription: "must be a string or an array of strings")
         }
-        throw DecodingError.dataCorruptedError(in: c, debugDescription: "input must be a string or a non-empty array of at most 2048 strings")
+    }
+
+    var list: [String] {
+        switch self {
+        case .one(let s): return [s]
+        case .many(let a): return a
+        }
     }
 }
 
@@ -129,7 +110,7 @@ struct ChatCompletionRequest: Decodable, Sendable {
     var max_completion_tokens: Int?
     var stream: Bool?
     var stream_options: StreamOptions?
-    var stop: StopField?
+    var stop: StringOrList?
     var n: Int?
     var tools: [AnyJSON]?
     var functions: [AnyJSON]?
@@ -141,7 +122,7 @@ struct ChatCompletionRequest: Decodable, Sendable {
 
 struct EmbeddingsRequest: Decodable, Sendable {
     var model: String?
-    var input: CompatInput?
+    var input: StringOrList?
     var encoding_format: String?
     var dimensions: Int?
 }
@@ -298,7 +279,7 @@ struct OllamaGenerateRequest: Decodable, Sendable {
 
 struct OllamaEmbedRequest: Decodable, Sendable {
     var model: String?
-    var input: CompatInput?
+    var input: StringOrList?
 }
 
 struct OllamaTagsDTO: ResponseEncodable, Sendable {

@@ -2,57 +2,74 @@ import Foundation
 import Synchronization
 
 /// The client's stop sequences (OpenAI `stop`, Ollama `options.stop`): generated text ends
-/// before the first of them, which is not returned, as the originals do. While streaming, a
-/// tail that could still grow into a sequence is held back until it cannot.
+/// before the first of them to complete, which is not returned, as the originals do. While
+/// streaming, a tail that could still grow into a sequence is held back until it cannot.
+/// Text is compared as Unicode scalars, so a piece that splits a character (a combining mark,
+/// an emoji joined by U+200D, "\r" then "\n") matches as the whole text would.
 struct StopFilter: Sendable {
-    let sequences: [String]
-    private(set) var held = ""
+    let sequences: [[Unicode.Scalar]]
+    private var held: [Unicode.Scalar] = []
     /// True once a sequence appeared: nothing more is returned.
     private(set) var stopped = false
 
-    init(_ sequences: [String]) { self.sequences = sequences }
+    init(_ sequences: [String]) { self.sequences = sequences.map { Array($0.unicodeScalars) }.filter { !$0.isEmpty } }
 
     /// Takes the next generated piece; returns what may be passed on now.
     mutating func feed(_ piece: String) -> String {
         guard !stopped else { return "" }
-        held += piece
-        guard !sequences.isEmpty else { defer { held = "" }; return held }
+        held += piece.unicodeScalars
         if let cut = Self.firstMatch(held, sequences) {
             stopped = true
-            defer { held = "" }
-            return String(held[..<cut])
+            defer { held = [] }
+            return Self.string(held[..<cut])
         }
         let keep = Self.partialTail(held, sequences)
-        let split = held.index(held.endIndex, offsetBy: -keep)
-        defer { held = String(held[split...]) }
-        return String(held[..<split])
+        defer { held = Array(held.suffix(keep)) }
+        return Self.string(held.dropLast(keep))
     }
 
     /// At the end of generation: what was held back (a tail that never became a sequence).
     mutating func finish() -> String {
-        defer { held = "" }
-        return stopped ? "" : held
+        defer { held = [] }
+        return stopped ? "" : Self.string(held[...])
     }
 
-    /// `text` cut before the first stop sequence, and whether one was found.
+    /// `text` cut before the first stop sequence to complete, and whether there was one.
     static func cut(_ text: String, at sequences: [String]) -> (text: String, stopped: Bool) {
-        guard let i = firstMatch(text, sequences) else { return (text, false) }
-        return (String(text[..<i]), true)
+        let scalars = Array(text.unicodeScalars)
+        guard let i = firstMatch(scalars, sequences.map { Array($0.unicodeScalars) }.filter { !$0.isEmpty }) else { return (text, false) }
+        return (string(scalars[..<i]), true)
     }
 
-    static func firstMatch(_ text: String, _ sequences: [String]) -> String.Index? {
-        sequences.compactMap { text.range(of: $0, options: .literal)?.lowerBound }.min()
+    /// The start of the occurrence that ends first (of those, the one that starts first): the
+    /// one a stream sees complete first, so whole text and any split of it agree.
+    static func firstMatch(_ text: [Unicode.Scalar], _ sequences: [[Unicode.Scalar]]) -> Int? {
+        var best: (end: Int, start: Int)?
+        for s in sequences where s.count <= text.count {
+            for start in 0...(text.count - s.count) where text[start] == s[0] && text[start..<(start + s.count)].elementsEqual(s) {
+                let end = start + s.count
+                if best.map({ end < $0.end || (end == $0.end && start < $0.start) }) ?? true { best = (end, start) }
+                break
+            }
+        }
+        return best?.start
     }
 
-    /// The length (in characters) of the longest end of `text` that begins one of the sequences.
-    static func partialTail(_ text: String, _ sequences: [String]) -> Int {
+    /// The length of the longest end of `text` that begins one of the sequences.
+    static func partialTail(_ text: [Unicode.Scalar], _ sequences: [[Unicode.Scalar]]) -> Int {
         let longest = min(text.count, (sequences.map(\.count).max() ?? 1) - 1)
         guard longest > 0 else { return 0 }
         for k in stride(from: longest, through: 1, by: -1) {
             let tail = text.suffix(k)
-            if sequences.contains(where: { $0.hasPrefix(tail) }) { return k }
+            if sequences.contains(where: { $0.count > k && $0.prefix(k).elementsEqual(tail) }) { return k }
         }
         return 0
+    }
+
+    static func string(_ scalars: ArraySlice<Unicode.Scalar>) -> String {
+        var v = String.UnicodeScalarView()
+        v.append(contentsOf: scalars)
+        return String(v)
     }
 }
 

@@ -122,7 +122,10 @@ extension Output {
             let n = read(0, &byte, 1)
             if n < 0, errno == EINTR { continue }
             if n <= 0 { return bytes.isEmpty ? .endOfInput : .line(String(decoding: bytes, as: UTF8.self)) }
-            if byte == UInt8(ascii: "\n") { return .line(String(decoding: bytes, as: UTF8.self)) }
+            if byte == UInt8(ascii: "\n") {
+                if bytes.last == UInt8(ascii: "\r") { bytes.removeLast() }
+                return .line(String(decoding: bytes, as: UTF8.self))
+            }
             if bytes.count < 4096 { bytes.append(byte) }
         }
     }

@@ -30,6 +30,20 @@ import Testing
         return Device(identity: identity, store: store, network: network)
     }
 
+    /// Starts each device's listener and dialer (and announcer) in `group`; their link ports.
+    static func run(_ devices: [Device], in group: inout ThrowingTaskGroup<Void, any Error>, announcer: Bool) async throws -> [Int] {
+        var ports: [Int] = []
+        for d in devices {
+            let (stream, cont) = AsyncStream<Int>.makeStream()
+            group.addTask { try await d.network.listener { cont.yield($0) }.run() }
+            group.addTask { try await d.network.dialer.run() }
+            if announcer { group.addTask { try await d.network.announcer.run() } }
+            var it = stream.makeAsyncIterator()
+            ports.append(try #require(await it.next()))
+        }
+        return ports
+    }
+
     static func until(_ seconds: Double, _ condition: () async throws -> Bool) async throws -> Bool {
         let end = Date().addingTimeInterval(seconds)
         while Date() < end {
@@ -46,14 +60,7 @@ import Testing
         let lines = [AdmissionTests.LogLines(), AdmissionTests.LogLines()]
         let devices = try ids.indices.map { try Self.device(ids[$0], genesis: genesis, logger: lines[$0].logger()) }
         try await withThrowingTaskGroup(of: Void.self) { group in
-            var ports: [Int] = []
-            for d in devices {
-                let (stream, cont) = AsyncStream<Int>.makeStream()
-                group.addTask { try await d.network.listener { cont.yield($0) }.run() }
-                group.addTask { try await d.network.dialer.run() }
-                var it = stream.makeAsyncIterator()
-                ports.append(try #require(await it.next()))
-            }
+            let ports = try await Self.run(devices, in: &group, announcer: false)
             // As the README has it for a VPN: `kiana peers add` on both sides.
             _ = try devices[0].store.addPeerAddress("127.0.0.1:\(ports[1])", now: currentMillis())
             _ = try devices[1].store.addPeerAddress("127.0.0.1:\(ports[0])", now: currentMillis())
@@ -79,15 +86,7 @@ import Testing
         let genesis = Block.genesis(identity: ids[0], time: currentMillis() - 1000, others: ids.dropFirst().map(\.publicKey))
         let devices = try ids.map { try Self.device($0, genesis: genesis) }
         try await withThrowingTaskGroup(of: Void.self) { group in
-            var ports: [Int] = []
-            for d in devices {
-                let (stream, cont) = AsyncStream<Int>.makeStream()
-                group.addTask { try await d.network.listener { cont.yield($0) }.run() }
-                group.addTask { try await d.network.dialer.run() }
-                group.addTask { try await d.network.announcer.run() }
-                var it = stream.makeAsyncIterator()
-                ports.append(try #require(await it.next()))
-            }
+            let ports = try await Self.run(devices, in: &group, announcer: true)
             // A full mesh: each dials the ones after it.
             for i in devices.indices {
                 for j in devices.indices where j > i { _ = try devices[i].store.addPeerAddress("127.0.0.1:\(ports[j])", now: currentMillis()) }

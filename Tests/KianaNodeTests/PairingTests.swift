@@ -73,6 +73,22 @@ import Testing
         #expect(unconfirmed.pair == 1 && unconfirmed.join == 1, "\(unconfirmed.pairOut) \(unconfirmed.joinOut)")
         #expect(unconfirmed.pairOut.contains("no code was typed"), "\(unconfirmed.pairOut)")
         #expect(!FileManager.default.fileExists(atPath: b))
+        // A joiner that leaves before the code is typed: its request goes with it, and the code
+        // typed afterwards writes nothing (it used to wait for the owner and pass).
+        do {
+            let pair = try ChildProcess(kianaBinary(), ["pair", "--data-dir", a, "--timeout", "30"])
+            defer { pair.signal(SIGKILL) }
+            _ = try #require(await pair.waitFor("Pairing window open"), "\(pair.output)")
+            let join = try ChildProcess(kianaBinary(), ["join", "127.0.0.1:\(nodeA.p2p)", "--data-dir", tmp.path + "/gone", "--timeout", "30"])
+            let codeLine = try #require(await join.waitFor("Pairing code:"), "\(join.output)")
+            _ = try #require(await pair.waitFor("asks to join"), "\(pair.output)")
+            join.signal(SIGKILL)
+            _ = await join.wait()
+            try await Task.sleep(for: .seconds(1))
+            pair.write(String(codeLine.split(separator: ":").last!.trimmingCharacters(in: .whitespaces)) + "\n")
+            #expect(await pair.wait() == 1 && !pair.output.contains("Codes match"), "\(pair.output)")
+            #expect(try await kiana(["status", "--data-dir", a]).out.contains("Votes:       none pending"))
+        }
         // No window open: the joiner is turned away with a clear message.
         let early = try await kiana(["join", "127.0.0.1:\(nodeA.p2p)", "--data-dir", b, "--timeout", "5"])
         #expect(early.status == 1 && early.err.contains("no pairing window is open"), "\(early.err)")

@@ -343,16 +343,35 @@ import Testing
             ("/v1/chat/completions", #"{"model":"kiana","messages":[{"role":"assistant","content":"hi"}]}"#, "the last message must be the user's"),
             ("/v1/chat/completions", #"{"model":"kiana","messages":[{"role":"user","content":"hi"}],"temperature":-1}"#, "temperature"),
             ("/v1/chat/completions", #"{"model":"kiana","messages":[{"role":"user","content":"hi"}],"max_tokens":0}"#, "max_tokens"),
-            ("/api/generate", #"{"model":"kiana"}"#, "prompt is required"),
+            ("/api/generate", #"{"model":"kiana","prompt":"hi","raw":true}"#, "raw prompts"),
+            ("/api/chat", #"{"model":"kiana","messages":[{"role":"user","content":"hi"}],"options":{"stop":["s0","s1","s2","s3","s4","s5","s6","s7","s8","s9","s10","s11","s12","s13","s14","s15","s16","s17","s18","s19","s20","s21","s22","s23","s24","s25","s26","s27","s28","s29","s30","s31","s32","s33","s34","s35","s36","s37","s38","s39","s40","s41","s42","s43","s44","s45","s46","s47","s48","s49","s50","s51","s52","s53","s54","s55","s56","s57","s58","s59","s60","s61","s62","s63","s64"]}}"#, "at most 64"),
+            ("/v1/chat/completions", #"{"model":"kiana","messages":[{"role":"user","content":"hi"}],"stop":["a","b","c","d","e"]}"#, "at most 4"),
+            ("/v1/chat/completions", #"{"model":"kiana","messages":[{"role":"user","content":"hi"}],"stop":7}"#, "stop: must be a string or an array of strings"),
             ("/api/chat", #"{"model":"kiana","messages":[{"role":"user","content":"hi"}],"options":{"num_predict":-3}}"#, "num_predict"),
             ("/v1/embeddings", #"{"model":"m","input":[]}"#, "input must be"),
-            ("/api/embed", #"{"input":7}"#, "input must be"),
+            ("/api/embed", #"{"input":7}"#, "input: must be a string or an array of strings"),
             ("/api/chat", #"{"model":"kiana","messages":[{"role":"user","content":"hi"}],"options":{"top_k":1e30}}"#, "top_k"),
             ("/api/generate", #"{"model":"kiana","prompt":"hi","options":{"top_k":-1e19}}"#, "top_k"),
             ("/v1/chat/completions", #"{"model":"kiana","messages":[{"role":"user","content":"hi"}],"max_tokens":1e30}"#, "out of range"),
         ])
     func badCompat(_ path: String, _ body: String, _ words: String) async throws {
         try await checkBadCompat(path, body, words)
+    }
+
+    /// A load request (no prompt) only loads, as Ollama's does; what clients commonly send along
+    /// without meaning it (empty tools, stop null, n 1, a text response format) is taken.
+    @Test func ollamaLoadAndHarmlessFieldsAreTaken() async throws {
+        try await withApp { _, c in
+            let load = try await Self.post(c, "/api/generate", #"{"model":"kiana"}"#)
+            #expect(load.status == .ok && (Self.object(load)["done_reason"] as? String) == "load", "\(Self.text(load))")
+            let chat = try await Self.post(
+                c, "/v1/chat/completions",
+                #"{"model":"kiana","messages":[{"role":"user","content":"hi"}],"tools":[],"tool_choice":"auto","stop":null,"n":1,"response_format":{"type":"text"},"logprobs":false}"#)
+            #expect(chat.status == .ok, "\(Self.text(chat))")
+            let ollama = try await Self.post(
+                c, "/api/generate", #"{"model":"kiana","prompt":"hi","stream":false,"format":"","images":[],"raw":false,"options":{"stop":[]}}"#)
+            #expect(ollama.status == .ok, "\(Self.text(ollama))")
+        }
     }
 
     /// Ollama clients send num_predict -1 (no limit) or -2 (fill the context): both are taken.

@@ -162,6 +162,8 @@ extension LlamaSession {
         var decoder = BPETokenizer.StreamDecoder(model.tokenizer)
         var generated: [Int32] = []
         var text = ""
+        // Counted in Unicode scalars: a token that joins onto the last character (a combining
+        // mark, "\u{200D}" and an emoji, "\n" after "\r") adds no Character but must be passed on.
         var emitted = 0
         var reason = StopReason.length
         let eog = model.tokenizer.endOfGeneration
@@ -170,10 +172,11 @@ extension LlamaSession {
         /// Emits text that can no longer turn into a stop string; returns false when told to stop.
         func flush(upTo end: Int) -> Bool {
             guard end > emitted else { return true }
-            let s = text.index(text.startIndex, offsetBy: emitted)
-            let e = text.index(text.startIndex, offsetBy: end)
+            let scalars = text.unicodeScalars
+            let s = scalars.index(scalars.startIndex, offsetBy: emitted)
+            let e = scalars.index(scalars.startIndex, offsetBy: end)
             emitted = end
-            return onText(String(text[s..<e]))
+            return onText(String(scalars[s..<e]))
         }
 
         loop: while generated.count < options.maxTokens {
@@ -192,19 +195,21 @@ extension LlamaSession {
                         break loop
                     }
                 }
-                // Hold back a tail that could still become a stop string.
+                // Hold back a tail that could still become a stop string (in scalars, as flushed).
+                let scalars = Array(text.unicodeScalars)
                 var hold = 0
                 for s in options.stop where !s.isEmpty {
-                    for n in stride(from: min(s.count - 1, text.count), to: 0, by: -1) where text.hasSuffix(String(s.prefix(n))) {
+                    let stop = Array(s.unicodeScalars)
+                    for n in stride(from: min(stop.count - 1, scalars.count), to: 0, by: -1) where stop.prefix(n).elementsEqual(scalars.suffix(n)) {
                         hold = max(hold, n)
                         break
                     }
                 }
-                if !flush(upTo: text.count - hold) {
+                if !flush(upTo: scalars.count - hold) {
                     reason = .cancelled
                     break
                 }
-            } else if !flush(upTo: text.count) {
+            } else if !flush(upTo: text.unicodeScalars.count) {
                 reason = .cancelled
                 break
             }
@@ -215,7 +220,7 @@ extension LlamaSession {
             try eval([next])
         }
         if reason != .stopString && reason != .cancelled { text += decoder.flush() }
-        if reason != .cancelled { _ = flush(upTo: text.count) }
+        if reason != .cancelled { _ = flush(upTo: text.unicodeScalars.count) }
         let t2 = DispatchTime.now().uptimeNanoseconds
         return GenerationResult(
             text: text, tokens: generated, promptTokens: prompt.count, reusedTokens: common,
