@@ -199,6 +199,8 @@ extension Node {
         /// Votes for the proposal so far and how many it needs (more than half of the authorities).
         public var votes: Int
         public var needed: Int
+        /// The vote took back this device's own pending vote the other way (nothing else changed).
+        public var withdrew = false
     }
 
     /// Casts a membership vote on `target`: an identity key (64 hex characters) or a device ID
@@ -208,7 +210,27 @@ extension Node {
     /// mistyped key would become an authority that never votes, and could not be dropped again.
     public func vote(add: Bool, target: String, force: Bool = false, now: UInt64 = currentMillis()) throws -> VoteOutcome {
         let before = try store.membership()
-        let key = try Self.voteTarget(target, add: add, membership: before)
+        // This device's own pending votes: their targets can be named by device ID, to withdraw.
+        let mine = before.votes.filter { $0.signer == identity.publicKey }
+        let key = try Self.voteTarget(target, add: add, membership: before, own: mine.map(\.vote.target))
+        let pending = mine.first { $0.vote.target == key }
+        if let pending, pending.vote.authorize == add {
+            let t = before.tally[key]?.count ?? 1
+            throw KianaNodeError(
+                .conflict,
+                "this device has already voted to \(add ? "add" : "drop") \(DeviceID(publicKey: key)) (\(t) of the \(before.authorities.count / 2 + 1) votes needed): the other authorities vote now (`kiana vote \(add ? "add" : "drop") \(DeviceID(publicKey: key))` there)")
+        }
+        // The opposite vote on a target this device has a pending vote for takes that vote back
+        // (the ledger keeps one vote per signer and target).
+        let withdrawing = pending != nil && before.authorities.contains(key) == add
+        if withdrawing {
+            try requireWritable()
+            let r = try store.write(vote: Vote(target: key, authorize: add), identity: identity, now: now)
+            let after = try store.membership()
+            return VoteOutcome(
+                block: r.block.height, device: DeviceID(publicKey: key).description, passed: false,
+                votes: after.tally[key]?.count ?? 0, needed: after.authorities.count / 2 + 1, withdrew: true)
+        }
         if !add, !before.authorities.contains(key) {
             throw KianaNodeError(.invalidInput, "\(DeviceID(publicKey: key)) is not an authority of this network (`kiana status` lists them)")
         }
@@ -241,7 +263,7 @@ extension Node {
 
     /// The identity key a vote names: 64 hex characters, or a device ID among the authorities
     /// (drop) or the devices proposed for adding (add).
-    static func voteTarget(_ text: String, add: Bool, membership: Membership) throws -> [UInt8] {
+    static func voteTarget(_ text: String, add: Bool, membership: Membership, own: [[UInt8]] = []) throws -> [UInt8] {
         let trimmed = text.trimmingCharacters(in: .whitespaces)
         if trimmed.count == 64 {
             guard let key = Hex.decode(trimmed) else { throw KianaNodeError(.invalidInput, "the key must be 64 hex characters") }
@@ -252,7 +274,7 @@ extension Node {
             throw KianaNodeError(
                 .invalidInput, "give the device's identity key (64 hex characters, `kiana status` on that device) or its device ID: \(error.message)")
         }
-        let candidates = add ? membership.tally.filter { $0.value.authorize }.map(\.key) : Array(membership.authorities)
+        let candidates = (add ? membership.tally.filter { $0.value.authorize }.map(\.key) : Array(membership.authorities)) + own
         guard let key = candidates.first(where: { DeviceID(publicKey: $0) == device }) else {
             throw KianaNodeError(
                 .notFound,

@@ -145,6 +145,10 @@ struct VoteCommand: ParsableCommand {
         try perform {
             let node = try Node.open(directory: data.directory)
             let r = try node.vote(add: action == .add, target: device, force: force)
+            if r.withdrew {
+                say("Took back this device's vote on \(r.device) (block \(r.block)); \(r.votes) other vote(s) stay pending.")
+                return
+            }
             let state = r.passed ? "the vote passed" : "waiting for more votes (\(r.votes) of the \(r.needed) needed)"
             say("Voted to \(action.rawValue) \(r.device) (block \(r.block)); \(state)")
         }

@@ -287,7 +287,8 @@ struct Ready: AsyncParsableCommand {
                 let r = try control.readiness(timeout: timeout)
                 guard r.ready else {
                     throw KianaNodeError(
-                        .notRunning, "the node at \(r.address) is not ready yet (\(r.store ? "store open" : "store not open"), \(r.model ? "models loaded" : "models still loading"))")
+                        .notRunning,
+                        "the node at \(r.address) is not ready yet (\(r.store ? "store open" : "store not open"), \(r.model ? "models loaded" : "models not loaded: they load on first use, or at start with models.preload on"))")
                 }
                 say("ready")
                 return

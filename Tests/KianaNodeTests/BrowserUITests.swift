@@ -37,6 +37,7 @@ import Testing
         #expect((seen["ingest_bar"] as? [Double]).map { $0[0] == $0[1] } == true, "\(seen)")
         #expect((seen["search"] as? [String] ?? []).contains { $0.contains("ferry to the island") }, "\(seen)")
         #expect(seen["edited"] as? String == "The ferry to the island leaves at 10:15 from pier 3.")
+        #expect(seen["row_focused"] as? Bool == true, "a knowledge row cannot take the keyboard focus: \(seen)")
         #expect(seen["switch_locked"] as? Bool == true, "the conversation could be switched under a pending answer: \(seen)")
         // A stale form is not saved over another tab's change, and keeps what was typed.
         #expect((seen["conflict_notice"] as? String ?? "").contains("changed elsewhere"), "\(seen)")

@@ -144,6 +144,14 @@ import Testing
         // Dropping this device itself takes --force: it would lose its own write access.
         let own = try await kiana(["vote", "drop", idA.device, "--data-dir", a])
         #expect(own.status == 1 && own.err.contains("this device itself") && own.err.contains("--force"), "\(own.out) \(own.err)")
+        // The same vote again writes nothing; the opposite vote takes it back.
+        let ledger = try await kiana(["ledger", "show", "--data-dir", a]).out
+        let twice = try await kiana(["vote", "drop", idC.device, "--data-dir", a])
+        #expect(twice.status == 1 && twice.err.contains("already voted"), "\(twice.out) \(twice.err)")
+        #expect(try await kiana(["ledger", "show", "--data-dir", a]).out == ledger, "a refused vote wrote a block")
+        let back = try await kiana(["vote", "add", idC.device, "--data-dir", a])
+        #expect(back.status == 0 && back.out.contains("Took back"), "\(back.out) \(back.err)")
+        #expect(try await kiana(["status", "--data-dir", a]).out.contains("Votes:       none pending"))
 
         for n in [nodeA, nodeB, nodeC] { n.process.signal(SIGTERM) }
         for n in [nodeA, nodeB, nodeC] { #expect(await n.process.wait() == 0, "\(n.process.output)") }

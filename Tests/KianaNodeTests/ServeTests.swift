@@ -182,7 +182,7 @@ import Testing
         let lazy = try Running(flags, environment: env)
         let port = try #require(await lazy.waitForPort(), "\(lazy.text)")
         let waiting = try await kiana(["ready", "--data-dir", dir.path])
-        #expect(waiting.status == 1 && waiting.err.contains("127.0.0.1:\(port)") && waiting.err.contains("models still loading"), "\(waiting.err)")
+        #expect(waiting.status == 1 && waiting.err.contains("127.0.0.1:\(port)") && waiting.err.contains("models not loaded"), "\(waiting.err)")
         #expect(try await curl(["-H", "Authorization: Bearer s3cret", "http://127.0.0.1:\(port)/ready"]).code == "503")
         #expect(!lazy.text.contains("level=warning"), "\(lazy.text)")
         lazy.process.interrupt()

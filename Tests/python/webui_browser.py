@@ -104,7 +104,11 @@ def main():
         b.eval("document.querySelector('#find').requestSubmit()")
         b.wait_for("document.querySelector('#count').textContent.includes('ferry island')", timeout=90)
         seen["search"] = b.eval("[...document.querySelectorAll('#items li .grow')].map(x => x.textContent)")
-        b.eval("[...document.querySelectorAll('#items li .grow')].find(x => x.textContent.includes('ferry')).click()")
+        # Opened from the keyboard: the row takes focus and Enter opens it, as a button would.
+        b.eval("[...document.querySelectorAll('#items li .grow')].find(x => x.textContent.includes('ferry')).focus()")
+        seen["row_focused"] = b.eval("document.activeElement.classList.contains('grow') && document.activeElement.getAttribute('role') === 'button'")
+        for kind in ("keyDown", "keyUp"):
+            b.send("Input.dispatchKeyEvent", type=kind, key="Enter", code="Enter", windowsVirtualKeyCode=13)
         b.wait_for("!document.querySelector('#item').hidden && (document.querySelector('#item .body') || {}).textContent.includes('ferry')", timeout=20)
         b.eval("[...document.querySelectorAll('#item button')].find(x => x.textContent === 'Edit').click()")
         b.eval("document.querySelector('#item form.edit textarea').value = 'The ferry to the island leaves at 10:15 from pier 3.'")

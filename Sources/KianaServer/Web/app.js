@@ -534,15 +534,25 @@ $("#autoread").addEventListener("change", () => {
 });
 
 // ---- knowledge -------------------------------------------------------------------------------
+// A row that opens something: reachable with Tab and opened with Enter or Space, as a button is.
+function opens(node, action) {
+  node.tabIndex = 0;
+  node.setAttribute("role", "button");
+  node.addEventListener("click", action);
+  node.addEventListener("keydown", (ev) => {
+    if (ev.key === "Enter" || ev.key === " ") { ev.preventDefault(); action(ev); }
+  });
+}
 function renderItems(items, append) {
   const ul = $("#items");
   if (!append) ul.replaceChildren();
   for (const it of items) {
     const li = el("li");
     li.dataset.id = it.id;
-    const span = el("span", "grow", (it.title ? it.title + ": " : "") + it.text.slice(0, 160));
-    span.addEventListener("click", guarded(() => openItem(it.id)));
+    const span = el("span", "grow", (it.title ? it.title + ": " : "") + (it.text.length > 160 ? it.text.slice(0, 159) + "…" : it.text));
+    opens(span, guarded(() => openItem(it.id)));
     const forget = el("button", "danger", "forget");
+    forget.setAttribute("aria-label", "Forget " + (it.title || it.text.slice(0, 40)));
     forget.title = "Forget this item (a signed tombstone in the ledger)";
     forget.addEventListener("click", guarded(async () => {
       if (!confirm("Forget this item? The ledger keeps a signed record that it was forgotten.")) return;
@@ -719,7 +729,7 @@ function blockRow(b) {
   const li = el("li");
   li.dataset.height = b.height;
   const span = el("span", "grow", "#" + b.height + " · " + b.entryCount + " entr" + (b.entryCount === 1 ? "y" : "ies") + " · " + when(b.time) + " · " + short(b.hash));
-  span.addEventListener("click", guarded(() => openBlock(b.height)));
+  opens(span, guarded(() => openBlock(b.height)));
   li.append(span);
   return li;
 }
@@ -832,7 +842,11 @@ function renderPeers(peers) {
     }
     ul.append(li);
   }
-  if (!peers.length) ul.append(el("li", "muted", "No other devices yet. Pair one with `kiana pair`."));
+  if (!peers.length) {
+    const li = el("li", "muted", "No other devices yet. Pair one: run ");
+    li.append(el("code", null, "kiana pair"), " here and ", el("code", null, "kiana join"), " on the new device.");
+    ul.append(li);
+  }
 }
 async function device() {
   const d = await api("/api/v1/device");
@@ -878,5 +892,6 @@ async function live() {
 }
 
 guarded(conversations)();
+$("#question").focus();
 voiceStatus();
 live();
