@@ -92,7 +92,7 @@ import Testing
             ("/v1/chat/completions", #"{"model":"kiana","messages":[{"role":"robot","content":"hi"}]}"#, "400", "unsupported role"),
             ("/v1/chat/completions", #"{"model":"kiana","messages":[{"role":"user","content":"hi"}],"temperature":-1}"#, "400", "temperature"),
             ("/v1/chat/completions", #"{"model":"kiana","messages":[{"role":"user","content":"hi"}],"max_tokens":0}"#, "400", "max_tokens"),
-            ("/api/generate", #"{"model":"kiana"}"#, "400", "prompt is required"),
+            ("/api/generate", #"{"model":"kiana","prompt":"hi","raw":true}"#, "400", "raw prompts"),
             ("/v1/chat/completions", #"{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}]}"#, "404", "is not served here"),
             ("/api/chat", #"{"model":"llama3","messages":[{"role":"user","content":"hi"}]}"#, "404", "is not served here"),
             ("/api/show", #"{"model":"gpt-4o"}"#, "404", "is not served here"),
