@@ -246,7 +246,7 @@ public enum TextExtraction {
                 i += length
                 continue
             }
-            out.append(contentsOf: windows1252(Data([b])).unicodeScalars)
+            out.append(windows1252(b))
             i += 1
         }
         return String(out)
@@ -254,21 +254,22 @@ public enum TextExtraction {
 
     /// Windows-1252 to a string (the five bytes it leaves undefined become U+FFFD).
     static func windows1252(_ data: Data) -> String {
-        // 0x80–0x9F; 0 marks the undefined ones.
-        let high: [UInt32] = [
-            0x20AC, 0, 0x201A, 0x0192, 0x201E, 0x2026, 0x2020, 0x2021, 0x02C6, 0x2030, 0x0160, 0x2039, 0x0152, 0, 0x017D, 0,
-            0, 0x2018, 0x2019, 0x201C, 0x201D, 0x2022, 0x2013, 0x2014, 0x02DC, 0x2122, 0x0161, 0x203A, 0x0153, 0, 0x017E, 0x0178,
-        ]
         var out = String.UnicodeScalarView()
-        for byte in data {
-            guard (0x80...0x9F).contains(byte) else {
-                out.append(Unicode.Scalar(byte))
-                continue
-            }
-            out.append(Unicode.Scalar(high[Int(byte) - 0x80]).flatMap { $0.value == 0 ? nil : $0 } ?? "\u{FFFD}")
-        }
+        out.append(contentsOf: data.map(windows1252))
         return String(out)
     }
+
+    /// One Windows-1252 byte's character.
+    static func windows1252(_ byte: UInt8) -> Unicode.Scalar {
+        guard (0x80...0x9F).contains(byte) else { return Unicode.Scalar(byte) }
+        return Unicode.Scalar(windows1252High[Int(byte) - 0x80]).flatMap { $0.value == 0 ? nil : $0 } ?? "\u{FFFD}"
+    }
+
+    /// 0x80–0x9F in Windows-1252; 0 marks the five it leaves undefined.
+    static let windows1252High: [UInt32] = [
+        0x20AC, 0, 0x201A, 0x0192, 0x201E, 0x2026, 0x2020, 0x2021, 0x02C6, 0x2030, 0x0160, 0x2039, 0x0152, 0, 0x017D, 0,
+        0, 0x2018, 0x2019, 0x201C, 0x201D, 0x2022, 0x2013, 0x2014, 0x02DC, 0x2122, 0x0161, 0x203A, 0x0153, 0, 0x017E, 0x0178,
+    ]
 
     public static func pdftotextPath() -> String? { Executables.find("pdftotext") }
 

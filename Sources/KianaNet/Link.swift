@@ -343,23 +343,17 @@ public actor PeerLink {
 
     func endReply() { replying -= 1 }
 
-    /// A heartbeat ping is out (only one at a time: the next waits for its answer or timeout).
-    var pinging = false
-
-    /// When the ping out now was started.
+    /// When the heartbeat ping out now was started (only one at a time: the next waits for its
+    /// answer or timeout); nil when none is out.
     var pingStarted: ContinuousClock.Instant?
 
     func beginPing() -> Bool {
-        if pinging { return false }
-        pinging = true
+        if pingStarted != nil { return false }
         pingStarted = .now
         return true
     }
 
-    func endPing() {
-        pinging = false
-        pingStarted = nil
-    }
+    func endPing() { pingStarted = nil }
 
     /// How long the ping out now has been waiting, written or not (zero when none is out).
     func pingAge(now: ContinuousClock.Instant = .now) -> Duration { pingStarted.map { now - $0 } ?? .zero }
@@ -740,15 +734,12 @@ public enum Link {
         await withDiscardingTaskGroup { group in
             while !Task.isCancelled {
                 do { try await Task.sleep(for: config.pingInterval) } catch { break }
-                if await link.silence() > config.idleTimeout {
-                    logger.info("link silent, closing", metadata: ["peer": .string(link.deviceID.description), "heard": "nothing"])
-                    link.close()
-                    break
-                }
-                // A ping that could not even be written for that long (the peer sends but does
-                // not read) is as unanswered as one that was.
-                if await link.pingAge() > config.idleTimeout {
-                    logger.info("link silent, closing", metadata: ["peer": .string(link.deviceID.description), "heard": "no pong"])
+                // Nothing heard for that long, or a ping out that long (also one that could not even
+                // be written: the peer sends but does not read).
+                let heard: Logger.MetadataValue? =
+                    await link.silence() > config.idleTimeout ? "nothing" : await link.pingAge() > config.idleTimeout ? "no pong" : nil
+                if let heard {
+                    logger.info("link silent, closing", metadata: ["peer": .string(link.deviceID.description), "heard": heard])
                     link.close()
                     break
                 }

@@ -119,11 +119,9 @@ public struct Node: Sendable {
     ) throws -> (ItemID, WriteReceipt) {
         try requireWritable()
         let item = try store.item(idPrefix: idPrefix)
-        // Checked here for the message, and again in the write's transaction (a change can land in between).
-        if let basedOn, !basedOn.contains(item.lastEntry.map(Hex.encode) ?? "") {
-            throw KianaNodeError(
-                .changed, item.deleted ? "item \(item.id) was forgotten meanwhile" : "item \(item.id) was changed meanwhile (elsewhere): load it again, then make your change")
-        }
+        // Checked before the forgotten-item rule (a stale edit of an item forgotten meanwhile is
+        // `changed`), and again in the write's transaction (a change can land in between).
+        if let basedOn { try LedgerStore.require(item, isOneOf: basedOn) }
         guard !item.deleted else { throw KianaNodeError(.invalidInput, "item \(item.id) is forgotten; add it again instead") }
         let trimmed = text?.trimmingCharacters(in: .whitespacesAndNewlines)
         guard trimmed.map({ !$0.isEmpty }) ?? true else { throw KianaNodeError(.invalidInput, "the text cannot be empty (forget the item instead)") }

@@ -150,15 +150,16 @@ public final class NodeService: NodeAPI {
 
     public func uploadName(_ raw: String) throws -> String { try TextExtraction.uploadName(raw) }
 
-    public func replacedUploads(_ uploads: [(name: String, data: [UInt8])]) async throws -> [String] {
+    public func refuseReplacingUploads(_ uploads: [(name: String, data: [UInt8])]) async throws {
         let folder = node.directory.path + "/uploads"
-        return try await blocking { try Self.replaced(uploads, in: folder) }
+        try await blocking { try Self.refuseReplacing(uploads, in: folder) }
     }
 
-    /// The names among `uploads` whose file in `folder` holds other bytes. Only a regular file of
-    /// the same size is read (a link or a FIFO planted there is not followed, and counts as other).
-    static func replaced(_ uploads: [(name: String, data: [UInt8])], in folder: String) throws -> [String] {
-        try uploads.compactMap { u in
+    /// Throws `exists` naming the uploads whose file in `folder` holds other bytes. Only a
+    /// regular file of the same size is read (a link or a FIFO planted there is not followed,
+    /// and counts as other).
+    static func refuseReplacing(_ uploads: [(name: String, data: [UInt8])], in folder: String) throws {
+        let taken = try uploads.compactMap { u -> String? in
             let name = try TextExtraction.uploadName(u.name)
             let path = folder + "/" + name
             var st = stat()
@@ -167,10 +168,10 @@ public final class NodeService: NodeAPI {
             guard let old = FileManager.default.contents(atPath: path) else { return name }
             return old.elementsEqual(u.data) ? nil : name
         }
-    }
-
-    static func replacedMessage(_ names: [String]) -> String {
-        "a different \(names.joined(separator: ", ")) was uploaded before: send it again with replace to make it the new version, or rename it"
+        guard taken.isEmpty else {
+            throw KianaNodeError(
+                .exists, "a different \(taken.joined(separator: ", ")) was uploaded before: send it again with replace to make it the new version, or rename it")
+        }
     }
 
     public func ingest(
@@ -201,10 +202,7 @@ public final class NodeService: NodeAPI {
             let lock = try IngestLock(directory: n.directory, wait: false)
             defer { lock.release() }
             // Again under the lock: an upload that landed since the route's check is not replaced unasked.
-            if !replace {
-                let taken = try Self.replaced(kept.map { ((($0.path as NSString).lastPathComponent), $0.data) }, in: folder)
-                if !taken.isEmpty { throw KianaNodeError(.exists, Self.replacedMessage(taken)) }
-            }
+            if !replace { try Self.refuseReplacing(uploads, in: folder) }
             do {
                 try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
                 for file in kept { try Data(file.data).write(to: URL(fileURLWithPath: file.path), options: .atomic) }

@@ -66,15 +66,10 @@ struct CompatController<Context: RequestContext>: Sendable {
                 }
             ) { emit in
                 guard emit(chunk(.init(role: "assistant", content: ""))) else { return }
-                let filter = StopStream(stops)
-                let r = try await node.chat(messages, grounded: grounded, maxTokens: maxTokens, sampling: sampling) { piece in
-                    let text = filter.feed(piece)
-                    if !text.isEmpty, !emit(chunk(.init(content: text))) { return false }
-                    return !filter.stopped
-                }
-                let tail = filter.finish()
-                if !tail.isEmpty { _ = emit(chunk(.init(content: tail))) }
-                let finish = filter.stopped ? "stop" : Compat.finishReason(r.stopReason)
+                let (r, _, stopped) = try await Compat.generate(
+                    node, messages, grounded: grounded, maxTokens: maxTokens, sampling: sampling, stops: stops
+                ) { emit(chunk(.init(content: $0))) }
+                let finish = stopped ? "stop" : Compat.finishReason(r.stopReason)
                 _ = emit(chunk(.init(), finish: finish, kiana: grounded ? KianaExtraDTO(r) : nil))
                 if usage {
                     _ = emit(JSONText.event(nil, ChatChunkDTO(id: id, created: created, model: model, choices: [], usage: UsageDTO(r))))
@@ -82,15 +77,10 @@ struct CompatController<Context: RequestContext>: Sendable {
                 _ = emit("data: [DONE]\n\n")
             }
         }
-        let filter = StopStream(stops)
-        let r = try await node.chat(messages, grounded: grounded, maxTokens: maxTokens, sampling: sampling) { piece in
-            _ = filter.feed(piece)
-            return !filter.stopped
-        }
-        let (text, cut) = StopFilter.cut(r.text, at: stops)
+        let (r, text, stopped) = try await Compat.generate(node, messages, grounded: grounded, maxTokens: maxTokens, sampling: sampling, stops: stops)
         return try ChatCompletionDTO(
             id: id, created: created, model: model,
-            choices: [.init(message: .init(content: text), finish_reason: cut || filter.stopped ? "stop" : Compat.finishReason(r.stopReason))],
+            choices: [.init(message: .init(content: text), finish_reason: stopped ? "stop" : Compat.finishReason(r.stopReason))],
             usage: UsageDTO(r), kiana: grounded ? KianaExtraDTO(r) : nil
         )
         .response(from: req, context: ctx)
@@ -226,24 +216,14 @@ struct CompatController<Context: RequestContext>: Sendable {
                     JSONText.encode(OllamaFailureDTO(error: (error as? any KianaError)?.message ?? "\(error)")) + "\n"
                 }
             ) { emit in
-                let filter = StopStream(stops)
-                let r = try await node.chat(messages, grounded: grounded, maxTokens: maxTokens, sampling: sampling) { piece in
-                    let text = filter.feed(piece)
-                    if !text.isEmpty, !emit(JSONText.encode(part(text)) + "\n") { return false }
-                    return !filter.stopped
-                }
-                let tail = filter.finish()
-                if !tail.isEmpty { _ = emit(JSONText.encode(part(tail)) + "\n") }
-                _ = emit(JSONText.encode(final(r, "", stopped: filter.stopped)) + "\n")
+                let (r, _, stopped) = try await Compat.generate(
+                    node, messages, grounded: grounded, maxTokens: maxTokens, sampling: sampling, stops: stops
+                ) { emit(JSONText.encode(part($0)) + "\n") }
+                _ = emit(JSONText.encode(final(r, "", stopped: stopped)) + "\n")
             }
         }
-        let filter = StopStream(stops)
-        let r = try await node.chat(messages, grounded: grounded, maxTokens: maxTokens, sampling: sampling) { piece in
-            _ = filter.feed(piece)
-            return !filter.stopped
-        }
-        let (text, cut) = StopFilter.cut(r.text, at: stops)
-        return try final(r, text, stopped: cut || filter.stopped).response(from: req, context: ctx)
+        let (r, text, stopped) = try await Compat.generate(node, messages, grounded: grounded, maxTokens: maxTokens, sampling: sampling, stops: stops)
+        return try final(r, text, stopped: stopped).response(from: req, context: ctx)
     }
 }
 
@@ -273,6 +253,28 @@ enum Compat {
         KianaServerError(
             .notFound,
             "model \"\(String(model.prefix(100)))\" is not served here: use \"\(groundedModelName)\" (answers from your knowledge) or a model from GET /v1/models")
+    }
+
+    /// Generates with the client's stop sequences. Streamed (`send` given), each piece is passed
+    /// on as far as it cannot still become a sequence, and what was held back at the end after
+    /// it; `send` returning false (the client went) stops generation. The text returned is the
+    /// whole answer cut before the first sequence to complete; `stopped` says one did.
+    static func generate(
+        _ node: any NodeAPI, _ messages: [ChatMessage], grounded: Bool, maxTokens: Int?, sampling: SamplingOptions, stops: [String],
+        send: (@Sendable (String) -> Bool)? = nil
+    ) async throws -> (reply: AssistantReply, text: String, stopped: Bool) {
+        let filter = StopStream(stops)
+        let r = try await node.chat(messages, grounded: grounded, maxTokens: maxTokens, sampling: sampling) { piece in
+            let text = filter.feed(piece)
+            if let send, !text.isEmpty, !send(text) { return false }
+            return !filter.stopped
+        }
+        if let send {
+            let tail = filter.finish()
+            if !tail.isEmpty { _ = send(tail) }
+        }
+        let (text, cut) = StopFilter.cut(r.text, at: stops)
+        return (r, text, cut || filter.stopped)
     }
 
     /// Stop sequences: at most `limit` (OpenAI's is 4; Ollama sets none, its clients send a

@@ -20,14 +20,8 @@ struct IngestController<Context: RequestContext>: Sendable {
         let body = try await RequestBodies.decode(IngestRequestDTO.self, from: req, limit: Self.maxBody)
         let (uploads, tags) = try uploads(body)
         let node = self.node
-        if body.replace != true {
-            let taken = try await node.replacedUploads(uploads)
-            if !taken.isEmpty {
-                throw KianaServerError(
-                    .exists,
-                    "a different \(taken.joined(separator: ", ")) was uploaded before: send it again with replace to make it the new version, or rename it")
-            }
-        }
+        // Before anything is read or streamed: a 409 the client can act on.
+        if body.replace != true { try await node.refuseReplacingUploads(uploads) }
         guard body.stream ?? true else {
             return try await node.ingest(uploads: uploads, tags: tags, replace: body.replace == true) { _, _, _, _ in }.response(from: req, context: ctx)
         }

@@ -27,7 +27,11 @@ struct KnowledgeController<Context: RequestContext>: Sendable {
     /// The item, with its version as `ETag` (the entry that last changed it), which a PUT may
     /// send back as `If-Match` so that a change made meanwhile is not overwritten.
     @Sendable func get(_ req: Request, _ ctx: Context) async throws -> Response {
-        let item = try await node.item(try ctx.parameters.require("id"))
+        try Self.versioned(try await node.item(try ctx.parameters.require("id")), req, ctx)
+    }
+
+    /// `item` as the response, its version (the entry that last changed it) as the ETag.
+    static func versioned(_ item: ItemDTO, _ req: Request, _ ctx: Context) throws -> Response {
         var response = try item.response(from: req, context: ctx)
         if let entry = item.entry { response.headers[.eTag] = "\"\(entry)\"" }
         return response
@@ -63,10 +67,8 @@ struct KnowledgeController<Context: RequestContext>: Sendable {
         let id = try ctx.parameters.require("id")
         let body = try await RequestBodies.decode(ItemChangeDTO.self, from: req, limit: RequestBodies.defaultLimit)
         try node.validate(title: body.title, text: body.text, tags: body.tags, source: nil)
-        let item = try await node.update(id: id, text: body.text, title: body.title, tags: body.tags, basedOn: try Self.ifMatch(req))
-        var response = try item.response(from: req, context: ctx)
-        if let entry = item.entry { response.headers[.eTag] = "\"\(entry)\"" }
-        return response
+        return try Self.versioned(
+            try await node.update(id: id, text: body.text, title: body.title, tags: body.tags, basedOn: try Self.ifMatch(req)), req, ctx)
     }
 
     @Sendable func forget(_ req: Request, _ ctx: Context) async throws -> ForgottenDTO {

@@ -45,9 +45,10 @@ public protocol NodeAPI: Sendable {
     ) async throws -> IngestReportDTO
     /// True while an ingestion runs (checked before a large upload is read).
     var ingesting: Bool { get }
-    /// The names among `uploads` that an earlier upload with other content holds: ingesting
-    /// them replaces that file's knowledge, which the client must ask for (`replace`).
-    func replacedUploads(_ uploads: [(name: String, data: [UInt8])]) async throws -> [String]
+    /// Refuses (`exists`, naming them) uploads whose names an earlier upload with other content
+    /// holds: ingesting them replaces that file's knowledge, which the client must ask for
+    /// (`replace`). `ingest` checks again under its lock.
+    func refuseReplacingUploads(_ uploads: [(name: String, data: [UInt8])]) async throws
     /// The name an upload is stored under, checked (no paths, a supported type).
     func uploadName(_ raw: String) throws -> String
 

@@ -167,15 +167,19 @@ public struct LedgerStore: Sendable {
         }
         return try write(entries: ops.map { ($0.kind, $0.payload) }, identity: identity, now: now) { db in
             guard let onlyIf else { return }
-            let current = try ItemRecord.fetchOne(db, key: Data(onlyIf.item.bytes)).map(Self.item)
-            guard let current, onlyIf.versions.contains(current.lastEntry.map(Hex.encode) ?? "") else {
-                throw KianaStoreError(
-                    .changed,
-                    current?.deleted == true
-                        ? "item \(onlyIf.item) was forgotten meanwhile"
-                        : "item \(onlyIf.item) was changed meanwhile (elsewhere): load it again, then make your change")
+            guard let current = try ItemRecord.fetchOne(db, key: Data(onlyIf.item.bytes)).map(Self.item) else {
+                throw KianaStoreError(.notFound, "no knowledge item \(onlyIf.item)")
             }
+            try Self.require(current, isOneOf: onlyIf.versions)
         }
+    }
+
+    /// Throws `changed` unless `item`'s last entry (hex) is one of `versions` (If-Match).
+    public static func require(_ item: StoredItem, isOneOf versions: [String]) throws(KianaStoreError) {
+        guard !versions.contains(item.lastEntry.map(Hex.encode) ?? "") else { return }
+        throw KianaStoreError(
+            .changed,
+            item.deleted ? "item \(item.id) was forgotten meanwhile" : "item \(item.id) was changed meanwhile (elsewhere): load it again, then make your change")
     }
 
     /// Casts a membership vote (an `authority.vote` entry, sealed like any write).

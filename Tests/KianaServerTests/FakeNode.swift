@@ -88,7 +88,10 @@ final class FakeNode: NodeAPI, Sendable {
     // MARK: ingest
 
     var ingesting: Bool { switches.withLock { $0.ingesting } }
-    func replacedUploads(_ uploads: [(name: String, data: [UInt8])]) async throws -> [String] { uploads.map(\.name).filter { $0.hasPrefix("taken") } }
+    func refuseReplacingUploads(_ uploads: [(name: String, data: [UInt8])]) async throws {
+        let taken = uploads.map(\.name).filter { $0.hasPrefix("taken") }
+        if !taken.isEmpty { throw KianaStoreError(.exists, "a different \(taken.joined(separator: ", ")) was uploaded before") }
+    }
     func uploadName(_ raw: String) throws -> String {
         guard !raw.contains("/"), raw.hasSuffix(".md") || raw.hasSuffix(".txt") else {
             throw KianaAIError(.invalidInput, "\(raw): give a file name ending in .md or .txt")
