@@ -203,13 +203,30 @@ public final class NodeService: NodeAPI {
             defer { lock.release() }
             // Again under the lock: an upload that landed since the route's check is not replaced unasked.
             if !replace { try Self.refuseReplacing(uploads, in: folder) }
+            // What each name held before, so a file that fails to ingest leaves uploads/ as it was
+            // (a broken upload must not block or replace the next one of that name).
+            var before: [String: Data] = [:]
             do {
                 try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
-                for file in kept { try Data(file.data).write(to: URL(fileURLWithPath: file.path), options: .atomic) }
+                for file in kept {
+                    var st = stat()
+                    if lstat(file.path, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG, let old = FileManager.default.contents(atPath: file.path) {
+                        before[file.path] = old
+                    }
+                    try Data(file.data).write(to: URL(fileURLWithPath: file.path), options: .atomic)
+                }
             } catch {
                 throw KianaNodeError(.io, "cannot keep the uploaded files in \(folder): \(error.localizedDescription)")
             }
-            return try n.ingest(paths: kept.map(\.path), tags: tags, progress: progress, holding: lock)
+            let report = try n.ingest(paths: kept.map(\.path), tags: tags, progress: progress, holding: lock)
+            for path in kept.map(\.path) where report.filesFailed.contains(where: { $0.hasPrefix(path + ": ") }) {
+                if let old = before[path] {
+                    try? old.write(to: URL(fileURLWithPath: path), options: .atomic)
+                } else {
+                    unlink(path)
+                }
+            }
+            return report
         }
         var embedded = 0
         if report.changed, let embedder = try? await models.embedder() {

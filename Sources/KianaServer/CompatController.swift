@@ -213,7 +213,7 @@ struct CompatController<Context: RequestContext>: Sendable {
             return Streaming.response(
                 contentType: "application/x-ndjson",
                 failure: { error in
-                    JSONText.encode(OllamaFailureDTO(error: (error as? any KianaError)?.message ?? "\(error)")) + "\n"
+                    JSONText.encode(OllamaFailureDTO(error: APIErrorMiddleware<Context>.describe(error).2)) + "\n"
                 }
             ) { emit in
                 let (r, _, stopped) = try await Compat.generate(

@@ -26,14 +26,25 @@ struct APIErrorMiddleware<Context: RequestContext>: RouterMiddleware {
                 context.logger.warning(
                     "request failed", metadata: ["error": .string(String(reflecting: type(of: error))), "code": .string(code)])
             }
-            let body = ErrorBodyDTO(error: .init(code: code, message: message, type: status.code >= 500 ? "server_error" : "invalid_request_error"))
+            // Ollama's clients read `error` as a string (the official Python client shows it as
+            // the exception's text); everything else gets the OpenAI-shaped object.
+            let text =
+                Self.isOllamaPath(request.uri.path)
+                ? JSONText.encode(OllamaFailureDTO(error: message))
+                : JSONText.encode(
+                    ErrorBodyDTO(error: .init(code: code, message: message, type: status.code >= 500 ? "server_error" : "invalid_request_error")))
             var headers: HTTPFields = [.contentType: "application/json"]
             // Busy or briefly unable (a full queue, too many streams, a model loading): the client
             // may try again, and says when. 408: the request was not read, so the connection ends.
             if status == .serviceUnavailable || status == .tooManyRequests { headers[.retryAfter] = String(Self.retryAfterSeconds) }
             if status == .requestTimeout { headers[.connection] = "close" }
-            return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(string: JSONText.encode(body))))
+            return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(string: text)))
         }
+    }
+
+    /// Ollama's API: `/api/…` outside KI_ana's own `/api/v1/`.
+    static func isOllamaPath(_ path: String) -> Bool {
+        path.hasPrefix("/api/") && !path.hasPrefix("/api/v1/") && path != "/api/v1"
     }
 
     /// What `Retry-After` says on a 503 or 429 (seconds).

@@ -47,6 +47,9 @@ import Testing
         #expect((o["openai_support"] as? [String]) == ["The spare key is under the third flower pot by the back door."], "\(o)")
         #expect(o["openai_unknown_model"] as? Int == 404 && o["ollama_unknown_model"] as? Int == 404, "\(o)")
         #expect(o["ollama_show_unknown"] as? Int == 404, "\(o)")
+        // A plain message, not `{'code': …}` printed as a dict.
+        let ollamaError = o["ollama_error_text"] as? String ?? ""
+        #expect(ollamaError.contains("gpt-4o") && !ollamaError.contains("{"), "\(ollamaError)")
         #expect(o["ollama_show"] as? [String] == ["kiana", "kiana"], "\(o)")
         #expect(o["ollama_show_raw"] as? [String] == ["gguf", "Q4_1", "134M"] || (o["ollama_show_raw"] as? [String])?.first == "gguf", "\(o)")
         #expect((o["ollama_ps"] as? [String])?.contains("kiana") == true, "\(o)")
@@ -103,7 +106,9 @@ import Testing
         for (path, body, code, words) in cases {
             let r = try await post(path, body)
             #expect(r.code == code, "\(path) \(body.prefix(60)): \(r.code) \(r.body)")
-            let message = ((try? JSONSerialization.jsonObject(with: Data(r.body.utf8)) as? [String: Any])?["error"] as? [String: Any])?["message"] as? String
+            // OpenAI's error is an object with a message; Ollama's is the message itself.
+            let error = (try? JSONSerialization.jsonObject(with: Data(r.body.utf8)) as? [String: Any])?["error"]
+            let message = path.hasPrefix("/api/") ? error as? String : (error as? [String: Any])?["message"] as? String
             #expect(message?.contains(words) == true, "\(path): \(r.body.prefix(200))")
         }
         let health = try await runProcess("/usr/bin/curl", ["-s", url + "/health"])

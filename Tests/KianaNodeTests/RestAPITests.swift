@@ -235,6 +235,16 @@ import Testing
         r = try await Self.call(u + "/api/v1/ingest", method: "POST", body: #"{"stream":false,"files":[{"name":"broken.pdf","text":"not a pdf"}]}"#)
         let failed = r.json["filesFailed"] as? [String] ?? []
         #expect(failed.count == 1 && failed[0].hasPrefix("broken.pdf: ") && !failed[0].contains(served.dir.path), "\(r.body)")
+        // It is not kept: another file of that name is new, not "uploaded before".
+        #expect(!FileManager.default.fileExists(atPath: served.dir.path + "/uploads/broken.pdf"))
+        r = try await Self.call(u + "/api/v1/ingest", method: "POST", body: #"{"stream":false,"files":[{"name":"broken.pdf","text":"still not a pdf"}]}"#)
+        #expect(r.code == 200 && (r.json["filesFailed"] as? [String])?.count == 1, "\(r.code) \(r.body)")
+        // A replacement that cannot be read leaves the kept file and its knowledge as they were.
+        let keptGarden = try Data(contentsOf: served.dir.url.appendingPathComponent("uploads/garden.md"))
+        r = try await Self.call(u + "/api/v1/ingest", method: "POST", body: #"{"stream":false,"replace":true,"files":[{"name":"garden.md","text":"\u0000binary"}]}"#)
+        #expect(r.code == 200 && (r.json["filesFailed"] as? [String])?.first?.hasPrefix("garden.md: ") == true, "\(r.code) \(r.body)")
+        #expect(try Data(contentsOf: served.dir.url.appendingPathComponent("uploads/garden.md")) == keptGarden)
+        #expect((try await Self.call(u + "/api/v1/search?q=roses&mode=keyword").json["hits"] as? [Any])?.count == 1)
 
         // Ledger explorer: status, blocks newest first, one block with its entries, an entry, proofs, verify.
         r = try await Self.call(u + "/api/v1/ledger")

@@ -71,6 +71,8 @@ try:
     out["ollama_show_unknown"] = "shown"
 except ollama.ResponseError as e:
     out["ollama_show_unknown"] = e.status_code
+    # Ollama's error is a string, which the client shows as the exception's text.
+    out["ollama_error_text"] = e.error
 
 # stop: the raw model's greedy answer, then the same cut before its first space, streamed and not.
 raw_model = out["openai_models"][1]
