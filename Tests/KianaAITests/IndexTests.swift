@@ -177,6 +177,11 @@ enum RankingMetricsCheck {
         #expect(TextExtraction.decode(le) == "Grüße")
         #expect(TextExtraction.decode(be) == "Grüße\n🙂")
         #expect(TextExtraction.decode(le + Data([0x41])) == "Grüße\u{FFFD}")
+        // UTF-32 with its mark, either order (its little-endian mark begins like UTF-16's), as Foundation encodes it.
+        let text32 = "Grüße\r\n🙂 €"
+        #expect(TextExtraction.decode(Data([0xFF, 0xFE, 0, 0]) + text32.data(using: .utf32LittleEndian)!) == "Grüße\n🙂 €")
+        #expect(TextExtraction.decode(Data([0, 0, 0xFE, 0xFF]) + text32.data(using: .utf32BigEndian)!) == "Grüße\n🙂 €")
+        #expect(TextExtraction.decode(Data([0xFF, 0xFE, 0, 0, 0x41, 0, 0, 0, 0x00, 0xD8, 0, 0, 0x42])) == "A\u{FFFD}\u{FFFD}", "a surrogate and a cut unit")
         let utf8 = Data("Schlüssel \u{FEFF}ok\r\nnext".utf8)
         #expect(TextExtraction.decode(utf8) == "Schlüssel \u{FEFF}ok\nnext")
         #expect(TextExtraction.decode(Data([0xEF, 0xBB, 0xBF]) + Data("bom".utf8)) == "bom")
