@@ -46,6 +46,13 @@ public struct Node: Sendable {
             throw KianaNodeError(.notInitialized, "no KI_ana data in \(directory.path): run `kiana init` first")
         }
         let identity = try directory.loadIdentity()
+        // Keys and no ledger: a join cut off after its code was shown (or a deleted file). Said
+        // plainly, and no empty database is left behind by the attempt.
+        guard FileManager.default.fileExists(atPath: directory.databasePath) else {
+            throw KianaNodeError(
+                .notInitialized,
+                "no ledger in \(directory.path): run `kiana init` first (this directory holds a device key: if a `kiana join` was cut off, run it again)")
+        }
         guard forReading || directory.isWritable else {
             throw KianaNodeError(.readOnly, "\(directory.path) is read-only here: reading works, writing does not")
         }

@@ -150,6 +150,16 @@ import Testing
             #expect(r.status == 1)
             #expect(r.err.contains("kiana init"), "\(cmd): \(r.err)")
         }
+        // Keys and no ledger (a join cut off after its code): said plainly by every command, and
+        // no empty database is left behind by the attempts.
+        let keys = dir.path + "/keys"
+        #expect(try await kiana(["init", "--data-dir", keys]).status == 0)
+        try FileManager.default.removeItem(atPath: keys + "/kiana.sqlite")
+        for cmd in [["status"], ["list"], ["remember", "x"], ["search", "x"], ["ledger", "verify"]] {
+            let r = try await kiana(cmd + ["--data-dir", keys])
+            #expect(r.status == 1 && r.err.contains("no ledger in") && r.err.contains("kiana join") && !r.err.contains("SQLite"), "\(cmd): \(r.err)")
+        }
+        #expect(!FileManager.default.fileExists(atPath: keys + "/kiana.sqlite"))
     }
 
     @Test func proofIsPrintedAndVerified() async throws {
