@@ -55,6 +55,13 @@ import Testing
         let deviceID = (try? JSONSerialization.jsonObject(with: health.out) as? [String: Any])?["deviceId"] as? String ?? "?"
         #expect((seen["device"] as? String ?? "").contains(deviceID), "\(seen)")
         #expect((seen["peers"] as? String ?? "").contains("No other devices"), "\(seen)")
+        let conversation = (seen["chat_hash"] as? String ?? "").replacingOccurrences(of: "#chat/", with: "")
+        #expect(conversation.count == 36, "the address does not name the conversation: \(seen)")
+        let reloaded = seen["reload_conversation"] as? [Any] ?? []
+        #expect(reloaded.first as? Bool == true && reloaded.dropFirst().compactMap { $0 as? String } == [conversation, "#chat/" + conversation], "\(seen)")
+        let opened = seen["reload_item"] as? [Any] ?? []
+        #expect(opened.first as? Bool == true && opened.last as? String == "The garage door code is 7319.", "\(seen)")
+        #expect(seen["token_forgotten"] as? Bool == true, "\(seen)")
         #expect((seen["console_errors"] as? [Any])?.isEmpty == true, "\(seen)")
         for name in ["webui-chat.png", "webui-item.png", "webui-proof.png", "webui-ingest.png", "webui-device.png"] {
             let png = try #require(FileManager.default.contents(atPath: shots + "/" + name), "no screenshot \(name)")

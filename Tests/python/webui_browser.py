@@ -59,6 +59,7 @@ def main():
         if not seen["citations"]:
             raise SystemExit("the answer cites nothing: " + json.dumps(seen))
         b.screenshot(os.path.join(shots, "webui-chat.png"))
+        seen["chat_hash"] = b.eval("location.hash")
 
         # Follow the first citation to the knowledge item.
         b.eval("document.querySelector('#messages .citation').click()")
@@ -181,6 +182,25 @@ def main():
         seen["device"] = b.eval("document.querySelector('#identity').innerText")
         seen["peers"] = b.eval("document.querySelector('#peers').innerText")
         b.screenshot(os.path.join(shots, "webui-device.png"))
+
+        # The address keeps what is shown: a reload comes back to the conversation, an item, a tab.
+        b.goto(base + "/" + seen["chat_hash"])
+        b.wait_for(f"[...document.querySelectorAll('#messages .msg.user')].some(m => m.textContent.includes({json.dumps(QUESTION)}))", timeout=20)
+        seen["reload_conversation"] = [b.eval("document.querySelector('#chat').classList.contains('active')"),
+                                       b.eval("document.querySelector('#conversations').value"), b.eval("location.hash")]
+        b.goto(base + "/#item-" + item)
+        b.wait_for("!document.querySelector('#item').hidden && !!document.querySelector('#item .body')", timeout=20)
+        seen["reload_item"] = [b.eval("document.querySelector('#knowledge').classList.contains('active')"),
+                               b.eval("document.querySelector('#item .body').textContent")]
+        b.eval("location.hash = '#ledger'")  # typed in the address bar: no reload, a hashchange
+        b.wait_for("document.querySelector('#ledger').classList.contains('active')", timeout=20)
+        # A token kept in this browser can be forgotten from the device page.
+        b.eval("localStorage.setItem('kiana-token', 'not-the-token'); location.reload()")
+        b.wait_for("document.readyState === 'complete' && !!document.querySelector('#forget-token')", timeout=20)
+        b.eval("document.querySelector('nav [data-tab=device]').click()")
+        b.wait_for("!document.querySelector('#forget-token').hidden", timeout=20)
+        b.eval("document.querySelector('#forget-token').click()")
+        seen["token_forgotten"] = b.eval("localStorage.getItem('kiana-token') === null && document.querySelector('#forget-token').hidden")
         errors = b.console_errors()
         # Only the failures those steps cause on purpose are left out: the stale edit (412), the
         # same-name upload (409) and the proof of "zzz".

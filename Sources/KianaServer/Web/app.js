@@ -75,10 +75,23 @@ $("#token-form").addEventListener("submit", (ev) => {
   $("#auth").hidden = true;
   location.reload();
 });
+// A token kept in this browser can be forgotten (a shared computer, a token that was rotated).
+function tokenButton() { $("#forget-token").hidden = !localStorage.getItem("kiana-token"); }
+$("#forget-token").addEventListener("click", () => {
+  localStorage.removeItem("kiana-token");
+  tokenButton();
+  notice("The API token is no longer kept in this browser.");
+});
+tokenButton();
 
 // ---- tabs ------------------------------------------------------------------------------------
+// The address says what is shown, so a reload or a bookmark comes back to it: #knowledge,
+// #ledger, #device, #chat or #chat/<conversation>, #item-<id>.
+function place(hash) { if (location.hash !== hash) history.replaceState(null, "", hash); }
+function chatPlace() { place("#chat" + (state.conversation ? "/" + state.conversation : "")); }
 function show(tab) {
   state.tab = tab;
+  if (tab === "chat") chatPlace(); else place("#" + tab);
   document.querySelectorAll(".tab").forEach((t) => t.classList.toggle("active", t.id === tab));
   document.querySelectorAll("nav button").forEach((b) => b.classList.toggle("active", b.dataset.tab === tab));
   if (tab === "knowledge" && !state.searching) listItems();
@@ -148,6 +161,7 @@ $("#ask").addEventListener("submit", guarded(async (ev) => {
       } else if (name === "done") {
         answer.classList.remove("pending");
         state.conversation = data.conversation;
+        if (state.tab === "chat") chatPlace();
         if (data.abstained) answer.classList.add("abstained");
         support(answer, data.support || []);
         citations(answer, data.citations || []);
@@ -180,13 +194,23 @@ async function conversations() {
   }
   sel.value = state.conversation || "";
 }
-$("#conversations").addEventListener("change", guarded(async () => {
-  state.conversation = $("#conversations").value || null;
+$("#conversations").addEventListener("change", guarded(() => openConversation($("#conversations").value || null)));
+async function openConversation(id) {
+  state.conversation = id;
+  chatPlace();
   stopSpeaking();
   $("#messages").replaceChildren();
-  if (!state.conversation) return;
-  for (const m of (await api("/api/v1/conversations/" + state.conversation)).messages) message(m.role, m.content, m.citations);
-}));
+  if (!id) return;
+  try {
+    for (const m of (await api("/api/v1/conversations/" + id)).messages) message(m.role, m.content, m.citations);
+  } catch (e) {
+    // A stale bookmark or a conversation deleted elsewhere: start a new one instead.
+    state.conversation = null;
+    chatPlace();
+    $("#conversations").value = "";
+    throw e;
+  }
+}
 
 // ---- voice -----------------------------------------------------------------------------------
 // Speech in: push-to-talk records the microphone, the node transcribes it (POST
@@ -591,12 +615,13 @@ async function openItem(id) {
   const close = el("button", "secondary", "Close");
   edit.addEventListener("click", () => editItem(it));
   proof.addEventListener("click", guarded(async () => { show("ledger"); $("#proof-id").value = it.id; await prove(it.id); }));
-  close.addEventListener("click", () => { box.hidden = true; });
+  close.addEventListener("click", () => { box.hidden = true; place("#knowledge"); });
   const row = el("div", "row");
   if (!it.deleted) row.append(edit);
   row.append(proof, close);
   box.append(row);
   box.hidden = false;
+  place("#item-" + it.id);
   box.scrollIntoView({ behavior: "smooth", block: "nearest" });
 }
 function editItem(it) {
@@ -891,7 +916,23 @@ async function live() {
   }
 }
 
-guarded(conversations)();
+// Where the address points (a reload, a bookmark, a typed #item-… link, back/forward).
+async function route() {
+  const h = decodeURIComponent(location.hash.slice(1));
+  const item = h.match(/^item-([0-9a-f]{1,64})$/i);
+  const chat = h.match(/^chat\/([A-Za-z0-9-]{1,80})$/);
+  if (item) { show("knowledge"); await openItem(item[1]); return; }
+  if (chat) {
+    show("chat");
+    if (chat[1] !== state.conversation && !asking()) await openConversation(chat[1]);
+    await conversations();
+    return;
+  }
+  if (["knowledge", "ledger", "device"].includes(h)) { show(h); return; }
+  show("chat");
+}
+window.addEventListener("hashchange", guarded(route));
+guarded(route)();
 $("#question").focus();
 voiceStatus();
 live();
