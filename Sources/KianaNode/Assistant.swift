@@ -198,6 +198,9 @@ extension Node {
         // Stores the turn (unless it is a one-off) and names its conversation.
         @Sendable func finish(_ result: AskResult) async throws -> AskResult {
             let (answer, cited) = (result.answer, result.citations.map(\.id))
+            let detail = AnswerDetail(
+                cited: result.citations.map { .init(number: $0.number, id: $0.id, title: $0.title, source: $0.source) },
+                support: result.support.map { .init(number: $0.number, id: $0.id, text: $0.text) }, abstained: result.abstained)
             var result = result
             result.conversationId = try await blocking {
                 var id = conversation?.id ?? ""
@@ -208,7 +211,7 @@ extension Node {
                             ConversationMessage(conversationId: id, role: "user", content: q, created: now),
                             ConversationMessage(
                                 conversationId: id, role: "assistant", content: answer, citations: cited,
-                                created: Int64(currentMillis())),
+                                created: Int64(currentMillis()), detail: detail),
                         ], to: id, now: Int64(currentMillis()))
                 }
                 return id

@@ -344,7 +344,13 @@ public final class NodeService: NodeAPI {
     public func conversation(_ id: String) async throws -> [MessageDTO]? {
         try await store { n in
             guard try n.conversations.conversation(id) != nil else { return nil }
-            return try n.conversations.messages(id).map { MessageDTO(role: $0.role, content: $0.content, citations: $0.citations, created: $0.created) }
+            return try n.conversations.messages(id).map { m in
+                MessageDTO(
+                    role: m.role, content: m.content, citations: m.citations, created: m.created,
+                    cited: m.detail?.cited.map { CitationDTO(number: $0.number, id: $0.id, title: $0.title, source: $0.source) } ?? [],
+                    support: m.detail?.support.map { SupportDTO(number: $0.number, id: $0.id, text: $0.text) } ?? [],
+                    abstained: m.detail?.abstained ?? false)
+            }
         }
     }
 

@@ -278,13 +278,24 @@ public struct ConversationsDTO: ResponseCodable, Sendable { public var conversat
 public struct MessageDTO: Codable, Sendable {
     public var role: String
     public var content: String
+    /// Hex IDs of the cited knowledge items.
     public var citations: [String]
     public var created: Int64
-    public init(role: String, content: String, citations: [String], created: Int64) {
+    /// The answer's numbered citations as they were shown (empty for turns stored before
+    /// 2026-12-06, and for questions).
+    public var cited: [CitationDTO]
+    /// The source sentences shown under the answer.
+    public var support: [SupportDTO]
+    /// True when the answer said that nothing taught answers the question.
+    public var abstained: Bool
+    public init(role: String, content: String, citations: [String], created: Int64, cited: [CitationDTO] = [], support: [SupportDTO] = [], abstained: Bool = false) {
         self.role = role
         self.content = content
         self.citations = citations
         self.created = created
+        self.cited = cited
+        self.support = support
+        self.abstained = abstained
     }
 }
 

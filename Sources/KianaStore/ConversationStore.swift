@@ -15,7 +15,8 @@ public struct Conversation: Codable, Sendable, Equatable, FetchableRecord, Persi
     }
 }
 
-/// One turn of a conversation. `citations` are the hex IDs of the knowledge items the answer cites.
+/// One turn of a conversation. `citations` are the hex IDs of the knowledge items the answer
+/// cites; `detail` is what the answer showed beside its text (nil for turns stored before it was kept).
 public struct ConversationMessage: Codable, Sendable, Equatable, FetchableRecord, MutablePersistableRecord {
     public static let databaseTableName = "message"
     public var id: Int64?
@@ -24,16 +25,55 @@ public struct ConversationMessage: Codable, Sendable, Equatable, FetchableRecord
     public var content: String
     public var citations: [String]
     public var created: Int64
+    public var detail: AnswerDetail?
 
-    public init(conversationId: String, role: String, content: String, citations: [String] = [], created: Int64) {
+    public init(
+        conversationId: String, role: String, content: String, citations: [String] = [], created: Int64, detail: AnswerDetail? = nil
+    ) {
         self.conversationId = conversationId
         self.role = role
         self.content = content
         self.citations = citations
         self.created = created
+        self.detail = detail
     }
 
     public mutating func didInsert(_ inserted: InsertionSuccess) { id = inserted.rowID }
+}
+
+/// What an answer showed beside its text: its numbered citations, the source sentences that
+/// support it, and whether it abstained.
+public struct AnswerDetail: Codable, Sendable, Equatable {
+    public struct Cited: Codable, Sendable, Equatable {
+        public var number: Int
+        public var id: String
+        public var title: String?
+        public var source: String?
+        public init(number: Int, id: String, title: String?, source: String?) {
+            self.number = number
+            self.id = id
+            self.title = title
+            self.source = source
+        }
+    }
+    public struct Quote: Codable, Sendable, Equatable {
+        public var number: Int
+        public var id: String
+        public var text: String
+        public init(number: Int, id: String, text: String) {
+            self.number = number
+            self.id = id
+            self.text = text
+        }
+    }
+    public var cited: [Cited]
+    public var support: [Quote]
+    public var abstained: Bool
+    public init(cited: [Cited], support: [Quote], abstained: Bool) {
+        self.cited = cited
+        self.support = support
+        self.abstained = abstained
+    }
 }
 
 /// Conversations and their messages, on the node's database.

@@ -260,6 +260,11 @@ public final class KianaDatabase: Sendable {
                     END;
                     """)
         }
+        m.registerMigration("2026-12-06 what an answer showed") { db in
+            // The numbered citations, supporting sentences and abstention of an answer, so a
+            // reopened conversation shows it as it was shown (JSON; NULL for older turns).
+            try db.alter(table: "message") { t in t.add(column: "detail", .text) }
+        }
         return m
     }
 }

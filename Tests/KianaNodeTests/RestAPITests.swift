@@ -73,6 +73,12 @@ import Testing
         r = try await Self.call(u + "/api/v1/conversations/\(conversation)")
         let turns = r.json["messages"] as? [[String: Any]] ?? []
         #expect(turns.map { $0["role"] as? String } == ["user", "assistant"] && (turns.last?["citations"] as? [String]) == [id], "\(r.body)")
+        // Reopened, the answer carries what it showed: the numbered citations and the sentence that supports it.
+        let shown = turns.last ?? [:]
+        #expect(
+            (shown["cited"] as? [[String: Any]])?.first.map { [$0["number"] as? Int == 1, $0["id"] as? String == id] } == [true, true]
+                && (shown["support"] as? [[String: Any]])?.first?["text"] as? String == "The bike lock code is 4711."
+                && shown["abstained"] as? Bool == false && (turns.first?["cited"] as? [Any])?.isEmpty == true, "\(r.body)")
         #expect(try await Self.call(u + "/api/v1/conversations/nope").code == 404)
 
         r = try await Self.call(u + "/ready")

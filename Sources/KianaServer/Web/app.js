@@ -102,9 +102,10 @@ function show(tab) {
 document.querySelectorAll("nav button").forEach((b) => b.addEventListener("click", guarded(() => show(b.dataset.tab))));
 
 // ---- chat ------------------------------------------------------------------------------------
-function message(role, text, cites) {
+function message(role, text, cites, quotes) {
   const m = el("div", "msg " + role);
   m.append(el("span", "text", text));
+  if (quotes) support(m, quotes);
   if (cites) citations(m, cites);
   if (role === "assistant") readAloudButton(m); // a finished answer (from the history)
   $("#messages").append(m);
@@ -202,7 +203,11 @@ async function openConversation(id) {
   $("#messages").replaceChildren();
   if (!id) return;
   try {
-    for (const m of (await api("/api/v1/conversations/" + id)).messages) message(m.role, m.content, m.citations);
+    for (const m of (await api("/api/v1/conversations/" + id)).messages) {
+      // As it was shown: supporting sentences and numbered citations (IDs for older turns).
+      const node = message(m.role, m.content, (m.cited || []).length ? m.cited : m.citations, m.support);
+      if (m.abstained) node.classList.add("abstained");
+    }
   } catch (e) {
     // A stale bookmark or a conversation deleted elsewhere: start a new one instead.
     state.conversation = null;
