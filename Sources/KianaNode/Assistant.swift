@@ -200,7 +200,7 @@ extension Node {
             let (answer, cited) = (result.answer, result.citations.map(\.id))
             let detail = AnswerDetail(
                 cited: result.citations.map { .init(number: $0.number, id: $0.id, title: $0.title, source: $0.source) },
-                support: result.support.map { .init(number: $0.number, id: $0.id, text: $0.text) }, abstained: result.abstained)
+                support: result.support, abstained: result.abstained)
             var result = result
             result.conversationId = try await blocking {
                 var id = conversation?.id ?? ""

@@ -347,8 +347,7 @@ public final class NodeService: NodeAPI {
             return try n.conversations.messages(id).map { m in
                 MessageDTO(
                     role: m.role, content: m.content, citations: m.citations, created: m.created,
-                    cited: m.detail?.cited.map { CitationDTO(number: $0.number, id: $0.id, title: $0.title, source: $0.source) } ?? [],
-                    support: m.detail?.support.map { SupportDTO(number: $0.number, id: $0.id, text: $0.text) } ?? [],
+                    cited: m.detail?.cited ?? [], support: m.detail?.support ?? [],
                     abstained: m.detail?.abstained ?? false)
             }
         }

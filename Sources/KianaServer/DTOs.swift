@@ -212,40 +212,11 @@ public struct AskRequestDTO: Codable, Sendable {
     public var stream: Bool?
 }
 
-/// A cited knowledge item of an answer.
-public struct CitationDTO: Codable, Sendable, Equatable {
-    public var number: Int
-    public var id: String
-    public var title: String?
-    public var source: String?
-    public init(number: Int, id: String, title: String?, source: String?) {
-        self.number = number
-        self.id = id
-        self.title = title
-        self.source = source
-    }
-    public func encode(to encoder: any Encoder) throws {
-        var c = encoder.container(keyedBy: CodingKeys.self)
-        try c.encode(number, forKey: .number)
-        try c.encode(id, forKey: .id)
-        try c.encode(title, forKey: .title)
-        try c.encode(source, forKey: .source)
-    }
-}
+/// A cited knowledge item of an answer (kept as sent with the conversation).
+public typealias CitationDTO = AnswerDetail.Cited
 
 /// A sentence of a cited source that supports an answer, shown under it.
-public struct SupportDTO: Codable, Sendable, Equatable {
-    /// The citation number of its source.
-    public var number: Int
-    /// Hex ID of the knowledge item.
-    public var id: String
-    public var text: String
-    public init(number: Int, id: String, text: String) {
-        self.number = number
-        self.id = id
-        self.text = text
-    }
-}
+public typealias SupportDTO = AnswerDetail.Quote
 
 public struct AnswerDTO: ResponseCodable, Sendable {
     public var answer: String

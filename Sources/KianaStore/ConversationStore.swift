@@ -42,10 +42,14 @@ public struct ConversationMessage: Codable, Sendable, Equatable, FetchableRecord
 }
 
 /// What an answer showed beside its text: its numbered citations, the source sentences that
-/// support it, and whether it abstained.
+/// support it, and whether it abstained. `Cited` and `Quote` are also the HTTP API's citation
+/// and support objects (`CitationDTO`, `SupportDTO`): what is kept is what was sent.
 public struct AnswerDetail: Codable, Sendable, Equatable {
+    /// A cited knowledge item of an answer.
     public struct Cited: Codable, Sendable, Equatable {
+        /// The number the prompt gave the source.
         public var number: Int
+        /// Hex ID of the knowledge item.
         public var id: String
         public var title: String?
         public var source: String?
@@ -55,9 +59,20 @@ public struct AnswerDetail: Codable, Sendable, Equatable {
             self.title = title
             self.source = source
         }
+        /// Absent title and source are written as null (the API lists every field).
+        public func encode(to encoder: any Encoder) throws {
+            var c = encoder.container(keyedBy: CodingKeys.self)
+            try c.encode(number, forKey: .number)
+            try c.encode(id, forKey: .id)
+            try c.encode(title, forKey: .title)
+            try c.encode(source, forKey: .source)
+        }
     }
+    /// A sentence of a cited source that supports an answer, shown under it.
     public struct Quote: Codable, Sendable, Equatable {
+        /// The citation number of its source.
         public var number: Int
+        /// Hex ID of the knowledge item.
         public var id: String
         public var text: String
         public init(number: Int, id: String, text: String) {

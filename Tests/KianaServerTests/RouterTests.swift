@@ -387,7 +387,9 @@ import Testing
         try await withApp { _, c in
             let r = try await Self.post(c, path, body)
             #expect(r.status == .badRequest, "\(path) \(body): \(Self.text(r))")
-            #expect(Self.error(r).message.contains(words), "\(path) \(body): \(Self.text(r))")
+            // Ollama's paths answer as Ollama does: the message is the error.
+            let message = path.hasPrefix("/api/") ? Self.object(r)["error"] as? String ?? "" : Self.error(r).message
+            #expect(message.contains(words), "\(path) \(body): \(Self.text(r))")
         }
     }
 
