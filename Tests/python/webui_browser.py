@@ -176,6 +176,21 @@ def main():
         b.wait_for("document.querySelector('#proof').hidden", timeout=20)
         seen["failed_proof_hidden"] = b.eval("document.querySelector('#proof').hidden && !document.querySelector('#proof').textContent")
 
+        # Paged down past the first 100 rows, a change made elsewhere keeps the rows shown.
+        b.eval("document.querySelector('nav [data-tab=knowledge]').click()")
+        b.eval("document.querySelector('#query').value = ''; document.querySelector('#find').requestSubmit()")  # leave the search
+        b.eval("""(async () => { for (let i = 0; i < 120; i += 20) await Promise.all([...Array(20).keys()].map(j =>
+                    fetch('/api/v1/knowledge', {method: 'POST', headers: {'Content-Type': 'application/json'},
+                          body: JSON.stringify({text: 'Filler note ' + (i + j)})}))); })()""", timeout=120)
+        b.wait_for("!document.querySelector('#more').hidden", timeout=30)
+        b.eval("document.querySelector('#more').click()")
+        b.wait_for("document.querySelectorAll('#items li').length > 100", timeout=30)
+        before = b.eval("document.querySelectorAll('#items li').length")
+        b.eval("""fetch('/api/v1/knowledge', {method: 'POST', headers: {'Content-Type': 'application/json'},
+                  body: JSON.stringify({text: 'Written in another tab.'})}).then(r => r.status)""")
+        b.wait_for("document.querySelector('#items li .grow').textContent.includes('Written in another tab.')", timeout=30)
+        seen["paging_kept"] = [before, b.eval("document.querySelectorAll('#items li').length")]
+
         # The device page.
         b.eval("document.querySelector('nav [data-tab=device]').click()")
         b.wait_for("document.querySelector('#identity').textContent.includes('Device ID')", timeout=20)
@@ -184,10 +199,12 @@ def main():
         b.screenshot(os.path.join(shots, "webui-device.png"))
 
         # The address keeps what is shown: a reload comes back to the conversation, an item, a tab.
+        b.goto("about:blank")  # a new load, not a same-document hash change
         b.goto(base + "/" + seen["chat_hash"])
         b.wait_for(f"[...document.querySelectorAll('#messages .msg.user')].some(m => m.textContent.includes({json.dumps(QUESTION)}))", timeout=20)
         seen["reload_conversation"] = [b.eval("document.querySelector('#chat').classList.contains('active')"),
                                        b.eval("document.querySelector('#conversations').value"), b.eval("location.hash")]
+        b.goto("about:blank")
         b.goto(base + "/#item-" + item)
         b.wait_for("!document.querySelector('#item').hidden && !!document.querySelector('#item .body')", timeout=20)
         seen["reload_item"] = [b.eval("document.querySelector('#knowledge').classList.contains('active')"),

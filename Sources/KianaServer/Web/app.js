@@ -606,6 +606,18 @@ async function listItems(more) {
   $("#more").hidden = state.offset + r.items.length >= r.total;
 }
 $("#more").addEventListener("click", guarded(() => listItems(true)));
+// A change elsewhere (live event) re-reads the pages already shown instead of going back to the
+// first one: the rows the owner paged to stay (up to the API's 1,000 per request).
+async function refreshItems() {
+  const shown = Math.min(state.offset + 100, 1000);
+  const seq = ++state.seq;
+  const r = await api("/api/v1/knowledge?limit=" + shown + "&offset=0");
+  if (seq !== state.seq || state.searching) return;
+  state.offset = Math.max(0, shown - 100);
+  renderItems(r.items, false);
+  $("#count").textContent = r.total + " item" + (r.total === 1 ? "" : "s");
+  $("#more").hidden = r.items.length >= r.total;
+}
 async function openItem(id) {
   const it = await api("/api/v1/knowledge/" + id);
   const box = $("#item");
@@ -910,7 +922,7 @@ async function live() {
           if (!$("#blocks").querySelector('[data-height="' + d.height + '"]')) $("#blocks").prepend(blockRow(d));
         }
         if (name === "head" && state.tab === "ledger") later(() => blocks());
-        if (name === "knowledge" && state.tab === "knowledge") later(() => { if (!state.searching) return listItems(); });
+        if (name === "knowledge" && state.tab === "knowledge") later(() => { if (!state.searching) return refreshItems(); });
         if (name === "peers" && state.tab === "device") renderPeers(d);
       });
     } catch (e) { /* reconnect below */ }
