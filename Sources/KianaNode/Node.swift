@@ -48,11 +48,7 @@ public struct Node: Sendable {
         let identity = try directory.loadIdentity()
         // Keys and no ledger: a join cut off after its code was shown (or a deleted file). Said
         // plainly, and no empty database is left behind by the attempt.
-        guard FileManager.default.fileExists(atPath: directory.databasePath) else {
-            throw KianaNodeError(
-                .notInitialized,
-                "no ledger in \(directory.path): run `kiana init` first (this directory holds a device key: if a `kiana join` was cut off, run it again)")
-        }
+        guard FileManager.default.fileExists(atPath: directory.databasePath) else { throw keysWithoutLedger(directory) }
         guard forReading || directory.isWritable else {
             throw KianaNodeError(.readOnly, "\(directory.path) is read-only here: reading works, writing does not")
         }
@@ -92,15 +88,26 @@ public struct Node: Sendable {
         "To recover: restore the data directory from a backup, or move it aside and `kiana import` an export "
         + "from another device; `kiana ledger verify` clears this once the ledger verifies again."
 
-    /// Opens the node, creating a new network first if the directory is empty (`kiana serve`).
+    /// Opens the node, creating a new network first if the directory holds no device key yet
+    /// (`kiana serve` on a new directory). Keys without a ledger are a `kiana join` (or import)
+    /// that was cut off: that device may already have been voted in, so it is not quietly made
+    /// the only authority of a network of its own; `kiana init` does that when asked.
     public static func openOrInitialize(directory: DataDirectory) throws -> (Node, created: Bool) {
-        if directory.hasIdentity, let n = try? open(directory: directory) { return (n, false) }
-        if directory.hasIdentity {
-            // Keys but no ledger: let `open` report what is wrong unless the ledger is simply missing.
+        guard directory.hasIdentity else { return (try initialize(directory: directory), true) }
+        let fm = FileManager.default
+        if fm.fileExists(atPath: directory.databasePath) {
             let store = try LedgerStore(database: KianaDatabase(path: directory.databasePath))
             if try store.isInitialized() { return (try open(directory: directory), false) }
         }
-        return (try initialize(directory: directory), true)
+        throw keysWithoutLedger(directory)
+    }
+
+    /// A device key and no ledger: what happened and the two ways on.
+    static func keysWithoutLedger(_ directory: DataDirectory) -> KianaNodeError {
+        KianaNodeError(
+            .notInitialized,
+            "no ledger in \(directory.path), only a device key: a `kiana join` was cut off. Run the same `kiana join` again to finish it, "
+                + "or `kiana init --data-dir \(directory.path)` to start a new network with this key")
     }
 
     // MARK: knowledge

@@ -60,7 +60,7 @@ public enum NodeServer {
             do {
                 probe = try Node.open(directory: directory, forReading: true)
             } catch {
-                // Keys without a ledger yet: `openOrInitialize` below creates it. Anything else stops here.
+                // Keys without a ledger: `openOrInitialize` below says what to do. Anything else stops here.
                 guard (error as? KianaNodeError)?.code == .notInitialized else {
                     if (error as? any KianaError)?.code == .corrupt { directory.markDamaged(ErrorLine.text(for: error)) }
                     throw error

@@ -511,7 +511,14 @@ public final class NodeService: NodeAPI {
         if checked.matched {
             let key = Hex.encode(checked.key)
             do {
-                _ = try await store { n in try n.vote(add: true, target: key, force: true) }  // the matched code is the confirmation
+                // No second vote for a device that is in already, or that this device voted for
+                // before (a join cut off after its code, run again): it is let in for the ledger.
+                _ = try await store { n in
+                    let m = try n.store.membership()
+                    let votedFor = m.votes.contains { $0.signer == n.identity.publicKey && $0.vote.target == checked.key && $0.vote.authorize }
+                    guard !m.authorities.contains(checked.key), !votedFor else { return }
+                    _ = try n.vote(add: true, target: key, force: true)  // the matched code is the confirmation
+                }
             } catch {
                 await network.pairing.reject(checked.key)
                 throw KianaNetError(.pairing, "could not write the vote: \(ErrorLine.text(for: error))", cause: error)

@@ -234,6 +234,9 @@ extension Node {
         if !add, !before.authorities.contains(key) {
             throw KianaNodeError(.invalidInput, "\(DeviceID(publicKey: key)) is not an authority of this network (`kiana status` lists them)")
         }
+        if add, before.authorities.contains(key) {
+            throw KianaNodeError(.conflict, "\(DeviceID(publicKey: key)) is already an authority of this network: nothing to vote on")
+        }
         // With no authority left nobody could ever write, vote or pair again: never, not even forced.
         if !add, before.authorities.count == 1 {
             throw KianaNodeError(
@@ -274,7 +277,8 @@ extension Node {
             throw KianaNodeError(
                 .invalidInput, "give the device's identity key (64 hex characters, `kiana status` on that device) or its device ID: \(error.message)")
         }
-        let candidates = (add ? membership.tally.filter { $0.value.authorize }.map(\.key) : Array(membership.authorities)) + own
+        // An add names a proposed device, or an authority (to be told it is one already).
+        let candidates = (add ? membership.tally.filter { $0.value.authorize }.map(\.key) : []) + Array(membership.authorities) + own
         guard let key = candidates.first(where: { DeviceID(publicKey: $0) == device }) else {
             throw KianaNodeError(
                 .notFound,

@@ -160,6 +160,10 @@ import Testing
             #expect(r.status == 1 && r.err.contains("no ledger in") && r.err.contains("kiana join") && !r.err.contains("SQLite"), "\(cmd): \(r.err)")
         }
         #expect(!FileManager.default.fileExists(atPath: keys + "/kiana.sqlite"))
+        // `serve` does not quietly make it a network of its own (the join may have been voted in).
+        let serve = try await kiana(["serve", "--data-dir", keys, "--port", "0", "--p2p-port", "0", "--discovery", "off"])
+        #expect(serve.status == 1 && serve.err.contains("kiana join") && !FileManager.default.fileExists(atPath: keys + "/kiana.sqlite"), "\(serve.err)")
+        #expect(try await kiana(["init", "--data-dir", keys]).status == 0, "asked for, a new network with this key")
     }
 
     @Test func proofIsPrintedAndVerified() async throws {

@@ -110,6 +110,19 @@ import Testing
         let third = try await Self.pair(authority: nodeA, joiner: c, name: "gamma")
         #expect(third.pair == 0 && third.pairOut.contains("kiana vote add"), "\(third.pairOut)")
         #expect(third.join == 0 && third.joinOut.contains("vote is not complete"), "\(third.joinOut)")
+        // Cut off before its ledger arrived (keys only), the same join again is let in without a
+        // second vote from A (it used to fail: A "already voted", and the joiner was refused).
+        let ledgerA = try await kiana(["ledger", "show", "--data-dir", a]).out
+        for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: c + "/kiana.sqlite" + suffix) }
+        let rerun = try await Self.pair(authority: nodeA, joiner: c, name: "gamma")
+        #expect(rerun.pair == 0 && rerun.join == 0 && rerun.joinOut.contains("vote is not complete"), "\(rerun.pairOut) \(rerun.joinOut)")
+        #expect(try await kiana(["ledger", "show", "--data-dir", a]).out == ledgerA, "a second vote was written")
+        // A device that is an authority already is not voted for again, by ID or by key.
+        for target in [idB.device, idB.key] {
+            let again = try await kiana(["vote", "add", target, "--data-dir", a])
+            #expect(again.status == 1 && again.err.contains("already an authority"), "\(again.out) \(again.err)")
+        }
+        #expect(try await kiana(["ledger", "show", "--data-dir", a]).out == ledgerA, "a vote for an authority was written")
         let idC = try nodeIdentity(c)
         // Until its vote is complete C is no authority: it cannot let devices in, and says so
         // before anyone types a code.
