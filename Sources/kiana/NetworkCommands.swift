@@ -3,6 +3,7 @@ import Foundation
 import KianaCore
 import KianaNode
 import Logging
+import Synchronization
 
 func commandLogger() -> Logger {
     let env = ProcessInfo.processInfo.environment
@@ -300,9 +301,11 @@ struct Discover: AsyncParsableCommand {
         try await performAsync {
             guard timeout > 0, timeout <= 3600 else { throw KianaNodeError(.invalidInput, "--timeout must be 0...3600 seconds") }
             let jsonOut = json
+            let found = Mutex(0)
             try await Discovery.browse(interface: interface, seconds: timeout, logger: commandLogger()) { event in
                 switch event {
                 case .resolved(let s, let ms):
+                    found.withLock { $0 += 1 }
                     if jsonOut {
                         let txt = s.txt.sorted { $0.key < $1.key }.map { "\"\(Self.esc($0.key))\":\"\(Self.esc($0.value))\"" }.joined(separator: ",")
                         let addrs = s.addresses.map { "\"\($0)\"" }.joined(separator: ",")
@@ -315,6 +318,12 @@ struct Discover: AsyncParsableCommand {
                 case .removed(let instance, let ms):
                     say(jsonOut ? "{\"event\":\"removed\",\"instance\":\"\(Self.esc(instance))\",\"ms\":\(String(format: "%.1f", ms))}" : "\(instance) left")
                 }
+            }
+            // Nothing found is said (on stderr: stdout stays the list), with the way on.
+            if found.withLock({ $0 }) == 0 {
+                Output.note(
+                    "No KI_ana device answered in \(timeout.formatted()) s (multicast DNS\(interface.map { " on \($0)" } ?? "")). "
+                        + "Is it running, on this network, with discovery on? Devices can also be added by address: `kiana peers add HOST:PORT`.")
             }
         }
     }
