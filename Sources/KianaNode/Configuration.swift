@@ -175,6 +175,22 @@ public struct KianaConfig: Sendable {
         return KianaConfig(values: values, filePath: file == nil ? nil : path)
     }
 
+    /// Keeps `name` as `device.name` in the data directory's config.json when there is no such
+    /// file yet (`kiana join --name`); true if it was written. An existing file is the owner's
+    /// and is not rewritten.
+    public static func keepDeviceName(_ name: String, directory: DataDirectory) throws(KianaNodeError) -> Bool {
+        let path = directory.path + "/config.json"
+        guard !FileManager.default.fileExists(atPath: path) else { return false }
+        do {
+            let data = try JSONSerialization.data(withJSONObject: ["device": ["name": name]], options: [.prettyPrinted, .sortedKeys])
+            try (data + Data("\n".utf8)).write(to: URL(fileURLWithPath: path), options: .withoutOverwriting)
+            try FileManager.default.setAttributes([.posixPermissions: 0o600], ofItemAtPath: path)
+        } catch {
+            throw KianaNodeError(.io, "cannot write \(path): \(error.localizedDescription)", cause: error)
+        }
+        return true
+    }
+
     /// The file's settings by key (nested objects flattened with "."), nil when there is no file.
     static func readFile(_ path: String) throws(KianaNodeError) -> [String: String]? {
         guard FileManager.default.fileExists(atPath: path) else { return nil }

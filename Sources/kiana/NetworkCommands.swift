@@ -246,7 +246,7 @@ struct Join: AsyncParsableCommand {
         help: ArgumentHelp(
             "The authority: HOST:PORT of its device link listener, or its device ID (or a prefix of it) found by multicast DNS; omitted: the only KI_ana device discovered.",
             valueName: "authority")) var target: String?
-    @Option(help: "A name for this device.") var name: String?
+    @Option(help: "A name for this device: shown to the authority while pairing, and kept as device.name for peers.") var name: String?
     @Option(help: "Seconds to wait for the owner to confirm.") var timeout: Int = 300
     @Option(help: "Network interface for discovery (default: all multicast interfaces).") var interface: String?
     @Option(help: "Seconds to search the local network when no HOST:PORT is given.") var discoverTimeout: Double = 5
@@ -280,6 +280,15 @@ struct Join: AsyncParsableCommand {
                 },
                 progress: { received, expected in bar.update("ledger", received, expected ?? received, .items) })
             say("Joined network \(Hex.encode(joined.network.prefix(8)))… as device \(node.identity.deviceID) (\(joined.blockCount) blocks received).")
+            if let name, !name.isEmpty {
+                // The name the authority saw is the one peers see from now on.
+                let directory = try data.directory
+                if try KianaConfig.keepDeviceName(name, directory: directory) {
+                    say("Its name \"\(name)\" is kept in \(directory.path)/config.json (device.name).")
+                } else if (try? KianaConfig.resolve(environment: [:], directory: directory))?.text("device.name") != name {
+                    say("To show it to peers as \"\(name)\", set device.name in \(directory.path)/config.json (or `kiana serve --name`).")
+                }
+            }
             if joined.member {
                 say("This device is now an authority. Start it with `kiana serve`.")
             } else {

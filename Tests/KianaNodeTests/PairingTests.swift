@@ -105,6 +105,9 @@ import Testing
             try await eventually { try Self.connectedMembers(a) == [idB.device] && Self.connectedMembers(b) == [idA.device] },
             "\(Self.describe(a, b))")
         #expect(try await eventually { (try Self.peers(a).first?["rttMillis"] as? Double ?? 0) > 0 }, "no RTT: \(Self.describe(a))")
+        // The name given to `join` is kept (device.name) and shown to peers.
+        #expect(ok.joinOut.contains("kept in") && (try? String(contentsOfFile: b + "/config.json", encoding: .utf8))?.contains("beta") == true, "\(ok.joinOut)")
+        #expect(try await eventually { try Self.peers(a).first?["name"] as? String == "beta" }, "\(Self.describe(a))")
 
         // C: A's vote is one of two needed; B's vote completes it.
         let third = try await Self.pair(authority: nodeA, joiner: c, name: "gamma")
