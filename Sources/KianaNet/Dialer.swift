@@ -16,6 +16,8 @@ actor DialPlan {
     /// again while that device is linked another way (it dialled us), or every dial would make
     /// a duplicate link that the tie-break drops, every `dialInterval`, for good.
     var reached: [String: String] = [:]
+    /// Why the last dial of an address failed (cleared when one succeeds), for `kiana peers`.
+    var failures: [String: String] = [:]
 
     func targets(known: [String], connectedAddresses: Set<String>, connectedDevices: Set<String>) -> [String] {
         var addresses = Set(known)
@@ -32,19 +34,24 @@ actor DialPlan {
         return out
     }
 
-    func finished(_ address: String, ok: Bool) {
+    func finished(_ address: String, failure: String?) {
         dialing.remove(address)
-        if ok {
+        guard let failure else {
             backoff[address] = nil
+            failures[address] = nil
             return
         }
+        failures[address] = failure
         let prev = backoff[address]?.delay ?? .milliseconds(500)
         let cap = min(prev * 2, .seconds(60))
         let wait = Duration.milliseconds(Int64.random(in: 0...Int64(cap / .milliseconds(1))))
         backoff[address] = (ContinuousClock.now + wait, cap)
     }
 
-    func connected(_ address: String) { backoff[address] = nil }
+    func connected(_ address: String) {
+        backoff[address] = nil
+        failures[address] = nil
+    }
 
     func reached(_ address: String, device: String) { reached[address] = device }
 

@@ -51,7 +51,7 @@ public enum Pairing {
             return try await run(channel, context: context, name: name, wait: wait, shown: shown, onCode: onCode, progress: progress, receive: receive)
         } catch  where !shown.value && Self.closedByPeer(error) {
             throw KianaNetError(
-                .pairing, "\(address) closed the connection during the handshake: no pairing window is open there (run `kiana pair` on the authority)")
+                .pairing, "\(address) closed the connection during the handshake: no pairing window is open there (run `kiana pair` on the authority), or it is not the authority's device-link port (8470 unless set otherwise; `kiana serve` prints it)")
         }
     }
 

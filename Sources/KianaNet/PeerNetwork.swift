@@ -202,18 +202,38 @@ public final class PeerNetwork: Sendable {
     }
 
     func dial(_ address: String) async {
-        let ok: Bool
+        var failure: String?
         do {
             try await connect(address, mode: .member) { link in
                 await self.plan.reached(address, device: link.deviceID.description)
                 await self.serve(link)
             }
-            ok = true
         } catch {
-            logger.debug("dial failed", metadata: ["address": .string(address), "reason": .string("\(error)")])
-            ok = false
+            failure = Self.dialFailure(error)
+            logger.debug("dial failed", metadata: ["address": .string(address), "reason": .string(failure ?? "")])
         }
-        await plan.finished(address, ok: ok)
+        await plan.finished(address, failure: failure)
+    }
+
+    /// Why a dial failed, in words for `kiana peers` (not NIO's type dumps).
+    static func dialFailure(_ error: any Error) -> String {
+        if let e = error as? any KianaError {
+            // A listener closes without a word on a device it does not admit.
+            return e.code == .closed
+                ? "the other side closed the link during the handshake: not a device of this network (or no longer one), or not a KI_ana device-link port"
+                : e.message
+        }
+        if let e = error as? NIOConnectionError {
+            if let first = e.connectionErrors.first { return dialFailure(first.error) }
+            if e.dnsAError != nil || e.dnsAAAAError != nil { return "the host name \(e.host) does not resolve" }
+            return "cannot connect to \(e.host):\(e.port)"
+        }
+        if let e = error as? IOError { return String(cString: strerror(e.errnoCode)).lowercased() }
+        if let e = error as? ChannelError {
+            if case .connectTimeout = e { return "no answer (timed out)" }
+            return e == .eof || e == .ioOnClosedChannel ? "the other side closed the connection" : "\(e)"
+        }
+        return "\(type(of: error))"
     }
 
     /// Connects to `address` ("host:port") and runs `body` on the link.
@@ -256,9 +276,17 @@ public final class PeerNetwork: Sendable {
             valid = zoneOK && inet_pton(AF_INET6, String(parts[0]), &address) == 1
         } else {
             let name = host.hasSuffix(".") ? host.dropLast() : host  // a fully qualified name's root dot
-            valid = name.split(separator: ".", omittingEmptySubsequences: false).allSatisfy { label in
-                (1...63).contains(label.count) && label.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-" || $0 == "_") }
-                    && !label.hasPrefix("-") && !label.hasSuffix("-")
+            let labels = name.split(separator: ".", omittingEmptySubsequences: false)
+            if labels.allSatisfy({ !$0.isEmpty && $0.allSatisfy(\.isASCII) && $0.allSatisfy(\.isNumber) }) {
+                // Digits and dots are an IPv4 address (no host name is all digits), and must be one:
+                // 10.0.0.300 or 10.1 would otherwise be dialled as names and fail silently.
+                var v4 = in_addr()
+                valid = inet_pton(AF_INET, String(name), &v4) == 1
+            } else {
+                valid = labels.allSatisfy { label in
+                    (1...63).contains(label.count) && label.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-" || $0 == "_") }
+                        && !label.hasPrefix("-") && !label.hasSuffix("-")
+                }
             }
         }
         guard valid else {

@@ -27,6 +27,8 @@ public struct PeerStatus: Sendable, Codable, Equatable {
     /// Why our ledger refused its blocks (it is cut off for a while), and why it refused ours.
     public var refusedHere: String?
     public var refusedThere: String?
+    /// Why the last dial of this address failed (addresses added with `kiana peers add`).
+    public var dialError: String?
 }
 
 /// This device's sync state: its head and history tree, counters since start, and its peers.
@@ -96,8 +98,10 @@ extension PeerNetwork {
                     rttMillis: nil, name: d.name))
             seenAddresses.insert(addr)
         }
+        let failures = await plan.failures
         for a in (try? await store.knownPeerAddresses()) ?? [] where !seenAddresses.contains(a) {
-            out.append(PeerStatus(device: nil, address: a, state: "manual", member: false, source: "manual", rttMillis: nil, name: nil))
+            out.append(
+                PeerStatus(device: nil, address: a, state: "manual", member: false, source: "manual", rttMillis: nil, name: nil, dialError: failures[a]))
         }
         // One order for the same peers (sets and dictionaries iterate differently each time, and
         // the event stream resends a list whose text changed): links first, then offline

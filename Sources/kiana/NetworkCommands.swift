@@ -71,10 +71,11 @@ func peerTable(_ peers: [NodeControl.Peer]) -> String {
         line += pad(agoText(p.lastSync), 11) + pad(io, 15) + p.source
         if let name = p.name { line += " (\(name))" }
         lines.append(line)
-        let who = p.device.map { String($0.prefix(13)) } ?? "?"
+        let who = p.device.map { String($0.prefix(13)) } ?? p.address ?? "?"
         if let r = p.refusedHere { notes.append("  \(who): its blocks were refused here (cut off for a while): \(r)") }
         if let r = p.refusedThere { notes.append("  \(who): it refused our blocks: \(r)") }
         if let e = p.syncError { notes.append("  \(who): last sync failed: \(e)") }
+        if let e = p.dialError { notes.append("  \(who): cannot link: \(e)") }
     }
     return (lines + notes).joined(separator: "\n")
 }

@@ -29,6 +29,10 @@ import Testing
         ("[fe80::1%]:8470", "does not name a host"),
         ("-bad.local:1", "does not name a host"),
         ("a..b:1", "does not name a host"),
+        // Digits and dots must be an IPv4 address.
+        ("10.0.0.300:1", "does not name a host"),
+        ("10.1:8470", "does not name a host"),
+        ("1.2.3.4.5:8470", "does not name a host"),
         (String(repeating: "a", count: 64) + ".local:1", "does not name a host"),
         (String(repeating: "ab.", count: 100) + "x:1", "longer than 253"),
         (":8470", "has no host"),

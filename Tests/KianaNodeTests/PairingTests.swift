@@ -254,6 +254,23 @@ import Testing
             }, "\(nodeA.process.output)")
         #expect(try Self.connectedMembers(a).isEmpty)
         #expect(try Self.peers(a).allSatisfy { $0["state"] as? String != "connected" })
+        // The refused sides see why their added address does not link, in words.
+        for dir in [d, e] {
+            var why = ""
+            let said = try await eventually(20) {
+                why = try Self.peers(dir).first { $0["address"] as? String == "127.0.0.1:\(nodeA.p2p)" }?["dialError"] as? String ?? ""
+                return !why.isEmpty
+            }
+            #expect(said && why.contains("not a device of this network") && !why.contains("Error("), "\(dir): \(why) \(Self.describe(dir))")
+        }
+        let closedPort = try await kiana(["peers", "add", "127.0.0.1:9", "--data-dir", d])
+        #expect(closedPort.status == 0)
+        var listed = ""
+        let refused = try await eventually(20) {
+            listed = try kiana(["peers", "--data-dir", d]).out
+            return listed.contains("127.0.0.1:9: cannot link: connection refused")
+        }
+        #expect(refused, "\(listed)")
         for n in [nodeA, nodeD, nodeE] { n.process.signal(SIGINT) }
         for n in [nodeA, nodeD, nodeE] { #expect(await n.process.wait() == 0, "\(n.process.output)") }
     }

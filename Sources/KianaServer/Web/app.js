@@ -879,7 +879,7 @@ function renderPeers(peers) {
       li.append(el("div", "muted sync", "head " + (p.height != null ? p.height : "?") + (p.sync ? " · " + p.sync : "") +
         " · last sync " + ago(p.lastSync) + " · in " + bytes(p.bytesIn) + " / out " + bytes(p.bytesOut)));
     }
-    for (const [label, why] of [["refused here", p.refusedHere], ["refused our blocks", p.refusedThere], ["sync failed", p.syncError]]) {
+    for (const [label, why] of [["refused here", p.refusedHere], ["refused our blocks", p.refusedThere], ["sync failed", p.syncError], ["cannot link", p.dialError]]) {
       if (why) li.append(el("div", "error", label + ": " + why));
     }
     ul.append(li);
