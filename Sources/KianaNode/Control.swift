@@ -20,13 +20,20 @@ public struct NodeControl: Sendable {
     let token: String
 
     public static func connect(_ directory: DataDirectory) throws(KianaNodeError) -> NodeControl {
+        let starting = {
+            directory.startingNodePID.map {
+                KianaNodeError(
+                    .busy, "the node in \(directory.path) is starting (PID \($0)): it checks the ledger before it answers; try again in a moment")
+            }
+        }
         guard let runtime = directory.readRuntime(), let url = URLComponents(string: runtime.http),
             let host = url.host, let port = url.port
         else {
-            throw KianaNodeError(.notRunning, "the node in \(directory.path) is not running: start it with `kiana serve`")
+            throw starting() ?? KianaNodeError(.notRunning, "the node in \(directory.path) is not running: start it with `kiana serve`")
         }
         guard kill(pid_t(runtime.pid), 0) == 0 || errno == EPERM else {
-            throw KianaNodeError(.notRunning, "the node in \(directory.path) is not running (stale node.json): start it with `kiana serve`")
+            throw starting()
+                ?? KianaNodeError(.notRunning, "the node in \(directory.path) is not running (stale node.json): start it with `kiana serve`")
         }
         return NodeControl(host: host, port: port, token: try directory.readControlToken(), p2pHost: runtime.p2pHost, p2pPort: runtime.p2pPort)
     }

@@ -204,6 +204,18 @@ extension DataDirectory {
         return DirectoryLock(fd: fd)
     }
 
+    /// The PID of a `kiana serve` that holds this directory but has not written `node.json` yet
+    /// (it checks the ledger before it listens): the PID in `node.lock`, if that process is alive
+    /// and is a `kiana serve`. Only for messages: it takes no lock.
+    public var startingNodePID: Int32? {
+        guard let text = FileManager.default.contents(atPath: lockPath).map({ String(decoding: $0, as: UTF8.self) }),
+            let pid = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines)), pid > 0, kill(pid, 0) == 0 || errno == EPERM,
+            let cmdline = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline")
+        else { return nil }
+        let args = cmdline.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
+        return args.contains("serve") && args.contains(where: { $0.hasSuffix("kiana") }) ? pid : nil
+    }
+
     /// What made the ledger fail verification, if it is marked damaged.
     public var damage: String? {
         FileManager.default.contents(atPath: damagePath).map { String(decoding: $0, as: UTF8.self) }

@@ -166,6 +166,26 @@ import Testing
         #expect(try await kiana(["init", "--data-dir", keys]).status == 0, "asked for, a new network with this key")
     }
 
+    /// A node that holds its data directory but has not written node.json yet (it checks the
+    /// ledger first) is "starting", not "not running" (which sent users to start a second one).
+    /// The starting node is stood in for by a process with a `kiana serve` command line whose
+    /// PID is in node.lock: the check's duration cannot be held open for a test otherwise.
+    @Test func aStartingNodeIsNotCalledStopped() async throws {
+        let dir = try TempDir()
+        defer { dir.cleanup() }
+        #expect(try await kiana(["init", "--data-dir", dir.path]).status == 0)
+        let standIn = try ChildProcess("/bin/bash", ["-c", "exec -a /usr/local/bin/kiana perl -e 'sleep 30' serve"])
+        defer { standIn.signal(SIGKILL) }
+        #expect(try await eventually(5) { (FileManager.default.contents(atPath: "/proc/\(standIn.process.pid)/cmdline") ?? Data()).starts(with: Data("/usr/local/bin/kiana".utf8)) })
+        try "\(standIn.process.pid)\n".write(toFile: dir.path + "/node.lock", atomically: true, encoding: .utf8)
+        let r = try await kiana(["peers", "--data-dir", dir.path])
+        #expect(r.status == 1 && r.err.contains("is starting (PID \(standIn.process.pid))"), "\(r.err)")
+        standIn.signal(SIGKILL)
+        _ = await standIn.wait()
+        let gone = try await kiana(["peers", "--data-dir", dir.path])
+        #expect(gone.status == 1 && gone.err.contains("is not running"), "\(gone.err)")
+    }
+
     @Test func proofIsPrintedAndVerified() async throws {
         let dir = try TempDir()
         defer { dir.cleanup() }
