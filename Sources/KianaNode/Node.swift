@@ -26,6 +26,8 @@ public struct Node: Sendable {
     @discardableResult
     public static func initialize(directory: DataDirectory, name: String? = nil, now: UInt64 = currentMillis()) throws -> Node {
         try directory.create()
+        // Nothing is written (no new keys beside it) where a ledger lost its device key.
+        if let lost = lostIdentity(directory) { throw lost }
         let identity: DeviceIdentity
         if directory.hasIdentity { identity = try directory.loadIdentity() } else { identity = try directory.createIdentity() }
         let store = try LedgerStore(database: KianaDatabase(path: directory.databasePath))
@@ -43,12 +45,20 @@ public struct Node: Sendable {
     /// marked damaged is opened read-only whatever the caller asked for.
     public static func open(directory: DataDirectory, forReading: Bool = false) throws -> Node {
         guard directory.hasIdentity else {
-            throw KianaNodeError(.notInitialized, "no KI_ana data in \(directory.path): run `kiana init` first")
+            throw lostIdentity(directory) ?? KianaNodeError(.notInitialized, "no KI_ana data in \(directory.path): run `kiana init` first")
         }
         let identity = try directory.loadIdentity()
         // Keys and no ledger: a join cut off after its code was shown (or a deleted file). Said
         // plainly, and no empty database is left behind by the attempt.
-        guard FileManager.default.fileExists(atPath: directory.databasePath) else { throw keysWithoutLedger(directory) }
+        guard let size = databaseBytes(directory) else { throw keysWithoutLedger(directory) }
+        // An emptied file (truncated, a copy that failed) is a lost ledger, not a new one: said,
+        // and left as it is (no schema written into it).
+        guard size > 0 else {
+            throw KianaNodeError(
+                .corrupt,
+                "\(directory.databasePath) is empty (0 bytes): the ledger it held is gone. " + recoveryAdvice
+                    + " If this device was joining and the join was cut off, remove the empty file and run the same `kiana join` again.")
+        }
         guard forReading || directory.isWritable else {
             throw KianaNodeError(.readOnly, "\(directory.path) is read-only here: reading works, writing does not")
         }
@@ -94,12 +104,31 @@ public struct Node: Sendable {
     /// the only authority of a network of its own; `kiana init` does that when asked.
     public static func openOrInitialize(directory: DataDirectory) throws -> (Node, created: Bool) {
         guard directory.hasIdentity else { return (try initialize(directory: directory), true) }
-        let fm = FileManager.default
-        if fm.fileExists(atPath: directory.databasePath) {
-            let store = try LedgerStore(database: KianaDatabase(path: directory.databasePath))
-            if try store.isInitialized() { return (try open(directory: directory), false) }
+        guard let size = databaseBytes(directory), size > 0 else {
+            return (try open(directory: directory), false)  // says what is missing or emptied
         }
+        let store = try LedgerStore(database: KianaDatabase(path: directory.databasePath))
+        if try store.isInitialized() { return (try open(directory: directory), false) }
         throw keysWithoutLedger(directory)
+    }
+
+    /// A ledger whose device key is gone (identity.key deleted or not copied): the error that
+    /// says so, nil if the directory holds no ledger of a network. Read-only; writes nothing.
+    static func lostIdentity(_ directory: DataDirectory) -> KianaNodeError? {
+        guard !directory.hasIdentity, databaseBytes(directory) ?? 0 > 0 else { return nil }
+        // A file that cannot be read counts as a ledger: better a refusal than keys beside it.
+        let network = (try? KianaDatabase(readOnlyPath: directory.databasePath, immutable: false)).map { try? LedgerStore(database: $0).network() }
+        if case .some(.none) = network { return nil }  // read, and no network in it
+        let which = (network ?? nil).map { "the ledger of network \(Hex.encode($0.prefix(8)))…" } ?? "a ledger"
+        return KianaNodeError(
+            .keyFile,
+            "\(directory.identityKeyPath) is missing, but \(directory.path) holds \(which): "
+                + "put the key back (from a backup: `kiana restore`). A new key would not be an authority of this ledger, so none is made")
+    }
+
+    /// The database file's size, nil if there is none.
+    static func databaseBytes(_ directory: DataDirectory) -> Int? {
+        (try? FileManager.default.attributesOfItem(atPath: directory.databasePath))?[.size] as? Int
     }
 
     /// A device key and no ledger: what happened and the two ways on.

@@ -164,6 +164,29 @@ import Testing
         let serve = try await kiana(["serve", "--data-dir", keys, "--port", "0", "--p2p-port", "0", "--discovery", "off"])
         #expect(serve.status == 1 && serve.err.contains("kiana join") && !FileManager.default.fileExists(atPath: keys + "/kiana.sqlite"), "\(serve.err)")
         #expect(try await kiana(["init", "--data-dir", keys]).status == 0, "asked for, a new network with this key")
+
+        // A ledger whose identity.key is gone: no command makes new keys beside it (a new key
+        // is no authority of that ledger, and init used to replace transport.key too).
+        let lost = dir.path + "/lost"
+        #expect(try await kiana(["init", "--data-dir", lost]).status == 0)
+        try FileManager.default.removeItem(atPath: lost + "/identity.key")
+        let transport = try Data(contentsOf: URL(fileURLWithPath: lost + "/transport.key"))
+        for cmd in [["init"], ["status"], ["serve", "--port", "0", "--p2p-port", "0", "--discovery", "off"]] {
+            let r = try await kiana(cmd + ["--data-dir", lost])
+            #expect(r.status == 1 && r.err.contains("identity.key is missing") && r.err.contains("kiana restore"), "\(cmd): \(r.err)")
+        }
+        #expect(!FileManager.default.fileExists(atPath: lost + "/identity.key"))
+        #expect(try Data(contentsOf: URL(fileURLWithPath: lost + "/transport.key")) == transport)
+
+        // An emptied database (0 bytes) is a lost ledger: said, and no schema is written into it.
+        let emptied = dir.path + "/emptied"
+        #expect(try await kiana(["init", "--data-dir", emptied]).status == 0)
+        try Data().write(to: URL(fileURLWithPath: emptied + "/kiana.sqlite"))
+        for cmd in [["status"], ["ledger", "verify"], ["remember", "x"], ["serve", "--port", "0", "--p2p-port", "0", "--discovery", "off"]] {
+            let r = try await kiana(cmd + ["--data-dir", emptied])
+            #expect(r.status == 1 && r.err.contains("is empty (0 bytes)"), "\(cmd): \(r.err)")
+        }
+        #expect((try FileManager.default.attributesOfItem(atPath: emptied + "/kiana.sqlite")[.size] as? Int) == 0)
     }
 
     /// A node that holds its data directory but has not written node.json yet (it checks the
