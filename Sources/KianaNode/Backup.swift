@@ -48,6 +48,18 @@ public enum DataBackup {
         try KianaDatabase(path: directory.databasePath).backup(to: copy)
         let (height, entries) = try Self.ledgerFacts(copy)
         progress("copying", 1, 1)
+        // What restore checks, checked now: a backup restore would refuse is not written (a
+        // nightly job would otherwise rotate good backups out for files nobody can restore).
+        progress("verifying", 0, 1)
+        do {
+            _ = try LedgerStore(database: KianaDatabase(path: copy)).verify(now: currentMillis())
+        } catch {
+            throw KianaNodeError(
+                .verificationFailed,
+                "the ledger in \(directory.path) does not verify (\(error.message)): a backup of it could not be restored, so none was written. "
+                    + Node.recoveryAdvice, cause: error)
+        }
+        progress("verifying", 1, 1)
 
         var files: [(name: String, path: String)] = [
             ("identity.key", directory.identityKeyPath), ("transport.key", directory.transportKeyPath),

@@ -33,9 +33,19 @@ public struct LedgerExport: Codable, Sendable {
 }
 
 extension Node {
+    /// The ledger as an export. A ledger that does not verify is not exported: `kiana import`
+    /// would refuse the file, and a scheduled export would keep only files nobody can import.
     public func exportLedger() throws -> Data {
         let blocks = try store.blocks()
         guard let net = try store.network() else { throw KianaNodeError(.notInitialized, "nothing to export") }
+        do {
+            _ = try Self.validateChain(blocks.map(\.encoded), now: currentMillis())
+        } catch {
+            throw KianaNodeError(
+                .verificationFailed,
+                "the ledger in \(directory.path) does not verify (\(ErrorLine.text(for: error))): an export of it could not be imported, so none was written. "
+                    + Self.recoveryAdvice, cause: error)
+        }
         let export = LedgerExport(
             format: LedgerExport.formatName, version: 1, network: Hex.encode(net), height: blocks.last?.height ?? 0,
             blocks: blocks.map { b in

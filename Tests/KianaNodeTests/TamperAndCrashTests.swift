@@ -10,6 +10,32 @@ import Testing
         return String(decoding: r.out, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
     }
 
+    /// A backup or export of a ledger that does not verify is refused, and no file is left: the
+    /// restore or import would refuse it (a scheduled backup would rotate good files out for
+    /// ones nobody can restore). Once the byte is put back, both work again.
+    @Test func aDamagedLedgerIsNotBackedUpOrExported() async throws {
+        let dir = try TempDir()
+        defer { dir.cleanup() }
+        let d = ["--data-dir", dir.path + "/node"]
+        #expect(try await kiana(["init"] + d).status == 0)
+        for i in 0..<3 { #expect(try await kiana(["remember", "fact number \(i)"] + d).status == 0) }
+        let db = dir.path + "/node/kiana.sqlite"
+        let pass = dir.path + "/pass"
+        try "correct horse battery\n".write(toFile: pass, atomically: true, encoding: .utf8)
+        let raw = try await sqlite(db, "SELECT hex(raw) FROM entry ORDER BY hlcWall DESC LIMIT 1")
+        let flipped = String(raw.dropLast(2)) + (raw.hasSuffix("00") ? "01" : "00")
+        _ = try await sqlite(db, "UPDATE entry SET raw = X'\(flipped)' WHERE raw = X'\(raw)'")
+        let backup = try await kiana(["backup", dir.path + "/b.kbk", "--passphrase-file", pass] + d)
+        #expect(backup.status == 1 && backup.err.contains("does not verify") && backup.err.contains("none was written"), "\(backup.out) \(backup.err)")
+        let export = try await kiana(["export", "-o", dir.path + "/e.json"] + d)
+        #expect(export.status == 1 && export.err.contains("does not verify"), "\(export.out) \(export.err)")
+        let left = try FileManager.default.contentsOfDirectory(atPath: dir.path).filter { $0 != "node" && $0 != "pass" }
+        #expect(left.isEmpty, "\(left)")
+        _ = try await sqlite(db, "UPDATE entry SET raw = X'\(raw)' WHERE raw = X'\(flipped)'")
+        #expect(try await kiana(["backup", dir.path + "/b.kbk", "--passphrase-file", pass] + d).status == 0)
+        #expect(try await kiana(["export", "-o", dir.path + "/e.json"] + d).status == 0)
+    }
+
     /// Flips bytes spread over every stored block header and entry with sqlite3; `kiana ledger
     /// verify` must fail each time and name the block, and pass again once the byte is restored.
     @Test func flippedStoredBytesAreCaughtByLedgerVerify() async throws {
