@@ -2,6 +2,7 @@ import Foundation
 import KianaAI
 import KianaCore
 import KianaStore
+import Synchronization
 
 /// What an ingestion run did.
 public struct IngestReport: Sendable, Equatable {
@@ -56,22 +57,23 @@ extension Node {
         guard !paths.isEmpty else { throw KianaNodeError(.invalidInput, "nothing to ingest: give files or folders") }
         var report = IngestReport()
         let fm = FileManager.default
-        var plan: [(root: String, files: [String], isFolder: Bool)] = []
+        var plan: [(root: String, files: [String], isFolder: Bool, unreadable: [String])] = []
         for raw in paths {
             let path = URL(fileURLWithPath: (raw as NSString).expandingTildeInPath).standardizedFileURL.path
             var isDir: ObjCBool = false
             if fm.fileExists(atPath: path, isDirectory: &isDir) {
                 if isDir.boolValue {
-                    plan.append((path, try Self.supportedFiles(under: path), true))
+                    let found = try Self.supportedFiles(under: path)
+                    plan.append((path, found.files, true, found.unreadable))
                 } else {
                     guard TextExtraction.isSupported(path) else {
                         throw KianaNodeError(
                             .invalidInput, "\(raw): unsupported file type (supported: \(TextExtraction.supportedExtensions.sorted().joined(separator: ", ")))")
                     }
-                    plan.append((path, [path], false))
+                    plan.append((path, [path], false, []))
                 }
             } else if try !searchStore.items(sourcePrefix: path + "#").isEmpty {
-                plan.append((path, [], false))  // a file ingested before and deleted since
+                plan.append((path, [], false, []))  // a file ingested before and deleted since
             } else {
                 throw KianaNodeError(.invalidInput, "\(raw): no such file or folder")
             }
@@ -168,9 +170,20 @@ extension Node {
                 if ops.isEmpty { report.filesUnchanged += 1 } else if old.isEmpty { report.filesNew += 1 } else { report.filesChanged += 1 }
                 progress?("reading", report.bytesRead, totalBytes, file)
             }
+            // Folders that could not be read: what was ingested from them is kept, and said.
+            for folder in entry.unreadable {
+                let kept = existing.keys.filter { $0 == folder || $0.hasPrefix(folder == "/" ? "/" : folder + "/") }.count
+                report.filesFailed.append(
+                    "\(folder): cannot be read (permissions?)"
+                        + (kept == 0 ? "" : kept == 1 ? "; the file ingested from it before was kept" : "; the \(kept) files ingested from it before were kept"))
+            }
+            func underUnreadable(_ path: String) -> Bool {
+                entry.unreadable.contains { path == $0 || path.hasPrefix($0 == "/" ? "/" : $0 + "/") }
+            }
             // files that were ingested under this root and are gone now
             for (path, items) in existing where !present.contains(path) && (entry.isFolder || path == entry.root) {
                 if fm.fileExists(atPath: path) && entry.isFolder && TextExtraction.isSupported(path) { continue }
+                if underUnreadable(path) { continue }
                 let gone = items.values.sorted { $0.id < $1.id } + (duplicates[path] ?? [])
                 try write(gone.map { .delete($0.id) }, now: now)
                 report.chunksRemoved += gone.count
@@ -220,21 +233,39 @@ extension Node {
         if !batch.isEmpty { _ = try store.write(batch, identity: identity, now: now()) }
     }
 
-    static func supportedFiles(under root: String) throws -> [String] {
+    /// The supported regular files under `root`, and the folders under it (or `root` itself)
+    /// that could not be read: what was ingested from those is not taken as deleted.
+    static func supportedFiles(under root: String) throws -> (files: [String], unreadable: [String]) {
+        let unreadable = Mutex<[String]>([])
+        // A folder read means its entries are listed; one that cannot be (permissions, I/O) is
+        // reported by the enumerator and skipped, and must not look empty.
+        if opendir(root).map({ closedir($0) }) == nil {
+            return ([], [root])
+        }
         guard
             let e = FileManager.default.enumerator(
-                at: URL(fileURLWithPath: root), includingPropertiesForKeys: [.isRegularFileKey],
-                options: [.skipsHiddenFiles])
+                at: URL(fileURLWithPath: root), includingPropertiesForKeys: [.isRegularFileKey, .isDirectoryKey],
+                options: [.skipsHiddenFiles],
+                errorHandler: { url, _ in
+                    unreadable.withLock { $0.append(url.standardizedFileURL.path) }
+                    return true
+                })
         else {
             throw KianaNodeError(.invalidInput, "cannot read folder \(root)")
         }
         var files: [String] = []
         for case let url as URL in e {
-            guard (try? url.resourceValues(forKeys: [.isRegularFileKey]))?.isRegularFile == true else { continue }
+            let values = try? url.resourceValues(forKeys: [.isRegularFileKey, .isDirectoryKey])
             let p = url.standardizedFileURL.path
+            if values?.isDirectory == true {
+                // The enumerator does not always report a folder it cannot list: looked at here.
+                if opendir(p).map({ closedir($0) }) == nil { unreadable.withLock { $0.append(p) } }
+                continue
+            }
+            guard values?.isRegularFile == true else { continue }
             if TextExtraction.isSupported(p) { files.append(p) }
         }
-        return files.sorted()
+        return (files.sorted(), unreadable.withLock { Array(Set($0)).sorted() })
     }
 
     static func describe(_ error: any Error) -> String {

@@ -108,6 +108,43 @@ import Testing
         #expect(r.status == 1 && r.err.contains("--mode"))
     }
 
+    /// A subfolder that cannot be read (its permissions changed) is not a folder whose files were
+    /// deleted: what was ingested from it is kept and the folder named. Run as `nobody` (root
+    /// reads any folder), on a data directory of its own.
+    @Test func anUnreadableFolderKeepsWhatWasIngestedFromIt() async throws {
+        let tmp = try TempDir("kiana-unreadable")
+        defer { tmp.cleanup() }
+        let docs = tmp.path + "/docs"
+        try await write("# Shed\n\nThe lawn mower key hangs on the left hook.\n", docs + "/shed.md")
+        try await write("# Attic\n\nThe winter tyres are in the attic.\n", docs + "/private/attic.md")
+        let asRoot = getuid() == 0
+        func run(_ args: [String]) async throws -> (status: Int32, out: String, err: String) {
+            guard asRoot else { return try await kiana(args) }
+            let r = try await runProcess("/usr/sbin/runuser", ["-u", "nobody", "--", kianaBinary()] + args)
+            return (r.status, String(decoding: r.out, as: UTF8.self), String(decoding: r.err, as: UTF8.self))
+        }
+        if asRoot {
+            _ = try await runProcess("/bin/chown", ["-R", "nobody", tmp.path])
+            _ = try await runProcess("/bin/chmod", ["755", tmp.path])
+        }
+        let d = ["--data-dir", tmp.path + "/node", "--no-embed"]
+        #expect(try await run(["init", "--data-dir", tmp.path + "/node"]).status == 0)
+        var r = try await run(["ingest", docs] + d)
+        #expect(r.status == 0 && r.out.contains("2 new"), "\(r.out) \(r.err)")
+        #expect(chmod(docs + "/private", 0) == 0)
+        defer { chmod(docs + "/private", 0o755) }
+        r = try await run(["ingest", docs] + d)
+        #expect(r.status == 0 && !r.out.contains("1 removed"), "\(r.out) \(r.err)")
+        #expect(r.err.contains("\(docs)/private: cannot be read") && r.err.contains("was kept"), "\(r.err)")
+        let listed = try await run(["list", "--data-dir", tmp.path + "/node"]).out
+        #expect(listed.contains("attic.md"), "\(listed)")
+        // Readable again and then emptied, the folder's file is forgotten as before.
+        chmod(docs + "/private", 0o755)
+        try FileManager.default.removeItem(atPath: docs + "/private/attic.md")
+        r = try await run(["ingest", docs] + d)
+        #expect(r.status == 0 && r.out.contains("1 removed"), "\(r.out) \(r.err)")
+    }
+
     /// Ingests of one data directory take turns (concurrent ones each added a file's new chunks,
     /// and the second copy then kept serving old text); a chunk already stored twice is made one.
     @Test func ingestsTakeTurnsAndAChunkStoredTwiceIsMadeOne() async throws {
