@@ -88,6 +88,8 @@ extension Node {
         defer { taken?.release() }
         let totalBytes = plan.flatMap(\.files).reduce(0) { $0 + ((try? fm.attributesOfItem(atPath: $1)[.size] as? Int) ?? 0) }
         progress?("reading", 0, totalBytes, "")
+        // A file named twice (`ingest docs docs/a.md`) is read and counted once.
+        var processed = Set<String>()
         for entry in plan {
             // everything ingested under this root, grouped by file; a second item for the same
             // chunk (left by concurrent ingests before they took turns) is removed below
@@ -117,6 +119,7 @@ extension Node {
             }
             let present = Set(entry.files)
             for file in entry.files {
+                guard processed.insert(file).inserted else { continue }
                 report.filesScanned += 1
                 let old = existing[file] ?? [:]
                 let extra = duplicates[file] ?? []
@@ -130,6 +133,10 @@ extension Node {
                     if stat(file, &st) == 0 {
                         func ms(_ t: timespec) -> UInt64 { UInt64(max(0, t.tv_sec)) * 1000 + UInt64(max(0, t.tv_nsec)) / 1_000_000 }
                         modified = max(ms(st.st_mtim), ms(st.st_ctim))
+                        // A FIFO would block the read, a device never end: named as what they are.
+                        guard (st.st_mode & S_IFMT) == S_IFREG else {
+                            throw KianaAIError(.ingest, "not a regular file (a FIFO, device or socket, or a link to one)")
+                        }
                     }
                     let size = attrs[.size] as? Int ?? 0
                     guard size <= TextExtraction.maxFileBytes else {

@@ -185,7 +185,11 @@ struct Ingest: ParsableCommand {
                 }
                 return r
             }
-            _ = try once()
+            let first = try once()
+            // Every file named failed: the command did not do what was asked (scripts see exit 1).
+            if !watch, !first.filesFailed.isEmpty, first.filesNew + first.filesChanged + first.filesUnchanged + first.filesRemoved == 0 {
+                throw KianaNodeError(.ingest, "nothing could be ingested (\(first.filesFailed.count) skipped, above)")
+            }
             guard watch else { return }
             say("Watching \(paths.joined(separator: ", ")) every \(interval) s (Ctrl-C to stop)")
             var last = IngestSnapshot.take(paths: paths)

@@ -97,7 +97,14 @@ import Testing
         #expect(r.status == 0 && r.out.contains("Nothing changed") && r.out.contains("3 unchanged"), "\(r.out)")
         #expect(r.err.contains("skipped \(docs)/heading.md: no text to keep") && r.err.contains("skipped \(docs)/empty.txt: no text to keep"), "\(r.err)")
 
+        // A file named again inside a folder also named is read and counted once.
+        r = try await kiana(["ingest", docs, docs, docs + "/router.md", "--data-dir", d])
+        #expect(r.status == 0 && r.out.contains("Nothing changed (5 files"), "\(r.out)")
+
         // bad input: clear one-line errors, exit 1
+        #expect(mkfifo(tmp.path + "/pipe.txt", 0o600) == 0)
+        r = try await kiana(["ingest", tmp.path + "/pipe.txt", "--data-dir", d])
+        #expect(r.status == 1 && r.err.contains("not a regular file") && r.err.contains("nothing could be ingested"), "\(r.err)")
         r = try await kiana(["ingest", tmp.path + "/missing", "--data-dir", d])
         #expect(r.status == 1 && r.err.contains("no such file or folder"))
         r = try await kiana(["ingest", docs + "/image.png", "--data-dir", d])
