@@ -46,7 +46,11 @@ public final class NodeService: NodeAPI {
 
     public func health() async throws -> HealthDTO {
         let (head, verified) = try await store { n in (try? n.store.head(), try? n.store.lastVerified()) }
-        return HealthDTO(deviceId: node.identity.deviceID.description, height: head?.height, verifiedHeight: verified?.height)
+        let problem =
+            node.store.database.lostWAL
+            ? "the database's write-ahead log (kiana.sqlite-wal) was deleted while the node ran: every write is now copied into the database file as it is made; restart the node"
+            : nil
+        return HealthDTO(deviceId: node.identity.deviceID.description, height: head?.height, verifiedHeight: verified?.height, problem: problem)
     }
 
     public func readiness() async -> ReadyDTO {

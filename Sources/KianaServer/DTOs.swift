@@ -17,11 +17,14 @@ public struct HealthDTO: ResponseCodable, Sendable {
     public var height: UInt64?
     /// The height that last passed verification (at start or by `ledger verify`).
     public var verifiedHeight: UInt64?
-    public init(status: String = "ok", deviceId: String, height: UInt64?, verifiedHeight: UInt64?) {
-        self.status = status
+    /// Why `status` is "degraded" (absent when it is "ok").
+    public var problem: String?
+    public init(status: String = "ok", deviceId: String, height: UInt64?, verifiedHeight: UInt64?, problem: String? = nil) {
+        self.status = problem == nil ? status : "degraded"
         self.deviceId = deviceId
         self.height = height
         self.verifiedHeight = verifiedHeight
+        self.problem = problem
     }
     public func encode(to encoder: any Encoder) throws {
         var c = encoder.container(keyedBy: CodingKeys.self)
@@ -29,6 +32,7 @@ public struct HealthDTO: ResponseCodable, Sendable {
         try c.encode(deviceId, forKey: .deviceId)
         try c.encode(height, forKey: .height)
         try c.encode(verifiedHeight, forKey: .verifiedHeight)
+        try c.encodeIfPresent(problem, forKey: .problem)
     }
 }
 

@@ -9,6 +9,9 @@ public final class KianaDatabase: Sendable {
     public let writer: any DatabaseWriter
     /// Ledger states after recently seen blocks, so importing a block need not replay from genesis.
     let states = StateCache()
+    /// The file (nil in memory), for the WAL check after writes.
+    let filePath: String?
+    private let walLost = Mutex(false)
 
     /// Opens (creating if needed) the database file at `path` and migrates it.
     public init(path: String) throws(KianaStoreError) {
@@ -21,6 +24,7 @@ public final class KianaDatabase: Sendable {
             // long chain touches random pages of several indexes keyed by hashes (decision 94).
             try db.execute(sql: "PRAGMA cache_size = -32768")
         }
+        filePath = path
         do {
             writer = try DatabasePool(path: path, configuration: config)
             if try writer.read({ try Self.migrator.hasBeenSuperseded($0) }) {
@@ -50,6 +54,7 @@ public final class KianaDatabase: Sendable {
         let uri = "file:" + (path.addingPercentEncoding(withAllowedCharacters: allowed) ?? path) + (immutable ? "?immutable=1" : "")
         let done: Bool
         do {
+            filePath = nil  // read-only: nothing is written through it
             writer = try DatabaseQueue(path: uri, configuration: config)
             done = try writer.read { db in try Self.migrator.hasCompletedMigrations(db) }
         } catch {
@@ -83,6 +88,7 @@ public final class KianaDatabase: Sendable {
         do {
             var config = Configuration()
             config.prepareDatabase { db in Self.prepareWriter(db) }
+            filePath = nil
             writer = try DatabaseQueue(configuration: config)
             try Self.migrator.migrate(writer)
         } catch {
@@ -270,6 +276,19 @@ public final class KianaDatabase: Sendable {
 }
 
 extension KianaDatabase {
+    /// After a write this process acknowledges: if the WAL file was deleted under the running
+    /// process (SQLite goes on writing to the unlinked file, and a crash would lose every write
+    /// since), the WAL is checkpointed into the database file, synced, so the write survives.
+    /// Costs one stat(2) while the file is there. `lostWAL` says it happened (shown by /health).
+    public func keepWritesIfWALLost() {
+        guard let filePath, access(filePath + "-wal", F_OK) != 0, errno == ENOENT else { return }
+        walLost.withLock { $0 = true }
+        _ = try? writer.writeWithoutTransaction { try $0.checkpoint(.full) }
+    }
+
+    /// True once the WAL file was found deleted while this process ran (until it restarts).
+    public var lostWAL: Bool { walLost.withLock { $0 } }
+
     /// Moves everything into the main file (WAL checkpoint) and closes the file, so it can be
     /// renamed or copied whole; the database is unusable afterwards.
     public func close() throws(KianaStoreError) {

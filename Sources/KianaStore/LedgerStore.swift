@@ -191,7 +191,8 @@ public struct LedgerStore: Sendable {
         entries ops: [(kind: EntryKind, payload: CBOR)], identity: DeviceIdentity, now: UInt64,
         precondition: (Database) throws -> Void = { _ in }
     ) throws(KianaStoreError) -> WriteReceipt {
-        try run("writing to the ledger") {
+        defer { database.keepWritesIfWALLost() }
+        return try run("writing to the ledger") {
             try writer.write { db in
                 try precondition(db)
                 guard let net = try Self.setting(db, "network")?.bytes else {

@@ -10,6 +10,36 @@ import Testing
         return String(decoding: r.out, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
     }
 
+    /// The WAL file deleted under a running node: SQLite goes on writing to the unlinked file,
+    /// so a kill -9 used to lose every write acknowledged since. Each acknowledged write is now
+    /// checkpointed into the database file, /health says the node is degraded, and after the
+    /// kill every acknowledged write is there.
+    @Test func writesAcknowledgedAfterTheWALWasDeletedSurviveKill9() async throws {
+        let served = try await ServeTests.Served.start(teach: ["first fact before the deletion"])
+        defer { served.close() }
+        let wal = served.dir.path + "/kiana.sqlite-wal"
+        func post(_ text: String) async throws -> Int {
+            let r = try await runProcess(
+                "/usr/bin/curl", ["-s", "-o", "/dev/null", "-w", "%{http_code}", "-H", "Content-Type: application/json", "-d", #"{"text":"\#(text)"}"#,
+                                  served.url + "/api/v1/knowledge"])
+            return Int(String(decoding: r.out, as: UTF8.self)) ?? 0
+        }
+        #expect(try await post("second fact before the deletion") == 201)
+        #expect(FileManager.default.fileExists(atPath: wal))
+        try FileManager.default.removeItem(atPath: wal)
+        for i in 0..<3 { #expect(try await post("fact \(i) after the deletion") == 201) }
+        let health = try await runProcess("/usr/bin/curl", ["-s", served.url + "/health"])
+        let h = try JSONSerialization.jsonObject(with: health.out) as? [String: Any] ?? [:]
+        #expect(h["status"] as? String == "degraded" && (h["problem"] as? String ?? "").contains("write-ahead log"), "\(h)")
+        kill(served.node.process.processIdentifier, SIGKILL)
+        _ = served.node.waitForExit()
+        let listed = try await kiana(["list", "--data-dir", served.dir.path]).out
+        for fact in ["first fact before", "second fact before"] + (0..<3).map({ "fact \($0) after" }) {
+            #expect(listed.contains(fact), "lost: \(fact)\n\(listed)")
+        }
+        #expect(try await kiana(["ledger", "verify", "--data-dir", served.dir.path]).status == 0)
+    }
+
     /// A backup or export of a ledger that does not verify is refused, and no file is left: the
     /// restore or import would refuse it (a scheduled backup would rotate good files out for
     /// ones nobody can restore). Once the byte is put back, both work again.
