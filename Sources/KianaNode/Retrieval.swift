@@ -304,6 +304,14 @@ extension Node {
 
     // MARK: embedding and search
 
+    /// Damage in the full-text index (nil if sound, or if this directory cannot be written:
+    /// the check needs a writable connection, and writes nothing).
+    public func fullTextProblem() throws -> String? {
+        guard directory.isWritable, directory.damage == nil else { return nil }
+        let db = readOnly ? try KianaDatabase(path: directory.databasePath) : store.database
+        return try SearchStore(database: db).fullTextProblem()
+    }
+
     /// Loads the embedder from the model directory (verified; one-line error when missing).
     public static func loadEmbedder(modelDirectory: String, threads: Int? = nil) throws -> Embedder {
         try Embedder.load(modelDirectory: modelDirectory, threads: threads)

@@ -241,6 +241,26 @@ public struct SearchStore: Sendable {
         }
     }
 
+    /// The full-text index checked against the items it indexes (FTS5's `integrity-check` with
+    /// rank 1), in a transaction that is rolled back: nil if it is sound, else SQLite's words.
+    /// SQLite's own `integrity_check` does not read it. Needs a writable connection.
+    public func fullTextProblem() throws(KianaStoreError) -> String? {
+        try database.run("checking the full-text index") {
+            var problem: String?
+            try writer.writeWithoutTransaction { db in
+                try db.inTransaction {
+                    do {
+                        try db.execute(sql: "INSERT INTO itemSearch(itemSearch, rank) VALUES ('integrity-check', 1)")
+                    } catch let e as DatabaseError where e.resultCode == .SQLITE_CORRUPT {
+                        problem = e.message ?? "damaged"
+                    }
+                    return .rollback
+                }
+            }
+            return problem
+        }
+    }
+
     /// Drops every vector (of all models) and rebuilds the full-text index.
     public func resetIndexes() throws(KianaStoreError) {
         try database.run("resetting indexes") {

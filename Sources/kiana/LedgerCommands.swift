@@ -94,6 +94,12 @@ struct LedgerVerify: ParsableCommand {
                 say("Ledger OK: \(v.blocks) blocks, \(v.entries) entries, head \(v.height) \(v.head)")
                 say("History root: \(v.historyRoot)")
             }
+            // The search index is derived from the items: damage there is not the ledger's, but
+            // search would silently miss items, so it fails the check and says how to repair it.
+            if let problem = try node.fullTextProblem() {
+                throw KianaNodeError(
+                    .corrupt, "the full-text search index is damaged (\(problem)): `kiana index rebuild` rebuilds it from the knowledge items")
+            }
         }
     }
 }

@@ -40,6 +40,27 @@ import Testing
         #expect(try await kiana(["ledger", "verify", "--data-dir", served.dir.path]).status == 0)
     }
 
+    /// A flipped byte in the full-text index (which SQLite's integrity_check does not read):
+    /// `ledger verify` fails and names the repair, and after `kiana index rebuild` it passes.
+    @Test func damageInTheSearchIndexFailsLedgerVerify() async throws {
+        let dir = try TempDir()
+        defer { dir.cleanup() }
+        let d = ["--data-dir", dir.path]
+        #expect(try await kiana(["init"] + d).status == 0)
+        for fact in ["The alpha code is 9999.", "The beta code is 1111."] { #expect(try await kiana(["remember", fact] + d).status == 0) }
+        #expect(try await kiana(["ledger", "verify"] + d).status == 0)
+        let db = dir.path + "/kiana.sqlite"
+        let row = try await sqlite(db, "SELECT id || ':' || hex(block) FROM itemSearch_data WHERE id > 100 ORDER BY id LIMIT 1")
+        let parts = row.split(separator: ":")
+        var hex = Array(String(parts[1]).utf8)
+        hex[41] = hex[41] == UInt8(ascii: "0") ? UInt8(ascii: "1") : UInt8(ascii: "0")  // one nibble of byte 20
+        _ = try await sqlite(db, "UPDATE itemSearch_data SET block = X'\(String(decoding: hex, as: UTF8.self))' WHERE id = \(parts[0])")
+        let r = try await kiana(["ledger", "verify"] + d)
+        #expect(r.status == 1 && r.err.contains("full-text search index is damaged") && r.err.contains("kiana index rebuild"), "\(r.out) \(r.err)")
+        #expect(try await kiana(["index", "rebuild"] + d).status == 0)
+        #expect(try await kiana(["ledger", "verify"] + d).status == 0)
+    }
+
     /// A backup or export of a ledger that does not verify is refused, and no file is left: the
     /// restore or import would refuse it (a scheduled backup would rotate good files out for
     /// ones nobody can restore). Once the byte is put back, both work again.
