@@ -135,6 +135,10 @@ public enum DataBackup {
         from file: String, to directory: DataDirectory, passphrase: [UInt8], force: Bool = false,
         progress: (String, Int, Int) -> Void = { _, _, _ in }
     ) throws -> Summary {
+        var isFolder: ObjCBool = false
+        if FileManager.default.fileExists(atPath: file, isDirectory: &isFolder), isFolder.boolValue {
+            throw KianaNodeError(.invalidInput, "\(file) is a folder: give the backup file `kiana backup` wrote")
+        }
         guard let input = FileHandle(forReadingAtPath: file) else { throw KianaNodeError(.notFound, "cannot read \(file)") }
         defer { try? input.close() }
         let fileSize = try Self.size(file)

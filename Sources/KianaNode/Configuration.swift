@@ -233,6 +233,8 @@ public struct KianaConfig: Sendable {
                     try walk(nested, prefix: key)
                     continue
                 }
+                // A whole section given as null is absent, as a null value is.
+                if case .null = v, known.keys.contains(where: { $0.hasPrefix(key + ".") }) { continue }
                 guard let setting = known[key] else {
                     let hint = closest(to: key, among: Array(known.keys)).map { " (did you mean \($0)?)" } ?? ""
                     throw KianaNodeError(.invalidInput, "\(name): unknown key \"\(key)\"\(hint); `kiana config show` lists the settings")

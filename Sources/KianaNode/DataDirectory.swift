@@ -107,6 +107,9 @@ public struct DataDirectory: Sendable {
         Hex.encode(try Self.readSecret(controlTokenPath))
     }
 
+    /// Whether a node recorded itself here (node.json, possibly from one that is gone).
+    public var hasRuntimeRecord: Bool { readRuntime() != nil }
+
     func writeRuntime(_ r: NodeRuntime) {
         guard let data = try? JSONEncoder().encode(r) else { return }
         _ = FileManager.default.createFile(atPath: runtimePath, contents: data, attributes: [.posixPermissions: 0o600])

@@ -467,8 +467,8 @@ public struct LedgerStore: Sendable {
     /// Finds an entry by ID or unique hex prefix, with its block height and position.
     public func findEntry(idPrefix: String) throws(KianaStoreError) -> (entry: Entry, height: UInt64, position: Int) {
         let prefix = idPrefix.lowercased()
-        guard prefix.count >= 4, Hex.decode(prefix.count % 2 == 0 ? prefix : prefix + "0") != nil else {
-            throw KianaStoreError(.invalidInput, "entry ID must be at least 4 hex characters")
+        guard (4...64).contains(prefix.count), prefix.allSatisfy(\.isHexDigit) else {
+            throw KianaStoreError(.invalidInput, "an entry ID (or a prefix of one) is 4 to 64 hex characters (0-9, a-f), not \"\(idPrefix.prefix(80))\"")
         }
         return try run("finding entry") {
             try writer.read { db in
@@ -510,8 +510,8 @@ public struct LedgerStore: Sendable {
     /// One item by ID or unique hex prefix (at least 4 characters).
     public func item(idPrefix: String) throws(KianaStoreError) -> StoredItem {
         let prefix = idPrefix.lowercased()
-        guard prefix.count >= 4, prefix.allSatisfy(\.isHexDigit) else {
-            throw KianaStoreError(.invalidInput, "item ID must be at least 4 hex characters")
+        guard (4...32).contains(prefix.count), prefix.allSatisfy(\.isHexDigit) else {
+            throw KianaStoreError(.invalidInput, "an item ID (or a prefix of one) is 4 to 32 hex characters (0-9, a-f), not \"\(idPrefix.prefix(80))\"")
         }
         return try run("finding item") {
             try writer.read { db in

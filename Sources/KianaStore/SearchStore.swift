@@ -242,7 +242,8 @@ public struct SearchStore: Sendable {
     }
 
     /// The full-text index checked against the items it indexes (FTS5's `integrity-check` with
-    /// rank 1), in a transaction that is rolled back: nil if it is sound, else SQLite's words.
+    /// rank 1, forgotten items set aside), in a transaction that is rolled back: nil if it is
+    /// sound, else SQLite's words.
     /// SQLite's own `integrity_check` does not read it. Needs a writable connection.
     public func fullTextProblem() throws(KianaStoreError) -> String? {
         try database.run("checking the full-text index") {
@@ -250,6 +251,9 @@ public struct SearchStore: Sendable {
             try writer.writeWithoutTransaction { db in
                 try db.inTransaction {
                     do {
+                        // Forgotten items are kept as rows but not indexed: out of the comparison
+                        // (the store keeps the index itself; no trigger follows this delete).
+                        try db.execute(sql: "DELETE FROM item WHERE deleted = 1")
                         try db.execute(sql: "INSERT INTO itemSearch(itemSearch, rank) VALUES ('integrity-check', 1)")
                     } catch let e as DatabaseError where e.resultCode == .SQLITE_CORRUPT {
                         problem = e.message ?? "damaged"

@@ -283,7 +283,16 @@ struct Ready: AsyncParsableCommand {
         try await performAsync {
             guard timeout > 0, timeout <= 600 else { throw KianaNodeError(.invalidInput, "--timeout must be between 0 and 600 seconds") }
             let directory = try data.directory
-            if let control = try? NodeControl.connect(directory) {
+            let found: NodeControl?
+            do throws(KianaNodeError) {
+                found = try NodeControl.connect(directory)
+            } catch {
+                // A node recorded here that is gone (stale node.json) or still starting is said
+                // as such, not probed for at the settings' address (another node may be there).
+                if error.code == .busy || directory.hasRuntimeRecord { throw error }
+                found = nil
+            }
+            if let control = found {
                 let r = try control.readiness(timeout: timeout)
                 guard r.ready else {
                     throw KianaNodeError(

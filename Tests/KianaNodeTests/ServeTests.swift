@@ -205,6 +205,13 @@ import Testing
         quiet["KIANA_PORT"] = String(LLMCLITests.freePort())
         let gone = try await kiana(["ready", "--data-dir", dir.path, "--timeout", "2"], environment: quiet)
         #expect(gone.status == 1, "\(gone.out)")
+        // Killed, it leaves node.json behind: said as such, not probed for at the settings' address.
+        let killed = try Running(flags, environment: env)
+        _ = try #require(await killed.waitForPort(), "\(killed.text)")
+        kill(killed.process.processIdentifier, SIGKILL)
+        _ = killed.waitForExit()
+        let stale = try await kiana(["ready", "--data-dir", dir.path, "--timeout", "2"], environment: quiet)
+        #expect(stale.status == 1 && stale.err.contains("stale node.json"), "\(stale.err)")
     }
 
     @Test func busyPortIsAClearError() async throws {
