@@ -45,6 +45,7 @@ import Testing
         #expect(nested == ["http.port": "9000", "http.host": "::1", "discovery.enabled": "off"])
         // null is as if the key were absent.
         #expect(try KianaConfig.parse(Data(#"{"llm": {"model": null}}"#.utf8), name: "c").isEmpty)
+        #expect(try KianaConfig.parse(Data(#"{"http": null, "llm": null}"#.utf8), name: "c").isEmpty, "a whole section as null")
     }
 
     struct Bad: Sendable, CustomTestStringConvertible {
