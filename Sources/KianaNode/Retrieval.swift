@@ -108,15 +108,6 @@ extension Node {
                     existing[path, default: [:]][pos] = item
                 }
             }
-            // Chunks forgotten since their file last changed stay forgotten (a re-ingest of the
-            // unchanged file, or `--watch`, used to bring them back): by (path, position), the
-            // forgotten text and when it was forgotten.
-            var forgotten: [String: [Int: StoredItem]] = [:]
-            for item in try searchStore.items(sourcePrefix: prefix, forgotten: true) {
-                guard let s = item.source, let (path, pos) = ChunkSource.parse(s), existing[path]?[pos] == nil else { continue }
-                if let other = forgotten[path]?[pos], (other.updated ?? HLC(wall: 0)) >= (item.updated ?? HLC(wall: 0)) { continue }
-                forgotten[path, default: [:]][pos] = item
-            }
             let present = Set(entry.files)
             for file in entry.files {
                 guard processed.insert(file).inserted else { continue }
@@ -124,19 +115,12 @@ extension Node {
                 let old = existing[file] ?? [:]
                 let extra = duplicates[file] ?? []
                 let chunks: [Chunk]
-                var modified: UInt64 = .max
                 do {
                     let attrs = try fm.attributesOfItem(atPath: file)
-                    // Last changed: content (mtime) or the file itself (ctime, which a copy that
-                    // keeps mtime, `cp -p` or rsync restoring a file, cannot set back).
+                    // A FIFO would block the read, a device never end: named as what they are.
                     var st = stat()
-                    if stat(file, &st) == 0 {
-                        func ms(_ t: timespec) -> UInt64 { UInt64(max(0, t.tv_sec)) * 1000 + UInt64(max(0, t.tv_nsec)) / 1_000_000 }
-                        modified = max(ms(st.st_mtim), ms(st.st_ctim))
-                        // A FIFO would block the read, a device never end: named as what they are.
-                        guard (st.st_mode & S_IFMT) == S_IFREG else {
-                            throw KianaAIError(.ingest, "not a regular file (a FIFO, device or socket, or a link to one)")
-                        }
+                    if stat(file, &st) == 0, (st.st_mode & S_IFMT) != S_IFREG {
+                        throw KianaAIError(.ingest, "not a regular file (a FIFO, device or socket, or a link to one)")
                     }
                     let size = attrs[.size] as? Int ?? 0
                     guard size <= TextExtraction.maxFileBytes else {
@@ -167,8 +151,6 @@ extension Node {
                         if item.title == title && item.text == text { continue }
                         ops.append(.put(item.id, KnowledgeFields(title: title, text: text)))
                         updated += 1
-                    } else if let gone = forgotten[file]?[pos], gone.text == text, let when = gone.updated?.wall, modified < when {
-                        continue  // forgotten after the file last changed: the owner's choice stands
                     } else {
                         ops.append(
                             .put(

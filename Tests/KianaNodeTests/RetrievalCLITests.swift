@@ -152,36 +152,6 @@ import Testing
         #expect(r.status == 0 && r.out.contains("1 removed"), "\(r.out) \(r.err)")
     }
 
-    /// A chunk the owner forgot stays forgotten while its file does not change (a re-ingest, or
-    /// `--watch`, used to add it back under a new ID); a file removed and then restored with its
-    /// old modification time (`cp -p`, rsync) is ingested again whole.
-    @Test func aForgottenChunkStaysForgottenUntilItsFileChanges() async throws {
-        let tmp = try TempDir("kiana-forget-ingest")
-        defer { tmp.cleanup() }
-        let d = ["--data-dir", tmp.path + "/node"]
-        let docs = tmp.path + "/docs"
-        try await write("# Keys\n\nThe shed key hangs on the left hook.\n\n## Safe\n\nThe safe code is 1234.\n", docs + "/keys.md")
-        #expect(try await kiana(["init"] + d).status == 0)
-        #expect(try await kiana(["ingest", docs, "--no-embed"] + d).out.contains("chunks +2"))
-        func titles() async throws -> [String] {
-            let items = try JSONSerialization.jsonObject(with: Data(try await kiana(["list", "--json"] + d).out.utf8)) as? [[String: Any]] ?? []
-            return items.compactMap { $0["title"] as? String }.sorted()
-        }
-        let safe = try #require(try await kiana(["list"] + d).out.split(separator: "\n").first { $0.hasSuffix("Safe") }.map { String($0.prefix(32)) })
-        #expect(try await kiana(["forget", safe] + d).status == 0)
-        var r = try await kiana(["ingest", docs, "--no-embed"] + d)
-        #expect(r.out.contains("Nothing changed"), "\(r.out)")
-        #expect(try await titles() == ["keys.md › Keys"])
-        // Removed, then restored with its old times kept: a new file, both chunks back.
-        try FileManager.default.copyItem(atPath: docs + "/keys.md", toPath: tmp.path + "/keys.bak")
-        try FileManager.default.removeItem(atPath: docs + "/keys.md")
-        #expect(try await kiana(["ingest", docs, "--no-embed"] + d).out.contains("1 removed"))
-        _ = try await runProcess("/bin/cp", ["-p", tmp.path + "/keys.bak", docs + "/keys.md"])
-        r = try await kiana(["ingest", docs, "--no-embed"] + d)
-        #expect(r.out.contains("1 new") && r.out.contains("chunks +2"), "\(r.out)")
-        #expect(try await titles() == ["keys.md › Keys", "keys.md › Keys › Safe"])
-    }
-
     /// Ingests of one data directory take turns (concurrent ones each added a file's new chunks,
     /// and the second copy then kept serving old text); a chunk already stored twice is made one.
     @Test func ingestsTakeTurnsAndAChunkStoredTwiceIsMadeOne() async throws {
