@@ -110,7 +110,8 @@ public final class PeerNetwork: Sendable {
     }
 
     /// Tells the announcer to look at the head now.
-    func wake() { wakeup.yield() }
+    /// Looks at the head now (the announcer also looks every `headInterval`).
+    public func wake() { wakeup.yield() }
 
     // MARK: services
 

@@ -171,6 +171,13 @@ public struct NodeControl: Sendable {
         return try call("POST", "/control/pair/confirm", body: Body(code: code, device: device), as: Confirmation.self)
     }
 
+    /// Tells the node serving `directory`, if one runs, that this process changed its ledger,
+    /// so members hear of it at once (best effort: the node also looks every half second).
+    public static func tellLedgerChanged(_ directory: DataDirectory) {
+        guard let control = try? connect(directory) else { return }
+        _ = try? control.exchange("POST", "/control/changed", timeout: 2)
+    }
+
     public func closePairing() {
         _ = try? exchange("POST", "/control/pair/close")
     }

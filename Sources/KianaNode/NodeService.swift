@@ -474,6 +474,8 @@ public final class NodeService: NodeAPI {
     public func syncStats() async -> SyncStats? { network?.counters.snapshot }
     public func admissionStats() async -> AdmissionStats? { network?.admissionStats }
 
+    public func ledgerChangedElsewhere() async { network?.wake() }
+
     public func addPeer(address: String) async throws -> Bool {
         do throws(KianaNetError) { _ = try PeerNetwork.parse(address) } catch { throw KianaNodeError(.invalidInput, error.message) }
         return try await store { n in try n.addPeer(address: address) }

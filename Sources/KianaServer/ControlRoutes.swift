@@ -64,6 +64,11 @@ struct ControlController<Context: RequestContext>: Sendable {
             let ready = await node.readiness()
             return EditedResponse(status: ready.ready ? .ok : .serviceUnavailable, response: ready)
         }
+        // The CLI wrote to the ledger of this data directory: announce its head at once.
+        r.post("changed") { _, _ -> HTTPResponse.Status in
+            await node.ledgerChangedElsewhere()
+            return .noContent
+        }
         r.post("peers") { request, _ -> Added in
             let body = try await RequestBodies.decode(AddPeer.self, from: request, limit: RequestBodies.defaultLimit)
             return Added(address: body.address, added: try await node.addPeer(address: body.address))

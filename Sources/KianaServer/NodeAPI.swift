@@ -131,6 +131,9 @@ public protocol NodeAPI: Sendable {
     func admissionStats() async -> AdmissionStats?
     /// Remembers a peer address for the dialer; false if it was known.
     func addPeer(address: String) async throws -> Bool
+    /// Another process (the CLI) changed the ledger in this data directory: members are told
+    /// the new head now rather than at the next poll.
+    func ledgerChangedElsewhere() async
     /// Opens the pairing window; returns the link port.
     func openPairing(seconds: Int) async throws -> Int?
     func closePairing() async

@@ -81,6 +81,7 @@ struct Remember: ParsableCommand {
         try perform {
             let node = try Node.open(directory: data.directory)
             let (id, receipt) = try node.remember(text: text, title: title, tags: tags, source: source)
+            NodeControl.tellLedgerChanged(node.directory)
             say("Remembered \(id) (entry \(short(receipt.entries[0].id)), block \(receipt.block.height))")
         }
     }
@@ -95,6 +96,7 @@ struct Forget: ParsableCommand {
         try perform {
             let node = try Node.open(directory: data.directory)
             let (item, receipt) = try node.forget(idPrefix: id)
+            NodeControl.tellLedgerChanged(node.directory)
             say("Forgot \(item.id) (entry \(short(receipt.entries[0].id)), block \(receipt.block.height))")
         }
     }
@@ -172,6 +174,7 @@ struct Ingest: ParsableCommand {
             let bar = ProgressBar()
             func once() throws -> IngestReport {
                 let r = try node.ingest(paths: paths, tags: tags, progress: bar.handler)
+                if r.changed { NodeControl.tellLedgerChanged(node.directory) }
                 let files = "\(r.filesScanned) files: \(r.filesNew) new, \(r.filesChanged) changed, \(r.filesUnchanged) unchanged, \(r.filesRemoved) removed"
                 if r.changed {
                     say("Ingested \(files); chunks +\(r.chunksAdded) ~\(r.chunksUpdated) -\(r.chunksRemoved)")

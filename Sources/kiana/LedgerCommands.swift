@@ -151,6 +151,7 @@ struct VoteCommand: ParsableCommand {
         try perform {
             let node = try Node.open(directory: data.directory)
             let r = try node.vote(add: action == .add, target: device, force: force)
+            NodeControl.tellLedgerChanged(node.directory)
             if r.withdrew {
                 say("Took back this device's vote on \(r.device) (block \(r.block)); \(r.votes) other vote(s) stay pending.")
                 return

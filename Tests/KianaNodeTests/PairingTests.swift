@@ -105,6 +105,12 @@ import Testing
             try await eventually { try Self.connectedMembers(a) == [idB.device] && Self.connectedMembers(b) == [idA.device] },
             "\(Self.describe(a, b))")
         #expect(try await eventually { (try Self.peers(a).first?["rttMillis"] as? Double ?? 0) > 0 }, "no RTT: \(Self.describe(a))")
+        // A write by the CLI beside the running node is announced at once: the CLI tells the node
+        // (it used to wait for the node's next look at the head, up to half a second).
+        let written = try await kiana(["remember", "The spare key is under the blue pot.", "--data-dir", a])
+        #expect(written.status == 0)
+        #expect(await eventually(5) { nodeA.process.output.contains("route=/control/changed") }, "\(nodeA.process.output.suffix(600))")
+        #expect(try await eventually { try kiana(["list", "--data-dir", b]).out.contains("blue pot") })
         // The name given to `join` is kept (device.name) and shown to peers.
         #expect(ok.joinOut.contains("kept in") && (try? String(contentsOfFile: b + "/config.json", encoding: .utf8))?.contains("beta") == true, "\(ok.joinOut)")
         #expect(try await eventually { try Self.peers(a).first?["name"] as? String == "beta" }, "\(Self.describe(a))")

@@ -207,6 +207,7 @@ final class FakeNode: NodeAPI, Sendable {
     }
     func syncStats() async -> SyncStats? { nil }
     func admissionStats() async -> AdmissionStats? { nil }
+    func ledgerChangedElsewhere() async { record("ledgerChangedElsewhere") }
     func addPeer(address: String) async throws -> Bool {
         guard address.contains(":") else { throw KianaNetError(.invalidInput, "\(address) is not HOST:PORT") }
         record("addPeer \(address)")

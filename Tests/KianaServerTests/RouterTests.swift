@@ -424,6 +424,10 @@ import Testing
             #expect(r.status == .badRequest && Self.error(r).message.contains("HOST:PORT"))
             r = try await c.execute(uri: "/control/peers", method: .post, headers: t, body: ByteBuffer(string: #"{"address":"10.0.0.5:8470"}"#))
             #expect(Self.object(r)["added"] as? Bool == true && node.calls.withLock { $0 }.contains("addPeer 10.0.0.5:8470"))
+            // The CLI's "I changed the ledger": the node announces its head at once.
+            #expect(try await c.execute(uri: "/control/changed", method: .post).status == .unauthorized)
+            r = try await c.execute(uri: "/control/changed", method: .post, headers: t)
+            #expect(r.status == .noContent && node.calls.withLock { $0 }.contains("ledgerChangedElsewhere"))
             r = try await c.execute(uri: "/control/pair/open", method: .post, headers: t, body: ByteBuffer(string: #"{"seconds":0}"#))
             #expect(r.status == .badRequest)
             r = try await c.execute(uri: "/control/pair/open", method: .post, headers: t, body: ByteBuffer(string: #"{"seconds":30}"#))
