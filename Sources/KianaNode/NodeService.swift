@@ -223,7 +223,8 @@ public final class NodeService: NodeAPI {
                 throw KianaNodeError(.io, "cannot keep the uploaded files in \(folder): \(error.localizedDescription)")
             }
             let report = try n.ingest(paths: kept.map(\.path), tags: tags, progress: progress, holding: lock)
-            for path in kept.map(\.path) where report.filesFailed.contains(where: { $0.hasPrefix(path + ": ") }) {
+            // The ingest names files by their absolute, standardized path.
+            for path in kept.map(\.path) where report.failedPaths.contains(URL(fileURLWithPath: path).standardizedFileURL.path) {
                 if let old = before[path] {
                     try? old.write(to: URL(fileURLWithPath: path), options: .atomic)
                 } else {
@@ -240,7 +241,7 @@ public final class NodeService: NodeAPI {
             filesScanned: report.filesScanned, filesNew: report.filesNew, filesChanged: report.filesChanged,
             filesUnchanged: report.filesUnchanged, filesRemoved: report.filesRemoved,
             // Named as uploaded: the node's own paths are not the client's business.
-            filesFailed: report.filesFailed.map { $0.replacingOccurrences(of: folder + "/", with: "") },
+            filesFailed: report.filesFailed.map { $0.replacingOccurrences(of: URL(fileURLWithPath: folder).standardizedFileURL.path + "/", with: "") },
             chunksAdded: report.chunksAdded, chunksUpdated: report.chunksUpdated, chunksRemoved: report.chunksRemoved,
             bytesRead: report.bytesRead, embedded: embedded, changed: report.changed)
     }

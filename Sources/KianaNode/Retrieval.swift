@@ -12,6 +12,8 @@ public struct IngestReport: Sendable, Equatable {
     public var filesChanged = 0
     public var filesRemoved = 0
     public var filesFailed: [String] = []
+    /// The paths of the files that failed, exactly (the lines above also give the reason).
+    public var failedPaths: Set<String> = []
     public var chunksAdded = 0
     public var chunksUpdated = 0
     public var chunksRemoved = 0
@@ -131,12 +133,14 @@ extension Node {
                     chunks = chunker.chunks(try TextExtraction.text(of: file, data: data))
                 } catch {
                     report.filesFailed.append("\(file): \(Self.describe(error))")
+                    report.failedPaths.insert(file)
                     progress?("reading", report.bytesRead, totalBytes, file)
                     continue
                 }
                 // Nothing to keep from a new file (empty, or headings only): said, not counted as unchanged.
                 if chunks.isEmpty && old.isEmpty && extra.isEmpty {
                     report.filesFailed.append("\(file): no text to keep (the file is empty or has headings only)")
+                    report.failedPaths.insert(file)
                     progress?("reading", report.bytesRead, totalBytes, file)
                     continue
                 }
@@ -165,6 +169,7 @@ extension Node {
                 // skipped and reported, and the others go on.
                 if let problem = Self.firstProblem(ops) {
                     report.filesFailed.append("\(file): \(problem)")
+                    report.failedPaths.insert(file)
                     progress?("reading", report.bytesRead, totalBytes, file)
                     continue
                 }

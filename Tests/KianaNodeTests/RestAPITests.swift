@@ -245,6 +245,12 @@ import Testing
         #expect(!FileManager.default.fileExists(atPath: served.dir.path + "/uploads/broken.pdf"))
         r = try await Self.call(u + "/api/v1/ingest", method: "POST", body: #"{"stream":false,"files":[{"name":"broken.pdf","text":"still not a pdf"}]}"#)
         #expect(r.code == 200 && (r.json["filesFailed"] as? [String])?.count == 1, "\(r.code) \(r.body)")
+        // Failures are matched by exact name: a failing "pear.md: notes.md" does not take pear.md's file with it.
+        r = try await Self.call(
+            u + "/api/v1/ingest", method: "POST",
+            body: ##"{"stream":false,"files":[{"name":"pear.md","text":"# Pear\n\nThe pear tree needs pruning in March."},{"name":"pear.md: notes.md","text":""}]}"##)
+        #expect(r.code == 200 && r.json["filesNew"] as? Int == 1 && (r.json["filesFailed"] as? [String])?.count == 1, "\(r.code) \(r.body)")
+        #expect(FileManager.default.fileExists(atPath: served.dir.path + "/uploads/pear.md"))
         // A replacement that cannot be read leaves the kept file and its knowledge as they were.
         let keptGarden = try Data(contentsOf: served.dir.url.appendingPathComponent("uploads/garden.md"))
         r = try await Self.call(u + "/api/v1/ingest", method: "POST", body: #"{"stream":false,"replace":true,"files":[{"name":"garden.md","text":"\u0000binary"}]}"#)
@@ -302,7 +308,7 @@ import Testing
         raw = try await runProcess(
             "/usr/bin/curl", ["-s", "-w", "\n%{http_code}", "-H", "Content-Type: text/plain", "--data", #"{"text":"csrf"}"#, u + "/api/v1/knowledge"])
         #expect(String(decoding: raw.out, as: UTF8.self).hasSuffix("415"))
-        #expect(try await Self.call(u + "/api/v1/knowledge").json["total"] as? Int == 3)
+        #expect(try await Self.call(u + "/api/v1/knowledge").json["total"] as? Int == 4, "the csrf text was stored")
     }
 
     /// Checks both inclusion proofs (entry in block, block in history) by RFC 9162 §2.1.3.2 with
