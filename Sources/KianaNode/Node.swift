@@ -26,8 +26,10 @@ public struct Node: Sendable {
     @discardableResult
     public static func initialize(directory: DataDirectory, name: String? = nil, now: UInt64 = currentMillis()) throws -> Node {
         try directory.create()
-        // Nothing is written (no new keys beside it) where a ledger lost its device key.
+        // Nothing is written (no new keys beside it) where a ledger lost its device key, and
+        // no new network into a database that was emptied.
         if let lost = lostIdentity(directory) { throw lost }
+        if directory.hasIdentity, databaseBytes(directory) == 0 { throw emptied(directory) }
         let identity: DeviceIdentity
         if directory.hasIdentity { identity = try directory.loadIdentity() } else { identity = try directory.createIdentity() }
         let store = try LedgerStore(database: KianaDatabase(path: directory.databasePath))
@@ -53,12 +55,7 @@ public struct Node: Sendable {
         guard let size = databaseBytes(directory) else { throw keysWithoutLedger(directory) }
         // An emptied file (truncated, a copy that failed) is a lost ledger, not a new one: said,
         // and left as it is (no schema written into it).
-        guard size > 0 else {
-            throw KianaNodeError(
-                .corrupt,
-                "\(directory.databasePath) is empty (0 bytes): the ledger it held is gone. " + recoveryAdvice
-                    + " If this device was joining and the join was cut off, remove the empty file and run the same `kiana join` again.")
-        }
+        guard size > 0 else { throw emptied(directory) }
         guard forReading || directory.isWritable else {
             throw KianaNodeError(.readOnly, "\(directory.path) is read-only here: reading works, writing does not")
         }
@@ -115,7 +112,15 @@ public struct Node: Sendable {
     /// A ledger whose device key is gone (identity.key deleted or not copied): the error that
     /// says so, nil if the directory holds no ledger of a network. Read-only; writes nothing.
     static func lostIdentity(_ directory: DataDirectory) -> KianaNodeError? {
-        guard !directory.hasIdentity, databaseBytes(directory) ?? 0 > 0 else { return nil }
+        guard !directory.hasIdentity, let size = databaseBytes(directory) else { return nil }
+        // Keys are written before any database (init, join), so a database without them, even
+        // an emptied one, is a directory that lost its key.
+        if size == 0 {
+            return KianaNodeError(
+                .keyFile,
+                "\(directory.path) holds an emptied database and no identity.key: its ledger and its key are gone. "
+                    + "Restore the directory from a backup (`kiana restore`), or remove both to start afresh")
+        }
         // A file that cannot be read counts as a ledger: better a refusal than keys beside it.
         let network = (try? KianaDatabase(readOnlyPath: directory.databasePath, immutable: false)).map { try? LedgerStore(database: $0).network() }
         if case .some(.none) = network { return nil }  // read, and no network in it
@@ -131,12 +136,21 @@ public struct Node: Sendable {
         (try? FileManager.default.attributesOfItem(atPath: directory.databasePath))?[.size] as? Int
     }
 
-    /// A device key and no ledger: what happened and the two ways on.
+    /// An emptied database file (0 bytes) beside the device key.
+    static func emptied(_ directory: DataDirectory) -> KianaNodeError {
+        KianaNodeError(
+            .corrupt,
+            "\(directory.databasePath) is empty (0 bytes): the ledger it held is gone. " + recoveryAdvice
+                + " To start a new network with this key instead, remove the empty file and run `kiana init`.")
+    }
+
+    /// A device key and no ledger: what happened and the ways on.
     static func keysWithoutLedger(_ directory: DataDirectory) -> KianaNodeError {
         KianaNodeError(
             .notInitialized,
-            "no ledger in \(directory.path), only a device key: a `kiana join` was cut off. Run the same `kiana join` again to finish it, "
-                + "or `kiana init --data-dir \(directory.path)` to start a new network with this key")
+            "no ledger in \(directory.path), only a device key. If a `kiana join` was cut off, run it again to finish it; "
+                + "if the ledger file was lost, restore the directory from a backup (`kiana restore`); "
+                + "`kiana init --data-dir \(directory.path)` starts a new network with this key")
     }
 
     // MARK: knowledge

@@ -184,11 +184,22 @@ import Testing
         let emptied = dir.path + "/emptied"
         #expect(try await kiana(["init", "--data-dir", emptied]).status == 0)
         try Data().write(to: URL(fileURLWithPath: emptied + "/kiana.sqlite"))
-        for cmd in [["status"], ["ledger", "verify"], ["remember", "x"], ["serve", "--port", "0", "--p2p-port", "0", "--discovery", "off"]] {
+        for cmd in [["status"], ["ledger", "verify"], ["remember", "x"], ["init"], ["serve", "--port", "0", "--p2p-port", "0", "--discovery", "off"]] {
             let r = try await kiana(cmd + ["--data-dir", emptied])
             #expect(r.status == 1 && r.err.contains("is empty (0 bytes)"), "\(cmd): \(r.err)")
         }
         #expect((try FileManager.default.attributesOfItem(atPath: emptied + "/kiana.sqlite")[.size] as? Int) == 0)
+        // Both gone (the key and the database's content): still no new keys or network.
+        let bare = dir.path + "/bare"
+        #expect(try await kiana(["init", "--data-dir", bare]).status == 0)
+        try FileManager.default.removeItem(atPath: bare + "/identity.key")
+        try Data().write(to: URL(fileURLWithPath: bare + "/kiana.sqlite"))
+        for cmd in [["status"], ["init"], ["serve", "--port", "0", "--p2p-port", "0", "--discovery", "off"]] {
+            let r = try await kiana(cmd + ["--data-dir", bare])
+            #expect(r.status == 1 && r.err.contains("emptied database and no identity.key"), "\(cmd): \(r.err)")
+        }
+        #expect(!FileManager.default.fileExists(atPath: bare + "/identity.key"))
+        #expect((try FileManager.default.attributesOfItem(atPath: bare + "/kiana.sqlite")[.size] as? Int) == 0)
     }
 
     /// A node that holds its data directory but has not written node.json yet (it checks the
