@@ -216,7 +216,16 @@ extension DataDirectory {
             let cmdline = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline")
         else { return nil }
         let args = cmdline.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
-        return args.contains("serve") && args.contains(where: { $0.hasSuffix("kiana") }) ? pid : nil
+        guard args.contains("serve"), args.contains(where: { $0.hasSuffix("kiana") }) else { return nil }
+        // It holds this directory's lock file open (a copied directory names a PID that serves
+        // another one). Read from /proc: probing the lock itself could make that node's start fail.
+        guard let lock = realpath(lockPath, nil).map({ p in defer { free(p) }; return String(cString: p) }),
+            let fds = try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd")
+        else { return nil }
+        let holds = fds.contains { fd in
+            (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/fd/\(fd)")) == lock
+        }
+        return holds ? pid : nil
     }
 
     /// What made the ledger fail verification, if it is marked damaged.

@@ -210,14 +210,24 @@ import Testing
         let dir = try TempDir()
         defer { dir.cleanup() }
         #expect(try await kiana(["init", "--data-dir", dir.path]).status == 0)
-        let standIn = try ChildProcess("/bin/bash", ["-c", "exec -a /usr/local/bin/kiana perl -e 'sleep 30' serve"])
+        // It holds node.lock open, as a serving node does (the PID is written into that same file).
+        #expect(FileManager.default.createFile(atPath: dir.path + "/node.lock", contents: nil))
+        let standIn = try ChildProcess(
+            "/bin/bash", ["-c", #"exec -a /usr/local/bin/kiana perl -e 'open(my $f, "<", $ARGV[0]) or die; sleep 30' "$0" serve"#, dir.path + "/node.lock"])
         defer { standIn.signal(SIGKILL) }
         #expect(try await eventually(5) { (FileManager.default.contents(atPath: "/proc/\(standIn.process.pid)/cmdline") ?? Data()).starts(with: Data("/usr/local/bin/kiana".utf8)) })
-        try "\(standIn.process.pid)\n".write(toFile: dir.path + "/node.lock", atomically: true, encoding: .utf8)
+        try "\(standIn.process.pid)\n".write(toFile: dir.path + "/node.lock", atomically: false, encoding: .utf8)
         let r = try await kiana(["peers", "--data-dir", dir.path])
         #expect(r.status == 1 && r.err.contains("is starting (PID \(standIn.process.pid))"), "\(r.err)")
         standIn.signal(SIGKILL)
         _ = await standIn.wait()
+        // A copied directory's node.lock names a node that serves another directory: not this one.
+        let other = try ChildProcess("/bin/bash", ["-c", "exec -a /usr/local/bin/kiana perl -e 'sleep 30' serve"])
+        defer { other.signal(SIGKILL) }
+        #expect(try await eventually(5) { (FileManager.default.contents(atPath: "/proc/\(other.process.pid)/cmdline") ?? Data()).starts(with: Data("/usr/local/bin/kiana".utf8)) })
+        try "\(other.process.pid)\n".write(toFile: dir.path + "/node.lock", atomically: true, encoding: .utf8)
+        let copied = try await kiana(["peers", "--data-dir", dir.path])
+        #expect(copied.status == 1 && copied.err.contains("is not running"), "\(copied.err)")
         let gone = try await kiana(["peers", "--data-dir", dir.path])
         #expect(gone.status == 1 && gone.err.contains("is not running"), "\(gone.err)")
     }
