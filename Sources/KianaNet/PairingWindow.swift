@@ -54,12 +54,13 @@ public actor PairingWindow {
         return (entry.request, key, true)
     }
 
-    /// Lets a confirmed joiner in (its vote is written): it gets its answer and may fetch blocks.
-    public func admit(_ key: [UInt8]) {
+    /// Lets a confirmed joiner in (its vote written now, or before): it gets its answer and may
+    /// fetch blocks.
+    public func admit(_ key: [UInt8], voted: Bool = true) {
         guard let entry = requests.removeValue(forKey: key) else { return }
         admitted.insert(key)
         entry.answer?.resume(returning: true)
-        logger.notice("pairing confirmed, add-authority vote written", metadata: ["device": .string(entry.request.device)])
+        logger.notice("pairing confirmed", metadata: ["device": .string(entry.request.device), "voteWritten": .stringConvertible(voted)])
     }
 
     /// Turns a waiting joiner away (its vote could not be written).

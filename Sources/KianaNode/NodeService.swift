@@ -515,28 +515,30 @@ public final class NodeService: NodeAPI {
         let network = try requireNetwork()
         let checked = try await network.pairing.check(device: device, code: code)
         var outcome = (request: checked.request, accepted: checked.matched)
+        var voted = false
         if checked.matched {
             let key = Hex.encode(checked.key)
             do {
                 // No second vote for a device that is in already, or that this device voted for
                 // before (a join cut off after its code, run again): it is let in for the ledger.
-                _ = try await store { n in
+                voted = try await store { n in
                     let m = try n.store.membership()
                     let votedFor = m.votes.contains { $0.signer == n.identity.publicKey && $0.vote.target == checked.key && $0.vote.authorize }
-                    guard !m.authorities.contains(checked.key), !votedFor else { return }
+                    guard !m.authorities.contains(checked.key), !votedFor else { return false }
                     _ = try n.vote(add: true, target: key, force: true)  // the matched code is the confirmation
+                    return true
                 }
             } catch {
                 await network.pairing.reject(checked.key)
                 throw KianaNetError(.pairing, "could not write the vote: \(ErrorLine.text(for: error))", cause: error)
             }
-            await network.pairing.admit(checked.key)
+            await network.pairing.admit(checked.key, voted: voted)
             outcome.accepted = true
         }
         let key = checked.key
         let m = try? await store { n in try n.store.membership() }
         return PairingOutcome(
             request: outcome.request, accepted: outcome.accepted, member: m?.authorities.contains(key) ?? false,
-            authorities: m?.authorities.count ?? 0, votesFor: m?.tally[key]?.count ?? 0)
+            authorities: m?.authorities.count ?? 0, votesFor: m?.tally[key]?.count ?? 0, voted: voted)
     }
 }

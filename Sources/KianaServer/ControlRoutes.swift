@@ -40,6 +40,7 @@ struct ControlController<Context: RequestContext>: Sendable {
         var member: Bool
         var authorities: Int
         var votesFor: Int
+        var voted: Bool
     }
     struct AddPeer: Decodable { var address: String }
     struct Added: ResponseEncodable {
@@ -88,7 +89,7 @@ struct ControlController<Context: RequestContext>: Sendable {
             let o = try await node.confirmPairing(device: body.device, code: body.code)
             return Confirmed(
                 accepted: o.accepted, device: o.request.device, key: o.request.key, member: o.member,
-                authorities: o.authorities, votesFor: o.votesFor)
+                authorities: o.authorities, votesFor: o.votesFor, voted: o.voted)
         }
         r.post("pair/close") { _, _ -> HTTPResponse.Status in
             await node.closePairing()

@@ -149,12 +149,16 @@ public struct PairingOutcome: Sendable {
     public var member: Bool
     public var authorities: Int
     public var votesFor: Int
-    public init(request: PairingRequest, accepted: Bool, member: Bool, authorities: Int, votesFor: Int) {
+    /// Whether this confirmation wrote the add vote (false: the device was in already, or this
+    /// authority had voted for it before).
+    public var voted: Bool
+    public init(request: PairingRequest, accepted: Bool, member: Bool, authorities: Int, votesFor: Int, voted: Bool = true) {
         self.request = request
         self.accepted = accepted
         self.member = member
         self.authorities = authorities
         self.votesFor = votesFor
+        self.voted = voted
     }
 }
 

@@ -204,7 +204,14 @@ struct Pair: ParsableCommand {
                             : "The codes do not match: the request was refused and nothing was written.")
                     throw ExitCode(1)
                 }
-                if c.member {
+                if !c.voted {
+                    // A join run again: the vote was written before (or the device is in).
+                    say(
+                        c.member
+                            ? "Codes match. \(c.device) is an authority already: no vote was needed; it receives the ledger now."
+                            : "Codes match. This device voted to add \(c.device) before: no new vote (\(c.votesFor) vote(s); more than half of the \(c.authorities) authorities must agree); it receives the ledger now.")
+                    if !c.member { say("On another authority run: kiana vote add \(c.key)") }
+                } else if c.member {
                     say("Codes match. Voted to add \(c.device); the vote passed and it is now an authority (\(c.authorities) in all).")
                 } else {
                     say("Codes match. Voted to add \(c.device) (\(c.votesFor) vote(s); more than half of the \(c.authorities) authorities must agree).")

@@ -125,6 +125,7 @@ import Testing
         for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: c + "/kiana.sqlite" + suffix) }
         let rerun = try await Self.pair(authority: nodeA, joiner: c, name: "gamma")
         #expect(rerun.pair == 0 && rerun.join == 0 && rerun.joinOut.contains("vote is not complete"), "\(rerun.pairOut) \(rerun.joinOut)")
+        #expect(rerun.pairOut.contains("voted to add") && rerun.pairOut.contains("before: no new vote"), "\(rerun.pairOut)")
         #expect(try await kiana(["ledger", "show", "--data-dir", a]).out == ledgerA, "a second vote was written")
         // A device that is an authority already is not voted for again, by ID or by key.
         for target in [idB.device, idB.key] {
