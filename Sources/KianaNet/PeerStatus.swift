@@ -62,7 +62,10 @@ extension PeerNetwork {
         var seenAddresses: Set<String> = []
         for link in links {
             let name: String? = {
-                if case .map(let m) = link.peerHello, case .text(let n)? = m[.text("name")] { return n }
+                // A peer's own words: bounded, and no control characters in a table row.
+                if case .map(let m) = link.peerHello, case .text(let n)? = m[.text("name")] {
+                    return String(String.UnicodeScalarView(n.prefix(64).unicodeScalars.map { $0.properties.generalCategory == .control ? " " : $0 }))
+                }
                 return nil
             }()
             out.append(

@@ -7,6 +7,8 @@ public struct Setting: Sendable {
     /// What values a setting takes.
     public enum Kind: Sendable {
         case text
+        /// A name shown to others: 1 to 64 characters, no control characters.
+        case name
         /// A whole number in the range.
         case number(ClosedRange<Int>)
         /// One of the words.
@@ -32,6 +34,10 @@ public struct Setting: Sendable {
         switch kind {
         case .text:
             return
+        case .name:
+            guard (1...64).contains(text.count), !text.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) else {
+                throw KianaNodeError(.invalidInput, "\(origin) must be 1 to 64 characters without control characters (a line break, a tab)")
+            }
         case .host:
             guard !text.isEmpty, !text.contains(where: { $0.isWhitespace || $0.asciiValue.map { $0 < 0x20 } == true }) else {
                 throw KianaNodeError(.invalidInput, "\(origin) must be a host name or address, not \"\(text)\"")
@@ -94,7 +100,7 @@ public struct KianaConfig: Sendable {
                 secret: false, help: "Multicast DNS discovery of the owner's other devices."),
         Setting(key: "discovery.interface", environment: "KIANA_DISCOVERY_INTERFACE", flag: "--discovery-interface", kind: .text,
                 defaultValue: nil, secret: false, help: "Limit discovery to this network interface."),
-        Setting(key: "device.name", environment: "KIANA_DEVICE_NAME", flag: "--name", kind: .text, defaultValue: nil, secret: false,
+        Setting(key: "device.name", environment: "KIANA_DEVICE_NAME", flag: "--name", kind: .name, defaultValue: nil, secret: false,
                 help: "A name for this device, shown to peers."),
         Setting(key: "log.level", environment: "KIANA_LOG_LEVEL", flag: "--log-level",
                 kind: .choice(["trace", "debug", "info", "notice", "warning", "error", "critical"]), defaultValue: "notice", secret: false,
@@ -175,10 +181,16 @@ public struct KianaConfig: Sendable {
         return KianaConfig(values: values, filePath: file == nil ? nil : path)
     }
 
+    /// Throws unless `name` is a valid `device.name`.
+    public static func checkDeviceName(_ name: String, origin: String) throws(KianaNodeError) {
+        try settings.first { $0.key == "device.name" }?.validate(name, origin: origin)
+    }
+
     /// Keeps `name` as `device.name` in the data directory's config.json when there is no such
     /// file yet (`kiana join --name`); true if it was written. An existing file is the owner's
     /// and is not rewritten.
     public static func keepDeviceName(_ name: String, directory: DataDirectory) throws(KianaNodeError) -> Bool {
+        try checkDeviceName(name, origin: "--name")
         let path = directory.path + "/config.json"
         guard !FileManager.default.fileExists(atPath: path) else { return false }
         do {

@@ -263,6 +263,7 @@ struct Join: AsyncParsableCommand {
         try await performAsync {
             guard (1...3600).contains(timeout) else { throw KianaNodeError(.invalidInput, "--timeout must be 1...3600 seconds") }
             guard discoverTimeout > 0, discoverTimeout <= 600 else { throw KianaNodeError(.invalidInput, "--discover-timeout must be 0...600 seconds") }
+            if let name { try KianaConfig.checkDeviceName(name, origin: "--name") }
             let address: String
             if let target, Discovery.isPeerAddress(target) {
                 address = target

@@ -46,6 +46,13 @@ import Testing
         // null is as if the key were absent.
         #expect(try KianaConfig.parse(Data(#"{"llm": {"model": null}}"#.utf8), name: "c").isEmpty)
         #expect(try KianaConfig.parse(Data(#"{"http": null, "llm": null}"#.utf8), name: "c").isEmpty, "a whole section as null")
+        // A device name is shown to others: bounded, one line.
+        #expect(throws: KianaNodeError.self) {
+            try KianaConfig.resolve(environment: ["KIANA_DEVICE_NAME": "a\nb"], directory: DataDirectory(path: "/nonexistent-kiana-dir"))
+        }
+        #expect(throws: KianaNodeError.self) { try KianaConfig.checkDeviceName(String(repeating: "x", count: 65), origin: "--name") }
+        #expect(throws: KianaNodeError.self) { try KianaConfig.checkDeviceName("", origin: "--name") }
+        try KianaConfig.checkDeviceName("Küchen-Pi 🍳", origin: "--name")
     }
 
     struct Bad: Sendable, CustomTestStringConvertible {
