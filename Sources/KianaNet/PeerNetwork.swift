@@ -221,7 +221,8 @@ public final class PeerNetwork: Sendable {
         if let e = error as? any KianaError {
             // A listener closes without a word on a device it does not admit.
             return e.code == .closed
-                ? "the other side closed the link during the handshake: not a device of this network (or no longer one), or not a KI_ana device-link port"
+                ? "the other side closed the link during the handshake: it does not let this device in (not a device of its network, or no longer one), "
+                    + "it cannot serve now (its log says why), or it is not a KI_ana device-link port"
                 : e.message
         }
         if let e = error as? NIOConnectionError {
@@ -278,11 +279,17 @@ public final class PeerNetwork: Sendable {
         } else {
             let name = host.hasSuffix(".") ? host.dropLast() : host  // a fully qualified name's root dot
             let labels = name.split(separator: ".", omittingEmptySubsequences: false)
-            if labels.allSatisfy({ !$0.isEmpty && $0.allSatisfy(\.isASCII) && $0.allSatisfy(\.isNumber) }) {
-                // Digits and dots are an IPv4 address (no host name is all digits), and must be one:
-                // 10.0.0.300 or 10.1 would otherwise be dialled as names and fail silently.
+            // Labels of digits (or C's 0x hex, which the resolver also reads as numbers) are an
+            // IPv4 address, and must be one in the usual dotted-decimal form, without a root dot:
+            // 10.0.0.300, 10.1, 0x7f.1 or "10.0.0.1." would otherwise be dialled as names, or
+            // reach another address than the one shown.
+            func numeric(_ label: Substring) -> Bool {
+                let digits = label.lowercased().hasPrefix("0x") ? label.dropFirst(2) : label
+                return !digits.isEmpty && digits.allSatisfy { $0.isASCII && $0.isHexDigit } && (digits.count < label.count || digits.allSatisfy(\.isNumber))
+            }
+            if labels.allSatisfy(numeric) {
                 var v4 = in_addr()
-                valid = inet_pton(AF_INET, String(name), &v4) == 1
+                valid = !host.hasSuffix(".") && inet_pton(AF_INET, String(name), &v4) == 1
             } else {
                 valid = labels.allSatisfy { label in
                     (1...63).contains(label.count) && label.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-" || $0 == "_") }

@@ -43,7 +43,7 @@ extension Node {
         } catch {
             throw KianaNodeError(
                 .verificationFailed,
-                "the ledger in \(directory.path) does not verify (\(ErrorLine.text(for: error))): an export of it could not be imported, so none was written. "
+                "the ledger in \(directory.path) does not verify (\(ErrorLine.text(for: error).replacingOccurrences(of: "export does not verify: ", with: ""))): an export of it could not be imported, so none was written. "
                     + Self.recoveryAdvice, cause: error)
         }
         let export = LedgerExport(

@@ -176,9 +176,10 @@ struct Ingest: ParsableCommand {
                 let r = try node.ingest(paths: paths, tags: tags, progress: bar.handler)
                 if r.changed { NodeControl.tellLedgerChanged(node.directory) }
                 let files = "\(r.filesScanned) files: \(r.filesNew) new, \(r.filesChanged) changed, \(r.filesUnchanged) unchanged, \(r.filesRemoved) removed"
+                let allFailed = !r.filesFailed.isEmpty && r.filesNew + r.filesChanged + r.filesUnchanged + r.filesRemoved == 0
                 if r.changed {
                     say("Ingested \(files); chunks +\(r.chunksAdded) ~\(r.chunksUpdated) -\(r.chunksRemoved)")
-                } else {
+                } else if !allFailed {
                     say("Nothing changed (\(files))")
                 }
                 for f in r.filesFailed { Output.note("kiana: skipped " + Terminal.escape(f)) }

@@ -268,7 +268,7 @@ import Testing
                 why = try Self.peers(dir).first { $0["address"] as? String == "127.0.0.1:\(nodeA.p2p)" }?["dialError"] as? String ?? ""
                 return !why.isEmpty
             }
-            #expect(said && why.contains("not a device of this network") && !why.contains("Error("), "\(dir): \(why) \(Self.describe(dir))")
+            #expect(said && why.contains("does not let this device in") && !why.contains("Error("), "\(dir): \(why) \(Self.describe(dir))")
         }
         let closedPort = try await kiana(["peers", "add", "127.0.0.1:9", "--data-dir", d])
         #expect(closedPort.status == 0)

@@ -209,6 +209,11 @@ def main():
         b.wait_for("!document.querySelector('#item').hidden && !!document.querySelector('#item .body')", timeout=20)
         seen["reload_item"] = [b.eval("document.querySelector('#knowledge').classList.contains('active')"),
                                b.eval("document.querySelector('#item .body').textContent")]
+        # A malformed address is the chat, not a dead page.
+        b.goto("about:blank")
+        b.goto(base + "/#chat/%E0%A4%A")
+        b.wait_for("document.querySelector('#conversations').options.length > 1", timeout=20)
+        seen["malformed_hash_chat"] = b.eval("document.querySelector('#chat').classList.contains('active')")
         b.eval("location.hash = '#ledger'")  # typed in the address bar: no reload, a hashchange
         b.wait_for("document.querySelector('#ledger').classList.contains('active')", timeout=20)
         # A token kept in this browser can be forgotten from the device page.

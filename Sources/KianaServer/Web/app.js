@@ -935,10 +935,16 @@ async function live() {
 
 // Where the address points (a reload, a bookmark, a typed #item-… link, back/forward).
 async function route() {
-  const h = decodeURIComponent(location.hash.slice(1));
+  let h = "";
+  try { h = decodeURIComponent(location.hash.slice(1)); } catch (e) { /* a malformed address: the chat */ }
   const item = h.match(/^item-([0-9a-f]{1,64})$/i);
   const chat = h.match(/^chat\/([A-Za-z0-9-]{1,80})$/);
-  if (item) { show("knowledge"); await openItem(item[1]); return; }
+  if (item) {
+    show("knowledge");
+    place("#item-" + item[1]); // kept if the item cannot be loaded now (a bookmark survives a 503)
+    await openItem(item[1]);
+    return;
+  }
   if (chat) {
     show("chat");
     if (chat[1] !== state.conversation && !asking()) await openConversation(chat[1]);
