@@ -63,7 +63,7 @@ import Testing
         let message = MessageDTO(role: "user", content: "q", citations: [], created: 1)
         let hit = SearchHitDTO(id: "i", score: 1, title: "t", text: "x", source: "s", tags: [])
         return [
-            "HealthDTO": HealthDTO(deviceId: "d", height: 1, verifiedHeight: 1),
+            "HealthDTO": HealthDTO(deviceId: "d", height: 1, verifiedHeight: 1, problem: "p"),
             "ReadyDTO": ReadyDTO(ready: true, store: true, model: true),
             "ItemDTO": item, "ItemPageDTO": ItemPageDTO(total: 1, items: [item]),
             "CreatedDTO": CreatedDTO(id: "i"), "ForgottenDTO": ForgottenDTO(forgotten: "i"),
