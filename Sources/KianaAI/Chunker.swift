@@ -204,11 +204,12 @@ public enum TextExtraction {
         let bytes = [UInt8](data)
         var s: String
         // UTF-32's little-endian mark starts with UTF-16's, so it is looked for first; it is taken
-        // only when the rest reads as UTF-32 (UTF-16 text starting with U+0000 does not).
-        if bytes.count >= 4, bytes.prefix(4).elementsEqual([0xFF, 0xFE, 0, 0]) || bytes.prefix(4).elementsEqual([0, 0, 0xFE, 0xFF]),
-            let text = utf32(bytes.dropFirst(4), bigEndian: bytes[0] == 0, strict: true)
-        {
-            s = text
+        // when the first unit after it is a character (UTF-16 text whose first character is
+        // U+0000 reads as a value beyond Unicode there). A bad unit later is one U+FFFD.
+        let le32 = bytes.count >= 8 && bytes.prefix(4).elementsEqual([0xFF, 0xFE, 0, 0])
+            && Unicode.Scalar(UInt32(bytes[4]) | UInt32(bytes[5]) << 8 | UInt32(bytes[6]) << 16 | UInt32(bytes[7]) << 24) != nil
+        if le32 || (bytes.count >= 4 && bytes.prefix(4).elementsEqual([0, 0, 0xFE, 0xFF])) {
+            s = utf32(bytes.dropFirst(4), bigEndian: bytes[0] == 0)
         } else if bytes.count >= 2, (bytes[0], bytes[1]) == (0xFF, 0xFE) || (bytes[0], bytes[1]) == (0xFE, 0xFF) {
             s = utf16(bytes.dropFirst(2), bigEndian: bytes[0] == 0xFE)
         } else {
@@ -233,22 +234,15 @@ public enum TextExtraction {
         return s
     }
 
-    /// UTF-32 code units. A value that is not a scalar, and trailing bytes short of a unit,
-    /// become U+FFFD, or make it nil when `strict`.
-    static func utf32(_ bytes: ArraySlice<UInt8>, bigEndian: Bool, strict: Bool = false) -> String? {
-        if strict, bytes.count % 4 != 0 { return nil }
+    /// UTF-32 code units (a value that is not a scalar, and trailing bytes short of a unit,
+    /// become U+FFFD).
+    static func utf32(_ bytes: ArraySlice<UInt8>, bigEndian: Bool) -> String {
         var out = String.UnicodeScalarView()
         var i = bytes.startIndex
         while i + 3 < bytes.endIndex {
             let b = (UInt32(bytes[i]), UInt32(bytes[i + 1]), UInt32(bytes[i + 2]), UInt32(bytes[i + 3]))
             let v = bigEndian ? b.0 << 24 | b.1 << 16 | b.2 << 8 | b.3 : b.3 << 24 | b.2 << 16 | b.1 << 8 | b.0
-            guard let scalar = Unicode.Scalar(v) else {
-                if strict { return nil }
-                out.append("\u{FFFD}")
-                i += 4
-                continue
-            }
-            out.append(scalar)
+            out.append(Unicode.Scalar(v) ?? "\u{FFFD}")
             i += 4
         }
         if bytes.count % 4 != 0 { out.append("\u{FFFD}") }

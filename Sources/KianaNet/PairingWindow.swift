@@ -80,7 +80,7 @@ public actor PairingWindow {
     func request(from link: PeerLink, body: CBOR, accepted: @Sendable () async -> CBOR) async -> LinkReply {
         let name: String? = {
             guard case .map(let m) = body, case .text(let n)? = m[.text("name")] else { return nil }
-            return String(n.prefix(64))
+            return PeerName.clean(n)
         }()
         guard isOpen else { return .error(code: .closed, message: "the pairing window is closed") }
         guard requests[link.remoteKey] == nil else { return .error(code: .conflict, message: "already waiting") }

@@ -284,8 +284,9 @@ public final class PeerNetwork: Sendable {
             // 10.0.0.300, 10.1, 0x7f.1 or "10.0.0.1." would otherwise be dialled as names, or
             // reach another address than the one shown.
             func numeric(_ label: Substring) -> Bool {
-                let digits = label.lowercased().hasPrefix("0x") ? label.dropFirst(2) : label
-                return !digits.isEmpty && digits.allSatisfy { $0.isASCII && $0.isHexDigit } && (digits.count < label.count || digits.allSatisfy(\.isNumber))
+                // "0x" alone counts too: the resolver reads it as 0.
+                if label.lowercased().hasPrefix("0x") { return label.dropFirst(2).allSatisfy { $0.isASCII && $0.isHexDigit } }
+                return !label.isEmpty && label.allSatisfy { $0.isASCII && $0.isNumber }
             }
             if labels.allSatisfy(numeric) {
                 var v4 = in_addr()

@@ -31,6 +31,25 @@ public struct PeerStatus: Sendable, Codable, Equatable {
     public var dialError: String?
 }
 
+/// A name another device gives itself (hello, pairing request, mDNS TXT), made fit to show:
+/// control, format (bidi overrides), line and paragraph separators become spaces; at most 64
+/// characters and 256 bytes.
+public enum PeerName {
+    public static func clean(_ name: String) -> String {
+        let hidden: Set<Unicode.GeneralCategory> = [.control, .format, .lineSeparator, .paragraphSeparator]
+        let shown = String(String.UnicodeScalarView(name.unicodeScalars.map { hidden.contains($0.properties.generalCategory) ? " " : $0 }))
+        var out = ""
+        for ch in shown.prefix(64) {
+            if out.utf8.count + String(ch).utf8.count > 256 { break }
+            out.append(ch)
+        }
+        return out
+    }
+
+    /// Whether `name` is shown as given (what `clean` would not change).
+    public static func isClean(_ name: String) -> Bool { clean(name) == name }
+}
+
 /// This device's sync state: its head and history tree, counters since start, and its peers.
 public struct SyncStatus: Sendable, Codable, Equatable {
     public var height: UInt64
@@ -62,10 +81,7 @@ extension PeerNetwork {
         var seenAddresses: Set<String> = []
         for link in links {
             let name: String? = {
-                // A peer's own words: bounded, and no control characters in a table row.
-                if case .map(let m) = link.peerHello, case .text(let n)? = m[.text("name")] {
-                    return String(String.UnicodeScalarView(n.prefix(64).unicodeScalars.map { $0.properties.generalCategory == .control ? " " : $0 }))
-                }
+                if case .map(let m) = link.peerHello, case .text(let n)? = m[.text("name")] { return PeerName.clean(n) }
                 return nil
             }()
             out.append(
@@ -98,7 +114,7 @@ extension PeerNetwork {
             out.append(
                 PeerStatus(
                     device: d.device, address: addr, state: "discovered", member: false, source: d.sameNetwork ? "mdns" : "mdns (other network)",
-                    rttMillis: nil, name: d.name))
+                    rttMillis: nil, name: d.name.map(PeerName.clean)))
             seenAddresses.insert(addr)
         }
         let failures = await plan.failures

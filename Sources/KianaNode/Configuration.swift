@@ -1,5 +1,6 @@
 import Foundation
 import KianaCore
+import KianaNet
 
 /// One setting: its key in `config.json` (dotted: `http.port` is `{"http": {"port": …}}`), its
 /// environment variable and its flag, what values it takes and its default.
@@ -35,8 +36,10 @@ public struct Setting: Sendable {
         case .text:
             return
         case .name:
-            guard (1...64).contains(text.count), !text.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) else {
-                throw KianaNodeError(.invalidInput, "\(origin) must be 1 to 64 characters without control characters (a line break, a tab)")
+            // Shown to others as given: what a peer would clean away is refused here.
+            guard !text.isEmpty, PeerName.isClean(text) else {
+                throw KianaNodeError(
+                    .invalidInput, "\(origin) must be 1 to 64 characters (at most 256 bytes) without control or formatting characters (a line break, a tab)")
             }
         case .host:
             guard !text.isEmpty, !text.contains(where: { $0.isWhitespace || $0.asciiValue.map { $0 < 0x20 } == true }) else {

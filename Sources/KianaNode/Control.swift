@@ -161,8 +161,9 @@ public struct NodeControl: Sendable {
         public var member: Bool
         public var authorities: Int
         public var votesFor: Int
-        /// False when no vote was written (the device was in already, or voted for before).
-        public var voted: Bool
+        /// False when no vote was written (the device was in already, or voted for before);
+        /// absent from a node of an older version, which always wrote one.
+        public var voted: Bool?
     }
 
     public func confirmPairing(device: String?, code: String) throws(KianaNodeError) -> Confirmation {

@@ -135,6 +135,9 @@ extension Node {
     public static func importLedger(_ data: Data, into directory: DataDirectory, now: UInt64 = currentMillis()) throws -> (Node, outcomes: [ImportOutcome]) {
         let (blocks, state) = try validateExport(data, now: now)
         try directory.create()
+        // As `init`: no new keys beside a ledger that lost its key, nothing into an emptied file.
+        if let lost = lostIdentity(directory) { throw lost }
+        if directory.hasIdentity, databaseBytes(directory) == 0 { throw emptied(directory) }
         let identity: DeviceIdentity
         if directory.hasIdentity { identity = try directory.loadIdentity() } else { identity = try directory.createIdentity() }
         let store = try LedgerStore(database: KianaDatabase(path: directory.databasePath))

@@ -37,6 +37,8 @@ public struct Node: Sendable {
             throw KianaNodeError(.alreadyInitialized, "\(directory.path) is already initialized (network \(Hex.encode(net)))")
         }
         try store.initialize(genesis: Block.genesis(identity: identity, time: now, name: name), now: now)
+        // A mark left by a ledger that is gone (an emptied file, removed) is not this one's.
+        directory.clearDamage()
         _ = try directory.apiToken()
         return Node(directory: directory, identity: identity, store: store)
     }
@@ -140,7 +142,7 @@ public struct Node: Sendable {
     static func emptied(_ directory: DataDirectory) -> KianaNodeError {
         KianaNodeError(
             .corrupt,
-            "\(directory.databasePath) is empty (0 bytes): the ledger it held is gone. " + recoveryAdvice
+            "\(directory.databasePath) is empty (0 bytes): the ledger it held is gone (or an `init` was cut off). " + recoveryAdvice
                 + " To start a new network with this key instead, remove the empty file and run `kiana init`.")
     }
 

@@ -210,6 +210,7 @@ public final class NodeService: NodeAPI {
             // What each name held before, so a file that fails to ingest leaves uploads/ as it was
             // (a broken upload must not block or replace the next one of that name).
             var before: [String: Data] = [:]
+            var written: [String] = []
             do {
                 try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
                 for file in kept {
@@ -218,11 +219,33 @@ public final class NodeService: NodeAPI {
                         before[file.path] = old
                     }
                     try Data(file.data).write(to: URL(fileURLWithPath: file.path), options: .atomic)
+                    written.append(file.path)
                 }
             } catch {
+                // Nothing was ingested: uploads/ goes back to what it held.
+                for path in written {
+                    if let old = before[path] { try? old.write(to: URL(fileURLWithPath: path), options: .atomic) } else { unlink(path) }
+                }
                 throw KianaNodeError(.io, "cannot keep the uploaded files in \(folder): \(error.localizedDescription)")
             }
-            let report = try n.ingest(paths: kept.map(\.path), tags: tags, progress: progress, holding: lock)
+            // Only an authority writes: said before anything is read (not as the first write's error).
+            guard try n.isAuthority else {
+                for file in kept where before[file.path] == nil { unlink(file.path) }
+                throw KianaNodeError(
+                    .notAuthority, "this device is not an authority of its network (its vote is not complete, or it was dropped): it cannot add knowledge")
+            }
+            let report: IngestReport
+            do {
+                report = try n.ingest(paths: kept.map(\.path), tags: tags, progress: progress, holding: lock)
+            } catch {
+                // Cut off (a full disk, a busy database): a new upload nothing was taken from is
+                // not kept, so it does not turn the next upload of its name into a 409.
+                for file in kept where before[file.path] == nil {
+                    let source = URL(fileURLWithPath: file.path).standardizedFileURL.path + "#"
+                    if (try? n.searchStore.items(sourcePrefix: source).isEmpty) == true { unlink(file.path) }
+                }
+                throw error
+            }
             // The ingest names files by their absolute, standardized path.
             for path in kept.map(\.path) where report.failedPaths.contains(URL(fileURLWithPath: path).standardizedFileURL.path) {
                 if let old = before[path] {

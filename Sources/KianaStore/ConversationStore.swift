@@ -141,6 +141,7 @@ public struct ConversationStore: Sendable {
 
     /// Appends messages (one transaction) and touches the conversation.
     public func append(_ messages: [ConversationMessage], to id: String, now: Int64) throws(KianaStoreError) {
+        defer { database.keepWritesIfWALLost() }
         try database.run("saving messages") {
             try database.writer.write { db in
                 guard var c = try Conversation.fetchOne(db, key: id) else {

@@ -415,7 +415,8 @@ extension LedgerStore {
 
     /// Seals the pending pool into a block signed by `identity`, if anything can be sealed.
     public func sealPending(identity: DeviceIdentity, now: UInt64) throws(KianaStoreError) -> Block? {
-        try run("sealing pending entries") {
+        defer { database.keepWritesIfWALLost() }
+        return try run("sealing pending entries") {
             try writer.write { db in
                 guard try Self.authorities(db).contains(identity.publicKey) else {
                     throw KianaStoreError(.notAuthority, "this device (\(identity.deviceID)) is not an authority")

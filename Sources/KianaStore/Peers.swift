@@ -19,7 +19,8 @@ extension LedgerStore {
     /// Adds a manual peer address; adding it again changes nothing. Returns false if it was known.
     @discardableResult
     public func addPeerAddress(_ address: String, now: UInt64) throws(KianaStoreError) -> Bool {
-        try run("adding peer address") {
+        defer { database.keepWritesIfWALLost() }
+        return try run("adding peer address") {
             try writer.write { db in
                 if try PeerAddress.fetchOne(db, key: address) != nil { return false }
                 try PeerAddress(address: address, addedAt: Int64(now)).insert(db)

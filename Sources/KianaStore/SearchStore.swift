@@ -250,10 +250,11 @@ public struct SearchStore: Sendable {
             var problem: String?
             try writer.writeWithoutTransaction { db in
                 try db.inTransaction {
+                    // Forgotten items are kept as rows but not indexed: out of the comparison (the
+                    // store keeps the index itself; no trigger follows this delete). Damage met
+                    // here is the item table's, not the index's: it is thrown as it is.
+                    try db.execute(sql: "DELETE FROM item WHERE deleted = 1")
                     do {
-                        // Forgotten items are kept as rows but not indexed: out of the comparison
-                        // (the store keeps the index itself; no trigger follows this delete).
-                        try db.execute(sql: "DELETE FROM item WHERE deleted = 1")
                         try db.execute(sql: "INSERT INTO itemSearch(itemSearch, rank) VALUES ('integrity-check', 1)")
                     } catch let e as DatabaseError where e.resultCode == .SQLITE_CORRUPT {
                         problem = e.message ?? "damaged"

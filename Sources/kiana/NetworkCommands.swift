@@ -204,7 +204,7 @@ struct Pair: ParsableCommand {
                             : "The codes do not match: the request was refused and nothing was written.")
                     throw ExitCode(1)
                 }
-                if !c.voted {
+                if c.voted == false {
                     // A join run again: the vote was written before (or the device is in).
                     say(
                         c.member

@@ -34,6 +34,7 @@ import Testing
         ("10.1:8470", "does not name a host"),
         ("1.2.3.4.5:8470", "does not name a host"),
         ("0x7f.1:8470", "does not name a host"),
+        ("0x.1:8470", "does not name a host"),
         ("0x7f000001:8470", "does not name a host"),
         ("0x7f.0.0.1:8470", "does not name a host"),
         ("10.0.0.1.:8470", "does not name a host"),

@@ -62,7 +62,7 @@ import Testing
         let opened = seen["reload_item"] as? [Any] ?? []
         #expect(opened.first as? Bool == true && opened.last as? String == "The garage door code is 7319.", "\(seen)")
         #expect(seen["token_forgotten"] as? Bool == true, "\(seen)")
-        #expect(seen["malformed_hash_chat"] as? Bool == true, "\(seen)")
+        #expect((seen["malformed_hash_chat"] as? Int ?? 0) >= 2, "the conversations were not listed: \(seen)")
         let paging = seen["paging_kept"] as? [Int] ?? []
         #expect(paging.count == 2 && paging[0] > 100 && paging[1] == paging[0] + 1, "a live change went back to the first page: \(seen)")
         #expect((seen["console_errors"] as? [Any])?.isEmpty == true, "\(seen)")
