@@ -54,4 +54,15 @@ import Testing
             #expect(error.message.contains(why), "\(address): \(error.message)")
         }
     }
+
+    /// A name another device gives itself is shown cleaned: no line breaks, tabs, bidi overrides
+    /// or separators (each a space), at most 64 characters and 256 bytes.
+    @Test func peerNamesAreCleanedBeforeTheyAreShown() {
+        #expect(PeerName.clean("Küchen-Pi 🍳") == "Küchen-Pi 🍳")
+        #expect(PeerName.clean("a\nb\tc\u{202E}d\u{2028}e") == "a b c d e")
+        #expect(PeerName.clean(String(repeating: "x", count: 100)).count == 64)
+        let heavy = "e" + String(repeating: "\u{301}", count: 1000)  // one character, 2,001 bytes
+        #expect(PeerName.clean(heavy + "f").utf8.count <= 256)
+        #expect(PeerName.isClean("Laptop") && !PeerName.isClean("two\nlines"))
+    }
 }

@@ -173,7 +173,10 @@ import Testing
         #expect(try await kiana(["init", "--data-dir", lost]).status == 0)
         try FileManager.default.removeItem(atPath: lost + "/identity.key")
         let transport = try Data(contentsOf: URL(fileURLWithPath: lost + "/transport.key"))
-        for cmd in [["init"], ["status"], ["serve", "--port", "0", "--p2p-port", "0", "--discovery", "off"]] {
+        let exported = dir.path + "/other.json"
+        #expect(try await kiana(["init", "--data-dir", dir.path + "/other"]).status == 0)
+        #expect(try await kiana(["export", "-o", exported, "--data-dir", dir.path + "/other"]).status == 0)
+        for cmd in [["init"], ["status"], ["import", exported], ["serve", "--port", "0", "--p2p-port", "0", "--discovery", "off"]] {
             let r = try await kiana(cmd + ["--data-dir", lost])
             #expect(r.status == 1 && r.err.contains("identity.key is missing") && r.err.contains("kiana restore"), "\(cmd): \(r.err)")
         }
