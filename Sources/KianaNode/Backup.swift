@@ -155,6 +155,7 @@ public enum DataBackup {
         // Never a live node, never an existing one unless asked. The directory's serving lock is
         // taken now and held until the restored data is in place, so no node starts meanwhile.
         let existedBefore = fm.fileExists(atPath: target)
+        let lockExisted = fm.fileExists(atPath: dir.lockPath)
         let lock = try dir.lockForServing()  // throws .locked while a node serves it (creates the directory)
         defer { withExtendedLifetime(lock) {} }
         // A directory this restore created goes again if the restore does not finish.
@@ -167,6 +168,7 @@ public enum DataBackup {
         }
         let contents = (try? fm.contentsOfDirectory(atPath: target)) ?? []
         if !existing && !contents.filter({ $0 != "node.lock" }).isEmpty {
+            if !lockExisted { unlink(dir.lockPath) }  // the owner's folder is left as it was
             throw KianaNodeError(.conflict, "\(target) exists and holds other files; restore into a new or empty directory")
         }
         // Header and passphrase.

@@ -162,5 +162,6 @@ import Testing
         try Data("mine".utf8).write(to: URL(fileURLWithPath: other + "/notes.txt"))
         #expect(try await kiana(["restore", backup, "--data-dir", other, "--passphrase-file", pass, "--force"]).err.contains("holds other files"))
         #expect(FileManager.default.contents(atPath: other + "/notes.txt") == Data("mine".utf8))
+        #expect(try FileManager.default.contentsOfDirectory(atPath: other) == ["notes.txt"], "the refusal left a file behind")
     }
 }
