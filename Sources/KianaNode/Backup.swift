@@ -54,10 +54,7 @@ public enum DataBackup {
         do {
             _ = try LedgerStore(database: KianaDatabase(path: copy)).verify(now: currentMillis())
         } catch {
-            throw KianaNodeError(
-                .verificationFailed,
-                "the ledger in \(directory.path) does not verify (\(error.message)): a backup of it could not be restored, so none was written. "
-                    + Node.recoveryAdvice, cause: error)
+            throw Node.unverifiable(directory, error.message, copy: "a backup of it could not be restored", cause: error)
         }
         progress("verifying", 1, 1)
 

@@ -38,13 +38,10 @@ extension Node {
     public func exportLedger() throws -> Data {
         let blocks = try store.blocks()
         guard let net = try store.network() else { throw KianaNodeError(.notInitialized, "nothing to export") }
-        do {
-            _ = try Self.validateChain(blocks.map(\.encoded), now: currentMillis())
+        do throws(KianaCoreError) {
+            _ = try ChainValidator.validate(encodedBlocks: blocks.map(\.encoded), now: currentMillis())
         } catch {
-            throw KianaNodeError(
-                .verificationFailed,
-                "the ledger in \(directory.path) does not verify (\(ErrorLine.text(for: error).replacingOccurrences(of: "export does not verify: ", with: ""))): an export of it could not be imported, so none was written. "
-                    + Self.recoveryAdvice, cause: error)
+            throw Self.unverifiable(directory, error.description, copy: "an export of it could not be imported", cause: error)
         }
         let export = LedgerExport(
             format: LedgerExport.formatName, version: 1, network: Hex.encode(net), height: blocks.last?.height ?? 0,
@@ -135,9 +132,7 @@ extension Node {
     public static func importLedger(_ data: Data, into directory: DataDirectory, now: UInt64 = currentMillis()) throws -> (Node, outcomes: [ImportOutcome]) {
         let (blocks, state) = try validateExport(data, now: now)
         try directory.create()
-        // As `init`: no new keys beside a ledger that lost its key, nothing into an emptied file.
-        if let lost = lostIdentity(directory) { throw lost }
-        if directory.hasIdentity, databaseBytes(directory) == 0 { throw emptied(directory) }
+        try refuseLostLedgerOrKey(directory)  // as `init`
         let identity: DeviceIdentity
         if directory.hasIdentity { identity = try directory.loadIdentity() } else { identity = try directory.createIdentity() }
         let store = try LedgerStore(database: KianaDatabase(path: directory.databasePath))

@@ -26,10 +26,7 @@ public struct Node: Sendable {
     @discardableResult
     public static func initialize(directory: DataDirectory, name: String? = nil, now: UInt64 = currentMillis()) throws -> Node {
         try directory.create()
-        // Nothing is written (no new keys beside it) where a ledger lost its device key, and
-        // no new network into a database that was emptied.
-        if let lost = lostIdentity(directory) { throw lost }
-        if directory.hasIdentity, databaseBytes(directory) == 0 { throw emptied(directory) }
+        try refuseLostLedgerOrKey(directory)
         let identity: DeviceIdentity
         if directory.hasIdentity { identity = try directory.loadIdentity() } else { identity = try directory.createIdentity() }
         let store = try LedgerStore(database: KianaDatabase(path: directory.databasePath))
@@ -111,6 +108,13 @@ public struct Node: Sendable {
         throw keysWithoutLedger(directory)
     }
 
+    /// Before keys or a ledger are made here (`init`, `import`): nothing is written (no new keys
+    /// beside it) where a ledger lost its device key, and no ledger into a database that was emptied.
+    static func refuseLostLedgerOrKey(_ directory: DataDirectory) throws {
+        if let lost = lostIdentity(directory) { throw lost }
+        if directory.hasIdentity, databaseBytes(directory) == 0 { throw emptied(directory) }
+    }
+
     /// A ledger whose device key is gone (identity.key deleted or not copied): the error that
     /// says so, nil if the directory holds no ledger of a network. Read-only; writes nothing.
     static func lostIdentity(_ directory: DataDirectory) -> KianaNodeError? {
@@ -136,6 +140,13 @@ public struct Node: Sendable {
     /// The database file's size, nil if there is none.
     static func databaseBytes(_ directory: DataDirectory) -> Int? {
         (try? FileManager.default.attributesOfItem(atPath: directory.databasePath))?[.size] as? Int
+    }
+
+    /// A ledger that does not verify, refused as the source of a copy that its reader would
+    /// refuse too (`backup`, `export`).
+    static func unverifiable(_ directory: DataDirectory, _ why: String, copy: String, cause: any Error) -> KianaNodeError {
+        KianaNodeError(
+            .verificationFailed, "the ledger in \(directory.path) does not verify (\(why)): \(copy), so none was written. " + recoveryAdvice, cause: cause)
     }
 
     /// An emptied database file (0 bytes) beside the device key.

@@ -185,12 +185,15 @@ public final class NodeService: NodeAPI {
         guard !uploads.isEmpty else { throw KianaNodeError(.invalidInput, "nothing to ingest: send files") }
         try node.requireWritable()
         let folder = node.directory.path + "/uploads"
-        var files: [(path: String, data: [UInt8])] = []
+        // Each file as written here (`path`) and as the ingest names it (`named`: absolute and
+        // standardized, also for a relative data directory).
+        let standardFolder = URL(fileURLWithPath: folder).standardizedFileURL.path
+        var files: [(path: String, named: String, data: [UInt8])] = []
         var names = Set<String>()
         for upload in uploads {
             let name = try TextExtraction.uploadName(upload.name)
             guard names.insert(name).inserted else { throw KianaNodeError(.invalidInput, "\(name) is sent twice") }
-            files.append((folder + "/" + name, upload.data))
+            files.append((folder + "/" + name, standardFolder + "/" + name, upload.data))
         }
         let started = state.withLock { s -> Bool in
             if s.ingesting { return false }
@@ -211,6 +214,9 @@ public final class NodeService: NodeAPI {
             // (a broken upload must not block or replace the next one of that name).
             var before: [String: Data] = [:]
             var written: [String] = []
+            func putBack(_ path: String) {
+                if let old = before[path] { try? old.write(to: URL(fileURLWithPath: path), options: .atomic) } else { unlink(path) }
+            }
             do {
                 try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
                 for file in kept {
@@ -223,9 +229,7 @@ public final class NodeService: NodeAPI {
                 }
             } catch {
                 // Nothing was ingested: uploads/ goes back to what it held.
-                for path in written {
-                    if let old = before[path] { try? old.write(to: URL(fileURLWithPath: path), options: .atomic) } else { unlink(path) }
-                }
+                written.forEach(putBack)
                 throw KianaNodeError(.io, "cannot keep the uploaded files in \(folder): \(error.localizedDescription)")
             }
             // Only an authority writes: said before anything is read (not as the first write's error).
@@ -241,19 +245,11 @@ public final class NodeService: NodeAPI {
                 // Cut off (a full disk, a busy database): a new upload nothing was taken from is
                 // not kept, so it does not turn the next upload of its name into a 409.
                 for file in kept where before[file.path] == nil {
-                    let source = URL(fileURLWithPath: file.path).standardizedFileURL.path + "#"
-                    if (try? n.searchStore.items(sourcePrefix: source).isEmpty) == true { unlink(file.path) }
+                    if (try? n.searchStore.items(sourcePrefix: file.named + "#").isEmpty) == true { unlink(file.path) }
                 }
                 throw error
             }
-            // The ingest names files by their absolute, standardized path.
-            for path in kept.map(\.path) where report.failedPaths.contains(URL(fileURLWithPath: path).standardizedFileURL.path) {
-                if let old = before[path] {
-                    try? old.write(to: URL(fileURLWithPath: path), options: .atomic)
-                } else {
-                    unlink(path)
-                }
-            }
+            for file in kept where report.failedPaths.contains(file.named) { putBack(file.path) }
             return report
         }
         var embedded = 0
@@ -264,7 +260,7 @@ public final class NodeService: NodeAPI {
             filesScanned: report.filesScanned, filesNew: report.filesNew, filesChanged: report.filesChanged,
             filesUnchanged: report.filesUnchanged, filesRemoved: report.filesRemoved,
             // Named as uploaded: the node's own paths are not the client's business.
-            filesFailed: report.filesFailed.map { $0.replacingOccurrences(of: URL(fileURLWithPath: folder).standardizedFileURL.path + "/", with: "") },
+            filesFailed: report.filesFailed.map { $0.replacingOccurrences(of: standardFolder + "/", with: "") },
             chunksAdded: report.chunksAdded, chunksUpdated: report.chunksUpdated, chunksRemoved: report.chunksRemoved,
             bytesRead: report.bytesRead, embedded: embedded, changed: report.changed)
     }

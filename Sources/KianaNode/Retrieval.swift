@@ -19,6 +19,14 @@ public struct IngestReport: Sendable, Equatable {
     public var chunksRemoved = 0
     public var bytesRead = 0
     public var changed: Bool { chunksAdded + chunksUpdated + chunksRemoved > 0 }
+    /// Something failed and no file was taken (new, changed, unchanged or removed).
+    public var nothingTaken: Bool { !filesFailed.isEmpty && filesNew + filesChanged + filesUnchanged + filesRemoved == 0 }
+
+    /// Records a file that was skipped, and why.
+    mutating func fail(_ file: String, _ reason: String) {
+        filesFailed.append("\(file): \(reason)")
+        failedPaths.insert(file)
+    }
 }
 
 /// Progress callbacks of long operations: (phase, done, total, detail).
@@ -132,15 +140,13 @@ extension Node {
                     report.bytesRead += data.count
                     chunks = chunker.chunks(try TextExtraction.text(of: file, data: data))
                 } catch {
-                    report.filesFailed.append("\(file): \(Self.describe(error))")
-                    report.failedPaths.insert(file)
+                    report.fail(file, Self.describe(error))
                     progress?("reading", report.bytesRead, totalBytes, file)
                     continue
                 }
                 // Nothing to keep from a new file (empty, or headings only): said, not counted as unchanged.
                 if chunks.isEmpty && old.isEmpty && extra.isEmpty {
-                    report.filesFailed.append("\(file): no text to keep (the file is empty or has headings only)")
-                    report.failedPaths.insert(file)
+                    report.fail(file, "no text to keep (the file is empty or has headings only)")
                     progress?("reading", report.bytesRead, totalBytes, file)
                     continue
                 }
@@ -168,8 +174,7 @@ extension Node {
                 // A file whose chunks the ledger would refuse (a NUL byte: not a text file) is
                 // skipped and reported, and the others go on.
                 if let problem = Self.firstProblem(ops) {
-                    report.filesFailed.append("\(file): \(problem)")
-                    report.failedPaths.insert(file)
+                    report.fail(file, problem)
                     progress?("reading", report.bytesRead, totalBytes, file)
                     continue
                 }
@@ -184,15 +189,14 @@ extension Node {
                 progress?("reading", report.bytesRead, totalBytes, file)
             }
             // Folders that could not be read: what was ingested from them is kept, and said.
+            func isUnder(_ path: String, _ folder: String) -> Bool { path == folder || path.hasPrefix(folder == "/" ? "/" : folder + "/") }
             for folder in entry.unreadable {
-                let kept = existing.keys.filter { $0 == folder || $0.hasPrefix(folder == "/" ? "/" : folder + "/") }.count
+                let kept = existing.keys.filter { isUnder($0, folder) }.count
                 report.filesFailed.append(
                     "\(folder): cannot be read (permissions?)"
                         + (kept == 0 ? "" : kept == 1 ? "; the file ingested from it before was kept" : "; the \(kept) files ingested from it before were kept"))
             }
-            func underUnreadable(_ path: String) -> Bool {
-                entry.unreadable.contains { path == $0 || path.hasPrefix($0 == "/" ? "/" : $0 + "/") }
-            }
+            func underUnreadable(_ path: String) -> Bool { entry.unreadable.contains { isUnder(path, $0) } }
             // files that were ingested under this root and are gone now
             for (path, items) in existing where !present.contains(path) && (entry.isFolder || path == entry.root) {
                 if fm.fileExists(atPath: path) && entry.isFolder && TextExtraction.isSupported(path) { continue }

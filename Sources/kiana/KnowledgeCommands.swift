@@ -176,10 +176,9 @@ struct Ingest: ParsableCommand {
                 let r = try node.ingest(paths: paths, tags: tags, progress: bar.handler)
                 if r.changed { NodeControl.tellLedgerChanged(node.directory) }
                 let files = "\(r.filesScanned) files: \(r.filesNew) new, \(r.filesChanged) changed, \(r.filesUnchanged) unchanged, \(r.filesRemoved) removed"
-                let allFailed = !r.filesFailed.isEmpty && r.filesNew + r.filesChanged + r.filesUnchanged + r.filesRemoved == 0
                 if r.changed {
                     say("Ingested \(files); chunks +\(r.chunksAdded) ~\(r.chunksUpdated) -\(r.chunksRemoved)")
-                } else if !allFailed {
+                } else if !r.nothingTaken {
                     say("Nothing changed (\(files))")
                 }
                 for f in r.filesFailed { Output.note("kiana: skipped " + Terminal.escape(f)) }
@@ -191,7 +190,7 @@ struct Ingest: ParsableCommand {
             }
             let first = try once()
             // Every file named failed: the command did not do what was asked (scripts see exit 1).
-            if !watch, !first.filesFailed.isEmpty, first.filesNew + first.filesChanged + first.filesUnchanged + first.filesRemoved == 0 {
+            if !watch, first.nothingTaken {
                 throw KianaNodeError(.ingest, "nothing could be ingested (\(first.filesFailed.count) skipped, above)")
             }
             guard watch else { return }
