@@ -26,6 +26,7 @@ public final class KianaDatabase: Sendable {
         }
         filePath = path
         do {
+            if !FileManager.default.fileExists(atPath: path) { try Self.createFile(at: path) }
             writer = try DatabasePool(path: path, configuration: config)
             if try writer.read({ try Self.migrator.hasBeenSuperseded($0) }) {
                 throw KianaStoreError(.database, "the database at \(path) was written by a newer version of KI_ana: use that version (or newer)")
@@ -37,6 +38,23 @@ public final class KianaDatabase: Sendable {
             }
         } catch {
             throw Self.storeError(error, "cannot open database at \(path)")
+        }
+    }
+
+    /// Makes a new database file that is never seen empty: SQLite creates the file with 0 bytes
+    /// and writes its header only when WAL mode is set, and a kill in between would leave an
+    /// empty file that every command refuses as a lost ledger. So the file is made under a
+    /// temporary name, given its header, closed, and then renamed into place.
+    static func createFile(at path: String) throws {
+        let fresh = path + ".new"
+        for leftover in [fresh, fresh + "-wal", fresh + "-shm", fresh + "-journal"] {
+            try? FileManager.default.removeItem(atPath: leftover)
+        }
+        let queue = try DatabaseQueue(path: fresh)
+        try queue.writeWithoutTransaction { db in try db.execute(sql: "PRAGMA journal_mode = WAL") }
+        try queue.close()
+        guard rename(fresh, path) == 0 else {
+            throw KianaStoreError(.database, "cannot move the new database \(fresh) to \(path): \(String(cString: strerror(errno)))")
         }
     }
 

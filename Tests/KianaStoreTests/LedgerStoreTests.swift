@@ -183,6 +183,25 @@ import Testing
         #expect(mode == "wal")
     }
 
+    /// A new file is made under a temporary name and renamed once it has its header, so a kill
+    /// during creation never leaves an empty `kiana.sqlite` (which reads as a lost ledger). A
+    /// leftover from such a kill is replaced.
+    @Test func aNewFileIsNeverEmptyAndLeftoversAreReplaced() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("kiana-store-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let path = dir.appendingPathComponent("k.sqlite").path
+        try Data("not a database".utf8).write(to: URL(fileURLWithPath: path + ".new"))
+        try KianaDatabase.createFile(at: path)
+        let size = try FileManager.default.attributesOfItem(atPath: path)[.size] as? Int ?? 0
+        #expect(size >= 512)
+        let left = try FileManager.default.contentsOfDirectory(atPath: dir.path)
+        #expect(left == ["k.sqlite"])
+        let s = LedgerStore(database: try KianaDatabase(path: path))
+        try s.initialize(genesis: Block.genesis(identity: identity, time: t0), now: t0)
+        #expect(try writerJournalMode(s) == "wal")
+    }
+
     func writerJournalMode(_ s: LedgerStore) throws -> String {
         try s.database.writer.read { db in try String.fetchOne(db, sql: "PRAGMA journal_mode") ?? "" }
     }
