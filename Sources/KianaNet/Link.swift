@@ -393,6 +393,16 @@ public actor PeerLink {
 public enum Link {
     static func fail(_ code: ErrorCode, _ why: String) -> KianaNetError { KianaNetError(code, why) }
 
+    /// Whether `error` means the other side closed the connection. A side that refuses closes
+    /// (a listener with no pairing window after the preamble, one that does not admit the key
+    /// after the handshake), so our next read or write can fail either way.
+    static func closedByPeer(_ error: any Error) -> Bool {
+        if let e = error as? KianaNetError { return e.code == .closed }
+        if let e = error as? ChannelError { return e == .ioOnClosedChannel || e == .eof || e == .alreadyClosed || e == .outputClosed }
+        if let e = error as? IOError { return [ECONNRESET, EPIPE].contains(e.errnoCode) }
+        return false
+    }
+
     static func timeAmount(_ d: Duration) -> TimeAmount {
         .nanoseconds(d.components.seconds * 1_000_000_000 + d.components.attoseconds / 1_000_000_000)
     }
@@ -442,7 +452,11 @@ public enum Link {
                 established = try await handshake(&reader, outbound: outbound, dial: dial, context: context, remote: remote, deadline: deadline)
             } catch {
                 // The deadline closes the socket, so the read fails as "closed": say what it was.
-                let failure = expired.isSet ? fail(.timeout, "handshake not finished within \(limit)") : error
+                // A write that found the socket closed is the same refusal as a read that did.
+                let failure =
+                    expired.isSet
+                    ? fail(.timeout, "handshake not finished within \(limit)")
+                    : !(error is KianaNetError) && closedByPeer(error) ? fail(.closed, "the other side closed the connection during the handshake") : error
                 if dial == nil {
                     // Someone dialed this device and did not get in: a notice at most once per
                     // source address a minute and a few a minute in all, details at info within

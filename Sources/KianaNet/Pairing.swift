@@ -49,19 +49,10 @@ public enum Pairing {
         let shown = ShownFlag()
         do {
             return try await run(channel, context: context, name: name, wait: wait, shown: shown, onCode: onCode, progress: progress, receive: receive)
-        } catch  where !shown.value && Self.closedByPeer(error) {
+        } catch  where !shown.value && Link.closedByPeer(error) {
             throw KianaNetError(
                 .pairing, "\(address) closed the connection during the handshake: no pairing window is open there (run `kiana pair` on the authority), or it is not the authority's device-link port (8470 unless set otherwise; `kiana serve` prints it)")
         }
-    }
-
-    /// Whether `error` means the other side closed the connection (a listener with no pairing
-    /// window closes right after the preamble, so our next read or write can fail either way).
-    static func closedByPeer(_ error: any Error) -> Bool {
-        if let e = error as? KianaNetError { return e.code == .closed }
-        if let e = error as? ChannelError { return e == .ioOnClosedChannel || e == .eof || e == .alreadyClosed || e == .outputClosed }
-        if let e = error as? IOError { return [ECONNRESET, EPIPE].contains(e.errnoCode) }
-        return false
     }
 
     static func run(

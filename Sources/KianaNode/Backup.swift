@@ -32,7 +32,14 @@ public enum DataBackup {
         }
         guard !FileManager.default.fileExists(atPath: file) else { throw KianaNodeError(.conflict, "\(file) exists; choose another name") }
         // What an interrupted earlier run left (a process that no longer exists): removed first.
-        sweep(beside: file, prefixes: [(file as NSString).lastPathComponent + ".kiana-work-", (file as NSString).lastPathComponent + ".partial-"])
+        // Work folders of any backup in this folder, not only this name's: they hold an
+        // unencrypted copy of the database, and nightly backups are named by date. A partial
+        // file (sealed) only for this name.
+        let base = (file as NSString).lastPathComponent
+        Leftovers.sweep(beside: file) { name in
+            if let r = name.range(of: ".kiana-work-", options: .backwards), r.lowerBound > name.startIndex { return String(name[r.upperBound...]) }
+            return name.hasPrefix(base + ".partial-") ? String(name.dropFirst(base.count + 9)) : nil
+        }
         let work = file + ".kiana-work-\(getpid())"
         let partial = file + ".partial-\(getpid())"
         let cleanup = TemporaryPaths.register([work, partial])
@@ -189,7 +196,7 @@ public enum DataBackup {
 
         let parent = (target as NSString).deletingLastPathComponent
         let name = (target as NSString).lastPathComponent
-        sweep(beside: target, prefixes: ["." + name + ".restoring-"])
+        Leftovers.sweep(beside: target) { entry in entry.hasPrefix("." + name + ".restoring-") ? String(entry.dropFirst(name.count + 12)) : nil }
         let staging = parent + "/." + name + ".restoring-\(getpid())"
         let cleanup = TemporaryPaths.register([staging])
         do {
@@ -263,19 +270,6 @@ public enum DataBackup {
         finished = true
         Self.syncDirectory(of: target)
         return Summary(file: file, bytes: fileSize, height: height, entries: entries, created: header.created)
-    }
-
-    /// Removes what interrupted runs left beside `path`: entries starting with a prefix and
-    /// ending in the process ID of a process that no longer exists.
-    static func sweep(beside path: String, prefixes: [String]) {
-        let parent = (path as NSString).deletingLastPathComponent
-        let dir = parent.isEmpty ? "." : parent
-        for name in (try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? [] {
-            for prefix in prefixes where name.hasPrefix(prefix) {
-                guard let pid = Int32(name.dropFirst(prefix.count)), pid != getpid() else { continue }
-                if kill(pid, 0) != 0 && errno == ESRCH { try? FileManager.default.removeItem(atPath: dir + "/" + name) }
-            }
-        }
     }
 
     static func ledgerFacts(_ path: String) throws -> (UInt64, Int) {

@@ -196,13 +196,22 @@ public struct KianaConfig: Sendable {
         try checkDeviceName(name, origin: "--name")
         let path = directory.path + "/config.json"
         guard !FileManager.default.fileExists(atPath: path) else { return false }
+        let data: Data
         do {
-            let data = try JSONSerialization.data(withJSONObject: ["device": ["name": name]], options: [.prettyPrinted, .sortedKeys])
-            try (data + Data("\n".utf8)).write(to: URL(fileURLWithPath: path), options: .withoutOverwriting)
-            try FileManager.default.setAttributes([.posixPermissions: 0o600], ofItemAtPath: path)
+            data = try JSONSerialization.data(withJSONObject: ["device": ["name": name]], options: [.prettyPrinted, .sortedKeys])
         } catch {
-            throw KianaNodeError(.io, "cannot write \(path): \(error.localizedDescription)", cause: error)
+            throw KianaNodeError(.internal, "cannot encode config.json", cause: error)
         }
+        // Written whole under a temporary name (0600, synced) and linked into place, which fails
+        // if the owner made the file meanwhile: a kill or power loss never leaves half a file.
+        let tmp = path + ".tmp"
+        try DataDirectory.writeSecret([UInt8](data + Data("\n".utf8)), to: tmp)
+        defer { unlink(tmp) }
+        guard link(tmp, path) == 0 else {
+            if errno == EEXIST { return false }
+            throw KianaNodeError(.io, "cannot write \(path): \(String(cString: strerror(errno)))")
+        }
+        DataDirectory.syncFolder(directory.path)
         return true
     }
 

@@ -212,6 +212,12 @@ final class IncomingLedger: Sendable {
         }
     }
 
+    /// Keeps `address` as a peer in the received ledger's database before it is moved into
+    /// place, so a join cut off right after the move still dials the authority.
+    func keepPeer(_ address: String) {
+        store.withLock { s in _ = try? s?.addPeerAddress(address, now: currentMillis()) }
+    }
+
     func close() throws {
         try store.withLock { s in try s?.database.close() }
     }
@@ -243,9 +249,19 @@ extension Node {
             // Ours from before: a join that was cut off after the code (the authority may have
             // voted for this key already), or `kiana init --identity-only`-like setups.
             identity = try directory.loadIdentity()
+            // These keys now join a network: an init begun with them and cut off is not finished
+            // by the next `serve` (the authority may vote for this key).
+            directory.clearInitPending()
             if fm.fileExists(atPath: directory.databasePath) {
                 let db = try KianaDatabase(path: directory.databasePath)
-                if let net = try LedgerStore(database: db).network() {
+                let existing = LedgerStore(database: db)
+                if let net = try existing.network() {
+                    if try existing.membership().authorities.contains(identity.publicKey) {
+                        throw KianaNodeError(
+                            .alreadyInitialized,
+                            "\(directory.path) has already joined network \(Hex.encode(net.prefix(8)))… (this device is one of its authorities): "
+                                + "start it with `kiana serve --data-dir \(directory.path)`. To join another network, use a new data directory")
+                    }
                     throw KianaNodeError(
                         .alreadyInitialized, "\(directory.path) already belongs to network \(Hex.encode(net.prefix(8)))…; join with a new data directory")
                 }
@@ -283,11 +299,12 @@ extension Node {
                 for key in [directory.identityKeyPath, directory.transportKeyPath] { try? fm.removeItem(atPath: key) }
             }
         }
-        // The ledger arrives batch by batch into a database beside the data directory, each block
-        // validated as it is stored; only a complete, valid ledger is moved into place.
-        // One name per data directory, so what a killed join left behind is removed by the next.
-        let url = URL(fileURLWithPath: directory.path)
-        let temp = url.deletingLastPathComponent().path + "/.kiana-join-" + url.lastPathComponent + ".sqlite"
+        // The ledger arrives batch by batch into a database in the data directory (made when the
+        // code is shown), each block validated as it is stored; only a complete, valid ledger is
+        // renamed into place (one rename within one folder: never a half-copied file, also when
+        // the data directory is a mount point of its own). One name, so what a killed join left
+        // behind is removed by the next.
+        let temp = directory.path + "/join-incoming.sqlite"
         let incoming = IncomingLedger(path: temp)
         incoming.discard()
         defer { incoming.discard() }
@@ -307,16 +324,15 @@ extension Node {
                 : ""
             throw KianaNodeError(.network, message + again, cause: error)
         }
+        // The authority is the first peer this device knows; the node dials it when it starts.
+        incoming.keepPeer(address)
         try incoming.close()
         if fresh, !directory.hasIdentity { try directory.save(identity: identity) }
-        do {
-            try FileManager.default.moveItem(atPath: temp, toPath: directory.databasePath)
-        } catch {
-            throw KianaNodeError(.io, "cannot move the received ledger into \(directory.path): \(error.localizedDescription)")
+        guard rename(temp, directory.databasePath) == 0 else {
+            throw KianaNodeError(.io, "cannot move the received ledger into \(directory.path): \(String(cString: strerror(errno)))")
         }
+        DataDirectory.syncFolder(directory.path)
         let store = try LedgerStore(database: KianaDatabase(path: directory.databasePath))
-        // The authority is the first peer this device knows; the node dials it when it starts.
-        _ = try? store.addPeerAddress(address, now: currentMillis())
         return (Node(directory: directory, identity: identity, store: store), joined)
     }
 }

@@ -45,6 +45,10 @@ public struct DataDirectory: Sendable {
     public var lockPath: String { path + "/node.lock" }
     /// Present while the ledger is known to be damaged: what failed (writes are refused).
     public var damagePath: String { path + "/ledger.damaged" }
+    /// Present from the start of an `init` (also the one `kiana serve` makes on a new directory)
+    /// until its first block is stored: keys without a ledger beside it are an init to finish,
+    /// not a `kiana join` that was cut off.
+    public var initPendingPath: String { path + "/init.pending" }
 
     /// The API token clients off loopback must send as `Authorization: Bearer <token>` (0600).
     public var apiTokenPath: String { path + "/api.token" }
@@ -142,19 +146,25 @@ public struct DataDirectory: Sendable {
         unlink(tmp)
         let fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL, 0o600)
         guard fd >= 0 else { throw KianaNodeError(.keyFile, "cannot create \(tmp): \(String(cString: strerror(errno)))") }
+        // Run as root on a directory another user owns (the systemd service's, `sudo kiana …`):
+        // the key belongs to that user, or the node could not read it. Given before the rename,
+        // so a kill cannot leave a key in place that only root can read.
+        var owner = stat()
+        if geteuid() == 0, stat((path as NSString).deletingLastPathComponent, &owner) == 0, owner.st_uid != 0 {
+            _ = fchown(fd, owner.st_uid, owner.st_gid)
+        }
         let ok = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) } == bytes.count && fsync(fd) == 0
         close(fd)
         guard ok, rename(tmp, path) == 0 else {
             unlink(tmp)
             throw KianaNodeError(.keyFile, "cannot write \(path): \(String(cString: strerror(errno)))")
         }
-        // Run as root on a directory another user owns (the systemd service's, `sudo kiana …`):
-        // the key belongs to that user, or the node could not read it.
-        var owner = stat()
-        if geteuid() == 0, stat((path as NSString).deletingLastPathComponent, &owner) == 0, owner.st_uid != 0 {
-            _ = chown(path, owner.st_uid, owner.st_gid)
-        }
-        let dir = open((path as NSString).deletingLastPathComponent, O_RDONLY)
+        syncFolder((path as NSString).deletingLastPathComponent)
+    }
+
+    /// Makes a rename in `folder` durable (best effort).
+    static func syncFolder(_ folder: String) {
+        let dir = open(folder, O_RDONLY)
         if dir >= 0 {
             fsync(dir)
             close(dir)
@@ -240,6 +250,17 @@ extension DataDirectory {
 
     func clearDamage() {
         unlink(damagePath)
+    }
+
+    /// Whether an `init` began here and has not stored its first block.
+    var initPending: Bool { FileManager.default.fileExists(atPath: initPendingPath) }
+
+    func markInitPending() throws(KianaNodeError) {
+        try Self.writeSecret([], to: initPendingPath)
+    }
+
+    func clearInitPending() {
+        unlink(initPendingPath)
     }
 
     /// True when the database has a write-ahead log with frames in it (a node still running, or

@@ -99,6 +99,12 @@ public enum KeyRotation {
     @discardableResult
     public static func promoteIfRotated(directory: DataDirectory) throws -> Bool {
         guard let next = try loadNext(directory) else { return false }
+        if try directory.loadIdentity().publicKey == next.publicKey {
+            // Switched already; a kill came before the clean-up.
+            unlink(directory.nextKeysPath)
+            unlink(directory.rotationConfirmedPath)
+            return true
+        }
         let node = try Node.open(directory: directory, forReading: true)
         let authorities = try node.store.membership().authorities
         guard authorities.contains(next.publicKey) else { return false }
@@ -106,8 +112,9 @@ public enum KeyRotation {
         guard confirmed || authorities == [next.publicKey] else { return false }
         try DataDirectory.writeSecret(Array(next.transportKey.rawRepresentation), to: directory.transportKeyPath)
         try DataDirectory.writeSecret(Array(next.signingKey.rawRepresentation), to: directory.identityKeyPath)
-        unlink(directory.rotationConfirmedPath)
+        // The next keys first: a rotation with next keys and no confirmation is one still waiting.
         unlink(directory.nextKeysPath)
+        unlink(directory.rotationConfirmedPath)
         return true
     }
 

@@ -27,15 +27,21 @@ public struct Node: Sendable {
     public static func initialize(directory: DataDirectory, name: String? = nil, now: UInt64 = currentMillis()) throws -> Node {
         try directory.create()
         try refuseLostLedgerOrKey(directory)
+        // Until the first block is stored, keys here without a ledger are this init's, so a run
+        // cut off in between (kill, power loss, a container stopped) is finished by the next
+        // `init` or `serve` instead of being refused as a cut-off join.
+        try directory.markInitPending()
         let identity: DeviceIdentity
         if directory.hasIdentity { identity = try directory.loadIdentity() } else { identity = try directory.createIdentity() }
         let store = try LedgerStore(database: KianaDatabase(path: directory.databasePath))
         if let net = try store.network() {
+            directory.clearInitPending()
             throw KianaNodeError(.alreadyInitialized, "\(directory.path) is already initialized (network \(Hex.encode(net)))")
         }
-        try store.initialize(genesis: Block.genesis(identity: identity, time: now, name: name), now: now)
         // A mark left by a ledger that is gone (an emptied file, removed) is not this one's.
         directory.clearDamage()
+        try store.initialize(genesis: Block.genesis(identity: identity, time: now, name: name), now: now)
+        directory.clearInitPending()
         _ = try directory.apiToken()
         return Node(directory: directory, identity: identity, store: store)
     }
@@ -100,11 +106,16 @@ public struct Node: Sendable {
     /// the only authority of a network of its own; `kiana init` does that when asked.
     public static func openOrInitialize(directory: DataDirectory) throws -> (Node, created: Bool) {
         guard directory.hasIdentity else { return (try initialize(directory: directory), true) }
+        if directory.initPending, databaseBytes(directory) == nil { return (try initialize(directory: directory), true) }
         guard let size = databaseBytes(directory), size > 0 else {
             return (try open(directory: directory), false)  // says what is missing or emptied
         }
         let store = try LedgerStore(database: KianaDatabase(path: directory.databasePath))
-        if try store.isInitialized() { return (try open(directory: directory), false) }
+        if try store.isInitialized() {
+            directory.clearInitPending()  // an init cut off after its first block
+            return (try open(directory: directory), false)
+        }
+        if directory.initPending { return (try initialize(directory: directory), true) }
         throw keysWithoutLedger(directory)
     }
 
@@ -153,13 +164,19 @@ public struct Node: Sendable {
     static func emptied(_ directory: DataDirectory) -> KianaNodeError {
         KianaNodeError(
             .corrupt,
-            "\(directory.databasePath) is empty (0 bytes): the ledger it held is gone (or an `init` was cut off). " + recoveryAdvice
+            "\(directory.databasePath) is empty (0 bytes): the ledger it held is gone. " + recoveryAdvice
                 + " To start a new network with this key instead, remove the empty file and run `kiana init`.")
     }
 
     /// A device key and no ledger: what happened and the ways on.
     static func keysWithoutLedger(_ directory: DataDirectory) -> KianaNodeError {
-        KianaNodeError(
+        if directory.initPending {
+            return KianaNodeError(
+                .notInitialized,
+                "no ledger in \(directory.path) yet: a `kiana init` here was cut off before its first block. "
+                    + "Run `kiana init --data-dir \(directory.path)` (or `kiana serve`) to finish it")
+        }
+        return KianaNodeError(
             .notInitialized,
             "no ledger in \(directory.path), only a device key. If a `kiana join` was cut off, run it again to finish it; "
                 + "if the ledger file was lost, restore the directory from a backup (`kiana restore`); "

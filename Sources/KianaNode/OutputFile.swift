@@ -56,6 +56,9 @@ public final class OutputFile {
             temporary = nil
             return
         }
+        // What an interrupted earlier run for this file left (its process is gone): removed.
+        let base = (path as NSString).lastPathComponent
+        Leftovers.sweep(beside: path) { name in name.hasPrefix(base + ".part-") ? String(name.dropFirst(base.count + 6)) : nil }
         let tmp = path + ".part-\(getpid())"
         if FileManager.default.createFile(atPath: tmp, contents: nil, attributes: exists ? [.posixPermissions: Int(st.st_mode & 0o777)] : nil),
             let h = FileHandle(forWritingAtPath: tmp)
@@ -91,16 +94,24 @@ public final class OutputFile {
     public func finish(bytes: Data) throws {
         do {
             try handle.write(contentsOf: bytes)
-            if temporary != nil || inPlace { try handle.truncate(atOffset: handle.offsetInFile) }
+            if temporary != nil || inPlace {
+                try handle.truncate(atOffset: handle.offsetInFile)
+                // On disk before it takes the name: a power loss after the rename must not leave
+                // an empty file where the old one was.
+                try handle.synchronize()
+            }
             try handle.close()
         } catch {
             if let temporary { unlink(temporary) }
             throw KianaNodeError(.io, "cannot write \(path)", cause: error)
         }
-        if let temporary, rename(temporary, path) != 0 {
-            let why = String(cString: strerror(errno))
-            unlink(temporary)
-            throw KianaNodeError(.io, "cannot write \(path): \(why)")
+        if let temporary {
+            guard rename(temporary, path) == 0 else {
+                let why = String(cString: strerror(errno))
+                unlink(temporary)
+                throw KianaNodeError(.io, "cannot write \(path): \(why)")
+            }
+            DataDirectory.syncFolder((path as NSString).deletingLastPathComponent.isEmpty ? "." : (path as NSString).deletingLastPathComponent)
         }
     }
 
@@ -108,5 +119,19 @@ public final class OutputFile {
     public func abandon() {
         try? handle.close()
         if let temporary { unlink(temporary) }
+    }
+}
+
+/// Temporary files of interrupted runs (their names end in the ID of the process that made them).
+enum Leftovers {
+    /// Removes what interrupted runs left beside `path`: entries for which `processID` gives
+    /// the ID of a process that no longer exists (their names end in it).
+    static func sweep(beside path: String, processID: (String) -> String?) {
+        let parent = (path as NSString).deletingLastPathComponent
+        let dir = parent.isEmpty ? "." : parent
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? [] {
+            guard let digits = processID(name), let pid = Int32(digits), pid > 0, pid != getpid() else { continue }
+            if kill(pid, 0) != 0 && errno == ESRCH { try? FileManager.default.removeItem(atPath: dir + "/" + name) }
+        }
     }
 }

@@ -76,6 +76,40 @@ import Testing
         #expect(node.waitForExit())
     }
 
+    /// What killed runs left is removed by the next run: the work folder of another night's
+    /// backup (it holds a plain copy of the database) and this name's partial file, an export's
+    /// partial file; what a running process is writing, and a user's look-alike file, stay.
+    @Test func leftoversOfKilledRunsAreSwept() async throws {
+        let dir = try TempDir()
+        defer { dir.cleanup() }
+        let a = dir.path + "/a"
+        #expect(try await kiana(["init", "--data-dir", a]).status == 0)
+        let pass = dir.path + "/pass"
+        try Data("correct horse battery".utf8).write(to: URL(fileURLWithPath: pass))
+        // The ID of a process that has ended.
+        let ended = Process()
+        ended.executableURL = URL(fileURLWithPath: "/bin/true")
+        try ended.run()
+        ended.waitUntilExit()
+        let dead = ended.processIdentifier
+        let live = getpid()
+        let fm = FileManager.default
+        let out = dir.path + "/out"
+        try fm.createDirectory(atPath: out, withIntermediateDirectories: false)
+        let stale = ["2026-12-01.kbk.kiana-work-\(dead)", "2026-12-02.kbk.partial-\(dead)", "2026-12-02.kbk.kiana-work-\(live)", "notes.partial-\(dead)"]
+        for name in stale where name.contains("work") {
+            try fm.createDirectory(atPath: out + "/" + name, withIntermediateDirectories: false)
+            try Data("plain".utf8).write(to: URL(fileURLWithPath: out + "/" + name + "/kiana.sqlite"))
+        }
+        for name in stale where !name.contains("work") { try Data("x".utf8).write(to: URL(fileURLWithPath: out + "/" + name)) }
+        try Data("x".utf8).write(to: URL(fileURLWithPath: out + "/2026-12-02.kbk.partial-\(dead)"))
+        try Data("x".utf8).write(to: URL(fileURLWithPath: out + "/export.json.part-\(dead)"))
+        #expect(try await kiana(["backup", out + "/2026-12-02.kbk", "--data-dir", a, "--passphrase-file", pass]).status == 0)
+        #expect(try await kiana(["export", "-o", out + "/export.json", "--data-dir", a]).status == 0)
+        let left = Set(try fm.contentsOfDirectory(atPath: out))
+        #expect(left == ["2026-12-02.kbk", "export.json", "2026-12-02.kbk.kiana-work-\(live)", "notes.partial-\(dead)"], "\(left)")
+    }
+
     @Test func wrongPassphraseDamageAndExistingNodesAreRefused() async throws {
         let dir = try TempDir()
         defer { dir.cleanup() }

@@ -1,6 +1,7 @@
 import Foundation
 import KianaCore
 import KianaNode
+import KianaStore
 import KianaTestSupport
 import Testing
 
@@ -203,6 +204,51 @@ import Testing
         }
         #expect(!FileManager.default.fileExists(atPath: bare + "/identity.key"))
         #expect((try FileManager.default.attributesOfItem(atPath: bare + "/kiana.sqlite")[.size] as? Int) == 0)
+    }
+
+    /// An `init` (or the first `serve`, which makes one) cut off after writing the keys and
+    /// before its first block leaves `init.pending`: the next `init` or `serve` finishes it,
+    /// where keys without a ledger otherwise read as a cut-off join that must not become a
+    /// network of its own. The states are made as the kill leaves them.
+    @Test func anInitCutOffBeforeItsFirstBlockIsFinishedNextTime() async throws {
+        let dir = try TempDir()
+        defer { dir.cleanup() }
+        func cutOff(_ name: String, database: String) async throws -> DataDirectory {
+            let path = dir.path + "/" + name
+            #expect(try await kiana(["init", "--data-dir", path]).status == 0)
+            for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + "/kiana.sqlite" + suffix) }
+            try? FileManager.default.removeItem(atPath: path + "/api.token")
+            #expect(FileManager.default.createFile(atPath: path + "/init.pending", contents: nil))
+            let directory = DataDirectory(path: path)
+            if database == "schema" { _ = try KianaDatabase(path: directory.databasePath) }
+            return directory
+        }
+        // No database yet: said as an init to finish, and `serve` (its opening) finishes it.
+        let none = try await cutOff("none", database: "none")
+        let status = try await kiana(["status", "--data-dir", none.path])
+        #expect(status.status == 1 && status.err.contains("cut off before its first block") && !status.err.contains("kiana join"), "\(status.err)")
+        let (node, created) = try Node.openOrInitialize(directory: none)
+        let made1 = try node.store.network()
+        #expect(created && made1 != nil)
+        #expect(!FileManager.default.fileExists(atPath: none.initPendingPath))
+        // A database with its schema and no block yet: the same.
+        let schema = try await cutOff("schema", database: "schema")
+        #expect(try Node.openOrInitialize(directory: schema).created)
+        #expect(!FileManager.default.fileExists(atPath: schema.initPendingPath))
+        // `kiana init` run again finishes it too.
+        let again = try await cutOff("again", database: "none")
+        #expect(try await kiana(["init", "--data-dir", again.path]).status == 0)
+        #expect(!FileManager.default.fileExists(atPath: again.initPendingPath))
+        #expect(try await kiana(["ledger", "verify", "--data-dir", again.path]).status == 0)
+        // Cut off after the first block: the ledger is opened as it is and the mark goes.
+        let after = dir.path + "/after"
+        #expect(try await kiana(["init", "--data-dir", after]).status == 0)
+        let network = try Node.open(directory: DataDirectory(path: after), forReading: true).store.network()
+        #expect(FileManager.default.createFile(atPath: after + "/init.pending", contents: nil))
+        let (opened, made) = try Node.openOrInitialize(directory: DataDirectory(path: after))
+        let kept = try opened.store.network()
+        #expect(!made && kept == network)
+        #expect(!FileManager.default.fileExists(atPath: after + "/init.pending"))
     }
 
     /// A node that holds its data directory but has not written node.json yet (it checks the

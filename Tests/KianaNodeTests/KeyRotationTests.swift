@@ -1,4 +1,5 @@
 import Foundation
+import KianaNode
 import KianaTestSupport
 import Testing
 
@@ -41,6 +42,12 @@ import Testing
         #expect(try await kiana(["remember", "After the rotation", "--data-dir", a]).status == 0)
         let v = try await kiana(["ledger", "verify", "--data-dir", a])
         #expect(v.status == 0 && v.out.contains("Ledger OK"), "\(v.out)\(v.err)")
+        // Killed after the switch and before the clean-up (the next keys are the current ones,
+        // no confirmation left): the next look finishes it instead of waiting for a device.
+        let both = try Data(contentsOf: URL(fileURLWithPath: a + "/identity.key")) + Data(contentsOf: URL(fileURLWithPath: a + "/transport.key"))
+        #expect(FileManager.default.createFile(atPath: a + "/rotation.next.key", contents: both, attributes: [.posixPermissions: 0o600]))
+        #expect(try KeyRotation.promoteIfRotated(directory: DataDirectory(path: a)))
+        #expect(!FileManager.default.fileExists(atPath: a + "/rotation.next.key"))
     }
 
     @Test func rotationWhileLinkedIsLearnedByTheOtherAuthority() async throws {

@@ -215,6 +215,11 @@ import Testing
         let wDevice = try nodeIdentity(w).device
         #expect(all.count == 2 && all.contains(wDevice), "\(all)")
         #expect(try await kiana(["ledger", "verify", "--data-dir", w]).status == 0)
+        // The received ledger was renamed into place; nothing of it is left beside.
+        #expect(try FileManager.default.contentsOfDirectory(atPath: w).filter { $0.contains("join") }.isEmpty)
+        // Once more: done already, so it says how to start the device (not "use a new directory").
+        let third = try await kiana(["join", "127.0.0.1:\(nodeA.p2p)", "--data-dir", w, "--timeout", "5"])
+        #expect(third.status == 1 && third.err.contains("has already joined") && third.err.contains("kiana serve"), "\(third.err)")
         nodeA.process.signal(SIGTERM)
         _ = await nodeA.process.wait()
     }
