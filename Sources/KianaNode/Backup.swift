@@ -35,11 +35,8 @@ public enum DataBackup {
         // Work folders of any backup in this folder, not only this name's: they hold an
         // unencrypted copy of the database, and nightly backups are named by date. A partial
         // file (sealed) only for this name.
-        let base = (file as NSString).lastPathComponent
-        Leftovers.sweep(beside: file) { name in
-            if let r = name.range(of: ".kiana-work-", options: .backwards), r.lowerBound > name.startIndex { return String(name[r.upperBound...]) }
-            return name.hasPrefix(base + ".partial-") ? String(name.dropFirst(base.count + 9)) : nil
-        }
+        Leftovers.sweepWorkFolders(beside: file)
+        Leftovers.sweep(beside: file, prefix: (file as NSString).lastPathComponent + ".partial-")
         let work = file + ".kiana-work-\(getpid())"
         let partial = file + ".partial-\(getpid())"
         let cleanup = TemporaryPaths.register([work, partial])
@@ -49,6 +46,9 @@ public enum DataBackup {
         } catch {
             throw KianaNodeError(.io, "cannot write beside \(file): \(error.localizedDescription)")
         }
+        // Held for the whole run: another backup's sweep leaves this folder alone.
+        let held = Leftovers.holdWorkFolder(work, wait: true)
+        defer { if let held { close(held) } }
         // A consistent copy of the database first (one read transaction; writers go on).
         progress("copying", 0, 1)
         let copy = work + "/kiana.sqlite"
@@ -196,7 +196,7 @@ public enum DataBackup {
 
         let parent = (target as NSString).deletingLastPathComponent
         let name = (target as NSString).lastPathComponent
-        Leftovers.sweep(beside: target) { entry in entry.hasPrefix("." + name + ".restoring-") ? String(entry.dropFirst(name.count + 12)) : nil }
+        Leftovers.sweep(beside: target, prefix: "." + name + ".restoring-")
         let staging = parent + "/." + name + ".restoring-\(getpid())"
         let cleanup = TemporaryPaths.register([staging])
         do {

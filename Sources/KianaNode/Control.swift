@@ -241,25 +241,33 @@ extension Node {
         directory: DataDirectory, address: String, name: String?, wait: Duration, logger: Logger,
         onCode: @escaping @Sendable (String, DeviceID) -> Void,
         progress: @escaping @Sendable (_ received: Int, _ expected: Int?) -> Void = { _, _ in }
-    ) async throws -> (Node, Pairing.Joined) {
+    ) async throws -> (Node, Pairing.Joined, nameKept: Bool) {
         let identity: DeviceIdentity
         let fresh: Bool
         let fm = FileManager.default
+        // The ledger arrives batch by batch into a database in the data directory (made when the
+        // code is shown), each block validated as it is stored; only a complete, valid ledger is
+        // renamed into place (one rename within one folder: never a half-copied file, also when
+        // the data directory is a mount point of its own). One name, so what a killed join left
+        // behind is removed by the next.
+        let temp = directory.path + "/join-incoming.sqlite"
+        let incoming = IncomingLedger(path: temp)
+        incoming.discard()
+        defer { incoming.discard() }
         if directory.hasIdentity {
             // Ours from before: a join that was cut off after the code (the authority may have
             // voted for this key already), or `kiana init --identity-only`-like setups.
             identity = try directory.loadIdentity()
-            // These keys now join a network: an init begun with them and cut off is not finished
-            // by the next `serve` (the authority may vote for this key).
-            directory.clearInitPending()
             if fm.fileExists(atPath: directory.databasePath) {
                 let db = try KianaDatabase(path: directory.databasePath)
                 let existing = LedgerStore(database: db)
                 if let net = try existing.network() {
-                    if try existing.membership().authorities.contains(identity.publicKey) {
+                    // Joined already: an authority, or voted for and waiting on the other authorities.
+                    let membership = try existing.membership()
+                    if membership.authorities.contains(identity.publicKey) || membership.tally[identity.publicKey]?.authorize == true {
                         throw KianaNodeError(
                             .alreadyInitialized,
-                            "\(directory.path) has already joined network \(Hex.encode(net.prefix(8)))… (this device is one of its authorities): "
+                            "\(directory.path) has already joined network \(Hex.encode(net.prefix(8)))…: "
                                 + "start it with `kiana serve --data-dir \(directory.path)`. To join another network, use a new data directory")
                     }
                     throw KianaNodeError(
@@ -283,6 +291,9 @@ extension Node {
         // leaving an authority no device holds. A join that fails cleanly removes it again.
         let createdDirectory = !fm.fileExists(atPath: directory.path)
         let showCode: @Sendable (String, DeviceID) -> Void = { code, authority in
+            // From here the authority may vote for this key: an init mark left here (a cut-off
+            // init) must not let the next `serve` make these keys a network of their own.
+            directory.clearInitPending()
             if fresh, !directory.hasIdentity { try? directory.save(identity: identity) }
             onCode(code, authority)
         }
@@ -299,15 +310,6 @@ extension Node {
                 for key in [directory.identityKeyPath, directory.transportKeyPath] { try? fm.removeItem(atPath: key) }
             }
         }
-        // The ledger arrives batch by batch into a database in the data directory (made when the
-        // code is shown), each block validated as it is stored; only a complete, valid ledger is
-        // renamed into place (one rename within one folder: never a half-copied file, also when
-        // the data directory is a mount point of its own). One name, so what a killed join left
-        // behind is removed by the next.
-        let temp = directory.path + "/join-incoming.sqlite"
-        let incoming = IncomingLedger(path: temp)
-        incoming.discard()
-        defer { incoming.discard() }
         let joined: Pairing.Joined
         do {
             joined = try await Pairing.join(
@@ -328,11 +330,15 @@ extension Node {
         incoming.keepPeer(address)
         try incoming.close()
         if fresh, !directory.hasIdentity { try directory.save(identity: identity) }
-        guard rename(temp, directory.databasePath) == 0 else {
+        // The name the authority saw is the one peers see from now on; kept before the ledger
+        // is in place, so a kill right after cannot lose it (a join run again stops at "joined").
+        var nameKept = false
+        if let name, !name.isEmpty { nameKept = (try? KianaConfig.keepDeviceName(name, directory: directory)) ?? false }
+        guard rename(temp, KianaDatabase.resolvedPath(directory.databasePath)) == 0 else {
             throw KianaNodeError(.io, "cannot move the received ledger into \(directory.path): \(String(cString: strerror(errno)))")
         }
         DataDirectory.syncFolder(directory.path)
         let store = try LedgerStore(database: KianaDatabase(path: directory.databasePath))
-        return (Node(directory: directory, identity: identity, store: store), joined)
+        return (Node(directory: directory, identity: identity, store: store), joined, nameKept)
     }
 }

@@ -252,6 +252,20 @@ extension DataDirectory {
         unlink(damagePath)
     }
 
+    /// Removes temporary files a killed command left here (a key or token written under
+    /// `NAME.tmp`, `config.json` from `join --name`, a new database's `.new` file) once they are a
+    /// minute old: a command running now may still be writing one.
+    func removeStaleTemporaries(now: Date = Date()) {
+        let names = ["identity.key", "transport.key", "api.token", "control.token", "init.pending", "rotation.confirmed", "rotation.next.key"].map { $0 + ".tmp" }
+            + ["config.json.tmp", "config.json.tmp.tmp", "kiana.sqlite.new", "kiana.sqlite.new-journal", "kiana.sqlite.new-wal", "kiana.sqlite.new-shm"]
+        for name in names {
+            let file = path + "/" + name
+            guard let changed = (try? FileManager.default.attributesOfItem(atPath: file))?[.modificationDate] as? Date, now.timeIntervalSince(changed) > 60
+            else { continue }
+            unlink(file)
+        }
+    }
+
     /// Whether an `init` began here and has not stored its first block.
     var initPending: Bool { FileManager.default.fileExists(atPath: initPendingPath) }
 
@@ -260,7 +274,8 @@ extension DataDirectory {
     }
 
     func clearInitPending() {
-        unlink(initPendingPath)
+        guard unlink(initPendingPath) == 0 else { return }
+        Self.syncFolder(path)  // a power cut must not bring it back
     }
 
     /// True when the database has a write-ahead log with frames in it (a node still running, or

@@ -76,9 +76,11 @@ public struct Node: Sendable {
             ? try KianaDatabase(readOnlyPath: directory.databasePath, immutable: !directory.isWritable && !directory.hasWAL)
             : try KianaDatabase(path: directory.databasePath)
         let store = LedgerStore(database: database)
-        guard try store.isInitialized() else {
-            throw KianaNodeError(.notInitialized, "no ledger in \(directory.path): run `kiana init` first")
-        }
+        // A database with its schema and no block: an init, import or join cut off.
+        guard try store.isInitialized() else { throw keysWithoutLedger(directory) }
+        // An init mark beside a ledger (an init cut off just after its first block) is stale:
+        // removed, so that it cannot make a later lost ledger look like an init to finish.
+        if directory.initPending, directory.isWritable { directory.clearInitPending() }
         return Node(directory: directory, identity: identity, store: store, readOnly: readOnly)
     }
 
@@ -178,7 +180,7 @@ public struct Node: Sendable {
         }
         return KianaNodeError(
             .notInitialized,
-            "no ledger in \(directory.path), only a device key. If a `kiana join` was cut off, run it again to finish it; "
+            "no ledger in \(directory.path), only a device key. If a `kiana join` or `kiana import` was cut off, run it again to finish it; "
                 + "if the ledger file was lost, restore the directory from a backup (`kiana restore`); "
                 + "`kiana init --data-dir \(directory.path)` starts a new network with this key")
     }

@@ -35,6 +35,7 @@ public enum NodeServer {
         // One node per data directory, held until this process ends; taken before anything is
         // written, so a second node changes nothing (not node.json, not the control token).
         let lock = try directory.lockForServing()
+        directory.removeStaleTemporaries()
         let http = try budgeted(http, network: netConfig, logger: logger)
         defer { withExtendedLifetime(lock) {} }
         // A key rotation another device holds: the new keys take over now. One still waiting

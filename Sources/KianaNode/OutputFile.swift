@@ -57,8 +57,7 @@ public final class OutputFile {
             return
         }
         // What an interrupted earlier run for this file left (its process is gone): removed.
-        let base = (path as NSString).lastPathComponent
-        Leftovers.sweep(beside: path) { name in name.hasPrefix(base + ".part-") ? String(name.dropFirst(base.count + 6)) : nil }
+        Leftovers.sweep(beside: path, prefix: (path as NSString).lastPathComponent + ".part-")
         let tmp = path + ".part-\(getpid())"
         if FileManager.default.createFile(atPath: tmp, contents: nil, attributes: exists ? [.posixPermissions: Int(st.st_mode & 0o777)] : nil),
             let h = FileHandle(forWritingAtPath: tmp)
@@ -124,14 +123,65 @@ public final class OutputFile {
 
 /// Temporary files of interrupted runs (their names end in the ID of the process that made them).
 enum Leftovers {
-    /// Removes what interrupted runs left beside `path`: entries for which `processID` gives
-    /// the ID of a process that no longer exists (their names end in it).
-    static func sweep(beside path: String, processID: (String) -> String?) {
-        let parent = (path as NSString).deletingLastPathComponent
-        let dir = parent.isEmpty ? "." : parent
+    /// Removes the entries beside `path` named `prefix` followed by the decimal ID of a process
+    /// that no longer exists. Names are compared byte by byte (a name's characters may merge
+    /// with what follows), and nothing but ASCII digits may follow the prefix.
+    static func sweep(beside path: String, prefix: String) {
+        let dir = folder(of: path)
+        let head = Array(prefix.utf8)
         for name in (try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? [] {
-            guard let digits = processID(name), let pid = Int32(digits), pid > 0, pid != getpid() else { continue }
+            let bytes = Array(name.utf8)
+            guard bytes.count > head.count, bytes.count - head.count <= 9, bytes.starts(with: head) else { continue }
+            let digits = bytes[head.count...]
+            guard digits.allSatisfy({ (0x30...0x39).contains($0) }), let pid = Int32(String(decoding: digits, as: UTF8.self)), pid > 0, pid != getpid()
+            else { continue }
             if kill(pid, 0) != 0 && errno == ESRCH { try? FileManager.default.removeItem(atPath: dir + "/" + name) }
         }
+    }
+
+    /// Removes `backup` work folders beside `path` (any backup's: `NAME.kiana-work-PID`) that
+    /// no backup holds: a real folder (not a link) holding nothing but the database copy, whose
+    /// lock can be taken (a running backup holds it, in whatever PID namespace it runs).
+    static func sweepWorkFolders(beside path: String) {
+        let dir = folder(of: path)
+        let marker = Array(".kiana-work-".utf8)
+        let allowed: Set<String> = ["kiana.sqlite", "kiana.sqlite-wal", "kiana.sqlite-shm", "kiana.sqlite-journal"]
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? [] {
+            let bytes = Array(name.utf8)
+            guard let at = lastRange(of: marker, in: bytes), at > 0 else { continue }
+            let digits = bytes[(at + marker.count)...]
+            guard !digits.isEmpty, digits.count <= 9, digits.allSatisfy({ (0x30...0x39).contains($0) }) else { continue }
+            let full = dir + "/" + name
+            var st = stat()
+            guard lstat(full, &st) == 0, st.st_mode & S_IFMT == S_IFDIR else { continue }
+            guard let inside = try? FileManager.default.contentsOfDirectory(atPath: full), Set(inside).isSubset(of: allowed) else { continue }
+            guard let lock = holdWorkFolder(full, wait: false) else { continue }
+            for entry in inside { unlink(full + "/" + entry) }
+            rmdir(full)
+            close(lock)
+        }
+    }
+
+    /// Takes the lock of a backup work folder (held by the backup for its whole run); the
+    /// descriptor, or nil if another process holds it (with `wait: false`).
+    static func holdWorkFolder(_ path: String, wait: Bool) -> Int32? {
+        let fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        guard flock(fd, wait ? LOCK_EX : LOCK_EX | LOCK_NB) == 0 else {
+            close(fd)
+            return nil
+        }
+        return fd
+    }
+
+    static func folder(of path: String) -> String {
+        let parent = (path as NSString).deletingLastPathComponent
+        return parent.isEmpty ? "." : parent
+    }
+
+    static func lastRange(of needle: [UInt8], in bytes: [UInt8]) -> Int? {
+        guard bytes.count >= needle.count else { return nil }
+        for i in stride(from: bytes.count - needle.count, through: 0, by: -1) where bytes[i..<(i + needle.count)].elementsEqual(needle) { return i }
+        return nil
     }
 }

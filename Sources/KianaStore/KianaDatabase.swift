@@ -26,7 +26,7 @@ public final class KianaDatabase: Sendable {
         }
         filePath = path
         do {
-            if !FileManager.default.fileExists(atPath: path) { try Self.createFile(at: path) }
+            if !FileManager.default.fileExists(atPath: path) { try Self.createFile(at: Self.resolvedPath(path)) }
             writer = try DatabasePool(path: path, configuration: config)
             if try writer.read({ try Self.migrator.hasBeenSuperseded($0) }) {
                 throw KianaStoreError(.database, "the database at \(path) was written by a newer version of KI_ana: use that version (or newer)")
@@ -53,9 +53,29 @@ public final class KianaDatabase: Sendable {
         let queue = try DatabaseQueue(path: fresh)
         try queue.writeWithoutTransaction { db in try db.execute(sql: "PRAGMA journal_mode = WAL") }
         try queue.close()
+        // Run as root in a folder another user owns (`sudo kiana init` for a service's directory):
+        // the file is that user's, as the keys are (SQLite gives its WAL the file's owner).
+        var folder = stat()
+        if geteuid() == 0, stat((path as NSString).deletingLastPathComponent, &folder) == 0, folder.st_uid != 0 {
+            _ = chown(fresh, folder.st_uid, folder.st_gid)
+        }
         guard rename(fresh, path) == 0 else {
             throw KianaStoreError(.database, "cannot move the new database \(fresh) to \(path): \(String(cString: strerror(errno)))")
         }
+    }
+
+    /// `path` with symbolic links followed (also a dangling one, whose target is where a new
+    /// file goes): a database file linked elsewhere (another disk) is made and replaced there,
+    /// and the link kept.
+    public static func resolvedPath(_ path: String) -> String {
+        var path = path
+        for _ in 0..<8 {
+            var st = stat()
+            guard lstat(path, &st) == 0, st.st_mode & S_IFMT == S_IFLNK, let dest = try? FileManager.default.destinationOfSymbolicLink(atPath: path) else { break }
+            let folder = (path as NSString).deletingLastPathComponent
+            path = dest.hasPrefix("/") || folder.isEmpty ? dest : folder + "/" + dest
+        }
+        return path
     }
 
     /// Opens an existing database file read-only: for read commands, which then leave the file

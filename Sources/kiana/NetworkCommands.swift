@@ -280,7 +280,7 @@ struct Join: AsyncParsableCommand {
                 address = d.address
             }
             let bar = ProgressBar()
-            let (node, joined) = try await Node.join(
+            let (node, joined, nameKept) = try await Node.join(
                 directory: data.directory, address: address, name: name,
                 wait: .seconds(timeout), logger: commandLogger(),
                 onCode: { code, authority in
@@ -292,7 +292,7 @@ struct Join: AsyncParsableCommand {
             if let name, !name.isEmpty {
                 // The name the authority saw is the one peers see from now on.
                 let directory = try data.directory
-                if try KianaConfig.keepDeviceName(name, directory: directory) {
+                if nameKept {
                     say("Its name \"\(name)\" is kept in \(directory.path)/config.json (device.name).")
                 } else if (try? KianaConfig.resolve(environment: [:], directory: directory))?.text("device.name") != name {
                     say("To show it to peers as \"\(name)\", set device.name in \(directory.path)/config.json (or `kiana serve --name`).")

@@ -249,6 +249,18 @@ import Testing
         let kept = try opened.store.network()
         #expect(!made && kept == network)
         #expect(!FileManager.default.fileExists(atPath: after + "/init.pending"))
+        // A stale mark is removed by any command that opens the ledger, so the ledger lost later
+        // is refused as lost, not made a new network.
+        #expect(FileManager.default.createFile(atPath: after + "/init.pending", contents: nil))
+        #expect(try await kiana(["status", "--data-dir", after]).status == 0)
+        #expect(!FileManager.default.fileExists(atPath: after + "/init.pending"))
+        // A database with its schema and no block and no mark: a cut-off join or import.
+        let schemaOnly = dir.path + "/schemaOnly"
+        #expect(try await kiana(["init", "--data-dir", schemaOnly]).status == 0)
+        for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: schemaOnly + "/kiana.sqlite" + suffix) }
+        _ = try KianaDatabase(path: schemaOnly + "/kiana.sqlite")
+        let said = try await kiana(["status", "--data-dir", schemaOnly])
+        #expect(said.status == 1 && said.err.contains("kiana import` was cut off"), "\(said.err)")
     }
 
     /// A node that holds its data directory but has not written node.json yet (it checks the

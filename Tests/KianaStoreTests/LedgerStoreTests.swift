@@ -200,6 +200,14 @@ import Testing
         let s = LedgerStore(database: try KianaDatabase(path: path))
         try s.initialize(genesis: Block.genesis(identity: identity, time: t0), now: t0)
         #expect(try writerJournalMode(s) == "wal")
+        // A link to where the file should live (another disk) is kept, the file made there.
+        try FileManager.default.createDirectory(at: dir.appendingPathComponent("disk"), withIntermediateDirectories: false)
+        let link = dir.appendingPathComponent("linked.sqlite").path
+        try FileManager.default.createSymbolicLink(atPath: link, withDestinationPath: "disk/real.sqlite")
+        _ = try KianaDatabase(path: link)
+        var st = stat()
+        #expect(lstat(link, &st) == 0 && st.st_mode & S_IFMT == S_IFLNK)
+        #expect(FileManager.default.fileExists(atPath: dir.appendingPathComponent("disk/real.sqlite").path))
     }
 
     func writerJournalMode(_ s: LedgerStore) throws -> String {
