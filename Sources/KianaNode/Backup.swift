@@ -47,8 +47,10 @@ public enum DataBackup {
             throw KianaNodeError(.io, "cannot write beside \(file): \(error.localizedDescription)")
         }
         // Held for the whole run: another backup's sweep leaves this folder alone.
-        let held = Leftovers.holdWorkFolder(work, wait: true)
-        defer { if let held { close(held) } }
+        guard let held = Leftovers.hold(work) else {
+            throw KianaNodeError(.io, "cannot lock \(work), where the backup is made: \(String(cString: strerror(errno)))")
+        }
+        defer { close(held) }
         // A consistent copy of the database first (one read transaction; writers go on).
         progress("copying", 0, 1)
         let copy = work + "/kiana.sqlite"
@@ -78,6 +80,7 @@ public enum DataBackup {
         guard FileManager.default.createFile(atPath: partial, contents: nil, attributes: [.posixPermissions: 0o600]),
             let out = FileHandle(forWritingAtPath: partial)
         else { throw KianaNodeError(.io, "cannot create \(partial)") }
+        _ = flock(out.fileDescriptor, LOCK_EX | LOCK_NB)  // another run's sweep leaves it alone
         defer { try? out.close() }
         let total = try files.reduce(0) { $0 + (try Self.size($1.path)) }
         var done = 0
@@ -123,9 +126,10 @@ public enum DataBackup {
             throw KianaNodeError(.io, "cannot write \(partial): \(error.localizedDescription)")
         }
         // link(2) fails if `file` appeared meanwhile (another backup, another program): never overwritten.
-        guard link(partial, file) == 0 else {
-            if errno == EEXIST { throw KianaNodeError(.conflict, "\(file) appeared while the backup was made; it was left alone") }
-            throw KianaNodeError(.io, "cannot move the backup into place at \(file): \(String(cString: strerror(errno)))")
+        let placed = FilePlacement.placeWithoutReplacing(partial, at: file)
+        guard placed == 0 else {
+            if placed == EEXIST { throw KianaNodeError(.conflict, "\(file) appeared while the backup was made; it was left alone") }
+            throw KianaNodeError(.io, "cannot move the backup into place at \(file): \(String(cString: strerror(placed)))")
         }
         Self.syncDirectory(of: file)
         return Summary(file: file, bytes: try Self.size(file), height: height, entries: entries, created: created)
@@ -204,6 +208,9 @@ public enum DataBackup {
         } catch {
             throw KianaNodeError(.io, "cannot create \(staging): \(error.localizedDescription)")
         }
+        // Locked while this restore runs: another run's sweep leaves it alone.
+        let held = Leftovers.hold(staging)
+        defer { if let held { close(held) } }
         var keep = false
         defer { if !keep { cleanup.remove() } else { cleanup.forget() } }
         var reader = BackupFiles.Reader()

@@ -1,6 +1,7 @@
 import Foundation
 import KianaCore
 import KianaNet
+import KianaStore
 
 /// One setting: its key in `config.json` (dotted: `http.port` is `{"http": {"port": …}}`), its
 /// environment variable and its flag, what values it takes and its default.
@@ -207,11 +208,10 @@ public struct KianaConfig: Sendable {
         let tmp = path + ".tmp"
         try DataDirectory.writeSecret([UInt8](data + Data("\n".utf8)), to: tmp)
         defer { unlink(tmp) }
-        guard link(tmp, path) == 0 else {
-            if errno == EEXIST { return false }
-            throw KianaNodeError(.io, "cannot write \(path): \(String(cString: strerror(errno)))")
-        }
-        DataDirectory.syncFolder(directory.path)
+        let placed = FilePlacement.placeWithoutReplacing(tmp, at: path)
+        if placed == EEXIST { return false }
+        guard placed == 0 else { throw KianaNodeError(.io, "cannot write \(path): \(String(cString: strerror(placed)))") }
+        FilePlacement.syncFolder(directory.path)
         return true
     }
 

@@ -245,12 +245,19 @@ extension Node {
         let identity: DeviceIdentity
         let fresh: Bool
         let fm = FileManager.default
-        // The ledger arrives batch by batch into a database in the data directory (made when the
-        // code is shown), each block validated as it is stored; only a complete, valid ledger is
-        // renamed into place (one rename within one folder: never a half-copied file, also when
-        // the data directory is a mount point of its own). One name, so what a killed join left
-        // behind is removed by the next.
-        let temp = directory.path + "/join-incoming.sqlite"
+        let createdDirectory = !fm.fileExists(atPath: directory.path)
+        // Held for the whole join, as a serving node holds it: no `serve` starts on the directory
+        // meanwhile (it would make or open a ledger that the received one then meets).
+        let lock = try directory.lockForServing()
+        defer { withExtendedLifetime(lock) {} }
+        // The ledger arrives batch by batch into a database beside where the ledger goes (the
+        // data directory, or the target of a kiana.sqlite link), each block validated as it is
+        // stored; only a complete, valid ledger is then put in place by one link within one
+        // folder: never a half-copied file, also when the data directory is a mount point of its
+        // own, and never over a ledger that is there. One name, so what a killed join left
+        // behind is removed by the next (and by `serve`).
+        let target = FilePlacement.resolved(directory.databasePath)
+        let temp = (target as NSString).deletingLastPathComponent + "/join-incoming.sqlite"
         let incoming = IncomingLedger(path: temp)
         incoming.discard()
         defer { incoming.discard() }
@@ -275,7 +282,7 @@ extension Node {
                 }
                 // An empty ledger file (no genesis): the received one takes its place.
                 try db.close()
-                for suffix in ["", "-wal", "-shm"] { try? fm.removeItem(atPath: directory.databasePath + suffix) }
+                for suffix in ["", "-wal", "-shm"] { try? fm.removeItem(atPath: target + suffix) }
             }
             fresh = false
         } else {
@@ -289,7 +296,6 @@ extension Node {
         // authority has voted for this key, and a join cut off after that (killed, power lost)
         // must be able to finish with the same key (run the same `kiana join` again) instead of
         // leaving an authority no device holds. A join that fails cleanly removes it again.
-        let createdDirectory = !fm.fileExists(atPath: directory.path)
         let showCode: @Sendable (String, DeviceID) -> Void = { code, authority in
             // From here the authority may vote for this key: an init mark left here (a cut-off
             // init) must not let the next `serve` make these keys a network of their own.
@@ -334,10 +340,13 @@ extension Node {
         // is in place, so a kill right after cannot lose it (a join run again stops at "joined").
         var nameKept = false
         if let name, !name.isEmpty { nameKept = (try? KianaConfig.keepDeviceName(name, directory: directory)) ?? false }
-        guard rename(temp, KianaDatabase.resolvedPath(directory.databasePath)) == 0 else {
-            throw KianaNodeError(.io, "cannot move the received ledger into \(directory.path): \(String(cString: strerror(errno)))")
+        let placed = FilePlacement.placeWithoutReplacing(temp, at: target)
+        guard placed == 0 else {
+            let why = placed == EEXIST ? "a ledger appeared there meanwhile, which was left alone" : String(cString: strerror(placed))
+            throw KianaNodeError(
+                .io, "cannot put the received ledger in place at \(target): \(why). This device keeps its key; run the same `kiana join` again to receive the ledger")
         }
-        DataDirectory.syncFolder(directory.path)
+        FilePlacement.syncFolder((target as NSString).deletingLastPathComponent)
         let store = try LedgerStore(database: KianaDatabase(path: directory.databasePath))
         return (Node(directory: directory, identity: identity, store: store), joined, nameKept)
     }

@@ -1,5 +1,6 @@
 import Foundation
 import KianaCore
+import KianaStore
 #if canImport(Glibc)
     import Glibc
 #endif
@@ -49,6 +50,8 @@ public struct DataDirectory: Sendable {
     /// until its first block is stored: keys without a ledger beside it are an init to finish,
     /// not a `kiana join` that was cut off.
     public var initPendingPath: String { path + "/init.pending" }
+    /// The ledger a running `kiana join` receives, renamed to `kiana.sqlite` once complete.
+    public var joinIncomingPath: String { path + "/join-incoming.sqlite" }
 
     /// The API token clients off loopback must send as `Authorization: Bearer <token>` (0600).
     public var apiTokenPath: String { path + "/api.token" }
@@ -159,16 +162,7 @@ public struct DataDirectory: Sendable {
             unlink(tmp)
             throw KianaNodeError(.keyFile, "cannot write \(path): \(String(cString: strerror(errno)))")
         }
-        syncFolder((path as NSString).deletingLastPathComponent)
-    }
-
-    /// Makes a rename in `folder` durable (best effort).
-    static func syncFolder(_ folder: String) {
-        let dir = open(folder, O_RDONLY)
-        if dir >= 0 {
-            fsync(dir)
-            close(dir)
-        }
+        FilePlacement.syncFolder((path as NSString).deletingLastPathComponent)
     }
 
     static func readSecret(_ path: String, count: Int = 32) throws(KianaNodeError) -> [UInt8] {
@@ -209,6 +203,11 @@ extension DataDirectory {
             close(fd)
             let pid = n > 0 ? String(decoding: buf[0..<n], as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines) : "?"
             guard busy else { throw KianaNodeError(.dataDirectory, "cannot lock \(lockPath): \(String(cString: strerror(errno)))") }
+            // `kiana join` holds it too while it sets the directory up.
+            let args = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline").map { $0.split(separator: 0).map { String(decoding: $0, as: UTF8.self) } } ?? []
+            if args.contains("join") {
+                throw KianaNodeError(.locked, "a `kiana join` (PID \(pid)) is setting up \(path); let it finish (or stop it) first")
+            }
             throw KianaNodeError(.locked, "another node (PID \(pid)) is already serving \(path); stop it first, or give this one its own --data-dir")
         }
         let text = Array("\(getpid())\n".utf8)
@@ -252,13 +251,17 @@ extension DataDirectory {
         unlink(damagePath)
     }
 
-    /// Removes temporary files a killed command left here (a key or token written under
-    /// `NAME.tmp`, `config.json` from `join --name`, a new database's `.new` file) once they are a
-    /// minute old: a command running now may still be writing one.
+    /// Removes temporary files a killed command left here, called by the serving node, which
+    /// holds `node.lock` (as `join` does while it runs): the ledger a killed `join` was
+    /// receiving, and, once they are a minute old (a command running now may still be writing
+    /// one), a key or token written under `NAME.tmp`, `config.json` from `join --name`, a new
+    /// database's `kiana.sqlite.new-PID` file.
     func removeStaleTemporaries(now: Date = Date()) {
+        for suffix in ["", "-wal", "-shm", "-journal"] { unlink(joinIncomingPath + suffix) }
         let names = ["identity.key", "transport.key", "api.token", "control.token", "init.pending", "rotation.confirmed", "rotation.next.key"].map { $0 + ".tmp" }
-            + ["config.json.tmp", "config.json.tmp.tmp", "kiana.sqlite.new", "kiana.sqlite.new-journal", "kiana.sqlite.new-wal", "kiana.sqlite.new-shm"]
-        for name in names {
+            + ["config.json.tmp", "config.json.tmp.tmp"]
+        let present = (try? FileManager.default.contentsOfDirectory(atPath: path)) ?? []
+        for name in names + present.filter({ $0.hasPrefix("kiana.sqlite.new-") }) {
             let file = path + "/" + name
             guard let changed = (try? FileManager.default.attributesOfItem(atPath: file))?[.modificationDate] as? Date, now.timeIntervalSince(changed) > 60
             else { continue }
@@ -275,7 +278,7 @@ extension DataDirectory {
 
     func clearInitPending() {
         guard unlink(initPendingPath) == 0 else { return }
-        Self.syncFolder(path)  // a power cut must not bring it back
+        FilePlacement.syncFolder(path)  // a power cut must not bring it back
     }
 
     /// True when the database has a write-ahead log with frames in it (a node still running, or

@@ -30,14 +30,21 @@ public struct Node: Sendable {
         // Until the first block is stored, keys here without a ledger are this init's, so a run
         // cut off in between (kill, power loss, a container stopped) is finished by the next
         // `init` or `serve` instead of being refused as a cut-off join.
+        // Only where no ledger is: a database that cannot be read (damaged, newer, busy) is not
+        // marked, so that moving it aside cannot make the directory look like an init to finish.
+        var existing: LedgerStore?
+        if databaseBytes(directory) != nil {
+            let store = try LedgerStore(database: KianaDatabase(path: directory.databasePath))
+            if let net = try store.network() {
+                directory.clearInitPending()
+                throw KianaNodeError(.alreadyInitialized, "\(directory.path) is already initialized (network \(Hex.encode(net)))")
+            }
+            existing = store
+        }
         try directory.markInitPending()
         let identity: DeviceIdentity
         if directory.hasIdentity { identity = try directory.loadIdentity() } else { identity = try directory.createIdentity() }
-        let store = try LedgerStore(database: KianaDatabase(path: directory.databasePath))
-        if let net = try store.network() {
-            directory.clearInitPending()
-            throw KianaNodeError(.alreadyInitialized, "\(directory.path) is already initialized (network \(Hex.encode(net)))")
-        }
+        let store = try existing ?? LedgerStore(database: KianaDatabase(path: directory.databasePath))
         // A mark left by a ledger that is gone (an emptied file, removed) is not this one's.
         directory.clearDamage()
         try store.initialize(genesis: Block.genesis(identity: identity, time: now, name: name), now: now)
@@ -150,9 +157,12 @@ public struct Node: Sendable {
                 + "put the key back (from a backup: `kiana restore`). A new key would not be an authority of this ledger, so none is made")
     }
 
-    /// The database file's size, nil if there is none.
+    /// The database file's size, nil if there is none (also a link to a file that is not
+    /// there: a disk not mounted).
     static func databaseBytes(_ directory: DataDirectory) -> Int? {
-        (try? FileManager.default.attributesOfItem(atPath: directory.databasePath))?[.size] as? Int
+        var st = stat()
+        guard stat(directory.databasePath, &st) == 0 else { return nil }
+        return Int(st.st_size)
     }
 
     /// A ledger that does not verify, refused as the source of a copy that its reader would

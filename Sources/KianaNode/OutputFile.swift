@@ -1,5 +1,6 @@
 import Foundation
 import KianaAI
+import KianaStore
 #if canImport(Glibc)
     import Glibc
 #endif
@@ -64,6 +65,8 @@ public final class OutputFile {
         {
             handle = h
             temporary = tmp
+            // Locked while written: another run's sweep leaves it alone (`Leftovers`).
+            _ = flock(h.fileDescriptor, LOCK_EX | LOCK_NB)
         } else if exists, let h = FileHandle(forWritingAtPath: path) {
             // A writable file in a folder where no new file can be made: rewritten in place.
             handle = h
@@ -110,7 +113,7 @@ public final class OutputFile {
                 unlink(temporary)
                 throw KianaNodeError(.io, "cannot write \(path): \(why)")
             }
-            DataDirectory.syncFolder((path as NSString).deletingLastPathComponent.isEmpty ? "." : (path as NSString).deletingLastPathComponent)
+            FilePlacement.syncFolder((path as NSString).deletingLastPathComponent)
         }
     }
 
@@ -121,57 +124,76 @@ public final class OutputFile {
     }
 }
 
-/// Temporary files of interrupted runs (their names end in the ID of the process that made them).
+/// Temporary files of interrupted runs: named after the process that made them
+/// (`…PREFIX<pid>`), and locked (`flock`) by it while it runs. One is removed only when both
+/// say it is abandoned: the process is gone here, and no process anywhere (another PID
+/// namespace: a container sharing the folder) holds its lock.
 enum Leftovers {
     /// Removes the entries beside `path` named `prefix` followed by the decimal ID of a process
-    /// that no longer exists. Names are compared byte by byte (a name's characters may merge
-    /// with what follows), and nothing but ASCII digits may follow the prefix.
+    /// that no longer exists, whose lock nobody holds. Names are compared byte by byte (a
+    /// name's characters may merge with what follows), and only ASCII digits may follow.
     static func sweep(beside path: String, prefix: String) {
         let dir = folder(of: path)
         let head = Array(prefix.utf8)
         for name in (try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? [] {
             let bytes = Array(name.utf8)
-            guard bytes.count > head.count, bytes.count - head.count <= 9, bytes.starts(with: head) else { continue }
-            let digits = bytes[head.count...]
-            guard digits.allSatisfy({ (0x30...0x39).contains($0) }), let pid = Int32(String(decoding: digits, as: UTF8.self)), pid > 0, pid != getpid()
-            else { continue }
-            if kill(pid, 0) != 0 && errno == ESRCH { try? FileManager.default.removeItem(atPath: dir + "/" + name) }
+            guard bytes.count > head.count, bytes.starts(with: head), let pid = processID(bytes[head.count...]), FilePlacement.processEnded(pid) else { continue }
+            let full = dir + "/" + name
+            let fd = open(full, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
+            guard fd >= 0 else { continue }
+            var st = stat()
+            if flock(fd, LOCK_EX | LOCK_NB) == 0, fstat(fd, &st) == 0 {
+                // A restore's staging folder as a whole; a file by name.
+                if st.st_mode & S_IFMT == S_IFDIR { try? FileManager.default.removeItem(atPath: full) } else { unlink(full) }
+            }
+            close(fd)
         }
     }
 
     /// Removes `backup` work folders beside `path` (any backup's: `NAME.kiana-work-PID`) that
-    /// no backup holds: a real folder (not a link) holding nothing but the database copy, whose
-    /// lock can be taken (a running backup holds it, in whatever PID namespace it runs).
+    /// no backup holds: a real folder (not a link, also not one swapped in meanwhile) holding
+    /// nothing but the database copy, its process gone, its lock free.
     static func sweepWorkFolders(beside path: String) {
         let dir = folder(of: path)
         let marker = Array(".kiana-work-".utf8)
         let allowed: Set<String> = ["kiana.sqlite", "kiana.sqlite-wal", "kiana.sqlite-shm", "kiana.sqlite-journal"]
         for name in (try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? [] {
             let bytes = Array(name.utf8)
-            guard let at = lastRange(of: marker, in: bytes), at > 0 else { continue }
-            let digits = bytes[(at + marker.count)...]
-            guard !digits.isEmpty, digits.count <= 9, digits.allSatisfy({ (0x30...0x39).contains($0) }) else { continue }
+            guard let at = lastRange(of: marker, in: bytes), at > 0, let pid = processID(bytes[(at + marker.count)...]), FilePlacement.processEnded(pid)
+            else { continue }
             let full = dir + "/" + name
-            var st = stat()
-            guard lstat(full, &st) == 0, st.st_mode & S_IFMT == S_IFDIR else { continue }
-            guard let inside = try? FileManager.default.contentsOfDirectory(atPath: full), Set(inside).isSubset(of: allowed) else { continue }
-            guard let lock = holdWorkFolder(full, wait: false) else { continue }
-            for entry in inside { unlink(full + "/" + entry) }
+            let fd = open(full, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+            guard fd >= 0 else { continue }
+            defer { close(fd) }
+            var seen = stat()
+            var now = stat()
+            guard fstat(fd, &now) == 0, lstat(full, &seen) == 0, seen.st_dev == now.st_dev, seen.st_ino == now.st_ino else { continue }
+            guard flock(fd, LOCK_EX | LOCK_NB) == 0 else { continue }
+            guard let inside = try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd/\(fd)"), Set(inside).isSubset(of: allowed) else { continue }
+            // Removed through the descriptor: the folder that was checked, whatever its name is now.
+            for entry in inside { unlinkat(fd, entry, 0) }
             rmdir(full)
-            close(lock)
         }
     }
 
-    /// Takes the lock of a backup work folder (held by the backup for its whole run); the
-    /// descriptor, or nil if another process holds it (with `wait: false`).
-    static func holdWorkFolder(_ path: String, wait: Bool) -> Int32? {
-        let fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+    /// Takes the lock of a temporary file or work folder for this process's run; the
+    /// descriptor (close it when done), or nil.
+    static func hold(_ path: String) -> Int32? {
+        let fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
         guard fd >= 0 else { return nil }
-        guard flock(fd, wait ? LOCK_EX : LOCK_EX | LOCK_NB) == 0 else {
+        guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
             close(fd)
             return nil
         }
         return fd
+    }
+
+    /// A process ID written as 1 to 9 ASCII digits, nothing else.
+    static func processID(_ digits: ArraySlice<UInt8>) -> Int32? {
+        guard (1...9).contains(digits.count), digits.allSatisfy({ (0x30...0x39).contains($0) }), let pid = Int32(String(decoding: digits, as: UTF8.self)), pid > 0,
+            pid != getpid()
+        else { return nil }
+        return pid
     }
 
     static func folder(of path: String) -> String {

@@ -3,6 +3,10 @@ import GRDB
 import KianaCore
 import Synchronization
 
+#if canImport(Glibc)
+    import Glibc
+#endif
+
 /// The database: owns the one GRDB writer and the migrations. SQLite in WAL mode with
 /// `synchronous = FULL`, so a committed transaction survives a crash or power loss.
 public final class KianaDatabase: Sendable {
@@ -26,7 +30,7 @@ public final class KianaDatabase: Sendable {
         }
         filePath = path
         do {
-            if !FileManager.default.fileExists(atPath: path) { try Self.createFile(at: Self.resolvedPath(path)) }
+            if !FileManager.default.fileExists(atPath: path) { try Self.createFile(at: FilePlacement.resolved(path)) }
             writer = try DatabasePool(path: path, configuration: config)
             if try writer.read({ try Self.migrator.hasBeenSuperseded($0) }) {
                 throw KianaStoreError(.database, "the database at \(path) was written by a newer version of KI_ana: use that version (or newer)")
@@ -43,39 +47,45 @@ public final class KianaDatabase: Sendable {
 
     /// Makes a new database file that is never seen empty: SQLite creates the file with 0 bytes
     /// and writes its header only when WAL mode is set, and a kill in between would leave an
-    /// empty file that every command refuses as a lost ledger. So the file is made under a
-    /// temporary name, given its header, closed, and then renamed into place.
+    /// empty file that every command refuses as a lost ledger. So the file is made under a name
+    /// of this process's own, given its header, closed, and linked into place; if another
+    /// process made the file meanwhile, that one is kept.
     static func createFile(at path: String) throws {
-        let fresh = path + ".new"
-        for leftover in [fresh, fresh + "-wal", fresh + "-shm", fresh + "-journal"] {
-            try? FileManager.default.removeItem(atPath: leftover)
+        let folder = (path as NSString).deletingLastPathComponent
+        let base = (path as NSString).lastPathComponent + ".new-"
+        // What killed runs left (their process is gone).
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: folder.isEmpty ? "." : folder)) ?? [] where name.hasPrefix(base) {
+            let rest = name.dropFirst(base.count).prefix { $0 != "-" }
+            if rest.allSatisfy({ $0.isASCII && $0.isNumber }), let pid = Int32(rest), pid > 0, FilePlacement.processEnded(pid) {
+                unlink((folder.isEmpty ? "" : folder + "/") + name)
+            }
         }
-        let queue = try DatabaseQueue(path: fresh)
-        try queue.writeWithoutTransaction { db in try db.execute(sql: "PRAGMA journal_mode = WAL") }
-        try queue.close()
-        // Run as root in a folder another user owns (`sudo kiana init` for a service's directory):
-        // the file is that user's, as the keys are (SQLite gives its WAL the file's owner).
-        var folder = stat()
-        if geteuid() == 0, stat((path as NSString).deletingLastPathComponent, &folder) == 0, folder.st_uid != 0 {
-            _ = chown(fresh, folder.st_uid, folder.st_gid)
+        let fresh = path + ".new-\(getpid())"
+        for leftover in [fresh, fresh + "-wal", fresh + "-shm", fresh + "-journal"] { unlink(leftover) }
+        // Made here, not through a link, and as root in a folder another user owns (`sudo kiana
+        // init` for a service's directory) given to that user, as the keys are (SQLite gives its
+        // WAL the file's owner).
+        let fd = open(fresh, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { throw KianaStoreError(.database, "cannot create \(fresh): \(String(cString: strerror(errno)))") }
+        var owner = stat()
+        if geteuid() == 0, stat(folder.isEmpty ? "." : folder, &owner) == 0, owner.st_uid != 0 {
+            _ = fchown(fd, owner.st_uid, owner.st_gid)
         }
-        guard rename(fresh, path) == 0 else {
-            throw KianaStoreError(.database, "cannot move the new database \(fresh) to \(path): \(String(cString: strerror(errno)))")
+        _ = Glibc.close(fd)
+        do {
+            let queue = try DatabaseQueue(path: fresh)
+            try queue.writeWithoutTransaction { db in try db.execute(sql: "PRAGMA journal_mode = WAL") }
+            try queue.close()
+        } catch {
+            for leftover in [fresh, fresh + "-wal", fresh + "-shm", fresh + "-journal"] { unlink(leftover) }
+            throw error
         }
-    }
-
-    /// `path` with symbolic links followed (also a dangling one, whose target is where a new
-    /// file goes): a database file linked elsewhere (another disk) is made and replaced there,
-    /// and the link kept.
-    public static func resolvedPath(_ path: String) -> String {
-        var path = path
-        for _ in 0..<8 {
-            var st = stat()
-            guard lstat(path, &st) == 0, st.st_mode & S_IFMT == S_IFLNK, let dest = try? FileManager.default.destinationOfSymbolicLink(atPath: path) else { break }
-            let folder = (path as NSString).deletingLastPathComponent
-            path = dest.hasPrefix("/") || folder.isEmpty ? dest : folder + "/" + dest
+        let placed = FilePlacement.placeWithoutReplacing(fresh, at: path)
+        if placed == EEXIST { unlink(fresh) }  // another process made it first: that one is used
+        guard placed == 0 || placed == EEXIST else {
+            unlink(fresh)
+            throw KianaStoreError(.database, "cannot put the new database in place at \(path): \(String(cString: strerror(placed)))")
         }
-        return path
     }
 
     /// Opens an existing database file read-only: for read commands, which then leave the file

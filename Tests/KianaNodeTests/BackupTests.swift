@@ -115,6 +115,12 @@ import Testing
         for name in ["2026-12-02.kbk.partial-\(dead)", "2026-12-02.kbk.partial-+\(dead)", "notes.partial-\(dead)", "2026-12-02.kbk.partial-\(live)"] {
             try Data("x".utf8).write(to: URL(fileURLWithPath: out + "/" + name))
         }
+        // One a backup in another PID namespace writes: its number means nothing here, its lock does.
+        let other = out + "/2026-12-02.kbk.partial-\(dead + 1)"
+        try Data("x".utf8).write(to: URL(fileURLWithPath: other))
+        let writing = open(other, O_RDONLY)
+        #expect(writing >= 0 && flock(writing, LOCK_EX) == 0)
+        defer { close(writing) }
         // An export's partial file, also under a name whose last character joins what follows.
         for name in ["export.json", "x\u{600}"] { try Data("x".utf8).write(to: URL(fileURLWithPath: out + "/" + name + ".part-\(dead)")) }
         try Data("x".utf8).write(to: URL(fileURLWithPath: out + "/x\u{600}.part-\(live)"))
@@ -125,6 +131,7 @@ import Testing
         let expected: Set<String> = [
             "2026-12-02.kbk", "export.json", "x\u{600}", "2026-11-30.kbk.kiana-work-\(dead)", "thesis.kiana-work-\(dead)", "link.kiana-work-\(dead)",
             "2026-12-02.kbk.partial-+\(dead)", "notes.partial-\(dead)", "2026-12-02.kbk.partial-\(live)", "x\u{600}.part-\(live)",
+            "2026-12-02.kbk.partial-\(dead + 1)",
         ]
         #expect(left == expected, "\(left.symmetricDifference(expected))")
         #expect(fm.fileExists(atPath: dir.path + "/elsewhere"))

@@ -201,6 +201,9 @@ import Testing
         let shown = String(codeLine.split(separator: ":").last!.trimmingCharacters(in: .whitespaces))
         _ = try #require(await pair.waitFor("asks to join"), "\(pair.output)")
         join.signal(SIGSTOP)  // it cannot receive the answer, nor the ledger
+        // While it runs, no node starts on its directory.
+        let during = try await kiana(["serve", "--data-dir", w, "--port", "0", "--p2p-port", "0", "--discovery", "off"])
+        #expect(during.status == 1 && during.err.contains("is setting up"), "\(during.err)")
         pair.write(shown + "\n")
         #expect(await pair.wait() == 0, "\(pair.output)")
         join.signal(SIGKILL)

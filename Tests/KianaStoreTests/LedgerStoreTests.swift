@@ -191,7 +191,14 @@ import Testing
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: dir) }
         let path = dir.appendingPathComponent("k.sqlite").path
-        try Data("not a database".utf8).write(to: URL(fileURLWithPath: path + ".new"))
+        // What a killed run left: its process is gone.
+        let ended = Process()
+        ended.executableURL = URL(fileURLWithPath: "/bin/true")
+        try ended.run()
+        ended.waitUntilExit()
+        for suffix in ["", "-journal"] {
+            try Data("not a database".utf8).write(to: URL(fileURLWithPath: path + ".new-\(ended.processIdentifier)" + suffix))
+        }
         try KianaDatabase.createFile(at: path)
         let size = try FileManager.default.attributesOfItem(atPath: path)[.size] as? Int ?? 0
         #expect(size >= 512)
