@@ -234,9 +234,20 @@ enum ControlSurfaceHeader {
 }
 
 extension Node {
-    /// Joins the network of the authority at `address` (`kiana join`). Nothing is written to
-    /// `directory` unless the owner confirms the code on the authority and a valid ledger
-    /// arrives. An existing identity in the directory is reused.
+    /// `node.lock` for a join: a directory a node serves has a ledger already, which is said so.
+    static func lockForJoin(_ directory: DataDirectory) throws(KianaNodeError) -> DirectoryLock {
+        do {
+            return try directory.lockForServing()
+        } catch where error.code == .locked && !error.message.contains("kiana join") {
+            throw KianaNodeError(
+                .locked, "a node is serving \(directory.path), so it has a ledger already: to join another network, use a new --data-dir", cause: error)
+        }
+    }
+
+    /// Joins the network of the authority at `address` (`kiana join`). Nothing but the lock
+    /// file (`node.lock`, held while the join runs) is written to `directory` before a code is
+    /// shown; a join that fails before the owner confirms removes the key again. An existing
+    /// identity in the directory is reused.
     public static func join(
         directory: DataDirectory, address: String, name: String?, wait: Duration, logger: Logger,
         onCode: @escaping @Sendable (String, DeviceID) -> Void,
@@ -248,7 +259,7 @@ extension Node {
         let createdDirectory = !fm.fileExists(atPath: directory.path)
         // Held for the whole join, as a serving node holds it: no `serve` starts on the directory
         // meanwhile (it would make or open a ledger that the received one then meets).
-        let lock = try directory.lockForServing()
+        let lock = try lockForJoin(directory)
         defer { withExtendedLifetime(lock) {} }
         // The ledger arrives batch by batch into a database beside where the ledger goes (the
         // data directory, or the target of a kiana.sqlite link), each block validated as it is
@@ -257,7 +268,7 @@ extension Node {
         // own, and never over a ledger that is there. One name, so what a killed join left
         // behind is removed by the next (and by `serve`).
         let target = FilePlacement.resolved(directory.databasePath)
-        let temp = (target as NSString).deletingLastPathComponent + "/join-incoming.sqlite"
+        let temp = directory.joinIncomingPath
         let incoming = IncomingLedger(path: temp)
         incoming.discard()
         defer { incoming.discard() }

@@ -50,8 +50,9 @@ public struct DataDirectory: Sendable {
     /// until its first block is stored: keys without a ledger beside it are an init to finish,
     /// not a `kiana join` that was cut off.
     public var initPendingPath: String { path + "/init.pending" }
-    /// The ledger a running `kiana join` receives, renamed to `kiana.sqlite` once complete.
-    public var joinIncomingPath: String { path + "/join-incoming.sqlite" }
+    /// The ledger a running `kiana join` receives, put in place as `kiana.sqlite` once complete:
+    /// beside the ledger's file (the target, when `kiana.sqlite` is a link).
+    public var joinIncomingPath: String { FilePlacement.resolved(databasePath) + ".join-incoming" }
 
     /// The API token clients off loopback must send as `Authorization: Bearer <token>` (0600).
     public var apiTokenPath: String { path + "/api.token" }
@@ -190,22 +191,24 @@ extension DataDirectory {
         try create()
         let fd = open(lockPath, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
         guard fd >= 0 else {
-            let reason = String(cString: strerror(errno))
-            if errno == EROFS || errno == EACCES {
+            let err = errno
+            let reason = String(cString: strerror(err))
+            if err == EROFS || err == EACCES {
                 throw KianaNodeError(.readOnly, "\(path) cannot be written (\(reason)): a node needs a writable data directory; read commands still work here")
             }
             throw KianaNodeError(.dataDirectory, "cannot open \(lockPath): \(reason)")
         }
         guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
-            let busy = errno == EWOULDBLOCK
+            let err = errno
+            let busy = err == EWOULDBLOCK
             var buf = [UInt8](repeating: 0, count: 32)
             let n = pread(fd, &buf, buf.count, 0)
             close(fd)
             let pid = n > 0 ? String(decoding: buf[0..<n], as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines) : "?"
-            guard busy else { throw KianaNodeError(.dataDirectory, "cannot lock \(lockPath): \(String(cString: strerror(errno)))") }
-            // `kiana join` holds it too while it sets the directory up.
-            let args = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline").map { $0.split(separator: 0).map { String(decoding: $0, as: UTF8.self) } } ?? []
-            if args.contains("join") {
+            guard busy else { throw KianaNodeError(.dataDirectory, "cannot lock \(lockPath): \(String(cString: strerror(err)))") }
+            // `kiana join` holds it too while it sets the directory up (its subcommand is the
+            // first argument).
+            if Self.isJoin(pid: pid) {
                 throw KianaNodeError(.locked, "a `kiana join` (PID \(pid)) is setting up \(path); let it finish (or stop it) first")
             }
             throw KianaNodeError(.locked, "another node (PID \(pid)) is already serving \(path); stop it first, or give this one its own --data-dir")
@@ -214,6 +217,12 @@ extension DataDirectory {
         _ = ftruncate(fd, 0)
         _ = pwrite(fd, text, text.count, 0)
         return DirectoryLock(fd: fd)
+    }
+
+    /// Whether process `pid` is a `kiana join`.
+    static func isJoin(pid: String) -> Bool {
+        let args = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline").map { $0.split(separator: 0).map { String(decoding: $0, as: UTF8.self) } } ?? []
+        return args.count > 1 && args[0].hasSuffix("kiana") && args[1] == "join"
     }
 
     /// The PID of a `kiana serve` that holds this directory but has not written `node.json` yet

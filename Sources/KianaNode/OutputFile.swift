@@ -139,14 +139,20 @@ enum Leftovers {
             let bytes = Array(name.utf8)
             guard bytes.count > head.count, bytes.starts(with: head), let pid = processID(bytes[head.count...]), FilePlacement.processEnded(pid) else { continue }
             let full = dir + "/" + name
-            let fd = open(full, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
+            // Never blocks (a FIFO planted under such a name), never follows a link.
+            let fd = open(full, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)
             guard fd >= 0 else { continue }
-            var st = stat()
-            if flock(fd, LOCK_EX | LOCK_NB) == 0, fstat(fd, &st) == 0 {
-                // A restore's staging folder as a whole; a file by name.
-                if st.st_mode & S_IFMT == S_IFDIR { try? FileManager.default.removeItem(atPath: full) } else { unlink(full) }
+            defer { close(fd) }
+            var now = stat()
+            var seen = stat()
+            guard fstat(fd, &now) == 0, lstat(full, &seen) == 0, now.st_dev == seen.st_dev, now.st_ino == seen.st_ino,
+                flock(fd, LOCK_EX | LOCK_NB) == 0
+            else { continue }
+            switch now.st_mode & S_IFMT {
+            case S_IFREG: unlink(full)
+            case S_IFDIR: try? FileManager.default.removeItem(atPath: full)  // a restore's staging folder (links inside are not followed)
+            default: continue
             }
-            close(fd)
         }
     }
 
@@ -162,7 +168,7 @@ enum Leftovers {
             guard let at = lastRange(of: marker, in: bytes), at > 0, let pid = processID(bytes[(at + marker.count)...]), FilePlacement.processEnded(pid)
             else { continue }
             let full = dir + "/" + name
-            let fd = open(full, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+            let fd = open(full, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)
             guard fd >= 0 else { continue }
             defer { close(fd) }
             var seen = stat()
@@ -177,14 +183,12 @@ enum Leftovers {
     }
 
     /// Takes the lock of a temporary file or work folder for this process's run; the
-    /// descriptor (close it when done), or nil.
+    /// descriptor (close it when done), or nil if it cannot be opened. Where the file system
+    /// has no locks, the descriptor is returned all the same (sweeps then leave it alone).
     static func hold(_ path: String) -> Int32? {
-        let fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
+        let fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)
         guard fd >= 0 else { return nil }
-        guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
-            close(fd)
-            return nil
-        }
+        _ = flock(fd, LOCK_EX | LOCK_NB)
         return fd
     }
 

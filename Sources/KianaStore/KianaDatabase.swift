@@ -53,12 +53,20 @@ public final class KianaDatabase: Sendable {
     static func createFile(at path: String) throws {
         let folder = (path as NSString).deletingLastPathComponent
         let base = (path as NSString).lastPathComponent + ".new-"
-        // What killed runs left (their process is gone).
+        // What killed runs left: their process is gone, and no process (in any PID namespace)
+        // holds the file's lock.
         for name in (try? FileManager.default.contentsOfDirectory(atPath: folder.isEmpty ? "." : folder)) ?? [] where name.hasPrefix(base) {
             let rest = name.dropFirst(base.count).prefix { $0 != "-" }
-            if rest.allSatisfy({ $0.isASCII && $0.isNumber }), let pid = Int32(rest), pid > 0, FilePlacement.processEnded(pid) {
-                unlink((folder.isEmpty ? "" : folder + "/") + name)
+            guard rest.allSatisfy({ $0.isASCII && $0.isNumber }), let pid = Int32(rest), pid > 0, FilePlacement.processEnded(pid) else { continue }
+            let full = (folder.isEmpty ? "" : folder + "/") + name
+            let main = (folder.isEmpty ? "" : folder + "/") + base + rest  // its database file holds the lock
+            let fd = open(main, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)
+            if fd >= 0 {
+                let free = flock(fd, LOCK_EX | LOCK_NB) == 0
+                _ = Glibc.close(fd)
+                if !free { continue }
             }
+            unlink(full)
         }
         let fresh = path + ".new-\(getpid())"
         for leftover in [fresh, fresh + "-wal", fresh + "-shm", fresh + "-journal"] { unlink(leftover) }
@@ -67,25 +75,37 @@ public final class KianaDatabase: Sendable {
         // WAL the file's owner).
         let fd = open(fresh, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o644)
         guard fd >= 0 else { throw KianaStoreError(.database, "cannot create \(fresh): \(String(cString: strerror(errno)))") }
+        // Held open and locked until placed: another process's sweep leaves it alone, and the
+        // file placed is checked to be this one (not something swapped in under its name).
+        defer { _ = Glibc.close(fd) }
+        _ = flock(fd, LOCK_EX | LOCK_NB)
         var owner = stat()
         if geteuid() == 0, stat(folder.isEmpty ? "." : folder, &owner) == 0, owner.st_uid != 0 {
             _ = fchown(fd, owner.st_uid, owner.st_gid)
         }
-        _ = Glibc.close(fd)
+        func discard() { for leftover in [fresh, fresh + "-wal", fresh + "-shm", fresh + "-journal"] { unlink(leftover) } }
         do {
             let queue = try DatabaseQueue(path: fresh)
             try queue.writeWithoutTransaction { db in try db.execute(sql: "PRAGMA journal_mode = WAL") }
             try queue.close()
         } catch {
-            for leftover in [fresh, fresh + "-wal", fresh + "-shm", fresh + "-journal"] { unlink(leftover) }
+            discard()
             throw error
         }
+        var made = stat()
+        var named = stat()
+        guard fstat(fd, &made) == 0, lstat(fresh, &named) == 0, named.st_mode & S_IFMT == S_IFREG, made.st_dev == named.st_dev, made.st_ino == named.st_ino
+        else {
+            discard()
+            throw KianaStoreError(.database, "the new database \(fresh) was replaced while it was made; nothing was put in place")
+        }
         let placed = FilePlacement.placeWithoutReplacing(fresh, at: path)
-        if placed == EEXIST { unlink(fresh) }  // another process made it first: that one is used
+        if placed == EEXIST { discard() }  // another process made it first: that one is used
         guard placed == 0 || placed == EEXIST else {
-            unlink(fresh)
+            discard()
             throw KianaStoreError(.database, "cannot put the new database in place at \(path): \(String(cString: strerror(placed)))")
         }
+        FilePlacement.syncFolder(folder)
     }
 
     /// Opens an existing database file read-only: for read commands, which then leave the file

@@ -35,7 +35,7 @@ struct DeviceRotate: ParsableCommand {
                 serveLock = try dir.lockForServing()
             } catch let e as KianaNodeError where e.code == .locked {
                 guard (try? NodeControl.connect(dir).peers()) != nil else {
-                    throw KianaNodeError(.locked, "\(dir.path) is locked by another process that is not an answering node (a backup or restore?); try again when it is done")
+                    throw KianaNodeError(.locked, "\(dir.path) is locked by another process that is not an answering node (a restore, a `kiana join`, or a node still starting); try again when it is done")
                 }
                 serving = true
             }

@@ -116,7 +116,7 @@ import Testing
             try Data("x".utf8).write(to: URL(fileURLWithPath: out + "/" + name))
         }
         // One a backup in another PID namespace writes: its number means nothing here, its lock does.
-        let other = out + "/2026-12-02.kbk.partial-\(dead + 1)"
+        let other = out + "/2026-12-02.kbk.partial-0\(dead)"
         try Data("x".utf8).write(to: URL(fileURLWithPath: other))
         let writing = open(other, O_RDONLY)
         #expect(writing >= 0 && flock(writing, LOCK_EX) == 0)
@@ -131,7 +131,7 @@ import Testing
         let expected: Set<String> = [
             "2026-12-02.kbk", "export.json", "x\u{600}", "2026-11-30.kbk.kiana-work-\(dead)", "thesis.kiana-work-\(dead)", "link.kiana-work-\(dead)",
             "2026-12-02.kbk.partial-+\(dead)", "notes.partial-\(dead)", "2026-12-02.kbk.partial-\(live)", "x\u{600}.part-\(live)",
-            "2026-12-02.kbk.partial-\(dead + 1)",
+            "2026-12-02.kbk.partial-0\(dead)",
         ]
         #expect(left == expected, "\(left.symmetricDifference(expected))")
         #expect(fm.fileExists(atPath: dir.path + "/elsewhere"))
