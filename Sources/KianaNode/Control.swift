@@ -268,6 +268,19 @@ extension Node {
         // own, and never over a ledger that is there. One name, so what a killed join left
         // behind is removed by the next (and by `serve`).
         let target = FilePlacement.resolved(directory.databasePath)
+        // Where the ledger goes must be usable before any vote is spent on this device.
+        if target != directory.databasePath {
+            var isDir: ObjCBool = false
+            let folder = (target as NSString).deletingLastPathComponent
+            guard fm.fileExists(atPath: folder, isDirectory: &isDir), isDir.boolValue else {
+                throw KianaNodeError(
+                    .dataDirectory, "\(directory.databasePath) links to \(target), whose folder is not there (a disk not mounted?): nothing was done")
+            }
+        }
+        var st = stat()
+        if stat(target, &st) == 0, st.st_mode & S_IFMT == S_IFDIR {
+            throw KianaNodeError(.dataDirectory, "\(target) is a folder, not a ledger file: move it aside and run the join again")
+        }
         let temp = directory.joinIncomingPath
         let incoming = IncomingLedger(path: temp)
         incoming.discard()

@@ -219,6 +219,16 @@ extension DataDirectory {
         return DirectoryLock(fd: fd)
     }
 
+    /// The PID of a `kiana join` holding this directory's `node.lock` (named in it), if any.
+    /// Read from the file and /proc, not by probing the lock.
+    var joiningPID: String? {
+        guard let text = FileManager.default.contents(atPath: lockPath).map({ String(decoding: $0, as: UTF8.self) }),
+            let pid = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines)), pid > 0, pid != getpid(), kill(pid, 0) == 0,
+            Self.isJoin(pid: String(pid))
+        else { return nil }
+        return String(pid)
+    }
+
     /// Whether process `pid` is a `kiana join`.
     static func isJoin(pid: String) -> Bool {
         let args = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline").map { $0.split(separator: 0).map { String(decoding: $0, as: UTF8.self) } } ?? []

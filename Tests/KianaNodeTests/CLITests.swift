@@ -263,6 +263,22 @@ import Testing
         #expect(said.status == 1 && said.err.contains("kiana import` was cut off"), "\(said.err)")
     }
 
+    /// `join` into a directory whose kiana.sqlite links to a folder that is not there (a disk
+    /// not mounted), or is a folder: refused before any authority is contacted.
+    @Test func joinChecksWhereTheLedgerGoesFirst() async throws {
+        let dir = try TempDir()
+        defer { dir.cleanup() }
+        let linked = dir.path + "/linked"
+        try FileManager.default.createDirectory(atPath: linked, withIntermediateDirectories: false)
+        try FileManager.default.createSymbolicLink(atPath: linked + "/kiana.sqlite", withDestinationPath: dir.path + "/unmounted/kiana.sqlite")
+        let r = try await kiana(["join", "127.0.0.1:9", "--data-dir", linked, "--timeout", "5"])
+        #expect(r.status == 1 && r.err.contains("whose folder is not there"), "\(r.err)")
+        let folder = dir.path + "/folder"
+        try FileManager.default.createDirectory(atPath: folder + "/kiana.sqlite", withIntermediateDirectories: true)
+        let f = try await kiana(["join", "127.0.0.1:9", "--data-dir", folder, "--timeout", "5"])
+        #expect(f.status == 1 && f.err.contains("is a folder"), "\(f.err)")
+    }
+
     /// A node that holds its data directory but has not written node.json yet (it checks the
     /// ledger first) is "starting", not "not running" (which sent users to start a second one).
     /// The starting node is stood in for by a process with a `kiana serve` command line whose

@@ -204,6 +204,9 @@ import Testing
         // While it runs, no node starts on its directory.
         let during = try await kiana(["serve", "--data-dir", w, "--port", "0", "--p2p-port", "0", "--discovery", "off"])
         #expect(during.status == 1 && during.err.contains("is setting up"), "\(during.err)")
+        let initDuring = try await kiana(["init", "--data-dir", w])
+        #expect(initDuring.status == 1 && initDuring.err.contains("is setting up"), "\(initDuring.err)")
+        #expect(!FileManager.default.fileExists(atPath: w + "/kiana.sqlite"))
         pair.write(shown + "\n")
         #expect(await pair.wait() == 0, "\(pair.output)")
         join.signal(SIGKILL)
