@@ -131,7 +131,7 @@ public enum DataBackup {
             if placed == EEXIST { throw KianaNodeError(.conflict, "\(file) appeared while the backup was made; it was left alone") }
             throw KianaNodeError(.io, "cannot move the backup into place at \(file): \(String(cString: strerror(placed)))")
         }
-        Self.syncDirectory(of: file)
+        FilePlacement.syncFolder((file as NSString).deletingLastPathComponent)
         return Summary(file: file, bytes: try Self.size(file), height: height, entries: entries, created: created)
     }
 
@@ -275,7 +275,7 @@ public enum DataBackup {
         }
         keep = true
         finished = true
-        Self.syncDirectory(of: target)
+        FilePlacement.syncFolder((target as NSString).deletingLastPathComponent)
         return Summary(file: file, bytes: fileSize, height: height, entries: entries, created: header.created)
     }
 
@@ -289,14 +289,6 @@ public enum DataBackup {
             throw KianaNodeError(.io, "cannot read the size of \(path)")
         }
         return s
-    }
-
-    static func syncDirectory(of path: String) {
-        let fd = open((path as NSString).deletingLastPathComponent.isEmpty ? "." : (path as NSString).deletingLastPathComponent, O_RDONLY)
-        if fd >= 0 {
-            fsync(fd)
-            close(fd)
-        }
     }
 }
 

@@ -238,7 +238,7 @@ extension Node {
     static func lockForJoin(_ directory: DataDirectory) throws(KianaNodeError) -> DirectoryLock {
         do {
             return try directory.lockForServing()
-        } catch where error.code == .locked && !error.message.contains("kiana join") {
+        } catch where error.code == .locked && directory.joiningPID == nil {
             throw KianaNodeError(
                 .locked, "a node is serving \(directory.path), so it has a ledger already: to join another network, use a new --data-dir", cause: error)
         }

@@ -208,9 +208,7 @@ extension DataDirectory {
             guard busy else { throw KianaNodeError(.dataDirectory, "cannot lock \(lockPath): \(String(cString: strerror(err)))") }
             // `kiana join` holds it too while it sets the directory up (its subcommand is the
             // first argument).
-            if Self.isJoin(pid: pid) {
-                throw KianaNodeError(.locked, "a `kiana join` (PID \(pid)) is setting up \(path); let it finish (or stop it) first")
-            }
+            if Self.isJoin(pid: pid) { throw joinInProgress(pid: pid) }
             throw KianaNodeError(.locked, "another node (PID \(pid)) is already serving \(path); stop it first, or give this one its own --data-dir")
         }
         let text = Array("\(getpid())\n".utf8)
@@ -231,8 +229,18 @@ extension DataDirectory {
 
     /// Whether process `pid` is a `kiana join`.
     static func isJoin(pid: String) -> Bool {
-        let args = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline").map { $0.split(separator: 0).map { String(decoding: $0, as: UTF8.self) } } ?? []
+        let args = commandLine(pid: pid)
         return args.count > 1 && args[0].hasSuffix("kiana") && args[1] == "join"
+    }
+
+    /// Refusal while a `kiana join` (process `pid`) sets this directory up.
+    func joinInProgress(pid: String) -> KianaNodeError {
+        KianaNodeError(.locked, "a `kiana join` (PID \(pid)) is setting up \(path); let it finish (or stop it) first")
+    }
+
+    /// The arguments of process `pid` (from /proc), empty if it cannot be read.
+    static func commandLine(pid: String) -> [String] {
+        FileManager.default.contents(atPath: "/proc/\(pid)/cmdline").map { $0.split(separator: 0).map { String(decoding: $0, as: UTF8.self) } } ?? []
     }
 
     /// The PID of a `kiana serve` that holds this directory but has not written `node.json` yet
@@ -240,10 +248,9 @@ extension DataDirectory {
     /// and is a `kiana serve`. Only for messages: it takes no lock.
     public var startingNodePID: Int32? {
         guard let text = FileManager.default.contents(atPath: lockPath).map({ String(decoding: $0, as: UTF8.self) }),
-            let pid = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines)), pid > 0, kill(pid, 0) == 0 || errno == EPERM,
-            let cmdline = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline")
+            let pid = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines)), pid > 0, kill(pid, 0) == 0 || errno == EPERM
         else { return nil }
-        let args = cmdline.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
+        let args = Self.commandLine(pid: String(pid))
         guard args.contains("serve"), args.contains(where: { $0.hasSuffix("kiana") }) else { return nil }
         // It holds this directory's lock file open (a copied directory names a PID that serves
         // another one). Read from /proc: probing the lock itself could make that node's start fail.

@@ -132,9 +132,7 @@ public struct Node: Sendable {
     /// beside it) where a ledger lost its device key, and no ledger into a database that was emptied.
     /// Nor while a `kiana join` sets the directory up (it holds `node.lock`).
     static func refuseLostLedgerOrKey(_ directory: DataDirectory) throws {
-        if let pid = directory.joiningPID {
-            throw KianaNodeError(.locked, "a `kiana join` (PID \(pid)) is setting up \(directory.path); let it finish (or stop it) first")
-        }
+        if let pid = directory.joiningPID { throw directory.joinInProgress(pid: pid) }
         if let lost = lostIdentity(directory) { throw lost }
         if directory.hasIdentity, databaseBytes(directory) == 0 { throw emptied(directory) }
     }

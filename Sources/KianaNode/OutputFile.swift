@@ -36,15 +36,7 @@ public final class OutputFile {
         }
         // A symlink to a file is followed (also a dangling one): the file it names is written
         // and the link kept.
-        var path = given
-        for _ in 0..<8 {
-            var st = stat()
-            guard lstat(path, &st) == 0, st.st_mode & S_IFMT == S_IFLNK,
-                let dest = try? FileManager.default.destinationOfSymbolicLink(atPath: path)
-            else { break }
-            let folder = (path as NSString).deletingLastPathComponent  // "" for a link in the current folder
-            path = dest.hasPrefix("/") || folder.isEmpty ? dest : folder + "/" + dest
-        }
+        let path = FilePlacement.resolved(given)
         self.path = path
         var st = stat()
         let exists = stat(path, &st) == 0
