@@ -8,8 +8,8 @@ import Synchronization
 /// heads carry the history tree's size and root; a device behind gets a consistency proof and
 /// then only the missing blocks; forked devices find the fork point with an exponential probe
 /// from the tip and a 4-ary search; blocks stream as compressed batches that the receiver asks
-/// for one ahead of what it imports (back-pressure), each verified by the store before it is
-/// kept, the valid prefix kept when one is refused. Works on any `SyncStore`; knows nothing of
+/// for ahead of what it imports, up to a bound (back-pressure; decision 110), each verified by
+/// the store before it is kept, the valid prefix kept when one is refused. Works on any `SyncStore`; knows nothing of
 /// sockets.
 public struct ChainSync: Sendable {
     public let store: any SyncStore
@@ -291,48 +291,63 @@ public struct ChainSync: Sendable {
         return lo
     }
 
-    /// Streams the peer's canonical blocks from `from` (whose parent is `parent`), asking for
-    /// the next batch while importing the current one.
+    /// Streams the peer's canonical blocks from `from` (whose parent is `parent`): one task
+    /// fetches and checks batches ahead while the other stores what has arrived, everything
+    /// waiting in one transaction (decision 110), so a store slower than the link writes larger
+    /// transactions instead of falling further behind. What is fetched ahead is bounded by
+    /// `SyncConfig.aheadBlocks` and `aheadBytes`.
     /// Returns the last block taken when it stopped at `until` with more to come (the caller
     /// then checks the peer still states a chain holding it), nil when the stream ended.
     func stream(
         _ peer: some SyncPeer, from: UInt64, parent: [UInt8], until: UInt64, now: @Sendable () -> UInt64, _ report: inout PullReport
     ) async throws -> (height: UInt64, hash: [UInt8])? {
-        var current = try await batch(peer, from: from, parent: parent)
-        report.roundTrips += 1
-        while !current.blocks.isEmpty {
-            let nextFrom = current.blocks.last!.height + 1
-            let nextParent = current.blocks.last!.hash
-            let more = current.more
-            async let next: SyncBatch? = more ? batch(peer, from: nextFrom, parent: nextParent) : nil
-            let result = try await store.importBatch(current.blocks, now: now(), prechecked: current.checked)
-            let batch = current
-            counters.update {
-                $0.blocksIn += result.stored
-                $0.rawBytesIn += batch.rawBytes
-                $0.compressedBytesIn += batch.compressedBytes
-                if result.reorganized { $0.reorgs += 1 }
+        let pipe = BatchPipe(maxBlocks: config.aheadBlocks, maxBytes: config.aheadBytes)
+        return try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask {
+                do {
+                    var next = (from: from, parent: parent)
+                    while true {
+                        let b = try await batch(peer, from: next.from, parent: next.parent)
+                        try await pipe.put(b)
+                        guard b.more, let last = b.blocks.last, last.height < until else { break }
+                        next = (last.height + 1, last.hash)
+                    }
+                    pipe.finish()
+                } catch {
+                    pipe.finish(error)
+                }
             }
-            report.batches += 1
-            report.stored += result.stored
-            if result.refused == nil { report.lastBlock = nextParent }
-            report.rawBytes += current.rawBytes
-            report.compressedBytes += current.compressedBytes
-            if result.headChanged { report.headChanged = true }
-            if result.reorganized { report.reorganized = true }
-            if let refused = result.refused {
-                report.refused = refused
-                _ = try? await next
-                return nil
+            defer { group.cancelAll() }
+            while let batches = try await pipe.take() {
+                let blocks = batches.count == 1 ? batches[0].blocks : batches.flatMap(\.blocks)
+                guard let last = blocks.last else { return nil }
+                let checked = batches.count == 1 ? batches[0].checked : batches.flatMap(\.checked)
+                let result = try await store.importBatch(blocks, now: now(), prechecked: checked)
+                let raw = batches.reduce(0) { $0 + $1.rawBytes }
+                let compressed = batches.reduce(0) { $0 + $1.compressedBytes }
+                counters.update {
+                    $0.blocksIn += result.stored
+                    $0.rawBytesIn += raw
+                    $0.compressedBytesIn += compressed
+                    if result.reorganized { $0.reorgs += 1 }
+                }
+                report.roundTrips += batches.count
+                report.batches += batches.count
+                report.stored += result.stored
+                report.rawBytes += raw
+                report.compressedBytes += compressed
+                if result.headChanged { report.headChanged = true }
+                if result.reorganized { report.reorganized = true }
+                if let refused = result.refused {
+                    report.refused = refused
+                    return nil
+                }
+                report.lastBlock = last.hash
+                // The fetching task stopped after this batch: the stream ended, or reached `until`.
+                if let final = batches.last, !final.more || final.blocks.isEmpty { return nil }
+                if last.height >= until { return (last.height, last.hash) }
             }
-            if nextFrom > until, more {
-                _ = try? await next
-                return (nextFrom - 1, nextParent)
-            }
-            guard let n = try await next else { return nil }
-            report.roundTrips += 1
-            current = n
+            return nil
         }
-        return nil
     }
 }

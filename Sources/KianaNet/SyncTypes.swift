@@ -44,6 +44,11 @@ public struct SyncConfig: Sendable {
     public var batchBytes = 1 << 20
     /// A batch this device accepts inflates to at most this many bytes.
     public var maxBatchBytes = 3 << 20
+    /// Blocks, and uncompressed bytes, a pull fetches and checks ahead of what it has stored
+    /// (decision 110); everything waiting is stored in one transaction, so this also bounds a
+    /// transaction of a pull (and how long local writes may wait behind one).
+    public var aheadBlocks = 10_000
+    public var aheadBytes = 16 << 20
     /// Heights asked for per refinement round of the fork search.
     public var probes = 3
     /// Heights one `sync.hashes` request may name.

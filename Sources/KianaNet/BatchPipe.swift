@@ -1,0 +1,125 @@
+import Synchronization
+
+/// The batches a pull has fetched and checked but not yet stored (decision 110): one task puts
+/// batches in as they arrive, the other takes everything waiting at once and stores it in one
+/// transaction. Bounded by blocks and by uncompressed bytes, so a store that is slower than the
+/// link makes the fetching side wait (back-pressure), never buffer without bound; a batch larger
+/// than the bounds on its own still passes when the pipe is empty.
+///
+/// Single producer, single consumer. The producer ends the pipe with `finish`; an error it
+/// finishes with reaches the consumer after every batch put before it, so what arrived intact
+/// is stored before the failure is reported.
+final class BatchPipe: Sendable {
+    let maxBlocks: Int
+    let maxBytes: Int
+
+    private struct State {
+        var items: [SyncBatch] = []
+        var blocks = 0
+        var bytes = 0
+        var finished = false
+        var failure: (any Error)?
+        var cancelled = false
+        /// The producer waiting for room, with the batch it brings.
+        var producer: (batch: SyncBatch, resume: CheckedContinuation<Void, any Error>)?
+        /// The consumer waiting for batches.
+        var consumer: CheckedContinuation<[SyncBatch]?, any Error>?
+    }
+    private let state = Mutex(State())
+
+    init(maxBlocks: Int, maxBytes: Int) {
+        self.maxBlocks = max(1, maxBlocks)
+        self.maxBytes = max(1, maxBytes)
+    }
+
+    /// Adds a batch, waiting while the pipe is full. Throws `CancellationError` when the
+    /// calling task is cancelled while it waits (the batch is then not added).
+    func put(_ batch: SyncBatch) async throws {
+        try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { (c: CheckedContinuation<Void, any Error>) in
+                enum Next { case added, handed([SyncBatch], CheckedContinuation<[SyncBatch]?, any Error>), wait, cancelled }
+                let next: Next = state.withLock { s in
+                    if s.cancelled || Task.isCancelled { return .cancelled }
+                    guard s.items.isEmpty || (s.blocks + batch.blocks.count <= maxBlocks && s.bytes + batch.rawBytes <= maxBytes) else {
+                        s.producer = (batch, c)
+                        return .wait
+                    }
+                    Self.append(batch, to: &s)
+                    guard let consumer = s.consumer else { return .added }
+                    s.consumer = nil
+                    return .handed(Self.takeAll(&s).items, consumer)
+                }
+                switch next {
+                case .added: c.resume()
+                case .handed(let items, let consumer):
+                    consumer.resume(returning: items)
+                    c.resume()
+                case .wait: break
+                case .cancelled: c.resume(throwing: CancellationError())
+                }
+            }
+        } onCancel: {
+            let waiting = state.withLock { s in
+                s.cancelled = true
+                defer { s.producer = nil }
+                return s.producer?.resume
+            }
+            waiting?.resume(throwing: CancellationError())
+        }
+    }
+
+    /// Ends the pipe: the consumer gets what is in it, then `failure` (if any) or the end.
+    func finish(_ failure: (any Error)? = nil) {
+        let waiting: CheckedContinuation<[SyncBatch]?, any Error>? = state.withLock { s in
+            s.finished = true
+            s.failure = failure
+            defer { s.consumer = nil }
+            return s.consumer
+        }
+        guard let waiting else { return }
+        if let failure { waiting.resume(throwing: failure) } else { waiting.resume(returning: nil) }
+    }
+
+    /// Takes every batch waiting, in order, waiting for one when the pipe is empty; nil once
+    /// the producer finished and everything was taken; throws the producer's failure then.
+    func take() async throws -> [SyncBatch]? {
+        try await withCheckedThrowingContinuation { (c: CheckedContinuation<[SyncBatch]?, any Error>) in
+            enum Next { case batches([SyncBatch], CheckedContinuation<Void, any Error>?), end((any Error)?), wait }
+            let next: Next = state.withLock { s in
+                if !s.items.isEmpty {
+                    let (items, producer) = Self.takeAll(&s)
+                    return .batches(items, producer)
+                }
+                if s.finished { return .end(s.failure) }
+                s.consumer = c
+                return .wait
+            }
+            switch next {
+            case .batches(let items, let producer):
+                producer?.resume()
+                c.resume(returning: items)
+            case .end(let failure?): c.resume(throwing: failure)
+            case .end(nil): c.resume(returning: nil)
+            case .wait: break
+            }
+        }
+    }
+
+    private static func append(_ batch: SyncBatch, to s: inout State) {
+        s.items.append(batch)
+        s.blocks += batch.blocks.count
+        s.bytes += batch.rawBytes
+    }
+
+    /// Empties the pipe; a producer waiting for room gets its batch in and is returned to resume.
+    private static func takeAll(_ s: inout State) -> (items: [SyncBatch], producer: CheckedContinuation<Void, any Error>?) {
+        let items = s.items
+        s.items = []
+        s.blocks = 0
+        s.bytes = 0
+        guard let waiting = s.producer else { return (items, nil) }
+        s.producer = nil
+        append(waiting.batch, to: &s)
+        return (items, waiting.resume)
+    }
+}

@@ -1,0 +1,98 @@
+import KianaCore
+@testable import KianaNet
+import Synchronization
+import Testing
+
+final class Count: Sendable {
+    let value = Mutex(0)
+}
+
+/// The pipe between a pull's fetching task and its storing task (decision 110).
+@Suite struct BatchPipeTests {
+    static let genesis = Block.genesis(identity: DeviceIdentity.generate(), time: 1_764_288_000_000)
+
+    /// A batch of `count` blocks (the same block; the pipe only counts them) and `bytes` raw bytes.
+    static func batch(_ count: Int, bytes: Int = 100, more: Bool = true) -> SyncBatch {
+        SyncBatch(
+            blocks: Array(repeating: Self.genesis, count: count), more: more, rawBytes: bytes, compressedBytes: bytes / 2,
+            checked: Array(repeating: true, count: count))
+    }
+
+    @Test func theConsumerTakesEverythingWaitingInOrder() async throws {
+        let pipe = BatchPipe(maxBlocks: 100, maxBytes: 1 << 20)
+        for n in [3, 5, 7] { try await pipe.put(Self.batch(n, bytes: n)) }
+        pipe.finish()
+        let first = try #require(try await pipe.take())
+        #expect(first.map(\.rawBytes) == [3, 5, 7])
+        #expect(try await pipe.take() == nil, "finished and empty: the end")
+        #expect(try await pipe.take() == nil)
+    }
+
+    @Test("The producer waits while the pipe is full, by blocks or by bytes", arguments: [(10, 1 << 20, 6, 100), (1000, 250, 1, 200)])
+    func theProducerWaitsWhileFull(_ maxBlocks: Int, _ maxBytes: Int, _ count: Int, _ bytes: Int) async throws {
+        let pipe = BatchPipe(maxBlocks: maxBlocks, maxBytes: maxBytes)
+        let put = Count()
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask {
+                for _ in 0..<3 {
+                    try await pipe.put(Self.batch(count, bytes: bytes))
+                    put.value.withLock { $0 += 1 }
+                }
+                pipe.finish()
+            }
+            // The first batch fits, the second would pass a bound: the producer waits in its second put.
+            for _ in 0..<200 where put.value.withLock({ $0 }) < 1 { try await Task.sleep(for: .milliseconds(5)) }
+            try await Task.sleep(for: .milliseconds(100))
+            #expect(put.value.withLock { $0 } == 1, "the second batch waits for room")
+            let first = try #require(try await pipe.take())
+            #expect(first.count == 1)
+            // Taking made room: the waiting batch went in, and the producer goes on.
+            var taken = first.count
+            while let more = try await pipe.take() { taken += more.count }
+            #expect(taken == 3)
+            try await group.waitForAll()
+        }
+    }
+
+    @Test func aBatchLargerThanTheBoundsPassesAlone() async throws {
+        let pipe = BatchPipe(maxBlocks: 5, maxBytes: 10)
+        try await pipe.put(Self.batch(50, bytes: 1000))
+        pipe.finish()
+        #expect(try await pipe.take()?.first?.blocks.count == 50)
+    }
+
+    @Test func aFailureArrivesAfterTheBatchesBeforeIt() async throws {
+        let pipe = BatchPipe(maxBlocks: 100, maxBytes: 1 << 20)
+        try await pipe.put(Self.batch(4))
+        pipe.finish(KianaNetError(.closed, "link dropped"))
+        #expect(try await pipe.take()?.count == 1, "what arrived intact comes first")
+        await #expect { _ = try await pipe.take() } throws: { ($0 as? KianaNetError)?.code == .closed }
+    }
+
+    @Test func aConsumerWaitingIsWokenByABatchOrByTheEnd() async throws {
+        let pipe = BatchPipe(maxBlocks: 100, maxBytes: 1 << 20)
+        async let taken = pipe.take()
+        try await Task.sleep(for: .milliseconds(50))
+        try await pipe.put(Self.batch(2))
+        #expect(try await taken?.first?.blocks.count == 2)
+        async let end = pipe.take()
+        try await Task.sleep(for: .milliseconds(50))
+        pipe.finish(KianaNetError(.timeout, "peer went quiet"))
+        do {
+            _ = try await end
+            Issue.record("the end with a failure throws it")
+        } catch { #expect((error as? KianaNetError)?.code == .timeout) }
+    }
+
+    @Test func aProducerWaitingForRoomStopsWhenCancelled() async throws {
+        let pipe = BatchPipe(maxBlocks: 1, maxBytes: 1 << 20)
+        try await pipe.put(Self.batch(1))
+        let waiting = Task { try await pipe.put(Self.batch(1)) }
+        try await Task.sleep(for: .milliseconds(50))
+        waiting.cancel()
+        await #expect(throws: CancellationError.self) { try await waiting.value }
+        // The cancelled batch never went in; later puts are refused too.
+        #expect(try await pipe.take()?.count == 1)
+        await #expect(throws: CancellationError.self) { try await pipe.put(Self.batch(1)) }
+    }
+}
