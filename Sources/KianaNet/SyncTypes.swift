@@ -48,7 +48,7 @@ public struct SyncConfig: Sendable {
     /// (decision 110); everything waiting is stored in one transaction, so this also bounds a
     /// transaction of a pull (and how long local writes may wait behind one).
     public var aheadBlocks = 10_000
-    public var aheadBytes = 16 << 20
+    public var aheadBytes = 8 << 20
     /// Heights asked for per refinement round of the fork search.
     public var probes = 3
     /// Heights one `sync.hashes` request may name.

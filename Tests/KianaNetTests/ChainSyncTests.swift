@@ -311,3 +311,58 @@ extension ChainSyncTests {
         #expect(try same(sa, sb))
     }
 }
+
+/// A store that takes its time over every import (a slow disk, a Pi) and records the size of
+/// each: everything else is the real store.
+final class SlowStore: SyncStore, Sendable {
+    let base: LedgerStore
+    let delay: Duration
+    let imports = Mutex<[Int]>([])
+
+    init(_ base: LedgerStore, delay: Duration) {
+        self.base = base
+        self.delay = delay
+    }
+
+    func networkID() async throws -> [UInt8]? { try await base.networkID() }
+    func chainHead() async throws -> LedgerHead? { try await base.chainHead() }
+    func historyHead() async throws -> HistoryHead { try await base.historyHead() }
+    func headSnapshot() async throws -> (head: LedgerHead, tree: HistoryHead)? { try await base.headSnapshot() }
+    func historyRoot(size: UInt64) async throws -> [UInt8]? { try await base.historyRoot(size: size) }
+    func consistency(from oldSize: UInt64) async throws -> HistoryConsistency? { try await base.consistency(from: oldSize) }
+    func canonicalHashes(at heights: [UInt64]) async throws -> [[UInt8]?] { try await base.canonicalHashes(at: heights) }
+    func chainMembership() async throws -> Membership { try await base.chainMembership() }
+    func hasBlock(_ hash: [UInt8]) async throws -> Bool { try await base.hasBlock(hash) }
+    func heightOnChain(of hash: [UInt8]) async throws -> UInt64? { try await base.heightOnChain(of: hash) }
+    func encodedBlocks(from: UInt64, maxCount: Int, maxBytes: Int) async throws -> [[UInt8]] {
+        try await base.encodedBlocks(from: from, maxCount: maxCount, maxBytes: maxBytes)
+    }
+    func importBatch(_ blocks: [Block], now: UInt64, prechecked: [Bool]?) async throws -> BatchImport {
+        imports.withLock { $0.append(blocks.count) }
+        try await Task.sleep(for: delay)
+        return try await base.importBatch(blocks, now: now, prechecked: prechecked)
+    }
+    func sideBranchTips() async throws -> [SideBranch] { try await base.sideBranchTips() }
+    func knownPeerAddresses() async throws -> [String] { try await base.knownPeerAddresses() }
+    func watchChain(_ onChange: @escaping @Sendable () -> Void) -> ChainWatch? { base.watchChain(onChange) }
+}
+
+extension ChainSyncTests {
+    @Test("A store slower than the link stores the batches that arrived meanwhile together, never more than the bound")
+    func aSlowStoreTakesLargerTransactions() async throws {
+        let (sa, sb) = try pair()
+        try await grow(sa, 600, by: a, from: t0 + 1)
+        let slow = SlowStore(sb, delay: .milliseconds(150))
+        var c = config(batch: 25)
+        c.aheadBlocks = 200
+        let peer = DirectPeer(ChainSync(store: sa, logger: logger, config: c))
+        let report = try await ChainSync(store: slow, logger: logger, config: c).pull(from: peer, now: { .max / 2 })
+        #expect(try same(sa, sb))
+        #expect(report.stored == 600 && report.batches == 24 && peer.calls("sync.blocks") == 24)
+        let sizes = slow.imports.withLock { $0 }
+        #expect(sizes.reduce(0, +) == 600)
+        #expect(sizes.max()! > 25, "batches that arrived while the store was busy went in together: \(sizes)")
+        #expect(sizes.max()! <= 200, "never more than the bound in one transaction: \(sizes)")
+        #expect(sizes.count < 24)
+    }
+}
