@@ -279,14 +279,20 @@ public struct SyncBench: Sendable {
             try fresh.initialize(genesis: genesis, now: genesis.header.time)
             let partStart = Self.now()
             // As a pull stores them when the store is the slower side: the batches waiting, up to
-            // `aheadBlocks`, in one transaction (decision 110).
+            // `aheadBlocks` and `aheadBytes`, in one transaction (decision 110).
             var transaction: [Block] = []
+            var bytes = 0
+            let bound = SyncConfig()
             for (i, part) in decoded.enumerated() {
                 transaction += part
-                guard i == decoded.count - 1 || transaction.count + decoded[i + 1].count > SyncConfig().aheadBlocks else { continue }
+                bytes += served[i].reduce(0) { $0 + $1.count }
+                guard i == decoded.count - 1 || transaction.count + decoded[i + 1].count > bound.aheadBlocks
+                    || bytes + served[i + 1].reduce(0, { $0 + $1.count }) > bound.aheadBytes
+                else { continue }
                 let result = try await fresh.importBatch(transaction, now: currentMillis(), prechecked: Array(repeating: true, count: transaction.count))
                 if let refused = result.refused { throw refused.error }
                 transaction = []
+                bytes = 0
             }
             r.storeSeconds = Self.now() - partStart
 

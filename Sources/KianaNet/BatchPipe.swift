@@ -2,21 +2,25 @@ import Synchronization
 
 /// The batches a pull has fetched and checked but not yet stored (decision 110): one task puts
 /// batches in as they arrive, the other takes everything waiting at once and stores it in one
-/// transaction. Bounded by blocks and by uncompressed bytes, so a store that is slower than the
-/// link makes the fetching side wait (back-pressure), never buffer without bound; a batch larger
-/// than the bounds on its own still passes when the pipe is empty.
+/// transaction. Bounded by blocks and by uncompressed bytes, counting both the batches waiting
+/// and the set being stored (released when the consumer comes back for more), so a store that
+/// is slower than the link makes the fetching side wait (back-pressure), never buffer without
+/// bound. A batch larger than the bounds on its own passes when nothing else is held.
 ///
-/// Single producer, single consumer. The producer ends the pipe with `finish`; an error it
-/// finishes with reaches the consumer after every batch put before it, so what arrived intact
-/// is stored before the failure is reported.
+/// Single producer, single consumer; the consumer calls `take` again only once it has stored
+/// what it took. The producer ends the pipe with `finish`; an error it finishes with reaches
+/// the consumer after every batch put before it, so what arrived intact is stored before the
+/// failure is reported.
 final class BatchPipe: Sendable {
     let maxBlocks: Int
     let maxBytes: Int
 
     private struct State {
         var items: [SyncBatch] = []
+        /// Held: the batches waiting plus the set the consumer is storing.
         var blocks = 0
         var bytes = 0
+        var storing = (blocks: 0, bytes: 0)
         var finished = false
         var failure: (any Error)?
         var cancelled = false
@@ -24,6 +28,10 @@ final class BatchPipe: Sendable {
         var producer: (batch: SyncBatch, resume: CheckedContinuation<Void, any Error>)?
         /// The consumer waiting for batches.
         var consumer: CheckedContinuation<[SyncBatch]?, any Error>?
+
+        func hasRoom(for batch: SyncBatch, maxBlocks: Int, maxBytes: Int) -> Bool {
+            blocks == 0 || (blocks + batch.blocks.count <= maxBlocks && bytes + batch.rawBytes <= maxBytes)
+        }
     }
     private let state = Mutex(State())
 
@@ -40,14 +48,14 @@ final class BatchPipe: Sendable {
                 enum Next { case added, handed([SyncBatch], CheckedContinuation<[SyncBatch]?, any Error>), wait, cancelled }
                 let next: Next = state.withLock { s in
                     if s.cancelled || Task.isCancelled { return .cancelled }
-                    guard s.items.isEmpty || (s.blocks + batch.blocks.count <= maxBlocks && s.bytes + batch.rawBytes <= maxBytes) else {
+                    guard s.hasRoom(for: batch, maxBlocks: maxBlocks, maxBytes: maxBytes) else {
                         s.producer = (batch, c)
                         return .wait
                     }
                     Self.append(batch, to: &s)
                     guard let consumer = s.consumer else { return .added }
                     s.consumer = nil
-                    return .handed(Self.takeAll(&s).items, consumer)
+                    return .handed(Self.takeAll(&s), consumer)
                 }
                 switch next {
                 case .added: c.resume()
@@ -68,9 +76,11 @@ final class BatchPipe: Sendable {
         }
     }
 
-    /// Ends the pipe: the consumer gets what is in it, then `failure` (if any) or the end.
+    /// Ends the pipe (once; later calls change nothing): the consumer gets what is in it, then
+    /// `failure` (if any) or the end.
     func finish(_ failure: (any Error)? = nil) {
         let waiting: CheckedContinuation<[SyncBatch]?, any Error>? = state.withLock { s in
+            guard !s.finished else { return nil }
             s.finished = true
             s.failure = failure
             defer { s.consumer = nil }
@@ -80,15 +90,25 @@ final class BatchPipe: Sendable {
         if let failure { waiting.resume(throwing: failure) } else { waiting.resume(returning: nil) }
     }
 
-    /// Takes every batch waiting, in order, waiting for one when the pipe is empty; nil once
-    /// the producer finished and everything was taken; throws the producer's failure then.
+    /// Marks the set taken last as stored, then takes every batch waiting, in order, waiting
+    /// for one when the pipe is empty; nil once the producer finished and everything was
+    /// taken; throws the producer's failure then.
     func take() async throws -> [SyncBatch]? {
         try await withCheckedThrowingContinuation { (c: CheckedContinuation<[SyncBatch]?, any Error>) in
             enum Next { case batches([SyncBatch], CheckedContinuation<Void, any Error>?), end((any Error)?), wait }
             let next: Next = state.withLock { s in
+                s.blocks -= s.storing.blocks
+                s.bytes -= s.storing.bytes
+                s.storing = (0, 0)
+                // The room just made may let a waiting producer's batch in.
+                var admitted: CheckedContinuation<Void, any Error>?
+                if let waiting = s.producer, s.hasRoom(for: waiting.batch, maxBlocks: maxBlocks, maxBytes: maxBytes) {
+                    s.producer = nil
+                    Self.append(waiting.batch, to: &s)
+                    admitted = waiting.resume
+                }
                 if !s.items.isEmpty {
-                    let (items, producer) = Self.takeAll(&s)
-                    return .batches(items, producer)
+                    return .batches(Self.takeAll(&s), admitted)
                 }
                 if s.finished { return .end(s.failure) }
                 s.consumer = c
@@ -105,21 +125,23 @@ final class BatchPipe: Sendable {
         }
     }
 
+    /// Whether the producer is waiting for room, and whether the consumer is waiting for a
+    /// batch (for tests that must see one parked).
+    var waiting: (producer: Bool, consumer: Bool) {
+        state.withLock { ($0.producer != nil, $0.consumer != nil) }
+    }
+
     private static func append(_ batch: SyncBatch, to s: inout State) {
         s.items.append(batch)
         s.blocks += batch.blocks.count
         s.bytes += batch.rawBytes
     }
 
-    /// Empties the pipe; a producer waiting for room gets its batch in and is returned to resume.
-    private static func takeAll(_ s: inout State) -> (items: [SyncBatch], producer: CheckedContinuation<Void, any Error>?) {
+    /// Moves everything waiting to the set being stored.
+    private static func takeAll(_ s: inout State) -> [SyncBatch] {
         let items = s.items
         s.items = []
-        s.blocks = 0
-        s.bytes = 0
-        guard let waiting = s.producer else { return (items, nil) }
-        s.producer = nil
-        append(waiting.batch, to: &s)
-        return (items, waiting.resume)
+        s.storing = (items.reduce(0) { $0 + $1.blocks.count }, items.reduce(0) { $0 + $1.rawBytes })
+        return items
     }
 }

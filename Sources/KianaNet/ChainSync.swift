@@ -318,7 +318,9 @@ public struct ChainSync: Sendable {
                 }
             }
             defer { group.cancelAll() }
-            while let batches = try await pipe.take() {
+            while let taken = try await pipe.take() {
+                report.roundTrips += taken.count
+                let batches = taken.filter { !$0.blocks.isEmpty }
                 let blocks = batches.count == 1 ? batches[0].blocks : batches.flatMap(\.blocks)
                 guard let last = blocks.last else { return nil }
                 let checked = batches.count == 1 ? batches[0].checked : batches.flatMap(\.checked)
@@ -331,7 +333,6 @@ public struct ChainSync: Sendable {
                     $0.compressedBytesIn += compressed
                     if result.reorganized { $0.reorgs += 1 }
                 }
-                report.roundTrips += batches.count
                 report.batches += batches.count
                 report.stored += result.stored
                 report.rawBytes += raw
@@ -340,11 +341,12 @@ public struct ChainSync: Sendable {
                 if result.reorganized { report.reorganized = true }
                 if let refused = result.refused {
                     report.refused = refused
+                    if refused.index > 0, refused.index <= blocks.count { report.lastBlock = blocks[refused.index - 1].hash }
                     return nil
                 }
                 report.lastBlock = last.hash
                 // The fetching task stopped after this batch: the stream ended, or reached `until`.
-                if let final = batches.last, !final.more || final.blocks.isEmpty { return nil }
+                if let final = taken.last, !final.more || final.blocks.isEmpty { return nil }
                 if last.height >= until { return (last.height, last.hash) }
             }
             return nil

@@ -76,8 +76,13 @@ extension LedgerStore: SyncStore {
         }
     }
 
+    /// A pull's import (many blocks, one transaction that can take a good part of a second)
+    /// runs on a thread of its own, so it never holds one of the few shared `blocking` threads
+    /// that store reads (/health, search) need meanwhile; a pushed block uses the shared pool.
+    /// Pulls are one per member at a time, which bounds these threads.
     public func importBatch(_ blocks: [Block], now: UInt64, prechecked: [Bool]?) async throws -> BatchImport {
-        try await blocking { try importBatch(blocks, now: now, prechecked: prechecked) }
+        guard blocks.count > 100 else { return try await blocking { try importBatch(blocks, now: now, prechecked: prechecked) } }
+        return try await onOwnThread { try importBatch(blocks, now: now, prechecked: prechecked) }
     }
 
     public func sideBranchTips() async throws -> [SideBranch] { try await blocking { try sideBranches() } }

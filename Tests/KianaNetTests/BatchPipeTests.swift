@@ -28,28 +28,39 @@ final class Count: Sendable {
         #expect(try await pipe.take() == nil)
     }
 
+    /// Polls `condition` every 5 ms for up to 10 s.
+    static func eventually(_ condition: () -> Bool) async throws -> Bool {
+        for _ in 0..<2000 {
+            if condition() { return true }
+            try await Task.sleep(for: .milliseconds(5))
+        }
+        return condition()
+    }
+
     @Test("The producer waits while the pipe is full, by blocks or by bytes", arguments: [(10, 1 << 20, 6, 100), (1000, 250, 1, 200)])
     func theProducerWaitsWhileFull(_ maxBlocks: Int, _ maxBytes: Int, _ count: Int, _ bytes: Int) async throws {
         let pipe = BatchPipe(maxBlocks: maxBlocks, maxBytes: maxBytes)
+        try await pipe.put(Self.batch(count, bytes: bytes))
+        // Taken, so being stored: it still counts against the bounds.
+        #expect(try await pipe.take()?.count == 1)
         let put = Count()
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask {
-                for _ in 0..<3 {
+                for _ in 0..<2 {
                     try await pipe.put(Self.batch(count, bytes: bytes))
                     put.value.withLock { $0 += 1 }
                 }
                 pipe.finish()
             }
-            // The first batch fits, the second would pass a bound: the producer waits in its second put.
-            for _ in 0..<200 where put.value.withLock({ $0 }) < 1 { try await Task.sleep(for: .milliseconds(5)) }
-            try await Task.sleep(for: .milliseconds(100))
-            #expect(put.value.withLock { $0 } == 1, "the second batch waits for room")
-            let first = try #require(try await pipe.take())
-            #expect(first.count == 1)
-            // Taking made room: the waiting batch went in, and the producer goes on.
-            var taken = first.count
-            while let more = try await pipe.take() { taken += more.count }
-            #expect(taken == 3)
+            #expect(try await Self.eventually { pipe.waiting.producer }, "the next batch waits while the last set is stored")
+            #expect(put.value.withLock { $0 } == 0)
+            // Coming back for more means the set was stored: the waiting batch goes in and is
+            // taken, and the one after it waits in its turn.
+            #expect(try await pipe.take()?.count == 1)
+            #expect(try await Self.eventually { pipe.waiting.producer })
+            #expect(put.value.withLock { $0 } == 1)
+            #expect(try await pipe.take()?.count == 1)
+            #expect(try await pipe.take() == nil)
             try await group.waitForAll()
         }
     }
@@ -72,12 +83,13 @@ final class Count: Sendable {
     @Test func aConsumerWaitingIsWokenByABatchOrByTheEnd() async throws {
         let pipe = BatchPipe(maxBlocks: 100, maxBytes: 1 << 20)
         async let taken = pipe.take()
-        try await Task.sleep(for: .milliseconds(50))
+        #expect(try await Self.eventually { pipe.waiting.consumer })
         try await pipe.put(Self.batch(2))
         #expect(try await taken?.first?.blocks.count == 2)
         async let end = pipe.take()
-        try await Task.sleep(for: .milliseconds(50))
+        #expect(try await Self.eventually { pipe.waiting.consumer })
         pipe.finish(KianaNetError(.timeout, "peer went quiet"))
+        pipe.finish()  // a second finish changes nothing
         do {
             _ = try await end
             Issue.record("the end with a failure throws it")
@@ -88,7 +100,7 @@ final class Count: Sendable {
         let pipe = BatchPipe(maxBlocks: 1, maxBytes: 1 << 20)
         try await pipe.put(Self.batch(1))
         let waiting = Task { try await pipe.put(Self.batch(1)) }
-        try await Task.sleep(for: .milliseconds(50))
+        #expect(try await Self.eventually { pipe.waiting.producer })
         waiting.cancel()
         await #expect(throws: CancellationError.self) { try await waiting.value }
         // The cancelled batch never went in; later puts are refused too.

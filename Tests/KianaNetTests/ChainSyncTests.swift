@@ -312,16 +312,17 @@ extension ChainSyncTests {
     }
 }
 
-/// A store that takes its time over every import (a slow disk, a Pi) and records the size of
-/// each: everything else is the real store.
+/// A store that is slow to import (a slow disk, a Pi): each import first waits for `gate` (given
+/// the import's number, from 0), and the size of each is recorded. Everything else is the real
+/// store.
 final class SlowStore: SyncStore, Sendable {
     let base: LedgerStore
-    let delay: Duration
+    let gate: @Sendable (Int) async throws -> Void
     let imports = Mutex<[Int]>([])
 
-    init(_ base: LedgerStore, delay: Duration) {
+    init(_ base: LedgerStore, gate: @escaping @Sendable (Int) async throws -> Void) {
         self.base = base
-        self.delay = delay
+        self.gate = gate
     }
 
     func networkID() async throws -> [UInt8]? { try await base.networkID() }
@@ -338,8 +339,11 @@ final class SlowStore: SyncStore, Sendable {
         try await base.encodedBlocks(from: from, maxCount: maxCount, maxBytes: maxBytes)
     }
     func importBatch(_ blocks: [Block], now: UInt64, prechecked: [Bool]?) async throws -> BatchImport {
-        imports.withLock { $0.append(blocks.count) }
-        try await Task.sleep(for: delay)
+        let n = imports.withLock { i in
+            i.append(blocks.count)
+            return i.count - 1
+        }
+        try await gate(n)
         return try await base.importBatch(blocks, now: now, prechecked: prechecked)
     }
     func sideBranchTips() async throws -> [SideBranch] { try await base.sideBranchTips() }
@@ -348,21 +352,68 @@ final class SlowStore: SyncStore, Sendable {
 }
 
 extension ChainSyncTests {
+    /// Polls `condition` every 5 ms for up to 10 s.
+    static func eventually(_ condition: () -> Bool) async throws {
+        for _ in 0..<2000 where !condition() { try await Task.sleep(for: .milliseconds(5)) }
+    }
+
     @Test("A store slower than the link stores the batches that arrived meanwhile together, never more than the bound")
     func aSlowStoreTakesLargerTransactions() async throws {
         let (sa, sb) = try pair()
         try await grow(sa, 600, by: a, from: t0 + 1)
-        let slow = SlowStore(sb, delay: .milliseconds(150))
         var c = config(batch: 25)
         c.aheadBlocks = 200
         let peer = DirectPeer(ChainSync(store: sa, logger: logger, config: c))
+        // The first import waits until five more batches were fetched (the sixth is asked for
+        // only once the fifth is in the pipe).
+        let slow = SlowStore(sb) { n in if n == 0 { try await Self.eventually { peer.calls("sync.blocks") >= 6 } } }
         let report = try await ChainSync(store: slow, logger: logger, config: c).pull(from: peer, now: { .max / 2 })
         #expect(try same(sa, sb))
         #expect(report.stored == 600 && report.batches == 24 && peer.calls("sync.blocks") == 24)
         let sizes = slow.imports.withLock { $0 }
         #expect(sizes.reduce(0, +) == 600)
-        #expect(sizes.max()! > 25, "batches that arrived while the store was busy went in together: \(sizes)")
+        #expect(sizes.count >= 2 && sizes[1] >= 100, "the batches that arrived while the store was busy went in together: \(sizes)")
         #expect(sizes.max()! <= 200, "never more than the bound in one transaction: \(sizes)")
-        #expect(sizes.count < 24)
+    }
+
+    @Test("A block refused while the fetching side waits for room: the valid prefix is kept and the pull ends")
+    func aRefusalWithAFullPipeEndsThePull() async throws {
+        let (sa, sb) = try pair()
+        try await grow(sa, 400, by: a, from: t0 + 1)
+        let stranger = DeviceIdentity.generate()
+        var c = config(batch: 20)
+        c.aheadBlocks = 60
+        // Block 150 is re-signed by a stranger: a valid signature, but no authority.
+        let peer = DirectPeer(ChainSync(store: sa, logger: logger, config: c)) { type, body, _ in
+            guard type == "sync.blocks" else { return body }
+            var m = try body.mapValue("answer")
+            let raw = try Deflate.decompress(try m[.text("data")]!.bytesValue("d"), size: Int(try m[.text("size")]!.uintValue("s")), limit: 1 << 24)
+            var blocks = try CBOR.decode(raw).arrayValue("blocks").map { try Block(decoding: try $0.bytesValue("b")) }
+            if let i = blocks.firstIndex(where: { $0.height == 150 }) {
+                blocks[i] = Block.seal(entries: blocks[i].entries, parent: blocks[i - 1].header, parentHash: blocks[i - 1].hash, time: blocks[i].header.time, identity: stranger)
+                blocks.removeLast(blocks.count - i - 1)
+                m[.text("count")] = .unsigned(UInt64(blocks.count))
+            }
+            let encoded = CBOR.array(blocks.map { .bytes($0.encoded) }).encoded
+            m[.text("data")] = .bytes(Deflate.compress(encoded))
+            m[.text("size")] = .unsigned(UInt64(encoded.count))
+            return .map(m)
+        }
+        // Every import waits until the fetching side has stopped asking (parked on a full pipe).
+        let slow = SlowStore(sb) { _ in
+            var last = -1
+            for _ in 0..<100 {
+                let n = peer.calls("sync.blocks")
+                if n == last { return }
+                last = n
+                try await Task.sleep(for: .milliseconds(100))
+            }
+        }
+        let report = try await ChainSync(store: slow, logger: logger, config: c).pull(from: peer, now: { .max / 2 })
+        let refused = try #require(report.refused)
+        #expect(refused.height == 150 && refused.rule == "authority")
+        #expect(try sb.head()?.height == 149, "the blocks before it are kept")
+        #expect(report.lastBlock == (try sa.blocks(from: 149, through: 149)[0].hash), "the last block taken, for the announcements")
+        #expect(peer.calls("sync.blocks") <= 150 / 20 + 60 / 20 + 2, "nothing fetched beyond the bound after the refusal")
     }
 }
