@@ -279,20 +279,23 @@ public struct SyncBench: Sendable {
             try fresh.initialize(genesis: genesis, now: genesis.header.time)
             let partStart = Self.now()
             // As a pull stores them when the store is the slower side: the batches waiting, up to
-            // `aheadBlocks` and `aheadBytes`, in one transaction (decision 110).
+            // `aheadEntries` and `aheadBytes`, in one transaction (decision 110).
             var transaction: [Block] = []
             var bytes = 0
+            var entries = 0
             let bound = SyncConfig()
             for (i, part) in decoded.enumerated() {
                 transaction += part
-                bytes += served[i].reduce(0) { $0 + $1.count }
-                guard i == decoded.count - 1 || transaction.count + decoded[i + 1].count > bound.aheadBlocks
+                entries += part.reduce(0) { $0 + $1.entries.count }
+                bytes +=  served[i].reduce(0) { $0 + $1.count }
+                guard i == decoded.count - 1 || entries + decoded[i + 1].reduce(0, { $0 + $1.entries.count }) > bound.aheadEntries
                     || bytes + served[i + 1].reduce(0, { $0 + $1.count }) > bound.aheadBytes
                 else { continue }
                 let result = try await fresh.importBatch(transaction, now: currentMillis(), prechecked: Array(repeating: true, count: transaction.count))
                 if let refused = result.refused { throw refused.error }
                 transaction = []
                 bytes = 0
+                entries = 0
             }
             r.storeSeconds = Self.now() - partStart
 

@@ -2,7 +2,7 @@ import Synchronization
 
 /// The batches a pull has fetched and checked but not yet stored (decision 110): one task puts
 /// batches in as they arrive, the other takes everything waiting at once and stores it in one
-/// transaction. Bounded by blocks and by uncompressed bytes, counting both the batches waiting
+/// transaction. Bounded by entries (the store's unit of work) and by uncompressed bytes, counting both the batches waiting
 /// and the set being stored (released when the consumer comes back for more), so a store that
 /// is slower than the link makes the fetching side wait (back-pressure), never buffer without
 /// bound. A batch larger than the bounds on its own passes when nothing else is held.
@@ -12,15 +12,15 @@ import Synchronization
 /// the consumer after every batch put before it, so what arrived intact is stored before the
 /// failure is reported.
 final class BatchPipe: Sendable {
-    let maxBlocks: Int
+    let maxEntries: Int
     let maxBytes: Int
 
     private struct State {
         var items: [SyncBatch] = []
         /// Held: the batches waiting plus the set the consumer is storing.
-        var blocks = 0
+        var entries = 0
         var bytes = 0
-        var storing = (blocks: 0, bytes: 0)
+        var storing = (entries: 0, bytes: 0)
         var finished = false
         var failure: (any Error)?
         var cancelled = false
@@ -29,14 +29,14 @@ final class BatchPipe: Sendable {
         /// The consumer waiting for batches.
         var consumer: CheckedContinuation<[SyncBatch]?, any Error>?
 
-        func hasRoom(for batch: SyncBatch, maxBlocks: Int, maxBytes: Int) -> Bool {
-            blocks == 0 || (blocks + batch.blocks.count <= maxBlocks && bytes + batch.rawBytes <= maxBytes)
+        func hasRoom(for batch: SyncBatch, maxEntries: Int, maxBytes: Int) -> Bool {
+            entries == 0 || (entries + batch.entryCount <= maxEntries && bytes + batch.rawBytes <= maxBytes)
         }
     }
     private let state = Mutex(State())
 
-    init(maxBlocks: Int, maxBytes: Int) {
-        self.maxBlocks = max(1, maxBlocks)
+    init(maxEntries: Int, maxBytes: Int) {
+        self.maxEntries = max(1, maxEntries)
         self.maxBytes = max(1, maxBytes)
     }
 
@@ -48,7 +48,7 @@ final class BatchPipe: Sendable {
                 enum Next { case added, handed([SyncBatch], CheckedContinuation<[SyncBatch]?, any Error>), wait, cancelled }
                 let next: Next = state.withLock { s in
                     if s.cancelled || Task.isCancelled { return .cancelled }
-                    guard s.hasRoom(for: batch, maxBlocks: maxBlocks, maxBytes: maxBytes) else {
+                    guard s.hasRoom(for: batch, maxEntries: maxEntries, maxBytes: maxBytes) else {
                         s.producer = (batch, c)
                         return .wait
                     }
@@ -97,12 +97,12 @@ final class BatchPipe: Sendable {
         try await withCheckedThrowingContinuation { (c: CheckedContinuation<[SyncBatch]?, any Error>) in
             enum Next { case batches([SyncBatch], CheckedContinuation<Void, any Error>?), end((any Error)?), wait }
             let next: Next = state.withLock { s in
-                s.blocks -= s.storing.blocks
+                s.entries -= s.storing.entries
                 s.bytes -= s.storing.bytes
                 s.storing = (0, 0)
                 // The room just made may let a waiting producer's batch in.
                 var admitted: CheckedContinuation<Void, any Error>?
-                if let waiting = s.producer, s.hasRoom(for: waiting.batch, maxBlocks: maxBlocks, maxBytes: maxBytes) {
+                if let waiting = s.producer, s.hasRoom(for: waiting.batch, maxEntries: maxEntries, maxBytes: maxBytes) {
                     s.producer = nil
                     Self.append(waiting.batch, to: &s)
                     admitted = waiting.resume
@@ -133,7 +133,7 @@ final class BatchPipe: Sendable {
 
     private static func append(_ batch: SyncBatch, to s: inout State) {
         s.items.append(batch)
-        s.blocks += batch.blocks.count
+        s.entries += batch.entryCount
         s.bytes += batch.rawBytes
     }
 
@@ -141,7 +141,7 @@ final class BatchPipe: Sendable {
     private static func takeAll(_ s: inout State) -> [SyncBatch] {
         let items = s.items
         s.items = []
-        s.storing = (items.reduce(0) { $0 + $1.blocks.count }, items.reduce(0) { $0 + $1.rawBytes })
+        s.storing = (items.reduce(0) { $0 + $1.entryCount }, items.reduce(0) { $0 + $1.rawBytes })
         return items
     }
 }

@@ -295,13 +295,13 @@ public struct ChainSync: Sendable {
     /// fetches and checks batches ahead while the other stores what has arrived, everything
     /// waiting in one transaction (decision 110), so a store slower than the link writes larger
     /// transactions instead of falling further behind. What is fetched ahead is bounded by
-    /// `SyncConfig.aheadBlocks` and `aheadBytes`.
+    /// `SyncConfig.aheadEntries` and `aheadBytes`.
     /// Returns the last block taken when it stopped at `until` with more to come (the caller
     /// then checks the peer still states a chain holding it), nil when the stream ended.
     func stream(
         _ peer: some SyncPeer, from: UInt64, parent: [UInt8], until: UInt64, now: @Sendable () -> UInt64, _ report: inout PullReport
     ) async throws -> (height: UInt64, hash: [UInt8])? {
-        let pipe = BatchPipe(maxBlocks: config.aheadBlocks, maxBytes: config.aheadBytes)
+        let pipe = BatchPipe(maxEntries: config.aheadEntries, maxBytes: config.aheadBytes)
         return try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask {
                 do {

@@ -44,10 +44,10 @@ public struct SyncConfig: Sendable {
     public var batchBytes = 1 << 20
     /// A batch this device accepts inflates to at most this many bytes.
     public var maxBatchBytes = 3 << 20
-    /// Blocks, and uncompressed bytes, a pull fetches and checks ahead of what it has stored
-    /// (decision 110); everything waiting is stored in one transaction, so this also bounds a
-    /// transaction of a pull (and how long local writes may wait behind one).
-    public var aheadBlocks = 10_000
+    /// Entries, and uncompressed bytes, a pull holds fetched but not yet stored (decision 110);
+    /// everything waiting is stored in one transaction, so this also bounds a transaction of a
+    /// pull (and how long local writes may wait behind one).
+    public var aheadEntries = 10_000
     public var aheadBytes = 8 << 20
     /// Heights asked for per refinement round of the fork search.
     public var probes = 3
@@ -82,6 +82,8 @@ public struct SyncBatch: Sendable {
     public var compressedBytes: Int
     /// `ChainValidator.precheck(blocks)`, done while the previous batch was being stored.
     public var checked: [Bool]
+    /// Entries in the blocks (what storing them costs).
+    public var entryCount: Int { blocks.reduce(0) { $0 + $1.entries.count } }
 }
 
 /// A peer that answers sync requests: a link, or in tests another device's `ChainSync` directly.

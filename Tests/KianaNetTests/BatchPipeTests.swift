@@ -9,17 +9,24 @@ final class Count: Sendable {
 
 /// The pipe between a pull's fetching task and its storing task (decision 110).
 @Suite struct BatchPipeTests {
-    static let genesis = Block.genesis(identity: DeviceIdentity.generate(), time: 1_764_288_000_000)
+    /// A block of one entry.
+    static let block: Block = {
+        let id = DeviceIdentity.generate()
+        let genesis = Block.genesis(identity: id, time: 1_764_288_000_000)
+        let entry = Entry(signedBy: id, network: genesis.hash, sequence: 1, hlc: HLC(wall: 1_764_288_000_001), kind: .knowledgePut, payload: .map([:]))
+        return Block.seal(entries: [entry], parent: genesis.header, parentHash: genesis.hash, time: 1_764_288_000_001, identity: id)
+    }()
 
-    /// A batch of `count` blocks (the same block; the pipe only counts them) and `bytes` raw bytes.
+    /// A batch of `count` one-entry blocks (the same block; the pipe only counts entries) and
+    /// `bytes` raw bytes.
     static func batch(_ count: Int, bytes: Int = 100, more: Bool = true) -> SyncBatch {
         SyncBatch(
-            blocks: Array(repeating: Self.genesis, count: count), more: more, rawBytes: bytes, compressedBytes: bytes / 2,
+            blocks: Array(repeating: Self.block, count: count), more: more, rawBytes: bytes, compressedBytes: bytes / 2,
             checked: Array(repeating: true, count: count))
     }
 
     @Test func theConsumerTakesEverythingWaitingInOrder() async throws {
-        let pipe = BatchPipe(maxBlocks: 100, maxBytes: 1 << 20)
+        let pipe = BatchPipe(maxEntries: 100, maxBytes: 1 << 20)
         for n in [3, 5, 7] { try await pipe.put(Self.batch(n, bytes: n)) }
         pipe.finish()
         let first = try #require(try await pipe.take())
@@ -37,9 +44,9 @@ final class Count: Sendable {
         return condition()
     }
 
-    @Test("The producer waits while the pipe is full, by blocks or by bytes", arguments: [(10, 1 << 20, 6, 100), (1000, 250, 1, 200)])
-    func theProducerWaitsWhileFull(_ maxBlocks: Int, _ maxBytes: Int, _ count: Int, _ bytes: Int) async throws {
-        let pipe = BatchPipe(maxBlocks: maxBlocks, maxBytes: maxBytes)
+    @Test("The producer waits while the pipe is full, by entries or by bytes", arguments: [(10, 1 << 20, 6, 100), (1000, 250, 1, 200)])
+    func theProducerWaitsWhileFull(_ maxEntries: Int, _ maxBytes: Int, _ count: Int, _ bytes: Int) async throws {
+        let pipe = BatchPipe(maxEntries: maxEntries, maxBytes: maxBytes)
         try await pipe.put(Self.batch(count, bytes: bytes))
         // Taken, so being stored: it still counts against the bounds.
         #expect(try await pipe.take()?.count == 1)
@@ -66,14 +73,14 @@ final class Count: Sendable {
     }
 
     @Test func aBatchLargerThanTheBoundsPassesAlone() async throws {
-        let pipe = BatchPipe(maxBlocks: 5, maxBytes: 10)
+        let pipe = BatchPipe(maxEntries: 5, maxBytes: 10)
         try await pipe.put(Self.batch(50, bytes: 1000))
         pipe.finish()
         #expect(try await pipe.take()?.first?.blocks.count == 50)
     }
 
     @Test func aFailureArrivesAfterTheBatchesBeforeIt() async throws {
-        let pipe = BatchPipe(maxBlocks: 100, maxBytes: 1 << 20)
+        let pipe = BatchPipe(maxEntries: 100, maxBytes: 1 << 20)
         try await pipe.put(Self.batch(4))
         pipe.finish(KianaNetError(.closed, "link dropped"))
         #expect(try await pipe.take()?.count == 1, "what arrived intact comes first")
@@ -81,7 +88,7 @@ final class Count: Sendable {
     }
 
     @Test func aConsumerWaitingIsWokenByABatchOrByTheEnd() async throws {
-        let pipe = BatchPipe(maxBlocks: 100, maxBytes: 1 << 20)
+        let pipe = BatchPipe(maxEntries: 100, maxBytes: 1 << 20)
         async let taken = pipe.take()
         #expect(try await Self.eventually { pipe.waiting.consumer })
         try await pipe.put(Self.batch(2))
@@ -97,7 +104,7 @@ final class Count: Sendable {
     }
 
     @Test func aProducerWaitingForRoomStopsWhenCancelled() async throws {
-        let pipe = BatchPipe(maxBlocks: 1, maxBytes: 1 << 20)
+        let pipe = BatchPipe(maxEntries: 1, maxBytes: 1 << 20)
         try await pipe.put(Self.batch(1))
         let waiting = Task { try await pipe.put(Self.batch(1)) }
         #expect(try await Self.eventually { pipe.waiting.producer })

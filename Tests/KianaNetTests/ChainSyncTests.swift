@@ -362,7 +362,7 @@ extension ChainSyncTests {
         let (sa, sb) = try pair()
         try await grow(sa, 600, by: a, from: t0 + 1)
         var c = config(batch: 25)
-        c.aheadBlocks = 200
+        c.aheadEntries = 200
         let peer = DirectPeer(ChainSync(store: sa, logger: logger, config: c))
         // The first import waits until five more batches were fetched (the sixth is asked for
         // only once the fifth is in the pipe).
@@ -382,7 +382,7 @@ extension ChainSyncTests {
         try await grow(sa, 400, by: a, from: t0 + 1)
         let stranger = DeviceIdentity.generate()
         var c = config(batch: 20)
-        c.aheadBlocks = 60
+        c.aheadEntries = 60
         // Block 150 is re-signed by a stranger: a valid signature, but no authority.
         let peer = DirectPeer(ChainSync(store: sa, logger: logger, config: c)) { type, body, _ in
             guard type == "sync.blocks" else { return body }
