@@ -287,7 +287,7 @@ public struct SyncBench: Sendable {
             for (i, part) in decoded.enumerated() {
                 transaction += part
                 entries += part.reduce(0) { $0 + $1.entries.count }
-                bytes +=  served[i].reduce(0) { $0 + $1.count }
+                bytes += served[i].reduce(0) { $0 + $1.count }
                 guard i == decoded.count - 1 || entries + decoded[i + 1].reduce(0, { $0 + $1.entries.count }) > bound.aheadEntries
                     || bytes + served[i + 1].reduce(0, { $0 + $1.count }) > bound.aheadBytes
                 else { continue }

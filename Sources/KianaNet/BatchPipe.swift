@@ -2,10 +2,11 @@ import Synchronization
 
 /// The batches a pull has fetched and checked but not yet stored (decision 110): one task puts
 /// batches in as they arrive, the other takes everything waiting at once and stores it in one
-/// transaction. Bounded by entries (the store's unit of work) and by uncompressed bytes, counting both the batches waiting
-/// and the set being stored (released when the consumer comes back for more), so a store that
-/// is slower than the link makes the fetching side wait (back-pressure), never buffer without
-/// bound. A batch larger than the bounds on its own passes when nothing else is held.
+/// transaction. Bounded by entries (the store's unit of work) and by uncompressed bytes,
+/// counting both the batches waiting and the set being stored (released when the consumer comes
+/// back for more), so a store that is slower than the link makes the fetching side wait
+/// (back-pressure), never buffer without bound. A batch larger than the bounds on its own
+/// passes when nothing else is held.
 ///
 /// Single producer, single consumer; the consumer calls `take` again only once it has stored
 /// what it took. The producer ends the pipe with `finish`; an error it finishes with reaches
@@ -137,11 +138,11 @@ final class BatchPipe: Sendable {
         s.bytes += batch.rawBytes
     }
 
-    /// Moves everything waiting to the set being stored.
+    /// Moves everything waiting to the set being stored (which is then all that is held).
     private static func takeAll(_ s: inout State) -> [SyncBatch] {
         let items = s.items
         s.items = []
-        s.storing = (items.reduce(0) { $0 + $1.entryCount }, items.reduce(0) { $0 + $1.rawBytes })
+        s.storing = (s.entries, s.bytes)
         return items
     }
 }

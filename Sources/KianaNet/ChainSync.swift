@@ -9,8 +9,8 @@ import Synchronization
 /// then only the missing blocks; forked devices find the fork point with an exponential probe
 /// from the tip and a 4-ary search; blocks stream as compressed batches that the receiver asks
 /// for ahead of what it imports, up to a bound (back-pressure; decision 110), each verified by
-/// the store before it is kept, the valid prefix kept when one is refused. Works on any `SyncStore`; knows nothing of
-/// sockets.
+/// the store before it is kept, the valid prefix kept when one is refused. Works on any
+/// `SyncStore`; knows nothing of sockets.
 public struct ChainSync: Sendable {
     public let store: any SyncStore
     public let logger: Logger

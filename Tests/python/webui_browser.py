@@ -217,8 +217,9 @@ def main():
         b.eval("location.hash = '#ledger'")  # typed in the address bar: no reload, a hashchange
         b.wait_for("document.querySelector('#ledger').classList.contains('active')", timeout=60)
         # A token kept in this browser can be forgotten from the device page.
-        b.eval("localStorage.setItem('kiana-token', 'not-the-token'); location.reload()")
-        b.wait_for("document.readyState === 'complete' && !!document.querySelector('#forget-token')", timeout=60)
+        # The old document is marked, so the wait below cannot be answered by it before the reload starts.
+        b.eval("window.kianaBeforeReload = true; localStorage.setItem('kiana-token', 'not-the-token'); location.reload()")
+        b.wait_for("!window.kianaBeforeReload && document.readyState === 'complete' && !!document.querySelector('nav [data-tab=device]') && !!document.querySelector('#forget-token')", timeout=60)
         b.eval("document.querySelector('nav [data-tab=device]').click()")
         b.wait_for("!document.querySelector('#forget-token').hidden", timeout=60)
         b.eval("document.querySelector('#forget-token').click()")
