@@ -1,5 +1,6 @@
 import KianaCore
 @testable import KianaNet
+import KianaTestSupport
 import Synchronization
 import Testing
 
@@ -35,15 +36,6 @@ final class Count: Sendable {
         #expect(try await pipe.take() == nil)
     }
 
-    /// Polls `condition` every 5 ms for up to 10 s.
-    static func eventually(_ condition: () -> Bool) async throws -> Bool {
-        for _ in 0..<2000 {
-            if condition() { return true }
-            try await Task.sleep(for: .milliseconds(5))
-        }
-        return condition()
-    }
-
     @Test("The producer waits while the pipe is full, by entries or by bytes", arguments: [(10, 1 << 20, 6, 100), (1000, 250, 1, 200)])
     func theProducerWaitsWhileFull(_ maxEntries: Int, _ maxBytes: Int, _ count: Int, _ bytes: Int) async throws {
         let pipe = BatchPipe(maxEntries: maxEntries, maxBytes: maxBytes)
@@ -59,12 +51,12 @@ final class Count: Sendable {
                 }
                 pipe.finish()
             }
-            #expect(try await Self.eventually { pipe.waiting.producer }, "the next batch waits while the last set is stored")
+            #expect(await eventually(10, every: .milliseconds(5)) { pipe.waiting.producer }, "the next batch waits while the last set is stored")
             #expect(put.value.withLock { $0 } == 0)
             // Coming back for more means the set was stored: the waiting batch goes in and is
             // taken, and the one after it waits in its turn.
             #expect(try await pipe.take()?.count == 1)
-            #expect(try await Self.eventually { pipe.waiting.producer })
+            #expect(await eventually(10, every: .milliseconds(5)) { pipe.waiting.producer })
             #expect(put.value.withLock { $0 } == 1)
             #expect(try await pipe.take()?.count == 1)
             #expect(try await pipe.take() == nil)
@@ -90,11 +82,11 @@ final class Count: Sendable {
     @Test func aConsumerWaitingIsWokenByABatchOrByTheEnd() async throws {
         let pipe = BatchPipe(maxEntries: 100, maxBytes: 1 << 20)
         async let taken = pipe.take()
-        #expect(try await Self.eventually { pipe.waiting.consumer })
+        #expect(await eventually(10, every: .milliseconds(5)) { pipe.waiting.consumer })
         try await pipe.put(Self.batch(2))
         #expect(try await taken?.first?.blocks.count == 2)
         async let end = pipe.take()
-        #expect(try await Self.eventually { pipe.waiting.consumer })
+        #expect(await eventually(10, every: .milliseconds(5)) { pipe.waiting.consumer })
         pipe.finish(KianaNetError(.timeout, "peer went quiet"))
         pipe.finish()  // a second finish changes nothing
         do {
@@ -107,7 +99,7 @@ final class Count: Sendable {
         let pipe = BatchPipe(maxEntries: 1, maxBytes: 1 << 20)
         try await pipe.put(Self.batch(1))
         let waiting = Task { try await pipe.put(Self.batch(1)) }
-        #expect(try await Self.eventually { pipe.waiting.producer })
+        #expect(await eventually(10, every: .milliseconds(5)) { pipe.waiting.producer })
         waiting.cancel()
         await #expect(throws: CancellationError.self) { try await waiting.value }
         // The cancelled batch never went in; later puts are refused too.

@@ -2,6 +2,7 @@ import Foundation
 import KianaCore
 import KianaNet
 import KianaStore
+import KianaTestSupport
 import Logging
 import Synchronization
 import Testing
@@ -352,11 +353,6 @@ final class SlowStore: SyncStore, Sendable {
 }
 
 extension ChainSyncTests {
-    /// Polls `condition` every 5 ms for up to 10 s.
-    static func eventually(_ condition: () -> Bool) async throws {
-        for _ in 0..<2000 where !condition() { try await Task.sleep(for: .milliseconds(5)) }
-    }
-
     @Test("A store slower than the link stores the batches that arrived meanwhile together, never more than the bound")
     func aSlowStoreTakesLargerTransactions() async throws {
         let (sa, sb) = try pair()
@@ -366,7 +362,7 @@ extension ChainSyncTests {
         let peer = DirectPeer(ChainSync(store: sa, logger: logger, config: c))
         // The first import waits until five more batches were fetched (the sixth is asked for
         // only once the fifth is in the pipe).
-        let slow = SlowStore(sb) { n in if n == 0 { try await Self.eventually { peer.calls("sync.blocks") >= 6 } } }
+        let slow = SlowStore(sb) { n in if n == 0 { _ = await eventually(10, every: .milliseconds(5)) { peer.calls("sync.blocks") >= 6 } } }
         let report = try await ChainSync(store: slow, logger: logger, config: c).pull(from: peer, now: { .max / 2 })
         #expect(try same(sa, sb))
         #expect(report.stored == 600 && report.batches == 24 && peer.calls("sync.blocks") == 24)
