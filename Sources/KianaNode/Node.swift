@@ -293,12 +293,14 @@ public struct Node: Sendable {
     }
 
     /// Seals entries waiting in the pending pool (returned by a reorg, or written while this
-    /// device was not yet an authority) into a block, if this device may sign. Nothing happens
-    /// when nothing waits or the ledger is marked damaged.
+    /// device was not yet an authority) into a block, if this device may sign, after signing
+    /// again this device's writes caught by a reused sequence number (decision 111). Nothing
+    /// happens when nothing waits or the ledger is marked damaged.
     @discardableResult
     public func sealPendingIfAuthority(now: UInt64 = currentMillis()) throws -> LedgerStore.SealRun {
-        // Runs on every head tick (twice a second): only the cheap pending count first.
-        guard directory.damage == nil, !readOnly, try store.pendingCount() > 0,
+        // Runs on every head tick (twice a second): only the cheap checks first.
+        guard directory.damage == nil, !readOnly,
+            try store.pendingCount() > 0 || store.hasLostEntries(of: identity.publicKey),
             try store.authorities().contains(identity.publicKey)
         else { return LedgerStore.SealRun() }
         // Blocks are bounded (`LedgerStore.sealLimits`): seal until nothing more can be.

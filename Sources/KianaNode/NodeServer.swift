@@ -79,7 +79,17 @@ public enum NodeServer {
         logger.info("ledger checked", metadata: ["height": .stringConvertible(check.height), "newlyVerified": .stringConvertible(check.newlyVerified)])
         // The peer layer signs nothing: sealing entries a reorg returned to the pending pool is the node's.
         let seal: @Sendable () async -> Void = {
-            if let run = try? await blocking({ try node.sealPendingIfAuthority() }), run.blocks > 0 {
+            guard let run = try? await blocking({ try node.sealPendingIfAuthority() }) else { return }
+            if run.resigned > 0 {
+                // This device's key had used these sequence numbers for other entries (decision 111).
+                logger.notice(
+                    "re-signed writes whose sequence numbers this device had already used elsewhere; was this data directory restored from an older copy, or does another copy run with the same keys?",
+                    metadata: ["entries": .stringConvertible(run.resigned)])
+            }
+            if run.retired > 0 {
+                logger.info("retired stuck entries whose content landed under another sequence number", metadata: ["entries": .stringConvertible(run.retired)])
+            }
+            if run.blocks > 0 {
                 logger.debug("sealed pending entries", metadata: ["blocks": .stringConvertible(run.blocks), "entries": .stringConvertible(run.entries)])
             }
         }

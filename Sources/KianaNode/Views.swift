@@ -40,6 +40,9 @@ public struct StatusView: Codable, Sendable {
     public var items: Int
     public var forgottenItems: Int
     public var pending: Int
+    /// Entries retired because their content landed under another sequence number of their
+    /// author (writes re-signed after a reused sequence number, decision 111).
+    public var superseded: Int
     public var authorities: [String]
     public var votes: [PendingVote]
     public var dataDirectory: String
@@ -128,6 +131,7 @@ extension Node {
             network: Hex.encode((damage == nil ? try store.network() : try? store.network()) ?? []),
             head: head.map { .init(height: $0.height, hash: Hex.encode($0.hash)) },
             blocks: c.blocks, entries: c.entries, items: c.items, forgottenItems: c.deletedItems, pending: c.pending,
+            superseded: (try? store.supersededCount()) ?? 0,
             authorities: (m?.authorities ?? []).map { DeviceID(publicKey: $0).description }.sorted(),
             votes: (m?.votes ?? []).map {
                 .init(

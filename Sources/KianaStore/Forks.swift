@@ -426,24 +426,32 @@ extension LedgerStore {
         }
     }
 
-    /// What `sealAllPending` did: blocks sealed, the entries in them, and seal attempts made.
+    /// What `sealAllPending` did: blocks sealed, the entries in them, seal attempts made, and
+    /// stuck entries re-signed or retired first (`resignStuck`).
     public struct SealRun: Sendable, Equatable {
         public var blocks = 0
         public var entries = 0
         public var attempts = 0
-        public init(blocks: Int = 0, entries: Int = 0, attempts: Int = 0) {
+        public var resigned = 0
+        public var retired = 0
+        public init(blocks: Int = 0, entries: Int = 0, attempts: Int = 0, resigned: Int = 0, retired: Int = 0) {
             self.blocks = blocks
             self.entries = entries
             self.attempts = attempts
+            self.resigned = resigned
+            self.retired = retired
         }
     }
 
     /// Seals the pending pool block by block (each bounded by `sealLimits`) until a seal finds
-    /// nothing it may include, or `maxBlocks` are sealed. Entries that can never be sealed on
-    /// this chain (a dropped author's, a sequence number already used) stay pending and cost one
-    /// attempt, not one per block allowed.
+    /// nothing it may include, or `maxBlocks` are sealed. First, `identity`'s own writes caught
+    /// by a reused sequence number are signed again and stuck copies whose content landed are
+    /// retired (`resignStuck`). Entries that still cannot be sealed on this chain (a dropped
+    /// author's, another author's reused sequence number) stay pending and cost one attempt,
+    /// not one per block allowed.
     public func sealAllPending(identity: DeviceIdentity, now: UInt64, maxBlocks: Int = 10_000) throws(KianaStoreError) -> SealRun {
-        var run = SealRun()
+        let resign = try resignStuck(identity: identity, now: now)
+        var run = SealRun(resigned: resign.resigned, retired: resign.retired)
         while run.blocks < maxBlocks {
             run.attempts += 1
             guard let block = try sealPending(identity: identity, now: now) else { break }

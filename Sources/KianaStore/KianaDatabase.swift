@@ -339,6 +339,15 @@ public final class KianaDatabase: Sendable {
             // reopened conversation shows it as it was shown (JSON; NULL for older turns).
             try db.alter(table: "message") { t in t.add(column: "detail", .text) }
         }
+        m.registerMigration("2026-12-06 superseded entries") { db in
+            // Entries that left the pending pool because their content landed under another
+            // sequence number (decision 111); their effect stays in the knowledge state.
+            try db.create(table: "superseded", options: [.withoutRowID]) { t in
+                t.primaryKey("entryId", .blob).references("entry")
+                t.column("by", .blob).notNull().references("entry")
+                t.column("at", .integer).notNull()
+            }
+        }
         return m
     }
 }

@@ -438,11 +438,18 @@ public struct LedgerStore: Sendable {
     }
 
     /// The materialized knowledge (`item`) must be exactly what the ledger (`chain`, the state
-    /// of the canonical chain's entries) plus the pending pool implies: item for item, field for field.
+    /// of the canonical chain's entries) plus the pending pool and the superseded entries (whose
+    /// content landed under another ID, decision 111) imply: item for item, field for field.
     func checkKnowledge(expected chain: KnowledgeState) throws(KianaStoreError) {
         let pending = try run("reading pending entries") {
             try writer.read { db in
-                try Data.fetchAll(db, sql: "SELECT entry.raw FROM pending JOIN entry ON entry.id = pending.entryId").map { try Entry(decoding: $0.bytes) }
+                try Data.fetchAll(
+                    db,
+                    sql: """
+                        SELECT entry.raw FROM pending JOIN entry ON entry.id = pending.entryId
+                        UNION ALL SELECT entry.raw FROM superseded JOIN entry ON entry.id = superseded.entryId
+                        """
+                ).map { try Entry(decoding: $0.bytes) }
             }
         }
         var expected = chain

@@ -46,6 +46,16 @@ struct PendingRecord: Codable, FetchableRecord, PersistableRecord {
     var addedAt: Int64
 }
 
+/// A pending entry that will never be sealed as it is, because its author's sequence number was
+/// used on the canonical chain by another entry, and whose content landed as `by` (re-signed by
+/// its author, decision 111). Kept because the knowledge state already folded it in.
+struct SupersededRecord: Codable, FetchableRecord, PersistableRecord {
+    static let databaseTableName = "superseded"
+    var entryId: Data
+    var by: Data
+    var at: Int64
+}
+
 /// The materialized CRDT state of one knowledge item.
 struct ItemRecord: Codable, FetchableRecord, PersistableRecord {
     static let databaseTableName = "item"

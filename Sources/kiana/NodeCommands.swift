@@ -128,6 +128,11 @@ struct Status: ParsableCommand {
                 say("Entries:     \(s.entries)")
                 say("Knowledge:   \(s.items) items (\(s.forgottenItems) forgotten)")
                 say("Pending:     \(s.pending)")
+                if s.superseded > 0 {
+                    say(
+                        "Re-signed:   \(s.superseded) entries used sequence numbers their author had already used for others "
+                            + "(a data directory restored from an older copy, or two copies running with one key); their content landed as new entries")
+                }
                 say("Authorities: \(s.authorities.joined(separator: ", "))")
                 if s.votes.isEmpty {
                     say("Votes:       none pending")

@@ -228,7 +228,8 @@ import Testing
         let port = Self.freePort()
         let p = try ChildProcess(server, ["-m", Models.smolLM, "--host", "127.0.0.1", "--port", "\(port)", "-c", "4096", "-t", "2", "--alias", "smol"])
         defer { p.signal(SIGKILL) }
-        #expect(await p.waitFor("listening on", timeout: 60) != nil, "\(p.output)")
+        // Loading and warming the model takes seconds alone, minutes beside the whole suite on two cores.
+        #expect(await p.waitFor("listening on", timeout: 180) != nil, "\(p.output)")
         let backend = OpenAIBackend(baseURL: URL(string: "http://127.0.0.1:\(port)/v1")!, model: "smol", contextSize: 4096)
         #expect(try await backend.models().contains("smol"))
         var req = ChatRequest(messages: [ChatMessage(.user, "List three primary colors.")])

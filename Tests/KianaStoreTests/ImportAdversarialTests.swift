@@ -203,9 +203,10 @@ import Testing
     }
 
     /// An entry that can never be sealed on this chain (its author's sequence number was used by
-    /// another entry meanwhile) stays pending and costs one seal attempt per call, not one per
-    /// block allowed: the node seals on every head tick, and a loop that kept trying made a
-    /// tick take half a minute (the announcer stalled and shutdown waited on it).
+    /// another entry meanwhile) stays pending on a device that cannot sign for its author, and
+    /// costs one seal attempt per call, not one per block allowed: the node seals on every head
+    /// tick, and a loop that kept trying made a tick take half a minute (the announcer stalled
+    /// and shutdown waited on it). Its author's device re-signs it (decision 111).
     @Test func anUnsealableEntryCostsOneAttempt() throws {
         let (sa, sb, _) = try pair()
         _ = try sa.write([put("from a")], identity: a, now: t0 + 10)
@@ -222,9 +223,99 @@ import Testing
             payload: put("a's other first entry").payload)
         let b3 = Block.seal(entries: [twin], parent: b2.header, parentHash: b2.hash, time: t0 + 41, identity: b)
         #expect(try sa.importBlock(b3, now: t0 + 42) == .newHead(reorganized: false))
-        let run = try sa.sealAllPending(identity: a, now: t0 + 50)
+        // b's key cannot sign for a: the entry stays, one attempt per call.
+        let run = try sa.sealAllPending(identity: b, now: t0 + 50)
         #expect(run == LedgerStore.SealRun(blocks: 0, entries: 0, attempts: 1))
         #expect(try sa.pendingCount() == 1)
         #expect(try sa.head()?.hash == b3.hash)
+        // a's own key signs it again under sequence number 2, and it is sealed.
+        let mine = try sa.sealAllPending(identity: a, now: t0 + 60)
+        #expect(mine == LedgerStore.SealRun(blocks: 1, entries: 1, attempts: 2, resigned: 1, retired: 0))
+        #expect(try sa.pendingCount() == 0 && sa.supersededCount() == 1)
+        #expect(try sa.items().compactMap(\.text).sorted() == ["a's other first entry", "b one", "b two", "from a"])
+        _ = try sa.verify(now: t0 + 100)
+    }
+
+    /// The device restored from an older copy of its own data directory: it does not know the
+    /// sequence numbers it used after the copy was made, so its next write reuses one. Whichever
+    /// of the two entries the fork choice keeps, the other is signed again by the device (which
+    /// holds the key) and lands; the peer retires its stuck copy; both converge with every
+    /// acknowledged write present once and verify. Run until both fork outcomes were seen.
+    @Test(arguments: [true, false]) func aWriteOnARestoredCopyLands(restoredWins: Bool) throws {
+        for _ in 0..<200 {
+            let (original, peer, g) = try pair()
+            let first = try original.write([put("before the backup")], identity: a, now: t0 + 10).block
+            _ = try peer.importBlock(first, now: t0 + 11)
+            // The backup: a copy of the original with the first write only.
+            let restored = LedgerStore(database: try KianaDatabase())
+            try restored.initialize(genesis: g, now: t0)
+            _ = try restored.importBlock(first, now: t0 + 12)
+            // The original writes once more (acknowledged, reaches the peer), then is lost.
+            let late = try original.write([put("after the backup")], identity: a, now: t0 + 20)
+            _ = try peer.importBlock(late.block, now: t0 + 21)
+            // The restored copy writes with the same sequence number (2).
+            let again = try restored.write([put("after the restore")], identity: a, now: t0 + 30)
+            #expect(again.entries[0].sequence == late.entries[0].sequence)
+            let wins = ForkChoice.prefers(height: 2, hash: again.block.hash, over: 2, late.block.hash)
+            guard wins == restoredWins else { continue }
+            _ = try restored.importBlock(late.block, now: t0 + 40)
+            _ = try peer.importBlock(again.block, now: t0 + 40)
+            #expect(try restored.head() == peer.head())
+            // The losing entry waits where it was on the chain before: the original's on the
+            // peer, the restored copy's on the restored device (elsewhere only on a side branch).
+            #expect(try restored.pendingCount() == (restoredWins ? 0 : 1) && peer.pendingCount() == (restoredWins ? 1 : 0))
+            // The peer cannot sign for a; the restored device re-signs its key's lost entry.
+            #expect(try peer.sealAllPending(identity: b, now: t0 + 50).blocks == 0)
+            let run = try restored.sealAllPending(identity: a, now: t0 + 50)
+            #expect(run.resigned == 1 && run.blocks == 1)
+            _ = try peer.importBlocks(try restored.blocks().filter { $0.height > 2 }, now: t0 + 60)
+            // Where the old entry waited, it is retired: its content landed.
+            #expect(try peer.sealAllPending(identity: b, now: t0 + 70).retired == (restoredWins ? 1 : 0))
+            for s in [restored, peer] {
+                #expect(try s.head() == restored.head())
+                #expect(try s.pendingCount() == 0)
+                #expect(try s.items().compactMap(\.text).sorted() == ["after the backup", "after the restore", "before the backup"])
+                _ = try s.verify(now: t0 + 100)
+            }
+            // Nothing more to do on either side.
+            #expect(try restored.sealAllPending(identity: a, now: t0 + 80) == LedgerStore.SealRun(attempts: 1))
+            return
+        }
+        Issue.record("the fork outcome \(restoredWins) was never drawn in 200 tries")
+    }
+
+    /// Two copies of one device (one key) both re-sign the same stuck write: the copy that lands
+    /// second is retired by content wherever it waits, so the write lands once.
+    @Test func aWriteResignedByTwoCopiesLandsOnce() throws {
+        let (sa, sb, g) = try pair()
+        let net = g.hash
+        let first = Entry(signedBy: a, network: net, sequence: 1, hlc: HLC(wall: t0 + 1), kind: .knowledgePut, payload: put("first").payload)
+        let stuck = Entry(signedBy: a, network: net, sequence: 1, hlc: HLC(wall: t0 + 2), kind: .knowledgePut, payload: put("stuck").payload)
+        // The stuck write waits in both copies' pools (its block lost the fork on both).
+        let side = Block.seal(entries: [stuck], parent: g.header, parentHash: g.hash, time: t0 + 3, identity: a)
+        let main1 = Block.seal(entries: [first], parent: g.header, parentHash: g.hash, time: t0 + 3, identity: b)
+        let main2 = Block.seal(
+            entries: [Entry(signedBy: b, network: net, sequence: 1, hlc: HLC(wall: t0 + 4), kind: .knowledgePut, payload: put("b").payload)],
+            parent: main1.header, parentHash: main1.hash, time: t0 + 4, identity: b)
+        let copy2 = LedgerStore(database: try KianaDatabase())
+        try copy2.initialize(genesis: g, now: t0)
+        for s in [sa, copy2] {
+            _ = try s.importBlock(side, now: t0 + 5)
+            _ = try s.importBlocks([main1, main2], now: t0 + 6)
+            #expect(try s.pendingCount() == 1)
+        }
+        // Both copies re-sign it (with the same clock and payload, sequence 2 on both).
+        let r1 = try sa.sealAllPending(identity: a, now: t0 + 10)
+        let r2 = try copy2.sealAllPending(identity: a, now: t0 + 11)
+        #expect(r1.resigned == 1 && r2.resigned == 1)
+        // The peer takes copy one's block, then copy two's (a sibling: a side branch or a reorg).
+        let b1 = try #require(try sa.blocks().last)
+        let b2 = try #require(try copy2.blocks().last)
+        _ = try sb.importBlocks([side, main1, main2, b1], now: t0 + 20)
+        _ = try sb.importBlock(b2, now: t0 + 21)
+        _ = try sb.sealAllPending(identity: b, now: t0 + 30)
+        #expect(try sb.items().filter { $0.text == "stuck" }.count == 1)
+        #expect(try sb.pendingCount() == 0)
+        _ = try sb.verify(now: t0 + 100)
     }
 }
