@@ -222,6 +222,28 @@ public struct ItemState: Hashable, Sendable {
         return lastDelete > lastPut
     }
 
+    /// The same state with every stamp of entry `old` naming entry `new` instead (an entry
+    /// superseded by a copy of it: same clock, author and content, decision 111).
+    public func renamingEntry(_ old: [UInt8], to new: [UInt8]) -> ItemState {
+        func rename(_ s: Stamp?) -> Stamp? {
+            guard let s, s.entryID == old else { return s }
+            return Stamp(hlc: s.hlc, author: s.author, entryID: new)
+        }
+        func rename<V>(_ r: Register<V>?) -> Register<V>? {
+            guard let r, r.stamp.entryID == old else { return r }
+            return Register(r.value, Stamp(hlc: r.stamp.hlc, author: r.stamp.author, entryID: new))
+        }
+        var s = self
+        s.title = rename(title)
+        s.text = rename(text)
+        s.tags = rename(tags)
+        s.source = rename(source)
+        s.firstPut = rename(firstPut)
+        s.lastPut = rename(lastPut)
+        s.lastDelete = rename(lastDelete)
+        return s
+    }
+
     public var created: HLC? { firstPut?.hlc }
     public var updated: HLC? { [lastPut, lastDelete].compactMap { $0 }.max()?.hlc }
 

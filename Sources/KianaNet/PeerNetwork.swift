@@ -91,6 +91,8 @@ public final class PeerNetwork: Sendable {
     /// Inbound connections: the pending-handshake, member and pairing pools (sized from
     /// `config.link` when the listener starts) and their counters.
     let admission = Admission()
+    /// What was offered to and taken from members of their own stuck entries (decision 111).
+    let stuckOffers = StuckOffers()
 
     public init(
         store: any SyncStore, identity: DeviceIdentity, config: NetworkConfig, logger: Logger, hooks: Hooks = Hooks(),

@@ -18,6 +18,8 @@ extension PeerNetwork {
             await pushed(link, m.body)
         case "sync.refused":
             await refusedByPeer(link, m.body)
+        case StuckOffers.messageType:
+            await offeredStuck(link, m.body)
         default:
             break
         }
@@ -48,6 +50,7 @@ extension PeerNetwork {
             } else {
                 await book.synced(link.remoteKey)
                 if result.headChanged { await imported(block.hash, from: link) }
+                await offerStuck(to: link)
             }
         } catch {
             logger.warning("pushed block could not be stored", metadata: ["peer": .string(link.label), "reason": .string("\(error)")])
@@ -108,6 +111,7 @@ extension PeerNetwork {
                 problem = why
                 logger.info("sync with peer failed", metadata: ["peer": .string(link.label), "reason": .string(why)])
             }
+            if synced { await offerStuck(to: link) }
             guard let again = await book.endPull(key, synced: synced, error: problem) else { break }
             head = again
         }

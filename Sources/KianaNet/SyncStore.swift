@@ -41,6 +41,17 @@ public protocol SyncStore: Sendable {
     /// Calls `onChange` after each change of the canonical chain made by this process, for as
     /// long as the returned watch lives (nil: not supported; the announcer then only polls).
     func watchChain(_ onChange: @escaping @Sendable () -> Void) -> ChainWatch?
+    /// Encodings of `author`'s entries held here that only `author` can help (stuck: their
+    /// sequence numbers were used by other entries; decision 111), bounded; none by default.
+    func stuckEntriesOffered(to author: [UInt8]) async throws -> [[UInt8]]
+    /// Takes back entries signed by `identity`'s own key that a member offered and this device
+    /// has never seen; returns how many. Takes none by default.
+    func takeBackOwnEntries(_ raws: [[UInt8]], identity: DeviceIdentity) async throws -> Int
+}
+
+extension SyncStore {
+    public func stuckEntriesOffered(to author: [UInt8]) async throws -> [[UInt8]] { [] }
+    public func takeBackOwnEntries(_ raws: [[UInt8]], identity: DeviceIdentity) async throws -> Int { 0 }
 }
 
 extension LedgerStore: SyncStore {
@@ -94,5 +105,13 @@ extension LedgerStore: SyncStore {
     public func watchChain(_ onChange: @escaping @Sendable () -> Void) -> ChainWatch? {
         let w: ChainWatch = watchChain(onChange)
         return w
+    }
+
+    public func stuckEntriesOffered(to author: [UInt8]) async throws -> [[UInt8]] {
+        try await blocking { try stuckEntries(of: author, limit: StuckOffers.maxEntries, maxBytes: StuckOffers.maxBytes) }
+    }
+
+    public func takeBackOwnEntries(_ raws: [[UInt8]], identity: DeviceIdentity) async throws -> Int {
+        try await blocking { try adoptOwnEntries(raws, identity: identity, now: currentMillis()) }
     }
 }

@@ -296,15 +296,17 @@ public struct Node: Sendable {
     /// device was not yet an authority) into a block, if this device may sign, after signing
     /// again this device's writes caught by a reused sequence number (decision 111). Nothing
     /// happens when nothing waits or the ledger is marked damaged.
+    /// `resign: false` skips looking for those writes (the server looks only when the head or
+    /// the pending pool changed).
     @discardableResult
-    public func sealPendingIfAuthority(now: UInt64 = currentMillis()) throws -> LedgerStore.SealRun {
+    public func sealPendingIfAuthority(now: UInt64 = currentMillis(), resign: Bool = true) throws -> LedgerStore.SealRun {
         // Runs on every head tick (twice a second): only the cheap checks first.
         guard directory.damage == nil, !readOnly,
-            try store.pendingCount() > 0 || store.hasLostEntries(of: identity.publicKey),
+            try store.pendingCount() > 0 || (resign && store.hasLostEntries(of: identity.publicKey)),
             try store.authorities().contains(identity.publicKey)
         else { return LedgerStore.SealRun() }
         // Blocks are bounded (`LedgerStore.sealLimits`): seal until nothing more can be.
-        return try store.sealAllPending(identity: identity, now: now)
+        return try store.sealAllPending(identity: identity, now: now, resign: resign)
     }
 
     /// Verifies the whole ledger (and the database file). A failure marks the ledger damaged,

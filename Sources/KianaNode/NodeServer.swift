@@ -78,8 +78,20 @@ public enum NodeServer {
         try? node.store.recordVerified(height: check.height, hash: check.hash)
         logger.info("ledger checked", metadata: ["height": .stringConvertible(check.height), "newlyVerified": .stringConvertible(check.newlyVerified)])
         // The peer layer signs nothing: sealing entries a reorg returned to the pending pool is the node's.
+        // Signing stuck writes again (decision 111) is looked for only when the head or the
+        // pending pool changed since the last look: its queries are not for every tick.
+        let lookedAt = Mutex<String?>(nil)
         let seal: @Sendable () async -> Void = {
-            guard let run = try? await blocking({ try node.sealPendingIfAuthority() }) else { return }
+            guard
+                let run = try? await blocking({ () throws -> LedgerStore.SealRun in
+                    let mark = "\(Hex.encode(try node.store.head()?.hash ?? []))/\(try node.store.pendingCount())"
+                    let changed = lookedAt.withLock { last in
+                        defer { last = mark }
+                        return last != mark
+                    }
+                    return try node.sealPendingIfAuthority(resign: changed)
+                })
+            else { return }
             if run.resigned > 0 {
                 // This device's key had used these sequence numbers for other entries (decision 111).
                 logger.notice(

@@ -40,9 +40,12 @@ public struct StatusView: Codable, Sendable {
     public var items: Int
     public var forgottenItems: Int
     public var pending: Int
-    /// Entries retired because their content landed under another sequence number of their
-    /// author (writes re-signed after a reused sequence number, decision 111).
-    public var superseded: Int
+    /// This device's writes signed again because their sequence numbers had been used for other
+    /// entries (a directory restored from an older copy, decision 111).
+    public var signedAgain: Int
+    /// Pending entries that can never be sealed as they are, per author (device ID): only that
+    /// device can sign them again (votes: cast them again).
+    public var stuck: [String: Int]
     public var authorities: [String]
     public var votes: [PendingVote]
     public var dataDirectory: String
@@ -126,12 +129,14 @@ extension Node {
         let c = damage == nil ? try store.counts() : (try? store.counts()) ?? StoreCounts(blocks: 0, entries: 0, items: 0, deletedItems: 0, pending: 0)
         // A damaged ledger may not replay its votes; status still says what it can, and why.
         let m: Membership? = damage == nil ? try store.membership() : try? store.membership()
+        let report = try? store.stuckReport(identity: identity.publicKey)
         return StatusView(
             device: identity.deviceID.description, identityKey: Hex.encode(identity.publicKey),
             network: Hex.encode((damage == nil ? try store.network() : try? store.network()) ?? []),
             head: head.map { .init(height: $0.height, hash: Hex.encode($0.hash)) },
             blocks: c.blocks, entries: c.entries, items: c.items, forgottenItems: c.deletedItems, pending: c.pending,
-            superseded: (try? store.supersededCount()) ?? 0,
+            signedAgain: report?.signedAgain ?? 0,
+            stuck: Dictionary(uniqueKeysWithValues: (report?.stuck ?? []).map { (DeviceID(publicKey: $0.author).description, $0.count) }),
             authorities: (m?.authorities ?? []).map { DeviceID(publicKey: $0).description }.sorted(),
             votes: (m?.votes ?? []).map {
                 .init(

@@ -449,9 +449,10 @@ extension LedgerStore {
     /// retired (`resignStuck`). Entries that still cannot be sealed on this chain (a dropped
     /// author's, another author's reused sequence number) stay pending and cost one attempt,
     /// not one per block allowed.
-    public func sealAllPending(identity: DeviceIdentity, now: UInt64, maxBlocks: Int = 10_000) throws(KianaStoreError) -> SealRun {
-        let resign = try resignStuck(identity: identity, now: now)
-        var run = SealRun(resigned: resign.resigned, retired: resign.retired)
+    /// `resign: false` skips that first step (the node runs it only when something changed).
+    public func sealAllPending(identity: DeviceIdentity, now: UInt64, maxBlocks: Int = 10_000, resign: Bool = true) throws(KianaStoreError) -> SealRun {
+        let r = resign ? try resignStuck(identity: identity, now: now) : ResignRun()
+        var run = SealRun(resigned: r.resigned, retired: r.retired)
         while run.blocks < maxBlocks {
             run.attempts += 1
             guard let block = try sealPending(identity: identity, now: now) else { break }

@@ -13,6 +13,9 @@ public final class KianaDatabase: Sendable {
     public let writer: any DatabaseWriter
     /// Ledger states after recently seen blocks, so importing a block need not replay from genesis.
     let states = StateCache()
+    /// Per stuck entry ID, its author's sequence number up to which a landed copy was looked
+    /// for (`LedgerStore.resignStuck`): each look then reads only the author's newer entries.
+    let landedSearch = LandedSearch()
     /// The file (nil in memory), for the WAL check after writes.
     let filePath: String?
     private let walLost = Mutex(false)
@@ -425,4 +428,12 @@ final class StateCache: Sendable {
             if e.order.count > capacity { e.states[e.order.removeFirst()] = nil }
         }
     }
+}
+
+/// How far a landed copy of each stuck entry was looked for (entry ID → its author's sequence
+/// number), in memory: a restart looks once over everything again.
+final class LandedSearch: Sendable {
+    private let upTo = Mutex<[[UInt8]: UInt64]>([:])
+    func get(_ id: [UInt8]) -> UInt64? { upTo.withLock { $0[id] } }
+    func set(_ id: [UInt8], _ seq: UInt64) { upTo.withLock { $0[id] = seq } }
 }

@@ -252,7 +252,7 @@ public struct LedgerStore: Sendable {
         let raws = try Data.fetchAll(
             db,
             sql: """
-                SELECT entry.raw FROM pending JOIN entry ON entry.id = pending.entryId
+                SELECT entry.raw FROM pending CROSS JOIN entry ON entry.id = pending.entryId
                 ORDER BY entry.hlcWall, entry.hlcLogical, entry.author, entry.seq
                 """)
         let authorities = try authorities(db)
@@ -264,15 +264,7 @@ public struct LedgerStore: Sendable {
         for raw in raws {
             let e = try Entry(decoding: raw.bytes)
             guard authorities.contains(e.author) else { continue }
-            let last =
-                try lastSeq[e.author]
-                ?? UInt64(
-                    Int64.fetchOne(
-                        db,
-                        sql: """
-                            SELECT MAX(entry.seq) FROM entry JOIN blockEntry ON blockEntry.entryId = entry.id
-                            JOIN chain ON chain.hash = blockEntry.blockHash WHERE entry.author = ?
-                            """, arguments: [Data(e.author)]) ?? 0)
+            let last = try lastSeq[e.author] ?? canonicalSequence(of: e.author, db)
             guard e.sequence > last else { continue }
             if !entries.isEmpty, entries.count >= sealLimits.entries || bytes + e.encoded.count > sealLimits.bytes { break }
             lastSeq[e.author] = e.sequence
@@ -438,18 +430,12 @@ public struct LedgerStore: Sendable {
     }
 
     /// The materialized knowledge (`item`) must be exactly what the ledger (`chain`, the state
-    /// of the canonical chain's entries) plus the pending pool and the superseded entries (whose
-    /// content landed under another ID, decision 111) imply: item for item, field for field.
+    /// of the canonical chain's entries) plus the pending pool implies: item for item, field for
+    /// field (an entry superseded by a copy of it is renamed in the state, decision 111).
     func checkKnowledge(expected chain: KnowledgeState) throws(KianaStoreError) {
         let pending = try run("reading pending entries") {
             try writer.read { db in
-                try Data.fetchAll(
-                    db,
-                    sql: """
-                        SELECT entry.raw FROM pending JOIN entry ON entry.id = pending.entryId
-                        UNION ALL SELECT entry.raw FROM superseded JOIN entry ON entry.id = superseded.entryId
-                        """
-                ).map { try Entry(decoding: $0.bytes) }
+                try Data.fetchAll(db, sql: "SELECT entry.raw FROM pending CROSS JOIN entry ON entry.id = pending.entryId").map { try Entry(decoding: $0.bytes) }
             }
         }
         var expected = chain

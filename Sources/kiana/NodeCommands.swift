@@ -128,10 +128,14 @@ struct Status: ParsableCommand {
                 say("Entries:     \(s.entries)")
                 say("Knowledge:   \(s.items) items (\(s.forgottenItems) forgotten)")
                 say("Pending:     \(s.pending)")
-                if s.superseded > 0 {
+                for (device, count) in s.stuck.sorted(by: { $0.key < $1.key }) {
                     say(
-                        "Re-signed:   \(s.superseded) entries used sequence numbers their author had already used for others "
-                            + "(a data directory restored from an older copy, or two copies running with one key); their content landed as new entries")
+                        device == s.device
+                            ? "Stuck:       \(count) of this device's votes reuse sequence numbers and cannot be sealed: cast them again"
+                            : "Stuck:       \(count) entries by \(device) reuse sequence numbers; they land when that device connects and signs them again")
+                }
+                if s.signedAgain > 0 {
+                    say("Signed again: \(s.signedAgain) of this device's writes reused sequence numbers (restored from an older copy?) and were signed again")
                 }
                 say("Authorities: \(s.authorities.joined(separator: ", "))")
                 if s.votes.isEmpty {

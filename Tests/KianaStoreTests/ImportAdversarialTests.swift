@@ -231,7 +231,7 @@ import Testing
         // a's own key signs it again under sequence number 2, and it is sealed.
         let mine = try sa.sealAllPending(identity: a, now: t0 + 60)
         #expect(mine == LedgerStore.SealRun(blocks: 1, entries: 1, attempts: 2, resigned: 1, retired: 0))
-        #expect(try sa.pendingCount() == 0 && sa.supersededCount() == 1)
+        #expect(try sa.pendingCount() == 0 && sa.stuckReport(identity: a.publicKey).signedAgain == 1)
         #expect(try sa.items().compactMap(\.text).sorted() == ["a's other first entry", "b one", "b two", "from a"])
         _ = try sa.verify(now: t0 + 100)
     }
@@ -258,14 +258,24 @@ import Testing
             #expect(again.entries[0].sequence == late.entries[0].sequence)
             let wins = ForkChoice.prefers(height: 2, hash: again.block.hash, over: 2, late.block.hash)
             guard wins == restoredWins else { continue }
-            _ = try restored.importBlock(late.block, now: t0 + 40)
+            // Sync carries canonical chains only: the restored device sees the original's block
+            // only when it wins.
+            if !restoredWins { _ = try restored.importBlock(late.block, now: t0 + 40) }
             _ = try peer.importBlock(again.block, now: t0 + 40)
             #expect(try restored.head() == peer.head())
             // The losing entry waits where it was on the chain before: the original's on the
             // peer, the restored copy's on the restored device (elsewhere only on a side branch).
             #expect(try restored.pendingCount() == (restoredWins ? 0 : 1) && peer.pendingCount() == (restoredWins ? 1 : 0))
-            // The peer cannot sign for a; the restored device re-signs its key's lost entry.
+            // The peer cannot sign for a: it reports the entry stuck, and offers a's entries to a.
             #expect(try peer.sealAllPending(identity: b, now: t0 + 50).blocks == 0)
+            #expect(try peer.stuckReport(identity: b.publicKey).stuck.map(\.count) == (restoredWins ? [1] : []))
+            let offered = try peer.stuckEntries(of: a.publicKey)
+            #expect(offered.count == 1)
+            // The restored device takes what it never saw (the original's write), nothing else.
+            #expect(try restored.adoptOwnEntries(offered, identity: a, now: t0 + 50) == (restoredWins ? 1 : 0))
+            if restoredWins { #expect(try restored.pendingCount() == 1) }
+            #expect(try restored.adoptOwnEntries(offered, identity: a, now: t0 + 50) == 0)
+            #expect(try peer.adoptOwnEntries(offered, identity: b, now: t0 + 50) == 0)
             let run = try restored.sealAllPending(identity: a, now: t0 + 50)
             #expect(run.resigned == 1 && run.blocks == 1)
             _ = try peer.importBlocks(try restored.blocks().filter { $0.height > 2 }, now: t0 + 60)
@@ -275,13 +285,114 @@ import Testing
                 #expect(try s.head() == restored.head())
                 #expect(try s.pendingCount() == 0)
                 #expect(try s.items().compactMap(\.text).sorted() == ["after the backup", "after the restore", "before the backup"])
+                // Every item's version names an entry on the chain, the same on both devices.
+                for item in try s.items() {
+                    let last = try #require(item.lastEntry)
+                    #expect(try s.findEntry(idPrefix: Hex.encode(last)).entry.id == last)
+                }
                 _ = try s.verify(now: t0 + 100)
             }
+            #expect(try restored.items().map(\.lastEntry) == peer.items().map(\.lastEntry))
             // Nothing more to do on either side.
             #expect(try restored.sealAllPending(identity: a, now: t0 + 80) == LedgerStore.SealRun(attempts: 1))
             return
         }
         Issue.record("the fork outcome \(restoredWins) was never drawn in 200 tries")
+    }
+
+    /// What a member offers as this device's own stuck entries is taken only if it is that:
+    /// signed by this device's key for this network, well-formed, not a vote, not from the
+    /// future, and never seen here. Anything else is ignored and nothing is stored.
+    @Test func offeredEntriesAreCheckedBeforeTheyAreTaken() throws {
+        let (sa, _, g) = try pair()
+        let net = g.hash
+        func entry(_ by: DeviceIdentity, network: [UInt8] = g.hash, seq: UInt64 = 1, at: UInt64 = 1, kind: EntryKind = .knowledgePut) -> Entry {
+            let payload = kind == .authorityVote ? Vote(target: b.publicKey, authorize: false).payload : put("offered").payload
+            return Entry(signedBy: by, network: network, sequence: seq, hlc: HLC(wall: t0 + at), kind: kind, payload: payload)
+        }
+        let known = try sa.write([put("known")], identity: a, now: t0 + 5).entries[0]
+        var forged = entry(a).encoded
+        forged[forged.count - 1] ^= 1  // a flipped byte (the payload's last): the signature fails
+        let refused: [[UInt8]] = [
+            entry(b).encoded,  // another key's
+            entry(a, network: [UInt8](repeating: 7, count: 32)).encoded,  // another network's
+            forged,
+            entry(a, kind: .authorityVote).encoded,
+            entry(a, at: 3_600_000).encoded,  // an hour ahead of `now`
+            known.encoded,
+            [0xA1, 0x61, 0x76],  // not an entry
+        ]
+        let before = try sa.counts()
+        #expect(try sa.adoptOwnEntries(refused, identity: a, now: t0 + 10) == 0)
+        #expect(try sa.counts() == before)
+        _ = net
+        #expect(try sa.adoptOwnEntries([entry(a, seq: 7).encoded], identity: a, now: t0 + 10) == 1)
+        #expect(try sa.pendingCount() == 1)
+        _ = try sa.verify(now: t0 + 100)
+    }
+
+    /// A vote is never signed again (votes count in chain order, so a late one could undo a
+    /// later decision): it stays stuck and is reported.
+    @Test func aStuckVoteIsReportedNotSignedAgain() throws {
+        let (sa, _, g) = try pair()
+        let net = g.hash
+        let c = DeviceIdentity.generate()
+        let first = Entry(signedBy: a, network: net, sequence: 1, hlc: HLC(wall: t0 + 1), kind: .knowledgePut, payload: put("first").payload)
+        let vote = Entry(
+            signedBy: a, network: net, sequence: 1, hlc: HLC(wall: t0 + 2), kind: .authorityVote, payload: Vote(target: c.publicKey, authorize: true).payload)
+        let fromB = Entry(signedBy: b, network: net, sequence: 1, hlc: HLC(wall: t0 + 3), kind: .knowledgePut, payload: put("from b").payload)
+        // The vote's branch is canonical first; the longer one carrying `first` takes over.
+        let side = Block.seal(entries: [vote], parent: g.header, parentHash: g.hash, time: t0 + 3, identity: a)
+        let main1 = Block.seal(entries: [first], parent: g.header, parentHash: g.hash, time: t0 + 3, identity: b)
+        let main2 = Block.seal(entries: [fromB], parent: main1.header, parentHash: main1.hash, time: t0 + 4, identity: b)
+        _ = try sa.importBlock(side, now: t0 + 5)
+        _ = try sa.importBlocks([main1, main2], now: t0 + 6)
+        #expect(try sa.pendingCount() == 1)
+        let run = try sa.sealAllPending(identity: a, now: t0 + 10)
+        #expect(run.resigned == 0 && run.blocks == 0)
+        #expect(try sa.pendingCount() == 1)
+        #expect(try sa.stuckReport(identity: a.publicKey).stuck.map(\.count) == [1])
+        #expect(try sa.stuckEntries(of: a.publicKey).isEmpty)
+        _ = try sa.verify(now: t0 + 100)
+    }
+
+    /// An entry superseded by its copy that a reorg makes canonical after all: the pending copy
+    /// is superseded by it instead, so the write lands once, and the state names the original.
+    @Test func anOriginalThatWinsAfterAllRetiresItsCopy() throws {
+        let (sa, _, g) = try pair()
+        let net = g.hash
+        func entry(_ by: DeviceIdentity, _ seq: UInt64, _ at: UInt64, _ text: String) -> Entry {
+            Entry(signedBy: by, network: net, sequence: seq, hlc: HLC(wall: t0 + at), kind: .knowledgePut, payload: put(text).payload)
+        }
+        let first = entry(a, 1, 1, "first")
+        let mine = entry(a, 1, 2, "mine")
+        // The branch holding `mine` is canonical first, then a longer one with `first` wins.
+        let side = Block.seal(entries: [mine], parent: g.header, parentHash: g.hash, time: t0 + 3, identity: a)
+        let main1 = Block.seal(entries: [first], parent: g.header, parentHash: g.hash, time: t0 + 3, identity: b)
+        let main2 = Block.seal(entries: [entry(a, 2, 4, "a two")], parent: main1.header, parentHash: main1.hash, time: t0 + 4, identity: b)
+        _ = try sa.importBlock(side, now: t0 + 5)
+        _ = try sa.importBlocks([main1, main2], now: t0 + 6)
+        #expect(try sa.pendingCount() == 1)
+        // Signed again (sequence 2), not sealed yet: a resign step alone.
+        #expect(try sa.resignStuck(identity: a, now: t0 + 7) == LedgerStore.ResignRun(resigned: 1, retired: 0))
+        #expect(try sa.pendingCount() == 1)
+        // The side branch grows past the main one (a third device extended it): `mine` is
+        // canonical after all, and `first` leaves the chain.
+        let side2 = Block.seal(entries: [entry(b, 1, 8, "b one")], parent: side.header, parentHash: side.hash, time: t0 + 8, identity: b)
+        let side3 = Block.seal(entries: [entry(b, 2, 9, "b two")], parent: side2.header, parentHash: side2.hash, time: t0 + 9, identity: a)
+        _ = try sa.importBlocks([side2, side3], now: t0 + 10)
+        #expect(try sa.head()?.hash == side3.hash)
+        let run = try sa.sealAllPending(identity: a, now: t0 + 11)
+        // `mine` lands once (its copy retired); `first` is signed again and lands too, and so
+        // is the younger "a two" with it (numbers follow the clock).
+        let onChain = try sa.blocks().flatMap(\.entries)
+        #expect(onChain.filter { $0.payload == mine.payload }.map(\.id) == [mine.id])
+        #expect(onChain.filter { $0.payload == first.payload }.count == 1)
+        #expect(try sa.items().compactMap(\.text).sorted() == ["a two", "b one", "b two", "first", "mine"])
+        let report = try sa.stuckReport(identity: a.publicKey)
+        #expect(try sa.pendingCount() == 0, "\(run) \(report) \(onChain.map { "\($0.author == a.publicKey ? "a" : "b")\($0.sequence)" })")
+        #expect(try sa.items().first { $0.text == "mine" }?.lastEntry == mine.id)
+        _ = try sa.verify(now: t0 + 100)
     }
 
     /// Two copies of one device (one key) both re-sign the same stuck write: the copy that lands
