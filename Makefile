@@ -56,7 +56,7 @@ FLOOD_SECONDS ?= 60
 
 # The in-process suites: no setup, no models (tests that need them are skipped, visibly), no
 # child processes; a few minutes on 2 cores. The fork simulation runs 20 seeds here (200 in `make test`).
-UNIT_TESTS := ^(KianaCoreTests\.(CBORTests|IdentityTests|MembershipVectorTests|KnowledgeCRDTTests|MerkleVectorTests|HistoryTreeTests|HistoryFrontierTests|LedgerTests|LedgerMembershipTests|JSONSyntaxTests)/|KianaStoreTests\.|KianaServerTests\.|KianaNetTests\.(MDNSLogicTests|FramingTests|ChainSyncTests|SyncRequestRateTests|PeerAddressTests)/|KianaAITests\.|KianaNodeTests\.GenerationQueueTests/)
+UNIT_TESTS := ^(KianaCoreTests\.(CBORTests|IdentityTests|MembershipVectorTests|KnowledgeCRDTTests|MerkleVectorTests|HistoryTreeTests|HistoryFrontierTests|LedgerTests|LedgerMembershipTests|JSONSyntaxTests)/|KianaStoreTests\.|KianaServerTests\.|KianaNetTests\.(MDNSLogicTests|FramingTests|ChainSyncTests|SyncRequestRateTests|PeerAddressTests|StuckOffersTests)/|KianaAITests\.|KianaNodeTests\.GenerationQueueTests/)
 
 test-unit: check-imports
 	@$(SWIFT) build --build-tests 2>&1 | $(QUIET)
