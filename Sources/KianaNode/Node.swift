@@ -298,13 +298,19 @@ public struct Node: Sendable {
     /// happens when nothing waits or the ledger is marked damaged.
     /// `resign: false` skips looking for those writes (the server looks only when the head or
     /// the pending pool changed).
+    /// A device that may not seal still retires stuck entries whose content landed (so its
+    /// state names the entries on the chain, as on every other device).
     @discardableResult
     public func sealPendingIfAuthority(now: UInt64 = currentMillis(), resign: Bool = true) throws -> LedgerStore.SealRun {
         // Runs on every head tick (twice a second): only the cheap checks first.
-        guard directory.damage == nil, !readOnly,
-            try store.pendingCount() > 0 || (resign && store.hasLostEntries(of: identity.publicKey)),
-            try store.authorities().contains(identity.publicKey)
-        else { return LedgerStore.SealRun() }
+        guard directory.damage == nil, !readOnly else { return LedgerStore.SealRun() }
+        let pending = try store.pendingCount()
+        guard try store.authorities().contains(identity.publicKey) else {
+            guard resign, pending > 0 else { return LedgerStore.SealRun() }
+            let r = try store.resignStuck(identity: nil, now: now)
+            return LedgerStore.SealRun(retired: r.retired)
+        }
+        guard try pending > 0 || (resign && store.hasLostEntries(of: identity.publicKey)) else { return LedgerStore.SealRun() }
         // Blocks are bounded (`LedgerStore.sealLimits`): seal until nothing more can be.
         return try store.sealAllPending(identity: identity, now: now, resign: resign)
     }

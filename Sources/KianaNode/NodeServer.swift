@@ -85,11 +85,11 @@ public enum NodeServer {
             guard
                 let run = try? await blocking({ () throws -> LedgerStore.SealRun in
                     let mark = "\(Hex.encode(try node.store.head()?.hash ?? []))/\(try node.store.pendingCount())"
-                    let changed = lookedAt.withLock { last in
-                        defer { last = mark }
-                        return last != mark
-                    }
-                    return try node.sealPendingIfAuthority(resign: changed)
+                    let changed = lookedAt.withLock { $0 != mark }
+                    let run = try node.sealPendingIfAuthority(resign: changed)
+                    // Only a look that succeeded counts (a busy database is looked at again).
+                    if changed { lookedAt.withLock { $0 = mark } }
+                    return run
                 })
             else { return }
             if run.resigned > 0 {

@@ -43,9 +43,13 @@ public struct StatusView: Codable, Sendable {
     /// This device's writes signed again because their sequence numbers had been used for other
     /// entries (a directory restored from an older copy, decision 111).
     public var signedAgain: Int
-    /// Pending entries that can never be sealed as they are, per author (device ID): only that
-    /// device can sign them again (votes: cast them again).
-    public var stuck: [String: Int]
+    /// Pending entries that can never be sealed as they are, per author (device ID): writes,
+    /// which only that device can sign again, and votes, which it must cast again.
+    public var stuck: [String: StuckCount]
+    public struct StuckCount: Codable, Sendable, Equatable {
+        public var writes: Int
+        public var votes: Int
+    }
     public var authorities: [String]
     public var votes: [PendingVote]
     public var dataDirectory: String
@@ -136,7 +140,8 @@ extension Node {
             head: head.map { .init(height: $0.height, hash: Hex.encode($0.hash)) },
             blocks: c.blocks, entries: c.entries, items: c.items, forgottenItems: c.deletedItems, pending: c.pending,
             signedAgain: report?.signedAgain ?? 0,
-            stuck: Dictionary(uniqueKeysWithValues: (report?.stuck ?? []).map { (DeviceID(publicKey: $0.author).description, $0.count) }),
+            stuck: Dictionary(
+                uniqueKeysWithValues: (report?.stuck ?? []).map { (DeviceID(publicKey: $0.author).description, StatusView.StuckCount(writes: $0.writes, votes: $0.votes)) }),
             authorities: (m?.authorities ?? []).map { DeviceID(publicKey: $0).description }.sorted(),
             votes: (m?.votes ?? []).map {
                 .init(

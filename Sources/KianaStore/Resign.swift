@@ -72,7 +72,6 @@ extension LedgerStore {
         let from = max(e.sequence, searched?.get(e.id) ?? 0)
         let top = try canonicalSequence(of: e.author, db)
         guard top > from else { return nil }
-        defer { searched?.set(e.id, top) }
         let raws = try Data.fetchAll(
             try db.cachedStatement(
                 sql: """
@@ -86,6 +85,9 @@ extension LedgerStore {
             let other = try Entry(decoding: raw.bytes)
             if other.payload.encoded == payload { return other.id }
         }
+        // Nothing up to `top`: the next look starts above it (a fact about the chain as read,
+        // whatever becomes of this transaction).
+        searched?.set(e.id, top)
         return nil
     }
 
@@ -260,9 +262,9 @@ extension LedgerStore {
                 guard let net = try Self.setting(db, "network")?.bytes else { return 0 }
                 var taken = 0
                 for raw in raws {
+                    // The cheap checks first; the signature only for an entry not seen here.
                     guard let e = try? Entry(decoding: raw), e.author == identity.publicKey, e.network == net, e.kind != .authorityVote,
-                        e.hlc.wall <= now &+ LedgerLimits.maxClockDrift, e.verifySignature(),
-                        try !Self.entryExists(e.id, db)
+                        e.hlc.wall <= now &+ LedgerLimits.maxClockDrift, try !Self.entryExists(e.id, db), e.verifySignature()
                     else { continue }
                     try Self.insert(entry: e, db)
                     try Self.recordEquivocations([e], db)
@@ -279,18 +281,35 @@ extension LedgerStore {
         try Bool.fetchOne(try db.cachedStatement(sql: "SELECT EXISTS(SELECT 1 FROM entry WHERE id = ?)"), arguments: [Data(id)]) ?? false
     }
 
+    /// Stuck pending entries of one author: writes (which that author signs again when it
+    /// runs) and votes (which it must cast again).
+    public struct Stuck: Sendable, Equatable {
+        public var author: [UInt8]
+        public var writes: Int
+        public var votes: Int
+        public init(author: [UInt8], writes: Int, votes: Int) {
+            self.author = author
+            self.writes = writes
+            self.votes = votes
+        }
+    }
+
     /// What waits and why: this key's writes signed again (superseded rows of its own entries),
     /// and stuck entries per author that only their author can help.
-    public func stuckReport(identity key: [UInt8]) throws(KianaStoreError) -> (signedAgain: Int, stuck: [(author: [UInt8], count: Int)]) {
+    public func stuckReport(identity key: [UInt8]) throws(KianaStoreError) -> (signedAgain: Int, stuck: [Stuck]) {
         try run("reporting stuck entries") {
             try writer.read { db in
                 let again =
                     try Int.fetchOne(
                         db, sql: "SELECT COUNT(*) FROM superseded JOIN entry ON entry.id = superseded.entryId WHERE entry.author = ?",
                         arguments: [Data(key)]) ?? 0
-                var counts: [[UInt8]: Int] = [:]
-                for e in try Self.stuckPending(db) { counts[e.author, default: 0] += 1 }
-                return (again, counts.map { ($0.key, $0.value) }.sorted { $0.author.lexicographicallyPrecedes($1.author) })
+                var counts: [[UInt8]: Stuck] = [:]
+                for e in try Self.stuckPending(db) {
+                    let vote = e.kind == .authorityVote
+                    counts[e.author, default: Stuck(author: e.author, writes: 0, votes: 0)].writes += vote ? 0 : 1
+                    counts[e.author, default: Stuck(author: e.author, writes: 0, votes: 0)].votes += vote ? 1 : 0
+                }
+                return (again, counts.values.sorted { $0.author.lexicographicallyPrecedes($1.author) })
             }
         }
     }

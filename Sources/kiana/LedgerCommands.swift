@@ -211,7 +211,9 @@ struct Import: ParsableCommand {
                 "Imported \(added) blocks\(side > 0 ? " (\(side) on side branches)" : "")\(reorg ? ", switched to the imported chain" : ""); head is now \(try node.head()?.height ?? 0)"
             )
             let pending = try node.counts().pending
-            if pending > 0 { say("\(pending) entries from abandoned blocks are pending and will be sealed with the next write.") }
+            let stuck = try node.store.stuckReport(identity: node.identity.publicKey).stuck.reduce(0) { $0 + $1.writes + $1.votes }
+            if pending > stuck { say("\(pending - stuck) entries from abandoned blocks are pending and will be sealed with the next write.") }
+            if stuck > 0 { say("\(stuck) entries reuse sequence numbers of their authors and cannot be sealed as they are (`kiana status` says which).") }
             if !(try node.isAuthority) {
                 say("Note: this device (\(node.identity.deviceID)) is not an authority of the imported network; it can read but not write.")
             }

@@ -129,10 +129,19 @@ struct Status: ParsableCommand {
                 say("Knowledge:   \(s.items) items (\(s.forgottenItems) forgotten)")
                 say("Pending:     \(s.pending)")
                 for (device, count) in s.stuck.sorted(by: { $0.key < $1.key }) {
-                    say(
-                        device == s.device
-                            ? "Stuck:       \(count) of this device's votes reuse sequence numbers and cannot be sealed: cast them again"
-                            : "Stuck:       \(count) entries by \(device) reuse sequence numbers; they land when that device connects and signs them again")
+                    let mine = device == s.device
+                    if count.writes > 0 {
+                        say(
+                            mine
+                                ? "Stuck:       \(count.writes) of this device's writes reuse sequence numbers; the running node signs them again"
+                                : "Stuck:       \(count.writes) writes by \(device) reuse sequence numbers; they land once that device (running this version) signs them again")
+                    }
+                    if count.votes > 0 {
+                        say(
+                            mine
+                                ? "Stuck:       \(count.votes) of this device's votes reuse sequence numbers and cannot be sealed: cast them again"
+                                : "Stuck:       \(count.votes) votes by \(device) reuse sequence numbers and cannot be sealed: that device must cast them again")
+                    }
                 }
                 if s.signedAgain > 0 {
                     say("Signed again: \(s.signedAgain) of this device's writes reused sequence numbers (restored from an older copy?) and were signed again")

@@ -268,7 +268,7 @@ import Testing
             #expect(try restored.pendingCount() == (restoredWins ? 0 : 1) && peer.pendingCount() == (restoredWins ? 1 : 0))
             // The peer cannot sign for a: it reports the entry stuck, and offers a's entries to a.
             #expect(try peer.sealAllPending(identity: b, now: t0 + 50).blocks == 0)
-            #expect(try peer.stuckReport(identity: b.publicKey).stuck.map(\.count) == (restoredWins ? [1] : []))
+            #expect(try peer.stuckReport(identity: b.publicKey).stuck.map(\.writes) == (restoredWins ? [1] : []))
             let offered = try peer.stuckEntries(of: a.publicKey)
             #expect(offered.count == 1)
             // The restored device takes what it never saw (the original's write), nothing else.
@@ -351,7 +351,7 @@ import Testing
         let run = try sa.sealAllPending(identity: a, now: t0 + 10)
         #expect(run.resigned == 0 && run.blocks == 0)
         #expect(try sa.pendingCount() == 1)
-        #expect(try sa.stuckReport(identity: a.publicKey).stuck.map(\.count) == [1])
+        #expect(try sa.stuckReport(identity: a.publicKey).stuck == [LedgerStore.Stuck(author: a.publicKey, writes: 0, votes: 1)])
         #expect(try sa.stuckEntries(of: a.publicKey).isEmpty)
         _ = try sa.verify(now: t0 + 100)
     }
