@@ -106,8 +106,14 @@ extension Node {
             let prefix = entry.isFolder ? entry.root + "/" : entry.root + "#"
             var existing: [String: [Int: StoredItem]] = [:]
             var duplicates: [String: [StoredItem]] = [:]
-            for item in try searchStore.items(sourcePrefix: prefix) {
+            // Chunks the owner forgot stay forgotten while their text is unchanged (decision 112).
+            var forgotten: [String: [Int: StoredItem]] = [:]
+            for item in try searchStore.items(sourcePrefix: prefix, includingForgotten: true) {
                 guard let s = item.source, let (path, pos) = ChunkSource.parse(s) else { continue }
+                if item.deleted {
+                    forgotten[path, default: [:]][pos] = item
+                    continue
+                }
                 if let other = existing[path]?[pos] {
                     // keep the one written last (its text is the newest), by ID on a tie
                     let itemFirst = item.updated.map { u in other.updated.map { u > $0 } ?? true } ?? false
@@ -158,6 +164,12 @@ extension Node {
                     let title = Self.title(chunk.heading.isEmpty ? name : name + " › " + chunk.heading)
                     let text = String(chunk.text.utf8.prefix(KnowledgeOp.maxTextBytes)) ?? chunk.text
                     if let item = old[pos] {
+                        if item.title == title && item.text == text { continue }
+                        ops.append(.put(item.id, KnowledgeFields(title: title, text: text)))
+                        updated += 1
+                    } else if let item = forgotten[file]?[pos] {
+                        // Forgotten by the owner: left so while the chunk reads the same; a
+                        // changed chunk is new text and comes back (on the same item).
                         if item.title == title && item.text == text { continue }
                         ops.append(.put(item.id, KnowledgeFields(title: title, text: text)))
                         updated += 1

@@ -301,12 +301,12 @@ public struct SearchStore: Sendable {
     }
 
     /// Live items whose source starts with `prefix` (ingested files: "path#chunk").
-    public func items(sourcePrefix prefix: String) throws(KianaStoreError) -> [StoredItem] {
+    public func items(sourcePrefix prefix: String, includingForgotten: Bool = false) throws(KianaStoreError) -> [StoredItem] {
         try database.run("reading items by source") {
             try writer.read { db in
                 try ItemRecord.fetchAll(
-                    db, sql: "SELECT * FROM item WHERE deleted = 0 AND substr(source, 1, ?) = ?",
-                    arguments: [prefix.unicodeScalars.count, prefix]
+                    db, sql: "SELECT * FROM item WHERE (deleted = 0 OR ?) AND substr(source, 1, ?) = ?",
+                    arguments: [includingForgotten, prefix.unicodeScalars.count, prefix]
                 ).map(LedgerStore.item)
             }
         }

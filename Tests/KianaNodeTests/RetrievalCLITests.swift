@@ -160,6 +160,48 @@ import Testing
 
     /// Ingests of one data directory take turns (concurrent ones each added a file's new chunks,
     /// and the second copy then kept serving old text); a chunk already stored twice is made one.
+    /// Decision 112: a chunk the owner forgot is not brought back by the next ingest of its
+    /// unchanged file (a `--watch` would otherwise undo every forget at once); a chunk whose text
+    /// changed comes back on the same item; the file's other chunks follow as before.
+    @Test func aForgottenChunkStaysForgottenWhileItsTextIsUnchanged() async throws {
+        let tmp = try TempDir("kiana-ingest-forget")
+        defer { tmp.cleanup() }
+        let d = tmp.path + "/node"
+        let file = tmp.path + "/docs/house.md"
+        #expect(try await kiana(["init", "--data-dir", d]).status == 0)
+        let doc = "# Boiler\n\nThe boiler code E42 means low pressure.\n\n# Garden\n\nThe hose hangs behind the shed.\n"
+        try await write(doc, file)
+        func items(_ all: Bool = false) async throws -> [[String: Any]] {
+            let out = try await kiana(["list", "--json", "--data-dir", d] + (all ? ["--all"] : [])).out
+            return (try JSONSerialization.jsonObject(with: Data(out.utf8)) as? [[String: Any]]) ?? []
+        }
+        func texts() async throws -> [String] { try await items().compactMap { $0["text"] as? String }.sorted() }
+        var r = try await kiana(["ingest", file, "--no-embed", "--data-dir", d])
+        #expect(r.status == 0, "\(r.err)")
+        let garden = try #require(try await items().first { ($0["text"] as? String)?.contains("hose") == true })
+        let gardenID = try #require(garden["id"] as? String)
+        #expect(try await kiana(["forget", gardenID, "--data-dir", d]).status == 0)
+        #expect(try await texts() == ["The boiler code E42 means low pressure."])
+
+        // Unchanged file: nothing written, the chunk stays forgotten.
+        r = try await kiana(["ingest", file, "--no-embed", "--data-dir", d])
+        #expect(r.status == 0 && r.out.contains("Nothing changed"), "\(r.out)")
+        #expect(try await texts() == ["The boiler code E42 means low pressure."])
+        #expect(try await items(true).count == 2)
+        // Another chunk of the file changes: it is updated, the forgotten one left alone.
+        try await write(doc.replacingOccurrences(of: "E42", with: "E43"), file)
+        r = try await kiana(["ingest", file, "--no-embed", "--data-dir", d])
+        #expect(r.status == 0 && r.out.contains("1 changed"), "\(r.out)")
+        #expect(try await texts() == ["The boiler code E43 means low pressure."])
+        // The forgotten chunk's own text changes: new text, back on the same item.
+        try await write(doc.replacingOccurrences(of: "E42", with: "E43").replacingOccurrences(of: "behind the shed", with: "in the garage"), file)
+        r = try await kiana(["ingest", file, "--no-embed", "--data-dir", d])
+        #expect(r.status == 0, "\(r.err)")
+        #expect(try await texts() == ["The boiler code E43 means low pressure.", "The hose hangs in the garage."])
+        #expect(try await items().contains { $0["id"] as? String == gardenID })
+        #expect(try await items(true).count == 2)
+    }
+
     @Test func ingestsTakeTurnsAndAChunkStoredTwiceIsMadeOne() async throws {
         guard haveModel() else { return }
         let tmp = try TempDir("kiana-ingest-turns")
