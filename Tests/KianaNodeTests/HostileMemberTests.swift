@@ -235,10 +235,22 @@ extension LedgerStore {
                 for i in 0..<3 { _ = try hStore.write([.put(ItemID.random(), KnowledgeFields(text: "h \(i)"))], identity: hId, now: currentMillis()) }
             }
             /// Tells A that H's head moved (A then pulls, and meets what H's store serves).
+            /// The link found can be one A is just closing (after a cut-off, H links again): a send
+            /// that finds it closed is tried again on the link found next (a CI run failed there).
             func announce() async throws {
-                let link = try #require(await h.registry.all.first { $0.remoteKey == idAKey }, "H's link to A is gone")
                 let head = try #require(try await h.sync.head())
-                try await link.send(LinkMessage(kind: .notify, type: "head", body: head.cbor))
+                let message = LinkMessage(kind: .notify, type: "head", body: head.cbor)
+                var sent = false
+                var attempts = 0
+                while !sent {
+                    attempts += 1
+                    let link = try #require(await h.registry.all.first { $0.remoteKey == idAKey }, "H's link to A is gone")
+                    sent = (try? await link.send(message)) != nil
+                    if !sent {
+                        try #require(attempts < 5, "H could not announce its head to A")
+                        try await Task.sleep(for: .milliseconds(500))
+                    }
+                }
             }
             /// H is linked to A again and holds A's head, so a block H writes next makes its chain
             /// the longer one. Otherwise (A wrote meanwhile) H's new block can stand at A's height on
@@ -265,6 +277,30 @@ extension LedgerStore {
             try await act("endless stream", mode: .endless, rule: "past the chain") {
                 _ = try hStore.write([.put(ItemID.random(), KnowledgeFields(text: "h endless"))], identity: hId, now: currentMillis())
                 try await announce()
+            }
+            // Offers of "A's own stuck entries" (decision 111) that are not: garbage, too many,
+            // H's own entry, A's real entries replayed (A holds them), 300 of them at once. A
+            // takes nothing, logs no take-back, and A and B keep syncing.
+            try await linkedHoldingAsHead()
+            do {
+                let link = try #require(await h.registry.all.first { $0.remoteKey == idAKey }, "H's link to A is gone")
+                let top = try #require(try hStore.head()).height
+                let replayed = try hStore.blocks(from: 1, through: top).flatMap(\.entries).filter { $0.author == idAKey }.prefix(20)
+                let own = Entry(
+                    signedBy: hId, network: try #require(try hStore.network()), sequence: 1_000_000, hlc: HLC(wall: currentMillis(), logical: 0),
+                    kind: .knowledgePut, payload: KnowledgeOp.put(ItemID.random(), KnowledgeFields(text: "not yours")).payload)
+                let bodies: [CBOR] = [
+                    .text("garbage"),
+                    .map(["entries": .array(Array(repeating: .bytes([0xA1, 0x61, 0x76]), count: 300))]),
+                    .map(["entries": .array([.bytes(own.encoded)])]),
+                    .map(["entries": .array(replayed.map { .bytes($0.encoded) })]),
+                ]
+                let pendingBefore = try #require(try Self.head(a)).pending
+                for i in 0..<300 { try await link.send(LinkMessage(kind: .notify, type: "entries.stuck", body: bodies[i % bodies.count])) }
+                #expect(try await Self.honestStillSync(a, b, "stuck-entry offers"))
+                #expect(try #require(try Self.head(a)).pending == pendingBefore)
+                #expect(!nodeA.process.output.contains("took back writes"), "\(nodeA.process.output.suffix(2000))")
+                print("hostile stuck-entry offers: \(replayed.count) of A's entries replayed; A took none and kept syncing")
             }
             // 4. A and B drop H; over the link it still has, H pushes a block it signed after that.
             _ = try await eventually(20) { try PairingTests.connectedMembers(a).contains(hDevice) }
