@@ -27,17 +27,19 @@ extension LedgerStore {
     /// Pending entries that can never be sealed as they are (their author's sequence number is
     /// at or below the canonical chain's last one for that author), oldest first by clock.
     static func stuckPending(_ db: Database, author: [UInt8]? = nil) throws -> [Entry] {
+        // Only one author's rows are decoded when one is asked for (members ask after every
+        // pull and push: `stuckEntries`).
         let raws = try Data.fetchAll(
             db,
             sql: """
                 SELECT entry.raw FROM pending CROSS JOIN entry ON entry.id = pending.entryId
+                WHERE ? IS NULL OR entry.author = ?
                 ORDER BY entry.hlcWall, entry.hlcLogical, entry.author, entry.seq
-                """)
+                """, arguments: [author.map { Data($0) }, author.map { Data($0) }])
         var last: [[UInt8]: UInt64] = [:]
         var out: [Entry] = []
         for raw in raws {
             let e = try Entry(decoding: raw.bytes)
-            if let author, e.author != author { continue }
             let top = try last[e.author] ?? canonicalSequence(of: e.author, db)
             last[e.author] = top
             if e.sequence <= top { out.append(e) }
