@@ -129,9 +129,9 @@ extension LedgerStore {
     /// number, and, when `identity` may seal, signs its own stuck writes again under fresh
     /// ones: those pending and those lost on a side branch (`lostEntries`). Its own pending
     /// entries younger (by clock) than the oldest signed again go with them, so sequence
-    /// numbers keep following the clock. Votes are not signed again: a vote counts in chain
-    /// order, not by clock, so a late one could undo a later decision; they stay stuck and
-    /// `stuckEntries` reports them.
+    /// numbers keep following the clock. A stuck vote is not signed again: a vote counts in
+    /// chain order, not by clock, so a late one could undo a later decision; it stays stuck
+    /// and `stuckReport` reports it.
     static func resignStuck(
         _ db: Database, identity: DeviceIdentity?, now: UInt64, searched: LandedSearch? = nil
     ) throws -> ResignRun {
@@ -139,7 +139,9 @@ extension LedgerStore {
         var run = ResignRun()
         try restoreOriginals(now: now, db)
         var mine: [Entry] = []
+        var stuckHere = Set<[UInt8]>()
         for e in try stuckPending(db) {
+            stuckHere.insert(e.id)
             if let landed = try landedCopy(of: e, searched: searched, db) {
                 try supersede(e, by: landed, now: now, db)
                 run.retired += 1
@@ -163,14 +165,16 @@ extension LedgerStore {
         guard let net = try setting(db, "network")?.bytes else {
             throw KianaStoreError(.notInitialized, "no ledger here yet: run `kiana init` first")
         }
-        let stuck = Set(mine.map(\.id))
+        // Younger pending entries of this key that are not stuck go along, votes too: a vote
+        // not yet sealed keeps its place in line (left behind, it would be stranded below the
+        // new numbers). Stuck votes stay where they are.
         let younger = try Data.fetchAll(
             db,
             sql: """
                 SELECT entry.raw FROM pending CROSS JOIN entry ON entry.id = pending.entryId
                 WHERE entry.author = ? AND (entry.hlcWall > ? OR (entry.hlcWall = ? AND entry.hlcLogical > ?))
                 """, arguments: [Data(identity.publicKey), Int64(first.hlc.wall), Int64(first.hlc.wall), Int64(first.hlc.logical)]
-        ).map { try Entry(decoding: $0.bytes) }.filter { !stuck.contains($0.id) && $0.kind != .authorityVote }
+        ).map { try Entry(decoding: $0.bytes) }.filter { !stuckHere.contains($0.id) }
         let all = (mine + younger).sorted { ($0.hlc, $0.sequence) < ($1.hlc, $1.sequence) }
         var seq = UInt64(try Int64.fetchOne(db, sql: "SELECT MAX(seq) FROM entry WHERE author = ?", arguments: [Data(identity.publicKey)]) ?? 0)
         for e in all {

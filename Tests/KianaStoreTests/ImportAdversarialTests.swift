@@ -356,6 +356,33 @@ import Testing
         _ = try sa.verify(now: t0 + 100)
     }
 
+    /// A vote written after a stuck write and not stuck itself goes along when the write is
+    /// signed again: left behind, its lower number would be stranded below the new ones.
+    @Test func aYoungerVoteGoesAlongWithTheWritesSignedAgain() throws {
+        let (original, peer, g) = try pair()
+        let c = DeviceIdentity.generate()
+        let first = try original.write([put("first")], identity: a, now: t0 + 10).block
+        _ = try peer.importBlock(first, now: t0 + 11)
+        let restored = LedgerStore(database: try KianaDatabase())
+        try restored.initialize(genesis: g, now: t0)
+        _ = try restored.importBlock(first, now: t0 + 12)
+        // The original's last write, and two of b's: the peer's chain is the longer.
+        let late = try original.write([put("late")], identity: a, now: t0 + 20).block
+        _ = try peer.importBlock(late, now: t0 + 21)
+        for i in 0..<2 { _ = try peer.write([put("b \(i)")], identity: b, now: t0 + 22 + UInt64(i)) }
+        // The restored copy writes (sequence 2, taken) and then votes (sequence 3, free).
+        _ = try restored.write([put("after the restore")], identity: a, now: t0 + 30)
+        _ = try restored.write(vote: Vote(target: c.publicKey, authorize: true), identity: a, now: t0 + 31)
+        _ = try restored.importBlocks(try peer.blocks().filter { $0.height > 0 }, now: t0 + 40)
+        #expect(try restored.pendingCount() == 2)
+        let run = try restored.sealAllPending(identity: a, now: t0 + 50)
+        #expect(run.resigned == 2 && run.blocks >= 1, "\(run)")
+        #expect(try restored.pendingCount() == 0)
+        #expect(try restored.membership().votes.contains { $0.vote.target == c.publicKey })
+        #expect(try restored.items().compactMap(\.text).sorted() == ["after the restore", "b 0", "b 1", "first", "late"])
+        _ = try restored.verify(now: t0 + 100)
+    }
+
     /// An entry superseded by its copy that a reorg makes canonical after all: the pending copy
     /// is superseded by it instead, so the write lands once, and the state names the original.
     @Test func anOriginalThatWinsAfterAllRetiresItsCopy() throws {
