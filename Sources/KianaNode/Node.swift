@@ -294,12 +294,10 @@ public struct Node: Sendable {
 
     /// Seals entries waiting in the pending pool (returned by a reorg, or written while this
     /// device was not yet an authority) into a block, if this device may sign, after signing
-    /// again this device's writes caught by a reused sequence number (decision 111). Nothing
-    /// happens when nothing waits or the ledger is marked damaged.
-    /// `resign: false` skips looking for those writes (the server looks only when the head or
-    /// the pending pool changed).
-    /// A device that may not seal still retires stuck entries whose content landed (so its
-    /// state names the entries on the chain, as on every other device).
+    /// again this device's writes caught by a reused sequence number (decision 111); a device
+    /// that may not sign still retires stuck entries whose content landed. `resign: false`
+    /// skips that step (the server runs it only when the head or the pending pool changed).
+    /// Nothing happens when nothing waits or the ledger is marked damaged.
     @discardableResult
     public func sealPendingIfAuthority(now: UInt64 = currentMillis(), resign: Bool = true) throws -> LedgerStore.SealRun {
         // Runs on every head tick (twice a second): only the cheap checks first.

@@ -225,12 +225,7 @@ extension LedgerStore {
     /// the conflict table is empty unless some key reused a sequence number).
     public func hasLostEntries(of author: [UInt8]) throws(KianaStoreError) -> Bool {
         try run("looking for lost entries") {
-            try writer.read { db in
-                guard try Bool.fetchOne(db, sql: "SELECT EXISTS(SELECT 1 FROM conflict WHERE author = ?)", arguments: [Data(author)]) == true else {
-                    return false
-                }
-                return try Self.lostEntries(of: author, db).contains { $0.kind != .authorityVote }
-            }
+            try writer.read { db in try Self.lostEntries(of: author, db).contains { $0.kind != .authorityVote } }
         }
     }
 
@@ -241,8 +236,7 @@ extension LedgerStore {
     public func stuckEntries(of author: [UInt8], limit: Int = 256, maxBytes: Int = 512 * 1024) throws(KianaStoreError) -> [[UInt8]] {
         try run("listing stuck entries") {
             try writer.read { db in
-                let lost = try Bool.fetchOne(db, sql: "SELECT EXISTS(SELECT 1 FROM conflict WHERE author = ?)", arguments: [Data(author)]) == true
-                let all = try Self.stuckPending(db, author: author) + (lost ? Self.lostEntries(of: author, db) : [])
+                let all = try Self.stuckPending(db, author: author) + Self.lostEntries(of: author, db)
                 var out: [[UInt8]] = []
                 var bytes = 0
                 for e in all where e.kind != .authorityVote {
