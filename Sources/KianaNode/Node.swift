@@ -237,6 +237,11 @@ public struct Node: Sendable {
         try requireWritable()
         let item = try store.item(idPrefix: idPrefix)
         guard !item.deleted else { throw KianaNodeError(.invalidInput, "item \(item.id) is already forgotten") }
+        // An ingested chunk is marked as forgotten by its owner, so re-ingesting its file
+        // leaves it forgotten (decision 112); one write, the delete after the mark.
+        if let marked = item.source.flatMap(ChunkSource.forgotten) {
+            return (item, try store.write([.put(item.id, KnowledgeFields(source: marked)), .delete(item.id)], identity: identity, now: now))
+        }
         return (item, try store.write([.delete(item.id)], identity: identity, now: now))
     }
 

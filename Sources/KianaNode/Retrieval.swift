@@ -17,6 +17,8 @@ public struct IngestReport: Sendable, Equatable {
     public var chunksAdded = 0
     public var chunksUpdated = 0
     public var chunksRemoved = 0
+    /// Chunks the owner forgot whose text is unchanged: left forgotten (decision 112).
+    public var chunksLeftForgotten = 0
     public var bytesRead = 0
     public var changed: Bool { chunksAdded + chunksUpdated + chunksRemoved > 0 }
     /// Something failed and no file was taken (new, changed, unchanged or removed).
@@ -40,6 +42,22 @@ public enum ChunkSource {
     public static func parse(_ source: String) -> (String, Int)? {
         guard let hash = source.lastIndex(of: "#"), let pos = Int(source[source.index(after: hash)...]), pos >= 0 else { return nil }
         return (String(source[..<hash]), pos)
+    }
+
+    /// What the source of a chunk the owner forgot becomes (decision 112): `parse` does not
+    /// read it, so ingest leaves the item alone, and `parseForgotten` tells where it was.
+    static let forgottenSuffix = "#forgotten"
+    /// Nil for a source that is not a chunk's, or too long to take the mark (that chunk is then
+    /// forgotten as any item is, and a later ingest of its file brings it back).
+    public static func forgotten(_ source: String) -> String? {
+        guard parse(source) != nil, source.utf8.count + forgottenSuffix.utf8.count <= KnowledgeOp.maxSourceBytes else { return nil }
+        return source + forgottenSuffix
+    }
+
+    /// (path, position) of a chunk the owner forgot, nil for any other source.
+    public static func parseForgotten(_ source: String) -> (String, Int)? {
+        guard source.hasSuffix(forgottenSuffix) else { return nil }
+        return parse(String(source.dropLast(forgottenSuffix.count)))
     }
 }
 
@@ -106,14 +124,17 @@ extension Node {
             let prefix = entry.isFolder ? entry.root + "/" : entry.root + "#"
             var existing: [String: [Int: StoredItem]] = [:]
             var duplicates: [String: [StoredItem]] = [:]
-            // Chunks the owner forgot stay forgotten while their text is unchanged (decision 112).
+            // Chunks the owner forgot (not those ingest removed: their source is unmarked) stay
+            // forgotten while their text is unchanged (decision 112); the newest per position.
             var forgotten: [String: [Int: StoredItem]] = [:]
             for item in try searchStore.items(sourcePrefix: prefix, includingForgotten: true) {
-                guard let s = item.source, let (path, pos) = ChunkSource.parse(s) else { continue }
                 if item.deleted {
+                    guard let s = item.source, let (path, pos) = ChunkSource.parseForgotten(s) else { continue }
+                    if let other = forgotten[path]?[pos], (other.updated ?? .zero, other.id.description) > (item.updated ?? .zero, item.id.description) { continue }
                     forgotten[path, default: [:]][pos] = item
                     continue
                 }
+                guard let s = item.source, let (path, pos) = ChunkSource.parse(s) else { continue }
                 if let other = existing[path]?[pos] {
                     // keep the one written last (its text is the newest), by ID on a tie
                     let itemFirst = item.updated.map { u in other.updated.map { u > $0 } ?? true } ?? false
@@ -160,6 +181,7 @@ extension Node {
                 var ops: [KnowledgeOp] = []
                 var added = 0
                 var updated = 0
+                var revived = false
                 for (pos, chunk) in chunks.enumerated() {
                     let title = Self.title(chunk.heading.isEmpty ? name : name + " › " + chunk.heading)
                     let text = String(chunk.text.utf8.prefix(KnowledgeOp.maxTextBytes)) ?? chunk.text
@@ -169,10 +191,15 @@ extension Node {
                         updated += 1
                     } else if let item = forgotten[file]?[pos] {
                         // Forgotten by the owner: left so while the chunk reads the same; a
-                        // changed chunk is new text and comes back (on the same item).
-                        if item.title == title && item.text == text { continue }
-                        ops.append(.put(item.id, KnowledgeFields(title: title, text: text)))
+                        // changed chunk is new text and comes back (on the same item, its
+                        // source a chunk's again).
+                        if item.title == title && item.text == text {
+                            report.chunksLeftForgotten += 1
+                            continue
+                        }
+                        ops.append(.put(item.id, KnowledgeFields(title: title, text: text, source: ChunkSource.make(file, pos))))
                         updated += 1
+                        revived = true
                     } else {
                         ops.append(
                             .put(
@@ -197,7 +224,7 @@ extension Node {
                 report.chunksAdded += added
                 report.chunksUpdated += updated
                 report.chunksRemoved += removed.count + extra.count
-                if ops.isEmpty { report.filesUnchanged += 1 } else if old.isEmpty { report.filesNew += 1 } else { report.filesChanged += 1 }
+                if ops.isEmpty { report.filesUnchanged += 1 } else if old.isEmpty && !revived { report.filesNew += 1 } else { report.filesChanged += 1 }
                 progress?("reading", report.bytesRead, totalBytes, file)
             }
             // Folders that could not be read: what was ingested from them is kept, and said.

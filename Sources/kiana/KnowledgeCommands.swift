@@ -175,7 +175,9 @@ struct Ingest: ParsableCommand {
             func once() throws -> IngestReport {
                 let r = try node.ingest(paths: paths, tags: tags, progress: bar.handler)
                 if r.changed { NodeControl.tellLedgerChanged(node.directory) }
-                let files = "\(r.filesScanned) files: \(r.filesNew) new, \(r.filesChanged) changed, \(r.filesUnchanged) unchanged, \(r.filesRemoved) removed"
+                let files =
+                    "\(r.filesScanned) files: \(r.filesNew) new, \(r.filesChanged) changed, \(r.filesUnchanged) unchanged, \(r.filesRemoved) removed"
+                    + (r.chunksLeftForgotten > 0 ? "; \(r.chunksLeftForgotten) forgotten chunks left out" : "")
                 if r.changed {
                     say("Ingested \(files); chunks +\(r.chunksAdded) ~\(r.chunksUpdated) -\(r.chunksRemoved)")
                 } else if !r.nothingTaken {

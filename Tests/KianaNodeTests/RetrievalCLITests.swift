@@ -183,9 +183,9 @@ import Testing
         #expect(try await kiana(["forget", gardenID, "--data-dir", d]).status == 0)
         #expect(try await texts() == ["The boiler code E42 means low pressure."])
 
-        // Unchanged file: nothing written, the chunk stays forgotten.
+        // Unchanged file: nothing written, the chunk stays forgotten, and the report says so.
         r = try await kiana(["ingest", file, "--no-embed", "--data-dir", d])
-        #expect(r.status == 0 && r.out.contains("Nothing changed"), "\(r.out)")
+        #expect(r.status == 0 && r.out.contains("Nothing changed") && r.out.contains("1 forgotten chunks left out"), "\(r.out)")
         #expect(try await texts() == ["The boiler code E42 means low pressure."])
         #expect(try await items(true).count == 2)
         // Another chunk of the file changes: it is updated, the forgotten one left alone.
@@ -200,6 +200,31 @@ import Testing
         #expect(try await texts() == ["The boiler code E43 means low pressure.", "The hose hangs in the garage."])
         #expect(try await items().contains { $0["id"] as? String == gardenID })
         #expect(try await items(true).count == 2)
+
+        // What ingest itself removed is not what the owner forgot: a file emptied, shortened,
+        // renamed away or deleted comes back whole when it is put back.
+        let full = try String(contentsOfFile: file, encoding: .utf8)
+        let both = ["The boiler code E43 means low pressure.", "The hose hangs in the garage."]
+        let folder = tmp.path + "/docs"
+        r = try await kiana(["ingest", folder, "--no-embed", "--data-dir", d])
+        #expect(r.status == 0, "\(r.err)")
+        for (what, away, back) in [
+            ("emptied", { try Data().write(to: URL(fileURLWithPath: file)) }, { try Data(full.utf8).write(to: URL(fileURLWithPath: file)) }),
+            ("shortened", { try Data("# Boiler\n\nThe boiler code E43 means low pressure.\n".utf8).write(to: URL(fileURLWithPath: file)) },
+             { try Data(full.utf8).write(to: URL(fileURLWithPath: file)) }),
+            ("renamed away", { try FileManager.default.moveItem(atPath: file, toPath: tmp.path + "/elsewhere.md") },
+             { try FileManager.default.moveItem(atPath: tmp.path + "/elsewhere.md", toPath: file) }),
+            ("deleted", { try FileManager.default.removeItem(atPath: file) }, { try Data(full.utf8).write(to: URL(fileURLWithPath: file)) }),
+        ] as [(String, () throws -> Void, () throws -> Void)] {
+            try away()
+            r = try await kiana(["ingest", folder, "--no-embed", "--data-dir", d])
+            #expect(r.status == 0, "\(what): \(r.err)")
+            #expect(try await texts() != both, "\(what): nothing was removed")
+            try back()
+            r = try await kiana(["ingest", folder, "--no-embed", "--data-dir", d])
+            #expect(r.status == 0 && !r.out.contains("forgotten chunks left out"), "\(what): \(r.out)")
+            #expect(try await texts() == both, "\(what): not back after it was put back")
+        }
     }
 
     @Test func ingestsTakeTurnsAndAChunkStoredTwiceIsMadeOne() async throws {
