@@ -78,7 +78,7 @@ public final class PeerNetwork: Sendable {
     public let exchange: BlockExchange
     public let sync: ChainSync
     /// Sync counters since start.
-    public let counters = SyncCounters()
+    public let counters: SyncCounters
     /// Per-member sync state (heads, refusals, cut-offs).
     public let book = PeerBook()
     let plan = DialPlan()
@@ -96,8 +96,9 @@ public final class PeerNetwork: Sendable {
 
     public init(
         store: any SyncStore, identity: DeviceIdentity, config: NetworkConfig, logger: Logger, hooks: Hooks = Hooks(),
-        group: MultiThreadedEventLoopGroup = .singleton
+        counters: SyncCounters = SyncCounters(), group: MultiThreadedEventLoopGroup = .singleton
     ) {
+        self.counters = counters
         self.store = store
         self.identity = identity
         self.config = config

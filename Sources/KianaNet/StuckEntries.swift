@@ -67,6 +67,7 @@ extension PeerNetwork {
             stuckOffers.shouldOffer(entries, to: link.remoteKey)
         else { return }
         logger.info("offering a member its stuck entries", metadata: ["peer": .string(link.label), "entries": .stringConvertible(entries.count)])
+        counters.update { $0.stuckOffered += entries.count }
         try? await link.send(LinkMessage(kind: .notify, type: StuckOffers.messageType, body: .map(["entries": .array(entries.map { .bytes($0) })])))
     }
 
@@ -81,6 +82,7 @@ extension PeerNetwork {
         do {
             let taken = try await store.takeBackOwnEntries(entries, identity: identity)
             guard taken > 0 else { return }
+            counters.update { $0.stuckTaken += taken }
             logger.notice(
                 "took back writes signed by this device's key that it did not have; was this data directory restored from an older copy?",
                 metadata: ["peer": .string(link.label), "entries": .stringConvertible(taken)])

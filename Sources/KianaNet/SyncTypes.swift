@@ -110,6 +110,12 @@ public struct SyncStats: Sendable, Codable, Equatable {
     public var forkSearches = 0
     /// Failed syncs by reason ("refused", "protocol", "timeout", "closed", "other").
     public var errors: [String: Int] = [:]
+    /// Decision 111: this device's writes signed again, stuck copies retired, entries offered
+    /// to the members whose key signed them, and this device's own entries taken back.
+    public var resigned = 0
+    public var retired = 0
+    public var stuckOffered = 0
+    public var stuckTaken = 0
     public init() {}
 }
 

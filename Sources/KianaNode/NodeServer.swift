@@ -81,6 +81,7 @@ public enum NodeServer {
         // Signing stuck writes again (decision 111) is looked for only when the head or the
         // pending pool changed since the last look: its queries are not for every tick.
         let lookedAt = Mutex<String?>(nil)
+        let counters = SyncCounters()
         let seal: @Sendable () async -> Void = {
             guard
                 let run = try? await blocking({ () throws -> LedgerStore.SealRun in
@@ -92,6 +93,12 @@ public enum NodeServer {
                     return run
                 })
             else { return }
+            if run.resigned + run.retired > 0 {
+                counters.update {
+                    $0.resigned += run.resigned
+                    $0.retired += run.retired
+                }
+            }
             if run.resigned > 0 {
                 // This device's key had used these sequence numbers for other entries (decision 111).
                 logger.notice(
@@ -107,7 +114,7 @@ public enum NodeServer {
         }
         let network = PeerNetwork(
             store: node.store, identity: node.identity, config: netConfig, logger: logger,
-            hooks: .init(afterImport: seal, tick: seal))
+            hooks: .init(afterImport: seal, tick: seal), counters: counters)
         let token = try directory.writeControlToken()
         let ports = ReadyPorts()
         let announce: @Sendable () -> Void = {

@@ -151,6 +151,10 @@ final class Metrics: Sendable {
                 mirror("kiana_sync_bytes_out_total", "Compressed sync batch bytes sent.", total: sync.compressedBytesOut)
                 mirror("kiana_sync_pulls_total", "Completed pulls from peers.", total: sync.pulls)
                 mirror("kiana_sync_reorgs_total", "Head switches to another branch caused by sync.", total: sync.reorgs)
+                mirror("kiana_ledger_resigned_total", "This device's writes signed again after a reused sequence number (decision 111).", total: sync.resigned)
+                mirror("kiana_ledger_retired_total", "Stuck entries retired because their content landed under another number.", total: sync.retired)
+                mirror("kiana_sync_stuck_offered_total", "Stuck entries offered to the members whose key signed them.", total: sync.stuckOffered)
+                mirror("kiana_sync_stuck_taken_total", "This device's own stuck entries taken back from members.", total: sync.stuckTaken)
                 for reason in Self.syncErrorReasons {
                     mirror("kiana_sync_errors_total", "Failed syncs by reason.", [("reason", reason)], total: sync.errors[reason] ?? 0)
                 }

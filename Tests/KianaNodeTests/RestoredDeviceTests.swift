@@ -107,6 +107,19 @@ import Testing
             let s = try await n.status()
             #expect((s["stuck"] as? [String: Any] ?? ["?": 0]).isEmpty, "\(n.name): \(s)")
         }
+        // /metrics counts it: writes signed again here, and (when the original's were stuck
+        // elsewhere) entries taken back; the members that held them count their offers.
+        func metric(_ n: DrillNode, _ name: String) async throws -> Int {
+            let text = try await n.run(["/usr/bin/curl", "-s", "-m", "10", "http://127.0.0.1:\(n.httpPort)/metrics"]).out
+            return intAfter("\n" + name + " ", in: text) ?? -1
+        }
+        #expect(try await metric(restored, "kiana_ledger_resigned_total") >= stuck)
+        if restoredWrites > originalWrites {
+            #expect(try await metric(restored, "kiana_sync_stuck_taken_total") >= stuck)
+            let offered = try await metric(b, "kiana_sync_stuck_offered_total") + metric(c, "kiana_sync_stuck_offered_total")
+            #expect(offered >= stuck)
+            #expect(try await metric(c, "kiana_ledger_retired_total") >= stuck, "c retires the original's copies")
+        }
         let shown = try await restored.cli(["status"])
         #expect(shown.out.contains("Signed again:"), "\(shown.out)")
         // Every device names the same entry as each item's version, and it is on the chain.
