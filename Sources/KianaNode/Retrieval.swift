@@ -17,8 +17,10 @@ public struct IngestReport: Sendable, Equatable {
     public var chunksAdded = 0
     public var chunksUpdated = 0
     public var chunksRemoved = 0
-    /// Chunks the owner forgot whose text is unchanged: left forgotten (decision 112).
+    /// Chunks the owner forgot whose text is unchanged: left forgotten; and those whose text
+    /// changed: back (decision 112).
     public var chunksLeftForgotten = 0
+    public var chunksRevived = 0
     public var bytesRead = 0
     public var changed: Bool { chunksAdded + chunksUpdated + chunksRemoved > 0 }
     /// Something failed and no file was taken (new, changed, unchanged or removed).
@@ -49,8 +51,12 @@ public enum ChunkSource {
     static let forgottenSuffix = "#forgotten"
     /// Nil for a source that is not a chunk's, or too long to take the mark (that chunk is then
     /// forgotten as any item is, and a later ingest of its file brings it back).
+    /// Only what ingest writes counts as a chunk's source: an absolute path of a supported file
+    /// type and a position ("Issue #42" is not one).
     public static func forgotten(_ source: String) -> String? {
-        guard parse(source) != nil, source.utf8.count + forgottenSuffix.utf8.count <= KnowledgeOp.maxSourceBytes else { return nil }
+        guard let (path, _) = parse(source), path.hasPrefix("/"), TextExtraction.isSupported(path),
+            source.utf8.count + forgottenSuffix.utf8.count <= KnowledgeOp.maxSourceBytes
+        else { return nil }
         return source + forgottenSuffix
     }
 
@@ -127,6 +133,9 @@ extension Node {
             // Chunks the owner forgot (not those ingest removed: their source is unmarked) stay
             // forgotten while their text is unchanged (decision 112); the newest per position.
             var forgotten: [String: [Int: StoredItem]] = [:]
+            // A live item with the mark (a forget on one device merged with a change on another,
+            // the change the later): a chunk again, its source put back first.
+            var unmark: [KnowledgeOp] = []
             for item in try searchStore.items(sourcePrefix: prefix, includingForgotten: true) {
                 if item.deleted {
                     guard let s = item.source, let (path, pos) = ChunkSource.parseForgotten(s) else { continue }
@@ -134,7 +143,10 @@ extension Node {
                     forgotten[path, default: [:]][pos] = item
                     continue
                 }
-                guard let s = item.source, let (path, pos) = ChunkSource.parse(s) else { continue }
+                if let s = item.source, let (path, pos) = ChunkSource.parseForgotten(s) {
+                    unmark.append(.put(item.id, KnowledgeFields(source: ChunkSource.make(path, pos))))
+                }
+                guard let s = item.source, let (path, pos) = ChunkSource.parse(s) ?? ChunkSource.parseForgotten(s) else { continue }
                 if let other = existing[path]?[pos] {
                     // keep the one written last (its text is the newest), by ID on a tie
                     let itemFirst = item.updated.map { u in other.updated.map { u > $0 } ?? true } ?? false
@@ -144,6 +156,10 @@ extension Node {
                 } else {
                     existing[path, default: [:]][pos] = item
                 }
+            }
+            if !unmark.isEmpty {
+                try write(unmark, now: now)
+                report.chunksUpdated += unmark.count
             }
             let present = Set(entry.files)
             for file in entry.files {
@@ -187,7 +203,9 @@ extension Node {
                     let text = String(chunk.text.utf8.prefix(KnowledgeOp.maxTextBytes)) ?? chunk.text
                     if let item = old[pos] {
                         if item.title == title && item.text == text { continue }
-                        ops.append(.put(item.id, KnowledgeFields(title: title, text: text)))
+                        // The source too: merged with a forget made elsewhere meanwhile, the
+                        // later of the two decides it (decision 112).
+                        ops.append(.put(item.id, KnowledgeFields(title: title, text: text, source: ChunkSource.make(file, pos))))
                         updated += 1
                     } else if let item = forgotten[file]?[pos] {
                         // Forgotten by the owner: left so while the chunk reads the same; a
@@ -200,6 +218,7 @@ extension Node {
                         ops.append(.put(item.id, KnowledgeFields(title: title, text: text, source: ChunkSource.make(file, pos))))
                         updated += 1
                         revived = true
+                        report.chunksRevived += 1
                     } else {
                         ops.append(
                             .put(

@@ -177,7 +177,8 @@ struct Ingest: ParsableCommand {
                 if r.changed { NodeControl.tellLedgerChanged(node.directory) }
                 let files =
                     "\(r.filesScanned) files: \(r.filesNew) new, \(r.filesChanged) changed, \(r.filesUnchanged) unchanged, \(r.filesRemoved) removed"
-                    + (r.chunksLeftForgotten > 0 ? "; \(r.chunksLeftForgotten) forgotten chunks left out" : "")
+                    + (r.chunksLeftForgotten > 0 ? "; \(r.chunksLeftForgotten) forgotten \(r.chunksLeftForgotten == 1 ? "chunk" : "chunks") left out" : "")
+                    + (r.chunksRevived > 0 ? "; \(r.chunksRevived) forgotten \(r.chunksRevived == 1 ? "chunk" : "chunks") back (changed)" : "")
                 if r.changed {
                     say("Ingested \(files); chunks +\(r.chunksAdded) ~\(r.chunksUpdated) -\(r.chunksRemoved)")
                 } else if !r.nothingTaken {

@@ -185,7 +185,7 @@ import Testing
 
         // Unchanged file: nothing written, the chunk stays forgotten, and the report says so.
         r = try await kiana(["ingest", file, "--no-embed", "--data-dir", d])
-        #expect(r.status == 0 && r.out.contains("Nothing changed") && r.out.contains("1 forgotten chunks left out"), "\(r.out)")
+        #expect(r.status == 0 && r.out.contains("Nothing changed") && r.out.contains("1 forgotten chunk left out"), "\(r.out)")
         #expect(try await texts() == ["The boiler code E42 means low pressure."])
         #expect(try await items(true).count == 2)
         // Another chunk of the file changes: it is updated, the forgotten one left alone.
@@ -225,6 +225,22 @@ import Testing
             #expect(r.status == 0 && !r.out.contains("forgotten chunks left out"), "\(what): \(r.out)")
             #expect(try await texts() == both, "\(what): not back after it was put back")
         }
+
+        // A forget on one device merged with a change made on another (the change later) leaves
+        // a live item with the mark: ingest takes it as the chunk, puts its source back, and
+        // adds no second copy.
+        let other = tmp.path + "/docs/other.md"
+        try await write("# Fruit\n\nThe mandarins are in the cellar.\n", other)
+        #expect(try await kiana(["remember", "The mandarins are in the cellar.", "--title", "other.md › Fruit", "--source", other + "#0#forgotten", "--data-dir", d]).status == 0)
+        r = try await kiana(["ingest", folder, "--no-embed", "--data-dir", d])
+        #expect(r.status == 0, "\(r.err)")
+        let mandarins = try await items().filter { ($0["text"] as? String)?.contains("mandarins") == true }
+        #expect(mandarins.count == 1 && mandarins.first?["source"] as? String == other + "#0", "\(mandarins)")
+        // Only an ingested chunk's source is marked by a forget.
+        #expect(try await kiana(["remember", "Bug triage notes", "--source", "Issue #42", "--data-dir", d]).status == 0)
+        let triage = try #require(try await items().first { $0["text"] as? String == "Bug triage notes" }?["id"] as? String)
+        #expect(try await kiana(["forget", triage, "--data-dir", d]).status == 0)
+        #expect(try await items(true).first { $0["id"] as? String == triage }?["source"] as? String == "Issue #42")
     }
 
     @Test func ingestsTakeTurnsAndAChunkStoredTwiceIsMadeOne() async throws {
