@@ -1,5 +1,6 @@
 import Foundation
 import KianaCore
+import KianaStore
 import KianaTestSupport
 import Testing
 #if canImport(Glibc)
@@ -767,6 +768,87 @@ import Testing
             #expect(Set(chain.map(\.idHex)).count == chain.count, "\(n.name)'s chain holds an entry twice")
         }
         #expect(try await c.cli(["ledger", "verify"]).status == 0)
+        for n in [a, b, c] {
+            let s = await n.stop()
+            #expect(s == 0, "\(n.name) exit \(s ?? -1):\n\(n.log.suffix(3000))")
+        }
+    }
+
+    // MARK: full blocks
+
+    @Test("Full blocks: writes a reorg returns are sealed again in blocks of 1,000 entries and of about 1 MiB, pushed to a running member and pulled by one that was away; all hold every item once and verify")
+    func fullBlocks() async throws {
+        let tmp = try TempDir("kiana-drill-full-blocks")
+        defer { tmp.cleanup() }
+        let a = DrillNode(name: "a", dir: tmp.path + "/a", lab: nil, ip: "127.0.0.1")
+        let b = DrillNode(name: "b", dir: tmp.path + "/b", lab: nil, ip: "127.0.0.1")
+        let c = DrillNode(name: "c", dir: tmp.path + "/c", lab: nil, ip: "127.0.0.1")
+        defer { [a, b, c].forEach { $0.forceKill() } }
+        // A and B are the authorities; C is a member (its add vote waits for B), away until the end.
+        try await Nodes.startPaired(a, b, network: "full-blocks")
+        try await Nodes.pair(authority: a, joiner: c)
+        try await c.loadIdentity()
+
+        // While B is away, A takes many small sections (blocks of 256 entries) and long ones
+        // (blocks of 256 entries near 300 KB); B writes more blocks alone, so its chain wins.
+        let folder = tmp.path + "/notes"
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        for (name, sections, words) in [("count", 2_500, 3), ("bytes", 3_000, 120)] {
+            var doc = ""
+            for s in 0..<sections {
+                doc += "## \(name) \(s)\n\n" + (0..<words).map { "\(name)\(s)w\($0)" }.joined(separator: " ") + ".\n\n"
+            }
+            try Data(doc.utf8).write(to: URL(fileURLWithPath: folder + "/\(name).md"))
+        }
+        let ingest = try await a.cli(["ingest", folder, "--no-embed"])
+        try #require(ingest.status == 0, "\(ingest.out)\(ingest.err)")
+        let aHead = try await a.head().height
+        let bHead = try await b.head().height
+        for i in 0..<Int(aHead - bHead) + 5 {
+            let r = try await b.cli(["remember", "b writes alone, note \(i)"])
+            try #require(r.status == 0, "\(r.err)")
+        }
+        let ingested = try await a.items().count
+
+        // B comes back: A's ingest blocks lose the fork choice, their entries go back to A's
+        // pending pool, and A seals them again on B's chain in full blocks, which it pushes to B.
+        try await b.start()
+        #expect(try await b.cli(["peers", "add", a.address]).status == 0)
+        let pushed = try await Nodes.until(180) { try await Nodes.converged([a, b]) }
+        try await Nodes.confirm(pushed != nil, "a and b did not converge") { await Nodes.describeHeads([a, b]) + "\n" + a.log.suffix(3000) }
+        // C comes back and pulls them.
+        try await c.start()
+        #expect(try await c.cli(["peers", "add", a.address]).status == 0)
+        let pulled = try await Nodes.until(180) { try await Nodes.converged([a, b, c]) }
+        try await Nodes.confirm(pulled != nil, "c did not pull the chain") { await Nodes.describeHeads([a, b, c]) + "\n" + c.log.suffix(3000) }
+
+        // The blocks were full: some at the entry limit, some near the byte limit.
+        let file = tmp.path + "/export.json"
+        #expect(try await c.cli(["export", "-o", file]).status == 0)
+        let export = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: file))) as? [String: Any]
+        var sizes: [(entries: Int, bytes: Int)] = []
+        for block in export?["blocks"] as? [[String: Any]] ?? [] {
+            guard let text = block["cbor"] as? String, let bytes = Data(base64Encoded: text) else { continue }
+            sizes.append((try Block(decoding: [UInt8](bytes)).entries.count, bytes.count))
+        }
+        let limits = LedgerStore.sealLimits
+        let byCount = sizes.filter { $0.entries == limits.entries }.count
+        let byBytes = sizes.filter { $0.bytes > limits.bytes * 9 / 10 }.count
+        print(
+            "drill: full blocks: \(ingested) items ingested on a, sealed again after the reorg: \(sizes.count) blocks on the chain, \(byCount) of \(limits.entries) entries, "
+                + "\(byBytes) over 90 % of \(limits.bytes) bytes (largest \(sizes.map(\.bytes).max() ?? 0) B)")
+        #expect(byCount >= 2, "blocks of \(limits.entries) entries: \(byCount)")
+        #expect(byBytes >= 2, "blocks over 90 % of the byte limit: \(byBytes)")
+        let items = [try await a.items().count, try await b.items().count, try await c.items().count]
+        #expect(Set(items).count == 1 && items[0] >= ingested && ingested >= 5_500, "items on a, b, c: \(items), ingested \(ingested)")
+        for n in [a, b, c] {
+            let chain = try await n.chain()
+            #expect(Set(chain.map(\.idHex)).count == chain.count, "\(n.name)'s chain holds an entry twice")
+        }
+        for n in [b, c] {
+            let v = try await n.cli(["ledger", "verify"])
+            #expect(v.status == 0, "\(n.name): \(v.out)\(v.err)")
+        }
         for n in [a, b, c] {
             let s = await n.stop()
             #expect(s == 0, "\(n.name) exit \(s ?? -1):\n\(n.log.suffix(3000))")
