@@ -144,6 +144,9 @@ public struct Block: Sendable, Hashable {
 
     /// Decodes a whole block from untrusted bytes (structure only; see `ChainValidator`).
     public init(decoding bytes: [UInt8]) throws(KianaCoreError) {
+        guard bytes.count <= LedgerLimits.maxBlockBytes else {
+            throw KianaCoreError(.tooLarge, "block of \(bytes.count) bytes, more than \(LedgerLimits.maxBlockBytes)")
+        }
         let limits = CBOR.Limits(maxDepth: 32, maxItems: 64 * (LedgerLimits.maxEntriesPerBlock + 1))
         let m = try CBOR.decode(bytes, limits: limits).mapValue("block")
         try m.onlyKeys(KeySets.block, in: "block")

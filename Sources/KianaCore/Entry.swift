@@ -19,6 +19,10 @@ public enum LedgerLimits {
     public static let maxEntryBytes = 1 << 20
     public static let maxEntriesPerBlock = 10_000
     public static let maxHeaderBytes = 64 * 1024
+    /// A whole encoded block (decision 113): what a device seals stays far below it (at most
+    /// 1 MiB of entries and a header), and every valid block fits one sync batch and one link
+    /// message, so no block an authority can sign is one that peers cannot pass on.
+    public static let maxBlockBytes = 2 << 20
     /// How far in the future (ms) a block or entry timestamp may be before it is absurd.
     public static let maxClockDrift: UInt64 = 10 * 60 * 1000
 }

@@ -72,6 +72,27 @@ struct ChainFixture {
         }
     }
 
+    /// Decision 113: a block over `maxBlockBytes` does not decode, whoever signed it; one just
+    /// under it does.
+    @Test func blockOverTheSizeLimitDoesNotDecode() throws {
+        let f = ChainFixture(blocks: 1)
+        let text = String(repeating: "x", count: 500_000)
+        func block(_ count: Int) -> Block {
+            let entries = (1...count).map { i in
+                f.entry(seq: UInt64(i), wall: f.t0 + UInt64(i), op: .put(ItemID.random(), KnowledgeFields(text: text)))
+            }
+            return f.withLast(entries: entries).last!
+        }
+        let fits = block(4)
+        #expect(fits.encoded.count > LedgerLimits.maxBlockBytes * 9 / 10 && fits.encoded.count <= LedgerLimits.maxBlockBytes)
+        #expect(try Block(decoding: fits.encoded) == fits)
+        let over = block(5)
+        #expect(over.encoded.count > LedgerLimits.maxBlockBytes)
+        #expect {
+            _ = try Block(decoding: over.encoded)
+        } throws: { ($0 as? KianaCoreError)?.code == .tooLarge }
+    }
+
     func expectRule(_ rule: LedgerRule, height: UInt64, _ blocks: [Block], now: UInt64, sourceLocation: SourceLocation = #_sourceLocation) {
         do {
             _ = try ChainValidator.validate(blocks: blocks, now: now)

@@ -49,6 +49,21 @@ final class DirectPeer: SyncPeer, Sendable {
 }
 
 @Suite struct ChainSyncTests {
+    /// Decision 113: every block the ledger accepts can travel. The largest valid block fits a
+    /// sync batch (sent alone when it exceeds `batchBytes`) and a pushed-block link message, and
+    /// the largest block this device seals is valid.
+    @Test func theLargestValidBlockFitsABatchAndAMessage() {
+        let config = SyncConfig()
+        // The batch: a CBOR array holding one byte string (at most 10 bytes of heads).
+        #expect(config.maxBatchBytes >= LedgerLimits.maxBlockBytes + 10)
+        // Deflate stores incompressible data in 64 KiB blocks of 5 bytes' overhead each; the
+        // message adds its keys and the head (under 1 KiB).
+        let deflated = LedgerLimits.maxBlockBytes + (LedgerLimits.maxBlockBytes / 65_535 + 1) * 5 + 64
+        #expect(MessageDecoder.defaultMaxMessage >= deflated + 1024)
+        // What `sealPending` packs: entries up to `sealLimits.bytes`, or one entry alone, and a header.
+        #expect(max(LedgerStore.sealLimits.bytes, LedgerLimits.maxEntryBytes) + LedgerLimits.maxHeaderBytes + 64 <= LedgerLimits.maxBlockBytes)
+    }
+
     let a = DeviceIdentity.generate()
     let b = DeviceIdentity.generate()
     let t0: UInt64 = 1_764_288_000_000
