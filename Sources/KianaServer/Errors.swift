@@ -34,6 +34,8 @@ struct APIErrorMiddleware<Context: RequestContext>: RouterMiddleware {
                 : JSONText.encode(
                     ErrorBodyDTO(error: .init(code: code, message: message, type: status.code >= 500 ? "server_error" : "invalid_request_error")))
             var headers: HTTPFields = [.contentType: "application/json"]
+            // What the error says of itself beyond its status (`Allow` on a 405).
+            if let e = error as? HTTPError, let allow = e.headers[.allow] { headers[.allow] = allow }
             // Busy or briefly unable (a full queue, too many streams, a model loading): the client
             // may try again, and says when. 408: the request was not read, so the connection ends.
             if status == .serviceUnavailable || status == .tooManyRequests { headers[.retryAfter] = String(Self.retryAfterSeconds) }

@@ -71,6 +71,8 @@ public enum KianaHTTP {
         if let token = config.token, !token.isEmpty {
             router.add(middleware: BearerTokenMiddleware(token: token))
         }
+        let routes = RouteTable()
+        router.add(middleware: MethodNotAllowedMiddleware(table: routes))
         if let control { router.addRoutes(ControlController(node: node, token: control.token, listeners: listeners).routes, atPath: "/control") }
         router.addRoutes(HealthController(node: node, metrics: metrics, listeners: listeners).routes)
         router.addRoutes(CompatController(node: node).routes)
@@ -83,6 +85,7 @@ public enum KianaHTTP {
         router.addRoutes(DeviceController(node: node, listeners: listeners).routes, atPath: api)
         router.addRoutes(EventsController(node: node, events: events).routes, atPath: api)
         WebUI.add(to: router)
+        routes.set(router.routes.map { ($0.path, $0.method) })
         return router
     }
 

@@ -61,6 +61,36 @@ import Testing
         }
     }
 
+    /// A method no route takes on a path that routes do take is 405 with `Allow`, not 404; a
+    /// route's own 404 and an unknown path stay 404.
+    @Test(arguments: [
+        ("/health", HTTPRequest.Method.patch, "GET, HEAD"),
+        ("/api/v1/search", .delete, "GET, HEAD"),
+        ("/api/v1/knowledge", .delete, "GET, HEAD, POST"),
+        ("/api/chat", .get, "POST"),
+    ])
+    func wrongMethodIs405WithAllow(_ path: String, _ method: HTTPRequest.Method, _ allow: String) async throws {
+        try await withApp { _, c in
+            let r = try await c.execute(uri: path, method: method)
+            #expect(r.status == .methodNotAllowed && r.headers[.allow] == allow, "\(path): \(r.status) \(r.headers[.allow] ?? "-")")
+            #expect(Self.text(r).contains("\(method.rawValue) is not allowed on \(path)"), "\(Self.text(r))")
+        }
+    }
+
+    @Test func notFoundStaysNotFound() async throws {
+        try await withApp { _, c in
+            var r = try await c.execute(uri: "/api/v1/knowledge/abcd", method: .get)
+            #expect(r.status == .notFound && Self.error(r).message.contains("abcd"))
+            r = try await c.execute(uri: "/api/v1/nothing-here", method: .delete)
+            #expect(r.status == .notFound && r.headers[.allow] == nil)
+        }
+        // Without the token nothing is told about routes.
+        try await withApp(config: HTTPConfig(token: "secret")) { _, c in
+            let r = try await c.execute(uri: "/api/v1/search", method: .delete)
+            #expect(r.status == .unauthorized && r.headers[.allow] == nil)
+        }
+    }
+
     @Test func readyIs503UntilModelsLoad() async throws {
         try await withApp { node, c in
             var r = try await c.execute(uri: "/ready", method: .get)
