@@ -18,6 +18,8 @@ public struct NodeControl: Sendable {
     let host: String
     let port: Int
     let token: String
+    /// The node's process, as node.json names it.
+    var pid: Int?
 
     public static func connect(_ directory: DataDirectory) throws(KianaNodeError) -> NodeControl {
         let starting = {
@@ -35,7 +37,8 @@ public struct NodeControl: Sendable {
             throw starting()
                 ?? KianaNodeError(.notRunning, "the node in \(directory.path) is not running (stale node.json): start it with `kiana serve`")
         }
-        return NodeControl(host: host, port: port, token: try directory.readControlToken(), p2pHost: runtime.p2pHost, p2pPort: runtime.p2pPort)
+        return NodeControl(
+            host: host, port: port, token: try directory.readControlToken(), pid: runtime.pid, p2pHost: runtime.p2pHost, p2pPort: runtime.p2pPort)
     }
 
     /// Where the node's link listener is bound.
@@ -47,37 +50,44 @@ public struct NodeControl: Sendable {
         var body: Data
     }
 
-    /// One HTTP exchange with the node, through the same HTTP client the backends use
-    /// (URLSession), waiting at most 30 s.
+    /// One HTTP exchange with the node (`LocalHTTP`), waiting at most `timeout` seconds in all.
     func exchange(_ method: String, _ path: String, body: Data? = nil, timeout: Double = 30) throws(KianaNodeError) -> Reply {
-        guard let url = URL(string: "http://\(host):\(port)\(path)") else { throw KianaNodeError(.invalidInput, "bad control path \(path)") }
-        var request = URLRequest(url: url, timeoutInterval: timeout)
-        request.httpMethod = method
-        request.setValue(token, forHTTPHeaderField: ControlSurfaceHeader.name)
-        if let body {
-            request.httpBody = body
-            request.setValue("application/json", forHTTPHeaderField: "Content-Type")
-        }
-        let done = DispatchSemaphore(value: 0)
-        let result = Mutex<Result<Reply, KianaNodeError>?>(nil)
-        let (host, port) = (self.host, self.port)
-        URLSession.shared.dataTask(with: request) { data, response, error in
-            let r: Result<Reply, KianaNodeError>
-            if let http = response as? HTTPURLResponse {
-                r = .success(Reply(status: http.statusCode, body: data ?? Data()))
-            } else {
-                r = .failure(
-                    KianaNodeError(
-                        .notRunning,
-                        "the node is not answering on \(host):\(port): start it with `kiana serve`"
-                            + (error.map { " (\($0.localizedDescription))" } ?? "")))
+        var headers = [(ControlSurfaceHeader.name, token)]
+        if body != nil { headers.append(("Content-Type", "application/json")) }
+        do {
+            let r = try LocalHTTP.exchange(host: host, port: port, method: method, path: path, headers: headers, body: body, timeout: timeout)
+            return Reply(status: r.status, body: r.body)
+        } catch {
+            switch error {
+            case .unreachable(let why):
+                throw KianaNodeError(.notRunning, "the node is not answering on \(host):\(port): start it with `kiana serve` (\(why))")
+            case .timedOut:
+                throw KianaNodeError(
+                    .timeout,
+                    "the node on \(host):\(port)\(pid.map { " (PID \($0))" } ?? "") is running but did not answer within \(Self.seconds(timeout)): "
+                        + "it may be stopped or overloaded (`kiana serve` logs say more)")
+            case .malformed(let why):
+                throw KianaNodeError(.network, "the node on \(host):\(port) sent an answer this command cannot read: \(why)")
             }
-            result.withLock { $0 = r }
-            done.signal()
-        }.resume()
-        done.wait()
-        return try result.withLock { $0! }.get()
+        }
     }
+
+    /// The HTTP status of `GET /ready` at an address (a node not recorded in a data directory),
+    /// waiting at most `timeout` seconds.
+    public static func readyStatus(host: String, port: Int, token: String?, timeout: Double) throws(KianaNodeError) -> Int {
+        let headers = token.map { [("Authorization", "Bearer \($0)")] } ?? []
+        do {
+            return try LocalHTTP.exchange(host: host, port: port, method: "GET", path: "/ready", headers: headers, body: nil, timeout: timeout).status
+        } catch {
+            switch error {
+            case .unreachable(let why): throw KianaNodeError(.unreachable, "no node answers at http://\(host):\(port)/ready: \(why)")
+            case .timedOut: throw KianaNodeError(.timeout, "the node at http://\(host):\(port) did not answer within \(seconds(timeout))")
+            case .malformed(let why): throw KianaNodeError(.network, "the answer at http://\(host):\(port)/ready cannot be read: \(why)")
+            }
+        }
+    }
+
+    static func seconds(_ t: Double) -> String { t == t.rounded() ? "\(Int(t)) s" : String(format: "%.1f s", t) }
 
     struct NoBody: Encodable {}
 

@@ -27,6 +27,12 @@ public struct DataDirectory: Sendable {
         return DataDirectory(path: home + "/.kiana")
     }
 
+    /// Names of the files a data directory holds besides its database and keys (output never
+    /// replaces them, `OutputFile`).
+    static let ownFileNames: Set<String> = [
+        "rotation.confirmed", "rotation.lock", "control.token", "node.json", "node.lock", "ledger.damaged", "init.pending", "api.token",
+        "config.json",
+    ]
     public var identityKeyPath: String { path + "/identity.key" }
     public var transportKeyPath: String { path + "/transport.key" }
     /// During a key rotation (`KeyRotation`): the keys waiting to replace the current ones

@@ -42,6 +42,9 @@ public final class OutputFile {
         let exists = stat(path, &st) == 0
         if exists && st.st_mode & S_IFMT == S_IFDIR { throw KianaNodeError(.invalidInput, "\(given) is a folder; give a file name") }
         if exists && access(path, W_OK) != 0 { throw KianaNodeError(.readOnly, "\(given) cannot be written (\(String(cString: strerror(errno))))") }
+        if exists && st.st_mode & S_IFMT == S_IFREG, let what = Self.protected(path) {
+            throw KianaNodeError(.exists, "\(given) is \(what); it is not replaced: write to another file")
+        }
         if exists && st.st_mode & S_IFMT != S_IFREG {
             // A device or a pipe: written through.
             guard let h = FileHandle(forWritingAtPath: path) else { throw KianaNodeError(.io, "cannot write \(given): \(String(cString: strerror(errno)))") }
@@ -69,6 +72,25 @@ public final class OutputFile {
         }
     }
     var inPlace = false
+
+    /// What an existing file must not be replaced by output, if it is that: one of a KI_ana
+    /// data directory's own files (its database, keys, tokens, settings, marks: in a folder
+    /// holding `identity.key`), or any SQLite database.
+    static func protected(_ path: String) -> String? {
+        let folder = (path as NSString).deletingLastPathComponent
+        let name = (path as NSString).lastPathComponent
+        let dir = folder.isEmpty ? "." : folder
+        if FileManager.default.fileExists(atPath: dir + "/identity.key"),
+            name.hasPrefix("kiana.sqlite") || name.hasSuffix(".key") || DataDirectory.ownFileNames.contains(name)
+        {
+            return "a file of the KI_ana data directory \(dir)"
+        }
+        if let h = FileHandle(forReadingAtPath: path) {
+            defer { try? h.close() }
+            if let head = try? h.read(upToCount: 16), head == Data("SQLite format 3\0".utf8) { return "an SQLite database" }
+        }
+        return nil
+    }
 
     /// The descriptor a /dev/stdout-like path names, if it is one.
     static func descriptor(_ path: String) -> Int32? {

@@ -307,22 +307,14 @@ struct Ready: AsyncParsableCommand {
             let http = try ServeSettings.resolve(.init(), directory: directory).http
             // A wildcard listener is reached on loopback (as node.json names it).
             let host = NodeServer.localHost(http.host)
-            guard let url = URL(string: "http://\(host):\(http.port)/ready") else { throw KianaNodeError(.invalidInput, "bad address \(http.host):\(http.port)") }
-            var request = URLRequest(url: url, timeoutInterval: timeout)
-            if let token = http.token { request.setValue("Bearer \(token)", forHTTPHeaderField: "Authorization") }
-            let status: Int
-            do {
-                let (_, response) = try await URLSession.shared.data(for: request)
-                status = (response as? HTTPURLResponse)?.statusCode ?? 0
-            } catch {
-                throw KianaNodeError(.unreachable, "no node answers at \(url.absoluteString): \(error.localizedDescription)")
-            }
+            let url = "http://\(host.contains(":") ? "[\(host)]" : host):\(http.port)/ready"
+            let status = try NodeControl.readyStatus(host: host, port: http.port, token: http.token, timeout: timeout)
             if status == 401 {
                 throw KianaNodeError(
                     .unauthorized,
-                    "the node at \(url.absoluteString) wants an API token: set the one it was started with as http.token in config.json or KIANA_TOKEN")
+                    "the node at \(url) wants an API token: set the one it was started with as http.token in config.json or KIANA_TOKEN")
             }
-            guard status == 200 else { throw KianaNodeError(.notRunning, "the node at \(url.absoluteString) is not ready (HTTP \(status))") }
+            guard status == 200 else { throw KianaNodeError(.notRunning, "the node at \(url) is not ready (HTTP \(status))") }
             say("ready")
         }
     }

@@ -145,6 +145,35 @@ import Testing
         #expect(stat("/dev/full", &st) == 0 && st.st_mode & S_IFMT == S_IFCHR)
     }
 
+    /// `export -o` (and `say -o`) never replace a data directory's own files or an SQLite
+    /// database: a slip of the path once wiped a node's ledger and key.
+    @Test func exportDoesNotReplaceTheNodesFilesOrADatabase() async throws {
+        let dir = try TempDir()
+        defer { dir.cleanup() }
+        let d = ["--data-dir", dir.path + "/d"]
+        #expect(try await kiana(["init"] + d).status == 0)
+        #expect(try await kiana(["remember", "exported fact"] + d).status == 0)
+        // Through a symlink too: what it names is checked.
+        try FileManager.default.createSymbolicLink(atPath: dir.path + "/db-link", withDestinationPath: dir.path + "/d/kiana.sqlite")
+        for name in ["/d/kiana.sqlite", "/d/identity.key", "/d/transport.key", "/db-link"] {
+            let path = dir.path + name
+            let before = try Data(contentsOf: URL(fileURLWithPath: path))
+            let r = try await kiana(["export", "-o", path] + d)
+            #expect(r.status == 1 && r.err.contains("is a file of the KI_ana data directory") && r.err.contains("not replaced"), "\(name): \(r.err)")
+            #expect(try Data(contentsOf: URL(fileURLWithPath: path)) == before, "\(name) changed")
+        }
+        // Any SQLite database (made by Python's sqlite3, not by kiana).
+        let other = dir.path + "/notes.db"
+        let made = try await runProcess(python3(), ["-c", "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.execute('create table t(x)'); c.commit()", other])
+        #expect(made.status == 0)
+        let refused = try await kiana(["export", "-o", other] + d)
+        #expect(refused.status == 1 && refused.err.contains("is an SQLite database"), "\(refused.err)")
+        // A new file in the data directory, and an earlier export anywhere, are written.
+        #expect(try await kiana(["export", "-o", dir.path + "/d/export.json"] + d).status == 0)
+        #expect(try await kiana(["export", "-o", dir.path + "/d/export.json"] + d).status == 0)
+        #expect(try await kiana(["ledger", "verify"] + d).status == 0)
+    }
+
     @Test func commandsBeforeInitSaySo() async throws {
         let dir = try TempDir()
         defer { dir.cleanup() }

@@ -214,6 +214,40 @@ import Testing
         #expect(stale.status == 1 && stale.err.contains("stale node.json"), "\(stale.err)")
     }
 
+    /// A node that is running but does not answer (stopped with SIGSTOP, or stuck): commands
+    /// that ask it give up after their timeout and say so, without spinning a core meanwhile, and
+    /// a write from the command line lands and is still told about it.
+    @Test func aStoppedNodeIsSaidAsSuchWithinTheTimeout() async throws {
+        let served = try await Served.start()
+        defer {
+            kill(served.node.process.processIdentifier, SIGCONT)
+            served.close()
+        }
+        let d = ["--data-dir", served.dir.path]
+        kill(served.node.process.processIdentifier, SIGSTOP)
+        var t = Date()
+        let ready = try await kiana(["ready", "--timeout", "2"] + d)
+        let readySeconds = Date().timeIntervalSince(t)
+        #expect(ready.status == 1 && ready.err.contains("is running but did not answer within 2 s"), "\(ready.err)")
+        #expect(readySeconds < 6, "ready --timeout 2 took \(readySeconds) s")
+        var usage = rusage()
+        getrusage(RUSAGE_CHILDREN.rawValue, &usage)
+        let cpuBefore = Double(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) + Double(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6
+        t = Date()
+        let wrote = try await kiana(["remember", "written while the node was stopped"] + d)
+        let writeSeconds = Date().timeIntervalSince(t)
+        getrusage(RUSAGE_CHILDREN.rawValue, &usage)
+        let cpu = Double(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) + Double(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6 - cpuBefore
+        #expect(wrote.status == 0 && writeSeconds < 8, "remember: \(wrote.status) in \(writeSeconds) s: \(wrote.err)")
+        // Children of parallel tests count here too: a bound, not a measure (the spin was 40-80 % of a core for 60 s).
+        #expect(cpu < 5, "remember used \(cpu) s of CPU")
+        kill(served.node.process.processIdentifier, SIGCONT)
+        let status = try await kiana(["status"] + d)
+        #expect(status.status == 0)
+        let listed = try await kiana(["list"] + d)
+        #expect(listed.out.contains("written while the node was stopped"), "\(listed.out)")
+    }
+
     @Test func busyPortIsAClearError() async throws {
         let dir = try TempDir()
         defer { dir.cleanup() }
