@@ -71,6 +71,9 @@ public final class Embedder: Sendable {
         self.threads = max(1, threads ?? ProcessInfo.processInfo.activeProcessorCount)
     }
 
+    /// The same model and tokenizer (shared, not copied) working on `threads` threads.
+    public func withThreads(_ threads: Int) -> Embedder { Embedder(tokenizer: tokenizer, model: model, threads: threads) }
+
     /// Verifies and loads the model from `<modelDirectory>/all-minilm-l6-v2`.
     public static func load(modelDirectory: String, threads: Int? = nil) throws(KianaAIError) -> Embedder {
         let dir = try MiniLMFiles.verify(in: modelDirectory)

@@ -88,6 +88,18 @@ public struct Retriever: Sendable {
 
 /// Embeds every live item that lacks a vector, in batches, and stores the vectors.
 public enum Indexing {
+    /// Held while a batch is embedded for the index (`embedPending`, a node's indexing
+    /// service): such batches run one at a time in a process, so background embedding takes
+    /// at most the cores of one embedder and the others stay free for serving.
+    static let gate = NSLock()
+
+    /// Embeds `texts` for the index, one caller at a time (`gate`).
+    public static func embedExclusively(_ embedder: Embedder, _ texts: [String]) -> [[Float]] {
+        gate.lock()
+        defer { gate.unlock() }
+        return embedder.embed(texts)
+    }
+
     /// Returns how many items were embedded. `progress(done, total)` after every batch.
     @discardableResult
     public static func embedPending(
@@ -101,7 +113,7 @@ public enum Indexing {
         while true {
             let todo = try store.itemsNeedingVectors(model: Embedder.modelName, limit: batch)
             if todo.isEmpty { break }
-            let vectors = embedder.embed(todo.map(\.text))
+            let vectors = embedExclusively(embedder, todo.map(\.text))
             let saved = try store.saveVectors(Array(zip(todo, vectors)), model: Embedder.modelName)
             done += todo.count
             progress?(min(done, total), total)

@@ -44,7 +44,12 @@ struct IndexingService: Service, CustomStringConvertible {
                         }
                     }
                     guard let e = embedder else { return }
-                    let vectors = try await blocking { e.embed(todo.map(\.text)) }
+                    // Seconds of work per batch on a small machine: on a thread of its own, not
+                    // on the shared pool that store reads (/health, search) need meanwhile.
+                    // One thread, at background priority, one batch in the process at a time
+                    // (`Indexing.embedExclusively`): the other core stays free for requests.
+                    let one = e.withThreads(1)
+                    let vectors = try await inBackground { Indexing.embedExclusively(one, todo.map(\.text)) }
                     let saved = try await blocking { try store.saveVectors(Array(zip(todo, vectors)), model: Embedder.modelName) }
                     logger.debug("embedded knowledge items", metadata: ["count": .stringConvertible(saved)])
                     if saved == 0 { try await Task.sleep(for: idle) }

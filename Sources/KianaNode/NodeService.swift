@@ -116,7 +116,8 @@ public final class NodeService: NodeAPI {
         guard let m = SearchMode(rawValue: mode) else { throw KianaNodeError(.invalidInput, "mode must be hybrid, vector or keyword") }
         let filter = SearchFilter(tag: tag, sourcePrefix: source)
         let ids: [(ItemID, Double)]
-        if let r = try await retriever() {
+        // Keyword search needs no vectors: it never waits for a retriever to be built.
+        if m != .keyword, let r = try await retriever() {
             ids = try await blocking { try r.search(query, k: k, mode: m, filter: filter).map { ($0.id, $0.score) } }
         } else {
             guard m == .keyword || m == .hybrid else {
@@ -130,6 +131,10 @@ public final class NodeService: NodeAPI {
         }
     }
 
+    /// Items without a vector that a search embeds before it runs; with more waiting, it runs
+    /// on the vectors there are.
+    static let embedBeforeSearch = 8
+
     /// The retriever over the current state (nil, so keyword-only, without the embedding
     /// model). Built once and reused until the knowledge or its vectors change.
     func retriever() async throws -> Retriever? {
@@ -140,7 +145,12 @@ public final class NodeService: NodeAPI {
             if let cached = state.withLock({ $0.retriever }), cached.fingerprint == fingerprint { return cached.retriever }
             let built: (String, Retriever) = try await blocking {
                 var after = ""
-                let r = try node.retriever(embedder, afterEmbedding: { after = try node.searchStore.fingerprint(model: Embedder.modelName) })
+                // A few items waiting (a write just made) are embedded first, so they are found by
+                // meaning at once; a large backlog (an upload, a sync) is left to the indexing
+                // service and the embedding of the upload: searched by keyword meanwhile, and by
+                // meaning as their vectors land, instead of every search waiting for all of them.
+                let r = try node.retriever(
+                    embedder, embeddingAtMost: Self.embedBeforeSearch, afterEmbedding: { after = try node.searchStore.fingerprint(model: Embedder.modelName) })
                 return (after, r)
             }
             state.withLock { $0.retriever = (built.0, built.1) }
@@ -203,7 +213,11 @@ public final class NodeService: NodeAPI {
         guard started else { throw KianaNodeError(.conflict, "another ingestion is running; try again when it has finished") }
         defer { state.withLock { $0.ingesting = false } }
         let kept = files
-        let report: IngestReport = try await store { n in
+        let node = self.node
+        // On a thread of its own (ingests run one at a time): a large upload holds it for
+        // minutes, and the shared pool's few threads serve /health and search meanwhile.
+        let report: IngestReport = try await onOwnThread { [node] in
+            let n = node
             // Taken before the files are written: a CLI ingest holding it means 409 and nothing
             // changed in uploads/ (the node does not wait: it would hold a store thread).
             let lock = try IngestLock(directory: n.directory, wait: false)
@@ -254,7 +268,10 @@ public final class NodeService: NodeAPI {
         }
         var embedded = 0
         if report.changed, let embedder = try? await models.embedder() {
-            embedded = try await store { n in try n.embedPending(embedder, progress: progress) }
+            // One thread at background priority: the node keeps answering while an upload is
+            // embedded (the indexing service embeds the rest if this is cut short).
+            let one = embedder.withThreads(1)
+            embedded = try await inBackground { [node] in try node.embedPending(one, progress: progress) }
         }
         return IngestReportDTO(
             filesScanned: report.filesScanned, filesNew: report.filesNew, filesChanged: report.filesChanged,

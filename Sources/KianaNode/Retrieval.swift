@@ -372,16 +372,26 @@ extension Node {
         try Indexing.embedPending(store: searchStore, embedder: embedder) { progress?("embedding", $0, $1, "") }
     }
 
-    /// A retriever over the current state: pending items are embedded first, then the vector
-    /// index is opened (and its HNSW file refreshed when the store is large).
+    /// A retriever over the current state: pending items are embedded first (when at most
+    /// `embeddingAtMost` wait, if given), then the vector index is opened (and its HNSW file refreshed when the store is large).
     /// `afterEmbedding` runs between the two (a cache reads the store's fingerprint there, so a
     /// write that lands while the index opens makes the next fingerprint differ).
     public func retriever(
         _ embedder: Embedder, config: VectorIndexConfig = VectorIndexConfig(), progress: ProgressHandler? = nil,
-        afterEmbedding: () throws -> Void = {}
+        embeddingAtMost limit: Int? = nil, afterEmbedding: () throws -> Void = {}
     ) throws -> Retriever {
         // Opened for reading only (a read-only mount): what has vectors is searched as it is.
-        if !readOnly { try embedPending(embedder, progress: progress) }
+        // With `limit`, more items than that waiting are left unembedded (the caller's indexing
+        // embeds them); the index holds the vectors there are.
+        if !readOnly {
+            if let limit {
+                if try searchStore.itemsNeedingVectors(model: Embedder.modelName, limit: limit + 1).count <= limit {
+                    try embedPending(embedder, progress: progress)
+                }
+            } else {
+                try embedPending(embedder, progress: progress)
+            }
+        }
         try afterEmbedding()
         // vector.backend (decision 100): the in-process index, or a Chroma server brought in step
         // with the store's vectors (derived state, rebuilt from them when switched).

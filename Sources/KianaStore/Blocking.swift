@@ -1,4 +1,7 @@
 import Foundation
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// The one way to run blocking work from async code: SQLite calls, ledger validation, block
 /// import, embedding and generation run on a Dispatch thread and are awaited, so Swift's
@@ -19,5 +22,17 @@ public func onOwnThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T)
         let t = Thread { c.resume(with: Result { try body() }) }
         t.stackSize = 1 << 20
         t.start()
+    }
+}
+
+/// `onOwnThread` at a lower scheduling priority (nice 10): work done in the background
+/// (embedding for the index) yields the cores to requests being served.
+public func inBackground<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+    try await onOwnThread {
+        #if canImport(Glibc)
+            // On Linux the nice value is per thread: 0 names the calling thread (setpriority(2)).
+            _ = setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, 10)
+        #endif
+        return try body()
     }
 }

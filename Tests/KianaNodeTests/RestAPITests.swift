@@ -24,6 +24,60 @@ import Testing
             json: (try? JSONSerialization.jsonObject(with: Data(b.utf8)) as? [String: Any]) ?? [:])
     }
 
+    /// While a large upload is embedded, the node keeps answering: /health, keyword and hybrid
+    /// search each answer at once (before, they waited for the whole upload's embedding, which
+    /// took the few shared store threads), and the upload's chunks are found by keyword meanwhile.
+    @Test(.needsModels) func searchAndHealthAnswerWhileAnUploadIsEmbedded() async throws {
+        guard Models.hasMiniLM else {
+            if Shared.isCI { Issue.record("the models are missing from \(Models.directory)") }
+            return
+        }
+        let served = try await ServeTests.Served.start()
+        defer { served.close() }
+        let u = served.url
+        var r = try await Self.call(u + "/api/v1/knowledge", method: "POST", body: #"{"text":"The spare key hangs behind the blue door."}"#)
+        #expect(r.code == 201)
+        // 300 sections of about 700 characters: 300 chunks to embed.
+        var doc = ""
+        for i in 0..<300 {
+            doc += "## Section \(i)\n\n" + (0..<60).map { "marker\(i) word\($0)" }.joined(separator: " ") + ".\n\n"
+        }
+        let body = String(decoding: try JSONSerialization.data(withJSONObject: ["files": [["name": "big.md", "text": doc]], "stream": false]), as: UTF8.self)
+        let started = Date()
+        async let upload = Self.call(u + "/api/v1/ingest", method: "POST", body: body, seconds: 900)
+        var probes: [(what: String, seconds: Double)] = []
+        var sawChunks = false
+        try await Task.sleep(for: .seconds(2))
+        // Probes until the upload is done (it reports through `upload` below; its chunks are all
+        // written before it embeds, so the last section is findable once writing is over).
+        while Date().timeIntervalSince(started) < 600 {
+            for (what, path) in [
+                ("health", "/health"), ("keyword", "/api/v1/search?mode=keyword&q=marker299"), ("hybrid", "/api/v1/search?q=spare%20key"),
+            ] {
+                let t = Date()
+                let p = try await Self.call(u + path, seconds: 120)
+                probes.append((what, Date().timeIntervalSince(t)))
+                #expect(p.code == 200, "\(what): \(p.code) \(p.body.prefix(200))")
+                if what == "keyword", (p.json["hits"] as? [[String: Any]])?.isEmpty == false { sawChunks = true }
+            }
+            let waiting = try await kiana(["index", "status", "--json", "--data-dir", served.dir.path])
+            let json = (try? JSONSerialization.jsonObject(with: Data(waiting.out.utf8))) as? [String: Any]
+            if sawChunks, (json?["pending"] as? Int ?? json?["waiting"] as? Int ?? 0) == 0 { break }
+            try await Task.sleep(for: .milliseconds(500))
+        }
+        let done = try await upload
+        let total = Date().timeIntervalSince(started)
+        #expect(done.code == 200 && (done.json["embedded"] as? Int ?? 0) >= 1, "\(done.code) \(done.body.prefix(300))")
+        let slow = probes.filter { $0.seconds > 3 }
+        print("rest: \(probes.count) probes while a 300-chunk upload was embedded (\(String(format: "%.1f", total)) s): slowest \(String(format: "%.2f", probes.map(\.seconds).max() ?? 0)) s")
+        #expect(probes.count >= 6, "only \(probes.count) probes during the upload (\(total) s): it was too quick to show anything")
+        #expect(slow.isEmpty, "probes over 3 s while the upload was embedded: \(slow)")
+        #expect(sawChunks, "the upload's chunks were not found by keyword while it was embedded")
+        // Once embedded, the chunks are found by meaning too.
+        r = try await Self.call(u + "/api/v1/search?mode=vector&q=marker150%20word12&k=20")
+        #expect(((r.json["hits"] as? [[String: Any]]) ?? []).contains { ($0["source"] as? String ?? "").contains("big.md#") }, "\(r.body.prefix(300))")
+    }
+
     @Test(.needsModels) func knowledgeSearchAskLedgerReadyMetrics() async throws {
         guard Models.hasSmolLM && Models.hasMiniLM else {
             if Shared.isCI { Issue.record("the models are missing from \(Models.directory)") }
