@@ -19,7 +19,17 @@ import Testing
         let (node, port) = (served.node, served.port)
         let shots = Shared.packageRoot.appendingPathComponent(".build/test-artifacts").path
         let script = Shared.packageRoot.appendingPathComponent("Tests/python/webui_browser.py").path
-        let r = try await runProcess(python3(), [script, "http://127.0.0.1:\(port)", shots])
+        // A second node with an API token: the script checks that a wrong one is refused with the node's reason.
+        let tokenDir = try TempDir()
+        defer { tokenDir.cleanup() }
+        let tokenNode = try ServeTests.Running(
+            ["serve", "--data-dir", tokenDir.path, "--port", "0", "--p2p-port", "0", "--discovery", "off", "--token", "s3cret"])
+        defer {
+            tokenNode.process.interrupt()
+            _ = tokenNode.waitForExit()
+        }
+        let tokenPort = try #require(await tokenNode.waitForPort(), "\(tokenNode.text)")
+        let r = try await runProcess(python3(), [script, "http://127.0.0.1:\(port)", shots, "http://127.0.0.1:\(tokenPort)"])
         let err = String(decoding: r.err, as: UTF8.self)
         #expect(r.status == 0, "\(err)\n\(node.text.suffix(2000))")
         let seen = try #require(try? JSONSerialization.jsonObject(with: r.out) as? [String: Any], "\(err)")
@@ -66,6 +76,9 @@ import Testing
         let paging = seen["paging_kept"] as? [Int] ?? []
         #expect(paging.count == 2 && paging[0] > 100 && paging[1] == paging[0] + 1, "a live change went back to the first page: \(seen)")
         #expect((seen["console_errors"] as? [Any])?.isEmpty == true, "\(seen)")
+        // The script checks these itself (and exits non-zero): only edited fields are sent, a cut-off
+        // answer is marked, search results follow changes made elsewhere, a wrong token is explained.
+        #expect((seen["wrong_token"] as? String ?? "").contains("the bearer token is wrong"), "\(seen)")
         for name in ["webui-chat.png", "webui-item.png", "webui-proof.png", "webui-ingest.png", "webui-device.png"] {
             let png = try #require(FileManager.default.contents(atPath: shots + "/" + name), "no screenshot \(name)")
             #expect(png.count > 5_000 && png.prefix(8) == Data([0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A]), "\(name) is not a PNG")

@@ -7,7 +7,8 @@ const el = (tag, cls, text) => { const e = document.createElement(tag); if (cls)
 const short = (hex) => (hex || "").slice(0, 12);
 const when = (ms) => (ms ? new Date(ms).toLocaleString() : "");
 // seq: the newest list request; an older one that answers late must not replace its result.
-const state = { conversation: null, offset: 0, searching: false, oldest: null, tab: "chat", seq: 0 };
+// search: the query and mode whose results are shown (a live change runs it again).
+const state = { conversation: null, offset: 0, searching: false, search: null, oldest: null, tab: "chat", seq: 0 };
 
 // ---- HTTP ------------------------------------------------------------------------------------
 function headers() {
@@ -18,10 +19,27 @@ function headers() {
 }
 async function failure(r) {
   const b = await r.json().catch(() => ({}));
-  if (r.status === 401) $("#auth").hidden = false;
   const e = new Error((b.error && b.error.message) || r.status + " " + r.statusText);
   e.code = b.error && b.error.code; // the node's error code: "exists", "changed", …
+  e.status = r.status;
+  if (r.status === 401) tokenRefused(e.message);
   return e;
+}
+// The node wants a token: the prompt shows, and if this browser sent one, the node's word on it
+// ("the bearer token is wrong …") stands next to the prompt, not only in the console.
+function tokenRefused(message) {
+  $("#auth").hidden = false;
+  const sent = !!localStorage.getItem("kiana-token");
+  let why = $("#auth-error");
+  if (!why) {
+    why = el("p", null);
+    why.id = "auth-error";
+    why.setAttribute("role", "alert");
+    $("#token-form").after(why);
+  }
+  why.textContent = sent ? "The token this browser sent was refused: " + message : "";
+  why.hidden = !sent;
+  $("#auth").classList.toggle("error", sent);
 }
 async function api(path, options = {}) {
   const r = await fetch(path, { ...options, headers: { ...headers(), ...(options.headers || {}) } });
@@ -94,10 +112,12 @@ function show(tab) {
   if (tab === "chat") chatPlace(); else place("#" + tab);
   document.querySelectorAll(".tab").forEach((t) => t.classList.toggle("active", t.id === tab));
   document.querySelectorAll("nav button").forEach((b) => b.classList.toggle("active", b.dataset.tab === tab));
-  if (tab === "knowledge" && !state.searching) listItems();
-  if (tab === "ledger") { ledgerStatus(); blocks(); }
-  if (tab === "device") device();
-  if (tab === "chat") conversations();
+  // What a tab loads fails visibly; a refused token is shown at the token prompt instead.
+  const load = (f) => f().catch((e) => { if (e.status !== 401) notice(e.message, true); });
+  if (tab === "knowledge" && !state.searching) load(listItems);
+  if (tab === "ledger") { load(ledgerStatus); load(blocks); }
+  if (tab === "device") load(device);
+  if (tab === "chat") load(conversations);
 }
 document.querySelectorAll("nav button").forEach((b) => b.addEventListener("click", guarded(() => show(b.dataset.tab))));
 
@@ -153,6 +173,7 @@ $("#ask").addEventListener("submit", guarded(async (ev) => {
   const text = answer.querySelector(".text");
   // Auto read-aloud speaks each sentence as soon as it is complete, while the rest streams.
   const reader = $("#autoread").checked && voice.speech ? follower(q) : null;
+  let finished = false; // the `done` event came: the answer is whole, checked and cited
   try {
     await sse("/api/v1/ask", { method: "POST", body: JSON.stringify({ question: q, conversation: state.conversation }) }, (name, data) => {
       if (name === "token") {
@@ -160,6 +181,7 @@ $("#ask").addEventListener("submit", guarded(async (ev) => {
         if (reader) reader.grow(text.textContent);
         $("#ask").scrollIntoView({ block: "nearest" }); // the answer grows above the question box
       } else if (name === "done") {
+        finished = true;
         answer.classList.remove("pending");
         state.conversation = data.conversation;
         if (state.tab === "chat") chatPlace();
@@ -170,10 +192,17 @@ $("#ask").addEventListener("submit", guarded(async (ev) => {
         if (reader) reader.end(text.textContent, button);
       } else if (name === "error") throw new Error(data.message);
     });
+    // The stream ended without `done` (the node restarted, a proxy cut the connection): what
+    // arrived is kept, but marked as cut off, never shown as a finished answer.
+    if (!finished) interrupted(answer);
   } catch (e) {
     if (reader) reader.speaker.stop();
-    answer.classList.add("error");
-    text.textContent = "Error: " + e.message;
+    if (!finished && e instanceof TypeError && text.textContent) {
+      interrupted(answer); // the connection broke mid-answer (a network error, not the node's `error`)
+    } else {
+      answer.classList.add("error");
+      text.textContent = "Error: " + e.message;
+    }
   } finally {
     if (reader && !reader.ended) reader.speaker.stop(); // the stream ended without its answer
     answer.classList.remove("pending");
@@ -183,6 +212,11 @@ $("#ask").addEventListener("submit", guarded(async (ev) => {
   }
   await conversations();
 }));
+function interrupted(answer) {
+  answer.classList.add("error", "interrupted");
+  answer.append(el("p", "cut", (answer.querySelector(".text").textContent ? "This answer was cut off: " : "No answer arrived: ") +
+    "the connection to the node ended before it was finished. Ask again to get the whole answer, checked and with its sources."));
+}
 async function conversations() {
   const list = (await api("/api/v1/conversations")).conversations;
   const sel = $("#conversations");
@@ -574,6 +608,9 @@ function opens(node, action) {
 }
 function renderItems(items, append) {
   const ul = $("#items");
+  // A live refresh re-renders the rows: the one that had the keyboard focus keeps it.
+  const had = ul.contains(document.activeElement) && document.activeElement.closest("li[data-id]");
+  const focus = had && { id: had.dataset.id, forget: document.activeElement.tagName === "BUTTON" };
   if (!append) ul.replaceChildren();
   for (const it of items) {
     const li = el("li");
@@ -585,14 +622,26 @@ function renderItems(items, append) {
     forget.title = "Forget this item (a signed tombstone in the ledger)";
     forget.addEventListener("click", guarded(async () => {
       if (!confirm("Forget this item? The ledger keeps a signed record that it was forgotten.")) return;
-      await api("/api/v1/knowledge/" + it.id, { method: "DELETE" });
+      try {
+        await api("/api/v1/knowledge/" + it.id, { method: "DELETE" });
+      } catch (e) {
+        // Forgotten meanwhile (another tab, device or the CLI): what the owner asked for is done.
+        if (!(e.code === "invalid-input" && /already forgotten/.test(e.message))) throw e;
+      }
+      li.remove();
+      if (state.searching && state.search) {
+        state.search.count = Math.max(0, state.search.count - 1);
+        hitCount();
+      }
       notice("Forgotten.");
-      listItems();
+      if (state.searching) await refreshSearch(); else await listItems();
     }));
     li.append(span, forget);
     ul.append(li);
   }
   if (!ul.children.length) ul.append(el("li", "muted", "Nothing here yet."));
+  const again = focus && [...ul.children].find((li) => li.dataset.id === focus.id);
+  if (again) again.querySelector(focus.forget ? "button" : ".grow").focus();
 }
 async function listItems(more) {
   const seq = ++state.seq;
@@ -646,19 +695,36 @@ function editItem(it) {
   const form = el("form", "edit");
   const title = el("input"); title.value = it.title || ""; title.placeholder = "title";
   const text = el("textarea"); text.value = it.text; text.rows = 6; text.required = true;
-  const tagInput = el("input"); tagInput.value = it.tags.join(", "); tagInput.placeholder = "tags, comma separated";
+  const shownTags = it.tags.join(", ");
+  const tagInput = el("input"); tagInput.value = shownTags; tagInput.placeholder = "tags, comma separated";
   const save = el("button", null, "Save");
   const cancel = el("button", "secondary", "Cancel"); cancel.type = "button";
   form.append(title, text, tagInput, save, cancel);
   cancel.addEventListener("click", guarded(() => openItem(it.id)));
   form.addEventListener("submit", guarded(async (ev) => {
     ev.preventDefault();
+    // Only what the owner changed is sent: a field left alone stays exactly as stored (a title
+    // the item does not have stays absent; tags, which may hold commas or spaces the comma
+    // separated field cannot show, are not re-split).
+    const body = {};
+    // (Compared as the node stores them: text trimmed, and a text box reads line breaks as \n.)
+    if (text.value.trim() !== it.text.replace(/\r\n?/g, "\n").trim()) body.text = text.value;
+    if (title.value.trim() !== (it.title || "").trim()) body.title = title.value.trim();
+    if (tagInput.value !== shownTags) {
+      const typed = tags(tagInput.value);
+      if (JSON.stringify(typed) !== JSON.stringify(it.tags)) body.tags = typed;
+    }
+    if (!Object.keys(body).length) {
+      notice("Nothing changed.");
+      await openItem(it.id);
+      return;
+    }
     // Sent with the version this form was opened on: a change made meanwhile (another tab or
     // device) is refused (412), and this form stays as it is so nothing typed is lost.
     try {
       await api("/api/v1/knowledge/" + it.id, {
         method: "PUT", headers: it.entry ? { "If-Match": '"' + it.entry + '"' } : {},
-        body: JSON.stringify({ text: text.value, title: title.value, tags: tags(tagInput.value) }),
+        body: JSON.stringify(body),
       });
     } catch (e) {
       if (e.code !== "changed") throw e;
@@ -666,7 +732,7 @@ function editItem(it) {
     }
     notice("Saved.");
     await openItem(it.id);
-    if (!state.searching) listItems();
+    if (state.searching) await refreshSearch(); else listItems();
   }));
   box.replaceChildren(form);
 }
@@ -683,14 +749,28 @@ $("#find").addEventListener("submit", guarded(async (ev) => {
   ev.preventDefault();
   const q = $("#query").value.trim();
   if (!q) return listItems();
+  await search(q, $("#mode").value);
+}));
+async function search(q, mode) {
   const seq = ++state.seq;
   state.searching = true;
-  const hits = (await api("/api/v1/search?k=20&mode=" + $("#mode").value + "&q=" + encodeURIComponent(q))).hits;
-  if (seq !== state.seq) return;
+  state.search = { q, mode, count: 0 };
+  const hits = (await api("/api/v1/search?k=20&mode=" + mode + "&q=" + encodeURIComponent(q))).hits;
+  if (seq !== state.seq || !state.searching) return;
   renderItems(hits);
-  $("#count").textContent = hits.length + " hit" + (hits.length === 1 ? "" : "s") + " for “" + q + "”";
+  state.search.count = hits.length;
+  hitCount();
   $("#more").hidden = true;
-}));
+}
+function hitCount() {
+  const { q, count } = state.search;
+  $("#count").textContent = count + " hit" + (count === 1 ? "" : "s") + " for “" + q + "”";
+}
+// An edit or forget made elsewhere (live event) runs the shown search again, so no row shows
+// old text or an item that is gone.
+async function refreshSearch() {
+  if (state.searching && state.search) await search(state.search.q, state.search.mode);
+}
 
 // Ingest: files are read in the browser and sent as base64; progress streams back.
 // Files go to the node as their bytes (base64), which decodes them as `kiana ingest` does:
@@ -922,10 +1002,14 @@ async function live() {
           if (!$("#blocks").querySelector('[data-height="' + d.height + '"]')) $("#blocks").prepend(blockRow(d));
         }
         if (name === "head" && state.tab === "ledger") later(() => blocks());
-        if (name === "knowledge" && state.tab === "knowledge") later(() => { if (!state.searching) return refreshItems(); });
+        if (name === "knowledge" && state.tab === "knowledge") later(() => (state.searching ? refreshSearch() : refreshItems()));
         if (name === "peers" && state.tab === "device") renderPeers(d);
       });
-    } catch (e) { /* reconnect below */ }
+    } catch (e) {
+      // A refused token will not be accepted on a retry: the prompt is up, and using a token reloads the page.
+      if (e.status === 401) { $("#live").textContent = "offline"; $("#live").classList.remove("on"); return; }
+      /* otherwise reconnect below */
+    }
     if ($("#live").classList.contains("on")) notice("The node is not reachable; the page reconnects on its own.", true);
     $("#live").textContent = "offline";
     $("#live").classList.remove("on");
