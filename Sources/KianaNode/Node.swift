@@ -274,7 +274,15 @@ public struct Node: Sendable {
     /// The inclusion proof of a knowledge item's latest entry or of a ledger entry: `id` (or a
     /// unique prefix) is looked up as an item first, then as an entry. `item` names the item.
     public func proof(itemOrEntry id: String) throws -> (proof: EntryProof, item: String?) {
-        if let found = try? store.item(idPrefix: id), let last = found.lastEntry {
+        let found: StoredItem?
+        do throws(KianaStoreError) {
+            found = try store.item(idPrefix: id)
+        } catch {
+            // A prefix of several items is said as such; not an item at all: an entry, perhaps.
+            if error.code == .ambiguous { throw error }
+            found = nil
+        }
+        if let found, let last = found.lastEntry {
             return (try proof(entryIDPrefix: Hex.encode(last)), found.id.description)
         }
         do { return (try proof(entryIDPrefix: id), nil) } catch let e as KianaStoreError where e.code == .notFound {

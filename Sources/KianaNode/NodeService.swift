@@ -382,6 +382,11 @@ public final class NodeService: NodeAPI {
         try await store { n in try n.conversationList().map { ConversationDTO(id: $0.id, title: $0.title, updated: $0.updated, created: $0.created) } }
     }
 
+    public func deleteConversation(_ id: String) async throws -> Bool {
+        try node.requireWritable()
+        return try await store { n in try n.conversations.delete(id) }
+    }
+
     public func conversation(_ id: String) async throws -> [MessageDTO]? {
         try await store { n in
             guard try n.conversations.conversation(id) != nil else { return nil }

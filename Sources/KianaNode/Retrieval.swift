@@ -311,6 +311,16 @@ extension Node {
     /// The supported regular files under `root`, and the folders under it (or `root` itself)
     /// that could not be read: what was ingested from those is not taken as deleted.
     static func supportedFiles(under root: String) throws -> (files: [String], unreadable: [String]) {
+        // A folder given as a symbolic link is listed where it points (the enumerator does not
+        // enter a link), and what is found is named under the path given, as ingested before.
+        var st = stat()
+        if lstat(root, &st) == 0, st.st_mode & S_IFMT == S_IFLNK {
+            let target = URL(fileURLWithPath: root).resolvingSymlinksInPath().standardizedFileURL.path
+            guard target != root else { return ([], [root]) }
+            let found = try supportedFiles(under: target)
+            let rename = { (p: String) in p.hasPrefix(target) ? root + p.dropFirst(target.count) : p }
+            return (found.files.map(rename), found.unreadable.map(rename))
+        }
         let unreadable = Mutex<[String]>([])
         // A folder read means its entries are listed; one that cannot be (permissions, I/O) is
         // reported by the enumerator and skipped, and must not look empty.

@@ -205,6 +205,15 @@ extension Node {
         return try conversations.messages(found.id).map { MessageView(role: $0.role, content: $0.content, citations: $0.citations, created: $0.created) }
     }
 
+    /// Deletes a conversation (its ID or a unique prefix of 4 or more characters) and its
+    /// messages; `.notFound` if there is none. Returns the full ID.
+    public func deleteConversation(_ id: String) throws -> String {
+        try requireWritable()
+        guard let found = try conversations.conversation(idPrefix: id) else { throw KianaNodeError(.notFound, "no conversation \(id)") }
+        try conversations.delete(found.id)
+        return found.id
+    }
+
     /// What a membership vote did: its block, the device voted on, and the tally.
     public struct VoteOutcome: Sendable {
         public var block: UInt64

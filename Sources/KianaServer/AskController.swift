@@ -12,6 +12,7 @@ struct AskController<Context: RequestContext>: Sendable {
         r.post("ask", use: ask)
         r.get("conversations", use: conversations)
         r.get("conversations/:id", use: conversation)
+        r.delete("conversations/:id", use: deleteConversation)
         return r
     }
 
@@ -49,6 +50,13 @@ struct AskController<Context: RequestContext>: Sendable {
 
     @Sendable func conversations(_ req: Request, _ ctx: Context) async throws -> ConversationsDTO {
         ConversationsDTO(conversations: try await node.conversations())
+    }
+
+    /// Deletes a conversation and what was asked and answered in it: 204, or 404 if there is none.
+    @Sendable func deleteConversation(_ req: Request, _ ctx: Context) async throws -> Response {
+        let id = try ctx.parameters.require("id")
+        guard try await node.deleteConversation(id) else { throw HTTPError(.notFound, message: "no conversation \(id)") }
+        return Response(status: .noContent)
     }
 
     @Sendable func conversation(_ req: Request, _ ctx: Context) async throws -> ConversationMessagesDTO {

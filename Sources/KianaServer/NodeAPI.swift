@@ -81,6 +81,8 @@ public protocol NodeAPI: Sendable {
     func conversations() async throws -> [ConversationDTO]
     /// One conversation's messages, nil if there is none.
     func conversation(_ id: String) async throws -> [MessageDTO]?
+    /// Deletes a conversation and its messages; false if there is none.
+    func deleteConversation(_ id: String) async throws -> Bool
 
     // MARK: voice
 

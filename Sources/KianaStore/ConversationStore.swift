@@ -157,9 +157,26 @@ public struct ConversationStore: Sendable {
         }
     }
 
-    /// Deletes a conversation and its messages; false if there was none.
+    /// Deletes a conversation and its messages; false if there was none. The deleted rows'
+    /// bytes are overwritten in the database file (`secure_delete`) and the write-ahead log is
+    /// checkpointed and emptied, so what was asked and answered is not left in free pages.
     @discardableResult
     public func delete(_ id: String) throws(KianaStoreError) -> Bool {
-        try database.run("deleting a conversation") { try database.writer.write { db in try Conversation.deleteOne(db, key: id) } }
+        defer { database.keepWritesIfWALLost() }
+        return try database.run("deleting a conversation") {
+            try database.writer.writeWithoutTransaction { db in
+                try db.execute(sql: "PRAGMA secure_delete = ON")
+                defer { try? db.execute(sql: "PRAGMA secure_delete = OFF") }
+                var deleted = false
+                try db.inTransaction {
+                    deleted = try Conversation.deleteOne(db, key: id)
+                    return .commit
+                }
+                // The earlier copies of those pages in the write-ahead log go too (best effort:
+                // a reader in another process may hold the log; its next checkpoint clears it).
+                if deleted { _ = try? db.execute(sql: "PRAGMA wal_checkpoint(TRUNCATE)") }
+                return deleted
+            }
+        }
     }
 }

@@ -335,13 +335,20 @@ struct Chat: AsyncParsableCommand {
 }
 
 struct Conversations: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "List conversations, or show one.")
+    static let configuration = CommandConfiguration(abstract: "List conversations, show one, or delete one.")
     @OptionGroup var data: DataOptions
     @OptionGroup var output: OutputOptions
-    @Argument(help: "A conversation to show in full.") var id: String?
+    @Argument(help: "A conversation to show in full (its ID or a unique prefix of 4 or more characters).") var id: String?
+    @Flag(help: "Delete the conversation: what was asked and answered in it (the knowledge it cites stays).") var delete = false
 
     func run() throws {
         try perform {
+            if delete {
+                guard let id else { throw KianaNodeError(.invalidInput, "--delete needs the conversation's ID") }
+                let node = try Node.open(directory: data.directory)
+                say("Deleted conversation \(try node.deleteConversation(id))")
+                return
+            }
             let node = try Node.open(directory: data.directory, forReading: true)
             if let id {
                 try output.emit(try node.conversationMessages(id)) { messages in

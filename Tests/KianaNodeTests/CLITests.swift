@@ -356,9 +356,16 @@ import Testing
         let byItem = try await kiana(["ledger", "proof", String(fact2.prefix(8))] + d)
         #expect(byItem.status == 0 && byItem.out.contains("Item \(fact2)") && byItem.out.contains("Entry \(entryID)"), "\(byItem.out) \(byItem.err)")
         #expect(byItem.out.contains("Proof verified"))
+        // A prefix of several items is said to be ambiguous (as `show` and `forget` say), not
+        // "not found": two items whose IDs share their first four hex digits.
+        let node = try Node.open(directory: DataDirectory(path: dir.path))
+        let twins = try [0x01, 0x02].map { last in try ItemID(bytes: [0xab, 0xcd] + [UInt8](repeating: 0, count: 13) + [UInt8(last)]) }
+        _ = try node.store.write(twins.map { .put($0, KnowledgeFields(text: "twin \($0)")) }, identity: node.identity, now: currentMillis())
+        let ambiguous = try await kiana(["ledger", "proof", "abcd"] + d)
+        #expect(ambiguous.status == 1 && ambiguous.err.contains("ambiguous"), "\(ambiguous.err)")
         let forks = try await kiana(["ledger", "forks"] + d)
         #expect(forks.status == 0)
-        #expect(forks.out.contains("Head: height 5") && forks.out.contains("No side branches.") && forks.out.contains("Orphans held: 0"))
+        #expect(forks.out.contains("Head: height 6") && forks.out.contains("No side branches.") && forks.out.contains("Orphans held: 0"))
     }
 
     /// Two devices of one network write apart; importing one's export into the other keeps a

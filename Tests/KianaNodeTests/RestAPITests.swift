@@ -134,6 +134,22 @@ import Testing
                 && (shown["support"] as? [[String: Any]])?.first?["text"] as? String == "The bike lock code is 4711."
                 && shown["abstained"] as? Bool == false && (turns.first?["cited"] as? [Any])?.isEmpty == true, "\(r.body)")
         #expect(try await Self.call(u + "/api/v1/conversations/nope").code == 404)
+        // Deleted, what was asked and answered is gone from the list, from reading, and from the
+        // database file's bytes (not left in free pages); the knowledge it cited stays.
+        let second = try await Self.call(u + "/api/v1/ask", method: "POST", body: #"{"question":"Where is Zanzibar-9137?","stream":false,"max_tokens":8}"#, seconds: 240)
+        let secondID = try #require(second.json["conversation"] as? String, "\(second.body)")
+        r = try await Self.call(u + "/api/v1/conversations/\(conversation)", method: "DELETE")
+        #expect(r.code == 204, "\(r.code) \(r.body)")
+        #expect(try await Self.call(u + "/api/v1/conversations/\(conversation)").code == 404)
+        #expect(try await Self.call(u + "/api/v1/conversations/\(conversation)", method: "DELETE").code == 404)
+        let deletedByCLI = try await kiana(["conversations", String(secondID.prefix(8)), "--delete", "--data-dir", tmp.path])
+        #expect(deletedByCLI.status == 0 && deletedByCLI.out.contains("Deleted conversation \(secondID)"), "\(deletedByCLI.out)\(deletedByCLI.err)")
+        r = try await Self.call(u + "/api/v1/conversations")
+        #expect((r.json["conversations"] as? [[String: Any]])?.isEmpty == true, "\(r.body)")
+        _ = try await kiana(["status", "--data-dir", tmp.path])
+        let fileBytes = ["/kiana.sqlite", "/kiana.sqlite-wal"].compactMap { FileManager.default.contents(atPath: tmp.path + $0) }
+        #expect(!fileBytes.contains { $0.range(of: Data("Zanzibar-9137".utf8)) != nil }, "the deleted question is still in the database file")
+        #expect(try await Self.call(u + "/api/v1/knowledge/\(id)").code == 200)
 
         r = try await Self.call(u + "/ready")
         #expect(r.code == 200 && r.json["ready"] as? Bool == true, "\(r.body)")
@@ -152,7 +168,7 @@ import Testing
         #expect(m.contains(#"kiana_p2p_connections{pool="members"} 0"#) && m.contains(#"kiana_p2p_refused_total{reason="pool-full"} 0"#), "\(m)")
         let tokens = m.split(separator: "\n").first { $0.hasPrefix("kiana_tokens_generated_total ") }.flatMap { Int($0.split(separator: " ").last!) } ?? 0
         #expect(tokens > 0)
-        #expect(m.contains(#"kiana_http_request_duration_seconds_count{method="POST",route="/api/v1/ask"} 1"#))
+        #expect(m.contains(#"kiana_http_request_duration_seconds_count{method="POST",route="/api/v1/ask"} 2"#))
     }
 
     static func events(_ body: String) -> [(name: String, data: [String: Any])] {

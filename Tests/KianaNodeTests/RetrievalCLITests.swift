@@ -158,6 +158,29 @@ import Testing
         #expect(r.status == 0 && r.out.contains("1 removed"), "\(r.out) \(r.err)")
     }
 
+    /// A folder given as a symbolic link is ingested where it points, its files named under
+    /// the link (before: nothing was found and the ingest said nothing); re-runs follow changes.
+    @Test func aFolderGivenAsALinkIsIngested() async throws {
+        let tmp = try TempDir("kiana-linked-folder")
+        defer { tmp.cleanup() }
+        try await write("# Shed\n\nThe lawn mower key hangs on the left hook.\n", tmp.path + "/real/shed.md")
+        try await write("# Attic\n\nThe winter tyres are in the attic.\n", tmp.path + "/real/sub/attic.md")
+        try FileManager.default.createSymbolicLink(atPath: tmp.path + "/notes", withDestinationPath: "real")
+        let d = ["--data-dir", tmp.path + "/node", "--no-embed"]
+        #expect(try await kiana(["init", "--data-dir", tmp.path + "/node"]).status == 0)
+        var r = try await kiana(["ingest", tmp.path + "/notes"] + d)
+        #expect(r.status == 0 && r.out.contains("2 new"), "\(r.out) \(r.err)")
+        let listed = try await kiana(["list", "--json", "--data-dir", tmp.path + "/node"])
+        let sources = ((try? JSONSerialization.jsonObject(with: Data(listed.out.utf8))) as? [[String: Any]] ?? []).compactMap { $0["source"] as? String }
+        #expect(sources.count == 2 && sources.allSatisfy { $0.hasPrefix(tmp.path + "/notes/") }, "\(sources)")
+        // Unchanged through the link, or with a trailing slash: nothing to do; a file removed: removed.
+        r = try await kiana(["ingest", tmp.path + "/notes/"] + d)
+        #expect(r.status == 0 && r.out.contains("Nothing changed"), "\(r.out) \(r.err)")
+        try FileManager.default.removeItem(atPath: tmp.path + "/real/sub/attic.md")
+        r = try await kiana(["ingest", tmp.path + "/notes"] + d)
+        #expect(r.status == 0 && r.out.contains("1 removed"), "\(r.out) \(r.err)")
+    }
+
     /// Ingests of one data directory take turns (concurrent ones each added a file's new chunks,
     /// and the second copy then kept serving old text); a chunk already stored twice is made one.
     /// Decision 112: a chunk the owner forgot is not brought back by the next ingest of its

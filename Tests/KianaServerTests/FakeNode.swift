@@ -142,6 +142,7 @@ final class FakeNode: NodeAPI, Sendable {
         (texts.map { t in [Float(t.count), 0.5, -0.25] }, texts.count * 2)
     }
     func conversations() async throws -> [ConversationDTO] { [ConversationDTO(id: "c-1", title: "Keys", updated: 2, created: 1)] }
+    func deleteConversation(_ id: String) async throws -> Bool { id == "c-1" }
     func conversation(_ id: String) async throws -> [MessageDTO]? {
         id == "c-1" ? [MessageDTO(role: "user", content: "Where is the key?", citations: [], created: 1)] : nil
     }

@@ -77,6 +77,14 @@ import Testing
         }
     }
 
+    @Test func deletingAConversation() async throws {
+        try await withApp { _, c in
+            #expect(try await c.execute(uri: "/api/v1/conversations/c-1", method: .delete).status == .noContent)
+            let r = try await c.execute(uri: "/api/v1/conversations/c-9", method: .delete)
+            #expect(r.status == .notFound && Self.error(r).message == "no conversation c-9")
+        }
+    }
+
     @Test func notFoundStaysNotFound() async throws {
         try await withApp { _, c in
             var r = try await c.execute(uri: "/api/v1/knowledge/abcd", method: .get)
