@@ -189,11 +189,29 @@ public enum TextExtraction {
 
     public static func text(of path: String, data: Data) throws(KianaAIError) -> String {
         let ext = (path as NSString).pathExtension.lowercased()
-        switch ext {
-        case "pdf": return try pdfText(path)
-        case "html", "htm": return htmlText(decode(data))
-        default: return decode(data)
+        if ext == "pdf" { return try pdfText(path) }
+        let text = decode(data)
+        if let share = binaryShare(text) {
+            throw KianaAIError(
+                .ingest, "does not read as text (\(share) % of its first characters are control codes or undecodable bytes): a binary file named .\(ext)?")
         }
+        return ext == "html" || ext == "htm" ? htmlText(text) : text
+    }
+
+    /// The percentage of control characters (other than tab, line feed, form feed and
+    /// carriage return) and U+FFFD among the first 64 Ki characters of decoded text, when it
+    /// is 5 % or more: random or compressed bytes give about 13 %, text in any encoding
+    /// `decode` reads gives none.
+    static func binaryShare(_ text: String) -> Int? {
+        var total = 0
+        var odd = 0
+        for scalar in text.unicodeScalars.prefix(65_536) {
+            total += 1
+            let v = scalar.value
+            if (v < 0x20 && v != 0x09 && v != 0x0A && v != 0x0C && v != 0x0D) || v == 0x7F || (0x80...0x9F).contains(v) || v == 0xFFFD { odd += 1 }
+        }
+        guard total >= 16, odd * 20 >= total else { return nil }
+        return odd * 100 / total
     }
 
     /// Text without a byte-order mark, with \r\n → \n: UTF-16 when it starts with a UTF-16

@@ -13,6 +13,8 @@ public enum DataBackup {
         public var height: UInt64
         public var entries: Int
         public var created: UInt64
+        /// Where a restore moved the node that was in the target (`--force`); nil otherwise.
+        public var movedAside: String?
     }
 
     /// Shortest passphrase accepted for a new backup.
@@ -260,8 +262,10 @@ public enum DataBackup {
             return (try node.store.head()?.height ?? 0, try node.store.counts().entries)
         }()
         progress("verifying", 1, 1)
+        var movedAside: String?
         if existing {
             let aside = target + ".before-restore-\(currentMillis())"
+            movedAside = aside
             guard rename(target, aside) == 0 else {
                 throw KianaNodeError(.io, "cannot move \(target) aside: \(String(cString: strerror(errno)))")
             }
@@ -276,7 +280,7 @@ public enum DataBackup {
         keep = true
         finished = true
         FilePlacement.syncFolder((target as NSString).deletingLastPathComponent)
-        return Summary(file: file, bytes: fileSize, height: height, entries: entries, created: header.created)
+        return Summary(file: file, bytes: fileSize, height: height, entries: entries, created: header.created, movedAside: movedAside)
     }
 
     static func ledgerFacts(_ path: String) throws -> (UInt64, Int) {

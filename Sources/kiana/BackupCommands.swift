@@ -112,6 +112,7 @@ struct Restore: ParsableCommand {
             }
             try output.emit(s) { s in
                 say("Restored \(s.file) into \(directory.path): ledger height \(s.height), \(s.entries) entries, verified")
+                if let aside = s.movedAside { say("The node that was there is kept in \(aside) (remove it when you no longer need it).") }
             }
         }
     }

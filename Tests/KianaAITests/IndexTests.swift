@@ -190,6 +190,26 @@ enum RankingMetricsCheck {
         #expect(TextExtraction.decode(Data([0xEF, 0xBB, 0xBF]) + Data("bom".utf8)) == "bom")
     }
 
+    /// Bytes that are not text (random, compressed) named .md are refused as such; text in the
+    /// encodings `decode` reads, with a few stray bytes, is not.
+    @Test func binaryBytesAreNotTakenForText() throws {
+        var rng = SystemRandomNumberGenerator()
+        // Random bytes without a zero byte (a zero is caught by the ledger already).
+        let random = Data((0..<20_000).map { _ in UInt8.random(in: 1...255, using: &rng) })
+        #expect {
+            _ = try TextExtraction.text(of: "/x/notes.md", data: random)
+        } throws: { ($0 as? KianaAIError)?.message.contains("does not read as text") == true }
+        #expect(throws: KianaAIError.self) { try TextExtraction.text(of: "/x/page.html", data: random) }
+        let prose = String(repeating: "Der Schlüssel liegt bei Frau Müller, 5 €. Grüße – 🙂\n\tTabs\r\n", count: 200)
+        for data in [Data(prose.utf8), prose.data(using: .windowsCP1252, allowLossyConversion: true)!, Data([0xFF, 0xFE]) + prose.data(using: .utf16LittleEndian)!] {
+            #expect(try TextExtraction.text(of: "/x/notes.md", data: data).contains("Frau M"))
+        }
+        // A few stray bytes in a long text stay text.
+        var stray = Data(prose.utf8)
+        for i in stride(from: 0, to: stray.count, by: 500) { stray[i] = 0x01 }
+        #expect(try TextExtraction.text(of: "/x/notes.txt", data: stray).contains("Frau M"))
+    }
+
     @Test func htmlBecomesTextWithHeadings() {
         let html =
             "<html><head><title>T</title><script>var x = '<p>';</script></head><body><h2>Pasta &amp; Sauce</h2><p>Boil&nbsp;water.<br>Add salt &#8364;1 &#x41;.</p><!-- hidden --><ul><li>one</li><li>two</li></ul></body></html>"

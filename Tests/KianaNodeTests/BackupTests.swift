@@ -210,7 +210,9 @@ import Testing
         #expect(e.status != 0 && e.err.contains("--force"), "\(e.err)")
         let f = try await kiana(["restore", backup, "--data-dir", target, "--passphrase-file", pass, "--force"])
         #expect(f.status == 0, "\(f.err)")
-        #expect(try FileManager.default.contentsOfDirectory(atPath: dir.path).contains { $0.hasPrefix("b.before-restore-") })
+        let aside = try #require(try FileManager.default.contentsOfDirectory(atPath: dir.path).first { $0.hasPrefix("b.before-restore-") })
+        // The user is told where the node that was there went.
+        #expect(f.out.contains("is kept in \(dir.path)/\(aside)"), "\(f.out)")
         #expect(try await kiana(["list", "--data-dir", target]).out.contains("blue pot"))
         let viaLink = try await kiana(["restore", backup, "--data-dir", link + "/", "--passphrase-file", pass, "--force"])
         #expect(viaLink.status == 0, "\(viaLink.err)")
