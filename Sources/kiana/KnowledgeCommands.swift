@@ -199,11 +199,23 @@ struct Ingest: ParsableCommand {
             guard watch else { return }
             say("Watching \(paths.joined(separator: ", ")) every \(interval) s (Ctrl-C to stop)")
             var last = IngestSnapshot.take(paths: paths)
+            var failing: String?
             while true {
                 Thread.sleep(forTimeInterval: interval)
                 let now = IngestSnapshot.take(paths: paths)
                 if now != last {
-                    _ = try once()
+                    // A path gone for a while (a folder renamed, a mount dropped) or a busy
+                    // database is said once and watched on: what was ingested stays, and the
+                    // next change is taken as it comes.
+                    do {
+                        _ = try once()
+                        if failing != nil { say("Watching again") }
+                        failing = nil
+                    } catch {
+                        let line = ErrorLine.text(for: error)
+                        if line != failing { Output.note("kiana: \(line); still watching") }
+                        failing = line
+                    }
                     last = IngestSnapshot.take(paths: paths)
                 }
             }

@@ -181,6 +181,43 @@ import Testing
         #expect(r.status == 0 && r.out.contains("1 removed"), "\(r.out) \(r.err)")
     }
 
+    /// `ingest --watch` follows new, changed and deleted files, and keeps watching through a
+    /// folder that is gone for a while (renamed, an unmounted drive): what was ingested from it
+    /// stays, and it is followed again when it is back.
+    @Test func watchFollowsChangesAndOutlastsAMissingFolder() async throws {
+        let tmp = try TempDir("kiana-watch")
+        defer { tmp.cleanup() }
+        let docs = tmp.path + "/docs"
+        let node = tmp.path + "/node"
+        try await write("# Shed\n\nThe lawn mower key hangs on the left hook.\n", docs + "/shed.md")
+        #expect(try await kiana(["init", "--data-dir", node]).status == 0)
+        let watch = try ChildProcess(kianaBinary(), ["ingest", docs, "--watch", "--interval", "0.2", "--no-embed", "--data-dir", node])
+        defer { watch.signal(SIGKILL) }
+        #expect(await watch.waitFor("Watching", timeout: 60) != nil, "\(watch.output)")
+        func listed() async throws -> String { try await kiana(["list", "--json", "--data-dir", node]).out }
+        try await write("# Attic\n\nThe winter tyres are in the attic.\n", docs + "/attic.md")
+        #expect(try await eventually(30) { try await listed().contains("winter tyres") }, "\(watch.output)")
+        try await write("# Shed\n\nThe lawn mower key hangs on the right hook.\n", docs + "/shed.md")
+        #expect(try await eventually(30) { try await listed().contains("right hook") }, "\(watch.output)")
+        // Gone for a while: said, nothing removed, still watching.
+        #expect(rename(docs, tmp.path + "/away") == 0)
+        #expect(await watch.waitFor("still watching", timeout: 30) != nil, "\(watch.output)")
+        #expect(watch.process.isRunning)
+        var now = try await listed()
+        #expect(now.contains("winter tyres") && now.contains("right hook"), "\(now)")
+        // Back, with a change made meanwhile: followed again.
+        try await write("# Cellar\n\nThe wine rack is in the cellar.\n", tmp.path + "/away/cellar.md")
+        #expect(rename(tmp.path + "/away", docs) == 0)
+        #expect(try await eventually(30) { try await listed().contains("wine rack") }, "\(watch.output)")
+        try FileManager.default.removeItem(atPath: docs + "/attic.md")
+        #expect(try await eventually(30) { !(try await listed().contains("winter tyres")) }, "\(watch.output)")
+        now = try await listed()
+        #expect(now.contains("right hook") && now.contains("wine rack"), "\(now)")
+        #expect(watch.process.isRunning, "\(watch.output)")
+        watch.signal(SIGINT)
+        _ = await watch.wait(timeout: 20)
+    }
+
     /// Ingests of one data directory take turns (concurrent ones each added a file's new chunks,
     /// and the second copy then kept serving old text); a chunk already stored twice is made one.
     /// Decision 112: a chunk the owner forgot is not brought back by the next ingest of its
