@@ -21,6 +21,9 @@ public struct IngestReport: Sendable, Equatable {
     /// changed: back (decision 112).
     public var chunksLeftForgotten = 0
     public var chunksRevived = 0
+    /// Unchanged chunks that got tags the ingest was given and they lacked (counted in
+    /// `chunksUpdated` too).
+    public var chunksTagged = 0
     public var bytesRead = 0
     public var changed: Bool { chunksAdded + chunksUpdated + chunksRemoved > 0 }
     /// Something failed and no file was taken (new, changed, unchanged or removed).
@@ -202,10 +205,22 @@ extension Node {
                     let title = Self.title(chunk.heading.isEmpty ? name : name + " › " + chunk.heading)
                     let text = String(chunk.text.utf8.prefix(KnowledgeOp.maxTextBytes)) ?? chunk.text
                     if let item = old[pos] {
-                        if item.title == title && item.text == text { continue }
+                        // Tags given to this ingest are added to the file's chunks that lack
+                        // them, changed or not (a re-upload with a new tag tags the file); none
+                        // are taken away.
+                        let missing = tags.filter { !item.tags.contains($0) }
+                        let newTags = missing.isEmpty ? nil : item.tags + missing
+                        if item.title == title && item.text == text {
+                            if let newTags {
+                                ops.append(.put(item.id, KnowledgeFields(tags: newTags)))
+                                updated += 1
+                                report.chunksTagged += 1
+                            }
+                            continue
+                        }
                         // The source too: merged with a forget made elsewhere meanwhile, the
                         // later of the two decides it (decision 112).
-                        ops.append(.put(item.id, KnowledgeFields(title: title, text: text, source: ChunkSource.make(file, pos))))
+                        ops.append(.put(item.id, KnowledgeFields(title: title, text: text, tags: newTags, source: ChunkSource.make(file, pos))))
                         updated += 1
                     } else if let item = forgotten[file]?[pos] {
                         // Forgotten by the owner: left so while the chunk reads the same; a

@@ -179,6 +179,7 @@ struct Ingest: ParsableCommand {
                     "\(r.filesScanned) files: \(r.filesNew) new, \(r.filesChanged) changed, \(r.filesUnchanged) unchanged, \(r.filesRemoved) removed"
                     + (r.chunksLeftForgotten > 0 ? "; \(r.chunksLeftForgotten) forgotten \(r.chunksLeftForgotten == 1 ? "chunk" : "chunks") left out" : "")
                     + (r.chunksRevived > 0 ? "; \(r.chunksRevived) forgotten \(r.chunksRevived == 1 ? "chunk" : "chunks") back (changed)" : "")
+                    + (r.chunksTagged > 0 ? "; tags added to \(r.chunksTagged) unchanged \(r.chunksTagged == 1 ? "chunk" : "chunks")" : "")
                 if r.changed {
                     say("Ingested \(files); chunks +\(r.chunksAdded) ~\(r.chunksUpdated) -\(r.chunksRemoved)")
                 } else if !r.nothingTaken {

@@ -218,6 +218,28 @@ import Testing
         _ = await watch.wait(timeout: 20)
     }
 
+    /// Tags given to a re-ingest of an unchanged file are added to its chunks (before: "Nothing
+    /// changed" and the tags were dropped); tags are never taken away.
+    @Test func aReIngestWithNewTagsTagsTheFile() async throws {
+        let tmp = try TempDir("kiana-retag")
+        defer { tmp.cleanup() }
+        try await write("# Shed\n\nThe lawn mower key hangs on the left hook.\n\n## Bench\n\nThe saw is under the bench.\n", tmp.path + "/docs/shed.md")
+        let d = ["--data-dir", tmp.path + "/node", "--no-embed"]
+        #expect(try await kiana(["init", "--data-dir", tmp.path + "/node"]).status == 0)
+        var r = try await kiana(["ingest", tmp.path + "/docs", "--tag", "home"] + d)
+        #expect(r.status == 0 && r.out.contains("1 new"), "\(r.out) \(r.err)")
+        r = try await kiana(["ingest", tmp.path + "/docs", "--tag", "garden"] + d)
+        #expect(r.status == 0 && r.out.contains("tags added to 2 unchanged chunks"), "\(r.out) \(r.err)")
+        r = try await kiana(["ingest", tmp.path + "/docs", "--tag", "garden"] + d)
+        #expect(r.status == 0 && r.out.contains("Nothing changed"), "\(r.out) \(r.err)")
+        r = try await kiana(["ingest", tmp.path + "/docs"] + d)
+        #expect(r.status == 0 && r.out.contains("Nothing changed"), "\(r.out) \(r.err)")
+        let items = (try JSONSerialization.jsonObject(with: Data(try await kiana(["list", "--json", "--data-dir", tmp.path + "/node"]).out.utf8)) as? [[String: Any]]) ?? []
+        #expect(items.count == 2 && items.allSatisfy { ($0["tags"] as? [String]) == ["home", "garden"] }, "\(items)")
+        let found = try await kiana(["search", "saw bench", "--mode", "keyword", "--tag", "garden", "--data-dir", tmp.path + "/node"])
+        #expect(found.out.contains("under the bench"), "\(found.out)")
+    }
+
     /// Ingests of one data directory take turns (concurrent ones each added a file's new chunks,
     /// and the second copy then kept serving old text); a chunk already stored twice is made one.
     /// Decision 112: a chunk the owner forgot is not brought back by the next ingest of its
