@@ -84,7 +84,16 @@ extension Node {
         request.sampling = .greedy
         request.stop = ["\n"]
         let reply = try await backend.chat(request) { _ in true }
-        let final = Trust.finalAnswer(draft: reply.text, question: q, sources: sources, evidence: ranked, needed: found.needed)
+        var final = Trust.finalAnswer(draft: reply.text, question: q, sources: sources, evidence: ranked, needed: found.needed)
+        // What is delivered decides how it ended: a draft cut at the limit and kept is "length";
+        // a quoted source sentence is whole. The caller's token limit holds for what is
+        // delivered too (a quote can be longer than the draft it replaced): cut at a word.
+        var delivered = reply
+        delivered.stopReason = reply.stopReason == .length && !final.quoted ? .length : .endOfGeneration
+        if backend.countTokens(final.answer) > options.maxTokens {
+            final.answer = Self.prefix(final.answer, tokens: options.maxTokens, count: backend.countTokens)
+            delivered.stopReason = .length
+        }
         _ = onText(final.answer)
         let support = final.support.map { SupportingSentence(number: $0.source, id: sources[$0.source - 1].id, text: $0.text) }
         let citations = final.cited.map { n in
@@ -92,10 +101,27 @@ extension Node {
             let snippet = final.support.first { $0.source == n }?.text ?? String(s.text.prefix(160))
             return Citation(number: n, id: s.id, title: s.title, source: s.source, snippet: snippet)
         }
-        var r = AskResult(answer: final.answer, citations: citations, sources: sources, conversationId: "", reply: reply)
+        var r = AskResult(answer: final.answer, citations: citations, sources: sources, conversationId: "", reply: delivered)
         r.support = support
         r.quoted = final.quoted
         r.draft = reply.text
         return r
+    }
+
+    /// The longest prefix of `text`, cut after a whole word, that `count` puts at `tokens` or
+    /// fewer (the first word's characters when not even one word fits).
+    static func prefix(_ text: String, tokens: Int, count: (String) -> Int) -> String {
+        let words = text.split(separator: " ", omittingEmptySubsequences: false)
+        var lo = 0
+        var hi = words.count
+        // The most whole words that fit: binary search (the count grows with the prefix).
+        while lo < hi {
+            let mid = (lo + hi + 1) / 2
+            if count(words.prefix(mid).joined(separator: " ")) <= tokens { lo = mid } else { hi = mid - 1 }
+        }
+        if lo > 0 { return words.prefix(lo).joined(separator: " ") }
+        var chars = Array(words.first ?? "")
+        while !chars.isEmpty && count(String(chars)) > max(tokens, 1) { chars.removeLast() }
+        return String(chars)
     }
 }

@@ -35,6 +35,13 @@ import Testing
             #expect(!((o[key] as? String) ?? "").isEmpty, "\(key) is empty: \(o)")
         }
         #expect(o["openai_citations"] as? [String] == [id], "\(o)")
+        // A whole answer ends with "stop"; max_tokens holds for what is delivered, cut at a word ("length").
+        #expect(o["openai_finish"] as? String == "stop", "\(o)")
+        let short = o["openai_short"] as? [String] ?? []
+        let whole = o["openai_chat"] as? String ?? ""
+        #expect(
+            short.count == 2 && short[1] == "length" && !short[0].isEmpty && short[0].count < whole.count && whole.hasPrefix(short[0])
+                && short[0].split(separator: " ").count <= 3, "\(short) of \(whole)")
         // Grounded answers arrive checked and whole; raw models stream token by token.
         #expect((o["openai_stream_pieces"] as? Int ?? 0) >= 1 && (o["ollama_stream_pieces"] as? Int ?? 0) >= 1, "\(o)")
         #expect((o["openai_raw_stream_pieces"] as? Int ?? 0) > 1, "the raw model did not stream: \(o)")

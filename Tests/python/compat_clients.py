@@ -17,6 +17,10 @@ r = oa.chat.completions.create(model="kiana", messages=[{"role": "user", "conten
 out["openai_chat"] = r.choices[0].message.content
 out["openai_citations"] = [c["id"] for c in (r.model_extra or {}).get("kiana", {}).get("citations", [])]
 out["openai_usage"] = r.usage.completion_tokens
+out["openai_finish"] = r.choices[0].finish_reason
+# The grounded model honours max_tokens for what it delivers: 3 tokens are a few words, "length".
+short = oa.chat.completions.create(model="kiana", messages=[{"role": "user", "content": question}], temperature=0, max_tokens=3)
+out["openai_short"] = [short.choices[0].message.content, short.choices[0].finish_reason]
 pieces = []
 for chunk in oa.chat.completions.create(model="kiana", messages=[{"role": "user", "content": question}], temperature=0, max_tokens=48, stream=True):
     if chunk.choices and chunk.choices[0].delta.content:
