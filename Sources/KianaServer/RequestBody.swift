@@ -42,8 +42,9 @@ enum RequestBodies {
         guard String(validating: bytes, as: UTF8.self) != nil else {
             throw HTTPError(.badRequest, message: "the request body is not valid UTF-8")
         }
+        let value: T
         do {
-            return try JSONDecoder().decode(T.self, from: bytes)
+            value = try JSONDecoder().decode(T.self, from: bytes)
         } catch let e as DecodingError {
             // A body that is a JSON object but holds a value the types cannot take (a number out
             // of range, a lone surrogate) is named as such, not as "not a JSON object".
@@ -58,6 +59,20 @@ enum RequestBodies {
             }
             throw HTTPError(.badRequest, message: describe(e))
         }
+        // KI_ana's own bodies take only their fields: a misspelt one ("tag" for "tags") would
+        // otherwise be dropped without a word.
+        if let strict = T.self as? any StrictBody.Type,
+            let object = try? JSONSerialization.jsonObject(with: bytes) as? [String: Any]
+        {
+            let unknown = Set(object.keys).subtracting(strict.fields).sorted()
+            if let first = unknown.first {
+                let hint = strict.fields.first { $0 == first + "s" || $0 + "s" == first }.map { " (did you mean \"\($0)\"?)" } ?? ""
+                throw HTTPError(
+                    .badRequest,
+                    message: "unknown field \"\(String(first.prefix(64)))\"\(hint); this body takes \(strict.fields.sorted().joined(separator: ", "))")
+            }
+        }
+        return value
     }
 
     static func describe(_ e: DecodingError) -> String {
@@ -94,3 +109,16 @@ enum RequestBodies {
         }
     }
 }
+
+/// A request body of KI_ana's own API that refuses fields it does not know (the compatible
+/// APIs take what their clients send and refuse only what changes the answer).
+protocol StrictBody {
+    static var fields: Set<String> { get }
+}
+
+extension NewItemDTO: StrictBody { static var fields: Set<String> { ["text", "title", "tags", "source"] } }
+extension ItemChangeDTO: StrictBody { static var fields: Set<String> { ["text", "title", "tags"] } }
+extension AskRequestDTO: StrictBody {
+    static var fields: Set<String> { ["question", "conversation", "max_tokens", "temperature", "top_p", "seed", "stream"] }
+}
+extension IngestRequestDTO: StrictBody { static var fields: Set<String> { ["files", "tags", "stream", "replace", "paths"] } }

@@ -77,6 +77,19 @@ import Testing
         }
     }
 
+    /// KI_ana's own bodies refuse fields they do not take, naming the one meant where it is a
+    /// plural slip; the compatible APIs are not strict.
+    @Test func unknownFieldsAreRefused() async throws {
+        try await withApp { _, c in
+            var r = try await Self.post(c, "/api/v1/knowledge", #"{"text":"The saw is in the shed.","tag":["home"]}"#)
+            #expect(r.status == .badRequest && Self.error(r).message.hasPrefix(#"unknown field "tag" (did you mean "tags"?); this body takes source, tags, text, title"#), "\(Self.text(r))")
+            r = try await Self.post(c, "/api/v1/ask", #"{"question":"Where?","model":"x"}"#)
+            #expect(r.status == .badRequest && Self.error(r).message.contains(#"unknown field "model""#), "\(Self.text(r))")
+            r = try await Self.post(c, "/api/v1/knowledge", #"{"text":"The saw is in the shed.","tags":["home"]}"#)
+            #expect(r.status == .created, "\(Self.text(r))")
+        }
+    }
+
     @Test func deletingAConversation() async throws {
         try await withApp { _, c in
             #expect(try await c.execute(uri: "/api/v1/conversations/c-1", method: .delete).status == .noContent)
