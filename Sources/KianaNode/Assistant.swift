@@ -193,7 +193,9 @@ extension Node {
             guard let c = try node.conversations.conversation(id) else { throw KianaNodeError(.notFound, "no conversation \(id)") }
             return (c, try node.conversations.messages(c.id))
         }
-        let persist = options.persist && options.history == nil
+        // A data directory open for reading only (read-only files, a damaged ledger) answers
+        // but keeps no conversation.
+        let persist = options.persist && options.history == nil && !node.readOnly
 
         // Stores the turn (unless it is a one-off) and names its conversation.
         @Sendable func finish(_ result: AskResult) async throws -> AskResult {

@@ -187,6 +187,9 @@ func assistant(
 ) throws -> LocalAssistant {
     let node = try Node.open(directory: data.directory)
     try check?(node)
+    if node.directory.damage != nil {
+        Output.note("kiana: the ledger here is marked damaged (`kiana status` says why): answers come from what is stored, and nothing is kept")
+    }
     // Chunks waiting for their vectors are embedded first (after an interrupted ingest this
     // takes a while): shown as progress, not a silent wait.
     let a = try LocalAssistant(node: node, config: flags.config(data), modelDirectory: models.directory(data), progress: ProgressBar().handler)
@@ -324,7 +327,8 @@ struct Chat: AsyncParsableCommand {
                     }
                     Output.write(1, "\n")
                     printSources(r)
-                    o.conversation = r.conversationId
+                    // None when nothing is kept (a data directory open for reading only).
+                    o.conversation = r.conversationId.isEmpty ? nil : r.conversationId
                 } catch {
                     Output.note("kiana: \(errorLine(for: error))")
                 }

@@ -64,6 +64,25 @@ import Testing
     /// A backup or export of a ledger that does not verify is refused, and no file is left: the
     /// restore or import would refuse it (a scheduled backup would rotate good files out for
     /// ones nobody can restore). Once the byte is put back, both work again.
+    /// A ledger marked damaged still answers from what is stored, says so, and keeps no
+    /// conversation (before: the answer, then a raw "attempt to write a readonly database").
+    @Test(.needsModels) func aDamagedLedgerStillAnswersAndSaysSo() async throws {
+        guard Models.hasSmolLM && Models.hasMiniLM else {
+            if Shared.isCI { Issue.record("the models are missing from \(Models.directory)") }
+            return
+        }
+        let dir = try TempDir()
+        defer { dir.cleanup() }
+        let d = ["--data-dir", dir.path]
+        #expect(try await kiana(["init"] + d).status == 0)
+        #expect(try await kiana(["remember", "The bike lock code is 4711."] + d).status == 0)
+        try Data("flipped bytes in block 1\n".utf8).write(to: URL(fileURLWithPath: dir.path + "/ledger.damaged"))
+        let r = try await kiana(["ask", "What is the bike lock code?"] + d)
+        #expect(r.status == 0 && r.out.contains("4711") && r.err.contains("marked damaged"), "\(r.out) \(r.err)")
+        #expect(!r.err.contains("SQLite"), "\(r.err)")
+        #expect(try await kiana(["conversations"] + d).out.contains("No conversations yet"))
+    }
+
     @Test func aDamagedLedgerIsNotBackedUpOrExported() async throws {
         let dir = try TempDir()
         defer { dir.cleanup() }
