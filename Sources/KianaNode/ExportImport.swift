@@ -140,6 +140,9 @@ extension Node {
             throw KianaNodeError(.invalidInput, "export belongs to network \(Hex.encode(state.network)), this node to \(Hex.encode(net))")
         }
         let outcomes = try store.importBlocks(blocks, now: now)
+        // What landed on a side branch here is still the owner's writing: taken into the pending
+        // pool, to be sealed on this chain (nothing an export carries is left unapplied).
+        if outcomes.contains(.sideBranch) { _ = try store.adoptSideBranchEntries(of: blocks, now: now) }
         return (Node(directory: directory, identity: identity, store: store), outcomes)
     }
 }

@@ -89,6 +89,31 @@ extension LedgerStore {
         }
     }
 
+    /// Puts the entries of `blocks` that the canonical chain does not carry (blocks an import
+    /// left on a side branch) into the pending pool, as a reorg does with abandoned ones, so
+    /// they are sealed here: an export carried one way holds writes its author's device will
+    /// not bring (live sync does, by reorganizing there). Entries already pending, or retired
+    /// as superseded (decision 111), are left as they are. Returns how many were added.
+    public func adoptSideBranchEntries(of blocks: [Block], now: UInt64) throws(KianaStoreError) -> Int {
+        try run("taking side-branch entries") {
+            try writer.write { db in
+                var added = 0
+                for block in blocks where block.height > 0 {
+                    for e in block.entries {
+                        let id = Data(e.id)
+                        guard try !Self.isCanonical(id, db),
+                            try !(Bool.fetchOne(db, sql: "SELECT EXISTS(SELECT 1 FROM superseded WHERE entryId = ?)", arguments: [id]) ?? false),
+                            try PendingRecord.fetchOne(db, key: id) == nil
+                        else { continue }
+                        try PendingRecord(entryId: id, addedAt: Int64(now)).insert(db)
+                        added += 1
+                    }
+                }
+                return added
+            }
+        }
+    }
+
     /// Imports a batch from a peer block by block, each in its own savepoint within one
     /// transaction: the valid prefix is kept, and the first block refused by a ledger rule stops
     /// the batch (named in `refused`); nothing after it is tried. A database failure still

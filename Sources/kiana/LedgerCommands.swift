@@ -212,7 +212,9 @@ struct Import: ParsableCommand {
             )
             let pending = try node.counts().pending
             let stuck = try node.store.stuckReport(identity: node.identity.publicKey).stuck.reduce(0) { $0 + $1.writes + $1.votes }
-            if pending > stuck { say("\(pending - stuck) entries from abandoned blocks are pending and will be sealed with the next write.") }
+            if pending > stuck {
+                say("\(pending - stuck) entries from abandoned blocks or side branches are pending and will be sealed with the next write (or by `kiana serve`).")
+            }
             if stuck > 0 { say("\(stuck) entries reuse sequence numbers of their authors and cannot be sealed as they are (`kiana status` says which).") }
             if !(try node.isAuthority) {
                 say("Note: this device (\(node.identity.deviceID)) is not an authority of the imported network; it can read but not write.")

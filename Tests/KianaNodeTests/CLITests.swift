@@ -408,7 +408,7 @@ import Testing
         let imp = try await kiana(["import", dir.path + "/b.json"] + a)
         #expect(imp.status == 0, "\(imp.err)")
         #expect(imp.out.contains("switched to the imported chain"), "\(imp.out)")
-        #expect(imp.out.contains("1 entries from abandoned blocks are pending"), "\(imp.out)")
+        #expect(imp.out.contains("1 entries from abandoned blocks or side branches are pending"), "\(imp.out)")
         let forks = try await kiana(["ledger", "forks"] + a)
         #expect(forks.out.contains("Side branch: tip 3"), "\(forks.out)")
         #expect(try await kiana(["ledger", "verify"] + a).status == 0)
@@ -418,6 +418,21 @@ import Testing
         for text in ["shared", "only on a", "only on b, first", "only on b, second", "after the merge"] {
             #expect(list.contains(text), "\(text) missing")
         }
+        #expect(try await kiana(["ledger", "verify"] + a).status == 0)
+        // The other way: b's export lands on a side branch of a's longer chain; its writes are
+        // taken into a's pending pool and sealed by a's next write, once (importing it again adds nothing).
+        #expect(try await kiana(["remember", "only on b, after"] + b).status == 0)
+        #expect(try await kiana(["export", "-o", dir.path + "/b2.json"] + b).status == 0)
+        let side = try await kiana(["import", dir.path + "/b2.json"] + a)
+        #expect(side.status == 0 && side.out.contains("on side branches") && side.out.contains("entries from abandoned blocks or side branches are pending"), "\(side.out) \(side.err)")
+        #expect(try await kiana(["import", dir.path + "/b2.json"] + a).status == 0)
+        #expect(try await kiana(["remember", "after the second merge"] + a).status == 0)
+        let merged = try await kiana(["list", "--json"] + a).out
+        for text in ["only on b, after", "after the second merge", "only on b, first"] {
+            #expect(merged.components(separatedBy: "\"\(text)\"").count == 2, "\(text) not there once: \(merged)")
+        }
+        let status = try await kiana(["status", "--json"] + a).out
+        #expect(((try? JSONSerialization.jsonObject(with: Data(status.utf8))) as? [String: Any])?["pending"] as? Int == 0, "\(status)")
         #expect(try await kiana(["ledger", "verify"] + a).status == 0)
     }
 
