@@ -237,7 +237,12 @@ extension Node {
                 if let old = try node.store.liveItem(text: fact, source: "chat") { return (old.id, true) }
                 return (try node.remember(text: fact, tags: ["chat"], source: "chat").0, false)
             }
-            let answer = known ? "I know that already: \(fact)" : "I'll remember that: \(fact)"
+            // Said in the language it was asked in ("merk dir …" is answered in German).
+            let german = ["merk", "kannst du", "könntest du", "bitte merk"].contains { q.lowercased().hasPrefix($0) }
+            let answer =
+                german
+                ? (known ? "Das weiß ich schon: \(fact)" : "Ich merke mir: \(fact)")
+                : (known ? "I know that already: \(fact)" : "I'll remember that: \(fact)")
             _ = onText(answer)
             let cite = Citation(number: 1, id: item.description, title: nil, source: "chat", snippet: fact)
             return try await finish(

@@ -283,6 +283,13 @@ func smolReference() throws -> SmolReference? {
             ("Merk dir: Minka frisst nur Thunfisch", "Minka frisst nur Thunfisch"),
             ("What do you remember?", nil),
             ("remember that   ", nil),
+            // Asked politely: the question mark is the request's, not the fact's.
+            ("Can you remember that the bakery opens at seven?", "The bakery opens at seven."),
+            ("could you please remember that Minka eats tuna", "Minka eats tuna."),
+            ("Kannst du dir merken, dass Minka Thunfisch frisst?", "Minka Thunfisch frisst."),
+            // A question after the command is asked, not stored.
+            ("Remember: what is the wifi password?", nil),
+            ("remember that where is the key?", nil),
         ])
     func remember(_ text: String, _ fact: String?) {
         #expect(Grounding.rememberCommand(text) == fact)

@@ -98,7 +98,14 @@ import Testing
         #expect(try await kiana(["list", "--json", "--data-dir", d]).out == items)
         // The same again (a client retrying, "regenerate" in a chat UI) is the same item.
         let again = try await askJSON(["Merk dir, dass der Ersatzschlüssel beim Nachbarn Klaus liegt.", "--data-dir", d])
-        #expect(again["remembered"] as? String == newID && (again["answer"] as? String ?? "").hasPrefix("I know that already"), "\(again)")
+        #expect(again["remembered"] as? String == newID && (again["answer"] as? String ?? "").hasPrefix("Das weiß ich schon"), "\(again)")
+        #expect((o["answer"] as? String ?? "").hasPrefix("Ich merke mir:"), "\(o)")
+        // Asked politely, the fact is taught; a question after the command is asked, not stored.
+        let polite = try await askJSON(["Can you remember that the bakery opens at seven?", "--data-dir", d])
+        #expect((polite["answer"] as? String ?? "") == "I'll remember that: The bakery opens at seven.", "\(polite)")
+        let asked = try await askJSON(["Remember: what is the bakery's phone number?", "--data-dir", d])
+        #expect((asked["remembered"] as? String) == nil, "\(asked)")
+        #expect(!(try await kiana(["list", "--json", "--data-dir", d]).out.contains("phone number")))
         #expect(try await kiana(["list", "--data-dir", d]).out.components(separatedBy: "Ersatzschlüssel").count == 2)
         let conv = o["conversation"] as? String ?? ""
         let next = try await askJSON(["Where is the spare key?", "--conversation", conv, "--data-dir", d, "--greedy", "-n", "40"])

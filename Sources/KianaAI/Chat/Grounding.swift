@@ -165,18 +165,33 @@ public enum Grounding {
         ].contains(t)
     }
 
-    /// The fact in "remember that …" / "merk dir …" (and close variants), or nil.
+    /// The fact in "remember that …" / "merk dir …" (and close variants, asked politely: "can
+    /// you remember that …?"), or nil. A question after the command ("remember: what is …?") is
+    /// no fact: nil, so it is asked instead of stored.
     public static func rememberCommand(_ text: String) -> String? {
         if isBareRememberCommand(text) { return nil }  // "merk dir das": "das" is no fact
         let t = text.trimmingCharacters(in: .whitespacesAndNewlines)
         let lower = t.lowercased()
+        // A polite request is a question in form only: its "?" is not the fact's.
+        let asking = ["can you ", "could you ", "would you ", "will you ", "kannst du ", "könntest du "]
+        let polite = asking.flatMap { a in ["please ", ""].map { a + $0 } }.first { lower.hasPrefix($0) }
+        let body = polite.map { String(t.dropFirst($0.count)) } ?? t
+        let bodyLower = body.lowercased()
         let prefixes = [
             "please remember that ", "remember that ", "remember: ",
             "merk dir bitte, dass ", "merk dir, dass ", "merk dir dass ", "merk dir: ", "merk dir ",
             "merke dir, dass ", "merke dir dass ", "merke dir ",
+            "dir merken, dass ", "dir merken dass ",
         ]
-        for p in prefixes where lower.hasPrefix(p) {
-            var fact = String(t.dropFirst(p.count)).trimmingCharacters(in: .whitespacesAndNewlines)
+        for p in prefixes where bodyLower.hasPrefix(p) {
+            var fact = String(body.dropFirst(p.count)).trimmingCharacters(in: .whitespacesAndNewlines)
+            if polite != nil {
+                while fact.hasSuffix("?") { fact.removeLast() }
+                fact = fact.trimmingCharacters(in: .whitespaces)
+                if !fact.isEmpty, !".!…".contains(fact.last!) { fact += "." }
+            } else if fact.hasSuffix("?") {
+                return nil
+            }
             guard !fact.isEmpty else { return nil }
             fact = fact.prefix(1).uppercased() + fact.dropFirst()
             return fact
