@@ -17,12 +17,21 @@ public struct SearchFilter: Sendable, Equatable {
         var parts = ["item.deleted = 0"]
         var args: StatementArguments = []
         if let tag {
-            parts.append("EXISTS (SELECT 1 FROM json_each(item.tags) WHERE json_each.value = ?)")
+            // "Home" and "home" are one tag to the owner (ASCII letters; SQLite's lower()).
+            parts.append("EXISTS (SELECT 1 FROM json_each(item.tags) WHERE lower(json_each.value) = lower(?))")
             args += [tag]
         }
         if let p = sourcePrefix {
-            parts.append("substr(item.source, 1, ?) = ?")
-            args += [p.unicodeScalars.count, p]
+            if p.hasPrefix("/") {
+                parts.append("substr(item.source, 1, ?) = ?")
+                args += [p.unicodeScalars.count, p]
+            } else {
+                // Not a path from the root ("notes.md", "uploads/notes.md", "chat"): a source
+                // that starts with it, or a path with a component that does (an upload is
+                // filed under the node's own folder, which its owner need not know).
+                parts.append("(substr(item.source, 1, ?) = ? OR instr(item.source, ?) > 0)")
+                args += [p.unicodeScalars.count, p, "/" + p]
+            }
         }
         return (parts.joined(separator: " AND "), args)
     }

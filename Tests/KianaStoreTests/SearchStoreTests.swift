@@ -25,6 +25,13 @@ import Testing
         #expect(try search.keywordSearch("passwords", limit: 5).map(\.0) == [a])  // porter stemming
         #expect(try search.keywordSearch("pasta", limit: 5, filter: SearchFilter(tag: "home")).isEmpty)
         #expect(try search.keywordSearch("wifi", limit: 5, filter: SearchFilter(sourcePrefix: "/notes/")).map(\.0) == [a])
+        // A file name, or a path's tail, finds the file wherever it lies; tags ignore case.
+        for tail in ["router.md", "notes/router", "rout"] {
+            #expect(try search.keywordSearch("wifi", limit: 5, filter: SearchFilter(sourcePrefix: tail)).map(\.0) == [a], "\(tail)")
+        }
+        #expect(try search.keywordSearch("wifi", limit: 5, filter: SearchFilter(sourcePrefix: "outer.md")).isEmpty)
+        #expect(try search.keywordSearch("wifi", limit: 5, filter: SearchFilter(sourcePrefix: "/router.md")).isEmpty)
+        #expect(try search.keywordSearch("wifi", limit: 5, filter: SearchFilter(tag: "HOME")).map(\.0) == [a])
         // an edit replaces the indexed text; a delete removes it
         _ = try ledger.write([.put(a, KnowledgeFields(text: "The guest wifi password is Tulip7."))], identity: me, now: 1_800_000_000_002)
         #expect(try search.keywordSearch("sunflower42", limit: 5).isEmpty)
