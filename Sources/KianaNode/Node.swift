@@ -217,7 +217,7 @@ public struct Node: Sendable {
     public func update(
         idPrefix: String, text: String? = nil, title: String? = nil, tags: [String]? = nil, basedOn: [String]? = nil,
         now: UInt64 = currentMillis()
-    ) throws -> (ItemID, WriteReceipt) {
+    ) throws -> (ItemID, WriteReceipt?) {
         try requireWritable()
         let item = try store.item(idPrefix: idPrefix)
         // Checked before the forgotten-item rule (a stale edit of an item forgotten meanwhile is
@@ -227,6 +227,11 @@ public struct Node: Sendable {
         let trimmed = text?.trimmingCharacters(in: .whitespacesAndNewlines)
         guard trimmed.map({ !$0.isEmpty }) ?? true else { throw KianaNodeError(.invalidInput, "the text cannot be empty (forget the item instead)") }
         guard trimmed != nil || title != nil || tags != nil else { throw KianaNodeError(.invalidInput, "nothing to change: give text, title or tags") }
+        // Every field given already holds that value: nothing is written (no new entry, the
+        // version stays, so another tab's edit based on it is not refused for nothing).
+        if trimmed.map({ $0 == item.text }) ?? true, title.map({ $0 == (item.title ?? "") }) ?? true, tags.map({ $0 == item.tags }) ?? true {
+            return (item.id, nil)
+        }
         let receipt = try store.write(
             [.put(item.id, KnowledgeFields(title: title, text: trimmed, tags: tags))], identity: identity, now: now,
             onlyIf: basedOn.map { (item.id, $0) })

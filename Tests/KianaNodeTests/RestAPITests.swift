@@ -245,6 +245,10 @@ import Testing
         r = try await Self.call(u + "/api/v1/knowledge/\(id)", method: "PUT", body: #"{"title":"Tab A"}"#, headers: ["If-Match: \(etag ?? "")"])
         #expect(r.code == 412 && (r.json["error"] as? [String: Any])?["code"] as? String == "changed", "\(r.code) \(r.body)")
         #expect(try await Self.call(u + "/api/v1/knowledge/\(id)").json["title"] as? String == "Tab B")
+        // A save that changes nothing writes nothing: the version stays.
+        let unchangedBefore = try await Self.call(u + "/api/v1/knowledge/\(id)").json["entry"] as? String
+        r = try await Self.call(u + "/api/v1/knowledge/\(id)", method: "PUT", body: #"{"title":"Tab B"}"#)
+        #expect(r.code == 200 && r.json["entry"] as? String == unchangedBefore && unchangedBefore != nil, "\(r.body)")
         r = try await Self.call(u + "/api/v1/knowledge/\(id)", method: "PUT", body: #"{"title":"Key"}"#, headers: ["If-Match: \"0\", *"])
         #expect(r.code == 400, "a list with * in it is not a version: \(r.code) \(r.body)")
         // Four tabs save at the same moment from the same version: exactly one gets through.
