@@ -353,6 +353,8 @@ public struct SearchView: Codable, Sendable {
     public var query: String
     public var mode: String
     public var results: [Hit]
+    /// Why the search ran otherwise than asked (hybrid without the embedding model: keyword only).
+    public var note: String?
 }
 
 extension Node {
@@ -377,13 +379,24 @@ extension Node {
                 let ingested = try searchStore.hasItems(sourcePrefix: absolute)
                 return ingested ? absolute : s
             })
-        let hits: [SearchHit]
-        if m == .keyword {
-            hits = try searchStore.keywordSearch(query, limit: k, filter: filter).enumerated().map {
+        var hits: [SearchHit] = []
+        var note: String?
+        func keyword() throws -> [SearchHit] {
+            try searchStore.keywordSearch(query, limit: k, filter: filter).enumerated().map {
                 SearchHit(id: $1.0, score: $1.1, keywordRank: $0 + 1, keywordScore: $1.1)
             }
+        }
+        if m == .keyword {
+            hits = try keyword()
         } else {
-            hits = try retriever(Node.loadEmbedder(modelDirectory: modelDirectory), progress: progress).search(query, k: k, mode: m, filter: filter)
+            do {
+                let embedder = try Node.loadEmbedder(modelDirectory: modelDirectory)
+                hits = try retriever(embedder, progress: progress).search(query, k: k, mode: m, filter: filter)
+            } catch let e as KianaAIError where m == .hybrid && e.code == .modelMissing {
+                // Hybrid without the embedding model is keyword search, said (as a node serves it).
+                note = "\(e.message); searched by keyword only"
+                hits = try keyword()
+            }
         }
         let items = try searchStore.items(hits.map(\.id))
         return SearchView(
@@ -393,6 +406,6 @@ extension Node {
                 return SearchView.Hit(
                     id: h.id.description, score: h.score, keywordRank: h.keywordRank, bm25: h.keywordScore,
                     vectorRank: h.vectorRank, cosine: h.vectorScore, title: i?.title, source: i?.source, text: i?.text)
-            })
+            }, note: note)
     }
 }

@@ -244,6 +244,7 @@ struct Search: ParsableCommand {
             let view = try node.search(
                 query, k: k, mode: mode, tag: tag, source: source, modelDirectory: model.directory(data),
                 progress: ProgressBar().handler)
+            if let note = view.note { Output.note("kiana: \(note)") }
             try output.emit(view) { v in
                 if v.results.isEmpty {
                     say("No results.")

@@ -389,6 +389,14 @@ import Testing
         try Data("[PAD]\n".utf8).write(to: URL(fileURLWithPath: dir + "/vocab.txt"))
         let c = try await kiana(["embed", "hello", "--model-dir", tmp.path + "/models"])
         #expect(c.status == 1 && c.err.contains("corrupt"), "\(c.err)")
+        // Hybrid search without the model is keyword search, said on stderr; vector search is an error.
+        let d = ["--data-dir", tmp.path + "/node", "--model-dir", tmp.path + "/nowhere"]
+        #expect(try await kiana(["init", "--data-dir", tmp.path + "/node"]).status == 0)
+        #expect(try await kiana(["remember", "The saw is under the workbench.", "--data-dir", tmp.path + "/node"]).status == 0)
+        let hybrid = try await kiana(["search", "workbench saw"] + d)
+        #expect(hybrid.status == 0 && hybrid.out.contains("under the workbench") && hybrid.err.contains("searched by keyword only"), "\(hybrid.out) \(hybrid.err)")
+        let vector = try await kiana(["search", "workbench saw", "--mode", "vector"] + d)
+        #expect(vector.status == 1 && vector.err.contains("scripts/models.sh"), "\(vector.err)")
     }
 
     @Test func hybridBeatsKeywordAndVectorOnTheEvaluationSet() async throws {
