@@ -173,6 +173,16 @@ import Testing
         #expect(r.status == 1 && r.err.contains("knowledge-base model"), "\(r.err)")
         r = try await kiana(["models", "add", copy, "--name", "mine", "--model-dir", models])
         #expect(r.status == 0, "\(r.err)")
+        // The same again is fine; the name for another file, or in other case, is refused.
+        #expect(try await kiana(["models", "add", copy, "--name", "mine", "--model-dir", models]).status == 0)
+        let other = tmp.path + "/other.gguf"
+        try FileManager.default.createSymbolicLink(atPath: other, withDestinationPath: Models.smolLM)
+        for name in ["mine", "MINE"] {
+            r = try await kiana(["models", "add", other, "--name", name, "--model-dir", models])
+            #expect(r.status == 1 && r.err.contains("registered already") && r.err.contains("kiana models remove mine"), "\(name): \(r.err)")
+        }
+        r = try await kiana(["models", "remove", "smollm2-135m-instruct"])
+        #expect(r.status == 1 && r.err.contains("is installed") && r.err.contains("not registered"), "\(r.err)")
         r = try await kiana(["generate", "The quick brown fox", "--greedy", "-n", "4", "--model", "mine", "--model-dir", models])
         #expect(r.status == 0 && r.out.hasPrefix(" with a quick"), "\(r.out) \(r.err)")
         try Data("GGUF broken".utf8).write(to: URL(fileURLWithPath: tmp.path + "/bad.gguf"))

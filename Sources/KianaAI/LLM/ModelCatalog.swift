@@ -48,10 +48,17 @@ public struct ModelCatalog: Sendable {
         guard !n.isEmpty, n.count <= 100, !n.contains("/") else { throw KianaAIError(.invalidInput, "model names are 1-100 characters without '/'") }
         // The node's compatible endpoints answer model `kiana` from the knowledge base itself.
         guard n.lowercased() != "kiana" else { throw KianaAIError(.invalidInput, "kiana is the name of the knowledge-base model; choose another with --name") }
-        guard !entries().contains(where: { $0.name == n && !$0.registered }) else {
-            throw KianaAIError(.invalidInput, "\(n) is an installed model's name; choose another with --name")
+        // Names are told apart without regard to case: "Mine" and "mine" would be two models
+        // nobody can tell apart when choosing one.
+        if let taken = entries().first(where: { $0.name.lowercased() == n.lowercased() }) {
+            if taken.registered && taken.name == n && taken.path == full { return taken }  // the same again
+            throw KianaAIError(
+                .exists,
+                taken.registered
+                    ? "a model named \(taken.name) is registered already (\(taken.path)); remove it first with `kiana models remove \(taken.name)`, or choose another --name"
+                    : "\(taken.name) is an installed model's name; choose another with --name")
         }
-        var list = registered().filter { $0.name != n }
+        var list = registered()
         let e = Entry(name: n, path: full, registered: true)
         list.append(e)
         do {
@@ -65,7 +72,14 @@ public struct ModelCatalog: Sendable {
     /// Forgets a registered model (the file itself stays).
     public func unregister(_ name: String) throws(KianaAIError) {
         let list = registered()
-        guard list.contains(where: { $0.name == name }) else { throw KianaAIError(.invalidInput, "no registered model named \(name)") }
+        guard list.contains(where: { $0.name == name }) else {
+            if let installed = entries().first(where: { $0.name == name && !$0.registered }) {
+                throw KianaAIError(
+                    .invalidInput,
+                    "\(name) is installed (\((installed.path as NSString).deletingLastPathComponent)), not registered: remove that folder to uninstall it")
+            }
+            throw KianaAIError(.notFound, "no registered model named \(name)")
+        }
         do {
             try JSONEncoder().encode(list.filter { $0.name != name }).write(to: URL(fileURLWithPath: registryPath), options: .atomic)
         } catch { throw KianaAIError(.invalidInput, "cannot write \(registryPath): \(error.localizedDescription)") }
