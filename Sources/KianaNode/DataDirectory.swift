@@ -81,12 +81,24 @@ public struct DataDirectory: Sendable {
         var isDir: ObjCBool = false
         if FileManager.default.fileExists(atPath: path, isDirectory: &isDir) {
             guard isDir.boolValue else { throw KianaNodeError(.dataDirectory, "\(path) exists and is not a directory") }
+            closeIfEmpty()
             return
         }
         do {
             try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         } catch {
             throw KianaNodeError(.dataDirectory, "cannot create data directory \(path): \(error.localizedDescription)")
+        }
+    }
+
+    /// An empty folder made beforehand (`mkdir`, a volume mount) becomes the node's: closed to
+    /// others (0700) as a folder made here is. A folder with files in it is left as it is.
+    func closeIfEmpty() {
+        var st = stat()
+        if stat(path, &st) == 0, st.st_mode & S_IFMT == S_IFDIR, st.st_uid == geteuid(), st.st_mode & 0o077 != 0,
+            (try? FileManager.default.contentsOfDirectory(atPath: path).isEmpty) == true
+        {
+            _ = chmod(path, 0o700)
         }
     }
 

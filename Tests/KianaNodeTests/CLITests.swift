@@ -20,6 +20,15 @@ import Testing
         }
         let dirAttrs = try FileManager.default.attributesOfItem(atPath: data)
         #expect((dirAttrs[.posixPermissions] as? Int) == 0o700)
+        // An empty folder made beforehand is closed too; one holding other files is left alone.
+        for (name, other) in [("made", false), ("shared", true)] {
+            let folder = dir.path + "/" + name
+            try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
+            if other { try Data("x".utf8).write(to: URL(fileURLWithPath: folder + "/notes.txt")) }
+            #expect(try await kiana(["init", "--data-dir", folder]).status == 0)
+            let mode = try FileManager.default.attributesOfItem(atPath: folder)[.posixPermissions] as? Int
+            #expect(mode == (other ? 0o755 : 0o700), "\(name): \(String(mode ?? 0, radix: 8))")
+        }
         let status = try await kiana(["status", "--data-dir", data])
         #expect(status.status == 0)
         let idLine = status.out.split(separator: "\n").first { $0.hasPrefix("Device ID:") }!
@@ -422,6 +431,8 @@ import Testing
         // The other way: b's export lands on a side branch of a's longer chain; its writes are
         // taken into a's pending pool and sealed by a's next write, once (importing it again adds nothing).
         #expect(try await kiana(["remember", "only on b, after"] + b).status == 0)
+        // a's chain is the longer one (equal lengths would go by block hash).
+        #expect(try await kiana(["remember", "on a, to be longer"] + a).status == 0)
         #expect(try await kiana(["export", "-o", dir.path + "/b2.json"] + b).status == 0)
         let side = try await kiana(["import", dir.path + "/b2.json"] + a)
         #expect(side.status == 0 && side.out.contains("on side branches") && side.out.contains("entries from abandoned blocks or side branches are pending"), "\(side.out) \(side.err)")
