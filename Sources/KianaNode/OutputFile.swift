@@ -119,7 +119,11 @@ public final class OutputFile {
             try handle.close()
         } catch {
             if let temporary { unlink(temporary) }
-            throw KianaNodeError(.io, "cannot write \(path)", cause: error)
+            // The reason as the system gave it (FileHandle's errors carry errno underneath).
+            let ns = error as NSError
+            let code = (ns.userInfo[NSUnderlyingErrorKey] as? NSError).map { $0.domain == NSPOSIXErrorDomain ? Int32($0.code) : 0 } ?? (ns.domain == NSPOSIXErrorDomain ? Int32(ns.code) : 0)
+            let why = code == ENOSPC ? "the disk is full" : code != 0 ? String(cString: strerror(code)) : ns.localizedDescription
+            throw KianaNodeError(.io, "cannot write \(path): \(why)", cause: error)
         }
         if let temporary {
             guard rename(temporary, path) == 0 else {

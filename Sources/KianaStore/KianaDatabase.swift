@@ -403,6 +403,16 @@ extension KianaDatabase {
         if let e = error as? DatabaseError, e.resultCode == .SQLITE_CORRUPT || e.resultCode == .SQLITE_NOTADB {
             return KianaStoreError(.corrupt, "\(what): the database file is damaged (\(e.message ?? "SQLite error \(e.resultCode.rawValue)"))", cause: e)
         }
+        // Said as what the owner can act on (SQLite's own text for a full disk during a backup
+        // can be "not an error", from the other connection).
+        if let e = error as? DatabaseError {
+            switch e.resultCode {
+            case .SQLITE_FULL: return KianaStoreError(.io, "\(what): the disk is full; free some space and try again", cause: e)
+            case .SQLITE_READONLY: return KianaStoreError(.readOnly, "\(what): the database cannot be written here (read-only file or mount)", cause: e)
+            case .SQLITE_IOERR: return KianaStoreError(.io, "\(what): the disk reported an I/O error (\(e.message ?? "SQLite error \(e.extendedResultCode.rawValue)"))", cause: e)
+            default: break
+            }
+        }
         return KianaStoreError(.database, what, cause: error)
     }
 }

@@ -137,6 +137,35 @@ import Testing
         #expect(fm.fileExists(atPath: dir.path + "/elsewhere"))
     }
 
+    /// A full disk is said as such (SQLite's text for it there was "not an error") and leaves
+    /// nothing behind. Needs root for a small tmpfs; elsewhere it is skipped, visibly.
+    @Test func aFullDiskIsSaidAndLeavesNothing() async throws {
+        guard getuid() == 0 else {
+            print("skipped: a full disk needs root to mount a small tmpfs")
+            return
+        }
+        let dir = try TempDir()
+        defer { dir.cleanup() }
+        let a = dir.path + "/a"
+        #expect(try await kiana(["init", "--data-dir", a]).status == 0)
+        // About 300 KB of ledger, more than the 200 KB disk below.
+        let filler = String(repeating: "The quick brown fox jumps over the lazy dog. ", count: 1200)
+        for i in 0..<6 { #expect(try await kiana(["remember", "note \(i): " + filler, "--data-dir", a]).status == 0) }
+        let small = dir.path + "/small"
+        try FileManager.default.createDirectory(atPath: small, withIntermediateDirectories: true)
+        let mounted = try await runProcess("/bin/mount", ["-t", "tmpfs", "-o", "size=200k", "tmpfs", small])
+        try #require(mounted.status == 0, "\(String(decoding: mounted.err, as: UTF8.self))")
+        defer { _ = try? runProcess("/bin/umount", [small]) as (status: Int32, out: Data, err: Data) }
+        let pass = dir.path + "/pass"
+        try Data("correct horse battery".utf8).write(to: URL(fileURLWithPath: pass))
+        let b = try await kiana(["backup", small + "/a.kbk", "--data-dir", a, "--passphrase-file", pass])
+        #expect(b.status == 1 && b.err.contains("the disk is full") && !b.err.contains("not an error"), "\(b.err)")
+        let e = try await kiana(["export", "-o", small + "/a.json", "--data-dir", a])
+        #expect(e.status == 1 && e.err.contains("the disk is full"), "\(e.err)")
+        let left = try FileManager.default.contentsOfDirectory(atPath: small)
+        #expect(left.isEmpty, "left behind: \(left)")
+    }
+
     @Test func wrongPassphraseDamageAndExistingNodesAreRefused() async throws {
         let dir = try TempDir()
         defer { dir.cleanup() }
