@@ -176,7 +176,7 @@ struct Ingest: ParsableCommand {
                 let r = try node.ingest(paths: paths, tags: tags, progress: bar.handler)
                 if r.changed { NodeControl.tellLedgerChanged(node.directory) }
                 let files =
-                    "\(r.filesScanned) files: \(r.filesNew) new, \(r.filesChanged) changed, \(r.filesUnchanged) unchanged, \(r.filesRemoved) removed"
+                    "\(r.filesScanned) \(r.filesScanned == 1 ? "file" : "files"): \(r.filesNew) new, \(r.filesChanged) changed, \(r.filesUnchanged) unchanged, \(r.filesRemoved) removed"
                     + (r.chunksLeftForgotten > 0 ? "; \(r.chunksLeftForgotten) forgotten \(r.chunksLeftForgotten == 1 ? "chunk" : "chunks") left out" : "")
                     + (r.chunksRevived > 0 ? "; \(r.chunksRevived) forgotten \(r.chunksRevived == 1 ? "chunk" : "chunks") back (changed)" : "")
                     + (r.chunksTagged > 0 ? "; tags added to \(r.chunksTagged) unchanged \(r.chunksTagged == 1 ? "chunk" : "chunks")" : "")

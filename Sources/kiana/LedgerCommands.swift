@@ -208,12 +208,12 @@ struct Import: ParsableCommand {
             let side = outcomes.filter { $0 == .sideBranch }.count
             let reorg = outcomes.contains(.newHead(reorganized: true))
             say(
-                "Imported \(added) blocks\(side > 0 ? " (\(side) on side branches)" : "")\(reorg ? ", switched to the imported chain" : ""); head is now \(try node.head()?.height ?? 0)"
+                "Imported \(added) \(added == 1 ? "block" : "blocks")\(side > 0 ? " (\(side) on side branches)" : "")\(reorg ? ", switched to the imported chain" : ""); head is now \(try node.head()?.height ?? 0)"
             )
             let pending = try node.counts().pending
             let stuck = try node.store.stuckReport(identity: node.identity.publicKey).stuck.reduce(0) { $0 + $1.writes + $1.votes }
             if pending > stuck {
-                say("\(pending - stuck) entries from abandoned blocks or side branches are pending and will be sealed with the next write (or by `kiana serve`).")
+                say("\(pending - stuck) \(pending - stuck == 1 ? "entry" : "entries") from abandoned blocks or side branches \(pending - stuck == 1 ? "is" : "are") pending and will be sealed with the next write (or by `kiana serve`).")
             }
             if stuck > 0 { say("\(stuck) entries reuse sequence numbers of their authors and cannot be sealed as they are (`kiana status` says which).") }
             if !(try node.isAuthority) {
