@@ -104,7 +104,15 @@ public struct Entry: Hashable, Sendable {
         payload = try m.required("payload", in: "entry")
         signature = try m.required("sig", in: "entry").bytesValue("entry sig", count: 64)
         m["sig"] = nil
-        id = SHA.hash(CBOR.map(m).encoded)
+        let unsigned = CBOR.map(m).encoded
+        // The whole entry's size, from the bytes hashed for its ID: the signature adds its key
+        // ("sig", 4 bytes), a 2-byte head and 64 bytes. Checked here, where every entry is
+        // decoded (a block from the wire or an export, the store): an entry the store would
+        // refuse to read back must not get in, or a device holding it could not start.
+        guard unsigned.count + 70 <= LedgerLimits.maxEntryBytes else {
+            throw KianaCoreError(.malformedEncoding, "entry of \(unsigned.count + 70) bytes exceeds \(LedgerLimits.maxEntryBytes)")
+        }
+        id = SHA.hash(unsigned)
     }
 
     /// Checks the author's Ed25519 signature over the entry ID.

@@ -93,6 +93,32 @@ struct ChainFixture {
         } throws: { ($0 as? KianaCoreError)?.code == .tooLarge }
     }
 
+    /// An entry over `maxEntryBytes` does not decode inside a block either (the store refuses to
+    /// read one back, so a device that took it could not start again); one at the limit does.
+    @Test func anEntryOverItsLimitDoesNotDecodeInABlock() throws {
+        let f = ChainFixture(blocks: 1)
+        func entry(payloadBytes: Int) -> Entry {
+            Entry(
+                signedBy: f.owner, network: f.genesis.hash, sequence: 1, hlc: HLC(wall: f.t0 + 1), kind: .knowledgePut,
+                payload: .map(["id": .bytes([UInt8](repeating: 1, count: 16)), "source": .text(String(repeating: "s", count: payloadBytes))]))
+        }
+        // Find the payload size that puts the entry exactly at the limit.
+        let base = entry(payloadBytes: 0).encoded.count
+        var atLimit = entry(payloadBytes: LedgerLimits.maxEntryBytes - base)
+        var n = LedgerLimits.maxEntryBytes - base
+        while atLimit.encoded.count > LedgerLimits.maxEntryBytes {
+            n -= 1
+            atLimit = entry(payloadBytes: n)
+        }
+        let fits = f.withLast(entries: [atLimit]).last!
+        #expect(try Block(decoding: fits.encoded).entries.first?.encoded.count == atLimit.encoded.count)
+        let over = f.withLast(entries: [entry(payloadBytes: n + 1)]).last!
+        #expect(over.entries[0].encoded.count == LedgerLimits.maxEntryBytes + 1)
+        #expect {
+            _ = try Block(decoding: over.encoded)
+        } throws: { ($0 as? KianaCoreError)?.message.contains("exceeds \(LedgerLimits.maxEntryBytes)") == true }
+    }
+
     func expectRule(_ rule: LedgerRule, height: UInt64, _ blocks: [Block], now: UInt64, sourceLocation: SourceLocation = #_sourceLocation) {
         do {
             _ = try ChainValidator.validate(blocks: blocks, now: now)
