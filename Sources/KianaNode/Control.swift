@@ -37,8 +37,10 @@ public struct NodeControl: Sendable {
             throw starting()
                 ?? KianaNodeError(.notRunning, "the node in \(directory.path) is not running (stale node.json): start it with `kiana serve`")
         }
+        // An IPv6 address comes bracketed from the URL ("[::1]"); the socket wants it bare.
+        let bare = host.hasPrefix("[") && host.hasSuffix("]") ? String(host.dropFirst().dropLast()) : host
         return NodeControl(
-            host: host, port: port, token: try directory.readControlToken(), pid: runtime.pid, p2pHost: runtime.p2pHost, p2pPort: runtime.p2pPort)
+            host: bare, port: port, token: try directory.readControlToken(), pid: runtime.pid, p2pHost: runtime.p2pHost, p2pPort: runtime.p2pPort)
     }
 
     /// Where the node's link listener is bound.
@@ -122,7 +124,7 @@ public struct NodeControl: Sendable {
         guard [200, 503].contains(r.status), let body = try? JSONDecoder().decode(R.self, from: r.body) else {
             throw KianaNodeError(.network, "the node at \(host):\(port) answered \(r.status) to a readiness check")
         }
-        return (body.ready, body.store, body.model, "http://\(host):\(port)")
+        return (body.ready, body.store, body.model, "http://\(host.contains(":") ? "[\(host)]" : host):\(port)")
     }
 
     public func peers() throws(KianaNodeError) -> [PeerStatus] {

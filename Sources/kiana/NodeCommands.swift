@@ -75,7 +75,8 @@ struct Serve: AsyncParsableCommand {
             var noticeLogger = logger
             noticeLogger.logLevel = min(logger.logLevel, .notice)
             for note in settings.notes { noticeLogger.notice("settings note", metadata: ["note": .string(note)]) }
-            let shownHost = settings.http.host
+            // An IPv6 address is bracketed in a URL.
+            let shownHost = settings.http.host.contains(":") ? "[\(settings.http.host)]" : settings.http.host
             try await NodeServer.run(
                 directory: directory, settings: settings, modelDirectory: LocalModels.directory(settings.config, dataDirectory: directory), logger: logger
             ) { node, port, p2p in
