@@ -112,7 +112,11 @@ enum LocalHTTP {
                 if let length = p.length, data.count - p.bodyStart >= length {
                     return Reply(status: p.status, body: Data(data[p.bodyStart..<(p.bodyStart + length)]))
                 }
-                if p.chunked, let body = try dechunk(data[p.bodyStart...]) { return Reply(status: p.status, body: body) }
+                // A chunked body is read once its last chunk can have come (the data ends a line
+                // pair), not after every piece: a peer sending many tiny chunks costs one pass.
+                if p.chunked, data.count >= 5, data.suffix(4).elementsEqual([13, 10, 13, 10]), let body = try dechunk(data[p.bodyStart...]) {
+                    return Reply(status: p.status, body: body)
+                }
             }
             guard wait(fd, Int16(POLLIN), deadline: deadline) else { throw .timedOut }
             let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress!, $0.count, 0) }
@@ -127,7 +131,14 @@ enum LocalHTTP {
             }
             data += buffer[0..<n]
             guard data.count <= maxAnswer else { throw .malformed("the answer is larger than \(maxAnswer) bytes") }
-            if parsed == nil { parsed = try parseHead(data) }
+            // An interim answer (100 Continue and the like) is passed over: the final one follows.
+            while parsed == nil, let head = try parseHead(data) {
+                if head.status >= 200 {
+                    parsed = head
+                } else {
+                    data.removeFirst(head.bodyStart)
+                }
+            }
         }
     }
 
@@ -166,7 +177,9 @@ enum LocalHTTP {
         while true {
             guard let lineEnd = (i..<bytes.endIndex).first(where: { $0 + 1 < bytes.endIndex && bytes[$0] == 13 && bytes[$0 + 1] == 10 }) else { return nil }
             let sizeText = String(decoding: bytes[i..<lineEnd], as: UTF8.self).split(separator: ";").first.map(String.init) ?? ""
-            guard let size = Int(sizeText.trimmingCharacters(in: .whitespaces), radix: 16), size >= 0 else { throw .malformed("bad chunk size") }
+            guard let size = Int(sizeText.trimmingCharacters(in: .whitespaces), radix: 16), size >= 0, size <= maxAnswer else {
+                throw .malformed("bad chunk size")
+            }
             let start = lineEnd + 2
             if size == 0 { return out }
             guard start + size + 2 <= bytes.endIndex else { return nil }

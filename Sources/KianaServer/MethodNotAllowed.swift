@@ -43,12 +43,15 @@ struct MethodNotAllowedMiddleware<Context: RequestContext>: RouterMiddleware {
             return try await next(request, context)
         } catch let e as HTTPError where e.status == .notFound && context.coreContext.endpointPath.value == "NotFound" {
             // No route matched: the router's not-found responder marks the request so; a
-            // route's own 404 ("no such item") carries the route's path.
-            let allowed = table.methods(for: request.uri.path)
+            // route's own 404 ("no such item") carries the route's path. The CLI's /control
+            // surface has a token of its own, checked in its routes: nothing is said of it.
+            let path = request.uri.path
+            guard path != "/control", !path.hasPrefix("/control/") else { throw e }
+            let allowed = table.methods(for: path)
             guard !allowed.isEmpty else { throw e }
             throw HTTPError(
                 .methodNotAllowed, headers: [.allow: allowed.joined(separator: ", ")],
-                message: "\(request.method.rawValue) is not allowed on \(request.uri.path); it takes \(allowed.joined(separator: ", "))")
+                message: "\(request.method.rawValue) is not allowed on \(path); it takes \(allowed.joined(separator: ", "))")
         }
     }
 }

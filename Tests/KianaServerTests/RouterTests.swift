@@ -105,6 +105,11 @@ import Testing
             r = try await c.execute(uri: "/api/v1/nothing-here", method: .delete)
             #expect(r.status == .notFound && r.headers[.allow] == nil)
         }
+        // The CLI's control surface (its own token) is not described to anyone.
+        try await withApp(control: ControlSurface(token: "ctl")) { _, c in
+            let r = try await c.execute(uri: "/control/peers", method: .delete)
+            #expect(r.status == .notFound && r.headers[.allow] == nil, "\(r.status)")
+        }
         // Without the token nothing is told about routes.
         try await withApp(config: HTTPConfig(token: "secret")) { _, c in
             let r = try await c.execute(uri: "/api/v1/search", method: .delete)
