@@ -288,6 +288,12 @@ public struct Node: Sendable {
             found = nil
         }
         if let found, let last = found.lastEntry {
+            // The prefix may also start an entry's ID that is not this item's latest: which one
+            // is meant cannot be told, and is said instead of guessed.
+            if let entry = try? store.findEntry(idPrefix: id).entry, entry.id != last {
+                throw KianaStoreError(
+                    .ambiguous, "\(id) starts both item \(found.id) and entry \(entry.idHex.prefix(16))…: give more characters")
+            }
             return (try proof(entryIDPrefix: Hex.encode(last)), found.id.description)
         }
         do { return (try proof(entryIDPrefix: id), nil) } catch let e as KianaStoreError where e.code == .notFound {

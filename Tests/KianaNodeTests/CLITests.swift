@@ -372,9 +372,14 @@ import Testing
         _ = try node.store.write(twins.map { .put($0, KnowledgeFields(text: "twin \($0)")) }, identity: node.identity, now: currentMillis())
         let ambiguous = try await kiana(["ledger", "proof", "abcd"] + d)
         #expect(ambiguous.status == 1 && ambiguous.err.contains("ambiguous"), "\(ambiguous.err)")
+        // A prefix that starts one item and another entry is not guessed either.
+        let lookalike = try ItemID(bytes: try #require(Hex.decode(String(entryID.prefix(32)))))
+        _ = try node.store.write([.put(lookalike, KnowledgeFields(text: "an item whose ID starts like an entry's"))], identity: node.identity, now: currentMillis())
+        let both = try await kiana(["ledger", "proof", String(entryID.prefix(10))] + d)
+        #expect(both.status == 1 && both.err.contains("starts both item"), "\(both.err)")
         let forks = try await kiana(["ledger", "forks"] + d)
         #expect(forks.status == 0)
-        #expect(forks.out.contains("Head: height 6") && forks.out.contains("No side branches.") && forks.out.contains("Orphans held: 0"))
+        #expect(forks.out.contains("Head: height 7") && forks.out.contains("No side branches.") && forks.out.contains("Orphans held: 0"))
     }
 
     /// Two devices of one network write apart; importing one's export into the other keeps a
