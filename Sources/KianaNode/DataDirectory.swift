@@ -31,7 +31,7 @@ public struct DataDirectory: Sendable {
     /// replaces them, `OutputFile`).
     static let ownFileNames: Set<String> = [
         "rotation.confirmed", "rotation.lock", "control.token", "node.json", "node.lock", "ledger.damaged", "init.pending", "api.token",
-        "config.json",
+        "config.json", "ingest.lock",
     ]
     public var identityKeyPath: String { path + "/identity.key" }
     public var transportKeyPath: String { path + "/transport.key" }

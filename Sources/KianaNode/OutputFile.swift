@@ -42,8 +42,8 @@ public final class OutputFile {
         let exists = stat(path, &st) == 0
         if exists && st.st_mode & S_IFMT == S_IFDIR { throw KianaNodeError(.invalidInput, "\(given) is a folder; give a file name") }
         if exists && access(path, W_OK) != 0 { throw KianaNodeError(.readOnly, "\(given) cannot be written (\(String(cString: strerror(errno))))") }
-        if exists && st.st_mode & S_IFMT == S_IFREG, let what = Self.protected(path) {
-            throw KianaNodeError(.exists, "\(given) is \(what); it is not replaced: write to another file")
+        if !exists || st.st_mode & S_IFMT == S_IFREG, let what = Self.protected(path) {
+            throw KianaNodeError(.exists, "\(given) is \(what): write to a file elsewhere")
         }
         if exists && st.st_mode & S_IFMT != S_IFREG {
             // A device or a pipe: written through.
@@ -73,17 +73,25 @@ public final class OutputFile {
     }
     var inPlace = false
 
-    /// What an existing file must not be replaced by output, if it is that: one of a KI_ana
-    /// data directory's own files (its database, keys, tokens, settings, marks: in a folder
-    /// holding `identity.key`), or any SQLite database.
+    /// Why output must not go to `path`, if it must not: one of a KI_ana data directory's own
+    /// files (database, keys, tokens, settings, locks, marks: there or not yet, since a file
+    /// that appears there, such as `ledger.damaged`, changes what the node does), anything in
+    /// its folders (index, uploads, models), or an existing SQLite database. Other files right
+    /// in a data directory (an export, a recording) are written as anywhere.
     static func protected(_ path: String) -> String? {
-        let folder = (path as NSString).deletingLastPathComponent
         let name = (path as NSString).lastPathComponent
-        let dir = folder.isEmpty ? "." : folder
-        if FileManager.default.fileExists(atPath: dir + "/identity.key"),
-            name.hasPrefix("kiana.sqlite") || name.hasSuffix(".key") || DataDirectory.ownFileNames.contains(name)
-        {
-            return "a file of the KI_ana data directory \(dir)"
+        let parent = URL(fileURLWithPath: (path as NSString).deletingLastPathComponent).standardizedFileURL.resolvingSymlinksInPath().path
+        func isDataDirectory(_ folder: String) -> Bool { FileManager.default.fileExists(atPath: (folder == "/" ? "" : folder) + "/identity.key") }
+        if isDataDirectory(parent) {
+            if name.hasPrefix("kiana.sqlite") || name.hasSuffix(".key") || name.hasSuffix(".tmp") || DataDirectory.ownFileNames.contains(name) {
+                return "a file of the KI_ana data directory \(parent)"
+            }
+        } else {
+            var folder = parent
+            while folder != "/" && !folder.isEmpty {
+                folder = (folder as NSString).deletingLastPathComponent
+                if isDataDirectory(folder) { return "inside the folder \(parent) of the KI_ana data directory \(folder)" }
+            }
         }
         if let h = FileHandle(forReadingAtPath: path) {
             defer { try? h.close() }

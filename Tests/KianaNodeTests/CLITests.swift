@@ -168,7 +168,7 @@ import Testing
             let path = dir.path + name
             let before = try Data(contentsOf: URL(fileURLWithPath: path))
             let r = try await kiana(["export", "-o", path] + d)
-            #expect(r.status == 1 && r.err.contains("is a file of the KI_ana data directory") && r.err.contains("not replaced"), "\(name): \(r.err)")
+            #expect(r.status == 1 && r.err.contains("is a file of the KI_ana data directory"), "\(name): \(r.err)")
             #expect(try Data(contentsOf: URL(fileURLWithPath: path)) == before, "\(name) changed")
         }
         // Any SQLite database (made by Python's sqlite3, not by kiana).
@@ -177,7 +177,14 @@ import Testing
         #expect(made.status == 0)
         let refused = try await kiana(["export", "-o", other] + d)
         #expect(refused.status == 1 && refused.err.contains("is an SQLite database"), "\(refused.err)")
-        // A new file in the data directory, and an earlier export anywhere, are written.
+        // Nor one of its files that is not there yet (a `ledger.damaged` made so marks the
+        // ledger damaged), nor anything in its folders (`uploads/` is the node's).
+        try FileManager.default.createDirectory(atPath: dir.path + "/d/uploads", withIntermediateDirectories: true)
+        for name in ["/d/ledger.damaged", "/d/config.json", "/d/kiana.sqlite-journal", "/d/uploads/x.json"] {
+            let r = try await kiana(["export", "-o", dir.path + name] + d)
+            #expect(r.status == 1 && r.err.contains("KI_ana data directory") && !FileManager.default.fileExists(atPath: dir.path + name), "\(name): \(r.err)")
+        }
+        // Another file in the data directory, and an earlier export anywhere, are written.
         #expect(try await kiana(["export", "-o", dir.path + "/d/export.json"] + d).status == 0)
         #expect(try await kiana(["export", "-o", dir.path + "/d/export.json"] + d).status == 0)
         #expect(try await kiana(["ledger", "verify"] + d).status == 0)
