@@ -166,7 +166,7 @@ public struct ConversationStore: Sendable {
         return try database.run("deleting a conversation") {
             try database.writer.writeWithoutTransaction { db in
                 try db.execute(sql: "PRAGMA secure_delete = ON")
-                defer { try? db.execute(sql: "PRAGMA secure_delete = OFF") }
+                defer { try? db.execute(sql: "PRAGMA secure_delete = FAST") }
                 var deleted = false
                 try db.inTransaction {
                     deleted = try Conversation.deleteOne(db, key: id)

@@ -30,6 +30,10 @@ public final class KianaDatabase: Sendable {
             // Page cache up to 32 MiB per connection (SQLite's default is 2 MiB): importing a
             // long chain touches random pages of several indexes keyed by hashes (decision 94).
             try db.execute(sql: "PRAGMA cache_size = -32768")
+            // What is deleted or moved within a page being written anyway is overwritten with
+            // zeros (no extra I/O), so a deleted conversation does not linger in copies SQLite
+            // left behind while the table grew (`ConversationStore.delete` adds the rest).
+            try db.execute(sql: "PRAGMA secure_delete = FAST")
         }
         filePath = path
         do {
