@@ -410,9 +410,12 @@ extension Node {
         // embeds them); the index holds the vectors there are.
         if !readOnly {
             if let limit {
-                if try searchStore.itemsNeedingVectors(model: Embedder.modelName, limit: limit + 1).count <= limit {
-                    try embedPending(embedder, progress: progress)
-                }
+                // At most `limit` items, the latest written first: a fact just taught is found
+                // by meaning at once even behind an upload's backlog, and a search never takes
+                // on more than that (what lands meanwhile is the indexing service's).
+                var batch = try searchStore.itemsNeedingVectors(model: Embedder.modelName, limit: limit + 1)
+                if batch.count > limit { batch = try searchStore.itemsNeedingVectors(model: Embedder.modelName, limit: limit, newestFirst: true) }
+                if !batch.isEmpty { _ = try searchStore.saveVectors(Array(zip(batch, embedder.embed(batch.map(\.text)))), model: Embedder.modelName) }
             } else {
                 try embedPending(embedder, progress: progress)
             }

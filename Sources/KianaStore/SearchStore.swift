@@ -133,7 +133,8 @@ public struct SearchStore: Sendable {
     }
 
     /// Live items that have no embedding for `model` yet, oldest first.
-    public func itemsNeedingVectors(model: String, limit: Int) throws(KianaStoreError) -> [TextToEmbed] {
+    /// Items without a vector of `model`, oldest first (`newestFirst`: the latest written first).
+    public func itemsNeedingVectors(model: String, limit: Int, newestFirst: Bool = false) throws(KianaStoreError) -> [TextToEmbed] {
         try database.run("finding items to embed") {
             try writer.read { db in
                 try Row.fetchAll(
@@ -141,7 +142,7 @@ public struct SearchStore: Sendable {
                     sql: """
                         SELECT item.id, item.title, item.text FROM item
                         WHERE item.deleted = 0 AND NOT EXISTS (SELECT 1 FROM itemVector v WHERE v.itemId = item.id AND v.model = ?)
-                        ORDER BY item.rowid LIMIT ?
+                        ORDER BY item.rowid \(newestFirst ? "DESC" : "ASC") LIMIT ?
                         """, arguments: [model, limit]
                 ).map { r in
                     TextToEmbed(

@@ -48,6 +48,15 @@ import Testing
         var probes: [(what: String, seconds: Double)] = []
         var sawChunks = false
         try await Task.sleep(for: .seconds(2))
+        // A fact taught meanwhile is found by meaning at once (no word in common with the
+        // question), though the upload's chunks wait to be embedded before it.
+        r = try await Self.call(u + "/api/v1/knowledge", method: "POST", body: #"{"text":"My dentist appointment is on Thursday at 3pm with Dr. Okonkwo."}"#)
+        let dentist = try #require(r.json["id"] as? String, "\(r.body)")
+        let backlog = try await kiana(["index", "status", "--json", "--data-dir", served.dir.path])
+        let waitingThen = ((try? JSONSerialization.jsonObject(with: Data(backlog.out.utf8))) as? [String: Any])?["waiting"] as? Int ?? 0
+        r = try await Self.call(u + "/api/v1/search?mode=vector&k=5&q=" + "when is my appointment with the tooth doctor".addingPercentEncoding(withAllowedCharacters: .urlQueryAllowed)!)
+        #expect(((r.json["hits"] as? [[String: Any]]) ?? []).contains { $0["id"] as? String == dentist }, "waiting: \(waitingThen); \(r.body.prefix(400))")
+        #expect(waitingThen > 8, "the upload's backlog was gone before the fact was taught (\(waitingThen) waiting): nothing shown")
         // Probes until the upload is done (it reports through `upload` below; its chunks are all
         // written before it embeds, so the last section is findable once writing is over).
         while Date().timeIntervalSince(started) < 600 {
