@@ -64,7 +64,9 @@ public struct IngestSnapshot: Equatable, Sendable {
         for raw in paths {
             let root = URL(fileURLWithPath: (raw as NSString).expandingTildeInPath).standardizedFileURL.path
             var files: [String] = [root]
-            if let e = fm.enumerator(atPath: root) { files = e.compactMap { $0 as? String }.map { root + "/" + $0 } }
+            // A folder given as a link is walked where it points (as ingest does), named under the link.
+            let walked = URL(fileURLWithPath: root).resolvingSymlinksInPath().path
+            if let e = fm.enumerator(atPath: walked) { files = e.compactMap { $0 as? String }.map { root + "/" + $0 } }
             for f in files where TextExtraction.isSupported(f) {
                 if let a = try? fm.attributesOfItem(atPath: f) {
                     out[f] = [Double(a[.size] as? Int ?? 0), (a[.modificationDate] as? Date)?.timeIntervalSince1970 ?? 0]

@@ -191,7 +191,9 @@ import Testing
         let node = tmp.path + "/node"
         try await write("# Shed\n\nThe lawn mower key hangs on the left hook.\n", docs + "/shed.md")
         #expect(try await kiana(["init", "--data-dir", node]).status == 0)
-        let watch = try ChildProcess(kianaBinary(), ["ingest", docs, "--watch", "--interval", "0.2", "--no-embed", "--data-dir", node])
+        // Watched through a link to the folder (followed as ingest follows it).
+        try FileManager.default.createSymbolicLink(atPath: tmp.path + "/link", withDestinationPath: docs)
+        let watch = try ChildProcess(kianaBinary(), ["ingest", tmp.path + "/link", "--watch", "--interval", "0.2", "--no-embed", "--data-dir", node])
         defer { watch.signal(SIGKILL) }
         #expect(await watch.waitFor("Watching", timeout: 60) != nil, "\(watch.output)")
         func listed() async throws -> String { try await kiana(["list", "--json", "--data-dir", node]).out }
