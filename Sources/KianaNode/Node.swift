@@ -25,6 +25,15 @@ public struct Node: Sendable {
     /// block naming this device as the only authority.
     @discardableResult
     public static func initialize(directory: DataDirectory, name: String? = nil, now: UInt64 = currentMillis()) throws -> Node {
+        // The name goes into the genesis block's header (at most 64 KiB with the rest): bounded
+        // here, as a name a person reads, before anything is made.
+        if let name {
+            guard !name.trimmingCharacters(in: .whitespaces).isEmpty, name.count <= 100,
+                !name.unicodeScalars.contains(where: { $0.properties.generalCategory == .control || $0.properties.generalCategory == .format })
+            else {
+                throw KianaNodeError(.invalidInput, "a network name is 1 to 100 characters without control or invisible formatting characters")
+            }
+        }
         try directory.create()
         try refuseLostLedgerOrKey(directory)
         // Until the first block is stored, keys here without a ledger are this init's, so a run

@@ -20,6 +20,11 @@ import Testing
         }
         let dirAttrs = try FileManager.default.attributesOfItem(atPath: data)
         #expect((dirAttrs[.posixPermissions] as? Int) == 0o700)
+        // A network name is something a person reads: 1 to 100 characters, refused before anything is made.
+        for bad in [String(repeating: "a", count: 70_000), "   ", "evil\u{202E}name"] {
+            let r = try await kiana(["init", "--data-dir", dir.path + "/named", "--name", bad])
+            #expect(r.status == 1 && r.err.contains("1 to 100 characters") && !FileManager.default.fileExists(atPath: dir.path + "/named"), "\(r.err)")
+        }
         // An empty folder made beforehand is closed too; one holding other files is left alone.
         for (name, other) in [("made", false), ("shared", true)] {
             let folder = dir.path + "/" + name
