@@ -102,8 +102,10 @@ public enum Indexing {
 
     /// Returns how many items were embedded. `progress(done, total)` after every batch.
     @discardableResult
+    /// `shouldStop` is asked before each batch: true ends the work there (what is left waits
+    /// for the next run or the indexing service).
     public static func embedPending(
-        store: SearchStore, embedder: Embedder, batch: Int = 64,
+        store: SearchStore, embedder: Embedder, batch: Int = 64, shouldStop: () -> Bool = { false },
         progress: ((Int, Int) -> Void)? = nil
     ) throws -> Int {
         let total = try store.countNeedingVectors(model: Embedder.modelName)
@@ -111,6 +113,7 @@ public enum Indexing {
         var done = 0
         progress?(0, total)
         while true {
+            if shouldStop() { break }
             let todo = try store.itemsNeedingVectors(model: Embedder.modelName, limit: batch)
             if todo.isEmpty { break }
             let vectors = embedExclusively(embedder, todo.map(\.text))

@@ -198,14 +198,14 @@ public struct NodeControl: Sendable {
     }
 }
 
-/// The ledger a joining device receives, in a database file of its own until it is complete.
-/// Set once, read from anywhere (a join's "the owner confirmed").
+/// Set once, read from anywhere (a join's "the owner confirmed", an upload's "stop embedding").
 final class JoinFlag: Sendable {
     private let flag = Mutex(false)
     var value: Bool { flag.withLock { $0 } }
     func set() { flag.withLock { $0 = true } }
 }
 
+/// The ledger a joining device receives, in a database file of its own until it is complete.
 final class IncomingLedger: Sendable {
     let path: String
     let store = Mutex<LedgerStore?>(nil)

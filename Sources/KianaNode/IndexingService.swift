@@ -17,7 +17,7 @@ struct IndexingService: Service, CustomStringConvertible {
     let models: ModelHost
     let logger: Logger
     var idle: Duration = .seconds(1)
-    var batch = 32
+    var batch = 16
 
     func run() async throws {
         let store = node.searchStore

@@ -4,6 +4,7 @@ import KianaCore
 import KianaNet
 import KianaServer
 import KianaStore
+import ServiceLifecycle
 import Synchronization
 
 /// The node behind the HTTP surface (`NodeAPI`): knowledge, answers, ledger, device and peers,
@@ -271,7 +272,14 @@ public final class NodeService: NodeAPI {
             // One thread at background priority: the node keeps answering while an upload is
             // embedded (the indexing service embeds the rest if this is cut short).
             let one = embedder.withThreads(1)
-            embedded = try await inBackground { [node] in try node.embedPending(one, progress: progress) }
+            // Graceful shutdown ends it after the batch at hand (small ones: seconds at most on
+            // one thread); the indexing service embeds the rest after the next start.
+            let stop = JoinFlag()
+            embedded = try await withGracefulShutdownHandler {
+                try await inBackground { [node] in try node.embedPending(one, batch: 16, shouldStop: { stop.value }, progress: progress) }
+            } onGracefulShutdown: {
+                stop.set()
+            }
         }
         return IngestReportDTO(
             filesScanned: report.filesScanned, filesNew: report.filesNew, filesChanged: report.filesChanged,

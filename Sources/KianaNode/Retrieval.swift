@@ -393,8 +393,8 @@ extension Node {
 
     /// Embeds every item that has no vector yet; returns how many.
     @discardableResult
-    public func embedPending(_ embedder: Embedder, progress: ProgressHandler? = nil) throws -> Int {
-        try Indexing.embedPending(store: searchStore, embedder: embedder) { progress?("embedding", $0, $1, "") }
+    public func embedPending(_ embedder: Embedder, batch: Int = 64, shouldStop: () -> Bool = { false }, progress: ProgressHandler? = nil) throws -> Int {
+        try Indexing.embedPending(store: searchStore, embedder: embedder, batch: batch, shouldStop: shouldStop) { progress?("embedding", $0, $1, "") }
     }
 
     /// A retriever over the current state: pending items are embedded first (when at most

@@ -87,6 +87,48 @@ import Testing
         #expect(((r.json["hits"] as? [[String: Any]]) ?? []).contains { ($0["source"] as? String ?? "").contains("big.md#") }, "\(r.body.prefix(300))")
     }
 
+    /// SIGTERM while an upload is embedded: the node stops within its shutdown bound (the
+    /// upload's embedding ends after the batch at hand; before, it waited for all of it), exits
+    /// 0, and after a restart the rest is embedded.
+    @Test(.needsModels) func anUploadBeingEmbeddedDoesNotHoldUpShutdown() async throws {
+        guard Models.hasMiniLM else {
+            if Shared.isCI { Issue.record("the models are missing from \(Models.directory)") }
+            return
+        }
+        let dir = try TempDir()
+        defer { dir.cleanup() }
+        #expect(try await kiana(["init", "--data-dir", dir.path]).status == 0)
+        var node = try ServeTests.Running.loopback(dir.path)
+        defer { if node.process.isRunning { node.process.terminate() } }
+        let port = try #require(await node.waitForPort(), "\(node.text)")
+        var doc = ""
+        for i in 0..<300 { doc += "## Section \(i)\n\n" + (0..<60).map { "marker\(i) word\($0)" }.joined(separator: " ") + ".\n\n" }
+        let body = String(decoding: try JSONSerialization.data(withJSONObject: ["files": [["name": "big.md", "text": doc]], "stream": false]), as: UTF8.self)
+        async let upload = Self.call("http://127.0.0.1:\(port)/api/v1/ingest", method: "POST", body: body, seconds: 600)
+        // Stopped once the embedding is under way (some chunks have vectors, most do not).
+        func waiting() async throws -> Int {
+            let s = try await kiana(["index", "status", "--json", "--data-dir", dir.path])
+            return ((try? JSONSerialization.jsonObject(with: Data(s.out.utf8))) as? [String: Any])?["waiting"] as? Int ?? -1
+        }
+        #expect(try await eventually(120, every: .milliseconds(200)) { let w = try await waiting(); return w > 0 && w < 290 })
+        let t = Date()
+        node.process.terminate()
+        #expect(node.waitForExit(timeout: 40))
+        let stopped = Date().timeIntervalSince(t)
+        print("rest: SIGTERM during an upload's embedding: stopped in \(String(format: "%.1f", stopped)) s, \(try await waiting()) chunks still waiting")
+        #expect(node.process.terminationStatus == 0, "\(node.text.suffix(2000))")
+        #expect(stopped < 20, "stopped after \(stopped) s")
+        _ = try await upload
+        // Started again, the indexing service embeds the rest.
+        node = try ServeTests.Running.loopback(dir.path)
+        _ = try #require(await node.waitForPort(), "\(node.text)")
+        let drained = try await eventually(300, every: .seconds(1)) { try await waiting() == 0 }
+        let left = try await waiting()
+        #expect(drained, "still waiting: \(left)")
+        node.process.interrupt()
+        #expect(node.waitForExit())
+    }
+
     @Test(.needsModels) func knowledgeSearchAskLedgerReadyMetrics() async throws {
         guard Models.hasSmolLM && Models.hasMiniLM else {
             if Shared.isCI { Issue.record("the models are missing from \(Models.directory)") }
