@@ -48,8 +48,13 @@ import Testing
         var probes: [(what: String, seconds: Double)] = []
         var sawChunks = false
         try await Task.sleep(for: .seconds(2))
-        // A fact taught meanwhile is found by meaning at once (no word in common with the
-        // question), though the upload's chunks wait to be embedded before it.
+        // Once the upload's chunks are written (its last section is found by keyword), a fact
+        // taught meanwhile is found by meaning at once (no word in common with the question),
+        // though the upload's chunks wait to be embedded before it.
+        let written = try await eventually(120, every: .milliseconds(200)) {
+            ((try await Self.call(u + "/api/v1/search?mode=keyword&q=marker299").json["hits"] as? [[String: Any]]) ?? []).isEmpty == false
+        }
+        #expect(written, "the upload's chunks were not written")
         r = try await Self.call(u + "/api/v1/knowledge", method: "POST", body: #"{"text":"My dentist appointment is on Thursday at 3pm with Dr. Okonkwo."}"#)
         let dentist = try #require(r.json["id"] as? String, "\(r.body)")
         let backlog = try await kiana(["index", "status", "--json", "--data-dir", served.dir.path])
