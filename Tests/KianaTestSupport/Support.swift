@@ -285,6 +285,11 @@ public final class ChildProcess: @unchecked Sendable {
             if Date() > deadline { signal(SIGKILL) }
             try? await Task.sleep(for: .milliseconds(20))
         }
+        // Its last lines may still be in the pipe: `output` read right after has them (up to 2 s).
+        for _ in 0..<100 {
+            if lock.withLock({ finished }) { break }
+            try? await Task.sleep(for: .milliseconds(20))
+        }
         return process.exitStatus ?? -1
     }
 
