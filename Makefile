@@ -51,6 +51,8 @@ NET_TIMING_TESTS := ^KianaNetTests\.(LinkTests|LinkConcurrencyTests|AdmissionTes
 HOSTILE_MEMBER_TESTS := ^KianaNodeTests\.HostileMemberTests
 HTTP_HOSTILE_TESTS := ^KianaNodeTests\.HTTPHostileTests
 HOSTILE_TESTS := $(HOSTILE_MEMBER_TESTS)|$(HTTP_HOSTILE_TESTS)
+# Uploads embedded while the node serves, timed (probe latency, shutdown): alone, after the heavy suites.
+UPLOAD_LOAD_TESTS := ^KianaNodeTests\.UploadLoadTests
 DRILL_SEEDS ?= 10
 FLOOD_SECONDS ?= 60
 
@@ -71,12 +73,13 @@ check-imports:
 test: check-imports build
 	@./scripts/setup.sh voice
 	@./scripts/llama-cpp.sh
-	@KIANA_BIN=$(CURDIR)/$(BIN) $(SWIFT) test --skip-build --disable-xctest --filter '$(PROCESS_TESTS)' --skip '$(HEAVY_PROCESS_TESTS)|$(DRILL_TESTS)|$(NET_TIMING_TESTS)|$(HOSTILE_TESTS)'
+	@KIANA_BIN=$(CURDIR)/$(BIN) $(SWIFT) test --skip-build --disable-xctest --filter '$(PROCESS_TESTS)' --skip '$(HEAVY_PROCESS_TESTS)|$(DRILL_TESTS)|$(NET_TIMING_TESTS)|$(HOSTILE_TESTS)|$(UPLOAD_LOAD_TESTS)'
 	@KIANA_BIN=$(CURDIR)/$(BIN) $(SWIFT) test --skip-build --disable-xctest --filter '$(NET_TIMING_TESTS)'
 	@KIANA_BIN=$(CURDIR)/$(BIN) $(SWIFT) test --skip-build --disable-xctest --filter '$(HOSTILE_MEMBER_TESTS)'
 	@KIANA_BIN=$(CURDIR)/$(BIN) $(SWIFT) test --skip-build --disable-xctest --filter '$(HTTP_HOSTILE_TESTS)'
 	@KIANA_BIN=$(CURDIR)/$(BIN) $(SWIFT) test --skip-build --disable-xctest --filter '$(HEAVY_PROCESS_TESTS)' --skip '$(REALTIME_AUDIO_TESTS)'
 	@KIANA_BIN=$(CURDIR)/$(BIN) $(SWIFT) test --skip-build --disable-xctest --filter '$(REALTIME_AUDIO_TESTS)'
+	@KIANA_BIN=$(CURDIR)/$(BIN) $(SWIFT) test --skip-build --disable-xctest --filter '$(UPLOAD_LOAD_TESTS)'
 	@KIANA_BIN=$(CURDIR)/$(BIN) KIANA_DRILL_SEEDS=1 KIANA_FLOOD_SECONDS=15 $(SWIFT) test --skip-build --disable-xctest --filter '$(DRILL_TESTS)'
 	@KIANA_BIN=$(CURDIR)/$(BIN) $(SWIFT) test --skip-build --disable-xctest --skip '$(PROCESS_TESTS)'
 	@./scripts/fuzz.sh $(FUZZ_SECONDS)

@@ -382,6 +382,15 @@ enum Nodes {
         try await b.loadIdentity()
     }
 
+    /// `joiner` paired with authority `a` and voted in by `b` (the other authority): a third
+    /// authority, not started.
+    static func third(_ joiner: DrillNode, pairedBy a: DrillNode, votedBy b: DrillNode) async throws {
+        try await pair(authority: a, joiner: joiner)
+        try await joiner.loadIdentity()
+        let vote = try await b.cli(["vote", "add", joiner.key])
+        try #require(vote.status == 0, "\(vote.err)")
+    }
+
     static func pair(authority: DrillNode, joiner: DrillNode) async throws {
         let pair = try authority.spawn(["pair", "--data-dir", authority.dir, "--timeout", "90"])
         defer { pair.signal(SIGKILL) }

@@ -614,11 +614,7 @@ import Testing
         }
         try await Nodes.startPaired(a, b, network: "stall")
         try await b.start()
-        try await Nodes.pair(authority: a, joiner: c)
-        try await c.loadIdentity()
-        // Two authorities: B's vote makes C the third.
-        let vote = try await b.cli(["vote", "add", c.key])
-        try #require(vote.status == 0, "\(vote.err)")
+        try await Nodes.third(c, pairedBy: a, votedBy: b)
         try await c.start()
         for (x, y) in [(a, b), (a, c), (b, c)] {
             _ = try await x.cli(["peers", "add", y.address])
@@ -686,10 +682,7 @@ import Testing
         }
         try await Nodes.startPaired(a, b, network: "stalled-source")
         try await b.start()
-        try await Nodes.pair(authority: a, joiner: c)
-        try await c.loadIdentity()
-        let vote = try await b.cli(["vote", "add", c.key])
-        try #require(vote.status == 0, "\(vote.err)")
+        try await Nodes.third(c, pairedBy: a, votedBy: b)
         #expect(try await b.cli(["peers", "add", a.address]).status == 0)
         let voted = try await Nodes.until(60) { try await Nodes.converged([a, b]) }
         try await Nodes.confirm(voted != nil, "a and b did not converge on c's vote") { await Nodes.describeHeads([a, b]) }
