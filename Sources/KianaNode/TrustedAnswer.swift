@@ -10,6 +10,9 @@ public struct Evidence: Sendable {
     /// The sentences a complete answer needs (one per part of a two-part question).
     public var needed: [EvidenceSentence]
     public var unknownTerms: [String]
+    /// When the best sentence retrieved was about a neighbour of what was asked (and so left
+    /// out of `ranked`): what was asked and what the sentence was about (`Trust.neighbour`).
+    public var neighbour: (asked: String, found: String)?
 }
 
 extension Node {
@@ -31,13 +34,24 @@ extension Node {
         let node = self
         let all = sources
         return try await blocking {
-            let rankings = Trust.evidence(
+            let scored = Trust.evidence(
                 questions: [q] + parts, sources: all, settings: settings, answerType: AnswerType.of(q),
                 embed: embedder.map { e in { e.embed($0) } })
+            // a sentence about a neighbour of what was asked is no evidence for it (decision 115)
+            var neighbour: (asked: String, found: String)?
+            let sourceWords = all.map { Words.content($0.text) }
+            let rankings = zip([question ?? q] + parts, scored).enumerated().map { i, pair in
+                pair.1.filter { e in
+                    guard let n = Trust.neighbour(
+                        question: pair.0, sentence: e.text, title: all[e.source - 1].title, sourceWords: sourceWords[e.source - 1]) else { return true }
+                    if i == 0 && neighbour == nil && e.score == pair.1.first?.score { neighbour = n }
+                    return false
+                }
+            }
+            let needed = Trust.needed(rankings[0], question: q, partRankings: Array(rankings.dropFirst()), settings: settings)
+            let unknown = try node.searchStore.unknownTerms(Trust.subjectWords(q))
             return Evidence(
-                sources: all, ranked: rankings[0],
-                needed: Trust.needed(rankings[0], question: q, partRankings: Array(rankings.dropFirst()), settings: settings),
-                unknownTerms: try node.searchStore.unknownTerms(Trust.subjectWords(q)))
+                sources: all, ranked: rankings[0], needed: needed, unknownTerms: unknown, neighbour: neighbour)
         }
     }
 
@@ -58,7 +72,7 @@ extension Node {
             context.map { String($0.prefix(2000)) + " " + q } ?? q, retriever: retriever, count: options.sources, settings: settings, question: q)
         let (sources, ranked) = (found.sources, found.ranked)
         if Trust.shouldAbstain(ranked, unknownTerms: found.unknownTerms, withVectors: retriever != nil, settings: settings) {
-            let text = Trust.abstention(language)
+            let text = Trust.abstention(language) + (found.neighbour.map { " " + Trust.neighbourNote($0, language: language) } ?? "")
             _ = onText(text)
             var r = AskResult(answer: text, citations: [], sources: sources, conversationId: "", reply: nil)
             r.abstained = true

@@ -186,4 +186,40 @@ import Testing
         #expect(ranked.first?.text.contains("WZ 55 1234") == true, "\(ranked.first?.text.prefix(80) ?? "")")
         #expect(ranked.allSatisfy { $0.text.count <= Trust.maxSentenceCharacters + 2 })
     }
+
+    /// A sentence about a neighbour of what was asked is recognised: the question names the
+    /// thing with a word the source lacks, the sentence names it with one the question lacks.
+    @Test(arguments: [
+        ("How long does black tea steep?", "Green tea steeps for 2 minutes at 80 degrees.", nil, nil, "black tea|Green tea"),
+        ("What is the garage door code?", "The front door code is 4812.", nil, nil, "garage door|front door"),
+        ("When is Ben's birthday?", "Anna's birthday is on 14 March.", nil, nil, "Ben’s birthday|Anna’s birthday"),
+        ("What is the flight number of the return flight?", "The outbound flight to Lisbon is TP 1335.", nil, nil, "return flight|outbound flight"),
+        // the title names it
+        ("How long does black tea steep?", "Steep it for 2 minutes.", "Green tea", nil, "black tea|Green tea"),
+        // the same thing, or a paraphrase, or a word that names no thing: no neighbour
+        ("How long does green tea steep?", "Green tea steeps for 2 minutes at 80 degrees.", nil, nil, nil),
+        ("How long was the database read-only during INC-2291?", "Postmortem INC-2291: read-only for 47 minutes.", nil, nil, nil),
+        ("Where are the replacement brushes?", "Replace the main brush every six months.", nil, nil, nil),
+        ("What is Lena's phone number?", "Lena's mobile number is 0171 555 0101.", nil, nil, nil),
+        ("How long does a normal dishwasher run take?", "The Eco 50 program takes 3 hours 40 minutes.", nil, nil, nil),
+        // the source speaks of both elsewhere
+        ("How long does black tea steep?", "Green tea steeps for 2 minutes.", nil, "Green tea steeps for 2 minutes. Black tea steeps for 4 minutes.", nil),
+        ("What air pressure do the front tyres need?", "Octavia tyre pressures: 2.4 bar front.", nil, nil, nil),
+    ] as [(String, String, String?, String?, String?)])
+    func neighbours(_ question: String, _ sentence: String, _ title: String?, _ text: String?, _ expected: String?) {
+        let n = Trust.neighbour(question: question, sentence: sentence, title: title, text: text)
+        #expect(n.map { "\($0.asked)|\($0.found)" } == expected, "\(question) / \(sentence)")
+    }
+
+    /// A kind of fact that names an event comes only from a source: "birthday" from the question
+    /// does not make a note on football practice a birthday.
+    @Test func anEventIsNotLicensedByTheQuestion() {
+        let football = [GroundingSource(id: "x", title: nil, text: "Ben's football practice is on Wednesdays at 5pm.", source: nil)]
+        #expect(!Trust.verify(sentence: "Ben's birthday is on Wednesday at 5pm.", question: "When is Ben's birthday?", sources: football).supported)
+        let birthdays = [GroundingSource(id: "y", title: nil, text: "Birthdays to remember: Lena 14 March, Finn 2 September.", source: nil)]
+        #expect(Trust.verify(sentence: "Lena's birthday is 14 March.", question: "When is Lena's birthday?", sources: birthdays).supported)
+        // a format word still frames a fact the source gives
+        let dentist = [GroundingSource(id: "z", title: nil, text: "The dentist Dr. Weber can be reached at 0761 387 2290.", source: nil)]
+        #expect(Trust.verify(sentence: "The dentist's phone number is 0761 387 2290.", question: "What is the dentist's phone number?", sources: dentist).supported)
+    }
 }

@@ -310,6 +310,116 @@ public enum Trust {
         return score < settings.threshold(withVectors: withVectors)
     }
 
+    /// Where a sentence is about a neighbour of what the question asks: the question names a
+    /// thing with a word the sentence (and its source's title) does not have, and the sentence
+    /// names the same thing with another word the question does not have ("black tea" asked,
+    /// "green tea" found; "the garage door" and "the front door"; "Ben's birthday" and "Anna's
+    /// birthday"), and the asked word occurs nowhere in the sentence's source (`text`, when
+    /// given). Pairs are adjacent content words within a phrase (a possessive 's keeps them
+    /// adjacent; punctuation and function words part them); words that only say what kind of
+    /// fact is asked for (phone, mobile, number …) and words with digits are never the naming
+    /// word. Nil when the sentence is not about a neighbour.
+    public static func neighbour(question: String, sentence: String, title: String?, text: String? = nil) -> (asked: String, found: String)? {
+        neighbour(question: question, sentence: sentence, title: title, sourceWords: Words.content(text ?? ""))
+    }
+
+    /// `neighbour` with the source's content words computed once (`Words.content(text)`).
+    public static func neighbour(question: String, sentence: String, title: String?, sourceWords: [String]) -> (asked: String, found: String)? {
+        let asked = namingPairs(question)
+        guard !asked.isEmpty else { return nil }
+        let questionWords = Words.content(question)
+        let context = [sentence] + (title.map { [$0] } ?? [])
+        // the asked word anywhere in the source (or its title) keeps the sentence: the source may
+        // be about both ("Green tea … Black tea …")
+        let words = context.flatMap(Words.content) + sourceWords
+        let found = context.flatMap(namingPairs)
+        // the asked word counts as said when a word shares its stem ("replacement", "Replace")
+        func inText(_ w: String) -> Bool {
+            words.contains { t in
+                if Words.sameWord(w, t) { return true }
+                let shorter = min(w.count, t.count)
+                let common = zip(w, t).prefix { $0 == $1 }.count
+                return common >= 5 && common >= shorter - 1
+            }
+        }
+        for a in asked where !inText(a.naming) {
+            for f in found where Words.sameWord(a.named, f.named) && !questionWords.contains(where: { Words.sameWord(f.naming, $0) }) {
+                return (a.phrase, f.phrase)
+            }
+        }
+        return nil
+    }
+
+    /// Said after the abstention when the best sentence found was about a neighbour.
+    public static func neighbourNote(_ n: (asked: String, found: String), language: Language) -> String {
+        switch language {
+        case .en: "What I know is about “\(n.found)”, not “\(n.asked)”."
+        case .de: "Was ich weiß, betrifft „\(n.found)“, nicht „\(n.asked)“."
+        }
+    }
+
+    /// Prepositions and common verbs: they neither name a thing nor are one ("during INC-2291",
+    /// "the run takes"), so they part phrases.
+    static let notNaming: Set<String> = [
+        "during", "within", "per", "without", "between", "under", "above", "across", "through", "since", "until", "via",
+        "near", "like", "around", "against", "along", "among", "behind", "beyond", "inside", "outside", "toward", "towards",
+        "upon", "off", "out", "up", "down", "away", "back", "next", "last", "still", "usually", "normally", "always", "never",
+        "take", "takes", "took", "taken", "go", "goes", "went", "gone", "need", "needs", "needed", "open", "opens", "start",
+        "starts", "leave", "leaves", "left", "come", "comes", "came", "make", "makes", "made", "put", "puts", "keep", "keeps",
+        "kept", "run", "runs", "use", "uses", "used", "give", "gives", "gave", "pay", "pays", "paid", "live", "lives", "work",
+        "works", "want", "let", "see", "say", "says", "said", "find", "bring", "buy", "bought", "change", "set", "stay",
+        "meet", "meets", "begin", "begins", "end", "ends", "happen", "happens", "belong", "belongs", "mean", "means",
+        "während", "pro", "ohne", "zwischen", "seit", "gegen", "nimmt", "nehmen", "geht", "gehen", "kommt", "kommen",
+        "braucht", "brauchen", "brauche", "macht", "machen", "liegt", "steht", "fängt", "beginnt", "endet",
+    ]
+
+    /// Adjacent content-word pairs (naming word, named word) within phrases of a text.
+    static func namingPairs(_ text: String) -> [(naming: String, named: String, phrase: String)] {
+        var out: [(naming: String, named: String, phrase: String)] = []
+        var previous: String?
+        var previousPhrase = ""
+        var word = ""
+        var possessive = false
+        let chars = Array(text)
+        var i = 0
+        func naming(_ w: String) -> Bool {
+            !w.contains(where: \.isNumber) && w.count >= 2 && !Words.englishStop.contains(w) && !Words.germanStop.contains(w)
+                && !genericWords.contains(w) && !AnswerType.numberWords.contains(w) && !notNaming.contains(w)
+        }
+        func close() {
+            guard !word.isEmpty else { return }
+            let w = word.lowercased()
+            let content = !w.contains(where: \.isNumber) && w.count >= 2 && !Words.englishStop.contains(w) && !Words.germanStop.contains(w)
+                && !notNaming.contains(w)
+            // `previous` is nil after punctuation or a word that names nothing
+            if let p = previous, content { out.append((p, w, previousPhrase + word)) }
+            previous = naming(w) ? w : nil
+            previousPhrase = word + (possessive ? "’s " : " ")
+            possessive = false
+            word = ""
+        }
+        while i < chars.count {
+            let ch = chars[i]
+            if ch.isLetter || ch.isNumber {
+                word.append(ch)
+            } else if (ch == "'" || ch == "’"), !word.isEmpty, i + 1 < chars.count, chars[i + 1] == "s" || chars[i + 1] == "S",
+                i + 2 == chars.count || !(chars[i + 2].isLetter || chars[i + 2].isNumber)
+            {
+                i += 1  // a possessive: "Ben's birthday" names the birthday
+                possessive = true
+                close()
+            } else if ch == " " || ch == "-" || ch == "\u{00A0}" {
+                close()
+            } else {
+                close()
+                previous = nil
+            }
+            i += 1
+        }
+        close()
+        return out
+    }
+
     /// The question's words that decide whether the knowledge base knows its subject: content
     /// words without digits and without the words that only say what kind of answer is wanted.
     public static func subjectWords(_ question: String) -> [String] {
@@ -436,11 +546,17 @@ public enum Trust {
         for w in words {
             let inSource = sources.contains { $0.has(w) }
             // a word of the question is no licence: the dishwasher's code is not the washing machine's
-            if !inSource && !scaffolding.contains(w) && !(question.has(w) && genericWords.contains(w)) { return "\"\(w)\" is in no source" }
+            if !inSource && !scaffolding.contains(w) && !(question.has(w) && genericWords.contains(w) && !events.contains(w)) {
+                return "\"\(w)\" is in no source"
+            }
             if inSource && !question.has(w) { adds = true }
         }
         return adds ? nil : "it only repeats the question"
     }
+
+    /// Kinds of fact that name an event, not a format: a source must say them ("Ben's birthday is
+    /// on Wednesday" is not licensed by a note on Ben's football practice).
+    static let events: Set<String> = ["birthday", "birthdays", "geburtstag"]
 
     /// Words an answer may use to frame a fact without a source saying them.
     static let scaffolding: Set<String> = ["number", "called", "named", "nummer", "heißt", "uhr", "yes", "ja"]
