@@ -251,9 +251,3 @@ public final class Admission: Sendable {
     }
 }
 
-/// A flag set once from any thread (a handshake deadline that fired, a link that came up).
-final class OnceFlag: Sendable {
-    private let flag = Mutex(false)
-    func set() { flag.withLock { $0 = true } }
-    var isSet: Bool { flag.withLock { $0 } }
-}

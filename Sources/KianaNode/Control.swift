@@ -198,12 +198,6 @@ public struct NodeControl: Sendable {
     }
 }
 
-/// Set once, read from anywhere (a join's "the owner confirmed", an upload's "stop embedding").
-final class JoinFlag: Sendable {
-    private let flag = Mutex(false)
-    var value: Bool { flag.withLock { $0 } }
-    func set() { flag.withLock { $0 = true } }
-}
 
 /// The ledger a joining device receives, in a database file of its own until it is complete.
 final class IncomingLedger: Sendable {
@@ -339,13 +333,13 @@ extension Node {
             if fresh, !directory.hasIdentity { try? directory.save(identity: identity) }
             onCode(code, authority)
         }
-        let confirmed = JoinFlag()
+        let confirmed = OnceFlag()
         let onProgress: @Sendable (Int, Int?) -> Void = { received, expected in
             confirmed.set()
             progress(received, expected)
         }
         func forgetIdentity() {
-            guard fresh, !confirmed.value else { return }
+            guard fresh, !confirmed.isSet else { return }
             if createdDirectory {
                 try? fm.removeItem(atPath: directory.path)
             } else {
@@ -363,7 +357,7 @@ extension Node {
             forgetIdentity()
             let message = (error as? KianaNetError)?.message ?? (error as? KianaNodeError)?.message ?? "\(error)"
             let again =
-                confirmed.value
+                confirmed.isSet
                 ? "; the authority has already voted for this device, which keeps its key: when the authority has a pairing window open again (`kiana pair` there), run the same `kiana join` with --data-dir \(directory.path) to receive the ledger"
                 : ""
             throw KianaNodeError(.network, message + again, cause: error)

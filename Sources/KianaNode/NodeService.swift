@@ -274,9 +274,9 @@ public final class NodeService: NodeAPI {
             let one = embedder.withThreads(1)
             // Graceful shutdown ends it after the batch at hand (small ones: seconds at most on
             // one thread); the indexing service embeds the rest after the next start.
-            let stop = JoinFlag()
+            let stop = OnceFlag()
             embedded = try await withGracefulShutdownHandler {
-                try await inBackground { [node] in try node.embedPending(one, batch: 16, shouldStop: { stop.value }, progress: progress) }
+                try await inBackground { [node] in try node.embedPending(one, batch: 16, shouldStop: { stop.isSet }, progress: progress) }
             } onGracefulShutdown: {
                 stop.set()
             }
