@@ -222,4 +222,18 @@ import Testing
         let dentist = [GroundingSource(id: "z", title: nil, text: "The dentist Dr. Weber can be reached at 0761 387 2290.", source: nil)]
         #expect(Trust.verify(sentence: "The dentist's phone number is 0761 387 2290.", question: "What is the dentist's phone number?", sources: dentist).supported)
     }
+
+    /// Every sentence behind an answer is in its support, also two of one source: a drafted
+    /// sentence and a needed sentence the draft left out, quoted.
+    @Test func supportHoldsEverySentenceBehindTheAnswer() {
+        let plumber = [
+            GroundingSource(id: "p", title: nil, text: "Our plumber is Tom Riley; he fixed the sink in May. His number is 0161 496 0773.", source: nil)
+        ]
+        let ranked = Trust.evidence(question: "Who is our plumber?", sources: plumber)
+        let sentences = ranked.map(\.text)
+        #expect(sentences.count == 2)
+        let r = Trust.finalAnswer(draft: "Our plumber is Tom Riley.", question: "Who is our plumber?", sources: plumber, evidence: ranked, needed: ranked)
+        #expect(r.answer.contains("Tom Riley") && r.answer.contains("0161 496 0773"), "\(r.answer)")
+        #expect(Set(r.support.map(\.text)) == Set(sentences), "\(r.support.map(\.text))")
+    }
 }

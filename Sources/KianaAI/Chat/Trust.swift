@@ -650,22 +650,27 @@ public enum Trust {
         }
         // every needed evidence sentence must show in the answer; what the draft left out is quoted
         let q = Set(Words.content(question))
-        var parts: [(String, [Int])] = kept.map { ($0.text, $0.sources) }
+        var parts: [(text: String, sources: [Int], quote: EvidenceSentence?)] = kept.map { ($0.text, $0.sources, nil) }
         for e in needed {
             let new = Set(Words.content(e.text)).subtracting(q)
             let shown = kept.contains { v in v.sources.contains(e.source) && !new.isDisjoint(with: Words.content(v.text)) }
             if !shown {
-                parts.append((e.text, [e.source]))
+                parts.append((e.text, [e.source], e))
                 quoted = true
             }
         }
         guard !parts.isEmpty else { return ("", [], [], verdicts, true) }
-        let answer = parts.map { p in p.0 + " " + p.1.map { "[\($0)]" }.joined() }.joined(separator: " ")
+        let answer = parts.map { p in p.text + " " + p.sources.map { "[\($0)]" }.joined() }.joined(separator: " ")
         var cited: [Int] = []
-        for p in parts { for s in p.1 where !cited.contains(s) { cited.append(s) } }
-        // the evidence sentence of each cited source that shares most with the answer
-        let support = cited.compactMap { n in
-            evidence.filter { $0.source == n }.max { shared($0.text, answer) < shared($1.text, answer) }
+        for p in parts { for s in p.sources where !cited.contains(s) { cited.append(s) } }
+        // behind each part: the sentence quoted, or of each source it cites the evidence sentence
+        // that shares most with it (a quote and a drafted sentence from one source both show)
+        var support: [EvidenceSentence] = []
+        for p in parts {
+            let behind = p.quote.map { [$0] } ?? p.sources.compactMap { n in
+                evidence.filter { $0.source == n }.max { shared($0.text, p.text) < shared($1.text, p.text) }
+            }
+            for e in behind where !support.contains(where: { $0.source == e.source && $0.text == e.text }) { support.append(e) }
         }
         return (answer, cited, support, verdicts, quoted && kept.isEmpty)
     }
