@@ -226,7 +226,9 @@ public struct AnswerBench {
                 let promptTexts = r.sources.map { ($0.title ?? "") + " " + $0.text }
                 // the baseline has no abstention flag: its refusals are recognised by their words
                 let abstained = options.trusted ? r.abstained : AnswerScoring.abstains(r.answer)
-                let sentences = abstained ? [] : Sentences.split(Trust.stripMarkers(r.answer))
+                // the note before an answer from a neighbour's note is no claim from the sources
+                let claimed = r.note.map { String(r.answer.dropFirst($0.count)) } ?? r.answer
+                let sentences = abstained ? [] : Sentences.split(Trust.stripMarkers(claimed))
                 let unsupported = sentences.filter {
                     !AnswerScoring.sentenceSupported($0, cited: citedTexts.isEmpty ? promptTexts : citedTexts, question: q.question)
                 }.count

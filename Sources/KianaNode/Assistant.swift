@@ -120,6 +120,9 @@ public struct AskResult: Sendable {
     public var aboutRequest = false
     /// True when the draft did not hold up and the answer quotes the best source sentence.
     public var quoted = false
+    /// Said before the answer when the note behind it is about a neighbour of what was asked
+    /// (`Trust.neighbourNote`); nil otherwise.
+    public var note: String?
     /// The model's draft before checking (trusted answers; nil when no model was asked).
     public var draft: String?
 }

@@ -10,9 +10,6 @@ public struct Evidence: Sendable {
     /// The sentences a complete answer needs (one per part of a two-part question).
     public var needed: [EvidenceSentence]
     public var unknownTerms: [String]
-    /// When the best sentence retrieved was about a neighbour of what was asked (and so left
-    /// out of `ranked`): what was asked and what the sentence was about (`Trust.neighbour`).
-    public var neighbour: (asked: String, found: String)?
 }
 
 extension Node {
@@ -34,24 +31,13 @@ extension Node {
         let node = self
         let all = sources
         return try await blocking {
-            let scored = Trust.evidence(
+            let rankings = Trust.evidence(
                 questions: [q] + parts, sources: all, settings: settings, answerType: AnswerType.of(q),
                 embed: embedder.map { e in { e.embed($0) } })
-            // a sentence about a neighbour of what was asked is no evidence for it (decision 115)
-            var neighbour: (asked: String, found: String)?
-            let sourceWords = all.map { Words.content($0.text) }
-            let rankings = zip([question ?? q] + parts, scored).enumerated().map { i, pair in
-                pair.1.filter { e in
-                    guard let n = Trust.neighbour(
-                        question: pair.0, sentence: e.text, title: all[e.source - 1].title, sourceWords: sourceWords[e.source - 1]) else { return true }
-                    if i == 0 && neighbour == nil && e.score == pair.1.first?.score { neighbour = n }
-                    return false
-                }
-            }
             let needed = Trust.needed(rankings[0], question: q, partRankings: Array(rankings.dropFirst()), settings: settings)
             let unknown = try node.searchStore.unknownTerms(Trust.subjectWords(q))
             return Evidence(
-                sources: all, ranked: rankings[0], needed: needed, unknownTerms: unknown, neighbour: neighbour)
+                sources: all, ranked: rankings[0], needed: needed, unknownTerms: unknown)
         }
     }
 
@@ -72,7 +58,7 @@ extension Node {
             context.map { String($0.prefix(2000)) + " " + q } ?? q, retriever: retriever, count: options.sources, settings: settings, question: q)
         let (sources, ranked) = (found.sources, found.ranked)
         if Trust.shouldAbstain(ranked, unknownTerms: found.unknownTerms, withVectors: retriever != nil, settings: settings) {
-            let text = Trust.abstention(language) + (found.neighbour.map { " " + Trust.neighbourNote($0, language: language) } ?? "")
+            let text = Trust.abstention(language)
             _ = onText(text)
             var r = AskResult(answer: text, citations: [], sources: sources, conversationId: "", reply: nil)
             r.abstained = true
@@ -99,6 +85,17 @@ extension Node {
         request.stop = ["\n"]
         let reply = try await backend.chat(request) { _ in true }
         var final = Trust.finalAnswer(draft: reply.text, question: q, sources: sources, evidence: ranked, needed: found.needed)
+        // An answer from a note about a neighbour of what was asked ("green tea" for "black tea")
+        // says so first (decision 115).
+        var note: String?
+        if !final.answer.isEmpty,
+            let n = final.support.lazy.compactMap({ e in
+                Trust.neighbour(question: q, sentence: e.text, source: sources[e.source - 1])
+            }).first
+        {
+            note = Trust.neighbourNote(n, language: language)
+            final.answer = note! + " " + final.answer
+        }
         // What is delivered decides how it ended: a draft cut at the limit and kept is "length";
         // a quoted source sentence is whole. The caller's token limit holds for what is
         // delivered too (a quote can be longer than the draft it replaced): cut at a word.
@@ -118,6 +115,7 @@ extension Node {
         var r = AskResult(answer: final.answer, citations: citations, sources: sources, conversationId: "", reply: delivered)
         r.support = support
         r.quoted = final.quoted
+        r.note = note
         r.draft = reply.text
         return r
     }

@@ -188,26 +188,32 @@ import Testing
     }
 
     /// A sentence about a neighbour of what was asked is recognised: the question names the
-    /// thing with a word the source lacks, the sentence names it with one the question lacks.
+    /// thing with a word the source lacks, the sentence names it
+    /// with one the question lacks.
     @Test(arguments: [
-        ("How long does black tea steep?", "Green tea steeps for 2 minutes at 80 degrees.", nil, nil, "black tea|Green tea"),
+        ("How long does black tea steep?", "Green tea steeps for 2 minutes at 80 degrees.", nil, nil, "black tea|green tea"),
         ("What is the garage door code?", "The front door code is 4812.", nil, nil, "garage door|front door"),
         ("When is Ben's birthday?", "Anna's birthday is on 14 March.", nil, nil, "Ben’s birthday|Anna’s birthday"),
         ("What is the flight number of the return flight?", "The outbound flight to Lisbon is TP 1335.", nil, nil, "return flight|outbound flight"),
         // the title names it
-        ("How long does black tea steep?", "Steep it for 2 minutes.", "Green tea", nil, "black tea|Green tea"),
-        // the same thing, or a paraphrase, or a word that names no thing: no neighbour
+        ("How long does black tea steep?", "Steep it for 2 minutes.", "Green tea", nil, "black tea|green tea"),
+        // a paraphrase is named too (the answer is given, with what its note is about)
+        ("What is the main door code?", "The front door code is 4812.", nil, nil, "main door|front door"),
+        // the same thing, a paraphrase, or a word that names no thing: no neighbour
         ("How long does green tea steep?", "Green tea steeps for 2 minutes at 80 degrees.", nil, nil, nil),
         ("How long was the database read-only during INC-2291?", "Postmortem INC-2291: read-only for 47 minutes.", nil, nil, nil),
         ("Where are the replacement brushes?", "Replace the main brush every six months.", nil, nil, nil),
         ("What is Lena's phone number?", "Lena's mobile number is 0171 555 0101.", nil, nil, nil),
         ("How long does a normal dishwasher run take?", "The Eco 50 program takes 3 hours 40 minutes.", nil, nil, nil),
-        // the source speaks of both elsewhere
-        ("How long does black tea steep?", "Green tea steeps for 2 minutes.", nil, "Green tea steeps for 2 minutes. Black tea steeps for 4 minutes.", nil),
+        ("What's the Wi-Fi password?", "WiFi password: sunflower42.", nil, nil, nil),
+        ("What is Lena's e-mail address?", "Lena's email address is lena@example.org.", nil, nil, nil),
         ("What air pressure do the front tyres need?", "Octavia tyre pressures: 2.4 bar front.", nil, nil, nil),
+        // the source speaks of both
+        ("How long does black tea steep?", "Green tea steeps for 2 minutes.", nil, "Green tea steeps for 2 minutes. Black tea steeps for 4 minutes.", nil),
     ] as [(String, String, String?, String?, String?)])
     func neighbours(_ question: String, _ sentence: String, _ title: String?, _ text: String?, _ expected: String?) {
-        let n = Trust.neighbour(question: question, sentence: sentence, title: title, text: text)
+        let source = GroundingSource(id: "s", title: title, text: text ?? sentence, source: nil)
+        let n = Trust.neighbour(question: question, sentence: sentence, source: source)
         #expect(n.map { "\($0.asked)|\($0.found)" } == expected, "\(question) / \(sentence)")
     }
 

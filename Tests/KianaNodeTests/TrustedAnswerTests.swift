@@ -80,9 +80,10 @@ import Testing
     }
 
     /// A question about a neighbour of what was taught (black tea when only green tea's note
-    /// exists, the garage door's code when only the front door's) is not answered from the
-    /// neighbour: the abstention says what the notes are about; the taught facts still answer.
-    @Test func aNeighbourOfWhatWasTaughtIsNotTheAnswer() async throws {
+    /// exists, the garage door's code when only the front door's) is answered from the
+    /// neighbour only after a note that says what that note is about; a paraphrase ("main
+    /// door") gets the same note, and the taught facts themselves none.
+    @Test func anAnswerFromANeighbourSaysWhatItIsAbout() async throws {
         guard Models.hasSmolLM && Models.hasMiniLM else {
             if Shared.isCI { Issue.record("the models are missing from \(Models.directory)") }
             return
@@ -92,25 +93,25 @@ import Testing
         let d = tmp.path
         #expect(try await kiana(["init", "--data-dir", d]).status == 0)
         for f in [
-            "Green tea steeps for 2 minutes at 80 degrees.", "The front door code is 4812.",
-            "Anna's birthday is on 14 March.", "Ben's football practice is on Wednesdays at 5pm at Hill Park.",
+            "Green tea steeps for 2 minutes at 80 degrees.", "The front door code is 4812.", "Anna's birthday is on 14 March.",
+            "Ben's football practice is on Wednesdays at 5pm at Hill Park.", "Black coffee is made with 18 grams of beans.",
         ] {
             #expect(try await kiana(["remember", f, "--data-dir", d]).status == 0)
         }
-        for (question, note) in [
-            ("How long does black tea steep?", "“Green tea”, not “black tea”"), ("What is the garage door code?", "“front door”, not “garage door”"),
+        for (question, note, value) in [
+            ("How long does black tea steep?", "What I was taught is about “green tea” (you asked about “black tea”): ", "2 minutes"),
+            ("What is the garage door code?", "What I was taught is about “front door” (you asked about “garage door”): ", "4812"),
+            ("When is Ben's birthday?", "What I was taught is about “Anna’s birthday” (you asked about “Ben’s birthday”): ", "14 March"),
+            ("What is the main door code?", "What I was taught is about “front door” (you asked about “main door”): ", "4812"),
         ] {
             let o = try await ask(d, question)
             let answer = o["answer"] as? String ?? ""
-            #expect(o["abstained"] as? Bool == true && answer.hasPrefix("I don't know that yet") && answer.contains(note), "\(question) → \(o)")
-            #expect(!answer.contains("4812") && !answer.contains("2 minutes"), "\(answer)")
+            #expect(o["abstained"] as? Bool == false && answer.hasPrefix(note) && answer.contains(value), "\(question) → \(o)")
         }
         for (question, value) in [("How long does green tea steep?", "2 minutes"), ("What is the front door code?", "4812")] {
             let o = try await ask(d, question)
-            #expect(o["abstained"] as? Bool == false && (o["answer"] as? String ?? "").contains(value), "\(question) → \(o)")
+            let answer = o["answer"] as? String ?? ""
+            #expect(o["abstained"] as? Bool == false && answer.contains(value) && !answer.contains("What I was taught"), "\(question) → \(o)")
         }
-        // Anna's birthday is not Ben's, and football practice is no birthday
-        let ben = (try await ask(d, "When is Ben's birthday?"))["answer"] as? String ?? ""
-        #expect(!ben.contains("14 March") && !ben.lowercased().contains("birthday is"), "\(ben)")
     }
 }

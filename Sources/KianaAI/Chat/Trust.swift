@@ -311,35 +311,30 @@ public enum Trust {
     }
 
     /// Where a sentence is about a neighbour of what the question asks: the question names a
-    /// thing with a word the sentence (and its source's title) does not have, and the sentence
-    /// names the same thing with another word the question does not have ("black tea" asked,
-    /// "green tea" found; "the garage door" and "the front door"; "Ben's birthday" and "Anna's
-    /// birthday"), and the asked word occurs nowhere in the sentence's source (`text`, when
-    /// given). Pairs are adjacent content words within a phrase (a possessive 's keeps them
-    /// adjacent; punctuation and function words part them); words that only say what kind of
-    /// fact is asked for (phone, mobile, number …) and words with digits are never the naming
-    /// word. Nil when the sentence is not about a neighbour.
-    public static func neighbour(question: String, sentence: String, title: String?, text: String? = nil) -> (asked: String, found: String)? {
-        neighbour(question: question, sentence: sentence, title: title, sourceWords: Words.content(text ?? ""))
-    }
-
-    /// `neighbour` with the source's content words computed once (`Words.content(text)`).
-    public static func neighbour(question: String, sentence: String, title: String?, sourceWords: [String]) -> (asked: String, found: String)? {
+    /// thing with a word that the sentence's source (its title and text) does not have, and
+    /// the sentence (or the title) names the same thing with another word the question does not
+    /// have ("black tea" asked, "green tea" found; "the garage door" and "the front door";
+    /// "Ben's birthday" and "Anna's birthday"). A paraphrase ("main door" for "front door") is
+    /// found too: the answer says what its note is about, it is not withheld. Pairs are adjacent content words within a phrase (a
+    /// possessive 's keeps them adjacent, a hyphen joins one word; punctuation and function
+    /// words part them); words that only say what kind of fact is asked for (phone, number …),
+    /// prepositions, common verbs and words with digits never name. Nil when the sentence is not
+    /// about a neighbour.
+    public static func neighbour(question: String, sentence: String, source: GroundingSource) -> (asked: String, found: String)? {
         let asked = namingPairs(question)
         guard !asked.isEmpty else { return nil }
-        let questionWords = Words.content(question)
-        let context = [sentence] + (title.map { [$0] } ?? [])
-        // the asked word anywhere in the source (or its title) keeps the sentence: the source may
-        // be about both ("Green tea … Black tea …")
-        let words = context.flatMap(Words.content) + sourceWords
-        let found = context.flatMap(namingPairs)
-        // the asked word counts as said when a word shares its stem ("replacement", "Replace")
+        let found = namingPairs(sentence) + namingPairs(source.title ?? "")
+        guard !found.isEmpty else { return nil }
+        let questionWords = termWords(question)
+        // the asked word anywhere in the source keeps the sentence: it may be about both
+        let words = termWords((source.title ?? "") + "\n" + source.text)
+        // a word that shares a stem counts as said ("replacement", "Replace")
         func inText(_ w: String) -> Bool {
             words.contains { t in
                 if Words.sameWord(w, t) { return true }
                 let shorter = min(w.count, t.count)
                 let common = zip(w, t).prefix { $0 == $1 }.count
-                return common >= 5 && common >= shorter - 1
+                return common >= 5 && common >= shorter - 1 && shorter >= 5
             }
         }
         for a in asked where !inText(a.naming) {
@@ -350,11 +345,16 @@ public enum Trust {
         return nil
     }
 
-    /// Said after the abstention when the best sentence found was about a neighbour.
+    /// Content words of a text, and its hyphenated words joined ("Wi-Fi" is also "wifi").
+    static func termWords(_ text: String) -> Set<String> {
+        Set(Words.content(text) + Words.content(text.replacingOccurrences(of: "-", with: "")))
+    }
+
+    /// Said before an answer whose note is about a neighbour of what was asked.
     public static func neighbourNote(_ n: (asked: String, found: String), language: Language) -> String {
         switch language {
-        case .en: "What I know is about “\(n.found)”, not “\(n.asked)”."
-        case .de: "Was ich weiß, betrifft „\(n.found)“, nicht „\(n.asked)“."
+        case .en: "What I was taught is about “\(n.found)” (you asked about “\(n.asked)”):"
+        case .de: "Was du mir beigebracht hast, betrifft „\(n.found)“ (du hast nach „\(n.asked)“ gefragt):"
         }
     }
 
@@ -363,56 +363,64 @@ public enum Trust {
     static let notNaming: Set<String> = [
         "during", "within", "per", "without", "between", "under", "above", "across", "through", "since", "until", "via",
         "near", "like", "around", "against", "along", "among", "behind", "beyond", "inside", "outside", "toward", "towards",
-        "upon", "off", "out", "up", "down", "away", "back", "next", "last", "still", "usually", "normally", "always", "never",
-        "take", "takes", "took", "taken", "go", "goes", "went", "gone", "need", "needs", "needed", "open", "opens", "start",
-        "starts", "leave", "leaves", "left", "come", "comes", "came", "make", "makes", "made", "put", "puts", "keep", "keeps",
-        "kept", "run", "runs", "use", "uses", "used", "give", "gives", "gave", "pay", "pays", "paid", "live", "lives", "work",
-        "works", "want", "let", "see", "say", "says", "said", "find", "bring", "buy", "bought", "change", "set", "stay",
-        "meet", "meets", "begin", "begins", "end", "ends", "happen", "happens", "belong", "belongs", "mean", "means",
+        "upon", "off", "out", "up", "away", "usually", "normally", "always", "never",
+        "take", "takes", "took", "taken", "go", "goes", "went", "gone", "need", "needs", "needed", "start", "starts",
+        "leave", "leaves", "come", "comes", "came", "make", "makes", "made", "put", "puts", "keep", "keeps", "kept",
+        "run", "runs", "use", "uses", "used", "give", "gives", "gave", "want", "let", "see", "say", "says", "said", "find",
+        "bring", "buy", "bought", "stay", "meet", "meets", "begin", "begins", "happen", "happens", "belong", "belongs",
+        "mean", "means", "cook", "bake", "water", "spin", "spins", "steep", "steeps", "simmer", "boil", "wash",
         "während", "pro", "ohne", "zwischen", "seit", "gegen", "nimmt", "nehmen", "geht", "gehen", "kommt", "kommen",
-        "braucht", "brauchen", "brauche", "macht", "machen", "liegt", "steht", "fängt", "beginnt", "endet",
+        "braucht", "brauchen", "brauche", "macht", "machen", "liegt", "steht", "fängt", "beginnt", "endet", "geleert",
     ]
 
-    /// Adjacent content-word pairs (naming word, named word) within phrases of a text.
+    /// Adjacent content-word pairs (naming word, named word) within phrases of a text, with the
+    /// phrase as written (a word that opened a sentence, unless possessive, in lower case).
     static func namingPairs(_ text: String) -> [(naming: String, named: String, phrase: String)] {
         var out: [(naming: String, named: String, phrase: String)] = []
         var previous: String?
         var previousPhrase = ""
-        var word = ""
+        var word = ""  // as written, hyphens kept
         var possessive = false
+        var sentenceStart = true
         let chars = Array(text)
         var i = 0
         func naming(_ w: String) -> Bool {
-            !w.contains(where: \.isNumber) && w.count >= 2 && !Words.englishStop.contains(w) && !Words.germanStop.contains(w)
+            !w.contains(where: \.isNumber) && w.count >= 3 && !Words.englishStop.contains(w) && !Words.germanStop.contains(w)
                 && !genericWords.contains(w) && !AnswerType.numberWords.contains(w) && !notNaming.contains(w)
         }
         func close() {
             guard !word.isEmpty else { return }
-            let w = word.lowercased()
-            let content = !w.contains(where: \.isNumber) && w.count >= 2 && !Words.englishStop.contains(w) && !Words.germanStop.contains(w)
-                && !notNaming.contains(w)
+            let w = word.lowercased().replacingOccurrences(of: "-", with: "")
+            let content = !w.contains(where: \.isNumber) && w.count >= 3 && !Words.englishStop.contains(w) && !Words.germanStop.contains(w)
+                && !notNaming.contains(w) && !(genericWords.contains(w) && !events.contains(w))
+            // a sentence's first word in lower case, unless a possessive (most often a name)
+            let shown = sentenceStart && !possessive ? word.prefix(1).lowercased() + word.dropFirst() : word
             // `previous` is nil after punctuation or a word that names nothing
-            if let p = previous, content { out.append((p, w, previousPhrase + word)) }
+            if let p = previous, content { out.append((p, w, previousPhrase + shown)) }
             previous = naming(w) ? w : nil
-            previousPhrase = word + (possessive ? "’s " : " ")
+            previousPhrase = shown + (possessive ? "’s " : " ")
             possessive = false
+            sentenceStart = false
             word = ""
         }
         while i < chars.count {
             let ch = chars[i]
             if ch.isLetter || ch.isNumber {
                 word.append(ch)
-            } else if (ch == "'" || ch == "’"), !word.isEmpty, i + 1 < chars.count, chars[i + 1] == "s" || chars[i + 1] == "S",
+            } else if ch == "-", !word.isEmpty, i + 1 < chars.count, chars[i + 1].isLetter || chars[i + 1].isNumber {
+                word.append(ch)  // "Wi-Fi", "e-mail": one word
+            } else if ch == "'" || ch == "’", !word.isEmpty, i + 1 < chars.count, chars[i + 1] == "s" || chars[i + 1] == "S",
                 i + 2 == chars.count || !(chars[i + 2].isLetter || chars[i + 2].isNumber)
             {
                 i += 1  // a possessive: "Ben's birthday" names the birthday
                 possessive = true
                 close()
-            } else if ch == " " || ch == "-" || ch == "\u{00A0}" {
+            } else if ch == " " || ch == "\u{00A0}" {
                 close()
             } else {
                 close()
                 previous = nil
+                if ".!?:;\n".contains(ch) { sentenceStart = true }
             }
             i += 1
         }
