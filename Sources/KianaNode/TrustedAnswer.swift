@@ -87,11 +87,11 @@ extension Node {
         var final = Trust.finalAnswer(draft: reply.text, question: q, sources: sources, evidence: ranked, needed: found.needed)
         // An answer from a note about a neighbour of what was asked ("green tea" for "black tea")
         // says so first (decision 115).
+        // The first supporting sentence is the one the answer rests on (a second may only
+        // complete it: "… at the music school" beside the school asked for).
         var note: String?
-        if !final.answer.isEmpty,
-            let n = final.support.lazy.compactMap({ e in
-                Trust.neighbour(question: q, sentence: e.text, source: sources[e.source - 1])
-            }).first
+        if !final.answer.isEmpty, let e = final.support.first,
+            let n = Trust.neighbour(question: q, sentence: e.text, source: sources[e.source - 1])
         {
             note = Trust.neighbourNote(n, language: language)
             final.answer = note! + " " + final.answer

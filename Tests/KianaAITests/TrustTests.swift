@@ -208,6 +208,8 @@ import Testing
         ("What's the Wi-Fi password?", "WiFi password: sunflower42.", nil, nil, nil),
         ("What is Lena's e-mail address?", "Lena's email address is lena@example.org.", nil, nil, nil),
         ("What air pressure do the front tyres need?", "Octavia tyre pressures: 2.4 bar front.", nil, nil, nil),
+        ("Why does the printer not print?", "If nothing prints, the toner is empty.", nil, nil, nil),
+        ("Wie viele Stunden habe ich im Mai gearbeitet?", "Im April habe ich 20 Stunden gearbeitet.", nil, nil, nil),
         // the source speaks of both
         ("How long does black tea steep?", "Green tea steeps for 2 minutes.", nil, "Green tea steeps for 2 minutes. Black tea steeps for 4 minutes.", nil),
     ] as [(String, String, String?, String?, String?)])

@@ -358,8 +358,8 @@ public enum Trust {
         }
     }
 
-    /// Prepositions and common verbs: they neither name a thing nor are one ("during INC-2291",
-    /// "the run takes"), so they part phrases.
+    /// Prepositions, common verbs and negations: they neither name a thing nor are one
+    /// ("during INC-2291", "the run takes", "not resolve"), so they part phrases.
     static let notNaming: Set<String> = [
         "during", "within", "per", "without", "between", "under", "above", "across", "through", "since", "until", "via",
         "near", "like", "around", "against", "along", "among", "behind", "beyond", "inside", "outside", "toward", "towards",
@@ -371,6 +371,9 @@ public enum Trust {
         "mean", "means", "cook", "bake", "water", "spin", "spins", "steep", "steeps", "simmer", "boil", "wash",
         "während", "pro", "ohne", "zwischen", "seit", "gegen", "nimmt", "nehmen", "geht", "gehen", "kommt", "kommen",
         "braucht", "brauchen", "brauche", "macht", "machen", "liegt", "steht", "fängt", "beginnt", "endet", "geleert",
+        "habe", "hab", "hast", "habt", "hatte", "hattest", "gab", "gewesen", "worden", "wurden", "wirst",
+        // negations and "nothing" qualify a statement, they name no thing
+        "not", "no", "none", "nothing", "nobody", "nicht", "kein", "keine", "keinen", "keiner", "nichts", "nie", "niemand",
     ]
 
     /// Adjacent content-word pairs (naming word, named word) within phrases of a text, with the
