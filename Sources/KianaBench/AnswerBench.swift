@@ -226,20 +226,21 @@ public struct AnswerBench {
                 let promptTexts = r.sources.map { ($0.title ?? "") + " " + $0.text }
                 // the baseline has no abstention flag: its refusals are recognised by their words
                 let abstained = options.trusted ? r.abstained : AnswerScoring.abstains(r.answer)
-                // the note before an answer from a neighbour's note is no claim from the sources
-                let claimed = r.note.map { String(r.answer.dropFirst($0.count)) } ?? r.answer
+                // the note before an answer from a neighbour's note is no claim from the sources:
+                // every measure below reads the answer without it
+                let claimed = r.note.map { String(r.answer.dropFirst($0.count + 1)) } ?? r.answer
                 let sentences = abstained ? [] : Sentences.split(Trust.stripMarkers(claimed))
                 let unsupported = sentences.filter {
                     !AnswerScoring.sentenceSupported($0, cited: citedTexts.isEmpty ? promptTexts : citedTexts, question: q.question)
                 }.count
                 var altered: Bool?
                 if q.answerable, ["number", "date", "code"].contains(q.type), !abstained {
-                    altered = !AnswerScoring.alteredNumbers(r.answer, in: q.support.compactMap { textOf[$0] } + [q.question]).isEmpty
+                    altered = !AnswerScoring.alteredNumbers(claimed, in: q.support.compactMap { textOf[$0] } + [q.question]).isEmpty
                 }
                 outcomes.append(
                     Outcome(
                         id: q.id, lang: q.lang, kind: q.kind, type: q.type, answerable: q.answerable, answer: r.answer,
-                        correct: !abstained && AnswerScoring.correct(r.answer, q), abstained: abstained, quoted: r.quoted,
+                        correct: !abstained && AnswerScoring.correct(claimed, q), abstained: abstained, quoted: r.quoted,
                         cited: cited, support: q.support, sentences: sentences.count, unsupported: unsupported, numbersAltered: altered,
                         firstText: seconds(first.value ?? total), total: seconds(total)))
                 if (n + 1) % 10 == 0 || n + 1 == questions.count { progress("\(assistant.label), \(pipeline): \(n + 1)/\(questions.count) questions") }

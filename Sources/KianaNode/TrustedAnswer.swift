@@ -85,26 +85,29 @@ extension Node {
         request.stop = ["\n"]
         let reply = try await backend.chat(request) { _ in true }
         var final = Trust.finalAnswer(draft: reply.text, question: q, sources: sources, evidence: ranked, needed: found.needed)
-        // An answer from a note about a neighbour of what was asked ("green tea" for "black tea")
-        // says so first (decision 115).
-        // The first supporting sentence is the one the answer rests on (a second may only
-        // complete it: "… at the music school" beside the school asked for).
-        var note: String?
-        if !final.answer.isEmpty, let e = final.support.first,
-            let n = Trust.neighbour(question: q, sentence: e.text, source: sources[e.source - 1])
-        {
-            note = Trust.neighbourNote(n, language: language)
-            final.answer = note! + " " + final.answer
-        }
         // What is delivered decides how it ended: a draft cut at the limit and kept is "length";
         // a quoted source sentence is whole. The caller's token limit holds for what is
         // delivered too (a quote can be longer than the draft it replaced): cut at a word.
         var delivered = reply
         delivered.stopReason = reply.stopReason == .length && !final.quoted ? .length : .endOfGeneration
-        if backend.countTokens(final.answer) > options.maxTokens {
-            final.answer = Self.prefix(final.answer, tokens: options.maxTokens, count: backend.countTokens)
+        // An answer from a note about a neighbour of what was asked ("green tea" for "black tea")
+        // says so first (decision 115). The answer rests on its best-scored supporting sentence
+        // (another may only complete it: "… at the music school" beside the school asked for).
+        // The note counts toward the limit; a limit too small for the note and a few words of
+        // the answer gets the answer alone (the fact matters more).
+        var note: String?
+        if !final.answer.isEmpty, let e = final.support.max(by: { $0.score < $1.score }),
+            let n = Trust.neighbour(question: q, sentence: e.text, source: sources[e.source - 1])
+        {
+            let text = Trust.neighbourNote(n, language: language)
+            if backend.countTokens(text) + Self.noteRoom <= options.maxTokens { note = text }
+        }
+        let budget = options.maxTokens - (note.map { backend.countTokens($0 + " ") } ?? 0)
+        if backend.countTokens(final.answer) > budget {
+            final.answer = Self.prefix(final.answer, tokens: budget, count: backend.countTokens)
             delivered.stopReason = .length
         }
+        if let note { final.answer = note + " " + final.answer }
         _ = onText(final.answer)
         let support = final.support.map { SupportingSentence(number: $0.source, id: sources[$0.source - 1].id, text: $0.text) }
         let citations = final.cited.map { n in
@@ -119,6 +122,9 @@ extension Node {
         r.draft = reply.text
         return r
     }
+
+    /// Tokens of the answer a neighbour note must leave room for under the caller's limit.
+    static let noteRoom = 12
 
     /// The longest prefix of `text`, cut after a whole word, that `count` puts at `tokens` or
     /// fewer (the first word's characters when not even one word fits).

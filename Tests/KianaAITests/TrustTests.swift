@@ -191,12 +191,16 @@ import Testing
     /// thing with a word the source lacks, the sentence names it
     /// with one the question lacks.
     @Test(arguments: [
-        ("How long does black tea steep?", "Green tea steeps for 2 minutes at 80 degrees.", nil, nil, "black tea|green tea"),
+        ("How long does black tea steep?", "Green tea steeps for 2 minutes at 80 degrees.", nil, nil, "black tea|Green tea"),
         ("What is the garage door code?", "The front door code is 4812.", nil, nil, "garage door|front door"),
         ("When is Ben's birthday?", "Anna's birthday is on 14 March.", nil, nil, "Ben’s birthday|Anna’s birthday"),
         ("What is the flight number of the return flight?", "The outbound flight to Lisbon is TP 1335.", nil, nil, "return flight|outbound flight"),
         // the title names it
-        ("How long does black tea steep?", "Steep it for 2 minutes.", "Green tea", nil, "black tea|green tea"),
+        ("How long does black tea steep?", "Steep it for 2 minutes.", "Green tea", nil, "black tea|Green tea"),
+        // the whole phrase up to the thing named, names as written
+        ("Where is the second car key?", "The spare car key is in the drawer.", nil, nil, "second car key|spare car key"),
+        ("When is Sean Murphy's birthday?", "Sean O'Brien's birthday is on 3 May.", nil, nil, "Murphy’s birthday|O'Brien’s birthday"),
+        ("Wo steht Lenas Fahrrad?", "Max' Fahrrad steht im Keller.", nil, nil, "Lenas Fahrrad|Max' Fahrrad"),
         // a paraphrase is named too (the answer is given, with what its note is about)
         ("What is the main door code?", "The front door code is 4812.", nil, nil, "main door|front door"),
         // the same thing, a paraphrase, or a word that names no thing: no neighbour
@@ -208,6 +212,8 @@ import Testing
         ("What's the Wi-Fi password?", "WiFi password: sunflower42.", nil, nil, nil),
         ("What is Lena's e-mail address?", "Lena's email address is lena@example.org.", nil, nil, nil),
         ("What air pressure do the front tyres need?", "Octavia tyre pressures: 2.4 bar front.", nil, nil, nil),
+        ("Wie lange muss roter Tee ziehen?", "Roten Tee lässt man 5 Minuten ziehen.", nil, nil, nil),
+        ("When does the chemist open on Saturday?", "The pharmacy opens at 9 on Saturdays.", nil, nil, nil),
         ("Why does the printer not print?", "If nothing prints, the toner is empty.", nil, nil, nil),
         ("Wie viele Stunden habe ich im Mai gearbeitet?", "Im April habe ich 20 Stunden gearbeitet.", nil, nil, nil),
         // the source speaks of both

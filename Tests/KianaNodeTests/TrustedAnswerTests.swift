@@ -99,15 +99,21 @@ import Testing
             #expect(try await kiana(["remember", f, "--data-dir", d]).status == 0)
         }
         for (question, note, value) in [
-            ("How long does black tea steep?", "What I was taught is about “green tea” (you asked about “black tea”): ", "2 minutes"),
+            ("How long does black tea steep?", "What I was taught is about “Green tea” (you asked about “black tea”): ", "2 minutes"),
             ("What is the garage door code?", "What I was taught is about “front door” (you asked about “garage door”): ", "4812"),
-            ("When is Ben's birthday?", "What I was taught is about “Anna’s birthday” (you asked about “Ben’s birthday”): ", "14 March"),
             ("What is the main door code?", "What I was taught is about “front door” (you asked about “main door”): ", "4812"),
         ] {
             let o = try await ask(d, question)
             let answer = o["answer"] as? String ?? ""
             #expect(o["abstained"] as? Bool == false && answer.hasPrefix(note) && answer.contains(value), "\(question) → \(o)")
         }
+        // Anna's birthday is not said to be Ben's, nor is his football practice
+        let ben = (try await ask(d, "When is Ben's birthday?"))["answer"] as? String ?? ""
+        #expect(!ben.lowercased().contains("ben's birthday is") && !ben.lowercased().contains("birthday of ben"), "\(ben)")
+        // a small answer limit keeps the fact, not the note
+        let short = try await kiana(["ask", "How long does black tea steep?", "-n", "15", "--json", "--data-dir", d])
+        let shortAnswer = ((try? JSONSerialization.jsonObject(with: Data(short.out.utf8))) as? [String: Any])?["answer"] as? String ?? ""
+        #expect(shortAnswer.contains("2 minutes") && !shortAnswer.contains("What I was taught"), "\(short.out) \(short.err)")
         for (question, value) in [("How long does green tea steep?", "2 minutes"), ("What is the front door code?", "4812")] {
             let o = try await ask(d, question)
             let answer = o["answer"] as? String ?? ""

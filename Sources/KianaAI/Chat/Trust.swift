@@ -334,7 +334,9 @@ public enum Trust {
                 if Words.sameWord(w, t) { return true }
                 let shorter = min(w.count, t.count)
                 let common = zip(w, t).prefix { $0 == $1 }.count
-                return common >= 5 && common >= shorter - 1 && shorter >= 5
+                if common >= 5 && common >= shorter - 1 && shorter >= 5 { return true }
+                // a German adjective's endings: "roter" and "roten" Tee
+                return germanStem(w) == germanStem(t) && germanStem(w).count >= 3
             }
         }
         for a in asked where !inText(a.naming) {
@@ -343,6 +345,14 @@ public enum Trust {
             }
         }
         return nil
+    }
+
+    /// A word without a German adjective ending (-em, -en, -er, -es, -e), when three letters stay.
+    static func germanStem(_ w: String) -> Substring {
+        for ending in ["em", "en", "er", "es", "e"] where w.hasSuffix(ending) && w.count - ending.count >= 3 {
+            return w.dropLast(ending.count)
+        }
+        return Substring(w)
     }
 
     /// Content words of a text, and its hyphenated words joined ("Wi-Fi" is also "wifi").
@@ -368,7 +378,8 @@ public enum Trust {
         "leave", "leaves", "come", "comes", "came", "make", "makes", "made", "put", "puts", "keep", "keeps", "kept",
         "run", "runs", "use", "uses", "used", "give", "gives", "gave", "want", "let", "see", "say", "says", "said", "find",
         "bring", "buy", "bought", "stay", "meet", "meets", "begin", "begins", "happen", "happens", "belong", "belongs",
-        "mean", "means", "cook", "bake", "water", "spin", "spins", "steep", "steeps", "simmer", "boil", "wash",
+        "mean", "means", "cook", "bake", "water", "spin", "spins", "steep", "steeps", "simmer", "boil", "wash", "open", "opens",
+        "opened", "close", "closes", "closed", "end", "ends",
         "während", "pro", "ohne", "zwischen", "seit", "gegen", "nimmt", "nehmen", "geht", "gehen", "kommt", "kommen",
         "braucht", "brauchen", "brauche", "macht", "machen", "liegt", "steht", "fängt", "beginnt", "endet", "geleert",
         "habe", "hab", "hast", "habt", "hatte", "hattest", "gab", "gewesen", "worden", "wurden", "wirst",
@@ -376,58 +387,71 @@ public enum Trust {
         "not", "no", "none", "nothing", "nobody", "nicht", "kein", "keine", "keinen", "keiner", "nichts", "nie", "niemand",
     ]
 
-    /// Adjacent content-word pairs (naming word, named word) within phrases of a text, with the
-    /// phrase as written (a word that opened a sentence, unless possessive, in lower case).
+    /// Adjacent content-word pairs (naming word, named word) within phrases of a text, each with
+    /// its phrase as written: from the naming word to the end of the run of content words
+    /// ("second car key" for the pair second–car).
     static func namingPairs(_ text: String) -> [(naming: String, named: String, phrase: String)] {
-        var out: [(naming: String, named: String, phrase: String)] = []
-        var previous: String?
-        var previousPhrase = ""
-        var word = ""  // as written, hyphens kept
+        // the words of the text, as written and as compared; `joined`: no punctuation before it
+        var words: [(key: String, shown: String, joined: Bool)] = []
+        var word = ""  // as written: hyphens and inner apostrophes kept
         var possessive = false
-        var sentenceStart = true
+        var joined = true
         let chars = Array(text)
-        var i = 0
-        func naming(_ w: String) -> Bool {
-            !w.contains(where: \.isNumber) && w.count >= 3 && !Words.englishStop.contains(w) && !Words.germanStop.contains(w)
-                && !genericWords.contains(w) && !AnswerType.numberWords.contains(w) && !notNaming.contains(w)
-        }
+        func isWordChar(_ i: Int) -> Bool { i < chars.count && (chars[i].isLetter || chars[i].isNumber) }
+        func isS(_ i: Int) -> Bool { i < chars.count && (chars[i] == "s" || chars[i] == "S") }
         func close() {
             guard !word.isEmpty else { return }
-            let w = word.lowercased().replacingOccurrences(of: "-", with: "")
-            let content = !w.contains(where: \.isNumber) && w.count >= 3 && !Words.englishStop.contains(w) && !Words.germanStop.contains(w)
-                && !notNaming.contains(w) && !(genericWords.contains(w) && !events.contains(w))
-            // a sentence's first word in lower case, unless a possessive (most often a name)
-            let shown = sentenceStart && !possessive ? word.prefix(1).lowercased() + word.dropFirst() : word
-            // `previous` is nil after punctuation or a word that names nothing
-            if let p = previous, content { out.append((p, w, previousPhrase + shown)) }
-            previous = naming(w) ? w : nil
-            previousPhrase = shown + (possessive ? "’s " : " ")
+            var key = word.lowercased().replacingOccurrences(of: "-", with: "").replacingOccurrences(of: "’", with: "'")
+            while key.hasSuffix("'") { key.removeLast() }
+            words.append((key, word + (possessive ? "’s" : ""), joined))
             possessive = false
-            sentenceStart = false
+            joined = true
             word = ""
         }
+        var i = 0
         while i < chars.count {
             let ch = chars[i]
             if ch.isLetter || ch.isNumber {
                 word.append(ch)
-            } else if ch == "-", !word.isEmpty, i + 1 < chars.count, chars[i + 1].isLetter || chars[i + 1].isNumber {
+            } else if ch == "-", !word.isEmpty, isWordChar(i + 1) {
                 word.append(ch)  // "Wi-Fi", "e-mail": one word
-            } else if ch == "'" || ch == "’", !word.isEmpty, i + 1 < chars.count, chars[i + 1] == "s" || chars[i + 1] == "S",
-                i + 2 == chars.count || !(chars[i + 2].isLetter || chars[i + 2].isNumber)
-            {
-                i += 1  // a possessive: "Ben's birthday" names the birthday
-                possessive = true
-                close()
+            } else if ch == "'" || ch == "’", !word.isEmpty {
+                if isS(i + 1) && !isWordChar(i + 2) {
+                    i += 1  // a possessive: "Ben's birthday" names the birthday
+                    possessive = true
+                    close()
+                } else if isWordChar(i + 1) {
+                    word.append(ch)  // "O'Brien"
+                } else {
+                    word.append(ch)  // "Max' Fahrrad", "the kids' room": a possessive too
+                    close()
+                }
             } else if ch == " " || ch == "\u{00A0}" {
                 close()
             } else {
                 close()
-                previous = nil
-                if ".!?:;\n".contains(ch) { sentenceStart = true }
+                joined = false
             }
             i += 1
         }
         close()
+        func content(_ w: String) -> Bool {
+            !w.contains(where: \.isNumber) && w.count >= 3 && !Words.englishStop.contains(w) && !Words.germanStop.contains(w)
+                && !notNaming.contains(w) && !(genericWords.contains(w) && !events.contains(w))
+        }
+        func naming(_ w: String) -> Bool { content(w) && !genericWords.contains(w) && !AnswerType.numberWords.contains(w) }
+        var out: [(naming: String, named: String, phrase: String)] = []
+        var k = 0
+        while k < words.count {
+            // a run: adjacent content words with no punctuation between them
+            guard content(words[k].key) else { k += 1; continue }
+            var end = k + 1
+            while end < words.count, words[end].joined, content(words[end].key) { end += 1 }
+            for j in k..<(end - 1) where naming(words[j].key) {
+                out.append((words[j].key, words[j + 1].key, words[j..<end].map(\.shown).joined(separator: " ")))
+            }
+            k = end
+        }
         return out
     }
 
