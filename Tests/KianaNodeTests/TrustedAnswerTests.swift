@@ -21,20 +21,28 @@ import Testing
         return (try? JSONSerialization.jsonObject(with: Data(r.out.utf8)) as? [String: Any]) ?? [:]
     }
 
-    @Test func copiesAbstainsAndAnswersInTheQuestionsLanguage() async throws {
+    /// A fresh node taught `facts` (nil when the models are missing outside CI), and the
+    /// items' IDs in order.
+    func node(taught facts: [String]) async throws -> (TempDir, [String])? {
         guard Models.hasSmolLM && Models.hasMiniLM else {
             if Shared.isCI { Issue.record("the models are missing from \(Models.directory)") }
-            return
+            return nil
         }
         let tmp = try TempDir()
-        defer { tmp.cleanup() }
-        let d = tmp.path
-        #expect(try await kiana(["init", "--data-dir", d]).status == 0)
+        #expect(try await kiana(["init", "--data-dir", tmp.path]).status == 0)
         var ids: [String] = []
-        for f in Self.facts {
-            let r = try await kiana(["remember", f, "--data-dir", d])
+        for f in facts {
+            let r = try await kiana(["remember", f, "--data-dir", tmp.path])
+            #expect(r.status == 0, "\(r.err)")
             ids.append(r.out.split(whereSeparator: { !$0.isHexDigit }).first { $0.count == 32 }.map(String.init) ?? "")
         }
+        return (tmp, ids)
+    }
+
+    @Test func copiesAbstainsAndAnswersInTheQuestionsLanguage() async throws {
+        guard let (tmp, ids) = try await node(taught: Self.facts) else { return }
+        defer { tmp.cleanup() }
+        let d = tmp.path
         func cited(_ o: [String: Any]) -> [String] { (o["citations"] as? [[String: Any]] ?? []).compactMap { $0["id"] as? String } }
         func support(_ o: [String: Any]) -> [String] { (o["support"] as? [[String: Any]] ?? []).compactMap { $0["text"] as? String } }
 
@@ -84,20 +92,13 @@ import Testing
     /// neighbour only after a note that says what that note is about; a paraphrase ("main
     /// door") gets the same note, and the taught facts themselves none.
     @Test func anAnswerFromANeighbourSaysWhatItIsAbout() async throws {
-        guard Models.hasSmolLM && Models.hasMiniLM else {
-            if Shared.isCI { Issue.record("the models are missing from \(Models.directory)") }
-            return
-        }
-        let tmp = try TempDir()
-        defer { tmp.cleanup() }
-        let d = tmp.path
-        #expect(try await kiana(["init", "--data-dir", d]).status == 0)
-        for f in [
+        let facts = [
             "Green tea steeps for 2 minutes at 80 degrees.", "The front door code is 4812.", "Anna's birthday is on 14 March.",
             "Ben's football practice is on Wednesdays at 5pm at Hill Park.", "Black coffee is made with 18 grams of beans.",
-        ] {
-            #expect(try await kiana(["remember", f, "--data-dir", d]).status == 0)
-        }
+        ]
+        guard let (tmp, _) = try await node(taught: facts) else { return }
+        defer { tmp.cleanup() }
+        let d = tmp.path
         for (question, note, value) in [
             ("How long does black tea steep?", "What I was taught is about “Green tea” (you asked about “black tea”): ", "2 minutes"),
             ("What is the garage door code?", "What I was taught is about “front door” (you asked about “garage door”): ", "4812"),
