@@ -250,4 +250,28 @@ import Testing
         #expect(r.answer.contains("Tom Riley") && r.answer.contains("0161 496 0773"), "\(r.answer)")
         #expect(Set(r.support.map(\.text)) == Set(sentences), "\(r.support.map(\.text))")
     }
+
+    /// A date or a time is not the number asked for: the draft "The flight number is 12 July."
+    /// gives way to the source sentence; a duration, an amount, a year or a "when" keep theirs.
+    @Test(arguments: [
+        ("What is the flight number of the outbound flight to Lisbon?", "The flight number is 12 July.", true),
+        ("What is the door code?", "The code changes on 3.4.2025 at 09:40.", true),
+        ("How much does the tea cost?", "It costs 5pm.", true),
+        ("What is the flight number of the outbound flight to Lisbon?", "The flight number is TP 1335.", false),
+        ("How long does green tea steep?", "Green tea steeps for 2 minutes.", false),
+        ("When does the flight leave?", "It leaves on 12 July at 09:40.", false),
+        ("What year did we buy the car?", "We bought it in March 2019.", false),
+        ("What is the phone number of the vet?", "Call 0761 387 2290 after 5pm.", false),
+    ])
+    func aTimeIsNotTheNumberAskedFor(_ question: String, _ sentence: String, _ onlyTimes: Bool) {
+        #expect(Trust.givesOnlyTimes(sentence, question: question) == onlyTimes)
+    }
+
+    @Test func aDateDraftedForAFlightNumberGivesWayToTheSource() {
+        let lisbon = [GroundingSource(id: "l", title: nil, text: "The outbound flight to Lisbon is TP 1335 on 12 July, departing at 09:40.", source: nil)]
+        let q = "What is the flight number of the outbound flight to Lisbon?"
+        let ranked = Trust.evidence(question: q, sources: lisbon)
+        let r = Trust.finalAnswer(draft: "The flight number is 12 July.", question: q, sources: lisbon, evidence: ranked)
+        #expect(r.answer.contains("TP 1335") && r.quoted, "\(r.answer)")
+    }
 }

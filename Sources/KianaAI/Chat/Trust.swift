@@ -675,7 +675,8 @@ public enum Trust {
         draft: String, question: String, sources: [GroundingSource], evidence: [EvidenceSentence], needed: [EvidenceSentence]? = nil
     ) -> (answer: String, cited: [Int], support: [EvidenceSentence], verdicts: [Verdict], quoted: Bool) {
         let verdicts = verify(draft: draft, question: question, sources: sources)
-        var kept = verdicts.filter(\.supported)
+        // a date or a time where another number was asked for ("The flight number is 12 July.")
+        var kept = verdicts.filter { $0.supported && !givesOnlyTimes($0.text, question: question) }
         let needed = needed ?? Self.needed(evidence, question: question)
         let missesNumber = asksForNumber(question) && (evidence.first?.hasNumber ?? false) && !kept.contains { !Words.digitRuns($0.text).isEmpty }
         var quoted = false
@@ -709,6 +710,31 @@ public enum Trust {
         }
         return (answer, cited, support, verdicts, quoted && kept.isEmpty)
     }
+
+    /// True when the question asks for a number that is not a time (a flight number, a code, an
+    /// amount; not "when", not a year) and every number of the sentence is part of a date or a
+    /// time of day ("12 July", "July 12th", "12.07.2026", "2026-07-12", "09:40", "5pm", "7 Uhr").
+    static func givesOnlyTimes(_ sentence: String, question: String) -> Bool {
+        guard AnswerType.of(question) == .number else { return false }
+        let asked = Set(Words.tokens(question))
+        guard asked.isDisjoint(with: ["year", "years", "jahr", "jahre", "jahren", "age", "old", "alt"]) else { return false }
+        guard !Words.digitRuns(sentence).isEmpty else { return false }
+        var rest = sentence
+        for pattern in timePatterns {
+            rest = rest.replacingOccurrences(of: pattern, with: " ", options: [.regularExpression, .caseInsensitive])
+        }
+        return Words.digitRuns(rest).isEmpty
+    }
+
+    static let months =
+        "january|february|march|april|may|june|july|august|september|sept|october|november|december|"
+        + "januar|februar|märz|mai|juni|juli|oktober|dezember"
+    static let timePatterns = [
+        #"\b\d{1,2}(st|nd|rd|th)?\.?\s+(of\s+)?("# + months + #")\b(\s+\d{4})?"#,
+        #"\b("# + months + #")\s+\d{1,2}(st|nd|rd|th)?\b(,?\s+\d{4})?"#,
+        #"\b\d{1,2}\.\d{1,2}\.(\d{2,4})?"#, #"\b\d{4}-\d{2}-\d{2}\b"#, #"\b\d{1,2}:\d{2}\b"#,
+        #"\b\d{1,2}\s?(am|pm|uhr)\b"#,
+    ]
 
     static func shared(_ a: String, _ b: String) -> Int {
         let x = Set(Words.content(a))
