@@ -96,15 +96,18 @@ public enum AnswerType: Sendable, Equatable {
         "hundred", "once", "twice", "half", "dozen", "ein", "eine", "zwei", "drei", "vier", "fünf", "sechs", "sieben",
         "acht", "neun", "zehn", "elf", "zwölf", "zwanzig", "hundert", "einmal", "zweimal", "halb", "halbe",
     ]
-    static let timeWords: Set<String> = [
-        "monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday", "mondays", "tuesdays", "wednesdays",
-        "thursdays", "fridays", "saturdays", "sundays", "january", "february", "march", "april", "may", "june", "july",
-        "august", "september", "october", "november", "december", "morning", "evening", "noon", "midnight", "weekend",
-        "daily", "weekly", "monthly", "yearly", "montag", "dienstag", "mittwoch", "donnerstag", "freitag", "samstag",
-        "sonntag", "montags", "dienstags", "mittwochs", "donnerstags", "freitags", "samstags", "sonntags", "januar",
-        "februar", "märz", "mai", "juni", "juli", "oktober", "dezember", "morgens", "abends", "mittags", "täglich",
-        "wöchentlich", "monatlich", "jährlich", "wochenende",
+    /// Month names, English and German (the German ones that differ).
+    static let months = [
+        "january", "february", "march", "april", "may", "june", "july", "august", "september", "october", "november",
+        "december", "januar", "februar", "märz", "mai", "juni", "juli", "oktober", "dezember",
     ]
+    static let timeWords = Set(months).union([
+        "monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday", "mondays", "tuesdays", "wednesdays",
+        "thursdays", "fridays", "saturdays", "sundays", "morning", "evening", "noon", "midnight", "weekend",
+        "daily", "weekly", "monthly", "yearly", "montag", "dienstag", "mittwoch", "donnerstag", "freitag", "samstag",
+        "sonntag", "montags", "dienstags", "mittwochs", "donnerstags", "freitags", "samstags", "sonntags", "morgens",
+        "abends", "mittags", "täglich", "wöchentlich", "monatlich", "jährlich", "wochenende",
+    ])
 }
 
 /// Where an answer's facts come from, and whether it holds up: evidence selection, the
@@ -315,8 +318,8 @@ public enum Trust {
     /// the sentence (or the title) names the same thing with another word the question does not
     /// have ("black tea" asked, "green tea" found; "the garage door" and "the front door";
     /// "Ben's birthday" and "Anna's birthday"). A paraphrase ("main door" for "front door") is
-    /// found too: the answer says what its note is about, it is not withheld. Pairs are adjacent content words within a phrase (a
-    /// possessive 's keeps them adjacent, a hyphen joins one word; punctuation and function
+    /// found too: the answer says what its note is about, it is not withheld. Pairs are adjacent
+    /// content words within a phrase (a possessive 's keeps them adjacent, a hyphen joins one word; punctuation and function
     /// words part them); words that only say what kind of fact is asked for (phone, number …),
     /// prepositions, common verbs and words with digits never name. Nil when the sentence is not
     /// about a neighbour.
@@ -726,15 +729,15 @@ public enum Trust {
         return Words.digitRuns(rest).isEmpty
     }
 
-    static let months =
-        "january|february|march|april|may|june|july|august|september|sept|october|november|december|"
-        + "januar|februar|märz|mai|juni|juli|oktober|dezember"
-    static let timePatterns = [
-        #"\b\d{1,2}(st|nd|rd|th)?\.?\s+(of\s+)?("# + months + #")\b(\s+\d{4})?"#,
-        #"\b("# + months + #")\s+\d{1,2}(st|nd|rd|th)?\b(,?\s+\d{4})?"#,
-        #"\b\d{1,2}\.\d{1,2}\.(\d{2,4})?"#, #"\b\d{4}-\d{2}-\d{2}\b"#, #"\b\d{1,2}:\d{2}\b"#,
-        #"\b\d{1,2}\s?(am|pm|uhr)\b"#,
-    ]
+    static let timePatterns = {
+        let months = (AnswerType.months + ["sept"]).joined(separator: "|")
+        return [
+            #"\b\d{1,2}(st|nd|rd|th)?\.?\s+(of\s+)?("# + months + #")\b(\s+\d{4})?"#,
+            #"\b("# + months + #")\s+\d{1,2}(st|nd|rd|th)?\b(,?\s+\d{4})?"#,
+            #"\b\d{1,2}\.\d{1,2}\.(\d{2,4})?"#, #"\b\d{4}-\d{2}-\d{2}\b"#, #"\b\d{1,2}:\d{2}\b"#,
+            #"\b\d{1,2}\s?(am|pm|uhr)\b"#,
+        ]
+    }()
 
     static func shared(_ a: String, _ b: String) -> Int {
         let x = Set(Words.content(a))
