@@ -185,6 +185,10 @@ extension LedgerStore {
             parent = block.hash
         }
         guard let last = line.last else { return skip }
+        // Every block of the line was validated above (signatures in `prechecked`, checked on all
+        // cores by the caller or by `importBatch`): when all below the head had been, the
+        // verified mark moves to the line's end in the same transaction.
+        let wasVerified = try verifiedMark(db)?.hash == head.hash
         let pending = try Bool.fetchOne(db, sql: "SELECT EXISTS(SELECT 1 FROM pending)") ?? false
         var newest = HLC.zero
         for block in line {
@@ -195,6 +199,7 @@ extension LedgerStore {
             report.outcomes.append(.newHead(reorganized: false))
         }
         report.headChanged = true
+        if wasVerified { try setVerifiedMark(height: last.height, hash: last.hash, db) }
         // Local clock stays ahead of everything seen.
         var clock = HybridClock(last: try lastHLC(db))
         _ = clock.receive(newest, now: now)
@@ -217,6 +222,9 @@ extension LedgerStore {
         }
         try insert(block: g, db)
         try SettingRecord(key: "network", value: Data(g.hash)).insert(db)
+        // Validated just now: a device that joins starts its verified mark here, and sync's fast
+        // path moves it along (so a restart does not verify the synced ledger again).
+        try setVerifiedMark(height: 0, hash: g.hash, db)
     }
 
     static func importBlock(_ block: Block, now: UInt64, cache: StateCache, _ db: Database, prechecked: Bool = false) throws -> ImportOutcome {

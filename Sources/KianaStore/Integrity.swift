@@ -108,24 +108,27 @@ extension LedgerStore {
 
     /// The last height (and its block hash) that passed verification, if any.
     public func lastVerified() throws(KianaStoreError) -> (height: UInt64, hash: [UInt8])? {
-        try run("reading the verified height") {
-            try writer.read { db -> (height: UInt64, hash: [UInt8])? in
-                guard let d = try Self.setting(db, "verified") else { return nil }
-                guard case .array(let a) = try CBOR.decode(d.bytes), a.count == 2, case .unsigned(let h) = a[0], case .bytes(let hash) = a[1] else {
-                    throw KianaStoreError(.corrupt, "the stored verified height is unreadable")
-                }
-                return (h, hash)
-            }
-        }
+        try run("reading the verified height") { try writer.read { db in try Self.verifiedMark(db) } }
     }
 
     /// Records `height` (with its block hash) as verified; start-up checks trust what lies below.
     public func recordVerified(height: UInt64, hash: [UInt8]) throws(KianaStoreError) {
-        try run("recording the verified height") {
-            try writer.write { db in
-                try SettingRecord(key: "verified", value: Data(CBOR.array([.unsigned(height), .bytes(hash)]).encoded)).save(db)
-            }
+        try run("recording the verified height") { try writer.write { db in try Self.setVerifiedMark(height: height, hash: hash, db) } }
+    }
+
+    /// The verified mark: the block at and below which every canonical block passed full
+    /// validation on this device (at a start-up check or `ledger verify`, or on arrival by sync:
+    /// `extendHead`). The hash pins it: blocks below are bound to it by their parent hashes.
+    static func verifiedMark(_ db: Database) throws -> (height: UInt64, hash: [UInt8])? {
+        guard let d = try setting(db, "verified") else { return nil }
+        guard case .array(let a) = try CBOR.decode(d.bytes), a.count == 2, case .unsigned(let h) = a[0], case .bytes(let hash) = a[1] else {
+            throw KianaStoreError(.corrupt, "the stored verified height is unreadable")
         }
+        return (h, hash)
+    }
+
+    static func setVerifiedMark(height: UInt64, hash: [UInt8], _ db: Database) throws {
+        try SettingRecord(key: "verified", value: Data(CBOR.array([.unsigned(height), .bytes(hash)]).encoded)).save(db)
     }
 
     /// The check a serving node runs at start: SQLite's `integrity_check`, then the whole chain

@@ -84,6 +84,7 @@ public struct LedgerStore: Sendable {
                 }
                 try Self.insert(block: genesis, db)
                 try SettingRecord(key: "network", value: Data(state.network)).insert(db)
+                try Self.setVerifiedMark(height: 0, hash: genesis.hash, db)
             }
         }
     }

@@ -99,6 +99,11 @@ import Testing
         #expect(ok.pair == 0 && ok.pairOut.contains("the vote passed"), "\(ok.pairOut)")
         #expect(ok.join == 0 && ok.joinOut.contains("now an authority"), "\(ok.joinOut)")
         let nodeB = try await Self.serve(b)
+        // The ledger the join brought was validated on arrival: the start-up check does not
+        // verify it again (decision 116).
+        #expect(
+            nodeB.process.output.contains("msg=\"ledger checked\" height=") && nodeB.process.output.contains("newlyVerified=0"),
+            "\(nodeB.process.output.prefix(2000))")
         let idA = try nodeIdentity(a)
         let idB = try nodeIdentity(b)
         #expect(

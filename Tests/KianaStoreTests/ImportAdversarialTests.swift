@@ -1,4 +1,5 @@
 import Foundation
+import GRDB
 import KianaCore
 import KianaStore
 import Testing
@@ -455,5 +456,48 @@ import Testing
         #expect(try sb.items().filter { $0.text == "stuck" }.count == 1)
         #expect(try sb.pendingCount() == 0)
         _ = try sb.verify(now: t0 + 100)
+    }
+    /// Blocks a batch validated on arrival move the verified mark, so a restart does not verify
+    /// a synced ledger again; a block sealed here (not validated as a chain) stops the mark, and
+    /// damage under the mark is still found by the start-up check.
+    @Test func syncedBlocksAreVerifiedOnceNotAgainAtStart() throws {
+        let (sa, sb, g) = try pair()
+        #expect(try sa.lastVerified()?.hash == g.hash)
+        var blocks: [Block] = []
+        for i in 0..<5 { blocks.append(try sb.write([put("fact \(i)")], identity: b, now: t0 + 10 + UInt64(i)).block) }
+        #expect(try sa.importBatch(blocks, now: t0 + 100).stored == 5)
+        #expect(try sa.lastVerified()?.height == 5 && sa.lastVerified()?.hash == blocks[4].hash)
+        var check = try sa.startupCheck(now: t0 + 200)
+        #expect(check.newlyVerified == 0 && check.previouslyVerified == 5 && check.height == 5)
+
+        // A refused block stops the mark at the valid prefix.
+        let sc = LedgerStore(database: try KianaDatabase())
+        try sc.initialize(genesis: g, now: t0)
+        let stranger = DeviceIdentity.generate()
+        let forged = Block.seal(entries: blocks[2].entries, parent: blocks[1].header, parentHash: blocks[1].hash, time: blocks[2].header.time, identity: stranger)
+        #expect(try sc.importBatch([blocks[0], blocks[1], forged], now: t0 + 100).refused?.rule == "authority")
+        #expect(try sc.lastVerified()?.hash == blocks[1].hash)
+
+        // A write sealed here leaves the mark where it was, and later synced blocks on top of
+        // it do not move it: the start-up check verifies both.
+        let local = try sa.write([put("sealed on a")], identity: a, now: t0 + 300).block
+        #expect(try sa.lastVerified()?.hash == blocks[4].hash)
+        #expect(try sb.importBatch([local], now: t0 + 310).stored == 1)
+        #expect(try sb.lastVerified()?.height == 0, "b sealed its own blocks")
+        let next = try sb.write([put("from b again")], identity: b, now: t0 + 320).block
+        #expect(try sa.importBatch([next], now: t0 + 330).stored == 1)
+        #expect(try sa.lastVerified()?.hash == blocks[4].hash)
+        check = try sa.startupCheck(now: t0 + 400)
+        #expect(check.newlyVerified == 2 && check.height == 7)
+
+        // An entry of a synced block changed on disk under the mark: found, named.
+        let id = Data(blocks[2].entries[0].id)
+        try sa.database.writer.write { db in
+            var raw = try #require(try Data.fetchOne(db, sql: "SELECT raw FROM entry WHERE id = ?", arguments: [id]))
+            let at = try #require(raw.range(of: Data("fact 2".utf8)))
+            raw[at.upperBound - 1] = UInt8(ascii: "9")
+            try db.execute(sql: "UPDATE entry SET raw = ? WHERE id = ?", arguments: [raw, id])
+        }
+        #expect { try sa.startupCheck(now: t0 + 500) } throws: { ($0 as? KianaStoreError)?.code == .corrupt }
     }
 }
