@@ -237,6 +237,24 @@ import Testing
         #expect(Trust.verify(sentence: "The dentist's phone number is 0761 387 2290.", question: "What is the dentist's phone number?", sources: dentist).supported)
     }
 
+    /// A kind of fact that is not a format (an address, a model, a dose) comes only from a
+    /// source: the question's "address" does not make the practice's phone number an address.
+    @Test(arguments: [
+        ("What is the dentist's address?", "The dentist's address is 030 555 0192.", "Our dentist is Dr. Keller; the dental practice's phone number is 030 555 0192.", false),
+        ("What is the dentist's address?", "The dentist's address is 12 Elm Street.", "The dentist's address is 12 Elm Street.", true),
+        ("What model is the printer?", "The printer model is HP 305.", "The printer uses HP 305 ink cartridges.", false),
+        ("What model is the printer?", "The printer is an HP 305.", "The printer is an HP 305 model.", true),
+        ("What dose of cetirizine does Anna take?", "Anna takes a dose of 5 mg of cetirizine.", "Anna takes 5 mg of cetirizine for her hay fever.", false),
+        ("What dose of cetirizine does Anna take?", "Anna takes 5 mg of cetirizine.", "Anna takes 5 mg of cetirizine for her hay fever.", true),
+        ("Wie ist die Adresse von Oma Hilde?", "Die Adresse von Oma Hilde ist 089 123 4567.", "Die Telefonnummer von Oma Hilde ist 089 123 4567.", false),
+        // a format word still frames what the source gives
+        ("What is the shed's code?", "The shed's code is 0719.", "The shed padlock combination is 0719.", true),
+    ])
+    func aLabelIsNotLicensedByTheQuestion(question: String, sentence: String, source: String, supported: Bool) {
+        let sources = [GroundingSource(id: "s", title: nil, text: source, source: nil)]
+        #expect(Trust.verify(sentence: sentence, question: question, sources: sources).supported == supported)
+    }
+
     /// Every sentence behind an answer is in its support, also two of one source: a drafted
     /// sentence and a needed sentence the draft left out, quoted.
     @Test func supportHoldsEverySentenceBehindTheAnswer() {
