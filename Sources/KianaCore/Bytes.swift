@@ -45,6 +45,18 @@ public enum SHA {
         Array(SHA256.hash(data: bytes))
     }
 
+    /// SHA-256 over a one-byte prefix and `parts`, each part preceded by its length (4 bytes,
+    /// big-endian) so that no two lists of parts hash alike.
+    public static func hash(prefix: UInt8, framed parts: [[UInt8]]) -> [UInt8] {
+        var h = SHA256()
+        withUnsafeBytes(of: prefix) { h.update(bufferPointer: $0) }
+        for p in parts {
+            withUnsafeBytes(of: UInt32(truncatingIfNeeded: p.count).bigEndian) { h.update(bufferPointer: $0) }
+            h.update(data: p)
+        }
+        return Array(h.finalize())
+    }
+
     /// SHA-256 over a one-byte prefix followed by `parts`, without concatenating first.
     public static func hash(prefix: UInt8, _ parts: [UInt8]...) -> [UInt8] {
         var h = SHA256()

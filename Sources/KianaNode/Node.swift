@@ -350,13 +350,11 @@ public struct Node: Sendable {
     /// so nothing is signed on top of it and `serve` refuses to start; success clears the mark.
     public func verify(now: UInt64 = currentMillis()) throws -> LedgerState {
         do throws(KianaStoreError) {
-            let state = try store.verify(now: now)
+            let (state, mark) = try store.verifyMarking(now: now)
             if directory.isWritable {
                 directory.clearDamage()
                 // Opened read-only for the check; the record of what passed needs a writer.
-                if readOnly {
-                    try? LedgerStore(database: KianaDatabase(path: directory.databasePath)).recordVerified(height: state.height, hash: state.tipHash)
-                }
+                if readOnly { try? LedgerStore(database: KianaDatabase(path: directory.databasePath)).recordVerified(mark) }
             }
             return state
         } catch {

@@ -75,7 +75,10 @@ public enum NodeServer {
         // A ledger created just now (or keys without one until now) is checked here.
         if check == nil { check = try await blocking { try node.startupCheck() } }
         guard let check else { throw KianaNodeError(.internal, "the ledger was not checked") }
-        try? node.store.recordVerified(height: check.height, hash: check.hash)
+        try? node.store.recordVerified(check.mark)
+        if check.markMismatch {
+            logger.warning("stored blocks below the verified mark changed since they were verified; all were verified again", metadata: ["markHeight": .stringConvertible(check.previouslyVerified ?? 0)])
+        }
         logger.info("ledger checked", metadata: ["height": .stringConvertible(check.height), "newlyVerified": .stringConvertible(check.newlyVerified)])
         // The peer layer signs nothing: sealing entries a reorg returned to the pending pool is the node's.
         // Signing stuck writes again (decision 111) is looked for only when the head or the

@@ -188,18 +188,21 @@ extension LedgerStore {
         // Every block of the line was validated above (signatures in `prechecked`, checked on all
         // cores by the caller or by `importBatch`): when all below the head had been, the
         // verified mark moves to the line's end in the same transaction.
-        let wasVerified = try verifiedMark(db)?.hash == head.hash
+        // The mark carries the digest of the stored bytes, extended here by what is stored.
+        var digest: [UInt8]?
+        if let mark = try verifiedMark(db), mark.hash == head.hash { digest = mark.digest }
         let pending = try Bool.fetchOne(db, sql: "SELECT EXISTS(SELECT 1 FROM pending)") ?? false
         var newest = HLC.zero
         for block in line {
-            try insertBlockOnly(block, db)
+            if !(try insertBlockOnly(block, db)) { digest = nil }
+            if let d = digest { digest = chainDigest(d, block) }
             try recordEquivocations(block.entries, db)
             try extendHead(with: block, pendingMayHold: pending, db)
             for e in block.entries where newest < e.hlc { newest = e.hlc }
             report.outcomes.append(.newHead(reorganized: false))
         }
         report.headChanged = true
-        if wasVerified { try setVerifiedMark(height: last.height, hash: last.hash, db) }
+        if let digest { try setVerifiedMark(VerifiedMark(height: last.height, hash: last.hash, digest: digest), db) }
         // Local clock stays ahead of everything seen.
         var clock = HybridClock(last: try lastHLC(db))
         _ = clock.receive(newest, now: now)
@@ -224,7 +227,7 @@ extension LedgerStore {
         try SettingRecord(key: "network", value: Data(g.hash)).insert(db)
         // Validated just now: a device that joins starts its verified mark here, and sync's fast
         // path moves it along (so a restart does not verify the synced ledger again).
-        try setVerifiedMark(height: 0, hash: g.hash, db)
+        try setVerifiedMark(VerifiedMark(height: 0, hash: g.hash, digest: chainDigest(digestBeforeGenesis, g)), db)
     }
 
     static func importBlock(_ block: Block, now: UInt64, cache: StateCache, _ db: Database, prechecked: Bool = false) throws -> ImportOutcome {
@@ -355,16 +358,26 @@ extension LedgerStore {
     }
 
     /// Stores a block and its entries without touching the canonical chain.
-    static func insertBlockOnly(_ b: Block, _ db: Database) throws {
+    /// Returns whether every entry's stored bytes are `b`'s (false: a row with that ID was there
+    /// already with other bytes, which kept it: they are not the ones just validated).
+    @discardableResult
+    static func insertBlockOnly(_ b: Block, _ db: Database) throws -> Bool {
         try db.cachedStatement(sql: "INSERT INTO block (hash, height, parent, signer, time, signedHeader) VALUES (?, ?, ?, ?, ?, ?)")
             .execute(arguments: [
                 Data(b.hash), Int64(b.height), Data(b.header.parent), Data(b.header.signer), Int64(b.header.time), Data(b.signedHeaderCBOR.encoded),
             ])
         let link = try db.cachedStatement(sql: "INSERT INTO blockEntry (blockHash, position, entryId) VALUES (?, ?, ?)")
+        var allNew = true
         for (i, e) in b.entries.enumerated() {
             try insert(entry: e, db)
+            if db.changesCount == 0, allNew {
+                // Kept from before (a pending write, a side branch): the same bytes, or not.
+                let raw = try Data.fetchOne(db, sql: "SELECT raw FROM entry WHERE id = ?", arguments: [Data(e.id)])
+                if raw?.bytes != e.encoded { allNew = false }
+            }
             try link.execute(arguments: [Data(b.hash), Int64(i), Data(e.id)])
         }
+        return allNew
     }
 
     /// Makes canonical a stored block whose parent is the head: the common case of sync and

@@ -11,6 +11,26 @@ public struct StartupCheck: Sendable {
     public var newlyVerified: Int
     /// The height verified before this check (nil: never).
     public var previouslyVerified: UInt64?
+    /// The mark to record for the head once the check passed (`recordVerified`).
+    public var mark: VerifiedMark
+    /// The bytes stored below the previous mark were not the bytes verified there, so the whole
+    /// chain was verified again.
+    public var markMismatch = false
+}
+
+/// A verified mark (decision 116): the canonical block at and below which every block passed
+/// full validation on this device, and the chain digest of the stored bytes up to it.
+public struct VerifiedMark: Sendable, Equatable {
+    public var height: UInt64
+    public var hash: [UInt8]
+    /// `LedgerStore.chainDigest` over every stored block up to `height` (nil in marks written
+    /// before decision 116: then the start-up check trusts the mark without comparing bytes).
+    public var digest: [UInt8]?
+    public init(height: UInt64, hash: [UInt8], digest: [UInt8]?) {
+        self.height = height
+        self.hash = hash
+        self.digest = digest
+    }
 }
 
 extension LedgerStore {
@@ -42,10 +62,16 @@ extension LedgerStore {
 
     /// Reads the canonical chain window by window (never all of it at once), decoded from its
     /// stored bytes, with the stored hash, height and entry IDs checked against those bytes.
-    func walkCanonicalChain(_ body: ([Block]) throws(KianaStoreError) -> Void) throws(KianaStoreError) {
+    /// Returns the chain digest of the stored bytes at the head and at `digestAt`.
+    @discardableResult
+    func walkCanonicalChain(
+        digestAt: UInt64? = nil, _ body: ([Block]) throws(KianaStoreError) -> Void
+    ) throws(KianaStoreError) -> (head: [UInt8], at: [UInt8]?) {
         let stored = try run("counting the chain") { try writer.read { db in try ChainRecord.fetchCount(db) } }
         guard stored > 0 else { throw KianaStoreError(.notInitialized, "no ledger here yet: run `kiana init` first") }
         var next: UInt64 = 0
+        var digest = Self.digestBeforeGenesis
+        var digestAtMark: [UInt8]?
         while next < UInt64(stored) {
             let raw = try rawChain(from: next, through: next + Self.verifyWindow - 1)
             guard !raw.isEmpty else { break }
@@ -70,6 +96,8 @@ extension LedgerStore {
                 for (j, e) in b.entries.enumerated() where e.id != r.entries[j].id {
                     throw KianaStoreError(.corrupt, "block \(r.height): [entry-id] entry \(j) does not match its stored ID", height: r.height)
                 }
+                digest = Self.chainDigest(digest, signedHeader: r.signedHeader, entries: r.entries.map(\.raw))
+                if r.height == digestAt { digestAtMark = digest }
                 blocks.append(b)
                 next += 1
             }
@@ -78,16 +106,34 @@ extension LedgerStore {
         guard next == UInt64(stored) else {
             throw KianaStoreError(.corrupt, "the chain table lists \(stored) blocks but \(next) can be read with their headers")
         }
+        return (digest, digestAtMark)
+    }
+
+    /// The chain digest before genesis.
+    static let digestBeforeGenesis = [UInt8](repeating: 0, count: 32)
+
+    /// The chain digest after one more block: SHA-256 over the previous digest and the block's
+    /// stored bytes (signed header and entries, signatures included, which no block or entry
+    /// hash covers), so any stored byte that differs from what was verified changes it.
+    static func chainDigest(_ previous: [UInt8], signedHeader: [UInt8], entries: [[UInt8]]) -> [UInt8] {
+        SHA.hash(prefix: 0x76, framed: [previous, signedHeader] + entries)
+    }
+
+    /// `chainDigest` of a block as `insertBlockOnly` stores it.
+    static func chainDigest(_ previous: [UInt8], _ block: Block) -> [UInt8] {
+        chainDigest(previous, signedHeader: block.signedHeaderCBOR.encoded, entries: block.entries.map(\.encoded))
     }
 
     /// Validates the stored chain window by window (signatures, roots and payloads of blocks at
     /// `trustedBelow` and above), checks the knowledge table against the state the chain implies
     /// and the stored history tree against the chain's. Memory: one window, the item states and
     /// O(log n) hashes.
-    func validateStoredChain(now: UInt64, trustedBelow: UInt64 = 0) throws(KianaStoreError) -> LedgerState {
+    func validateStoredChain(
+        now: UInt64, trustedBelow: UInt64 = 0, digestAt: UInt64? = nil
+    ) throws(KianaStoreError) -> (state: LedgerState, digest: [UInt8], digestAt: [UInt8]?) {
         var state: LedgerState?
         var expected = KnowledgeState()
-        try walkCanonicalChain { (window: [Block]) throws(KianaStoreError) in
+        let digests = try walkCanonicalChain(digestAt: digestAt) { (window: [Block]) throws(KianaStoreError) in
             let first = state.map { $0.height + 1 } ?? 0
             let trusted = trustedBelow > first ? Int(min(UInt64(window.count), trustedBelow - first)) : 0
             do throws(KianaCoreError) {
@@ -103,32 +149,36 @@ extension LedgerStore {
         guard tree.size == UInt64(state.blockCount), tree.root == state.historyRoot else {
             throw KianaStoreError(.corrupt, "the stored history tree (\(tree.size) blocks) does not match the chain (\(state.blockCount) blocks)")
         }
-        return state
+        return (state, digests.head, digests.at)
     }
 
     /// The last height (and its block hash) that passed verification, if any.
     public func lastVerified() throws(KianaStoreError) -> (height: UInt64, hash: [UInt8])? {
-        try run("reading the verified height") { try writer.read { db in try Self.verifiedMark(db) } }
+        try run("reading the verified height") { try writer.read { db in try Self.verifiedMark(db).map { ($0.height, $0.hash) } } }
     }
 
-    /// Records `height` (with its block hash) as verified; start-up checks trust what lies below.
-    public func recordVerified(height: UInt64, hash: [UInt8]) throws(KianaStoreError) {
-        try run("recording the verified height") { try writer.write { db in try Self.setVerifiedMark(height: height, hash: hash, db) } }
+    /// Records `mark` (from `startupCheck` or `verifyMarking`); start-up checks trust what lies below.
+    public func recordVerified(_ mark: VerifiedMark) throws(KianaStoreError) {
+        try run("recording the verified height") { try writer.write { db in try Self.setVerifiedMark(mark, db) } }
     }
 
-    /// The verified mark: the block at and below which every canonical block passed full
-    /// validation on this device (at a start-up check or `ledger verify`, or on arrival by sync:
-    /// `extendHead`). The hash pins it: blocks below are bound to it by their parent hashes.
-    static func verifiedMark(_ db: Database) throws -> (height: UInt64, hash: [UInt8])? {
-        guard let d = try setting(db, "verified") else { return nil }
-        guard case .array(let a) = try CBOR.decode(d.bytes), a.count == 2, case .unsigned(let h) = a[0], case .bytes(let hash) = a[1] else {
-            throw KianaStoreError(.corrupt, "the stored verified height is unreadable")
-        }
-        return (h, hash)
+    /// The verified mark (decision 116). It moves at a start-up check or `ledger verify`, and on
+    /// arrival by sync (`extendHead`). The hash pins it: blocks below are bound to it by their
+    /// parent hashes; the digest binds the bytes stored below it.
+    static func verifiedMark(_ db: Database) throws -> VerifiedMark? {
+        // An unreadable mark is no mark: everything is verified again, and a new one recorded.
+        guard let d = try setting(db, "verified"), case .array(let a) = try? CBOR.decode(d.bytes), a.count == 2 || a.count == 3,
+            case .unsigned(let h) = a[0], case .bytes(let hash) = a[1]
+        else { return nil }
+        guard a.count == 3 else { return VerifiedMark(height: h, hash: hash, digest: nil) }
+        guard case .bytes(let digest) = a[2], digest.count == 32 else { return nil }
+        return VerifiedMark(height: h, hash: hash, digest: digest)
     }
 
-    static func setVerifiedMark(height: UInt64, hash: [UInt8], _ db: Database) throws {
-        try SettingRecord(key: "verified", value: Data(CBOR.array([.unsigned(height), .bytes(hash)]).encoded)).save(db)
+    static func setVerifiedMark(_ mark: VerifiedMark, _ db: Database) throws {
+        var parts: [CBOR] = [.unsigned(mark.height), .bytes(mark.hash)]
+        if let d = mark.digest { parts.append(.bytes(d)) }
+        try SettingRecord(key: "verified", value: Data(CBOR.array(parts).encoded)).save(db)
     }
 
     /// The check a serving node runs at start: SQLite's `integrity_check`, then the whole chain
@@ -142,14 +192,25 @@ extension LedgerStore {
         // damaged index (a flipped byte in `block_on_height`) passes the quick one.
         let problems = try integrityProblems(quick: false)
         guard problems.isEmpty else { throw Self.damaged(problems) }
-        let previous = try lastVerified()
+        let previous = try run("reading the verified height") { try writer.read { db in try Self.verifiedMark(db) } }
         var trusted: UInt64 = 0
         if let previous, (try canonicalHashes(at: [previous.height]).first ?? nil) == previous.hash {
             trusted = previous.height + 1
         }
         // What is served is the materialized knowledge: it must be what the ledger says, or a
         // damaged row (SQLite's check does not read row contents) would be served as truth.
-        let state = try validateStoredChain(now: now, trustedBelow: trusted)
-        return StartupCheck(height: state.height, hash: state.tipHash, newlyVerified: state.blockCount - Int(trusted), previouslyVerified: previous?.height)
+        var checked = try validateStoredChain(now: now, trustedBelow: trusted, digestAt: trusted > 0 ? previous?.digest.map { _ in trusted - 1 } : nil)
+        // Bytes below the mark that are not those verified there (a flipped signature byte, an
+        // entry rewritten with its ID): nothing below it is trusted; all is verified again.
+        var mismatch = false
+        if trusted > 0, let want = previous?.digest, checked.digestAt != want {
+            mismatch = true
+            trusted = 0
+            checked = try validateStoredChain(now: now)
+        }
+        let state = checked.state
+        return StartupCheck(
+            height: state.height, hash: state.tipHash, newlyVerified: state.blockCount - Int(trusted), previouslyVerified: previous?.height,
+            mark: VerifiedMark(height: state.height, hash: state.tipHash, digest: checked.digest), markMismatch: mismatch)
     }
 }

@@ -84,7 +84,7 @@ public struct LedgerStore: Sendable {
                 }
                 try Self.insert(block: genesis, db)
                 try SettingRecord(key: "network", value: Data(state.network)).insert(db)
-                try Self.setVerifiedMark(height: 0, hash: genesis.hash, db)
+                try Self.setVerifiedMark(VerifiedMark(height: 0, hash: genesis.hash, digest: Self.chainDigest(Self.digestBeforeGenesis, genesis)), db)
             }
         }
     }
@@ -422,12 +422,18 @@ public struct LedgerStore: Sendable {
     /// b-tree or index (which can hide rows from every query) is named instead of trusted.
     /// Errors name the block. On success the head is recorded as verified.
     public func verify(now: UInt64) throws(KianaStoreError) -> LedgerState {
+        try verifyMarking(now: now).state
+    }
+
+    /// `verify`, also returning the verified mark it recorded (or could not record: a read-only
+    /// data directory can still be verified, it just keeps no record).
+    public func verifyMarking(now: UInt64) throws(KianaStoreError) -> (state: LedgerState, mark: VerifiedMark) {
         let problems = try integrityProblems(quick: false)
         guard problems.isEmpty else { throw Self.damaged(problems) }
-        let state = try validateStoredChain(now: now)
-        // Best effort: a read-only data directory can still be verified, it just keeps no record.
-        try? recordVerified(height: state.height, hash: state.tipHash)
-        return state
+        let checked = try validateStoredChain(now: now)
+        let mark = VerifiedMark(height: checked.state.height, hash: checked.state.tipHash, digest: checked.digest)
+        try? recordVerified(mark)
+        return (checked.state, mark)
     }
 
     /// The materialized knowledge (`item`) must be exactly what the ledger (`chain`, the state

@@ -491,6 +491,7 @@ import Testing
         #expect(check.newlyVerified == 2 && check.height == 7)
 
         // An entry of a synced block changed on disk under the mark: found, named.
+        let clean = try sa.database.writer.read { db in try Data.fetchOne(db, sql: "SELECT raw FROM entry WHERE id = ?", arguments: [Data(blocks[2].entries[0].id)]) }
         let id = Data(blocks[2].entries[0].id)
         try sa.database.writer.write { db in
             var raw = try #require(try Data.fetchOne(db, sql: "SELECT raw FROM entry WHERE id = ?", arguments: [id]))
@@ -499,5 +500,75 @@ import Testing
             try db.execute(sql: "UPDATE entry SET raw = ? WHERE id = ?", arguments: [raw, id])
         }
         #expect { try sa.startupCheck(now: t0 + 500) } throws: { ($0 as? KianaStoreError)?.code == .corrupt }
+        try sa.database.writer.write { db in try db.execute(sql: "UPDATE entry SET raw = ? WHERE id = ?", arguments: [clean, id]) }
+        #expect(try sa.startupCheck(now: t0 + 500).newlyVerified == 2)
+    }
+
+    /// Bytes below the mark that no hash covers (signatures), changed on disk, or kept from a row
+    /// that was there before the block arrived: the start-up check verifies everything again and
+    /// names the damage; an unreadable mark is no mark.
+    @Test func bytesBelowTheMarkAreTheBytesVerified() throws {
+        let (sa, sb, _) = try pair()
+        var blocks: [Block] = []
+        for i in 0..<6 { blocks.append(try sb.write([put("fact \(i)")], identity: b, now: t0 + 10 + UInt64(i)).block) }
+        #expect(try sa.importBatch(Array(blocks.prefix(4)), now: t0 + 100).stored == 4)
+        let mark = try #require(try sa.lastVerified())
+        #expect(mark.height == 4)
+        func flip(_ table: String, _ column: String, key: String, _ value: Data, at needle: [UInt8]) throws {
+            try sa.database.writer.write { db in
+                var raw = try #require(try Data.fetchOne(db, sql: "SELECT \(column) FROM \(table) WHERE \(key) = ?", arguments: [value]))
+                let at = try #require(raw.range(of: Data(needle)))
+                raw[at.lowerBound + 10] ^= 0x01
+                try db.execute(sql: "UPDATE \(table) SET \(column) = ? WHERE \(key) = ?", arguments: [raw, value])
+            }
+        }
+        func restore(_ table: String, _ column: String, key: String, _ value: Data, _ body: () throws -> Void) throws {
+            let saved = try sa.database.writer.read { db in try Data.fetchOne(db, sql: "SELECT \(column) FROM \(table) WHERE \(key) = ?", arguments: [value]) }
+            try body()
+            try sa.database.writer.write { db in try db.execute(sql: "UPDATE \(table) SET \(column) = ? WHERE \(key) = ?", arguments: [saved, value]) }
+        }
+        func refused(_ rule: String) -> Bool {
+            do {
+                _ = try sa.startupCheck(now: t0 + 200)
+                return false
+            } catch {
+                return error.code == .corrupt && error.message.contains(rule)
+            }
+        }
+        // A block's signature: no hash covers it.
+        try restore("block", "signedHeader", key: "hash", Data(blocks[1].hash)) {
+            try flip("block", "signedHeader", key: "hash", Data(blocks[1].hash), at: blocks[1].signature)
+            #expect(refused("block-signature"))
+        }
+        // An entry's signature: its ID does not cover it either.
+        try restore("entry", "raw", key: "id", Data(blocks[2].entries[0].id)) {
+            try flip("entry", "raw", key: "id", Data(blocks[2].entries[0].id), at: blocks[2].entries[0].signature)
+            #expect(refused("entry-signature"))
+        }
+        let check = try sa.startupCheck(now: t0 + 200)
+        #expect(check.newlyVerified == 0 && !check.markMismatch)
+        // A row that was there before its block arrived, with other bytes, is kept by the
+        // insert: the mark does not move over that block.
+        let next = blocks[4].entries[0]
+        var stale = Data(next.encoded)
+        let at = try #require(stale.range(of: Data(next.signature)))
+        stale[at.lowerBound + 3] ^= 0x01
+        try sa.database.writer.write { db in
+            try db.execute(
+                sql: "INSERT INTO entry (id, author, seq, kind, hlcWall, hlcLogical, raw) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                arguments: [Data(next.id), Data(next.author), Int64(next.sequence), next.kind.rawValue, Int64(next.hlc.wall), Int64(next.hlc.logical), stale])
+        }
+        #expect(try sa.importBatch([blocks[4], blocks[5]], now: t0 + 300).stored == 2)
+        #expect(try sa.lastVerified()?.height == 4)
+        #expect(refused("entry-signature"))
+        try sa.database.writer.write { db in try db.execute(sql: "UPDATE entry SET raw = ? WHERE id = ?", arguments: [Data(next.encoded), Data(next.id)]) }
+        #expect(try sa.startupCheck(now: t0 + 300).newlyVerified == 2)
+        // An unreadable mark: everything is verified, nothing refused.
+        try sa.database.writer.write { db in try db.execute(sql: "UPDATE setting SET value = X'FF00' WHERE key = 'verified'") }
+        #expect(try sa.lastVerified() == nil)
+        let full = try sa.startupCheck(now: t0 + 400)
+        #expect(full.newlyVerified == 7 && full.previouslyVerified == nil)
+        try sa.recordVerified(full.mark)
+        #expect(try sa.startupCheck(now: t0 + 400).newlyVerified == 0)
     }
 }
