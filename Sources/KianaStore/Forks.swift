@@ -194,8 +194,7 @@ extension LedgerStore {
         let pending = try Bool.fetchOne(db, sql: "SELECT EXISTS(SELECT 1 FROM pending)") ?? false
         var newest = HLC.zero
         for block in line {
-            if !(try insertBlockOnly(block, db)) { digest = nil }
-            if let d = digest { digest = chainDigest(d, block) }
+            digest = try insertBlockOnly(block, db, extending: digest)
             try recordEquivocations(block.entries, db)
             try extendHead(with: block, pendingMayHold: pending, db)
             for e in block.entries where newest < e.hlc { newest = e.hlc }
@@ -358,26 +357,37 @@ extension LedgerStore {
     }
 
     /// Stores a block and its entries without touching the canonical chain.
-    /// Returns whether every entry's stored bytes are `b`'s (false: a row with that ID was there
-    /// already with other bytes, which kept it: they are not the ones just validated).
-    @discardableResult
-    static func insertBlockOnly(_ b: Block, _ db: Database) throws -> Bool {
+    static func insertBlockOnly(_ b: Block, _ db: Database) throws {
+        _ = try insertBlockOnly(b, db, extending: nil)
+    }
+
+    /// Stores `b` and returns `chainDigest(digest, b)` of the bytes stored, or nil when `digest`
+    /// is nil or an entry's row was there already with other bytes (the insert keeps those: they
+    /// are not the ones just validated).
+    static func insertBlockOnly(_ b: Block, _ db: Database, extending digest: [UInt8]?) throws -> [UInt8]? {
+        let header = b.signedHeaderCBOR.encoded
         try db.cachedStatement(sql: "INSERT INTO block (hash, height, parent, signer, time, signedHeader) VALUES (?, ?, ?, ?, ?, ?)")
             .execute(arguments: [
-                Data(b.hash), Int64(b.height), Data(b.header.parent), Data(b.header.signer), Int64(b.header.time), Data(b.signedHeaderCBOR.encoded),
+                Data(b.hash), Int64(b.height), Data(b.header.parent), Data(b.header.signer), Int64(b.header.time), Data(header),
             ])
         let link = try db.cachedStatement(sql: "INSERT INTO blockEntry (blockHash, position, entryId) VALUES (?, ?, ?)")
-        var allNew = true
+        var raws: [[UInt8]] = []
+        var same = digest != nil
+        if same { raws.reserveCapacity(b.entries.count) }
         for (i, e) in b.entries.enumerated() {
-            try insert(entry: e, db)
-            if db.changesCount == 0, allNew {
+            let raw = e.encoded
+            try insert(entry: e, raw: raw, db)
+            if same {
                 // Kept from before (a pending write, a side branch): the same bytes, or not.
-                let raw = try Data.fetchOne(db, sql: "SELECT raw FROM entry WHERE id = ?", arguments: [Data(e.id)])
-                if raw?.bytes != e.encoded { allNew = false }
+                if db.changesCount == 0, try Data.fetchOne(db, sql: "SELECT raw FROM entry WHERE id = ?", arguments: [Data(e.id)])?.bytes != raw {
+                    same = false
+                }
+                raws.append(raw)
             }
             try link.execute(arguments: [Data(b.hash), Int64(i), Data(e.id)])
         }
-        return allNew
+        guard same, let digest else { return nil }
+        return chainDigest(digest, signedHeader: header, entries: raws)
     }
 
     /// Makes canonical a stored block whose parent is the head: the common case of sync and

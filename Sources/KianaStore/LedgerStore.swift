@@ -285,9 +285,14 @@ public struct LedgerStore: Sendable {
     }
 
     static func insert(entry e: Entry, _ db: Database) throws {
+        try insert(entry: e, raw: e.encoded, db)
+    }
+
+    /// `raw`: `e.encoded`, when the caller has it already.
+    static func insert(entry e: Entry, raw: [UInt8], _ db: Database) throws {
         try db.cachedStatement(sql: "INSERT OR IGNORE INTO entry (id, author, seq, kind, hlcWall, hlcLogical, raw) VALUES (?, ?, ?, ?, ?, ?, ?)")
             .execute(arguments: [
-                Data(e.id), Data(e.author), Int64(e.sequence), e.kind.rawValue, Int64(e.hlc.wall), Int64(e.hlc.logical), Data(e.encoded),
+                Data(e.id), Data(e.author), Int64(e.sequence), e.kind.rawValue, Int64(e.hlc.wall), Int64(e.hlc.logical), Data(raw),
             ])
     }
 
