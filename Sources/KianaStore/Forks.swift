@@ -119,7 +119,8 @@ extension LedgerStore {
     /// the batch (named in `refused`); nothing after it is tried. A database failure still
     /// rolls the whole batch back.
     /// `prechecked`: the caller's `ChainValidator.precheck` of `blocks` (sync checks the next
-    /// batch's signatures while this one is stored); computed here when nil.
+    /// batch's signatures while this one is stored); computed here when nil. It must be exactly
+    /// that: blocks it calls checked are stored as verified, and move the verified mark.
     public func importBatch(_ blocks: [Block], now: UInt64, prechecked: [Bool]? = nil) throws(KianaStoreError) -> BatchImport {
         try run("importing blocks") {
             try writer.write { db in
