@@ -23,10 +23,9 @@ public struct StartupCheck: Sendable {
 public struct VerifiedMark: Sendable, Equatable {
     public var height: UInt64
     public var hash: [UInt8]
-    /// `LedgerStore.chainDigest` over every stored block up to `height` (nil in marks written
-    /// before decision 116: then the start-up check trusts the mark without comparing bytes).
-    public var digest: [UInt8]?
-    public init(height: UInt64, hash: [UInt8], digest: [UInt8]?) {
+    /// `LedgerStore.chainDigest` over every stored block up to `height`.
+    public var digest: [UInt8]
+    public init(height: UInt64, hash: [UInt8], digest: [UInt8]) {
         self.height = height
         self.hash = hash
         self.digest = digest
@@ -89,6 +88,10 @@ extension LedgerStore {
                 }
                 guard b.hash == r.hash, b.height == r.height else {
                     throw KianaStoreError(.corrupt, "block \(r.height): [block-hash] stored hash does not match the stored header", height: r.height)
+                }
+                // The row's indexed copies of the header (side branches are traced by `parent`).
+                guard b.header.parent == r.parent, b.header.signer == r.signer, b.header.time == r.time else {
+                    throw KianaStoreError(.corrupt, "block \(r.height): [block-row] stored parent, signer or time does not match the signed header", height: r.height)
                 }
                 guard b.entries.count == r.entries.count else {
                     throw KianaStoreError(.corrupt, "block \(r.height): [entry-count] stored entries do not match the header", height: r.height)
@@ -170,15 +173,15 @@ extension LedgerStore {
         guard let d = try setting(db, "verified"), case .array(let a) = try? CBOR.decode(d.bytes), a.count == 2 || a.count == 3,
             case .unsigned(let h) = a[0], case .bytes(let hash) = a[1]
         else { return nil }
-        guard a.count == 3 else { return VerifiedMark(height: h, hash: hash, digest: nil) }
-        guard case .bytes(let digest) = a[2], digest.count == 32 else { return nil }
+        // A mark without a digest (written before decision 116) is no mark either: a device
+        // verifies everything once more, and the bytes are bound from then on.
+        guard a.count == 3, case .bytes(let digest) = a[2], digest.count == 32 else { return nil }
         return VerifiedMark(height: h, hash: hash, digest: digest)
     }
 
     static func setVerifiedMark(_ mark: VerifiedMark, _ db: Database) throws {
-        var parts: [CBOR] = [.unsigned(mark.height), .bytes(mark.hash)]
-        if let d = mark.digest { parts.append(.bytes(d)) }
-        try SettingRecord(key: "verified", value: Data(CBOR.array(parts).encoded)).save(db)
+        let value = CBOR.array([.unsigned(mark.height), .bytes(mark.hash), .bytes(mark.digest)])
+        try SettingRecord(key: "verified", value: Data(value.encoded)).save(db)
     }
 
     /// The check a serving node runs at start: SQLite's `integrity_check`, then the whole chain
@@ -199,7 +202,7 @@ extension LedgerStore {
         }
         // What is served is the materialized knowledge: it must be what the ledger says, or a
         // damaged row (SQLite's check does not read row contents) would be served as truth.
-        var checked = try validateStoredChain(now: now, trustedBelow: trusted, digestAt: trusted > 0 ? previous?.digest.map { _ in trusted - 1 } : nil)
+        var checked = try validateStoredChain(now: now, trustedBelow: trusted, digestAt: trusted > 0 ? trusted - 1 : nil)
         // Bytes below the mark that are not those verified there (a flipped signature byte, an
         // entry rewritten with its ID): nothing below it is trusted; all is verified again.
         var mismatch = false

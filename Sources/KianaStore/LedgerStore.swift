@@ -372,6 +372,18 @@ public struct LedgerStore: Sendable {
         public var hash: [UInt8]
         public var signedHeader: [UInt8]
         public var entries: [(id: [UInt8], raw: [UInt8])]
+        /// The block row's copies of header fields (indexed; checked against `signedHeader`).
+        public var parent: [UInt8] = []
+        public var signer: [UInt8] = []
+        public var time: UInt64 = 0
+    }
+
+    /// A column of a chain row, of the type the schema gives it; a value of another type (a
+    /// row changed on disk) is damage, named, not a crash.
+    static func stored<Value: DatabaseValueConvertible>(_ row: Row, _ column: String) throws -> Value {
+        do { return try row.decode(Value.self, forColumn: column) } catch {
+            throw KianaStoreError(.corrupt, "a stored chain row is damaged: column \(column) holds \(row[column] as DatabaseValue)")
+        }
     }
 
     public func rawChain(from: UInt64 = 0, through: UInt64 = .max) throws(KianaStoreError) -> [RawBlock] {
@@ -383,13 +395,18 @@ public struct LedgerStore: Sendable {
                 let rows = try Row.fetchAll(
                     db,
                     sql: """
-                        SELECT chain.height, chain.hash, block.signedHeader FROM chain JOIN block ON block.hash = chain.hash
+                        SELECT chain.height, chain.hash, block.signedHeader, block.parent, block.signer, block.time FROM chain JOIN block ON block.hash = chain.hash
                         WHERE chain.height BETWEEN ? AND ? ORDER BY chain.height
                         """, arguments: [Int64(clamping: from), hi])
                 for r in rows {
-                    let h: Data = r["hash"]
+                    let h: Data = try Self.stored(r, "hash")
                     index[h] = blocks.count
-                    blocks.append(RawBlock(height: UInt64(r["height"] as Int64), hash: h.bytes, signedHeader: (r["signedHeader"] as Data).bytes, entries: []))
+                    blocks.append(
+                        RawBlock(
+                            height: UInt64(bitPattern: try Self.stored(r, "height")), hash: h.bytes,
+                            signedHeader: (try Self.stored(r, "signedHeader") as Data).bytes, entries: [],
+                            parent: (try Self.stored(r, "parent") as Data).bytes, signer: (try Self.stored(r, "signer") as Data).bytes,
+                            time: UInt64(bitPattern: try Self.stored(r, "time"))))
                 }
                 let erows = try Row.fetchCursor(
                     db,
@@ -400,9 +417,9 @@ public struct LedgerStore: Sendable {
                         WHERE chain.height BETWEEN ? AND ? ORDER BY chain.height, blockEntry.position
                         """, arguments: [Int64(clamping: from), hi])
                 while let r = try erows.next() {
-                    let bh: Data = r["blockHash"]
+                    let bh: Data = try Self.stored(r, "blockHash")
                     if let i = index[bh] {
-                        blocks[i].entries.append((id: (r["id"] as Data).bytes, raw: (r["raw"] as Data).bytes))
+                        blocks[i].entries.append((id: (try Self.stored(r, "id") as Data).bytes, raw: (try Self.stored(r, "raw") as Data).bytes))
                     }
                 }
                 return blocks

@@ -249,6 +249,7 @@ import Testing
         ("Wie ist die Adresse von Oma Hilde?", "Die Adresse von Oma Hilde ist 089 123 4567.", "Die Telefonnummer von Oma Hilde ist 089 123 4567.", false),
         // a format word still frames what the source gives
         ("What is the shed's code?", "The shed's code is 0719.", "The shed padlock combination is 0719.", true),
+        ("What is the hostname of the bastion?", "The hostname of the bastion is bastion.helix.internal.", "Log in through the bastion at bastion.helix.internal.", true),
     ])
     func aLabelIsNotLicensedByTheQuestion(question: String, sentence: String, source: String, supported: Bool) {
         let sources = [GroundingSource(id: "s", title: nil, text: source, source: nil)]

@@ -545,6 +545,16 @@ import Testing
             try flip("entry", "raw", key: "id", Data(blocks[2].entries[0].id), at: blocks[2].entries[0].signature)
             #expect(refused("entry-signature"))
         }
+        // The row's indexed copy of the header (side branches are traced by it).
+        for change in ["time = time + 1", "parent = signer", "time = X'00'"] {
+            try sa.database.writer.write { db in try db.execute(sql: "UPDATE block SET \(change) WHERE hash = ?", arguments: [Data(blocks[2].hash)]) }
+            #expect(refused(change.hasSuffix("X'00'") ? "column time" : "block-row"), "\(change)")
+            try sa.database.writer.write { db in
+                try db.execute(
+                    sql: "UPDATE block SET time = ?, parent = ? WHERE hash = ?",
+                    arguments: [Int64(blocks[2].header.time), Data(blocks[2].header.parent), Data(blocks[2].hash)])
+            }
+        }
         let check = try sa.startupCheck(now: t0 + 200)
         #expect(check.newlyVerified == 0 && !check.markMismatch)
         // A row that was there before its block arrived, with other bytes, is kept by the
@@ -563,12 +573,17 @@ import Testing
         #expect(refused("entry-signature"))
         try sa.database.writer.write { db in try db.execute(sql: "UPDATE entry SET raw = ? WHERE id = ?", arguments: [Data(next.encoded), Data(next.id)]) }
         #expect(try sa.startupCheck(now: t0 + 300).newlyVerified == 2)
-        // An unreadable mark: everything is verified, nothing refused.
-        try sa.database.writer.write { db in try db.execute(sql: "UPDATE setting SET value = X'FF00' WHERE key = 'verified'") }
-        #expect(try sa.lastVerified() == nil)
-        let full = try sa.startupCheck(now: t0 + 400)
-        #expect(full.newlyVerified == 7 && full.previouslyVerified == nil)
-        try sa.recordVerified(full.mark)
-        #expect(try sa.startupCheck(now: t0 + 400).newlyVerified == 0)
+        // An unreadable mark, or one without a digest (as versions before decision 116 wrote
+        // it): everything is verified, nothing refused.
+        let head = try #require(try sa.head())
+        let oldForm = Data(CBOR.array([.unsigned(head.height), .bytes(head.hash)]).encoded)
+        for value in [Data([0xFF, 0x00]), oldForm] {
+            try sa.database.writer.write { db in try db.execute(sql: "UPDATE setting SET value = ? WHERE key = 'verified'", arguments: [value]) }
+            #expect(try sa.lastVerified() == nil)
+            let full = try sa.startupCheck(now: t0 + 400)
+            #expect(full.newlyVerified == 7 && full.previouslyVerified == nil)
+            try sa.recordVerified(full.mark)
+            #expect(try sa.startupCheck(now: t0 + 400).newlyVerified == 0)
+        }
     }
 }

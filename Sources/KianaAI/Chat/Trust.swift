@@ -596,12 +596,12 @@ public enum Trust {
     /// on Wednesday" is not licensed by a note on Ben's football practice).
     static let events: Set<String> = ["birthday", "birthdays", "geburtstag"]
 
-    /// Kinds of fact that are not a format either: a phone number or a code shows what it is,
-    /// an address, a model or a dose does not ("The dentist's address is 030 555 0192" from a
-    /// note giving the practice's phone number; "The printer model is HP 305" from a note on
-    /// its ink cartridges). A drafted sentence may use them only where a source does.
+    /// Kinds of fact that are not a format either: a phone number, a code or a hostname shows
+    /// what it is; an address, a model or a dose does not ("The dentist's address is 030 555
+    /// 0192" from a note giving the practice's phone number; "The printer model is HP 305" from
+    /// a note on its ink cartridges). A drafted sentence may use them only where a source does.
     static let labels: Set<String> = [
-        "address", "addresses", "model", "models", "type", "brand", "size", "dose", "amount", "provider", "hostname",
+        "address", "addresses", "model", "models", "type", "brand", "size", "dose", "amount", "provider",
         "adresse", "modell", "typ", "marke", "größe", "dosis", "menge", "anbieter",
     ]
 
