@@ -188,8 +188,8 @@ extension LedgerStore {
         guard let last = line.last else { return skip }
         // Every block of the line was validated above (signatures in `prechecked`, checked on all
         // cores by the caller or by `importBatch`): when all below the head had been, the
-        // verified mark moves to the line's end in the same transaction.
-        // The mark carries the digest of the stored bytes, extended here by what is stored.
+        // verified mark moves to the line's end in the same transaction, its digest extended by
+        // the bytes stored here.
         var digest: [UInt8]?
         if let mark = try verifiedMark(db), mark.hash == head.hash { digest = mark.digest }
         let pending = try Bool.fetchOne(db, sql: "SELECT EXISTS(SELECT 1 FROM pending)") ?? false

@@ -169,13 +169,11 @@ extension LedgerStore {
     /// arrival by sync (`extendHead`). The hash pins it: blocks below are bound to it by their
     /// parent hashes; the digest binds the bytes stored below it.
     static func verifiedMark(_ db: Database) throws -> VerifiedMark? {
-        // An unreadable mark is no mark: everything is verified again, and a new one recorded.
-        guard let d = try setting(db, "verified"), case .array(let a) = try? CBOR.decode(d.bytes), a.count == 2 || a.count == 3,
-            case .unsigned(let h) = a[0], case .bytes(let hash) = a[1]
+        // An unreadable mark, or one without a digest (written before decision 116), is no mark:
+        // everything is verified once more, and a new one recorded.
+        guard let d = try setting(db, "verified"), case .array(let a) = try? CBOR.decode(d.bytes), a.count == 3,
+            case .unsigned(let h) = a[0], case .bytes(let hash) = a[1], case .bytes(let digest) = a[2], digest.count == 32
         else { return nil }
-        // A mark without a digest (written before decision 116) is no mark either: a device
-        // verifies everything once more, and the bytes are bound from then on.
-        guard a.count == 3, case .bytes(let digest) = a[2], digest.count == 32 else { return nil }
         return VerifiedMark(height: h, hash: hash, digest: digest)
     }
 
