@@ -45,16 +45,16 @@ public enum SHA {
         Array(SHA256.hash(data: bytes))
     }
 
-    /// SHA-256 over a one-byte prefix and `parts`, each part preceded by its length (4 bytes,
-    /// big-endian) so that no two lists of parts hash alike.
-    public static func hash(prefix: UInt8, framed parts: [[UInt8]]) -> [UInt8] {
+    /// SHA-256 over a one-byte prefix and parts added one by one, each preceded by its length
+    /// (4 bytes, big-endian) so that no two lists of parts hash alike.
+    public struct Framed {
         var h = SHA256()
-        withUnsafeBytes(of: prefix) { h.update(bufferPointer: $0) }
-        for p in parts {
-            withUnsafeBytes(of: UInt32(truncatingIfNeeded: p.count).bigEndian) { h.update(bufferPointer: $0) }
-            h.update(data: p)
+        public init(prefix: UInt8) { withUnsafeBytes(of: prefix) { h.update(bufferPointer: $0) } }
+        public mutating func add(_ part: [UInt8]) {
+            withUnsafeBytes(of: UInt32(truncatingIfNeeded: part.count).bigEndian) { h.update(bufferPointer: $0) }
+            part.withUnsafeBytes { h.update(bufferPointer: $0) }
         }
-        return Array(h.finalize())
+        public func finish() -> [UInt8] { Array(h.finalize()) }
     }
 
     /// SHA-256 over a one-byte prefix followed by `parts`, without concatenating first.

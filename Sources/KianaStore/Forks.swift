@@ -372,23 +372,21 @@ extension LedgerStore {
                 Data(b.hash), Int64(b.height), Data(b.header.parent), Data(b.header.signer), Int64(b.header.time), Data(header),
             ])
         let link = try db.cachedStatement(sql: "INSERT INTO blockEntry (blockHash, position, entryId) VALUES (?, ?, ?)")
-        var raws: [[UInt8]] = []
-        var same = digest != nil
-        if same { raws.reserveCapacity(b.entries.count) }
+        var hasher = digest.map { BlockDigest($0, signedHeader: header) }
         for (i, e) in b.entries.enumerated() {
             let raw = e.encoded
             try insert(entry: e, raw: raw, db)
-            if same {
+            if hasher != nil {
                 // Kept from before (a pending write, a side branch): the same bytes, or not.
                 if db.changesCount == 0, try Data.fetchOne(db, sql: "SELECT raw FROM entry WHERE id = ?", arguments: [Data(e.id)])?.bytes != raw {
-                    same = false
+                    hasher = nil
+                } else {
+                    hasher?.add(entry: raw)
                 }
-                raws.append(raw)
             }
             try link.execute(arguments: [Data(b.hash), Int64(i), Data(e.id)])
         }
-        guard same, let digest else { return nil }
-        return chainDigest(digest, signedHeader: header, entries: raws)
+        return hasher?.finish()
     }
 
     /// Makes canonical a stored block whose parent is the head: the common case of sync and

@@ -72,7 +72,7 @@ extension LedgerStore {
         var digest = Self.digestBeforeGenesis
         var digestAtMark: [UInt8]?
         while next < UInt64(stored) {
-            let raw = try rawChain(from: next, through: next + Self.verifyWindow - 1)
+            let raw = try rawChain(from: next, through: next + Self.verifyWindow - 1, rowColumns: true)
             guard !raw.isEmpty else { break }
             var blocks: [Block] = []
             blocks.reserveCapacity(raw.count)
@@ -119,7 +119,20 @@ extension LedgerStore {
     /// stored bytes (signed header and entries, signatures included, which no block or entry
     /// hash covers), so any stored byte that differs from what was verified changes it.
     static func chainDigest(_ previous: [UInt8], signedHeader: [UInt8], entries: [[UInt8]]) -> [UInt8] {
-        SHA.hash(prefix: 0x76, framed: [previous, signedHeader] + entries)
+        var h = BlockDigest(previous, signedHeader: signedHeader)
+        for e in entries { h.add(entry: e) }
+        return h.finish()
+    }
+
+    /// `chainDigest` built as a block is stored, entry by entry.
+    struct BlockDigest {
+        var h = SHA.Framed(prefix: 0x76)
+        init(_ previous: [UInt8], signedHeader: [UInt8]) {
+            h.add(previous)
+            h.add(signedHeader)
+        }
+        mutating func add(entry raw: [UInt8]) { h.add(raw) }
+        func finish() -> [UInt8] { h.finish() }
     }
 
     /// `chainDigest` of a block as `insertBlockOnly` stores it.

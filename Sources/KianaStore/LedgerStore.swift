@@ -380,13 +380,15 @@ public struct LedgerStore: Sendable {
 
     /// A column of a chain row, of the type the schema gives it; a value of another type (a
     /// row changed on disk) is damage, named, not a crash.
-    static func stored<Value: DatabaseValueConvertible>(_ row: Row, _ column: String) throws -> Value {
-        do { return try row.decode(Value.self, forColumn: column) } catch {
-            throw KianaStoreError(.corrupt, "a stored chain row is damaged: column \(column) holds \(row[column] as DatabaseValue)")
+    static func stored<Value: DatabaseValueConvertible>(_ row: Row, _ index: Int) throws -> Value {
+        do { return try row.decode(Value.self, atIndex: index) } catch {
+            throw KianaStoreError(.corrupt, "a stored chain row is damaged: column \(Array(row.columnNames)[index]) holds \(row[index] as DatabaseValue)")
         }
     }
 
-    public func rawChain(from: UInt64 = 0, through: UInt64 = .max) throws(KianaStoreError) -> [RawBlock] {
+    /// The canonical chain's stored bytes from `from` through `through`. `rowColumns`: also the
+    /// block rows' indexed copies of header fields (for the integrity check).
+    public func rawChain(from: UInt64 = 0, through: UInt64 = .max, rowColumns: Bool = false) throws(KianaStoreError) -> [RawBlock] {
         try run("reading the chain") {
             try writer.read { db in
                 let hi = Int64(clamping: through)
@@ -395,18 +397,21 @@ public struct LedgerStore: Sendable {
                 let rows = try Row.fetchAll(
                     db,
                     sql: """
-                        SELECT chain.height, chain.hash, block.signedHeader, block.parent, block.signer, block.time FROM chain JOIN block ON block.hash = chain.hash
+                        SELECT chain.height, chain.hash, block.signedHeader\(rowColumns ? ", block.parent, block.signer, block.time" : "")
+                        FROM chain JOIN block ON block.hash = chain.hash
                         WHERE chain.height BETWEEN ? AND ? ORDER BY chain.height
                         """, arguments: [Int64(clamping: from), hi])
                 for r in rows {
-                    let h: Data = try Self.stored(r, "hash")
+                    let h: Data = try Self.stored(r, 1)
                     index[h] = blocks.count
-                    blocks.append(
-                        RawBlock(
-                            height: UInt64(bitPattern: try Self.stored(r, "height")), hash: h.bytes,
-                            signedHeader: (try Self.stored(r, "signedHeader") as Data).bytes, entries: [],
-                            parent: (try Self.stored(r, "parent") as Data).bytes, signer: (try Self.stored(r, "signer") as Data).bytes,
-                            time: UInt64(bitPattern: try Self.stored(r, "time"))))
+                    var raw = RawBlock(
+                        height: UInt64(bitPattern: try Self.stored(r, 0)), hash: h.bytes, signedHeader: (try Self.stored(r, 2) as Data).bytes, entries: [])
+                    if rowColumns {
+                        raw.parent = (try Self.stored(r, 3) as Data).bytes
+                        raw.signer = (try Self.stored(r, 4) as Data).bytes
+                        raw.time = UInt64(bitPattern: try Self.stored(r, 5))
+                    }
+                    blocks.append(raw)
                 }
                 let erows = try Row.fetchCursor(
                     db,
@@ -417,9 +422,9 @@ public struct LedgerStore: Sendable {
                         WHERE chain.height BETWEEN ? AND ? ORDER BY chain.height, blockEntry.position
                         """, arguments: [Int64(clamping: from), hi])
                 while let r = try erows.next() {
-                    let bh: Data = try Self.stored(r, "blockHash")
+                    let bh: Data = try Self.stored(r, 0)
                     if let i = index[bh] {
-                        blocks[i].entries.append((id: (try Self.stored(r, "id") as Data).bytes, raw: (try Self.stored(r, "raw") as Data).bytes))
+                        blocks[i].entries.append((id: (try Self.stored(r, 1) as Data).bytes, raw: (try Self.stored(r, 2) as Data).bytes))
                     }
                 }
                 return blocks
