@@ -99,7 +99,9 @@ extension LedgerStore {
                 for (j, e) in b.entries.enumerated() where e.id != r.entries[j].id {
                     throw KianaStoreError(.corrupt, "block \(r.height): [entry-id] entry \(j) does not match its stored ID", height: r.height)
                 }
-                digest = Self.chainDigest(digest, signedHeader: r.signedHeader, entries: r.entries.map(\.raw))
+                var h = BlockDigest(digest, signedHeader: r.signedHeader)
+                for e in r.entries { h.add(entry: e.raw) }
+                digest = h.finish()
                 if r.height == digestAt { digestAtMark = digest }
                 blocks.append(b)
                 next += 1
@@ -170,7 +172,11 @@ extension LedgerStore {
 
     /// The last height (and its block hash) that passed verification, if any.
     public func lastVerified() throws(KianaStoreError) -> (height: UInt64, hash: [UInt8])? {
-        try run("reading the verified height") { try writer.read { db in try Self.verifiedMark(db).map { ($0.height, $0.hash) } } }
+        try verifiedMark().map { ($0.height, $0.hash) }
+    }
+
+    func verifiedMark() throws(KianaStoreError) -> VerifiedMark? {
+        try run("reading the verified height") { try writer.read { db in try Self.verifiedMark(db) } }
     }
 
     /// Records `mark` (from `startupCheck` or `verifyMarking`); start-up checks trust what lies below.
@@ -206,7 +212,7 @@ extension LedgerStore {
         // damaged index (a flipped byte in `block_on_height`) passes the quick one.
         let problems = try integrityProblems(quick: false)
         guard problems.isEmpty else { throw Self.damaged(problems) }
-        let previous = try run("reading the verified height") { try writer.read { db in try Self.verifiedMark(db) } }
+        let previous = try verifiedMark()
         var trusted: UInt64 = 0
         if let previous, (try canonicalHashes(at: [previous.height]).first ?? nil) == previous.hash {
             trusted = previous.height + 1
