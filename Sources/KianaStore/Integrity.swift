@@ -74,31 +74,16 @@ extension LedgerStore {
         while next < UInt64(stored) {
             let raw = try rawChain(from: next, through: next + Self.verifyWindow - 1, rowColumns: true)
             guard !raw.isEmpty else { break }
+            // Decoding is most of the walk and independent per block: spread over all cores;
+            // the checks that follow the chain (heights, digest) stay in order.
+            let decoded = Self.decodeWindow(raw)
             var blocks: [Block] = []
             blocks.reserveCapacity(raw.count)
-            for r in raw {
+            for (i, r) in raw.enumerated() {
                 guard r.height == next else {
                     throw KianaStoreError(.corrupt, "block \(next): [height] chain has a gap (next stored height is \(r.height))", height: next)
                 }
-                let b: Block
-                do throws(KianaCoreError) {
-                    b = try Block(signedHeaderBytes: r.signedHeader, entryBytes: r.entries.map(\.raw))
-                } catch {
-                    throw KianaStoreError(.corrupt, "block \(r.height): [encoding] \(error.message)", height: r.height, cause: error)
-                }
-                guard b.hash == r.hash, b.height == r.height else {
-                    throw KianaStoreError(.corrupt, "block \(r.height): [block-hash] stored hash does not match the stored header", height: r.height)
-                }
-                // The row's indexed copies of the header (side branches are traced by `parent`).
-                guard b.header.parent == r.parent, b.header.signer == r.signer, b.header.time == r.time else {
-                    throw KianaStoreError(.corrupt, "block \(r.height): [block-row] stored parent, signer or time does not match the signed header", height: r.height)
-                }
-                guard b.entries.count == r.entries.count else {
-                    throw KianaStoreError(.corrupt, "block \(r.height): [entry-count] stored entries do not match the header", height: r.height)
-                }
-                for (j, e) in b.entries.enumerated() where e.id != r.entries[j].id {
-                    throw KianaStoreError(.corrupt, "block \(r.height): [entry-id] entry \(j) does not match its stored ID", height: r.height)
-                }
+                let b = try decoded[i].get()
                 var h = BlockDigest(digest, signedHeader: r.signedHeader)
                 for e in r.entries { h.add(entry: e.raw) }
                 digest = h.finish()
@@ -112,6 +97,42 @@ extension LedgerStore {
             throw KianaStoreError(.corrupt, "the chain table lists \(stored) blocks but \(next) can be read with their headers")
         }
         return (digest, digestAtMark)
+    }
+
+    /// Each stored block decoded from its bytes and checked against its row: stored hash,
+    /// height, indexed header columns and entry IDs. Runs on all cores.
+    static func decodeWindow(_ raw: [RawBlock]) -> [Result<Block, KianaStoreError>] {
+        var out = [Result<Block, KianaStoreError>](repeating: .failure(KianaStoreError(.corrupt, "not decoded")), count: raw.count)
+        out.withUnsafeMutableBufferPointer { buffer in
+            nonisolated(unsafe) let results = buffer
+            ChainValidator.parallelChunks(count: raw.count) { range in
+                for i in range { results[i] = Result { () throws(KianaStoreError) in try decodeStored(raw[i]) } }
+            }
+        }
+        return out
+    }
+
+    static func decodeStored(_ r: RawBlock) throws(KianaStoreError) -> Block {
+        let b: Block
+        do throws(KianaCoreError) {
+            b = try Block(signedHeaderBytes: r.signedHeader, entryBytes: r.entries.map(\.raw))
+        } catch {
+            throw KianaStoreError(.corrupt, "block \(r.height): [encoding] \(error.message)", height: r.height, cause: error)
+        }
+        guard b.hash == r.hash, b.height == r.height else {
+            throw KianaStoreError(.corrupt, "block \(r.height): [block-hash] stored hash does not match the stored header", height: r.height)
+        }
+        // The row's indexed copies of the header (side branches are traced by `parent`).
+        guard b.header.parent == r.parent, b.header.signer == r.signer, b.header.time == r.time else {
+            throw KianaStoreError(.corrupt, "block \(r.height): [block-row] stored parent, signer or time does not match the signed header", height: r.height)
+        }
+        guard b.entries.count == r.entries.count else {
+            throw KianaStoreError(.corrupt, "block \(r.height): [entry-count] stored entries do not match the header", height: r.height)
+        }
+        for (j, e) in b.entries.enumerated() where e.id != r.entries[j].id {
+            throw KianaStoreError(.corrupt, "block \(r.height): [entry-id] entry \(j) does not match its stored ID", height: r.height)
+        }
+        return b
     }
 
     /// The chain digest before genesis.

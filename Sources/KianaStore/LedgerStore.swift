@@ -356,8 +356,9 @@ public struct LedgerStore: Sendable {
         try db.cachedStatement(sql: "INSERT INTO itemSearch (rowid, title, text) VALUES (?, ?, ?)").execute(arguments: [rowid, title, text])
     }
 
-    static func record(for s: ItemState) throws -> ItemRecord {
-        let tags = try s.tags.map { String(decoding: try JSONEncoder().encode($0.value), as: UTF8.self) }
+    /// The `item` row of a state. `json` encodes the tags (one encoder for many rows).
+    static func record(for s: ItemState, json: JSONEncoder = JSONEncoder()) throws -> ItemRecord {
+        let tags = try s.tags.map { String(decoding: try json.encode($0.value), as: UTF8.self) }
         return ItemRecord(
             id: Data(s.id.bytes), title: s.title?.value, text: s.text?.value, tags: tags, source: s.source?.value,
             createdWall: s.created.map { Int64($0.wall) }, updatedWall: s.updated.map { Int64($0.wall) },
@@ -380,9 +381,9 @@ public struct LedgerStore: Sendable {
 
     /// A column of a chain row, of the type the schema gives it; a value of another type (a
     /// row changed on disk) is damage, named, not a crash.
-    static func stored<Value: DatabaseValueConvertible>(_ row: Row, _ index: Int) throws -> Value {
+    static func stored<Value: DatabaseValueConvertible>(_ row: Row, _ index: Int, in table: String = "chain") throws -> Value {
         do { return try row.decode(Value.self, atIndex: index) } catch {
-            throw KianaStoreError(.corrupt, "a stored chain row is damaged: column \(Array(row.columnNames)[index]) holds \(row[index] as DatabaseValue)")
+            throw KianaStoreError(.corrupt, "a stored \(table) row is damaged: column \(Array(row.columnNames)[index]) holds \(row[index] as DatabaseValue)")
         }
     }
 
@@ -466,7 +467,7 @@ public struct LedgerStore: Sendable {
     /// The materialized knowledge (`item`) must be exactly what the ledger (`chain`, the state
     /// of the canonical chain's entries) plus the pending pool implies: item for item, field for
     /// field (an entry superseded by a copy of it is renamed in the state, decision 111).
-    func checkKnowledge(expected chain: KnowledgeState) throws(KianaStoreError) {
+    func checkKnowledge(expected chain: KnowledgeState, batchSize: Int = itemBatch) throws(KianaStoreError) {
         let pending = try run("reading pending entries") {
             try writer.read { db in
                 try Data.fetchAll(db, sql: "SELECT entry.raw FROM pending CROSS JOIN entry ON entry.id = pending.entryId").map { try Entry(decoding: $0.bytes) }
@@ -477,18 +478,64 @@ public struct LedgerStore: Sendable {
 
         try run("checking knowledge state") {
             try writer.read { db in
-                let stored = try ItemRecord.fetchAll(db)
-                guard stored.count == expected.items.count else {
-                    throw KianaStoreError(.corrupt, "knowledge table has \(stored.count) items, ledger implies \(expected.items.count)")
+                let count = try ItemRecord.fetchCount(db)
+                guard count == expected.items.count else {
+                    throw KianaStoreError(.corrupt, "knowledge table has \(count) items, ledger implies \(expected.items.count)")
                 }
-                for r in stored {
-                    let s = try ItemState(cbor: CBOR.decode(r.state.bytes))
-                    guard let want = expected.items[s.id], want == s, try Self.record(for: want).encodedColumnsEqual(r) else {
-                        throw KianaStoreError(.corrupt, "knowledge item \(Hex.encode(r.id.bytes)) differs from the ledger")
+                // Every item is read at every start: columns by index from a cursor (no Codable,
+                // no array of all rows), compared in batches on all cores, the stored state as
+                // bytes with the expected state's encoding (decoded only when the bytes differ).
+                let rows = try Row.fetchCursor(db, sql: "SELECT id, title, text, tags, source, createdWall, updatedWall, deleted, state FROM item")
+                var batch: [ItemRecord] = []
+                batch.reserveCapacity(batchSize)
+                var done = false
+                while !done {
+                    if let r = try rows.next() {
+                        batch.append(
+                            ItemRecord(
+                                id: try Self.stored(r, 0, in: "knowledge"), title: try Self.stored(r, 1, in: "knowledge"),
+                                text: try Self.stored(r, 2, in: "knowledge"), tags: try Self.stored(r, 3, in: "knowledge"),
+                                source: try Self.stored(r, 4, in: "knowledge"), createdWall: try Self.stored(r, 5, in: "knowledge"),
+                                updatedWall: try Self.stored(r, 6, in: "knowledge"), deleted: try Self.stored(r, 7, in: "knowledge"),
+                                state: try Self.stored(r, 8, in: "knowledge")))
+                    } else {
+                        done = true
                     }
+                    guard batch.count == batchSize || (done && !batch.isEmpty) else { continue }
+                    if let bad = Self.firstDiffering(batch, expected) {
+                        let id = Hex.encode(batch[bad].id.bytes)
+                        let known = (try? ItemID(bytes: batch[bad].id.bytes)).flatMap { expected.items[$0] } != nil
+                        throw KianaStoreError(.corrupt, known ? "knowledge item \(id) differs from the ledger" : "knowledge item \(id) is not in the ledger")
+                    }
+                    batch.removeAll(keepingCapacity: true)
                 }
             }
         }
+    }
+
+    /// Rows of `item` compared per batch.
+    static let itemBatch = 8192
+
+    /// The index of the first stored row that is not what `expected` implies (nil: all are).
+    static func firstDiffering(_ rows: [ItemRecord], _ expected: KnowledgeState) -> Int? {
+        var bad = [Bool](repeating: false, count: rows.count)
+        bad.withUnsafeMutableBufferPointer { buffer in
+            nonisolated(unsafe) let out = buffer
+            ChainValidator.parallelChunks(count: rows.count) { range in
+                let json = JSONEncoder()
+                for i in range { out[i] = !matches(rows[i], expected, json) }
+            }
+        }
+        return bad.firstIndex(of: true)
+    }
+
+    /// Whether a stored `item` row is exactly the row of the state `expected` implies for it.
+    /// Text columns compare as bytes (Swift's `==` calls NFC and NFD spellings equal).
+    static func matches(_ r: ItemRecord, _ expected: KnowledgeState, _ json: JSONEncoder) -> Bool {
+        guard let key = try? ItemID(bytes: r.id.bytes), let want = expected.items[key], let e = try? record(for: want, json: json) else { return false }
+        guard r.state == e.state || (try? ItemState(cbor: CBOR.decode(r.state.bytes))) == want else { return false }
+        return sameBytes(r.title, e.title) && sameBytes(r.text, e.text) && sameBytes(r.tags, e.tags) && sameBytes(r.source, e.source)
+            && r.createdWall == e.createdWall && r.updatedWall == e.updatedWall && r.deleted == e.deleted
     }
 
     /// Finds an entry by ID or unique hex prefix, with its block height and position.
@@ -581,12 +628,5 @@ public struct LedgerStore: Sendable {
         try run("reading block hashes") {
             try writer.read { db in try Data.fetchAll(db, sql: "SELECT hash FROM chain ORDER BY height").map(\.bytes) }
         }
-    }
-}
-
-extension ItemRecord {
-    func encodedColumnsEqual(_ o: ItemRecord) -> Bool {
-        id == o.id && title == o.title && text == o.text && tags == o.tags && source == o.source
-            && createdWall == o.createdWall && updatedWall == o.updatedWall && deleted == o.deleted
     }
 }

@@ -142,10 +142,42 @@ import Testing
         } throws: { ($0 as? KianaStoreError)?.message.contains("newer version") == true }
     }
 
-    @Test func tamperedKnowledgeTableIsDetected() throws {
-        let store = try makeStore(writes: 2)
-        try store.database.writer.write { db in try db.execute(sql: "UPDATE item SET text = 'forged' WHERE rowid = 1") }
-        #expect(throws: KianaStoreError.self) { try store.verify(now: t0 + 10_000) }
+    /// Every column of a knowledge row, and rows added or removed, checked against the ledger;
+    /// in batches of 2 and of the default size (so the change falls in a first, a middle and
+    /// a last, partial batch).
+    @Test(arguments: [
+        "UPDATE item SET text = 'forged' WHERE rowid = 3",
+        "UPDATE item SET title = NULL WHERE rowid = 3",
+        "UPDATE item SET tags = '[\"x\"]' WHERE rowid = 3",
+        "UPDATE item SET source = 'elsewhere' WHERE rowid = 3",
+        "UPDATE item SET createdWall = createdWall + 1 WHERE rowid = 3",
+        "UPDATE item SET updatedWall = NULL WHERE rowid = 3",
+        "UPDATE item SET deleted = 1 WHERE rowid = 3",
+        "UPDATE item SET deleted = 'yes' WHERE rowid = 3",
+        "UPDATE item SET state = x'00' WHERE rowid = 3",
+        "UPDATE item SET state = (SELECT state FROM item WHERE rowid = 2) WHERE rowid = 3",
+        "UPDATE item SET id = randomblob(16) WHERE rowid = 3",
+        "UPDATE item SET id = x'00' WHERE rowid = 3",
+        "UPDATE item SET text = 'Cafe' || char(769) WHERE rowid = 5",
+        "UPDATE item SET text = 'fact 1' WHERE rowid = 1",
+        "INSERT INTO item SELECT randomblob(16), title, text, tags, source, createdWall, updatedWall, deleted, state FROM item WHERE rowid = 1",
+        "DELETE FROM item WHERE rowid = 1",
+        "DELETE FROM item WHERE rowid = 5",
+    ])
+    func aChangedKnowledgeRowIsDamage(_ sql: String) throws {
+        let store = try makeStore(writes: 4)
+        _ = try store.write([.put(ItemID.random(), KnowledgeFields(text: "Caf\u{E9}"))], identity: identity, now: t0 + 5_000)
+        let state = try store.verify(now: t0 + 10_000)
+        let expected = KnowledgeState(entries: try store.blocks().flatMap(\.entries))
+        for size in [2, LedgerStore.itemBatch] { try store.checkKnowledge(expected: expected, batchSize: size) }
+        try store.database.writer.write { db in try db.execute(sql: sql) }
+        for size in [2, LedgerStore.itemBatch] {
+            #expect(throws: KianaStoreError.self) { try store.checkKnowledge(expected: expected, batchSize: size) }
+        }
+        #expect {
+            _ = try store.verify(now: t0 + 10_000)
+        } throws: { ($0 as? KianaStoreError)?.code == .corrupt && ($0 as? KianaStoreError)?.message.contains("knowledge") == true }
+        #expect(state.height == 5)
     }
 
     @Test func importBlocksIsIdempotentAndKeepsADivergentChain() throws {
