@@ -38,7 +38,7 @@ public enum Pairing {
                 .connectTimeout(.seconds(5))
                 .connect(host: host, port: port) { Link.wrap($0) }
         } catch {
-            throw KianaNetError(.unreachable, "cannot reach \(address): \(error)")
+            throw KianaNetError(.unreachable, "cannot reach \(address): \(PeerNetwork.dialFailure(error))")
         }
         var config = config
         config.requestTimeout = wait

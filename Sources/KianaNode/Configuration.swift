@@ -240,7 +240,8 @@ public struct KianaConfig: Sendable {
         let top: [String: JSONValue]
         do { top = try JSONDecoder().decode([String: JSONValue].self, from: data) } catch let e as KianaNodeError {
             throw KianaNodeError(.invalidInput, "\(name): \(e.message)")
-        } catch DecodingError.typeMismatch {
+        } catch DecodingError.typeMismatch, DecodingError.valueNotFound {
+            // `[1]`, `"x"`, `null`: valid JSON, but not an object of settings.
             throw KianaNodeError(.invalidInput, "\(name) must hold one JSON object of settings")
         } catch DecodingError.dataCorrupted(let context) {
             let detail = (context.underlyingError as? NSError)?.userInfo[NSDebugDescriptionErrorKey] as? String ?? context.debugDescription

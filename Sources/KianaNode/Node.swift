@@ -68,6 +68,10 @@ public struct Node: Sendable {
     /// marked damaged is opened read-only whatever the caller asked for.
     public static func open(directory: DataDirectory, forReading: Bool = false) throws -> Node {
         guard directory.hasIdentity else {
+            var isFolder: ObjCBool = false
+            if FileManager.default.fileExists(atPath: directory.path, isDirectory: &isFolder), !isFolder.boolValue {
+                throw KianaNodeError(.invalidInput, "\(directory.path) is a file, not a data directory: give a folder with --data-dir")
+            }
             throw lostIdentity(directory) ?? KianaNodeError(.notInitialized, "no KI_ana data in \(directory.path): run `kiana init` first")
         }
         let identity = try directory.loadIdentity()
@@ -215,7 +219,9 @@ public struct Node: Sendable {
         guard !trimmed.isEmpty else { throw KianaNodeError(.invalidInput, "nothing to remember: the text is empty") }
         try requireWritable()
         let id = ItemID.random()
-        let fields = KnowledgeFields(title: title, text: trimmed, tags: tags.isEmpty ? nil : tags, source: source)
+        // A blank title is no title (a list would show an empty line for the item).
+        let title = title?.trimmingCharacters(in: .whitespacesAndNewlines)
+        let fields = KnowledgeFields(title: title?.isEmpty == false ? title : nil, text: trimmed, tags: tags.isEmpty ? nil : tags, source: source)
         let receipt = try store.write([.put(id, fields)], identity: identity, now: now)
         return (id, receipt)
     }

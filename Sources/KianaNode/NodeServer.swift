@@ -22,7 +22,7 @@ public enum NodeServer {
         onReady: @escaping Ready = { _, _, _ in }
     ) async throws {
         try await run(
-            directory: directory, http: settings.http, network: settings.network, backend: try BackendConfig(settings.config),
+            directory: directory, http: settings.http, network: settings.network, backend: try BackendConfig(settings.config).validated(),
             preloadModels: settings.config.text("models.preload") == "on", modelDirectory: modelDirectory, voice: VoiceSettings(settings.config),
             logger: logger, onReady: onReady)
     }

@@ -96,6 +96,11 @@ extension Node {
         let fm = FileManager.default
         var plan: [(root: String, files: [String], isFolder: Bool, unreadable: [String])] = []
         for raw in paths {
+            // "" would resolve to the current directory: an unset variable (`ingest "$NOTES"`)
+            // must not take in whatever folder the command runs in.
+            guard !raw.trimmingCharacters(in: .whitespaces).isEmpty else {
+                throw KianaNodeError(.invalidInput, "an empty path: give a file or folder (\".\" for the current folder)")
+            }
             let path = URL(fileURLWithPath: (raw as NSString).expandingTildeInPath).standardizedFileURL.path
             var isDir: ObjCBool = false
             if fm.fileExists(atPath: path, isDirectory: &isDir) {

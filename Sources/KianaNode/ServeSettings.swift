@@ -66,6 +66,8 @@ public struct ServeSettings: Sendable {
         net.sync.maxGrowth = UInt64(config.number("sync.maxGrowth") ?? 10_000)
         net.name = config.text("device.name")
         net.discovery = config.text("discovery.enabled") != "off"
+        try checkListenHost(http.host, "http.host (--host)")
+        try checkListenHost(net.host, "p2p.host (--p2p-host)")
         let level = config.text("log.level").flatMap(Logger.Level.init(rawValue:)) ?? .notice
         var notes: [String] = []
         if !http.isLoopback && http.token == nil {
@@ -75,6 +77,23 @@ public struct ServeSettings: Sendable {
         }
         let format = config.text("log.format").flatMap(LogFormat.init(rawValue:)) ?? .logfmt
         return ServeSettings(http: http, network: net, logLevel: level, logFormat: format, config: config, notes: notes)
+    }
+}
+
+extension ServeSettings {
+    /// A listen address must resolve here, or the node fails later with the resolver's words.
+    static func checkListenHost(_ host: String, _ setting: String) throws(KianaNodeError) {
+        var hints = addrinfo()
+        hints.ai_flags = AI_PASSIVE
+        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+        var found: UnsafeMutablePointer<addrinfo>?
+        let rc = getaddrinfo(host, nil, &hints, &found)
+        if let found { freeaddrinfo(found) }
+        guard rc == 0 else {
+            throw KianaNodeError(
+                .invalidInput,
+                "\(setting): cannot listen on \"\(host)\" (\(String(cString: gai_strerror(rc)))): give an address of this machine such as 127.0.0.1, 0.0.0.0 or ::1")
+        }
     }
 }
 

@@ -146,7 +146,7 @@ struct BearerTokenMiddleware<Context: RequestContext>: RouterMiddleware {
             throw HTTPError(.unauthorized, message: "a bearer token is required (Authorization: Bearer <token>; `kiana token` prints it)")
         }
         guard Self.matches(given, token: Array(token.utf8)) else {
-            throw HTTPError(.unauthorized, message: "the bearer token is wrong (`kiana token` on the node prints the right one)")
+            throw HTTPError(.unauthorized, message: "the bearer token is wrong (the token the node was started with: its --token, KIANA_TOKEN or http.token if given, otherwise what `kiana token` prints on the node)")
         }
         return try await next(request, context)
     }

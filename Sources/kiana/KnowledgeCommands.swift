@@ -257,7 +257,8 @@ struct Search: ParsableCommand {
                     let score = v.mode == "hybrid" ? String(format: "rrf %.4f", h.score) : String(format: "%.4f", h.score)
                     say("\(n + 1). \(score)  \(parts.joined(separator: ", "))  \(h.id)")
                     if let title = h.title, !title.isEmpty { say(Terminal.escape("   \(title)")) }
-                    let text = h.text ?? ""
+                    // A snippet is one line: a chunk's line breaks and indentation become spaces.
+                    let text = (h.text ?? "").split(whereSeparator: \.isWhitespace).joined(separator: " ")
                     say(Terminal.escape("   " + String(text.prefix(160)) + (text.count > 160 ? "…" : "")))
                     if let src = h.source { say(Terminal.escape("   source: \(src)")) }
                 }

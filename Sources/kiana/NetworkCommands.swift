@@ -123,7 +123,11 @@ struct PeersAdd: ParsableCommand {
             try Discovery.checkPeerAddress(address)  // before opening: a bad address is the error even for a bad directory
             let node = try Node.open(directory: data.directory)
             let added = try node.addPeer(address: address)
-            say(added ? "Added \(address); the node dials it within seconds." : "\(address) was already known.")
+            let serving = (try? NodeControl.connect(node.directory)) != nil
+            say(
+                !added
+                    ? "\(address) was already known."
+                    : serving ? "Added \(address); the node dials it within seconds." : "Added \(address); the node dials it once it runs (`kiana serve`).")
         }
     }
 }

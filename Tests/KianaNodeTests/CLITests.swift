@@ -88,6 +88,10 @@ import Testing
         #expect(try await kiana(["forget", id] + d).status == 0)
         #expect(!(try await kiana(["list"] + d).out.contains(id)))
         #expect(try await kiana(["list", "--all"] + d).out.contains("(forgotten)"))
+        // A blank title is no title: the item lists by its text, not as an empty line.
+        let blank = try await kiana(["remember", "The bin goes out on Tuesday", "--title", "  "] + d)
+        let blankID = String(blank.out.split(separator: " ")[1])
+        #expect(try await kiana(["list"] + d).out.split(separator: "\n").contains { $0.contains(blankID) && $0.contains("The bin goes out") })
         let again = try await kiana(["forget", id] + d)
         #expect(again.status == 1 && again.err.contains("already forgotten"))
         #expect(try await kiana(["ledger", "verify"] + d).status == 0)
@@ -101,6 +105,13 @@ import Testing
         (["ledger", "show", "--height", "99"], "no block at height 99"),
         (["ledger", "proof", "0123456789"], "no knowledge item or ledger entry"),
         (["import", "/nonexistent/file.json"], "cannot read"),
+        // An empty path (an unset variable) is an error, not the current folder or a file named "".
+        (["ingest", ""], "an empty path"),
+        (["export", "-o", ""], "an empty output file name"),
+        (["import", ""], "an empty file name"),
+        // `serve` refuses what would leave it half-configured, before it listens.
+        (["serve", "--host", "nope.invalid", "--port", "0", "--p2p-port", "0", "--discovery", "off"], "cannot listen on \"nope.invalid\""),
+        (["serve", "--backend", "ollama", "--port", "0", "--p2p-port", "0", "--discovery", "off"], "needs a model name"),
     ])
     func badInputGivesOneClearLine(_ args: [String], _ fragment: String) async throws {
         let dir = try TempDir()

@@ -75,6 +75,8 @@ import Testing
         Bad(json: #"{"p2p": {"host": "0.0.0.0 evil"}}"#, mentions: ["p2p.host"]),
         Bad(json: #"{"http.port": 1, "http": {"port": 2}}"#, mentions: ["http.port is given twice"]),
         Bad(json: #"[1, 2]"#, mentions: ["one JSON object"]),
+        Bad(json: "null", mentions: ["one JSON object"]),
+        Bad(json: #""settings""#, mentions: ["one JSON object"]),
         Bad(json: #"{"http": {"port": 80"#, mentions: ["not valid JSON", "config.json:1:21:"]),
         Bad(json: "{\n  \"http.port\": 8001,\n}", mentions: ["config.json:3:1:", "trailing comma"]),
         Bad(json: "{\n  \"http\": {\n    \"host\": localhost\n  }\n}", mentions: ["config.json:3:13:", "double quotes"]),
