@@ -255,6 +255,12 @@ extension Node {
         }
 
         let past = options.history ?? stored.map { ChatMessage($0.role == "assistant" ? .assistant : .user, $0.content) }
+        if options.trusted, let reply = Grounding.smallTalkReply(q) {
+            _ = onText(reply)
+            var result = AskResult(answer: reply, citations: [], sources: [], conversationId: "", remembered: nil, reply: nil)
+            result.aboutRequest = true
+            return try await finish(result)
+        }
         if options.trusted {
             // A follow-up that names little of its own ("and his number?") is looked up together
             // with the previous question of the conversation.

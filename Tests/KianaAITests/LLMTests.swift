@@ -305,6 +305,16 @@ func smolReference() throws -> SmolReference? {
         if bare { #expect(Grounding.rememberCommand(text) == nil) }
     }
 
+    @Test("Greetings, thanks and acknowledgements alone are small talk; a question with them is not", arguments: [
+        ("hi", "Hello!"), ("Hello there!", "Hello!"), ("Thanks!", "You're welcome."), ("thank you very much :)", "You're welcome."),
+        ("Vielen Dank!", "Gern geschehen."), ("ok", "Alright."), ("Guten Morgen", "Hallo!"),
+        ("and his number?", nil), ("Hi, where is the key?", nil), ("Thanks, and the wifi password?", nil), ("okay so what is the code", nil),
+    ])
+    func smallTalk(_ text: String, _ reply: String?) {
+        let got = Grounding.smallTalkReply(text)
+        if let reply { #expect(got?.hasPrefix(reply) == true, "\(text): \(got ?? "nil")") } else { #expect(got == nil, "\(text): \(got ?? "")") }
+    }
+
     @Test func chatMLRendering() {
         let s = ChatTemplate.chatML.render([ChatMessage(.system, "S"), ChatMessage(.user, "Q")])
         #expect(s == "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nQ<|im_end|>\n<|im_start|>assistant\n")

@@ -113,6 +113,18 @@ import Testing
         #expect(Trust.shouldAbstain(ranked, unknownTerms: ["hamster"]))
     }
 
+    /// "wifi" asked, "Wi-Fi" taught (or the other way round for the source's title): the
+    /// hyphenated word counts as said, in the sentence and in the whole source.
+    @Test(arguments: ["Where is the wifi password?", "Where is the Wi-Fi password?", "Where is the WiFi password?"])
+    func aHyphenatedWordIsTheJoinedWord(_ q: String) {
+        let router = GroundingSource(
+            id: "r", title: "router.md › Router",
+            text: "To reset the router, hold the reset button for 10 seconds. The Wi-Fi password is printed on the sticker under the router.", source: nil)
+        let ranked = Trust.evidence(question: q, sources: [router])
+        #expect(ranked.first?.text == "The Wi-Fi password is printed on the sticker under the router.", "\(ranked)")
+        #expect(ranked.first?.overlap == 1 && ranked.first?.sourceOverlap == 1, "\(ranked)")
+    }
+
     @Test func finalAnswerKeepsSupportedSentencesAndCites() {
         let q = "When does Lena's passport expire?"
         let ranked = Trust.evidence(question: q, sources: Self.sources)

@@ -115,6 +115,12 @@ import Testing
         #expect(shown.out.contains("Where is the spare key?") && shown.out.contains("Ersatzschlüssel"))
         // A unique prefix, as for items.
         #expect(try await kiana(["conversations", String(conv.prefix(8)), "--data-dir", d]).out == shown.out)
+        // Small talk in a conversation is answered as such, not as a follow-up that repeats
+        // the previous answer with its citation.
+        for (said, reply) in [("thanks!", "You're welcome."), ("hi", "Hello!")] {
+            let r = try await askJSON([said, "--conversation", conv, "--data-dir", d])
+            #expect((r["answer"] as? String ?? "").hasPrefix(reply) && ((r["citations"] as? [Any]) ?? []).isEmpty, "\(said): \(r)")
+        }
         let bad = try await kiana(["ask", "hi", "--conversation", "nope", "--data-dir", d])
         #expect(bad.status != 0 && bad.err.contains("no conversation nope"))
         // A question refused for its input is refused before chunks waiting for vectors are

@@ -165,6 +165,31 @@ public enum Grounding {
         ].contains(t)
     }
 
+    /// A greeting, thanks or acknowledgement as the whole message ("hi", "Thanks!", "vielen
+    /// Dank", "ok"): its fixed reply in the language it was said in, else nil. Nothing is looked
+    /// up for it: in a conversation it would count as a follow-up naming nothing and repeat the
+    /// previous answer, and alone it would be answered "I don't know".
+    public static func smallTalkReply(_ text: String) -> String? {
+        let t = text.lowercased().components(separatedBy: CharacterSet.letters.inverted).filter { !$0.isEmpty }.joined(separator: " ")
+        for (phrases, reply) in smallTalk where phrases.contains(t) { return reply }
+        return nil
+    }
+
+    static let smallTalk: [(Set<String>, String)] = [
+        (
+            ["hi", "hello", "hey", "hi there", "hello there", "good morning", "good afternoon", "good evening"],
+            "Hello! Ask me about anything you have taught me, or teach me something with “remember that …”."
+        ),
+        (
+            ["hallo", "moin", "servus", "guten morgen", "guten tag", "guten abend"],
+            "Hallo! Frag mich nach dem, was du mir beigebracht hast, oder bring mir etwas bei mit „merk dir, dass …“."
+        ),
+        (["thanks", "thank you", "thanks a lot", "thank you very much", "many thanks", "cheers", "ok thanks", "great thanks"], "You're welcome."),
+        (["danke", "danke schön", "dankeschön", "vielen dank", "ok danke", "super danke", "danke dir"], "Gern geschehen."),
+        (["ok", "okay", "great", "cool", "got it", "perfect", "alright", "all right"], "Alright."),
+        (["alles klar", "prima", "super", "passt"], "Alles klar."),
+    ]
+
     /// The fact in "remember that …" / "merk dir …" (and close variants, asked politely: "can
     /// you remember that …?"), or nil. A question after the command ("remember: what is …?") is
     /// no fact: nil, so it is asked instead of stored.

@@ -134,8 +134,9 @@ public enum Trust {
         var sentences: [(source: Int, text: String, words: [String], title: [String])] = []
         let asked = Set(questions.flatMap(questionWords))
         for (i, s) in sources.enumerated() {
-            let titleWords = Words.content(s.title ?? "")
-            var candidates = Sentences.split(s.text).filter { $0.count >= 3 }.flatMap(windows).map { (text: $0, words: Words.content($0)) }
+            // Words as bags, hyphenated words also joined: "wifi" is said by "Wi-Fi" (decision 115).
+            let titleWords = Array(termWords(s.title ?? ""))
+            var candidates = Sentences.split(s.text).filter { $0.count >= 3 }.flatMap(windows).map { (text: $0, words: Array(termWords($0))) }
             // a long source: only the sentences that share most words with the question are scored
             if candidates.count > maxSentencesPerSource {
                 let shared = candidates.map { c in asked.filter { q in c.words.contains { Words.sameWord(q, $0) } }.count }
@@ -144,7 +145,7 @@ public enum Trust {
             }
             for c in candidates { sentences.append((i + 1, c.text, c.words, titleWords)) }
         }
-        let sourceWords = sources.map { Words.content(($0.title ?? "") + " " + $0.text) }
+        let sourceWords = sources.map { Array(termWords(($0.title ?? "") + " " + $0.text)) }
         var vectors: [[Float]] = []
         let sourceTexts = sources.map { ($0.title.map { $0 + "\n" } ?? "") + $0.text }
         if let embed, !sentences.isEmpty { vectors = embed(questions + sentences.map(\.text) + sourceTexts) }
@@ -289,7 +290,7 @@ public enum Trust {
         }
         let asked = questionWords(question)
         func mentions(_ e: EvidenceSentence) -> [String] {
-            let words = Words.content(e.text)
+            let words = termWords(e.text)
             return asked.filter { q in words.contains { Words.sameWord(q, $0) } }
         }
         let missing = Set(asked).subtracting(mentions(best))
@@ -359,7 +360,7 @@ public enum Trust {
     }
 
     /// Content words of a text, and its hyphenated words joined ("Wi-Fi" is also "wifi").
-    static func termWords(_ text: String) -> Set<String> {
+    public static func termWords(_ text: String) -> Set<String> {
         Set(Words.content(text) + Words.content(text.replacingOccurrences(of: "-", with: "")))
     }
 
