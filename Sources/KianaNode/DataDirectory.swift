@@ -224,10 +224,15 @@ extension DataDirectory {
             close(fd)
             let pid = n > 0 ? String(decoding: buf[0..<n], as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines) : "?"
             guard busy else { throw KianaNodeError(.dataDirectory, "cannot lock \(lockPath): \(String(cString: strerror(err)))") }
-            // `kiana join` holds it too while it sets the directory up (its subcommand is the
-            // first argument).
-            if Self.isJoin(pid: pid) { throw joinInProgress(pid: pid) }
-            throw KianaNodeError(.locked, "another node (PID \(pid)) is already serving \(path); stop it first, or give this one its own --data-dir")
+            // `kiana join`, `init` and `restore` hold it too while they set the directory up
+            // (their subcommand is the first argument).
+            let args = Self.commandLine(pid: pid)
+            let command = args.count > 1 && args[0].hasSuffix("kiana") ? args[1] : "serve"
+            switch command {
+            case "join": throw joinInProgress(pid: pid)
+            case "serve": throw KianaNodeError(.locked, "another node (PID \(pid)) is already serving \(path); stop it first, or give this one its own --data-dir")
+            default: throw KianaNodeError(.locked, "a `kiana \(command)` (PID \(pid)) is using \(path); let it finish first")
+            }
         }
         let text = Array("\(getpid())\n".utf8)
         _ = ftruncate(fd, 0)

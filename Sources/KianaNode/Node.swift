@@ -24,16 +24,19 @@ public struct Node: Sendable {
     /// Creates a new network in `directory`: identity keys (unless present) and a genesis
     /// block naming this device as the only authority.
     @discardableResult
-    public static func initialize(directory: DataDirectory, name: String? = nil, now: UInt64 = currentMillis()) throws -> Node {
-        // The name goes into the genesis block's header (at most 64 KiB with the rest): bounded
-        // here, as a name a person reads, before anything is made.
-        if let name {
-            guard !name.trimmingCharacters(in: .whitespaces).isEmpty, name.count <= 100,
-                !name.unicodeScalars.contains(where: { $0.properties.generalCategory == .control || $0.properties.generalCategory == .format })
-            else {
-                throw KianaNodeError(.invalidInput, "a network name is 1 to 100 characters without control or invisible formatting characters")
-            }
+    /// The name goes into the genesis block's header (at most 64 KiB with the rest): bounded
+    /// as a name a person reads, checked before anything is made.
+    public static func checkNetworkName(_ name: String?) throws {
+        guard let name else { return }
+        guard !name.trimmingCharacters(in: .whitespaces).isEmpty, name.count <= 100,
+            !name.unicodeScalars.contains(where: { $0.properties.generalCategory == .control || $0.properties.generalCategory == .format })
+        else {
+            throw KianaNodeError(.invalidInput, "a network name is 1 to 100 characters without control or invisible formatting characters")
         }
+    }
+
+    public static func initialize(directory: DataDirectory, name: String? = nil, now: UInt64 = currentMillis()) throws -> Node {
+        try checkNetworkName(name)
         try directory.create()
         try refuseLostLedgerOrKey(directory)
         // Until the first block is stored, keys here without a ledger are this init's, so a run
@@ -119,8 +122,9 @@ public struct Node: Sendable {
 
     /// How to get out of a damaged ledger.
     public static let recoveryAdvice =
-        "To recover: restore the data directory from a backup, or move it aside and `kiana import` an export "
-        + "from another device; `kiana ledger verify` clears this once the ledger verifies again."
+        "To recover: restore the data directory from a backup (`kiana restore`), or move its kiana.sqlite (with "
+        + "kiana.sqlite-wal and -shm) aside, keep the keys, and `kiana import` an export from another device of the network "
+        + "(or re-sync from a member); `kiana ledger verify` clears this once the ledger verifies again."
 
     /// Opens the node, creating a new network first if the directory holds no device key yet
     /// (`kiana serve` on a new directory). Keys without a ledger are a `kiana join` (or import)

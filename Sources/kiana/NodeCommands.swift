@@ -11,7 +11,11 @@ struct Init: ParsableCommand {
 
     func run() throws {
         try perform {
-            let node = try Node.initialize(directory: data.directory, name: name)
+            // One init at a time, and none beside a node, a join or a restore in the directory.
+            let directory = try data.directory
+            try Node.checkNetworkName(name)
+            let lock = try directory.lockForServing()
+            let node = try withExtendedLifetime(lock) { try Node.initialize(directory: directory, name: name) }
             say("Initialized a new KI_ana network in \(node.directory.path)")
             say("Device ID:  \(node.identity.deviceID)")
             say("Network ID: \(Hex.encode(try node.network() ?? []))")

@@ -186,6 +186,12 @@ struct ServiceInstall: ParsableCommand {
             }
             try Self.write(Data(SystemdUnit.text(binary: binary, models: modelsTarget).utf8), to: unit, mode: 0o644)
             say("wrote \(unit); start it with: systemctl daemon-reload && systemctl enable --now kiana")
+            if data.dataDir != nil {
+                // The service's data is its StateDirectory; --data-dir only named where models are read.
+                Output.note(
+                    "kiana: the service keeps its data in \(SystemdUnit.defaultDataDirectory) (its StateDirectory), not in \(data.dataDir ?? ""): "
+                        + "--data-dir only said where to read the models from")
+            }
         }
     }
 

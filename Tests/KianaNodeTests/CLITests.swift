@@ -206,6 +206,23 @@ import Testing
         #expect(try await kiana(["ledger", "verify"] + d).status == 0)
     }
 
+    /// Inits racing on one new directory: one makes the network, the others say why not in one
+    /// line (no SQLite migration errors), and the directory verifies.
+    @Test func concurrentInitsMakeOneNetwork() async throws {
+        let dir = try TempDir()
+        defer { dir.cleanup() }
+        let d = dir.path + "/new"
+        let results = try await withThrowingTaskGroup(of: (status: Int32, out: String, err: String).self) { group in
+            for _ in 0..<4 { group.addTask { try await kiana(["init", "--data-dir", d]) } }
+            return try await group.reduce(into: []) { $0.append($1) }
+        }
+        #expect(results.filter { $0.status == 0 }.count == 1, "\(results)")
+        for r in results where r.status != 0 {
+            #expect(r.err.split(separator: "\n").count == 1 && (r.err.contains("is using") || r.err.contains("already initialized")), "\(r.err)")
+        }
+        #expect(try await kiana(["ledger", "verify", "--data-dir", d]).status == 0)
+    }
+
     @Test func commandsBeforeInitSaySo() async throws {
         let dir = try TempDir()
         defer { dir.cleanup() }

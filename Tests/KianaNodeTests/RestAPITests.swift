@@ -374,7 +374,7 @@ import Testing
         defer { served.close() }
         let u = served.url
         // Load the models first so every request below competes for the model, not for loading.
-        #expect(try await Self.call(u + "/api/v1/ask", method: "POST", body: #"{"question":"Hi","max_tokens":1,"stream":false}"#, seconds: 240).code == 200)
+        #expect(try await Self.call(u + "/api/v1/ask", method: "POST", body: #"{"question":"What is the bike lock code?","max_tokens":1,"stream":false}"#, seconds: 240).code == 200)
         let script = """
             import concurrent.futures, json, sys, urllib.request, urllib.error
             def ask(i):
@@ -393,7 +393,7 @@ import Testing
         #expect(ok + busy == 40, "\(results)")
         #expect(ok >= 17 && busy >= 1, "one running and 16 waiting are answered, the rest refused: \(ok) answered, \(busy) busy")
         #expect(try await Self.call(u + "/health").code == 200)
-        #expect(try await Self.call(u + "/api/v1/ask", method: "POST", body: #"{"question":"Hi","max_tokens":1,"stream":false}"#, seconds: 240).code == 200)
+        #expect(try await Self.call(u + "/api/v1/ask", method: "POST", body: #"{"question":"What is the bike lock code?","max_tokens":1,"stream":false}"#, seconds: 240).code == 200)
     }
 
     @Test("An open event stream does not hold up graceful shutdown")
