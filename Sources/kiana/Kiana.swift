@@ -50,7 +50,14 @@ struct Kiana: AsyncParsableCommand {
             // Help and --version print as usual; a mistake on the command line is one line and
             // exit code 1, like every other error (the usage is a `--help` away).
             if code == .success || error is ExitCode { exit(withError: error) }
-            let message = Self.message(for: error).split(separator: "\n").first.map(String.init) ?? "invalid arguments"
+            var message = Self.message(for: error).split(separator: "\n").first.map(String.init) ?? "invalid arguments"
+            // `--k -1`: the parser reads "-1" as an option, so the value looks missing.
+            if message.contains("Missing value for '--"), let flag = message.split(separator: "'").dropFirst().first?.split(separator: " ").first,
+                let i = CommandLine.arguments.firstIndex(of: String(flag)), i + 1 < CommandLine.arguments.count,
+                let value = Double(CommandLine.arguments[i + 1]), value < 0
+            {
+                message += "; a negative value is written \(flag)=\(CommandLine.arguments[i + 1])"
+            }
             Output.write(2, "kiana: \(message.replacingOccurrences(of: "Error: ", with: "")) (see `kiana help`)\n")
             Glibc.exit(1)
         }

@@ -107,6 +107,7 @@ import Testing
         (["import", "/nonexistent/file.json"], "cannot read"),
         // An empty path (an unset variable) is an error, not the current folder or a file named "".
         (["ingest", ""], "an empty path"),
+        (["search", "x", "--k", "-1"], "a negative value is written --k=-1"),
         (["export", "-o", ""], "an empty output file name"),
         (["import", ""], "an empty file name"),
         // `serve` refuses what would leave it half-configured, before it listens.
