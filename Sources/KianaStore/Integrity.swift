@@ -1,6 +1,7 @@
 import Foundation
 import GRDB
 import KianaCore
+import Synchronization
 
 /// What the start-up check of a store found.
 public struct StartupCheck: Sendable {
@@ -48,6 +49,31 @@ extension LedgerStore {
             guard error.code == .corrupt else { throw error }
             return [error.message]
         }
+    }
+
+    /// Runs `body` while SQLite's full check of the file runs on another connection (reads
+    /// both; the check otherwise leaves a core idle while the chain is read and replayed). The
+    /// file's damage, when the check finds any, is the error, whatever `body` did: a damaged
+    /// b-tree can make the chain look different, and the file is what to name. In memory, or
+    /// without a second reader, the check runs first.
+    func besideFileCheck<T>(_ body: () throws(KianaStoreError) -> T) throws(KianaStoreError) -> T {
+        guard let side = database.sideReader() else {
+            let problems = try integrityProblems(quick: false)
+            guard problems.isEmpty else { throw Self.damaged(problems) }
+            return try body()
+        }
+        let other = LedgerStore(database: side)
+        let found = Mutex<Result<[String], KianaStoreError>>(.success([]))
+        let checked = DispatchGroup()
+        DispatchQueue.global().async(group: checked) {
+            let r = Result { () throws(KianaStoreError) in try other.integrityProblems(quick: false) }
+            found.withLock { $0 = r }
+        }
+        let outcome = Result { () throws(KianaStoreError) in try body() }
+        checked.wait()
+        let problems = try found.withLock { $0 }.get()
+        guard problems.isEmpty else { throw Self.damaged(problems) }
+        return try outcome.get()
     }
 
     /// The error for a database file SQLite finds damaged, naming what is damaged.
@@ -230,17 +256,20 @@ extension LedgerStore {
     /// on a read-only connection); the caller records the verified head.
     public func startupCheck(now: UInt64) throws(KianaStoreError) -> StartupCheck {
         // The full check, not `quick_check`: only it compares every index with its table, and a
-        // damaged index (a flipped byte in `block_on_height`) passes the quick one.
-        let problems = try integrityProblems(quick: false)
-        guard problems.isEmpty else { throw Self.damaged(problems) }
-        let previous = try verifiedMark()
-        var trusted: UInt64 = 0
-        if let previous, (try canonicalHashes(at: [previous.height]).first ?? nil) == previous.hash {
-            trusted = previous.height + 1
+        // damaged index (a flipped byte in `block_on_height`) passes the quick one. It runs
+        // beside the walk; its finding, if any, is the error.
+        let walked = try besideFileCheck { () throws(KianaStoreError) in
+            let previous = try verifiedMark()
+            var trusted: UInt64 = 0
+            if let previous, (try canonicalHashes(at: [previous.height]).first ?? nil) == previous.hash {
+                trusted = previous.height + 1
+            }
+            // What is served is the materialized knowledge: it must be what the ledger says, or a
+            // damaged row (SQLite's check does not read row contents) would be served as truth.
+            return (previous, trusted, try validateStoredChain(now: now, trustedBelow: trusted, digestAt: trusted > 0 ? trusted - 1 : nil))
         }
-        // What is served is the materialized knowledge: it must be what the ledger says, or a
-        // damaged row (SQLite's check does not read row contents) would be served as truth.
-        var checked = try validateStoredChain(now: now, trustedBelow: trusted, digestAt: trusted > 0 ? trusted - 1 : nil)
+        let previous = walked.0
+        var (trusted, checked) = (walked.1, walked.2)
         // Bytes below the mark that are not those verified there (a flipped signature byte, an
         // entry rewritten with its ID): nothing below it is trusted; all is verified again.
         var mismatch = false

@@ -18,6 +18,8 @@ public final class KianaDatabase: Sendable {
     let landedSearch = LandedSearch()
     /// The file (nil in memory), for the WAL check after writes.
     let filePath: String?
+    /// A read-only file's path and how it was opened, for a second reader (`sideReader`).
+    let readOnlySource: (path: String, immutable: Bool)?
     private let walLost = Mutex(false)
 
     /// Opens (creating if needed) the database file at `path` and migrates it.
@@ -36,6 +38,7 @@ public final class KianaDatabase: Sendable {
             try db.execute(sql: "PRAGMA secure_delete = FAST")
         }
         filePath = path
+        readOnlySource = nil
         do {
             if !FileManager.default.fileExists(atPath: path) { try Self.createFile(at: FilePlacement.resolved(path)) }
             writer = try DatabasePool(path: path, configuration: config)
@@ -130,6 +133,7 @@ public final class KianaDatabase: Sendable {
         let done: Bool
         do {
             filePath = nil  // read-only: nothing is written through it
+            readOnlySource = (path, immutable)
             writer = try DatabaseQueue(path: uri, configuration: config)
             done = try writer.read { db in try Self.migrator.hasCompletedMigrations(db) }
         } catch {
@@ -158,12 +162,21 @@ public final class KianaDatabase: Sendable {
         }
     }
 
+    /// A database to read at the same time as this one: this one where reads already run side
+    /// by side (a pool), a second connection to a file opened read-only, nil in memory.
+    func sideReader() -> KianaDatabase? {
+        if writer is DatabasePool { return self }
+        guard let (path, immutable) = readOnlySource else { return nil }
+        return try? KianaDatabase(readOnlyPath: path, immutable: immutable)
+    }
+
     /// A private in-memory database (tests).
     public init() throws(KianaStoreError) {
         do {
             var config = Configuration()
             config.prepareDatabase { db in Self.prepareWriter(db) }
             filePath = nil
+            readOnlySource = nil
             writer = try DatabaseQueue(configuration: config)
             try Self.migrator.migrate(writer)
         } catch {

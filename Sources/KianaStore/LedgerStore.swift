@@ -456,9 +456,7 @@ public struct LedgerStore: Sendable {
     /// `verify`, also returning the verified mark it recorded (or could not record: a read-only
     /// data directory can still be verified, it just keeps no record).
     public func verifyMarking(now: UInt64) throws(KianaStoreError) -> (state: LedgerState, mark: VerifiedMark) {
-        let problems = try integrityProblems(quick: false)
-        guard problems.isEmpty else { throw Self.damaged(problems) }
-        let checked = try validateStoredChain(now: now)
+        let checked = try besideFileCheck { () throws(KianaStoreError) in try validateStoredChain(now: now) }
         let mark = VerifiedMark(height: checked.state.height, hash: checked.state.tipHash, digest: checked.digest)
         try? recordVerified(mark)
         return (checked.state, mark)
