@@ -142,7 +142,7 @@ public struct LedgerState: Sendable {
 
     /// Why an entry's kind or payload is unacceptable, or nil if it is fine. Stateless, so
     /// `ChainValidator` runs it on all cores together with the signature check.
-    static func payloadProblem(_ e: Entry) -> String? {
+    public static func payloadProblem(_ e: Entry) -> String? {
         guard EntryKind.known.contains(e.kind) else { return "unknown kind \(e.kind)" }
         do throws(KianaCoreError) {
             if e.kind == .authorityVote {

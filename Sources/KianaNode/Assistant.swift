@@ -263,8 +263,9 @@ extension Node {
         }
         if options.trusted {
             // A follow-up that names little of its own ("and his number?") is looked up together
-            // with the previous question of the conversation.
-            let previous = Trust.subjectWords(q).count <= 1 ? past.last { $0.role == .user }?.content : nil
+            // with the previous question of the conversation (small talk in between is no question).
+            let previous =
+                Trust.subjectWords(q).count <= 1 ? past.last { $0.role == .user && Grounding.smallTalkReply($0.content) == nil }?.content : nil
             return try await finish(trustedAnswer(q, context: previous, backend: backend, retriever: retriever, options: options, onText: onText))
         }
 

@@ -149,14 +149,20 @@ extension LedgerStore {
             throw KianaStoreError(.corrupt, "block \(r.height): [block-hash] stored hash does not match the stored header", height: r.height)
         }
         // The row's indexed copies of the header (side branches are traced by `parent`).
-        guard b.header.parent == r.parent, b.header.signer == r.signer, b.header.time == r.time else {
-            throw KianaStoreError(.corrupt, "block \(r.height): [block-row] stored parent, signer or time does not match the signed header", height: r.height)
+        guard b.header.parent == r.parent, b.header.signer == r.signer, b.header.time == r.time, b.height == r.rowHeight else {
+            throw KianaStoreError(.corrupt, "block \(r.height): [block-row] stored height, parent, signer or time does not match the signed header", height: r.height)
         }
         guard b.entries.count == r.entries.count else {
             throw KianaStoreError(.corrupt, "block \(r.height): [entry-count] stored entries do not match the header", height: r.height)
         }
         for (j, e) in b.entries.enumerated() where e.id != r.entries[j].id {
             throw KianaStoreError(.corrupt, "block \(r.height): [entry-id] entry \(j) does not match its stored ID", height: r.height)
+        }
+        // The entry rows' indexed copies (membership is read by kind, sequence numbers and
+        // clocks by author): what the bytes say.
+        for (j, e) in b.entries.enumerated()
+        where r.entryRows[j] != EntryRow(author: e.author, sequence: e.sequence, kind: e.kind.rawValue, wall: e.hlc.wall, logical: UInt64(e.hlc.logical)) {
+            throw KianaStoreError(.corrupt, "block \(r.height): [entry-row] entry \(j)'s stored author, sequence, kind or clock does not match its bytes", height: r.height)
         }
         return b
     }

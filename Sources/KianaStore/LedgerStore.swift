@@ -377,6 +377,19 @@ public struct LedgerStore: Sendable {
         public var parent: [UInt8] = []
         public var signer: [UInt8] = []
         public var time: UInt64 = 0
+        public var rowHeight: UInt64 = 0
+        /// The entry rows' copies of entry fields, in entry order (checked against their bytes).
+        public var entryRows: [EntryRow] = []
+    }
+
+    /// The indexed copies of an entry's fields in its `entry` row (membership, sequence numbers
+    /// and clocks are read from them).
+    public struct EntryRow: Sendable, Equatable {
+        public var author: [UInt8]
+        public var sequence: UInt64
+        public var kind: String
+        public var wall: UInt64
+        public var logical: UInt64
     }
 
     /// A column of a chain row, of the type the schema gives it; a value of another type (a
@@ -398,7 +411,7 @@ public struct LedgerStore: Sendable {
                 let rows = try Row.fetchAll(
                     db,
                     sql: """
-                        SELECT chain.height, chain.hash, block.signedHeader\(rowColumns ? ", block.parent, block.signer, block.time" : "")
+                        SELECT chain.height, chain.hash, block.signedHeader\(rowColumns ? ", block.parent, block.signer, block.time, block.height" : "")
                         FROM chain JOIN block ON block.hash = chain.hash
                         WHERE chain.height BETWEEN ? AND ? ORDER BY chain.height
                         """, arguments: [Int64(clamping: from), hi])
@@ -411,13 +424,14 @@ public struct LedgerStore: Sendable {
                         raw.parent = (try Self.stored(r, 3) as Data).bytes
                         raw.signer = (try Self.stored(r, 4) as Data).bytes
                         raw.time = UInt64(bitPattern: try Self.stored(r, 5))
+                        raw.rowHeight = UInt64(bitPattern: try Self.stored(r, 6))
                     }
                     blocks.append(raw)
                 }
                 let erows = try Row.fetchCursor(
                     db,
                     sql: """
-                        SELECT blockEntry.blockHash, entry.id, entry.raw FROM chain
+                        SELECT blockEntry.blockHash, entry.id, entry.raw\(rowColumns ? ", entry.author, entry.seq, entry.kind, entry.hlcWall, entry.hlcLogical" : "") FROM chain
                         JOIN blockEntry ON blockEntry.blockHash = chain.hash
                         JOIN entry ON entry.id = blockEntry.entryId
                         WHERE chain.height BETWEEN ? AND ? ORDER BY chain.height, blockEntry.position
@@ -426,6 +440,12 @@ public struct LedgerStore: Sendable {
                     let bh: Data = try Self.stored(r, 0)
                     if let i = index[bh] {
                         blocks[i].entries.append((id: (try Self.stored(r, 1) as Data).bytes, raw: (try Self.stored(r, 2) as Data).bytes))
+                        if rowColumns {
+                            blocks[i].entryRows.append(
+                                EntryRow(
+                                    author: (try Self.stored(r, 3) as Data).bytes, sequence: UInt64(bitPattern: try Self.stored(r, 4)),
+                                    kind: try Self.stored(r, 5), wall: UInt64(bitPattern: try Self.stored(r, 6)), logical: UInt64(bitPattern: try Self.stored(r, 7))))
+                        }
                     }
                 }
                 return blocks
@@ -466,9 +486,28 @@ public struct LedgerStore: Sendable {
     /// of the canonical chain's entries) plus the pending pool implies: item for item, field for
     /// field (an entry superseded by a copy of it is renamed in the state, decision 111).
     func checkKnowledge(expected chain: KnowledgeState, batchSize: Int = itemBatch) throws(KianaStoreError) {
+        // Pending entries shape what is served too (and are sealed into the next block): each is
+        // checked as the chain's entries are, signature and payload, and against its stored ID.
         let pending = try run("reading pending entries") {
             try writer.read { db in
-                try Data.fetchAll(db, sql: "SELECT entry.raw FROM pending CROSS JOIN entry ON entry.id = pending.entryId").map { try Entry(decoding: $0.bytes) }
+                try Row.fetchAll(
+                    db, sql: "SELECT entry.id, entry.raw, entry.author, entry.seq, entry.kind, entry.hlcWall, entry.hlcLogical FROM pending CROSS JOIN entry ON entry.id = pending.entryId"
+                ).map { row in
+                    let id: Data = try Self.stored(row, 0, in: "pending entry")
+                    let e = try Entry(decoding: (try Self.stored(row, 1, in: "pending entry") as Data).bytes)
+                    let name = "pending entry \(Hex.encode(Array(id.bytes.prefix(8))))"
+                    guard e.id == id.bytes else { throw KianaStoreError(.corrupt, "\(name): [entry-id] does not match its stored bytes") }
+                    guard e.verifySignature() else { throw KianaStoreError(.corrupt, "\(name): [entry-signature] signature does not verify") }
+                    if let problem = LedgerState.payloadProblem(e) { throw KianaStoreError(.corrupt, "\(name): [payload] \(problem)") }
+                    let stored = EntryRow(
+                        author: (try Self.stored(row, 2, in: "pending entry") as Data).bytes, sequence: UInt64(bitPattern: try Self.stored(row, 3, in: "pending entry")),
+                        kind: try Self.stored(row, 4, in: "pending entry"), wall: UInt64(bitPattern: try Self.stored(row, 5, in: "pending entry")),
+                        logical: UInt64(bitPattern: try Self.stored(row, 6, in: "pending entry")))
+                    guard stored == EntryRow(author: e.author, sequence: e.sequence, kind: e.kind.rawValue, wall: e.hlc.wall, logical: UInt64(e.hlc.logical)) else {
+                        throw KianaStoreError(.corrupt, "\(name): [entry-row] stored author, sequence, kind or clock does not match its bytes")
+                    }
+                    return e
+                }
             }
         }
         var expected = chain

@@ -109,13 +109,19 @@ public struct SearchStore: Sendable {
                     // a German participle: "geleert" from "leeren"
                     if w.hasPrefix("ge"), w.count >= 7, try known(String(w.dropFirst(2).dropLast())) { return false }
                     let chars = Array(w)
-                    guard chars.count >= 9 else { return true }
+                    // Compounds are split at every cut, two lookups each: only for words of a
+                    // compound's length (a 64 KiB "word" in a question would cost minutes).
+                    guard (9...Self.longestCompound).contains(chars.count) else { return true }
                     for cut in 4...(chars.count - 4) where try known(String(chars[..<cut])) && known(String(chars[cut...])) { return false }
                     return true
                 }
             }
         }
     }
+
+    /// The longest word looked at as a compound of two known words ("Donaudampfschifffahrts-
+    /// gesellschaftskapitän" has 42 letters).
+    static let longestCompound = 64
 
     /// IDs of live items passing the filter (for filtering vector candidates).
     public func itemIDs(matching filter: SearchFilter) throws(KianaStoreError) -> Set<ItemID> {

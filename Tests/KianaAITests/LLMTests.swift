@@ -308,7 +308,9 @@ func smolReference() throws -> SmolReference? {
     @Test("Greetings, thanks and acknowledgements alone are small talk; a question with them is not", arguments: [
         ("hi", "Hello!"), ("Hello there!", "Hello!"), ("Thanks!", "You're welcome."), ("thank you very much :)", "You're welcome."),
         ("Vielen Dank!", "Gern geschehen."), ("ok", "Alright."), ("Guten Morgen", "Hallo!"),
+        ("Vielen, vielen Dank!", "Gern geschehen."), ("danke schoen", "Gern geschehen."), ("thx", "You're welcome."), ("Tschüss", "Tschüss!"),
         ("and his number?", nil), ("Hi, where is the key?", nil), ("Thanks, and the wifi password?", nil), ("okay so what is the code", nil),
+        ("ok 42", nil), ("hi2", nil),
     ])
     func smallTalk(_ text: String, _ reply: String?) {
         let got = Grounding.smallTalkReply(text)

@@ -121,6 +121,12 @@ import Testing
             let r = try await askJSON([said, "--conversation", conv, "--data-dir", d])
             #expect((r["answer"] as? String ?? "").hasPrefix(reply) && ((r["citations"] as? [Any]) ?? []).isEmpty, "\(said): \(r)")
         }
+        // A follow-up after small talk is looked up with the question before it, not the thanks.
+        let boiler = try await askJSON(["Who serviced the boiler?", "--data-dir", d, "--greedy", "-n", "40"])
+        let talk = boiler["conversation"] as? String ?? ""
+        _ = try await askJSON(["thanks!", "--conversation", talk, "--data-dir", d])
+        let when = try await askJSON(["and when?", "--conversation", talk, "--data-dir", d, "--greedy", "-n", "40"])
+        #expect((when["answer"] as? String ?? "").contains("March"), "\(when)")
         let bad = try await kiana(["ask", "hi", "--conversation", "nope", "--data-dir", d])
         #expect(bad.status != 0 && bad.err.contains("no conversation nope"))
         // A question refused for its input is refused before chunks waiting for vectors are

@@ -203,6 +203,31 @@ import Testing
         #expect(try sa.orphanCount() == LedgerStore.maxOrphans)
     }
 
+    /// A pending entry shapes what is served and is sealed into the next block: a forged one
+    /// (a signature byte flipped on disk, its ID unchanged) is damage at the next check, not
+    /// served and signed over.
+    @Test func aForgedPendingEntryIsDamage() throws {
+        let (sa, sb, _) = try pair()
+        _ = try sa.write([put("from a")], identity: a, now: t0 + 10)
+        let b1 = try sb.write([put("b one")], identity: b, now: t0 + 20).block
+        let b2 = try sb.write([put("b two")], identity: b, now: t0 + 21).block
+        _ = try sa.importBlocks([b1, b2], now: t0 + 30)
+        #expect(try sa.pendingCount() == 1)
+        _ = try sa.verify(now: t0 + 40)
+        try sa.database.writer.write { db in
+            let row = try #require(try Row.fetchOne(db, sql: "SELECT entry.id, entry.raw FROM pending JOIN entry ON entry.id = pending.entryId"))
+            var raw = [UInt8](row[1] as Data)
+            let e = try Entry(decoding: raw)
+            let at = try #require((0...(raw.count - 64)).first { Array(raw[$0..<($0 + 64)]) == e.signature })
+            raw[at + 7] ^= 1
+            try db.execute(sql: "UPDATE entry SET raw = ? WHERE id = ?", arguments: [Data(raw), row[0] as Data])
+        }
+        #expect {
+            _ = try sa.verify(now: t0 + 50)
+        } throws: { ($0 as? KianaStoreError)?.code == .corrupt && "\($0)".contains("pending entry") && "\($0)".contains("[entry-signature]") }
+        #expect(throws: KianaStoreError.self) { _ = try sa.startupCheck(now: t0 + 50) }
+    }
+
     /// An entry that can never be sealed on this chain (its author's sequence number was used by
     /// another entry meanwhile) stays pending on a device that cannot sign for its author, and
     /// costs one seal attempt per call, not one per block allowed: the node seals on every head

@@ -180,6 +180,25 @@ import Testing
         #expect(state.height == 5)
     }
 
+    /// The indexed copies of a block's and an entry's fields (membership is read by kind,
+    /// sequence numbers and clocks by author) are what the bytes say.
+    @Test(arguments: [
+        ("UPDATE entry SET kind = 'authority.vote' WHERE rowid = 2", "[entry-row]"),
+        ("UPDATE entry SET seq = seq + 1 WHERE rowid = 2", "[entry-row]"),
+        ("UPDATE entry SET author = randomblob(32) WHERE rowid = 2", "[entry-row]"),
+        ("UPDATE entry SET hlcWall = hlcWall + 1 WHERE rowid = 2", "[entry-row]"),
+        ("UPDATE entry SET hlcLogical = hlcLogical + 1 WHERE rowid = 2", "[entry-row]"),
+        ("UPDATE block SET height = height + 100000 WHERE height = 2", "[block-row]"),
+    ])
+    func aChangedIndexedColumnIsDamage(_ sql: String, _ rule: String) throws {
+        let store = try makeStore(writes: 3)
+        _ = try store.verify(now: t0 + 10_000)
+        try store.database.writer.write { db in try db.execute(sql: sql) }
+        #expect {
+            _ = try store.verify(now: t0 + 10_000)
+        } throws: { ($0 as? KianaStoreError)?.code == .corrupt && "\($0)".contains(rule) }
+    }
+
     @Test func importBlocksIsIdempotentAndKeepsADivergentChain() throws {
         let source = try makeStore(writes: 4)
         let blocks = try source.blocks()

@@ -170,7 +170,8 @@ public enum Grounding {
     /// up for it: in a conversation it would count as a follow-up naming nothing and repeat the
     /// previous answer, and alone it would be answered "I don't know".
     public static func smallTalkReply(_ text: String) -> String? {
-        let t = text.lowercased().components(separatedBy: CharacterSet.letters.inverted).filter { !$0.isEmpty }.joined(separator: " ")
+        // Words of letters and digits ("ok 42" is no acknowledgement); punctuation and emoji dropped.
+        let t = text.lowercased().components(separatedBy: CharacterSet.alphanumerics.inverted).filter { !$0.isEmpty }.joined(separator: " ")
         for (phrases, reply) in smallTalk where phrases.contains(t) { return reply }
         return nil
     }
@@ -184,8 +185,18 @@ public enum Grounding {
             ["hallo", "moin", "servus", "guten morgen", "guten tag", "guten abend"],
             "Hallo! Frag mich nach dem, was du mir beigebracht hast, oder bring mir etwas bei mit „merk dir, dass …“."
         ),
-        (["thanks", "thank you", "thanks a lot", "thank you very much", "many thanks", "cheers", "ok thanks", "great thanks"], "You're welcome."),
-        (["danke", "danke schön", "dankeschön", "vielen dank", "ok danke", "super danke", "danke dir"], "Gern geschehen."),
+        (
+            ["thanks", "thank you", "thanks a lot", "thank you very much", "thank you so much", "thanks so much", "many thanks", "cheers", "thx", "ty",
+             "ok thanks", "ok thank you", "great thanks"],
+            "You're welcome."
+        ),
+        (
+            ["danke", "danke schön", "danke schoen", "dankeschön", "dankeschoen", "danke sehr", "vielen dank", "vielen vielen dank", "ok danke", "super danke",
+             "danke dir"],
+            "Gern geschehen."
+        ),
+        (["bye", "goodbye", "good bye", "see you", "good night"], "Goodbye!"),
+        (["tschüss", "tschüs", "tschuess", "ciao", "bis bald", "gute nacht", "auf wiedersehen"], "Tschüss!"),
         (["ok", "okay", "great", "cool", "got it", "perfect", "alright", "all right"], "Alright."),
         (["alles klar", "prima", "super", "passt"], "Alles klar."),
     ]
