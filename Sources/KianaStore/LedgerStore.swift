@@ -394,9 +394,9 @@ public struct LedgerStore: Sendable {
 
     /// A column of a chain row, of the type the schema gives it; a value of another type (a
     /// row changed on disk) is damage, named, not a crash.
-    static func stored<Value: DatabaseValueConvertible>(_ row: Row, _ index: Int, in table: String = "chain") throws -> Value {
+    static func stored<Value: DatabaseValueConvertible>(_ row: Row, _ index: Int, in what: String = "a stored chain row") throws -> Value {
         do { return try row.decode(Value.self, atIndex: index) } catch {
-            throw KianaStoreError(.corrupt, "a stored \(table) row is damaged: column \(Array(row.columnNames)[index]) holds \(row[index] as DatabaseValue)")
+            throw KianaStoreError(.corrupt, "\(what) is damaged: column \(Array(row.columnNames)[index]) holds \(row[index] as DatabaseValue)")
         }
     }
 
@@ -416,15 +416,16 @@ public struct LedgerStore: Sendable {
                         WHERE chain.height BETWEEN ? AND ? ORDER BY chain.height
                         """, arguments: [Int64(clamping: from), hi])
                 for r in rows {
-                    let h: Data = try Self.stored(r, 1)
+                    let height = UInt64(bitPattern: try Self.stored(r, 0))
+                    let name = "the stored row of block \(height)"
+                    let h: Data = try Self.stored(r, 1, in: name)
                     index[h] = blocks.count
-                    var raw = RawBlock(
-                        height: UInt64(bitPattern: try Self.stored(r, 0)), hash: h.bytes, signedHeader: (try Self.stored(r, 2) as Data).bytes, entries: [])
+                    var raw = RawBlock(height: height, hash: h.bytes, signedHeader: (try Self.stored(r, 2, in: name) as Data).bytes, entries: [])
                     if rowColumns {
-                        raw.parent = (try Self.stored(r, 3) as Data).bytes
-                        raw.signer = (try Self.stored(r, 4) as Data).bytes
-                        raw.time = UInt64(bitPattern: try Self.stored(r, 5))
-                        raw.rowHeight = UInt64(bitPattern: try Self.stored(r, 6))
+                        raw.parent = (try Self.stored(r, 3, in: name) as Data).bytes
+                        raw.signer = (try Self.stored(r, 4, in: name) as Data).bytes
+                        raw.time = UInt64(bitPattern: try Self.stored(r, 5, in: name))
+                        raw.rowHeight = UInt64(bitPattern: try Self.stored(r, 6, in: name))
                     }
                     blocks.append(raw)
                 }
@@ -439,12 +440,14 @@ public struct LedgerStore: Sendable {
                 while let r = try erows.next() {
                     let bh: Data = try Self.stored(r, 0)
                     if let i = index[bh] {
-                        blocks[i].entries.append((id: (try Self.stored(r, 1) as Data).bytes, raw: (try Self.stored(r, 2) as Data).bytes))
+                        let name = "the stored row of entry \(blocks[i].entries.count) of block \(blocks[i].height)"
+                        blocks[i].entries.append((id: (try Self.stored(r, 1, in: name) as Data).bytes, raw: (try Self.stored(r, 2, in: name) as Data).bytes))
                         if rowColumns {
                             blocks[i].entryRows.append(
                                 EntryRow(
-                                    author: (try Self.stored(r, 3) as Data).bytes, sequence: UInt64(bitPattern: try Self.stored(r, 4)),
-                                    kind: try Self.stored(r, 5), wall: UInt64(bitPattern: try Self.stored(r, 6)), logical: UInt64(bitPattern: try Self.stored(r, 7))))
+                                    author: (try Self.stored(r, 3, in: name) as Data).bytes, sequence: UInt64(bitPattern: try Self.stored(r, 4, in: name)),
+                                    kind: try Self.stored(r, 5, in: name), wall: UInt64(bitPattern: try Self.stored(r, 6, in: name)),
+                                    logical: UInt64(bitPattern: try Self.stored(r, 7, in: name))))
                         }
                     }
                 }
@@ -493,16 +496,16 @@ public struct LedgerStore: Sendable {
                 try Row.fetchAll(
                     db, sql: "SELECT entry.id, entry.raw, entry.author, entry.seq, entry.kind, entry.hlcWall, entry.hlcLogical FROM pending CROSS JOIN entry ON entry.id = pending.entryId"
                 ).map { row in
-                    let id: Data = try Self.stored(row, 0, in: "pending entry")
-                    let e = try Entry(decoding: (try Self.stored(row, 1, in: "pending entry") as Data).bytes)
+                    let id: Data = try Self.stored(row, 0, in: "a stored pending entry row")
+                    let e = try Entry(decoding: (try Self.stored(row, 1, in: "a stored pending entry row") as Data).bytes)
                     let name = "pending entry \(Hex.encode(Array(id.bytes.prefix(8))))"
                     guard e.id == id.bytes else { throw KianaStoreError(.corrupt, "\(name): [entry-id] does not match its stored bytes") }
                     guard e.verifySignature() else { throw KianaStoreError(.corrupt, "\(name): [entry-signature] signature does not verify") }
                     if let problem = LedgerState.payloadProblem(e) { throw KianaStoreError(.corrupt, "\(name): [payload] \(problem)") }
                     let stored = EntryRow(
-                        author: (try Self.stored(row, 2, in: "pending entry") as Data).bytes, sequence: UInt64(bitPattern: try Self.stored(row, 3, in: "pending entry")),
-                        kind: try Self.stored(row, 4, in: "pending entry"), wall: UInt64(bitPattern: try Self.stored(row, 5, in: "pending entry")),
-                        logical: UInt64(bitPattern: try Self.stored(row, 6, in: "pending entry")))
+                        author: (try Self.stored(row, 2, in: "a stored pending entry row") as Data).bytes, sequence: UInt64(bitPattern: try Self.stored(row, 3, in: "a stored pending entry row")),
+                        kind: try Self.stored(row, 4, in: "a stored pending entry row"), wall: UInt64(bitPattern: try Self.stored(row, 5, in: "a stored pending entry row")),
+                        logical: UInt64(bitPattern: try Self.stored(row, 6, in: "a stored pending entry row")))
                     guard stored == EntryRow(author: e.author, sequence: e.sequence, kind: e.kind.rawValue, wall: e.hlc.wall, logical: UInt64(e.hlc.logical)) else {
                         throw KianaStoreError(.corrupt, "\(name): [entry-row] stored author, sequence, kind or clock does not match its bytes")
                     }
@@ -522,19 +525,35 @@ public struct LedgerStore: Sendable {
                 // Every item is read at every start: columns by index from a cursor (no Codable,
                 // no array of all rows), compared in batches on all cores, the stored state as
                 // bytes with the expected state's encoding (decoded only when the bytes differ).
-                let rows = try Row.fetchCursor(db, sql: "SELECT id, title, text, tags, source, createdWall, updatedWall, deleted, state FROM item")
+                // Storage classes too: the same bytes as a blob, a fraction in a wall clock or a 2 in
+                // `deleted` read back equal but answer SQL's comparisons differently.
+                let rows = try Row.fetchCursor(
+                    db,
+                    sql: """
+                        SELECT id, title, text, tags, source, createdWall, updatedWall, deleted, state,
+                          typeof(id) = 'blob' AND typeof(state) = 'blob' AND typeof(title) IN ('text', 'null') AND typeof(text) IN ('text', 'null')
+                          AND typeof(tags) IN ('text', 'null') AND typeof(source) IN ('text', 'null') AND typeof(createdWall) IN ('integer', 'null')
+                          AND typeof(updatedWall) IN ('integer', 'null') AND typeof(deleted) = 'integer' AND deleted IN (0, 1)
+                        FROM item
+                        """)
+                var seen = Set<Data>()
+                seen.reserveCapacity(count)
                 var batch: [ItemRecord] = []
                 batch.reserveCapacity(batchSize)
                 var done = false
                 while !done {
                     if let r = try rows.next() {
+                        let id: Data = try Self.stored(r, 0, in: "a stored knowledge row")
+                        let name = "knowledge item \(Hex.encode(id.bytes))"
+                        guard try Self.stored(r, 9, in: "a stored knowledge row") as Bool else {
+                            throw KianaStoreError(.corrupt, "\(name) is damaged: a column holds a value of another type than the table's")
+                        }
+                        guard seen.insert(id).inserted else { throw KianaStoreError(.corrupt, "\(name) is stored twice") }
                         batch.append(
                             ItemRecord(
-                                id: try Self.stored(r, 0, in: "knowledge"), title: try Self.stored(r, 1, in: "knowledge"),
-                                text: try Self.stored(r, 2, in: "knowledge"), tags: try Self.stored(r, 3, in: "knowledge"),
-                                source: try Self.stored(r, 4, in: "knowledge"), createdWall: try Self.stored(r, 5, in: "knowledge"),
-                                updatedWall: try Self.stored(r, 6, in: "knowledge"), deleted: try Self.stored(r, 7, in: "knowledge"),
-                                state: try Self.stored(r, 8, in: "knowledge")))
+                                id: id, title: try Self.stored(r, 1, in: name), text: try Self.stored(r, 2, in: name), tags: try Self.stored(r, 3, in: name),
+                                source: try Self.stored(r, 4, in: name), createdWall: try Self.stored(r, 5, in: name),
+                                updatedWall: try Self.stored(r, 6, in: name), deleted: try Self.stored(r, 7, in: name), state: try Self.stored(r, 8, in: name)))
                     } else {
                         done = true
                     }
