@@ -32,14 +32,15 @@ public enum DataBackup {
         guard passphrase.count >= minPassphrase else {
             throw KianaNodeError(.invalidInput, "the passphrase must have at least \(minPassphrase) characters")
         }
-        guard !file.isEmpty else { throw KianaNodeError(.invalidInput, "an empty backup file name: give the file to write") }
+        guard !file.trimmingCharacters(in: .whitespaces).isEmpty else { throw KianaNodeError(.invalidInput, "an empty backup file name: give the file to write") }
         guard !FileManager.default.fileExists(atPath: file) else { throw KianaNodeError(.conflict, "\(file) exists; choose another name") }
         // The folder it goes in, checked before the copy and the sealing (minutes for a big ledger).
         let folder = (file as NSString).deletingLastPathComponent.isEmpty ? "." : (file as NSString).deletingLastPathComponent
         var isFolder: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: folder, isDirectory: &isFolder), isFolder.boolValue else {
+        guard FileManager.default.fileExists(atPath: folder, isDirectory: &isFolder) else {
             throw KianaNodeError(.notFound, "cannot write \(file): there is no folder \(folder)")
         }
+        guard isFolder.boolValue else { throw KianaNodeError(.invalidInput, "cannot write \(file): \(folder) is a file, not a folder") }
         guard access(folder, W_OK) == 0 else { throw KianaNodeError(.io, "cannot write \(file): the folder \(folder) is not writable") }
         // What an interrupted earlier run left (a process that no longer exists): removed first.
         // Work folders of any backup in this folder, not only this name's: they hold an
@@ -153,7 +154,7 @@ public enum DataBackup {
         from file: String, to directory: DataDirectory, passphrase: [UInt8], force: Bool = false,
         progress: (String, Int, Int) -> Void = { _, _, _ in }
     ) throws -> Summary {
-        guard !file.isEmpty else { throw KianaNodeError(.invalidInput, "an empty backup file name: give the file `kiana backup` wrote") }
+        guard !file.trimmingCharacters(in: .whitespaces).isEmpty else { throw KianaNodeError(.invalidInput, "an empty backup file name: give the file `kiana backup` wrote") }
         var isFolder: ObjCBool = false
         if FileManager.default.fileExists(atPath: file, isDirectory: &isFolder), isFolder.boolValue {
             throw KianaNodeError(.invalidInput, "\(file) is a folder: give the backup file `kiana backup` wrote")

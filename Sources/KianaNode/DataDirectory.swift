@@ -84,10 +84,17 @@ public struct DataDirectory: Sendable {
             closeIfEmpty()
             return
         }
+        // Foundation's error here is "NSCocoaErrorDomain error 512": the cause in words instead.
+        var above = (path as NSString).deletingLastPathComponent
+        while !above.isEmpty, above != "/", !FileManager.default.fileExists(atPath: above) { above = (above as NSString).deletingLastPathComponent }
+        if !above.isEmpty, FileManager.default.fileExists(atPath: above, isDirectory: &isDir), !isDir.boolValue {
+            throw KianaNodeError(.dataDirectory, "cannot create data directory \(path): \(above) is a file, not a folder")
+        }
         do {
             try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         } catch {
-            throw KianaNodeError(.dataDirectory, "cannot create data directory \(path): \(error.localizedDescription)")
+            let reason = access(above.isEmpty ? "." : above, W_OK) == 0 ? error.localizedDescription : "\(above) is not writable here"
+            throw KianaNodeError(.dataDirectory, "cannot create data directory \(path): \(reason)")
         }
     }
 
@@ -226,8 +233,12 @@ extension DataDirectory {
             guard busy else { throw KianaNodeError(.dataDirectory, "cannot lock \(lockPath): \(String(cString: strerror(err)))") }
             // `kiana join`, `init` and `restore` hold it too while they set the directory up
             // (their subcommand is the first argument).
+            // The holder writes its PID just after it takes the lock: not there yet, it is starting.
+            guard Int32(pid) != nil else {
+                throw KianaNodeError(.locked, "another kiana process is just starting in \(path) (a node, or an init, join or restore); try again in a moment")
+            }
             let args = Self.commandLine(pid: pid)
-            let command = args.count > 1 && args[0].hasSuffix("kiana") ? args[1] : "serve"
+            let command = args.count > 1 && ["init", "join", "restore"].contains(args[1]) ? args[1] : "serve"
             switch command {
             case "join": throw joinInProgress(pid: pid)
             case "serve": throw KianaNodeError(.locked, "another node (PID \(pid)) is already serving \(path); stop it first, or give this one its own --data-dir")

@@ -245,6 +245,8 @@ public struct Node: Sendable {
         guard !item.deleted else { throw KianaNodeError(.invalidInput, "item \(item.id) is forgotten; add it again instead") }
         let trimmed = text?.trimmingCharacters(in: .whitespacesAndNewlines)
         guard trimmed.map({ !$0.isEmpty }) ?? true else { throw KianaNodeError(.invalidInput, "the text cannot be empty (forget the item instead)") }
+        // A blank title clears the title ("" is how it is cleared).
+        let title = title?.trimmingCharacters(in: .whitespacesAndNewlines)
         guard trimmed != nil || title != nil || tags != nil else { throw KianaNodeError(.invalidInput, "nothing to change: give text, title or tags") }
         // Every field given already holds that value: nothing is written (no new entry, the
         // version stays, so another tab's edit based on it is not refused for nothing).

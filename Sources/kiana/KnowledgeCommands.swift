@@ -115,7 +115,7 @@ struct List: ParsableCommand {
                 if items.isEmpty { say("No knowledge yet. Add some with: kiana remember \"…\"") }
                 for i in items {
                     let first = String(i.text.split(separator: "\n").first ?? "")
-                    let label = i.title ?? (first.count > 60 ? first.prefix(60) + "…" : first)
+                    let label = i.title.flatMap { $0.isEmpty ? nil : $0 } ?? (first.count > 60 ? first.prefix(60) + "…" : first)
                     let tags = i.tags.isEmpty ? "" : "  [" + i.tags.joined(separator: ", ") + "]"
                     // One line per item: newlines and tabs inside fields are shown as escapes.
                     say(Terminal.escape("\(i.id)  \(i.updated.map(date) ?? "-")  \(i.deleted ? "(forgotten) " : "")\(label)\(tags)"))
