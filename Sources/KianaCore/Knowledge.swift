@@ -288,6 +288,63 @@ public struct ItemState: Hashable, Sendable {
         return .map(m)
     }
 
+    /// `cbor.encoded`, written directly (no map built and sorted): every item row stores it and
+    /// the start-up check encodes every item. Keys in deterministic order (length, then bytes):
+    /// id, tags, text, first, title, source, lastDel, lastPut.
+    public var encoded: [UInt8] {
+        var out: [UInt8] = []
+        out.reserveCapacity(256 + (self.text?.value.utf8.count ?? 0) + (title?.value.utf8.count ?? 0))
+        func text(_ s: String) {
+            CBOR.head(3, UInt64(s.utf8.count), &out)
+            out.append(contentsOf: s.utf8)
+        }
+        func stamp(_ st: Stamp) {
+            CBOR.head(4, 3, &out)
+            CBOR.head(4, 2, &out)
+            CBOR.head(0, st.hlc.wall, &out)
+            CBOR.head(0, UInt64(st.hlc.logical), &out)
+            CBOR.head(2, UInt64(st.author.count), &out)
+            out.append(contentsOf: st.author)
+            CBOR.head(2, UInt64(st.entryID.count), &out)
+            out.append(contentsOf: st.entryID)
+        }
+        func register(_ key: String, _ r: Register<String>?) {
+            guard let r else { return }
+            text(key)
+            CBOR.head(4, 2, &out)
+            text(r.value)
+            stamp(r.stamp)
+        }
+        let present = [tags != nil, self.text != nil, firstPut != nil, title != nil, source != nil, lastDelete != nil, lastPut != nil]
+        CBOR.head(5, UInt64(1 + present.filter { $0 }.count), &out)
+        text("id")
+        CBOR.head(2, UInt64(id.bytes.count), &out)
+        out.append(contentsOf: id.bytes)
+        if let tags {
+            text("tags")
+            CBOR.head(4, 2, &out)
+            CBOR.head(4, UInt64(tags.value.count), &out)
+            for t in tags.value { text(t) }
+            stamp(tags.stamp)
+        }
+        register("text", self.text)
+        if let firstPut {
+            text("first")
+            stamp(firstPut)
+        }
+        register("title", title)
+        register("source", source)
+        if let lastDelete {
+            text("lastDel")
+            stamp(lastDelete)
+        }
+        if let lastPut {
+            text("lastPut")
+            stamp(lastPut)
+        }
+        return out
+    }
+
     public init(cbor: CBOR) throws(KianaCoreError) {
         let m = try cbor.mapValue("item state")
         id = try ItemID(bytes: m.required("id", in: "item state").bytesValue("id", count: 16))
@@ -317,6 +374,9 @@ public struct KnowledgeState: Hashable, Sendable {
     public private(set) var items: [ItemID: ItemState] = [:]
 
     public init() {}
+
+    /// Room for `items` items without growing (a state rebuilt from a whole ledger).
+    public mutating func reserveCapacity(_ items: Int) { self.items.reserveCapacity(items) }
 
     /// The state for a set of entries; order and duplicates do not matter.
     public init<S: Sequence>(entries: S) where S.Element == Entry {

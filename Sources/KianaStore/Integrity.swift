@@ -204,6 +204,8 @@ extension LedgerStore {
     ) throws(KianaStoreError) -> (state: LedgerState, digest: [UInt8], digestAt: [UInt8]?) {
         var state: LedgerState?
         var expected = KnowledgeState()
+        // About as many items as the table holds (a hint only: the table is what is checked).
+        expected.reserveCapacity(min(try run("counting items") { try writer.read { db in try ItemRecord.fetchCount(db) } }, 1 << 24))
         let digests = try walkCanonicalChain(digestAt: digestAt) { (window: [Block]) throws(KianaStoreError) in
             let first = state.map { $0.height + 1 } ?? 0
             let trusted = trustedBelow > first ? Int(min(UInt64(window.count), trustedBelow - first)) : 0

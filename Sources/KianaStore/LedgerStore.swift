@@ -362,7 +362,7 @@ public struct LedgerStore: Sendable {
         return ItemRecord(
             id: Data(s.id.bytes), title: s.title?.value, text: s.text?.value, tags: tags, source: s.source?.value,
             createdWall: s.created.map { Int64($0.wall) }, updatedWall: s.updated.map { Int64($0.wall) },
-            deleted: s.isDeleted, state: Data(s.cbor.encoded))
+            deleted: s.isDeleted, state: Data(s.encoded))
     }
 
     // MARK: reading
