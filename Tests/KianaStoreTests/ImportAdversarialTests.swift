@@ -203,16 +203,23 @@ import Testing
         #expect(try sa.orphanCount() == LedgerStore.maxOrphans)
     }
 
-    /// A pending entry shapes what is served and is sealed into the next block: a forged one
-    /// (a signature byte flipped on disk, its ID unchanged) is damage at the next check, not
-    /// served and signed over.
-    @Test func aForgedPendingEntryIsDamage() throws {
+    /// a's entry left a's chain for b's longer one: it waits in a's pending pool. Returns both
+    /// stores and b's head.
+    func aPendingOnA() throws -> (LedgerStore, LedgerStore, Block) {
         let (sa, sb, _) = try pair()
         _ = try sa.write([put("from a")], identity: a, now: t0 + 10)
         let b1 = try sb.write([put("b one")], identity: b, now: t0 + 20).block
         let b2 = try sb.write([put("b two")], identity: b, now: t0 + 21).block
         _ = try sa.importBlocks([b1, b2], now: t0 + 30)
         #expect(try sa.pendingCount() == 1)
+        return (sa, sb, b2)
+    }
+
+    /// A pending entry shapes what is served and is sealed into the next block: a forged one
+    /// (a signature byte flipped on disk, its ID unchanged) is damage at the next check, not
+    /// served and signed over.
+    @Test func aForgedPendingEntryIsDamage() throws {
+        let (sa, _, _) = try aPendingOnA()
         _ = try sa.verify(now: t0 + 40)
         try sa.database.writer.write { db in
             let row = try #require(try Row.fetchOne(db, sql: "SELECT entry.id, entry.raw FROM pending JOIN entry ON entry.id = pending.entryId"))
@@ -234,14 +241,8 @@ import Testing
     /// tick, and a loop that kept trying made a tick take half a minute (the announcer stalled
     /// and shutdown waited on it). Its author's device re-signs it (decision 111).
     @Test func anUnsealableEntryCostsOneAttempt() throws {
-        let (sa, sb, _) = try pair()
-        _ = try sa.write([put("from a")], identity: a, now: t0 + 10)
-        // b's chain is longer: a's entry leaves the chain on a's device and waits in its pool.
-        let b1 = try sb.write([put("b one")], identity: b, now: t0 + 20).block
-        let b2 = try sb.write([put("b two")], identity: b, now: t0 + 21).block
-        _ = try sa.importBlocks([b1, b2], now: t0 + 30)
+        let (sa, sb, b2) = try aPendingOnA()
         #expect(try sa.head()?.hash == b2.hash)
-        #expect(try sa.pendingCount() == 1)
         // Another entry of a's with the same sequence number reaches the chain first.
         let net = try #require(try sa.network())
         let twin = Entry(
