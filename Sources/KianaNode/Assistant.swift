@@ -51,10 +51,10 @@ public struct BackendConfig: Codable, Sendable, Equatable {
         switch backend {
         case .embedded: break
         case .ollama:
-            guard let model, !model.trimmingCharacters(in: .whitespaces).isEmpty else { throw KianaNodeError(.invalidInput, "the ollama backend needs a model name (--model or KIANA_LLM_MODEL)") }
+            guard let model, !model.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty else { throw KianaNodeError(.invalidInput, "the ollama backend needs a model name (--model or KIANA_LLM_MODEL)") }
             _ = try Self.url(url ?? "http://127.0.0.1:11434")
         case .openai:
-            guard let model, !model.trimmingCharacters(in: .whitespaces).isEmpty else { throw KianaNodeError(.invalidInput, "the openai backend needs a model name (--model or KIANA_LLM_MODEL)") }
+            guard let model, !model.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty else { throw KianaNodeError(.invalidInput, "the openai backend needs a model name (--model or KIANA_LLM_MODEL)") }
             guard let url else { throw KianaNodeError(.invalidInput, "the openai backend needs a base URL ending in /v1 (--backend-url or KIANA_LLM_URL)") }
             _ = try Self.url(url)
         }
@@ -74,10 +74,10 @@ public struct BackendConfig: Codable, Sendable, Equatable {
                 model: m, name: name, contextSize: context ?? 2048,
                 threads: threads ?? ProcessInfo.processInfo.activeProcessorCount)
         case .ollama:
-            guard let model, !model.trimmingCharacters(in: .whitespaces).isEmpty else { throw KianaNodeError(.invalidInput, "the ollama backend needs a model name (--model or KIANA_LLM_MODEL)") }
+            guard let model, !model.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty else { throw KianaNodeError(.invalidInput, "the ollama backend needs a model name (--model or KIANA_LLM_MODEL)") }
             return OllamaBackend(baseURL: try Self.url(url ?? "http://127.0.0.1:11434"), model: model, contextSize: context ?? 8192)
         case .openai:
-            guard let model, !model.trimmingCharacters(in: .whitespaces).isEmpty else { throw KianaNodeError(.invalidInput, "the openai backend needs a model name (--model or KIANA_LLM_MODEL)") }
+            guard let model, !model.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty else { throw KianaNodeError(.invalidInput, "the openai backend needs a model name (--model or KIANA_LLM_MODEL)") }
             guard let url else { throw KianaNodeError(.invalidInput, "the openai backend needs a base URL ending in /v1 (--backend-url or KIANA_LLM_URL)") }
             return OpenAIBackend(baseURL: try Self.url(url), model: model, apiKey: apiKey, contextSize: context ?? 8192)
         }

@@ -32,7 +32,7 @@ public enum DataBackup {
         guard passphrase.count >= minPassphrase else {
             throw KianaNodeError(.invalidInput, "the passphrase must have at least \(minPassphrase) characters")
         }
-        guard !file.trimmingCharacters(in: .whitespaces).isEmpty else { throw KianaNodeError(.invalidInput, "an empty backup file name: give the file to write") }
+        guard !file.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty else { throw KianaNodeError(.invalidInput, "an empty backup file name: give the file to write") }
         guard !FileManager.default.fileExists(atPath: file) else { throw KianaNodeError(.conflict, "\(file) exists; choose another name") }
         // The folder it goes in, checked before the copy and the sealing (minutes for a big ledger).
         let folder = (file as NSString).deletingLastPathComponent.isEmpty ? "." : (file as NSString).deletingLastPathComponent
@@ -154,7 +154,7 @@ public enum DataBackup {
         from file: String, to directory: DataDirectory, passphrase: [UInt8], force: Bool = false,
         progress: (String, Int, Int) -> Void = { _, _, _ in }
     ) throws -> Summary {
-        guard !file.trimmingCharacters(in: .whitespaces).isEmpty else { throw KianaNodeError(.invalidInput, "an empty backup file name: give the file `kiana backup` wrote") }
+        guard !file.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty else { throw KianaNodeError(.invalidInput, "an empty backup file name: give the file `kiana backup` wrote") }
         var isFolder: ObjCBool = false
         if FileManager.default.fileExists(atPath: file, isDirectory: &isFolder), isFolder.boolValue {
             throw KianaNodeError(.invalidInput, "\(file) is a folder: give the backup file `kiana backup` wrote")

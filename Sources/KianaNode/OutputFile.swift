@@ -15,7 +15,7 @@ public final class OutputFile {
     let temporary: String?
 
     public init(_ given: String) throws {
-        guard !given.trimmingCharacters(in: .whitespaces).isEmpty else { throw KianaNodeError(.invalidInput, "an empty output file name: give the file to write") }
+        guard !given.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty else { throw KianaNodeError(.invalidInput, "an empty output file name: give the file to write") }
         // A descriptor this process already has (/dev/stdout, /dev/fd/N, /proc/self/fd/N) is
         // written through that descriptor: appending to `>> file` appends, a pipe is a pipe.
         if let fdNumber = Self.descriptor(given) {

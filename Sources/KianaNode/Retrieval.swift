@@ -98,7 +98,7 @@ extension Node {
         for raw in paths {
             // "" would resolve to the current directory: an unset variable (`ingest "$NOTES"`)
             // must not take in whatever folder the command runs in.
-            guard !raw.trimmingCharacters(in: .whitespaces).isEmpty else {
+            guard !raw.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty else {
                 throw KianaNodeError(.invalidInput, "an empty path: give a file or folder (\".\" for the current folder)")
             }
             let path = URL(fileURLWithPath: (raw as NSString).expandingTildeInPath).standardizedFileURL.path

@@ -78,8 +78,10 @@ extension LedgerStore {
 
     /// The error for a database file SQLite finds damaged, naming what is damaged.
     static func damaged(_ problems: [String]) -> KianaStoreError {
-        let shown = problems.prefix(3).joined(separator: "; ")
-        return KianaStoreError(.corrupt, "the database file is damaged (SQLite integrity check: \(shown)\(problems.count > 3 ? "; …" : ""))")
+        // One report line can hold several ("*** in database main ***\nPage 8: …"): one line.
+        let lines = problems.flatMap { $0.split(whereSeparator: \.isNewline).map(String.init) }
+        let shown = lines.prefix(3).joined(separator: "; ")
+        return KianaStoreError(.corrupt, "the database file is damaged (SQLite integrity check: \(shown)\(lines.count > 3 ? "; …" : ""))")
     }
 
     /// Blocks per window when the chain is read for verification.
@@ -149,7 +151,7 @@ extension LedgerStore {
             throw KianaStoreError(.corrupt, "block \(r.height): [block-hash] stored hash does not match the stored header", height: r.height)
         }
         // The row's indexed copies of the header (side branches are traced by `parent`).
-        guard b.header.parent == r.parent, b.header.signer == r.signer, b.header.time == r.time, b.height == r.rowHeight else {
+        guard r.rowTyped, b.header.parent == r.parent, b.header.signer == r.signer, b.header.time == r.time, b.height == r.rowHeight else {
             throw KianaStoreError(.corrupt, "block \(r.height): [block-row] stored height, parent, signer or time does not match the signed header", height: r.height)
         }
         guard b.entries.count == r.entries.count else {
@@ -161,8 +163,8 @@ extension LedgerStore {
         // The entry rows' indexed copies (membership is read by kind, sequence numbers and
         // clocks by author): what the bytes say.
         for (j, e) in b.entries.enumerated()
-        where r.entryRows[j] != EntryRow(author: e.author, sequence: e.sequence, kind: e.kind.rawValue, wall: e.hlc.wall, logical: UInt64(e.hlc.logical)) {
-            throw KianaStoreError(.corrupt, "block \(r.height): [entry-row] entry \(j)'s stored author, sequence, kind or clock does not match its bytes", height: r.height)
+        where r.entryRows[j] != EntryRow(author: e.author, sequence: e.sequence, kind: e.kind.rawValue, wall: e.hlc.wall, logical: UInt64(e.hlc.logical), typed: true) {
+            throw KianaStoreError(.corrupt, "block \(r.height): [entry-row] entry \(j)'s stored author, sequence, kind or clock does not match its bytes (or is stored as another type)", height: r.height)
         }
         return b
     }

@@ -378,6 +378,9 @@ public struct LedgerStore: Sendable {
         public var signer: [UInt8] = []
         public var time: UInt64 = 0
         public var rowHeight: UInt64 = 0
+        /// Whether the block row's columns hold the schema's storage classes (a blob compared
+        /// with text, or text with a blob, never matches in SQL).
+        public var rowTyped = true
         /// The entry rows' copies of entry fields, in entry order (checked against their bytes).
         public var entryRows: [EntryRow] = []
     }
@@ -390,7 +393,22 @@ public struct LedgerStore: Sendable {
         public var kind: String
         public var wall: UInt64
         public var logical: UInt64
+        /// Whether the row's columns hold the schema's storage classes: `kind` stored as a blob
+        /// reads back as the same string, but `WHERE kind = ?` (membership) no longer finds it.
+        public var typed: Bool
     }
+
+    /// SQL true when a canonical block's `block` and `chain` rows hold the schema's storage classes.
+    static let blockTyped = """
+        (typeof(chain.hash) = 'blob' AND typeof(block.hash) = 'blob' AND typeof(block.height) = 'integer' AND typeof(block.parent) = 'blob'
+          AND typeof(block.signer) = 'blob' AND typeof(block.time) = 'integer' AND typeof(block.signedHeader) = 'blob')
+        """
+
+    /// SQL true when an `entry` row's columns hold the schema's storage classes.
+    static let entryTyped = """
+        (typeof(entry.id) = 'blob' AND typeof(entry.author) = 'blob' AND typeof(entry.seq) = 'integer' AND typeof(entry.kind) = 'text'
+          AND typeof(entry.hlcWall) = 'integer' AND typeof(entry.hlcLogical) = 'integer' AND typeof(entry.raw) = 'blob')
+        """
 
     /// A column of a chain row, of the type the schema gives it; a value of another type (a
     /// row changed on disk) is damage, named, not a crash.
@@ -411,7 +429,7 @@ public struct LedgerStore: Sendable {
                 let rows = try Row.fetchAll(
                     db,
                     sql: """
-                        SELECT chain.height, chain.hash, block.signedHeader\(rowColumns ? ", block.parent, block.signer, block.time, block.height" : "")
+                        SELECT chain.height, chain.hash, block.signedHeader\(rowColumns ? ", block.parent, block.signer, block.time, block.height, " + Self.blockTyped : "")
                         FROM chain JOIN block ON block.hash = chain.hash
                         WHERE chain.height BETWEEN ? AND ? ORDER BY chain.height
                         """, arguments: [Int64(clamping: from), hi])
@@ -426,13 +444,14 @@ public struct LedgerStore: Sendable {
                         raw.signer = (try Self.stored(r, 4, in: name) as Data).bytes
                         raw.time = UInt64(bitPattern: try Self.stored(r, 5, in: name))
                         raw.rowHeight = UInt64(bitPattern: try Self.stored(r, 6, in: name))
+                        raw.rowTyped = try Self.stored(r, 7, in: name)
                     }
                     blocks.append(raw)
                 }
                 let erows = try Row.fetchCursor(
                     db,
                     sql: """
-                        SELECT blockEntry.blockHash, entry.id, entry.raw\(rowColumns ? ", entry.author, entry.seq, entry.kind, entry.hlcWall, entry.hlcLogical" : "") FROM chain
+                        SELECT blockEntry.blockHash, entry.id, entry.raw\(rowColumns ? ", entry.author, entry.seq, entry.kind, entry.hlcWall, entry.hlcLogical, " + Self.entryTyped : "") FROM chain
                         JOIN blockEntry ON blockEntry.blockHash = chain.hash
                         JOIN entry ON entry.id = blockEntry.entryId
                         WHERE chain.height BETWEEN ? AND ? ORDER BY chain.height, blockEntry.position
@@ -447,7 +466,7 @@ public struct LedgerStore: Sendable {
                                 EntryRow(
                                     author: (try Self.stored(r, 3, in: name) as Data).bytes, sequence: UInt64(bitPattern: try Self.stored(r, 4, in: name)),
                                     kind: try Self.stored(r, 5, in: name), wall: UInt64(bitPattern: try Self.stored(r, 6, in: name)),
-                                    logical: UInt64(bitPattern: try Self.stored(r, 7, in: name))))
+                                    logical: UInt64(bitPattern: try Self.stored(r, 7, in: name)), typed: try Self.stored(r, 8, in: name)))
                         }
                     }
                 }
@@ -494,7 +513,8 @@ public struct LedgerStore: Sendable {
         let pending = try run("reading pending entries") {
             try writer.read { db in
                 try Row.fetchAll(
-                    db, sql: "SELECT entry.id, entry.raw, entry.author, entry.seq, entry.kind, entry.hlcWall, entry.hlcLogical FROM pending CROSS JOIN entry ON entry.id = pending.entryId"
+                    db,
+                    sql: "SELECT entry.id, entry.raw, entry.author, entry.seq, entry.kind, entry.hlcWall, entry.hlcLogical, \(Self.entryTyped) FROM pending CROSS JOIN entry ON entry.id = pending.entryId"
                 ).map { row in
                     let id: Data = try Self.stored(row, 0, in: "a stored pending entry row")
                     let e = try Entry(decoding: (try Self.stored(row, 1, in: "a stored pending entry row") as Data).bytes)
@@ -505,8 +525,9 @@ public struct LedgerStore: Sendable {
                     let stored = EntryRow(
                         author: (try Self.stored(row, 2, in: "a stored pending entry row") as Data).bytes, sequence: UInt64(bitPattern: try Self.stored(row, 3, in: "a stored pending entry row")),
                         kind: try Self.stored(row, 4, in: "a stored pending entry row"), wall: UInt64(bitPattern: try Self.stored(row, 5, in: "a stored pending entry row")),
-                        logical: UInt64(bitPattern: try Self.stored(row, 6, in: "a stored pending entry row")))
-                    guard stored == EntryRow(author: e.author, sequence: e.sequence, kind: e.kind.rawValue, wall: e.hlc.wall, logical: UInt64(e.hlc.logical)) else {
+                        logical: UInt64(bitPattern: try Self.stored(row, 6, in: "a stored pending entry row")),
+                        typed: try Self.stored(row, 7, in: "a stored pending entry row"))
+                    guard stored == EntryRow(author: e.author, sequence: e.sequence, kind: e.kind.rawValue, wall: e.hlc.wall, logical: UInt64(e.hlc.logical), typed: true) else {
                         throw KianaStoreError(.corrupt, "\(name): [entry-row] stored author, sequence, kind or clock does not match its bytes")
                     }
                     return e

@@ -136,7 +136,7 @@ struct Show: ParsableCommand {
             let node = try Node.open(directory: data.directory, forReading: true)
             try output.emit(try node.item(idPrefix: id)) { i in
                 say("ID:       \(i.id)")
-                if let t = i.title { say(Terminal.escape("Title:    \(t)")) }
+                if let t = i.title, !t.isEmpty { say(Terminal.escape("Title:    \(t)")) }
                 if !i.tags.isEmpty { say(Terminal.escape("Tags:     \(i.tags.joined(separator: ", "))")) }
                 if let s = i.source { say(Terminal.escape("Source:   \(s)")) }
                 if let c = i.created { say("Created:  \(date(c))") }

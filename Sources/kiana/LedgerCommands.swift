@@ -198,7 +198,7 @@ struct Import: ParsableCommand {
             if file == "-" {
                 json = FileHandle.standardInput.readDataToEndOfFile()
             } else {
-                guard !file.trimmingCharacters(in: .whitespaces).isEmpty else { throw KianaNodeError(.invalidInput, "an empty file name: give the export file (- for standard input)") }
+                guard !file.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty else { throw KianaNodeError(.invalidInput, "an empty file name: give the export file (- for standard input)") }
                 guard let d = FileManager.default.contents(atPath: file) else {
                     throw KianaNodeError(.io, "cannot read \(file)")
                 }
