@@ -164,14 +164,7 @@ extension Node {
     /// stores the turn in the conversation. "remember that …" / "merk dir …" adds knowledge instead.
     /// The question trimmed, or the reason it cannot be asked (empty, over 64 KiB, a NUL).
     public static func checkedQuestion(_ question: String, conversation: String?) throws -> String {
-        let q = question.trimmingCharacters(in: .whitespacesAndNewlines)
-        guard !q.isEmpty else { throw KianaNodeError(.invalidInput, "the question is empty") }
-        guard q.utf8.count <= 64 * 1024 else { throw KianaNodeError(.invalidInput, "the question is longer than 64 KiB") }
-        // Stored as SQL text, which ends at NUL: refused rather than cut.
-        guard !q.utf8.contains(0), conversation?.utf8.contains(0) != true else {
-            throw KianaNodeError(.invalidInput, "the question and the conversation ID must not contain NUL characters")
-        }
-        return q
+        try Grounding.checkedQuestion(question, conversation: conversation)
     }
 
     /// Refuses a question before any model loads or any pending chunk is embedded: a bad

@@ -22,8 +22,8 @@ struct AskController<Context: RequestContext>: Sendable {
         guard let q = body.question, !q.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty else {
             throw HTTPError(.badRequest, message: "question is required")
         }
-        // The node's own limit, checked before a stream starts (a 400, not an error event in a 200).
-        guard q.utf8.count <= 64 * 1024 else { throw HTTPError(.badRequest, message: "the question is longer than 64 KiB") }
+        // The node's own checks, before a stream starts (a 400, not an error event in a 200).
+        _ = try Grounding.checkedQuestion(q, conversation: body.conversation)
         let maxTokens = try Compat.positive(body.max_tokens, "max_tokens")
         let sampling = try Compat.sampling(temperature: body.temperature, topP: body.top_p, seed: body.seed)
         let node = self.node

@@ -53,6 +53,8 @@ struct CompatController<Context: RequestContext>: Sendable {
         let id = "chatcmpl-" + UUID().uuidString.lowercased().replacingOccurrences(of: "-", with: "")
         let created = Int(Date().timeIntervalSince1970)
         let grounded = model == groundedModelName
+        // A grounded answer asks the last user message: checked as a question before a stream starts.
+        if grounded, let last = messages.last { _ = try Grounding.checkedQuestion(last.content) }
         let node = self.node
         if body.stream == true {
             let usage = body.stream_options?.include_usage == true

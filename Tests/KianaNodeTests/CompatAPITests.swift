@@ -109,6 +109,13 @@ import Testing
             ("/api/embeddings", #"{"model":"m"}"#, "400", "prompt is required"),
             ("/v1/embeddings", #"{"model":"m","input":[]}"#, "400", "input must be"),
             ("/v1/embeddings", #"{"model":"m","input":""# + String(repeating: "x", count: 1_100_000) + #""}"#, "413", "larger than"),
+            // A grounded answer's question is checked before the stream starts: a 400, not an
+            // error event in a 200.
+            ("/v1/chat/completions", #"{"model":"kiana","stream":true,"messages":[{"role":"user","content":"a\u0000b"}]}"#, "400", "NUL"),
+            (
+                "/v1/chat/completions", #"{"model":"kiana","stream":true,"messages":[{"role":"user","content":""# + String(repeating: "x ", count: 40_000) + #""}]}"#,
+                "400", "longer than 64 KiB"
+            ),
         ]
         for (path, body, code, words) in cases {
             let r = try await post(path, body)
@@ -117,6 +124,9 @@ import Testing
             let error = (try? JSONSerialization.jsonObject(with: Data(r.body.utf8)) as? [String: Any])?["error"]
             let message = path.hasPrefix("/api/") ? error as? String : (error as? [String: Any])?["message"] as? String
             #expect(message?.contains(words) == true, "\(path): \(r.body.prefix(200))")
+        }
+        for body in [#"{"question":"a\u0000b"}"#, #"{"question":""# + String(repeating: "x ", count: 40_000) + #""}"#] {
+            #expect(try await post("/api/v1/ask", body).code == "400", "\(body.prefix(40))")
         }
         let health = try await runProcess("/usr/bin/curl", ["-s", url + "/health"])
         #expect(String(decoding: health.out, as: UTF8.self).contains("\"status\":\"ok\""))

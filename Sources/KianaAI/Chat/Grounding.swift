@@ -154,6 +154,19 @@ public enum Grounding {
         Set(Words.tokens(s).filter { $0.count >= 3 && !stopWords.contains($0) })
     }
 
+    /// The question trimmed, or the reason it cannot be asked: empty, over 64 KiB, or holding a
+    /// NUL (stored as SQL text, which ends at NUL: refused rather than cut). Checked where the
+    /// question arrives, before anything streams.
+    public static func checkedQuestion(_ question: String, conversation: String? = nil) throws(KianaAIError) -> String {
+        let q = question.trimmingCharacters(in: .whitespacesAndNewlines)
+        guard !q.isEmpty else { throw KianaAIError(.invalidInput, "the question is empty") }
+        guard q.utf8.count <= 64 * 1024 else { throw KianaAIError(.invalidInput, "the question is longer than 64 KiB") }
+        guard !q.utf8.contains(0), conversation?.utf8.contains(0) != true else {
+            throw KianaAIError(.invalidInput, "the question and the conversation ID must not contain NUL characters")
+        }
+        return q
+    }
+
     /// "remember that" / "merk dir" with nothing after it: a command missing its fact, which
     /// must not be asked as a question (it would be answered "I don't know").
     public static func isBareRememberCommand(_ text: String) -> Bool {
